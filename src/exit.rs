@@ -1,0 +1,126 @@
+//! Exit codes and the typed errors that select them.
+//!
+//! Operators and alerting rules branch on the exit code, so every code has one
+//! meaning and lives here, in one place. Code that must pick an exit code raises a
+//! [`Coded`] error (usually through [`coded`]); everything else is a plain
+//! `anyhow` error with context and exits with [`FAILURE`].
+
+use std::fmt;
+
+/// The run did what was asked.
+pub const SUCCESS: i32 = 0;
+/// Unexpected failure: read the message, it names what failed.
+pub const FAILURE: i32 = 1;
+/// Command-line usage error (unknown flag, missing argument).
+pub const USAGE: i32 = 2;
+/// The configuration file is missing, unreadable or invalid.
+pub const CONFIG: i32 = 3;
+/// Another run of the same configuration holds the lock.
+pub const LOCKED: i32 = 4;
+/// Data failed verification: checksum mismatch, failed authentication,
+/// truncated or corrupt object, wrong key. Nothing was restored.
+pub const INTEGRITY: i32 = 5;
+/// A service (object store, ledger cluster) could not be reached or answered
+/// with a transient error: retrying later may succeed.
+pub const TRANSIENT: i32 = 6;
+/// The source cannot be read safely as configured (for example a data file that
+/// a running replica holds open, with no safe snapshot mode configured).
+pub const UNSAFE_SOURCE: i32 = 7;
+/// A restore target exists and is not empty, and `--force` was not given.
+pub const TARGET_EXISTS: i32 = 8;
+/// The named backup (or any backup of the kind) does not exist.
+pub const NOT_FOUND: i32 = 9;
+
+/// The class of a failure that the caller (ultimately `main`) must branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    Config,
+    Locked,
+    Integrity,
+    Transient,
+    UnsafeSource,
+    TargetExists,
+    NotFound,
+}
+
+impl Code {
+    /// The process exit code for this class.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Code::Config => CONFIG,
+            Code::Locked => LOCKED,
+            Code::Integrity => INTEGRITY,
+            Code::Transient => TRANSIENT,
+            Code::UnsafeSource => UNSAFE_SOURCE,
+            Code::TargetExists => TARGET_EXISTS,
+            Code::NotFound => NOT_FOUND,
+        }
+    }
+}
+
+/// An error that carries its exit-code class. Its message names what failed and
+/// what to do next.
+#[derive(Debug)]
+pub struct Coded {
+    pub code: Code,
+    pub message: String,
+}
+
+impl fmt::Display for Coded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Coded {}
+
+/// Builds an `anyhow::Error` carrying `code`.
+pub fn coded(code: Code, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Coded {
+        code,
+        message: message.into(),
+    })
+}
+
+/// Finds the class of `err`: the first [`Coded`] in its chain, or an
+/// [`std::io::Error`] whose inner error is [`Coded`] (stages report through
+/// `io::Error`), or `None` for an unclassified failure.
+pub fn classify(err: &anyhow::Error) -> Option<Code> {
+    for cause in err.chain() {
+        if let Some(c) = cause.downcast_ref::<Coded>() {
+            return Some(c.code);
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if let Some(c) = io.get_ref().and_then(|e| e.downcast_ref::<Coded>()) {
+                return Some(c.code);
+            }
+        }
+    }
+    None
+}
+
+/// The exit code for `err`.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    classify(err).map_or(FAILURE, Code::exit_code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_finds_code_through_context_and_io() {
+        let e = coded(Code::Locked, "busy").context("failed to start run");
+        assert_eq!(exit_code(&e), LOCKED);
+
+        let io = std::io::Error::other(Coded {
+            code: Code::Integrity,
+            message: "chunk 3 failed authentication".into(),
+        });
+        let e = anyhow::Error::new(io).context("failed to restore");
+        assert_eq!(exit_code(&e), INTEGRITY);
+
+        let plain = anyhow::anyhow!("boom");
+        assert_eq!(exit_code(&plain), FAILURE);
+    }
+}

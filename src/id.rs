@@ -1,0 +1,129 @@
+//! Backup ids: UUIDv7, so ids sort by creation time, embed that time, and map
+//! one-to-one onto TigerBeetle's 128-bit transfer ids.
+
+use std::fmt;
+use std::str::FromStr;
+
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::OffsetDateTime;
+
+/// Fills a buffer from the operating system's CSPRNG.
+pub fn fill_random(buf: &mut [u8]) {
+    // The OS random source failing is not recoverable and not caused by input.
+    SystemRandom::new()
+        .fill(buf)
+        .expect("the operating system's random number generator failed");
+}
+
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    fill_random(&mut b);
+    u64::from_le_bytes(b)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackupId([u8; 16]);
+
+impl BackupId {
+    /// A new UUIDv7 for `now`: 48 bits of Unix milliseconds, version 7, 74 random bits.
+    pub fn new_v7(now: OffsetDateTime) -> Self {
+        let ms = (now.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+        let mut b = [0u8; 16];
+        fill_random(&mut b[6..]);
+        b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        b[6] = 0x70 | (b[6] & 0x0f);
+        b[8] = 0x80 | (b[8] & 0x3f);
+        BackupId(b)
+    }
+
+    pub fn from_bytes(b: [u8; 16]) -> Self {
+        BackupId(b)
+    }
+
+    pub fn as_bytes(&self) -> [u8; 16] {
+        self.0
+    }
+
+    pub fn as_u128(&self) -> u128 {
+        u128::from_be_bytes(self.0)
+    }
+
+    /// The creation time embedded in a UUIDv7 (millisecond precision).
+    pub fn timestamp(&self) -> Option<OffsetDateTime> {
+        let mut ms = [0u8; 8];
+        ms[2..].copy_from_slice(&self.0[..6]);
+        let ms = u64::from_be_bytes(ms) as i128;
+        OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).ok()
+    }
+}
+
+impl fmt::Display for BackupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, byte) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for BackupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for BackupId {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let hex: String = s.chars().filter(|c| *c != '-').collect();
+        if hex.len() != 32 || s.len() != 36 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            anyhow::bail!("{s:?} is not a backup id (expected a UUID like 0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b)");
+        }
+        let mut b = [0u8; 16];
+        for (i, byte) in b.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)?;
+        }
+        Ok(BackupId(b))
+    }
+}
+
+impl Serialize for BackupId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for BackupId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v7_round_trips_and_sorts_by_time() {
+        let t1 = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let t2 = t1 + time::Duration::milliseconds(1);
+        let a = BackupId::new_v7(t1);
+        let b = BackupId::new_v7(t2);
+        assert!(a < b);
+        assert_eq!(a.timestamp(), Some(t1));
+        let s = a.to_string();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "7", "version nibble");
+        assert_eq!(s.parse::<BackupId>().unwrap(), a);
+        assert_ne!(a.as_u128(), 0);
+        assert!("not-an-id".parse::<BackupId>().is_err());
+        assert!("0190a1b2c3d47e5f8a9b0c1d2e3f4a5b"
+            .parse::<BackupId>()
+            .is_err());
+    }
+}

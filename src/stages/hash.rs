@@ -1,0 +1,122 @@
+//! SHA-256 and byte counting, as a writer and as a reader stage.
+
+use std::io::{self, Read, Write};
+
+use sha2::{Digest, Sha256};
+
+/// The digest and length of everything that passed through a hash stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digested {
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub struct HashWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> HashWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashWriter {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Flushes and returns the inner writer with the digest of what was written.
+    pub fn finish(mut self) -> io::Result<(W, Digested)> {
+        self.inner.flush()?;
+        let d = Digested {
+            sha256: hex(&self.hasher.finalize()),
+            bytes: self.bytes,
+        };
+        Ok((self.inner, d))
+    }
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+pub struct HashReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> HashReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashReader {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The digest of everything read so far (call after reading to the end).
+    pub fn finish(self) -> (R, Digested) {
+        let d = Digested {
+            sha256: hex(&self.hasher.finalize()),
+            bytes: self.bytes,
+        };
+        (self.inner, d)
+    }
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads `r` to the end and returns its digest.
+pub fn digest_reader(r: impl Read) -> io::Result<Digested> {
+    let mut h = HashReader::new(r);
+    io::copy(&mut h, &mut io::sink())?;
+    Ok(h.finish().1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    const ABC: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+    #[test]
+    fn writer_and_reader_agree_with_known_vectors() {
+        let (_, d) = HashWriter::new(Vec::new()).finish().unwrap();
+        assert_eq!(d.sha256, EMPTY);
+        let mut w = HashWriter::new(Vec::new());
+        w.write_all(b"a").unwrap();
+        w.write_all(b"bc").unwrap();
+        let (inner, d) = w.finish().unwrap();
+        assert_eq!(inner, b"abc");
+        assert_eq!(
+            d,
+            Digested {
+                sha256: ABC.into(),
+                bytes: 3
+            }
+        );
+        assert_eq!(digest_reader(&b"abc"[..]).unwrap().sha256, ABC);
+    }
+}

@@ -1,0 +1,183 @@
+//! Runs a writer stage on its own thread.
+//!
+//! `ThreadWriter` hands buffers to a thread that owns the inner stage, through a
+//! bounded channel, so the producer (say, tar) and the consumer (say, compression)
+//! work in parallel while memory stays bounded by `depth × buffer size`. When the
+//! inner stage fails, the next write returns its error; `finish` joins the thread and
+//! returns whatever the thread's finishing function produced.
+//!
+//! The finishing function runs only after an explicit `finish`. A writer dropped
+//! unfinished (an error upstream) makes the thread drop its stage unfinished, so an
+//! incomplete stream is discarded (uploads aborted), never completed.
+
+use std::io::{self, Write};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::thread::JoinHandle;
+
+use anyhow::{anyhow, Result};
+
+const BUF: usize = 1 << 20;
+const DEPTH: usize = 4;
+
+enum Msg {
+    Data(Vec<u8>),
+    End,
+}
+
+pub struct ThreadWriter<T: Send + 'static> {
+    tx: Option<SyncSender<Msg>>,
+    buf: Vec<u8>,
+    handle: Option<JoinHandle<Result<T>>>,
+    name: &'static str,
+}
+
+impl<T: Send + 'static> ThreadWriter<T> {
+    /// Moves `inner` to a new thread named `name`. After the producer finishes,
+    /// `finish_inner` runs on that thread and its result is returned by `finish`.
+    pub fn spawn<W, F>(name: &'static str, mut inner: W, finish_inner: F) -> io::Result<Self>
+    where
+        W: Write + Send + 'static,
+        F: FnOnce(W) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = sync_channel::<Msg>(DEPTH);
+        let handle = std::thread::Builder::new()
+            .name(format!("bkp-{name}"))
+            .spawn(move || -> Result<T> {
+                for msg in rx {
+                    match msg {
+                        Msg::Data(buf) => inner.write_all(&buf)?,
+                        Msg::End => return finish_inner(inner),
+                    }
+                }
+                Err(anyhow!(
+                    "the {name} stage was abandoned before the end of its input"
+                ))
+            })?;
+        Ok(ThreadWriter {
+            tx: Some(tx),
+            buf: Vec::with_capacity(BUF),
+            handle: Some(handle),
+            name,
+        })
+    }
+
+    fn join(&mut self) -> Result<T> {
+        self.tx.take();
+        match self.handle.take() {
+            Some(h) => h
+                .join()
+                .map_err(|_| anyhow!("the {} stage panicked", self.name))?,
+            None => Err(anyhow!("the {} stage already stopped", self.name)),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(BUF));
+        let sent = self.tx.as_ref().map(|tx| tx.send(Msg::Data(full)).is_ok());
+        if sent == Some(true) {
+            return Ok(());
+        }
+        // The stage stopped: its result says why.
+        match self.join() {
+            Err(e) => Err(io::Error::other(e)),
+            Ok(_) => Err(io::Error::other(format!(
+                "the {} stage stopped early",
+                self.name
+            ))),
+        }
+    }
+
+    /// Sends what is buffered, ends the stream and returns the stage's result.
+    pub fn finish(mut self) -> Result<T> {
+        self.send()?;
+        if let Some(tx) = &self.tx {
+            // A failed send means the stage stopped; join reports why.
+            let _ = tx.send(Msg::End);
+        }
+        self.join()
+    }
+}
+
+impl<T: Send + 'static> Write for ThreadWriter<T> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = (BUF - self.buf.len()).min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == BUF {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+impl<T: Send + 'static> Drop for ThreadWriter<T> {
+    fn drop(&mut self) {
+        // Unfinished (error path): close the channel without `End` and wait, so the
+        // stage is dropped unfinished and its own cleanup (aborting an upload,
+        // removing a partial file) has run before we return.
+        if self.handle.is_some() {
+            let _ = self.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropping_unfinished_never_runs_the_finisher() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut w = ThreadWriter::spawn("test", Vec::new(), move |v: Vec<u8>| {
+            tx.send(v.len()).unwrap();
+            Ok(())
+        })
+        .unwrap();
+        w.write_all(b"partial").unwrap();
+        w.flush().unwrap();
+        drop(w);
+        assert!(rx.recv().is_err(), "finisher ran on an abandoned stream");
+    }
+
+    #[test]
+    fn passes_every_byte_and_returns_the_result() {
+        let mut w = ThreadWriter::spawn("test", Vec::new(), |v: Vec<u8>| Ok(v)).unwrap();
+        let data: Vec<u8> = (0..3 * BUF + 17).map(|i| (i % 256) as u8).collect();
+        for chunk in data.chunks(100_003) {
+            w.write_all(chunk).unwrap();
+        }
+        assert_eq!(w.finish().unwrap(), data);
+    }
+
+    struct Failing;
+    impl Write for Failing {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::other("disk on fire"))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn inner_failure_surfaces_on_write_or_finish() {
+        let mut w = ThreadWriter::spawn("test", Failing, |_| Ok(())).unwrap();
+        let mut err = None;
+        for _ in 0..(DEPTH + 3) {
+            if let Err(e) = w.write_all(&vec![0u8; BUF]) {
+                err = Some(e.to_string());
+                break;
+            }
+        }
+        let msg = match err {
+            Some(m) => m,
+            None => format!("{:#}", w.finish().unwrap_err()),
+        };
+        assert!(msg.contains("disk on fire"), "{msg}");
+    }
+}

@@ -1,0 +1,265 @@
+//! A store in a local directory (or a mounted file system).
+//!
+//! Writes go to a uniquely named file under `.bkp-partial/` in the store root and
+//! are published with `link(2)`, which fails if the final name exists: a create-only,
+//! atomic publish. Data and directory entries are fsynced before `finish` returns,
+//! so a completed object survives a power cut.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use time::OffsetDateTime;
+
+use super::{already_exists, check_key, not_found, Metadata, ObjectInfo, ObjectWriter, Store};
+
+/// Directory under the store root that holds writes in progress.
+pub const PARTIAL_DIR: &str = ".bkp-partial";
+
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// A store rooted at `root`, which is created if missing.
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        fs::create_dir_all(root.join(PARTIAL_DIR)).with_context(|| {
+            format!(
+                "failed to create the local store directory {}: check that the path is writable",
+                root.display()
+            )
+        })?;
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("failed to resolve {}", root.display()))?;
+        Ok(LocalStore { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        if key == PARTIAL_DIR || key.starts_with(&format!("{PARTIAL_DIR}/")) {
+            anyhow::bail!("invalid object key {key:?}: {PARTIAL_DIR} is reserved");
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn info(key: String, meta: &fs::Metadata) -> ObjectInfo {
+    ObjectInfo {
+        key,
+        size: meta.len(),
+        modified: meta.modified().ok().map(OffsetDateTime::from),
+    }
+}
+
+struct LocalWriter {
+    file: Option<BufWriter<File>>,
+    tmp: PathBuf,
+    dest: PathBuf,
+    key: String,
+    store: String,
+}
+
+impl Write for LocalWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("write after finish"))?
+            .write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl LocalWriter {
+    fn publish(&self, file: BufWriter<File>) -> Result<ObjectInfo> {
+        let file = file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all().map(|_| f))
+            .with_context(|| format!("failed to write {}", self.tmp.display()))?;
+        let meta = file.metadata()?;
+        drop(file);
+        if let Some(parent) = self.dest.parent() {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("failed to create {}", parent.display()))?;
+        }
+        match fs::hard_link(&self.tmp, &self.dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(already_exists(&self.store, &self.key));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "failed to publish {} as {}",
+                        self.tmp.display(),
+                        self.dest.display()
+                    )
+                })
+            }
+        }
+        if let Some(parent) = self.dest.parent() {
+            fsync_dir(parent).with_context(|| format!("failed to sync {}", parent.display()))?;
+        }
+        Ok(info(self.key.clone(), &meta))
+    }
+}
+
+impl ObjectWriter for LocalWriter {
+    fn finish(mut self: Box<Self>) -> Result<ObjectInfo> {
+        let file = self.file.take().expect("finish is called once");
+        let published = self.publish(file);
+        // Published or not, the partial file has no further use.
+        let _ = fs::remove_file(&self.tmp);
+        published
+    }
+
+    fn abort(mut self: Box<Self>) -> Result<()> {
+        self.file.take();
+        match fs::remove_file(&self.tmp) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("failed to remove {}", self.tmp.display())),
+        }
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        // Only reached without finish/abort (an error path): discard the partial file.
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+impl Store for LocalStore {
+    fn identity(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    fn create(&self, key: &str, _metadata: &Metadata) -> Result<Box<dyn ObjectWriter>> {
+        let dest = self.path(key)?;
+        if dest.exists() {
+            return Err(already_exists(&self.identity(), key));
+        }
+        let name = format!(
+            "{}.{}.{}",
+            key.replace('/', "_"),
+            std::process::id(),
+            crate::id::random_u64()
+        );
+        let tmp = self.root.join(PARTIAL_DIR).join(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .with_context(|| format!("failed to create {}", tmp.display()))?;
+        Ok(Box::new(LocalWriter {
+            file: Some(BufWriter::with_capacity(1 << 20, file)),
+            tmp,
+            dest,
+            key: key.to_string(),
+            store: self.identity(),
+        }))
+    }
+
+    fn open(&self, key: &str) -> Result<Box<dyn std::io::Read + Send>> {
+        let path = self.path(key)?;
+        match File::open(&path) {
+            Ok(f) => Ok(Box::new(io::BufReader::with_capacity(1 << 20, f))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(not_found(&self.identity(), key)),
+            Err(e) => Err(e).with_context(|| format!("failed to open {}", path.display())),
+        }
+    }
+
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        let path = self.path(key)?;
+        match fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(info(key.to_string(), &m))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("failed to stat {}", path.display())),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        // Walk only the directory that can contain the prefix.
+        let start_rel = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        let start = self.root.join(start_rel);
+        let mut out = Vec::new();
+        let mut stack = vec![start];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("failed to list {}", dir.display()))
+                }
+            };
+            for entry in entries {
+                let entry = entry.with_context(|| format!("failed to list {}", dir.display()))?;
+                let path = entry.path();
+                let rel = match path.strip_prefix(&self.root) {
+                    Ok(r) => r.to_string_lossy().into_owned(),
+                    Err(_) => continue,
+                };
+                if rel == PARTIAL_DIR {
+                    continue;
+                }
+                let ft = entry.file_type()?;
+                if ft.is_dir() {
+                    if prefix.starts_with(&format!("{rel}/")) || rel.starts_with(prefix) {
+                        stack.push(path);
+                    }
+                } else if ft.is_file() && rel.starts_with(prefix) {
+                    out.push(info(rel, &entry.metadata()?));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn reread_is_cheap(&self) -> bool {
+        true
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("failed to delete {}", path.display()))
+            }
+        }
+        // Remove directories the delete left empty, up to the root.
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == self.root || fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,139 @@
+//! Where backups live: one small trait, one module per backend.
+//!
+//! Backups are immutable, so the trait's write is *create-only*: writing a key that
+//! already exists fails instead of replacing a backup someone may still need. An
+//! object becomes visible only when it is complete (a local file is renamed into
+//! place; an S3 object exists once its upload completes), so a crashed run leaves
+//! either nothing or an orphan without a manifest, never a half-written object
+//! under its final name.
+//!
+//! Every backend runs the same conformance suite (`tests/store_conformance.rs`),
+//! S3 against a real server.
+
+use std::io::{Read, Write};
+
+use anyhow::Result;
+use time::OffsetDateTime;
+
+pub mod local;
+pub mod memory;
+pub mod s3;
+
+/// What a backend knows about one stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key relative to the store's root (its configured prefix is not included).
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<OffsetDateTime>,
+}
+
+/// Metadata stored with a data object (S3 user metadata; a sidecar nowhere else).
+pub type Metadata = Vec<(String, String)>;
+
+/// A streaming write of one object. Bytes become a visible object only through
+/// [`ObjectWriter::finish`]; [`ObjectWriter::abort`] (or dropping the writer)
+/// discards everything written so far.
+pub trait ObjectWriter: Write + Send {
+    /// Completes the object and returns what was stored. Fails if the key came
+    /// into existence meanwhile.
+    fn finish(self: Box<Self>) -> Result<ObjectInfo>;
+    /// Discards the partial object.
+    fn abort(self: Box<Self>) -> Result<()>;
+}
+
+/// A backup store. Keys are `/`-separated relative paths without `..` segments.
+pub trait Store: Send + Sync {
+    /// A stable, secret-free identity such as `file:///srv/backups` or
+    /// `s3://bucket/prefix`, used in messages and for the ledger's store account.
+    fn identity(&self) -> String;
+
+    /// Starts a create-only streaming write of `key`.
+    fn create(&self, key: &str, metadata: &Metadata) -> Result<Box<dyn ObjectWriter>>;
+
+    /// Writes a small object in one call, create-only.
+    fn put_new(&self, key: &str, bytes: &[u8], metadata: &Metadata) -> Result<ObjectInfo> {
+        let mut w = self.create(key, metadata)?;
+        if let Err(e) = w.write_all(bytes) {
+            let _ = w.abort();
+            return Err(anyhow::Error::new(e).context(format!("failed to write {key}")));
+        }
+        w.finish()
+    }
+
+    /// Opens `key` for streaming reads. A missing key is a
+    /// [`crate::exit::Code::NotFound`] error.
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>>;
+
+    /// Reads a whole (small) object.
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.open(key)?
+            .read_to_end(&mut buf)
+            .map_err(|e| anyhow::Error::new(e).context(format!("failed to read {key}")))?;
+        Ok(buf)
+    }
+
+    /// Facts about `key`, or `None` if it does not exist.
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>>;
+
+    /// Every object whose key starts with `prefix`, sorted by key.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+
+    /// Deletes `key`; deleting a missing key succeeds (deletes are retried).
+    fn delete(&self, key: &str) -> Result<()>;
+
+    /// Whether reading an object twice costs little (a local file). Restore then
+    /// verifies in place instead of spooling a copy.
+    fn reread_is_cheap(&self) -> bool {
+        false
+    }
+}
+
+/// Rejects keys that could escape the store's root or that backends disagree on.
+pub fn check_key(key: &str) -> Result<()> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key.ends_with('/')
+        || key.contains('\\')
+        || key.contains('\0')
+        || key
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..");
+    if bad {
+        anyhow::bail!("invalid object key {key:?}: keys are relative paths without empty, '.' or '..' segments");
+    }
+    Ok(())
+}
+
+/// The error for a key that does not exist.
+pub fn not_found(store: &str, key: &str) -> anyhow::Error {
+    crate::exit::coded(
+        crate::exit::Code::NotFound,
+        format!("object {key} does not exist in {store}"),
+    )
+}
+
+/// The error for a create-only write onto an existing key.
+pub fn already_exists(store: &str, key: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "refusing to overwrite {key} in {store}: backups are immutable and this key already exists"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_key;
+
+    #[test]
+    fn keys_that_escape_are_refused() {
+        for good in ["a", "a/b.json", "tigerbeetle/2025/10/11/x.tar.zst.enc"] {
+            assert!(check_key(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "/a", "a/", "a//b", "../a", "a/../b", "./a", "a\\b", "a\0b",
+        ] {
+            assert!(check_key(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! A store in an S3 bucket (AWS S3 or any S3-compatible service).
+//!
+//! Only portable S3 behaviour is used: path-style addressing when configured,
+//! `If-None-Match: *` for create-only writes, multipart uploads for large objects,
+//! `ListObjectsV2` pagination. Uploads stream: the writer fills one part buffer at a
+//! time and keeps at most `concurrency` parts in flight, so memory stays at about
+//! `part_size × (concurrency + 1)` whatever the object's size.
+//!
+//! The rest of bkp is synchronous; this module owns a small tokio runtime and
+//! blocks on it at the edge.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use time::OffsetDateTime;
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+
+use super::{already_exists, check_key, not_found, Metadata, ObjectInfo, ObjectWriter, Store};
+use crate::exit::{coded, Code};
+
+/// Connection settings for an S3 store. Credentials are not here: they come from
+/// the standard AWS chain (environment, profile, web identity, instance metadata).
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub bucket: String,
+    pub prefix: String,
+    pub region: String,
+    pub endpoint: Option<String>,
+    pub path_style: bool,
+    pub part_size: usize,
+    pub concurrency: usize,
+}
+
+/// S3's smallest allowed part (except the last).
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+/// S3's largest part number.
+const MAX_PARTS: i32 = 10_000;
+
+pub struct S3Store {
+    rt: Arc<Runtime>,
+    client: Client,
+    s: S3Settings,
+}
+
+impl S3Store {
+    pub fn new(settings: S3Settings) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(settings.concurrency.clamp(2, 8))
+            .thread_name("bkp-s3")
+            .enable_all()
+            .build()
+            .context("failed to start the S3 client runtime")?;
+        let client = rt.block_on(async {
+            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new(settings.region.clone()));
+            if let Some(ep) = &settings.endpoint {
+                loader = loader.endpoint_url(ep);
+            }
+            let shared = loader.load().await;
+            let timeouts = aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .operation_attempt_timeout(Duration::from_secs(600))
+                .build();
+            let conf = aws_sdk_s3::config::Builder::from(&shared)
+                .force_path_style(settings.path_style)
+                .timeout_config(timeouts)
+                // Only send checksums S3 requires: several S3-compatible services
+                // reject the SDK's default trailing checksums. Integrity is
+                // guaranteed end to end by bkp's own SHA-256 anyway.
+                .request_checksum_calculation(
+                    aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+                )
+                .response_checksum_validation(
+                    aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+                )
+                .build();
+            Client::from_conf(conf)
+        });
+        Ok(S3Store {
+            rt: Arc::new(rt),
+            client,
+            s: settings,
+        })
+    }
+
+    fn full_key(&self, key: &str) -> Result<String> {
+        check_key(key)?;
+        Ok(if self.s.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{}", self.s.prefix, key)
+        })
+    }
+
+    fn strip(&self, full: &str) -> Option<String> {
+        if self.s.prefix.is_empty() {
+            Some(full.to_string())
+        } else {
+            full.strip_prefix(&format!("{}/", self.s.prefix))
+                .map(str::to_string)
+        }
+    }
+
+    fn where_(&self, key: &str) -> String {
+        format!(
+            "s3://{}/{}",
+            self.s.bucket,
+            self.full_key(key).unwrap_or_default()
+        )
+    }
+}
+
+/// Turns an SDK error into an error that names the object and is classified:
+/// network trouble, timeouts and 5xx answers are transient (retry later).
+fn sdk_error<E>(err: SdkError<E, HttpResponse>, what: String) -> anyhow::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let transient = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(_) => status_of(&err).is_some_and(|s| s >= 500 || s == 429),
+        _ => false,
+    };
+    let detail = aws_sdk_s3::error::DisplayErrorContext(&err).to_string();
+    let msg = if transient {
+        format!("{what}: the object store could not be reached or answered with a temporary error ({detail}); retry later, and check the endpoint and network if it persists")
+    } else {
+        format!("{what}: {detail}; check the bucket name, region, endpoint and credentials")
+    };
+    if transient {
+        coded(Code::Transient, msg)
+    } else {
+        anyhow::anyhow!(msg)
+    }
+}
+
+fn status_of<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
+}
+
+fn to_time(dt: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<OffsetDateTime> {
+    dt.and_then(|d| OffsetDateTime::from_unix_timestamp(d.secs()).ok())
+}
+
+fn meta_map(metadata: &Metadata) -> HashMap<String, String> {
+    metadata.iter().cloned().collect()
+}
+
+struct S3Writer {
+    rt: Arc<Runtime>,
+    client: Client,
+    bucket: String,
+    key: String,
+    full_key: String,
+    metadata: HashMap<String, String>,
+    buf: Vec<u8>,
+    part_size: usize,
+    concurrency: usize,
+    upload_id: Option<String>,
+    next_part: i32,
+    in_flight: VecDeque<JoinHandle<Result<CompletedPart>>>,
+    done: Vec<CompletedPart>,
+    size: u64,
+    finished: bool,
+}
+
+impl S3Writer {
+    fn where_(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.full_key)
+    }
+
+    /// Part size for the next part: doubles every 2,000 parts so that a stream of
+    /// unknown length never runs out of S3's 10,000 part numbers.
+    fn target_part_size(&self) -> usize {
+        let doublings = ((self.next_part - 1).max(0) / 2000) as u32;
+        self.part_size.saturating_mul(1usize << doublings.min(8))
+    }
+
+    fn start_multipart(&mut self) -> Result<String> {
+        if let Some(id) = &self.upload_id {
+            return Ok(id.clone());
+        }
+        let out = self
+            .rt
+            .block_on(
+                self.client
+                    .create_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&self.full_key)
+                    .set_metadata(Some(self.metadata.clone()))
+                    .send(),
+            )
+            .map_err(|e| {
+                sdk_error(
+                    e,
+                    format!("failed to start the upload of {}", self.where_()),
+                )
+            })?;
+        let id = out
+            .upload_id()
+            .context("the object store returned no upload id")?
+            .to_string();
+        self.upload_id = Some(id.clone());
+        Ok(id)
+    }
+
+    fn wait_oldest(&mut self) -> Result<()> {
+        if let Some(h) = self.in_flight.pop_front() {
+            let part = self.rt.block_on(h).context("an upload task panicked")??;
+            self.done.push(part);
+        }
+        Ok(())
+    }
+
+    fn send_part(&mut self, data: Vec<u8>) -> Result<()> {
+        if self.next_part > MAX_PARTS {
+            anyhow::bail!(
+                "{} exceeds S3's 10,000 parts: raise store.part_size",
+                self.where_()
+            );
+        }
+        let upload_id = self.start_multipart()?;
+        while self.in_flight.len() >= self.concurrency {
+            self.wait_oldest()?;
+        }
+        let n = self.next_part;
+        self.next_part += 1;
+        let client = self.client.clone();
+        let (bucket, key, where_) = (self.bucket.clone(), self.full_key.clone(), self.where_());
+        self.in_flight.push_back(self.rt.spawn(async move {
+            let out = client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(n)
+                .body(ByteStream::from(data))
+                .send()
+                .await
+                .map_err(|e| sdk_error(e, format!("failed to upload part {n} of {where_}")))?;
+            Ok(CompletedPart::builder()
+                .part_number(n)
+                .set_e_tag(out.e_tag().map(str::to_string))
+                .build())
+        }));
+        Ok(())
+    }
+
+    fn abort_upload(&mut self) {
+        for h in self.in_flight.drain(..) {
+            h.abort();
+        }
+        if let Some(id) = self.upload_id.take() {
+            let _ = self.rt.block_on(
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&self.full_key)
+                    .upload_id(id)
+                    .send(),
+            );
+        }
+    }
+
+    fn complete(&mut self) -> Result<()> {
+        if self.upload_id.is_none() {
+            // Small object: one conditional PUT.
+            let body = std::mem::take(&mut self.buf);
+            let res = self.rt.block_on(
+                self.client
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(&self.full_key)
+                    .set_metadata(Some(self.metadata.clone()))
+                    .if_none_match("*")
+                    .body(ByteStream::from(body))
+                    .send(),
+            );
+            return match res {
+                Ok(_) => Ok(()),
+                Err(e) if status_of(&e) == Some(412) => {
+                    Err(already_exists(&format!("s3://{}", self.bucket), &self.key))
+                }
+                Err(e) => Err(sdk_error(e, format!("failed to upload {}", self.where_()))),
+            };
+        }
+        if !self.buf.is_empty() {
+            let last = std::mem::take(&mut self.buf);
+            self.send_part(last)?;
+        }
+        while !self.in_flight.is_empty() {
+            self.wait_oldest()?;
+        }
+        self.done.sort_by_key(|p| p.part_number());
+        let upload = CompletedMultipartUpload::builder()
+            .set_parts(Some(std::mem::take(&mut self.done)))
+            .build();
+        let id = self.upload_id.clone().unwrap_or_default();
+        let res = self.rt.block_on(
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&self.full_key)
+                .upload_id(id)
+                .multipart_upload(upload)
+                .if_none_match("*")
+                .send(),
+        );
+        match res {
+            Ok(_) => {
+                self.upload_id = None;
+                Ok(())
+            }
+            Err(e) if status_of(&e) == Some(412) => {
+                Err(already_exists(&format!("s3://{}", self.bucket), &self.key))
+            }
+            Err(e) => Err(sdk_error(
+                e,
+                format!("failed to complete the upload of {}", self.where_()),
+            )),
+        }
+    }
+}
+
+impl Write for S3Writer {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let target = self.target_part_size();
+        let room = target - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        self.size += n as u64;
+        if self.buf.len() >= target {
+            let next = Vec::with_capacity(self.target_part_size());
+            let full = std::mem::replace(&mut self.buf, next);
+            self.send_part(full)
+                .map_err(|e| io::Error::other(format!("{e:#}")))?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ObjectWriter for S3Writer {
+    fn finish(mut self: Box<Self>) -> Result<ObjectInfo> {
+        self.finished = true;
+        if let Err(e) = self.complete() {
+            self.abort_upload();
+            return Err(e);
+        }
+        Ok(ObjectInfo {
+            key: self.key.clone(),
+            size: self.size,
+            modified: Some(OffsetDateTime::now_utc()),
+        })
+    }
+
+    fn abort(mut self: Box<Self>) -> Result<()> {
+        self.finished = true;
+        self.abort_upload();
+        Ok(())
+    }
+}
+
+impl Drop for S3Writer {
+    fn drop(&mut self) {
+        // Reached without finish/abort only on an error path: do not leave a
+        // multipart upload behind (they are billed and invisible).
+        if !self.finished {
+            self.abort_upload();
+        }
+    }
+}
+
+/// A blocking reader over a streaming GetObject body.
+struct S3Reader {
+    rt: Arc<Runtime>,
+    body: ByteStream,
+    chunk: bytes::Bytes,
+    what: String,
+}
+
+impl Read for S3Reader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rt.block_on(self.body.try_next()) {
+                Ok(Some(c)) => self.chunk = c,
+                Ok(None) => return Ok(0),
+                Err(e) => {
+                    return Err(io::Error::other(coded(
+                        Code::Transient,
+                        format!("failed to read {}: {e}; retry later", self.what),
+                    )))
+                }
+            }
+        }
+        let n = out.len().min(self.chunk.len());
+        out[..n].copy_from_slice(&self.chunk[..n]);
+        let _ = self.chunk.split_to(n);
+        Ok(n)
+    }
+}
+
+impl Store for S3Store {
+    fn identity(&self) -> String {
+        match &self.s.endpoint {
+            Some(ep) => format!("s3://{}/{} at {}", self.s.bucket, self.s.prefix, ep),
+            None => format!("s3://{}/{}", self.s.bucket, self.s.prefix),
+        }
+    }
+
+    fn create(&self, key: &str, metadata: &Metadata) -> Result<Box<dyn ObjectWriter>> {
+        let full_key = self.full_key(key)?;
+        if self.head(key)?.is_some() {
+            return Err(already_exists(&format!("s3://{}", self.s.bucket), key));
+        }
+        Ok(Box::new(S3Writer {
+            rt: self.rt.clone(),
+            client: self.client.clone(),
+            bucket: self.s.bucket.clone(),
+            key: key.to_string(),
+            full_key,
+            metadata: meta_map(metadata),
+            buf: Vec::with_capacity(self.s.part_size.min(1 << 20)),
+            part_size: self.s.part_size.max(MIN_PART_SIZE),
+            concurrency: self.s.concurrency.max(1),
+            upload_id: None,
+            next_part: 1,
+            in_flight: VecDeque::new(),
+            done: Vec::new(),
+            size: 0,
+            finished: false,
+        }))
+    }
+
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        let full = self.full_key(key)?;
+        let res = self.rt.block_on(
+            self.client
+                .get_object()
+                .bucket(&self.s.bucket)
+                .key(&full)
+                .send(),
+        );
+        match res {
+            Ok(out) => Ok(Box::new(S3Reader {
+                rt: self.rt.clone(),
+                body: out.body,
+                chunk: bytes::Bytes::new(),
+                what: self.where_(key),
+            })),
+            Err(e) if status_of(&e) == Some(404) => Err(not_found(&self.identity(), key)),
+            Err(e) => Err(sdk_error(e, format!("failed to read {}", self.where_(key)))),
+        }
+    }
+
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        let full = self.full_key(key)?;
+        let res = self.rt.block_on(
+            self.client
+                .head_object()
+                .bucket(&self.s.bucket)
+                .key(&full)
+                .send(),
+        );
+        match res {
+            Ok(out) => Ok(Some(ObjectInfo {
+                key: key.to_string(),
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+                modified: to_time(out.last_modified()),
+            })),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(sdk_error(
+                e,
+                format!("failed to look up {}", self.where_(key)),
+            )),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let full_prefix = if self.s.prefix.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{}/{}", self.s.prefix, prefix)
+        };
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .rt
+                .block_on(
+                    self.client
+                        .list_objects_v2()
+                        .bucket(&self.s.bucket)
+                        .prefix(&full_prefix)
+                        .set_continuation_token(token.take())
+                        .send(),
+                )
+                .map_err(|e| {
+                    sdk_error(
+                        e,
+                        format!("failed to list s3://{}/{}", self.s.bucket, full_prefix),
+                    )
+                })?;
+            for obj in page.contents() {
+                let Some(k) = obj.key().and_then(|k| self.strip(k)) else {
+                    continue;
+                };
+                out.push(ObjectInfo {
+                    key: k,
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                    modified: to_time(obj.last_modified()),
+                });
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let full = self.full_key(key)?;
+        self.rt
+            .block_on(
+                self.client
+                    .delete_object()
+                    .bucket(&self.s.bucket)
+                    .key(&full)
+                    .send(),
+            )
+            .map_err(|e| sdk_error(e, format!("failed to delete {}", self.where_(key))))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,88 @@
+//! Human-friendly sizes and durations in config files and flags: `16MiB`, `15m`.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+/// Parses `1048576`, `64KiB`, `16MiB`, `1GiB`, `10MB`, `512B`.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        anyhow::anyhow!("{s:?} is not a size (examples: 1048576, 64KiB, 16MiB, 1GiB)")
+    })?;
+    let mul: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => bail!("{s:?}: unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"),
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| anyhow::anyhow!("{s:?} is too large"))
+}
+
+/// Parses `500ms`, `30s`, `15m`, `6h`, `7d`, or a combination like `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let t = s.trim();
+    if t.is_empty() {
+        bail!("empty duration (examples: 30s, 15m, 6h, 7d)");
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            bail!("{s:?} is not a duration (examples: 30s, 15m, 6h, 7d, 1h30m)");
+        }
+        let n: u64 = rest[..digits].parse()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let d = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            "d" => Duration::from_secs(n * 86_400),
+            "" => bail!("{s:?}: a duration needs a unit (ms, s, m, h or d)"),
+            other => bail!("{s:?}: unknown duration unit {other:?} (use ms, s, m, h or d)"),
+        };
+        total += d;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_size("16MiB").unwrap(), 16 << 20);
+        assert_eq!(parse_size("2GB").unwrap(), 2_000_000_000);
+        for bad in ["", "MiB", "12 parsecs", "-1", "99999999999999999999GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        for bad in ["", "5", "h", "3 weeks", "1y"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}
