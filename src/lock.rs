@@ -1,0 +1,71 @@
+//! The run lock: no two runs of one configuration overlap.
+//!
+//! An exclusive `flock` on `work_dir/bkp.lock`. The kernel drops it when the
+//! process dies, however it dies, so a crash never leaves a stale lock behind.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::exit::{coded, Code};
+
+pub struct RunLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+impl RunLock {
+    /// Takes the lock, waiting up to `wait` for a running run to finish.
+    pub fn acquire(work_dir: &Path, wait: Duration) -> Result<RunLock> {
+        std::fs::create_dir_all(work_dir)
+            .with_context(|| format!("failed to create work_dir {}", work_dir.display()))?;
+        let path = work_dir.join("bkp.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("failed to open lock file {}", path.display()))?;
+        let deadline = Instant::now() + wait;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(RunLock { _file: file, path }),
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(coded(
+                        Code::Locked,
+                        format!(
+                            "another bkp run of this configuration holds {}: it will finish on its own; use --wait DURATION to queue behind it",
+                            path.display()
+                        ),
+                    ))
+                }
+                Err(TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("failed to lock {}", path.display()))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_is_refused_until_the_first_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunLock::acquire(dir.path(), Duration::ZERO).unwrap();
+        let err = RunLock::acquire(dir.path(), Duration::from_millis(300))
+            .err()
+            .unwrap();
+        assert_eq!(crate::exit::exit_code(&err), crate::exit::LOCKED);
+        drop(first);
+        RunLock::acquire(dir.path(), Duration::ZERO).unwrap();
+    }
+}

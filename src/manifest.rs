@@ -1,0 +1,376 @@
+//! The JSON sidecar manifest: the record that makes a set of objects a backup.
+//!
+//! A manifest is written last, create-only, in one atomic put, after every object
+//! it names is complete. An object without a manifest is therefore an incomplete
+//! backup: never listed as good, never restored from. All state a later run needs
+//! (chains, watermarks, history) is read back from manifests, so runs stay
+//! stateless.
+//!
+//! Layout under the store root:
+//! - `manifests/{kind}/{id}.json` — UUIDv7 ids make lexical order chronological;
+//! - data objects at `{kind}/{yyyy}/{mm}/{dd}/{kind}-{operation}-{id}.{ext}`.
+//!
+//! The schema is versioned `MAJOR.MINOR`: readers accept any minor version of a
+//! major they know (new optional fields) and refuse a newer major clearly.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::exit::{coded, Code};
+use crate::id::BackupId;
+use crate::stages::compress::Compression;
+use crate::store::Store;
+
+pub const SCHEMA_MAJOR: u32 = 1;
+pub const SCHEMA_MINOR: u32 = 0;
+pub const MANIFEST_DIR: &str = "manifests";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Tigerbeetle,
+    Duckdb,
+    Parquet,
+    Kms,
+}
+
+impl Kind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Tigerbeetle => "tigerbeetle",
+            Kind::Duckdb => "duckdb",
+            Kind::Parquet => "parquet",
+            Kind::Kms => "kms",
+        }
+    }
+    pub const ALL: [Kind; 4] = [Kind::Tigerbeetle, Kind::Duckdb, Kind::Parquet, Kind::Kms];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Full,
+    Incremental,
+}
+
+impl Scope {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Scope::Full => "full",
+            Scope::Incremental => "incremental",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Completed,
+}
+
+/// One stored object of a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectEntry {
+    pub key: String,
+    /// Bytes stored (after compression and encryption).
+    pub size: u64,
+    /// SHA-256 of the stored bytes.
+    pub sha256: String,
+    /// Bytes of the archive before compression.
+    pub content_bytes: u64,
+    /// SHA-256 of the archive before compression.
+    pub content_sha256: String,
+}
+
+/// One file inside an archive, as it was on the source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encryption {
+    /// Stream format, see `crypto.rs`.
+    pub format: String,
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema: String,
+    pub id: BackupId,
+    pub kind: Kind,
+    pub scope: Scope,
+    /// The subcommand that made it: `snapshot`, `logs`, `export`, `replicate`.
+    pub operation: String,
+    pub status: Status,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    pub host: String,
+    pub bkp_version: String,
+    pub retention_days: u16,
+    pub compression: Compression,
+    pub encryption: Option<Encryption>,
+    pub objects: Vec<ObjectEntry>,
+    #[serde(default)]
+    pub files: Vec<FileEntry>,
+    /// The backup this one builds on (the previous log segment, the full export
+    /// of an incremental), making chains explicit.
+    #[serde(default)]
+    pub parent: Option<BackupId>,
+    /// Kind-specific facts about the source (data file path, snapshot mode…).
+    #[serde(default)]
+    pub source: BTreeMap<String, serde_json::Value>,
+}
+
+impl Manifest {
+    pub fn key(&self) -> String {
+        manifest_key(self.kind, self.id)
+    }
+
+    /// Bytes stored by this backup.
+    pub fn stored_bytes(&self) -> u64 {
+        self.objects.iter().map(|o| o.size).sum()
+    }
+}
+
+pub fn manifest_key(kind: Kind, id: BackupId) -> String {
+    format!("{MANIFEST_DIR}/{}/{id}.json", kind.as_str())
+}
+
+/// The key of a data object: `{kind}/{yyyy}/{mm}/{dd}/{kind}-{operation}-{id}{suffix}`.
+pub fn object_key(
+    kind: Kind,
+    operation: &str,
+    id: BackupId,
+    at: OffsetDateTime,
+    suffix: &str,
+) -> String {
+    format!(
+        "{k}/{y:04}/{m:02}/{d:02}/{k}-{operation}-{id}{suffix}",
+        k = kind.as_str(),
+        y = at.year(),
+        m = at.month() as u8,
+        d = at.day(),
+    )
+}
+
+pub fn schema_string() -> String {
+    format!("bkp.manifest/{SCHEMA_MAJOR}.{SCHEMA_MINOR}")
+}
+
+/// Parses a manifest, refusing a newer major schema version.
+pub fn parse(bytes: &[u8], key: &str) -> Result<Manifest> {
+    #[derive(Deserialize)]
+    struct Probe {
+        schema: String,
+    }
+    let probe: Probe = serde_json::from_slice(bytes)
+        .with_context(|| format!("manifest {key} is not a bkp manifest"))?;
+    let version = probe
+        .schema
+        .strip_prefix("bkp.manifest/")
+        .with_context(|| format!("manifest {key}: unknown schema {:?}", probe.schema))?;
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .with_context(|| format!("manifest {key}: bad schema version {version:?}"))?;
+    if major > SCHEMA_MAJOR {
+        return Err(coded(
+            Code::Config,
+            format!("manifest {key} uses schema {version}, newer than this bkp understands ({SCHEMA_MAJOR}.x): upgrade bkp to read it"),
+        ));
+    }
+    serde_json::from_slice(bytes).with_context(|| format!("manifest {key} is malformed"))
+}
+
+/// Writes `m` as the last step of a backup (create-only).
+pub fn write(store: &dyn Store, m: &Manifest) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(m).context("failed to encode the manifest")?;
+    store
+        .put_new(&m.key(), &bytes, &Vec::new())
+        .with_context(|| {
+            format!(
+                "failed to write manifest {} to {}",
+                m.key(),
+                store.identity()
+            )
+        })?;
+    Ok(())
+}
+
+/// A manifest that could not be read, reported instead of silently skipped.
+#[derive(Debug)]
+pub struct Unreadable {
+    pub key: String,
+    pub error: String,
+}
+
+/// Every manifest in the store (optionally of one kind), oldest first.
+pub fn list(store: &dyn Store, kind: Option<Kind>) -> Result<(Vec<Manifest>, Vec<Unreadable>)> {
+    let prefix = match kind {
+        Some(k) => format!("{MANIFEST_DIR}/{}/", k.as_str()),
+        None => format!("{MANIFEST_DIR}/"),
+    };
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for obj in store.list(&prefix)? {
+        if !obj.key.ends_with(".json") {
+            continue;
+        }
+        match store.get(&obj.key).and_then(|b| parse(&b, &obj.key)) {
+            Ok(m) => good.push(m),
+            Err(e) => bad.push(Unreadable {
+                key: obj.key.clone(),
+                error: format!("{e:#}"),
+            }),
+        }
+    }
+    good.sort_by_key(|m| (m.started_at, m.id));
+    Ok((good, bad))
+}
+
+/// Finds a backup by id, or the newest of `kind` for `latest`.
+pub fn find(store: &dyn Store, which: &str, kind: Option<Kind>) -> Result<Manifest> {
+    if which == "latest" {
+        let (all, _) = list(store, kind)?;
+        return all.into_iter().next_back().ok_or_else(|| {
+            coded(
+                Code::NotFound,
+                format!(
+                    "no {}backup in {}: run `bkp snapshot` first, or check the store settings",
+                    kind.map(|k| format!("{} ", k.as_str())).unwrap_or_default(),
+                    store.identity()
+                ),
+            )
+        });
+    }
+    let id: BackupId = which
+        .parse()
+        .map_err(|e| coded(Code::NotFound, format!("{e:#}")))?;
+    for k in Kind::ALL {
+        if kind.is_some_and(|want| want != k) {
+            continue;
+        }
+        let key = manifest_key(k, id);
+        if store.head(&key)?.is_some() {
+            return parse(&store.get(&key)?, &key);
+        }
+    }
+    Err(coded(
+        Code::NotFound,
+        format!(
+            "no backup with id {id} in {}: `bkp list` shows the backups there",
+            store.identity()
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    pub fn sample(kind: Kind, at: OffsetDateTime) -> Manifest {
+        let id = BackupId::new_v7(at);
+        Manifest {
+            schema: schema_string(),
+            id,
+            kind,
+            scope: Scope::Full,
+            operation: "snapshot".into(),
+            status: Status::Completed,
+            started_at: at,
+            finished_at: at,
+            host: "h".into(),
+            bkp_version: "0".into(),
+            retention_days: 365,
+            compression: Compression::Zstd {
+                level: 3,
+                threads: 1,
+            },
+            encryption: None,
+            objects: vec![ObjectEntry {
+                key: object_key(kind, "snapshot", id, at, ".tar.zst"),
+                size: 10,
+                sha256: "00".into(),
+                content_bytes: 20,
+                content_sha256: "11".into(),
+            }],
+            files: vec![],
+            parent: None,
+            source: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn keys_follow_the_layout() {
+        let at = OffsetDateTime::from_unix_timestamp(1_760_140_800).unwrap(); // 2025-10-11
+        let m = sample(Kind::Tigerbeetle, at);
+        assert_eq!(
+            m.objects[0].key,
+            format!(
+                "tigerbeetle/2025/10/11/tigerbeetle-snapshot-{}.tar.zst",
+                m.id
+            )
+        );
+        assert_eq!(m.key(), format!("manifests/tigerbeetle/{}.json", m.id));
+    }
+
+    #[test]
+    fn write_list_find_round_trip() {
+        let store = MemoryStore::new();
+        let t0 = OffsetDateTime::from_unix_timestamp(1_760_140_800).unwrap();
+        let a = sample(Kind::Tigerbeetle, t0);
+        let b = sample(Kind::Tigerbeetle, t0 + time::Duration::hours(6));
+        write(&store, &b).unwrap();
+        write(&store, &a).unwrap();
+        assert!(write(&store, &a).is_err(), "manifests are create-only");
+        let (all, bad) = list(&store, None).unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(all, vec![a.clone(), b.clone()]);
+        assert_eq!(find(&store, "latest", Some(Kind::Tigerbeetle)).unwrap(), b);
+        assert_eq!(find(&store, &a.id.to_string(), None).unwrap(), a);
+        let missing = find(&store, &BackupId::new_v7(t0).to_string(), None).unwrap_err();
+        assert_eq!(crate::exit::exit_code(&missing), crate::exit::NOT_FOUND);
+        let none = find(&store, "latest", Some(Kind::Duckdb)).unwrap_err();
+        assert_eq!(crate::exit::exit_code(&none), crate::exit::NOT_FOUND);
+    }
+
+    #[test]
+    fn newer_major_is_refused_and_minor_is_accepted() {
+        let m = sample(Kind::Duckdb, OffsetDateTime::UNIX_EPOCH);
+        let mut v = serde_json::to_value(&m).unwrap();
+        v["schema"] = "bkp.manifest/1.7".into();
+        v["field_from_the_future"] = 1.into();
+        let mut expected = m.clone();
+        expected.schema = "bkp.manifest/1.7".into();
+        assert_eq!(
+            parse(&serde_json::to_vec(&v).unwrap(), "k").unwrap(),
+            expected
+        );
+        v["schema"] = "bkp.manifest/2.0".into();
+        let err = parse(&serde_json::to_vec(&v).unwrap(), "k").unwrap_err();
+        assert!(format!("{err:#}").contains("upgrade bkp"));
+    }
+
+    #[test]
+    fn unreadable_manifests_are_reported_not_skipped() {
+        let store = MemoryStore::new();
+        store
+            .put_new("manifests/tigerbeetle/x.json", b"{not json", &vec![])
+            .unwrap();
+        let (all, bad) = list(&store, None).unwrap();
+        assert!(all.is_empty());
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].key, "manifests/tigerbeetle/x.json");
+    }
+}

@@ -1,0 +1,171 @@
+//! The byte pipeline of a backup, both ways.
+//!
+//! Up: `producer → sha256(content) → compress ⇒ encrypt → sha256(stored) → store`,
+//! where `⇒` is a thread boundary (compression and encryption/upload overlap; zstd
+//! uses its own worker threads too). Nothing lands on local disk; memory is bounded
+//! by the stage buffers plus the store's part buffers.
+//!
+//! Down: the stored object is first read completely and its SHA-256 compared with
+//! the manifest (from the store directly when re-reading is cheap, otherwise
+//! through a spool file in the work directory); only then is it decrypted,
+//! decompressed and handed to the consumer, whose output is checked again against
+//! the content digest. A corrupt object is rejected before any byte is decrypted.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use crate::crypto::{DecryptReader, EncryptWriter, Keyring};
+use crate::exit::{coded, Code};
+use crate::manifest::ObjectEntry;
+use crate::stages::compress::{decompress, CompressWriter, Compression};
+use crate::stages::hash::{Digested, HashReader, HashWriter};
+use crate::stages::pipe::ThreadWriter;
+use crate::stages::progress::{Progress, ProgressReader, ProgressWriter};
+use crate::store::{Metadata, ObjectInfo, ObjectWriter, Store};
+
+/// Uploads one archive produced by `produce`, returning its manifest entry.
+pub fn upload(
+    store: &dyn Store,
+    key: &str,
+    metadata: &Metadata,
+    compression: Compression,
+    keyring: Option<&Keyring>,
+    progress: Arc<dyn Progress>,
+    produce: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<ObjectEntry> {
+    let object = store
+        .create(key, metadata)
+        .with_context(|| format!("failed to start writing {key} to {}", store.identity()))?;
+    let stored = HashWriter::new(object);
+
+    // Encrypt, hash and store on one thread.
+    let back: ThreadWriter<(ObjectInfo, Digested)> = match keyring {
+        Some(keys) => {
+            let enc = EncryptWriter::new(stored, keys.current())?;
+            ThreadWriter::spawn("encrypt", enc, |enc| {
+                let (object, d) = enc.finish()?.finish()?;
+                Ok((object.finish()?, d))
+            })?
+        }
+        None => ThreadWriter::spawn("upload", stored, |stored| {
+            let (object, d): (Box<dyn ObjectWriter>, Digested) = stored.finish()?;
+            Ok((object.finish()?, d))
+        })?,
+    };
+
+    // Compress on another.
+    let comp = CompressWriter::new(back, compression)?;
+    let front = ThreadWriter::spawn("compress", comp, |c| Ok(c.finish()?))?;
+
+    let mut content = HashWriter::new(ProgressWriter::new(front, progress));
+    produce(&mut content).with_context(|| format!("failed to produce {key}"))?;
+    let (front, content_digest) = content.finish()?;
+    let back = front.finish()?.finish()?;
+    let (info, stored_digest) = back.finish()?;
+    if info.size != stored_digest.bytes {
+        anyhow::bail!(
+            "{key}: the store reports {} bytes but {} were written",
+            info.size,
+            stored_digest.bytes
+        );
+    }
+    Ok(ObjectEntry {
+        key: key.to_string(),
+        size: stored_digest.bytes,
+        sha256: stored_digest.sha256,
+        content_bytes: content_digest.bytes,
+        content_sha256: content_digest.sha256,
+    })
+}
+
+/// Checks a digest against the manifest's record of an object.
+fn check_stored(entry: &ObjectEntry, got: &Digested, store: &dyn Store) -> Result<()> {
+    if got.bytes != entry.size || got.sha256 != entry.sha256 {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "object {} in {} failed verification: expected {} bytes with SHA-256 {}, read {} bytes with SHA-256 {}. The stored object is damaged; nothing was restored. Restore another backup (`bkp list`) and run `bkp verify`",
+                entry.key, store.identity(), entry.size, entry.sha256, got.bytes, got.sha256
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Verifies, decrypts and decompresses one object, handing the archive stream to
+/// `consume`. `spool_dir` holds the verified copy when the store cannot be re-read
+/// cheaply.
+pub fn download(
+    store: &dyn Store,
+    entry: &ObjectEntry,
+    compression: Compression,
+    keyring: Option<&Keyring>,
+    spool_dir: &Path,
+    progress: Arc<dyn Progress>,
+    consume: impl FnOnce(&mut dyn Read) -> Result<()>,
+) -> Result<()> {
+    progress.begin("verifying", Some(entry.size));
+    let spool = spool_dir.join(format!(".restore-{}.spool", crate::id::random_u64()));
+    let _cleanup = RemoveOnDrop(&spool);
+    let reread = store.reread_is_cheap();
+    let got = {
+        let src = ProgressReader::new(store.open(&entry.key)?, progress.clone());
+        let mut h = HashReader::new(src);
+        if reread {
+            io::copy(&mut h, &mut io::sink())
+        } else {
+            fs::create_dir_all(spool_dir)
+                .with_context(|| format!("failed to create {}", spool_dir.display()))?;
+            let mut f = BufWriter::new(
+                File::create(&spool)
+                    .with_context(|| format!("failed to create {}", spool.display()))?,
+            );
+            io::copy(&mut h, &mut f).and_then(|n| f.flush().map(|_| n))
+        }
+        .with_context(|| format!("failed to read {} from {}", entry.key, store.identity()))?;
+        h.finish().1
+    };
+    progress.end();
+    check_stored(entry, &got, store)?;
+
+    progress.begin("restoring", Some(entry.size));
+    let raw: Box<dyn Read + Send> = if reread {
+        store.open(&entry.key)?
+    } else {
+        Box::new(BufReader::new(File::open(&spool)?))
+    };
+    let raw = ProgressReader::new(raw, progress.clone());
+    let plain: Box<dyn Read + Send> = match keyring {
+        Some(keys) => Box::new(DecryptReader::new(raw, keys)?),
+        None => Box::new(raw),
+    };
+    let mut content = HashReader::new(decompress(plain, compression)?);
+    consume(&mut content)?;
+    // Read to the very end: the final encrypted chunk and the compression trailer
+    // must be verified even if the consumer stopped early (tar's end padding).
+    io::copy(&mut content, &mut io::sink())?;
+    let (_, digest) = content.finish();
+    progress.end();
+    if digest.bytes != entry.content_bytes || digest.sha256 != entry.content_sha256 {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "object {}: the decrypted archive does not match the manifest (expected {} bytes with SHA-256 {}, got {} bytes with {}); nothing was restored",
+                entry.key, entry.content_bytes, entry.content_sha256, digest.bytes, digest.sha256
+            ),
+        ));
+    }
+    Ok(())
+}
+
+struct RemoveOnDrop<'a>(&'a Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(self.0);
+    }
+}

@@ -1,0 +1,3 @@
+//! What bkp backs up: each source turns its data into files that are safe to read.
+
+pub mod tigerbeetle;

@@ -1,0 +1,308 @@
+//! A consistent copy of a TigerBeetle data file.
+//!
+//! Copying a data file while a replica writes to it gives a corrupt backup, so bkp
+//! never does it. A running replica holds an exclusive `flock` on its data file;
+//! bkp tries that lock without blocking to tell a live file from a quiet one, and
+//! holds it while it reads so that no replica can start mid-copy. The modes:
+//!
+//! - `offline`: the file must be quiet (no replica); bkp locks it and reads it in
+//!   place, with no local copy at all.
+//! - `stop`: run the configured stop command, wait for the lock, copy the file to
+//!   the work directory (a reflink clone where the file system can), release the
+//!   lock and run the start command. Downtime is the local copy only.
+//! - `reflink`: an atomic copy-on-write clone (`FICLONE`, btrfs/xfs) of the live
+//!   file, which is a crash-consistent image TigerBeetle recovers from.
+//!
+//! When a `tigerbeetle` binary is configured, the copy is checked with
+//! `tigerbeetle inspect integrity` before anything is uploaded.
+
+use std::fs::{self, File, TryLockError};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::config::{SnapshotMode, TigerBeetlePlan};
+use crate::exit::{coded, Code};
+use crate::stages::hash::digest_reader;
+
+/// A data file ready to be archived, and what keeps it consistent meanwhile.
+pub struct Prepared {
+    /// The file to read (the original in `offline` mode, else the copy).
+    pub path: PathBuf,
+    /// The file's name inside the archive.
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    pub mode: &'static str,
+    pub integrity_checked: bool,
+    /// A problem that did not stop the backup but must fail the run afterwards
+    /// (the start command failing leaves the replica down).
+    pub deferred_error: Option<String>,
+    _lock: Option<File>,
+    copy: Option<PathBuf>,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.copy {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn data_file_name(p: &Path) -> Result<String> {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .with_context(|| {
+            format!(
+                "tigerbeetle.data_file {} has no usable file name",
+                p.display()
+            )
+        })
+}
+
+fn open_data_file(p: &Path) -> Result<File> {
+    File::open(p).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            "check tigerbeetle.data_file in the config"
+        } else {
+            "check that bkp may read it"
+        };
+        coded(
+            Code::Config,
+            format!(
+                "cannot open TigerBeetle data file {}: {e}; {hint}",
+                p.display()
+            ),
+        )
+    })
+}
+
+/// Tries the replica's lock on `f`: `Ok(true)` when taken (no replica holds it).
+fn try_lock(f: &File, p: &Path) -> Result<bool> {
+    match f.try_lock() {
+        Ok(()) => Ok(true),
+        Err(TryLockError::WouldBlock) => Ok(false),
+        Err(TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("failed to lock {}", p.display()))
+        }
+    }
+}
+
+fn live_file_error(p: &Path) -> anyhow::Error {
+    coded(
+        Code::UnsafeSource,
+        format!(
+            "refusing to copy {}: a running TigerBeetle replica holds it open, and a copy of a live data file is corrupt. \
+             Stop the replica first, or configure a safe mode: tigerbeetle.snapshot_mode = \"stop\" (with stop_command and start_command) \
+             or \"reflink\" (a btrfs/xfs file system with reflink support)",
+            p.display()
+        ),
+    )
+}
+
+/// Runs an operator-supplied command with a time limit. Its output goes to an
+/// anonymous file, not a pipe, so a command that leaves a daemon behind (a start
+/// command) cannot keep bkp waiting for the pipe to close.
+fn run(cmd: &[String], what: &str, timeout: Duration) -> Result<()> {
+    let log = tempfile::tempfile().context("failed to create a temporary file")?;
+    let mut child = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log.try_clone()?)
+        .spawn()
+        .with_context(|| {
+            format!("failed to run the {what} {cmd:?}: check the command in the config")
+        })?;
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("the {what} {cmd:?} did not finish within {timeout:?}; it was killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if !status.success() {
+        let mut text = String::new();
+        let mut f = log;
+        let _ = f.seek(SeekFrom::Start(0));
+        let _ = f.read_to_string(&mut text);
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        anyhow::bail!(
+            "the {what} {cmd:?} failed ({status}): {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        );
+    }
+    Ok(())
+}
+
+/// `FICLONE`: an atomic copy-on-write clone of `src` into `dst`.
+fn reflink(src: &File, dst: &Path) -> std::io::Result<()> {
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    let out = File::create(dst)?;
+    // SAFETY: both descriptors are valid open files for the duration of the call.
+    let rc = unsafe { libc::ioctl(out.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        let _ = fs::remove_file(dst);
+        return Err(e);
+    }
+    out.sync_all()
+}
+
+fn check_integrity(binary: &Path, file: &Path) -> Result<()> {
+    let out = Command::new(binary)
+        .args(["inspect", "integrity"])
+        .arg(file)
+        .output()
+        .with_context(|| {
+            format!(
+                "failed to run {} inspect integrity: check tigerbeetle.binary",
+                binary.display()
+            )
+        })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "`tigerbeetle inspect integrity` rejected the copy of the data file ({}): {}. Nothing was uploaded; check the replica and its disk",
+                out.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Makes a consistent, checked copy (or locked original) ready for archiving.
+pub fn prepare(
+    plan: &TigerBeetlePlan,
+    work_dir: &Path,
+    run_id: &str,
+    log: &dyn Fn(&str),
+) -> Result<Prepared> {
+    let src = &plan.data_file;
+    let name = data_file_name(src)?;
+    let file = open_data_file(src)?;
+    let copy_dir = work_dir.join(format!("snapshot-{run_id}"));
+    let copy_path = copy_dir.join(&name);
+
+    let (path, lock, copy, mode, deferred_error) = match &plan.mode {
+        SnapshotMode::Offline => {
+            if !try_lock(&file, src)? {
+                return Err(live_file_error(src));
+            }
+            log(&format!(
+                "{} is not in use; reading it in place under its lock",
+                src.display()
+            ));
+            (src.clone(), Some(file), None, "offline", None)
+        }
+        SnapshotMode::Reflink => {
+            fs::create_dir_all(&copy_dir)
+                .with_context(|| format!("failed to create {}", copy_dir.display()))?;
+            reflink(&file, &copy_path).map_err(|e| {
+                let _ = fs::remove_dir_all(&copy_dir);
+                coded(
+                    Code::UnsafeSource,
+                    format!(
+                        "cannot make a reflink copy of {} into {}: {e}. Reflinks need a btrfs or xfs (reflink=1) file system and work_dir on the same file system as the data file; otherwise use snapshot_mode = \"stop\" or \"offline\"",
+                        src.display(),
+                        copy_dir.display()
+                    ),
+                )
+            })?;
+            log(&format!("cloned {} with a reflink", src.display()));
+            (copy_path, None, Some(copy_dir.clone()), "reflink", None)
+        }
+        SnapshotMode::Stop {
+            stop,
+            start,
+            timeout,
+        } => {
+            fs::create_dir_all(&copy_dir)
+                .with_context(|| format!("failed to create {}", copy_dir.display()))?;
+            let began = Instant::now();
+            run(stop, "stop command", *timeout)?;
+            let copied = (|| -> Result<()> {
+                let deadline = Instant::now() + *timeout;
+                while !try_lock(&file, src)? {
+                    if Instant::now() > deadline {
+                        return Err(coded(
+                            Code::UnsafeSource,
+                            format!("the stop command ran but {} is still held by a replica after {timeout:?}: check stop_command", src.display()),
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if reflink(&file, &copy_path).is_err() {
+                    fs::copy(src, &copy_path).with_context(|| {
+                        format!(
+                            "failed to copy {} to {}: check free space in work_dir",
+                            src.display(),
+                            copy_path.display()
+                        )
+                    })?;
+                    File::open(&copy_path)?.sync_all()?;
+                }
+                file.unlock()?;
+                Ok(())
+            })();
+            // Whatever happened, bring the replica back.
+            let _ = file.unlock();
+            let restarted = run(start, "start command", *timeout);
+            log(&format!(
+                "replica stopped for {:.1}s while {} was copied",
+                began.elapsed().as_secs_f64(),
+                src.display()
+            ));
+            if let Err(e) = copied {
+                let _ = fs::remove_dir_all(&copy_dir);
+                return Err(match restarted {
+                    Ok(()) => e,
+                    Err(r) => e.context(format!("and restarting the replica failed too: {r:#}")),
+                });
+            }
+            let deferred = restarted
+                .err()
+                .map(|e| format!("{e:#}: the replica may still be down; start it by hand"));
+            (copy_path, None, Some(copy_dir.clone()), "stop", deferred)
+        }
+    };
+
+    let mut prepared = Prepared {
+        path,
+        name,
+        size: 0,
+        sha256: String::new(),
+        mode,
+        integrity_checked: false,
+        deferred_error,
+        _lock: lock,
+        copy,
+    };
+    if let Some(binary) = &plan.binary {
+        check_integrity(binary, &prepared.path)?;
+        prepared.integrity_checked = true;
+        log("the copy passed `tigerbeetle inspect integrity`");
+    }
+    let f = File::open(&prepared.path)
+        .with_context(|| format!("failed to open {}", prepared.path.display()))?;
+    let digest = digest_reader(std::io::BufReader::with_capacity(1 << 20, f))
+        .with_context(|| format!("failed to read {}", prepared.path.display()))?;
+    prepared.size = digest.bytes;
+    prepared.sha256 = digest.sha256;
+    Ok(prepared)
+}
