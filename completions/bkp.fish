@@ -1,0 +1,67 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_bkp_global_optspecs
+    string join \n c/config= json q/quiet v/verbose wait= h/help V/version
+end
+
+function __fish_bkp_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_bkp_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_bkp_using_subcommand
+    set -l cmd (__fish_bkp_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c bkp -n "__fish_bkp_needs_command" -s c -l config -d 'Configuration file' -r -F
+complete -c bkp -n "__fish_bkp_needs_command" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
+complete -c bkp -n "__fish_bkp_needs_command" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
+complete -c bkp -n "__fish_bkp_needs_command" -s q -l quiet -d 'Print only warnings and errors on stderr'
+complete -c bkp -n "__fish_bkp_needs_command" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c bkp -n "__fish_bkp_needs_command" -s V -l version -d 'Print version'
+complete -c bkp -n "__fish_bkp_needs_command" -f -a "snapshot" -d 'Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt, checksum, upload, manifest, ledger record'
+complete -c bkp -n "__fish_bkp_needs_command" -f -a "list" -d 'List the backups in the store'
+complete -c bkp -n "__fish_bkp_needs_command" -f -a "restore" -d 'Restore a backup into a new directory'
+complete -c bkp -n "__fish_bkp_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s c -l config -d 'Configuration file' -r -F
+complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
+complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
+complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s q -l quiet -d 'Print only warnings and errors on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s h -l help -d 'Print help'
+complete -c bkp -n "__fish_bkp_using_subcommand list" -l kind -d 'Only backups of this kind' -r -f -a "tigerbeetle\t''
+duckdb\t''
+parquet\t''"
+complete -c bkp -n "__fish_bkp_using_subcommand list" -s c -l config -d 'Configuration file' -r -F
+complete -c bkp -n "__fish_bkp_using_subcommand list" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
+complete -c bkp -n "__fish_bkp_using_subcommand list" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
+complete -c bkp -n "__fish_bkp_using_subcommand list" -s q -l quiet -d 'Print only warnings and errors on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand list" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand list" -s h -l help -d 'Print help'
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -s t -l target -d 'Directory to restore into. It must not exist or be empty, unless --force' -r -F
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -l kind -d 'Kind of backup `latest` refers to' -r -f -a "tigerbeetle\t''
+duckdb\t''
+parquet\t''"
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -s c -l config -d 'Configuration file' -r -F
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -l force -d 'Replace a non-empty target directory (it is swapped out only after the restore completed and verified)'
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -s q -l quiet -d 'Print only warnings and errors on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -s h -l help -d 'Print help'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot list restore help" -f -a "snapshot" -d 'Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt, checksum, upload, manifest, ledger record'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot list restore help" -f -a "list" -d 'List the backups in the store'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot list restore help" -f -a "restore" -d 'Restore a backup into a new directory'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot list restore help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

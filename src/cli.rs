@@ -1,0 +1,123 @@
+//! The command line, as clap definitions. `main.rs` parses it; the man pages and
+//! shell completions under `man/` and `completions/` are generated from it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::manifest::Kind;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bkp",
+    version,
+    about = "Backups of a TigerBeetle ledger, a DuckDB hot tier and a Parquet cold tier",
+    long_about = "bkp takes compressed, encrypted, checksummed backups of a TigerBeetle ledger, \
+a DuckDB hot tier and a Parquet cold tier, stores them in S3 or a local directory, \
+and restores them. Every run reads one TOML config, writes a JSON manifest next to \
+the data it stored, and records a code-12 transfer in a TigerBeetle audit ledger.",
+    after_help = "Exit codes: 0 success, 1 failure, 2 usage, 3 config error, 4 another run holds the lock, \
+5 verification failed, 6 transient (retry later), 7 unsafe source, 8 restore target exists, 9 not found."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Configuration file.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "BKP_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Print results as JSON on stdout (exact byte counts, RFC 3339 times).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Print only warnings and errors on stderr.
+    #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print each step on stderr.
+    #[arg(long, short = 'v', global = true)]
+    pub verbose: bool,
+
+    /// Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish
+    /// instead of exiting with code 4.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
+    pub wait: Option<std::time::Duration>,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::units::parse_duration(s).map_err(|e| format!("{e:#}"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt,
+    /// checksum, upload, manifest, ledger record.
+    Snapshot,
+
+    /// List the backups in the store.
+    List(ListArgs),
+
+    /// Restore a backup into a new directory.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only backups of this kind.
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Backup id (from `bkp list`), or `latest` for the newest backup (of --kind).
+    #[arg(value_name = "ID|latest")]
+    pub backup: String,
+
+    /// Directory to restore into. It must not exist or be empty, unless --force.
+    #[arg(long, short = 't', value_name = "DIR")]
+    pub target: PathBuf,
+
+    /// Kind of backup `latest` refers to.
+    #[arg(long, value_enum, default_value = "tigerbeetle")]
+    pub kind: KindArg,
+
+    /// Replace a non-empty target directory (it is swapped out only after the
+    /// restore completed and verified).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KindArg {
+    Tigerbeetle,
+    Duckdb,
+    Parquet,
+}
+
+impl From<KindArg> for Kind {
+    fn from(k: KindArg) -> Kind {
+        match k {
+            KindArg::Tigerbeetle => Kind::Tigerbeetle,
+            KindArg::Duckdb => Kind::Duckdb,
+            KindArg::Parquet => Kind::Parquet,
+        }
+    }
+}
+
+/// The clap command, for generating man pages and completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}

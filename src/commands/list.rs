@@ -1,0 +1,71 @@
+//! `bkp list`: manifests → table (or `--json`).
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::{open_store, Ctx};
+use crate::cli::ListArgs;
+use crate::manifest::{self, Kind};
+use crate::ui;
+
+pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
+    let store = open_store(&ctx.plan)?;
+    let kind = args.kind.map(Kind::from);
+    let (all, unreadable) = manifest::list(store.as_ref(), kind)?;
+    for u in &unreadable {
+        ctx.ui.warn(&format!(
+            "manifest {} could not be read and is not listed: {}",
+            u.key, u.error
+        ));
+    }
+
+    if ctx.ui.json {
+        let rows: Vec<_> = all
+            .iter()
+            .map(|m| {
+                json!({
+                    "id": m.id,
+                    "kind": m.kind,
+                    "scope": m.scope,
+                    "operation": m.operation,
+                    "started_at": m.started_at.format(&time::format_description::well_known::Rfc3339).ok(),
+                    "finished_at": m.finished_at.format(&time::format_description::well_known::Rfc3339).ok(),
+                    "bytes": m.stored_bytes(),
+                    "content_bytes": m.files.iter().map(|f| f.size).sum::<u64>(),
+                    "status": m.status,
+                    "parent": m.parent,
+                    "key_id": m.encryption.as_ref().map(|e| e.key_id.clone()),
+                    "manifest": m.key(),
+                })
+            })
+            .collect();
+        crate::ui::out(&serde_json::to_string_pretty(
+            &json!({ "backups": rows, "unreadable": unreadable.iter().map(|u| &u.key).collect::<Vec<_>>() }),
+        )?)?;
+        return Ok(());
+    }
+
+    if all.is_empty() {
+        ctx.ui.info(&format!("no backups in {}", store.identity()));
+        return Ok(());
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    crate::ui::out(&format!(
+        "{:<36}  {:<11}  {:<11}  {:<9}  {:<20}  {:>10}  {:<9}  CHAIN",
+        "ID", "KIND", "SCOPE", "OPERATION", "STARTED (UTC)", "SIZE", "STATUS"
+    ))?;
+    for m in &all {
+        crate::ui::out(&format!(
+            "{:<36}  {:<11}  {:<11}  {:<9}  {:<20}  {:>10}  {:<9}  {}",
+            m.id.to_string(),
+            m.kind.as_str(),
+            m.scope.as_str(),
+            m.operation,
+            m.started_at.format(&fmt).unwrap_or_default(),
+            ui::size(m.stored_bytes()),
+            "completed",
+            m.parent.map_or("-".to_string(), |p| format!("after {p}")),
+        ))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! One file per subcommand, each a short recipe that reads as its chain of stages.
+//! This module holds what they share: the run context, opening the store, and
+//! recording the run in the audit ledger.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use time::OffsetDateTime;
+
+use crate::config::{Plan, StorePlan};
+use crate::id::BackupId;
+use crate::ledger;
+use crate::manifest::{Kind, Scope};
+use crate::stages::compress::Compression;
+use crate::stages::progress::Progress;
+use crate::store::{local::LocalStore, s3::S3Store, Store};
+use crate::ui::Ui;
+
+pub mod list;
+pub mod restore;
+pub mod snapshot;
+
+/// Everything a subcommand needs, built by `main` from flags and config.
+pub struct Ctx {
+    pub plan: Plan,
+    pub ui: Ui,
+    pub wait: Duration,
+}
+
+impl Ctx {
+    pub fn progress(&self) -> Arc<dyn Progress> {
+        self.ui.progress()
+    }
+}
+
+pub fn open_store(plan: &Plan) -> Result<Box<dyn Store>> {
+    Ok(match &plan.store {
+        StorePlan::Local(p) => Box::new(LocalStore::new(p)?),
+        StorePlan::S3(s) => Box::new(S3Store::new(s.clone())?),
+    })
+}
+
+/// What one run tells the audit ledger.
+pub struct RunRecord {
+    pub id: BackupId,
+    pub kind: Kind,
+    pub scope: Scope,
+    pub operation: ledger::Operation,
+    pub compression: Compression,
+    pub encrypted: bool,
+    pub completed: bool,
+    pub retention_days: u16,
+    pub started_at: OffsetDateTime,
+    pub bytes: u64,
+}
+
+/// Records the run as a code-12 transfer. An unreachable cluster never fails the
+/// backup: the record is spooled and the next run sends it.
+pub fn record_run(ctx: &Ctx, store: &dyn Store, r: &RunRecord) -> Result<Option<String>> {
+    let Some(cfg) = &ctx.plan.ledger else {
+        return Ok(None);
+    };
+    let rec = ledger::Record {
+        backup_id: r.id.as_bytes(),
+        backup_type: match r.kind {
+            Kind::Tigerbeetle => ledger::BackupType::Tigerbeetle,
+            Kind::Duckdb => ledger::BackupType::Duckdb,
+            Kind::Parquet => ledger::BackupType::Parquet,
+            Kind::Kms => ledger::BackupType::Kms,
+        },
+        scope: match r.scope {
+            Scope::Full => ledger::Scope::Full,
+            Scope::Incremental => ledger::Scope::Incremental,
+        },
+        compression: match r.compression {
+            Compression::None => ledger::CompressionCode::None,
+            Compression::Gzip { .. } => ledger::CompressionCode::Gzip,
+            Compression::Zstd { .. } => ledger::CompressionCode::Zstd,
+        },
+        encryption: if r.encrypted {
+            ledger::EncryptionCode::Aes256Gcm
+        } else {
+            ledger::EncryptionCode::None
+        },
+        status: if r.completed {
+            ledger::Status::Completed
+        } else {
+            ledger::Status::Failed
+        },
+        retention_days: r.retention_days,
+        operation: r.operation,
+        started_at_unix_ns: r.started_at.unix_timestamp_nanos().max(0) as u64,
+        amount: if r.completed { r.bytes as u128 } else { 0 },
+        store_identity: store.identity(),
+    };
+    let note = match ledger::record(cfg, &rec)? {
+        ledger::Outcome::Recorded {
+            transfer_id,
+            already_existed,
+        } => format!(
+            "ledger: transfer {transfer_id:032x} (code 12) {} in cluster {}",
+            if already_existed {
+                "already recorded"
+            } else {
+                "recorded"
+            },
+            cfg.addresses
+        ),
+        ledger::Outcome::Spooled { path, reason } => {
+            ctx.ui.warn(&format!("ledger record spooled: {reason}"));
+            format!("ledger: spooled to {}", path.display())
+        }
+    };
+    Ok(Some(note))
+}
+
+/// The host name, for manifests.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,196 @@
+//! `bkp restore`: manifest → download → verify SHA-256 → decrypt → decompress →
+//! unpack into a staging directory beside the target → check every file against
+//! the manifest → rename into place.
+//!
+//! The target is touched only after everything verified: a damaged backup, a wrong
+//! key or an interrupted run leave it exactly as it was. A non-empty target is
+//! replaced only with `--force`, and then by a rename swap.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use super::{open_store, Ctx};
+use crate::cli::RestoreArgs;
+use crate::exit::{coded, Code};
+use crate::manifest::{self, Kind};
+use crate::{archive, pipeline, ui};
+
+/// Removes a directory when dropped, unless disarmed.
+struct Scratch(Option<PathBuf>);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_dir_all(p);
+        }
+    }
+}
+
+fn is_empty_dir(p: &Path) -> Result<bool> {
+    Ok(fs::read_dir(p)
+        .with_context(|| format!("failed to read {}", p.display()))?
+        .next()
+        .is_none())
+}
+
+pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
+    let plan = &ctx.plan;
+    let target = std::path::absolute(&args.target)
+        .with_context(|| format!("invalid target {}", args.target.display()))?;
+
+    // Refuse early, before any download, when the target would be overwritten.
+    let exists = match fs::symlink_metadata(&target) {
+        Ok(m) if m.is_dir() => true,
+        Ok(_) => {
+            return Err(coded(
+                Code::TargetExists,
+                format!(
+                    "restore target {} exists and is not a directory: choose a new directory",
+                    target.display()
+                ),
+            ))
+        }
+        Err(_) => false,
+    };
+    if exists && !args.force && !is_empty_dir(&target)? {
+        return Err(coded(
+            Code::TargetExists,
+            format!(
+                "restore target {} is not empty: choose a new directory, or pass --force to replace its contents (they are swapped out only after the restore verified)",
+                target.display()
+            ),
+        ));
+    }
+
+    let store = open_store(plan)?;
+    let m =
+        manifest::find(store.as_ref(), &args.backup, Some(Kind::from(args.kind))).or_else(|e| {
+            if args.backup == "latest" {
+                Err(e)
+            } else {
+                manifest::find(store.as_ref(), &args.backup, None)
+            }
+        })?;
+    if m.kind != Kind::Tigerbeetle {
+        return Err(coded(
+            Code::Config,
+            format!(
+                "backup {} is a {} backup; this bkp restores TigerBeetle snapshots",
+                m.id,
+                m.kind.as_str()
+            ),
+        ));
+    }
+    let keyring = match &m.encryption {
+        Some(e) => Some(plan.keyring()?.ok_or_else(|| {
+            coded(
+                Code::Config,
+                format!("backup {} is encrypted with key {}, but the config has no [encryption] key: configure it to restore", m.id, e.key_id),
+            )
+        })?),
+        None => None,
+    };
+    ctx.ui.detail(&format!(
+        "restoring {} ({} {}) from {}",
+        m.id,
+        m.kind.as_str(),
+        m.operation,
+        store.identity()
+    ));
+
+    let parent = target.parent().with_context(|| {
+        format!(
+            "restore target {} has no parent directory",
+            target.display()
+        )
+    })?;
+    fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staging = parent.join(format!(".{name}.bkp-restore-{}", crate::id::random_u64()));
+    fs::create_dir(&staging).with_context(|| format!("failed to create {}", staging.display()))?;
+    let mut scratch = Scratch(Some(staging.clone()));
+
+    let clock = Instant::now();
+    let progress = ctx.progress();
+    let mut restored = Vec::new();
+    for entry in &m.objects {
+        pipeline::download(
+            store.as_ref(),
+            entry,
+            m.compression,
+            keyring.as_ref(),
+            &plan.work_dir,
+            progress.clone(),
+            |r| {
+                restored.extend(archive::unpack(r, &staging)?);
+                Ok(())
+            },
+        )?;
+    }
+    // Every file the manifest names, with its exact size and digest; nothing else.
+    let mut want = m.files.clone();
+    want.sort_by(|a, b| a.name.cmp(&b.name));
+    restored.sort_by(|a, b| a.name.cmp(&b.name));
+    if want != restored {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "backup {}: the restored files do not match the manifest (expected {:?}, got {:?}); the target was not touched",
+                m.id, want, restored
+            ),
+        ));
+    }
+
+    // Swap into place.
+    if exists {
+        let old = parent.join(format!(".{name}.bkp-old-{}", crate::id::random_u64()));
+        fs::rename(&target, &old)
+            .with_context(|| format!("failed to move {} aside", target.display()))?;
+        if let Err(e) = fs::rename(&staging, &target) {
+            let _ = fs::rename(&old, &target);
+            return Err(e)
+                .with_context(|| format!("failed to move the restore into {}", target.display()));
+        }
+        fs::remove_dir_all(&old)
+            .with_context(|| format!("failed to remove the replaced {}", old.display()))?;
+    } else {
+        fs::rename(&staging, &target)
+            .with_context(|| format!("failed to move the restore into {}", target.display()))?;
+    }
+    scratch.0 = None;
+    fs::File::open(parent).and_then(|d| d.sync_all()).ok();
+
+    let bytes: u64 = restored.iter().map(|f| f.size).sum();
+    let elapsed = clock.elapsed();
+    if ctx.ui.json {
+        crate::ui::out(&serde_json::to_string_pretty(&json!({
+            "id": m.id,
+            "kind": m.kind,
+            "target": target.display().to_string(),
+            "files": restored,
+            "bytes": bytes,
+            "seconds": elapsed.as_secs_f64(),
+        }))?)?;
+    } else {
+        ctx.ui.info(&format!(
+            "restored {} into {}: {} file(s), {}, verified against the manifest, in {:.1}s ({})",
+            m.id,
+            target.display(),
+            restored.len(),
+            ui::size(bytes),
+            elapsed.as_secs_f64(),
+            ui::rate(bytes, elapsed)
+        ));
+        for f in &restored {
+            crate::ui::out(&target.join(&f.name).display().to_string())?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! `bkp snapshot`: TigerBeetle data file → consistent copy → tar → compress →
+//! encrypt → SHA-256 → upload → manifest → ledger → local cleanup.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::Result;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::{hostname, open_store, record_run, Ctx, RunRecord};
+use crate::exit::{coded, Code};
+use crate::id::BackupId;
+use crate::ledger::Operation;
+use crate::lock::RunLock;
+use crate::manifest::{self, FileEntry, Kind, Manifest, Scope, Status};
+use crate::sources::tigerbeetle;
+use crate::{archive, pipeline, ui};
+
+pub fn run(ctx: &Ctx) -> Result<()> {
+    let plan = &ctx.plan;
+    let tb = plan.tigerbeetle.as_ref().ok_or_else(|| {
+        coded(
+            Code::Config,
+            format!(
+                "{}: `bkp snapshot` needs a [tigerbeetle] section with data_file",
+                plan.source.display()
+            ),
+        )
+    })?;
+    let keyring = plan.keyring()?;
+    let store = open_store(plan)?;
+    let _lock = RunLock::acquire(&plan.work_dir, ctx.wait)?;
+    remove_stale_copies(ctx);
+
+    let started_at = OffsetDateTime::now_utc();
+    let clock = Instant::now();
+    let id = BackupId::new_v7(started_at);
+    ctx.ui.detail(&format!(
+        "snapshot {id} of {} to {}",
+        tb.data_file.display(),
+        store.identity()
+    ));
+
+    let outcome = (|| -> Result<(Manifest, Option<String>)> {
+        let log = |m: &str| ctx.ui.detail(m);
+        let prepared = tigerbeetle::prepare(tb, &plan.work_dir, &id.to_string(), &log)?;
+        let suffix = format!(
+            ".tar{}{}{}",
+            if plan.compression.extension().is_empty() {
+                ""
+            } else {
+                "."
+            },
+            plan.compression.extension(),
+            if keyring.is_some() { ".enc" } else { "" }
+        );
+        let key = manifest::object_key(Kind::Tigerbeetle, "snapshot", id, started_at, &suffix);
+        let metadata = vec![
+            ("backup-id".to_string(), id.to_string()),
+            ("backup-type".to_string(), "tigerbeetle".to_string()),
+            ("backup-scope".to_string(), "full".to_string()),
+            ("checksum-sha256".to_string(), prepared.sha256.clone()),
+        ];
+        let progress = ctx.progress();
+        progress.begin("uploading", Some(prepared.size));
+        let files = [(prepared.name.clone(), prepared.path.clone())];
+        let entry = pipeline::upload(
+            store.as_ref(),
+            &key,
+            &metadata,
+            plan.compression,
+            keyring.as_ref(),
+            progress.clone(),
+            |w| archive::write_files(w, &files),
+        )?;
+        progress.end();
+
+        let mut source = BTreeMap::new();
+        source.insert(
+            "data_file".into(),
+            json!(tb.data_file.display().to_string()),
+        );
+        source.insert("snapshot_mode".into(), json!(prepared.mode));
+        source.insert(
+            "integrity_checked".into(),
+            json!(prepared.integrity_checked),
+        );
+        let m = Manifest {
+            schema: manifest::schema_string(),
+            id,
+            kind: Kind::Tigerbeetle,
+            scope: Scope::Full,
+            operation: "snapshot".into(),
+            status: Status::Completed,
+            started_at,
+            finished_at: OffsetDateTime::now_utc(),
+            host: hostname(),
+            bkp_version: env!("CARGO_PKG_VERSION").into(),
+            retention_days: tb.retention_days,
+            compression: plan.compression,
+            encryption: keyring.as_ref().map(|k| manifest::Encryption {
+                format: crate::crypto::FORMAT_NAME.into(),
+                key_id: k.current().id().to_string(),
+            }),
+            objects: vec![entry],
+            files: vec![FileEntry {
+                name: prepared.name.clone(),
+                size: prepared.size,
+                sha256: prepared.sha256.clone(),
+            }],
+            parent: None,
+            source,
+        };
+        manifest::write(store.as_ref(), &m)?;
+        Ok((m, prepared.deferred_error.clone()))
+        // `prepared` drops here: the lock is released and the local copy removed.
+    })();
+
+    let (m, deferred) = match &outcome {
+        Ok((m, d)) => (Some(m), d.clone()),
+        Err(_) => (None, None),
+    };
+    let record = RunRecord {
+        id,
+        kind: Kind::Tigerbeetle,
+        scope: Scope::Full,
+        operation: Operation::Snapshot,
+        compression: plan.compression,
+        encrypted: keyring.is_some(),
+        completed: m.is_some(),
+        retention_days: tb.retention_days,
+        started_at,
+        bytes: m.map_or(0, |m| m.stored_bytes()),
+    };
+    let ledger_note = match record_run(ctx, store.as_ref(), &record) {
+        Ok(n) => n,
+        Err(e) => {
+            ctx.ui
+                .warn(&format!("failed to record the run in the ledger: {e:#}"));
+            None
+        }
+    };
+    let (m, _) = outcome?;
+
+    let elapsed = clock.elapsed();
+    if ctx.ui.json {
+        let out = json!({
+            "manifest": m,
+            "manifest_key": m.key(),
+            "store": store.identity(),
+            "seconds": elapsed.as_secs_f64(),
+            "ledger": ledger_note,
+        });
+        crate::ui::out(&serde_json::to_string_pretty(&out)?)?;
+    } else {
+        let o = &m.objects[0];
+        ctx.ui.info(&format!(
+            "snapshot {} of {} ({}) stored as {} in {}: {} in {:.1}s ({})",
+            m.id,
+            tb.data_file.display(),
+            ui::size(m.files[0].size),
+            o.key,
+            store.identity(),
+            ui::size(o.size),
+            elapsed.as_secs_f64(),
+            ui::rate(m.files[0].size, elapsed),
+        ));
+        if let Some(n) = ledger_note {
+            ctx.ui.detail(&n);
+        }
+        crate::ui::out(&m.id.to_string())?;
+    }
+    if let Some(problem) = deferred {
+        anyhow::bail!("snapshot {} completed, but {problem}", m.id);
+    }
+    Ok(())
+}
+
+/// Removes data-file copies left in the work directory by a run that crashed.
+/// Only called under the run lock, so no other snapshot is using them.
+fn remove_stale_copies(ctx: &Ctx) {
+    let Ok(entries) = std::fs::read_dir(&ctx.plan.work_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with("snapshot-") && e.path().is_dir() {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => ctx.ui.info(&format!(
+                    "removed {} left by an interrupted run",
+                    e.path().display()
+                )),
+                Err(err) => ctx.ui.warn(&format!(
+                    "cannot remove {} left by an interrupted run: {err}",
+                    e.path().display()
+                )),
+            }
+        }
+    }
+}

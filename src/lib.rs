@@ -1,0 +1,65 @@
+//! bkp: backups for a TigerBeetle ledger, a DuckDB hot tier and a Parquet cold tier.
+//!
+//! The binary (`main.rs`) only parses flags and maps results to exit codes; the
+//! work happens here. Each subcommand in [`commands`] is a short chain of stages:
+//! a [`sources`] module makes the data safe to read, [`archive`] and the byte
+//! [`stages`] turn it into a compressed, encrypted, checksummed stream that
+//! [`pipeline`] sends to a [`store`], and a [`manifest`] written last makes the
+//! stored objects a backup. [`ledger`] records each run in TigerBeetle.
+
+pub mod archive;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod crypto;
+pub mod exit;
+pub mod id;
+pub mod ledger;
+pub mod lock;
+pub mod manifest;
+pub mod pipeline;
+pub mod retention;
+pub mod sources;
+pub mod stages;
+pub mod store;
+pub mod tblog;
+pub mod ui;
+pub mod units;
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::commands::Ctx;
+use crate::ui::{Level, Ui};
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    let ui = Ui {
+        level: if g.quiet {
+            Level::Quiet
+        } else if g.verbose {
+            Level::Verbose
+        } else {
+            Level::Normal
+        },
+        json: g.json,
+    };
+    let path = g
+        .config
+        .clone()
+        .unwrap_or_else(|| config::DEFAULT_CONFIG.into());
+    let plan = config::load(&path, &config::Overrides::from_env())?;
+    let ctx = Ctx {
+        plan,
+        ui,
+        wait: g.wait.unwrap_or(Duration::ZERO),
+    };
+    match &cli.command {
+        Command::Snapshot => commands::snapshot::run(&ctx),
+        Command::List(a) => commands::list::run(&ctx, a),
+        Command::Restore(a) => commands::restore::run(&ctx, a),
+    }
+}

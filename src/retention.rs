@@ -1,0 +1,773 @@
+//! Retention: which backups `cleanup` keeps and which it deletes.
+//!
+//! [`plan`] is a pure function of the backups found in the store, the policy and
+//! the current time: no clock, no I/O, no hidden state. That makes `--dry-run`
+//! exactly what a real run would do, lets every rule be tested on hand-computed
+//! cases, and gives the same answer whatever order the store lists manifests in
+//! (candidates are sorted newest first, ties broken by id, before any rule runs).
+//! Every decision carries the reasons behind it so an operator can see why a
+//! backup stayed or went.
+//!
+//! Rules apply per (kind, scope) group, with the bucket semantics of restic's
+//! `forget`: `keep_within`, `keep_last` and hourly/daily/weekly/monthly/yearly
+//! buckets in UTC; a backup is kept if any rule keeps it. The newest backup of a
+//! group is always kept, whatever the policy says.
+//!
+//! Chains are protected after the rules have run, until nothing changes:
+//! - a kept incremental keeps its parent, so every link back to the full backup
+//!   at the root of its chain stays, and with it that full backup: restoring a
+//!   kept incremental never meets a hole or a missing base;
+//! - for kinds restored by replaying a log onto a snapshot (TigerBeetle), every
+//!   log segment newer than the oldest kept snapshot of that kind is kept too,
+//!   so point-in-time recovery works from any kept snapshot on
+//!   ([`Policy::keep_log_since_oldest_kept_full`]).
+//!
+//! Keeping only ever adds backups, so the iteration ends. An incremental whose
+//! chain leads to a backup no longer in the store is decided by its own rules
+//! and marked "chain broken".
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime, UtcOffset};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Tigerbeetle,
+    Duckdb,
+    Parquet,
+    Kms,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Tigerbeetle => "tigerbeetle",
+            Kind::Duckdb => "duckdb",
+            Kind::Parquet => "parquet",
+            Kind::Kms => "kms",
+        }
+    }
+
+    /// Whether this kind is restored as a snapshot plus a replayed log, so that
+    /// its incrementals (log segments) must run unbroken from a snapshot on.
+    pub fn replays_log(self) -> bool {
+        matches!(self, Kind::Tigerbeetle)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Full,
+    Incremental,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Full => "full",
+            Scope::Incremental => "incremental",
+        }
+    }
+}
+
+/// One good backup as retention sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub id: String,
+    pub kind: Kind,
+    pub scope: Scope,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// Id of the backup this one builds on (a full or another incremental).
+    pub parent: Option<String>,
+}
+
+/// The rules for one (kind, scope) group; `None` turns a rule off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Keep everything started after `now - keep_within`.
+    pub keep_within: Option<Duration>,
+    /// Keep the N newest.
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup in each of the N most recent hours that have one.
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    /// ISO weeks (Monday to Sunday, ISO week-numbering year).
+    pub weekly: Option<u32>,
+    pub monthly: Option<u32>,
+    pub yearly: Option<u32>,
+    /// For incrementals of a log-replay kind ([`Kind::replays_log`]): keep every
+    /// segment newer than the oldest kept full backup of that kind. Ignored
+    /// elsewhere; defaults to true.
+    pub keep_log_since_oldest_kept_full: bool,
+}
+
+impl Default for Policy {
+    /// No rules: only the newest backup and what chains need are kept.
+    fn default() -> Self {
+        Policy {
+            keep_within: None,
+            keep_last: None,
+            hourly: None,
+            daily: None,
+            weekly: None,
+            monthly: None,
+            yearly: None,
+            keep_log_since_oldest_kept_full: true,
+        }
+    }
+}
+
+impl Policy {
+    /// Grandfather-father-son: 7 daily, 4 weekly, 12 monthly, 5 yearly.
+    pub fn gfs() -> Self {
+        Policy {
+            daily: Some(7),
+            weekly: Some(4),
+            monthly: Some(12),
+            yearly: Some(5),
+            ..Self::default()
+        }
+    }
+
+    /// Count-based: 24 hourly, 30 daily, 12 monthly.
+    pub fn count_based() -> Self {
+        Policy {
+            hourly: Some(24),
+            daily: Some(30),
+            monthly: Some(12),
+            ..Self::default()
+        }
+    }
+
+    fn buckets(&self) -> [(Bucket, Option<u32>); 5] {
+        [
+            (Bucket::Hourly, self.hourly),
+            (Bucket::Daily, self.daily),
+            (Bucket::Weekly, self.weekly),
+            (Bucket::Monthly, self.monthly),
+            (Bucket::Yearly, self.yearly),
+        ]
+    }
+}
+
+/// A policy per (kind, scope) group, and one for every group not listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policies {
+    pub default: Policy,
+    pub groups: BTreeMap<(Kind, Scope), Policy>,
+}
+
+impl Default for Policies {
+    /// [`Policy::gfs`] for every group.
+    fn default() -> Self {
+        Policies::new(Policy::gfs())
+    }
+}
+
+impl Policies {
+    pub fn new(default: Policy) -> Self {
+        Policies {
+            default,
+            groups: BTreeMap::new(),
+        }
+    }
+
+    pub fn with(mut self, kind: Kind, scope: Scope, policy: Policy) -> Self {
+        self.groups.insert((kind, scope), policy);
+        self
+    }
+
+    pub fn get(&self, kind: Kind, scope: Scope) -> &Policy {
+        self.groups.get(&(kind, scope)).unwrap_or(&self.default)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub id: String,
+    pub keep: bool,
+    /// Why, most important first: "kept: …" or "delete: …", plus any
+    /// "chain broken: …" warning.
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Bucket {
+    Hourly,
+    Daily,
+    Weekly,
+    Monthly,
+    Yearly,
+}
+
+impl Bucket {
+    fn name(self) -> &'static str {
+        match self {
+            Bucket::Hourly => "hourly",
+            Bucket::Daily => "daily",
+            Bucket::Weekly => "weekly",
+            Bucket::Monthly => "monthly",
+            Bucket::Yearly => "yearly",
+        }
+    }
+
+    /// The UTC period `t` falls in; equal labels mean the same period.
+    fn label(self, t: OffsetDateTime) -> String {
+        let t = t.to_offset(UtcOffset::UTC);
+        let (y, m, d) = (t.year(), t.month() as u8, t.day());
+        match self {
+            Bucket::Hourly => format!("{y:04}-{m:02}-{d:02} {:02}:00", t.hour()),
+            Bucket::Daily => format!("{y:04}-{m:02}-{d:02}"),
+            Bucket::Weekly => {
+                let (iso_year, week, _) = t.to_iso_week_date();
+                format!("{iso_year:04}-W{week:02}")
+            }
+            Bucket::Monthly => format!("{y:04}-{m:02}"),
+            Bucket::Yearly => format!("{y:04}"),
+        }
+    }
+}
+
+const LOG_REASON: &str = "kept: log segment newer than the oldest kept snapshot (chain)";
+
+/// Decides every candidate: one [`Decision`] each, newest first (ties by id,
+/// descending). Ids are expected to be unique.
+pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Vec<Decision> {
+    let mut c: Vec<&Candidate> = backups.iter().collect();
+    c.sort_by(|a, b| (b.started_at, &b.id).cmp(&(a.started_at, &a.id)));
+    let n = c.len();
+    let mut by_id: HashMap<&str, usize> = HashMap::new();
+    let mut groups: BTreeMap<(Kind, Scope), Vec<usize>> = BTreeMap::new();
+    for (i, b) in c.iter().enumerate() {
+        by_id.entry(&b.id).or_insert(i);
+        groups.entry((b.kind, b.scope)).or_default().push(i);
+    }
+
+    let mut reasons: Vec<Vec<String>> = vec![Vec::new(); n];
+    for (&(kind, scope), idx) in &groups {
+        let p = policy.get(kind, scope);
+        if let Some(d) = p.keep_within {
+            let since = now.checked_sub(d);
+            for &i in idx {
+                if since.is_none_or(|s| c[i].started_at > s) {
+                    reasons[i].push(format!("kept: within {} of now", fmt_duration(d)));
+                }
+            }
+        }
+        if let Some(last) = p.keep_last {
+            for (rank, &i) in idx.iter().take(last as usize).enumerate() {
+                reasons[i].push(format!("kept: {} of last {last}", ordinal(rank as u32 + 1)));
+            }
+        }
+        for (bucket, count) in p.buckets() {
+            let Some(count) = count else { continue };
+            let (mut used, mut previous) = (0, None);
+            for &i in idx {
+                if used == count {
+                    break;
+                }
+                let label = bucket.label(c[i].started_at);
+                if previous.as_ref() != Some(&label) {
+                    used += 1;
+                    let (name, nth) = (bucket.name(), ordinal(used));
+                    reasons[i].push(format!(
+                        "kept: newest {name} for {label} ({nth} of {count})"
+                    ));
+                    previous = Some(label);
+                }
+            }
+        }
+        let group = format!("{}/{}", kind.as_str(), scope.as_str());
+        reasons[idx[0]].push(format!("kept: newest good backup of {group}"));
+    }
+    let mut keep: Vec<bool> = reasons.iter().map(|r| !r.is_empty()).collect();
+
+    let log_kinds: BTreeSet<Kind> = c
+        .iter()
+        .map(|b| b.kind)
+        .filter(|k| {
+            k.replays_log()
+                && policy
+                    .get(*k, Scope::Incremental)
+                    .keep_log_since_oldest_kept_full
+        })
+        .collect();
+    let parent_of = |i: usize| c[i].parent.as_deref().and_then(|p| by_id.get(p).copied());
+    let (mut pushed, mut log_marked) = (vec![false; n], vec![false; n]);
+    loop {
+        let mut changed = false;
+        for i in 0..n {
+            if !keep[i] || pushed[i] || c[i].scope != Scope::Incremental {
+                continue;
+            }
+            pushed[i] = true;
+            let Some(j) = parent_of(i) else { continue };
+            let role = if c[j].scope == Scope::Full {
+                "base"
+            } else {
+                "parent"
+            };
+            let id = &c[i].id;
+            reasons[j].push(format!("kept: {role} of kept incremental {id} (chain)"));
+            changed |= !std::mem::replace(&mut keep[j], true);
+        }
+        for &kind in &log_kinds {
+            let is = |i: &usize, scope| c[*i].kind == kind && c[*i].scope == scope;
+            let oldest_full = (0..n)
+                .filter(|i| keep[*i] && is(i, Scope::Full))
+                .map(|i| c[i].started_at)
+                .min();
+            let Some(since) = oldest_full else { continue };
+            for i in (0..n).filter(|i| is(i, Scope::Incremental) && c[*i].started_at > since) {
+                if !std::mem::replace(&mut log_marked[i], true) {
+                    reasons[i].push(LOG_REASON.into());
+                    changed |= !std::mem::replace(&mut keep[i], true);
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+
+    let missing = missing_ancestors(&c, &by_id);
+    (0..n)
+        .map(|i| {
+            let mut r = std::mem::take(&mut reasons[i]);
+            if !keep[i] {
+                r.insert(0, "delete: no rule keeps it".into());
+            }
+            if let Some(gone) = &missing[i] {
+                let direct = c[i].parent.as_ref() == Some(gone);
+                let rel = if direct { "parent" } else { "ancestor" };
+                r.push(format!("chain broken: {rel} {gone} missing"));
+            }
+            Decision {
+                id: c[i].id.clone(),
+                keep: keep[i],
+                reasons: r,
+            }
+        })
+        .collect()
+}
+
+/// For each incremental, the id its chain leads to that is not among the
+/// candidates, if any. Memoised, so long chains cost linear time.
+fn missing_ancestors(c: &[&Candidate], by_id: &HashMap<&str, usize>) -> Vec<Option<String>> {
+    let mut memo: Vec<Option<Option<String>>> = vec![None; c.len()];
+    let mut on_path = vec![false; c.len()];
+    for start in 0..c.len() {
+        let (mut path, mut cur) = (Vec::new(), start);
+        let result = loop {
+            if let Some(done) = &memo[cur] {
+                break done.clone();
+            }
+            if c[cur].scope == Scope::Full || on_path[cur] {
+                break None; // a root, or a cycle (which manifests cannot form)
+            }
+            on_path[cur] = true;
+            path.push(cur);
+            match c[cur].parent.as_deref() {
+                None => break None,
+                Some(p) => match by_id.get(p) {
+                    Some(&j) => cur = j,
+                    None => break Some(p.to_string()),
+                },
+            }
+        };
+        for i in path {
+            on_path[i] = false;
+            memo[i] = Some(result.clone());
+        }
+    }
+    memo.into_iter().map(Option::flatten).collect()
+}
+
+/// One line for `--dry-run`, e.g. "keep 7 daily, 4 weekly, 12 monthly, 5 yearly".
+pub fn describe(policy: &Policy) -> String {
+    let mut parts = Vec::new();
+    if let Some(d) = policy.keep_within {
+        parts.push(format!("everything within {}", fmt_duration(d)));
+    }
+    if let Some(n) = policy.keep_last {
+        parts.push(format!("the last {n}"));
+    }
+    for (bucket, count) in policy.buckets() {
+        if let Some(count) = count {
+            parts.push(format!("{count} {}", bucket.name()));
+        }
+    }
+    let mut s = if parts.is_empty() {
+        "keep only the newest backup (and what chains need)".to_string()
+    } else {
+        format!("keep {}", parts.join(", "))
+    };
+    if !policy.keep_log_since_oldest_kept_full {
+        s.push_str("; log segments since the oldest kept snapshot are not protected");
+    }
+    s
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let secs = d.whole_seconds().unsigned_abs();
+    let units = [
+        (secs / 86_400, "d"),
+        (secs / 3600 % 24, "h"),
+        (secs / 60 % 60, "m"),
+        (secs % 60, "s"),
+    ];
+    let parts: Vec<String> = units
+        .iter()
+        .filter(|(v, _)| *v > 0)
+        .map(|(v, u)| format!("{v}{u}"))
+        .collect();
+    let sign = if d.is_negative() { "-" } else { "" };
+    if parts.is_empty() {
+        "0s".into()
+    } else {
+        format!("{sign}{}", parts.join(" "))
+    }
+}
+
+fn ordinal(n: u32) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::{datetime, format_description as fd};
+    use time::PrimitiveDateTime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-20 12:00 UTC);
+    const TB: Kind = Kind::Tigerbeetle;
+    const INC: Scope = Scope::Incremental;
+
+    fn t(s: &str) -> OffsetDateTime {
+        let f = fd!("[year]-[month]-[day]T[hour]:[minute]");
+        PrimitiveDateTime::parse(s, f).unwrap().assume_utc()
+    }
+
+    /// Ids are the UTC start time, so expectations read as dates.
+    fn cand(kind: Kind, scope: Scope, at: OffsetDateTime, parent: Option<String>) -> Candidate {
+        let f = fd!("[year]-[month]-[day]T[hour]:[minute]");
+        let id = at.to_offset(UtcOffset::UTC).format(f).unwrap();
+        Candidate {
+            id,
+            kind,
+            scope,
+            started_at: at,
+            parent,
+        }
+    }
+
+    fn every(start: &str, step: Duration, count: i32) -> Vec<OffsetDateTime> {
+        (0..count).map(|k| t(start) + step * k).collect()
+    }
+
+    fn fulls(times: &[OffsetDateTime]) -> Vec<Candidate> {
+        times
+            .iter()
+            .map(|&at| cand(TB, Scope::Full, at, None))
+            .collect()
+    }
+
+    fn pol(f: impl FnOnce(&mut Policy)) -> Policy {
+        let mut p = Policy::default();
+        f(&mut p);
+        p
+    }
+
+    fn kept(ds: &[Decision]) -> BTreeSet<String> {
+        ds.iter().filter(|d| d.keep).map(|d| d.id.clone()).collect()
+    }
+
+    fn ids(list: &str) -> BTreeSet<String> {
+        list.split_whitespace().map(String::from).collect()
+    }
+
+    fn reasons<'a>(ds: &'a [Decision], id: &str) -> &'a [String] {
+        &ds.iter().find(|d| d.id == id).unwrap().reasons
+    }
+
+    #[test]
+    fn each_rule_on_small_cases() {
+        let mut twice_a_day = every("2026-11-11T01:00", Duration::DAY, 5);
+        twice_a_day.extend(every("2026-11-11T13:00", Duration::DAY, 5));
+        let halves = (1..=6).flat_map(|m| [1, 15].map(|d| t(&format!("2026-{m:02}-{d:02}T00:00"))));
+        let years =
+            "2024-03-01T00:00 2024-12-31T23:59 2025-01-01T00:00 2025-06-01T00:00 2026-02-01T00:00";
+        let years: Vec<_> = years.split(' ').map(t).collect();
+        #[rustfmt::skip]
+        let cases = [
+            ("daily 3 of 10 days", every("2026-11-11T02:00", Duration::DAY, 10), pol(|p| p.daily = Some(3)),
+             "2026-11-18T02:00 2026-11-19T02:00 2026-11-20T02:00"),
+            ("only the newer of a day counts", twice_a_day, pol(|p| p.daily = Some(3)),
+             "2026-11-13T13:00 2026-11-14T13:00 2026-11-15T13:00"),
+            ("hourly 3, every 20 min", every("2026-11-20T10:00", Duration::minutes(20), 9),
+             pol(|p| p.hourly = Some(3)), "2026-11-20T10:40 2026-11-20T11:40 2026-11-20T12:40"),
+            // ISO weeks: 2026-W52 = Dec 21-27, 2026-W53 = Dec 28-Jan 3, 2027-W01 = Jan 4-10.
+            ("weekly 4 across a year boundary", every("2026-12-20T02:00", Duration::DAY, 24),
+             pol(|p| p.weekly = Some(4)),
+             "2026-12-27T02:00 2027-01-03T02:00 2027-01-10T02:00 2027-01-12T02:00"),
+            ("monthly 3", halves.collect(), pol(|p| p.monthly = Some(3)),
+             "2026-04-15T00:00 2026-05-15T00:00 2026-06-15T00:00"),
+            ("yearly 2", years.clone(), pol(|p| p.yearly = Some(2)), "2025-06-01T00:00 2026-02-01T00:00"),
+            ("yearly 3", years.clone(), pol(|p| p.yearly = Some(3)),
+             "2024-12-31T23:59 2025-06-01T00:00 2026-02-01T00:00"),
+            ("last 3", years, pol(|p| p.keep_last = Some(3)),
+             "2025-01-01T00:00 2025-06-01T00:00 2026-02-01T00:00"),
+            // Strictly after NOW - 2 days = 2026-11-18T12:00.
+            ("within 2 days", every("2026-11-17T12:00", Duration::hours(12), 6),
+             pol(|p| p.keep_within = Some(Duration::days(2))),
+             "2026-11-19T00:00 2026-11-19T12:00 2026-11-20T00:00"),
+            ("last 2 + daily 4 + weekly 2", every("2026-11-01T02:00", Duration::DAY, 20),
+             pol(|p| (p.keep_last, p.daily, p.weekly) = (Some(2), Some(4), Some(2))),
+             "2026-11-15T02:00 2026-11-17T02:00 2026-11-18T02:00 2026-11-19T02:00 2026-11-20T02:00"),
+        ];
+        for (what, times, policy, expect) in cases {
+            let got = plan(&fulls(&times), &Policies::new(policy), NOW);
+            assert_eq!(got.len(), times.len(), "{what}");
+            assert_eq!(kept(&got), ids(expect), "{what}");
+        }
+    }
+
+    #[test]
+    fn reasons_are_collected_and_periods_are_utc() {
+        let mut times = every("2026-11-18T02:00", Duration::DAY, 3);
+        times.push(datetime!(2026-11-20 23:30 +05:00)); // 18:30 UTC on the 20th
+        let policy = pol(|p| (p.keep_last, p.daily) = (Some(1), Some(2)));
+        let got = plan(&fulls(&times), &Policies::new(policy), NOW);
+        assert_eq!(kept(&got), ids("2026-11-19T02:00 2026-11-20T18:30"));
+        let newest = [
+            "kept: 1st of last 1",
+            "kept: newest daily for 2026-11-20 (1st of 2)",
+            "kept: newest good backup of tigerbeetle/full",
+        ];
+        assert_eq!(got[0].reasons, newest);
+        assert_eq!(got[1].reasons, ["delete: no rule keeps it"]);
+        assert_eq!(
+            got[2].reasons,
+            ["kept: newest daily for 2026-11-19 (2nd of 2)"]
+        );
+        let within = pol(|p| p.keep_within = Some(Duration::hours(36)));
+        assert_eq!(describe(&within), "keep everything within 1d 12h");
+        let gfs = "keep 7 daily, 4 weekly, 12 monthly, 5 yearly";
+        assert_eq!(describe(&Policy::gfs()), gfs);
+        let count = "keep 24 hourly, 30 daily, 12 monthly";
+        assert_eq!(describe(&Policy::count_based()), count);
+        let bare = pol(|p| p.keep_log_since_oldest_kept_full = false);
+        let bare_text = "keep only the newest backup (and what chains need); \
+                         log segments since the oldest kept snapshot are not protected";
+        assert_eq!(describe(&bare), bare_text);
+    }
+
+    #[test]
+    fn gfs_over_three_years_of_dailies() {
+        let times = every("2024-03-10T02:00", Duration::DAY, 986); // to 2026-11-20
+        let got = plan(&fulls(&times), &Policies::new(Policy::gfs()), NOW);
+        let daily = "2026-11-14 2026-11-15 2026-11-16 2026-11-17 2026-11-18 2026-11-19 2026-11-20";
+        let weekly = "2026-11-20 2026-11-15 2026-11-08 2026-11-01"; // Fri of W47, then Sundays
+        let monthly = "2026-11-20 2026-10-31 2026-09-30 2026-08-31 2026-07-31 2026-06-30 \
+                       2026-05-31 2026-04-30 2026-03-31 2026-02-28 2026-01-31 2025-12-31";
+        let yearly = "2026-11-20 2025-12-31 2024-12-31";
+        let all = [daily, weekly, monthly, yearly].join(" ");
+        let expect: BTreeSet<String> = ids(&(all + "T02:00").replace(' ', "T02:00 "));
+        assert_eq!(expect.len(), 21);
+        assert_eq!(kept(&got), expect);
+        assert_eq!(got[0].reasons.len(), 5, "{:?}", got[0].reasons);
+        let y2024 = ["kept: newest yearly for 2024 (3rd of 5)"];
+        assert_eq!(reasons(&got, "2024-12-31T02:00"), y2024);
+    }
+
+    #[test]
+    fn count_based_over_sixty_days_of_hourlies() {
+        let times = every("2026-09-22T00:00", Duration::HOUR, 60 * 24); // to 2026-11-20T23:00
+        let got = plan(&fulls(&times), &Policies::new(Policy::count_based()), NOW);
+        let hourly = (0..24).map(|h| format!("2026-11-20T{h:02}:00"));
+        let october = (22..=31).map(|d| format!("2026-10-{d}T23:00"));
+        let november = (1..=20).map(|d| format!("2026-11-{d:02}T23:00"));
+        let monthly =
+            ["2026-11-20T23:00", "2026-10-31T23:00", "2026-09-30T23:00"].map(String::from);
+        let expect = hourly.chain(october).chain(november).chain(monthly);
+        assert_eq!(kept(&got), expect.collect());
+    }
+
+    #[test]
+    fn newest_of_each_group_survives_an_all_zero_policy() {
+        let zero = pol(|p| {
+            let z = Some(0);
+            (
+                p.keep_last,
+                p.hourly,
+                p.daily,
+                p.weekly,
+                p.monthly,
+                p.yearly,
+            ) = (z, z, z, z, z, z);
+            (p.keep_within, p.keep_log_since_oldest_kept_full) = (Some(Duration::ZERO), false);
+        });
+        let mut all = fulls(&every("2026-11-01T00:00", Duration::DAY, 5));
+        for at in every("2026-11-02T01:00", Duration::DAY, 3) {
+            all.push(cand(Kind::Duckdb, INC, at, None));
+        }
+        let got = plan(&all, &Policies::new(zero), NOW);
+        assert_eq!(kept(&got), ids("2026-11-04T01:00 2026-11-05T00:00"));
+        let duck = ["kept: newest good backup of duckdb/incremental"];
+        assert_eq!(reasons(&got, "2026-11-04T01:00"), duck);
+    }
+
+    /// TigerBeetle fulls every 6 h and log segments every 15 min for 10 days;
+    /// each chain starts at a full and runs through the next 23 segments.
+    fn ten_days_of_chains() -> Vec<Candidate> {
+        let mut all = Vec::new();
+        for full_at in every("2026-11-11T00:00", Duration::hours(6), 40) {
+            all.push(cand(TB, Scope::Full, full_at, None));
+            for k in 1..24 {
+                let parent = Some(all.last().unwrap().id.clone());
+                all.push(cand(TB, INC, full_at + Duration::minutes(15) * k, parent));
+            }
+        }
+        all
+    }
+
+    fn chain_policies(log_flag: bool) -> Policies {
+        let inc = pol(|p| (p.daily, p.keep_log_since_oldest_kept_full) = (Some(3), log_flag));
+        let full = pol(|p| p.keep_last = Some(1));
+        Policies::new(Policy::default())
+            .with(TB, Scope::Full, full)
+            .with(TB, INC, inc)
+    }
+
+    /// No kept backup has a deleted ancestor.
+    fn assert_chains_whole(all: &[Candidate], got: &[Decision]) {
+        let keep: HashMap<&str, bool> = got.iter().map(|d| (d.id.as_str(), d.keep)).collect();
+        let by_id: HashMap<&str, &Candidate> = all.iter().map(|c| (c.id.as_str(), c)).collect();
+        for c in all.iter().filter(|c| keep[c.id.as_str()]) {
+            let mut cur = c;
+            while let Some(p) = cur.parent.as_deref().and_then(|p| by_id.get(p)) {
+                assert!(keep[p.id.as_str()], "{} needs deleted {}", c.id, p.id);
+                cur = p;
+            }
+        }
+    }
+
+    fn kept_of(all: &[Candidate], got: &[Decision], scope: Scope) -> BTreeSet<String> {
+        let kept = kept(got);
+        let of_scope = all
+            .iter()
+            .filter(|c| c.scope == scope && kept.contains(&c.id));
+        of_scope.map(|c| c.id.clone()).collect()
+    }
+
+    fn starting_from(all: &[Candidate], scope: Scope, since: &str) -> BTreeSet<String> {
+        let newer = all
+            .iter()
+            .filter(|c| c.scope == scope && c.started_at >= t(since));
+        newer.map(|c| c.id.clone()).collect()
+    }
+
+    #[test]
+    fn chains_keep_their_links_and_base() {
+        let all = ten_days_of_chains();
+        let now = t("2026-11-20T23:50");
+        let got = plan(&all, &chain_policies(false), now);
+        assert_chains_whole(&all, &got);
+        // daily 3 keeps the 23:45 segment of the last 3 days, each pulls its chain back to 18:00.
+        let mut incs = BTreeSet::new();
+        for day in 18..=20 {
+            let since = format!("2026-11-{day}T18:15");
+            incs.extend(starting_from(&all, INC, &since).into_iter().take(23));
+        }
+        assert_eq!(kept_of(&all, &got, INC), incs);
+        let bases = ids("2026-11-18T18:00 2026-11-19T18:00 2026-11-20T18:00");
+        assert_eq!(kept_of(&all, &got, Scope::Full), bases);
+        let base = ["kept: base of kept incremental 2026-11-18T18:15 (chain)"];
+        assert_eq!(reasons(&got, "2026-11-18T18:00"), base);
+        let link = ["kept: parent of kept incremental 2026-11-19T20:15 (chain)"];
+        assert_eq!(reasons(&got, "2026-11-19T20:00"), link);
+
+        // With the log flag every segment after the oldest kept snapshot stays,
+        // and with them the snapshots their chains start from.
+        let got = plan(&all, &chain_policies(true), now);
+        assert_chains_whole(&all, &got);
+        let incs = starting_from(&all, INC, "2026-11-18T18:15");
+        assert_eq!(kept_of(&all, &got, INC), incs);
+        let fulls = starting_from(&all, Scope::Full, "2026-11-18T18:00");
+        assert_eq!(kept_of(&all, &got, Scope::Full), fulls);
+        assert_eq!(reasons(&got, "2026-11-19T03:00")[0], LOG_REASON);
+    }
+
+    #[test]
+    fn log_flag_reaches_a_fixed_point() {
+        // The 06:05 segment still chains to the 00:00 snapshot (it raced the 06:00
+        // one). Keeping it keeps 00:00, which then protects every later segment,
+        // even the 03:30 one whose chain is broken.
+        let mut all = fulls(&[t("2026-11-20T00:00")]);
+        for at in every("2026-11-20T01:00", Duration::hours(1), 6) {
+            let parent = all.last().unwrap().id.clone();
+            let at = at + Duration::minutes(at.hour() as i64 / 6 * 5); // 06:00 -> 06:05
+            all.push(cand(TB, INC, at, Some(parent)));
+        }
+        all.push(cand(TB, Scope::Full, t("2026-11-20T06:00"), None));
+        let last = Some("2026-11-20T06:00".to_string());
+        all.push(cand(TB, INC, t("2026-11-20T07:00"), last));
+        all.push(cand(TB, INC, t("2026-11-20T03:30"), Some("gone".into())));
+        let got = plan(&all, &Policies::default(), NOW);
+        assert!(got.iter().all(|d| d.keep), "{got:#?}");
+        let no_flag = Policies::new(pol(|p| p.keep_log_since_oldest_kept_full = false));
+        let got = plan(&all, &no_flag, NOW);
+        assert_eq!(kept(&got), ids("2026-11-20T06:00 2026-11-20T07:00"));
+    }
+
+    #[test]
+    fn broken_chains_are_reported() {
+        let mut all = fulls(&[t("2026-11-19T00:00")]);
+        #[rustfmt::skip]
+        let links = [("2026-11-19T00:15", "gone"), ("2026-11-19T00:30", "2026-11-19T00:15"),
+                     ("2026-11-20T00:15", "2026-11-19T00:00")];
+        for (at, parent) in links {
+            all.push(cand(TB, INC, t(at), Some(parent.into())));
+        }
+        let no_flag = Policies::new(pol(|p| p.keep_log_since_oldest_kept_full = false));
+        let got = plan(&all, &no_flag, NOW);
+        let del = "delete: no rule keeps it";
+        let first = [del, "chain broken: parent gone missing"];
+        assert_eq!(reasons(&got, "2026-11-19T00:15"), first);
+        let second = [del, "chain broken: ancestor gone missing"];
+        assert_eq!(reasons(&got, "2026-11-19T00:30"), second);
+        let whole = reasons(&got, "2026-11-20T00:15");
+        assert!(whole.iter().all(|r| !r.contains("broken")), "{whole:?}");
+    }
+
+    #[test]
+    fn order_of_input_does_not_matter() {
+        let mut all = ten_days_of_chains();
+        let mut twin = cand(TB, Scope::Full, t("2026-11-20T18:00"), None); // same time: tie on id
+        twin.id.push('b');
+        all.push(twin);
+        let policies = chain_policies(true).with(TB, Scope::Full, Policy::count_based());
+        let want = plan(&all, &policies, NOW);
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..3 {
+            for i in (1..all.len()).rev() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                all.swap(i, (seed % (i as u64 + 1)) as usize);
+            }
+            assert_eq!(plan(&all, &policies, NOW), want);
+        }
+    }
+}
