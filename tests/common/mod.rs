@@ -1,0 +1,708 @@
+//! Shared harness for the integration tests: real servers on loopback, no mocks.
+//!
+//! Starts TigerBeetle replicas (development mode) and SeaweedFS servers with their S3 API,
+//! finds the tools that `scripts/bootstrap` installs, hands out free ports, and runs the
+//! real `bkp` binary with a hermetic AWS environment and a timeout.
+//!
+//! Each server runs under a small `/bin/sh` supervisor whose stdin is a pipe held by the
+//! test process. When the test process ends in any way (exit, panic, SIGKILL) the pipe
+//! closes, and the supervisor stops the server (SIGTERM, SIGKILL after a grace period) and
+//! removes its scratch directory. That is what cleans up the process-wide servers behind
+//! [`shared_s3`] and [`shared_ledger`]: statics are never dropped.
+#![allow(dead_code)]
+
+use std::collections::hash_map::RandomState;
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::hash::{BuildHasher, Hasher};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long one `bkp` run may take before the test fails instead of hanging.
+pub const BKP_TIMEOUT: Duration = Duration::from_secs(300);
+const RCLONE_TIMEOUT: Duration = Duration::from_secs(120);
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const TB_STOP_GRACE: Duration = Duration::from_secs(10);
+const S3_STOP_GRACE: Duration = Duration::from_secs(3);
+
+// ---- Tools ------------------------------------------------------------------------------
+
+/// Where `scripts/bootstrap` put the tools: `$BKP_TOOLS` if set, else the first of
+/// `$BKP_CACHE/tools`, `$XDG_CACHE_HOME/bkp/tools`, `$HOME/.cache/bkp/tools` and
+/// `<crate>/.tools` that has a `bin` directory.
+pub fn tools_dir() -> PathBuf {
+    let var = |k: &str| Some(PathBuf::from(std::env::var_os(k)?)).filter(|p| p != "");
+    if let Some(dir) = var("BKP_TOOLS") {
+        return dir;
+    }
+    let candidates: Vec<PathBuf> = [
+        var("BKP_CACHE").map(|d| d.join("tools")),
+        var("XDG_CACHE_HOME").map(|d| d.join("bkp/tools")),
+        var("HOME").map(|d| d.join(".cache/bkp/tools")),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let found = candidates.iter().find(|d| d.join("bin").is_dir());
+    found.unwrap_or(&candidates[0]).clone()
+}
+
+/// Path of an installed tool (`tigerbeetle`, `weed`, `rclone`); panics if it is missing.
+pub fn tool(name: &str) -> PathBuf {
+    let path = tools_dir().join("bin").join(name);
+    assert!(
+        path.is_file(),
+        "test tool `{name}` is missing: no executable at {}. Run `scripts/bootstrap --tools` \
+         (or `scripts/bootstrap`) to install it, or point BKP_TOOLS at a directory with bin/{name}.",
+        path.display()
+    );
+    path
+}
+
+/// The `bkp` binary built for these tests.
+pub fn bkp_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bkp"))
+}
+
+// ---- Names, ports, scratch directories --------------------------------------------------
+
+fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    h.write(format!("{:?}", SystemTime::now()).as_bytes());
+    h.finish()
+}
+
+/// A name unique in this process and very likely across processes, valid as an S3 bucket
+/// name (lowercase letters, digits, `-`; at most 63 characters): `prefix-PID-N-RAND`.
+pub fn unique_name(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let clean = prefix.to_ascii_lowercase();
+    let clean = clean.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    let mut clean = clean.trim_matches('-');
+    clean = &clean[..clean.len().min(32)];
+    let (pid, n) = (std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    let rand = random_u64() & 0xffff;
+    let clean = if clean.is_empty() { "t" } else { clean };
+    format!("{clean}-{pid:x}-{n}-{rand:04x}")
+}
+
+/// A fresh directory under `$TMPDIR`; its owner removes it.
+fn scratch_dir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bkp-test-{}", unique_name(what)));
+    fs::create_dir(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+/// A port P (and P + `offset`) bindable on 127.0.0.1 now and never handed out before by
+/// this process, scanning from a random start in 20000..=40000. Stays below the kernel's
+/// ephemeral range when it can, so that no outgoing connection takes a server's port
+/// between a stop and a restart.
+fn allocate_port(offset: u32) -> u16 {
+    static TAKEN: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+    let range = fs::read_to_string(PORT_RANGE).unwrap_or_default();
+    let first: Option<u32> = range.split_whitespace().find_map(|s| s.parse().ok());
+    let below = first.unwrap_or(32768).saturating_sub(1 + offset);
+    let hi = below.min(40000);
+    let (lo, hi) = (20000, if hi < 21000 { 40000 } else { hi });
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    let span = hi - lo + 1;
+    let start = (random_u64() % u64::from(span)) as u32;
+    for i in 0..span {
+        let p = lo + (start + i) % span;
+        let free = |q: &u32| !taken.contains(q) && bindable(*q);
+        if [p, p + offset].iter().all(free) {
+            taken.extend([p, p + offset]);
+            return p as u16;
+        }
+    }
+    panic!("no free port on 127.0.0.1 in {lo}..={hi}")
+}
+
+const PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
+fn bindable(port: u32) -> bool {
+    TcpListener::bind(("127.0.0.1", port as u16)).is_ok()
+}
+
+/// A port free on 127.0.0.1, never handed out twice in this process.
+pub fn free_port() -> u16 {
+    allocate_port(0)
+}
+
+/// A port P with P and P + 10000 both free (SeaweedFS serves gRPC on port + 10000).
+pub fn free_port_pair() -> u16 {
+    allocate_port(10000)
+}
+
+/// Runs `start` again (it takes new ports) when another process took a port first.
+fn retry_port_clash<T>(what: &str, mut start: impl FnMut() -> Result<T, String>) -> T {
+    for _ in 0..3 {
+        match start() {
+            Err(e) if e.contains("already in use") || e.contains("AddressInUse") => {}
+            result => return result.unwrap_or_else(|e| panic!("{what} {e}")),
+        }
+    }
+    panic!("{what}: its ports kept being taken by other processes")
+}
+
+// ---- Supervised servers -----------------------------------------------------------------
+
+/// Starts the server in the background (output to the log), prints its pid, then waits on
+/// stdin: a line `stop` sends SIGTERM, `kill` SIGKILL; EOF (the test process is gone) sends
+/// SIGTERM and afterwards removes the cleanup paths. SIGKILL follows after the grace
+/// period. The server stays our child until `wait`, so its pid cannot be reused meanwhile.
+const SUPERVISOR: &str = r#"
+log=$1 grace=$2; shift 2
+cleanup=$BKP_TEST_CLEANUP; unset BKP_TEST_CLEANUP
+"$@" >>"$log" 2>&1 </dev/null &
+pid=$!
+echo "$pid"
+read -r cmd || cmd=eof
+if [ "$cmd" = kill ]; then kill -KILL "$pid"; else kill -TERM "$pid"; fi 2>/dev/null
+i=0
+while [ "$i" -lt "$grace" ]; do
+  read -r st 2>/dev/null </proc/"$pid"/stat || break
+  case $st in *") Z "*) break ;; esac
+  sleep 0.1; i=$((i + 1))
+done
+kill -KILL "$pid" 2>/dev/null
+wait "$pid"
+[ "$cmd" = eof ] && printf '%s\n' "$cleanup" | while IFS= read -r p; do rm -rf -- "$p"; done
+"#;
+
+const CLEANUP_VAR: &str = "BKP_TEST_CLEANUP";
+
+/// How to start a server: program, arguments, extra environment, and what the supervisor
+/// removes if the test process dies.
+struct Spec {
+    program: PathBuf,
+    args: Vec<String>,
+    envs: Vec<(&'static str, String)>,
+    grace: Duration,
+    cleanup: Vec<PathBuf>,
+}
+
+struct Supervised {
+    supervisor: Child,
+    control: Option<ChildStdin>,
+    pid: u32,
+    log: PathBuf,
+}
+
+impl Supervised {
+    /// Runs the server with `dir` as working directory, logging to `dir/server.log`.
+    fn spawn(spec: Spec, dir: &Path) -> Supervised {
+        let log = dir.join("server.log");
+        let cleanup = spec.cleanup.iter().map(|p| format!("{}\n", p.display()));
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", SUPERVISOR, "supervisor"]).arg(&log);
+        cmd.arg((spec.grace.as_millis() / 100).to_string());
+        cmd.arg(&spec.program).args(&spec.args).current_dir(dir);
+        cmd.envs(spec.envs)
+            .env(CLEANUP_VAR, cleanup.collect::<String>());
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        // Its own process group: Ctrl-C reaches only the test process; the pipe does the rest.
+        cmd.stderr(Stdio::null()).process_group(0);
+        let what = spec.program.display();
+        let spawned = cmd.spawn();
+        let mut supervisor = spawned.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let mut line = String::new();
+        let _ = BufReader::new(supervisor.stdout.take().unwrap()).read_line(&mut line);
+        let pid = line.trim().parse();
+        let pid = pid.unwrap_or_else(|_| panic!("no pid for {what}"));
+        let control = supervisor.stdin.take();
+        Supervised {
+            supervisor,
+            control,
+            pid,
+            log,
+        }
+    }
+
+    /// Whether the server is still running (not exited, not a zombie).
+    fn running(&self) -> bool {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        let after_name = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+        !matches!(after_name.chars().next(), None | Some('Z' | 'X'))
+    }
+
+    /// Polls `ready`; Err with the log's tail if the server dies or `timeout` passes.
+    fn wait_ready(&self, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while !ready() {
+            let problem = if !self.running() {
+                "exited during start-up".to_string()
+            } else if Instant::now() > deadline {
+                format!("not ready after {timeout:?}")
+            } else {
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            };
+            let log = text(&fs::read(&self.log).unwrap_or_default());
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            return Err(format!("{problem}; end of {}:\n{tail}", self.log.display()));
+        }
+        Ok(())
+    }
+
+    /// Sends `stop` or `kill` and waits until the server has exited. Idempotent.
+    fn halt(&mut self, how: &str) {
+        if let Some(mut control) = self.control.take() {
+            let _ = writeln!(control, "{how}");
+            drop(control);
+            let _ = self.supervisor.wait();
+        }
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.halt("kill");
+    }
+}
+
+/// Removes `path` in a detached process: deleting a 1 GiB data file can take seconds.
+fn remove_later(path: &Path) {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", r#"rm -rf -- "$1" &"#, "rm"]).arg(path);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    cmd.stderr(Stdio::null()).process_group(0);
+    if cmd.status().is_err() {
+        let _ = fs::remove_dir_all(path);
+    }
+}
+
+// ---- TigerBeetle ------------------------------------------------------------------------
+
+/// A single-replica development-mode TigerBeetle cluster (cluster 0) on 127.0.0.1.
+pub struct TigerBeetle {
+    pub port: u16,
+    pub data_file: PathBuf,
+    /// Scratch directory with `server.log` (and the data file, for [`TigerBeetle::start`]).
+    pub dir: PathBuf,
+    server: Option<Supervised>,
+}
+
+impl TigerBeetle {
+    /// Formats a fresh data file in a new scratch directory and starts a replica on it.
+    pub fn start() -> TigerBeetle {
+        let mut format = Command::new(tool("tigerbeetle"));
+        let dir = scratch_dir("tigerbeetle");
+        let data_file = dir.join("0_0.tigerbeetle");
+        format.args(["format", "--cluster=0", "--replica=0", "--replica-count=1"]);
+        format.arg("--development").arg(&data_file);
+        let out = format.output().unwrap();
+        if !out.status.success() {
+            let _ = fs::remove_dir_all(&dir);
+            panic!("tigerbeetle format failed: {}", text(&out.stderr));
+        }
+        Self::launch(dir, data_file)
+    }
+
+    /// Starts a replica on an existing data file (for example a restored one).
+    pub fn start_on(data_file: &Path) -> TigerBeetle {
+        tool("tigerbeetle");
+        Self::launch(scratch_dir("tigerbeetle"), data_file.to_path_buf())
+    }
+
+    fn launch(dir: PathBuf, data_file: PathBuf) -> TigerBeetle {
+        let what = format!("TigerBeetle on {}", data_file.display());
+        let mut tb = TigerBeetle {
+            port: 0,
+            data_file,
+            dir,
+            server: None,
+        };
+        retry_port_clash(&what, || {
+            tb.port = free_port();
+            tb.run()
+        });
+        tb
+    }
+
+    /// Starts the server on `port` and `data_file` and waits until it accepts TCP.
+    fn run(&mut self) -> Result<(), String> {
+        let spec = Spec {
+            program: tool("tigerbeetle"),
+            args: vec![
+                "start".into(),
+                format!("--addresses={}", self.address()),
+                "--development".into(),
+                self.data_file.display().to_string(),
+            ],
+            envs: vec![],
+            grace: TB_STOP_GRACE,
+            cleanup: vec![self.dir.clone()],
+        };
+        let server = Supervised::spawn(spec, &self.dir);
+        let addr = ([127, 0, 0, 1], self.port).into();
+        let connects = || TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok();
+        let ready = server.wait_ready(READY_TIMEOUT, connects);
+        self.server = Some(server);
+        if ready.is_err() {
+            self.kill();
+        }
+        ready.map_err(|e| format!("at {}: {e}", self.address()))
+    }
+
+    /// `127.0.0.1:PORT`, for `--addresses` and for clients.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The replica's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(|s| s.pid)
+    }
+
+    /// Graceful stop (SIGTERM, SIGKILL after 10 s); returns once the data file's flock is
+    /// free, so the file can be copied or reopened at once.
+    pub fn stop(&mut self) {
+        self.halt("stop");
+    }
+
+    /// Crash (SIGKILL); returns once the data file's flock is free.
+    pub fn kill(&mut self) {
+        self.halt("kill");
+    }
+
+    fn halt(&mut self, how: &str) {
+        if let Some(mut server) = self.server.take() {
+            server.halt(how);
+            let unlocked = wait_unlocked(&self.data_file, Duration::from_secs(10));
+            if let (Err(e), false) = (unlocked, thread::panicking()) {
+                panic!("{e}");
+            }
+        }
+    }
+
+    /// Stops (if running) and starts again on the same data file and port.
+    pub fn restart(&mut self) {
+        self.stop();
+        if let Err(e) = self.run() {
+            panic!("TigerBeetle restart on {} {e}", self.data_file.display());
+        }
+    }
+}
+
+impl Drop for TigerBeetle {
+    fn drop(&mut self) {
+        self.kill();
+        remove_later(&self.dir);
+    }
+}
+
+/// Waits until nobody holds a flock on `path`: a running replica holds `LOCK_EX`, and
+/// io_uring can keep its file open a moment after the process has gone.
+pub fn wait_unlocked(path: &Path, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => return Ok(()), // released when `file` closes
+            Err(e) if Instant::now() > deadline => {
+                let path = path.display();
+                return Err(format!("{path} still locked after {timeout:?}: {e}"));
+            }
+            Err(_) => thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// One replica for the whole test process, started by the first caller. Tests sharing it
+/// use their own ids and ledgers, and never stop it.
+pub fn shared_ledger() -> &'static TigerBeetle {
+    static LEDGER: OnceLock<TigerBeetle> = OnceLock::new();
+    LEDGER.get_or_init(TigerBeetle::start)
+}
+
+// ---- SeaweedFS S3 -----------------------------------------------------------------------
+
+/// A SeaweedFS server (master, volume, filer and S3 gateway in one process) on 127.0.0.1
+/// with one identity allowed everything. Path-style addressing only.
+pub struct S3Server {
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+    pub dir: PathBuf,
+    /// Unix sockets SeaweedFS creates in /tmp for its ports; removed once it has stopped.
+    sockets: Vec<PathBuf>,
+    server: Option<Supervised>,
+}
+
+impl S3Server {
+    /// Starts a server in a new scratch directory; returns once a bucket can be created
+    /// and written to.
+    pub fn start() -> S3Server {
+        retry_port_clash("SeaweedFS", Self::try_start)
+    }
+
+    fn try_start() -> Result<S3Server, String> {
+        let (weed, _) = (tool("weed"), tool("rclone"));
+        let dir = scratch_dir("s3");
+        let access_key = format!("AK{:016X}", random_u64());
+        let secret_key = format!("{:016x}{:016x}", random_u64(), random_u64());
+        let actions = r#"["Admin","Read","Write","List","Tagging"]"#;
+        let credentials = format!(r#"[{{"accessKey":"{access_key}","secretKey":"{secret_key}"}}]"#);
+        let identity =
+            format!(r#"{{"name":"bkp","credentials":{credentials},"actions":{actions}}}"#);
+        let config = dir.join("identities.json");
+        fs::write(&config, format!(r#"{{"identities":[{identity}]}}"#)).unwrap();
+        let ports = [(); 4].map(|()| free_port_pair());
+        let [master, volume, filer, s3] = ports;
+        let mut args = vec![
+            "server".to_string(),
+            format!("-dir={}", dir.display()),
+            format!("-master.port={master}"),
+            format!("-volume.port={volume}"),
+            format!("-filer.port={filer}"),
+            format!("-s3.port={s3}"),
+            format!("-s3.config={}", config.display()),
+        ];
+        // Many small volumes (and one, not seven, more per bucket: WEED_..._COPY_1 below),
+        // no fixed default ports that parallel servers would fight over, no telemetry.
+        let fixed = "-ip=127.0.0.1 -ip.bind=127.0.0.1 -filer -s3 -master.volumeSizeLimitMB=256 \
+                     -volume.max=200 -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false";
+        args.extend(fixed.split_whitespace().map(String::from));
+        let sock = |name: String| PathBuf::from(format!("/tmp/seaweedfs-{name}.sock"));
+        let mut sockets = vec![sock(format!("filer-{filer}")), sock(format!("s3-{s3}"))];
+        for (kind, port) in ["master", "volume", "filer", "s3"].iter().zip(ports) {
+            sockets.push(sock(format!("{kind}-grpc-{}", port + 10000)));
+        }
+        let spec = Spec {
+            program: weed,
+            args,
+            envs: vec![
+                ("WEED_MASTER_VOLUME_GROWTH_COPY_1", "1".into()),
+                ("HOME", dir.display().to_string()), // no ~/.seaweedfs config
+            ],
+            grace: S3_STOP_GRACE,
+            cleanup: [vec![dir.clone()], sockets.clone()].concat(),
+        };
+        let server = Some(Supervised::spawn(spec, &dir));
+        let endpoint = format!("http://127.0.0.1:{s3}");
+        let region = "us-east-1".to_string();
+        let s3 = S3Server {
+            endpoint,
+            access_key,
+            secret_key,
+            region,
+            dir,
+            sockets,
+            server,
+        };
+        let (probe, mut last) = (unique_name("ready"), String::new());
+        let usable = || {
+            http_answers(&s3.endpoint) && {
+                let made = s3.rclone(&["mkdir", &format!("s3:{probe}")]);
+                let key = format!("s3:{probe}/probe");
+                let put = s3.rclone_stdin(&["rcat", "--low-level-retries=1", &key], b"ok");
+                last = text(&[made.stderr, put.stderr].concat());
+                put.status.success()
+            }
+        };
+        let supervised = s3.server.as_ref().unwrap();
+        let ready = supervised.wait_ready(READY_TIMEOUT, usable);
+        ready.map_err(|e| format!("on {}: {e}\nlast probe error: {last}", s3.endpoint))?;
+        s3.rclone(&["purge", &format!("s3:{probe}")]);
+        Ok(s3)
+    }
+
+    /// Creates a bucket, retrying for up to 30 s ("No writable volumes" after a start).
+    pub fn create_bucket(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.rclone(&["mkdir", &format!("s3:{name}")]);
+            if out.status.success() {
+                return;
+            }
+            let (err, url) = (text(&out.stderr), &self.endpoint);
+            if Instant::now() > deadline {
+                panic!("cannot create bucket {name} on {url}:\n{err}");
+            }
+            thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Creates a bucket with a unique name starting with `prefix`, and returns the name.
+    pub fn new_bucket(&self, prefix: &str) -> String {
+        let name = unique_name(prefix);
+        self.create_bucket(&name);
+        name
+    }
+
+    /// rclone with this server as remote `s3` (paths `s3:bucket/key`); no user config and
+    /// no inherited `RCLONE_*` variable is used.
+    pub fn rclone_command(&self) -> Command {
+        let mut cmd = Command::new(tool("rclone"));
+        remove_env_with_prefix(&mut cmd, "RCLONE_");
+        cmd.env("RCLONE_CONFIG", "/dev/null");
+        for (key, value) in [
+            ("TYPE", "s3"),
+            ("PROVIDER", "SeaweedFS"),
+            ("ACCESS_KEY_ID", &self.access_key),
+            ("SECRET_ACCESS_KEY", &self.secret_key),
+            ("ENDPOINT", &self.endpoint),
+            ("REGION", &self.region),
+            ("FORCE_PATH_STYLE", "true"),
+        ] {
+            cmd.env(format!("RCLONE_CONFIG_S3_{key}"), value);
+        }
+        cmd
+    }
+
+    /// Runs rclone, e.g. `s3.rclone(&["lsjson", "-R", "s3:bucket/prefix"])`.
+    pub fn rclone(&self, args: &[&str]) -> Output {
+        run(self.rclone_command().args(args), None, RCLONE_TIMEOUT)
+    }
+
+    /// Runs rclone with `input` on stdin, e.g. `s3.rclone_stdin(&["rcat", "s3:b/k"], b"..")`.
+    pub fn rclone_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut cmd = self.rclone_command();
+        run(cmd.args(args), Some(input), RCLONE_TIMEOUT)
+    }
+
+    /// The environment a child `bkp` needs for static credentials; the endpoint and
+    /// path-style addressing belong in bkp's config. The AWS config and credential files
+    /// are /dev/null so that no developer profile leaks in, and [`bkp_command`] drops every
+    /// inherited `AWS_*` variable (such as `AWS_PROFILE`).
+    pub fn env(&self) -> Vec<(String, String)> {
+        let pairs = [
+            ("AWS_ACCESS_KEY_ID", self.access_key.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", &self.secret_key),
+            ("AWS_REGION", &self.region),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ];
+        pairs.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(|s| s.pid)
+    }
+
+    /// Stops the server: SIGTERM, then SIGKILL after 3 s (SeaweedFS alone takes 15-30 s).
+    pub fn stop(&mut self) {
+        self.halt("stop");
+    }
+
+    fn halt(&mut self, how: &str) {
+        if let Some(mut server) = self.server.take() {
+            server.halt(how);
+        }
+        for socket in &self.sockets {
+            let _ = fs::remove_file(socket);
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.halt("kill");
+        remove_later(&self.dir);
+    }
+}
+
+/// Whether something at `endpoint` answers HTTP.
+fn http_answers(endpoint: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect(endpoint.trim_start_matches("http://")) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut head = [0u8; 5];
+    let sent = stream.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    sent.is_ok() && stream.read_exact(&mut head).is_ok() && &head == b"HTTP/"
+}
+
+/// One SeaweedFS for the whole test process, started by the first caller. Tests sharing it
+/// use their own buckets ([`unique_name`], [`S3Server::new_bucket`]) or prefixes.
+pub fn shared_s3() -> &'static S3Server {
+    static S3: OnceLock<S3Server> = OnceLock::new();
+    S3.get_or_init(S3Server::start)
+}
+
+// ---- Running bkp ------------------------------------------------------------------------
+
+fn remove_env_with_prefix(cmd: &mut Command, prefix: &str) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with(prefix) {
+            cmd.env_remove(&key);
+        }
+    }
+}
+
+/// A `bkp` command without any inherited `AWS_*` variable, with `envs` set.
+pub fn bkp_command(envs: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(bkp_bin());
+    remove_env_with_prefix(&mut cmd, "AWS_");
+    cmd.envs(envs.iter().map(|(k, v)| (k, v)));
+    cmd
+}
+
+/// Runs `bkp args` with an empty stdin; fails the test after [`BKP_TIMEOUT`].
+pub fn run_bkp(args: &[&str], envs: &[(String, String)]) -> Output {
+    run(bkp_command(envs).args(args), None, BKP_TIMEOUT)
+}
+
+/// Runs `cmd` with `input` (or nothing) on stdin and captures its output; kills it and
+/// fails the test, showing what it printed, if it takes longer than `timeout`.
+pub fn run(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Output {
+    let piped = input.is_some();
+    let stdin = if piped { Stdio::piped() } else { Stdio::null() };
+    cmd.stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let spawned = cmd.spawn();
+    let mut child = spawned.unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    if let (Some(mut pipe), Some(bytes)) = (child.stdin.take(), input) {
+        let bytes = bytes.to_vec();
+        thread::spawn(move || pipe.write_all(&bytes));
+    }
+    let pid = child.id().to_string();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || tx.send(child.wait_with_output()));
+    if let Ok(out) = rx.recv_timeout(timeout) {
+        return out.unwrap_or_else(|e| panic!("waiting for {cmd:?}: {e}"));
+    }
+    // Not reaped yet, so the pid is still this child's.
+    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    let shown = match rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(Ok(out)) => show(&out),
+        _ => String::new(),
+    };
+    panic!("{cmd:?} still running after {timeout:?}, killed\n{shown}");
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn show(out: &Output) -> String {
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    format!("--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}")
+}
+
+/// Fails the test, showing stdout and stderr, unless the process exited with `code`.
+#[track_caller]
+pub fn assert_exit(out: &Output, code: i32) {
+    if out.status.code() != Some(code) {
+        let status = out.status;
+        panic!("expected exit code {code}, got {status}\n{}", show(out));
+    }
+}

@@ -1,0 +1,572 @@
+//! `bkp snapshot` → `bkp list` → `bkp restore` of a real TigerBeetle data file,
+//! through the real binary, into a local store and into S3 on a real SeaweedFS.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{assert_exit, run_bkp, tool, TigerBeetle};
+
+/// A test directory with a config, a key and a store.
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Setup {
+    fn bkp(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--config", self.config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run_bkp(&all, &self.env)
+    }
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+}
+
+enum StoreKind {
+    Local,
+    S3,
+}
+
+fn setup(data_file: &Path, store: StoreKind, extra: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("key"), [7u8; 32]).unwrap();
+    let (store_toml, env) = match store {
+        StoreKind::Local => (
+            "[store]\ntype = \"local\"\npath = \"store\"\n".to_string(),
+            vec![],
+        ),
+        StoreKind::S3 => {
+            let s3 = common::shared_s3();
+            let bucket = common::unique_name("snap");
+            s3.create_bucket(&bucket);
+            (
+                format!(
+                    "[store]\ntype = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"team/bkp\"\nendpoint = \"{}\"\npath_style = true\nregion = \"{}\"\npart_size = \"5MiB\"\nconcurrency = 3\n",
+                    s3.endpoint, s3.region
+                ),
+                s3.env(),
+            )
+        }
+    };
+    let config = dir.path().join("bkp.toml");
+    fs::write(
+        &config,
+        format!(
+            "work_dir = \"work\"\n{store_toml}[encryption]\nkey_file = \"key\"\n[tigerbeetle]\ndata_file = \"{}\"\nbinary = \"{}\"\n{extra}",
+            data_file.display(),
+            tool("tigerbeetle").display()
+        ),
+    )
+    .unwrap();
+    Setup { dir, config, env }
+}
+
+fn repl(tb: &TigerBeetle, command: &str) -> String {
+    repl_at(&tb.address(), command)
+}
+
+fn repl_at(address: &str, command: &str) -> String {
+    let out = std::process::Command::new(tool("tigerbeetle"))
+        .args([
+            "repl",
+            "--cluster=0",
+            &format!("--addresses={address}"),
+            &format!("--command={command}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "repl {command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Creates accounts and transfers and returns what a lookup shows of them.
+fn fill(tb: &TigerBeetle) -> String {
+    repl(tb, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700;");
+    repl(
+        tb,
+        "create_transfers id=11 debit_account_id=1 credit_account_id=2 amount=125 ledger=700 code=10, \
+         id=12 debit_account_id=2 credit_account_id=3 amount=7 ledger=700 code=10, \
+         id=13 debit_account_id=3 credit_account_id=1 amount=340282366920938463463374607431768211455 ledger=700 code=10;",
+    );
+    lookup(tb)
+}
+
+fn lookup(tb: &TigerBeetle) -> String {
+    let accounts = repl(tb, "lookup_accounts id=1, id=2, id=3;");
+    let transfers = repl(tb, "lookup_transfers id=11, id=12, id=13;");
+    assert!(accounts.contains("\"id\": \"3\""), "{accounts}");
+    assert!(transfers.contains("\"amount\": \"125\""), "{transfers}");
+    format!("{accounts}{transfers}")
+}
+
+fn digest(p: &Path) -> String {
+    bkp::stages::hash::digest_reader(std::io::BufReader::new(fs::File::open(p).unwrap()))
+        .unwrap()
+        .sha256
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn round_trip(store: StoreKind) {
+    let mut tb = TigerBeetle::start();
+    let before = fill(&tb);
+    tb.stop();
+
+    let s = setup(&tb.data_file, store, "");
+    let out = s.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    let snap = json(&out);
+    let id = snap["manifest"]["id"].as_str().unwrap().to_string();
+    let stored = snap["manifest"]["objects"][0]["size"].as_u64().unwrap();
+    let original = fs::metadata(&tb.data_file).unwrap().len();
+    assert!(
+        stored * 2 < original,
+        "compression should at least halve a data file: {stored} of {original}"
+    );
+
+    let out = s.bkp(&["list", "--json"]);
+    assert_exit(&out, 0);
+    let list = json(&out);
+    assert_eq!(list["backups"].as_array().unwrap().len(), 1);
+    assert_eq!(list["backups"][0]["id"], id);
+    assert_eq!(list["backups"][0]["bytes"].as_u64().unwrap(), stored);
+
+    let out = s.bkp(&["list"]);
+    assert_exit(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+
+    let target = s.path("restored");
+    let out = s.bkp(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    let restored = target.join(tb.data_file.file_name().unwrap());
+    assert_eq!(
+        digest(&restored),
+        digest(&tb.data_file),
+        "restored file differs"
+    );
+
+    // The restored file is a working ledger with everything created before the snapshot.
+    let tb2 = TigerBeetle::start_on(&restored);
+    assert_eq!(lookup(&tb2), before);
+}
+
+#[test]
+fn snapshot_list_restore_local_store() {
+    round_trip(StoreKind::Local);
+}
+
+#[test]
+fn snapshot_list_restore_s3_store() {
+    round_trip(StoreKind::S3);
+}
+
+fn formatted_data_file(dir: &Path) -> PathBuf {
+    let f = dir.join("0_0.tigerbeetle");
+    let out = std::process::Command::new(tool("tigerbeetle"))
+        .args([
+            "format",
+            "--cluster=0",
+            "--replica=0",
+            "--replica-count=1",
+            "--development",
+        ])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    f
+}
+
+#[test]
+fn live_data_file_is_refused_without_a_safe_mode() {
+    let tb = TigerBeetle::start();
+    let s = setup(&tb.data_file, StoreKind::Local, "");
+    let out = s.bkp(&["snapshot"]);
+    assert_exit(&out, 7);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("running TigerBeetle replica holds it"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("snapshot_mode"), "{stderr}");
+    // Nothing was stored, not even a partial object.
+    let out = s.bkp(&["list", "--json"]);
+    assert_eq!(json(&out)["backups"].as_array().unwrap().len(), 0);
+    let leftovers: Vec<_> = walk(&s.path("store"))
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn reflink_mode_fails_clearly_where_the_file_system_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(&data, StoreKind::Local, "snapshot_mode = \"reflink\"\n");
+    let out = s.bkp(&["snapshot"]);
+    // ext4 and tmpfs cannot clone; btrfs/xfs can, and then the snapshot succeeds.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) => {}
+        Some(7) => assert!(stderr.contains("reflink"), "{stderr}"),
+        other => panic!("unexpected exit {other:?}: {stderr}"),
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn stored_object(s: &Setup) -> PathBuf {
+    walk(&s.path("store"))
+        .into_iter()
+        .find(|p| p.is_file() && p.to_string_lossy().contains("tigerbeetle-snapshot-"))
+        .expect("a stored snapshot object")
+}
+
+#[test]
+fn damaged_object_wrong_key_and_existing_target_leave_the_target_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(&data, StoreKind::Local, "");
+    assert_exit(&s.bkp(&["snapshot"]), 0);
+
+    // A non-empty target is refused without --force.
+    let target = s.path("target");
+    fs::create_dir(&target).unwrap();
+    fs::write(target.join("precious"), b"keep me").unwrap();
+    let out = s.bkp(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_exit(&out, 8);
+    assert_eq!(fs::read(target.join("precious")).unwrap(), b"keep me");
+
+    // A wrong key: a clear message naming both key ids, exit 5, target untouched.
+    let other = s.path("other.key");
+    fs::write(&other, [9u8; 32]).unwrap();
+    let wrong = s.path("wrong.toml");
+    fs::write(
+        &wrong,
+        fs::read_to_string(&s.config)
+            .unwrap()
+            .replace("key_file = \"key\"", "key_file = \"other.key\""),
+    )
+    .unwrap();
+    let fresh = s.path("fresh");
+    let out = run_bkp(
+        &[
+            "--config",
+            wrong.to_str().unwrap(),
+            "restore",
+            "latest",
+            "--target",
+            fresh.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_exit(&out, 5);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("k-"), "key ids expected: {stderr}");
+    assert!(!fresh.exists());
+
+    // A flipped byte in the stored object: verification fails before anything is written.
+    let obj = stored_object(&s);
+    let mut bytes = fs::read(&obj).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&obj, &bytes).unwrap();
+    let out = s.bkp(&["restore", "latest", "--target", fresh.to_str().unwrap()]);
+    assert_exit(&out, 5);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("failed verification"), "{stderr}");
+    assert!(!fresh.exists(), "target created despite a damaged object");
+    let staging: Vec<_> = fs::read_dir(s.dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("bkp-restore"))
+        .collect();
+    assert!(staging.is_empty(), "staging left behind: {staging:?}");
+
+    // --force replaces the target only with a verified restore: still refused here.
+    let out = s.bkp(&[
+        "restore",
+        "latest",
+        "--force",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 5);
+    assert_eq!(fs::read(target.join("precious")).unwrap(), b"keep me");
+}
+
+#[test]
+fn force_replaces_a_non_empty_target_after_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(
+        &data,
+        StoreKind::Local,
+        "[compression]\nalgorithm = \"gzip\"\n",
+    );
+    assert_exit(&s.bkp(&["snapshot"]), 0);
+    let target = s.path("target");
+    fs::create_dir(&target).unwrap();
+    fs::write(target.join("old"), b"old").unwrap();
+    assert_exit(
+        &s.bkp(&[
+            "restore",
+            "latest",
+            "--force",
+            "--target",
+            target.to_str().unwrap(),
+        ]),
+        0,
+    );
+    assert!(!target.join("old").exists());
+    assert_eq!(digest(&target.join("0_0.tigerbeetle")), digest(&data));
+}
+
+#[test]
+fn damaged_s3_object_fails_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(&data, StoreKind::S3, "");
+    let out = s.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    let m = json(&out);
+    let key = m["manifest"]["objects"][0]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bucket = fs::read_to_string(&s.config)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("bucket = \"")
+                .map(|b| b.trim_end_matches('"').to_string())
+        })
+        .unwrap();
+    let remote = format!("s3:{bucket}/team/bkp/{key}");
+    let s3 = common::shared_s3();
+
+    // An independent client sees the object and its metadata.
+    let out = s3.rclone(&["lsjson", "--metadata", &remote]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains(&m["manifest"]["id"].as_str().unwrap().to_string()),
+        "{listing}"
+    );
+    assert!(
+        listing.contains(m["manifest"]["files"][0]["sha256"].as_str().unwrap()),
+        "{listing}"
+    );
+
+    let local = s.path("object");
+    assert!(s3
+        .rclone(&["copyto", &remote, local.to_str().unwrap()])
+        .status
+        .success());
+    let mut bytes = fs::read(&local).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 0x80;
+    fs::write(&local, &bytes).unwrap();
+    assert!(s3.rclone(&["deletefile", &remote]).status.success());
+    assert!(s3
+        .rclone(&["copyto", local.to_str().unwrap(), &remote])
+        .status
+        .success());
+
+    let target = s.path("target");
+    let out = s.bkp(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_exit(&out, 5);
+    assert!(!target.exists());
+}
+
+/// Kills the replica a pid file names, when dropped.
+struct PidFile(PathBuf);
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Ok(pid) = fs::read_to_string(&self.0) {
+            let _ = std::process::Command::new("kill")
+                .arg("-9")
+                .arg(pid.trim())
+                .status();
+        }
+    }
+}
+
+fn wait_for_port(address: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica at {address} did not come up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn stop_mode_stops_copies_and_restarts_the_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let port = common::free_port();
+    let address = format!("127.0.0.1:{port}");
+    let pidfile = dir.path().join("tb.pid");
+    let _guard = PidFile(pidfile.clone());
+    let tb = tool("tigerbeetle");
+    let start = format!(
+        "setsid '{}' start --addresses={address} --development '{}' >>'{}' 2>&1 </dev/null & echo $! > '{}'",
+        tb.display(),
+        data.display(),
+        dir.path().join("tb.log").display(),
+        pidfile.display()
+    );
+    let stop = format!(
+        "kill $(cat '{0}') && while kill -0 $(cat '{0}') 2>/dev/null; do sleep 0.1; done",
+        pidfile.display()
+    );
+    assert!(std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&start)
+        .status()
+        .unwrap()
+        .success());
+    wait_for_port(&address);
+    repl_at(&address, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700;");
+    repl_at(&address, "create_transfers id=11 debit_account_id=1 credit_account_id=2 amount=125 ledger=700 code=10, id=12 debit_account_id=2 credit_account_id=3 amount=7 ledger=700 code=10, id=13 debit_account_id=3 credit_account_id=1 amount=1 ledger=700 code=10;");
+    let before = format!(
+        "{}{}",
+        repl_at(&address, "lookup_accounts id=1, id=2, id=3;"),
+        repl_at(&address, "lookup_transfers id=11, id=12, id=13;")
+    );
+    let first_pid = fs::read_to_string(&pidfile).unwrap();
+
+    let extra = format!(
+        "snapshot_mode = \"stop\"\nstop_command = [\"sh\", \"-c\", {stop:?}]\nstart_command = [\"sh\", \"-c\", {start:?}]\nstop_timeout = \"60s\"\n"
+    );
+    let s = setup(&data, StoreKind::Local, &extra);
+    let out = s.bkp(&["--verbose", "snapshot"]);
+    assert_exit(&out, 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("replica stopped for"), "{stderr}");
+
+    // The replica is back, as a new process, with its data.
+    let second_pid = fs::read_to_string(&pidfile).unwrap();
+    assert_ne!(first_pid, second_pid, "the start command did not run");
+    wait_for_port(&address);
+    assert!(repl_at(&address, "lookup_accounts id=1;").contains("\"debits_posted\": \"125\""));
+
+    // The snapshot holds the state at the stop.
+    let target = s.path("restored");
+    assert_exit(
+        &s.bkp(&["restore", "latest", "--target", target.to_str().unwrap()]),
+        0,
+    );
+    let tb2 = TigerBeetle::start_on(&target.join("0_0.tigerbeetle"));
+    assert_eq!(lookup(&tb2), before);
+    // The local copy is gone.
+    let work: Vec<_> = fs::read_dir(s.path("work"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        work.iter()
+            .all(|n| !n.to_string_lossy().starts_with("snapshot-")),
+        "{work:?}"
+    );
+}
+
+#[test]
+fn a_run_killed_mid_upload_leaves_no_backup_that_looks_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    // gzip -9 over a gibibyte keeps the upload going long enough to interrupt.
+    let s = setup(
+        &data,
+        StoreKind::Local,
+        "[compression]\nalgorithm = \"gzip\"\nlevel = 9\n",
+    );
+    let mut child = std::process::Command::new(common::bkp_bin())
+        .args(["--config", s.config.to_str().unwrap(), "snapshot"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let partial = s.path("store/.bkp-partial");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let started = fs::read_dir(&partial)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        if started {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be interrupted"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let out = s.bkp(&["list", "--json"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        json(&out)["backups"].as_array().unwrap().len(),
+        0,
+        "an interrupted run is listed"
+    );
+    let target = s.path("target");
+    let out = s.bkp(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_exit(&out, 9);
+    assert!(!target.exists());
+
+    // The next run is not blocked by the dead one's lock or leftovers.
+    assert_exit(&s.bkp(&["snapshot"]), 0);
+    let out = s.bkp(&["list", "--json"]);
+    assert_eq!(json(&out)["backups"].as_array().unwrap().len(), 1);
+    let copies: Vec<_> = fs::read_dir(s.path("work"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert!(copies.is_empty(), "{copies:?}");
+}

@@ -1,0 +1,194 @@
+//! One conformance suite for every store: the local directory store and S3 on a
+//! real SeaweedFS server run exactly the same checks.
+
+mod common;
+
+use std::io::{Read, Write};
+
+use bkp::store::local::LocalStore;
+use bkp::store::s3::{S3Settings, S3Store};
+use bkp::store::Store;
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    let mut x = seed as u32 | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn read_all(store: &dyn Store, key: &str) -> Vec<u8> {
+    let mut buf = Vec::new();
+    store.open(key).unwrap().read_to_end(&mut buf).unwrap();
+    buf
+}
+
+fn conformance(store: &dyn Store) {
+    let meta = vec![("backup-id".to_string(), "x".to_string())];
+
+    // Small objects: put, get, head, list.
+    store.put_new("a/one.json", b"{}", &meta).unwrap();
+    assert_eq!(store.get("a/one.json").unwrap(), b"{}");
+    assert_eq!(store.head("a/one.json").unwrap().unwrap().size, 2);
+    store.put_new("a/empty", b"", &meta).unwrap();
+    assert_eq!(store.get("a/empty").unwrap(), b"");
+
+    // Create-only: an existing key is never replaced.
+    let err = store.put_new("a/one.json", b"other", &meta).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("refusing to overwrite"),
+        "{err:#}"
+    );
+    assert_eq!(store.get("a/one.json").unwrap(), b"{}");
+
+    // Missing keys.
+    assert!(store.head("a/missing").unwrap().is_none());
+    let err = store.open("a/missing").err().unwrap();
+    assert_eq!(bkp::exit::exit_code(&err), bkp::exit::NOT_FOUND, "{err:#}");
+    store.delete("a/missing").unwrap();
+
+    // Invalid keys are refused before any I/O.
+    for bad in ["../x", "/abs", "a//b", ""] {
+        assert!(store.put_new(bad, b"x", &meta).is_err(), "{bad:?}");
+    }
+
+    // A large object streamed in odd-sized writes: more than two 5 MiB parts and a
+    // short last part.
+    let big = pattern(11 * 1024 * 1024 + 7, 3);
+    let mut w = store.create("b/big.bin", &meta).unwrap();
+    for chunk in big.chunks(999_983) {
+        w.write_all(chunk).unwrap();
+    }
+    let info = w.finish().unwrap();
+    assert_eq!(info.size, big.len() as u64);
+    assert_eq!(
+        store.head("b/big.bin").unwrap().unwrap().size,
+        big.len() as u64
+    );
+    assert!(
+        read_all(store, "b/big.bin") == big,
+        "large object corrupted"
+    );
+
+    // An object exactly one part long.
+    let exact = pattern(5 * 1024 * 1024, 4);
+    store.put_new("b/exact.bin", &exact, &meta).unwrap();
+    assert!(read_all(store, "b/exact.bin") == exact);
+
+    // Two writers racing for one key: exactly one wins, the winner's bytes stay.
+    let first = pattern(6 * 1024 * 1024, 5);
+    let second = pattern(6 * 1024 * 1024, 6);
+    let mut w1 = store.create("b/race.bin", &meta).unwrap();
+    let mut w2 = store.create("b/race.bin", &meta).unwrap();
+    w1.write_all(&first).unwrap();
+    w2.write_all(&second).unwrap();
+    w1.finish().unwrap();
+    assert!(
+        w2.finish().is_err(),
+        "second writer replaced a finished object"
+    );
+    assert!(read_all(store, "b/race.bin") == first);
+
+    // Aborted and abandoned writes leave nothing visible.
+    let mut w = store.create("c/aborted", &meta).unwrap();
+    w.write_all(&pattern(6 * 1024 * 1024, 7)).unwrap();
+    w.abort().unwrap();
+    let mut w = store.create("c/dropped", &meta).unwrap();
+    w.write_all(&pattern(6 * 1024 * 1024, 8)).unwrap();
+    drop(w);
+    assert!(store.head("c/aborted").unwrap().is_none());
+    assert!(store.head("c/dropped").unwrap().is_none());
+    assert!(store.list("c/").unwrap().is_empty());
+
+    // Listing: prefix filtering, sorted, sizes.
+    let keys: Vec<String> = store.list("").unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(
+        keys,
+        [
+            "a/empty",
+            "a/one.json",
+            "b/big.bin",
+            "b/exact.bin",
+            "b/race.bin"
+        ]
+    );
+    let a: Vec<String> = store
+        .list("a/")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(a, ["a/empty", "a/one.json"]);
+    let partial: Vec<String> = store
+        .list("a/o")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(partial, ["a/one.json"]);
+
+    // Delete.
+    store.delete("b/big.bin").unwrap();
+    assert!(store.head("b/big.bin").unwrap().is_none());
+    assert_eq!(store.list("b/").unwrap().len(), 2);
+}
+
+#[test]
+fn local_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path().join("store")).unwrap();
+    conformance(&store);
+}
+
+#[test]
+fn memory_store_conforms() {
+    conformance(&bkp::store::memory::MemoryStore::new());
+}
+
+#[test]
+fn s3_store_conforms_on_a_real_server() {
+    let s3 = common::shared_s3();
+    let bucket = common::unique_name("conf");
+    s3.create_bucket(&bucket);
+    for (k, v) in s3.env() {
+        // Set once per process before any client exists; every test uses the same values.
+        std::env::set_var(k, v);
+    }
+    let store = S3Store::new(S3Settings {
+        bucket,
+        prefix: "some/prefix".into(),
+        region: s3.region.clone(),
+        endpoint: Some(s3.endpoint.clone()),
+        path_style: true,
+        part_size: 5 * 1024 * 1024,
+        concurrency: 3,
+    })
+    .unwrap();
+    conformance(&store);
+    // No multipart upload is left behind by the aborted and dropped writes.
+    let out = s3.rclone(&[
+        "backend",
+        "list-multipart-uploads",
+        &format!("s3:{}", store_bucket(&store)),
+    ]);
+    if out.status.success() {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text.contains("c/aborted") && !text.contains("c/dropped"),
+            "{text}"
+        );
+    }
+}
+
+fn store_bucket(s: &S3Store) -> String {
+    s.identity()
+        .trim_start_matches("s3://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
