@@ -61,7 +61,9 @@ pub fn unpack(r: &mut dyn Read, dest: &Path) -> Result<Vec<FileEntry>> {
                 fs::create_dir_all(&target)
                     .with_context(|| format!("failed to create {}", target.display()))?;
             }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
+            // GNU sparse entries (files with holes, such as a grown TigerBeetle data
+            // file) read back with their holes as zeros.
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 if let Some(parent) = target.parent() {
                     fs::create_dir_all(parent)
                         .with_context(|| format!("failed to create {}", parent.display()))?;
@@ -142,6 +144,26 @@ mod tests {
             fs::read(dest.path().join("0_0.tigerbeetle")).unwrap(),
             b"ledger bytes"
         );
+    }
+
+    #[test]
+    fn sparse_files_round_trip() {
+        let src = tempfile::tempdir().unwrap();
+        let p = src.path().join("sparse");
+        {
+            use std::io::{Seek, SeekFrom};
+            let mut f = File::create(&p).unwrap();
+            f.seek(SeekFrom::Start(3 << 20)).unwrap();
+            f.write_all(b"middle").unwrap();
+            f.set_len(8 << 20).unwrap();
+        }
+        let original = fs::read(&p).unwrap();
+        let mut buf = Vec::new();
+        write_files(&mut buf, &[("sparse".into(), p)]).unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let files = unpack(&mut &buf[..], dest.path()).unwrap();
+        assert_eq!(files[0].size, 8 << 20);
+        assert!(fs::read(dest.path().join("sparse")).unwrap() == original);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::crypto::{Keyring, MasterKey};
 use crate::exit::{coded, Code};
 use crate::ledger::LedgerConfig;
 use crate::stages::compress::Compression;
-use crate::store::s3::{S3Settings, MIN_PART_SIZE};
+use crate::store::s3::{S3Settings, MAX_PART_SIZE, MIN_PART_SIZE};
 use crate::units::{parse_duration, parse_size};
 
 /// Where the configuration is looked for when neither `--config` nor `BKP_CONFIG`
@@ -47,8 +47,7 @@ pub enum StoreFile {
         prefix: String,
         region: Option<String>,
         endpoint: Option<String>,
-        #[serde(default)]
-        path_style: bool,
+        path_style: Option<bool>,
         part_size: Option<String>,
         concurrency: Option<usize>,
     },
@@ -86,8 +85,18 @@ pub struct EncryptionFile {
     pub key_env: Option<String>,
     pub passphrase_env: Option<String>,
     pub key_id: Option<String>,
+    /// Keys of older backups, for restores after a rotation.
     #[serde(default)]
-    pub old_key_files: Vec<PathBuf>,
+    pub old_keys: Vec<OldKeyFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OldKeyFile {
+    pub key_file: Option<PathBuf>,
+    pub key_env: Option<String>,
+    pub passphrase_env: Option<String>,
+    pub key_id: Option<String>,
 }
 
 fn yes() -> bool {
@@ -181,9 +190,18 @@ pub enum KeySpec {
 
 #[derive(Debug, Clone)]
 pub struct EncryptionPlan {
-    pub key: KeySpec,
-    pub key_id: Option<String>,
-    pub old_key_files: Vec<PathBuf>,
+    /// The key new backups are encrypted with.
+    pub current: KeyPlan,
+    /// Older keys, tried by id when restoring.
+    pub old: Vec<KeyPlan>,
+}
+
+/// Where one key comes from, and the id it is recorded under (default: the key's
+/// fingerprint, or `passphrase`).
+#[derive(Debug, Clone)]
+pub struct KeyPlan {
+    pub spec: KeySpec,
+    pub id: Option<String>,
 }
 
 /// A validated configuration: everything a run needs, nothing loaded yet.
@@ -261,6 +279,37 @@ pub fn parse(text: &str, path: &Path, ov: &Overrides) -> Result<Plan> {
     validate(file, path, ov)
 }
 
+fn key_plan(
+    path: &Path,
+    section: &str,
+    file: Option<PathBuf>,
+    env: Option<String>,
+    passphrase_env: Option<String>,
+    id: Option<String>,
+) -> Result<KeyPlan> {
+    let mut sources: Vec<KeySpec> = file
+        .map(KeySpec::File)
+        .into_iter()
+        .chain(env.map(KeySpec::Env))
+        .chain(passphrase_env.map(KeySpec::PassphraseEnv))
+        .collect();
+    if sources.len() != 1 {
+        return Err(invalid(
+            path,
+            &format!("[{section}]"),
+            "set exactly one of key_file, key_env, passphrase_env",
+        ));
+    }
+    if let Some(id) = &id {
+        crate::crypto::validate_key_id(id)
+            .map_err(|err| invalid(path, &format!("{section}.key_id"), format!("{err:#}")))?;
+    }
+    Ok(KeyPlan {
+        spec: sources.remove(0),
+        id,
+    })
+}
+
 fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
     let base = path.parent().unwrap_or(Path::new("."));
     let abs = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
@@ -308,11 +357,11 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
                     }
                     None => 16 << 20,
                 };
-                if part_size < MIN_PART_SIZE {
+                if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
                     return Err(invalid(
                         path,
                         "store.part_size",
-                        "must be at least 5MiB (S3's smallest part)",
+                        "must be between 5MiB and 5GiB (S3's part size limits)",
                     ));
                 }
                 let concurrency = concurrency.unwrap_or(4);
@@ -323,6 +372,7 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
                         "must be between 1 and 64",
                     ));
                 }
+                let endpoint = ov.s3_endpoint.clone().or(endpoint);
                 StorePlan::S3(S3Settings {
                     bucket,
                     prefix,
@@ -331,8 +381,10 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
                         .clone()
                         .or(region)
                         .unwrap_or_else(|| "us-east-1".into()),
-                    endpoint: ov.s3_endpoint.clone().or(endpoint),
-                    path_style,
+                    // S3-compatible services behind an endpoint almost always need
+                    // path-style addressing; AWS itself prefers virtual hosts.
+                    path_style: path_style.unwrap_or(endpoint.is_some()),
+                    endpoint,
                     part_size,
                     concurrency,
                 })
@@ -379,27 +431,16 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
         None => return Err(invalid(path, "[encryption]", "missing: configure a key (key_file, key_env or passphrase_env), or set enabled = false to store backups unencrypted")),
         Some(e) if !e.enabled => None,
         Some(e) => {
-            let mut sources = Vec::new();
-            if let Some(p) = e.key_file {
-                sources.push(KeySpec::File(abs(p)));
-            }
-            if let Some(v) = e.key_env {
-                sources.push(KeySpec::Env(v));
-            }
-            if let Some(v) = e.passphrase_env {
-                sources.push(KeySpec::PassphraseEnv(v));
-            }
-            if sources.len() != 1 {
-                return Err(invalid(path, "[encryption]", "set exactly one of key_file, key_env, passphrase_env"));
-            }
-            if let Some(id) = &e.key_id {
-                crate::crypto::validate_key_id(id).map_err(|err| invalid(path, "encryption.key_id", format!("{err:#}")))?;
-            }
-            Some(EncryptionPlan {
-                key: sources.remove(0),
-                key_id: e.key_id,
-                old_key_files: e.old_key_files.into_iter().map(abs).collect(),
-            })
+            let current = key_plan(path, "encryption", e.key_file.map(&abs), e.key_env, e.passphrase_env, e.key_id)?;
+            let old = e
+                .old_keys
+                .into_iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    key_plan(path, &format!("encryption.old_keys[{i}]"), k.key_file.map(&abs), k.key_env, k.passphrase_env, k.key_id)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Some(EncryptionPlan { current, old })
         }
     };
 
@@ -499,32 +540,37 @@ impl Plan {
     }
 
     fn load_keys(&self, e: &EncryptionPlan) -> Result<Keyring> {
-        let current = match &e.key {
-            KeySpec::File(p) => read_key_file(p)?,
-            KeySpec::Env(v) => {
-                let text = std::env::var(v).map_err(|_| {
-                    coded(Code::Config, format!("encryption.key_env names {v}, which is not set: export the key (64 hex characters) in {v}"))
-                })?;
-                MasterKey::from_key_text(text.as_bytes(), &format!("environment variable {v}"))?
-            }
-            KeySpec::PassphraseEnv(v) => {
-                let text = std::env::var(v).map_err(|_| {
-                    coded(Code::Config, format!("encryption.passphrase_env names {v}, which is not set: export the passphrase in {v}"))
-                })?;
-                MasterKey::from_passphrase(text, None)?
-            }
-        };
-        let current = match &e.key_id {
-            Some(id) => current.with_id(id.clone()),
-            None => current,
-        };
-        let others = e
-            .old_key_files
-            .iter()
-            .map(|p| read_key_file(p))
-            .collect::<Result<Vec<_>>>()?;
+        let current = load_key(&e.current)?;
+        let others = e.old.iter().map(load_key).collect::<Result<Vec<_>>>()?;
         Ok(Keyring::new(current, others))
     }
+}
+
+fn load_key(k: &KeyPlan) -> Result<MasterKey> {
+    let key = match &k.spec {
+        KeySpec::File(p) => read_key_file(p)?,
+        KeySpec::Env(v) => {
+            let text = std::env::var(v).map_err(|_| {
+                coded(Code::Config, format!("key_env names {v}, which is not set: export the key (64 hex characters) in {v}"))
+            })?;
+            MasterKey::from_key_text(text.as_bytes(), &format!("environment variable {v}"))?
+        }
+        KeySpec::PassphraseEnv(v) => {
+            let text = std::env::var(v).map_err(|_| {
+                coded(
+                    Code::Config,
+                    format!(
+                        "passphrase_env names {v}, which is not set: export the passphrase in {v}"
+                    ),
+                )
+            })?;
+            MasterKey::from_passphrase(text, k.id.clone())?
+        }
+    };
+    Ok(match &k.id {
+        Some(id) => key.with_id(id.clone()),
+        None => key,
+    })
 }
 
 fn read_key_file(p: &Path) -> Result<MasterKey> {

@@ -99,6 +99,18 @@ pub fn classify(err: &anyhow::Error) -> Option<Code> {
     None
 }
 
+/// Carries `err` through an `io::Error` (a stage's `Write` or `Read`) without
+/// losing its class: the result still classifies like `err`.
+pub fn to_io(err: anyhow::Error) -> std::io::Error {
+    match classify(&err) {
+        Some(code) => std::io::Error::other(Coded {
+            code,
+            message: format!("{err:#}"),
+        }),
+        None => std::io::Error::other(format!("{err:#}")),
+    }
+}
+
 /// The exit code for `err`.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     classify(err).map_or(FAILURE, Code::exit_code)
@@ -119,6 +131,10 @@ mod tests {
         });
         let e = anyhow::Error::new(io).context("failed to restore");
         assert_eq!(exit_code(&e), INTEGRITY);
+
+        let through = anyhow::Error::new(to_io(coded(Code::Transient, "down").context("part 3")));
+        assert_eq!(exit_code(&through), TRANSIENT);
+        assert!(format!("{through:#}").contains("part 3: down"));
 
         let plain = anyhow::anyhow!("boom");
         assert_eq!(exit_code(&plain), FAILURE);

@@ -4,6 +4,7 @@
 //! process dies, however it dies, so a crash never leaves a stale lock behind.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,11 @@ pub struct RunLock {
 impl RunLock {
     /// Takes the lock, waiting up to `wait` for a running run to finish.
     pub fn acquire(work_dir: &Path, wait: Duration) -> Result<RunLock> {
-        std::fs::create_dir_all(work_dir)
+        // Private: it holds unencrypted copies of data files while a snapshot runs.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(work_dir)
             .with_context(|| format!("failed to create work_dir {}", work_dir.display()))?;
         let path = work_dir.join("bkp.lock");
         let file = OpenOptions::new()
@@ -29,7 +34,7 @@ impl RunLock {
             .write(true)
             .open(&path)
             .with_context(|| format!("failed to open lock file {}", path.display()))?;
-        let deadline = Instant::now() + wait;
+        let deadline = crate::units::deadline(wait);
         loop {
             match file.try_lock() {
                 Ok(()) => return Ok(RunLock { _file: file, path }),

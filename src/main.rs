@@ -21,10 +21,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::from(bkp::exit::SUCCESS as u8),
         Err(e) => {
             // A closed stdout (`bkp list | head`) is not a failure worth a message.
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) {
+            if bkp::ui::is_stdout_closed(&e) {
                 return ExitCode::from(bkp::exit::SUCCESS as u8);
             }
             let _ = writeln!(std::io::stderr(), "bkp: error: {e:#}");

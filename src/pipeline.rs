@@ -88,7 +88,7 @@ fn check_stored(entry: &ObjectEntry, got: &Digested, store: &dyn Store) -> Resul
         return Err(coded(
             Code::Integrity,
             format!(
-                "object {} in {} failed verification: expected {} bytes with SHA-256 {}, read {} bytes with SHA-256 {}. The stored object is damaged; nothing was restored. Restore another backup (`bkp list`) and run `bkp verify`",
+                "object {} in {} failed verification: expected {} bytes with SHA-256 {}, read {} bytes with SHA-256 {}. The stored object is damaged; nothing was restored. Restore another backup (`bkp list` shows them) and check the store",
                 entry.key, store.identity(), entry.size, entry.sha256, got.bytes, got.sha256
             ),
         ));
@@ -121,8 +121,15 @@ pub fn download(
             fs::create_dir_all(spool_dir)
                 .with_context(|| format!("failed to create {}", spool_dir.display()))?;
             let mut f = BufWriter::new(
-                File::create(&spool)
-                    .with_context(|| format!("failed to create {}", spool.display()))?,
+                {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&spool)
+                }
+                .with_context(|| format!("failed to create {}", spool.display()))?,
             );
             io::copy(&mut h, &mut f).and_then(|n| f.flush().map(|_| n))
         }

@@ -106,11 +106,40 @@ impl Progress for Bar {
 }
 
 /// Writes one line of results to stdout. Returns the error (rather than
-/// panicking like `println!`) so a closed pipe ends the run quietly.
+/// panicking like `println!`); a reader that went away (`bkp list | head`) gives
+/// [`StdoutClosed`], which `main` treats as a quiet end.
 pub fn out(line: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut o = std::io::stdout().lock();
-    o.write_all(line.as_bytes())?;
-    o.write_all(b"\n")?;
-    o.flush()
+    o.write_all(line.as_bytes())
+        .and_then(|_| o.write_all(b"\n"))
+        .and_then(|_| o.flush())
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::io::Error::new(e.kind(), StdoutClosed)
+            } else {
+                e
+            }
+        })
+}
+
+/// Standard output was closed by its reader.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Whether `err` is only that standard output was closed.
+pub fn is_stdout_closed(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<StdoutClosed>())
+    })
 }

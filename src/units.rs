@@ -41,25 +41,47 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         if digits == 0 {
             bail!("{s:?} is not a duration (examples: 30s, 15m, 6h, 7d, 1h30m)");
         }
-        let n: u64 = rest[..digits].parse()?;
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{s:?} is too large"))?;
         rest = &rest[digits..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
+        let secs = |mul: u64| {
+            n.checked_mul(mul)
+                .map(Duration::from_secs)
+                .ok_or_else(|| anyhow::anyhow!("{s:?} is too large"))
+        };
         let d = match unit {
             "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            "d" => Duration::from_secs(n * 86_400),
+            "s" => secs(1)?,
+            "m" => secs(60)?,
+            "h" => secs(3600)?,
+            "d" => secs(86_400)?,
             "" => bail!("{s:?}: a duration needs a unit (ms, s, m, h or d)"),
             other => bail!("{s:?}: unknown duration unit {other:?} (use ms, s, m, h or d)"),
         };
-        total += d;
+        total = total
+            .checked_add(d)
+            .ok_or_else(|| anyhow::anyhow!("{s:?} is too large"))?;
+    }
+    if total > MAX_DURATION {
+        bail!("{s:?} is too large (at most 100 years)");
     }
     Ok(total)
+}
+
+/// The longest duration accepted anywhere, so that `now + duration` never overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// `now + d`, saturating far in the future instead of overflowing.
+pub fn deadline(d: Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(d.min(MAX_DURATION))
+        .unwrap_or(now + Duration::from_secs(86_400))
 }
 
 #[cfg(test)]
@@ -81,7 +103,15 @@ mod tests {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        for bad in ["", "5", "h", "3 weeks", "1y"] {
+        for bad in [
+            "",
+            "5",
+            "h",
+            "3 weeks",
+            "1y",
+            "300000000000000d",
+            "99999999999999999999s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

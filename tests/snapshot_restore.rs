@@ -570,3 +570,139 @@ fn a_run_killed_mid_upload_leaves_no_backup_that_looks_complete() {
         .collect();
     assert!(copies.is_empty(), "{copies:?}");
 }
+
+#[test]
+fn rotated_keys_restore_old_and_new_backups_by_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(
+        &data,
+        StoreKind::Local,
+        "[compression]\nalgorithm = \"none\"\n",
+    );
+    let base = fs::read_to_string(&s.config).unwrap();
+    let labelled = base.replace(
+        "key_file = \"key\"",
+        "key_file = \"key\"\nkey_id = \"ops-2025\"",
+    );
+    fs::write(&s.config, &labelled).unwrap();
+    let out = s.bkp(&["snapshot"]);
+    assert_exit(&out, 0);
+    let old_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+
+    fs::write(s.path("new.key"), [42u8; 32]).unwrap();
+    let rotated = base.replace(
+        "key_file = \"key\"",
+        "key_file = \"new.key\"\nkey_id = \"ops-2026\"\n[[encryption.old_keys]]\nkey_file = \"key\"\nkey_id = \"ops-2025\"",
+    );
+    fs::write(&s.config, &rotated).unwrap();
+    let out = s.bkp(&["snapshot"]);
+    assert_exit(&out, 0);
+    let new_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+
+    let out = s.bkp(&["list", "--json"]);
+    let list = json(&out);
+    let key_ids: Vec<&str> = list["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["key_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(key_ids, ["ops-2025", "ops-2026"]);
+
+    for (id, target) in [(&old_id, "old"), (&new_id, "new")] {
+        let t = s.path(target);
+        assert_exit(&s.bkp(&["restore", id, "--target", t.to_str().unwrap()]), 0);
+        assert_eq!(digest(&t.join("0_0.tigerbeetle")), digest(&data));
+    }
+
+    // Without the old key, the old backup fails clearly and names the key it needs.
+    let forgotten = base.replace(
+        "key_file = \"key\"",
+        "key_file = \"new.key\"\nkey_id = \"ops-2026\"",
+    );
+    fs::write(&s.config, forgotten).unwrap();
+    let t = s.path("again");
+    let out = s.bkp(&["restore", &old_id, "--target", t.to_str().unwrap()]);
+    assert_exit(&out, 5);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ops-2025"), "{stderr}");
+    assert!(!t.exists());
+}
+
+#[test]
+fn force_never_replaces_the_store_or_a_live_data_directory() {
+    let tb = TigerBeetle::start();
+    let s = setup(
+        &tb.data_file,
+        StoreKind::Local,
+        "snapshot_mode = \"offline\"\n",
+    );
+    // A backup to restore, from a quiet file.
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = formatted_data_file(dir.path());
+    let other = setup(&quiet, StoreKind::Local, "");
+    assert_exit(&other.bkp(&["snapshot"]), 0);
+    fs::remove_dir_all(s.path("store")).ok();
+    fs::create_dir_all(s.path("store")).unwrap();
+    let copy = |from: &Path, to: &Path| {
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    copy(&other.path("store/."), &s.path("store"));
+
+    // The directory of a running replica: its data file is locked.
+    let live_dir = tb.data_file.parent().unwrap();
+    let out = s.bkp(&[
+        "restore",
+        "latest",
+        "--force",
+        "--target",
+        live_dir.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 8);
+    let out = s.bkp(&[
+        "restore",
+        "latest",
+        "--force",
+        "--target",
+        s.path("store").to_str().unwrap(),
+    ]);
+    assert_exit(&out, 8);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("backup store"));
+    // A directory with a file some running process holds locked.
+    let held = s.path("held");
+    fs::create_dir(&held).unwrap();
+    let lock = fs::File::create(held.join("0_0.tigerbeetle")).unwrap();
+    lock.lock().unwrap();
+    let out = s.bkp(&[
+        "restore",
+        "latest",
+        "--force",
+        "--target",
+        held.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 7);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("locked by a running process"));
+    drop(lock);
+    // Once free, --force replaces it.
+    assert_exit(
+        &s.bkp(&[
+            "restore",
+            "latest",
+            "--force",
+            "--target",
+            held.to_str().unwrap(),
+        ]),
+        0,
+    );
+    assert_eq!(digest(&held.join("0_0.tigerbeetle")), digest(&quiet));
+    // Still there and intact.
+    assert_exit(&s.bkp(&["list"]), 0);
+    assert!(tb.data_file.exists());
+}

@@ -63,7 +63,7 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
             m.operation,
             m.started_at.format(&fmt).unwrap_or_default(),
             ui::size(m.stored_bytes()),
-            "completed",
+            format!("{:?}", m.status).to_lowercase(),
             m.parent.map_or("-".to_string(), |p| format!("after {p}")),
         ))?;
     }

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::{open_store, Ctx};
 use crate::cli::RestoreArgs;
+use crate::config::{Plan, StorePlan};
 use crate::exit::{coded, Code};
 use crate::manifest::{self, Kind};
 use crate::{archive, pipeline, ui};
@@ -35,6 +36,64 @@ fn is_empty_dir(p: &Path) -> Result<bool> {
         .with_context(|| format!("failed to read {}", p.display()))?
         .next()
         .is_none())
+}
+
+/// `p` made absolute with symlinks resolved as far as it exists.
+fn resolved(p: &Path) -> PathBuf {
+    p.canonicalize()
+        .unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
+}
+
+/// Refuses to replace a directory that holds something bkp or a replica needs: the
+/// store, the work directory, the config, or a file a running process has locked
+/// (a live TigerBeetle data file).
+fn guard_target(plan: &Plan, target: &Path) -> Result<()> {
+    let target = resolved(target);
+    let mut precious = vec![
+        ("the work directory", resolved(&plan.work_dir)),
+        ("the config file", resolved(&plan.source)),
+    ];
+    if let StorePlan::Local(root) = &plan.store {
+        precious.push(("the backup store", resolved(root)));
+    }
+    if let Some(tb) = &plan.tigerbeetle {
+        precious.push((
+            "the configured TigerBeetle data file",
+            resolved(&tb.data_file),
+        ));
+    }
+    for (what, p) in precious {
+        if p.starts_with(&target) {
+            return Err(coded(
+                Code::TargetExists,
+                format!(
+                    "refusing to restore into {}: it holds {what} ({}); choose a new directory",
+                    target.display(),
+                    p.display()
+                ),
+            ));
+        }
+    }
+    let mut stack = vec![target.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).with_context(|| format!("failed to read {}", dir.display()))? {
+            let e = e?;
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                if let Ok(f) = fs::File::open(e.path()) {
+                    if let Err(fs::TryLockError::WouldBlock) = f.try_lock() {
+                        return Err(coded(
+                            Code::UnsafeSource,
+                            format!("refusing to replace {}: {} is locked by a running process (a live TigerBeetle replica?); stop it or choose a new directory", target.display(), e.path().display()),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
@@ -64,6 +123,10 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
                 target.display()
             ),
         ));
+    }
+
+    if exists {
+        guard_target(plan, &target)?;
     }
 
     let store = open_store(plan)?;

@@ -133,17 +133,38 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         started_at,
         bytes: m.map_or(0, |m| m.stored_bytes()),
     };
-    let ledger_note = match record_run(ctx, store.as_ref(), &record) {
+    let ledger = record_run(ctx, store.as_ref(), &record);
+    let (m, _) = outcome?;
+
+    // Problems that did not stop the backup but must fail the run, reported after
+    // the result so that the backup itself is never hidden.
+    let mut problems: Vec<String> = deferred.into_iter().collect();
+    let ledger_note = match ledger {
         Ok(n) => n,
         Err(e) => {
-            ctx.ui
-                .warn(&format!("failed to record the run in the ledger: {e:#}"));
+            problems.push(format!("recording it in the ledger failed: {e:#}"));
             None
         }
     };
-    let (m, _) = outcome?;
+    let printed = report(ctx, &m, tb, store.as_ref(), clock.elapsed(), ledger_note);
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "snapshot {} completed, but {}",
+            m.id,
+            problems.join("; and ")
+        );
+    }
+    printed
+}
 
-    let elapsed = clock.elapsed();
+fn report(
+    ctx: &Ctx,
+    m: &Manifest,
+    tb: &crate::config::TigerBeetlePlan,
+    store: &dyn crate::store::Store,
+    elapsed: std::time::Duration,
+    ledger_note: Option<String>,
+) -> Result<()> {
     if ctx.ui.json {
         let out = json!({
             "manifest": m,
@@ -171,9 +192,6 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         }
         crate::ui::out(&m.id.to_string())?;
     }
-    if let Some(problem) = deferred {
-        anyhow::bail!("snapshot {} completed, but {problem}", m.id);
-    }
     Ok(())
 }
 
@@ -184,7 +202,12 @@ fn remove_stale_copies(ctx: &Ctx) {
         return;
     };
     for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with("snapshot-") && e.path().is_dir() {
+        // Only directories named exactly like a copy of this program's own runs.
+        let name = e.file_name().to_string_lossy().into_owned();
+        let is_copy = name
+            .strip_prefix(tigerbeetle::COPY_DIR_PREFIX)
+            .is_some_and(|id| id.parse::<BackupId>().is_ok());
+        if is_copy && e.path().is_dir() {
             match std::fs::remove_dir_all(e.path()) {
                 Ok(()) => ctx.ui.info(&format!(
                     "removed {} left by an interrupted run",

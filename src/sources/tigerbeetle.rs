@@ -29,6 +29,9 @@ use crate::config::{SnapshotMode, TigerBeetlePlan};
 use crate::exit::{coded, Code};
 use crate::stages::hash::digest_reader;
 
+/// Copies live in `work_dir/snapshot-{backup id}` while a snapshot runs.
+pub const COPY_DIR_PREFIX: &str = "snapshot-";
+
 /// A data file ready to be archived, and what keeps it consistent meanwhile.
 pub struct Prepared {
     /// The file to read (the original in `offline` mode, else the copy).
@@ -120,7 +123,7 @@ fn run(cmd: &[String], what: &str, timeout: Duration) -> Result<()> {
         .with_context(|| {
             format!("failed to run the {what} {cmd:?}: check the command in the config")
         })?;
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::units::deadline(timeout);
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
@@ -146,10 +149,37 @@ fn run(cmd: &[String], what: &str, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Creates a file only its owner can read: copies of a data file are not encrypted.
+fn private_file(p: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(p)
+}
+
+fn private_dir(p: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(p)
+        .with_context(|| format!("failed to create {}", p.display()))
+}
+
+/// Copies `src` into a new private file `dst`.
+fn copy_private(src: &Path, dst: &Path) -> std::io::Result<()> {
+    let mut from = File::open(src)?;
+    let mut to = private_file(dst)?;
+    std::io::copy(&mut from, &mut to)?;
+    to.sync_all()
+}
+
 /// `FICLONE`: an atomic copy-on-write clone of `src` into `dst`.
 fn reflink(src: &File, dst: &Path) -> std::io::Result<()> {
     const FICLONE: libc::c_ulong = 0x4004_9409;
-    let out = File::create(dst)?;
+    let out = private_file(dst)?;
     // SAFETY: both descriptors are valid open files for the duration of the call.
     let rc = unsafe { libc::ioctl(out.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
     if rc != 0 {
@@ -196,7 +226,7 @@ pub fn prepare(
     let src = &plan.data_file;
     let name = data_file_name(src)?;
     let file = open_data_file(src)?;
-    let copy_dir = work_dir.join(format!("snapshot-{run_id}"));
+    let copy_dir = work_dir.join(format!("{COPY_DIR_PREFIX}{run_id}"));
     let copy_path = copy_dir.join(&name);
 
     let (path, lock, copy, mode, deferred_error) = match &plan.mode {
@@ -211,8 +241,7 @@ pub fn prepare(
             (src.clone(), Some(file), None, "offline", None)
         }
         SnapshotMode::Reflink => {
-            fs::create_dir_all(&copy_dir)
-                .with_context(|| format!("failed to create {}", copy_dir.display()))?;
+            private_dir(&copy_dir)?;
             reflink(&file, &copy_path).map_err(|e| {
                 let _ = fs::remove_dir_all(&copy_dir);
                 coded(
@@ -232,12 +261,13 @@ pub fn prepare(
             start,
             timeout,
         } => {
-            fs::create_dir_all(&copy_dir)
-                .with_context(|| format!("failed to create {}", copy_dir.display()))?;
+            private_dir(&copy_dir)?;
             let began = Instant::now();
-            run(stop, "stop command", *timeout)?;
             let copied = (|| -> Result<()> {
-                let deadline = Instant::now() + *timeout;
+                // Inside the closure: even a failed or timed-out stop command may
+                // have stopped the replica, so the start command always runs.
+                run(stop, "stop command", *timeout)?;
+                let deadline = crate::units::deadline(*timeout);
                 while !try_lock(&file, src)? {
                     if Instant::now() > deadline {
                         return Err(coded(
@@ -248,14 +278,13 @@ pub fn prepare(
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 if reflink(&file, &copy_path).is_err() {
-                    fs::copy(src, &copy_path).with_context(|| {
+                    copy_private(src, &copy_path).with_context(|| {
                         format!(
                             "failed to copy {} to {}: check free space in work_dir",
                             src.display(),
                             copy_path.display()
                         )
                     })?;
-                    File::open(&copy_path)?.sync_all()?;
                 }
                 file.unlock()?;
                 Ok(())

@@ -82,7 +82,7 @@ impl<T: Send + 'static> ThreadWriter<T> {
         }
         // The stage stopped: its result says why.
         match self.join() {
-            Err(e) => Err(io::Error::other(e)),
+            Err(e) => Err(crate::exit::to_io(e)),
             Ok(_) => Err(io::Error::other(format!(
                 "the {} stage stopped early",
                 self.name

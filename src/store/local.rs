@@ -54,6 +54,27 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// `create_dir_all`, then fsync the parent of every directory it created, so that
+/// after a power cut a published object's path exists as surely as its bytes.
+fn create_dirs_durably(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut d = Some(dir);
+    while let Some(p) = d {
+        if p.exists() {
+            break;
+        }
+        missing.push(p);
+        d = p.parent();
+    }
+    fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent() {
+            fsync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
 fn info(key: String, meta: &fs::Metadata) -> ObjectInfo {
     ObjectInfo {
         key,
@@ -95,7 +116,7 @@ impl LocalWriter {
         let meta = file.metadata()?;
         drop(file);
         if let Some(parent) = self.dest.parent() {
-            fs::create_dir_all(parent)
+            create_dirs_durably(parent)
                 .with_context(|| format!("failed to create {}", parent.display()))?;
         }
         match fs::hard_link(&self.tmp, &self.dest) {

@@ -42,6 +42,8 @@ pub struct S3Settings {
 
 /// S3's smallest allowed part (except the last).
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+/// S3's largest part (and the cap for grown parts).
+pub const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
 /// S3's largest part number.
 const MAX_PARTS: i32 = 10_000;
 
@@ -120,29 +122,41 @@ impl S3Store {
 }
 
 /// Turns an SDK error into an error that names the object and is classified:
-/// network trouble, timeouts and 5xx answers are transient (retry later).
+/// network trouble, timeouts, throttling and 5xx answers are transient (retry
+/// later); a refusal (403, a missing bucket, a bad region) is a configuration
+/// problem.
 fn sdk_error<E>(err: SdkError<E, HttpResponse>, what: String) -> anyhow::Error
 where
     E: std::error::Error + Send + Sync + 'static,
 {
+    let status = status_of(&err);
     let transient = match &err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             true
         }
-        SdkError::ServiceError(_) => status_of(&err).is_some_and(|s| s >= 500 || s == 429),
+        SdkError::ServiceError(_) => status.is_some_and(|s| s >= 500 || s == 429 || s == 408),
         _ => false,
     };
     let detail = aws_sdk_s3::error::DisplayErrorContext(&err).to_string();
-    let msg = if transient {
-        format!("{what}: the object store could not be reached or answered with a temporary error ({detail}); retry later, and check the endpoint and network if it persists")
-    } else {
-        format!("{what}: {detail}; check the bucket name, region, endpoint and credentials")
-    };
     if transient {
-        coded(Code::Transient, msg)
+        coded(
+            Code::Transient,
+            format!("{what}: the object store could not be reached or answered with a temporary error ({detail}); retry later, and check store.endpoint, store.path_style and the network if it persists"),
+        )
+    } else if status.is_some_and(|s| (400..500).contains(&s)) {
+        coded(
+            Code::Config,
+            format!("{what}: the object store refused the request ({detail}); check store.bucket, store.region, store.endpoint and the credentials (AWS_ACCESS_KEY_ID / profile / role) and their permissions"),
+        )
     } else {
-        anyhow::anyhow!(msg)
+        anyhow::anyhow!("{what}: {detail}")
     }
+}
+
+/// Answers that mean "the key exists" to a create-only write: 412 Precondition
+/// Failed, and 409 ConditionalRequestConflict (AWS, on a concurrent write).
+fn is_exists(status: Option<u16>) -> bool {
+    matches!(status, Some(412) | Some(409))
 }
 
 fn status_of<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
@@ -180,11 +194,15 @@ impl S3Writer {
         format!("s3://{}/{}", self.bucket, self.full_key)
     }
 
-    /// Part size for the next part: doubles every 2,000 parts so that a stream of
-    /// unknown length never runs out of S3's 10,000 part numbers.
+    /// Part size for the next part: doubles every 2,000 parts (up to S3's 5 GiB
+    /// part limit) so that a stream of unknown length does not run out of S3's
+    /// 10,000 part numbers. With 16 MiB parts the first 31 GiB use the configured
+    /// size, and so the configured memory.
     fn target_part_size(&self) -> usize {
         let doublings = ((self.next_part - 1).max(0) / 2000) as u32;
-        self.part_size.saturating_mul(1usize << doublings.min(8))
+        self.part_size
+            .saturating_mul(1usize << doublings.min(8))
+            .min(MAX_PART_SIZE)
     }
 
     fn start_multipart(&mut self) -> Result<String> {
@@ -289,7 +307,7 @@ impl S3Writer {
             );
             return match res {
                 Ok(_) => Ok(()),
-                Err(e) if status_of(&e) == Some(412) => {
+                Err(e) if is_exists(status_of(&e)) => {
                     Err(already_exists(&format!("s3://{}", self.bucket), &self.key))
                 }
                 Err(e) => Err(sdk_error(e, format!("failed to upload {}", self.where_()))),
@@ -322,7 +340,7 @@ impl S3Writer {
                 self.upload_id = None;
                 Ok(())
             }
-            Err(e) if status_of(&e) == Some(412) => {
+            Err(e) if is_exists(status_of(&e)) => {
                 Err(already_exists(&format!("s3://{}", self.bucket), &self.key))
             }
             Err(e) => Err(sdk_error(
@@ -343,8 +361,7 @@ impl Write for S3Writer {
         if self.buf.len() >= target {
             let next = Vec::with_capacity(self.target_part_size());
             let full = std::mem::replace(&mut self.buf, next);
-            self.send_part(full)
-                .map_err(|e| io::Error::other(format!("{e:#}")))?;
+            self.send_part(full).map_err(crate::exit::to_io)?;
         }
         Ok(n)
     }
@@ -399,7 +416,7 @@ impl Read for S3Reader {
                 Ok(Some(c)) => self.chunk = c,
                 Ok(None) => return Ok(0),
                 Err(e) => {
-                    return Err(io::Error::other(coded(
+                    return Err(crate::exit::to_io(coded(
                         Code::Transient,
                         format!("failed to read {}: {e}; retry later", self.what),
                     )))
@@ -414,16 +431,18 @@ impl Read for S3Reader {
 }
 
 impl Store for S3Store {
+    /// `s3://bucket/prefix`: stable however the endpoint is spelt, since the ledger
+    /// derives the store's account from it.
     fn identity(&self) -> String {
-        match &self.s.endpoint {
-            Some(ep) => format!("s3://{}/{} at {}", self.s.bucket, self.s.prefix, ep),
-            None => format!("s3://{}/{}", self.s.bucket, self.s.prefix),
-        }
+        format!("s3://{}/{}", self.s.bucket, self.s.prefix)
     }
 
     fn create(&self, key: &str, metadata: &Metadata) -> Result<Box<dyn ObjectWriter>> {
         let full_key = self.full_key(key)?;
-        if self.head(key)?.is_some() {
+        // A fast, friendly refusal when the key exists. The conditional write is what
+        // guarantees create-only; write-only credentials may not be allowed to HEAD,
+        // so a refused HEAD is not an error here.
+        if let Ok(Some(_)) = self.head(key) {
             return Err(already_exists(&format!("s3://{}", self.s.bucket), key));
         }
         Ok(Box::new(S3Writer {
