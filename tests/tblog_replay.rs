@@ -1,0 +1,889 @@
+//! Change capture and replay against real development-mode TigerBeetle replicas.
+
+mod common;
+
+use std::io::Cursor;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bkp::exit::{classify, Code};
+use bkp::tblog::*;
+use tigerbeetle_unofficial as tb;
+use tigerbeetle_unofficial::account::Flags as AF;
+use tigerbeetle_unofficial::transfer::Flags as TF;
+use tigerbeetle_unofficial::{Account, QueryFilter, Transfer};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+// ----------------------------------------------------------------------------------
+// Replicas and a small synchronous client
+// ----------------------------------------------------------------------------------
+
+/// A replica on a free loopback port (the shared harness), killed when dropped.
+struct Replica(common::TigerBeetle);
+
+impl Replica {
+    /// A fresh replica.
+    fn fresh() -> Replica {
+        Replica(common::TigerBeetle::start())
+    }
+
+    /// A replica on an existing data file.
+    fn on(file: &Path) -> Replica {
+        Replica(common::TigerBeetle::start_on(file))
+    }
+
+    fn cfg(&self) -> ClusterConfig {
+        ClusterConfig {
+            cluster_id: 0,
+            addresses: self.0.address(),
+            timeout: TIMEOUT,
+        }
+    }
+
+    fn client(&self) -> Tb {
+        Tb::new(self.0.port)
+    }
+}
+
+/// The async client driven from synchronous test code.
+struct Tb {
+    rt: tokio::runtime::Runtime,
+    c: Option<tb::Client>,
+}
+
+impl Drop for Tb {
+    fn drop(&mut self) {
+        // Drop the client outside the runtime (it joins its I/O thread).
+        drop(self.c.take());
+    }
+}
+
+impl Tb {
+    fn new(port: u16) -> Tb {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let c = tb::Client::new(0, format!("127.0.0.1:{port}")).unwrap();
+        Tb { rt, c: Some(c) }
+    }
+
+    fn c(&self) -> &tb::Client {
+        self.c.as_ref().unwrap()
+    }
+
+    /// Creates accounts; panics on any failure.
+    fn accounts(&self, a: Vec<Account>) {
+        self.rt
+            .block_on(self.c().create_accounts(a))
+            .expect("create_accounts");
+    }
+
+    /// Creates transfers; returns the failures as (index, name).
+    fn try_transfers(&self, t: Vec<Transfer>) -> Vec<(u32, String)> {
+        match self.rt.block_on(self.c().create_transfers(t)) {
+            Ok(()) => Vec::new(),
+            Err(tb::error::CreateTransfersError::Api(e)) => e
+                .as_slice()
+                .iter()
+                .map(|e| (e.index(), e.kind().into_snake_case_str().to_owned()))
+                .collect(),
+            Err(e) => panic!("create_transfers: {e}"),
+        }
+    }
+
+    fn transfers(&self, t: Vec<Transfer>) {
+        let failed = self.try_transfers(t);
+        assert!(failed.is_empty(), "transfers failed: {failed:?}");
+    }
+
+    fn all_accounts(&self, max: u64) -> Vec<Account> {
+        let mut out: Vec<Account> = Vec::new();
+        loop {
+            let mut f = QueryFilter::new(8189);
+            f.as_raw_mut().timestamp_min = out.last().map_or(0, |a| a.as_raw().timestamp + 1);
+            f.as_raw_mut().timestamp_max = max;
+            let page = self
+                .rt
+                .block_on(self.c().query_accounts(Box::new(f)))
+                .unwrap();
+            if page.is_empty() {
+                return out;
+            }
+            out.extend(page);
+        }
+    }
+
+    fn all_transfers(&self, max: u64) -> Vec<Transfer> {
+        let mut out: Vec<Transfer> = Vec::new();
+        loop {
+            let mut f = QueryFilter::new(8189);
+            f.as_raw_mut().timestamp_min = out.last().map_or(0, |a| a.as_raw().timestamp + 1);
+            f.as_raw_mut().timestamp_max = max;
+            let page = self
+                .rt
+                .block_on(self.c().query_transfers(Box::new(f)))
+                .unwrap();
+            if page.is_empty() {
+                return out;
+            }
+            out.extend(page);
+        }
+    }
+
+    fn lookup_accounts(&self, ids: Vec<u128>) -> Vec<Account> {
+        self.rt.block_on(self.c().lookup_accounts(ids)).unwrap()
+    }
+
+    fn lookup_transfers(&self, ids: &[u128]) -> Vec<Transfer> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(250) {
+            out.extend(
+                self.rt
+                    .block_on(self.c().lookup_transfers(chunk.to_vec()))
+                    .unwrap(),
+            );
+        }
+        out
+    }
+
+    /// Balance history (accounts with `flags.history`) up to `max`.
+    fn history(&self, id: u128, max: u64) -> Vec<[u128; 5]> {
+        let mut f = tb::account::Filter::new(id, 8189)
+            .with_flags(tb::account::FilterFlags::DEBITS | tb::account::FilterFlags::CREDITS);
+        f.as_raw_mut().timestamp_max = max;
+        self.rt
+            .block_on(self.c().get_account_balances(Box::new(f)))
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let r = b.as_raw();
+                [
+                    r.debits_pending,
+                    r.debits_posted,
+                    r.credits_pending,
+                    r.credits_posted,
+                    u128::from(r.timestamp),
+                ]
+            })
+            .collect()
+    }
+}
+
+// ----------------------------------------------------------------------------------
+// Building rows
+// ----------------------------------------------------------------------------------
+
+fn acct(id: u128, ledger: u32, flags: AF) -> Account {
+    Account::new(id, ledger, 10)
+        .with_flags(flags)
+        .with_user_data_128(id ^ 0xffff)
+        .with_user_data_64(id as u64 ^ 0xabcd)
+        .with_user_data_32(id as u32)
+}
+
+fn xfer(id: u128, dr: u128, cr: u128, amount: u128) -> Transfer {
+    Transfer::new(id)
+        .with_debit_account_id(dr)
+        .with_credit_account_id(cr)
+        .with_amount(amount)
+        .with_ledger(1)
+        .with_code(20)
+        .with_user_data_64(id as u64)
+}
+
+fn flagged(t: Transfer, flags: TF) -> Transfer {
+    t.with_flags(flags)
+}
+
+fn resolve(id: u128, pending: u128, amount: u128, flags: TF) -> Transfer {
+    Transfer::new(id)
+        .with_pending_id(pending)
+        .with_amount(amount)
+        .with_flags(flags)
+}
+
+// Account ids.
+const A1: u128 = 1; // history
+const A2: u128 = 2;
+const A3: u128 = 3; // debits_must_not_exceed_credits | history
+const A4: u128 = 4; // credits_must_not_exceed_debits
+const A5: u128 = u128::MAX - 1; // ledger 2, huge amounts
+const A6: u128 = u128::MAX - 2; // ledger 2
+const A7: u128 = 7; // created closed
+const A8: u128 = 8; // linked account chain with A9
+const A9: u128 = 9;
+const A10: u128 = 10; // closed by a closing transfer in the same segment
+const A11: u128 = 11; // closed, then reopened by a void
+const A12: u128 = 12; // history; closed by a transfer two segments later
+const A13: u128 = 13; // closed by a transfer in the same segment (tag 3)
+const A14: u128 = 0x8000_0000_0000_0000_0000_0000_0000_0001; // ledger 3
+const A15: u128 = 15; // expiring pending transfer
+const A16: u128 = 16;
+
+const T_EXPIRES: u128 = 160;
+const T_LONG_TIMEOUT: u128 = 136;
+const T_CHAIN_FIRST: u128 = 10_000;
+const CHAIN_LEN: u128 = 252;
+
+fn phase1(a: &Tb) {
+    a.accounts(vec![
+        acct(A1, 1, AF::HISTORY),
+        acct(A2, 1, AF::empty()),
+        acct(A3, 1, AF::DEBITS_MUST_NOT_EXCEED_CREDITS | AF::HISTORY),
+        acct(A4, 1, AF::CREDITS_MUST_NOT_EXCEED_DEBITS),
+        acct(A5, 2, AF::empty()),
+        acct(A6, 2, AF::empty()),
+        acct(A7, 1, AF::CLOSED),
+        acct(A8, 1, AF::LINKED),
+        acct(A9, 1, AF::empty()),
+        acct(A10, 1, AF::empty()),
+        acct(A11, 1, AF::empty()),
+        acct(A15, 1, AF::empty()),
+        acct(A16, 1, AF::empty()),
+    ]);
+    // Plain, and huge 128-bit amounts and ids.
+    a.transfers(vec![
+        xfer(100, A2, A3, 1000),
+        xfer(101, A5, A6, u128::MAX - 10)
+            .with_ledger(2)
+            .with_user_data_128(u128::MAX - 1),
+        xfer(u128::MAX - 5, A6, A5, u128::MAX - 20).with_ledger(2),
+    ]);
+    // A linked chain that succeeds.
+    a.transfers(vec![
+        flagged(xfer(110, A1, A2, 10), TF::LINKED),
+        flagged(xfer(111, A2, A1, 5), TF::LINKED),
+        xfer(112, A1, A2, 1),
+    ]);
+    // A linked chain that fails (A3 may not go below zero): no rows at all.
+    let failed = a.try_transfers(vec![
+        flagged(xfer(120, A1, A2, 10), TF::LINKED),
+        flagged(xfer(121, A3, A2, 1_000_000), TF::LINKED),
+        xfer(122, A1, A2, 1),
+    ]);
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    assert!(
+        failed.iter().any(|(_, n)| n == "exceeds_credits"),
+        "{failed:?}"
+    );
+    // Two-phase: partial post, post with AMOUNT_MAX, void, long timeout.
+    a.transfers(vec![
+        flagged(xfer(130, A2, A3, 500), TF::PENDING),
+        resolve(131, 130, 300, TF::POST_PENDING_TRANSFER),
+        flagged(xfer(132, A1, A2, 77), TF::PENDING),
+        resolve(133, 132, u128::MAX, TF::POST_PENDING_TRANSFER),
+        flagged(xfer(134, A2, A1, 40), TF::PENDING),
+        resolve(135, 134, 0, TF::VOID_PENDING_TRANSFER),
+        flagged(xfer(T_LONG_TIMEOUT, A1, A2, 9), TF::PENDING).with_timeout(3600),
+    ]);
+    // Balancing: A3 holds 1300 in credits; A4 may not be credited beyond its debits.
+    a.transfers(vec![
+        flagged(xfer(140, A3, A2, 1_000_000), TF::BALANCING_DEBIT),
+        xfer(142, A4, A2, 250),
+        flagged(xfer(141, A2, A4, 1_000_000), TF::BALANCING_CREDIT),
+    ]);
+    // Closing: A10 closed for good, A11 closed and reopened.
+    a.transfers(vec![
+        xfer(150, A2, A10, 5),
+        flagged(xfer(151, A10, A2, 0), TF::PENDING | TF::CLOSING_DEBIT),
+        flagged(xfer(152, A2, A11, 1), TF::PENDING | TF::CLOSING_CREDIT),
+        resolve(153, 152, 0, TF::VOID_PENDING_TRANSFER),
+    ]);
+    // A pending transfer that expires before the first capture.
+    a.transfers(vec![
+        flagged(xfer(T_EXPIRES, A15, A16, 33), TF::PENDING).with_timeout(1)
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = a.lookup_accounts(vec![A15]);
+        if rows[0].debits_pending() == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pending transfer did not expire");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn phase2(a: &Tb) {
+    a.accounts(vec![acct(A12, 1, AF::HISTORY), acct(A13, 1, AF::empty())]);
+    // Enough rows for several query pages (a development replica answers ~1952 a page).
+    let mut id = 1_000u128;
+    for _ in 0..12 {
+        let batch: Vec<Transfer> = (0..250)
+            .map(|i| {
+                id += 1;
+                let (dr, cr) = if i % 2 == 0 { (A1, A12) } else { (A12, A2) };
+                xfer(id, dr, cr, id)
+            })
+            .collect();
+        a.transfers(batch);
+    }
+    // Singles, then a linked chain of 252 in one request: replay must send the
+    // singles and the chain in separate requests and the chain whole.
+    a.transfers((0..3).map(|i| xfer(9_000 + i, A1, A2, 1)).collect());
+    a.transfers(
+        (0..CHAIN_LEN)
+            .map(|i| {
+                let t = xfer(T_CHAIN_FIRST + i, A2, A1, 1);
+                if i + 1 < CHAIN_LEN {
+                    flagged(t, TF::LINKED)
+                } else {
+                    t
+                }
+            })
+            .collect(),
+    );
+    a.transfers(vec![
+        flagged(xfer(170, A1, A13, 70), TF::PENDING),
+        flagged(xfer(171, A2, A13, 0), TF::PENDING | TF::CLOSING_CREDIT),
+    ]);
+}
+
+fn phase3(a: &Tb) {
+    a.accounts(vec![
+        Account::new(A14, 3, u16::MAX).with_user_data_32(u32::MAX)
+    ]);
+    a.transfers(vec![
+        resolve(172, 170, 0, TF::VOID_PENDING_TRANSFER),
+        flagged(xfer(180, A12, A1, 0), TF::PENDING | TF::CLOSING_DEBIT),
+        xfer(181, A1, A2, 3),
+    ]);
+}
+
+// ----------------------------------------------------------------------------------
+// State comparison
+// ----------------------------------------------------------------------------------
+
+/// The source's rows at one moment.
+struct State {
+    until: u64,
+    /// Wall-clock time of the capture (the replica runs on this machine's clock).
+    captured_at: u64,
+    accounts: Vec<Account>,
+    transfers: Vec<Transfer>,
+    history: Vec<(u128, Vec<[u128; 5]>)>,
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn record_state(a: &Tb, until: u64) -> State {
+    let accounts = a.all_accounts(until);
+    let transfers = a.all_transfers(until);
+    // The same rows by id (lookup), to be sure the queries missed nothing.
+    let ids: Vec<u128> = transfers.iter().map(Transfer::id).collect();
+    assert_eq!(a.lookup_transfers(&ids).len(), transfers.len());
+    let history = [A1, A3, A12]
+        .iter()
+        .map(|&id| (id, a.history(id, until)))
+        .collect();
+    State {
+        until,
+        captured_at: now_ns(),
+        accounts,
+        transfers,
+        history,
+    }
+}
+
+/// Compares the target with the source state, allowing exactly the documented
+/// differences: the imported bit on every row, cleared timeouts, and the amounts of
+/// pending transfers the source expired (listed in `stats.expired_in_source`).
+fn assert_replica_matches(b: &Tb, s: &State, stats: &ReplayStats, expired: &[Transfer]) {
+    let got_t = b.all_transfers(0);
+    assert_eq!(got_t.len(), s.transfers.len(), "transfer count");
+    let mut cleared = 0;
+    for (want, got) in s.transfers.iter().zip(&got_t) {
+        let (w, g) = (want.as_raw(), got.as_raw());
+        assert_eq!(
+            w.flags & TF::IMPORTED.bits(),
+            0,
+            "source rows are not imported"
+        );
+        assert_eq!(
+            g.flags,
+            w.flags | TF::IMPORTED.bits(),
+            "flags of {:#x}",
+            w.id
+        );
+        assert_eq!(g.timeout, 0, "replayed timeout of {:#x}", w.id);
+        if w.timeout != 0 {
+            assert!(w.flags & TF::PENDING.bits() != 0);
+            cleared += 1;
+        }
+        assert_eq!(
+            (
+                g.id,
+                g.debit_account_id,
+                g.credit_account_id,
+                g.amount,
+                g.pending_id,
+                g.user_data_128,
+                g.user_data_64,
+                g.user_data_32,
+                g.ledger,
+                g.code,
+                g.timestamp
+            ),
+            (
+                w.id,
+                w.debit_account_id,
+                w.credit_account_id,
+                w.amount,
+                w.pending_id,
+                w.user_data_128,
+                w.user_data_64,
+                w.user_data_32,
+                w.ledger,
+                w.code,
+                w.timestamp
+            ),
+            "transfer {:#x}",
+            w.id
+        );
+    }
+    assert_eq!(
+        stats
+            .expired_by(s.captured_at)
+            .iter()
+            .map(|p| p.id)
+            .collect::<Vec<_>>(),
+        expired.iter().map(Transfer::id).collect::<Vec<_>>(),
+        "pending transfers the source had expired when it was captured"
+    );
+    assert!(stats.timeout_cleared.iter().any(|p| p.id == T_LONG_TIMEOUT));
+    assert!(cleared >= 1);
+
+    let got_a = b.all_accounts(0);
+    assert_eq!(got_a.len(), s.accounts.len(), "account count");
+    for (want, got) in s.accounts.iter().zip(&got_a) {
+        let (w, g) = (want.as_raw(), got.as_raw());
+        assert_eq!(
+            g.flags,
+            w.flags | AF::IMPORTED.bits(),
+            "flags of account {:#x}",
+            w.id
+        );
+        // Pending amounts of transfers the source expired stay reserved here.
+        let mut debits_pending = w.debits_pending;
+        let mut credits_pending = w.credits_pending;
+        for p in expired {
+            if p.debit_account_id() == w.id {
+                debits_pending += p.amount();
+            }
+            if p.credit_account_id() == w.id {
+                credits_pending += p.amount();
+            }
+        }
+        assert_eq!(
+            (
+                g.id,
+                g.debits_pending,
+                g.debits_posted,
+                g.credits_pending,
+                g.credits_posted,
+                g.user_data_128,
+                g.user_data_64,
+                g.user_data_32,
+                g.ledger,
+                g.code,
+                g.timestamp
+            ),
+            (
+                w.id,
+                debits_pending,
+                w.debits_posted,
+                credits_pending,
+                w.credits_posted,
+                w.user_data_128,
+                w.user_data_64,
+                w.user_data_32,
+                w.ledger,
+                w.code,
+                w.timestamp
+            ),
+            "account {:#x}",
+            w.id
+        );
+    }
+    for (id, want) in &s.history {
+        assert_eq!(&b.history(*id, s.until), want, "balance history of {id:#x}");
+    }
+}
+
+fn capture_to_vec(cfg: &ClusterConfig, after: u64) -> (Vec<u8>, CaptureStats) {
+    let mut out = Vec::new();
+    let stats = capture(cfg, after, &mut out).expect("capture");
+    assert_eq!(stats.segment.bytes as usize, out.len());
+    (out, stats)
+}
+
+fn readers(segs: &[&Vec<u8>]) -> Vec<anyhow::Result<SegmentReader<Cursor<Vec<u8>>>>> {
+    segs.iter()
+        .map(|s| SegmentReader::new(Cursor::new((*s).clone())).map_err(Into::into))
+        .collect()
+}
+
+fn events(seg: &[u8]) -> Vec<Event> {
+    SegmentReader::new(seg)
+        .unwrap()
+        .collect::<std::io::Result<Vec<_>>>()
+        .unwrap()
+}
+
+// ----------------------------------------------------------------------------------
+// Tests
+// ----------------------------------------------------------------------------------
+
+#[test]
+fn capture_and_replay_reproduce_the_source() {
+    let a_replica = Replica::fresh();
+    let a = a_replica.client();
+    let cfg_a = a_replica.cfg();
+
+    // An empty cluster: an empty segment, two requests.
+    let (seg0, st0) = capture_to_vec(&cfg_a, 0);
+    assert_eq!((st0.segment.until, st0.segment.accounts), (0, 0));
+    assert_eq!(st0.requests, 2);
+    assert!(events(&seg0).is_empty());
+
+    phase1(&a);
+    let (seg1, st1) = capture_to_vec(&cfg_a, 0);
+    let state1 = record_state(&a, st1.segment.until);
+    // The failed chain left no rows; balancing transfers store the amount moved.
+    assert!(a.lookup_transfers(&[120, 121, 122]).is_empty());
+    let amount = |id: u128| {
+        state1
+            .transfers
+            .iter()
+            .find(|t| t.id() == id)
+            .map(Transfer::amount)
+    };
+    assert_eq!((amount(140), amount(141)), (Some(1300), Some(250)));
+    assert_eq!(
+        (amount(131), amount(133), amount(135)),
+        (Some(300), Some(77), Some(40))
+    );
+    phase2(&a);
+    let (seg2, st2) = capture_to_vec(&cfg_a, st1.segment.until);
+    let state2 = record_state(&a, st2.segment.until);
+    phase3(&a);
+    let (seg3, st3) = capture_to_vec(&cfg_a, st2.segment.until);
+    let state3 = record_state(&a, st3.segment.until);
+
+    // Nothing new: an empty segment with until = after, in two requests.
+    let (seg4, st4) = capture_to_vec(&cfg_a, st3.segment.until);
+    assert_eq!(
+        (
+            st4.segment.after,
+            st4.segment.until,
+            st4.segment.accounts,
+            st4.segment.transfers
+        ),
+        (st3.segment.until, st3.segment.until, 0, 0)
+    );
+    assert_eq!(st4.requests, 2, "a capture with nothing new");
+    println!(
+        "requests: segment 1 {} ({} rows), segment 2 {} ({} rows), segment 3 {}, empty {}",
+        st1.requests,
+        st1.segment.accounts + st1.segment.transfers,
+        st2.requests,
+        st2.segment.accounts + st2.segment.transfers,
+        st3.requests,
+        st4.requests
+    );
+
+    // Every row is in exactly one segment, in timestamp order, with every field.
+    let all: Vec<Event> = [&seg1, &seg2, &seg3]
+        .iter()
+        .flat_map(|s| events(s))
+        .collect();
+    assert_eq!(all.len(), state3.accounts.len() + state3.transfers.len());
+    assert!(all.windows(2).all(|w| w[0].timestamp() < w[1].timestamp()));
+    let seg_transfers: Vec<&Transfer> = all
+        .iter()
+        .filter_map(|e| match e {
+            Event::Transfer(t) => Some(t),
+            Event::Account(_) => None,
+        })
+        .collect();
+    assert_eq!(seg_transfers.len(), state3.transfers.len());
+    for (s, t) in seg_transfers.iter().zip(&state3.transfers) {
+        assert_eq!(format!("{s:?}"), format!("{t:?}"));
+    }
+    // Pages: segment 2 holds more rows than one query answer.
+    assert!(st2.segment.transfers > 3000, "{:?}", st2.segment);
+    assert!(st2.requests > 4, "segment 2 needed several pages");
+    // Closed accounts: created closed (tag 1), closed by a transfer (tag 3).
+    let closed: Vec<(u128, bool)> = all
+        .iter()
+        .filter_map(|e| match e {
+            Event::Account(r) if r.account.flags().contains(AF::CLOSED) => {
+                Some((r.account.id(), r.closed_by_transfer))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed, vec![(A7, false), (A10, true), (A13, true)]);
+    assert_eq!(st1.closed_accounts, 2);
+
+    let expired_source = a.lookup_transfers(&[T_EXPIRES]);
+    assert_eq!(expired_source.len(), 1);
+
+    // Replay into a fresh target moment by moment; each run resumes the previous.
+    {
+        let b_replica = Replica::fresh();
+        let b = b_replica.client();
+        let cfg_b = b_replica.cfg();
+
+        let r1 = replay(&cfg_b, readers(&[&seg1]), state1.until).expect("replay 1");
+        assert_eq!(r1.newest_before, 0);
+        assert_eq!(
+            (r1.accounts, r1.transfers),
+            (st1.segment.accounts, st1.segment.transfers)
+        );
+        assert_eq!(
+            (r1.last_timestamp, r1.covered_until),
+            (state1.until, state1.until)
+        );
+        assert_eq!(r1.timeouts_cleared, 2);
+        // The expiry happened after segment 1's newest row, so only a later point knows.
+        assert!(r1.expired_in_source.is_empty());
+        assert_eq!(r1.timeout_cleared.len(), 2);
+        assert_replica_matches(&b, &state1, &r1, &expired_source);
+        assert_eq!(
+            b.lookup_accounts(vec![A7, A10, A11])
+                .iter()
+                .map(|x| x.flags().contains(AF::CLOSED))
+                .collect::<Vec<_>>(),
+            vec![true, true, false]
+        );
+
+        // Resume with the whole chain so far: segment 1 is checked, not replayed.
+        let r2 = replay(&cfg_b, readers(&[&seg1, &seg2]), state2.until).expect("replay 2");
+        assert_eq!(r2.newest_before, state1.until);
+        assert_eq!(
+            r2.skipped_verified,
+            st1.segment.accounts + st1.segment.transfers
+        );
+        assert_eq!(r2.transfers, st2.segment.transfers);
+        assert_replica_matches(&b, &state2, &r2, &expired_source);
+
+        // Only the newest segment: the void of a pending transfer replayed by the
+        // previous run is checked against the target by lookup.
+        let r3 = replay(&cfg_b, readers(&[&seg3]), state3.until).expect("replay 3");
+        assert_eq!((r3.accounts, r3.transfers), (1, 3));
+        // Two newest-row queries, one lookup of pending transfer 170, two creates.
+        assert_eq!((r3.requests, r3.batches), (5, 2));
+        // The expiry report needs the pending transfer's row: only a replay that
+        // reads segment 1 knows about it.
+        assert_eq!(r3.expired_in_source, vec![]);
+        let all_again = replay(&cfg_b, readers(&[&seg1, &seg2, &seg3, &seg4]), state3.until)
+            .expect("replay of everything again");
+        assert_eq!((all_again.accounts, all_again.transfers), (0, 0));
+        assert_eq!(all_again.skipped_verified as usize, all.len());
+        assert_replica_matches(&b, &state3, &all_again, &expired_source);
+        assert!(b.lookup_accounts(vec![A12])[0].flags().contains(AF::CLOSED));
+        assert!(b.lookup_accounts(vec![A13])[0].flags().contains(AF::CLOSED));
+        // The cleared timeout: the pending transfer can still be posted here.
+        b.transfers(vec![resolve(
+            999,
+            T_LONG_TIMEOUT,
+            u128::MAX,
+            TF::POST_PENDING_TRANSFER,
+        )]);
+
+        // A target past the requested point is refused.
+        let e = replay(&cfg_b, readers(&[&seg1]), state1.until).unwrap_err();
+        assert!(e.to_string().contains("past the requested point"), "{e:#}");
+    }
+
+    // A point inside the 252-event linked chain: the chain is left out as a whole,
+    // and A13 (closed later by a transfer) is open; then resume to the end.
+    {
+        let b_replica = Replica::fresh();
+        let b = b_replica.client();
+        let cfg_b = b_replica.cfg();
+        let chain: Vec<u64> = events(&seg2)
+            .iter()
+            .filter(|e| (T_CHAIN_FIRST..T_CHAIN_FIRST + CHAIN_LEN).contains(&e.id()))
+            .map(Event::timestamp)
+            .collect();
+        assert_eq!(chain.len() as u128, CHAIN_LEN);
+        let up_to = chain[100];
+        let r =
+            replay(&cfg_b, readers(&[&seg1, &seg2, &seg3]), up_to).expect("replay to mid-chain");
+        assert_eq!(r.chain_events_dropped, 101);
+        assert_eq!(r.covered_until, up_to);
+        assert!(r.last_timestamp < chain[0]);
+        let held = b.all_transfers(0);
+        let want: Vec<u128> = state3
+            .transfers
+            .iter()
+            .filter(|t| t.as_raw().timestamp < chain[0])
+            .map(Transfer::id)
+            .collect();
+        assert_eq!(held.iter().map(Transfer::id).collect::<Vec<_>>(), want);
+        let a13 = b.lookup_accounts(vec![A13]);
+        assert_eq!(a13.len(), 1);
+        assert!(
+            !a13[0].flags().contains(AF::CLOSED),
+            "A13 is still open at that point"
+        );
+        // The expiry falls before this point (after the last row of segment 1).
+        assert_eq!(
+            r.expired_in_source.iter().map(|p| p.id).collect::<Vec<_>>(),
+            vec![T_EXPIRES]
+        );
+        assert_eq!(
+            r.timeout_cleared.iter().map(|p| p.id).collect::<Vec<_>>(),
+            vec![T_LONG_TIMEOUT]
+        );
+
+        let r = replay(&cfg_b, readers(&[&seg1, &seg2, &seg3]), state3.until).expect("resume");
+        assert_eq!(r.chain_events_dropped, 0);
+        assert_replica_matches(&b, &state3, &r, &expired_source);
+    }
+
+    // Rejections name the event; a target holding other rows is refused.
+    {
+        let b_replica = Replica::fresh();
+        let b = b_replica.client();
+        let cfg_b = b_replica.cfg();
+        // An imported account A2 with another code, older than every segment row.
+        let mut fake = acct(A2, 1, AF::IMPORTED);
+        fake.set_code(99);
+        fake.as_raw_mut().timestamp = 1;
+        b.accounts(vec![fake]);
+        let e = replay(&cfg_b, readers(&[&seg1]), state1.until).unwrap_err();
+        let msg = format!("{e:#}");
+        let a2_ts = state1.accounts[1].as_raw().timestamp;
+        assert!(msg.contains("account 0x2 "), "{msg}");
+        assert!(msg.contains(&format!("timestamp {a2_ts}")), "{msg}");
+        assert!(msg.contains("exists_with_different_code"), "{msg}");
+
+        // A gap (segment 2 without segment 1) in the chain.
+        let e = replay(&cfg_b, readers(&[&seg2]), u64::MAX >> 2).unwrap_err();
+        assert!(format!("{e:#}").contains("missing"), "{e:#}");
+        assert_eq!(classify(&e), Some(Code::Integrity));
+
+        // A plain (non-imported) account makes the target newer than every segment:
+        // every segment row must then already be there, and A2 differs.
+        b.accounts(vec![acct(77, 1, AF::empty())]);
+        let e = replay(&cfg_b, readers(&[&seg1]), u64::MAX >> 2).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("should already hold account 0x2"), "{msg}");
+        assert!(msg.contains("code differs"), "{msg}");
+    }
+
+    // `exists` is success only for the same row: TigerBeetle does not compare the
+    // timestamp, replay does.
+    {
+        let b_replica = Replica::fresh();
+        let b = b_replica.client();
+        let mut same = state1.accounts[0];
+        {
+            let r = same.as_raw_mut();
+            r.debits_pending = 0;
+            r.debits_posted = 0;
+            r.credits_pending = 0;
+            r.credits_posted = 0;
+            r.flags |= AF::IMPORTED.bits();
+            r.timestamp = 1;
+        }
+        b.accounts(vec![same]);
+        let e = replay(&b_replica.cfg(), readers(&[&seg1]), state1.until).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("account 0x1 (timestamp") && msg.contains("with timestamp 1:"),
+            "{msg}"
+        );
+    }
+
+    // Corrupt segments are Integrity errors, for the reader and for replay.
+    let mut truncated = seg2.clone();
+    truncated.truncate(seg2.len() / 2);
+    let e = verify_segment(&truncated[..]).unwrap_err();
+    assert_eq!(classify(&anyhow::Error::new(e)), Some(Code::Integrity));
+    let mut flipped = seg2.clone();
+    flipped[seg2.len() / 2] ^= 0x10;
+    let e = verify_segment(&flipped[..]).unwrap_err();
+    assert_eq!(classify(&anyhow::Error::new(e)), Some(Code::Integrity));
+    {
+        let b_replica = Replica::fresh();
+        let cfg_b = b_replica.cfg();
+        // A watermark ahead of the cluster is not "nothing new".
+        let e = capture(&cfg_b, st3.segment.until, &mut Vec::new()).unwrap_err();
+        assert_eq!(classify(&e), Some(Code::Integrity), "{e:#}");
+        let e = replay(&cfg_b, readers(&[&seg1, &truncated]), u64::MAX >> 2).unwrap_err();
+        assert_eq!(classify(&e), Some(Code::Integrity), "{e:#}");
+        assert!(format!("{e:#}").contains("truncated"), "{e:#}");
+    }
+    drop(a);
+}
+
+#[test]
+fn unreachable_cluster_is_transient() {
+    let cfg = ClusterConfig {
+        cluster_id: 0,
+        addresses: format!("127.0.0.1:{}", common::free_port()),
+        timeout: Duration::from_secs(1),
+    };
+    let t0 = Instant::now();
+    let e = capture(&cfg, 0, &mut Vec::new()).unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert_eq!(classify(&e), Some(Code::Transient));
+    assert!(e.to_string().contains(&cfg.addresses), "{e}");
+    let e = replay(&cfg, readers(&[]), 1).unwrap_err();
+    assert_eq!(classify(&e), Some(Code::Transient));
+}
+
+/// A snapshot (a copy of the data file) holds a pending transfer with a timeout that a
+/// later segment posts. The restored replica expires it by its own clock; sending the
+/// imported post was seen to crash TigerBeetle 0.16.78, so replay refuses first.
+#[test]
+fn replay_refuses_posts_of_expired_snapshot_pendings() {
+    let mut a_replica = Replica::fresh();
+    let cfg_a = a_replica.cfg();
+    let a_file = a_replica.0.data_file.clone();
+    {
+        let a = a_replica.client();
+        a.accounts(vec![acct(A1, 1, AF::empty()), acct(A2, 1, AF::empty())]);
+        a.transfers(vec![
+            flagged(xfer(20, A1, A2, 9), TF::PENDING).with_timeout(30)
+        ]);
+    }
+    let (seg1, st1) = capture_to_vec(&cfg_a, 0);
+    // Snapshot: stop, copy, start again.
+    a_replica.0.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snapshot.tigerbeetle");
+    std::fs::copy(&a_file, &snap).unwrap();
+    let a_again = Replica::on(&a_file);
+    let cfg_a = a_again.cfg();
+    a_again
+        .client()
+        .transfers(vec![resolve(21, 20, u128::MAX, TF::POST_PENDING_TRANSFER)]);
+    let (seg2, _) = capture_to_vec(&cfg_a, st1.segment.until);
+
+    let b_replica = Replica::on(&snap);
+    let e = replay(&b_replica.cfg(), readers(&[&seg1, &seg2]), u64::MAX >> 2).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("restored snapshot"), "{msg}");
+    assert!(msg.contains("0x14"), "{msg}");
+    // The replica is alive and the post was not sent.
+    let b = b_replica.client();
+    assert!(b.lookup_transfers(&[21]).is_empty());
+    assert_eq!(b.lookup_transfers(&[20]).len(), 1);
+    // A fresh target replays both exactly (the timeout cleared).
+    let fresh = Replica::fresh();
+    let r = replay(&fresh.cfg(), readers(&[&seg1, &seg2]), u64::MAX >> 2).expect("fresh replay");
+    assert_eq!((r.accounts, r.transfers, r.timeouts_cleared), (2, 2, 1));
+    assert!(r.timeout_cleared.is_empty() && r.expired_in_source.is_empty());
+}
