@@ -1115,6 +1115,7 @@ fn check_config(cfg: &ClusterConfig) -> Result<()> {
 }
 
 fn with_client<T>(cfg: &ClusterConfig, f: impl FnOnce(&Conn) -> Result<T>) -> Result<T> {
+    crate::ledger::quiet_client_logs();
     check_config(cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
