@@ -9,28 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bkp::ledger::{self, LedgerConfig};
-use common::{assert_exit, run_bkp, tool, TigerBeetle};
-
-fn formatted_data_file(dir: &Path) -> PathBuf {
-    let f = dir.join("0_0.tigerbeetle");
-    let out = std::process::Command::new(tool("tigerbeetle"))
-        .args([
-            "format",
-            "--cluster=0",
-            "--replica=0",
-            "--replica-count=1",
-            "--development",
-        ])
-        .arg(&f)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    f
-}
+use common::{assert_exit, formatted_data_file, run_bkp, TigerBeetle};
 
 fn config(dir: &Path, data: &Path, ledger_address: &str, ledger_number: u32) -> PathBuf {
     let cfg = dir.join("bkp.toml");

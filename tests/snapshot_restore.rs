@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{assert_exit, run_bkp, tool, TigerBeetle};
+use common::{assert_exit, formatted_data_file, run_bkp, tool, TigerBeetle};
 
 /// A test directory with a config, a key and a store.
 struct Setup {
@@ -170,27 +170,6 @@ fn snapshot_list_restore_local_store() {
 #[test]
 fn snapshot_list_restore_s3_store() {
     round_trip(StoreKind::S3);
-}
-
-fn formatted_data_file(dir: &Path) -> PathBuf {
-    let f = dir.join("0_0.tigerbeetle");
-    let out = std::process::Command::new(tool("tigerbeetle"))
-        .args([
-            "format",
-            "--cluster=0",
-            "--replica=0",
-            "--replica-count=1",
-            "--development",
-        ])
-        .arg(&f)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    f
 }
 
 #[test]

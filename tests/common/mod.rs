@@ -706,3 +706,26 @@ pub fn assert_exit(out: &Output, code: i32) {
         panic!("expected exit code {code}, got {status}\n{}", show(out));
     }
 }
+
+/// A freshly formatted development data file `0_0.tigerbeetle` in `dir`, with no
+/// replica running on it.
+pub fn formatted_data_file(dir: &Path) -> PathBuf {
+    let f = dir.join("0_0.tigerbeetle");
+    let out = Command::new(tool("tigerbeetle"))
+        .args([
+            "format",
+            "--cluster=0",
+            "--replica=0",
+            "--replica-count=1",
+            "--development",
+        ])
+        .arg(&f)
+        .output()
+        .expect("run tigerbeetle format");
+    assert!(
+        out.status.success(),
+        "tigerbeetle format: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    f
+}
