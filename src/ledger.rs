@@ -406,32 +406,6 @@ impl From<tb::Transfer> for TransferView {
     }
 }
 
-/// Routes the TigerBeetle client library's own log lines. Without a callback it
-/// prints a warning line to stderr several times a second while a cluster is
-/// unreachable, which would flood cron mail and the journal; bkp reports an
-/// unreachable cluster itself, once, with what to do. Errors are kept.
-pub fn quiet_client_logs() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    unsafe extern "C" fn on_log(level: u32, msg: *const u8, len: u32) {
-        if level != tigerbeetle_unofficial_sys::TB_LOG_LEVEL::TB_LOG_ERR || msg.is_null() {
-            return;
-        }
-        // SAFETY: the library passes a valid buffer of `len` bytes for the call.
-        let bytes = unsafe { std::slice::from_raw_parts(msg, len as usize) };
-        eprintln!(
-            "bkp: tigerbeetle client: {}",
-            String::from_utf8_lossy(bytes)
-        );
-    }
-    ONCE.call_once(|| {
-        // SAFETY: registers a function that lives for the whole process.
-        unsafe {
-            let _ =
-                tigerbeetle_unofficial_sys::tb_client_register_log_callback(Some(on_log), false);
-        }
-    });
-}
-
 /// Records `rec`: spools it, then sends every spooled record, oldest (by start time)
 /// first. An unreachable cluster gives `Ok(Spooled)`; a rejection by TigerBeetle (for
 /// example an id reused with different fields) is an error naming the spool files.
@@ -621,30 +595,17 @@ impl Conn<'_> {
 }
 
 fn with_client<T>(cfg: &LedgerConfig, f: impl FnOnce(&Conn) -> Result<T, Fail>) -> Result<T, Fail> {
-    quiet_client_logs();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("cannot start the runtime for the ledger client")
-        .map_err(Fail::Hard)?;
-    // `Client::new` does not touch the network (tb_client_init allocates and starts
-    // the client's I/O thread), so there is nothing to time out here.
-    let client = tb::Client::new(cfg.cluster_id, cfg.addresses.as_bytes()).map_err(|e| {
-        Fail::Hard(coded(
-            Code::Config,
-            format!("[ledger] addresses {:?} are not usable: {e}", cfg.addresses),
-        ))
-    })?;
-    let conn = Conn { cfg, rt, client };
+    let session =
+        crate::tbclient::Session::open(cfg.cluster_id, &cfg.addresses, "[ledger] addresses")
+            .map_err(Fail::Hard)?;
+    let conn = Conn {
+        cfg,
+        rt: session.rt,
+        client: session.client,
+    };
     let out = f(&conn);
     let Conn { rt, client, .. } = conn;
-    // Dropping the client runs tb_client_deinit, which cancels requests still in
-    // flight (their futures are gone after a timeout) and joins the client's I/O
-    // thread: milliseconds. It happens outside the runtime, so the crate's
-    // `block_in_place` path is not taken.
-    drop(client);
-    rt.shutdown_timeout(Duration::from_secs(1));
+    crate::tbclient::Session { rt, client }.close();
     out
 }
 

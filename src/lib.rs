@@ -22,6 +22,7 @@ pub mod retention;
 pub mod sources;
 pub mod stages;
 pub mod store;
+pub mod tbclient;
 pub mod tblog;
 pub mod ui;
 pub mod units;

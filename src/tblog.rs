@@ -1115,35 +1115,18 @@ fn check_config(cfg: &ClusterConfig) -> Result<()> {
 }
 
 fn with_client<T>(cfg: &ClusterConfig, f: impl FnOnce(&Conn) -> Result<T>) -> Result<T> {
-    crate::ledger::quiet_client_logs();
     check_config(cfg)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("cannot start the runtime for the TigerBeetle client")?;
-    // `Client::new` does not touch the network: nothing to time out here.
-    let client = tb::Client::new(cfg.cluster_id, cfg.addresses.as_bytes()).map_err(|e| {
-        coded(
-            Code::Config,
-            format!(
-                "TigerBeetle addresses {:?} are not usable: {e}",
-                cfg.addresses
-            ),
-        )
-    })?;
+    let session =
+        crate::tbclient::Session::open(cfg.cluster_id, &cfg.addresses, "TigerBeetle addresses")?;
     let conn = Conn {
         cfg,
-        rt,
-        client,
+        rt: session.rt,
+        client: session.client,
         requests: Cell::new(0),
     };
     let out = f(&conn);
     let Conn { rt, client, .. } = conn;
-    // Dropping the client cancels what is still in flight (futures dropped after a
-    // timeout) and joins its I/O thread, outside the runtime.
-    drop(client);
-    rt.shutdown_timeout(Duration::from_secs(1));
+    crate::tbclient::Session { rt, client }.close();
     out
 }
 
