@@ -685,3 +685,43 @@ fn force_never_replaces_the_store_or_a_live_data_directory() {
     assert_exit(&s.bkp(&["list"]), 0);
     assert!(tb.data_file.exists());
 }
+
+#[test]
+fn two_runs_of_one_config_never_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(
+        &data,
+        StoreKind::Local,
+        "[compression]\nalgorithm = \"gzip\"\nlevel = 9\n",
+    );
+    let mut first = std::process::Command::new(common::bkp_bin())
+        .args(["--config", s.config.to_str().unwrap(), "snapshot"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first run is busy (its copy of the archive is being written).
+    let partial = s.path("store/.bkp-partial");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !fs::read_dir(&partial)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+    {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first run ended too soon"
+        );
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = s.bkp(&["snapshot"]);
+    assert_exit(&out, 4);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--wait"));
+    // With --wait, the second run queues behind the first and then succeeds.
+    let out = s.bkp(&["--wait", "5m", "snapshot"]);
+    assert_exit(&out, 0);
+    assert!(first.wait().unwrap().success());
+    let out = s.bkp(&["list", "--json"]);
+    assert_eq!(json(&out)["backups"].as_array().unwrap().len(), 2);
+}
