@@ -488,6 +488,33 @@ fn stop_mode_stops_copies_and_restarts_the_replica() {
     );
 }
 
+/// Starts `bkp snapshot` and returns once it is writing its archive to the store.
+fn start_busy_snapshot(s: &Setup) -> std::process::Child {
+    let mut child = std::process::Command::new(common::bkp_bin())
+        .args(["--config", s.config.to_str().unwrap(), "snapshot"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let partial = s.path("store/.bkp-partial");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !fs::read_dir(&partial)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before the test could catch it busy"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child
+}
+
 #[test]
 fn a_run_killed_mid_upload_leaves_no_backup_that_looks_complete() {
     let dir = tempfile::tempdir().unwrap();
@@ -498,31 +525,7 @@ fn a_run_killed_mid_upload_leaves_no_backup_that_looks_complete() {
         StoreKind::Local,
         "[compression]\nalgorithm = \"gzip\"\nlevel = 9\n",
     );
-    let mut child = std::process::Command::new(common::bkp_bin())
-        .args(["--config", s.config.to_str().unwrap(), "snapshot"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let partial = s.path("store/.bkp-partial");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let started = fs::read_dir(&partial)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false);
-        if started {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it could be interrupted"
-        );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the upload never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let mut child = start_busy_snapshot(&s);
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -695,26 +698,7 @@ fn two_runs_of_one_config_never_overlap() {
         StoreKind::Local,
         "[compression]\nalgorithm = \"gzip\"\nlevel = 9\n",
     );
-    let mut first = std::process::Command::new(common::bkp_bin())
-        .args(["--config", s.config.to_str().unwrap(), "snapshot"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until the first run is busy (its copy of the archive is being written).
-    let partial = s.path("store/.bkp-partial");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !fs::read_dir(&partial)
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false)
-    {
-        assert!(
-            first.try_wait().unwrap().is_none(),
-            "the first run ended too soon"
-        );
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let mut first = start_busy_snapshot(&s);
     let out = s.bkp(&["snapshot"]);
     assert_exit(&out, 4);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--wait"));
