@@ -709,3 +709,27 @@ fn two_runs_of_one_config_never_overlap() {
     let out = s.bkp(&["list", "--json"]);
     assert_eq!(json(&out)["backups"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn a_failed_stop_command_still_runs_the_start_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let started = dir.path().join("started");
+    let extra = format!(
+        "snapshot_mode = \"stop\"\nstop_command = [\"sh\", \"-c\", \"echo cannot stop the unit >&2; exit 3\"]\nstart_command = [\"touch\", \"{}\"]\n",
+        started.display()
+    );
+    let s = setup(&data, StoreKind::Local, &extra);
+    let out = s.bkp(&["snapshot"]);
+    assert_exit(&out, 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stop command"), "{stderr}");
+    assert!(stderr.contains("cannot stop the unit"), "{stderr}");
+    assert!(stderr.contains("commands.log"), "{stderr}");
+    assert!(
+        started.exists(),
+        "the start command did not run after a failed stop"
+    );
+    let out = s.bkp(&["list", "--json"]);
+    assert_eq!(json(&out)["backups"].as_array().unwrap().len(), 0);
+}

@@ -109,11 +109,21 @@ fn live_file_error(p: &Path) -> anyhow::Error {
     )
 }
 
-/// Runs an operator-supplied command with a time limit. Its output goes to an
-/// anonymous file, not a pipe, so a command that leaves a daemon behind (a start
-/// command) cannot keep bkp waiting for the pipe to close.
-fn run(cmd: &[String], what: &str, timeout: Duration) -> Result<()> {
-    let log = tempfile::tempfile().context("failed to create a temporary file")?;
+/// Where the output of the stop and start commands goes, in `work_dir`.
+pub const COMMAND_LOG: &str = "commands.log";
+
+/// Runs an operator-supplied command with a time limit. Its output is appended to
+/// `log` (`work_dir/commands.log`), a file rather than a pipe: a start command that
+/// leaves a daemon behind cannot keep bkp waiting for a pipe to close, and whatever
+/// such a daemon writes stays visible to the operator.
+fn run(cmd: &[String], what: &str, timeout: Duration, log_path: &Path) -> Result<()> {
+    let mut log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(log_path)
+        .with_context(|| format!("failed to open {}", log_path.display()))?;
+    let start = log.seek(SeekFrom::End(0))?;
     let mut child = Command::new(&cmd[0])
         .args(&cmd[1..])
         .stdin(Stdio::null())
@@ -137,13 +147,13 @@ fn run(cmd: &[String], what: &str, timeout: Duration) -> Result<()> {
     };
     if !status.success() {
         let mut text = String::new();
-        let mut f = log;
-        let _ = f.seek(SeekFrom::Start(0));
-        let _ = f.read_to_string(&mut text);
+        let _ = log.seek(SeekFrom::Start(start));
+        let _ = log.read_to_string(&mut text);
         let tail: Vec<&str> = text.lines().rev().take(5).collect();
         anyhow::bail!(
-            "the {what} {cmd:?} failed ({status}): {}",
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            "the {what} {cmd:?} failed ({status}): {} (full output in {})",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+            log_path.display()
         );
     }
     Ok(())
@@ -263,10 +273,11 @@ pub fn prepare(
         } => {
             private_dir(&copy_dir)?;
             let began = Instant::now();
+            let command_log = work_dir.join(COMMAND_LOG);
             let copied = (|| -> Result<()> {
                 // Inside the closure: even a failed or timed-out stop command may
                 // have stopped the replica, so the start command always runs.
-                run(stop, "stop command", *timeout)?;
+                run(stop, "stop command", *timeout, &command_log)?;
                 let deadline = crate::units::deadline(*timeout);
                 while !try_lock(&file, src)? {
                     if Instant::now() > deadline {
@@ -291,7 +302,7 @@ pub fn prepare(
             })();
             // Whatever happened, bring the replica back.
             let _ = file.unlock();
-            let restarted = run(start, "start command", *timeout);
+            let restarted = run(start, "start command", *timeout, &command_log);
             log(&format!(
                 "replica stopped for {:.1}s while {} was copied",
                 began.elapsed().as_secs_f64(),
