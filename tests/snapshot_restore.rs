@@ -733,3 +733,28 @@ fn a_failed_stop_command_still_runs_the_start_command() {
     let out = s.bkp(&["list", "--json"]);
     assert_eq!(json(&out)["backups"].as_array().unwrap().len(), 0);
 }
+
+#[test]
+fn a_copy_that_fails_the_integrity_check_is_never_uploaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = fs::OpenOptions::new().write(true).open(&data).unwrap();
+        f.seek(SeekFrom::Start(16 << 20)).unwrap();
+        let junk: Vec<u8> = (0..(1u32 << 20))
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        f.write_all(&junk).unwrap();
+    }
+    let s = setup(&data, StoreKind::Local, "");
+    let out = s.bkp(&["snapshot"]);
+    assert_exit(&out, 5);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("inspect integrity"), "{stderr}");
+    let stored: Vec<_> = walk(&s.path("store"))
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(stored.is_empty(), "{stored:?}");
+}
