@@ -22,6 +22,9 @@ _bkp() {
             bkp,list)
                 cmd="bkp__subcmd__list"
                 ;;
+            bkp,logs)
+                cmd="bkp__subcmd__logs"
+                ;;
             bkp,restore)
                 cmd="bkp__subcmd__restore"
                 ;;
@@ -33,6 +36,9 @@ _bkp() {
                 ;;
             bkp__subcmd__help,list)
                 cmd="bkp__subcmd__help__subcmd__list"
+                ;;
+            bkp__subcmd__help,logs)
+                cmd="bkp__subcmd__help__subcmd__logs"
                 ;;
             bkp__subcmd__help,restore)
                 cmd="bkp__subcmd__help__subcmd__restore"
@@ -47,7 +53,7 @@ _bkp() {
 
     case "${cmd}" in
         bkp)
-            opts="-c -q -v -h -V --config --json --quiet --verbose --wait --help --version snapshot list restore help"
+            opts="-c -q -v -h -V --config --json --quiet --verbose --wait --help --version snapshot logs list restore help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -73,7 +79,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help)
-            opts="snapshot list restore help"
+            opts="snapshot logs list restore help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -101,6 +107,20 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help__subcmd__logs)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -153,6 +173,32 @@ _bkp() {
                     COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet" -- "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__logs)
+            opts="-c -q -v -h --config --json --quiet --verbose --wait --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

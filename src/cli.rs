@@ -66,6 +66,10 @@ pub enum Command {
     /// checksum, upload, manifest, ledger record.
     Snapshot,
 
+    /// Capture the TigerBeetle accounts and transfers created since the previous
+    /// log segment: segment, compress, encrypt, checksum, upload, manifest, ledger.
+    Logs,
+
     /// List the backups in the store.
     List(ListArgs),
 

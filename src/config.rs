@@ -106,7 +106,11 @@ fn yes() -> bool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TigerBeetleFile {
-    pub data_file: PathBuf,
+    pub data_file: Option<PathBuf>,
+    /// The production cluster, for `bkp logs`.
+    pub addresses: Option<String>,
+    #[serde(default)]
+    pub cluster_id: ClusterId,
     #[serde(default = "default_mode")]
     pub snapshot_mode: String,
     pub stop_command: Option<Vec<String>>,
@@ -141,6 +145,21 @@ pub enum ClusterId {
     Text(String),
 }
 
+impl ClusterId {
+    fn value(self, path: &Path, key: &str) -> Result<u128> {
+        match self {
+            ClusterId::Int(n) => Ok(u128::from(n)),
+            ClusterId::Text(t) => t.trim().parse::<u128>().map_err(|_| {
+                invalid(
+                    path,
+                    key,
+                    format!("{t:?} is not a cluster id (a decimal integer below 2^128)"),
+                )
+            }),
+        }
+    }
+}
+
 impl Default for ClusterId {
     fn default() -> Self {
         ClusterId::Int(0)
@@ -169,10 +188,19 @@ pub enum SnapshotMode {
 
 #[derive(Debug, Clone)]
 pub struct TigerBeetlePlan {
-    pub data_file: PathBuf,
+    /// The replica's data file, for `bkp snapshot`.
+    pub data_file: Option<PathBuf>,
+    /// The cluster to capture logs from, for `bkp logs`.
+    pub cluster: Option<ClusterPlan>,
     pub mode: SnapshotMode,
     pub binary: Option<PathBuf>,
     pub retention_days: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterPlan {
+    pub cluster_id: u128,
+    pub addresses: String,
 }
 
 #[derive(Debug, Clone)]
@@ -464,8 +492,25 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
                 },
                 other => return Err(invalid(path, "tigerbeetle.snapshot_mode", format!("{other:?} is not one of \"offline\", \"stop\", \"reflink\""))),
             };
+            if t.data_file.is_none() && t.addresses.is_none() {
+                return Err(invalid(path, "[tigerbeetle]", "set data_file (for `bkp snapshot`) and/or addresses (the cluster `bkp logs` captures from)"));
+            }
+            let cluster =
+                match t.addresses {
+                    Some(a) if a.trim().is_empty() => return Err(invalid(
+                        path,
+                        "tigerbeetle.addresses",
+                        "must list the cluster's addresses, e.g. \"10.0.0.1:3000,10.0.0.2:3000\"",
+                    )),
+                    Some(addresses) => Some(ClusterPlan {
+                        cluster_id: t.cluster_id.value(path, "tigerbeetle.cluster_id")?,
+                        addresses,
+                    }),
+                    None => None,
+                };
             Some(TigerBeetlePlan {
-                data_file: abs(t.data_file),
+                data_file: t.data_file.map(&abs),
+                cluster,
                 mode,
                 binary: t.binary.map(abs),
                 retention_days: t.retention_days.unwrap_or(365),
@@ -496,16 +541,7 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
                 Some(s) => parse_duration(&s).map_err(|e| invalid(path, "ledger.timeout", e))?,
                 None => Duration::from_secs(10),
             };
-            let cluster_id = match l.cluster_id {
-                ClusterId::Int(n) => u128::from(n),
-                ClusterId::Text(t) => t.trim().parse::<u128>().map_err(|_| {
-                    invalid(
-                        path,
-                        "ledger.cluster_id",
-                        format!("{t:?} is not a cluster id (a decimal integer below 2^128)"),
-                    )
-                })?,
-            };
+            let cluster_id = l.cluster_id.value(path, "ledger.cluster_id")?;
             Some(LedgerConfig {
                 cluster_id,
                 addresses,

@@ -60,6 +60,7 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     match &cli.command {
         Command::Snapshot => commands::snapshot::run(&ctx),
+        Command::Logs => commands::logs::run(&ctx),
         Command::List(a) => commands::list::run(&ctx, a),
         Command::Restore(a) => commands::restore::run(&ctx, a),
     }

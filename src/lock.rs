@@ -18,15 +18,17 @@ pub struct RunLock {
 }
 
 impl RunLock {
-    /// Takes the lock, waiting up to `wait` for a running run to finish.
-    pub fn acquire(work_dir: &Path, wait: Duration) -> Result<RunLock> {
+    /// Takes the lock of `operation` (`snapshot`, `logs`…), waiting up to `wait`
+    /// for a running run to finish. Different operations may overlap; two runs of
+    /// one operation of one config never do.
+    pub fn acquire(work_dir: &Path, operation: &str, wait: Duration) -> Result<RunLock> {
         // Private: it holds unencrypted copies of data files while a snapshot runs.
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(work_dir)
             .with_context(|| format!("failed to create work_dir {}", work_dir.display()))?;
-        let path = work_dir.join("bkp.lock");
+        let path = work_dir.join(format!("{operation}.lock"));
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -45,7 +47,7 @@ impl RunLock {
                     return Err(coded(
                         Code::Locked,
                         format!(
-                            "another bkp run of this configuration holds {}: it will finish on its own; use --wait DURATION to queue behind it",
+                            "another `bkp {operation}` run of this configuration holds {}: it will finish on its own; use --wait DURATION to queue behind it",
                             path.display()
                         ),
                     ))
@@ -65,12 +67,14 @@ mod tests {
     #[test]
     fn second_holder_is_refused_until_the_first_lets_go() {
         let dir = tempfile::tempdir().unwrap();
-        let first = RunLock::acquire(dir.path(), Duration::ZERO).unwrap();
-        let err = RunLock::acquire(dir.path(), Duration::from_millis(300))
+        let first = RunLock::acquire(dir.path(), "snapshot", Duration::ZERO).unwrap();
+        let err = RunLock::acquire(dir.path(), "snapshot", Duration::from_millis(300))
             .err()
             .unwrap();
         assert_eq!(crate::exit::exit_code(&err), crate::exit::LOCKED);
+        // Another operation is not blocked.
+        RunLock::acquire(dir.path(), "logs", Duration::ZERO).unwrap();
         drop(first);
-        RunLock::acquire(dir.path(), Duration::ZERO).unwrap();
+        RunLock::acquire(dir.path(), "snapshot", Duration::ZERO).unwrap();
     }
 }

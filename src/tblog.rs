@@ -1193,6 +1193,12 @@ impl<T: Row> Cursor<T> {
     }
 }
 
+/// The newest timestamp the cluster holds (0 when empty): two requests. A capture
+/// after a watermark at or beyond it would be empty.
+pub fn newest_timestamp(cfg: &ClusterConfig) -> Result<u64> {
+    with_client(cfg, |c| c.newest())
+}
+
 /// Writes one segment with every account and transfer created after `after`, up to
 /// the newest row at the time of the call (the segment's `until`, in the returned
 /// stats; pass it as the next call's `after`). On error `out` holds a partial

@@ -3,15 +3,41 @@
 use anyhow::Result;
 use serde_json::json;
 
-use super::{open_store, Ctx};
+use std::collections::HashMap;
+
+use super::{logs, open_store, Ctx};
 use crate::cli::ListArgs;
+use crate::id::BackupId;
+use crate::manifest::Manifest;
 use crate::manifest::{self, Kind};
 use crate::ui;
+
+/// How a backup sits in its chain: `-` for a standalone backup, `after <id>` for a
+/// link that meets its parent, `BROKEN: …` when the parent is gone or the intervals
+/// do not meet (a gap in the log).
+fn chain_status(m: &Manifest, by_id: &HashMap<BackupId, &Manifest>) -> String {
+    let Some(parent) = m.parent else {
+        return match logs::interval(m) {
+            Some((0, _)) | None => "-".into(),
+            Some((after, _)) => format!("BROKEN: starts at {after} with no parent"),
+        };
+    };
+    let Some(p) = by_id.get(&parent) else {
+        return format!("BROKEN: parent {parent} missing");
+    };
+    match (logs::interval(p), logs::interval(m)) {
+        (Some((_, until)), Some((after, _))) if until != after => {
+            format!("BROKEN: gap ({until}, {after}] after {parent}")
+        }
+        _ => format!("after {parent}"),
+    }
+}
 
 pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
     let store = open_store(&ctx.plan)?;
     let kind = args.kind.map(Kind::from);
     let (all, unreadable) = manifest::list(store.as_ref(), kind)?;
+    let by_id: HashMap<BackupId, &Manifest> = all.iter().map(|m| (m.id, m)).collect();
     for u in &unreadable {
         ctx.ui.warn(&format!(
             "manifest {} could not be read and is not listed: {}",
@@ -34,6 +60,7 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
                     "content_bytes": m.files.iter().map(|f| f.size).sum::<u64>(),
                     "status": m.status,
                     "parent": m.parent,
+                    "chain": chain_status(m, &by_id),
                     "key_id": m.encryption.as_ref().map(|e| e.key_id.clone()),
                     "manifest": m.key(),
                 })
@@ -64,7 +91,7 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
             m.started_at.format(&fmt).unwrap_or_default(),
             ui::size(m.stored_bytes()),
             format!("{:?}", m.status).to_lowercase(),
-            m.parent.map_or("-".to_string(), |p| format!("after {p}")),
+            chain_status(m, &by_id),
         ))?;
     }
     Ok(())

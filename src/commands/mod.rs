@@ -18,6 +18,7 @@ use crate::store::{local::LocalStore, s3::S3Store, Store};
 use crate::ui::Ui;
 
 pub mod list;
+pub mod logs;
 pub mod restore;
 pub mod snapshot;
 

@@ -56,11 +56,8 @@ fn guard_target(plan: &Plan, target: &Path) -> Result<()> {
     if let StorePlan::Local(root) = &plan.store {
         precious.push(("the backup store", resolved(root)));
     }
-    if let Some(tb) = &plan.tigerbeetle {
-        precious.push((
-            "the configured TigerBeetle data file",
-            resolved(&tb.data_file),
-        ));
+    if let Some(df) = plan.tigerbeetle.as_ref().and_then(|t| t.data_file.as_ref()) {
+        precious.push(("the configured TigerBeetle data file", resolved(df)));
     }
     for (what, p) in precious {
         if p.starts_with(&target) {

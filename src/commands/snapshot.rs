@@ -19,18 +19,22 @@ use crate::{archive, pipeline, ui};
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     let plan = &ctx.plan;
-    let tb = plan.tigerbeetle.as_ref().ok_or_else(|| {
-        coded(
-            Code::Config,
-            format!(
-                "{}: `bkp snapshot` needs a [tigerbeetle] section with data_file",
-                plan.source.display()
-            ),
-        )
-    })?;
+    let (tb, data_file) = plan
+        .tigerbeetle
+        .as_ref()
+        .and_then(|t| Some((t, t.data_file.clone()?)))
+        .ok_or_else(|| {
+            coded(
+                Code::Config,
+                format!(
+                    "{}: `bkp snapshot` needs a [tigerbeetle] section with data_file",
+                    plan.source.display()
+                ),
+            )
+        })?;
     let keyring = plan.keyring()?;
     let store = open_store(plan)?;
-    let _lock = RunLock::acquire(&plan.work_dir, ctx.wait)?;
+    let _lock = RunLock::acquire(&plan.work_dir, "snapshot", ctx.wait)?;
     remove_stale_copies(ctx);
 
     let started_at = OffsetDateTime::now_utc();
@@ -38,13 +42,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let id = BackupId::new_v7(started_at);
     ctx.ui.detail(&format!(
         "snapshot {id} of {} to {}",
-        tb.data_file.display(),
+        data_file.display(),
         store.identity()
     ));
 
     let outcome = (|| -> Result<(Manifest, Option<String>)> {
         let log = |m: &str| ctx.ui.detail(m);
-        let prepared = tigerbeetle::prepare(tb, &plan.work_dir, &id.to_string(), &log)?;
+        let prepared = tigerbeetle::prepare(tb, &data_file, &plan.work_dir, &id.to_string(), &log)?;
         let suffix = format!(
             ".tar{}{}{}",
             if plan.compression.extension().is_empty() {
@@ -77,10 +81,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         progress.end();
 
         let mut source = BTreeMap::new();
-        source.insert(
-            "data_file".into(),
-            json!(tb.data_file.display().to_string()),
-        );
+        source.insert("data_file".into(), json!(data_file.display().to_string()));
         source.insert("snapshot_mode".into(), json!(prepared.mode));
         source.insert(
             "integrity_checked".into(),
@@ -146,7 +147,14 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             None
         }
     };
-    let printed = report(ctx, &m, tb, store.as_ref(), clock.elapsed(), ledger_note);
+    let printed = report(
+        ctx,
+        &m,
+        &data_file,
+        store.as_ref(),
+        clock.elapsed(),
+        ledger_note,
+    );
     if !problems.is_empty() {
         anyhow::bail!(
             "snapshot {} completed, but {}",
@@ -160,7 +168,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 fn report(
     ctx: &Ctx,
     m: &Manifest,
-    tb: &crate::config::TigerBeetlePlan,
+    data_file: &std::path::Path,
     store: &dyn crate::store::Store,
     elapsed: std::time::Duration,
     ledger_note: Option<String>,
@@ -179,7 +187,7 @@ fn report(
         ctx.ui.info(&format!(
             "snapshot {} of {} ({}) stored as {} in {}: {} in {:.1}s ({})",
             m.id,
-            tb.data_file.display(),
+            data_file.display(),
             ui::size(m.files[0].size),
             o.key,
             store.identity(),

@@ -229,11 +229,12 @@ fn check_integrity(binary: &Path, file: &Path) -> Result<()> {
 /// Makes a consistent, checked copy (or locked original) ready for archiving.
 pub fn prepare(
     plan: &TigerBeetlePlan,
+    data_file: &Path,
     work_dir: &Path,
     run_id: &str,
     log: &dyn Fn(&str),
 ) -> Result<Prepared> {
-    let src = &plan.data_file;
+    let src = data_file;
     let name = data_file_name(src)?;
     let file = open_data_file(src)?;
     let copy_dir = work_dir.join(format!("{COPY_DIR_PREFIX}{run_id}"));
@@ -248,7 +249,7 @@ pub fn prepare(
                 "{} is not in use; reading it in place under its lock",
                 src.display()
             ));
-            (src.clone(), Some(file), None, "offline", None)
+            (src.to_path_buf(), Some(file), None, "offline", None)
         }
         SnapshotMode::Reflink => {
             private_dir(&copy_dir)?;

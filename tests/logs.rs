@@ -1,0 +1,180 @@
+//! `bkp logs` against a real TigerBeetle cluster: segments chain by watermark, a run
+//! with nothing new stores no data but proves freshness, the segment holds exactly
+//! the new events, and a missing link is reported as a broken chain.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use bkp::tblog::{Event, SegmentReader};
+use common::{assert_exit, run_bkp, tool, TigerBeetle};
+
+fn config(dir: &Path, address: &str) -> PathBuf {
+    fs::write(dir.join("key"), [5u8; 32]).unwrap();
+    let cfg = dir.join("bkp.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n[encryption]\nkey_file = \"key\"\n\
+             [tigerbeetle]\naddresses = \"{address}\"\n"
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn repl(tb: &TigerBeetle, command: &str) {
+    let out = std::process::Command::new(tool("tigerbeetle"))
+        .args([
+            "repl",
+            "--cluster=0",
+            &format!("--addresses={}", tb.address()),
+            &format!("--command={command}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "repl {command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn logs(cfg: &Path) -> (serde_json::Value, Output) {
+    let out = run_bkp(&["--config", cfg.to_str().unwrap(), "--json", "logs"], &[]);
+    assert_exit(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (v["manifest"].clone(), out)
+}
+
+fn transfer_ids(cfg: &Path, m: &serde_json::Value) -> Vec<u128> {
+    let plan = bkp::config::load(cfg, &bkp::config::Overrides::default()).unwrap();
+    let keys = plan.keyring().unwrap();
+    let store = bkp::commands::open_store(&plan).unwrap();
+    let manifest: bkp::manifest::Manifest = serde_json::from_value(m.clone()).unwrap();
+    let mut ids = Vec::new();
+    bkp::pipeline::download(
+        store.as_ref(),
+        &manifest.objects[0],
+        manifest.compression,
+        keys.as_ref(),
+        &plan.work_dir,
+        std::sync::Arc::new(bkp::stages::progress::Silent),
+        |r| {
+            let reader = SegmentReader::new(r)?;
+            for e in reader {
+                if let Event::Transfer(t) = e? {
+                    ids.push(t.as_raw().id);
+                }
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    ids
+}
+
+#[test]
+fn segments_chain_and_hold_exactly_the_new_events() {
+    let tb = TigerBeetle::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &tb.address());
+    repl(&tb, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700;");
+    repl(&tb, "create_transfers id=11 debit_account_id=1 credit_account_id=2 amount=5 ledger=700 code=10, id=12 debit_account_id=2 credit_account_id=3 amount=3 ledger=700 code=10;");
+
+    let (first, _) = logs(&cfg);
+    assert_eq!(first["source"]["accounts"], 3);
+    assert_eq!(first["source"]["transfers"], 2);
+    assert_eq!(first["source"]["after"], "0");
+    assert!(first["parent"].is_null());
+    assert_eq!(first["objects"].as_array().unwrap().len(), 1);
+    assert_eq!(transfer_ids(&cfg, &first), [11, 12]);
+
+    // Nothing new: no data object, but a manifest that proves the log is current.
+    let (idle, _) = logs(&cfg);
+    assert!(idle["objects"].as_array().unwrap().is_empty());
+    assert_eq!(idle["parent"], first["id"]);
+    assert_eq!(idle["source"]["after"], first["source"]["until"]);
+    assert_eq!(idle["source"]["until"], first["source"]["until"]);
+
+    repl(&tb, "create_transfers id=13 debit_account_id=1 credit_account_id=3 amount=9 ledger=700 code=10 flags=pending, id=14 debit_account_id=3 credit_account_id=1 amount=1 ledger=700 code=10;");
+    repl(&tb, "create_transfers id=15 pending_id=13 amount=9 ledger=700 code=10 flags=post_pending_transfer;");
+    let (third, _) = logs(&cfg);
+    assert_eq!(third["parent"], idle["id"]);
+    assert_eq!(third["source"]["after"], first["source"]["until"]);
+    assert_eq!(third["source"]["accounts"], 0);
+    assert_eq!(transfer_ids(&cfg, &third), [13, 14, 15]);
+
+    let objects: Vec<_> = walk(&dir.path().join("store/tigerbeetle"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("-logs-"))
+        .collect();
+    assert_eq!(objects.len(), 2, "{objects:?}");
+
+    let out = run_bkp(&["--config", cfg.to_str().unwrap(), "list", "--json"], &[]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let chains: Vec<String> = list["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["chain"].as_str().unwrap().to_string())
+        .collect();
+    assert!(chains.iter().all(|c| !c.contains("BROKEN")), "{chains:?}");
+
+    // A missing link is a broken chain, loudly.
+    let idle_manifest = dir.path().join(format!(
+        "store/manifests/tigerbeetle/{}.json",
+        idle["id"].as_str().unwrap()
+    ));
+    fs::remove_file(idle_manifest).unwrap();
+    let out = run_bkp(&["--config", cfg.to_str().unwrap(), "list", "--json"], &[]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(list["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["chain"].as_str().unwrap().contains("BROKEN")));
+    let (_, out) = logs(&cfg);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("log chain is broken"));
+}
+
+#[test]
+fn an_unreachable_cluster_is_transient_and_stores_nothing() {
+    let mut tb = TigerBeetle::start();
+    let address = tb.address();
+    tb.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &address);
+    fs::write(
+        &cfg,
+        fs::read_to_string(&cfg).unwrap()
+            + "[ledger]\naddresses = \""
+            + &address
+            + "\"\ntimeout = \"2s\"\n",
+    )
+    .unwrap();
+    let out = run_bkp(&["--config", cfg.to_str().unwrap(), "logs"], &[]);
+    assert_exit(&out, 6);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&address));
+    assert!(
+        !dir.path().join("store/manifests").exists()
+            || walk(&dir.path().join("store/manifests")).is_empty()
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
