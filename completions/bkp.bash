@@ -219,12 +219,16 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__restore)
-            opts="-t -c -q -v -h --target --kind --force --config --json --quiet --verbose --wait --help"
+            opts="-t -c -q -v -h --at --target --kind --force --config --json --quiet --verbose --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --at)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --target)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -86,9 +86,16 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Backup id (from `bkp list`), or `latest` for the newest backup (of --kind).
-    #[arg(value_name = "ID|latest")]
+    /// Backup id (from `bkp list`), or `latest` for the newest backup (of --kind;
+    /// with --at, the newest snapshot at or before that time).
+    #[arg(value_name = "ID|latest", default_value = "latest")]
     pub backup: String,
+
+    /// Point-in-time restore (TigerBeetle): restore the snapshot, then replay the log
+    /// segments up to TIME (RFC 3339, e.g. 2026-11-22T13:05:00Z). Without any
+    /// snapshot at or before TIME, the log is replayed from the beginning.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
 
     /// Directory to restore into. It must not exist or be empty, unless --force.
     #[arg(long, short = 't', value_name = "DIR")]

@@ -117,6 +117,10 @@ pub struct TigerBeetleFile {
     pub start_command: Option<Vec<String>>,
     pub stop_timeout: Option<String>,
     pub binary: Option<PathBuf>,
+    /// Flags for replicas bkp starts itself (point-in-time restore), as the
+    /// production cluster runs them, e.g. ["--development"] or ["--limit-request=1MiB"].
+    #[serde(default)]
+    pub replica_args: Vec<String>,
     pub retention_days: Option<u16>,
 }
 
@@ -194,6 +198,7 @@ pub struct TigerBeetlePlan {
     pub cluster: Option<ClusterPlan>,
     pub mode: SnapshotMode,
     pub binary: Option<PathBuf>,
+    pub replica_args: Vec<String>,
     pub retention_days: u16,
 }
 
@@ -513,6 +518,7 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
                 cluster,
                 mode,
                 binary: t.binary.map(abs),
+                replica_args: t.replica_args,
                 retention_days: t.retention_days.unwrap_or(365),
             })
         }

@@ -19,6 +19,7 @@ use crate::ui::Ui;
 
 pub mod list;
 pub mod logs;
+pub mod pitr;
 pub mod restore;
 pub mod snapshot;
 

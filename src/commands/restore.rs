@@ -13,12 +13,13 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::{open_store, Ctx};
+use super::{open_store, pitr, Ctx};
 use crate::cli::RestoreArgs;
 use crate::config::{Plan, StorePlan};
 use crate::exit::{coded, Code};
 use crate::manifest::{self, Kind};
 use crate::{archive, pipeline, ui};
+use time::OffsetDateTime;
 
 /// Removes a directory when dropped, unless disarmed.
 struct Scratch(Option<PathBuf>);
@@ -126,41 +127,69 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         guard_target(plan, &target)?;
     }
 
-    let store = open_store(plan)?;
-    let m =
-        manifest::find(store.as_ref(), &args.backup, Some(Kind::from(args.kind))).or_else(|e| {
-            if args.backup == "latest" {
-                Err(e)
-            } else {
-                manifest::find(store.as_ref(), &args.backup, None)
-            }
-        })?;
-    if m.kind != Kind::Tigerbeetle {
-        return Err(coded(
-            Code::Config,
-            format!(
-                "backup {} is a {} backup; this bkp restores TigerBeetle snapshots",
-                m.id,
-                m.kind.as_str()
-            ),
-        ));
-    }
-    let keyring = match &m.encryption {
-        Some(e) => Some(plan.keyring()?.ok_or_else(|| {
-            coded(
-                Code::Config,
-                format!("backup {} is encrypted with key {}, but the config has no [encryption] key: configure it to restore", m.id, e.key_id),
-            )
-        })?),
+    let at = match &args.at {
+        Some(t) => Some(
+            OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).map_err(|e| {
+                coded(Code::Config, format!("--at {t:?} is not an RFC 3339 time ({e}); example: 2026-11-22T13:05:00Z"))
+            })?,
+        ),
         None => None,
     };
-    ctx.ui.detail(&format!(
-        "restoring {} ({} {}) from {}",
-        m.id,
-        m.kind.as_str(),
-        m.operation,
-        store.identity()
-    ));
+    let store = open_store(plan)?;
+    let m = match at {
+        Some(at) if args.backup == "latest" => {
+            let (all, _) = manifest::list(store.as_ref(), Some(Kind::Tigerbeetle))?;
+            all.into_iter()
+                .rev()
+                .find(|m| m.operation == "snapshot" && m.started_at <= at)
+        }
+        _ => Some(
+            manifest::find(store.as_ref(), &args.backup, Some(Kind::from(args.kind))).or_else(
+                |e| {
+                    if args.backup == "latest" {
+                        Err(e)
+                    } else {
+                        manifest::find(store.as_ref(), &args.backup, None)
+                    }
+                },
+            )?,
+        ),
+    };
+    if let Some(m) = &m {
+        if m.kind != Kind::Tigerbeetle || m.operation != "snapshot" {
+            return Err(coded(
+                Code::Config,
+                format!(
+                    "backup {} is a {} {}; this bkp restores TigerBeetle snapshots (and, with --at, their logs)",
+                    m.id,
+                    m.kind.as_str(),
+                    m.operation
+                ),
+            ));
+        }
+    }
+    let keyring = match (&m, at) {
+        (_, Some(_)) => plan.keyring()?,
+        (Some(m), None) => match &m.encryption {
+            Some(e) => Some(plan.keyring()?.ok_or_else(|| {
+                coded(
+                    Code::Config,
+                    format!("backup {} is encrypted with key {}, but the config has no [encryption] key: configure it to restore", m.id, e.key_id),
+                )
+            })?),
+            None => None,
+        },
+        (None, None) => unreachable!("without --at a backup is always found or an error"),
+    };
+    if let Some(m) = &m {
+        ctx.ui.detail(&format!(
+            "restoring snapshot {} from {}",
+            m.id,
+            store.identity()
+        ));
+    } else {
+        ctx.ui.info("no snapshot at or before --at: replaying the log from the beginning into a fresh data file");
+    }
 
     let parent = target.parent().with_context(|| {
         format!(
@@ -180,33 +209,57 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     let clock = Instant::now();
     let progress = ctx.progress();
     let mut restored = Vec::new();
-    for entry in &m.objects {
-        pipeline::download(
-            store.as_ref(),
-            entry,
-            m.compression,
-            keyring.as_ref(),
-            &plan.work_dir,
-            progress.clone(),
-            |r| {
-                restored.extend(archive::unpack(r, &staging)?);
-                Ok(())
-            },
-        )?;
+    if let Some(m) = &m {
+        for entry in &m.objects {
+            pipeline::download(
+                store.as_ref(),
+                entry,
+                m.compression,
+                keyring.as_ref(),
+                &plan.work_dir,
+                progress.clone(),
+                |r| {
+                    restored.extend(archive::unpack(r, &staging)?);
+                    Ok(())
+                },
+            )?;
+        }
+        // Every file the manifest names, with its exact size and digest; nothing else.
+        let mut want = m.files.clone();
+        want.sort_by(|a, b| a.name.cmp(&b.name));
+        restored.sort_by(|a, b| a.name.cmp(&b.name));
+        if want != restored {
+            return Err(coded(
+                Code::Integrity,
+                format!(
+                    "backup {}: the restored files do not match the manifest (expected {:?}, got {:?}); the target was not touched",
+                    m.id, want, restored
+                ),
+            ));
+        }
     }
-    // Every file the manifest names, with its exact size and digest; nothing else.
-    let mut want = m.files.clone();
-    want.sort_by(|a, b| a.name.cmp(&b.name));
-    restored.sort_by(|a, b| a.name.cmp(&b.name));
-    if want != restored {
-        return Err(coded(
-            Code::Integrity,
-            format!(
-                "backup {}: the restored files do not match the manifest (expected {:?}, got {:?}); the target was not touched",
-                m.id, want, restored
-            ),
-        ));
-    }
+    let replayed = match at {
+        Some(at) => {
+            let name = restored
+                .first()
+                .map_or("0_0.tigerbeetle".to_string(), |f| f.name.clone());
+            let r = pitr::replay_logs(
+                ctx,
+                store.as_ref(),
+                keyring.as_ref(),
+                &staging.join(&name),
+                at,
+                m.is_none(),
+            )?;
+            restored = vec![crate::manifest::FileEntry {
+                size: fs::metadata(staging.join(&name))?.len(),
+                name,
+                sha256: String::new(),
+            }];
+            Some(r)
+        }
+        None => None,
+    };
 
     // Swap into place.
     if exists {
@@ -231,17 +284,26 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     let elapsed = clock.elapsed();
     if ctx.ui.json {
         crate::ui::out(&serde_json::to_string_pretty(&json!({
-            "id": m.id,
-            "kind": m.kind,
+            "id": m.as_ref().map(|m| m.id),
+            "kind": "tigerbeetle",
+            "replayed": replayed,
             "target": target.display().to_string(),
             "files": restored,
             "bytes": bytes,
             "seconds": elapsed.as_secs_f64(),
         }))?)?;
     } else {
+        let from = m
+            .as_ref()
+            .map_or("the log".to_string(), |m| format!("snapshot {}", m.id));
+        if let Some(r) = &replayed {
+            ctx.ui.info(&format!(
+                "replayed {} log segment(s) after timestamp {}: {} accounts and {} transfers, up to {}",
+                r.segments, r.snapshot_until, r.accounts, r.transfers, r.last_timestamp
+            ));
+        }
         ctx.ui.info(&format!(
-            "restored {} into {}: {} file(s), {}, verified against the manifest, in {:.1}s ({})",
-            m.id,
+            "restored {from} into {}: {} file(s), {}, verified, in {:.1}s ({})",
             target.display(),
             restored.len(),
             ui::size(bytes),

@@ -1,0 +1,238 @@
+//! Point-in-time recovery of TigerBeetle: replay the log segments after a restored
+//! snapshot (or from the very beginning into a fresh data file) up to a moment.
+//!
+//! A private replica is started on the restored data file (the configured
+//! `tigerbeetle` binary, loopback, a free port, the configured replica flags so
+//! that the file is opened as production opens it), its newest timestamp tells
+//! where the snapshot ends, and the segments covering `(newest, at]` are verified,
+//! decrypted and replayed with the `imported` flag and their original timestamps.
+//! What replay cannot reproduce exactly (pending-transfer timeouts and expiry, the
+//! `imported` bit) is documented in `tblog.rs`.
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use time::OffsetDateTime;
+
+use super::logs::{interval, OPERATION as LOGS};
+use super::Ctx;
+use crate::crypto::Keyring;
+use crate::exit::{coded, Code};
+use crate::manifest::{self, Kind, Manifest};
+use crate::store::Store;
+use crate::{pipeline, tblog};
+
+/// What a point-in-time replay did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Replayed {
+    pub snapshot_until: u64,
+    pub segments: usize,
+    pub accounts: u64,
+    pub transfers: u64,
+    pub last_timestamp: u64,
+    pub at: u64,
+}
+
+/// A replica bkp started; stopped (and its lock awaited) when dropped.
+struct PrivateReplica {
+    child: Child,
+    file: std::path::PathBuf,
+}
+
+impl Drop for PrivateReplica {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = crate::units::deadline(Duration::from_secs(10));
+        while self.child.try_wait().ok().flatten().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The replica's lock can outlive the process briefly (io_uring).
+        let deadline = crate::units::deadline(Duration::from_secs(10));
+        while let Ok(f) = std::fs::File::open(&self.file) {
+            if f.try_lock().is_ok() || std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Replays the log onto `data_file` (formatting it first when `fresh`) up to `at`.
+pub fn replay_logs(
+    ctx: &Ctx,
+    store: &dyn Store,
+    keyring: Option<&Keyring>,
+    data_file: &Path,
+    at: OffsetDateTime,
+    fresh: bool,
+) -> Result<Replayed> {
+    let plan = &ctx.plan;
+    let tb = plan.tigerbeetle.as_ref();
+    let binary = tb.and_then(|t| t.binary.clone()).ok_or_else(|| {
+        coded(
+            Code::Config,
+            format!(
+                "{}: point-in-time restore starts a private replica: set tigerbeetle.binary",
+                plan.source.display()
+            ),
+        )
+    })?;
+    let replica_args: Vec<String> = tb.map(|t| t.replica_args.clone()).unwrap_or_default();
+    let cluster_id = tb
+        .and_then(|t| t.cluster.as_ref())
+        .map_or(0, |c| c.cluster_id);
+    let at_ns = u64::try_from(at.unix_timestamp_nanos()).context("--at is before 1970")?;
+    let log_path = plan.work_dir.join("restore-replica.log");
+    let log = || -> Result<std::fs::File> {
+        Ok(std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?)
+    };
+
+    if fresh {
+        let mut cmd = Command::new(&binary);
+        cmd.args([
+            "format",
+            &format!("--cluster={cluster_id}"),
+            "--replica=0",
+            "--replica-count=1",
+        ]);
+        if replica_args.iter().any(|a| a == "--development") {
+            cmd.arg("--development");
+        }
+        let status = cmd
+            .arg(data_file)
+            .stdout(log()?)
+            .stderr(log()?)
+            .status()
+            .with_context(|| format!("failed to run {} format", binary.display()))?;
+        if !status.success() {
+            anyhow::bail!(
+                "`tigerbeetle format` failed ({status}); see {}",
+                log_path.display()
+            );
+        }
+    }
+
+    let port = free_port()?;
+    let address = format!("127.0.0.1:{port}");
+    let child = Command::new(&binary)
+        .arg("start")
+        .arg(format!("--addresses={address}"))
+        .args(&replica_args)
+        .arg(data_file)
+        .stdin(Stdio::null())
+        .stdout(log()?)
+        .stderr(log()?)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "failed to start {} on {}",
+                binary.display(),
+                data_file.display()
+            )
+        })?;
+    let mut replica = PrivateReplica {
+        child,
+        file: data_file.to_path_buf(),
+    };
+    let deadline = crate::units::deadline(Duration::from_secs(120));
+    while TcpStream::connect(&address).is_err() {
+        if let Some(status) = replica.child.try_wait()? {
+            anyhow::bail!("the private replica exited ({status}) before it served; see {} (do tigerbeetle.replica_args match the production cluster's flags?)", log_path.display());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "the private replica on {address} did not come up; see {}",
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cfg = tblog::ClusterConfig {
+        cluster_id,
+        addresses: address,
+        timeout: Duration::from_secs(60),
+    };
+    let newest = tblog::newest_timestamp(&cfg)?;
+    if newest > at_ns {
+        return Err(coded(Code::NotFound, format!("the snapshot already holds rows newer than --at ({newest} > {at_ns}): choose an older snapshot")));
+    }
+
+    // The segments covering (newest, at], which must meet without a gap.
+    let (all, _) = manifest::list(store, Some(Kind::Tigerbeetle))?;
+    let mut logs: Vec<(&Manifest, u64, u64)> = all
+        .iter()
+        .filter(|m| m.operation == LOGS && !m.objects.is_empty())
+        .filter_map(|m| interval(m).map(|(a, u)| (m, a, u)))
+        .filter(|(_, after, until)| *until > newest && *after < at_ns)
+        .collect();
+    logs.sort_by_key(|(_, after, _)| *after);
+    let mut reached = newest;
+    for (m, after, until) in &logs {
+        if *after > reached {
+            return Err(coded(
+                Code::Integrity,
+                format!("the log has a gap before segment {}: nothing covers ({reached}, {after}]; the restore cannot reach {at} — restore to an earlier time or from a later snapshot", m.id),
+            ));
+        }
+        reached = reached.max(*until);
+    }
+    if reached < at_ns {
+        let current_at = all
+            .iter()
+            .filter(|m| m.operation == LOGS && interval(m).is_some_and(|(_, u)| u >= reached))
+            .map(|m| m.started_at)
+            .max();
+        if current_at.is_none_or(|t| t < at) {
+            ctx.ui.warn(&format!("the log reaches only timestamp {reached} (the newest log run was before {at}); restoring up to there"));
+        }
+    }
+
+    let mut out = Replayed {
+        snapshot_until: newest,
+        at: at_ns,
+        ..Default::default()
+    };
+    for (m, _, _) in &logs {
+        let entry = &m.objects[0];
+        pipeline::download(
+            store,
+            entry,
+            m.compression,
+            keyring,
+            &plan.work_dir,
+            ctx.progress(),
+            |r| {
+                let reader = tblog::SegmentReader::new(r)?;
+                let stats = tblog::replay(&cfg, std::iter::once(Ok(reader)), at_ns)?;
+                out.accounts += stats.accounts;
+                out.transfers += stats.transfers;
+                out.last_timestamp = out.last_timestamp.max(stats.last_timestamp);
+                Ok(())
+            },
+        )
+        .with_context(|| format!("failed to replay log segment {} ({})", m.id, entry.key))?;
+        out.segments += 1;
+    }
+    drop(replica);
+    Ok(out)
+}
