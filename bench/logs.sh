@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Benchmark: `bkp logs` capture rate, the cost of a run with nothing new, and the
+# replay rate of `bkp restore --at` (from the log alone), against a development-mode
+# TigerBeetle replica filled by `tigerbeetle benchmark` (through the client).
+#
+# Prints the figures and writes them to bench/logs-results.md. Not a test.
+#
+#   bench/logs.sh                  # 1,000,000 transfers
+#   TRANSFERS=200000 bench/logs.sh
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
+cd "$BKP_ROOT"
+scripts/bootstrap >/dev/null
+bkp="$CARGO_TARGET_DIR/debug/bkp"
+tb="$BKP_TOOLS/bin/tigerbeetle"
+transfers="${TRANSFERS:-1000000}"
+work="$(mktemp -d "${TMPDIR:-/tmp}/bkp-bench-logs.XXXXXX")"
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; sleep 1; rm -rf "$work"; }
+trap cleanup EXIT
+
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+"$tb" format --cluster=0 --replica=0 --replica-count=1 --development "$work/0_0.tigerbeetle" 2>/dev/null
+"$tb" start --addresses="127.0.0.1:$port" --development "$work/0_0.tigerbeetle" >"$work/tb.log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
+echo "==> $transfers transfers through the client (tigerbeetle benchmark)"
+"$tb" benchmark --addresses="127.0.0.1:$port" --account-count=10000 --transfer-count="$transfers" \
+  --transfer-batch-count=250 --account-batch-count=250 >"$work/bench.log" 2>&1
+
+head -c 32 /dev/urandom > "$work/key"
+cat > "$work/bkp.toml" <<TOML
+work_dir = "work"
+[store]
+type = "local"
+path = "store"
+[encryption]
+key_file = "key"
+[tigerbeetle]
+addresses = "127.0.0.1:$port"
+binary = "$tb"
+replica_args = ["--development"]
+TOML
+
+run() { # label, output-file, command...
+  local label="$1" out="$2"; shift 2
+  /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$out" 2>"$work/err" || { cat "$work/err"; exit 1; }
+  read -r secs rss < "$work/time"
+  echo "$label $secs $rss"
+}
+read -r _ s1 r1 < <(run capture "$work/first.json" "$bkp" --config "$work/bkp.toml" --json logs)
+read -r _ s2 r2 < <(run idle "$work/idle.json" "$bkp" --config "$work/bkp.toml" --json logs)
+requests_first=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifest"]["source"]["requests"])' "$work/first.json")
+at="$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)"
+read -r _ s3 r3 < <(run replay "$work/restore.out" "$bkp" --config "$work/bkp.toml" restore --at "$at" --target "$work/restored")
+{
+echo "$transfers transfers and 10,000 accounts in a development-mode replica; $(nproc) cores; $(date -u +%Y-%m-%d)"
+echo
+echo "| run | wall (s) | rate | peak RSS (MiB) |"
+echo "|---|---|---|---|"
+printf '| bkp logs, first run (capture, zstd, encrypt, store) | %.2f | %.0f transfers/s | %d |\n' "$s1" "$(python3 -c "print($transfers/$s1)")" "$((r1/1024))"
+printf '| bkp logs, nothing new (2 cluster requests) | %.2f | - | %d |\n' "$s2" "$((r2/1024))"
+printf '| bkp restore --at now, log alone (format, start, replay) | %.2f | %.0f events/s | %d |\n' "$s3" "$(python3 -c "print(($transfers+10000)/$s3)")" "$((r3/1024))"
+echo
+echo "Cluster requests of the first capture: $requests_first."
+} | tee "$BKP_ROOT/bench/logs-results.md"
