@@ -9,25 +9,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{assert_exit, run_bkp, tool, TigerBeetle};
-
-fn repl(address: &str, command: &str) -> String {
-    let out = std::process::Command::new(tool("tigerbeetle"))
-        .args([
-            "repl",
-            "--cluster=0",
-            &format!("--addresses={address}"),
-            &format!("--command={command}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "repl {command}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::{assert_exit, repl, run_bkp, tool, walk, TigerBeetle};
 
 /// Every account's (debits pending, debits posted, credits pending, credits posted).
 fn balances(address: &str) -> BTreeMap<String, [String; 4]> {
@@ -68,7 +50,14 @@ fn restore_at(cfg: &Path, dir: &Path, at: &str, name: &str) -> (std::process::Ou
     let target = dir.join(name);
     let out = bkp(
         cfg,
-        &["restore", "--at", at, "--target", target.to_str().unwrap()],
+        &[
+            "--json",
+            "restore",
+            "--at",
+            at,
+            "--target",
+            target.to_str().unwrap(),
+        ],
     );
     (out, target)
 }
@@ -125,7 +114,13 @@ fn snapshot_plus_logs_and_logs_alone_reach_every_moment() {
     for (at, want, name) in [(&t1, &s1, "at1"), (&t2, &s2, "at2"), (&t3, &s3, "at3")] {
         let (out, target) = restore_at(&cfg, dir.path(), at, name);
         assert_exit(&out, 0);
-        let restored = TigerBeetle::start_on(&target.join("0_0.tigerbeetle"));
+        // The reported digest is the replayed file's own.
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        let file = target.join("0_0.tigerbeetle");
+        let digest = bkp::stages::hash::digest_reader(fs::File::open(&file).unwrap()).unwrap();
+        assert_eq!(report["files"][0]["sha256"], digest.sha256);
+        let restored = TigerBeetle::start_on(&file);
         assert_eq!(&balances(&restored.address()), want, "restore --at {at}");
     }
     let (out, _) = restore_at(&cfg, dir.path(), &t1, "at1-again");
@@ -170,19 +165,4 @@ fn snapshot_plus_logs_and_logs_alone_reach_every_moment() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!target.exists());
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

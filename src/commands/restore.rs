@@ -251,10 +251,16 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
                 at,
                 m.is_none(),
             )?;
+            // The replayed file differs from the snapshot's: report its own digest.
+            let path = staging.join(&name);
+            let digest = crate::stages::hash::digest_reader(std::io::BufReader::new(
+                fs::File::open(&path)
+                    .with_context(|| format!("failed to open {}", path.display()))?,
+            ))?;
             restored = vec![crate::manifest::FileEntry {
-                size: fs::metadata(staging.join(&name))?.len(),
                 name,
-                sha256: String::new(),
+                size: digest.bytes,
+                sha256: digest.sha256,
             }];
             Some(r)
         }
