@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use bkp::tblog::{Event, SegmentReader};
-use common::{assert_exit, run_bkp, tool, TigerBeetle};
+use common::{assert_exit, repl, run_bkp, tool, walk, TigerBeetle};
 
 fn config(dir: &Path, address: &str) -> PathBuf {
     fs::write(dir.join("key"), [5u8; 32]).unwrap();
@@ -23,23 +23,6 @@ fn config(dir: &Path, address: &str) -> PathBuf {
     )
     .unwrap();
     cfg
-}
-
-fn repl(tb: &TigerBeetle, command: &str) {
-    let out = std::process::Command::new(tool("tigerbeetle"))
-        .args([
-            "repl",
-            "--cluster=0",
-            &format!("--addresses={}", tb.address()),
-            &format!("--command={command}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "repl {command}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn logs(cfg: &Path) -> (serde_json::Value, Output) {
@@ -81,8 +64,8 @@ fn segments_chain_and_hold_exactly_the_new_events() {
     let tb = TigerBeetle::start();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &tb.address());
-    repl(&tb, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700;");
-    repl(&tb, "create_transfers id=11 debit_account_id=1 credit_account_id=2 amount=5 ledger=700 code=10, id=12 debit_account_id=2 credit_account_id=3 amount=3 ledger=700 code=10;");
+    repl(&tb.address(), "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700;");
+    repl(&tb.address(), "create_transfers id=11 debit_account_id=1 credit_account_id=2 amount=5 ledger=700 code=10, id=12 debit_account_id=2 credit_account_id=3 amount=3 ledger=700 code=10;");
 
     let (first, _) = logs(&cfg);
     assert_eq!(first["source"]["accounts"], 3);
@@ -99,8 +82,8 @@ fn segments_chain_and_hold_exactly_the_new_events() {
     assert_eq!(idle["source"]["after"], first["source"]["until"]);
     assert_eq!(idle["source"]["until"], first["source"]["until"]);
 
-    repl(&tb, "create_transfers id=13 debit_account_id=1 credit_account_id=3 amount=9 ledger=700 code=10 flags=pending, id=14 debit_account_id=3 credit_account_id=1 amount=1 ledger=700 code=10;");
-    repl(&tb, "create_transfers id=15 pending_id=13 amount=9 ledger=700 code=10 flags=post_pending_transfer;");
+    repl(&tb.address(), "create_transfers id=13 debit_account_id=1 credit_account_id=3 amount=9 ledger=700 code=10 flags=pending, id=14 debit_account_id=3 credit_account_id=1 amount=1 ledger=700 code=10;");
+    repl(&tb.address(), "create_transfers id=15 pending_id=13 amount=9 ledger=700 code=10 flags=post_pending_transfer;");
     let (third, _) = logs(&cfg);
     assert_eq!(third["parent"], idle["id"]);
     assert_eq!(third["source"]["after"], first["source"]["until"]);
@@ -162,21 +145,6 @@ fn an_unreachable_cluster_is_transient_and_stores_nothing() {
         !dir.path().join("store/manifests").exists()
             || walk(&dir.path().join("store/manifests")).is_empty()
     );
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{assert_exit, formatted_data_file, run_bkp, tool, TigerBeetle};
+use common::{assert_exit, formatted_data_file, repl, run_bkp, tool, walk, TigerBeetle};
 
 /// A test directory with a config, a key and a store.
 struct Setup {
@@ -66,33 +66,11 @@ fn setup(data_file: &Path, store: StoreKind, extra: &str) -> Setup {
     Setup { dir, config, env }
 }
 
-fn repl(tb: &TigerBeetle, command: &str) -> String {
-    repl_at(&tb.address(), command)
-}
-
-fn repl_at(address: &str, command: &str) -> String {
-    let out = std::process::Command::new(tool("tigerbeetle"))
-        .args([
-            "repl",
-            "--cluster=0",
-            &format!("--addresses={address}"),
-            &format!("--command={command}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "repl {command}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// Creates accounts and transfers and returns what a lookup shows of them.
 fn fill(tb: &TigerBeetle) -> String {
-    repl(tb, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700;");
+    repl(&tb.address(), "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700;");
     repl(
-        tb,
+        &tb.address(),
         "create_transfers id=11 debit_account_id=1 credit_account_id=2 amount=125 ledger=700 code=10, \
          id=12 debit_account_id=2 credit_account_id=3 amount=7 ledger=700 code=10, \
          id=13 debit_account_id=3 credit_account_id=1 amount=340282366920938463463374607431768211455 ledger=700 code=10;",
@@ -101,8 +79,8 @@ fn fill(tb: &TigerBeetle) -> String {
 }
 
 fn lookup(tb: &TigerBeetle) -> String {
-    let accounts = repl(tb, "lookup_accounts id=1, id=2, id=3;");
-    let transfers = repl(tb, "lookup_transfers id=11, id=12, id=13;");
+    let accounts = repl(&tb.address(), "lookup_accounts id=1, id=2, id=3;");
+    let transfers = repl(&tb.address(), "lookup_transfers id=11, id=12, id=13;");
     assert!(accounts.contains("\"id\": \"3\""), "{accounts}");
     assert!(transfers.contains("\"amount\": \"125\""), "{transfers}");
     format!("{accounts}{transfers}")
@@ -207,20 +185,6 @@ fn reflink_mode_fails_clearly_where_the_file_system_cannot() {
         Some(7) => assert!(stderr.contains("reflink"), "{stderr}"),
         other => panic!("unexpected exit {other:?}: {stderr}"),
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            }
-            out.push(p);
-        }
-    }
-    out
 }
 
 fn stored_object(s: &Setup) -> PathBuf {
@@ -443,12 +407,12 @@ fn stop_mode_stops_copies_and_restarts_the_replica() {
         .unwrap()
         .success());
     wait_for_port(&address);
-    repl_at(&address, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700;");
-    repl_at(&address, "create_transfers id=11 debit_account_id=1 credit_account_id=2 amount=125 ledger=700 code=10, id=12 debit_account_id=2 credit_account_id=3 amount=7 ledger=700 code=10, id=13 debit_account_id=3 credit_account_id=1 amount=1 ledger=700 code=10;");
+    repl(&address, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700;");
+    repl(&address, "create_transfers id=11 debit_account_id=1 credit_account_id=2 amount=125 ledger=700 code=10, id=12 debit_account_id=2 credit_account_id=3 amount=7 ledger=700 code=10, id=13 debit_account_id=3 credit_account_id=1 amount=1 ledger=700 code=10;");
     let before = format!(
         "{}{}",
-        repl_at(&address, "lookup_accounts id=1, id=2, id=3;"),
-        repl_at(&address, "lookup_transfers id=11, id=12, id=13;")
+        repl(&address, "lookup_accounts id=1, id=2, id=3;"),
+        repl(&address, "lookup_transfers id=11, id=12, id=13;")
     );
     let first_pid = fs::read_to_string(&pidfile).unwrap();
 
@@ -465,7 +429,7 @@ fn stop_mode_stops_copies_and_restarts_the_replica() {
     let second_pid = fs::read_to_string(&pidfile).unwrap();
     assert_ne!(first_pid, second_pid, "the start command did not run");
     wait_for_port(&address);
-    assert!(repl_at(&address, "lookup_accounts id=1;").contains("\"debits_posted\": \"125\""));
+    assert!(repl(&address, "lookup_accounts id=1;").contains("\"debits_posted\": \"125\""));
 
     // The snapshot holds the state at the stop.
     let target = s.path("restored");

@@ -134,16 +134,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             source.insert("accounts".into(), json!(0));
             source.insert("transfers".into(), json!(0));
         } else {
-            let suffix = format!(
-                ".tblog{}{}{}",
-                if plan.compression.extension().is_empty() {
-                    ""
-                } else {
-                    "."
-                },
-                plan.compression.extension(),
-                if keyring.is_some() { ".enc" } else { "" }
-            );
+            let suffix = super::object_suffix(".tblog", plan.compression, keyring.as_ref());
             let key = manifest::object_key(Kind::Tigerbeetle, OPERATION, id, started_at, &suffix);
             let metadata = vec![
                 ("backup-id".to_string(), id.to_string()),
@@ -192,10 +183,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             bkp_version: env!("CARGO_PKG_VERSION").into(),
             retention_days,
             compression: plan.compression,
-            encryption: keyring.as_ref().map(|k| manifest::Encryption {
-                format: crate::crypto::FORMAT_NAME.into(),
-                key_id: k.current().id().to_string(),
-            }),
+            encryption: super::encryption_record(keyring.as_ref()),
             objects,
             files: Vec::new(),
             parent,

@@ -9,6 +9,7 @@ use anyhow::Result;
 use time::OffsetDateTime;
 
 use crate::config::{Plan, StorePlan};
+use crate::crypto::Keyring;
 use crate::id::BackupId;
 use crate::ledger;
 use crate::manifest::{Kind, Scope};
@@ -115,6 +116,24 @@ pub fn record_run(ctx: &Ctx, store: &dyn Store, r: &RunRecord) -> Result<Option<
         }
     };
     Ok(Some(note))
+}
+
+/// The file name ending of a data object: `{base}.zst.enc`, `{base}.gz`, `{base}`…
+pub fn object_suffix(base: &str, compression: Compression, keyring: Option<&Keyring>) -> String {
+    let ext = compression.extension();
+    format!(
+        "{base}{}{ext}{}",
+        if ext.is_empty() { "" } else { "." },
+        if keyring.is_some() { ".enc" } else { "" }
+    )
+}
+
+/// How a backup's objects are encrypted, as its manifest records it.
+pub fn encryption_record(keyring: Option<&Keyring>) -> Option<crate::manifest::Encryption> {
+    keyring.map(|k| crate::manifest::Encryption {
+        format: crate::crypto::FORMAT_NAME.into(),
+        key_id: k.current().id().to_string(),
+    })
 }
 
 /// The host name, for manifests.

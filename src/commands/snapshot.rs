@@ -49,16 +49,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let outcome = (|| -> Result<(Manifest, Option<String>)> {
         let log = |m: &str| ctx.ui.detail(m);
         let prepared = tigerbeetle::prepare(tb, &data_file, &plan.work_dir, &id.to_string(), &log)?;
-        let suffix = format!(
-            ".tar{}{}{}",
-            if plan.compression.extension().is_empty() {
-                ""
-            } else {
-                "."
-            },
-            plan.compression.extension(),
-            if keyring.is_some() { ".enc" } else { "" }
-        );
+        let suffix = super::object_suffix(".tar", plan.compression, keyring.as_ref());
         let key = manifest::object_key(Kind::Tigerbeetle, "snapshot", id, started_at, &suffix);
         let metadata = vec![
             ("backup-id".to_string(), id.to_string()),
@@ -100,10 +91,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             bkp_version: env!("CARGO_PKG_VERSION").into(),
             retention_days: tb.retention_days,
             compression: plan.compression,
-            encryption: keyring.as_ref().map(|k| manifest::Encryption {
-                format: crate::crypto::FORMAT_NAME.into(),
-                key_id: k.current().id().to_string(),
-            }),
+            encryption: super::encryption_record(keyring.as_ref()),
             objects: vec![entry],
             files: vec![FileEntry {
                 name: prepared.name.clone(),

@@ -729,3 +729,38 @@ pub fn formatted_data_file(dir: &Path) -> PathBuf {
     );
     f
 }
+
+/// Runs one `tigerbeetle repl` command against `address` and returns what it printed.
+pub fn repl(address: &str, command: &str) -> String {
+    let out = Command::new(tool("tigerbeetle"))
+        .args([
+            "repl",
+            "--cluster=0",
+            &format!("--addresses={address}"),
+            &format!("--command={command}"),
+        ])
+        .output()
+        .expect("run tigerbeetle repl");
+    assert!(
+        out.status.success(),
+        "repl {command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("repl prints UTF-8")
+}
+
+/// Every file below `dir` (none if it does not exist).
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
