@@ -30,6 +30,12 @@ pub const UNSAFE_SOURCE: i32 = 7;
 pub const TARGET_EXISTS: i32 = 8;
 /// The named backup (or any backup of the kind) does not exist.
 pub const NOT_FOUND: i32 = 9;
+/// The run finished, but some items were skipped (for example a corrupt source
+/// file): everything else was backed up; the report names what was skipped.
+pub const PARTIAL: i32 = 10;
+/// A kind's newest good backup is older than its recovery point objective, or
+/// there is none: back up now and find out why the schedule did not.
+pub const STALE: i32 = 11;
 
 /// The class of a failure that the caller (ultimately `main`) must branch on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +47,8 @@ pub enum Code {
     UnsafeSource,
     TargetExists,
     NotFound,
+    Partial,
+    Stale,
 }
 
 impl Code {
@@ -54,6 +62,8 @@ impl Code {
             Code::UnsafeSource => UNSAFE_SOURCE,
             Code::TargetExists => TARGET_EXISTS,
             Code::NotFound => NOT_FOUND,
+            Code::Partial => PARTIAL,
+            Code::Stale => STALE,
         }
     }
 }

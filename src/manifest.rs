@@ -125,6 +125,12 @@ pub struct Manifest {
     /// of an incremental), making chains explicit.
     #[serde(default)]
     pub parent: Option<BackupId>,
+    /// Keys of objects stored by earlier backups that this one needs too (a
+    /// replicate run names unchanged files by the object an earlier run stored).
+    /// Retention deletes an object only when no kept manifest names it in
+    /// `objects` or `uses`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uses: Vec<String>,
     /// Kind-specific facts about the source (data file path, snapshot mode…).
     #[serde(default)]
     pub source: BTreeMap<String, serde_json::Value>,
@@ -307,6 +313,7 @@ mod tests {
             }],
             files: vec![],
             parent: None,
+            uses: vec![],
             source: BTreeMap::new(),
         }
     }

@@ -187,6 +187,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             objects,
             files: Vec::new(),
             parent,
+            uses: Vec::new(),
             source,
         };
         manifest::write(store.as_ref(), &m)?;

@@ -99,6 +99,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 sha256: prepared.sha256.clone(),
             }],
             parent: None,
+            uses: Vec::new(),
             source,
         };
         manifest::write(store.as_ref(), &m)?;
