@@ -16,6 +16,9 @@ _bkp() {
             ",$1")
                 cmd="bkp"
                 ;;
+            bkp,cleanup)
+                cmd="bkp__subcmd__cleanup"
+                ;;
             bkp,help)
                 cmd="bkp__subcmd__help"
                 ;;
@@ -30,6 +33,12 @@ _bkp() {
                 ;;
             bkp,snapshot)
                 cmd="bkp__subcmd__snapshot"
+                ;;
+            bkp,verify)
+                cmd="bkp__subcmd__verify"
+                ;;
+            bkp__subcmd__help,cleanup)
+                cmd="bkp__subcmd__help__subcmd__cleanup"
                 ;;
             bkp__subcmd__help,help)
                 cmd="bkp__subcmd__help__subcmd__help"
@@ -46,6 +55,9 @@ _bkp() {
             bkp__subcmd__help,snapshot)
                 cmd="bkp__subcmd__help__subcmd__snapshot"
                 ;;
+            bkp__subcmd__help,verify)
+                cmd="bkp__subcmd__help__subcmd__verify"
+                ;;
             *)
                 ;;
         esac
@@ -53,7 +65,7 @@ _bkp() {
 
     case "${cmd}" in
         bkp)
-            opts="-c -q -v -h -V --config --json --quiet --verbose --wait --help --version snapshot logs list restore help"
+            opts="-c -q -v -h -V --config --json --quiet --verbose --wait --help --version snapshot logs list restore cleanup verify help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -78,9 +90,53 @@ _bkp() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        bkp__subcmd__help)
-            opts="snapshot logs list restore help"
+        bkp__subcmd__cleanup)
+            opts="-n -c -q -v -h --dry-run --kind --config --json --quiet --verbose --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --kind)
+                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet" -- "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help)
+            opts="snapshot logs list restore cleanup verify help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help__subcmd__cleanup)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -149,6 +205,20 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help__subcmd__snapshot)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -267,6 +337,40 @@ _bkp() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__verify)
+            opts="-c -q -v -h --kind --since --drill --config --json --quiet --verbose --wait --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --kind)
+                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet" -- "${cur}"))
+                    return 0
+                    ;;
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -35,6 +35,8 @@ complete -c bkp -n "__fish_bkp_needs_command" -f -a "snapshot" -d 'Back up the T
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "logs" -d 'Capture the TigerBeetle accounts and transfers created since the previous log segment: segment, compress, encrypt, checksum, upload, manifest, ledger'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "list" -d 'List the backups in the store'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "restore" -d 'Restore a backup into a new directory'
+complete -c bkp -n "__fish_bkp_needs_command" -f -a "cleanup" -d 'Apply the retention policy: delete expired backups (never one a kept backup\'s chain needs, never the newest of a kind), objects of crashed runs and local leftovers. Each deletion records a reverse code-12 transfer'
+complete -c bkp -n "__fish_bkp_needs_command" -f -a "verify" -d 'Check backups: every object present with its size and SHA-256, every encrypted chunk authentic, chains complete, and the ledger in agreement with the store; --drill also restores each and proves the data loads'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
@@ -69,8 +71,31 @@ complete -c bkp -n "__fish_bkp_using_subcommand restore" -l json -d 'Print resul
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s v -l verbose -d 'Print each step on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s h -l help -d 'Print help'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore help" -f -a "snapshot" -d 'Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt, checksum, upload, manifest, ledger record'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore help" -f -a "logs" -d 'Capture the TigerBeetle accounts and transfers created since the previous log segment: segment, compress, encrypt, checksum, upload, manifest, ledger'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore help" -f -a "list" -d 'List the backups in the store'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore help" -f -a "restore" -d 'Restore a backup into a new directory'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l kind -d 'Only backups of this kind' -r -f -a "tigerbeetle\t''
+duckdb\t''
+parquet\t''"
+complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s c -l config -d 'Configuration file' -r -F
+complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
+complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s n -l dry-run -d 'Print the plan (keep or delete, with the reasons) and change nothing'
+complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
+complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s q -l quiet -d 'Print only warnings and errors on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s h -l help -d 'Print help'
+complete -c bkp -n "__fish_bkp_using_subcommand verify" -l kind -d 'Only backups of this kind' -r -f -a "tigerbeetle\t''
+duckdb\t''
+parquet\t''"
+complete -c bkp -n "__fish_bkp_using_subcommand verify" -l since -d 'Only backups started at or after TIME (RFC 3339) or within DURATION (e.g. 7d)' -r
+complete -c bkp -n "__fish_bkp_using_subcommand verify" -s c -l config -d 'Configuration file' -r -F
+complete -c bkp -n "__fish_bkp_using_subcommand verify" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
+complete -c bkp -n "__fish_bkp_using_subcommand verify" -l drill -d 'Restore the newest selected backup of each kind into a scratch directory and prove the data loads (a TigerBeetle replica starts and passes its integrity check; DuckDB tables have their recorded row counts; Parquet files parse)'
+complete -c bkp -n "__fish_bkp_using_subcommand verify" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
+complete -c bkp -n "__fish_bkp_using_subcommand verify" -s q -l quiet -d 'Print only warnings and errors on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand verify" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand verify" -s h -l help -d 'Print help'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore cleanup verify help" -f -a "snapshot" -d 'Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt, checksum, upload, manifest, ledger record'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore cleanup verify help" -f -a "logs" -d 'Capture the TigerBeetle accounts and transfers created since the previous log segment: segment, compress, encrypt, checksum, upload, manifest, ledger'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore cleanup verify help" -f -a "list" -d 'List the backups in the store'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore cleanup verify help" -f -a "restore" -d 'Restore a backup into a new directory'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore cleanup verify help" -f -a "cleanup" -d 'Apply the retention policy: delete expired backups (never one a kept backup\'s chain needs, never the newest of a kind), objects of crashed runs and local leftovers. Each deletion records a reverse code-12 transfer'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore cleanup verify help" -f -a "verify" -d 'Check backups: every object present with its size and SHA-256, every encrypted chunk authentic, chains complete, and the ledger in agreement with the store; --drill also restores each and proves the data loads'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore cleanup verify help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

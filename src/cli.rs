@@ -75,6 +75,48 @@ pub enum Command {
 
     /// Restore a backup into a new directory.
     Restore(RestoreArgs),
+
+    /// Apply the retention policy: delete expired backups (never one a kept
+    /// backup's chain needs, never the newest of a kind), objects of crashed runs
+    /// and local leftovers. Each deletion records a reverse code-12 transfer.
+    Cleanup(CleanupArgs),
+
+    /// Check backups: every object present with its size and SHA-256, every
+    /// encrypted chunk authentic, chains complete, and the ledger in agreement
+    /// with the store; --drill also restores each and proves the data loads.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Print the plan (keep or delete, with the reasons) and change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+
+    /// Only backups of this kind.
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A backup id to verify (default: every backup, or those of --kind/--since).
+    #[arg(value_name = "ID")]
+    pub backup: Option<String>,
+
+    /// Only backups of this kind.
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
+
+    /// Only backups started at or after TIME (RFC 3339) or within DURATION (e.g. 7d).
+    #[arg(long, value_name = "TIME|DURATION")]
+    pub since: Option<String>,
+
+    /// Restore the newest selected backup of each kind into a scratch directory and
+    /// prove the data loads (a TigerBeetle replica starts and passes its integrity
+    /// check; DuckDB tables have their recorded row counts; Parquet files parse).
+    #[arg(long)]
+    pub drill: bool,
 }
 
 #[derive(Debug, Args)]

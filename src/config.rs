@@ -33,6 +33,7 @@ pub struct File {
     pub encryption: Option<EncryptionFile>,
     pub tigerbeetle: Option<TigerBeetleFile>,
     pub ledger: Option<LedgerFile>,
+    pub retention: Option<crate::retention::RetentionFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,6 +248,7 @@ pub struct Plan {
     pub encryption: Option<EncryptionPlan>,
     pub tigerbeetle: Option<TigerBeetlePlan>,
     pub ledger: Option<LedgerConfig>,
+    pub retention: crate::retention::RetentionPlan,
 }
 
 /// Values from the environment that override the file (`BKP_*`).
@@ -558,6 +560,12 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
         }
     };
 
+    let retention = f
+        .retention
+        .unwrap_or_default()
+        .plan()
+        .map_err(|(key, msg)| invalid(path, &key, msg))?;
+
     Ok(Plan {
         source: path.to_path_buf(),
         work_dir,
@@ -566,6 +574,7 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
         encryption,
         tigerbeetle,
         ledger,
+        retention,
     })
 }
 

@@ -41,6 +41,11 @@ impl BackupId {
         BackupId(b)
     }
 
+    /// The id a ledger transfer carries (the bytes read big-endian), back as an id.
+    pub fn from_u128(v: u128) -> Self {
+        BackupId(v.to_be_bytes())
+    }
+
     pub fn as_bytes(&self) -> [u8; 16] {
         self.0
     }

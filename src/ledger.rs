@@ -54,6 +54,8 @@ pub const TRANSFER_CODE: u16 = 12;
 pub const SOURCE_ACCOUNT_CODE: u16 = 1201;
 /// `code` of the account of a store (credited by a backup).
 pub const STORE_ACCOUNT_CODE: u16 = 1202;
+/// `code` of the account that counts the bytes `verify` read from a store.
+pub const VERIFIED_ACCOUNT_CODE: u16 = 1203;
 /// A suggested ledger number for configs that do not set one.
 pub const DEFAULT_LEDGER: u32 = 12;
 /// Events per create request: below the 253 transfers that fit into the 32 KiB
@@ -252,6 +254,17 @@ pub fn store_account_id(store_identity: &str) -> u128 {
     fnv1a_128(format!("bkp/store/{store_identity}").as_bytes())
 }
 
+/// The id of the transfer that records the deletion of backup `backup_id`.
+pub fn cleanup_transfer_id(backup_id: u128) -> u128 {
+    fnv1a_128(format!("bkp/cleanup/{backup_id:032x}").as_bytes())
+}
+
+/// Account id of the bytes `verify` read from a store: FNV-1a-128 of
+/// `bkp/verified/` + the store's identity.
+pub fn verified_account_id(store_identity: &str) -> u128 {
+    fnv1a_128(format!("bkp/verified/{store_identity}").as_bytes())
+}
+
 /// One run, as recorded in the ledger and in the spool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -292,7 +305,7 @@ impl Record {
             bail!("backup id {id:032x} is reserved by TigerBeetle and cannot identify a transfer");
         }
         Ok(match self.operation {
-            Operation::Cleanup => fnv1a_128(format!("bkp/cleanup/{id:032x}").as_bytes()),
+            Operation::Cleanup => cleanup_transfer_id(id),
             _ => id,
         })
     }
@@ -318,6 +331,9 @@ impl Record {
         );
         let (debit, credit) = match self.operation {
             Operation::Cleanup => (store, source),
+            // Bytes read to verify are counted apart: the store's balance stays
+            // the bytes it retains.
+            Operation::Verify => (source, verified_account_id(&self.store_identity)),
             _ => (source, store),
         };
         Ok(tb::Transfer::new(id)
@@ -331,9 +347,9 @@ impl Record {
             .with_user_data_32(self.operation.code().into()))
     }
 
-    /// The two accounts the transfer moves between (`ledger` was checked nonzero).
-    fn accounts(&self, ledger: u32) -> [tb::Account; 2] {
-        [
+    /// The accounts the transfer moves between (`ledger` was checked nonzero).
+    fn accounts(&self, ledger: u32) -> Vec<tb::Account> {
+        let mut accounts = vec![
             tb::Account::new(
                 source_account_id(self.backup_type),
                 ledger,
@@ -345,7 +361,15 @@ impl Record {
                 ledger,
                 STORE_ACCOUNT_CODE,
             ),
-        ]
+        ];
+        if self.operation == Operation::Verify {
+            accounts.push(tb::Account::new(
+                verified_account_id(&self.store_identity),
+                ledger,
+                VERIFIED_ACCOUNT_CODE,
+            ));
+        }
+        accounts
     }
 }
 
@@ -512,6 +536,33 @@ pub fn account_balances(cfg: &LedgerConfig, account_id: u128) -> Result<Option<(
     Ok(found
         .first()
         .map(|a| (a.debits_posted(), a.credits_posted())))
+}
+
+/// Every transfer on an account (both directions), oldest first, paged by
+/// timestamp. For a store account: every backup and deletion recorded there.
+pub fn account_transfers(cfg: &LedgerConfig, account_id: u128) -> Result<Vec<TransferView>> {
+    check_config(cfg)?;
+    const PAGE: u32 = 8189;
+    with_client(cfg, |c| {
+        let mut out: Vec<TransferView> = Vec::new();
+        loop {
+            let mut filter = tb::account::Filter::new(account_id, PAGE)
+                .with_flags(tb::account::FilterFlags::DEBITS | tb::account::FilterFlags::CREDITS);
+            filter.as_raw_mut().timestamp_min = out.last().map_or(0, |t| t.timestamp + 1);
+            let page = c
+                .call(
+                    "get_account_transfers",
+                    c.client.get_account_transfers(Box::new(filter)),
+                )?
+                .map_err(|e| send_fail(cfg, e))?;
+            // Until an empty page: a reply may hold fewer than PAGE rows.
+            if page.is_empty() {
+                return Ok(out);
+            }
+            out.extend(page.into_iter().map(TransferView::from));
+        }
+    })
+    .map_err(Fail::into_error)
 }
 
 fn check_config(cfg: &LedgerConfig) -> Result<()> {

@@ -63,5 +63,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Logs => commands::logs::run(&ctx),
         Command::List(a) => commands::list::run(&ctx, a),
         Command::Restore(a) => commands::restore::run(&ctx, a),
+        Command::Cleanup(a) => commands::cleanup::run(&ctx, a),
+        Command::Verify(a) => commands::verify::run(&ctx, a),
     }
 }

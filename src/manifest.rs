@@ -28,7 +28,7 @@ pub const SCHEMA_MAJOR: u32 = 1;
 pub const SCHEMA_MINOR: u32 = 0;
 pub const MANIFEST_DIR: &str = "manifests";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Tigerbeetle,
@@ -47,9 +47,15 @@ impl Kind {
         }
     }
     pub const ALL: [Kind; 4] = [Kind::Tigerbeetle, Kind::Duckdb, Kind::Parquet, Kind::Kms];
+
+    /// Whether this kind is restored as a snapshot plus a replayed log, so that
+    /// its incrementals (log segments) must run unbroken from a snapshot on.
+    pub fn replays_log(self) -> bool {
+        matches!(self, Kind::Tigerbeetle)
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Full,

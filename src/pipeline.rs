@@ -169,6 +169,87 @@ pub fn download(
     Ok(())
 }
 
+/// Reads one stored object once, end to end, without writing anything: its
+/// SHA-256 and size, every encrypted chunk's authentication, the compression
+/// framing and the content digest are all checked against the manifest. Returns
+/// the bytes read. For `bkp verify`: nothing is spooled, no plaintext is kept.
+pub fn check(
+    store: &dyn Store,
+    entry: &ObjectEntry,
+    compression: Compression,
+    keyring: Option<&Keyring>,
+    progress: Arc<dyn Progress>,
+) -> Result<u64> {
+    progress.begin("verifying", Some(entry.size));
+    let src = ProgressReader::new(store.open(&entry.key)?, progress.clone());
+    let stored = Arc::new(std::sync::Mutex::new(None));
+    let tee = TeeDigest {
+        inner: HashReader::new(src),
+        done: stored.clone(),
+    };
+    let plain: Box<dyn Read + Send> = match keyring {
+        Some(keys) => Box::new(DecryptReader::new(tee, keys)?),
+        None => Box::new(tee),
+    };
+    let mut content = HashReader::new(decompress(plain, compression)?);
+    let read = io::copy(&mut content, &mut io::sink());
+    progress.end();
+    let (mut rest, digest) = content.finish();
+    // Whatever the decoders made of it, the stored bytes must match first: a
+    // damaged object is reported as damaged, not as a decryption failure.
+    let _ = io::copy(&mut rest, &mut io::sink());
+    drop(rest);
+    let got = stored.lock().ok().and_then(|mut g| g.take());
+    if let Some(got) = &got {
+        check_stored(entry, got, store)?;
+    }
+    read.map_err(anyhow::Error::new).with_context(|| {
+        format!(
+            "object {} in {} failed verification",
+            entry.key,
+            store.identity()
+        )
+    })?;
+    let Some(got) = got else {
+        anyhow::bail!("object {}: the stored digest was not computed", entry.key);
+    };
+    if digest.bytes != entry.content_bytes || digest.sha256 != entry.content_sha256 {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "object {}: the decrypted content does not match the manifest (expected {} bytes with SHA-256 {}, got {} bytes with {})",
+                entry.key, entry.content_bytes, entry.content_sha256, digest.bytes, digest.sha256
+            ),
+        ));
+    }
+    Ok(got.bytes)
+}
+
+/// A reader that hashes what passes and, at end of stream, leaves the digest in
+/// `done`; dropping it early reads the rest first so the digest covers the whole
+/// object.
+struct TeeDigest<R: Read> {
+    inner: HashReader<R>,
+    done: Arc<std::sync::Mutex<Option<Digested>>>,
+}
+
+impl<R: Read> Read for TeeDigest<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl<R: Read> Drop for TeeDigest<R> {
+    fn drop(&mut self) {
+        if io::copy(&mut self.inner, &mut io::sink()).is_ok() {
+            let d = self.inner.digest_so_far();
+            if let Ok(mut slot) = self.done.lock() {
+                *slot = Some(d);
+            }
+        }
+    }
+}
+
 struct RemoveOnDrop<'a>(&'a Path);
 
 impl Drop for RemoveOnDrop<'_> {

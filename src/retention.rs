@@ -10,68 +10,30 @@
 //!
 //! Rules apply per (kind, scope) group, with the bucket semantics of restic's
 //! `forget`: `keep_within`, `keep_last` and hourly/daily/weekly/monthly/yearly
-//! buckets in UTC; a backup is kept if any rule keeps it. The newest backup of a
-//! group is always kept, whatever the policy says.
+//! buckets in UTC; a backup is kept if any rule keeps it. A backup whose own
+//! retention (`retention_days` in its manifest) has run out is kept by no rule.
+//! The newest backup of a group is always kept, whatever the policy says.
 //!
 //! Chains are protected after the rules have run, until nothing changes:
 //! - a kept incremental keeps its parent, so every link back to the full backup
 //!   at the root of its chain stays, and with it that full backup: restoring a
-//!   kept incremental never meets a hole or a missing base;
-//! - for kinds restored by replaying a log onto a snapshot (TigerBeetle), every
-//!   log segment newer than the oldest kept snapshot of that kind is kept too,
-//!   so point-in-time recovery works from any kept snapshot on
-//!   ([`Policy::keep_log_since_oldest_kept_full`]).
+//!   kept incremental never meets a hole or a missing base (DuckDB exports);
+//! - kinds restored by replaying a log onto a snapshot (TigerBeetle) chain their
+//!   log segments to each other, not to snapshots. For them the kept segments are
+//!   one unbroken run: every segment newer than the oldest kept snapshot, or than
+//!   the oldest segment a rule keeps, stays; the snapshot such a segment replays
+//!   onto stays; and with no older snapshot at all, the log back to its first
+//!   segment stays ([`Policy::keep_log_since_oldest_kept_full`]).
 //!
-//! Keeping only ever adds backups, so the iteration ends. An incremental whose
-//! chain leads to a backup no longer in the store is decided by its own rules
-//! and marked "chain broken".
+//! Keeping only ever adds backups, so the iteration ends. A kept incremental
+//! whose chain leads to a backup no longer in the store is marked "chain broken".
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime, UtcOffset};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Tigerbeetle,
-    Duckdb,
-    Parquet,
-    Kms,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Tigerbeetle => "tigerbeetle",
-            Kind::Duckdb => "duckdb",
-            Kind::Parquet => "parquet",
-            Kind::Kms => "kms",
-        }
-    }
-
-    /// Whether this kind is restored as a snapshot plus a replayed log, so that
-    /// its incrementals (log segments) must run unbroken from a snapshot on.
-    pub fn replays_log(self) -> bool {
-        matches!(self, Kind::Tigerbeetle)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    Full,
-    Incremental,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Full => "full",
-            Scope::Incremental => "incremental",
-        }
-    }
-}
+pub use crate::manifest::{Kind, Scope};
 
 /// One good backup as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +45,11 @@ pub struct Candidate {
     pub started_at: OffsetDateTime,
     /// Id of the backup this one builds on (a full or another incremental).
     pub parent: Option<String>,
+    /// When the backup's own retention runs out (its start plus the manifest's
+    /// `retention_days`): from then on no rule keeps it, only chains and the
+    /// newest-of-group protection can.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// The rules for one (kind, scope) group; `None` turns a rule off.
@@ -232,7 +199,8 @@ impl Bucket {
     }
 }
 
-const LOG_REASON: &str = "kept: log segment newer than the oldest kept snapshot (chain)";
+const LOG_REASON: &str = "kept: log segment inside the kept log window (chain)";
+const LOG_FROM_START: &str = "kept: log from its first segment (no older snapshot to replay onto)";
 
 /// Decides every candidate: one [`Decision`] each, newest first (ties by id,
 /// descending). Ids are expected to be unique.
@@ -248,11 +216,20 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
     }
 
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); n];
-    for (&(kind, scope), idx) in &groups {
+    for (&(kind, scope), all_of_group) in &groups {
         let p = policy.get(kind, scope);
+        let mut idx = Vec::with_capacity(all_of_group.len());
+        for &i in all_of_group {
+            match c[i].expires_at {
+                Some(e) if e <= now => {
+                    reasons[i].push(format!("expired: retention ran out at {}", fmt_time(e)))
+                }
+                _ => idx.push(i),
+            }
+        }
         if let Some(d) = p.keep_within {
             let since = now.checked_sub(d);
-            for &i in idx {
+            for &i in &idx {
                 if since.is_none_or(|s| c[i].started_at > s) {
                     reasons[i].push(format!("kept: within {} of now", fmt_duration(d)));
                 }
@@ -266,7 +243,7 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
         for (bucket, count) in p.buckets() {
             let Some(count) = count else { continue };
             let (mut used, mut previous) = (0, None);
-            for &i in idx {
+            for &i in &idx {
                 if used == count {
                     break;
                 }
@@ -282,9 +259,12 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
             }
         }
         let group = format!("{}/{}", kind.as_str(), scope.as_str());
-        reasons[idx[0]].push(format!("kept: newest good backup of {group}"));
+        reasons[all_of_group[0]].push(format!("kept: newest good backup of {group}"));
     }
-    let mut keep: Vec<bool> = reasons.iter().map(|r| !r.is_empty()).collect();
+    let mut keep: Vec<bool> = reasons
+        .iter()
+        .map(|r| r.iter().any(|r| r.starts_with("kept")))
+        .collect();
 
     let log_kinds: BTreeSet<Kind> = c
         .iter()
@@ -296,36 +276,72 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
                     .keep_log_since_oldest_kept_full
         })
         .collect();
+    let c = &c[..];
     let parent_of = |i: usize| c[i].parent.as_deref().and_then(|p| by_id.get(p).copied());
-    let (mut pushed, mut log_marked) = (vec![false; n], vec![false; n]);
+    let mut pushed = vec![false; n];
     loop {
         let mut changed = false;
-        for i in 0..n {
-            if !keep[i] || pushed[i] || c[i].scope != Scope::Incremental {
-                continue;
+        let mut mark = |keep: &mut [bool], i: usize, reason: String| {
+            if !std::mem::replace(&mut keep[i], true) {
+                reasons[i].push(reason);
+                changed = true;
             }
-            pushed[i] = true;
-            let Some(j) = parent_of(i) else { continue };
-            let role = if c[j].scope == Scope::Full {
-                "base"
-            } else {
-                "parent"
-            };
-            let id = &c[i].id;
-            reasons[j].push(format!("kept: {role} of kept incremental {id} (chain)"));
-            changed |= !std::mem::replace(&mut keep[j], true);
+        };
+        for i in 0..n {
+            let is_link = c[i].scope == Scope::Incremental && !c[i].kind.replays_log();
+            if !pushed[i] && is_link && keep[i] {
+                pushed[i] = true;
+                let Some(j) = parent_of(i) else { continue };
+                let role = if c[j].scope == Scope::Full {
+                    "base"
+                } else {
+                    "parent"
+                };
+                let id = &c[i].id;
+                mark(
+                    &mut keep,
+                    j,
+                    format!("kept: {role} of kept incremental {id} (chain)"),
+                );
+            }
         }
         for &kind in &log_kinds {
-            let is = |i: &usize, scope| c[*i].kind == kind && c[*i].scope == scope;
-            let oldest_full = (0..n)
-                .filter(|i| keep[*i] && is(i, Scope::Full))
-                .map(|i| c[i].started_at)
-                .min();
-            let Some(since) = oldest_full else { continue };
-            for i in (0..n).filter(|i| is(i, Scope::Incremental) && c[*i].started_at > since) {
-                if !std::mem::replace(&mut log_marked[i], true) {
-                    reasons[i].push(LOG_REASON.into());
-                    changed |= !std::mem::replace(&mut keep[i], true);
+            // Oldest first.
+            let of = |scope| -> Vec<usize> {
+                (0..n)
+                    .rev()
+                    .filter(|&i| c[i].kind == kind && c[i].scope == scope)
+                    .collect()
+            };
+            let (fulls, segs) = (of(Scope::Full), of(Scope::Incremental));
+            let oldest_full = fulls.iter().find(|&&i| keep[i]);
+            let oldest_seg = segs.iter().find(|&&i| keep[i]);
+            let since = match (oldest_full, oldest_seg) {
+                (Some(&f), Some(&s)) => c[f].started_at.min(c[s].started_at),
+                (Some(&f), None) => c[f].started_at,
+                (None, Some(&s)) => c[s].started_at,
+                (None, None) => continue,
+            };
+            for &i in segs.iter().filter(|&&i| c[i].started_at >= since) {
+                mark(&mut keep, i, LOG_REASON.into());
+            }
+            // The oldest kept segment needs a snapshot at or before it to replay
+            // onto, or else the log from its very first segment.
+            let Some(&first) = segs.iter().find(|&&i| c[i].started_at >= since) else {
+                continue;
+            };
+            let at = c[first].started_at;
+            match fulls.iter().rfind(|&&f| c[f].started_at <= at) {
+                Some(&f) => {
+                    let id = &c[first].id;
+                    let why =
+                        format!("kept: snapshot that kept log segment {id} replays onto (chain)");
+                    mark(&mut keep, f, why);
+                }
+                None => {
+                    for &i in segs.iter().filter(|&&i| c[i].started_at < at) {
+                        mark(&mut keep, i, LOG_FROM_START.into());
+                    }
                 }
             }
         }
@@ -334,17 +350,24 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
         }
     }
 
-    let missing = missing_ancestors(&c, &by_id);
+    let missing = missing_ancestors(c, &by_id);
+    let holes = log_holes(c, &keep);
     (0..n)
         .map(|i| {
             let mut r = std::mem::take(&mut reasons[i]);
-            if !keep[i] {
+            if !keep[i] && !r.iter().any(|r| r.starts_with("expired")) {
                 r.insert(0, "delete: no rule keeps it".into());
+            } else if !keep[i] {
+                r.insert(0, "delete: retention ran out".into());
+                r.retain(|r| !r.starts_with("expired"));
             }
             if let Some(gone) = &missing[i] {
                 let direct = c[i].parent.as_ref() == Some(gone);
                 let rel = if direct { "parent" } else { "ancestor" };
                 r.push(format!("chain broken: {rel} {gone} missing"));
+            }
+            if let Some(hole) = &holes[i] {
+                r.push(hole.clone());
             }
             Decision {
                 id: c[i].id.clone(),
@@ -355,12 +378,40 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
         .collect()
 }
 
-/// For each incremental, the id its chain leads to that is not among the
-/// candidates, if any. Memoised, so long chains cost linear time.
+/// For each kept log segment (of a log-replay kind), a "chain broken" note when
+/// the segment before it is missing inside the window that no snapshot covers:
+/// its parent is not the previous segment in the store, and no snapshot lies
+/// between that previous segment and it.
+fn log_holes(c: &[&Candidate], keep: &[bool]) -> Vec<Option<String>> {
+    let mut out = vec![None; c.len()];
+    let n = c.len();
+    let log = |i: &usize| c[*i].kind.replays_log();
+    for i in (0..n).filter(|i| log(i) && keep[*i] && c[*i].scope == Scope::Incremental) {
+        let (kind, at) = (c[i].kind, c[i].started_at);
+        let same = |j: &usize, scope| c[*j].kind == kind && c[*j].scope == scope;
+        // `c` is newest first: the first older match is the nearest.
+        let prev = (i + 1..n).find(|j| same(j, Scope::Incremental));
+        let snap = (i + 1..n).find(|j| same(j, Scope::Full) && c[*j].started_at <= at);
+        let covered = |p: usize| snap.is_some_and(|s| c[s].started_at >= c[p].started_at);
+        out[i] = match (&c[i].parent, prev) {
+            (Some(p), Some(j)) if *p != c[j].id && !covered(j) => Some(format!(
+                "chain broken: log segment {p} before this one is missing"
+            )),
+            (Some(p), None) if snap.is_none() => Some(format!(
+                "chain broken: log segment {p} before this one is missing and no older snapshot is kept"
+            )),
+            _ => None,
+        };
+    }
+    out
+}
+
+/// For each incremental of a parent-chained kind, the id its chain leads to that
+/// is not among the candidates, if any. Memoised, so long chains cost linear time.
 fn missing_ancestors(c: &[&Candidate], by_id: &HashMap<&str, usize>) -> Vec<Option<String>> {
     let mut memo: Vec<Option<Option<String>>> = vec![None; c.len()];
     let mut on_path = vec![false; c.len()];
-    for start in 0..c.len() {
+    for start in (0..c.len()).filter(|&i| !c[i].kind.replays_log()) {
         let (mut path, mut cur) = (Vec::new(), start);
         let result = loop {
             if let Some(done) = &memo[cur] {
@@ -433,6 +484,18 @@ fn fmt_duration(d: Duration) -> String {
     }
 }
 
+fn fmt_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}Z",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute()
+    )
+}
+
 fn ordinal(n: u32) -> String {
     let suffix = match (n % 10, n % 100) {
         (_, 11..=13) => "th",
@@ -442,6 +505,138 @@ fn ordinal(n: u32) -> String {
         _ => "th",
     };
     format!("{n}{suffix}")
+}
+
+/// The `[retention]` section of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    /// How long an object that no manifest names (a crashed run's upload) is
+    /// left alone before `cleanup` removes it.
+    pub grace: Option<String>,
+    pub snapshot: Option<PolicyFile>,
+    pub logs: Option<PolicyFile>,
+    pub export_full: Option<PolicyFile>,
+    pub export_incremental: Option<PolicyFile>,
+    pub replicate: Option<PolicyFile>,
+}
+
+/// One group's rules: a preset, and any rule set on top of it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// "gfs", "count" or "none".
+    pub preset: Option<String>,
+    pub keep_within: Option<String>,
+    pub keep_last: Option<u32>,
+    pub hourly: Option<u32>,
+    pub daily: Option<u32>,
+    pub weekly: Option<u32>,
+    pub monthly: Option<u32>,
+    pub yearly: Option<u32>,
+    /// Logs only: keep every segment from the oldest kept snapshot on (default true).
+    pub keep_log_window: Option<bool>,
+}
+
+/// What `cleanup` runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionPlan {
+    pub policies: Policies,
+    pub grace: Duration,
+}
+
+/// The groups a config names, with their section names and default policies.
+pub const GROUPS: [(&str, Kind, Scope); 5] = [
+    ("snapshot", Kind::Tigerbeetle, Scope::Full),
+    ("logs", Kind::Tigerbeetle, Scope::Incremental),
+    ("export_full", Kind::Duckdb, Scope::Full),
+    ("export_incremental", Kind::Duckdb, Scope::Incremental),
+    ("replicate", Kind::Parquet, Scope::Full),
+];
+
+/// The policy a group has when the config says nothing: GFS for snapshots and
+/// full exports, count-based for replication, and for log segments and
+/// incremental exports only what chains need (the newest, its chain, the log
+/// window).
+pub fn default_policy(kind: Kind, scope: Scope) -> Policy {
+    match (kind, scope) {
+        (Kind::Parquet, _) => Policy::count_based(),
+        (_, Scope::Full) => Policy::gfs(),
+        (_, Scope::Incremental) => Policy::default(),
+    }
+}
+
+impl RetentionFile {
+    /// Validates the section; errors name the key (`section.key`).
+    pub fn plan(self) -> std::result::Result<RetentionPlan, (String, String)> {
+        let grace = match &self.grace {
+            None => Duration::hours(24),
+            Some(g) => {
+                let d = crate::units::parse_duration(g)
+                    .map_err(|e| ("retention.grace".to_string(), format!("{e:#}")))?;
+                Duration::try_from(d).map_err(|e| ("retention.grace".to_string(), e.to_string()))?
+            }
+        };
+        let mut policies = Policies::new(Policy::gfs());
+        let files = [
+            self.snapshot,
+            self.logs,
+            self.export_full,
+            self.export_incremental,
+            self.replicate,
+        ];
+        for ((name, kind, scope), file) in GROUPS.into_iter().zip(files) {
+            let policy = match file {
+                None => default_policy(kind, scope),
+                Some(f) => f.policy(name, default_policy(kind, scope))?,
+            };
+            policies = policies.with(kind, scope, policy);
+        }
+        Ok(RetentionPlan { policies, grace })
+    }
+}
+
+impl PolicyFile {
+    fn policy(
+        self,
+        section: &str,
+        default: Policy,
+    ) -> std::result::Result<Policy, (String, String)> {
+        let key = |k: &str| format!("retention.{section}.{k}");
+        let mut p = match self.preset.as_deref() {
+            None => default,
+            Some("gfs") => Policy::gfs(),
+            Some("count") => Policy::count_based(),
+            Some("none") => Policy::default(),
+            Some(other) => {
+                return Err((
+                    key("preset"),
+                    format!("{other:?} is not one of \"gfs\", \"count\", \"none\""),
+                ))
+            }
+        };
+        if let Some(w) = &self.keep_within {
+            let d = crate::units::parse_duration(w)
+                .map_err(|e| (key("keep_within"), format!("{e:#}")))?;
+            p.keep_within =
+                Some(Duration::try_from(d).map_err(|e| (key("keep_within"), e.to_string()))?);
+        }
+        let set = |slot: &mut Option<u32>, v: Option<u32>| {
+            if v.is_some() {
+                *slot = v;
+            }
+        };
+        set(&mut p.keep_last, self.keep_last);
+        set(&mut p.hourly, self.hourly);
+        set(&mut p.daily, self.daily);
+        set(&mut p.weekly, self.weekly);
+        set(&mut p.monthly, self.monthly);
+        set(&mut p.yearly, self.yearly);
+        if let Some(w) = self.keep_log_window {
+            p.keep_log_since_oldest_kept_full = w;
+        }
+        Ok(p)
+    }
 }
 
 #[cfg(test)]
@@ -469,6 +664,7 @@ mod tests {
             scope,
             started_at: at,
             parent,
+            expires_at: None,
         }
     }
 
@@ -628,26 +824,41 @@ mod tests {
         assert_eq!(reasons(&got, "2026-11-04T01:00"), duck);
     }
 
-    /// TigerBeetle fulls every 6 h and log segments every 15 min for 10 days;
-    /// each chain starts at a full and runs through the next 23 segments.
-    fn ten_days_of_chains() -> Vec<Candidate> {
+    const DUCK: Kind = Kind::Duckdb;
+
+    /// Fulls every 6 h and incrementals every 15 min for 10 days; each chain
+    /// starts at a full and runs through the next 23 incrementals.
+    fn ten_days_of_chains(kind: Kind) -> Vec<Candidate> {
         let mut all = Vec::new();
         for full_at in every("2026-11-11T00:00", Duration::hours(6), 40) {
-            all.push(cand(TB, Scope::Full, full_at, None));
+            all.push(cand(kind, Scope::Full, full_at, None));
             for k in 1..24 {
                 let parent = Some(all.last().unwrap().id.clone());
-                all.push(cand(TB, INC, full_at + Duration::minutes(15) * k, parent));
+                all.push(cand(kind, INC, full_at + Duration::minutes(15) * k, parent));
             }
         }
         all
     }
 
-    fn chain_policies(log_flag: bool) -> Policies {
+    fn chain_policies(kind: Kind, log_flag: bool) -> Policies {
         let inc = pol(|p| (p.daily, p.keep_log_since_oldest_kept_full) = (Some(3), log_flag));
         let full = pol(|p| p.keep_last = Some(1));
         Policies::new(Policy::default())
-            .with(TB, Scope::Full, full)
-            .with(TB, INC, inc)
+            .with(kind, Scope::Full, full)
+            .with(kind, INC, inc)
+    }
+
+    /// TigerBeetle as `bkp` writes it: snapshots every 6 h, and log segments every
+    /// 15 min (5 min past) that chain to each other, the first to nothing.
+    fn ten_days_of_logs() -> Vec<Candidate> {
+        let mut all = fulls(&every("2026-11-11T00:00", Duration::hours(6), 40));
+        let mut parent = None;
+        for at in every("2026-11-11T00:05", Duration::minutes(15), 40 * 24) {
+            let c = cand(TB, INC, at, parent.take());
+            parent = Some(c.id.clone());
+            all.push(c);
+        }
+        all
     }
 
     /// No kept backup has a deleted ancestor.
@@ -679,12 +890,12 @@ mod tests {
     }
 
     #[test]
-    fn chains_keep_their_links_and_base() {
-        let all = ten_days_of_chains();
+    fn incremental_chains_keep_their_links_and_base() {
+        let all = ten_days_of_chains(DUCK);
         let now = t("2026-11-20T23:50");
-        let got = plan(&all, &chain_policies(false), now);
+        let got = plan(&all, &chain_policies(DUCK, true), now);
         assert_chains_whole(&all, &got);
-        // daily 3 keeps the 23:45 segment of the last 3 days, each pulls its chain back to 18:00.
+        // daily 3 keeps the 23:45 incremental of the last 3 days, each pulls its chain back to 18:00.
         let mut incs = BTreeSet::new();
         for day in 18..=20 {
             let since = format!("2026-11-{day}T18:15");
@@ -697,55 +908,130 @@ mod tests {
         assert_eq!(reasons(&got, "2026-11-18T18:00"), base);
         let link = ["kept: parent of kept incremental 2026-11-19T20:15 (chain)"];
         assert_eq!(reasons(&got, "2026-11-19T20:00"), link);
-
-        // With the log flag every segment after the oldest kept snapshot stays,
-        // and with them the snapshots their chains start from.
-        let got = plan(&all, &chain_policies(true), now);
-        assert_chains_whole(&all, &got);
-        let incs = starting_from(&all, INC, "2026-11-18T18:15");
-        assert_eq!(kept_of(&all, &got, INC), incs);
-        let fulls = starting_from(&all, Scope::Full, "2026-11-18T18:00");
-        assert_eq!(kept_of(&all, &got, Scope::Full), fulls);
-        assert_eq!(reasons(&got, "2026-11-19T03:00")[0], LOG_REASON);
     }
 
     #[test]
-    fn log_flag_reaches_a_fixed_point() {
-        // The 06:05 segment still chains to the 00:00 snapshot (it raced the 06:00
-        // one). Keeping it keeps 00:00, which then protects every later segment,
-        // even the 03:30 one whose chain is broken.
-        let mut all = fulls(&[t("2026-11-20T00:00")]);
-        for at in every("2026-11-20T01:00", Duration::hours(1), 6) {
-            let parent = all.last().unwrap().id.clone();
-            let at = at + Duration::minutes(at.hour() as i64 / 6 * 5); // 06:00 -> 06:05
-            all.push(cand(TB, INC, at, Some(parent)));
-        }
-        all.push(cand(TB, Scope::Full, t("2026-11-20T06:00"), None));
-        let last = Some("2026-11-20T06:00".to_string());
-        all.push(cand(TB, INC, t("2026-11-20T07:00"), last));
-        all.push(cand(TB, INC, t("2026-11-20T03:30"), Some("gone".into())));
+    fn log_segments_are_kept_as_one_window_from_the_oldest_kept_snapshot() {
+        let all = ten_days_of_logs();
+        let now = t("2026-11-20T23:50");
+        let snapshots = pol(|p| p.daily = Some(3));
+        let policies = Policies::new(Policy::default()).with(TB, Scope::Full, snapshots);
+        let got = plan(&all, &policies, now);
+        let fulls = ids("2026-11-18T18:00 2026-11-19T18:00 2026-11-20T18:00");
+        assert_eq!(kept_of(&all, &got, Scope::Full), fulls);
+        // Every segment from the oldest kept snapshot on, none before: the
+        // newest segment does not drag the whole log back to its start.
+        assert_eq!(
+            kept_of(&all, &got, INC),
+            starting_from(&all, INC, "2026-11-18T18:00")
+        );
+        assert_eq!(reasons(&got, "2026-11-19T03:05"), [LOG_REASON]);
+        assert_eq!(
+            reasons(&got, "2026-11-18T17:50"),
+            ["delete: no rule keeps it"]
+        );
+        assert!(got
+            .iter()
+            .all(|d| d.reasons.iter().all(|r| !r.contains("broken"))));
+
+        // A rule that keeps older segments widens the window, and keeps the
+        // snapshot the oldest of them replays onto.
+        let logs = pol(|p| p.keep_within = Some(Duration::days(4)));
+        let got = plan(&all, &policies.clone().with(TB, INC, logs), now);
+        // Within 4 days: strictly after 2026-11-16T23:50, so from 2026-11-17T00:05.
+        assert_eq!(
+            kept_of(&all, &got, INC),
+            starting_from(&all, INC, "2026-11-17T00:00")
+        );
+        let base = ["kept: snapshot that kept log segment 2026-11-17T00:05 replays onto (chain)"];
+        assert_eq!(reasons(&got, "2026-11-17T00:00"), base);
+        assert_eq!(
+            kept_of(&all, &got, Scope::Full),
+            ids("2026-11-17T00:00 2026-11-18T18:00 2026-11-19T18:00 2026-11-20T18:00")
+        );
+        assert_eq!(
+            reasons(&got, "2026-11-17T06:00"),
+            ["delete: no rule keeps it"]
+        );
+    }
+
+    #[test]
+    fn a_log_without_an_older_snapshot_is_kept_from_its_first_segment() {
+        let mut all = ten_days_of_logs();
+        all.retain(|c| c.scope == INC || c.started_at > t("2026-11-20T00:00"));
+        // Rules keep a segment from before the oldest snapshot: only the whole
+        // log from its start can restore it.
+        let logs = pol(|p| p.keep_within = Some(Duration::days(1)));
+        let got = plan(
+            &all,
+            &Policies::new(Policy::default()).with(TB, INC, logs),
+            t("2026-11-20T23:50"),
+        );
+        let segments = all.iter().filter(|c| c.scope == INC).count();
+        assert_eq!(kept_of(&all, &got, INC).len(), segments);
+        assert_eq!(reasons(&got, "2026-11-11T00:05"), [LOG_FROM_START]);
+        assert_eq!(kept_of(&all, &got, Scope::Full), ids("2026-11-20T18:00"));
+
+        // Segments only: all of them stay.
+        all.retain(|c| c.scope == INC);
         let got = plan(&all, &Policies::default(), NOW);
-        assert!(got.iter().all(|d| d.keep), "{got:#?}");
-        let no_flag = Policies::new(pol(|p| p.keep_log_since_oldest_kept_full = false));
-        let got = plan(&all, &no_flag, NOW);
-        assert_eq!(kept(&got), ids("2026-11-20T06:00 2026-11-20T07:00"));
+        assert!(got.iter().all(|d| d.keep));
+    }
+
+    #[test]
+    fn a_missing_log_segment_inside_the_window_is_reported() {
+        let mut all = ten_days_of_logs();
+        let now = t("2026-11-20T23:50");
+        // One segment lost after the 18:00 snapshot, one before it.
+        all.retain(|c| c.id != "2026-11-20T19:05" && c.id != "2026-11-20T17:05");
+        let got = plan(&all, &Policies::new(Policy::default()), now);
+        let broken = [
+            "kept: log segment inside the kept log window (chain)".to_string(),
+            "chain broken: log segment 2026-11-20T19:05 before this one is missing".into(),
+        ];
+        assert_eq!(reasons(&got, "2026-11-20T19:20"), broken);
+        let noted: Vec<_> = got
+            .iter()
+            .filter(|d| d.reasons.iter().any(|r| r.contains("broken")))
+            .collect();
+        assert_eq!(noted.len(), 1, "{noted:#?}");
+    }
+
+    #[test]
+    fn expired_backups_are_kept_by_no_rule() {
+        let mut all = fulls(&every("2026-10-22T02:00", Duration::DAY, 30));
+        for c in &mut all {
+            c.expires_at = Some(c.started_at + Duration::days(10));
+        }
+        let got = plan(&all, &Policies::new(pol(|p| p.daily = Some(30))), NOW);
+        assert_eq!(kept(&got).len(), 10);
+        assert!(kept(&got).contains("2026-11-11T02:00"));
+        assert_eq!(
+            reasons(&got, "2026-11-10T02:00"),
+            ["delete: retention ran out"]
+        );
+        // Everything expired: the newest still stays.
+        let got = plan(&all, &Policies::default(), t("2027-06-01T00:00"));
+        assert_eq!(kept(&got), ids("2026-11-20T02:00"));
     }
 
     #[test]
     fn broken_chains_are_reported() {
-        let mut all = fulls(&[t("2026-11-19T00:00")]);
+        let mut all = vec![cand(DUCK, Scope::Full, t("2026-11-19T00:00"), None)];
         #[rustfmt::skip]
         let links = [("2026-11-19T00:15", "gone"), ("2026-11-19T00:30", "2026-11-19T00:15"),
                      ("2026-11-20T00:15", "2026-11-19T00:00")];
         for (at, parent) in links {
-            all.push(cand(TB, INC, t(at), Some(parent.into())));
+            all.push(cand(DUCK, INC, t(at), Some(parent.into())));
         }
-        let no_flag = Policies::new(pol(|p| p.keep_log_since_oldest_kept_full = false));
-        let got = plan(&all, &no_flag, NOW);
-        let del = "delete: no rule keeps it";
-        let first = [del, "chain broken: parent gone missing"];
+        let got = plan(&all, &Policies::new(pol(|p| p.keep_last = Some(10))), NOW);
+        let last = "kept: 3rd of last 10";
+        let first = [last, "chain broken: parent gone missing"];
         assert_eq!(reasons(&got, "2026-11-19T00:15"), first);
-        let second = [del, "chain broken: ancestor gone missing"];
+        let second = [
+            "kept: 2nd of last 10",
+            "chain broken: ancestor gone missing",
+        ];
         assert_eq!(reasons(&got, "2026-11-19T00:30"), second);
         let whole = reasons(&got, "2026-11-20T00:15");
         assert!(whole.iter().all(|r| !r.contains("broken")), "{whole:?}");
@@ -753,11 +1039,18 @@ mod tests {
 
     #[test]
     fn order_of_input_does_not_matter() {
-        let mut all = ten_days_of_chains();
+        let mut all = ten_days_of_chains(DUCK);
+        for c in &mut all {
+            c.id.insert(0, 'd');
+            if let Some(p) = &mut c.parent {
+                p.insert(0, 'd');
+            }
+        }
+        all.extend(ten_days_of_logs());
         let mut twin = cand(TB, Scope::Full, t("2026-11-20T18:00"), None); // same time: tie on id
         twin.id.push('b');
         all.push(twin);
-        let policies = chain_policies(true).with(TB, Scope::Full, Policy::count_based());
+        let policies = chain_policies(DUCK, true).with(TB, Scope::Full, Policy::count_based());
         let want = plan(&all, &policies, NOW);
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         for _ in 0..3 {

@@ -5,66 +5,11 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use common::{assert_exit, formatted_data_file, repl, run_bkp, tool, walk, TigerBeetle};
-
-/// A test directory with a config, a key and a store.
-struct Setup {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    env: Vec<(String, String)>,
-}
-
-impl Setup {
-    fn bkp(&self, args: &[&str]) -> Output {
-        let mut all = vec!["--config", self.config.to_str().unwrap()];
-        all.extend_from_slice(args);
-        run_bkp(&all, &self.env)
-    }
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-}
-
-enum StoreKind {
-    Local,
-    S3,
-}
-
-fn setup(data_file: &Path, store: StoreKind, extra: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("key"), [7u8; 32]).unwrap();
-    let (store_toml, env) = match store {
-        StoreKind::Local => (
-            "[store]\ntype = \"local\"\npath = \"store\"\n".to_string(),
-            vec![],
-        ),
-        StoreKind::S3 => {
-            let s3 = common::shared_s3();
-            let bucket = common::unique_name("snap");
-            s3.create_bucket(&bucket);
-            (
-                format!(
-                    "[store]\ntype = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"team/bkp\"\nendpoint = \"{}\"\npath_style = true\nregion = \"{}\"\npart_size = \"5MiB\"\nconcurrency = 3\n",
-                    s3.endpoint, s3.region
-                ),
-                s3.env(),
-            )
-        }
-    };
-    let config = dir.path().join("bkp.toml");
-    fs::write(
-        &config,
-        format!(
-            "work_dir = \"work\"\n{store_toml}[encryption]\nkey_file = \"key\"\n[tigerbeetle]\ndata_file = \"{}\"\nbinary = \"{}\"\n{extra}",
-            data_file.display(),
-            tool("tigerbeetle").display()
-        ),
-    )
-    .unwrap();
-    Setup { dir, config, env }
-}
+use common::{
+    assert_exit, formatted_data_file, json, repl, run_bkp, setup, tool, walk, Setup, StoreKind,
+    TigerBeetle,
+};
 
 /// Creates accounts and transfers and returns what a lookup shows of them.
 fn fill(tb: &TigerBeetle) -> String {
@@ -90,11 +35,6 @@ fn digest(p: &Path) -> String {
     bkp::stages::hash::digest_reader(std::io::BufReader::new(fs::File::open(p).unwrap()))
         .unwrap()
         .sha256
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn round_trip(store: StoreKind) {

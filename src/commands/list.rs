@@ -13,17 +13,29 @@ use crate::manifest::{self, Kind};
 use crate::ui;
 
 /// How a backup sits in its chain: `-` for a standalone backup, `after <id>` for a
-/// link that meets its parent, `BROKEN: …` when the parent is gone or the intervals
-/// do not meet (a gap in the log).
-fn chain_status(m: &Manifest, by_id: &HashMap<BackupId, &Manifest>) -> String {
+/// link that meets its parent, `after snapshot <id>` for the oldest log segment
+/// left after retention removed older ones (the snapshot covers what they held),
+/// `BROKEN: …` when the parent is gone or the intervals do not meet (a gap in the
+/// log). `all` is every manifest of the store, oldest first.
+pub fn chain_status(
+    m: &Manifest,
+    by_id: &HashMap<BackupId, &Manifest>,
+    all: &[Manifest],
+) -> String {
     let Some(parent) = m.parent else {
         return match logs::interval(m) {
             Some((0, _)) | None => "-".into(),
-            Some((after, _)) => format!("BROKEN: starts at {after} with no parent"),
+            Some((after, _)) => match covering_snapshot(m, all) {
+                Some(s) => format!("after snapshot {s}"),
+                None => format!("BROKEN: starts at {after} with no parent"),
+            },
         };
     };
     let Some(p) = by_id.get(&parent) else {
-        return format!("BROKEN: parent {parent} missing");
+        return match covering_snapshot(m, all) {
+            Some(s) if m.kind.replays_log() => format!("after snapshot {s}"),
+            _ => format!("BROKEN: parent {parent} missing"),
+        };
     };
     match (logs::interval(p), logs::interval(m)) {
         (Some((_, until)), Some((after, _))) if until != after => {
@@ -31,6 +43,23 @@ fn chain_status(m: &Manifest, by_id: &HashMap<BackupId, &Manifest>) -> String {
         }
         _ => format!("after {parent}"),
     }
+}
+
+/// For a log segment whose predecessor is gone: the newest snapshot of its kind
+/// that started before it, provided no other segment lies between the two (then
+/// the snapshot holds everything the removed segments held).
+fn covering_snapshot(m: &Manifest, all: &[Manifest]) -> Option<BackupId> {
+    let before = |x: &&Manifest| x.kind == m.kind && x.started_at < m.started_at;
+    let snap = all
+        .iter()
+        .filter(before)
+        .filter(|x| x.scope == crate::manifest::Scope::Full)
+        .max_by_key(|x| x.started_at)?;
+    let between = all
+        .iter()
+        .filter(before)
+        .any(|x| x.operation == m.operation && x.started_at > snap.started_at);
+    (!between).then_some(snap.id)
 }
 
 pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
@@ -60,7 +89,7 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
                     "content_bytes": m.files.iter().map(|f| f.size).sum::<u64>(),
                     "status": m.status,
                     "parent": m.parent,
-                    "chain": chain_status(m, &by_id),
+                    "chain": chain_status(m, &by_id, &all),
                     "key_id": m.encryption.as_ref().map(|e| e.key_id.clone()),
                     "manifest": m.key(),
                 })
@@ -91,7 +120,7 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
             m.started_at.format(&fmt).unwrap_or_default(),
             ui::size(m.stored_bytes()),
             format!("{:?}", m.status).to_lowercase(),
-            chain_status(m, &by_id),
+            chain_status(m, &by_id, &all),
         ))?;
     }
     Ok(())

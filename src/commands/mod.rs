@@ -18,11 +18,13 @@ use crate::stages::progress::Progress;
 use crate::store::{local::LocalStore, s3::S3Store, Store};
 use crate::ui::Ui;
 
+pub mod cleanup;
 pub mod list;
 pub mod logs;
 pub mod pitr;
 pub mod restore;
 pub mod snapshot;
+pub mod verify;
 
 /// Everything a subcommand needs, built by `main` from flags and config.
 pub struct Ctx {
@@ -61,43 +63,56 @@ pub struct RunRecord {
 /// Records the run as a code-12 transfer. An unreachable cluster never fails the
 /// backup: the record is spooled and the next run sends it.
 pub fn record_run(ctx: &Ctx, store: &dyn Store, r: &RunRecord) -> Result<Option<String>> {
+    send_record(ctx, &r.to_ledger(store))
+}
+
+impl RunRecord {
+    /// The ledger's form of this record, for `store`.
+    pub fn to_ledger(&self, store: &dyn Store) -> ledger::Record {
+        let r = self;
+        ledger::Record {
+            backup_id: r.id.as_bytes(),
+            backup_type: match r.kind {
+                Kind::Tigerbeetle => ledger::BackupType::Tigerbeetle,
+                Kind::Duckdb => ledger::BackupType::Duckdb,
+                Kind::Parquet => ledger::BackupType::Parquet,
+                Kind::Kms => ledger::BackupType::Kms,
+            },
+            scope: match r.scope {
+                Scope::Full => ledger::Scope::Full,
+                Scope::Incremental => ledger::Scope::Incremental,
+            },
+            compression: match r.compression {
+                Compression::None => ledger::CompressionCode::None,
+                Compression::Gzip { .. } => ledger::CompressionCode::Gzip,
+                Compression::Zstd { .. } => ledger::CompressionCode::Zstd,
+            },
+            encryption: if r.encrypted {
+                ledger::EncryptionCode::Aes256Gcm
+            } else {
+                ledger::EncryptionCode::None
+            },
+            status: if r.completed {
+                ledger::Status::Completed
+            } else {
+                ledger::Status::Failed
+            },
+            retention_days: r.retention_days,
+            operation: r.operation,
+            started_at_unix_ns: r.started_at.unix_timestamp_nanos().max(0) as u64,
+            amount: if r.completed { r.bytes as u128 } else { 0 },
+            store_identity: store.identity(),
+        }
+    }
+}
+
+/// Sends one ledger record (spooling it when the cluster does not answer) and
+/// returns a line for the operator; `None` when no ledger is configured.
+pub fn send_record(ctx: &Ctx, rec: &ledger::Record) -> Result<Option<String>> {
     let Some(cfg) = &ctx.plan.ledger else {
         return Ok(None);
     };
-    let rec = ledger::Record {
-        backup_id: r.id.as_bytes(),
-        backup_type: match r.kind {
-            Kind::Tigerbeetle => ledger::BackupType::Tigerbeetle,
-            Kind::Duckdb => ledger::BackupType::Duckdb,
-            Kind::Parquet => ledger::BackupType::Parquet,
-            Kind::Kms => ledger::BackupType::Kms,
-        },
-        scope: match r.scope {
-            Scope::Full => ledger::Scope::Full,
-            Scope::Incremental => ledger::Scope::Incremental,
-        },
-        compression: match r.compression {
-            Compression::None => ledger::CompressionCode::None,
-            Compression::Gzip { .. } => ledger::CompressionCode::Gzip,
-            Compression::Zstd { .. } => ledger::CompressionCode::Zstd,
-        },
-        encryption: if r.encrypted {
-            ledger::EncryptionCode::Aes256Gcm
-        } else {
-            ledger::EncryptionCode::None
-        },
-        status: if r.completed {
-            ledger::Status::Completed
-        } else {
-            ledger::Status::Failed
-        },
-        retention_days: r.retention_days,
-        operation: r.operation,
-        started_at_unix_ns: r.started_at.unix_timestamp_nanos().max(0) as u64,
-        amount: if r.completed { r.bytes as u128 } else { 0 },
-        store_identity: store.identity(),
-    };
-    let note = match ledger::record(cfg, &rec)? {
+    let note = match ledger::record(cfg, rec)? {
         ledger::Outcome::Recorded {
             transfer_id,
             already_existed,
@@ -116,6 +131,28 @@ pub fn record_run(ctx: &Ctx, store: &dyn Store, r: &RunRecord) -> Result<Option<
         }
     };
     Ok(Some(note))
+}
+
+/// Writes the JSON report of a run that is not itself a backup (`cleanup`,
+/// `verify`) at `reports/{operation}/{yyyy}/{mm}/{dd}/{id}.json`, create-only.
+pub fn write_report(
+    store: &dyn Store,
+    operation: &str,
+    id: BackupId,
+    at: OffsetDateTime,
+    body: &serde_json::Value,
+) -> Result<String> {
+    let key = format!(
+        "reports/{operation}/{:04}/{:02}/{:02}/{id}.json",
+        at.year(),
+        at.month() as u8,
+        at.day()
+    );
+    let bytes = serde_json::to_vec_pretty(body)?;
+    store
+        .put_new(&key, &bytes, &Vec::new())
+        .map_err(|e| e.context(format!("failed to write the run report {key}")))?;
+    Ok(key)
 }
 
 /// The file name ending of a data object: `{base}.zst.enc`, `{base}.gz`, `{base}`…

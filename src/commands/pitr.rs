@@ -37,7 +37,7 @@ pub struct Replayed {
 }
 
 /// A replica bkp started; stopped (and its lock awaited) when dropped.
-struct PrivateReplica {
+pub struct PrivateReplica {
     child: Child,
     file: std::path::PathBuf,
 }
@@ -74,22 +74,22 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-/// Replays the log onto `data_file` (formatting it first when `fresh`) up to `at`.
-pub fn replay_logs(
+/// Starts a replica of the configured `tigerbeetle` binary on `data_file`
+/// (formatting it first when `fresh`) on a free loopback port, with the configured
+/// replica flags, and waits until it serves. `why` names the caller in errors.
+pub fn start_private_replica(
     ctx: &Ctx,
-    store: &dyn Store,
-    keyring: Option<&Keyring>,
     data_file: &Path,
-    at: OffsetDateTime,
     fresh: bool,
-) -> Result<Replayed> {
+    why: &str,
+) -> Result<(PrivateReplica, tblog::ClusterConfig)> {
     let plan = &ctx.plan;
     let tb = plan.tigerbeetle.as_ref();
     let binary = tb.and_then(|t| t.binary.clone()).ok_or_else(|| {
         coded(
             Code::Config,
             format!(
-                "{}: point-in-time restore starts a private replica: set tigerbeetle.binary",
+                "{}: {why} starts a private replica: set tigerbeetle.binary",
                 plan.source.display()
             ),
         )
@@ -98,7 +98,6 @@ pub fn replay_logs(
     let cluster_id = tb
         .and_then(|t| t.cluster.as_ref())
         .map_or(0, |c| c.cluster_id);
-    let at_ns = u64::try_from(at.unix_timestamp_nanos()).context("--at is before 1970")?;
     let log_path = plan.work_dir.join("restore-replica.log");
     let log = || -> Result<std::fs::File> {
         Ok(std::fs::OpenOptions::new()
@@ -156,7 +155,7 @@ pub fn replay_logs(
     };
     let deadline = crate::units::deadline(Duration::from_secs(120));
     while TcpStream::connect(&address).is_err() {
-        if let Some(status) = replica.child.try_wait()? {
+        if let Some(status) = replica.child.try_wait().ok().flatten() {
             anyhow::bail!("the private replica exited ({status}) before it served; see {} (do tigerbeetle.replica_args match the production cluster's flags?)", log_path.display());
         }
         if std::time::Instant::now() > deadline {
@@ -172,6 +171,21 @@ pub fn replay_logs(
         addresses: address,
         timeout: Duration::from_secs(60),
     };
+    Ok((replica, cfg))
+}
+
+/// Replays the log onto `data_file` (formatting it first when `fresh`) up to `at`.
+pub fn replay_logs(
+    ctx: &Ctx,
+    store: &dyn Store,
+    keyring: Option<&Keyring>,
+    data_file: &Path,
+    at: OffsetDateTime,
+    fresh: bool,
+) -> Result<Replayed> {
+    let (replica, cfg) = start_private_replica(ctx, data_file, fresh, "point-in-time restore")?;
+    let plan = &ctx.plan;
+    let at_ns = u64::try_from(at.unix_timestamp_nanos()).context("--at is before 1970")?;
     let newest = tblog::newest_timestamp(&cfg)?;
     if newest > at_ns {
         return Err(coded(Code::NotFound, format!("the snapshot already holds rows newer than --at ({newest} > {at_ns}): choose an older snapshot")));

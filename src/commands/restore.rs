@@ -210,33 +210,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     let progress = ctx.progress();
     let mut restored = Vec::new();
     if let Some(m) = &m {
-        for entry in &m.objects {
-            pipeline::download(
-                store.as_ref(),
-                entry,
-                m.compression,
-                keyring.as_ref(),
-                &plan.work_dir,
-                progress.clone(),
-                |r| {
-                    restored.extend(archive::unpack(r, &staging)?);
-                    Ok(())
-                },
-            )?;
-        }
-        // Every file the manifest names, with its exact size and digest; nothing else.
-        let mut want = m.files.clone();
-        want.sort_by(|a, b| a.name.cmp(&b.name));
-        restored.sort_by(|a, b| a.name.cmp(&b.name));
-        if want != restored {
-            return Err(coded(
-                Code::Integrity,
-                format!(
-                    "backup {}: the restored files do not match the manifest (expected {:?}, got {:?}); the target was not touched",
-                    m.id, want, restored
-                ),
-            ));
-        }
+        restored = unpack_backup(ctx, store.as_ref(), keyring.as_ref(), m, &staging, progress)?;
     }
     let replayed = match at {
         Some(at) => {
@@ -321,4 +295,46 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Downloads, verifies and unpacks every object of archive backup `m` into `dir`
+/// (an empty directory), then checks that exactly the files the manifest names
+/// came out, with their sizes and SHA-256. Returns them, sorted by name.
+pub fn unpack_backup(
+    ctx: &Ctx,
+    store: &dyn crate::store::Store,
+    keyring: Option<&crate::crypto::Keyring>,
+    m: &manifest::Manifest,
+    dir: &Path,
+    progress: std::sync::Arc<dyn crate::stages::progress::Progress>,
+) -> Result<Vec<manifest::FileEntry>> {
+    let mut restored = Vec::new();
+    for entry in &m.objects {
+        pipeline::download(
+            store,
+            entry,
+            m.compression,
+            keyring,
+            &ctx.plan.work_dir,
+            progress.clone(),
+            |r| {
+                restored.extend(archive::unpack(r, dir)?);
+                Ok(())
+            },
+        )?;
+    }
+    // Every file the manifest names, with its exact size and digest; nothing else.
+    let mut want = m.files.clone();
+    want.sort_by(|a, b| a.name.cmp(&b.name));
+    restored.sort_by(|a, b| a.name.cmp(&b.name));
+    if want != restored {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "backup {}: the restored files do not match the manifest (expected {:?}, got {:?}); the target was not touched",
+                m.id, want, restored
+            ),
+        ));
+    }
+    Ok(restored)
 }

@@ -200,7 +200,7 @@ fn reflink(src: &File, dst: &Path) -> std::io::Result<()> {
     out.sync_all()
 }
 
-fn check_integrity(binary: &Path, file: &Path) -> Result<()> {
+pub fn check_integrity(binary: &Path, file: &Path) -> Result<()> {
     let out = Command::new(binary)
         .args(["inspect", "integrity"])
         .arg(file)

@@ -76,6 +76,14 @@ impl<R: Read> HashReader<R> {
         };
         (self.inner, d)
     }
+
+    /// The digest of everything read so far, leaving the reader usable.
+    pub fn digest_so_far(&self) -> Digested {
+        Digested {
+            sha256: hex(&self.hasher.clone().finalize()),
+            bytes: self.bytes,
+        }
+    }
 }
 
 impl<R: Read> Read for HashReader<R> {

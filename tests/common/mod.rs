@@ -764,3 +764,67 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A test directory with a config (TigerBeetle `data_file`, a key, a local or S3
+/// store, plus `extra` TOML), for the subcommands' tests.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl Setup {
+    pub fn bkp(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--config", self.config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run_bkp(&all, &self.env)
+    }
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+}
+
+pub enum StoreKind {
+    Local,
+    S3,
+}
+
+pub fn setup(data_file: &Path, store: StoreKind, extra: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("key"), [7u8; 32]).unwrap();
+    let (store_toml, env) = match store {
+        StoreKind::Local => (
+            "[store]\ntype = \"local\"\npath = \"store\"\n".to_string(),
+            vec![],
+        ),
+        StoreKind::S3 => {
+            let s3 = shared_s3();
+            let bucket = unique_name("snap");
+            s3.create_bucket(&bucket);
+            (
+                format!(
+                    "[store]\ntype = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"team/bkp\"\nendpoint = \"{}\"\npath_style = true\nregion = \"{}\"\npart_size = \"5MiB\"\nconcurrency = 3\n",
+                    s3.endpoint, s3.region
+                ),
+                s3.env(),
+            )
+        }
+    };
+    let config = dir.path().join("bkp.toml");
+    fs::write(
+        &config,
+        format!(
+            "work_dir = \"work\"\n{store_toml}[encryption]\nkey_file = \"key\"\n[tigerbeetle]\ndata_file = \"{}\"\nbinary = \"{}\"\n{extra}",
+            data_file.display(),
+            tool("tigerbeetle").display()
+        ),
+    )
+    .unwrap();
+    Setup { dir, config, env }
+}
+
+/// The JSON a `--json` run printed.
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}

@@ -1,0 +1,475 @@
+//! `bkp cleanup`: retention policy → plan → delete expired backups, chain-aware.
+//!
+//! The plan is [`retention::plan`], a pure function of the manifests, the policy
+//! and the time, so `--dry-run` shows exactly what a real run would do.
+//!
+//! Deleting a backup keeps the store consistent at every moment, even when the
+//! process is killed half-way:
+//! 1. a tombstone `trash/{kind}/{id}.json` is written (create-only), naming the
+//!    manifest, the objects to delete (those no kept manifest names in `objects`
+//!    or `uses`) and their bytes;
+//! 2. the manifest is deleted: from now on the backup is not listed, not
+//!    restorable, not planned again;
+//! 3. the objects are deleted;
+//! 4. the reverse code-12 transfer (store → source, amount = bytes deleted, id
+//!    derived from the backup id) is recorded, or spooled;
+//! 5. the tombstone is deleted.
+//!
+//! Every step is idempotent, and every run first finishes the tombstones an
+//! earlier run left, so an interrupted cleanup is completed by the next one and
+//! the ledger records each deletion exactly once.
+//!
+//! Then objects that no manifest or tombstone names (uploads of crashed runs) are
+//! removed once older than the grace period, and so are a crashed run's local
+//! leftovers: restore spools and partial store writes in the work directory and
+//! the local store, and data-file copies (only while no snapshot runs).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::{open_store, write_report, Ctx, RunRecord};
+use crate::cli::CleanupArgs;
+use crate::config::StorePlan;
+use crate::id::BackupId;
+use crate::ledger;
+use crate::lock::RunLock;
+use crate::manifest::{self, Kind, Manifest};
+use crate::retention::{self, Candidate, Decision};
+use crate::store::Store;
+use crate::ui;
+
+pub const TRASH_DIR: &str = "trash";
+const TOMBSTONE_SCHEMA: &str = "bkp.tombstone/1.0";
+
+/// A deletion in progress, written before anything is deleted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub schema: String,
+    pub manifest: Manifest,
+    /// Objects to delete: the backup's own and shared ones no kept manifest needs.
+    pub delete: Vec<String>,
+    /// Bytes of those objects: the amount of the reverse ledger transfer.
+    pub bytes: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub planned_at: OffsetDateTime,
+}
+
+fn tombstone_key(kind: Kind, id: BackupId) -> String {
+    format!("{TRASH_DIR}/{}/{id}.json", kind.as_str())
+}
+
+/// The candidates retention sees for `manifests`.
+pub fn candidates(manifests: &[Manifest]) -> Vec<Candidate> {
+    manifests
+        .iter()
+        .map(|m| Candidate {
+            id: m.id.to_string(),
+            kind: m.kind,
+            scope: m.scope,
+            started_at: m.started_at,
+            parent: m.parent.map(|p| p.to_string()),
+            expires_at: (m.retention_days > 0)
+                .then(|| m.started_at + time::Duration::days(i64::from(m.retention_days))),
+        })
+        .collect()
+}
+
+/// Every object key the manifests name (`objects` and `uses`).
+fn referenced<'a>(manifests: impl IntoIterator<Item = &'a Manifest>) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    for m in manifests {
+        keys.extend(m.objects.iter().map(|o| o.key.clone()));
+        keys.extend(m.uses.iter().cloned());
+    }
+    keys
+}
+
+#[derive(Default)]
+struct Totals {
+    backups: u64,
+    bytes: u64,
+    orphans: u64,
+    orphan_bytes: u64,
+    local: u64,
+}
+
+pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
+    let plan = &ctx.plan;
+    let started_at = OffsetDateTime::now_utc();
+    let run_id = BackupId::new_v7(started_at);
+    let _lock = RunLock::acquire(&plan.work_dir, "cleanup", ctx.wait)?;
+    let store = open_store(plan)?;
+    let store = store.as_ref();
+    let dry = args.dry_run;
+    let mut totals = Totals::default();
+
+    // 1. Finish what an interrupted run started.
+    let pending = read_tombstones(store)?;
+    for t in &pending {
+        if dry {
+            ctx.ui.info(&format!(
+                "would finish the interrupted deletion of {} {} ({})",
+                t.manifest.kind.as_str(),
+                t.manifest.id,
+                ui::size(t.bytes)
+            ));
+        } else {
+            ctx.ui.info(&format!(
+                "finishing the interrupted deletion of {} {}",
+                t.manifest.kind.as_str(),
+                t.manifest.id
+            ));
+            finish(ctx, store, t)?;
+            totals.backups += 1;
+            totals.bytes += t.bytes;
+        }
+    }
+
+    // 2. Plan.
+    let (mut all, unreadable) = manifest::list(store, None)?;
+    for u in &unreadable {
+        ctx.ui.warn(&format!(
+            "manifest {} cannot be read ({}); its backup is left alone and no orphan is removed this run",
+            u.key, u.error
+        ));
+    }
+    if dry {
+        // The interrupted deletions would be finished first.
+        let gone: BTreeSet<BackupId> = pending.iter().map(|t| t.manifest.id).collect();
+        all.retain(|m| !gone.contains(&m.id));
+    }
+    let selected: Vec<Manifest> = match args.kind {
+        Some(k) => all.iter().filter(|m| m.kind == k.into()).cloned().collect(),
+        None => all.clone(),
+    };
+    let decisions = retention::plan(&candidates(&selected), &plan.retention.policies, started_at);
+    let by_id: BTreeMap<String, &Manifest> =
+        selected.iter().map(|m| (m.id.to_string(), m)).collect();
+    let doomed: BTreeSet<&str> = decisions
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.id.as_str())
+        .collect();
+    show_plan(ctx, &decisions, &by_id, dry)?;
+
+    // 3. Delete, newest first (an incremental goes before the backup it builds
+    // on, so no listed backup ever lacks its base). What stays: every manifest
+    // not doomed.
+    let kept = all
+        .iter()
+        .filter(|m| !doomed.contains(m.id.to_string().as_str()));
+    let live = referenced(kept);
+    let mut deleted = Vec::new();
+    for d in decisions.iter().filter(|d| !d.keep) {
+        let m = by_id[&d.id];
+        let mut delete: Vec<String> = referenced([m])
+            .into_iter()
+            .filter(|k| !live.contains(k))
+            .collect();
+        delete.sort();
+        let own: BTreeMap<&str, u64> = m.objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
+        let mut bytes = 0;
+        for key in &delete {
+            bytes += match own.get(key.as_str()) {
+                Some(size) => *size,
+                None => store.head(key)?.map_or(0, |i| i.size),
+            };
+        }
+        if dry {
+            totals.backups += 1;
+            totals.bytes += bytes;
+            continue;
+        }
+        let t = Tombstone {
+            schema: TOMBSTONE_SCHEMA.into(),
+            manifest: m.clone(),
+            delete,
+            bytes,
+            planned_at: started_at,
+        };
+        let key = tombstone_key(m.kind, m.id);
+        let body = serde_json::to_vec_pretty(&t)?;
+        if store.head(&key)?.is_none() {
+            store.put_new(&key, &body, &Vec::new()).with_context(|| {
+                format!("failed to write tombstone {key} before deleting {}", m.id)
+            })?;
+        }
+        finish(ctx, store, &t)?;
+        ctx.ui.info(&format!(
+            "deleted {} {} {} ({}, {})",
+            m.kind.as_str(),
+            m.scope.as_str(),
+            m.id,
+            ui::size(bytes),
+            d.reasons.first().map(String::as_str).unwrap_or("")
+        ));
+        totals.backups += 1;
+        totals.bytes += bytes;
+        deleted.push(json!({"id": m.id, "kind": m.kind, "scope": m.scope, "bytes": bytes}));
+    }
+
+    // 4. Orphans: objects no manifest names, older than the grace period.
+    let remaining: Vec<Manifest> = if dry {
+        all.iter()
+            .filter(|m| !doomed.contains(m.id.to_string().as_str()))
+            .cloned()
+            .collect()
+    } else {
+        manifest::list(store, None)?.0
+    };
+    let mut orphans = Vec::new();
+    if unreadable.is_empty() {
+        let named = referenced(&remaining);
+        let protected: BTreeSet<String> = read_tombstones(store)?
+            .iter()
+            .flat_map(|t| t.delete.clone())
+            .collect();
+        let cutoff = started_at - plan.retention.grace;
+        for kind in Kind::ALL {
+            for o in store.list(&format!("{}/", kind.as_str()))? {
+                let old = o.modified.is_some_and(|t| t < cutoff);
+                if old && !named.contains(&o.key) && !protected.contains(&o.key) {
+                    orphans.push(o);
+                }
+            }
+        }
+    }
+    for o in &orphans {
+        if dry {
+            ctx.ui.info(&format!(
+                "would remove {} ({}): no manifest names it",
+                o.key,
+                ui::size(o.size)
+            ));
+        } else {
+            store.delete(&o.key)?;
+            ctx.ui.info(&format!(
+                "removed {} ({}): left by an interrupted run, no manifest names it",
+                o.key,
+                ui::size(o.size)
+            ));
+        }
+        totals.orphans += 1;
+        totals.orphan_bytes += o.size;
+    }
+
+    // 5. Local leftovers.
+    let grace: std::time::Duration = plan.retention.grace.try_into().unwrap_or_default();
+    totals.local = local_leftovers(ctx, grace, dry);
+
+    let verb = if dry { "would delete" } else { "deleted" };
+    ctx.ui.info(&format!(
+        "{verb} {} backup(s) ({}) and {} orphan object(s) ({}); {} local leftover(s); kept {}",
+        totals.backups,
+        ui::size(totals.bytes),
+        totals.orphans,
+        ui::size(totals.orphan_bytes),
+        totals.local,
+        decisions.iter().filter(|d| d.keep).count()
+    ));
+    if !dry {
+        let report = json!({
+            "schema": "bkp.report/1.0",
+            "operation": "cleanup",
+            "id": run_id,
+            "started_at": started_at.format(&time::format_description::well_known::Rfc3339)?,
+            "finished_at": OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?,
+            "host": super::hostname(),
+            "bkp_version": env!("CARGO_PKG_VERSION"),
+            "deleted": deleted,
+            "bytes_deleted": totals.bytes,
+            "orphans_removed": orphans.iter().map(|o| json!({"key": o.key, "bytes": o.size})).collect::<Vec<_>>(),
+            "kept": decisions.iter().filter(|d| d.keep).count(),
+        });
+        let key = write_report(store, "cleanup", run_id, started_at, &report)?;
+        ctx.ui.detail(&format!("report: {key}"));
+    }
+    Ok(())
+}
+
+fn show_plan(
+    ctx: &Ctx,
+    decisions: &[Decision],
+    by_id: &BTreeMap<String, &Manifest>,
+    dry: bool,
+) -> Result<()> {
+    if ctx.ui.json {
+        let rows: Vec<_> = decisions
+            .iter()
+            .map(|d| {
+                let m = by_id[&d.id];
+                json!({
+                    "id": m.id,
+                    "kind": m.kind,
+                    "scope": m.scope,
+                    "operation": m.operation,
+                    "started_at": m.started_at.format(&time::format_description::well_known::Rfc3339).ok(),
+                    "bytes": m.stored_bytes(),
+                    "action": if d.keep { "keep" } else { "delete" },
+                    "reasons": d.reasons,
+                })
+            })
+            .collect();
+        ui::out(&serde_json::to_string_pretty(
+            &json!({ "dry_run": dry, "backups": rows }),
+        )?)?;
+        return Ok(());
+    }
+    if decisions.is_empty() {
+        ctx.ui.info("no backups in the store");
+        return Ok(());
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    ui::out(&format!(
+        "{:<6}  {:<36}  {:<11}  {:<11}  {:<20}  {:>10}  REASON",
+        "ACTION", "ID", "KIND", "SCOPE", "STARTED (UTC)", "SIZE"
+    ))?;
+    for d in decisions {
+        let m = by_id[&d.id];
+        ui::out(&format!(
+            "{:<6}  {:<36}  {:<11}  {:<11}  {:<20}  {:>10}  {}",
+            if d.keep { "keep" } else { "delete" },
+            d.id,
+            m.kind.as_str(),
+            m.scope.as_str(),
+            m.started_at.format(&fmt).unwrap_or_default(),
+            ui::size(m.stored_bytes()),
+            d.reasons.join("; "),
+        ))?;
+    }
+    Ok(())
+}
+
+fn read_tombstones(store: &dyn Store) -> Result<Vec<Tombstone>> {
+    let mut out = Vec::new();
+    for o in store.list(&format!("{TRASH_DIR}/"))? {
+        if !o.key.ends_with(".json") {
+            continue;
+        }
+        let bytes = store.get(&o.key)?;
+        let t: Tombstone = serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "tombstone {} is malformed: remove it by hand after checking the backup it names",
+                o.key
+            )
+        })?;
+        out.push(t);
+    }
+    out.sort_by_key(|t| (t.manifest.started_at, t.manifest.id));
+    Ok(out)
+}
+
+/// Steps 2 to 5 of a deletion; each is idempotent.
+fn finish(ctx: &Ctx, store: &dyn Store, t: &Tombstone) -> Result<()> {
+    let m = &t.manifest;
+    store.delete(&m.key())?;
+    // Fault injection for the crash-recovery test: die between steps 2 and 3.
+    if std::env::var_os("BKP_FAILPOINT").is_some_and(|v| v == "cleanup-after-manifest") {
+        std::process::abort();
+    }
+    for key in &t.delete {
+        store
+            .delete(key)
+            .with_context(|| format!("failed to delete {key} of backup {}", m.id))?;
+    }
+    let record = RunRecord {
+        id: m.id,
+        kind: m.kind,
+        scope: m.scope,
+        operation: ledger::Operation::Cleanup,
+        compression: m.compression,
+        encrypted: m.encryption.is_some(),
+        completed: true,
+        retention_days: m.retention_days,
+        started_at: t.planned_at,
+        bytes: t.bytes,
+    };
+    if let Some(note) = super::send_record(ctx, &record.to_ledger(store))? {
+        ctx.ui.detail(&note);
+    }
+    store.delete(&tombstone_key(m.kind, m.id))?;
+    Ok(())
+}
+
+/// Removes what crashed runs left on local disk; returns how many.
+fn local_leftovers(ctx: &Ctx, grace: std::time::Duration, dry: bool) -> u64 {
+    let plan = &ctx.plan;
+    let mut found: Vec<std::path::PathBuf> = Vec::new();
+    let older = |p: &Path| {
+        p.symlink_metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age > grace)
+    };
+    let entries = |dir: &Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|r| r.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    for p in entries(&plan.work_dir) {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with(".restore-") && name.ends_with(".spool") && older(&p) {
+            found.push(p);
+        }
+    }
+    if let StorePlan::Local(root) = &plan.store {
+        for p in entries(&root.join(crate::store::local::PARTIAL_DIR)) {
+            if older(&p) {
+                found.push(p);
+            }
+        }
+    }
+    // Data-file copies: only while no snapshot runs (its lock is free).
+    let copies: Vec<_> = entries(&plan.work_dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(crate::sources::tigerbeetle::COPY_DIR_PREFIX))
+                .is_some_and(|id| id.parse::<BackupId>().is_ok())
+        })
+        .collect();
+    let snapshot_lock = if copies.is_empty() || dry {
+        None
+    } else {
+        RunLock::acquire(&plan.work_dir, "snapshot", std::time::Duration::ZERO).ok()
+    };
+    if snapshot_lock.is_some() || dry {
+        found.extend(copies);
+    }
+    for p in &found {
+        if dry {
+            ctx.ui.info(&format!(
+                "would remove {} left by an interrupted run",
+                p.display()
+            ));
+            continue;
+        }
+        let r = if p.is_dir() {
+            std::fs::remove_dir_all(p)
+        } else {
+            std::fs::remove_file(p)
+        };
+        match r {
+            Ok(()) => ctx.ui.info(&format!(
+                "removed {} left by an interrupted run",
+                p.display()
+            )),
+            Err(e) => ctx.ui.warn(&format!(
+                "cannot remove {} left by an interrupted run: {e}",
+                p.display()
+            )),
+        }
+    }
+    found.len() as u64
+}

@@ -1,0 +1,596 @@
+//! `bkp verify`: prove that backups are whole, and with `--drill` that they load.
+//!
+//! For every selected backup: each object exists with its recorded size, is read
+//! once end to end (SHA-256 of the stored bytes, every encrypted chunk
+//! authenticated, the compression framing, the content digest: see
+//! [`pipeline::check`]), objects shared with earlier backups exist, and its chain
+//! is complete (log segments meet, incrementals reach their full backup).
+//!
+//! The ledger audit compares the code-12 transfers on the store's account with
+//! the manifests: a backup the ledger records as stored (and not deleted by
+//! `cleanup`) must have a manifest, every manifest must have its transfer (or a
+//! record waiting in the spool), and the account's balance must equal the bytes
+//! the manifests retain.
+//!
+//! `--drill` restores the newest selected backup of each kind into a scratch
+//! directory in the work directory and proves the data loads; the scratch
+//! directory is removed afterwards, whatever happened.
+//!
+//! The run writes a report (`reports/verify/…`) and records one code-12 transfer
+//! per kind checked (amount = bytes read; status failed when a problem was found).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::{open_store, write_report, Ctx, RunRecord};
+use crate::cli::VerifyArgs;
+use crate::crypto::Keyring;
+use crate::exit::{classify, coded, Code};
+use crate::id::BackupId;
+use crate::ledger;
+use crate::lock::RunLock;
+use crate::manifest::{self, Kind, Manifest, Scope};
+use crate::stages::compress::Compression;
+use crate::store::Store;
+use crate::{pipeline, ui};
+
+/// What was found for one backup.
+#[derive(Debug, Serialize)]
+pub struct BackupCheck {
+    pub id: BackupId,
+    pub kind: Kind,
+    pub scope: Scope,
+    pub operation: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    pub objects: usize,
+    pub bytes_read: u64,
+    pub problems: Vec<String>,
+}
+
+/// What a restore drill found.
+#[derive(Debug, Serialize)]
+pub struct Drill {
+    pub id: BackupId,
+    pub kind: Kind,
+    pub ok: bool,
+    pub facts: BTreeMap<String, serde_json::Value>,
+    pub problems: Vec<String>,
+}
+
+/// The ledger audit.
+#[derive(Debug, Default, Serialize)]
+pub struct Audit {
+    pub checked: bool,
+    pub transfers: usize,
+    pub store_balance: Option<i128>,
+    pub retained_bytes: u64,
+    pub pending_in_spool: Vec<String>,
+    pub problems: Vec<String>,
+}
+
+/// Removes a directory when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn selected(all: &[Manifest], args: &VerifyArgs, now: OffsetDateTime) -> Result<Vec<Manifest>> {
+    let since = match &args.since {
+        None => None,
+        Some(s) => Some(match OffsetDateTime::parse(s, &Rfc3339) {
+            Ok(t) => t,
+            Err(_) => {
+                let d = crate::units::parse_duration(s).map_err(|_| {
+                    coded(
+                        Code::Config,
+                        format!("--since {s:?} is neither an RFC 3339 time (2026-11-22T06:00:00Z) nor a duration (7d)"),
+                    )
+                })?;
+                now - time::Duration::try_from(d)?
+            }
+        }),
+    };
+    let kind = args.kind.map(Kind::from);
+    Ok(all
+        .iter()
+        .filter(|m| kind.is_none_or(|k| m.kind == k))
+        .filter(|m| since.is_none_or(|t| m.started_at >= t))
+        .cloned()
+        .collect())
+}
+
+pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
+    let plan = &ctx.plan;
+    let started_at = OffsetDateTime::now_utc();
+    let _lock = RunLock::acquire(&plan.work_dir, "verify", ctx.wait)?;
+    let store = open_store(plan)?;
+    let store = store.as_ref();
+
+    let (all, unreadable) = manifest::list(store, None)?;
+    let mut chosen = match &args.backup {
+        Some(id) => vec![manifest::find(store, id, args.kind.map(Kind::from))?],
+        None => selected(&all, args, started_at)?,
+    };
+    chosen.sort_by_key(|m| (m.started_at, m.id));
+    let mut general: Vec<String> = unreadable
+        .iter()
+        .map(|u| format!("manifest {} cannot be read: {}", u.key, u.error))
+        .collect();
+    let keyring = if chosen.iter().any(|m| m.encryption.is_some()) {
+        plan.keyring()?
+    } else {
+        None
+    };
+
+    // Objects and chains.
+    let by_id: HashMap<BackupId, &Manifest> = all.iter().map(|m| (m.id, m)).collect();
+    let sizes: HashMap<&str, u64> = all
+        .iter()
+        .flat_map(|m| m.objects.iter().map(|o| (o.key.as_str(), o.size)))
+        .collect();
+    let mut checks = Vec::new();
+    for m in &chosen {
+        ctx.ui.detail(&format!(
+            "verifying {} {} {}",
+            m.kind.as_str(),
+            m.operation,
+            m.id
+        ));
+        let c = check_backup(ctx, store, keyring.as_ref(), m, &by_id, &all, &sizes)?;
+        for p in &c.problems {
+            ctx.ui.warn(&format!("{} {}: {p}", m.kind.as_str(), m.id));
+        }
+        checks.push(c);
+    }
+
+    // Ledger audit.
+    let audit = match &plan.ledger {
+        None => Audit::default(),
+        Some(cfg) => audit(cfg, store, &all, &chosen),
+    };
+    for p in &audit.problems {
+        ctx.ui.warn(&format!("ledger: {p}"));
+    }
+
+    // Drills.
+    let mut drills = Vec::new();
+    if args.drill {
+        let mut newest: BTreeMap<Kind, &Manifest> = BTreeMap::new();
+        for m in chosen.iter().filter(|m| drillable(m)) {
+            newest.insert(m.kind, m);
+        }
+        if newest.is_empty() {
+            general.push("--drill: no selected backup can be drilled (snapshots, full or incremental exports, replications)".into());
+        }
+        for m in newest.values() {
+            let d = drill(ctx, store, keyring.as_ref(), m);
+            for p in &d.problems {
+                ctx.ui
+                    .warn(&format!("drill {} {}: {p}", m.kind.as_str(), m.id));
+            }
+            drills.push(d);
+        }
+    }
+
+    // Report, ledger records, output.
+    let failed_backups = checks.iter().filter(|c| !c.problems.is_empty()).count();
+    let failed_drills = drills.iter().filter(|d| !d.ok).count();
+    let problems = general.len()
+        + checks.iter().map(|c| c.problems.len()).sum::<usize>()
+        + audit.problems.len()
+        + drills.iter().map(|d| d.problems.len()).sum::<usize>();
+    let ok = problems == 0;
+    let bytes_read: u64 = checks.iter().map(|c| c.bytes_read).sum();
+    let run_id = BackupId::new_v7(started_at);
+    let report = json!({
+        "schema": "bkp.report/1.0",
+        "operation": "verify",
+        "id": run_id,
+        "started_at": started_at.format(&Rfc3339)?,
+        "finished_at": OffsetDateTime::now_utc().format(&Rfc3339)?,
+        "host": super::hostname(),
+        "bkp_version": env!("CARGO_PKG_VERSION"),
+        "ok": ok,
+        "problems": problems,
+        "bytes_read": bytes_read,
+        "general": general,
+        "backups": checks,
+        "ledger": audit,
+        "drills": drills,
+    });
+    let key = write_report(store, "verify", run_id, started_at, &report)?;
+    let mut per_kind: BTreeMap<Kind, (u64, bool)> = BTreeMap::new();
+    for c in &checks {
+        let e = per_kind.entry(c.kind).or_insert((0, true));
+        e.0 += c.bytes_read;
+        e.1 &= c.problems.is_empty();
+    }
+    for d in &drills {
+        per_kind.entry(d.kind).or_insert((0, true)).1 &= d.ok;
+    }
+    for (kind, (bytes, kind_ok)) in per_kind {
+        let record = RunRecord {
+            id: BackupId::new_v7(started_at),
+            kind,
+            scope: Scope::Full,
+            operation: ledger::Operation::Verify,
+            compression: Compression::None,
+            encrypted: false,
+            completed: kind_ok,
+            retention_days: 0,
+            started_at,
+            bytes,
+        };
+        if let Some(note) = super::record_run(ctx, store, &record)? {
+            ctx.ui.detail(&note);
+        }
+    }
+
+    if ctx.ui.json {
+        ui::out(&serde_json::to_string_pretty(&report)?)?;
+    } else {
+        show(ctx, &checks, &audit, &drills)?;
+        ctx.ui.detail(&format!("report: {key}"));
+    }
+    let summary = format!(
+        "{} backup(s) checked, {} read; {} with problems; ledger {}; {} drill(s), {} failed",
+        checks.len(),
+        ui::size(bytes_read),
+        failed_backups,
+        if plan.ledger.is_none() {
+            "not configured".to_string()
+        } else if audit.checked {
+            format!("{} problem(s)", audit.problems.len())
+        } else {
+            "not checked".to_string()
+        },
+        drills.len(),
+        failed_drills
+    );
+    if ok {
+        ctx.ui.info(&format!("verified: {summary}"));
+        Ok(())
+    } else {
+        for g in &general {
+            ctx.ui.warn(g);
+        }
+        Err(coded(
+            Code::Integrity,
+            format!("verification failed: {problems} problem(s): {summary}. The warnings above name each one; `bkp verify --json` gives the full report"),
+        ))
+    }
+}
+
+fn drillable(m: &Manifest) -> bool {
+    match m.kind {
+        Kind::Tigerbeetle => m.scope == Scope::Full,
+        _ => false,
+    }
+}
+
+/// Errors that mean "this data is bad" become problems; anything else (the store
+/// is unreachable, a local failure) stops the run.
+fn problem_or_stop(e: anyhow::Error) -> Result<String> {
+    match classify(&e) {
+        Some(Code::Integrity) | Some(Code::NotFound) => Ok(format!("{e:#}")),
+        Some(Code::Transient) | Some(Code::Config) => Err(e),
+        _ => Ok(format!("{e:#}")),
+    }
+}
+
+fn check_backup(
+    ctx: &Ctx,
+    store: &dyn Store,
+    keyring: Option<&Keyring>,
+    m: &Manifest,
+    by_id: &HashMap<BackupId, &Manifest>,
+    all: &[Manifest],
+    sizes: &HashMap<&str, u64>,
+) -> Result<BackupCheck> {
+    let mut c = BackupCheck {
+        id: m.id,
+        kind: m.kind,
+        scope: m.scope,
+        operation: m.operation.clone(),
+        started_at: m.started_at,
+        objects: m.objects.len() + m.uses.len(),
+        bytes_read: 0,
+        problems: Vec::new(),
+    };
+    for o in &m.objects {
+        match store.head(&o.key)? {
+            None => c.problems.push(format!("object {} is missing", o.key)),
+            Some(info) if info.size != o.size => c.problems.push(format!(
+                "object {} has {} bytes, the manifest recorded {} (truncated or replaced)",
+                o.key, info.size, o.size
+            )),
+            Some(_) => match pipeline::check(store, o, m.compression, keyring, ctx.progress()) {
+                Ok(n) => c.bytes_read += n,
+                Err(e) => c.problems.push(problem_or_stop(e)?),
+            },
+        }
+    }
+    for key in &m.uses {
+        match (store.head(key)?, sizes.get(key.as_str())) {
+            (None, _) => c.problems.push(format!("shared object {key} is missing")),
+            (Some(info), Some(&want)) if info.size != want => c.problems.push(format!(
+                "shared object {key} has {} bytes, its manifest recorded {want}",
+                info.size
+            )),
+            _ => {}
+        }
+    }
+    let chain = super::list::chain_status(m, by_id, all);
+    if let Some(why) = chain.strip_prefix("BROKEN: ") {
+        c.problems.push(format!("chain broken: {why}"));
+    }
+    // An incremental export must reach its full backup.
+    if m.scope == Scope::Incremental && !m.kind.replays_log() {
+        let mut seen = BTreeSet::new();
+        let mut cur = m;
+        while cur.scope == Scope::Incremental {
+            let Some(p) = cur.parent else {
+                c.problems.push(format!(
+                    "chain broken: incremental {} names no parent",
+                    cur.id
+                ));
+                break;
+            };
+            let Some(next) = by_id.get(&p) else {
+                if cur.id != m.id {
+                    c.problems
+                        .push(format!("chain broken: ancestor {p} missing"));
+                }
+                break;
+            };
+            if !seen.insert(p) {
+                c.problems
+                    .push(format!("chain broken: a cycle through {p}"));
+                break;
+            }
+            cur = next;
+        }
+    }
+    Ok(c)
+}
+
+fn audit(
+    cfg: &ledger::LedgerConfig,
+    store: &dyn Store,
+    all: &[Manifest],
+    chosen: &[Manifest],
+) -> Audit {
+    let mut a = Audit::default();
+    let identity = store.identity();
+    let account = ledger::store_account_id(&identity);
+    let transfers = match ledger::account_transfers(cfg, account) {
+        Ok(t) => t,
+        Err(e) => {
+            a.problems
+                .push(format!("the ledger could not be read: {e:#}"));
+            return a;
+        }
+    };
+    a.checked = true;
+    a.transfers = transfers.len();
+    let ids: BTreeSet<u128> = transfers.iter().map(|t| t.id).collect();
+    let manifests: HashMap<u128, &Manifest> = all
+        .iter()
+        .map(|m| (u128::from_be_bytes(m.id.as_bytes()), m))
+        .collect();
+    let (mut credits, mut debits) = (0i128, 0i128);
+    for t in &transfers {
+        if t.code != ledger::TRANSFER_CODE {
+            continue;
+        }
+        if t.credit_account_id == account {
+            credits += t.amount as i128;
+        } else if t.debit_account_id == account {
+            debits += t.amount as i128;
+        }
+        let backup = t.credit_account_id == account
+            && t.amount > 0
+            && !matches!(
+                t.operation,
+                Some(ledger::Operation::Cleanup) | Some(ledger::Operation::Verify)
+            );
+        if backup
+            && !ids.contains(&ledger::cleanup_transfer_id(t.id))
+            && !manifests.contains_key(&t.id)
+        {
+            a.problems.push(format!(
+                "the ledger records backup {} ({} bytes, {}) as stored in {identity}, but the store has no manifest for it: it was deleted outside bkp, or its manifest was lost",
+                BackupId::from_u128(t.id),
+                t.amount,
+                t.fields.map_or("unknown kind".to_string(), |f| f.backup_type.name().to_string()),
+            ));
+        }
+    }
+    for m in chosen {
+        let id = u128::from_be_bytes(m.id.as_bytes());
+        if ids.contains(&id) {
+            continue;
+        }
+        if cfg.spool_dir.join(format!("{id:032x}.json")).exists() {
+            a.pending_in_spool.push(m.id.to_string());
+        } else {
+            a.problems.push(format!(
+                "backup {} ({} {}) is in the store but the ledger never recorded it",
+                m.id,
+                m.kind.as_str(),
+                m.operation
+            ));
+        }
+    }
+    let mut retained: HashMap<&str, u64> = HashMap::new();
+    for m in all {
+        for o in &m.objects {
+            retained.insert(&o.key, o.size);
+        }
+    }
+    a.retained_bytes = retained.values().sum();
+    let balance = credits - debits;
+    a.store_balance = Some(balance);
+    if a.pending_in_spool.is_empty() && a.problems.is_empty() && balance != a.retained_bytes as i128
+    {
+        a.problems.push(format!(
+            "the store account's balance in the ledger is {balance} bytes but the manifests retain {} bytes",
+            a.retained_bytes
+        ));
+    }
+    a
+}
+
+fn drill(ctx: &Ctx, store: &dyn Store, keyring: Option<&Keyring>, m: &Manifest) -> Drill {
+    let mut d = Drill {
+        id: m.id,
+        kind: m.kind,
+        ok: false,
+        facts: BTreeMap::new(),
+        problems: Vec::new(),
+    };
+    let dir = ctx.plan.work_dir.join(format!("drill-{}", m.id));
+    let result = (|| -> Result<()> {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("failed to create the drill directory {}", dir.display()))?;
+        let _scratch = Scratch(dir.clone());
+        match m.kind {
+            Kind::Tigerbeetle => drill_tigerbeetle(ctx, store, keyring, m, &dir, &mut d.facts),
+            other => anyhow::bail!("no drill for {} backups", other.as_str()),
+        }
+    })();
+    match result {
+        Ok(()) => d.ok = true,
+        Err(e) => d.problems.push(format!("{e:#}")),
+    }
+    d
+}
+
+fn drill_tigerbeetle(
+    ctx: &Ctx,
+    store: &dyn Store,
+    keyring: Option<&Keyring>,
+    m: &Manifest,
+    dir: &Path,
+    facts: &mut BTreeMap<String, serde_json::Value>,
+) -> Result<()> {
+    let files = super::restore::unpack_backup(ctx, store, keyring, m, dir, ctx.progress())?;
+    let file = files
+        .first()
+        .map(|f| dir.join(&f.name))
+        .context("the snapshot holds no data file")?;
+    let binary = ctx
+        .plan
+        .tigerbeetle
+        .as_ref()
+        .and_then(|t| t.binary.clone())
+        .ok_or_else(|| {
+            coded(
+                Code::Config,
+                format!(
+                    "{}: a TigerBeetle drill runs `tigerbeetle inspect integrity` and a replica: set tigerbeetle.binary",
+                    ctx.plan.source.display()
+                ),
+            )
+        })?;
+    crate::sources::tigerbeetle::check_integrity(&binary, &file).map_err(|e| {
+        coded(
+            Code::Integrity,
+            format!("the restored data file failed `tigerbeetle inspect integrity`: {e:#}"),
+        )
+    })?;
+    facts.insert("integrity".into(), json!("passed"));
+    let (replica, cfg) = super::pitr::start_private_replica(ctx, &file, false, "a restore drill")?;
+    let stats = crate::tblog::capture(&cfg, 0, &mut std::io::sink())?;
+    drop(replica);
+    facts.insert("accounts".into(), json!(stats.segment.accounts));
+    facts.insert("transfers".into(), json!(stats.segment.transfers));
+    facts.insert("newest_timestamp".into(), json!(stats.segment.until));
+    for (key, got) in [
+        ("accounts", stats.segment.accounts),
+        ("transfers", stats.segment.transfers),
+    ] {
+        if let Some(want) = m.source.get(key).and_then(|v| v.as_u64()) {
+            if want != got {
+                return Err(coded(
+                    Code::Integrity,
+                    format!("the restored replica holds {got} {key}, the snapshot's manifest recorded {want}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show(ctx: &Ctx, checks: &[BackupCheck], audit: &Audit, drills: &[Drill]) -> Result<()> {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    if !checks.is_empty() {
+        ui::out(&format!(
+            "{:<36}  {:<11}  {:<11}  {:<20}  {:>7}  {:>10}  RESULT",
+            "ID", "KIND", "SCOPE", "STARTED (UTC)", "OBJECTS", "READ"
+        ))?;
+    }
+    for c in checks {
+        ui::out(&format!(
+            "{:<36}  {:<11}  {:<11}  {:<20}  {:>7}  {:>10}  {}",
+            c.id.to_string(),
+            c.kind.as_str(),
+            c.scope.as_str(),
+            c.started_at.format(&fmt).unwrap_or_default(),
+            c.objects,
+            ui::size(c.bytes_read),
+            if c.problems.is_empty() {
+                "ok".to_string()
+            } else {
+                format!("FAILED: {}", c.problems.join("; "))
+            }
+        ))?;
+    }
+    if audit.checked {
+        ui::out(&format!(
+            "ledger: {} transfer(s) on the store account, balance {} bytes, manifests retain {} bytes{}{}",
+            audit.transfers,
+            audit.store_balance.unwrap_or(0),
+            audit.retained_bytes,
+            if audit.pending_in_spool.is_empty() {
+                String::new()
+            } else {
+                format!(", {} record(s) waiting in the spool", audit.pending_in_spool.len())
+            },
+            if audit.problems.is_empty() {
+                ": ok".to_string()
+            } else {
+                format!(": FAILED: {}", audit.problems.join("; "))
+            }
+        ))?;
+    } else if !audit.problems.is_empty() {
+        ui::out(&format!("ledger: FAILED: {}", audit.problems.join("; ")))?;
+    }
+    for d in drills {
+        let facts: Vec<String> = d.facts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        ui::out(&format!(
+            "drill {} {}: {} ({})",
+            d.kind.as_str(),
+            d.id,
+            if d.ok {
+                "ok".to_string()
+            } else {
+                format!("FAILED: {}", d.problems.join("; "))
+            },
+            facts.join(", ")
+        ))?;
+    }
+    let _ = ctx;
+    Ok(())
+}

@@ -1,0 +1,373 @@
+//! `bkp cleanup` and `bkp verify` through the real binary, on real TigerBeetle
+//! snapshots, a local store and S3 on SeaweedFS, with the audit ledger on a real
+//! TigerBeetle cluster.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use bkp::ledger::{self, LedgerConfig};
+use common::{assert_exit, formatted_data_file, json, repl, setup, Setup, StoreKind, TigerBeetle};
+
+/// The `[ledger]` and `[retention]` sections: only the newest snapshot is kept.
+fn extra(grace: &str) -> String {
+    format!(
+        "[ledger]\naddresses = \"{}\"\nledger = 12\ntimeout = \"5s\"\n\
+         [retention]\ngrace = \"{grace}\"\n[retention.snapshot]\npreset = \"none\"\n",
+        common::shared_ledger().address()
+    )
+}
+
+fn ledger_cfg(s: &Setup) -> LedgerConfig {
+    LedgerConfig {
+        cluster_id: 0,
+        addresses: common::shared_ledger().address(),
+        ledger: 12,
+        timeout: Duration::from_secs(5),
+        spool_dir: s.path("work/ledger-spool"),
+    }
+}
+
+fn snapshot(s: &Setup) -> serde_json::Value {
+    let out = s.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    json(&out)["manifest"].clone()
+}
+
+fn listed(s: &Setup) -> Vec<String> {
+    let out = s.bkp(&["list", "--json"]);
+    assert_exit(&out, 0);
+    json(&out)["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn object_path(s: &Setup, m: &serde_json::Value) -> PathBuf {
+    s.path("store")
+        .join(m["objects"][0]["key"].as_str().unwrap())
+}
+
+fn manifest_path(s: &Setup, m: &serde_json::Value) -> PathBuf {
+    s.path("store").join(format!(
+        "manifests/tigerbeetle/{}.json",
+        m["id"].as_str().unwrap()
+    ))
+}
+
+fn age(p: &Path, by: Duration) {
+    let f = fs::File::options().write(true).open(p).unwrap();
+    f.set_modified(SystemTime::now() - by).unwrap();
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Store balance in the ledger: credits minus debits.
+fn balance(s: &Setup) -> i128 {
+    let identity = format!(
+        "file://{}",
+        s.path("store").canonicalize().unwrap().display()
+    );
+    let (debits, credits) =
+        ledger::account_balances(&ledger_cfg(s), ledger::store_account_id(&identity))
+            .unwrap()
+            .expect("the store account exists");
+    credits as i128 - debits as i128
+}
+
+#[test]
+fn cleanup_plans_deletes_sweeps_and_balances_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(&data, StoreKind::Local, &extra("1h"));
+    let snaps: Vec<_> = (0..3).map(|_| snapshot(&s)).collect();
+    let ids: Vec<String> = snaps
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    let sizes: Vec<i128> = snaps
+        .iter()
+        .map(|m| m["objects"][0]["size"].as_u64().unwrap() as i128)
+        .collect();
+    assert_eq!(balance(&s), sizes.iter().sum::<i128>());
+
+    // Leftovers of crashed runs: an old and a fresh unnamed object, an old spool.
+    let old_orphan = s.path("store/tigerbeetle/2020/01/01/tigerbeetle-snapshot-orphan.tar.zst.enc");
+    let new_orphan = s.path("store/tigerbeetle/2020/01/01/tigerbeetle-snapshot-fresh.tar.zst.enc");
+    fs::create_dir_all(old_orphan.parent().unwrap()).unwrap();
+    fs::write(&old_orphan, b"half an upload").unwrap();
+    fs::write(&new_orphan, b"an upload in progress").unwrap();
+    age(&old_orphan, Duration::from_secs(7200));
+    let spool = s.path("work/.restore-42.spool");
+    fs::write(&spool, b"x").unwrap();
+    age(&spool, Duration::from_secs(7200));
+
+    // The dry run shows the plan and changes nothing.
+    let out = s.bkp(&["--json", "cleanup", "--dry-run"]);
+    assert_exit(&out, 0);
+    let plan = json(&out);
+    let rows = plan["backups"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let action = |id: &str| {
+        rows.iter()
+            .find(|r| r["id"] == id)
+            .map(|r| r["action"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(action(&ids[2]), "keep");
+    assert_eq!(action(&ids[0]), "delete");
+    assert_eq!(action(&ids[1]), "delete");
+    assert!(rows
+        .iter()
+        .any(|r| r["reasons"][0] == "kept: newest good backup of tigerbeetle/full"));
+    assert_eq!(listed(&s), ids);
+    assert!(old_orphan.exists() && spool.exists());
+    let text = s.bkp(&["cleanup", "--dry-run"]);
+    assert_exit(&text, 0);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("delete"));
+    assert!(stderr(&text).contains("would remove"), "{}", stderr(&text));
+
+    let out = s.bkp(&["cleanup"]);
+    assert_exit(&out, 0);
+    assert_eq!(listed(&s), vec![ids[2].clone()]);
+    assert!(!object_path(&s, &snaps[0]).exists());
+    assert!(!object_path(&s, &snaps[1]).exists());
+    assert!(object_path(&s, &snaps[2]).exists());
+    assert!(
+        !old_orphan.exists(),
+        "an orphan older than the grace period is removed"
+    );
+    assert!(
+        new_orphan.exists(),
+        "a young orphan may be an upload in progress"
+    );
+    assert!(!spool.exists());
+    assert!(common::walk(&s.path("store/reports/cleanup")).len() == 1);
+    assert!(!s.path("store/trash").exists() || common::walk(&s.path("store/trash")).is_empty());
+
+    // Each deletion was recorded in reverse: the balance is what the store retains.
+    assert_eq!(balance(&s), sizes[2]);
+    let lc = ledger_cfg(&s);
+    for id in &ids[..2] {
+        let backup = u128::from_str_radix(&id.replace('-', ""), 16).unwrap();
+        let t = ledger::lookup(&lc, ledger::cleanup_transfer_id(backup))
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.operation, Some(ledger::Operation::Cleanup));
+        assert_eq!(t.code, 12);
+    }
+    fs::remove_file(&new_orphan).unwrap();
+    let out = s.bkp(&["verify"]);
+    assert_exit(&out, 0);
+
+    // Nothing left to delete: a second run changes nothing.
+    let out = s.bkp(&["cleanup"]);
+    assert_exit(&out, 0);
+    assert_eq!(listed(&s), vec![ids[2].clone()]);
+    assert_eq!(balance(&s), sizes[2]);
+}
+
+#[test]
+fn an_interrupted_cleanup_is_finished_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(&data, StoreKind::Local, &extra("1h"));
+    let old = snapshot(&s);
+    let new = snapshot(&s);
+
+    let mut env = s.env.clone();
+    env.push(("BKP_FAILPOINT".into(), "cleanup-after-manifest".into()));
+    let out = common::run_bkp(&["--config", s.config.to_str().unwrap(), "cleanup"], &env);
+    assert!(!out.status.success(), "the failpoint must stop the run");
+    // Killed between deleting the manifest and its objects: not listed, but not gone.
+    assert_eq!(listed(&s), vec![new["id"].as_str().unwrap().to_string()]);
+    assert!(object_path(&s, &old).exists());
+    assert_eq!(common::walk(&s.path("store/trash")).len(), 1);
+    let out = s.bkp(&["verify"]);
+    assert_exit(&out, 5);
+    assert!(stderr(&out).contains("no manifest"), "{}", stderr(&out));
+
+    let out = s.bkp(&["cleanup"]);
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("finishing the interrupted deletion"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!object_path(&s, &old).exists());
+    assert!(common::walk(&s.path("store/trash")).is_empty());
+    assert_eq!(
+        balance(&s),
+        new["objects"][0]["size"].as_u64().unwrap() as i128
+    );
+    let out = s.bkp(&["verify"]);
+    assert_exit(&out, 0);
+}
+
+#[test]
+fn verify_finds_each_kind_of_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(&data, StoreKind::Local, &extra("1h"));
+    let m = snapshot(&s);
+    let object = object_path(&s, &m);
+    let manifest = manifest_path(&s, &m);
+    let key = m["objects"][0]["key"].as_str().unwrap().to_string();
+    let original = fs::read(&object).unwrap();
+
+    let out = s.bkp(&["--json", "verify"]);
+    assert_exit(&out, 0);
+    let report = json(&out);
+    assert_eq!(report["ok"], true);
+    assert_eq!(
+        report["bytes_read"].as_u64().unwrap(),
+        original.len() as u64
+    );
+    assert_eq!(report["ledger"]["checked"], true);
+
+    let failing = |what: &str, expect: &str| {
+        let out = s.bkp(&["verify"]);
+        assert_exit(&out, 5);
+        let err = stderr(&out);
+        assert!(err.contains(expect), "{what}: expected {expect:?} in {err}");
+    };
+    let put = |bytes: &[u8]| {
+        let _ = fs::set_permissions(&object, fs::Permissions::from_mode(0o600));
+        fs::write(&object, bytes).unwrap();
+    };
+    use std::os::unix::fs::PermissionsExt;
+
+    let mut flipped = original.clone();
+    flipped[original.len() / 2] ^= 0x40;
+    put(&flipped);
+    failing("flipped byte", &format!("object {key}"));
+    put(&original[..original.len() - 100]);
+    failing("truncated", "truncated or replaced");
+    fs::remove_file(&object).unwrap();
+    failing("missing object", "is missing");
+    put(&original);
+    let out = s.bkp(&["verify"]);
+    assert_exit(&out, 0);
+
+    // A missing manifest, its object still there: the ledger knows the backup.
+    let saved = fs::read(&manifest).unwrap();
+    fs::remove_file(&manifest).unwrap();
+    failing("missing manifest", "has no manifest for it");
+    fs::write(&manifest, &saved).unwrap();
+    let out = s.bkp(&["verify"]);
+    assert_exit(&out, 0);
+
+    // Deleted outside bkp, manifest and object both.
+    fs::remove_file(&manifest).unwrap();
+    fs::remove_file(&object).unwrap();
+    failing("deleted backup", "deleted outside bkp");
+}
+
+#[test]
+fn drill_restores_a_snapshot_into_a_replica_and_fails_on_damage() {
+    let mut tb = TigerBeetle::start();
+    repl(
+        &tb.address(),
+        "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700;",
+    );
+    repl(
+        &tb.address(),
+        "create_transfers id=11 debit_account_id=1 credit_account_id=2 amount=5 ledger=700 code=10, \
+         id=12 debit_account_id=2 credit_account_id=1 amount=3 ledger=700 code=10, \
+         id=13 debit_account_id=1 credit_account_id=2 amount=1 ledger=700 code=10;",
+    );
+    tb.stop();
+    let s = setup(
+        &tb.data_file,
+        StoreKind::Local,
+        "replica_args = [\"--development\"]\n",
+    );
+    let m = snapshot(&s);
+
+    let out = s.bkp(&["--json", "verify", "--drill"]);
+    assert_exit(&out, 0);
+    let report = json(&out);
+    let drill = &report["drills"][0];
+    assert_eq!(drill["ok"], true, "{report:#}");
+    assert_eq!(drill["facts"]["integrity"], "passed");
+    assert_eq!(drill["facts"]["accounts"], 2);
+    assert_eq!(drill["facts"]["transfers"], 3);
+    assert!(!s
+        .path(&format!("work/drill-{}", m["id"].as_str().unwrap()))
+        .exists());
+
+    let object = object_path(&s, &m);
+    let mut bytes = fs::read(&object).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 1;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&object, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(&object, &bytes).unwrap();
+    let out = s.bkp(&["--json", "verify", "--drill"]);
+    assert_exit(&out, 5);
+    let report = json(&out);
+    assert_eq!(report["drills"][0]["ok"], false);
+    let work = common::walk(&s.path("work"));
+    assert!(
+        work.iter().all(|p| !p.to_string_lossy().contains("drill-")),
+        "the scratch directory is removed: {work:?}"
+    );
+}
+
+#[test]
+fn cleanup_and_verify_on_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(&data, StoreKind::S3, &extra("0s"));
+    let old = snapshot(&s);
+    let new = snapshot(&s);
+    let config = fs::read_to_string(&s.config).unwrap();
+    let bucket = config
+        .lines()
+        .find_map(|l| l.strip_prefix("bucket = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string();
+    let s3 = common::shared_s3();
+    let orphan = format!("{bucket}/team/bkp/tigerbeetle/2020/01/01/orphan.tar.zst.enc");
+    let up = s3.rclone_stdin(&["rcat", &format!("s3:{orphan}")], b"left by a crash");
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+
+    let out = s.bkp(&["cleanup"]);
+    assert_exit(&out, 0);
+    assert_eq!(listed(&s), vec![new["id"].as_str().unwrap().to_string()]);
+    let ls = s3.rclone(&["lsf", "-R", &format!("s3:{bucket}/team/bkp/tigerbeetle")]);
+    let ls = String::from_utf8_lossy(&ls.stdout).into_owned();
+    assert!(!ls.contains("orphan"), "{ls}");
+    assert!(!ls.contains(old["id"].as_str().unwrap()), "{ls}");
+    assert!(ls.contains(new["id"].as_str().unwrap()), "{ls}");
+    let out = s.bkp(&["verify"]);
+    assert_exit(&out, 0);
+
+    // Damage the remaining object in the bucket with an independent client.
+    let key = format!(
+        "s3:{bucket}/team/bkp/{}",
+        new["objects"][0]["key"].as_str().unwrap()
+    );
+    let mut bytes = s3.rclone(&["cat", &key]).stdout;
+    bytes[100] ^= 0xff;
+    let up = s3.rclone_stdin(&["rcat", &key], &bytes);
+    assert!(up.status.success());
+    let out = s.bkp(&["verify"]);
+    assert_exit(&out, 5);
+    assert!(
+        stderr(&out).contains("failed verification"),
+        "{}",
+        stderr(&out)
+    );
+}
