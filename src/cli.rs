@@ -75,6 +75,12 @@ pub enum Command {
 
     /// Restore a backup into a new directory.
     Restore(RestoreArgs),
+
+    /// Show, per schedule, the newest good backup, its age, the next due time and
+    /// whether its RPO is breached; exit 11 if any watched schedule is breached or
+    /// never ran. Reads only the manifests it needs. (BKP_NOW=RFC3339 fixes "now",
+    /// for tests.)
+    Status,
 }
 
 #[derive(Debug, Args)]

@@ -33,6 +33,8 @@ pub struct File {
     pub encryption: Option<EncryptionFile>,
     pub tigerbeetle: Option<TigerBeetleFile>,
     pub ledger: Option<LedgerFile>,
+    pub freshness: Option<crate::schedule::FreshnessFile>,
+    pub metrics: Option<crate::metrics::MetricsFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,6 +249,10 @@ pub struct Plan {
     pub encryption: Option<EncryptionPlan>,
     pub tigerbeetle: Option<TigerBeetlePlan>,
     pub ledger: Option<LedgerConfig>,
+    /// RPOs and watched schedules for `bkp status`.
+    pub freshness: crate::schedule::FreshnessPlan,
+    /// Where run metrics go (Prometheus textfile), if anywhere.
+    pub metrics_dir: Option<PathBuf>,
 }
 
 /// Values from the environment that override the file (`BKP_*`).
@@ -259,6 +265,7 @@ pub struct Overrides {
     pub s3_endpoint: Option<String>,
     pub s3_region: Option<String>,
     pub ledger_addresses: Option<String>,
+    pub metrics_dir: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -272,6 +279,7 @@ impl Overrides {
             s3_endpoint: var("BKP_S3_ENDPOINT"),
             s3_region: var("BKP_S3_REGION"),
             ledger_addresses: var("BKP_LEDGER_ADDRESSES"),
+            metrics_dir: var("BKP_METRICS_DIR").map(PathBuf::from),
         }
     }
 }
@@ -558,6 +566,9 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
         }
     };
 
+    let freshness = crate::schedule::FreshnessPlan::from_file(f.freshness, path)?;
+    let metrics_dir = crate::metrics::dir(f.metrics, ov.metrics_dir.clone(), &abs);
+
     Ok(Plan {
         source: path.to_path_buf(),
         work_dir,
@@ -566,6 +577,8 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
         encryption,
         tigerbeetle,
         ledger,
+        freshness,
+        metrics_dir,
     })
 }
 

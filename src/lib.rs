@@ -17,8 +17,10 @@ pub mod id;
 pub mod ledger;
 pub mod lock;
 pub mod manifest;
+pub mod metrics;
 pub mod pipeline;
 pub mod retention;
+pub mod schedule;
 pub mod sources;
 pub mod stages;
 pub mod store;
@@ -63,5 +65,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Logs => commands::logs::run(&ctx),
         Command::List(a) => commands::list::run(&ctx, a),
         Command::Restore(a) => commands::restore::run(&ctx, a),
+        Command::Status => commands::status::run(&ctx),
     }
 }

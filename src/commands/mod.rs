@@ -23,6 +23,7 @@ pub mod logs;
 pub mod pitr;
 pub mod restore;
 pub mod snapshot;
+pub mod status;
 
 /// Everything a subcommand needs, built by `main` from flags and config.
 pub struct Ctx {
@@ -58,9 +59,10 @@ pub struct RunRecord {
     pub bytes: u64,
 }
 
-/// Records the run as a code-12 transfer. An unreachable cluster never fails the
+/// Writes the run's metrics (if configured) and records the run as a code-12 transfer. An unreachable cluster never fails the
 /// backup: the record is spooled and the next run sends it.
 pub fn record_run(ctx: &Ctx, store: &dyn Store, r: &RunRecord) -> Result<Option<String>> {
+    crate::metrics::after_run(ctx, store, r);
     let Some(cfg) = &ctx.plan.ledger else {
         return Ok(None);
     };
