@@ -239,7 +239,7 @@ fn print_table(verdicts: &[Verdict], now: OffsetDateTime) -> Result<()> {
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
     let at = |t: OffsetDateTime| t.format(&fmt).unwrap_or_default();
     ui::out(&format!(
-        "{:<18}  {:<36}  {:<20}  {:>8}  {:>6}  {:<20}  STATE",
+        "{:<18}  {:<36}  {:<20}  {:>8}  {:>6}  {:<26}  STATE",
         "SCHEDULE", "NEWEST", "FINISHED (UTC)", "AGE", "RPO", "NEXT DUE (UTC)"
     ))?;
     for v in verdicts {
@@ -254,7 +254,7 @@ fn print_table(verdicts: &[Verdict], now: OffsetDateTime) -> Result<()> {
             at(v.next_due)
         };
         ui::out(&format!(
-            "{:<18}  {:<36}  {:<20}  {:>8}  {:>6}  {:<20}  {state}",
+            "{:<18}  {:<36}  {:<20}  {:>8}  {:>6}  {:<26}  {state}",
             v.rule.schedule.as_str(),
             v.newest.map_or("-".into(), |n| n.id.to_string()),
             v.newest.map_or("-".into(), |n| at(n.finished_at)),
