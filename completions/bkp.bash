@@ -31,6 +31,9 @@ _bkp() {
             bkp,snapshot)
                 cmd="bkp__subcmd__snapshot"
                 ;;
+            bkp,status)
+                cmd="bkp__subcmd__status"
+                ;;
             bkp__subcmd__help,help)
                 cmd="bkp__subcmd__help__subcmd__help"
                 ;;
@@ -46,6 +49,9 @@ _bkp() {
             bkp__subcmd__help,snapshot)
                 cmd="bkp__subcmd__help__subcmd__snapshot"
                 ;;
+            bkp__subcmd__help,status)
+                cmd="bkp__subcmd__help__subcmd__status"
+                ;;
             *)
                 ;;
         esac
@@ -53,7 +59,7 @@ _bkp() {
 
     case "${cmd}" in
         bkp)
-            opts="-c -q -v -h -V --config --json --quiet --verbose --wait --help --version snapshot logs list restore help"
+            opts="-c -q -v -h -V --config --json --quiet --verbose --wait --help --version snapshot logs list restore status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -79,7 +85,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help)
-            opts="snapshot logs list restore help"
+            opts="snapshot logs list restore status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -149,6 +155,20 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help__subcmd__snapshot)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -261,6 +281,32 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__snapshot)
+            opts="-c -q -v -h --config --json --quiet --verbose --wait --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__status)
             opts="-c -q -v -h --config --json --quiet --verbose --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -395,13 +395,15 @@ mod tests {
         let now = t(100 * H as i64);
         let ago = |s: u64| Some(now - Duration::from_secs(s));
         // (rule, finished this long ago, expected state, expected age, next due)
-        let cases: Vec<(
+        // (rule, finished at, expected state, age, next due)
+        type Case = (
             Rule,
             Option<OffsetDateTime>,
             State,
             Option<u64>,
             OffsetDateTime,
-        )> = vec![
+        );
+        let cases: Vec<Case> = vec![
             (snap, None, State::Never, None, now),
             (
                 snap,

@@ -24,7 +24,11 @@ impl Setup {
         let mut all = vec!["--config", self.config.to_str().unwrap()];
         all.extend_from_slice(args);
         let mut env = self.env.clone();
-        env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         run_bkp(&all, &env)
     }
     fn bkp(&self, args: &[&str]) -> Output {
@@ -63,7 +67,10 @@ fn setup(s3: bool, extra: &str) -> (Setup, String) {
             s3.env(),
         )
     } else {
-        ("[store]\ntype = \"local\"\npath = \"store\"\n".to_string(), vec![])
+        (
+            "[store]\ntype = \"local\"\npath = \"store\"\n".to_string(),
+            vec![],
+        )
     };
     let s = Setup {
         config: dir.path().join("bkp.toml"),
@@ -226,6 +233,22 @@ fn metrics_after_success_and_failure_pass_promtool() {
         "control characters in: {:?}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // And a restore, the other long transfer.
+    let target = s.path("restored");
+    let out = s.bkp(&[
+        "--verbose",
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert!(!out.stderr.is_empty());
+    assert!(
+        !out.stderr.iter().any(|b| *b == 0x1b || *b == b'\r'),
+        "control characters in: {:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     promtool_check(&file);
     let text = fs::read_to_string(&file).unwrap();
     assert_eq!(metric(&text, "bkp_last_run_success"), Some(1.0));
@@ -258,7 +281,10 @@ fn metrics_after_success_and_failure_pass_promtool() {
     fs::create_dir(s.path("other")).unwrap();
     s.write_config(&store, "");
     let other = s.path("other");
-    let out = s.bkp_env(&["snapshot"], &[("BKP_METRICS_DIR", other.to_str().unwrap())]);
+    let out = s.bkp_env(
+        &["snapshot"],
+        &[("BKP_METRICS_DIR", other.to_str().unwrap())],
+    );
     assert_exit(&out, 3);
     let names: Vec<String> = fs::read_dir(&other)
         .unwrap()
@@ -266,4 +292,51 @@ fn metrics_after_success_and_failure_pass_promtool() {
         .collect();
     assert_eq!(names, vec!["bkp_snapshot_full.prom".to_string()]);
     promtool_check(&other.join("bkp_snapshot_full.prom"));
+}
+
+#[test]
+fn a_run_killed_with_sigkill_frees_its_lock_at_once() {
+    let (s, store) = setup(false, "");
+    // A stop command that takes its time keeps the first run busy under its lock,
+    // with no replica needed; it records its pid so the test can end it.
+    let pidfile = s.path("stop.pid");
+    s.write_config(
+        &store,
+        &format!(
+            "snapshot_mode = \"stop\"\nstop_command = [\"sh\", \"-c\", \"echo $$ > {}; exec sleep 120\"]\nstart_command = [\"true\"]\nstop_timeout = \"300s\"\n",
+            pidfile.display()
+        ),
+    );
+    let mut first = common::bkp_command(&s.env)
+        .args(["--config", s.config.to_str().unwrap(), "snapshot"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while fs::read_to_string(&pidfile).map_or(true, |p| p.trim().is_empty()) {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first run ended early"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stop command never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sleeper = fs::read_to_string(&pidfile).unwrap().trim().to_string();
+
+    // Busy: a second run exits 4 at once.
+    s.write_config(&store, "");
+    let out = s.bkp(&["snapshot"]);
+    assert_exit(&out, 4);
+
+    // kill -9: the lock is free at once, even though the first run's child (the
+    // stop command) still runs: the lock is not inherited by the commands bkp starts.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let out = s.bkp(&["snapshot"]);
+    let _ = Command::new("kill").arg(&sleeper).status();
+    assert_exit(&out, 0);
 }

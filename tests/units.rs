@@ -75,9 +75,8 @@ fn calendar_gaps(expr: &str) -> Vec<i64> {
         .map(|v| {
             // "Sun 2026-11-22 18:00:00 UTC"
             let parts: Vec<&str> = v.split_whitespace().collect();
-            let fmt = time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute]:[second]"
-            );
+            let fmt =
+                time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
             time::PrimitiveDateTime::parse(&format!("{} {}", parts[1], parts[2]), &fmt)
                 .unwrap_or_else(|e| panic!("{v}: {e}"))
                 .assume_utc()
