@@ -59,8 +59,9 @@ pub struct RunRecord {
     pub bytes: u64,
 }
 
-/// Writes the run's metrics (if configured) and records the run as a code-12 transfer. An unreachable cluster never fails the
-/// backup: the record is spooled and the next run sends it.
+/// Records the run as a code-12 transfer. An unreachable cluster never fails the
+/// backup: the record is spooled and the next run sends it. First it writes the
+/// run's metrics file (when `metrics.dir` is set), on success and on failure alike.
 pub fn record_run(ctx: &Ctx, store: &dyn Store, r: &RunRecord) -> Result<Option<String>> {
     crate::metrics::after_run(ctx, store, r);
     let Some(cfg) = &ctx.plan.ledger else {
