@@ -34,6 +34,9 @@ _bkp() {
             bkp,snapshot)
                 cmd="bkp__subcmd__snapshot"
                 ;;
+            bkp,status)
+                cmd="bkp__subcmd__status"
+                ;;
             bkp,verify)
                 cmd="bkp__subcmd__verify"
                 ;;
@@ -55,6 +58,9 @@ _bkp() {
             bkp__subcmd__help,snapshot)
                 cmd="bkp__subcmd__help__subcmd__snapshot"
                 ;;
+            bkp__subcmd__help,status)
+                cmd="bkp__subcmd__help__subcmd__status"
+                ;;
             bkp__subcmd__help,verify)
                 cmd="bkp__subcmd__help__subcmd__verify"
                 ;;
@@ -65,7 +71,7 @@ _bkp() {
 
     case "${cmd}" in
         bkp)
-            opts="-c -q -v -h -V --config --json --quiet --verbose --wait --help --version snapshot logs list restore cleanup verify help"
+            opts="-c -q -v -h -V --config --json --quiet --verbose --wait --help --version snapshot logs list restore cleanup verify status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -121,7 +127,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help)
-            opts="snapshot logs list restore cleanup verify help"
+            opts="snapshot logs list restore cleanup verify status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -205,6 +211,20 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help__subcmd__snapshot)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -331,6 +351,32 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__snapshot)
+            opts="-c -q -v -h --config --json --quiet --verbose --wait --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__status)
             opts="-c -q -v -h --config --json --quiet --verbose --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

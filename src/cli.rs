@@ -85,6 +85,12 @@ pub enum Command {
     /// encrypted chunk authentic, chains complete, and the ledger in agreement
     /// with the store; --drill also restores each and proves the data loads.
     Verify(VerifyArgs),
+
+    /// Show, per schedule, the newest good backup, its age, the next due time and
+    /// whether its RPO is breached; exit 11 if any watched schedule is breached or
+    /// never ran. Reads only the manifests it needs. (BKP_NOW=RFC3339 fixes "now",
+    /// for tests.)
+    Status,
 }
 
 #[derive(Debug, Args)]

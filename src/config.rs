@@ -34,6 +34,8 @@ pub struct File {
     pub tigerbeetle: Option<TigerBeetleFile>,
     pub ledger: Option<LedgerFile>,
     pub retention: Option<crate::retention::RetentionFile>,
+    pub freshness: Option<crate::schedule::FreshnessFile>,
+    pub metrics: Option<crate::metrics::MetricsFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +251,10 @@ pub struct Plan {
     pub tigerbeetle: Option<TigerBeetlePlan>,
     pub ledger: Option<LedgerConfig>,
     pub retention: crate::retention::RetentionPlan,
+    /// RPOs and watched schedules for `bkp status`.
+    pub freshness: crate::schedule::FreshnessPlan,
+    /// Where run metrics go (Prometheus textfile), if anywhere.
+    pub metrics_dir: Option<PathBuf>,
 }
 
 /// Values from the environment that override the file (`BKP_*`).
@@ -261,6 +267,7 @@ pub struct Overrides {
     pub s3_endpoint: Option<String>,
     pub s3_region: Option<String>,
     pub ledger_addresses: Option<String>,
+    pub metrics_dir: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -274,6 +281,7 @@ impl Overrides {
             s3_endpoint: var("BKP_S3_ENDPOINT"),
             s3_region: var("BKP_S3_REGION"),
             ledger_addresses: var("BKP_LEDGER_ADDRESSES"),
+            metrics_dir: var("BKP_METRICS_DIR").map(PathBuf::from),
         }
     }
 }
@@ -565,6 +573,8 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
         .unwrap_or_default()
         .plan()
         .map_err(|(key, msg)| invalid(path, &key, msg))?;
+    let freshness = crate::schedule::FreshnessPlan::from_file(f.freshness, path)?;
+    let metrics_dir = crate::metrics::dir(f.metrics, ov.metrics_dir.clone(), &abs);
 
     Ok(Plan {
         source: path.to_path_buf(),
@@ -575,6 +585,8 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
         tigerbeetle,
         ledger,
         retention,
+        freshness,
+        metrics_dir,
     })
 }
 

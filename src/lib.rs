@@ -17,8 +17,10 @@ pub mod id;
 pub mod ledger;
 pub mod lock;
 pub mod manifest;
+pub mod metrics;
 pub mod pipeline;
 pub mod retention;
+pub mod schedule;
 pub mod sources;
 pub mod stages;
 pub mod store;
@@ -65,5 +67,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Restore(a) => commands::restore::run(&ctx, a),
         Command::Cleanup(a) => commands::cleanup::run(&ctx, a),
         Command::Verify(a) => commands::verify::run(&ctx, a),
+        Command::Status => commands::status::run(&ctx),
     }
 }

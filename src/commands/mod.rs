@@ -24,6 +24,7 @@ pub mod logs;
 pub mod pitr;
 pub mod restore;
 pub mod snapshot;
+pub mod status;
 pub mod verify;
 
 /// Everything a subcommand needs, built by `main` from flags and config.
@@ -61,8 +62,10 @@ pub struct RunRecord {
 }
 
 /// Records the run as a code-12 transfer. An unreachable cluster never fails the
-/// backup: the record is spooled and the next run sends it.
+/// backup: the record is spooled and the next run sends it. First it writes the
+/// run's metrics file (when `metrics.dir` is set), on success and on failure alike.
 pub fn record_run(ctx: &Ctx, store: &dyn Store, r: &RunRecord) -> Result<Option<String>> {
+    crate::metrics::after_run(ctx, store, r);
     send_record(ctx, &r.to_ledger(store))
 }
 

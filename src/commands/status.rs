@@ -1,0 +1,411 @@
+//! `bkp status`: per schedule, the newest good backup, its age, the next due time
+//! and whether the RPO is breached; exit 11 if any watched schedule is breached or
+//! never ran.
+//!
+//! It answers from the manifest listing: UUIDv7 ids make the keys
+//! `manifests/{kind}/{id}.json` sort chronologically, so it lists a kind's keys and
+//! reads manifests from the newest backwards only until every watched schedule of
+//! that kind is found. With the shipped schedules that is a few dozen small reads
+//! (the log segments since the last snapshot), however long the history.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::{open_store, Ctx};
+use crate::exit::{coded, Code};
+use crate::manifest::{self, Kind, Unreadable, MANIFEST_DIR};
+use crate::schedule::{decide, watched_schedules, Newest, Schedule, State, Verdict};
+use crate::store::Store;
+use crate::ui;
+
+/// The environment variable that fixes "now" (RFC 3339), for tests.
+pub const NOW_ENV: &str = "BKP_NOW";
+
+/// What a scan of the manifests found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub newest: BTreeMap<Schedule, Newest>,
+    /// Manifests read (GET); the rest were only listed.
+    pub read: usize,
+    /// Manifest keys listed.
+    pub listed: usize,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// Finds the newest good backup of each of `schedules`, reading manifests newest
+/// first and stopping per kind as soon as each of its schedules is found.
+pub fn newest_backups(store: &dyn Store, schedules: &[Schedule]) -> Result<Scan> {
+    let mut scan = Scan::default();
+    let mut kinds: Vec<Kind> = schedules.iter().map(|s| s.kind()).collect();
+    kinds.sort();
+    kinds.dedup();
+    for kind in kinds {
+        let wanted: Vec<Schedule> = schedules
+            .iter()
+            .copied()
+            .filter(|s| s.kind() == kind)
+            .collect();
+        let mut keys: Vec<String> = store
+            .list(&format!("{MANIFEST_DIR}/{}/", kind.as_str()))?
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|k| k.ends_with(".json"))
+            .collect();
+        scan.listed += keys.len();
+        keys.sort();
+        for key in keys.iter().rev() {
+            if wanted.iter().all(|s| scan.newest.contains_key(s)) {
+                break;
+            }
+            scan.read += 1;
+            let m = match store.get(key).and_then(|b| manifest::parse(&b, key)) {
+                Ok(m) => m,
+                Err(e) => {
+                    scan.unreadable.push(Unreadable {
+                        key: key.clone(),
+                        error: format!("{e:#}"),
+                    });
+                    continue;
+                }
+            };
+            for s in &wanted {
+                if s.matches(&m) && !scan.newest.contains_key(s) {
+                    scan.newest.insert(
+                        *s,
+                        Newest {
+                            id: m.id,
+                            finished_at: m.finished_at,
+                        },
+                    );
+                }
+            }
+        }
+    }
+    Ok(scan)
+}
+
+/// "Now", or the time `BKP_NOW` fixes.
+pub fn now() -> Result<OffsetDateTime> {
+    match std::env::var(NOW_ENV) {
+        Ok(v) if !v.is_empty() => OffsetDateTime::parse(&v, &Rfc3339).map_err(|e| {
+            coded(
+                Code::Config,
+                format!(
+                    "{NOW_ENV}={v:?} is not an RFC 3339 time ({e}); unset it (it exists for tests)"
+                ),
+            )
+        }),
+        _ => Ok(OffsetDateTime::now_utc()),
+    }
+}
+
+/// `2d 3h`, `6h 2m`, `14m 5s`, `42s`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, hours, mins, secs) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match (days, hours, mins) {
+        (0, 0, 0) => format!("{secs}s"),
+        (0, 0, _) if secs == 0 => format!("{mins}m"),
+        (0, 0, _) => format!("{mins}m {secs}s"),
+        (0, _, 0) => format!("{hours}h"),
+        (0, _, _) => format!("{hours}h {mins}m"),
+        (_, 0, _) => format!("{days}d"),
+        _ => format!("{days}d {hours}h"),
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> Option<String> {
+    t.format(&Rfc3339).ok()
+}
+
+pub fn run(ctx: &Ctx) -> Result<()> {
+    let schedules = watched_schedules(&ctx.plan);
+    if schedules.is_empty() {
+        return Err(coded(
+            Code::Config,
+            format!(
+                "{}: nothing to watch: no [tigerbeetle] data_file or addresses, and freshness.watch is empty",
+                ctx.plan.source.display()
+            ),
+        ));
+    }
+    let now = now()?;
+    let store = open_store(&ctx.plan)?;
+    let scan = newest_backups(store.as_ref(), &schedules)?;
+    for u in &scan.unreadable {
+        ctx.ui.warn(&format!(
+            "manifest {} could not be read and is not counted: {}",
+            u.key, u.error
+        ));
+    }
+    let verdicts: Vec<Verdict> = schedules
+        .iter()
+        .map(|s| {
+            decide(
+                ctx.plan.freshness.rule(*s),
+                scan.newest.get(s).copied(),
+                now,
+            )
+        })
+        .collect();
+    ctx.ui.detail(&format!(
+        "{} manifests listed, {} read",
+        scan.listed, scan.read
+    ));
+
+    if ctx.ui.json {
+        let rows: Vec<_> = verdicts
+            .iter()
+            .map(|v| {
+                let s = v.rule.schedule;
+                json!({
+                    "schedule": s.as_str(),
+                    "kind": s.kind().as_str(),
+                    "operation": s.operation(),
+                    "scope": s.scope().map(|x| x.as_str()),
+                    "command": s.command(),
+                    "newest": v.newest.map(|n| json!({
+                        "id": n.id,
+                        "finished_at": rfc3339(n.finished_at),
+                    })),
+                    "age_seconds": v.age.map(|a| a.as_secs()),
+                    "next_due": rfc3339(v.next_due),
+                    "rpo_seconds": v.rule.rpo.as_secs(),
+                    "grace_seconds": v.rule.grace.as_secs(),
+                    "every_seconds": v.rule.every.as_secs(),
+                    "state": v.state,
+                    "breached": v.state.is_alarm(),
+                })
+            })
+            .collect();
+        ui::out(&serde_json::to_string_pretty(&json!({
+            "now": rfc3339(now),
+            "store": store.identity(),
+            "ok": verdicts.iter().all(|v| !v.state.is_alarm()),
+            "schedules": rows,
+            "manifests_listed": scan.listed,
+            "manifests_read": scan.read,
+            "unreadable": scan.unreadable.iter().map(|u| &u.key).collect::<Vec<_>>(),
+        }))?)?;
+    } else {
+        print_table(&verdicts, now)?;
+    }
+
+    let alarms: Vec<String> = verdicts
+        .iter()
+        .filter(|v| v.state.is_alarm())
+        .map(|v| {
+            let s = v.rule.schedule;
+            match (v.state, v.age) {
+                (State::Breached, Some(age)) => format!(
+                    "{}: the newest good backup is {} old, RPO {}",
+                    s.as_str(),
+                    human_duration(age),
+                    human_duration(v.rule.rpo)
+                ),
+                _ => format!("{}: no good backup at all", s.as_str()),
+            }
+        })
+        .collect();
+    if !alarms.is_empty() {
+        return Err(coded(
+            Code::Stale,
+            format!(
+                "{} in {}: run each now by hand (`{}`), then find out why its timer did not (journalctl -u 'bkp-*')",
+                alarms.join("; "),
+                store.identity(),
+                verdicts
+                    .iter()
+                    .filter(|v| v.state.is_alarm())
+                    .map(|v| v.rule.schedule.command())
+                    .collect::<Vec<_>>()
+                    .join("`, `")
+            ),
+        ));
+    }
+    ctx.ui.info(&format!(
+        "all {} watched schedules are within their RPO",
+        verdicts.len()
+    ));
+    Ok(())
+}
+
+fn print_table(verdicts: &[Verdict], now: OffsetDateTime) -> Result<()> {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    let at = |t: OffsetDateTime| t.format(&fmt).unwrap_or_default();
+    ui::out(&format!(
+        "{:<18}  {:<36}  {:<20}  {:>8}  {:>6}  {:<26}  STATE",
+        "SCHEDULE", "NEWEST", "FINISHED (UTC)", "AGE", "RPO", "NEXT DUE (UTC)"
+    ))?;
+    for v in verdicts {
+        let state = match v.state {
+            State::Ok => "ok".to_string(),
+            State::Breached => "BREACHED".to_string(),
+            State::Never => "NEVER RAN".to_string(),
+        };
+        let due = if v.next_due <= now {
+            format!("{} (due)", at(v.next_due))
+        } else {
+            at(v.next_due)
+        };
+        ui::out(&format!(
+            "{:<18}  {:<36}  {:<20}  {:>8}  {:>6}  {:<26}  {state}",
+            v.rule.schedule.as_str(),
+            v.newest.map_or("-".into(), |n| n.id.to_string()),
+            v.newest.map_or("-".into(), |n| at(n.finished_at)),
+            v.age.map_or("-".into(), human_duration),
+            human_duration(v.rule.rpo),
+            due,
+        ))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::BackupId;
+    use crate::manifest::{Manifest, Scope, Status};
+    use crate::store::memory::MemoryStore;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts reads, to show that status does not read every manifest.
+    struct Counting {
+        inner: MemoryStore,
+        gets: AtomicUsize,
+    }
+
+    impl Store for Counting {
+        fn identity(&self) -> String {
+            self.inner.identity()
+        }
+        fn create(
+            &self,
+            key: &str,
+            metadata: &crate::store::Metadata,
+        ) -> Result<Box<dyn crate::store::ObjectWriter>> {
+            self.inner.create(key, metadata)
+        }
+        fn open(&self, key: &str) -> Result<Box<dyn std::io::Read + Send>> {
+            self.gets.fetch_add(1, Ordering::Relaxed);
+            self.inner.open(key)
+        }
+        fn head(&self, key: &str) -> Result<Option<crate::store::ObjectInfo>> {
+            self.inner.head(key)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<crate::store::ObjectInfo>> {
+            self.inner.list(prefix)
+        }
+        fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key)
+        }
+    }
+
+    fn put(store: &dyn Store, kind: Kind, op: &str, scope: Scope, at: OffsetDateTime) -> BackupId {
+        let id = BackupId::new_v7(at);
+        let m = Manifest {
+            schema: manifest::schema_string(),
+            id,
+            kind,
+            scope,
+            operation: op.into(),
+            status: Status::Completed,
+            started_at: at,
+            finished_at: at + Duration::from_secs(30),
+            host: "h".into(),
+            bkp_version: "0".into(),
+            retention_days: 1,
+            compression: crate::stages::compress::Compression::None,
+            encryption: None,
+            objects: vec![],
+            files: vec![],
+            parent: None,
+            uses: vec![],
+            source: Default::default(),
+        };
+        manifest::write(store, &m).unwrap();
+        id
+    }
+
+    #[test]
+    fn reads_only_back_to_the_newest_of_each_schedule() {
+        let store = Counting {
+            inner: MemoryStore::new(),
+            gets: AtomicUsize::new(0),
+        };
+        let t0 = OffsetDateTime::from_unix_timestamp(1_760_000_000).unwrap();
+        let at = |min: u64| t0 + Duration::from_secs(min * 60);
+        // Two days: a snapshot every 6 h, a log segment every 15 min.
+        let mut last_snapshot = None;
+        let mut last_log = None;
+        for q in 0..(2 * 24 * 4) {
+            if q % 24 == 0 {
+                last_snapshot = Some(put(
+                    &store,
+                    Kind::Tigerbeetle,
+                    "snapshot",
+                    Scope::Full,
+                    at(q * 15),
+                ));
+            }
+            last_log = Some(put(
+                &store,
+                Kind::Tigerbeetle,
+                "logs",
+                Scope::Incremental,
+                at(q * 15 + 1),
+            ));
+        }
+        put(&store, Kind::Duckdb, "export", Scope::Full, at(0));
+        put(&store, Kind::Duckdb, "export", Scope::Incremental, at(60));
+        put(&store, Kind::Duckdb, "export", Scope::Incremental, at(120));
+        // A damaged manifest newer than everything is reported, not fatal.
+        store
+            .inner
+            .put_new(
+                "manifests/tigerbeetle/ffffffff-ffff-7fff-bfff-ffffffffffff.json",
+                b"{",
+                &vec![],
+            )
+            .unwrap();
+
+        let all = [
+            Schedule::Snapshot,
+            Schedule::Logs,
+            Schedule::ExportFull,
+            Schedule::ExportIncremental,
+            Schedule::Replicate,
+        ];
+        let scan = newest_backups(&store, &all).unwrap();
+        assert_eq!(scan.newest[&Schedule::Snapshot].id, last_snapshot.unwrap());
+        assert_eq!(scan.newest[&Schedule::Logs].id, last_log.unwrap());
+        assert!(!scan.newest.contains_key(&Schedule::Replicate));
+        assert_eq!(scan.listed, 192 + 8 + 1 + 3);
+        assert_eq!(scan.unreadable.len(), 1);
+        // Tigerbeetle: the damaged one, then the logs since the last snapshot (24)
+        // and the snapshot itself; duckdb: back to the full export.
+        assert_eq!(scan.read, 1 + 24 + 1 + 3);
+        assert_eq!(store.gets.load(Ordering::Relaxed), scan.read);
+    }
+
+    #[test]
+    fn human_durations() {
+        for (secs, want) in [
+            (0, "0s"),
+            (42, "42s"),
+            (900, "15m"),
+            (845, "14m 5s"),
+            (6 * 3600, "6h"),
+            (6 * 3600 + 120, "6h 2m"),
+            (86400, "1d"),
+            (2 * 86400 + 3 * 3600 + 59, "2d 3h"),
+        ] {
+            assert_eq!(human_duration(Duration::from_secs(secs)), want);
+        }
+    }
+}

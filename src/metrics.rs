@@ -1,0 +1,275 @@
+//! Run metrics for Prometheus, in node_exporter's textfile-collector convention.
+//!
+//! After every backup run, success or failure, [`after_run`] (called by
+//! `commands::record_run`, which every backup command calls) writes one file per
+//! operation and scope, `bkp_{operation}_{scope}.prom`, into the configured
+//! directory. It is written to a temporary file in the same directory and renamed
+//! into place, so the collector never reads half a file. A failed run keeps the
+//! previous last-success time, read back from the file it replaces: the alert
+//! "no success for N hours" keeps working across failures and restarts.
+//!
+//! Metrics (labels `kind`, `operation`, `scope`):
+//! - `bkp_last_success_timestamp_seconds`: end of the last successful run
+//!   (absent until one succeeded);
+//! - `bkp_last_run_timestamp_seconds`: end of the last run;
+//! - `bkp_last_run_success`: 1 if the last run succeeded, else 0;
+//! - `bkp_last_run_duration_seconds`, `bkp_last_run_bytes` (stored),
+//!   `bkp_last_run_objects` (stored objects).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::commands::{Ctx, RunRecord};
+use crate::ledger::Operation;
+use crate::manifest::{self, Kind, Scope};
+use crate::store::Store;
+
+/// The `[metrics]` section as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFile {
+    /// node_exporter's `--collector.textfile.directory`.
+    pub dir: PathBuf,
+}
+
+/// The metrics directory: `BKP_METRICS_DIR`, else `metrics.dir`, else none
+/// (metrics off).
+pub fn dir(
+    f: Option<MetricsFile>,
+    env: Option<PathBuf>,
+    abs: &dyn Fn(PathBuf) -> PathBuf,
+) -> Option<PathBuf> {
+    env.or(f.map(|f| abs(f.dir)))
+}
+
+/// What one run reports.
+#[derive(Debug, Clone)]
+pub struct RunMetrics {
+    pub kind: Kind,
+    pub operation: String,
+    pub scope: Scope,
+    pub success: bool,
+    pub finished_at: OffsetDateTime,
+    pub duration: Duration,
+    /// Bytes stored.
+    pub bytes: u64,
+    /// Objects stored, when known.
+    pub objects: Option<u64>,
+}
+
+pub fn operation_name(op: Operation) -> &'static str {
+    match op {
+        Operation::Snapshot => "snapshot",
+        Operation::Logs => "logs",
+        Operation::Export => "export",
+        Operation::Replicate => "replicate",
+        Operation::Verify => "verify",
+        Operation::Cleanup => "cleanup",
+    }
+}
+
+/// The file a run of `operation` and `scope` writes: `bkp_snapshot_full.prom`.
+pub fn file_name(operation: &str, scope: Scope) -> String {
+    format!("bkp_{operation}_{}.prom", scope.as_str())
+}
+
+const SUCCESS_METRIC: &str = "bkp_last_success_timestamp_seconds";
+
+fn seconds(t: OffsetDateTime) -> f64 {
+    t.unix_timestamp_nanos() as f64 / 1e9
+}
+
+/// The text of the file, given the last success before this run (if any).
+pub fn render(m: &RunMetrics, previous_success: Option<f64>) -> String {
+    let labels = format!(
+        "{{kind=\"{}\",operation=\"{}\",scope=\"{}\"}}",
+        m.kind.as_str(),
+        m.operation,
+        m.scope.as_str()
+    );
+    let last_success = if m.success {
+        Some(seconds(m.finished_at))
+    } else {
+        previous_success
+    };
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: String| {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {value}\n"
+        );
+    };
+    if let Some(s) = last_success {
+        gauge(
+            SUCCESS_METRIC,
+            "Unix time the last successful bkp run of this kind ended.",
+            format!("{s:.3}"),
+        );
+    }
+    gauge(
+        "bkp_last_run_timestamp_seconds",
+        "Unix time the last bkp run of this kind ended.",
+        format!("{:.3}", seconds(m.finished_at)),
+    );
+    gauge(
+        "bkp_last_run_success",
+        "1 if the last bkp run of this kind succeeded, 0 if it failed.",
+        u8::from(m.success).to_string(),
+    );
+    gauge(
+        "bkp_last_run_duration_seconds",
+        "Duration of the last bkp run of this kind.",
+        format!("{:.3}", m.duration.as_secs_f64()),
+    );
+    gauge(
+        "bkp_last_run_bytes",
+        "Bytes stored by the last bkp run of this kind.",
+        m.bytes.to_string(),
+    );
+    if let Some(n) = m.objects {
+        gauge(
+            "bkp_last_run_objects",
+            "Objects stored by the last bkp run of this kind.",
+            n.to_string(),
+        );
+    }
+    out
+}
+
+/// The last-success time recorded in an earlier file's text.
+pub fn previous_success(text: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(SUCCESS_METRIC) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
+        .find(|v| v.is_finite())
+}
+
+/// Writes the metrics of one run into `dir` atomically; returns the file's path.
+pub fn write(dir: &Path, m: &RunMetrics) -> Result<PathBuf> {
+    let path = dir.join(file_name(&m.operation, m.scope));
+    let previous = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| previous_success(&t));
+    let text = render(m, previous);
+    // A name the collector ignores (it reads only *.prom), in the same directory
+    // so that the rename is atomic.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".bkp_metrics")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("failed to create a temporary file in {}", dir.display()))?;
+    tmp.write_all(text.as_bytes())
+        .and_then(|_| tmp.as_file().sync_all())
+        .with_context(|| format!("failed to write metrics into {}", dir.display()))?;
+    // Readable by the collector, which usually runs as another user.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("failed to set permissions in {}", dir.display()))?;
+    tmp.persist(&path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("failed to rename metrics into {}", path.display()))?;
+    Ok(path)
+}
+
+/// Writes the metrics of a finished run, if a metrics directory is configured.
+/// Never fails the run: a problem is a warning.
+pub fn after_run(ctx: &Ctx, store: &dyn Store, r: &RunRecord) {
+    let Some(dir) = &ctx.plan.metrics_dir else {
+        return;
+    };
+    let finished_at = OffsetDateTime::now_utc();
+    // One small read of the manifest this run just wrote; a failed run stored
+    // nothing that counts.
+    let objects = if r.completed {
+        let key = manifest::manifest_key(r.kind, r.id);
+        store
+            .get(&key)
+            .and_then(|b| manifest::parse(&b, &key))
+            .map(|m| m.objects.len() as u64)
+            .ok()
+    } else {
+        Some(0)
+    };
+    let m = RunMetrics {
+        kind: r.kind,
+        operation: operation_name(r.operation).to_string(),
+        scope: r.scope,
+        success: r.completed,
+        finished_at,
+        duration: Duration::try_from(finished_at - r.started_at).unwrap_or_default(),
+        bytes: if r.completed { r.bytes } else { 0 },
+        objects,
+    };
+    match write(dir, &m) {
+        Ok(path) => ctx
+            .ui
+            .detail(&format!("metrics written to {}", path.display())),
+        Err(e) => ctx.ui.warn(&format!(
+            "{e:#}; the backup itself is not affected (metrics.dir or BKP_METRICS_DIR names the directory)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(success: bool, at: i64) -> RunMetrics {
+        RunMetrics {
+            kind: Kind::Tigerbeetle,
+            operation: "snapshot".into(),
+            scope: Scope::Full,
+            success,
+            finished_at: OffsetDateTime::from_unix_timestamp(at).unwrap(),
+            duration: Duration::from_millis(1500),
+            bytes: if success { 1234 } else { 0 },
+            objects: Some(u64::from(success)),
+        }
+    }
+
+    #[test]
+    fn a_failure_keeps_the_previous_success_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = write(dir.path(), &run(true, 1_700_000_000)).unwrap();
+        assert_eq!(ok.file_name().unwrap(), "bkp_snapshot_full.prom");
+        let text = std::fs::read_to_string(&ok).unwrap();
+        assert_eq!(previous_success(&text), Some(1_700_000_000.0));
+        assert!(text.contains(
+            "bkp_last_run_success{kind=\"tigerbeetle\",operation=\"snapshot\",scope=\"full\"} 1\n"
+        ));
+        assert!(text.contains(
+            "bkp_last_run_bytes{kind=\"tigerbeetle\",operation=\"snapshot\",scope=\"full\"} 1234\n"
+        ));
+
+        write(dir.path(), &run(false, 1_700_003_600)).unwrap();
+        let text = std::fs::read_to_string(&ok).unwrap();
+        assert_eq!(previous_success(&text), Some(1_700_000_000.0));
+        assert!(text.contains(
+            "bkp_last_run_success{kind=\"tigerbeetle\",operation=\"snapshot\",scope=\"full\"} 0\n"
+        ));
+        assert!(text.contains("bkp_last_run_timestamp_seconds{kind=\"tigerbeetle\",operation=\"snapshot\",scope=\"full\"} 1700003600.000\n"));
+        // Only the .prom file remains: no temporary files for the collector to trip on.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("bkp_snapshot_full.prom")]
+        );
+    }
+
+    #[test]
+    fn a_first_run_that_fails_has_no_success_time() {
+        let text = render(&run(false, 1_700_000_000), None);
+        assert_eq!(previous_success(&text), None);
+        assert!(!text.contains(SUCCESS_METRIC));
+    }
+}

@@ -1,0 +1,592 @@
+//! Schedules and freshness: which backups are expected how often, and the pure
+//! decision whether the newest good one is recent enough.
+//!
+//! A schedule is one timer of the shipped units (`systemd/`, `examples/crontab`):
+//! snapshot every 6 h, logs every 15 min, a full export daily, an incremental
+//! export every 6 h, replication hourly. Each has a recovery point objective
+//! (RPO): the newest good backup of the schedule must be younger than it. The
+//! decision is a pure function of the newest backup, the rule and `now`
+//! ([`decide`]), so it is tested with table cases; `bkp status` feeds it from the
+//! manifests in the store.
+//!
+//! The `[freshness]` config section sets RPOs, intervals and a grace period, and
+//! adds or removes watched schedules. Which schedules are watched by default
+//! follows from the configured sources ([`watched_schedules`]).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::config::Plan;
+use crate::exit::{coded, Code};
+use crate::id::BackupId;
+use crate::manifest::{Kind, Manifest, Scope};
+use crate::units::parse_duration;
+
+/// One scheduled kind of run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// `bkp snapshot`: a full TigerBeetle data-file backup.
+    Snapshot,
+    /// `bkp logs`: a TigerBeetle log segment.
+    Logs,
+    /// `bkp export --full`: every DuckDB table.
+    ExportFull,
+    /// `bkp export`: DuckDB rows since the per-table watermarks.
+    ExportIncremental,
+    /// `bkp replicate`: the Parquet cold tier.
+    Replicate,
+}
+
+impl Schedule {
+    pub const ALL: [Schedule; 5] = [
+        Schedule::Snapshot,
+        Schedule::Logs,
+        Schedule::ExportFull,
+        Schedule::ExportIncremental,
+        Schedule::Replicate,
+    ];
+
+    /// The name used in config, output and metrics: `export-full`…
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Schedule::Snapshot => "snapshot",
+            Schedule::Logs => "logs",
+            Schedule::ExportFull => "export-full",
+            Schedule::ExportIncremental => "export-incremental",
+            Schedule::Replicate => "replicate",
+        }
+    }
+
+    /// The kind of backup the schedule makes (the manifest directory it lives in).
+    pub fn kind(self) -> Kind {
+        match self {
+            Schedule::Snapshot | Schedule::Logs => Kind::Tigerbeetle,
+            Schedule::ExportFull | Schedule::ExportIncremental => Kind::Duckdb,
+            Schedule::Replicate => Kind::Parquet,
+        }
+    }
+
+    /// The subcommand, as manifests record it in `operation`.
+    pub fn operation(self) -> &'static str {
+        match self {
+            Schedule::Snapshot => "snapshot",
+            Schedule::Logs => "logs",
+            Schedule::ExportFull | Schedule::ExportIncremental => "export",
+            Schedule::Replicate => "replicate",
+        }
+    }
+
+    /// The scope its manifests carry, when the schedule is told apart by it.
+    pub fn scope(self) -> Option<Scope> {
+        match self {
+            Schedule::ExportFull => Some(Scope::Full),
+            Schedule::ExportIncremental => Some(Scope::Incremental),
+            _ => None,
+        }
+    }
+
+    /// The command line the timer runs.
+    pub fn command(self) -> &'static str {
+        match self {
+            Schedule::Snapshot => "bkp snapshot",
+            Schedule::Logs => "bkp logs",
+            Schedule::ExportFull => "bkp export --full",
+            Schedule::ExportIncremental => "bkp export",
+            Schedule::Replicate => "bkp replicate",
+        }
+    }
+
+    /// How often the shipped timers run it.
+    pub fn default_every(self) -> Duration {
+        match self {
+            Schedule::Snapshot | Schedule::ExportIncremental => Duration::from_secs(6 * 3600),
+            Schedule::Logs => Duration::from_secs(15 * 60),
+            Schedule::ExportFull => Duration::from_secs(24 * 3600),
+            Schedule::Replicate => Duration::from_secs(3600),
+        }
+    }
+
+    /// The default recovery point objective: one interval.
+    pub fn default_rpo(self) -> Duration {
+        self.default_every()
+    }
+
+    /// Whether `m` is a backup of this schedule.
+    pub fn matches(self, m: &Manifest) -> bool {
+        m.kind == self.kind()
+            && m.operation == self.operation()
+            && self.scope().is_none_or(|s| s == m.scope)
+    }
+
+    pub fn parse(s: &str) -> Option<Schedule> {
+        Schedule::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// Per-schedule durations in the config; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerSchedule {
+    pub snapshot: Option<String>,
+    pub logs: Option<String>,
+    pub export_full: Option<String>,
+    pub export_incremental: Option<String>,
+    pub replicate: Option<String>,
+}
+
+impl PerSchedule {
+    fn get(&self, s: Schedule) -> Option<&String> {
+        match s {
+            Schedule::Snapshot => self.snapshot.as_ref(),
+            Schedule::Logs => self.logs.as_ref(),
+            Schedule::ExportFull => self.export_full.as_ref(),
+            Schedule::ExportIncremental => self.export_incremental.as_ref(),
+            Schedule::Replicate => self.replicate.as_ref(),
+        }
+    }
+}
+
+/// The `[freshness]` section as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreshnessFile {
+    /// Schedules to watch besides those the configured sources imply.
+    #[serde(default)]
+    pub watch: Vec<String>,
+    /// Schedules never to watch, even when a configured source implies them.
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    /// Tolerance past the RPO before it counts as breached; default 10% of each RPO.
+    pub grace: Option<String>,
+    /// `[freshness.rpo]`: the recovery point objective of each schedule.
+    #[serde(default)]
+    pub rpo: PerSchedule,
+    /// `[freshness.every]`: how often each schedule runs (for the next due time).
+    #[serde(default)]
+    pub every: PerSchedule,
+}
+
+/// What one schedule is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub schedule: Schedule,
+    pub rpo: Duration,
+    pub every: Duration,
+    pub grace: Duration,
+}
+
+/// The validated `[freshness]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreshnessPlan {
+    pub watch: Vec<Schedule>,
+    pub ignore: Vec<Schedule>,
+    pub rules: Vec<Rule>,
+}
+
+impl Default for FreshnessPlan {
+    fn default() -> Self {
+        FreshnessPlan::from_file(None, Path::new("-")).unwrap_or(FreshnessPlan {
+            watch: Vec::new(),
+            ignore: Vec::new(),
+            rules: Vec::new(),
+        })
+    }
+}
+
+impl FreshnessPlan {
+    /// Validates the section; `path` names the config file in errors.
+    pub fn from_file(f: Option<FreshnessFile>, path: &Path) -> Result<FreshnessPlan> {
+        let f = f.unwrap_or_default();
+        let bad = |key: &str, msg: String| {
+            coded(
+                Code::Config,
+                format!("invalid config {}: {key}: {msg}", path.display()),
+            )
+        };
+        let names = |key: &str, list: &[String]| -> Result<Vec<Schedule>> {
+            list.iter()
+                .map(|n| {
+                    Schedule::parse(n).ok_or_else(|| {
+                        bad(
+                            key,
+                            format!(
+                                "{n:?} is not a schedule (one of {})",
+                                Schedule::ALL.map(|s| s.as_str()).join(", ")
+                            ),
+                        )
+                    })
+                })
+                .collect()
+        };
+        let watch = names("freshness.watch", &f.watch)?;
+        let ignore = names("freshness.ignore", &f.ignore)?;
+        let duration = |key: String, s: &str| -> Result<Duration> {
+            let d = parse_duration(s).map_err(|e| bad(&key, format!("{e:#}")))?;
+            if d.is_zero() {
+                return Err(bad(&key, "must be longer than zero".into()));
+            }
+            Ok(d)
+        };
+        let grace = match &f.grace {
+            Some(g) => {
+                Some(parse_duration(g).map_err(|e| bad("freshness.grace", format!("{e:#}")))?)
+            }
+            None => None,
+        };
+        let mut rules = Vec::new();
+        for s in Schedule::ALL {
+            let key = s.as_str().replace('-', "_");
+            let rpo = match f.rpo.get(s) {
+                Some(v) => duration(format!("freshness.rpo.{key}"), v)?,
+                None => s.default_rpo(),
+            };
+            let every = match f.every.get(s) {
+                Some(v) => duration(format!("freshness.every.{key}"), v)?,
+                None => s.default_every(),
+            };
+            rules.push(Rule {
+                schedule: s,
+                rpo,
+                every,
+                grace: grace.unwrap_or(rpo / 10),
+            });
+        }
+        Ok(FreshnessPlan {
+            watch,
+            ignore,
+            rules,
+        })
+    }
+
+    pub fn rule(&self, s: Schedule) -> Rule {
+        self.rules
+            .iter()
+            .find(|r| r.schedule == s)
+            .copied()
+            .unwrap_or(Rule {
+                schedule: s,
+                rpo: s.default_rpo(),
+                every: s.default_every(),
+                grace: s.default_rpo() / 10,
+            })
+    }
+}
+
+/// The schedules `bkp status` watches: those whose source the config sets up,
+/// plus `freshness.watch`, minus `freshness.ignore`, in [`Schedule::ALL`] order.
+///
+/// A new source section plugs in here with one line.
+pub fn watched_schedules(plan: &Plan) -> Vec<Schedule> {
+    let mut implied = Vec::new();
+    if let Some(tb) = &plan.tigerbeetle {
+        if tb.data_file.is_some() {
+            implied.push(Schedule::Snapshot);
+        }
+        if tb.cluster.is_some() {
+            implied.push(Schedule::Logs);
+        }
+    }
+    let f = &plan.freshness;
+    Schedule::ALL
+        .into_iter()
+        .filter(|s| (implied.contains(s) || f.watch.contains(s)) && !f.ignore.contains(s))
+        .collect()
+}
+
+/// The newest good backup of a schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Newest {
+    pub id: BackupId,
+    pub finished_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// The newest good backup is within the RPO (plus grace).
+    Ok,
+    /// It is older: backups of this schedule have stopped succeeding.
+    Breached,
+    /// There is none at all.
+    Never,
+}
+
+impl State {
+    pub fn is_alarm(self) -> bool {
+        self != State::Ok
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ok => "ok",
+            State::Breached => "breached",
+            State::Never => "never",
+        }
+    }
+}
+
+/// The freshness of one schedule at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub rule: Rule,
+    pub newest: Option<Newest>,
+    /// `now - finished_at`, never negative (a clock ahead of ours counts as fresh).
+    pub age: Option<Duration>,
+    /// When the next run is due: one interval after the newest, or `now` if none.
+    pub next_due: OffsetDateTime,
+    pub state: State,
+}
+
+/// Decides the freshness of `rule`'s schedule given its newest good backup.
+pub fn decide(rule: Rule, newest: Option<Newest>, now: OffsetDateTime) -> Verdict {
+    let Some(n) = newest else {
+        return Verdict {
+            rule,
+            newest,
+            age: None,
+            next_due: now,
+            state: State::Never,
+        };
+    };
+    let age = (now - n.finished_at).max(time::Duration::ZERO);
+    let age = Duration::try_from(age).unwrap_or(Duration::ZERO);
+    let state = if age > rule.rpo.saturating_add(rule.grace) {
+        State::Breached
+    } else {
+        State::Ok
+    };
+    Verdict {
+        rule,
+        newest,
+        age: Some(age),
+        next_due: n.finished_at + rule.every,
+        state,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_760_000_000 + s).unwrap()
+    }
+
+    const H: u64 = 3600;
+
+    #[test]
+    fn decide_table() {
+        let snap = Rule {
+            schedule: Schedule::Snapshot,
+            rpo: Duration::from_secs(6 * H),
+            every: Duration::from_secs(6 * H),
+            grace: Duration::from_secs(600),
+        };
+        let logs = Rule {
+            schedule: Schedule::Logs,
+            rpo: Duration::from_secs(900),
+            every: Duration::from_secs(300),
+            grace: Duration::ZERO,
+        };
+        let now = t(100 * H as i64);
+        let ago = |s: u64| Some(now - Duration::from_secs(s));
+        // (rule, finished this long ago, expected state, expected age, next due)
+        // (rule, finished at, expected state, age, next due)
+        type Case = (
+            Rule,
+            Option<OffsetDateTime>,
+            State,
+            Option<u64>,
+            OffsetDateTime,
+        );
+        let cases: Vec<Case> = vec![
+            (snap, None, State::Never, None, now),
+            (
+                snap,
+                ago(0),
+                State::Ok,
+                Some(0),
+                now + Duration::from_secs(6 * H),
+            ),
+            (snap, ago(6 * H), State::Ok, Some(6 * H), now),
+            // Within the grace period.
+            (
+                snap,
+                ago(6 * H + 600),
+                State::Ok,
+                Some(6 * H + 600),
+                now - Duration::from_secs(600),
+            ),
+            (
+                snap,
+                ago(6 * H + 601),
+                State::Breached,
+                Some(6 * H + 601),
+                now - Duration::from_secs(601),
+            ),
+            (
+                snap,
+                ago(30 * H),
+                State::Breached,
+                Some(30 * H),
+                now - Duration::from_secs(24 * H),
+            ),
+            // Finished "in the future" (clock skew): age zero, fresh.
+            (
+                snap,
+                Some(now + Duration::from_secs(60)),
+                State::Ok,
+                Some(0),
+                now + Duration::from_secs(6 * H + 60),
+            ),
+            (
+                logs,
+                ago(899),
+                State::Ok,
+                Some(899),
+                now - Duration::from_secs(599),
+            ),
+            (
+                logs,
+                ago(900),
+                State::Ok,
+                Some(900),
+                now - Duration::from_secs(600),
+            ),
+            (
+                logs,
+                ago(901),
+                State::Breached,
+                Some(901),
+                now - Duration::from_secs(601),
+            ),
+        ];
+        for (i, (rule, finished, state, age, due)) in cases.into_iter().enumerate() {
+            let newest = finished.map(|f| Newest {
+                id: BackupId::new_v7(f),
+                finished_at: f,
+            });
+            let v = decide(rule, newest, now);
+            assert_eq!(v.state, state, "case {i}");
+            assert_eq!(v.age.map(|a| a.as_secs()), age, "case {i}");
+            assert_eq!(v.next_due, due, "case {i}");
+            assert_eq!(v.newest, newest, "case {i}");
+            assert_eq!(v.state.is_alarm(), state != State::Ok, "case {i}");
+        }
+    }
+
+    fn plan(extra: &str) -> Result<Plan> {
+        let text = format!(
+            "work_dir = \"/w\"\n[store]\ntype = \"local\"\npath = \"/s\"\n[encryption]\nenabled = false\n{extra}"
+        );
+        crate::config::parse(
+            &text,
+            Path::new("/etc/bkp/t.toml"),
+            &crate::config::Overrides::default(),
+        )
+    }
+
+    #[test]
+    fn watched_schedules_follow_sources_and_config() {
+        use Schedule::*;
+        let cases: Vec<(&str, Vec<Schedule>)> = vec![
+            ("", vec![]),
+            ("[tigerbeetle]\ndata_file = \"/d\"\n", vec![Snapshot]),
+            ("[tigerbeetle]\naddresses = \"3000\"\n", vec![Logs]),
+            (
+                "[tigerbeetle]\ndata_file = \"/d\"\naddresses = \"3000\"\n",
+                vec![Snapshot, Logs],
+            ),
+            (
+                "[tigerbeetle]\ndata_file = \"/d\"\naddresses = \"3000\"\n[freshness]\nignore = [\"logs\"]\nwatch = [\"replicate\", \"export-full\"]\n",
+                vec![Snapshot, ExportFull, Replicate],
+            ),
+        ];
+        for (extra, want) in cases {
+            assert_eq!(watched_schedules(&plan(extra).unwrap()), want, "{extra}");
+        }
+    }
+
+    #[test]
+    fn rpo_defaults_and_overrides() {
+        let p = plan("").unwrap();
+        let secs = |s| p.freshness.rule(s).rpo.as_secs();
+        assert_eq!(secs(Schedule::Snapshot), 6 * H);
+        assert_eq!(secs(Schedule::Logs), 900);
+        assert_eq!(secs(Schedule::ExportFull), 24 * H);
+        assert_eq!(secs(Schedule::ExportIncremental), 6 * H);
+        assert_eq!(secs(Schedule::Replicate), H);
+        assert_eq!(p.freshness.rule(Schedule::Logs).grace.as_secs(), 90);
+
+        let p = plan("[freshness]\ngrace = \"1m\"\n[freshness.rpo]\nlogs = \"30m\"\n[freshness.every]\nlogs = \"5m\"\n").unwrap();
+        let r = p.freshness.rule(Schedule::Logs);
+        assert_eq!(
+            (r.rpo.as_secs(), r.every.as_secs(), r.grace.as_secs()),
+            (1800, 300, 60)
+        );
+        assert_eq!(p.freshness.rule(Schedule::Snapshot).rpo.as_secs(), 6 * H);
+    }
+
+    #[test]
+    fn bad_freshness_settings_name_the_key() {
+        for (extra, needle) in [
+            ("[freshness]\nwatch = [\"hourly\"]\n", "freshness.watch"),
+            ("[freshness]\nignore = [\"x\"]\n", "freshness.ignore"),
+            ("[freshness]\ngrace = \"soon\"\n", "freshness.grace"),
+            ("[freshness.rpo]\nlogs = \"0s\"\n", "freshness.rpo.logs"),
+            (
+                "[freshness.every]\nexport_full = \"x\"\n",
+                "freshness.every.export_full",
+            ),
+            ("[freshness.rpo]\nweekly = \"7d\"\n", "weekly"),
+        ] {
+            let err = plan(extra).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains(needle), "{needle}: {msg}");
+            assert_eq!(crate::exit::exit_code(&err), crate::exit::CONFIG, "{msg}");
+        }
+    }
+
+    #[test]
+    fn schedules_match_their_manifests() {
+        let sample = |kind: Kind, at: OffsetDateTime| Manifest {
+            schema: crate::manifest::schema_string(),
+            id: BackupId::new_v7(at),
+            kind,
+            scope: Scope::Full,
+            operation: "snapshot".into(),
+            status: crate::manifest::Status::Completed,
+            started_at: at,
+            finished_at: at,
+            host: "h".into(),
+            bkp_version: "0".into(),
+            retention_days: 1,
+            compression: crate::stages::compress::Compression::None,
+            encryption: None,
+            objects: vec![],
+            files: vec![],
+            parent: None,
+            uses: vec![],
+            source: Default::default(),
+        };
+        let mut m = sample(Kind::Tigerbeetle, t(0));
+        assert!(Schedule::Snapshot.matches(&m));
+        assert!(!Schedule::Logs.matches(&m));
+        m.operation = "logs".into();
+        m.scope = Scope::Incremental;
+        assert!(Schedule::Logs.matches(&m));
+        let mut e = sample(Kind::Duckdb, t(0));
+        e.operation = "export".into();
+        assert!(Schedule::ExportFull.matches(&e));
+        assert!(!Schedule::ExportIncremental.matches(&e));
+        e.scope = Scope::Incremental;
+        assert!(Schedule::ExportIncremental.matches(&e));
+        for s in Schedule::ALL {
+            assert_eq!(Schedule::parse(s.as_str()), Some(s));
+        }
+    }
+}
