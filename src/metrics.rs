@@ -75,8 +75,13 @@ pub fn operation_name(op: Operation) -> &'static str {
 }
 
 /// The file a run of `operation` and `scope` writes: `bkp_snapshot_full.prom`.
-pub fn file_name(operation: &str, scope: Scope) -> String {
-    format!("bkp_{operation}_{}.prom", scope.as_str())
+/// `verify` and `cleanup` work on every kind and write one file per kind:
+/// `bkp_verify_tigerbeetle.prom`.
+pub fn file_name(operation: &str, kind: Kind, scope: Scope) -> String {
+    match operation {
+        "verify" | "cleanup" => format!("bkp_{operation}_{}.prom", kind.as_str()),
+        _ => format!("bkp_{operation}_{}.prom", scope.as_str()),
+    }
 }
 
 const SUCCESS_METRIC: &str = "bkp_last_success_timestamp_seconds";
@@ -153,7 +158,7 @@ pub fn previous_success(text: &str) -> Option<f64> {
 
 /// Writes the metrics of one run into `dir` atomically; returns the file's path.
 pub fn write(dir: &Path, m: &RunMetrics) -> Result<PathBuf> {
-    let path = dir.join(file_name(&m.operation, m.scope));
+    let path = dir.join(file_name(&m.operation, m.kind, m.scope));
     let previous = std::fs::read_to_string(&path)
         .ok()
         .and_then(|t| previous_success(&t));

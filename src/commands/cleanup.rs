@@ -289,6 +289,31 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         });
         let key = write_report(store, "cleanup", run_id, started_at, &report)?;
         ctx.ui.detail(&format!("report: {key}"));
+        // Metrics per kind: bytes deleted (the reversals went to the ledger above).
+        let mut per_kind: BTreeMap<Kind, u64> = all.iter().map(|m| (m.kind, 0)).collect();
+        for d in &deleted {
+            if let (Some(k), Some(b)) = (
+                serde_json::from_value::<Kind>(d["kind"].clone()).ok(),
+                d["bytes"].as_u64(),
+            ) {
+                *per_kind.entry(k).or_default() += b;
+            }
+        }
+        for (kind, bytes) in per_kind {
+            let r = RunRecord {
+                id: run_id,
+                kind,
+                scope: manifest::Scope::Full,
+                operation: ledger::Operation::Cleanup,
+                compression: crate::stages::compress::Compression::None,
+                encrypted: false,
+                completed: true,
+                retention_days: 0,
+                started_at,
+                bytes,
+            };
+            crate::metrics::after_run(ctx, store, &r);
+        }
     }
     Ok(())
 }
