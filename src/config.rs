@@ -125,6 +125,10 @@ pub struct TigerBeetleFile {
     #[serde(default)]
     pub replica_args: Vec<String>,
     pub retention_days: Option<u16>,
+    /// Count the accounts and transfers of each snapshot (stop and reflink modes)
+    /// by starting a private replica on the copy after the upload.
+    #[serde(default)]
+    pub count_rows: bool,
 }
 
 fn default_mode() -> String {
@@ -203,6 +207,7 @@ pub struct TigerBeetlePlan {
     pub binary: Option<PathBuf>,
     pub replica_args: Vec<String>,
     pub retention_days: u16,
+    pub count_rows: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -529,6 +534,7 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
                 mode,
                 binary: t.binary.map(abs),
                 replica_args: t.replica_args,
+                count_rows: t.count_rows,
                 retention_days: t.retention_days.unwrap_or(365),
             })
         }

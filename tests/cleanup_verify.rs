@@ -302,6 +302,25 @@ fn drill_restores_a_snapshot_into_a_replica_and_fails_on_damage() {
         .path(&format!("work/drill-{}", m["id"].as_str().unwrap()))
         .exists());
 
+    // A manifest that records counts is held to them.
+    let manifest = manifest_path(&s, &m);
+    let original = fs::read(&manifest).unwrap();
+    let mut recorded: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    recorded["source"]["accounts"] = 2.into();
+    recorded["source"]["transfers"] = 3.into();
+    fs::write(&manifest, serde_json::to_vec(&recorded).unwrap()).unwrap();
+    assert_exit(&s.bkp(&["verify", "--drill"]), 0);
+    recorded["source"]["transfers"] = 4.into();
+    fs::write(&manifest, serde_json::to_vec(&recorded).unwrap()).unwrap();
+    let out = s.bkp(&["verify", "--drill"]);
+    assert_exit(&out, 5);
+    assert!(
+        stderr(&out).contains("holds 3 transfers, the snapshot's manifest recorded 4"),
+        "{}",
+        stderr(&out)
+    );
+    fs::write(&manifest, &original).unwrap();
+
     let object = object_path(&s, &m);
     let mut bytes = fs::read(&object).unwrap();
     let at = bytes.len() - 10;

@@ -357,13 +357,18 @@ fn stop_mode_stops_copies_and_restarts_the_replica() {
     let first_pid = fs::read_to_string(&pidfile).unwrap();
 
     let extra = format!(
-        "snapshot_mode = \"stop\"\nstop_command = [\"sh\", \"-c\", {stop:?}]\nstart_command = [\"sh\", \"-c\", {start:?}]\nstop_timeout = \"60s\"\n"
+        "snapshot_mode = \"stop\"\nstop_command = [\"sh\", \"-c\", {stop:?}]\nstart_command = [\"sh\", \"-c\", {start:?}]\nstop_timeout = \"60s\"\ncount_rows = true\nreplica_args = [\"--development\"]\n"
     );
     let s = setup(&data, StoreKind::Local, &extra);
     let out = s.bkp(&["--verbose", "snapshot"]);
     assert_exit(&out, 0);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("replica stopped for"), "{stderr}");
+    // The copy's rows were counted into the manifest (for `verify --drill`).
+    let manifests = walk(&s.path("store/manifests"));
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(&manifests[0]).unwrap()).unwrap();
+    assert_eq!(m["source"]["accounts"], 3, "{m:#}");
+    assert_eq!(m["source"]["transfers"], 3, "{m:#}");
 
     // The replica is back, as a new process, with its data.
     let second_pid = fs::read_to_string(&pidfile).unwrap();

@@ -78,6 +78,22 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             "integrity_checked".into(),
             json!(prepared.integrity_checked),
         );
+        if tb.count_rows {
+            match count_rows(ctx, &prepared) {
+                Ok(stats) => {
+                    source.insert("accounts".into(), json!(stats.accounts));
+                    source.insert("transfers".into(), json!(stats.transfers));
+                    source.insert("newest_timestamp".into(), json!(stats.until));
+                    log(&format!(
+                        "the snapshot holds {} accounts and {} transfers",
+                        stats.accounts, stats.transfers
+                    ));
+                }
+                Err(e) => ctx.ui.warn(&format!(
+                    "the snapshot is stored, but its rows could not be counted: {e:#}"
+                )),
+            }
+        }
         let m = Manifest {
             schema: manifest::schema_string(),
             id,
@@ -190,6 +206,26 @@ fn report(
         crate::ui::out(&m.id.to_string())?;
     }
     Ok(())
+}
+
+/// Counts the accounts and transfers of an uploaded snapshot on bkp's private
+/// copy, through a replica started on it, so that `verify --drill` can compare a
+/// restore with them. Never on the original data file.
+fn count_rows(ctx: &Ctx, prepared: &tigerbeetle::Prepared) -> Result<crate::tblog::SegmentStats> {
+    if !prepared.is_copy() {
+        anyhow::bail!(
+            "tigerbeetle.count_rows needs snapshot_mode \"stop\" or \"reflink\": in \"offline\" mode bkp reads the data file in place and never starts a replica on it"
+        );
+    }
+    let (replica, cfg) = super::pitr::start_private_replica(
+        ctx,
+        &prepared.path,
+        false,
+        "counting a snapshot's rows",
+    )?;
+    let stats = crate::tblog::capture(&cfg, 0, &mut std::io::sink())?;
+    drop(replica);
+    Ok(stats.segment)
 }
 
 /// Removes data-file copies left in the work directory by a run that crashed.

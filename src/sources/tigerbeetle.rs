@@ -49,6 +49,14 @@ pub struct Prepared {
     copy: Option<PathBuf>,
 }
 
+impl Prepared {
+    /// Whether `path` is bkp's private copy (stop and reflink modes), which bkp
+    /// may hand to a replica of its own once uploaded.
+    pub fn is_copy(&self) -> bool {
+        self.copy.is_some()
+    }
+}
+
 impl Drop for Prepared {
     fn drop(&mut self) {
         if let Some(dir) = &self.copy {
