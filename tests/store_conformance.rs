@@ -169,6 +169,18 @@ fn s3_store_conforms_on_a_real_server() {
     })
     .unwrap();
     conformance(&store);
+
+    // A write that was never finished nor aborted (its process was killed) leaves
+    // a multipart upload behind; sweeping discards it, and only older ones.
+    let mut w = store.create("c/killed", &Vec::new()).unwrap();
+    w.write_all(&vec![7u8; 6 * 1024 * 1024]).unwrap();
+    std::mem::forget(w);
+    let before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    assert_eq!(store.sweep_unfinished(before).unwrap(), 0);
+    let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(1);
+    assert!(store.sweep_unfinished(later).unwrap() >= 1);
+    assert_eq!(store.sweep_unfinished(later).unwrap(), 0);
+    assert!(store.head("c/killed").unwrap().is_none());
     // No multipart upload is left behind by the aborted and dropped writes.
     let out = s3.rclone(&[
         "backend",

@@ -259,6 +259,18 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         totals.orphan_bytes += o.size;
     }
 
+    // Unfinished uploads of crashed runs (S3 multipart uploads), past the grace period.
+    if !dry {
+        let cutoff = started_at - plan.retention.grace;
+        let n = store.sweep_unfinished(cutoff)?;
+        if n > 0 {
+            ctx.ui.info(&format!(
+                "discarded {n} unfinished upload(s) left by interrupted runs"
+            ));
+        }
+        totals.orphans += n;
+    }
+
     // 5. Local leftovers.
     let grace: std::time::Duration = plan.retention.grace.try_into().unwrap_or_default();
     totals.local = local_leftovers(ctx, grace, dry);

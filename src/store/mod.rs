@@ -83,6 +83,14 @@ pub trait Store: Send + Sync {
     /// Deletes `key`; deleting a missing key succeeds (deletes are retried).
     fn delete(&self, key: &str) -> Result<()>;
 
+    /// Discards unfinished streaming writes that started before `before` (a
+    /// process killed mid-upload leaves S3 multipart uploads whose parts are kept
+    /// and billed, but that are no object). Returns how many were discarded.
+    fn sweep_unfinished(&self, before: time::OffsetDateTime) -> Result<u64> {
+        let _ = before;
+        Ok(0)
+    }
+
     /// Whether reading an object twice costs little (a local file). Restore then
     /// verifies in place instead of spooling a copy.
     fn reread_is_cheap(&self) -> bool {

@@ -552,6 +552,73 @@ impl Store for S3Store {
         Ok(out)
     }
 
+    fn sweep_unfinished(&self, before: OffsetDateTime) -> Result<u64> {
+        let prefix = if self.s.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.s.prefix)
+        };
+        let mut stale = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .rt
+                .block_on(
+                    self.client
+                        .list_multipart_uploads()
+                        .bucket(&self.s.bucket)
+                        .prefix(&prefix)
+                        .set_key_marker(key_marker.take())
+                        .set_upload_id_marker(id_marker.take())
+                        .send(),
+                )
+                .map_err(|e| {
+                    sdk_error(
+                        e,
+                        format!(
+                            "failed to list unfinished uploads in s3://{}/{prefix}",
+                            self.s.bucket
+                        ),
+                    )
+                })?;
+            for u in page.uploads() {
+                let old = to_time(u.initiated()).is_some_and(|t| t < before);
+                if let (true, Some(k), Some(id)) = (old, u.key(), u.upload_id()) {
+                    stale.push((k.to_string(), id.to_string()));
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                break;
+            }
+        }
+        for (key, id) in &stale {
+            self.rt
+                .block_on(
+                    self.client
+                        .abort_multipart_upload()
+                        .bucket(&self.s.bucket)
+                        .key(key)
+                        .upload_id(id)
+                        .send(),
+                )
+                .map_err(|e| {
+                    sdk_error(
+                        e,
+                        format!(
+                            "failed to discard the unfinished upload of s3://{}/{key}",
+                            self.s.bucket
+                        ),
+                    )
+                })?;
+        }
+        Ok(stale.len() as u64)
+    }
+
     fn delete(&self, key: &str) -> Result<()> {
         let full = self.full_key(key)?;
         self.rt
