@@ -82,6 +82,26 @@ pub fn upload(
     })
 }
 
+/// The keys to read backup `m` with: none for an unencrypted backup (a store may
+/// hold backups from before encryption was turned on), and an error naming the
+/// backup when it is encrypted but no key is configured.
+pub fn keys_for<'a>(
+    m: &crate::manifest::Manifest,
+    keyring: Option<&'a Keyring>,
+) -> Result<Option<&'a Keyring>> {
+    match (&m.encryption, keyring) {
+        (None, _) => Ok(None),
+        (Some(_), Some(k)) => Ok(Some(k)),
+        (Some(e), None) => Err(coded(
+            Code::Config,
+            format!(
+                "backup {} is encrypted (key id {}) but no key is configured: add the key to [encryption] (or [[encryption.old_keys]])",
+                m.id, e.key_id
+            ),
+        )),
+    }
+}
+
 /// Checks a digest against the manifest's record of an object.
 fn check_stored(entry: &ObjectEntry, got: &Digested, store: &dyn Store) -> Result<()> {
     if got.bytes != entry.size || got.sha256 != entry.sha256 {
@@ -186,6 +206,7 @@ pub fn check(
     let tee = TeeDigest {
         inner: HashReader::new(src),
         done: stored.clone(),
+        failed: false,
     };
     let plain: Box<dyn Read + Send> = match keyring {
         Some(keys) => Box::new(DecryptReader::new(tee, keys)?),
@@ -227,21 +248,25 @@ pub fn check(
 
 /// A reader that hashes what passes and, at end of stream, leaves the digest in
 /// `done`; dropping it early reads the rest first so the digest covers the whole
-/// object.
+/// object. After a read error (a network failure) it leaves nothing: a digest of
+/// part of the object would call a good object damaged.
 struct TeeDigest<R: Read> {
     inner: HashReader<R>,
     done: Arc<std::sync::Mutex<Option<Digested>>>,
+    failed: bool,
 }
 
 impl<R: Read> Read for TeeDigest<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
+        let r = self.inner.read(buf);
+        self.failed |= r.is_err();
+        r
     }
 }
 
 impl<R: Read> Drop for TeeDigest<R> {
     fn drop(&mut self) {
-        if io::copy(&mut self.inner, &mut io::sink()).is_ok() {
+        if !self.failed && io::copy(&mut self.inner, &mut io::sink()).is_ok() {
             let d = self.inner.digest_so_far();
             if let Ok(mut slot) = self.done.lock() {
                 *slot = Some(d);

@@ -50,6 +50,20 @@ pub struct Candidate {
     /// newest-of-group protection can.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
+    /// When the backup's run ended (default: its start). A log segment that ended
+    /// after a snapshot started may hold rows the snapshot does not.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// When the parent started, when known (UUIDv7 ids carry it), for telling a
+    /// hole in a log from segments retention removed before a snapshot.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub parent_started_at: Option<OffsetDateTime>,
+}
+
+impl Candidate {
+    fn ended(&self) -> OffsetDateTime {
+        self.finished_at.unwrap_or(self.started_at)
+    }
 }
 
 /// The rules for one (kind, scope) group; `None` turns a rule off.
@@ -269,12 +283,7 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
     let log_kinds: BTreeSet<Kind> = c
         .iter()
         .map(|b| b.kind)
-        .filter(|k| {
-            k.replays_log()
-                && policy
-                    .get(*k, Scope::Incremental)
-                    .keep_log_since_oldest_kept_full
-        })
+        .filter(|k| k.replays_log())
         .collect();
     let c = &c[..];
     let parent_of = |i: usize| c[i].parent.as_deref().and_then(|p| by_id.get(p).copied());
@@ -306,6 +315,9 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
             }
         }
         for &kind in &log_kinds {
+            let window = policy
+                .get(kind, Scope::Incremental)
+                .keep_log_since_oldest_kept_full;
             // Oldest first.
             let of = |scope| -> Vec<usize> {
                 (0..n)
@@ -316,18 +328,22 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
             let (fulls, segs) = (of(Scope::Full), of(Scope::Incremental));
             let oldest_full = fulls.iter().find(|&&i| keep[i]);
             let oldest_seg = segs.iter().find(|&&i| keep[i]);
+            // A segment that ended after the snapshot started may hold rows
+            // the snapshot does not: it belongs to the window.
             let since = match (oldest_full, oldest_seg) {
-                (Some(&f), Some(&s)) => c[f].started_at.min(c[s].started_at),
+                (Some(&f), Some(&s)) => c[f].started_at.min(c[s].ended()),
                 (Some(&f), None) => c[f].started_at,
-                (None, Some(&s)) => c[s].started_at,
+                (None, Some(&s)) => c[s].ended(),
                 (None, None) => continue,
             };
-            for &i in segs.iter().filter(|&&i| c[i].started_at >= since) {
-                mark(&mut keep, i, LOG_REASON.into());
+            if window {
+                for &i in segs.iter().filter(|&&i| c[i].ended() >= since) {
+                    mark(&mut keep, i, LOG_REASON.into());
+                }
             }
             // The oldest kept segment needs a snapshot at or before it to replay
             // onto, or else the log from its very first segment.
-            let Some(&first) = segs.iter().find(|&&i| c[i].started_at >= since) else {
+            let Some(&first) = segs.iter().find(|&&i| keep[i]) else {
                 continue;
             };
             let at = c[first].started_at;
@@ -391,14 +407,19 @@ fn log_holes(c: &[&Candidate], keep: &[bool]) -> Vec<Option<String>> {
         let same = |j: &usize, scope| c[*j].kind == kind && c[*j].scope == scope;
         // `c` is newest first: the first older match is the nearest.
         let prev = (i + 1..n).find(|j| same(j, Scope::Incremental));
-        let snap = (i + 1..n).find(|j| same(j, Scope::Full) && c[*j].started_at <= at);
-        let covered = |p: usize| snap.is_some_and(|s| c[s].started_at >= c[p].started_at);
+        // The newest kept snapshot that started before this segment.
+        let snap = (i + 1..n).find(|j| same(j, Scope::Full) && keep[*j] && c[*j].started_at <= at);
+        // The missing parent started before the snapshot: the snapshot holds it.
+        let parent_at = c[i].parent_started_at;
+        let covered = |floor: Option<OffsetDateTime>| {
+            snap.is_some_and(|s| floor.is_none_or(|f| c[s].started_at > f))
+        };
         out[i] = match (&c[i].parent, prev) {
-            (Some(p), Some(j)) if *p != c[j].id && !covered(j) => Some(format!(
-                "chain broken: log segment {p} before this one is missing"
-            )),
-            (Some(p), None) if snap.is_none() => Some(format!(
-                "chain broken: log segment {p} before this one is missing and no older snapshot is kept"
+            (Some(p), Some(j)) if *p != c[j].id && !covered(parent_at.or(Some(c[j].started_at))) => {
+                Some(format!("chain broken: log segment {p} before this one is missing"))
+            }
+            (Some(p), None) if !covered(parent_at) => Some(format!(
+                "chain broken: log segment {p} before this one is missing and no kept snapshot holds it"
             )),
             _ => None,
         };
@@ -665,6 +686,8 @@ mod tests {
             started_at: at,
             parent,
             expires_at: None,
+            finished_at: None,
+            parent_started_at: None,
         }
     }
 

@@ -3,21 +3,22 @@
 //! The plan is [`retention::plan`], a pure function of the manifests, the policy
 //! and the time, so `--dry-run` shows exactly what a real run would do.
 //!
-//! Deleting a backup keeps the store consistent at every moment, even when the
+//! Deleting backups keeps the store consistent at every moment, even when the
 //! process is killed half-way:
-//! 1. a tombstone `trash/{kind}/{id}.json` is written (create-only), naming the
-//!    manifest, the objects to delete (those no kept manifest names in `objects`
-//!    or `uses`) and their bytes;
-//! 2. the manifest is deleted: from now on the backup is not listed, not
-//!    restorable, not planned again;
-//! 3. the objects are deleted;
-//! 4. the reverse code-12 transfer (store → source, amount = bytes deleted, id
-//!    derived from the backup id) is recorded, or spooled;
-//! 5. the tombstone is deleted.
+//! 1. for each backup to delete, a tombstone `trash/{kind}/{id}.json` is written
+//!    (create-only) holding its manifest and the bytes its ledger transfer
+//!    credited, then the manifest is deleted: from then on the backup is not
+//!    listed, not restorable, not planned again;
+//! 2. the manifests are listed afresh, and for each tombstone the objects it
+//!    names (`objects` and `uses`) that no remaining manifest names are deleted;
+//!    then the reverse code-12 transfer (store → source, the same amount the
+//!    backup's own transfer credited, id derived from the backup id) is recorded
+//!    or spooled, and the tombstone is deleted.
 //!
-//! Every step is idempotent, and every run first finishes the tombstones an
+//! Every step is idempotent and every run first finishes the tombstones an
 //! earlier run left, so an interrupted cleanup is completed by the next one and
-//! the ledger records each deletion exactly once.
+//! the ledger records each deletion exactly once. Nothing is deleted while any
+//! manifest cannot be read: what it needs is unknown.
 //!
 //! Then objects that no manifest or tombstone names (uploads of crashed runs) are
 //! removed once older than the grace period, and so are a crashed run's local
@@ -52,9 +53,8 @@ const TOMBSTONE_SCHEMA: &str = "bkp.tombstone/1.0";
 pub struct Tombstone {
     pub schema: String,
     pub manifest: Manifest,
-    /// Objects to delete: the backup's own and shared ones no kept manifest needs.
-    pub delete: Vec<String>,
-    /// Bytes of those objects: the amount of the reverse ledger transfer.
+    /// The amount of the reverse ledger transfer: the bytes of the backup's own
+    /// objects, which its own transfer credited.
     pub bytes: u64,
     #[serde(with = "time::serde::rfc3339")]
     pub planned_at: OffsetDateTime,
@@ -75,7 +75,13 @@ pub fn candidates(manifests: &[Manifest]) -> Vec<Candidate> {
             started_at: m.started_at,
             parent: m.parent.map(|p| p.to_string()),
             expires_at: (m.retention_days > 0)
-                .then(|| m.started_at + time::Duration::days(i64::from(m.retention_days))),
+                .then(|| {
+                    m.started_at
+                        .checked_add(time::Duration::days(i64::from(m.retention_days)))
+                })
+                .flatten(),
+            finished_at: Some(m.finished_at),
+            parent_started_at: m.parent.and_then(|p| p.timestamp()),
         })
         .collect()
 }
@@ -109,41 +115,20 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let dry = args.dry_run;
     let mut totals = Totals::default();
 
-    // 1. Finish what an interrupted run started.
+    // 1. Plan, on a complete picture of the store only.
+    let (all, unreadable) = manifest::list(store, None)?;
+    refuse_unreadable(&unreadable)?;
     let pending = read_tombstones(store)?;
     for t in &pending {
-        if dry {
-            ctx.ui.info(&format!(
-                "would finish the interrupted deletion of {} {} ({})",
-                t.manifest.kind.as_str(),
-                t.manifest.id,
-                ui::size(t.bytes)
-            ));
-        } else {
-            ctx.ui.info(&format!(
-                "finishing the interrupted deletion of {} {}",
-                t.manifest.kind.as_str(),
-                t.manifest.id
-            ));
-            finish(ctx, store, t)?;
-            totals.backups += 1;
-            totals.bytes += t.bytes;
-        }
-    }
-
-    // 2. Plan.
-    let (mut all, unreadable) = manifest::list(store, None)?;
-    for u in &unreadable {
-        ctx.ui.warn(&format!(
-            "manifest {} cannot be read ({}); its backup is left alone and no orphan is removed this run",
-            u.key, u.error
+        ctx.ui.info(&format!(
+            "{} the interrupted deletion of {} {}",
+            if dry { "would finish" } else { "finishing" },
+            t.manifest.kind.as_str(),
+            t.manifest.id
         ));
     }
-    if dry {
-        // The interrupted deletions would be finished first.
-        let gone: BTreeSet<BackupId> = pending.iter().map(|t| t.manifest.id).collect();
-        all.retain(|m| !gone.contains(&m.id));
-    }
+    let gone: BTreeSet<BackupId> = pending.iter().map(|t| t.manifest.id).collect();
+    let all: Vec<Manifest> = all.into_iter().filter(|m| !gone.contains(&m.id)).collect();
     let selected: Vec<Manifest> = match args.kind {
         Some(k) => all.iter().filter(|m| m.kind == k.into()).cloned().collect(),
         None => all.clone(),
@@ -158,49 +143,34 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         .collect();
     show_plan(ctx, &decisions, &by_id, dry)?;
 
-    // 3. Delete, newest first (an incremental goes before the backup it builds
-    // on, so no listed backup ever lacks its base). What stays: every manifest
-    // not doomed.
-    let kept = all
-        .iter()
-        .filter(|m| !doomed.contains(m.id.to_string().as_str()));
-    let live = referenced(kept);
+    // 2. Tombstone and unlist, newest first (an incremental goes before the
+    // backup it builds on, so no listed backup ever lacks its base).
+    let mut tombstones = pending;
     let mut deleted = Vec::new();
     for d in decisions.iter().filter(|d| !d.keep) {
         let m = by_id[&d.id];
-        let mut delete: Vec<String> = referenced([m])
-            .into_iter()
-            .filter(|k| !live.contains(k))
-            .collect();
-        delete.sort();
-        let own: BTreeMap<&str, u64> = m.objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
-        let mut bytes = 0;
-        for key in &delete {
-            bytes += match own.get(key.as_str()) {
-                Some(size) => *size,
-                None => store.head(key)?.map_or(0, |i| i.size),
-            };
-        }
+        let bytes = m.stored_bytes();
+        totals.backups += 1;
+        totals.bytes += bytes;
         if dry {
-            totals.backups += 1;
-            totals.bytes += bytes;
             continue;
         }
         let t = Tombstone {
             schema: TOMBSTONE_SCHEMA.into(),
             manifest: m.clone(),
-            delete,
             bytes,
             planned_at: started_at,
         };
         let key = tombstone_key(m.kind, m.id);
-        let body = serde_json::to_vec_pretty(&t)?;
         if store.head(&key)?.is_none() {
-            store.put_new(&key, &body, &Vec::new()).with_context(|| {
-                format!("failed to write tombstone {key} before deleting {}", m.id)
-            })?;
+            store
+                .put_new(&key, &serde_json::to_vec_pretty(&t)?, &Vec::new())
+                .with_context(|| {
+                    format!("failed to write tombstone {key} before deleting {}", m.id)
+                })?;
         }
-        finish(ctx, store, &t)?;
+        store.delete(&m.key())?;
+        failpoint("cleanup-after-manifest");
         ctx.ui.info(&format!(
             "deleted {} {} {} ({}, {})",
             m.kind.as_str(),
@@ -209,59 +179,52 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
             ui::size(bytes),
             d.reasons.first().map(String::as_str).unwrap_or("")
         ));
-        totals.backups += 1;
-        totals.bytes += bytes;
         deleted.push(json!({"id": m.id, "kind": m.kind, "scope": m.scope, "bytes": bytes}));
+        tombstones.push(t);
     }
 
-    // 4. Orphans: objects no manifest names, older than the grace period.
+    // 3. Delete the objects no remaining manifest names, then record and forget
+    // each deletion. The listing is fresh: a manifest written meanwhile counts.
     let remaining: Vec<Manifest> = if dry {
         all.iter()
             .filter(|m| !doomed.contains(m.id.to_string().as_str()))
             .cloned()
             .collect()
     } else {
-        manifest::list(store, None)?.0
+        let (fresh, unreadable) = manifest::list(store, None)?;
+        refuse_unreadable(&unreadable)?;
+        fresh
     };
+    let named = referenced(&remaining);
+    if !dry {
+        for t in &tombstones {
+            finish(ctx, store, t, &named)?;
+        }
+    }
+
+    // 4. Orphans: objects no manifest names, older than the grace period.
+    let cutoff = started_at
+        .checked_sub(plan.retention.grace)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let mut orphans = Vec::new();
-    if unreadable.is_empty() {
-        let named = referenced(&remaining);
-        let protected: BTreeSet<String> = read_tombstones(store)?
-            .iter()
-            .flat_map(|t| t.delete.clone())
-            .collect();
-        let cutoff = started_at - plan.retention.grace;
-        for kind in Kind::ALL {
-            for o in store.list(&format!("{}/", kind.as_str()))? {
-                let old = o.modified.is_some_and(|t| t < cutoff);
-                if old && !named.contains(&o.key) && !protected.contains(&o.key) {
-                    orphans.push(o);
-                }
+    let doomed_keys = if dry {
+        referenced(
+            all.iter()
+                .filter(|m| doomed.contains(m.id.to_string().as_str())),
+        )
+    } else {
+        BTreeSet::new()
+    };
+    for kind in Kind::ALL {
+        for o in store.list(&format!("{}/", kind.as_str()))? {
+            let old = o.modified.is_some_and(|t| t < cutoff);
+            if old && !named.contains(&o.key) && !doomed_keys.contains(&o.key) {
+                orphans.push(o);
             }
         }
     }
-    for o in &orphans {
-        if dry {
-            ctx.ui.info(&format!(
-                "would remove {} ({}): no manifest names it",
-                o.key,
-                ui::size(o.size)
-            ));
-        } else {
-            store.delete(&o.key)?;
-            ctx.ui.info(&format!(
-                "removed {} ({}): left by an interrupted run, no manifest names it",
-                o.key,
-                ui::size(o.size)
-            ));
-        }
-        totals.orphans += 1;
-        totals.orphan_bytes += o.size;
-    }
-
     // Unfinished uploads of crashed runs (S3 multipart uploads), past the grace period.
     if !dry {
-        let cutoff = started_at - plan.retention.grace;
         let n = store.sweep_unfinished(cutoff)?;
         if n > 0 {
             ctx.ui.info(&format!(
@@ -383,7 +346,7 @@ fn show_plan(
     Ok(())
 }
 
-fn read_tombstones(store: &dyn Store) -> Result<Vec<Tombstone>> {
+pub fn read_tombstones(store: &dyn Store) -> Result<Vec<Tombstone>> {
     let mut out = Vec::new();
     for o in store.list(&format!("{TRASH_DIR}/"))? {
         if !o.key.ends_with(".json") {
@@ -402,15 +365,13 @@ fn read_tombstones(store: &dyn Store) -> Result<Vec<Tombstone>> {
     Ok(out)
 }
 
-/// Steps 2 to 5 of a deletion; each is idempotent.
-fn finish(ctx: &Ctx, store: &dyn Store, t: &Tombstone) -> Result<()> {
+/// Finishes one deletion: its manifest gone, the objects it names that no
+/// remaining manifest names, the reverse ledger transfer, the tombstone. Each
+/// step is idempotent.
+fn finish(ctx: &Ctx, store: &dyn Store, t: &Tombstone, named: &BTreeSet<String>) -> Result<()> {
     let m = &t.manifest;
     store.delete(&m.key())?;
-    // Fault injection for the crash-recovery test: die between steps 2 and 3.
-    if std::env::var_os("BKP_FAILPOINT").is_some_and(|v| v == "cleanup-after-manifest") {
-        std::process::abort();
-    }
-    for key in &t.delete {
+    for key in referenced([m]).iter().filter(|k| !named.contains(*k)) {
         store
             .delete(key)
             .with_context(|| format!("failed to delete {key} of backup {}", m.id))?;
@@ -432,6 +393,32 @@ fn finish(ctx: &Ctx, store: &dyn Store, t: &Tombstone) -> Result<()> {
     }
     store.delete(&tombstone_key(m.kind, m.id))?;
     Ok(())
+}
+
+/// Deletes nothing while a manifest cannot be read: what it needs is unknown.
+fn refuse_unreadable(unreadable: &[manifest::Unreadable]) -> Result<()> {
+    if let Some(u) = unreadable.first() {
+        anyhow::bail!(
+            "cleanup deletes nothing while a manifest cannot be read: {} ({}){}; \
+             if the store was unreachable, run again; otherwise inspect the manifest (`bkp verify` names it)",
+            u.key,
+            u.error,
+            if unreadable.len() > 1 {
+                format!(" and {} more", unreadable.len() - 1)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Fault injection for the crash-recovery tests: `BKP_FAILPOINT=name` aborts
+/// the process at the named point.
+fn failpoint(name: &str) {
+    if std::env::var_os("BKP_FAILPOINT").is_some_and(|v| v == name) {
+        std::process::abort();
+    }
 }
 
 /// Removes what crashed runs left on local disk; returns how many.

@@ -45,16 +45,22 @@ pub fn chain_status(
     }
 }
 
-/// For a log segment whose predecessor is gone: the newest snapshot of its kind
-/// that started before it, provided no other segment lies between the two (then
-/// the snapshot holds everything the removed segments held).
-fn covering_snapshot(m: &Manifest, all: &[Manifest]) -> Option<BackupId> {
+/// For a log segment whose predecessor is gone: the snapshot that holds
+/// everything before it, if any. With the snapshot's newest TigerBeetle timestamp
+/// recorded (`tigerbeetle.count_rows`) that is exact: the segment starts at or
+/// before it. Otherwise: the newest snapshot that started before the segment,
+/// with no other segment between the two.
+pub fn covering_snapshot(m: &Manifest, all: &[Manifest]) -> Option<BackupId> {
+    let (after, _) = logs::interval(m)?;
     let before = |x: &&Manifest| x.kind == m.kind && x.started_at < m.started_at;
     let snap = all
         .iter()
         .filter(before)
         .filter(|x| x.scope == crate::manifest::Scope::Full)
         .max_by_key(|x| x.started_at)?;
+    if let Some(newest) = snap.source.get("newest_timestamp").and_then(|v| v.as_u64()) {
+        return (after <= newest).then_some(snap.id);
+    }
     let between = all
         .iter()
         .filter(before)

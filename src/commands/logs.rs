@@ -32,30 +32,31 @@ pub fn interval(m: &Manifest) -> Option<(u64, u64)> {
     Some((get("after")?, get("until")?))
 }
 
-/// Every log manifest, oldest first; the last is the head of the chain.
-fn log_manifests(store: &dyn Store) -> Result<Vec<Manifest>> {
-    let (all, _) = manifest::list(store, Some(Kind::Tigerbeetle))?;
-    Ok(all
-        .into_iter()
-        .filter(|m| m.operation == OPERATION)
-        .collect())
+/// Every TigerBeetle manifest (snapshots and log segments), oldest first.
+fn tigerbeetle_manifests(store: &dyn Store) -> Result<Vec<Manifest>> {
+    Ok(manifest::list(store, Some(Kind::Tigerbeetle))?.0)
 }
 
 /// Links of the chain whose start does not meet the previous link's end, or whose
 /// parent is gone: each would make point-in-time recovery across it impossible.
-pub fn chain_breaks(logs: &[Manifest]) -> Vec<String> {
-    let by_id: std::collections::HashMap<_, _> = logs.iter().map(|m| (m.id, m)).collect();
+/// A segment whose older predecessors retention removed is no break when a
+/// snapshot covers what they held. `all` holds the snapshots too.
+pub fn chain_breaks(all: &[Manifest]) -> Vec<String> {
+    let logs: Vec<&Manifest> = all.iter().filter(|m| m.operation == OPERATION).collect();
+    let by_id: std::collections::HashMap<_, _> = logs.iter().map(|m| (m.id, *m)).collect();
+    let covered = |m: &Manifest| super::list::covering_snapshot(m, all).is_some();
     let mut breaks = Vec::new();
-    for m in logs {
+    for m in logs.iter().copied() {
         let Some((after, _)) = interval(m) else {
             continue;
         };
         match m.parent {
-            None if after != 0 => {
+            None if after != 0 && !covered(m) => {
                 breaks.push(format!("segment {} starts at {after} with no parent", m.id))
             }
             None => {}
             Some(p) => match by_id.get(&p).and_then(|p| interval(p)) {
+                None if covered(m) => {}
                 None => breaks.push(format!("segment {} follows {p}, which is missing", m.id)),
                 Some((_, until)) if until != after => breaks.push(format!(
                     "segment {} starts at {after} but its parent {p} ends at {until}",
@@ -97,13 +98,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let started_at = OffsetDateTime::now_utc();
     let clock = Instant::now();
     let id = BackupId::new_v7(started_at);
-    let logs = log_manifests(store.as_ref())?;
-    for b in chain_breaks(&logs) {
+    let all = tigerbeetle_manifests(store.as_ref())?;
+    for b in chain_breaks(&all) {
         ctx.ui.warn(&format!(
             "the TigerBeetle log chain is broken: {b}; point-in-time restore cannot cross this gap — take a snapshot to start a restorable point after it"
         ));
     }
-    let head = logs.last().cloned();
+    let head = all.iter().rfind(|m| m.operation == OPERATION).cloned();
     let (parent, after) = match &head {
         Some(m) => {
             let (_, until) = interval(m).with_context(|| {

@@ -232,7 +232,7 @@ pub fn replay_logs(
             store,
             entry,
             m.compression,
-            keyring,
+            pipeline::keys_for(m, keyring)?,
             &plan.work_dir,
             ctx.progress(),
             |r| {

@@ -309,6 +309,7 @@ pub fn unpack_backup(
     progress: std::sync::Arc<dyn crate::stages::progress::Progress>,
 ) -> Result<Vec<manifest::FileEntry>> {
     let mut restored = Vec::new();
+    let keyring = pipeline::keys_for(m, keyring)?;
     for entry in &m.objects {
         pipeline::download(
             store,

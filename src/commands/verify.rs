@@ -71,7 +71,10 @@ pub struct Audit {
     pub transfers: usize,
     pub store_balance: Option<i128>,
     pub retained_bytes: u64,
-    pub pending_in_spool: Vec<String>,
+    /// Backups whose ledger record or deletion is not finished yet: a record
+    /// waiting in the spool, or a deletion an interrupted cleanup left (the next
+    /// run finishes both).
+    pub pending: Vec<String>,
     pub problems: Vec<String>,
 }
 
@@ -96,7 +99,10 @@ fn selected(all: &[Manifest], args: &VerifyArgs, now: OffsetDateTime) -> Result<
                         format!("--since {s:?} is neither an RFC 3339 time (2026-11-22T06:00:00Z) nor a duration (7d)"),
                     )
                 })?;
-                now - time::Duration::try_from(d)?
+                time::Duration::try_from(d)
+                    .ok()
+                    .and_then(|d| now.checked_sub(d))
+                    .unwrap_or(OffsetDateTime::UNIX_EPOCH)
             }
         }),
     };
@@ -156,7 +162,13 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
     // Ledger audit.
     let audit = match &plan.ledger {
         None => Audit::default(),
-        Some(cfg) => audit(cfg, store, &all, &chosen),
+        Some(cfg) => {
+            let deleting: BTreeSet<u128> = super::cleanup::read_tombstones(store)?
+                .iter()
+                .map(|t| t.manifest.id.as_u128())
+                .collect();
+            audit(cfg, store, &all, &chosen, &deleting)
+        }
     };
     for p in &audit.problems {
         ctx.ui.warn(&format!("ledger: {p}"));
@@ -314,7 +326,9 @@ fn check_backup(
                 "object {} has {} bytes, the manifest recorded {} (truncated or replaced)",
                 o.key, info.size, o.size
             )),
-            Some(_) => match pipeline::check(store, o, m.compression, keyring, ctx.progress()) {
+            Some(_) => match pipeline::keys_for(m, keyring)
+                .and_then(|k| pipeline::check(store, o, m.compression, k, ctx.progress()))
+            {
                 Ok(n) => c.bytes_read += n,
                 Err(e) => c.problems.push(problem_or_stop(e)?),
             },
@@ -369,6 +383,7 @@ fn audit(
     store: &dyn Store,
     all: &[Manifest],
     chosen: &[Manifest],
+    deleting: &BTreeSet<u128>,
 ) -> Audit {
     let mut a = Audit::default();
     let identity = store.identity();
@@ -404,10 +419,13 @@ fn audit(
                 t.operation,
                 Some(ledger::Operation::Cleanup) | Some(ledger::Operation::Verify)
             );
-        if backup
-            && !ids.contains(&ledger::cleanup_transfer_id(t.id))
-            && !manifests.contains_key(&t.id)
-        {
+        let reversal = ledger::cleanup_transfer_id(t.id);
+        let spooled = cfg.spool_dir.join(format!("{reversal:032x}.json")).exists();
+        if backup && (deleting.contains(&t.id) || spooled) && !manifests.contains_key(&t.id) {
+            // An interrupted cleanup (the next one finishes it) or a reversal
+            // waiting in the spool.
+            a.pending.push(BackupId::from_u128(t.id).to_string());
+        } else if backup && !ids.contains(&reversal) && !manifests.contains_key(&t.id) {
             a.problems.push(format!(
                 "the ledger records backup {} ({} bytes, {}) as stored in {identity}, but the store has no manifest for it: it was deleted outside bkp, or its manifest was lost",
                 BackupId::from_u128(t.id),
@@ -422,7 +440,7 @@ fn audit(
             continue;
         }
         if cfg.spool_dir.join(format!("{id:032x}.json")).exists() {
-            a.pending_in_spool.push(m.id.to_string());
+            a.pending.push(m.id.to_string());
         } else {
             a.problems.push(format!(
                 "backup {} ({} {}) is in the store but the ledger never recorded it",
@@ -441,8 +459,7 @@ fn audit(
     a.retained_bytes = retained.values().sum();
     let balance = credits - debits;
     a.store_balance = Some(balance);
-    if a.pending_in_spool.is_empty() && a.problems.is_empty() && balance != a.retained_bytes as i128
-    {
+    if a.pending.is_empty() && a.problems.is_empty() && balance != a.retained_bytes as i128 {
         a.problems.push(format!(
             "the store account's balance in the ledger is {balance} bytes but the manifests retain {} bytes",
             a.retained_bytes
@@ -563,10 +580,13 @@ fn show(ctx: &Ctx, checks: &[BackupCheck], audit: &Audit, drills: &[Drill]) -> R
             audit.transfers,
             audit.store_balance.unwrap_or(0),
             audit.retained_bytes,
-            if audit.pending_in_spool.is_empty() {
+            if audit.pending.is_empty() {
                 String::new()
             } else {
-                format!(", {} record(s) waiting in the spool", audit.pending_in_spool.len())
+                format!(
+                    ", {} record(s) or deletion(s) not finished yet (the next run finishes them)",
+                    audit.pending.len()
+                )
             },
             if audit.problems.is_empty() {
                 ": ok".to_string()
