@@ -35,6 +35,7 @@ complete -c bkp -n "__fish_bkp_needs_command" -f -a "snapshot" -d 'Back up the T
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "logs" -d 'Capture the TigerBeetle accounts and transfers created since the previous log segment: segment, compress, encrypt, checksum, upload, manifest, ledger'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "list" -d 'List the backups in the store'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "restore" -d 'Restore a backup into a new directory'
+complete -c bkp -n "__fish_bkp_needs_command" -f -a "replicate" -d 'Copy the Parquet cold tier\'s new and changed files to the store (each checked to be Parquet first) and record the whole set in a manifest. Skipped files make the exit code 10'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
@@ -69,8 +70,15 @@ complete -c bkp -n "__fish_bkp_using_subcommand restore" -l json -d 'Print resul
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s v -l verbose -d 'Print each step on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s h -l help -d 'Print help'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore help" -f -a "snapshot" -d 'Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt, checksum, upload, manifest, ledger record'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore help" -f -a "logs" -d 'Capture the TigerBeetle accounts and transfers created since the previous log segment: segment, compress, encrypt, checksum, upload, manifest, ledger'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore help" -f -a "list" -d 'List the backups in the store'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore help" -f -a "restore" -d 'Restore a backup into a new directory'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s c -l config -d 'Configuration file' -r -F
+complete -c bkp -n "__fish_bkp_using_subcommand replicate" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
+complete -c bkp -n "__fish_bkp_using_subcommand replicate" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
+complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s q -l quiet -d 'Print only warnings and errors on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s h -l help -d 'Print help'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore replicate help" -f -a "snapshot" -d 'Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt, checksum, upload, manifest, ledger record'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore replicate help" -f -a "logs" -d 'Capture the TigerBeetle accounts and transfers created since the previous log segment: segment, compress, encrypt, checksum, upload, manifest, ledger'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore replicate help" -f -a "list" -d 'List the backups in the store'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore replicate help" -f -a "restore" -d 'Restore a backup into a new directory'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore replicate help" -f -a "replicate" -d 'Copy the Parquet cold tier\'s new and changed files to the store (each checked to be Parquet first) and record the whole set in a manifest. Skipped files make the exit code 10'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore replicate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

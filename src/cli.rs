@@ -75,6 +75,11 @@ pub enum Command {
 
     /// Restore a backup into a new directory.
     Restore(RestoreArgs),
+
+    /// Copy the Parquet cold tier's new and changed files to the store (each
+    /// checked to be Parquet first) and record the whole set in a manifest.
+    /// Skipped files make the exit code 10.
+    Replicate,
 }
 
 #[derive(Debug, Args)]

@@ -33,6 +33,7 @@ pub struct File {
     pub encryption: Option<EncryptionFile>,
     pub tigerbeetle: Option<TigerBeetleFile>,
     pub ledger: Option<LedgerFile>,
+    pub replicate: Option<crate::replicate::config::ReplicateFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,6 +248,7 @@ pub struct Plan {
     pub encryption: Option<EncryptionPlan>,
     pub tigerbeetle: Option<TigerBeetlePlan>,
     pub ledger: Option<LedgerConfig>,
+    pub replicate: Option<crate::replicate::config::ReplicatePlan>,
 }
 
 /// Values from the environment that override the file (`BKP_*`).
@@ -259,6 +261,7 @@ pub struct Overrides {
     pub s3_endpoint: Option<String>,
     pub s3_region: Option<String>,
     pub ledger_addresses: Option<String>,
+    pub replicate: crate::replicate::config::ReplicateOverrides,
 }
 
 impl Overrides {
@@ -272,11 +275,12 @@ impl Overrides {
             s3_endpoint: var("BKP_S3_ENDPOINT"),
             s3_region: var("BKP_S3_REGION"),
             ledger_addresses: var("BKP_LEDGER_ADDRESSES"),
+            replicate: crate::replicate::config::ReplicateOverrides::from_env(),
         }
     }
 }
 
-fn invalid(path: &Path, key: &str, msg: impl std::fmt::Display) -> anyhow::Error {
+pub(crate) fn invalid(path: &Path, key: &str, msg: impl std::fmt::Display) -> anyhow::Error {
     coded(
         Code::Config,
         format!("invalid config {}: {key}: {msg}", path.display()),
@@ -558,6 +562,16 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
         }
     };
 
+    let replicate = match f.replicate {
+        Some(r) => Some(crate::replicate::config::validate(
+            r,
+            path,
+            &ov.replicate,
+            compression,
+        )?),
+        None => None,
+    };
+
     Ok(Plan {
         source: path.to_path_buf(),
         work_dir,
@@ -566,6 +580,7 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
         encryption,
         tigerbeetle,
         ledger,
+        replicate,
     })
 }
 

@@ -17,7 +17,9 @@ pub mod id;
 pub mod ledger;
 pub mod lock;
 pub mod manifest;
+pub mod parquet;
 pub mod pipeline;
+pub mod replicate;
 pub mod retention;
 pub mod sources;
 pub mod stages;
@@ -63,5 +65,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Logs => commands::logs::run(&ctx),
         Command::List(a) => commands::list::run(&ctx, a),
         Command::Restore(a) => commands::restore::run(&ctx, a),
+        Command::Replicate => commands::replicate::run(&ctx),
     }
 }

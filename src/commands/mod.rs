@@ -21,6 +21,8 @@ use crate::ui::Ui;
 pub mod list;
 pub mod logs;
 pub mod pitr;
+pub mod replicate;
+pub mod replicate_restore;
 pub mod restore;
 pub mod snapshot;
 

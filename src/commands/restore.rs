@@ -155,6 +155,12 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
             )?,
         ),
     };
+    if let Some(m) = m
+        .as_ref()
+        .filter(|m| m.kind == Kind::Parquet && at.is_none())
+    {
+        return super::replicate_restore::run(ctx, store.as_ref(), m, &target, exists);
+    }
     if let Some(m) = &m {
         if m.kind != Kind::Tigerbeetle || m.operation != "snapshot" {
             return Err(coded(
