@@ -33,11 +33,11 @@ impl Maker {
     }
 
     /// A file over the in-memory threshold, so it is streamed.
-    fn large(&self, path: &Path) {
+    fn large(&self, path: &Path, seed: u64) {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         self.0
             .execute_batch(&format!(
-                "COPY (SELECT i, md5(i::VARCHAR) AS a, md5((i + 1)::VARCHAR) AS b, md5((i + 2)::VARCHAR) AS c FROM range(150000) t(i)) TO '{}' (FORMAT parquet, COMPRESSION uncompressed)",
+                "COPY (SELECT i, md5((i + {seed})::VARCHAR) AS a, md5((i + 1)::VARCHAR) AS b, md5((i + 2)::VARCHAR) AS c FROM range(150000) t(i)) TO '{}' (FORMAT parquet, COMPRESSION uncompressed)",
                 path.display()
             ))
             .unwrap();
@@ -257,7 +257,7 @@ fn a_corrupt_file_is_reported_and_skipped_and_the_rest_replicated() {
     for i in 0..20 {
         mk.small(&cold.join(format!("f{i:02}.parquet")), i + 1);
     }
-    mk.large(&cold.join("big/large.parquet"));
+    mk.large(&cold.join("big/large.parquet"), 0);
     let good = fs::read(cold.join("f05.parquet")).unwrap();
     fs::write(cold.join("f05.parquet"), &good[..good.len() - 10]).unwrap();
     let big = fs::read(cold.join("big/large.parquet")).unwrap();
@@ -303,7 +303,7 @@ fn a_bucket_on_the_same_server_is_copied_inside_the_store() {
     for i in 0..12 {
         mk.small(&cold.join(format!("t=a/{i:02}.parquet")), i + 1);
     }
-    mk.large(&cold.join("t=b/large.parquet"));
+    mk.large(&cold.join("t=b/large.parquet"), 0);
     let out = s3.rclone(&[
         "copy",
         cold.to_str().unwrap(),
@@ -316,7 +316,8 @@ fn a_bucket_on_the_same_server_is_copied_inside_the_store() {
     );
     let source = format!("s3://{source_bucket}/tier");
 
-    // Unencrypted and uncompressed: every copy is made inside the store.
+    // Unencrypted and uncompressed: the large file is copied inside the store (small
+    // ones are read once and put, which takes fewer requests).
     let plain = config(
         dir.path(),
         s3,
@@ -327,26 +328,33 @@ fn a_bucket_on_the_same_server_is_copied_inside_the_store() {
     let (r, _) = replicate(&plain, s3, 0);
     assert_eq!(
         (r["copied"].as_u64(), r["server_side_copies"].as_u64()),
-        (Some(13), Some(13))
+        (Some(13), Some(1))
     );
     let id = r["manifest"]["id"].as_str().unwrap().to_string();
     let t = dir.path().join("restored");
     assert_exit(&restore(&plain, s3, &id, &t, &[]), 0);
     assert_eq!(tree(&t), tree(&cold));
 
-    // Change one object at the source: only it is copied next time.
+    // Change two objects at the source: only they are copied next time.
     mk.small(&cold.join("t=a/03.parquet"), 999);
-    let out = s3.rclone(&[
-        "copyto",
-        cold.join("t=a/03.parquet").to_str().unwrap(),
-        &format!("s3:{source_bucket}/tier/t=a/03.parquet"),
-    ]);
-    assert!(out.status.success());
+    mk.large(&cold.join("t=b/large.parquet"), 7);
+    for f in ["t=a/03.parquet", "t=b/large.parquet"] {
+        let out = s3.rclone(&[
+            "copyto",
+            cold.join(f).to_str().unwrap(),
+            &format!("s3:{source_bucket}/tier/{f}"),
+        ]);
+        assert!(out.status.success());
+    }
     let (r, _) = replicate(&plain, s3, 0);
     assert_eq!(
         (r["copied"].as_u64(), r["server_side_copies"].as_u64()),
-        (Some(1), Some(1))
+        (Some(2), Some(1))
     );
+    let t = dir.path().join("restored-2");
+    let id = r["manifest"]["id"].as_str().unwrap().to_string();
+    assert_exit(&restore(&plain, s3, &id, &t, &[]), 0);
+    assert_eq!(tree(&t), tree(&cold));
 
     // Encrypted: the bytes are streamed through bkp instead, from the same source.
     let dir2 = tempfile::tempdir().unwrap();

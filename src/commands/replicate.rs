@@ -41,7 +41,9 @@ use crate::store::{local::LocalStore, Store};
 use crate::{pipeline, ui};
 
 /// Files up to this size are read into memory once: checked, hashed and uploaded
-/// from the same bytes. Larger files are streamed.
+/// from the same bytes (one GET and one PUT; a server-side copy would take more
+/// requests than it saves). Larger files are streamed, or copied inside the
+/// store when possible.
 const INLINE_MAX: u64 = 8 << 20;
 /// The tail read first for the Parquet check; a larger footer costs a second read.
 const TAIL_GUESS: u64 = 64 << 10;
@@ -356,13 +358,8 @@ fn server_side_possible(plan: &crate::config::Plan, rp: &ReplicatePlan, encrypte
     }
 }
 
-/// The newest replicate manifest of this source and its set. Only the newest
-/// manifests are read (UUIDv7 keys sort by time), not the whole history.
-fn find_previous(
-    ctx: &Ctx,
-    store: &dyn Store,
-    root: &str,
-) -> Result<Option<(Manifest, ReplicaSet)>> {
+/// Keys of the parquet manifests, newest first (UUIDv7 keys sort by time).
+fn manifest_keys_newest_first(store: &dyn Store) -> Result<Vec<String>> {
     let prefix = format!("{}/{}/", manifest::MANIFEST_DIR, Kind::Parquet.as_str());
     let mut keys: Vec<String> = store
         .list(&prefix)?
@@ -371,7 +368,36 @@ fn find_previous(
         .filter(|k| k.ends_with(".json"))
         .collect();
     keys.sort();
-    for key in keys.iter().rev() {
+    keys.reverse();
+    Ok(keys)
+}
+
+/// The newest replicate manifest in the store, reading only as many manifests
+/// as it takes (each lists a whole set, so reading them all would be slow).
+pub fn latest(store: &dyn Store) -> Result<Manifest> {
+    for key in manifest_keys_newest_first(store)? {
+        let m = manifest::parse(&store.get(&key)?, &key)?;
+        if m.operation == "replicate" {
+            return Ok(m);
+        }
+    }
+    Err(coded(
+        Code::NotFound,
+        format!(
+            "no replicate backup in {}: run `bkp replicate` first, or check the store settings",
+            store.identity()
+        ),
+    ))
+}
+
+/// The newest replicate manifest of this source and its set. Only the newest
+/// manifests are read, not the whole history.
+fn find_previous(
+    ctx: &Ctx,
+    store: &dyn Store,
+    root: &str,
+) -> Result<Option<(Manifest, ReplicaSet)>> {
+    for key in manifest_keys_newest_first(store)?.iter() {
         let m = match store.get(key).and_then(|b| manifest::parse(&b, key)) {
             Ok(m) => m,
             Err(e) => {
@@ -541,7 +567,7 @@ fn reuse(prev: Option<&FileRecord>, e: &Entry, sha256: &str) -> Option<Outcome> 
 fn try_copy(job: &Job, e: &Entry, prev: Option<&FileRecord>) -> Result<Try> {
     let key = format!("{}{}{}", job.key_prefix, e.path, job.suffix);
     let store = job.target.store();
-    if e.size <= INLINE_MAX && !(job.server_side && e.etag.is_some()) {
+    if e.size <= INLINE_MAX {
         // Small: one read, checked, hashed and uploaded from memory.
         let Read2::Got(bytes) = job.source.read_all(e)? else {
             return Ok(Try::Changed("it was replaced or deleted".into()));

@@ -143,6 +143,9 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
                 .rev()
                 .find(|m| m.operation == "snapshot" && m.started_at <= at)
         }
+        None if args.backup == "latest" && Kind::from(args.kind) == Kind::Parquet => {
+            Some(super::replicate::latest(store.as_ref())?)
+        }
         _ => Some(
             manifest::find(store.as_ref(), &args.backup, Some(Kind::from(args.kind))).or_else(
                 |e| {
