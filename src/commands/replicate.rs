@@ -780,3 +780,52 @@ fn report(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    #[test]
+    fn a_change_seen_mid_upload_aborts_the_object_and_is_recognised() {
+        let store = MemoryStore::new();
+        let err = pipeline::upload(
+            &store,
+            "parquet/x/a.parquet",
+            &Vec::new(),
+            Compression::None,
+            None,
+            Arc::new(Silent),
+            |w| {
+                w.write_all(b"PAR1 half of the old file")?;
+                Err(Changed("a second read gave another SHA-256".into()).into())
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            changed_reason(&err).as_deref(),
+            Some("a second read gave another SHA-256")
+        );
+        assert!(
+            store.list("").unwrap().is_empty(),
+            "a half-new object was stored"
+        );
+        assert_eq!(changed_reason(&anyhow::anyhow!("disk full")), None);
+    }
+
+    #[test]
+    fn versions_compare_by_etag_on_s3_and_by_time_locally() {
+        let e = |size, mtime, etag: Option<&str>| Entry {
+            path: "p".into(),
+            size,
+            mtime_ns: Some(mtime),
+            etag: etag.map(str::to_string),
+        };
+        assert!(same_facts(&e(1, 5, None), Some(&e(1, 5, None))));
+        assert!(!same_facts(&e(1, 5, None), Some(&e(1, 6, None))));
+        assert!(!same_facts(&e(1, 5, None), Some(&e(2, 5, None))));
+        assert!(!same_facts(&e(1, 5, None), None));
+        assert!(same_facts(&e(1, 5, Some("a")), Some(&e(1, 9, Some("a")))));
+        assert!(!same_facts(&e(1, 5, Some("a")), Some(&e(1, 5, Some("b")))));
+    }
+}

@@ -177,9 +177,13 @@ pub fn walk_files(dir: &Path) -> Result<Vec<String>> {
 /// already refused a non-empty target without `--force` and guarded it.
 pub fn run(ctx: &Ctx, store: &dyn Store, m: &Manifest, target: &Path, exists: bool) -> Result<()> {
     let plan = &ctx.plan;
-    let keyring = match &m.encryption {
-        Some(_) => plan.keyring()?,
-        None => None,
+    // Files a run reused may have been stored encrypted by an earlier run even when
+    // this one was not: each file's record says.
+    let set = ReplicaSet::from_manifest(m)?;
+    let keyring = if m.encryption.is_some() || set.set.iter().any(|r| r.key_id.is_some()) {
+        plan.keyring()?
+    } else {
+        None
     };
     let parent = target.parent().with_context(|| {
         format!(

@@ -157,7 +157,10 @@ pub fn validate(
             ));
         }
         let p = PathBuf::from(text);
-        SourcePlan::Local(if p.is_relative() { base.join(p) } else { p })
+        let p = if p.is_relative() { base.join(p) } else { p };
+        // Absolute, so that the source's identity (which finds the previous run)
+        // does not depend on the directory bkp was started from.
+        SourcePlan::Local(std::path::absolute(&p).unwrap_or(p))
     };
     let globs = |key: &str, list: Vec<String>| -> Result<Vec<Glob>> {
         list.iter()
