@@ -380,3 +380,73 @@ fn a_bucket_on_the_same_server_is_copied_inside_the_store() {
     assert_exit(&restore(&enc, s3, &id, &t, &[]), 0);
     assert_eq!(tree(&t), tree(&cold));
 }
+
+/// What keeps a replicated S3 file from being half-new: reads and server-side copies
+/// name the ETag that was listed, and the server refuses them once it changed.
+#[test]
+fn reads_and_copies_are_pinned_to_the_listed_etag() {
+    use bkp::store::s3::{S3Settings, S3Store};
+    use bkp::store::Store;
+    let s3 = shared_s3();
+    let bucket = s3.new_bucket("pin");
+    let out = s3.rclone_stdin(
+        &["rcat", &format!("s3:{bucket}/src/a.parquet")],
+        b"version one",
+    );
+    assert!(out.status.success());
+    let store = S3Store::with_credentials(
+        S3Settings {
+            bucket: bucket.clone(),
+            prefix: String::new(),
+            region: s3.region.clone(),
+            endpoint: Some(s3.endpoint.clone()),
+            path_style: true,
+            part_size: 5 << 20,
+            concurrency: 2,
+        },
+        &s3.access_key,
+        &s3.secret_key,
+    )
+    .unwrap();
+    let listed = store.list_with_etags("src/").unwrap();
+    assert_eq!(listed.len(), 1);
+    let etag = listed[0].etag.clone().expect("a listing gives ETags");
+    assert_eq!(
+        store
+            .head_with_etag("src/a.parquet")
+            .unwrap()
+            .unwrap()
+            .etag
+            .as_deref(),
+        Some(etag.as_str())
+    );
+
+    let mut tail = String::new();
+    let mut r = store
+        .open_if_match("src/a.parquet", Some(&etag), Some("bytes=-3"))
+        .unwrap()
+        .unwrap();
+    std::io::Read::read_to_string(&mut r, &mut tail).unwrap();
+    assert_eq!(tail, "one");
+    let stale = "\"00000000000000000000000000000000\"";
+    assert!(store
+        .open_if_match("src/a.parquet", Some(stale), None)
+        .unwrap()
+        .is_none());
+
+    let meta = vec![("backup-id".to_string(), "x".to_string())];
+    assert!(store
+        .copy_from(&bucket, "src/a.parquet", stale, 11, "dst/stale", &meta)
+        .unwrap()
+        .is_none());
+    assert!(store.head("dst/stale").unwrap().is_none());
+    let copied = store
+        .copy_from(&bucket, "src/a.parquet", &etag, 11, "dst/a.parquet", &meta)
+        .unwrap();
+    assert_eq!(copied.map(|c| c.size), Some(11));
+    assert_eq!(store.get("dst/a.parquet").unwrap(), b"version one");
+    // Create-only like every write.
+    assert!(store
+        .copy_from(&bucket, "src/a.parquet", &etag, 11, "dst/a.parquet", &meta)
+        .is_err());
+}

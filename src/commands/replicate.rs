@@ -709,6 +709,13 @@ fn server_side_copy(job: &Job, e: &Entry, prev: Option<&FileRecord>, key: &str) 
     if copied.is_none() {
         return Ok(Try::Changed("its ETag changed before the copy".into()));
     }
+    // A service that ignores the copy's ETag condition could have copied a newer
+    // version than the one hashed: look again, and drop such a copy.
+    if !same_facts(e, job.source.stat(&e.path)?.as_ref()) {
+        dst.delete(key)
+            .with_context(|| format!("failed to remove the copy {key} of a changed file"))?;
+        return Ok(Try::Changed("its ETag changed during the copy".into()));
+    }
     // The copy is of the hashed version (pinned by ETag); check it landed whole.
     match dst.head(key)? {
         Some(info) if info.size == e.size => {}

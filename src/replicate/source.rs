@@ -100,6 +100,13 @@ impl Source {
                     if !plan.selects(&path) {
                         continue;
                     }
+                    if crate::store::check_key(&path).is_err() {
+                        ignored.push(Ignored {
+                            path,
+                            reason: "the key has an empty, '.' or '..' segment or a backslash, so it cannot be restored as a path".into(),
+                        });
+                        continue;
+                    }
                     files.push(Entry {
                         path,
                         size: o.info.size,
