@@ -284,6 +284,22 @@ fn a_corrupt_file_is_reported_and_skipped_and_the_rest_replicated() {
     assert_eq!(tree(&t).len(), 20);
     assert_eq!(fs::read(t.join("big/large.parquet")).unwrap(), big);
 
+    // A damaged stored object fails the restore (exit 5) and leaves no target.
+    let victim = r["manifest"]["source"]["set"][3]["object"]
+        .as_str()
+        .unwrap();
+    let out = s3.rclone_stdin(&["rcat", &format!("s3:{bucket}/bkp/{victim}")], b"damaged");
+    assert!(out.status.success());
+    let t2 = dir.path().join("restored-damaged");
+    let out = restore(&cfg, s3, &id, &t2, &[]);
+    assert_exit(&out, 5);
+    assert!(!t2.exists());
+    assert!(fs::read_dir(dir.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains("bkp-restore")));
+
     // Once repaired (and the other removed), the next run copies it and succeeds.
     fs::write(cold.join("f05.parquet"), &good).unwrap();
     fs::remove_file(cold.join("big/cut.parquet")).unwrap();

@@ -32,7 +32,7 @@ use crate::manifest::{self, Kind, Manifest, ObjectEntry, Scope, Status};
 use crate::parquet;
 use crate::replicate::config::{ReplicatePlan, SourcePlan};
 use crate::replicate::record::{self, FileRecord, ReplicaSet, Skipped, Stats};
-use crate::replicate::source::{Entry, Read2, Source};
+use crate::replicate::source::{Entry, Fetched, Source};
 use crate::stages::compress::Compression;
 use crate::stages::hash::{digest_reader, HashReader};
 use crate::stages::progress::Silent;
@@ -569,7 +569,7 @@ fn try_copy(job: &Job, e: &Entry, prev: Option<&FileRecord>) -> Result<Try> {
     let store = job.target.store();
     if e.size <= INLINE_MAX {
         // Small: one read, checked, hashed and uploaded from memory.
-        let Read2::Got(bytes) = job.source.read_all(e)? else {
+        let Fetched::Got(bytes) = job.source.read_all(e)? else {
             return Ok(Try::Changed("it was replaced or deleted".into()));
         };
         if bytes.len() as u64 != e.size {
@@ -602,13 +602,13 @@ fn try_copy(job: &Job, e: &Entry, prev: Option<&FileRecord>) -> Result<Try> {
     }
 
     // Large (or copied inside the store): check the footer from the tail first.
-    let Read2::Got((head, mut tail)) = job.source.head_tail(e, TAIL_GUESS)? else {
+    let Fetched::Got((head, mut tail)) = job.source.head_tail(e, TAIL_GUESS)? else {
         return Ok(Try::Changed("it was replaced or deleted".into()));
     };
     if tail.len() >= 8 && e.size >= parquet::MIN_LEN {
         if let Ok(n) = parquet::footer_len(&tail[tail.len() - 8..], e.size) {
             if tail.len() < n as usize + 8 {
-                let Read2::Got((_, t)) = job.source.head_tail(e, u64::from(n) + 8)? else {
+                let Fetched::Got((_, t)) = job.source.head_tail(e, u64::from(n) + 8)? else {
                     return Ok(Try::Changed("it was replaced or deleted".into()));
                 };
                 tail = t;
@@ -627,7 +627,7 @@ fn try_copy(job: &Job, e: &Entry, prev: Option<&FileRecord>) -> Result<Try> {
     // touched but unchanged file; the upload's own read must give the same.
     let first = match e.etag {
         None => {
-            let Read2::Got(r) = job.source.reader(e)? else {
+            let Fetched::Got(r) = job.source.reader(e)? else {
                 return Ok(Try::Changed("it was replaced or deleted".into()));
             };
             let d = digest_reader(r)
@@ -641,7 +641,7 @@ fn try_copy(job: &Job, e: &Entry, prev: Option<&FileRecord>) -> Result<Try> {
         }
         Some(_) => None,
     };
-    let Read2::Got(reader) = job.source.reader(e)? else {
+    let Fetched::Got(reader) = job.source.reader(e)? else {
         return Ok(Try::Changed("it was replaced or deleted".into()));
     };
     let upload = pipeline::upload(
@@ -683,7 +683,7 @@ fn server_side_copy(job: &Job, e: &Entry, prev: Option<&FileRecord>, key: &str) 
         anyhow::bail!("internal: a server-side copy needs S3 on both sides");
     };
     let etag = e.etag.clone().unwrap_or_default();
-    let Read2::Got(r) = job.source.reader(e)? else {
+    let Fetched::Got(r) = job.source.reader(e)? else {
         return Ok(Try::Changed("its ETag changed".into()));
     };
     let d = digest_reader(r)

@@ -42,7 +42,7 @@ pub enum Source {
 }
 
 /// What a read found: the bytes, or that the file changed or vanished meanwhile.
-pub enum Read2<T> {
+pub enum Fetched<T> {
     Got(T),
     Changed,
 }
@@ -146,48 +146,50 @@ impl Source {
     }
 
     /// A streaming read of the version `e` describes.
-    pub fn reader(&self, e: &Entry) -> Result<Read2<Box<dyn Read + Send>>> {
+    pub fn reader(&self, e: &Entry) -> Result<Fetched<Box<dyn Read + Send>>> {
         match self {
             Source::Local(root) => {
                 let p = root.join(&e.path);
                 match File::open(&p) {
-                    Ok(f) => Ok(Read2::Got(Box::new(io::BufReader::with_capacity(
+                    Ok(f) => Ok(Fetched::Got(Box::new(io::BufReader::with_capacity(
                         1 << 20,
                         f,
                     )))),
-                    Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Read2::Changed),
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Fetched::Changed),
                     Err(err) => Err(err).with_context(|| format!("failed to open {}", p.display())),
                 }
             }
             Source::S3(s3) => Ok(match s3.open_if_match(&e.path, e.etag.as_deref(), None) {
-                Ok(Some(r)) => Read2::Got(r),
-                Ok(None) => Read2::Changed,
-                Err(err) if crate::exit::classify(&err) == Some(Code::NotFound) => Read2::Changed,
+                Ok(Some(r)) => Fetched::Got(r),
+                Ok(None) => Fetched::Changed,
+                Err(err) if crate::exit::classify(&err) == Some(Code::NotFound) => Fetched::Changed,
                 Err(err) => return Err(err),
             }),
         }
     }
 
     /// The whole file (for small files).
-    pub fn read_all(&self, e: &Entry) -> Result<Read2<Vec<u8>>> {
-        let Read2::Got(mut r) = self.reader(e)? else {
-            return Ok(Read2::Changed);
+    pub fn read_all(&self, e: &Entry) -> Result<Fetched<Vec<u8>>> {
+        let Fetched::Got(mut r) = self.reader(e)? else {
+            return Ok(Fetched::Changed);
         };
         let mut buf = Vec::with_capacity(e.size as usize);
         r.read_to_end(&mut buf)
             .with_context(|| format!("failed to read {}", self.where_(&e.path)))?;
-        Ok(Read2::Got(buf))
+        Ok(Fetched::Got(buf))
     }
 
     /// The first four bytes and the last `n` bytes (fewer if the file is shorter).
-    pub fn head_tail(&self, e: &Entry, n: u64) -> Result<Read2<(Vec<u8>, Vec<u8>)>> {
+    pub fn head_tail(&self, e: &Entry, n: u64) -> Result<Fetched<(Vec<u8>, Vec<u8>)>> {
         let n = n.min(e.size);
         match self {
             Source::Local(root) => {
                 let p = root.join(&e.path);
                 let mut f = match File::open(&p) {
                     Ok(f) => f,
-                    Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Read2::Changed),
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                        return Ok(Fetched::Changed)
+                    }
                     Err(err) => {
                         return Err(err).with_context(|| format!("failed to open {}", p.display()))
                     }
@@ -198,7 +200,7 @@ impl Source {
                     .and_then(|_| f.seek(SeekFrom::Start(e.size - n)))
                     .and_then(|_| f.read_exact(&mut tail))
                     .with_context(|| format!("failed to read {}", p.display()))?;
-                Ok(Read2::Got((head, tail)))
+                Ok(Fetched::Got((head, tail)))
             }
             Source::S3(s3) => {
                 let get = |range: String| -> Result<Option<Vec<u8>>> {
@@ -214,22 +216,22 @@ impl Source {
                     }
                 };
                 if e.size == 0 {
-                    return Ok(Read2::Got((Vec::new(), Vec::new())));
+                    return Ok(Fetched::Got((Vec::new(), Vec::new())));
                 }
                 // One request when the tail covers the head too.
                 if n == e.size {
                     let Some(all) = get(format!("bytes=0-{}", e.size - 1))? else {
-                        return Ok(Read2::Changed);
+                        return Ok(Fetched::Changed);
                     };
-                    return Ok(Read2::Got((all[..4.min(all.len())].to_vec(), all)));
+                    return Ok(Fetched::Got((all[..4.min(all.len())].to_vec(), all)));
                 }
                 let Some(head) = get("bytes=0-3".into())? else {
-                    return Ok(Read2::Changed);
+                    return Ok(Fetched::Changed);
                 };
                 let Some(tail) = get(format!("bytes={}-{}", e.size - n, e.size - 1))? else {
-                    return Ok(Read2::Changed);
+                    return Ok(Fetched::Changed);
                 };
-                Ok(Read2::Got((head, tail)))
+                Ok(Fetched::Got((head, tail)))
             }
         }
     }
