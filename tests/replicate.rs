@@ -466,3 +466,63 @@ fn reads_and_copies_are_pinned_to_the_listed_etag() {
         .copy_from(&bucket, "src/a.parquet", &etag, 11, "dst/a.parquet", &meta)
         .is_err());
 }
+
+/// A file rewritten all the time is read twice, reported, and never stored; the
+/// files around it are replicated.
+#[test]
+fn a_file_that_keeps_changing_is_reported_not_stored_half_new() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let s3 = shared_s3();
+    let bucket = s3.new_bucket("repl-busy");
+    let dir = tempfile::tempdir().unwrap();
+    let cold = dir.path().join("cold");
+    let mk = Maker::new();
+    mk.small(&cold.join("calm.parquet"), 1);
+    mk.large(&cold.join("busy.parquet"), 3);
+    let cfg = config(dir.path(), s3, &bucket, "cold", "");
+
+    // A writer that keeps touching the file (a new modification time every
+    // millisecond, as an appending or rewriting job would).
+    let stop = Arc::new(AtomicBool::new(false));
+    let toucher = {
+        let (stop, busy) = (stop.clone(), cold.join("busy.parquet"));
+        std::thread::spawn(move || {
+            let f = fs::File::options().write(true).open(&busy).unwrap();
+            let mut t = std::time::SystemTime::now();
+            while !stop.load(Ordering::Relaxed) {
+                t += std::time::Duration::from_millis(1);
+                f.set_modified(t).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        })
+    };
+    let (r, stderr) = replicate(&cfg, s3, 10);
+    stop.store(true, Ordering::Relaxed);
+    toucher.join().unwrap();
+
+    assert!(
+        stderr.contains("busy.parquet") && stderr.contains("changed while being read"),
+        "{stderr}"
+    );
+    assert_eq!(paths(&r["manifest"]["source"]["set"]), vec!["calm.parquet"]);
+    assert_eq!(
+        paths(&r["manifest"]["source"]["skipped"]),
+        vec!["busy.parquet"]
+    );
+    // Nothing of it reached the store, not even an object without a manifest.
+    let out = s3.rclone(&["lsf", "-R", &format!("s3:{bucket}/bkp/parquet")]);
+    let stored = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stored.contains("calm.parquet") && !stored.contains("busy"),
+        "{stored}"
+    );
+
+    // Once it is quiet, the next run stores it.
+    let (r, _) = replicate(&cfg, s3, 0);
+    assert_eq!(r["copied"], 1);
+    assert_eq!(
+        paths(&r["manifest"]["source"]["set"]),
+        vec!["busy.parquet", "calm.parquet"]
+    );
+}
