@@ -526,3 +526,28 @@ fn a_file_that_keeps_changing_is_reported_not_stored_half_new() {
         vec!["busy.parquet", "calm.parquet"]
     );
 }
+
+/// A source that holds the store (or lies inside it) would copy the backups
+/// themselves: refused as a config error before anything is read.
+#[test]
+fn a_source_overlapping_the_store_is_refused() {
+    let s3 = shared_s3();
+    let bucket = s3.new_bucket("repl-overlap");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        s3,
+        &bucket,
+        &format!("s3://{bucket}"),
+        &format!("endpoint = \"{}\"\n", s3.endpoint),
+    );
+    let out = run_bkp(&["--config", cfg.to_str().unwrap(), "replicate"], &s3.env());
+    assert_exit(&out, 3);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("overlap"));
+    let local = dir.path().join("local.toml");
+    fs::write(&local, "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"cold/store\"\n[encryption]\nenabled = false\n[replicate]\nsource = \"cold\"\nencryption = false\n").unwrap();
+    fs::create_dir_all(dir.path().join("cold")).unwrap();
+    let out = run_bkp(&["--config", local.to_str().unwrap(), "replicate"], &[]);
+    assert_exit(&out, 3);
+    assert!(!dir.path().join("cold/store/manifests").exists());
+}

@@ -141,6 +141,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     } else {
         None
     };
+    refuse_overlap(plan, rp)?;
     let source = Source::open(&rp.source, rp.concurrency)?;
     let target = match &plan.store {
         StorePlan::S3(s) => Target::S3(S3Store::new(s.clone())?),
@@ -335,6 +336,49 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 m.id,
                 names.len(),
                 names.join("; ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a source that holds the store or lies inside it: each run would copy
+/// the backups of the one before.
+fn refuse_overlap(plan: &crate::config::Plan, rp: &ReplicatePlan) -> Result<()> {
+    let nested = |a: &str, b: &str| {
+        let (a, b) = (a.trim_matches('/'), b.trim_matches('/'));
+        a.is_empty()
+            || b.is_empty()
+            || a == b
+            || b.starts_with(&format!("{a}/"))
+            || a.starts_with(&format!("{b}/"))
+    };
+    let overlap = match (&rp.source, &plan.store) {
+        (SourcePlan::Local(src), StorePlan::Local(dst)) => {
+            let (src, dst) = (
+                std::path::absolute(src).unwrap_or(src.clone()),
+                std::path::absolute(dst).unwrap_or(dst.clone()),
+            );
+            src.starts_with(&dst) || dst.starts_with(&src)
+        }
+        (SourcePlan::S3(src), StorePlan::S3(dst)) => {
+            src.bucket == dst.bucket
+                && src.endpoint == dst.endpoint
+                && nested(&src.prefix, &dst.prefix)
+        }
+        _ => false,
+    };
+    if overlap {
+        return Err(coded(
+            Code::Config,
+            format!(
+                "{}: replicate.source {} and the store {} overlap: each run would copy the backups themselves; give them separate directories or prefixes",
+                plan.source.display(),
+                rp.source.identity(),
+                match &plan.store {
+                    StorePlan::Local(p) => p.display().to_string(),
+                    StorePlan::S3(s) => format!("s3://{}/{}", s.bucket, s.prefix),
+                }
             ),
         ));
     }

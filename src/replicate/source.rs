@@ -196,11 +196,16 @@ impl Source {
                 };
                 let mut head = vec![0u8; 4.min(e.size as usize)];
                 let mut tail = vec![0u8; n as usize];
-                f.read_exact(&mut head)
+                let read = f
+                    .read_exact(&mut head)
                     .and_then(|_| f.seek(SeekFrom::Start(e.size - n)))
-                    .and_then(|_| f.read_exact(&mut tail))
-                    .with_context(|| format!("failed to read {}", p.display()))?;
-                Ok(Fetched::Got((head, tail)))
+                    .and_then(|_| f.read_exact(&mut tail));
+                match read {
+                    Ok(_) => Ok(Fetched::Got((head, tail))),
+                    // Shorter than listed: it is being rewritten.
+                    Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Ok(Fetched::Changed),
+                    Err(err) => Err(err).with_context(|| format!("failed to read {}", p.display())),
+                }
             }
             Source::S3(s3) => {
                 let get = |range: String| -> Result<Option<Vec<u8>>> {
