@@ -37,7 +37,7 @@ PY
 
 echo "==> writing $files Parquet files with DuckDB"
 "$CARGO_TARGET_DIR/debug/examples/make_parquet" "$work/cold" "$files"
-bytes=$(du -sb "$work/cold" | cut -f1)
+bytes=$(find "$work/cold" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
 echo "    $bytes bytes"
 
 echo "==> starting SeaweedFS and a request-counting proxy"
@@ -162,7 +162,7 @@ diff -r "$work/cold" "$work/restored" >/dev/null && identical="yes" || identical
 read -r z1 zr1 < <(timed "$work/out-zstd" "$bkp" --config "$work/zstd.toml" --json replicate)
 storedz=$(field "$work/out-zstd" stored_bytes)
 "$CARGO_TARGET_DIR/debug/examples/make_parquet" "$work/snappy" "$files" 2000 snappy
-bytes_snappy=$(du -sb "$work/snappy" | cut -f1)
+bytes_snappy=$(find "$work/snappy" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
 BKP_REPLICATE_SOURCE="$work/snappy" BKP_S3_PREFIX=zs "$bkp" --config "$work/zstd.toml" --json replicate >"$work/out-zs" 2>"$work/err"
 storedzs=$(field "$work/out-zs" stored_bytes)
 rclone copy "$work/cold" s3:cold/tier
@@ -170,7 +170,7 @@ read -r s1 sr1 < <(timed "$work/out-s3s3" "$bkp" --config "$work/s3s3.toml" --js
 ssc=$(field "$work/out-s3s3" server_side_copies)
 "$CARGO_TARGET_DIR/debug/examples/make_parquet" "$work/big" 4 1000000
 rclone copy "$work/big" s3:cold/big
-bytes_big=$(du -sb "$work/big" | cut -f1)
+bytes_big=$(find "$work/big" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
 read -r sb sbr < <(timed "$work/out-big" env BKP_REPLICATE_SOURCE="s3://cold/big" BKP_S3_PREFIX=big "$bkp" --config "$work/s3s3.toml" --json replicate)
 sscb=$(field "$work/out-big" server_side_copies)
 read -r eb ebr < <(timed "$work/out-bige" env BKP_REPLICATE_SOURCE="s3://cold/big" BKP_S3_PREFIX=bige "$bkp" --config "$work/s3s3enc.toml" --json replicate)
