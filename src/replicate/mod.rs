@@ -5,6 +5,7 @@
 //! `commands::replicate_restore` (restore).
 
 pub mod config;
+pub mod copy;
 pub mod glob;
 pub mod record;
 pub mod source;
