@@ -551,3 +551,73 @@ fn a_source_overlapping_the_store_is_refused() {
     assert_exit(&out, 3);
     assert!(!dir.path().join("cold/store/manifests").exists());
 }
+
+/// Each run is a code-12 transfer whose amount is the bytes it stored.
+#[test]
+fn each_run_records_the_bytes_it_copied_in_the_ledger() {
+    use bkp::ledger;
+    let tb = common::shared_ledger();
+    let s3 = shared_s3();
+    let bucket = s3.new_bucket("repl-ledger");
+    let dir = tempfile::tempdir().unwrap();
+    let cold = dir.path().join("cold");
+    let mk = Maker::new();
+    for i in 0..6 {
+        mk.small(&cold.join(format!("{i}.parquet")), i + 1);
+    }
+    let cfg = config(
+        dir.path(),
+        s3,
+        &bucket,
+        "cold",
+        &format!(
+            "retention_days = 30\n[ledger]\naddresses = \"{}\"\nledger = 1205\n",
+            tb.address()
+        ),
+    );
+    let lc = ledger::LedgerConfig {
+        cluster_id: 0,
+        addresses: tb.address(),
+        ledger: 1205,
+        timeout: std::time::Duration::from_secs(10),
+        spool_dir: dir.path().join("unused-spool"),
+    };
+    let transfer = |r: &Value| {
+        let id = r["manifest"]["id"].as_str().unwrap().replace('-', "");
+        ledger::lookup(&lc, u128::from_str_radix(&id, 16).unwrap())
+            .unwrap()
+            .expect("the run's transfer exists")
+    };
+
+    let (r1, _) = replicate(&cfg, s3, 0);
+    mk.small(&cold.join("2.parquet"), 99);
+    let (r2, _) = replicate(&cfg, s3, 0);
+    let sizes = |r: &Value| -> u128 {
+        r["manifest"]["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["size"].as_u64().unwrap() as u128)
+            .sum()
+    };
+    let (t1, t2) = (transfer(&r1), transfer(&r2));
+    assert_eq!(
+        (r1["copied"].as_u64(), r2["copied"].as_u64()),
+        (Some(6), Some(1))
+    );
+    assert_eq!(t1.amount, sizes(&r1));
+    assert_eq!(t2.amount, sizes(&r2));
+    assert!(t2.amount > 0 && t2.amount < t1.amount);
+    assert_eq!(t1.code, 12);
+    assert_eq!(t1.operation, Some(ledger::Operation::Replicate));
+    assert_eq!(
+        t1.debit_account_id,
+        ledger::source_account_id(ledger::BackupType::Parquet)
+    );
+    let f = t1.fields.expect("bkp fields");
+    assert_eq!(f.backup_type, ledger::BackupType::Parquet);
+    assert_eq!(f.scope, ledger::Scope::Full);
+    assert_eq!(f.encryption, ledger::EncryptionCode::Aes256Gcm);
+    assert_eq!(f.compression, ledger::CompressionCode::None);
+    assert_eq!(f.retention_days, 30);
+}
