@@ -465,6 +465,55 @@ fn reads_and_copies_are_pinned_to_the_listed_etag() {
     assert!(store
         .copy_from(&bucket, "src/a.parquet", &etag, 11, "dst/a.parquet", &meta)
         .is_err());
+
+    // Above 5 GiB the copy is made of UploadPartCopy parts; here with 5 MiB parts.
+    let big: Vec<u8> = (0..11u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let out = s3.rclone_stdin(&["rcat", &format!("s3:{bucket}/src/big.parquet")], &big);
+    assert!(out.status.success());
+    let etag = store
+        .head_with_etag("src/big.parquet")
+        .unwrap()
+        .unwrap()
+        .etag
+        .unwrap();
+    let size = big.len() as u64;
+    assert!(store
+        .copy_in_parts(
+            &bucket,
+            "src/big.parquet",
+            stale,
+            size,
+            "dst/big-stale",
+            &meta
+        )
+        .unwrap()
+        .is_none());
+    assert!(store.head("dst/big-stale").unwrap().is_none());
+    let out = s3.rclone(&["backend", "list-multipart-uploads", &format!("s3:{bucket}")]);
+    if out.status.success() {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text.contains("big-stale"),
+            "an upload was left behind: {text}"
+        );
+    }
+    let copied = store
+        .copy_in_parts(
+            &bucket,
+            "src/big.parquet",
+            &etag,
+            size,
+            "dst/big.parquet",
+            &meta,
+        )
+        .unwrap();
+    assert_eq!(copied.map(|c| c.size), Some(size));
+    assert!(
+        store.get("dst/big.parquet").unwrap() == big,
+        "the copy differs"
+    );
 }
 
 /// A file rewritten all the time is read twice, reported, and never stored; the

@@ -775,7 +775,31 @@ impl S3Store {
                 Err(e) => Err(sdk_error(e, what())),
             };
         }
-        // Large: parts of the configured size (grown to stay under 10,000 parts).
+        self.copy_in_parts(source_bucket, source_key, etag, size, key, metadata)
+    }
+
+    /// The multipart half of [`S3Store::copy_from`] (objects over 5 GiB): a
+    /// multipart upload of UploadPartCopy parts of `part_size`, each pinned to
+    /// `etag`. Callers use `copy_from`; this is public so that it can be tested
+    /// without 5 GiB objects.
+    pub fn copy_in_parts(
+        &self,
+        source_bucket: &str,
+        source_key: &str,
+        etag: &str,
+        size: u64,
+        key: &str,
+        metadata: &Metadata,
+    ) -> Result<Option<ObjectInfo>> {
+        let full = self.full_key(key)?;
+        let source = encode_copy_source(&format!("{source_bucket}/{source_key}"));
+        let what = || {
+            format!(
+                "failed to copy s3://{source_bucket}/{source_key} to {}",
+                self.where_(key)
+            )
+        };
+        // Parts of the configured size (grown to stay under 10,000 parts).
         let mut part = self.s.part_size.max(MIN_PART_SIZE) as u64;
         while size.div_ceil(part) > MAX_PARTS as u64 {
             part *= 2;
