@@ -113,9 +113,9 @@ pub fn run_pool(job: &Job, work: &[(Entry, Option<FileRecord>)], n: usize) -> Re
     let stop = AtomicBool::new(false);
     let results: Mutex<Vec<Option<Outcome>>> = Mutex::new((0..work.len()).map(|_| None).collect());
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    let done = AtomicUsize::new(0);
     let progress = job.ui.progress();
-    progress.begin("replicating files", Some(work.len() as u64));
+    // Progress in source bytes (the bar shows bytes), a file at a time.
+    progress.begin("replicating", Some(work.iter().map(|(e, _)| e.size).sum()));
     std::thread::scope(|s| {
         for _ in 0..n.min(work.len()).max(1) {
             s.spawn(|| loop {
@@ -133,8 +133,7 @@ pub fn run_pool(job: &Job, work: &[(Entry, Option<FileRecord>)], n: usize) -> Re
                         if let Ok(mut r) = results.lock() {
                             r[i] = Some(o);
                         }
-                        done.fetch_add(1, Ordering::Relaxed);
-                        progress.advance(1);
+                        progress.advance(entry.size);
                     }
                     Err(e) => {
                         stop.store(true, Ordering::Relaxed);
