@@ -28,6 +28,9 @@ _bkp() {
             bkp,logs)
                 cmd="bkp__subcmd__logs"
                 ;;
+            bkp,replicate)
+                cmd="bkp__subcmd__replicate"
+                ;;
             bkp,restore)
                 cmd="bkp__subcmd__restore"
                 ;;
@@ -52,6 +55,9 @@ _bkp() {
             bkp__subcmd__help,logs)
                 cmd="bkp__subcmd__help__subcmd__logs"
                 ;;
+            bkp__subcmd__help,replicate)
+                cmd="bkp__subcmd__help__subcmd__replicate"
+                ;;
             bkp__subcmd__help,restore)
                 cmd="bkp__subcmd__help__subcmd__restore"
                 ;;
@@ -71,7 +77,7 @@ _bkp() {
 
     case "${cmd}" in
         bkp)
-            opts="-c -q -v -h -V --config --json --quiet --verbose --wait --help --version snapshot logs list restore cleanup verify status help"
+            opts="-c -q -v -h -V --config --json --quiet --verbose --wait --help --version snapshot logs list restore replicate cleanup verify status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -127,7 +133,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help)
-            opts="snapshot logs list restore cleanup verify status help"
+            opts="snapshot logs list restore replicate cleanup verify status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -183,6 +189,20 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help__subcmd__logs)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help__subcmd__replicate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -283,6 +303,32 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__logs)
+            opts="-c -q -v -h --config --json --quiet --verbose --wait --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__replicate)
             opts="-c -q -v -h --config --json --quiet --verbose --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -76,6 +76,11 @@ pub enum Command {
     /// Restore a backup into a new directory.
     Restore(RestoreArgs),
 
+    /// Copy the Parquet cold tier's new and changed files to the store (each
+    /// checked to be Parquet first) and record the whole set in a manifest.
+    /// Skipped files make the exit code 10.
+    Replicate,
+
     /// Apply the retention policy: delete expired backups (never one a kept
     /// backup's chain needs, never the newest of a kind), objects of crashed runs
     /// and local leftovers. Each deletion records a reverse code-12 transfer.

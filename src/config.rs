@@ -36,6 +36,7 @@ pub struct File {
     pub retention: Option<crate::retention::RetentionFile>,
     pub freshness: Option<crate::schedule::FreshnessFile>,
     pub metrics: Option<crate::metrics::MetricsFile>,
+    pub replicate: Option<crate::replicate::config::ReplicateFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -260,6 +261,7 @@ pub struct Plan {
     pub freshness: crate::schedule::FreshnessPlan,
     /// Where run metrics go (Prometheus textfile), if anywhere.
     pub metrics_dir: Option<PathBuf>,
+    pub replicate: Option<crate::replicate::config::ReplicatePlan>,
 }
 
 /// Values from the environment that override the file (`BKP_*`).
@@ -273,6 +275,7 @@ pub struct Overrides {
     pub s3_region: Option<String>,
     pub ledger_addresses: Option<String>,
     pub metrics_dir: Option<PathBuf>,
+    pub replicate: crate::replicate::config::ReplicateOverrides,
 }
 
 impl Overrides {
@@ -287,11 +290,12 @@ impl Overrides {
             s3_region: var("BKP_S3_REGION"),
             ledger_addresses: var("BKP_LEDGER_ADDRESSES"),
             metrics_dir: var("BKP_METRICS_DIR").map(PathBuf::from),
+            replicate: crate::replicate::config::ReplicateOverrides::from_env(),
         }
     }
 }
 
-fn invalid(path: &Path, key: &str, msg: impl std::fmt::Display) -> anyhow::Error {
+pub(crate) fn invalid(path: &Path, key: &str, msg: impl std::fmt::Display) -> anyhow::Error {
     coded(
         Code::Config,
         format!("invalid config {}: {key}: {msg}", path.display()),
@@ -581,6 +585,15 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
         .map_err(|(key, msg)| invalid(path, &key, msg))?;
     let freshness = crate::schedule::FreshnessPlan::from_file(f.freshness, path)?;
     let metrics_dir = crate::metrics::dir(f.metrics, ov.metrics_dir.clone(), &abs);
+    let replicate = match f.replicate {
+        Some(r) => Some(crate::replicate::config::validate(
+            r,
+            path,
+            &ov.replicate,
+            compression,
+        )?),
+        None => None,
+    };
 
     Ok(Plan {
         source: path.to_path_buf(),
@@ -593,6 +606,7 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
         retention,
         freshness,
         metrics_dir,
+        replicate,
     })
 }
 

@@ -18,7 +18,9 @@ pub mod ledger;
 pub mod lock;
 pub mod manifest;
 pub mod metrics;
+pub mod parquet;
 pub mod pipeline;
+pub mod replicate;
 pub mod retention;
 pub mod schedule;
 pub mod sources;
@@ -68,5 +70,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Cleanup(a) => commands::cleanup::run(&ctx, a),
         Command::Verify(a) => commands::verify::run(&ctx, a),
         Command::Status => commands::status::run(&ctx),
+        Command::Replicate => commands::replicate::run(&ctx),
     }
 }

@@ -22,6 +22,8 @@ pub mod cleanup;
 pub mod list;
 pub mod logs;
 pub mod pitr;
+pub mod replicate;
+pub mod replicate_restore;
 pub mod restore;
 pub mod snapshot;
 pub mod status;

@@ -143,6 +143,9 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
                 .rev()
                 .find(|m| m.operation == "snapshot" && m.started_at <= at)
         }
+        None if args.backup == "latest" && Kind::from(args.kind) == Kind::Parquet => {
+            Some(super::replicate::latest(store.as_ref())?)
+        }
         _ => Some(
             manifest::find(store.as_ref(), &args.backup, Some(Kind::from(args.kind))).or_else(
                 |e| {
@@ -155,6 +158,12 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
             )?,
         ),
     };
+    if let Some(m) = m
+        .as_ref()
+        .filter(|m| m.kind == Kind::Parquet && at.is_none())
+    {
+        return super::replicate_restore::run(ctx, store.as_ref(), m, &target, exists);
+    }
     if let Some(m) = &m {
         if m.kind != Kind::Tigerbeetle || m.operation != "snapshot" {
             return Err(coded(

@@ -55,6 +55,21 @@ pub struct S3Store {
 
 impl S3Store {
     pub fn new(settings: S3Settings) -> Result<Self> {
+        Self::build(settings, None)
+    }
+
+    /// Like [`S3Store::new`], but with these static credentials instead of the
+    /// standard AWS chain (a source bucket read with another identity).
+    pub fn with_credentials(
+        settings: S3Settings,
+        access_key: &str,
+        secret_key: &str,
+    ) -> Result<Self> {
+        let creds = aws_sdk_s3::config::Credentials::new(access_key, secret_key, None, None, "bkp");
+        Self::build(settings, Some(creds))
+    }
+
+    fn build(settings: S3Settings, creds: Option<aws_sdk_s3::config::Credentials>) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(settings.concurrency.clamp(2, 8))
             .thread_name("bkp-s3")
@@ -66,6 +81,9 @@ impl S3Store {
                 .region(aws_config::Region::new(settings.region.clone()));
             if let Some(ep) = &settings.endpoint {
                 loader = loader.endpoint_url(ep);
+            }
+            if let Some(c) = creds {
+                loader = loader.credentials_provider(c);
             }
             let shared = loader.load().await;
             let timeouts = aws_config::timeout::TimeoutConfig::builder()
@@ -631,5 +649,319 @@ impl Store for S3Store {
             )
             .map_err(|e| sdk_error(e, format!("failed to delete {}", self.where_(key))))?;
         Ok(())
+    }
+}
+
+/// An object as a listing reports it, with its ETag (a change detector).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub info: ObjectInfo,
+    pub etag: Option<String>,
+}
+
+/// Percent-encodes a key for the `x-amz-copy-source` header (`/` kept).
+fn encode_copy_source(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reads and server-side copies used when this store is a replication source or
+/// target. A `None` answer means a precondition failed: the object changed since
+/// the ETag was seen.
+impl S3Store {
+    pub fn settings(&self) -> &S3Settings {
+        &self.s
+    }
+
+    /// The store's own (prefixed) key, as another bucket's copy source names it.
+    pub fn full_key_of(&self, key: &str) -> Result<String> {
+        self.full_key(key)
+    }
+
+    /// Like [`Store::list`], with each object's ETag.
+    pub fn list_with_etags(&self, prefix: &str) -> Result<Vec<Listed>> {
+        let full_prefix = if self.s.prefix.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{}/{}", self.s.prefix, prefix)
+        };
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .rt
+                .block_on(
+                    self.client
+                        .list_objects_v2()
+                        .bucket(&self.s.bucket)
+                        .prefix(&full_prefix)
+                        .set_continuation_token(token.take())
+                        .send(),
+                )
+                .map_err(|e| {
+                    sdk_error(
+                        e,
+                        format!("failed to list s3://{}/{}", self.s.bucket, full_prefix),
+                    )
+                })?;
+            for obj in page.contents() {
+                let Some(k) = obj.key().and_then(|k| self.strip(k)) else {
+                    continue;
+                };
+                out.push(Listed {
+                    info: ObjectInfo {
+                        key: k,
+                        size: obj.size().unwrap_or(0).max(0) as u64,
+                        modified: to_time(obj.last_modified()),
+                    },
+                    etag: obj.e_tag().map(str::to_string),
+                });
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.info.key.cmp(&b.info.key));
+        Ok(out)
+    }
+
+    /// Facts and ETag of `key`, or `None` if it does not exist.
+    pub fn head_with_etag(&self, key: &str) -> Result<Option<Listed>> {
+        let full = self.full_key(key)?;
+        let res = self.rt.block_on(
+            self.client
+                .head_object()
+                .bucket(&self.s.bucket)
+                .key(&full)
+                .send(),
+        );
+        match res {
+            Ok(out) => Ok(Some(Listed {
+                info: ObjectInfo {
+                    key: key.to_string(),
+                    size: out.content_length().unwrap_or(0).max(0) as u64,
+                    modified: to_time(out.last_modified()),
+                },
+                etag: out.e_tag().map(str::to_string),
+            })),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(sdk_error(
+                e,
+                format!("failed to look up {}", self.where_(key)),
+            )),
+        }
+    }
+
+    /// Opens `key` (optionally only bytes `range`, an HTTP range such as
+    /// `bytes=-65536`) if its ETag is still `etag`.
+    pub fn open_if_match(
+        &self,
+        key: &str,
+        etag: Option<&str>,
+        range: Option<&str>,
+    ) -> Result<Option<Box<dyn Read + Send>>> {
+        let full = self.full_key(key)?;
+        let res = self.rt.block_on(
+            self.client
+                .get_object()
+                .bucket(&self.s.bucket)
+                .key(&full)
+                .set_if_match(etag.map(str::to_string))
+                .set_range(range.map(str::to_string))
+                .send(),
+        );
+        match res {
+            Ok(out) => Ok(Some(Box::new(S3Reader {
+                rt: self.rt.clone(),
+                body: out.body,
+                chunk: bytes::Bytes::new(),
+                what: self.where_(key),
+            }))),
+            Err(e) if status_of(&e) == Some(412) => Ok(None),
+            Err(e) if status_of(&e) == Some(404) => Err(not_found(&self.identity(), key)),
+            Err(e) => Err(sdk_error(e, format!("failed to read {}", self.where_(key)))),
+        }
+    }
+
+    /// Copies `source_bucket/source_key` (a full key in that bucket, on the same
+    /// service) to `key` in this store without the bytes leaving the service:
+    /// CopyObject up to 5 GiB, a multipart upload of UploadPartCopy parts above.
+    /// Create-only like every write; the copy is of the version whose ETag is
+    /// `etag`, or `None` is returned.
+    pub fn copy_from(
+        &self,
+        source_bucket: &str,
+        source_key: &str,
+        etag: &str,
+        size: u64,
+        key: &str,
+        metadata: &Metadata,
+    ) -> Result<Option<ObjectInfo>> {
+        let full = self.full_key(key)?;
+        if let Ok(Some(_)) = self.head(key) {
+            return Err(already_exists(&format!("s3://{}", self.s.bucket), key));
+        }
+        let source = encode_copy_source(&format!("{source_bucket}/{source_key}"));
+        let what = || {
+            format!(
+                "failed to copy s3://{source_bucket}/{source_key} to {}",
+                self.where_(key)
+            )
+        };
+        if size <= MAX_PART_SIZE as u64 {
+            let res = self.rt.block_on(
+                self.client
+                    .copy_object()
+                    .bucket(&self.s.bucket)
+                    .key(&full)
+                    .copy_source(&source)
+                    .copy_source_if_match(etag)
+                    .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+                    .set_metadata(Some(meta_map(metadata)))
+                    .if_none_match("*")
+                    .send(),
+            );
+            return match res {
+                Ok(_) => Ok(Some(ObjectInfo {
+                    key: key.to_string(),
+                    size,
+                    modified: Some(OffsetDateTime::now_utc()),
+                })),
+                Err(e) if status_of(&e) == Some(412) && self.head(key)?.is_none() => Ok(None),
+                Err(e) if is_exists(status_of(&e)) => {
+                    Err(already_exists(&format!("s3://{}", self.s.bucket), key))
+                }
+                Err(e) => Err(sdk_error(e, what())),
+            };
+        }
+        self.copy_in_parts(source_bucket, source_key, etag, size, key, metadata)
+    }
+
+    /// The multipart half of [`S3Store::copy_from`] (objects over 5 GiB): a
+    /// multipart upload of UploadPartCopy parts of `part_size`, each pinned to
+    /// `etag`. Callers use `copy_from`; this is public so that it can be tested
+    /// without 5 GiB objects.
+    pub fn copy_in_parts(
+        &self,
+        source_bucket: &str,
+        source_key: &str,
+        etag: &str,
+        size: u64,
+        key: &str,
+        metadata: &Metadata,
+    ) -> Result<Option<ObjectInfo>> {
+        let full = self.full_key(key)?;
+        let source = encode_copy_source(&format!("{source_bucket}/{source_key}"));
+        let what = || {
+            format!(
+                "failed to copy s3://{source_bucket}/{source_key} to {}",
+                self.where_(key)
+            )
+        };
+        // Parts of the configured size (grown to stay under 10,000 parts).
+        let mut part = self.s.part_size.max(MIN_PART_SIZE) as u64;
+        while size.div_ceil(part) > MAX_PARTS as u64 {
+            part *= 2;
+        }
+        let up = self
+            .rt
+            .block_on(
+                self.client
+                    .create_multipart_upload()
+                    .bucket(&self.s.bucket)
+                    .key(&full)
+                    .set_metadata(Some(meta_map(metadata)))
+                    .send(),
+            )
+            .map_err(|e| sdk_error(e, what()))?;
+        let upload_id = up
+            .upload_id()
+            .context("the object store returned no upload id")?
+            .to_string();
+        let abort = || {
+            let _ = self.rt.block_on(
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.s.bucket)
+                    .key(&full)
+                    .upload_id(&upload_id)
+                    .send(),
+            );
+        };
+        let mut parts = Vec::new();
+        let mut start = 0u64;
+        let mut n = 1;
+        while start < size {
+            let end = (start + part).min(size) - 1;
+            let res = self.rt.block_on(
+                self.client
+                    .upload_part_copy()
+                    .bucket(&self.s.bucket)
+                    .key(&full)
+                    .upload_id(&upload_id)
+                    .part_number(n)
+                    .copy_source(&source)
+                    .copy_source_if_match(etag)
+                    .copy_source_range(format!("bytes={start}-{end}"))
+                    .send(),
+            );
+            match res {
+                Ok(out) => parts.push(
+                    CompletedPart::builder()
+                        .part_number(n)
+                        .set_e_tag(
+                            out.copy_part_result()
+                                .and_then(|r| r.e_tag())
+                                .map(str::to_string),
+                        )
+                        .build(),
+                ),
+                Err(e) => {
+                    abort();
+                    if status_of(&e) == Some(412) {
+                        return Ok(None);
+                    }
+                    return Err(sdk_error(e, what()));
+                }
+            }
+            start = end + 1;
+            n += 1;
+        }
+        let res = self.rt.block_on(
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.s.bucket)
+                .key(&full)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .if_none_match("*")
+                .send(),
+        );
+        match res {
+            Ok(_) => Ok(Some(ObjectInfo {
+                key: key.to_string(),
+                size,
+                modified: Some(OffsetDateTime::now_utc()),
+            })),
+            Err(e) => {
+                abort();
+                if is_exists(status_of(&e)) {
+                    return Err(already_exists(&format!("s3://{}", self.s.bucket), key));
+                }
+                Err(sdk_error(e, what()))
+            }
+        }
     }
 }

@@ -1,0 +1,430 @@
+//! `bkp replicate`: Parquet cold tier → list → compare with the previous run's set
+//! → check each new or changed file is Parquet → copy (compress ⇒ encrypt →
+//! SHA-256 → store, or a server-side copy) → manifest of the whole set → ledger.
+//!
+//! Stateless: the previous set is read back from the newest replicate manifest of
+//! the same source. A file whose size and modification time (ETag on S3) match
+//! that record is not read at all, so a run with nothing new costs the source's
+//! listing and four requests to the store. A file that changes while it is read is detected (its
+//! facts before and after, and the SHA-256 of a second read for streamed files),
+//! retried once, and otherwise reported: a half-new file is never stored. A file
+//! that is not valid Parquet is reported and skipped; the run still replicates
+//! the rest, writes its manifest, and exits with code 10.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use anyhow::Result;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::{hostname, record_run, Ctx, RunRecord};
+use crate::config::StorePlan;
+use crate::exit::{coded, Code};
+use crate::id::BackupId;
+use crate::ledger::Operation;
+use crate::lock::RunLock;
+use crate::manifest::{self, Kind, Manifest, Scope, Status};
+use crate::replicate::config::{ReplicatePlan, SourcePlan};
+use crate::replicate::copy::{run_pool, Job, Outcome, Target};
+use crate::replicate::record::{self, FileRecord, ReplicaSet, Skipped, Stats};
+use crate::replicate::source::Source;
+use crate::stages::compress::Compression;
+use crate::store::s3::S3Store;
+use crate::store::{local::LocalStore, Store};
+use crate::ui;
+
+pub fn run(ctx: &Ctx) -> Result<()> {
+    let plan = &ctx.plan;
+    let rp = plan.replicate.as_ref().ok_or_else(|| {
+        coded(
+            Code::Config,
+            format!(
+                "{}: `bkp replicate` needs a [replicate] section with source = a directory or s3://bucket/prefix",
+                plan.source.display()
+            ),
+        )
+    })?;
+    let keyring = if rp.encrypt {
+        Some(plan.keyring()?.ok_or_else(|| {
+            coded(
+                Code::Config,
+                format!("{}: replicate.encryption is on (the default) but [encryption] is disabled: configure a key, or set encryption = false under [replicate]", plan.source.display()),
+            )
+        })?)
+    } else {
+        None
+    };
+    refuse_overlap(plan, rp)?;
+    let source = Source::open(&rp.source, rp.concurrency)?;
+    let target = match &plan.store {
+        StorePlan::S3(s) => Target::S3(S3Store::new(s.clone())?),
+        StorePlan::Local(p) => Target::Plain(Box::new(LocalStore::new(p)?)),
+    };
+    let server_side = server_side_possible(plan, rp, keyring.is_some());
+    let store = target.store();
+    let _lock = RunLock::acquire(&plan.work_dir, "replicate", ctx.wait)?;
+
+    let started_at = OffsetDateTime::now_utc();
+    let clock = Instant::now();
+    let id = BackupId::new_v7(started_at);
+    let root = rp.source.identity();
+    ctx.ui.detail(&format!(
+        "replicate {id} of {root} to {}{}",
+        store.identity(),
+        if server_side {
+            " (server-side copies)"
+        } else {
+            ""
+        }
+    ));
+
+    let outcome = (|| -> Result<Manifest> {
+        let previous = find_previous(ctx, store, &root)?;
+        let (listing, ignored) = source.list(rp)?;
+        let diff = record::diff(previous.as_ref().map(|(_, s)| s), &listing);
+        ctx.ui.detail(&format!(
+            "{} file(s) at the source: {} unchanged since {}, {} to check, {} gone",
+            listing.len(),
+            diff.unchanged.len(),
+            previous
+                .as_ref()
+                .map_or("(no previous run)".to_string(), |(m, _)| m.id.to_string()),
+            diff.changed.len(),
+            diff.deleted.len()
+        ));
+        let job = Job {
+            id,
+            source: &source,
+            target: &target,
+            keyring: keyring.as_ref(),
+            compression: rp.compression,
+            key_prefix: format!(
+                "{k}/{y:04}/{m:02}/{d:02}/{id}/",
+                k = Kind::Parquet.as_str(),
+                y = started_at.year(),
+                m = started_at.month() as u8,
+                d = started_at.day()
+            ),
+            suffix: super::object_suffix("", rp.compression, keyring.as_ref()),
+            server_side,
+            ui: &ctx.ui,
+        };
+        let outcomes = run_pool(&job, &diff.changed, rp.concurrency)?;
+
+        let mut set = diff.unchanged;
+        let mut objects = Vec::new();
+        let mut skipped: Vec<Skipped> = ignored
+            .into_iter()
+            .map(|i| Skipped {
+                path: i.path,
+                reason: i.reason,
+                last_good: None,
+            })
+            .collect();
+        let mut deleted = diff.deleted;
+        let mut stats = Stats::default();
+        for ((entry, prev), o) in diff.changed.iter().zip(outcomes) {
+            match o {
+                Outcome::Stored {
+                    rec,
+                    object,
+                    server_side,
+                } => {
+                    stats.copied_files += 1;
+                    stats.copied_bytes += rec.size;
+                    stats.server_side_copies += u64::from(server_side);
+                    set.push(rec);
+                    objects.push(object);
+                }
+                Outcome::Reused(rec) => {
+                    stats.touched_unchanged += 1;
+                    set.push(rec);
+                }
+                Outcome::Skipped(s) => {
+                    ctx.ui
+                        .warn(&format!("skipped {}: {}", source.where_(&s.path), s.reason));
+                    skipped.push(s);
+                }
+                Outcome::Gone => {
+                    ctx.ui
+                        .detail(&format!("{} was deleted during the run", entry.path));
+                    if let Some(p) = prev {
+                        deleted.push(p.clone());
+                    }
+                }
+            }
+        }
+        set.sort_by(|a, b| a.path.cmp(&b.path));
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        skipped.sort_by(|a, b| a.path.cmp(&b.path));
+        deleted.sort_by(|a, b| a.path.cmp(&b.path));
+        let uses: Vec<String> = set
+            .iter()
+            .filter(|r| r.stored_by != id)
+            .map(|r| r.object.clone())
+            .chain(
+                skipped
+                    .iter()
+                    .filter_map(|s| s.last_good.as_ref().map(|r| r.object.clone())),
+            )
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let files = set.iter().map(FileRecord::file_entry).collect();
+        let replica = ReplicaSet {
+            format: record::FORMAT.into(),
+            root: root.clone(),
+            previous: previous.as_ref().map(|(m, _)| m.id),
+            set,
+            deleted,
+            skipped,
+            stats,
+        };
+        let m = Manifest {
+            schema: manifest::schema_string(),
+            id,
+            kind: Kind::Parquet,
+            scope: Scope::Full,
+            operation: "replicate".into(),
+            status: Status::Completed,
+            started_at,
+            finished_at: OffsetDateTime::now_utc(),
+            host: hostname(),
+            bkp_version: env!("CARGO_PKG_VERSION").into(),
+            retention_days: rp.retention_days,
+            compression: rp.compression,
+            encryption: super::encryption_record(keyring.as_ref()),
+            objects,
+            files,
+            parent: None,
+            uses,
+            source: replica.into_source_map()?,
+        };
+        manifest::write(store, &m)?;
+        Ok(m)
+    })();
+
+    let record = RunRecord {
+        id,
+        kind: Kind::Parquet,
+        scope: Scope::Full,
+        operation: Operation::Replicate,
+        compression: rp.compression,
+        encrypted: keyring.is_some(),
+        completed: outcome.is_ok(),
+        retention_days: rp.retention_days,
+        started_at,
+        bytes: outcome.as_ref().map_or(0, |m| m.stored_bytes()),
+    };
+    let ledger = record_run(ctx, store, &record);
+    let m = outcome?;
+    let set = ReplicaSet::from_manifest(&m)?;
+
+    let mut problems = Vec::new();
+    let ledger_note = match ledger {
+        Ok(n) => n,
+        Err(e) => {
+            problems.push(format!("recording it in the ledger failed: {e:#}"));
+            None
+        }
+    };
+    report(ctx, &m, &set, store, clock.elapsed(), ledger_note)?;
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "replicate {} completed, but {}",
+            m.id,
+            problems.join("; and ")
+        );
+    }
+    if !set.skipped.is_empty() {
+        let names: Vec<String> = set
+            .skipped
+            .iter()
+            .map(|s| format!("{} ({})", source.where_(&s.path), s.reason))
+            .collect();
+        return Err(coded(
+            Code::Partial,
+            format!(
+                "replicate {} stored its manifest, but skipped {} file(s): {}. Fix or remove them at the source; the next run picks them up",
+                m.id,
+                names.len(),
+                names.join("; ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a source that holds the store or lies inside it: each run would copy
+/// the backups of the one before.
+fn refuse_overlap(plan: &crate::config::Plan, rp: &ReplicatePlan) -> Result<()> {
+    let nested = |a: &str, b: &str| {
+        let (a, b) = (a.trim_matches('/'), b.trim_matches('/'));
+        a.is_empty()
+            || b.is_empty()
+            || a == b
+            || b.starts_with(&format!("{a}/"))
+            || a.starts_with(&format!("{b}/"))
+    };
+    let overlap = match (&rp.source, &plan.store) {
+        (SourcePlan::Local(src), StorePlan::Local(dst)) => {
+            let (src, dst) = (
+                std::path::absolute(src).unwrap_or(src.clone()),
+                std::path::absolute(dst).unwrap_or(dst.clone()),
+            );
+            src.starts_with(&dst) || dst.starts_with(&src)
+        }
+        (SourcePlan::S3(src), StorePlan::S3(dst)) => {
+            src.bucket == dst.bucket
+                && src.endpoint == dst.endpoint
+                && nested(&src.prefix, &dst.prefix)
+        }
+        _ => false,
+    };
+    if overlap {
+        return Err(coded(
+            Code::Config,
+            format!(
+                "{}: replicate.source {} and the store {} overlap: each run would copy the backups themselves; give them separate directories or prefixes",
+                plan.source.display(),
+                rp.source.identity(),
+                match &plan.store {
+                    StorePlan::Local(p) => p.display().to_string(),
+                    StorePlan::S3(s) => format!("s3://{}/{}", s.bucket, s.prefix),
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A server-side copy is possible when the bytes need no transformation (no
+/// encryption, no compression) and the source is a bucket on the same service,
+/// read with the store's own credentials.
+fn server_side_possible(plan: &crate::config::Plan, rp: &ReplicatePlan, encrypted: bool) -> bool {
+    match (&rp.source, &plan.store) {
+        (SourcePlan::S3(src), StorePlan::S3(dst)) => {
+            rp.server_side_copy
+                && !encrypted
+                && rp.compression == Compression::None
+                && src.credentials_env.is_none()
+                && src.endpoint == dst.endpoint
+                && src.region == dst.region
+        }
+        _ => false,
+    }
+}
+
+/// Keys of the parquet manifests, newest first (UUIDv7 keys sort by time).
+fn manifest_keys_newest_first(store: &dyn Store) -> Result<Vec<String>> {
+    let prefix = format!("{}/{}/", manifest::MANIFEST_DIR, Kind::Parquet.as_str());
+    let mut keys: Vec<String> = store
+        .list(&prefix)?
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| k.ends_with(".json"))
+        .collect();
+    keys.sort();
+    keys.reverse();
+    Ok(keys)
+}
+
+/// The newest replicate manifest in the store, reading only as many manifests
+/// as it takes (each lists a whole set, so reading them all would be slow).
+pub fn latest(store: &dyn Store) -> Result<Manifest> {
+    for key in manifest_keys_newest_first(store)? {
+        let m = manifest::parse(&store.get(&key)?, &key)?;
+        if m.operation == "replicate" {
+            return Ok(m);
+        }
+    }
+    Err(coded(
+        Code::NotFound,
+        format!(
+            "no replicate backup in {}: run `bkp replicate` first, or check the store settings",
+            store.identity()
+        ),
+    ))
+}
+
+/// The newest replicate manifest of this source and its set. Only the newest
+/// manifests are read, not the whole history.
+fn find_previous(
+    ctx: &Ctx,
+    store: &dyn Store,
+    root: &str,
+) -> Result<Option<(Manifest, ReplicaSet)>> {
+    for key in manifest_keys_newest_first(store)?.iter() {
+        let m = match store.get(key).and_then(|b| manifest::parse(&b, key)) {
+            Ok(m) => m,
+            Err(e) => {
+                ctx.ui
+                    .warn(&format!("ignoring unreadable manifest {key}: {e:#}"));
+                continue;
+            }
+        };
+        if m.operation != "replicate" {
+            continue;
+        }
+        match ReplicaSet::from_manifest(&m) {
+            Ok(s) if s.root == root => return Ok(Some((m, s))),
+            Ok(_) => continue,
+            Err(e) => ctx.ui.warn(&format!("ignoring {key}: {e:#}")),
+        }
+    }
+    Ok(None)
+}
+
+fn report(
+    ctx: &Ctx,
+    m: &Manifest,
+    set: &ReplicaSet,
+    store: &dyn Store,
+    elapsed: std::time::Duration,
+    ledger_note: Option<String>,
+) -> Result<()> {
+    let s = &set.stats;
+    if ctx.ui.json {
+        let out = json!({
+            "manifest": m,
+            "manifest_key": m.key(),
+            "store": store.identity(),
+            "seconds": elapsed.as_secs_f64(),
+            "ledger": ledger_note,
+            "files": set.set.len(),
+            "copied": s.copied_files,
+            "copied_bytes": s.copied_bytes,
+            "stored_bytes": m.stored_bytes(),
+            "server_side_copies": s.server_side_copies,
+            "deleted": set.deleted.len(),
+            "skipped": set.skipped,
+        });
+        ui::out(&serde_json::to_string_pretty(&out)?)?;
+    } else {
+        ctx.ui.info(&format!(
+            "replicate {} of {} to {}: {} file(s) in the set; copied {} ({}{}), {} unchanged, {} deleted at the source, {} skipped, in {:.1}s ({})",
+            m.id,
+            set.root,
+            store.identity(),
+            set.set.len(),
+            s.copied_files,
+            ui::size(s.copied_bytes),
+            if s.server_side_copies > 0 {
+                format!(", {} inside the store", s.server_side_copies)
+            } else {
+                String::new()
+            },
+            set.set.len() as u64 - s.copied_files,
+            set.deleted.len(),
+            set.skipped.len(),
+            elapsed.as_secs_f64(),
+            ui::rate(s.copied_bytes, elapsed),
+        ));
+        if let Some(n) = ledger_note {
+            ctx.ui.detail(&n);
+        }
+        ui::out(&m.id.to_string())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! The `[replicate]` section: where the cold tier is, which files belong to it, and
+//! how its copies are stored.
+//!
+//! The source is a local directory or `s3://bucket/prefix`. An S3 source uses the
+//! standard AWS credential chain, like `[store]`, unless `access_key_env` and
+//! `secret_key_env` name environment variables holding another identity's keys:
+//! the keys themselves never sit in the file. Environment overrides:
+//! `BKP_REPLICATE_SOURCE`, `BKP_REPLICATE_ENDPOINT`, `BKP_REPLICATE_REGION`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Deserialize;
+
+use super::glob::Glob;
+use crate::config::invalid;
+use crate::stages::compress::Compression;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicateFile {
+    pub source: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub path_style: Option<bool>,
+    pub access_key_env: Option<String>,
+    pub secret_key_env: Option<String>,
+    pub include: Option<Vec<String>>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    pub concurrency: Option<usize>,
+    pub retention_days: Option<u16>,
+    /// Encrypt the copies (default true; needs `[encryption]`).
+    pub encryption: Option<bool>,
+    /// `none` (default: Parquet is compressed already), `zstd` or `gzip`.
+    pub compression: Option<String>,
+    /// Copy inside the object store when it can (default true).
+    pub server_side_copy: Option<bool>,
+}
+
+/// Values from the environment that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct ReplicateOverrides {
+    pub source: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+}
+
+impl ReplicateOverrides {
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        ReplicateOverrides {
+            source: var("BKP_REPLICATE_SOURCE"),
+            endpoint: var("BKP_REPLICATE_ENDPOINT"),
+            region: var("BKP_REPLICATE_REGION"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourcePlan {
+    Local(PathBuf),
+    S3(S3Source),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Source {
+    pub bucket: String,
+    /// Without leading or trailing `/`; empty for the whole bucket.
+    pub prefix: String,
+    pub region: String,
+    pub endpoint: Option<String>,
+    pub path_style: bool,
+    /// Names of the environment variables holding this source's own keys.
+    pub credentials_env: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplicatePlan {
+    pub source: SourcePlan,
+    pub include: Vec<Glob>,
+    pub exclude: Vec<Glob>,
+    pub concurrency: usize,
+    pub retention_days: u16,
+    pub encrypt: bool,
+    pub compression: Compression,
+    pub server_side_copy: bool,
+}
+
+impl SourcePlan {
+    /// `file:///dir` or `s3://bucket/prefix`, for manifests and messages.
+    pub fn identity(&self) -> String {
+        match self {
+            SourcePlan::Local(p) => format!("file://{}", p.display()),
+            SourcePlan::S3(s) => format!("s3://{}/{}", s.bucket, s.prefix),
+        }
+    }
+}
+
+pub fn validate(
+    r: ReplicateFile,
+    path: &Path,
+    ov: &ReplicateOverrides,
+    global: Compression,
+) -> Result<ReplicatePlan> {
+    let base = path.parent().unwrap_or(Path::new("."));
+    let text = ov.source.clone().unwrap_or(r.source);
+    let source = if let Some(rest) = text.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(invalid(
+                path,
+                "replicate.source",
+                "an S3 source needs a bucket: s3://bucket/prefix",
+            ));
+        }
+        let endpoint = ov.endpoint.clone().or(r.endpoint);
+        let credentials_env = match (r.access_key_env, r.secret_key_env) {
+            (None, None) => None,
+            (Some(a), Some(s)) if !a.is_empty() && !s.is_empty() => Some((a, s)),
+            _ => {
+                return Err(invalid(
+                    path,
+                    "replicate.access_key_env",
+                    "set both access_key_env and secret_key_env (names of environment variables), or neither to use the standard AWS credentials",
+                ))
+            }
+        };
+        SourcePlan::S3(S3Source {
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            region: ov
+                .region
+                .clone()
+                .or(r.region)
+                .unwrap_or_else(|| "us-east-1".into()),
+            path_style: r.path_style.unwrap_or(endpoint.is_some()),
+            endpoint,
+            credentials_env,
+        })
+    } else {
+        if text.contains("://") {
+            return Err(invalid(
+                path,
+                "replicate.source",
+                format!("{text:?}: use a local directory or s3://bucket/prefix"),
+            ));
+        }
+        if text.is_empty() {
+            return Err(invalid(path, "replicate.source", "must not be empty"));
+        }
+        if r.endpoint.is_some() || r.access_key_env.is_some() {
+            return Err(invalid(
+                path,
+                "replicate.endpoint",
+                "endpoint and credentials apply only to an s3:// source",
+            ));
+        }
+        let p = PathBuf::from(text);
+        let p = if p.is_relative() { base.join(p) } else { p };
+        // Absolute, so that the source's identity (which finds the previous run)
+        // does not depend on the directory bkp was started from.
+        SourcePlan::Local(std::path::absolute(&p).unwrap_or(p))
+    };
+    let globs = |key: &str, list: Vec<String>| -> Result<Vec<Glob>> {
+        list.iter()
+            .map(|g| Glob::new(g).map_err(|e| invalid(path, key, format!("{e:#}"))))
+            .collect()
+    };
+    let include = globs(
+        "replicate.include",
+        r.include.unwrap_or_else(|| vec!["**/*.parquet".into()]),
+    )?;
+    let exclude = globs("replicate.exclude", r.exclude)?;
+    let concurrency = r.concurrency.unwrap_or(4);
+    if !(1..=64).contains(&concurrency) {
+        return Err(invalid(
+            path,
+            "replicate.concurrency",
+            "must be between 1 and 64",
+        ));
+    }
+    let compression = match r.compression.as_deref().unwrap_or("none") {
+        "none" => Compression::None,
+        "zstd" => match global {
+            c @ Compression::Zstd { .. } => c,
+            _ => Compression::Zstd {
+                level: 3,
+                threads: 1,
+            },
+        },
+        "gzip" => match global {
+            c @ Compression::Gzip { .. } => c,
+            _ => Compression::Gzip { level: 6 },
+        },
+        other => {
+            return Err(invalid(
+                path,
+                "replicate.compression",
+                format!("{other:?} is not one of \"none\", \"zstd\", \"gzip\""),
+            ))
+        }
+    };
+    Ok(ReplicatePlan {
+        source,
+        include,
+        exclude,
+        concurrency,
+        retention_days: r.retention_days.unwrap_or(365),
+        encrypt: r.encryption.unwrap_or(true),
+        compression,
+        server_side_copy: r.server_side_copy.unwrap_or(true),
+    })
+}
+
+impl ReplicatePlan {
+    /// Whether a relative path belongs to the replicated set.
+    pub fn selects(&self, rel: &str) -> bool {
+        self.include.iter().any(|g| g.matches(rel)) && !self.exclude.iter().any(|g| g.matches(rel))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse, Overrides};
+    use std::path::Path;
+
+    const BASE: &str = "work_dir = \"/w\"\n[store]\ntype = \"local\"\npath = \"/s\"\n[encryption]\nenabled = false\n";
+
+    #[test]
+    fn sources_parse_with_defaults() {
+        let p = |t: &str| {
+            parse(
+                &format!("{BASE}[replicate]\n{t}"),
+                Path::new("/etc/bkp/b.toml"),
+                &Overrides::default(),
+            )
+        };
+        let r = p("source = \"cold\"\n").unwrap().replicate.unwrap();
+        assert_eq!(r.source, super::SourcePlan::Local("/etc/bkp/cold".into()));
+        assert!(r.encrypt && r.server_side_copy);
+        assert_eq!(r.compression, crate::stages::compress::Compression::None);
+        assert!(r.selects("a/b.parquet") && !r.selects("a/b.csv"));
+        let r = p("source = \"s3://bk/x/y/\"\nendpoint = \"http://h:1\"\nexclude = [\"tmp/**\"]\n")
+            .unwrap()
+            .replicate
+            .unwrap();
+        match &r.source {
+            super::SourcePlan::S3(s) => {
+                assert_eq!((s.bucket.as_str(), s.prefix.as_str()), ("bk", "x/y"));
+                assert!(s.path_style);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!r.selects("tmp/a.parquet") && r.selects("t/a.parquet"));
+        for (bad, key) in [
+            ("source = \"ftp://x\"\n", "replicate.source"),
+            (
+                "source = \"s3://b\"\naccess_key_env = \"A\"\n",
+                "access_key_env",
+            ),
+            ("source = \"d\"\nconcurrency = 0\n", "replicate.concurrency"),
+            (
+                "source = \"d\"\ncompression = \"lz4\"\n",
+                "replicate.compression",
+            ),
+            ("source = \"d\"\ninclude = [\"[\"]\n", "replicate.include"),
+            ("source = \"d\"\nsecret = \"x\"\n", "secret"),
+        ] {
+            let e = format!("{:#}", p(bad).unwrap_err());
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+}

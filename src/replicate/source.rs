@@ -1,0 +1,327 @@
+//! The cold tier as bkp reads it: a local directory tree or an S3 bucket/prefix.
+//!
+//! Both answer the same questions: which files are there (with size,
+//! modification time and, on S3, the ETag), what are a file's facts now (to tell
+//! a file that changed while it was read), and its bytes (whole, a head and a
+//! tail for the Parquet check, or streamed). On S3 every read names the ETag it
+//! expects, so a read never mixes two versions of an object.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::config::{ReplicatePlan, SourcePlan};
+use crate::exit::{coded, Code};
+use crate::store::s3::{S3Settings, S3Store, MIN_PART_SIZE};
+
+/// One file of the cold tier, as seen at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// `/`-separated path relative to the source root.
+    pub path: String,
+    pub size: u64,
+    /// Modification time in Unix nanoseconds (seconds precision on S3).
+    pub mtime_ns: Option<i64>,
+    /// The S3 ETag; `None` for local files.
+    pub etag: Option<String>,
+}
+
+/// A path at the source that is not replicated, and why.
+#[derive(Debug, Clone)]
+pub struct Ignored {
+    pub path: String,
+    pub reason: String,
+}
+
+pub enum Source {
+    Local(PathBuf),
+    S3(S3Store),
+}
+
+/// What a read found: the bytes, or that the file changed or vanished meanwhile.
+pub enum Fetched<T> {
+    Got(T),
+    Changed,
+}
+
+impl Source {
+    pub fn open(plan: &SourcePlan, concurrency: usize) -> Result<Source> {
+        Ok(match plan {
+            SourcePlan::Local(p) => Source::Local(p.clone()),
+            SourcePlan::S3(s) => {
+                let settings = S3Settings {
+                    bucket: s.bucket.clone(),
+                    prefix: s.prefix.clone(),
+                    region: s.region.clone(),
+                    endpoint: s.endpoint.clone(),
+                    path_style: s.path_style,
+                    part_size: MIN_PART_SIZE,
+                    concurrency,
+                };
+                match &s.credentials_env {
+                    None => Source::S3(S3Store::new(settings)?),
+                    Some((a, k)) => {
+                        let get = |v: &str| {
+                            std::env::var(v).map_err(|_| {
+                                coded(Code::Config, format!("replicate.access_key_env / secret_key_env name {v}, which is not set: export the source's credentials"))
+                            })
+                        };
+                        Source::S3(S3Store::with_credentials(settings, &get(a)?, &get(k)?)?)
+                    }
+                }
+            }
+        })
+    }
+
+    /// Every file the plan selects, sorted by path, and the selected paths that
+    /// cannot be replicated.
+    pub fn list(&self, plan: &ReplicatePlan) -> Result<(Vec<Entry>, Vec<Ignored>)> {
+        let mut files = Vec::new();
+        let mut ignored = Vec::new();
+        match self {
+            Source::Local(root) => {
+                if !root.is_dir() {
+                    return Err(coded(
+                        Code::Config,
+                        format!(
+                            "replicate.source {} is not a directory: check the path (or mount)",
+                            root.display()
+                        ),
+                    ));
+                }
+                walk(root, root, plan, &mut files, &mut ignored)?;
+            }
+            Source::S3(s3) => {
+                for o in s3.list_with_etags("")? {
+                    let path = o.info.key.clone();
+                    if !plan.selects(&path) {
+                        continue;
+                    }
+                    if crate::store::check_key(&path).is_err() {
+                        ignored.push(Ignored {
+                            path,
+                            reason: "the key has an empty, '.' or '..' segment or a backslash, so it cannot be restored as a path".into(),
+                        });
+                        continue;
+                    }
+                    files.push(Entry {
+                        path,
+                        size: o.info.size,
+                        mtime_ns: o
+                            .info
+                            .modified
+                            .map(|t| (t.unix_timestamp_nanos()).clamp(0, i64::MAX as i128) as i64),
+                        etag: o.etag,
+                    });
+                }
+            }
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok((files, ignored))
+    }
+
+    /// The file's facts now, or `None` if it is gone.
+    pub fn stat(&self, path: &str) -> Result<Option<Entry>> {
+        match self {
+            Source::Local(root) => match fs::metadata(root.join(path)) {
+                Ok(m) => Ok(Some(local_entry(path, &m))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => {
+                    Err(e).with_context(|| format!("failed to stat {}", root.join(path).display()))
+                }
+            },
+            Source::S3(s3) => Ok(s3.head_with_etag(path)?.map(|o| Entry {
+                path: path.to_string(),
+                size: o.info.size,
+                mtime_ns: o
+                    .info
+                    .modified
+                    .map(|t| t.unix_timestamp_nanos().clamp(0, i64::MAX as i128) as i64),
+                etag: o.etag,
+            })),
+        }
+    }
+
+    /// A streaming read of the version `e` describes.
+    pub fn reader(&self, e: &Entry) -> Result<Fetched<Box<dyn Read + Send>>> {
+        match self {
+            Source::Local(root) => {
+                let p = root.join(&e.path);
+                match File::open(&p) {
+                    Ok(f) => Ok(Fetched::Got(Box::new(io::BufReader::with_capacity(
+                        1 << 20,
+                        f,
+                    )))),
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Fetched::Changed),
+                    Err(err) => Err(err).with_context(|| format!("failed to open {}", p.display())),
+                }
+            }
+            Source::S3(s3) => Ok(match s3.open_if_match(&e.path, e.etag.as_deref(), None) {
+                Ok(Some(r)) => Fetched::Got(r),
+                Ok(None) => Fetched::Changed,
+                Err(err) if crate::exit::classify(&err) == Some(Code::NotFound) => Fetched::Changed,
+                Err(err) => return Err(err),
+            }),
+        }
+    }
+
+    /// The whole file (for small files).
+    pub fn read_all(&self, e: &Entry) -> Result<Fetched<Vec<u8>>> {
+        let Fetched::Got(mut r) = self.reader(e)? else {
+            return Ok(Fetched::Changed);
+        };
+        let mut buf = Vec::with_capacity(e.size as usize);
+        r.read_to_end(&mut buf)
+            .with_context(|| format!("failed to read {}", self.where_(&e.path)))?;
+        Ok(Fetched::Got(buf))
+    }
+
+    /// The first four bytes and the last `n` bytes (fewer if the file is shorter).
+    pub fn head_tail(&self, e: &Entry, n: u64) -> Result<Fetched<(Vec<u8>, Vec<u8>)>> {
+        let n = n.min(e.size);
+        match self {
+            Source::Local(root) => {
+                let p = root.join(&e.path);
+                let mut f = match File::open(&p) {
+                    Ok(f) => f,
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                        return Ok(Fetched::Changed)
+                    }
+                    Err(err) => {
+                        return Err(err).with_context(|| format!("failed to open {}", p.display()))
+                    }
+                };
+                let mut head = vec![0u8; 4.min(e.size as usize)];
+                let mut tail = vec![0u8; n as usize];
+                let read = f
+                    .read_exact(&mut head)
+                    .and_then(|_| f.seek(SeekFrom::Start(e.size - n)))
+                    .and_then(|_| f.read_exact(&mut tail));
+                match read {
+                    Ok(_) => Ok(Fetched::Got((head, tail))),
+                    // Shorter than listed: it is being rewritten.
+                    Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Ok(Fetched::Changed),
+                    Err(err) => Err(err).with_context(|| format!("failed to read {}", p.display())),
+                }
+            }
+            Source::S3(s3) => {
+                let get = |range: String| -> Result<Option<Vec<u8>>> {
+                    match s3.open_if_match(&e.path, e.etag.as_deref(), Some(&range))? {
+                        None => Ok(None),
+                        Some(mut r) => {
+                            let mut b = Vec::new();
+                            r.read_to_end(&mut b).with_context(|| {
+                                format!("failed to read {}", self.where_(&e.path))
+                            })?;
+                            Ok(Some(b))
+                        }
+                    }
+                };
+                if e.size == 0 {
+                    return Ok(Fetched::Got((Vec::new(), Vec::new())));
+                }
+                // One request when the tail covers the head too.
+                if n == e.size {
+                    let Some(all) = get(format!("bytes=0-{}", e.size - 1))? else {
+                        return Ok(Fetched::Changed);
+                    };
+                    return Ok(Fetched::Got((all[..4.min(all.len())].to_vec(), all)));
+                }
+                let Some(head) = get("bytes=0-3".into())? else {
+                    return Ok(Fetched::Changed);
+                };
+                let Some(tail) = get(format!("bytes={}-{}", e.size - n, e.size - 1))? else {
+                    return Ok(Fetched::Changed);
+                };
+                Ok(Fetched::Got((head, tail)))
+            }
+        }
+    }
+
+    /// `file:///root/path` or `s3://bucket/prefix/path`, for messages.
+    pub fn where_(&self, path: &str) -> String {
+        match self {
+            Source::Local(root) => root.join(path).display().to_string(),
+            Source::S3(s3) => {
+                let s = s3.settings();
+                format!(
+                    "s3://{}/{}",
+                    s.bucket,
+                    s3.full_key_of(path).unwrap_or_default()
+                )
+            }
+        }
+    }
+}
+
+fn local_entry(path: &str, m: &fs::Metadata) -> Entry {
+    Entry {
+        path: path.to_string(),
+        size: m.len(),
+        mtime_ns: Some(
+            m.mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(m.mtime_nsec()),
+        ),
+        etag: None,
+    }
+}
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    plan: &ReplicatePlan,
+    files: &mut Vec<Entry>,
+    ignored: &mut Vec<Ignored>,
+) -> Result<()> {
+    let rd =
+        fs::read_dir(dir).with_context(|| format!("failed to read directory {}", dir.display()))?;
+    for e in rd {
+        let e = e.with_context(|| format!("failed to read directory {}", dir.display()))?;
+        let p = e.path();
+        let ft = e
+            .file_type()
+            .with_context(|| format!("failed to stat {}", p.display()))?;
+        let Ok(rel) = p.strip_prefix(root) else {
+            continue;
+        };
+        let Some(rel) = rel.to_str().map(str::to_string) else {
+            ignored.push(Ignored {
+                path: rel.display().to_string(),
+                reason: "the name is not UTF-8, so it cannot be an object key".into(),
+            });
+            continue;
+        };
+        if ft.is_dir() {
+            walk(root, &p, plan, files, ignored)?;
+            continue;
+        }
+        if !plan.selects(&rel) {
+            continue;
+        }
+        if !ft.is_file() {
+            ignored.push(Ignored {
+                path: rel,
+                reason: "not a regular file (symbolic links are not followed)".into(),
+            });
+            continue;
+        }
+        if crate::store::check_key(&rel).is_err() {
+            ignored.push(Ignored {
+                path: rel,
+                reason: "the name cannot be an object key (backslash or control character)".into(),
+            });
+            continue;
+        }
+        // A file deleted between listing and stat is simply not part of this run.
+        match e.metadata() {
+            Ok(m) => files.push(local_entry(&rel, &m)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err).with_context(|| format!("failed to stat {}", p.display())),
+        }
+    }
+    Ok(())
+}
