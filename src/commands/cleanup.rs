@@ -223,6 +223,25 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
             }
         }
     }
+    for o in &orphans {
+        if dry {
+            ctx.ui.info(&format!(
+                "would remove {} ({}): no manifest names it",
+                o.key,
+                ui::size(o.size)
+            ));
+        } else {
+            store.delete(&o.key)?;
+            ctx.ui.info(&format!(
+                "removed {} ({}): left by an interrupted run, no manifest names it",
+                o.key,
+                ui::size(o.size)
+            ));
+        }
+        totals.orphans += 1;
+        totals.orphan_bytes += o.size;
+    }
+
     // Unfinished uploads of crashed runs (S3 multipart uploads), past the grace period.
     if !dry {
         let n = store.sweep_unfinished(cutoff)?;
