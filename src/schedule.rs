@@ -291,6 +291,9 @@ pub fn watched_schedules(plan: &Plan) -> Vec<Schedule> {
             implied.push(Schedule::Logs);
         }
     }
+    if plan.replicate.is_some() {
+        implied.push(Schedule::Replicate);
+    }
     let f = &plan.freshness;
     Schedule::ALL
         .into_iter()

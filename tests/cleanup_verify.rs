@@ -392,3 +392,55 @@ fn cleanup_and_verify_on_s3() {
         stderr(&out)
     );
 }
+
+/// Writes a small Parquet file with DuckDB whose contents depend on `seed`.
+fn parquet(db: &duckdb::Connection, path: &Path, seed: u64) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    db.execute_batch(&format!(
+        "COPY (SELECT {seed} AS seed, i FROM range(50) t(i)) TO '{}' (FORMAT parquet)",
+        path.display()
+    ))
+    .unwrap();
+}
+
+#[test]
+fn replicated_objects_shared_by_a_kept_run_survive_cleanup_and_verify_and_drill() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let cold = dir.path().join("cold");
+    let db = duckdb::Connection::open_in_memory().unwrap();
+    for i in 0..4 {
+        parquet(&db, &cold.join(format!("t/{i}.parquet")), i);
+    }
+    let extra = format!(
+        "{}[retention.replicate]\npreset = \"none\"\n[replicate]\nsource = \"{}\"\n",
+        extra("1h"),
+        cold.display()
+    );
+    let s = setup(&data, StoreKind::Local, &extra);
+    assert_exit(&s.bkp(&["replicate"]), 0);
+    parquet(&db, &cold.join("t/0.parquet"), 100);
+    assert_exit(&s.bkp(&["replicate"]), 0);
+    let runs = listed(&s);
+    assert_eq!(runs.len(), 2);
+
+    // The first run goes; three of its objects stay, the second run uses them.
+    let out = s.bkp(&["cleanup"]);
+    assert_exit(&out, 0);
+    assert_eq!(listed(&s), vec![runs[1].clone()]);
+    let objects = common::walk(&s.path("store/parquet"));
+    let files: Vec<_> = objects.iter().filter(|p| p.is_file()).collect();
+    // The run kept stored 1 object and uses 3 of the first run's; the first run's
+    // copy of the replaced file is gone.
+    assert_eq!(files.len(), 4, "{files:?}");
+
+    let out = s.bkp(&["--json", "verify", "--drill"]);
+    assert_exit(&out, 0);
+    let report = json(&out);
+    assert_eq!(report["backups"][0]["objects"], 1 + 3, "{report:#}");
+    assert!(report["backups"][0]["bytes_read"].as_u64().unwrap() > 0);
+    let drill = &report["drills"][0];
+    assert_eq!(drill["ok"], true, "{report:#}");
+    assert_eq!(drill["facts"]["files"], 4);
+    assert_eq!(drill["facts"]["rows"], 200);
+}
