@@ -144,6 +144,11 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
         .iter()
         .flat_map(|m| m.objects.iter().map(|o| (o.key.as_str(), o.size)))
         .collect();
+    let index = StoreIndex {
+        by_id: &by_id,
+        all: &all,
+        sizes: &sizes,
+    };
     let mut checks = Vec::new();
     let mut checked = BTreeSet::new();
     for m in &chosen {
@@ -153,16 +158,7 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
             m.operation,
             m.id
         ));
-        let c = check_backup(
-            ctx,
-            store,
-            keyring.as_ref(),
-            m,
-            &by_id,
-            &all,
-            &sizes,
-            &mut checked,
-        )?;
+        let c = check_backup(ctx, store, keyring.as_ref(), m, &index, &mut checked)?;
         for p in &c.problems {
             ctx.ui.warn(&format!("{} {}: {p}", m.kind.as_str(), m.id));
         }
@@ -323,6 +319,13 @@ fn objects_of(m: &Manifest) -> Result<Vec<(manifest::ObjectEntry, Compression, b
         .collect())
 }
 
+/// What the store holds, for checking one backup against the rest.
+struct StoreIndex<'a> {
+    by_id: &'a HashMap<BackupId, &'a Manifest>,
+    all: &'a [Manifest],
+    sizes: &'a HashMap<&'a str, u64>,
+}
+
 /// Errors that mean "this data is bad" become problems; anything else (the store
 /// is unreachable, a local failure) stops the run.
 fn problem_or_stop(e: anyhow::Error) -> Result<String> {
@@ -338,11 +341,10 @@ fn check_backup(
     store: &dyn Store,
     keyring: Option<&Keyring>,
     m: &Manifest,
-    by_id: &HashMap<BackupId, &Manifest>,
-    all: &[Manifest],
-    sizes: &HashMap<&str, u64>,
+    store_index: &StoreIndex,
     checked: &mut BTreeSet<String>,
 ) -> Result<BackupCheck> {
+    let StoreIndex { by_id, all, sizes } = store_index;
     let mut c = BackupCheck {
         id: m.id,
         kind: m.kind,
