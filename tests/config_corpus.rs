@@ -48,6 +48,21 @@ fn bad_configs_fail_clearly_with_the_config_exit_code() {
         ),
         ("unknown store", GOOD.replace("\"local\"", "\"ftp\""), "ftp"),
         (
+            "retention preset",
+            format!("{GOOD}[retention.snapshot]\npreset = \"weekly\"\n"),
+            "retention.snapshot.preset",
+        ),
+        (
+            "retention grace",
+            format!("{GOOD}[retention]\ngrace = \"soon\"\n"),
+            "retention.grace",
+        ),
+        (
+            "retention group",
+            format!("{GOOD}[retention.snapshots]\ndaily = 3\n"),
+            "snapshots",
+        ),
+        (
             "s3 without bucket",
             GOOD.replace("type = \"local\"\npath = \"store\"", "type = \"s3\""),
             "bucket",
