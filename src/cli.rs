@@ -70,11 +70,23 @@ pub enum Command {
     /// log segment: segment, compress, encrypt, checksum, upload, manifest, ledger.
     Logs,
 
+    /// Export the DuckDB hot tier to Parquet: every table with --full, else the rows
+    /// changed since the previous export (per-table watermark column); encrypt,
+    /// checksum, upload, manifest, ledger.
+    Export(ExportArgs),
+
     /// List the backups in the store.
     List(ListArgs),
 
     /// Restore a backup into a new directory.
     Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Copy every table whole (the base of later incremental exports).
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Debug, Args)]

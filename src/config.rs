@@ -19,6 +19,9 @@ use crate::stages::compress::Compression;
 use crate::store::s3::{S3Settings, MAX_PART_SIZE, MIN_PART_SIZE};
 use crate::units::{parse_duration, parse_size};
 
+pub mod export;
+pub use export::{DuckdbPlan, WithoutWatermark};
+
 /// Where the configuration is looked for when neither `--config` nor `BKP_CONFIG`
 /// names one.
 pub const DEFAULT_CONFIG: &str = "/etc/bkp/bkp.toml";
@@ -33,6 +36,7 @@ pub struct File {
     pub encryption: Option<EncryptionFile>,
     pub tigerbeetle: Option<TigerBeetleFile>,
     pub ledger: Option<LedgerFile>,
+    pub duckdb: Option<export::DuckdbFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,6 +251,7 @@ pub struct Plan {
     pub encryption: Option<EncryptionPlan>,
     pub tigerbeetle: Option<TigerBeetlePlan>,
     pub ledger: Option<LedgerConfig>,
+    pub duckdb: Option<DuckdbPlan>,
 }
 
 /// Values from the environment that override the file (`BKP_*`).
@@ -558,6 +563,11 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
         }
     };
 
+    let duckdb = match f.duckdb {
+        None => None,
+        Some(d) => Some(export::validate(d, &abs, |k, m| invalid(path, k, m))?),
+    };
+
     Ok(Plan {
         source: path.to_path_buf(),
         work_dir,
@@ -566,6 +576,7 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
         encryption,
         tigerbeetle,
         ledger,
+        duckdb,
     })
 }
 
