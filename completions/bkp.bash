@@ -16,6 +16,9 @@ _bkp() {
             ",$1")
                 cmd="bkp"
                 ;;
+            bkp,export)
+                cmd="bkp__subcmd__export"
+                ;;
             bkp,help)
                 cmd="bkp__subcmd__help"
                 ;;
@@ -30,6 +33,9 @@ _bkp() {
                 ;;
             bkp,snapshot)
                 cmd="bkp__subcmd__snapshot"
+                ;;
+            bkp__subcmd__help,export)
+                cmd="bkp__subcmd__help__subcmd__export"
                 ;;
             bkp__subcmd__help,help)
                 cmd="bkp__subcmd__help__subcmd__help"
@@ -53,7 +59,7 @@ _bkp() {
 
     case "${cmd}" in
         bkp)
-            opts="-c -q -v -h -V --config --json --quiet --verbose --wait --help --version snapshot logs list restore help"
+            opts="-c -q -v -h -V --config --json --quiet --verbose --wait --help --version snapshot logs export list restore help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -78,9 +84,49 @@ _bkp() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        bkp__subcmd__help)
-            opts="snapshot logs list restore help"
+        bkp__subcmd__export)
+            opts="-c -q -v -h --full --config --json --quiet --verbose --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help)
+            opts="snapshot logs export list restore help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help__subcmd__export)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

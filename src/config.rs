@@ -565,7 +565,7 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
 
     let duckdb = match f.duckdb {
         None => None,
-        Some(d) => Some(export::validate(d, &abs, |k, m| invalid(path, k, m))?),
+        Some(d) => Some(export::validate(d, abs, |k, m| invalid(path, k, m))?),
     };
 
     Ok(Plan {

@@ -497,7 +497,7 @@ fn export_table(
             to,
         });
     }
-    let all = format!("SELECT * FROM {}", t.sql_name());
+    let all = t.select(None);
     // The previous bound, when this table can continue from it.
     let from = prev
         .filter(|p| p.mode != TableMode::Excluded)
@@ -614,6 +614,7 @@ mod tests {
             name: name.into(),
             primary_key: vec![],
             columns: vec![],
+            types: vec![],
         }
     }
 

@@ -97,17 +97,18 @@ pub fn validate(
             "must name the DuckDB database file, e.g. \"/var/lib/app/hot.duckdb\"".into(),
         ));
     }
-    let without_watermark =
-        match f.without_watermark.as_deref().unwrap_or("full") {
-            "full" => WithoutWatermark::FullCopy,
-            "skip" => WithoutWatermark::Skip,
-            other => return Err(invalid(
+    let without_watermark = match f.without_watermark.as_deref().unwrap_or("full") {
+        "full" => WithoutWatermark::FullCopy,
+        "skip" => WithoutWatermark::Skip,
+        other => {
+            return Err(invalid(
                 "duckdb.without_watermark",
                 format!(
                     "{other:?} is not one of \"full\" (copy the whole table each time) or \"skip\""
                 ),
-            )),
-        };
+            ))
+        }
+    };
     for (t, c) in &f.watermarks {
         if c.trim().is_empty() {
             return Err(invalid(

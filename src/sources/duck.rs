@@ -116,9 +116,48 @@ pub struct Table {
     /// The PRIMARY KEY columns, empty without one.
     pub primary_key: Vec<String>,
     pub columns: Vec<String>,
+    /// The columns' SQL types, in the same order.
+    pub types: Vec<String>,
+}
+
+/// Types that Parquet cannot hold exactly (HUGEINT and UHUGEINT become DOUBLE,
+/// INTERVAL loses microseconds, TIME WITH TIME ZONE its offset, UNION its tag):
+/// such columns are exported as their text form, which DuckDB casts back exactly
+/// on restore.
+fn needs_text(ty: &str) -> bool {
+    ["HUGEINT", "INTERVAL", "TIME WITH TIME ZONE", "UNION("]
+        .iter()
+        .any(|t| ty.contains(t))
 }
 
 impl Table {
+    /// `SELECT` of every column, lossy types as text.
+    pub fn select(&self, columns: Option<&[String]>) -> String {
+        let mut list = Vec::new();
+        let mut text = Vec::new();
+        for (c, ty) in self.columns.iter().zip(&self.types) {
+            if columns.is_some_and(|want| !want.contains(c)) {
+                continue;
+            }
+            let q = quote_ident(c);
+            if needs_text(ty) {
+                text.push(format!("CAST({q} AS VARCHAR) AS {q}"));
+                list.push(format!("CAST({q} AS VARCHAR) AS {q}"));
+            } else {
+                list.push(q);
+            }
+        }
+        match columns {
+            None if text.is_empty() => format!("SELECT * FROM {}", self.sql_name()),
+            None => format!(
+                "SELECT * REPLACE ({}) FROM {}",
+                text.join(", "),
+                self.sql_name()
+            ),
+            Some(_) => format!("SELECT {} FROM {}", list.join(", "), self.sql_name()),
+        }
+    }
+
     /// `schema.name` as config and manifests name it.
     pub fn key(&self) -> String {
         format!("{}.{}", self.schema, self.name)
@@ -173,11 +212,18 @@ pub fn tables(conn: &Connection) -> Result<Vec<Table>> {
              ORDER BY column_index",
         )
         .with_context(|| format!("failed to read the columns of {schema}.{name}"))?;
+        let types = cols(
+            "SELECT data_type FROM duckdb_columns() \
+             WHERE database_name = current_database() AND schema_name = ? AND table_name = ? \
+             ORDER BY column_index",
+        )
+        .with_context(|| format!("failed to read the columns of {schema}.{name}"))?;
         out.push(Table {
             schema,
             name,
             primary_key,
             columns,
+            types,
         });
     }
     Ok(out)
@@ -212,9 +258,8 @@ pub fn sequences(conn: &Connection) -> Result<Vec<Sequence>> {
             last_value: r.get(2)?,
         })
     })?;
-    Ok(rows
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .context("failed to read the DuckDB sequences")?)
+    rows.collect::<std::result::Result<Vec<_>, _>>()
+        .context("failed to read the DuckDB sequences")
 }
 
 /// Advances sequence `s` in `conn` until its last value is `s.last_value`.
@@ -398,8 +443,8 @@ pub fn changed_rows(table: &Table, column: &str, ty: &str, from: Option<&str>, t
         .map(|f| format!("{c} > CAST({} AS {ty}) AND ", quote_literal(f)))
         .unwrap_or_default();
     format!(
-        "SELECT * FROM {} WHERE {lower}{c} <= CAST({} AS {ty})",
-        table.sql_name(),
+        "{} WHERE {lower}{c} <= CAST({} AS {ty})",
+        table.select(None),
         quote_literal(to)
     )
 }
@@ -427,8 +472,13 @@ mod tests {
             schema: "main".into(),
             name: "signals".into(),
             primary_key: vec!["id".into()],
-            columns: vec!["id".into(), "updated_at".into()],
+            columns: vec!["id".into(), "updated_at".into(), "big".into()],
+            types: vec!["INTEGER".into(), "TIMESTAMP".into(), "HUGEINT".into()],
         };
+        assert_eq!(
+            t.select(Some(&["big".to_string()])),
+            "SELECT CAST(\"big\" AS VARCHAR) AS \"big\" FROM \"main\".\"signals\""
+        );
         let q = changed_rows(
             &t,
             "updated_at",
@@ -438,7 +488,7 @@ mod tests {
         );
         assert_eq!(
             q,
-            "SELECT * FROM \"main\".\"signals\" WHERE \"updated_at\" > CAST('2026-01-01 00:00:00' AS TIMESTAMP) AND \"updated_at\" <= CAST('2026-01-02 00:00:00' AS TIMESTAMP)"
+            "SELECT * REPLACE (CAST(\"big\" AS VARCHAR) AS \"big\") FROM \"main\".\"signals\" WHERE \"updated_at\" > CAST('2026-01-01 00:00:00' AS TIMESTAMP) AND \"updated_at\" <= CAST('2026-01-02 00:00:00' AS TIMESTAMP)"
         );
     }
 }
