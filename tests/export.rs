@@ -100,6 +100,7 @@ CREATE TABLE notification_configs (tenant_id INTEGER, channel VARCHAR, settings 
 CREATE TABLE backup_metadata (k VARCHAR, v VARCHAR);
 CREATE TABLE investigation_notes (id INTEGER PRIMARY KEY DEFAULT nextval('note_ids'), signal_id BIGINT, body VARCHAR, created_at TIMESTAMP);
 CREATE TABLE audit.investigation_events (signal_id BIGINT, occurred_at TIMESTAMP, kind VARCHAR, detail VARCHAR);
+CREATE TABLE audit.logins (user_id UUID, logged_in_at TIMESTAMP, ok BOOLEAN);
 CREATE VIEW open_signals AS SELECT id, title, sev FROM signals WHERE sev >= 'high';
 CREATE VIEW audit.recent AS SELECT * FROM audit.investigation_events WHERE occurred_at > TIMESTAMP '2026-01-01';
 CREATE MACRO weighted(a, w) AS a * w;
@@ -132,9 +133,10 @@ INSERT INTO notification_configs VALUES (1, 'email', {'url': 'mailto:ops@example
 INSERT INTO backup_metadata VALUES ('schema_version', '7'), ('schema_version', '7'), (NULL, NULL);
 INSERT INTO investigation_notes (signal_id, body, created_at) VALUES (100, 'first note', '2026-01-01 00:00:00'), (101, 'zweite Notiz', '2026-01-01 00:00:00');
 INSERT INTO audit.investigation_events VALUES (100, '2026-01-01 00:00:00', 'opened', '{"by": "a"}'), (100, '2026-01-02 00:00:00', 'closed', NULL);
+INSERT INTO audit.logins VALUES ('00000000-0000-0000-0000-000000000001', '2026-01-01 08:00:00', true), ('00000000-0000-0000-0000-000000000001', '2026-01-01 08:00:00', true);
 "#;
 
-const TABLES: [&str; 8] = [
+const TABLES: [&str; 9] = [
     "main.tenants",
     "main.users",
     "main.rules",
@@ -143,6 +145,7 @@ const TABLES: [&str; 8] = [
     "main.backup_metadata",
     "main.investigation_notes",
     "audit.investigation_events",
+    "audit.logins",
 ];
 
 fn q(t: &str) -> String {
@@ -322,6 +325,7 @@ rules = "updated_at"
 users = "updated_at"
 investigation_notes = "created_at"
 "audit.investigation_events" = "occurred_at"
+"audit.logins" = "logged_in_at"
 [duckdb.primary_keys]
 "audit.investigation_events" = ["signal_id", "occurred_at"]
 "#,
@@ -356,7 +360,8 @@ investigation_notes = "created_at"
          UPDATE users SET roles = ['viewer'], updated_at = '2026-02-01 00:00:00+00' WHERE email = 'a@example.com';
          INSERT INTO investigation_notes (signal_id, body, created_at) VALUES (102, 'third', '2026-02-01');
          INSERT INTO audit.investigation_events VALUES (101, '2026-02-01 00:00:00', 'opened', NULL);
-         INSERT INTO backup_metadata VALUES ('excluded', 'row');",
+         INSERT INTO backup_metadata VALUES ('excluded', 'row');
+         INSERT INTO audit.logins VALUES ('00000000-0000-0000-0000-000000000002', '2026-02-01 08:00:00', false);",
     );
     let out = s.bkp(&["--json", "export"]);
     assert_exit(&out, 0);
@@ -377,6 +382,12 @@ investigation_notes = "created_at"
         "no watermark column"
     );
     assert_eq!(t["main.rules"]["rows"], 0);
+    assert_eq!(
+        t["audit.logins"]["mode"], "incremental",
+        "only appended rows"
+    );
+    assert_eq!(t["audit.logins"]["rows"], 1);
+    assert_eq!(t["audit.logins"]["rows_total"], 3);
     // A point to come back to: the live database as it is now.
     let at_second = s.path("at-second.duckdb");
     fs::copy(s.db(), &at_second).unwrap();
@@ -386,13 +397,26 @@ investigation_notes = "created_at"
          DELETE FROM signals WHERE title = 'new one';
          UPDATE rules SET enabled = true, threshold = 1.5, updated_at = '2026-03-01' WHERE id = 2;
          DELETE FROM users WHERE email IS NULL;
-         INSERT INTO notification_configs VALUES (3, 'sms', {'url': 'tel:+100', 'retries': 1});",
+         INSERT INTO notification_configs VALUES (3, 'sms', {'url': 'tel:+100', 'retries': 1});
+         DELETE FROM audit.logins WHERE NOT ok;
+         INSERT INTO audit.logins VALUES (NULL, '2026-03-01 08:00:00', NULL);",
     );
     let out = s.bkp(&["--json", "export"]);
     assert_exit(&out, 0);
     let third = json(&out)["manifest"].clone();
     assert_eq!(third["parent"], second["id"]);
     assert_eq!(third["source"]["tables"]["main.users"]["rows_total"], 2);
+    // A table without a key where a row was deleted is copied whole, and says why.
+    let logins = &third["source"]["tables"]["audit.logins"];
+    assert_eq!(logins["mode"], "full-copy");
+    assert!(
+        logins["note"]
+            .as_str()
+            .unwrap()
+            .contains("updated or deleted"),
+        "{logins}"
+    );
+    assert_eq!(logins["rows_total"], 3);
 
     // The live database, minus the excluded table's rows, is what comes back.
     s.write("DELETE FROM backup_metadata;");

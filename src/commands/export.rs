@@ -110,6 +110,9 @@ pub struct TableRecord {
     pub primary_key: Vec<String>,
     pub watermark: Option<Watermark>,
     pub files: Vec<TableFile>,
+    /// Why the table was exported the way it was, when not the obvious way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The per-table records of an export manifest, by `schema.table`.
@@ -361,12 +364,16 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
                 })
             })?;
             ctx.ui.detail(&format!(
-                "  {}: {}, {} rows{}",
+                "  {}: {}, {} rows{}{}",
                 t.key(),
                 rec.mode.as_str(),
                 rec.rows,
                 rec.rows_total
                     .map(|n| format!(" ({n} in the table)"))
+                    .unwrap_or_default(),
+                rec.note
+                    .as_ref()
+                    .map(|n| format!("; {n}"))
                     .unwrap_or_default()
             ));
             records.insert(t.key(), rec);
@@ -482,6 +489,7 @@ fn export_table(
         primary_key: primary_key.clone(),
         watermark: None,
         files: Vec::new(),
+        note: None,
     };
     if !d.exports(&t.schema, &t.name) {
         return Ok(rec);
@@ -514,8 +522,71 @@ fn export_table(
         {
             TableMode::Skipped
         }
-        _ => TableMode::FullCopy,
+        (true, None, _) => {
+            rec.note = Some("no watermark column: copied whole".into());
+            TableMode::FullCopy
+        }
+        (true, Some(_), None) => {
+            rec.note = Some("no previous bound for this watermark column: copied whole".into());
+            TableMode::FullCopy
+        }
     };
+    let count = |filter: &str| -> Result<u64> {
+        let n: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM {}{filter}", t.sql_name()),
+                [],
+                |r| r.get(0),
+            )
+            .with_context(|| format!("failed to count the rows of {}", t.key()))?;
+        Ok(n.max(0) as u64)
+    };
+    if rec.mode == TableMode::Incremental {
+        // Rows with no watermark value cannot be selected by it: copy such a table whole.
+        let c = bound
+            .as_ref()
+            .map(|b| duck::quote_ident(&b.column))
+            .unwrap_or_default();
+        if count(&format!(" WHERE {c} IS NULL"))? > 0 {
+            rec.mode = TableMode::FullCopy;
+            rec.note = Some("the watermark column holds NULLs: copied whole".into());
+        }
+    }
+    if rec.mode == TableMode::Incremental {
+        let b = bound.as_mut().context("watermark bound")?;
+        b.from = from.clone();
+        // An empty table now: nothing changed, and the bound stays.
+        let to = b.to.clone().or_else(|| from.clone()).unwrap_or_default();
+        b.to = Some(to.clone());
+        let filter = duck::changed_filter(&b.column, &b.ty, from.as_deref(), &to);
+        let select = duck::changed_rows(t, &b.column, &b.ty, from.as_deref(), &to);
+        if primary_key.is_empty() {
+            // Without a key, only appended rows can be applied: the table must now
+            // hold exactly the previous rows plus the changed ones, which is true
+            // only when no row was updated or deleted (each would break the sum).
+            let now = count("")?;
+            let changed = count(&filter)?;
+            let before = prev.and_then(|p| p.rows_total).unwrap_or(0);
+            if now == before + changed {
+                let f = copy("data", select)?;
+                rec.rows = f.rows;
+                rec.rows_total = Some(now);
+                rec.files.push(f);
+            } else {
+                rec.mode = TableMode::FullCopy;
+                rec.note = Some(format!(
+                    "no primary key, and rows were updated or deleted ({now} rows now, {before} before and {changed} changed): copied whole"
+                ));
+            }
+        } else {
+            let f = copy("data", select)?;
+            rec.rows = f.rows;
+            rec.files.push(f);
+            let k = copy("keys", t.select(Some(&primary_key)))?;
+            rec.rows_total = Some(k.rows);
+            rec.files.push(k);
+        }
+    }
     match rec.mode {
         TableMode::Full | TableMode::FullCopy => {
             let f = copy("data", all)?;
@@ -523,34 +594,7 @@ fn export_table(
             rec.rows_total = Some(f.rows);
             rec.files.push(f);
         }
-        TableMode::Incremental => {
-            let b = bound.as_mut().context("watermark bound")?;
-            b.from = from.clone();
-            // An empty table now: nothing changed, and the bound stays.
-            let to = b.to.clone().or_else(|| from.clone()).unwrap_or_default();
-            b.to = Some(to.clone());
-            let f = copy(
-                "data",
-                duck::changed_rows(t, &b.column, &b.ty, from.as_deref(), &to),
-            )?;
-            rec.rows = f.rows;
-            rec.files.push(f);
-            if primary_key.is_empty() {
-                let n: i64 =
-                    conn.query_row(&format!("SELECT count(*) FROM {}", t.sql_name()), [], |r| {
-                        r.get(0)
-                    })?;
-                rec.rows_total = Some(n.max(0) as u64);
-            } else {
-                let cols: Vec<String> = primary_key.iter().map(|c| duck::quote_ident(c)).collect();
-                let k = copy(
-                    "keys",
-                    format!("SELECT {} FROM {}", cols.join(", "), t.sql_name()),
-                )?;
-                rec.rows_total = Some(k.rows);
-                rec.files.push(k);
-            }
-        }
+        TableMode::Incremental => {}
         TableMode::Skipped => {
             rec.rows_total = prev.and_then(|p| p.rows_total);
             // Keep the previous bound so a later configured watermark can resume.

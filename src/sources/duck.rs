@@ -436,16 +436,21 @@ pub fn copy_to_parquet(conn: &Connection, select: &str, path: &Path) -> Result<u
     Ok(n.max(0) as u64)
 }
 
-/// `SELECT` of `table`'s rows with `column` in `(from, to]` (`from` absent: up to `to`).
-pub fn changed_rows(table: &Table, column: &str, ty: &str, from: Option<&str>, to: &str) -> String {
+/// ` WHERE …` selecting rows with `column` in `(from, to]` (`from` absent: up to `to`).
+pub fn changed_filter(column: &str, ty: &str, from: Option<&str>, to: &str) -> String {
     let c = quote_ident(column);
     let lower = from
         .map(|f| format!("{c} > CAST({} AS {ty}) AND ", quote_literal(f)))
         .unwrap_or_default();
+    format!(" WHERE {lower}{c} <= CAST({} AS {ty})", quote_literal(to))
+}
+
+/// `SELECT` of `table`'s rows with `column` in `(from, to]` (`from` absent: up to `to`).
+pub fn changed_rows(table: &Table, column: &str, ty: &str, from: Option<&str>, to: &str) -> String {
     format!(
-        "{} WHERE {lower}{c} <= CAST({} AS {ty})",
+        "{}{}",
         table.select(None),
-        quote_literal(to)
+        changed_filter(column, ty, from, to)
     )
 }
 
