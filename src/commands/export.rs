@@ -344,6 +344,16 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
         upload(SCHEMA_FILE, &schema_path)?;
         std::fs::remove_file(&schema_path).ok();
 
+        for t in &tables {
+            for (c, ty) in t.columns.iter().zip(&t.types) {
+                if ty.contains("UNION(") && d.exports(&t.schema, &t.name) {
+                    ctx.ui.warn(&format!(
+                        "column {c} of {} is a UNION: it is exported as text, and a restore keeps its value but not which member it was",
+                        t.key()
+                    ));
+                }
+            }
+        }
         let mut records = BTreeMap::new();
         for (t, stem) in tables.iter().zip(stems(&tables)) {
             let prev = previous.as_ref().and_then(|(_, r, _)| r.get(&t.key()));

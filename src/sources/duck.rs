@@ -123,11 +123,17 @@ pub struct Table {
 /// Types that Parquet cannot hold exactly (HUGEINT and UHUGEINT become DOUBLE,
 /// INTERVAL loses microseconds, TIME WITH TIME ZONE its offset, UNION its tag):
 /// such columns are exported as their text form, which DuckDB casts back exactly
-/// on restore.
+/// on restore (a UNION's value, but not its member tag).
 fn needs_text(ty: &str) -> bool {
-    ["HUGEINT", "INTERVAL", "TIME WITH TIME ZONE", "UNION("]
-        .iter()
-        .any(|t| ty.contains(t))
+    [
+        "HUGEINT",
+        "INTERVAL",
+        "TIME WITH TIME ZONE",
+        "UNION(",
+        "BIGNUM",
+    ]
+    .iter()
+    .any(|t| ty.contains(t))
 }
 
 impl Table {
