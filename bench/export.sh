@@ -133,6 +133,8 @@ base=$(cat "$work/last")
 measure "bkp export --full (AES-256-GCM, S3)" "$rows" "$bkp" --config "$work/bkp.toml" export --full
 full=$(cat "$work/last")
 measure "bkp export --full, recompress = true (zstd 3)" "$rows" "$bkp" --config "$work/recompress.toml" export --full
+measure "DuckDB EXPORT DATABASE again (warm cache)" "$rows" "$py" "$work/duckdb_export.py" "$work/data/hot.duckdb" "$work/duckdb-export-2"
+base=$(python3 -c "print(min($base, $(cat "$work/last")))")
 "$py" -c "
 import duckdb
 c = duckdb.connect('$work/data/hot.duckdb')
@@ -144,6 +146,6 @@ measure "bkp export --full of 100,000 rows (floor: < 30 s)" 100000 "$bkp" --conf
 echo
 plain=$(du -sb "$work/duckdb-export" | cut -f1)
 echo "Sizes: DuckDB's export $plain bytes; bkp stored $(stored bkp/duckdb/full) bytes (encrypted Parquet), $(stored recompress/duckdb/full) bytes with recompress = true."
-echo "bkp full export / DuckDB export: $(python3 -c "print(round($full/$base, 2))")x (goal: within 1.2x)."
+echo "bkp full export / DuckDB export (the faster of its two runs): $(python3 -c "print(round($full/$base, 2))")x (goal: within 1.2x)."
 } | tee "$work/results.md"
 cp "$work/results.md" "$BKP_ROOT/bench/export-results.md"

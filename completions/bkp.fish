@@ -65,8 +65,8 @@ complete -c bkp -n "__fish_bkp_using_subcommand list" -l json -d 'Print results 
 complete -c bkp -n "__fish_bkp_using_subcommand list" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand list" -s v -l verbose -d 'Print each step on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand list" -s h -l help -d 'Print help'
-complete -c bkp -n "__fish_bkp_using_subcommand restore" -l at -d 'Point-in-time restore (TigerBeetle): restore the snapshot, then replay the log segments up to TIME (RFC 3339, e.g. 2026-11-22T13:05:00Z). Without any snapshot at or before TIME, the log is replayed from the beginning' -r
-complete -c bkp -n "__fish_bkp_using_subcommand restore" -s t -l target -d 'Directory to restore into. It must not exist or be empty, unless --force' -r -F
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -l at -d 'Point-in-time restore (TigerBeetle): restore the snapshot, then replay the log segments up to TIME (RFC 3339, e.g. 2026-11-22T13:05:00Z). Without any snapshot at or before TIME, the log is replayed from the beginning. With --kind duckdb: the newest export at or before TIME' -r
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -s t -l target -d 'Directory to restore into (for --kind duckdb: the new database file). It must not exist or be empty, unless --force' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l kind -d 'Kind of backup `latest` refers to' -r -f -a "tigerbeetle\t''
 duckdb\t''
 parquet\t''"

@@ -105,11 +105,13 @@ pub struct RestoreArgs {
 
     /// Point-in-time restore (TigerBeetle): restore the snapshot, then replay the log
     /// segments up to TIME (RFC 3339, e.g. 2026-11-22T13:05:00Z). Without any
-    /// snapshot at or before TIME, the log is replayed from the beginning.
+    /// snapshot at or before TIME, the log is replayed from the beginning. With
+    /// --kind duckdb: the newest export at or before TIME.
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
 
-    /// Directory to restore into. It must not exist or be empty, unless --force.
+    /// Directory to restore into (for --kind duckdb: the new database file). It must
+    /// not exist or be empty, unless --force.
     #[arg(long, short = 't', value_name = "DIR")]
     pub target: PathBuf,
 

@@ -569,6 +569,22 @@ fn a_database_held_by_a_writer_is_refused_or_waited_for() {
         json(&out)["manifest"]["source"]["tables"]["main.t"]["rows_total"],
         3
     );
+
+    // Names in the config that match nothing are config errors, not silent no-ops.
+    let base = fs::read_to_string(&s.config).unwrap();
+    for (extra, needle) in [
+        (
+            "include = [\"nope\"]\n",
+            "duckdb.include names table \"nope\"",
+        ),
+        ("watermarks = { t = \"changed_at\" }\n", "changed_at"),
+        ("primary_keys = { t = [\"uid\"] }\n", "uid"),
+    ] {
+        fs::write(&s.config, format!("{base}{extra}")).unwrap();
+        let out = s.bkp(&["export"]);
+        assert_exit(&out, 3);
+        assert!(stderr(&out).contains(needle), "{needle}: {}", stderr(&out));
+    }
 }
 
 /// The decrypted Parquet files are read by an independent reader (the DuckDB

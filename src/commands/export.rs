@@ -232,6 +232,7 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
     let keyring = plan.keyring()?;
     let store = open_store(plan)?;
     let _lock = RunLock::acquire(&plan.work_dir, OPERATION, ctx.wait)?;
+    remove_stale_staging(ctx);
 
     let started_at = OffsetDateTime::now_utc();
     let clock = Instant::now();
@@ -344,6 +345,7 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
         upload(SCHEMA_FILE, &schema_path)?;
         std::fs::remove_file(&schema_path).ok();
 
+        check_names(d, &tables)?;
         for t in &tables {
             for (c, ty) in t.columns.iter().zip(&t.types) {
                 if ty.contains("UNION(") && d.exports(&t.schema, &t.name) {
@@ -465,6 +467,61 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
         }
     };
     report(ctx, &m, d, store.as_ref(), clock.elapsed(), ledger_note)
+}
+
+/// Refuses table names in the config that match no table (a typo would silently
+/// export nothing, or everything).
+fn check_names(d: &DuckdbPlan, tables: &[Table]) -> Result<()> {
+    let known = |n: &str| {
+        tables
+            .iter()
+            .any(|t| t.key() == n || (t.schema == "main" && t.name == n))
+    };
+    let named = [
+        ("duckdb.include", d.include.iter().collect::<Vec<_>>()),
+        ("duckdb.exclude", d.exclude.iter().collect()),
+        ("duckdb.watermarks", d.watermarks.keys().collect()),
+        ("duckdb.primary_keys", d.primary_keys.keys().collect()),
+    ];
+    for (key, names) in named {
+        if let Some(n) = names.into_iter().find(|n| !known(n)) {
+            return Err(coded(
+                Code::Config,
+                format!(
+                    "{key} names table {n:?}, which {} does not have (its tables: {}): fix the config",
+                    d.database.display(),
+                    tables.iter().map(|t| t.key()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Removes export staging directories left in the work directory by a run that
+/// crashed. Only called under the run lock, so no other export is using them.
+fn remove_stale_staging(ctx: &Ctx) {
+    let Ok(entries) = std::fs::read_dir(&ctx.plan.work_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let stale = name
+            .strip_prefix("export-")
+            .is_some_and(|id| id.parse::<BackupId>().is_ok());
+        if stale && e.path().is_dir() {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => ctx.ui.info(&format!(
+                    "removed {} left by an interrupted export",
+                    e.path().display()
+                )),
+                Err(err) => ctx.ui.warn(&format!(
+                    "cannot remove {} left by an interrupted export: {err}",
+                    e.path().display()
+                )),
+            }
+        }
+    }
 }
 
 /// Decides how `t` is exported and writes its files through `copy(role, select)`.
