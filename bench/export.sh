@@ -107,13 +107,11 @@ config bkp.toml bkp hot.duckdb ""
 config recompress.toml recompress hot.duckdb "recompress = true"
 config small.toml small small.duckdb ""
 
-stored() { rclone lsjson -R "s3:bench/$1" | python3 -c 'import json,sys; print(sum(o["Size"] for o in json.load(sys.stdin) if not o["IsDir"]))'; }
-
 measure() { # label, rows, command...
   local label="$1" n="$2"; shift 2
   /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err"; exit 1; }
   read -r secs rss < "$work/time"
-  printf '| %-52s | %8.1f | %12.0f | %8d |\n' "$label" "$secs" "$(python3 -c "print($n/max($secs,0.01))")" "$((rss / 1024))"
+  printf '| %-56s | %8.1f | %12.0f | %8d |\n' "$label" "$secs" "$(python3 -c "print($n/max($secs,0.01))")" "$((rss / 1024))"
   echo "$secs" > "$work/last"
 }
 
@@ -126,15 +124,21 @@ PY
 {
 echo "Database: $rows rows in table signals (+1,000 in tenants), $size bytes; $(nproc) cores; DuckDB $("$py" -c 'import duckdb; print(duckdb.__version__)'); $(date -u +%Y-%m-%d)"
 echo
-echo "| run                                                  | wall (s) | rows/s       | RSS (MiB)|"
-echo "|------------------------------------------------------|----------|--------------|----------|"
-measure "DuckDB EXPORT DATABASE (PARQUET, ZSTD; local disk)" "$rows" "$py" "$work/duckdb_export.py" "$work/data/hot.duckdb" "$work/duckdb-export"
-base=$(cat "$work/last")
-measure "bkp export --full (AES-256-GCM, S3)" "$rows" "$bkp" --config "$work/bkp.toml" export --full
-full=$(cat "$work/last")
-measure "bkp export --full, recompress = true (zstd 3)" "$rows" "$bkp" --config "$work/recompress.toml" export --full
-measure "DuckDB EXPORT DATABASE again (warm cache)" "$rows" "$py" "$work/duckdb_export.py" "$work/data/hot.duckdb" "$work/duckdb-export-2"
-base=$(python3 -c "print(min($base, $(cat "$work/last")))")
+echo "| run                                                      | wall (s) | rows/s       | RSS (MiB)|"
+echo "|----------------------------------------------------------|----------|--------------|----------|"
+# Alternate the two, three times each, so that a busy moment on a shared machine
+# does not decide the comparison; the best run of each is compared.
+base=999999; full=999999
+for i in 1 2 3; do
+  rm -rf "$work/duckdb-export"
+  measure "DuckDB EXPORT DATABASE (PARQUET, ZSTD; local disk) #$i" "$rows" "$py" "$work/duckdb_export.py" "$work/data/hot.duckdb" "$work/duckdb-export"
+  base=$(python3 -c "print(min($base, $(cat "$work/last")))")
+  measure "bkp export --full (AES-256-GCM, S3) #$i" "$rows" "$bkp" --config "$work/bkp.toml" --json export --full
+  full=$(python3 -c "print(min($full, $(cat "$work/last")))")
+  stored_plain=$(python3 -c 'import json,sys; print(sum(o["size"] for o in json.load(open(sys.argv[1]))["manifest"]["objects"]))' "$work/out")
+done
+measure "bkp export --full, recompress = true (zstd 3)" "$rows" "$bkp" --config "$work/recompress.toml" --json export --full
+stored_zstd=$(python3 -c 'import json,sys; print(sum(o["size"] for o in json.load(open(sys.argv[1]))["manifest"]["objects"]))' "$work/out")
 "$py" -c "
 import duckdb
 c = duckdb.connect('$work/data/hot.duckdb')
@@ -144,8 +148,17 @@ measure "bkp export (incremental, 1% of rows changed)" "$((rows / 100))" "$bkp" 
 measure "bkp restore (full + incremental, verified)" "$rows" "$bkp" --config "$work/bkp.toml" restore latest --kind duckdb --target "$work/restored.duckdb"
 measure "bkp export --full of 100,000 rows (floor: < 30 s)" 100000 "$bkp" --config "$work/small.toml" export --full
 echo
+"$py" - "$work/data/hot.duckdb" "$work/restored.duckdb" <<'PY'
+import duckdb, sys
+c = duckdb.connect()
+c.execute(f"ATTACH '{sys.argv[1]}' AS live (READ_ONLY); ATTACH '{sys.argv[2]}' AS r (READ_ONLY)")
+for t in ("signals", "tenants"):
+    a = c.execute(f"SELECT count(*) FROM (SELECT * FROM live.{t} EXCEPT ALL SELECT * FROM r.{t})").fetchone()[0]
+    b = c.execute(f"SELECT count(*) FROM (SELECT * FROM r.{t} EXCEPT ALL SELECT * FROM live.{t})").fetchone()[0]
+    print(f"Restored {t}: {'identical to the live table' if a == b == 0 else f'DIFFERS ({a} rows only live, {b} only restored)'}.")
+PY
 plain=$(du -sb "$work/duckdb-export" | cut -f1)
-echo "Sizes: DuckDB's export $plain bytes; bkp stored $(stored bkp/duckdb/full) bytes (encrypted Parquet), $(stored recompress/duckdb/full) bytes with recompress = true."
-echo "bkp full export / DuckDB export (the faster of its two runs): $(python3 -c "print(round($full/$base, 2))")x (goal: within 1.2x)."
+echo "Sizes: DuckDB's export $plain bytes; one bkp full export stores $stored_plain bytes (encrypted Parquet), $stored_zstd bytes with recompress = true."
+echo "Best bkp full export / best DuckDB export: $(python3 -c "print(round($full/$base, 2))")x (goal: within 1.2x)."
 } | tee "$work/results.md"
 cp "$work/results.md" "$BKP_ROOT/bench/export-results.md"

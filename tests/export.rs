@@ -98,7 +98,7 @@ CREATE TABLE signals (
   sev severity, updated_at TIMESTAMP);
 CREATE TABLE notification_configs (tenant_id INTEGER, channel VARCHAR, settings STRUCT(url VARCHAR, retries INTEGER), PRIMARY KEY (tenant_id, channel));
 CREATE TABLE backup_metadata (k VARCHAR, v VARCHAR);
-CREATE TABLE investigation_notes (id INTEGER PRIMARY KEY DEFAULT nextval('note_ids'), signal_id BIGINT, body VARCHAR, created_at TIMESTAMP);
+CREATE TABLE investigation_notes (id INTEGER PRIMARY KEY DEFAULT nextval('note_ids'), signal_id BIGINT REFERENCES signals (id), body VARCHAR, created_at TIMESTAMP);
 CREATE TABLE audit.investigation_events (signal_id BIGINT, occurred_at TIMESTAMP, kind VARCHAR, detail VARCHAR);
 CREATE TABLE audit.logins (user_id UUID, logged_in_at TIMESTAMP, ok BOOLEAN);
 CREATE VIEW open_signals AS SELECT id, title, sev FROM signals WHERE sev >= 'high';
@@ -131,7 +131,7 @@ line2 ''quoted'' "dq"', '\x00\xFF\x10'::BLOB, '2026-02-28', '23:59:59.999999', '
    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '2026-01-01 00:00:00');
 INSERT INTO notification_configs VALUES (1, 'email', {'url': 'mailto:ops@example.com', 'retries': 3}), (1, 'webhook', NULL), (2, 'email', {'url': NULL, 'retries': 0});
 INSERT INTO backup_metadata VALUES ('schema_version', '7'), ('schema_version', '7'), (NULL, NULL);
-INSERT INTO investigation_notes (signal_id, body, created_at) VALUES (100, 'first note', '2026-01-01 00:00:00'), (101, 'zweite Notiz', '2026-01-01 00:00:00');
+INSERT INTO investigation_notes (signal_id, body, created_at) VALUES (100, 'first note', '2026-01-01 00:00:00'), (100, 'zweite Notiz', '2026-01-01 00:00:00');
 INSERT INTO audit.investigation_events VALUES (100, '2026-01-01 00:00:00', 'opened', '{"by": "a"}'), (100, '2026-01-02 00:00:00', 'closed', NULL);
 INSERT INTO audit.logins VALUES ('00000000-0000-0000-0000-000000000001', '2026-01-01 08:00:00', true), ('00000000-0000-0000-0000-000000000001', '2026-01-01 08:00:00', true);
 "#;

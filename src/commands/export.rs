@@ -17,7 +17,10 @@
 //! only encrypted (`duckdb.recompress = true` compresses them again).
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -100,6 +103,9 @@ pub struct TableFile {
 /// What the manifest records for one table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableRecord {
+    /// The table's place in creation order (tables referenced by foreign keys first).
+    #[serde(default)]
+    pub position: usize,
     pub schema: String,
     pub table: String,
     pub mode: TableMode,
@@ -209,12 +215,14 @@ fn stems(tables: &[Table]) -> Vec<String> {
         .collect()
 }
 
-/// Removes a directory when dropped.
+/// Removes a file or directory when dropped.
 struct Staging(PathBuf);
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if std::fs::remove_file(&self.0).is_err() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -305,9 +313,13 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
             .with_context(|| format!("failed to create {}", staging.display()))?;
         let _cleanup = Staging(staging.clone());
         let suffix = super::object_suffix("", compression, keyring.as_ref());
+        let progress = ctx.progress();
         let mut objects = Vec::new();
         let mut files = Vec::new();
-        let mut upload = |name: &str, path: &Path| -> Result<(ObjectEntry, FileEntry)> {
+        // Uploads one file, whose bytes `produce` writes.
+        let mut upload = |name: &str,
+                          produce: &mut dyn FnMut(&mut dyn Write) -> Result<()>|
+         -> Result<(ObjectEntry, FileEntry)> {
             let key = object_key(scope, id, started_at, name, &suffix);
             let metadata = vec![
                 ("backup-id".to_string(), id.to_string()),
@@ -320,14 +332,8 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
                 &metadata,
                 compression,
                 keyring.as_ref(),
-                ctx.progress(),
-                |w| {
-                    let mut f = std::fs::File::open(path)
-                        .with_context(|| format!("failed to open {}", path.display()))?;
-                    std::io::copy(&mut f, w)
-                        .with_context(|| format!("failed to read {}", path.display()))?;
-                    Ok(())
-                },
+                progress.clone(),
+                produce,
             )?;
             let file = FileEntry {
                 name: name.to_string(),
@@ -339,11 +345,10 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
             Ok((entry, file))
         };
 
-        let schema_path = staging.join(SCHEMA_FILE);
-        std::fs::write(&schema_path, &schema.sql)
-            .with_context(|| format!("failed to write {}", schema_path.display()))?;
-        upload(SCHEMA_FILE, &schema_path)?;
-        std::fs::remove_file(&schema_path).ok();
+        upload(
+            SCHEMA_FILE,
+            &mut |w| Ok(w.write_all(schema.sql.as_bytes())?),
+        )?;
 
         check_names(d, &tables)?;
         for t in &tables {
@@ -357,24 +362,30 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
             }
         }
         let mut records = BTreeMap::new();
-        for (t, stem) in tables.iter().zip(stems(&tables)) {
+        for (position, (t, stem)) in tables.iter().zip(stems(&tables)).enumerate() {
             let prev = previous.as_ref().and_then(|(_, r, _)| r.get(&t.key()));
-            let rec = export_table(&conn, d, t, prev, previous.is_some(), |role, select| {
-                let name = format!("{stem}/{role}.parquet");
-                let path = staging.join(format!("{stem}.{role}.parquet"));
-                let rows = duck::copy_to_parquet(&conn, &select, &path)
-                    .with_context(|| format!("failed to export table {}", t.key()))?;
-                let (entry, file) = upload(&name, &path)?;
-                std::fs::remove_file(&path).ok();
-                Ok(TableFile {
-                    role: role.to_string(),
-                    name,
-                    object: entry.key,
-                    rows,
-                    size: file.size,
-                    sha256: file.sha256,
-                })
-            })?;
+            let rec = export_table(
+                &conn,
+                d,
+                (position, t),
+                prev,
+                previous.is_some(),
+                |role, select| {
+                    let name = format!("{stem}/{role}.parquet");
+                    let fifo = staging.join(format!("{stem}.{role}.parquet"));
+                    let (rows, (entry, file)) =
+                        stream_parquet(&conn, &select, &fifo, |produce| upload(&name, produce))
+                            .with_context(|| format!("failed to export table {}", t.key()))?;
+                    Ok(TableFile {
+                        role: role.to_string(),
+                        name,
+                        object: entry.key,
+                        rows,
+                        size: file.size,
+                        sha256: file.sha256,
+                    })
+                },
+            )?;
             ctx.ui.detail(&format!(
                 "  {}: {}, {} rows{}{}",
                 t.key(),
@@ -469,6 +480,62 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
     report(ctx, &m, d, store.as_ref(), clock.elapsed(), ledger_note)
 }
 
+/// Runs `select` into a Parquet file written to a FIFO at `fifo`, while `upload`
+/// (on another thread) reads it: the export's rows never land on local disk, and
+/// DuckDB's writing overlaps with encryption and upload. Returns the rows and what
+/// `upload` returned.
+fn stream_parquet<T: Send>(
+    conn: &::duckdb::Connection,
+    select: &str,
+    fifo: &Path,
+    upload: impl FnOnce(&mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<T> + Send,
+) -> Result<(u64, T)> {
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes())
+        .with_context(|| format!("bad path {}", fifo.display()))?;
+    // SAFETY: a valid NUL-terminated path; mkfifo has no other preconditions.
+    if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("failed to create the pipe {}", fifo.display()));
+    }
+    let _remove = Staging(fifo.to_path_buf());
+    let failed = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            upload(&mut |w: &mut dyn Write| {
+                let mut f = std::fs::File::open(fifo)
+                    .with_context(|| format!("failed to open {}", fifo.display()))?;
+                std::io::copy(&mut f, w)
+                    .with_context(|| format!("failed to read {}", fifo.display()))?;
+                if failed.load(Ordering::SeqCst) {
+                    anyhow::bail!("DuckDB stopped writing {}", fifo.display());
+                }
+                Ok(())
+            })
+        });
+        let rows = duck::copy_to_parquet(conn, select, fifo);
+        if rows.is_err() {
+            // Wake the reader, which may wait for a writer that never came, and
+            // make it abort the upload.
+            failed.store(true, Ordering::SeqCst);
+            while !reader.is_finished() {
+                let opened = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(fifo);
+                if opened.is_ok() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        let uploaded = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the upload thread of {} panicked", fifo.display()))?;
+        let rows = rows?;
+        Ok((rows, uploaded?))
+    })
+}
+
 /// Refuses table names in the config that match no table (a typo would silently
 /// export nothing, or everything).
 fn check_names(d: &DuckdbPlan, tables: &[Table]) -> Result<()> {
@@ -528,7 +595,7 @@ fn remove_stale_staging(ctx: &Ctx) {
 fn export_table(
     conn: &::duckdb::Connection,
     d: &DuckdbPlan,
-    t: &Table,
+    (position, t): (usize, &Table),
     prev: Option<&TableRecord>,
     incremental: bool,
     mut copy: impl FnMut(&str, String) -> Result<TableFile>,
@@ -548,6 +615,7 @@ fn export_table(
         }
     }
     let mut rec = TableRecord {
+        position,
         schema: t.schema.clone(),
         table: t.name.clone(),
         mode: TableMode::Excluded,
@@ -726,6 +794,45 @@ mod tests {
             primary_key: vec![],
             columns: vec![],
             types: vec![],
+        }
+    }
+
+    fn collect(produce: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        produce(&mut buf)?;
+        Ok(buf)
+    }
+
+    #[test]
+    fn parquet_streams_through_a_pipe_and_failures_never_hang() {
+        let conn = ::duckdb::Connection::open_in_memory().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (rows, bytes) = stream_parquet(
+            &conn,
+            "SELECT * FROM range(5000)",
+            &dir.path().join("a"),
+            collect,
+        )
+        .unwrap();
+        assert_eq!(rows, 5000);
+        assert_eq!(&bytes[..4], b"PAR1");
+        assert_eq!(&bytes[bytes.len() - 4..], b"PAR1");
+        assert!(!dir.path().join("a").exists(), "the pipe is removed");
+        // Fails before DuckDB opens the pipe, and while it writes.
+        for (i, bad) in [
+            "SELECT * FROM no_such_table",
+            "SELECT error('boom') FROM range(3)",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let err =
+                stream_parquet(&conn, bad, &dir.path().join(format!("b{i}")), collect).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(
+                msg.contains("no_such_table") || msg.contains("boom"),
+                "{msg}"
+            );
         }
     }
 

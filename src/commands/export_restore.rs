@@ -297,34 +297,93 @@ pub fn restore_database(
         Ok(path)
     };
 
-    let mut counts = BTreeMap::new();
     let conn = Connection::open(target)
         .with_context(|| format!("failed to create DuckDB database {}", target.display()))?;
-    for (step, e) in chain.iter().enumerate() {
-        let records = export::table_records(e)?;
-        if step == 0 {
-            let schema = fs::read_to_string(fetch(e, SCHEMA_FILE)?)
-                .context("the exported schema is not UTF-8")?;
-            conn.execute_batch(&schema).with_context(|| {
-                format!(
-                    "failed to recreate the schema of export {} in {}",
-                    e.id,
-                    target.display()
-                )
-            })?;
+    let schema = fs::read_to_string(fetch(&chain[0], SCHEMA_FILE)?)
+        .context("the exported schema is not UTF-8")?;
+    conn.execute_batch(&schema).with_context(|| {
+        format!(
+            "failed to recreate the schema of export {} in {}",
+            chain[0].id,
+            target.display()
+        )
+    })?;
+    // Tables in creation order, so that rows referenced by foreign keys come first.
+    let mut tables: Vec<TableRecord> = export::table_records(&chain[0])?.into_values().collect();
+    tables.sort_by_key(|r| r.position);
+    let real = |r: &TableRecord| qualified(&r.schema, &r.table);
+
+    let counts = if chain.len() == 1 {
+        for r in &tables {
+            apply_table(&conn, &real(r), r, |name| fetch(&chain[0], name))
+                .with_context(|| format!("failed to restore table {}.{}", r.schema, r.table))?;
         }
-        for (key, r) in &records {
-            apply_table(&conn, r, |name| fetch(e, name))
-                .with_context(|| format!("failed to restore table {key} from export {}", e.id))?;
+        verify_counts(&conn, &chain[0], real)?
+    } else {
+        // Incrementals are applied to staging tables without constraints in a
+        // scratch database (a changed row referenced by a foreign key could not be
+        // replaced in place), then each table's final rows are copied once, in
+        // creation order.
+        let scratch = work.join("stage.duckdb");
+        conn.execute_batch(&format!(
+            "ATTACH {} AS bkp_stage",
+            quote_literal(&scratch.to_string_lossy())
+        ))
+        .with_context(|| format!("failed to create {}", scratch.display()))?;
+        let index: BTreeMap<String, usize> = tables
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("{}.{}", r.schema, r.table), i))
+            .collect();
+        let staged = |r: &TableRecord| {
+            format!(
+                "bkp_stage.main.t{}",
+                index
+                    .get(&format!("{}.{}", r.schema, r.table))
+                    .copied()
+                    .unwrap_or(usize::MAX)
+            )
+        };
+        for r in &tables {
+            conn.execute_batch(&format!(
+                "CREATE TABLE {} AS SELECT * FROM {} LIMIT 0",
+                staged(r),
+                real(r)
+            ))
+            .with_context(|| format!("failed to stage table {}.{}", r.schema, r.table))?;
         }
-        counts = verify_counts(&conn, e, &records)?;
-        ctx.ui.detail(&format!(
-            "  applied {} export {} ({} tables verified)",
-            e.scope.as_str(),
-            e.id,
-            counts.len()
-        ));
-    }
+        for e in &chain {
+            let records = export::table_records(e)?;
+            for (key, r) in &records {
+                if !index.contains_key(key) {
+                    return Err(coded(
+                        Code::Integrity,
+                        format!("export {} has table {key}, which its full export {} does not: the chain is inconsistent", e.id, chain[0].id),
+                    ));
+                }
+                apply_table(&conn, &staged(r), r, |name| fetch(e, name)).with_context(|| {
+                    format!("failed to restore table {key} from export {}", e.id)
+                })?;
+            }
+            verify_counts(&conn, e, staged)?;
+            ctx.ui.detail(&format!(
+                "  applied {} export {} ({} tables verified)",
+                e.scope.as_str(),
+                e.id,
+                records.len()
+            ));
+        }
+        for r in &tables {
+            conn.execute(
+                &format!("INSERT INTO {} SELECT * FROM {}", real(r), staged(r)),
+                [],
+            )
+            .with_context(|| format!("failed to restore table {}.{}", r.schema, r.table))?;
+        }
+        conn.execute_batch("DETACH bkp_stage")
+            .context("failed to detach the staging database")?;
+        verify_counts(&conn, m, real)?
+    };
     // Sequences continue where the newest export saw them.
     if let Some(v) = m.source.get("sequences") {
         let seqs: Vec<crate::sources::duck::Sequence> = serde_json::from_value(v.clone())
@@ -342,10 +401,10 @@ pub fn restore_database(
 /// Applies one table's part of one export.
 fn apply_table(
     conn: &Connection,
+    t: &str,
     r: &TableRecord,
     mut fetch: impl FnMut(&str) -> Result<PathBuf>,
 ) -> Result<()> {
-    let t = qualified(&r.schema, &r.table);
     let file = |role: &str| r.files.iter().find(|f| f.role == role);
     let read = |p: &Path| format!("read_parquet({})", quote_literal(&p.to_string_lossy()));
     match r.mode {
@@ -398,20 +457,19 @@ fn apply_table(
     Ok(())
 }
 
-/// Checks every table's row count against the export's records.
+/// Checks every table's row count (in the table `name` gives) against the
+/// export's records.
 fn verify_counts(
     conn: &Connection,
     e: &Manifest,
-    records: &BTreeMap<String, TableRecord>,
+    name: impl Fn(&TableRecord) -> String,
 ) -> Result<BTreeMap<String, u64>> {
     let mut counts = BTreeMap::new();
-    for (key, r) in records {
+    for (key, r) in &export::table_records(e)? {
         let Some(want) = r.rows_total else { continue };
-        let got: i64 = conn.query_row(
-            &format!("SELECT count(*) FROM {}", qualified(&r.schema, &r.table)),
-            [],
-            |row| row.get(0),
-        )?;
+        let got: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", name(r)), [], |row| {
+            row.get(0)
+        })?;
         let got = got.max(0) as u64;
         if got != want {
             return Err(coded(

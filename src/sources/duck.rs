@@ -430,10 +430,11 @@ pub fn watermark_bound(
         .with_context(|| format!("failed to read the watermark {column} of {}", table.key()))
 }
 
-/// Copies the rows of `select` to a ZSTD Parquet file at `path`; returns the rows.
+/// Copies the rows of `select` to a ZSTD Parquet file at `path` (written once,
+/// front to back, so `path` may be a pipe); returns the rows.
 pub fn copy_to_parquet(conn: &Connection, select: &str, path: &Path) -> Result<u64> {
     let sql = format!(
-        "COPY ({select}) TO {} (FORMAT PARQUET, COMPRESSION ZSTD)",
+        "COPY ({select}) TO {} (FORMAT PARQUET, COMPRESSION ZSTD, USE_TMP_FILE false)",
         quote_literal(&path.to_string_lossy())
     );
     let n: i64 = conn
