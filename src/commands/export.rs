@@ -13,8 +13,10 @@
 //!
 //! Each Parquet file is its own object under
 //! `duckdb/{full|incremental}/{yyyy}/{mm}/{dd}/{id}/`, with the schema as
-//! `schema.sql`. Parquet is already ZSTD-compressed, so by default the objects are
-//! only encrypted (`duckdb.recompress = true` compresses them again).
+//! `schema.sql`. DuckDB writes each file into a pipe that the upload reads, so the
+//! rows never land on local disk and DuckDB's writing overlaps encryption and
+//! upload. Parquet is already ZSTD-compressed, so by default the objects are only
+//! encrypted (`duckdb.recompress = true` compresses them again).
 
 use std::collections::BTreeMap;
 use std::io::Write;

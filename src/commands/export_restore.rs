@@ -3,9 +3,12 @@
 //!
 //! Every object is verified (SHA-256 of the stored bytes, then of the decrypted
 //! Parquet) before DuckDB reads it. The database is built in a new file beside the
-//! target: the full export's schema, then each table's rows; each incremental then
-//! removes rows whose key is gone (the recorded key set), replaces changed rows by
-//! primary key and adds new ones; tables copied whole are replaced. After every
+//! target: the full export's schema, then each table's rows. With incrementals, the
+//! tables are first rebuilt in a scratch database without constraints (a changed
+//! row that a foreign key references could not be replaced in place): each
+//! incremental removes rows whose key is gone (the recorded key set), replaces
+//! changed rows by primary key and adds new ones; tables copied whole are replaced.
+//! The final rows are then copied into the new file in creation order. After every
 //! export applied, every table's row count must equal the count the manifest
 //! recorded. Only then is the file renamed into place, and an existing target is
 //! replaced only with `--force`.
