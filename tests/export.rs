@@ -418,6 +418,17 @@ investigation_notes = "created_at"
     );
     assert_eq!(logins["rows_total"], 3);
 
+    // `list` shows the chain: each incremental after the export it builds on.
+    let out = s.bkp(&["list", "--json", "--kind", "duckdb"]);
+    assert_exit(&out, 0);
+    let rows = json(&out)["backups"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(
+        rows[2]["chain"],
+        format!("after {}", second["id"].as_str().unwrap())
+    );
+    assert_eq!(rows[1]["scope"], "incremental");
+
     // The live database, minus the excluded table's rows, is what comes back.
     s.write("DELETE FROM backup_metadata;");
     let latest = s.path("latest.duckdb");
@@ -670,4 +681,68 @@ fn exported_parquet_is_readable_by_an_independent_reader() {
         String::from_utf8(out.stdout).unwrap().trim(),
         "Ünïcødé GmbH 🚀"
     );
+}
+
+/// `without_watermark = "skip"` leaves a table to full exports (a restore gives it
+/// as the full export saw it), and a schema change turns an incremental into a full
+/// export that says why.
+#[test]
+fn skipped_tables_and_schema_changes() {
+    let s = setup(
+        false,
+        "without_watermark = \"skip\"\nwatermarks = { events = \"at_ts\" }\n",
+    );
+    s.write(
+        "CREATE TABLE settings (k VARCHAR PRIMARY KEY, v VARCHAR);
+         CREATE TABLE events (id INTEGER PRIMARY KEY, at_ts TIMESTAMP);
+         INSERT INTO settings VALUES ('a', '1');
+         INSERT INTO events VALUES (1, '2026-01-01');",
+    );
+    assert_exit(&s.bkp(&["export", "--full"]), 0);
+    s.write(
+        "INSERT INTO settings VALUES ('b', '2');
+         INSERT INTO events VALUES (2, '2026-01-02');",
+    );
+    let out = s.bkp(&["--json", "export"]);
+    assert_exit(&out, 0);
+    let m = json(&out)["manifest"].clone();
+    assert_eq!(m["scope"], "incremental");
+    assert_eq!(m["source"]["tables"]["main.settings"]["mode"], "skipped");
+    assert_eq!(m["source"]["tables"]["main.settings"]["rows_total"], 1);
+    assert_eq!(m["source"]["tables"]["main.events"]["rows"], 1);
+
+    let restored = s.path("r.duckdb");
+    let out = s.bkp(&[
+        "--json",
+        "restore",
+        "latest",
+        "--kind",
+        "duckdb",
+        "--target",
+        restored.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        json(&out)["tables"]["main.settings"],
+        1,
+        "as the full export saw it"
+    );
+    assert_eq!(json(&out)["tables"]["main.events"], 2);
+    assert_eq!(count(&restored, "main.settings"), 1);
+
+    s.write("ALTER TABLE events ADD COLUMN source VARCHAR;");
+    let out = s.bkp(&["--json", "export"]);
+    assert_exit(&out, 0);
+    let m = json(&out)["manifest"].clone();
+    assert_eq!(m["scope"], "full");
+    assert!(m["parent"].is_null());
+    assert!(
+        m["source"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("schema changed"),
+        "{}",
+        m["source"]
+    );
+    assert!(stderr(&out).contains("schema changed"), "{}", stderr(&out));
 }
