@@ -295,6 +295,9 @@ fn full_export_to_s3_restores_identical_contents_and_schema() {
     assert_exit(&out, 8);
     assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
     assert_eq!(fs::read(&target).unwrap(), before);
+    // A WAL of the replaced file must not be replayed into the restored one.
+    let wal = s.path("restored/hot.duckdb.wal");
+    fs::write(&wal, b"not a WAL").unwrap();
     let out = s.bkp(&[
         "restore",
         &id,
@@ -303,6 +306,7 @@ fn full_export_to_s3_restores_identical_contents_and_schema() {
         "--force",
     ]);
     assert_exit(&out, 0);
+    assert!(!wal.exists());
     assert_same_rows(&s.db(), &target);
     assert_eq!(next(&target), next(&s.db()));
     let leftovers: Vec<_> = fs::read_dir(s.path("restored"))

@@ -156,17 +156,27 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     ));
     let counts = restore_database(ctx, store.as_ref(), &m, &staging)?;
 
-    if exists {
-        // A WAL left beside the old file would be replayed into the new one.
-        let old_wal = wal(&target);
-        if old_wal.exists() {
-            fs::remove_file(&old_wal)
-                .with_context(|| format!("failed to remove {}", old_wal.display()))?;
-        }
+    // A WAL left beside the old file would be replayed into the new one: move it
+    // aside, and back if the new file cannot take the old one's place.
+    let old_wal = wal(&target);
+    let aside = parent.join(format!(".{name}.wal.bkp-old-{}", crate::id::random_u64()));
+    let moved = exists && old_wal.exists();
+    if moved {
+        fs::rename(&old_wal, &aside)
+            .with_context(|| format!("failed to move {} aside", old_wal.display()))?;
     }
-    fs::rename(&staging, &target)
-        .with_context(|| format!("failed to move the restore into {}", target.display()))?;
+    if let Err(e) = fs::rename(&staging, &target) {
+        if moved {
+            let _ = fs::rename(&aside, &old_wal);
+        }
+        return Err(e)
+            .with_context(|| format!("failed to move the restore into {}", target.display()));
+    }
     scratch.0 = None;
+    if moved {
+        fs::remove_file(&aside)
+            .with_context(|| format!("failed to remove the replaced {}", aside.display()))?;
+    }
     fs::File::open(parent).and_then(|d| d.sync_all()).ok();
 
     let rows: u64 = counts.values().sum();
