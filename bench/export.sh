@@ -13,6 +13,7 @@
 #   bench/export.sh               # 10,000,000 rows
 #   ROWS=1000000 bench/export.sh
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=../scripts/env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$BKP_ROOT"
 scripts/bootstrap >/dev/null
@@ -24,7 +25,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 1; rm -rf "$work"; }
 trap cleanup EXIT
 
-freeport() { python3 - "$@" <<'PY'
+freeport() { python3 - <<'PY'
 import random, socket, sys
 while True:
     p = random.randint(20000, 40000)
