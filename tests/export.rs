@@ -734,6 +734,15 @@ fn skipped_tables_and_schema_changes() {
     assert_eq!(json(&out)["tables"]["main.events"], 2);
     assert_eq!(count(&restored, "main.settings"), 1);
 
+    // Deleting the newest row does not move the bound back.
+    s.write("DELETE FROM events WHERE id = 2;");
+    let out = s.bkp(&["--json", "export"]);
+    assert_exit(&out, 0);
+    let w = &json(&out)["manifest"]["source"]["tables"]["main.events"];
+    assert_eq!(w["watermark"]["to"], "2026-01-02 00:00:00", "{w}");
+    assert_eq!(w["rows"], 0);
+    assert_eq!(w["rows_total"], 1);
+
     s.write("ALTER TABLE events ADD COLUMN source VARCHAR;");
     let out = s.bkp(&["--json", "export"]);
     assert_exit(&out, 0);

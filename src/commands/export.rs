@@ -692,8 +692,13 @@ fn export_table(
     if rec.mode == TableMode::Incremental {
         let b = bound.as_mut().context("watermark bound")?;
         b.from = from.clone();
-        // An empty table now: nothing changed, and the bound stays.
-        let to = b.to.clone().or_else(|| from.clone()).unwrap_or_default();
+        // The bound never moves back (the newest rows may have been deleted, or the
+        // table emptied): rows at or below the previous bound were exported before.
+        let to = match (&b.to, &from) {
+            (Some(now), Some(before)) => duck::greatest(conn, &b.ty, now, before)?,
+            (Some(now), None) => now.clone(),
+            (None, before) => before.clone().unwrap_or_default(),
+        };
         b.to = Some(to.clone());
         let filter = duck::changed_filter(&b.column, &b.ty, from.as_deref(), &to);
         let select = duck::changed_rows(t, &b.column, &b.ty, from.as_deref(), &to);

@@ -443,6 +443,20 @@ pub fn copy_to_parquet(conn: &Connection, select: &str, path: &Path) -> Result<u
     Ok(n.max(0) as u64)
 }
 
+/// The greater of two watermark values of SQL type `ty`, as text.
+pub fn greatest(conn: &Connection, ty: &str, a: &str, b: &str) -> Result<String> {
+    conn.query_row(
+        &format!(
+            "SELECT CAST(greatest(CAST({} AS {ty}), CAST({} AS {ty})) AS VARCHAR)",
+            quote_literal(a),
+            quote_literal(b)
+        ),
+        [],
+        |r| r.get(0),
+    )
+    .with_context(|| format!("failed to compare watermarks {a:?} and {b:?} ({ty})"))
+}
+
 /// ` WHERE …` selecting rows with `column` in `(from, to]` (`from` absent: up to `to`).
 pub fn changed_filter(column: &str, ty: &str, from: Option<&str>, to: &str) -> String {
     let c = quote_ident(column);
