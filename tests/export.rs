@@ -514,6 +514,14 @@ investigation_notes = "created_at"
     ]);
     assert_exit(&out, 5);
     assert!(!broken.exists());
+    let drill = s.path("drill-broken.duckdb");
+    let err = bkp::commands::export_restore::restore_database(&ctx, store.as_ref(), &m, &drill)
+        .unwrap_err();
+    assert_eq!(bkp::exit::exit_code(&err), 5, "{err:#}");
+    assert!(
+        !drill.exists(),
+        "a failed restore leaves no partial database"
+    );
 }
 
 /// A database held open for writing: a clear error naming the holder, exit 7;

@@ -254,6 +254,8 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
     };
 
     let outcome = (|| -> Result<Manifest> {
+        // Read the store first: the database is held only while it is read.
+        let all = export_manifests(store.as_ref())?;
         let conn = duck::open_read_only(
             &d.database,
             d.lock_wait,
@@ -264,12 +266,12 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
             .context("failed to start a read transaction")?;
         let duckdb_version = duck::version(&conn);
         let tables = duck::tables(&conn)?;
+        check_names(d, &tables)?;
         let schema = duck::schema(&conn)?;
         let sequences = duck::sequences(&conn)?;
         let schema_sha = crate::stages::hash::digest_reader(schema.shape.as_bytes())?.sha256;
 
         // The previous export, if this run can build on it.
-        let all = export_manifests(store.as_ref())?;
         let mut note = None;
         let previous = match (full, all.last()) {
             (true, _) => None,
@@ -352,7 +354,6 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
             &mut |w| Ok(w.write_all(schema.sql.as_bytes())?),
         )?;
 
-        check_names(d, &tables)?;
         for t in &tables {
             for (c, ty) in t.columns.iter().zip(&t.types) {
                 if ty.contains("UNION(") && d.exports(&t.schema, &t.name) {

@@ -310,10 +310,14 @@ pub fn restore_database(
         Ok(path)
     };
 
+    // A failed restore leaves no partial database behind (declared before the
+    // connection, so that the connection closes first).
+    let mut partial = Scratch(Some(target.to_path_buf()));
     let conn = Connection::open(target)
         .with_context(|| format!("failed to create DuckDB database {}", target.display()))?;
-    let schema = fs::read_to_string(fetch(&chain[0], SCHEMA_FILE)?)
-        .context("the exported schema is not UTF-8")?;
+    let schema_file = fetch(&chain[0], SCHEMA_FILE)?;
+    let schema = fs::read_to_string(&schema_file).context("the exported schema is not UTF-8")?;
+    fs::remove_file(&schema_file).ok();
     conn.execute_batch(&schema).with_context(|| {
         format!(
             "failed to recreate the schema of export {} in {}",
@@ -408,6 +412,7 @@ pub fn restore_database(
     conn.execute_batch("CHECKPOINT")
         .with_context(|| format!("failed to checkpoint {}", target.display()))?;
     drop(conn);
+    partial.0 = None;
     Ok(counts)
 }
 
@@ -429,6 +434,7 @@ fn apply_table(
                 conn.execute(&format!("DELETE FROM {t}"), [])?;
             }
             conn.execute(&format!("INSERT INTO {t} SELECT * FROM {}", read(&p)), [])?;
+            fs::remove_file(&p).ok();
         }
         TableMode::Incremental => {
             let f = file("data").context("no data file recorded")?;
@@ -437,7 +443,9 @@ fn apply_table(
                 let on = |a: &str, b: &str| {
                     r.primary_key
                         .iter()
-                        .map(|c| format!("{a}.{q} = {b}.{q}", q = quote_ident(c)))
+                        .map(|c| {
+                            format!("{a}.{q} IS NOT DISTINCT FROM {b}.{q}", q = quote_ident(c))
+                        })
                         .collect::<Vec<_>>()
                         .join(" AND ")
                 };
@@ -451,6 +459,7 @@ fn apply_table(
                         ),
                         [],
                     )?;
+                    fs::remove_file(&keys).ok();
                 }
                 conn.execute(
                     &format!(
@@ -465,6 +474,7 @@ fn apply_table(
                 &format!("INSERT INTO {t} SELECT * FROM {}", read(&data)),
                 [],
             )?;
+            fs::remove_file(&data).ok();
         }
     }
     Ok(())
