@@ -46,7 +46,7 @@ pub const OPERATION: &str = "export";
 /// The name of the schema file in every export.
 pub const SCHEMA_FILE: &str = "schema.sql";
 /// What the manifest says about deleted rows.
-pub const DELETES_NOTE: &str = "tables with a primary key: captured (each incremental records the current key set and a restore removes rows missing from it); tables without one: not captured (a restore keeps rows deleted since the full export)";
+pub const DELETES_NOTE: &str = "captured: an incremental of a table with a primary key records the current key set, and a restore removes rows missing from it; a table without one is applied incrementally only while rows are only added, and copied whole otherwise";
 
 /// How one table was exported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
