@@ -19,6 +19,9 @@ _bkp() {
             bkp,cleanup)
                 cmd="bkp__subcmd__cleanup"
                 ;;
+            bkp,export)
+                cmd="bkp__subcmd__export"
+                ;;
             bkp,help)
                 cmd="bkp__subcmd__help"
                 ;;
@@ -45,6 +48,9 @@ _bkp() {
                 ;;
             bkp__subcmd__help,cleanup)
                 cmd="bkp__subcmd__help__subcmd__cleanup"
+                ;;
+            bkp__subcmd__help,export)
+                cmd="bkp__subcmd__help__subcmd__export"
                 ;;
             bkp__subcmd__help,help)
                 cmd="bkp__subcmd__help__subcmd__help"
@@ -77,7 +83,7 @@ _bkp() {
 
     case "${cmd}" in
         bkp)
-            opts="-c -q -v -h -V --config --json --quiet --verbose --wait --help --version snapshot logs list restore replicate cleanup verify status help"
+            opts="-c -q -v -h -V --config --json --quiet --verbose --wait --help --version snapshot logs export list restore replicate cleanup verify status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -132,8 +138,34 @@ _bkp() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        bkp__subcmd__export)
+            opts="-c -q -v -h --full --config --json --quiet --verbose --wait --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         bkp__subcmd__help)
-            opts="snapshot logs list restore replicate cleanup verify status help"
+            opts="snapshot logs export list restore replicate cleanup verify status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -147,6 +179,20 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help__subcmd__cleanup)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help__subcmd__export)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

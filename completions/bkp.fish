@@ -33,6 +33,7 @@ complete -c bkp -n "__fish_bkp_needs_command" -s h -l help -d 'Print help (see m
 complete -c bkp -n "__fish_bkp_needs_command" -s V -l version -d 'Print version'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "snapshot" -d 'Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt, checksum, upload, manifest, ledger record'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "logs" -d 'Capture the TigerBeetle accounts and transfers created since the previous log segment: segment, compress, encrypt, checksum, upload, manifest, ledger'
+complete -c bkp -n "__fish_bkp_needs_command" -f -a "export" -d 'Export the DuckDB hot tier to Parquet: every table with --full, else the rows changed since the previous export (per-table watermark column); encrypt, checksum, upload, manifest, ledger'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "list" -d 'List the backups in the store'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "restore" -d 'Restore a backup into a new directory'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "replicate" -d 'Copy the Parquet cold tier\'s new and changed files to the store (each checked to be Parquet first) and record the whole set in a manifest. Skipped files make the exit code 10'
@@ -52,6 +53,13 @@ complete -c bkp -n "__fish_bkp_using_subcommand logs" -l json -d 'Print results 
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -s v -l verbose -d 'Print each step on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -s h -l help -d 'Print help'
+complete -c bkp -n "__fish_bkp_using_subcommand export" -s c -l config -d 'Configuration file' -r -F
+complete -c bkp -n "__fish_bkp_using_subcommand export" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
+complete -c bkp -n "__fish_bkp_using_subcommand export" -l full -d 'Copy every table whole (the base of later incremental exports)'
+complete -c bkp -n "__fish_bkp_using_subcommand export" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
+complete -c bkp -n "__fish_bkp_using_subcommand export" -s q -l quiet -d 'Print only warnings and errors on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand export" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand export" -s h -l help -d 'Print help'
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l kind -d 'Only backups of this kind' -r -f -a "tigerbeetle\t''
 duckdb\t''
 parquet\t''"
@@ -61,8 +69,8 @@ complete -c bkp -n "__fish_bkp_using_subcommand list" -l json -d 'Print results 
 complete -c bkp -n "__fish_bkp_using_subcommand list" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand list" -s v -l verbose -d 'Print each step on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand list" -s h -l help -d 'Print help'
-complete -c bkp -n "__fish_bkp_using_subcommand restore" -l at -d 'Point-in-time restore (TigerBeetle): restore the snapshot, then replay the log segments up to TIME (RFC 3339, e.g. 2026-11-22T13:05:00Z). Without any snapshot at or before TIME, the log is replayed from the beginning' -r
-complete -c bkp -n "__fish_bkp_using_subcommand restore" -s t -l target -d 'Directory to restore into. It must not exist or be empty, unless --force' -r -F
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -l at -d 'Point-in-time restore (TigerBeetle): restore the snapshot, then replay the log segments up to TIME (RFC 3339, e.g. 2026-11-22T13:05:00Z). Without any snapshot at or before TIME, the log is replayed from the beginning. With --kind duckdb: the newest export at or before TIME' -r
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -s t -l target -d 'Directory to restore into (for --kind duckdb: the new database file). It must not exist or be empty, unless --force' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l kind -d 'Kind of backup `latest` refers to' -r -f -a "tigerbeetle\t''
 duckdb\t''
 parquet\t''"
@@ -106,12 +114,13 @@ complete -c bkp -n "__fish_bkp_using_subcommand status" -l json -d 'Print result
 complete -c bkp -n "__fish_bkp_using_subcommand status" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand status" -s v -l verbose -d 'Print each step on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand status" -s h -l help -d 'Print help'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore replicate cleanup verify status help" -f -a "snapshot" -d 'Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt, checksum, upload, manifest, ledger record'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore replicate cleanup verify status help" -f -a "logs" -d 'Capture the TigerBeetle accounts and transfers created since the previous log segment: segment, compress, encrypt, checksum, upload, manifest, ledger'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore replicate cleanup verify status help" -f -a "list" -d 'List the backups in the store'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore replicate cleanup verify status help" -f -a "restore" -d 'Restore a backup into a new directory'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore replicate cleanup verify status help" -f -a "replicate" -d 'Copy the Parquet cold tier\'s new and changed files to the store (each checked to be Parquet first) and record the whole set in a manifest. Skipped files make the exit code 10'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore replicate cleanup verify status help" -f -a "cleanup" -d 'Apply the retention policy: delete expired backups (never one a kept backup\'s chain needs, never the newest of a kind), objects of crashed runs and local leftovers. Each deletion records a reverse code-12 transfer'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore replicate cleanup verify status help" -f -a "verify" -d 'Check backups: every object present with its size and SHA-256, every encrypted chunk authentic, chains complete, and the ledger in agreement with the store; --drill also restores each and proves the data loads'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore replicate cleanup verify status help" -f -a "status" -d 'Show, per schedule, the newest good backup, its age, the next due time and whether its RPO is breached; exit 11 if any watched schedule is breached or never ran. Reads only the manifests it needs. (BKP_NOW=RFC3339 fixes "now", for tests.)'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs list restore replicate cleanup verify status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "snapshot" -d 'Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt, checksum, upload, manifest, ledger record'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "logs" -d 'Capture the TigerBeetle accounts and transfers created since the previous log segment: segment, compress, encrypt, checksum, upload, manifest, ledger'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "export" -d 'Export the DuckDB hot tier to Parquet: every table with --full, else the rows changed since the previous export (per-table watermark column); encrypt, checksum, upload, manifest, ledger'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "list" -d 'List the backups in the store'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "restore" -d 'Restore a backup into a new directory'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "replicate" -d 'Copy the Parquet cold tier\'s new and changed files to the store (each checked to be Parquet first) and record the whole set in a manifest. Skipped files make the exit code 10'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "cleanup" -d 'Apply the retention policy: delete expired backups (never one a kept backup\'s chain needs, never the newest of a kind), objects of crashed runs and local leftovers. Each deletion records a reverse code-12 transfer'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "verify" -d 'Check backups: every object present with its size and SHA-256, every encrypted chunk authentic, chains complete, and the ledger in agreement with the store; --drill also restores each and proves the data loads'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "status" -d 'Show, per schedule, the newest good backup, its age, the next due time and whether its RPO is breached; exit 11 if any watched schedule is breached or never ran. Reads only the manifests it needs. (BKP_NOW=RFC3339 fixes "now", for tests.)'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -70,6 +70,11 @@ pub enum Command {
     /// log segment: segment, compress, encrypt, checksum, upload, manifest, ledger.
     Logs,
 
+    /// Export the DuckDB hot tier to Parquet: every table with --full, else the rows
+    /// changed since the previous export (per-table watermark column); encrypt,
+    /// checksum, upload, manifest, ledger.
+    Export(ExportArgs),
+
     /// List the backups in the store.
     List(ListArgs),
 
@@ -131,6 +136,13 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Copy every table whole (the base of later incremental exports).
+    #[arg(long)]
+    pub full: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ListArgs {
     /// Only backups of this kind.
     #[arg(long, value_enum)]
@@ -146,11 +158,13 @@ pub struct RestoreArgs {
 
     /// Point-in-time restore (TigerBeetle): restore the snapshot, then replay the log
     /// segments up to TIME (RFC 3339, e.g. 2026-11-22T13:05:00Z). Without any
-    /// snapshot at or before TIME, the log is replayed from the beginning.
+    /// snapshot at or before TIME, the log is replayed from the beginning. With
+    /// --kind duckdb: the newest export at or before TIME.
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
 
-    /// Directory to restore into. It must not exist or be empty, unless --force.
+    /// Directory to restore into (for --kind duckdb: the new database file). It must
+    /// not exist or be empty, unless --force.
     #[arg(long, short = 't', value_name = "DIR")]
     pub target: PathBuf,
 

@@ -19,6 +19,9 @@ use crate::stages::compress::Compression;
 use crate::store::s3::{S3Settings, MAX_PART_SIZE, MIN_PART_SIZE};
 use crate::units::{parse_duration, parse_size};
 
+pub mod export;
+pub use export::{DuckdbPlan, WithoutWatermark};
+
 /// Where the configuration is looked for when neither `--config` nor `BKP_CONFIG`
 /// names one.
 pub const DEFAULT_CONFIG: &str = "/etc/bkp/bkp.toml";
@@ -37,6 +40,7 @@ pub struct File {
     pub freshness: Option<crate::schedule::FreshnessFile>,
     pub metrics: Option<crate::metrics::MetricsFile>,
     pub replicate: Option<crate::replicate::config::ReplicateFile>,
+    pub duckdb: Option<export::DuckdbFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -262,6 +266,7 @@ pub struct Plan {
     /// Where run metrics go (Prometheus textfile), if anywhere.
     pub metrics_dir: Option<PathBuf>,
     pub replicate: Option<crate::replicate::config::ReplicatePlan>,
+    pub duckdb: Option<DuckdbPlan>,
 }
 
 /// Values from the environment that override the file (`BKP_*`).
@@ -594,6 +599,10 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
         )?),
         None => None,
     };
+    let duckdb = match f.duckdb {
+        None => None,
+        Some(d) => Some(export::validate(d, abs, |k, m| invalid(path, k, m))?),
+    };
 
     Ok(Plan {
         source: path.to_path_buf(),
@@ -607,6 +616,7 @@ fn validate(f: File, path: &Path, ov: &Overrides) -> Result<Plan> {
         freshness,
         metrics_dir,
         replicate,
+        duckdb,
     })
 }
 

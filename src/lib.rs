@@ -65,6 +65,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Snapshot => commands::snapshot::run(&ctx),
         Command::Logs => commands::logs::run(&ctx),
+        Command::Export(a) => commands::export::run(&ctx, a.full),
         Command::List(a) => commands::list::run(&ctx, a),
         Command::Restore(a) => commands::restore::run(&ctx, a),
         Command::Cleanup(a) => commands::cleanup::run(&ctx, a),

@@ -19,6 +19,8 @@ use crate::store::{local::LocalStore, s3::S3Store, Store};
 use crate::ui::Ui;
 
 pub mod cleanup;
+pub mod export;
+pub mod export_restore;
 pub mod list;
 pub mod logs;
 pub mod pitr;

@@ -95,6 +95,9 @@ fn guard_target(plan: &Plan, target: &Path) -> Result<()> {
 }
 
 pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
+    if super::export_restore::wants(ctx, args)? {
+        return super::export_restore::run(ctx, args);
+    }
     let plan = &ctx.plan;
     let target = std::path::absolute(&args.target)
         .with_context(|| format!("invalid target {}", args.target.display()))?;

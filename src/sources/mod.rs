@@ -1,3 +1,4 @@
 //! What bkp backs up: each source turns its data into files that are safe to read.
 
+pub mod duck;
 pub mod tigerbeetle;

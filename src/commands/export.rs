@@ -1,0 +1,869 @@
+//! `bkp export`: DuckDB hot tier → Parquet (ZSTD) per table → encrypt → SHA-256 →
+//! upload → manifest → ledger.
+//!
+//! `--full` copies every table whole. Without it, each table with a configured
+//! watermark column gives only the rows whose watermark lies after the previous
+//! export's bound and up to this run's bound (the column's highest value in the
+//! snapshot bkp reads), plus, for tables with a primary key, the table's current
+//! key set, so that a restore also removes deleted rows. Stateless: the previous
+//! bounds come from the newest export manifest in the store, which becomes the
+//! new export's `parent`. An incremental without a usable previous export (none
+//! yet, a broken chain, or a changed schema) is taken as a full export, and the
+//! manifest and the output say so.
+//!
+//! Each Parquet file is its own object under
+//! `duckdb/{full|incremental}/{yyyy}/{mm}/{dd}/{id}/`, with the schema as
+//! `schema.sql`. DuckDB writes each file into a pipe that the upload reads, so the
+//! rows never land on local disk and DuckDB's writing overlaps encryption and
+//! upload. Parquet is already ZSTD-compressed, so by default the objects are only
+//! encrypted (`duckdb.recompress = true` compresses them again).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::{hostname, open_store, record_run, Ctx, RunRecord};
+use crate::config::{DuckdbPlan, WithoutWatermark};
+use crate::exit::{coded, Code};
+use crate::id::BackupId;
+use crate::ledger::Operation;
+use crate::lock::RunLock;
+use crate::manifest::{self, FileEntry, Kind, Manifest, ObjectEntry, Scope, Status};
+use crate::sources::duck::{self, Table};
+use crate::stages::compress::Compression;
+use crate::store::Store;
+use crate::{pipeline, ui};
+
+pub const OPERATION: &str = "export";
+/// The name of the schema file in every export.
+pub const SCHEMA_FILE: &str = "schema.sql";
+/// What the manifest says about deleted rows.
+pub const DELETES_NOTE: &str = "captured: an incremental of a table with a primary key records the current key set, and a restore removes rows missing from it; a table without one is applied incrementally only while rows are only added, and copied whole otherwise";
+
+/// How one table was exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TableMode {
+    /// Every row (a full export).
+    Full,
+    /// The rows changed since the previous export, and the current key set.
+    Incremental,
+    /// Every row, replacing the table on restore (no watermark, or no previous bound).
+    FullCopy,
+    /// Not copied by this incremental (no watermark and `without_watermark = "skip"`).
+    Skipped,
+    /// Not copied at all (config include/exclude): restored empty.
+    Excluded,
+}
+
+impl TableMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableMode::Full => "full",
+            TableMode::Incremental => "incremental",
+            TableMode::FullCopy => "full-copy",
+            TableMode::Skipped => "skipped",
+            TableMode::Excluded => "excluded",
+        }
+    }
+}
+
+/// The watermark of a table in one export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermark {
+    pub column: String,
+    /// The column's SQL type, used to compare bounds.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Rows with a watermark above this were exported (None: from the start).
+    pub from: Option<String>,
+    /// … up to and including this (None: the table had no watermark value).
+    pub to: Option<String>,
+}
+
+/// One Parquet file of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableFile {
+    /// `data` (rows) or `keys` (the primary keys of every current row).
+    pub role: String,
+    /// Name in the manifest's `files`, e.g. `main.signals/data.parquet`.
+    pub name: String,
+    pub object: String,
+    pub rows: u64,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// What the manifest records for one table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRecord {
+    /// The table's place in creation order (tables referenced by foreign keys first).
+    #[serde(default)]
+    pub position: usize,
+    pub schema: String,
+    pub table: String,
+    pub mode: TableMode,
+    /// Rows in this export's data file.
+    pub rows: u64,
+    /// Rows the table holds once this export is restored (None: excluded).
+    pub rows_total: Option<u64>,
+    pub primary_key: Vec<String>,
+    pub watermark: Option<Watermark>,
+    pub files: Vec<TableFile>,
+    /// Why the table was exported the way it was, when not the obvious way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The per-table records of an export manifest, by `schema.table`.
+pub fn table_records(m: &Manifest) -> Result<BTreeMap<String, TableRecord>> {
+    let v = m.source.get("tables").cloned().unwrap_or(json!({}));
+    serde_json::from_value(v)
+        .with_context(|| format!("manifest {} has unreadable table records", m.key()))
+}
+
+/// Every export manifest, oldest first.
+pub fn export_manifests(store: &dyn Store) -> Result<Vec<Manifest>> {
+    let (all, _) = manifest::list(store, Some(Kind::Duckdb))?;
+    Ok(all
+        .into_iter()
+        .filter(|m| m.operation == OPERATION)
+        .collect())
+}
+
+/// The chain ending at `head`, full export first; an error when a link is missing.
+pub fn chain(all: &[Manifest], head: &Manifest) -> Result<Vec<Manifest>> {
+    let by_id: BTreeMap<BackupId, &Manifest> = all.iter().map(|m| (m.id, m)).collect();
+    let mut out = vec![head.clone()];
+    let mut cur = head;
+    while cur.scope == Scope::Incremental {
+        let parent = cur.parent.ok_or_else(|| {
+            coded(
+                Code::NotFound,
+                format!("incremental export {} names no parent", cur.id),
+            )
+        })?;
+        let p = by_id.get(&parent).ok_or_else(|| {
+            coded(
+                Code::NotFound,
+                format!(
+                    "export {} builds on {parent}, which is not in the store: the chain is broken; restore an older export or take `bkp export --full`",
+                    cur.id
+                ),
+            )
+        })?;
+        if out.len() > all.len() {
+            anyhow::bail!("the export chain of {} loops", head.id);
+        }
+        out.push((*p).clone());
+        cur = p;
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// Object keys: `duckdb/{scope}/{yyyy}/{mm}/{dd}/{id}/{file}{suffix}`.
+pub fn object_key(
+    scope: Scope,
+    id: BackupId,
+    at: OffsetDateTime,
+    file: &str,
+    suffix: &str,
+) -> String {
+    format!(
+        "duckdb/{}/{:04}/{:02}/{:02}/{id}/{file}{suffix}",
+        scope.as_str(),
+        at.year(),
+        at.month() as u8,
+        at.day()
+    )
+}
+
+/// A file-name-safe, unique stem for a table: `schema.table` with odd characters
+/// replaced (and a number added if that makes two tables collide).
+fn stems(tables: &[Table]) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let clean: String = t
+                .key()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let stem = if seen.contains(&clean) {
+                format!("{clean}-{i}")
+            } else {
+                clean
+            };
+            seen.insert(stem.clone());
+            stem
+        })
+        .collect()
+}
+
+/// Removes a file or directory when dropped.
+struct Staging(PathBuf);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if std::fs::remove_file(&self.0).is_err() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
+    let plan = &ctx.plan;
+    let d = plan.duckdb.as_ref().ok_or_else(|| {
+        coded(
+            Code::Config,
+            format!(
+                "{}: `bkp export` needs a [duckdb] section with database = \"/path/to/hot.duckdb\"",
+                plan.source.display()
+            ),
+        )
+    })?;
+    let keyring = plan.keyring()?;
+    let store = open_store(plan)?;
+    let _lock = RunLock::acquire(&plan.work_dir, OPERATION, ctx.wait)?;
+    remove_stale_staging(ctx);
+
+    let started_at = OffsetDateTime::now_utc();
+    let clock = Instant::now();
+    let id = BackupId::new_v7(started_at);
+    let compression = if d.recompress {
+        plan.compression
+    } else {
+        Compression::None
+    };
+
+    let outcome = (|| -> Result<Manifest> {
+        // Read the store first: the database is held only while it is read.
+        let all = export_manifests(store.as_ref())?;
+        let conn = duck::open_read_only(
+            &d.database,
+            d.lock_wait,
+            d.memory_limit.as_deref(),
+            d.threads,
+        )?;
+        conn.execute_batch("BEGIN TRANSACTION")
+            .context("failed to start a read transaction")?;
+        let duckdb_version = duck::version(&conn);
+        let tables = duck::tables(&conn)?;
+        check_names(d, &tables)?;
+        let schema = duck::schema(&conn)?;
+        let sequences = duck::sequences(&conn)?;
+        let schema_sha = crate::stages::hash::digest_reader(schema.shape.as_bytes())?.sha256;
+
+        // The previous export, if this run can build on it.
+        let mut note = None;
+        let previous = match (full, all.last()) {
+            (true, _) => None,
+            (false, None) => {
+                note = Some("no previous full export: taken as a full export".to_string());
+                None
+            }
+            (false, Some(head)) => {
+                match chain(&all, head) {
+                    Err(e) => {
+                        note = Some(format!("the previous export's chain is unusable ({e:#}): taken as a full export"));
+                        None
+                    }
+                    Ok(_) if head.source.get("schema_sha256") != Some(&json!(schema_sha)) => {
+                        note = Some(format!(
+                            "the schema changed since export {}: taken as a full export",
+                            head.id
+                        ));
+                        None
+                    }
+                    Ok(c) => Some((head.clone(), table_records(head)?, c[0].id)),
+                }
+            }
+        };
+        if let Some(n) = &note {
+            ctx.ui.info(&format!("export {id}: {n}"));
+        }
+        let scope = if previous.is_some() {
+            Scope::Incremental
+        } else {
+            Scope::Full
+        };
+        ctx.ui.detail(&format!(
+            "{} export {id} of {} ({} tables) to {}",
+            scope.as_str(),
+            d.database.display(),
+            tables.len(),
+            store.identity()
+        ));
+
+        let staging = plan.work_dir.join(format!("export-{id}"));
+        std::fs::create_dir_all(&staging)
+            .with_context(|| format!("failed to create {}", staging.display()))?;
+        let _cleanup = Staging(staging.clone());
+        let suffix = super::object_suffix("", compression, keyring.as_ref());
+        let progress = ctx.progress();
+        let mut objects = Vec::new();
+        let mut files = Vec::new();
+        // Uploads one file, whose bytes `produce` writes.
+        let mut upload = |name: &str,
+                          produce: &mut dyn FnMut(&mut dyn Write) -> Result<()>|
+         -> Result<(ObjectEntry, FileEntry)> {
+            let key = object_key(scope, id, started_at, name, &suffix);
+            let metadata = vec![
+                ("backup-id".to_string(), id.to_string()),
+                ("backup-type".to_string(), "duckdb".to_string()),
+                ("backup-scope".to_string(), scope.as_str().to_string()),
+            ];
+            let entry = pipeline::upload(
+                store.as_ref(),
+                &key,
+                &metadata,
+                compression,
+                keyring.as_ref(),
+                progress.clone(),
+                produce,
+            )?;
+            let file = FileEntry {
+                name: name.to_string(),
+                size: entry.content_bytes,
+                sha256: entry.content_sha256.clone(),
+            };
+            objects.push(entry.clone());
+            files.push(file.clone());
+            Ok((entry, file))
+        };
+
+        upload(
+            SCHEMA_FILE,
+            &mut |w| Ok(w.write_all(schema.sql.as_bytes())?),
+        )?;
+
+        for t in &tables {
+            for (c, ty) in t.columns.iter().zip(&t.types) {
+                if ty.contains("UNION(") && d.exports(&t.schema, &t.name) {
+                    ctx.ui.warn(&format!(
+                        "column {c} of {} is a UNION: it is exported as text, and a restore keeps its value but not which member it was",
+                        t.key()
+                    ));
+                }
+            }
+        }
+        let mut records = BTreeMap::new();
+        for (position, (t, stem)) in tables.iter().zip(stems(&tables)).enumerate() {
+            let prev = previous.as_ref().and_then(|(_, r, _)| r.get(&t.key()));
+            let rec = export_table(
+                &conn,
+                d,
+                (position, t),
+                prev,
+                previous.is_some(),
+                |role, select| {
+                    let name = format!("{stem}/{role}.parquet");
+                    let fifo = staging.join(format!("{stem}.{role}.parquet"));
+                    let (rows, (entry, file)) =
+                        stream_parquet(&conn, &select, &fifo, |produce| upload(&name, produce))
+                            .with_context(|| format!("failed to export table {}", t.key()))?;
+                    Ok(TableFile {
+                        role: role.to_string(),
+                        name,
+                        object: entry.key,
+                        rows,
+                        size: file.size,
+                        sha256: file.sha256,
+                    })
+                },
+            )?;
+            ctx.ui.detail(&format!(
+                "  {}: {}, {} rows{}{}",
+                t.key(),
+                rec.mode.as_str(),
+                rec.rows,
+                rec.rows_total
+                    .map(|n| format!(" ({n} in the table)"))
+                    .unwrap_or_default(),
+                rec.note
+                    .as_ref()
+                    .map(|n| format!("; {n}"))
+                    .unwrap_or_default()
+            ));
+            records.insert(t.key(), rec);
+        }
+        conn.execute_batch("COMMIT").ok();
+        drop(conn);
+
+        let mut source = BTreeMap::new();
+        source.insert("database".into(), json!(d.database.display().to_string()));
+        source.insert("duckdb_version".into(), json!(duckdb_version));
+        source.insert(
+            "requested".into(),
+            json!(if full { "full" } else { "incremental" }),
+        );
+        if let Some(n) = &note {
+            source.insert("note".into(), json!(n));
+        }
+        source.insert(
+            "chain_full".into(),
+            json!(previous.as_ref().map_or(id, |(_, _, root)| *root)),
+        );
+        source.insert("schema_sha256".into(), json!(schema_sha));
+        source.insert("deleted_rows".into(), json!(DELETES_NOTE));
+        source.insert("sequences".into(), serde_json::to_value(&sequences)?);
+        source.insert("tables".into(), serde_json::to_value(&records)?);
+        let m = Manifest {
+            schema: manifest::schema_string(),
+            id,
+            kind: Kind::Duckdb,
+            scope,
+            operation: OPERATION.into(),
+            status: Status::Completed,
+            started_at,
+            finished_at: OffsetDateTime::now_utc(),
+            host: hostname(),
+            bkp_version: env!("CARGO_PKG_VERSION").into(),
+            retention_days: d.retention_days,
+            compression,
+            encryption: super::encryption_record(keyring.as_ref()),
+            objects,
+            files,
+            parent: previous.as_ref().map(|(h, _, _)| h.id),
+            uses: Vec::new(),
+            source,
+        };
+        manifest::write(store.as_ref(), &m)?;
+        Ok(m)
+    })();
+
+    let record = RunRecord {
+        id,
+        kind: Kind::Duckdb,
+        scope: outcome.as_ref().map_or(
+            if full {
+                Scope::Full
+            } else {
+                Scope::Incremental
+            },
+            |m| m.scope,
+        ),
+        operation: Operation::Export,
+        compression,
+        encrypted: keyring.is_some(),
+        completed: outcome.is_ok(),
+        retention_days: d.retention_days,
+        started_at,
+        bytes: outcome.as_ref().map_or(0, |m| m.stored_bytes()),
+    };
+    let ledger = record_run(ctx, store.as_ref(), &record);
+    let m = outcome?;
+    let ledger_note = match ledger {
+        Ok(n) => n,
+        Err(e) => {
+            report(ctx, &m, d, store.as_ref(), clock.elapsed(), None)?;
+            anyhow::bail!(
+                "export {} completed, but recording it in the ledger failed: {e:#}",
+                m.id
+            );
+        }
+    };
+    report(ctx, &m, d, store.as_ref(), clock.elapsed(), ledger_note)
+}
+
+/// Runs `select` into a Parquet file written to a FIFO at `fifo`, while `upload`
+/// (on another thread) reads it: the export's rows never land on local disk, and
+/// DuckDB's writing overlaps with encryption and upload. Returns the rows and what
+/// `upload` returned.
+fn stream_parquet<T: Send>(
+    conn: &::duckdb::Connection,
+    select: &str,
+    fifo: &Path,
+    upload: impl FnOnce(&mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<T> + Send,
+) -> Result<(u64, T)> {
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes())
+        .with_context(|| format!("bad path {}", fifo.display()))?;
+    // SAFETY: a valid NUL-terminated path; mkfifo has no other preconditions.
+    if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("failed to create the pipe {}", fifo.display()));
+    }
+    let _remove = Staging(fifo.to_path_buf());
+    let failed = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            upload(&mut |w: &mut dyn Write| {
+                let mut f = std::fs::File::open(fifo)
+                    .with_context(|| format!("failed to open {}", fifo.display()))?;
+                std::io::copy(&mut f, w)
+                    .with_context(|| format!("failed to read {}", fifo.display()))?;
+                if failed.load(Ordering::SeqCst) {
+                    anyhow::bail!("DuckDB stopped writing {}", fifo.display());
+                }
+                Ok(())
+            })
+        });
+        let rows = duck::copy_to_parquet(conn, select, fifo);
+        if rows.is_err() {
+            // Wake the reader, which may wait for a writer that never came, and
+            // make it abort the upload.
+            failed.store(true, Ordering::SeqCst);
+            while !reader.is_finished() {
+                let opened = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(fifo);
+                if opened.is_ok() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        let uploaded = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the upload thread of {} panicked", fifo.display()))?;
+        let rows = rows?;
+        Ok((rows, uploaded?))
+    })
+}
+
+/// Refuses table names in the config that match no table (a typo would silently
+/// export nothing, or everything).
+fn check_names(d: &DuckdbPlan, tables: &[Table]) -> Result<()> {
+    let known = |n: &str| {
+        tables
+            .iter()
+            .any(|t| t.key() == n || (t.schema == "main" && t.name == n))
+    };
+    let named = [
+        ("duckdb.include", d.include.iter().collect::<Vec<_>>()),
+        ("duckdb.exclude", d.exclude.iter().collect()),
+        ("duckdb.watermarks", d.watermarks.keys().collect()),
+        ("duckdb.primary_keys", d.primary_keys.keys().collect()),
+    ];
+    for (key, names) in named {
+        if let Some(n) = names.into_iter().find(|n| !known(n)) {
+            return Err(coded(
+                Code::Config,
+                format!(
+                    "{key} names table {n:?}, which {} does not have (its tables: {}): fix the config",
+                    d.database.display(),
+                    tables.iter().map(|t| t.key()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Removes export staging directories left in the work directory by a run that
+/// crashed. Only called under the run lock, so no other export is using them.
+fn remove_stale_staging(ctx: &Ctx) {
+    let Ok(entries) = std::fs::read_dir(&ctx.plan.work_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let stale = name
+            .strip_prefix("export-")
+            .is_some_and(|id| id.parse::<BackupId>().is_ok());
+        if stale && e.path().is_dir() {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => ctx.ui.info(&format!(
+                    "removed {} left by an interrupted export",
+                    e.path().display()
+                )),
+                Err(err) => ctx.ui.warn(&format!(
+                    "cannot remove {} left by an interrupted export: {err}",
+                    e.path().display()
+                )),
+            }
+        }
+    }
+}
+
+/// Decides how `t` is exported and writes its files through `copy(role, select)`.
+fn export_table(
+    conn: &::duckdb::Connection,
+    d: &DuckdbPlan,
+    (position, t): (usize, &Table),
+    prev: Option<&TableRecord>,
+    incremental: bool,
+    mut copy: impl FnMut(&str, String) -> Result<TableFile>,
+) -> Result<TableRecord> {
+    let primary_key = DuckdbPlan::lookup(&d.primary_keys, &t.schema, &t.name)
+        .cloned()
+        .unwrap_or_else(|| t.primary_key.clone());
+    for c in &primary_key {
+        if !t.columns.contains(c) {
+            return Err(coded(
+                Code::Config,
+                format!(
+                    "duckdb.primary_keys names column {c:?} for table {}, which has no such column: fix the config",
+                    t.key()
+                ),
+            ));
+        }
+    }
+    let mut rec = TableRecord {
+        position,
+        schema: t.schema.clone(),
+        table: t.name.clone(),
+        mode: TableMode::Excluded,
+        rows: 0,
+        rows_total: None,
+        primary_key: primary_key.clone(),
+        watermark: None,
+        files: Vec::new(),
+        note: None,
+    };
+    if !d.exports(&t.schema, &t.name) {
+        return Ok(rec);
+    }
+    let column = DuckdbPlan::lookup(&d.watermarks, &t.schema, &t.name);
+    let mut bound = None;
+    if let Some(c) = column {
+        let (to, ty) = duck::watermark_bound(conn, t, c)?;
+        bound = Some(Watermark {
+            column: c.clone(),
+            ty,
+            from: None,
+            to,
+        });
+    }
+    let all = t.select(None);
+    // The previous bound, when this table can continue from it.
+    let from = prev
+        .filter(|p| p.mode != TableMode::Excluded)
+        .and_then(|p| p.watermark.as_ref())
+        .filter(|w| Some(&w.column) == column && bound.as_ref().is_some_and(|b| b.ty == w.ty))
+        .and_then(|w| w.to.clone());
+
+    rec.mode = match (incremental, &bound, &from) {
+        (false, _, _) => TableMode::Full,
+        (true, Some(_), Some(_)) => TableMode::Incremental,
+        (true, None, _)
+            if d.without_watermark == WithoutWatermark::Skip
+                && prev.is_some_and(|p| p.rows_total.is_some()) =>
+        {
+            TableMode::Skipped
+        }
+        (true, None, _) => {
+            rec.note = Some("no watermark column: copied whole".into());
+            TableMode::FullCopy
+        }
+        (true, Some(_), None) => {
+            rec.note = Some("no previous bound for this watermark column: copied whole".into());
+            TableMode::FullCopy
+        }
+    };
+    let count = |filter: &str| -> Result<u64> {
+        let n: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM {}{filter}", t.sql_name()),
+                [],
+                |r| r.get(0),
+            )
+            .with_context(|| format!("failed to count the rows of {}", t.key()))?;
+        Ok(n.max(0) as u64)
+    };
+    if rec.mode == TableMode::Incremental {
+        // Rows with no watermark value cannot be selected by it: copy such a table whole.
+        let c = bound
+            .as_ref()
+            .map(|b| duck::quote_ident(&b.column))
+            .unwrap_or_default();
+        if count(&format!(" WHERE {c} IS NULL"))? > 0 {
+            rec.mode = TableMode::FullCopy;
+            rec.note = Some("the watermark column holds NULLs: copied whole".into());
+        }
+    }
+    if rec.mode == TableMode::Incremental {
+        let b = bound.as_mut().context("watermark bound")?;
+        b.from = from.clone();
+        // The bound never moves back (the newest rows may have been deleted, or the
+        // table emptied): rows at or below the previous bound were exported before.
+        let to = match (&b.to, &from) {
+            (Some(now), Some(before)) => duck::greatest(conn, &b.ty, now, before)?,
+            (Some(now), None) => now.clone(),
+            (None, before) => before.clone().unwrap_or_default(),
+        };
+        b.to = Some(to.clone());
+        let filter = duck::changed_filter(&b.column, &b.ty, from.as_deref(), &to);
+        let select = duck::changed_rows(t, &b.column, &b.ty, from.as_deref(), &to);
+        if primary_key.is_empty() {
+            // Without a key, only appended rows can be applied: the table must now
+            // hold exactly the previous rows plus the changed ones, which is true
+            // only when no row was updated or deleted (each would break the sum).
+            let now = count("")?;
+            let changed = count(&filter)?;
+            let before = prev.and_then(|p| p.rows_total).unwrap_or(0);
+            if now == before + changed {
+                let f = copy("data", select)?;
+                rec.rows = f.rows;
+                rec.rows_total = Some(now);
+                rec.files.push(f);
+            } else {
+                rec.mode = TableMode::FullCopy;
+                rec.note = Some(format!(
+                    "no primary key, and rows were updated or deleted ({now} rows now, {before} before and {changed} changed): copied whole"
+                ));
+            }
+        } else {
+            let f = copy("data", select)?;
+            rec.rows = f.rows;
+            rec.files.push(f);
+            let k = copy("keys", t.select(Some(&primary_key)))?;
+            rec.rows_total = Some(k.rows);
+            rec.files.push(k);
+        }
+    }
+    match rec.mode {
+        TableMode::Full | TableMode::FullCopy => {
+            let f = copy("data", all)?;
+            rec.rows = f.rows;
+            rec.rows_total = Some(f.rows);
+            rec.files.push(f);
+        }
+        TableMode::Incremental => {}
+        TableMode::Skipped => {
+            rec.rows_total = prev.and_then(|p| p.rows_total);
+            // Keep the previous bound so a later configured watermark can resume.
+            bound = prev.and_then(|p| p.watermark.clone());
+        }
+        TableMode::Excluded => {}
+    }
+    rec.watermark = bound;
+    Ok(rec)
+}
+
+fn report(
+    ctx: &Ctx,
+    m: &Manifest,
+    d: &DuckdbPlan,
+    store: &dyn Store,
+    elapsed: std::time::Duration,
+    ledger_note: Option<String>,
+) -> Result<()> {
+    let records = table_records(m)?;
+    let rows: u64 = records.values().map(|r| r.rows).sum();
+    let content: u64 = m.files.iter().map(|f| f.size).sum();
+    if ctx.ui.json {
+        let out = json!({
+            "manifest": m,
+            "manifest_key": m.key(),
+            "store": store.identity(),
+            "rows": rows,
+            "seconds": elapsed.as_secs_f64(),
+            "ledger": ledger_note,
+        });
+        crate::ui::out(&serde_json::to_string_pretty(&out)?)?;
+        return Ok(());
+    }
+    ctx.ui.info(&format!(
+        "{} export {} of {} stored in {}: {} tables, {rows} rows, {} Parquet, {} stored, in {:.1}s ({:.0} rows/s)",
+        m.scope.as_str(),
+        m.id,
+        d.database.display(),
+        store.identity(),
+        records.values().filter(|r| !r.files.is_empty()).count(),
+        ui::size(content),
+        ui::size(m.stored_bytes()),
+        elapsed.as_secs_f64(),
+        rows as f64 / elapsed.as_secs_f64().max(1e-9),
+    ));
+    if let Some(n) = ledger_note {
+        ctx.ui.detail(&n);
+    }
+    crate::ui::out(&m.id.to_string())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(schema: &str, name: &str) -> Table {
+        Table {
+            schema: schema.into(),
+            name: name.into(),
+            primary_key: vec![],
+            columns: vec![],
+            types: vec![],
+        }
+    }
+
+    fn collect(produce: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        produce(&mut buf)?;
+        Ok(buf)
+    }
+
+    #[test]
+    fn parquet_streams_through_a_pipe_and_failures_never_hang() {
+        let conn = ::duckdb::Connection::open_in_memory().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (rows, bytes) = stream_parquet(
+            &conn,
+            "SELECT * FROM range(5000)",
+            &dir.path().join("a"),
+            collect,
+        )
+        .unwrap();
+        assert_eq!(rows, 5000);
+        assert_eq!(&bytes[..4], b"PAR1");
+        assert_eq!(&bytes[bytes.len() - 4..], b"PAR1");
+        assert!(!dir.path().join("a").exists(), "the pipe is removed");
+        // Fails before DuckDB opens the pipe, and while it writes.
+        for (i, bad) in [
+            "SELECT * FROM no_such_table",
+            "SELECT error('boom') FROM range(3)",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let err =
+                stream_parquet(&conn, bad, &dir.path().join(format!("b{i}")), collect).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(
+                msg.contains("no_such_table") || msg.contains("boom"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn stems_are_safe_and_unique() {
+        let s = stems(&[t("main", "a b"), t("main", "a_b"), t("x", "y/z")]);
+        assert_eq!(s, vec!["main.a_b", "main.a_b-1", "x.y_z"]);
+    }
+
+    #[test]
+    fn keys_are_listable_by_kind_scope_and_date() {
+        let at = OffsetDateTime::from_unix_timestamp(1_795_000_000).unwrap();
+        let id = BackupId::new_v7(at);
+        let k = object_key(Scope::Full, id, at, "main.t/data.parquet", ".enc");
+        assert!(
+            k.starts_with(&format!(
+                "duckdb/full/{:04}/{:02}/{:02}/{id}/",
+                at.year(),
+                at.month() as u8,
+                at.day()
+            )),
+            "{k}"
+        );
+        assert!(k.ends_with("main.t/data.parquet.enc"));
+    }
+}

@@ -1,0 +1,514 @@
+//! `bkp restore --kind duckdb`: rebuild a DuckDB database file from the newest full
+//! export at or before the chosen point and the incrementals after it, in order.
+//!
+//! Every object is verified (SHA-256 of the stored bytes, then of the decrypted
+//! Parquet) before DuckDB reads it. The database is built in a new file beside the
+//! target: the full export's schema, then each table's rows. With incrementals, the
+//! tables are first rebuilt in a scratch database without constraints (a changed
+//! row that a foreign key references could not be replaced in place): each
+//! incremental removes rows whose key is gone (the recorded key set), replaces
+//! changed rows by primary key and adds new ones; tables copied whole are replaced.
+//! The final rows are then copied into the new file in creation order. After every
+//! export applied, every table's row count must equal the count the manifest
+//! recorded. Only then is the file renamed into place, and an existing target is
+//! replaced only with `--force`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ::duckdb::Connection;
+use anyhow::{Context, Result};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::export::{self, TableMode, TableRecord, SCHEMA_FILE};
+use super::{open_store, Ctx};
+use crate::cli::{KindArg, RestoreArgs};
+use crate::exit::{coded, Code};
+use crate::manifest::{self, Kind, Manifest};
+use crate::sources::duck::{qualified, quote_ident, quote_literal};
+use crate::store::Store;
+use crate::{pipeline, ui};
+
+/// Whether `bkp restore` with these arguments restores a DuckDB export.
+pub fn wants(ctx: &Ctx, args: &RestoreArgs) -> Result<bool> {
+    if matches!(args.kind, KindArg::Duckdb) {
+        return Ok(true);
+    }
+    if args.backup == "latest" {
+        return Ok(false);
+    }
+    let store = open_store(&ctx.plan)?;
+    Ok(manifest::find(store.as_ref(), &args.backup, Some(Kind::Duckdb)).is_ok())
+}
+
+/// Removes a path (and its DuckDB WAL) when dropped, unless disarmed.
+struct Scratch(Option<PathBuf>);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(&p);
+            let _ = fs::remove_file(wal(&p));
+            let _ = fs::remove_dir_all(&p);
+        }
+    }
+}
+
+fn wal(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".wal");
+    PathBuf::from(s)
+}
+
+pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
+    let plan = &ctx.plan;
+    let target = std::path::absolute(&args.target)
+        .with_context(|| format!("invalid target {}", args.target.display()))?;
+    let exists = match fs::symlink_metadata(&target) {
+        Ok(m) if m.is_file() => true,
+        Ok(_) => {
+            return Err(coded(
+                Code::TargetExists,
+                format!(
+                    "restore target {} exists and is not a file: a DuckDB restore writes a database file; choose a new path such as restored.duckdb",
+                    target.display()
+                ),
+            ))
+        }
+        Err(_) => false,
+    };
+    if exists && !args.force {
+        return Err(coded(
+            Code::TargetExists,
+            format!(
+                "restore target {} exists: choose a new file, or pass --force to replace it (it is replaced only after the restore verified)",
+                target.display()
+            ),
+        ));
+    }
+    if exists {
+        guard_target(ctx, &target)?;
+    }
+    let at = match &args.at {
+        Some(t) => Some(
+            OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).map_err(|e| {
+                coded(Code::Config, format!("--at {t:?} is not an RFC 3339 time ({e}); example: 2026-11-22T13:05:00Z"))
+            })?,
+        ),
+        None => None,
+    };
+    let store = open_store(plan)?;
+    let m = if args.backup == "latest" {
+        let all = export::export_manifests(store.as_ref())?;
+        all.into_iter()
+            .rev()
+            .find(|m| at.is_none_or(|at| m.started_at <= at))
+            .ok_or_else(|| {
+                coded(
+                    Code::NotFound,
+                    format!(
+                        "no DuckDB export{} in {}: run `bkp export --full` first, or check the store settings",
+                        args.at.as_ref().map(|t| format!(" at or before {t}")).unwrap_or_default(),
+                        store.identity()
+                    ),
+                )
+            })?
+    } else {
+        if args.at.is_some() {
+            return Err(coded(
+                Code::Config,
+                "--at chooses the export itself: pass `latest` with --at, or an id without it",
+            ));
+        }
+        let m = manifest::find(store.as_ref(), &args.backup, Some(Kind::Duckdb))?;
+        if m.operation != export::OPERATION {
+            return Err(coded(
+                Code::Config,
+                format!("backup {} is a DuckDB {}, not an export", m.id, m.operation),
+            ));
+        }
+        m
+    };
+
+    let parent = target.parent().with_context(|| {
+        format!(
+            "restore target {} has no parent directory",
+            target.display()
+        )
+    })?;
+    fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staging = parent.join(format!(".{name}.bkp-restore-{}", crate::id::random_u64()));
+    let mut scratch = Scratch(Some(staging.clone()));
+
+    let clock = Instant::now();
+    ctx.ui.detail(&format!(
+        "restoring DuckDB export {} from {} into {}",
+        m.id,
+        store.identity(),
+        target.display()
+    ));
+    let counts = restore_database(ctx, store.as_ref(), &m, &staging)?;
+
+    // A WAL left beside the old file would be replayed into the new one: move it
+    // aside, and back if the new file cannot take the old one's place.
+    let old_wal = wal(&target);
+    let aside = parent.join(format!(".{name}.wal.bkp-old-{}", crate::id::random_u64()));
+    let moved = exists && old_wal.exists();
+    if moved {
+        fs::rename(&old_wal, &aside)
+            .with_context(|| format!("failed to move {} aside", old_wal.display()))?;
+    }
+    if let Err(e) = fs::rename(&staging, &target) {
+        if moved {
+            let _ = fs::rename(&aside, &old_wal);
+        }
+        return Err(e)
+            .with_context(|| format!("failed to move the restore into {}", target.display()));
+    }
+    scratch.0 = None;
+    if moved {
+        fs::remove_file(&aside)
+            .with_context(|| format!("failed to remove the replaced {}", aside.display()))?;
+    }
+    fs::File::open(parent).and_then(|d| d.sync_all()).ok();
+
+    let rows: u64 = counts.values().sum();
+    let elapsed = clock.elapsed();
+    if ctx.ui.json {
+        crate::ui::out(&serde_json::to_string_pretty(&json!({
+            "id": m.id,
+            "kind": "duckdb",
+            "target": target.display().to_string(),
+            "tables": counts,
+            "rows": rows,
+            "seconds": elapsed.as_secs_f64(),
+        }))?)?;
+    } else {
+        ctx.ui.info(&format!(
+            "restored DuckDB export {} into {}: {} tables, {rows} rows, every count verified, in {:.1}s ({})",
+            m.id,
+            target.display(),
+            counts.len(),
+            elapsed.as_secs_f64(),
+            ui::size(fs::metadata(&target).map(|m| m.len()).unwrap_or(0)),
+        ));
+        crate::ui::out(&target.display().to_string())?;
+    }
+    Ok(())
+}
+
+/// Refuses to replace the configured source database or a file another process
+/// has open in DuckDB.
+fn guard_target(ctx: &Ctx, target: &Path) -> Result<()> {
+    let resolved = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    if let Some(d) = &ctx.plan.duckdb {
+        if resolved(&d.database) == resolved(target) {
+            return Err(coded(
+                Code::TargetExists,
+                format!(
+                    "refusing to restore over {}: it is the configured DuckDB database (duckdb.database); restore into a new file and switch to it deliberately",
+                    target.display()
+                ),
+            ));
+        }
+    }
+    if let Err(e) =
+        crate::sources::duck::open_read_only(target, std::time::Duration::ZERO, None, None)
+    {
+        if crate::exit::classify(&e) == Some(Code::UnsafeSource) {
+            return Err(e.context(format!(
+                "refusing to replace {}: a process has it open",
+                target.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Restores the chain of exports ending at `m` into a new DuckDB file `target`
+/// (which must not exist), verifies every table's row count against the
+/// manifests, and returns the counts by `schema.table` (excluded tables, restored
+/// empty, are left out).
+pub fn restore_database(
+    ctx: &Ctx,
+    store: &dyn Store,
+    m: &Manifest,
+    target: &Path,
+) -> Result<BTreeMap<String, u64>> {
+    if target.exists() {
+        return Err(coded(
+            Code::TargetExists,
+            format!(
+                "{} exists: a DuckDB restore builds a new file",
+                target.display()
+            ),
+        ));
+    }
+    let all = export::export_manifests(store)?;
+    let chain = export::chain(&all, m)?;
+    let keyring = if chain.iter().any(|m| m.encryption.is_some()) {
+        Some(ctx.plan.keyring()?.ok_or_else(|| {
+            coded(
+                Code::Config,
+                format!(
+                    "export {} is encrypted, but the config has no [encryption] key: configure it to restore",
+                    m.id
+                ),
+            )
+        })?)
+    } else {
+        None
+    };
+    let work = ctx
+        .plan
+        .work_dir
+        .join(format!("duckdb-restore-{}", crate::id::random_u64()));
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&work)
+            .with_context(|| format!("failed to create {}", work.display()))?;
+    }
+    let _work = Scratch(Some(work.clone()));
+
+    // Fetches one file of an export, verified, into the work directory.
+    let fetch = |m: &Manifest, name: &str| -> Result<PathBuf> {
+        let i = m
+            .files
+            .iter()
+            .position(|f| f.name == name)
+            .with_context(|| format!("export {} does not list {name}", m.id))?;
+        let entry = m
+            .objects
+            .get(i)
+            .with_context(|| format!("export {} has no object for {name}", m.id))?;
+        let path = work.join(format!("{}-{i}", m.id));
+        pipeline::download(
+            store,
+            entry,
+            m.compression,
+            keyring.as_ref(),
+            &work,
+            ctx.progress(),
+            |r| {
+                let mut f = fs::File::create(&path)
+                    .with_context(|| format!("failed to create {}", path.display()))?;
+                std::io::copy(r, &mut f)
+                    .with_context(|| format!("failed to write {}", path.display()))?;
+                Ok(())
+            },
+        )?;
+        Ok(path)
+    };
+
+    // A failed restore leaves no partial database behind (declared before the
+    // connection, so that the connection closes first).
+    let mut partial = Scratch(Some(target.to_path_buf()));
+    let conn = Connection::open(target)
+        .with_context(|| format!("failed to create DuckDB database {}", target.display()))?;
+    let schema_file = fetch(&chain[0], SCHEMA_FILE)?;
+    let schema = fs::read_to_string(&schema_file).context("the exported schema is not UTF-8")?;
+    fs::remove_file(&schema_file).ok();
+    conn.execute_batch(&schema).with_context(|| {
+        format!(
+            "failed to recreate the schema of export {} in {}",
+            chain[0].id,
+            target.display()
+        )
+    })?;
+    // Tables in creation order, so that rows referenced by foreign keys come first.
+    let mut tables: Vec<TableRecord> = export::table_records(&chain[0])?.into_values().collect();
+    tables.sort_by_key(|r| r.position);
+    let real = |r: &TableRecord| qualified(&r.schema, &r.table);
+
+    let counts = if chain.len() == 1 {
+        for r in &tables {
+            apply_table(&conn, &real(r), r, |name| fetch(&chain[0], name))
+                .with_context(|| format!("failed to restore table {}.{}", r.schema, r.table))?;
+        }
+        verify_counts(&conn, &chain[0], real)?
+    } else {
+        // Incrementals are applied to staging tables without constraints in a
+        // scratch database (a changed row referenced by a foreign key could not be
+        // replaced in place), then each table's final rows are copied once, in
+        // creation order.
+        let scratch = work.join("stage.duckdb");
+        conn.execute_batch(&format!(
+            "ATTACH {} AS bkp_stage",
+            quote_literal(&scratch.to_string_lossy())
+        ))
+        .with_context(|| format!("failed to create {}", scratch.display()))?;
+        let index: BTreeMap<String, usize> = tables
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("{}.{}", r.schema, r.table), i))
+            .collect();
+        let staged = |r: &TableRecord| {
+            format!(
+                "bkp_stage.main.t{}",
+                index
+                    .get(&format!("{}.{}", r.schema, r.table))
+                    .copied()
+                    .unwrap_or(usize::MAX)
+            )
+        };
+        for r in &tables {
+            conn.execute_batch(&format!(
+                "CREATE TABLE {} AS SELECT * FROM {} LIMIT 0",
+                staged(r),
+                real(r)
+            ))
+            .with_context(|| format!("failed to stage table {}.{}", r.schema, r.table))?;
+        }
+        for e in &chain {
+            let records = export::table_records(e)?;
+            for (key, r) in &records {
+                if !index.contains_key(key) {
+                    return Err(coded(
+                        Code::Integrity,
+                        format!("export {} has table {key}, which its full export {} does not: the chain is inconsistent", e.id, chain[0].id),
+                    ));
+                }
+                apply_table(&conn, &staged(r), r, |name| fetch(e, name)).with_context(|| {
+                    format!("failed to restore table {key} from export {}", e.id)
+                })?;
+            }
+            verify_counts(&conn, e, staged)?;
+            ctx.ui.detail(&format!(
+                "  applied {} export {} ({} tables verified)",
+                e.scope.as_str(),
+                e.id,
+                records.len()
+            ));
+        }
+        for r in &tables {
+            conn.execute(
+                &format!("INSERT INTO {} SELECT * FROM {}", real(r), staged(r)),
+                [],
+            )
+            .with_context(|| format!("failed to restore table {}.{}", r.schema, r.table))?;
+        }
+        conn.execute_batch("DETACH bkp_stage")
+            .context("failed to detach the staging database")?;
+        verify_counts(&conn, m, real)?
+    };
+    // Sequences continue where the newest export saw them.
+    if let Some(v) = m.source.get("sequences") {
+        let seqs: Vec<crate::sources::duck::Sequence> = serde_json::from_value(v.clone())
+            .with_context(|| format!("manifest {} has unreadable sequences", m.key()))?;
+        for s in &seqs {
+            crate::sources::duck::advance_sequence(&conn, s)?;
+        }
+    }
+    conn.execute_batch("CHECKPOINT")
+        .with_context(|| format!("failed to checkpoint {}", target.display()))?;
+    drop(conn);
+    partial.0 = None;
+    Ok(counts)
+}
+
+/// Applies one table's part of one export.
+fn apply_table(
+    conn: &Connection,
+    t: &str,
+    r: &TableRecord,
+    mut fetch: impl FnMut(&str) -> Result<PathBuf>,
+) -> Result<()> {
+    let file = |role: &str| r.files.iter().find(|f| f.role == role);
+    let read = |p: &Path| format!("read_parquet({})", quote_literal(&p.to_string_lossy()));
+    match r.mode {
+        TableMode::Excluded | TableMode::Skipped => {}
+        TableMode::Full | TableMode::FullCopy => {
+            let f = file("data").context("no data file recorded")?;
+            let p = fetch(&f.name)?;
+            if r.mode == TableMode::FullCopy {
+                conn.execute(&format!("DELETE FROM {t}"), [])?;
+            }
+            conn.execute(&format!("INSERT INTO {t} SELECT * FROM {}", read(&p)), [])?;
+            fs::remove_file(&p).ok();
+        }
+        TableMode::Incremental => {
+            let f = file("data").context("no data file recorded")?;
+            let data = fetch(&f.name)?;
+            if !r.primary_key.is_empty() {
+                let on = |a: &str, b: &str| {
+                    r.primary_key
+                        .iter()
+                        .map(|c| {
+                            format!("{a}.{q} IS NOT DISTINCT FROM {b}.{q}", q = quote_ident(c))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" AND ")
+                };
+                if let Some(k) = file("keys") {
+                    let keys = fetch(&k.name)?;
+                    conn.execute(
+                        &format!(
+                            "DELETE FROM {t} AS x WHERE NOT EXISTS (SELECT 1 FROM {} AS k WHERE {})",
+                            read(&keys),
+                            on("x", "k")
+                        ),
+                        [],
+                    )?;
+                    fs::remove_file(&keys).ok();
+                }
+                conn.execute(
+                    &format!(
+                        "DELETE FROM {t} AS x WHERE EXISTS (SELECT 1 FROM {} AS d WHERE {})",
+                        read(&data),
+                        on("x", "d")
+                    ),
+                    [],
+                )?;
+            }
+            conn.execute(
+                &format!("INSERT INTO {t} SELECT * FROM {}", read(&data)),
+                [],
+            )?;
+            fs::remove_file(&data).ok();
+        }
+    }
+    Ok(())
+}
+
+/// Checks every table's row count (in the table `name` gives) against the
+/// export's records.
+fn verify_counts(
+    conn: &Connection,
+    e: &Manifest,
+    name: impl Fn(&TableRecord) -> String,
+) -> Result<BTreeMap<String, u64>> {
+    let mut counts = BTreeMap::new();
+    for (key, r) in &export::table_records(e)? {
+        let Some(want) = r.rows_total else { continue };
+        let got: i64 = conn.query_row(&format!("SELECT count(*) FROM {}", name(r)), [], |row| {
+            row.get(0)
+        })?;
+        let got = got.max(0) as u64;
+        if got != want {
+            return Err(coded(
+                Code::Integrity,
+                format!(
+                    "table {key} has {got} rows after applying export {}, but the manifest records {want}{}; nothing was restored",
+                    e.id,
+                    if r.primary_key.is_empty() && r.mode == TableMode::Incremental {
+                        " (the table has no primary key, so rows updated between exports were added again: configure duckdb.primary_keys for it, or export it without a watermark)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        counts.insert(key.clone(), got);
+    }
+    Ok(counts)
+}
