@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark: `bkp snapshot` and `bkp restore` of a TigerBeetle data file with real
+# Benchmark: `bkp snapshot`, `bkp restore` and `bkp verify` of a TigerBeetle data file with real
 # contents, to S3 on a local SeaweedFS server, next to the baseline
 # `tar | zstd -T0 | rclone rcat` of the same file into the same bucket.
 #
@@ -90,6 +90,7 @@ stored=$(rclone lsjson -R s3:bench/bkp/tigerbeetle | python3 -c 'import json,sys
 measure "tar | zstd -T0 -3 | rclone rcat (no encryption)" bash -c "tar -C '$work/data' -cf - 0_0.tigerbeetle | zstd -q -T0 -3 | rclone rcat s3:bench/baseline.tar.zst"
 base=$(rclone lsjson s3:bench/baseline.tar.zst | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Size"])')
 measure "bkp restore (S3, verify, decrypt, unpack)" "$bkp" --config "$work/bkp.toml" restore latest --target "$work/restored"
+measure "bkp verify (S3: SHA-256, authenticate, decompress)" "$bkp" --config "$work/bkp.toml" verify
 measure "rclone cat | zstd -d | tar -x" bash -c "mkdir -p '$work/base-restored' && rclone cat s3:bench/baseline.tar.zst | zstd -q -d | tar -C '$work/base-restored' -xf -"
 echo
 echo "Stored: bkp $stored bytes ($(python3 -c "print(round(100*$stored/$size,2))")% of the data file), baseline $base bytes."
