@@ -291,6 +291,9 @@ pub fn watched_schedules(plan: &Plan) -> Vec<Schedule> {
             implied.push(Schedule::Logs);
         }
     }
+    if plan.duckdb.is_some() {
+        implied.extend([Schedule::ExportFull, Schedule::ExportIncremental]);
+    }
     if plan.replicate.is_some() {
         implied.push(Schedule::Replicate);
     }

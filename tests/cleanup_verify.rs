@@ -444,3 +444,54 @@ fn replicated_objects_shared_by_a_kept_run_survive_cleanup_and_verify_and_drill(
     assert_eq!(drill["facts"]["files"], 4);
     assert_eq!(drill["facts"]["rows"], 200);
 }
+
+#[test]
+fn export_chains_are_cleaned_up_whole_and_drilled() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{}[retention.export_full]\npreset = \"none\"\n[duckdb]\ndatabase = \"hot.duckdb\"\nwatermarks = {{ t = \"updated_at\" }}\n",
+        extra("1h")
+    );
+    let s = setup(
+        &dir.path().join("unused.tigerbeetle"),
+        StoreKind::Local,
+        &extra,
+    );
+    let write = |sql: &str| {
+        // Opened and closed each time: export refuses a database a writer holds.
+        let db = duckdb::Connection::open(s.path("hot.duckdb")).unwrap();
+        db.execute_batch(sql).unwrap();
+    };
+    write(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v VARCHAR, updated_at TIMESTAMP);
+         INSERT INTO t SELECT i, 'a', now() FROM range(100) r(i);",
+    );
+    let more = |from: u32| {
+        write(&format!(
+            "INSERT INTO t SELECT i, 'b', now() FROM range({from}, {}) r(i);",
+            from + 10
+        ))
+    };
+    assert_exit(&s.bkp(&["export", "--full"]), 0);
+    more(100);
+    assert_exit(&s.bkp(&["export"]), 0);
+    assert_exit(&s.bkp(&["export", "--full"]), 0);
+    more(110);
+    assert_exit(&s.bkp(&["export"]), 0);
+    let runs = listed(&s);
+    assert_eq!(runs.len(), 4);
+
+    // Only the newest chain stays: the second full export and its incremental.
+    let out = s.bkp(&["cleanup"]);
+    assert_exit(&out, 0);
+    assert_eq!(listed(&s), runs[2..].to_vec());
+
+    let out = s.bkp(&["--json", "verify", "--drill"]);
+    assert_exit(&out, 0);
+    let report = json(&out);
+    let drill = &report["drills"][0];
+    assert_eq!(drill["ok"], true, "{report:#}");
+    assert_eq!(drill["kind"], "duckdb");
+    assert_eq!(drill["facts"]["rows"], 120);
+    assert_eq!(drill["facts"]["tables"], 1);
+}
