@@ -21,7 +21,6 @@ use std::time::Instant;
 use ::duckdb::Connection;
 use anyhow::{Context, Result};
 use serde_json::json;
-use time::OffsetDateTime;
 
 use super::export::{self, TableMode, TableRecord, SCHEMA_FILE};
 use super::{open_store, Ctx};
@@ -92,14 +91,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     if exists {
         guard_target(ctx, &target)?;
     }
-    let at = match &args.at {
-        Some(t) => Some(
-            OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).map_err(|e| {
-                coded(Code::Config, format!("--at {t:?} is not an RFC 3339 time ({e}); example: 2026-11-22T13:05:00Z"))
-            })?,
-        ),
-        None => None,
-    };
+    let at = super::restore::parse_at(args.at.as_deref())?;
     let store = open_store(plan)?;
     let m = if args.backup == "latest" {
         let all = export::export_manifests(store.as_ref())?;
@@ -133,18 +125,8 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         m
     };
 
-    let parent = target.parent().with_context(|| {
-        format!(
-            "restore target {} has no parent directory",
-            target.display()
-        )
-    })?;
-    fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let staging = parent.join(format!(".{name}.bkp-restore-{}", crate::id::random_u64()));
+    let (parent, name, staging) = super::restore::staging_beside(&target)?;
+    let parent = parent.as_path();
     let mut scratch = Scratch(Some(staging.clone()));
 
     let clock = Instant::now();

@@ -185,18 +185,8 @@ pub fn run(ctx: &Ctx, store: &dyn Store, m: &Manifest, target: &Path, exists: bo
     } else {
         None
     };
-    let parent = target.parent().with_context(|| {
-        format!(
-            "restore target {} has no parent directory",
-            target.display()
-        )
-    })?;
-    fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let staging = parent.join(format!(".{name}.bkp-restore-{}", crate::id::random_u64()));
+    let (parent, name, staging) = super::restore::staging_beside(target)?;
+    let parent = parent.as_path();
     fs::create_dir(&staging).with_context(|| format!("failed to create {}", staging.display()))?;
     let clock = Instant::now();
     let restored = match restore_tree(plan, store, m, keyring.as_ref(), &staging) {

@@ -130,14 +130,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         guard_target(plan, &target)?;
     }
 
-    let at = match &args.at {
-        Some(t) => Some(
-            OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).map_err(|e| {
-                coded(Code::Config, format!("--at {t:?} is not an RFC 3339 time ({e}); example: 2026-11-22T13:05:00Z"))
-            })?,
-        ),
-        None => None,
-    };
+    let at = parse_at(args.at.as_deref())?;
     let store = open_store(plan)?;
     let m = match at {
         Some(at) if args.backup == "latest" => {
@@ -203,18 +196,8 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         ctx.ui.info("no snapshot at or before --at: replaying the log from the beginning into a fresh data file");
     }
 
-    let parent = target.parent().with_context(|| {
-        format!(
-            "restore target {} has no parent directory",
-            target.display()
-        )
-    })?;
-    fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let staging = parent.join(format!(".{name}.bkp-restore-{}", crate::id::random_u64()));
+    let (parent, name, staging) = staging_beside(&target)?;
+    let parent = parent.as_path();
     fs::create_dir(&staging).with_context(|| format!("failed to create {}", staging.display()))?;
     let mut scratch = Scratch(Some(staging.clone()));
 
@@ -350,4 +333,37 @@ pub fn unpack_backup(
         ));
     }
     Ok(restored)
+}
+
+/// `--at TIME`, parsed (RFC 3339).
+pub fn parse_at(at: Option<&str>) -> Result<Option<OffsetDateTime>> {
+    at.map(|t| {
+        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).map_err(|e| {
+            coded(
+                Code::Config,
+                format!("--at {t:?} is not an RFC 3339 time ({e}); example: 2026-11-22T13:05:00Z"),
+            )
+        })
+    })
+    .transpose()
+}
+
+/// Where a restore into `target` is built before it is renamed into place: a
+/// hidden, uniquely named sibling (same file system, so the rename is atomic).
+/// Returns the parent directory (created if missing), the target's name and the
+/// staging path.
+pub fn staging_beside(target: &Path) -> Result<(PathBuf, String, PathBuf)> {
+    let parent = target.parent().with_context(|| {
+        format!(
+            "restore target {} has no parent directory",
+            target.display()
+        )
+    })?;
+    fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staging = parent.join(format!(".{name}.bkp-restore-{}", crate::id::random_u64()));
+    Ok((parent.to_path_buf(), name, staging))
 }

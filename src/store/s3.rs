@@ -527,47 +527,11 @@ impl Store for S3Store {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let full_prefix = if self.s.prefix.is_empty() {
-            prefix.to_string()
-        } else {
-            format!("{}/{}", self.s.prefix, prefix)
-        };
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .rt
-                .block_on(
-                    self.client
-                        .list_objects_v2()
-                        .bucket(&self.s.bucket)
-                        .prefix(&full_prefix)
-                        .set_continuation_token(token.take())
-                        .send(),
-                )
-                .map_err(|e| {
-                    sdk_error(
-                        e,
-                        format!("failed to list s3://{}/{}", self.s.bucket, full_prefix),
-                    )
-                })?;
-            for obj in page.contents() {
-                let Some(k) = obj.key().and_then(|k| self.strip(k)) else {
-                    continue;
-                };
-                out.push(ObjectInfo {
-                    key: k,
-                    size: obj.size().unwrap_or(0).max(0) as u64,
-                    modified: to_time(obj.last_modified()),
-                });
-            }
-            match page.next_continuation_token() {
-                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
-                _ => break,
-            }
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        Ok(self
+            .list_with_etags(prefix)?
+            .into_iter()
+            .map(|l| l.info)
+            .collect())
     }
 
     fn sweep_unfinished(&self, before: OffsetDateTime) -> Result<u64> {
