@@ -140,16 +140,16 @@ echo "|----------------------------------------------------------|----------|---
 # Alternate the runs, five times each, so that a busy moment on a shared machine
 # does not decide the comparison; the best run of each is compared. CPU is the
 # process's user + system time (the S3 server's own work is not in bkp's figure).
-base=999999; full=999999
+base=999999; full=999999; duck_all=(); s3_all=(); local_all=()
 for i in 1 2 3 4 5; do
   rm -rf "$work/duckdb-export"
   measure "DuckDB EXPORT DATABASE (PARQUET, ZSTD; local disk) #$i" "$rows" "$py" "$work/duckdb_export.py" "$work/data/hot.duckdb" "$work/duckdb-export"
-  base=$(python3 -c "print(min($base, $(cat "$work/last")))")
+  base=$(python3 -c "print(min($base, $(cat "$work/last")))"); duck_all+=("$(cat "$work/last")")
   measure "bkp export --full (AES-256-GCM, S3) #$i" "$rows" "$bkp" --config "$work/bkp.toml" --json export --full
-  full=$(python3 -c "print(min($full, $(cat "$work/last")))")
+  full=$(python3 -c "print(min($full, $(cat "$work/last")))"); s3_all+=("$(cat "$work/last")")
   stored_plain=$(python3 -c 'import json,sys; print(sum(o["size"] for o in json.load(open(sys.argv[1]))["manifest"]["objects"]))' "$work/out")
   measure "bkp export --full (AES-256-GCM, local store) #$i" "$rows" "$bkp" --config "$work/local.toml" --json export --full
-  local_best=$(python3 -c "print(min(${local_best:-999999}, $(cat "$work/last")))")
+  local_best=$(python3 -c "print(min(${local_best:-999999}, $(cat "$work/last")))"); local_all+=("$(cat "$work/last")")
   done
 measure "bkp export --full, recompress = true (zstd 3)" "$rows" "$bkp" --config "$work/recompress.toml" --json export --full
 stored_zstd=$(python3 -c 'import json,sys; print(sum(o["size"] for o in json.load(open(sys.argv[1]))["manifest"]["objects"]))' "$work/out")
@@ -173,7 +173,9 @@ for t in ("signals", "tenants"):
 PY
 plain=$(du -sb "$work/duckdb-export" | cut -f1)
 echo "Sizes: DuckDB's export $plain bytes; one bkp full export stores $stored_plain bytes (encrypted Parquet), $stored_zstd bytes with recompress = true."
-echo "Best bkp full export / best DuckDB export: $(python3 -c "print(round($full/$base, 2))")x to S3, $(python3 -c "print(round($local_best/$base, 2))")x to a local store (goal: within 1.2x)."
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+md=$(median "${duck_all[@]}"); ms=$(median "${s3_all[@]}"); ml=$(median "${local_all[@]}")
+echo "bkp full export / DuckDB export, best runs: $(python3 -c "print(round($full/$base, 2))")x to S3, $(python3 -c "print(round($local_best/$base, 2))")x to a local store; median runs ($md s DuckDB, $ms s S3, $ml s local): $(python3 -c "print(round($ms/$md, 2))")x to S3, $(python3 -c "print(round($ml/$md, 2))")x to a local store (goal: within 1.2x)."
 echo
 echo "DuckDB's export writes to local disk and uploads nothing; bkp's includes encryption, two SHA-256 passes and the upload to SeaweedFS, which runs on the same machine (its CPU is not in bkp's CPU column). Wall times on a shared machine vary from run to run: compare the CPU column too."
 } | tee "$work/results.md"

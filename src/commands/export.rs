@@ -19,7 +19,8 @@
 //! encrypted (`duckdb.recompress = true` compresses them again).
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -483,6 +484,9 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
     report(ctx, &m, d, store.as_ref(), clock.elapsed(), ledger_note)
 }
 
+/// The pipe size asked for (Linux's default limit for unprivileged processes).
+const PIPE_SIZE: libc::c_int = 1 << 20;
+
 /// Runs `select` into a Parquet file written to a FIFO at `fifo`, while `upload`
 /// (on another thread) reads it: the export's rows never land on local disk, and
 /// DuckDB's writing overlaps with encryption and upload. Returns the rows and what
@@ -507,8 +511,23 @@ fn stream_parquet<T: Send>(
             upload(&mut |w: &mut dyn Write| {
                 let mut f = std::fs::File::open(fifo)
                     .with_context(|| format!("failed to open {}", fifo.display()))?;
-                std::io::copy(&mut f, w)
-                    .with_context(|| format!("failed to read {}", fifo.display()))?;
+                // A larger pipe and large reads: fewer wake-ups of DuckDB's writer
+                // and of this thread (best effort: the default size works too).
+                // SAFETY: F_SETPIPE_SZ on a pipe descriptor this function owns.
+                unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = match f.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            return Err(e)
+                                .with_context(|| format!("failed to read {}", fifo.display()))
+                        }
+                    };
+                    w.write_all(&buf[..n])?;
+                }
                 if failed.load(Ordering::SeqCst) {
                     anyhow::bail!("DuckDB stopped writing {}", fifo.display());
                 }
