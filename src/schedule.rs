@@ -116,11 +116,14 @@ impl Schedule {
         self.default_every()
     }
 
-    /// Whether `m` is a backup of this schedule.
+    /// Whether `m` is a backup of this schedule. A full export also counts for
+    /// the incremental schedule: it holds at least what an incremental taken at
+    /// the same moment would (and `bkp export` itself takes a full one when the
+    /// chain needs it).
     pub fn matches(self, m: &Manifest) -> bool {
         m.kind == self.kind()
             && m.operation == self.operation()
-            && self.scope().is_none_or(|s| s == m.scope)
+            && (self == Schedule::ExportIncremental || self.scope().is_none_or(|s| s == m.scope))
     }
 
     pub fn parse(s: &str) -> Option<Schedule> {
@@ -588,9 +591,10 @@ mod tests {
         let mut e = sample(Kind::Duckdb, t(0));
         e.operation = "export".into();
         assert!(Schedule::ExportFull.matches(&e));
-        assert!(!Schedule::ExportIncremental.matches(&e));
+        assert!(Schedule::ExportIncremental.matches(&e), "a full export is fresh data too");
         e.scope = Scope::Incremental;
         assert!(Schedule::ExportIncremental.matches(&e));
+        assert!(!Schedule::ExportFull.matches(&e));
         for s in Schedule::ALL {
             assert_eq!(Schedule::parse(s.as_str()), Some(s));
         }
