@@ -8,7 +8,7 @@
 //! missing key or an interrupted run leave the target as it was.
 
 use std::fs;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -139,7 +139,12 @@ fn restore_file(
                 .with_context(|| format!("failed to create {}", path.display()))?;
             let mut w = BufWriter::with_capacity(1 << 20, f);
             io::copy(src, &mut w).with_context(|| format!("failed to write {}", path.display()))?;
-            w.flush()?;
+            // On disk before the old tree is swapped out: a crash after a
+            // "verified" restore must not leave empty files behind.
+            w.into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("failed to write {}", path.display()))?;
             Ok(())
         },
     )
@@ -242,6 +247,8 @@ fn swap_into_place(
             return Err(e)
                 .with_context(|| format!("failed to move the restore into {}", target.display()));
         }
+        // The swap is durable before the old tree goes.
+        fs::File::open(parent).and_then(|d| d.sync_all()).ok();
         fs::remove_dir_all(&old)
             .with_context(|| format!("failed to remove the replaced {}", old.display()))?;
     } else {

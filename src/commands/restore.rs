@@ -246,6 +246,8 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
             return Err(e)
                 .with_context(|| format!("failed to move the restore into {}", target.display()));
         }
+        // The swap is durable before the old tree goes.
+        fs::File::open(parent).and_then(|d| d.sync_all()).ok();
         fs::remove_dir_all(&old)
             .with_context(|| format!("failed to remove the replaced {}", old.display()))?;
     } else {
