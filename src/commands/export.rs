@@ -508,9 +508,11 @@ fn stream_parquet<T: Send>(
     let failed = AtomicBool::new(false);
     std::thread::scope(|s| {
         let reader = s.spawn(|| {
-            upload(&mut |w: &mut dyn Write| {
+            let opened = AtomicBool::new(false);
+            let result = upload(&mut |w: &mut dyn Write| {
                 let mut f = std::fs::File::open(fifo)
                     .with_context(|| format!("failed to open {}", fifo.display()))?;
+                opened.store(true, Ordering::SeqCst);
                 // A larger pipe and large reads: fewer wake-ups of DuckDB's writer
                 // and of this thread (best effort: the default size works too).
                 // SAFETY: F_SETPIPE_SZ on a pipe descriptor this function owns.
@@ -532,7 +534,16 @@ fn stream_parquet<T: Send>(
                     anyhow::bail!("DuckDB stopped writing {}", fifo.display());
                 }
                 Ok(())
-            })
+            });
+            if result.is_err() && !opened.load(Ordering::SeqCst) {
+                // The upload failed before it read the pipe: DuckDB would wait
+                // forever to open it for writing, holding the database. Take its
+                // output into nothing so that the copy ends.
+                if let Ok(mut f) = std::fs::File::open(fifo) {
+                    let _ = std::io::copy(&mut f, &mut std::io::sink());
+                }
+            }
+            result
         });
         let rows = duck::copy_to_parquet(conn, select, fifo);
         if rows.is_err() {
