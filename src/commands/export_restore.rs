@@ -79,6 +79,18 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         }
         Err(_) => false,
     };
+    // A write-ahead log left beside a removed database would be replayed into,
+    // or refuse, the restored file.
+    let stale_wal = wal(&target);
+    if !exists && !args.force && fs::symlink_metadata(&stale_wal).is_ok() {
+        return Err(coded(
+            Code::TargetExists,
+            format!(
+                "{} exists beside the restore target (the write-ahead log of an earlier database there): move it away, choose another path, or pass --force",
+                stale_wal.display()
+            ),
+        ));
+    }
     if exists && !args.force {
         return Err(coded(
             Code::TargetExists,
@@ -142,7 +154,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     // aside, and back if the new file cannot take the old one's place.
     let old_wal = wal(&target);
     let aside = parent.join(format!(".{name}.wal.bkp-old-{}", crate::id::random_u64()));
-    let moved = exists && old_wal.exists();
+    let moved = old_wal.exists();
     if moved {
         fs::rename(&old_wal, &aside)
             .with_context(|| format!("failed to move {} aside", old_wal.display()))?;
