@@ -58,6 +58,11 @@ pub struct Candidate {
     /// hole in a log from segments retention removed before a snapshot.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub parent_started_at: Option<OffsetDateTime>,
+    /// What the backup is of, when one store holds several sources of a kind
+    /// (a replication's source root, an export's database): rules and the
+    /// newest-of-group protection apply per stream. Empty for one stream.
+    #[serde(default)]
+    pub stream: String,
 }
 
 impl Candidate {
@@ -223,14 +228,17 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
     c.sort_by(|a, b| (b.started_at, &b.id).cmp(&(a.started_at, &a.id)));
     let n = c.len();
     let mut by_id: HashMap<&str, usize> = HashMap::new();
-    let mut groups: BTreeMap<(Kind, Scope), Vec<usize>> = BTreeMap::new();
+    let mut groups: BTreeMap<(Kind, Scope, &str), Vec<usize>> = BTreeMap::new();
     for (i, b) in c.iter().enumerate() {
         by_id.entry(&b.id).or_insert(i);
-        groups.entry((b.kind, b.scope)).or_default().push(i);
+        groups
+            .entry((b.kind, b.scope, b.stream.as_str()))
+            .or_default()
+            .push(i);
     }
 
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); n];
-    for (&(kind, scope), all_of_group) in &groups {
+    for (&(kind, scope, stream), all_of_group) in &groups {
         let p = policy.get(kind, scope);
         let mut idx = Vec::with_capacity(all_of_group.len());
         for &i in all_of_group {
@@ -272,7 +280,10 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
                 }
             }
         }
-        let group = format!("{}/{}", kind.as_str(), scope.as_str());
+        let mut group = format!("{}/{}", kind.as_str(), scope.as_str());
+        if !stream.is_empty() {
+            group.push_str(&format!(" ({stream})"));
+        }
         reasons[all_of_group[0]].push(format!("kept: newest good backup of {group}"));
     }
     let mut keep: Vec<bool> = reasons
@@ -688,6 +699,7 @@ mod tests {
             expires_at: None,
             finished_at: None,
             parent_started_at: None,
+            stream: String::new(),
         }
     }
 
@@ -1018,6 +1030,38 @@ mod tests {
             .filter(|d| d.reasons.iter().any(|r| r.contains("broken")))
             .collect();
         assert_eq!(noted.len(), 1, "{noted:#?}");
+    }
+
+    #[test]
+    fn each_stream_of_a_kind_keeps_its_own_backups() {
+        // Two cold tiers replicated into one store, one always a little earlier.
+        let mut all = Vec::new();
+        for at in every("2026-11-19T00:00", Duration::HOUR, 36) {
+            for (stream, offset) in [("/srv/a", 30), ("/srv/b", 10)] {
+                let mut c = cand(
+                    Kind::Parquet,
+                    Scope::Full,
+                    at + Duration::minutes(offset),
+                    None,
+                );
+                c.id.push_str(stream);
+                c.stream = stream.into();
+                all.push(c);
+            }
+        }
+        let got = plan(&all, &Policies::new(pol(|p| p.daily = Some(2))), NOW);
+        let kept: Vec<_> = got
+            .iter()
+            .filter(|d| d.keep)
+            .map(|d| d.id.clone())
+            .collect();
+        let of = |s: &str| kept.iter().filter(|k| k.ends_with(s)).count();
+        assert_eq!((of("/srv/a"), of("/srv/b")), (2, 2), "{kept:?}");
+        let newest_b = reasons(&got, "2026-11-20T11:10/srv/b");
+        assert!(
+            newest_b.contains(&"kept: newest good backup of parquet/full (/srv/b)".to_string()),
+            "{newest_b:?}"
+        );
     }
 
     #[test]

@@ -591,7 +591,10 @@ mod tests {
         let mut e = sample(Kind::Duckdb, t(0));
         e.operation = "export".into();
         assert!(Schedule::ExportFull.matches(&e));
-        assert!(Schedule::ExportIncremental.matches(&e), "a full export is fresh data too");
+        assert!(
+            Schedule::ExportIncremental.matches(&e),
+            "a full export is fresh data too"
+        );
         e.scope = Scope::Incremental;
         assert!(Schedule::ExportIncremental.matches(&e));
         assert!(!Schedule::ExportFull.matches(&e));

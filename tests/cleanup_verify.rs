@@ -494,4 +494,25 @@ fn export_chains_are_cleaned_up_whole_and_drilled() {
     assert_eq!(drill["kind"], "duckdb");
     assert_eq!(drill["facts"]["rows"], 120);
     assert_eq!(drill["facts"]["tables"], 1);
+
+    // A write-ahead log left where a database was removed is not replayed into
+    // the restore: refused without --force, moved away with it.
+    let target = s.path("restored.duckdb");
+    let stale = s.path("restored.duckdb.wal");
+    fs::write(&stale, b"an earlier database's log").unwrap();
+    let t = target.to_str().unwrap();
+    let out = s.bkp(&["restore", "latest", "--kind", "duckdb", "--target", t]);
+    assert_exit(&out, 8);
+    assert!(stderr(&out).contains("write-ahead log"), "{}", stderr(&out));
+    assert!(!target.exists());
+    let out = s.bkp(&[
+        "restore", "latest", "--kind", "duckdb", "--target", t, "--force",
+    ]);
+    assert_exit(&out, 0);
+    assert!(!stale.exists());
+    let db = duckdb::Connection::open(&target).unwrap();
+    let n: i64 = db
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 120);
 }

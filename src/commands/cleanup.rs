@@ -82,8 +82,24 @@ pub fn candidates(manifests: &[Manifest]) -> Vec<Candidate> {
                 .flatten(),
             finished_at: Some(m.finished_at),
             parent_started_at: m.parent.and_then(|p| p.timestamp()),
+            stream: stream_of(m),
         })
         .collect()
+}
+
+/// What a backup is of, when a store can hold several sources of its kind: a
+/// replication's source root, an export's database.
+fn stream_of(m: &Manifest) -> String {
+    let key = match (m.kind, m.operation.as_str()) {
+        (Kind::Parquet, "replicate") => "root",
+        (Kind::Duckdb, "export") => "database",
+        _ => return String::new(),
+    };
+    m.source
+        .get(key)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Every object key the manifests name (`objects` and `uses`).
@@ -217,7 +233,10 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     };
     for kind in Kind::ALL {
         for o in store.list(&format!("{}/", kind.as_str()))? {
-            let old = o.modified.is_some_and(|t| t < cutoff);
+            // Old by its own time and by the start of the run that wrote it
+            // (keys carry the run's UUIDv7): a long run's early uploads stay.
+            let old = o.modified.is_some_and(|t| t < cutoff)
+                && run_started(&o.key).is_none_or(|t| t < cutoff);
             if old && !named.contains(&o.key) && !doomed_keys.contains(&o.key) {
                 orphans.push(o);
             }
@@ -414,6 +433,16 @@ fn finish(ctx: &Ctx, store: &dyn Store, t: &Tombstone, named: &BTreeSet<String>)
     Ok(())
 }
 
+/// The start of the run that wrote `key`: the time in the first UUIDv7 the key
+/// holds (every data object's key names its backup id).
+fn run_started(key: &str) -> Option<OffsetDateTime> {
+    key.split(['/', '-', '.'])
+        .collect::<Vec<_>>()
+        .windows(5)
+        .find_map(|w| w.join("-").parse::<BackupId>().ok())
+        .and_then(|id| id.timestamp())
+}
+
 /// Deletes nothing while a manifest cannot be read: what it needs is unknown.
 fn refuse_unreadable(unreadable: &[manifest::Unreadable]) -> Result<()> {
     if let Some(u) = unreadable.first() {
@@ -515,4 +544,27 @@ fn local_leftovers(ctx: &Ctx, grace: std::time::Duration, dry: bool) -> u64 {
         }
     }
     found.len() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_names_the_start_of_its_run() {
+        let at = time::macros::datetime!(2026-11-20 06:00 UTC);
+        let id = BackupId::new_v7(at);
+        for key in [
+            format!("tigerbeetle/2026/11/20/tigerbeetle-snapshot-{id}.tar.zst.enc"),
+            format!("parquet/2026/11/20/{id}/t/0.parquet"),
+            format!("duckdb/full/2026/11/20/{id}/main.t/data.parquet.enc"),
+        ] {
+            assert_eq!(run_started(&key), Some(at), "{key}");
+        }
+        assert_eq!(
+            run_started("tigerbeetle/2026/11/20/orphan.tar.zst.enc"),
+            None
+        );
+        assert_eq!(run_started("parquet/2026-11-20/a-b-c-d-e.parquet"), None);
+    }
 }
