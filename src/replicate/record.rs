@@ -161,11 +161,24 @@ pub fn diff(previous: Option<&ReplicaSet>, listing: &[Entry]) -> Diff {
     let mut prev: HashMap<&str, &FileRecord> = previous
         .map(|p| p.set.iter().map(|r| (r.path.as_str(), r)).collect())
         .unwrap_or_default();
+    // A file the previous run skipped keeps its last good copy as its previous
+    // record, so that copy stays named (and kept) until a good version is stored.
+    let last_good: HashMap<&str, &FileRecord> = previous
+        .map(|p| {
+            p.skipped
+                .iter()
+                .filter_map(|s| s.last_good.as_ref().map(|r| (s.path.as_str(), r)))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut d = Diff::default();
     for e in listing {
         match prev.remove(e.path.as_str()) {
             Some(r) if same_version(r, e) => d.unchanged.push(r.clone()),
-            other => d.changed.push((e.clone(), other.cloned())),
+            other => {
+                let other = other.or_else(|| last_good.get(e.path.as_str()).copied());
+                d.changed.push((e.clone(), other.cloned()))
+            }
         }
     }
     let mut gone: Vec<FileRecord> = prev.into_values().cloned().collect();
@@ -177,6 +190,28 @@ pub fn diff(previous: Option<&ReplicaSet>, listing: &[Entry]) -> Diff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_skipped_file_keeps_its_last_good_copy_as_previous() {
+        let good = rec("t/a.parquet", 10, 1);
+        let previous = ReplicaSet {
+            format: FORMAT.into(),
+            root: "/srv/cold".into(),
+            previous: None,
+            set: vec![],
+            deleted: vec![],
+            skipped: vec![Skipped {
+                path: "t/a.parquet".into(),
+                reason: "not a valid Parquet file".into(),
+                last_good: Some(good.clone()),
+            }],
+            stats: Stats::default(),
+        };
+        let d = diff(Some(&previous), &[entry("t/a.parquet", 7, 2)]);
+        assert_eq!(d.changed.len(), 1);
+        assert_eq!(d.changed[0].1.as_ref(), Some(&good));
+        assert!(d.deleted.is_empty());
+    }
 
     fn rec(path: &str, size: u64, mtime: i64) -> FileRecord {
         FileRecord {
