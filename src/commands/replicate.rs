@@ -356,7 +356,10 @@ fn find_previous(
     root: &str,
 ) -> Result<Option<(Manifest, ReplicaSet)>> {
     for key in manifest_keys_newest_first(store)?.iter() {
-        let m = match store.get(key).and_then(|b| manifest::parse(&b, key)) {
+        // A store that does not answer stops the run: comparing against an older
+        // manifest instead would copy again everything changed since.
+        let bytes = store.get(key)?;
+        let m = match manifest::parse(&bytes, key) {
             Ok(m) => m,
             Err(e) => {
                 ctx.ui
