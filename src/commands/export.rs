@@ -274,7 +274,13 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
 
         // The previous export, if this run can build on it.
         let mut note = None;
-        let previous = match (full, all.last()) {
+        // Only this database's exports: one store may hold several.
+        let this_db = json!(d.database.display().to_string());
+        let newest_of_this_db = all
+            .iter()
+            .rev()
+            .find(|m| m.source.get("database") == Some(&this_db));
+        let previous = match (full, newest_of_this_db) {
             (true, _) => None,
             (false, None) => {
                 note = Some("no previous full export: taken as a full export".to_string());
