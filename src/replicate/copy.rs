@@ -79,6 +79,18 @@ enum Try {
     Done(Box<Outcome>),
     Corrupt(String),
     Changed(String),
+    /// The source refused to give the file (archived storage class, missing
+    /// permission, an I/O error): skipped, the rest replicated.
+    Unreadable(String),
+}
+
+/// A failure to read one source file: a temporary one (the service is down)
+/// stops the run, anything else skips that file only.
+fn unreadable<T>(err: anyhow::Error) -> Result<T, Result<Try>> {
+    match crate::exit::classify(&err) {
+        Some(crate::exit::Code::Transient) => Err(Err(err)),
+        _ => Err(Ok(Try::Unreadable(format!("{err:#}")))),
+    }
 }
 
 /// Raised inside a streamed upload to abort it when the file changed.
@@ -172,6 +184,13 @@ fn copy_file(job: &Job, entry: Entry, prev: Option<&FileRecord>) -> Result<Outco
                     last_good: prev.cloned(),
                 }))
             }
+            Try::Unreadable(reason) => {
+                return Ok(Outcome::Skipped(Skipped {
+                    path: e.path.clone(),
+                    reason: format!("it cannot be read: {reason}"),
+                    last_good: prev.cloned(),
+                }))
+            }
             Try::Changed(why) => {
                 let Some(now) = job.source.stat(&e.path)? else {
                     return Ok(Outcome::Gone);
@@ -256,7 +275,11 @@ fn try_copy(job: &Job, e: &Entry, prev: Option<&FileRecord>) -> Result<Try> {
     let store = job.target.store();
     if e.size <= INLINE_MAX {
         // Small: one read, checked, hashed and uploaded from memory.
-        let Fetched::Got(bytes) = job.source.read_all(e)? else {
+        let fetched = match job.source.read_all(e).or_else(unreadable) {
+            Ok(f) => f,
+            Err(t) => return t,
+        };
+        let Fetched::Got(bytes) = fetched else {
             return Ok(Try::Changed("it was replaced or deleted".into()));
         };
         if bytes.len() as u64 != e.size {
@@ -289,7 +312,11 @@ fn try_copy(job: &Job, e: &Entry, prev: Option<&FileRecord>) -> Result<Try> {
     }
 
     // Large (or copied inside the store): check the footer from the tail first.
-    let Fetched::Got((head, mut tail)) = job.source.head_tail(e, TAIL_GUESS)? else {
+    let fetched = match job.source.head_tail(e, TAIL_GUESS).or_else(unreadable) {
+        Ok(f) => f,
+        Err(t) => return t,
+    };
+    let Fetched::Got((head, mut tail)) = fetched else {
         return Ok(Try::Changed("it was replaced or deleted".into()));
     };
     if tail.len() >= 8 && e.size >= parquet::MIN_LEN {
@@ -425,6 +452,19 @@ fn server_side_copy(job: &Job, e: &Entry, prev: Option<&FileRecord>, key: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_file_is_skipped_but_an_unreachable_source_stops_the_run() {
+        let denied = anyhow::anyhow!("Permission denied (os error 13)");
+        match unreadable::<()>(denied) {
+            Err(Ok(Try::Unreadable(why))) => assert!(why.contains("Permission denied")),
+            _ => panic!("a refused file must be skipped"),
+        }
+        let archived = crate::exit::coded(crate::exit::Code::Config, "403 InvalidObjectState");
+        assert!(matches!(unreadable::<()>(archived), Err(Ok(Try::Unreadable(_)))));
+        let down = crate::exit::coded(crate::exit::Code::Transient, "503 Slow Down");
+        assert!(matches!(unreadable::<()>(down), Err(Err(_))));
+    }
     use crate::store::memory::MemoryStore;
 
     #[test]
