@@ -463,7 +463,8 @@ fn export_chains_are_cleaned_up_whole_and_drilled() {
         db.execute_batch(sql).unwrap();
     };
     write(
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, v VARCHAR, updated_at TIMESTAMP);
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v VARCHAR, updated_at TIMESTAMP,
+                         loud VARCHAR GENERATED ALWAYS AS (upper(v)) VIRTUAL);
          INSERT INTO t SELECT i, 'a', now() FROM range(100) r(i);",
     );
     let more = |from: u32| {

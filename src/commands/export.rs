@@ -838,6 +838,7 @@ mod tests {
             primary_key: vec![],
             columns: vec![],
             types: vec![],
+            has_generated: false,
         }
     }
 

@@ -356,8 +356,19 @@ pub fn restore_database(
             )
         };
         for r in &tables {
+            // The stored columns only: generated ones are computed by the table.
+            let generated = crate::sources::duck::generated_columns(&conn, &r.schema, &r.table)?;
+            let exclude = if generated.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<String> = generated
+                    .iter()
+                    .map(|c| crate::sources::duck::quote_ident(c))
+                    .collect();
+                format!(" EXCLUDE ({})", names.join(", "))
+            };
             conn.execute_batch(&format!(
-                "CREATE TABLE {} AS SELECT * FROM {} LIMIT 0",
+                "CREATE TABLE {} AS SELECT *{exclude} FROM {} LIMIT 0",
                 staged(r),
                 real(r)
             ))

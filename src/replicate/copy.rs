@@ -461,7 +461,10 @@ mod tests {
             _ => panic!("a refused file must be skipped"),
         }
         let archived = crate::exit::coded(crate::exit::Code::Config, "403 InvalidObjectState");
-        assert!(matches!(unreadable::<()>(archived), Err(Ok(Try::Unreadable(_)))));
+        assert!(matches!(
+            unreadable::<()>(archived),
+            Err(Ok(Try::Unreadable(_)))
+        ));
         let down = crate::exit::coded(crate::exit::Code::Transient, "503 Slow Down");
         assert!(matches!(unreadable::<()>(down), Err(Err(_))));
     }

@@ -118,6 +118,8 @@ pub struct Table {
     pub columns: Vec<String>,
     /// The columns' SQL types, in the same order.
     pub types: Vec<String>,
+    /// Whether the table also has generated columns (not in `columns`).
+    pub has_generated: bool,
 }
 
 /// Types that Parquet cannot hold exactly (HUGEINT and UHUGEINT become DOUBLE,
@@ -154,6 +156,9 @@ impl Table {
             }
         }
         match columns {
+            None if self.has_generated => {
+                format!("SELECT {} FROM {}", list.join(", "), self.sql_name())
+            }
             None if text.is_empty() => format!("SELECT * FROM {}", self.sql_name()),
             None => format!(
                 "SELECT * REPLACE ({}) FROM {}",
@@ -186,6 +191,17 @@ fn strings(conn: &Connection, sql: &str) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// The generated columns of `schema.table` (computed by the table, never stored).
+pub fn generated_columns(conn: &Connection, schema: &str, table: &str) -> Result<Vec<String>> {
+    let mut st = conn.prepare(
+        "SELECT column_name FROM information_schema.columns \
+         WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ? \
+         AND is_generated <> 'NEVER'",
+    )?;
+    let rows = st.query_map([schema, table], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
 /// The user's base tables, in creation order.
@@ -224,12 +240,22 @@ pub fn tables(conn: &Connection) -> Result<Vec<Table>> {
              ORDER BY column_index",
         )
         .with_context(|| format!("failed to read the columns of {schema}.{name}"))?;
+        // Generated columns are derived, not stored: the restored table computes
+        // them again, and an INSERT may not name them.
+        let generated = generated_columns(conn, &schema, &name)
+            .with_context(|| format!("failed to read the columns of {schema}.{name}"))?;
+        let (columns, types): (Vec<String>, Vec<String>) = columns
+            .into_iter()
+            .zip(types)
+            .filter(|(c, _)| !generated.contains(c))
+            .unzip();
         out.push(Table {
             schema,
             name,
             primary_key,
             columns,
             types,
+            has_generated: !generated.is_empty(),
         });
     }
     Ok(out)
@@ -500,6 +526,7 @@ mod tests {
             primary_key: vec!["id".into()],
             columns: vec!["id".into(), "updated_at".into(), "big".into()],
             types: vec!["INTEGER".into(), "TIMESTAMP".into(), "HUGEINT".into()],
+            has_generated: false,
         };
         assert_eq!(
             t.select(Some(&["big".to_string()])),
