@@ -727,6 +727,23 @@ fn export_table(
         }
     }
     if rec.mode == TableMode::Incremental {
+        // NaN or an infinity is a bound no later value passes: selecting by it
+        // would find nothing new, export after export.
+        let stuck = [
+            bound.as_ref().and_then(|b| b.to.as_deref()),
+            from.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|v| never_passed(v));
+        if let Some(v) = stuck {
+            rec.mode = TableMode::FullCopy;
+            rec.note = Some(format!(
+                "the watermark bound is {v}, which no later value passes: copied whole"
+            ));
+        }
+    }
+    if rec.mode == TableMode::Incremental {
         let b = bound.as_mut().context("watermark bound")?;
         b.from = from.clone();
         // The bound never moves back (the newest rows may have been deleted, or the
@@ -827,9 +844,27 @@ fn report(
     Ok(())
 }
 
+/// Whether a watermark bound (as text) is one that no value can lie above.
+fn never_passed(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "nan" | "-nan" | "inf" | "infinity" | "+inf" | "+infinity"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounds_no_value_can_pass_are_recognised() {
+        for v in ["nan", "NaN", "inf", "Infinity", "infinity", "+inf"] {
+            assert!(never_passed(v), "{v}");
+        }
+        for v in ["1.5", "2026-11-22 10:00:00", "-infinity", "42"] {
+            assert!(!never_passed(v), "{v}");
+        }
+    }
 
     fn t(schema: &str, name: &str) -> Table {
         Table {
