@@ -504,26 +504,7 @@ impl Store for S3Store {
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
-        let full = self.full_key(key)?;
-        let res = self.rt.block_on(
-            self.client
-                .head_object()
-                .bucket(&self.s.bucket)
-                .key(&full)
-                .send(),
-        );
-        match res {
-            Ok(out) => Ok(Some(ObjectInfo {
-                key: key.to_string(),
-                size: out.content_length().unwrap_or(0).max(0) as u64,
-                modified: to_time(out.last_modified()),
-            })),
-            Err(e) if status_of(&e) == Some(404) => Ok(None),
-            Err(e) => Err(sdk_error(
-                e,
-                format!("failed to look up {}", self.where_(key)),
-            )),
-        }
+        Ok(self.head_with_etag(key)?.map(|l| l.info))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
