@@ -192,7 +192,11 @@ pub fn after_run(ctx: &Ctx, store: &dyn Store, r: &RunRecord) {
     let finished_at = OffsetDateTime::now_utc();
     // One small read of the manifest this run just wrote; a failed run stored
     // nothing that counts.
-    let objects = if r.completed {
+    // `verify` and `cleanup` write no manifest of their own to count.
+    let backup = !matches!(r.operation, Operation::Verify | Operation::Cleanup);
+    let objects = if !backup {
+        None
+    } else if r.completed {
         let key = manifest::manifest_key(r.kind, r.id);
         store
             .get(&key)
