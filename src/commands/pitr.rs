@@ -174,6 +174,16 @@ pub fn start_private_replica(
     Ok((replica, cfg))
 }
 
+/// Counts the accounts and transfers in `data_file` through a private replica
+/// (which may write to the file: never call this on a production data file).
+/// The stats' `until` is the newest timestamp.
+pub fn count_rows(ctx: &Ctx, data_file: &Path, why: &str) -> Result<tblog::SegmentStats> {
+    let (replica, cfg) = start_private_replica(ctx, data_file, false, why)?;
+    let stats = tblog::capture(&cfg, 0, &mut std::io::sink())?;
+    drop(replica);
+    Ok(stats.segment)
+}
+
 /// Replays the log onto `data_file` (formatting it first when `fresh`) up to `at`.
 pub fn replay_logs(
     ctx: &Ctx,

@@ -217,15 +217,7 @@ fn count_rows(ctx: &Ctx, prepared: &tigerbeetle::Prepared) -> Result<crate::tblo
             "tigerbeetle.count_rows needs snapshot_mode \"stop\" or \"reflink\": in \"offline\" mode bkp reads the data file in place and never starts a replica on it"
         );
     }
-    let (replica, cfg) = super::pitr::start_private_replica(
-        ctx,
-        &prepared.path,
-        false,
-        "counting a snapshot's rows",
-    )?;
-    let stats = crate::tblog::capture(&cfg, 0, &mut std::io::sink())?;
-    drop(replica);
-    Ok(stats.segment)
+    super::pitr::count_rows(ctx, &prepared.path, "counting a snapshot's rows")
 }
 
 /// Removes data-file copies left in the work directory by a run that crashed.
