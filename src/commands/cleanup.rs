@@ -163,6 +163,8 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     // backup it builds on, so no listed backup ever lacks its base).
     let mut tombstones = pending;
     let mut deleted = Vec::new();
+    // Bytes deleted per kind, for the metrics (every kind present gets a file).
+    let mut per_kind: BTreeMap<Kind, u64> = all.iter().map(|m| (m.kind, 0)).collect();
     for d in decisions.iter().filter(|d| !d.keep) {
         let m = by_id[&d.id];
         let bytes = m.stored_bytes();
@@ -196,6 +198,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
             d.reasons.first().map(String::as_str).unwrap_or("")
         ));
         deleted.push(json!({"id": m.id, "kind": m.kind, "scope": m.scope, "bytes": bytes}));
+        *per_kind.entry(m.kind).or_default() += bytes;
         tombstones.push(t);
     }
 
@@ -303,15 +306,6 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         let key = write_report(store, "cleanup", run_id, started_at, &report)?;
         ctx.ui.detail(&format!("report: {key}"));
         // Metrics per kind: bytes deleted (the reversals went to the ledger above).
-        let mut per_kind: BTreeMap<Kind, u64> = all.iter().map(|m| (m.kind, 0)).collect();
-        for d in &deleted {
-            if let (Some(k), Some(b)) = (
-                serde_json::from_value::<Kind>(d["kind"].clone()).ok(),
-                d["bytes"].as_u64(),
-            ) {
-                *per_kind.entry(k).or_default() += b;
-            }
-        }
         for (kind, bytes) in per_kind {
             let r = RunRecord {
                 id: run_id,
