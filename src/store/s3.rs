@@ -460,7 +460,7 @@ impl Store for S3Store {
         // A fast, friendly refusal when the key exists. The conditional write is what
         // guarantees create-only; write-only credentials may not be allowed to HEAD,
         // so a refused HEAD is not an error here.
-        if let Ok(Some(_)) = self.head(key) {
+        if self.head(key)?.is_some() {
             return Err(already_exists(&format!("s3://{}", self.s.bucket), key));
         }
         Ok(Box::new(S3Writer {
@@ -751,7 +751,7 @@ impl S3Store {
         metadata: &Metadata,
     ) -> Result<Option<ObjectInfo>> {
         let full = self.full_key(key)?;
-        if let Ok(Some(_)) = self.head(key) {
+        if self.head(key)?.is_some() {
             return Err(already_exists(&format!("s3://{}", self.s.bucket), key));
         }
         let source = encode_copy_source(&format!("{source_bucket}/{source_key}"));
