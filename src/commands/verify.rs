@@ -356,7 +356,9 @@ fn check_backup(
         bytes_read: 0,
         problems: Vec::new(),
     };
-    for (o, compression, encrypted) in objects_of(m)? {
+    let objects = objects_of(m)?;
+    let described: BTreeSet<String> = objects.iter().map(|(o, _, _)| o.key.clone()).collect();
+    for (o, compression, encrypted) in objects {
         if checked.contains(&o.key) {
             continue; // read already in this run (a shared object)
         }
@@ -389,7 +391,6 @@ fn check_backup(
             }
         }
     }
-    let described: BTreeSet<String> = objects_of(m)?.into_iter().map(|(o, _, _)| o.key).collect();
     for key in m.uses.iter().filter(|k| !described.contains(*k)) {
         match (store.head(key)?, sizes.get(key.as_str())) {
             (None, _) => c.problems.push(format!("shared object {key} is missing")),
