@@ -121,6 +121,60 @@ pub fn to_io(err: anyhow::Error) -> std::io::Error {
     }
 }
 
+/// The most specific class among `codes`: the one an operator must act on
+/// first. Damage outranks configuration, which outranks what a rerun may fix;
+/// `None` only when none is classified.
+pub fn most_specific(codes: impl IntoIterator<Item = Option<Code>>) -> Option<Code> {
+    const ORDER: [Code; 9] = [
+        Code::Integrity,
+        Code::UnsafeSource,
+        Code::Config,
+        Code::Locked,
+        Code::TargetExists,
+        Code::NotFound,
+        Code::Partial,
+        Code::Stale,
+        Code::Transient,
+    ];
+    codes
+        .into_iter()
+        .flatten()
+        .min_by_key(|c| ORDER.iter().position(|o| o == c))
+}
+
+/// Several problems of one run as one error: `what` says what still happened
+/// (e.g. "snapshot X is stored, but"), each problem follows, and the error
+/// carries the [`most_specific`] class among them.
+pub fn combine(what: &str, problems: Vec<anyhow::Error>) -> anyhow::Error {
+    let code = most_specific(problems.iter().map(classify));
+    let text: Vec<String> = problems.iter().map(|e| format!("{e:#}")).collect();
+    let message = format!("{what} {}", text.join("; and "));
+    match code {
+        Some(code) => coded(code, message),
+        None => anyhow::anyhow!(message),
+    }
+}
+
+/// Whether an error met while checking stored data means the data is damaged
+/// (a finding to report, exit [`INTEGRITY`]), rather than that the check could
+/// not look: a store or ledger that did not answer, a configuration mistake, a
+/// lock, an interruption. Those stop the check with their own code, so that
+/// nobody is paged for damage that is not there.
+pub fn is_damage(err: &anyhow::Error) -> bool {
+    !matches!(
+        classify(err),
+        Some(
+            Code::Transient
+                | Code::Config
+                | Code::Locked
+                | Code::UnsafeSource
+                | Code::TargetExists
+                | Code::Stale
+                | Code::Partial
+        )
+    )
+}
+
 /// The exit code for `err`.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     classify(err).map_or(FAILURE, Code::exit_code)
@@ -148,5 +202,36 @@ mod tests {
 
         let plain = anyhow::anyhow!("boom");
         assert_eq!(exit_code(&plain), FAILURE);
+    }
+
+    #[test]
+    fn combined_problems_exit_with_the_most_specific_code() {
+        let skipped = || coded(Code::Partial, "skipped 2 files");
+        let ledger = || anyhow::anyhow!("the ledger rejected the record");
+        let down = || coded(Code::Transient, "the ledger did not answer");
+        let bad = || coded(Code::Integrity, "digest mismatch");
+        for (problems, want) in [
+            (vec![ledger(), skipped()], PARTIAL),
+            (vec![skipped(), ledger()], PARTIAL),
+            (vec![down(), skipped()], PARTIAL),
+            (vec![down(), ledger()], TRANSIENT),
+            (vec![skipped(), bad(), down()], INTEGRITY),
+            (vec![ledger()], FAILURE),
+        ] {
+            let e = combine("replicate X is stored, but", problems);
+            assert_eq!(exit_code(&e), want, "{e:#}");
+            assert!(format!("{e:#}").starts_with("replicate X is stored, but "));
+        }
+        let e = combine("x", vec![skipped(), ledger()]);
+        assert!(format!("{e}").contains("skipped 2 files; and the ledger rejected"));
+    }
+
+    #[test]
+    fn trouble_is_not_damage() {
+        assert!(is_damage(&coded(Code::Integrity, "bad chunk")));
+        assert!(is_damage(&coded(Code::NotFound, "object missing")));
+        assert!(is_damage(&anyhow::anyhow!("DuckDB cannot read the file")));
+        assert!(!is_damage(&coded(Code::Transient, "timeout").context("drill")));
+        assert!(!is_damage(&coded(Code::Config, "no key")));
     }
 }

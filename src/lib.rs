@@ -8,6 +8,7 @@
 //! stored objects a backup. [`ledger`] records each run in TigerBeetle.
 
 pub mod archive;
+pub mod chain;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod tbclient;
 pub mod tblog;
 pub mod ui;
 pub mod units;
+pub mod workdir;
 
 use std::time::Duration;
 

@@ -1,16 +1,16 @@
 //! The run lock: no two runs of one configuration overlap.
 //!
-//! An exclusive `flock` on `work_dir/bkp.lock`. The kernel drops it when the
+//! An exclusive `flock` on `work_dir/{operation}.lock`. The kernel drops it when the
 //! process dies, however it dies, so a crash never leaves a stale lock behind.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
 use crate::exit::{coded, Code};
+use crate::workdir::WorkDir;
 
 pub struct RunLock {
     _file: File,
@@ -23,12 +23,9 @@ impl RunLock {
     /// one operation of one config never do.
     pub fn acquire(work_dir: &Path, operation: &str, wait: Duration) -> Result<RunLock> {
         // Private: it holds unencrypted copies of data files while a snapshot runs.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(work_dir)
-            .with_context(|| format!("failed to create work_dir {}", work_dir.display()))?;
-        let path = work_dir.join(format!("{operation}.lock"));
+        let work_dir = WorkDir::new(work_dir);
+        work_dir.create()?;
+        let path = work_dir.lock_file(operation);
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)

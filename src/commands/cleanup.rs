@@ -40,29 +40,11 @@ use crate::config::StorePlan;
 use crate::id::BackupId;
 use crate::ledger;
 use crate::lock::RunLock;
+use crate::manifest::tombstone::{self, read_tombstones, Tombstone};
 use crate::manifest::{self, Kind, Manifest};
 use crate::retention::{self, Candidate, Decision};
 use crate::store::Store;
 use crate::ui;
-
-pub const TRASH_DIR: &str = "trash";
-const TOMBSTONE_SCHEMA: &str = "bkp.tombstone/1.0";
-
-/// A deletion in progress, written before anything is deleted.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Tombstone {
-    pub schema: String,
-    pub manifest: Manifest,
-    /// The amount of the reverse ledger transfer: the bytes of the backup's own
-    /// objects, which its own transfer credited.
-    pub bytes: u64,
-    #[serde(with = "time::serde::rfc3339")]
-    pub planned_at: OffsetDateTime,
-}
-
-fn tombstone_key(kind: Kind, id: BackupId) -> String {
-    format!("{TRASH_DIR}/{}/{id}.json", kind.as_str())
-}
 
 /// The candidates retention sees for `manifests`.
 pub fn candidates(manifests: &[Manifest]) -> Vec<Candidate> {
@@ -174,12 +156,12 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
             continue;
         }
         let t = Tombstone {
-            schema: TOMBSTONE_SCHEMA.into(),
+            schema: tombstone::SCHEMA.into(),
             manifest: m.clone(),
             bytes,
             planned_at: started_at,
         };
-        let key = tombstone_key(m.kind, m.id);
+        let key = tombstone::key(m.kind, m.id);
         if store.head(&key)?.is_none() {
             store
                 .put_new(&key, &serde_json::to_vec_pretty(&t)?, &Vec::new())
@@ -378,25 +360,6 @@ fn show_plan(
     Ok(())
 }
 
-pub fn read_tombstones(store: &dyn Store) -> Result<Vec<Tombstone>> {
-    let mut out = Vec::new();
-    for o in store.list(&format!("{TRASH_DIR}/"))? {
-        if !o.key.ends_with(".json") {
-            continue;
-        }
-        let bytes = store.get(&o.key)?;
-        let t: Tombstone = serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "tombstone {} is malformed: remove it by hand after checking the backup it names",
-                o.key
-            )
-        })?;
-        out.push(t);
-    }
-    out.sort_by_key(|t| (t.manifest.started_at, t.manifest.id));
-    Ok(out)
-}
-
 /// Finishes one deletion: its manifest gone, the objects it names that no
 /// remaining manifest names, the reverse ledger transfer, the tombstone. Each
 /// step is idempotent.
@@ -423,7 +386,7 @@ fn finish(ctx: &Ctx, store: &dyn Store, t: &Tombstone, named: &BTreeSet<String>)
     if let Some(note) = super::send_record(ctx, &record.to_ledger(store))? {
         ctx.ui.detail(&note);
     }
-    store.delete(&tombstone_key(m.kind, m.id))?;
+    store.delete(&tombstone::key(m.kind, m.id))?;
     Ok(())
 }
 
@@ -463,81 +426,44 @@ fn failpoint(name: &str) {
     }
 }
 
-/// Removes what crashed runs left on local disk; returns how many.
+/// Removes what crashed runs left on local disk (the work directory, and
+/// partial writes in a local store); returns how many.
 fn local_leftovers(ctx: &Ctx, grace: std::time::Duration, dry: bool) -> u64 {
-    let plan = &ctx.plan;
-    let mut found: Vec<std::path::PathBuf> = Vec::new();
-    let older = |p: &Path| {
-        p.symlink_metadata()
+    let mut n = super::sweep_work_dir(ctx, dry);
+    let StorePlan::Local(root) = &ctx.plan.store else {
+        return n;
+    };
+    let partial = root.join(crate::store::local::PARTIAL_DIR);
+    for e in std::fs::read_dir(&partial).into_iter().flatten().flatten() {
+        let p = e.path();
+        let old = p
+            .symlink_metadata()
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .is_some_and(|age| age > grace)
-    };
-    let entries = |dir: &Path| -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(dir)
-            .map(|r| r.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default()
-    };
-    for p in entries(&plan.work_dir) {
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if name.starts_with(".restore-") && name.ends_with(".spool") && older(&p) {
-            found.push(p);
+            .is_some_and(|age| age > grace);
+        if !old {
+            continue;
         }
-    }
-    if let StorePlan::Local(root) = &plan.store {
-        for p in entries(&root.join(crate::store::local::PARTIAL_DIR)) {
-            if older(&p) {
-                found.push(p);
-            }
-        }
-    }
-    // Data-file copies: only while no snapshot runs (its lock is free).
-    let copies: Vec<_> = entries(&plan.work_dir)
-        .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_prefix(crate::sources::tigerbeetle::COPY_DIR_PREFIX))
-                .is_some_and(|id| id.parse::<BackupId>().is_ok())
-        })
-        .collect();
-    let snapshot_lock = if copies.is_empty() || dry {
-        None
-    } else {
-        RunLock::acquire(&plan.work_dir, "snapshot", std::time::Duration::ZERO).ok()
-    };
-    if snapshot_lock.is_some() || dry {
-        found.extend(copies);
-    }
-    for p in &found {
+        n += 1;
         if dry {
             ctx.ui.info(&format!(
                 "would remove {} left by an interrupted run",
                 p.display()
             ));
-            continue;
-        }
-        let r = if p.is_dir() {
-            std::fs::remove_dir_all(p)
+        } else if let Err(err) = std::fs::remove_file(&p) {
+            ctx.ui.warn(&format!(
+                "cannot remove {} left by an interrupted run: {err}",
+                p.display()
+            ));
         } else {
-            std::fs::remove_file(p)
-        };
-        match r {
-            Ok(()) => ctx.ui.info(&format!(
+            ctx.ui.info(&format!(
                 "removed {} left by an interrupted run",
                 p.display()
-            )),
-            Err(e) => ctx.ui.warn(&format!(
-                "cannot remove {} left by an interrupted run: {e}",
-                p.display()
-            )),
+            ));
         }
     }
-    found.len() as u64
+    n
 }
 
 #[cfg(test)]

@@ -31,162 +31,22 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{hostname, open_store, record_run, Ctx, RunRecord};
+use super::run::{json_report, Body, Run, Spec, Stored};
+use super::{open_store, Ctx};
+use crate::chain;
 use crate::config::{DuckdbPlan, WithoutWatermark};
 use crate::exit::{coded, Code};
-use crate::id::BackupId;
 use crate::ledger::Operation;
-use crate::lock::RunLock;
-use crate::manifest::{self, FileEntry, Kind, Manifest, ObjectEntry, Scope, Status};
+use crate::manifest::duckdb::{
+    export_manifests, object_key, table_records, TableFile, TableMode, TableRecord, Watermark,
+    DELETES_NOTE, OPERATION, SCHEMA_FILE,
+};
+use crate::manifest::{FileEntry, Kind, Manifest, ObjectEntry, Scope};
+use crate::workdir::WorkDir;
 use crate::sources::duck::{self, Table};
 use crate::stages::compress::Compression;
 use crate::store::Store;
 use crate::{pipeline, ui};
-
-pub const OPERATION: &str = "export";
-/// The name of the schema file in every export.
-pub const SCHEMA_FILE: &str = "schema.sql";
-/// What the manifest says about deleted rows.
-pub const DELETES_NOTE: &str = "captured: an incremental of a table with a primary key records the current key set, and a restore removes rows missing from it; a table without one is applied incrementally only while rows are only added, and copied whole otherwise";
-
-/// How one table was exported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TableMode {
-    /// Every row (a full export).
-    Full,
-    /// The rows changed since the previous export, and the current key set.
-    Incremental,
-    /// Every row, replacing the table on restore (no watermark, or no previous bound).
-    FullCopy,
-    /// Not copied by this incremental (no watermark and `without_watermark = "skip"`).
-    Skipped,
-    /// Not copied at all (config include/exclude): restored empty.
-    Excluded,
-}
-
-impl TableMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TableMode::Full => "full",
-            TableMode::Incremental => "incremental",
-            TableMode::FullCopy => "full-copy",
-            TableMode::Skipped => "skipped",
-            TableMode::Excluded => "excluded",
-        }
-    }
-}
-
-/// The watermark of a table in one export.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Watermark {
-    pub column: String,
-    /// The column's SQL type, used to compare bounds.
-    #[serde(rename = "type")]
-    pub ty: String,
-    /// Rows with a watermark above this were exported (None: from the start).
-    pub from: Option<String>,
-    /// … up to and including this (None: the table had no watermark value).
-    pub to: Option<String>,
-}
-
-/// One Parquet file of a table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TableFile {
-    /// `data` (rows) or `keys` (the primary keys of every current row).
-    pub role: String,
-    /// Name in the manifest's `files`, e.g. `main.signals/data.parquet`.
-    pub name: String,
-    pub object: String,
-    pub rows: u64,
-    pub size: u64,
-    pub sha256: String,
-}
-
-/// What the manifest records for one table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TableRecord {
-    /// The table's place in creation order (tables referenced by foreign keys first).
-    #[serde(default)]
-    pub position: usize,
-    pub schema: String,
-    pub table: String,
-    pub mode: TableMode,
-    /// Rows in this export's data file.
-    pub rows: u64,
-    /// Rows the table holds once this export is restored (None: excluded).
-    pub rows_total: Option<u64>,
-    pub primary_key: Vec<String>,
-    pub watermark: Option<Watermark>,
-    pub files: Vec<TableFile>,
-    /// Why the table was exported the way it was, when not the obvious way.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-/// The per-table records of an export manifest, by `schema.table`.
-pub fn table_records(m: &Manifest) -> Result<BTreeMap<String, TableRecord>> {
-    let v = m.source.get("tables").cloned().unwrap_or(json!({}));
-    serde_json::from_value(v)
-        .with_context(|| format!("manifest {} has unreadable table records", m.key()))
-}
-
-/// Every export manifest, oldest first.
-pub fn export_manifests(store: &dyn Store) -> Result<Vec<Manifest>> {
-    let (all, _) = manifest::list(store, Some(Kind::Duckdb))?;
-    Ok(all
-        .into_iter()
-        .filter(|m| m.operation == OPERATION)
-        .collect())
-}
-
-/// The chain ending at `head`, full export first; an error when a link is missing.
-pub fn chain(all: &[Manifest], head: &Manifest) -> Result<Vec<Manifest>> {
-    let by_id: BTreeMap<BackupId, &Manifest> = all.iter().map(|m| (m.id, m)).collect();
-    let mut out = vec![head.clone()];
-    let mut cur = head;
-    while cur.scope == Scope::Incremental {
-        let parent = cur.parent.ok_or_else(|| {
-            coded(
-                Code::NotFound,
-                format!("incremental export {} names no parent", cur.id),
-            )
-        })?;
-        let p = by_id.get(&parent).ok_or_else(|| {
-            coded(
-                Code::NotFound,
-                format!(
-                    "export {} builds on {parent}, which is not in the store: the chain is broken; restore an older export or take `bkp export --full`",
-                    cur.id
-                ),
-            )
-        })?;
-        if out.len() > all.len() {
-            anyhow::bail!("the export chain of {} loops", head.id);
-        }
-        out.push((*p).clone());
-        cur = p;
-    }
-    out.reverse();
-    Ok(out)
-}
-
-/// Object keys: `duckdb/{scope}/{yyyy}/{mm}/{dd}/{id}/{file}{suffix}`.
-pub fn object_key(
-    scope: Scope,
-    id: BackupId,
-    at: OffsetDateTime,
-    file: &str,
-    suffix: &str,
-) -> String {
-    format!(
-        "duckdb/{}/{:04}/{:02}/{:02}/{id}/{file}{suffix}",
-        scope.as_str(),
-        at.year(),
-        at.month() as u8,
-        at.day()
-    )
-}
 
 /// A file-name-safe, unique stem for a table: `schema.table` with odd characters
 /// replaced (and a number added if that makes two tables collide).
@@ -242,19 +102,31 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
     })?;
     let keyring = plan.keyring()?;
     let store = open_store(plan)?;
-    let _lock = RunLock::acquire(&plan.work_dir, OPERATION, ctx.wait)?;
-    remove_stale_staging(ctx);
-
-    let started_at = OffsetDateTime::now_utc();
-    let clock = Instant::now();
-    let id = BackupId::new_v7(started_at);
     let compression = if d.recompress {
         plan.compression
     } else {
         Compression::None
     };
+    let run = Run::begin(
+        ctx,
+        store.as_ref(),
+        keyring.as_ref(),
+        Spec {
+            kind: Kind::Duckdb,
+            scope: if full {
+                Scope::Full
+            } else {
+                Scope::Incremental
+            },
+            name: OPERATION,
+            operation: Operation::Export,
+            compression,
+            retention_days: d.retention_days,
+        },
+    )?;
+    let (id, started_at) = (run.id, run.started_at);
 
-    let outcome = (|| -> Result<Manifest> {
+    let outcome = (|| -> Result<Stored> {
         // Read the store first: the database is held only while it is read.
         let all = export_manifests(store.as_ref())?;
         let conn = duck::open_read_only(
@@ -287,9 +159,9 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
                 None
             }
             (false, Some(head)) => {
-                match chain(&all, head) {
+                match chain::Index::new(&all).ancestry(head) {
                     Err(e) => {
-                        note = Some(format!("the previous export's chain is unusable ({e:#}): taken as a full export"));
+                        note = Some(format!("the previous export's chain is unusable ({e}): taken as a full export"));
                         None
                     }
                     Ok(_) if head.source.get("schema_sha256") != Some(&json!(schema_sha)) => {
@@ -319,11 +191,8 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
             store.identity()
         ));
 
-        let staging = plan.work_dir.join(format!("export-{id}"));
-        std::fs::create_dir_all(&staging)
-            .with_context(|| format!("failed to create {}", staging.display()))?;
-        let _cleanup = Staging(staging.clone());
-        let suffix = super::object_suffix("", compression, keyring.as_ref());
+        let staging = WorkDir::new(&plan.work_dir).scratch("export")?;
+        let suffix = run.suffix("", compression);
         let progress = ctx.progress();
         let mut objects = Vec::new();
         let mut files = Vec::new();
@@ -332,15 +201,10 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
                           produce: &mut dyn FnMut(&mut dyn Write) -> Result<()>|
          -> Result<(ObjectEntry, FileEntry)> {
             let key = object_key(scope, id, started_at, name, &suffix);
-            let metadata = vec![
-                ("backup-id".to_string(), id.to_string()),
-                ("backup-type".to_string(), "duckdb".to_string()),
-                ("backup-scope".to_string(), scope.as_str().to_string()),
-            ];
             let entry = pipeline::upload(
                 store.as_ref(),
                 &key,
-                &metadata,
+                &run.metadata(scope),
                 compression,
                 keyring.as_ref(),
                 progress.clone(),
@@ -432,62 +296,20 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
         source.insert("deleted_rows".into(), json!(DELETES_NOTE));
         source.insert("sequences".into(), serde_json::to_value(&sequences)?);
         source.insert("tables".into(), serde_json::to_value(&records)?);
-        let m = Manifest {
-            schema: manifest::schema_string(),
-            id,
-            kind: Kind::Duckdb,
-            scope,
-            operation: OPERATION.into(),
-            status: Status::Completed,
-            started_at,
-            finished_at: OffsetDateTime::now_utc(),
-            host: hostname(),
-            bkp_version: env!("CARGO_PKG_VERSION").into(),
-            retention_days: d.retention_days,
-            compression,
-            encryption: super::encryption_record(keyring.as_ref()),
+        run.store_manifest(run.manifest(Body {
+            scope: Some(scope),
             objects,
             files,
             parent: previous.as_ref().map(|(h, _, _)| h.id),
-            uses: Vec::new(),
             source,
-        };
-        manifest::write(store.as_ref(), &m)?;
-        Ok(m)
+            ..Body::default()
+        }))
     })();
 
-    let record = RunRecord {
-        id,
-        kind: Kind::Duckdb,
-        scope: outcome.as_ref().map_or(
-            if full {
-                Scope::Full
-            } else {
-                Scope::Incremental
-            },
-            |m| m.scope,
-        ),
-        operation: Operation::Export,
-        compression,
-        encrypted: keyring.is_some(),
-        completed: outcome.is_ok(),
-        retention_days: d.retention_days,
-        started_at,
-        bytes: outcome.as_ref().map_or(0, |m| m.stored_bytes()),
-    };
-    let ledger = record_run(ctx, store.as_ref(), &record);
-    let m = outcome?;
-    let ledger_note = match ledger {
-        Ok(n) => n,
-        Err(e) => {
-            report(ctx, &m, d, store.as_ref(), clock.elapsed(), None)?;
-            anyhow::bail!(
-                "export {} completed, but recording it in the ledger failed: {e:#}",
-                m.id
-            );
-        }
-    };
-    report(ctx, &m, d, store.as_ref(), clock.elapsed(), ledger_note)
+    let store = store.as_ref();
+    run.finish(outcome, |m, elapsed, ledger| {
+        report(ctx, m, d, store, elapsed, ledger)
+    })
 }
 
 /// The pipe size asked for (Linux's default limit for unprivileged processes).
@@ -604,33 +426,6 @@ fn check_names(d: &DuckdbPlan, tables: &[Table]) -> Result<()> {
     Ok(())
 }
 
-/// Removes export staging directories left in the work directory by a run that
-/// crashed. Only called under the run lock, so no other export is using them.
-fn remove_stale_staging(ctx: &Ctx) {
-    let Ok(entries) = std::fs::read_dir(&ctx.plan.work_dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let stale = name
-            .strip_prefix("export-")
-            .is_some_and(|id| id.parse::<BackupId>().is_ok());
-        if stale && e.path().is_dir() {
-            match std::fs::remove_dir_all(e.path()) {
-                Ok(()) => ctx.ui.info(&format!(
-                    "removed {} left by an interrupted export",
-                    e.path().display()
-                )),
-                Err(err) => ctx.ui.warn(&format!(
-                    "cannot remove {} left by an interrupted export: {err}",
-                    e.path().display()
-                )),
-            }
-        }
-    }
-}
-
-/// Decides how `t` is exported and writes its files through `copy(role, select)`.
 fn export_table(
     conn: &::duckdb::Connection,
     d: &DuckdbPlan,
@@ -814,16 +609,7 @@ fn report(
     let rows: u64 = records.values().map(|r| r.rows).sum();
     let content: u64 = m.files.iter().map(|f| f.size).sum();
     if ctx.ui.json {
-        let out = json!({
-            "manifest": m,
-            "manifest_key": m.key(),
-            "store": store.identity(),
-            "rows": rows,
-            "seconds": elapsed.as_secs_f64(),
-            "ledger": ledger_note,
-        });
-        crate::ui::out(&serde_json::to_string_pretty(&out)?)?;
-        return Ok(());
+        return json_report(m, store, elapsed, ledger_note, json!({ "rows": rows }));
     }
     ctx.ui.info(&format!(
         "{} export {} of {} stored in {}: {} tables, {rows} rows, {} Parquet, {} stored, in {:.1}s ({:.0} rows/s)",

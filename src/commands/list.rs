@@ -3,76 +3,17 @@
 use anyhow::Result;
 use serde_json::json;
 
-use std::collections::HashMap;
-
-use super::{logs, open_store, Ctx};
+use super::{open_store, Ctx};
+use crate::chain;
 use crate::cli::ListArgs;
-use crate::id::BackupId;
-use crate::manifest::Manifest;
 use crate::manifest::{self, Kind};
 use crate::ui;
-
-/// How a backup sits in its chain: `-` for a standalone backup, `after <id>` for a
-/// link that meets its parent, `after snapshot <id>` for the oldest log segment
-/// left after retention removed older ones (the snapshot covers what they held),
-/// `BROKEN: …` when the parent is gone or the intervals do not meet (a gap in the
-/// log). `all` is every manifest of the store, oldest first.
-pub fn chain_status(
-    m: &Manifest,
-    by_id: &HashMap<BackupId, &Manifest>,
-    all: &[Manifest],
-) -> String {
-    let Some(parent) = m.parent else {
-        return match logs::interval(m) {
-            Some((0, _)) | None => "-".into(),
-            Some((after, _)) => match covering_snapshot(m, all) {
-                Some(s) => format!("after snapshot {s}"),
-                None => format!("BROKEN: starts at {after} with no parent"),
-            },
-        };
-    };
-    let Some(p) = by_id.get(&parent) else {
-        return match covering_snapshot(m, all) {
-            Some(s) if m.kind.replays_log() => format!("after snapshot {s}"),
-            _ => format!("BROKEN: parent {parent} missing"),
-        };
-    };
-    match (logs::interval(p), logs::interval(m)) {
-        (Some((_, until)), Some((after, _))) if until != after => {
-            format!("BROKEN: gap ({until}, {after}] after {parent}")
-        }
-        _ => format!("after {parent}"),
-    }
-}
-
-/// For a log segment whose predecessor is gone: the snapshot that holds
-/// everything before it, if any. With the snapshot's newest TigerBeetle timestamp
-/// recorded (`tigerbeetle.count_rows`) that is exact: the segment starts at or
-/// before it. Otherwise: the newest snapshot that started before the segment,
-/// with no other segment between the two.
-pub fn covering_snapshot(m: &Manifest, all: &[Manifest]) -> Option<BackupId> {
-    let (after, _) = logs::interval(m)?;
-    let before = |x: &&Manifest| x.kind == m.kind && x.started_at < m.started_at;
-    let snap = all
-        .iter()
-        .filter(before)
-        .filter(|x| x.scope == crate::manifest::Scope::Full)
-        .max_by_key(|x| x.started_at)?;
-    if let Some(newest) = snap.source.get("newest_timestamp").and_then(|v| v.as_u64()) {
-        return (after <= newest).then_some(snap.id);
-    }
-    let between = all
-        .iter()
-        .filter(before)
-        .any(|x| x.operation == m.operation && x.started_at > snap.started_at);
-    (!between).then_some(snap.id)
-}
 
 pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
     let store = open_store(&ctx.plan)?;
     let kind = args.kind.map(Kind::from);
     let (all, unreadable) = manifest::list(store.as_ref(), kind)?;
-    let by_id: HashMap<BackupId, &Manifest> = all.iter().map(|m| (m.id, m)).collect();
+    let chains = chain::Index::new(&all);
     for u in &unreadable {
         ctx.ui.warn(&format!(
             "manifest {} could not be read and is not listed: {}",
@@ -95,7 +36,7 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
                     "content_bytes": m.files.iter().map(|f| f.size).sum::<u64>(),
                     "status": m.status,
                     "parent": m.parent,
-                    "chain": chain_status(m, &by_id, &all),
+                    "chain": chains.link(m).to_string(),
                     "key_id": m.encryption.as_ref().map(|e| e.key_id.clone()),
                     "manifest": m.key(),
                 })
@@ -126,7 +67,7 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
             m.started_at.format(&fmt).unwrap_or_default(),
             ui::size(m.stored_bytes()),
             format!("{:?}", m.status).to_lowercase(),
-            chain_status(m, &by_id, &all),
+            chains.link(m).to_string(),
         ))?;
     }
     Ok(())

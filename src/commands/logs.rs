@@ -8,65 +8,24 @@
 //! log is current up to its bound, so freshness stays provable.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use time::OffsetDateTime;
 
-use super::{hostname, open_store, record_run, Ctx, RunRecord};
+use super::run::{json_report, Body, Run, Spec, Stored};
+use super::{open_store, Ctx};
+use crate::chain;
 use crate::exit::{coded, Code};
-use crate::id::BackupId;
 use crate::ledger::Operation;
-use crate::lock::RunLock;
-use crate::manifest::{self, Kind, Manifest, Scope, Status};
+use crate::manifest::tigerbeetle::{interval, LOGS};
+use crate::manifest::{self, Kind, Manifest, Scope};
 use crate::store::Store;
 use crate::{pipeline, tblog, ui};
-
-pub const OPERATION: &str = "logs";
-
-/// The chain position a log manifest records, as strings in `source` (TigerBeetle
-/// timestamps exceed the integers many JSON readers keep exactly).
-pub fn interval(m: &Manifest) -> Option<(u64, u64)> {
-    let get = |k: &str| m.source.get(k)?.as_str()?.parse::<u64>().ok();
-    Some((get("after")?, get("until")?))
-}
 
 /// Every TigerBeetle manifest (snapshots and log segments), oldest first.
 fn tigerbeetle_manifests(store: &dyn Store) -> Result<Vec<Manifest>> {
     Ok(manifest::list(store, Some(Kind::Tigerbeetle))?.0)
-}
-
-/// Links of the chain whose start does not meet the previous link's end, or whose
-/// parent is gone: each would make point-in-time recovery across it impossible.
-/// A segment whose older predecessors retention removed is no break when a
-/// snapshot covers what they held. `all` holds the snapshots too.
-pub fn chain_breaks(all: &[Manifest]) -> Vec<String> {
-    let logs: Vec<&Manifest> = all.iter().filter(|m| m.operation == OPERATION).collect();
-    let by_id: std::collections::HashMap<_, _> = logs.iter().map(|m| (m.id, *m)).collect();
-    let covered = |m: &Manifest| super::list::covering_snapshot(m, all).is_some();
-    let mut breaks = Vec::new();
-    for m in logs.iter().copied() {
-        let Some((after, _)) = interval(m) else {
-            continue;
-        };
-        match m.parent {
-            None if after != 0 && !covered(m) => {
-                breaks.push(format!("segment {} starts at {after} with no parent", m.id))
-            }
-            None => {}
-            Some(p) => match by_id.get(&p).and_then(|p| interval(p)) {
-                None if covered(m) => {}
-                None => breaks.push(format!("segment {} follows {p}, which is missing", m.id)),
-                Some((_, until)) if until != after => breaks.push(format!(
-                    "segment {} starts at {after} but its parent {p} ends at {until}",
-                    m.id
-                )),
-                Some(_) => {}
-            },
-        }
-    }
-    breaks
 }
 
 pub fn run(ctx: &Ctx) -> Result<()> {
@@ -93,18 +52,27 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     };
     let keyring = plan.keyring()?;
     let store = open_store(plan)?;
-    let _lock = RunLock::acquire(&plan.work_dir, OPERATION, ctx.wait)?;
-
-    let started_at = OffsetDateTime::now_utc();
-    let clock = Instant::now();
-    let id = BackupId::new_v7(started_at);
+    let run = Run::begin(
+        ctx,
+        store.as_ref(),
+        keyring.as_ref(),
+        Spec {
+            kind: Kind::Tigerbeetle,
+            scope: Scope::Incremental,
+            name: LOGS,
+            operation: Operation::Logs,
+            compression: plan.compression,
+            retention_days,
+        },
+    )?;
+    let id = run.id;
     let all = tigerbeetle_manifests(store.as_ref())?;
-    for b in chain_breaks(&all) {
+    for (segment, b) in chain::Index::new(&all).log_breaks() {
         ctx.ui.warn(&format!(
-            "the TigerBeetle log chain is broken: {b}; point-in-time restore cannot cross this gap — take a snapshot to start a restorable point after it"
+            "the TigerBeetle log chain is broken: segment {segment}: {b}; point-in-time restore cannot cross this gap — take a snapshot to start a restorable point after it"
         ));
     }
-    let head = all.iter().rfind(|m| m.operation == OPERATION).cloned();
+    let head = all.iter().rfind(|m| m.operation == LOGS).cloned();
     let (parent, after) = match &head {
         Some(m) => {
             let (_, until) = interval(m).with_context(|| {
@@ -118,7 +86,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         None => (None, 0),
     };
 
-    let outcome = (|| -> Result<Manifest> {
+    let outcome = (|| -> Result<Stored> {
         let newest = tblog::newest_timestamp(&cfg).with_context(|| {
             format!(
                 "failed to read the newest timestamp of the cluster at {}",
@@ -135,18 +103,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             source.insert("accounts".into(), json!(0));
             source.insert("transfers".into(), json!(0));
         } else {
-            let suffix = super::object_suffix(".tblog", plan.compression, keyring.as_ref());
-            let key = manifest::object_key(Kind::Tigerbeetle, OPERATION, id, started_at, &suffix);
-            let metadata = vec![
-                ("backup-id".to_string(), id.to_string()),
-                ("backup-type".to_string(), "tigerbeetle".to_string()),
-                ("backup-scope".to_string(), "incremental".to_string()),
-            ];
+            let suffix = run.suffix(".tblog", plan.compression);
+            let key = manifest::object_key(Kind::Tigerbeetle, LOGS, id, run.started_at, &suffix);
             let mut stats = None;
             let entry = pipeline::upload(
                 store.as_ref(),
                 &key,
-                &metadata,
+                &run.metadata(Scope::Incremental),
                 plan.compression,
                 keyring.as_ref(),
                 ctx.progress(),
@@ -171,62 +134,20 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             source.insert("requests".into(), json!(stats.requests));
             objects.push(entry);
         }
-        let m = Manifest {
-            schema: manifest::schema_string(),
-            id,
-            kind: Kind::Tigerbeetle,
-            scope: Scope::Incremental,
-            operation: OPERATION.into(),
-            status: Status::Completed,
-            started_at,
-            finished_at: OffsetDateTime::now_utc(),
-            host: hostname(),
-            bkp_version: env!("CARGO_PKG_VERSION").into(),
-            retention_days,
-            compression: plan.compression,
-            encryption: super::encryption_record(keyring.as_ref()),
+        run.store_manifest(run.manifest(Body {
             objects,
-            files: Vec::new(),
             parent,
-            uses: Vec::new(),
             source,
-        };
-        manifest::write(store.as_ref(), &m)?;
-        Ok(m)
+            ..Body::default()
+        }))
     })();
 
-    let record = RunRecord {
-        id,
-        kind: Kind::Tigerbeetle,
-        scope: Scope::Incremental,
-        operation: Operation::Logs,
-        compression: plan.compression,
-        encrypted: keyring.is_some(),
-        completed: outcome.is_ok(),
-        retention_days,
-        started_at,
-        bytes: outcome.as_ref().map_or(0, |m| m.stored_bytes()),
-    };
-    let ledger = record_run(ctx, store.as_ref(), &record);
-    let m = outcome?;
-    let ledger_note = ledger.map_err(|e| {
-        e.context(format!(
-            "log segment {} was stored, but recording it in the ledger failed",
-            m.id
-        ))
-    })?;
-
-    let elapsed = clock.elapsed();
-    if ctx.ui.json {
-        ui::out(&serde_json::to_string_pretty(&json!({
-            "manifest": m,
-            "manifest_key": m.key(),
-            "store": store.identity(),
-            "seconds": elapsed.as_secs_f64(),
-            "ledger": ledger_note,
-        }))?)?;
-    } else {
-        let (after, until) = interval(&m).unwrap_or_default();
+    let store = store.as_ref();
+    run.finish(outcome, |m, elapsed, ledger| {
+        if ctx.ui.json {
+            return json_report(m, store, elapsed, ledger, json!({}));
+        }
+        let (after, until) = interval(m).unwrap_or_default();
         let count = |k: &str| m.source.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
         if m.objects.is_empty() {
             ctx.ui.info(&format!(
@@ -243,7 +164,9 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 elapsed.as_secs_f64()
             ));
         }
-        ui::out(&m.id.to_string())?;
-    }
-    Ok(())
+        if let Some(n) = ledger {
+            ctx.ui.detail(&n);
+        }
+        ui::out(&m.id.to_string())
+    })
 }

@@ -27,6 +27,7 @@ pub mod pitr;
 pub mod replicate;
 pub mod replicate_restore;
 pub mod restore;
+pub mod run;
 pub mod snapshot;
 pub mod status;
 pub mod verify;
@@ -178,6 +179,33 @@ pub fn encryption_record(keyring: Option<&Keyring>) -> Option<crate::manifest::E
         format: crate::crypto::FORMAT_NAME.into(),
         key_id: k.current().id().to_string(),
     })
+}
+
+/// Removes what dead runs of any subcommand left in the work directory (see
+/// `workdir.rs`), or with `dry` only says what it would remove; returns how many.
+pub fn sweep_work_dir(ctx: &Ctx, dry: bool) -> u64 {
+    let grace = ctx.plan.retention.grace.try_into().unwrap_or_default();
+    let found = crate::workdir::WorkDir::new(&ctx.plan.work_dir).leftovers(grace);
+    for l in &found {
+        let what = match &l.outside {
+            Some(o) => format!("{} (and {})", l.path.display(), o.display()),
+            None => l.path.display().to_string(),
+        };
+        if dry {
+            ctx.ui
+                .info(&format!("would remove {what} left by an interrupted run"));
+            continue;
+        }
+        match crate::workdir::remove(l) {
+            Ok(()) => ctx
+                .ui
+                .info(&format!("removed {what} left by an interrupted run")),
+            Err(e) => ctx.ui.warn(&format!(
+                "cannot remove {what} left by an interrupted run: {e}"
+            )),
+        }
+    }
+    found.len() as u64
 }
 
 /// The host name, for manifests.

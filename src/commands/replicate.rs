@@ -12,19 +12,18 @@
 //! the rest, writes its manifest, and exits with code 10.
 
 use std::collections::BTreeSet;
-use std::time::Instant;
 
 use anyhow::Result;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{hostname, record_run, Ctx, RunRecord};
+use super::run::{json_report, Body, Run, Spec, Stored};
+use super::Ctx;
 use crate::config::StorePlan;
 use crate::exit::{coded, Code};
-use crate::id::BackupId;
 use crate::ledger::Operation;
-use crate::lock::RunLock;
-use crate::manifest::{self, Kind, Manifest, Scope, Status};
+use crate::manifest::parquet::OPERATION;
+use crate::manifest::{self, Kind, Manifest, Scope};
 use crate::replicate::config::{ReplicatePlan, SourcePlan};
 use crate::replicate::copy::{run_pool, Job, Outcome, Target};
 use crate::replicate::record::{self, FileRecord, ReplicaSet, Skipped, Stats};
@@ -63,11 +62,20 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     };
     let server_side = server_side_possible(plan, rp, keyring.is_some());
     let store = target.store();
-    let _lock = RunLock::acquire(&plan.work_dir, "replicate", ctx.wait)?;
-
-    let started_at = OffsetDateTime::now_utc();
-    let clock = Instant::now();
-    let id = BackupId::new_v7(started_at);
+    let run = Run::begin(
+        ctx,
+        store,
+        keyring.as_ref(),
+        Spec {
+            kind: Kind::Parquet,
+            scope: Scope::Full,
+            name: OPERATION,
+            operation: Operation::Replicate,
+            compression: rp.compression,
+            retention_days: rp.retention_days,
+        },
+    )?;
+    let (id, started_at) = (run.id, run.started_at);
     let root = rp.source.identity();
     ctx.ui.detail(&format!(
         "replicate {id} of {root} to {}{}",
@@ -79,7 +87,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         }
     ));
 
-    let outcome = (|| -> Result<Manifest> {
+    let outcome = (|| -> Result<Stored> {
         let previous = find_previous(ctx, store, &root)?;
         let (listing, ignored) = source.list(rp)?;
         let diff = record::diff(previous.as_ref().map(|(_, s)| s), &listing);
@@ -106,7 +114,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 m = started_at.month() as u8,
                 d = started_at.day()
             ),
-            suffix: super::object_suffix("", rp.compression, keyring.as_ref()),
+            suffix: run.suffix("", rp.compression),
             server_side,
             ui: &ctx.ui,
         };
@@ -181,79 +189,35 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             skipped,
             stats,
         };
-        let m = Manifest {
-            schema: manifest::schema_string(),
-            id,
-            kind: Kind::Parquet,
-            scope: Scope::Full,
-            operation: "replicate".into(),
-            status: Status::Completed,
-            started_at,
-            finished_at: OffsetDateTime::now_utc(),
-            host: hostname(),
-            bkp_version: env!("CARGO_PKG_VERSION").into(),
-            retention_days: rp.retention_days,
-            compression: rp.compression,
-            encryption: super::encryption_record(keyring.as_ref()),
+        let skipped_files = (!replica.skipped.is_empty()).then(|| {
+            let names: Vec<String> = replica
+                .skipped
+                .iter()
+                .map(|s| format!("{} ({})", source.where_(&s.path), s.reason))
+                .collect();
+            coded(
+                Code::Partial,
+                format!(
+                    "{} file(s) were skipped: {}. Fix or remove them at the source; the next run picks them up",
+                    names.len(),
+                    names.join("; ")
+                ),
+            )
+        });
+        let mut stored = run.store_manifest(run.manifest(Body {
             objects,
             files,
-            parent: None,
             uses,
             source: replica.into_source_map()?,
-        };
-        manifest::write(store, &m)?;
-        Ok(m)
+            ..Body::default()
+        }))?;
+        stored.problems.extend(skipped_files);
+        Ok(stored)
     })();
 
-    let record = RunRecord {
-        id,
-        kind: Kind::Parquet,
-        scope: Scope::Full,
-        operation: Operation::Replicate,
-        compression: rp.compression,
-        encrypted: keyring.is_some(),
-        completed: outcome.is_ok(),
-        retention_days: rp.retention_days,
-        started_at,
-        bytes: outcome.as_ref().map_or(0, |m| m.stored_bytes()),
-    };
-    let ledger = record_run(ctx, store, &record);
-    let m = outcome?;
-    let set = ReplicaSet::from_manifest(&m)?;
-
-    let mut problems = Vec::new();
-    let ledger_note = match ledger {
-        Ok(n) => n,
-        Err(e) => {
-            problems.push(format!("recording it in the ledger failed: {e:#}"));
-            None
-        }
-    };
-    report(ctx, &m, &set, store, clock.elapsed(), ledger_note)?;
-    if !problems.is_empty() {
-        anyhow::bail!(
-            "replicate {} completed, but {}",
-            m.id,
-            problems.join("; and ")
-        );
-    }
-    if !set.skipped.is_empty() {
-        let names: Vec<String> = set
-            .skipped
-            .iter()
-            .map(|s| format!("{} ({})", source.where_(&s.path), s.reason))
-            .collect();
-        return Err(coded(
-            Code::Partial,
-            format!(
-                "replicate {} stored its manifest, but skipped {} file(s): {}. Fix or remove them at the source; the next run picks them up",
-                m.id,
-                names.len(),
-                names.join("; ")
-            ),
-        ));
-    }
-    Ok(())
+    run.finish(outcome, |m, elapsed, ledger| {
+        report(ctx, m, &ReplicaSet::from_manifest(m)?, store, elapsed, ledger)
+    })
 }
 
 /// Refuses a source that holds the store or lies inside it: each run would copy
@@ -316,38 +280,6 @@ fn server_side_possible(plan: &crate::config::Plan, rp: &ReplicatePlan, encrypte
     }
 }
 
-/// Keys of the parquet manifests, newest first (UUIDv7 keys sort by time).
-fn manifest_keys_newest_first(store: &dyn Store) -> Result<Vec<String>> {
-    let prefix = format!("{}/{}/", manifest::MANIFEST_DIR, Kind::Parquet.as_str());
-    let mut keys: Vec<String> = store
-        .list(&prefix)?
-        .into_iter()
-        .map(|o| o.key)
-        .filter(|k| k.ends_with(".json"))
-        .collect();
-    keys.sort();
-    keys.reverse();
-    Ok(keys)
-}
-
-/// The newest replicate manifest in the store, reading only as many manifests
-/// as it takes (each lists a whole set, so reading them all would be slow).
-pub fn latest(store: &dyn Store) -> Result<Manifest> {
-    for key in manifest_keys_newest_first(store)? {
-        let m = manifest::parse(&store.get(&key)?, &key)?;
-        if m.operation == "replicate" {
-            return Ok(m);
-        }
-    }
-    Err(coded(
-        Code::NotFound,
-        format!(
-            "no replicate backup in {}: run `bkp replicate` first, or check the store settings",
-            store.identity()
-        ),
-    ))
-}
-
 /// The newest replicate manifest of this source and its set. Only the newest
 /// manifests are read, not the whole history.
 fn find_previous(
@@ -355,7 +287,7 @@ fn find_previous(
     store: &dyn Store,
     root: &str,
 ) -> Result<Option<(Manifest, ReplicaSet)>> {
-    for key in manifest_keys_newest_first(store)?.iter() {
+    for key in manifest::parquet::keys_newest_first(store)?.iter() {
         // A store that does not answer stops the run: comparing against an older
         // manifest instead would copy again everything changed since.
         let bytes = store.get(key)?;
@@ -367,7 +299,7 @@ fn find_previous(
                 continue;
             }
         };
-        if m.operation != "replicate" {
+        if m.operation != OPERATION {
             continue;
         }
         match ReplicaSet::from_manifest(&m) {
@@ -389,12 +321,7 @@ fn report(
 ) -> Result<()> {
     let s = &set.stats;
     if ctx.ui.json {
-        let out = json!({
-            "manifest": m,
-            "manifest_key": m.key(),
-            "store": store.identity(),
-            "seconds": elapsed.as_secs_f64(),
-            "ledger": ledger_note,
+        let extra = json!({
             "files": set.set.len(),
             "copied": s.copied_files,
             "copied_bytes": s.copied_bytes,
@@ -403,7 +330,7 @@ fn report(
             "deleted": set.deleted.len(),
             "skipped": set.skipped,
         });
-        ui::out(&serde_json::to_string_pretty(&out)?)?;
+        json_report(m, store, elapsed, ledger_note, extra)?;
     } else {
         ctx.ui.info(&format!(
             "replicate {} of {} to {}: {} file(s) in the set; copied {} ({}{}), {} unchanged, {} deleted at the source, {} skipped, in {:.1}s ({})",

@@ -24,6 +24,11 @@ use crate::id::BackupId;
 use crate::stages::compress::Compression;
 use crate::store::Store;
 
+pub mod duckdb;
+pub mod parquet;
+pub mod tigerbeetle;
+pub mod tombstone;
+
 pub const SCHEMA_MAJOR: u32 = 1;
 pub const SCHEMA_MINOR: u32 = 0;
 pub const MANIFEST_DIR: &str = "manifests";

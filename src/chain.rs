@@ -1,0 +1,462 @@
+//! Chains of backups, analysed in one place: a log segment meets the one before
+//! it, an incremental export reaches its full export, a segment whose older
+//! predecessors retention removed is covered by a snapshot, and the segments that
+//! carry a restored snapshot up to a point in time leave no gap.
+//!
+//! Pure functions of the manifests: `list` shows [`Link`]s, `logs` warns about
+//! [`Index::log_breaks`], `verify` reports [`Index::problems`], restore walks
+//! [`Index::ancestry`] and [`log_cover`]. Every decision is taken on these typed
+//! values; their `Display` is for people only.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use crate::id::BackupId;
+use crate::manifest::tigerbeetle::{interval, snapshot_newest, LOGS};
+use crate::manifest::{Manifest, Scope};
+
+/// What is wrong with a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Break {
+    /// A log segment that does not start at the beginning names no parent, and no
+    /// snapshot covers what came before it.
+    NoParent { after: u64 },
+    /// The parent a backup names is not in the store (and no snapshot covers it).
+    ParentMissing { parent: BackupId },
+    /// A log segment does not start where its parent ended.
+    Gap {
+        parent: BackupId,
+        until: u64,
+        after: u64,
+    },
+    /// An incremental (of a kind that is not a log) names no parent.
+    IncrementalWithoutParent { id: BackupId },
+    /// A backup further up an incremental's chain is not in the store.
+    AncestorMissing { ancestor: BackupId },
+    /// The parents loop.
+    Cycle { through: BackupId },
+}
+
+impl fmt::Display for Break {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Break::NoParent { after } => write!(f, "starts at {after} with no parent"),
+            Break::ParentMissing { parent } => write!(f, "parent {parent} missing"),
+            Break::Gap {
+                parent,
+                until,
+                after,
+            } => write!(f, "gap ({until}, {after}] after {parent}"),
+            Break::IncrementalWithoutParent { id } => {
+                write!(f, "incremental {id} names no parent")
+            }
+            Break::AncestorMissing { ancestor } => write!(f, "ancestor {ancestor} missing"),
+            Break::Cycle { through } => write!(f, "a cycle through {through}"),
+        }
+    }
+}
+
+/// How a backup sits in its chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    /// A backup that builds on nothing (a full backup, the first log segment).
+    Standalone,
+    /// A link that meets its parent.
+    After(BackupId),
+    /// The oldest log segment left after retention removed older ones: the
+    /// snapshot holds what they held.
+    AfterSnapshot(BackupId),
+    Broken(Break),
+}
+
+impl Link {
+    pub fn broken(&self) -> Option<&Break> {
+        match self {
+            Link::Broken(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Link::Standalone => f.write_str("-"),
+            Link::After(p) => write!(f, "after {p}"),
+            Link::AfterSnapshot(s) => write!(f, "after snapshot {s}"),
+            Link::Broken(b) => write!(f, "BROKEN: {b}"),
+        }
+    }
+}
+
+/// The manifests of a store (or of one kind), oldest first, indexed by id.
+pub struct Index<'a> {
+    all: &'a [Manifest],
+    by_id: HashMap<BackupId, &'a Manifest>,
+}
+
+impl<'a> Index<'a> {
+    pub fn new(all: &'a [Manifest]) -> Self {
+        Index {
+            all,
+            by_id: all.iter().map(|m| (m.id, m)).collect(),
+        }
+    }
+
+    pub fn get(&self, id: BackupId) -> Option<&'a Manifest> {
+        self.by_id.get(&id).copied()
+    }
+
+    /// How `m` sits in its chain.
+    pub fn link(&self, m: &Manifest) -> Link {
+        let Some(parent) = m.parent else {
+            return match interval(m) {
+                Some((0, _)) | None => Link::Standalone,
+                Some((after, _)) => match self.covering_snapshot(m) {
+                    Some(s) => Link::AfterSnapshot(s),
+                    None => Link::Broken(Break::NoParent { after }),
+                },
+            };
+        };
+        let Some(p) = self.get(parent) else {
+            return match self.covering_snapshot(m) {
+                Some(s) if m.kind.replays_log() => Link::AfterSnapshot(s),
+                _ => Link::Broken(Break::ParentMissing { parent }),
+            };
+        };
+        match (interval(p), interval(m)) {
+            (Some((_, until)), Some((after, _))) if until != after => Link::Broken(Break::Gap {
+                parent,
+                until,
+                after,
+            }),
+            _ => Link::After(parent),
+        }
+    }
+
+    /// For a log segment whose predecessor is gone: the snapshot that holds
+    /// everything before it, if any. With the snapshot's newest TigerBeetle
+    /// timestamp recorded (`tigerbeetle.count_rows`) that is exact: the segment
+    /// starts at or before it. Otherwise: the newest snapshot that started before
+    /// the segment, with no other segment between the two.
+    pub fn covering_snapshot(&self, m: &Manifest) -> Option<BackupId> {
+        let (after, _) = interval(m)?;
+        let before = |x: &&Manifest| x.kind == m.kind && x.started_at < m.started_at;
+        let snap = self
+            .all
+            .iter()
+            .filter(before)
+            .filter(|x| x.scope == Scope::Full)
+            .max_by_key(|x| x.started_at)?;
+        if let Some(newest) = snapshot_newest(snap) {
+            return (after <= newest).then_some(snap.id);
+        }
+        let between = self
+            .all
+            .iter()
+            .filter(before)
+            .any(|x| x.operation == m.operation && x.started_at > snap.started_at);
+        (!between).then_some(snap.id)
+    }
+
+    /// Every log segment whose link is broken, with the break: each makes
+    /// point-in-time recovery across it impossible.
+    pub fn log_breaks(&self) -> Vec<(BackupId, Break)> {
+        self.all
+            .iter()
+            .filter(|m| m.operation == LOGS)
+            .filter_map(|m| match self.link(m) {
+                Link::Broken(b) => Some((m.id, b)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The chain ending at `head`, its full backup first: `head` itself for a full
+    /// backup, else its parents up to the first full one.
+    pub fn ancestry(&self, head: &'a Manifest) -> Result<Vec<&'a Manifest>, Break> {
+        let mut out = vec![head];
+        let mut seen = BTreeSet::new();
+        let mut cur = head;
+        while cur.scope == Scope::Incremental {
+            let parent = cur
+                .parent
+                .ok_or(Break::IncrementalWithoutParent { id: cur.id })?;
+            let p = self.get(parent).ok_or(if cur.id == head.id {
+                Break::ParentMissing { parent }
+            } else {
+                Break::AncestorMissing { ancestor: parent }
+            })?;
+            if !seen.insert(parent) {
+                return Err(Break::Cycle { through: parent });
+            }
+            out.push(p);
+            cur = p;
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Every break of `m`'s chain: its own link, and for an incremental of a kind
+    /// that is not a log, whether its parents reach a full backup (a missing
+    /// direct parent is reported once, by the link).
+    pub fn problems(&self, m: &'a Manifest) -> Vec<Break> {
+        let mut out: Vec<Break> = self.link(m).broken().cloned().into_iter().collect();
+        if m.scope == Scope::Incremental && !m.kind.replays_log() {
+            match self.ancestry(m) {
+                Err(Break::ParentMissing { .. }) | Ok(_) => {}
+                Err(b) => out.push(b),
+            }
+        }
+        out
+    }
+}
+
+/// A hole in the log between a restored state and the point it must reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hole {
+    /// The segment that starts after the hole.
+    pub next: BackupId,
+    /// Covered up to here…
+    pub reached: u64,
+    /// … and the next segment starts here.
+    pub after: u64,
+}
+
+/// The log segments (with data) that carry a state whose newest timestamp is
+/// `from` up to timestamp `to`, in order, with how far they reach; a [`Hole`]
+/// when they do not meet. The reach may stop short of `to` when the log has not
+/// been captured that far.
+pub fn log_cover(all: &[Manifest], from: u64, to: u64) -> Result<(Vec<&Manifest>, u64), Hole> {
+    let mut logs: Vec<(&Manifest, u64, u64)> = all
+        .iter()
+        .filter(|m| !m.objects.is_empty())
+        .filter_map(|m| interval(m).map(|(a, u)| (m, a, u)))
+        .filter(|(_, after, until)| *until > from && *after < to)
+        .collect();
+    logs.sort_by_key(|(_, after, _)| *after);
+    let mut reached = from;
+    for (m, after, until) in &logs {
+        if *after > reached {
+            return Err(Hole {
+                next: m.id,
+                reached,
+                after: *after,
+            });
+        }
+        reached = reached.max(*until);
+    }
+    Ok((logs.into_iter().map(|(m, _, _)| m).collect(), reached))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Kind, Status};
+    use serde_json::json;
+    use time::macros::datetime;
+    use time::OffsetDateTime;
+
+    fn at(minute: i64) -> OffsetDateTime {
+        datetime!(2026-11-20 00:00 UTC) + time::Duration::minutes(minute)
+    }
+
+    fn base(kind: Kind, scope: Scope, operation: &str, minute: i64) -> Manifest {
+        Manifest {
+            schema: crate::manifest::schema_string(),
+            id: BackupId::new_v7(at(minute)),
+            kind,
+            scope,
+            operation: operation.into(),
+            status: Status::Completed,
+            started_at: at(minute),
+            finished_at: at(minute),
+            host: "h".into(),
+            bkp_version: "0".into(),
+            retention_days: 1,
+            compression: crate::stages::compress::Compression::None,
+            encryption: None,
+            objects: Vec::new(),
+            files: Vec::new(),
+            parent: None,
+            uses: Vec::new(),
+            source: Default::default(),
+        }
+    }
+
+    fn snapshot(minute: i64, newest: Option<u64>) -> Manifest {
+        let mut m = base(Kind::Tigerbeetle, Scope::Full, "snapshot", minute);
+        if let Some(n) = newest {
+            m.source.insert("newest_timestamp".into(), json!(n));
+        }
+        m
+    }
+
+    fn segment(minute: i64, parent: Option<&Manifest>, after: u64, until: u64) -> Manifest {
+        let mut m = base(Kind::Tigerbeetle, Scope::Incremental, "logs", minute);
+        m.parent = parent.map(|p| p.id);
+        m.source.insert("after".into(), json!(after.to_string()));
+        m.source.insert("until".into(), json!(until.to_string()));
+        m.objects.push(crate::manifest::ObjectEntry {
+            key: format!("seg-{minute}"),
+            size: 1,
+            sha256: String::new(),
+            content_bytes: 1,
+            content_sha256: String::new(),
+        });
+        m
+    }
+
+    fn export(minute: i64, parent: Option<&Manifest>) -> Manifest {
+        let scope = if parent.is_some() {
+            Scope::Incremental
+        } else {
+            Scope::Full
+        };
+        let mut m = base(Kind::Duckdb, scope, "export", minute);
+        m.parent = parent.map(|p| p.id);
+        m
+    }
+
+    #[test]
+    fn links_of_a_log_chain() {
+        let s1 = segment(0, None, 0, 10);
+        let s2 = segment(15, Some(&s1), 10, 20);
+        let s3 = segment(30, Some(&s2), 25, 30); // gap (20, 25]
+        let all = vec![s1.clone(), s2.clone(), s3.clone()];
+        let ix = Index::new(&all);
+        assert_eq!(ix.link(&s1), Link::Standalone);
+        assert_eq!(ix.link(&s2), Link::After(s1.id));
+        let gap = Break::Gap {
+            parent: s2.id,
+            until: 20,
+            after: 25,
+        };
+        assert_eq!(ix.link(&s3), Link::Broken(gap.clone()));
+        assert_eq!(ix.log_breaks(), vec![(s3.id, gap)]);
+        assert_eq!(
+            ix.link(&s3).to_string(),
+            format!("BROKEN: gap (20, 25] after {}", s2.id)
+        );
+    }
+
+    #[test]
+    fn a_snapshot_covers_segments_whose_predecessors_are_gone() {
+        let snap = snapshot(20, None);
+        let gone = segment(10, None, 0, 10);
+        let s2 = segment(30, Some(&gone), 10, 20);
+        let s3 = segment(45, None, 20, 30);
+        // Without the snapshot both are broken; with it both follow it.
+        let alone = vec![s2.clone(), s3.clone()];
+        let ix = Index::new(&alone);
+        assert_eq!(
+            ix.link(&s2),
+            Link::Broken(Break::ParentMissing { parent: gone.id })
+        );
+        assert_eq!(ix.link(&s3), Link::Broken(Break::NoParent { after: 20 }));
+        let all = vec![snap.clone(), s2.clone()];
+        let ix = Index::new(&all);
+        assert_eq!(ix.link(&s2), Link::AfterSnapshot(snap.id));
+        // A segment between the snapshot and s3 means the snapshot does not cover it.
+        let all = vec![snap.clone(), s2.clone(), s3.clone()];
+        let ix = Index::new(&all);
+        assert_eq!(ix.link(&s3), Link::Broken(Break::NoParent { after: 20 }));
+    }
+
+    #[test]
+    fn a_counted_snapshot_covers_exactly_up_to_its_newest_timestamp() {
+        let snap = snapshot(20, Some(15));
+        let early = segment(30, None, 15, 20);
+        let late = segment(31, None, 16, 20);
+        let all = vec![snap.clone(), early.clone(), late.clone()];
+        let ix = Index::new(&all);
+        assert_eq!(ix.covering_snapshot(&early), Some(snap.id));
+        assert_eq!(ix.covering_snapshot(&late), None);
+        assert_eq!(ix.covering_snapshot(&snap), None, "not a segment");
+    }
+
+    #[test]
+    fn ancestry_of_exports() {
+        let full = export(0, None);
+        let inc1 = export(10, Some(&full));
+        let inc2 = export(20, Some(&inc1));
+        let all = vec![full.clone(), inc1.clone(), inc2.clone()];
+        let ix = Index::new(&all);
+        let ids = |v: Vec<&Manifest>| v.iter().map(|m| m.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(ix.ancestry(&inc2).unwrap()),
+            vec![full.id, inc1.id, inc2.id]
+        );
+        assert_eq!(ids(ix.ancestry(&full).unwrap()), vec![full.id]);
+        assert!(ix.problems(&inc2).is_empty());
+
+        // The full export gone: inc2's direct parent is there, an ancestor is not.
+        let all = vec![inc1.clone(), inc2.clone()];
+        let ix = Index::new(&all);
+        let missing = Break::AncestorMissing { ancestor: full.id };
+        assert_eq!(ix.ancestry(&inc2), Err(missing.clone()));
+        assert_eq!(ix.problems(&inc2), vec![missing]);
+        // inc1's own parent is missing: reported once, by its link.
+        assert_eq!(
+            ix.problems(&inc1),
+            vec![Break::ParentMissing { parent: full.id }]
+        );
+    }
+
+    #[test]
+    fn ancestry_refuses_orphans_and_cycles() {
+        let mut orphan = export(0, None);
+        orphan.scope = Scope::Incremental;
+        let all = vec![orphan.clone()];
+        assert_eq!(
+            Index::new(&all).ancestry(&orphan),
+            Err(Break::IncrementalWithoutParent { id: orphan.id })
+        );
+        let mut a = export(0, None);
+        let mut b = export(1, Some(&a));
+        a.scope = Scope::Incremental;
+        a.parent = Some(b.id);
+        b.parent = Some(a.id);
+        let all = vec![a.clone(), b.clone()];
+        assert!(matches!(
+            Index::new(&all).ancestry(&b),
+            Err(Break::Cycle { .. })
+        ));
+    }
+
+    #[test]
+    fn log_cover_finds_the_segments_and_the_holes() {
+        let s1 = segment(0, None, 0, 10);
+        let s2 = segment(15, Some(&s1), 10, 20);
+        let s3 = segment(30, Some(&s2), 20, 30);
+        let empty = {
+            let mut m = segment(31, Some(&s3), 30, 30);
+            m.objects.clear();
+            m
+        };
+        let all = vec![s1.clone(), s2.clone(), s3.clone(), empty];
+        let ids = |v: &[&Manifest]| v.iter().map(|m| m.id).collect::<Vec<_>>();
+        // From a snapshot at 12 to 25: s2 and s3.
+        let (segs, reached) = log_cover(&all, 12, 25).unwrap();
+        assert_eq!(ids(&segs), vec![s2.id, s3.id]);
+        assert_eq!(reached, 30);
+        // From the beginning past the end: all three, reaching only 30.
+        let (segs, reached) = log_cover(&all, 0, 100).unwrap();
+        assert_eq!(ids(&segs), vec![s1.id, s2.id, s3.id]);
+        assert_eq!(reached, 30);
+        // Nothing needed.
+        let (segs, reached) = log_cover(&all, 30, 40).unwrap();
+        assert!(segs.is_empty());
+        assert_eq!(reached, 30);
+        // s2 gone: a hole (10, 20] before s3.
+        let holed = vec![s1.clone(), s3.clone()];
+        assert_eq!(
+            log_cover(&holed, 0, 25),
+            Err(Hole {
+                next: s3.id,
+                reached: 10,
+                after: 20
+            })
+        );
+    }
+}

@@ -1,0 +1,337 @@
+//! Every path bkp uses inside `work_dir`, and the one way to make scratch space.
+//!
+//! Why one owner: a run killed with SIGKILL runs no destructor, so whatever it
+//! created stays behind. When every scratch directory is made here, one sweeper
+//! ([`WorkDir::leftovers`], called by `cleanup` and at the start of each run)
+//! knows every kind of leftover.
+//!
+//! Layout of `work_dir`:
+//! - `{operation}.lock`: the run locks (`lock.rs`); never removed;
+//! - `commands.log`, `replica.log`: output of the stop/start commands and of
+//!   private TigerBeetle replicas; kept for the operator;
+//! - `tmp/{what}-{random}/`: scratch directories ([`Scratch`]): data-file copies,
+//!   export pipes, restore spools, DuckDB rebuilds, drills. Each holds an `owner`
+//!   file that its run keeps `flock`ed, so a sweeper tells a live run's scratch
+//!   from a dead one's without guessing by age; a scratch may also name a staging
+//!   path outside `work_dir` (a restore's staging beside its target), which the
+//!   sweeper removes with it.
+//!
+//! Older releases put scratch directly under `work_dir` (`snapshot-{id}`,
+//! `export-{id}`, `drill-{id}`, `duckdb-restore-*`, `restore-spool`,
+//! `.restore-*.spool`); those names are swept too, once older than the grace
+//! period.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+
+/// The scratch directory of each run lives under this.
+const TMP: &str = "tmp";
+/// The file a live scratch keeps locked.
+const OWNER: &str = "owner";
+/// The file that names a staging path outside `work_dir`.
+const OUTSIDE: &str = "outside";
+/// The marker every staging path outside `work_dir` carries in its name.
+pub const STAGING_MARK: &str = ".bkp-";
+
+/// `work_dir`, and every name bkp uses in it.
+#[derive(Debug, Clone)]
+pub struct WorkDir {
+    root: PathBuf,
+}
+
+/// Something a killed run left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    pub path: PathBuf,
+    /// Staging outside `work_dir` that the leftover names (removed with it).
+    pub outside: Option<PathBuf>,
+}
+
+impl WorkDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        WorkDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The lock file of an operation's runs.
+    pub fn lock_file(&self, operation: &str) -> PathBuf {
+        self.root.join(format!("{operation}.lock"))
+    }
+
+    /// Where the stop and start commands of a snapshot write their output.
+    pub fn command_log(&self) -> PathBuf {
+        self.root.join("commands.log")
+    }
+
+    /// Where private TigerBeetle replicas (restores, drills, row counts) log.
+    pub fn replica_log(&self) -> PathBuf {
+        self.root.join("replica.log")
+    }
+
+    /// Creates `work_dir` (0700) if it is missing.
+    pub fn create(&self) -> Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .with_context(|| format!("failed to create work_dir {}", self.root.display()))
+    }
+
+    /// A new scratch directory `tmp/{what}-{random}` (0700), locked as this run's
+    /// until the [`Scratch`] is dropped, which removes it.
+    pub fn scratch(&self, what: &str) -> Result<Scratch> {
+        let tmp = self.root.join(TMP);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&tmp)
+            .with_context(|| format!("failed to create {}", tmp.display()))?;
+        let path = tmp.join(format!("{what}-{:016x}", crate::id::random_u64()));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .with_context(|| format!("failed to create {}", path.display()))?;
+        let owner = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path.join(OWNER))
+            .and_then(|f| f.try_lock().map_err(std::io::Error::from).map(|_| f))
+            .with_context(|| format!("failed to lock {}", path.join(OWNER).display()));
+        match owner {
+            Ok(owner) => Ok(Scratch {
+                path,
+                _owner: owner,
+                outside: None,
+            }),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Every leftover of a dead run: scratch directories whose owner is gone, and
+    /// the scratch names of older releases once older than `grace`.
+    pub fn leftovers(&self, grace: Duration) -> Vec<Leftover> {
+        let mut out = Vec::new();
+        for path in entries(&self.root.join(TMP)) {
+            if owner_alive(&path) {
+                continue;
+            }
+            let outside = fs::read_to_string(path.join(OUTSIDE))
+                .ok()
+                .map(PathBuf::from)
+                .filter(|p| is_staging_name(p));
+            out.push(Leftover { path, outside });
+        }
+        for path in entries(&self.root) {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let legacy = ["snapshot-", "export-", "drill-", "duckdb-restore-"]
+                .iter()
+                .any(|p| name.starts_with(p) && path.is_dir())
+                || name == "restore-spool"
+                || (name.starts_with(".restore-") && name.ends_with(".spool"));
+            if legacy && older_than(&path, grace) {
+                out.push(Leftover {
+                    path,
+                    outside: None,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Removes a leftover (and the staging it names); succeeds when it is gone.
+pub fn remove(l: &Leftover) -> std::io::Result<()> {
+    if let Some(o) = &l.outside {
+        remove_path(o)?;
+    }
+    remove_path(&l.path)
+}
+
+/// A run's scratch directory, removed (with any staging it names) when dropped.
+#[derive(Debug)]
+pub struct Scratch {
+    path: PathBuf,
+    _owner: File,
+    outside: Option<PathBuf>,
+}
+
+impl Scratch {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Records that this run stages at `p`, outside `work_dir` (its name must
+    /// carry [`STAGING_MARK`]), so that a sweeper can remove it should the run
+    /// die. The record is durable before this returns.
+    pub fn stage_outside(&mut self, p: &Path) -> Result<()> {
+        anyhow::ensure!(
+            is_staging_name(p),
+            "internal: staging path {} lacks the {STAGING_MARK} mark",
+            p.display()
+        );
+        let file = self.path.join(OUTSIDE);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&file)
+            .with_context(|| format!("failed to create {}", file.display()))?;
+        f.write_all(p.as_os_str().as_encoded_bytes())
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("failed to write {}", file.display()))?;
+        self.outside = Some(p.to_path_buf());
+        Ok(())
+    }
+
+    /// The staging outside `work_dir` was put in place (or removed) by its run:
+    /// nothing to remove there any more.
+    pub fn outside_done(&mut self) {
+        self.outside = None;
+        let _ = fs::remove_file(self.path.join(OUTSIDE));
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(o) = self.outside.take() {
+            let _ = remove_path(&o);
+        }
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+fn is_staging_name(p: &Path) -> bool {
+    p.is_absolute()
+        && p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.') && n.contains(STAGING_MARK))
+}
+
+fn owner_alive(dir: &Path) -> bool {
+    match File::open(dir.join(OWNER)) {
+        Ok(f) => matches!(f.try_lock(), Err(TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
+}
+
+fn older_than(p: &Path, grace: Duration) -> bool {
+    p.symlink_metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age > grace)
+}
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+fn remove_path(p: &Path) -> std::io::Result<()> {
+    let r = match p.symlink_metadata() {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_scratch_is_no_leftover_and_goes_when_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let w = WorkDir::new(d.path());
+        let s = w.scratch("drill").unwrap();
+        assert!(s.path().is_dir());
+        assert!(s.path().starts_with(d.path().join("tmp")));
+        assert!(w.leftovers(Duration::ZERO).is_empty());
+        let p = s.path().to_path_buf();
+        drop(s);
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn leftovers_name_their_outside_staging() {
+        let d = tempfile::tempdir().unwrap();
+        let w = WorkDir::new(d.path().join("work"));
+        // A dead run's scratch, as a killed process leaves it: no lock held.
+        let dead = d.path().join("work/tmp/restore-00000000000000aa");
+        fs::create_dir_all(&dead).unwrap();
+        File::create(dead.join(OWNER)).unwrap();
+        let staging = d.path().join(".target.bkp-restore-2");
+        fs::create_dir(&staging).unwrap();
+        fs::write(dead.join(OUTSIDE), staging.as_os_str().as_encoded_bytes()).unwrap();
+        // A path that is not bkp's staging is never named, whatever the file says.
+        let other = d.path().join("precious");
+        fs::create_dir(&other).unwrap();
+        let dead2 = d.path().join("work/tmp/restore-00000000000000bb");
+        fs::create_dir_all(&dead2).unwrap();
+        fs::write(dead2.join(OUTSIDE), other.as_os_str().as_encoded_bytes()).unwrap();
+        let live = w.scratch("drill").unwrap();
+
+        let mut found = w.leftovers(Duration::ZERO);
+        found.sort_by(|a, b| a.path.cmp(&b.path));
+        assert_eq!(
+            found,
+            vec![
+                Leftover {
+                    path: dead.clone(),
+                    outside: Some(staging.clone())
+                },
+                Leftover {
+                    path: dead2.clone(),
+                    outside: None
+                },
+            ]
+        );
+        for l in &found {
+            remove(l).unwrap();
+        }
+        assert!(!dead.exists() && !staging.exists() && !dead2.exists());
+        assert!(other.exists(), "not bkp's: kept");
+        assert!(live.path().exists(), "a live run's scratch is kept");
+    }
+
+    #[test]
+    fn legacy_names_are_swept_after_the_grace_period() {
+        let d = tempfile::tempdir().unwrap();
+        let w = WorkDir::new(d.path());
+        for n in ["snapshot-x", "drill-y", "duckdb-restore-z", "restore-spool"] {
+            fs::create_dir(d.path().join(n)).unwrap();
+        }
+        fs::write(d.path().join(".restore-1.spool"), b"x").unwrap();
+        fs::write(d.path().join("snapshot.lock"), b"").unwrap();
+        fs::write(d.path().join("commands.log"), b"").unwrap();
+        assert!(w.leftovers(Duration::from_secs(3600)).is_empty());
+        let found = w.leftovers(Duration::ZERO);
+        assert_eq!(found.len(), 5, "{found:?}");
+    }
+}
