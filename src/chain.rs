@@ -174,7 +174,10 @@ impl<'a> Index<'a> {
 
     /// The chain ending at `head`, its full backup first: `head` itself for a full
     /// backup, else its parents up to the first full one.
-    pub fn ancestry(&self, head: &'a Manifest) -> Result<Vec<&'a Manifest>, Break> {
+    pub fn ancestry<'m>(&self, head: &'m Manifest) -> Result<Vec<&'m Manifest>, Break>
+    where
+        'a: 'm,
+    {
         let mut out = vec![head];
         let mut seen = BTreeSet::new();
         let mut cur = head;
@@ -200,7 +203,7 @@ impl<'a> Index<'a> {
     /// Every break of `m`'s chain: its own link, and for an incremental of a kind
     /// that is not a log, whether its parents reach a full backup (a missing
     /// direct parent is reported once, by the link).
-    pub fn problems(&self, m: &'a Manifest) -> Vec<Break> {
+    pub fn problems(&self, m: &Manifest) -> Vec<Break> {
         let mut out: Vec<Break> = self.link(m).broken().cloned().into_iter().collect();
         if m.scope == Scope::Incremental && !m.kind.replays_log() {
             match self.ancestry(m) {

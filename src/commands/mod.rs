@@ -20,12 +20,9 @@ use crate::ui::Ui;
 
 pub mod cleanup;
 pub mod export;
-pub mod export_restore;
 pub mod list;
 pub mod logs;
-pub mod pitr;
 pub mod replicate;
-pub mod replicate_restore;
 pub mod restore;
 pub mod run;
 pub mod snapshot;

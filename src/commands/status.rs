@@ -69,6 +69,7 @@ pub fn newest_backups(store: &dyn Store, schedules: &[Schedule]) -> Result<Scan>
                     scan.unreadable.push(Unreadable {
                         key: key.clone(),
                         error: format!("{e:#}"),
+                        code: crate::exit::classify(&e),
                     });
                     continue;
                 }

@@ -28,16 +28,20 @@ use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use super::restore::{self, Source};
 use super::{open_store, write_report, Ctx, RunRecord};
+use crate::chain;
 use crate::cli::VerifyArgs;
 use crate::crypto::Keyring;
 use crate::exit::{classify, coded, Code};
 use crate::id::BackupId;
 use crate::ledger;
 use crate::lock::RunLock;
+use crate::manifest::tombstone::read_tombstones;
 use crate::manifest::{self, Kind, Manifest, Scope};
 use crate::stages::compress::Compression;
 use crate::store::Store;
+use crate::workdir::WorkDir;
 use crate::{pipeline, ui};
 
 /// What was found for one backup.
@@ -76,15 +80,6 @@ pub struct Audit {
     /// run finishes both).
     pub pending: Vec<String>,
     pub problems: Vec<String>,
-}
-
-/// Removes a directory when dropped.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn selected(all: &[Manifest], args: &VerifyArgs, now: OffsetDateTime) -> Result<Vec<Manifest>> {
@@ -128,10 +123,20 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
         None => selected(&all, args, started_at)?,
     };
     chosen.sort_by_key(|m| (m.started_at, m.id));
-    let mut general: Vec<String> = unreadable
-        .iter()
-        .map(|u| format!("manifest {} cannot be read: {}", u.key, u.error))
-        .collect();
+    // Damage found is a problem (exit 5); trouble that kept a check from looking
+    // (a store or ledger that did not answer) is not, and ends the run with its
+    // own code once every other check is done.
+    let mut trouble: Vec<anyhow::Error> = Vec::new();
+    let mut general: Vec<String> = Vec::new();
+    for u in &unreadable {
+        let text = format!("manifest {} cannot be read: {}", u.key, u.error);
+        match u.code {
+            Some(code) if !crate::exit::is_damage(&coded(code, "")) => {
+                trouble.push(coded(code, text))
+            }
+            _ => general.push(text),
+        }
+    }
     let keyring = if chosen.iter().any(|m| m.encryption.is_some()) {
         plan.keyring()?
     } else {
@@ -139,14 +144,13 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
     };
 
     // Objects and chains.
-    let by_id: HashMap<BackupId, &Manifest> = all.iter().map(|m| (m.id, m)).collect();
+    let chains = chain::Index::new(&all);
     let sizes: HashMap<&str, u64> = all
         .iter()
         .flat_map(|m| m.objects.iter().map(|o| (o.key.as_str(), o.size)))
         .collect();
     let index = StoreIndex {
-        by_id: &by_id,
-        all: &all,
+        chains: &chains,
         sizes: &sizes,
     };
     let mut checks = Vec::new();
@@ -169,11 +173,14 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
     let audit = match &plan.ledger {
         None => Audit::default(),
         Some(cfg) => {
-            let deleting: BTreeSet<u128> = super::cleanup::read_tombstones(store)?
+            let deleting: BTreeSet<u128> = read_tombstones(store)?
                 .iter()
                 .map(|t| t.manifest.id.as_u128())
                 .collect();
-            audit(cfg, store, &all, &chosen, &deleting)
+            audit(cfg, store, &all, &chosen, &deleting).unwrap_or_else(|e| {
+                trouble.push(e.context("the ledger audit could not read the ledger"));
+                Audit::default()
+            })
         }
     };
     for p in &audit.problems {
@@ -190,8 +197,21 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
         if newest.is_empty() {
             general.push("--drill: no selected backup can be drilled (snapshots, full or incremental exports, replications)".into());
         }
+        let src = Source {
+            store,
+            keyring: keyring.as_ref(),
+            work: WorkDir::new(&plan.work_dir),
+            progress: ctx.progress(),
+            ui: ctx.ui,
+        };
         for m in newest.values() {
-            let d = drill(ctx, store, keyring.as_ref(), m);
+            let d = match drill(ctx, &src, m) {
+                Ok(d) => d,
+                Err(e) => {
+                    trouble.push(e);
+                    continue;
+                }
+            };
             for p in &d.problems {
                 ctx.ui
                     .warn(&format!("drill {} {}: {p}", m.kind.as_str(), m.id));
@@ -207,7 +227,7 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
         + checks.iter().map(|c| c.problems.len()).sum::<usize>()
         + audit.problems.len()
         + drills.iter().map(|d| d.problems.len()).sum::<usize>();
-    let ok = problems == 0;
+    let ok = problems == 0 && trouble.is_empty();
     let bytes_read: u64 = checks.iter().map(|c| c.bytes_read).sum();
     let run_id = BackupId::new_v7(started_at);
     let report = json!({
@@ -222,6 +242,7 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
         "problems": problems,
         "bytes_read": bytes_read,
         "general": general,
+        "not_checked": trouble.iter().map(|e| format!("{e:#}")).collect::<Vec<_>>(),
         "backups": checks,
         "ledger": audit,
         "drills": drills,
@@ -275,18 +296,26 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
         drills.len(),
         failed_drills
     );
-    if ok {
-        ctx.ui.info(&format!("verified: {summary}"));
-        Ok(())
-    } else {
-        for g in &general {
-            ctx.ui.warn(g);
+    for g in &general {
+        ctx.ui.warn(g);
+    }
+    if problems > 0 {
+        for t in &trouble {
+            ctx.ui.warn(&format!("not checked: {t:#}"));
         }
-        Err(coded(
+        return Err(coded(
             Code::Integrity,
             format!("verification failed: {problems} problem(s): {summary}. The warnings above name each one; `bkp verify --json` gives the full report"),
-        ))
+        ));
     }
+    if !trouble.is_empty() {
+        return Err(crate::exit::combine(
+            &format!("verification found no damage ({summary}), but could not check everything:"),
+            trouble,
+        ));
+    }
+    ctx.ui.info(&format!("verified: {summary}"));
+    Ok(())
 }
 
 fn drillable(m: &Manifest) -> bool {
@@ -322,18 +351,17 @@ fn objects_of(m: &Manifest) -> Result<Vec<(manifest::ObjectEntry, Compression, b
 
 /// What the store holds, for checking one backup against the rest.
 struct StoreIndex<'a> {
-    by_id: &'a HashMap<BackupId, &'a Manifest>,
-    all: &'a [Manifest],
+    chains: &'a chain::Index<'a>,
     sizes: &'a HashMap<&'a str, u64>,
 }
 
-/// Errors that mean "this data is bad" become problems; anything else (the store
-/// is unreachable, a local failure) stops the run.
+/// Damage becomes a problem; trouble (the store is unreachable, no key) stops
+/// the run with its own code (`exit::is_damage`).
 fn problem_or_stop(e: anyhow::Error) -> Result<String> {
-    match classify(&e) {
-        Some(Code::Integrity) | Some(Code::NotFound) => Ok(format!("{e:#}")),
-        Some(Code::Transient) | Some(Code::Config) => Err(e),
-        _ => Ok(format!("{e:#}")),
+    if crate::exit::is_damage(&e) {
+        Ok(format!("{e:#}"))
+    } else {
+        Err(e)
     }
 }
 
@@ -345,7 +373,7 @@ fn check_backup(
     store_index: &StoreIndex,
     checked: &mut BTreeSet<String>,
 ) -> Result<BackupCheck> {
-    let StoreIndex { by_id, all, sizes } = store_index;
+    let StoreIndex { chains, sizes } = store_index;
     let mut c = BackupCheck {
         id: m.id,
         kind: m.kind,
@@ -401,36 +429,8 @@ fn check_backup(
             _ => {}
         }
     }
-    let chain = super::list::chain_status(m, by_id, all);
-    if let Some(why) = chain.strip_prefix("BROKEN: ") {
-        c.problems.push(format!("chain broken: {why}"));
-    }
-    // An incremental export must reach its full backup.
-    if m.scope == Scope::Incremental && !m.kind.replays_log() {
-        let mut seen = BTreeSet::new();
-        let mut cur = m;
-        while cur.scope == Scope::Incremental {
-            let Some(p) = cur.parent else {
-                c.problems.push(format!(
-                    "chain broken: incremental {} names no parent",
-                    cur.id
-                ));
-                break;
-            };
-            let Some(next) = by_id.get(&p) else {
-                if cur.id != m.id {
-                    c.problems
-                        .push(format!("chain broken: ancestor {p} missing"));
-                }
-                break;
-            };
-            if !seen.insert(p) {
-                c.problems
-                    .push(format!("chain broken: a cycle through {p}"));
-                break;
-            }
-            cur = next;
-        }
+    for b in chains.problems(m) {
+        c.problems.push(format!("chain broken: {b}"));
     }
     Ok(c)
 }
@@ -441,18 +441,11 @@ fn audit(
     all: &[Manifest],
     chosen: &[Manifest],
     deleting: &BTreeSet<u128>,
-) -> Audit {
+) -> Result<Audit> {
     let mut a = Audit::default();
     let identity = store.identity();
     let account = ledger::store_account_id(&identity);
-    let transfers = match ledger::account_transfers(cfg, account) {
-        Ok(t) => t,
-        Err(e) => {
-            a.problems
-                .push(format!("the ledger could not be read: {e:#}"));
-            return a;
-        }
-    };
+    let transfers = ledger::account_transfers(cfg, account)?;
     a.checked = true;
     a.transfers = transfers.len();
     let ids: BTreeSet<u128> = transfers.iter().map(|t| t.id).collect();
@@ -522,10 +515,13 @@ fn audit(
             a.retained_bytes
         ));
     }
-    a
+    Ok(a)
 }
 
-fn drill(ctx: &Ctx, store: &dyn Store, keyring: Option<&Keyring>, m: &Manifest) -> Drill {
+/// Restores `m` into a scratch directory and proves the data loads. Damage is
+/// the drill's finding; trouble (the store did not answer, no key configured)
+/// is an error: the drill could not look.
+fn drill(ctx: &Ctx, src: &Source, m: &Manifest) -> Result<Drill> {
     let mut d = Drill {
         id: m.id,
         kind: m.kind,
@@ -533,35 +529,36 @@ fn drill(ctx: &Ctx, store: &dyn Store, keyring: Option<&Keyring>, m: &Manifest) 
         facts: BTreeMap::new(),
         problems: Vec::new(),
     };
-    let dir = ctx.plan.work_dir.join(format!("drill-{}", m.id));
-    let result = (|| -> Result<()> {
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("failed to create the drill directory {}", dir.display()))?;
-        let _scratch = Scratch(dir.clone());
-        match m.kind {
-            Kind::Tigerbeetle => drill_tigerbeetle(ctx, store, keyring, m, &dir, &mut d.facts),
-            Kind::Parquet => drill_parquet(ctx, store, keyring, m, &dir, &mut d.facts),
-            Kind::Duckdb => drill_duckdb(ctx, store, m, &dir, &mut d.facts),
-            other => anyhow::bail!("no drill for {} backups", other.as_str()),
-        }
-    })();
+    let scratch = src.work.scratch("drill")?;
+    let dir = scratch.path();
+    let result = match m.kind {
+        Kind::Tigerbeetle => drill_tigerbeetle(ctx, src, m, dir, &mut d.facts),
+        Kind::Parquet => drill_parquet(src, m, dir, &mut d.facts),
+        Kind::Duckdb => drill_duckdb(src, m, dir, &mut d.facts),
+        other => Err(anyhow::anyhow!("no drill for {} backups", other.as_str())),
+    };
     match result {
         Ok(()) => d.ok = true,
-        Err(e) => d.problems.push(format!("{e:#}")),
+        Err(e) if crate::exit::is_damage(&e) => d.problems.push(format!("{e:#}")),
+        Err(e) => {
+            return Err(e.context(format!(
+                "the drill of {} {} could not run",
+                m.kind.as_str(),
+                m.id
+            )))
+        }
     }
-    d
+    Ok(d)
 }
 
 fn drill_tigerbeetle(
     ctx: &Ctx,
-    store: &dyn Store,
-    keyring: Option<&Keyring>,
+    src: &Source,
     m: &Manifest,
     dir: &Path,
     facts: &mut BTreeMap<String, serde_json::Value>,
 ) -> Result<()> {
-    let files = super::restore::unpack_backup(ctx, store, keyring, m, dir, ctx.progress())?;
+    let files = restore::tigerbeetle::unpack_snapshot(src, m, dir)?;
     let file = files
         .first()
         .map(|f| dir.join(&f.name))
@@ -608,13 +605,12 @@ fn drill_tigerbeetle(
 /// export and the incrementals after it); the restore itself checks every
 /// table's row count against the manifests.
 fn drill_duckdb(
-    ctx: &Ctx,
-    store: &dyn Store,
+    src: &Source,
     m: &Manifest,
     dir: &Path,
     facts: &mut BTreeMap<String, serde_json::Value>,
 ) -> Result<()> {
-    let rows = super::export_restore::restore_database(ctx, store, m, &dir.join("drill.duckdb"))?;
+    let rows = restore::duckdb::restore_database(src, m, &dir.join("drill.duckdb"))?;
     facts.insert("tables".into(), json!(rows.len()));
     facts.insert("rows".into(), json!(rows.values().sum::<u64>()));
     Ok(())
@@ -623,16 +619,14 @@ fn drill_duckdb(
 /// Restores a replicated cold tier and makes DuckDB decode every row of every
 /// Parquet file, comparing the row count with each file's footer.
 fn drill_parquet(
-    ctx: &Ctx,
-    store: &dyn Store,
-    keyring: Option<&Keyring>,
+    src: &Source,
     m: &Manifest,
     dir: &Path,
     facts: &mut BTreeMap<String, serde_json::Value>,
 ) -> Result<()> {
     let tree = dir.join("tree");
     std::fs::create_dir_all(&tree)?;
-    let files = super::replicate_restore::restore_tree(&ctx.plan, store, m, keyring, &tree)?;
+    let files = restore::parquet::restore_tree(src, m, &tree)?;
     let mut rows = 0i64;
     for f in &files {
         rows += crate::parquet::load_check(&tree.join(&f.name))

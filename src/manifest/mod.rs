@@ -229,6 +229,9 @@ pub fn write(store: &dyn Store, m: &Manifest) -> Result<()> {
 pub struct Unreadable {
     pub key: String,
     pub error: String,
+    /// The class of the failure: a damaged manifest, or a store that did not
+    /// answer (which says nothing about the manifest).
+    pub code: Option<Code>,
 }
 
 /// Every manifest in the store (optionally of one kind), oldest first.
@@ -248,6 +251,7 @@ pub fn list(store: &dyn Store, kind: Option<Kind>) -> Result<(Vec<Manifest>, Vec
             Err(e) => bad.push(Unreadable {
                 key: obj.key.clone(),
                 error: format!("{e:#}"),
+                code: crate::exit::classify(&e),
             }),
         }
     }

@@ -17,8 +17,10 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::Ctx;
-use crate::config::Plan;
+use super::target::{Shape, Target};
+use super::{RestorePlan, Source};
+use crate::cli::RestoreArgs;
+use crate::commands::Ctx;
 use crate::crypto::Keyring;
 use crate::exit::{coded, Code};
 use crate::manifest::{FileEntry, Manifest};
@@ -33,13 +35,8 @@ const CONCURRENCY: usize = 4;
 /// Rebuilds the tree `m` describes under `dir` (an existing, empty directory),
 /// checking every file against its SHA-256, and returns the files restored. On
 /// error `dir` may hold a partial tree: callers restore into a staging directory.
-pub fn restore_tree(
-    plan: &Plan,
-    store: &dyn Store,
-    m: &Manifest,
-    keyring: Option<&Keyring>,
-    dir: &Path,
-) -> Result<Vec<FileEntry>> {
+pub fn restore_tree(src: &Source, m: &Manifest, dir: &Path) -> Result<Vec<FileEntry>> {
+    let (store, keyring) = (src.store, src.keyring);
     let set = ReplicaSet::from_manifest(m)?;
     for r in &set.set {
         crate::store::check_key(&r.path).map_err(|e| {
@@ -62,11 +59,8 @@ pub fn restore_tree(
             ));
         }
     }
-    let spool = plan.work_dir.join("restore-spool");
-    if !store.reread_is_cheap() {
-        fs::create_dir_all(&spool)
-            .with_context(|| format!("failed to create {}", spool.display()))?;
-    }
+    let spool = src.work.scratch("spool")?;
+    let spool = spool.path();
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
@@ -79,7 +73,7 @@ pub fn restore_tree(
                 let Some(r) = set.set.get(next.fetch_add(1, Ordering::Relaxed)) else {
                     return;
                 };
-                if let Err(e) = restore_file(store, r, keyring, &spool, dir) {
+                if let Err(e) = restore_file(store, r, keyring, spool, dir) {
                     stop.store(true, Ordering::Relaxed);
                     if let Ok(mut f) = first_error.lock() {
                         f.get_or_insert(e);
@@ -98,7 +92,7 @@ pub fn restore_tree(
     got.sort_by(|a, b| a.name.cmp(&b.name));
     let mut want = m.files.clone();
     want.sort_by(|a, b| a.name.cmp(&b.name));
-    let on_disk = crate::commands::replicate_restore::walk_files(dir)?;
+    let on_disk = walk_files(dir)?;
     let named: Vec<&str> = got.iter().map(|f| f.name.as_str()).collect();
     if got != want || on_disk != named {
         return Err(coded(
@@ -139,11 +133,9 @@ fn restore_file(
                 .with_context(|| format!("failed to create {}", path.display()))?;
             let mut w = BufWriter::with_capacity(1 << 20, f);
             io::copy(src, &mut w).with_context(|| format!("failed to write {}", path.display()))?;
-            // On disk before the old tree is swapped out: a crash after a
-            // "verified" restore must not leave empty files behind.
+            // Made durable with the whole tree before it is put in place.
             w.into_inner()
                 .map_err(|e| e.into_error())
-                .and_then(|f| f.sync_all())
                 .with_context(|| format!("failed to write {}", path.display()))?;
             Ok(())
         },
@@ -177,84 +169,44 @@ pub fn walk_files(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// The restore subcommand for a replicate backup: staging beside `target`,
-/// [`restore_tree`], then a rename (a swap with `--force`). The caller has
-/// already refused a non-empty target without `--force` and guarded it.
-pub fn run(ctx: &Ctx, store: &dyn Store, m: &Manifest, target: &Path, exists: bool) -> Result<()> {
-    let plan = &ctx.plan;
-    // Files a run reused may have been stored encrypted by an earlier run even when
-    // this one was not: each file's record says.
-    let set = ReplicaSet::from_manifest(m)?;
-    let keyring = if m.encryption.is_some() || set.set.iter().any(|r| r.key_id.is_some()) {
-        plan.keyring()?
-    } else {
-        None
-    };
-    let (parent, name, staging) = super::restore::staging_beside(target)?;
-    let parent = parent.as_path();
-    fs::create_dir(&staging).with_context(|| format!("failed to create {}", staging.display()))?;
+/// The restore of a replication: staging beside the target, [`restore_tree`],
+/// then the staging put in place.
+pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Result<()> {
+    let m = rp
+        .backup
+        .as_ref()
+        .context("a Parquet restore needs a replication")?;
+    let target = Target::check(
+        &args.target,
+        Shape::Dir,
+        args.force,
+        &super::precious(&ctx.plan),
+    )?;
+    let mut scratch = src.work.scratch("restore")?;
+    let staging = target.stage(&mut scratch)?;
     let clock = Instant::now();
-    let restored = match restore_tree(plan, store, m, keyring.as_ref(), &staging) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
-    if let Err(e) = swap_into_place(&staging, target, parent, &name, exists) {
-        let _ = fs::remove_dir_all(&staging);
-        return Err(e);
-    }
+    let restored = restore_tree(src, m, &staging)?;
+    target.commit(&staging, &mut scratch)?;
     let bytes: u64 = restored.iter().map(|f| f.size).sum();
     let elapsed = clock.elapsed();
     if ctx.ui.json {
-        ui::out(&serde_json::to_string_pretty(&json!({
+        return ui::out(&serde_json::to_string_pretty(&json!({
             "id": m.id,
             "kind": "parquet",
-            "target": target.display().to_string(),
+            "target": target.path.display().to_string(),
             "files": restored,
             "bytes": bytes,
             "seconds": elapsed.as_secs_f64(),
-        }))?)?;
-    } else {
-        ctx.ui.info(&format!(
-            "restored replicate {} into {}: {} file(s), {}, verified, in {:.1}s ({})",
-            m.id,
-            target.display(),
-            restored.len(),
-            ui::size(bytes),
-            elapsed.as_secs_f64(),
-            ui::rate(bytes, elapsed)
-        ));
-        ui::out(&target.display().to_string())?;
+        }))?);
     }
-    Ok(())
-}
-
-fn swap_into_place(
-    staging: &Path,
-    target: &Path,
-    parent: &Path,
-    name: &str,
-    exists: bool,
-) -> Result<()> {
-    if exists {
-        let old = parent.join(format!(".{name}.bkp-old-{}", crate::id::random_u64()));
-        fs::rename(target, &old)
-            .with_context(|| format!("failed to move {} aside", target.display()))?;
-        if let Err(e) = fs::rename(staging, target) {
-            let _ = fs::rename(&old, target);
-            return Err(e)
-                .with_context(|| format!("failed to move the restore into {}", target.display()));
-        }
-        // The swap is durable before the old tree goes.
-        fs::File::open(parent).and_then(|d| d.sync_all()).ok();
-        fs::remove_dir_all(&old)
-            .with_context(|| format!("failed to remove the replaced {}", old.display()))?;
-    } else {
-        fs::rename(staging, target)
-            .with_context(|| format!("failed to move the restore into {}", target.display()))?;
-    }
-    fs::File::open(parent).and_then(|d| d.sync_all()).ok();
-    Ok(())
+    ctx.ui.info(&format!(
+        "restored replicate {} into {}: {} file(s), {}, verified, in {:.1}s ({})",
+        m.id,
+        target.path.display(),
+        restored.len(),
+        ui::size(bytes),
+        elapsed.as_secs_f64(),
+        ui::rate(bytes, elapsed)
+    ));
+    ui::out(&target.path.display().to_string())
 }

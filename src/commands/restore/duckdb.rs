@@ -22,67 +22,51 @@ use ::duckdb::Connection;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::export::{self, TableMode, TableRecord, SCHEMA_FILE};
-use super::{open_store, Ctx};
-use crate::cli::{KindArg, RestoreArgs};
+use super::target::{Shape, Target};
+use super::{RestorePlan, Source};
+use crate::chain;
+use crate::cli::RestoreArgs;
+use crate::commands::Ctx;
 use crate::exit::{coded, Code};
-use crate::manifest::{self, Kind, Manifest};
+use crate::manifest::duckdb::{self as export, TableMode, TableRecord, SCHEMA_FILE};
+use crate::manifest::Manifest;
 use crate::sources::duck::{qualified, quote_ident, quote_literal};
-use crate::store::Store;
 use crate::{pipeline, ui};
 
-/// Whether `bkp restore` with these arguments restores a DuckDB export.
-pub fn wants(ctx: &Ctx, args: &RestoreArgs) -> Result<bool> {
-    if matches!(args.kind, KindArg::Duckdb) {
-        return Ok(true);
-    }
-    if args.backup == "latest" {
-        return Ok(false);
-    }
-    let store = open_store(&ctx.plan)?;
-    Ok(manifest::find(store.as_ref(), &args.backup, Some(Kind::Duckdb)).is_ok())
-}
+/// Removes a database file being built (and its WAL) when dropped, unless disarmed.
+struct Partial(Option<PathBuf>);
 
-/// Removes a path (and its DuckDB WAL) when dropped, unless disarmed.
-struct Scratch(Option<PathBuf>);
-
-impl Drop for Scratch {
+impl Drop for Partial {
     fn drop(&mut self) {
         if let Some(p) = self.0.take() {
-            let _ = fs::remove_file(&p);
             let _ = fs::remove_file(wal(&p));
-            let _ = fs::remove_dir_all(&p);
+            let _ = fs::remove_file(p);
         }
     }
 }
 
+/// The write-ahead log DuckDB keeps beside database file `p`.
 fn wal(p: &Path) -> PathBuf {
     let mut s = p.as_os_str().to_owned();
     s.push(".wal");
     PathBuf::from(s)
 }
 
-pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
-    let plan = &ctx.plan;
-    let target = std::path::absolute(&args.target)
-        .with_context(|| format!("invalid target {}", args.target.display()))?;
-    let exists = match fs::symlink_metadata(&target) {
-        Ok(m) if m.is_file() => true,
-        Ok(_) => {
-            return Err(coded(
-                Code::TargetExists,
-                format!(
-                    "restore target {} exists and is not a file: a DuckDB restore writes a database file; choose a new path such as restored.duckdb",
-                    target.display()
-                ),
-            ))
-        }
-        Err(_) => false,
-    };
+pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Result<()> {
+    let m = rp
+        .backup
+        .as_ref()
+        .context("a DuckDB restore needs an export")?;
+    let target = Target::check(
+        &args.target,
+        Shape::File,
+        args.force,
+        &super::precious(&ctx.plan),
+    )?;
     // A write-ahead log left beside a removed database would be replayed into,
     // or refuse, the restored file.
-    let stale_wal = wal(&target);
-    if !exists && !args.force && fs::symlink_metadata(&stale_wal).is_ok() {
+    let stale_wal = wal(&target.path);
+    if !target.exists && !args.force && fs::symlink_metadata(&stale_wal).is_ok() {
         return Err(coded(
             Code::TargetExists,
             format!(
@@ -91,128 +75,62 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
             ),
         ));
     }
-    if exists && !args.force {
-        return Err(coded(
-            Code::TargetExists,
-            format!(
-                "restore target {} exists: choose a new file, or pass --force to replace it (it is replaced only after the restore verified)",
-                target.display()
-            ),
-        ));
+    if target.exists {
+        refuse_open_database(&target.path)?;
     }
-    if exists {
-        guard_target(ctx, &target)?;
-    }
-    let at = super::restore::parse_at(args.at.as_deref())?;
-    let store = open_store(plan)?;
-    let m = if args.backup == "latest" {
-        let all = export::export_manifests(store.as_ref())?;
-        all.into_iter()
-            .rev()
-            .find(|m| at.is_none_or(|at| m.started_at <= at))
-            .ok_or_else(|| {
-                coded(
-                    Code::NotFound,
-                    format!(
-                        "no DuckDB export{} in {}: run `bkp export --full` first, or check the store settings",
-                        args.at.as_ref().map(|t| format!(" at or before {t}")).unwrap_or_default(),
-                        store.identity()
-                    ),
-                )
-            })?
-    } else {
-        if args.at.is_some() {
-            return Err(coded(
-                Code::Config,
-                "--at chooses the export itself: pass `latest` with --at, or an id without it",
-            ));
-        }
-        let m = manifest::find(store.as_ref(), &args.backup, Some(Kind::Duckdb))?;
-        if m.operation != export::OPERATION {
-            return Err(coded(
-                Code::Config,
-                format!("backup {} is a DuckDB {}, not an export", m.id, m.operation),
-            ));
-        }
-        m
-    };
 
-    let (parent, name, staging) = super::restore::staging_beside(&target)?;
-    let parent = parent.as_path();
-    let mut scratch = Scratch(Some(staging.clone()));
-
+    let mut scratch = src.work.scratch("restore")?;
+    let staging = target.stage(&mut scratch)?;
     let clock = Instant::now();
     ctx.ui.detail(&format!(
         "restoring DuckDB export {} from {} into {}",
         m.id,
-        store.identity(),
-        target.display()
+        src.store.identity(),
+        target.path.display()
     ));
-    let counts = restore_database(ctx, store.as_ref(), &m, &staging)?;
+    let counts = restore_database(src, m, &target.staged_file(&staging))?;
 
     // A WAL left beside the old file would be replayed into the new one: move it
     // aside, and back if the new file cannot take the old one's place.
-    let old_wal = wal(&target);
-    let aside = parent.join(format!(".{name}.wal.bkp-old-{}", crate::id::random_u64()));
+    let old_wal = wal(&target.path);
+    let aside = staging.join("replaced.wal");
     let moved = old_wal.exists();
     if moved {
         fs::rename(&old_wal, &aside)
             .with_context(|| format!("failed to move {} aside", old_wal.display()))?;
     }
-    if let Err(e) = fs::rename(&staging, &target) {
+    if let Err(e) = target.commit(&staging, &mut scratch) {
         if moved {
             let _ = fs::rename(&aside, &old_wal);
         }
-        return Err(e)
-            .with_context(|| format!("failed to move the restore into {}", target.display()));
+        return Err(e);
     }
-    scratch.0 = None;
-    if moved {
-        fs::remove_file(&aside)
-            .with_context(|| format!("failed to remove the replaced {}", aside.display()))?;
-    }
-    fs::File::open(parent).and_then(|d| d.sync_all()).ok();
 
     let rows: u64 = counts.values().sum();
     let elapsed = clock.elapsed();
     if ctx.ui.json {
-        crate::ui::out(&serde_json::to_string_pretty(&json!({
+        return ui::out(&serde_json::to_string_pretty(&json!({
             "id": m.id,
             "kind": "duckdb",
-            "target": target.display().to_string(),
+            "target": target.path.display().to_string(),
             "tables": counts,
             "rows": rows,
             "seconds": elapsed.as_secs_f64(),
-        }))?)?;
-    } else {
-        ctx.ui.info(&format!(
-            "restored DuckDB export {} into {}: {} tables, {rows} rows, every count verified, in {:.1}s ({})",
-            m.id,
-            target.display(),
-            counts.len(),
-            elapsed.as_secs_f64(),
-            ui::size(fs::metadata(&target).map(|m| m.len()).unwrap_or(0)),
-        ));
-        crate::ui::out(&target.display().to_string())?;
+        }))?);
     }
-    Ok(())
+    ctx.ui.info(&format!(
+        "restored DuckDB export {} into {}: {} tables, {rows} rows, every count verified, in {:.1}s ({})",
+        m.id,
+        target.path.display(),
+        counts.len(),
+        elapsed.as_secs_f64(),
+        ui::size(fs::metadata(&target.path).map(|m| m.len()).unwrap_or(0)),
+    ));
+    ui::out(&target.path.display().to_string())
 }
 
-/// Refuses to replace the configured source database or a file another process
-/// has open in DuckDB.
-fn guard_target(ctx: &Ctx, target: &Path) -> Result<()> {
-    let resolved = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
-    if let Some(d) = &ctx.plan.duckdb {
-        if resolved(&d.database) == resolved(target) {
-            return Err(coded(
-                Code::TargetExists,
-                format!(
-                    "refusing to restore over {}: it is the configured DuckDB database (duckdb.database); restore into a new file and switch to it deliberately",
-                    target.display()
-                ),
-            ));
-        }
-    }
+/// Refuses to replace a file another process has open in DuckDB.
+fn refuse_open_database(target: &Path) -> Result<()> {
     if let Err(e) =
         crate::sources::duck::open_read_only(target, std::time::Duration::ZERO, None, None)
     {
@@ -229,13 +147,8 @@ fn guard_target(ctx: &Ctx, target: &Path) -> Result<()> {
 /// Restores the chain of exports ending at `m` into a new DuckDB file `target`
 /// (which must not exist), verifies every table's row count against the
 /// manifests, and returns the counts by `schema.table` (excluded tables, restored
-/// empty, are left out).
-pub fn restore_database(
-    ctx: &Ctx,
-    store: &dyn Store,
-    m: &Manifest,
-    target: &Path,
-) -> Result<BTreeMap<String, u64>> {
+/// empty, are left out). On failure no file is left at `target`.
+pub fn restore_database(src: &Source, m: &Manifest, target: &Path) -> Result<BTreeMap<String, u64>> {
     if target.exists() {
         return Err(coded(
             Code::TargetExists,
@@ -245,10 +158,23 @@ pub fn restore_database(
             ),
         ));
     }
-    let all = export::export_manifests(store)?;
-    let chain = export::chain(&all, m)?;
+    let all = export::export_manifests(src.store)?;
+    let chain: Vec<Manifest> = chain::Index::new(&all)
+        .ancestry(m)
+        .map_err(|b| {
+            coded(
+                Code::NotFound,
+                format!(
+                    "the chain of export {} is broken ({b}): restore an older export, or take `bkp export --full`",
+                    m.id
+                ),
+            )
+        })?
+        .into_iter()
+        .cloned()
+        .collect();
     let keyring = if chain.iter().any(|m| m.encryption.is_some()) {
-        Some(ctx.plan.keyring()?.ok_or_else(|| {
+        Some(src.keyring.ok_or_else(|| {
             coded(
                 Code::Config,
                 format!(
@@ -260,19 +186,8 @@ pub fn restore_database(
     } else {
         None
     };
-    let work = ctx
-        .plan
-        .work_dir
-        .join(format!("duckdb-restore-{}", crate::id::random_u64()));
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&work)
-            .with_context(|| format!("failed to create {}", work.display()))?;
-    }
-    let _work = Scratch(Some(work.clone()));
+    let work = src.work.scratch("duckdb")?;
+    let store = src.store;
 
     // Fetches one file of an export, verified, into the work directory.
     let fetch = |m: &Manifest, name: &str| -> Result<PathBuf> {
@@ -290,9 +205,9 @@ pub fn restore_database(
             store,
             entry,
             m.compression,
-            keyring.as_ref(),
-            &work,
-            ctx.progress(),
+            keyring,
+            work.path(),
+            src.progress.clone(),
             |r| {
                 let mut f = fs::File::create(&path)
                     .with_context(|| format!("failed to create {}", path.display()))?;
@@ -306,7 +221,7 @@ pub fn restore_database(
 
     // A failed restore leaves no partial database behind (declared before the
     // connection, so that the connection closes first).
-    let mut partial = Scratch(Some(target.to_path_buf()));
+    let mut partial = Partial(Some(target.to_path_buf()));
     let conn = Connection::open(target)
         .with_context(|| format!("failed to create DuckDB database {}", target.display()))?;
     let schema_file = fetch(&chain[0], SCHEMA_FILE)?;
@@ -388,7 +303,7 @@ pub fn restore_database(
                 })?;
             }
             verify_counts(&conn, e, staged)?;
-            ctx.ui.detail(&format!(
+            src.ui.detail(&format!(
                 "  applied {} export {} ({} tables verified)",
                 e.scope.as_str(),
                 e.id,

@@ -17,11 +17,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use time::OffsetDateTime;
 
-use super::logs::{interval, OPERATION as LOGS};
-use super::Ctx;
+use crate::chain;
+use crate::commands::Ctx;
+use crate::manifest::tigerbeetle::{interval, LOGS};
 use crate::crypto::Keyring;
 use crate::exit::{coded, Code};
-use crate::manifest::{self, Kind, Manifest};
+use crate::manifest::{self, Kind};
 use crate::store::Store;
 use crate::{pipeline, tblog};
 
@@ -203,23 +204,12 @@ pub fn replay_logs(
 
     // The segments covering (newest, at], which must meet without a gap.
     let (all, _) = manifest::list(store, Some(Kind::Tigerbeetle))?;
-    let mut logs: Vec<(&Manifest, u64, u64)> = all
-        .iter()
-        .filter(|m| m.operation == LOGS && !m.objects.is_empty())
-        .filter_map(|m| interval(m).map(|(a, u)| (m, a, u)))
-        .filter(|(_, after, until)| *until > newest && *after < at_ns)
-        .collect();
-    logs.sort_by_key(|(_, after, _)| *after);
-    let mut reached = newest;
-    for (m, after, until) in &logs {
-        if *after > reached {
-            return Err(coded(
-                Code::Integrity,
-                format!("the log has a gap before segment {}: nothing covers ({reached}, {after}]; the restore cannot reach {at} — restore to an earlier time or from a later snapshot", m.id),
-            ));
-        }
-        reached = reached.max(*until);
-    }
+    let (logs, reached) = chain::log_cover(&all, newest, at_ns).map_err(|h| {
+        coded(
+            Code::Integrity,
+            format!("the log has a gap before segment {}: nothing covers ({}, {}]; the restore cannot reach {at} — restore to an earlier time or from a later snapshot", h.next, h.reached, h.after),
+        )
+    })?;
     if reached < at_ns {
         let current_at = all
             .iter()
@@ -236,14 +226,15 @@ pub fn replay_logs(
         at: at_ns,
         ..Default::default()
     };
-    for (m, _, _) in &logs {
+    let spool = crate::workdir::WorkDir::new(&plan.work_dir).scratch("spool")?;
+    for m in &logs {
         let entry = &m.objects[0];
         pipeline::download(
             store,
             entry,
             m.compression,
             pipeline::keys_for(m, keyring)?,
-            &plan.work_dir,
+            spool.path(),
             ctx.progress(),
             |r| {
                 let reader = tblog::SegmentReader::new(r)?;

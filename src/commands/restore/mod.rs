@@ -1,0 +1,225 @@
+//! `bkp restore`: one front for every kind. `ID|latest`, `--kind` and `--at`
+//! become one [`RestorePlan`] with one store open; the target is checked before
+//! anything is downloaded ([`target`]); then the engine of the backup's kind
+//! rebuilds it in staging beside the target, verified, and the staging is put in
+//! place.
+//!
+//! `latest` is the newest *restorable* backup of the kind asked for (with `--at`,
+//! at or before that time): a TigerBeetle snapshot (never a log segment), a
+//! DuckDB export, a Parquet replication. An id may name a backup of any kind.
+//!
+//! The engines ([`tigerbeetle`], [`duckdb`], [`parquet`]) take what they need
+//! (a [`Source`] to read from, a directory to fill) so that `verify --drill`
+//! calls them too.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use time::OffsetDateTime;
+
+use super::Ctx;
+use crate::cli::RestoreArgs;
+use crate::config::{Plan, StorePlan};
+use crate::crypto::Keyring;
+use crate::exit::{coded, Code};
+use crate::manifest::{self, duckdb as export, parquet as replicated, tigerbeetle as tb, Kind, Manifest};
+use crate::stages::progress::Progress;
+use crate::store::Store;
+use crate::workdir::WorkDir;
+
+pub mod duckdb;
+pub mod parquet;
+pub mod pitr;
+pub mod target;
+pub mod tigerbeetle;
+
+/// Where an engine reads a backup from.
+pub struct Source<'a> {
+    pub store: &'a dyn Store,
+    /// The keys; `None` when the config has no encryption (an encrypted object
+    /// is then refused with a config error naming its key).
+    pub keyring: Option<&'a Keyring>,
+    pub work: WorkDir,
+    pub progress: Arc<dyn Progress>,
+    pub ui: crate::ui::Ui,
+}
+
+/// What one restore does.
+#[derive(Debug)]
+pub struct RestorePlan {
+    pub kind: Kind,
+    /// The backup to restore; `None` only for a TigerBeetle point-in-time
+    /// restore with no snapshot at or before `--at` (the log is replayed from
+    /// the beginning).
+    pub backup: Option<Manifest>,
+    pub at: Option<OffsetDateTime>,
+}
+
+pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
+    let plan = &ctx.plan;
+    let at = parse_at(args.at.as_deref())?;
+    let store = super::open_store(plan)?;
+    let rp = resolve(store.as_ref(), args, at)?;
+    let keyring = keyring_for(plan, &rp)?;
+    let src = Source {
+        store: store.as_ref(),
+        keyring: keyring.as_ref(),
+        work: WorkDir::new(&plan.work_dir),
+        progress: ctx.progress(),
+        ui: ctx.ui,
+    };
+    match rp.kind {
+        Kind::Tigerbeetle => tigerbeetle::run(ctx, &src, &rp, args),
+        Kind::Duckdb => duckdb::run(ctx, &src, &rp, args),
+        Kind::Parquet => parquet::run(ctx, &src, &rp, args),
+        Kind::Kms => Err(coded(
+            Code::Config,
+            "key-material backups are not restored by `bkp restore`",
+        )),
+    }
+}
+
+/// `ID|latest` + `--kind` + `--at` → the backup to restore.
+pub fn resolve(
+    store: &dyn Store,
+    args: &RestoreArgs,
+    at: Option<OffsetDateTime>,
+) -> Result<RestorePlan> {
+    if args.backup != "latest" {
+        let m = manifest::find(store, &args.backup, None)?;
+        let kind = m.kind;
+        if at.is_some() && kind != Kind::Tigerbeetle {
+            return Err(coded(
+                Code::Config,
+                format!(
+                    "--at chooses the {} backup itself: pass `latest` with --at, or an id without it",
+                    kind.as_str()
+                ),
+            ));
+        }
+        if !restorable(&m) {
+            return Err(coded(
+                Code::Config,
+                format!(
+                    "backup {} is a {} {}, which is not restored on its own: {}",
+                    m.id,
+                    m.kind.as_str(),
+                    m.operation,
+                    match m.kind {
+                        Kind::Tigerbeetle => "restore a snapshot, with --at TIME to replay the log segments after it",
+                        _ => "restore the backup `bkp list` shows it belongs to",
+                    }
+                ),
+            ));
+        }
+        return Ok(RestorePlan {
+            kind,
+            backup: Some(m),
+            at,
+        });
+    }
+    let kind = Kind::from(args.kind);
+    let newest = |all: Vec<Manifest>| {
+        all.into_iter()
+            .rev()
+            .find(|m| restorable(m) && at.is_none_or(|at| m.started_at <= at))
+    };
+    let backup = match kind {
+        // One read of the newest manifests only: a replication lists a whole set.
+        Kind::Parquet if at.is_none() => Some(replicated::latest(store)?),
+        _ => newest(manifest::list(store, Some(kind))?.0),
+    };
+    if backup.is_none() && !(kind == Kind::Tigerbeetle && at.is_some()) {
+        return Err(coded(
+            Code::NotFound,
+            format!(
+                "no {} in {}{}: {}, or check the store settings",
+                match kind {
+                    Kind::Tigerbeetle => "TigerBeetle snapshot",
+                    Kind::Duckdb => "DuckDB export",
+                    Kind::Parquet => "Parquet replication",
+                    Kind::Kms => "key-material backup",
+                },
+                store.identity(),
+                args.at
+                    .as_ref()
+                    .map(|t| format!(" at or before {t}"))
+                    .unwrap_or_default(),
+                match kind {
+                    Kind::Tigerbeetle => "run `bkp snapshot` first",
+                    Kind::Duckdb => "run `bkp export --full` first",
+                    _ => "run `bkp replicate` first",
+                }
+            ),
+        ));
+    }
+    Ok(RestorePlan { kind, backup, at })
+}
+
+/// Whether `m` is a backup that restores on its own (with its chain).
+fn restorable(m: &Manifest) -> bool {
+    match m.kind {
+        Kind::Tigerbeetle => m.operation == tb::SNAPSHOT,
+        Kind::Duckdb => m.operation == export::OPERATION,
+        Kind::Parquet => m.operation == replicated::OPERATION,
+        Kind::Kms => false,
+    }
+}
+
+/// The configured keys, loaded only when the restore may need them (a backup
+/// without encryption restores on a host whose key is not at hand).
+fn keyring_for(plan: &Plan, rp: &RestorePlan) -> Result<Option<Keyring>> {
+    let needed = match &rp.backup {
+        // Log segments may be encrypted whatever the snapshot is.
+        _ if rp.at.is_some() => true,
+        None => true,
+        Some(m) if m.encryption.is_some() => true,
+        Some(m) if m.kind == Kind::Parquet => {
+            crate::replicate::record::ReplicaSet::from_manifest(m)?
+                .set
+                .iter()
+                .any(|r| r.key_id.is_some())
+        }
+        // Any export of its chain may be encrypted: the engine checks each.
+        Some(m) if m.kind == Kind::Duckdb => true,
+        Some(_) => false,
+    };
+    // An encrypted object without a configured key is refused by the pipeline,
+    // naming the key id (`pipeline::keys_for`).
+    if needed {
+        plan.keyring()
+    } else {
+        Ok(None)
+    }
+}
+
+/// The paths a restore must never replace, from the config.
+pub fn precious(plan: &Plan) -> Vec<target::Precious> {
+    let mut p = vec![
+        ("the work directory", plan.work_dir.clone()),
+        ("the config file", plan.source.clone()),
+    ];
+    if let StorePlan::Local(root) = &plan.store {
+        p.push(("the backup store", root.clone()));
+    }
+    if let Some(df) = plan.tigerbeetle.as_ref().and_then(|t| t.data_file.clone()) {
+        p.push(("the configured TigerBeetle data file", df));
+    }
+    if let Some(d) = &plan.duckdb {
+        p.push(("the configured DuckDB database (duckdb.database)", d.database.clone()));
+    }
+    p
+}
+
+/// `--at TIME`, parsed (RFC 3339).
+pub fn parse_at(at: Option<&str>) -> Result<Option<OffsetDateTime>> {
+    at.map(|t| {
+        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).map_err(|e| {
+            coded(
+                Code::Config,
+                format!("--at {t:?} is not an RFC 3339 time ({e}); example: 2026-11-22T13:05:00Z"),
+            )
+        })
+    })
+    .transpose()
+}

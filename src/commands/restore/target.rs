@@ -1,0 +1,357 @@
+//! The restore target, handled once for every kind: the checks made before
+//! anything is downloaded, the staging beside the target, and the durable swap.
+//!
+//! A restore is built in a hidden staging directory beside the target (same file
+//! system, so the final rename is atomic), registered in the run's scratch so
+//! that `cleanup` removes it should the run die. Every restored file and
+//! directory is fsynced before the rename, and the rename before the replaced
+//! tree is removed: a crash at any moment leaves either the old target or the
+//! complete new one. An existing non-empty target is replaced only with
+//! `--force`, and never when it holds something bkp or a running process needs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::exit::{coded, Code};
+use crate::workdir::{Scratch, STAGING_MARK};
+
+/// What a restore delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A directory tree (TigerBeetle data files, a Parquet tier).
+    Dir,
+    /// One file (a DuckDB database).
+    File,
+}
+
+/// A checked restore target.
+#[derive(Debug)]
+pub struct Target {
+    /// The target, absolute.
+    pub path: PathBuf,
+    pub shape: Shape,
+    /// Whether something is there that the restore replaces (`--force`).
+    pub exists: bool,
+    parent: PathBuf,
+    name: String,
+}
+
+/// A path a restore must never replace, and what it is.
+pub type Precious = (&'static str, PathBuf);
+
+impl Target {
+    /// Checks `path` before anything is downloaded: it must not exist, or be an
+    /// empty directory, or (with `force`) be of the right shape; and it must not
+    /// hold any `precious` path or a file a running process has locked.
+    pub fn check(path: &Path, shape: Shape, force: bool, precious: &[Precious]) -> Result<Target> {
+        let path = std::path::absolute(path)
+            .with_context(|| format!("invalid target {}", path.display()))?;
+        let parent = path
+            .parent()
+            .with_context(|| format!("restore target {} has no parent directory", path.display()))?
+            .to_path_buf();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .with_context(|| format!("restore target {} has no name", path.display()))?;
+        let meta = fs::symlink_metadata(&path).ok();
+        let exists = match (shape, &meta) {
+            (_, None) => false,
+            (Shape::Dir, Some(m)) if m.is_dir() => !is_empty_dir(&path)?,
+            (Shape::File, Some(m)) if m.is_file() => true,
+            (Shape::Dir, Some(_)) => {
+                return Err(coded(
+                    Code::TargetExists,
+                    format!(
+                        "restore target {} exists and is not a directory: choose a new directory",
+                        path.display()
+                    ),
+                ))
+            }
+            (Shape::File, Some(_)) => {
+                return Err(coded(
+                    Code::TargetExists,
+                    format!(
+                        "restore target {} exists and is not a file: this restore writes a database file; choose a new path such as restored.duckdb",
+                        path.display()
+                    ),
+                ))
+            }
+        };
+        if exists && !force {
+            return Err(coded(
+                Code::TargetExists,
+                match shape {
+                    Shape::Dir => format!(
+                        "restore target {} is not empty: choose a new directory, or pass --force to replace its contents (they are swapped out only after the restore verified)",
+                        path.display()
+                    ),
+                    Shape::File => format!(
+                        "restore target {} exists: choose a new file, or pass --force to replace it (it is replaced only after the restore verified)",
+                        path.display()
+                    ),
+                },
+            ));
+        }
+        let t = Target {
+            path,
+            shape,
+            exists,
+            parent,
+            name,
+        };
+        if meta.is_some() {
+            t.guard(precious)?;
+        }
+        Ok(t)
+    }
+
+    /// Refuses a target that holds something bkp or a replica needs, or a file
+    /// that a running process has locked (a live TigerBeetle data file).
+    fn guard(&self, precious: &[Precious]) -> Result<()> {
+        let target = resolved(&self.path);
+        for (what, p) in precious {
+            let p = resolved(p);
+            let hit = match self.shape {
+                Shape::Dir => p.starts_with(&target),
+                Shape::File => p == target,
+            };
+            if hit {
+                return Err(coded(
+                    Code::TargetExists,
+                    format!(
+                        "refusing to restore into {}: it holds {what} ({}); choose a new {}",
+                        target.display(),
+                        p.display(),
+                        if self.shape == Shape::Dir { "directory" } else { "file" }
+                    ),
+                ));
+            }
+        }
+        let mut stack = vec![target.clone()];
+        while let Some(p) = stack.pop() {
+            let meta = fs::symlink_metadata(&p)?;
+            if meta.is_dir() {
+                for e in fs::read_dir(&p).with_context(|| format!("failed to read {}", p.display()))? {
+                    stack.push(e?.path());
+                }
+            } else if meta.is_file() {
+                if let Ok(f) = fs::File::open(&p) {
+                    if let Err(fs::TryLockError::WouldBlock) = f.try_lock() {
+                        return Err(coded(
+                            Code::UnsafeSource,
+                            format!("refusing to replace {}: {} is locked by a running process (a live TigerBeetle replica?); stop it or choose a new target", target.display(), p.display()),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A new staging directory beside the target, registered in `scratch` (so
+    /// a sweeper removes it should this run die). A [`Shape::Dir`] restore
+    /// builds its tree in it; a [`Shape::File`] restore writes
+    /// [`Target::staged_file`] in it.
+    pub fn stage(&self, scratch: &mut Scratch) -> Result<PathBuf> {
+        fs::create_dir_all(&self.parent)
+            .with_context(|| format!("failed to create {}", self.parent.display()))?;
+        let staging = self.parent.join(format!(
+            ".{}{STAGING_MARK}restore-{:016x}",
+            self.name,
+            crate::id::random_u64()
+        ));
+        scratch.stage_outside(&staging)?;
+        fs::create_dir(&staging)
+            .with_context(|| format!("failed to create {}", staging.display()))?;
+        Ok(staging)
+    }
+
+    /// Where a [`Shape::File`] restore writes its file inside `staging`.
+    pub fn staged_file(&self, staging: &Path) -> PathBuf {
+        staging.join(&self.name)
+    }
+
+    /// Puts the verified restore in `staging` in place: everything fsynced, then
+    /// renamed (the old target moved aside first and removed only once the swap
+    /// is durable), then the parent directory fsynced.
+    pub fn commit(&self, staging: &Path, scratch: &mut Scratch) -> Result<()> {
+        sync_tree(staging)?;
+        match self.shape {
+            Shape::File => {
+                // A rename over a file replaces it atomically.
+                let staged = self.staged_file(staging);
+                fs::rename(&staged, &self.path).with_context(|| {
+                    format!("failed to move the restore into {}", self.path.display())
+                })?;
+                sync_dir(&self.parent);
+                scratch.outside_done();
+                let _ = fs::remove_dir_all(staging);
+            }
+            Shape::Dir if self.exists || self.path.exists() => {
+                let old = self.parent.join(format!(
+                    ".{}{STAGING_MARK}old-{:016x}",
+                    self.name,
+                    crate::id::random_u64()
+                ));
+                fs::rename(&self.path, &old)
+                    .with_context(|| format!("failed to move {} aside", self.path.display()))?;
+                if let Err(e) = fs::rename(staging, &self.path) {
+                    let _ = fs::rename(&old, &self.path);
+                    return Err(e).with_context(|| {
+                        format!("failed to move the restore into {}", self.path.display())
+                    });
+                }
+                scratch.outside_done();
+                // The swap is durable before the old tree goes.
+                sync_dir(&self.parent);
+                fs::remove_dir_all(&old)
+                    .with_context(|| format!("failed to remove the replaced {}", old.display()))?;
+            }
+            Shape::Dir => {
+                fs::rename(staging, &self.path).with_context(|| {
+                    format!("failed to move the restore into {}", self.path.display())
+                })?;
+                scratch.outside_done();
+            }
+        }
+        sync_dir(&self.parent);
+        Ok(())
+    }
+}
+
+fn is_empty_dir(p: &Path) -> Result<bool> {
+    Ok(fs::read_dir(p)
+        .with_context(|| format!("failed to read {}", p.display()))?
+        .next()
+        .is_none())
+}
+
+/// `p` made absolute with symlinks resolved as far as it exists.
+fn resolved(p: &Path) -> PathBuf {
+    p.canonicalize()
+        .unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
+}
+
+/// fsyncs every file and directory under `root` (and `root`).
+fn sync_tree(root: &Path) -> Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = fs::symlink_metadata(&p)?;
+        if meta.is_dir() {
+            for e in fs::read_dir(&p).with_context(|| format!("failed to read {}", p.display()))? {
+                stack.push(e?.path());
+            }
+        }
+        if meta.is_dir() || meta.is_file() {
+            fs::File::open(&p)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("failed to make {} durable", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(p: &Path) {
+    // Best effort: some file systems refuse fsync on a directory.
+    fs::File::open(p).and_then(|d| d.sync_all()).ok();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workdir::WorkDir;
+
+    #[test]
+    fn a_new_directory_is_staged_then_put_in_place() {
+        let d = tempfile::tempdir().unwrap();
+        let work = WorkDir::new(d.path().join("work"));
+        let mut scratch = work.scratch("restore").unwrap();
+        let t = Target::check(&d.path().join("out"), Shape::Dir, false, &[]).unwrap();
+        assert!(!t.exists);
+        let staging = t.stage(&mut scratch).unwrap();
+        assert!(staging.file_name().unwrap().to_str().unwrap().starts_with(".out.bkp-"));
+        fs::write(staging.join("f"), b"data").unwrap();
+        t.commit(&staging, &mut scratch).unwrap();
+        assert_eq!(fs::read(d.path().join("out/f")).unwrap(), b"data");
+        drop(scratch);
+        assert!(d.path().join("out/f").exists(), "the scratch no longer names it");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2, "out and work only");
+    }
+
+    #[test]
+    fn a_non_empty_target_needs_force_and_is_swapped() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        fs::create_dir(&out).unwrap();
+        fs::write(out.join("old"), b"old").unwrap();
+        let e = Target::check(&out, Shape::Dir, false, &[]).unwrap_err();
+        assert_eq!(crate::exit::exit_code(&e), crate::exit::TARGET_EXISTS);
+        let work = WorkDir::new(d.path().join("work"));
+        let mut scratch = work.scratch("restore").unwrap();
+        let t = Target::check(&out, Shape::Dir, true, &[]).unwrap();
+        let staging = t.stage(&mut scratch).unwrap();
+        fs::write(staging.join("new"), b"new").unwrap();
+        t.commit(&staging, &mut scratch).unwrap();
+        assert!(out.join("new").exists() && !out.join("old").exists());
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2, "nothing aside left");
+    }
+
+    #[test]
+    fn an_unfinished_restore_leaves_the_target_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        fs::create_dir(&out).unwrap();
+        fs::write(out.join("old"), b"old").unwrap();
+        let work = WorkDir::new(d.path().join("work"));
+        let mut scratch = work.scratch("restore").unwrap();
+        let t = Target::check(&out, Shape::Dir, true, &[]).unwrap();
+        let staging = t.stage(&mut scratch).unwrap();
+        fs::write(staging.join("half"), b"x").unwrap();
+        drop(scratch); // the restore failed before commit
+        assert!(!staging.exists());
+        assert_eq!(fs::read(out.join("old")).unwrap(), b"old");
+    }
+
+    #[test]
+    fn precious_paths_and_wrong_shapes_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        fs::create_dir_all(out.join("work")).unwrap();
+        fs::write(out.join("work/x"), b"").unwrap();
+        let precious = [("the work directory", out.join("work"))];
+        let e = Target::check(&out, Shape::Dir, true, &precious).unwrap_err();
+        assert!(format!("{e:#}").contains("it holds the work directory"), "{e:#}");
+        let db = d.path().join("hot.duckdb");
+        fs::write(&db, b"").unwrap();
+        let precious = [("the configured DuckDB database", db.clone())];
+        assert!(Target::check(&db, Shape::File, true, &precious).is_err());
+        let e = Target::check(&out, Shape::File, true, &[]).unwrap_err();
+        assert_eq!(crate::exit::exit_code(&e), crate::exit::TARGET_EXISTS);
+        // A locked file inside the target (a live replica's data file).
+        let live = out.join("0_0.tigerbeetle");
+        fs::write(&live, b"").unwrap();
+        let f = fs::File::open(&live).unwrap();
+        f.lock().unwrap();
+        let e = Target::check(&out, Shape::Dir, true, &[]).unwrap_err();
+        assert_eq!(crate::exit::exit_code(&e), crate::exit::UNSAFE_SOURCE);
+    }
+
+    #[test]
+    fn a_file_restore_replaces_the_file_atomically() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("r.duckdb");
+        fs::write(&db, b"old").unwrap();
+        let work = WorkDir::new(d.path().join("work"));
+        let mut scratch = work.scratch("restore").unwrap();
+        let t = Target::check(&db, Shape::File, true, &[]).unwrap();
+        let staging = t.stage(&mut scratch).unwrap();
+        fs::write(t.staged_file(&staging), b"new").unwrap();
+        fs::write(staging.join("r.duckdb.wal"), b"wal").unwrap();
+        t.commit(&staging, &mut scratch).unwrap();
+        assert_eq!(fs::read(&db).unwrap(), b"new");
+        assert!(!staging.exists());
+    }
+}
