@@ -202,3 +202,31 @@ fn a_killed_run_resumes_without_gap_or_duplicate() {
     assert_eq!(total_transfers, 200_000);
     assert_eq!(ids.len(), 200_000, "a transfer was captured twice");
 }
+
+#[test]
+fn a_stored_segment_is_reported_even_when_its_ledger_record_fails() {
+    let tb = TigerBeetle::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &tb.address());
+    let mut text = fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!("[ledger]\naddresses = \"{}\"\n", tb.address()));
+    fs::write(&cfg, text).unwrap();
+    // Something in the spool that is no ledger record: recording fails.
+    fs::create_dir_all(dir.path().join("work/ledger-spool")).unwrap();
+    fs::write(dir.path().join("work/ledger-spool/junk.json"), b"{").unwrap();
+    repl(&tb.address(), "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700;");
+
+    let out = run_bkp(&["--config", cfg.to_str().unwrap(), "--json", "logs"], &[]);
+    assert_exit(&out, 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("recording it in the ledger failed"), "{stderr}");
+    // The segment was stored, and the report says so before the failure.
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no report on stdout ({e}); stderr: {stderr}"));
+    let id = v["manifest"]["id"].as_str().unwrap();
+    assert!(stderr.contains(id), "{stderr}");
+    assert!(dir
+        .path()
+        .join(format!("store/manifests/tigerbeetle/{id}.json"))
+        .exists());
+}

@@ -670,3 +670,36 @@ fn each_run_records_the_bytes_it_copied_in_the_ledger() {
     assert_eq!(f.compression, ledger::CompressionCode::None);
     assert_eq!(f.retention_days, 30);
 }
+
+#[test]
+fn skipped_files_keep_exit_10_when_the_ledger_record_fails_too() {
+    let s3 = shared_s3();
+    let bucket = s3.new_bucket("repl-ledger");
+    let dir = tempfile::tempdir().unwrap();
+    let cold = dir.path().join("cold");
+    let mk = Maker::new();
+    mk.small(&cold.join("good.parquet"), 1);
+    fs::write(cold.join("bad.parquet"), b"not parquet at all").unwrap();
+    // A ledger whose spool holds something that is no ledger record: recording
+    // the run fails (not merely spooled).
+    let cfg = config(
+        dir.path(),
+        s3,
+        &bucket,
+        "cold",
+        "[ledger]\naddresses = \"127.0.0.1:9\"\ntimeout = \"1s\"\n",
+    );
+    fs::create_dir_all(dir.path().join("work/ledger-spool")).unwrap();
+    fs::write(dir.path().join("work/ledger-spool/junk.json"), b"{").unwrap();
+
+    // The backup is reported (its JSON on stdout), and the run fails with the
+    // most specific code among its problems: the skipped file (10), not the
+    // ledger's plain failure (1).
+    let (r, stderr) = replicate(&cfg, s3, 10);
+    assert_eq!(paths(&r["manifest"]["source"]["skipped"]), vec!["bad.parquet"]);
+    assert!(stderr.contains("bad.parquet"), "{stderr}");
+    assert!(
+        stderr.contains("recording it in the ledger failed"),
+        "{stderr}"
+    );
+}
