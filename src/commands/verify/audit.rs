@@ -1,0 +1,112 @@
+//! `verify`'s ledger audit: the code-12 transfers on the store's account against
+//! the manifests. A backup the ledger records as stored (and not deleted by
+//! `cleanup`) must have a manifest, every manifest must have its transfer (or a
+//! record waiting in the spool), and the account's balance must equal the bytes
+//! the manifests retain.
+
+use std::collections::{BTreeSet, HashMap};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::id::BackupId;
+use crate::ledger;
+use crate::manifest::Manifest;
+use crate::store::Store;
+
+/// The ledger audit.
+#[derive(Debug, Default, Serialize)]
+pub struct Audit {
+    pub checked: bool,
+    pub transfers: usize,
+    pub store_balance: Option<i128>,
+    pub retained_bytes: u64,
+    /// Backups whose ledger record or deletion is not finished yet: a record
+    /// waiting in the spool, or a deletion an interrupted cleanup left (the next
+    /// run finishes both).
+    pub pending: Vec<String>,
+    pub problems: Vec<String>,
+}
+
+pub fn audit(
+    cfg: &ledger::LedgerConfig,
+    store: &dyn Store,
+    all: &[Manifest],
+    chosen: &[Manifest],
+    deleting: &BTreeSet<u128>,
+) -> Result<Audit> {
+    let mut a = Audit::default();
+    let identity = store.identity();
+    let account = ledger::store_account_id(&identity);
+    let transfers = ledger::account_transfers(cfg, account)?;
+    a.checked = true;
+    a.transfers = transfers.len();
+    let ids: BTreeSet<u128> = transfers.iter().map(|t| t.id).collect();
+    let manifests: HashMap<u128, &Manifest> = all
+        .iter()
+        .map(|m| (u128::from_be_bytes(m.id.as_bytes()), m))
+        .collect();
+    let (mut credits, mut debits) = (0i128, 0i128);
+    for t in &transfers {
+        if t.code != ledger::TRANSFER_CODE {
+            continue;
+        }
+        if t.credit_account_id == account {
+            credits += t.amount as i128;
+        } else if t.debit_account_id == account {
+            debits += t.amount as i128;
+        }
+        let backup = t.credit_account_id == account
+            && t.amount > 0
+            && !matches!(
+                t.operation,
+                Some(ledger::Operation::Cleanup) | Some(ledger::Operation::Verify)
+            );
+        let reversal = ledger::cleanup_transfer_id(t.id);
+        let spooled = cfg.spool_dir.join(format!("{reversal:032x}.json")).exists();
+        if backup && (deleting.contains(&t.id) || spooled) && !manifests.contains_key(&t.id) {
+            // An interrupted cleanup (the next one finishes it) or a reversal
+            // waiting in the spool.
+            a.pending.push(BackupId::from_u128(t.id).to_string());
+        } else if backup && !ids.contains(&reversal) && !manifests.contains_key(&t.id) {
+            a.problems.push(format!(
+                "the ledger records backup {} ({} bytes, {}) as stored in {identity}, but the store has no manifest for it: it was deleted outside bkp, or its manifest was lost",
+                BackupId::from_u128(t.id),
+                t.amount,
+                t.fields.map_or("unknown kind".to_string(), |f| f.backup_type.name().to_string()),
+            ));
+        }
+    }
+    for m in chosen {
+        let id = u128::from_be_bytes(m.id.as_bytes());
+        if ids.contains(&id) {
+            continue;
+        }
+        if cfg.spool_dir.join(format!("{id:032x}.json")).exists() {
+            a.pending.push(m.id.to_string());
+        } else {
+            a.problems.push(format!(
+                "backup {} ({} {}) is in the store but the ledger never recorded it",
+                m.id,
+                m.kind.as_str(),
+                m.operation
+            ));
+        }
+    }
+    let mut retained: HashMap<&str, u64> = HashMap::new();
+    for m in all {
+        for o in &m.objects {
+            retained.insert(&o.key, o.size);
+        }
+    }
+    a.retained_bytes = retained.values().sum();
+    let balance = credits - debits;
+    a.store_balance = Some(balance);
+    if a.pending.is_empty() && a.problems.is_empty() && balance != a.retained_bytes as i128 {
+        a.problems.push(format!(
+            "the store account's balance in the ledger is {balance} bytes but the manifests retain {} bytes",
+            a.retained_bytes
+        ));
+    }
+    Ok(a)
+}

@@ -1,0 +1,141 @@
+//! `verify`'s object checks: every object of a backup exists with its recorded
+//! size and reads back whole (SHA-256, every encrypted chunk, the compression
+//! framing, the content digest), shared objects exist, and the chain is whole.
+
+use std::collections::{BTreeSet, HashMap};
+
+use anyhow::Result;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::chain;
+use crate::commands::Ctx;
+use crate::crypto::Keyring;
+use crate::exit::{coded, Code};
+use crate::id::BackupId;
+use crate::manifest::{self, Kind, Manifest, Scope};
+use crate::pipeline;
+use crate::stages::compress::Compression;
+use crate::store::Store;
+
+/// What was found for one backup.
+#[derive(Debug, Serialize)]
+pub struct BackupCheck {
+    pub id: BackupId,
+    pub kind: Kind,
+    pub scope: Scope,
+    pub operation: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    pub objects: usize,
+    pub bytes_read: u64,
+    pub problems: Vec<String>,
+}
+
+/// Every object a backup's data lives in, with how it was written. A
+/// replication describes each file's object itself (objects of earlier runs
+/// too, each with its own compression and key), so all of them are checked.
+fn objects_of(m: &Manifest) -> Result<Vec<(manifest::ObjectEntry, Compression, bool)>> {
+    if m.kind == Kind::Parquet && m.operation == "replicate" {
+        let set = crate::replicate::record::ReplicaSet::from_manifest(m)?;
+        let mut seen = BTreeSet::new();
+        let records = set
+            .set
+            .iter()
+            .chain(set.skipped.iter().filter_map(|s| s.last_good.as_ref()));
+        return Ok(records
+            .filter(|r| seen.insert(r.object.clone()))
+            .map(|r| (r.object_entry(), r.compression, r.key_id.is_some()))
+            .collect());
+    }
+    Ok(m.objects
+        .iter()
+        .map(|o| (o.clone(), m.compression, m.encryption.is_some()))
+        .collect())
+}
+
+/// What the store holds, for checking one backup against the rest.
+pub struct StoreIndex<'a> {
+    pub chains: &'a chain::Index<'a>,
+    pub sizes: &'a HashMap<&'a str, u64>,
+}
+
+/// Damage becomes a problem; trouble (the store is unreachable, no key) stops
+/// the run with its own code (`exit::is_damage`).
+fn problem_or_stop(e: anyhow::Error) -> Result<String> {
+    if crate::exit::is_damage(&e) {
+        Ok(format!("{e:#}"))
+    } else {
+        Err(e)
+    }
+}
+
+pub fn check_backup(
+    ctx: &Ctx,
+    store: &dyn Store,
+    keyring: Option<&Keyring>,
+    m: &Manifest,
+    store_index: &StoreIndex,
+    checked: &mut BTreeSet<String>,
+) -> Result<BackupCheck> {
+    let StoreIndex { chains, sizes } = store_index;
+    let mut c = BackupCheck {
+        id: m.id,
+        kind: m.kind,
+        scope: m.scope,
+        operation: m.operation.clone(),
+        started_at: m.started_at,
+        objects: m.objects.len() + m.uses.len(),
+        bytes_read: 0,
+        problems: Vec::new(),
+    };
+    let objects = objects_of(m)?;
+    let described: BTreeSet<String> = objects.iter().map(|(o, _, _)| o.key.clone()).collect();
+    for (o, compression, encrypted) in objects {
+        if checked.contains(&o.key) {
+            continue; // read already in this run (a shared object)
+        }
+        match store.head(&o.key)? {
+            None => c.problems.push(format!("object {} is missing", o.key)),
+            Some(info) if info.size != o.size => c.problems.push(format!(
+                "object {} has {} bytes, the manifest recorded {} (truncated or replaced)",
+                o.key, info.size, o.size
+            )),
+            Some(_) => {
+                let keys = if encrypted {
+                    keyring.ok_or_else(|| {
+                        coded(
+                            Code::Config,
+                            format!("backup {} has encrypted objects but no key is configured: add it to [encryption]", m.id),
+                        )
+                    })
+                    .map(Some)
+                } else {
+                    Ok(None)
+                };
+                match keys.and_then(|k| pipeline::check(store, &o, compression, k, ctx.progress()))
+                {
+                    Ok(n) => {
+                        c.bytes_read += n;
+                        checked.insert(o.key.clone());
+                    }
+                    Err(e) => c.problems.push(problem_or_stop(e)?),
+                }
+            }
+        }
+    }
+    for key in m.uses.iter().filter(|k| !described.contains(*k)) {
+        match (store.head(key)?, sizes.get(key.as_str())) {
+            (None, _) => c.problems.push(format!("shared object {key} is missing")),
+            (Some(info), Some(&want)) if info.size != want => c.problems.push(format!(
+                "shared object {key} has {} bytes, its manifest recorded {want}",
+                info.size
+            )),
+            _ => {}
+        }
+    }
+    for b in chains.problems(m) {
+        c.problems.push(format!("chain broken: {b}"));
+    }
+    Ok(c)
+}
