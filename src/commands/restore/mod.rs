@@ -156,8 +156,9 @@ pub fn resolve(
     Ok(RestorePlan { kind, backup, at })
 }
 
-/// Whether `m` is a backup that restores on its own (with its chain).
-fn restorable(m: &Manifest) -> bool {
+/// Whether `m` is a backup that restores on its own (with its chain), and so
+/// can be drilled.
+pub fn restorable(m: &Manifest) -> bool {
     match m.kind {
         Kind::Tigerbeetle => m.operation == tb::SNAPSHOT,
         Kind::Duckdb => m.operation == export::OPERATION,

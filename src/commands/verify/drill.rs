@@ -24,15 +24,6 @@ pub struct Drill {
     pub problems: Vec<String>,
 }
 
-pub fn drillable(m: &Manifest) -> bool {
-    match m.kind {
-        Kind::Tigerbeetle => m.scope == Scope::Full,
-        Kind::Parquet => m.operation == "replicate",
-        Kind::Duckdb => m.operation == "export",
-        Kind::Kms => false,
-    }
-}
-
 /// Restores `m` into a scratch directory and proves the data loads. Damage is
 /// the drill's finding; trouble (the store did not answer, no key configured)
 /// is an error: the drill could not look.

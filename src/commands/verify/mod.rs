@@ -26,7 +26,7 @@ use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::restore::Source;
+use super::restore::{restorable, Source};
 use super::{open_store, write_report, Ctx, RunRecord};
 use crate::chain;
 use crate::cli::VerifyArgs;
@@ -45,7 +45,7 @@ mod drill;
 mod objects;
 
 use audit::{audit, Audit};
-use drill::{drill, drillable, Drill};
+use drill::{drill, Drill};
 use objects::{check_backup, BackupCheck, StoreIndex};
 
 fn selected(all: &[Manifest], args: &VerifyArgs, now: OffsetDateTime) -> Result<Vec<Manifest>> {
@@ -157,7 +157,7 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
     let mut drills = Vec::new();
     if args.drill {
         let mut newest: BTreeMap<Kind, &Manifest> = BTreeMap::new();
-        for m in chosen.iter().filter(|m| drillable(m)) {
+        for m in chosen.iter().filter(|m| restorable(m)) {
             newest.insert(m.kind, m);
         }
         if newest.is_empty() {
