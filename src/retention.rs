@@ -539,52 +539,12 @@ fn ordinal(n: u32) -> String {
     format!("{n}{suffix}")
 }
 
-/// The `[retention]` section of the config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionFile {
-    /// How long an object that no manifest names (a crashed run's upload) is
-    /// left alone before `cleanup` removes it.
-    pub grace: Option<String>,
-    pub snapshot: Option<PolicyFile>,
-    pub logs: Option<PolicyFile>,
-    pub export_full: Option<PolicyFile>,
-    pub export_incremental: Option<PolicyFile>,
-    pub replicate: Option<PolicyFile>,
-}
-
-/// One group's rules: a preset, and any rule set on top of it.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyFile {
-    /// "gfs", "count" or "none".
-    pub preset: Option<String>,
-    pub keep_within: Option<String>,
-    pub keep_last: Option<u32>,
-    pub hourly: Option<u32>,
-    pub daily: Option<u32>,
-    pub weekly: Option<u32>,
-    pub monthly: Option<u32>,
-    pub yearly: Option<u32>,
-    /// Logs only: keep every segment from the oldest kept snapshot on (default true).
-    pub keep_log_window: Option<bool>,
-}
-
 /// What `cleanup` runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetentionPlan {
     pub policies: Policies,
     pub grace: Duration,
 }
-
-/// The groups a config names, with their section names and default policies.
-pub const GROUPS: [(&str, Kind, Scope); 5] = [
-    ("snapshot", Kind::Tigerbeetle, Scope::Full),
-    ("logs", Kind::Tigerbeetle, Scope::Incremental),
-    ("export_full", Kind::Duckdb, Scope::Full),
-    ("export_incremental", Kind::Duckdb, Scope::Incremental),
-    ("replicate", Kind::Parquet, Scope::Full),
-];
 
 /// The policy a group has when the config says nothing: GFS for snapshots and
 /// full exports, count-based for replication, and for log segments and
@@ -595,79 +555,6 @@ pub fn default_policy(kind: Kind, scope: Scope) -> Policy {
         (Kind::Parquet, _) => Policy::count_based(),
         (_, Scope::Full) => Policy::gfs(),
         (_, Scope::Incremental) => Policy::default(),
-    }
-}
-
-impl RetentionFile {
-    /// Validates the section; errors name the key (`section.key`).
-    pub fn plan(self) -> std::result::Result<RetentionPlan, (String, String)> {
-        let grace = match &self.grace {
-            None => Duration::hours(24),
-            Some(g) => {
-                let d = crate::units::parse_duration(g)
-                    .map_err(|e| ("retention.grace".to_string(), format!("{e:#}")))?;
-                Duration::try_from(d).map_err(|e| ("retention.grace".to_string(), e.to_string()))?
-            }
-        };
-        let mut policies = Policies::new(Policy::gfs());
-        let files = [
-            self.snapshot,
-            self.logs,
-            self.export_full,
-            self.export_incremental,
-            self.replicate,
-        ];
-        for ((name, kind, scope), file) in GROUPS.into_iter().zip(files) {
-            let policy = match file {
-                None => default_policy(kind, scope),
-                Some(f) => f.policy(name, default_policy(kind, scope))?,
-            };
-            policies = policies.with(kind, scope, policy);
-        }
-        Ok(RetentionPlan { policies, grace })
-    }
-}
-
-impl PolicyFile {
-    fn policy(
-        self,
-        section: &str,
-        default: Policy,
-    ) -> std::result::Result<Policy, (String, String)> {
-        let key = |k: &str| format!("retention.{section}.{k}");
-        let mut p = match self.preset.as_deref() {
-            None => default,
-            Some("gfs") => Policy::gfs(),
-            Some("count") => Policy::count_based(),
-            Some("none") => Policy::default(),
-            Some(other) => {
-                return Err((
-                    key("preset"),
-                    format!("{other:?} is not one of \"gfs\", \"count\", \"none\""),
-                ))
-            }
-        };
-        if let Some(w) = &self.keep_within {
-            let d = crate::units::parse_duration(w)
-                .map_err(|e| (key("keep_within"), format!("{e:#}")))?;
-            p.keep_within =
-                Some(Duration::try_from(d).map_err(|e| (key("keep_within"), e.to_string()))?);
-        }
-        let set = |slot: &mut Option<u32>, v: Option<u32>| {
-            if v.is_some() {
-                *slot = v;
-            }
-        };
-        set(&mut p.keep_last, self.keep_last);
-        set(&mut p.hourly, self.hourly);
-        set(&mut p.daily, self.daily);
-        set(&mut p.weekly, self.weekly);
-        set(&mut p.monthly, self.monthly);
-        set(&mut p.yearly, self.yearly);
-        if let Some(w) = self.keep_log_window {
-            p.keep_log_since_oldest_kept_full = w;
-        }
-        Ok(p)
     }
 }
 

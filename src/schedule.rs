@@ -10,21 +10,16 @@
 //! manifests in the store.
 //!
 //! The `[freshness]` config section sets RPOs, intervals and a grace period, and
-//! adds or removes watched schedules. Which schedules are watched by default
-//! follows from the configured sources ([`watched_schedules`]).
+//! adds or removes watched schedules; the config validates it into a
+//! [`FreshnessPlan`] and knows which schedules its sources imply.
 
-use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::config::Plan;
-use crate::exit::{coded, Code};
 use crate::id::BackupId;
 use crate::manifest::{Kind, Manifest, Scope};
-use crate::units::parse_duration;
 
 /// One scheduled kind of run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -131,49 +126,6 @@ impl Schedule {
     }
 }
 
-/// Per-schedule durations in the config; every key optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PerSchedule {
-    pub snapshot: Option<String>,
-    pub logs: Option<String>,
-    pub export_full: Option<String>,
-    pub export_incremental: Option<String>,
-    pub replicate: Option<String>,
-}
-
-impl PerSchedule {
-    fn get(&self, s: Schedule) -> Option<&String> {
-        match s {
-            Schedule::Snapshot => self.snapshot.as_ref(),
-            Schedule::Logs => self.logs.as_ref(),
-            Schedule::ExportFull => self.export_full.as_ref(),
-            Schedule::ExportIncremental => self.export_incremental.as_ref(),
-            Schedule::Replicate => self.replicate.as_ref(),
-        }
-    }
-}
-
-/// The `[freshness]` section as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FreshnessFile {
-    /// Schedules to watch besides those the configured sources imply.
-    #[serde(default)]
-    pub watch: Vec<String>,
-    /// Schedules never to watch, even when a configured source implies them.
-    #[serde(default)]
-    pub ignore: Vec<String>,
-    /// Tolerance past the RPO before it counts as breached; default 10% of each RPO.
-    pub grace: Option<String>,
-    /// `[freshness.rpo]`: the recovery point objective of each schedule.
-    #[serde(default)]
-    pub rpo: PerSchedule,
-    /// `[freshness.every]`: how often each schedule runs (for the next due time).
-    #[serde(default)]
-    pub every: PerSchedule,
-}
-
 /// What one schedule is held to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
@@ -191,120 +143,38 @@ pub struct FreshnessPlan {
     pub rules: Vec<Rule>,
 }
 
+impl Rule {
+    /// What a schedule is held to when the config says nothing: an RPO of one
+    /// interval, and a grace of a tenth of it.
+    pub fn default_for(schedule: Schedule) -> Rule {
+        Rule {
+            schedule,
+            rpo: schedule.default_rpo(),
+            every: schedule.default_every(),
+            grace: schedule.default_rpo() / 10,
+        }
+    }
+}
+
 impl Default for FreshnessPlan {
+    /// Every schedule at its defaults, none watched beyond what the sources imply.
     fn default() -> Self {
-        FreshnessPlan::from_file(None, Path::new("-")).unwrap_or(FreshnessPlan {
+        FreshnessPlan {
             watch: Vec::new(),
             ignore: Vec::new(),
-            rules: Vec::new(),
-        })
+            rules: Schedule::ALL.map(Rule::default_for).to_vec(),
+        }
     }
 }
 
 impl FreshnessPlan {
-    /// Validates the section; `path` names the config file in errors.
-    pub fn from_file(f: Option<FreshnessFile>, path: &Path) -> Result<FreshnessPlan> {
-        let f = f.unwrap_or_default();
-        let bad = |key: &str, msg: String| {
-            coded(
-                Code::Config,
-                format!("invalid config {}: {key}: {msg}", path.display()),
-            )
-        };
-        let names = |key: &str, list: &[String]| -> Result<Vec<Schedule>> {
-            list.iter()
-                .map(|n| {
-                    Schedule::parse(n).ok_or_else(|| {
-                        bad(
-                            key,
-                            format!(
-                                "{n:?} is not a schedule (one of {})",
-                                Schedule::ALL.map(|s| s.as_str()).join(", ")
-                            ),
-                        )
-                    })
-                })
-                .collect()
-        };
-        let watch = names("freshness.watch", &f.watch)?;
-        let ignore = names("freshness.ignore", &f.ignore)?;
-        let duration = |key: String, s: &str| -> Result<Duration> {
-            let d = parse_duration(s).map_err(|e| bad(&key, format!("{e:#}")))?;
-            if d.is_zero() {
-                return Err(bad(&key, "must be longer than zero".into()));
-            }
-            Ok(d)
-        };
-        let grace = match &f.grace {
-            Some(g) => {
-                Some(parse_duration(g).map_err(|e| bad("freshness.grace", format!("{e:#}")))?)
-            }
-            None => None,
-        };
-        let mut rules = Vec::new();
-        for s in Schedule::ALL {
-            let key = s.as_str().replace('-', "_");
-            let rpo = match f.rpo.get(s) {
-                Some(v) => duration(format!("freshness.rpo.{key}"), v)?,
-                None => s.default_rpo(),
-            };
-            let every = match f.every.get(s) {
-                Some(v) => duration(format!("freshness.every.{key}"), v)?,
-                None => s.default_every(),
-            };
-            rules.push(Rule {
-                schedule: s,
-                rpo,
-                every,
-                grace: grace.unwrap_or(rpo / 10),
-            });
-        }
-        Ok(FreshnessPlan {
-            watch,
-            ignore,
-            rules,
-        })
-    }
-
     pub fn rule(&self, s: Schedule) -> Rule {
         self.rules
             .iter()
             .find(|r| r.schedule == s)
             .copied()
-            .unwrap_or(Rule {
-                schedule: s,
-                rpo: s.default_rpo(),
-                every: s.default_every(),
-                grace: s.default_rpo() / 10,
-            })
+            .unwrap_or(Rule::default_for(s))
     }
-}
-
-/// The schedules `bkp status` watches: those whose source the config sets up,
-/// plus `freshness.watch`, minus `freshness.ignore`, in [`Schedule::ALL`] order.
-///
-/// A new source section plugs in here with one line.
-pub fn watched_schedules(plan: &Plan) -> Vec<Schedule> {
-    let mut implied = Vec::new();
-    if let Some(tb) = &plan.tigerbeetle {
-        if tb.data_file.is_some() {
-            implied.push(Schedule::Snapshot);
-        }
-        if tb.cluster.is_some() {
-            implied.push(Schedule::Logs);
-        }
-    }
-    if plan.duckdb.is_some() {
-        implied.extend([Schedule::ExportFull, Schedule::ExportIncremental]);
-    }
-    if plan.replicate.is_some() {
-        implied.push(Schedule::Replicate);
-    }
-    let f = &plan.freshness;
-    Schedule::ALL
-        .into_iter()
-        .filter(|s| (implied.contains(s) || f.watch.contains(s)) && !f.ignore.contains(s))
-        .collect()
 }
 
 /// The newest good backup of a schedule.
@@ -488,76 +358,22 @@ mod tests {
         }
     }
 
-    fn plan(extra: &str) -> Result<Plan> {
-        let text = format!(
-            "work_dir = \"/w\"\n[store]\ntype = \"local\"\npath = \"/s\"\n[encryption]\nenabled = false\n{extra}"
-        );
-        crate::config::parse(
-            &text,
-            Path::new("/etc/bkp/t.toml"),
-            &crate::config::Overrides::default(),
-        )
-    }
-
     #[test]
-    fn watched_schedules_follow_sources_and_config() {
-        use Schedule::*;
-        let cases: Vec<(&str, Vec<Schedule>)> = vec![
-            ("", vec![]),
-            ("[tigerbeetle]\ndata_file = \"/d\"\n", vec![Snapshot]),
-            ("[tigerbeetle]\naddresses = \"3000\"\n", vec![Logs]),
-            (
-                "[tigerbeetle]\ndata_file = \"/d\"\naddresses = \"3000\"\n",
-                vec![Snapshot, Logs],
-            ),
-            (
-                "[tigerbeetle]\ndata_file = \"/d\"\naddresses = \"3000\"\n[freshness]\nignore = [\"logs\"]\nwatch = [\"replicate\", \"export-full\"]\n",
-                vec![Snapshot, ExportFull, Replicate],
-            ),
-        ];
-        for (extra, want) in cases {
-            assert_eq!(watched_schedules(&plan(extra).unwrap()), want, "{extra}");
-        }
-    }
-
-    #[test]
-    fn rpo_defaults_and_overrides() {
-        let p = plan("").unwrap();
-        let secs = |s| p.freshness.rule(s).rpo.as_secs();
+    fn defaults_hold_every_schedule_to_one_interval() {
+        let p = FreshnessPlan::default();
+        let secs = |s| p.rule(s).rpo.as_secs();
         assert_eq!(secs(Schedule::Snapshot), 6 * H);
         assert_eq!(secs(Schedule::Logs), 900);
         assert_eq!(secs(Schedule::ExportFull), 24 * H);
         assert_eq!(secs(Schedule::ExportIncremental), 6 * H);
         assert_eq!(secs(Schedule::Replicate), H);
-        assert_eq!(p.freshness.rule(Schedule::Logs).grace.as_secs(), 90);
-
-        let p = plan("[freshness]\ngrace = \"1m\"\n[freshness.rpo]\nlogs = \"30m\"\n[freshness.every]\nlogs = \"5m\"\n").unwrap();
-        let r = p.freshness.rule(Schedule::Logs);
-        assert_eq!(
-            (r.rpo.as_secs(), r.every.as_secs(), r.grace.as_secs()),
-            (1800, 300, 60)
-        );
-        assert_eq!(p.freshness.rule(Schedule::Snapshot).rpo.as_secs(), 6 * H);
-    }
-
-    #[test]
-    fn bad_freshness_settings_name_the_key() {
-        for (extra, needle) in [
-            ("[freshness]\nwatch = [\"hourly\"]\n", "freshness.watch"),
-            ("[freshness]\nignore = [\"x\"]\n", "freshness.ignore"),
-            ("[freshness]\ngrace = \"soon\"\n", "freshness.grace"),
-            ("[freshness.rpo]\nlogs = \"0s\"\n", "freshness.rpo.logs"),
-            (
-                "[freshness.every]\nexport_full = \"x\"\n",
-                "freshness.every.export_full",
-            ),
-            ("[freshness.rpo]\nweekly = \"7d\"\n", "weekly"),
-        ] {
-            let err = plan(extra).unwrap_err();
-            let msg = format!("{err:#}");
-            assert!(msg.contains(needle), "{needle}: {msg}");
-            assert_eq!(crate::exit::exit_code(&err), crate::exit::CONFIG, "{msg}");
-        }
+        assert_eq!(p.rule(Schedule::Logs).grace.as_secs(), 90);
+        assert_eq!(p.rule(Schedule::Logs).every.as_secs(), 900);
+        let empty = FreshnessPlan {
+            rules: Vec::new(),
+            ..FreshnessPlan::default()
+        };
+        assert_eq!(empty.rule(Schedule::Logs), p.rule(Schedule::Logs));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use super::{open_store, Ctx};
 use crate::exit::{coded, Code};
 use crate::manifest::{self, Kind, Unreadable, MANIFEST_DIR};
-use crate::schedule::{decide, watched_schedules, Newest, Schedule, State, Verdict};
+use crate::schedule::{decide, Newest, Schedule, State, Verdict};
 use crate::store::Store;
 use crate::ui;
 
@@ -125,7 +125,7 @@ fn rfc3339(t: OffsetDateTime) -> Option<String> {
 }
 
 pub fn run(ctx: &Ctx) -> Result<()> {
-    let schedules = watched_schedules(&ctx.plan);
+    let schedules = ctx.plan.watched_schedules();
     if schedules.is_empty() {
         return Err(coded(
             Code::Config,

@@ -1,7 +1,6 @@
 //! The `[duckdb]` section: what `bkp export` reads from the DuckDB hot tier and how.
 //!
-//! Kept apart from the rest of the config so that the export's settings, their
-//! defaults and their validation read in one place.
+//! The export's settings, their defaults and their validation, in one place.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,7 +9,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Deserialize;
 
-use crate::units::parse_duration;
+use super::Validator;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,22 +85,18 @@ impl DuckdbPlan {
     }
 }
 
-pub fn validate(
-    f: DuckdbFile,
-    abs: impl Fn(PathBuf) -> PathBuf,
-    invalid: impl Fn(&str, String) -> anyhow::Error,
-) -> Result<DuckdbPlan> {
+pub(super) fn validate(f: DuckdbFile, v: &Validator) -> Result<DuckdbPlan> {
     if f.database.as_os_str().is_empty() {
-        return Err(invalid(
+        return Err(v.error(
             "duckdb.database",
-            "must name the DuckDB database file, e.g. \"/var/lib/app/hot.duckdb\"".into(),
+            "must name the DuckDB database file, e.g. \"/var/lib/app/hot.duckdb\"",
         ));
     }
     let without_watermark = match f.without_watermark.as_deref().unwrap_or("full") {
         "full" => WithoutWatermark::FullCopy,
         "skip" => WithoutWatermark::Skip,
         other => {
-            return Err(invalid(
+            return Err(v.error(
                 "duckdb.without_watermark",
                 format!(
                     "{other:?} is not one of \"full\" (copy the whole table each time) or \"skip\""
@@ -111,29 +106,29 @@ pub fn validate(
     };
     for (t, c) in &f.watermarks {
         if c.trim().is_empty() {
-            return Err(invalid(
+            return Err(v.error(
                 &format!("duckdb.watermarks.{t}"),
-                "must name a column, e.g. \"updated_at\"".into(),
+                "must name a column, e.g. \"updated_at\"",
             ));
         }
     }
     for (t, k) in &f.primary_keys {
         if k.is_empty() || k.iter().any(|c| c.trim().is_empty()) {
-            return Err(invalid(
+            return Err(v.error(
                 &format!("duckdb.primary_keys.{t}"),
-                "must list one or more column names, e.g. [\"id\"]".into(),
+                "must list one or more column names, e.g. [\"id\"]",
             ));
         }
     }
-    let lock_wait = match f.lock_wait {
-        Some(s) => parse_duration(&s).map_err(|e| invalid("duckdb.lock_wait", format!("{e:#}")))?,
+    let lock_wait = match &f.lock_wait {
+        Some(s) => v.duration("duckdb.lock_wait", s)?,
         None => Duration::ZERO,
     };
     if f.threads == Some(0) {
-        return Err(invalid("duckdb.threads", "must be at least 1".into()));
+        return Err(v.error("duckdb.threads", "must be at least 1"));
     }
     Ok(DuckdbPlan {
-        database: abs(f.database),
+        database: v.path(f.database),
         include: f.include,
         exclude: f.exclude,
         watermarks: f.watermarks,
@@ -166,12 +161,7 @@ mod tests {
             memory_limit: None,
             threads: None,
         };
-        validate(
-            f,
-            |p| Path::new("/etc").join(p),
-            |k, m| anyhow::anyhow!("{k}: {m}"),
-        )
-        .unwrap()
+        validate(f, &Validator::new(Path::new("/etc/bkp.toml"))).unwrap()
     }
 
     #[test]
@@ -188,5 +178,29 @@ mod tests {
         assert!(!some.exports("main", "rules"));
         assert_eq!(all.retention_days, 90);
         assert_eq!(all.database, Path::new("/etc/db.duckdb"));
+    }
+
+    #[test]
+    fn bad_duckdb_settings_name_the_key() {
+        use super::super::tests::{fails_naming, MINIMAL};
+        for (extra, needle) in [
+            ("database = \"\"\n", "duckdb.database"),
+            (
+                "database = \"d\"\nwithout_watermark = \"drop\"\n",
+                "duckdb.without_watermark: \"drop\" is not one of",
+            ),
+            (
+                "database = \"d\"\nwatermarks = { t = \" \" }\n",
+                "duckdb.watermarks.t",
+            ),
+            (
+                "database = \"d\"\nprimary_keys = { t = [] }\n",
+                "duckdb.primary_keys.t",
+            ),
+            ("database = \"d\"\nlock_wait = \"x\"\n", "duckdb.lock_wait"),
+            ("database = \"d\"\nthreads = 0\n", "duckdb.threads"),
+        ] {
+            fails_naming(&format!("{MINIMAL}[duckdb]\n{extra}"), needle);
+        }
     }
 }

@@ -7,13 +7,14 @@
 //! the keys themselves never sit in the file. Environment overrides:
 //! `BKP_REPLICATE_SOURCE`, `BKP_REPLICATE_ENDPOINT`, `BKP_REPLICATE_REGION`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Result;
 use serde::Deserialize;
 
-use super::glob::Glob;
-use crate::config::invalid;
+use super::Validator;
+use crate::replicate::glob::Glob;
+use crate::replicate::{ReplicatePlan, S3Source, SourcePlan};
 use crate::stages::compress::Compression;
 
 #[derive(Debug, Deserialize)]
@@ -57,59 +58,19 @@ impl ReplicateOverrides {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourcePlan {
-    Local(PathBuf),
-    S3(S3Source),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Source {
-    pub bucket: String,
-    /// Without leading or trailing `/`; empty for the whole bucket.
-    pub prefix: String,
-    pub region: String,
-    pub endpoint: Option<String>,
-    pub path_style: bool,
-    /// Names of the environment variables holding this source's own keys.
-    pub credentials_env: Option<(String, String)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ReplicatePlan {
-    pub source: SourcePlan,
-    pub include: Vec<Glob>,
-    pub exclude: Vec<Glob>,
-    pub concurrency: usize,
-    pub retention_days: u16,
-    pub encrypt: bool,
-    pub compression: Compression,
-    pub server_side_copy: bool,
-}
-
-impl SourcePlan {
-    /// `file:///dir` or `s3://bucket/prefix`, for manifests and messages.
-    pub fn identity(&self) -> String {
-        match self {
-            SourcePlan::Local(p) => format!("file://{}", p.display()),
-            SourcePlan::S3(s) => format!("s3://{}/{}", s.bucket, s.prefix),
-        }
-    }
-}
-
-pub fn validate(
+/// `global` is the `[compression]` setting, whose level a compressed
+/// replication reuses when it names the same algorithm.
+pub(super) fn validate(
     r: ReplicateFile,
-    path: &Path,
+    v: &Validator,
     ov: &ReplicateOverrides,
     global: Compression,
 ) -> Result<ReplicatePlan> {
-    let base = path.parent().unwrap_or(Path::new("."));
     let text = ov.source.clone().unwrap_or(r.source);
     let source = if let Some(rest) = text.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(invalid(
-                path,
+            return Err(v.error(
                 "replicate.source",
                 "an S3 source needs a bucket: s3://bucket/prefix",
             ));
@@ -119,8 +80,7 @@ pub fn validate(
             (None, None) => None,
             (Some(a), Some(s)) if !a.is_empty() && !s.is_empty() => Some((a, s)),
             _ => {
-                return Err(invalid(
-                    path,
+                return Err(v.error(
                     "replicate.access_key_env",
                     "set both access_key_env and secret_key_env (names of environment variables), or neither to use the standard AWS credentials",
                 ))
@@ -140,31 +100,28 @@ pub fn validate(
         })
     } else {
         if text.contains("://") {
-            return Err(invalid(
-                path,
+            return Err(v.error(
                 "replicate.source",
                 format!("{text:?}: use a local directory or s3://bucket/prefix"),
             ));
         }
         if text.is_empty() {
-            return Err(invalid(path, "replicate.source", "must not be empty"));
+            return Err(v.error("replicate.source", "must not be empty"));
         }
         if r.endpoint.is_some() || r.access_key_env.is_some() {
-            return Err(invalid(
-                path,
+            return Err(v.error(
                 "replicate.endpoint",
                 "endpoint and credentials apply only to an s3:// source",
             ));
         }
-        let p = PathBuf::from(text);
-        let p = if p.is_relative() { base.join(p) } else { p };
+        let p = v.path(PathBuf::from(text));
         // Absolute, so that the source's identity (which finds the previous run)
         // does not depend on the directory bkp was started from.
         SourcePlan::Local(std::path::absolute(&p).unwrap_or(p))
     };
     let globs = |key: &str, list: Vec<String>| -> Result<Vec<Glob>> {
         list.iter()
-            .map(|g| Glob::new(g).map_err(|e| invalid(path, key, format!("{e:#}"))))
+            .map(|g| Glob::new(g).map_err(|e| v.error(key, format!("{e:#}"))))
             .collect()
     };
     let include = globs(
@@ -172,14 +129,12 @@ pub fn validate(
         r.include.unwrap_or_else(|| vec!["**/*.parquet".into()]),
     )?;
     let exclude = globs("replicate.exclude", r.exclude)?;
-    let concurrency = r.concurrency.unwrap_or(4);
-    if !(1..=64).contains(&concurrency) {
-        return Err(invalid(
-            path,
-            "replicate.concurrency",
-            "must be between 1 and 64",
-        ));
-    }
+    let concurrency = v.within(
+        "replicate.concurrency",
+        r.concurrency.unwrap_or(4),
+        1..=64,
+        "must be between 1 and 64",
+    )?;
     let compression = match r.compression.as_deref().unwrap_or("none") {
         "none" => Compression::None,
         "zstd" => match global {
@@ -194,10 +149,10 @@ pub fn validate(
             _ => Compression::Gzip { level: 6 },
         },
         other => {
-            return Err(invalid(
-                path,
+            return Err(v.not_one_of(
                 "replicate.compression",
-                format!("{other:?} is not one of \"none\", \"zstd\", \"gzip\""),
+                other,
+                &["none", "zstd", "gzip"],
             ))
         }
     };
@@ -213,62 +168,63 @@ pub fn validate(
     })
 }
 
-impl ReplicatePlan {
-    /// Whether a relative path belongs to the replicated set.
-    pub fn selects(&self, rel: &str) -> bool {
-        self.include.iter().any(|g| g.matches(rel)) && !self.exclude.iter().any(|g| g.matches(rel))
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use crate::config::{parse, Overrides};
-    use std::path::Path;
-
-    const BASE: &str = "work_dir = \"/w\"\n[store]\ntype = \"local\"\npath = \"/s\"\n[encryption]\nenabled = false\n";
+    use super::super::tests::{fails_naming, with, MINIMAL};
+    use super::*;
 
     #[test]
     fn sources_parse_with_defaults() {
-        let p = |t: &str| {
-            parse(
-                &format!("{BASE}[replicate]\n{t}"),
-                Path::new("/etc/bkp/b.toml"),
-                &Overrides::default(),
-            )
-        };
+        let p = |t: &str| with(&format!("[replicate]\n{t}"));
         let r = p("source = \"cold\"\n").unwrap().replicate.unwrap();
-        assert_eq!(r.source, super::SourcePlan::Local("/etc/bkp/cold".into()));
+        assert_eq!(r.source, SourcePlan::Local("/etc/bkp/cold".into()));
         assert!(r.encrypt && r.server_side_copy);
-        assert_eq!(r.compression, crate::stages::compress::Compression::None);
+        assert_eq!(r.compression, Compression::None);
         assert!(r.selects("a/b.parquet") && !r.selects("a/b.csv"));
         let r = p("source = \"s3://bk/x/y/\"\nendpoint = \"http://h:1\"\nexclude = [\"tmp/**\"]\n")
             .unwrap()
             .replicate
             .unwrap();
         match &r.source {
-            super::SourcePlan::S3(s) => {
+            SourcePlan::S3(s) => {
                 assert_eq!((s.bucket.as_str(), s.prefix.as_str()), ("bk", "x/y"));
                 assert!(s.path_style);
             }
             other => panic!("{other:?}"),
         }
         assert!(!r.selects("tmp/a.parquet") && r.selects("t/a.parquet"));
+        // A compressed replication takes the level of [compression] when it
+        // names the same algorithm.
+        let r = with("[compression]\nlevel = 7\n[replicate]\nsource = \"d\"\ncompression = \"zstd\"\n")
+            .unwrap()
+            .replicate
+            .unwrap();
+        assert!(matches!(r.compression, Compression::Zstd { level: 7, .. }));
+    }
+
+    #[test]
+    fn bad_replicate_settings_name_the_key() {
         for (bad, key) in [
             ("source = \"ftp://x\"\n", "replicate.source"),
+            ("source = \"s3:///p\"\n", "replicate.source: an S3 source needs a bucket"),
+            ("source = \"\"\n", "replicate.source: must not be empty"),
             (
                 "source = \"s3://b\"\naccess_key_env = \"A\"\n",
-                "access_key_env",
+                "replicate.access_key_env",
+            ),
+            (
+                "source = \"d\"\nendpoint = \"http://h:1\"\n",
+                "replicate.endpoint",
             ),
             ("source = \"d\"\nconcurrency = 0\n", "replicate.concurrency"),
             (
                 "source = \"d\"\ncompression = \"lz4\"\n",
-                "replicate.compression",
+                "replicate.compression: \"lz4\" is not one of",
             ),
             ("source = \"d\"\ninclude = [\"[\"]\n", "replicate.include"),
             ("source = \"d\"\nsecret = \"x\"\n", "secret"),
         ] {
-            let e = format!("{:#}", p(bad).unwrap_err());
-            assert!(e.contains(key), "{key}: {e}");
+            fails_naming(&format!("{MINIMAL}[replicate]\n{bad}"), key);
         }
     }
 }

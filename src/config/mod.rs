@@ -1,0 +1,376 @@
+//! The TOML configuration and its validation into a [`Plan`].
+//!
+//! Parsing is strict (`deny_unknown_fields`): a misspelt key is an error, not a
+//! silently ignored setting. Validation happens before anything touches disk or
+//! network, and every error names the file, the key and what is expected.
+//!
+//! Each section lives in its own file: its serde `…File` struct as written and its
+//! validation into plan values, through the one [`Validator`] that knows the
+//! config's path and builds every error the same way. The plan types of the
+//! domain modules (`retention`, `schedule`, `replicate`) stay there: those modules
+//! know nothing of the file format.
+//!
+//! Precedence: command-line flags > environment (`BKP_*`) > file > defaults.
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::crypto::Keyring;
+use crate::exit::{coded, Code};
+use crate::ledger::LedgerConfig;
+use crate::stages::compress::Compression;
+use crate::units::{parse_duration, parse_size};
+
+mod compression;
+pub mod duckdb;
+pub mod encryption;
+mod freshness;
+mod ledger;
+mod metrics;
+pub mod replicate;
+mod retention;
+pub mod store;
+pub mod tigerbeetle;
+
+pub use duckdb::{DuckdbPlan, WithoutWatermark};
+pub use encryption::{EncryptionPlan, KeyPlan, KeySpec};
+pub use replicate::ReplicateOverrides;
+pub use store::StorePlan;
+pub use tigerbeetle::{ClusterPlan, SnapshotMode, TigerBeetlePlan};
+
+/// Where the configuration is looked for when neither `--config` nor `BKP_CONFIG`
+/// names one.
+pub const DEFAULT_CONFIG: &str = "/etc/bkp/bkp.toml";
+
+/// The file as written: one field per section.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub work_dir: Option<PathBuf>,
+    pub store: Option<store::StoreFile>,
+    #[serde(default)]
+    pub compression: compression::CompressionFile,
+    pub encryption: Option<encryption::EncryptionFile>,
+    pub tigerbeetle: Option<tigerbeetle::TigerBeetleFile>,
+    pub ledger: Option<ledger::LedgerFile>,
+    pub retention: Option<retention::RetentionFile>,
+    pub freshness: Option<freshness::FreshnessFile>,
+    pub metrics: Option<metrics::MetricsFile>,
+    pub replicate: Option<replicate::ReplicateFile>,
+    pub duckdb: Option<duckdb::DuckdbFile>,
+}
+
+/// A validated configuration: everything a run needs, nothing loaded yet.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub source: PathBuf,
+    pub work_dir: PathBuf,
+    pub store: StorePlan,
+    pub compression: Compression,
+    pub encryption: Option<EncryptionPlan>,
+    pub tigerbeetle: Option<TigerBeetlePlan>,
+    pub ledger: Option<LedgerConfig>,
+    pub retention: crate::retention::RetentionPlan,
+    /// RPOs and watched schedules for `bkp status`.
+    pub freshness: crate::schedule::FreshnessPlan,
+    /// Where run metrics go (Prometheus textfile), if anywhere.
+    pub metrics_dir: Option<PathBuf>,
+    pub replicate: Option<crate::replicate::ReplicatePlan>,
+    pub duckdb: Option<DuckdbPlan>,
+}
+
+/// Values from the environment that override the file (`BKP_*`).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub work_dir: Option<PathBuf>,
+    pub store_path: Option<PathBuf>,
+    pub s3_bucket: Option<String>,
+    pub s3_prefix: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub ledger_addresses: Option<String>,
+    pub metrics_dir: Option<PathBuf>,
+    pub replicate: ReplicateOverrides,
+}
+
+impl Overrides {
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Overrides {
+            work_dir: var("BKP_WORK_DIR").map(PathBuf::from),
+            store_path: var("BKP_STORE_PATH").map(PathBuf::from),
+            s3_bucket: var("BKP_S3_BUCKET"),
+            s3_prefix: var("BKP_S3_PREFIX"),
+            s3_endpoint: var("BKP_S3_ENDPOINT"),
+            s3_region: var("BKP_S3_REGION"),
+            ledger_addresses: var("BKP_LEDGER_ADDRESSES"),
+            metrics_dir: var("BKP_METRICS_DIR").map(PathBuf::from),
+            replicate: ReplicateOverrides::from_env(),
+        }
+    }
+}
+
+/// What every section validates with: it knows the config file, resolves the
+/// paths written in it, parses sizes and durations, and builds every error as
+/// `invalid config {path}: {key}: {message}` with the config exit code.
+pub struct Validator<'a> {
+    path: &'a Path,
+}
+
+impl<'a> Validator<'a> {
+    pub fn new(path: &'a Path) -> Self {
+        Validator { path }
+    }
+
+    /// The error for `key` (`section.key`, or `[section]` for the section as a
+    /// whole).
+    pub fn error(&self, key: &str, msg: impl Display) -> anyhow::Error {
+        coded(
+            Code::Config,
+            format!("invalid config {}: {key}: {msg}", self.path.display()),
+        )
+    }
+
+    /// The error for a value that is none of the accepted words.
+    pub fn not_one_of(&self, key: &str, value: &str, accepted: &[&str]) -> anyhow::Error {
+        let list: Vec<String> = accepted.iter().map(|a| format!("{a:?}")).collect();
+        self.error(key, format!("{value:?} is not one of {}", list.join(", ")))
+    }
+
+    /// A path as written, relative to the config file's directory.
+    pub fn path(&self, p: PathBuf) -> PathBuf {
+        if p.is_relative() {
+            self.path.parent().unwrap_or(Path::new(".")).join(p)
+        } else {
+            p
+        }
+    }
+
+    /// A duration (`30s`, `15m`, `6h`, `1h30m`).
+    pub fn duration(&self, key: &str, text: &str) -> Result<Duration> {
+        parse_duration(text).map_err(|e| self.error(key, format!("{e:#}")))
+    }
+
+    /// A duration that must be longer than zero.
+    pub fn positive_duration(&self, key: &str, text: &str) -> Result<Duration> {
+        let d = self.duration(key, text)?;
+        if d.is_zero() {
+            return Err(self.error(key, "must be longer than zero"));
+        }
+        Ok(d)
+    }
+
+    /// A size (`16MiB`, `1GiB`, `1048576`).
+    pub fn size(&self, key: &str, text: &str) -> Result<u64> {
+        parse_size(text).map_err(|e| self.error(key, format!("{e:#}")))
+    }
+
+    /// `value` if it lies in `range`, else the error `msg`.
+    pub fn within<T: PartialOrd>(
+        &self,
+        key: &str,
+        value: T,
+        range: std::ops::RangeInclusive<T>,
+        msg: &str,
+    ) -> Result<T> {
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(self.error(key, msg))
+        }
+    }
+}
+
+/// Reads and validates `path`.
+pub fn load(path: &Path, ov: &Overrides) -> Result<Plan> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        coded(
+            Code::Config,
+            format!(
+                "cannot read config {}: {e}; pass --config FILE or set BKP_CONFIG (examples/ has complete configs)",
+                path.display()
+            ),
+        )
+    })?;
+    parse(&text, path, ov)
+}
+
+/// Parses and validates config text; `path` is only used in messages (and to
+/// resolve relative paths).
+pub fn parse(text: &str, path: &Path, ov: &Overrides) -> Result<Plan> {
+    let file: File = toml::from_str(text).map_err(|e| {
+        coded(
+            Code::Config,
+            format!(
+                "invalid config {}: {}",
+                path.display(),
+                e.to_string().trim_end()
+            ),
+        )
+    })?;
+    validate(file, &Validator::new(path), ov)
+}
+
+fn validate(f: File, v: &Validator, ov: &Overrides) -> Result<Plan> {
+    let work_dir = ov
+        .work_dir
+        .clone()
+        .or(f.work_dir.map(|p| v.path(p)))
+        .ok_or_else(|| {
+            v.error(
+                "work_dir",
+                "missing: a directory for lock, spool and temporary files (e.g. work_dir = \"/var/lib/bkp\")",
+            )
+        })?;
+    let store = store::validate(f.store, v, ov)?;
+    let compression = compression::validate(f.compression, v)?;
+    let encryption = encryption::validate(f.encryption, v)?;
+    let tigerbeetle = f
+        .tigerbeetle
+        .map(|t| tigerbeetle::validate(t, v))
+        .transpose()?;
+    let ledger = ledger::validate(f.ledger, v, ov, &work_dir)?;
+    let retention = retention::validate(f.retention.unwrap_or_default(), v)?;
+    let freshness = freshness::validate(f.freshness.unwrap_or_default(), v)?;
+    let metrics_dir = metrics::dir(f.metrics, ov.metrics_dir.clone(), v);
+    let replicate = f
+        .replicate
+        .map(|r| replicate::validate(r, v, &ov.replicate, compression))
+        .transpose()?;
+    let duckdb = f.duckdb.map(|d| duckdb::validate(d, v)).transpose()?;
+    Ok(Plan {
+        source: v.path.to_path_buf(),
+        work_dir,
+        store,
+        compression,
+        encryption,
+        tigerbeetle,
+        ledger,
+        retention,
+        freshness,
+        metrics_dir,
+        replicate,
+        duckdb,
+    })
+}
+
+impl Plan {
+    /// Loads the configured keys (current first). Only runs that encrypt or
+    /// decrypt call this, so `list` works without access to the key.
+    pub fn keyring(&self) -> Result<Option<Keyring>> {
+        let Some(e) = &self.encryption else {
+            return Ok(None);
+        };
+        encryption::load_keyring(e)
+            .map(Some)
+            .with_context(|| format!("config {}: [encryption]", self.source.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) const MINIMAL: &str = r#"
+work_dir = "/var/lib/bkp"
+[store]
+type = "local"
+path = "/srv/backups"
+[encryption]
+enabled = false
+"#;
+
+    /// Parses [`MINIMAL`] followed by `extra`, as `/etc/bkp/test.toml`.
+    pub(super) fn with(extra: &str) -> Result<Plan> {
+        p(&format!("{MINIMAL}{extra}"))
+    }
+
+    pub(super) fn p(text: &str) -> Result<Plan> {
+        parse(text, Path::new("/etc/bkp/test.toml"), &Overrides::default())
+    }
+
+    /// Asserts that `text` fails with a config error naming the file and `needle`.
+    pub(super) fn fails_naming(text: &str, needle: &str) {
+        let err = p(text).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains(needle), "expected {needle:?} in: {msg}");
+        assert!(msg.contains("/etc/bkp/test.toml"), "file not named: {msg}");
+        assert_eq!(crate::exit::exit_code(&err), crate::exit::CONFIG, "{msg}");
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let plan = p(MINIMAL).unwrap();
+        assert!(matches!(plan.store, StorePlan::Local(ref x) if x == Path::new("/srv/backups")));
+        assert!(matches!(
+            plan.compression,
+            Compression::Zstd { level: 3, .. }
+        ));
+        assert!(plan.encryption.is_none());
+        assert!(plan.ledger.is_none());
+        assert!(plan.metrics_dir.is_none());
+        assert_eq!(plan.source, Path::new("/etc/bkp/test.toml"));
+    }
+
+    #[test]
+    fn overrides_beat_the_file() {
+        let ov = Overrides {
+            work_dir: Some("/tmp/w".into()),
+            store_path: Some("/tmp/s".into()),
+            metrics_dir: Some("/tmp/m".into()),
+            ..Default::default()
+        };
+        let text = format!("{MINIMAL}[metrics]\ndir = \"/var/metrics\"\n");
+        let plan = parse(&text, Path::new("x.toml"), &ov).unwrap();
+        assert_eq!(plan.work_dir, Path::new("/tmp/w"));
+        assert!(matches!(plan.store, StorePlan::Local(ref x) if x == Path::new("/tmp/s")));
+        assert_eq!(plan.metrics_dir.as_deref(), Some(Path::new("/tmp/m")));
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let plan = p(&MINIMAL.replace("/srv/backups", "store")).unwrap();
+        assert!(matches!(plan.store, StorePlan::Local(ref x) if x == Path::new("/etc/bkp/store")));
+        let plan = with("[metrics]\ndir = \"prom\"\n").unwrap();
+        assert_eq!(plan.metrics_dir.as_deref(), Some(Path::new("/etc/bkp/prom")));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_are_config_errors() {
+        let cases = [
+            (MINIMAL.replace("type = \"local\"", "type = \"ftp\""), "ftp"),
+            (format!("{MINIMAL}\nbogus = 1\n"), "bogus"),
+            (
+                MINIMAL.replace("work_dir = \"/var/lib/bkp\"", ""),
+                "work_dir",
+            ),
+            (format!("{MINIMAL}[metrics]\ndirectory = \"m\"\n"), "directory"),
+        ];
+        for (text, needle) in cases {
+            fails_naming(&text, needle);
+        }
+    }
+
+    #[test]
+    fn the_validator_words_every_error_alike() {
+        let v = Validator::new(Path::new("/etc/bkp/x.toml"));
+        let e = v.not_one_of("a.b", "lz4", &["zstd", "none"]);
+        assert_eq!(
+            e.to_string(),
+            "invalid config /etc/bkp/x.toml: a.b: \"lz4\" is not one of \"zstd\", \"none\""
+        );
+        assert_eq!(crate::exit::exit_code(&e), crate::exit::CONFIG);
+        let e = v.positive_duration("f.rpo", "0s").unwrap_err();
+        assert!(e.to_string().ends_with("f.rpo: must be longer than zero"), "{e}");
+        let e = v.size("s.part", "huge").unwrap_err();
+        assert!(e.to_string().contains("s.part: \"huge\" is not a size"), "{e}");
+        assert_eq!(v.within("k", 5, 1..=9, "1 to 9").unwrap(), 5);
+        assert!(v.within("k", 0, 1..=9, "1 to 9").is_err());
+        assert_eq!(v.path("k".into()), Path::new("/etc/bkp/k"));
+        assert_eq!(v.path("/k".into()), Path::new("/k"));
+    }
+}

@@ -1,0 +1,135 @@
+//! The `[store]` section: where backups are kept, a local directory or an S3
+//! bucket. Environment overrides: `BKP_STORE_PATH` (a local store, whatever the
+//! file says), `BKP_S3_BUCKET`, `BKP_S3_PREFIX`, `BKP_S3_ENDPOINT`, `BKP_S3_REGION`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::Deserialize;
+
+use super::{Overrides, Validator};
+use crate::store::s3::{S3Settings, MAX_PART_SIZE, MIN_PART_SIZE};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
+pub enum StoreFile {
+    Local {
+        path: PathBuf,
+    },
+    S3 {
+        bucket: String,
+        #[serde(default)]
+        prefix: String,
+        region: Option<String>,
+        endpoint: Option<String>,
+        path_style: Option<bool>,
+        part_size: Option<String>,
+        concurrency: Option<usize>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum StorePlan {
+    Local(PathBuf),
+    S3(S3Settings),
+}
+
+pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> Result<StorePlan> {
+    let f = match (f, &ov.store_path) {
+        (_, Some(p)) => return Ok(StorePlan::Local(p.clone())),
+        (None, None) => {
+            return Err(v.error(
+                "[store]",
+                "missing: add [store] with type = \"local\" and path, or type = \"s3\" and bucket",
+            ))
+        }
+        (Some(f), None) => f,
+    };
+    match f {
+        StoreFile::Local { path } => Ok(StorePlan::Local(v.path(path))),
+        StoreFile::S3 {
+            bucket,
+            prefix,
+            region,
+            endpoint,
+            path_style,
+            part_size,
+            concurrency,
+        } => {
+            let bucket = ov.s3_bucket.clone().unwrap_or(bucket);
+            if bucket.is_empty() {
+                return Err(v.error("store.bucket", "must not be empty"));
+            }
+            let prefix = ov
+                .s3_prefix
+                .clone()
+                .unwrap_or(prefix)
+                .trim_matches('/')
+                .to_string();
+            let part_size = match part_size {
+                Some(s) => v.size("store.part_size", &s)? as usize,
+                None => 16 << 20,
+            };
+            let part_size = v.within(
+                "store.part_size",
+                part_size,
+                MIN_PART_SIZE..=MAX_PART_SIZE,
+                "must be between 5MiB and 5GiB (S3's part size limits)",
+            )?;
+            let concurrency = v.within(
+                "store.concurrency",
+                concurrency.unwrap_or(4),
+                1..=64,
+                "must be between 1 and 64",
+            )?;
+            let endpoint = ov.s3_endpoint.clone().or(endpoint);
+            Ok(StorePlan::S3(S3Settings {
+                bucket,
+                prefix,
+                region: ov
+                    .s3_region
+                    .clone()
+                    .or(region)
+                    .unwrap_or_else(|| "us-east-1".into()),
+                // S3-compatible services behind an endpoint almost always need
+                // path-style addressing; AWS itself prefers virtual hosts.
+                path_style: path_style.unwrap_or(endpoint.is_some()),
+                endpoint,
+                part_size,
+                concurrency,
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{fails_naming, p};
+    use super::*;
+
+    const S3: &str = "work_dir = \"/w\"\n[encryption]\nenabled = false\n[store]\ntype = \"s3\"\n";
+
+    #[test]
+    fn s3_settings_get_defaults_and_checks() {
+        let plan = p(&format!("{S3}bucket = \"b\"\nprefix = \"/x/y/\"\n")).unwrap();
+        let StorePlan::S3(s) = plan.store else {
+            panic!("{:?}", plan.store)
+        };
+        assert_eq!((s.bucket.as_str(), s.prefix.as_str()), ("b", "x/y"));
+        assert_eq!((s.part_size, s.concurrency), (16 << 20, 4));
+        assert_eq!(s.region, "us-east-1");
+        assert!(!s.path_style);
+        let plan = p(&format!("{S3}bucket = \"b\"\nendpoint = \"http://h:9000\"\n")).unwrap();
+        assert!(matches!(plan.store, StorePlan::S3(ref s) if s.path_style));
+
+        for (extra, needle) in [
+            ("bucket = \"\"\n", "store.bucket: must not be empty"),
+            ("bucket = \"b\"\npart_size = \"1MiB\"\n", "store.part_size"),
+            ("bucket = \"b\"\npart_size = \"huge\"\n", "store.part_size"),
+            ("bucket = \"b\"\nconcurrency = 0\n", "store.concurrency"),
+            ("prefix = \"p\"\n", "bucket"),
+        ] {
+            fails_naming(&format!("{S3}{extra}"), needle);
+        }
+    }
+}
