@@ -1,12 +1,13 @@
 //! Run metrics for Prometheus, in node_exporter's textfile-collector convention.
 //!
-//! After every backup run, success or failure, [`after_run`] (called by
-//! `commands::record_run`, which every backup command calls) writes one file per
-//! operation and scope, `bkp_{operation}_{scope}.prom`, into the configured
-//! directory. It is written to a temporary file in the same directory and renamed
-//! into place, so the collector never reads half a file. A failed run keeps the
-//! previous last-success time, read back from the file it replaces: the alert
-//! "no success for N hours" keeps working across failures and restarts.
+//! After every run, success or failure, the run's bookkeeping in `commands`
+//! hands a [`RunMetrics`] to [`write`], which writes one file per operation and
+//! scope, `bkp_{operation}_{scope}.prom`, into the configured directory. It is
+//! written to a temporary file in the same directory and renamed into place, so
+//! the collector never reads half a file. A failed run keeps the previous
+//! last-success time, read back from the file it replaces: the alert "no success
+//! for N hours" keeps working across failures and restarts. [`render`] is the
+//! pure part: the file's text from the run and the previous file's text.
 //!
 //! Metrics (labels `kind`, `operation`, `scope`):
 //! - `bkp_last_success_timestamp_seconds`: end of the last successful run
@@ -22,31 +23,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
 use time::OffsetDateTime;
 
-use crate::commands::{Ctx, RunRecord};
-use crate::ledger::Operation;
-use crate::manifest::{self, Kind, Scope};
-use crate::store::Store;
-
-/// The `[metrics]` section as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetricsFile {
-    /// node_exporter's `--collector.textfile.directory`.
-    pub dir: PathBuf,
-}
-
-/// The metrics directory: `BKP_METRICS_DIR`, else `metrics.dir`, else none
-/// (metrics off).
-pub fn dir(
-    f: Option<MetricsFile>,
-    env: Option<PathBuf>,
-    abs: &dyn Fn(PathBuf) -> PathBuf,
-) -> Option<PathBuf> {
-    env.or(f.map(|f| abs(f.dir)))
-}
+use crate::manifest::{Kind, Scope};
 
 /// What one run reports.
 #[derive(Debug, Clone)]
@@ -61,17 +40,6 @@ pub struct RunMetrics {
     pub bytes: u64,
     /// Objects stored, when known.
     pub objects: Option<u64>,
-}
-
-pub fn operation_name(op: Operation) -> &'static str {
-    match op {
-        Operation::Snapshot => "snapshot",
-        Operation::Logs => "logs",
-        Operation::Export => "export",
-        Operation::Replicate => "replicate",
-        Operation::Verify => "verify",
-        Operation::Cleanup => "cleanup",
-    }
 }
 
 /// The file a run of `operation` and `scope` writes: `bkp_snapshot_full.prom`.
@@ -90,8 +58,9 @@ fn seconds(t: OffsetDateTime) -> f64 {
     t.unix_timestamp_nanos() as f64 / 1e9
 }
 
-/// The text of the file, given the last success before this run (if any).
-pub fn render(m: &RunMetrics, previous_success: Option<f64>) -> String {
+/// The text of the file, given the text of the file it replaces (if any), whose
+/// last-success time a failed run keeps.
+pub fn render(m: &RunMetrics, previous: Option<&str>) -> String {
     let labels = format!(
         "{{kind=\"{}\",operation=\"{}\",scope=\"{}\"}}",
         m.kind.as_str(),
@@ -101,7 +70,7 @@ pub fn render(m: &RunMetrics, previous_success: Option<f64>) -> String {
     let last_success = if m.success {
         Some(seconds(m.finished_at))
     } else {
-        previous_success
+        previous.and_then(previous_success)
     };
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: String| {
@@ -148,7 +117,7 @@ pub fn render(m: &RunMetrics, previous_success: Option<f64>) -> String {
 }
 
 /// The last-success time recorded in an earlier file's text.
-pub fn previous_success(text: &str) -> Option<f64> {
+fn previous_success(text: &str) -> Option<f64> {
     text.lines()
         .filter(|l| l.starts_with(SUCCESS_METRIC) && !l.starts_with('#'))
         .filter_map(|l| l.rsplit_once(' '))
@@ -159,10 +128,8 @@ pub fn previous_success(text: &str) -> Option<f64> {
 /// Writes the metrics of one run into `dir` atomically; returns the file's path.
 pub fn write(dir: &Path, m: &RunMetrics) -> Result<PathBuf> {
     let path = dir.join(file_name(&m.operation, m.kind, m.scope));
-    let previous = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| previous_success(&t));
-    let text = render(m, previous);
+    let previous = std::fs::read_to_string(&path).ok();
+    let text = render(m, previous.as_deref());
     // A name the collector ignores (it reads only *.prom), in the same directory
     // so that the rename is atomic.
     let mut tmp = tempfile::Builder::new()
@@ -181,49 +148,6 @@ pub fn write(dir: &Path, m: &RunMetrics) -> Result<PathBuf> {
         .map_err(|e| e.error)
         .with_context(|| format!("failed to rename metrics into {}", path.display()))?;
     Ok(path)
-}
-
-/// Writes the metrics of a finished run, if a metrics directory is configured.
-/// Never fails the run: a problem is a warning.
-pub fn after_run(ctx: &Ctx, store: &dyn Store, r: &RunRecord) {
-    let Some(dir) = &ctx.plan.metrics_dir else {
-        return;
-    };
-    let finished_at = OffsetDateTime::now_utc();
-    // One small read of the manifest this run just wrote; a failed run stored
-    // nothing that counts.
-    // `verify` and `cleanup` write no manifest of their own to count.
-    let backup = !matches!(r.operation, Operation::Verify | Operation::Cleanup);
-    let objects = if !backup {
-        None
-    } else if r.completed {
-        let key = manifest::manifest_key(r.kind, r.id);
-        store
-            .get(&key)
-            .and_then(|b| manifest::parse(&b, &key))
-            .map(|m| m.objects.len() as u64)
-            .ok()
-    } else {
-        Some(0)
-    };
-    let m = RunMetrics {
-        kind: r.kind,
-        operation: operation_name(r.operation).to_string(),
-        scope: r.scope,
-        success: r.completed,
-        finished_at,
-        duration: Duration::try_from(finished_at - r.started_at).unwrap_or_default(),
-        bytes: if r.completed { r.bytes } else { 0 },
-        objects,
-    };
-    match write(dir, &m) {
-        Ok(path) => ctx
-            .ui
-            .detail(&format!("metrics written to {}", path.display())),
-        Err(e) => ctx.ui.warn(&format!(
-            "{e:#}; the backup itself is not affected (metrics.dir or BKP_METRICS_DIR names the directory)"
-        )),
-    }
 }
 
 #[cfg(test)]
@@ -280,5 +204,43 @@ mod tests {
         let text = render(&run(false, 1_700_000_000), None);
         assert_eq!(previous_success(&text), None);
         assert!(!text.contains(SUCCESS_METRIC));
+        // Nor after a previous file without one.
+        let again = render(&run(false, 1_700_000_600), Some(&text));
+        assert!(!again.contains(SUCCESS_METRIC));
+    }
+
+    #[test]
+    fn render_keeps_the_previous_success_only_on_failure() {
+        let ok = render(&run(true, 1_700_000_000), None);
+        let failed = render(&run(false, 1_700_003_600), Some(&ok));
+        assert_eq!(previous_success(&failed), Some(1_700_000_000.0));
+        let ok_again = render(&run(true, 1_700_007_200), Some(&failed));
+        assert_eq!(previous_success(&ok_again), Some(1_700_007_200.0));
+        assert!(ok.contains("bkp_last_run_objects{kind=\"tigerbeetle\",operation=\"snapshot\",scope=\"full\"} 1\n"));
+        let unknown = RunMetrics {
+            objects: None,
+            ..run(true, 1_700_000_000)
+        };
+        assert!(!render(&unknown, None).contains("bkp_last_run_objects"));
+    }
+
+    #[test]
+    fn verify_and_cleanup_write_one_file_per_kind() {
+        assert_eq!(
+            file_name("snapshot", Kind::Tigerbeetle, Scope::Full),
+            "bkp_snapshot_full.prom"
+        );
+        assert_eq!(
+            file_name("logs", Kind::Tigerbeetle, Scope::Incremental),
+            "bkp_logs_incremental.prom"
+        );
+        assert_eq!(
+            file_name("cleanup", Kind::Duckdb, Scope::Full),
+            "bkp_cleanup_duckdb.prom"
+        );
+        assert_eq!(
+            file_name("verify", Kind::Parquet, Scope::Full),
+            "bkp_verify_parquet.prom"
+        );
     }
 }

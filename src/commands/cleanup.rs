@@ -34,7 +34,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{open_store, write_report, Ctx, RunRecord};
+use super::run::{hostname, send_record, write_metrics, write_report, RunRecord};
+use super::{open_store, Ctx};
 use crate::cli::CleanupArgs;
 use crate::config::StorePlan;
 use crate::id::BackupId;
@@ -42,6 +43,7 @@ use crate::ledger;
 use crate::lock::RunLock;
 use crate::manifest::tombstone::{self, read_tombstones, Tombstone};
 use crate::manifest::{self, Kind, Manifest};
+use crate::metrics::RunMetrics;
 use crate::retention::{self, Candidate, Decision};
 use crate::store::Store;
 use crate::ui;
@@ -278,7 +280,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
             "id": run_id,
             "started_at": started_at.format(&time::format_description::well_known::Rfc3339)?,
             "finished_at": OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?,
-            "host": super::hostname(),
+            "host": hostname(),
             "bkp_version": env!("CARGO_PKG_VERSION"),
             "deleted": deleted,
             "bytes_deleted": totals.bytes,
@@ -289,19 +291,20 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         ctx.ui.detail(&format!("report: {key}"));
         // Metrics per kind: bytes deleted (the reversals went to the ledger above).
         for (kind, bytes) in per_kind {
-            let r = RunRecord {
-                id: run_id,
-                kind,
-                scope: manifest::Scope::Full,
-                operation: ledger::Operation::Cleanup,
-                compression: crate::stages::compress::Compression::None,
-                encrypted: false,
-                completed: true,
-                retention_days: 0,
-                started_at,
-                bytes,
-            };
-            crate::metrics::after_run(ctx, store, &r);
+            let finished_at = OffsetDateTime::now_utc();
+            write_metrics(
+                ctx,
+                &RunMetrics {
+                    kind,
+                    operation: "cleanup".into(),
+                    scope: manifest::Scope::Full,
+                    success: true,
+                    finished_at,
+                    duration: (finished_at - started_at).try_into().unwrap_or_default(),
+                    bytes,
+                    objects: None,
+                },
+            );
         }
     }
     Ok(())
@@ -383,7 +386,7 @@ fn finish(ctx: &Ctx, store: &dyn Store, t: &Tombstone, named: &BTreeSet<String>)
         started_at: t.planned_at,
         bytes: t.bytes,
     };
-    if let Some(note) = super::send_record(ctx, &record.to_ledger(store))? {
+    if let Some(note) = send_record(ctx, &record.to_ledger(store))? {
         ctx.ui.detail(&note);
     }
     store.delete(&tombstone::key(m.kind, m.id))?;

@@ -8,6 +8,10 @@
 //! ledger record that could not be written, a problem the chain deferred (a
 //! start command that failed after the copy). A run that stored nothing fails
 //! with its own error; its failed record still goes to the ledger and metrics.
+//!
+//! The bookkeeping every run shares lives here too: the ledger record
+//! ([`RunRecord`], [`send_record`]), metrics, the JSON report of `verify` and
+//! `cleanup` ([`write_report`]) and the manifest fields every backup fills.
 
 use std::time::{Duration, Instant};
 
@@ -15,10 +19,11 @@ use anyhow::Result;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{hostname, record_run, Ctx, RunRecord};
+use super::Ctx;
 use crate::crypto::Keyring;
 use crate::id::BackupId;
-use crate::ledger::Operation;
+use crate::ledger::{self, Operation};
+use crate::metrics::RunMetrics;
 use crate::lock::RunLock;
 use crate::manifest::{self, FileEntry, Kind, Manifest, ObjectEntry, Scope, Status};
 use crate::stages::compress::Compression;
@@ -105,14 +110,17 @@ impl<'a> Run<'a> {
     pub fn metadata(&self, scope: Scope) -> Vec<(String, String)> {
         vec![
             ("backup-id".to_string(), self.id.to_string()),
-            ("backup-type".to_string(), self.spec.kind.as_str().to_string()),
+            (
+                "backup-type".to_string(),
+                self.spec.kind.as_str().to_string(),
+            ),
             ("backup-scope".to_string(), scope.as_str().to_string()),
         ]
     }
 
     /// The file name ending of this run's data objects: `{base}.zst.enc`, …
     pub fn suffix(&self, base: &str, compression: Compression) -> String {
-        super::object_suffix(base, compression, self.keyring)
+        object_suffix(base, compression, self.keyring)
     }
 
     /// The manifest of this run, completed now.
@@ -130,7 +138,7 @@ impl<'a> Run<'a> {
             bkp_version: env!("CARGO_PKG_VERSION").into(),
             retention_days: self.spec.retention_days,
             compression: self.spec.compression,
-            encryption: super::encryption_record(self.keyring),
+            encryption: encryption_record(self.keyring),
             objects: body.objects,
             files: body.files,
             parent: body.parent,
@@ -167,7 +175,7 @@ impl<'a> Run<'a> {
             started_at: self.started_at,
             bytes: stored.map_or(0, |m| m.stored_bytes()),
         };
-        let ledger = record_run(self.ctx, self.store, &record);
+        let ledger = record_run(self.ctx, self.store, &record, stored);
         let Stored {
             manifest: m,
             mut problems,
@@ -175,9 +183,9 @@ impl<'a> Run<'a> {
             Ok(stored) => stored,
             Err(e) => {
                 if let Err(l) = ledger {
-                    self.ctx
-                        .ui
-                        .warn(&format!("recording the failed run in the ledger failed too: {l:#}"));
+                    self.ctx.ui.warn(&format!(
+                        "recording the failed run in the ledger failed too: {l:#}"
+                    ));
                 }
                 return Err(e);
             }
@@ -219,4 +227,205 @@ pub fn json_report(
         o.extend(e);
     }
     ui::out(&serde_json::to_string_pretty(&out)?)
+}
+
+/// What one run tells the audit ledger.
+pub struct RunRecord {
+    pub id: BackupId,
+    pub kind: Kind,
+    pub scope: Scope,
+    pub operation: Operation,
+    pub compression: Compression,
+    pub encrypted: bool,
+    pub completed: bool,
+    pub retention_days: u16,
+    pub started_at: OffsetDateTime,
+    pub bytes: u64,
+}
+
+/// Records the run as a code-12 transfer. An unreachable cluster never fails the
+/// backup: the record is spooled and the next run sends it. First it writes the
+/// run's metrics file (when `metrics.dir` is set), on success and on failure
+/// alike; `written` is the manifest the run stored, if it got that far.
+pub fn record_run(
+    ctx: &Ctx,
+    store: &dyn Store,
+    r: &RunRecord,
+    written: Option<&Manifest>,
+) -> Result<Option<String>> {
+    write_run_metrics(ctx, r, written);
+    send_record(ctx, &r.to_ledger(store))
+}
+
+/// Writes the metrics of a finished run. A backup reports the objects of the
+/// manifest it wrote (none when it failed); `verify` and `cleanup` write no
+/// manifest of their own to count.
+fn write_run_metrics(ctx: &Ctx, r: &RunRecord, written: Option<&Manifest>) {
+    let finished_at = OffsetDateTime::now_utc();
+    let backup = !matches!(r.operation, Operation::Verify | Operation::Cleanup);
+    let objects = if !backup {
+        None
+    } else if r.completed {
+        written.map(|m| m.objects.len() as u64)
+    } else {
+        Some(0)
+    };
+    write_metrics(
+        ctx,
+        &RunMetrics {
+            kind: r.kind,
+            operation: operation_name(r.operation).to_string(),
+            scope: r.scope,
+            success: r.completed,
+            finished_at,
+            duration: Duration::try_from(finished_at - r.started_at).unwrap_or_default(),
+            bytes: if r.completed { r.bytes } else { 0 },
+            objects,
+        },
+    );
+}
+
+/// Writes one metrics file, if a metrics directory is configured. Never fails
+/// the run: a problem is a warning.
+pub fn write_metrics(ctx: &Ctx, m: &RunMetrics) {
+    let Some(dir) = &ctx.plan.metrics_dir else {
+        return;
+    };
+    match crate::metrics::write(dir, m) {
+        Ok(path) => ctx
+            .ui
+            .detail(&format!("metrics written to {}", path.display())),
+        Err(e) => ctx.ui.warn(&format!(
+            "{e:#}; the backup itself is not affected (metrics.dir or BKP_METRICS_DIR names the directory)"
+        )),
+    }
+}
+
+/// The operation as metrics name it.
+pub fn operation_name(op: Operation) -> &'static str {
+    match op {
+        Operation::Snapshot => "snapshot",
+        Operation::Logs => "logs",
+        Operation::Export => "export",
+        Operation::Replicate => "replicate",
+        Operation::Verify => "verify",
+        Operation::Cleanup => "cleanup",
+    }
+}
+
+impl RunRecord {
+    /// The ledger's form of this record, for `store`.
+    pub fn to_ledger(&self, store: &dyn Store) -> ledger::Record {
+        let r = self;
+        ledger::Record {
+            backup_id: r.id.as_bytes(),
+            backup_type: match r.kind {
+                Kind::Tigerbeetle => ledger::BackupType::Tigerbeetle,
+                Kind::Duckdb => ledger::BackupType::Duckdb,
+                Kind::Parquet => ledger::BackupType::Parquet,
+                Kind::Kms => ledger::BackupType::Kms,
+            },
+            scope: match r.scope {
+                Scope::Full => ledger::Scope::Full,
+                Scope::Incremental => ledger::Scope::Incremental,
+            },
+            compression: match r.compression {
+                Compression::None => ledger::CompressionCode::None,
+                Compression::Gzip { .. } => ledger::CompressionCode::Gzip,
+                Compression::Zstd { .. } => ledger::CompressionCode::Zstd,
+            },
+            encryption: if r.encrypted {
+                ledger::EncryptionCode::Aes256Gcm
+            } else {
+                ledger::EncryptionCode::None
+            },
+            status: if r.completed {
+                ledger::Status::Completed
+            } else {
+                ledger::Status::Failed
+            },
+            retention_days: r.retention_days,
+            operation: r.operation,
+            started_at_unix_ns: r.started_at.unix_timestamp_nanos().max(0) as u64,
+            amount: if r.completed { r.bytes as u128 } else { 0 },
+            store_identity: store.identity(),
+        }
+    }
+}
+
+/// Sends one ledger record (spooling it when the cluster does not answer) and
+/// returns a line for the operator; `None` when no ledger is configured.
+pub fn send_record(ctx: &Ctx, rec: &ledger::Record) -> Result<Option<String>> {
+    let Some(cfg) = &ctx.plan.ledger else {
+        return Ok(None);
+    };
+    let note = match ledger::record(cfg, rec)? {
+        ledger::Outcome::Recorded {
+            transfer_id,
+            already_existed,
+        } => format!(
+            "ledger: transfer {transfer_id:032x} (code 12) {} in cluster {}",
+            if already_existed {
+                "already recorded"
+            } else {
+                "recorded"
+            },
+            cfg.addresses
+        ),
+        ledger::Outcome::Spooled { path, reason } => {
+            ctx.ui.warn(&format!("ledger record spooled: {reason}"));
+            format!("ledger: spooled to {}", path.display())
+        }
+    };
+    Ok(Some(note))
+}
+
+/// Writes the JSON report of a run that is not itself a backup (`cleanup`,
+/// `verify`) at `reports/{operation}/{yyyy}/{mm}/{dd}/{id}.json`, create-only.
+pub fn write_report(
+    store: &dyn Store,
+    operation: &str,
+    id: BackupId,
+    at: OffsetDateTime,
+    body: &serde_json::Value,
+) -> Result<String> {
+    let key = format!(
+        "reports/{operation}/{:04}/{:02}/{:02}/{id}.json",
+        at.year(),
+        at.month() as u8,
+        at.day()
+    );
+    let bytes = serde_json::to_vec_pretty(body)?;
+    store
+        .put_new(&key, &bytes, &Vec::new())
+        .map_err(|e| e.context(format!("failed to write the run report {key}")))?;
+    Ok(key)
+}
+
+/// The file name ending of a data object: `{base}.zst.enc`, `{base}.gz`, `{base}`…
+fn object_suffix(base: &str, compression: Compression, keyring: Option<&Keyring>) -> String {
+    let ext = compression.extension();
+    format!(
+        "{base}{}{ext}{}",
+        if ext.is_empty() { "" } else { "." },
+        if keyring.is_some() { ".enc" } else { "" }
+    )
+}
+
+/// How a backup's objects are encrypted, as its manifest records it.
+fn encryption_record(keyring: Option<&Keyring>) -> Option<crate::manifest::Encryption> {
+    keyring.map(|k| crate::manifest::Encryption {
+        format: crate::crypto::FORMAT_NAME.into(),
+        key_id: k.current().id().to_string(),
+    })
+}
+
+/// The host name, for manifests.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
 }

@@ -25,14 +25,14 @@ use crate::ledger::LedgerConfig;
 use crate::stages::compress::Compression;
 use crate::units::{parse_duration, parse_size};
 
-mod compression;
+pub mod compression;
 pub mod duckdb;
 pub mod encryption;
-mod freshness;
-mod ledger;
-mod metrics;
+pub mod freshness;
+pub mod ledger;
+pub mod metrics;
 pub mod replicate;
-mod retention;
+pub mod retention;
 pub mod store;
 pub mod tigerbeetle;
 
@@ -118,12 +118,13 @@ impl Overrides {
 /// paths written in it, parses sizes and durations, and builds every error as
 /// `invalid config {path}: {key}: {message}` with the config exit code.
 pub struct Validator<'a> {
-    path: &'a Path,
+    file: &'a Path,
 }
 
 impl<'a> Validator<'a> {
-    pub fn new(path: &'a Path) -> Self {
-        Validator { path }
+    /// Validates the config at `file` (named in every error).
+    pub fn new(file: &'a Path) -> Self {
+        Validator { file }
     }
 
     /// The error for `key` (`section.key`, or `[section]` for the section as a
@@ -131,7 +132,7 @@ impl<'a> Validator<'a> {
     pub fn error(&self, key: &str, msg: impl Display) -> anyhow::Error {
         coded(
             Code::Config,
-            format!("invalid config {}: {key}: {msg}", self.path.display()),
+            format!("invalid config {}: {key}: {msg}", self.file.display()),
         )
     }
 
@@ -144,7 +145,7 @@ impl<'a> Validator<'a> {
     /// A path as written, relative to the config file's directory.
     pub fn path(&self, p: PathBuf) -> PathBuf {
         if p.is_relative() {
-            self.path.parent().unwrap_or(Path::new(".")).join(p)
+            self.file.parent().unwrap_or(Path::new(".")).join(p)
         } else {
             p
         }
@@ -243,7 +244,7 @@ fn validate(f: File, v: &Validator, ov: &Overrides) -> Result<Plan> {
         .transpose()?;
     let duckdb = f.duckdb.map(|d| duckdb::validate(d, v)).transpose()?;
     Ok(Plan {
-        source: v.path.to_path_buf(),
+        source: v.file.to_path_buf(),
         work_dir,
         store,
         compression,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::config::{ReplicatePlan, SourcePlan};
+use super::{ReplicatePlan, SourcePlan};
 use crate::exit::{coded, Code};
 use crate::store::s3::{S3Settings, S3Store, MIN_PART_SIZE};
 

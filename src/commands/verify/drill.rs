@@ -90,7 +90,7 @@ fn drill_tigerbeetle(
         )
     })?;
     facts.insert("integrity".into(), json!("passed"));
-    let stats = super::pitr::count_rows(ctx, &file, "a restore drill")?;
+    let stats = crate::commands::restore::pitr::count_rows(ctx, &file, "a restore drill")?;
     facts.insert("accounts".into(), json!(stats.accounts));
     facts.insert("transfers".into(), json!(stats.transfers));
     facts.insert("newest_timestamp".into(), json!(stats.until));

@@ -27,7 +27,8 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::restore::{restorable, Source};
-use super::{open_store, write_report, Ctx, RunRecord};
+use super::run::{hostname, record_run, write_report, RunRecord};
+use super::{open_store, Ctx};
 use crate::chain;
 use crate::cli::VerifyArgs;
 use crate::exit::{coded, Code};
@@ -202,7 +203,7 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
         "id": run_id,
         "started_at": started_at.format(&Rfc3339)?,
         "finished_at": OffsetDateTime::now_utc().format(&Rfc3339)?,
-        "host": super::hostname(),
+        "host": hostname(),
         "bkp_version": env!("CARGO_PKG_VERSION"),
         "ok": ok,
         "problems": problems,
@@ -236,7 +237,7 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
             started_at,
             bytes,
         };
-        if let Some(note) = super::record_run(ctx, store, &record)? {
+        if let Some(note) = record_run(ctx, store, &record, None)? {
             ctx.ui.detail(&note);
         }
     }
