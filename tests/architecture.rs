@@ -1,0 +1,239 @@
+//! The shape of `src/`, checked: no module cycle, no subcommand importing another
+//! (only the shared `commands::run` and `commands::restore`), no domain module
+//! reading the config file's format, and every file saying what it is for.
+//!
+//! The module graph is read from the `use crate::…`/`super::…` paths in each
+//! file (tests and comments excluded), the way a reader would follow them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Every module of the crate, `a::b` → its file.
+fn modules(src: &Path) -> BTreeMap<String, PathBuf> {
+    let mut out = BTreeMap::new();
+    let mut dirs = vec![src.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if path.extension().and_then(|e| e.to_str()) != Some("rs") {
+                continue;
+            }
+            let rel = path.strip_prefix(src).unwrap().with_extension("");
+            let mut parts: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            if parts.last().map(String::as_str) == Some("mod") {
+                parts.pop();
+            }
+            out.insert(parts.join("::"), path);
+        }
+    }
+    out
+}
+
+/// The text of a module without its unit tests and comments.
+fn code(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let text = match text.find("#[cfg(test)]\nmod tests") {
+        Some(i) => &text[..i],
+        None => &text[..],
+    };
+    text.lines()
+        .map(|l| match l.find("//") {
+            Some(i) => &l[..i],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The paths a module names: `crate::a::b`, `super::c`, and the items of
+/// `crate::a::{b, c::d}` groups, each as a full path from the crate root.
+fn named_paths(name: &str, text: &str) -> Vec<String> {
+    let parent = name.rsplit_once("::").map_or("", |(p, _)| p);
+    let mut out = Vec::new();
+    for (prefix, base) in [("crate::", String::new()), ("super::", parent.to_string())] {
+        let mut rest = text;
+        while let Some(i) = rest.find(prefix) {
+            let before = rest[..i].chars().last();
+            rest = &rest[i + prefix.len()..];
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+                continue;
+            }
+            let path: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            let path = path.trim_end_matches(':').to_string();
+            let join = |p: &str| {
+                if base.is_empty() {
+                    p.to_string()
+                } else {
+                    format!("{base}::{p}")
+                }
+            };
+            if rest[path.len()..].trim_start_matches(':').starts_with('{') {
+                let group_start = rest.find('{').unwrap();
+                let group_end = rest[group_start..].find('}').map_or(rest.len(), |e| group_start + e);
+                for item in rest[group_start + 1..group_end].split(',') {
+                    let item: String = item
+                        .trim()
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                        .collect();
+                    let item = item.trim_end_matches(':');
+                    match item {
+                        "" => {}
+                        "self" => out.push(join(&path)),
+                        _ if path.is_empty() => out.push(join(item)),
+                        _ => out.push(join(&format!("{path}::{item}"))),
+                    }
+                }
+            } else if !path.is_empty() {
+                out.push(join(&path));
+            }
+        }
+    }
+    out
+}
+
+/// The module a path lands in: its longest prefix that is a module.
+fn resolve<'m>(mods: &'m BTreeMap<String, PathBuf>, path: &str) -> Option<&'m str> {
+    let segs: Vec<&str> = path.split("::").collect();
+    (1..=segs.len())
+        .rev()
+        .map(|i| segs[..i].join("::"))
+        .find_map(|c| mods.get_key_value(&c).map(|(k, _)| k.as_str()))
+}
+
+fn graph() -> (BTreeMap<String, PathBuf>, BTreeMap<String, BTreeSet<String>>) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mods = modules(&src);
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, path) in &mods {
+        let set = edges.entry(name.clone()).or_default();
+        for p in named_paths(name, &code(path)) {
+            if let Some(t) = resolve(&mods, &p) {
+                let inside = name.starts_with(&format!("{t}::"));
+                if t != name && !inside && t != "lib" && t != "main" {
+                    set.insert(t.to_string());
+                }
+            }
+        }
+    }
+    (mods, edges)
+}
+
+/// The cycles of the graph (strongly connected parts of more than one module).
+fn cycles(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+    // Kosaraju: finish order on the graph, then components on the reverse.
+    fn visit(
+        v: &str,
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        seen: &mut BTreeSet<String>,
+        out: &mut Vec<String>,
+    ) {
+        if !seen.insert(v.to_string()) {
+            return;
+        }
+        for w in edges.get(v).into_iter().flatten() {
+            visit(w, edges, seen, out);
+        }
+        out.push(v.to_string());
+    }
+    let mut order = Vec::new();
+    let mut seen = BTreeSet::new();
+    for v in edges.keys() {
+        visit(v, edges, &mut seen, &mut order);
+    }
+    let mut reverse: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (v, ws) in edges {
+        for w in ws {
+            reverse.entry(w.clone()).or_default().insert(v.clone());
+        }
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for v in order.iter().rev() {
+        let mut comp = Vec::new();
+        visit(v, &reverse, &mut seen, &mut comp);
+        if comp.len() > 1 {
+            comp.sort();
+            out.push(comp);
+        }
+    }
+    out
+}
+
+#[test]
+fn no_module_cycle() {
+    let (_, edges) = graph();
+    let found = cycles(&edges);
+    assert!(found.is_empty(), "module cycles in src/: {found:?}");
+}
+
+#[test]
+fn the_cycle_finder_finds_a_cycle() {
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (a, b) in [("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")] {
+        edges.entry(a.into()).or_default().insert(b.into());
+        edges.entry(b.into()).or_default();
+    }
+    assert_eq!(cycles(&edges), vec![vec!["a", "b", "c"]]);
+}
+
+#[test]
+fn the_path_reader_follows_groups_and_super() {
+    let text = "use crate::a::{b, c::d, self};\nuse super::{e, f::g};\nx(crate::h::i());";
+    let mut got = named_paths("m::n", text);
+    got.sort();
+    assert_eq!(got, vec!["a", "a::b", "a::c::d", "h::i", "m::e", "m::f::g"]);
+}
+
+#[test]
+fn no_subcommand_imports_another() {
+    let (mods, edges) = graph();
+    let shared = |t: &str| {
+        t == "commands" || t == "commands::run" || t.starts_with("commands::restore")
+    };
+    let mut bad = Vec::new();
+    for a in mods.keys().filter(|a| a.starts_with("commands::")) {
+        for b in &edges[a] {
+            let related = b.starts_with(&format!("{a}::")) || a.starts_with(&format!("{b}::"));
+            if b.starts_with("commands::") && !shared(b) && !related {
+                bad.push(format!("{a} -> {b}"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "subcommands importing each other: {bad:?}");
+}
+
+#[test]
+fn domain_modules_never_read_the_config_format() {
+    let (mods, edges) = graph();
+    let outside = |m: &str| {
+        m == "main" || m == "lib" || m == "cli" || m == "commands" || m.starts_with("commands::")
+    };
+    let bad: Vec<_> = mods
+        .keys()
+        .filter(|m| !outside(m) && *m != "config" && !m.starts_with("config::"))
+        .filter(|m| edges[*m].iter().any(|t| t == "config" || t.starts_with("config::")))
+        .collect();
+    assert!(bad.is_empty(), "domain modules importing config: {bad:?}");
+}
+
+#[test]
+fn every_file_says_what_it_is_for() {
+    let (mods, _) = graph();
+    let bad: Vec<_> = mods
+        .iter()
+        .filter(|(_, p)| !std::fs::read_to_string(p).unwrap().starts_with("//!"))
+        .map(|(m, _)| m.clone())
+        .collect();
+    assert!(bad.is_empty(), "files without a //! line: {bad:?}");
+}
