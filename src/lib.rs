@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod chain;
+pub mod child;
 pub mod cli;
 pub mod commands;
 pub mod config;

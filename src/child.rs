@@ -1,0 +1,85 @@
+//! Child processes bkp starts (stop and start commands, `tigerbeetle`): a scrubbed
+//! environment.
+//!
+//! bkp's own environment may hold its key or passphrase (`key_env`,
+//! `passphrase_env`) and the store's credentials (`AWS_SECRET_ACCESS_KEY`, …). A
+//! child sees none of it: only variables that cannot carry a secret (the search
+//! path, home, user, locale, time zone, temporary directory, the session bus a
+//! `systemctl` needs) and those the config names in `pass_env`.
+
+use std::ffi::OsStr;
+use std::process::Command;
+
+/// Variables every child gets, when bkp has them.
+pub const ALWAYS: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "XDG_RUNTIME_DIR",
+    "DBUS_SESSION_BUS_ADDRESS",
+];
+
+/// Whether a child gets the variable `name`; `pass` is the config's `pass_env`.
+pub fn passes(name: &str, pass: &[String]) -> bool {
+    ALWAYS.contains(&name) || name.starts_with("LC_") || pass.iter().any(|p| p == name)
+}
+
+/// A command for `program` whose environment is bkp's, scrubbed: only what
+/// [`passes`] lets through.
+pub fn command(program: impl AsRef<OsStr>, pass: &[String]) -> Command {
+    let mut c = Command::new(program);
+    c.env_clear();
+    for (name, value) in std::env::vars_os() {
+        if name.to_str().is_some_and(|n| passes(n, pass)) {
+            c.env(name, value);
+        }
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_stay_home_and_named_variables_pass() {
+        let pass = vec!["TB_SERVICE".to_string()];
+        for secret in [
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SESSION_TOKEN",
+            "BKP_KEY",
+            "BKP_PASSPHRASE",
+            "PATHX",
+        ] {
+            assert!(!passes(secret, &pass), "{secret} must not pass");
+        }
+        for ok in ["PATH", "HOME", "LC_ALL", "TZ", "TB_SERVICE"] {
+            assert!(passes(ok, &pass), "{ok} must pass");
+        }
+    }
+
+    #[test]
+    fn a_child_sees_only_the_scrubbed_environment() {
+        let out = command("env", &[])
+            .env("BKP_CHILD_TEST_SET_BY_CALLER", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        for line in text.lines() {
+            let name = line.split('=').next().unwrap();
+            assert!(
+                passes(name, &[]) || name == "BKP_CHILD_TEST_SET_BY_CALLER",
+                "child saw {name}"
+            );
+        }
+        assert!(text.contains("BKP_CHILD_TEST_SET_BY_CALLER=1"));
+    }
+}
