@@ -115,10 +115,27 @@ fn key_plan(k: OldKeyFile, section: &str, v: &Validator) -> Result<KeyPlan> {
     })
 }
 
-/// Loads the configured keys, the current one first.
+/// Loads the configured keys, the current one first. Two keys with one id are
+/// refused: a backup names its key by id, so one of them could never be found
+/// again (two passphrases without `key_id` both take the default id).
 pub fn load_keyring(e: &EncryptionPlan) -> Result<Keyring> {
     let current = load_key(&e.current)?;
     let others = e.old.iter().map(load_key).collect::<Result<Vec<_>>>()?;
+    let sections = std::iter::once("[encryption]".to_string())
+        .chain((0..others.len()).map(|i| format!("[encryption.old_keys[{i}]]")));
+    let mut seen: Vec<(&str, String)> = Vec::new();
+    for (key, section) in std::iter::once(&current).chain(&others).zip(sections) {
+        if let Some((_, first)) = seen.iter().find(|(id, _)| *id == key.id()) {
+            return Err(coded(
+                Code::Config,
+                format!(
+                    "{first} and {section} both have key id {:?}: backups name their key by id, so one of the two could never be used; give each its own key_id (or remove the duplicate)",
+                    key.id()
+                ),
+            ));
+        }
+        seen.push((key.id(), section));
+    }
     Ok(Keyring::new(current, others))
 }
 
@@ -190,5 +207,22 @@ mod tests {
             &MINIMAL.replace("[encryption]\nenabled = false", ""),
             "[encryption]: missing",
         );
+    }
+
+    #[test]
+    fn two_keys_with_one_id_are_refused() {
+        std::env::set_var("BKP_TEST_DUP_PASS_A", "correct horse battery staple");
+        std::env::set_var("BKP_TEST_DUP_PASS_B", "another passphrase entirely");
+        let body = "passphrase_env = \"BKP_TEST_DUP_PASS_A\"\n[[encryption.old_keys]]\npassphrase_env = \"BKP_TEST_DUP_PASS_B\"\n";
+        let plan = p(&MINIMAL.replace("enabled = false", body)).unwrap();
+        let err = plan.keyring().unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("[encryption] and [encryption.old_keys[0]] both have key id"), "{text}");
+        assert!(!text.contains("horse"), "{text}");
+        assert_eq!(crate::exit::classify(&err), Some(Code::Config));
+
+        let body = "passphrase_env = \"BKP_TEST_DUP_PASS_A\"\nkey_id = \"new\"\n[[encryption.old_keys]]\npassphrase_env = \"BKP_TEST_DUP_PASS_B\"\nkey_id = \"old\"\n";
+        let plan = p(&MINIMAL.replace("enabled = false", body)).unwrap();
+        assert!(plan.keyring().unwrap().is_some());
     }
 }
