@@ -10,6 +10,7 @@
 //! `--force`, and never when it holds something bkp or a running process needs.
 
 use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -164,7 +165,9 @@ impl Target {
             crate::id::random_u64()
         ));
         scratch.stage_outside(&staging)?;
-        fs::create_dir(&staging)
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
             .with_context(|| format!("failed to create {}", staging.display()))?;
         Ok(staging)
     }
@@ -174,10 +177,13 @@ impl Target {
         staging.join(&self.name)
     }
 
-    /// Puts the verified restore in `staging` in place: everything fsynced, then
+    /// Puts the verified restore in `staging` in place: every file made 0600 and
+/// every directory 0700 (restored data is for its owner until the operator says
+/// otherwise), everything fsynced, then
     /// renamed (the old target moved aside first and removed only once the swap
     /// is durable), then the parent directory fsynced.
     pub fn commit(&self, staging: &Path, scratch: &mut Scratch) -> Result<()> {
+        restrict_modes(staging)?;
         sync_tree(staging)?;
         match self.shape {
             Shape::File => {
@@ -235,6 +241,27 @@ fn resolved(p: &Path) -> PathBuf {
         .unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
 }
 
+/// Makes every file under `root` 0600 and every directory (and `root`) 0700.
+fn restrict_modes(root: &Path) -> Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = fs::symlink_metadata(&p)?;
+        let mode = if meta.is_dir() {
+            for e in fs::read_dir(&p).with_context(|| format!("failed to read {}", p.display()))? {
+                stack.push(e?.path());
+            }
+            0o700
+        } else if meta.is_file() {
+            0o600
+        } else {
+            continue;
+        };
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("failed to set the mode of {}", p.display()))?;
+    }
+    Ok(())
+}
+
 /// fsyncs every file and directory under `root` (and `root`).
 fn sync_tree(root: &Path) -> Result<()> {
     let mut stack = vec![root.to_path_buf()];
@@ -264,6 +291,10 @@ mod tests {
     use super::*;
     use crate::workdir::WorkDir;
 
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
     #[test]
     fn a_new_directory_is_staged_then_put_in_place() {
         let d = tempfile::tempdir().unwrap();
@@ -273,9 +304,17 @@ mod tests {
         assert!(!t.exists);
         let staging = t.stage(&mut scratch).unwrap();
         assert!(staging.file_name().unwrap().to_str().unwrap().starts_with(".out.bkp-"));
+        assert_eq!(mode(&staging), 0o700, "staging is private from the start");
+        fs::create_dir(staging.join("sub")).unwrap();
         fs::write(staging.join("f"), b"data").unwrap();
+        fs::set_permissions(staging.join("f"), fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(staging.join("sub/g"), b"").unwrap();
         t.commit(&staging, &mut scratch).unwrap();
         assert_eq!(fs::read(d.path().join("out/f")).unwrap(), b"data");
+        assert_eq!(mode(&d.path().join("out")), 0o700);
+        assert_eq!(mode(&d.path().join("out/sub")), 0o700);
+        assert_eq!(mode(&d.path().join("out/f")), 0o600);
+        assert_eq!(mode(&d.path().join("out/sub/g")), 0o600);
         drop(scratch);
         assert!(d.path().join("out/f").exists(), "the scratch no longer names it");
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2, "out and work only");
@@ -352,6 +391,7 @@ mod tests {
         fs::write(staging.join("r.duckdb.wal"), b"wal").unwrap();
         t.commit(&staging, &mut scratch).unwrap();
         assert_eq!(fs::read(&db).unwrap(), b"new");
+        assert_eq!(mode(&db), 0o600);
         assert!(!staging.exists());
     }
 }
