@@ -667,3 +667,33 @@ fn a_copy_that_fails_the_integrity_check_is_never_uploaded() {
         .collect();
     assert!(stored.is_empty(), "{stored:?}");
 }
+
+#[test]
+fn latest_never_falls_back_past_a_newer_manifest_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(&data, StoreKind::Local, "");
+    let out = s.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    let id = json(&out)["manifest"]["id"].as_str().unwrap().to_string();
+
+    // A newer manifest, damaged in the store.
+    let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(1);
+    let newer = bkp::id::BackupId::new_v7(later).to_string();
+    fs::write(
+        s.path(&format!("store/manifests/tigerbeetle/{newer}.json")),
+        b"{ \"schema\": \"bkp.manifest/1.0\", damaged",
+    )
+    .unwrap();
+    let target = s.path("target");
+    let out = s.bkp(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_exit(&out, 5);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&newer) && stderr.contains("could not be read"), "{stderr}");
+    assert!(!target.exists());
+
+    // Named by its id, the readable snapshot restores.
+    let out = s.bkp(&["restore", &id, "--target", target.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert!(target.exists());
+}

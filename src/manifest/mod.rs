@@ -234,6 +234,43 @@ pub struct Unreadable {
     pub code: Option<Code>,
 }
 
+impl Unreadable {
+    /// The backup its key names (`manifests/{kind}/{id}.json`), if any.
+    pub fn id(&self) -> Option<BackupId> {
+        let name = self.key.rsplit('/').next()?.strip_suffix(".json")?;
+        name.parse().ok()
+    }
+
+    /// Whether it may be newer than `t`: its id's time says so, or it has none.
+    pub fn may_be_newer_than(&self, t: OffsetDateTime) -> bool {
+        self.id()
+            .and_then(|id| id.timestamp())
+            .is_none_or(|at| at > t)
+    }
+}
+
+/// The error for manifests that could not be read where they matter: with the
+/// store's code when the store did not answer, else the data-error code.
+pub fn unreadable_error(what: &str, bad: &[&Unreadable]) -> anyhow::Error {
+    let code = crate::exit::most_specific(bad.iter().map(|u| Some(u.code.unwrap_or(Code::Integrity))))
+        .unwrap_or(Code::Integrity);
+    let list: Vec<String> = bad.iter().map(|u| format!("{}: {}", u.key, u.error)).collect();
+    coded(
+        code,
+        format!(
+            "{what}, but {} manifest{} could not be read ({}); {}",
+            bad.len(),
+            if bad.len() == 1 { "" } else { "s" },
+            list.join("; "),
+            if code == Code::Transient {
+                "run again when the store answers"
+            } else {
+                "run `bkp verify` to see what is damaged, then name the backup to restore by its id"
+            }
+        ),
+    )
+}
+
 /// Every manifest in the store (optionally of one kind), oldest first.
 pub fn list(store: &dyn Store, kind: Option<Kind>) -> Result<(Vec<Manifest>, Vec<Unreadable>)> {
     let prefix = match kind {

@@ -127,7 +127,27 @@ pub fn resolve(
     let backup = match kind {
         // One read of the newest manifests only: a replication lists a whole set.
         Kind::Parquet if at.is_none() => Some(replicated::latest(store)?),
-        _ => newest(manifest::list(store, Some(kind))?.0),
+        _ => {
+            let (all, unreadable) = manifest::list(store, Some(kind))?;
+            let chosen = newest(all);
+            // `latest` must not fall back to an older backup in silence when a
+            // newer manifest could not be read.
+            let newer: Vec<_> = unreadable
+                .iter()
+                .filter(|u| chosen.as_ref().is_none_or(|m| u.may_be_newer_than(m.started_at)))
+                .filter(|u| at.is_none_or(|at| !u.id().and_then(|id| id.timestamp()).is_some_and(|t| t > at)))
+                .collect();
+            if !newer.is_empty() {
+                return Err(manifest::unreadable_error(
+                    &match &chosen {
+                        Some(m) => format!("the newest readable {} backup is {}", kind.as_str(), m.id),
+                        None => format!("no readable {} backup was found", kind.as_str()),
+                    },
+                    &newer,
+                ));
+            }
+            chosen
+        }
     };
     if backup.is_none() && !(kind == Kind::Tigerbeetle && at.is_some()) {
         return Err(coded(

@@ -203,7 +203,7 @@ pub fn replay_logs(
     }
 
     // The segments covering (newest, at], which must meet without a gap.
-    let (all, _) = manifest::list(store, Some(Kind::Tigerbeetle))?;
+    let (all, unreadable) = manifest::list(store, Some(Kind::Tigerbeetle))?;
     let (logs, reached) = chain::log_cover(&all, newest, at_ns).map_err(|h| {
         coded(
             Code::Integrity,
@@ -211,6 +211,15 @@ pub fn replay_logs(
         )
     })?;
     if reached < at_ns {
+        // A segment that could not be read may be the one that continues the
+        // chain: never end early in silence.
+        let bad: Vec<_> = unreadable.iter().collect();
+        if !bad.is_empty() {
+            return Err(manifest::unreadable_error(
+                &format!("the log reaches only timestamp {reached}, short of --at {at}"),
+                &bad,
+            ));
+        }
         let current_at = all
             .iter()
             .filter(|m| m.operation == LOGS && interval(m).is_some_and(|(_, u)| u >= reached))
