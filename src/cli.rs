@@ -98,8 +98,7 @@ pub enum Command {
 
     /// Show, per schedule, the newest good backup, its age, the next due time and
     /// whether its RPO is breached; exit 11 if any watched schedule is breached or
-    /// never ran. Reads only the manifests it needs. (BKP_NOW=RFC3339 fixes "now",
-    /// for tests.)
+    /// never ran. Reads only the manifests it needs.
     Status,
 }
 
