@@ -96,10 +96,26 @@ pub enum Command {
     /// with the store; --drill also restores each and proves the data loads.
     Verify(VerifyArgs),
 
+    /// Manage master keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+
     /// Show, per schedule, the newest good backup, its age, the next due time and
     /// whether its RPO is breached; exit 11 if any watched schedule is breached or
     /// never ran. Reads only the manifests it needs.
     Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write a new master key (32 random bytes) to a new file with mode 0400 and
+    /// print its id. Never replaces an existing file. Name it in the config as
+    /// `[encryption] key_file`.
+    Generate {
+        /// The key file to create.
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, KeyCommand};
 use crate::commands::Ctx;
 use crate::ui::{Level, Ui};
 
@@ -55,6 +55,10 @@ pub fn run(cli: Cli) -> Result<()> {
         },
         json: g.json,
     };
+    // Commands that need no config.
+    if let Command::Key(KeyCommand::Generate { path }) = &cli.command {
+        return commands::key::generate(&ui, path);
+    }
     let path = g
         .config
         .clone()
@@ -75,5 +79,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Verify(a) => commands::verify::run(&ctx, a),
         Command::Status => commands::status::run(&ctx),
         Command::Replicate => commands::replicate::run(&ctx),
+        Command::Key(KeyCommand::Generate { path }) => commands::key::generate(&ctx.ui, path),
     }
 }

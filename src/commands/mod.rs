@@ -14,6 +14,7 @@ use crate::ui::Ui;
 
 pub mod cleanup;
 pub mod export;
+pub mod key;
 pub mod list;
 pub mod logs;
 pub mod replicate;
