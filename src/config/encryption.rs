@@ -170,7 +170,7 @@ fn read_key_file(p: &Path) -> Result<MasterKey> {
     let bytes = std::fs::read(p).map_err(|e| {
         coded(
             Code::Config,
-            format!("cannot read key file {}: {e}; create one with: head -c 32 /dev/urandom > {0} && chmod 400 {0}", p.display()),
+            format!("cannot read key file {}: {e}; create one with: bkp key generate {0}", p.display()),
         )
     })?;
     MasterKey::from_key_text(&bytes, &format!("key file {}", p.display()))
