@@ -1,6 +1,5 @@
 //! The `bkp` binary: parse, run, map the outcome to an exit code.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -24,7 +23,7 @@ fn main() -> ExitCode {
             if bkp::ui::is_stdout_closed(&e) {
                 return ExitCode::from(bkp::exit::SUCCESS as u8);
             }
-            let _ = writeln!(std::io::stderr(), "bkp: error: {e:#}");
+            bkp::ui::log(bkp::ui::Priority::Error, &format!("bkp: error: {e:#}"));
             ExitCode::from(bkp::exit::exit_code(&e) as u8)
         }
     }

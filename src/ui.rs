@@ -2,11 +2,15 @@
 //! progress bars only when stderr is a terminal.
 //!
 //! Log lines are plain (`bkp: …`, no colours or control characters) so that cron
-//! mail and the journal stay readable. Secrets never reach this module: callers
-//! pass ids and paths, never key material.
+//! mail and the journal stay readable. When stderr is the systemd journal
+//! (`JOURNAL_STREAM` names its device and inode), each line starts with its
+//! syslog priority (`<3>` error, `<4>` warning, `<6>` info, `<7>` detail), which
+//! journald strips and stores, so `journalctl -p warning` shows bkp's warnings
+//! and errors. Secrets never reach this module: callers pass ids and paths,
+//! never key material.
 
 use std::io::IsTerminal;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -30,20 +34,20 @@ impl Ui {
     /// A step worth telling an operator (hidden by `--quiet`).
     pub fn info(&self, msg: &str) {
         if self.level != Level::Quiet {
-            eprintln!("bkp: {msg}");
+            log(Priority::Info, &format!("bkp: {msg}"));
         }
     }
 
     /// Detail for `--verbose`.
     pub fn detail(&self, msg: &str) {
         if self.level == Level::Verbose {
-            eprintln!("bkp: {msg}");
+            log(Priority::Debug, &format!("bkp: {msg}"));
         }
     }
 
     /// Always shown.
     pub fn warn(&self, msg: &str) {
-        eprintln!("bkp: warning: {msg}");
+        log(Priority::Warning, &format!("bkp: warning: {msg}"));
     }
 
     /// A progress reporter: a bar on a terminal, nothing otherwise.
@@ -54,6 +58,57 @@ impl Ui {
             Arc::new(Silent)
         }
     }
+}
+
+/// A log line's syslog priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Error = 3,
+    Warning = 4,
+    Info = 6,
+    Debug = 7,
+}
+
+/// Writes one log line to stderr, with its priority prefix when stderr is the
+/// journal. Every line of a multi-line message gets the prefix.
+pub fn log(priority: Priority, text: &str) {
+    use std::io::Write;
+    let mut e = std::io::stderr().lock();
+    if stderr_is_journal() {
+        for line in text.lines() {
+            let _ = writeln!(e, "<{}>{line}", priority as u8);
+        }
+    } else {
+        let _ = writeln!(e, "{text}");
+    }
+}
+
+/// Whether stderr is the systemd journal's stream: `JOURNAL_STREAM` is
+/// `DEVICE:INODE` of the socket systemd connected it to.
+fn stderr_is_journal() -> bool {
+    static IS: OnceLock<bool> = OnceLock::new();
+    *IS.get_or_init(|| {
+        let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+            return false;
+        };
+        journal_matches(v.to_str().unwrap_or(""), &std::io::stderr())
+    })
+}
+
+fn journal_matches(value: &str, stream: &impl std::os::fd::AsFd) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some((dev, ino)) = value.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    let Ok(fd) = stream.as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    std::fs::File::from(fd)
+        .metadata()
+        .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
 }
 
 /// Human-readable bytes (`1.06 GiB`).
@@ -142,4 +197,21 @@ pub fn is_stdout_closed(err: &anyhow::Error) -> bool {
             .and_then(|io| io.get_ref())
             .is_some_and(|inner| inner.is::<StdoutClosed>())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn the_journal_is_recognised_by_device_and_inode() {
+        let f = tempfile::tempfile().unwrap();
+        let m = f.metadata().unwrap();
+        assert!(journal_matches(&format!("{}:{}", m.dev(), m.ino()), &f));
+        assert!(!journal_matches(&format!("{}:{}", m.dev(), m.ino() + 1), &f));
+        assert!(!journal_matches("", &f));
+        assert!(!journal_matches("12", &f));
+        assert!(!journal_matches("a:b", &f));
+    }
 }

@@ -340,3 +340,32 @@ fn a_run_killed_with_sigkill_frees_its_lock_at_once() {
     let _ = Command::new("kill").arg(&sleeper).status();
     assert_exit(&out, 0);
 }
+
+/// Runs `bkp` with stderr going to a file, with `JOURNAL_STREAM` naming that
+/// file (as systemd names the journal's socket) when `journal`.
+fn stderr_of_a_failing_run(journal: bool) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("stderr");
+    let f = std::fs::File::create(&log).unwrap();
+    let m = f.metadata().unwrap();
+    let mut cmd = std::process::Command::new(common::bkp_bin());
+    cmd.args(["--config", d.path().join("missing.toml").to_str().unwrap(), "list"])
+        .stderr(f)
+        .env_remove("JOURNAL_STREAM");
+    if journal {
+        cmd.env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()));
+    }
+    let status = cmd.status().unwrap();
+    assert_eq!(status.code(), Some(3));
+    std::fs::read_to_string(&log).unwrap()
+}
+
+#[test]
+fn lines_carry_syslog_priorities_only_when_stderr_is_the_journal() {
+    let plain = stderr_of_a_failing_run(false);
+    assert!(plain.starts_with("bkp: error: "), "{plain}");
+    let journal = stderr_of_a_failing_run(true);
+    assert!(journal.starts_with("<3>bkp: error: "), "{journal}");
+    assert!(journal.lines().all(|l| l.starts_with('<')), "{journal}");
+}
