@@ -50,6 +50,10 @@ pub struct Global {
     #[arg(long, short = 'v', global = true)]
     pub verbose: bool,
 
+    /// No progress bars, even on a terminal.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+
     /// Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish
     /// instead of exiting with code 4.
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]

@@ -54,6 +54,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Level::Normal
         },
         json: g.json,
+        bars: !g.no_progress,
     };
     // Commands that need no config.
     if let Command::Key(KeyCommand::Generate { path }) = &cli.command {

@@ -28,6 +28,8 @@ pub enum Level {
 pub struct Ui {
     pub level: Level,
     pub json: bool,
+    /// Progress bars allowed (`--no-progress` turns them off even on a terminal).
+    pub bars: bool,
 }
 
 impl Ui {
@@ -52,7 +54,7 @@ impl Ui {
 
     /// A progress reporter: a bar on a terminal, nothing otherwise.
     pub fn progress(&self) -> Arc<dyn Progress> {
-        if self.level != Level::Quiet && std::io::stderr().is_terminal() {
+        if self.bars && self.level != Level::Quiet && std::io::stderr().is_terminal() {
             Arc::new(Bar::default())
         } else {
             Arc::new(Silent)

@@ -471,18 +471,22 @@ investigation_notes = "created_at"
     // The library call `verify --drill` uses gives the verified counts.
     let plan = bkp::config::load(&s.config, &bkp::config::Overrides::default()).unwrap();
     let store = bkp::commands::open_store(&plan).unwrap();
-    let ctx = bkp::commands::Ctx {
-        plan,
+    let keyring = plan.keyring().unwrap();
+    let src = bkp::commands::restore::Source {
+        store: store.as_ref(),
+        keyring: keyring.as_ref(),
+        work: bkp::workdir::WorkDir::new(&plan.work_dir),
+        progress: std::sync::Arc::new(bkp::stages::progress::Silent),
         ui: bkp::ui::Ui {
             level: bkp::ui::Level::Quiet,
             json: false,
+            bars: false,
         },
-        wait: std::time::Duration::ZERO,
     };
     let m = bkp::manifest::find(store.as_ref(), third["id"].as_str().unwrap(), None).unwrap();
     let drill = s.path("drill.duckdb");
     let counts =
-        bkp::commands::export_restore::restore_database(&ctx, store.as_ref(), &m, &drill).unwrap();
+        bkp::commands::restore::duckdb::restore_database(&src, &m, &drill).unwrap();
     assert_eq!(counts["main.signals"], 3);
     assert_eq!(counts["main.notification_configs"], 4);
     assert!(!counts.contains_key("main.backup_metadata"));
@@ -515,7 +519,7 @@ investigation_notes = "created_at"
     assert_exit(&out, 5);
     assert!(!broken.exists());
     let drill = s.path("drill-broken.duckdb");
-    let err = bkp::commands::export_restore::restore_database(&ctx, store.as_ref(), &m, &drill)
+    let err = bkp::commands::restore::duckdb::restore_database(&src, &m, &drill)
         .unwrap_err();
     assert_eq!(bkp::exit::exit_code(&err), 5, "{err:#}");
     assert!(
