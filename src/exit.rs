@@ -37,6 +37,24 @@ pub const PARTIAL: i32 = 10;
 /// there is none: back up now and find out why the schedule did not.
 pub const STALE: i32 = 11;
 
+/// The stable name of an exit code, as JSON errors carry it.
+pub fn name(code: i32) -> &'static str {
+    match code {
+        SUCCESS => "success",
+        USAGE => "usage",
+        CONFIG => "config",
+        LOCKED => "locked",
+        INTEGRITY => "integrity",
+        TRANSIENT => "transient",
+        UNSAFE_SOURCE => "unsafe-source",
+        TARGET_EXISTS => "target-exists",
+        NOT_FOUND => "not-found",
+        PARTIAL => "partial",
+        STALE => "stale",
+        _ => "failure",
+    }
+}
+
 /// The class of a failure that the caller (ultimately `main`) must branch on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
             });
         }
     };
+    let json = cli.global.json;
     match bkp::run(cli) {
         Ok(()) => ExitCode::from(bkp::exit::SUCCESS as u8),
         Err(e) => {
@@ -23,8 +24,20 @@ fn main() -> ExitCode {
             if bkp::ui::is_stdout_closed(&e) {
                 return ExitCode::from(bkp::exit::SUCCESS as u8);
             }
-            bkp::ui::log(bkp::ui::Priority::Error, &format!("bkp: error: {e:#}"));
-            ExitCode::from(bkp::exit::exit_code(&e) as u8)
+            let code = bkp::exit::exit_code(&e);
+            if json {
+                // One JSON object on stderr, the same keys every time.
+                let body = serde_json::json!({
+                    "schema": "bkp.error/1",
+                    "exit_code": code,
+                    "class": bkp::exit::name(code),
+                    "message": format!("{e:#}"),
+                });
+                bkp::ui::log(bkp::ui::Priority::Error, &body.to_string());
+            } else {
+                bkp::ui::log(bkp::ui::Priority::Error, &format!("bkp: error: {e:#}"));
+            }
+            ExitCode::from(code as u8)
         }
     }
 }

@@ -369,3 +369,19 @@ fn lines_carry_syslog_priorities_only_when_stderr_is_the_journal() {
     assert!(journal.starts_with("<3>bkp: error: "), "{journal}");
     assert!(journal.lines().all(|l| l.starts_with('<')), "{journal}");
 }
+
+#[test]
+fn under_json_an_error_is_one_json_object_with_its_exit_code() {
+    let d = tempfile::tempdir().unwrap();
+    let missing = d.path().join("missing.toml");
+    let out = run_bkp(&["--json", "--config", missing.to_str().unwrap(), "list"], &[]);
+    assert_exit(&out, 3);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let v: serde_json::Value = serde_json::from_str(stderr.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stderr}"));
+    assert_eq!(v["schema"], "bkp.error/1");
+    assert_eq!(v["exit_code"], 3);
+    assert_eq!(v["class"], "config");
+    assert!(v["message"].as_str().unwrap().contains("missing.toml"), "{v}");
+    assert!(out.stdout.is_empty());
+}
