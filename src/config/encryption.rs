@@ -1,6 +1,10 @@
 //! The `[encryption]` section: where the key comes from (a key file, an
-//! environment variable holding the key, or one holding a passphrase), the id it
-//! is recorded under, and the older keys kept for restores after a rotation.
+//! environment variable holding the key, one holding a passphrase, or a command
+//! that prints the key), the id it is recorded under, and the older keys kept for
+//! restores after a rotation.
+//!
+//! A `key_file` may start with `${CREDENTIALS_DIRECTORY}`, expanded when the key
+//! is read, so that systemd's `LoadCredential=` hands bkp its key.
 //!
 //! Validation only checks the settings; [`load_keyring`] reads the keys, and only
 //! runs that encrypt or decrypt call it.
@@ -22,6 +26,7 @@ pub struct EncryptionFile {
     pub key_file: Option<PathBuf>,
     pub key_env: Option<String>,
     pub passphrase_env: Option<String>,
+    pub key_command: Option<Vec<String>>,
     pub key_id: Option<String>,
     /// Keys of older backups, for restores after a rotation.
     #[serde(default)]
@@ -34,6 +39,7 @@ pub struct OldKeyFile {
     pub key_file: Option<PathBuf>,
     pub key_env: Option<String>,
     pub passphrase_env: Option<String>,
+    pub key_command: Option<Vec<String>>,
     pub key_id: Option<String>,
 }
 
@@ -46,7 +52,12 @@ pub enum KeySpec {
     File(PathBuf),
     Env(String),
     PassphraseEnv(String),
+    /// A program and its arguments (no shell) that print the key on stdout.
+    Command(Vec<String>),
 }
+
+/// The prefix of a `key_file` under systemd's credentials directory.
+const CREDENTIALS: &str = "${CREDENTIALS_DIRECTORY}";
 
 #[derive(Debug, Clone)]
 pub struct EncryptionPlan {
@@ -70,7 +81,7 @@ pub(super) fn validate(f: Option<EncryptionFile>, v: &Validator) -> Result<Optio
     let e = match f {
         None => return Err(v.error(
             "[encryption]",
-            "missing: configure a key (key_file, key_env or passphrase_env), or set enabled = false to store backups unencrypted",
+            "missing: configure a key (key_file, key_env, passphrase_env or key_command), or set enabled = false to store backups unencrypted",
         )),
         Some(e) if !e.enabled => return Ok(None),
         Some(e) => e,
@@ -79,6 +90,7 @@ pub(super) fn validate(f: Option<EncryptionFile>, v: &Validator) -> Result<Optio
         key_file: e.key_file,
         key_env: e.key_env,
         passphrase_env: e.passphrase_env,
+        key_command: e.key_command,
         key_id: e.key_id,
     };
     let current = key_plan(current, "encryption", v)?;
@@ -92,17 +104,32 @@ pub(super) fn validate(f: Option<EncryptionFile>, v: &Validator) -> Result<Optio
 }
 
 fn key_plan(k: OldKeyFile, section: &str, v: &Validator) -> Result<KeyPlan> {
+    let file = |p: PathBuf| {
+        // Expanded when read: the credentials directory exists only in the run.
+        if p.starts_with(CREDENTIALS) {
+            KeySpec::File(p)
+        } else {
+            KeySpec::File(v.path(p))
+        }
+    };
+    if k.key_command.as_ref().is_some_and(|c| c.is_empty() || c[0].is_empty()) {
+        return Err(v.error(
+            &format!("{section}.key_command"),
+            "is empty: name the program and its arguments, e.g. [\"systemd-creds\", \"cat\", \"bkp-key\"]",
+        ));
+    }
     let mut sources: Vec<KeySpec> = k
         .key_file
-        .map(|p| KeySpec::File(v.path(p)))
+        .map(file)
         .into_iter()
         .chain(k.key_env.map(KeySpec::Env))
         .chain(k.passphrase_env.map(KeySpec::PassphraseEnv))
+        .chain(k.key_command.map(KeySpec::Command))
         .collect();
     if sources.len() != 1 {
         return Err(v.error(
             &format!("[{section}]"),
-            "set exactly one of key_file, key_env, passphrase_env",
+            "set exactly one of key_file, key_env, passphrase_env, key_command",
         ));
     }
     if let Some(id) = &k.key_id {
@@ -141,7 +168,8 @@ pub fn load_keyring(e: &EncryptionPlan) -> Result<Keyring> {
 
 fn load_key(k: &KeyPlan) -> Result<MasterKey> {
     let key = match &k.spec {
-        KeySpec::File(p) => read_key_file(p)?,
+        KeySpec::File(p) => read_key_file(&expand_credentials(p)?)?,
+        KeySpec::Command(argv) => run_key_command(argv)?,
         KeySpec::Env(v) => {
             let text = std::env::var(v).map_err(|_| {
                 coded(Code::Config, format!("key_env names {v}, which is not set: export the key (64 hex characters) in {v}"))
@@ -164,6 +192,48 @@ fn load_key(k: &KeyPlan) -> Result<MasterKey> {
         Some(id) => key.with_id(id.clone()),
         None => key,
     })
+}
+
+/// `p` with a leading `${CREDENTIALS_DIRECTORY}` replaced by its value.
+fn expand_credentials(p: &Path) -> Result<PathBuf> {
+    let Ok(rest) = p.strip_prefix(CREDENTIALS) else {
+        return Ok(p.to_path_buf());
+    };
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) => Ok(PathBuf::from(dir).join(rest)),
+        None => Err(coded(
+            Code::Config,
+            format!(
+                "key_file {} names the credentials directory, but CREDENTIALS_DIRECTORY is not set: run bkp from a systemd unit with LoadCredential= (or name the key file by its path)",
+                p.display()
+            ),
+        )),
+    }
+}
+
+/// Runs a key command (scrubbed environment, no shell) and reads the key it
+/// prints. Its stderr goes to bkp's; its stdout, the key, nowhere else.
+fn run_key_command(argv: &[String]) -> Result<MasterKey> {
+    let program = &argv[0];
+    let out = crate::child::command(program, &[])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| {
+            coded(
+                Code::Config,
+                format!("key_command: cannot run {program}: {e}; check the program's path"),
+            )
+        })?;
+    let text = zeroize::Zeroizing::new(out.stdout);
+    if !out.status.success() {
+        return Err(coded(
+            Code::Config,
+            format!("key_command {program} failed ({}); run it by hand to see why", out.status),
+        ));
+    }
+    MasterKey::from_key_text(&text, &format!("the output of key_command {program}"))
 }
 
 fn read_key_file(p: &Path) -> Result<MasterKey> {
@@ -207,6 +277,50 @@ mod tests {
             &MINIMAL.replace("[encryption]\nenabled = false", ""),
             "[encryption]: missing",
         );
+    }
+
+    #[test]
+    fn a_key_command_prints_the_key_and_its_failures_are_config_errors() {
+        let with = |argv: &str| {
+            p(&MINIMAL.replace("enabled = false", &format!("key_command = {argv}\n")))
+                .unwrap()
+                .keyring()
+        };
+        let ring = with("[\"printf\", \"%064d\", \"7\"]").unwrap().unwrap();
+        let mut want = [0u8; 32];
+        want[31] = 7;
+        assert_eq!(ring.current().id(), crate::crypto::key_id_of(&want));
+        for argv in ["[\"false\"]", "[\"/nonexistent/keytool\"]", "[\"printf\", \"short\"]"] {
+            let e = with(argv).unwrap_err();
+            assert_eq!(crate::exit::classify(&e), Some(Code::Config), "{argv}: {e:#}");
+        }
+        fails_naming(
+            &MINIMAL.replace("enabled = false", "key_command = []\n"),
+            "encryption.key_command",
+        );
+    }
+
+    #[test]
+    fn a_key_file_in_the_credentials_directory_is_found_when_read() {
+        let plan = p(&MINIMAL.replace(
+            "enabled = false",
+            "key_file = \"${CREDENTIALS_DIRECTORY}/bkp.key\"\n",
+        ))
+        .unwrap();
+        let e = plan.encryption.as_ref().unwrap();
+        assert!(
+            matches!(e.current.spec, KeySpec::File(ref f) if f == Path::new("${CREDENTIALS_DIRECTORY}/bkp.key")),
+            "not made relative to the config's directory"
+        );
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("bkp.key"), [3u8; 32]).unwrap();
+        std::env::remove_var("CREDENTIALS_DIRECTORY");
+        let err = plan.keyring().unwrap_err();
+        assert!(format!("{err:#}").contains("LoadCredential"), "{err:#}");
+        std::env::set_var("CREDENTIALS_DIRECTORY", d.path());
+        let ring = plan.keyring().unwrap().unwrap();
+        std::env::remove_var("CREDENTIALS_DIRECTORY");
+        assert_eq!(ring.current().id(), crate::crypto::key_id_of(&[3u8; 32]));
     }
 
     #[test]
