@@ -32,6 +32,10 @@ pub struct TigerBeetleFile {
     /// by starting a private replica on the copy after the upload.
     #[serde(default)]
     pub count_rows: bool,
+    /// Environment variables the stop and start commands and `tigerbeetle` may
+    /// see beyond the harmless ones (see `child.rs`).
+    #[serde(default)]
+    pub pass_env: Vec<String>,
 }
 
 fn default_mode() -> String {
@@ -94,6 +98,8 @@ pub struct TigerBeetlePlan {
     pub replica_args: Vec<String>,
     pub retention_days: u16,
     pub count_rows: bool,
+    /// Variables passed to child processes beyond the harmless ones.
+    pub pass_env: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -150,6 +156,16 @@ pub(super) fn validate(t: TigerBeetleFile, v: &Validator) -> Result<TigerBeetleP
         }),
         None => None,
     };
+    if let Some(bad) = t
+        .pass_env
+        .iter()
+        .find(|n| n.is_empty() || n.contains('=') || n.contains('\0'))
+    {
+        return Err(v.error(
+            "tigerbeetle.pass_env",
+            format!("{bad:?} is not an environment variable name"),
+        ));
+    }
     Ok(TigerBeetlePlan {
         data_file: t.data_file.map(|p| v.path(p)),
         cluster,
@@ -158,6 +174,7 @@ pub(super) fn validate(t: TigerBeetleFile, v: &Validator) -> Result<TigerBeetleP
         replica_args: t.replica_args,
         count_rows: t.count_rows,
         retention_days: t.retention_days.unwrap_or(365),
+        pass_env: t.pass_env,
     })
 }
 
