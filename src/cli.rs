@@ -166,6 +166,18 @@ pub struct ListArgs {
     /// Only backups of this kind.
     #[arg(long, value_enum)]
     pub kind: Option<KindArg>,
+
+    /// Only backups made by this operation (snapshot, logs, export, replicate).
+    #[arg(long, value_name = "OPERATION")]
+    pub operation: Option<String>,
+
+    /// Only backups started at or after TIME (RFC 3339) or within DURATION (e.g. 7d).
+    #[arg(long, value_name = "TIME|DURATION")]
+    pub since: Option<String>,
+
+    /// Only the newest N of what the other filters select.
+    #[arg(long, value_name = "N")]
+    pub last: Option<usize>,
 }
 
 #[derive(Debug, Args)]

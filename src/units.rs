@@ -1,4 +1,5 @@
-//! Human-friendly sizes and durations in config files and flags: `16MiB`, `15m`.
+//! Human-friendly sizes, durations and times in config files and flags: `16MiB`,
+//! `15m`, `--since 7d`.
 
 use std::time::Duration;
 
@@ -74,6 +75,24 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     Ok(total)
 }
 
+/// A `--since` value: an RFC 3339 time, or a duration back from `now` (`7d`).
+pub fn parse_since(flag: &str, s: &str, now: time::OffsetDateTime) -> anyhow::Result<time::OffsetDateTime> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(t);
+    }
+    let d = parse_duration(s).map_err(|_| {
+        crate::exit::coded(
+            crate::exit::Code::Config,
+            format!("{flag} {s:?} is neither an RFC 3339 time (2026-11-22T06:00:00Z) nor a duration (7d)"),
+        )
+    })?;
+    Ok(time::Duration::try_from(d)
+        .ok()
+        .and_then(|d| now.checked_sub(d))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH))
+}
+
 /// The longest duration accepted anywhere, so that `now + duration` never overflows.
 pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
 
@@ -87,6 +106,21 @@ pub fn deadline(d: Duration) -> std::time::Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn since_takes_a_time_or_a_duration_back() {
+        let now = time::macros::datetime!(2026-11-23 12:00 UTC);
+        assert_eq!(
+            parse_since("--since", "2026-11-22T06:00:00Z", now).unwrap(),
+            time::macros::datetime!(2026-11-22 06:00 UTC)
+        );
+        assert_eq!(
+            parse_since("--since", "36h", now).unwrap(),
+            time::macros::datetime!(2026-11-22 00:00 UTC)
+        );
+        let e = parse_since("--since", "yesterday", now).unwrap_err();
+        assert!(format!("{e}").contains("--since \"yesterday\""), "{e}");
+    }
 
     #[test]
     fn sizes() {

@@ -697,3 +697,36 @@ fn latest_never_falls_back_past_a_newer_manifest_it_cannot_read() {
     assert_exit(&out, 0);
     assert!(target.exists());
 }
+
+#[test]
+fn list_filters_by_operation_time_and_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(&data, StoreKind::Local, "");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let out = s.bkp(&["--json", "snapshot"]);
+        assert_exit(&out, 0);
+        ids.push(json(&out)["manifest"]["id"].as_str().unwrap().to_string());
+    }
+    let listed = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["--json", "list"];
+        all.extend_from_slice(args);
+        let out = s.bkp(&all);
+        assert_exit(&out, 0);
+        json(&out)["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(listed(&[]), ids);
+    assert_eq!(listed(&["--last", "2"]), ids[1..].to_vec());
+    assert_eq!(listed(&["--operation", "snapshot", "--last", "1"]), ids[2..].to_vec());
+    assert!(listed(&["--operation", "logs"]).is_empty());
+    assert_eq!(listed(&["--since", "1h"]), ids);
+    assert!(listed(&["--since", "2999-01-01T00:00:00Z"]).is_empty());
+    assert_exit(&s.bkp(&["list", "--operation", "bogus"]), 3);
+    assert_exit(&s.bkp(&["list", "--since", "yesterday"]), 3);
+}

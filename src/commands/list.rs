@@ -13,7 +13,31 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
     let store = open_store(&ctx.plan)?;
     let kind = args.kind.map(Kind::from);
     let (all, unreadable) = manifest::list(store.as_ref(), kind)?;
+    // Chains are judged on everything; the filters choose the rows shown.
     let chains = chain::Index::new(&all);
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| crate::units::parse_since("--since", s, time::OffsetDateTime::now_utc()))
+        .transpose()?;
+    if let Some(op) = &args.operation {
+        const OPERATIONS: [&str; 4] = ["snapshot", "logs", "export", "replicate"];
+        if !OPERATIONS.contains(&op.as_str()) {
+            return Err(crate::exit::coded(
+                crate::exit::Code::Config,
+                format!("--operation {op:?} is not one of {}", OPERATIONS.join(", ")),
+            ));
+        }
+    }
+    let mut shown: Vec<&manifest::Manifest> = all
+        .iter()
+        .filter(|m| args.operation.as_ref().is_none_or(|op| &m.operation == op))
+        .filter(|m| since.is_none_or(|t| m.started_at >= t))
+        .collect();
+    if let Some(n) = args.last {
+        let skip = shown.len().saturating_sub(n);
+        shown.drain(..skip);
+    }
     for u in &unreadable {
         ctx.ui.warn(&format!(
             "manifest {} could not be read and is not listed: {}",
@@ -22,7 +46,7 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
     }
 
     if ctx.ui.json {
-        let rows: Vec<_> = all
+        let rows: Vec<_> = shown
             .iter()
             .map(|m| {
                 json!({
@@ -48,8 +72,12 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
         return Ok(());
     }
 
-    if all.is_empty() {
-        ctx.ui.info(&format!("no backups in {}", store.identity()));
+    if shown.is_empty() {
+        ctx.ui.info(&format!(
+            "no backups{} in {}",
+            if shown.len() < all.len() { " match" } else { "" },
+            store.identity()
+        ));
         return Ok(());
     }
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
@@ -57,7 +85,7 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
         "{:<36}  {:<11}  {:<11}  {:<9}  {:<20}  {:>10}  {:<9}  CHAIN",
         "ID", "KIND", "SCOPE", "OPERATION", "STARTED (UTC)", "SIZE", "STATUS"
     ))?;
-    for m in &all {
+    for m in &shown {
         crate::ui::out(&format!(
             "{:<36}  {:<11}  {:<11}  {:<9}  {:<20}  {:>10}  {:<9}  {}",
             m.id.to_string(),

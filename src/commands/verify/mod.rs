@@ -50,24 +50,11 @@ use drill::{drill, Drill};
 use objects::{check_backup, BackupCheck, StoreIndex};
 
 fn selected(all: &[Manifest], args: &VerifyArgs, now: OffsetDateTime) -> Result<Vec<Manifest>> {
-    let since = match &args.since {
-        None => None,
-        Some(s) => Some(match OffsetDateTime::parse(s, &Rfc3339) {
-            Ok(t) => t,
-            Err(_) => {
-                let d = crate::units::parse_duration(s).map_err(|_| {
-                    coded(
-                        Code::Config,
-                        format!("--since {s:?} is neither an RFC 3339 time (2026-11-22T06:00:00Z) nor a duration (7d)"),
-                    )
-                })?;
-                time::Duration::try_from(d)
-                    .ok()
-                    .and_then(|d| now.checked_sub(d))
-                    .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-            }
-        }),
-    };
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| crate::units::parse_since("--since", s, now))
+        .transpose()?;
     let kind = args.kind.map(Kind::from);
     Ok(all
         .iter()
