@@ -100,6 +100,13 @@ pub enum Command {
     /// with the store; --drill also restores each and proves the data loads.
     Verify(VerifyArgs),
 
+    /// Check everything a backup run needs, one line per check: the config, every
+    /// key, the work directory, the store (PUT, HEAD, LIST, GET, DELETE, and that a
+    /// create-only write is never allowed to replace an object), the ledger, the
+    /// TigerBeetle binary and data file, the DuckDB database and the replication
+    /// source. Exits with the code of the first failure.
+    Check,
+
     /// Manage master keys.
     #[command(subcommand)]
     Key(KeyCommand),

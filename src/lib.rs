@@ -79,6 +79,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Cleanup(a) => commands::cleanup::run(&ctx, a),
         Command::Verify(a) => commands::verify::run(&ctx, a),
         Command::Status => commands::status::run(&ctx),
+        Command::Check => commands::check::run(&ctx),
         Command::Replicate => commands::replicate::run(&ctx),
         Command::Key(KeyCommand::Generate { path }) => commands::key::generate(&ctx.ui, path),
     }

@@ -12,6 +12,7 @@ use crate::stages::progress::Progress;
 use crate::store::{local::LocalStore, s3::S3Store, Store};
 use crate::ui::Ui;
 
+pub mod check;
 pub mod cleanup;
 pub mod export;
 pub mod key;

@@ -1,0 +1,247 @@
+//! `bkp check`: a preflight of everything a backup run needs, one line per check,
+//! changing nothing that matters (a probe object is written and removed).
+//!
+//! Checks: the config (it loaded), every key, the work directory, the store
+//! (PUT, HEAD, LIST, GET, DELETE, and that a second create-only PUT of one key
+//! is refused — bkp's promise never to overwrite a backup rests on the service
+//! honouring `If-None-Match: *`), the ledger cluster, the TigerBeetle binary and
+//! data file, the DuckDB database and the replication source. The exit code is
+//! the code of the first failure.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use super::{open_store, Ctx};
+use crate::exit::{coded, Code};
+use crate::store::Store;
+use crate::ui;
+use crate::workdir::WorkDir;
+
+/// The outcome of one check.
+struct Check {
+    name: &'static str,
+    outcome: Result<String>,
+}
+
+pub fn run(ctx: &Ctx) -> Result<()> {
+    let plan = &ctx.plan;
+    let mut checks = vec![Check {
+        name: "config",
+        outcome: Ok(format!("{} is valid", plan.source.display())),
+    }];
+    checks.push(Check {
+        name: "keys",
+        outcome: keys(ctx),
+    });
+    checks.push(Check {
+        name: "work_dir",
+        outcome: work_dir(ctx),
+    });
+    checks.push(Check {
+        name: "store",
+        outcome: open_store(plan).and_then(|s| probe_store(s.as_ref())),
+    });
+    if let Some(cfg) = &plan.ledger {
+        checks.push(Check {
+            name: "ledger",
+            outcome: crate::ledger::account_balances(
+                cfg,
+                crate::ledger::source_account_id(crate::ledger::BackupType::Tigerbeetle),
+            )
+            .map(|_| format!("cluster {} answers", cfg.addresses)),
+        });
+    }
+    if let Some(tb) = &plan.tigerbeetle {
+        if let Some(binary) = &tb.binary {
+            checks.push(Check {
+                name: "tigerbeetle.binary",
+                outcome: binary_version(binary, &tb.pass_env),
+            });
+        }
+        if let Some(file) = &tb.data_file {
+            checks.push(Check {
+                name: "tigerbeetle.data_file",
+                outcome: readable_file(file),
+            });
+        }
+    }
+    if let Some(d) = &plan.duckdb {
+        checks.push(Check {
+            name: "duckdb.database",
+            outcome: readable_file(&d.database),
+        });
+    }
+    if let Some(r) = &plan.replicate {
+        checks.push(Check {
+            name: "replicate.source",
+            outcome: match &r.source {
+                crate::replicate::SourcePlan::Local(dir) => std::fs::read_dir(dir)
+                    .map(|_| format!("{} is readable", dir.display()))
+                    .with_context(|| format!("cannot read {}", dir.display())),
+                _ => Ok("an S3 source, checked by `bkp replicate`".into()),
+            },
+        });
+    }
+    report(ctx, &checks)
+}
+
+fn report(ctx: &Ctx, checks: &[Check]) -> Result<()> {
+    let first_failure = checks.iter().find_map(|c| c.outcome.as_ref().err());
+    if ctx.ui.json {
+        let rows: Vec<_> = checks
+            .iter()
+            .map(|c| match &c.outcome {
+                Ok(detail) => json!({"name": c.name, "ok": true, "detail": detail}),
+                Err(e) => json!({
+                    "name": c.name,
+                    "ok": false,
+                    "detail": format!("{e:#}"),
+                    "exit_code": crate::exit::exit_code(e),
+                }),
+            })
+            .collect();
+        ui::out(&serde_json::to_string_pretty(&json!({
+            "schema": "bkp.check/1",
+            "ok": first_failure.is_none(),
+            "checks": rows,
+        }))?)?;
+    } else {
+        for c in checks {
+            match &c.outcome {
+                Ok(detail) => ui::out(&format!("ok    {:<22} {detail}", c.name))?,
+                Err(e) => ui::out(&format!("FAIL  {:<22} {e:#}", c.name))?,
+            }
+        }
+    }
+    match first_failure {
+        None => Ok(()),
+        Some(e) => {
+            let failed = checks.iter().filter(|c| c.outcome.is_err()).count();
+            let code = crate::exit::classify(e).unwrap_or(Code::Config);
+            Err(coded(
+                code,
+                format!(
+                    "{failed} check{} failed; the first: {e:#}",
+                    if failed == 1 { "" } else { "s" }
+                ),
+            ))
+        }
+    }
+}
+
+fn keys(ctx: &Ctx) -> Result<String> {
+    match ctx.plan.keyring()? {
+        None => Ok("encryption is off: backups are stored unencrypted".into()),
+        Some(k) => {
+            let mut ids = vec![format!("{} (current)", k.current().id())];
+            let n = ctx.plan.encryption.as_ref().map_or(0, |e| e.old.len());
+            if n > 0 {
+                ids.push(format!("{n} older key{}", if n == 1 { "" } else { "s" }));
+            }
+            Ok(format!("loaded {}", ids.join(", ")))
+        }
+    }
+}
+
+fn work_dir(ctx: &Ctx) -> Result<String> {
+    let w = WorkDir::new(&ctx.plan.work_dir);
+    w.create()?;
+    drop(w.scratch("check")?);
+    Ok(format!("{} is writable", ctx.plan.work_dir.display()))
+}
+
+/// Writes, reads, lists and deletes a probe object, and proves that a second
+/// create-only write of the same key is refused.
+fn probe_store(store: &dyn Store) -> Result<String> {
+    let started = Instant::now();
+    let key = format!("check/{}.probe", crate::id::BackupId::new_v7(time::OffsetDateTime::now_utc()));
+    let body = b"bkp check probe\n";
+    store
+        .put_new(&key, body, &Vec::new())
+        .with_context(|| format!("PUT {key} failed: bkp needs to write to the store"))?;
+    let outcome = (|| -> Result<()> {
+        let info = store
+            .head(&key)
+            .with_context(|| format!("HEAD {key} failed"))?
+            .with_context(|| format!("HEAD {key}: the object just written is missing"))?;
+        if info.size != body.len() as u64 {
+            anyhow::bail!("HEAD {key}: size {} where {} were written", info.size, body.len());
+        }
+        let listed = store.list("check/").context("LIST check/ failed")?;
+        if !listed.iter().any(|o| o.key == key) {
+            anyhow::bail!("LIST check/ does not show {key}, just written");
+        }
+        if store.get(&key).with_context(|| format!("GET {key} failed"))? != body {
+            anyhow::bail!("GET {key} returned other bytes than were written");
+        }
+        if store.put_new(&key, b"overwritten\n", &Vec::new()).is_ok() {
+            return Err(coded(
+                Code::UnsafeSource,
+                format!(
+                    "{} let a create-only PUT replace {key}: the service ignores If-None-Match, so bkp could not promise never to overwrite a backup; use a service that honours conditional writes",
+                    store.identity()
+                ),
+            ));
+        }
+        Ok(())
+    })();
+    let deleted = store
+        .delete(&key)
+        .with_context(|| format!("DELETE {key} failed: cleanup needs to delete expired backups"));
+    outcome?;
+    deleted?;
+    Ok(format!(
+        "{}: PUT, HEAD, LIST, GET, create-only and DELETE work ({} ms)",
+        store.identity(),
+        started.elapsed().as_millis()
+    ))
+}
+
+fn binary_version(binary: &std::path::Path, pass_env: &[String]) -> Result<String> {
+    let out = crate::child::command(binary, pass_env)
+        .arg("version")
+        .output()
+        .map_err(|e| coded(Code::Config, format!("cannot run {}: {e}", binary.display())))?;
+    if !out.status.success() {
+        return Err(coded(
+            Code::Config,
+            format!("{} version failed ({})", binary.display(), out.status),
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(format!(
+        "{}: {}",
+        binary.display(),
+        text.lines().next().unwrap_or("").trim()
+    ))
+}
+
+fn readable_file(path: &std::path::Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        coded(
+            Code::Config,
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    if !meta.is_file() {
+        return Err(coded(
+            Code::Config,
+            format!("{} is not a file", path.display()),
+        ));
+    }
+    std::fs::File::open(path).map_err(|e| {
+        coded(
+            Code::Config,
+            format!("cannot open {}: {e}", path.display()),
+        )
+    })?;
+    Ok(format!(
+        "{} ({}, mode {:o})",
+        path.display(),
+        ui::size(meta.len()),
+        meta.permissions().mode() & 0o7777
+    ))
+}
