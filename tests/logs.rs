@@ -230,3 +230,31 @@ fn a_stored_segment_is_reported_even_when_its_ledger_record_fails() {
         .join(format!("store/manifests/tigerbeetle/{id}.json"))
         .exists());
 }
+
+#[test]
+fn two_clusters_sharing_a_store_keep_their_own_chains() {
+    let a = TigerBeetle::start();
+    let b = TigerBeetle::start_cluster(7);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_a = config(dir.path(), &a.address());
+    // The same store, the other cluster.
+    let cfg_b = dir.path().join("b.toml");
+    fs::write(
+        &cfg_b,
+        fs::read_to_string(&cfg_a).unwrap().replace(
+            &format!("addresses = \"{}\"", a.address()),
+            &format!("addresses = \"{}\"\ncluster_id = 7", b.address()),
+        ),
+    )
+    .unwrap();
+    repl(&a.address(), "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700;");
+    let (a1, _) = logs(&cfg_a);
+    let (b1, _) = logs(&cfg_b);
+    assert!(b1["parent"].is_null(), "cluster 7 continued cluster 0's chain: {b1}");
+    assert_eq!(b1["source"]["after"], "0");
+    assert_eq!(b1["source"]["cluster_id"], "7");
+    let (a2, _) = logs(&cfg_a);
+    assert_eq!(a2["parent"], a1["id"], "cluster 0 continues its own chain");
+    let (b2, _) = logs(&cfg_b);
+    assert_eq!(b2["parent"], b1["id"]);
+}

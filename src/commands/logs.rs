@@ -18,14 +18,15 @@ use super::{open_store, Ctx};
 use crate::chain;
 use crate::exit::{coded, Code};
 use crate::ledger::Operation;
-use crate::manifest::tigerbeetle::{interval, LOGS};
+use crate::manifest::tigerbeetle::{interval, is_log_of, LOGS};
 use crate::manifest::{self, Kind, Manifest, Scope};
 use crate::store::Store;
 use crate::{pipeline, tblog, ui};
 
-/// Every TigerBeetle manifest (snapshots and log segments), oldest first.
-fn tigerbeetle_manifests(store: &dyn Store) -> Result<Vec<Manifest>> {
-    Ok(manifest::list(store, Some(Kind::Tigerbeetle))?.0)
+/// Every TigerBeetle manifest (snapshots and log segments), oldest first, and
+/// those that could not be read.
+fn tigerbeetle_manifests(store: &dyn Store) -> Result<(Vec<Manifest>, Vec<manifest::Unreadable>)> {
+    manifest::list(store, Some(Kind::Tigerbeetle))
 }
 
 pub fn run(ctx: &Ctx) -> Result<()> {
@@ -66,13 +67,28 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         },
     )?;
     let id = run.id;
-    let all = tigerbeetle_manifests(store.as_ref())?;
+    let (all, unreadable) = tigerbeetle_manifests(store.as_ref())?;
     for (segment, b) in chain::Index::new(&all).log_breaks() {
         ctx.ui.warn(&format!(
             "the TigerBeetle log chain is broken: segment {segment}: {b}; point-in-time restore cannot cross this gap — take a snapshot to start a restorable point after it"
         ));
     }
-    let head = all.iter().rfind(|m| m.operation == LOGS).cloned();
+    // The chain of this cluster; a newer manifest that cannot be read may be its
+    // head, and continuing from an older one would fork the chain.
+    let head = all
+        .iter()
+        .rfind(|m| is_log_of(m, cfg.cluster_id))
+        .cloned();
+    let hidden: Vec<_> = unreadable
+        .iter()
+        .filter(|u| head.as_ref().is_none_or(|h| u.may_be_newer_than(h.started_at)))
+        .collect();
+    if !hidden.is_empty() {
+        return Err(manifest::unreadable_error(
+            "the log chain cannot continue safely",
+            &hidden,
+        ));
+    }
     let (parent, after) = match &head {
         Some(m) => {
             let (_, until) = interval(m).with_context(|| {

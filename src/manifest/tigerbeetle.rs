@@ -19,6 +19,22 @@ pub fn interval(m: &Manifest) -> Option<(u64, u64)> {
     Some((get("after")?, get("until")?))
 }
 
+/// The cluster a log segment was captured from (`source.cluster_id`, a decimal
+/// string). Log chains are per cluster: two clusters sharing a store never
+/// continue each other's chain.
+pub fn cluster_id(m: &Manifest) -> Option<u128> {
+    match m.source.get("cluster_id")? {
+        serde_json::Value::String(s) => s.parse().ok(),
+        v => v.as_u64().map(u128::from),
+    }
+}
+
+/// Whether `m` is a log segment of `cluster` (a segment that names no cluster
+/// belongs to every one, as older releases wrote them).
+pub fn is_log_of(m: &Manifest, cluster: u128) -> bool {
+    m.operation == LOGS && cluster_id(m).is_none_or(|c| c == cluster)
+}
+
 /// The newest TigerBeetle timestamp a snapshot holds, when its rows were counted
 /// (`tigerbeetle.count_rows`).
 pub fn snapshot_newest(m: &Manifest) -> Option<u64> {

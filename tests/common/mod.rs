@@ -298,10 +298,16 @@ pub struct TigerBeetle {
 impl TigerBeetle {
     /// Formats a fresh data file in a new scratch directory and starts a replica on it.
     pub fn start() -> TigerBeetle {
+        Self::start_cluster(0)
+    }
+
+    /// Like [`TigerBeetle::start`], for cluster id `cluster`.
+    pub fn start_cluster(cluster: u128) -> TigerBeetle {
         let mut format = Command::new(tool("tigerbeetle"));
         let dir = scratch_dir("tigerbeetle");
-        let data_file = dir.join("0_0.tigerbeetle");
-        format.args(["format", "--cluster=0", "--replica=0", "--replica-count=1"]);
+        let data_file = dir.join(format!("{cluster}_0.tigerbeetle"));
+        format.arg("format").arg(format!("--cluster={cluster}"));
+        format.args(["--replica=0", "--replica-count=1"]);
         format.arg("--development").arg(&data_file);
         let out = format.output().unwrap();
         if !out.status.success() {

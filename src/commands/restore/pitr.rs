@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 
 use crate::chain;
 use crate::commands::Ctx;
-use crate::manifest::tigerbeetle::{interval, LOGS};
+use crate::manifest::tigerbeetle::{interval, is_log_of, LOGS};
 use crate::crypto::Keyring;
 use crate::exit::{coded, Code};
 use crate::manifest::{self, Kind};
@@ -203,7 +203,12 @@ pub fn replay_logs(
     }
 
     // The segments covering (newest, at], which must meet without a gap.
+    // Only this cluster's chain (the cluster the private replica runs as).
     let (all, unreadable) = manifest::list(store, Some(Kind::Tigerbeetle))?;
+    let all: Vec<_> = all
+        .into_iter()
+        .filter(|m| m.operation != LOGS || is_log_of(m, cfg.cluster_id))
+        .collect();
     let (logs, reached) = chain::log_cover(&all, newest, at_ns).map_err(|h| {
         coded(
             Code::Integrity,
