@@ -214,6 +214,12 @@ pub struct RestoreArgs {
     /// restore completed and verified).
     #[arg(long)]
     pub force: bool,
+
+    /// Say what the restore would read (backups, objects, bytes), where it would
+    /// stage and whether the target would be accepted; download nothing, change
+    /// nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

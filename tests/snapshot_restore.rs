@@ -730,3 +730,35 @@ fn list_filters_by_operation_time_and_count() {
     assert_exit(&s.bkp(&["list", "--operation", "bogus"]), 3);
     assert_exit(&s.bkp(&["list", "--since", "yesterday"]), 3);
 }
+
+#[test]
+fn restore_dry_run_says_what_it_would_do_and_does_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(&data, StoreKind::Local, "");
+    let out = s.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    let m = json(&out)["manifest"].clone();
+    let target = s.path("target");
+    let out = s.bkp(&["--json", "restore", "latest", "--dry-run", "--target", target.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    let v = json(&out);
+    assert_eq!(v["backup"], m["id"]);
+    assert_eq!(v["objects"], 1);
+    assert_eq!(v["bytes"], m["objects"][0]["size"]);
+    assert_eq!(v["target_ok"], true);
+    assert!(!target.exists(), "a dry run creates nothing");
+    // A non-empty target: the dry run fails as the restore would, and keeps it.
+    fs::create_dir(&target).unwrap();
+    fs::write(target.join("keep"), b"x").unwrap();
+    let out = s.bkp(&["restore", "latest", "-n", "--target", target.to_str().unwrap()]);
+    assert_exit(&out, 8);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("refused"));
+    assert_eq!(fs::read(target.join("keep")).unwrap(), b"x");
+    let leftovers: Vec<_> = fs::read_dir(s.dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".bkp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -27,6 +27,7 @@ use crate::stages::progress::Progress;
 use crate::store::Store;
 use crate::workdir::WorkDir;
 
+mod dry_run;
 pub mod duckdb;
 pub mod parquet;
 pub mod pitr;
@@ -60,6 +61,9 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     let at = parse_at(args.at.as_deref())?;
     let store = super::open_store(plan)?;
     let rp = resolve(store.as_ref(), args, at)?;
+    if args.dry_run {
+        return dry_run::run(ctx, store.as_ref(), &rp, args);
+    }
     let keyring = keyring_for(plan, &rp)?;
     let src = Source {
         store: store.as_ref(),

@@ -1,0 +1,129 @@
+//! `bkp restore --dry-run`: what a restore would read, how big it is, where it
+//! would stage and whether the target would be accepted, without downloading a
+//! byte or touching the target.
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::target::{Shape, Target};
+use super::RestorePlan;
+use crate::chain;
+use crate::cli::RestoreArgs;
+use crate::commands::Ctx;
+use crate::manifest::tigerbeetle::{interval, is_log_of, snapshot_newest, LOGS};
+use crate::manifest::{self, duckdb as export, Kind, Manifest};
+use crate::store::Store;
+use crate::ui;
+
+/// The manifests whose objects the restore reads, in order.
+fn reads<'m>(ctx: &Ctx, rp: &RestorePlan, all: &'m [Manifest]) -> Result<Vec<&'m Manifest>> {
+    let backup = rp.backup.as_ref().and_then(|b| all.iter().find(|m| m.id == b.id));
+    Ok(match rp.kind {
+        Kind::Duckdb => match backup {
+            Some(m) => chain::Index::new(all).ancestry(m).map_err(|b| {
+                crate::exit::coded(crate::exit::Code::Integrity, format!("export {}: {b}", m.id))
+            })?,
+            None => Vec::new(),
+        },
+        Kind::Tigerbeetle if rp.at.is_some() => {
+            let cluster = ctx
+                .plan
+                .tigerbeetle
+                .as_ref()
+                .and_then(|t| t.cluster.as_ref())
+                .map_or(0, |c| c.cluster_id);
+            // The snapshot's own end when it was counted, else its start time.
+            let from = backup
+                .map(|m| {
+                    snapshot_newest(m).unwrap_or(m.started_at.unix_timestamp_nanos().max(0) as u64)
+                })
+                .unwrap_or(0);
+            let to = rp.at.map_or(u64::MAX, |t| t.unix_timestamp_nanos().max(0) as u64);
+            backup
+                .into_iter()
+                .chain(all.iter().filter(|m| {
+                    is_log_of(m, cluster)
+                        && interval(m).is_some_and(|(after, until)| until > from && after < to)
+                }))
+                .collect()
+        }
+        _ => backup.into_iter().collect(),
+    })
+}
+
+pub fn run(ctx: &Ctx, store: &dyn Store, rp: &RestorePlan, args: &RestoreArgs) -> Result<()> {
+    let all = match rp.kind {
+        Kind::Duckdb => export::export_manifests(store)?,
+        Kind::Tigerbeetle if rp.at.is_some() => manifest::list(store, Some(Kind::Tigerbeetle))?.0,
+        _ => rp.backup.clone().into_iter().collect(),
+    };
+    let read = reads(ctx, rp, &all)?;
+    let objects: usize = read.iter().map(|m| m.objects.len()).sum();
+    let bytes: u64 = read.iter().map(|m| m.stored_bytes()).sum();
+    let shape = if rp.kind == Kind::Duckdb { Shape::File } else { Shape::Dir };
+    let target = Target::check(&args.target, shape, args.force, &super::precious(&ctx.plan));
+    let verdict = match &target {
+        Ok(t) if t.exists => "would be replaced once the restore verified (--force)".to_string(),
+        Ok(_) => "is new or empty: accepted".to_string(),
+        Err(e) => format!("refused: {e:#}"),
+    };
+    let staging = args
+        .target
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    if ctx.ui.json {
+        ui::out(&serde_json::to_string_pretty(&json!({
+            "schema": "bkp.restore-plan/1",
+            "kind": rp.kind,
+            "backup": rp.backup.as_ref().map(|m| m.id),
+            "at": rp.at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+            "reads": read.iter().map(|m| json!({
+                "id": m.id,
+                "operation": m.operation,
+                "objects": m.objects.len(),
+                "bytes": m.stored_bytes(),
+            })).collect::<Vec<_>>(),
+            "objects": objects,
+            "bytes": bytes,
+            "store": store.identity(),
+            "target": args.target,
+            "staging_in": staging,
+            "target_ok": target.is_ok(),
+            "target_verdict": verdict,
+        }))?)?;
+    } else {
+        match &rp.backup {
+            Some(m) => ui::out(&format!(
+                "would restore {} {} {} ({}){}",
+                m.kind.as_str(),
+                m.operation,
+                m.id,
+                m.started_at,
+                rp.at.map(|t| format!(" and replay the log up to {t}")).unwrap_or_default()
+            ))?,
+            None => ui::out(&format!(
+                "would replay the log from the beginning up to {}",
+                rp.at.map(|t| t.to_string()).unwrap_or_default()
+            ))?,
+        }
+        for m in &read {
+            ui::out(&format!(
+                "  read {:<9} {}  {} object(s), {}",
+                if m.operation == LOGS { "segment" } else { m.operation.as_str() },
+                m.id,
+                m.objects.len(),
+                ui::size(m.stored_bytes())
+            ))?;
+        }
+        ui::out(&format!(
+            "would read {objects} object(s), {} from {}",
+            ui::size(bytes),
+            store.identity()
+        ))?;
+        ui::out(&format!("would stage beside the target, in {staging}"))?;
+        ui::out(&format!("target {}: {verdict}", args.target.display()))?;
+    }
+    // A refused target fails the dry run with the code the restore would have.
+    target.map(|_| ())
+}
