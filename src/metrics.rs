@@ -216,7 +216,9 @@ mod tests {
         assert_eq!(previous_success(&failed), Some(1_700_000_000.0));
         let ok_again = render(&run(true, 1_700_007_200), Some(&failed));
         assert_eq!(previous_success(&ok_again), Some(1_700_007_200.0));
-        assert!(ok.contains("bkp_last_run_objects{kind=\"tigerbeetle\",operation=\"snapshot\",scope=\"full\"} 1\n"));
+        assert!(ok.contains(
+            "bkp_last_run_objects{kind=\"tigerbeetle\",operation=\"snapshot\",scope=\"full\"} 1\n"
+        ));
         let unknown = RunMetrics {
             objects: None,
             ..run(true, 1_700_000_000)

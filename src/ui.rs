@@ -211,7 +211,10 @@ mod tests {
         let f = tempfile::tempfile().unwrap();
         let m = f.metadata().unwrap();
         assert!(journal_matches(&format!("{}:{}", m.dev(), m.ino()), &f));
-        assert!(!journal_matches(&format!("{}:{}", m.dev(), m.ino() + 1), &f));
+        assert!(!journal_matches(
+            &format!("{}:{}", m.dev(), m.ino() + 1),
+            &f
+        ));
         assert!(!journal_matches("", &f));
         assert!(!journal_matches("12", &f));
         assert!(!journal_matches("a:b", &f));

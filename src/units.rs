@@ -76,7 +76,11 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
 }
 
 /// A `--since` value: an RFC 3339 time, or a duration back from `now` (`7d`).
-pub fn parse_since(flag: &str, s: &str, now: time::OffsetDateTime) -> anyhow::Result<time::OffsetDateTime> {
+pub fn parse_since(
+    flag: &str,
+    s: &str,
+    now: time::OffsetDateTime,
+) -> anyhow::Result<time::OffsetDateTime> {
     use time::format_description::well_known::Rfc3339;
     if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
         return Ok(t);

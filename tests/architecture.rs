@@ -79,7 +79,9 @@ fn named_paths(name: &str, text: &str) -> Vec<String> {
             };
             if rest[path.len()..].trim_start_matches(':').starts_with('{') {
                 let group_start = rest.find('{').unwrap();
-                let group_end = rest[group_start..].find('}').map_or(rest.len(), |e| group_start + e);
+                let group_end = rest[group_start..]
+                    .find('}')
+                    .map_or(rest.len(), |e| group_start + e);
                 for item in rest[group_start + 1..group_end].split(',') {
                     let item: String = item
                         .trim()
@@ -111,7 +113,10 @@ fn resolve<'m>(mods: &'m BTreeMap<String, PathBuf>, path: &str) -> Option<&'m st
         .find_map(|c| mods.get_key_value(&c).map(|(k, _)| k.as_str()))
 }
 
-fn graph() -> (BTreeMap<String, PathBuf>, BTreeMap<String, BTreeSet<String>>) {
+fn graph() -> (
+    BTreeMap<String, PathBuf>,
+    BTreeMap<String, BTreeSet<String>>,
+) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mods = modules(&src);
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -198,9 +203,8 @@ fn the_path_reader_follows_groups_and_super() {
 #[test]
 fn no_subcommand_imports_another() {
     let (mods, edges) = graph();
-    let shared = |t: &str| {
-        t == "commands" || t == "commands::run" || t.starts_with("commands::restore")
-    };
+    let shared =
+        |t: &str| t == "commands" || t == "commands::run" || t.starts_with("commands::restore");
     let mut bad = Vec::new();
     for a in mods.keys().filter(|a| a.starts_with("commands::")) {
         for b in &edges[a] {
@@ -222,7 +226,11 @@ fn domain_modules_never_read_the_config_format() {
     let bad: Vec<_> = mods
         .keys()
         .filter(|m| !outside(m) && *m != "config" && !m.starts_with("config::"))
-        .filter(|m| edges[*m].iter().any(|t| t == "config" || t.starts_with("config::")))
+        .filter(|m| {
+            edges[*m]
+                .iter()
+                .any(|t| t == "config" || t.starts_with("config::"))
+        })
         .collect();
     assert!(bad.is_empty(), "domain modules importing config: {bad:?}");
 }

@@ -14,9 +14,18 @@ fn check_passes_on_a_good_setup_and_leaves_nothing_behind() {
         let out = s.bkp(&["check"]);
         assert_exit(&out, 0);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        for name in ["config", "keys", "work_dir", "store", "tigerbeetle.binary", "tigerbeetle.data_file"] {
+        for name in [
+            "config",
+            "keys",
+            "work_dir",
+            "store",
+            "tigerbeetle.binary",
+            "tigerbeetle.data_file",
+        ] {
             assert!(
-                stdout.lines().any(|l| l.starts_with("ok") && l.contains(name)),
+                stdout
+                    .lines()
+                    .any(|l| l.starts_with("ok") && l.contains(name)),
                 "{name}: {stdout}"
             );
         }
@@ -54,10 +63,17 @@ fn a_store_that_refuses_bkp_fails_the_check_without_showing_the_secret() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stdout.lines().any(|l| l.starts_with("FAIL") && l.contains("store")),
+        stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("store")),
         "{stdout}"
     );
     // The other checks still ran.
-    assert!(stdout.lines().any(|l| l.starts_with("ok") && l.contains("keys")), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("keys")),
+        "{stdout}"
+    );
     assert!(!stdout.contains(wrong) && !stderr.contains(wrong));
 }

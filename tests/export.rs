@@ -485,8 +485,7 @@ investigation_notes = "created_at"
     };
     let m = bkp::manifest::find(store.as_ref(), third["id"].as_str().unwrap(), None).unwrap();
     let drill = s.path("drill.duckdb");
-    let counts =
-        bkp::commands::restore::duckdb::restore_database(&src, &m, &drill).unwrap();
+    let counts = bkp::commands::restore::duckdb::restore_database(&src, &m, &drill).unwrap();
     assert_eq!(counts["main.signals"], 3);
     assert_eq!(counts["main.notification_configs"], 4);
     assert!(!counts.contains_key("main.backup_metadata"));
@@ -519,8 +518,7 @@ investigation_notes = "created_at"
     assert_exit(&out, 5);
     assert!(!broken.exists());
     let drill = s.path("drill-broken.duckdb");
-    let err = bkp::commands::restore::duckdb::restore_database(&src, &m, &drill)
-        .unwrap_err();
+    let err = bkp::commands::restore::duckdb::restore_database(&src, &m, &drill).unwrap_err();
     assert_eq!(bkp::exit::exit_code(&err), 5, "{err:#}");
     assert!(
         !drill.exists(),

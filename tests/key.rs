@@ -18,11 +18,17 @@ fn generate_writes_a_private_key_once_and_prints_its_id() {
     let key: [u8; 32] = fs::read(&path).unwrap().try_into().unwrap();
     let id = String::from_utf8(out.stdout).unwrap();
     assert_eq!(id.trim(), bkp::crypto::key_id_of(&key));
-    assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o400);
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o400
+    );
 
     // A second key is another key.
     let other = d.path().join("other.key");
-    assert_exit(&run_bkp(&["key", "generate", other.to_str().unwrap()], &[]), 0);
+    assert_exit(
+        &run_bkp(&["key", "generate", other.to_str().unwrap()], &[]),
+        0,
+    );
     assert_ne!(fs::read(&other).unwrap(), key);
 
     // An existing file is never replaced.

@@ -350,9 +350,13 @@ fn stderr_of_a_failing_run(journal: bool) -> String {
     let f = std::fs::File::create(&log).unwrap();
     let m = f.metadata().unwrap();
     let mut cmd = std::process::Command::new(common::bkp_bin());
-    cmd.args(["--config", d.path().join("missing.toml").to_str().unwrap(), "list"])
-        .stderr(f)
-        .env_remove("JOURNAL_STREAM");
+    cmd.args([
+        "--config",
+        d.path().join("missing.toml").to_str().unwrap(),
+        "list",
+    ])
+    .stderr(f)
+    .env_remove("JOURNAL_STREAM");
     if journal {
         cmd.env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()));
     }
@@ -374,7 +378,10 @@ fn lines_carry_syslog_priorities_only_when_stderr_is_the_journal() {
 fn under_json_an_error_is_one_json_object_with_its_exit_code() {
     let d = tempfile::tempdir().unwrap();
     let missing = d.path().join("missing.toml");
-    let out = run_bkp(&["--json", "--config", missing.to_str().unwrap(), "list"], &[]);
+    let out = run_bkp(
+        &["--json", "--config", missing.to_str().unwrap(), "list"],
+        &[],
+    );
     assert_exit(&out, 3);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let v: serde_json::Value = serde_json::from_str(stderr.trim())
@@ -382,6 +389,9 @@ fn under_json_an_error_is_one_json_object_with_its_exit_code() {
     assert_eq!(v["schema"], "bkp.error/1");
     assert_eq!(v["exit_code"], 3);
     assert_eq!(v["class"], "config");
-    assert!(v["message"].as_str().unwrap().contains("missing.toml"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("missing.toml"),
+        "{v}"
+    );
     assert!(out.stdout.is_empty());
 }

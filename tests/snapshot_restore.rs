@@ -689,7 +689,10 @@ fn latest_never_falls_back_past_a_newer_manifest_it_cannot_read() {
     let out = s.bkp(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_exit(&out, 5);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&newer) && stderr.contains("could not be read"), "{stderr}");
+    assert!(
+        stderr.contains(&newer) && stderr.contains("could not be read"),
+        "{stderr}"
+    );
     assert!(!target.exists());
 
     // Named by its id, the readable snapshot restores.
@@ -723,7 +726,10 @@ fn list_filters_by_operation_time_and_count() {
     };
     assert_eq!(listed(&[]), ids);
     assert_eq!(listed(&["--last", "2"]), ids[1..].to_vec());
-    assert_eq!(listed(&["--operation", "snapshot", "--last", "1"]), ids[2..].to_vec());
+    assert_eq!(
+        listed(&["--operation", "snapshot", "--last", "1"]),
+        ids[2..].to_vec()
+    );
     assert!(listed(&["--operation", "logs"]).is_empty());
     assert_eq!(listed(&["--since", "1h"]), ids);
     assert!(listed(&["--since", "2999-01-01T00:00:00Z"]).is_empty());
@@ -740,7 +746,14 @@ fn restore_dry_run_says_what_it_would_do_and_does_nothing() {
     assert_exit(&out, 0);
     let m = json(&out)["manifest"].clone();
     let target = s.path("target");
-    let out = s.bkp(&["--json", "restore", "latest", "--dry-run", "--target", target.to_str().unwrap()]);
+    let out = s.bkp(&[
+        "--json",
+        "restore",
+        "latest",
+        "--dry-run",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
     assert_exit(&out, 0);
     let v = json(&out);
     assert_eq!(v["backup"], m["id"]);
@@ -751,7 +764,13 @@ fn restore_dry_run_says_what_it_would_do_and_does_nothing() {
     // A non-empty target: the dry run fails as the restore would, and keeps it.
     fs::create_dir(&target).unwrap();
     fs::write(target.join("keep"), b"x").unwrap();
-    let out = s.bkp(&["restore", "latest", "-n", "--target", target.to_str().unwrap()]);
+    let out = s.bkp(&[
+        "restore",
+        "latest",
+        "-n",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
     assert_exit(&out, 8);
     assert!(String::from_utf8_lossy(&out.stdout).contains("refused"));
     assert_eq!(fs::read(target.join("keep")).unwrap(), b"x");

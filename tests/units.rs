@@ -155,7 +155,10 @@ fn every_schedule_has_a_sandboxed_oneshot_service_and_timer() {
         assert!(s.contains_key("TimeoutStartSec"), "{name}: no runtime cap");
         let timer = fs::read_to_string(unit.with_extension("timer")).unwrap();
         let t = settings(&timer);
-        assert!(t["OnCalendar"].ends_with(" UTC"), "{name}: timers run in UTC");
+        assert!(
+            t["OnCalendar"].ends_with(" UTC"),
+            "{name}: timers run in UTC"
+        );
         assert_eq!(t["Persistent"], "true", "{name}");
         assert!(t.contains_key("RandomizedDelaySec"), "{name}");
         let gaps = calendar_gaps(&t["OnCalendar"]);
@@ -191,7 +194,10 @@ fn cron_interval(min: &str, hour: &str, dow: &str) -> u64 {
 #[test]
 fn the_crontab_runs_every_schedule_at_the_same_interval() {
     let text = fs::read_to_string(root().join("examples/crontab")).unwrap();
-    assert!(text.lines().any(|l| l.trim() == "CRON_TZ=UTC"), "the crontab runs in UTC");
+    assert!(
+        text.lines().any(|l| l.trim() == "CRON_TZ=UTC"),
+        "the crontab runs in UTC"
+    );
     let mut found = BTreeMap::new();
     for line in text.lines().map(str::trim) {
         let first = line.split_whitespace().next().unwrap_or("");

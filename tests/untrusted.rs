@@ -18,7 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
 use bkp::crypto::{DecryptReader, EncryptWriter, Keyring, MasterKey};
-use bkp::tblog::{SegmentWriter, verify_segment};
+use bkp::tblog::{verify_segment, SegmentWriter};
 use tigerbeetle_unofficial as tb;
 
 /// splitmix64: small, fast, and the same everywhere.
@@ -184,8 +184,10 @@ fn log_segments_refuse_every_change() {
     for n in [0u64, 1, 5] {
         let mut w = SegmentWriter::new(Vec::new(), 0xabc, 100, 300).unwrap();
         for i in 0..n {
-            w.push_account(&account(u128::from(i) + 1, 101 + 2 * i)).unwrap();
-            w.push_transfer(&transfer(u128::from(i) + 100, 102 + 2 * i)).unwrap();
+            w.push_account(&account(u128::from(i) + 1, 101 + 2 * i))
+                .unwrap();
+            w.push_transfer(&transfer(u128::from(i) + 100, 102 + 2 * i))
+                .unwrap();
         }
         samples.push(w.finish().unwrap().0);
     }

@@ -156,7 +156,10 @@ fn work_dir(ctx: &Ctx) -> Result<String> {
 /// create-only write of the same key is refused.
 fn probe_store(store: &dyn Store) -> Result<String> {
     let started = Instant::now();
-    let key = format!("check/{}.probe", crate::id::BackupId::new_v7(time::OffsetDateTime::now_utc()));
+    let key = format!(
+        "check/{}.probe",
+        crate::id::BackupId::new_v7(time::OffsetDateTime::now_utc())
+    );
     let body = b"bkp check probe\n";
     store
         .put_new(&key, body, &Vec::new())
@@ -167,13 +170,21 @@ fn probe_store(store: &dyn Store) -> Result<String> {
             .with_context(|| format!("HEAD {key} failed"))?
             .with_context(|| format!("HEAD {key}: the object just written is missing"))?;
         if info.size != body.len() as u64 {
-            anyhow::bail!("HEAD {key}: size {} where {} were written", info.size, body.len());
+            anyhow::bail!(
+                "HEAD {key}: size {} where {} were written",
+                info.size,
+                body.len()
+            );
         }
         let listed = store.list("check/").context("LIST check/ failed")?;
         if !listed.iter().any(|o| o.key == key) {
             anyhow::bail!("LIST check/ does not show {key}, just written");
         }
-        if store.get(&key).with_context(|| format!("GET {key} failed"))? != body {
+        if store
+            .get(&key)
+            .with_context(|| format!("GET {key} failed"))?
+            != body
+        {
             anyhow::bail!("GET {key} returned other bytes than were written");
         }
         if store.put_new(&key, b"overwritten\n", &Vec::new()).is_ok() {
@@ -203,7 +214,12 @@ fn binary_version(binary: &std::path::Path, pass_env: &[String]) -> Result<Strin
     let out = crate::child::command(binary, pass_env)
         .arg("version")
         .output()
-        .map_err(|e| coded(Code::Config, format!("cannot run {}: {e}", binary.display())))?;
+        .map_err(|e| {
+            coded(
+                Code::Config,
+                format!("cannot run {}: {e}", binary.display()),
+            )
+        })?;
     if !out.status.success() {
         return Err(coded(
             Code::Config,
@@ -220,24 +236,16 @@ fn binary_version(binary: &std::path::Path, pass_env: &[String]) -> Result<Strin
 
 fn readable_file(path: &std::path::Path) -> Result<String> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| {
-        coded(
-            Code::Config,
-            format!("cannot read {}: {e}", path.display()),
-        )
-    })?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| coded(Code::Config, format!("cannot read {}: {e}", path.display())))?;
     if !meta.is_file() {
         return Err(coded(
             Code::Config,
             format!("{} is not a file", path.display()),
         ));
     }
-    std::fs::File::open(path).map_err(|e| {
-        coded(
-            Code::Config,
-            format!("cannot open {}: {e}", path.display()),
-        )
-    })?;
+    std::fs::File::open(path)
+        .map_err(|e| coded(Code::Config, format!("cannot open {}: {e}", path.display())))?;
     Ok(format!(
         "{} ({}, mode {:o})",
         path.display(),

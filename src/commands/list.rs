@@ -75,7 +75,11 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
     if shown.is_empty() {
         ctx.ui.info(&format!(
             "no backups{} in {}",
-            if shown.len() < all.len() { " match" } else { "" },
+            if shown.len() < all.len() {
+                " match"
+            } else {
+                ""
+            },
             store.identity()
         ));
         return Ok(());

@@ -112,7 +112,10 @@ fn key_plan(k: OldKeyFile, section: &str, v: &Validator) -> Result<KeyPlan> {
             KeySpec::File(v.path(p))
         }
     };
-    if k.key_command.as_ref().is_some_and(|c| c.is_empty() || c[0].is_empty()) {
+    if k.key_command
+        .as_ref()
+        .is_some_and(|c| c.is_empty() || c[0].is_empty())
+    {
         return Err(v.error(
             &format!("{section}.key_command"),
             "is empty: name the program and its arguments, e.g. [\"systemd-creds\", \"cat\", \"bkp-key\"]",
@@ -230,7 +233,10 @@ fn run_key_command(argv: &[String]) -> Result<MasterKey> {
     if !out.status.success() {
         return Err(coded(
             Code::Config,
-            format!("key_command {program} failed ({}); run it by hand to see why", out.status),
+            format!(
+                "key_command {program} failed ({}); run it by hand to see why",
+                out.status
+            ),
         ));
     }
     MasterKey::from_key_text(&text, &format!("the output of key_command {program}"))
@@ -240,7 +246,10 @@ fn read_key_file(p: &Path) -> Result<MasterKey> {
     let bytes = std::fs::read(p).map_err(|e| {
         coded(
             Code::Config,
-            format!("cannot read key file {}: {e}; create one with: bkp key generate {0}", p.display()),
+            format!(
+                "cannot read key file {}: {e}; create one with: bkp key generate {0}",
+                p.display()
+            ),
         )
     })?;
     MasterKey::from_key_text(&bytes, &format!("key file {}", p.display()))
@@ -290,9 +299,17 @@ mod tests {
         let mut want = [0u8; 32];
         want[31] = 7;
         assert_eq!(ring.current().id(), crate::crypto::key_id_of(&want));
-        for argv in ["[\"false\"]", "[\"/nonexistent/keytool\"]", "[\"printf\", \"short\"]"] {
+        for argv in [
+            "[\"false\"]",
+            "[\"/nonexistent/keytool\"]",
+            "[\"printf\", \"short\"]",
+        ] {
             let e = with(argv).unwrap_err();
-            assert_eq!(crate::exit::classify(&e), Some(Code::Config), "{argv}: {e:#}");
+            assert_eq!(
+                crate::exit::classify(&e),
+                Some(Code::Config),
+                "{argv}: {e:#}"
+            );
         }
         fails_naming(
             &MINIMAL.replace("enabled = false", "key_command = []\n"),
@@ -331,7 +348,10 @@ mod tests {
         let plan = p(&MINIMAL.replace("enabled = false", body)).unwrap();
         let err = plan.keyring().unwrap_err();
         let text = format!("{err:#}");
-        assert!(text.contains("[encryption] and [encryption.old_keys[0]] both have key id"), "{text}");
+        assert!(
+            text.contains("[encryption] and [encryption.old_keys[0]] both have key id"),
+            "{text}"
+        );
         assert!(!text.contains("horse"), "{text}");
         assert_eq!(crate::exit::classify(&err), Some(Code::Config));
 

@@ -252,9 +252,13 @@ impl Unreadable {
 /// The error for manifests that could not be read where they matter: with the
 /// store's code when the store did not answer, else the data-error code.
 pub fn unreadable_error(what: &str, bad: &[&Unreadable]) -> anyhow::Error {
-    let code = crate::exit::most_specific(bad.iter().map(|u| Some(u.code.unwrap_or(Code::Integrity))))
-        .unwrap_or(Code::Integrity);
-    let list: Vec<String> = bad.iter().map(|u| format!("{}: {}", u.key, u.error)).collect();
+    let code =
+        crate::exit::most_specific(bad.iter().map(|u| Some(u.code.unwrap_or(Code::Integrity))))
+            .unwrap_or(Code::Integrity);
+    let list: Vec<String> = bad
+        .iter()
+        .map(|u| format!("{}: {}", u.key, u.error))
+        .collect();
     coded(
         code,
         format!(

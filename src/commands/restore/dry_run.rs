@@ -17,11 +17,17 @@ use crate::ui;
 
 /// The manifests whose objects the restore reads, in order.
 fn reads<'m>(ctx: &Ctx, rp: &RestorePlan, all: &'m [Manifest]) -> Result<Vec<&'m Manifest>> {
-    let backup = rp.backup.as_ref().and_then(|b| all.iter().find(|m| m.id == b.id));
+    let backup = rp
+        .backup
+        .as_ref()
+        .and_then(|b| all.iter().find(|m| m.id == b.id));
     Ok(match rp.kind {
         Kind::Duckdb => match backup {
             Some(m) => chain::Index::new(all).ancestry(m).map_err(|b| {
-                crate::exit::coded(crate::exit::Code::Integrity, format!("export {}: {b}", m.id))
+                crate::exit::coded(
+                    crate::exit::Code::Integrity,
+                    format!("export {}: {b}", m.id),
+                )
             })?,
             None => Vec::new(),
         },
@@ -38,7 +44,9 @@ fn reads<'m>(ctx: &Ctx, rp: &RestorePlan, all: &'m [Manifest]) -> Result<Vec<&'m
                     snapshot_newest(m).unwrap_or(m.started_at.unix_timestamp_nanos().max(0) as u64)
                 })
                 .unwrap_or(0);
-            let to = rp.at.map_or(u64::MAX, |t| t.unix_timestamp_nanos().max(0) as u64);
+            let to = rp
+                .at
+                .map_or(u64::MAX, |t| t.unix_timestamp_nanos().max(0) as u64);
             backup
                 .into_iter()
                 .chain(all.iter().filter(|m| {
@@ -60,7 +68,11 @@ pub fn run(ctx: &Ctx, store: &dyn Store, rp: &RestorePlan, args: &RestoreArgs) -
     let read = reads(ctx, rp, &all)?;
     let objects: usize = read.iter().map(|m| m.objects.len()).sum();
     let bytes: u64 = read.iter().map(|m| m.stored_bytes()).sum();
-    let shape = if rp.kind == Kind::Duckdb { Shape::File } else { Shape::Dir };
+    let shape = if rp.kind == Kind::Duckdb {
+        Shape::File
+    } else {
+        Shape::Dir
+    };
     let target = Target::check(&args.target, shape, args.force, &super::precious(&ctx.plan));
     let verdict = match &target {
         Ok(t) if t.exists => "would be replaced once the restore verified (--force)".to_string(),
@@ -100,7 +112,9 @@ pub fn run(ctx: &Ctx, store: &dyn Store, rp: &RestorePlan, args: &RestoreArgs) -
                 m.operation,
                 m.id,
                 m.started_at,
-                rp.at.map(|t| format!(" and replay the log up to {t}")).unwrap_or_default()
+                rp.at
+                    .map(|t| format!(" and replay the log up to {t}"))
+                    .unwrap_or_default()
             ))?,
             None => ui::out(&format!(
                 "would replay the log from the beginning up to {}",
@@ -110,7 +124,11 @@ pub fn run(ctx: &Ctx, store: &dyn Store, rp: &RestorePlan, args: &RestoreArgs) -
         for m in &read {
             ui::out(&format!(
                 "  read {:<9} {}  {} object(s), {}",
-                if m.operation == LOGS { "segment" } else { m.operation.as_str() },
+                if m.operation == LOGS {
+                    "segment"
+                } else {
+                    m.operation.as_str()
+                },
                 m.id,
                 m.objects.len(),
                 ui::size(m.stored_bytes())

@@ -22,7 +22,9 @@ use crate::cli::RestoreArgs;
 use crate::config::{Plan, StorePlan};
 use crate::crypto::Keyring;
 use crate::exit::{coded, Code};
-use crate::manifest::{self, duckdb as export, parquet as replicated, tigerbeetle as tb, Kind, Manifest};
+use crate::manifest::{
+    self, duckdb as export, parquet as replicated, tigerbeetle as tb, Kind, Manifest,
+};
 use crate::stages::progress::Progress;
 use crate::store::Store;
 use crate::workdir::WorkDir;
@@ -110,7 +112,8 @@ pub fn resolve(
                     m.kind.as_str(),
                     m.operation,
                     match m.kind {
-                        Kind::Tigerbeetle => "restore a snapshot, with --at TIME to replay the log segments after it",
+                        Kind::Tigerbeetle =>
+                            "restore a snapshot, with --at TIME to replay the log segments after it",
                         _ => "restore the backup `bkp list` shows it belongs to",
                     }
                 ),
@@ -138,13 +141,23 @@ pub fn resolve(
             // newer manifest could not be read.
             let newer: Vec<_> = unreadable
                 .iter()
-                .filter(|u| chosen.as_ref().is_none_or(|m| u.may_be_newer_than(m.started_at)))
-                .filter(|u| at.is_none_or(|at| !u.id().and_then(|id| id.timestamp()).is_some_and(|t| t > at)))
+                .filter(|u| {
+                    chosen
+                        .as_ref()
+                        .is_none_or(|m| u.may_be_newer_than(m.started_at))
+                })
+                .filter(|u| {
+                    at.is_none_or(|at| {
+                        !u.id().and_then(|id| id.timestamp()).is_some_and(|t| t > at)
+                    })
+                })
                 .collect();
             if !newer.is_empty() {
                 return Err(manifest::unreadable_error(
                     &match &chosen {
-                        Some(m) => format!("the newest readable {} backup is {}", kind.as_str(), m.id),
+                        Some(m) => {
+                            format!("the newest readable {} backup is {}", kind.as_str(), m.id)
+                        }
                         None => format!("no readable {} backup was found", kind.as_str()),
                     },
                     &newer,
@@ -231,7 +244,10 @@ pub fn precious(plan: &Plan) -> Vec<target::Precious> {
         p.push(("the configured TigerBeetle data file", df));
     }
     if let Some(d) = &plan.duckdb {
-        p.push(("the configured DuckDB database (duckdb.database)", d.database.clone()));
+        p.push((
+            "the configured DuckDB database (duckdb.database)",
+            d.database.clone(),
+        ));
     }
     p
 }

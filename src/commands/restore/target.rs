@@ -126,7 +126,11 @@ impl Target {
                         "refusing to restore into {}: it holds {what} ({}); choose a new {}",
                         target.display(),
                         p.display(),
-                        if self.shape == Shape::Dir { "directory" } else { "file" }
+                        if self.shape == Shape::Dir {
+                            "directory"
+                        } else {
+                            "file"
+                        }
                     ),
                 ));
             }
@@ -135,7 +139,9 @@ impl Target {
         while let Some(p) = stack.pop() {
             let meta = fs::symlink_metadata(&p)?;
             if meta.is_dir() {
-                for e in fs::read_dir(&p).with_context(|| format!("failed to read {}", p.display()))? {
+                for e in
+                    fs::read_dir(&p).with_context(|| format!("failed to read {}", p.display()))?
+                {
                     stack.push(e?.path());
                 }
             } else if meta.is_file() {
@@ -178,8 +184,8 @@ impl Target {
     }
 
     /// Puts the verified restore in `staging` in place: every file made 0600 and
-/// every directory 0700 (restored data is for its owner until the operator says
-/// otherwise), everything fsynced, then
+    /// every directory 0700 (restored data is for its owner until the operator says
+    /// otherwise), everything fsynced, then
     /// renamed (the old target moved aside first and removed only once the swap
     /// is durable), then the parent directory fsynced.
     pub fn commit(&self, staging: &Path, scratch: &mut Scratch) -> Result<()> {
@@ -303,7 +309,12 @@ mod tests {
         let t = Target::check(&d.path().join("out"), Shape::Dir, false, &[]).unwrap();
         assert!(!t.exists);
         let staging = t.stage(&mut scratch).unwrap();
-        assert!(staging.file_name().unwrap().to_str().unwrap().starts_with(".out.bkp-"));
+        assert!(staging
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(".out.bkp-"));
         assert_eq!(mode(&staging), 0o700, "staging is private from the start");
         fs::create_dir(staging.join("sub")).unwrap();
         fs::write(staging.join("f"), b"data").unwrap();
@@ -316,8 +327,15 @@ mod tests {
         assert_eq!(mode(&d.path().join("out/f")), 0o600);
         assert_eq!(mode(&d.path().join("out/sub/g")), 0o600);
         drop(scratch);
-        assert!(d.path().join("out/f").exists(), "the scratch no longer names it");
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2, "out and work only");
+        assert!(
+            d.path().join("out/f").exists(),
+            "the scratch no longer names it"
+        );
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            2,
+            "out and work only"
+        );
     }
 
     #[test]
@@ -335,7 +353,11 @@ mod tests {
         fs::write(staging.join("new"), b"new").unwrap();
         t.commit(&staging, &mut scratch).unwrap();
         assert!(out.join("new").exists() && !out.join("old").exists());
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2, "nothing aside left");
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            2,
+            "nothing aside left"
+        );
     }
 
     #[test]
@@ -362,7 +384,10 @@ mod tests {
         fs::write(out.join("work/x"), b"").unwrap();
         let precious = [("the work directory", out.join("work"))];
         let e = Target::check(&out, Shape::Dir, true, &precious).unwrap_err();
-        assert!(format!("{e:#}").contains("it holds the work directory"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("it holds the work directory"),
+            "{e:#}"
+        );
         let db = d.path().join("hot.duckdb");
         fs::write(&db, b"").unwrap();
         let precious = [("the configured DuckDB database", db.clone())];
