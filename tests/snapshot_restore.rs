@@ -454,12 +454,17 @@ fn a_run_killed_mid_upload_leaves_no_backup_that_looks_complete() {
     assert_exit(&s.bkp(&["snapshot"]), 0);
     let out = s.bkp(&["list", "--json"]);
     assert_eq!(json(&out)["backups"].as_array().unwrap().len(), 1);
+    // Nothing but the (empty) scratch parent is left in the work directory.
     let copies: Vec<_> = fs::read_dir(s.path("work"))
         .unwrap()
         .flatten()
-        .filter(|e| e.path().is_dir())
+        .filter(|e| e.path().is_dir() && e.file_name() != "tmp")
         .collect();
     assert!(copies.is_empty(), "{copies:?}");
+    let scratch: Vec<_> = fs::read_dir(s.path("work/tmp"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(scratch.is_empty(), "{scratch:?}");
 }
 
 #[test]
