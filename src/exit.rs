@@ -51,6 +51,7 @@ pub fn name(code: i32) -> &'static str {
         NOT_FOUND => "not-found",
         PARTIAL => "partial",
         STALE => "stale",
+        129 | 130 | 143 => "interrupted",
         _ => "failure",
     }
 }
@@ -67,6 +68,8 @@ pub enum Code {
     NotFound,
     Partial,
     Stale,
+    /// SIGINT, SIGTERM or SIGHUP ended the run (exit `128 + signal`).
+    Interrupted,
 }
 
 impl Code {
@@ -82,6 +85,9 @@ impl Code {
             Code::NotFound => NOT_FOUND,
             Code::Partial => PARTIAL,
             Code::Stale => STALE,
+            Code::Interrupted => {
+                crate::interrupt::exit_code(crate::interrupt::received().unwrap_or(libc::SIGINT))
+            }
         }
     }
 }
@@ -143,7 +149,8 @@ pub fn to_io(err: anyhow::Error) -> std::io::Error {
 /// first. Damage outranks configuration, which outranks what a rerun may fix;
 /// `None` only when none is classified.
 pub fn most_specific(codes: impl IntoIterator<Item = Option<Code>>) -> Option<Code> {
-    const ORDER: [Code; 9] = [
+    const ORDER: [Code; 10] = [
+        Code::Interrupted,
         Code::Integrity,
         Code::UnsafeSource,
         Code::Config,
@@ -189,6 +196,7 @@ pub fn is_damage(err: &anyhow::Error) -> bool {
                 | Code::TargetExists
                 | Code::Stale
                 | Code::Partial
+                | Code::Interrupted
         )
     )
 }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod crypto;
 pub mod exit;
 pub mod id;
+pub mod interrupt;
 pub mod ledger;
 pub mod lock;
 pub mod manifest;

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.global.json;
+    bkp::interrupt::install();
     match bkp::run(cli) {
         Ok(()) => ExitCode::from(bkp::exit::SUCCESS as u8),
         Err(e) => {

@@ -786,3 +786,53 @@ fn restore_dry_run_says_what_it_would_do_and_does_nothing() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn sigterm_stops_a_run_cleanly_with_its_own_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(
+        &data,
+        StoreKind::Local,
+        "[compression]\nalgorithm = \"gzip\"\nlevel = 9\n",
+    );
+    let child = start_busy_snapshot(&s);
+    // SAFETY: kill(2) with a pid of our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{out:?}");
+    let out = s.bkp(&["list", "--json"]);
+    assert!(json(&out)["backups"].as_array().unwrap().is_empty());
+    // Nothing half-written in the store, no scratch in the work directory.
+    let partial: Vec<_> = walk(&s.path("store/.bkp-partial"));
+    assert!(partial.is_empty(), "{partial:?}");
+    let scratch = walk(&s.path("work/tmp"));
+    assert!(scratch.is_empty(), "{scratch:?}");
+}
+
+#[test]
+fn a_signal_inside_the_stop_window_still_runs_the_start_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    // The stop command itself sends bkp SIGTERM: the signal arrives while the
+    // replica is stopped.
+    let s = setup(
+        &data,
+        StoreKind::Local,
+        "snapshot_mode = \"stop\"\n\
+         stop_command = [\"sh\", \"-c\", \"kill -TERM $PPID\"]\n\
+         start_command = [\"sh\", \"-c\", \"echo started > started\"]\n",
+    );
+    let out = s.bkp(&["snapshot"]);
+    assert_eq!(out.status.code(), Some(143), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    assert!(
+        walk(s.dir.path()).iter().any(|p| p.ends_with("started")),
+        "the start command did not run"
+    );
+    let out = s.bkp(&["list", "--json"]);
+    assert!(json(&out)["backups"].as_array().unwrap().is_empty());
+}

@@ -141,6 +141,7 @@ fn every_schedule_has_a_sandboxed_oneshot_service_and_timer() {
             ("NoNewPrivileges", "yes"),
             ("StateDirectory", "bkp"),
             ("EnvironmentFile", "-/etc/bkp/bkp.env"),
+            ("KillMode", "mixed"),
         ] {
             assert_eq!(s.get(k).map(String::as_str), Some(v), "{name}: {k}");
         }

@@ -1,5 +1,9 @@
 //! Progress reporting as a small trait, so stages stay free of terminal concerns.
 //! The terminal implementation lives at the CLI edge (`crate::ui`).
+//!
+//! Every byte stream of a run passes through a progress stage, which is also
+//! where an interrupt (SIGINT, SIGTERM, SIGHUP) stops it: the next read or write
+//! fails (see `crate::interrupt`).
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -34,6 +38,7 @@ impl<R> ProgressReader<R> {
 
 impl<R: Read> Read for ProgressReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        crate::interrupt::check()?;
         let n = self.inner.read(buf)?;
         self.progress.advance(n as u64);
         Ok(n)
@@ -58,6 +63,7 @@ impl<W: Write> ProgressWriter<W> {
 
 impl<W: Write> Write for ProgressWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        crate::interrupt::check()?;
         let n = self.inner.write(buf)?;
         self.progress.advance(n as u64);
         Ok(n)
