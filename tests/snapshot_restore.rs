@@ -818,21 +818,22 @@ fn a_signal_inside_the_stop_window_still_runs_the_start_command() {
     let data = formatted_data_file(dir.path());
     // The stop command itself sends bkp SIGTERM: the signal arrives while the
     // replica is stopped.
+    let started = dir.path().join("started");
     let s = setup(
         &data,
         StoreKind::Local,
-        "snapshot_mode = \"stop\"\n\
-         stop_command = [\"sh\", \"-c\", \"kill -TERM $PPID\"]\n\
-         start_command = [\"sh\", \"-c\", \"echo started > started\"]\n",
+        &format!(
+            "snapshot_mode = \"stop\"\n\
+             stop_command = [\"sh\", \"-c\", \"kill -TERM $PPID\"]\n\
+             start_command = [\"sh\", \"-c\", \"echo started > {}\"]\n",
+            started.display()
+        ),
     );
     let out = s.bkp(&["snapshot"]);
     assert_eq!(out.status.code(), Some(143), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("SIGTERM"), "{stderr}");
-    assert!(
-        walk(s.dir.path()).iter().any(|p| p.ends_with("started")),
-        "the start command did not run"
-    );
+    assert!(started.exists(), "the start command did not run");
     let out = s.bkp(&["list", "--json"]);
     assert!(json(&out)["backups"].as_array().unwrap().is_empty());
 }
