@@ -17,7 +17,7 @@ a DuckDB hot tier and a Parquet cold tier, stores them in S3 or a local director
 and restores them. Every run reads one TOML config, writes a JSON manifest next to \
 the data it stored, and records a code-12 transfer in a TigerBeetle audit ledger.",
     after_help = "Exit codes: 0 success, 1 failure, 2 usage, 3 config error, 4 another run holds the lock, \
-5 verification failed, 6 transient (retry later), 7 unsafe source, 8 restore target exists, 9 not found, 10 partial (items skipped), 11 stale (RPO breached)."
+5 verification failed, 6 transient (retry later), 7 unsafe source, 8 restore target exists, 9 not found, 10 partial (items skipped), 11 stale (RPO breached), 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP."
 )]
 pub struct Cli {
     #[command(flatten)]
