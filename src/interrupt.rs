@@ -30,7 +30,7 @@ pub fn install() {
         // then filled completely.
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = record as usize;
+            action.sa_sigaction = record as *const () as usize;
             action.sa_flags = libc::SA_RESTART;
             libc::sigemptyset(&mut action.sa_mask);
             libc::sigaction(signal, &action, std::ptr::null_mut());
@@ -68,16 +68,13 @@ pub fn check() -> io::Result<()> {
         None => Ok(()),
         // Not `ErrorKind::Interrupted`: `write_all`, `read_exact` and `io::copy`
         // retry on that kind, forever here.
-        Some(s) => Err(io::Error::new(
-            io::ErrorKind::Other,
-            Coded {
-                code: Code::Interrupted,
-                message: format!(
-                    "interrupted by {}: the run stopped cleanly and stored no backup",
-                    name(s)
-                ),
-            },
-        )),
+        Some(s) => Err(io::Error::other(Coded {
+            code: Code::Interrupted,
+            message: format!(
+                "interrupted by {}: the run stopped cleanly and stored no backup",
+                name(s)
+            ),
+        })),
     }
 }
 
@@ -95,7 +92,11 @@ mod tests {
             libc::raise(libc::SIGHUP);
         }
         let e = check().unwrap_err();
-        assert_ne!(e.kind(), io::ErrorKind::Interrupted, "write_all would retry it");
+        assert_ne!(
+            e.kind(),
+            io::ErrorKind::Interrupted,
+            "write_all would retry it"
+        );
         let e = anyhow::Error::new(e);
         assert_eq!(crate::exit::exit_code(&e), 129);
         assert!(format!("{e:#}").contains("SIGHUP"));

@@ -180,6 +180,11 @@ pub fn out(line: &str) -> std::io::Result<()> {
         })
 }
 
+/// [`out`] for callers that return `anyhow::Result`.
+pub fn print(line: &str) -> anyhow::Result<()> {
+    Ok(out(line)?)
+}
+
 /// Standard output was closed by its reader.
 #[derive(Debug)]
 pub struct StdoutClosed;

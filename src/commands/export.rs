@@ -24,12 +24,9 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use time::OffsetDateTime;
 
 use super::run::{json_report, Body, Run, Spec, Stored};
 use super::{open_store, Ctx};
@@ -641,6 +638,8 @@ fn never_passed(v: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::BackupId;
+    use time::OffsetDateTime;
 
     #[test]
     fn bounds_no_value_can_pass_are_recognised() {

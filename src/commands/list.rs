@@ -99,7 +99,7 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
             m.started_at.format(&fmt).unwrap_or_default(),
             ui::size(m.stored_bytes()),
             format!("{:?}", m.status).to_lowercase(),
-            chains.link(m).to_string(),
+            chains.link(m),
         ))?;
     }
     Ok(())

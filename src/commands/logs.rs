@@ -183,6 +183,6 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         if let Some(n) = ledger {
             ctx.ui.detail(&n);
         }
-        ui::out(&m.id.to_string())
+        ui::print(&m.id.to_string())
     })
 }

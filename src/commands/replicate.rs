@@ -15,7 +15,6 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 use serde_json::json;
-use time::OffsetDateTime;
 
 use super::run::{json_report, Body, Run, Spec, Stored};
 use super::Ctx;

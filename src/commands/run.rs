@@ -226,7 +226,7 @@ pub fn json_report(
     if let (Some(o), serde_json::Value::Object(e)) = (out.as_object_mut(), extra) {
         o.extend(e);
     }
-    ui::out(&serde_json::to_string_pretty(&out)?)
+    ui::print(&serde_json::to_string_pretty(&out)?)
 }
 
 /// What one run tells the audit ledger.

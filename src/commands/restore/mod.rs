@@ -147,9 +147,7 @@ pub fn resolve(
                         .is_none_or(|m| u.may_be_newer_than(m.started_at))
                 })
                 .filter(|u| {
-                    at.is_none_or(|at| {
-                        !u.id().and_then(|id| id.timestamp()).is_some_and(|t| t > at)
-                    })
+                    at.is_none_or(|at| u.id().and_then(|id| id.timestamp()).is_none_or(|t| t <= at))
                 })
                 .collect();
             if !newer.is_empty() {

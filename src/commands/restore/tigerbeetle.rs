@@ -76,7 +76,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     let bytes: u64 = restored.iter().map(|f| f.size).sum();
     let elapsed = clock.elapsed();
     if ctx.ui.json {
-        return ui::out(&serde_json::to_string_pretty(&json!({
+        return ui::print(&serde_json::to_string_pretty(&json!({
             "id": m.map(|m| m.id),
             "kind": "tigerbeetle",
             "replayed": replayed,
