@@ -56,6 +56,10 @@ pub fn name(code: i32) -> &'static str {
     }
 }
 
+/// The run was interrupted (SIGINT); SIGTERM gives 143 and SIGHUP 129, see
+/// `crate::interrupt`.
+pub const INTERRUPTED: i32 = 130;
+
 /// The class of a failure that the caller (ultimately `main`) must branch on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
@@ -85,9 +89,8 @@ impl Code {
             Code::NotFound => NOT_FOUND,
             Code::Partial => PARTIAL,
             Code::Stale => STALE,
-            Code::Interrupted => {
-                crate::interrupt::exit_code(crate::interrupt::received().unwrap_or(libc::SIGINT))
-            }
+            // 128 + SIGINT; `main` turns it into 128 + the signal received.
+            Code::Interrupted => INTERRUPTED,
         }
     }
 }

@@ -25,7 +25,11 @@ fn main() -> ExitCode {
             if bkp::ui::is_stdout_closed(&e) {
                 return ExitCode::from(bkp::exit::SUCCESS as u8);
             }
-            let code = bkp::exit::exit_code(&e);
+            let mut code = bkp::exit::exit_code(&e);
+            if code == bkp::exit::INTERRUPTED {
+                // 128 + the signal that ended the run (143 for SIGTERM).
+                code = bkp::interrupt::received().map_or(code, bkp::interrupt::exit_code);
+            }
             if json {
                 // One JSON object on stderr, the same keys every time.
                 let body = serde_json::json!({
