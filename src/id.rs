@@ -131,4 +131,31 @@ mod tests {
             .parse::<BackupId>()
             .is_err());
     }
+
+    #[test]
+    fn misplaced_hyphens_and_odd_text_are_refused_without_panicking() {
+        let good = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+        assert!(good.parse::<BackupId>().is_ok());
+        for bad in [
+            // Four hyphens and 32 hex digits, but not where a UUID has them.
+            "0190a1b2c-3d4-7e5f-8a9b-0c1d2e3f4a5b",
+            "0190a1b2-c3d47-e5f-8a9b-0c1d2e3f4a5b",
+            "-0190a1b2c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+            "0190a1b2-c3d4-7e5f-8a9b0c1d2e3f4a5b-",
+            "0190a1b2--c3d47e5f-8a9b-0c1d2e3f4a5b",
+            // Other UUID spellings are not backup ids either.
+            "{0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5}",
+            "urn:uuid:0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+            // Untrusted text from a store: multibyte characters, signs, blanks.
+            "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4aé",
+            "é190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+            "+190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+            " 190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+            "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b\n",
+            "",
+            "------------------------------------",
+        ] {
+            assert!(bad.parse::<BackupId>().is_err(), "{bad:?} was accepted");
+        }
+    }
 }
