@@ -63,7 +63,11 @@ use std::ops::RangeInclusive;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::rand::{SecureRandom, SystemRandom};
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::{DecodePaddingMode, Engine};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use crate::exit::{coded, Code, Coded};
 
@@ -100,8 +104,7 @@ pub fn key_id_of(key: &[u8; 32]) -> String {
         .chain_update(b"bkp key id v1\0")
         .chain_update(key)
         .finalize();
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("k-{hex}")
+    format!("k-{}", hex::encode(&digest[..8]))
 }
 
 /// Checks that `id` can name a key in a stream header: 1 to 64 printable
@@ -125,19 +128,17 @@ enum Kind {
 pub struct MasterKey {
     id: String,
     kind: Kind,
-    secret: Vec<u8>,
+    secret: Zeroizing<Vec<u8>>,
 }
 
 impl MasterKey {
     /// A raw 32-byte key; its id is [`key_id_of`] the key.
     pub fn from_bytes(key: [u8; 32]) -> MasterKey {
-        let mut key = key;
-        let (id, secret) = (key_id_of(&key), key.to_vec());
-        wipe(&mut key);
+        let key = Zeroizing::new(key);
         MasterKey {
-            id,
+            id: key_id_of(&key),
             kind: Kind::Raw,
-            secret,
+            secret: Zeroizing::new(key.to_vec()),
         }
     }
 
@@ -147,13 +148,13 @@ impl MasterKey {
     /// in the text forms. `origin` names the source in errors, e.g. "key file
     /// /etc/bkp/key". Errors are Config errors and never quote the text.
     pub fn from_key_text(text: &[u8], origin: &str) -> anyhow::Result<MasterKey> {
-        let mut key = [0u8; 32];
+        let mut key = Zeroizing::new([0u8; 32]);
         let t = text.trim_ascii();
         let problem = if text.len() == 32 {
             key.copy_from_slice(text);
             None
         } else if t.len() == 64 {
-            let ok = decode_hex(t, &mut key);
+            let ok = hex::decode_to_slice(t, &mut key[..]).is_ok();
             (!ok).then(|| "it has 64 characters but not all are hex digits".to_string())
         } else if t.len() == 43 || t.len() == 44 {
             let ok = decode_base64(t, &mut key);
@@ -170,8 +171,8 @@ impl MasterKey {
                 t.len()
             ))
         };
-        let out = match problem {
-            None => Ok(MasterKey::from_bytes(key)),
+        match problem {
+            None => Ok(MasterKey::from_bytes(*key)),
             Some(problem) => Err(coded(
                 Code::Config,
                 format!(
@@ -180,9 +181,7 @@ impl MasterKey {
                      `head -c 32 /dev/urandom > FILE` or `openssl rand -hex 32 > FILE`"
                 ),
             )),
-        };
-        wipe(&mut key);
-        out
+        }
     }
 
     /// A passphrase: each stream's data key is wrapped under
@@ -195,7 +194,7 @@ impl MasterKey {
             kind: Kind::Passphrase {
                 iterations: DEFAULT_ITERATIONS,
             },
-            secret: pass.into_bytes(),
+            secret: Zeroizing::new(pass.into_bytes()),
         };
         if key.secret.is_empty() {
             let msg = "the encryption passphrase is empty: set a long random passphrase";
@@ -236,12 +235,10 @@ impl MasterKey {
         match (&self.kind, params) {
             (Kind::Raw, Params::Key) => Some(aead_key(&self.secret)),
             (Kind::Passphrase { .. }, Params::Passphrase { iterations, salt }) => {
-                let mut k = [0u8; 32];
+                let mut k = Zeroizing::new([0u8; 32]);
                 let alg = ring::pbkdf2::PBKDF2_HMAC_SHA256;
-                ring::pbkdf2::derive(alg, *iterations, salt, &self.secret, &mut k);
-                let key = aead_key(&k);
-                wipe(&mut k);
-                Some(key)
+                ring::pbkdf2::derive(alg, *iterations, salt, &self.secret, &mut k[..]);
+                Some(aead_key(&k[..]))
             }
             _ => None,
         }
@@ -254,12 +251,6 @@ impl fmt::Debug for MasterKey {
             .field("id", &self.id)
             .field("kind", &self.kind_name())
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for MasterKey {
-    fn drop(&mut self) {
-        wipe(&mut self.secret);
     }
 }
 
@@ -375,10 +366,10 @@ impl<W: Write> EncryptWriter<W> {
             .kek(&params)
             .ok_or_else(|| io::Error::other("failed to derive a key"))?;
         let wrap_nonce: [u8; WRAP_NONCE_LEN] = random(&rng)?;
-        let mut data_key: [u8; 32] = random(&rng)?;
-        let key_for_data = aead_key(&data_key);
+        let data_key: Zeroizing<[u8; 32]> = Zeroizing::new(random(&rng)?);
+        let key_for_data = aead_key(&data_key[..]);
+        // Sealed in place: it holds the data key only until sealed below.
         let mut sealed = data_key.to_vec();
-        wipe(&mut data_key);
         let nonce = Nonce::assume_unique_for_key(wrap_nonce);
         let done = kek.seal_in_place_append_tag(nonce, Aad::from(&core), &mut sealed);
         done.map_err(|_| io::Error::other("failed to wrap the data key"))?;
@@ -574,13 +565,13 @@ impl<R: Read> DecryptReader<R> {
         };
         let mut nonce = [0u8; WRAP_NONCE_LEN];
         nonce.copy_from_slice(&wrapped[..WRAP_NONCE_LEN]);
-        let mut sealed = [0u8; 32 + TAG_LEN];
+        // Opened in place: it then holds the data key, wiped when dropped.
+        let mut sealed = Zeroizing::new([0u8; 32 + TAG_LEN]);
         sealed.copy_from_slice(&wrapped[WRAP_NONCE_LEN..]);
         let nonce = Nonce::assume_unique_for_key(nonce);
         let key = kek
-            .open_in_place(nonce, Aad::from(&core), &mut sealed)
+            .open_in_place(nonce, Aad::from(&core), &mut sealed[..])
             .map(|k| aead_key(k));
-        wipe(&mut sealed);
         let key = key.map_err(|_| {
             integrity(format!(
                 "failed to unlock the stream with key '{id}': either the key or passphrase is \
@@ -786,59 +777,26 @@ fn random<const N: usize>(rng: &SystemRandom) -> io::Result<[u8; N]> {
     Ok(out)
 }
 
-/// Overwrites `buf` with zeros in a way the compiler may not elide.
-fn wipe(buf: &mut [u8]) {
-    for b in buf.iter_mut() {
-        // SAFETY: `b` is a valid, aligned, exclusive reference to one byte.
-        unsafe { std::ptr::write_volatile(b, 0) };
-    }
-    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
-}
-
-fn decode_hex(text: &[u8], out: &mut [u8; 32]) -> bool {
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    };
-    for (o, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-        match (nibble(pair[0]), nibble(pair[1])) {
-            (Some(hi), Some(lo)) => *o = hi << 4 | lo,
-            _ => return false,
-        }
-    }
-    true
-}
-
-/// Decodes base64 (standard alphabet, optional `=`) of exactly 32 bytes.
+/// Decodes base64 (standard alphabet, `=` padding optional) of exactly 32
+/// bytes; the spare bits of the last character must be zero.
 fn decode_base64(text: &[u8], out: &mut [u8; 32]) -> bool {
-    let text = text.strip_suffix(b"=").unwrap_or(text);
-    if text.len() != 43 {
-        return false;
-    }
-    let (mut acc, mut bits, mut i) = (0u32, 0u32, 0usize);
-    for &c in text {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return false,
-        };
-        acc = acc << 6 | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out[i] = (acc >> bits) as u8;
-            i += 1;
-            acc &= (1 << bits) - 1;
+    const KEY_BASE64: GeneralPurpose = GeneralPurpose::new(
+        &alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(false),
+    );
+    // Room for any 44 characters, so that a wrong length is an error, not a panic.
+    let mut buf = Zeroizing::new([0u8; 33]);
+    match KEY_BASE64.decode_slice(text, &mut buf[..]) {
+        Ok(32) => {
+            out.copy_from_slice(&buf[..32]);
+            true
         }
+        _ => false,
     }
-    // 43 characters carry 258 bits: the 2 spare ones must be zero.
-    acc == 0
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
