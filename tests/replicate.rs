@@ -777,3 +777,49 @@ fn an_unreadable_directory_is_reported_and_skipped_like_a_file() {
     assert_eq!(r["files"], 4);
     assert_eq!(r["copied"], 0);
 }
+
+/// With a local store, object keys become paths: a long source path must not
+/// make a write's temporary name too long, and a file whose object name would
+/// exceed the 255 bytes a file name may have is skipped and reported alone.
+#[test]
+fn long_names_with_a_local_store_are_stored_or_skipped_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cold = dir.path().join("cold");
+    let mk = Maker::new();
+    let deep = format!("{}/{}.parquet", "d".repeat(200), "y".repeat(200));
+    // 255 bytes, the longest file name; its object adds ".enc" at least.
+    let too_long = format!("{}.parquet", "x".repeat(247));
+    mk.small(&cold.join("a.parquet"), 1);
+    mk.small(&cold.join(&deep), 2);
+    mk.small(&cold.join(&too_long), 3);
+    fs::write(dir.path().join("key"), [7u8; 32]).unwrap();
+    let cfg = dir.path().join("bkp.toml");
+    fs::write(
+        &cfg,
+        "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n\
+         [encryption]\nkey_file = \"key\"\n[replicate]\nsource = \"cold\"\n",
+    )
+    .unwrap();
+    let cfg_arg = cfg.to_str().unwrap();
+
+    let out = run_bkp(&["--config", cfg_arg, "--json", "replicate"], &[]);
+    assert_exit(&out, 10);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&too_long) && stderr.contains("too long"), "{stderr}");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(paths(&r["manifest"]["source"]["skipped"]), vec![too_long]);
+    let set = paths(&r["manifest"]["source"]["set"]);
+    assert_eq!(set, vec!["a.parquet".to_string(), deep.clone()]);
+    let partial = dir.path().join("store/.bkp-partial");
+    assert_eq!(fs::read_dir(&partial).unwrap().count(), 0);
+
+    let id = r["manifest"]["id"].as_str().unwrap();
+    let t = dir.path().join("restored");
+    let target = t.to_str().unwrap();
+    let out = run_bkp(
+        &["--config", cfg_arg, "restore", id, "--kind", "parquet", "--target", target],
+        &[],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(fs::read(t.join(&deep)).unwrap(), fs::read(cold.join(&deep)).unwrap());
+}
