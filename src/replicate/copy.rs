@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 
 use super::record::{FileRecord, Skipped};
+use crate::store::local::UnstorableKey;
 use super::source::{Entry, Fetched, Source};
 use crate::crypto::Keyring;
 use crate::id::BackupId;
@@ -91,6 +92,12 @@ fn unreadable<T>(err: anyhow::Error) -> Result<T, Result<Try>> {
         Some(crate::exit::Code::Transient) => Err(Err(err)),
         _ => Err(Ok(Try::Unreadable(format!("{err:#}")))),
     }
+}
+
+/// Whether the store refused this one object's key (e.g. a name too long for
+/// a local store): the file is skipped, the run goes on.
+fn unstorable(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| c.is::<UnstorableKey>())
 }
 
 /// Raised inside a streamed upload to abort it when the file changed.
@@ -175,7 +182,17 @@ pub fn run_pool(job: &Job, work: &[(Entry, Option<FileRecord>)], n: usize) -> Re
 fn copy_file(job: &Job, entry: Entry, prev: Option<&FileRecord>) -> Result<Outcome> {
     let mut e = entry;
     for attempt in 0..2 {
-        match try_copy(job, &e, prev)? {
+        let tried = match try_copy(job, &e, prev) {
+            Err(err) if unstorable(&err) => {
+                return Ok(Outcome::Skipped(Skipped {
+                    path: e.path.clone(),
+                    reason: format!("{err:#}"),
+                    last_good: prev.cloned(),
+                }))
+            }
+            tried => tried?,
+        };
+        match tried {
             Try::Done(o) => return Ok(*o),
             Try::Corrupt(reason) => {
                 return Ok(Outcome::Skipped(Skipped {
