@@ -122,7 +122,7 @@ impl MasterKey {
     }
 
     /// Replaces the id (operators may label keys). An invalid id (see
-    /// [`validate_key_id`]) makes [`EncryptWriter::new`] fail.
+    /// [`validate_key_id`]) makes [`EncryptWriter::new`](super::EncryptWriter::new) fail.
     pub fn with_id(mut self, id: String) -> MasterKey {
         self.id = id;
         self
