@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 use super::Validator;
 use crate::crypto::{Keyring, MasterKey};
@@ -126,9 +127,9 @@ fn load_key(k: &KeyPlan) -> Result<MasterKey> {
     let key = match &k.spec {
         KeySpec::File(p) => read_key_file(p)?,
         KeySpec::Env(v) => {
-            let text = std::env::var(v).map_err(|_| {
+            let text = Zeroizing::new(std::env::var(v).map_err(|_| {
                 coded(Code::Config, format!("key_env names {v}, which is not set: export the key (64 hex characters) in {v}"))
-            })?;
+            })?);
             MasterKey::from_key_text(text.as_bytes(), &format!("environment variable {v}"))?
         }
         KeySpec::PassphraseEnv(v) => {
@@ -150,12 +151,13 @@ fn load_key(k: &KeyPlan) -> Result<MasterKey> {
 }
 
 fn read_key_file(p: &Path) -> Result<MasterKey> {
-    let bytes = std::fs::read(p).map_err(|e| {
+    // The key text is wiped once parsed.
+    let bytes = Zeroizing::new(std::fs::read(p).map_err(|e| {
         coded(
             Code::Config,
             format!("cannot read key file {}: {e}; create one with: head -c 32 /dev/urandom > {0} && chmod 400 {0}", p.display()),
         )
-    })?;
+    })?);
     MasterKey::from_key_text(&bytes, &format!("key file {}", p.display()))
 }
 
