@@ -128,7 +128,9 @@ mod tests {
         assert_eq!(fixed.to_string(), "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b");
         assert_eq!(fixed.as_bytes()[0], 0x01);
         assert_eq!(
-            "0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B".parse::<BackupId>().unwrap(),
+            "0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B"
+                .parse::<BackupId>()
+                .unwrap(),
             fixed
         );
         assert_eq!(BackupId::from_bytes(fixed.as_bytes()), fixed);

@@ -696,7 +696,10 @@ fn skipped_files_keep_exit_10_when_the_ledger_record_fails_too() {
     // most specific code among its problems: the skipped file (10), not the
     // ledger's plain failure (1).
     let (r, stderr) = replicate(&cfg, s3, 10);
-    assert_eq!(paths(&r["manifest"]["source"]["skipped"]), vec!["bad.parquet"]);
+    assert_eq!(
+        paths(&r["manifest"]["source"]["skipped"]),
+        vec!["bad.parquet"]
+    );
     assert!(stderr.contains("bad.parquet"), "{stderr}");
     assert!(
         stderr.contains("recording it in the ledger failed"),
@@ -707,7 +710,12 @@ fn skipped_files_keep_exit_10_when_the_ledger_record_fails_too() {
 /// Runs `bkp replicate --json` in a process that file modes bind: as root,
 /// without the capabilities that let root read any directory (dropped with
 /// `setpriv`), so a mode-000 directory refuses it as it refuses anyone else.
-fn replicate_bound_by_modes(cfg: &Path, s3: &S3Server, locked: &Path, code: i32) -> (Value, String) {
+fn replicate_bound_by_modes(
+    cfg: &Path,
+    s3: &S3Server,
+    locked: &Path,
+    code: i32,
+) -> (Value, String) {
     let args = ["--config", cfg.to_str().unwrap(), "--json", "replicate"];
     let plain = common::bkp_command(&s3.env());
     let mut cmd = if fs::read_dir(locked).is_ok() {
@@ -763,7 +771,10 @@ fn an_unreadable_directory_is_reported_and_skipped_like_a_file() {
         .as_str()
         .unwrap()
         .contains("cannot be read"));
-    assert_eq!(paths(&r["manifest"]["source"]["deleted"]), Vec::<String>::new());
+    assert_eq!(
+        paths(&r["manifest"]["source"]["deleted"]),
+        Vec::<String>::new()
+    );
     let set = paths(&r["manifest"]["source"]["set"]);
     assert_eq!(set, vec!["a.parquet", "z/c.parquet", "z/d.parquet"]);
     assert_eq!(r["copied"], 1);
@@ -805,7 +816,10 @@ fn long_names_with_a_local_store_are_stored_or_skipped_one_by_one() {
     let out = run_bkp(&["--config", cfg_arg, "--json", "replicate"], &[]);
     assert_exit(&out, 10);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&too_long) && stderr.contains("too long"), "{stderr}");
+    assert!(
+        stderr.contains(&too_long) && stderr.contains("too long"),
+        "{stderr}"
+    );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(paths(&r["manifest"]["source"]["skipped"]), vec![too_long]);
     let set = paths(&r["manifest"]["source"]["set"]);
@@ -817,9 +831,14 @@ fn long_names_with_a_local_store_are_stored_or_skipped_one_by_one() {
     let t = dir.path().join("restored");
     let target = t.to_str().unwrap();
     let out = run_bkp(
-        &["--config", cfg_arg, "restore", id, "--kind", "parquet", "--target", target],
+        &[
+            "--config", cfg_arg, "restore", id, "--kind", "parquet", "--target", target,
+        ],
         &[],
     );
     assert_exit(&out, 0);
-    assert_eq!(fs::read(t.join(&deep)).unwrap(), fs::read(cold.join(&deep)).unwrap());
+    assert_eq!(
+        fs::read(t.join(&deep)).unwrap(),
+        fs::read(cold.join(&deep)).unwrap()
+    );
 }

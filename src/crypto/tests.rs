@@ -203,13 +203,13 @@ fn flipped_bits_are_caught_by_region() {
         (0, 1, "not a bkp encrypted stream"),
         (7, 2, "format version"),
         (8, 4, "method 5"),
-        (9, 0x40, "header is corrupt"),  // chunk_log2 out of range
-        (9, 1, "failed to unlock"),      // chunk_log2 13: valid, but in the AAD
-        (10, 0x40, "header is corrupt"), // key id length
-        (13, 1, "not configured"),       // key id
-        (13, 0x80, "not printable"),     // key id
-        (29, 1, "header is corrupt"),    // params length
-        (32, 1, "failed to unlock"),     // nonce prefix
+        (9, 0x40, "header is corrupt"),    // chunk_log2 out of range
+        (9, 1, "failed to unlock"),        // chunk_log2 13: valid, but in the AAD
+        (10, 0x40, "header is corrupt"),   // key id length
+        (13, 1, "not configured"),         // key id
+        (13, 0x80, "not printable"),       // key id
+        (29, 1, "header is corrupt"),      // params length
+        (32, 1, "failed to unlock"),       // nonce prefix
         (HDR - 30, 1, "failed to unlock"), // wrapped key
         (HDR + SEALED + 5, 1, "chunk 1 failed authentication"), // middle chunk
         (HDR + 2 * SEALED - 1, 1, "chunk 1 failed authentication"), // its tag

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 
 use super::record::{FileRecord, Skipped};
-use crate::store::local::UnstorableKey;
 use super::source::{Entry, Fetched, Source};
 use crate::crypto::Keyring;
 use crate::id::BackupId;
@@ -23,6 +22,7 @@ use crate::manifest::ObjectEntry;
 use crate::stages::compress::Compression;
 use crate::stages::hash::{digest_reader, HashReader};
 use crate::stages::progress::Silent;
+use crate::store::local::UnstorableKey;
 use crate::store::s3::S3Store;
 use crate::store::Store;
 use crate::{parquet, pipeline, ui};

@@ -198,7 +198,10 @@ pub fn unlisted_under(
 ) -> Vec<Skipped> {
     let dir_of = |path: &str| {
         dirs.iter()
-            .find(|d| path.strip_prefix(d.as_str()).is_some_and(|r| r.starts_with('/')))
+            .find(|d| {
+                path.strip_prefix(d.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+            })
             .cloned()
     };
     let skipped = |dir: String, rec: FileRecord| Skipped {

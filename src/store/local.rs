@@ -354,9 +354,14 @@ mod tests {
 
         let too_long = format!("p/{}.parquet.enc", "x".repeat(247));
         let err = put(&store, &too_long, b"x").unwrap_err();
-        let refused = err.downcast_ref::<UnstorableKey>().expect("an UnstorableKey");
+        let refused = err
+            .downcast_ref::<UnstorableKey>()
+            .expect("an UnstorableKey");
         assert_eq!(refused.key, too_long);
-        assert!(format!("{err:#}").contains("too long for a file name"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("too long for a file name"),
+            "{err:#}"
+        );
         let deep = format!("{}/f", ["d".repeat(250); 17].join("/"));
         assert!(put(&store, &deep, b"x")
             .unwrap_err()
