@@ -362,7 +362,7 @@ mod tests {
             format!("{err:#}").contains("too long for a file name"),
             "{err:#}"
         );
-        let deep = format!("{}/f", ["d".repeat(250); 17].join("/"));
+        let deep = format!("{}/f", vec!["d".repeat(250); 17].join("/"));
         assert!(put(&store, &deep, b"x")
             .unwrap_err()
             .downcast_ref::<UnstorableKey>()
