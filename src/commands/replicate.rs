@@ -15,7 +15,6 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 use serde_json::json;
-use time::OffsetDateTime;
 
 use super::run::{json_report, Body, Run, Spec, Stored};
 use super::Ctx;
@@ -227,7 +226,14 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     })();
 
     run.finish(outcome, |m, elapsed, ledger| {
-        report(ctx, m, &ReplicaSet::from_manifest(m)?, store, elapsed, ledger)
+        report(
+            ctx,
+            m,
+            &ReplicaSet::from_manifest(m)?,
+            store,
+            elapsed,
+            ledger,
+        )
     })
 }
 
