@@ -7,6 +7,8 @@ use std::str::FromStr;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
+use uuid::fmt::Hyphenated;
+use uuid::{Builder, Uuid};
 
 /// Fills a buffer from the operating system's CSPRNG.
 pub fn fill_random(buf: &mut [u8]) {
@@ -22,42 +24,43 @@ pub fn random_u64() -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// A backup id. Its bytes order as the id sorts (big-endian), which for UUIDv7
+/// is creation order; its text is the lowercase hyphenated UUID form stored in
+/// manifests and object keys.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BackupId([u8; 16]);
+pub struct BackupId(Uuid);
 
 impl BackupId {
     /// A new UUIDv7 for `now`: 48 bits of Unix milliseconds, version 7, 74 random bits.
     pub fn new_v7(now: OffsetDateTime) -> Self {
         let ms = (now.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
-        let mut b = [0u8; 16];
-        fill_random(&mut b[6..]);
-        b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
-        b[6] = 0x70 | (b[6] & 0x0f);
-        b[8] = 0x80 | (b[8] & 0x3f);
-        BackupId(b)
+        let mut random = [0u8; 10];
+        fill_random(&mut random);
+        BackupId(Builder::from_unix_timestamp_millis(ms, &random).into_uuid())
     }
 
     pub fn from_bytes(b: [u8; 16]) -> Self {
-        BackupId(b)
+        BackupId(Uuid::from_bytes(b))
     }
 
     /// The id a ledger transfer carries (the bytes read big-endian), back as an id.
     pub fn from_u128(v: u128) -> Self {
-        BackupId(v.to_be_bytes())
+        BackupId(Uuid::from_u128(v))
     }
 
     pub fn as_bytes(&self) -> [u8; 16] {
-        self.0
+        *self.0.as_bytes()
     }
 
     pub fn as_u128(&self) -> u128 {
-        u128::from_be_bytes(self.0)
+        self.0.as_u128()
     }
 
-    /// The creation time embedded in a UUIDv7 (millisecond precision).
+    /// The creation time embedded in a UUIDv7 (millisecond precision). Read from
+    /// the first 48 bits whatever the version nibble says, as ids always were.
     pub fn timestamp(&self) -> Option<OffsetDateTime> {
         let mut ms = [0u8; 8];
-        ms[2..].copy_from_slice(&self.0[..6]);
+        ms[2..].copy_from_slice(&self.0.as_bytes()[..6]);
         let ms = u64::from_be_bytes(ms) as i128;
         OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).ok()
     }
@@ -65,13 +68,7 @@ impl BackupId {
 
 impl fmt::Display for BackupId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, byte) in self.0.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                f.write_str("-")?;
-            }
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
+        fmt::Display::fmt(&self.0.hyphenated(), f)
     }
 }
 
@@ -83,16 +80,15 @@ impl fmt::Debug for BackupId {
 
 impl FromStr for BackupId {
     type Err = anyhow::Error;
+    /// Only the hyphenated form (8-4-4-4-12 hex digits, either case); the other
+    /// spellings `uuid` knows (simple, braced, URN) are not backup ids.
     fn from_str(s: &str) -> anyhow::Result<Self> {
-        let hex: String = s.chars().filter(|c| *c != '-').collect();
-        if hex.len() != 32 || s.len() != 36 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            anyhow::bail!("{s:?} is not a backup id (expected a UUID like 0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b)");
+        match s.parse::<Hyphenated>() {
+            Ok(h) => Ok(BackupId(h.into_uuid())),
+            Err(_) => anyhow::bail!(
+                "{s:?} is not a backup id (expected a UUID like 0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b)"
+            ),
         }
-        let mut b = [0u8; 16];
-        for (i, byte) in b.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)?;
-        }
-        Ok(BackupId(b))
     }
 }
 
@@ -127,8 +123,46 @@ mod tests {
         assert_eq!(s.parse::<BackupId>().unwrap(), a);
         assert_ne!(a.as_u128(), 0);
         assert!("not-an-id".parse::<BackupId>().is_err());
+        // The text and the ledger's u128 both read the bytes big-endian.
+        let fixed = BackupId::from_u128(0x0190a1b2_c3d4_7e5f_8a9b_0c1d2e3f4a5b);
+        assert_eq!(fixed.to_string(), "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b");
+        assert_eq!(fixed.as_bytes()[0], 0x01);
+        assert_eq!(
+            "0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B"
+                .parse::<BackupId>()
+                .unwrap(),
+            fixed
+        );
+        assert_eq!(BackupId::from_bytes(fixed.as_bytes()), fixed);
         assert!("0190a1b2c3d47e5f8a9b0c1d2e3f4a5b"
             .parse::<BackupId>()
             .is_err());
+    }
+
+    #[test]
+    fn misplaced_hyphens_and_odd_text_are_refused_without_panicking() {
+        let good = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+        assert!(good.parse::<BackupId>().is_ok());
+        for bad in [
+            // Four hyphens and 32 hex digits, but not where a UUID has them.
+            "0190a1b2c-3d4-7e5f-8a9b-0c1d2e3f4a5b",
+            "0190a1b2-c3d47-e5f-8a9b-0c1d2e3f4a5b",
+            "-0190a1b2c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+            "0190a1b2-c3d4-7e5f-8a9b0c1d2e3f4a5b-",
+            "0190a1b2--c3d47e5f-8a9b-0c1d2e3f4a5b",
+            // Other UUID spellings are not backup ids either.
+            "{0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5}",
+            "urn:uuid:0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+            // Untrusted text from a store: multibyte characters, signs, blanks.
+            "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4aé",
+            "é190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+            "+190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+            " 190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+            "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b\n",
+            "",
+            "------------------------------------",
+        ] {
+            assert!(bad.parse::<BackupId>().is_err(), "{bad:?} was accepted");
+        }
     }
 }

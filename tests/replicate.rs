@@ -706,3 +706,139 @@ fn skipped_files_keep_exit_10_when_the_ledger_record_fails_too() {
         "{stderr}"
     );
 }
+
+/// Runs `bkp replicate --json` in a process that file modes bind: as root,
+/// without the capabilities that let root read any directory (dropped with
+/// `setpriv`), so a mode-000 directory refuses it as it refuses anyone else.
+fn replicate_bound_by_modes(
+    cfg: &Path,
+    s3: &S3Server,
+    locked: &Path,
+    code: i32,
+) -> (Value, String) {
+    let args = ["--config", cfg.to_str().unwrap(), "--json", "replicate"];
+    let plain = common::bkp_command(&s3.env());
+    let mut cmd = if fs::read_dir(locked).is_ok() {
+        let caps = "-dac_override,-dac_read_search";
+        let mut c = std::process::Command::new("setpriv");
+        c.arg(format!("--inh-caps={caps}"))
+            .arg(format!("--bounding-set={caps}"))
+            .arg("--")
+            .arg(plain.get_program());
+        for (k, v) in plain.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c
+    } else {
+        plain
+    };
+    let out = common::run(cmd.args(args), None, common::BKP_TIMEOUT);
+    assert_exit(&out, code);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
+}
+
+#[test]
+fn an_unreadable_directory_is_reported_and_skipped_like_a_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let s3 = shared_s3();
+    let bucket = s3.new_bucket("repl-dir");
+    let dir = tempfile::tempdir().unwrap();
+    let cold = dir.path().join("cold");
+    let mk = Maker::new();
+    mk.small(&cold.join("a.parquet"), 1);
+    mk.small(&cold.join("locked/b.parquet"), 2);
+    mk.small(&cold.join("z/c.parquet"), 3);
+    let cfg = config(dir.path(), s3, &bucket, "cold", "");
+    let (r, _) = replicate(&cfg, s3, 0);
+    assert_eq!(r["files"], 3);
+
+    let locked = cold.join("locked");
+    mk.small(&cold.join("z/d.parquet"), 4);
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+    let run = replicate_bound_by_modes(&cfg, s3, &locked, 10);
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).unwrap();
+    let (r, stderr) = run;
+    assert!(stderr.contains("locked"), "{stderr}");
+    // The directory is skipped like a file; the file below it is not taken as
+    // deleted but keeps its last good copy; the rest is replicated.
+    let skipped = paths(&r["manifest"]["source"]["skipped"]);
+    assert_eq!(skipped, vec!["locked", "locked/b.parquet"]);
+    assert!(r["manifest"]["source"]["skipped"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("cannot be read"));
+    assert_eq!(
+        paths(&r["manifest"]["source"]["deleted"]),
+        Vec::<String>::new()
+    );
+    let set = paths(&r["manifest"]["source"]["set"]);
+    assert_eq!(set, vec!["a.parquet", "z/c.parquet", "z/d.parquet"]);
+    assert_eq!(r["copied"], 1);
+    let id = r["manifest"]["id"].as_str().unwrap().to_string();
+    let t = dir.path().join("restored");
+    assert_exit(&restore(&cfg, s3, &id, &t, &[]), 0);
+    assert_eq!(tree(&t).len(), 3);
+
+    // Readable again: the next run is whole and finds the file unchanged.
+    let (r, _) = replicate(&cfg, s3, 0);
+    assert_eq!(r["files"], 4);
+    assert_eq!(r["copied"], 0);
+}
+
+/// With a local store, object keys become paths: a long source path must not
+/// make a write's temporary name too long, and a file whose object name would
+/// exceed the 255 bytes a file name may have is skipped and reported alone.
+#[test]
+fn long_names_with_a_local_store_are_stored_or_skipped_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cold = dir.path().join("cold");
+    let mk = Maker::new();
+    let deep = format!("{}/{}.parquet", "d".repeat(200), "y".repeat(200));
+    // 255 bytes, the longest file name; its object adds ".enc" at least.
+    let too_long = format!("{}.parquet", "x".repeat(247));
+    mk.small(&cold.join("a.parquet"), 1);
+    mk.small(&cold.join(&deep), 2);
+    mk.small(&cold.join(&too_long), 3);
+    fs::write(dir.path().join("key"), [7u8; 32]).unwrap();
+    let cfg = dir.path().join("bkp.toml");
+    fs::write(
+        &cfg,
+        "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n\
+         [encryption]\nkey_file = \"key\"\n[replicate]\nsource = \"cold\"\n",
+    )
+    .unwrap();
+    let cfg_arg = cfg.to_str().unwrap();
+
+    let out = run_bkp(&["--config", cfg_arg, "--json", "replicate"], &[]);
+    assert_exit(&out, 10);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&too_long) && stderr.contains("too long"),
+        "{stderr}"
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(paths(&r["manifest"]["source"]["skipped"]), vec![too_long]);
+    let set = paths(&r["manifest"]["source"]["set"]);
+    assert_eq!(set, vec!["a.parquet".to_string(), deep.clone()]);
+    let partial = dir.path().join("store/.bkp-partial");
+    assert_eq!(fs::read_dir(&partial).unwrap().count(), 0);
+
+    let id = r["manifest"]["id"].as_str().unwrap();
+    let t = dir.path().join("restored");
+    let target = t.to_str().unwrap();
+    let out = run_bkp(
+        &[
+            "--config", cfg_arg, "restore", id, "--kind", "parquet", "--target", target,
+        ],
+        &[],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(
+        fs::read(t.join(&deep)).unwrap(),
+        fs::read(cold.join(&deep)).unwrap()
+    );
+}

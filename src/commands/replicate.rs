@@ -89,7 +89,17 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let outcome = (|| -> Result<Stored> {
         let previous = find_previous(ctx, store, &root)?;
         let (listing, ignored) = source.list(rp)?;
-        let diff = record::diff(previous.as_ref().map(|(_, s)| s), &listing);
+        let mut diff = record::diff(previous.as_ref().map(|(_, s)| s), &listing);
+        let unreadable: Vec<String> = ignored
+            .iter()
+            .filter(|i| i.directory)
+            .map(|i| i.path.clone())
+            .collect();
+        let unlisted = record::unlisted_under(
+            previous.as_ref().map(|(_, s)| s),
+            &mut diff.deleted,
+            &unreadable,
+        );
         ctx.ui.detail(&format!(
             "{} file(s) at the source: {} unchanged since {}, {} to check, {} gone",
             listing.len(),
@@ -128,6 +138,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 reason: i.reason,
                 last_good: None,
             })
+            .chain(unlisted)
             .collect();
         let mut deleted = diff.deleted;
         let mut stats = Stats::default();

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 use super::Validator;
 use crate::crypto::{Keyring, MasterKey};
@@ -174,9 +175,9 @@ fn load_key(k: &KeyPlan) -> Result<MasterKey> {
         KeySpec::File(p) => read_key_file(&expand_credentials(p)?)?,
         KeySpec::Command(argv) => run_key_command(argv)?,
         KeySpec::Env(v) => {
-            let text = std::env::var(v).map_err(|_| {
+            let text = Zeroizing::new(std::env::var(v).map_err(|_| {
                 coded(Code::Config, format!("key_env names {v}, which is not set: export the key (64 hex characters) in {v}"))
-            })?;
+            })?);
             MasterKey::from_key_text(text.as_bytes(), &format!("environment variable {v}"))?
         }
         KeySpec::PassphraseEnv(v) => {
@@ -243,7 +244,8 @@ fn run_key_command(argv: &[String]) -> Result<MasterKey> {
 }
 
 fn read_key_file(p: &Path) -> Result<MasterKey> {
-    let bytes = std::fs::read(p).map_err(|e| {
+    // The key text is wiped once parsed.
+    let bytes = Zeroizing::new(std::fs::read(p).map_err(|e| {
         coded(
             Code::Config,
             format!(
@@ -251,7 +253,7 @@ fn read_key_file(p: &Path) -> Result<MasterKey> {
                 p.display()
             ),
         )
-    })?;
+    })?);
     MasterKey::from_key_text(&bytes, &format!("key file {}", p.display()))
 }
 

@@ -22,6 +22,7 @@ use crate::manifest::ObjectEntry;
 use crate::stages::compress::Compression;
 use crate::stages::hash::{digest_reader, HashReader};
 use crate::stages::progress::Silent;
+use crate::store::local::UnstorableKey;
 use crate::store::s3::S3Store;
 use crate::store::Store;
 use crate::{parquet, pipeline, ui};
@@ -91,6 +92,12 @@ fn unreadable<T>(err: anyhow::Error) -> Result<T, Result<Try>> {
         Some(crate::exit::Code::Transient) => Err(Err(err)),
         _ => Err(Ok(Try::Unreadable(format!("{err:#}")))),
     }
+}
+
+/// Whether the store refused this one object's key (e.g. a name too long for
+/// a local store): the file is skipped, the run goes on.
+fn unstorable(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| c.is::<UnstorableKey>())
 }
 
 /// Raised inside a streamed upload to abort it when the file changed.
@@ -175,7 +182,17 @@ pub fn run_pool(job: &Job, work: &[(Entry, Option<FileRecord>)], n: usize) -> Re
 fn copy_file(job: &Job, entry: Entry, prev: Option<&FileRecord>) -> Result<Outcome> {
     let mut e = entry;
     for attempt in 0..2 {
-        match try_copy(job, &e, prev)? {
+        let tried = match try_copy(job, &e, prev) {
+            Err(err) if unstorable(&err) => {
+                return Ok(Outcome::Skipped(Skipped {
+                    path: e.path.clone(),
+                    reason: format!("{err:#}"),
+                    last_good: prev.cloned(),
+                }))
+            }
+            tried => tried?,
+        };
+        match tried {
             Try::Done(o) => return Ok(*o),
             Try::Corrupt(reason) => {
                 return Ok(Outcome::Skipped(Skipped {

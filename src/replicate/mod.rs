@@ -69,6 +69,13 @@ impl ReplicatePlan {
     pub fn selects(&self, rel: &str) -> bool {
         self.include.iter().any(|g| g.matches(rel)) && !self.exclude.iter().any(|g| g.matches(rel))
     }
+
+    /// Whether a file below the directory `dir` could belong to the
+    /// replicated set (so that failing to read `dir` matters).
+    pub fn may_select_under(&self, dir: &str) -> bool {
+        self.include.iter().any(|g| g.may_match_below(dir))
+            && !self.exclude.iter().any(|g| g.matches_all_below(dir))
+    }
 }
 
 #[cfg(test)]
@@ -91,5 +98,7 @@ mod tests {
         assert!(!plan.selects("a/b.csv"));
         assert!(!plan.selects("tmp/b.parquet"));
         assert_eq!(plan.source.identity(), "file:///cold");
+        assert!(plan.may_select_under("a"));
+        assert!(!plan.may_select_under("tmp") && !plan.may_select_under("tmp/x"));
     }
 }

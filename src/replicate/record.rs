@@ -187,9 +187,79 @@ pub fn diff(previous: Option<&ReplicaSet>, listing: &[Entry]) -> Diff {
     d
 }
 
+/// The files of the previous set below directories that could not be read
+/// this time: taken out of `deleted` (they are not known to be gone) and
+/// returned as skipped, each keeping its last good copy. Files the previous
+/// run skipped there keep theirs too.
+pub fn unlisted_under(
+    previous: Option<&ReplicaSet>,
+    deleted: &mut Vec<FileRecord>,
+    dirs: &[String],
+) -> Vec<Skipped> {
+    let dir_of = |path: &str| {
+        dirs.iter()
+            .find(|d| {
+                path.strip_prefix(d.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+            })
+            .cloned()
+    };
+    let skipped = |dir: String, rec: FileRecord| Skipped {
+        path: rec.path.clone(),
+        reason: format!("its directory {dir} cannot be read"),
+        last_good: Some(rec),
+    };
+    let mut out = Vec::new();
+    deleted.retain(|r| match dir_of(&r.path) {
+        Some(dir) => {
+            out.push(skipped(dir, r.clone()));
+            false
+        }
+        None => true,
+    });
+    for s in previous.map_or(&[][..], |p| &p.skipped[..]) {
+        if let (Some(dir), Some(rec)) = (dir_of(&s.path), &s.last_good) {
+            out.push(skipped(dir, rec.clone()));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_below_an_unreadable_directory_are_skipped_not_deleted() {
+        let (kept, gone, old) = (
+            rec("locked/a.parquet", 10, 1),
+            rec("other.parquet", 10, 1),
+            rec("locked/b.parquet", 5, 1),
+        );
+        let previous = ReplicaSet {
+            format: FORMAT.into(),
+            root: "/srv/cold".into(),
+            previous: None,
+            set: vec![kept.clone(), gone.clone()],
+            deleted: vec![],
+            skipped: vec![Skipped {
+                path: "locked/b.parquet".into(),
+                reason: "it cannot be read".into(),
+                last_good: Some(old.clone()),
+            }],
+            stats: Stats::default(),
+        };
+        let mut d = diff(Some(&previous), &[entry("lockedx.parquet", 1, 1)]);
+        assert_eq!(d.deleted.len(), 2);
+        let dirs = vec!["locked".to_string()];
+        let s = unlisted_under(Some(&previous), &mut d.deleted, &dirs);
+        assert_eq!(d.deleted, vec![gone]);
+        let kept_by: Vec<_> = s.iter().map(|s| s.last_good.clone().unwrap()).collect();
+        assert_eq!(kept_by, vec![kept, old]);
+        assert!(s[0].reason.contains("locked"), "{}", s[0].reason);
+        // A sibling whose name merely starts like the directory is not below it.
+        assert!(unlisted_under(None, &mut vec![rec("lockedx.parquet", 1, 1)], &dirs).is_empty());
+    }
 
     #[test]
     fn a_skipped_file_keeps_its_last_good_copy_as_previous() {

@@ -12,6 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use walkdir::WalkDir;
 
 use super::{ReplicatePlan, SourcePlan};
 use crate::exit::{coded, Code};
@@ -34,6 +35,9 @@ pub struct Entry {
 pub struct Ignored {
     pub path: String,
     pub reason: String,
+    /// A directory that could not be read: the files of the previous set
+    /// under it are not known to be gone.
+    pub directory: bool,
 }
 
 pub enum Source {
@@ -92,7 +96,7 @@ impl Source {
                         ),
                     ));
                 }
-                walk(root, root, plan, &mut files, &mut ignored)?;
+                walk(root, plan, &mut files, &mut ignored)?;
             }
             Source::S3(s3) => {
                 for o in s3.list_with_etags("")? {
@@ -104,6 +108,7 @@ impl Source {
                         ignored.push(Ignored {
                             path,
                             reason: "the key has an empty, '.' or '..' segment or a backslash, so it cannot be restored as a path".into(),
+                            directory: false,
                         });
                         continue;
                     }
@@ -270,21 +275,58 @@ fn local_entry(path: &str, m: &fs::Metadata) -> Entry {
     }
 }
 
+/// Lists the files under `root`. What cannot be listed is reported in
+/// `ignored`, never fatal: a name that is not UTF-8, something that is not a
+/// regular file, and a subdirectory that cannot be read (its files are then
+/// neither replicated nor taken as deleted). Only `root` itself failing to be
+/// read stops the listing.
 fn walk(
     root: &Path,
-    dir: &Path,
     plan: &ReplicatePlan,
     files: &mut Vec<Entry>,
     ignored: &mut Vec<Ignored>,
 ) -> Result<()> {
-    let rd =
-        fs::read_dir(dir).with_context(|| format!("failed to read directory {}", dir.display()))?;
-    for e in rd {
-        let e = e.with_context(|| format!("failed to read directory {}", dir.display()))?;
+    let mut it = WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter();
+    while let Some(next) = it.next() {
+        let e = match next {
+            Ok(e) => e,
+            Err(err) => {
+                let dir = err.path().map(Path::to_path_buf);
+                let why = match err.io_error() {
+                    Some(io) => io.to_string(),
+                    None => err.to_string(),
+                };
+                match dir.as_deref().map(|d| d.strip_prefix(root)) {
+                    Some(Ok(rel)) if !rel.as_os_str().is_empty() => {
+                        let rel = rel.to_string_lossy().into_owned();
+                        if plan.may_select_under(&rel) {
+                            ignored.push(Ignored {
+                                path: rel,
+                                reason: format!("the directory cannot be read: {why}"),
+                                directory: true,
+                            });
+                        }
+                        continue;
+                    }
+                    Some(_) => {
+                        return Err(err).with_context(|| {
+                            format!("failed to read directory {}", root.display())
+                        })
+                    }
+                    None => {
+                        return Err(err).with_context(|| {
+                            format!("failed to list the files under {}", root.display())
+                        })
+                    }
+                }
+            }
+        };
         let p = e.path();
-        let ft = e
-            .file_type()
-            .with_context(|| format!("failed to stat {}", p.display()))?;
+        let ft = e.file_type();
         let Ok(rel) = p.strip_prefix(root) else {
             continue;
         };
@@ -292,11 +334,14 @@ fn walk(
             ignored.push(Ignored {
                 path: rel.display().to_string(),
                 reason: "the name is not UTF-8, so it cannot be an object key".into(),
+                directory: false,
             });
+            if ft.is_dir() {
+                it.skip_current_dir();
+            }
             continue;
         };
         if ft.is_dir() {
-            walk(root, &p, plan, files, ignored)?;
             continue;
         }
         if !plan.selects(&rel) {
@@ -306,6 +351,7 @@ fn walk(
             ignored.push(Ignored {
                 path: rel,
                 reason: "not a regular file (symbolic links are not followed)".into(),
+                directory: false,
             });
             continue;
         }
@@ -313,13 +359,14 @@ fn walk(
             ignored.push(Ignored {
                 path: rel,
                 reason: "the name cannot be an object key (backslash or control character)".into(),
+                directory: false,
             });
             continue;
         }
         // A file deleted between listing and stat is simply not part of this run.
         match e.metadata() {
             Ok(m) => files.push(local_entry(&rel, &m)),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) if err.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound) => {}
             Err(err) => return Err(err).with_context(|| format!("failed to stat {}", p.display())),
         }
     }

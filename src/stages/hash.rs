@@ -11,8 +11,9 @@ pub struct Digested {
     pub bytes: u64,
 }
 
+/// Lowercase hex, as digests are recorded.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    ::hex::encode(bytes)
 }
 
 pub struct HashWriter<W> {

@@ -1,7 +1,8 @@
 //! A store in a local directory (or a mounted file system).
 //!
-//! Writes go to a uniquely named file under `.bkp-partial/` in the store root and
-//! are published with `link(2)`, which fails if the final name exists: a create-only,
+//! Writes go to a short, uniquely named file under `.bkp-partial/` in the store
+//! root (never longer than a file name may be, whatever the key) and are
+//! published with `link(2)`, which fails if the final name exists: a create-only,
 //! atomic publish. Data and directory entries are fsynced before `finish` returns,
 //! so a completed object survives a power cut.
 
@@ -16,6 +17,54 @@ use super::{already_exists, check_key, not_found, Metadata, ObjectInfo, ObjectWr
 
 /// Directory under the store root that holds writes in progress.
 pub const PARTIAL_DIR: &str = ".bkp-partial";
+
+/// The longest file name (one path component), in bytes, Linux file systems take.
+const NAME_MAX: usize = 255;
+/// The longest path, in bytes, a Linux system call takes (with its NUL).
+const PATH_MAX: usize = 4096;
+
+/// The store cannot hold an object under this key (here: a path component or
+/// the whole path is too long for the file system). Only that object fails:
+/// a caller storing many objects may report it and go on with the rest.
+#[derive(Debug)]
+pub struct UnstorableKey {
+    pub key: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for UnstorableKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot store object {:?}: {}", self.key, self.reason)
+    }
+}
+
+impl std::error::Error for UnstorableKey {}
+
+/// Refuses a key whose path under `root` the file system cannot hold.
+fn check_path_length(key: &str, dest: &Path) -> Result<()> {
+    let refuse = |reason: String| {
+        Err(anyhow::Error::new(UnstorableKey {
+            key: key.to_string(),
+            reason,
+        }))
+    };
+    if let Some(long) = key.split('/').find(|c| c.len() > NAME_MAX) {
+        return refuse(format!(
+            "its name part of {} bytes is too long for a file name (at most {NAME_MAX} bytes in \
+             a local store); shorten the name at the source",
+            long.len()
+        ));
+    }
+    let len = dest.as_os_str().len();
+    if len >= PATH_MAX {
+        return refuse(format!(
+            "its path {} of {len} bytes is too long (under {PATH_MAX} bytes in a local \
+             store); shorten the path at the source or the store's path",
+            dest.display()
+        ));
+    }
+    Ok(())
+}
 
 pub struct LocalStore {
     root: PathBuf,
@@ -176,15 +225,12 @@ impl Store for LocalStore {
 
     fn create(&self, key: &str, _metadata: &Metadata) -> Result<Box<dyn ObjectWriter>> {
         let dest = self.path(key)?;
+        check_path_length(key, &dest)?;
         if dest.exists() {
             return Err(already_exists(&self.identity(), key));
         }
-        let name = format!(
-            "{}.{}.{}",
-            key.replace('/', "_"),
-            std::process::id(),
-            crate::id::random_u64()
-        );
+        // Short whatever the key: the key is in `dest`, not in this name.
+        let name = format!("{}-{:016x}", std::process::id(), crate::id::random_u64());
         let tmp = self.root.join(PARTIAL_DIR).join(name);
         let file = OpenOptions::new()
             .write(true)
@@ -282,5 +328,47 @@ impl Store for LocalStore {
             dir = d.parent();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(store: &LocalStore, key: &str, bytes: &[u8]) -> Result<ObjectInfo> {
+        let mut w = store.create(key, &Metadata::default())?;
+        w.write_all(bytes)?;
+        w.finish()
+    }
+
+    #[test]
+    fn long_keys_are_stored_and_a_too_long_name_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("s")).unwrap();
+        // Every part fits a file name, the whole key does not.
+        let long = format!("p/{}/{}.parquet", "d".repeat(200), "y".repeat(240));
+        assert_eq!(put(&store, &long, b"long").unwrap().size, 4);
+        assert_eq!(store.head(&long).unwrap().unwrap().size, 4);
+        let partial = store.root().join(PARTIAL_DIR);
+        assert_eq!(fs::read_dir(&partial).unwrap().count(), 0);
+
+        let too_long = format!("p/{}.parquet.enc", "x".repeat(247));
+        let err = put(&store, &too_long, b"x").unwrap_err();
+        let refused = err
+            .downcast_ref::<UnstorableKey>()
+            .expect("an UnstorableKey");
+        assert_eq!(refused.key, too_long);
+        assert!(
+            format!("{err:#}").contains("too long for a file name"),
+            "{err:#}"
+        );
+        let deep = format!("{}/f", vec!["d".repeat(250); 17].join("/"));
+        assert!(put(&store, &deep, b"x")
+            .unwrap_err()
+            .downcast_ref::<UnstorableKey>()
+            .is_some());
+        // The store goes on working.
+        put(&store, "p/after", b"ok").unwrap();
+        assert_eq!(fs::read_dir(&partial).unwrap().count(), 0);
     }
 }

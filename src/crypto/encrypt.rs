@@ -1,0 +1,167 @@
+//! The writing half of the stream format (see the `crypto` module): a
+//! header naming the key, then sealed chunks; `finish` writes the final one.
+
+use std::io::{self, Write};
+use std::num::NonZeroU32;
+
+use ring::aead::{Aad, LessSafeKey, Nonce};
+use ring::rand::SystemRandom;
+use zeroize::Zeroizing;
+
+use super::keys::{validate_key_id, Kind, MasterKey};
+use super::{
+    aead_key, chunk_aad, chunk_nonce, random, Params, CHUNK_LOG2, DEFAULT_CHUNK_LOG2, MAGIC,
+    METHOD_KEY, METHOD_PASSPHRASE, PREFIX_LEN, TAG_LEN, WRAP_NONCE_LEN,
+};
+use crate::exit::{Code, Coded};
+
+/// Encrypts what is written through it to `inner`.
+///
+/// [`EncryptWriter::finish`] MUST be called: it writes the final chunk. A
+/// writer dropped without `finish` leaves a stream without a final chunk,
+/// which readers reject as truncated; that is deliberate, nothing relies on
+/// `Drop`. Memory: one chunk plus its tag.
+pub struct EncryptWriter<W: Write> {
+    pub(super) inner: W,
+    key: LessSafeKey,
+    nonce_prefix: [u8; PREFIX_LEN],
+    aad: [u8; 32],
+    chunk_size: usize,
+    /// Number of the chunk being filled.
+    pub(super) counter: u32,
+    /// The chunk being filled; sealed in place.
+    buf: Vec<u8>,
+    /// An earlier chunk failed to be written: the stream is unusable.
+    broken: bool,
+}
+
+impl<W: Write> EncryptWriter<W> {
+    /// Writes a stream header for `key` to `inner`; chunks of 64 KiB.
+    pub fn new(inner: W, key: &MasterKey) -> io::Result<Self> {
+        Self::with_chunk_log2(inner, key, DEFAULT_CHUNK_LOG2)
+    }
+
+    /// Like [`EncryptWriter::new`], with chunks of `2^chunk_log2` bytes
+    /// (12..=24).
+    pub fn with_chunk_log2(mut inner: W, key: &MasterKey, chunk_log2: u8) -> io::Result<Self> {
+        if !CHUNK_LOG2.contains(&chunk_log2) {
+            let msg = format!("failed to encrypt: chunk size 2^{chunk_log2} is not in 2^12..=2^24");
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        }
+        if let Err(e) = validate_key_id(&key.id) {
+            let message = e.to_string();
+            let coded = Coded {
+                code: Code::Config,
+                message,
+            };
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, coded));
+        }
+        let rng = SystemRandom::new();
+        let params = match key.kind {
+            Kind::Raw => Params::Key,
+            Kind::Passphrase { iterations } => Params::Passphrase {
+                // 600_000, or what a test set; never 0.
+                iterations: NonZeroU32::new(iterations).unwrap_or(NonZeroU32::MIN),
+                salt: random(&rng)?,
+            },
+        };
+        let (method, params_bytes) = match &params {
+            Params::Key => (METHOD_KEY, Vec::new()),
+            Params::Passphrase { iterations, salt } => {
+                let it = iterations.get().to_be_bytes();
+                (METHOD_PASSPHRASE, [&it[..], salt].concat())
+            }
+        };
+        let nonce_prefix: [u8; PREFIX_LEN] = random(&rng)?;
+        // The id was validated above (at most 64 bytes); params are 0 or 20 bytes.
+        let (id_len, params_len) = (key.id.len() as u8, params_bytes.len() as u16);
+        let core = [
+            MAGIC,
+            &[method, chunk_log2, id_len][..],
+            key.id.as_bytes(),
+            &params_len.to_be_bytes(),
+            &params_bytes,
+            &nonce_prefix,
+        ]
+        .concat();
+
+        // `params` was made above for the kind of `key`, so this is never `None`.
+        let kek = key
+            .kek(&params)
+            .ok_or_else(|| io::Error::other("failed to derive a key"))?;
+        let wrap_nonce: [u8; WRAP_NONCE_LEN] = random(&rng)?;
+        let data_key: Zeroizing<[u8; 32]> = Zeroizing::new(random(&rng)?);
+        let key_for_data = aead_key(&data_key[..]);
+        // Sealed in place: it holds the data key only until sealed below.
+        let mut sealed = data_key.to_vec();
+        let nonce = Nonce::assume_unique_for_key(wrap_nonce);
+        let done = kek.seal_in_place_append_tag(nonce, Aad::from(&core), &mut sealed);
+        done.map_err(|_| io::Error::other("failed to wrap the data key"))?;
+        let wrapped = [&wrap_nonce[..], &sealed].concat();
+        inner.write_all(&core)?;
+        inner.write_all(&wrapped)?;
+        let chunk_size = 1usize << chunk_log2;
+        Ok(EncryptWriter {
+            inner,
+            key: key_for_data,
+            nonce_prefix,
+            aad: chunk_aad(&core, &wrapped),
+            chunk_size,
+            counter: 0,
+            buf: Vec::with_capacity(chunk_size + TAG_LEN),
+            broken: false,
+        })
+    }
+
+    /// Seals and writes the final chunk, flushes, and returns the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.seal_chunk(true)?;
+        self.inner.flush()?;
+        Ok(self.inner)
+    }
+
+    fn seal_chunk(&mut self, last: bool) -> io::Result<()> {
+        if self.broken {
+            let msg = "failed to encrypt: an earlier write of this stream failed; discard it";
+            return Err(io::Error::other(msg));
+        }
+        let n = self.counter;
+        if !last && n == u32::MAX {
+            let msg = "failed to encrypt: the stream would exceed 2^32 chunks; use larger chunks";
+            return Err(io::Error::other(msg));
+        }
+        // Until the sealed chunk is fully written, the stream is unusable.
+        self.broken = true;
+        let nonce = chunk_nonce(&self.nonce_prefix, n, last);
+        let aad = Aad::from(self.aad);
+        let sealed = self.key.seal_in_place_append_tag(nonce, aad, &mut self.buf);
+        sealed.map_err(|_| io::Error::other(format!("failed to encrypt chunk {n}")))?;
+        self.inner.write_all(&self.buf)?;
+        self.buf.clear();
+        self.counter = n.wrapping_add(1); // wraps only after the final chunk
+        self.broken = false;
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for EncryptWriter<W> {
+    /// Buffers into the current chunk. A full chunk is sealed and written only
+    /// once more data arrives, since only then is it known not to be final.
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if self.buf.len() == self.chunk_size || self.broken {
+            self.seal_chunk(false)?;
+        }
+        let n = data.len().min(self.chunk_size - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        Ok(n)
+    }
+
+    /// Flushes the inner writer. The chunk being filled stays buffered: a
+    /// chunk is sealed only when full or by `finish`.
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

@@ -1,0 +1,294 @@
+//! Configured encryption keys: a raw key (from key text: raw bytes, hex or
+//! base64) or a passphrase, its printable id, and the keyring of current and
+//! older keys. Secrets are wiped when dropped and never printed.
+
+use std::fmt;
+
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::{DecodePaddingMode, Engine};
+use ring::aead::LessSafeKey;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::{aead_key, Params, DEFAULT_ITERATIONS, MAX_KEY_ID_LEN, PASSPHRASE_ID};
+use crate::exit::{coded, Code};
+
+/// The id of a raw key: `k-` and 16 lowercase hex digits of
+/// SHA-256("bkp key id v1\0" || key). A fingerprint, safe to print and log.
+pub fn key_id_of(key: &[u8; 32]) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"bkp key id v1\0")
+        .chain_update(key)
+        .finalize();
+    format!("k-{}", hex::encode(&digest[..8]))
+}
+
+/// Checks that `id` can name a key in a stream header: 1 to 64 printable
+/// ASCII characters, no spaces. A Config error otherwise.
+pub fn validate_key_id(id: &str) -> anyhow::Result<()> {
+    if id.is_empty() || id.len() > MAX_KEY_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        let msg =
+            format!("key id {id:?} is invalid: use 1 to 64 printable ASCII characters, no spaces");
+        return Err(coded(Code::Config, msg));
+    }
+    Ok(())
+}
+
+pub(super) enum Kind {
+    Raw,
+    Passphrase { iterations: u32 },
+}
+
+/// A configured key: 32 raw bytes or a passphrase, with the id that stream
+/// headers name it by. The secret is zeroed on drop and never printed.
+pub struct MasterKey {
+    pub(super) id: String,
+    pub(super) kind: Kind,
+    secret: Zeroizing<Vec<u8>>,
+}
+
+impl MasterKey {
+    /// A raw 32-byte key; its id is [`key_id_of`] the key.
+    pub fn from_bytes(key: [u8; 32]) -> MasterKey {
+        let key = Zeroizing::new(key);
+        MasterKey {
+            id: key_id_of(&key),
+            kind: Kind::Raw,
+            secret: Zeroizing::new(key.to_vec()),
+        }
+    }
+
+    /// Reads a raw key from the contents of a key file (or similar): exactly
+    /// 32 raw bytes, or 64 hex digits, or base64 of 32 bytes (standard
+    /// alphabet, padding optional), with surrounding ASCII whitespace ignored
+    /// in the text forms. `origin` names the source in errors, e.g. "key file
+    /// /etc/bkp/key". Errors are Config errors and never quote the text.
+    pub fn from_key_text(text: &[u8], origin: &str) -> anyhow::Result<MasterKey> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        let t = text.trim_ascii();
+        let problem = if text.len() == 32 {
+            key.copy_from_slice(text);
+            None
+        } else if t.len() == 64 {
+            let ok = hex::decode_to_slice(t, &mut key[..]).is_ok();
+            (!ok).then(|| "it has 64 characters but not all are hex digits".to_string())
+        } else if t.len() == 43 || t.len() == 44 {
+            let ok = decode_base64(t, &mut key);
+            (!ok).then(|| {
+                format!(
+                    "it has {} characters but is not base64 of 32 bytes",
+                    t.len()
+                )
+            })
+        } else {
+            Some(format!(
+                "it has {} bytes ({} without surrounding whitespace)",
+                text.len(),
+                t.len()
+            ))
+        };
+        match problem {
+            None => Ok(MasterKey::from_bytes(*key)),
+            Some(problem) => Err(coded(
+                Code::Config,
+                format!(
+                    "failed to read the encryption key from {origin}: {problem}; expected exactly \
+                     32 raw bytes, 64 hex digits or base64 of 32 bytes: make one with \
+                     `head -c 32 /dev/urandom > FILE` or `openssl rand -hex 32 > FILE`"
+                ),
+            )),
+        }
+    }
+
+    /// A passphrase: each stream's data key is wrapped under
+    /// PBKDF2-HMAC-SHA256(passphrase, random salt, 600_000 iterations). The id
+    /// defaults to "passphrase". An empty passphrase or an invalid id is a
+    /// Config error.
+    pub fn from_passphrase(pass: String, id: Option<String>) -> anyhow::Result<MasterKey> {
+        let key = MasterKey {
+            id: id.unwrap_or_else(|| PASSPHRASE_ID.to_string()),
+            kind: Kind::Passphrase {
+                iterations: DEFAULT_ITERATIONS,
+            },
+            secret: Zeroizing::new(pass.into_bytes()),
+        };
+        if key.secret.is_empty() {
+            let msg = "the encryption passphrase is empty: set a long random passphrase";
+            return Err(coded(Code::Config, msg));
+        }
+        validate_key_id(&key.id)?;
+        Ok(key)
+    }
+
+    /// Replaces the id (operators may label keys). An invalid id (see
+    /// [`validate_key_id`]) makes [`EncryptWriter::new`](super::EncryptWriter::new) fail.
+    pub fn with_id(mut self, id: String) -> MasterKey {
+        self.id = id;
+        self
+    }
+
+    /// The id stream headers name this key by; safe to print.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    #[cfg(test)]
+    pub(super) fn with_iterations(mut self, n: u32) -> MasterKey {
+        self.kind = Kind::Passphrase { iterations: n };
+        self
+    }
+
+    pub(super) fn kind_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Raw => "raw key",
+            Kind::Passphrase { .. } => "passphrase",
+        }
+    }
+
+    /// The key-encryption key for `params`, or `None` if this key is of the
+    /// other kind.
+    pub(super) fn kek(&self, params: &Params) -> Option<LessSafeKey> {
+        match (&self.kind, params) {
+            (Kind::Raw, Params::Key) => Some(aead_key(&self.secret)),
+            (Kind::Passphrase { .. }, Params::Passphrase { iterations, salt }) => {
+                let mut k = Zeroizing::new([0u8; 32]);
+                let alg = ring::pbkdf2::PBKDF2_HMAC_SHA256;
+                ring::pbkdf2::derive(alg, *iterations, salt, &self.secret, &mut k[..]);
+                Some(aead_key(&k[..]))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MasterKey")
+            .field("id", &self.id)
+            .field("kind", &self.kind_name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The configured keys: `current` encrypts; any of them (matched by the id in
+/// the stream header) decrypts, so old keys stay configured for restores.
+#[derive(Debug)]
+pub struct Keyring {
+    current: MasterKey,
+    others: Vec<MasterKey>,
+}
+
+impl Keyring {
+    pub fn new(current: MasterKey, others: Vec<MasterKey>) -> Keyring {
+        Keyring { current, others }
+    }
+
+    /// The key new streams are encrypted with.
+    pub fn current(&self) -> &MasterKey {
+        &self.current
+    }
+
+    /// The first key with id `id`, looking at the current key first.
+    pub fn find(&self, id: &str) -> Option<&MasterKey> {
+        self.all().find(|k| k.id == id)
+    }
+
+    pub(super) fn all(&self) -> impl Iterator<Item = &MasterKey> {
+        std::iter::once(&self.current).chain(&self.others)
+    }
+}
+
+/// Decodes base64 (standard alphabet, `=` padding optional) of exactly 32
+/// bytes; the spare bits of the last character must be zero.
+fn decode_base64(text: &[u8], out: &mut [u8; 32]) -> bool {
+    const KEY_BASE64: GeneralPurpose = GeneralPurpose::new(
+        &alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(false),
+    );
+    // Room for any 44 characters, so that a wrong length is an error, not a panic.
+    let mut buf = Zeroizing::new([0u8; 33]);
+    match KEY_BASE64.decode_slice(text, &mut buf[..]) {
+        Ok(32) => {
+            out.copy_from_slice(&buf[..32]);
+            true
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::classify;
+
+    fn key(byte: u8) -> MasterKey {
+        MasterKey::from_bytes([byte; 32])
+    }
+
+    #[track_caller]
+    fn assert_config<T: fmt::Debug>(r: anyhow::Result<T>, needle: &str) {
+        let err = r.unwrap_err();
+        assert!(err.to_string().contains(needle), "{err} lacks {needle:?}");
+        assert_eq!(classify(&err), Some(Code::Config));
+    }
+
+    #[test]
+    fn key_text_parsing() {
+        let raw: [u8; 32] = std::array::from_fn(|i| (i * 7 + 3) as u8);
+        let id = key_id_of(&raw);
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let b64 = "AwoRGB8mLTQ7QklQV15lbHN6gYiPlp2kq7K5wMfO1dw=";
+        let origin = "key file /etc/bkp/key";
+        let parse = |t: &[u8]| MasterKey::from_key_text(t, origin);
+        for good in [
+            raw.to_vec(),
+            hex.clone().into_bytes(),
+            format!("  {}\n", hex.to_uppercase()).into_bytes(),
+            b64.as_bytes().to_vec(),
+            format!("{}\r\n", b64.trim_end_matches('=')).into_bytes(),
+        ] {
+            assert_eq!(parse(&good).unwrap().id(), id);
+        }
+        for (bad, needle) in [
+            (hex.as_bytes()[..62].to_vec(), "62 bytes"),
+            (raw[..31].to_vec(), "31 bytes"),
+            (Vec::new(), "0 bytes"),
+            (format!("{}zz", &hex[..62]).into_bytes(), "not all are hex"),
+            (
+                b"AwoRGB8mLTQ7QklQV15lbHN6gYiPlp2kq7K5wMfO1d-".to_vec(),
+                "not base64",
+            ),
+            (
+                b"AwoRGB8mLTQ7QklQV15lbHN6gYiPlp2kq7K5wMfO1dx".to_vec(),
+                "not base64",
+            ),
+        ] {
+            assert_config(parse(&bad), needle);
+            let err = parse(&bad).unwrap_err().to_string();
+            assert!(err.contains(origin) && err.contains("openssl rand -hex 32"));
+            assert!(err.contains("head -c 32") && !err.contains(&hex[..8]));
+        }
+    }
+
+    #[test]
+    fn ids_and_debug_never_show_secrets() {
+        let k = key(0xab);
+        let id = k.id().to_string();
+        assert!(id.starts_with("k-") && id.len() == 18 && id != key(0xac).id());
+        assert!(id[2..]
+            .bytes()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
+        let keys = Keyring::new(
+            MasterKey::from_passphrase("hunter2".into(), None).unwrap(),
+            Vec::new(),
+        );
+        let debug = format!("{k:?} {keys:?}");
+        assert!(debug.contains(&id) && debug.contains("passphrase"));
+        for secret in ["abab", "171", "hunter2"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+    }
+}
