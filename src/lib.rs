@@ -14,6 +14,7 @@ pub mod commands;
 pub mod config;
 pub mod crypto;
 pub mod exit;
+pub mod failpoint;
 pub mod id;
 pub mod ledger;
 pub mod lock;

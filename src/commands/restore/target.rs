@@ -178,6 +178,7 @@ impl Target {
     /// renamed (the old target moved aside first and removed only once the swap
     /// is durable), then the parent directory fsynced.
     pub fn commit(&self, staging: &Path, scratch: &mut Scratch) -> Result<()> {
+        crate::failpoint::hit("restore-commit");
         sync_tree(staging)?;
         match self.shape {
             Shape::File => {
