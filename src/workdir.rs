@@ -76,6 +76,12 @@ impl WorkDir {
         self.root.join("replica.log")
     }
 
+    /// The ledger spool: records not yet sent (`{transfer id}.json`), kept until
+    /// the ledger has them.
+    pub fn ledger_spool(&self) -> PathBuf {
+        self.root.join("ledger-spool")
+    }
+
     /// Creates `work_dir` (0700) if it is missing.
     pub fn create(&self) -> Result<()> {
         fs::DirBuilder::new()
@@ -333,5 +339,27 @@ mod tests {
         assert!(w.leftovers(Duration::from_secs(3600)).is_empty());
         let found = w.leftovers(Duration::ZERO);
         assert_eq!(found.len(), 5, "{found:?}");
+    }
+
+    #[test]
+    fn a_killed_spool_write_is_swept_after_the_grace_period_and_records_stay() {
+        let d = tempfile::tempdir().unwrap();
+        let w = WorkDir::new(d.path());
+        let spool = w.ledger_spool();
+        assert_eq!(spool, d.path().join("ledger-spool"));
+        fs::create_dir_all(&spool).unwrap();
+        // A record, and the temporary file of a write that never got renamed.
+        fs::write(spool.join("123.json"), b"{}").unwrap();
+        let half = spool.join(".124.json.tmp4242");
+        fs::write(&half, b"{").unwrap();
+        assert!(w.leftovers(Duration::from_secs(3600)).is_empty());
+        let found = w.leftovers(Duration::ZERO);
+        assert_eq!(
+            found,
+            vec![Leftover {
+                path: half,
+                outside: None
+            }]
+        );
     }
 }
