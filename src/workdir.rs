@@ -9,6 +9,9 @@
 //! - `{operation}.lock`: the run locks (`lock.rs`); never removed;
 //! - `commands.log`, `replica.log`: output of the stop/start commands and of
 //!   private TigerBeetle replicas; kept for the operator;
+//! - `ledger-spool/`: ledger records not yet sent (`{transfer id}.json`), kept
+//!   until the ledger has them; a write killed before its rename leaves a
+//!   `.{id}.json.tmp{pid}`, swept once older than the grace period;
 //! - `tmp/{what}-{random}/`: scratch directories ([`Scratch`]): data-file copies,
 //!   export pipes, restore spools, DuckDB rebuilds, drills. Each holds an `owner`
 //!   file that its run keeps `flock`ed, so a sweeper tells a live run's scratch
@@ -126,7 +129,8 @@ impl WorkDir {
     }
 
     /// Every leftover of a dead run: scratch directories whose owner is gone, and
-    /// the scratch names of older releases once older than `grace`.
+    /// the scratch names of older releases and half-written spool records once
+    /// older than `grace`.
     pub fn leftovers(&self, grace: Duration) -> Vec<Leftover> {
         let mut out = Vec::new();
         for path in entries(&self.root.join(TMP)) {
@@ -150,6 +154,21 @@ impl WorkDir {
                 || name == "restore-spool"
                 || (name.starts_with(".restore-") && name.ends_with(".spool"));
             if legacy && older_than(&path, grace) {
+                out.push(Leftover {
+                    path,
+                    outside: None,
+                });
+            }
+        }
+        // A spooled record is written to `.{id}.json.tmp{pid}` and then renamed
+        // (ledger.rs); a run killed in between leaves the temporary file, which no
+        // reader of the spool looks at. Complete records are never leftovers.
+        for path in entries(&self.ledger_spool()) {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.starts_with('.') && name.contains(".json.tmp") && older_than(&path, grace) {
                 out.push(Leftover {
                     path,
                     outside: None,
