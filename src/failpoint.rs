@@ -14,6 +14,9 @@
 //!   unpacked one object into its staging, with the rest still to come.
 //! - `restore-commit`: a restore's staging is complete, just before it is fsynced
 //!   and renamed onto the target.
+//! - `restore-replaced`: a `--force` restore swapped its staging with the
+//!   existing target directory; the replaced tree, now at the staging path, is
+//!   not removed yet.
 //! - `verify-drill`: a drill has restored its backup into its scratch directory
 //!   and proved (or failed to prove) it loads, before the scratch is removed.
 //! - `cleanup-after-manifest`: cleanup wrote a tombstone and deleted the

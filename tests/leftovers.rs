@@ -275,6 +275,18 @@ fn every_killed_run_is_swept_by_cleanup_and_good_backups_survive() {
         }
     }
 
+    // A `--force` restore killed once its tree has replaced the target, before
+    // the replaced tree is removed: the restore stands, the old tree goes.
+    let forced = targets.join("forced");
+    fs::create_dir_all(&forced).unwrap();
+    fs::write(forced.join("old"), b"replaced").unwrap();
+    let t = forced.to_str().unwrap();
+    let args = ["restore", &snapshot, "--target", t, "--force"];
+    killed(&s, &config, "restore-replaced", &args);
+    assert!(!forced.join("old").exists(), "the swap happened");
+    sweep_and_check(&s, "a restore killed after its swap", &good);
+    assert!(walk(&forced).len() == 1, "{:?}", walk(&forced));
+
     // A drill killed with its restore in scratch.
     killed(&s, &config, "verify-drill", &["verify", "--drill"]);
     sweep_and_check(&s, "a killed drill", &good);
