@@ -17,6 +17,8 @@
 //! - `restore-replaced`: a `--force` restore swapped its staging with the
 //!   existing target directory; the replaced tree, now at the staging path, is
 //!   not removed yet.
+//! - `private-replica`: a private TigerBeetle replica (a drill's row count, a
+//!   point-in-time replay) has started and serves.
 //! - `verify-drill`: a drill has restored its backup into its scratch directory
 //!   and proved (or failed to prove) it loads, before the scratch is removed.
 //! - `cleanup-after-manifest`: cleanup wrote a tombstone and deleted the

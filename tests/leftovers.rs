@@ -155,6 +155,31 @@ fn staging_leftovers(dir: &Path) -> Vec<PathBuf> {
     bad
 }
 
+/// Waits (up to 10 s) until no process names a path under `dir` on its command
+/// line: a killed run's child processes must not outlive it.
+#[track_caller]
+fn no_process_uses(dir: &Path) {
+    let dir = dir.to_string_lossy().into_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let users: Vec<String> = fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&dir))
+            .collect();
+        if users.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes outlived the killed run: {users:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `bkp cleanup` once the killed run's leftovers are past the grace period, then
 /// the proof: nothing left anywhere, and the good backups listed and verified.
 #[track_caller]
@@ -287,9 +312,13 @@ fn every_killed_run_is_swept_by_cleanup_and_good_backups_survive() {
     sweep_and_check(&s, "a restore killed after its swap", &good);
     assert!(walk(&forced).len() == 1, "{:?}", walk(&forced));
 
-    // A drill killed with its restore in scratch.
+    // A drill killed with its restore in scratch, and one killed while its
+    // private replica serves: the replica dies with it.
     killed(&s, &config, "verify-drill", &["verify", "--drill"]);
     sweep_and_check(&s, "a killed drill", &good);
+    killed(&s, &config, "private-replica", &["verify", "--drill"]);
+    no_process_uses(&s.path("work"));
+    sweep_and_check(&s, "a drill killed with its replica up", &good);
 
     // A cleanup killed between unlisting a backup and deleting its objects (a
     // newer snapshot, and `keep_last = 1`): the next cleanup finishes it.
