@@ -291,7 +291,8 @@ fn every_killed_run_is_swept_by_cleanup_and_good_backups_survive() {
         let t = targets.join(target);
         let t = t.to_str().unwrap();
         for point in ["restore-download", "restore-commit"] {
-            killed(&s, &config, point, &["restore", id, "--kind", kind, "--target", t]);
+            let args = ["restore", id.as_str(), "--kind", kind, "--target", t];
+            killed(&s, &config, point, &args);
             assert!(
                 !Path::new(t).exists(),
                 "a killed {kind} restore created its target"
@@ -306,7 +307,7 @@ fn every_killed_run_is_swept_by_cleanup_and_good_backups_survive() {
     fs::create_dir_all(&forced).unwrap();
     fs::write(forced.join("old"), b"replaced").unwrap();
     let t = forced.to_str().unwrap();
-    let args = ["restore", &snapshot, "--target", t, "--force"];
+    let args = ["restore", snapshot.as_str(), "--target", t, "--force"];
     killed(&s, &config, "restore-replaced", &args);
     assert!(!forced.join("old").exists(), "the swap happened");
     sweep_and_check(&s, "a restore killed after its swap", &good);

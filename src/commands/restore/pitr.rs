@@ -185,8 +185,10 @@ pub fn start_private_replica(
 /// kept by the same thread (every caller does).
 fn die_with_this_process(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: getpid, prctl and getppid are async-signal-safe and allocate nothing.
+    // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
+    // SAFETY: the hook runs between fork and exec, where only async-signal-safe
+    // calls are allowed: prctl and getppid are, and nothing is allocated.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -194,7 +196,7 @@ fn die_with_this_process(cmd: &mut Command) {
             }
             // This process died before the prctl: nobody is left to stop the replica.
             if libc::getppid() != parent {
-                return Err(std::io::Error::other("bkp exited while starting a replica"));
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });
