@@ -228,8 +228,11 @@ impl Target {
                     });
                 }
                 scratch.outside_done();
-                // The swap is durable before the old tree goes.
+                // The swap is durable before the old tree goes. (Killed from
+                // here on, the run leaves the old tree aside, named `.bkp-old-`:
+                // file systems without RENAME_EXCHANGE only.)
                 sync_dir(&self.parent);
+                crate::failpoint::hit("restore-replaced");
                 fs::remove_dir_all(&old)
                     .with_context(|| format!("failed to remove the replaced {}", old.display()))?;
             }
