@@ -641,6 +641,7 @@ fn never_passed(v: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::BackupId;
 
     #[test]
     fn bounds_no_value_can_pass_are_recognised() {

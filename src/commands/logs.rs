@@ -167,6 +167,6 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         if let Some(n) = ledger {
             ctx.ui.detail(&n);
         }
-        ui::out(&m.id.to_string())
+        Ok(ui::out(&m.id.to_string())?)
     })
 }

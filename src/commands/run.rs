@@ -218,5 +218,5 @@ pub fn json_report(
     if let (Some(o), serde_json::Value::Object(e)) = (out.as_object_mut(), extra) {
         o.extend(e);
     }
-    ui::out(&serde_json::to_string_pretty(&out)?)
+    Ok(ui::out(&serde_json::to_string_pretty(&out)?)?)
 }

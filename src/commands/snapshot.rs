@@ -160,5 +160,5 @@ fn count_rows(ctx: &Ctx, prepared: &tigerbeetle::Prepared) -> Result<crate::tblo
             "tigerbeetle.count_rows needs snapshot_mode \"stop\" or \"reflink\": in \"offline\" mode bkp reads the data file in place and never starts a replica on it"
         );
     }
-    super::pitr::count_rows(ctx, &prepared.path, "counting a snapshot's rows")
+    crate::commands::restore::pitr::count_rows(ctx, &prepared.path, "counting a snapshot's rows")
 }

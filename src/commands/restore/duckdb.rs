@@ -109,14 +109,14 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     let rows: u64 = counts.values().sum();
     let elapsed = clock.elapsed();
     if ctx.ui.json {
-        return ui::out(&serde_json::to_string_pretty(&json!({
+        return Ok(ui::out(&serde_json::to_string_pretty(&json!({
             "id": m.id,
             "kind": "duckdb",
             "target": target.path.display().to_string(),
             "tables": counts,
             "rows": rows,
             "seconds": elapsed.as_secs_f64(),
-        }))?);
+        }))?)?);
     }
     ctx.ui.info(&format!(
         "restored DuckDB export {} into {}: {} tables, {rows} rows, every count verified, in {:.1}s ({})",
@@ -126,7 +126,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         elapsed.as_secs_f64(),
         ui::size(fs::metadata(&target.path).map(|m| m.len()).unwrap_or(0)),
     ));
-    ui::out(&target.path.display().to_string())
+    Ok(ui::out(&target.path.display().to_string())?)
 }
 
 /// Refuses to replace a file another process has open in DuckDB.

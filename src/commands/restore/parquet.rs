@@ -190,14 +190,14 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     let bytes: u64 = restored.iter().map(|f| f.size).sum();
     let elapsed = clock.elapsed();
     if ctx.ui.json {
-        return ui::out(&serde_json::to_string_pretty(&json!({
+        return Ok(ui::out(&serde_json::to_string_pretty(&json!({
             "id": m.id,
             "kind": "parquet",
             "target": target.path.display().to_string(),
             "files": restored,
             "bytes": bytes,
             "seconds": elapsed.as_secs_f64(),
-        }))?);
+        }))?)?);
     }
     ctx.ui.info(&format!(
         "restored replicate {} into {}: {} file(s), {}, verified, in {:.1}s ({})",
@@ -208,5 +208,5 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         elapsed.as_secs_f64(),
         ui::rate(bytes, elapsed)
     ));
-    ui::out(&target.path.display().to_string())
+    Ok(ui::out(&target.path.display().to_string())?)
 }

@@ -76,7 +76,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     let bytes: u64 = restored.iter().map(|f| f.size).sum();
     let elapsed = clock.elapsed();
     if ctx.ui.json {
-        return ui::out(&serde_json::to_string_pretty(&json!({
+        return Ok(ui::out(&serde_json::to_string_pretty(&json!({
             "id": m.map(|m| m.id),
             "kind": "tigerbeetle",
             "replayed": replayed,
@@ -84,7 +84,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
             "files": restored,
             "bytes": bytes,
             "seconds": elapsed.as_secs_f64(),
-        }))?);
+        }))?)?);
     }
     let from = m.map_or("the log".to_string(), |m| format!("snapshot {}", m.id));
     if let Some(r) = &replayed {

@@ -91,7 +91,7 @@ fn drill_tigerbeetle(
         )
     })?;
     facts.insert("integrity".into(), json!("passed"));
-    let stats = super::pitr::count_rows(ctx, &file, "a restore drill")?;
+    let stats = restore::pitr::count_rows(ctx, &file, "a restore drill")?;
     facts.insert("accounts".into(), json!(stats.accounts));
     facts.insert("transfers".into(), json!(stats.transfers));
     facts.insert("newest_timestamp".into(), json!(stats.until));
