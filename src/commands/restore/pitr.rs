@@ -99,7 +99,8 @@ pub fn start_private_replica(
     let cluster_id = tb
         .and_then(|t| t.cluster.as_ref())
         .map_or(0, |c| c.cluster_id);
-    let log_path = plan.work_dir.join("restore-replica.log");
+    // The one replica log `workdir.rs` names (kept for the operator, never swept).
+    let log_path = crate::workdir::WorkDir::new(&plan.work_dir).replica_log();
     let log = || -> Result<std::fs::File> {
         Ok(std::fs::OpenOptions::new()
             .create(true)
