@@ -122,7 +122,11 @@ fn store_leftovers(store: &Path) -> Vec<PathBuf> {
     bad.extend(walk(&store.join("trash")));
     for kind in ["tigerbeetle", "duckdb", "parquet"] {
         for f in walk(&store.join(kind)) {
-            let key = f.strip_prefix(store).unwrap().to_string_lossy().into_owned();
+            let key = f
+                .strip_prefix(store)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             if !named.contains(&key) {
                 bad.push(f);
             }
@@ -172,7 +176,9 @@ fn processes_using(dir: &Path) -> Vec<String> {
             .collect();
         if users.is_empty() || std::time::Instant::now() > deadline {
             for (pid, _) in &users {
-                let _ = std::process::Command::new("kill").args(["-9", pid]).status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", pid])
+                    .status();
             }
             return users.into_iter().map(|(_, c)| c).collect();
         }
@@ -199,7 +205,11 @@ fn sweep_and_check(s: &Setup, what: &str, good: &BTreeSet<String>, problems: &mu
             let _ = fs::remove_dir_all(p).or_else(|_| fs::remove_file(p));
         }
     }
-    assert_eq!(&listed(s), good, "after {what}: the good backups are listed");
+    assert_eq!(
+        &listed(s),
+        good,
+        "after {what}: the good backups are listed"
+    );
     let out = s.bkp(&["verify"]);
     assert_exit(&out, 0);
 }
@@ -300,7 +310,12 @@ fn every_killed_run_is_swept_by_cleanup_and_good_backups_survive() {
                 !Path::new(t).exists(),
                 "a killed {kind} restore created its target"
             );
-            sweep_and_check(&s, &format!("a {kind} restore killed at {point}"), &good, &mut problems);
+            sweep_and_check(
+                &s,
+                &format!("a {kind} restore killed at {point}"),
+                &good,
+                &mut problems,
+            );
         }
     }
 
@@ -326,7 +341,12 @@ fn every_killed_run_is_swept_by_cleanup_and_good_backups_survive() {
         eprintln!("SURVIVORS of a killed drill: {survivors:?}");
         problems.push(format!("processes outlived a killed drill: {survivors:?}"));
     }
-    sweep_and_check(&s, "a drill killed with its replica up", &good, &mut problems);
+    sweep_and_check(
+        &s,
+        "a drill killed with its replica up",
+        &good,
+        &mut problems,
+    );
 
     // A cleanup killed between unlisting a backup and deleting its objects (a
     // newer full export, and `keep_last = 1` for them): the next cleanup
@@ -359,11 +379,8 @@ fn bucket(s: &Setup) -> String {
 
 /// The unfinished multipart uploads in `bucket`, as rclone sees them.
 fn multipart_uploads(bucket: &str) -> String {
-    let out = common::shared_s3().rclone(&[
-        "backend",
-        "list-multipart-uploads",
-        &format!("s3:{bucket}"),
-    ]);
+    let out =
+        common::shared_s3().rclone(&["backend", "list-multipart-uploads", &format!("s3:{bucket}")]);
     assert!(out.status.success(), "{}", stderr(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -406,9 +423,16 @@ fn a_killed_s3_upload_is_listed_by_the_dry_run_and_discarded_by_cleanup() {
     let uploads = plan["unfinished_uploads"].as_array().unwrap();
     assert_eq!(uploads.len(), 1, "{plan:#}");
     let key = uploads[0]["key"].as_str().unwrap();
-    assert!(key.starts_with("parquet/") && key.contains("/t/large.parquet"), "{key}");
+    assert!(
+        key.starts_with("parquet/") && key.contains("/t/large.parquet"),
+        "{key}"
+    );
     assert!(uploads[0]["started_at"].is_string(), "{plan:#}");
-    assert_eq!(multipart_uploads(&bucket), before, "the dry run changed nothing");
+    assert_eq!(
+        multipart_uploads(&bucket),
+        before,
+        "the dry run changed nothing"
+    );
 
     // The real run discards exactly that.
     let out = s.bkp(&["cleanup"]);
@@ -425,6 +449,10 @@ fn a_killed_s3_upload_is_listed_by_the_dry_run_and_discarded_by_cleanup() {
     let out = s.bkp(&["--json", "cleanup", "--dry-run"]);
     assert_exit(&out, 0);
     let plan = json(&out);
-    assert_eq!(plan["unfinished_uploads"], serde_json::json!([]), "{plan:#}");
+    assert_eq!(
+        plan["unfinished_uploads"],
+        serde_json::json!([]),
+        "{plan:#}"
+    );
     assert_eq!(plan["orphans"], serde_json::json!([]), "{plan:#}");
 }

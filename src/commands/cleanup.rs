@@ -253,7 +253,10 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     for u in &unfinished {
         let started = u
             .started
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
             .unwrap_or_else(|| "at an unknown time".into());
         ctx.ui.info(&format!(
             "{} the unfinished upload of {} (started {started}): left by an interrupted run",

@@ -94,7 +94,9 @@ struct LocalWriter {
 impl Write for LocalWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let f = self.file.as_mut();
-        let n = f.ok_or_else(|| io::Error::other("write after finish"))?.write(buf)?;
+        let n = f
+            .ok_or_else(|| io::Error::other("write after finish"))?
+            .write(buf)?;
         crate::failpoint::hit("store-write");
         Ok(n)
     }

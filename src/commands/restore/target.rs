@@ -125,7 +125,11 @@ impl Target {
                         "refusing to restore into {}: it holds {what} ({}); choose a new {}",
                         target.display(),
                         p.display(),
-                        if self.shape == Shape::Dir { "directory" } else { "file" }
+                        if self.shape == Shape::Dir {
+                            "directory"
+                        } else {
+                            "file"
+                        }
                     ),
                 ));
             }
@@ -134,7 +138,9 @@ impl Target {
         while let Some(p) = stack.pop() {
             let meta = fs::symlink_metadata(&p)?;
             if meta.is_dir() {
-                for e in fs::read_dir(&p).with_context(|| format!("failed to read {}", p.display()))? {
+                for e in
+                    fs::read_dir(&p).with_context(|| format!("failed to read {}", p.display()))?
+                {
                     stack.push(e?.path());
                 }
             } else if meta.is_file() {
@@ -325,13 +331,25 @@ mod tests {
         let t = Target::check(&d.path().join("out"), Shape::Dir, false, &[]).unwrap();
         assert!(!t.exists);
         let staging = t.stage(&mut scratch).unwrap();
-        assert!(staging.file_name().unwrap().to_str().unwrap().starts_with(".out.bkp-"));
+        assert!(staging
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(".out.bkp-"));
         fs::write(staging.join("f"), b"data").unwrap();
         t.commit(&staging, &mut scratch).unwrap();
         assert_eq!(fs::read(d.path().join("out/f")).unwrap(), b"data");
         drop(scratch);
-        assert!(d.path().join("out/f").exists(), "the scratch no longer names it");
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2, "out and work only");
+        assert!(
+            d.path().join("out/f").exists(),
+            "the scratch no longer names it"
+        );
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            2,
+            "out and work only"
+        );
     }
 
     #[test]
@@ -349,7 +367,11 @@ mod tests {
         fs::write(staging.join("new"), b"new").unwrap();
         t.commit(&staging, &mut scratch).unwrap();
         assert!(out.join("new").exists() && !out.join("old").exists());
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2, "nothing aside left");
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            2,
+            "nothing aside left"
+        );
     }
 
     #[test]
@@ -376,7 +398,10 @@ mod tests {
         fs::write(out.join("work/x"), b"").unwrap();
         let precious = [("the work directory", out.join("work"))];
         let e = Target::check(&out, Shape::Dir, true, &precious).unwrap_err();
-        assert!(format!("{e:#}").contains("it holds the work directory"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("it holds the work directory"),
+            "{e:#}"
+        );
         let db = d.path().join("hot.duckdb");
         fs::write(&db, b"").unwrap();
         let precious = [("the configured DuckDB database", db.clone())];
