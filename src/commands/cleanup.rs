@@ -26,11 +26,10 @@
 //! the local store, and data-file copies (only while no snapshot runs).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+
 use serde_json::json;
 use time::OffsetDateTime;
 

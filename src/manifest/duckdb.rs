@@ -126,4 +126,3 @@ pub fn object_key(
         at.day()
     )
 }
-

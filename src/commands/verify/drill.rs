@@ -12,7 +12,7 @@ use crate::commands::restore::{self, Source};
 use crate::commands::Ctx;
 use crate::exit::{coded, Code};
 use crate::id::BackupId;
-use crate::manifest::{Kind, Manifest, Scope};
+use crate::manifest::{Kind, Manifest};
 
 /// What a restore drill found.
 #[derive(Debug, Serialize)]
