@@ -231,9 +231,7 @@ mod tests {
         assert!(is_damage(&coded(Code::Integrity, "bad chunk")));
         assert!(is_damage(&coded(Code::NotFound, "object missing")));
         assert!(is_damage(&anyhow::anyhow!("DuckDB cannot read the file")));
-        assert!(!is_damage(
-            &coded(Code::Transient, "timeout").context("drill")
-        ));
+        assert!(!is_damage(&coded(Code::Transient, "timeout").context("drill")));
         assert!(!is_damage(&coded(Code::Config, "no key")));
     }
 }

@@ -214,18 +214,12 @@ fn a_stored_segment_is_reported_even_when_its_ledger_record_fails() {
     // Something in the spool that is no ledger record: recording fails.
     fs::create_dir_all(dir.path().join("work/ledger-spool")).unwrap();
     fs::write(dir.path().join("work/ledger-spool/junk.json"), b"{").unwrap();
-    repl(
-        &tb.address(),
-        "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700;",
-    );
+    repl(&tb.address(), "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700;");
 
     let out = run_bkp(&["--config", cfg.to_str().unwrap(), "--json", "logs"], &[]);
     assert_exit(&out, 1);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("recording it in the ledger failed"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("recording it in the ledger failed"), "{stderr}");
     // The segment was stored, and the report says so before the failure.
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("no report on stdout ({e}); stderr: {stderr}"));

@@ -696,10 +696,7 @@ fn skipped_files_keep_exit_10_when_the_ledger_record_fails_too() {
     // most specific code among its problems: the skipped file (10), not the
     // ledger's plain failure (1).
     let (r, stderr) = replicate(&cfg, s3, 10);
-    assert_eq!(
-        paths(&r["manifest"]["source"]["skipped"]),
-        vec!["bad.parquet"]
-    );
+    assert_eq!(paths(&r["manifest"]["source"]["skipped"]), vec!["bad.parquet"]);
     assert!(stderr.contains("bad.parquet"), "{stderr}");
     assert!(
         stderr.contains("recording it in the ledger failed"),

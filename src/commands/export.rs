@@ -42,10 +42,10 @@ use crate::manifest::duckdb::{
     DELETES_NOTE, OPERATION, SCHEMA_FILE,
 };
 use crate::manifest::{FileEntry, Kind, Manifest, ObjectEntry, Scope};
+use crate::workdir::WorkDir;
 use crate::sources::duck::{self, Table};
 use crate::stages::compress::Compression;
 use crate::store::Store;
-use crate::workdir::WorkDir;
 use crate::{pipeline, ui};
 
 /// A file-name-safe, unique stem for a table: `schema.table` with odd characters
@@ -158,22 +158,22 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
                 note = Some("no previous full export: taken as a full export".to_string());
                 None
             }
-            (false, Some(head)) => match chain::Index::new(&all).ancestry(head) {
-                Err(e) => {
-                    note = Some(format!(
-                        "the previous export's chain is unusable ({e}): taken as a full export"
-                    ));
-                    None
+            (false, Some(head)) => {
+                match chain::Index::new(&all).ancestry(head) {
+                    Err(e) => {
+                        note = Some(format!("the previous export's chain is unusable ({e}): taken as a full export"));
+                        None
+                    }
+                    Ok(_) if head.source.get("schema_sha256") != Some(&json!(schema_sha)) => {
+                        note = Some(format!(
+                            "the schema changed since export {}: taken as a full export",
+                            head.id
+                        ));
+                        None
+                    }
+                    Ok(c) => Some((head.clone(), table_records(head)?, c[0].id)),
                 }
-                Ok(_) if head.source.get("schema_sha256") != Some(&json!(schema_sha)) => {
-                    note = Some(format!(
-                        "the schema changed since export {}: taken as a full export",
-                        head.id
-                    ));
-                    None
-                }
-                Ok(c) => Some((head.clone(), table_records(head)?, c[0].id)),
-            },
+            }
         };
         if let Some(n) = &note {
             ctx.ui.info(&format!("export {id}: {n}"));

@@ -216,14 +216,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     })();
 
     run.finish(outcome, |m, elapsed, ledger| {
-        report(
-            ctx,
-            m,
-            &ReplicaSet::from_manifest(m)?,
-            store,
-            elapsed,
-            ledger,
-        )
+        report(ctx, m, &ReplicaSet::from_manifest(m)?, store, elapsed, ledger)
     })
 }
 

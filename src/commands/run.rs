@@ -105,10 +105,7 @@ impl<'a> Run<'a> {
     pub fn metadata(&self, scope: Scope) -> Vec<(String, String)> {
         vec![
             ("backup-id".to_string(), self.id.to_string()),
-            (
-                "backup-type".to_string(),
-                self.spec.kind.as_str().to_string(),
-            ),
+            ("backup-type".to_string(), self.spec.kind.as_str().to_string()),
             ("backup-scope".to_string(), scope.as_str().to_string()),
         ]
     }
@@ -178,9 +175,9 @@ impl<'a> Run<'a> {
             Ok(stored) => stored,
             Err(e) => {
                 if let Err(l) = ledger {
-                    self.ctx.ui.warn(&format!(
-                        "recording the failed run in the ledger failed too: {l:#}"
-                    ));
+                    self.ctx
+                        .ui
+                        .warn(&format!("recording the failed run in the ledger failed too: {l:#}"));
                 }
                 return Err(e);
             }

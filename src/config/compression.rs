@@ -59,7 +59,11 @@ pub(super) fn validate(c: CompressionFile, v: &Validator) -> Result<Compression>
             Compression::Zstd { level, threads }
         }
         other => {
-            return Err(v.not_one_of("compression.algorithm", other, &["zstd", "gzip", "none"]))
+            return Err(v.not_one_of(
+                "compression.algorithm",
+                other,
+                &["zstd", "gzip", "none"],
+            ))
         }
     })
 }
@@ -71,11 +75,7 @@ mod tests {
 
     #[test]
     fn algorithms_and_levels() {
-        let c = |extra: &str| {
-            with(&format!("[compression]\n{extra}"))
-                .unwrap()
-                .compression
-        };
+        let c = |extra: &str| with(&format!("[compression]\n{extra}")).unwrap().compression;
         assert!(matches!(c(""), Compression::Zstd { level: 3, .. }));
         assert!(matches!(
             c("level = 19\nthreads = 2\n"),
@@ -84,23 +84,17 @@ mod tests {
                 threads: 2
             }
         ));
-        assert_eq!(c("algorithm = \"gzip\"\n"), Compression::Gzip { level: 6 });
+        assert_eq!(
+            c("algorithm = \"gzip\"\n"),
+            Compression::Gzip { level: 6 }
+        );
         assert_eq!(c("algorithm = \"none\"\n"), Compression::None);
         for (extra, needle) in [
-            (
-                "algorithm = \"lz4\"\n",
-                "compression.algorithm: \"lz4\" is not one of",
-            ),
+            ("algorithm = \"lz4\"\n", "compression.algorithm: \"lz4\" is not one of"),
             ("level = 40\n", "compression.level: zstd levels are 1 to 19"),
-            (
-                "algorithm = \"gzip\"\nlevel = 10\n",
-                "gzip levels are 0 to 9",
-            ),
+            ("algorithm = \"gzip\"\nlevel = 10\n", "gzip levels are 0 to 9"),
         ] {
-            fails_naming(
-                &format!("{}[compression]\n{extra}", super::super::tests::MINIMAL),
-                needle,
-            );
+            fails_naming(&format!("{}[compression]\n{extra}", super::super::tests::MINIMAL), needle);
         }
     }
 }

@@ -80,10 +80,7 @@ mod tests {
         let small = with("[ledger]\naddresses = \"3000\"\ncluster_id = 7\n").unwrap();
         let l = small.ledger.unwrap();
         assert_eq!((l.cluster_id, l.ledger), (7, 12));
-        assert_eq!(
-            l.spool_dir,
-            std::path::Path::new("/var/lib/bkp/ledger-spool")
-        );
+        assert_eq!(l.spool_dir, std::path::Path::new("/var/lib/bkp/ledger-spool"));
         let off = with("[ledger]\nenabled = false\naddresses = \"3000\"\n").unwrap();
         assert!(off.ledger.is_none());
     }
@@ -92,15 +89,9 @@ mod tests {
     fn bad_ledger_settings_name_the_key() {
         for (extra, needle) in [
             ("addresses = \"3000\"\nledger = 0\n", "ledger.ledger"),
-            (
-                "addresses = \"3000\"\ntimeout = \"soon\"\n",
-                "ledger.timeout",
-            ),
+            ("addresses = \"3000\"\ntimeout = \"soon\"\n", "ledger.timeout"),
             ("addresses = \"\"\n", "ledger.addresses"),
-            (
-                "addresses = \"3000\"\ncluster_id = \"-1\"\n",
-                "ledger.cluster_id",
-            ),
+            ("addresses = \"3000\"\ncluster_id = \"-1\"\n", "ledger.cluster_id"),
         ] {
             fails_naming(&format!("{MINIMAL}[ledger]\n{extra}"), needle);
         }

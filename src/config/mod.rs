@@ -336,10 +336,7 @@ enabled = false
         let plan = p(&MINIMAL.replace("/srv/backups", "store")).unwrap();
         assert!(matches!(plan.store, StorePlan::Local(ref x) if x == Path::new("/etc/bkp/store")));
         let plan = with("[metrics]\ndir = \"prom\"\n").unwrap();
-        assert_eq!(
-            plan.metrics_dir.as_deref(),
-            Some(Path::new("/etc/bkp/prom"))
-        );
+        assert_eq!(plan.metrics_dir.as_deref(), Some(Path::new("/etc/bkp/prom")));
     }
 
     #[test]
@@ -351,10 +348,7 @@ enabled = false
                 MINIMAL.replace("work_dir = \"/var/lib/bkp\"", ""),
                 "work_dir",
             ),
-            (
-                format!("{MINIMAL}[metrics]\ndirectory = \"m\"\n"),
-                "directory",
-            ),
+            (format!("{MINIMAL}[metrics]\ndirectory = \"m\"\n"), "directory"),
         ];
         for (text, needle) in cases {
             fails_naming(&text, needle);
@@ -371,15 +365,9 @@ enabled = false
         );
         assert_eq!(crate::exit::exit_code(&e), crate::exit::CONFIG);
         let e = v.positive_duration("f.rpo", "0s").unwrap_err();
-        assert!(
-            e.to_string().ends_with("f.rpo: must be longer than zero"),
-            "{e}"
-        );
+        assert!(e.to_string().ends_with("f.rpo: must be longer than zero"), "{e}");
         let e = v.size("s.part", "huge").unwrap_err();
-        assert!(
-            e.to_string().contains("s.part: \"huge\" is not a size"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("s.part: \"huge\" is not a size"), "{e}");
         assert_eq!(v.within("k", 5, 1..=9, "1 to 9").unwrap(), 5);
         assert!(v.within("k", 0, 1..=9, "1 to 9").is_err());
         assert_eq!(v.path("k".into()), Path::new("/etc/bkp/k"));

@@ -149,7 +149,11 @@ pub(super) fn validate(
             _ => Compression::Gzip { level: 6 },
         },
         other => {
-            return Err(v.not_one_of("replicate.compression", other, &["none", "zstd", "gzip"]))
+            return Err(v.not_one_of(
+                "replicate.compression",
+                other,
+                &["none", "zstd", "gzip"],
+            ))
         }
     };
     Ok(ReplicatePlan {
@@ -191,11 +195,10 @@ mod tests {
         assert!(!r.selects("tmp/a.parquet") && r.selects("t/a.parquet"));
         // A compressed replication takes the level of [compression] when it
         // names the same algorithm.
-        let r =
-            with("[compression]\nlevel = 7\n[replicate]\nsource = \"d\"\ncompression = \"zstd\"\n")
-                .unwrap()
-                .replicate
-                .unwrap();
+        let r = with("[compression]\nlevel = 7\n[replicate]\nsource = \"d\"\ncompression = \"zstd\"\n")
+            .unwrap()
+            .replicate
+            .unwrap();
         assert!(matches!(r.compression, Compression::Zstd { level: 7, .. }));
     }
 
@@ -203,10 +206,7 @@ mod tests {
     fn bad_replicate_settings_name_the_key() {
         for (bad, key) in [
             ("source = \"ftp://x\"\n", "replicate.source"),
-            (
-                "source = \"s3:///p\"\n",
-                "replicate.source: an S3 source needs a bucket",
-            ),
+            ("source = \"s3:///p\"\n", "replicate.source: an S3 source needs a bucket"),
             ("source = \"\"\n", "replicate.source: must not be empty"),
             (
                 "source = \"s3://b\"\naccess_key_env = \"A\"\n",

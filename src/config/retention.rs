@@ -117,10 +117,7 @@ mod tests {
     fn presets_rules_and_defaults() {
         let r = with("").unwrap().retention;
         assert_eq!(r.grace, Duration::hours(24));
-        assert_eq!(
-            *r.policies.get(Kind::Tigerbeetle, Scope::Full),
-            Policy::gfs()
-        );
+        assert_eq!(*r.policies.get(Kind::Tigerbeetle, Scope::Full), Policy::gfs());
         assert_eq!(
             *r.policies.get(Kind::Parquet, Scope::Full),
             Policy::count_based()

@@ -35,15 +35,16 @@ pub enum StorePlan {
 }
 
 pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> Result<StorePlan> {
-    let f =
-        match (f, &ov.store_path) {
-            (_, Some(p)) => return Ok(StorePlan::Local(p.clone())),
-            (None, None) => return Err(v.error(
+    let f = match (f, &ov.store_path) {
+        (_, Some(p)) => return Ok(StorePlan::Local(p.clone())),
+        (None, None) => {
+            return Err(v.error(
                 "[store]",
                 "missing: add [store] with type = \"local\" and path, or type = \"s3\" and bucket",
-            )),
-            (Some(f), None) => f,
-        };
+            ))
+        }
+        (Some(f), None) => f,
+    };
     match f {
         StoreFile::Local { path } => Ok(StorePlan::Local(v.path(path))),
         StoreFile::S3 {
@@ -118,10 +119,7 @@ mod tests {
         assert_eq!((s.part_size, s.concurrency), (16 << 20, 4));
         assert_eq!(s.region, "us-east-1");
         assert!(!s.path_style);
-        let plan = p(&format!(
-            "{S3}bucket = \"b\"\nendpoint = \"http://h:9000\"\n"
-        ))
-        .unwrap();
+        let plan = p(&format!("{S3}bucket = \"b\"\nendpoint = \"http://h:9000\"\n")).unwrap();
         assert!(matches!(plan.store, StorePlan::S3(ref s) if s.path_style));
 
         for (extra, needle) in [

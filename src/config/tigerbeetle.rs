@@ -189,10 +189,7 @@ mod tests {
         assert_eq!(tb.retention_days, 365);
 
         for (extra, needle) in [
-            (
-                "data_file = \"/x\"\nsnapshot_mode = \"stop\"\n",
-                "stop_command",
-            ),
+            ("data_file = \"/x\"\nsnapshot_mode = \"stop\"\n", "stop_command"),
             (
                 "data_file = \"/x\"\nsnapshot_mode = \"yolo\"\n",
                 "tigerbeetle.snapshot_mode: \"yolo\" is not one of",

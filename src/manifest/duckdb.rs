@@ -126,3 +126,4 @@ pub fn object_key(
         at.day()
     )
 }
+

@@ -29,6 +29,7 @@ pub fn key(kind: Kind, id: BackupId) -> String {
     format!("{TRASH_DIR}/{}/{id}.json", kind.as_str())
 }
 
+
 pub fn read_tombstones(store: &dyn Store) -> Result<Vec<Tombstone>> {
     let mut out = Vec::new();
     for o in store.list(&format!("{TRASH_DIR}/"))? {

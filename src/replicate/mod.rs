@@ -8,8 +8,8 @@
 
 use std::path::PathBuf;
 
-use self::glob::Glob;
 use crate::stages::compress::Compression;
+use self::glob::Glob;
 
 pub mod copy;
 pub mod glob;

@@ -148,11 +148,7 @@ fn refuse_open_database(target: &Path) -> Result<()> {
 /// (which must not exist), verifies every table's row count against the
 /// manifests, and returns the counts by `schema.table` (excluded tables, restored
 /// empty, are left out). On failure no file is left at `target`.
-pub fn restore_database(
-    src: &Source,
-    m: &Manifest,
-    target: &Path,
-) -> Result<BTreeMap<String, u64>> {
+pub fn restore_database(src: &Source, m: &Manifest, target: &Path) -> Result<BTreeMap<String, u64>> {
     if target.exists() {
         return Err(coded(
             Code::TargetExists,

@@ -22,9 +22,7 @@ use crate::cli::RestoreArgs;
 use crate::config::{Plan, StorePlan};
 use crate::crypto::Keyring;
 use crate::exit::{coded, Code};
-use crate::manifest::{
-    self, duckdb as export, parquet as replicated, tigerbeetle as tb, Kind, Manifest,
-};
+use crate::manifest::{self, duckdb as export, parquet as replicated, tigerbeetle as tb, Kind, Manifest};
 use crate::stages::progress::Progress;
 use crate::store::Store;
 use crate::workdir::WorkDir;
@@ -108,8 +106,7 @@ pub fn resolve(
                     m.kind.as_str(),
                     m.operation,
                     match m.kind {
-                        Kind::Tigerbeetle =>
-                            "restore a snapshot, with --at TIME to replay the log segments after it",
+                        Kind::Tigerbeetle => "restore a snapshot, with --at TIME to replay the log segments after it",
                         _ => "restore the backup `bkp list` shows it belongs to",
                     }
                 ),
@@ -210,10 +207,7 @@ pub fn precious(plan: &Plan) -> Vec<target::Precious> {
         p.push(("the configured TigerBeetle data file", df));
     }
     if let Some(d) = &plan.duckdb {
-        p.push((
-            "the configured DuckDB database (duckdb.database)",
-            d.database.clone(),
-        ));
+        p.push(("the configured DuckDB database (duckdb.database)", d.database.clone()));
     }
     p
 }
