@@ -92,7 +92,11 @@ mod tests {
     #[test]
     fn an_interrupt_is_its_own_class_and_never_retried() {
         let e = error(libc::SIGHUP);
-        assert_ne!(e.kind(), io::ErrorKind::Interrupted, "write_all would retry it");
+        assert_ne!(
+            e.kind(),
+            io::ErrorKind::Interrupted,
+            "write_all would retry it"
+        );
         let e = anyhow::Error::new(e);
         assert_eq!(crate::exit::classify(&e), Some(Code::Interrupted));
         assert!(format!("{e:#}").contains("SIGHUP"));

@@ -15,6 +15,7 @@ pub mod commands;
 pub mod config;
 pub mod crypto;
 pub mod exit;
+pub mod failpoint;
 pub mod id;
 pub mod interrupt;
 pub mod ledger;

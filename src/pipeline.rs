@@ -172,6 +172,7 @@ pub fn download(
     };
     let mut content = HashReader::new(decompress(plain, compression)?);
     consume(&mut content)?;
+    crate::failpoint::hit("restore-download");
     // Read to the very end: the final encrypted chunk and the compression trailer
     // must be verified even if the consumer stopped early (tar's end padding).
     io::copy(&mut content, &mut io::sink())?;

@@ -9,6 +9,9 @@
 //! - `{operation}.lock`: the run locks (`lock.rs`); never removed;
 //! - `commands.log`, `replica.log`: output of the stop/start commands and of
 //!   private TigerBeetle replicas; kept for the operator;
+//! - `ledger-spool/`: ledger records not yet sent (`{transfer id}.json`), kept
+//!   until the ledger has them; a write killed before its rename leaves a
+//!   `.{id}.json.tmp{pid}`, swept once older than the grace period;
 //! - `tmp/{what}-{random}/`: scratch directories ([`Scratch`]): data-file copies,
 //!   export pipes, restore spools, DuckDB rebuilds, drills. Each holds an `owner`
 //!   file that its run keeps `flock`ed, so a sweeper tells a live run's scratch
@@ -76,6 +79,12 @@ impl WorkDir {
         self.root.join("replica.log")
     }
 
+    /// The ledger spool: records not yet sent (`{transfer id}.json`), kept until
+    /// the ledger has them.
+    pub fn ledger_spool(&self) -> PathBuf {
+        self.root.join("ledger-spool")
+    }
+
     /// Creates `work_dir` (0700) if it is missing.
     pub fn create(&self) -> Result<()> {
         fs::DirBuilder::new()
@@ -120,7 +129,8 @@ impl WorkDir {
     }
 
     /// Every leftover of a dead run: scratch directories whose owner is gone, and
-    /// the scratch names of older releases once older than `grace`.
+    /// the scratch names of older releases and half-written spool records once
+    /// older than `grace`.
     pub fn leftovers(&self, grace: Duration) -> Vec<Leftover> {
         let mut out = Vec::new();
         for path in entries(&self.root.join(TMP)) {
@@ -144,6 +154,21 @@ impl WorkDir {
                 || name == "restore-spool"
                 || (name.starts_with(".restore-") && name.ends_with(".spool"));
             if legacy && older_than(&path, grace) {
+                out.push(Leftover {
+                    path,
+                    outside: None,
+                });
+            }
+        }
+        // A spooled record is written to `.{id}.json.tmp{pid}` and then renamed
+        // (ledger.rs); a run killed in between leaves the temporary file, which no
+        // reader of the spool looks at. Complete records are never leftovers.
+        for path in entries(&self.ledger_spool()) {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.starts_with('.') && name.contains(".json.tmp") && older_than(&path, grace) {
                 out.push(Leftover {
                     path,
                     outside: None,
@@ -333,5 +358,27 @@ mod tests {
         assert!(w.leftovers(Duration::from_secs(3600)).is_empty());
         let found = w.leftovers(Duration::ZERO);
         assert_eq!(found.len(), 5, "{found:?}");
+    }
+
+    #[test]
+    fn a_killed_spool_write_is_swept_after_the_grace_period_and_records_stay() {
+        let d = tempfile::tempdir().unwrap();
+        let w = WorkDir::new(d.path());
+        let spool = w.ledger_spool();
+        assert_eq!(spool, d.path().join("ledger-spool"));
+        fs::create_dir_all(&spool).unwrap();
+        // A record, and the temporary file of a write that never got renamed.
+        fs::write(spool.join("123.json"), b"{}").unwrap();
+        let half = spool.join(".124.json.tmp4242");
+        fs::write(&half, b"{").unwrap();
+        assert!(w.leftovers(Duration::from_secs(3600)).is_empty());
+        let found = w.leftovers(Duration::ZERO);
+        assert_eq!(
+            found,
+            vec![Leftover {
+                path: half,
+                outside: None
+            }]
+        );
     }
 }

@@ -176,10 +176,17 @@ fn s3_store_conforms_on_a_real_server() {
     w.write_all(&vec![7u8; 6 * 1024 * 1024]).unwrap();
     std::mem::forget(w);
     let before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
-    assert_eq!(store.sweep_unfinished(before).unwrap(), 0);
+    assert!(store.sweep_unfinished(before, false).unwrap().is_empty());
     let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(1);
-    assert!(store.sweep_unfinished(later).unwrap() >= 1);
-    assert_eq!(store.sweep_unfinished(later).unwrap(), 0);
+    // A dry run names the upload and leaves it; the real sweep discards it.
+    let seen = store.sweep_unfinished(later, true).unwrap();
+    assert!(seen.iter().any(|u| u.key == "c/killed"), "{seen:?}");
+    assert_eq!(
+        store.sweep_unfinished(later, true).unwrap().len(),
+        seen.len()
+    );
+    assert!(!store.sweep_unfinished(later, false).unwrap().is_empty());
+    assert!(store.sweep_unfinished(later, false).unwrap().is_empty());
     assert!(store.head("c/killed").unwrap().is_none());
     // No multipart upload is left behind by the aborted and dropped writes.
     let out = s3.rclone(&[

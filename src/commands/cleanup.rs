@@ -139,7 +139,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         .filter(|d| !d.keep)
         .map(|d| d.id.as_str())
         .collect();
-    show_plan(ctx, &decisions, &by_id, dry)?;
+    let json_plan = show_plan(ctx, &decisions, &by_id, dry)?;
 
     // 2. Tombstone and unlist, newest first (an incremental goes before the
     // backup it builds on, so no listed backup ever lacks its base).
@@ -170,7 +170,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
                 })?;
         }
         store.delete(&m.key())?;
-        failpoint("cleanup-after-manifest");
+        crate::failpoint::hit("cleanup-after-manifest");
         ctx.ui.info(&format!(
             "deleted {} {} {} ({}, {})",
             m.kind.as_str(),
@@ -246,20 +246,38 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         totals.orphan_bytes += o.size;
     }
 
-    // Unfinished uploads of crashed runs (S3 multipart uploads), past the grace period.
-    if !dry {
-        let n = store.sweep_unfinished(cutoff)?;
-        if n > 0 {
-            ctx.ui.info(&format!(
-                "discarded {n} unfinished upload(s) left by interrupted runs"
-            ));
-        }
-        totals.orphans += n;
+    // Unfinished uploads of crashed runs (S3 multipart uploads), past the grace
+    // period: listed by the same call that discards them, so a dry run shows
+    // exactly what a real run discards.
+    let unfinished = store.sweep_unfinished(cutoff, dry)?;
+    for u in &unfinished {
+        let started = u
+            .started
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| "at an unknown time".into());
+        ctx.ui.info(&format!(
+            "{} the unfinished upload of {} (started {started}): left by an interrupted run",
+            if dry { "would discard" } else { "discarded" },
+            u.key
+        ));
     }
+    totals.orphans += unfinished.len() as u64;
 
     // 5. Local leftovers.
     let grace: std::time::Duration = plan.retention.grace.try_into().unwrap_or_default();
     totals.local = local_leftovers(ctx, grace, dry);
+
+    if let Some(mut doc) = json_plan {
+        doc["orphans"] = json!(orphans
+            .iter()
+            .map(|o| json!({"key": o.key, "bytes": o.size}))
+            .collect::<Vec<_>>());
+        doc["unfinished_uploads"] = unfinished_json(&unfinished);
+        ui::out(&serde_json::to_string_pretty(&doc)?)?;
+    }
 
     let verb = if dry { "would delete" } else { "deleted" };
     ctx.ui.info(&format!(
@@ -283,6 +301,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
             "deleted": deleted,
             "bytes_deleted": totals.bytes,
             "orphans_removed": orphans.iter().map(|o| json!({"key": o.key, "bytes": o.size})).collect::<Vec<_>>(),
+            "unfinished_uploads_discarded": unfinished_json(&unfinished),
             "kept": decisions.iter().filter(|d| d.keep).count(),
         });
         let key = write_report(store, "cleanup", run_id, started_at, &report)?;
@@ -308,12 +327,14 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     Ok(())
 }
 
+/// Prints the plan as a table; with `--json`, returns it as the document that
+/// is printed once the run has also found the orphans and unfinished uploads.
 fn show_plan(
     ctx: &Ctx,
     decisions: &[Decision],
     by_id: &BTreeMap<String, &Manifest>,
     dry: bool,
-) -> Result<()> {
+) -> Result<Option<serde_json::Value>> {
     if ctx.ui.json {
         let rows: Vec<_> = decisions
             .iter()
@@ -331,14 +352,11 @@ fn show_plan(
                 })
             })
             .collect();
-        ui::out(&serde_json::to_string_pretty(
-            &json!({ "dry_run": dry, "backups": rows }),
-        )?)?;
-        return Ok(());
+        return Ok(Some(json!({ "dry_run": dry, "backups": rows })));
     }
     if decisions.is_empty() {
         ctx.ui.info("no backups in the store");
-        return Ok(());
+        return Ok(None);
     }
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
     ui::out(&format!(
@@ -358,7 +376,17 @@ fn show_plan(
             d.reasons.join("; "),
         ))?;
     }
-    Ok(())
+    Ok(None)
+}
+
+fn unfinished_json(unfinished: &[crate::store::Unfinished]) -> serde_json::Value {
+    json!(unfinished
+        .iter()
+        .map(|u| json!({
+            "key": u.key,
+            "started_at": u.started.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+        }))
+        .collect::<Vec<_>>())
 }
 
 /// Finishes one deletion: its manifest gone, the objects it names that no
@@ -417,14 +445,6 @@ fn refuse_unreadable(unreadable: &[manifest::Unreadable]) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Fault injection for the crash-recovery tests: `BKP_FAILPOINT=name` aborts
-/// the process at the named point.
-fn failpoint(name: &str) {
-    if std::env::var_os("BKP_FAILPOINT").is_some_and(|v| v == name) {
-        std::process::abort();
-    }
 }
 
 /// Removes what crashed runs left on local disk (the work directory, and

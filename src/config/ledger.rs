@@ -65,7 +65,7 @@ pub(super) fn validate(
         addresses,
         ledger: l.ledger,
         timeout,
-        spool_dir: work_dir.join("ledger-spool"),
+        spool_dir: crate::workdir::WorkDir::new(work_dir).ledger_spool(),
     }))
 }
 

@@ -142,10 +142,12 @@ struct LocalWriter {
 
 impl Write for LocalWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file
-            .as_mut()
+        let f = self.file.as_mut();
+        let n = f
             .ok_or_else(|| io::Error::other("write after finish"))?
-            .write(buf)
+            .write(buf)?;
+        crate::failpoint::hit("store-write");
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         match self.file.as_mut() {

@@ -28,6 +28,14 @@ pub struct ObjectInfo {
     pub modified: Option<OffsetDateTime>,
 }
 
+/// A streaming write that was started and never finished nor aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    /// The key it was writing, relative to the store's root.
+    pub key: String,
+    pub started: Option<OffsetDateTime>,
+}
+
 /// Metadata stored with a data object (S3 user metadata; a sidecar nowhere else).
 pub type Metadata = Vec<(String, String)>;
 
@@ -83,12 +91,17 @@ pub trait Store: Send + Sync {
     /// Deletes `key`; deleting a missing key succeeds (deletes are retried).
     fn delete(&self, key: &str) -> Result<()>;
 
-    /// Discards unfinished streaming writes that started before `before` (a
-    /// process killed mid-upload leaves S3 multipart uploads whose parts are kept
-    /// and billed, but that are no object). Returns how many were discarded.
-    fn sweep_unfinished(&self, before: time::OffsetDateTime) -> Result<u64> {
-        let _ = before;
-        Ok(0)
+    /// The unfinished streaming writes that started before `before` (a process
+    /// killed mid-upload leaves S3 multipart uploads whose parts are kept and
+    /// billed, but that are no object), discarded unless `dry_run`. Returns what
+    /// was found, so that a dry run shows exactly what a real run discards.
+    fn sweep_unfinished(
+        &self,
+        before: time::OffsetDateTime,
+        dry_run: bool,
+    ) -> Result<Vec<Unfinished>> {
+        let _ = (before, dry_run);
+        Ok(Vec::new())
     }
 
     /// Whether reading an object twice costs little (a local file). Restore then

@@ -24,7 +24,9 @@ use time::OffsetDateTime;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
-use super::{already_exists, check_key, not_found, Metadata, ObjectInfo, ObjectWriter, Store};
+use super::{
+    already_exists, check_key, not_found, Metadata, ObjectInfo, ObjectWriter, Store, Unfinished,
+};
 use crate::exit::{coded, Code};
 
 /// Connection settings for an S3 store. Credentials are not here: they come from
@@ -290,6 +292,7 @@ impl S3Writer {
                 .set_e_tag(out.e_tag().map(str::to_string))
                 .build())
         }));
+        crate::failpoint::hit("store-write");
         Ok(())
     }
 
@@ -515,7 +518,7 @@ impl Store for S3Store {
             .collect())
     }
 
-    fn sweep_unfinished(&self, before: OffsetDateTime) -> Result<u64> {
+    fn sweep_unfinished(&self, before: OffsetDateTime, dry_run: bool) -> Result<Vec<Unfinished>> {
         let prefix = if self.s.prefix.is_empty() {
             String::new()
         } else {
@@ -545,9 +548,10 @@ impl Store for S3Store {
                     )
                 })?;
             for u in page.uploads() {
-                let old = to_time(u.initiated()).is_some_and(|t| t < before);
+                let started = to_time(u.initiated());
+                let old = started.is_some_and(|t| t < before);
                 if let (true, Some(k), Some(id)) = (old, u.key(), u.upload_id()) {
-                    stale.push((k.to_string(), id.to_string()));
+                    stale.push((k.to_string(), id.to_string(), started));
                 }
             }
             if page.is_truncated() != Some(true) {
@@ -559,13 +563,21 @@ impl Store for S3Store {
                 break;
             }
         }
-        for (key, id) in &stale {
+        let mut found = Vec::new();
+        for (key, id, started) in stale {
+            found.push(Unfinished {
+                key: key.strip_prefix(&prefix).unwrap_or(&key).to_string(),
+                started,
+            });
+            if dry_run {
+                continue;
+            }
             self.rt
                 .block_on(
                     self.client
                         .abort_multipart_upload()
                         .bucket(&self.s.bucket)
-                        .key(key)
+                        .key(&key)
                         .upload_id(id)
                         .send(),
                 )
@@ -579,7 +591,7 @@ impl Store for S3Store {
                     )
                 })?;
         }
-        Ok(stale.len() as u64)
+        Ok(found)
     }
 
     fn delete(&self, key: &str) -> Result<()> {

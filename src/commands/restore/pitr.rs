@@ -99,7 +99,8 @@ pub fn start_private_replica(
     let cluster_id = tb
         .and_then(|t| t.cluster.as_ref())
         .map_or(0, |c| c.cluster_id);
-    let log_path = plan.work_dir.join("restore-replica.log");
+    // The one replica log `workdir.rs` names (kept for the operator, never swept).
+    let log_path = crate::workdir::WorkDir::new(&plan.work_dir).replica_log();
     let log = || -> Result<std::fs::File> {
         Ok(std::fs::OpenOptions::new()
             .create(true)
@@ -134,7 +135,9 @@ pub fn start_private_replica(
 
     let port = free_port()?;
     let address = format!("127.0.0.1:{port}");
-    let child = Command::new(&binary)
+    let mut start = Command::new(&binary);
+    die_with_this_process(&mut start);
+    let child = start
         .arg("start")
         .arg(format!("--addresses={address}"))
         .args(&replica_args)
@@ -167,12 +170,38 @@ pub fn start_private_replica(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    crate::failpoint::hit("private-replica");
     let cfg = tblog::ClusterConfig {
         cluster_id,
         addresses: address,
         timeout: Duration::from_secs(60),
     };
     Ok((replica, cfg))
+}
+
+/// Makes the command's process die with this one. A run killed with SIGKILL runs
+/// no `Drop`, and a private replica left running would keep its port, its memory
+/// and its data file (deleted from the swept scratch, but still open). The
+/// signal comes when the spawning *thread* ends, so a replica is started and
+/// kept by the same thread (every caller does).
+fn die_with_this_process(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the hook runs between fork and exec, where only async-signal-safe
+    // calls are allowed: prctl and getppid are, and nothing is allocated.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // This process died before the prctl: nobody is left to stop the replica.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Counts the accounts and transfers in `data_file` through a private replica

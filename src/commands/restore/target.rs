@@ -189,6 +189,7 @@ impl Target {
     /// renamed (the old target moved aside first and removed only once the swap
     /// is durable), then the parent directory fsynced.
     pub fn commit(&self, staging: &Path, scratch: &mut Scratch) -> Result<()> {
+        crate::failpoint::hit("restore-commit");
         restrict_modes(staging)?;
         sync_tree(staging)?;
         match self.shape {
@@ -203,6 +204,28 @@ impl Target {
                 let _ = fs::remove_dir_all(staging);
             }
             Shape::Dir if self.exists || self.path.exists() => {
+                match exchange(staging, &self.path) {
+                    Ok(()) => {
+                        // The staging path now holds the replaced tree, and the
+                        // scratch still names it: should the run die before it
+                        // is removed, the sweeper removes it.
+                        sync_dir(&self.parent);
+                        crate::failpoint::hit("restore-replaced");
+                        fs::remove_dir_all(staging).with_context(|| {
+                            format!("failed to remove the replaced {}", staging.display())
+                        })?;
+                        scratch.outside_done();
+                        sync_dir(&self.parent);
+                        return Ok(());
+                    }
+                    // A file system without RENAME_EXCHANGE: two renames.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!("failed to move the restore into {}", self.path.display())
+                        })
+                    }
+                }
                 let old = self.parent.join(format!(
                     ".{}{STAGING_MARK}old-{:016x}",
                     self.name,
@@ -217,8 +240,11 @@ impl Target {
                     });
                 }
                 scratch.outside_done();
-                // The swap is durable before the old tree goes.
+                // The swap is durable before the old tree goes. (Killed from
+                // here on, the run leaves the old tree aside, named `.bkp-old-`:
+                // file systems without RENAME_EXCHANGE only.)
                 sync_dir(&self.parent);
+                crate::failpoint::hit("restore-replaced");
                 fs::remove_dir_all(&old)
                     .with_context(|| format!("failed to remove the replaced {}", old.display()))?;
             }
@@ -231,6 +257,33 @@ impl Target {
         }
         sync_dir(&self.parent);
         Ok(())
+    }
+}
+
+/// Swaps `a` and `b` atomically (`renameat2(RENAME_EXCHANGE)`): a crash leaves
+/// either both as they were or both swapped, never the target missing.
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -43,6 +43,7 @@ pub fn drill(ctx: &Ctx, src: &Source, m: &Manifest) -> Result<Drill> {
         Kind::Duckdb => drill_duckdb(src, m, dir, &mut d.facts),
         other => Err(anyhow::anyhow!("no drill for {} backups", other.as_str())),
     };
+    crate::failpoint::hit("verify-drill");
     match result {
         Ok(()) => d.ok = true,
         Err(e) if crate::exit::is_damage(&e) => d.problems.push(format!("{e:#}")),

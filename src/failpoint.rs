@@ -1,0 +1,55 @@
+//! Crash points for the leftover tests: `BKP_FAILPOINT=NAME` makes the process SIGKILL itself at the named point.
+//!
+//! A real SIGKILL, not a panic or `abort()`: no destructor, no `Drop` guard and no
+//! signal handler runs, exactly as when an operator or the OOM killer ends a run.
+//! What the process leaves behind is then what `bkp cleanup` must sweep
+//! (`tests/leftovers.rs`). Unset (always, outside the tests), a point costs one
+//! atomic load.
+//!
+//! The points:
+//! - `store-write`: a store write has begun and holds bytes. Local store: in the
+//!   first write to the partial file under `.bkp-partial/`; S3: once the first
+//!   part of a multipart upload is on its way (an upload the server keeps).
+//! - `restore-download`: a restore (or a drill) has downloaded, verified and
+//!   unpacked one object into its staging, with the rest still to come.
+//! - `restore-commit`: a restore's staging is complete, just before it is fsynced
+//!   and renamed onto the target.
+//! - `restore-replaced`: a `--force` restore swapped its staging with the
+//!   existing target directory; the replaced tree, now at the staging path, is
+//!   not removed yet.
+//! - `private-replica`: a private TigerBeetle replica (a drill's row count, a
+//!   point-in-time replay) has started and serves.
+//! - `verify-drill`: a drill has restored its backup into its scratch directory
+//!   and proved (or failed to prove) it loads, before the scratch is removed.
+//! - `cleanup-after-manifest`: cleanup wrote a tombstone and deleted the
+//!   manifest, before deleting the backup's objects.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The point named in `BKP_FAILPOINT`, read once.
+fn armed() -> Option<&'static str> {
+    static ARMED: OnceLock<Option<String>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| {
+            std::env::var("BKP_FAILPOINT")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .as_deref()
+}
+
+/// SIGKILLs this process if `BKP_FAILPOINT` is `name`.
+pub fn hit(name: &str) {
+    if armed() == Some(name) {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        // The signal is delivered before kill(2) returns for the calling thread;
+        // never go on should it somehow be late.
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
