@@ -336,5 +336,4 @@ mod tests {
             fnv1a_128(b"bkp/store/file:///x")
         );
     }
-
 }

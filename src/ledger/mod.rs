@@ -18,7 +18,7 @@
 //!   [`Operation`]. A `cleanup` record reverses debit and credit and takes an id
 //!   derived from the deleted backup's id, so deleting a backup twice records once.
 //!
-//! Never lost, never twice: [`record`] first writes the record to the spool
+//! Never lost, never twice: [`record()`] first writes the record to the spool
 //! directory (one JSON file per transfer, named by its id), then sends it together
 //! with any older spooled records. A file is removed only after TigerBeetle answered
 //! `ok` or `exists`; transfer ids make a resend harmless. A cluster that does not
@@ -28,7 +28,7 @@
 //! The TigerBeetle client retries forever while the cluster is down, so every call
 //! is bounded by [`LedgerConfig::timeout`] (the policy of
 //! [`crate::tigerbeetle::client`]; a cluster that does not answer in time is a
-//! [`Code::Transient`] error there, which [`record`] turns into a spooled record).
+//! [`Code::Transient`] error there, which [`record()`] turns into a spooled record).
 //! Measured on a 2-core machine with a 2 s timeout and nothing listening on the
 //! port: `record` returned `Spooled` after 2.04–2.07 s (three runs), i.e. the
 //! timeout plus ~50 ms of client set-up and tear-down.

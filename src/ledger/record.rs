@@ -156,7 +156,6 @@ pub(super) mod tests {
         }
     }
 
-
     #[test]
     fn transfer_follows_the_record() {
         let rec = sample();
@@ -214,5 +213,4 @@ pub(super) mod tests {
         .transfer(12)
         .is_ok());
     }
-
 }

@@ -124,10 +124,7 @@ impl Client {
         let client = tb::Client::new(spec.cluster_id, spec.addresses.as_bytes()).map_err(|e| {
             coded(
                 Code::Config,
-                format!(
-                    "{} {:?} are not usable: {e}",
-                    names.setting, spec.addresses
-                ),
+                format!("{} {:?} are not usable: {e}", names.setting, spec.addresses),
             )
         })?;
         Ok(Client {
@@ -156,7 +153,9 @@ impl Client {
     }
 
     fn tb(&self) -> &tb::Client {
-        self.client.as_ref().expect("the client lives until dropped")
+        self.client
+            .as_ref()
+            .expect("the client lives until dropped")
     }
 
     /// Runs one request, bounded by the timeout; `what` names it in errors.
@@ -217,7 +216,10 @@ impl Client {
     }
 
     pub fn query_transfers(&self, filter: QueryFilter) -> Result<Vec<Transfer>> {
-        self.send("query_transfers", self.tb().query_transfers(Box::new(filter)))
+        self.send(
+            "query_transfers",
+            self.tb().query_transfers(Box::new(filter)),
+        )
     }
 
     pub fn get_account_transfers(&self, filter: tb::account::Filter) -> Result<Vec<Transfer>> {
@@ -357,7 +359,11 @@ mod tests {
             spec("127.0.0.1:3000", Duration::ZERO),
             spec("not an address", Duration::from_secs(1)),
         ] {
-            assert_eq!(classify(Client::connect(&s, NAMES)), Some(Code::Config), "{s:?}");
+            assert_eq!(
+                classify(Client::connect(&s, NAMES)),
+                Some(Code::Config),
+                "{s:?}"
+            );
         }
         let e = Client::connect(&spec("", Duration::from_secs(1)), NAMES)
             .err()

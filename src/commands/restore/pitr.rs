@@ -15,12 +15,12 @@ use time::OffsetDateTime;
 
 use crate::chain;
 use crate::commands::Ctx;
-use crate::manifest::tigerbeetle::{interval, LOGS};
 use crate::crypto::Keyring;
 use crate::exit::{coded, Code};
+use crate::manifest::tigerbeetle::{interval, LOGS};
 use crate::manifest::{self, Kind};
-use crate::store::Store;
 use crate::pipeline;
+use crate::store::Store;
 use crate::tigerbeetle::replica::{self, ReplicaSpec};
 use crate::tigerbeetle::tblog;
 use crate::workdir::WorkDir;

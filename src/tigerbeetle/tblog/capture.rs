@@ -110,7 +110,6 @@ impl<T: Row> Cursor<T> {
     }
 }
 
-
 /// Writes one segment with every account and transfer created after `after`, up to
 /// the newest row at the time of the call (the segment's `until`, in the returned
 /// stats; pass it as the next call's `after`). On error `out` holds a partial

@@ -91,13 +91,7 @@ fn query_accounts(c: &Client, min: u64, max: u64, limit: u32, rev: bool) -> Resu
 }
 
 /// One page of transfers with timestamps in `[min, max]` (0: unbounded), checked.
-fn query_transfers(
-    c: &Client,
-    min: u64,
-    max: u64,
-    limit: u32,
-    rev: bool,
-) -> Result<Vec<Transfer>> {
+fn query_transfers(c: &Client, min: u64, max: u64, limit: u32, rev: bool) -> Result<Vec<Transfer>> {
     let rows = c.query_transfers(query_filter(min, max, limit, rev))?;
     check_page("query_transfers", &rows, min, max, limit, rev)?;
     Ok(rows)
@@ -169,4 +163,3 @@ fn check_page<T: Row>(
     }
     Ok(())
 }
-

@@ -410,7 +410,13 @@ impl Replayer<'_> {
             .c
             .create_accounts(rows.clone())?
             .into_iter()
-            .map(|r| (r.index, matches!(r.kind, CreateAccountErrorKind::Exists), r.name))
+            .map(|r| {
+                (
+                    r.index,
+                    matches!(r.kind, CreateAccountErrorKind::Exists),
+                    r.name,
+                )
+            })
             .collect();
         self.check_failures(events, &failures)?;
         let exists: Vec<u128> = failures
@@ -473,7 +479,10 @@ impl Replayer<'_> {
             }
         }
         if !unknown.is_empty() {
-            let found = lookup_transfers(self.c, unknown.iter().map(|t| t.as_raw().pending_id).collect())?;
+            let found = lookup_transfers(
+                self.c,
+                unknown.iter().map(|t| t.as_raw().pending_id).collect(),
+            )?;
             for t in &unknown {
                 let pid = t.as_raw().pending_id;
                 if let Some(p) = found.get(&pid) {
@@ -495,7 +504,13 @@ impl Replayer<'_> {
             .c
             .create_transfers(rows.clone())?
             .into_iter()
-            .map(|r| (r.index, matches!(r.kind, CreateTransferErrorKind::Exists), r.name))
+            .map(|r| {
+                (
+                    r.index,
+                    matches!(r.kind, CreateTransferErrorKind::Exists),
+                    r.name,
+                )
+            })
             .collect();
         self.check_failures(events, &failures)?;
         // `exists` does not compare timestamps, and a balancing transfer's amount is
@@ -799,7 +814,6 @@ fn transfer_difference(want: &Transfer, have: &Transfer) -> Option<String> {
         .find(|(_, same)| !same)
         .map(|(name, _)| format!("its {name} differs"))
 }
-
 
 #[cfg(test)]
 mod tests {

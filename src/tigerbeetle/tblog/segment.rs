@@ -960,5 +960,4 @@ pub(super) mod tests {
         let e = verify_segment(&bytes[..bytes.len() - 40]).unwrap_err();
         assert!(e.to_string().contains("truncated"), "{e}");
     }
-
 }
