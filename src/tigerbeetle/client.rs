@@ -372,6 +372,32 @@ mod tests {
     }
 
     #[test]
+    fn no_answer_in_time_is_transient_and_names_the_cluster() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let s = spec(&format!("127.0.0.1:{port}"), Duration::from_millis(300));
+        let c = Client::connect(&s, NAMES).unwrap();
+        let t0 = std::time::Instant::now();
+        let e = c.lookup_accounts(vec![1]).unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+        assert_eq!(crate::exit::classify(&e), Some(Code::Transient), "{e:#}");
+        let msg = e.to_string();
+        for part in [
+            "test cluster",
+            &s.addresses,
+            "lookup_accounts",
+            "[test] addresses",
+        ] {
+            assert!(msg.contains(part), "{msg}");
+        }
+        assert_eq!(c.requests(), 1);
+        c.close();
+    }
+
+    #[test]
     fn result_names_are_tigerbeetles() {
         assert_eq!(
             transfer_result_name(CreateTransferErrorKind::Exists, 46),

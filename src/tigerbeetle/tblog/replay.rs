@@ -28,7 +28,7 @@
 //! replayed at all ([`ReplayStats::chain_events_dropped`]). Events are applied as they
 //! are read, before a segment's trailer is checked: a corrupt segment stops the
 //! replay with an Integrity error after earlier events were created. Check segments
-//! with [`verify_segment`] first when that matters.
+//! with [`verify_segment`](super::verify_segment) first when that matters.
 //!
 //! # What replay cannot reproduce, and what happens instead
 //!
