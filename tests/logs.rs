@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use bkp::tblog::{Event, SegmentReader};
+use bkp::tigerbeetle::tblog::{Event, SegmentReader};
 use common::{assert_exit, repl, run_bkp, tool, walk, TigerBeetle};
 
 fn config(dir: &Path, address: &str) -> PathBuf {

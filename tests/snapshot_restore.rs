@@ -384,10 +384,10 @@ fn stop_mode_stops_copies_and_restarts_the_replica() {
     );
     let tb2 = TigerBeetle::start_on(&target.join("0_0.tigerbeetle"));
     assert_eq!(lookup(&tb2), before);
-    // The local copy is gone.
-    let work: Vec<_> = fs::read_dir(s.path("work"))
-        .unwrap()
-        .flatten()
+    // The local copy (a scratch directory under work/tmp) is gone.
+    let work: Vec<_> = [s.path("work"), s.path("work/tmp")]
+        .iter()
+        .flat_map(|d| fs::read_dir(d).into_iter().flatten().flatten())
         .map(|e| e.file_name())
         .collect();
     assert!(

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bkp::exit::{classify, Code};
-use bkp::tblog::*;
+use bkp::tigerbeetle::tblog::*;
 use tigerbeetle_unofficial as tb;
 use tigerbeetle_unofficial::account::Flags as AF;
 use tigerbeetle_unofficial::transfer::Flags as TF;

@@ -18,7 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
 use bkp::crypto::{DecryptReader, EncryptWriter, Keyring, MasterKey};
-use bkp::tblog::{verify_segment, SegmentWriter};
+use bkp::tigerbeetle::tblog::{verify_segment, SegmentWriter};
 use tigerbeetle_unofficial as tb;
 
 /// splitmix64: small, fast, and the same everywhere.

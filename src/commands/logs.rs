@@ -21,7 +21,8 @@ use crate::ledger::Operation;
 use crate::manifest::tigerbeetle::{interval, is_log_of, LOGS};
 use crate::manifest::{self, Kind, Manifest, Scope};
 use crate::store::Store;
-use crate::{pipeline, tblog, ui};
+use crate::tigerbeetle::tblog;
+use crate::{pipeline, ui};
 
 /// Every TigerBeetle manifest (snapshots and log segments), oldest first, and
 /// those that could not be read.

@@ -13,6 +13,7 @@ use crate::ledger::Operation;
 use crate::manifest::tigerbeetle::SNAPSHOT;
 use crate::manifest::{self, FileEntry, Kind, Manifest, Scope};
 use crate::sources::tigerbeetle;
+use crate::tigerbeetle::tblog::SegmentStats;
 use crate::{archive, pipeline, ui};
 
 pub fn run(ctx: &Ctx) -> Result<()> {
@@ -54,7 +55,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 
     let outcome = (|| -> Result<Stored> {
         let log = |m: &str| ctx.ui.detail(m);
-        let prepared = tigerbeetle::prepare(tb, &data_file, &plan.work_dir, &id.to_string(), &log)?;
+        let prepared = tigerbeetle::prepare(tb, &data_file, &plan.work_dir, &log)?;
         let suffix = run.suffix(".tar", plan.compression);
         let key = manifest::object_key(Kind::Tigerbeetle, SNAPSHOT, id, run.started_at, &suffix);
         let mut metadata = run.metadata(Scope::Full);
@@ -154,11 +155,12 @@ fn report(
 /// Counts the accounts and transfers of an uploaded snapshot on bkp's private
 /// copy, through a replica started on it, so that `verify --drill` can compare a
 /// restore with them. Never on the original data file.
-fn count_rows(ctx: &Ctx, prepared: &tigerbeetle::Prepared) -> Result<crate::tblog::SegmentStats> {
+fn count_rows(ctx: &Ctx, prepared: &tigerbeetle::Prepared) -> Result<SegmentStats> {
     if !prepared.is_copy() {
         anyhow::bail!(
             "tigerbeetle.count_rows needs snapshot_mode \"stop\" or \"reflink\": in \"offline\" mode bkp reads the data file in place and never starts a replica on it"
         );
     }
-    super::restore::pitr::count_rows(ctx, &prepared.path, "counting a snapshot's rows")
+    let replica = super::restore::pitr::replica_spec(ctx, "counting a snapshot's rows")?;
+    crate::tigerbeetle::replica::count_rows(&replica, &prepared.path)
 }

@@ -8,10 +8,14 @@
 //! - `offline`: the file must be quiet (no replica); bkp locks it and reads it in
 //!   place, with no local copy at all.
 //! - `stop`: run the configured stop command, wait for the lock, copy the file to
-//!   the work directory (a reflink clone where the file system can), release the
-//!   lock and run the start command. Downtime is the local copy only.
+//!   a scratch directory of the work directory (a reflink clone where the file
+//!   system can), release the lock and run the start command. Downtime is the
+//!   local copy only.
 //! - `reflink`: an atomic copy-on-write clone (`FICLONE`, btrfs/xfs) of the live
 //!   file, which is a crash-consistent image TigerBeetle recovers from.
+//!
+//! Copies live in a scratch directory (`WorkDir::scratch("snapshot")`), removed
+//! when the [`Prepared`] is dropped and swept by `cleanup` should the run die.
 //!
 //! When a `tigerbeetle` binary is configured, the copy is checked with
 //! `tigerbeetle inspect integrity` before anything is uploaded.
@@ -28,9 +32,7 @@ use anyhow::{Context, Result};
 use crate::config::{SnapshotMode, TigerBeetlePlan};
 use crate::exit::{coded, Code};
 use crate::stages::hash::digest_reader;
-
-/// Copies live in `work_dir/snapshot-{backup id}` while a snapshot runs.
-pub const COPY_DIR_PREFIX: &str = "snapshot-";
+use crate::workdir::{Scratch, WorkDir};
 
 /// A data file ready to be archived, and what keeps it consistent meanwhile.
 pub struct Prepared {
@@ -46,7 +48,8 @@ pub struct Prepared {
     /// (the start command failing leaves the replica down).
     pub deferred_error: Option<String>,
     _lock: Option<File>,
-    copy: Option<PathBuf>,
+    /// The scratch directory holding the copy; dropping it removes the copy.
+    copy: Option<Scratch>,
 }
 
 impl Prepared {
@@ -54,14 +57,6 @@ impl Prepared {
     /// may hand to a replica of its own once uploaded.
     pub fn is_copy(&self) -> bool {
         self.copy.is_some()
-    }
-}
-
-impl Drop for Prepared {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.copy {
-            let _ = fs::remove_dir_all(dir);
-        }
     }
 }
 
@@ -116,9 +111,6 @@ fn live_file_error(p: &Path) -> anyhow::Error {
         ),
     )
 }
-
-/// Where the output of the stop and start commands goes, in `work_dir`.
-pub const COMMAND_LOG: &str = "commands.log";
 
 /// Runs an operator-supplied command with a time limit. Its output is appended to
 /// `log` (`work_dir/commands.log`), a file rather than a pipe: a start command that
@@ -177,15 +169,6 @@ fn private_file(p: &Path) -> std::io::Result<File> {
         .open(p)
 }
 
-fn private_dir(p: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(p)
-        .with_context(|| format!("failed to create {}", p.display()))
-}
-
 /// Copies `src` into a new private file `dst`.
 fn copy_private(src: &Path, dst: &Path) -> std::io::Result<()> {
     let mut from = File::open(src)?;
@@ -239,14 +222,12 @@ pub fn prepare(
     plan: &TigerBeetlePlan,
     data_file: &Path,
     work_dir: &Path,
-    run_id: &str,
     log: &dyn Fn(&str),
 ) -> Result<Prepared> {
     let src = data_file;
     let name = data_file_name(src)?;
     let file = open_data_file(src)?;
-    let copy_dir = work_dir.join(format!("{COPY_DIR_PREFIX}{run_id}"));
-    let copy_path = copy_dir.join(&name);
+    let work = WorkDir::new(work_dir);
 
     let (path, lock, copy, mode, deferred_error) = match &plan.mode {
         SnapshotMode::Offline => {
@@ -260,29 +241,30 @@ pub fn prepare(
             (src.to_path_buf(), Some(file), None, "offline", None)
         }
         SnapshotMode::Reflink => {
-            private_dir(&copy_dir)?;
+            let copy_dir = work.scratch("snapshot")?;
+            let copy_path = copy_dir.join(&name);
             reflink(&file, &copy_path).map_err(|e| {
-                let _ = fs::remove_dir_all(&copy_dir);
                 coded(
                     Code::UnsafeSource,
                     format!(
                         "cannot make a reflink copy of {} into {}: {e}. Reflinks need a btrfs or xfs (reflink=1) file system and work_dir on the same file system as the data file; otherwise use snapshot_mode = \"stop\" or \"offline\"",
                         src.display(),
-                        copy_dir.display()
+                        copy_dir.path().display()
                     ),
                 )
             })?;
             log(&format!("cloned {} with a reflink", src.display()));
-            (copy_path, None, Some(copy_dir.clone()), "reflink", None)
+            (copy_path, None, Some(copy_dir), "reflink", None)
         }
         SnapshotMode::Stop {
             stop,
             start,
             timeout,
         } => {
-            private_dir(&copy_dir)?;
+            let copy_dir = work.scratch("snapshot")?;
+            let copy_path = copy_dir.join(&name);
             let began = Instant::now();
-            let command_log = work_dir.join(COMMAND_LOG);
+            let command_log = work.command_log();
             let copied = (|| -> Result<()> {
                 // Inside the closure: even a failed or timed-out stop command may
                 // have stopped the replica, so the start command always runs.
@@ -318,7 +300,7 @@ pub fn prepare(
                 src.display()
             ));
             if let Err(e) = copied {
-                let _ = fs::remove_dir_all(&copy_dir);
+                drop(copy_dir);
                 return Err(match restarted {
                     Ok(()) => e,
                     Err(r) => e.context(format!("and restarting the replica failed too: {r:#}")),
@@ -327,7 +309,7 @@ pub fn prepare(
             let deferred = restarted
                 .err()
                 .map(|e| format!("{e:#}: the replica may still be down; start it by hand"));
-            (copy_path, None, Some(copy_dir.clone()), "stop", deferred)
+            (copy_path, None, Some(copy_dir), "stop", deferred)
         }
     };
 

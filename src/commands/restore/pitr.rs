@@ -1,18 +1,14 @@
 //! Point-in-time recovery of TigerBeetle: replay the log segments after a restored
 //! snapshot (or from the very beginning into a fresh data file) up to a moment.
 //!
-//! A private replica is started on the restored data file (the configured
-//! `tigerbeetle` binary, loopback, a free port, the configured replica flags so
-//! that the file is opened as production opens it), its newest timestamp tells
-//! where the snapshot ends, and the segments covering `(newest, at]` are verified,
-//! decrypted and replayed with the `imported` flag and their original timestamps.
+//! A private replica ([`crate::tigerbeetle::replica`]) is started on the restored
+//! data file, its newest timestamp tells where the snapshot ends, and the segments
+//! covering `(newest, at]` are verified, decrypted and replayed with the `imported`
+//! flag and their original timestamps.
 //! What replay cannot reproduce exactly (pending-transfer timeouts and expiry, the
-//! `imported` bit) is documented in `tblog.rs`.
+//! `imported` bit) is documented in `tigerbeetle/tblog/replay.rs`.
 
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use time::OffsetDateTime;
@@ -23,8 +19,11 @@ use crate::crypto::Keyring;
 use crate::exit::{coded, Code};
 use crate::manifest::tigerbeetle::{interval, is_log_of, LOGS};
 use crate::manifest::{self, Kind};
+use crate::pipeline;
 use crate::store::Store;
-use crate::{pipeline, tblog};
+use crate::tigerbeetle::replica::{self, ReplicaSpec};
+use crate::tigerbeetle::tblog;
+use crate::workdir::WorkDir;
 
 /// What a point-in-time replay did.
 #[derive(Debug, Default, serde::Serialize)]
@@ -37,53 +36,9 @@ pub struct Replayed {
     pub at: u64,
 }
 
-/// A replica bkp started; stopped (and its lock awaited) when dropped.
-pub struct PrivateReplica {
-    child: Child,
-    file: std::path::PathBuf,
-}
-
-impl Drop for PrivateReplica {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child by its pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = crate::units::deadline(Duration::from_secs(10));
-        while self.child.try_wait().ok().flatten().is_none() {
-            if std::time::Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // The replica's lock can outlive the process briefly (io_uring).
-        let deadline = crate::units::deadline(Duration::from_secs(10));
-        while let Ok(f) = std::fs::File::open(&self.file) {
-            if f.try_lock().is_ok() || std::time::Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// Starts a replica of the configured `tigerbeetle` binary on `data_file`
-/// (formatting it first when `fresh`) on a free loopback port, with the configured
-/// replica flags, and waits until it serves. `why` names the caller in errors.
-pub fn start_private_replica(
-    ctx: &Ctx,
-    data_file: &Path,
-    fresh: bool,
-    why: &str,
-) -> Result<(PrivateReplica, tblog::ClusterConfig)> {
+/// The private replica of the configured `tigerbeetle` binary, logging to the
+/// work directory's replica log; `why` names the caller in errors.
+pub fn replica_spec(ctx: &Ctx, why: &str) -> Result<ReplicaSpec> {
     let plan = &ctx.plan;
     let tb = plan.tigerbeetle.as_ref();
     let binary = tb.and_then(|t| t.binary.clone()).ok_or_else(|| {
@@ -95,123 +50,14 @@ pub fn start_private_replica(
             ),
         )
     })?;
-    let replica_args: Vec<String> = tb.map(|t| t.replica_args.clone()).unwrap_or_default();
-    let cluster_id = tb
-        .and_then(|t| t.cluster.as_ref())
-        .map_or(0, |c| c.cluster_id);
-    // The one replica log `workdir.rs` names (kept for the operator, never swept).
-    let log_path = crate::workdir::WorkDir::new(&plan.work_dir).replica_log();
-    let log = || -> Result<std::fs::File> {
-        Ok(std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?)
-    };
-
-    if fresh {
-        let mut cmd = Command::new(&binary);
-        cmd.args([
-            "format",
-            &format!("--cluster={cluster_id}"),
-            "--replica=0",
-            "--replica-count=1",
-        ]);
-        if replica_args.iter().any(|a| a == "--development") {
-            cmd.arg("--development");
-        }
-        let status = cmd
-            .arg(data_file)
-            .stdout(log()?)
-            .stderr(log()?)
-            .status()
-            .with_context(|| format!("failed to run {} format", binary.display()))?;
-        if !status.success() {
-            anyhow::bail!(
-                "`tigerbeetle format` failed ({status}); see {}",
-                log_path.display()
-            );
-        }
-    }
-
-    let port = free_port()?;
-    let address = format!("127.0.0.1:{port}");
-    let mut start = Command::new(&binary);
-    die_with_this_process(&mut start);
-    let child = start
-        .arg("start")
-        .arg(format!("--addresses={address}"))
-        .args(&replica_args)
-        .arg(data_file)
-        .stdin(Stdio::null())
-        .stdout(log()?)
-        .stderr(log()?)
-        .spawn()
-        .with_context(|| {
-            format!(
-                "failed to start {} on {}",
-                binary.display(),
-                data_file.display()
-            )
-        })?;
-    let mut replica = PrivateReplica {
-        child,
-        file: data_file.to_path_buf(),
-    };
-    let deadline = crate::units::deadline(Duration::from_secs(120));
-    while TcpStream::connect(&address).is_err() {
-        if let Some(status) = replica.child.try_wait().ok().flatten() {
-            anyhow::bail!("the private replica exited ({status}) before it served; see {} (do tigerbeetle.replica_args match the production cluster's flags?)", log_path.display());
-        }
-        if std::time::Instant::now() > deadline {
-            anyhow::bail!(
-                "the private replica on {address} did not come up; see {}",
-                log_path.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    crate::failpoint::hit("private-replica");
-    let cfg = tblog::ClusterConfig {
-        cluster_id,
-        addresses: address,
-        timeout: Duration::from_secs(60),
-    };
-    Ok((replica, cfg))
-}
-
-/// Makes the command's process die with this one. A run killed with SIGKILL runs
-/// no `Drop`, and a private replica left running would keep its port, its memory
-/// and its data file (deleted from the swept scratch, but still open). The
-/// signal comes when the spawning *thread* ends, so a replica is started and
-/// kept by the same thread (every caller does).
-fn die_with_this_process(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
-    // SAFETY: the hook runs between fork and exec, where only async-signal-safe
-    // calls are allowed: prctl and getppid are, and nothing is allocated.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // This process died before the prctl: nobody is left to stop the replica.
-            if libc::getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Counts the accounts and transfers in `data_file` through a private replica
-/// (which may write to the file: never call this on a production data file).
-/// The stats' `until` is the newest timestamp.
-pub fn count_rows(ctx: &Ctx, data_file: &Path, why: &str) -> Result<tblog::SegmentStats> {
-    let (replica, cfg) = start_private_replica(ctx, data_file, false, why)?;
-    let stats = tblog::capture(&cfg, 0, &mut std::io::sink())?;
-    drop(replica);
-    Ok(stats.segment)
+    Ok(ReplicaSpec {
+        binary,
+        cluster_id: tb
+            .and_then(|t| t.cluster.as_ref())
+            .map_or(0, |c| c.cluster_id),
+        replica_args: tb.map(|t| t.replica_args.clone()).unwrap_or_default(),
+        log: WorkDir::new(&plan.work_dir).replica_log(),
+    })
 }
 
 /// Replays the log onto `data_file` (formatting it first when `fresh`) up to `at`.
@@ -223,7 +69,8 @@ pub fn replay_logs(
     at: OffsetDateTime,
     fresh: bool,
 ) -> Result<Replayed> {
-    let (replica, cfg) = start_private_replica(ctx, data_file, fresh, "point-in-time restore")?;
+    let spec = replica_spec(ctx, "point-in-time restore")?;
+    let (replica, cfg) = replica::start(&spec, data_file, fresh)?;
     let plan = &ctx.plan;
     let at_ns = u64::try_from(at.unix_timestamp_nanos()).context("--at is before 1970")?;
     let newest = tblog::newest_timestamp(&cfg)?;
@@ -269,7 +116,7 @@ pub fn replay_logs(
         at: at_ns,
         ..Default::default()
     };
-    let spool = crate::workdir::WorkDir::new(&plan.work_dir).scratch("spool")?;
+    let spool = WorkDir::new(&plan.work_dir).scratch("spool")?;
     for m in &logs {
         let entry = &m.objects[0];
         pipeline::download(

@@ -91,7 +91,8 @@ fn drill_tigerbeetle(
         )
     })?;
     facts.insert("integrity".into(), json!("passed"));
-    let stats = crate::commands::restore::pitr::count_rows(ctx, &file, "a restore drill")?;
+    let replica = restore::pitr::replica_spec(ctx, "a restore drill")?;
+    let stats = crate::tigerbeetle::replica::count_rows(&replica, &file)?;
     facts.insert("accounts".into(), json!(stats.accounts));
     facts.insert("transfers".into(), json!(stats.transfers));
     facts.insert("newest_timestamp".into(), json!(stats.until));

@@ -1,0 +1,411 @@
+//! The one TigerBeetle client of bkp: connect, bounded calls, one error mapping.
+//!
+//! The client library is async, retries forever while a cluster is down, and joins
+//! its I/O thread when dropped. A [`Client`] pairs it with a small private runtime
+//! for synchronous callers and applies one policy to every request:
+//!
+//! - **Timeout.** Each request is bounded by [`ClientSpec::timeout`], counted from
+//!   its submission (the first request of a client also registers its session).
+//!   No answer in time is a [`Code::Transient`] error naming the cluster's
+//!   addresses: retrying later may succeed. There is no overall deadline on top:
+//!   callers that page through many requests get one full timeout per request, so
+//!   a slow but live cluster is never cut off mid-read.
+//! - **Send errors** map to `anyhow` errors carrying bkp's exit codes: an evicted
+//!   or shut-down session is [`Code::Transient`]; a client release the cluster
+//!   refuses, a request over the cluster's size limit and anything else are plain
+//!   failures that say what to fix.
+//! - **Configuration.** Empty addresses, a zero timeout or addresses the library
+//!   cannot parse are [`Code::Config`] errors; connecting touches no network.
+//!
+//! Closing drops the library's client outside the runtime (cancelling requests
+//! still in flight, milliseconds) before shutting the runtime down.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use tigerbeetle_unofficial as tb;
+use tigerbeetle_unofficial::error::{
+    CreateAccountErrorKind, CreateAccountsError, CreateTransferErrorKind, CreateTransfersError,
+    SendError, SendErrorKind,
+};
+use tigerbeetle_unofficial::{Account, QueryFilter, Transfer};
+
+use crate::exit::{coded, Code};
+
+/// The TigerBeetle release of the client library bkp links.
+pub const CLIENT_RELEASE: &str = "0.16.78";
+
+/// Where and how to reach a cluster. The ledger's and the log's configurations
+/// each produce one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSpec {
+    pub cluster_id: u128,
+    /// Replica addresses as TigerBeetle takes them, e.g. `127.0.0.1:3000,10.0.0.2:3000`.
+    pub addresses: String,
+    /// Bound on every request; the client itself never gives up.
+    pub timeout: Duration,
+}
+
+/// How messages name the cluster and the setting that lists its addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct Names {
+    /// E.g. "ledger cluster": messages say "the ledger cluster at ADDRESSES".
+    pub cluster: &'static str,
+    /// E.g. "[ledger] addresses": the hint for an unreachable cluster says "fix it".
+    pub setting: &'static str,
+}
+
+/// One event of a create request that TigerBeetle did not create (`exists` included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection<K> {
+    /// The event's index in the request.
+    pub index: usize,
+    pub kind: K,
+    /// TigerBeetle's snake_case name of the result (see [`transfer_result_name`]).
+    pub name: String,
+}
+
+/// A connected client with its own runtime; counts the requests it sends.
+pub struct Client {
+    // Both are `Some` until dropped: the client must go before the runtime.
+    client: Option<tb::Client>,
+    rt: Option<tokio::runtime::Runtime>,
+    addresses: String,
+    timeout: Duration,
+    names: Names,
+    requests: Cell<u64>,
+}
+
+/// Checks what TigerBeetle's client would accept blindly: empty addresses and a
+/// zero timeout are configuration errors.
+pub fn check_spec(spec: &ClientSpec, names: Names) -> Result<()> {
+    if spec.addresses.trim().is_empty() {
+        return Err(coded(
+            Code::Config,
+            format!("{} is empty: name the replicas", names.setting),
+        ));
+    }
+    if spec.timeout.is_zero() {
+        return Err(coded(
+            Code::Config,
+            format!(
+                "the timeout for the {} must be longer than zero",
+                names.cluster
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Connects, runs `f`, and closes the client whatever `f` returned.
+pub fn with_client<T>(
+    spec: &ClientSpec,
+    names: Names,
+    f: impl FnOnce(&Client) -> Result<T>,
+) -> Result<T> {
+    let client = Client::connect(spec, names)?;
+    let out = f(&client);
+    client.close();
+    out
+}
+
+impl Client {
+    /// A client for `spec` after [`check_spec`]. Does not touch the network.
+    pub fn connect(spec: &ClientSpec, names: Names) -> Result<Client> {
+        check_spec(spec, names)?;
+        quiet_client_logs();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .context("cannot start the runtime for the TigerBeetle client")?;
+        let client = tb::Client::new(spec.cluster_id, spec.addresses.as_bytes()).map_err(|e| {
+            coded(
+                Code::Config,
+                format!("{} {:?} are not usable: {e}", names.setting, spec.addresses),
+            )
+        })?;
+        Ok(Client {
+            client: Some(client),
+            rt: Some(rt),
+            addresses: spec.addresses.clone(),
+            timeout: spec.timeout,
+            names,
+            requests: Cell::new(0),
+        })
+    }
+
+    /// Drops the library's client outside the runtime, then stops the runtime.
+    pub fn close(self) {
+        drop(self);
+    }
+
+    /// Requests sent so far (counting those that timed out).
+    pub fn requests(&self) -> u64 {
+        self.requests.get()
+    }
+
+    /// The cluster's addresses, for messages.
+    pub fn addresses(&self) -> &str {
+        &self.addresses
+    }
+
+    fn tb(&self) -> &tb::Client {
+        self.client
+            .as_ref()
+            .expect("the client lives until dropped")
+    }
+
+    /// Runs one request, bounded by the timeout; `what` names it in errors.
+    pub fn call<F: Future>(&self, what: &str, fut: F) -> Result<F::Output> {
+        self.requests.set(self.requests.get() + 1);
+        let rt = self.rt.as_ref().expect("the runtime lives until dropped");
+        rt.block_on(async { tokio::time::timeout(self.timeout, fut).await })
+            .map_err(|_| {
+                coded(
+                    Code::Transient,
+                    format!(
+                        "the {} at {} did not answer {what} within {:?}: start the cluster or \
+                         fix {}",
+                        self.names.cluster, self.addresses, self.timeout, self.names.setting
+                    ),
+                )
+            })
+    }
+
+    /// The error for a request `what` that could not be sent or answered.
+    pub fn send_error(&self, what: &str, e: SendError) -> anyhow::Error {
+        let (cluster, addresses) = (self.names.cluster, &self.addresses);
+        match e.kind() {
+            SendErrorKind::ClientEvicted | SendErrorKind::ClientShutdown => coded(
+                Code::Transient,
+                format!(
+                    "the {cluster} at {addresses} ended this client's session during {what} \
+                     ({e}); retry"
+                ),
+            ),
+            SendErrorKind::ClientReleaseTooLow | SendErrorKind::ClientReleaseTooHigh => anyhow!(
+                "the {cluster} at {addresses} refused this client ({e}): bkp's TigerBeetle \
+                 client is release {CLIENT_RELEASE}; run a cluster release that accepts it"
+            ),
+            SendErrorKind::TooMuchData => anyhow!(
+                "{what} to the {cluster} at {addresses} is larger than the cluster's request \
+                 limit ({e}); the cluster runs with a smaller --limit-request than the cluster \
+                 the rows came from"
+            ),
+            _ => anyhow!("{what} to the {cluster} at {addresses} failed: {e}"),
+        }
+    }
+
+    fn send<T>(&self, what: &str, fut: impl Future<Output = Result<T, SendError>>) -> Result<T> {
+        self.call(what, fut)?.map_err(|e| self.send_error(what, e))
+    }
+
+    pub fn lookup_accounts(&self, ids: Vec<u128>) -> Result<Vec<Account>> {
+        self.send("lookup_accounts", self.tb().lookup_accounts(ids))
+    }
+
+    pub fn lookup_transfers(&self, ids: Vec<u128>) -> Result<Vec<Transfer>> {
+        self.send("lookup_transfers", self.tb().lookup_transfers(ids))
+    }
+
+    pub fn query_accounts(&self, filter: QueryFilter) -> Result<Vec<Account>> {
+        self.send("query_accounts", self.tb().query_accounts(Box::new(filter)))
+    }
+
+    pub fn query_transfers(&self, filter: QueryFilter) -> Result<Vec<Transfer>> {
+        self.send(
+            "query_transfers",
+            self.tb().query_transfers(Box::new(filter)),
+        )
+    }
+
+    pub fn get_account_transfers(&self, filter: tb::account::Filter) -> Result<Vec<Transfer>> {
+        self.send(
+            "get_account_transfers",
+            self.tb().get_account_transfers(Box::new(filter)),
+        )
+    }
+
+    /// Creates `rows`; the answer lists the events not created (`exists` included).
+    pub fn create_accounts(
+        &self,
+        rows: Vec<Account>,
+    ) -> Result<Vec<Rejection<CreateAccountErrorKind>>> {
+        const WHAT: &str = "create_accounts";
+        match self.call(WHAT, self.tb().create_accounts(rows))? {
+            Ok(()) => Ok(Vec::new()),
+            Err(CreateAccountsError::Send(e)) => Err(self.send_error(WHAT, e)),
+            Err(CreateAccountsError::Api(errs)) => Ok(errs
+                .as_slice()
+                .iter()
+                .map(|e| Rejection {
+                    index: e.index() as usize,
+                    kind: e.kind(),
+                    name: account_result_name(e.kind(), e.inner().code().get()),
+                })
+                .collect()),
+            Err(e) => Err(self.failed(WHAT, &e)),
+        }
+    }
+
+    /// Creates `rows`; the answer lists the events not created (`exists` included).
+    pub fn create_transfers(
+        &self,
+        rows: Vec<Transfer>,
+    ) -> Result<Vec<Rejection<CreateTransferErrorKind>>> {
+        const WHAT: &str = "create_transfers";
+        match self.call(WHAT, self.tb().create_transfers(rows))? {
+            Ok(()) => Ok(Vec::new()),
+            Err(CreateTransfersError::Send(e)) => Err(self.send_error(WHAT, e)),
+            Err(CreateTransfersError::Api(errs)) => Ok(errs
+                .as_slice()
+                .iter()
+                .map(|e| Rejection {
+                    index: e.index() as usize,
+                    kind: e.kind(),
+                    name: transfer_result_name(e.kind(), e.inner().code().get()),
+                })
+                .collect()),
+            Err(e) => Err(self.failed(WHAT, &e)),
+        }
+    }
+
+    fn failed(&self, what: &str, e: &dyn std::fmt::Display) -> anyhow::Error {
+        anyhow!(
+            "{what} to the {} at {} failed: {e}",
+            self.names.cluster,
+            self.addresses
+        )
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        drop(self.client.take());
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+/// A create result's snake_case name as in TigerBeetle's docs. The crate panics when
+/// asked for the name of a code it does not know, so those are shown by number.
+pub fn transfer_result_name(kind: CreateTransferErrorKind, code: u32) -> String {
+    match kind {
+        CreateTransferErrorKind::UnstableUncategorized => format!("result code {code}"),
+        kind => kind.into_snake_case_str().to_owned(),
+    }
+}
+
+/// As [`transfer_result_name`], for accounts.
+pub fn account_result_name(kind: CreateAccountErrorKind, code: u32) -> String {
+    match kind {
+        CreateAccountErrorKind::UnstableUncategorized => format!("result code {code}"),
+        kind => kind.into_snake_case_str().to_owned(),
+    }
+}
+
+/// Routes the TigerBeetle client library's own log lines. Without a callback it
+/// prints a warning line to stderr several times a second while a cluster is
+/// unreachable, which would flood cron mail and the journal; bkp reports an
+/// unreachable cluster itself, once, with what to do. Errors are kept.
+pub fn quiet_client_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    unsafe extern "C" fn on_log(level: u32, msg: *const u8, len: u32) {
+        if level != tigerbeetle_unofficial_sys::TB_LOG_LEVEL::TB_LOG_ERR || msg.is_null() {
+            return;
+        }
+        // SAFETY: the library passes a valid buffer of `len` bytes for the call.
+        let bytes = unsafe { std::slice::from_raw_parts(msg, len as usize) };
+        eprintln!(
+            "bkp: tigerbeetle client: {}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+    ONCE.call_once(|| {
+        // SAFETY: registers a function that lives for the whole process.
+        unsafe {
+            let _ =
+                tigerbeetle_unofficial_sys::tb_client_register_log_callback(Some(on_log), false);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAMES: Names = Names {
+        cluster: "test cluster",
+        setting: "[test] addresses",
+    };
+
+    fn spec(addresses: &str, timeout: Duration) -> ClientSpec {
+        ClientSpec {
+            cluster_id: 0,
+            addresses: addresses.into(),
+            timeout,
+        }
+    }
+
+    #[test]
+    fn bad_specs_are_config_errors() {
+        let classify = |r: Result<Client>| crate::exit::classify(&r.err().expect("an error"));
+        for s in [
+            spec(" ", Duration::from_secs(1)),
+            spec("127.0.0.1:3000", Duration::ZERO),
+            spec("not an address", Duration::from_secs(1)),
+        ] {
+            assert_eq!(
+                classify(Client::connect(&s, NAMES)),
+                Some(Code::Config),
+                "{s:?}"
+            );
+        }
+        let e = Client::connect(&spec("", Duration::from_secs(1)), NAMES)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("[test] addresses"), "{e}");
+    }
+
+    #[test]
+    fn no_answer_in_time_is_transient_and_names_the_cluster() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let s = spec(&format!("127.0.0.1:{port}"), Duration::from_millis(300));
+        let c = Client::connect(&s, NAMES).unwrap();
+        let t0 = std::time::Instant::now();
+        let e = c.lookup_accounts(vec![1]).unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+        assert_eq!(crate::exit::classify(&e), Some(Code::Transient), "{e:#}");
+        let msg = e.to_string();
+        for part in [
+            "test cluster",
+            &s.addresses,
+            "lookup_accounts",
+            "[test] addresses",
+        ] {
+            assert!(msg.contains(part), "{msg}");
+        }
+        assert_eq!(c.requests(), 1);
+        c.close();
+    }
+
+    #[test]
+    fn result_names_are_tigerbeetles() {
+        assert_eq!(
+            transfer_result_name(CreateTransferErrorKind::Exists, 46),
+            "exists"
+        );
+        assert_eq!(
+            account_result_name(CreateAccountErrorKind::UnstableUncategorized, 999),
+            "result code 999"
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! Private TigerBeetle replicas: a one-replica cluster that bkp starts on a data
+//! file of its own (a restored file, a drill's copy, a snapshot's private copy) to
+//! read or replay rows through the client, and stops again.
+//!
+//! The replica runs the configured `tigerbeetle` binary on a free loopback port
+//! with the configured replica flags, so that the file is opened as production
+//! opens it (a `--development` cluster's file needs `--development`). Its output
+//! goes to the work directory's replica log. A replica may write to its data file:
+//! never start one on a production data file.
+
+use std::fs::File;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::client::ClientSpec;
+use super::tblog::{self, SegmentStats};
+
+/// How long a private replica may take to start serving.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bound on each request to a private replica: on loopback only a wedged replica
+/// takes this long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stopping replica (and its lock on the data file) may linger.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// What starting a private replica needs.
+#[derive(Debug, Clone)]
+pub struct ReplicaSpec {
+    /// The `tigerbeetle` binary.
+    pub binary: PathBuf,
+    /// The cluster id the data file was formatted with (or is formatted with).
+    pub cluster_id: u128,
+    /// Flags for `tigerbeetle start`, as the production cluster runs them.
+    pub replica_args: Vec<String>,
+    /// Where the replica's output goes (appended).
+    pub log: PathBuf,
+}
+
+/// A replica bkp started; stopped (and its lock awaited) when dropped.
+pub struct PrivateReplica {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Drop for PrivateReplica {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = crate::units::deadline(STOP_GRACE);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The replica's lock can outlive the process briefly (io_uring).
+        let deadline = crate::units::deadline(STOP_GRACE);
+        while let Ok(f) = File::open(&self.file) {
+            if f.try_lock().is_ok() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Starts a replica on `data_file` (formatting it first when `fresh`) and waits
+/// until it serves; returns it with the spec to reach it.
+pub fn start(
+    spec: &ReplicaSpec,
+    data_file: &Path,
+    fresh: bool,
+) -> Result<(PrivateReplica, ClientSpec)> {
+    let binary = &spec.binary;
+    let log_path = &spec.log;
+    let log = || -> Result<File> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .with_context(|| format!("failed to open {}", log_path.display()))
+    };
+
+    if fresh {
+        let mut cmd = Command::new(binary);
+        cmd.args([
+            "format",
+            &format!("--cluster={}", spec.cluster_id),
+            "--replica=0",
+            "--replica-count=1",
+        ]);
+        if spec.replica_args.iter().any(|a| a == "--development") {
+            cmd.arg("--development");
+        }
+        let status = cmd
+            .arg(data_file)
+            .stdout(log()?)
+            .stderr(log()?)
+            .status()
+            .with_context(|| format!("failed to run {} format", binary.display()))?;
+        if !status.success() {
+            anyhow::bail!(
+                "`tigerbeetle format` failed ({status}); see {}",
+                log_path.display()
+            );
+        }
+    }
+
+    let port = free_port()?;
+    let address = format!("127.0.0.1:{port}");
+    let mut start = Command::new(binary);
+    die_with_this_process(&mut start);
+    let child = start
+        .arg("start")
+        .arg(format!("--addresses={address}"))
+        .args(&spec.replica_args)
+        .arg(data_file)
+        .stdin(Stdio::null())
+        .stdout(log()?)
+        .stderr(log()?)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "failed to start {} on {}",
+                binary.display(),
+                data_file.display()
+            )
+        })?;
+    let mut replica = PrivateReplica {
+        child,
+        file: data_file.to_path_buf(),
+    };
+    let deadline = crate::units::deadline(START_TIMEOUT);
+    while TcpStream::connect(&address).is_err() {
+        if let Some(status) = replica.child.try_wait().ok().flatten() {
+            anyhow::bail!(
+                "the private replica exited ({status}) before it served; see {} (do \
+                 tigerbeetle.replica_args match the production cluster's flags?)",
+                log_path.display()
+            );
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "the private replica on {address} did not come up; see {}",
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    crate::failpoint::hit("private-replica");
+    let client = ClientSpec {
+        cluster_id: spec.cluster_id,
+        addresses: address,
+        timeout: REQUEST_TIMEOUT,
+    };
+    Ok((replica, client))
+}
+
+/// Makes the command's process die with this one. A run killed with SIGKILL runs
+/// no `Drop`, and a private replica left running would keep its port, its memory
+/// and its data file (deleted from the swept scratch, but still open). The
+/// signal comes when the spawning *thread* ends, so a replica is started and
+/// kept by the same thread (every caller does).
+fn die_with_this_process(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the hook runs between fork and exec, where only async-signal-safe
+    // calls are allowed: prctl and getppid are, and nothing is allocated.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // This process died before the prctl: nobody is left to stop the replica.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Counts the accounts and transfers in `data_file` through a private replica
+/// (which may write to the file: never call this on a production data file).
+/// The stats' `until` is the newest timestamp.
+pub fn count_rows(spec: &ReplicaSpec, data_file: &Path) -> Result<SegmentStats> {
+    let (replica, cfg) = start(spec, data_file, false)?;
+    let stats = tblog::capture(&cfg, 0, &mut std::io::sink())?;
+    drop(replica);
+    Ok(stats.segment)
+}

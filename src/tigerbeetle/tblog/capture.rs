@@ -1,0 +1,208 @@
+//! Capture: every row a cluster created in a timestamp interval, into one segment.
+//!
+//! # Capture, and why the cursor is sound
+//!
+//! A segment covers the interval `(after, until]`; the next one starts at this one's
+//! `until`. [`capture`] makes these requests (all bounded by the configured timeout;
+//! no answer in time is a [`Code::Transient`] error naming the addresses):
+//!
+//! 1. `query_accounts` and `query_transfers`, each `REVERSED` with limit 1 and every
+//!    other filter field zero: the newest account and the newest transfer.
+//!    `until` = the larger of their timestamps (or `after` when both are ≤ `after`).
+//! 2. Both kinds in `[after + 1, until]`, ascending, paged by timestamp (next page
+//!    from the last row's timestamp + 1) until a page is empty or reaches `until`.
+//!    The two cursors are merged by timestamp into the segment, one page of each in
+//!    memory at a time (at most 2 × 8189 rows of 128 bytes, about 2 MiB).
+//! 3. For each account whose row has `flags.closed`, one `get_account_transfers`
+//!    (limit 1, `DEBITS | CREDITS`) to learn how it was closed (see the format).
+//!
+//! Soundness: TigerBeetle's timestamps are unique across accounts and transfers and
+//! totally ordered: the cluster assigns each operation a timestamp greater than every
+//! earlier one (also across view changes), the rows of a batch get consecutive
+//! timestamps ending at the operation's, and operations commit in that order. Reads
+//! go through consensus like writes and are strictly serializable (TigerBeetle's
+//! `concepts/safety.md`, `coding/time.md`): a reply reflects every operation committed
+//! before it. So when step 1 sees a row with timestamp `T`, every row with a timestamp
+//! ≤ `T` is already committed, and any row committed later gets a timestamp > `T`.
+//! Hence the set of rows in `(after, until]` is final once `until` is chosen: step 2
+//! reads a fixed set, each page is the next slice of one sorted sequence, and no row
+//! with a timestamp ≤ `until` can appear after this capture. The next capture, with
+//! `after` = this `until`, loses and repeats nothing. With nothing new, steps 2 and 3
+//! are skipped: 2 requests. (Choosing `until` first also makes the merge simple: both
+//! cursors read immutable sets, so neither has to be re-read.)
+//!
+//! One exception, documented by TigerBeetle: `imported` rows carry client-chosen
+//! timestamps, which need only be newer than the last row *of their own kind*. An
+//! import into the source cluster while `bkp logs` runs could therefore place an
+//! account below a transfer-defined `until` (or vice versa). TigerBeetle recommends
+//! imports only into fresh clusters or maintenance windows; do not run imports into
+//! a cluster that `bkp logs` captures (a restored cluster starts a new chain).
+//!
+//! Every query's answer is checked (ascending, inside the requested range, at most
+//! one row for limit 1): TigerBeetle answers an invalid filter with an empty list
+//! rather than an error, so a silently wrong query must not pass for "nothing new".
+//! The cluster's newest timestamp below `after` means the watermark belongs to
+//! another cluster or to a state the cluster was rolled back from: an error
+//! ([`Code::Integrity`]), never an empty segment.
+//!
+//! Account rows are the one mutable kind: balances and `flags.closed` change after
+//! creation. A segment stores the row as read (balances as of the read, which may
+//! include transfers newer than `until`); replay never uses the balances, it rebuilds
+//! them by replaying the transfers.
+
+use std::collections::VecDeque;
+use std::io::Write;
+
+use anyhow::{bail, Context, Result};
+use tigerbeetle_unofficial as tb;
+use tigerbeetle_unofficial::{Account, Transfer};
+
+use super::segment::{SegmentStats, SegmentWriter};
+use super::{
+    newest, query_accounts, query_transfers, with_client, ClusterConfig, Row, ACCOUNT_CLOSED,
+};
+use crate::exit::{coded, Code};
+use crate::tigerbeetle::client::Client;
+
+/// Rows per query page: the most a 1 MiB reply holds (replies may hold fewer).
+const QUERY_LIMIT: u32 = 8189;
+
+/// What [`capture`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureStats {
+    pub segment: SegmentStats,
+    /// Requests sent to the cluster.
+    pub requests: u64,
+    /// Closed accounts whose closing was looked up (one request each).
+    pub closed_accounts: u64,
+}
+
+/// One ascending, bounded cursor over one kind.
+struct Cursor<T> {
+    page: VecDeque<T>,
+    next_min: u64,
+    until: u64,
+    exhausted: bool,
+}
+
+impl<T: Row> Cursor<T> {
+    fn new(after: u64, until: u64) -> Self {
+        Cursor {
+            page: VecDeque::new(),
+            next_min: after + 1,
+            until,
+            exhausted: after >= until,
+        }
+    }
+
+    /// The next row's timestamp, fetching a page when needed.
+    fn peek(&mut self, fetch: impl FnOnce(u64, u64) -> Result<Vec<T>>) -> Result<Option<u64>> {
+        if self.page.is_empty() && !self.exhausted {
+            let rows = fetch(self.next_min, self.until)?;
+            match rows.last().map(Row::ts) {
+                None => self.exhausted = true,
+                Some(last) if last >= self.until => self.exhausted = true,
+                Some(last) => self.next_min = last + 1,
+            }
+            self.page = rows.into();
+        }
+        Ok(self.page.front().map(Row::ts))
+    }
+}
+
+/// Writes one segment with every account and transfer created after `after`, up to
+/// the newest row at the time of the call (the segment's `until`, in the returned
+/// stats; pass it as the next call's `after`). On error `out` holds a partial
+/// segment that must be discarded.
+pub fn capture(cfg: &ClusterConfig, after: u64, out: &mut dyn Write) -> Result<CaptureStats> {
+    if after >= 1 << 63 {
+        bail!("watermark {after} is not a TigerBeetle timestamp (they are below 2^63)");
+    }
+    with_client(cfg, |c| {
+        let newest = newest(c)?;
+        if newest < after {
+            return Err(coded(
+                Code::Integrity,
+                format!(
+                    "the TigerBeetle cluster at {} holds nothing newer than timestamp {newest}, \
+                     but the log chain already covers up to {after}: this is not the cluster the \
+                     chain was captured from, or it was restored to an earlier state. Start a new \
+                     chain with a snapshot",
+                    cfg.addresses
+                ),
+            ));
+        }
+        let until = newest;
+        let mut w = SegmentWriter::new(out, cfg.cluster_id, after, until)
+            .context("cannot write the log segment")?;
+        let mut accounts = Cursor::<Account>::new(after, until);
+        let mut transfers = Cursor::<Transfer>::new(after, until);
+        let mut closed = 0;
+        loop {
+            let a = accounts.peek(|min, max| query_accounts(c, min, max, QUERY_LIMIT, false))?;
+            let t = transfers.peek(|min, max| query_transfers(c, min, max, QUERY_LIMIT, false))?;
+            match (a, t) {
+                (None, None) => break,
+                (Some(a), Some(t)) if a == t => bail!(
+                    "the cluster at {} returned an account and a transfer with the same \
+                     timestamp {a}",
+                    cfg.addresses
+                ),
+                (Some(a), t) if t.is_none_or(|t| a < t) => {
+                    let Some(row) = accounts.page.pop_front() else {
+                        unreachable!("peek returned a timestamp")
+                    };
+                    if row.as_raw().flags & ACCOUNT_CLOSED != 0 {
+                        closed += 1;
+                        if closed_by_transfer(c, &row)? {
+                            w.push_account_closed_by_transfer(&row)
+                        } else {
+                            w.push_account(&row)
+                        }
+                    } else {
+                        w.push_account(&row)
+                    }
+                    .context("cannot write the log segment")?;
+                }
+                _ => {
+                    let Some(row) = transfers.page.pop_front() else {
+                        unreachable!("peek returned a timestamp")
+                    };
+                    w.push_transfer(&row)
+                        .context("cannot write the log segment")?;
+                }
+            }
+        }
+        let (_, segment) = w.finish().context("cannot write the log segment")?;
+        Ok(CaptureStats {
+            segment,
+            requests: c.requests(),
+            closed_accounts: closed,
+        })
+    })
+}
+
+/// Whether a closed account was closed by a transfer (it has at least one transfer)
+/// rather than created closed (it can never have one).
+fn closed_by_transfer(c: &Client, a: &Account) -> Result<bool> {
+    let id = a.as_raw().id;
+    let filter = tb::account::Filter::new(id, 1)
+        .with_flags(tb::account::FilterFlags::DEBITS | tb::account::FilterFlags::CREDITS);
+    let rows = c.get_account_transfers(filter)?;
+    match rows.first() {
+        None => Ok(false),
+        Some(t) => {
+            let r = t.as_raw();
+            if (r.debit_account_id != id && r.credit_account_id != id)
+                || r.timestamp <= a.as_raw().timestamp
+            {
+                bail!(
+                    "get_account_transfers for account {id:#x} returned transfer {:#x}, which \
+                     does not belong to it: the cluster does not answer as this bkp expects",
+                    r.id
+                );
+            }
+            Ok(true)
+        }
+    }
+}

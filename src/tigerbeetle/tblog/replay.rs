@@ -1,0 +1,859 @@
+//! Replay: the rows of a chain of segments, recreated in timestamp order in
+//! another cluster.
+//!
+//! # Replay
+//!
+//! [`replay`] targets a fresh cluster, or a just-restored quiescent one (nothing else
+//! may write to it meanwhile). It first asks for the target's newest timestamp (the
+//! same two `REVERSED` queries), then reads the segments in order and:
+//! - requires them to chain without gaps from the target's newest timestamp (a
+//!   segment's `after` must not exceed what is already covered);
+//! - for events the target already holds (timestamp ≤ its newest), looks them up in
+//!   batches and requires them present with the same fields (modulo the `imported` bit,
+//!   `timeout` and an account's `closed` flag and balances): so replaying the same
+//!   segments again, or resuming after an interruption, is harmless and checked, and a
+//!   target that is not a restore of this source is refused;
+//! - replays events with timestamp ≤ `up_to` in timestamp order with `flags.imported`
+//!   and the original timestamp, accounts and transfers in separate requests of at
+//!   most [`BATCH`] events, never splitting a linked chain (a chain longer than that is
+//!   sent whole: it fit into one request of the source);
+//! - treats `exists` as success only after checking the existing row's timestamp
+//!   (TigerBeetle's `exists` compares the fields but not the timestamp);
+//! - stops at the first other result with an error naming the event's id, timestamp
+//!   and TigerBeetle's result code. Events after it in the same request (not linked to
+//!   it) may have been created, so after such an error restore again into a fresh
+//!   cluster; a resume would detect the gap through the lookups above.
+//!
+//! A linked chain is atomic in the source, so a chain that straddles `up_to` is not
+//! replayed at all ([`ReplayStats::chain_events_dropped`]). Events are applied as they
+//! are read, before a segment's trailer is checked: a corrupt segment stops the
+//! replay with an Integrity error after earlier events were created. Check segments
+//! with [`verify_segment`](super::verify_segment) first when that matters.
+//!
+//! # What replay cannot reproduce, and what happens instead
+//!
+//! - **The `imported` bit.** Every replayed account and transfer has
+//!   `flags.imported` set (TigerBeetle requires it to accept a timestamp); all other
+//!   fields, including the timestamp, are the source's.
+//! - **Timeouts.** Imported pending transfers must have `timeout = 0`, so replay
+//!   clears it ([`ReplayStats::timeouts_cleared`]). Such a transfer never expires in
+//!   the target; it stays pending until posted or voided by hand.
+//! - **Expiry.** An expiry in the source creates no row, so segments do not record it.
+//!   A pending transfer that expired in the source is replayed as pending: in the
+//!   target its amount stays in `debits_pending`/`credits_pending` of both accounts
+//!   (released in the source), it can still be posted or voided (not in the source),
+//!   and an expired closing transfer leaves its account closed (reopened in the
+//!   source). Replay tracks every pending transfer it sees and reports those whose
+//!   `timestamp + timeout` ≤ the newest replayed point in
+//!   [`ReplayStats::expired_in_source`] and the others in
+//!   [`ReplayStats::timeout_cleared`]; [`ReplayStats::expired_by`] answers for a later
+//!   restore point (the segments certify the source up to the time of their last
+//!   capture, which may be later than their newest row). Void them to reach the
+//!   source's balances (that adds void rows the source does not have).
+//!   Later events that relied on the released amount cannot be replayed exactly: a
+//!   transfer checked against a balance limit fails (`exceeds_credits`/
+//!   `exceeds_debits`), a transfer to an account reopened by expiry fails
+//!   (`*_already_closed`) — both stop the replay with an error that names the expired
+//!   pending transfers — and a balancing transfer would move less, which replay
+//!   detects by looking up every replayed balancing transfer and comparing amounts.
+//! - **Balancing transfers** are stored with the amount actually moved; replayed
+//!   with that amount as the maximum and the same prior state, TigerBeetle moves
+//!   exactly it (checked, see above). Posts with `amount = AMOUNT_MAX` are stored with
+//!   the resolved amount and replay as such.
+//! - **Closed accounts**: created closed → replayed closed (imported accounts may be
+//!   created closed); closed by a closing transfer → created open and closed by
+//!   replaying that transfer (imported pending transfers may carry `closing_*`), and
+//!   reopened by replaying its void. A point in time before the closing transfer
+//!   therefore shows the account open, as the source did.
+//! - **Snapshots holding pending transfers with a timeout.** A restored data file
+//!   keeps such rows non-imported with their timeout. The restored replica's clock is
+//!   past their expiry, so it expires them as soon as it runs, including those the
+//!   source posted or voided in time (those posts are in later segments), and at
+//!   points before their expiry the target shows them released. TigerBeetle 0.16.78
+//!   cannot accept the imported post or void of such a transfer: sending one was seen
+//!   to crash the replica (`panic: reached unreachable code`, from an assertion that
+//!   an expired transfer's expiry precedes the post). Replay therefore checks each
+//!   post/void whose pending transfer it did not create in this run (from the rows it
+//!   verified, or by lookup) and refuses, before sending anything of that request,
+//!   when the target holds the pending transfer with a live timeout that is due or
+//!   due within a minute. Restore from a snapshot older than that pending transfer,
+//!   or replay all segments into a fresh cluster.
+//! - **Balances history** (`flags.history`) is rebuilt by the replayed transfers with
+//!   the original timestamps; expiries are missing from it as above.
+//!
+//! Memory: replay keeps one batch, one lookup batch, and the id, timestamp and
+//! timeout of every pending transfer not yet posted or voided (about 50 bytes each).
+//!
+//! Imported batches are not submitted as linked chains (TigerBeetle's suggestion to
+//! keep the last timestamp unchanged on failure): that would change the rows' stored
+//! `linked` flag, and a rejection stops the replay anyway.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+use tigerbeetle_unofficial::error::{CreateAccountErrorKind, CreateTransferErrorKind};
+use tigerbeetle_unofficial::{Account, Transfer};
+
+use super::segment::{AccountRecord, Event, Kind, SegmentReader};
+use super::{newest, with_client, ClusterConfig};
+use super::{
+    ACCOUNT_CLOSED, ACCOUNT_IMPORTED, TRANSFER_BALANCING, TRANSFER_IMPORTED, TRANSFER_PENDING,
+    TRANSFER_POST, TRANSFER_VOID,
+};
+use crate::exit::{coded, Code};
+use crate::tigerbeetle::client::Client;
+
+/// Maximum events per replay request: below the 253 that fit into the 32 KiB request
+/// of a development-mode replica (a production replica takes 8189).
+pub const BATCH: usize = 250;
+
+/// Ids per lookup when checking rows the target already holds.
+const LOOKUP_BATCH: usize = 250;
+/// A pending transfer whose live timeout falls due within this margin counts as due.
+const EXPIRY_MARGIN_NS: u64 = 60_000_000_000;
+const NS_PER_S: u64 = 1_000_000_000;
+
+/// A pending transfer whose timeout replay had to clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingTimeout {
+    pub id: u128,
+    pub timestamp: u64,
+    /// Seconds, as in the source.
+    pub timeout: u32,
+    /// `timestamp + timeout`: when the source expires it.
+    pub expires_at: u64,
+}
+
+/// What [`replay`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayStats {
+    /// The target's newest timestamp before the replay (0: it was empty).
+    pub newest_before: u64,
+    /// The source cluster of the segments (0 when none was read).
+    pub source_cluster_id: u128,
+    pub segments: u64,
+    pub accounts: u64,
+    pub transfers: u64,
+    /// Events the target already held, looked up and found equal.
+    pub skipped_verified: u64,
+    /// Events seen again in overlapping segments, ignored.
+    pub duplicates: u64,
+    /// Events of a linked chain that straddles `up_to`, not replayed.
+    pub chain_events_dropped: u64,
+    /// Timestamp of the last replayed event (`newest_before` when none).
+    pub last_timestamp: u64,
+    /// The target now reflects the source at this timestamp: `up_to`, or less when the
+    /// segments end earlier.
+    pub covered_until: u64,
+    pub batches: u64,
+    pub requests: u64,
+    /// Pending transfers replayed with `timeout` cleared to 0.
+    pub timeouts_cleared: u64,
+    /// Pending transfers still pending here that the source expired by
+    /// `covered_until`: their amounts are still reserved here.
+    pub expired_in_source: Vec<PendingTimeout>,
+    /// Pending transfers still pending here whose source timeout was cleared and falls
+    /// after `covered_until`: they will not expire here. `covered_until` is the newest
+    /// row's timestamp; when the segments are known to reach a later point (the last
+    /// capture ran later), use [`ReplayStats::expired_by`] with that point.
+    pub timeout_cleared: Vec<PendingTimeout>,
+}
+
+impl ReplayStats {
+    /// The pending transfers still pending here that the source had expired by
+    /// timestamp `t` (pass the restore point when the segments reach it).
+    pub fn expired_by(&self, t: u64) -> Vec<PendingTimeout> {
+        self.expired_in_source
+            .iter()
+            .chain(&self.timeout_cleared)
+            .filter(|p| p.expires_at <= t)
+            .copied()
+            .collect()
+    }
+}
+
+/// A pending transfer seen during replay and not yet posted or voided.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    timestamp: u64,
+    /// Seconds, as in the source.
+    source_timeout: u32,
+    /// Seconds, as the target holds it (nonzero only for rows of a restored snapshot).
+    target_timeout: u32,
+}
+
+impl Pending {
+    fn expires_at(&self, timeout: u32) -> u64 {
+        self.timestamp
+            .saturating_add(u64::from(timeout).saturating_mul(NS_PER_S))
+    }
+}
+
+struct Replayer<'c> {
+    c: &'c Client,
+    newest: u64,
+    stats: ReplayStats,
+    batch: Vec<Event>,
+    kind: Kind,
+    chain_open: bool,
+    chain_start: usize,
+    verify: Vec<Event>,
+    pending: HashMap<u128, Pending>,
+}
+
+/// Replays `segments` (in chain order) into the cluster `cfg`, up to and including
+/// timestamp `up_to`. See the module documentation for what is checked and what
+/// cannot be reproduced.
+pub fn replay<R, I>(cfg: &ClusterConfig, segments: I, up_to: u64) -> Result<ReplayStats>
+where
+    R: Read,
+    I: IntoIterator<Item = Result<SegmentReader<R>>>,
+{
+    with_client(cfg, |c| {
+        let newest = newest(c)?;
+        if newest > up_to {
+            bail!(
+                "the TigerBeetle cluster at {} already holds rows up to timestamp {newest}, \
+                 past the requested point {up_to}: restore into a fresh cluster or from an \
+                 older snapshot",
+                cfg.addresses
+            );
+        }
+        let mut r = Replayer {
+            c,
+            newest,
+            stats: ReplayStats {
+                newest_before: newest,
+                last_timestamp: newest,
+                ..ReplayStats::default()
+            },
+            batch: Vec::new(),
+            kind: Kind::Account,
+            chain_open: false,
+            chain_start: 0,
+            verify: Vec::new(),
+            pending: HashMap::new(),
+        };
+        let mut covered = newest;
+        let mut last_seen = 0u64;
+        let mut past_up_to = false;
+        for (n, seg) in segments.into_iter().enumerate() {
+            let mut seg = seg.with_context(|| format!("cannot open log segment {}", n + 1))?;
+            let h = *seg.header();
+            if h.after >= up_to {
+                // Nothing in it or after it is wanted.
+                break;
+            }
+            let name = format!("log segment {} ({}, {}]", n + 1, h.after, h.until);
+            if r.stats.segments == 0 {
+                r.stats.source_cluster_id = h.cluster_id;
+            } else if h.cluster_id != r.stats.source_cluster_id {
+                return Err(coded(
+                    Code::Integrity,
+                    format!(
+                        "{name} comes from cluster {:#x}, the previous ones from {:#x}: \
+                         segments of different clusters cannot be replayed together",
+                        h.cluster_id, r.stats.source_cluster_id
+                    ),
+                ));
+            }
+            if h.after > covered {
+                return Err(coded(
+                    Code::Integrity,
+                    format!(
+                        "{name} does not continue the chain: everything up to timestamp \
+                         {covered} is accounted for, so the segments for ({covered}, {}] are \
+                         missing",
+                        h.after
+                    ),
+                ));
+            }
+            r.stats.segments += 1;
+            while let Some(ev) = seg
+                .next_event()
+                .with_context(|| format!("cannot read {name}"))?
+            {
+                let ts = ev.timestamp();
+                if ts <= last_seen {
+                    r.stats.duplicates += 1;
+                    continue;
+                }
+                last_seen = ts;
+                if ts <= newest {
+                    r.verify.push(ev);
+                    if r.verify.len() >= LOOKUP_BATCH {
+                        r.verify_held()?;
+                    }
+                } else if ts <= up_to {
+                    r.push(ev)?;
+                } else {
+                    // Keep reading: the trailer vouches for what was replayed.
+                    past_up_to = true;
+                }
+            }
+            covered = covered.max(h.until);
+            if past_up_to {
+                break;
+            }
+        }
+        r.verify_held()?;
+        if r.chain_open {
+            if !past_up_to {
+                return Err(coded(
+                    Code::Integrity,
+                    format!(
+                        "the last log segment ends inside a linked chain (at timestamp {}): a \
+                         segment is missing or was not captured by bkp",
+                        last_seen
+                    ),
+                ));
+            }
+            let dropped = r.batch.len() - r.chain_start;
+            r.batch.truncate(r.chain_start);
+            r.stats.chain_events_dropped = dropped as u64;
+            r.chain_open = false;
+        }
+        r.flush(r.batch.len())?;
+        r.stats.covered_until = covered.min(up_to);
+        let covered_until = r.stats.covered_until;
+        let mut expired = Vec::new();
+        let mut cleared = Vec::new();
+        for (&id, p) in &r.pending {
+            if p.source_timeout == 0 || p.target_timeout != 0 {
+                continue;
+            }
+            let info = PendingTimeout {
+                id,
+                timestamp: p.timestamp,
+                timeout: p.source_timeout,
+                expires_at: p.expires_at(p.source_timeout),
+            };
+            if info.expires_at <= covered_until {
+                expired.push(info);
+            } else {
+                cleared.push(info);
+            }
+        }
+        expired.sort_by_key(|p| p.timestamp);
+        cleared.sort_by_key(|p| p.timestamp);
+        r.stats.expired_in_source = expired;
+        r.stats.timeout_cleared = cleared;
+        r.stats.requests = c.requests();
+        Ok(r.stats)
+    })
+}
+
+impl Replayer<'_> {
+    /// Adds an event to the batch, sending what is complete when the batch is full or
+    /// changes kind, never splitting a linked chain.
+    fn push(&mut self, ev: Event) -> Result<()> {
+        let kind = ev.kind();
+        if self.chain_open {
+            if kind != self.kind {
+                return Err(coded(
+                    Code::Integrity,
+                    format!(
+                        "a linked chain of {}s is interrupted by {} {:#x} at timestamp {}: the \
+                         segments were not captured by bkp",
+                        self.kind.name(),
+                        kind.name(),
+                        ev.id(),
+                        ev.timestamp()
+                    ),
+                ));
+            }
+            if self.batch.len() >= BATCH && self.chain_start > 0 {
+                self.flush(self.chain_start)?;
+            }
+        } else if !self.batch.is_empty() && (kind != self.kind || self.batch.len() >= BATCH) {
+            self.flush(self.batch.len())?;
+        }
+        if !self.chain_open && ev.linked() {
+            self.chain_start = self.batch.len();
+        }
+        self.kind = kind;
+        self.chain_open = ev.linked();
+        self.batch.push(ev);
+        Ok(())
+    }
+
+    /// Sends the first `n` events of the batch (complete chains only).
+    fn flush(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let events: Vec<Event> = self.batch.drain(..n).collect();
+        self.chain_start = self.chain_start.saturating_sub(n);
+        self.stats.batches += 1;
+        match self.kind {
+            Kind::Account => self.send_accounts(&events),
+            Kind::Transfer => self.send_transfers(&events),
+        }?;
+        if let Some(last) = events.last() {
+            self.stats.last_timestamp = last.timestamp();
+        }
+        Ok(())
+    }
+
+    fn send_accounts(&mut self, events: &[Event]) -> Result<()> {
+        let records: Vec<&AccountRecord> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Account(a) => Some(a),
+                Event::Transfer(_) => None,
+            })
+            .collect();
+        let rows: Vec<Account> = records.iter().map(|a| import_account(a)).collect();
+        let failures: Vec<(usize, bool, String)> = self
+            .c
+            .create_accounts(rows.clone())?
+            .into_iter()
+            .map(|r| {
+                (
+                    r.index,
+                    matches!(r.kind, CreateAccountErrorKind::Exists),
+                    r.name,
+                )
+            })
+            .collect();
+        self.check_failures(events, &failures)?;
+        let exists: Vec<u128> = failures
+            .iter()
+            .filter(|(_, exists, _)| *exists)
+            .filter_map(|(i, _, _)| rows.get(*i).map(|a| a.as_raw().id))
+            .collect();
+        if !exists.is_empty() {
+            let found = lookup_accounts(self.c, exists.clone())?;
+            for id in &exists {
+                let want = rows
+                    .iter()
+                    .find(|a| a.as_raw().id == *id)
+                    .map_or(0, |a| a.as_raw().timestamp);
+                let have = found.get(id).map_or(0, |a| a.as_raw().timestamp);
+                if have != want {
+                    bail!(
+                        "account {id:#x} (timestamp {want}) already exists in the target with \
+                         timestamp {have}: the target holds a different account with this id; \
+                         restore into a fresh cluster"
+                    );
+                }
+            }
+        }
+        self.stats.accounts += records.len() as u64;
+        Ok(())
+    }
+
+    fn send_transfers(&mut self, events: &[Event]) -> Result<()> {
+        let transfers: Vec<&Transfer> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Transfer(t) => Some(t),
+                Event::Account(_) => None,
+            })
+            .collect();
+        // Track pending transfers; find posts/voids of pending transfers not created
+        // by this replay, which need a look at the target first.
+        let mut unknown = Vec::new();
+        for t in &transfers {
+            let r = t.as_raw();
+            if r.flags & TRANSFER_PENDING != 0 {
+                self.pending.insert(
+                    r.id,
+                    Pending {
+                        timestamp: r.timestamp,
+                        source_timeout: r.timeout,
+                        target_timeout: 0,
+                    },
+                );
+                if r.timeout != 0 {
+                    self.stats.timeouts_cleared += 1;
+                }
+            } else if r.flags & (TRANSFER_POST | TRANSFER_VOID) != 0 {
+                match self.pending.remove(&r.pending_id) {
+                    Some(p) if p.target_timeout == 0 => {}
+                    Some(p) => self.check_live_timeout(t, r.pending_id, p)?,
+                    None => unknown.push(**t),
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            let found = lookup_transfers(
+                self.c,
+                unknown.iter().map(|t| t.as_raw().pending_id).collect(),
+            )?;
+            for t in &unknown {
+                let pid = t.as_raw().pending_id;
+                if let Some(p) = found.get(&pid) {
+                    let p = p.as_raw();
+                    let info = Pending {
+                        timestamp: p.timestamp,
+                        source_timeout: p.timeout,
+                        target_timeout: p.timeout,
+                    };
+                    if p.timeout != 0 {
+                        self.check_live_timeout(t, pid, info)?;
+                    }
+                }
+                // Not found: TigerBeetle answers pending_transfer_not_found below.
+            }
+        }
+        let rows: Vec<Transfer> = transfers.iter().map(|t| import_transfer(t)).collect();
+        let failures: Vec<(usize, bool, String)> = self
+            .c
+            .create_transfers(rows.clone())?
+            .into_iter()
+            .map(|r| {
+                (
+                    r.index,
+                    matches!(r.kind, CreateTransferErrorKind::Exists),
+                    r.name,
+                )
+            })
+            .collect();
+        self.check_failures(events, &failures)?;
+        // `exists` does not compare timestamps, and a balancing transfer's amount is
+        // decided by the target's balances: look both up and compare.
+        let mut check: Vec<u128> = failures
+            .iter()
+            .filter(|(_, exists, _)| *exists)
+            .filter_map(|(i, _, _)| rows.get(*i).map(|t| t.as_raw().id))
+            .collect();
+        check.extend(
+            rows.iter()
+                .filter(|t| t.as_raw().flags & TRANSFER_BALANCING != 0)
+                .map(|t| t.as_raw().id),
+        );
+        if !check.is_empty() {
+            let found = lookup_transfers(self.c, check.clone())?;
+            for id in check {
+                let Some(want) = rows.iter().find(|t| t.as_raw().id == id) else {
+                    continue;
+                };
+                let want = want.as_raw();
+                let Some(have) = found.get(&id) else {
+                    bail!(
+                        "transfer {id:#x} (timestamp {}) was accepted but is missing",
+                        want.timestamp
+                    );
+                };
+                let have = have.as_raw();
+                if have.timestamp != want.timestamp {
+                    bail!(
+                        "transfer {id:#x} (timestamp {}) already exists in the target with \
+                         timestamp {}: the target holds a different transfer with this id; \
+                         restore into a fresh cluster",
+                        want.timestamp,
+                        have.timestamp
+                    );
+                }
+                if have.amount != want.amount {
+                    bail!(
+                        "balancing transfer {id:#x} (timestamp {}) moved {} in the target but {} \
+                         in the source: the accounts' balances differ from the source's at that \
+                         point{}",
+                        want.timestamp,
+                        have.amount,
+                        want.amount,
+                        self.expiry_hint(want.timestamp)
+                    );
+                }
+            }
+        }
+        self.stats.transfers += transfers.len() as u64;
+        Ok(())
+    }
+
+    /// A post/void of pending transfer `pid` that the target holds with a live timeout:
+    /// refuse when that timeout is due, since the target has expired (or is about to
+    /// expire) it by its own clock.
+    fn check_live_timeout(&self, t: &Transfer, pid: u128, p: Pending) -> Result<()> {
+        let expires_at = p.expires_at(p.target_timeout);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(u64::MAX, |d| {
+                u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+            });
+        if expires_at <= now.saturating_add(EXPIRY_MARGIN_NS) {
+            let r = t.as_raw();
+            bail!(
+                "transfer {:#x} (timestamp {}) posts or voids pending transfer {pid:#x}, which \
+                 the target holds from a restored snapshot with a timeout of {} s (due at \
+                 timestamp {expires_at}): the target cluster expires it by its own clock, so \
+                 TigerBeetle cannot accept this post or void (TigerBeetle 0.16.78 was seen to \
+                 crash on it). Restore from a snapshot taken before pending transfer {pid:#x} \
+                 was created, or replay all segments into a fresh cluster",
+                r.id,
+                r.timestamp,
+                p.target_timeout
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops at the first rejection (other than `exists`), naming the event.
+    fn check_failures(&self, events: &[Event], failures: &[(usize, bool, String)]) -> Result<()> {
+        let rejected: Vec<&(usize, bool, String)> =
+            failures.iter().filter(|(_, exists, _)| !*exists).collect();
+        // In a failed chain every other event reports linked_event_failed: name the cause.
+        let Some((i, _, name)) = rejected
+            .iter()
+            .find(|(_, _, name)| name != "linked_event_failed")
+            .or(rejected.first())
+            .copied()
+        else {
+            return Ok(());
+        };
+        let Some(ev) = events.get(*i) else {
+            bail!(
+                "TigerBeetle rejected event {i} of a batch of {}: {name}",
+                events.len()
+            );
+        };
+        bail!(
+            "replay stopped: TigerBeetle rejected {} {:#x} (timestamp {}) with {name}{}{}. \
+             Events after it in the same request may have been created, so restore again \
+             into a fresh cluster once the cause is fixed",
+            ev.kind().name(),
+            ev.id(),
+            ev.timestamp(),
+            if rejected.len() > 1 {
+                format!(" ({} events of the request were rejected)", rejected.len())
+            } else {
+                String::new()
+            },
+            self.expiry_hint(ev.timestamp())
+        )
+    }
+
+    /// Names pending transfers that the source had expired before `ts`.
+    fn expiry_hint(&self, ts: u64) -> String {
+        let mut expired: Vec<(u128, u64)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.source_timeout != 0 && p.expires_at(p.source_timeout) <= ts)
+            .map(|(&id, p)| (id, p.expires_at(p.source_timeout)))
+            .collect();
+        if expired.is_empty() {
+            return String::new();
+        }
+        expired.sort_by_key(|&(_, at)| at);
+        let list: Vec<String> = expired
+            .iter()
+            .take(5)
+            .map(|(id, at)| format!("{id:#x} at {at}"))
+            .collect();
+        format!(
+            "; {} pending transfer(s) had expired in the source before this event ({}{}), but \
+             TigerBeetle cannot import an expiry, so their amounts are still reserved (and \
+             accounts they closed still closed) in the target",
+            expired.len(),
+            list.join(", "),
+            if expired.len() > 5 { ", ..." } else { "" }
+        )
+    }
+
+    /// Checks that the target holds the buffered events it is said to hold.
+    fn verify_held(&mut self) -> Result<()> {
+        if self.verify.is_empty() {
+            return Ok(());
+        }
+        let events = std::mem::take(&mut self.verify);
+        let account_ids: Vec<u128> = events
+            .iter()
+            .filter(|e| e.kind() == Kind::Account)
+            .map(Event::id)
+            .collect();
+        let transfer_ids: Vec<u128> = events
+            .iter()
+            .filter(|e| e.kind() == Kind::Transfer)
+            .map(Event::id)
+            .collect();
+        let accounts = if account_ids.is_empty() {
+            HashMap::new()
+        } else {
+            lookup_accounts(self.c, account_ids)?
+        };
+        let transfers = if transfer_ids.is_empty() {
+            HashMap::new()
+        } else {
+            lookup_transfers(self.c, transfer_ids)?
+        };
+        for ev in &events {
+            let diff = match ev {
+                Event::Account(a) => match accounts.get(&ev.id()) {
+                    None => Some("it is missing".to_owned()),
+                    Some(have) => account_difference(&a.account, have),
+                },
+                Event::Transfer(t) => match transfers.get(&ev.id()) {
+                    None => Some("it is missing".to_owned()),
+                    Some(have) => {
+                        let d = transfer_difference(t, have);
+                        if d.is_none() {
+                            self.track_held(t, have);
+                        }
+                        d
+                    }
+                },
+            };
+            if let Some(diff) = diff {
+                bail!(
+                    "the target cluster's newest row has timestamp {}, so it should already \
+                     hold {} {:#x} (timestamp {}) from the segments, but {diff}: the target is \
+                     not a restore of this source, or an earlier replay stopped midway; restore \
+                     into a fresh cluster",
+                    self.newest,
+                    ev.kind().name(),
+                    ev.id(),
+                    ev.timestamp()
+                );
+            }
+        }
+        self.stats.skipped_verified += events.len() as u64;
+        Ok(())
+    }
+
+    /// Keeps track of pending transfers among the rows the target already holds.
+    fn track_held(&mut self, t: &Transfer, have: &Transfer) {
+        let r = t.as_raw();
+        if r.flags & TRANSFER_PENDING != 0 {
+            self.pending.insert(
+                r.id,
+                Pending {
+                    timestamp: r.timestamp,
+                    source_timeout: r.timeout,
+                    target_timeout: have.as_raw().timeout,
+                },
+            );
+        } else if r.flags & (TRANSFER_POST | TRANSFER_VOID) != 0 {
+            self.pending.remove(&r.pending_id);
+        }
+    }
+}
+
+fn lookup_accounts(c: &Client, ids: Vec<u128>) -> Result<HashMap<u128, Account>> {
+    let rows = c.lookup_accounts(ids)?;
+    Ok(rows.into_iter().map(|a| (a.as_raw().id, a)).collect())
+}
+
+fn lookup_transfers(c: &Client, ids: Vec<u128>) -> Result<HashMap<u128, Transfer>> {
+    let rows = c.lookup_transfers(ids)?;
+    Ok(rows.into_iter().map(|t| (t.as_raw().id, t)).collect())
+}
+
+/// The account as replay creates it: imported, original timestamp, zero balances, and
+/// open when a closing transfer closed it.
+fn import_account(a: &AccountRecord) -> Account {
+    let mut raw = *a.account.as_raw();
+    raw.debits_pending = 0;
+    raw.debits_posted = 0;
+    raw.credits_pending = 0;
+    raw.credits_posted = 0;
+    raw.flags |= ACCOUNT_IMPORTED;
+    if a.closed_by_transfer {
+        raw.flags &= !ACCOUNT_CLOSED;
+    }
+    Account::from_raw(raw)
+}
+
+/// The transfer as replay creates it: imported, original timestamp, no timeout.
+fn import_transfer(t: &Transfer) -> Transfer {
+    let mut raw = *t.as_raw();
+    raw.flags |= TRANSFER_IMPORTED;
+    raw.timeout = 0;
+    Transfer::from_raw(raw)
+}
+
+/// How an account the target holds differs from the captured row in what replay
+/// reproduces (balances and `closed` change later; `imported` is replay's own).
+fn account_difference(want: &Account, have: &Account) -> Option<String> {
+    let (w, h) = (want.as_raw(), have.as_raw());
+    let mask = !(ACCOUNT_IMPORTED | ACCOUNT_CLOSED);
+    let fields = [
+        ("user_data_128", w.user_data_128 == h.user_data_128),
+        ("user_data_64", w.user_data_64 == h.user_data_64),
+        ("user_data_32", w.user_data_32 == h.user_data_32),
+        ("ledger", w.ledger == h.ledger),
+        ("code", w.code == h.code),
+        ("flags", w.flags & mask == h.flags & mask),
+        ("timestamp", w.timestamp == h.timestamp),
+    ];
+    fields
+        .iter()
+        .find(|(_, same)| !same)
+        .map(|(name, _)| format!("its {name} differs"))
+}
+
+/// How a transfer the target holds differs from the captured row, allowing for the
+/// `imported` bit and a cleared timeout.
+fn transfer_difference(want: &Transfer, have: &Transfer) -> Option<String> {
+    let (w, h) = (want.as_raw(), have.as_raw());
+    let fields = [
+        ("debit_account_id", w.debit_account_id == h.debit_account_id),
+        (
+            "credit_account_id",
+            w.credit_account_id == h.credit_account_id,
+        ),
+        ("amount", w.amount == h.amount),
+        ("pending_id", w.pending_id == h.pending_id),
+        ("user_data_128", w.user_data_128 == h.user_data_128),
+        ("user_data_64", w.user_data_64 == h.user_data_64),
+        ("user_data_32", w.user_data_32 == h.user_data_32),
+        ("timeout", h.timeout == w.timeout || h.timeout == 0),
+        ("ledger", w.ledger == h.ledger),
+        ("code", w.code == h.code),
+        (
+            "flags",
+            w.flags & !TRANSFER_IMPORTED == h.flags & !TRANSFER_IMPORTED,
+        ),
+        ("timestamp", w.timestamp == h.timestamp),
+    ];
+    fields
+        .iter()
+        .find(|(_, same)| !same)
+        .map(|(name, _)| format!("its {name} differs"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tigerbeetle::tblog::segment::tests::{account, transfer};
+    use crate::tigerbeetle::tblog::ACCOUNT_LINKED;
+
+    #[test]
+    fn import_rows_follow_the_rules() {
+        let rec = AccountRecord {
+            account: account(3, 99, ACCOUNT_CLOSED | ACCOUNT_LINKED),
+            closed_by_transfer: true,
+        };
+        let a = import_account(&rec);
+        let r = a.as_raw();
+        assert_eq!(
+            (r.debits_posted, r.credits_pending, r.flags),
+            (0, 0, ACCOUNT_LINKED | ACCOUNT_IMPORTED)
+        );
+        assert_eq!(r.timestamp, 99);
+        let created_closed = import_account(&AccountRecord {
+            closed_by_transfer: false,
+            ..rec
+        });
+        assert_eq!(
+            created_closed.as_raw().flags,
+            ACCOUNT_CLOSED | ACCOUNT_LINKED | ACCOUNT_IMPORTED
+        );
+        let t = import_transfer(&transfer(4, 77));
+        assert_eq!(
+            (t.as_raw().timeout, t.as_raw().flags, t.as_raw().timestamp),
+            (0, TRANSFER_PENDING | TRANSFER_IMPORTED, 77)
+        );
+        assert_eq!(transfer_difference(&transfer(4, 77), &t), None);
+        let mut other = t;
+        other.as_raw_mut().amount = 1;
+        assert_eq!(
+            transfer_difference(&transfer(4, 77), &other).as_deref(),
+            Some("its amount differs")
+        );
+        assert_eq!(account_difference(&rec.account, &a), None);
+    }
+}

@@ -1,0 +1,963 @@
+//! The log segment format: [`SegmentWriter`], [`SegmentReader`] and
+//! [`verify_segment`], with their round-trip and damage tests.
+//!
+//! # Segment format, version 1
+//!
+//! All integers little-endian. Offsets in bytes.
+//!
+//! Header, 42 bytes:
+//! - 0..8: magic `BKPTBLG1` (ASCII);
+//! - 8..10: format version, u16 = 1;
+//! - 10..26: source cluster id, u128;
+//! - 26..34: `after`, u64: interval start, exclusive (0 = from the beginning);
+//! - 34..42: `until`, u64: interval end, inclusive (`until` ≥ `after`).
+//!
+//! Records, 129 bytes each, in strictly increasing timestamp order, every timestamp
+//! in `(after, until]`: one tag byte, then the 128-byte TigerBeetle struct with every
+//! field exactly as the cluster returned it, in the order of TigerBeetle's
+//! `extern struct` layout (`src/tigerbeetle.zig`):
+//! - tag 1, account; tag 3, account whose `closed` flag was set by a closing
+//!   transfer (the row must have `flags.closed`). Body:
+//!   0 `id` u128, 16 `debits_pending` u128, 32 `debits_posted` u128,
+//!   48 `credits_pending` u128, 64 `credits_posted` u128, 80 `user_data_128` u128,
+//!   96 `user_data_64` u64, 104 `user_data_32` u32, 108 `reserved` u32,
+//!   112 `ledger` u32, 116 `code` u16, 118 `flags` u16, 120 `timestamp` u64.
+//! - tag 2, transfer. Body:
+//!   0 `id` u128, 16 `debit_account_id` u128, 32 `credit_account_id` u128,
+//!   48 `amount` u128, 64 `pending_id` u128, 80 `user_data_128` u128,
+//!   96 `user_data_64` u64, 104 `user_data_32` u32, 108 `timeout` u32,
+//!   112 `ledger` u32, 116 `code` u16, 118 `flags` u16, 120 `timestamp` u64.
+//!
+//! Why tag 3: `flags.closed` is set either at creation or by a pending transfer with
+//! `closing_debit`/`closing_credit` (undone by voiding it). Replay must create the
+//! first kind closed and the second open (the closing transfer, replayed later,
+//! closes it). The row alone cannot tell them apart, but an account created closed
+//! can never have a transfer (a closed account rejects all but voids of its pending
+//! transfers, and it has none), while one closed by a transfer has that transfer. So
+//! capture asks for one transfer of each closed account; the answer cannot change
+//! between the reads because a closed-at-creation account stays closed forever.
+//!
+//! Trailer, 65 bytes: tag 0xFF; account count u64; transfer count u64; first
+//! record timestamp u64; last record timestamp u64 (both 0 when empty); SHA-256 (32
+//! bytes) of every byte before the hash (header, records, and the trailer's first 33
+//! bytes). [`SegmentReader`] checks the magic, version, range, tags, ordering,
+//! counts, timestamps and hash and that nothing follows the trailer; any violation,
+//! including a truncated stream, is a [`Code::Integrity`] error naming what is wrong.
+//! The hash covers the stream independently of bkp's outer compression/encryption.
+
+use std::io::{self, BufReader, BufWriter, Read, Write};
+
+use sha2::{Digest, Sha256};
+use tigerbeetle_unofficial as tb;
+use tigerbeetle_unofficial::{Account, Transfer};
+
+use super::{ACCOUNT_CLOSED, ACCOUNT_LINKED, TRANSFER_LINKED};
+use crate::exit::{Code, Coded};
+
+/// First bytes of every segment.
+pub const MAGIC: &[u8; 8] = b"BKPTBLG1";
+/// The segment format this module writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Header length in bytes.
+pub const HEADER_LEN: usize = 42;
+/// Record length in bytes (tag + body).
+pub const RECORD_LEN: usize = 129;
+/// Trailer length in bytes.
+pub const TRAILER_LEN: usize = 65;
+
+const TAG_ACCOUNT: u8 = 1;
+const TAG_TRANSFER: u8 = 2;
+const TAG_ACCOUNT_CLOSED_BY_TRANSFER: u8 = 3;
+const TAG_TRAILER: u8 = 0xFF;
+const BODY_LEN: usize = 128;
+
+/// The header of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub version: u16,
+    /// The cluster the rows were read from.
+    pub cluster_id: u128,
+    /// Interval start, exclusive.
+    pub after: u64,
+    /// Interval end, inclusive.
+    pub until: u64,
+}
+
+/// What a finished (or fully read) segment holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentStats {
+    pub cluster_id: u128,
+    pub after: u64,
+    pub until: u64,
+    pub accounts: u64,
+    pub transfers: u64,
+    /// Timestamp of the first record, 0 when empty.
+    pub first_timestamp: u64,
+    /// Timestamp of the last record, 0 when empty.
+    pub last_timestamp: u64,
+    /// Length of the segment in bytes.
+    pub bytes: u64,
+    /// The trailer's SHA-256.
+    pub sha256: [u8; 32],
+}
+
+/// An account row as captured.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountRecord {
+    /// The row exactly as the cluster returned it (balances and `closed` as of the read).
+    pub account: Account,
+    /// `flags.closed` was set by a closing transfer rather than at creation: replay
+    /// creates the account open and the closing transfer closes it.
+    pub closed_by_transfer: bool,
+}
+
+/// One record of a segment.
+#[derive(Debug, Clone, Copy)]
+pub enum Event {
+    Account(AccountRecord),
+    Transfer(Transfer),
+}
+
+impl Event {
+    /// The row's cluster timestamp.
+    pub fn timestamp(&self) -> u64 {
+        match self {
+            Event::Account(a) => a.account.as_raw().timestamp,
+            Event::Transfer(t) => t.as_raw().timestamp,
+        }
+    }
+
+    /// The row's id.
+    pub fn id(&self) -> u128 {
+        match self {
+            Event::Account(a) => a.account.as_raw().id,
+            Event::Transfer(t) => t.as_raw().id,
+        }
+    }
+
+    pub(super) fn linked(&self) -> bool {
+        match self {
+            Event::Account(a) => a.account.as_raw().flags & ACCOUNT_LINKED != 0,
+            Event::Transfer(t) => t.as_raw().flags & TRANSFER_LINKED != 0,
+        }
+    }
+
+    pub(super) fn kind(&self) -> Kind {
+        match self {
+            Event::Account(_) => Kind::Account,
+            Event::Transfer(_) => Kind::Transfer,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Account,
+    Transfer,
+}
+
+impl Kind {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Kind::Account => "account",
+            Kind::Transfer => "transfer",
+        }
+    }
+}
+
+fn integrity(message: String) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        Coded {
+            code: Code::Integrity,
+            message,
+        },
+    )
+}
+
+struct Enc<'a> {
+    buf: &'a mut [u8; BODY_LEN],
+    at: usize,
+}
+
+impl Enc<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
+}
+
+struct Dec<'a> {
+    buf: &'a [u8; BODY_LEN],
+    at: usize,
+}
+
+impl Dec<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0u8; N];
+        out.copy_from_slice(&self.buf[self.at..self.at + N]);
+        self.at += N;
+        out
+    }
+    fn u128(&mut self) -> u128 {
+        u128::from_le_bytes(self.take())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take())
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take())
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.take())
+    }
+}
+
+fn encode_account(a: &Account, buf: &mut [u8; BODY_LEN]) {
+    let r = a.as_raw();
+    let mut e = Enc { buf, at: 0 };
+    e.put(&r.id.to_le_bytes());
+    e.put(&r.debits_pending.to_le_bytes());
+    e.put(&r.debits_posted.to_le_bytes());
+    e.put(&r.credits_pending.to_le_bytes());
+    e.put(&r.credits_posted.to_le_bytes());
+    e.put(&r.user_data_128.to_le_bytes());
+    e.put(&r.user_data_64.to_le_bytes());
+    e.put(&r.user_data_32.to_le_bytes());
+    e.put(&r.reserved.to_le_bytes());
+    e.put(&r.ledger.to_le_bytes());
+    e.put(&r.code.to_le_bytes());
+    e.put(&r.flags.to_le_bytes());
+    e.put(&r.timestamp.to_le_bytes());
+}
+
+fn decode_account(buf: &[u8; BODY_LEN]) -> Account {
+    let mut d = Dec { buf, at: 0 };
+    // Struct expression fields are evaluated in the order written: the layout order.
+    Account::from_raw(tb::account::Raw {
+        id: d.u128(),
+        debits_pending: d.u128(),
+        debits_posted: d.u128(),
+        credits_pending: d.u128(),
+        credits_posted: d.u128(),
+        user_data_128: d.u128(),
+        user_data_64: d.u64(),
+        user_data_32: d.u32(),
+        reserved: d.u32(),
+        ledger: d.u32(),
+        code: d.u16(),
+        flags: d.u16(),
+        timestamp: d.u64(),
+    })
+}
+
+fn encode_transfer(t: &Transfer, buf: &mut [u8; BODY_LEN]) {
+    let r = t.as_raw();
+    let mut e = Enc { buf, at: 0 };
+    e.put(&r.id.to_le_bytes());
+    e.put(&r.debit_account_id.to_le_bytes());
+    e.put(&r.credit_account_id.to_le_bytes());
+    e.put(&r.amount.to_le_bytes());
+    e.put(&r.pending_id.to_le_bytes());
+    e.put(&r.user_data_128.to_le_bytes());
+    e.put(&r.user_data_64.to_le_bytes());
+    e.put(&r.user_data_32.to_le_bytes());
+    e.put(&r.timeout.to_le_bytes());
+    e.put(&r.ledger.to_le_bytes());
+    e.put(&r.code.to_le_bytes());
+    e.put(&r.flags.to_le_bytes());
+    e.put(&r.timestamp.to_le_bytes());
+}
+
+fn decode_transfer(buf: &[u8; BODY_LEN]) -> Transfer {
+    let mut d = Dec { buf, at: 0 };
+    Transfer::from_raw(tb::transfer::Raw {
+        id: d.u128(),
+        debit_account_id: d.u128(),
+        credit_account_id: d.u128(),
+        amount: d.u128(),
+        pending_id: d.u128(),
+        user_data_128: d.u128(),
+        user_data_64: d.u64(),
+        user_data_32: d.u32(),
+        timeout: d.u32(),
+        ledger: d.u32(),
+        code: d.u16(),
+        flags: d.u16(),
+        timestamp: d.u64(),
+    })
+}
+
+/// Writes one segment. Records must come in strictly increasing timestamp order
+/// within `(after, until]`; anything else is an `InvalidInput` error and the segment
+/// must be discarded.
+pub struct SegmentWriter<W: Write> {
+    w: BufWriter<W>,
+    hasher: Sha256,
+    header: SegmentHeader,
+    accounts: u64,
+    transfers: u64,
+    first: u64,
+    last: u64,
+    bytes: u64,
+}
+
+impl<W: Write> SegmentWriter<W> {
+    /// Writes the header.
+    pub fn new(w: W, cluster_id: u128, after: u64, until: u64) -> io::Result<Self> {
+        if until < after {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("segment interval ({after}, {until}] ends before it starts"),
+            ));
+        }
+        let mut s = SegmentWriter {
+            w: BufWriter::with_capacity(64 * 1024, w),
+            hasher: Sha256::new(),
+            header: SegmentHeader {
+                version: FORMAT_VERSION,
+                cluster_id,
+                after,
+                until,
+            },
+            accounts: 0,
+            transfers: 0,
+            first: 0,
+            last: 0,
+            bytes: 0,
+        };
+        let mut h = [0u8; HEADER_LEN];
+        h[0..8].copy_from_slice(MAGIC);
+        h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        h[10..26].copy_from_slice(&cluster_id.to_le_bytes());
+        h[26..34].copy_from_slice(&after.to_le_bytes());
+        h[34..42].copy_from_slice(&until.to_le_bytes());
+        s.emit(&h)?;
+        Ok(s)
+    }
+
+    /// The header this writer wrote.
+    pub fn header(&self) -> &SegmentHeader {
+        &self.header
+    }
+
+    fn emit(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.w.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.bytes += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn check_order(&self, what: &str, id: u128, ts: u64) -> io::Result<()> {
+        let h = &self.header;
+        if ts <= h.after || ts > h.until {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{what} {id:#x} has timestamp {ts}, outside the segment's interval ({}, {}]",
+                    h.after, h.until
+                ),
+            ));
+        }
+        if self.accounts + self.transfers > 0 && ts <= self.last {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{what} {id:#x} has timestamp {ts}, not after the previous record's {}",
+                    self.last
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, tag: u8, body: &[u8; BODY_LEN], ts: u64) -> io::Result<()> {
+        let mut rec = [0u8; RECORD_LEN];
+        rec[0] = tag;
+        rec[1..].copy_from_slice(body);
+        self.emit(&rec)?;
+        if self.accounts + self.transfers == 0 {
+            self.first = ts;
+        }
+        self.last = ts;
+        Ok(())
+    }
+
+    /// Appends an account, recreated by replay with its flags as they are (an account
+    /// with `flags.closed` is recreated closed).
+    pub fn push_account(&mut self, a: &Account) -> io::Result<()> {
+        self.push_account_tagged(a, false)
+    }
+
+    /// Appends an account whose `flags.closed` was set by a closing transfer: replay
+    /// creates it open. The row must have `flags.closed`.
+    pub fn push_account_closed_by_transfer(&mut self, a: &Account) -> io::Result<()> {
+        self.push_account_tagged(a, true)
+    }
+
+    fn push_account_tagged(&mut self, a: &Account, closed_by_transfer: bool) -> io::Result<()> {
+        let r = a.as_raw();
+        self.check_order("account", r.id, r.timestamp)?;
+        let tag = if closed_by_transfer {
+            if r.flags & ACCOUNT_CLOSED == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("account {:#x} is not closed", r.id),
+                ));
+            }
+            TAG_ACCOUNT_CLOSED_BY_TRANSFER
+        } else {
+            TAG_ACCOUNT
+        };
+        let mut body = [0u8; BODY_LEN];
+        encode_account(a, &mut body);
+        self.record(tag, &body, r.timestamp)?;
+        self.accounts += 1;
+        Ok(())
+    }
+
+    /// Appends a transfer.
+    pub fn push_transfer(&mut self, t: &Transfer) -> io::Result<()> {
+        let r = t.as_raw();
+        self.check_order("transfer", r.id, r.timestamp)?;
+        let mut body = [0u8; BODY_LEN];
+        encode_transfer(t, &mut body);
+        self.record(TAG_TRANSFER, &body, r.timestamp)?;
+        self.transfers += 1;
+        Ok(())
+    }
+
+    /// Appends any event.
+    pub fn push(&mut self, e: &Event) -> io::Result<()> {
+        match e {
+            Event::Account(a) => self.push_account_tagged(&a.account, a.closed_by_transfer),
+            Event::Transfer(t) => self.push_transfer(t),
+        }
+    }
+
+    /// Writes the trailer and flushes; returns the inner writer.
+    pub fn finish(mut self) -> io::Result<(W, SegmentStats)> {
+        let mut t = [0u8; TRAILER_LEN - 32];
+        t[0] = TAG_TRAILER;
+        t[1..9].copy_from_slice(&self.accounts.to_le_bytes());
+        t[9..17].copy_from_slice(&self.transfers.to_le_bytes());
+        t[17..25].copy_from_slice(&self.first.to_le_bytes());
+        t[25..33].copy_from_slice(&self.last.to_le_bytes());
+        self.emit(&t)?;
+        let sha256: [u8; 32] = self.hasher.clone().finalize().into();
+        self.w.write_all(&sha256)?;
+        self.bytes += 32;
+        let stats = SegmentStats {
+            cluster_id: self.header.cluster_id,
+            after: self.header.after,
+            until: self.header.until,
+            accounts: self.accounts,
+            transfers: self.transfers,
+            first_timestamp: self.first,
+            last_timestamp: self.last,
+            bytes: self.bytes,
+            sha256,
+        };
+        let w = self.w.into_inner().map_err(|e| e.into_error())?;
+        Ok((w, stats))
+    }
+}
+
+/// Reads one segment, validating as it goes; at the end it checks the trailer
+/// (counts, timestamps, SHA-256) and that nothing follows. Errors in the data are
+/// `InvalidData` I/O errors carrying [`Code::Integrity`]; other I/O errors pass through.
+pub struct SegmentReader<R: Read> {
+    r: BufReader<R>,
+    hasher: Sha256,
+    header: SegmentHeader,
+    accounts: u64,
+    transfers: u64,
+    first: u64,
+    last: u64,
+    bytes: u64,
+    stats: Option<SegmentStats>,
+    failed: bool,
+}
+
+impl<R: Read> SegmentReader<R> {
+    /// Reads and checks the header.
+    pub fn new(r: R) -> io::Result<Self> {
+        let mut r = BufReader::with_capacity(64 * 1024, r);
+        let mut h = [0u8; HEADER_LEN];
+        read_exact_or(&mut r, &mut h, || {
+            "the segment is truncated: it ends inside its header".to_owned()
+        })?;
+        if &h[0..8] != MAGIC {
+            return Err(integrity(format!(
+                "not a bkp TigerBeetle log segment: it starts with {:02x?}, not {:?}",
+                &h[0..8],
+                std::str::from_utf8(MAGIC).unwrap_or("BKPTBLG1")
+            )));
+        }
+        let le64 = |s: &[u8]| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(s);
+            u64::from_le_bytes(b)
+        };
+        let version = u16::from_le_bytes([h[8], h[9]]);
+        if version != FORMAT_VERSION {
+            return Err(integrity(format!(
+                "log segment format version {version} is not supported (this bkp reads \
+                 version {FORMAT_VERSION}); use the bkp release that wrote it"
+            )));
+        }
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&h[10..26]);
+        let header = SegmentHeader {
+            version,
+            cluster_id: u128::from_le_bytes(id),
+            after: le64(&h[26..34]),
+            until: le64(&h[34..42]),
+        };
+        if header.until < header.after {
+            return Err(integrity(format!(
+                "log segment header is corrupt: interval ({}, {}] ends before it starts",
+                header.after, header.until
+            )));
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(h);
+        Ok(SegmentReader {
+            r,
+            hasher,
+            header,
+            accounts: 0,
+            transfers: 0,
+            first: 0,
+            last: 0,
+            bytes: HEADER_LEN as u64,
+            stats: None,
+            failed: false,
+        })
+    }
+
+    pub fn header(&self) -> &SegmentHeader {
+        &self.header
+    }
+
+    /// The trailer's figures, once the last event has been read and checked.
+    pub fn stats(&self) -> Option<&SegmentStats> {
+        self.stats.as_ref()
+    }
+
+    fn records(&self) -> u64 {
+        self.accounts + self.transfers
+    }
+
+    /// The next event; `None` after the trailer has been read and checked.
+    pub fn next_event(&mut self) -> io::Result<Option<Event>> {
+        if self.stats.is_some() {
+            return Ok(None);
+        }
+        if self.failed {
+            return Err(integrity(
+                "the log segment already failed verification".to_owned(),
+            ));
+        }
+        let out = self.read_one();
+        if out.is_err() {
+            self.failed = true;
+        }
+        out
+    }
+
+    fn read_one(&mut self) -> io::Result<Option<Event>> {
+        let n = self.records();
+        let mut tag = [0u8; 1];
+        read_exact_or(&mut self.r, &mut tag, || {
+            format!("the log segment is truncated: it ends after {n} records without its trailer")
+        })?;
+        self.hasher.update(tag);
+        self.bytes += 1;
+        if tag[0] == TAG_TRAILER {
+            self.read_trailer()?;
+            return Ok(None);
+        }
+        let mut body = [0u8; BODY_LEN];
+        read_exact_or(&mut self.r, &mut body, || {
+            format!(
+                "the log segment is truncated: it ends inside record {}",
+                n + 1
+            )
+        })?;
+        self.hasher.update(body);
+        self.bytes += BODY_LEN as u64;
+        let event = match tag[0] {
+            TAG_ACCOUNT | TAG_ACCOUNT_CLOSED_BY_TRANSFER => {
+                let account = decode_account(&body);
+                let closed_by_transfer = tag[0] == TAG_ACCOUNT_CLOSED_BY_TRANSFER;
+                if closed_by_transfer && account.as_raw().flags & ACCOUNT_CLOSED == 0 {
+                    return Err(integrity(format!(
+                        "log segment record {} says account {:#x} was closed by a transfer, \
+                         but the account is not closed",
+                        n + 1,
+                        account.as_raw().id
+                    )));
+                }
+                Event::Account(AccountRecord {
+                    account,
+                    closed_by_transfer,
+                })
+            }
+            TAG_TRANSFER => Event::Transfer(decode_transfer(&body)),
+            other => {
+                return Err(integrity(format!(
+                    "log segment record {} has unknown tag {other:#04x}",
+                    n + 1
+                )))
+            }
+        };
+        let ts = event.timestamp();
+        let h = self.header;
+        if ts <= h.after || ts > h.until {
+            return Err(integrity(format!(
+                "log segment record {} ({} {:#x}) has timestamp {ts}, outside the segment's \
+                 interval ({}, {}]",
+                n + 1,
+                event.kind().name(),
+                event.id(),
+                h.after,
+                h.until
+            )));
+        }
+        if n > 0 && ts <= self.last {
+            return Err(integrity(format!(
+                "log segment record {} has timestamp {ts}, not after the previous record's {}",
+                n + 1,
+                self.last
+            )));
+        }
+        if n == 0 {
+            self.first = ts;
+        }
+        self.last = ts;
+        match event {
+            Event::Account(_) => self.accounts += 1,
+            Event::Transfer(_) => self.transfers += 1,
+        }
+        Ok(Some(event))
+    }
+
+    fn read_trailer(&mut self) -> io::Result<()> {
+        let mut t = [0u8; TRAILER_LEN - 1];
+        read_exact_or(&mut self.r, &mut t, || {
+            "the log segment is truncated: it ends inside its trailer".to_owned()
+        })?;
+        self.hasher.update(&t[..32]);
+        self.bytes += (TRAILER_LEN - 1) as u64;
+        let le64 = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&t[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        let (accounts, transfers, first, last) = (le64(0), le64(8), le64(16), le64(24));
+        let digest: [u8; 32] = self.hasher.clone().finalize().into();
+        if digest[..] != t[32..] {
+            return Err(integrity(
+                "the log segment's SHA-256 does not match its content: the segment is \
+                 corrupt or was altered"
+                    .to_owned(),
+            ));
+        }
+        let checks = [
+            (accounts, self.accounts, "account count"),
+            (transfers, self.transfers, "transfer count"),
+            (first, self.first, "first timestamp"),
+            (last, self.last, "last timestamp"),
+        ];
+        for (said, seen, what) in checks {
+            if said != seen {
+                return Err(integrity(format!(
+                    "the log segment's trailer gives {what} {said}, but the records give {seen}"
+                )));
+            }
+        }
+        let mut extra = [0u8; 1];
+        loop {
+            match self.r.read(&mut extra) {
+                Ok(0) => break,
+                Ok(_) => {
+                    return Err(integrity(
+                        "the log segment has data after its trailer".to_owned(),
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let mut sha256 = [0u8; 32];
+        sha256.copy_from_slice(&t[32..]);
+        self.stats = Some(SegmentStats {
+            cluster_id: self.header.cluster_id,
+            after: self.header.after,
+            until: self.header.until,
+            accounts,
+            transfers,
+            first_timestamp: first,
+            last_timestamp: last,
+            bytes: self.bytes,
+            sha256,
+        });
+        Ok(())
+    }
+}
+
+impl<R: Read> Iterator for SegmentReader<R> {
+    type Item = io::Result<Event>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        self.next_event().transpose()
+    }
+}
+
+fn read_exact_or<R: Read>(
+    r: &mut R,
+    buf: &mut [u8],
+    truncated: impl FnOnce() -> String,
+) -> io::Result<()> {
+    r.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => integrity(truncated()),
+        _ => e,
+    })
+}
+
+/// Reads a whole segment and checks it, without keeping its events.
+pub fn verify_segment<R: Read>(r: R) -> io::Result<SegmentStats> {
+    let mut s = SegmentReader::new(r)?;
+    while s.next_event()?.is_some() {}
+    s.stats
+        .ok_or_else(|| integrity("the log segment has no trailer".to_owned()))
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::exit::classify;
+
+    pub(crate) fn account(id: u128, ts: u64, flags: u16) -> Account {
+        let mut a = Account::new(id, 7, 1);
+        let r = a.as_raw_mut();
+        r.timestamp = ts;
+        r.flags = flags;
+        r.debits_posted = u128::MAX - 3;
+        r.credits_pending = 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10;
+        r.user_data_128 = u128::MAX - 1;
+        r.user_data_64 = u64::MAX;
+        r.user_data_32 = 0xdead_beef;
+        a
+    }
+
+    pub(crate) fn transfer(id: u128, ts: u64) -> Transfer {
+        let mut t = Transfer::new(id)
+            .with_debit_account_id(u128::MAX - 1)
+            .with_credit_account_id(2)
+            .with_amount(u128::MAX - 7)
+            .with_ledger(7)
+            .with_code(9)
+            .with_user_data_64(42)
+            .with_timeout(30)
+            .with_flags(tb::transfer::Flags::PENDING);
+        t.as_raw_mut().timestamp = ts;
+        t.as_raw_mut().pending_id = 5;
+        t
+    }
+
+    fn sample() -> Vec<u8> {
+        let mut w = SegmentWriter::new(Vec::new(), 0xabc, 100, 200).unwrap();
+        w.push_account(&account(1, 101, 0)).unwrap();
+        w.push_transfer(&transfer(10, 102)).unwrap();
+        w.push_account_closed_by_transfer(&account(2, 150, ACCOUNT_CLOSED))
+            .unwrap();
+        w.push_transfer(&transfer(11, 200)).unwrap();
+        let (bytes, stats) = w.finish().unwrap();
+        assert_eq!(stats.bytes as usize, bytes.len());
+        assert_eq!(
+            bytes.len(),
+            HEADER_LEN + 4 * RECORD_LEN + TRAILER_LEN,
+            "documented sizes"
+        );
+        bytes
+    }
+
+    fn account_bytes(a: &Account) -> [u8; BODY_LEN] {
+        let mut b = [0u8; BODY_LEN];
+        encode_account(a, &mut b);
+        b
+    }
+
+    fn transfer_bytes(t: &Transfer) -> [u8; BODY_LEN] {
+        let mut b = [0u8; BODY_LEN];
+        encode_transfer(t, &mut b);
+        b
+    }
+
+    fn code_of(e: io::Error) -> Option<Code> {
+        classify(&anyhow::Error::new(e))
+    }
+
+    #[test]
+    fn round_trip_keeps_every_field() {
+        let bytes = sample();
+        assert_eq!(&bytes[..8], b"BKPTBLG1");
+        assert_eq!(&bytes[8..10], &[1, 0]);
+        assert_eq!(bytes[HEADER_LEN], TAG_ACCOUNT);
+        // Account 1 body: id at 0, debits_posted at 32, flags at 118, timestamp at 120.
+        let body = &bytes[HEADER_LEN + 1..HEADER_LEN + RECORD_LEN];
+        assert_eq!(&body[0..16], &1u128.to_le_bytes());
+        assert_eq!(&body[32..48], &(u128::MAX - 3).to_le_bytes());
+        assert_eq!(&body[120..128], &101u64.to_le_bytes());
+        let t = &bytes[HEADER_LEN + RECORD_LEN + 1..HEADER_LEN + 2 * RECORD_LEN];
+        assert_eq!(&t[48..64], &(u128::MAX - 7).to_le_bytes());
+        assert_eq!(&t[108..112], &30u32.to_le_bytes());
+        let mut r = SegmentReader::new(&bytes[..]).unwrap();
+        assert_eq!(
+            *r.header(),
+            SegmentHeader {
+                version: 1,
+                cluster_id: 0xabc,
+                after: 100,
+                until: 200
+            }
+        );
+        let events: Vec<Event> = r.by_ref().collect::<io::Result<_>>().unwrap();
+        assert_eq!(events.len(), 4);
+        match (&events[0], &events[1], &events[2]) {
+            (Event::Account(a), Event::Transfer(t), Event::Account(c)) => {
+                assert_eq!(
+                    account_bytes(&a.account),
+                    account_bytes(&account(1, 101, 0))
+                );
+                assert!(!a.closed_by_transfer);
+                assert_eq!(transfer_bytes(t), transfer_bytes(&transfer(10, 102)));
+                assert!(c.closed_by_transfer);
+            }
+            other => panic!("unexpected events {other:?}"),
+        }
+        let stats = *r.stats().unwrap();
+        assert_eq!(
+            (
+                stats.accounts,
+                stats.transfers,
+                stats.first_timestamp,
+                stats.last_timestamp
+            ),
+            (2, 2, 101, 200)
+        );
+        assert_eq!(verify_segment(&bytes[..]).unwrap(), stats);
+    }
+
+    /// The documented byte layout is TigerBeetle's own `extern struct` layout.
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn body_layout_matches_tigerbeetle_structs() {
+        let a = account(
+            u128::MAX - 1,
+            0x0102_0304_0506_0708,
+            ACCOUNT_CLOSED | ACCOUNT_LINKED,
+        );
+        let t = transfer(u128::MAX - 2, 0x1112_1314_1516_1718);
+        // SAFETY: both are 128-byte `repr(C)` plain-old-data structs without padding.
+        let (ra, rt) = unsafe {
+            (
+                std::slice::from_raw_parts((&a as *const Account).cast::<u8>(), BODY_LEN),
+                std::slice::from_raw_parts((&t as *const Transfer).cast::<u8>(), BODY_LEN),
+            )
+        };
+        assert_eq!(&account_bytes(&a)[..], ra);
+        assert_eq!(&transfer_bytes(&t)[..], rt);
+        let back = decode_transfer(&transfer_bytes(&t));
+        assert_eq!(transfer_bytes(&back), transfer_bytes(&t));
+        let back = decode_account(&account_bytes(&a));
+        assert_eq!(account_bytes(&back), account_bytes(&a));
+    }
+
+    #[test]
+    fn writer_enforces_order_and_interval() {
+        let mut w = SegmentWriter::new(Vec::new(), 1, 100, 200).unwrap();
+        assert!(w.push_account(&account(1, 100, 0)).is_err(), "at after");
+        assert!(w.push_account(&account(1, 201, 0)).is_err(), "past until");
+        w.push_account(&account(1, 150, 0)).unwrap();
+        assert!(
+            w.push_transfer(&transfer(2, 150)).is_err(),
+            "same timestamp"
+        );
+        assert!(w.push_transfer(&transfer(2, 149)).is_err(), "regress");
+        assert!(w
+            .push_account_closed_by_transfer(&account(3, 160, 0))
+            .is_err());
+        assert!(SegmentWriter::new(Vec::new(), 1, 5, 4).is_err());
+        let (bytes, stats) = SegmentWriter::new(Vec::new(), 1, 7, 7)
+            .unwrap()
+            .finish()
+            .unwrap();
+        assert_eq!((stats.first_timestamp, stats.last_timestamp), (0, 0));
+        assert_eq!(verify_segment(&bytes[..]).unwrap().accounts, 0);
+    }
+
+    #[test]
+    fn every_truncation_is_an_integrity_error() {
+        let bytes = sample();
+        for len in 0..bytes.len() {
+            let e = verify_segment(&bytes[..len]).unwrap_err();
+            assert_eq!(code_of(e), Some(Code::Integrity), "length {len}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let e = verify_segment(&longer[..]).unwrap_err();
+        assert!(e.to_string().contains("after its trailer"), "{e}");
+        assert_eq!(code_of(e), Some(Code::Integrity));
+    }
+
+    #[test]
+    fn every_flipped_byte_is_an_integrity_error() {
+        let bytes = sample();
+        for i in 0..bytes.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut bad = bytes.clone();
+                bad[i] ^= bit;
+                let e = verify_segment(&bad[..]).unwrap_err();
+                assert_eq!(code_of(e), Some(Code::Integrity), "byte {i} bit {bit:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn reader_names_what_is_wrong() {
+        let bytes = sample();
+        let mut bad = bytes.clone();
+        bad[0] = b'X';
+        assert!(verify_segment(&bad[..])
+            .unwrap_err()
+            .to_string()
+            .contains("not a bkp TigerBeetle log segment"));
+        let mut bad = bytes.clone();
+        bad[8] = 2;
+        assert!(verify_segment(&bad[..])
+            .unwrap_err()
+            .to_string()
+            .contains("version 2"));
+        let mut bad = bytes.clone();
+        bad[HEADER_LEN] = 9;
+        assert!(verify_segment(&bad[..])
+            .unwrap_err()
+            .to_string()
+            .contains("unknown tag"));
+        let mut bad = bytes.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(verify_segment(&bad[..])
+            .unwrap_err()
+            .to_string()
+            .contains("SHA-256"));
+        let e = verify_segment(&bytes[..bytes.len() - 40]).unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
+}
