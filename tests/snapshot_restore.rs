@@ -837,3 +837,34 @@ fn a_signal_inside_the_stop_window_still_runs_the_start_command() {
     let out = s.bkp(&["list", "--json"]);
     assert!(json(&out)["backups"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn stop_and_start_commands_never_see_bkp_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let seen = dir.path().join("env-seen");
+    let mut s = setup(
+        &data,
+        StoreKind::Local,
+        &format!(
+            "snapshot_mode = \"stop\"\n\
+             stop_command = [\"sh\", \"-c\", \"env > {}\"]\n\
+             start_command = [\"true\"]\n\
+             pass_env = [\"TB_SERVICE_NAME\"]\n",
+            seen.display()
+        ),
+    );
+    s.env
+        .push(("AWS_SECRET_ACCESS_KEY".into(), "s3cr3t-never-shown".into()));
+    s.env.push((
+        "BKP_SOME_PASSPHRASE".into(),
+        "passphrase-never-shown".into(),
+    ));
+    s.env
+        .push(("TB_SERVICE_NAME".into(), "tigerbeetle-0".into()));
+    assert_exit(&s.bkp(&["snapshot"]), 0);
+    let env = fs::read_to_string(&seen).unwrap();
+    assert!(!env.contains("never-shown"), "{env}");
+    assert!(env.contains("TB_SERVICE_NAME=tigerbeetle-0"), "{env}");
+    assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+}

@@ -8,6 +8,7 @@ use anyhow::Result;
 use serde::Deserialize;
 
 use super::Validator;
+pub use crate::sources::tigerbeetle::{ClusterPlan, SnapshotMode, TigerBeetlePlan};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,43 +70,6 @@ impl Default for ClusterId {
     fn default() -> Self {
         ClusterId::Int(0)
     }
-}
-
-/// How a live TigerBeetle data file is copied consistently.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SnapshotMode {
-    /// Only when no replica holds the file; bkp holds the file's lock while reading
-    /// it, so no replica can start mid-copy.
-    Offline,
-    /// Run `stop`, copy, run `start`: downtime is the local copy only.
-    Stop {
-        stop: Vec<String>,
-        start: Vec<String>,
-        timeout: Duration,
-    },
-    /// An atomic copy-on-write clone (btrfs, xfs) of the live file.
-    Reflink,
-}
-
-#[derive(Debug, Clone)]
-pub struct TigerBeetlePlan {
-    /// The replica's data file, for `bkp snapshot`.
-    pub data_file: Option<PathBuf>,
-    /// The cluster to capture logs from, for `bkp logs`.
-    pub cluster: Option<ClusterPlan>,
-    pub mode: SnapshotMode,
-    pub binary: Option<PathBuf>,
-    pub replica_args: Vec<String>,
-    pub retention_days: u16,
-    pub count_rows: bool,
-    /// Variables passed to child processes beyond the harmless ones.
-    pub pass_env: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ClusterPlan {
-    pub cluster_id: u128,
-    pub addresses: String,
 }
 
 pub(super) fn validate(t: TigerBeetleFile, v: &Validator) -> Result<TigerBeetlePlan> {

@@ -24,15 +24,51 @@ use std::fs::{self, File, TryLockError};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::config::{SnapshotMode, TigerBeetlePlan};
 use crate::exit::{coded, Code};
 use crate::stages::hash::digest_reader;
 use crate::workdir::{Scratch, WorkDir};
+
+/// How a live TigerBeetle data file is copied consistently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotMode {
+    /// Only when no replica holds the file; bkp holds the file's lock while reading
+    /// it, so no replica can start mid-copy.
+    Offline,
+    /// Run `stop`, copy, run `start`: downtime is the local copy only.
+    Stop {
+        stop: Vec<String>,
+        start: Vec<String>,
+        timeout: Duration,
+    },
+    /// An atomic copy-on-write clone (btrfs, xfs) of the live file.
+    Reflink,
+}
+
+#[derive(Debug, Clone)]
+pub struct TigerBeetlePlan {
+    /// The replica's data file, for `bkp snapshot`.
+    pub data_file: Option<PathBuf>,
+    /// The cluster to capture logs from, for `bkp logs`.
+    pub cluster: Option<ClusterPlan>,
+    pub mode: SnapshotMode,
+    pub binary: Option<PathBuf>,
+    pub replica_args: Vec<String>,
+    pub retention_days: u16,
+    pub count_rows: bool,
+    /// Variables passed to child processes beyond the harmless ones.
+    pub pass_env: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterPlan {
+    pub cluster_id: u128,
+    pub addresses: String,
+}
 
 /// A data file ready to be archived, and what keeps it consistent meanwhile.
 pub struct Prepared {
@@ -116,7 +152,13 @@ fn live_file_error(p: &Path) -> anyhow::Error {
 /// `log` (`work_dir/commands.log`), a file rather than a pipe: a start command that
 /// leaves a daemon behind cannot keep bkp waiting for a pipe to close, and whatever
 /// such a daemon writes stays visible to the operator.
-fn run(cmd: &[String], what: &str, timeout: Duration, log_path: &Path) -> Result<()> {
+fn run(
+    cmd: &[String],
+    what: &str,
+    timeout: Duration,
+    log_path: &Path,
+    pass_env: &[String],
+) -> Result<()> {
     let mut log = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -124,7 +166,7 @@ fn run(cmd: &[String], what: &str, timeout: Duration, log_path: &Path) -> Result
         .open(log_path)
         .with_context(|| format!("failed to open {}", log_path.display()))?;
     let start = log.seek(SeekFrom::End(0))?;
-    let mut child = Command::new(&cmd[0])
+    let mut child = crate::child::command(&cmd[0], pass_env)
         .args(&cmd[1..])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -191,8 +233,8 @@ fn reflink(src: &File, dst: &Path) -> std::io::Result<()> {
     out.sync_all()
 }
 
-pub fn check_integrity(binary: &Path, file: &Path) -> Result<()> {
-    let out = Command::new(binary)
+pub fn check_integrity(binary: &Path, file: &Path, pass_env: &[String]) -> Result<()> {
+    let out = crate::child::command(binary, pass_env)
         .args(["inspect", "integrity"])
         .arg(file)
         .output()
@@ -268,7 +310,7 @@ pub fn prepare(
             let copied = (|| -> Result<()> {
                 // Inside the closure: even a failed or timed-out stop command may
                 // have stopped the replica, so the start command always runs.
-                run(stop, "stop command", *timeout, &command_log)?;
+                run(stop, "stop command", *timeout, &command_log, &plan.pass_env)?;
                 let deadline = crate::units::deadline(*timeout);
                 while !try_lock(&file, src)? {
                     if Instant::now() > deadline {
@@ -293,7 +335,13 @@ pub fn prepare(
             })();
             // Whatever happened, bring the replica back.
             let _ = file.unlock();
-            let restarted = run(start, "start command", *timeout, &command_log);
+            let restarted = run(
+                start,
+                "start command",
+                *timeout,
+                &command_log,
+                &plan.pass_env,
+            );
             log(&format!(
                 "replica stopped for {:.1}s while {} was copied",
                 began.elapsed().as_secs_f64(),
@@ -325,7 +373,7 @@ pub fn prepare(
         copy,
     };
     if let Some(binary) = &plan.binary {
-        check_integrity(binary, &prepared.path)?;
+        check_integrity(binary, &prepared.path, &plan.pass_env)?;
         prepared.integrity_checked = true;
         log("the copy passed `tigerbeetle inspect integrity`");
     }

@@ -38,6 +38,8 @@ pub struct ReplicaSpec {
     pub replica_args: Vec<String>,
     /// Where the replica's output goes (appended).
     pub log: PathBuf,
+    /// Environment variables the replica may see beyond the harmless ones.
+    pub pass_env: Vec<String>,
 }
 
 /// A replica bkp started; stopped (and its lock awaited) when dropped.
@@ -96,7 +98,7 @@ pub fn start(
     };
 
     if fresh {
-        let mut cmd = Command::new(binary);
+        let mut cmd = crate::child::command(binary, &spec.pass_env);
         cmd.args([
             "format",
             &format!("--cluster={}", spec.cluster_id),
@@ -122,7 +124,7 @@ pub fn start(
 
     let port = free_port()?;
     let address = format!("127.0.0.1:{port}");
-    let mut start = Command::new(binary);
+    let mut start = crate::child::command(binary, &spec.pass_env);
     die_with_this_process(&mut start);
     let child = start
         .arg("start")

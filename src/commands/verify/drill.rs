@@ -84,7 +84,13 @@ fn drill_tigerbeetle(
                 ),
             )
         })?;
-    crate::sources::tigerbeetle::check_integrity(&binary, &file).map_err(|e| {
+    let pass_env = ctx
+        .plan
+        .tigerbeetle
+        .as_ref()
+        .map(|t| t.pass_env.clone())
+        .unwrap_or_default();
+    crate::sources::tigerbeetle::check_integrity(&binary, &file, &pass_env).map_err(|e| {
         coded(
             Code::Integrity,
             format!("the restored data file failed `tigerbeetle inspect integrity`: {e:#}"),
