@@ -16,6 +16,9 @@ _bkp() {
             ",$1")
                 cmd="bkp"
                 ;;
+            bkp,check)
+                cmd="bkp__subcmd__check"
+                ;;
             bkp,cleanup)
                 cmd="bkp__subcmd__cleanup"
                 ;;
@@ -24,6 +27,9 @@ _bkp() {
                 ;;
             bkp,help)
                 cmd="bkp__subcmd__help"
+                ;;
+            bkp,key)
+                cmd="bkp__subcmd__key"
                 ;;
             bkp,list)
                 cmd="bkp__subcmd__list"
@@ -46,6 +52,9 @@ _bkp() {
             bkp,verify)
                 cmd="bkp__subcmd__verify"
                 ;;
+            bkp__subcmd__help,check)
+                cmd="bkp__subcmd__help__subcmd__check"
+                ;;
             bkp__subcmd__help,cleanup)
                 cmd="bkp__subcmd__help__subcmd__cleanup"
                 ;;
@@ -54,6 +63,9 @@ _bkp() {
                 ;;
             bkp__subcmd__help,help)
                 cmd="bkp__subcmd__help__subcmd__help"
+                ;;
+            bkp__subcmd__help,key)
+                cmd="bkp__subcmd__help__subcmd__key"
                 ;;
             bkp__subcmd__help,list)
                 cmd="bkp__subcmd__help__subcmd__list"
@@ -76,6 +88,21 @@ _bkp() {
             bkp__subcmd__help,verify)
                 cmd="bkp__subcmd__help__subcmd__verify"
                 ;;
+            bkp__subcmd__help__subcmd__key,generate)
+                cmd="bkp__subcmd__help__subcmd__key__subcmd__generate"
+                ;;
+            bkp__subcmd__key,generate)
+                cmd="bkp__subcmd__key__subcmd__generate"
+                ;;
+            bkp__subcmd__key,help)
+                cmd="bkp__subcmd__key__subcmd__help"
+                ;;
+            bkp__subcmd__key__subcmd__help,generate)
+                cmd="bkp__subcmd__key__subcmd__help__subcmd__generate"
+                ;;
+            bkp__subcmd__key__subcmd__help,help)
+                cmd="bkp__subcmd__key__subcmd__help__subcmd__help"
+                ;;
             *)
                 ;;
         esac
@@ -83,7 +110,7 @@ _bkp() {
 
     case "${cmd}" in
         bkp)
-            opts="-c -q -v -h -V --config --json --quiet --verbose --wait --help --version snapshot logs export list restore replicate cleanup verify status help"
+            opts="-c -q -v -h -V --config --json --quiet --verbose --no-progress --wait --help --version snapshot logs export list restore replicate cleanup verify check key status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -108,8 +135,34 @@ _bkp() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        bkp__subcmd__check)
+            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         bkp__subcmd__cleanup)
-            opts="-n -c -q -v -h --dry-run --kind --config --json --quiet --verbose --wait --help"
+            opts="-n -c -q -v -h --dry-run --kind --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -139,7 +192,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__export)
-            opts="-c -q -v -h --full --config --json --quiet --verbose --wait --help"
+            opts="-c -q -v -h --full --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -165,8 +218,22 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help)
-            opts="snapshot logs export list restore replicate cleanup verify status help"
+            opts="snapshot logs export list restore replicate cleanup verify check key status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -209,6 +276,34 @@ _bkp() {
         bkp__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help__subcmd__key)
+            opts="generate"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help__subcmd__key__subcmd__generate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -318,8 +413,102 @@ _bkp() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        bkp__subcmd__key)
+            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --help generate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__key__subcmd__generate)
+            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__key__subcmd__help)
+            opts="generate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__key__subcmd__help__subcmd__generate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__key__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         bkp__subcmd__list)
-            opts="-c -q -v -h --kind --config --json --quiet --verbose --wait --help"
+            opts="-c -q -v -h --kind --operation --since --last --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -327,6 +516,18 @@ _bkp() {
             case "${prev}" in
                 --kind)
                     COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet" -- "${cur}"))
+                    return 0
+                    ;;
+                --operation)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --last)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config)
@@ -349,7 +550,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__logs)
-            opts="-c -q -v -h --config --json --quiet --verbose --wait --help"
+            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -375,7 +576,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__replicate)
-            opts="-c -q -v -h --config --json --quiet --verbose --wait --help"
+            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -401,7 +602,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__restore)
-            opts="-t -c -q -v -h --at --target --kind --force --config --json --quiet --verbose --wait --help"
+            opts="-t -n -c -q -v -h --at --target --kind --force --dry-run --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -443,7 +644,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__snapshot)
-            opts="-c -q -v -h --config --json --quiet --verbose --wait --help"
+            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -469,7 +670,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__status)
-            opts="-c -q -v -h --config --json --quiet --verbose --wait --help"
+            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -495,7 +696,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__verify)
-            opts="-c -q -v -h --kind --since --drill --config --json --quiet --verbose --wait --help"
+            opts="-c -q -v -h --kind --since --drill --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

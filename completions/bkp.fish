@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_bkp_global_optspecs
-    string join \n c/config= json q/quiet v/verbose wait= h/help V/version
+    string join \n c/config= json q/quiet v/verbose no-progress wait= h/help V/version
 end
 
 function __fish_bkp_needs_command
@@ -29,6 +29,7 @@ complete -c bkp -n "__fish_bkp_needs_command" -l wait -d 'Wait up to DURATION (e
 complete -c bkp -n "__fish_bkp_needs_command" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_needs_command" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_needs_command" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_needs_command" -l no-progress -d 'No progress bars, even on a terminal'
 complete -c bkp -n "__fish_bkp_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bkp -n "__fish_bkp_needs_command" -s V -l version -d 'Print version'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "snapshot" -d 'Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt, checksum, upload, manifest, ledger record'
@@ -39,19 +40,23 @@ complete -c bkp -n "__fish_bkp_needs_command" -f -a "restore" -d 'Restore a back
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "replicate" -d 'Copy the Parquet cold tier\'s new and changed files to the store (each checked to be Parquet first) and record the whole set in a manifest. Skipped files make the exit code 10'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "cleanup" -d 'Apply the retention policy: delete expired backups (never one a kept backup\'s chain needs, never the newest of a kind), objects of crashed runs and local leftovers. Each deletion records a reverse code-12 transfer'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "verify" -d 'Check backups: every object present with its size and SHA-256, every encrypted chunk authentic, chains complete, and the ledger in agreement with the store; --drill also restores each and proves the data loads'
-complete -c bkp -n "__fish_bkp_needs_command" -f -a "status" -d 'Show, per schedule, the newest good backup, its age, the next due time and whether its RPO is breached; exit 11 if any watched schedule is breached or never ran. Reads only the manifests it needs. (BKP_NOW=RFC3339 fixes "now", for tests.)'
+complete -c bkp -n "__fish_bkp_needs_command" -f -a "check" -d 'Check everything a backup run needs, one line per check: the config, every key, the work directory, the store (PUT, HEAD, LIST, GET, DELETE, and that a create-only write is never allowed to replace an object), the ledger, the TigerBeetle binary and data file, the DuckDB database and the replication source. Exits with the code of the first failure'
+complete -c bkp -n "__fish_bkp_needs_command" -f -a "key" -d 'Manage master keys'
+complete -c bkp -n "__fish_bkp_needs_command" -f -a "status" -d 'Show, per schedule, the newest good backup, its age, the next due time and whether its RPO is breached; exit 11 if any watched schedule is breached or never ran. Reads only the manifests it needs'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l no-progress -d 'No progress bars, even on a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s h -l help -d 'Print help'
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand logs" -l no-progress -d 'No progress bars, even on a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -s h -l help -d 'Print help'
 complete -c bkp -n "__fish_bkp_using_subcommand export" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand export" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
@@ -59,15 +64,20 @@ complete -c bkp -n "__fish_bkp_using_subcommand export" -l full -d 'Copy every t
 complete -c bkp -n "__fish_bkp_using_subcommand export" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand export" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand export" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand export" -l no-progress -d 'No progress bars, even on a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand export" -s h -l help -d 'Print help'
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l kind -d 'Only backups of this kind' -r -f -a "tigerbeetle\t''
 duckdb\t''
 parquet\t''"
+complete -c bkp -n "__fish_bkp_using_subcommand list" -l operation -d 'Only backups made by this operation (snapshot, logs, export, replicate)' -r
+complete -c bkp -n "__fish_bkp_using_subcommand list" -l since -d 'Only backups started at or after TIME (RFC 3339) or within DURATION (e.g. 7d)' -r
+complete -c bkp -n "__fish_bkp_using_subcommand list" -l last -d 'Only the newest N of what the other filters select' -r
 complete -c bkp -n "__fish_bkp_using_subcommand list" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand list" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand list" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand list" -l no-progress -d 'No progress bars, even on a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand list" -s h -l help -d 'Print help'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l at -d 'Point-in-time restore (TigerBeetle): restore the snapshot, then replay the log segments up to TIME (RFC 3339, e.g. 2026-11-22T13:05:00Z). Without any snapshot at or before TIME, the log is replayed from the beginning. With --kind duckdb: the newest export at or before TIME' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s t -l target -d 'Directory to restore into (for --kind duckdb: the new database file). It must not exist or be empty, unless --force' -r -F
@@ -77,15 +87,18 @@ parquet\t''"
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l force -d 'Replace a non-empty target directory (it is swapped out only after the restore completed and verified)'
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -s n -l dry-run -d 'Say what the restore would read (backups, objects, bytes), where it would stage and whether the target would be accepted; download nothing, change nothing'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -l no-progress -d 'No progress bars, even on a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s h -l help -d 'Print help'
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand replicate" -l no-progress -d 'No progress bars, even on a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s h -l help -d 'Print help'
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l kind -d 'Only backups of this kind' -r -f -a "tigerbeetle\t''
 duckdb\t''
@@ -96,6 +109,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s n -l dry-run -d 'Pri
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l no-progress -d 'No progress bars, even on a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s h -l help -d 'Print help'
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l kind -d 'Only backups of this kind' -r -f -a "tigerbeetle\t''
 duckdb\t''
@@ -107,20 +121,50 @@ complete -c bkp -n "__fish_bkp_using_subcommand verify" -l drill -d 'Restore the
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand verify" -l no-progress -d 'No progress bars, even on a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -s h -l help -d 'Print help'
+complete -c bkp -n "__fish_bkp_using_subcommand check" -s c -l config -d 'Configuration file' -r -F
+complete -c bkp -n "__fish_bkp_using_subcommand check" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
+complete -c bkp -n "__fish_bkp_using_subcommand check" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
+complete -c bkp -n "__fish_bkp_using_subcommand check" -s q -l quiet -d 'Print only warnings and errors on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand check" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand check" -l no-progress -d 'No progress bars, even on a terminal'
+complete -c bkp -n "__fish_bkp_using_subcommand check" -s h -l help -d 'Print help'
+complete -c bkp -n "__fish_bkp_using_subcommand key; and not __fish_seen_subcommand_from generate help" -s c -l config -d 'Configuration file' -r -F
+complete -c bkp -n "__fish_bkp_using_subcommand key; and not __fish_seen_subcommand_from generate help" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
+complete -c bkp -n "__fish_bkp_using_subcommand key; and not __fish_seen_subcommand_from generate help" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
+complete -c bkp -n "__fish_bkp_using_subcommand key; and not __fish_seen_subcommand_from generate help" -s q -l quiet -d 'Print only warnings and errors on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand key; and not __fish_seen_subcommand_from generate help" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand key; and not __fish_seen_subcommand_from generate help" -l no-progress -d 'No progress bars, even on a terminal'
+complete -c bkp -n "__fish_bkp_using_subcommand key; and not __fish_seen_subcommand_from generate help" -s h -l help -d 'Print help'
+complete -c bkp -n "__fish_bkp_using_subcommand key; and not __fish_seen_subcommand_from generate help" -f -a "generate" -d 'Write a new master key (32 random bytes) to a new file with mode 0400 and print its id. Never replaces an existing file. Name it in the config as `[encryption] key_file`'
+complete -c bkp -n "__fish_bkp_using_subcommand key; and not __fish_seen_subcommand_from generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -s c -l config -d 'Configuration file' -r -F
+complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
+complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
+complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -s q -l quiet -d 'Print only warnings and errors on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -l no-progress -d 'No progress bars, even on a terminal'
+complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -s h -l help -d 'Print help'
+complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from help" -f -a "generate" -d 'Write a new master key (32 random bytes) to a new file with mode 0400 and print its id. Never replaces an existing file. Name it in the config as `[encryption] key_file`'
+complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c bkp -n "__fish_bkp_using_subcommand status" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand status" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand status" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand status" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand status" -s v -l verbose -d 'Print each step on stderr'
+complete -c bkp -n "__fish_bkp_using_subcommand status" -l no-progress -d 'No progress bars, even on a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand status" -s h -l help -d 'Print help'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "snapshot" -d 'Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt, checksum, upload, manifest, ledger record'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "logs" -d 'Capture the TigerBeetle accounts and transfers created since the previous log segment: segment, compress, encrypt, checksum, upload, manifest, ledger'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "export" -d 'Export the DuckDB hot tier to Parquet: every table with --full, else the rows changed since the previous export (per-table watermark column); encrypt, checksum, upload, manifest, ledger'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "list" -d 'List the backups in the store'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "restore" -d 'Restore a backup into a new directory'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "replicate" -d 'Copy the Parquet cold tier\'s new and changed files to the store (each checked to be Parquet first) and record the whole set in a manifest. Skipped files make the exit code 10'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "cleanup" -d 'Apply the retention policy: delete expired backups (never one a kept backup\'s chain needs, never the newest of a kind), objects of crashed runs and local leftovers. Each deletion records a reverse code-12 transfer'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "verify" -d 'Check backups: every object present with its size and SHA-256, every encrypted chunk authentic, chains complete, and the ledger in agreement with the store; --drill also restores each and proves the data loads'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "status" -d 'Show, per schedule, the newest good backup, its age, the next due time and whether its RPO is breached; exit 11 if any watched schedule is breached or never ran. Reads only the manifests it needs. (BKP_NOW=RFC3339 fixes "now", for tests.)'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify check key status help" -f -a "snapshot" -d 'Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt, checksum, upload, manifest, ledger record'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify check key status help" -f -a "logs" -d 'Capture the TigerBeetle accounts and transfers created since the previous log segment: segment, compress, encrypt, checksum, upload, manifest, ledger'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify check key status help" -f -a "export" -d 'Export the DuckDB hot tier to Parquet: every table with --full, else the rows changed since the previous export (per-table watermark column); encrypt, checksum, upload, manifest, ledger'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify check key status help" -f -a "list" -d 'List the backups in the store'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify check key status help" -f -a "restore" -d 'Restore a backup into a new directory'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify check key status help" -f -a "replicate" -d 'Copy the Parquet cold tier\'s new and changed files to the store (each checked to be Parquet first) and record the whole set in a manifest. Skipped files make the exit code 10'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify check key status help" -f -a "cleanup" -d 'Apply the retention policy: delete expired backups (never one a kept backup\'s chain needs, never the newest of a kind), objects of crashed runs and local leftovers. Each deletion records a reverse code-12 transfer'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify check key status help" -f -a "verify" -d 'Check backups: every object present with its size and SHA-256, every encrypted chunk authentic, chains complete, and the ledger in agreement with the store; --drill also restores each and proves the data loads'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify check key status help" -f -a "check" -d 'Check everything a backup run needs, one line per check: the config, every key, the work directory, the store (PUT, HEAD, LIST, GET, DELETE, and that a create-only write is never allowed to replace an object), the ledger, the TigerBeetle binary and data file, the DuckDB database and the replication source. Exits with the code of the first failure'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify check key status help" -f -a "key" -d 'Manage master keys'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify check key status help" -f -a "status" -d 'Show, per schedule, the newest good backup, its age, the next due time and whether its RPO is breached; exit 11 if any watched schedule is breached or never ran. Reads only the manifests it needs'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list restore replicate cleanup verify check key status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and __fish_seen_subcommand_from key" -f -a "generate" -d 'Write a new master key (32 random bytes) to a new file with mode 0400 and print its id. Never replaces an existing file. Name it in the config as `[encryption] key_file`'
