@@ -36,7 +36,7 @@ use crate::exit::{coded, Code};
 use crate::ledger::Operation;
 use crate::manifest::duckdb::{
     export_manifests, object_key, table_records, TableFile, TableMode, TableRecord, Watermark,
-    DELETES_NOTE, OPERATION, SCHEMA_FILE,
+    DELETES_NOTE, SCHEMA_FILE,
 };
 use crate::manifest::{FileEntry, Kind, Manifest, ObjectEntry, Scope};
 use crate::sources::duck::{self, Table};
@@ -115,7 +115,6 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
             } else {
                 Scope::Incremental
             },
-            name: OPERATION,
             operation: Operation::Export,
             compression,
             retention_days: d.retention_days,

@@ -61,7 +61,6 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         Spec {
             kind: Kind::Tigerbeetle,
             scope: Scope::Incremental,
-            name: LOGS,
             operation: Operation::Logs,
             compression: plan.compression,
             retention_days,

@@ -68,7 +68,6 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         Spec {
             kind: Kind::Parquet,
             scope: Scope::Full,
-            name: OPERATION,
             operation: Operation::Replicate,
             compression: rp.compression,
             retention_days: rp.retention_days,

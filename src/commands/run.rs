@@ -36,8 +36,6 @@ pub struct Spec {
     /// The scope asked for; a stored manifest's own scope wins (an incremental
     /// export that had to be taken whole is a full one).
     pub scope: Scope,
-    /// The manifest's `operation` and the lock's name.
-    pub name: &'static str,
     pub operation: Operation,
     pub compression: Compression,
     pub retention_days: u16,
@@ -91,7 +89,7 @@ impl<'a> Run<'a> {
         keyring: Option<&'a Keyring>,
         spec: Spec,
     ) -> Result<Self> {
-        let lock = RunLock::acquire(&ctx.plan.work_dir, spec.name, ctx.wait)?;
+        let lock = RunLock::acquire(&ctx.plan.work_dir, operation_name(spec.operation), ctx.wait)?;
         super::sweep_work_dir(ctx, false);
         let started_at = OffsetDateTime::now_utc();
         Ok(Run {
@@ -130,7 +128,7 @@ impl<'a> Run<'a> {
             id: self.id,
             kind: self.spec.kind,
             scope: body.scope.unwrap_or(self.spec.scope),
-            operation: self.spec.name.into(),
+            operation: operation_name(self.spec.operation).into(),
             status: Status::Completed,
             started_at: self.started_at,
             finished_at: OffsetDateTime::now_utc(),
@@ -202,7 +200,7 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         Err(crate::exit::combine(
-            &format!("{} {} is stored, but", s.name, m.id),
+            &format!("{} {} is stored, but", operation_name(s.operation), m.id),
             problems,
         ))
     }
@@ -301,13 +299,14 @@ pub fn write_metrics(ctx: &Ctx, m: &RunMetrics) {
     }
 }
 
-/// The operation as metrics name it.
+/// The operation's name: a backup manifest's `operation`, its lock's name, and
+/// the name metrics use.
 pub fn operation_name(op: Operation) -> &'static str {
     match op {
-        Operation::Snapshot => "snapshot",
-        Operation::Logs => "logs",
-        Operation::Export => "export",
-        Operation::Replicate => "replicate",
+        Operation::Snapshot => manifest::tigerbeetle::SNAPSHOT,
+        Operation::Logs => manifest::tigerbeetle::LOGS,
+        Operation::Export => manifest::duckdb::OPERATION,
+        Operation::Replicate => manifest::parquet::OPERATION,
         Operation::Verify => "verify",
         Operation::Cleanup => "cleanup",
     }

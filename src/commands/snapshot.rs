@@ -40,7 +40,6 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         Spec {
             kind: Kind::Tigerbeetle,
             scope: Scope::Full,
-            name: SNAPSHOT,
             operation: Operation::Snapshot,
             compression: plan.compression,
             retention_days: tb.retention_days,
