@@ -842,3 +842,48 @@ fn long_names_with_a_local_store_are_stored_or_skipped_one_by_one() {
         fs::read(cold.join(&deep)).unwrap()
     );
 }
+
+#[test]
+fn a_restore_dry_run_counts_the_whole_replicated_set() {
+    let s3 = shared_s3();
+    let bucket = s3.new_bucket("repldry");
+    let dir = tempfile::tempdir().unwrap();
+    let cold = dir.path().join("cold");
+    let mk = Maker::new();
+    for i in 0..4 {
+        mk.small(&cold.join(format!("part-{i}.parquet")), i + 1);
+    }
+    let cfg = config(dir.path(), s3, &bucket, "cold", "");
+    replicate(&cfg, s3, 0);
+    mk.small(&cold.join("part-9.parquet"), 99);
+    let (r2, _) = replicate(&cfg, s3, 0);
+    // The second run stored one object but its set is five files.
+    assert_eq!(r2["manifest"]["objects"].as_array().unwrap().len(), 1);
+    let set_bytes: u64 = r2["manifest"]["source"]["set"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["object_size"].as_u64().unwrap())
+        .sum();
+    let target = dir.path().join("restored");
+    let out = run_bkp(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--json",
+            "restore",
+            "latest",
+            "--kind",
+            "parquet",
+            "--dry-run",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+        &s3.env(),
+    );
+    assert_exit(&out, 0);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["objects"], 5, "{v}");
+    assert_eq!(v["bytes"], set_bytes);
+    assert!(!target.exists());
+}

@@ -119,14 +119,16 @@ fn report(ctx: &Ctx, checks: &[Check]) -> Result<()> {
         None => Ok(()),
         Some(e) => {
             let failed = checks.iter().filter(|c| c.outcome.is_err()).count();
-            let code = crate::exit::classify(e).unwrap_or(Code::Config);
-            Err(coded(
-                code,
-                format!(
-                    "{failed} check{} failed; the first: {e:#}",
-                    if failed == 1 { "" } else { "s" }
-                ),
-            ))
+            // The first failure's own class: a store that refused bkp is not a
+            // config error, and an unclassified failure exits 1.
+            let message = format!(
+                "{failed} check{} failed; the first: {e:#}",
+                if failed == 1 { "" } else { "s" }
+            );
+            Err(match crate::exit::classify(e) {
+                Some(code) => coded(code, message),
+                None => anyhow::anyhow!(message),
+            })
         }
     }
 }

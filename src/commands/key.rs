@@ -9,7 +9,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -36,9 +36,16 @@ pub fn generate(ui: &Ui, path: &Path) -> Result<()> {
             ),
             _ => anyhow::Error::new(e).context(format!("cannot create key file {}", path.display())),
         })?;
-    f.write_all(&key[..])
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("failed to write key file {}", path.display()))?;
+    if let Err(e) = f.write_all(&key[..]).and_then(|()| f.sync_all()) {
+        // A half-written key file would block the next attempt ("exists") and
+        // hold no usable key: remove it.
+        drop(f);
+        let _ = std::fs::remove_file(path);
+        return Err(anyhow::Error::new(e).context(format!(
+            "failed to write key file {}; nothing was kept: check the file system and run again",
+            path.display()
+        )));
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
     }

@@ -12,6 +12,7 @@ use crate::cli::RestoreArgs;
 use crate::commands::Ctx;
 use crate::manifest::tigerbeetle::{interval, is_log_of, snapshot_newest, LOGS};
 use crate::manifest::{self, duckdb as export, Kind, Manifest};
+use crate::replicate::record::ReplicaSet;
 use crate::store::Store;
 use crate::ui;
 
@@ -66,8 +67,20 @@ pub fn run(ctx: &Ctx, store: &dyn Store, rp: &RestorePlan, args: &RestoreArgs) -
         _ => rp.backup.clone().into_iter().collect(),
     };
     let read = reads(ctx, rp, &all)?;
-    let objects: usize = read.iter().map(|m| m.objects.len()).sum();
-    let bytes: u64 = read.iter().map(|m| m.stored_bytes()).sum();
+    // A replication restores its whole set, files stored by earlier runs included.
+    let (objects, bytes) = match (rp.kind, &rp.backup) {
+        (Kind::Parquet, Some(m)) => {
+            let set = ReplicaSet::from_manifest(m)?;
+            (
+                set.set.len(),
+                set.set.iter().map(|f| f.object_size).sum::<u64>(),
+            )
+        }
+        _ => (
+            read.iter().map(|m| m.objects.len()).sum(),
+            read.iter().map(|m| m.stored_bytes()).sum(),
+        ),
+    };
     let shape = if rp.kind == Kind::Duckdb {
         Shape::File
     } else {
