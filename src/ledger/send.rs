@@ -41,7 +41,7 @@ fn send(c: &Client, cfg: &LedgerConfig, entries: &[&SpoolEntry]) -> Result<Vec<S
     }
     for chunk in accounts.chunks(BATCH) {
         for r in c.create_accounts(chunk.to_vec())? {
-            if !matches!(r.kind, CreateAccountErrorKind::Exists) {
+            if !r.exists {
                 let a = chunk.get(r.index);
                 return Err(account_rejected(cfg, a, r.kind, &r.name));
             }

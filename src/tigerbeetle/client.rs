@@ -63,6 +63,9 @@ pub struct Rejection<K> {
     /// The event's index in the request.
     pub index: usize,
     pub kind: K,
+    /// The event exists already (TigerBeetle's `exists`): created by an earlier
+    /// request, not a rejection of its contents.
+    pub exists: bool,
     /// TigerBeetle's snake_case name of the result (see [`transfer_result_name`]).
     pub name: String,
 }
@@ -244,6 +247,7 @@ impl Client {
                 .map(|e| Rejection {
                     index: e.index() as usize,
                     kind: e.kind(),
+                    exists: matches!(e.kind(), CreateAccountErrorKind::Exists),
                     name: account_result_name(e.kind(), e.inner().code().get()),
                 })
                 .collect()),
@@ -266,6 +270,7 @@ impl Client {
                 .map(|e| Rejection {
                     index: e.index() as usize,
                     kind: e.kind(),
+                    exists: matches!(e.kind(), CreateTransferErrorKind::Exists),
                     name: transfer_result_name(e.kind(), e.inner().code().get()),
                 })
                 .collect()),

@@ -93,7 +93,6 @@ use std::io::Read;
 use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
-use tigerbeetle_unofficial::error::{CreateAccountErrorKind, CreateTransferErrorKind};
 use tigerbeetle_unofficial::{Account, Transfer};
 
 use super::segment::{AccountRecord, Event, Kind, SegmentReader};
@@ -410,13 +409,7 @@ impl Replayer<'_> {
             .c
             .create_accounts(rows.clone())?
             .into_iter()
-            .map(|r| {
-                (
-                    r.index,
-                    matches!(r.kind, CreateAccountErrorKind::Exists),
-                    r.name,
-                )
-            })
+            .map(|r| (r.index, r.exists, r.name))
             .collect();
         self.check_failures(events, &failures)?;
         let exists: Vec<u128> = failures
@@ -504,13 +497,7 @@ impl Replayer<'_> {
             .c
             .create_transfers(rows.clone())?
             .into_iter()
-            .map(|r| {
-                (
-                    r.index,
-                    matches!(r.kind, CreateTransferErrorKind::Exists),
-                    r.name,
-                )
-            })
+            .map(|r| (r.index, r.exists, r.name))
             .collect();
         self.check_failures(events, &failures)?;
         // `exists` does not compare timestamps, and a balancing transfer's amount is
