@@ -37,14 +37,7 @@ fn snapshot(s: &Setup) -> serde_json::Value {
 }
 
 fn listed(s: &Setup) -> Vec<String> {
-    let out = s.bkp(&["list", "--json"]);
-    assert_exit(&out, 0);
-    json(&out)["backups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_str().unwrap().to_string())
-        .collect()
+    s.listed(&[])
 }
 
 fn object_path(s: &Setup, m: &serde_json::Value) -> PathBuf {

@@ -57,14 +57,7 @@ fn killed(s: &Setup, config: &Path, point: &str, args: &[&str]) {
 }
 
 fn listed(s: &Setup) -> BTreeSet<String> {
-    let out = s.bkp(&["list", "--json"]);
-    assert_exit(&out, 0);
-    json(&out)["backups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_str().unwrap().to_string())
-        .collect()
+    s.listed(&[]).into_iter().collect()
 }
 
 fn stderr(out: &Output) -> String {

@@ -717,18 +717,7 @@ fn list_filters_by_operation_time_and_count() {
         assert_exit(&out, 0);
         ids.push(json(&out)["manifest"]["id"].as_str().unwrap().to_string());
     }
-    let listed = |args: &[&str]| -> Vec<String> {
-        let mut all = vec!["--json", "list"];
-        all.extend_from_slice(args);
-        let out = s.bkp(&all);
-        assert_exit(&out, 0);
-        json(&out)["backups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["id"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let listed = |args: &[&str]| s.listed(args);
     assert_eq!(listed(&[]), ids);
     assert_eq!(listed(&["--last", "2"]), ids[1..].to_vec());
     assert_eq!(

@@ -788,6 +788,20 @@ impl Setup {
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
+
+    /// The ids `bkp --json list ARGS` shows, oldest first.
+    pub fn listed(&self, args: &[&str]) -> Vec<String> {
+        let mut all = vec!["--json", "list"];
+        all.extend_from_slice(args);
+        let out = self.bkp(&all);
+        assert_exit(&out, 0);
+        json(&out)["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_str().unwrap().to_string())
+            .collect()
+    }
 }
 
 pub enum StoreKind {
