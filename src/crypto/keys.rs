@@ -221,18 +221,11 @@ fn decode_base64(text: &[u8], out: &mut [u8; 32]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::assert_config;
     use super::*;
-    use crate::exit::classify;
 
     fn key(byte: u8) -> MasterKey {
         MasterKey::from_bytes([byte; 32])
-    }
-
-    #[track_caller]
-    fn assert_config<T: fmt::Debug>(r: anyhow::Result<T>, needle: &str) {
-        let err = r.unwrap_err();
-        assert!(err.to_string().contains(needle), "{err} lacks {needle:?}");
-        assert_eq!(classify(&err), Some(Code::Config));
     }
 
     #[test]

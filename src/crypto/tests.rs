@@ -75,8 +75,9 @@ fn assert_integrity<T: fmt::Debug>(r: io::Result<T>, needle: &str) {
     assert_eq!(classify(&anyhow::Error::new(err)), Some(Code::Integrity));
 }
 
+/// Asserts a config error whose message holds `needle` (shared with `keys.rs`).
 #[track_caller]
-fn assert_config<T: fmt::Debug>(r: anyhow::Result<T>, needle: &str) {
+pub(super) fn assert_config<T: fmt::Debug>(r: anyhow::Result<T>, needle: &str) {
     let err = r.unwrap_err();
     assert!(err.to_string().contains(needle), "{err} lacks {needle:?}");
     assert_eq!(classify(&err), Some(Code::Config));
