@@ -76,12 +76,10 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     // The chain of this cluster; a newer manifest that cannot be read may be its
     // head, and continuing from an older one would fork the chain.
     let head = all.iter().rfind(|m| is_log_of(m, cfg.cluster_id)).cloned();
+    let after = head.as_ref().map(|h| h.started_at);
     let hidden: Vec<_> = unreadable
         .iter()
-        .filter(|u| {
-            head.as_ref()
-                .is_none_or(|h| u.may_be_newer_than(h.started_at))
-        })
+        .filter(|u| u.may_be_within(after, None))
         .collect();
     if !hidden.is_empty() {
         return Err(manifest::unreadable_error(

@@ -241,11 +241,16 @@ impl Unreadable {
         name.parse().ok()
     }
 
-    /// Whether it may be newer than `t`: its id's time says so, or it has none.
-    pub fn may_be_newer_than(&self, t: OffsetDateTime) -> bool {
+    /// Whether its backup may have started in `(after, until]` (either bound
+    /// open when `None`): its id's time says so, or its key names no time.
+    pub fn may_be_within(
+        &self,
+        after: Option<OffsetDateTime>,
+        until: Option<OffsetDateTime>,
+    ) -> bool {
         self.id()
             .and_then(|id| id.timestamp())
-            .is_none_or(|at| at > t)
+            .is_none_or(|t| after.is_none_or(|a| t > a) && until.is_none_or(|u| t <= u))
     }
 }
 
@@ -372,6 +377,30 @@ mod tests {
             uses: vec![],
             source: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn an_unreadable_manifest_is_placed_in_time_by_its_key() {
+        let at = OffsetDateTime::from_unix_timestamp(1_760_140_800).unwrap();
+        let u = |key: String| Unreadable {
+            key,
+            error: String::new(),
+            code: None,
+        };
+        let dated = u(format!(
+            "manifests/tigerbeetle/{}.json",
+            BackupId::new_v7(at)
+        ));
+        let hour = time::Duration::HOUR;
+        assert!(dated.may_be_within(Some(at - hour), None));
+        assert!(
+            !dated.may_be_within(Some(at), None),
+            "not newer than itself"
+        );
+        assert!(!dated.may_be_within(None, Some(at - hour)));
+        assert!(dated.may_be_within(Some(at - hour), Some(at)));
+        // A key that names no time may be anywhere.
+        assert!(u("manifests/tigerbeetle/garbage.json".into()).may_be_within(Some(at), Some(at)));
     }
 
     #[test]

@@ -139,16 +139,10 @@ pub fn resolve(
             let chosen = newest(all);
             // `latest` must not fall back to an older backup in silence when a
             // newer manifest could not be read.
+            let after = chosen.as_ref().map(|m| m.started_at);
             let newer: Vec<_> = unreadable
                 .iter()
-                .filter(|u| {
-                    chosen
-                        .as_ref()
-                        .is_none_or(|m| u.may_be_newer_than(m.started_at))
-                })
-                .filter(|u| {
-                    at.is_none_or(|at| u.id().and_then(|id| id.timestamp()).is_none_or(|t| t <= at))
-                })
+                .filter(|u| u.may_be_within(after, at))
                 .collect();
             if !newer.is_empty() {
                 return Err(manifest::unreadable_error(
