@@ -21,7 +21,12 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
         .map(|s| crate::units::parse_since("--since", s, time::OffsetDateTime::now_utc()))
         .transpose()?;
     if let Some(op) = &args.operation {
-        const OPERATIONS: [&str; 4] = ["snapshot", "logs", "export", "replicate"];
+        const OPERATIONS: [&str; 4] = [
+            manifest::tigerbeetle::SNAPSHOT,
+            manifest::tigerbeetle::LOGS,
+            manifest::duckdb::OPERATION,
+            manifest::parquet::OPERATION,
+        ];
         if !OPERATIONS.contains(&op.as_str()) {
             return Err(crate::exit::coded(
                 crate::exit::Code::Config,
@@ -73,15 +78,15 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
     }
 
     if shown.is_empty() {
-        ctx.ui.info(&format!(
-            "no backups{} in {}",
-            if shown.len() < all.len() {
-                " match"
-            } else {
-                ""
-            },
-            store.identity()
-        ));
+        ctx.ui.info(&if all.is_empty() {
+            format!("no backups in {}", store.identity())
+        } else {
+            format!(
+                "none of the {} backups in {} matches the filters",
+                all.len(),
+                store.identity()
+            )
+        });
         return Ok(());
     }
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
