@@ -190,8 +190,7 @@ impl Target {
     /// is durable), then the parent directory fsynced.
     pub fn commit(&self, staging: &Path, scratch: &mut Scratch) -> Result<()> {
         crate::failpoint::hit("restore-commit");
-        restrict_modes(staging)?;
-        sync_tree(staging)?;
+        seal_tree(staging)?;
         match self.shape {
             Shape::File => {
                 // A rename over a file replaces it atomically.
@@ -300,8 +299,9 @@ fn resolved(p: &Path) -> PathBuf {
         .unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
 }
 
-/// Makes every file under `root` 0600 and every directory (and `root`) 0700.
-fn restrict_modes(root: &Path) -> Result<()> {
+/// Makes every file under `root` 0600 and every directory (and `root`) 0700,
+/// and fsyncs each, in one walk.
+fn seal_tree(root: &Path) -> Result<()> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
         let meta = fs::symlink_metadata(&p)?;
@@ -317,25 +317,9 @@ fn restrict_modes(root: &Path) -> Result<()> {
         };
         fs::set_permissions(&p, fs::Permissions::from_mode(mode))
             .with_context(|| format!("failed to set the mode of {}", p.display()))?;
-    }
-    Ok(())
-}
-
-/// fsyncs every file and directory under `root` (and `root`).
-fn sync_tree(root: &Path) -> Result<()> {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let meta = fs::symlink_metadata(&p)?;
-        if meta.is_dir() {
-            for e in fs::read_dir(&p).with_context(|| format!("failed to read {}", p.display()))? {
-                stack.push(e?.path());
-            }
-        }
-        if meta.is_dir() || meta.is_file() {
-            fs::File::open(&p)
-                .and_then(|f| f.sync_all())
-                .with_context(|| format!("failed to make {} durable", p.display()))?;
-        }
+        fs::File::open(&p)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("failed to make {} durable", p.display()))?;
     }
     Ok(())
 }
