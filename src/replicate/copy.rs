@@ -22,9 +22,9 @@ use crate::manifest::ObjectEntry;
 use crate::stages::compress::Compression;
 use crate::stages::hash::{digest_reader, HashReader};
 use crate::stages::progress::Silent;
-use crate::store::local::UnstorableKey;
 use crate::store::s3::S3Store;
 use crate::store::Store;
+use crate::store::UnstorableKey;
 use crate::{parquet, pipeline, ui};
 
 /// Files up to this size are read into memory once: checked, hashed and uploaded

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use time::OffsetDateTime;
 
-use super::{already_exists, check_key, not_found, Metadata, ObjectInfo, ObjectWriter, Store};
+use super::{
+    already_exists, check_key, not_found, Metadata, ObjectInfo, ObjectWriter, Store, UnstorableKey,
+};
 
 /// Directory under the store root that holds writes in progress.
 pub const PARTIAL_DIR: &str = ".bkp-partial";
@@ -22,23 +24,6 @@ pub const PARTIAL_DIR: &str = ".bkp-partial";
 const NAME_MAX: usize = 255;
 /// The longest path, in bytes, a Linux system call takes (with its NUL).
 const PATH_MAX: usize = 4096;
-
-/// The store cannot hold an object under this key (here: a path component or
-/// the whole path is too long for the file system). Only that object fails:
-/// a caller storing many objects may report it and go on with the rest.
-#[derive(Debug)]
-pub struct UnstorableKey {
-    pub key: String,
-    pub reason: String,
-}
-
-impl std::fmt::Display for UnstorableKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot store object {:?}: {}", self.key, self.reason)
-    }
-}
-
-impl std::error::Error for UnstorableKey {}
 
 /// Refuses a key whose path under `root` the file system cannot hold.
 fn check_path_length(key: &str, dest: &Path) -> Result<()> {

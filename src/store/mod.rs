@@ -50,6 +50,23 @@ pub trait ObjectWriter: Write + Send {
     fn abort(self: Box<Self>) -> Result<()>;
 }
 
+/// The store cannot hold an object under this key (a local store: a path
+/// component or the whole path too long for the file system). Only that object fails:
+/// a caller storing many objects may report it and go on with the rest.
+#[derive(Debug)]
+pub struct UnstorableKey {
+    pub key: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for UnstorableKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot store object {:?}: {}", self.key, self.reason)
+    }
+}
+
+impl std::error::Error for UnstorableKey {}
+
 /// A backup store. Keys are `/`-separated relative paths without `..` segments.
 pub trait Store: Send + Sync {
     /// A stable, secret-free identity such as `file:///srv/backups` or
