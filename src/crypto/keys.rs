@@ -3,6 +3,7 @@
 //! older keys. Secrets are wiped when dropped and never printed.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -13,6 +14,9 @@ use zeroize::Zeroizing;
 
 use super::{aead_key, Params, DEFAULT_ITERATIONS, MAX_KEY_ID_LEN, PASSPHRASE_ID};
 use crate::exit::{coded, Code};
+
+/// Domain separation for the sealing key: changing it invalidates every seal.
+const SEAL_INFO: &[u8] = b"bkp document seal v1";
 
 /// The id of a raw key: `k-` and 16 lowercase hex digits of
 /// SHA-256("bkp key id v1\0" || key). A fingerprint, safe to print and log.
@@ -46,6 +50,8 @@ pub struct MasterKey {
     pub(super) id: String,
     pub(super) kind: Kind,
     secret: Zeroizing<Vec<u8>>,
+    /// The document-sealing key, derived on first use.
+    seal: OnceLock<ring::hmac::Key>,
 }
 
 impl MasterKey {
@@ -56,6 +62,7 @@ impl MasterKey {
             id: key_id_of(&key),
             kind: Kind::Raw,
             secret: Zeroizing::new(key.to_vec()),
+            seal: OnceLock::new(),
         }
     }
 
@@ -112,6 +119,7 @@ impl MasterKey {
                 iterations: DEFAULT_ITERATIONS,
             },
             secret: Zeroizing::new(pass.into_bytes()),
+            seal: OnceLock::new(),
         };
         if key.secret.is_empty() {
             let msg = "the encryption passphrase is empty: set a long random passphrase";
@@ -131,6 +139,38 @@ impl MasterKey {
     /// The id stream headers name this key by; safe to print.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The HMAC-SHA256 key that seals (authenticates) the documents bkp stores
+    /// beside its backups: manifests, tombstones, reports. Derived from the
+    /// secret, never from the printable id: HKDF-SHA256 for a raw key;
+    /// PBKDF2-HMAC-SHA256 with the key's iterations for a passphrase, so that a
+    /// seal is no shortcut for guessing the passphrase. Computed once per run.
+    pub fn seal_key(&self) -> &ring::hmac::Key {
+        self.seal.get_or_init(|| {
+            let mut k = Zeroizing::new([0u8; 32]);
+            match self.kind {
+                Kind::Raw => {
+                    struct Len;
+                    impl ring::hkdf::KeyType for Len {
+                        fn len(&self) -> usize {
+                            32
+                        }
+                    }
+                    let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, SEAL_INFO)
+                        .extract(&self.secret);
+                    prk.expand(&[SEAL_INFO], Len)
+                        .and_then(|okm| okm.fill(&mut k[..]))
+                        .expect("HKDF-SHA256 yields 32 bytes");
+                }
+                Kind::Passphrase { iterations } => {
+                    let n = std::num::NonZeroU32::MIN.saturating_add(iterations.saturating_sub(1));
+                    let alg = ring::pbkdf2::PBKDF2_HMAC_SHA256;
+                    ring::pbkdf2::derive(alg, n, SEAL_INFO, &self.secret, &mut k[..]);
+                }
+            }
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &k[..])
+        })
     }
 
     #[cfg(test)]

@@ -1,0 +1,291 @@
+//! Seals: the proof that a document in the store (a manifest, a tombstone, a
+//! report) was written by a holder of the encryption key, and is whole.
+//!
+//! A sealed document is a JSON object with one extra top-level member,
+//! `"seal": {"key_id": …, "hmac": <64 hex digits>}`. The HMAC-SHA256 (under
+//! the key's [`seal_key`](crate::crypto::MasterKey::seal_key), derived from its
+//! secret) covers the canonical encoding of every other member: the object is
+//! parsed into a `serde_json::Value` (object members in sorted order),
+//! the seal is taken out, and the rest re-encoded compactly. A reader then
+//! deserializes its struct *from that same value*, so every field it acts on
+//! (ids, times, retention, object keys, sizes, digests) is authenticated, and
+//! members added by a newer minor schema are covered too.
+//!
+//! Who is trusted is a [`Trust`]: with no keys configured nothing can be
+//! checked (and nothing is sealed); with keys, an unsealed document is refused
+//! unless it predates `[encryption] unsealed_before` or the operator accepts
+//! that one backup by id.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::crypto::Keyring;
+use crate::exit::{coded, Code};
+use crate::id::BackupId;
+
+use super::Kind;
+
+/// The JSON member that holds the seal.
+pub const FIELD: &str = "seal";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Seal {
+    key_id: String,
+    hmac: String,
+}
+
+/// What the readers of one run trust; also holds the run's keys.
+#[derive(Clone, Default)]
+pub struct Trust {
+    keys: Option<Arc<Keyring>>,
+    unsealed_before: Option<OffsetDateTime>,
+    accepted: Vec<BackupId>,
+    /// Kinds the configuration stores unencrypted on purpose
+    /// (`replicate.encryption = false`).
+    plaintext: Vec<Kind>,
+}
+
+impl Trust {
+    /// Trust without keys: nothing is checked (no `[encryption]`).
+    pub fn none() -> Trust {
+        Trust::default()
+    }
+
+    pub fn new(
+        keys: Option<Keyring>,
+        unsealed_before: Option<OffsetDateTime>,
+        accepted: Vec<BackupId>,
+    ) -> Trust {
+        Trust {
+            keys: keys.map(Arc::new),
+            unsealed_before,
+            accepted,
+            plaintext: Vec::new(),
+        }
+    }
+
+    /// Also accepts unencrypted backups of `kind`, which the configuration
+    /// stores so on purpose.
+    pub fn with_plaintext(mut self, kind: Kind) -> Trust {
+        self.plaintext.push(kind);
+        self
+    }
+
+    /// Whether backup `id` of `kind` may be unencrypted.
+    pub fn plaintext_ok(&self, kind: Kind, id: BackupId) -> bool {
+        self.plaintext.contains(&kind) || self.excuses(id)
+    }
+
+    /// The configured keys, for encrypting and decrypting.
+    pub fn keys(&self) -> Option<&Keyring> {
+        self.keys.as_deref()
+    }
+
+    /// Whether documents must be sealed (keys are configured).
+    pub fn checks(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// Whether backup `id` may come without a seal, or without encryption:
+    /// always without keys; with keys, only when the operator named it, or when
+    /// it started before `unsealed_before`.
+    pub fn excuses(&self, id: BackupId) -> bool {
+        self.keys.is_none()
+            || self.accepted.contains(&id)
+            || self
+                .unsealed_before
+                .zip(id.timestamp())
+                .is_some_and(|(cut, t)| t < cut)
+    }
+}
+
+fn canonical(v: &serde_json::Value) -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec(v)?)
+}
+
+/// The JSON bytes to store for `doc`: sealed with the current key when keys
+/// are configured, plain otherwise.
+pub fn encode<T: Serialize>(doc: &T, keys: Option<&Keyring>) -> Result<Vec<u8>> {
+    let mut v = serde_json::to_value(doc)?;
+    let Some(obj) = v.as_object() else {
+        anyhow::bail!("a sealed document must be a JSON object");
+    };
+    if obj.contains_key(FIELD) {
+        anyhow::bail!("a sealed document cannot have its own {FIELD:?} member");
+    }
+    if let Some(keys) = keys {
+        let key = keys.current();
+        let tag = hmac::sign(key.seal_key(), &canonical(&v)?);
+        let s = Seal {
+            key_id: key.id().to_string(),
+            hmac: hex::encode(tag.as_ref()),
+        };
+        if let Some(o) = v.as_object_mut() {
+            o.insert(FIELD.to_string(), serde_json::to_value(s)?);
+        }
+    }
+    Ok(serde_json::to_vec_pretty(&v)?)
+}
+
+/// A document read from the store, its seal checked if it had one.
+#[derive(Debug)]
+pub struct Opened {
+    /// Every member but the seal.
+    pub value: serde_json::Value,
+    /// Whether it carried a seal that verified (always `false` when the trust
+    /// has no keys: then nothing was checked).
+    pub sealed: bool,
+}
+
+/// Parses `bytes` as a JSON object and checks its seal, if any, against the
+/// configured keys. `what` names the document in errors (e.g. "manifest
+/// manifests/duckdb/….json"). A seal that does not verify, or names a key
+/// that is not configured, is a data error; a missing seal is for the caller
+/// to judge (see [`Trust::excuses`]).
+pub fn open(bytes: &[u8], what: &str, trust: &Trust) -> Result<Opened> {
+    let malformed = || coded(Code::Integrity, format!("{what} is not valid JSON"));
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| malformed())?;
+    let obj = value.as_object_mut().ok_or_else(malformed)?;
+    let raw = obj.remove(FIELD);
+    let Some(keys) = trust.keys() else {
+        return Ok(Opened {
+            value,
+            sealed: false,
+        });
+    };
+    let Some(raw) = raw else {
+        return Ok(Opened {
+            value,
+            sealed: false,
+        });
+    };
+    let bad_seal = || coded(Code::Integrity, format!("{what} has a malformed seal"));
+    let seal: Seal = serde_json::from_value(raw).map_err(|_| bad_seal())?;
+    let Some(key) = keys.find(&seal.key_id) else {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "{what} is sealed with key id {:?}, which is not configured: add that key to [encryption] (or [[encryption.old_keys]]) if it is yours; otherwise the document is not from this installation",
+                printable(&seal.key_id)
+            ),
+        ));
+    };
+    let tag = hex::decode(&seal.hmac).map_err(|_| bad_seal())?;
+    hmac::verify(key.seal_key(), &canonical(&value)?, &tag).map_err(|_| {
+        coded(
+            Code::Integrity,
+            format!("{what} does not match its seal: it was altered or forged; it is not used"),
+        )
+    })?;
+    Ok(Opened {
+        value,
+        sealed: true,
+    })
+}
+
+/// The error for an unsealed document where a seal is required.
+pub fn unsealed_error(what: &str, id: BackupId) -> anyhow::Error {
+    coded(
+        Code::Integrity,
+        format!(
+            "{what} has no seal, but [encryption] is configured: it may have been written by someone without the key, so it is not used. If it is a backup from before sealing, set [encryption] unsealed_before, or accept this one backup with `--trust {id}`"
+        ),
+    )
+}
+
+/// `s` cut to something safe to print: untrusted text from the store.
+fn printable(s: &str) -> String {
+    s.chars()
+        .take(64)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+    use crate::exit::classify;
+
+    fn ring(b: u8) -> Keyring {
+        Keyring::new(MasterKey::from_bytes([b; 32]), Vec::new())
+    }
+
+    fn trust(b: u8) -> Trust {
+        Trust::new(Some(ring(b)), None, vec![])
+    }
+
+    fn doc() -> serde_json::Value {
+        serde_json::json!({"id": "x", "retention_days": 365, "objects": [{"key": "a", "size": 1}], "f": 0.1})
+    }
+
+    #[test]
+    fn a_sealed_document_opens_and_any_edit_is_refused() {
+        let bytes = encode(&doc(), Some(&ring(7))).unwrap();
+        let o = open(&bytes, "d", &trust(7)).unwrap();
+        assert!(o.sealed);
+        assert_eq!(o.value, doc());
+
+        let sealed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let edits: Vec<(&str, serde_json::Value)> = vec![
+            ("id", "y".into()),
+            ("retention_days", 1.into()),
+            ("objects", serde_json::json!([])),
+            ("new_member", true.into()),
+        ];
+        for (field, value) in edits {
+            let mut v = sealed.clone();
+            v[field] = value;
+            let e = open(&serde_json::to_vec(&v).unwrap(), "d", &trust(7)).expect_err(field);
+            assert_eq!(classify(&e), Some(Code::Integrity), "{field}");
+        }
+        // Re-ordered and re-indented, it still verifies: the seal covers content.
+        let compact = serde_json::to_vec(&sealed).unwrap();
+        assert!(open(&compact, "d", &trust(7)).unwrap().sealed);
+    }
+
+    #[test]
+    fn a_foreign_key_or_a_broken_seal_is_refused_and_a_missing_one_reported() {
+        let other = encode(&doc(), Some(&ring(8))).unwrap();
+        let e = open(&other, "d", &trust(7)).unwrap_err();
+        assert_eq!(classify(&e), Some(Code::Integrity));
+        assert!(format!("{e:#}").contains("not configured"), "{e:#}");
+
+        let mut v: serde_json::Value = serde_json::from_slice(&other).unwrap();
+        v[FIELD]["hmac"] = "zz".into();
+        let e = open(&serde_json::to_vec(&v).unwrap(), "d", &trust(8)).unwrap_err();
+        assert_eq!(classify(&e), Some(Code::Integrity));
+
+        let plain = encode(&doc(), None).unwrap();
+        assert!(!open(&plain, "d", &trust(7)).unwrap().sealed);
+        assert!(!open(&plain, "d", &Trust::none()).unwrap().sealed);
+        let e = open(b"[1]", "d", &trust(7)).unwrap_err();
+        assert_eq!(classify(&e), Some(Code::Integrity));
+    }
+
+    #[test]
+    fn a_passphrase_seals_differently_from_a_raw_key_with_the_same_id() {
+        let pass = MasterKey::from_passphrase("correct horse".into(), Some("k".into())).unwrap();
+        let raw = MasterKey::from_bytes([1; 32]).with_id("k".into());
+        let by_pass = encode(&doc(), Some(&Keyring::new(pass, vec![]))).unwrap();
+        let t = Trust::new(Some(Keyring::new(raw, vec![])), None, vec![]);
+        assert!(open(&by_pass, "d", &t).is_err());
+    }
+
+    #[test]
+    fn excuses_follow_the_configuration() {
+        let at = OffsetDateTime::from_unix_timestamp(1_760_140_800).unwrap();
+        let id = BackupId::new_v7(at);
+        assert!(Trust::none().excuses(id));
+        assert!(!trust(7).excuses(id));
+        assert!(Trust::new(Some(ring(7)), None, vec![id]).excuses(id));
+        let hour = time::Duration::HOUR;
+        assert!(Trust::new(Some(ring(7)), Some(at + hour), vec![]).excuses(id));
+        assert!(!Trust::new(Some(ring(7)), Some(at), vec![]).excuses(id));
+    }
+}
