@@ -602,7 +602,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__restore)
-            opts="-t -n -c -q -v -h --at --target --kind --force --dry-run --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-t -n -c -q -v -h --at --target --kind --force --dry-run --trust --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -622,6 +622,10 @@ _bkp() {
                     ;;
                 --kind)
                     COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet" -- "${cur}"))
+                    return 0
+                    ;;
+                --trust)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config)
@@ -696,7 +700,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__verify)
-            opts="-c -q -v -h --kind --since --drill --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --kind --since --drill --trust --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -707,6 +711,10 @@ _bkp() {
                     return 0
                     ;;
                 --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trust)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -84,6 +84,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand restore" -s t -l target -d 'Dire
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l kind -d 'Kind of backup `latest` refers to' -r -f -a "tigerbeetle\t''
 duckdb\t''
 parquet\t''"
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -l trust -d 'Accept backup ID although its manifest has no seal or it is not encrypted while [encryption] is configured (a backup from before the store was sealed or encrypted). Check where it came from first. Repeatable' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l force -d 'Replace a non-empty target directory (it is swapped out only after the restore completed and verified)'
@@ -115,6 +116,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand verify" -l kind -d 'Only backups
 duckdb\t''
 parquet\t''"
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l since -d 'Only backups started at or after TIME (RFC 3339) or within DURATION (e.g. 7d)' -r
+complete -c bkp -n "__fish_bkp_using_subcommand verify" -l trust -d 'Accept backup ID although its manifest has no seal or it is not encrypted while [encryption] is configured (a backup from before the store was sealed or encrypted). Check where it came from first. Repeatable' -r
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l drill -d 'Restore the newest selected backup of each kind into a scratch directory and prove the data loads (a TigerBeetle replica starts and passes its integrity check; DuckDB tables have their recorded row counts; Parquet files parse)'

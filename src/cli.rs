@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::id::BackupId;
 use crate::manifest::Kind;
 
 #[derive(Debug, Parser)]
@@ -159,6 +160,12 @@ pub struct VerifyArgs {
     /// check; DuckDB tables have their recorded row counts; Parquet files parse).
     #[arg(long)]
     pub drill: bool,
+
+    /// Accept backup ID although its manifest has no seal or it is not encrypted
+    /// while [encryption] is configured (a backup from before the store was
+    /// sealed or encrypted). Check where it came from first. Repeatable.
+    #[arg(long = "trust", value_name = "ID", value_parser = parse_id)]
+    pub trust: Vec<BackupId>,
 }
 
 #[derive(Debug, Args)]
@@ -220,6 +227,16 @@ pub struct RestoreArgs {
     /// nothing.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+
+    /// Accept backup ID although its manifest has no seal or it is not encrypted
+    /// while [encryption] is configured (a backup from before the store was
+    /// sealed or encrypted). Check where it came from first. Repeatable.
+    #[arg(long = "trust", value_name = "ID", value_parser = parse_id)]
+    pub trust: Vec<BackupId>,
+}
+
+fn parse_id(s: &str) -> Result<BackupId, String> {
+    s.parse().map_err(|e| format!("{e:#}"))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -304,9 +304,11 @@ fn drill_restores_a_snapshot_into_a_replica_and_fails_on_damage() {
     recorded["source"]["accounts"] = 2.into();
     recorded["source"]["transfers"] = 3.into();
     fs::write(&manifest, serde_json::to_vec(&recorded).unwrap()).unwrap();
+    common::reseal(&manifest);
     assert_exit(&s.bkp(&["verify", "--drill"]), 0);
     recorded["source"]["transfers"] = 4.into();
     fs::write(&manifest, serde_json::to_vec(&recorded).unwrap()).unwrap();
+    common::reseal(&manifest);
     let out = s.bkp(&["verify", "--drill"]);
     assert_exit(&out, 5);
     assert!(

@@ -471,10 +471,11 @@ investigation_notes = "created_at"
     // The library call `verify --drill` uses gives the verified counts.
     let plan = bkp::config::load(&s.config, &bkp::config::Overrides::default()).unwrap();
     let store = bkp::commands::open_store(&plan).unwrap();
-    let keyring = plan.keyring().unwrap();
+    let trust = bkp::commands::trust(&plan, Vec::new()).unwrap();
     let src = bkp::commands::restore::Source {
         store: store.as_ref(),
-        keyring: keyring.as_ref(),
+        keyring: trust.keys(),
+        trust: &trust,
         work: bkp::workdir::WorkDir::new(&plan.work_dir),
         progress: std::sync::Arc::new(bkp::stages::progress::Silent),
         ui: bkp::ui::Ui {
@@ -483,7 +484,8 @@ investigation_notes = "created_at"
             bars: false,
         },
     };
-    let m = bkp::manifest::find(store.as_ref(), third["id"].as_str().unwrap(), None).unwrap();
+    let m =
+        bkp::manifest::find(store.as_ref(), &trust, third["id"].as_str().unwrap(), None).unwrap();
     let drill = s.path("drill.duckdb");
     let counts = bkp::commands::restore::duckdb::restore_database(&src, &m, &drill).unwrap();
     assert_eq!(counts["main.signals"], 3);

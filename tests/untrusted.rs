@@ -218,8 +218,23 @@ fn manifests_never_panic_the_parser() {
   "parent": null,
   "source": {"data_file": "/var/lib/tigerbeetle/0_0.tigerbeetle", "rows": 1.5}
 }"#;
+    let key = "manifests/tigerbeetle/019a0000-0000-7000-8000-000000000001.json";
+    let none = bkp::manifest::Trust::none();
     fuzz("manifest", vec![sample.to_vec()], false, |bytes| {
-        bkp::manifest::parse(bytes, "manifests/tigerbeetle/x.json").is_ok()
+        bkp::manifest::parse(bytes, key, &none).is_ok()
+    });
+
+    // Sealed, no change of any field passes: a mutation is either refused or
+    // reads as the very same manifest (a change of white space).
+    let original = bkp::manifest::parse(sample, key, &none).unwrap();
+    let sealed = bkp::manifest::seal::encode(&original, Some(&keyring())).unwrap();
+    let trust = bkp::manifest::Trust::new(Some(keyring()), None, Vec::new());
+    assert_eq!(
+        bkp::manifest::parse(&sealed, key, &trust).unwrap(),
+        original
+    );
+    fuzz("sealed-manifest", vec![sealed], true, |bytes| {
+        bkp::manifest::parse(bytes, key, &trust).is_ok_and(|m| m != original)
     });
 }
 

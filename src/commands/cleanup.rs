@@ -39,6 +39,7 @@ use crate::config::StorePlan;
 use crate::id::BackupId;
 use crate::ledger;
 use crate::lock::RunLock;
+use crate::manifest::seal;
 use crate::manifest::tombstone::{self, read_tombstones, Tombstone};
 use crate::manifest::{self, Kind, Manifest};
 use crate::metrics::RunMetrics;
@@ -110,13 +111,15 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let _lock = RunLock::acquire(&plan.work_dir, "cleanup", ctx.wait)?;
     let store = open_store(plan)?;
     let store = store.as_ref();
+    // Only proven manifests and tombstones decide a deletion (see `manifest/seal.rs`).
+    let trust = super::trust(plan, Vec::new())?;
     let dry = args.dry_run;
     let mut totals = Totals::default();
 
     // 1. Plan, on a complete picture of the store only.
-    let (all, unreadable) = manifest::list(store, None)?;
+    let (all, unreadable) = manifest::list(store, &trust, None)?;
     refuse_unreadable(&unreadable)?;
-    let pending = read_tombstones(store)?;
+    let pending = read_tombstones(store, &trust)?;
     for t in &pending {
         ctx.ui.info(&format!(
             "{} the interrupted deletion of {} {}",
@@ -164,7 +167,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         let key = tombstone::key(m.kind, m.id);
         if store.head(&key)?.is_none() {
             store
-                .put_new(&key, &serde_json::to_vec_pretty(&t)?, &Vec::new())
+                .put_new(&key, &seal::encode(&t, trust.keys())?, &Vec::new())
                 .with_context(|| {
                     format!("failed to write tombstone {key} before deleting {}", m.id)
                 })?;
@@ -192,7 +195,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
             .cloned()
             .collect()
     } else {
-        let (fresh, unreadable) = manifest::list(store, None)?;
+        let (fresh, unreadable) = manifest::list(store, &trust, None)?;
         refuse_unreadable(&unreadable)?;
         fresh
     };
@@ -304,7 +307,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
             "unfinished_uploads_discarded": unfinished_json(&unfinished),
             "kept": decisions.iter().filter(|d| d.keep).count(),
         });
-        let key = write_report(store, "cleanup", run_id, started_at, &report)?;
+        let key = write_report(store, trust.keys(), "cleanup", run_id, started_at, &report)?;
         ctx.ui.detail(&format!("report: {key}"));
         // Metrics per kind: bytes deleted (the reversals went to the ledger above).
         for (kind, bytes) in per_kind {
@@ -431,20 +434,15 @@ fn run_started(key: &str) -> Option<OffsetDateTime> {
 
 /// Deletes nothing while a manifest cannot be read: what it needs is unknown.
 fn refuse_unreadable(unreadable: &[manifest::Unreadable]) -> Result<()> {
-    if let Some(u) = unreadable.first() {
-        anyhow::bail!(
-            "cleanup deletes nothing while a manifest cannot be read: {} ({}){}; \
-             if the store was unreachable, run again; otherwise inspect the manifest (`bkp verify` names it)",
-            u.key,
-            u.error,
-            if unreadable.len() > 1 {
-                format!(" and {} more", unreadable.len() - 1)
-            } else {
-                String::new()
-            }
-        );
+    if unreadable.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    // With the store's code when it did not answer, else the data-error code.
+    let all: Vec<&manifest::Unreadable> = unreadable.iter().collect();
+    Err(manifest::unreadable_error(
+        "cleanup deletes nothing until it sees the whole store",
+        &all,
+    ))
 }
 
 /// Removes what crashed runs left on local disk (the work directory, and

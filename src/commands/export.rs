@@ -97,7 +97,7 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
             ),
         )
     })?;
-    let keyring = plan.keyring()?;
+    let trust = super::trust(plan, Vec::new())?;
     let store = open_store(plan)?;
     let compression = if d.recompress {
         plan.compression
@@ -107,7 +107,8 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
     let run = Run::begin(
         ctx,
         store.as_ref(),
-        keyring.as_ref(),
+        &trust,
+        true,
         Spec {
             kind: Kind::Duckdb,
             scope: if full {
@@ -124,7 +125,7 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
 
     let outcome = (|| -> Result<Stored> {
         // Read the store first: the database is held only while it is read.
-        let all = export_manifests(store.as_ref())?;
+        let all = export_manifests(store.as_ref(), &trust)?;
         let conn = duck::open_read_only(
             &d.database,
             d.lock_wait,
@@ -202,7 +203,7 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
                 &key,
                 &run.metadata(scope),
                 compression,
-                keyring.as_ref(),
+                run.keyring,
                 progress.clone(),
                 produce,
             )?;

@@ -11,8 +11,10 @@ use crate::ui;
 
 pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
     let store = open_store(&ctx.plan)?;
+    // The keys prove each manifest: one that fails is marked, never shown as good.
+    let trust = super::trust(&ctx.plan, Vec::new())?;
     let kind = args.kind.map(Kind::from);
-    let (all, unreadable) = manifest::list(store.as_ref(), kind)?;
+    let (all, unreadable) = manifest::list(store.as_ref(), &trust, kind)?;
     // Chains are judged on everything; the filters choose the rows shown.
     let chains = chain::Index::new(&all);
     let since = args
@@ -45,10 +47,21 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
     }
     for u in &unreadable {
         ctx.ui.warn(&format!(
-            "manifest {} could not be read and is not listed: {}",
+            "manifest {} is refused and not listed: {}",
             u.key, u.error
         ));
     }
+    // Whatever was shown, a refused manifest makes the exit code say so.
+    let refused = || -> Result<()> {
+        if unreadable.is_empty() {
+            return Ok(());
+        }
+        let all: Vec<&manifest::Unreadable> = unreadable.iter().collect();
+        Err(manifest::unreadable_error(
+            &format!("{} backup(s) listed", shown.len()),
+            &all,
+        ))
+    };
 
     if ctx.ui.json {
         let rows: Vec<_> = shown
@@ -71,10 +84,21 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
                 })
             })
             .collect();
+        let refused_rows: Vec<_> = unreadable
+            .iter()
+            .map(|u| {
+                json!({
+                    "manifest": u.key,
+                    "id": u.id(),
+                    "code": crate::exit::name(u.code.unwrap_or(crate::exit::Code::Integrity).exit_code()),
+                    "reason": u.error,
+                })
+            })
+            .collect();
         crate::ui::out(&serde_json::to_string_pretty(
-            &json!({ "backups": rows, "unreadable": unreadable.iter().map(|u| &u.key).collect::<Vec<_>>() }),
+            &json!({ "backups": rows, "unreadable": refused_rows }),
         )?)?;
-        return Ok(());
+        return refused();
     }
 
     if shown.is_empty() {
@@ -87,7 +111,7 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
                 store.identity()
             )
         });
-        return Ok(());
+        return refused();
     }
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
     crate::ui::out(&format!(
@@ -107,5 +131,17 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
             chains.link(m),
         ))?;
     }
-    Ok(())
+    for u in &unreadable {
+        crate::ui::out(&format!(
+            "{:<36}  {:<11}  {:<11}  {:<9}  {:<20}  {:>10}  {:<9}  -",
+            u.id().map(|i| i.to_string()).unwrap_or_else(|| "?".into()),
+            u.key.split('/').nth(1).unwrap_or("?"),
+            "?",
+            "?",
+            "",
+            "",
+            "REFUSED",
+        ))?;
+    }
+    refused()
 }

@@ -26,8 +26,11 @@ use crate::{pipeline, ui};
 
 /// Every TigerBeetle manifest (snapshots and log segments), oldest first, and
 /// those that could not be read.
-fn tigerbeetle_manifests(store: &dyn Store) -> Result<(Vec<Manifest>, Vec<manifest::Unreadable>)> {
-    manifest::list(store, Some(Kind::Tigerbeetle))
+fn tigerbeetle_manifests(
+    store: &dyn Store,
+    trust: &manifest::Trust,
+) -> Result<(Vec<Manifest>, Vec<manifest::Unreadable>)> {
+    manifest::list(store, trust, Some(Kind::Tigerbeetle))
 }
 
 pub fn run(ctx: &Ctx) -> Result<()> {
@@ -52,12 +55,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         addresses: cluster.addresses.clone(),
         timeout,
     };
-    let keyring = plan.keyring()?;
+    let trust = super::trust(plan, Vec::new())?;
     let store = open_store(plan)?;
     let run = Run::begin(
         ctx,
         store.as_ref(),
-        keyring.as_ref(),
+        &trust,
+        true,
         Spec {
             kind: Kind::Tigerbeetle,
             scope: Scope::Incremental,
@@ -67,7 +71,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         },
     )?;
     let id = run.id;
-    let (all, unreadable) = tigerbeetle_manifests(store.as_ref())?;
+    let (all, unreadable) = tigerbeetle_manifests(store.as_ref(), &trust)?;
     for (segment, b) in chain::Index::new(&all).log_breaks() {
         ctx.ui.warn(&format!(
             "the TigerBeetle log chain is broken: segment {segment}: {b}; point-in-time restore cannot cross this gap — take a snapshot to start a restorable point after it"
@@ -125,7 +129,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 &key,
                 &run.metadata(Scope::Incremental),
                 plan.compression,
-                keyring.as_ref(),
+                run.keyring,
                 ctx.progress(),
                 |w| {
                     stats = Some(tblog::capture(&cfg, after, w)?);

@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::config::{Plan, StorePlan};
+use crate::id::BackupId;
+use crate::manifest::{Kind, Trust};
 use crate::stages::progress::Progress;
 use crate::store::{local::LocalStore, s3::S3Store, Store};
 use crate::ui::Ui;
@@ -42,6 +44,17 @@ pub fn open_store(plan: &Plan) -> Result<Box<dyn Store>> {
     Ok(match &plan.store {
         StorePlan::Local(p) => Box::new(LocalStore::new(p)?),
         StorePlan::S3(s) => Box::new(S3Store::new(s.clone())?),
+    })
+}
+
+/// The run's keys and what its readers trust (see `manifest/seal.rs`):
+/// `accepted` are backups the operator vouches for by id (`--trust`).
+pub fn trust(plan: &Plan, accepted: Vec<BackupId>) -> Result<Trust> {
+    let unsealed_before = plan.encryption.as_ref().and_then(|e| e.unsealed_before);
+    let trust = Trust::new(plan.keyring()?, unsealed_before, accepted);
+    Ok(match &plan.replicate {
+        Some(r) if !r.encrypt => trust.with_plaintext(Kind::Parquet),
+        _ => trust,
     })
 }
 

@@ -43,16 +43,14 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             ),
         )
     })?;
-    let keyring = if rp.encrypt {
-        Some(plan.keyring()?.ok_or_else(|| {
-            coded(
-                Code::Config,
-                format!("{}: replicate.encryption is on (the default) but [encryption] is disabled: configure a key, or set encryption = false under [replicate]", plan.source.display()),
-            )
-        })?)
-    } else {
-        None
-    };
+    let trust = super::trust(plan, Vec::new())?;
+    if rp.encrypt && trust.keys().is_none() {
+        return Err(coded(
+            Code::Config,
+            format!("{}: replicate.encryption is on (the default) but [encryption] is disabled: configure a key, or set encryption = false under [replicate]", plan.source.display()),
+        ));
+    }
+    let keyring = trust.keys().filter(|_| rp.encrypt);
     refuse_overlap(plan, rp)?;
     let source = Source::open(&rp.source, rp.concurrency)?;
     let target = match &plan.store {
@@ -64,7 +62,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let run = Run::begin(
         ctx,
         store,
-        keyring.as_ref(),
+        &trust,
+        rp.encrypt,
         Spec {
             kind: Kind::Parquet,
             scope: Scope::Full,
@@ -86,7 +85,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     ));
 
     let outcome = (|| -> Result<Stored> {
-        let previous = find_previous(ctx, store, &root)?;
+        let previous = find_previous(ctx, store, &trust, &root)?;
         let (listing, ignored) = source.list(rp)?;
         let mut diff = record::diff(previous.as_ref().map(|(_, s)| s), &listing);
         let unreadable: Vec<String> = ignored
@@ -113,7 +112,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             id,
             source: &source,
             target: &target,
-            keyring: keyring.as_ref(),
+            keyring,
             compression: rp.compression,
             key_prefix: format!(
                 "{k}/{y:04}/{m:02}/{d:02}/{id}/",
@@ -301,13 +300,14 @@ fn server_side_possible(plan: &crate::config::Plan, rp: &ReplicatePlan, encrypte
 fn find_previous(
     ctx: &Ctx,
     store: &dyn Store,
+    trust: &manifest::Trust,
     root: &str,
 ) -> Result<Option<(Manifest, ReplicaSet)>> {
     for key in manifest::parquet::keys_newest_first(store)?.iter() {
         // A store that does not answer stops the run: comparing against an older
         // manifest instead would copy again everything changed since.
         let bytes = store.get(key)?;
-        let m = match manifest::parse(&bytes, key) {
+        let m = match manifest::parse(&bytes, key, trust) {
             Ok(m) => m,
             Err(e) => {
                 ctx.ui

@@ -24,7 +24,7 @@ use crate::crypto::Keyring;
 use crate::id::BackupId;
 use crate::ledger::{self, Operation};
 use crate::lock::RunLock;
-use crate::manifest::{self, FileEntry, Kind, Manifest, ObjectEntry, Scope, Status};
+use crate::manifest::{self, FileEntry, Kind, Manifest, ObjectEntry, Scope, Status, Trust};
 use crate::metrics::RunMetrics;
 use crate::stages::compress::Compression;
 use crate::store::Store;
@@ -72,6 +72,9 @@ pub struct Body {
 pub struct Run<'a> {
     pub ctx: &'a Ctx,
     pub store: &'a dyn Store,
+    /// The run's keys and what it trusts of what it reads back.
+    pub trust: &'a Trust,
+    /// The keys its objects are encrypted with (`None`: stored unencrypted).
     pub keyring: Option<&'a Keyring>,
     pub spec: Spec,
     pub id: BackupId,
@@ -82,19 +85,24 @@ pub struct Run<'a> {
 
 impl<'a> Run<'a> {
     /// Takes the run lock (waiting up to `--wait`), removes what dead runs left
-    /// in the work directory, and fixes the run's id and start time.
+    /// in the work directory, and fixes the run's id and start time. The
+    /// objects are encrypted with the trust's keys when `encrypt`; the manifest
+    /// is sealed with them whenever they are configured.
     pub fn begin(
         ctx: &'a Ctx,
         store: &'a dyn Store,
-        keyring: Option<&'a Keyring>,
+        trust: &'a Trust,
+        encrypt: bool,
         spec: Spec,
     ) -> Result<Self> {
+        let keyring = trust.keys().filter(|_| encrypt);
         let lock = RunLock::acquire(&ctx.plan.work_dir, operation_name(spec.operation), ctx.wait)?;
         super::sweep_work_dir(ctx, false);
         let started_at = OffsetDateTime::now_utc();
         Ok(Run {
             ctx,
             store,
+            trust,
             keyring,
             spec,
             id: BackupId::new_v7(started_at),
@@ -147,7 +155,7 @@ impl<'a> Run<'a> {
 
     /// Writes `m` to the store, the step that makes its objects a backup.
     pub fn store_manifest(&self, m: Manifest) -> Result<Stored> {
-        manifest::write(self.store, &m)?;
+        manifest::write(self.store, &m, self.trust.keys())?;
         Ok(m.into())
     }
 
@@ -380,9 +388,11 @@ pub fn send_record(ctx: &Ctx, rec: &ledger::Record) -> Result<Option<String>> {
 }
 
 /// Writes the JSON report of a run that is not itself a backup (`cleanup`,
-/// `verify`) at `reports/{operation}/{yyyy}/{mm}/{dd}/{id}.json`, create-only.
+/// `verify`) at `reports/{operation}/{yyyy}/{mm}/{dd}/{id}.json`, create-only,
+/// sealed when keys are configured.
 pub fn write_report(
     store: &dyn Store,
+    keys: Option<&Keyring>,
     operation: &str,
     id: BackupId,
     at: OffsetDateTime,
@@ -394,7 +404,7 @@ pub fn write_report(
         at.month() as u8,
         at.day()
     );
-    let bytes = serde_json::to_vec_pretty(body)?;
+    let bytes = crate::manifest::seal::encode(body, keys)?;
     store
         .put_new(&key, &bytes, &Vec::new())
         .map_err(|e| e.context(format!("failed to write the run report {key}")))?;

@@ -31,12 +31,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 ),
             )
         })?;
-    let keyring = plan.keyring()?;
+    let trust = super::trust(plan, Vec::new())?;
     let store = open_store(plan)?;
     let run = Run::begin(
         ctx,
         store.as_ref(),
-        keyring.as_ref(),
+        &trust,
+        true,
         Spec {
             kind: Kind::Tigerbeetle,
             scope: Scope::Full,
@@ -67,7 +68,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             &key,
             &metadata,
             plan.compression,
-            keyring.as_ref(),
+            run.keyring,
             progress.clone(),
             |w| archive::write_files(w, &files),
         )?;

@@ -39,7 +39,11 @@ pub struct Scan {
 
 /// Finds the newest good backup of each of `schedules`, reading manifests newest
 /// first and stopping per kind as soon as each of its schedules is found.
-pub fn newest_backups(store: &dyn Store, schedules: &[Schedule]) -> Result<Scan> {
+pub fn newest_backups(
+    store: &dyn Store,
+    trust: &manifest::Trust,
+    schedules: &[Schedule],
+) -> Result<Scan> {
     let mut scan = Scan::default();
     let mut kinds: Vec<Kind> = schedules.iter().map(|s| s.kind()).collect();
     kinds.sort();
@@ -63,7 +67,7 @@ pub fn newest_backups(store: &dyn Store, schedules: &[Schedule]) -> Result<Scan>
                 break;
             }
             scan.read += 1;
-            let m = match store.get(key).and_then(|b| manifest::parse(&b, key)) {
+            let m = match store.get(key).and_then(|b| manifest::parse(&b, key, trust)) {
                 Ok(m) => m,
                 Err(e) => {
                     scan.unreadable.push(Unreadable {
@@ -137,7 +141,9 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     }
     let now = now()?;
     let store = open_store(&ctx.plan)?;
-    let scan = newest_backups(store.as_ref(), &schedules)?;
+    // A backup counts only if its manifest is proven (see `manifest/seal.rs`).
+    let trust = super::trust(&ctx.plan, Vec::new())?;
+    let scan = newest_backups(store.as_ref(), &trust, &schedules)?;
     for u in &scan.unreadable {
         ctx.ui.warn(&format!(
             "manifest {} could not be read and is not counted: {}",
@@ -329,7 +335,7 @@ mod tests {
             uses: vec![],
             source: Default::default(),
         };
-        manifest::write(store, &m).unwrap();
+        manifest::write(store, &m, None).unwrap();
         id
     }
 
@@ -382,7 +388,7 @@ mod tests {
             Schedule::ExportIncremental,
             Schedule::Replicate,
         ];
-        let scan = newest_backups(&store, &all).unwrap();
+        let scan = newest_backups(&store, &manifest::Trust::none(), &all).unwrap();
         assert_eq!(scan.newest[&Schedule::Snapshot].id, last_snapshot.unwrap());
         assert_eq!(scan.newest[&Schedule::Logs].id, last_log.unwrap());
         assert!(!scan.newest.contains_key(&Schedule::Replicate));

@@ -32,6 +32,9 @@ pub struct EncryptionFile {
     /// Keys of older backups, for restores after a rotation.
     #[serde(default)]
     pub old_keys: Vec<OldKeyFile>,
+    /// Accept manifests without a seal whose backup started before this
+    /// instant (RFC 3339): backups written before the store was sealed.
+    pub unsealed_before: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +69,9 @@ pub struct EncryptionPlan {
     pub current: KeyPlan,
     /// Older keys, tried by id when restoring.
     pub old: Vec<KeyPlan>,
+    /// Unsealed manifests of backups that started before this are accepted
+    /// (stores written before manifests were sealed); none after it.
+    pub unsealed_before: Option<time::OffsetDateTime>,
 }
 
 /// Where one key comes from, and the id it is recorded under (default: the key's
@@ -87,6 +93,20 @@ pub(super) fn validate(f: Option<EncryptionFile>, v: &Validator) -> Result<Optio
         Some(e) if !e.enabled => return Ok(None),
         Some(e) => e,
     };
+    let unsealed_before = match &e.unsealed_before {
+        None => None,
+        Some(t) => Some(
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| {
+                    v.error(
+                        "encryption.unsealed_before",
+                        format!(
+                            "{t:?} is not an RFC 3339 time: write it like \"2026-11-23T00:00:00Z\""
+                        ),
+                    )
+                })?,
+        ),
+    };
     let current = OldKeyFile {
         key_file: e.key_file,
         key_env: e.key_env,
@@ -101,7 +121,11 @@ pub(super) fn validate(f: Option<EncryptionFile>, v: &Validator) -> Result<Optio
         .enumerate()
         .map(|(i, k)| key_plan(k, &format!("encryption.old_keys[{i}]"), v))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Some(EncryptionPlan { current, old }))
+    Ok(Some(EncryptionPlan {
+        current,
+        old,
+        unsealed_before,
+    }))
 }
 
 fn key_plan(k: OldKeyFile, section: &str, v: &Validator) -> Result<KeyPlan> {

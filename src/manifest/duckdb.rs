@@ -102,8 +102,8 @@ pub fn table_records(m: &Manifest) -> Result<BTreeMap<String, TableRecord>> {
 }
 
 /// Every export manifest, oldest first.
-pub fn export_manifests(store: &dyn Store) -> Result<Vec<Manifest>> {
-    let (all, _) = super::list(store, Some(Kind::Duckdb))?;
+pub fn export_manifests(store: &dyn Store, trust: &super::Trust) -> Result<Vec<Manifest>> {
+    let (all, _) = super::list(store, trust, Some(Kind::Duckdb))?;
     Ok(all
         .into_iter()
         .filter(|m| m.operation == OPERATION)

@@ -19,13 +19,16 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::crypto::Keyring;
 use crate::exit::{coded, Code};
 use crate::id::BackupId;
 use crate::stages::compress::Compression;
 use crate::store::Store;
+pub use seal::Trust;
 
 pub mod duckdb;
 pub mod parquet;
+pub mod seal;
 pub mod tigerbeetle;
 pub mod tombstone;
 
@@ -183,35 +186,113 @@ pub fn schema_string() -> String {
     format!("bkp.manifest/{SCHEMA_MAJOR}.{SCHEMA_MINOR}")
 }
 
-/// Parses a manifest, refusing a newer major schema version.
-pub fn parse(bytes: &[u8], key: &str) -> Result<Manifest> {
-    #[derive(Deserialize)]
-    struct Probe {
-        schema: String,
-    }
-    let probe: Probe = serde_json::from_slice(bytes)
-        .with_context(|| format!("manifest {key} is not a bkp manifest"))?;
-    let version = probe
-        .schema
+/// Parses a manifest read from the store at `key`: untrusted bytes. Refuses
+/// (with the data-error code) a document whose seal does not verify, an
+/// unsealed or unencrypted one that `trust` does not excuse, one stored under
+/// another backup's name (a replayed manifest), and object keys outside its
+/// kind's part of the store; refuses a newer major schema version clearly.
+pub fn parse(bytes: &[u8], key: &str, trust: &Trust) -> Result<Manifest> {
+    let what = format!("manifest {key}");
+    let opened = seal::open(bytes, &what, trust)?;
+    let malformed = |detail: String| {
+        coded(
+            Code::Integrity,
+            format!("{what} is not a bkp manifest ({detail})"),
+        )
+    };
+    let schema = opened
+        .value
+        .get("schema")
+        .and_then(|s| s.as_str())
+        .ok_or_else(|| malformed("no schema".into()))?;
+    let version = schema
         .strip_prefix("bkp.manifest/")
-        .with_context(|| format!("manifest {key}: unknown schema {:?}", probe.schema))?;
+        .ok_or_else(|| malformed("unknown schema".into()))?;
     let major: u32 = version
         .split('.')
         .next()
         .and_then(|m| m.parse().ok())
-        .with_context(|| format!("manifest {key}: bad schema version {version:?}"))?;
+        .ok_or_else(|| malformed("bad schema version".into()))?;
     if major > SCHEMA_MAJOR {
         return Err(coded(
             Code::Config,
-            format!("manifest {key} uses schema {version}, newer than this bkp understands ({SCHEMA_MAJOR}.x): upgrade bkp to read it"),
+            format!("{what} uses schema {version}, newer than this bkp understands ({SCHEMA_MAJOR}.x): upgrade bkp to read it"),
         ));
     }
-    serde_json::from_slice(bytes).with_context(|| format!("manifest {key} is malformed"))
+    let sealed = opened.sealed;
+    // serde's message may quote the stored text: it is not repeated.
+    let m: Manifest = serde_json::from_value(opened.value)
+        .map_err(|_| malformed("its fields do not match the manifest schema".into()))?;
+    if m.key() != key {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "{what} describes backup {} of kind {}, which belongs at {}: a manifest copied under another name is not used",
+                m.id,
+                m.kind.as_str(),
+                m.key()
+            ),
+        ));
+    }
+    if trust.checks() && !sealed && !trust.excuses(m.id) {
+        return Err(seal::unsealed_error(&what, m.id));
+    }
+    if trust.checks() && m.encryption.is_none() && !trust.plaintext_ok(m.kind, m.id) {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "{what} says backup {} is not encrypted, but [encryption] is configured: it is not used. If that backup really was stored unencrypted, accept it with `--trust {}`",
+                m.id, m.id
+            ),
+        ));
+    }
+    m.check_keys()?;
+    Ok(m)
 }
 
-/// Writes `m` as the last step of a backup (create-only).
-pub fn write(store: &dyn Store, m: &Manifest) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(m).context("failed to encode the manifest")?;
+/// Whether `key` is a plain object key under `{kind}/`: no empty, `.` or `..`
+/// segment, no control characters, nothing bkp keeps for itself.
+pub fn is_data_key(kind: Kind, key: &str) -> bool {
+    let Some(rest) = key
+        .strip_prefix(kind.as_str())
+        .and_then(|r| r.strip_prefix('/'))
+    else {
+        return false;
+    };
+    key.len() <= 1024
+        && !rest.is_empty()
+        && !key.chars().any(|c| c.is_control() || c == '\\')
+        && rest
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
+}
+
+impl Manifest {
+    /// Refuses object keys (its own and those it uses) that are not data keys
+    /// of its kind (see [`is_data_key`]).
+    pub fn check_keys(&self) -> Result<()> {
+        let keys = self.objects.iter().map(|o| o.key.as_str());
+        for k in keys.chain(self.uses.iter().map(String::as_str)) {
+            if !is_data_key(self.kind, k) {
+                return Err(coded(
+                    Code::Integrity,
+                    format!(
+                        "manifest {} names object {:?}, outside the {} part of the store: it is not used",
+                        self.key(),
+                        k.chars().take(200).collect::<String>(),
+                        self.kind.as_str()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes `m` as the last step of a backup (create-only), sealed when keys are
+/// configured.
+pub fn write(store: &dyn Store, m: &Manifest, keys: Option<&Keyring>) -> Result<()> {
+    let bytes = seal::encode(m, keys).context("failed to encode the manifest")?;
     store
         .put_new(&m.key(), &bytes, &Vec::new())
         .with_context(|| {
@@ -274,14 +355,18 @@ pub fn unreadable_error(what: &str, bad: &[&Unreadable]) -> anyhow::Error {
             if code == Code::Transient {
                 "run again when the store answers"
             } else {
-                "run `bkp verify` to see what is damaged, then name the backup to restore by its id"
+                "`bkp verify` names what is damaged, and `bkp list` the backups that can be used"
             }
         ),
     )
 }
 
 /// Every manifest in the store (optionally of one kind), oldest first.
-pub fn list(store: &dyn Store, kind: Option<Kind>) -> Result<(Vec<Manifest>, Vec<Unreadable>)> {
+pub fn list(
+    store: &dyn Store,
+    trust: &Trust,
+    kind: Option<Kind>,
+) -> Result<(Vec<Manifest>, Vec<Unreadable>)> {
     let prefix = match kind {
         Some(k) => format!("{MANIFEST_DIR}/{}/", k.as_str()),
         None => format!("{MANIFEST_DIR}/"),
@@ -292,7 +377,7 @@ pub fn list(store: &dyn Store, kind: Option<Kind>) -> Result<(Vec<Manifest>, Vec
         if !obj.key.ends_with(".json") {
             continue;
         }
-        match store.get(&obj.key).and_then(|b| parse(&b, &obj.key)) {
+        match store.get(&obj.key).and_then(|b| parse(&b, &obj.key, trust)) {
             Ok(m) => good.push(m),
             Err(e) => bad.push(Unreadable {
                 key: obj.key.clone(),
@@ -306,9 +391,9 @@ pub fn list(store: &dyn Store, kind: Option<Kind>) -> Result<(Vec<Manifest>, Vec
 }
 
 /// Finds a backup by id, or the newest of `kind` for `latest`.
-pub fn find(store: &dyn Store, which: &str, kind: Option<Kind>) -> Result<Manifest> {
+pub fn find(store: &dyn Store, trust: &Trust, which: &str, kind: Option<Kind>) -> Result<Manifest> {
     if which == "latest" {
-        let (all, _) = list(store, kind)?;
+        let (all, _) = list(store, trust, kind)?;
         return all.into_iter().next_back().ok_or_else(|| {
             coded(
                 Code::NotFound,
@@ -329,7 +414,7 @@ pub fn find(store: &dyn Store, which: &str, kind: Option<Kind>) -> Result<Manife
         }
         let key = manifest_key(k, id);
         if store.head(&key)?.is_some() {
-            return parse(&store.get(&key)?, &key);
+            return parse(&store.get(&key)?, &key, trust);
         }
     }
     Err(coded(
@@ -423,17 +508,32 @@ mod tests {
         let t0 = OffsetDateTime::from_unix_timestamp(1_760_140_800).unwrap();
         let a = sample(Kind::Tigerbeetle, t0);
         let b = sample(Kind::Tigerbeetle, t0 + time::Duration::hours(6));
-        write(&store, &b).unwrap();
-        write(&store, &a).unwrap();
-        assert!(write(&store, &a).is_err(), "manifests are create-only");
-        let (all, bad) = list(&store, None).unwrap();
+        write(&store, &b, None).unwrap();
+        write(&store, &a, None).unwrap();
+        assert!(
+            write(&store, &a, None).is_err(),
+            "manifests are create-only"
+        );
+        let (all, bad) = list(&store, &Trust::none(), None).unwrap();
         assert!(bad.is_empty());
         assert_eq!(all, vec![a.clone(), b.clone()]);
-        assert_eq!(find(&store, "latest", Some(Kind::Tigerbeetle)).unwrap(), b);
-        assert_eq!(find(&store, &a.id.to_string(), None).unwrap(), a);
-        let missing = find(&store, &BackupId::new_v7(t0).to_string(), None).unwrap_err();
+        assert_eq!(
+            find(&store, &Trust::none(), "latest", Some(Kind::Tigerbeetle)).unwrap(),
+            b
+        );
+        assert_eq!(
+            find(&store, &Trust::none(), &a.id.to_string(), None).unwrap(),
+            a
+        );
+        let missing = find(
+            &store,
+            &Trust::none(),
+            &BackupId::new_v7(t0).to_string(),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(crate::exit::exit_code(&missing), crate::exit::NOT_FOUND);
-        let none = find(&store, "latest", Some(Kind::Duckdb)).unwrap_err();
+        let none = find(&store, &Trust::none(), "latest", Some(Kind::Duckdb)).unwrap_err();
         assert_eq!(crate::exit::exit_code(&none), crate::exit::NOT_FOUND);
     }
 
@@ -446,11 +546,11 @@ mod tests {
         let mut expected = m.clone();
         expected.schema = "bkp.manifest/1.7".into();
         assert_eq!(
-            parse(&serde_json::to_vec(&v).unwrap(), "k").unwrap(),
+            parse(&serde_json::to_vec(&v).unwrap(), &m.key(), &Trust::none()).unwrap(),
             expected
         );
         v["schema"] = "bkp.manifest/2.0".into();
-        let err = parse(&serde_json::to_vec(&v).unwrap(), "k").unwrap_err();
+        let err = parse(&serde_json::to_vec(&v).unwrap(), &m.key(), &Trust::none()).unwrap_err();
         assert!(format!("{err:#}").contains("upgrade bkp"));
     }
 
@@ -460,7 +560,7 @@ mod tests {
         store
             .put_new("manifests/tigerbeetle/x.json", b"{not json", &vec![])
             .unwrap();
-        let (all, bad) = list(&store, None).unwrap();
+        let (all, bad) = list(&store, &Trust::none(), None).unwrap();
         assert!(all.is_empty());
         assert_eq!(bad.len(), 1);
         assert_eq!(bad[0].key, "manifests/tigerbeetle/x.json");

@@ -26,9 +26,9 @@ pub fn keys_newest_first(store: &dyn Store) -> Result<Vec<String>> {
 
 /// The newest replicate manifest in the store, reading only as many manifests
 /// as it takes.
-pub fn latest(store: &dyn Store) -> Result<Manifest> {
+pub fn latest(store: &dyn Store, trust: &super::Trust) -> Result<Manifest> {
     for key in keys_newest_first(store)? {
-        let m = super::parse(&store.get(&key)?, &key)?;
+        let m = super::parse(&store.get(&key)?, &key, trust)?;
         if m.operation == OPERATION {
             return Ok(m);
         }

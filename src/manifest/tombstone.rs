@@ -2,11 +2,12 @@
 //! written by `cleanup` before anything of a backup is deleted and removed when
 //! the deletion is complete (see `commands/cleanup.rs` for the protocol).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{Kind, Manifest};
+use super::{seal, Kind, Manifest, Trust};
+use crate::exit::{coded, Code};
 use crate::id::BackupId;
 use crate::store::Store;
 
@@ -29,19 +30,41 @@ pub fn key(kind: Kind, id: BackupId) -> String {
     format!("{TRASH_DIR}/{}/{id}.json", kind.as_str())
 }
 
-pub fn read_tombstones(store: &dyn Store) -> Result<Vec<Tombstone>> {
+/// Every deletion in progress, oldest first. A tombstone makes `cleanup`
+/// delete what it names, so it is read as untrusted input: its seal must
+/// verify (when keys are configured), it must lie where its backup's tombstone
+/// belongs, and its manifest's object keys must be that kind's.
+pub fn read_tombstones(store: &dyn Store, trust: &Trust) -> Result<Vec<Tombstone>> {
     let mut out = Vec::new();
     for o in store.list(&format!("{TRASH_DIR}/"))? {
         if !o.key.ends_with(".json") {
             continue;
         }
         let bytes = store.get(&o.key)?;
-        let t: Tombstone = serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "tombstone {} is malformed: remove it by hand after checking the backup it names",
-                o.key
-            )
-        })?;
+        let what = format!("tombstone {}", o.key);
+        let remove = "check the backup it names, then remove the tombstone by hand";
+        let opened = seal::open(&bytes, &what, trust)
+            .map_err(|e| e.context(format!("{what} is not used: {remove}")))?;
+        let t: Tombstone = serde_json::from_value(opened.value)
+            .map_err(|_| coded(Code::Integrity, format!("{what} is malformed: {remove}")))?;
+        if trust.checks() && !opened.sealed {
+            return Err(coded(
+                Code::Integrity,
+                format!("{what} has no seal, but [encryption] is configured: it may have been written by someone without the key, so nothing it names is deleted; {remove}"),
+            ));
+        }
+        if key(t.manifest.kind, t.manifest.id) != o.key {
+            return Err(coded(
+                Code::Integrity,
+                format!(
+                    "{what} names backup {} of another name: {remove}",
+                    t.manifest.id
+                ),
+            ));
+        }
+        t.manifest
+            .check_keys()
+            .map_err(|e| e.context(format!("{what}: {remove}")))?;
         out.push(t);
     }
     out.sort_by_key(|t| (t.manifest.started_at, t.manifest.id));

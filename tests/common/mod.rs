@@ -848,3 +848,13 @@ pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
+
+/// Seals the manifest at `path` again after a test edited it, as a holder of
+/// the key [`setup`] writes (32 bytes of 7) would: for tests that stand for
+/// bkp itself, not for an attacker.
+pub fn reseal(path: &Path) {
+    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("seal");
+    let keys = bkp::crypto::Keyring::new(bkp::crypto::MasterKey::from_bytes([7u8; 32]), Vec::new());
+    fs::write(path, bkp::manifest::seal::encode(&v, Some(&keys)).unwrap()).unwrap();
+}

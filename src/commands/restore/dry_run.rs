@@ -60,10 +60,18 @@ fn reads<'m>(ctx: &Ctx, rp: &RestorePlan, all: &'m [Manifest]) -> Result<Vec<&'m
     })
 }
 
-pub fn run(ctx: &Ctx, store: &dyn Store, rp: &RestorePlan, args: &RestoreArgs) -> Result<()> {
+pub fn run(
+    ctx: &Ctx,
+    store: &dyn Store,
+    trust: &manifest::Trust,
+    rp: &RestorePlan,
+    args: &RestoreArgs,
+) -> Result<()> {
     let all = match rp.kind {
-        Kind::Duckdb => export::export_manifests(store)?,
-        Kind::Tigerbeetle if rp.at.is_some() => manifest::list(store, Some(Kind::Tigerbeetle))?.0,
+        Kind::Duckdb => export::export_manifests(store, trust)?,
+        Kind::Tigerbeetle if rp.at.is_some() => {
+            manifest::list(store, trust, Some(Kind::Tigerbeetle))?.0
+        }
         _ => rp.backup.clone().into_iter().collect(),
     };
     let read = reads(ctx, rp, &all)?;

@@ -162,7 +162,7 @@ pub fn restore_database(
             ),
         ));
     }
-    let all = export::export_manifests(src.store)?;
+    let all = export::export_manifests(src.store, src.trust)?;
     let chain: Vec<Manifest> = chain::Index::new(&all)
         .ancestry(m)
         .map_err(|b| {

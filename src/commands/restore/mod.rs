@@ -23,7 +23,7 @@ use crate::config::{Plan, StorePlan};
 use crate::crypto::Keyring;
 use crate::exit::{coded, Code};
 use crate::manifest::{
-    self, duckdb as export, parquet as replicated, tigerbeetle as tb, Kind, Manifest,
+    self, duckdb as export, parquet as replicated, tigerbeetle as tb, Kind, Manifest, Trust,
 };
 use crate::stages::progress::Progress;
 use crate::store::Store;
@@ -42,6 +42,8 @@ pub struct Source<'a> {
     /// The keys; `None` when the config has no encryption (an encrypted object
     /// is then refused with a config error naming its key).
     pub keyring: Option<&'a Keyring>,
+    /// What manifests read during the restore must prove (the keys' seals).
+    pub trust: &'a Trust,
     pub work: WorkDir,
     pub progress: Arc<dyn Progress>,
     pub ui: crate::ui::Ui,
@@ -62,14 +64,17 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     let plan = &ctx.plan;
     let at = parse_at(args.at.as_deref())?;
     let store = super::open_store(plan)?;
-    let rp = resolve(store.as_ref(), args, at)?;
+    // With [encryption] configured the keys are needed even for unencrypted
+    // backups: they prove each manifest (see `manifest/seal.rs`).
+    let trust = super::trust(plan, args.trust.clone())?;
+    let rp = resolve(store.as_ref(), &trust, args, at)?;
     if args.dry_run {
-        return dry_run::run(ctx, store.as_ref(), &rp, args);
+        return dry_run::run(ctx, store.as_ref(), &trust, &rp, args);
     }
-    let keyring = keyring_for(plan, &rp)?;
     let src = Source {
         store: store.as_ref(),
-        keyring: keyring.as_ref(),
+        keyring: trust.keys(),
+        trust: &trust,
         work: WorkDir::new(&plan.work_dir),
         progress: ctx.progress(),
         ui: ctx.ui,
@@ -88,11 +93,12 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
 /// `ID|latest` + `--kind` + `--at` → the backup to restore.
 pub fn resolve(
     store: &dyn Store,
+    trust: &Trust,
     args: &RestoreArgs,
     at: Option<OffsetDateTime>,
 ) -> Result<RestorePlan> {
     if args.backup != "latest" {
-        let m = manifest::find(store, &args.backup, None)?;
+        let m = manifest::find(store, trust, &args.backup, None)?;
         let kind = m.kind;
         if at.is_some() && kind != Kind::Tigerbeetle {
             return Err(coded(
@@ -133,9 +139,9 @@ pub fn resolve(
     };
     let backup = match kind {
         // One read of the newest manifests only: a replication lists a whole set.
-        Kind::Parquet if at.is_none() => Some(replicated::latest(store)?),
+        Kind::Parquet if at.is_none() => Some(replicated::latest(store, trust)?),
         _ => {
-            let (all, unreadable) = manifest::list(store, Some(kind))?;
+            let (all, unreadable) = manifest::list(store, trust, Some(kind))?;
             let chosen = newest(all);
             // `latest` must not fall back to an older backup in silence when a
             // newer manifest could not be read.
@@ -193,33 +199,6 @@ pub fn restorable(m: &Manifest) -> bool {
         Kind::Duckdb => m.operation == export::OPERATION,
         Kind::Parquet => m.operation == replicated::OPERATION,
         Kind::Kms => false,
-    }
-}
-
-/// The configured keys, loaded only when the restore may need them (a backup
-/// without encryption restores on a host whose key is not at hand).
-fn keyring_for(plan: &Plan, rp: &RestorePlan) -> Result<Option<Keyring>> {
-    let needed = match &rp.backup {
-        // Log segments may be encrypted whatever the snapshot is.
-        _ if rp.at.is_some() => true,
-        None => true,
-        Some(m) if m.encryption.is_some() => true,
-        Some(m) if m.kind == Kind::Parquet => {
-            crate::replicate::record::ReplicaSet::from_manifest(m)?
-                .set
-                .iter()
-                .any(|r| r.key_id.is_some())
-        }
-        // Any export of its chain may be encrypted: the engine checks each.
-        Some(m) if m.kind == Kind::Duckdb => true,
-        Some(_) => false,
-    };
-    // An encrypted object without a configured key is refused by the pipeline,
-    // naming the key id (`pipeline::keys_for`).
-    if needed {
-        plan.keyring()
-    } else {
-        Ok(None)
     }
 }
 

@@ -15,7 +15,6 @@ use time::OffsetDateTime;
 
 use crate::chain;
 use crate::commands::Ctx;
-use crate::crypto::Keyring;
 use crate::exit::{coded, Code};
 use crate::manifest::tigerbeetle::{interval, is_log_of, LOGS};
 use crate::manifest::{self, Kind};
@@ -65,7 +64,7 @@ pub fn replica_spec(ctx: &Ctx, why: &str) -> Result<ReplicaSpec> {
 pub fn replay_logs(
     ctx: &Ctx,
     store: &dyn Store,
-    keyring: Option<&Keyring>,
+    trust: &manifest::Trust,
     data_file: &Path,
     at: OffsetDateTime,
     fresh: bool,
@@ -81,7 +80,7 @@ pub fn replay_logs(
 
     // The segments covering (newest, at], which must meet without a gap.
     // Only this cluster's chain (the cluster the private replica runs as).
-    let (all, unreadable) = manifest::list(store, Some(Kind::Tigerbeetle))?;
+    let (all, unreadable) = manifest::list(store, trust, Some(Kind::Tigerbeetle))?;
     let all: Vec<_> = all
         .into_iter()
         .filter(|m| m.operation != LOGS || is_log_of(m, cfg.cluster_id))
@@ -124,7 +123,7 @@ pub fn replay_logs(
             store,
             entry,
             m.compression,
-            pipeline::keys_for(m, keyring)?,
+            pipeline::keys_for(m, trust.keys())?,
             spool.path(),
             ctx.progress(),
             |r| {

@@ -56,7 +56,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
                 .first()
                 .map_or(FRESH_DATA_FILE.to_string(), |f| f.name.clone());
             let path = staging.join(&name);
-            let r = pitr::replay_logs(ctx, src.store, src.keyring, &path, at, m.is_none())?;
+            let r = pitr::replay_logs(ctx, src.store, src.trust, &path, at, m.is_none())?;
             // The replayed file differs from the snapshot's: report its own digest.
             let digest = crate::stages::hash::digest_reader(std::io::BufReader::new(
                 std::fs::File::open(&path)

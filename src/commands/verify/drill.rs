@@ -21,7 +21,12 @@ pub struct Drill {
     pub kind: Kind,
     pub ok: bool,
     pub facts: BTreeMap<String, serde_json::Value>,
+    /// In bkp's own words: this goes into the report in the store.
     pub problems: Vec<String>,
+    /// The same with the underlying errors' text, for this run's output only
+    /// (it may quote a child process or stored data).
+    #[serde(skip)]
+    pub details: Vec<String>,
 }
 
 /// Restores `m` into a scratch directory and proves the data loads. Damage is
@@ -34,6 +39,7 @@ pub fn drill(ctx: &Ctx, src: &Source, m: &Manifest) -> Result<Drill> {
         ok: false,
         facts: BTreeMap::new(),
         problems: Vec::new(),
+        details: Vec::new(),
     };
     let scratch = src.work.scratch("drill")?;
     let dir = scratch.path();
@@ -46,7 +52,10 @@ pub fn drill(ctx: &Ctx, src: &Source, m: &Manifest) -> Result<Drill> {
     crate::failpoint::hit("verify-drill");
     match result {
         Ok(()) => d.ok = true,
-        Err(e) if crate::exit::is_damage(&e) => d.problems.push(format!("{e:#}")),
+        Err(e) if crate::exit::is_damage(&e) => {
+            d.problems.push(e.to_string());
+            d.details.push(format!("{e:#}"));
+        }
         Err(e) => {
             return Err(e.context(format!(
                 "the drill of {} {} could not run",
@@ -91,10 +100,8 @@ fn drill_tigerbeetle(
         .map(|t| t.pass_env.clone())
         .unwrap_or_default();
     crate::sources::tigerbeetle::check_integrity(&binary, &file, &pass_env).map_err(|e| {
-        coded(
-            Code::Integrity,
-            format!("the restored data file failed `tigerbeetle inspect integrity`: {e:#}"),
-        )
+        coded(Code::Integrity, format!("{e:#}"))
+            .context("the restored data file failed `tigerbeetle inspect integrity`")
     })?;
     facts.insert("integrity".into(), json!("passed"));
     let replica = restore::pitr::replica_spec(ctx, "a restore drill")?;
@@ -143,8 +150,10 @@ fn drill_parquet(
     let files = restore::parquet::restore_tree(src, m, &tree)?;
     let mut rows = 0i64;
     for f in &files {
-        rows += crate::parquet::load_check(&tree.join(&f.name))
-            .map_err(|e| coded(Code::Integrity, format!("{} does not load: {e:#}", f.name)))?;
+        rows += crate::parquet::load_check(&tree.join(&f.name)).map_err(|e| {
+            coded(Code::Integrity, format!("{e:#}"))
+                .context(format!("restored file {} does not load", f.name))
+        })?;
     }
     facts.insert("files".into(), json!(files.len()));
     facts.insert("rows".into(), json!(rows));

@@ -71,9 +71,16 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
     let store = open_store(plan)?;
     let store = store.as_ref();
 
-    let (all, unreadable) = manifest::list(store, None)?;
+    // The keys prove each manifest, encrypted or not (see `manifest/seal.rs`).
+    let trust = super::trust(plan, args.trust.clone())?;
+    let (all, unreadable) = manifest::list(store, &trust, None)?;
     let mut chosen = match &args.backup {
-        Some(id) => vec![manifest::find(store, id, args.kind.map(Kind::from))?],
+        Some(id) => vec![manifest::find(
+            store,
+            &trust,
+            id,
+            args.kind.map(Kind::from),
+        )?],
         None => selected(&all, args, started_at)?,
     };
     chosen.sort_by_key(|m| (m.started_at, m.id));
@@ -91,11 +98,7 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
             _ => general.push(text),
         }
     }
-    let keyring = if chosen.iter().any(|m| m.encryption.is_some()) {
-        plan.keyring()?
-    } else {
-        None
-    };
+    let keyring = trust.keys();
 
     // Objects and chains.
     let chains = chain::Index::new(&all);
@@ -116,7 +119,7 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
             m.operation,
             m.id
         ));
-        let c = check_backup(ctx, store, keyring.as_ref(), m, &index, &mut checked)?;
+        let c = check_backup(ctx, store, keyring, m, &index, &mut checked)?;
         for p in &c.problems {
             ctx.ui.warn(&format!("{} {}: {p}", m.kind.as_str(), m.id));
         }
@@ -127,7 +130,7 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
     let audit = match &plan.ledger {
         None => Audit::default(),
         Some(cfg) => {
-            let deleting: BTreeSet<u128> = read_tombstones(store)?
+            let deleting: BTreeSet<u128> = read_tombstones(store, &trust)?
                 .iter()
                 .map(|t| t.manifest.id.as_u128())
                 .collect();
@@ -153,7 +156,8 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
         }
         let src = Source {
             store,
-            keyring: keyring.as_ref(),
+            keyring,
+            trust: &trust,
             work: WorkDir::new(&plan.work_dir),
             progress: ctx.progress(),
             ui: ctx.ui,
@@ -166,7 +170,7 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
                     continue;
                 }
             };
-            for p in &d.problems {
+            for p in &d.details {
                 ctx.ui
                     .warn(&format!("drill {} {}: {p}", m.kind.as_str(), m.id));
             }
@@ -196,12 +200,17 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
         "problems": problems,
         "bytes_read": bytes_read,
         "general": general,
-        "not_checked": trouble.iter().map(|e| format!("{e:#}")).collect::<Vec<_>>(),
+        // bkp's own words and the code only: the underlying text (a child's
+        // output, stored data) stays in this run's output.
+        "not_checked": trouble.iter().map(|e| json!({
+            "code": crate::exit::name(crate::exit::exit_code(e)),
+            "message": e.to_string(),
+        })).collect::<Vec<_>>(),
         "backups": checks,
         "ledger": audit,
         "drills": drills,
     });
-    let key = write_report(store, "verify", run_id, started_at, &report)?;
+    let key = write_report(store, keyring, "verify", run_id, started_at, &report)?;
     let mut per_kind: BTreeMap<Kind, (u64, bool)> = BTreeMap::new();
     for c in &checks {
         let e = per_kind.entry(c.kind).or_insert((0, true));

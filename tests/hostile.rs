@@ -1,0 +1,324 @@
+//! The store as an attacker with write access to it (and not the key) would
+//! leave it: edited, copied and forged manifests, a plaintext claim, a forged
+//! tombstone, object keys outside a backup's part of the store. Each is refused
+//! with the data-error exit code (5) and named; nothing is restored, deleted or
+//! written outside the target; the key appears in no output and in no object.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{assert_exit, formatted_data_file, json, setup, walk, Setup, StoreKind};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The key every test config uses (`common::setup` writes 32 bytes of 7).
+const KEY_HEX: &str = "0707070707070707070707070707070707070707070707070707070707070707";
+
+fn snapshot(s: &Setup) -> Value {
+    let out = s.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    json(&out)["manifest"].clone()
+}
+
+fn manifest_path(s: &Setup, id: &str) -> PathBuf {
+    s.path(&format!("store/manifests/tigerbeetle/{id}.json"))
+}
+
+fn read(p: &Path) -> Value {
+    serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
+}
+
+fn write(p: &Path, v: &Value) {
+    fs::write(p, serde_json::to_vec_pretty(v).unwrap()).unwrap();
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Exit 5, naming `needle`, and no key material in the output.
+#[track_caller]
+fn refused(out: &Output, needle: &str) {
+    assert_exit(out, 5);
+    let t = text(out);
+    assert!(t.contains(needle), "{needle:?} not named in:\n{t}");
+    assert!(!t.contains(KEY_HEX), "the key was printed:\n{t}");
+}
+
+/// A backup id of `at` (a UUIDv7, as bkp makes them).
+fn id_at(at: time::OffsetDateTime) -> String {
+    bkp::id::BackupId::new_v7(at).to_string()
+}
+
+fn three_days_ago() -> String {
+    (time::OffsetDateTime::now_utc() - time::Duration::days(3))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+fn no_key_in_store(s: &Setup) {
+    for f in walk(&s.path("store")) {
+        let bytes = fs::read(&f).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(KEY_HEX)
+                && !bytes.windows(32).any(|w| w == [7u8; 32]),
+            "key material in {}",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn an_edited_manifest_is_refused_by_every_reader_and_cleanup_deletes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let s = setup(&formatted_data_file(d.path()), StoreKind::Local, "");
+    let a = snapshot(&s);
+    let b = snapshot(&s);
+    let a_id = a["id"].as_str().unwrap();
+    let a_object = s
+        .path("store")
+        .join(a["objects"][0]["key"].as_str().unwrap());
+
+    // The attacker shortens A's retention and backdates it, so that it looks
+    // expired; the seal stays as it was.
+    let path = manifest_path(&s, a_id);
+    let mut v = read(&path);
+    assert!(v["seal"]["hmac"].is_string(), "manifests are sealed: {v:#}");
+    v["retention_days"] = 1.into();
+    v["started_at"] = three_days_ago().into();
+    v["finished_at"] = three_days_ago().into();
+    write(&path, &v);
+
+    // `list` shows the good one, marks the forged one, and exits 5.
+    let out = s.bkp(&["--json", "list"]);
+    refused(&out, "altered or forged");
+    let l = json(&out);
+    let ids: Vec<&str> = l["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![b["id"].as_str().unwrap()]);
+    assert_eq!(l["unreadable"][0]["id"], a_id);
+    assert_eq!(l["unreadable"][0]["code"], "integrity");
+    let out = s.bkp(&["list"]);
+    refused(&out, "REFUSED");
+
+    // `cleanup` acts on a complete, proven picture only.
+    let out = s.bkp(&["cleanup"]);
+    refused(&out, a_id);
+    assert!(
+        a_object.exists(),
+        "cleanup deleted a backup on a forged manifest"
+    );
+    assert!(path.exists());
+
+    refused(&s.bkp(&["verify"]), a_id);
+    let target = s.path("target");
+    let out = s.bkp(&["restore", a_id, "--target", target.to_str().unwrap()]);
+    refused(&out, "altered or forged");
+    assert!(!target.exists(), "a refused restore created its target");
+
+    // An edited object digest is refused the same way.
+    let bpath = manifest_path(&s, b["id"].as_str().unwrap());
+    let mut v = read(&bpath);
+    v["objects"][0]["sha256"] = "00".repeat(32).into();
+    write(&bpath, &v);
+    let out = s.bkp(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    refused(&out, "altered or forged");
+    assert!(!target.exists());
+    no_key_in_store(&s);
+}
+
+#[test]
+fn a_manifest_copied_under_a_new_id_is_not_the_newest_backup() {
+    let d = tempfile::tempdir().unwrap();
+    let s = setup(&formatted_data_file(d.path()), StoreKind::Local, "");
+    let a = snapshot(&s);
+    let newer = id_at(time::OffsetDateTime::now_utc() + time::Duration::minutes(1));
+    fs::copy(
+        manifest_path(&s, a["id"].as_str().unwrap()),
+        manifest_path(&s, &newer),
+    )
+    .unwrap();
+    let target = s.path("target");
+    let out = s.bkp(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    refused(&out, "copied under another name");
+    assert!(text(&out).contains(&newer));
+    assert!(!target.exists());
+    refused(
+        &s.bkp(&["restore", &newer, "--target", target.to_str().unwrap()]),
+        &newer,
+    );
+}
+
+#[test]
+fn a_forged_plaintext_snapshot_is_neither_restored_nor_verified() {
+    let d = tempfile::tempdir().unwrap();
+    let s = setup(&formatted_data_file(d.path()), StoreKind::Local, "");
+    let a = snapshot(&s);
+
+    // The attacker's own archive, stored unencrypted, and a newer manifest for
+    // it that claims no encryption (a seal it cannot make).
+    let forged = id_at(time::OffsetDateTime::now_utc() + time::Duration::minutes(1));
+    let archive = b"not the ledger".to_vec();
+    let key = format!("tigerbeetle/forged/{forged}.tar");
+    fs::create_dir_all(s.path("store/tigerbeetle/forged")).unwrap();
+    fs::write(s.path(&format!("store/{key}")), &archive).unwrap();
+    let digest = hex::encode(Sha256::digest(&archive));
+    let mut v = read(&manifest_path(&s, a["id"].as_str().unwrap()));
+    v.as_object_mut().unwrap().remove("seal");
+    v["id"] = forged.clone().into();
+    v["encryption"] = Value::Null;
+    v["compression"] = serde_json::json!({"algorithm": "none"});
+    v["objects"] = serde_json::json!([{"key": key, "size": archive.len(),
+        "sha256": digest, "content_bytes": archive.len(), "content_sha256": digest}]);
+    write(&manifest_path(&s, &forged), &v);
+
+    let target = s.path("target");
+    let out = s.bkp(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    refused(&out, "no seal");
+    assert!(!target.exists());
+    refused(
+        &s.bkp(&["restore", &forged, "--target", target.to_str().unwrap()]),
+        "no seal",
+    );
+    assert!(!target.exists());
+    refused(&s.bkp(&["verify", "--drill"]), &forged);
+    // Vouching for it by id lets it be read; it still claims to be unencrypted
+    // and still is not the backup it says, so what was vouched for fails too.
+    let out = s.bkp(&[
+        "restore",
+        &forged,
+        "--trust",
+        &forged,
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!target.exists());
+    no_key_in_store(&s);
+}
+
+#[test]
+fn a_forged_tombstone_deletes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let s = setup(&formatted_data_file(d.path()), StoreKind::Local, "");
+    let a = snapshot(&s);
+    snapshot(&s);
+    let a_id = a["id"].as_str().unwrap();
+    let a_object = s
+        .path("store")
+        .join(a["objects"][0]["key"].as_str().unwrap());
+    let mut m = read(&manifest_path(&s, a_id));
+    m.as_object_mut().unwrap().remove("seal");
+    fs::create_dir_all(s.path("store/trash/tigerbeetle")).unwrap();
+    write(
+        &s.path(&format!("store/trash/tigerbeetle/{a_id}.json")),
+        &serde_json::json!({"schema": "bkp.tombstone/1.0", "manifest": m, "bytes": 1,
+            "planned_at": "2026-01-01T00:00:00Z"}),
+    );
+    let out = s.bkp(&["cleanup"]);
+    refused(&out, "no seal");
+    assert!(a_object.exists(), "a forged tombstone deleted a backup");
+    assert!(manifest_path(&s, a_id).exists());
+}
+
+#[test]
+fn a_store_from_before_sealing_is_read_only_as_the_operator_says() {
+    let d = tempfile::tempdir().unwrap();
+    let s = setup(&formatted_data_file(d.path()), StoreKind::Local, "");
+    // Written without [encryption]: no seal, no encryption.
+    let keyed = fs::read_to_string(&s.config).unwrap();
+    fs::write(
+        &s.config,
+        keyed.replace(
+            "[encryption]\nkey_file = \"key\"\n",
+            "[encryption]\nenabled = false\n",
+        ),
+    )
+    .unwrap();
+    let old = snapshot(&s);
+    let old_id = old["id"].as_str().unwrap();
+    assert!(old["seal"].is_null());
+    fs::write(&s.config, &keyed).unwrap();
+
+    refused(&s.bkp(&["list"]), old_id);
+    let target = s.path("target");
+    let out = s.bkp(&["restore", old_id, "--target", target.to_str().unwrap()]);
+    refused(&out, &format!("--trust {old_id}"));
+    assert!(!target.exists());
+    let out = s.bkp(&[
+        "restore",
+        old_id,
+        "--trust",
+        old_id,
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert!(target.join("0_0.tigerbeetle").exists());
+
+    // Or the whole store up to a point in time.
+    let cut = (time::OffsetDateTime::now_utc() + time::Duration::minutes(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    fs::write(
+        &s.config,
+        keyed.replace(
+            "[encryption]\nkey_file = \"key\"\n",
+            &format!("[encryption]\nkey_file = \"key\"\nunsealed_before = \"{cut}\"\n"),
+        ),
+    )
+    .unwrap();
+    assert_eq!(s.listed(&[]), vec![old_id.to_string()]);
+}
+
+#[test]
+fn object_keys_outside_a_backups_part_of_the_store_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let s = setup(&formatted_data_file(d.path()), StoreKind::Local, "");
+    // Without [encryption] nothing can be proven, so the keys themselves are checked.
+    let cfg = fs::read_to_string(&s.config).unwrap().replace(
+        "[encryption]\nkey_file = \"key\"\n",
+        "[encryption]\nenabled = false\n",
+    );
+    fs::write(&s.config, cfg).unwrap();
+    let a = snapshot(&s);
+    let a_id = a["id"].as_str().unwrap();
+    let path = manifest_path(&s, a_id);
+    let target = s.path("target");
+    for bad in [
+        "../../outside",
+        "tigerbeetle/../manifests/x.json",
+        "manifests/tigerbeetle/x.json",
+        "/etc/passwd",
+        "duckdb/2026/01/01/x",
+    ] {
+        let mut v = read(&path);
+        let good = v["objects"][0]["key"].clone();
+        v["objects"][0]["key"] = bad.into();
+        write(&path, &v);
+        let out = s.bkp(&["restore", a_id, "--target", target.to_str().unwrap()]);
+        refused(&out, "outside the tigerbeetle part of the store");
+        assert!(!target.exists());
+        v["objects"][0]["key"] = good;
+        v["uses"] = serde_json::json!([bad]);
+        write(&path, &v);
+        refused(
+            &s.bkp(&["verify"]),
+            "outside the tigerbeetle part of the store",
+        );
+        v.as_object_mut().unwrap().remove("uses");
+        write(&path, &v);
+    }
+    assert_eq!(s.listed(&[]), vec![a_id.to_string()]);
+}
