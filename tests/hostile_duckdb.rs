@@ -167,12 +167,13 @@ fn setup() -> Setup {
 }
 
 /// What a run may leave in the test directory besides what was there: run locks,
-/// the empty scratch root, and the reports `verify` writes to the store.
+/// the empty scratch root, the target's (empty) parent directory, and the reports
+/// `verify` writes to the store.
 fn allowed_new(p: &Path) -> bool {
     p.starts_with("store/reports")
         || p == Path::new("work/tmp")
-        || (p.parent() == Some(Path::new("work"))
-            && p.extension().is_some_and(|e| e == "lock"))
+        || p == Path::new("restored")
+        || (p.parent() == Some(Path::new("work")) && p.extension().is_some_and(|e| e == "lock"))
 }
 
 fn text(out: &Output) -> String {
@@ -345,6 +346,10 @@ fn a_schema_that_reaches_settings_extensions_or_other_databases_is_refused() {
             format!("ATTACH '{}' AS other;", other.display()),
         ),
         (
+            "switch to a database of its own",
+            format!("{schema}\nATTACH ':memory:' AS m; USE m;"),
+        ),
+        (
             "attach another database after the schema",
             format!(
                 "{schema}\nATTACH '{}' AS other; CREATE TABLE other.x AS SELECT 1;",
@@ -353,7 +358,15 @@ fn a_schema_that_reaches_settings_extensions_or_other_databases_is_refused() {
         ),
     ] {
         s.replace_schema(&sql);
-        assert_refused(&s, what);
+        let outs = assert_refused(&s, what);
+        let err = String::from_utf8_lossy(&outs[0].stderr);
+        assert!(
+            err.contains("stored schema") && err.contains("was refused"),
+            "{what}: {err}"
+        );
+        if what.starts_with("switch") {
+            assert!(err.contains("another database"), "{what}: {err}");
+        }
         assert!(!other.exists(), "{what}");
         assert!(!ext.exists(), "{what}");
         let home: Vec<_> = fs::read_dir(s.path("home")).unwrap().collect();
