@@ -736,6 +736,61 @@ mod tests {
         assert_eq!(left, vec![std::ffi::OsString::from("secret.txt")]);
     }
 
+    /// An export manifest with `files` (one object each) and a table whose files
+    /// are `table_files`.
+    fn manifest(files: &[&str], table_files: &[&str]) -> Manifest {
+        let object = |n: &str| {
+            serde_json::json!({"key": format!("duckdb/full/2026/01/01/x/{n}"), "size": 1,
+                "sha256": "00", "content_bytes": 1, "content_sha256": "00"})
+        };
+        let table_file = |n: &&str| {
+            serde_json::json!({"role": "data", "name": n, "object": "o", "rows": 1,
+                "size": 1, "sha256": "00"})
+        };
+        serde_json::from_value(serde_json::json!({
+            "schema": "bkp.manifest/1.0",
+            "id": "01a207f0-7dcc-7687-9a68-69f5ad2607fd",
+            "kind": "duckdb", "scope": "full", "operation": "export", "status": "completed",
+            "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:00Z",
+            "host": "h", "bkp_version": "0", "retention_days": 1,
+            "compression": {"algorithm": "none"}, "encryption": null,
+            "objects": files.iter().map(|n| object(n)).collect::<Vec<_>>(),
+            "files": files.iter().map(|n| serde_json::json!({"name": n, "size": 1, "sha256": "00"})).collect::<Vec<_>>(),
+            "source": {"tables": {"main.t": {
+                "schema": "main", "table": "t", "mode": "full", "rows": 1, "rows_total": 1,
+                "primary_key": [], "watermark": null,
+                "files": table_files.iter().map(table_file).collect::<Vec<_>>(),
+            }}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn manifests_bkp_could_not_have_written_are_refused() {
+        let data = "main.t/data.parquet";
+        check_manifest(&manifest(&[SCHEMA_FILE, data], &[data])).unwrap();
+        let mut unpaired = manifest(&[SCHEMA_FILE, data], &[data]);
+        unpaired.objects.pop();
+        for (m, what) in [
+            (
+                manifest(&[SCHEMA_FILE, "../x"], &["../x"]),
+                "named \"../x\"",
+            ),
+            (
+                manifest(&[SCHEMA_FILE, "/etc/passwd"], &[]),
+                "named \"/etc/passwd\"",
+            ),
+            (manifest(&[SCHEMA_FILE, ""], &[]), "named \"\""),
+            (manifest(&[SCHEMA_FILE, data, data], &[data]), "twice"),
+            (manifest(&[SCHEMA_FILE], &[data]), "does not list"),
+            (unpaired, "2 files but 1 objects"),
+        ] {
+            let e = check_manifest(&m).unwrap_err();
+            assert_eq!(crate::exit::classify(&e), Some(Code::Integrity), "{e:#}");
+            assert!(format!("{e:#}").contains(what), "{e:#}");
+        }
+    }
+
     #[test]
     fn only_duckdb_error_classes_are_kept() {
         assert_eq!(
