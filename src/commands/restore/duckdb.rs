@@ -466,7 +466,8 @@ fn schema_refused(id: BackupId, e: &::duckdb::Error) -> anyhow::Error {
 
 /// Refuses an export whose manifest `bkp export` could not have written: a file
 /// name that is not a relative name of plain parts, a name listed twice, files
-/// and objects that do not pair up, a table file the export does not list.
+/// and objects that do not pair up, a table recorded under another table's name,
+/// a table file the export does not list.
 /// Checked before anything is downloaded.
 fn check_manifest(e: &Manifest) -> Result<()> {
     let refuse = |what: String| {
@@ -498,6 +499,12 @@ fn check_manifest(e: &Manifest) -> Result<()> {
         }
     }
     for (key, r) in export::table_records(e)? {
+        if key != format!("{}.{}", r.schema, r.table) {
+            return Err(refuse(format!(
+                "records table {key:?} as table {:?} of schema {:?}",
+                r.table, r.schema
+            )));
+        }
         if let Some(f) = r.files.iter().find(|f| !names.contains(f.name.as_str())) {
             return Err(refuse(format!(
                 "records file {:?} for table {key}, which it does not list",
@@ -771,6 +778,10 @@ mod tests {
         check_manifest(&manifest(&[SCHEMA_FILE, data], &[data])).unwrap();
         let mut unpaired = manifest(&[SCHEMA_FILE, data], &[data]);
         unpaired.objects.pop();
+        let mut renamed = manifest(&[SCHEMA_FILE, data], &[data]);
+        let tables = renamed.source.get_mut("tables").unwrap();
+        let r = tables.as_object_mut().unwrap().remove("main.t").unwrap();
+        tables.as_object_mut().unwrap().insert("main.u".into(), r);
         for (m, what) in [
             (
                 manifest(&[SCHEMA_FILE, "../x"], &["../x"]),
@@ -784,6 +795,7 @@ mod tests {
             (manifest(&[SCHEMA_FILE, data, data], &[data]), "twice"),
             (manifest(&[SCHEMA_FILE], &[data]), "does not list"),
             (unpaired, "2 files but 1 objects"),
+            (renamed, "records table \"main.u\" as table \"t\""),
         ] {
             let e = check_manifest(&m).unwrap_err();
             assert_eq!(crate::exit::classify(&e), Some(Code::Integrity), "{e:#}");
