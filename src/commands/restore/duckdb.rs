@@ -718,6 +718,8 @@ mod tests {
             format!("SELECT * FROM read_text({})", lit(&secret)),
             format!("SELECT * FROM read_csv({})", lit(&secret)),
             format!("SELECT * FROM read_blob({})", lit(&secret)),
+            format!("SELECT * FROM sniff_csv({})", lit(&secret)),
+            format!("SELECT * FROM {}", lit(&secret)),
             format!("SELECT * FROM glob({})", lit(&outside.join("*"))),
             format!("ATTACH {} AS other", lit(&outside.join("other.duckdb"))),
             "SET enable_external_access = true".into(),
