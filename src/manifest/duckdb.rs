@@ -101,6 +101,19 @@ pub fn table_records(m: &Manifest) -> Result<BTreeMap<String, TableRecord>> {
         .with_context(|| format!("manifest {} has unreadable table records", m.key()))
 }
 
+/// Whether `name` can be the name of a file of an export: a relative path whose
+/// parts are plain names (`schema.sql`, `main.signals/data.parquet`), never empty,
+/// `.` or `..`. Names come from manifests, which are untrusted: a restore refuses
+/// an export with any other name, whatever it would do with it.
+pub fn is_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains('\\')
+        && !name.chars().any(char::is_control)
+        && name
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
 /// Every export manifest, oldest first.
 pub fn export_manifests(store: &dyn Store, trust: &super::Trust) -> Result<Vec<Manifest>> {
     let (all, _) = super::list(store, trust, Some(Kind::Duckdb))?;
@@ -125,4 +138,36 @@ pub fn object_key(
         at.month() as u8,
         at.day()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_relative_paths_of_plain_parts() {
+        for good in [
+            SCHEMA_FILE,
+            "main.signals/data.parquet",
+            "x.y_z-1/keys.parquet",
+        ] {
+            assert!(is_file_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "a//b",
+            "a/",
+            ".",
+            "..",
+            "a\\..\\b",
+            "a\0b",
+            "a\nb",
+        ] {
+            assert!(!is_file_name(bad), "{bad:?}");
+        }
+    }
 }

@@ -12,13 +12,24 @@
 //! export applied, every table's row count must equal the count the manifest
 //! recorded. Only then is the file renamed into place, and an existing target is
 //! replaced only with `--force`.
+//!
+//! What the store holds is untrusted: an altered `schema.sql` could ask DuckDB to
+//! read or write any file, attach other databases, install extensions or change
+//! its settings. So the new database is confined before the stored schema runs:
+//! DuckDB may reach only that database's own files and the restore's scratch
+//! directory, loads and installs no extension, and its configuration is locked.
+//! A schema DuckDB refuses is damaged data ([`Code::Integrity`]), reported in
+//! bkp's words only: DuckDB's message could quote a file the schema read. Names
+//! from the manifest are checked before anything is downloaded (file names are
+//! plain relative names, never used as paths; table names are only ever quoted
+//! identifiers of tables the stored schema created).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ::duckdb::Connection;
+use ::duckdb::{Config, Connection};
 use anyhow::{Context, Result};
 use serde_json::json;
 
@@ -28,6 +39,7 @@ use crate::chain;
 use crate::cli::RestoreArgs;
 use crate::commands::Ctx;
 use crate::exit::{coded, Code};
+use crate::id::BackupId;
 use crate::manifest::duckdb::{self as export, TableMode, TableRecord, SCHEMA_FILE};
 use crate::manifest::Manifest;
 use crate::sources::duck::{qualified, quote_ident, quote_literal};
@@ -177,6 +189,9 @@ pub fn restore_database(
         .into_iter()
         .cloned()
         .collect();
+    for e in &chain {
+        check_manifest(e)?;
+    }
     let keyring = if chain.iter().any(|m| m.encryption.is_some()) {
         Some(src.keyring.ok_or_else(|| {
             coded(
@@ -193,17 +208,28 @@ pub fn restore_database(
     let work = src.work.scratch("duckdb")?;
     let store = src.store;
 
-    // Fetches one file of an export, verified, into the work directory.
+    // Fetches one file of an export, verified, into the work directory. The local
+    // name is the export's id and the file's place in the manifest, never the
+    // file's name: names come from the store.
     let fetch = |m: &Manifest, name: &str| -> Result<PathBuf> {
-        let i = m
-            .files
-            .iter()
-            .position(|f| f.name == name)
-            .with_context(|| format!("export {} does not list {name}", m.id))?;
-        let entry = m
-            .objects
-            .get(i)
-            .with_context(|| format!("export {} has no object for {name}", m.id))?;
+        let i = m.files.iter().position(|f| f.name == name).ok_or_else(|| {
+            coded(
+                Code::Integrity,
+                format!(
+                    "export {} does not list {name}: its manifest was altered or is not a bkp export; nothing was restored",
+                    m.id
+                ),
+            )
+        })?;
+        let entry = m.objects.get(i).ok_or_else(|| {
+            coded(
+                Code::Integrity,
+                format!(
+                    "export {} has no object for {name}: its manifest was altered or is not a bkp export; nothing was restored",
+                    m.id
+                ),
+            )
+        })?;
         let path = work.join(format!("{}-{i}", m.id));
         pipeline::download(
             store,
@@ -226,21 +252,29 @@ pub fn restore_database(
     // A failed restore leaves no partial database behind (declared before the
     // connection, so that the connection closes first).
     let mut partial = Partial(Some(target.to_path_buf()));
-    let conn = Connection::open(target)
-        .with_context(|| format!("failed to create DuckDB database {}", target.display()))?;
+    let conn = open_confined(target, work.path())?;
+    let database: String = conn
+        .query_row("SELECT current_database()", [], |r| r.get(0))
+        .with_context(|| format!("failed to read the name of {}", target.display()))?;
     let schema_file = fetch(&chain[0], SCHEMA_FILE)?;
-    let schema = fs::read_to_string(&schema_file).context("the exported schema is not UTF-8")?;
-    fs::remove_file(&schema_file).ok();
-    conn.execute_batch(&schema).with_context(|| {
-        format!(
-            "failed to recreate the schema of export {} in {}",
-            chain[0].id,
-            target.display()
+    let schema = fs::read_to_string(&schema_file).map_err(|_| {
+        coded(
+            Code::Integrity,
+            format!(
+                "the stored schema of export {} is not UTF-8: the export was altered or is not a bkp export; nothing was restored",
+                chain[0].id
+            ),
         )
     })?;
+    fs::remove_file(&schema_file).ok();
+    // DuckDB's message is left out on purpose: it can quote what the schema read.
+    if let Err(e) = conn.execute_batch(&schema) {
+        return Err(schema_refused(chain[0].id, &e));
+    }
     // Tables in creation order, so that rows referenced by foreign keys come first.
     let mut tables: Vec<TableRecord> = export::table_records(&chain[0])?.into_values().collect();
     tables.sort_by_key(|r| r.position);
+    check_schema_result(&conn, &database, chain[0].id, &tables)?;
     let real = |r: &TableRecord| qualified(&r.schema, &r.table);
 
     let counts = if chain.len() == 1 {
@@ -340,6 +374,196 @@ pub fn restore_database(
     Ok(counts)
 }
 
+/// Opens the new database `target` for a restore, confined before anything from
+/// the store runs in it: DuckDB may then reach only `target`'s own files (the
+/// database, its write-ahead log and spill directory) and those under `scratch`;
+/// it installs and loads no extension and keeps no secret on disk; and its
+/// configuration is locked, so that SQL run later cannot `SET` any of it back.
+fn open_confined(target: &Path, scratch: &Path) -> Result<Connection> {
+    let config = Config::default()
+        .enable_autoload_extension(false)
+        .and_then(|c| c.with("autoinstall_known_extensions", "false"))
+        .and_then(|c| c.with("allow_community_extensions", "false"))
+        .and_then(|c| c.with("allow_persistent_secrets", "false"))
+        .context("failed to configure DuckDB")?;
+    let conn = Connection::open_with_flags(target, config)
+        .with_context(|| format!("failed to create DuckDB database {}", target.display()))?;
+    // The allowed directories can only be set while external access is on;
+    // turning it off allows the open database's own files, then the lock keeps
+    // every setting as it is.
+    conn.execute_batch(&format!(
+        "SET allowed_directories = [{}]; SET enable_external_access = false; SET lock_configuration = true;",
+        quote_literal(&scratch.to_string_lossy())
+    ))
+    .with_context(|| {
+        format!(
+            "failed to confine DuckDB database {} to the restore's files",
+            target.display()
+        )
+    })?;
+    let (external, locked): (bool, bool) = conn
+        .query_row(
+            "SELECT current_setting('enable_external_access'), current_setting('lock_configuration')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .context("failed to read DuckDB's settings")?;
+    if external || !locked {
+        anyhow::bail!(
+            "DuckDB did not confine database {} (external access {external}, configuration locked {locked}): nothing was restored",
+            target.display()
+        );
+    }
+    Ok(conn)
+}
+
+/// DuckDB's classes of errors, as its messages begin (`Parser Error: …`).
+const ERROR_CLASSES: &[&str] = &[
+    "Binder",
+    "Catalog",
+    "Constraint",
+    "Conversion",
+    "Dependency",
+    "Extension Autoloading",
+    "HTTP",
+    "Invalid Configuration",
+    "Invalid Input",
+    "IO",
+    "Missing Extension",
+    "Not implemented",
+    "Out of Range",
+    "Parser",
+    "Permission",
+    "Syntax",
+    "TransactionContext",
+];
+
+/// The class of a DuckDB error when its message starts with one of DuckDB's
+/// class names: unlike the rest of the message, a name from this fixed list
+/// cannot quote data.
+fn error_class(message: &str) -> Option<&'static str> {
+    ERROR_CLASSES.iter().copied().find(|c| {
+        message
+            .strip_prefix(c)
+            .is_some_and(|rest| rest.starts_with(" Error:"))
+    })
+}
+
+/// The error for a stored schema DuckDB did not run: damaged data, said in bkp's
+/// words. Nothing of DuckDB's message but its class is kept (here or in any log):
+/// it could quote a file the schema tried to read.
+fn schema_refused(id: BackupId, e: &::duckdb::Error) -> anyhow::Error {
+    let class = error_class(&e.to_string())
+        .map(|c| format!(" (DuckDB: {c} Error)"))
+        .unwrap_or_default();
+    coded(
+        Code::Integrity,
+        format!(
+            "the stored schema of export {id} was refused{class}: a restore runs it confined to the new database and its scratch files, without extensions and with DuckDB's settings locked, and it failed there. A schema `bkp export` wrote needs no more: this export was altered, or made by another tool or DuckDB version; restore another one. Nothing was restored (DuckDB's message is left out: it could quote a file the schema read)"
+        ),
+    )
+}
+
+/// Refuses an export whose manifest `bkp export` could not have written: a file
+/// name that is not a relative name of plain parts, a name listed twice, files
+/// and objects that do not pair up, a table recorded under another table's name,
+/// a table file the export does not list.
+/// Checked before anything is downloaded.
+fn check_manifest(e: &Manifest) -> Result<()> {
+    let refuse = |what: String| {
+        coded(
+            Code::Integrity,
+            format!(
+                "export {} {what}: its manifest was altered or is not a bkp export; nothing was restored",
+                e.id
+            ),
+        )
+    };
+    if e.files.len() != e.objects.len() {
+        return Err(refuse(format!(
+            "lists {} files but {} objects",
+            e.files.len(),
+            e.objects.len()
+        )));
+    }
+    let mut names = BTreeSet::new();
+    for f in &e.files {
+        if !export::is_file_name(&f.name) {
+            return Err(refuse(format!(
+                "lists a file named {:?}, which is not a relative name of plain parts",
+                f.name
+            )));
+        }
+        if !names.insert(f.name.as_str()) {
+            return Err(refuse(format!("lists file {} twice", f.name)));
+        }
+    }
+    for (key, r) in export::table_records(e)? {
+        if key != format!("{}.{}", r.schema, r.table) {
+            return Err(refuse(format!(
+                "records table {key:?} as table {:?} of schema {:?}",
+                r.table, r.schema
+            )));
+        }
+        if let Some(f) = r.files.iter().find(|f| !names.contains(f.name.as_str())) {
+            return Err(refuse(format!(
+                "records file {:?} for table {key}, which it does not list",
+                f.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a stored schema that left the connection elsewhere than in the new
+/// database `database` (another database attached, or made the default), or
+/// that does not create a table its export `id` records: rows would be restored
+/// into the wrong place, and names from the manifest must name tables of the
+/// new database.
+fn check_schema_result(
+    conn: &Connection,
+    database: &str,
+    id: BackupId,
+    tables: &[TableRecord],
+) -> Result<()> {
+    let (current, others): (String, i64) = conn
+        .query_row(
+            "SELECT current_database(), \
+             (SELECT count(*) FROM duckdb_databases() WHERE NOT internal AND database_name <> ?)",
+            [database],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .context("failed to list the attached DuckDB databases")?;
+    if current != database || others != 0 {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "the stored schema of export {id} was refused: it attached or switched to another database, which `bkp export` never writes: the export was altered or is not a bkp export; nothing was restored"
+            ),
+        ));
+    }
+    for r in tables {
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM duckdb_tables() \
+                 WHERE database_name = ? AND schema_name = ? AND table_name = ? AND NOT temporary",
+                [database, &r.schema, &r.table],
+                |row| row.get(0),
+            )
+            .context("failed to list the restored tables")?;
+        if n != 1 {
+            return Err(coded(
+                Code::Integrity,
+                format!(
+                    "export {id} records table {:?} in schema {:?}, which its stored schema does not create: the export was altered or is not a bkp export; nothing was restored",
+                    r.table, r.schema
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Applies one table's part of one export.
 fn apply_table(
     conn: &Connection,
@@ -435,4 +659,164 @@ fn verify_counts(
         counts.insert(key.clone(), got);
     }
     Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lit(p: &Path) -> String {
+        quote_literal(&p.to_string_lossy())
+    }
+
+    #[test]
+    fn a_confined_database_reaches_only_its_own_files_and_the_scratch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (scratch, outside, db) = (
+            dir.path().join("scratch"),
+            dir.path().join("outside"),
+            dir.path().join("db"),
+        );
+        for d in [&scratch, &outside, &db] {
+            fs::create_dir(d).unwrap();
+        }
+        let secret = outside.join("secret.txt");
+        fs::write(&secret, "TOPSECRET-1234\n").unwrap();
+        let parquet = scratch.join("rows.parquet");
+        Connection::open_in_memory()
+            .unwrap()
+            .execute_batch(&format!(
+                "COPY (SELECT range AS id FROM range(5)) TO {} (FORMAT PARQUET)",
+                lit(&parquet)
+            ))
+            .unwrap();
+
+        let conn = open_confined(&db.join("new.duckdb"), &scratch).unwrap();
+        // What a restore does still works: Parquet from the scratch, a staging
+        // database there, sequences, a checkpoint.
+        conn.execute_batch(&format!(
+            "CREATE SEQUENCE s; CREATE TABLE t (id BIGINT PRIMARY KEY);
+             INSERT INTO t SELECT * FROM read_parquet({});
+             ATTACH {} AS bkp_stage; CREATE TABLE bkp_stage.main.t0 AS SELECT * FROM t;
+             DETACH bkp_stage; SELECT nextval('s'); CHECKPOINT;",
+            lit(&parquet),
+            lit(&scratch.join("stage.duckdb"))
+        ))
+        .unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 5);
+
+        // Nothing else does.
+        for sql in [
+            format!("COPY (SELECT 42) TO {}", lit(&outside.join("pwned.csv"))),
+            format!(
+                "COPY (SELECT 42) TO {}",
+                lit(&scratch.join("../outside/pwned.csv"))
+            ),
+            format!("SELECT * FROM read_text({})", lit(&secret)),
+            format!("SELECT * FROM read_csv({})", lit(&secret)),
+            format!("SELECT * FROM read_blob({})", lit(&secret)),
+            format!("SELECT * FROM sniff_csv({})", lit(&secret)),
+            format!("SELECT * FROM {}", lit(&secret)),
+            format!("SELECT * FROM glob({})", lit(&outside.join("*"))),
+            format!("ATTACH {} AS other", lit(&outside.join("other.duckdb"))),
+            "SET enable_external_access = true".into(),
+            "SET lock_configuration = false".into(),
+            "RESET lock_configuration".into(),
+            "SET allowed_directories = ['/']".into(),
+            format!("SET allowed_paths = [{}]", lit(&secret)),
+            format!("SET temp_directory = {}", lit(&outside)),
+            format!("SET extension_directory = {}", lit(&outside)),
+            "SET autoinstall_known_extensions = true".into(),
+            "SET autoload_known_extensions = true".into(),
+            "INSTALL httpfs".into(),
+            "LOAD httpfs".into(),
+            format!("LOAD {}", lit(&outside.join("x.duckdb_extension"))),
+        ] {
+            let e = conn.execute_batch(&sql);
+            assert!(e.is_err(), "{sql} was run");
+        }
+        let left: Vec<_> = fs::read_dir(&outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("secret.txt")]);
+    }
+
+    /// An export manifest with `files` (one object each) and a table whose files
+    /// are `table_files`.
+    fn manifest(files: &[&str], table_files: &[&str]) -> Manifest {
+        let object = |n: &str| {
+            serde_json::json!({"key": format!("duckdb/full/2026/01/01/x/{n}"), "size": 1,
+                "sha256": "00", "content_bytes": 1, "content_sha256": "00"})
+        };
+        let table_file = |n: &&str| {
+            serde_json::json!({"role": "data", "name": n, "object": "o", "rows": 1,
+                "size": 1, "sha256": "00"})
+        };
+        serde_json::from_value(serde_json::json!({
+            "schema": "bkp.manifest/1.0",
+            "id": "01a207f0-7dcc-7687-9a68-69f5ad2607fd",
+            "kind": "duckdb", "scope": "full", "operation": "export", "status": "completed",
+            "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:00Z",
+            "host": "h", "bkp_version": "0", "retention_days": 1,
+            "compression": {"algorithm": "none"}, "encryption": null,
+            "objects": files.iter().map(|n| object(n)).collect::<Vec<_>>(),
+            "files": files.iter().map(|n| serde_json::json!({"name": n, "size": 1, "sha256": "00"})).collect::<Vec<_>>(),
+            "source": {"tables": {"main.t": {
+                "schema": "main", "table": "t", "mode": "full", "rows": 1, "rows_total": 1,
+                "primary_key": [], "watermark": null,
+                "files": table_files.iter().map(table_file).collect::<Vec<_>>(),
+            }}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn manifests_bkp_could_not_have_written_are_refused() {
+        let data = "main.t/data.parquet";
+        check_manifest(&manifest(&[SCHEMA_FILE, data], &[data])).unwrap();
+        let mut unpaired = manifest(&[SCHEMA_FILE, data], &[data]);
+        unpaired.objects.pop();
+        let mut renamed = manifest(&[SCHEMA_FILE, data], &[data]);
+        let tables = renamed.source.get_mut("tables").unwrap();
+        let r = tables.as_object_mut().unwrap().remove("main.t").unwrap();
+        tables.as_object_mut().unwrap().insert("main.u".into(), r);
+        for (m, what) in [
+            (
+                manifest(&[SCHEMA_FILE, "../x"], &["../x"]),
+                "named \"../x\"",
+            ),
+            (
+                manifest(&[SCHEMA_FILE, "/etc/passwd"], &[]),
+                "named \"/etc/passwd\"",
+            ),
+            (manifest(&[SCHEMA_FILE, ""], &[]), "named \"\""),
+            (manifest(&[SCHEMA_FILE, data, data], &[data]), "twice"),
+            (manifest(&[SCHEMA_FILE], &[data]), "does not list"),
+            (unpaired, "2 files but 1 objects"),
+            (renamed, "records table \"main.u\" as table \"t\""),
+        ] {
+            let e = check_manifest(&m).unwrap_err();
+            assert_eq!(crate::exit::classify(&e), Some(Code::Integrity), "{e:#}");
+            assert!(format!("{e:#}").contains(what), "{e:#}");
+        }
+    }
+
+    #[test]
+    fn only_duckdb_error_classes_are_kept() {
+        assert_eq!(
+            error_class("Permission Error: Cannot access file \"/x\""),
+            Some("Permission")
+        );
+        assert_eq!(
+            error_class("Invalid Input Error: TOPSECRET"),
+            Some("Invalid Input")
+        );
+        assert_eq!(error_class("Invalid Error: x"), None);
+        assert_eq!(error_class("TOPSECRET Error: x"), None);
+        assert_eq!(error_class("TOPSECRET"), None);
+    }
 }
