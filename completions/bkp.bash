@@ -43,6 +43,9 @@ _bkp() {
             bkp,restore)
                 cmd="bkp__subcmd__restore"
                 ;;
+            bkp,show)
+                cmd="bkp__subcmd__show"
+                ;;
             bkp,snapshot)
                 cmd="bkp__subcmd__snapshot"
                 ;;
@@ -79,6 +82,9 @@ _bkp() {
             bkp__subcmd__help,restore)
                 cmd="bkp__subcmd__help__subcmd__restore"
                 ;;
+            bkp__subcmd__help,show)
+                cmd="bkp__subcmd__help__subcmd__show"
+                ;;
             bkp__subcmd__help,snapshot)
                 cmd="bkp__subcmd__help__subcmd__snapshot"
                 ;;
@@ -110,7 +116,7 @@ _bkp() {
 
     case "${cmd}" in
         bkp)
-            opts="-c -q -v -h -V --config --json --quiet --verbose --no-progress --wait --help --version snapshot logs export list restore replicate cleanup verify check key status help"
+            opts="-c -q -v -h -V --config --json --quiet --verbose --no-progress --wait --help --version snapshot logs export list show restore replicate cleanup verify check key status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -218,7 +224,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help)
-            opts="snapshot logs export list restore replicate cleanup verify check key status help"
+            opts="snapshot logs export list show restore replicate cleanup verify check key status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -358,6 +364,20 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help__subcmd__restore)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -624,6 +644,36 @@ _bkp() {
                     COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet" -- "${cur}"))
                     return 0
                     ;;
+                --trust)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__show)
+            opts="-c -q -v -h --trust --config --json --quiet --verbose --no-progress --wait --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --trust)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -83,6 +83,10 @@ pub enum Command {
     /// List the backups in the store.
     List(ListArgs),
 
+    /// Show one backup: its manifest (times, host, retention, key, every object and
+    /// file with its size and SHA-256), after checking its seal.
+    Show(ShowArgs),
+
     /// Restore a backup into a new directory.
     Restore(RestoreArgs),
 
@@ -192,6 +196,19 @@ pub struct ListArgs {
     /// Only the newest N of what the other filters select.
     #[arg(long, value_name = "N")]
     pub last: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Backup id (from `bkp list`).
+    #[arg(value_name = "ID")]
+    pub backup: String,
+
+    /// Accept backup ID although its manifest has no seal or it is not encrypted
+    /// while [encryption] is configured (a backup from before the store was
+    /// sealed or encrypted). Check where it came from first. Repeatable.
+    #[arg(long = "trust", value_name = "ID", value_parser = parse_id)]
+    pub trust: Vec<BackupId>,
 }
 
 #[derive(Debug, Args)]

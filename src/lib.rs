@@ -76,6 +76,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Logs => commands::logs::run(&ctx),
         Command::Export(a) => commands::export::run(&ctx, a.full),
         Command::List(a) => commands::list::run(&ctx, a),
+        Command::Show(a) => commands::show::run(&ctx, a),
         Command::Restore(a) => commands::restore::run(&ctx, a),
         Command::Cleanup(a) => commands::cleanup::run(&ctx, a),
         Command::Verify(a) => commands::verify::run(&ctx, a),

@@ -86,6 +86,10 @@ fn an_edited_manifest_is_refused_by_every_reader_and_cleanup_deletes_nothing() {
         .path("store")
         .join(a["objects"][0]["key"].as_str().unwrap());
 
+    let out = s.bkp(&["show", a_id]);
+    assert_exit(&out, 0);
+    assert!(text(&out).contains("seal verified"), "{}", text(&out));
+
     // The attacker shortens A's retention and backdates it, so that it looks
     // expired; the seal stays as it was.
     let path = manifest_path(&s, a_id);
@@ -111,6 +115,7 @@ fn an_edited_manifest_is_refused_by_every_reader_and_cleanup_deletes_nothing() {
     assert_eq!(l["unreadable"][0]["code"], "integrity");
     let out = s.bkp(&["list"]);
     refused(&out, "REFUSED");
+    refused(&s.bkp(&["show", a_id]), "altered or forged");
 
     // `cleanup` acts on a complete, proven picture only.
     let out = s.bkp(&["cleanup"]);
@@ -321,4 +326,27 @@ fn object_keys_outside_a_backups_part_of_the_store_are_refused() {
         write(&path, &v);
     }
     assert_eq!(s.listed(&[]), vec![a_id.to_string()]);
+}
+
+#[test]
+fn a_swapped_object_is_refused_before_anything_is_restored() {
+    let d = tempfile::tempdir().unwrap();
+    let s = setup(&formatted_data_file(d.path()), StoreKind::Local, "");
+    let a = snapshot(&s);
+    let b = snapshot(&s);
+    // Both objects are genuine and encrypted with the key: only the manifest's
+    // digest tells them apart.
+    let object = |m: &Value| {
+        s.path("store")
+            .join(m["objects"][0]["key"].as_str().unwrap())
+    };
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(object(&a), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::copy(object(&b), object(&a)).unwrap();
+    let target = s.path("target");
+    let a_id = a["id"].as_str().unwrap();
+    let out = s.bkp(&["restore", a_id, "--target", target.to_str().unwrap()]);
+    refused(&out, "failed verification");
+    assert!(!target.exists());
+    refused(&s.bkp(&["verify", a_id]), a_id);
 }

@@ -23,6 +23,7 @@ pub mod logs;
 pub mod replicate;
 pub mod restore;
 pub mod run;
+pub mod show;
 pub mod snapshot;
 pub mod status;
 pub mod verify;

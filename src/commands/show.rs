@@ -1,0 +1,94 @@
+//! `bkp show ID`: one backup's manifest, proven (see `manifest/seal.rs`), as
+//! a summary for people or as the manifest itself under `--json`.
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::{open_store, Ctx};
+use crate::cli::ShowArgs;
+use crate::manifest;
+use crate::ui;
+
+pub fn run(ctx: &Ctx, args: &ShowArgs) -> Result<()> {
+    let store = open_store(&ctx.plan)?;
+    let trust = super::trust(&ctx.plan, args.trust.clone())?;
+    let m = manifest::find(store.as_ref(), &trust, &args.backup, None)?;
+    if ctx.ui.json {
+        ui::out(&serde_json::to_string_pretty(&json!({
+            "schema": "bkp.show/1",
+            "authenticated": trust.checks(),
+            "manifest": m,
+        }))?)?;
+        return Ok(());
+    }
+    let rfc = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    let mut lines = vec![
+        format!("backup      {}", m.id),
+        format!(
+            "kind        {} {} ({})",
+            m.kind.as_str(),
+            m.scope.as_str(),
+            m.operation
+        ),
+        format!("started     {}", rfc(m.started_at)),
+        format!("finished    {}", rfc(m.finished_at)),
+        format!("host        {} (bkp {})", m.host, m.bkp_version),
+        format!("retention   {} days", m.retention_days),
+        format!(
+            "encryption  {}",
+            m.encryption
+                .as_ref()
+                .map_or("none".to_string(), |e| format!(
+                    "{} (key {})",
+                    e.format, e.key_id
+                ))
+        ),
+        format!(
+            "manifest    {} ({})",
+            m.key(),
+            if trust.checks() {
+                "seal verified"
+            } else {
+                "not authenticated: no [encryption] key configured"
+            }
+        ),
+    ];
+    if let Some(p) = m.parent {
+        lines.push(format!("parent      {p}"));
+    }
+    lines.push(format!(
+        "objects     {} ({})",
+        m.objects.len(),
+        ui::size(m.stored_bytes())
+    ));
+    for o in &m.objects {
+        lines.push(format!(
+            "  {}  {}  sha256 {}",
+            o.key,
+            ui::size(o.size),
+            o.sha256
+        ));
+    }
+    if !m.files.is_empty() {
+        lines.push(format!("files       {}", m.files.len()));
+        for f in &m.files {
+            lines.push(format!(
+                "  {}  {}  sha256 {}",
+                f.name,
+                ui::size(f.size),
+                f.sha256
+            ));
+        }
+    }
+    if !m.uses.is_empty() {
+        lines.push(format!(
+            "uses        {} objects of earlier backups",
+            m.uses.len()
+        ));
+    }
+    ui::out(&lines.join("\n"))?;
+    Ok(())
+}
