@@ -460,12 +460,16 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__key__subcmd__generate)
-            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --type --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --type)
+                    COMPREPLY=($(compgen -W "raw x25519 ed25519" -- "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

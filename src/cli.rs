@@ -124,14 +124,26 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
-    /// Write a new master key (32 random bytes) to a new file with mode 0400 and
-    /// print its id. Never replaces an existing file. Name it in the config as
-    /// `[encryption] key_file`.
+    /// Write a new key to a new file with mode 0400 and print its id. Never
+    /// replaces an existing file. `raw` (default): 32 random bytes, for
+    /// `[encryption] key_file`. `x25519`: an identity for `identity_files` where
+    /// restores run; prints the `recipient` for write-only hosts. `ed25519`: a
+    /// host's `signing_key_file`; prints the line to add to `signers`.
     Generate {
         /// The key file to create.
         #[arg(value_name = "PATH")]
         path: PathBuf,
+        /// The kind of key.
+        #[arg(long = "type", value_enum, default_value = "raw")]
+        kind: KeyType,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyType {
+    Raw,
+    X25519,
+    Ed25519,
 }
 
 #[derive(Debug, Args)]

@@ -58,8 +58,8 @@ pub fn run(cli: Cli) -> Result<()> {
         bars: !g.no_progress,
     };
     // Commands that need no config.
-    if let Command::Key(KeyCommand::Generate { path }) = &cli.command {
-        return commands::key::generate(&ui, path);
+    if let Command::Key(KeyCommand::Generate { path, kind }) = &cli.command {
+        return commands::key::generate(&ui, path, *kind);
     }
     let path = g
         .config
@@ -83,6 +83,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status => commands::status::run(&ctx),
         Command::Check => commands::check::run(&ctx),
         Command::Replicate => commands::replicate::run(&ctx),
-        Command::Key(KeyCommand::Generate { path }) => commands::key::generate(&ctx.ui, path),
+        Command::Key(KeyCommand::Generate { path, kind }) => {
+            commands::key::generate(&ctx.ui, path, *kind)
+        }
     }
 }

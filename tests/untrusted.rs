@@ -159,6 +159,29 @@ fn encrypted_streams_refuse_every_change() {
         let mut out = Vec::new();
         r.read_to_end(&mut out).is_ok()
     });
+
+    // Streams to a public-key recipient (method 3), opened with its identity.
+    let (identity, recipient) = bkp::crypto::pubkey::generate_identity().unwrap();
+    let to = MasterKey::recipient(&recipient).unwrap();
+    let keys = Keyring::new(
+        MasterKey::identity(identity.as_bytes(), "t").unwrap(),
+        Vec::new(),
+    );
+    let samples: Vec<Vec<u8>> = [0usize, 100, 70_000]
+        .iter()
+        .map(|&size| {
+            let mut w = EncryptWriter::with_chunk_log2(Vec::new(), &to, 12).unwrap();
+            w.write_all(&vec![3u8; size]).unwrap();
+            w.finish().unwrap()
+        })
+        .collect();
+    fuzz("stream-x25519", samples, true, |bytes| {
+        let Ok(mut r) = DecryptReader::new(Cursor::new(bytes), &keys) else {
+            return false;
+        };
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).is_ok()
+    });
 }
 
 fn account(id: u128, ts: u64) -> tb::Account {

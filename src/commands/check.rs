@@ -137,10 +137,21 @@ fn keys(ctx: &Ctx) -> Result<String> {
     match ctx.plan.keyring()? {
         None => Ok("encryption is off: backups are stored unencrypted".into()),
         Some(k) => {
-            let mut ids = vec![format!("{} (current)", k.current().id())];
+            let mut ids = vec![format!(
+                "{} (current{})",
+                k.current().id(),
+                if k.current().decrypts() {
+                    ""
+                } else {
+                    ", a public-key recipient: this host cannot read its backups"
+                }
+            )];
             let n = ctx.plan.encryption.as_ref().map_or(0, |e| e.old.len());
             if n > 0 {
                 ids.push(format!("{n} older key{}", if n == 1 { "" } else { "s" }));
+            }
+            if let Some(s) = k.signing() {
+                ids.push(format!("signing key {}", s.id()));
             }
             Ok(format!("loaded {}", ids.join(", ")))
         }

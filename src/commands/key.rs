@@ -1,4 +1,6 @@
-//! `bkp key generate PATH`: a new master key file, 32 random bytes, mode 0400.
+//! `bkp key generate PATH`: a new key file, mode 0400: a master key (32
+//! random bytes), or for write-only hosts an X25519 identity or an Ed25519
+//! signing key (see `crypto/pubkey.rs`), whose public half it prints.
 //!
 //! It needs no config: a key is made before the config that names it. The file
 //! is created, never replaced (a key that backups were written with must not be
@@ -13,14 +15,38 @@ use anyhow::Result;
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::cli::KeyType;
+use crate::crypto::pubkey;
 use crate::exit::{coded, Code};
 use crate::ui::{self, Ui};
 
-/// Writes a new key to `path` and prints its id.
-pub fn generate(ui: &Ui, path: &Path) -> Result<()> {
-    let mut key = Zeroizing::new([0u8; 32]);
-    crate::id::fill_random(&mut key[..]);
-    let id = crate::crypto::key_id_of(&key);
+/// Writes a new key to `path` and prints its id (and public half).
+pub fn generate(ui: &Ui, path: &Path, kind: KeyType) -> Result<()> {
+    let (bytes, id, public): (Zeroizing<Vec<u8>>, String, Option<String>) = match kind {
+        KeyType::Raw => {
+            let mut key = Zeroizing::new([0u8; 32]);
+            crate::id::fill_random(&mut key[..]);
+            (
+                Zeroizing::new(key.to_vec()),
+                crate::crypto::key_id_of(&key),
+                None,
+            )
+        }
+        KeyType::X25519 => {
+            let (text, recipient) = pubkey::generate_identity()?;
+            let id = pubkey::x25519_id(&pubkey::parse_recipient(&recipient)?);
+            (
+                Zeroizing::new(text.as_bytes().to_vec()),
+                id,
+                Some(recipient),
+            )
+        }
+        KeyType::Ed25519 => {
+            let (text, signer) = pubkey::generate_signing_key()?;
+            let id = pubkey::Verifier::parse(&signer)?.id;
+            (Zeroizing::new(text.as_bytes().to_vec()), id, Some(signer))
+        }
+    };
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -36,7 +62,7 @@ pub fn generate(ui: &Ui, path: &Path) -> Result<()> {
             ),
             _ => anyhow::Error::new(e).context(format!("cannot create key file {}", path.display())),
         })?;
-    if let Err(e) = f.write_all(&key[..]).and_then(|()| f.sync_all()) {
+    if let Err(e) = f.write_all(&bytes).and_then(|()| f.sync_all()) {
         // A half-written key file would block the next attempt ("exists") and
         // hold no usable key: remove it.
         drop(f);
@@ -57,9 +83,14 @@ pub fn generate(ui: &Ui, path: &Path) -> Result<()> {
         ui::out(&serde_json::to_string_pretty(&json!({
             "key_id": id,
             "path": path,
+            "public": public,
         }))?)?;
     } else {
-        ui::out(&id)?;
+        match (kind, &public) {
+            (KeyType::X25519, Some(p)) => ui::out(&format!("{id}\nrecipient = \"{p}\""))?,
+            (KeyType::Ed25519, Some(p)) => ui::out(&format!("{id}\nsigners = [\"{p}\"]"))?,
+            _ => ui::out(&id)?,
+        }
     }
     Ok(())
 }

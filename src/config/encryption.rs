@@ -35,6 +35,17 @@ pub struct EncryptionFile {
     /// Accept manifests without a seal whose backup started before this
     /// instant (RFC 3339): backups written before the store was sealed.
     pub unsealed_before: Option<String>,
+    /// Write-only host: encrypt to this X25519 public key (`bkp-x25519:…`);
+    /// this host can then read none of its backups.
+    pub recipient: Option<String>,
+    /// X25519 private keys (files), to decrypt what was encrypted to them.
+    #[serde(default)]
+    pub identity_files: Vec<PathBuf>,
+    /// This host's Ed25519 signing key (a file): it seals what the host writes.
+    pub signing_key_file: Option<PathBuf>,
+    /// Ed25519 public keys (`bkp-ed25519:…`) of the hosts whose seals are trusted.
+    #[serde(default)]
+    pub signers: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +69,10 @@ pub enum KeySpec {
     PassphraseEnv(String),
     /// A program and its arguments (no shell) that print the key on stdout.
     Command(Vec<String>),
+    /// An X25519 public key, in its text form.
+    Recipient(String),
+    /// A file holding an X25519 private key.
+    Identity(PathBuf),
 }
 
 /// The prefix of a `key_file` under systemd's credentials directory.
@@ -72,6 +87,10 @@ pub struct EncryptionPlan {
     /// Unsealed manifests of backups that started before this are accepted
     /// (stores written before manifests were sealed); none after it.
     pub unsealed_before: Option<time::OffsetDateTime>,
+    /// This host's signing key file.
+    pub signing_key: Option<PathBuf>,
+    /// Trusted signers, in their text form (checked when loaded).
+    pub signers: Vec<String>,
 }
 
 /// Where one key comes from, and the id it is recorded under (default: the key's
@@ -114,17 +133,70 @@ pub(super) fn validate(f: Option<EncryptionFile>, v: &Validator) -> Result<Optio
         key_command: e.key_command,
         key_id: e.key_id,
     };
-    let current = key_plan(current, "encryption", v)?;
+    let symmetric = current.key_file.is_some()
+        || current.key_env.is_some()
+        || current.passphrase_env.is_some()
+        || current.key_command.is_some();
+    let mut identities = e.identity_files.into_iter().map(|p| KeyPlan {
+        spec: if p.starts_with(CREDENTIALS) {
+            KeySpec::Identity(p)
+        } else {
+            KeySpec::Identity(v.path(p))
+        },
+        id: None,
+    });
+    let current = match (e.recipient, symmetric) {
+        (Some(_), true) => {
+            return Err(v.error(
+                "[encryption]",
+                "set either recipient (a write-only host) or one of key_file, key_env, passphrase_env, key_command, not both",
+            ))
+        }
+        // The recipient is checked when keys are loaded (`bkp check` does).
+        (Some(r), false) => {
+            if e.signing_key_file.is_none() {
+                return Err(v.error(
+                    "encryption.signing_key_file",
+                    "is required with recipient: a write-only host seals its manifests with a signing key of its own (make one with `bkp key generate --type ed25519 PATH`)",
+                ));
+            }
+            KeyPlan {
+                spec: KeySpec::Recipient(r),
+                id: None,
+            }
+        }
+        // Where only identities are configured, the first is also the key new
+        // backups are encrypted to.
+        (None, false) => match identities.next() {
+            Some(first) => first,
+            None => key_plan(current, "encryption", v)?,
+        },
+        (None, true) => key_plan(current, "encryption", v)?,
+    };
     let old = e
         .old_keys
         .into_iter()
         .enumerate()
         .map(|(i, k)| key_plan(k, &format!("encryption.old_keys[{i}]"), v))
+        .chain(identities.map(Ok))
         .collect::<Result<Vec<_>>>()?;
+    for s in &e.signers {
+        crate::crypto::pubkey::Verifier::parse(s)
+            .map_err(|err| v.error("encryption.signers", format!("{err:#}")))?;
+    }
+    let signing_key = e.signing_key_file.map(|p| {
+        if p.starts_with(CREDENTIALS) {
+            p
+        } else {
+            v.path(p)
+        }
+    });
     Ok(Some(EncryptionPlan {
         current,
         old,
         unsealed_before,
+        signing_key,
+        signers: e.signers,
     }))
 }
 
@@ -191,12 +263,50 @@ pub fn load_keyring(e: &EncryptionPlan) -> Result<Keyring> {
         }
         seen.push((key.id(), section));
     }
-    Ok(Keyring::new(current, others))
+    let signing = match &e.signing_key {
+        None => None,
+        Some(p) => {
+            let p = expand_credentials(p)?;
+            let text = Zeroizing::new(std::fs::read(&p).map_err(|err| {
+                coded(
+                    Code::Config,
+                    format!(
+                        "cannot read signing key file {}: {err}; create one with: bkp key generate --type ed25519 {0}",
+                        p.display()
+                    ),
+                )
+            })?);
+            Some(crate::crypto::pubkey::SigningKey::from_text(
+                &text,
+                &format!("signing key file {}", p.display()),
+            )?)
+        }
+    };
+    let signers = e
+        .signers
+        .iter()
+        .map(|s| crate::crypto::pubkey::Verifier::parse(s))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Keyring::new(current, others).with_signing(signing, signers))
 }
 
 fn load_key(k: &KeyPlan) -> Result<MasterKey> {
     let key = match &k.spec {
         KeySpec::File(p) => read_key_file(&expand_credentials(p)?)?,
+        KeySpec::Recipient(text) => MasterKey::recipient(text)?,
+        KeySpec::Identity(p) => {
+            let p = expand_credentials(p)?;
+            let text = Zeroizing::new(std::fs::read(&p).map_err(|e| {
+                coded(
+                    Code::Config,
+                    format!(
+                        "cannot read identity file {}: {e}; create one with: bkp key generate --type x25519 {0}",
+                        p.display()
+                    ),
+                )
+            })?);
+            MasterKey::identity(&text, &format!("identity file {}", p.display()))?
+        }
         KeySpec::Command(argv) => run_key_command(argv)?,
         KeySpec::Env(v) => {
             let text = Zeroizing::new(std::env::var(v).map_err(|_| {

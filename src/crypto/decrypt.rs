@@ -63,12 +63,7 @@ impl<R: Read> DecryptReader<R> {
         let params_expected = match method {
             METHOD_KEY => 0,
             METHOD_PASSPHRASE => 4 + SALT_LEN,
-            METHOD_X25519 => {
-                return Err(integrity(
-                    "failed to decrypt: the stream is encrypted to a public-key recipient \
-                     (method 3), which is unsupported: it needs a newer bkp",
-                ))
-            }
+            METHOD_X25519 => 32,
             m => {
                 return Err(integrity(format!(
                     "failed to decrypt: the stream uses encryption method {m}, which is \
@@ -99,6 +94,10 @@ impl<R: Read> DecryptReader<R> {
         read_part(&mut inner, &mut core, params_len + PREFIX_LEN)?;
         let params = if method == METHOD_KEY {
             Params::Key
+        } else if method == METHOD_X25519 {
+            let mut ephemeral = [0u8; 32];
+            ephemeral.copy_from_slice(&core[start..start + params_len]);
+            Params::X25519 { ephemeral }
         } else {
             let p = &core[start..start + params_len];
             let n = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
@@ -124,11 +123,18 @@ impl<R: Read> DecryptReader<R> {
                 ids.join(", ")
             )));
         };
+        if !master.decrypts() {
+            return Err(super::config_error(format!(
+                "failed to decrypt: the stream was encrypted to recipient '{id}', and this host \
+                 holds only its public key (a write-only host): restore, verify and drill \
+                 where its identity is configured (`identity_files`)"
+            )));
+        }
         let Some(kek) = master.kek(&params) else {
-            let wanted = if method == METHOD_KEY {
-                "raw key"
-            } else {
-                "passphrase"
+            let wanted = match method {
+                METHOD_KEY => "raw key",
+                METHOD_PASSPHRASE => "passphrase",
+                _ => "public-key recipient",
             };
             let have = master.kind_name();
             return Err(integrity(format!(

@@ -2,16 +2,15 @@
 //! header naming the key, then sealed chunks; `finish` writes the final one.
 
 use std::io::{self, Write};
-use std::num::NonZeroU32;
 
 use ring::aead::{Aad, LessSafeKey, Nonce};
 use ring::rand::SystemRandom;
 use zeroize::Zeroizing;
 
-use super::keys::{validate_key_id, Kind, MasterKey};
+use super::keys::{validate_key_id, MasterKey};
 use super::{
     aead_key, chunk_aad, chunk_nonce, random, Params, CHUNK_LOG2, DEFAULT_CHUNK_LOG2, MAGIC,
-    METHOD_KEY, METHOD_PASSPHRASE, PREFIX_LEN, TAG_LEN, WRAP_NONCE_LEN,
+    METHOD_KEY, METHOD_PASSPHRASE, METHOD_X25519, PREFIX_LEN, TAG_LEN, WRAP_NONCE_LEN,
 };
 use crate::exit::{Code, Coded};
 
@@ -57,23 +56,17 @@ impl<W: Write> EncryptWriter<W> {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, coded));
         }
         let rng = SystemRandom::new();
-        let params = match key.kind {
-            Kind::Raw => Params::Key,
-            Kind::Passphrase { iterations } => Params::Passphrase {
-                // 600_000, or what a test set; never 0.
-                iterations: NonZeroU32::new(iterations).unwrap_or(NonZeroU32::MIN),
-                salt: random(&rng)?,
-            },
-        };
+        let (params, kek) = key.new_wrap(&rng)?;
         let (method, params_bytes) = match &params {
             Params::Key => (METHOD_KEY, Vec::new()),
             Params::Passphrase { iterations, salt } => {
                 let it = iterations.get().to_be_bytes();
                 (METHOD_PASSPHRASE, [&it[..], salt].concat())
             }
+            Params::X25519 { ephemeral } => (METHOD_X25519, ephemeral.to_vec()),
         };
         let nonce_prefix: [u8; PREFIX_LEN] = random(&rng)?;
-        // The id was validated above (at most 64 bytes); params are 0 or 20 bytes.
+        // The id was validated above (at most 64 bytes); params are 0, 20 or 32 bytes.
         let (id_len, params_len) = (key.id.len() as u8, params_bytes.len() as u16);
         let core = [
             MAGIC,
@@ -85,10 +78,6 @@ impl<W: Write> EncryptWriter<W> {
         ]
         .concat();
 
-        // `params` was made above for the kind of `key`, so this is never `None`.
-        let kek = key
-            .kek(&params)
-            .ok_or_else(|| io::Error::other("failed to derive a key"))?;
         let wrap_nonce: [u8; WRAP_NONCE_LEN] = random(&rng)?;
         let data_key: Zeroizing<[u8; 32]> = Zeroizing::new(random(&rng)?);
         let key_for_data = aead_key(&data_key[..]);

@@ -41,7 +41,17 @@ pub fn validate_key_id(id: &str) -> anyhow::Result<()> {
 
 pub(super) enum Kind {
     Raw,
-    Passphrase { iterations: u32 },
+    Passphrase {
+        iterations: u32,
+    },
+    /// An X25519 public key: encrypts only (a write-only host).
+    Recipient {
+        public: [u8; 32],
+    },
+    /// An X25519 private key: decrypts what was encrypted to its recipient.
+    Identity {
+        public: [u8; 32],
+    },
 }
 
 /// A configured key: 32 raw bytes or a passphrase, with the id that stream
@@ -129,6 +139,35 @@ impl MasterKey {
         Ok(key)
     }
 
+    /// An X25519 recipient from its text form (`bkp-x25519:…`): new streams
+    /// are encrypted to it, and this key cannot decrypt them.
+    pub fn recipient(text: &str) -> anyhow::Result<MasterKey> {
+        let public = super::pubkey::parse_recipient(text)?;
+        Ok(MasterKey {
+            id: super::pubkey::x25519_id(&public),
+            kind: Kind::Recipient { public },
+            secret: Zeroizing::new(Vec::new()),
+            seal: OnceLock::new(),
+        })
+    }
+
+    /// An X25519 identity from the contents of its file; `origin` names it.
+    pub fn identity(text: &[u8], origin: &str) -> anyhow::Result<MasterKey> {
+        let secret = super::pubkey::parse_identity(text, origin)?;
+        let public = super::pubkey::x25519_public(&secret);
+        Ok(MasterKey {
+            id: super::pubkey::x25519_id(&public),
+            kind: Kind::Identity { public },
+            secret: Zeroizing::new(secret.to_vec()),
+            seal: OnceLock::new(),
+        })
+    }
+
+    /// Whether this key can decrypt (it is not a public key only).
+    pub fn decrypts(&self) -> bool {
+        !matches!(self.kind, Kind::Recipient { .. })
+    }
+
     /// Replaces the id (operators may label keys). An invalid id (see
     /// [`validate_key_id`]) makes [`EncryptWriter::new`](super::EncryptWriter::new) fail.
     pub fn with_id(mut self, id: String) -> MasterKey {
@@ -146,11 +185,16 @@ impl MasterKey {
     /// secret, never from the printable id: HKDF-SHA256 for a raw key;
     /// PBKDF2-HMAC-SHA256 with the key's iterations for a passphrase, so that a
     /// seal is no shortcut for guessing the passphrase. Computed once per run.
-    pub fn seal_key(&self) -> &ring::hmac::Key {
-        self.seal.get_or_init(|| {
+    /// `None` for a recipient (a public key holds no secret: a write-only host
+    /// signs instead, see `pubkey.rs`).
+    pub fn seal_key(&self) -> Option<&ring::hmac::Key> {
+        if let Kind::Recipient { .. } = self.kind {
+            return None;
+        }
+        Some(self.seal.get_or_init(|| {
             let mut k = Zeroizing::new([0u8; 32]);
             match self.kind {
-                Kind::Raw => {
+                Kind::Raw | Kind::Identity { .. } | Kind::Recipient { .. } => {
                     struct Len;
                     impl ring::hkdf::KeyType for Len {
                         fn len(&self) -> usize {
@@ -170,7 +214,31 @@ impl MasterKey {
                 }
             }
             ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &k[..])
-        })
+        }))
+    }
+
+    /// The parameters and key-encryption key for wrapping a new stream's data key.
+    pub(super) fn new_wrap(
+        &self,
+        rng: &ring::rand::SystemRandom,
+    ) -> std::io::Result<(Params, LessSafeKey)> {
+        let params = match self.kind {
+            Kind::Raw => Params::Key,
+            Kind::Passphrase { iterations } => Params::Passphrase {
+                // 600_000, or what a test set; never 0.
+                iterations: std::num::NonZeroU32::new(iterations)
+                    .unwrap_or(std::num::NonZeroU32::MIN),
+                salt: super::random(rng)?,
+            },
+            Kind::Recipient { public } | Kind::Identity { public } => {
+                let (ephemeral, kek) = super::pubkey::wrap_to(rng, &public)?;
+                return Ok((Params::X25519 { ephemeral }, kek));
+            }
+        };
+        let kek = self
+            .kek(&params)
+            .ok_or_else(|| std::io::Error::other("failed to derive a key"))?;
+        Ok((params, kek))
     }
 
     #[cfg(test)]
@@ -183,6 +251,8 @@ impl MasterKey {
         match self.kind {
             Kind::Raw => "raw key",
             Kind::Passphrase { .. } => "passphrase",
+            Kind::Recipient { .. } => "public-key recipient (it encrypts only)",
+            Kind::Identity { .. } => "X25519 identity",
         }
     }
 
@@ -196,6 +266,11 @@ impl MasterKey {
                 let alg = ring::pbkdf2::PBKDF2_HMAC_SHA256;
                 ring::pbkdf2::derive(alg, *iterations, salt, &self.secret, &mut k[..]);
                 Some(aead_key(&k[..]))
+            }
+            (Kind::Identity { .. }, Params::X25519 { ephemeral }) => {
+                let mut secret = Zeroizing::new([0u8; 32]);
+                secret.copy_from_slice(&self.secret);
+                super::pubkey::unwrap_with(&secret, ephemeral)
             }
             _ => None,
         }
@@ -217,11 +292,43 @@ impl fmt::Debug for MasterKey {
 pub struct Keyring {
     current: MasterKey,
     others: Vec<MasterKey>,
+    /// This host's signing key: it seals what the host writes.
+    signing: Option<super::pubkey::SigningKey>,
+    /// The signers whose seals are trusted (this host's own included).
+    signers: Vec<super::pubkey::Verifier>,
 }
 
 impl Keyring {
     pub fn new(current: MasterKey, others: Vec<MasterKey>) -> Keyring {
-        Keyring { current, others }
+        Keyring {
+            current,
+            others,
+            signing: None,
+            signers: Vec::new(),
+        }
+    }
+
+    /// With a signing key for this host's seals, and trusted signers.
+    pub fn with_signing(
+        mut self,
+        signing: Option<super::pubkey::SigningKey>,
+        signers: Vec<super::pubkey::Verifier>,
+    ) -> Keyring {
+        self.signers = signers;
+        if let Some(s) = &signing {
+            self.signers.push(s.verifier());
+        }
+        self.signing = signing;
+        self
+    }
+
+    pub fn signing(&self) -> Option<&super::pubkey::SigningKey> {
+        self.signing.as_ref()
+    }
+
+    /// The trusted signer with id `id`.
+    pub fn signer(&self, id: &str) -> Option<&super::pubkey::Verifier> {
+        self.signers.iter().find(|v| v.id == id)
     }
 
     /// The key new streams are encrypted with.

@@ -27,15 +27,19 @@
 //! | 1          | method       | 1, 2 or 3, see below |
 //! | 1          | chunk_log2   | log2 of the plaintext chunk size: 12..=24, written 16 (64 KiB) |
 //! | 1          | key_id_len   | 1..=64 |
-//! | key_id_len | key_id       | id of the configured key: printable ASCII, no spaces |
-//! | 2          | params_len   | method 1: 0; method 2: 20 |
-//! | params_len | params       | method 2: iterations (u32), then a random 16-byte salt |
+//! | key_id_len | key_id       | id of the configured key: printable ASCII, no spaces (method 3: the recipient's id, `x-` and 16 hex digits) |
+//! | 2          | params_len   | method 1: 0; method 2: 20; method 3: 32 |
+//! | params_len | params       | method 2: iterations (u32), then a random 16-byte salt; method 3: the ephemeral X25519 public key E |
 //! | 7          | nonce_prefix | random |
 //!
 //! Methods: 1, a raw 32-byte key is the key-encryption key; 2, the
 //! key-encryption key is PBKDF2-HMAC-SHA256(passphrase, salt, iterations),
-//! iterations in 10_000..=10_000_000 (written: 600_000); 3, reserved for X25519
-//! recipients, rejected as needing a newer bkp.
+//! iterations in 10_000..=10_000_000 (written: 600_000); 3, an X25519
+//! recipient R (a public key, see `pubkey.rs`): for each stream a fresh
+//! ephemeral secret e with public key E, and the key-encryption key is
+//! HKDF-SHA256(salt = E ‖ R, ikm = X25519(e, R), info = `bkp x25519 kek v1`);
+//! an all-zero exchange is refused. Only the holder of R's private key (the
+//! identity) can unwrap, so a host that holds R alone writes what it cannot read.
 //!
 //! Then the wrapped data key, 60 bytes: a random 12-byte nonce, then the 32
 //! random bytes of the data key sealed with AES-256-GCM under the
@@ -73,6 +77,7 @@ use crate::exit::{Code, Coded};
 mod decrypt;
 mod encrypt;
 mod keys;
+pub mod pubkey;
 #[cfg(test)]
 mod tests;
 
@@ -113,6 +118,9 @@ enum Params {
         iterations: NonZeroU32,
         salt: [u8; SALT_LEN],
     },
+    X25519 {
+        ephemeral: [u8; 32],
+    },
 }
 
 /// An `InvalidData` error carrying [`Code::Integrity`].
@@ -122,6 +130,19 @@ fn integrity(message: impl Into<String>) -> io::Error {
         io::ErrorKind::InvalidData,
         Coded {
             code: Code::Integrity,
+            message,
+        },
+    )
+}
+
+/// An `InvalidInput` error carrying [`Code::Config`]: the data is fine, the
+/// configuration cannot read it.
+fn config_error(message: impl Into<String>) -> io::Error {
+    let message = message.into();
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        Coded {
+            code: Code::Config,
             message,
         },
     )

@@ -344,7 +344,8 @@ fn keys_are_matched_by_id() {
 fn unsupported_methods_and_bad_params_are_rejected() {
     let ct = encrypt(&data(10));
     let cases = [
-        (8, 3, "needs a newer bkp"),
+        (8, 4, "needs a newer bkp"),
+        (8, 3, "parameters of 0 bytes for method 3"),
         (9, 25, "2^25"),
         (10, 0, "key id length 0"),
     ];
@@ -365,4 +366,50 @@ fn unsupported_methods_and_bad_params_are_rejected() {
 fn streams_are_recognised_by_their_magic() {
     assert!(is_encrypted(&encrypt(b"x")[..8]));
     assert!(!is_encrypted(b"BKPSTRM") && !is_encrypted(b"PK\x03\x04...."));
+}
+
+fn identity(byte: u8) -> MasterKey {
+    let text = format!("{}{}", pubkey::IDENTITY, hex::encode([byte; 32]));
+    MasterKey::identity(text.as_bytes(), "test identity").unwrap()
+}
+
+fn recipient_of(byte: u8) -> MasterKey {
+    let public = pubkey::x25519_public(&[byte; 32]);
+    MasterKey::recipient(&format!("{}{}", pubkey::RECIPIENT, hex::encode(public))).unwrap()
+}
+
+#[test]
+fn a_stream_to_a_recipient_opens_only_with_its_identity() {
+    let plain = data(3 * CS + 5);
+    let ct = encrypt_with(&plain, &recipient_of(4), 1000);
+    // Method 3, the recipient's id, 32 bytes of parameters (the ephemeral key).
+    assert_eq!(ct[8], METHOD_X25519);
+    let id = recipient_of(4).id().to_string();
+    assert_eq!(identity(4).id(), id);
+    assert_eq!(&ct[11..11 + id.len()], id.as_bytes());
+    assert_eq!(&ct[11 + id.len()..13 + id.len()], &32u16.to_be_bytes());
+    assert_eq!(
+        decrypt_with(&ct, &ring_of(identity(4)), 777).unwrap(),
+        plain
+    );
+    // With old keys too: found by id.
+    let ring = Keyring::new(key(1), vec![identity(9), identity(4)]);
+    assert_eq!(decrypt_with(&ct, &ring, 4096).unwrap(), plain);
+
+    // The write-only host itself cannot read it: a config error, not damage.
+    let e = decrypt_with(&ct, &ring_of(recipient_of(4)), 1000).unwrap_err();
+    let e = anyhow::Error::new(e);
+    assert_eq!(classify(&e), Some(Code::Config), "{e:#}");
+    assert!(format!("{e:#}").contains("write-only host"), "{e:#}");
+    // Another identity does not have its id.
+    assert_integrity(
+        decrypt_with(&ct, &ring_of(identity(5)), 1000),
+        "not configured",
+    );
+    // The ephemeral key is bound to the header: changing it fails the unwrap.
+    let at = 13 + id.len();
+    assert_integrity(
+        decrypt_with(&flipped(&ct, at, 1), &ring_of(identity(4)), 1000),
+        "failed to unlock",
+    );
 }

@@ -32,11 +32,15 @@ use super::Kind;
 /// The JSON member that holds the seal.
 pub const FIELD: &str = "seal";
 
+/// Exactly one of `hmac` (a symmetric key's) and `ed25519` (a signer's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Seal {
     key_id: String,
-    hmac: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hmac: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ed25519: Option<String>,
 }
 
 /// What the readers of one run trust; also holds the run's keys.
@@ -119,11 +123,22 @@ pub fn encode<T: Serialize>(doc: &T, keys: Option<&Keyring>) -> Result<Vec<u8>> 
         anyhow::bail!("a sealed document cannot have its own {FIELD:?} member");
     }
     if let Some(keys) = keys {
-        let key = keys.current();
-        let tag = hmac::sign(key.seal_key(), &canonical(&v)?);
-        let s = Seal {
-            key_id: key.id().to_string(),
-            hmac: hex::encode(tag.as_ref()),
+        // A host with a signing key signs (a write-only host has no other
+        // secret); otherwise the symmetric key's HMAC.
+        let s = match (keys.signing(), keys.current().seal_key()) {
+            (Some(signer), _) => Seal {
+                key_id: signer.id().to_string(),
+                hmac: None,
+                ed25519: Some(hex::encode(signer.sign(&canonical(&v)?))),
+            },
+            (None, Some(mac)) => Seal {
+                key_id: keys.current().id().to_string(),
+                hmac: Some(hex::encode(hmac::sign(mac, &canonical(&v)?).as_ref())),
+                ed25519: None,
+            },
+            (None, None) => anyhow::bail!(
+                "cannot seal: the current key is a public-key recipient and no signing_key_file is configured"
+            ),
         };
         if let Some(o) = v.as_object_mut() {
             o.insert(FIELD.to_string(), serde_json::to_value(s)?);
@@ -166,22 +181,45 @@ pub fn open(bytes: &[u8], what: &str, trust: &Trust) -> Result<Opened> {
     };
     let bad_seal = || coded(Code::Integrity, format!("{what} has a malformed seal"));
     let seal: Seal = serde_json::from_value(raw).map_err(|_| bad_seal())?;
-    let Some(key) = keys.find(&seal.key_id) else {
-        return Err(coded(
+    let unknown = |kind: &str, add: &str| {
+        coded(
             Code::Integrity,
             format!(
-                "{what} is sealed with key id {:?}, which is not configured: add that key to [encryption] (or [[encryption.old_keys]]) if it is yours; otherwise the document is not from this installation",
+                "{what} is sealed with {kind} {:?}, which is not configured: {add} if it is yours; otherwise the document is not from this installation",
                 printable(&seal.key_id)
             ),
-        ));
+        )
     };
-    let tag = hex::decode(&seal.hmac).map_err(|_| bad_seal())?;
-    hmac::verify(key.seal_key(), &canonical(&value)?, &tag).map_err(|_| {
+    let forged = || {
         coded(
             Code::Integrity,
             format!("{what} does not match its seal: it was altered or forged; it is not used"),
         )
-    })?;
+    };
+    let message = canonical(&value)?;
+    match (&seal.hmac, &seal.ed25519) {
+        (Some(tag), None) => {
+            let key = keys
+                .find(&seal.key_id)
+                .and_then(|k| k.seal_key())
+                .ok_or_else(|| unknown("key id", "add that key to [encryption] (or [[encryption.old_keys]], or identity_files)"))?;
+            let tag = hex::decode(tag).map_err(|_| bad_seal())?;
+            hmac::verify(key, &message, &tag).map_err(|_| forged())?;
+        }
+        (None, Some(sig)) => {
+            let signer = keys.signer(&seal.key_id).ok_or_else(|| {
+                unknown(
+                    "signer",
+                    "add the writing host's signer (`bkp-ed25519:…`) to [encryption] signers",
+                )
+            })?;
+            let sig = hex::decode(sig).map_err(|_| bad_seal())?;
+            if !signer.verify(&message, &sig) {
+                return Err(forged());
+            }
+        }
+        _ => return Err(bad_seal()),
+    }
     Ok(Opened {
         value,
         sealed: true,
@@ -287,5 +325,38 @@ mod tests {
         let hour = time::Duration::HOUR;
         assert!(Trust::new(Some(ring(7)), Some(at + hour), vec![]).excuses(id));
         assert!(!Trust::new(Some(ring(7)), Some(at), vec![]).excuses(id));
+    }
+
+    #[test]
+    fn a_write_only_host_signs_and_a_reader_trusts_only_listed_signers() {
+        use crate::crypto::pubkey::{
+            generate_identity, generate_signing_key, SigningKey, Verifier,
+        };
+        let (_, recipient) = generate_identity().unwrap();
+        let (key, signer) = generate_signing_key().unwrap();
+        let host = Keyring::new(MasterKey::recipient(&recipient).unwrap(), vec![]).with_signing(
+            Some(SigningKey::from_text(key.as_bytes(), "k").unwrap()),
+            vec![],
+        );
+        let bytes = encode(&doc(), Some(&host)).unwrap();
+        let sealed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(sealed[FIELD]["ed25519"].is_string() && sealed[FIELD]["hmac"].is_null());
+        // The host verifies its own; a reader that lists the signer does too.
+        let own = Trust::new(Some(host), None, vec![]);
+        assert!(open(&bytes, "d", &own).unwrap().sealed);
+        let reader = Keyring::new(MasterKey::from_bytes([3; 32]), vec![])
+            .with_signing(None, vec![Verifier::parse(&signer).unwrap()]);
+        let reader = Trust::new(Some(reader), None, vec![]);
+        assert!(open(&bytes, "d", &reader).unwrap().sealed);
+        // An edit, or a signer nobody listed, is refused.
+        let mut v = sealed.clone();
+        v["retention_days"] = 1.into();
+        let e = open(&serde_json::to_vec(&v).unwrap(), "d", &reader).unwrap_err();
+        assert!(format!("{e:#}").contains("altered or forged"), "{e:#}");
+        let e = open(&bytes, "d", &trust(3)).unwrap_err();
+        assert!(format!("{e:#}").contains("signer"), "{e:#}");
+        // A recipient without a signing key cannot seal at all.
+        let bare = Keyring::new(MasterKey::recipient(&recipient).unwrap(), vec![]);
+        assert!(encode(&doc(), Some(&bare)).is_err());
     }
 }

@@ -1,0 +1,216 @@
+//! A write-only host: it holds only an X25519 recipient (a public key) and an
+//! Ed25519 signing key of its own, runs snapshot, logs, export and replicate
+//! repeatedly against a real S3 server (SeaweedFS), and can read none of its
+//! backups. A second config, with the identity (the private key) and the
+//! host's signer, lists, verifies and restores them.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Output;
+
+use common::{assert_exit, formatted_data_file, json, repl, run_bkp, tool, TigerBeetle};
+
+fn bkp(cfg: &Path, args: &[&str], env: &[(String, String)]) -> Output {
+    let mut all = vec!["--config", cfg.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run_bkp(&all, env)
+}
+
+/// Runs `bkp key generate --type KIND PATH` and returns the config line it printed.
+fn generate(kind: &str, path: &Path) -> String {
+    let out = run_bkp(
+        &["key", "generate", "--type", kind, path.to_str().unwrap()],
+        &[],
+    );
+    assert_exit(&out, 0);
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines().nth(1).expect("a config line").to_string()
+}
+
+fn ids(out: &Output) -> Vec<String> {
+    json(out)["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_write_only_host_backs_up_and_only_the_identity_restores() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let s3 = common::shared_s3();
+    let bucket = s3.new_bucket("wo");
+    let env = s3.env();
+    let store = format!(
+        "[store]\ntype = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"bkp\"\nendpoint = \"{}\"\npath_style = true\nregion = \"{}\"\n",
+        s3.endpoint, s3.region
+    );
+
+    // Keys: the identity stays with the operator, the signing key with the host.
+    fs::create_dir_all(root.join("admin")).unwrap();
+    fs::create_dir_all(root.join("host")).unwrap();
+    let recipient = generate("x25519", &root.join("admin/identity"));
+    let signers = generate("ed25519", &root.join("host/signing.key"));
+    assert!(
+        recipient.starts_with("recipient = \"bkp-x25519:"),
+        "{recipient}"
+    );
+    assert!(
+        signers.starts_with("signers = [\"bkp-ed25519:"),
+        "{signers}"
+    );
+
+    // What the host backs up: a data file, a running cluster, a DuckDB
+    // database and a Parquet cold tier.
+    let data_file = formatted_data_file(&root.join("host"));
+    let tb = TigerBeetle::start();
+    repl(
+        &tb.address(),
+        "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700;",
+    );
+    let db = root.join("host/hot.duckdb");
+    let conn = duckdb::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, seen TIMESTAMP, what VARCHAR);
+         INSERT INTO events VALUES (1, '2026-01-01', 'a'), (2, '2026-01-02', 'b');",
+    )
+    .unwrap();
+    drop(conn);
+    let cold = root.join("host/cold");
+    fs::create_dir_all(&cold).unwrap();
+    let parquet = |name: &str| {
+        let c = duckdb::Connection::open_in_memory().unwrap();
+        c.execute_batch(&format!(
+            "COPY (SELECT range AS n FROM range(100)) TO '{}' (FORMAT parquet)",
+            cold.join(name).display()
+        ))
+        .unwrap();
+    };
+    parquet("a.parquet");
+
+    let host = root.join("host/bkp.toml");
+    fs::write(
+        &host,
+        format!(
+            "work_dir = \"work\"\n{store}[encryption]\n{recipient}\nsigning_key_file = \"signing.key\"\n\
+             [tigerbeetle]\ndata_file = \"{}\"\nbinary = \"{}\"\naddresses = \"{}\"\n\
+             [duckdb]\ndatabase = \"hot.duckdb\"\n[replicate]\nsource = \"cold\"\n",
+            data_file.display(),
+            tool("tigerbeetle").display(),
+            tb.address()
+        ),
+    )
+    .unwrap();
+
+    let run = |args: &[&str]| {
+        let out = bkp(&host, args, &env);
+        assert_exit(&out, 0);
+        out
+    };
+    run(&["snapshot"]);
+    run(&["logs"]);
+    run(&["export", "--full"]);
+    run(&["replicate"]);
+    // Again, with something new each time: each run reads back only its own
+    // (signed) manifests for its watermark, bounds or replicated set.
+    repl(&tb.address(), "create_accounts id=3 code=10 ledger=700;");
+    duckdb::Connection::open(&db)
+        .unwrap()
+        .execute_batch("INSERT INTO events VALUES (3, '2026-01-03', 'c');")
+        .unwrap();
+    parquet("b.parquet");
+    run(&["snapshot"]);
+    run(&["logs"]);
+    run(&["export"]);
+    run(&["replicate"]);
+    let listed = ids(&run(&["--json", "list"]));
+    assert_eq!(listed.len(), 8, "{listed:?}");
+
+    // The host can read none of it: a config error that says why.
+    let out = bkp(
+        &host,
+        &[
+            "restore",
+            "latest",
+            "--target",
+            root.join("host/t").to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_exit(&out, 3);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("write-only host"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!root.join("host/t").exists());
+
+    // The operator's side: the identity, and the host's signer.
+    let admin = root.join("admin/bkp.toml");
+    let admin_text = |signers: &str| {
+        format!("work_dir = \"work\"\n{store}[encryption]\nidentity_files = [\"identity\"]\n{signers}\n")
+    };
+    fs::write(&admin, admin_text(&signers)).unwrap();
+    let out = bkp(&admin, &["--json", "list"], &env);
+    assert_exit(&out, 0);
+    assert_eq!(ids(&out), listed);
+    assert_exit(&bkp(&admin, &["verify"], &env), 0);
+    let target = root.join("admin/ledger");
+    let out = bkp(
+        &admin,
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+        &env,
+    );
+    assert_exit(&out, 0);
+    assert_eq!(
+        fs::read(target.join("0_0.tigerbeetle")).unwrap(),
+        fs::read(&data_file).unwrap()
+    );
+    let restored = root.join("admin/hot.duckdb");
+    let out = bkp(
+        &admin,
+        &[
+            "restore",
+            "latest",
+            "--kind",
+            "duckdb",
+            "--target",
+            restored.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_exit(&out, 0);
+    let n: i64 = duckdb::Connection::open(&restored)
+        .unwrap()
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 3);
+    let tier = root.join("admin/cold");
+    let out = bkp(
+        &admin,
+        &[
+            "restore",
+            "latest",
+            "--kind",
+            "parquet",
+            "--target",
+            tier.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_exit(&out, 0);
+    assert_eq!(
+        fs::read(tier.join("b.parquet")).unwrap(),
+        fs::read(cold.join("b.parquet")).unwrap()
+    );
+
+    // Without the host's signer, nothing the host wrote is trusted.
+    fs::write(&admin, admin_text("")).unwrap();
+    let out = bkp(&admin, &["list"], &env);
+    assert_exit(&out, 5);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("signer"));
+}
