@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::{open_store, Ctx};
 use crate::exit::{coded, Code};
+use crate::store::s3::Retained;
 use crate::store::Store;
 use crate::ui;
 use crate::workdir::WorkDir;
@@ -41,7 +42,10 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     });
     checks.push(Check {
         name: "store",
-        outcome: open_store(plan).and_then(|s| probe_store(s.as_ref())),
+        outcome: open_store(plan).and_then(|s| {
+            s.preflight_writes()?;
+            probe_store(s.as_ref())
+        }),
     });
     if let Some(cfg) = &plan.ledger {
         checks.push(Check {
@@ -200,13 +204,26 @@ fn probe_store(store: &dyn Store) -> Result<String> {
         }
         Ok(())
     })();
-    let deleted = store
-        .delete(&key)
-        .with_context(|| format!("DELETE {key} failed: cleanup needs to delete expired backups"));
+    // Under Object Lock the probe is retained like any object: S3 refusing to
+    // delete it is the lock working, and a later cleanup removes it.
+    let (deleted, delete_note) = match store.delete(&key) {
+        Err(e) if e.downcast_ref::<Retained>().is_some() => (
+            Ok(()),
+            format!(
+                "DELETE is refused while Object Lock retains an object, as configured ({e}; cleanup removes it later)"
+            ),
+        ),
+        other => (
+            other.with_context(|| {
+                format!("DELETE {key} failed: cleanup needs to delete expired backups")
+            }),
+            "DELETE work".to_string(),
+        ),
+    };
     outcome?;
     deleted?;
     Ok(format!(
-        "{}: PUT, HEAD, LIST, GET, create-only and DELETE work ({} ms)",
+        "{}: PUT, HEAD, LIST, GET, create-only and {delete_note} ({} ms)",
         store.identity(),
         started.elapsed().as_millis()
     ))
