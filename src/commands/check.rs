@@ -210,20 +210,20 @@ fn probe_store(store: &dyn Store) -> Result<String> {
         Err(e) if e.downcast_ref::<Retained>().is_some() => (
             Ok(()),
             format!(
-                "DELETE is refused while Object Lock retains an object, as configured ({e}; cleanup removes it later)"
+                "work; DELETE is refused while Object Lock retains an object, as configured ({e}; a later cleanup removes it)"
             ),
         ),
         other => (
             other.with_context(|| {
                 format!("DELETE {key} failed: cleanup needs to delete expired backups")
             }),
-            "DELETE work".to_string(),
+            "and DELETE work".to_string(),
         ),
     };
     outcome?;
     deleted?;
     Ok(format!(
-        "{}: PUT, HEAD, LIST, GET, create-only and {delete_note} ({} ms)",
+        "{}: PUT, HEAD, LIST, GET, create-only {delete_note} ({} ms)",
         store.identity(),
         started.elapsed().as_millis()
     ))

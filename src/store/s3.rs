@@ -138,7 +138,10 @@ pub struct Retained {
 
 impl std::fmt::Display for Retained {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.until.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()) {
+        match self.until.and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        }) {
             Some(t) => write!(f, "{} is kept until {t} by Object Lock", self.key),
             None => write!(f, "{} is kept by Object Lock", self.key),
         }
@@ -724,7 +727,11 @@ impl Store for S3Store {
             return Ok(());
         }
         let bucket = &self.s.bucket;
-        if LOCK_VERIFIED.lock().unwrap_or_else(|e| e.into_inner()).contains(bucket) {
+        if LOCK_VERIFIED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(bucket)
+        {
             return Ok(());
         }
         let res = self.rt.block_on(
@@ -811,8 +818,7 @@ where
         SdkError::ServiceError(s) => s.err().code().map(str::to_string),
         _ => None,
     };
-    status_of(err) == Some(404)
-        || code.is_some_and(|c| c == "ObjectLockConfigurationNotFoundError")
+    status_of(err) == Some(404) || code.is_some_and(|c| c == "ObjectLockConfigurationNotFoundError")
 }
 
 impl S3Store {
@@ -836,7 +842,10 @@ impl S3Store {
                         .send(),
                 )
                 .map_err(|e| {
-                    sdk_error(e, format!("failed to list the versions of {}", self.where_(key)))
+                    sdk_error(
+                        e,
+                        format!("failed to list the versions of {}", self.where_(key)),
+                    )
                 })?;
             for v in page.versions() {
                 if v.key() == Some(full) {
@@ -878,10 +887,16 @@ impl S3Store {
                             until: Some(until),
                         }));
                     }
-                    return Err(sdk_error(e, format!("failed to delete {}", self.where_(key))));
+                    return Err(sdk_error(
+                        e,
+                        format!("failed to delete {}", self.where_(key)),
+                    ));
                 }
                 Err(e) => {
-                    return Err(sdk_error(e, format!("failed to delete {}", self.where_(key))))
+                    return Err(sdk_error(
+                        e,
+                        format!("failed to delete {}", self.where_(key)),
+                    ))
                 }
             }
         }
