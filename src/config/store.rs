@@ -191,4 +191,71 @@ mod tests {
             fails_naming(&format!("{S3}{extra}"), needle);
         }
     }
+
+    #[test]
+    fn object_lock_and_sse_are_checked() {
+        let plan = p(&format!(
+            "{S3}bucket = \"b\"\nobject_lock_mode = \"compliance\"\nobject_lock_days = 30\nsse = \"aws:kms\"\nsse_kms_key_id = \"k\"\n"
+        ))
+        .unwrap();
+        let StorePlan::S3(s) = plan.store else {
+            panic!("{:?}", plan.store)
+        };
+        assert_eq!(
+            s.object_lock,
+            Some(ObjectLock {
+                mode: LockMode::Compliance,
+                days: 30
+            })
+        );
+        assert_eq!(
+            s.sse,
+            Some(Sse::Kms {
+                key_id: Some("k".into())
+            })
+        );
+        let plan = p(&format!("{S3}bucket = \"b\"\nsse = \"AES256\"\n")).unwrap();
+        assert!(
+            matches!(plan.store, StorePlan::S3(ref s) if s.sse == Some(Sse::Aes256) && s.object_lock.is_none())
+        );
+
+        let lock = "bucket = \"b\"\nobject_lock_mode = ";
+        for (extra, needle) in [
+            (format!("{lock}\"governance\"\n"), "store.object_lock_days"),
+            (
+                "bucket = \"b\"\nobject_lock_days = 3\n".into(),
+                "store.object_lock_mode",
+            ),
+            (
+                format!("{lock}\"legal\"\nobject_lock_days = 3\n"),
+                "store.object_lock_mode",
+            ),
+            (
+                format!("{lock}\"governance\"\nobject_lock_days = 0\n"),
+                "store.object_lock_days",
+            ),
+            (
+                format!("{lock}\"governance\"\nobject_lock_days = 36501\n"),
+                "store.object_lock_days",
+            ),
+            ("bucket = \"b\"\nsse = \"aes256\"\n".into(), "store.sse"),
+            (
+                "bucket = \"b\"\nsse_kms_key_id = \"k\"\n".into(),
+                "store.sse_kms_key_id",
+            ),
+            (
+                "bucket = \"b\"\nsse = \"AES256\"\nsse_kms_key_id = \"k\"\n".into(),
+                "store.sse_kms_key_id",
+            ),
+        ] {
+            fails_naming(&format!("{S3}{extra}"), needle);
+        }
+        // Local stores have no such settings.
+        let local = "work_dir = \"/w\"\n[encryption]\nenabled = false\n[store]\ntype = \"local\"\npath = \"/s\"\n";
+        fails_naming(
+            &format!("{local}object_lock_mode = \"governance\"\n"),
+            "object_lock_mode",
+        );
+        fails_naming(&format!("{local}sse = \"AES256\"\n"), "sse");
+    }
 }
