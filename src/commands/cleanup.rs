@@ -21,7 +21,8 @@
 //! builds on) before any tombstone is written: it stays listed and restorable,
 //! and a later run deletes it once the retention has passed. An object that a
 //! deletion reaches while still retained stays too, and is removed later as an
-//! orphan.
+//! orphan. Tombstones are retained too: the deletion they record is finished
+//! again (harmlessly) by every run until their retention passes.
 //!
 //! Every step is idempotent and every run first finishes the tombstones an
 //! earlier run left, so an interrupted cleanup is completed by the next one and
@@ -131,11 +132,23 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     refuse_unreadable(&unreadable)?;
     let pending = read_tombstones(store, &trust)?;
     for t in &pending {
+        let key = tombstone::key(t.manifest.kind, t.manifest.id);
+        let what = match store.retained_until(&key)? {
+            Some(until) => format!(
+                "the deletion of {} {} (its tombstone is kept until {} by Object Lock)",
+                t.manifest.kind.as_str(),
+                t.manifest.id,
+                rfc3339(until)
+            ),
+            None => format!(
+                "the interrupted deletion of {} {}",
+                t.manifest.kind.as_str(),
+                t.manifest.id
+            ),
+        };
         ctx.ui.info(&format!(
-            "{} the interrupted deletion of {} {}",
-            if dry { "would finish" } else { "finishing" },
-            t.manifest.kind.as_str(),
-            t.manifest.id
+            "{} {what}",
+            if dry { "would finish" } else { "finishing" }
         ));
     }
     let gone: BTreeSet<BackupId> = pending.iter().map(|t| t.manifest.id).collect();
@@ -475,7 +488,19 @@ fn finish(ctx: &Ctx, store: &dyn Store, t: &Tombstone, named: &BTreeSet<String>)
     if let Some(note) = send_record(ctx, &record.to_ledger(store))? {
         ctx.ui.detail(&note);
     }
-    store.delete(&tombstone::key(m.kind, m.id))?;
+    let key = tombstone::key(m.kind, m.id);
+    if let Err(e) = store.delete(&key) {
+        // Tombstones are retained like every object. Finishing again is harmless
+        // (every step is idempotent): each run does until the retention passes.
+        let Some(r) = e.downcast_ref::<Retained>() else {
+            return Err(e);
+        };
+        ctx.ui.info(&format!(
+            "deleted {} {}; {r}, and a later cleanup removes it",
+            m.kind.as_str(),
+            m.id
+        ));
+    }
     Ok(())
 }
 
@@ -498,9 +523,17 @@ fn keep_retained(
             locked.insert(d.id.clone(), until);
         }
     }
-    if locked.is_empty() {
-        return Ok(locked);
+    if !locked.is_empty() {
+        keep_bases(decisions, |id| {
+            by_id.get(id).and_then(|m| m.parent).map(|p| p.to_string())
+        });
     }
+    Ok(locked)
+}
+
+/// Marks kept the parent of every kept backup, transitively, so that no kept
+/// incremental loses its base.
+fn keep_bases(decisions: &mut [Decision], parent_of: impl Fn(&str) -> Option<String>) {
     let index: BTreeMap<String, usize> = decisions
         .iter()
         .enumerate()
@@ -513,8 +546,7 @@ fn keep_retained(
                 continue;
             }
             let child = decisions[i].id.clone();
-            let parent = by_id[&child].parent.map(|p| p.to_string());
-            let Some(&j) = parent.as_ref().and_then(|p| index.get(p)) else {
+            let Some(&j) = parent_of(&child).and_then(|p| index.get(&p)) else {
                 continue;
             };
             if !decisions[j].keep {
@@ -526,7 +558,7 @@ fn keep_retained(
             }
         }
         if !changed {
-            return Ok(locked);
+            return;
         }
     }
 }
@@ -602,6 +634,38 @@ fn local_leftovers(ctx: &Ctx, grace: std::time::Duration, dry: bool) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backup_kept_by_object_lock_keeps_its_chain() {
+        let d = |id: &str, keep: bool| Decision {
+            id: id.into(),
+            keep,
+            reasons: Vec::new(),
+        };
+        // full ← inc1 ← inc2, and an unrelated full; inc2 is retained.
+        let mut ds = vec![
+            d("full", false),
+            d("inc1", false),
+            d("inc2", true),
+            d("other", false),
+        ];
+        keep_bases(&mut ds, |id| match id {
+            "inc1" => Some("full".into()),
+            "inc2" => Some("inc1".into()),
+            _ => None,
+        });
+        let kept: Vec<_> = ds
+            .iter()
+            .filter(|d| d.keep)
+            .map(|d| d.id.as_str())
+            .collect();
+        assert_eq!(kept, ["full", "inc1", "inc2"]);
+        assert!(
+            ds[0].reasons[0].contains("base of kept inc1"),
+            "{:?}",
+            ds[0]
+        );
+    }
 
     #[test]
     fn a_key_names_the_start_of_its_run() {

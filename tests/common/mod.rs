@@ -998,6 +998,42 @@ impl Moto {
             .collect()
     }
 
+    /// The keys of every version and delete marker in `bucket` (at most 1000).
+    pub fn versions(&self, bucket: &str) -> Vec<String> {
+        let out = self.request("s3", "GET", &format!("/{bucket}?versions"), &[], "");
+        assert_eq!(out.status, 200, "list versions of {bucket}: {}", out.body);
+        out.body
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split_once("</Key>").map(|(k, _)| k.to_string()))
+            .collect()
+    }
+
+    /// Sets the governance retention of `bucket/key` to `until`, earlier than it
+    /// was (as a user allowed to bypass governance mode may).
+    pub fn shorten_retention(&self, bucket: &str, key: &str, until: time::OffsetDateTime) {
+        let until = until
+            .replace_nanosecond(0)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let body = format!(
+            "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>GOVERNANCE</Mode><RetainUntilDate>{until}</RetainUntilDate></Retention>"
+        );
+        let out = self.request(
+            "s3",
+            "PUT",
+            &format!("/{bucket}/{key}?retention"),
+            &[("x-amz-bypass-governance-retention", "true")],
+            &body,
+        );
+        assert_eq!(
+            out.status, 200,
+            "shorten the retention of {key}: {}",
+            out.body
+        );
+    }
+
     /// Creates a KMS key and returns its id.
     pub fn create_kms_key(&self) -> String {
         let out = self.request(
