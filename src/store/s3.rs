@@ -2,7 +2,11 @@
 //!
 //! Only portable S3 behaviour is used: path-style addressing when configured,
 //! `If-None-Match: *` for create-only writes, multipart uploads for large objects,
-//! `ListObjectsV2` pagination. Uploads stream: the writer fills one part buffer at a
+//! `ListObjectsV2` pagination. Optionally, every object written carries an S3
+//! Object Lock retention (with the Content-MD5 that S3 then requires) and asks
+//! for server-side encryption; with Object Lock, deletes remove every version of
+//! a key (the bucket is versioned) and a still-retained one is a [`Retained`]
+//! error. Uploads stream: the writer fills one part buffer at a
 //! time and keeps at most `concurrency` parts in flight, so memory stays at about
 //! `part_size × (concurrency + 1)` whatever the object's size.
 //!
