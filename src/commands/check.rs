@@ -1,5 +1,6 @@
 //! `bkp check`: a preflight of everything a backup run needs, one line per check,
-//! changing nothing that matters (a probe object is written and removed).
+//! changing nothing that matters (a probe object is written and removed; under S3
+//! Object Lock it stays until its retention ends, and cleanup removes it then).
 //!
 //! Checks: the config (it loaded), every key, the work directory, the store
 //! (PUT, HEAD, LIST, GET, DELETE, and that a second create-only PUT of one key
