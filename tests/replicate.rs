@@ -419,6 +419,8 @@ fn reads_and_copies_are_pinned_to_the_listed_etag() {
             path_style: true,
             part_size: 5 << 20,
             concurrency: 2,
+            object_lock: None,
+            sse: None,
         },
         &s3.access_key,
         &s3.secret_key,

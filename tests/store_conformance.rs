@@ -166,6 +166,8 @@ fn s3_store_conforms_on_a_real_server() {
         path_style: true,
         part_size: 5 * 1024 * 1024,
         concurrency: 3,
+        object_lock: None,
+        sse: None,
     })
     .unwrap();
     conformance(&store);

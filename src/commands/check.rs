@@ -1,5 +1,6 @@
 //! `bkp check`: a preflight of everything a backup run needs, one line per check,
-//! changing nothing that matters (a probe object is written and removed).
+//! changing nothing that matters (a probe object is written and removed; under S3
+//! Object Lock it stays until its retention ends, and cleanup removes it then).
 //!
 //! Checks: the config (it loaded), every key, the work directory, the store
 //! (PUT, HEAD, LIST, GET, DELETE, and that a second create-only PUT of one key
@@ -15,6 +16,7 @@ use serde_json::json;
 
 use super::{open_store, Ctx};
 use crate::exit::{coded, Code};
+use crate::store::s3::Retained;
 use crate::store::Store;
 use crate::ui;
 use crate::workdir::WorkDir;
@@ -41,7 +43,10 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     });
     checks.push(Check {
         name: "store",
-        outcome: open_store(plan).and_then(|s| probe_store(s.as_ref())),
+        outcome: open_store(plan).and_then(|s| {
+            s.preflight_writes()?;
+            probe_store(s.as_ref())
+        }),
     });
     if let Some(cfg) = &plan.ledger {
         checks.push(Check {
@@ -211,13 +216,26 @@ fn probe_store(store: &dyn Store) -> Result<String> {
         }
         Ok(())
     })();
-    let deleted = store
-        .delete(&key)
-        .with_context(|| format!("DELETE {key} failed: cleanup needs to delete expired backups"));
+    // Under Object Lock the probe is retained like any object: S3 refusing to
+    // delete it is the lock working, and a later cleanup removes it.
+    let (deleted, delete_note) = match store.delete(&key) {
+        Err(e) if e.downcast_ref::<Retained>().is_some() => (
+            Ok(()),
+            format!(
+                "work; DELETE is refused while Object Lock retains an object, as configured ({e}; a later cleanup removes it)"
+            ),
+        ),
+        other => (
+            other.with_context(|| {
+                format!("DELETE {key} failed: cleanup needs to delete expired backups")
+            }),
+            "and DELETE work".to_string(),
+        ),
+    };
     outcome?;
     deleted?;
     Ok(format!(
-        "{}: PUT, HEAD, LIST, GET, create-only and DELETE work ({} ms)",
+        "{}: PUT, HEAD, LIST, GET, create-only {delete_note} ({} ms)",
         store.identity(),
         started.elapsed().as_millis()
     ))

@@ -15,6 +15,15 @@
 //!    backup's own transfer credited, id derived from the backup id) is recorded
 //!    or spooled, and the tombstone is deleted.
 //!
+//! With S3 Object Lock the store itself refuses deletions until each object's
+//! retention ends, and a manifest is retained like the objects it names. So a
+//! backup whose manifest is still retained is kept (and so is every backup it
+//! builds on) before any tombstone is written: it stays listed and restorable,
+//! and a later run deletes it once the retention has passed. An object that a
+//! deletion reaches while still retained stays too, and is removed later as an
+//! orphan. Tombstones are retained too: the deletion they record is finished
+//! again (harmlessly) by every run until their retention passes.
+//!
 //! Every step is idempotent and every run first finishes the tombstones an
 //! earlier run left, so an interrupted cleanup is completed by the next one and
 //! the ledger records each deletion exactly once. Nothing is deleted while any
@@ -44,6 +53,7 @@ use crate::manifest::tombstone::{self, read_tombstones, Tombstone};
 use crate::manifest::{self, Kind, Manifest};
 use crate::metrics::RunMetrics;
 use crate::retention::{self, Candidate, Decision};
+use crate::store::s3::Retained;
 use crate::store::Store;
 use crate::ui;
 
@@ -111,6 +121,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let _lock = RunLock::acquire(&plan.work_dir, "cleanup", ctx.wait)?;
     let store = open_store(plan)?;
     let store = store.as_ref();
+    store.preflight_writes()?;
     // Only proven manifests and tombstones decide a deletion (see `manifest/seal.rs`).
     let trust = super::trust(plan, Vec::new())?;
     let dry = args.dry_run;
@@ -121,11 +132,23 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     refuse_unreadable(&unreadable)?;
     let pending = read_tombstones(store, &trust)?;
     for t in &pending {
+        let key = tombstone::key(t.manifest.kind, t.manifest.id);
+        let what = match store.retained_until(&key)? {
+            Some(until) => format!(
+                "the deletion of {} {} (its tombstone is kept until {} by Object Lock)",
+                t.manifest.kind.as_str(),
+                t.manifest.id,
+                rfc3339(until)
+            ),
+            None => format!(
+                "the interrupted deletion of {} {}",
+                t.manifest.kind.as_str(),
+                t.manifest.id
+            ),
+        };
         ctx.ui.info(&format!(
-            "{} the interrupted deletion of {} {}",
-            if dry { "would finish" } else { "finishing" },
-            t.manifest.kind.as_str(),
-            t.manifest.id
+            "{} {what}",
+            if dry { "would finish" } else { "finishing" }
         ));
     }
     let gone: BTreeSet<BackupId> = pending.iter().map(|t| t.manifest.id).collect();
@@ -134,9 +157,20 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         Some(k) => all.iter().filter(|m| m.kind == k.into()).cloned().collect(),
         None => all.clone(),
     };
-    let decisions = retention::plan(&candidates(&selected), &plan.retention.policies, started_at);
+    let mut decisions =
+        retention::plan(&candidates(&selected), &plan.retention.policies, started_at);
     let by_id: BTreeMap<String, &Manifest> =
         selected.iter().map(|m| (m.id.to_string(), m)).collect();
+    let locked = keep_retained(store, &mut decisions, &by_id)?;
+    for (id, until) in &locked {
+        let m = by_id[id];
+        ctx.ui.info(&format!(
+            "kept {} {} until {} by Object Lock: a later cleanup deletes it",
+            m.kind.as_str(),
+            m.id,
+            rfc3339(*until)
+        ));
+    }
     let doomed: BTreeSet<&str> = decisions
         .iter()
         .filter(|d| !d.keep)
@@ -219,8 +253,11 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     } else {
         BTreeSet::new()
     };
-    for kind in Kind::ALL {
-        for o in store.list(&format!("{}/", kind.as_str()))? {
+    // `check/`: probes `bkp check` could not delete (killed, or retained by
+    // Object Lock).
+    let prefixes = Kind::ALL.iter().map(|k| format!("{}/", k.as_str()));
+    for prefix in prefixes.chain(["check/".to_string()]) {
+        for o in store.list(&prefix)? {
             // Old by its own time and by the start of the run that wrote it
             // (keys carry the run's UUIDv7): a long run's early uploads stay.
             let old = o.modified.is_some_and(|t| t < cutoff)
@@ -230,7 +267,23 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
             }
         }
     }
-    for o in &orphans {
+    let mut orphans_locked = Vec::new();
+    for o in std::mem::take(&mut orphans) {
+        match store.retained_until(&o.key)? {
+            Some(until) => orphans_locked.push((o, until)),
+            None => orphans.push(o),
+        }
+    }
+    for (o, until) in &orphans_locked {
+        ctx.ui.info(&format!(
+            "kept {} ({}) until {} by Object Lock: no manifest names it, a later cleanup removes it",
+            o.key,
+            ui::size(o.size),
+            rfc3339(*until)
+        ));
+    }
+    let mut removed = Vec::new();
+    for o in orphans {
         if dry {
             ctx.ui.info(&format!(
                 "would remove {} ({}): no manifest names it",
@@ -238,7 +291,13 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
                 ui::size(o.size)
             ));
         } else {
-            store.delete(&o.key)?;
+            if let Err(e) = store.delete(&o.key) {
+                let Some(r) = e.downcast_ref::<Retained>() else {
+                    return Err(e);
+                };
+                ctx.ui.info(&format!("{r}: a later cleanup removes it"));
+                continue;
+            }
             ctx.ui.info(&format!(
                 "removed {} ({}): left by an interrupted run, no manifest names it",
                 o.key,
@@ -247,7 +306,9 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         }
         totals.orphans += 1;
         totals.orphan_bytes += o.size;
+        removed.push(o);
     }
+    let orphans = removed;
 
     // Unfinished uploads of crashed runs (S3 multipart uploads), past the grace
     // period: listed by the same call that discards them, so a dry run shows
@@ -306,6 +367,10 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
             "orphans_removed": orphans.iter().map(|o| json!({"key": o.key, "bytes": o.size})).collect::<Vec<_>>(),
             "unfinished_uploads_discarded": unfinished_json(&unfinished),
             "kept": decisions.iter().filter(|d| d.keep).count(),
+            "kept_by_object_lock": locked
+                .iter()
+                .map(|(id, until)| json!({"id": id, "until": rfc3339(*until)}))
+                .collect::<Vec<_>>(),
         });
         let key = write_report(store, trust.keys(), "cleanup", run_id, started_at, &report)?;
         ctx.ui.detail(&format!("report: {key}"));
@@ -399,9 +464,14 @@ fn finish(ctx: &Ctx, store: &dyn Store, t: &Tombstone, named: &BTreeSet<String>)
     let m = &t.manifest;
     store.delete(&m.key())?;
     for key in referenced([m]).iter().filter(|k| !named.contains(*k)) {
-        store
-            .delete(key)
-            .with_context(|| format!("failed to delete {key} of backup {}", m.id))?;
+        if let Err(e) = store.delete(key) {
+            // Still retained by Object Lock: it stays, and once no tombstone names
+            // it either, a later run removes it as an orphan.
+            let Some(r) = e.downcast_ref::<Retained>() else {
+                return Err(e.context(format!("failed to delete {key} of backup {}", m.id)));
+            };
+            ctx.ui.info(&format!("{r}: a later cleanup removes it"));
+        }
     }
     let record = RunRecord {
         id: m.id,
@@ -418,8 +488,84 @@ fn finish(ctx: &Ctx, store: &dyn Store, t: &Tombstone, named: &BTreeSet<String>)
     if let Some(note) = send_record(ctx, &record.to_ledger(store))? {
         ctx.ui.detail(&note);
     }
-    store.delete(&tombstone::key(m.kind, m.id))?;
+    let key = tombstone::key(m.kind, m.id);
+    if let Err(e) = store.delete(&key) {
+        // Tombstones are retained like every object. Finishing again is harmless
+        // (every step is idempotent): each run does until the retention passes.
+        let Some(r) = e.downcast_ref::<Retained>() else {
+            return Err(e);
+        };
+        ctx.ui.info(&format!(
+            "deleted {} {}; {r}, and a later cleanup removes it",
+            m.kind.as_str(),
+            m.id
+        ));
+    }
     Ok(())
+}
+
+/// Keeps the backups retention would delete whose manifest is still under
+/// Object Lock retention, and the backups they build on (an incremental is
+/// never listed without its base). Returns the retained ones with their dates.
+/// Asked before any tombstone is written: a retained manifest cannot be deleted,
+/// so its backup must not be unlisted.
+fn keep_retained(
+    store: &dyn Store,
+    decisions: &mut [Decision],
+    by_id: &BTreeMap<String, &Manifest>,
+) -> Result<BTreeMap<String, OffsetDateTime>> {
+    let mut locked = BTreeMap::new();
+    for d in decisions.iter_mut().filter(|d| !d.keep) {
+        if let Some(until) = store.retained_until(&by_id[&d.id].key())? {
+            d.keep = true;
+            d.reasons
+                .insert(0, format!("kept until {} by Object Lock", rfc3339(until)));
+            locked.insert(d.id.clone(), until);
+        }
+    }
+    if !locked.is_empty() {
+        keep_bases(decisions, |id| {
+            by_id.get(id).and_then(|m| m.parent).map(|p| p.to_string())
+        });
+    }
+    Ok(locked)
+}
+
+/// Marks kept the parent of every kept backup, transitively, so that no kept
+/// incremental loses its base.
+fn keep_bases(decisions: &mut [Decision], parent_of: impl Fn(&str) -> Option<String>) {
+    let index: BTreeMap<String, usize> = decisions
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.id.clone(), i))
+        .collect();
+    loop {
+        let mut changed = false;
+        for i in 0..decisions.len() {
+            if !decisions[i].keep {
+                continue;
+            }
+            let child = decisions[i].id.clone();
+            let Some(&j) = parent_of(&child).and_then(|p| index.get(&p)) else {
+                continue;
+            };
+            if !decisions[j].keep {
+                decisions[j].keep = true;
+                decisions[j]
+                    .reasons
+                    .insert(0, format!("kept: base of kept {child} (Object Lock)"));
+                changed = true;
+            }
+        }
+        if !changed {
+            return;
+        }
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// The start of the run that wrote `key`: the time in the first UUIDv7 the key
@@ -488,6 +634,38 @@ fn local_leftovers(ctx: &Ctx, grace: std::time::Duration, dry: bool) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backup_kept_by_object_lock_keeps_its_chain() {
+        let d = |id: &str, keep: bool| Decision {
+            id: id.into(),
+            keep,
+            reasons: Vec::new(),
+        };
+        // full ← inc1 ← inc2, and an unrelated full; inc2 is retained.
+        let mut ds = vec![
+            d("full", false),
+            d("inc1", false),
+            d("inc2", true),
+            d("other", false),
+        ];
+        keep_bases(&mut ds, |id| match id {
+            "inc1" => Some("full".into()),
+            "inc2" => Some("inc1".into()),
+            _ => None,
+        });
+        let kept: Vec<_> = ds
+            .iter()
+            .filter(|d| d.keep)
+            .map(|d| d.id.as_str())
+            .collect();
+        assert_eq!(kept, ["full", "inc1", "inc2"]);
+        assert!(
+            ds[0].reasons[0].contains("base of kept inc1"),
+            "{:?}",
+            ds[0]
+        );
+    }
 
     #[test]
     fn a_key_names_the_start_of_its_run() {

@@ -99,6 +99,7 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
     })?;
     let trust = super::trust(plan, Vec::new())?;
     let store = open_store(plan)?;
+    store.preflight_writes()?;
     let compression = if d.recompress {
         plan.compression
     } else {

@@ -57,6 +57,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     };
     let trust = super::trust(plan, Vec::new())?;
     let store = open_store(plan)?;
+    store.preflight_writes()?;
     let run = Run::begin(
         ctx,
         store.as_ref(),

@@ -59,6 +59,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     };
     let server_side = server_side_possible(plan, rp, keyring.is_some());
     let store = target.store();
+    store.preflight_writes()?;
     let run = Run::begin(
         ctx,
         store,

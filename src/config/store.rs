@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde::Deserialize;
 
 use super::{Overrides, Validator};
-use crate::store::s3::{S3Settings, MAX_PART_SIZE, MIN_PART_SIZE};
+use crate::store::s3::{LockMode, ObjectLock, S3Settings, Sse, MAX_PART_SIZE, MIN_PART_SIZE};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
@@ -25,6 +25,10 @@ pub enum StoreFile {
         path_style: Option<bool>,
         part_size: Option<String>,
         concurrency: Option<usize>,
+        object_lock_mode: Option<String>,
+        object_lock_days: Option<u32>,
+        sse: Option<String>,
+        sse_kms_key_id: Option<String>,
     },
 }
 
@@ -54,7 +58,58 @@ pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> R
             path_style,
             part_size,
             concurrency,
+            object_lock_mode,
+            object_lock_days,
+            sse,
+            sse_kms_key_id,
         } => {
+            let object_lock = match (object_lock_mode, object_lock_days) {
+                (None, None) => None,
+                (Some(mode), Some(days)) => Some(ObjectLock {
+                    mode: match mode.as_str() {
+                        "governance" => LockMode::Governance,
+                        "compliance" => LockMode::Compliance,
+                        _ => {
+                            return Err(v.error(
+                                "store.object_lock_mode",
+                                "must be \"governance\" or \"compliance\"",
+                            ))
+                        }
+                    },
+                    days: v.within(
+                        "store.object_lock_days",
+                        days,
+                        1..=36500,
+                        "must be between 1 and 36500 (days each object is retained)",
+                    )?,
+                }),
+                (Some(_), None) => {
+                    return Err(v.error(
+                        "store.object_lock_days",
+                        "missing: object_lock_mode needs object_lock_days (how long each object is retained)",
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(v.error(
+                        "store.object_lock_mode",
+                        "missing: object_lock_days needs object_lock_mode (\"governance\" or \"compliance\")",
+                    ))
+                }
+            };
+            let sse = match (sse.as_deref(), sse_kms_key_id) {
+                (None, None) => None,
+                (Some("AES256"), None) => Some(Sse::Aes256),
+                (Some("aws:kms"), key_id) => Some(Sse::Kms { key_id }),
+                (Some("AES256") | None, Some(_)) => {
+                    return Err(v.error(
+                        "store.sse_kms_key_id",
+                        "only applies with sse = \"aws:kms\"",
+                    ))
+                }
+                (Some(_), _) => {
+                    return Err(v.error("store.sse", "must be \"AES256\" or \"aws:kms\""))
+                }
+            };
             let bucket = ov.s3_bucket.clone().unwrap_or(bucket);
             if bucket.is_empty() {
                 return Err(v.error("store.bucket", "must not be empty"));
@@ -96,6 +151,8 @@ pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> R
                 endpoint,
                 part_size,
                 concurrency,
+                object_lock,
+                sse,
             }))
         }
     }
@@ -133,5 +190,72 @@ mod tests {
         ] {
             fails_naming(&format!("{S3}{extra}"), needle);
         }
+    }
+
+    #[test]
+    fn object_lock_and_sse_are_checked() {
+        let plan = p(&format!(
+            "{S3}bucket = \"b\"\nobject_lock_mode = \"compliance\"\nobject_lock_days = 30\nsse = \"aws:kms\"\nsse_kms_key_id = \"k\"\n"
+        ))
+        .unwrap();
+        let StorePlan::S3(s) = plan.store else {
+            panic!("{:?}", plan.store)
+        };
+        assert_eq!(
+            s.object_lock,
+            Some(ObjectLock {
+                mode: LockMode::Compliance,
+                days: 30
+            })
+        );
+        assert_eq!(
+            s.sse,
+            Some(Sse::Kms {
+                key_id: Some("k".into())
+            })
+        );
+        let plan = p(&format!("{S3}bucket = \"b\"\nsse = \"AES256\"\n")).unwrap();
+        assert!(
+            matches!(plan.store, StorePlan::S3(ref s) if s.sse == Some(Sse::Aes256) && s.object_lock.is_none())
+        );
+
+        let lock = "bucket = \"b\"\nobject_lock_mode = ";
+        for (extra, needle) in [
+            (format!("{lock}\"governance\"\n"), "store.object_lock_days"),
+            (
+                "bucket = \"b\"\nobject_lock_days = 3\n".into(),
+                "store.object_lock_mode",
+            ),
+            (
+                format!("{lock}\"legal\"\nobject_lock_days = 3\n"),
+                "store.object_lock_mode",
+            ),
+            (
+                format!("{lock}\"governance\"\nobject_lock_days = 0\n"),
+                "store.object_lock_days",
+            ),
+            (
+                format!("{lock}\"governance\"\nobject_lock_days = 36501\n"),
+                "store.object_lock_days",
+            ),
+            ("bucket = \"b\"\nsse = \"aes256\"\n".into(), "store.sse"),
+            (
+                "bucket = \"b\"\nsse_kms_key_id = \"k\"\n".into(),
+                "store.sse_kms_key_id",
+            ),
+            (
+                "bucket = \"b\"\nsse = \"AES256\"\nsse_kms_key_id = \"k\"\n".into(),
+                "store.sse_kms_key_id",
+            ),
+        ] {
+            fails_naming(&format!("{S3}{extra}"), needle);
+        }
+        // Local stores have no such settings.
+        let local = "work_dir = \"/w\"\n[encryption]\nenabled = false\n[store]\ntype = \"local\"\npath = \"/s\"\n";
+        fails_naming(
+            &format!("{local}object_lock_mode = \"governance\"\n"),
+            "object_lock_mode",
+        );
+        fails_naming(&format!("{local}sse = \"AES256\"\n"), "sse");
     }
 }

@@ -64,6 +64,8 @@ impl Source {
                     path_style: s.path_style,
                     part_size: MIN_PART_SIZE,
                     concurrency,
+                    object_lock: None,
+                    sse: None,
                 };
                 match &s.credentials_env {
                     None => Source::S3(S3Store::new(settings)?),

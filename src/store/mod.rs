@@ -121,6 +121,20 @@ pub trait Store: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Checks, once per process, what writing needs beyond credentials (an S3
+    /// store with Object Lock configured: that the bucket has Object Lock
+    /// enabled). Runs that write call it first; [`Store::create`] calls it too.
+    fn preflight_writes(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Until when `key` cannot be deleted (S3 Object Lock retention), if that
+    /// is still in the future; `None` for stores without retention.
+    fn retained_until(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+        let _ = key;
+        Ok(None)
+    }
+
     /// Whether reading an object twice costs little (a local file). Restore then
     /// verifies in place instead of spooling a copy.
     fn reread_is_cheap(&self) -> bool {

@@ -2,7 +2,11 @@
 //!
 //! Only portable S3 behaviour is used: path-style addressing when configured,
 //! `If-None-Match: *` for create-only writes, multipart uploads for large objects,
-//! `ListObjectsV2` pagination. Uploads stream: the writer fills one part buffer at a
+//! `ListObjectsV2` pagination. Optionally, every object written carries an S3
+//! Object Lock retention (with the Content-MD5 that S3 then requires) and asks
+//! for server-side encryption; with Object Lock, deletes remove every version of
+//! a key (the bucket is versioned) and a still-retained one is a [`Retained`]
+//! error. Uploads stream: the writer fills one part buffer at a
 //! time and keeps at most `concurrency` parts in flight, so memory stays at about
 //! `part_size × (concurrency + 1)` whatever the object's size.
 //!
@@ -40,7 +44,118 @@ pub struct S3Settings {
     pub path_style: bool,
     pub part_size: usize,
     pub concurrency: usize,
+    /// Retention every object written gets (S3 Object Lock), if any.
+    pub object_lock: Option<ObjectLock>,
+    /// Server-side encryption every object written asks for, if any.
+    pub sse: Option<Sse>,
 }
+
+/// S3 Object Lock retention modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Users with `s3:BypassGovernanceRetention` can still delete.
+    Governance,
+    /// Nobody can delete, not even the account's root user.
+    Compliance,
+}
+
+/// The retention given to every object bkp writes: `mode` until `days` after the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    pub mode: LockMode,
+    pub days: u32,
+}
+
+impl ObjectLock {
+    fn sdk_mode(&self) -> aws_sdk_s3::types::ObjectLockMode {
+        match self.mode {
+            LockMode::Governance => aws_sdk_s3::types::ObjectLockMode::Governance,
+            LockMode::Compliance => aws_sdk_s3::types::ObjectLockMode::Compliance,
+        }
+    }
+
+    /// The retain-until date of an object written now.
+    fn until(&self) -> aws_sdk_s3::primitives::DateTime {
+        let at = OffsetDateTime::now_utc() + time::Duration::days(i64::from(self.days));
+        aws_sdk_s3::primitives::DateTime::from_secs(at.unix_timestamp())
+    }
+}
+
+/// Server-side encryption requested on every write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sse {
+    /// `AES256`: keys managed by S3 (SSE-S3).
+    Aes256,
+    /// `aws:kms`: SSE-KMS under `key_id`, or the account's default S3 key.
+    Kms { key_id: Option<String> },
+}
+
+impl Sse {
+    fn sdk(&self) -> aws_sdk_s3::types::ServerSideEncryption {
+        match self {
+            Sse::Aes256 => aws_sdk_s3::types::ServerSideEncryption::Aes256,
+            Sse::Kms { .. } => aws_sdk_s3::types::ServerSideEncryption::AwsKms,
+        }
+    }
+
+    fn key_id(&self) -> Option<String> {
+        match self {
+            Sse::Aes256 => None,
+            Sse::Kms { key_id } => key_id.clone(),
+        }
+    }
+}
+
+/// Adds the configured retention and encryption headers to a request that creates
+/// an object (PutObject, CreateMultipartUpload, CopyObject).
+macro_rules! protect {
+    ($req:expr, $lock:expr, $sse:expr) => {{
+        let mut req = $req;
+        if let Some(lock) = $lock {
+            req = req
+                .object_lock_mode(lock.sdk_mode())
+                .object_lock_retain_until_date(lock.until());
+        }
+        if let Some(sse) = $sse {
+            req = req
+                .server_side_encryption(sse.sdk())
+                .set_ssekms_key_id(sse.key_id());
+        }
+        req
+    }};
+}
+
+/// The base64 Content-MD5 of `data`: S3 requires an integrity header on writes to
+/// a bucket with Object Lock, and MD5 is the one every S3-compatible service knows.
+fn content_md5(data: &[u8]) -> String {
+    use base64::Engine;
+    use md5::Digest;
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(data))
+}
+
+/// An object that cannot be deleted yet: its Object Lock retention has not ended.
+#[derive(Debug)]
+pub struct Retained {
+    pub key: String,
+    pub until: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Display for Retained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.until.and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        }) {
+            Some(t) => write!(f, "{} is kept until {t} by Object Lock", self.key),
+            None => write!(f, "{} is kept by Object Lock", self.key),
+        }
+    }
+}
+
+impl std::error::Error for Retained {}
+
+/// Buckets whose Object Lock configuration this process has already verified.
+static LOCK_VERIFIED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 /// S3's smallest allowed part (except the last).
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
@@ -207,6 +322,8 @@ struct S3Writer {
     done: Vec<CompletedPart>,
     size: u64,
     finished: bool,
+    lock: Option<ObjectLock>,
+    sse: Option<Sse>,
 }
 
 impl S3Writer {
@@ -232,12 +349,16 @@ impl S3Writer {
         let out = self
             .rt
             .block_on(
-                self.client
-                    .create_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(&self.full_key)
-                    .set_metadata(Some(self.metadata.clone()))
-                    .send(),
+                protect!(
+                    self.client
+                        .create_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(&self.full_key)
+                        .set_metadata(Some(self.metadata.clone())),
+                    &self.lock,
+                    &self.sse
+                )
+                .send(),
             )
             .map_err(|e| {
                 sdk_error(
@@ -276,6 +397,7 @@ impl S3Writer {
         self.next_part += 1;
         let client = self.client.clone();
         let (bucket, key, where_) = (self.bucket.clone(), self.full_key.clone(), self.where_());
+        let md5 = self.lock.is_some().then(|| content_md5(&data));
         self.in_flight.push_back(self.rt.spawn(async move {
             let out = client
                 .upload_part()
@@ -283,6 +405,7 @@ impl S3Writer {
                 .key(key)
                 .upload_id(upload_id)
                 .part_number(n)
+                .set_content_md5(md5)
                 .body(ByteStream::from(data))
                 .send()
                 .await
@@ -316,15 +439,21 @@ impl S3Writer {
         if self.upload_id.is_none() {
             // Small object: one conditional PUT.
             let body = std::mem::take(&mut self.buf);
+            let md5 = self.lock.is_some().then(|| content_md5(&body));
             let res = self.rt.block_on(
-                self.client
-                    .put_object()
-                    .bucket(&self.bucket)
-                    .key(&self.full_key)
-                    .set_metadata(Some(self.metadata.clone()))
-                    .if_none_match("*")
-                    .body(ByteStream::from(body))
-                    .send(),
+                protect!(
+                    self.client
+                        .put_object()
+                        .bucket(&self.bucket)
+                        .key(&self.full_key)
+                        .set_metadata(Some(self.metadata.clone()))
+                        .if_none_match("*")
+                        .set_content_md5(md5)
+                        .body(ByteStream::from(body)),
+                    &self.lock,
+                    &self.sse
+                )
+                .send(),
             );
             return match res {
                 Ok(_) => Ok(()),
@@ -460,6 +589,7 @@ impl Store for S3Store {
 
     fn create(&self, key: &str, metadata: &Metadata) -> Result<Box<dyn ObjectWriter>> {
         let full_key = self.full_key(key)?;
+        self.preflight_writes()?;
         // A fast, friendly refusal when the key exists. The conditional write is what
         // guarantees create-only; write-only credentials may not be allowed to HEAD,
         // so a refused HEAD is not an error here.
@@ -482,6 +612,8 @@ impl Store for S3Store {
             done: Vec::new(),
             size: 0,
             finished: false,
+            lock: self.s.object_lock,
+            sse: self.s.sse.clone(),
         }))
     }
 
@@ -594,8 +726,80 @@ impl Store for S3Store {
         Ok(found)
     }
 
+    fn preflight_writes(&self) -> Result<()> {
+        if self.s.object_lock.is_none() {
+            return Ok(());
+        }
+        let bucket = &self.s.bucket;
+        if LOCK_VERIFIED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(bucket)
+        {
+            return Ok(());
+        }
+        let res = self.rt.block_on(
+            self.client
+                .get_object_lock_configuration()
+                .bucket(bucket)
+                .send(),
+        );
+        let enabled = match res {
+            Ok(out) => out
+                .object_lock_configuration()
+                .and_then(|c| c.object_lock_enabled())
+                .is_some_and(|e| *e == aws_sdk_s3::types::ObjectLockEnabled::Enabled),
+            Err(e) if lock_not_configured(&e) => false,
+            Err(e) => {
+                return Err(sdk_error(
+                    e,
+                    format!("failed to read the Object Lock configuration of bucket {bucket}"),
+                ))
+            }
+        };
+        if !enabled {
+            return Err(coded(
+                Code::Config,
+                format!("store.object_lock_mode is set but bucket {bucket} does not have Object Lock enabled, so its objects could not be retained: enable Object Lock on the bucket (it can be turned on for an existing bucket, with versioning) or remove store.object_lock_mode and store.object_lock_days"),
+            ));
+        }
+        LOCK_VERIFIED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(bucket.clone());
+        Ok(())
+    }
+
+    fn retained_until(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+        // Only asked where retention is configured: one HEAD per object otherwise
+        // wasted on every deletion.
+        if self.s.object_lock.is_none() {
+            return Ok(None);
+        }
+        let full = self.full_key(key)?;
+        let res = self.rt.block_on(
+            self.client
+                .head_object()
+                .bucket(&self.s.bucket)
+                .key(&full)
+                .send(),
+        );
+        match res {
+            Ok(out) => Ok(to_time(out.object_lock_retain_until_date())
+                .filter(|t| *t > OffsetDateTime::now_utc())),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(sdk_error(
+                e,
+                format!("failed to look up the retention of {}", self.where_(key)),
+            )),
+        }
+    }
+
     fn delete(&self, key: &str) -> Result<()> {
         let full = self.full_key(key)?;
+        if self.s.object_lock.is_some() {
+            return self.delete_versions(key, &full);
+        }
         self.rt
             .block_on(
                 self.client
@@ -605,6 +809,101 @@ impl Store for S3Store {
                     .send(),
             )
             .map_err(|e| sdk_error(e, format!("failed to delete {}", self.where_(key))))?;
+        Ok(())
+    }
+}
+
+/// GetObjectLockConfiguration's answer for a bucket without Object Lock.
+fn lock_not_configured<E>(err: &SdkError<E, HttpResponse>) -> bool
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata,
+{
+    let code = match err {
+        SdkError::ServiceError(s) => s.err().code().map(str::to_string),
+        _ => None,
+    };
+    status_of(err) == Some(404) || code.is_some_and(|c| c == "ObjectLockConfigurationNotFoundError")
+}
+
+impl S3Store {
+    /// Deletes every version of `key` (and its delete markers). A bucket with
+    /// Object Lock is versioned: a plain delete would only hide the object behind
+    /// a delete marker and keep paying for its bytes. A version still under
+    /// retention is refused by S3; that is a [`Retained`] error.
+    fn delete_versions(&self, key: &str, full: &str) -> Result<()> {
+        let mut ids = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .rt
+                .block_on(
+                    self.client
+                        .list_object_versions()
+                        .bucket(&self.s.bucket)
+                        .prefix(full)
+                        .set_key_marker(key_marker.take())
+                        .set_version_id_marker(id_marker.take())
+                        .send(),
+                )
+                .map_err(|e| {
+                    sdk_error(
+                        e,
+                        format!("failed to list the versions of {}", self.where_(key)),
+                    )
+                })?;
+            for v in page.versions() {
+                if v.key() == Some(full) {
+                    ids.push(v.version_id().map(str::to_string));
+                }
+            }
+            for m in page.delete_markers() {
+                if m.key() == Some(full) {
+                    ids.push(m.version_id().map(str::to_string));
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_version_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                break;
+            }
+        }
+        for id in ids {
+            let res = self.rt.block_on(
+                self.client
+                    .delete_object()
+                    .bucket(&self.s.bucket)
+                    .key(full)
+                    .set_version_id(id)
+                    .send(),
+            );
+            match res {
+                Ok(_) => {}
+                Err(e) if status_of(&e) == Some(404) => {}
+                Err(e) if status_of(&e) == Some(403) => {
+                    // Refused because of retention, or for want of permission
+                    // (s3:DeleteObjectVersion): only the first is expected.
+                    if let Some(until) = self.retained_until(key).ok().flatten() {
+                        return Err(anyhow::Error::new(Retained {
+                            key: key.to_string(),
+                            until: Some(until),
+                        }));
+                    }
+                    return Err(sdk_error(
+                        e,
+                        format!("failed to delete {}", self.where_(key)),
+                    ));
+                }
+                Err(e) => {
+                    return Err(sdk_error(
+                        e,
+                        format!("failed to delete {}", self.where_(key)),
+                    ))
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -775,16 +1074,20 @@ impl S3Store {
         };
         if size <= MAX_PART_SIZE as u64 {
             let res = self.rt.block_on(
-                self.client
-                    .copy_object()
-                    .bucket(&self.s.bucket)
-                    .key(&full)
-                    .copy_source(&source)
-                    .copy_source_if_match(etag)
-                    .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
-                    .set_metadata(Some(meta_map(metadata)))
-                    .if_none_match("*")
-                    .send(),
+                protect!(
+                    self.client
+                        .copy_object()
+                        .bucket(&self.s.bucket)
+                        .key(&full)
+                        .copy_source(&source)
+                        .copy_source_if_match(etag)
+                        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+                        .set_metadata(Some(meta_map(metadata)))
+                        .if_none_match("*"),
+                    &self.s.object_lock,
+                    &self.s.sse
+                )
+                .send(),
             );
             return match res {
                 Ok(_) => Ok(Some(ObjectInfo {
@@ -831,12 +1134,16 @@ impl S3Store {
         let up = self
             .rt
             .block_on(
-                self.client
-                    .create_multipart_upload()
-                    .bucket(&self.s.bucket)
-                    .key(&full)
-                    .set_metadata(Some(meta_map(metadata)))
-                    .send(),
+                protect!(
+                    self.client
+                        .create_multipart_upload()
+                        .bucket(&self.s.bucket)
+                        .key(&full)
+                        .set_metadata(Some(meta_map(metadata))),
+                    &self.s.object_lock,
+                    &self.s.sse
+                )
+                .send(),
             )
             .map_err(|e| sdk_error(e, what()))?;
         let upload_id = up

@@ -858,3 +858,256 @@ pub fn reseal(path: &Path) {
     let keys = bkp::crypto::Keyring::new(bkp::crypto::MasterKey::from_bytes([7u8; 32]), Vec::new());
     fs::write(path, bkp::manifest::seal::encode(&v, Some(&keys)).unwrap()).unwrap();
 }
+
+// ---- moto (S3 with Object Lock and SSE-KMS) ---------------------------------------------
+
+/// moto's standalone server on 127.0.0.1: an in-memory AWS emulation that, unlike
+/// SeaweedFS, implements S3 Object Lock and SSE-KMS (and KMS itself). It accepts any
+/// credentials and does not check signatures; region us-east-1.
+pub struct Moto {
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    pub dir: PathBuf,
+    server: Option<Supervised>,
+}
+
+/// A raw HTTP answer: status, headers (names lowercased), body.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        retry_port_clash("moto", Self::try_start)
+    }
+
+    fn try_start() -> Result<Moto, String> {
+        let dir = scratch_dir("moto");
+        let port = free_port();
+        let spec = Spec {
+            program: tool("moto_server"),
+            args: vec![
+                "-H".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+            ],
+            envs: vec![("HOME", dir.display().to_string())],
+            grace: S3_STOP_GRACE,
+            cleanup: vec![dir.clone()],
+        };
+        let server = Some(Supervised::spawn(spec, &dir));
+        let moto = Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            dir,
+            server,
+        };
+        let supervised = moto.server.as_ref().unwrap();
+        supervised
+            .wait_ready(READY_TIMEOUT, || http_answers(&moto.endpoint))
+            .map_err(|e| format!("on {}: {e}", moto.endpoint))?;
+        Ok(moto)
+    }
+
+    /// One HTTP/1.0 request to `service` ("s3", "kms"); moto routes by the service
+    /// named in the (unchecked) SigV4 credential scope.
+    pub fn request(
+        &self,
+        service: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> HttpAnswer {
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut req = format!(
+            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\
+             Authorization: AWS4-HMAC-SHA256 Credential=test/20250101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=00\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        stream.write_all(req.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        let _ = stream.read_to_end(&mut raw);
+        let raw = text(&raw);
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTP answer from {addr}: {raw}"));
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        HttpAnswer {
+            status,
+            headers,
+            body: body.to_string(),
+        }
+    }
+
+    /// Creates a bucket with a unique name starting with `prefix`, with Object Lock
+    /// enabled (and so versioning) if `locked`; returns its name.
+    pub fn new_bucket(&self, prefix: &str, locked: bool) -> String {
+        let name = unique_name(prefix);
+        let lock: &[(&str, &str)] = if locked {
+            &[("x-amz-bucket-object-lock-enabled", "true")]
+        } else {
+            &[]
+        };
+        let out = self.request("s3", "PUT", &format!("/{name}"), lock, "");
+        assert_eq!(out.status, 200, "create bucket {name}: {}", out.body);
+        name
+    }
+
+    /// HEAD of `bucket/key`.
+    pub fn head(&self, bucket: &str, key: &str) -> HttpAnswer {
+        self.request("s3", "HEAD", &format!("/{bucket}/{key}"), &[], "")
+    }
+
+    /// The keys in `bucket` (at most 1000).
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let out = self.request("s3", "GET", &format!("/{bucket}?list-type=2"), &[], "");
+        assert_eq!(out.status, 200, "list {bucket}: {}", out.body);
+        out.body
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split_once("</Key>").map(|(k, _)| k.to_string()))
+            .collect()
+    }
+
+    /// The keys of every version and delete marker in `bucket` (at most 1000).
+    pub fn versions(&self, bucket: &str) -> Vec<String> {
+        let out = self.request("s3", "GET", &format!("/{bucket}?versions"), &[], "");
+        assert_eq!(out.status, 200, "list versions of {bucket}: {}", out.body);
+        out.body
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split_once("</Key>").map(|(k, _)| k.to_string()))
+            .collect()
+    }
+
+    /// Sets the governance retention of `bucket/key` to `until`, earlier than it
+    /// was (as a user allowed to bypass governance mode may).
+    pub fn shorten_retention(&self, bucket: &str, key: &str, until: time::OffsetDateTime) {
+        let until = until
+            .replace_nanosecond(0)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let body = format!(
+            "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>GOVERNANCE</Mode><RetainUntilDate>{until}</RetainUntilDate></Retention>"
+        );
+        let out = self.request(
+            "s3",
+            "PUT",
+            &format!("/{bucket}/{key}?retention"),
+            &[("x-amz-bypass-governance-retention", "true")],
+            &body,
+        );
+        assert_eq!(
+            out.status, 200,
+            "shorten the retention of {key}: {}",
+            out.body
+        );
+    }
+
+    /// Creates a KMS key and returns its id.
+    pub fn create_kms_key(&self) -> String {
+        let out = self.request(
+            "kms",
+            "POST",
+            "/",
+            &[
+                ("X-Amz-Target", "TrentService.CreateKey"),
+                ("Content-Type", "application/x-amz-json-1.1"),
+            ],
+            "{}",
+        );
+        assert_eq!(out.status, 200, "KMS CreateKey: {}", out.body);
+        let doc: serde_json::Value = serde_json::from_str(&out.body).unwrap();
+        doc["KeyMetadata"]["KeyId"].as_str().unwrap().to_string()
+    }
+
+    /// The environment a child `bkp` needs (any credentials do).
+    pub fn env(&self) -> Vec<(String, String)> {
+        let pairs = [
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ];
+        pairs.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
+    }
+
+    /// The `[store]` section for `bucket` on this server, plus `extra` keys.
+    pub fn store_toml(&self, bucket: &str, extra: &str) -> String {
+        format!(
+            "[store]\ntype = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"team/bkp\"\nendpoint = \"{}\"\npath_style = true\nregion = \"us-east-1\"\npart_size = \"5MiB\"\nconcurrency = 3\n{extra}",
+            self.endpoint
+        )
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.halt("kill");
+        }
+        remove_later(&self.dir);
+    }
+}
+
+/// One moto server for the whole test process, started by the first caller.
+pub fn shared_moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(Moto::start)
+}
+
+/// Like [`setup`], with the store in `bucket` on [`shared_moto`] and `store_extra`
+/// added to the `[store]` section.
+pub fn setup_moto(data_file: &Path, bucket: &str, store_extra: &str, extra: &str) -> Setup {
+    let moto = shared_moto();
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("key"), [7u8; 32]).unwrap();
+    let config = dir.path().join("bkp.toml");
+    fs::write(
+        &config,
+        format!(
+            "work_dir = \"work\"\n{}[encryption]\nkey_file = \"key\"\n[tigerbeetle]\ndata_file = \"{}\"\nbinary = \"{}\"\n{extra}",
+            moto.store_toml(bucket, store_extra),
+            data_file.display(),
+            tool("tigerbeetle").display()
+        ),
+    )
+    .unwrap();
+    Setup {
+        dir,
+        config,
+        env: moto.env(),
+    }
+}
