@@ -420,7 +420,9 @@ fn show_plan(
                 })
             })
             .collect();
-        return Ok(Some(json!({ "dry_run": dry, "backups": rows })));
+        return Ok(Some(
+            json!({ "schema": "bkp.cleanup/1", "dry_run": dry, "backups": rows }),
+        ));
     }
     if decisions.is_empty() {
         ctx.ui.info("no backups in the store");

@@ -81,6 +81,7 @@ pub fn generate(ui: &Ui, path: &Path, kind: KeyType) -> Result<()> {
     ));
     if ui.json {
         ui::out(&serde_json::to_string_pretty(&json!({
+            "schema": "bkp.key/1",
             "key_id": id,
             "path": path,
             "public": public,

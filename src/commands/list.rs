@@ -96,7 +96,7 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
             })
             .collect();
         crate::ui::out(&serde_json::to_string_pretty(
-            &json!({ "backups": rows, "unreadable": refused_rows }),
+            &json!({ "schema": "bkp.list/1", "backups": rows, "unreadable": refused_rows }),
         )?)?;
         return refused();
     }

@@ -223,6 +223,7 @@ pub fn json_report(
     extra: serde_json::Value,
 ) -> Result<()> {
     let mut out = json!({
+        "schema": "bkp.run/1",
         "manifest": m,
         "manifest_key": m.key(),
         "store": store.identity(),

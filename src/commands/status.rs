@@ -191,6 +191,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             })
             .collect();
         ui::out(&serde_json::to_string_pretty(&json!({
+            "schema": "bkp.status/1",
             "now": rfc3339(now),
             "store": store.identity(),
             "ok": verdicts.iter().all(|v| !v.state.is_alarm()),

@@ -191,6 +191,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     let elapsed = clock.elapsed();
     if ctx.ui.json {
         return ui::print(&serde_json::to_string_pretty(&json!({
+            "schema": "bkp.restore/1",
             "id": m.id,
             "kind": "parquet",
             "target": target.path.display().to_string(),
