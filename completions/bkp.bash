@@ -600,7 +600,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__replicate)
-            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-n -c -q -v -h --dry-run --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

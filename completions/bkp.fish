@@ -105,6 +105,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand restore" -l no-progress -d 'No p
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s h -l help -d 'Print help'
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
+complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s n -l dry-run -d 'Say what a run would copy (new and changed files, with their sizes), what it would find unchanged or gone, and what it would skip; copy nothing, write nothing'
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s v -l verbose -d 'Print each step on stderr'

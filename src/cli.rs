@@ -93,7 +93,7 @@ pub enum Command {
     /// Copy the Parquet cold tier's new and changed files to the store (each
     /// checked to be Parquet first) and record the whole set in a manifest.
     /// Skipped files make the exit code 10.
-    Replicate,
+    Replicate(ReplicateArgs),
 
     /// Apply the retention policy: delete expired backups (never one a kept
     /// backup's chain needs, never the newest of a kind), objects of crashed runs
@@ -182,6 +182,15 @@ pub struct VerifyArgs {
     /// sealed or encrypted). Check where it came from first. Repeatable.
     #[arg(long = "trust", value_name = "ID", value_parser = parse_id)]
     pub trust: Vec<BackupId>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplicateArgs {
+    /// Say what a run would copy (new and changed files, with their sizes), what
+    /// it would find unchanged or gone, and what it would skip; copy nothing,
+    /// write nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

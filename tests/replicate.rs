@@ -889,3 +889,57 @@ fn a_restore_dry_run_counts_the_whole_replicated_set() {
     assert_eq!(v["bytes"], set_bytes);
     assert!(!target.exists());
 }
+
+/// `replicate --dry-run` says what a run would read (new and changed files,
+/// with sizes), what is unchanged or gone, and writes nothing to the store.
+#[test]
+fn a_dry_run_names_what_a_run_would_copy_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cold = dir.path().join("cold");
+    let mk = Maker::new();
+    mk.small(&cold.join("a.parquet"), 1);
+    mk.small(&cold.join("b.parquet"), 2);
+    fs::write(dir.path().join("key"), [7u8; 32]).unwrap();
+    let cfg = dir.path().join("bkp.toml");
+    fs::write(
+        &cfg,
+        "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n\
+         [encryption]\nkey_file = \"key\"\n[replicate]\nsource = \"cold\"\n",
+    )
+    .unwrap();
+    let cfg_arg = cfg.to_str().unwrap();
+    assert_exit(&run_bkp(&["--config", cfg_arg, "replicate"], &[]), 0);
+
+    mk.small(&cold.join("c.parquet"), 3);
+    fs::remove_file(cold.join("b.parquet")).unwrap();
+    let before = common::walk(&dir.path().join("store"));
+    let out = run_bkp(
+        &["--config", cfg_arg, "--json", "replicate", "--dry-run"],
+        &[],
+    );
+    assert_exit(&out, 0);
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["schema"], "bkp.replicate-plan/1");
+    assert_eq!(plan["to_read"][0]["path"], "c.parquet", "{plan:#}");
+    assert_eq!(plan["to_read"][0]["new"], true);
+    assert_eq!(
+        plan["bytes_to_read"],
+        fs::metadata(cold.join("c.parquet")).unwrap().len()
+    );
+    assert_eq!(plan["unchanged"], 1);
+    assert_eq!(plan["gone"], serde_json::json!(["b.parquet"]));
+    assert_eq!(
+        common::walk(&dir.path().join("store")),
+        before,
+        "a dry run wrote to the store"
+    );
+
+    let out = run_bkp(&["--config", cfg_arg, "replicate", "-n"], &[]);
+    assert_exit(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("new") && text.contains("c.parquet"), "{text}");
+    assert!(
+        text.contains("gone") && text.contains("b.parquet"),
+        "{text}"
+    );
+}

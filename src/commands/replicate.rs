@@ -26,13 +26,13 @@ use crate::manifest::{self, Kind, Manifest, Scope};
 use crate::replicate::config::{ReplicatePlan, SourcePlan};
 use crate::replicate::copy::{run_pool, Job, Outcome, Target};
 use crate::replicate::record::{self, FileRecord, ReplicaSet, Skipped, Stats};
-use crate::replicate::source::Source;
+use crate::replicate::source::{Entry, Source};
 use crate::stages::compress::Compression;
 use crate::store::s3::S3Store;
 use crate::store::{local::LocalStore, Store};
 use crate::ui;
 
-pub fn run(ctx: &Ctx) -> Result<()> {
+pub fn run(ctx: &Ctx, args: &crate::cli::ReplicateArgs) -> Result<()> {
     let plan = &ctx.plan;
     let rp = plan.replicate.as_ref().ok_or_else(|| {
         coded(
@@ -59,6 +59,9 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     };
     let server_side = server_side_possible(plan, rp, keyring.is_some());
     let store = target.store();
+    if args.dry_run {
+        return dry_run(ctx, store, &trust, &source, rp, server_side);
+    }
     store.preflight_writes()?;
     let run = Run::begin(
         ctx,
@@ -294,6 +297,75 @@ fn server_side_possible(plan: &crate::config::Plan, rp: &ReplicatePlan, encrypte
         }
         _ => false,
     }
+}
+
+/// `replicate --dry-run`: the same listing and comparison with the previous
+/// set as a run, and nothing copied or written.
+fn dry_run(
+    ctx: &Ctx,
+    store: &dyn Store,
+    trust: &manifest::Trust,
+    source: &Source,
+    rp: &ReplicatePlan,
+    server_side: bool,
+) -> Result<()> {
+    let root = rp.source.identity();
+    let previous = find_previous(ctx, store, trust, &root)?;
+    let (listing, ignored) = source.list(rp)?;
+    let diff = record::diff(previous.as_ref().map(|(_, s)| s), &listing);
+    let to_read: u64 = diff.changed.iter().map(|(e, _)| e.size).sum();
+    let new = diff.changed.iter().filter(|(_, p)| p.is_none()).count();
+    if ctx.ui.json {
+        let files = |v: &[(Entry, Option<FileRecord>)]| -> Vec<serde_json::Value> {
+            v.iter()
+                .map(|(e, p)| json!({"path": e.path, "bytes": e.size, "new": p.is_none()}))
+                .collect()
+        };
+        ui::out(&serde_json::to_string_pretty(&json!({
+            "schema": "bkp.replicate-plan/1",
+            "source": root,
+            "store": store.identity(),
+            "previous": previous.as_ref().map(|(m, _)| m.id),
+            "server_side": server_side,
+            "to_read": files(&diff.changed),
+            "bytes_to_read": to_read,
+            "unchanged": diff.unchanged.len(),
+            "gone": diff.deleted.iter().map(|r| &r.path).collect::<Vec<_>>(),
+            "skipped": ignored.iter().map(|i| json!({"path": i.path, "reason": i.reason})).collect::<Vec<_>>(),
+        }))?)?;
+        return Ok(());
+    }
+    for (e, p) in &diff.changed {
+        ui::out(&format!(
+            "{}  {}  {}",
+            if p.is_none() { "new    " } else { "changed" },
+            ui::size(e.size),
+            source.where_(&e.path)
+        ))?;
+    }
+    for r in &diff.deleted {
+        ui::out(&format!("gone     {}", source.where_(&r.path)))?;
+    }
+    for i in &ignored {
+        ui::out(&format!(
+            "skip     {}: {}",
+            source.where_(&i.path),
+            i.reason
+        ))?;
+    }
+    ctx.ui.info(&format!(
+        "would read {} file(s) ({}; {new} new, the others changed by size or time and copied only if their content changed){}; {} unchanged since {}; {} gone; {} skipped. Nothing was copied",
+        diff.changed.len(),
+        ui::size(to_read),
+        if server_side { ", as server-side copies" } else { "" },
+        diff.unchanged.len(),
+        previous
+            .as_ref()
+            .map_or("(no previous run)".to_string(), |(m, _)| m.id.to_string()),
+        diff.deleted.len(),
+        ignored.len()
+    ));
+    Ok(())
 }
 
 /// The newest replicate manifest of this source and its set. Only the newest
