@@ -22,6 +22,7 @@ pub mod ledger;
 pub mod lock;
 pub mod manifest;
 pub mod metrics;
+pub mod notify;
 pub mod parquet;
 pub mod pipeline;
 pub mod replicate;
@@ -71,7 +72,7 @@ pub fn run(cli: Cli) -> Result<()> {
         ui,
         wait: g.wait.unwrap_or(Duration::ZERO),
     };
-    match &cli.command {
+    let result = match &cli.command {
         Command::Snapshot => commands::snapshot::run(&ctx),
         Command::Logs => commands::logs::run(&ctx),
         Command::Export(a) => commands::export::run(&ctx, a.full),
@@ -86,5 +87,48 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Key(KeyCommand::Generate { path, kind }) => {
             commands::key::generate(&ctx.ui, path, *kind)
         }
+    };
+    notify(&ctx, &cli.command, &result);
+    result
+}
+
+/// Tells `[notify]`'s command about a failure, a recovery or a breached RPO of
+/// a timer-driven run (not of dry runs). Its own failure is reported only.
+fn notify(ctx: &Ctx, command: &Command, result: &Result<()>) {
+    let operation = match command {
+        Command::Snapshot => "snapshot",
+        Command::Logs => "logs",
+        Command::Export(_) => "export",
+        Command::Replicate(a) if !a.dry_run => "replicate",
+        Command::Cleanup(a) if !a.dry_run => "cleanup",
+        Command::Verify(_) => "verify",
+        Command::Status => "status",
+        _ => return,
+    };
+    let Some(plan) = &ctx.plan.notify else {
+        return;
+    };
+    let exit_code = result
+        .as_ref()
+        .map_or_else(exit::exit_code, |()| exit::SUCCESS);
+    let state = workdir::WorkDir::new(&ctx.plan.work_dir).notify_state();
+    let Some(event) = notify::event_for(&state, operation, exit_code) else {
+        return;
+    };
+    if !plan.on.contains(&event) {
+        return;
+    }
+    // The top-level message only: bkp's own words.
+    let message = match result {
+        Ok(()) => format!("bkp {operation} succeeded"),
+        Err(e) => e.to_string(),
+    };
+    let host = commands::run::hostname();
+    let doc = notify::document(event, operation, exit_code, &message, &host);
+    if let Err(e) = notify::send(plan, &doc) {
+        ctx.ui.warn(&format!(
+            "the {} notification was not delivered: {e:#}",
+            event.as_str()
+        ));
     }
 }

@@ -85,6 +85,11 @@ impl WorkDir {
         self.root.join("ledger-spool")
     }
 
+    /// The last outcome of each operation, for recovery notifications.
+    pub fn notify_state(&self) -> PathBuf {
+        self.root.join("notify")
+    }
+
     /// Creates `work_dir` (0700) if it is missing.
     pub fn create(&self) -> Result<()> {
         fs::DirBuilder::new()

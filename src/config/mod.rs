@@ -31,6 +31,7 @@ pub mod encryption;
 pub mod freshness;
 pub mod ledger;
 pub mod metrics;
+pub mod notify;
 pub mod replicate;
 pub mod retention;
 pub mod store;
@@ -62,6 +63,7 @@ pub struct File {
     pub metrics: Option<metrics::MetricsFile>,
     pub replicate: Option<replicate::ReplicateFile>,
     pub duckdb: Option<duckdb::DuckdbFile>,
+    pub notify: Option<notify::NotifyFile>,
 }
 
 /// A validated configuration: everything a run needs, nothing loaded yet.
@@ -81,6 +83,8 @@ pub struct Plan {
     pub metrics_dir: Option<PathBuf>,
     pub replicate: Option<crate::replicate::ReplicatePlan>,
     pub duckdb: Option<DuckdbPlan>,
+    /// The command run on failures, recoveries and breached RPOs.
+    pub notify: Option<crate::notify::NotifyPlan>,
 }
 
 /// Values from the environment that override the file (`BKP_*`).
@@ -243,6 +247,7 @@ fn validate(f: File, v: &Validator, ov: &Overrides) -> Result<Plan> {
         .map(|r| replicate::validate(r, v, &ov.replicate, compression))
         .transpose()?;
     let duckdb = f.duckdb.map(|d| duckdb::validate(d, v)).transpose()?;
+    let notify = f.notify.map(|n| notify::validate(n, v)).transpose()?;
     Ok(Plan {
         source: v.file.to_path_buf(),
         work_dir,
@@ -256,6 +261,7 @@ fn validate(f: File, v: &Validator, ov: &Overrides) -> Result<Plan> {
         metrics_dir,
         replicate,
         duckdb,
+        notify,
     })
 }
 

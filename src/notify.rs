@@ -1,0 +1,172 @@
+//! Notifications: a command bkp runs, with the event as JSON on its stdin,
+//! when a timer-driven run (`snapshot`, `logs`, `export`, `replicate`,
+//! `cleanup`, `verify`, `status`) fails, when one succeeds again after a
+//! failure, and when `bkp status` finds an RPO breached (exit 11).
+//!
+//! The command gets a scrubbed environment (`child.rs`) plus `BKP_EVENT`,
+//! `BKP_OPERATION` and `BKP_EXIT_CODE`, and the document `bkp.notify/1`:
+//! event, operation, exit code and its name, bkp's own one-line message (never
+//! a child's or a store's text), host and time. A webhook is one `curl` away
+//! (`examples/notify-webhook.sh`, with a Slack-compatible body). A failed or
+//! slow notification is reported and never changes the run's exit code.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A run failed.
+    Failure,
+    /// A run succeeded after the previous run of the same operation failed.
+    Recovery,
+    /// `bkp status` found a schedule past its RPO.
+    Stale,
+}
+
+impl Event {
+    pub const ALL: [Event; 3] = [Event::Failure, Event::Recovery, Event::Stale];
+
+    pub fn parse(s: &str) -> Option<Event> {
+        Event::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Failure => "failure",
+            Event::Recovery => "recovery",
+            Event::Stale => "stale",
+        }
+    }
+}
+
+/// The `[notify]` section, validated.
+#[derive(Debug, Clone)]
+pub struct NotifyPlan {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub on: Vec<Event>,
+    pub pass_env: Vec<String>,
+    pub timeout: Duration,
+}
+
+/// The operations whose outcomes are notified: those timers run.
+pub const WATCHED: [&str; 7] = [
+    "snapshot",
+    "logs",
+    "export",
+    "replicate",
+    "cleanup",
+    "verify",
+    "status",
+];
+
+/// Records the outcome of `operation` under `state` and says which event, if
+/// any, it is: every failure; a success after a failure; a breached RPO.
+pub fn event_for(state: &Path, operation: &str, exit_code: i32) -> Option<Event> {
+    let file = state.join(operation);
+    let failed_before = std::fs::read_to_string(&file).is_ok_and(|s| s.trim() == "failed");
+    let ok = exit_code == crate::exit::SUCCESS;
+    // A breached RPO is the status run's finding, not its failure; the next
+    // good status is its recovery.
+    let stale = operation == "status" && exit_code == crate::exit::STALE;
+    let _ = std::fs::create_dir_all(state);
+    let _ = std::fs::write(&file, if ok { "ok\n" } else { "failed\n" });
+    if stale {
+        Some(Event::Stale)
+    } else if !ok {
+        Some(Event::Failure)
+    } else if failed_before {
+        Some(Event::Recovery)
+    } else {
+        None
+    }
+}
+
+/// The JSON the command reads on stdin.
+pub fn document(
+    event: Event,
+    operation: &str,
+    exit_code: i32,
+    message: &str,
+    host: &str,
+) -> serde_json::Value {
+    json!({
+        "schema": "bkp.notify/1",
+        "event": event.as_str(),
+        "operation": operation,
+        "exit_code": exit_code,
+        "code": crate::exit::name(exit_code),
+        "message": message,
+        "host": host,
+        "at": OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    })
+}
+
+/// Runs the command with `doc` on its stdin, waiting up to the plan's timeout.
+pub fn send(plan: &NotifyPlan, doc: &serde_json::Value) -> Result<()> {
+    let program = plan.program.display().to_string();
+    let mut child = crate::child::command(&plan.program, &plan.pass_env)
+        .args(&plan.args)
+        .env("BKP_EVENT", doc["event"].as_str().unwrap_or_default())
+        .env(
+            "BKP_OPERATION",
+            doc["operation"].as_str().unwrap_or_default(),
+        )
+        .env("BKP_EXIT_CODE", doc["exit_code"].to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot run the notify command {program}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that does not read its input is its own business.
+        let _ = stdin.write_all(serde_json::to_string_pretty(doc)?.as_bytes());
+    }
+    let began = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if status.success() {
+                return Ok(());
+            }
+            anyhow::bail!("the notify command {program} exited with {status}");
+        }
+        if began.elapsed() > plan.timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!(
+                "the notify command {program} did not finish within {:?}: stopped it",
+                plan.timeout
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_recoveries_and_breaches_are_events_and_successes_are_not() {
+        let d = tempfile::tempdir().unwrap();
+        let s = d.path().join("notify");
+        assert_eq!(event_for(&s, "snapshot", 0), None);
+        assert_eq!(event_for(&s, "snapshot", 6), Some(Event::Failure));
+        assert_eq!(event_for(&s, "snapshot", 6), Some(Event::Failure));
+        assert_eq!(event_for(&s, "logs", 0), None, "per operation");
+        assert_eq!(event_for(&s, "snapshot", 0), Some(Event::Recovery));
+        assert_eq!(event_for(&s, "snapshot", 0), None);
+        assert_eq!(event_for(&s, "status", 11), Some(Event::Stale));
+        assert_eq!(event_for(&s, "status", 0), Some(Event::Recovery));
+        assert_eq!(event_for(&s, "status", 3), Some(Event::Failure));
+        assert_eq!(event_for(&s, "status", 0), Some(Event::Recovery));
+    }
+}
