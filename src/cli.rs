@@ -12,6 +12,7 @@ use crate::manifest::Kind;
 #[command(
     name = "bkp",
     version,
+    long_version = LONG_VERSION.as_str(),
     about = "Backups of a TigerBeetle ledger, a DuckDB hot tier and a Parquet cold tier",
     long_about = "bkp takes compressed, encrypted, checksummed backups of a TigerBeetle ledger, \
 a DuckDB hot tier and a Parquet cold tier, stores them in S3 or a local directory, \
@@ -26,6 +27,13 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// What `bkp --version` prints: the version and the commit it was built from.
+static LONG_VERSION: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| match env!("BKP_COMMIT") {
+        "" => env!("CARGO_PKG_VERSION").to_string(),
+        commit => format!("{} (commit {commit})", env!("CARGO_PKG_VERSION")),
+    });
 
 #[derive(Debug, Args)]
 pub struct Global {
@@ -296,5 +304,6 @@ impl From<KindArg> for Kind {
 
 /// The clap command, for generating man pages and completions.
 pub fn command() -> clap::Command {
-    <Cli as clap::CommandFactory>::command()
+    // Without the commit: the generated pages must not change with every commit.
+    <Cli as clap::CommandFactory>::command().long_version(None::<&'static str>)
 }

@@ -53,3 +53,29 @@ fn man_pages_and_completions_match_the_cli() {
         "generated files are out of date: {stale:?}; run `BKP_BLESS=1 cargo test --test docs` and commit them"
     );
 }
+
+/// `bkp --version` names the commit the binary was built from (when built in a
+/// git checkout), so a report or a bug can be tied to its source.
+#[test]
+fn the_long_version_names_the_commit() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bkp"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(concat!("bkp ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    if let Some(h) = head.ok().filter(|h| h.status.success()) {
+        let commit = String::from_utf8_lossy(&h.stdout).trim().to_string();
+        assert!(
+            text.contains(&format!("(commit {commit})")),
+            "{text} vs {commit}"
+        );
+    }
+}
