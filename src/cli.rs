@@ -120,6 +120,12 @@ pub enum Command {
     /// source. Exits with the code of the first failure.
     Check,
 
+    /// Mark the store (or prefix) as this installation's: writes `bkp-store.json`,
+    /// sealed with the key, naming the key id and formats. Runs then refuse a
+    /// store whose marker another installation's key sealed. Optional; never
+    /// replaces a marker.
+    Init,
+
     /// Manage master keys.
     #[command(subcommand)]
     Key(KeyCommand),

@@ -83,6 +83,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Verify(a) => commands::verify::run(&ctx, a),
         Command::Status => commands::status::run(&ctx),
         Command::Check => commands::check::run(&ctx),
+        Command::Init => commands::key::init(&ctx),
         Command::Replicate(a) => commands::replicate::run(&ctx, a),
         Command::Key(KeyCommand::Generate { path, kind }) => {
             commands::key::generate(&ctx.ui, path, *kind)

@@ -350,3 +350,39 @@ fn a_swapped_object_is_refused_before_anything_is_restored() {
     assert!(!target.exists());
     refused(&s.bkp(&["verify", a_id]), a_id);
 }
+
+#[test]
+fn a_store_marked_by_another_installation_is_refused_before_anything_is_written() {
+    let d = tempfile::tempdir().unwrap();
+    let s = setup(&formatted_data_file(d.path()), StoreKind::Local, "");
+    assert_exit(&s.bkp(&["init"]), 0);
+    assert!(s.path("store/bkp-store.json").exists());
+    assert_exit(&s.bkp(&["init"]), 8);
+    snapshot(&s);
+    let out = s.bkp(&["--json", "check"]);
+    assert!(text(&out).contains("this installation's"), "{}", text(&out));
+
+    // The same store under a second config with another key.
+    fs::write(s.path("other.key"), [8u8; 32]).unwrap();
+    let other = s.path("other.toml");
+    fs::write(
+        &other,
+        fs::read_to_string(&s.config)
+            .unwrap()
+            .replace("key_file = \"key\"", "key_file = \"other.key\""),
+    )
+    .unwrap();
+    let before = walk(&s.path("store"));
+    let out = common::run_bkp(&["--config", other.to_str().unwrap(), "snapshot"], &[]);
+    assert_exit(&out, 3);
+    assert!(
+        text(&out).contains("belongs to another installation"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        walk(&s.path("store")),
+        before,
+        "a refused run wrote to the store"
+    );
+}

@@ -48,6 +48,22 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             probe_store(s.as_ref())
         }),
     });
+    checks.push(Check {
+        name: "store_marker",
+        outcome: open_store(plan).and_then(|s| {
+            let trust = super::trust(plan, Vec::new())?;
+            Ok(match crate::manifest::marker::check(s.as_ref(), &trust)? {
+                None => "no marker: `bkp init` marks the store as this installation's".into(),
+                Some(m) => format!(
+                    "this installation's (marked {} by {})",
+                    m.created_at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                    m.host
+                ),
+            })
+        }),
+    });
     if let Some(cfg) = &plan.ledger {
         checks.push(Check {
             name: "ledger",

@@ -20,6 +20,33 @@ use crate::crypto::pubkey;
 use crate::exit::{coded, Code};
 use crate::ui::{self, Ui};
 
+/// `bkp init`: writes the store marker (see `manifest/marker.rs`).
+pub fn init(ctx: &crate::commands::Ctx) -> Result<()> {
+    let store = crate::commands::open_store(&ctx.plan)?;
+    let trust = crate::commands::trust(&ctx.plan, Vec::new())?;
+    let marker = crate::manifest::marker::Marker {
+        schema: crate::manifest::marker::SCHEMA.into(),
+        created_at: time::OffsetDateTime::now_utc(),
+        host: crate::commands::run::hostname(),
+        bkp_version: env!("CARGO_PKG_VERSION").into(),
+        manifest_schema: crate::manifest::schema_string(),
+        stream_format: crate::crypto::FORMAT_NAME.into(),
+        key_id: trust.keys().map(|k| k.current().id().to_string()),
+    };
+    crate::manifest::marker::write(store.as_ref(), &marker, &trust)?;
+    ctx.ui.info(&format!(
+        "marked {} as this installation's store ({}){}",
+        store.identity(),
+        crate::manifest::marker::KEY,
+        if trust.checks() {
+            ""
+        } else {
+            ": without [encryption] the marker is not sealed, so it names the store but cannot prove whose it is"
+        }
+    ));
+    Ok(())
+}
+
 /// Writes a new key to `path` and prints its id (and public half).
 pub fn generate(ui: &Ui, path: &Path, kind: KeyType) -> Result<()> {
     let (bytes, id, public): (Zeroizing<Vec<u8>>, String, Option<String>) = match kind {

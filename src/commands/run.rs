@@ -96,6 +96,8 @@ impl<'a> Run<'a> {
         spec: Spec,
     ) -> Result<Self> {
         let keyring = trust.keys().filter(|_| encrypt);
+        // Another installation's store is refused before anything is written.
+        manifest::marker::check(store, trust)?;
         let lock = RunLock::acquire(&ctx.plan.work_dir, operation_name(spec.operation), ctx.wait)?;
         super::sweep_work_dir(ctx, false);
         let started_at = OffsetDateTime::now_utc();

@@ -27,6 +27,7 @@ use crate::store::Store;
 pub use seal::Trust;
 
 pub mod duckdb;
+pub mod marker;
 pub mod parquet;
 pub mod seal;
 pub mod tigerbeetle;

@@ -226,6 +226,21 @@ pub fn open(bytes: &[u8], what: &str, trust: &Trust) -> Result<Opened> {
     })
 }
 
+/// The id of the key or signer that sealed the document `bytes`, if it has
+/// a seal, and whether this trust holds that key or signer.
+pub fn sealer(bytes: &[u8], trust: &Trust) -> Option<(String, bool)> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let seal: Seal = serde_json::from_value(v.get(FIELD)?.clone()).ok()?;
+    let known = trust.keys().is_some_and(|k| {
+        if seal.ed25519.is_some() {
+            k.signer(&seal.key_id).is_some()
+        } else {
+            k.find(&seal.key_id).and_then(|m| m.seal_key()).is_some()
+        }
+    });
+    Some((printable(&seal.key_id), known))
+}
+
 /// The error for an unsealed document where a seal is required.
 pub fn unsealed_error(what: &str, id: BackupId) -> anyhow::Error {
     coded(
