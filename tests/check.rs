@@ -77,3 +77,118 @@ fn a_store_that_refuses_bkp_fails_the_check_without_showing_the_secret() {
     );
     assert!(!stdout.contains(wrong) && !stderr.contains(wrong));
 }
+
+/// An S3 [`setup`] whose `[store]` names no endpoint, path style or region: those
+/// come from the environment the way the AWS tools expect.
+fn s3_setup_from_aws_env(data: &std::path::Path) -> common::Setup {
+    let s3 = common::shared_s3();
+    let mut s = setup(data, StoreKind::S3, "");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            !l.starts_with("endpoint =")
+                && !l.starts_with("path_style =")
+                && !l.starts_with("region =")
+        })
+        .collect();
+    std::fs::write(&s.config, kept.join("\n") + "\n").unwrap();
+    s.env
+        .push(("AWS_ENDPOINT_URL".to_string(), s3.endpoint.clone()));
+    s
+}
+
+#[test]
+fn the_endpoint_and_region_can_come_from_the_aws_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let mut s = s3_setup_from_aws_env(&data);
+    assert!(s.env.iter().any(|(k, _)| k == "AWS_REGION"));
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    assert!(
+        !text.contains("endpoint") && !text.contains("region") && !text.contains("path_style"),
+        "{text}"
+    );
+    // AWS_ENDPOINT_URL reaches the SDK and makes path style the default
+    // (SeaweedFS on 127.0.0.1 has no virtual hosts).
+    let out = s.bkp(&["check"]);
+    assert_exit(&out, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("store") && l.contains("create-only")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("by default"), "{stdout}");
+    // The service-specific variable wins over the general one.
+    for (k, v) in s.env.iter_mut() {
+        if k == "AWS_ENDPOINT_URL" {
+            *v = "http://127.0.0.1:9".into();
+        }
+    }
+    let s3 = common::shared_s3();
+    s.env
+        .push(("AWS_ENDPOINT_URL_S3".to_string(), s3.endpoint.clone()));
+    assert_exit(&s.bkp(&["check"]), 0);
+    // With no region anywhere, us-east-1 is used and check says so.
+    s.env.retain(|(k, _)| k != "AWS_REGION");
+    let out = s.bkp(&["check"]);
+    assert_exit(&out, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("store") && l.contains("region us-east-1 by default")),
+        "{stdout}"
+    );
+    // BKP_S3_PATH_STYLE overrides the default: virtual-host addressing cannot
+    // reach a bucket on 127.0.0.1, and a bad value is a config error.
+    s.env
+        .push(("BKP_S3_PATH_STYLE".to_string(), "maybe".to_string()));
+    let out = s.bkp(&["list"]);
+    assert_exit(&out, 3);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("BKP_S3_PATH_STYLE"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.env.last_mut().unwrap().1 = "true".into();
+    assert_exit(&s.bkp(&["list"]), 0);
+}
+
+#[test]
+fn a_ca_file_that_is_missing_or_not_pem_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = s3_setup_from_aws_env(&data);
+    let base = std::fs::read_to_string(&s.config).unwrap();
+    let with_ca = |ca: &str| {
+        let text = base.replace("[store]\n", &format!("[store]\nca_file = \"{ca}\"\n"));
+        std::fs::write(&s.config, text).unwrap();
+    };
+    std::fs::write(s.path("garbage.pem"), "not a certificate\n").unwrap();
+    for (ca, why) in [
+        ("missing.pem", "cannot read"),
+        ("garbage.pem", "no certificate"),
+    ] {
+        with_ca(ca);
+        let out = s.bkp(&["list"]);
+        assert_exit(&out, 3);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let named = s.path(ca);
+        assert!(
+            stderr.contains("store.ca_file") && stderr.contains(named.to_str().unwrap()),
+            "{stderr}"
+        );
+        assert!(stderr.contains(why), "{stderr}");
+        let out = s.bkp(&["check"]);
+        assert_exit(&out, 3);
+    }
+    // A real bundle is accepted (the platform's own roots, for want of a private CA).
+    let system = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if system.exists() {
+        with_ca(system.to_str().unwrap());
+        assert_exit(&s.bkp(&["check"]), 0);
+    }
+}
