@@ -93,9 +93,15 @@ fn s3_setup_from_aws_env(data: &std::path::Path) -> common::Setup {
         })
         .collect();
     std::fs::write(&s.config, kept.join("\n") + "\n").unwrap();
+    // By name, not IP: the SDK itself falls back to path style for an IP address.
     s.env
-        .push(("AWS_ENDPOINT_URL".to_string(), s3.endpoint.clone()));
+        .push(("AWS_ENDPOINT_URL".to_string(), by_name(&s3.endpoint)));
     s
+}
+
+/// `http://127.0.0.1:PORT` as `http://localhost:PORT`.
+fn by_name(endpoint: &str) -> String {
+    endpoint.replace("127.0.0.1", "localhost")
 }
 
 #[test]
@@ -129,7 +135,7 @@ fn the_endpoint_and_region_can_come_from_the_aws_environment() {
     }
     let s3 = common::shared_s3();
     s.env
-        .push(("AWS_ENDPOINT_URL_S3".to_string(), s3.endpoint.clone()));
+        .push(("AWS_ENDPOINT_URL_S3".to_string(), by_name(&s3.endpoint)));
     assert_exit(&s.bkp(&["check"]), 0);
     // With no region anywhere, us-east-1 is used and check says so.
     s.env.retain(|(k, _)| k != "AWS_REGION");
@@ -143,7 +149,7 @@ fn the_endpoint_and_region_can_come_from_the_aws_environment() {
         "{stdout}"
     );
     // BKP_S3_PATH_STYLE overrides the default: virtual-host addressing cannot
-    // reach a bucket on 127.0.0.1, and a bad value is a config error.
+    // reach a bucket as BUCKET.localhost, and a bad value is a config error.
     s.env
         .push(("BKP_S3_PATH_STYLE".to_string(), "maybe".to_string()));
     let out = s.bkp(&["list"]);
@@ -153,6 +159,14 @@ fn the_endpoint_and_region_can_come_from_the_aws_environment() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    s.env.last_mut().unwrap().1 = "false".into();
+    let out = s.bkp(&["list"]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "virtual hosts reached BUCKET.localhost?"
+    );
+    assert_ne!(out.status.code(), Some(3), "not a config error");
     s.env.last_mut().unwrap().1 = "true".into();
     assert_exit(&s.bkp(&["list"]), 0);
 }
