@@ -169,6 +169,20 @@ fn the_endpoint_and_region_can_come_from_the_aws_environment() {
     assert_ne!(out.status.code(), Some(3), "not a config error");
     s.env.last_mut().unwrap().1 = "true".into();
     assert_exit(&s.bkp(&["list"]), 0);
+    // store.endpoint wins over the SDK's variables, even the S3-specific one.
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let with_endpoint = text.replace(
+        "[store]\n",
+        &format!("[store]\nendpoint = \"{}\"\n", by_name(&s3.endpoint)),
+    );
+    std::fs::write(&s.config, with_endpoint).unwrap();
+    for (k, v) in s.env.iter_mut() {
+        if k == "AWS_ENDPOINT_URL_S3" {
+            *v = "http://127.0.0.1:9".into();
+        }
+    }
+    s.env.retain(|(k, _)| k != "BKP_S3_PATH_STYLE");
+    assert_exit(&s.bkp(&["list"]), 0);
 }
 
 #[test]
