@@ -16,6 +16,8 @@ use serde::Deserialize;
 use super::{Overrides, Validator};
 use crate::store::s3::{LockMode, ObjectLock, S3Settings, Sse, MAX_PART_SIZE, MIN_PART_SIZE};
 
+// Parsed once per run and consumed by validation: the S3 variant's size is no cost.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
 pub enum StoreFile {
