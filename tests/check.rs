@@ -220,3 +220,142 @@ fn a_ca_file_that_is_missing_or_not_pem_is_a_config_error() {
         assert_exit(&s.bkp(&["check"]), 0);
     }
 }
+
+/// Runs `openssl args` in `dir`, or says why not.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> bool {
+    std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_ca_file_lets_the_client_trust_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A private CA and a certificate for localhost signed by it; an HTTPS server
+    // that answers every request with a status page (not S3: enough to tell a
+    // refused certificate from an accepted one).
+    std::fs::write(
+        d.join("ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let made = openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=bkp test CA",
+        ],
+    ) && openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ) && openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+    if !made {
+        eprintln!("skipped: no working openssl command to make a private CA");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("openssl")
+        .args([
+            "s_server", "-quiet", "-www", "-cert", "srv.pem", "-key", "srv.key",
+        ])
+        .args(["-accept", &format!("127.0.0.1:{port}")])
+        .current_dir(d)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "openssl s_server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let config = d.join("bkp.toml");
+    let write = |ca: &str| {
+        std::fs::write(
+            &config,
+            format!("work_dir = \"work\"\n[store]\ntype = \"s3\"\nbucket = \"b\"\nendpoint = \"https://localhost:{port}\"\n{ca}[encryption]\nenabled = false\n"),
+        )
+        .unwrap()
+    };
+    let env: Vec<(String, String)> = [
+        ("AWS_ACCESS_KEY_ID", "a"),
+        ("AWS_SECRET_ACCESS_KEY", "b"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/dev/null"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ("AWS_MAX_ATTEMPTS", "1"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .to_vec();
+    let list = || {
+        let out = common::run_bkp(&["--config", config.to_str().unwrap(), "list"], &env);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    write("");
+    let refused = list();
+    write("ca_file = \"ca.pem\"\n");
+    let trusted = list();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(refused.contains("UnknownIssuer"), "{refused}");
+    // The server's page reached bkp (and is no S3 answer): the handshake passed.
+    assert!(
+        !trusted.contains("UnknownIssuer") && trusted.contains("<HTML>"),
+        "the private CA was not trusted: {trusted}"
+    );
+}
