@@ -193,7 +193,7 @@ fn multipart_and_single_writes_carry_retention_and_encryption() {
     let settings = S3Settings {
         bucket: bucket.clone(),
         prefix: "p".into(),
-        region: "us-east-1".into(),
+        region: Some("us-east-1".into()),
         endpoint: Some(moto.endpoint.clone()),
         path_style: true,
         part_size: 5 << 20,
@@ -203,6 +203,7 @@ fn multipart_and_single_writes_carry_retention_and_encryption() {
             days: 1,
         }),
         sse: Some(Sse::Aes256),
+        ca_file: None,
     };
     let store = S3Store::with_credentials(settings, "test", "test").unwrap();
     let mut w = store.create("big.bin", &Vec::new()).unwrap();

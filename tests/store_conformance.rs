@@ -161,13 +161,14 @@ fn s3_store_conforms_on_a_real_server() {
     let store = S3Store::new(S3Settings {
         bucket,
         prefix: "some/prefix".into(),
-        region: s3.region.clone(),
+        region: Some(s3.region.clone()),
         endpoint: Some(s3.endpoint.clone()),
         path_style: true,
         part_size: 5 * 1024 * 1024,
         concurrency: 3,
         object_lock: None,
         sse: None,
+        ca_file: None,
     })
     .unwrap();
     conformance(&store);

@@ -250,8 +250,9 @@ fn probe_store(store: &dyn Store) -> Result<String> {
     };
     outcome?;
     deleted?;
+    let note = store.note().map(|n| format!("; {n}")).unwrap_or_default();
     Ok(format!(
-        "{}: PUT, HEAD, LIST, GET, create-only {delete_note} ({} ms)",
+        "{}: PUT, HEAD, LIST, GET, create-only {delete_note} ({} ms){note}",
         store.identity(),
         started.elapsed().as_millis()
     ))

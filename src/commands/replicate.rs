@@ -293,7 +293,9 @@ fn server_side_possible(plan: &crate::config::Plan, rp: &ReplicatePlan, encrypte
                 && rp.compression == Compression::None
                 && src.credentials_env.is_none()
                 && src.endpoint == dst.endpoint
-                && src.region == dst.region
+                // A store without a region takes it from the SDK's chain when
+                // its client is built; as before, unset counts as the same.
+                && dst.region.as_deref().is_none_or(|r| r == src.region)
         }
         _ => false,
     }

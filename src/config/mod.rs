@@ -96,6 +96,13 @@ pub struct Overrides {
     pub s3_prefix: Option<String>,
     pub s3_endpoint: Option<String>,
     pub s3_region: Option<String>,
+    /// `BKP_S3_PATH_STYLE` as written; the store section checks it.
+    pub s3_path_style: Option<String>,
+    /// The endpoint the AWS SDK takes from the environment when the config names
+    /// none (`AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`, unless
+    /// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`). The SDK reads these itself;
+    /// bkp only needs to know, to default to path-style addressing.
+    pub aws_endpoint_url: Option<String>,
     pub ledger_addresses: Option<String>,
     pub metrics_dir: Option<PathBuf>,
     pub replicate: ReplicateOverrides,
@@ -111,6 +118,14 @@ impl Overrides {
             s3_prefix: var("BKP_S3_PREFIX"),
             s3_endpoint: var("BKP_S3_ENDPOINT"),
             s3_region: var("BKP_S3_REGION"),
+            s3_path_style: var("BKP_S3_PATH_STYLE"),
+            aws_endpoint_url: if var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            {
+                None
+            } else {
+                var("AWS_ENDPOINT_URL_S3").or_else(|| var("AWS_ENDPOINT_URL"))
+            },
             ledger_addresses: var("BKP_LEDGER_ADDRESSES"),
             metrics_dir: var("BKP_METRICS_DIR").map(PathBuf::from),
             replicate: ReplicateOverrides::from_env(),

@@ -1,6 +1,12 @@
 //! The `[store]` section: where backups are kept, a local directory or an S3
 //! bucket. Environment overrides: `BKP_STORE_PATH` (a local store, whatever the
-//! file says), `BKP_S3_BUCKET`, `BKP_S3_PREFIX`, `BKP_S3_ENDPOINT`, `BKP_S3_REGION`.
+//! file says), `BKP_S3_BUCKET`, `BKP_S3_PREFIX`, `BKP_S3_ENDPOINT`, `BKP_S3_REGION`,
+//! `BKP_S3_PATH_STYLE`.
+//!
+//! Where nothing here names a region, the AWS SDK's region chain decides when the
+//! client is built (see [`crate::store::s3`]); an endpoint from `AWS_ENDPOINT_URL_S3`
+//! / `AWS_ENDPOINT_URL` is the SDK's too, but makes path-style the default here as
+//! `store.endpoint` does.
 
 use std::path::PathBuf;
 
@@ -10,6 +16,8 @@ use serde::Deserialize;
 use super::{Overrides, Validator};
 use crate::store::s3::{LockMode, ObjectLock, S3Settings, Sse, MAX_PART_SIZE, MIN_PART_SIZE};
 
+// Parsed once per run and consumed by validation: the S3 variant's size is no cost.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
 pub enum StoreFile {
@@ -29,6 +37,7 @@ pub enum StoreFile {
         object_lock_days: Option<u32>,
         sse: Option<String>,
         sse_kms_key_id: Option<String>,
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -62,6 +71,7 @@ pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> R
             object_lock_days,
             sse,
             sse_kms_key_id,
+            ca_file,
         } => {
             let object_lock = match (object_lock_mode, object_lock_days) {
                 (None, None) => None,
@@ -137,18 +147,31 @@ pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> R
                 "must be between 1 and 64",
             )?;
             let endpoint = ov.s3_endpoint.clone().or(endpoint);
+            let path_style_env = match ov.s3_path_style.as_deref() {
+                None => None,
+                Some("true") => Some(true),
+                Some("false") => Some(false),
+                Some(other) => {
+                    return Err(v.error(
+                        "BKP_S3_PATH_STYLE",
+                        format!("{other:?} is not one of \"true\", \"false\" (unset it to use store.path_style)"),
+                    ))
+                }
+            };
+            // S3-compatible services behind an endpoint almost always need
+            // path-style addressing; AWS itself prefers virtual hosts. An endpoint
+            // the SDK takes from AWS_ENDPOINT_URL(_S3) counts as one.
+            let path_style = path_style_env
+                .or(path_style)
+                .unwrap_or(endpoint.is_some() || ov.aws_endpoint_url.is_some());
             Ok(StorePlan::S3(S3Settings {
                 bucket,
                 prefix,
-                region: ov
-                    .s3_region
-                    .clone()
-                    .or(region)
-                    .unwrap_or_else(|| "us-east-1".into()),
-                // S3-compatible services behind an endpoint almost always need
-                // path-style addressing; AWS itself prefers virtual hosts.
-                path_style: path_style.unwrap_or(endpoint.is_some()),
+                // None: the SDK's region chain decides when the client is built.
+                region: ov.s3_region.clone().or(region),
+                path_style,
                 endpoint,
+                ca_file: ca_file.map(|p| v.path(p)),
                 part_size,
                 concurrency,
                 object_lock,
@@ -173,8 +196,9 @@ mod tests {
         };
         assert_eq!((s.bucket.as_str(), s.prefix.as_str()), ("b", "x/y"));
         assert_eq!((s.part_size, s.concurrency), (16 << 20, 4));
-        assert_eq!(s.region, "us-east-1");
+        assert_eq!(s.region, None, "left to the SDK's region chain");
         assert!(!s.path_style);
+        assert_eq!(s.ca_file, None);
         let plan = p(&format!(
             "{S3}bucket = \"b\"\nendpoint = \"http://h:9000\"\n"
         ))
@@ -190,6 +214,87 @@ mod tests {
         ] {
             fails_naming(&format!("{S3}{extra}"), needle);
         }
+    }
+
+    /// The S3 settings of `extra` under an s3 [store], with these overrides.
+    fn s3_with(extra: &str, ov: &Overrides) -> Result<S3Settings> {
+        let text = format!("{S3}bucket = \"b\"\n{extra}");
+        match super::super::parse(&text, std::path::Path::new("/etc/bkp/test.toml"), ov)?.store {
+            StorePlan::S3(s) => Ok(s),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn region_comes_from_env_then_config_else_the_sdk() {
+        let none = Overrides::default();
+        let env = Overrides {
+            s3_region: Some("eu-west-1".into()),
+            ..Default::default()
+        };
+        let r = |extra: &str, ov: &Overrides| s3_with(extra, ov).unwrap().region;
+        assert_eq!(r("", &none), None);
+        assert_eq!(r("", &env).as_deref(), Some("eu-west-1"));
+        let conf = "region = \"ap-south-1\"\n";
+        assert_eq!(r(conf, &none).as_deref(), Some("ap-south-1"));
+        assert_eq!(r(conf, &env).as_deref(), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn path_style_follows_env_then_config_then_any_endpoint() {
+        let ps = |extra: &str, ov: &Overrides| s3_with(extra, ov).unwrap().path_style;
+        let env = |v: &str| Overrides {
+            s3_path_style: Some(v.into()),
+            ..Default::default()
+        };
+        let aws_ep = Overrides {
+            aws_endpoint_url: Some("http://minio:9000".into()),
+            ..Default::default()
+        };
+        let none = Overrides::default();
+        // Defaults: virtual hosts on AWS, path style behind any endpoint,
+        // including one the SDK takes from AWS_ENDPOINT_URL(_S3).
+        assert!(!ps("", &none));
+        assert!(ps("endpoint = \"http://h:9000\"\n", &none));
+        assert!(ps("", &aws_ep));
+        let s = s3_with("", &aws_ep).unwrap();
+        assert_eq!(s.endpoint, None, "the SDK reads AWS_ENDPOINT_URL itself");
+        assert!(!ps("path_style = false\n", &aws_ep));
+        // BKP_S3_PATH_STYLE beats the file and the endpoint default.
+        assert!(ps("path_style = false\n", &env("true")));
+        assert!(!ps(
+            "endpoint = \"http://h:9000\"\npath_style = true\n",
+            &env("false")
+        ));
+        assert!(!ps(
+            "",
+            &Overrides {
+                s3_path_style: Some("false".into()),
+                ..aws_ep.clone()
+            }
+        ));
+        for bad in ["yes", "1", "TRUE", " true"] {
+            let err = s3_with("", &env(bad)).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains("BKP_S3_PATH_STYLE"), "{msg}");
+            assert!(msg.contains("/etc/bkp/test.toml"), "{msg}");
+            assert_eq!(crate::exit::exit_code(&err), crate::exit::CONFIG, "{msg}");
+        }
+    }
+
+    #[test]
+    fn ca_file_is_relative_to_the_config() {
+        let none = Overrides::default();
+        let s = s3_with("ca_file = \"certs/ca.pem\"\n", &none).unwrap();
+        assert_eq!(
+            s.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/bkp/certs/ca.pem"))
+        );
+        let s = s3_with("ca_file = \"/srv/ca.pem\"\n", &none).unwrap();
+        assert_eq!(
+            s.ca_file.as_deref(),
+            Some(std::path::Path::new("/srv/ca.pem"))
+        );
     }
 
     #[test]

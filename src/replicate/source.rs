@@ -59,13 +59,14 @@ impl Source {
                 let settings = S3Settings {
                     bucket: s.bucket.clone(),
                     prefix: s.prefix.clone(),
-                    region: s.region.clone(),
+                    region: Some(s.region.clone()),
                     endpoint: s.endpoint.clone(),
                     path_style: s.path_style,
                     part_size: MIN_PART_SIZE,
                     concurrency,
                     object_lock: None,
                     sse: None,
+                    ca_file: None,
                 };
                 match &s.credentials_env {
                     None => Source::S3(S3Store::new(settings)?),

@@ -73,6 +73,12 @@ pub trait Store: Send + Sync {
     /// `s3://bucket/prefix`, used in messages and for the ledger's store account.
     fn identity(&self) -> String;
 
+    /// Something about how the store was reached that the user should know (a
+    /// setting bkp had to fall back on), for `bkp check`.
+    fn note(&self) -> Option<String> {
+        None
+    }
+
     /// Starts a create-only streaming write of `key`.
     fn create(&self, key: &str, metadata: &Metadata) -> Result<Box<dyn ObjectWriter>>;
 

@@ -39,9 +39,14 @@ use crate::exit::{coded, Code};
 pub struct S3Settings {
     pub bucket: String,
     pub prefix: String,
-    pub region: String,
+    /// The region as configured; `None` leaves it to the SDK's region chain
+    /// (`AWS_REGION`, `AWS_DEFAULT_REGION`, the profile, instance metadata), then
+    /// [`DEFAULT_REGION`].
+    pub region: Option<String>,
     pub endpoint: Option<String>,
     pub path_style: bool,
+    /// A PEM bundle of extra root CAs to trust (private endpoints), if any.
+    pub ca_file: Option<std::path::PathBuf>,
     pub part_size: usize,
     pub concurrency: usize,
     /// Retention every object written gets (S3 Object Lock), if any.
@@ -157,6 +162,50 @@ impl std::error::Error for Retained {}
 /// Buckets whose Object Lock configuration this process has already verified.
 static LOCK_VERIFIED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
+/// The region used when neither the config nor the SDK's chain names one.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// The SDK's HTTPS client (rustls, aws-lc, the platform's roots) also trusting
+/// the root CAs in the PEM bundle at `path` (store.ca_file). The bundle is checked
+/// here: the SDK would only parse it on the first connection, and panic.
+fn https_client_trusting(path: &std::path::Path) -> Result<aws_sdk_s3::config::SharedHttpClient> {
+    use aws_smithy_http_client::tls;
+    use rustls_pki_types::pem::PemObject;
+    let bad = |why: String| {
+        coded(
+            Code::Config,
+            format!(
+                "store.ca_file {}: {why}; name a PEM file of root certificates (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            ),
+        )
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("not valid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("holds no certificate".into()));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("a certificate cannot be a root CA: {e}")))?;
+    }
+    let trust = tls::TrustStore::default().with_pem_certificate(pem);
+    let context = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| bad(format!("{e}")))?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(context)
+        .build_https())
+}
+
 /// S3's smallest allowed part (except the last).
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 /// S3's largest part (and the cap for grown parts).
@@ -168,6 +217,8 @@ pub struct S3Store {
     rt: Arc<Runtime>,
     client: Client,
     s: S3Settings,
+    /// Set when the region is the fallback [`DEFAULT_REGION`]: nothing named one.
+    region_note: Option<String>,
 }
 
 impl S3Store {
@@ -193,21 +244,43 @@ impl S3Store {
             .enable_all()
             .build()
             .context("failed to start the S3 client runtime")?;
-        let client = rt.block_on(async {
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .region(aws_config::Region::new(settings.region.clone()));
+        let http = settings
+            .ca_file
+            .as_deref()
+            .map(https_client_trusting)
+            .transpose()?;
+        let (client, region_note) = rt.block_on(async {
+            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+            // Without a configured region the loader runs the SDK's own region
+            // chain; retries (AWS_MAX_ATTEMPTS, AWS_RETRY_MODE) and an endpoint
+            // from AWS_ENDPOINT_URL(_S3) are left to it as well.
+            if let Some(r) = &settings.region {
+                loader = loader.region(aws_config::Region::new(r.clone()));
+            }
             if let Some(ep) = &settings.endpoint {
                 loader = loader.endpoint_url(ep);
             }
             if let Some(c) = creds {
                 loader = loader.credentials_provider(c);
             }
+            if let Some(h) = http {
+                loader = loader.http_client(h);
+            }
             let shared = loader.load().await;
             let timeouts = aws_config::timeout::TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(10))
                 .operation_attempt_timeout(Duration::from_secs(600))
                 .build();
-            let conf = aws_sdk_s3::config::Builder::from(&shared)
+            let mut conf = aws_sdk_s3::config::Builder::from(&shared);
+            let region_note = if shared.region().is_none() {
+                conf = conf.region(aws_config::Region::new(DEFAULT_REGION));
+                Some(format!(
+                    "region {DEFAULT_REGION} by default: neither store.region, BKP_S3_REGION, AWS_REGION, AWS_DEFAULT_REGION nor the AWS profile names one"
+                ))
+            } else {
+                None
+            };
+            let conf = conf
                 .force_path_style(settings.path_style)
                 .timeout_config(timeouts)
                 // Only send checksums S3 requires: several S3-compatible services
@@ -220,12 +293,13 @@ impl S3Store {
                     aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
                 )
                 .build();
-            Client::from_conf(conf)
+            (Client::from_conf(conf), region_note)
         });
         Ok(S3Store {
             rt: Arc::new(rt),
             client,
             s: settings,
+            region_note,
         })
     }
 
@@ -585,6 +659,10 @@ impl Store for S3Store {
     /// derives the store's account from it.
     fn identity(&self) -> String {
         format!("s3://{}/{}", self.s.bucket, self.s.prefix)
+    }
+
+    fn note(&self) -> Option<String> {
+        self.region_note.clone()
     }
 
     fn create(&self, key: &str, metadata: &Metadata) -> Result<Box<dyn ObjectWriter>> {
