@@ -138,11 +138,7 @@ pub(super) fn validate(f: Option<EncryptionFile>, v: &Validator) -> Result<Optio
         || current.passphrase_env.is_some()
         || current.key_command.is_some();
     let mut identities = e.identity_files.into_iter().map(|p| KeyPlan {
-        spec: if p.starts_with(CREDENTIALS) {
-            KeySpec::Identity(p)
-        } else {
-            KeySpec::Identity(v.path(p))
-        },
+        spec: KeySpec::Identity(secret_path(p, v)),
         id: None,
     });
     let current = match (e.recipient, symmetric) {
@@ -184,13 +180,7 @@ pub(super) fn validate(f: Option<EncryptionFile>, v: &Validator) -> Result<Optio
         crate::crypto::pubkey::Verifier::parse(s)
             .map_err(|err| v.error("encryption.signers", format!("{err:#}")))?;
     }
-    let signing_key = e.signing_key_file.map(|p| {
-        if p.starts_with(CREDENTIALS) {
-            p
-        } else {
-            v.path(p)
-        }
-    });
+    let signing_key = e.signing_key_file.map(|p| secret_path(p, v));
     Ok(Some(EncryptionPlan {
         current,
         old,
@@ -200,15 +190,18 @@ pub(super) fn validate(f: Option<EncryptionFile>, v: &Validator) -> Result<Optio
     }))
 }
 
+/// A secret file's path: relative to the config, or under the credentials
+/// directory, which is expanded when read (it exists only in the run).
+fn secret_path(p: PathBuf, v: &Validator) -> PathBuf {
+    if p.starts_with(CREDENTIALS) {
+        p
+    } else {
+        v.path(p)
+    }
+}
+
 fn key_plan(k: OldKeyFile, section: &str, v: &Validator) -> Result<KeyPlan> {
-    let file = |p: PathBuf| {
-        // Expanded when read: the credentials directory exists only in the run.
-        if p.starts_with(CREDENTIALS) {
-            KeySpec::File(p)
-        } else {
-            KeySpec::File(v.path(p))
-        }
-    };
+    let file = |p: PathBuf| KeySpec::File(secret_path(p, v));
     if k.key_command
         .as_ref()
         .is_some_and(|c| c.is_empty() || c[0].is_empty())
@@ -266,19 +259,9 @@ pub fn load_keyring(e: &EncryptionPlan) -> Result<Keyring> {
     let signing = match &e.signing_key {
         None => None,
         Some(p) => {
-            let p = expand_credentials(p)?;
-            let text = Zeroizing::new(std::fs::read(&p).map_err(|err| {
-                coded(
-                    Code::Config,
-                    format!(
-                        "cannot read signing key file {}: {err}; create one with: bkp key generate --type ed25519 {0}",
-                        p.display()
-                    ),
-                )
-            })?);
+            let (text, origin) = read_secret(p, "signing key file", "--type ed25519 ")?;
             Some(crate::crypto::pubkey::SigningKey::from_text(
-                &text,
-                &format!("signing key file {}", p.display()),
+                &text, &origin,
             )?)
         }
     };
@@ -292,20 +275,14 @@ pub fn load_keyring(e: &EncryptionPlan) -> Result<Keyring> {
 
 fn load_key(k: &KeyPlan) -> Result<MasterKey> {
     let key = match &k.spec {
-        KeySpec::File(p) => read_key_file(&expand_credentials(p)?)?,
+        KeySpec::File(p) => {
+            let (text, origin) = read_secret(p, "key file", "")?;
+            MasterKey::from_key_text(&text, &origin)?
+        }
         KeySpec::Recipient(text) => MasterKey::recipient(text)?,
         KeySpec::Identity(p) => {
-            let p = expand_credentials(p)?;
-            let text = Zeroizing::new(std::fs::read(&p).map_err(|e| {
-                coded(
-                    Code::Config,
-                    format!(
-                        "cannot read identity file {}: {e}; create one with: bkp key generate --type x25519 {0}",
-                        p.display()
-                    ),
-                )
-            })?);
-            MasterKey::identity(&text, &format!("identity file {}", p.display()))?
+            let (text, origin) = read_secret(p, "identity file", "--type x25519 ")?;
+            MasterKey::identity(&text, &origin)?
         }
         KeySpec::Command(argv) => run_key_command(argv)?,
         KeySpec::Env(v) => {
@@ -377,18 +354,22 @@ fn run_key_command(argv: &[String]) -> Result<MasterKey> {
     MasterKey::from_key_text(&text, &format!("the output of key_command {program}"))
 }
 
-fn read_key_file(p: &Path) -> Result<MasterKey> {
-    // The key text is wiped once parsed.
-    let bytes = Zeroizing::new(std::fs::read(p).map_err(|e| {
+/// Reads a secret file (`what`, e.g. "key file"), its credentials directory
+/// expanded; the text is wiped once dropped. Returns the text and its name for
+/// errors. A file that cannot be read is a Config error saying how to make
+/// one (`bkp key generate {generate}PATH`).
+fn read_secret(p: &Path, what: &str, generate: &str) -> Result<(Zeroizing<Vec<u8>>, String)> {
+    let p = expand_credentials(p)?;
+    let text = std::fs::read(&p).map_err(|e| {
         coded(
             Code::Config,
             format!(
-                "cannot read key file {}: {e}; create one with: bkp key generate {0}",
+                "cannot read {what} {}: {e}; create one with: bkp key generate {generate}{0}",
                 p.display()
             ),
         )
-    })?);
-    MasterKey::from_key_text(&bytes, &format!("key file {}", p.display()))
+    })?;
+    Ok((Zeroizing::new(text), format!("{what} {}", p.display())))
 }
 
 #[cfg(test)]
