@@ -191,11 +191,8 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub drill: bool,
 
-    /// Accept backup ID although its manifest has no seal or it is not encrypted
-    /// while [encryption] is configured (a backup from before the store was
-    /// sealed or encrypted). Check where it came from first. Repeatable.
-    #[arg(long = "trust", value_name = "ID", value_parser = parse_id)]
-    pub trust: Vec<BackupId>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 #[derive(Debug, Args)]
@@ -239,11 +236,8 @@ pub struct ShowArgs {
     #[arg(value_name = "ID")]
     pub backup: String,
 
-    /// Accept backup ID although its manifest has no seal or it is not encrypted
-    /// while [encryption] is configured (a backup from before the store was
-    /// sealed or encrypted). Check where it came from first. Repeatable.
-    #[arg(long = "trust", value_name = "ID", value_parser = parse_id)]
-    pub trust: Vec<BackupId>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 #[derive(Debug, Args)]
@@ -280,6 +274,13 @@ pub struct RestoreArgs {
     #[arg(long, short = 'n')]
     pub dry_run: bool,
 
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+/// `--trust ID`, shared by the commands that read backups.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
     /// Accept backup ID although its manifest has no seal or it is not encrypted
     /// while [encryption] is configured (a backup from before the store was
     /// sealed or encrypted). Check where it came from first. Repeatable.

@@ -66,7 +66,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     let store = super::open_store(plan)?;
     // With [encryption] configured the keys are needed even for unencrypted
     // backups: they prove each manifest (see `manifest/seal.rs`).
-    let trust = super::trust(plan, args.trust.clone())?;
+    let trust = super::trust(plan, args.trust.trust.clone())?;
     let rp = resolve(store.as_ref(), &trust, args, at)?;
     if args.dry_run {
         return dry_run::run(ctx, store.as_ref(), &trust, &rp, args);

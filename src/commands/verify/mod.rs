@@ -72,7 +72,7 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
     let store = store.as_ref();
 
     // The keys prove each manifest, encrypted or not (see `manifest/seal.rs`).
-    let trust = super::trust(plan, args.trust.clone())?;
+    let trust = super::trust(plan, args.trust.trust.clone())?;
     let (all, unreadable) = manifest::list(store, &trust, None)?;
     let mut chosen = match &args.backup {
         Some(id) => vec![manifest::find(
