@@ -40,6 +40,9 @@ _bkp() {
             bkp,logs)
                 cmd="bkp__subcmd__logs"
                 ;;
+            bkp,notify)
+                cmd="bkp__subcmd__notify"
+                ;;
             bkp,replicate)
                 cmd="bkp__subcmd__replicate"
                 ;;
@@ -82,6 +85,9 @@ _bkp() {
             bkp__subcmd__help,logs)
                 cmd="bkp__subcmd__help__subcmd__logs"
                 ;;
+            bkp__subcmd__help,notify)
+                cmd="bkp__subcmd__help__subcmd__notify"
+                ;;
             bkp__subcmd__help,replicate)
                 cmd="bkp__subcmd__help__subcmd__replicate"
                 ;;
@@ -122,7 +128,7 @@ _bkp() {
 
     case "${cmd}" in
         bkp)
-            opts="-c -q -v -h -V --config --json --quiet --verbose --no-progress --wait --help --version snapshot logs export list show restore replicate cleanup verify check init key status help"
+            opts="-c -q -v -h -V --config --json --quiet --verbose --no-progress --wait --help --version snapshot logs export list show restore replicate cleanup verify check init key status notify help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -230,7 +236,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help)
-            opts="snapshot logs export list show restore replicate cleanup verify check init key status help"
+            opts="snapshot logs export list show restore replicate cleanup verify check init key status notify help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -356,6 +362,20 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help__subcmd__logs)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help__subcmd__notify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -626,6 +646,36 @@ _bkp() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__notify)
+            opts="-c -q -v -h --test --failed-unit --config --json --quiet --verbose --no-progress --wait --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --failed-unit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

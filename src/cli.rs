@@ -134,6 +134,26 @@ pub enum Command {
     /// whether its RPO is breached; exit 11 if any watched schedule is breached or
     /// never ran. Reads only the manifests it needs.
     Status,
+
+    /// Send a notification through `[notify]` (webhook and command) by hand:
+    /// `--test` proves delivery; `--failed-unit UNIT` reports a systemd unit
+    /// that failed in a way bkp could not report itself (killed at its runtime
+    /// cap, crashed, never started), as `bkp-failure@.service` does from
+    /// `OnFailure=`. Exit 6 when a delivery fails.
+    Notify(NotifyArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["test", "failed_unit"])))]
+pub struct NotifyArgs {
+    /// Send a test event and report whether each channel took it.
+    #[arg(long)]
+    pub test: bool,
+    /// Report that this systemd unit failed (reads systemd's MONITOR_SERVICE_RESULT,
+    /// MONITOR_EXIT_CODE and MONITOR_EXIT_STATUS). A failure bkp already reported
+    /// itself (the unit exited with one of bkp's own codes) is not sent twice.
+    #[arg(long, value_name = "UNIT")]
+    pub failed_unit: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

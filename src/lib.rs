@@ -85,6 +85,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check => commands::check::run(&ctx),
         Command::Init => commands::key::init(&ctx),
         Command::Replicate(a) => commands::replicate::run(&ctx, a),
+        Command::Notify(a) => commands::notify::run(&ctx, a),
         Command::Key(KeyCommand::Generate { path, kind }) => {
             commands::key::generate(&ctx.ui, path, *kind)
         }

@@ -1,6 +1,7 @@
 //! `[notify]`: the command runs on a failure, on the recovery after it, and
 //! on a breached RPO, with the event as JSON on stdin and a scrubbed
-//! environment; a failing command never changes the run's exit code.
+//! environment; the webhook gets the same events (and `bkp notify`'s), its URL
+//! never shown; a failing command or webhook never changes the run's exit code.
 
 mod common;
 
@@ -91,4 +92,164 @@ fn failures_recoveries_and_breaches_reach_the_command_and_nothing_secret_does() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A one-thread HTTP server on loopback that records each request (first
+/// line and body) and answers every one with `status`.
+struct Listener {
+    url: String,
+    seen: std::sync::mpsc::Receiver<(String, String)>,
+}
+
+fn listen(status: u16) -> Listener {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let (tx, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut first = String::new();
+            r.read_line(&mut first).unwrap();
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                r.read_line(&mut h).unwrap();
+                if h.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap();
+                    }
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = tx.send((first.trim().to_string(), String::from_utf8(body).unwrap()));
+        }
+    });
+    Listener { url, seen }
+}
+
+impl Listener {
+    fn next(&self) -> Option<(String, String)> {
+        self.seen
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .ok()
+    }
+}
+
+#[test]
+fn the_webhook_gets_failures_tests_and_unit_failures_and_never_shows_its_url() {
+    let d = tempfile::tempdir().unwrap();
+    let hook = listen(200);
+    let url_file = d.path().join("webhook-url");
+    fs::write(&url_file, format!("{}/hooks/T0KEN-SECRET\n", hook.url)).unwrap();
+    let s = setup(
+        &d.path().join("missing.tigerbeetle"),
+        StoreKind::Local,
+        &format!(
+            "[notify]\nwebhook_url_file = \"{}\"\nwebhook_format = \"slack\"\n",
+            url_file.display()
+        ),
+    );
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all = vec!["--config", s.config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        common::run_bkp(&all, &env)
+    };
+
+    // A failed run: a Slack-compatible body, POSTed to the URL.
+    let out = run(&["snapshot"], &[]);
+    let code = out.status.code().unwrap();
+    assert_ne!(code, 0);
+    let (line, body) = hook.next().expect("the failure reached the webhook");
+    assert_eq!(line, "POST /hooks/T0KEN-SECRET HTTP/1.1");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("bkp snapshot on ") && text.contains(": failure (exit "),
+        "{text}"
+    );
+    assert!(text.contains("missing.tigerbeetle"), "{text}");
+
+    // `bkp notify --test` proves delivery.
+    assert_exit(&run(&["notify", "--test"], &[]), 0);
+    let (_, body) = hook.next().expect("the test event");
+    assert!(body.contains(": test"), "{body}");
+
+    // A unit systemd saw killed at its runtime cap: reported, with systemd's result.
+    let killed = [
+        ("MONITOR_SERVICE_RESULT", "timeout"),
+        ("MONITOR_EXIT_CODE", "killed"),
+        ("MONITOR_EXIT_STATUS", "TERM"),
+    ];
+    assert_exit(
+        &run(&["notify", "--failed-unit", "bkp-logs@eu.service"], &killed),
+        0,
+    );
+    let (_, body) = hook.next().expect("the unit failure");
+    assert!(
+        body.contains("bkp logs on ")
+            && body.contains("bkp-logs@eu.service failed")
+            && body.contains("runtime cap"),
+        "{body}"
+    );
+    // A unit that ended with bkp's own code was reported by bkp: not sent twice.
+    let exited = [
+        ("MONITOR_SERVICE_RESULT", "exit-code"),
+        ("MONITOR_EXIT_CODE", "exited"),
+        ("MONITOR_EXIT_STATUS", "6"),
+    ];
+    assert_exit(
+        &run(&["notify", "--failed-unit", "bkp-logs.service"], &exited),
+        0,
+    );
+
+    // The generic body is bkp's own document.
+    let cfg = fs::read_to_string(&s.config).unwrap();
+    fs::write(&s.config, cfg.replace("webhook_format = \"slack\"\n", "")).unwrap();
+    assert_eq!(run(&["snapshot"], &[]).status.code(), Some(code));
+    let (_, body) = hook.next().expect("the second failure");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["schema"], "bkp.notify/1");
+    assert_eq!(doc["event"], "failure");
+    assert_eq!(doc["exit_code"], code);
+    assert!(hook.seen.try_recv().is_err(), "nothing else was sent");
+
+    // A webhook that is down or refuses: a warning naming the host, never the
+    // URL's token; the run's exit code stands; `notify --test` exits 6.
+    let refusing = listen(500);
+    fs::write(&url_file, format!("{}/hooks/T0KEN-SECRET\n", refusing.url)).unwrap();
+    let out = run(&["snapshot"], &[]);
+    assert_eq!(out.status.code(), Some(code));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("answered HTTP 500"), "{stderr}");
+    assert!(
+        !stderr.contains("T0KEN"),
+        "the webhook's token reached stderr"
+    );
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = format!("http://{}", gone.local_addr().unwrap());
+    drop(gone);
+    fs::write(&url_file, format!("{closed}/hooks/T0KEN-SECRET\n")).unwrap();
+    let out = run(&["notify", "--test"], &[]);
+    assert_exit(&out, 6);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("was not reached"), "{stderr}");
+    assert!(
+        !stderr.contains("T0KEN"),
+        "the webhook's token reached stderr"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("T0KEN"));
 }

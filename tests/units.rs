@@ -145,7 +145,8 @@ const UNITS: [Unit; 8] = [
         every: "every 30 minutes",
         delay: "2min",
         reads_source: false,
-        note: "# Exit 11 (an RPO breached or a schedule that never ran) fails this unit:\n\
+        note:
+            "# Exit 11 (an RPO breached or a schedule that never ran) fails this unit:\n\
                # alert on it with OnFailure= (bkp-onfailure.conf), or watch `systemctl --failed`.\n",
     },
 ];
@@ -289,7 +290,11 @@ fn generated() -> BTreeMap<String, String> {
 }
 
 /// Hand-written files in `systemd/` beside the generated units.
-const HAND_WRITTEN: [&str; 3] = ["bkp-user.conf", "bkp-onfailure.conf", "bkp-failure@.service"];
+const HAND_WRITTEN: [&str; 3] = [
+    "bkp-user.conf",
+    "bkp-onfailure.conf",
+    "bkp-failure@.service",
+];
 
 #[test]
 fn the_units_are_generated_from_one_table() {

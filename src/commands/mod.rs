@@ -20,6 +20,7 @@ pub mod export;
 pub mod key;
 pub mod list;
 pub mod logs;
+pub mod notify;
 pub mod replicate;
 pub mod restore;
 pub mod run;

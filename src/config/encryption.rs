@@ -76,7 +76,7 @@ pub enum KeySpec {
 }
 
 /// The prefix of a `key_file` under systemd's credentials directory.
-const CREDENTIALS: &str = "${CREDENTIALS_DIRECTORY}";
+use super::credentials::{expand_credentials, CREDENTIALS};
 
 #[derive(Debug, Clone)]
 pub struct EncryptionPlan {
@@ -192,7 +192,7 @@ pub(super) fn validate(f: Option<EncryptionFile>, v: &Validator) -> Result<Optio
 
 /// A secret file's path: relative to the config, or under the credentials
 /// directory, which is expanded when read (it exists only in the run).
-fn secret_path(p: PathBuf, v: &Validator) -> PathBuf {
+pub(super) fn secret_path(p: PathBuf, v: &Validator) -> PathBuf {
     if p.starts_with(CREDENTIALS) {
         p
     } else {
@@ -307,23 +307,6 @@ fn load_key(k: &KeyPlan) -> Result<MasterKey> {
         Some(id) => key.with_id(id.clone()),
         None => key,
     })
-}
-
-/// `p` with a leading `${CREDENTIALS_DIRECTORY}` replaced by its value.
-fn expand_credentials(p: &Path) -> Result<PathBuf> {
-    let Ok(rest) = p.strip_prefix(CREDENTIALS) else {
-        return Ok(p.to_path_buf());
-    };
-    match std::env::var_os("CREDENTIALS_DIRECTORY") {
-        Some(dir) => Ok(PathBuf::from(dir).join(rest)),
-        None => Err(coded(
-            Code::Config,
-            format!(
-                "key_file {} names the credentials directory, but CREDENTIALS_DIRECTORY is not set: run bkp from a systemd unit with LoadCredential= (or name the key file by its path)",
-                p.display()
-            ),
-        )),
-    }
 }
 
 /// Runs a key command (scrubbed environment, no shell) and reads the key it

@@ -1,6 +1,6 @@
-//! The `[notify]` section: a command bkp runs when a timer-driven run fails,
-//! when a run succeeds again after a failure, and when `bkp status` finds an
-//! RPO breached. See `src/notify.rs`.
+//! The `[notify]` section: a webhook bkp POSTs to and a command it runs when a
+//! timer-driven run fails, when a run succeeds again after a failure, and when
+//! `bkp status` finds an RPO breached. See `src/notify/`.
 
 use std::path::PathBuf;
 
@@ -8,13 +8,18 @@ use anyhow::Result;
 use serde::Deserialize;
 
 use super::Validator;
+use crate::notify::webhook::{Format, Webhook};
 use crate::notify::{Event, NotifyPlan};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyFile {
     /// A program and its arguments (no shell); the event is JSON on its stdin.
-    pub command: Vec<String>,
+    pub command: Option<Vec<String>>,
+    /// A file holding the webhook's URL (a secret: a Slack URL is its token).
+    pub webhook_url_file: Option<PathBuf>,
+    /// "json" (bkp.notify/1, the default) or "slack" ({"text": …}).
+    pub webhook_format: Option<String>,
     /// Which events: "failure", "recovery", "stale" (default: all three).
     pub on: Option<Vec<String>>,
     /// Variables the command gets besides the scrubbed environment.
@@ -25,12 +30,40 @@ pub struct NotifyFile {
 }
 
 pub(super) fn validate(f: NotifyFile, v: &Validator) -> Result<NotifyPlan> {
-    if f.command.first().is_none_or(|p| p.is_empty()) {
+    if f.command.is_none() && f.webhook_url_file.is_none() {
+        return Err(v.error(
+            "notify",
+            "has nothing to send to: set webhook_url_file (a file holding the URL) or command",
+        ));
+    }
+    if f.command
+        .as_ref()
+        .is_some_and(|c| c.first().is_none_or(|p| p.is_empty()))
+    {
         return Err(v.error(
             "notify.command",
             "is empty: name the program and its arguments, e.g. [\"/usr/local/bin/bkp-alert\"]",
         ));
     }
+    let format = match f.webhook_format.as_deref() {
+        None => Format::Json,
+        Some(s) => Format::parse(s).ok_or_else(|| {
+            v.error(
+                "notify.webhook_format",
+                format!("{s:?} is not a format: use \"json\" or \"slack\""),
+            )
+        })?,
+    };
+    if f.webhook_format.is_some() && f.webhook_url_file.is_none() {
+        return Err(v.error(
+            "notify.webhook_format",
+            "is set without webhook_url_file: name the file that holds the URL",
+        ));
+    }
+    let webhook = f.webhook_url_file.map(|p| Webhook {
+        url_file: super::encryption::secret_path(p, v),
+        format,
+    });
     let on = match f.on {
         None => Event::ALL.to_vec(),
         Some(names) => names
@@ -52,11 +85,10 @@ pub(super) fn validate(f: NotifyFile, v: &Validator) -> Result<NotifyPlan> {
         Some(t) => crate::units::parse_duration(&t)
             .map_err(|e| v.error("notify.timeout", format!("{e:#}")))?,
     };
-    let mut command = f.command;
-    let program = PathBuf::from(command.remove(0));
+    let command = f.command.map(|mut c| (PathBuf::from(c.remove(0)), c));
     Ok(NotifyPlan {
-        program,
-        args: command,
+        command,
+        webhook,
         on,
         pass_env: f.pass_env,
         timeout,

@@ -1,14 +1,16 @@
-//! Notifications: a command bkp runs, with the event as JSON on its stdin,
-//! when a timer-driven run (`snapshot`, `logs`, `export`, `replicate`,
+//! Notifications: a webhook bkp POSTs to (`webhook.rs`) and a command it
+//! runs with the event as JSON on its stdin, when a timer-driven run (`snapshot`, `logs`, `export`, `replicate`,
 //! `cleanup`, `verify`, `status`) fails, when one succeeds again after a
 //! failure, and when `bkp status` finds an RPO breached (exit 11).
 //!
 //! The command gets a scrubbed environment (`child.rs`) plus `BKP_EVENT`,
 //! `BKP_OPERATION` and `BKP_EXIT_CODE`, and the document `bkp.notify/1`:
 //! event, operation, exit code and its name, bkp's own one-line message (never
-//! a child's or a store's text), host and time. A webhook is one `curl` away
-//! (`examples/notify-webhook.sh`, with a Slack-compatible body). A failed or
+//! a child's or a store's text), host and time. `bkp notify` sends one by hand
+//! (`--test`) or for a unit systemd saw fail (`--failed-unit`). A failed or
 //! slow notification is reported and never changes the run's exit code.
+
+pub mod webhook;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,8 @@ pub enum Event {
     Recovery,
     /// `bkp status` found a schedule past its RPO.
     Stale,
+    /// `bkp notify --test`: never filtered by `on`.
+    Test,
 }
 
 impl Event {
@@ -41,6 +45,7 @@ impl Event {
             Event::Failure => "failure",
             Event::Recovery => "recovery",
             Event::Stale => "stale",
+            Event::Test => "test",
         }
     }
 }
@@ -48,8 +53,9 @@ impl Event {
 /// The `[notify]` section, validated.
 #[derive(Debug, Clone)]
 pub struct NotifyPlan {
-    pub program: PathBuf,
-    pub args: Vec<String>,
+    /// A program and its arguments, when configured.
+    pub command: Option<(PathBuf, Vec<String>)>,
+    pub webhook: Option<webhook::Webhook>,
     pub on: Vec<Event>,
     pub pass_env: Vec<String>,
     pub timeout: Duration,
@@ -110,11 +116,36 @@ pub fn document(
     })
 }
 
-/// Runs the command with `doc` on its stdin, waiting up to the plan's timeout.
+/// Delivers `doc` to the webhook and the command (each is tried, whatever the
+/// other did); the error lists what failed.
 pub fn send(plan: &NotifyPlan, doc: &serde_json::Value) -> Result<()> {
-    let program = plan.program.display().to_string();
-    let mut child = crate::child::command(&plan.program, &plan.pass_env)
-        .args(&plan.args)
+    let mut failed = Vec::new();
+    if let Some(hook) = &plan.webhook {
+        if let Err(e) = webhook::send(hook, doc, plan.timeout) {
+            failed.push(format!("{e:#}"));
+        }
+    }
+    if let Some((program, args)) = &plan.command {
+        if let Err(e) = run_command(plan, program, args, doc) {
+            failed.push(format!("{e:#}"));
+        }
+    }
+    match failed.is_empty() {
+        true => Ok(()),
+        false => anyhow::bail!("{}", failed.join("; ")),
+    }
+}
+
+/// Runs the command with `doc` on its stdin, waiting up to the plan's timeout.
+fn run_command(
+    plan: &NotifyPlan,
+    program_path: &Path,
+    args: &[String],
+    doc: &serde_json::Value,
+) -> Result<()> {
+    let program = program_path.display().to_string();
+    let mut child = crate::child::command(program_path, &plan.pass_env)
+        .args(args)
         .env("BKP_EVENT", doc["event"].as_str().unwrap_or_default())
         .env(
             "BKP_OPERATION",

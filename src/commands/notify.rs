@@ -1,0 +1,171 @@
+//! `bkp notify`: a notification sent by hand through `[notify]`. `--test`
+//! proves that the webhook and the command take an event; `--failed-unit`
+//! reports a systemd unit that failed where bkp could not say so itself (a
+//! run killed at its runtime cap, a crash, a unit that never started), as
+//! `systemd/bkp-failure@.service` does from `OnFailure=`.
+
+use anyhow::Result;
+
+use crate::cli::NotifyArgs;
+use crate::exit::{coded, Code};
+use crate::notify::{self, Event};
+use crate::Ctx;
+
+pub fn run(ctx: &Ctx, args: &NotifyArgs) -> Result<()> {
+    let Some(plan) = &ctx.plan.notify else {
+        return Err(coded(
+            Code::Config,
+            "there is no [notify] section in the config: nothing to send to (set webhook_url_file or command)",
+        ));
+    };
+    let host = super::run::hostname();
+    let doc = match &args.failed_unit {
+        None => notify::document(
+            Event::Test,
+            "notify",
+            crate::exit::SUCCESS,
+            "a test notification from bkp notify --test",
+            &host,
+        ),
+        Some(unit) => {
+            let failure = UnitFailure::from_env(unit);
+            if failure.reported_by_bkp() {
+                ctx.ui.info(&format!(
+                    "{unit} ended with bkp's own exit code {}: bkp reported it itself; not sent again",
+                    failure.status
+                ));
+                return Ok(());
+            }
+            let operation = failure.operation();
+            // The next good run of this operation is then a recovery.
+            let state = crate::workdir::WorkDir::new(&ctx.plan.work_dir).notify_state();
+            let _ = notify::event_for(&state, &operation, crate::exit::FAILURE);
+            if !plan.on.contains(&Event::Failure) {
+                ctx.ui
+                    .info("[notify] on does not include \"failure\": nothing sent");
+                return Ok(());
+            }
+            let mut doc = notify::document(
+                Event::Failure,
+                &operation,
+                crate::exit::FAILURE,
+                &failure.message(),
+                &host,
+            );
+            doc["exit_code"] = serde_json::Value::Null;
+            doc["code"] = failure.result.clone().into();
+            doc["unit"] = unit.clone().into();
+            doc
+        }
+    };
+    notify::send(plan, &doc).map_err(|e| {
+        coded(
+            Code::Transient,
+            format!("the notification was not delivered: {e:#}"),
+        )
+    })?;
+    ctx.ui.info(&format!(
+        "sent the {} notification",
+        doc["event"].as_str().unwrap_or("")
+    ));
+    Ok(())
+}
+
+/// What systemd says of a failed unit, in the variables it gives `OnFailure=`
+/// units (systemd 251 and later).
+struct UnitFailure {
+    unit: String,
+    /// `MONITOR_SERVICE_RESULT`: "exit-code", "timeout", "signal", "core-dump"…
+    result: String,
+    /// `MONITOR_EXIT_CODE`: "exited", "killed", "dumped".
+    how: String,
+    /// `MONITOR_EXIT_STATUS`: an exit status, or a signal name.
+    status: String,
+}
+
+impl UnitFailure {
+    fn from_env(unit: &str) -> UnitFailure {
+        let var = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "unknown".into())
+        };
+        UnitFailure {
+            unit: unit.to_string(),
+            result: var("MONITOR_SERVICE_RESULT"),
+            how: var("MONITOR_EXIT_CODE"),
+            status: var("MONITOR_EXIT_STATUS"),
+        }
+    }
+
+    /// bkp ended the run with one of its own codes, after its own [notify].
+    fn reported_by_bkp(&self) -> bool {
+        self.result == "exit-code"
+            && self.how == "exited"
+            && self
+                .status
+                .parse::<i32>()
+                .is_ok_and(|c| (crate::exit::FAILURE..=crate::exit::STALE).contains(&c))
+    }
+
+    /// The bkp operation a unit runs: `bkp-export-full@eu.service` → "export".
+    fn operation(&self) -> String {
+        let name = self.unit.trim_end_matches(".service");
+        let name = name.split('@').next().unwrap_or(name);
+        let op = name.strip_prefix("bkp-").unwrap_or(name);
+        match op {
+            "export-full" | "export-incremental" => "export".into(),
+            "verify-drill" => "verify".into(),
+            other => other.into(),
+        }
+    }
+
+    fn message(&self) -> String {
+        let why = match self.result.as_str() {
+            "timeout" => "it ran past its runtime cap (TimeoutStartSec) and was stopped".into(),
+            "signal" | "core-dump" => format!("it was killed by signal {}", self.status),
+            "exit-code" => format!("it exited with status {}", self.status),
+            "start-limit-hit" => "it failed to start too often".into(),
+            other => format!("systemd says: {other} ({} {})", self.how, self.status),
+        };
+        format!("{} failed: {why}", self.unit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(unit: &str, result: &str, how: &str, status: &str) -> UnitFailure {
+        UnitFailure {
+            unit: unit.into(),
+            result: result.into(),
+            how: how.into(),
+            status: status.into(),
+        }
+    }
+
+    #[test]
+    fn units_name_their_operation() {
+        for (unit, op) in [
+            ("bkp-logs.service", "logs"),
+            ("bkp-export-full@eu.service", "export"),
+            ("bkp-verify-drill.service", "verify"),
+            ("tigerbeetle.service", "tigerbeetle"),
+        ] {
+            assert_eq!(failure(unit, "", "", "").operation(), op);
+        }
+    }
+
+    #[test]
+    fn only_bkp_s_own_exit_codes_count_as_already_reported() {
+        assert!(failure("u", "exit-code", "exited", "6").reported_by_bkp());
+        assert!(!failure("u", "exit-code", "exited", "203").reported_by_bkp());
+        assert!(!failure("u", "timeout", "killed", "TERM").reported_by_bkp());
+        assert!(!failure("u", "signal", "killed", "KILL").reported_by_bkp());
+        assert!(failure("bkp-logs.service", "timeout", "killed", "KILL")
+            .message()
+            .contains("runtime cap"));
+    }
+}
