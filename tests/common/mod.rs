@@ -67,9 +67,14 @@ pub fn tool(name: &str) -> PathBuf {
     path
 }
 
-/// The `bkp` binary built for these tests.
+/// The `bkp` binary the tests drive: the one cargo built for them, or the one
+/// `BKP_TEST_BIN` names (`scripts/package` runs the suite against the release
+/// binary it packages).
 pub fn bkp_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_bkp"))
+    match std::env::var_os("BKP_TEST_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_bkp")),
+    }
 }
 
 // ---- Names, ports, scratch directories --------------------------------------------------
