@@ -99,9 +99,10 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The environment variable names in `code`: string literals passed to
-/// `var(…)`, `var_os(…)`, a child's `.env(…)` or clap's `env = …`, and
-/// `&str` constants that look like variable names (`NOW_ENV = "BKP_NOW"`).
+/// The environment variable names in `code`: upper-case string literals
+/// passed to `var(…)`, `var_os(…)`, a child's `.env(…)` or clap's `env = …`,
+/// and `&str` constants that look like variable names (`NOW_ENV = "BKP_NOW"`;
+/// these need an underscore).
 fn variable_names(code: &str) -> Vec<String> {
     let mut names = Vec::new();
     for needle in ["var(", "var_os(", ".env(", "env = ", "&str = "] {
@@ -113,7 +114,7 @@ fn variable_names(code: &str) -> Vec<String> {
             let name: String = rest.chars().take_while(|c| *c != '"').collect();
             let looks_like_a_variable = name.len() > 2
                 && name.starts_with(|c: char| c.is_ascii_uppercase())
-                && name.contains('_')
+                && (needle != "&str = " || name.contains('_'))
                 && name
                     .chars()
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
@@ -139,7 +140,9 @@ fn variables_in_source() -> std::collections::BTreeMap<String, PathBuf> {
         // Unit tests sit at the end of a file, in `#[cfg(test)] mod tests`.
         let code = text.split("#[cfg(test)]\nmod ").next().unwrap();
         for name in variable_names(code) {
-            found.entry(name).or_insert_with(|| f.clone());
+            found
+                .entry(name)
+                .or_insert_with(|| f.strip_prefix(root()).unwrap().to_path_buf());
         }
     }
     found
@@ -147,7 +150,9 @@ fn variables_in_source() -> std::collections::BTreeMap<String, PathBuf> {
 
 /// The ENVIRONMENT section of a rendered page.
 fn environment_section(page: &str) -> &str {
-    let start = page.find(".SH ENVIRONMENT").expect("no ENVIRONMENT section");
+    let start = page
+        .find(".SH ENVIRONMENT")
+        .expect("no ENVIRONMENT section");
     let end = page[start + 1..]
         .find(".SH ")
         .map_or(page.len(), |e| start + 1 + e);
@@ -159,8 +164,18 @@ fn every_variable_the_source_reads_is_documented() {
     let found = variables_in_source();
     // The scan finds what it should: a variable read through a constant, one
     // from clap, one set for a child, one read by a closure.
-    for known in ["BKP_NOW", "BKP_CONFIG", "BKP_EVENT", "BKP_WORK_DIR", "JOURNAL_STREAM"] {
-        assert!(found.contains_key(known), "the scan missed {known}: {found:?}");
+    for known in [
+        "BKP_NOW",
+        "BKP_CONFIG",
+        "BKP_EVENT",
+        "BKP_WORK_DIR",
+        "JOURNAL_STREAM",
+        "HOSTNAME",
+    ] {
+        assert!(
+            found.contains_key(known),
+            "the scan missed {known}: {found:?}"
+        );
     }
     let page = String::from_utf8(page(bkp::cli::command(), "bkp")).unwrap();
     let env = environment_section(&page).replace("\\-", "-");

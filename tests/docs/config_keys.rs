@@ -36,7 +36,9 @@ fn fields(body: &str, item: &str) -> Vec<(String, String)> {
     for line in body.lines() {
         let line = line.trim();
         if line.starts_with("#[serde(")
-            && ["rename", "alias", "flatten"].iter().any(|w| line.contains(w))
+            && ["rename", "alias", "flatten"]
+                .iter()
+                .any(|w| line.contains(w))
         {
             panic!("{item}: `{line}` is not understood by this scan: teach it tests/docs/config_keys.rs");
         }
@@ -47,8 +49,14 @@ fn fields(body: &str, item: &str) -> Vec<(String, String)> {
         let Some((name, ty)) = line.split_once(':') else {
             continue;
         };
-        if name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-            out.push((name.to_string(), ty.trim().trim_end_matches(',').to_string()));
+        if name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            out.push((
+                name.to_string(),
+                ty.trim().trim_end_matches(',').to_string(),
+            ));
         }
     }
     out
@@ -188,7 +196,10 @@ pub fn check(root: &Path) {
         "retention.logs.keep_log_window",
         "freshness.every.export_full",
     ] {
-        assert!(accepted.contains(k), "the source scan missed {k}: {accepted:?}");
+        assert!(
+            accepted.contains(k),
+            "the source scan missed {k}: {accepted:?}"
+        );
     }
     let documented = documented(root);
     let undocumented: Vec<_> = accepted.difference(&documented).collect();

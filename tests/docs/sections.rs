@@ -87,22 +87,34 @@ pub fn escape(s: &str) -> String {
 
 fn tagged(out: &mut String, items: impl IntoIterator<Item = (String, String)>) {
     for (tag, text) in items {
-        out.push_str(&format!(".TP\n\\fB{}\\fR\n{}\n", escape(&tag), escape(&text)));
+        out.push_str(&format!(
+            ".TP\n\\fB{}\\fR\n{}\n",
+            escape(&tag),
+            escape(&text)
+        ));
     }
 }
 
 /// The sections added to every page: `page` is `bkp` or `bkp-SUBCOMMAND`.
 pub fn render(page: &str) -> String {
     let mut out = String::from(".SH \"EXIT STATUS\"\n");
-    tagged(&mut out, exit_codes().into_iter().map(|(c, t)| (c, t.to_string())));
+    tagged(
+        &mut out,
+        exit_codes().into_iter().map(|(c, t)| (c, t.to_string())),
+    );
     out.push_str(".PP\nUnder \\-\\-json, a failure is one JSON object on stderr (schema bkp.error/1) with the exit code and its class.\n");
     out.push_str(".SH ENVIRONMENT\n.PP\nPrecedence: command\\-line flags, then the environment, then the config file, then defaults.\n");
     tagged(
         &mut out,
-        ENVIRONMENT.iter().map(|(v, t)| (v.to_string(), t.to_string())),
+        ENVIRONMENT
+            .iter()
+            .map(|(v, t)| (v.to_string(), t.to_string())),
     );
     out.push_str(".SH FILES\n.PP\nWORK_DIR is work_dir, STORE the store's directory or s3://BUCKET/PREFIX, METRICS_DIR metrics.dir.\n");
-    tagged(&mut out, FILES.iter().map(|(f, t)| (f.to_string(), t.to_string())));
+    tagged(
+        &mut out,
+        FILES.iter().map(|(f, t)| (f.to_string(), t.to_string())),
+    );
     out.push_str(".SH \"SEE ALSO\"\n");
     let mut also = vec!["bkp.toml(5)".to_string()];
     if page != "bkp" {
