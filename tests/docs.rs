@@ -238,6 +238,92 @@ fn the_config_page_documents_exactly_the_accepted_keys() {
     config_keys::check(root());
 }
 
+/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces to
+/// hyphens.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The `##` and `###` headings of a Markdown text, outside code blocks, with
+/// their level.
+fn headings(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut code = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            code = !code;
+        } else if !code {
+            for (level, mark) in [(2, "## "), (3, "### ")] {
+                if let Some(h) = line.strip_prefix(mark) {
+                    out.push((level, h.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The README's table of contents lists every section in order, and every
+/// `(#anchor)` link in the README and the CHANGELOG (and from the README into
+/// the CHANGELOG) names a heading that exists.
+#[test]
+fn readme_contents_and_links_match_the_headings() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let changelog = std::fs::read_to_string(root().join("CHANGELOG.md")).unwrap();
+    let sections: Vec<_> = headings(&readme)
+        .into_iter()
+        .filter(|(_, h)| h != "Contents")
+        .collect();
+    let wanted: Vec<String> = sections
+        .iter()
+        .map(|(level, h)| {
+            let indent = if *level == 2 { "" } else { "  " };
+            format!("{indent}- [{h}](#{})", anchor(h))
+        })
+        .collect();
+    let start = readme
+        .find("## Contents\n\n")
+        .expect("README: no ## Contents")
+        + 13;
+    let listed: Vec<&str> = readme[start..]
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        listed,
+        wanted,
+        "README.md's Contents must list every ## and ### heading in order; expected:\n{}",
+        wanted.join("\n")
+    );
+    for (file, text, targets) in [
+        (
+            "README.md",
+            &readme,
+            vec![("", &readme), ("CHANGELOG.md", &changelog)],
+        ),
+        ("CHANGELOG.md", &changelog, vec![("", &changelog)]),
+    ] {
+        for (prefix, target) in targets {
+            let needle = format!("]({prefix}#");
+            let anchors: Vec<String> = headings(target).iter().map(|(_, h)| anchor(h)).collect();
+            for (at, _) in text.match_indices(&needle) {
+                let rest = &text[at + needle.len()..];
+                let link = &rest[..rest.find(')').unwrap()];
+                assert!(
+                    anchors.iter().any(|a| a == link),
+                    "{file}: the link to {prefix}#{link} names no heading"
+                );
+            }
+        }
+    }
+}
+
 /// `bkp --version` names the commit the binary was built from (when built in a
 /// git checkout), so a report or a bug can be tied to its source.
 #[test]
