@@ -47,7 +47,7 @@ const FILES: &[(&str, &str)] = &[
     ("WORK_DIR/tmp/", "Scratch: data-file copies, restore spools, DuckDB rebuilds, drills; swept by the next run once their owner is dead."),
     ("/var/lib/bkp", "The work_dir the systemd units expect (StateDirectory=bkp)."),
     ("STORE/manifests/KIND/ID.json", "One manifest per backup, written last; KIND is tigerbeetle, duckdb or parquet."),
-    ("STORE/KIND/YYYY/MM/DD/KIND-OPERATION-ID.EXT", "The data objects a manifest names."),
+    ("STORE/tigerbeetle/, STORE/duckdb/, STORE/parquet/", "The data objects, by date; each manifest names its own."),
     ("STORE/reports/OPERATION/YYYY/MM/DD/ID.json", "Reports of cleanup and verify runs."),
     ("STORE/trash/KIND/ID.json", "Tombstones: deletions in progress, finished by the next cleanup."),
     ("STORE/bkp-store.json", "The store marker bkp init writes (optional)."),
