@@ -8,8 +8,9 @@ use bkp::exit;
 /// documented for operators.
 pub const TEST_HOOKS: &[&str] = &["BKP_NOW", "BKP_FAILPOINT"];
 
-/// Every variable bkp reads or sets, with one line each. `{…}` items name
-/// several variables; the scan in `docs.rs` finds each name in the rendered text.
+/// Every variable bkp reads or sets, with one line each. An item may name
+/// several variables; the scan in `docs.rs` looks for each name in the
+/// rendered section.
 pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("BKP_CONFIG", "The configuration file, when --config is not given (default /etc/bkp/bkp.toml)."),
     ("BKP_WORK_DIR", "Overrides work_dir."),
@@ -30,7 +31,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true makes the SDK, and bkp, ignore AWS_ENDPOINT_URL_S3 and AWS_ENDPOINT_URL."),
     ("AWS_MAX_ATTEMPTS, AWS_RETRY_MODE", "Attempts per S3 request (default 3) and the retry mode (standard or adaptive), read by the SDK."),
     ("CREDENTIALS_DIRECTORY", "Set by systemd for LoadCredential=; a key_file written ${CREDENTIALS_DIRECTORY}/NAME is read from it."),
-    ("JOURNAL_STREAM", "Set by systemd; when stderr is the journal, each line starts with its syslog priority (<3> error … <7> detail)."),
+    ("JOURNAL_STREAM", "Set by systemd; when stderr is the journal, each line starts with its syslog priority (<3> error to <7> detail)."),
     ("HOSTNAME", "The host name recorded in manifests when /proc/sys/kernel/hostname cannot be read."),
     ("BKP_EVENT, BKP_OPERATION, BKP_EXIT_CODE", "Set by bkp for notify.command: the event, the operation and its exit code."),
 ];
