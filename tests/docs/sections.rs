@@ -33,6 +33,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("CREDENTIALS_DIRECTORY", "Set by systemd for LoadCredential=; a key_file written ${CREDENTIALS_DIRECTORY}/NAME is read from it."),
     ("JOURNAL_STREAM", "Set by systemd; when stderr is the journal, each line starts with its syslog priority (<3> error to <7> detail)."),
     ("HOSTNAME", "The host name recorded in manifests when /proc/sys/kernel/hostname cannot be read."),
+    ("MONITOR_SERVICE_RESULT, MONITOR_EXIT_CODE, MONITOR_EXIT_STATUS", "Set by systemd for OnFailure= units; bkp notify --failed-unit reports the failed unit's result with them."),
     ("BKP_EVENT, BKP_OPERATION, BKP_EXIT_CODE", "Set by bkp for notify.command: the event, the operation and its exit code."),
 ];
 
