@@ -184,9 +184,11 @@ fn backoff(n: u32) -> Duration {
 impl Read for S3Reader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.chunk.is_empty() {
+            // The timer must be made inside the runtime.
+            let body = &mut self.body;
             let got = self
                 .rt
-                .block_on(tokio::time::timeout(STALL, self.body.try_next()));
+                .block_on(async { tokio::time::timeout(STALL, body.try_next()).await });
             let cause = match got {
                 Ok(Ok(Some(c))) => {
                     if !c.is_empty() && self.resumes > 0 {
