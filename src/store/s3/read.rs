@@ -168,6 +168,19 @@ impl S3Reader {
     }
 }
 
+/// `err` and its causes, `: `-separated (a body error alone says only
+/// "streaming error").
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// The SDK's attempts per request (`AWS_MAX_ATTEMPTS`, the profile, or 3).
 fn max_tries(client: &Client) -> u32 {
     client
@@ -205,7 +218,7 @@ impl Read for S3Reader {
                     ),
                     _ => return Ok(0),
                 },
-                Ok(Err(e)) => format!("{e}"),
+                Ok(Err(e)) => chain(&e),
                 Err(_) => format!("no bytes for {} s", STALL.as_secs()),
             };
             if self.end == Some(self.next) {
