@@ -5,9 +5,9 @@
 
 mod common;
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -199,7 +199,8 @@ fn store(s3: &common::S3Server, bucket: &str, endpoint: &str) -> S3Store {
 /// through a proxy with these rules, and the object's bytes.
 fn setup(
     cuts: (&[usize], Option<usize>),
-    before_ranged: impl FnOnce(S3Store) -> Option<Hook>) -> (Proxy, S3Store, Vec<u8>) {
+    before_ranged: impl FnOnce(S3Store) -> Option<Hook>,
+) -> (Proxy, S3Store, Vec<u8>) {
     let s3 = common::shared_s3();
     let bucket = s3.new_bucket("resume");
     let data = pattern(SIZE, 7);
@@ -220,7 +221,11 @@ fn a_broken_download_resumes_by_range_of_the_same_version() {
         .unwrap()
         .read_to_end(&mut got)
         .expect("the download resumes after the cut");
-    assert!(got == data, "resumed bytes differ ({} of {SIZE})", got.len());
+    assert!(
+        got == data,
+        "resumed bytes differ ({} of {SIZE})",
+        got.len()
+    );
 
     let gets = proxy.gets();
     assert_eq!(gets.len(), 2, "{gets:#?}");
@@ -241,7 +246,9 @@ fn an_object_replaced_mid_download_fails_instead_of_splicing() {
     let (proxy, through, _) = setup((&[CUT_AFTER], None), |direct| {
         Some(Box::new(move || {
             direct.delete("obj").unwrap();
-            direct.put_new("obj", &pattern(SIZE, 9), &Vec::new()).unwrap();
+            direct
+                .put_new("obj", &pattern(SIZE, 9), &Vec::new())
+                .unwrap();
         }))
     });
     let mut got = Vec::new();

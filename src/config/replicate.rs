@@ -225,8 +225,14 @@ mod tests {
             ..Default::default()
         };
         let r = |extra: &str, ov: &Overrides| s3_source(extra, ov).unwrap().region;
-        assert_eq!(r("region = \"ap-south-1\"\n", &none).as_deref(), Some("ap-south-1"));
-        assert_eq!(r("region = \"ap-south-1\"\n", &env_region).as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            r("region = \"ap-south-1\"\n", &none).as_deref(),
+            Some("ap-south-1")
+        );
+        assert_eq!(
+            r("region = \"ap-south-1\"\n", &env_region).as_deref(),
+            Some("eu-west-1")
+        );
 
         let ps = |extra: &str, ov: &Overrides| s3_source(extra, ov).unwrap().path_style;
         let aws_ep = Overrides {

@@ -212,10 +212,9 @@ impl Read for S3Reader {
                     continue;
                 }
                 Ok(Ok(None)) => match self.end {
-                    Some(end) if self.next < end => format!(
-                        "the body ended {} bytes early",
-                        end - self.next
-                    ),
+                    Some(end) if self.next < end => {
+                        format!("the body ended {} bytes early", end - self.next)
+                    }
                     _ => return Ok(0),
                 },
                 Ok(Err(e)) => chain(&e),
@@ -240,7 +239,10 @@ mod tests {
     #[test]
     fn content_range_gives_first_and_one_past_last() {
         assert_eq!(content_range("bytes 0-9/10"), Some((0, 10)));
-        assert_eq!(content_range("bytes 65536-1048575/1048576"), Some((65536, 1048576)));
+        assert_eq!(
+            content_range("bytes 65536-1048575/1048576"),
+            Some((65536, 1048576))
+        );
         assert_eq!(content_range("bytes */10"), None);
         assert_eq!(content_range("items 0-9/10"), None);
     }
