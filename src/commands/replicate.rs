@@ -293,9 +293,12 @@ fn server_side_possible(plan: &crate::config::Plan, rp: &ReplicatePlan, encrypte
                 && rp.compression == Compression::None
                 && src.credentials_env.is_none()
                 && src.endpoint == dst.endpoint
-                // A store without a region takes it from the SDK's chain when
-                // its client is built; as before, unset counts as the same.
-                && dst.region.as_deref().is_none_or(|r| r == src.region)
+                // A client without a region takes it from the SDK's chain when
+                // it is built; as before, unset counts as the same.
+                && match (&dst.region, &src.region) {
+                    (Some(d), Some(s)) => d == s,
+                    _ => true,
+                }
         }
         _ => false,
     }

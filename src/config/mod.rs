@@ -260,7 +260,7 @@ fn validate(f: File, v: &Validator, ov: &Overrides) -> Result<Plan> {
     let metrics_dir = metrics::dir(f.metrics, ov.metrics_dir.clone(), v);
     let replicate = f
         .replicate
-        .map(|r| replicate::validate(r, v, &ov.replicate, compression))
+        .map(|r| replicate::validate(r, v, ov, compression))
         .transpose()?;
     let duckdb = f.duckdb.map(|d| duckdb::validate(d, v)).transpose()?;
     let notify = f.notify.map(|n| notify::validate(n, v)).transpose()?;

@@ -6,13 +6,17 @@
 //! `secret_key_env` name environment variables holding another identity's keys:
 //! the keys themselves never sit in the file. Environment overrides:
 //! `BKP_REPLICATE_SOURCE`, `BKP_REPLICATE_ENDPOINT`, `BKP_REPLICATE_REGION`.
+//! Region and path style follow the store's rules: without a region the SDK's
+//! chain decides (`AWS_REGION`, the profile); path style is `BKP_S3_PATH_STYLE`,
+//! else `path_style`, else on behind any endpoint, `AWS_ENDPOINT_URL` included.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use serde::Deserialize;
 
-use super::Validator;
+use super::store::s3_path_style;
+use super::{Overrides, Validator};
 use crate::replicate::glob::Glob;
 use crate::replicate::{ReplicatePlan, S3Source, SourcePlan};
 use crate::stages::compress::Compression;
@@ -63,9 +67,10 @@ impl ReplicateOverrides {
 pub(super) fn validate(
     r: ReplicateFile,
     v: &Validator,
-    ov: &ReplicateOverrides,
+    overrides: &Overrides,
     global: Compression,
 ) -> Result<ReplicatePlan> {
+    let ov = &overrides.replicate;
     let text = ov.source.clone().unwrap_or(r.source);
     let source = if let Some(rest) = text.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -89,12 +94,9 @@ pub(super) fn validate(
         SourcePlan::S3(S3Source {
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
-            region: ov
-                .region
-                .clone()
-                .or(r.region)
-                .unwrap_or_else(|| "us-east-1".into()),
-            path_style: r.path_style.unwrap_or(endpoint.is_some()),
+            // None: the SDK's region chain decides, as for the store.
+            region: ov.region.clone().or(r.region),
+            path_style: s3_path_style(v, overrides, r.path_style, endpoint.is_some())?,
             endpoint,
             credentials_env,
         })
@@ -197,6 +199,57 @@ mod tests {
                 .replicate
                 .unwrap();
         assert!(matches!(r.compression, Compression::Zstd { level: 7, .. }));
+    }
+
+    /// The S3 source of `[replicate]` with `extra`, under these overrides.
+    fn s3_source(extra: &str, ov: &Overrides) -> Result<S3Source> {
+        let text = format!("{MINIMAL}[replicate]\nsource = \"s3://b/p\"\n{extra}");
+        let plan = super::super::parse(&text, std::path::Path::new("/etc/bkp/test.toml"), ov)?;
+        match plan.replicate.map(|r| r.source) {
+            Some(SourcePlan::S3(s)) => Ok(s),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_s3_source_follows_the_store_rules_for_region_and_path_style() {
+        let none = Overrides::default();
+        let s = s3_source("", &none).unwrap();
+        assert_eq!(s.region, None, "left to the SDK's region chain");
+        assert!(!s.path_style);
+        let env_region = Overrides {
+            replicate: ReplicateOverrides {
+                region: Some("eu-west-1".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let r = |extra: &str, ov: &Overrides| s3_source(extra, ov).unwrap().region;
+        assert_eq!(
+            r("region = \"ap-south-1\"\n", &none).as_deref(),
+            Some("ap-south-1")
+        );
+        assert_eq!(
+            r("region = \"ap-south-1\"\n", &env_region).as_deref(),
+            Some("eu-west-1")
+        );
+
+        let ps = |extra: &str, ov: &Overrides| s3_source(extra, ov).unwrap().path_style;
+        let aws_ep = Overrides {
+            aws_endpoint_url: Some("http://minio:9000".into()),
+            ..Default::default()
+        };
+        let env = |v: &str| Overrides {
+            s3_path_style: Some(v.into()),
+            ..Default::default()
+        };
+        assert!(ps("endpoint = \"http://h:1\"\n", &none));
+        assert!(ps("", &aws_ep), "an endpoint from AWS_ENDPOINT_URL counts");
+        assert!(!ps("path_style = false\n", &aws_ep));
+        assert!(ps("path_style = false\n", &env("true")));
+        assert!(!ps("endpoint = \"http://h:1\"\n", &env("false")));
+        let err = s3_source("", &env("yes")).unwrap_err();
+        assert!(format!("{err:#}").contains("BKP_S3_PATH_STYLE"), "{err:#}");
     }
 
     #[test]

@@ -147,23 +147,7 @@ pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> R
                 "must be between 1 and 64",
             )?;
             let endpoint = ov.s3_endpoint.clone().or(endpoint);
-            let path_style_env = match ov.s3_path_style.as_deref() {
-                None => None,
-                Some("true") => Some(true),
-                Some("false") => Some(false),
-                Some(other) => {
-                    return Err(v.error(
-                        "BKP_S3_PATH_STYLE",
-                        format!("{other:?} is not one of \"true\", \"false\" (unset it to use store.path_style)"),
-                    ))
-                }
-            };
-            // S3-compatible services behind an endpoint almost always need
-            // path-style addressing; AWS itself prefers virtual hosts. An endpoint
-            // the SDK takes from AWS_ENDPOINT_URL(_S3) counts as one.
-            let path_style = path_style_env
-                .or(path_style)
-                .unwrap_or(endpoint.is_some() || ov.aws_endpoint_url.is_some());
+            let path_style = s3_path_style(v, ov, path_style, endpoint.is_some())?;
             Ok(StorePlan::S3(S3Settings {
                 bucket,
                 prefix,
@@ -179,6 +163,33 @@ pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> R
             }))
         }
     }
+}
+
+/// Path-style addressing for an S3 client (the store, or replicate's S3
+/// source): `BKP_S3_PATH_STYLE`, else the file's `path_style`, else on behind any
+/// endpoint. S3-compatible services behind an endpoint almost always need it;
+/// AWS itself prefers virtual hosts. An endpoint the SDK takes from
+/// `AWS_ENDPOINT_URL(_S3)` counts as one.
+pub(super) fn s3_path_style(
+    v: &Validator,
+    ov: &Overrides,
+    configured: Option<bool>,
+    endpoint_named: bool,
+) -> Result<bool> {
+    let env = match ov.s3_path_style.as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(v.error(
+                "BKP_S3_PATH_STYLE",
+                format!("{other:?} is not one of \"true\", \"false\" (unset it to use the file's path_style)"),
+            ))
+        }
+    };
+    Ok(env
+        .or(configured)
+        .unwrap_or(endpoint_named || ov.aws_endpoint_url.is_some()))
 }
 
 #[cfg(test)]

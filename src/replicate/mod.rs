@@ -34,7 +34,8 @@ pub struct S3Source {
     pub bucket: String,
     /// Without leading or trailing `/`; empty for the whole bucket.
     pub prefix: String,
-    pub region: String,
+    /// `None` leaves it to the SDK's region chain, as for the store.
+    pub region: Option<String>,
     pub endpoint: Option<String>,
     pub path_style: bool,
     /// Names of the environment variables holding this source's own keys.

@@ -59,7 +59,7 @@ impl Source {
                 let settings = S3Settings {
                     bucket: s.bucket.clone(),
                     prefix: s.prefix.clone(),
-                    region: Some(s.region.clone()),
+                    region: s.region.clone(),
                     endpoint: s.endpoint.clone(),
                     path_style: s.path_style,
                     part_size: MIN_PART_SIZE,

@@ -33,6 +33,9 @@ use super::{
 };
 use crate::exit::{coded, Code};
 
+mod read;
+use read::S3Reader;
+
 /// Connection settings for an S3 store. Credentials are not here: they come from
 /// the standard AWS chain (environment, profile, web identity, instance metadata).
 #[derive(Debug, Clone)]
@@ -165,10 +168,24 @@ static LOCK_VERIFIED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec:
 /// The region used when neither the config nor the SDK's chain names one.
 pub const DEFAULT_REGION: &str = "us-east-1";
 
-/// The SDK's HTTPS client (rustls, aws-lc, the platform's roots) also trusting
-/// the root CAs in the PEM bundle at `path` (store.ca_file). The bundle is checked
-/// here: the SDK would only parse it on the first connection, and panic.
-fn https_client_trusting(path: &std::path::Path) -> Result<aws_sdk_s3::config::SharedHttpClient> {
+/// The HTTPS client every S3 client uses (the store, replicate's S3 source, and
+/// the SDK's credential and region providers): rustls on ring with the
+/// platform's root CAs, plus those in the PEM bundle at `ca_file`
+/// (store.ca_file) if one is named. The bundle is checked here: the SDK would
+/// only parse it on the first connection, and panic.
+fn https_client(ca_file: Option<&std::path::Path>) -> Result<aws_sdk_s3::config::SharedHttpClient> {
+    use aws_smithy_http_client::tls;
+    let mut builder = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(
+        tls::rustls_provider::CryptoMode::Ring,
+    ));
+    if let Some(path) = ca_file {
+        builder = builder.tls_context(tls_context_trusting(path)?);
+    }
+    Ok(builder.build_https())
+}
+
+/// The platform's root CAs plus those in the PEM bundle at `path`.
+fn tls_context_trusting(path: &std::path::Path) -> Result<aws_smithy_http_client::tls::TlsContext> {
     use aws_smithy_http_client::tls;
     use rustls_pki_types::pem::PemObject;
     let bad = |why: String| {
@@ -194,16 +211,10 @@ fn https_client_trusting(path: &std::path::Path) -> Result<aws_sdk_s3::config::S
             .map_err(|e| bad(format!("a certificate cannot be a root CA: {e}")))?;
     }
     let trust = tls::TrustStore::default().with_pem_certificate(pem);
-    let context = tls::TlsContext::builder()
+    tls::TlsContext::builder()
         .with_trust_store(trust)
         .build()
-        .map_err(|e| bad(format!("{e}")))?;
-    Ok(aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::AwsLc,
-        ))
-        .tls_context(context)
-        .build_https())
+        .map_err(|e| bad(format!("{e}")))
 }
 
 /// S3's smallest allowed part (except the last).
@@ -244,13 +255,11 @@ impl S3Store {
             .enable_all()
             .build()
             .context("failed to start the S3 client runtime")?;
-        let http = settings
-            .ca_file
-            .as_deref()
-            .map(https_client_trusting)
-            .transpose()?;
+        let http = https_client(settings.ca_file.as_deref())?;
         let (client, region_note) = rt.block_on(async {
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+            // The one HTTPS client serves the credential and region providers too.
+            let mut loader =
+                aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
             // Without a configured region the loader runs the SDK's own region
             // chain; retries (AWS_MAX_ATTEMPTS, AWS_RETRY_MODE) and an endpoint
             // from AWS_ENDPOINT_URL(_S3) are left to it as well.
@@ -262,9 +271,6 @@ impl S3Store {
             }
             if let Some(c) = creds {
                 loader = loader.credentials_provider(c);
-            }
-            if let Some(h) = http {
-                loader = loader.http_client(h);
             }
             let shared = loader.load().await;
             let timeouts = aws_config::timeout::TimeoutConfig::builder()
@@ -301,6 +307,24 @@ impl S3Store {
             s: settings,
             region_note,
         })
+    }
+
+    /// The body of `out` (a GetObject of `full`, the full key of `key`) as a
+    /// reader that resumes a broken download (see [`read`]).
+    fn reader(
+        &self,
+        full: &str,
+        key: &str,
+        out: aws_sdk_s3::operation::get_object::GetObjectOutput,
+    ) -> S3Reader {
+        S3Reader::new(
+            self.rt.clone(),
+            self.client.clone(),
+            &self.s.bucket,
+            full,
+            self.where_(key),
+            out,
+        )
     }
 
     fn full_key(&self, key: &str) -> Result<String> {
@@ -625,35 +649,6 @@ impl Drop for S3Writer {
     }
 }
 
-/// A blocking reader over a streaming GetObject body.
-struct S3Reader {
-    rt: Arc<Runtime>,
-    body: ByteStream,
-    chunk: bytes::Bytes,
-    what: String,
-}
-
-impl Read for S3Reader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.chunk.is_empty() {
-            match self.rt.block_on(self.body.try_next()) {
-                Ok(Some(c)) => self.chunk = c,
-                Ok(None) => return Ok(0),
-                Err(e) => {
-                    return Err(crate::exit::to_io(coded(
-                        Code::Transient,
-                        format!("failed to read {}: {e}; retry later", self.what),
-                    )))
-                }
-            }
-        }
-        let n = out.len().min(self.chunk.len());
-        out[..n].copy_from_slice(&self.chunk[..n]);
-        let _ = self.chunk.split_to(n);
-        Ok(n)
-    }
-}
-
 impl Store for S3Store {
     /// `s3://bucket/prefix`: stable however the endpoint is spelt, since the ledger
     /// derives the store's account from it.
@@ -705,12 +700,7 @@ impl Store for S3Store {
                 .send(),
         );
         match res {
-            Ok(out) => Ok(Box::new(S3Reader {
-                rt: self.rt.clone(),
-                body: out.body,
-                chunk: bytes::Bytes::new(),
-                what: self.where_(key),
-            })),
+            Ok(out) => Ok(Box::new(self.reader(&full, key, out))),
             Err(e) if status_of(&e) == Some(404) => Err(not_found(&self.identity(), key)),
             Err(e) => Err(sdk_error(e, format!("failed to read {}", self.where_(key)))),
         }
@@ -1113,12 +1103,7 @@ impl S3Store {
                 .send(),
         );
         match res {
-            Ok(out) => Ok(Some(Box::new(S3Reader {
-                rt: self.rt.clone(),
-                body: out.body,
-                chunk: bytes::Bytes::new(),
-                what: self.where_(key),
-            }))),
+            Ok(out) => Ok(Some(Box::new(self.reader(&full, key, out)))),
             Err(e) if status_of(&e) == Some(412) => Ok(None),
             Err(e) if status_of(&e) == Some(404) => Err(not_found(&self.identity(), key)),
             Err(e) => Err(sdk_error(e, format!("failed to read {}", self.where_(key)))),
