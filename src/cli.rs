@@ -55,9 +55,13 @@ pub struct Global {
     #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// Print each step on stderr.
-    #[arg(long, short = 'v', global = true)]
-    pub verbose: bool,
+    /// Print each step on stderr; twice (-vv) also debug output, the S3 client's
+    /// included; three times (-vvv) trace output. The S3 request signer is held to
+    /// debug output at every level, so that no secret (a session token in a
+    /// canonical request) is ever printed. `BKP_LOG` sets the same output without
+    /// flags.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 
     /// No progress bars, even on a terminal.
     #[arg(long, global = true)]

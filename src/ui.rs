@@ -8,6 +8,12 @@
 //! journald strips and stores, so `journalctl -p warning` shows bkp's warnings
 //! and errors. Secrets never reach this module: callers pass ids and paths,
 //! never key material.
+//!
+//! Debug output (`-vv`, `-vvv` or `BKP_LOG`) includes the `tracing` events of
+//! the libraries bkp uses (the S3 client's requests, retries and timings), as
+//! plain `<7>`-priority lines through the same writer. [`SECRET_CAPS`] holds the
+//! targets whose most verbose events could carry a secret at a level where they
+//! cannot, whatever the filter asks for.
 
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,11 +23,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::stages::progress::{Progress, Silent};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How much bkp itself says, from `-q` to `-vv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     Quiet,
     Normal,
+    /// `-v`: each step.
     Verbose,
+    /// `-vv` (or `BKP_LOG` asking for bkp's debug output): each step and the
+    /// detail behind it.
+    Debug,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -42,8 +53,15 @@ impl Ui {
 
     /// Detail for `--verbose`.
     pub fn detail(&self, msg: &str) {
-        if self.level == Level::Verbose {
+        if self.level >= Level::Verbose {
             log(Priority::Debug, &format!("bkp: {msg}"));
+        }
+    }
+
+    /// Debug output, for `-vv`.
+    pub fn debug(&self, msg: &str) {
+        if self.level >= Level::Debug {
+            log(Priority::Debug, &format!("bkp: debug: {msg}"));
         }
     }
 
@@ -111,6 +129,88 @@ fn journal_matches(value: &str, stream: &impl std::os::fd::AsFd) -> bool {
     std::fs::File::from(fd)
         .metadata()
         .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+}
+
+/// The environment variable holding a `RUST_LOG`-style filter for debug
+/// output: `debug`, `trace`, `aws_smithy_runtime=trace`, `bkp=debug,warn`.
+pub const LOG_ENV: &str = "BKP_LOG";
+
+/// Targets whose events above a level could print a secret, and that level:
+/// applied after every filter. The request signer's trace events show what it
+/// signs; the S3 client redacts credentials in them, but a signer is the one
+/// place where a session token or a signing key is at hand, so it never says
+/// more than debug.
+pub const SECRET_CAPS: &[(&str, tracing_subscriber::filter::LevelFilter)] =
+    &[("aws_sigv4", tracing_subscriber::filter::LevelFilter::DEBUG)];
+
+/// The debug filter of a run: `BKP_LOG` when set (and not empty), else from the
+/// number of `-v`: `-vv` debug, `-vvv` trace, fewer none. Refuses a filter that
+/// does not parse, naming it.
+pub fn log_filter(
+    verbose: u8,
+    env: Option<&str>,
+) -> anyhow::Result<Option<tracing_subscriber::filter::Targets>> {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    if let Some(spec) = env.map(str::trim).filter(|s| !s.is_empty()) {
+        return spec.parse::<Targets>().map(Some).map_err(|e| {
+            crate::exit::coded(
+                crate::exit::Code::Config,
+                format!(
+                    "{LOG_ENV}={spec:?} is not a log filter ({e}); examples: debug, trace, aws_smithy_runtime=trace, bkp=debug,warn"
+                ),
+            )
+        });
+    }
+    Ok(match verbose {
+        0 | 1 => None,
+        2 => Some(Targets::new().with_default(LevelFilter::DEBUG)),
+        _ => Some(Targets::new().with_default(LevelFilter::TRACE)),
+    })
+}
+
+/// Whether `filter` asks for bkp's own debug output.
+pub fn wants_bkp_debug(filter: &tracing_subscriber::filter::Targets) -> bool {
+    tracing_subscriber::filter::LevelFilter::DEBUG
+        .into_level()
+        .is_some_and(|debug| filter.would_enable("bkp", &debug))
+}
+
+/// Sends the `tracing` events that `filter` (capped by [`SECRET_CAPS`]) lets
+/// through to stderr, one plain line each, through [`log`]. Once per process;
+/// a second call changes nothing.
+pub fn init_tracing(filter: tracing_subscriber::filter::Targets) {
+    use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let cap = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_targets(SECRET_CAPS.iter().copied());
+    let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .without_time()
+        .with_target(true)
+        .with_writer(|| TracingLine)
+        .with_filter(filter.and(cap));
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+/// Where the `tracing` formatter writes: it formats each event whole and
+/// writes it in one call, which becomes one [`log`] line.
+struct TracingLine;
+
+impl std::io::Write for TracingLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let text = text.trim_end();
+        if !text.is_empty() {
+            log(Priority::Debug, &format!("bkp: {text}"));
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Human-readable bytes (`1.06 GiB`).
