@@ -102,6 +102,13 @@ pub enum Command {
     /// Restore a backup into a new directory.
     Restore(RestoreArgs),
 
+    /// Break glass: write one stored object, verified and decrypted, to standard
+    /// output. The object must be listed by a sealed manifest (`bkp show ID`
+    /// names each); its size and SHA-256 are checked before anything is written.
+    /// If the end of the stream then fails to verify, the exit code is 5 and
+    /// what was written must be discarded.
+    Cat(CatArgs),
+
     /// Copy the Parquet cold tier's new and changed files to the store (each
     /// checked to be Parquet first) and record the whole set in a manifest.
     /// Skipped files make the exit code 10.
@@ -239,6 +246,27 @@ pub struct ShowArgs {
     /// Backup id (from `bkp list`).
     #[arg(value_name = "ID")]
     pub backup: String,
+
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// The object's key in the store, as `bkp show ID` prints it (e.g.
+    /// tigerbeetle/2026/11/23/tigerbeetle-snapshot-ID.tar.zst).
+    #[arg(value_name = "OBJECT")]
+    pub object: String,
+
+    /// Write the decrypted bytes still compressed (zstd or gzip, as the backup
+    /// stored them) instead of the bytes the backup read (a tar stream for a
+    /// snapshot).
+    #[arg(long)]
+    pub compressed: bool,
+
+    /// Write binary data even when standard output is a terminal.
+    #[arg(long)]
+    pub force: bool,
 
     #[command(flatten)]
     pub trust: TrustArgs,

@@ -85,6 +85,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::List(a) => commands::list::run(&ctx, a),
         Command::Show(a) => commands::show::run(&ctx, a),
         Command::Restore(a) => commands::restore::run(&ctx, a),
+        Command::Cat(a) => commands::cat::run(&ctx, a),
         Command::Cleanup(a) => commands::cleanup::run(&ctx, a),
         Command::Verify(a) => commands::verify::run(&ctx, a),
         Command::Status => commands::status::run(&ctx),
