@@ -296,9 +296,15 @@ pub struct RestoreArgs {
     pub kind: KindArg,
 
     /// Replace a non-empty target directory (it is swapped out only after the
-    /// restore completed and verified).
+    /// restore completed and verified). From a terminal, a 5-second countdown
+    /// on stderr comes first, which Ctrl-C cancels (exit 130, target untouched);
+    /// without a terminal (cron, CI) there is none.
     #[arg(long)]
     pub force: bool,
+
+    /// With --force: no countdown, even on a terminal.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 
     /// Say what the restore would read (backups, objects, bytes), where it would
     /// stage and whether the target would be accepted; download nothing, change
