@@ -56,10 +56,10 @@ pub struct Global {
     pub quiet: bool,
 
     /// Print each step on stderr; twice (-vv) also debug output, the S3 client's
-    /// included; three times (-vvv) trace output. The S3 request signer is held to
-    /// debug output at every level, so that no secret (a session token in a
-    /// canonical request) is ever printed. `BKP_LOG` sets the same output without
-    /// flags.
+    /// included; three times (-vvv) trace output. Credentials and keys are never
+    /// printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER
+    /// gives the same without flags (like RUST_LOG: debug, trace,
+    /// aws_smithy_runtime=trace, bkp=debug).
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 

@@ -73,6 +73,11 @@ pub fn run(cli: Cli) -> Result<()> {
         .clone()
         .unwrap_or_else(|| config::DEFAULT_CONFIG.into());
     let plan = config::load(&path, &config::Overrides::from_env())?;
+    ui.debug(&format!(
+        "config {} read; work directory {}",
+        path.display(),
+        plan.work_dir.display()
+    ));
     let ctx = Ctx {
         plan,
         ui,

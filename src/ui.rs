@@ -11,9 +11,11 @@
 //!
 //! Debug output (`-vv`, `-vvv` or `BKP_LOG`) includes the `tracing` events of
 //! the libraries bkp uses (the S3 client's requests, retries and timings), as
-//! plain `<7>`-priority lines through the same writer. [`SECRET_CAPS`] holds the
-//! targets whose most verbose events could carry a secret at a level where they
-//! cannot, whatever the filter asks for.
+//! plain `<7>`-priority lines through the same writer. The S3 client redacts
+//! credentials in its own events, even at trace level (the secret key, the
+//! session token, the signature headers): `tests/operator.rs` holds it to that,
+//! against the real server, so that an SDK update that stops redacting fails
+//! there before it ships.
 
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -135,14 +137,6 @@ fn journal_matches(value: &str, stream: &impl std::os::fd::AsFd) -> bool {
 /// output: `debug`, `trace`, `aws_smithy_runtime=trace`, `bkp=debug,warn`.
 pub const LOG_ENV: &str = "BKP_LOG";
 
-/// Targets whose events above a level could print a secret, and that level:
-/// applied after every filter. The request signer's trace events show what it
-/// signs; the S3 client redacts credentials in them, but a signer is the one
-/// place where a session token or a signing key is at hand, so it never says
-/// more than debug.
-pub const SECRET_CAPS: &[(&str, tracing_subscriber::filter::LevelFilter)] =
-    &[("aws_sigv4", tracing_subscriber::filter::LevelFilter::DEBUG)];
-
 /// The debug filter of a run: `BKP_LOG` when set (and not empty), else from the
 /// number of `-v`: `-vv` debug, `-vvv` trace, fewer none. Refuses a filter that
 /// does not parse, naming it.
@@ -175,23 +169,18 @@ pub fn wants_bkp_debug(filter: &tracing_subscriber::filter::Targets) -> bool {
         .is_some_and(|debug| filter.would_enable("bkp", &debug))
 }
 
-/// Sends the `tracing` events that `filter` (capped by [`SECRET_CAPS`]) lets
-/// through to stderr, one plain line each, through [`log`]. Once per process;
-/// a second call changes nothing.
+/// Sends the `tracing` events that `filter` lets through to stderr, one plain
+/// line each, through [`log`]. Once per process; a second call changes nothing.
 pub fn init_tracing(filter: tracing_subscriber::filter::Targets) {
-    use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
-    let cap = Targets::new()
-        .with_default(LevelFilter::TRACE)
-        .with_targets(SECRET_CAPS.iter().copied());
     let layer = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .without_time()
         .with_target(true)
         .with_writer(|| TracingLine)
-        .with_filter(filter.and(cap));
+        .with_filter(filter);
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
@@ -310,6 +299,31 @@ pub fn is_stdout_closed(err: &anyhow::Error) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn the_log_filter_comes_from_bkp_log_else_from_the_count_of_v() {
+        use tracing_subscriber::filter::LevelFilter;
+        let debug = LevelFilter::DEBUG.into_level().unwrap();
+        let trace = LevelFilter::TRACE.into_level().unwrap();
+        assert!(log_filter(0, None).unwrap().is_none());
+        assert!(log_filter(1, None).unwrap().is_none());
+        assert!(log_filter(1, Some("  ")).unwrap().is_none());
+        let vv = log_filter(2, None).unwrap().unwrap();
+        assert!(vv.would_enable("aws_smithy_runtime::client", &debug));
+        assert!(!vv.would_enable("aws_smithy_runtime::client", &trace));
+        assert!(wants_bkp_debug(&vv));
+        let vvv = log_filter(3, None).unwrap().unwrap();
+        assert!(vvv.would_enable("aws_sigv4", &trace));
+        // BKP_LOG wins over the flags, and may leave bkp's own debug lines off.
+        let env = log_filter(0, Some("aws_smithy_runtime=trace")).unwrap().unwrap();
+        assert!(env.would_enable("aws_smithy_runtime::client", &trace));
+        assert!(!env.would_enable("aws_sigv4", &debug));
+        assert!(!wants_bkp_debug(&env));
+        assert!(wants_bkp_debug(&log_filter(0, Some("bkp=debug")).unwrap().unwrap()));
+        let bad = log_filter(3, Some("=[")).unwrap_err();
+        assert_eq!(crate::exit::exit_code(&bad), crate::exit::CONFIG);
+        assert!(format!("{bad:#}").contains("BKP_LOG"));
+    }
 
     #[test]
     fn the_journal_is_recognised_by_device_and_inode() {

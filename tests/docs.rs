@@ -54,6 +54,21 @@ fn man_pages_and_completions_match_the_cli() {
     );
 }
 
+/// Test hooks (`BKP_NOW`, failpoints) are not for operators: no help text, man
+/// page or completion mentions them.
+#[test]
+fn test_hooks_stay_out_of_the_help() {
+    for (rel, content) in generate() {
+        let text = String::from_utf8_lossy(&content);
+        for hook in ["BKP_NOW", "BKP_FAILPOINT"] {
+            assert!(!text.contains(hook), "{} mentions {hook}", rel.display());
+        }
+    }
+    let mut cmd = bkp::cli::command();
+    let help = cmd.render_long_help().to_string();
+    assert!(!help.contains("BKP_NOW"), "{help}");
+}
+
 /// `bkp --version` names the commit the binary was built from (when built in a
 /// git checkout), so a report or a bug can be tied to its source.
 #[test]

@@ -290,7 +290,9 @@ fn the_most_verbose_output_never_shows_a_secret() {
         all.extend_from_slice(args);
         let out = common::run_bkp(&all, &with_token);
         check(&format!("{args:?} with a session token"), &out);
+        // The signer's own trace (what it signed) is shown, redacted.
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("x-amz-security-token"), "{args:?}: {stderr}");
+        assert!(stderr.contains("canonical_request"), "{args:?}: {stderr}");
     }
 }
