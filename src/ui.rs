@@ -315,11 +315,15 @@ mod tests {
         let vvv = log_filter(3, None).unwrap().unwrap();
         assert!(vvv.would_enable("aws_sigv4", &trace));
         // BKP_LOG wins over the flags, and may leave bkp's own debug lines off.
-        let env = log_filter(0, Some("aws_smithy_runtime=trace")).unwrap().unwrap();
+        let env = log_filter(0, Some("aws_smithy_runtime=trace"))
+            .unwrap()
+            .unwrap();
         assert!(env.would_enable("aws_smithy_runtime::client", &trace));
         assert!(!env.would_enable("aws_sigv4", &debug));
         assert!(!wants_bkp_debug(&env));
-        assert!(wants_bkp_debug(&log_filter(0, Some("bkp=debug")).unwrap().unwrap()));
+        assert!(wants_bkp_debug(
+            &log_filter(0, Some("bkp=debug")).unwrap().unwrap()
+        ));
         let bad = log_filter(3, Some("=[")).unwrap_err();
         assert_eq!(crate::exit::exit_code(&bad), crate::exit::CONFIG);
         assert!(format!("{bad:#}").contains("BKP_LOG"));

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_exit, bkp_bin, formatted_data_file, json, reseal, setup, walk, Setup, StoreKind};
+use common::{
+    assert_exit, bkp_bin, formatted_data_file, json, reseal, setup, walk, Setup, StoreKind,
+};
 
 /// A snapshot of a fresh data file; returns the setup, the backup id, and its
 /// one object's key and content digest.
@@ -23,7 +25,10 @@ fn snapshot(dir: &Path, store: StoreKind) -> (Setup, String, String, String) {
     let m = json(&out)["manifest"].clone();
     let id = m["id"].as_str().unwrap().to_string();
     let key = m["objects"][0]["key"].as_str().unwrap().to_string();
-    let content = m["objects"][0]["content_sha256"].as_str().unwrap().to_string();
+    let content = m["objects"][0]["content_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
     (s, id, key, content)
 }
 
@@ -68,7 +73,10 @@ fn cat_writes_the_verified_tar_stream_and_refuses_what_does_not_verify() {
     // An object no manifest names: not found.
     let out = s.bkp(&["cat", "tigerbeetle/2026/01/01/nothing.tar.zst"]);
     assert_exit(&out, 9);
-    let out = s.bkp(&["cat", &key.replace(&id, "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")]);
+    let out = s.bkp(&[
+        "cat",
+        &key.replace(&id, "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"),
+    ]);
     assert_exit(&out, 9);
     assert!(out.stdout.is_empty());
 
@@ -116,7 +124,11 @@ fn cat_writes_the_verified_tar_stream_and_refuses_what_does_not_verify() {
 /// both going to the returned output. `interrupt_on` sends SIGINT to bkp once
 /// its output contains that text.
 fn on_terminal(s: &Setup, args: &[&str], interrupt_on: Option<&str>) -> (Option<i32>, String) {
-    let mut line = format!("exec {} --config {}", bkp_bin().display(), s.config.display());
+    let mut line = format!(
+        "exec {} --config {}",
+        bkp_bin().display(),
+        s.config.display()
+    );
     for a in args {
         line.push(' ');
         line.push_str(a);
@@ -265,14 +277,21 @@ fn the_most_verbose_output_never_shows_a_secret() {
                 assert!(!text.contains(marker), "{what} printed {marker:?}");
             }
         }
-        assert!(stderr.contains("aws_smithy_runtime"), "{what}: no SDK output");
+        assert!(
+            stderr.contains("aws_smithy_runtime"),
+            "{what}: no SDK output"
+        );
         assert!(stderr.contains("TRACE"), "{what}: no trace output");
     };
 
     // With the server's credentials: every command works, at trace level.
     for args in &commands {
         let out = s.bkp(args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         check(&args.join(" "), &out);
     }
     let mut by_env = s.env.clone();
@@ -292,7 +311,10 @@ fn the_most_verbose_output_never_shows_a_secret() {
         check(&format!("{args:?} with a session token"), &out);
         // The signer's own trace (what it signed) is shown, redacted.
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("x-amz-security-token"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("x-amz-security-token"),
+            "{args:?}: {stderr}"
+        );
         assert!(stderr.contains("canonical_request"), "{args:?}: {stderr}");
     }
 }

@@ -38,7 +38,11 @@ pub fn run(ctx: &Ctx, args: &CatArgs) -> Result<()> {
     ctx.ui.detail(&format!(
         "{} is object {} of backup {} ({} {})",
         entry.key,
-        m.objects.iter().position(|o| o.key == entry.key).unwrap_or(0) + 1,
+        m.objects
+            .iter()
+            .position(|o| o.key == entry.key)
+            .unwrap_or(0)
+            + 1,
         m.id,
         m.kind.as_str(),
         m.operation
@@ -110,10 +114,7 @@ fn owner(store: &dyn Store, trust: &Trust, key: &str) -> Result<(Manifest, Objec
         }
     }
     let (all, unreadable) = manifest::list(store, trust, Some(kind))?;
-    if let Some((m, e)) = all
-        .into_iter()
-        .find_map(|m| listing(&m).map(|e| (m, e)))
-    {
+    if let Some((m, e)) = all.into_iter().find_map(|m| listing(&m).map(|e| (m, e))) {
         return Ok((m, e));
     }
     if !unreadable.is_empty() {
