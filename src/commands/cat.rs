@@ -21,7 +21,10 @@ use crate::cli::CatArgs;
 use crate::exit::{classify, coded, Code};
 use crate::id::BackupId;
 use crate::manifest::{self, Kind, Manifest, ObjectEntry, Trust};
+use crate::manifest::parquet as replicated;
 use crate::pipeline::{self, Decode};
+use crate::replicate::record::ReplicaSet;
+use crate::stages::compress::Compression;
 use crate::store::Store;
 use crate::workdir::WorkDir;
 
@@ -34,24 +37,33 @@ pub fn run(ctx: &Ctx, args: &CatArgs) -> Result<()> {
     }
     let store = open_store(&ctx.plan)?;
     let trust = super::trust(&ctx.plan, args.trust.trust.clone())?;
-    let (m, entry) = owner(store.as_ref(), &trust, &args.object)?;
+    let (m, found) = owner(store.as_ref(), &trust, &args.object)?;
+    let entry = found.entry;
     ctx.ui.detail(&format!(
-        "{} is object {} of backup {} ({} {})",
+        "{} is an object of backup {} ({} {})",
         entry.key,
-        m.objects
-            .iter()
-            .position(|o| o.key == entry.key)
-            .unwrap_or(0)
-            + 1,
         m.id,
         m.kind.as_str(),
         m.operation
     ));
-    let keyring = pipeline::keys_for(&m, trust.keys())?;
+    let keyring = match found.encrypted {
+        Some(true) if trust.keys().is_none() => {
+            return Err(coded(
+                Code::Config,
+                format!(
+                    "{} is encrypted but no key is configured: add the key to [encryption]",
+                    entry.key
+                ),
+            ))
+        }
+        Some(true) => trust.keys(),
+        Some(false) => None,
+        None => pipeline::keys_for(&m, trust.keys())?,
+    };
     let decode = if args.compressed {
         Decode::Compressed
     } else {
-        Decode::Content(m.compression)
+        Decode::Content(found.compression)
     };
     let spool = WorkDir::new(&ctx.plan.work_dir).scratch("spool")?;
     let mut out = Counting {
@@ -91,22 +103,49 @@ pub fn run(ctx: &Ctx, args: &CatArgs) -> Result<()> {
     }
 }
 
+/// An object as a manifest records it.
+struct Found {
+    entry: ObjectEntry,
+    compression: Compression,
+    /// Whether the object is encrypted, when its record says so itself (a
+    /// replicated file); `None`: as the backup is.
+    encrypted: Option<bool>,
+}
+
+/// The record of object `key` in `m`: one of its objects or, for a
+/// replication, a file of its set (whose object an earlier run may have stored).
+fn listing(m: &Manifest, key: &str) -> Result<Option<Found>> {
+    if m.kind == Kind::Parquet && m.operation == replicated::OPERATION {
+        let set = ReplicaSet::from_manifest(m)?;
+        return Ok(set.set.iter().find(|r| r.object == key).map(|r| Found {
+            entry: r.object_entry(),
+            compression: r.compression,
+            encrypted: Some(r.key_id.is_some()),
+        }));
+    }
+    Ok(m.objects.iter().find(|o| o.key == key).map(|o| Found {
+        entry: o.clone(),
+        compression: m.compression,
+        encrypted: None,
+    }))
+}
+
 /// The object named `key` and the proven manifest that lists it. A key that
 /// names a backup id is looked up in that backup first; otherwise (or if that
-/// backup does not list it) every manifest of the key's kind is read.
-fn owner(store: &dyn Store, trust: &Trust, key: &str) -> Result<(Manifest, ObjectEntry)> {
+/// backup does not list it) every manifest of the key's kind is read, newest
+/// first (the newest replication's set names every file it kept).
+fn owner(store: &dyn Store, trust: &Trust, key: &str) -> Result<(Manifest, Found)> {
     let Some(kind) = Kind::ALL
         .into_iter()
         .find(|k| manifest::is_data_key(*k, key))
     else {
         return Err(not_named(store, key));
     };
-    let listing = |m: &Manifest| m.objects.iter().find(|o| o.key == key).cloned();
     for id in ids_in(key) {
         match manifest::find(store, trust, &id.to_string(), Some(kind)) {
             Ok(m) => {
-                if let Some(e) = listing(&m) {
-                    return Ok((m, e));
+                if let Some(found) = listing(&m, key)? {
+                    return Ok((m, found));
                 }
             }
             Err(e) if classify(&e) == Some(Code::NotFound) => {}
@@ -114,8 +153,10 @@ fn owner(store: &dyn Store, trust: &Trust, key: &str) -> Result<(Manifest, Objec
         }
     }
     let (all, unreadable) = manifest::list(store, trust, Some(kind))?;
-    if let Some((m, e)) = all.into_iter().find_map(|m| listing(&m).map(|e| (m, e))) {
-        return Ok((m, e));
+    for m in all.into_iter().rev() {
+        if let Some(found) = listing(&m, key)? {
+            return Ok((m, found));
+        }
     }
     if !unreadable.is_empty() {
         let bad: Vec<_> = unreadable.iter().collect();
