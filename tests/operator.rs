@@ -318,3 +318,53 @@ fn the_most_verbose_output_never_shows_a_secret() {
         assert!(stderr.contains("canonical_request"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn cat_writes_a_replicated_file_from_the_set_that_names_it() {
+    let s3 = common::shared_s3();
+    let bucket = s3.new_bucket("cat");
+    let dir = tempfile::tempdir().unwrap();
+    let cold = dir.path().join("cold");
+    fs::create_dir_all(&cold).unwrap();
+    let db = duckdb::Connection::open_in_memory().unwrap();
+    let parquet = |name: &str, seed: u64| {
+        let path = cold.join(name);
+        db.execute_batch(&format!(
+            "COPY (SELECT {seed} AS seed, i FROM range(50) t(i)) TO '{}' (FORMAT parquet)",
+            path.display()
+        ))
+        .unwrap();
+        fs::read(path).unwrap()
+    };
+    let first = parquet("a.parquet", 1);
+    fs::write(dir.path().join("key"), [7u8; 32]).unwrap();
+    let cfg = dir.path().join("bkp.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "work_dir = \"work\"\n[store]\ntype = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"bkp\"\nendpoint = \"{}\"\n\
+             [encryption]\nkey_file = \"key\"\n[replicate]\nsource = \"cold\"\n",
+            s3.endpoint
+        ),
+    )
+    .unwrap();
+    let bkp = |args: &[&str]| {
+        let mut all = vec!["--config", cfg.to_str().unwrap()];
+        all.extend_from_slice(args);
+        common::run_bkp(&all, &s3.env())
+    };
+    let out = bkp(&["--json", "replicate"]);
+    assert_exit(&out, 0);
+    let object = json(&out)["manifest"]["source"]["set"][0]["object"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A second run stores only the new file and names the first one's object
+    // (stored by the first run) in its set.
+    parquet("b.parquet", 2);
+    assert_exit(&bkp(&["replicate"]), 0);
+
+    let out = bkp(&["cat", &object]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout, first);
+}
