@@ -368,3 +368,12 @@ fn cat_writes_a_replicated_file_from_the_set_that_names_it() {
     assert_exit(&out, 0);
     assert_eq!(out.stdout, first);
 }
+
+#[test]
+fn quiet_conflicts_with_any_count_of_verbose() {
+    for args in [["-q", "-v"], ["-vv", "--quiet"], ["--verbose", "-q"]] {
+        let out = common::run_bkp(&[args[0], args[1], "list"], &[]);
+        assert_exit(&out, 2);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+    }
+}
