@@ -16,6 +16,9 @@ _bkp() {
             ",$1")
                 cmd="bkp"
                 ;;
+            bkp,cat)
+                cmd="bkp__subcmd__cat"
+                ;;
             bkp,check)
                 cmd="bkp__subcmd__check"
                 ;;
@@ -60,6 +63,9 @@ _bkp() {
                 ;;
             bkp,verify)
                 cmd="bkp__subcmd__verify"
+                ;;
+            bkp__subcmd__help,cat)
+                cmd="bkp__subcmd__help__subcmd__cat"
                 ;;
             bkp__subcmd__help,check)
                 cmd="bkp__subcmd__help__subcmd__check"
@@ -128,12 +134,42 @@ _bkp() {
 
     case "${cmd}" in
         bkp)
-            opts="-c -q -v -h -V --config --json --quiet --verbose --no-progress --wait --help --version snapshot logs export list show restore replicate cleanup verify check init key status notify help"
+            opts="-c -q -v -h -V --config --json --quiet --verbose --no-progress --wait --help --version snapshot logs export list show restore cat replicate cleanup verify check init key status notify help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__cat)
+            opts="-c -q -v -h --compressed --force --trust --config --json --quiet --verbose --no-progress --wait --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --trust)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -236,8 +272,22 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help)
-            opts="snapshot logs export list show restore replicate cleanup verify check init key status notify help"
+            opts="snapshot logs export list show restore cat replicate cleanup verify check init key status notify help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help__subcmd__cat)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -722,7 +772,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__restore)
-            opts="-t -n -c -q -v -h --at --target --kind --force --dry-run --trust --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-t -y -n -c -q -v -h --at --target --kind --force --yes --dry-run --trust --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -55,9 +55,13 @@ pub struct Global {
     #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// Print each step on stderr.
-    #[arg(long, short = 'v', global = true)]
-    pub verbose: bool,
+    /// Print each step on stderr; twice (-vv) also debug output, the S3 client's
+    /// included; three times (-vvv) trace output. Credentials and keys are never
+    /// printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER
+    /// gives the same without flags (like RUST_LOG: debug, trace,
+    /// aws_smithy_runtime=trace, bkp=debug).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 
     /// No progress bars, even on a terminal.
     #[arg(long, global = true)]
@@ -97,6 +101,13 @@ pub enum Command {
 
     /// Restore a backup into a new directory.
     Restore(RestoreArgs),
+
+    /// Break glass: write one stored object, verified and decrypted, to standard
+    /// output. The object must be listed by a sealed manifest (`bkp show ID`
+    /// names each); its size and SHA-256 are checked before anything is written.
+    /// If the end of the stream then fails to verify, the exit code is 5 and
+    /// what was written must be discarded.
+    Cat(CatArgs),
 
     /// Copy the Parquet cold tier's new and changed files to the store (each
     /// checked to be Parquet first) and record the whole set in a manifest.
@@ -261,6 +272,27 @@ pub struct ShowArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CatArgs {
+    /// The object's key in the store, as `bkp show ID` prints it (e.g.
+    /// tigerbeetle/2026/11/23/tigerbeetle-snapshot-ID.tar.zst).
+    #[arg(value_name = "OBJECT")]
+    pub object: String,
+
+    /// Write the decrypted bytes still compressed (zstd or gzip, as the backup
+    /// stored them) instead of the bytes the backup read (a tar stream for a
+    /// snapshot).
+    #[arg(long)]
+    pub compressed: bool,
+
+    /// Write binary data even when standard output is a terminal.
+    #[arg(long)]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Backup id (from `bkp list`), or `latest` for the newest backup (of --kind;
     /// with --at, the newest snapshot at or before that time).
@@ -284,9 +316,15 @@ pub struct RestoreArgs {
     pub kind: KindArg,
 
     /// Replace a non-empty target directory (it is swapped out only after the
-    /// restore completed and verified).
+    /// restore completed and verified). From a terminal, a 5-second countdown
+    /// on stderr comes first, which Ctrl-C cancels (exit 130, target untouched);
+    /// without a terminal (cron, CI) there is none.
     #[arg(long)]
     pub force: bool,
+
+    /// With --force: no countdown, even on a terminal.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 
     /// Say what the restore would read (backups, objects, bytes), where it would
     /// stage and whether the target would be accepted; download nothing, change

@@ -47,10 +47,13 @@ use crate::ui::{Level, Ui};
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
+    let filter = ui::log_filter(g.verbose, std::env::var(ui::LOG_ENV).ok().as_deref())?;
     let ui = Ui {
         level: if g.quiet {
             Level::Quiet
-        } else if g.verbose {
+        } else if g.verbose >= 2 || filter.as_ref().is_some_and(ui::wants_bkp_debug) {
+            Level::Debug
+        } else if g.verbose == 1 {
             Level::Verbose
         } else {
             Level::Normal
@@ -58,6 +61,9 @@ pub fn run(cli: Cli) -> Result<()> {
         json: g.json,
         bars: !g.no_progress,
     };
+    if let Some(filter) = filter {
+        ui::init_tracing(filter);
+    }
     // Commands that need no config.
     if let Command::Key(KeyCommand::Generate { path, kind }) = &cli.command {
         return commands::key::generate(&ui, path, *kind);
@@ -67,6 +73,11 @@ pub fn run(cli: Cli) -> Result<()> {
         .clone()
         .unwrap_or_else(|| config::DEFAULT_CONFIG.into());
     let plan = config::load(&path, &config::Overrides::from_env())?;
+    ui.debug(&format!(
+        "config {} read; work directory {}",
+        path.display(),
+        plan.work_dir.display()
+    ));
     let ctx = Ctx {
         plan,
         ui,
@@ -79,6 +90,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::List(a) => commands::list::run(&ctx, a),
         Command::Show(a) => commands::show::run(&ctx, a),
         Command::Restore(a) => commands::restore::run(&ctx, a),
+        Command::Cat(a) => commands::cat::run(&ctx, a),
         Command::Cleanup(a) => commands::cleanup::run(&ctx, a),
         Command::Verify(a) => commands::verify::run(&ctx, a),
         Command::Status => commands::status::run(&ctx),

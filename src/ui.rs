@@ -8,6 +8,14 @@
 //! journald strips and stores, so `journalctl -p warning` shows bkp's warnings
 //! and errors. Secrets never reach this module: callers pass ids and paths,
 //! never key material.
+//!
+//! Debug output (`-vv`, `-vvv` or `BKP_LOG`) includes the `tracing` events of
+//! the libraries bkp uses (the S3 client's requests, retries and timings), as
+//! plain `<7>`-priority lines through the same writer. The S3 client redacts
+//! credentials in its own events, even at trace level (the secret key, the
+//! session token, the signature headers): `tests/operator.rs` holds it to that,
+//! against the real server, so that an SDK update that stops redacting fails
+//! there before it ships.
 
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,11 +25,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::stages::progress::{Progress, Silent};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How much bkp itself says, from `-q` to `-vv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     Quiet,
     Normal,
+    /// `-v`: each step.
     Verbose,
+    /// `-vv` (or `BKP_LOG` asking for bkp's debug output): each step and the
+    /// detail behind it.
+    Debug,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -42,8 +55,15 @@ impl Ui {
 
     /// Detail for `--verbose`.
     pub fn detail(&self, msg: &str) {
-        if self.level == Level::Verbose {
+        if self.level >= Level::Verbose {
             log(Priority::Debug, &format!("bkp: {msg}"));
+        }
+    }
+
+    /// Debug output, for `-vv`.
+    pub fn debug(&self, msg: &str) {
+        if self.level >= Level::Debug {
+            log(Priority::Debug, &format!("bkp: debug: {msg}"));
         }
     }
 
@@ -111,6 +131,75 @@ fn journal_matches(value: &str, stream: &impl std::os::fd::AsFd) -> bool {
     std::fs::File::from(fd)
         .metadata()
         .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+}
+
+/// The environment variable holding a `RUST_LOG`-style filter for debug
+/// output: `debug`, `trace`, `aws_smithy_runtime=trace`, `bkp=debug,warn`.
+pub const LOG_ENV: &str = "BKP_LOG";
+
+/// The debug filter of a run: `BKP_LOG` when set (and not empty), else from the
+/// number of `-v`: `-vv` debug, `-vvv` trace, fewer none. Refuses a filter that
+/// does not parse, naming it.
+pub fn log_filter(
+    verbose: u8,
+    env: Option<&str>,
+) -> anyhow::Result<Option<tracing_subscriber::filter::Targets>> {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    if let Some(spec) = env.map(str::trim).filter(|s| !s.is_empty()) {
+        return spec.parse::<Targets>().map(Some).map_err(|e| {
+            crate::exit::coded(
+                crate::exit::Code::Config,
+                format!(
+                    "{LOG_ENV}={spec:?} is not a log filter ({e}); examples: debug, trace, aws_smithy_runtime=trace, bkp=debug,warn"
+                ),
+            )
+        });
+    }
+    Ok(match verbose {
+        0 | 1 => None,
+        2 => Some(Targets::new().with_default(LevelFilter::DEBUG)),
+        _ => Some(Targets::new().with_default(LevelFilter::TRACE)),
+    })
+}
+
+/// Whether `filter` asks for bkp's own debug output.
+pub fn wants_bkp_debug(filter: &tracing_subscriber::filter::Targets) -> bool {
+    tracing_subscriber::filter::LevelFilter::DEBUG
+        .into_level()
+        .is_some_and(|debug| filter.would_enable("bkp", &debug))
+}
+
+/// Sends the `tracing` events that `filter` lets through to stderr, one plain
+/// line each, through [`log`]. Once per process; a second call changes nothing.
+pub fn init_tracing(filter: tracing_subscriber::filter::Targets) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .without_time()
+        .with_target(true)
+        .with_writer(|| TracingLine)
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+/// Where the `tracing` formatter writes: it formats each event whole and
+/// writes it in one call, which becomes one [`log`] line.
+struct TracingLine;
+
+impl std::io::Write for TracingLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let text = text.trim_end();
+        if !text.is_empty() {
+            log(Priority::Debug, &format!("bkp: {text}"));
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Human-readable bytes (`1.06 GiB`).
@@ -210,6 +299,35 @@ pub fn is_stdout_closed(err: &anyhow::Error) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn the_log_filter_comes_from_bkp_log_else_from_the_count_of_v() {
+        use tracing_subscriber::filter::LevelFilter;
+        let debug = LevelFilter::DEBUG.into_level().unwrap();
+        let trace = LevelFilter::TRACE.into_level().unwrap();
+        assert!(log_filter(0, None).unwrap().is_none());
+        assert!(log_filter(1, None).unwrap().is_none());
+        assert!(log_filter(1, Some("  ")).unwrap().is_none());
+        let vv = log_filter(2, None).unwrap().unwrap();
+        assert!(vv.would_enable("aws_smithy_runtime::client", &debug));
+        assert!(!vv.would_enable("aws_smithy_runtime::client", &trace));
+        assert!(wants_bkp_debug(&vv));
+        let vvv = log_filter(3, None).unwrap().unwrap();
+        assert!(vvv.would_enable("aws_sigv4", &trace));
+        // BKP_LOG wins over the flags, and may leave bkp's own debug lines off.
+        let env = log_filter(0, Some("aws_smithy_runtime=trace"))
+            .unwrap()
+            .unwrap();
+        assert!(env.would_enable("aws_smithy_runtime::client", &trace));
+        assert!(!env.would_enable("aws_sigv4", &debug));
+        assert!(!wants_bkp_debug(&env));
+        assert!(wants_bkp_debug(
+            &log_filter(0, Some("bkp=debug")).unwrap().unwrap()
+        ));
+        let bad = log_filter(3, Some("=[")).unwrap_err();
+        assert_eq!(crate::exit::exit_code(&bad), crate::exit::CONFIG);
+        assert!(format!("{bad:#}").contains("BKP_LOG"));
+    }
 
     #[test]
     fn the_journal_is_recognised_by_device_and_inode() {

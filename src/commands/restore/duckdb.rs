@@ -90,6 +90,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     if target.exists {
         refuse_open_database(&target.path)?;
     }
+    super::countdown::before_replacing(&target, args.yes)?;
 
     let mut scratch = src.work.scratch("restore")?;
     let staging = target.stage(&mut scratch)?;

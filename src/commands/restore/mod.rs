@@ -29,6 +29,7 @@ use crate::stages::progress::Progress;
 use crate::store::Store;
 use crate::workdir::WorkDir;
 
+pub mod countdown;
 mod dry_run;
 pub mod duckdb;
 pub mod parquet;

@@ -182,6 +182,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         args.force,
         &super::precious(&ctx.plan),
     )?;
+    super::countdown::before_replacing(&target, args.yes)?;
     let mut scratch = src.work.scratch("restore")?;
     let staging = target.stage(&mut scratch)?;
     let clock = Instant::now();

@@ -32,6 +32,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         args.force,
         &super::precious(&ctx.plan),
     )?;
+    super::countdown::before_replacing(&target, args.yes)?;
     let m = rp.backup.as_ref();
     match m {
         Some(m) => ctx.ui.detail(&format!(
