@@ -1,10 +1,9 @@
 //! `verify`'s local state where a machine gives it none: a CI job that runs a
 //! restore drill has no work_dir from earlier runs, maybe a read-only file
 //! system. Verify only reads backups; its lock, scratch space and ledger spool
-//! may live in a temporary directory, removed when the run ends, and the
-//! files the operator asks for (`--report`, `--junit`) are written here.
+//! may live in a temporary directory, removed when the run ends.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
@@ -84,19 +83,10 @@ impl Local {
     }
 }
 
-/// Writes a file the operator asked for (or a kept report), replacing it;
-/// creates its directory.
-pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("failed to create {}", dir.display()))?;
-    }
-    std::fs::write(path, bytes).with_context(|| format!("failed to write {}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn ctx(work_dir: &Path) -> Ctx {
         let toml = format!(

@@ -23,7 +23,7 @@
 //! store credentials, no ledger, no local state. A report the store refuses is
 //! kept locally, the ledger is optional, a work_dir that cannot be written is
 //! replaced by a temporary one ([`local`]), and `--junit` writes one test case
-//! per check ([`junit`]); the exit code says only what the checks found
+//! per check ([`cases`]); the exit code says only what the checks found
 //! ([`outcome`]).
 //!
 //! [`pipeline::check`]: crate::pipeline::check
@@ -39,24 +39,43 @@ use super::{open_store, Ctx};
 use crate::chain;
 use crate::cli::VerifyArgs;
 use crate::exit::{coded, Code};
+use crate::id::BackupId;
 use crate::lock::RunLock;
 use crate::manifest::tombstone::read_tombstones;
-use crate::manifest::{self, Kind, Manifest};
+use crate::manifest::{self, Kind, Manifest, Trust};
 use crate::store::Store;
 use crate::workdir::WorkDir;
 
 mod audit;
+mod cases;
 mod drill;
-mod junit;
 mod local;
 mod objects;
 mod outcome;
 
 use audit::{audit, Audit};
-use drill::drill;
+use drill::{drill, Drill};
 use local::Local;
-use objects::{check_backup, StoreIndex};
-use outcome::Findings;
+use objects::{check_backup, BackupCheck, StoreIndex};
+
+/// What the checks of a run found.
+pub struct Findings {
+    /// The run's id: its report's name.
+    pub run_id: BackupId,
+    pub started_at: OffsetDateTime,
+    pub checks: Vec<BackupCheck>,
+    pub audit: Audit,
+    pub drills: Vec<Drill>,
+    /// Problems that concern no single backup.
+    pub general: Vec<String>,
+    /// What kept a check from looking: fails the run with its own code.
+    pub trouble: Vec<anyhow::Error>,
+    /// What a drill did without (an unreachable ledger): reported, never fails it.
+    pub skipped: Vec<anyhow::Error>,
+    pub ledger: OptionalLedger,
+    /// The run's keys: the report is sealed with them.
+    pub trust: Trust,
+}
 
 fn selected(all: &[Manifest], args: &VerifyArgs, now: OffsetDateTime) -> Result<Vec<Manifest>> {
     let since = args
@@ -84,12 +103,18 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
         Ok((lock, store, found))
     });
     match looked {
-        Ok((_lock, store, found)) => outcome::finish(ctx, args, &local, store.as_ref(), found),
+        Ok((_lock, store, found)) => {
+            let junit = args.junit.as_ref().map(|_| {
+                cases::report(&found, OffsetDateTime::now_utc(), ctx.plan.ledger.is_some())
+            });
+            let kept = local.report_file(found.run_id);
+            outcome::finish(ctx, args, store.as_ref(), found, &kept, junit)
+        }
         Err(e) => {
             // The CI's test report says why there are no results.
             if let Some(path) = &args.junit {
-                let xml = junit::aborted(&e, started_at);
-                if let Err(w) = local::write_file(path, xml.as_bytes()) {
+                let xml = cases::aborted(&e, started_at);
+                if let Err(w) = outcome::write_file(path, xml.as_bytes()) {
                     ctx.ui.warn(&format!("{w:#}"));
                 }
             }
@@ -235,6 +260,7 @@ fn look(
         }
     }
     Ok(Findings {
+        run_id: BackupId::new_v7(started_at),
         started_at,
         checks,
         audit,

@@ -11,50 +11,35 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use std::path::Path;
+
+use anyhow::{Context, Result};
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::audit::Audit;
-use super::drill::Drill;
-use super::junit;
-use super::local::{write_file, Local};
-use super::objects::BackupCheck;
+use super::Findings;
 use crate::cli::VerifyArgs;
-use crate::commands::run::{hostname, write_report, OptionalLedger, RunRecord};
+use crate::commands::run::{hostname, write_report, RunRecord};
 use crate::commands::Ctx;
 use crate::exit::{coded, Code};
 use crate::id::BackupId;
 use crate::ledger;
-use crate::manifest::{Kind, Scope, Trust};
+use crate::manifest::{Kind, Scope};
 use crate::stages::compress::Compression;
 use crate::store::Store;
 use crate::ui;
 
-/// What the checks of a run found.
-pub struct Findings {
-    pub started_at: OffsetDateTime,
-    pub checks: Vec<BackupCheck>,
-    pub audit: Audit,
-    pub drills: Vec<Drill>,
-    /// Problems that concern no single backup.
-    pub general: Vec<String>,
-    /// What kept a check from looking: fails the run with its own code.
-    pub trouble: Vec<anyhow::Error>,
-    /// What a drill did without (an unreachable ledger): reported, never fails it.
-    pub skipped: Vec<anyhow::Error>,
-    pub ledger: OptionalLedger,
-    /// The run's keys: the report is sealed with them.
-    pub trust: Trust,
-}
-
+/// Ends the run: `kept` is where the report goes when the store refuses it
+/// (and neither `--report` nor `--json` holds it); `junit` is the test report
+/// for `--junit`.
 pub fn finish(
     ctx: &Ctx,
     args: &VerifyArgs,
-    local: &Local,
     store: &dyn Store,
     mut f: Findings,
+    kept: &Path,
+    junit: Option<String>,
 ) -> Result<()> {
     let plan = &ctx.plan;
     let started_at = f.started_at;
@@ -66,7 +51,7 @@ pub fn finish(
         + f.drills.iter().map(|d| d.problems.len()).sum::<usize>();
     let ok = problems == 0 && f.trouble.is_empty();
     let bytes_read: u64 = f.checks.iter().map(|c| c.bytes_read).sum();
-    let run_id = BackupId::new_v7(started_at);
+    let run_id = f.run_id;
     let finished_at = OffsetDateTime::now_utc();
     let report = json!({
         "schema": "bkp.report/1.0",
@@ -111,9 +96,8 @@ pub fn finish(
             } else if ctx.ui.json {
                 Ok("stdout".to_string())
             } else {
-                let path = local.report_file(run_id);
-                write_file(&path, format!("{pretty}\n").as_bytes())
-                    .map(|()| path.display().to_string())
+                write_file(kept, format!("{pretty}\n").as_bytes())
+                    .map(|()| kept.display().to_string())
             };
             match kept {
                 Ok(at) => {
@@ -163,11 +147,10 @@ pub fn finish(
     if ctx.ui.json {
         ui::out(&pretty)?;
     } else {
-        show(&f.checks, &f.audit, &f.drills)?;
+        show(&f)?;
         ctx.ui.detail(&format!("report: {report_at}"));
     }
-    if let Some(path) = &args.junit {
-        let xml = junit::report(&f, OffsetDateTime::now_utc(), plan.ledger.is_some());
+    if let (Some(path), Some(xml)) = (&args.junit, junit) {
         if let Err(e) = write_file(path, xml.as_bytes()) {
             outputs.push(e.context("the test report (--junit) was not written"));
         }
@@ -219,7 +202,18 @@ pub fn finish(
     Ok(())
 }
 
-fn show(checks: &[BackupCheck], audit: &Audit, drills: &[Drill]) -> Result<()> {
+/// Writes a file the operator asked for (or a kept report), replacing it;
+/// creates its directory.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create {}", dir.display()))?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("failed to write {}", path.display()))
+}
+
+fn show(f: &Findings) -> Result<()> {
+    let (checks, audit, drills) = (&f.checks, &f.audit, &f.drills);
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
     if !checks.is_empty() {
         ui::out(&format!(
