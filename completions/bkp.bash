@@ -900,7 +900,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__verify)
-            opts="-c -q -v -h --kind --since --drill --trust --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --kind --since --drill --report --junit --trust --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -911,6 +911,14 @@ _bkp() {
                     return 0
                     ;;
                 --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --report)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --junit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

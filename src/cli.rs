@@ -222,6 +222,18 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub drill: bool,
 
+    /// Also write the JSON report to FILE. The report always goes to the store
+    /// too; when the store refuses it (read-only credentials), it is kept here,
+    /// else on stdout under --json, else in a local file a warning names.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Write a JUnit XML test report to FILE, one test case per check (backup,
+    /// object, ledger audit, drill; what could not be checked as skipped), for
+    /// CI systems to show. Written when checks fail too.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+
     #[command(flatten)]
     pub trust: TrustArgs,
 }

@@ -18,6 +18,7 @@ pub mod exit;
 pub mod failpoint;
 pub mod id;
 pub mod interrupt;
+pub mod junit;
 pub mod ledger;
 pub mod lock;
 pub mod manifest;

@@ -9,6 +9,8 @@
 //! - `{operation}.lock`: the run locks (`lock.rs`); never removed;
 //! - `commands.log`, `replica.log`: output of the stop/start commands and of
 //!   private TigerBeetle replicas; kept for the operator;
+//! - `reports/{operation}-{id}.json`: run reports the store refused (a
+//!   `verify` with read-only credentials); kept for the operator;
 //! - `ledger-spool/`: ledger records not yet sent (`{transfer id}.json`), kept
 //!   until the ledger has them; a write killed before its rename leaves a
 //!   `.{id}.json.tmp{pid}`, swept once older than the grace period;
@@ -83,6 +85,14 @@ impl WorkDir {
     /// the ledger has them.
     pub fn ledger_spool(&self) -> PathBuf {
         self.root.join("ledger-spool")
+    }
+
+    /// A run report the store did not take (`reports/{operation}-{id}.json`),
+    /// kept for the operator.
+    pub fn report_file(&self, operation: &str, id: crate::id::BackupId) -> PathBuf {
+        self.root
+            .join("reports")
+            .join(format!("{operation}-{id}.json"))
     }
 
     /// The last outcome of each operation, for recovery notifications.

@@ -10,8 +10,13 @@ use std::path::Path;
 fn every_example_config_parses() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
+    let files = [dir.clone(), dir.join("ci")]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect::<Vec<_>>();
+    assert!(files.iter().any(|p| p.ends_with("ci/bkp-drill.toml")));
+    for path in files {
         if path.extension().is_some_and(|e| e == "toml") {
             bkp::config::load(&path, &bkp::config::Overrides::default())
                 .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));

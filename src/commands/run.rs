@@ -369,25 +369,114 @@ pub fn send_record(ctx: &Ctx, rec: &ledger::Record) -> Result<Option<String>> {
     let Some(cfg) = &ctx.plan.ledger else {
         return Ok(None);
     };
-    let note = match ledger::record(cfg, rec)? {
+    let outcome = ledger::record(cfg, rec)?;
+    if let ledger::Outcome::Spooled { reason, .. } = &outcome {
+        ctx.ui.warn(&format!("ledger record spooled: {reason}"));
+    }
+    Ok(Some(outcome_note(cfg, &outcome)))
+}
+
+/// The line for the operator about what happened to a ledger record.
+fn outcome_note(cfg: &ledger::LedgerConfig, outcome: &ledger::Outcome) -> String {
+    match outcome {
         ledger::Outcome::Recorded {
             transfer_id,
             already_existed,
         } => format!(
             "ledger: transfer {transfer_id:032x} (code 12) {} in cluster {}",
-            if already_existed {
+            if *already_existed {
                 "already recorded"
             } else {
                 "recorded"
             },
             cfg.addresses
         ),
-        ledger::Outcome::Spooled { path, reason } => {
-            ctx.ui.warn(&format!("ledger record spooled: {reason}"));
+        ledger::Outcome::Spooled { path, .. } => {
             format!("ledger: spooled to {}", path.display())
         }
-    };
-    Ok(Some(note))
+    }
+}
+
+/// The ledger of a run that can do without it (`verify`): its records are
+/// bookkeeping, not findings, so none of its problems fails the run.
+///
+/// The cluster is asked once, up front, whether it accepts connections
+/// ([`ledger::probe`]: milliseconds when nothing listens, a few seconds at
+/// most when packets are dropped); when it does not, or once a send has found
+/// it not answering within `[ledger] timeout`, records are spooled without
+/// waiting again. With a temporary work directory (`work_dir` not writable) a
+/// record that cannot be sent is skipped: a spool nobody will read again is no
+/// spool.
+pub struct OptionalLedger {
+    /// Why the cluster is taken to be unreachable, once it is.
+    down: Option<String>,
+    keep_spool: bool,
+}
+
+impl OptionalLedger {
+    /// Probes the configured cluster (nothing when no `[ledger]` is configured).
+    pub fn probe(ctx: &Ctx, keep_spool: bool) -> Self {
+        let down = ctx
+            .plan
+            .ledger
+            .as_ref()
+            .and_then(|cfg| ledger::probe(cfg).err())
+            .map(|e| format!("{e:#}"));
+        OptionalLedger { down, keep_spool }
+    }
+
+    /// Why the cluster is taken to be unreachable, if it is.
+    pub fn down(&self) -> Option<&str> {
+        self.down.as_deref()
+    }
+
+    /// Another call found the cluster not answering: later records do not wait.
+    pub fn mark_down(&mut self, reason: &str) {
+        self.down.get_or_insert_with(|| reason.to_string());
+    }
+
+    /// Records the run as [`record_run`] does (metrics, then the ledger), but
+    /// every problem is a warning; returns the line for the operator.
+    pub fn record(&mut self, ctx: &Ctx, store: &dyn Store, r: &RunRecord) -> Option<String> {
+        write_run_metrics(ctx, r, None);
+        let cfg = ctx.plan.ledger.as_ref()?;
+        let rec = r.to_ledger(store);
+        let skipped = |reason: &str| {
+            ctx.ui.warn(&format!(
+                "ledger record skipped: {reason}; the work directory is temporary, so it is not \
+                 spooled either (run without [ledger] to leave it out on purpose)"
+            ));
+            Some("ledger: skipped".to_string())
+        };
+        let outcome = match &self.down {
+            Some(reason) if !self.keep_spool => return skipped(reason),
+            Some(reason) => ledger::spool(cfg, &rec, reason),
+            None => ledger::record(cfg, &rec),
+        };
+        match outcome {
+            Ok(o @ ledger::Outcome::Recorded { .. }) => Some(outcome_note(cfg, &o)),
+            Ok(ledger::Outcome::Spooled { path, reason }) => {
+                let cause = format!(
+                    "the ledger cluster at {} did not answer a record within {:?}",
+                    cfg.addresses, cfg.timeout
+                );
+                self.down.get_or_insert_with(|| cause.clone());
+                if !self.keep_spool {
+                    let _ = std::fs::remove_file(&path);
+                    return skipped(&cause);
+                }
+                ctx.ui.warn(&format!("ledger record spooled: {reason}"));
+                Some(format!("ledger: spooled to {}", path.display()))
+            }
+            Err(e) => {
+                ctx.ui.warn(&format!(
+                    "the ledger record of this run was not made: {e:#}; the run's outcome does \
+                     not depend on it"
+                ));
+                None
+            }
+        }
+    }
 }
 
 /// Writes the JSON report of a run that is not itself a backup (`cleanup`,

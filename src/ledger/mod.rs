@@ -196,6 +196,37 @@ pub fn record(cfg: &LedgerConfig, rec: &Record) -> Result<Outcome> {
     })
 }
 
+/// Spools `rec` without sending it, for a run that already knows the cluster
+/// does not answer (`reason`, from [`probe`] or an earlier send): the next run
+/// that reaches the cluster sends it.
+pub fn spool(cfg: &LedgerConfig, rec: &Record, reason: &str) -> Result<Outcome> {
+    rec.transfer(cfg.ledger)?;
+    let entry = SpoolEntry {
+        transfer_id: format!("{:032x}", rec.transfer_id()?),
+        ledger: cfg.ledger,
+        record: rec.clone(),
+    };
+    let path = write_spool(&cfg.spool_dir, &entry)?;
+    let reason = format!(
+        "{reason}; the record was spooled to {} and will be sent by the next run",
+        path.display()
+    );
+    Ok(Outcome::Spooled { path, reason })
+}
+
+/// Whether any replica of the cluster accepts a connection, within the
+/// configured timeout but at most [`PROBE_WITHIN`]: a run that can do without
+/// the ledger asks this first and spends milliseconds, not a timeout per
+/// request, on a cluster that is not there. A [`Code::Transient`] error when
+/// none does.
+pub fn probe(cfg: &LedgerConfig) -> Result<()> {
+    check_config(cfg)?;
+    client::probe(&cfg.client_spec(), NAMES, cfg.timeout.min(PROBE_WITHIN))
+}
+
+/// The longest [`probe`] waits for one address (one that drops packets).
+pub const PROBE_WITHIN: Duration = Duration::from_secs(3);
+
 /// Sends every spooled record, oldest first, and returns how many the cluster
 /// accepted (or already had). Each file is removed only after that answer; files
 /// the cluster rejects stay and make this an error that names them.

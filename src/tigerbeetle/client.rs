@@ -114,6 +114,56 @@ pub fn with_client<T>(
     out
 }
 
+/// Whether any replica of `spec` accepts a TCP connection within `within`
+/// (each address tried in turn). The client library retries forever and only
+/// the request timeout ends its wait; a caller that can do without the cluster
+/// asks this first, so that a cluster with nothing listening (connection
+/// refused, milliseconds) or an address that drops packets (`within`) costs
+/// that, not a full timeout per request. `Ok` also when no address could be
+/// resolved here: then the client decides. A refused probe is [`Code::Transient`].
+pub fn probe(spec: &ClientSpec, names: Names, within: Duration) -> Result<()> {
+    use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+    let mut tried = Vec::new();
+    for a in spec
+        .addresses
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        // TigerBeetle takes a bare port (on 127.0.0.1), an address with a port, or
+        // an address alone (port 3001).
+        let addrs: Vec<SocketAddr> = if a.bytes().all(|b| b.is_ascii_digit()) {
+            format!("127.0.0.1:{a}")
+                .to_socket_addrs()
+                .map(Vec::from_iter)
+                .unwrap_or_default()
+        } else if let Ok(ip) = a.parse::<std::net::IpAddr>() {
+            vec![SocketAddr::new(ip, 3001)]
+        } else {
+            a.to_socket_addrs().map(Vec::from_iter).unwrap_or_default()
+        };
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, within) {
+                Ok(_) => return Ok(()),
+                Err(e) => tried.push(format!("{addr}: {e}")),
+            }
+        }
+    }
+    if tried.is_empty() {
+        return Ok(());
+    }
+    Err(coded(
+        Code::Transient,
+        format!(
+            "the {} at {} accepts no connection ({}): start the cluster or fix {}",
+            names.cluster,
+            spec.addresses,
+            tried.join("; "),
+            names.setting
+        ),
+    ))
+}
+
 impl Client {
     /// A client for `spec` after [`check_spec`]. Does not touch the network.
     pub fn connect(spec: &ClientSpec, names: Names) -> Result<Client> {
@@ -400,6 +450,40 @@ mod tests {
         }
         assert_eq!(c.requests(), 1);
         c.close();
+    }
+
+    #[test]
+    fn a_probe_is_refused_at_once_where_nothing_listens() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let names = Names {
+            cluster: "ledger cluster",
+            setting: "[ledger] addresses",
+        };
+        let started = std::time::Instant::now();
+        let err = probe(
+            &spec(&port.to_string(), Duration::from_secs(60)),
+            names,
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(crate::exit::classify(&err), Some(Code::Transient));
+        assert!(err.to_string().contains("accepts no connection"), "{err:#}");
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = format!("127.0.0.1:{}", l.local_addr().unwrap().port());
+        probe(
+            &spec(&format!("{port},{live}"), Duration::from_secs(60)),
+            names,
+            Duration::from_secs(5),
+        )
+        .unwrap();
     }
 
     #[test]

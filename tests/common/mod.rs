@@ -442,12 +442,15 @@ pub fn shared_ledger() -> &'static TigerBeetle {
 // ---- SeaweedFS S3 -----------------------------------------------------------------------
 
 /// A SeaweedFS server (master, volume, filer and S3 gateway in one process) on 127.0.0.1
-/// with one identity allowed everything. Path-style addressing only.
+/// with one identity allowed everything and one that may only read and list
+/// ([`S3Server::read_only_env`]). Path-style addressing only.
 pub struct S3Server {
     /// `http://127.0.0.1:PORT`
     pub endpoint: String,
     pub access_key: String,
     pub secret_key: String,
+    /// An identity allowed `Read` and `List` only: a PUT is AccessDenied.
+    pub read_only_key: (String, String),
     pub region: String,
     pub dir: PathBuf,
     /// Unix sockets SeaweedFS creates in /tmp for its ports; removed once it has stopped.
@@ -471,8 +474,20 @@ impl S3Server {
         let credentials = format!(r#"[{{"accessKey":"{access_key}","secretKey":"{secret_key}"}}]"#);
         let identity =
             format!(r#"{{"name":"bkp","credentials":{credentials},"actions":{actions}}}"#);
+        let read_only_key = (
+            format!("RO{:016X}", random_u64()),
+            format!("{:016x}{:016x}", random_u64(), random_u64()),
+        );
+        let reader = format!(
+            r#"{{"name":"reader","credentials":[{{"accessKey":"{}","secretKey":"{}"}}],"actions":["Read","List"]}}"#,
+            read_only_key.0, read_only_key.1
+        );
         let config = dir.join("identities.json");
-        fs::write(&config, format!(r#"{{"identities":[{identity}]}}"#)).unwrap();
+        fs::write(
+            &config,
+            format!(r#"{{"identities":[{identity},{reader}]}}"#),
+        )
+        .unwrap();
         let ports = [(); 4].map(|()| free_port_pair());
         let [master, volume, filer, s3] = ports;
         let mut args = vec![
@@ -511,6 +526,7 @@ impl S3Server {
             endpoint,
             access_key,
             secret_key,
+            read_only_key,
             region,
             dir,
             sockets,
@@ -601,6 +617,19 @@ impl S3Server {
             ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
         ];
         pairs.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
+    }
+
+    /// [`S3Server::env`] with the read-only identity's credentials.
+    pub fn read_only_env(&self) -> Vec<(String, String)> {
+        let mut env = self.env();
+        for (k, v) in env.iter_mut() {
+            match k.as_str() {
+                "AWS_ACCESS_KEY_ID" => v.clone_from(&self.read_only_key.0),
+                "AWS_SECRET_ACCESS_KEY" => v.clone_from(&self.read_only_key.1),
+                _ => {}
+            }
+        }
+        env
     }
 
     /// The server's process id, while it runs.

@@ -18,36 +18,64 @@
 //!
 //! The run writes a report (`reports/verify/…`) and records one code-12 transfer
 //! per kind checked (amount = bytes read; status failed when a problem was found).
+//!
+//! A verify run only reads, so it runs where CI runs restore drills: read-only
+//! store credentials, no ledger, no local state. A report the store refuses is
+//! kept locally, the ledger is optional, a work_dir that cannot be written is
+//! replaced by a temporary one ([`local`]), and `--junit` writes one test case
+//! per check ([`cases`]); the exit code says only what the checks found
+//! ([`outcome`]).
+//!
+//! [`pipeline::check`]: crate::pipeline::check
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::Result;
-use serde_json::json;
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::restore::{restorable, Source};
-use super::run::{hostname, record_run, write_report, RunRecord};
+use super::run::OptionalLedger;
 use super::{open_store, Ctx};
 use crate::chain;
 use crate::cli::VerifyArgs;
 use crate::exit::{coded, Code};
 use crate::id::BackupId;
-use crate::ledger;
 use crate::lock::RunLock;
 use crate::manifest::tombstone::read_tombstones;
-use crate::manifest::{self, Kind, Manifest, Scope};
-use crate::stages::compress::Compression;
-use crate::ui;
+use crate::manifest::{self, Kind, Manifest, Trust};
+use crate::store::Store;
 use crate::workdir::WorkDir;
 
 mod audit;
+mod cases;
 mod drill;
+mod local;
 mod objects;
+mod outcome;
 
 use audit::{audit, Audit};
 use drill::{drill, Drill};
+use local::Local;
 use objects::{check_backup, BackupCheck, StoreIndex};
+
+/// What the checks of a run found.
+pub struct Findings {
+    /// The run's id: its report's name.
+    pub run_id: BackupId,
+    pub started_at: OffsetDateTime,
+    pub checks: Vec<BackupCheck>,
+    pub audit: Audit,
+    pub drills: Vec<Drill>,
+    /// Problems that concern no single backup.
+    pub general: Vec<String>,
+    /// What kept a check from looking: fails the run with its own code.
+    pub trouble: Vec<anyhow::Error>,
+    /// What a drill did without (an unreachable ledger): reported, never fails it.
+    pub skipped: Vec<anyhow::Error>,
+    pub ledger: OptionalLedger,
+    /// The run's keys: the report is sealed with them.
+    pub trust: Trust,
+}
 
 fn selected(all: &[Manifest], args: &VerifyArgs, now: OffsetDateTime) -> Result<Vec<Manifest>> {
     let since = args
@@ -65,12 +93,45 @@ fn selected(all: &[Manifest], args: &VerifyArgs, now: OffsetDateTime) -> Result<
 }
 
 pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
-    let plan = &ctx.plan;
     let started_at = OffsetDateTime::now_utc();
-    let _lock = RunLock::acquire(&plan.work_dir, "verify", ctx.wait)?;
-    let store = open_store(plan)?;
-    let store = store.as_ref();
+    // A CI job has no work_dir of earlier runs, maybe no writable one at all.
+    let local = Local::prepare(ctx)?;
+    let ctx = &local.ctx;
+    let looked = RunLock::acquire(&ctx.plan.work_dir, "verify", ctx.wait).and_then(|lock| {
+        let store = open_store(&ctx.plan)?;
+        let found = look(ctx, args, &local, store.as_ref(), started_at)?;
+        Ok((lock, store, found))
+    });
+    match looked {
+        Ok((_lock, store, found)) => {
+            let junit = args.junit.as_ref().map(|_| {
+                cases::report(&found, OffsetDateTime::now_utc(), ctx.plan.ledger.is_some())
+            });
+            let kept = local.report_file(found.run_id);
+            outcome::finish(ctx, args, store.as_ref(), found, &kept, junit)
+        }
+        Err(e) => {
+            // The CI's test report says why there are no results.
+            if let Some(path) = &args.junit {
+                let xml = cases::aborted(&e, started_at);
+                if let Err(w) = outcome::write_file(path, xml.as_bytes()) {
+                    ctx.ui.warn(&format!("{w:#}"));
+                }
+            }
+            Err(e)
+        }
+    }
+}
 
+/// Every check of the run: objects and chains, the ledger audit, the drills.
+fn look(
+    ctx: &Ctx,
+    args: &VerifyArgs,
+    local: &Local,
+    store: &dyn Store,
+    started_at: OffsetDateTime,
+) -> Result<Findings> {
+    let plan = &ctx.plan;
     // The keys prove each manifest, encrypted or not (see `manifest/seal.rs`).
     let trust = super::trust(plan, args.trust.trust.clone())?;
     let (all, unreadable) = manifest::list(store, &trust, None)?;
@@ -86,8 +147,10 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
     chosen.sort_by_key(|m| (m.started_at, m.id));
     // Damage found is a problem (exit 5); trouble that kept a check from looking
     // (a store or ledger that did not answer) is not, and ends the run with its
-    // own code once every other check is done.
+    // own code once every other check is done. A drill's ledger is optional:
+    // when it does not answer, the audit is skipped, which the exit code ignores.
     let mut trouble: Vec<anyhow::Error> = Vec::new();
+    let mut skipped: Vec<anyhow::Error> = Vec::new();
     let mut general: Vec<String> = Vec::new();
     for u in &unreadable {
         let text = format!("manifest {} cannot be read: {}", u.key, u.error);
@@ -126,7 +189,9 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
         checks.push(c);
     }
 
-    // Ledger audit.
+    // Ledger audit. The cluster is probed once: one that is not there costs
+    // milliseconds, not a timeout per request.
+    let mut ledger = OptionalLedger::probe(ctx, !local.is_temporary());
     let audit = match &plan.ledger {
         None => Audit::default(),
         Some(cfg) => {
@@ -134,8 +199,25 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
                 .iter()
                 .map(|t| t.manifest.id.as_u128())
                 .collect();
-            audit(cfg, store, &all, &chosen, &deleting).unwrap_or_else(|e| {
-                trouble.push(e.context("the ledger audit could not read the ledger"));
+            let result = match ledger.down() {
+                Some(reason) => Err(coded(Code::Transient, reason.to_string())),
+                None => audit(cfg, store, &all, &chosen, &deleting),
+            };
+            result.unwrap_or_else(|e| {
+                let unreachable = crate::exit::classify(&e) == Some(Code::Transient);
+                if unreachable {
+                    ledger.mark_down(&format!("{e:#}"));
+                }
+                let e = e.context("the ledger audit could not read the ledger");
+                if unreachable && args.drill {
+                    ctx.ui.warn(&format!(
+                        "{e:#}: the audit is skipped, the drill goes on without it (leave \
+                         [ledger] out of the drill's config to skip it on purpose)"
+                    ));
+                    skipped.push(e);
+                } else {
+                    trouble.push(e);
+                }
                 Audit::default()
             })
         }
@@ -177,170 +259,16 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
             drills.push(d);
         }
     }
-
-    // Report, ledger records, output.
-    let failed_backups = checks.iter().filter(|c| !c.problems.is_empty()).count();
-    let failed_drills = drills.iter().filter(|d| !d.ok).count();
-    let problems = general.len()
-        + checks.iter().map(|c| c.problems.len()).sum::<usize>()
-        + audit.problems.len()
-        + drills.iter().map(|d| d.problems.len()).sum::<usize>();
-    let ok = problems == 0 && trouble.is_empty();
-    let bytes_read: u64 = checks.iter().map(|c| c.bytes_read).sum();
-    let run_id = BackupId::new_v7(started_at);
-    let report = json!({
-        "schema": "bkp.report/1.0",
-        "operation": "verify",
-        "id": run_id,
-        "started_at": started_at.format(&Rfc3339)?,
-        "finished_at": OffsetDateTime::now_utc().format(&Rfc3339)?,
-        "host": hostname(),
-        "bkp_version": env!("CARGO_PKG_VERSION"),
-        "ok": ok,
-        "problems": problems,
-        "bytes_read": bytes_read,
-        "general": general,
-        // bkp's own words and the code only: the underlying text (a child's
-        // output, stored data) stays in this run's output.
-        "not_checked": trouble.iter().map(|e| json!({
-            "code": crate::exit::name(crate::exit::exit_code(e)),
-            "message": e.to_string(),
-        })).collect::<Vec<_>>(),
-        "backups": checks,
-        "ledger": audit,
-        "drills": drills,
-    });
-    let key = write_report(store, keyring, "verify", run_id, started_at, &report)?;
-    let mut per_kind: BTreeMap<Kind, (u64, bool)> = BTreeMap::new();
-    for c in &checks {
-        let e = per_kind.entry(c.kind).or_insert((0, true));
-        e.0 += c.bytes_read;
-        e.1 &= c.problems.is_empty();
-    }
-    for d in &drills {
-        per_kind.entry(d.kind).or_insert((0, true)).1 &= d.ok;
-    }
-    for (kind, (bytes, kind_ok)) in per_kind {
-        let record = RunRecord {
-            id: BackupId::new_v7(started_at),
-            kind,
-            scope: Scope::Full,
-            operation: ledger::Operation::Verify,
-            compression: Compression::None,
-            encrypted: false,
-            completed: kind_ok,
-            retention_days: 0,
-            started_at,
-            bytes,
-        };
-        if let Some(note) = record_run(ctx, store, &record, None)? {
-            ctx.ui.detail(&note);
-        }
-    }
-
-    if ctx.ui.json {
-        ui::out(&serde_json::to_string_pretty(&report)?)?;
-    } else {
-        show(&checks, &audit, &drills)?;
-        ctx.ui.detail(&format!("report: {key}"));
-    }
-    let summary = format!(
-        "{} backup(s) checked, {} read; {} with problems; ledger {}; {} drill(s), {} failed",
-        checks.len(),
-        ui::size(bytes_read),
-        failed_backups,
-        if plan.ledger.is_none() {
-            "not configured".to_string()
-        } else if audit.checked {
-            format!("{} problem(s)", audit.problems.len())
-        } else {
-            "not checked".to_string()
-        },
-        drills.len(),
-        failed_drills
-    );
-    for g in &general {
-        ctx.ui.warn(g);
-    }
-    if problems > 0 {
-        for t in &trouble {
-            ctx.ui.warn(&format!("not checked: {t:#}"));
-        }
-        return Err(coded(
-            Code::Integrity,
-            format!("verification failed: {problems} problem(s): {summary}. The warnings above name each one; `bkp verify --json` gives the full report"),
-        ));
-    }
-    if !trouble.is_empty() {
-        return Err(crate::exit::combine(
-            &format!("verification found no damage ({summary}), but could not check everything:"),
-            trouble,
-        ));
-    }
-    ctx.ui.info(&format!("verified: {summary}"));
-    Ok(())
-}
-
-fn show(checks: &[BackupCheck], audit: &Audit, drills: &[Drill]) -> Result<()> {
-    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
-    if !checks.is_empty() {
-        ui::out(&format!(
-            "{:<36}  {:<11}  {:<11}  {:<20}  {:>7}  {:>10}  RESULT",
-            "ID", "KIND", "SCOPE", "STARTED (UTC)", "OBJECTS", "READ"
-        ))?;
-    }
-    for c in checks {
-        ui::out(&format!(
-            "{:<36}  {:<11}  {:<11}  {:<20}  {:>7}  {:>10}  {}",
-            c.id.to_string(),
-            c.kind.as_str(),
-            c.scope.as_str(),
-            c.started_at.format(&fmt).unwrap_or_default(),
-            c.objects,
-            ui::size(c.bytes_read),
-            if c.problems.is_empty() {
-                "ok".to_string()
-            } else {
-                format!("FAILED: {}", c.problems.join("; "))
-            }
-        ))?;
-    }
-    if audit.checked {
-        ui::out(&format!(
-            "ledger: {} transfer(s) on the store account, balance {} bytes, manifests retain {} bytes{}{}",
-            audit.transfers,
-            audit.store_balance.unwrap_or(0),
-            audit.retained_bytes,
-            if audit.pending.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    ", {} record(s) or deletion(s) not finished yet (the next run finishes them)",
-                    audit.pending.len()
-                )
-            },
-            if audit.problems.is_empty() {
-                ": ok".to_string()
-            } else {
-                format!(": FAILED: {}", audit.problems.join("; "))
-            }
-        ))?;
-    } else if !audit.problems.is_empty() {
-        ui::out(&format!("ledger: FAILED: {}", audit.problems.join("; ")))?;
-    }
-    for d in drills {
-        let facts: Vec<String> = d.facts.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        ui::out(&format!(
-            "drill {} {}: {} ({})",
-            d.kind.as_str(),
-            d.id,
-            if d.ok {
-                "ok".to_string()
-            } else {
-                format!("FAILED: {}", d.problems.join("; "))
-            },
-            facts.join(", ")
-        ))?;
-    }
-    Ok(())
+    Ok(Findings {
+        run_id: BackupId::new_v7(started_at),
+        started_at,
+        checks,
+        audit,
+        drills,
+        general,
+        trouble,
+        skipped,
+        ledger,
+        trust,
+    })
 }

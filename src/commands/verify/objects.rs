@@ -30,6 +30,21 @@ pub struct BackupCheck {
     pub objects: usize,
     pub bytes_read: u64,
     pub problems: Vec<String>,
+    /// Each object looked at, in order (for `--junit`; the report keeps the
+    /// problems only).
+    #[serde(skip)]
+    pub results: Vec<ObjectResult>,
+}
+
+/// What was found for one object of a backup.
+#[derive(Debug)]
+pub struct ObjectResult {
+    pub key: String,
+    /// `shared`: an object of an earlier backup this one uses (its presence and
+    /// size checked; the backup that wrote it reads it).
+    pub shared: bool,
+    /// `None`: whole.
+    pub problem: Option<String>,
 }
 
 /// Every object a backup's data lives in, with how it was written. A
@@ -88,6 +103,7 @@ pub fn check_backup(
         objects: m.objects.len() + m.uses.len(),
         bytes_read: 0,
         problems: Vec::new(),
+        results: Vec::new(),
     };
     let objects = objects_of(m)?;
     let described: BTreeSet<String> = objects.iter().map(|(o, _, _)| o.key.clone()).collect();
@@ -95,6 +111,7 @@ pub fn check_backup(
         if checked.contains(&o.key) {
             continue; // read already in this run (a shared object)
         }
+        let before = c.problems.len();
         match store.head(&o.key)? {
             None => c.problems.push(format!("object {} is missing", o.key)),
             Some(info) if info.size != o.size => c.problems.push(format!(
@@ -123,16 +140,27 @@ pub fn check_backup(
                 }
             }
         }
+        c.results.push(ObjectResult {
+            key: o.key.clone(),
+            shared: false,
+            problem: c.problems.get(before).cloned(),
+        });
     }
     for key in m.uses.iter().filter(|k| !described.contains(*k)) {
-        match (store.head(key)?, sizes.get(key.as_str())) {
-            (None, _) => c.problems.push(format!("shared object {key} is missing")),
-            (Some(info), Some(&want)) if info.size != want => c.problems.push(format!(
+        let problem = match (store.head(key)?, sizes.get(key.as_str())) {
+            (None, _) => Some(format!("shared object {key} is missing")),
+            (Some(info), Some(&want)) if info.size != want => Some(format!(
                 "shared object {key} has {} bytes, its manifest recorded {want}",
                 info.size
             )),
-            _ => {}
-        }
+            _ => None,
+        };
+        c.problems.extend(problem.clone());
+        c.results.push(ObjectResult {
+            key: key.clone(),
+            shared: true,
+            problem,
+        });
     }
     for b in chains.problems(m) {
         c.problems.push(format!("chain broken: {b}"));
