@@ -193,7 +193,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand status" -s q -l quiet -d 'Print 
 complete -c bkp -n "__fish_bkp_using_subcommand status" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
 complete -c bkp -n "__fish_bkp_using_subcommand status" -l no-progress -d 'No progress bars, even on a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand status" -s h -l help -d 'Print help'
-complete -c bkp -n "__fish_bkp_using_subcommand notify" -l failed-unit -d 'Report that this systemd unit failed (reads systemd\'s MONITOR_SERVICE_RESULT, MONITOR_EXIT_CODE and MONITOR_EXIT_STATUS). A failure bkp already reported itself (the unit exited with one of bkp\'s own codes) is not sent twice' -r
+complete -c bkp -n "__fish_bkp_using_subcommand notify" -l failed-unit -d 'Report that this systemd unit failed (reads systemd\'s MONITOR_SERVICE_RESULT, MONITOR_EXIT_CODE, MONITOR_EXIT_STATUS and MONITOR_INVOCATION_ID). A failure the run delivered itself (same invocation) is not sent twice' -r
 complete -c bkp -n "__fish_bkp_using_subcommand notify" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand notify" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand notify" -l test -d 'Send a test event and report whether each channel took it'

@@ -161,8 +161,8 @@ pub struct NotifyArgs {
     #[arg(long)]
     pub test: bool,
     /// Report that this systemd unit failed (reads systemd's MONITOR_SERVICE_RESULT,
-    /// MONITOR_EXIT_CODE and MONITOR_EXIT_STATUS). A failure bkp already reported
-    /// itself (the unit exited with one of bkp's own codes) is not sent twice.
+    /// MONITOR_EXIT_CODE, MONITOR_EXIT_STATUS and MONITOR_INVOCATION_ID). A failure
+    /// the run delivered itself (same invocation) is not sent twice.
     #[arg(long, value_name = "UNIT")]
     pub failed_unit: Option<String>,
 }

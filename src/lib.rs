@@ -13,6 +13,7 @@ pub mod child;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod credentials;
 pub mod crypto;
 pub mod exit;
 pub mod failpoint;
@@ -140,10 +141,12 @@ fn notify(ctx: &Ctx, command: &Command, result: &Result<()>) {
     };
     let host = commands::run::hostname();
     let doc = notify::document(event, operation, exit_code, &message, &host);
-    if let Err(e) = notify::send(plan, &doc) {
-        ctx.ui.warn(&format!(
+    match notify::send(plan, &doc) {
+        Ok(()) if event == notify::Event::Failure => notify::mark_reported(&state, operation),
+        Ok(()) => {}
+        Err(e) => ctx.ui.warn(&format!(
             "the {} notification was not delivered: {e:#}",
             event.as_str()
-        ));
+        )),
     }
 }

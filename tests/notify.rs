@@ -169,8 +169,9 @@ fn the_webhook_gets_failures_tests_and_unit_failures_and_never_shows_its_url() {
         common::run_bkp(&all, &env)
     };
 
-    // A failed run: a Slack-compatible body, POSTed to the URL.
-    let out = run(&["snapshot"], &[]);
+    // A failed run (under systemd: its invocation id): a Slack-compatible body,
+    // POSTed to the URL.
+    let out = run(&["snapshot"], &[("INVOCATION_ID", "inv-1")]);
     let code = out.status.code().unwrap();
     assert_ne!(code, 0);
     let (line, body) = hook.next().expect("the failure reached the webhook");
@@ -205,16 +206,22 @@ fn the_webhook_gets_failures_tests_and_unit_failures_and_never_shows_its_url() {
             && body.contains("runtime cap"),
         "{body}"
     );
-    // A unit that ended with bkp's own code was reported by bkp: not sent twice.
-    let exited = [
-        ("MONITOR_SERVICE_RESULT", "exit-code"),
-        ("MONITOR_EXIT_CODE", "exited"),
-        ("MONITOR_EXIT_STATUS", "6"),
-    ];
-    assert_exit(
-        &run(&["notify", "--failed-unit", "bkp-logs.service"], &exited),
-        0,
-    );
+    // The run that delivered its own failure is not reported twice; another
+    // invocation of the same unit (one that failed before it could notify, say
+    // on a config error) is.
+    let exited = |invocation| {
+        [
+            ("MONITOR_SERVICE_RESULT", "exit-code"),
+            ("MONITOR_EXIT_CODE", "exited"),
+            ("MONITOR_EXIT_STATUS", "3"),
+            ("MONITOR_INVOCATION_ID", invocation),
+        ]
+    };
+    let unit = ["notify", "--failed-unit", "bkp-snapshot.service"];
+    assert_exit(&run(&unit, &exited("inv-1")), 0);
+    assert_exit(&run(&unit, &exited("inv-2")), 0);
+    let (_, body) = hook.next().expect("the failure inv-2 did not report");
+    assert!(body.contains("exited with status 3"), "{body}");
 
     // The generic body is bkp's own document.
     let cfg = fs::read_to_string(&s.config).unwrap();

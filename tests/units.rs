@@ -160,7 +160,9 @@ fn service(u: &Unit, template: bool) -> String {
         ("", "/etc/bkp/bkp.toml", "/etc/bkp/bkp.env", "bkp")
     };
     let work_dir = if template {
-        "# Each instance has its own work_dir (locks, spool, notify state).\n\
+        "# Each instance has its own work_dir (locks, spool, notify state). A\n\
+         # work_dir elsewhere (reflink snapshots need the data file's file system):\n\
+         # BKP_WORK_DIR in the instance's env file, which wins over this line.\n\
          Environment=BKP_WORK_DIR=/var/lib/bkp/%i\n"
     } else {
         ""

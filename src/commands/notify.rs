@@ -29,16 +29,15 @@ pub fn run(ctx: &Ctx, args: &NotifyArgs) -> Result<()> {
         ),
         Some(unit) => {
             let failure = UnitFailure::from_env(unit);
-            if failure.reported_by_bkp() {
+            let operation = failure.operation();
+            let state = crate::workdir::WorkDir::new(&ctx.plan.work_dir).notify_state();
+            if notify::was_reported(&state, &operation, &failure.invocation) {
                 ctx.ui.info(&format!(
-                    "{unit} ended with bkp's own exit code {}: bkp reported it itself; not sent again",
-                    failure.status
+                    "{unit} delivered its own failure notification; not sent again"
                 ));
                 return Ok(());
             }
-            let operation = failure.operation();
             // The next good run of this operation is then a recovery.
-            let state = crate::workdir::WorkDir::new(&ctx.plan.work_dir).notify_state();
             let _ = notify::event_for(&state, &operation, crate::exit::FAILURE);
             if !plan.on.contains(&Event::Failure) {
                 ctx.ui
@@ -81,6 +80,8 @@ struct UnitFailure {
     how: String,
     /// `MONITOR_EXIT_STATUS`: an exit status, or a signal name.
     status: String,
+    /// `MONITOR_INVOCATION_ID`: the failed run's invocation.
+    invocation: String,
 }
 
 impl UnitFailure {
@@ -96,17 +97,8 @@ impl UnitFailure {
             result: var("MONITOR_SERVICE_RESULT"),
             how: var("MONITOR_EXIT_CODE"),
             status: var("MONITOR_EXIT_STATUS"),
+            invocation: std::env::var("MONITOR_INVOCATION_ID").unwrap_or_default(),
         }
-    }
-
-    /// bkp ended the run with one of its own codes, after its own [notify].
-    fn reported_by_bkp(&self) -> bool {
-        self.result == "exit-code"
-            && self.how == "exited"
-            && self
-                .status
-                .parse::<i32>()
-                .is_ok_and(|c| (crate::exit::FAILURE..=crate::exit::STALE).contains(&c))
     }
 
     /// The bkp operation a unit runs: `bkp-export-full@eu.service` → "export".
@@ -143,6 +135,7 @@ mod tests {
             result: result.into(),
             how: how.into(),
             status: status.into(),
+            invocation: String::new(),
         }
     }
 
@@ -159,13 +152,22 @@ mod tests {
     }
 
     #[test]
-    fn only_bkp_s_own_exit_codes_count_as_already_reported() {
-        assert!(failure("u", "exit-code", "exited", "6").reported_by_bkp());
-        assert!(!failure("u", "exit-code", "exited", "203").reported_by_bkp());
-        assert!(!failure("u", "timeout", "killed", "TERM").reported_by_bkp());
-        assert!(!failure("u", "signal", "killed", "KILL").reported_by_bkp());
+    fn the_message_says_what_systemd_saw() {
         assert!(failure("bkp-logs.service", "timeout", "killed", "KILL")
             .message()
             .contains("runtime cap"));
+        assert!(failure("bkp-logs.service", "exit-code", "exited", "3")
+            .message()
+            .contains("exited with status 3"));
+    }
+
+    #[test]
+    fn only_the_same_invocation_counts_as_reported() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(!notify::was_reported(d.path(), "logs", "abc"));
+        std::fs::write(d.path().join("logs.reported"), "abc").unwrap();
+        assert!(notify::was_reported(d.path(), "logs", "abc"));
+        assert!(!notify::was_reported(d.path(), "logs", "def"));
+        assert!(!notify::was_reported(d.path(), "logs", ""));
     }
 }

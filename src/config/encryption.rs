@@ -76,7 +76,7 @@ pub enum KeySpec {
 }
 
 /// The prefix of a `key_file` under systemd's credentials directory.
-use super::credentials::{expand_credentials, CREDENTIALS};
+use crate::credentials::{expand_credentials, CREDENTIALS};
 
 #[derive(Debug, Clone)]
 pub struct EncryptionPlan {

@@ -26,7 +26,6 @@ use crate::stages::compress::Compression;
 use crate::units::{parse_duration, parse_size};
 
 pub mod compression;
-pub mod credentials;
 pub mod duckdb;
 pub mod encryption;
 pub mod freshness;

@@ -94,6 +94,23 @@ pub fn event_for(state: &Path, operation: &str, exit_code: i32) -> Option<Event>
     }
 }
 
+/// Under systemd, records that this run's failure was delivered, so that the
+/// `OnFailure=` unit (`bkp notify --failed-unit`) does not send it again: the
+/// unit's invocation id (`INVOCATION_ID`), which systemd hands the failure unit
+/// as `MONITOR_INVOCATION_ID`.
+pub fn mark_reported(state: &Path, operation: &str) {
+    if let Ok(id) = std::env::var("INVOCATION_ID") {
+        let _ = std::fs::write(state.join(format!("{operation}.reported")), id);
+    }
+}
+
+/// Whether the run systemd calls `invocation` delivered its own failure.
+pub fn was_reported(state: &Path, operation: &str, invocation: &str) -> bool {
+    !invocation.is_empty()
+        && std::fs::read_to_string(state.join(format!("{operation}.reported")))
+            .is_ok_and(|id| id.trim() == invocation)
+}
+
 /// The JSON the command reads on stdin.
 pub fn document(
     event: Event,

@@ -42,8 +42,16 @@ pub struct Webhook {
 pub fn body(format: Format, doc: &serde_json::Value) -> serde_json::Value {
     match format {
         Format::Json => doc.clone(),
-        Format::Slack => serde_json::json!({ "text": summary(doc) }),
+        Format::Slack => serde_json::json!({ "text": slack_escape(&summary(doc)) }),
     }
+}
+
+/// Slack's three control characters, escaped as its API asks, so that a store
+/// key or a message cannot become a mention (`<!channel>`) or a link.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// One line a person reads in a chat channel.
@@ -64,7 +72,7 @@ pub fn summary(doc: &serde_json::Value) -> String {
 
 /// Reads the URL from its file and checks it is one bkp will POST to.
 fn read_url(file: &Path) -> Result<String> {
-    let path = crate::config::credentials::expand_credentials(file)?;
+    let path = crate::credentials::expand_credentials(file)?;
     let text = std::fs::read_to_string(&path)
         .map_err(|e| anyhow!("cannot read the webhook URL file {}: {e}", path.display()))?;
     let url = text.trim().to_string();
@@ -171,5 +179,10 @@ mod tests {
             serde_json::json!({"text": "bkp logs on db1: failure (exit 6 transient): the ledger is down"})
         );
         assert_eq!(body(Format::Json, &doc), doc);
+        let hostile = serde_json::json!({"message": "<!channel> & <https://x|y>"});
+        assert_eq!(
+            body(Format::Slack, &hostile)["text"],
+            "bkp ? on ?: ?: &lt;!channel&gt; &amp; &lt;https://x|y&gt;"
+        );
     }
 }

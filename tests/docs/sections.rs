@@ -34,7 +34,8 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("BKP_LOG", "Debug output without -vv: a RUST_LOG-style filter (debug, trace, aws_smithy_runtime=trace, bkp=debug). Credentials are never printed."),
     ("JOURNAL_STREAM", "Set by systemd; when stderr is the journal, each line starts with its syslog priority (<3> error to <7> detail)."),
     ("HOSTNAME", "The host name recorded in manifests when /proc/sys/kernel/hostname cannot be read."),
-    ("MONITOR_SERVICE_RESULT, MONITOR_EXIT_CODE, MONITOR_EXIT_STATUS", "Set by systemd for OnFailure= units; bkp notify --failed-unit reports the failed unit's result with them."),
+    ("MONITOR_SERVICE_RESULT, MONITOR_EXIT_CODE, MONITOR_EXIT_STATUS, MONITOR_INVOCATION_ID", "Set by systemd for OnFailure= units; bkp notify --failed-unit reports the failed unit's result with them, unless that run (same invocation) delivered its own failure."),
+    ("INVOCATION_ID", "Set by systemd: a run that delivers its failure notification records it in the work_dir, so the OnFailure= unit does not send it twice."),
     ("BKP_EVENT, BKP_OPERATION, BKP_EXIT_CODE", "Set by bkp for notify.command: the event, the operation and its exit code."),
 ];
 

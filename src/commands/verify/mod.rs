@@ -70,8 +70,6 @@ pub struct Findings {
     pub general: Vec<String>,
     /// What kept a check from looking: fails the run with its own code.
     pub trouble: Vec<anyhow::Error>,
-    /// What a drill did without (an unreachable ledger): reported, never fails it.
-    pub skipped: Vec<anyhow::Error>,
     pub ledger: OptionalLedger,
     /// The run's keys: the report is sealed with them.
     pub trust: Trust,
@@ -147,10 +145,8 @@ fn look(
     chosen.sort_by_key(|m| (m.started_at, m.id));
     // Damage found is a problem (exit 5); trouble that kept a check from looking
     // (a store or ledger that did not answer) is not, and ends the run with its
-    // own code once every other check is done. A drill's ledger is optional:
-    // when it does not answer, the audit is skipped, which the exit code ignores.
+    // own code once every other check is done.
     let mut trouble: Vec<anyhow::Error> = Vec::new();
-    let mut skipped: Vec<anyhow::Error> = Vec::new();
     let mut general: Vec<String> = Vec::new();
     for u in &unreadable {
         let text = format!("manifest {} cannot be read: {}", u.key, u.error);
@@ -208,16 +204,19 @@ fn look(
                 if unreachable {
                     ledger.mark_down(&format!("{e:#}"));
                 }
+                // A configured ledger that cannot be read is a check that did
+                // not run: the drill goes on, but it does not pass (a drill that
+                // stays green while the ledger is down would hide exactly the
+                // missing manifests the audit exists to find). A CI drill with
+                // no ledger leaves [ledger] out of its config.
                 let e = e.context("the ledger audit could not read the ledger");
                 if unreachable && args.drill {
                     ctx.ui.warn(&format!(
-                        "{e:#}: the audit is skipped, the drill goes on without it (leave \
-                         [ledger] out of the drill's config to skip it on purpose)"
+                        "{e:#}: the drill goes on without the audit and will exit 6 \
+                         (leave [ledger] out of the drill's config to skip the audit on purpose)"
                     ));
-                    skipped.push(e);
-                } else {
-                    trouble.push(e);
                 }
+                trouble.push(e);
                 Audit::default()
             })
         }
@@ -267,7 +266,6 @@ fn look(
         drills,
         general,
         trouble,
-        skipped,
         ledger,
         trust,
     })

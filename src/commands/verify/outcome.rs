@@ -7,7 +7,8 @@
 //! Bookkeeping never changes it: a report the store refuses (read-only
 //! credentials) is kept in `--report FILE`, on stdout under `--json`, or in a
 //! local file a warning names; a ledger record that cannot be made is spooled
-//! or skipped with a warning; a ledger a drill cannot reach skips the audit.
+//! or skipped with a warning. A configured ledger a drill cannot reach is a
+//! check that could not look (exit 6), not a skipped one.
 
 use std::collections::BTreeMap;
 
@@ -67,7 +68,7 @@ pub fn finish(
         "general": f.general,
         // bkp's own words and the code only: the underlying text (a child's
         // output, stored data) stays in this run's output.
-        "not_checked": f.trouble.iter().chain(&f.skipped).map(|e| json!({
+        "not_checked": f.trouble.iter().map(|e| json!({
             "code": crate::exit::name(crate::exit::exit_code(e)),
             "message": e.to_string(),
         })).collect::<Vec<_>>(),
