@@ -22,7 +22,7 @@ use crate::crypto::{DecryptReader, EncryptWriter, Keyring};
 use crate::exit::{coded, Code};
 use crate::manifest::ObjectEntry;
 use crate::stages::compress::{decompress, CompressWriter, Compression};
-use crate::stages::hash::{Digested, HashReader, HashWriter};
+use crate::stages::hash::{Digested, HashReader, HashWriter, SharedHashReader};
 use crate::stages::pipe::ThreadWriter;
 use crate::stages::progress::{Progress, ProgressReader, ProgressWriter};
 use crate::store::{Metadata, ObjectInfo, ObjectWriter, Store};
@@ -190,6 +190,25 @@ pub fn download_as(
     } else {
         Box::new(BufReader::new(File::open(&spool)?))
     };
+    // A store read twice (verified, then read again for use) could hand other
+    // bytes the second time (a file swapped in between on a shared file
+    // system): the second read is hashed too and must match the manifest.
+    let (raw, second) = SharedHashReader::new(raw);
+    let second_read_matches = || -> Result<()> {
+        let got = second
+            .drain()
+            .with_context(|| format!("failed to read {} from {}", entry.key, store.identity()))?;
+        if got.bytes != entry.size || got.sha256 != entry.sha256 {
+            return Err(coded(
+                Code::Integrity,
+                format!(
+                    "object {} in {} changed between its verification and its use: the second read has {} bytes with SHA-256 {}, the manifest says {} bytes with SHA-256 {}. Treat what was read as damaged and check who writes to the store",
+                    entry.key, store.identity(), got.bytes, got.sha256, entry.size, entry.sha256
+                ),
+            ));
+        }
+        Ok(())
+    };
     let raw = ProgressReader::new(raw, progress.clone());
     let mut plain: Box<dyn Read + Send> = match keyring {
         Some(keys) => Box::new(DecryptReader::new(raw, keys)?),
@@ -201,6 +220,7 @@ pub fn download_as(
             consume(&mut plain)?;
             // The final encrypted chunk is authenticated only at the very end.
             io::copy(&mut plain, &mut io::sink())?;
+            second_read_matches()?;
             progress.end();
             return Ok(());
         }
@@ -212,6 +232,7 @@ pub fn download_as(
     // must be verified even if the consumer stopped early (tar's end padding).
     io::copy(&mut content, &mut io::sink())?;
     let (_, digest) = content.finish();
+    second_read_matches()?;
     progress.end();
     if digest.bytes != entry.content_bytes || digest.sha256 != entry.content_sha256 {
         return Err(coded(
@@ -316,5 +337,83 @@ struct RemoveOnDrop<'a>(&'a Path);
 impl Drop for RemoveOnDrop<'_> {
     fn drop(&mut self) {
         let _ = fs::remove_file(self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stages::progress::Silent;
+    use crate::store::memory::MemoryStore;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A store whose object is swapped for other bytes after the first read,
+    /// as a writer on a shared file system could do between verify and use.
+    struct Swapping {
+        inner: MemoryStore,
+        opens: AtomicUsize,
+        other: Vec<u8>,
+    }
+
+    impl Store for Swapping {
+        fn identity(&self) -> String {
+            "swapping".into()
+        }
+        fn create(&self, key: &str, metadata: &Metadata) -> Result<Box<dyn ObjectWriter>> {
+            self.inner.create(key, metadata)
+        }
+        fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+            match self.opens.fetch_add(1, Ordering::SeqCst) {
+                0 => self.inner.open(key),
+                _ => Ok(Box::new(io::Cursor::new(self.other.clone()))),
+            }
+        }
+        fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+            self.inner.head(key)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+            self.inner.list(prefix)
+        }
+        fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key)
+        }
+        fn reread_is_cheap(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn an_object_swapped_between_verification_and_use_is_refused() {
+        let good = vec![7u8; 4096];
+        let mut other = good.clone();
+        other[100] = 8;
+        let store = Swapping {
+            inner: MemoryStore::new(),
+            opens: AtomicUsize::new(0),
+            other,
+        };
+        store.put_new("k", &good, &Metadata::default()).unwrap();
+        let d = crate::stages::hash::digest_reader(&good[..]).unwrap();
+        let entry = ObjectEntry {
+            key: "k".into(),
+            size: d.bytes,
+            sha256: d.sha256.clone(),
+            content_bytes: d.bytes,
+            content_sha256: d.sha256,
+        };
+        let spool = tempfile::tempdir().unwrap();
+        let mut got = Vec::new();
+        let r = download_as(
+            &store,
+            &entry,
+            Decode::Compressed,
+            None,
+            spool.path(),
+            Arc::new(Silent),
+            |r| Ok(io::copy(r, &mut got).map(|_| ())?),
+        );
+        let e = r.expect_err("the second read differs from the manifest");
+        assert_eq!(crate::exit::classify(&e), Some(Code::Integrity), "{e:#}");
+        assert!(format!("{e:#}").contains("changed between its verification and its use"));
     }
 }

@@ -96,6 +96,60 @@ impl<R: Read> Read for HashReader<R> {
     }
 }
 
+/// A [`HashReader`] whose digest stays reachable through a [`SharedDigest`]
+/// after the reader itself has been handed to the next stage, which may stop
+/// before the end: [`SharedDigest::drain`] reads what it left and hashes it.
+pub struct SharedHashReader(std::sync::Arc<std::sync::Mutex<Shared>>);
+
+/// The digest side of a [`SharedHashReader`].
+pub struct SharedDigest(std::sync::Arc<std::sync::Mutex<Shared>>);
+
+/// The state a [`SharedHashReader`] and its [`SharedDigest`] share.
+pub struct Shared {
+    inner: Box<dyn Read + Send>,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Shared {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+impl SharedHashReader {
+    pub fn new(inner: Box<dyn Read + Send>) -> (Self, SharedDigest) {
+        let state = std::sync::Arc::new(std::sync::Mutex::new(Shared {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }));
+        (SharedHashReader(state.clone()), SharedDigest(state))
+    }
+}
+
+impl SharedDigest {
+    /// Reads what the stage left to the end, and returns the digest of it all.
+    pub fn drain(&self) -> io::Result<Digested> {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buf = vec![0u8; 64 * 1024];
+        while g.read(&mut buf)? > 0 {}
+        Ok(Digested {
+            sha256: hex(&g.hasher.clone().finalize()),
+            bytes: g.bytes,
+        })
+    }
+}
+
+impl Read for SharedHashReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).read(buf)
+    }
+}
+
 /// Reads `r` to the end and returns its digest.
 pub fn digest_reader(r: impl Read) -> io::Result<Digested> {
     let mut h = HashReader::new(r);
