@@ -185,29 +185,26 @@ pub fn download_as(
     check_stored(entry, &got, store)?;
 
     progress.begin("restoring", Some(entry.size));
-    let raw: Box<dyn Read + Send> = if reread {
-        store.open(&entry.key)?
+    // A store read twice (verified in place, then opened again for use) could
+    // hand other bytes the second time (a file swapped in between on a shared
+    // file system): that second read is hashed too and must match the
+    // manifest. The spool is this run's own verified copy and is not.
+    let (raw, second): (Box<dyn Read + Send>, _) = if reread {
+        let (r, digest) = SharedHashReader::new(store.open(&entry.key)?);
+        (Box::new(r), Some(digest))
     } else {
-        Box::new(BufReader::new(File::open(&spool)?))
+        (Box::new(BufReader::new(File::open(&spool)?)), None)
     };
-    // A store read twice (verified, then read again for use) could hand other
-    // bytes the second time (a file swapped in between on a shared file
-    // system): the second read is hashed too and must match the manifest.
-    let (raw, second) = SharedHashReader::new(raw);
     let second_read_matches = || -> Result<()> {
+        let Some(second) = &second else {
+            return Ok(());
+        };
         let got = second
             .drain()
             .with_context(|| format!("failed to read {} from {}", entry.key, store.identity()))?;
-        if got.bytes != entry.size || got.sha256 != entry.sha256 {
-            return Err(coded(
-                Code::Integrity,
-                format!(
-                    "object {} in {} changed between its verification and its use: the second read has {} bytes with SHA-256 {}, the manifest says {} bytes with SHA-256 {}. Treat what was read as damaged and check who writes to the store",
-                    entry.key, store.identity(), got.bytes, got.sha256, entry.size, entry.sha256
-                ),
-            ));
-        }
-        Ok(())
+        check_stored(entry, &got, store).context(
+            "the object changed between its verification and its use: treat what was read as damaged and check who writes to the store",
+        )
     };
     let raw = ProgressReader::new(raw, progress.clone());
     let mut plain: Box<dyn Read + Send> = match keyring {

@@ -150,23 +150,11 @@ impl From<tb::Transfer> for TransferView {
 /// example an id reused with different fields) is an error naming the spool files.
 pub fn record(cfg: &LedgerConfig, rec: &Record) -> Result<Outcome> {
     check_config(cfg)?;
-    rec.transfer(cfg.ledger)?;
-    let entry = SpoolEntry {
-        transfer_id: format!("{:032x}", rec.transfer_id()?),
-        ledger: cfg.ledger,
-        record: rec.clone(),
-    };
-    let path = write_spool(&cfg.spool_dir, &entry)?;
+    let (path, transfer_id) = write_entry(cfg, rec)?;
     let files = read_spool(&cfg.spool_dir)?;
     let sent = match send_and_unspool(cfg, &files) {
         Ok(sent) => sent,
-        Err(e) if unreachable(&e) => {
-            let reason = format!(
-                "{e:#}; the record was spooled to {} and will be sent by the next run",
-                path.display()
-            );
-            return Ok(Outcome::Spooled { path, reason });
-        }
+        Err(e) if unreachable(&e) => return Ok(spooled(path, &format!("{e:#}"))),
         Err(e) => {
             return Err(e.context(format!(
                 "the ledger record was not sent; it stays in {} for the next run",
@@ -181,10 +169,9 @@ pub fn record(cfg: &LedgerConfig, rec: &Record) -> Result<Outcome> {
         .map(|(_, s)| s.clone());
     if let Some(err) = rejections(cfg, &files, &sent) {
         return Err(match mine {
-            Some(Sent::Created | Sent::Existed) => err.context(format!(
-                "this run's record {} was recorded",
-                entry.transfer_id
-            )),
+            Some(Sent::Created | Sent::Existed) => {
+                err.context(format!("this run's record {transfer_id} was recorded"))
+            }
             _ => err,
         });
     }
@@ -200,6 +187,13 @@ pub fn record(cfg: &LedgerConfig, rec: &Record) -> Result<Outcome> {
 /// does not answer (`reason`, from [`probe`] or an earlier send): the next run
 /// that reaches the cluster sends it.
 pub fn spool(cfg: &LedgerConfig, rec: &Record, reason: &str) -> Result<Outcome> {
+    let (path, _) = write_entry(cfg, rec)?;
+    Ok(spooled(path, reason))
+}
+
+/// Checks that `rec` makes a transfer of this ledger and writes it to the
+/// spool: the file, and the transfer id (hex).
+fn write_entry(cfg: &LedgerConfig, rec: &Record) -> Result<(PathBuf, String)> {
     rec.transfer(cfg.ledger)?;
     let entry = SpoolEntry {
         transfer_id: format!("{:032x}", rec.transfer_id()?),
@@ -207,11 +201,16 @@ pub fn spool(cfg: &LedgerConfig, rec: &Record, reason: &str) -> Result<Outcome> 
         record: rec.clone(),
     };
     let path = write_spool(&cfg.spool_dir, &entry)?;
+    Ok((path, entry.transfer_id))
+}
+
+/// The outcome of a record left in the spool for the next run, and why.
+fn spooled(path: PathBuf, why: &str) -> Outcome {
     let reason = format!(
-        "{reason}; the record was spooled to {} and will be sent by the next run",
+        "{why}; the record was spooled to {} and will be sent by the next run",
         path.display()
     );
-    Ok(Outcome::Spooled { path, reason })
+    Outcome::Spooled { path, reason }
 }
 
 /// Whether any replica of the cluster accepts a connection, within the
