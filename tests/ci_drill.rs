@@ -71,13 +71,7 @@ impl Store {
             .as_str()
             .unwrap()
             .to_string();
-        let config = fs::read_to_string(&self.s.config).unwrap();
-        let bucket = config
-            .lines()
-            .find_map(|l| l.strip_prefix("bucket = \""))
-            .unwrap()
-            .trim_end_matches('"')
-            .to_string();
+        let bucket = self.s.bucket();
         (format!("s3:{bucket}/team/bkp/{key}"), key)
     }
 }

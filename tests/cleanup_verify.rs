@@ -343,13 +343,7 @@ fn cleanup_and_verify_on_s3() {
     let s = setup(&data, StoreKind::S3, &extra("0s"));
     let old = snapshot(&s);
     let new = snapshot(&s);
-    let config = fs::read_to_string(&s.config).unwrap();
-    let bucket = config
-        .lines()
-        .find_map(|l| l.strip_prefix("bucket = \""))
-        .unwrap()
-        .trim_end_matches('"')
-        .to_string();
+    let bucket = s.bucket();
     let s3 = common::shared_s3();
     let orphan = format!("{bucket}/team/bkp/tigerbeetle/2020/01/01/orphan.tar.zst.enc");
     let up = s3.rclone_stdin(&["rcat", &format!("s3:{orphan}")], b"left by a crash");

@@ -359,17 +359,6 @@ fn every_killed_run_is_swept_by_cleanup_and_good_backups_survive() {
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
-/// The S3 bucket a [`setup`] config names.
-fn bucket(s: &Setup) -> String {
-    let config = fs::read_to_string(&s.config).unwrap();
-    config
-        .lines()
-        .find_map(|l| l.strip_prefix("bucket = \""))
-        .unwrap()
-        .trim_end_matches('"')
-        .to_string()
-}
-
 /// The unfinished multipart uploads in `bucket`, as rclone sees them.
 fn multipart_uploads(bucket: &str) -> String {
     let out =
@@ -390,7 +379,7 @@ fn a_killed_s3_upload_is_listed_by_the_dry_run_and_discarded_by_cleanup() {
         cold.display()
     );
     let s = setup(&data, StoreKind::S3, &extra);
-    let bucket = bucket(&s);
+    let bucket = s.bucket();
     let good: BTreeSet<String> = [made(&s, &["snapshot"]), made(&s, &["replicate"])].into();
 
     // Over two parts: the upload is a multipart upload when the run dies.

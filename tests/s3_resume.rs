@@ -167,18 +167,6 @@ fn relay(mut client: TcpStream, mut server: TcpStream, rules: Arc<Rules>) {
     let _ = server.shutdown(Shutdown::Write);
 }
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    let mut x = seed as u32 | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 fn store(s3: &common::S3Server, bucket: &str, endpoint: &str) -> S3Store {
     let settings = S3Settings {
         bucket: bucket.to_string(),
@@ -203,7 +191,7 @@ fn setup(
 ) -> (Proxy, S3Store, Vec<u8>) {
     let s3 = common::shared_s3();
     let bucket = s3.new_bucket("resume");
-    let data = pattern(SIZE, 7);
+    let data = common::pattern(SIZE, 7);
     let direct = store(s3, &bucket, &s3.endpoint);
     direct.put_new("obj", &data, &Vec::new()).unwrap();
     let hook = before_ranged(store(s3, &bucket, &s3.endpoint));
@@ -247,7 +235,7 @@ fn an_object_replaced_mid_download_fails_instead_of_splicing() {
         Some(Box::new(move || {
             direct.delete("obj").unwrap();
             direct
-                .put_new("obj", &pattern(SIZE, 9), &Vec::new())
+                .put_new("obj", &common::pattern(SIZE, 9), &Vec::new())
                 .unwrap();
         }))
     });

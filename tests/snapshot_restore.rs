@@ -246,14 +246,7 @@ fn damaged_s3_object_fails_restore() {
         .as_str()
         .unwrap()
         .to_string();
-    let bucket = fs::read_to_string(&s.config)
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("bucket = \"")
-                .map(|b| b.trim_end_matches('"').to_string())
-        })
-        .unwrap();
+    let bucket = s.bucket();
     let remote = format!("s3:{bucket}/team/bkp/{key}");
     let s3 = common::shared_s3();
 

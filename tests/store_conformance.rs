@@ -9,18 +9,6 @@ use bkp::store::local::LocalStore;
 use bkp::store::s3::{S3Settings, S3Store};
 use bkp::store::Store;
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    let mut x = seed as u32 | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 fn read_all(store: &dyn Store, key: &str) -> Vec<u8> {
     let mut buf = Vec::new();
     store.open(key).unwrap().read_to_end(&mut buf).unwrap();
@@ -58,7 +46,7 @@ fn conformance(store: &dyn Store) {
 
     // A large object streamed in odd-sized writes: more than two 5 MiB parts and a
     // short last part.
-    let big = pattern(11 * 1024 * 1024 + 7, 3);
+    let big = common::pattern(11 * 1024 * 1024 + 7, 3);
     let mut w = store.create("b/big.bin", &meta).unwrap();
     for chunk in big.chunks(999_983) {
         w.write_all(chunk).unwrap();
@@ -75,13 +63,13 @@ fn conformance(store: &dyn Store) {
     );
 
     // An object exactly one part long.
-    let exact = pattern(5 * 1024 * 1024, 4);
+    let exact = common::pattern(5 * 1024 * 1024, 4);
     store.put_new("b/exact.bin", &exact, &meta).unwrap();
     assert!(read_all(store, "b/exact.bin") == exact);
 
     // Two writers racing for one key: exactly one wins, the winner's bytes stay.
-    let first = pattern(6 * 1024 * 1024, 5);
-    let second = pattern(6 * 1024 * 1024, 6);
+    let first = common::pattern(6 * 1024 * 1024, 5);
+    let second = common::pattern(6 * 1024 * 1024, 6);
     let mut w1 = store.create("b/race.bin", &meta).unwrap();
     let mut w2 = store.create("b/race.bin", &meta).unwrap();
     w1.write_all(&first).unwrap();
@@ -95,10 +83,10 @@ fn conformance(store: &dyn Store) {
 
     // Aborted and abandoned writes leave nothing visible.
     let mut w = store.create("c/aborted", &meta).unwrap();
-    w.write_all(&pattern(6 * 1024 * 1024, 7)).unwrap();
+    w.write_all(&common::pattern(6 * 1024 * 1024, 7)).unwrap();
     w.abort().unwrap();
     let mut w = store.create("c/dropped", &meta).unwrap();
-    w.write_all(&pattern(6 * 1024 * 1024, 8)).unwrap();
+    w.write_all(&common::pattern(6 * 1024 * 1024, 8)).unwrap();
     drop(w);
     assert!(store.head("c/aborted").unwrap().is_none());
     assert!(store.head("c/dropped").unwrap().is_none());

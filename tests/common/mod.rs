@@ -790,6 +790,20 @@ pub fn repl(address: &str, command: &str) -> String {
 }
 
 /// Every file below `dir` (none if it does not exist).
+/// `len` bytes of a fixed pseudo-random pattern (xorshift from `seed`): data
+/// that does not compress and differs byte by byte between seeds.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    let mut x = seed as u32 | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
@@ -821,6 +835,17 @@ impl Setup {
     }
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
+    }
+
+    /// The S3 bucket the config names (an S3 setup's).
+    pub fn bucket(&self) -> String {
+        fs::read_to_string(&self.config)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("bucket = \""))
+            .expect("an S3 setup names its bucket")
+            .trim_end_matches('"')
+            .to_string()
     }
 
     /// The ids `bkp --json list ARGS` shows, oldest first.
