@@ -718,8 +718,10 @@ fn replicate_bound_by_modes(
     s3: &S3Server,
     locked: &Path,
     code: i32,
+    extra: &[&str],
 ) -> (Value, String) {
-    let args = ["--config", cfg.to_str().unwrap(), "--json", "replicate"];
+    let mut args = vec!["--config", cfg.to_str().unwrap(), "--json", "replicate"];
+    args.extend_from_slice(extra);
     let plain = common::bkp_command(&s3.env());
     let mut cmd = if fs::read_dir(locked).is_ok() {
         let caps = "-dac_override,-dac_read_search";
@@ -762,9 +764,18 @@ fn an_unreadable_directory_is_reported_and_skipped_like_a_file() {
     let locked = cold.join("locked");
     mk.small(&cold.join("z/d.parquet"), 4);
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
-    let run = replicate_bound_by_modes(&cfg, s3, &locked, 10);
+    // The dry run says what the run will do: the file below the unreadable
+    // directory is kept, not gone.
+    let plan = replicate_bound_by_modes(&cfg, s3, &locked, 0, &["--dry-run"]).0;
+    let run = replicate_bound_by_modes(&cfg, s3, &locked, 10, &[]);
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).unwrap();
     let (r, stderr) = run;
+    assert_eq!(plan["gone"], serde_json::json!([]), "{plan:#}");
+    assert_eq!(
+        plan["kept_unlisted"],
+        serde_json::json!(["locked/b.parquet"]),
+        "{plan:#}"
+    );
     assert!(stderr.contains("locked"), "{stderr}");
     // The directory is skipped like a file; the file below it is not taken as
     // deleted but keeps its last good copy; the rest is replicated.

@@ -26,7 +26,7 @@ use crate::manifest::{self, Kind, Manifest, Scope};
 use crate::replicate::config::{ReplicatePlan, SourcePlan};
 use crate::replicate::copy::{run_pool, Job, Outcome, Target};
 use crate::replicate::record::{self, FileRecord, ReplicaSet, Skipped, Stats};
-use crate::replicate::source::{Entry, Source};
+use crate::replicate::source::{Entry, Ignored, Source};
 use crate::stages::compress::Compression;
 use crate::store::s3::S3Store;
 use crate::store::{local::LocalStore, Store};
@@ -89,19 +89,13 @@ pub fn run(ctx: &Ctx, args: &crate::cli::ReplicateArgs) -> Result<()> {
     ));
 
     let outcome = (|| -> Result<Stored> {
-        let previous = find_previous(ctx, store, &trust, &root)?;
-        let (listing, ignored) = source.list(rp)?;
-        let mut diff = record::diff(previous.as_ref().map(|(_, s)| s), &listing);
-        let unreadable: Vec<String> = ignored
-            .iter()
-            .filter(|i| i.directory)
-            .map(|i| i.path.clone())
-            .collect();
-        let unlisted = record::unlisted_under(
-            previous.as_ref().map(|(_, s)| s),
-            &mut diff.deleted,
-            &unreadable,
-        );
+        let Comparison {
+            previous,
+            listing,
+            ignored,
+            diff,
+            unlisted,
+        } = compare(ctx, store, &trust, &source, rp)?;
         ctx.ui.detail(&format!(
             "{} file(s) at the source: {} unchanged since {}, {} to check, {} gone",
             listing.len(),
@@ -304,6 +298,47 @@ fn server_side_possible(plan: &crate::config::Plan, rp: &ReplicatePlan, encrypte
     }
 }
 
+/// What a run (or a dry run) compares: the previous set, the source's listing
+/// and what it could not list, and what changed between them.
+struct Comparison {
+    previous: Option<(Manifest, ReplicaSet)>,
+    listing: Vec<Entry>,
+    ignored: Vec<Ignored>,
+    diff: record::Diff,
+    /// Files of the previous set under a directory that could not be listed:
+    /// not gone, kept with their last good copy.
+    unlisted: Vec<Skipped>,
+}
+
+fn compare(
+    ctx: &Ctx,
+    store: &dyn Store,
+    trust: &manifest::Trust,
+    source: &Source,
+    rp: &ReplicatePlan,
+) -> Result<Comparison> {
+    let previous = find_previous(ctx, store, trust, &rp.source.identity())?;
+    let (listing, ignored) = source.list(rp)?;
+    let mut diff = record::diff(previous.as_ref().map(|(_, s)| s), &listing);
+    let unreadable: Vec<String> = ignored
+        .iter()
+        .filter(|i| i.directory)
+        .map(|i| i.path.clone())
+        .collect();
+    let unlisted = record::unlisted_under(
+        previous.as_ref().map(|(_, s)| s),
+        &mut diff.deleted,
+        &unreadable,
+    );
+    Ok(Comparison {
+        previous,
+        listing,
+        ignored,
+        diff,
+        unlisted,
+    })
+}
+
 /// `replicate --dry-run`: the same listing and comparison with the previous
 /// set as a run, and nothing copied or written.
 fn dry_run(
@@ -315,9 +350,13 @@ fn dry_run(
     server_side: bool,
 ) -> Result<()> {
     let root = rp.source.identity();
-    let previous = find_previous(ctx, store, trust, &root)?;
-    let (listing, ignored) = source.list(rp)?;
-    let diff = record::diff(previous.as_ref().map(|(_, s)| s), &listing);
+    let Comparison {
+        previous,
+        ignored,
+        diff,
+        unlisted,
+        ..
+    } = compare(ctx, store, trust, source, rp)?;
     let to_read: u64 = diff.changed.iter().map(|(e, _)| e.size).sum();
     let new = diff.changed.iter().filter(|(_, p)| p.is_none()).count();
     if ctx.ui.json {
@@ -336,6 +375,7 @@ fn dry_run(
             "bytes_to_read": to_read,
             "unchanged": diff.unchanged.len(),
             "gone": diff.deleted.iter().map(|r| &r.path).collect::<Vec<_>>(),
+            "kept_unlisted": unlisted.iter().map(|u| &u.path).collect::<Vec<_>>(),
             "skipped": ignored.iter().map(|i| json!({"path": i.path, "reason": i.reason})).collect::<Vec<_>>(),
         }))?)?;
         return Ok(());
@@ -356,6 +396,13 @@ fn dry_run(
             "skip     {}: {}",
             source.where_(&i.path),
             i.reason
+        ))?;
+    }
+    for u in &unlisted {
+        ui::out(&format!(
+            "kept     {}: {}",
+            source.where_(&u.path),
+            u.reason
         ))?;
     }
     ctx.ui.info(&format!(
