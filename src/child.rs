@@ -8,7 +8,8 @@
 //! `systemctl` needs) and those the config names in `pass_env`.
 
 use std::ffi::OsStr;
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus};
+use std::time::Duration;
 
 /// Variables every child gets, when bkp has them.
 pub const ALWAYS: &[&str] = &[
@@ -42,6 +43,23 @@ pub fn command(program: impl AsRef<OsStr>, pass: &[String]) -> Command {
         }
     }
     c
+}
+
+/// Waits for `child` up to `timeout`: its status, or `None` when it ran
+/// longer, in which case it has been killed and reaped.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
+    let deadline = crate::units::deadline(timeout);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[cfg(test)]

@@ -140,7 +140,14 @@ fn notify(ctx: &Ctx, command: &Command, result: &Result<()>) {
         Err(e) => e.to_string(),
     };
     let host = commands::run::hostname();
-    let doc = notify::document(event, operation, exit_code, &message, &host);
+    let doc = notify::document(
+        event,
+        operation,
+        Some(exit_code),
+        exit::name(exit_code),
+        &message,
+        &host,
+    );
     match notify::send(plan, &doc) {
         Ok(()) if event == notify::Event::Failure => notify::mark_reported(&state, operation),
         Ok(()) => {}

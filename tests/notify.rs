@@ -72,7 +72,38 @@ fn failures_recoveries_and_breaches_reach_the_command_and_nothing_secret_does() 
         !env.contains("hunter2"),
         "a secret reached the notify command"
     );
-    assert!(!text.contains("hunter2"));
+
+    // A unit systemd killed has no exit code of bkp's: the command is not
+    // told one (no BKP_EXIT_CODE=null), and the document says what systemd saw.
+    let killed = [
+        ("MONITOR_SERVICE_RESULT".to_string(), "timeout".to_string()),
+        ("MONITOR_EXIT_STATUS".to_string(), "TERM".to_string()),
+    ];
+    let cfg_arg = s.config.to_str().unwrap();
+    let out = common::run_bkp(
+        &[
+            "--config",
+            cfg_arg,
+            "notify",
+            "--failed-unit",
+            "bkp-logs.service",
+        ],
+        &killed,
+    );
+    assert_exit(&out, 0);
+    let env = fs::read_to_string(d.path().join("events.env")).unwrap();
+    let last = env.rsplit("BKP_EVENT=").next().unwrap();
+    assert!(last.starts_with("failure"), "{env}");
+    assert!(!env.contains("BKP_EXIT_CODE=null"), "{env}");
+    let text = fs::read_to_string(&events).unwrap();
+    let doc: serde_json::Value = serde_json::Deserializer::from_str(&text)
+        .into_iter()
+        .map(|v| v.unwrap())
+        .last()
+        .unwrap();
+    assert_eq!(doc["exit_code"], serde_json::Value::Null);
+    assert_eq!(doc["code"], "timeout");
+    assert_eq!(doc["operation"], "logs");
 
     // A command that fails is reported; the run's own exit code stands.
     let cfg = fs::read_to_string(&s.config).unwrap();
@@ -218,7 +249,19 @@ fn the_webhook_gets_failures_tests_and_unit_failures_and_never_shows_its_url() {
         ]
     };
     let unit = ["notify", "--failed-unit", "bkp-snapshot.service"];
-    assert_exit(&run(&unit, &exited("inv-1")), 0);
+    let out = run(&unit, &exited("inv-1"));
+    assert_exit(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not sent again"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        hook.seen
+            .recv_timeout(std::time::Duration::from_secs(1))
+            .is_err(),
+        "the failure inv-1 delivered itself was sent again"
+    );
     assert_exit(&run(&unit, &exited("inv-2")), 0);
     let (_, body) = hook.next().expect("the failure inv-2 did not report");
     assert!(body.contains("exited with status 3"), "{body}");

@@ -23,13 +23,20 @@ pub fn run(ctx: &Ctx, args: &NotifyArgs) -> Result<()> {
         None => notify::document(
             Event::Test,
             "notify",
-            crate::exit::SUCCESS,
+            None,
+            "test",
             "a test notification from bkp notify --test",
             &host,
         ),
         Some(unit) => {
             let failure = UnitFailure::from_env(unit);
             let operation = failure.operation();
+            if unit.contains('@') {
+                ctx.ui.warn(&format!(
+                    "{unit} is an instance of a template unit: this failure goes through the [notify] and work_dir of {}, not the instance's own config",
+                    ctx.plan.source.display()
+                ));
+            }
             let state = crate::workdir::WorkDir::new(&ctx.plan.work_dir).notify_state();
             if notify::was_reported(&state, &operation, &failure.invocation) {
                 ctx.ui.info(&format!(
@@ -37,8 +44,10 @@ pub fn run(ctx: &Ctx, args: &NotifyArgs) -> Result<()> {
                 ));
                 return Ok(());
             }
-            // The next good run of this operation is then a recovery.
-            let _ = notify::event_for(&state, &operation, crate::exit::FAILURE);
+            // The next good run of a bkp operation is then a recovery.
+            if notify::WATCHED.contains(&operation.as_str()) {
+                let _ = notify::event_for(&state, &operation, crate::exit::FAILURE);
+            }
             if !plan.on.contains(&Event::Failure) {
                 ctx.ui
                     .info("[notify] on does not include \"failure\": nothing sent");
@@ -47,12 +56,11 @@ pub fn run(ctx: &Ctx, args: &NotifyArgs) -> Result<()> {
             let mut doc = notify::document(
                 Event::Failure,
                 &operation,
-                crate::exit::FAILURE,
+                None,
+                &failure.result,
                 &failure.message(),
                 &host,
             );
-            doc["exit_code"] = serde_json::Value::Null;
-            doc["code"] = failure.result.clone().into();
             doc["unit"] = unit.clone().into();
             doc
         }

@@ -176,6 +176,19 @@ impl<'a> Validator<'a> {
     }
 
     /// A duration that must be longer than zero.
+    /// A `pass_env` list: environment variable names, nothing else.
+    pub fn env_names(&self, key: &str, names: &[String]) -> Result<()> {
+        match names
+            .iter()
+            .find(|n| n.is_empty() || n.contains('=') || n.contains('\0'))
+        {
+            Some(bad) => {
+                Err(self.error(key, format!("{bad:?} is not an environment variable name")))
+            }
+            None => Ok(()),
+        }
+    }
+
     pub fn positive_duration(&self, key: &str, text: &str) -> Result<Duration> {
         let d = self.duration(key, text)?;
         if d.is_zero() {
@@ -377,6 +390,19 @@ enabled = false
                 format!("{MINIMAL}[metrics]\ndirectory = \"m\"\n"),
                 "directory",
             ),
+            (
+                format!("{MINIMAL}[notify]\ncommand = [\"true\"]\non = []\n"),
+                "notify.on: is empty",
+            ),
+            (
+                format!("{MINIMAL}[notify]\ncommand = [\"true\"]\ntimeout = \"0s\"\n"),
+                "notify.timeout: must be longer than zero",
+            ),
+            (
+                format!("{MINIMAL}[notify]\ncommand = [\"true\"]\npass_env = [\"A=B\"]\n"),
+                "notify.pass_env",
+            ),
+            (format!("{MINIMAL}[notify]\non = [\"failure\"]\n"), "notify"),
         ];
         for (text, needle) in cases {
             fails_naming(&text, needle);

@@ -66,6 +66,12 @@ pub(super) fn validate(f: NotifyFile, v: &Validator) -> Result<NotifyPlan> {
     });
     let on = match f.on {
         None => Event::ALL.to_vec(),
+        Some(names) if names.is_empty() => {
+            return Err(v.error(
+                "notify.on",
+                "is empty, so nothing would ever be sent: list events (\"failure\", \"recovery\", \"stale\") or remove the [notify] section",
+            ))
+        }
         Some(names) => names
             .iter()
             .map(|n| {
@@ -82,9 +88,9 @@ pub(super) fn validate(f: NotifyFile, v: &Validator) -> Result<NotifyPlan> {
     };
     let timeout = match f.timeout {
         None => std::time::Duration::from_secs(30),
-        Some(t) => crate::units::parse_duration(&t)
-            .map_err(|e| v.error("notify.timeout", format!("{e:#}")))?,
+        Some(t) => v.positive_duration("notify.timeout", &t)?,
     };
+    v.env_names("notify.pass_env", &f.pass_env)?;
     let command = f.command.map(|mut c| (PathBuf::from(c.remove(0)), c));
     Ok(NotifyPlan {
         command,

@@ -120,16 +120,7 @@ pub(super) fn validate(t: TigerBeetleFile, v: &Validator) -> Result<TigerBeetleP
         }),
         None => None,
     };
-    if let Some(bad) = t
-        .pass_env
-        .iter()
-        .find(|n| n.is_empty() || n.contains('=') || n.contains('\0'))
-    {
-        return Err(v.error(
-            "tigerbeetle.pass_env",
-            format!("{bad:?} is not an environment variable name"),
-        ));
-    }
+    v.env_names("tigerbeetle.pass_env", &t.pass_env)?;
     Ok(TigerBeetlePlan {
         data_file: t.data_file.map(|p| v.path(p)),
         cluster,

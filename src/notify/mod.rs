@@ -15,7 +15,7 @@ pub mod webhook;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -111,11 +111,13 @@ pub fn was_reported(state: &Path, operation: &str, invocation: &str) -> bool {
             .is_ok_and(|id| id.trim() == invocation)
 }
 
-/// The JSON the command reads on stdin.
+/// The JSON the command reads on stdin. `exit_code` is bkp's, when a run of
+/// bkp ended; `code` names it (or says what systemd saw of a unit).
 pub fn document(
     event: Event,
     operation: &str,
-    exit_code: i32,
+    exit_code: Option<i32>,
+    code: &str,
     message: &str,
     host: &str,
 ) -> serde_json::Value {
@@ -124,7 +126,7 @@ pub fn document(
         "event": event.as_str(),
         "operation": operation,
         "exit_code": exit_code,
-        "code": crate::exit::name(exit_code),
+        "code": code,
         "message": message,
         "host": host,
         "at": OffsetDateTime::now_utc()
@@ -161,40 +163,38 @@ fn run_command(
     doc: &serde_json::Value,
 ) -> Result<()> {
     let program = program_path.display().to_string();
-    let mut child = crate::child::command(program_path, &plan.pass_env)
-        .args(args)
+    let mut cmd = crate::child::command(program_path, &plan.pass_env);
+    cmd.args(args)
         .env("BKP_EVENT", doc["event"].as_str().unwrap_or_default())
         .env(
             "BKP_OPERATION",
             doc["operation"].as_str().unwrap_or_default(),
-        )
-        .env("BKP_EXIT_CODE", doc["exit_code"].to_string())
+        );
+    if let Some(code) = doc["exit_code"].as_i64() {
+        cmd.env("BKP_EXIT_CODE", code.to_string());
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("cannot run the notify command {program}"))?;
     if let Some(mut stdin) = child.stdin.take() {
-        // A command that does not read its input is its own business.
-        let _ = stdin.write_all(serde_json::to_string_pretty(doc)?.as_bytes());
+        // Written beside the wait, so that a command that does not read its
+        // input still ends within the timeout (it is then killed, and the
+        // write ends with a broken pipe).
+        let input = serde_json::to_string_pretty(doc)?;
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(input.as_bytes());
+        });
     }
-    let began = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            if status.success() {
-                return Ok(());
-            }
-            anyhow::bail!("the notify command {program} exited with {status}");
-        }
-        if began.elapsed() > plan.timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            anyhow::bail!(
-                "the notify command {program} did not finish within {:?}: stopped it",
-                plan.timeout
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    match crate::child::wait_timeout(&mut child, plan.timeout)? {
+        Some(status) if status.success() => Ok(()),
+        Some(status) => anyhow::bail!("the notify command {program} exited with {status}"),
+        None => anyhow::bail!(
+            "the notify command {program} did not finish within {:?}: stopped it",
+            plan.timeout
+        ),
     }
 }
 

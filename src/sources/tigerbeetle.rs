@@ -175,17 +175,8 @@ fn run(
         .with_context(|| {
             format!("failed to run the {what} {cmd:?}: check the command in the config")
         })?;
-    let deadline = crate::units::deadline(timeout);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            anyhow::bail!("the {what} {cmd:?} did not finish within {timeout:?}; it was killed");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let Some(status) = crate::child::wait_timeout(&mut child, timeout)? else {
+        anyhow::bail!("the {what} {cmd:?} did not finish within {timeout:?}; it was killed");
     };
     if !status.success() {
         let mut text = String::new();
