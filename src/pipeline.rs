@@ -207,30 +207,31 @@ pub fn download_as(
         )
     };
     let raw = ProgressReader::new(raw, progress.clone());
-    let mut plain: Box<dyn Read + Send> = match keyring {
+    let plain: Box<dyn Read + Send> = match keyring {
         Some(keys) => Box::new(DecryptReader::new(raw, keys)?),
         None => Box::new(raw),
     };
-    let compression = match decode {
-        Decode::Content(c) => c,
-        Decode::Compressed => {
-            consume(&mut plain)?;
-            // The final encrypted chunk is authenticated only at the very end.
-            io::copy(&mut plain, &mut io::sink())?;
-            second_read_matches()?;
-            progress.end();
-            return Ok(());
+    // The archive is hashed to be checked against the manifest's content
+    // digest; the still compressed bytes have none to check.
+    let (mut out, content): (Box<dyn Read + Send>, _) = match decode {
+        Decode::Content(c) => {
+            let (r, digest) = SharedHashReader::new(decompress(plain, c)?);
+            (Box::new(r), Some(digest))
         }
+        Decode::Compressed => (plain, None),
     };
-    let mut content = HashReader::new(decompress(plain, compression)?);
-    consume(&mut content)?;
+    consume(&mut out)?;
     crate::failpoint::hit("restore-download");
     // Read to the very end: the final encrypted chunk and the compression trailer
     // must be verified even if the consumer stopped early (tar's end padding).
-    io::copy(&mut content, &mut io::sink())?;
-    let (_, digest) = content.finish();
+    io::copy(&mut out, &mut io::sink())?;
+    drop(out);
     second_read_matches()?;
     progress.end();
+    let Some(content) = content else {
+        return Ok(());
+    };
+    let digest = content.drain()?;
     if digest.bytes != entry.content_bytes || digest.sha256 != entry.content_sha256 {
         return Err(coded(
             Code::Integrity,
@@ -256,12 +257,7 @@ pub fn check(
 ) -> Result<u64> {
     progress.begin("verifying", Some(entry.size));
     let src = ProgressReader::new(store.open(&entry.key)?, progress.clone());
-    let stored = Arc::new(std::sync::Mutex::new(None));
-    let tee = TeeDigest {
-        inner: HashReader::new(src),
-        done: stored.clone(),
-        failed: false,
-    };
+    let (tee, stored) = SharedHashReader::new(Box::new(src));
     let plain: Box<dyn Read + Send> = match keyring {
         Some(keys) => Box::new(DecryptReader::new(tee, keys)?),
         None => Box::new(tee),
@@ -274,7 +270,9 @@ pub fn check(
     // damaged object is reported as damaged, not as a decryption failure.
     let _ = io::copy(&mut rest, &mut io::sink());
     drop(rest);
-    let got = stored.lock().ok().and_then(|mut g| g.take());
+    // The rest of the stored bytes, unless a read already failed (then the
+    // read's own error is the one to report).
+    let got = stored.drain().ok();
     if let Some(got) = &got {
         check_stored(entry, got, store)?;
     }
@@ -304,31 +302,6 @@ pub fn check(
 /// `done`; dropping it early reads the rest first so the digest covers the whole
 /// object. After a read error (a network failure) it leaves nothing: a digest of
 /// part of the object would call a good object damaged.
-struct TeeDigest<R: Read> {
-    inner: HashReader<R>,
-    done: Arc<std::sync::Mutex<Option<Digested>>>,
-    failed: bool,
-}
-
-impl<R: Read> Read for TeeDigest<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let r = self.inner.read(buf);
-        self.failed |= r.is_err();
-        r
-    }
-}
-
-impl<R: Read> Drop for TeeDigest<R> {
-    fn drop(&mut self) {
-        if !self.failed && io::copy(&mut self.inner, &mut io::sink()).is_ok() {
-            let d = self.inner.digest_so_far();
-            if let Ok(mut slot) = self.done.lock() {
-                *slot = Some(d);
-            }
-        }
-    }
-}
-
 struct RemoveOnDrop<'a>(&'a Path);
 
 impl Drop for RemoveOnDrop<'_> {

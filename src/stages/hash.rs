@@ -77,14 +77,6 @@ impl<R: Read> HashReader<R> {
         };
         (self.inner, d)
     }
-
-    /// The digest of everything read so far, leaving the reader usable.
-    pub fn digest_so_far(&self) -> Digested {
-        Digested {
-            sha256: hex(&self.hasher.clone().finalize()),
-            bytes: self.bytes,
-        }
-    }
 }
 
 impl<R: Read> Read for HashReader<R> {
@@ -97,8 +89,9 @@ impl<R: Read> Read for HashReader<R> {
 }
 
 /// A [`HashReader`] whose digest stays reachable through a [`SharedDigest`]
-/// after the reader itself has been handed to the next stage, which may stop
-/// before the end: [`SharedDigest::drain`] reads what it left and hashes it.
+/// after the reader itself has been handed to the next stage (a decryptor, a
+/// decompressor), which may stop before the end: [`SharedDigest::drain`] reads
+/// what it left and hashes it. After a failed read there is no digest to give.
 pub struct SharedHashReader(std::sync::Arc<std::sync::Mutex<Shared>>);
 
 /// The digest side of a [`SharedHashReader`].
@@ -106,17 +99,32 @@ pub struct SharedDigest(std::sync::Arc<std::sync::Mutex<Shared>>);
 
 /// The state a [`SharedHashReader`] and its [`SharedDigest`] share.
 pub struct Shared {
-    inner: Box<dyn Read + Send>,
+    inner: Box<dyn Read + Send + 'static>,
     hasher: Sha256,
     bytes: u64,
+    failed: Option<io::ErrorKind>,
 }
 
 impl Shared {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
+        if let Some(kind) = self.failed {
+            return Err(io::Error::new(
+                kind,
+                "an earlier read of this stream failed",
+            ));
+        }
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.hasher.update(&buf[..n]);
+                self.bytes += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                self.failed = Some(e.kind());
+                Err(e)
+            }
+        }
     }
 }
 
@@ -126,6 +134,7 @@ impl SharedHashReader {
             inner,
             hasher: Sha256::new(),
             bytes: 0,
+            failed: None,
         }));
         (SharedHashReader(state.clone()), SharedDigest(state))
     }
