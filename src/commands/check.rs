@@ -41,28 +41,37 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         name: "work_dir",
         outcome: work_dir(ctx),
     });
+    // One store client for every check that needs it (an S3 client costs a
+    // runtime, an HTTPS client and the region chain).
+    let store = open_store(plan);
     checks.push(Check {
         name: "store",
-        outcome: open_store(plan).and_then(|s| {
-            s.preflight_writes()?;
-            probe_store(s.as_ref())
-        }),
+        outcome: store
+            .as_ref()
+            .map_err(|e| like(e, format!("{e:#}")))
+            .and_then(|s| {
+                s.preflight_writes()?;
+                probe_store(s.as_ref())
+            }),
     });
     checks.push(Check {
         name: "store_marker",
-        outcome: open_store(plan).and_then(|s| {
-            let trust = super::trust(plan, Vec::new())?;
-            Ok(match crate::manifest::marker::check(s.as_ref(), &trust)? {
-                None => "no marker: `bkp init` marks the store as this installation's".into(),
-                Some(m) => format!(
-                    "this installation's (marked {} by {})",
-                    m.created_at
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .unwrap_or_default(),
-                    m.host
-                ),
-            })
-        }),
+        outcome: store
+            .as_ref()
+            .map_err(|e| like(e, "not checked: the store could not be opened".into()))
+            .and_then(|s| {
+                let trust = super::trust(plan, Vec::new())?;
+                Ok(match crate::manifest::marker::check(s.as_ref(), &trust)? {
+                    None => "no marker: `bkp init` marks the store as this installation's".into(),
+                    Some(m) => format!(
+                        "this installation's (marked {} by {})",
+                        m.created_at
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default(),
+                        m.host
+                    ),
+                })
+            }),
     });
     if let Some(cfg) = &plan.ledger {
         checks.push(Check {
@@ -146,11 +155,16 @@ fn report(ctx: &Ctx, checks: &[Check]) -> Result<()> {
                 "{failed} check{} failed; the first: {e:#}",
                 if failed == 1 { "" } else { "s" }
             );
-            Err(match crate::exit::classify(e) {
-                Some(code) => coded(code, message),
-                None => anyhow::anyhow!(message),
-            })
+            Err(like(e, message))
         }
+    }
+}
+
+/// An error of `e`'s exit-code class (unclassified: exit 1) saying `message`.
+fn like(e: &anyhow::Error, message: String) -> anyhow::Error {
+    match crate::exit::classify(e) {
+        Some(code) => coded(code, message),
+        None => anyhow::anyhow!(message),
     }
 }
 
