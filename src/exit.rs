@@ -36,6 +36,10 @@ pub const PARTIAL: i32 = 10;
 /// A kind's newest good backup is older than its recovery point objective, or
 /// there is none: back up now and find out why the schedule did not.
 pub const STALE: i32 = 11;
+/// The source holds something a restore could not recreate exactly (a column
+/// type this build cannot read back, a view over files outside the database):
+/// nothing was stored, and the message names the object.
+pub const UNSUPPORTED: i32 = 12;
 
 /// The stable name of an exit code, as JSON errors carry it.
 pub fn name(code: i32) -> &'static str {
@@ -51,6 +55,7 @@ pub fn name(code: i32) -> &'static str {
         NOT_FOUND => "not-found",
         PARTIAL => "partial",
         STALE => "stale",
+        UNSUPPORTED => "unsupported",
         129 | 130 | 143 => "interrupted",
         _ => "failure",
     }
@@ -72,6 +77,7 @@ pub enum Code {
     NotFound,
     Partial,
     Stale,
+    Unsupported,
     /// SIGINT, SIGTERM or SIGHUP ended the run (exit `128 + signal`).
     Interrupted,
 }
@@ -89,6 +95,7 @@ impl Code {
             Code::NotFound => NOT_FOUND,
             Code::Partial => PARTIAL,
             Code::Stale => STALE,
+            Code::Unsupported => UNSUPPORTED,
             // 128 + SIGINT; `main` turns it into 128 + the signal received.
             Code::Interrupted => INTERRUPTED,
         }
@@ -152,10 +159,11 @@ pub fn to_io(err: anyhow::Error) -> std::io::Error {
 /// first. Damage outranks configuration, which outranks what a rerun may fix;
 /// `None` only when none is classified.
 pub fn most_specific(codes: impl IntoIterator<Item = Option<Code>>) -> Option<Code> {
-    const ORDER: [Code; 10] = [
+    const ORDER: [Code; 11] = [
         Code::Interrupted,
         Code::Integrity,
         Code::UnsafeSource,
+        Code::Unsupported,
         Code::Config,
         Code::Locked,
         Code::TargetExists,
@@ -198,6 +206,7 @@ pub fn is_damage(err: &anyhow::Error) -> bool {
                 | Code::UnsafeSource
                 | Code::TargetExists
                 | Code::Stale
+                | Code::Unsupported
                 | Code::Partial
                 | Code::Interrupted
         )

@@ -487,7 +487,13 @@ investigation_notes = "created_at"
     let m =
         bkp::manifest::find(store.as_ref(), &trust, third["id"].as_str().unwrap(), None).unwrap();
     let drill = s.path("drill.duckdb");
-    let counts = bkp::commands::restore::duckdb::restore_database(&src, &m, &drill).unwrap();
+    let restored = bkp::commands::restore::duckdb::restore_database(&src, &m, &drill).unwrap();
+    let counts = restored.counts;
+    assert_eq!(
+        restored.fingerprinted,
+        counts.len(),
+        "every table's content"
+    );
     assert_eq!(counts["main.signals"], 3);
     assert_eq!(counts["main.notification_configs"], 4);
     assert!(!counts.contains_key("main.backup_metadata"));
@@ -770,4 +776,131 @@ fn skipped_tables_and_schema_changes() {
         m["source"]
     );
     assert!(stderr(&out).contains("schema changed"), "{}", stderr(&out));
+}
+
+/// Each table's content is proven on restore, not only its row count: a row
+/// updated without its watermark moving is missed by the incremental, and the
+/// restore of that incremental fails with the data-error code, naming the export
+/// to restore instead; that earlier export still restores.
+#[test]
+fn a_row_changed_behind_the_exports_back_fails_the_restore() {
+    let s = setup(false, "watermarks = { events = \"at_ts\" }\n");
+    s.write(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, at_ts TIMESTAMP, v VARCHAR);
+         INSERT INTO events VALUES (1, '2026-01-01', 'a'), (2, '2026-01-01', 'b');",
+    );
+    let out = s.bkp(&["--json", "export", "--full"]);
+    assert_exit(&out, 0);
+    let full = json(&out)["manifest"].clone();
+    let f = &full["source"]["tables"]["main.events"]["fingerprint"];
+    assert_eq!(f["method"], "row-hash-sum/1", "{f}");
+    assert!(f["value"].as_str().is_some_and(|v| !v.is_empty()), "{f}");
+
+    // The count stays right; only the content differs.
+    s.write(
+        "UPDATE events SET v = 'changed' WHERE id = 1;
+         INSERT INTO events VALUES (3, '2026-01-02', 'c');",
+    );
+    let out = s.bkp(&["--json", "export"]);
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["manifest"]["scope"], "incremental");
+
+    let target = s.path("r.duckdb");
+    let out = s.bkp(&[
+        "restore",
+        "latest",
+        "--kind",
+        "duckdb",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 5);
+    let err = stderr(&out);
+    assert!(err.contains("table main.events holds other rows"), "{err}");
+    assert!(
+        err.contains(&format!("Restore export {}", full["id"].as_str().unwrap())),
+        "{err}"
+    );
+    assert!(!target.exists(), "nothing was restored");
+
+    let out = s.bkp(&[
+        "--json",
+        "restore",
+        full["id"].as_str().unwrap(),
+        "--kind",
+        "duckdb",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["fingerprinted_tables"], 1);
+}
+
+/// What a restore could not recreate is refused at export time with its own exit
+/// code, before anything is stored; overloaded macros are recreated.
+#[test]
+fn an_export_a_restore_could_not_recreate_is_refused() {
+    let s = setup(false, "");
+    s.write(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v VARCHAR);
+         INSERT INTO t VALUES (1, 'x');
+         CREATE MACRO twice(a) AS a * 2, (a, b) AS a * b;
+         CREATE MACRO rows_of(n) AS TABLE (SELECT range AS i FROM range(n)), (n, m) AS TABLE (SELECT range * m AS i FROM range(n));
+         CREATE MACRO typed(a INTEGER) AS typeof(a);",
+    );
+    let out = s.bkp(&["--json", "export", "--full"]);
+    assert_exit(&out, 0);
+    let target = s.path("r.duckdb");
+    let out = s.bkp(&[
+        "restore",
+        "latest",
+        "--kind",
+        "duckdb",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    let c = Connection::open(&target).unwrap();
+    let (a, b, n, ty): (i64, i64, i64, String) = c
+        .query_row(
+            "SELECT twice(21), twice(6, 7), (SELECT sum(i) FROM rows_of(3, 10)), typed(1::TINYINT)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!((a, b, n, ty.as_str()), (42, 42, 30, "INTEGER"));
+    drop(c);
+
+    // Parameter defaults are not in DuckDB's catalog functions: refused.
+    s.write("CREATE MACRO with_default(a, b := 5) AS a + b;");
+    let before = s.bkp(&["--json", "list", "--kind", "duckdb"]);
+    assert_exit(&before, 0);
+    let out = s.bkp(&["export", "--full"]);
+    assert_exit(&out, 12);
+    assert!(
+        stderr(&out).contains("macro main.with_default has parameter defaults"),
+        "{}",
+        stderr(&out)
+    );
+    s.write("DROP MACRO with_default;");
+
+    // A view over a file outside the database cannot be recreated by a
+    // confined restore.
+    let outside = s.path("outside.parquet");
+    s.write(&format!(
+        "COPY (SELECT 1 AS x) TO '{}' (FORMAT PARQUET);
+         CREATE VIEW ext AS SELECT * FROM read_parquet('{}');",
+        outside.display(),
+        outside.display()
+    ));
+    let out = s.bkp(&["export", "--full"]);
+    assert_exit(&out, 12);
+    let err = stderr(&out);
+    assert!(
+        err.contains("view main.ext could not be recreated by a restore"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was exported"), "{err}");
+    let after = s.bkp(&["--json", "list", "--kind", "duckdb"]);
+    assert_eq!(json(&after), json(&before), "nothing was stored");
 }

@@ -35,8 +35,8 @@ use crate::config::{DuckdbPlan, WithoutWatermark};
 use crate::exit::{coded, Code};
 use crate::ledger::Operation;
 use crate::manifest::duckdb::{
-    export_manifests, object_key, table_records, TableFile, TableMode, TableRecord, Watermark,
-    DELETES_NOTE, SCHEMA_FILE,
+    export_manifests, object_key, table_records, Fingerprint, TableFile, TableMode, TableRecord,
+    Watermark, DELETES_NOTE, FINGERPRINT_METHOD, SCHEMA_FILE,
 };
 use crate::manifest::{FileEntry, Kind, Manifest, ObjectEntry, Scope};
 use crate::sources::duck::{self, Table};
@@ -139,6 +139,9 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
         let tables = duck::tables(&conn)?;
         check_names(d, &tables)?;
         let schema = duck::schema(&conn)?;
+        // Whatever a restore could not recreate is refused now, before anything
+        // is stored, rather than found at 03:00 by the restore.
+        duck::replay(&schema, &tables)?;
         let sequences = duck::sequences(&conn)?;
         let schema_sha = crate::stages::hash::digest_reader(schema.shape.as_bytes())?.sha256;
 
@@ -241,7 +244,7 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
                 d,
                 (position, t),
                 prev,
-                previous.is_some(),
+                (previous.is_some(), &duckdb_version),
                 |role, select| {
                     let name = format!("{stem}/{role}.parquet");
                     let fifo = staging.join(format!("{stem}.{role}.parquet"));
@@ -429,7 +432,7 @@ fn export_table(
     d: &DuckdbPlan,
     (position, t): (usize, &Table),
     prev: Option<&TableRecord>,
-    incremental: bool,
+    (incremental, duckdb_version): (bool, &str),
     mut copy: impl FnMut(&str, String) -> Result<TableFile>,
 ) -> Result<TableRecord> {
     let primary_key = DuckdbPlan::lookup(&d.primary_keys, &t.schema, &t.name)
@@ -456,6 +459,7 @@ fn export_table(
         primary_key: primary_key.clone(),
         watermark: None,
         files: Vec::new(),
+        fingerprint: None,
         note: None,
     };
     if !d.exports(&t.schema, &t.name) {
@@ -592,6 +596,16 @@ fn export_table(
         TableMode::Excluded => {}
     }
     rec.watermark = bound;
+    rec.fingerprint = match rec.mode {
+        TableMode::Excluded => None,
+        // The table is restored as the previous export left it.
+        TableMode::Skipped => prev.and_then(|p| p.fingerprint.clone()),
+        _ => Some(Fingerprint {
+            method: FINGERPRINT_METHOD.into(),
+            duckdb: duckdb_version.to_string(),
+            value: duck::fingerprint(conn, &t.sql_name(), &t.columns, &t.types)?,
+        }),
+    };
     Ok(rec)
 }
 

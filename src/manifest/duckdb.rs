@@ -73,6 +73,21 @@ pub struct TableFile {
     pub sha256: String,
 }
 
+/// An order-independent fingerprint of a table's rows (see
+/// `sources::duck::fingerprint`), taken in the export's transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// How it was computed: `row-hash-sum/1`, the sum of DuckDB's `hash()` of
+    /// every row's stored columns.
+    pub method: String,
+    /// The DuckDB version that computed it: only the same version can compare.
+    pub duckdb: String,
+    pub value: String,
+}
+
+/// The fingerprint method this build computes.
+pub const FINGERPRINT_METHOD: &str = "row-hash-sum/1";
+
 /// What the manifest records for one table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableRecord {
@@ -89,6 +104,10 @@ pub struct TableRecord {
     pub primary_key: Vec<String>,
     pub watermark: Option<Watermark>,
     pub files: Vec<TableFile>,
+    /// The content of the table once this export is restored (None: excluded,
+    /// or an export older than fingerprints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Fingerprint>,
     /// Why the table was exported the way it was, when not the obvious way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,

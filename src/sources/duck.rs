@@ -44,6 +44,18 @@ fn is_lock_conflict(msg: &str) -> bool {
     msg.contains("Could not set lock on file") || msg.contains("Conflicting lock")
 }
 
+/// DuckDB's configuration for every database bkp opens: it installs and loads no
+/// extension on its own (a run never downloads anything), trusts no community
+/// extension and keeps no secret on disk.
+pub fn config() -> Result<Config> {
+    Config::default()
+        .enable_autoload_extension(false)
+        .and_then(|c| c.with("autoinstall_known_extensions", "false"))
+        .and_then(|c| c.with("allow_community_extensions", "false"))
+        .and_then(|c| c.with("allow_persistent_secrets", "false"))
+        .context("failed to configure DuckDB")
+}
+
 /// Opens `path` read-only, waiting up to `wait` for a writer to let go of it.
 pub fn open_read_only(
     path: &Path,
@@ -62,9 +74,8 @@ pub fn open_read_only(
     }
     let deadline = crate::units::deadline(wait);
     loop {
-        let mut config = Config::default()
+        let mut config = config()?
             .access_mode(AccessMode::ReadOnly)
-            .and_then(|c| c.enable_autoload_extension(false))
             .context("failed to configure DuckDB")?;
         if let Some(m) = memory_limit {
             config = config
@@ -204,6 +215,71 @@ pub fn generated_columns(conn: &Connection, schema: &str, table: &str) -> Result
     Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
+/// The stored columns of `schema.table` (generated ones are computed by the
+/// table, never stored, and an INSERT may not name them) and their SQL types, in
+/// the table's order; and whether the table also has generated columns.
+pub fn stored_columns(
+    conn: &Connection,
+    schema: &str,
+    table: &str,
+) -> Result<(Vec<String>, Vec<String>, bool)> {
+    let mut st = conn.prepare(
+        "SELECT column_name, data_type FROM duckdb_columns() \
+         WHERE database_name = current_database() AND schema_name = ? AND table_name = ? \
+         ORDER BY column_index",
+    )?;
+    let all = st
+        .query_map([schema, table], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .with_context(|| format!("failed to read the columns of {schema}.{table}"))?;
+    let generated = generated_columns(conn, schema, table)
+        .with_context(|| format!("failed to read the columns of {schema}.{table}"))?;
+    let (columns, types) = all
+        .into_iter()
+        .filter(|(c, _)| !generated.contains(c))
+        .unzip();
+    Ok((columns, types, !generated.is_empty()))
+}
+
+/// An order-independent fingerprint of the rows of `from` (a table, quoted) over
+/// its stored `columns` of `types`: the sum of every row's `hash()`, so equal
+/// multisets of rows give equal sums whatever their order, and a changed,
+/// missing or extra row changes it. A UNION is hashed as its text, the form in
+/// which an export keeps it. DuckDB's hash is stable within one DuckDB version,
+/// so a fingerprint is compared only by the version that took it.
+pub fn fingerprint(
+    conn: &Connection,
+    from: &str,
+    columns: &[String],
+    types: &[String],
+) -> Result<String> {
+    let args: Vec<String> = columns
+        .iter()
+        .zip(types)
+        .map(|(c, ty)| {
+            if ty.contains("UNION(") {
+                format!("CAST({} AS VARCHAR)", quote_ident(c))
+            } else {
+                quote_ident(c)
+            }
+        })
+        .collect();
+    if args.is_empty() {
+        anyhow::bail!("{from} has no stored column to fingerprint");
+    }
+    conn.query_row(
+        &format!(
+            "SELECT CAST(coalesce(sum(hash({})), 0) AS VARCHAR) FROM {from}",
+            args.join(", ")
+        ),
+        [],
+        |r| r.get(0),
+    )
+    .with_context(|| format!("failed to fingerprint the rows of {from}"))
+}
+
 /// The user's base tables, in creation order.
 pub fn tables(conn: &Connection) -> Result<Vec<Table>> {
     let mut st = conn.prepare(
@@ -228,34 +304,14 @@ pub fn tables(conn: &Connection) -> Result<Vec<Table>> {
              AND constraint_type = 'PRIMARY KEY'",
         )
         .with_context(|| format!("failed to read the primary key of {schema}.{name}"))?;
-        let columns = cols(
-            "SELECT column_name FROM duckdb_columns() \
-             WHERE database_name = current_database() AND schema_name = ? AND table_name = ? \
-             ORDER BY column_index",
-        )
-        .with_context(|| format!("failed to read the columns of {schema}.{name}"))?;
-        let types = cols(
-            "SELECT data_type FROM duckdb_columns() \
-             WHERE database_name = current_database() AND schema_name = ? AND table_name = ? \
-             ORDER BY column_index",
-        )
-        .with_context(|| format!("failed to read the columns of {schema}.{name}"))?;
-        // Generated columns are derived, not stored: the restored table computes
-        // them again, and an INSERT may not name them.
-        let generated = generated_columns(conn, &schema, &name)
-            .with_context(|| format!("failed to read the columns of {schema}.{name}"))?;
-        let (columns, types): (Vec<String>, Vec<String>) = columns
-            .into_iter()
-            .zip(types)
-            .filter(|(c, _)| !generated.contains(c))
-            .unzip();
+        let (columns, types, has_generated) = stored_columns(conn, &schema, &name)?;
         out.push(Table {
             schema,
             name,
             primary_key,
             columns,
             types,
-            has_generated: !generated.is_empty(),
+            has_generated,
         });
     }
     Ok(out)
@@ -267,6 +323,8 @@ pub fn tables(conn: &Connection) -> Result<Vec<Table>> {
 pub struct Schema {
     pub sql: String,
     pub shape: String,
+    /// The statements of `sql`, each with the object it creates (`view main.v`).
+    pub statements: Vec<(String, String)>,
 }
 
 /// A sequence's position: restoring advances it to where the export saw it.
@@ -322,30 +380,56 @@ pub fn advance_sequence(conn: &Connection, s: &Sequence) -> Result<()> {
     Ok(())
 }
 
+/// (object, SQL) pairs of a catalog query whose columns are schema, name, sql.
+fn definitions(conn: &Connection, kind: &str, sql: &str) -> Result<Vec<(String, String)>> {
+    let mut st = conn
+        .prepare(sql)
+        .with_context(|| format!("failed to read the DuckDB catalog ({sql})"))?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (schema, name, sql) =
+            r.with_context(|| format!("failed to read the DuckDB {kind}s"))?;
+        if let Some(sql) = sql {
+            out.push((format!("{kind} {schema}.{name}"), sql));
+        }
+    }
+    Ok(out)
+}
+
 /// The SQL that recreates the database's schema (no data), in dependency order.
 pub fn schema(conn: &Connection) -> Result<Schema> {
-    let mut sql = String::new();
-    let mut shape = String::new();
     let db = "database_name = current_database()";
+    let mut statements: Vec<(String, String)> = Vec::new();
     for s in strings(
         conn,
         &format!(
             "SELECT schema_name FROM duckdb_schemas() WHERE {db} AND NOT internal ORDER BY oid"
         ),
     )? {
-        let _ = writeln!(sql, "CREATE SCHEMA {};", quote_ident(&s));
+        statements.push((
+            format!("schema {s}"),
+            format!("CREATE SCHEMA {};", quote_ident(&s)),
+        ));
     }
-    for s in strings(
+    let sequences = definitions(
         conn,
-        &format!(
-            "SELECT sql FROM duckdb_sequences() WHERE {db} AND NOT temporary ORDER BY sequence_oid"
-        ),
-    )? {
-        let _ = writeln!(sql, "{s}");
-        // `START n` moves with every nextval: the shape keeps the rest.
-        let _ = writeln!(shape, "{}", s.split(" START ").next().unwrap_or(&s));
+        "sequence",
+        &format!("SELECT schema_name, sequence_name, sql FROM duckdb_sequences() WHERE {db} AND NOT temporary ORDER BY sequence_oid"),
+    )?;
+    // `START n` moves with every nextval: the shape keeps the rest.
+    let mut shape = String::new();
+    for (_, s) in &sequences {
+        let _ = writeln!(shape, "{}", s.split(" START ").next().unwrap_or(s));
     }
-    let mark = sql.len();
+    statements.extend(sequences);
+    let mark = statements.len();
     // Enum types (the only user types DuckDB stores with their definition).
     let mut st = conn.prepare(&format!(
         "SELECT schema_name, type_name, list_transform(labels, lambda l: '''' || replace(l, '''', '''''') || '''') \
@@ -372,62 +456,215 @@ pub fn schema(conn: &Connection) -> Result<Schema> {
                 .collect(),
             _ => Vec::new(),
         };
-        let _ = writeln!(
-            sql,
-            "CREATE TYPE {} AS ENUM ({});",
-            qualified(&schema, &name),
-            labels.join(", ")
-        );
+        statements.push((
+            format!("type {schema}.{name}"),
+            format!(
+                "CREATE TYPE {} AS ENUM ({});",
+                qualified(&schema, &name),
+                labels.join(", ")
+            ),
+        ));
     }
-    for s in strings(
+    statements.extend(definitions(
         conn,
-        &format!("SELECT sql FROM duckdb_tables() WHERE {db} AND NOT internal AND NOT temporary ORDER BY table_oid"),
-    )? {
+        "table",
+        &format!("SELECT schema_name, table_name, sql FROM duckdb_tables() WHERE {db} AND NOT internal AND NOT temporary ORDER BY table_oid"),
+    )?);
+    statements.extend(macros(conn)?);
+    statements.extend(definitions(
+        conn,
+        "view",
+        &format!("SELECT schema_name, view_name, sql FROM duckdb_views() WHERE {db} AND NOT internal AND NOT temporary ORDER BY view_oid"),
+    )?);
+    statements.extend(definitions(
+        conn,
+        "index",
+        &format!("SELECT schema_name, index_name, sql FROM duckdb_indexes() WHERE {db} ORDER BY index_oid"),
+    )?);
+    let mut sql = String::new();
+    for (i, (_, s)) in statements.iter().enumerate() {
         let _ = writeln!(sql, "{s}");
+        if i >= mark {
+            let _ = writeln!(shape, "{s}");
+        }
     }
-    let mut st = conn.prepare(&format!(
-        "SELECT schema_name, function_name, function_type, array_to_string(parameters, ', '), macro_definition \
-         FROM duckdb_functions() WHERE {db} AND NOT internal AND function_type IN ('macro', 'table_macro') \
-         ORDER BY function_oid"
-    ))?;
-    let macros = st
+    Ok(Schema {
+        sql,
+        shape,
+        statements,
+    })
+}
+
+/// The macros' definitions. DuckDB lists each overload of a macro as its own
+/// row; they are created together, as `CREATE MACRO m(a) AS a, (a, b) AS a + b`,
+/// since a second `CREATE MACRO m` would fail. Parameters keep their types.
+/// Parameter defaults (`b := 5`) are not in DuckDB's catalog functions, so a
+/// restore could not give them back: a macro that has them is refused with
+/// [`Code::Unsupported`].
+fn macros(conn: &Connection) -> Result<Vec<(String, String)>> {
+    let mut st = conn.prepare(
+        "SELECT schema_name, function_name, function_type, parameters, parameter_types, macro_definition \
+         FROM duckdb_functions() WHERE database_name = current_database() AND NOT internal \
+         AND function_type IN ('macro', 'table_macro') ORDER BY function_oid",
+    )?;
+    let text_list = |v: ::duckdb::types::Value| -> Vec<Option<String>> {
+        match v {
+            ::duckdb::types::Value::List(v) => v
+                .into_iter()
+                .map(|l| match l {
+                    ::duckdb::types::Value::Text(t) => Some(t),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let rows = st
         .query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, Option<String>>(4)?,
+                r.get::<_, ::duckdb::types::Value>(3)?,
+                r.get::<_, ::duckdb::types::Value>(4)?,
+                r.get::<_, Option<String>>(5)?,
             ))
         })?
         .collect::<std::result::Result<Vec<_>, _>>()
         .context("failed to read the DuckDB macros")?;
-    for (schema, name, kind, params, body) in macros {
+    // Overloads, grouped by macro in the order the macros were created: the
+    // text of each, and its number of parameters.
+    type Overloads = Vec<(String, usize)>;
+    let mut grouped: Vec<((String, String, String), Overloads)> = Vec::new();
+    for (schema, name, kind, params, types, body) in rows {
         let Some(body) = body else { continue };
         let table = if kind == "table_macro" { "TABLE " } else { "" };
-        let _ = writeln!(
-            sql,
-            "CREATE MACRO {}({}) AS {table}{body};",
-            qualified(&schema, &name),
-            params.unwrap_or_default()
+        let params = text_list(params);
+        let types = text_list(types);
+        let list: Vec<String> = params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let p = p.clone().unwrap_or_default();
+                match types.get(i).cloned().flatten() {
+                    Some(ty) => format!("{p} {ty}"),
+                    None => p,
+                }
+            })
+            .collect();
+        let overload = (
+            format!("({}) AS {table}{body}", list.join(", ")),
+            params.len(),
         );
+        let key = (schema, name, kind);
+        match grouped.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, overloads)) => overloads.push(overload),
+            None => grouped.push((key, vec![overload])),
+        }
     }
-    for s in strings(
-        conn,
-        &format!("SELECT sql FROM duckdb_views() WHERE {db} AND NOT internal AND NOT temporary ORDER BY view_oid"),
-    )? {
-        let _ = writeln!(sql, "{s}");
+    // Probes run on their own connection: a failed statement would abort the
+    // export's transaction.
+    let probe = conn
+        .try_clone()
+        .context("failed to open a second DuckDB connection")?;
+    let mut out = Vec::new();
+    for ((schema, name, kind), overloads) in grouped {
+        let q = qualified(&schema, &name);
+        // A call with fewer arguments than any overload takes binds only when
+        // parameters have defaults. EXPLAIN binds the call without running it.
+        let most = overloads.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        for k in (0..most).filter(|k| !overloads.iter().any(|(_, n)| n == k)) {
+            let args = vec!["NULL"; k].join(", ");
+            let call = if kind == "table_macro" {
+                format!("EXPLAIN SELECT * FROM {q}({args})")
+            } else {
+                format!("EXPLAIN SELECT {q}({args})")
+            };
+            if probe
+                .prepare(&call)
+                .and_then(|mut st| st.query([]).map(|_| ()))
+                .is_ok()
+            {
+                return Err(coded(
+                    Code::Unsupported,
+                    format!(
+                        "macro {schema}.{name} has parameter defaults, which DuckDB does not show in its catalog, so a restore could not recreate them: nothing was exported. Recreate the macro without defaults (an overload with fewer parameters does the same), then export again"
+                    ),
+                ));
+            }
+        }
+        // A table macro's query is parenthesised when it has overloads: the
+        // comma before the next one would otherwise read as a join.
+        let text = if overloads.len() > 1 && kind == "table_macro" {
+            overloads
+                .iter()
+                .map(|(o, _)| {
+                    let (head, query) = o.split_once(" AS TABLE ").unwrap_or((o, ""));
+                    format!("{head} AS TABLE ({query})")
+                })
+                .collect::<Vec<_>>()
+        } else {
+            overloads.into_iter().map(|(o, _)| o).collect()
+        };
+        out.push((
+            format!("macro {schema}.{name}"),
+            format!("CREATE MACRO {q}{};", text.join(", ")),
+        ));
     }
-    for s in strings(
-        conn,
-        &format!(
-            "SELECT sql FROM duckdb_indexes() WHERE {db} AND sql IS NOT NULL ORDER BY index_oid"
-        ),
-    )? {
-        let _ = writeln!(sql, "{s}");
+    Ok(out)
+}
+
+/// Proves that a restore can recreate `schema` and `tables` exactly: runs every
+/// statement in a new in-memory database configured as a restore's is (no
+/// extension installed or loaded, no file outside the database reachable), then
+/// checks that each table comes back with the same stored columns and types.
+/// Fails with [`Code::Unsupported`] naming the first object a restore could not
+/// recreate, before anything is stored.
+pub fn replay(schema: &Schema, tables: &[Table]) -> Result<()> {
+    let conn = Connection::open_in_memory_with_flags(config()?)
+        .context("failed to open an in-memory DuckDB database")?;
+    conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")
+        .context("failed to confine an in-memory DuckDB database")?;
+    let refuse = |what: &str, why: String| {
+        coded(
+            Code::Unsupported,
+            format!(
+                "{what} could not be recreated by a restore ({why}): nothing was exported. Change or drop it (or exclude its table), then export again"
+            ),
+        )
+    };
+    for (what, sql) in &schema.statements {
+        if let Err(e) = conn.execute_batch(sql) {
+            let why = e.to_string();
+            return Err(refuse(
+                what,
+                why.lines().next().unwrap_or_default().to_string(),
+            ));
+        }
     }
-    shape.push_str(&sql[mark..]);
-    Ok(Schema { sql, shape })
+    for t in tables {
+        let (columns, types, _) = stored_columns(&conn, &t.schema, &t.name)?;
+        if columns != t.columns || types != t.types {
+            return Err(refuse(
+                &format!("table {}", t.key()),
+                format!(
+                    "its columns come back as ({}) instead of ({})",
+                    pairs(&columns, &types),
+                    pairs(&t.columns, &t.types)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn pairs(columns: &[String], types: &[String]) -> String {
+    columns
+        .iter()
+        .zip(types)
+        .map(|(c, t)| format!("{c} {t}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The highest value of `column` in `table` as text and the column's SQL type;

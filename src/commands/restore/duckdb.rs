@@ -10,8 +10,9 @@
 //! changed rows by primary key and adds new ones; tables copied whole are replaced.
 //! The final rows are then copied into the new file in creation order. After every
 //! export applied, every table's row count must equal the count the manifest
-//! recorded. Only then is the file renamed into place, and an existing target is
-//! replaced only with `--force`.
+//! recorded, and its content fingerprint the one the export took (when the same
+//! DuckDB version took it). Only then is the file renamed into place, and an
+//! existing target is replaced only with `--force`.
 //!
 //! What the store holds is untrusted: an altered `schema.sql` could ask DuckDB to
 //! read or write any file, attach other databases, install extensions or change
@@ -29,7 +30,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ::duckdb::{Config, Connection};
+use ::duckdb::Connection;
 use anyhow::{Context, Result};
 use serde_json::json;
 
@@ -101,7 +102,10 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         src.store.identity(),
         target.path.display()
     ));
-    let counts = restore_database(src, m, &target.staged_file(&staging))?;
+    let Restored {
+        counts,
+        fingerprinted,
+    } = restore_database(src, m, &target.staged_file(&staging))?;
 
     // A WAL left beside the old file would be replayed into the new one: move it
     // aside, and back if the new file cannot take the old one's place.
@@ -129,14 +133,20 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
             "target": target.path.display().to_string(),
             "tables": counts,
             "rows": rows,
+            "fingerprinted_tables": fingerprinted,
             "seconds": elapsed.as_secs_f64(),
         }))?);
     }
     ctx.ui.info(&format!(
-        "restored DuckDB export {} into {}: {} tables, {rows} rows, every count verified, in {:.1}s ({})",
+        "restored DuckDB export {} into {}: {} tables, {rows} rows, every count verified{}, in {:.1}s ({})",
         m.id,
         target.path.display(),
         counts.len(),
+        match fingerprinted {
+            0 => String::new(),
+            n if n == counts.len() => " and every table's content".into(),
+            n => format!(" and the content of {n} tables"),
+        },
         elapsed.as_secs_f64(),
         ui::size(fs::metadata(&target.path).map(|m| m.len()).unwrap_or(0)),
     ));
@@ -159,14 +169,10 @@ fn refuse_open_database(target: &Path) -> Result<()> {
 }
 
 /// Restores the chain of exports ending at `m` into a new DuckDB file `target`
-/// (which must not exist), verifies every table's row count against the
-/// manifests, and returns the counts by `schema.table` (excluded tables, restored
-/// empty, are left out). On failure no file is left at `target`.
-pub fn restore_database(
-    src: &Source,
-    m: &Manifest,
-    target: &Path,
-) -> Result<BTreeMap<String, u64>> {
+/// (which must not exist) and verifies every table against the manifests: its
+/// row count, and its content fingerprint, after every export applied. On
+/// failure no file is left at `target`.
+pub fn restore_database(src: &Source, m: &Manifest, target: &Path) -> Result<Restored> {
     if target.exists() {
         return Err(coded(
             Code::TargetExists,
@@ -278,13 +284,15 @@ pub fn restore_database(
     tables.sort_by_key(|r| r.position);
     check_schema_result(&conn, &database, chain[0].id, &tables)?;
     let real = |r: &TableRecord| qualified(&r.schema, &r.table);
+    // Fingerprints this DuckDB cannot compare (taken by another version).
+    let mut unchecked = BTreeSet::new();
 
     let counts = if chain.len() == 1 {
         for r in &tables {
             apply_table(&conn, &real(r), r, |name| fetch(&chain[0], name))
                 .with_context(|| format!("failed to restore table {}.{}", r.schema, r.table))?;
         }
-        verify_counts(&conn, &chain[0], real)?
+        verify_tables(&conn, (&chain[0], None), real, &mut unchecked)?
     } else {
         // Incrementals are applied to staging tables without constraints in a
         // scratch database (a changed row referenced by a foreign key could not be
@@ -329,6 +337,7 @@ pub fn restore_database(
             ))
             .with_context(|| format!("failed to stage table {}.{}", r.schema, r.table))?;
         }
+        let mut earlier = None;
         for e in &chain {
             let records = export::table_records(e)?;
             for (key, r) in &records {
@@ -342,7 +351,8 @@ pub fn restore_database(
                     format!("failed to restore table {key} from export {}", e.id)
                 })?;
             }
-            verify_counts(&conn, e, staged)?;
+            verify_tables(&conn, (e, earlier), staged, &mut unchecked)?;
+            earlier = Some(e.id);
             src.ui.detail(&format!(
                 "  applied {} export {} ({} tables verified)",
                 e.scope.as_str(),
@@ -359,7 +369,7 @@ pub fn restore_database(
         }
         conn.execute_batch("DETACH bkp_stage")
             .context("failed to detach the staging database")?;
-        verify_counts(&conn, m, real)?
+        verify_tables(&conn, (m, None), real, &mut unchecked)?
     };
     // Sequences continue where the newest export saw them.
     if let Some(v) = m.source.get("sequences") {
@@ -369,11 +379,38 @@ pub fn restore_database(
             crate::sources::duck::advance_sequence(&conn, s)?;
         }
     }
+    let version = crate::sources::duck::version(&conn);
     conn.execute_batch("CHECKPOINT")
         .with_context(|| format!("failed to checkpoint {}", target.display()))?;
     drop(conn);
     partial.0 = None;
-    Ok(counts)
+    if !unchecked.is_empty() {
+        src.ui.warn(&format!(
+            "some tables were checked by row count only: their content fingerprints ({}) were taken by another DuckDB version than this bkp's ({version})",
+            unchecked.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let fingerprinted = export::table_records(m)?
+        .values()
+        .filter(|r| {
+            r.fingerprint
+                .as_ref()
+                .is_some_and(|f| f.method == export::FINGERPRINT_METHOD && f.duckdb == version)
+        })
+        .count();
+    Ok(Restored {
+        counts,
+        fingerprinted,
+    })
+}
+
+/// What a DuckDB restore rebuilt and proved.
+#[derive(Debug)]
+pub struct Restored {
+    /// Row counts by `schema.table` (excluded tables, restored empty, are left out).
+    pub counts: BTreeMap<String, u64>,
+    /// How many tables' content matched the fingerprint the export recorded.
+    pub fingerprinted: usize,
 }
 
 /// Opens the new database `target` for a restore, confined before anything from
@@ -382,13 +419,7 @@ pub fn restore_database(
 /// it installs and loads no extension and keeps no secret on disk; and its
 /// configuration is locked, so that SQL run later cannot `SET` any of it back.
 fn open_confined(target: &Path, scratch: &Path) -> Result<Connection> {
-    let config = Config::default()
-        .enable_autoload_extension(false)
-        .and_then(|c| c.with("autoinstall_known_extensions", "false"))
-        .and_then(|c| c.with("allow_community_extensions", "false"))
-        .and_then(|c| c.with("allow_persistent_secrets", "false"))
-        .context("failed to configure DuckDB")?;
-    let conn = Connection::open_with_flags(target, config)
+    let conn = Connection::open_with_flags(target, crate::sources::duck::config()?)
         .with_context(|| format!("failed to create DuckDB database {}", target.display()))?;
     // The allowed directories can only be set while external access is on;
     // turning it off allows the open database's own files, then the lock keeps
@@ -630,13 +661,18 @@ fn apply_table(
     Ok(())
 }
 
-/// Checks every table's row count (in the table `name` gives) against the
-/// export's records.
-fn verify_counts(
+/// Checks every table (in the table `name` gives) against export `e`'s records:
+/// its row count, and its content fingerprint when `e` recorded one with this
+/// DuckDB version (another version's `hash()` may differ: such tables are only
+/// counted, and `unchecked` says which versions). `earlier` is the export
+/// applied before `e`, the one to fall back on when `e` missed a change.
+fn verify_tables(
     conn: &Connection,
-    e: &Manifest,
+    (e, earlier): (&Manifest, Option<BackupId>),
     name: impl Fn(&TableRecord) -> String,
+    unchecked: &mut BTreeSet<String>,
 ) -> Result<BTreeMap<String, u64>> {
+    let version = crate::sources::duck::version(conn);
     let mut counts = BTreeMap::new();
     for (key, r) in &export::table_records(e)? {
         let Some(want) = r.rows_total else { continue };
@@ -657,6 +693,34 @@ fn verify_counts(
                     }
                 ),
             ));
+        }
+        match &r.fingerprint {
+            Some(f) if f.method == export::FINGERPRINT_METHOD && f.duckdb == version => {
+                let (columns, types, _) =
+                    crate::sources::duck::stored_columns(conn, &r.schema, &r.table)?;
+                let now = crate::sources::duck::fingerprint(conn, &name(r), &columns, &types)?;
+                if now != f.value {
+                    return Err(coded(
+                        Code::Integrity,
+                        format!(
+                            "table {key} holds other rows after applying export {} than the export read from the database (content fingerprint {now}, recorded {}): {}; nothing was restored",
+                            e.id,
+                            f.value,
+                            match (r.mode, earlier) {
+                                (TableMode::Incremental, Some(before)) => format!(
+                                    "the export missed a change, most likely a row updated or deleted without its watermark column{} moving past the previous bound. Restore export {before} (`bkp restore --kind duckdb --id {before}`), and take `bkp export --full` now",
+                                    r.watermark.as_ref().map(|w| format!(" {}", w.column)).unwrap_or_default()
+                                ),
+                                _ => "the export's files do not hold the rows its database had: restore another export (`bkp list --kind duckdb`)".into(),
+                            }
+                        ),
+                    ));
+                }
+            }
+            Some(f) => {
+                unchecked.insert(format!("{} {}", f.method, f.duckdb));
+            }
+            None => {}
         }
         counts.insert(key.clone(), got);
     }

@@ -124,16 +124,17 @@ fn drill_tigerbeetle(
 
 /// Rebuilds a DuckDB database from the export chain ending at `m` (the full
 /// export and the incrementals after it); the restore itself checks every
-/// table's row count against the manifests.
+/// table's row count and content fingerprint against the manifests.
 fn drill_duckdb(
     src: &Source,
     m: &Manifest,
     dir: &Path,
     facts: &mut BTreeMap<String, serde_json::Value>,
 ) -> Result<()> {
-    let rows = restore::duckdb::restore_database(src, m, &dir.join("drill.duckdb"))?;
-    facts.insert("tables".into(), json!(rows.len()));
-    facts.insert("rows".into(), json!(rows.values().sum::<u64>()));
+    let r = restore::duckdb::restore_database(src, m, &dir.join("drill.duckdb"))?;
+    facts.insert("tables".into(), json!(r.counts.len()));
+    facts.insert("rows".into(), json!(r.counts.values().sum::<u64>()));
+    facts.insert("fingerprinted_tables".into(), json!(r.fingerprinted));
     Ok(())
 }
 
