@@ -904,3 +904,36 @@ fn an_export_a_restore_could_not_recreate_is_refused() {
     let after = s.bkp(&["--json", "list", "--kind", "duckdb"]);
     assert_eq!(json(&after), json(&before), "nothing was stored");
 }
+
+/// Two tables that bkp would name alike, and a foreign key into a table the config
+/// leaves out, export without error but could not restore: refused up front.
+#[test]
+fn name_collisions_and_foreign_keys_into_excluded_tables_are_refused() {
+    let s = setup(false, "exclude = [\"parent\"]\n");
+    s.write(
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY);
+         CREATE TABLE child (id INTEGER, parent_id INTEGER REFERENCES parent (id));
+         INSERT INTO parent VALUES (1); INSERT INTO child VALUES (1, 1);",
+    );
+    let out = s.bkp(&["export", "--full"]);
+    assert_exit(&out, 3);
+    assert!(
+        stderr(&out).contains("table main.child has a foreign key into main.parent"),
+        "{}",
+        stderr(&out)
+    );
+    s.write("DROP TABLE child;");
+    assert_exit(&s.bkp(&["export", "--full"]), 0);
+
+    s.write(
+        "CREATE SCHEMA \"a.b\"; CREATE TABLE \"a.b\".c (x INTEGER);
+         CREATE SCHEMA a; CREATE TABLE a.\"b.c\" (x INTEGER);",
+    );
+    let out = s.bkp(&["export", "--full"]);
+    assert_exit(&out, 12);
+    assert!(
+        stderr(&out).contains("are both named a.b.c"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -138,6 +138,7 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
         let duckdb_version = duck::version(&conn);
         let tables = duck::tables(&conn)?;
         check_names(d, &tables)?;
+        check_tables(d, &tables, &duck::foreign_keys(&conn)?)?;
         let schema = duck::schema(&conn)?;
         // Whatever a restore could not recreate is refused now, before anything
         // is stored, rather than found at 03:00 by the restore.
@@ -420,6 +421,41 @@ fn check_names(d: &DuckdbPlan, tables: &[Table]) -> Result<()> {
                     "{key} names table {n:?}, which {} does not have (its tables: {}): fix the config",
                     d.database.display(),
                     tables.iter().map(|t| t.key()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses what would export without error but not restore: two tables that
+/// share one `schema.table` name (a dot inside a name: manifests and the config
+/// name tables that way), and a foreign key from an exported table into one the
+/// config leaves out (its rows would reference rows a restore does not have).
+fn check_tables(
+    d: &DuckdbPlan,
+    tables: &[Table],
+    foreign_keys: &[(String, String, String)],
+) -> Result<()> {
+    for (i, t) in tables.iter().enumerate() {
+        if let Some(other) = tables[..i].iter().find(|o| o.key() == t.key()) {
+            return Err(coded(
+                Code::Unsupported,
+                format!(
+                    "tables {} and {} are both named {} as bkp names tables (schema.table), so a restore could not tell them apart: nothing was exported. Rename one of them (no dot in schema or table names), then export again",
+                    other.sql_name(),
+                    t.sql_name(),
+                    t.key()
+                ),
+            ));
+        }
+    }
+    for (schema, table, referenced) in foreign_keys {
+        if d.exports(schema, table) && !d.exports(schema, referenced) {
+            return Err(coded(
+                Code::Config,
+                format!(
+                    "table {schema}.{table} has a foreign key into {schema}.{referenced}, which duckdb.include or duckdb.exclude leaves out: a restore would have rows referencing rows it does not have, and could not load them. Export both tables or exclude both: fix the config"
                 ),
             ));
         }

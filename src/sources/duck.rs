@@ -280,6 +280,19 @@ pub fn fingerprint(
     .with_context(|| format!("failed to fingerprint the rows of {from}"))
 }
 
+/// Foreign keys: (schema, referencing table, referenced table); DuckDB keeps
+/// both tables in one schema.
+pub fn foreign_keys(conn: &Connection) -> Result<Vec<(String, String, String)>> {
+    let mut st = conn.prepare(
+        "SELECT schema_name, table_name, referenced_table FROM duckdb_constraints() \
+         WHERE database_name = current_database() AND constraint_type = 'FOREIGN KEY' \
+         AND referenced_table IS NOT NULL ORDER BY table_oid, constraint_index",
+    )?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect::<std::result::Result<Vec<_>, _>>()
+        .context("failed to read the DuckDB foreign keys")
+}
+
 /// The user's base tables, in creation order.
 pub fn tables(conn: &Connection) -> Result<Vec<Table>> {
     let mut st = conn.prepare(
