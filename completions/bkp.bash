@@ -246,7 +246,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__export)
-            opts="-c -q -v -h --full --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --full --differential --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -88,8 +88,9 @@ pub enum Command {
     Logs,
 
     /// Export the DuckDB hot tier to Parquet: every table with --full, else the rows
-    /// changed since the previous export (per-table watermark column); encrypt,
-    /// checksum, upload, manifest, ledger.
+    /// changed since the previous export (per-table watermark column), or since the
+    /// last full export with --differential; encrypt, checksum, upload, manifest,
+    /// ledger.
     Export(ExportArgs),
 
     /// List the backups in the store.
@@ -250,8 +251,12 @@ pub struct ReplicateArgs {
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// Copy every table whole (the base of later incremental exports).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "differential")]
     pub full: bool,
+    /// Copy the rows changed since the last full export, not since the previous
+    /// export: a restore then needs the full export and this one only.
+    #[arg(long)]
+    pub differential: bool,
 }
 
 #[derive(Debug, Args)]

@@ -88,7 +88,14 @@ pub fn run(cli: Cli) -> Result<()> {
     let result = match &cli.command {
         Command::Snapshot => commands::snapshot::run(&ctx),
         Command::Logs => commands::logs::run(&ctx),
-        Command::Export(a) => commands::export::run(&ctx, a.full),
+        Command::Export(a) => commands::export::run(
+            &ctx,
+            match (a.full, a.differential) {
+                (true, _) => commands::export::Mode::Full,
+                (false, true) => commands::export::Mode::Differential,
+                (false, false) => commands::export::Mode::Incremental,
+            },
+        ),
         Command::List(a) => commands::list::run(&ctx, a),
         Command::Show(a) => commands::show::run(&ctx, a),
         Command::Restore(a) => commands::restore::run(&ctx, a),

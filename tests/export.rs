@@ -155,6 +155,11 @@ fn q(t: &str) -> String {
 
 /// Rows in one database but not the other (both ways, with duplicates), per table.
 fn differences(a: &Path, b: &Path) -> Vec<(String, i64, i64)> {
+    differences_in(a, b, &TABLES)
+}
+
+/// Rows of `tables` in one database but not the other.
+fn differences_in(a: &Path, b: &Path, tables: &[&str]) -> Vec<(String, i64, i64)> {
     let c = Connection::open_in_memory().unwrap();
     c.execute_batch(&format!(
         "ATTACH '{}' AS a (READ_ONLY); ATTACH '{}' AS b (READ_ONLY);",
@@ -162,7 +167,7 @@ fn differences(a: &Path, b: &Path) -> Vec<(String, i64, i64)> {
         b.display()
     ))
     .unwrap();
-    TABLES
+    tables
         .iter()
         .map(|t| {
             let count = |x: &str, y: &str| -> i64 {
@@ -936,4 +941,73 @@ fn name_collisions_and_foreign_keys_into_excluded_tables_are_refused() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A differential export holds every change since the last full export, so a
+/// restore needs that full export and the differential only: it restores the
+/// live database with the incrementals in between gone from the store.
+#[test]
+fn a_differential_export_restores_with_its_full_export_alone() {
+    let s = setup(false, "watermarks = { events = \"at_ts\" }\n");
+    s.write(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, at_ts TIMESTAMP, v VARCHAR);
+         CREATE TABLE log (line VARCHAR);
+         INSERT INTO events VALUES (1, '2026-01-01', 'a'), (2, '2026-01-01', 'b'), (3, '2026-01-01', 'c');
+         INSERT INTO log VALUES ('one');",
+    );
+    let out = s.bkp(&["--json", "export", "--full"]);
+    assert_exit(&out, 0);
+    let full = json(&out)["manifest"]["id"].as_str().unwrap().to_string();
+    let mut between = Vec::new();
+    for (i, sql) in [
+        "UPDATE events SET v = 'a2', at_ts = '2026-01-02' WHERE id = 1; INSERT INTO log VALUES ('two');",
+        "DELETE FROM events WHERE id = 2; INSERT INTO events VALUES (4, '2026-01-03', 'd');",
+    ]
+    .iter()
+    .enumerate()
+    {
+        s.write(sql);
+        let out = s.bkp(&["--json", "export"]);
+        assert_exit(&out, 0);
+        let m = json(&out)["manifest"].clone();
+        assert_eq!(m["scope"], "incremental", "export {i}");
+        between.push(m["id"].as_str().unwrap().to_string());
+    }
+    s.write("INSERT INTO events VALUES (5, '2026-01-04', 'e');");
+
+    let out = s.bkp(&["--json", "export", "--differential"]);
+    assert_exit(&out, 0);
+    let m = json(&out)["manifest"].clone();
+    assert_eq!(m["parent"], full.as_str(), "{m}");
+    assert_eq!(m["source"]["differential"], true);
+    assert_eq!(m["source"]["requested"], "differential");
+    let events = &m["source"]["tables"]["main.events"];
+    assert_eq!(events["mode"], "incremental", "{events}");
+    assert_eq!(
+        events["rows"], 3,
+        "ids 1, 4 and 5 changed since the full export"
+    );
+    assert_eq!(events["rows_total"], 4);
+
+    // The incrementals in between are not needed.
+    for id in &between {
+        fs::remove_file(s.path(&format!("store/manifests/duckdb/{id}.json"))).unwrap();
+    }
+    let target = s.path("r.duckdb");
+    let out = s.bkp(&[
+        "--json",
+        "restore",
+        "latest",
+        "--kind",
+        "duckdb",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["fingerprinted_tables"], 2);
+    let diff = differences_in(&s.db(), &target, &["main.events", "main.log"]);
+    assert!(diff.iter().all(|(_, x, y)| *x == 0 && *y == 0), "{diff:?}");
+
+    // --full and --differential ask for different things.
+    assert_exit(&s.bkp(&["export", "--full", "--differential"]), 2);
 }

@@ -86,7 +86,30 @@ impl Drop for Staging {
     }
 }
 
-pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
+/// What an export asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every table whole.
+    Full,
+    /// The rows changed since the previous export.
+    Incremental,
+    /// The rows changed since the last full export: its parent is that full
+    /// export, so a restore needs two exports instead of a chain.
+    Differential,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Incremental => "incremental",
+            Mode::Differential => "differential",
+        }
+    }
+}
+
+pub fn run(ctx: &Ctx, mode: Mode) -> Result<()> {
+    let full = mode == Mode::Full;
     let plan = &ctx.plan;
     let d = plan.duckdb.as_ref().ok_or_else(|| {
         coded(
@@ -173,6 +196,10 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
                         head.id
                     ));
                     None
+                }
+                // A differential builds on the chain's full export.
+                Ok(c) if mode == Mode::Differential => {
+                    Some((c[0].clone(), table_records(c[0])?, c[0].id))
                 }
                 Ok(c) => Some((head.clone(), table_records(head)?, c[0].id)),
             },
@@ -283,10 +310,10 @@ pub fn run(ctx: &Ctx, full: bool) -> Result<()> {
         let mut source = BTreeMap::new();
         source.insert("database".into(), json!(d.database.display().to_string()));
         source.insert("duckdb_version".into(), json!(duckdb_version));
-        source.insert(
-            "requested".into(),
-            json!(if full { "full" } else { "incremental" }),
-        );
+        source.insert("requested".into(), json!(mode.as_str()));
+        if previous.is_some() && mode == Mode::Differential {
+            source.insert("differential".into(), json!(true));
+        }
         if let Some(n) = &note {
             source.insert("note".into(), json!(n));
         }
@@ -659,9 +686,14 @@ fn report(
     if ctx.ui.json {
         return json_report(m, store, elapsed, ledger_note, json!({ "rows": rows }));
     }
+    let differential = m.source.get("differential") == Some(&json!(true));
     ctx.ui.info(&format!(
         "{} export {} of {} stored in {}: {} tables, {rows} rows, {} Parquet, {} stored, in {:.1}s ({:.0} rows/s)",
-        m.scope.as_str(),
+        if differential {
+            "differential"
+        } else {
+            m.scope.as_str()
+        },
         m.id,
         d.database.display(),
         store.identity(),
