@@ -24,6 +24,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -537,6 +538,7 @@ fn export_table(
             ty,
             from: None,
             to,
+            overlap_ms: None,
         });
     }
     let all = t.select(None);
@@ -614,9 +616,10 @@ fn export_table(
             (None, before) => before.clone().unwrap_or_default(),
         };
         b.to = Some(to.clone());
-        let filter = duck::changed_filter(&b.column, &b.ty, from.as_deref(), &to);
-        let select = duck::changed_rows(t, &b.column, &b.ty, from.as_deref(), &to);
+        let filter = duck::changed_filter(&b.column, &b.ty, from.as_deref(), &to, Duration::ZERO);
         if primary_key.is_empty() {
+            let select =
+                duck::changed_rows(t, &b.column, &b.ty, (from.as_deref(), &to), Duration::ZERO);
             // Without a key, only appended rows can be applied: the table must now
             // hold exactly the previous rows plus the changed ones, which is true
             // only when no row was updated or deleted (each would break the sum).
@@ -635,6 +638,12 @@ fn export_table(
                 ));
             }
         } else {
+            // Rows read again below the bound replace themselves by key.
+            let overlap = d.watermark_overlap;
+            if !overlap.is_zero() && from.is_some() && duck::is_time(&b.ty) {
+                b.overlap_ms = Some(overlap.as_millis() as u64);
+            }
+            let select = duck::changed_rows(t, &b.column, &b.ty, (from.as_deref(), &to), overlap);
             let f = copy("data", select)?;
             rec.rows = f.rows;
             rec.files.push(f);

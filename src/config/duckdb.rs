@@ -33,6 +33,9 @@ pub struct DuckdbFile {
     pub primary_keys: BTreeMap<String, Vec<String>>,
     /// How long to wait for a database that another process holds for writing.
     pub lock_wait: Option<String>,
+    /// How far below the previous bound an incremental reads again, for time
+    /// watermarks that are coarse or set late (tables with a key only).
+    pub watermark_overlap: Option<String>,
     pub retention_days: Option<u16>,
     /// Compress the (already ZSTD-compressed) Parquet files again with [compression].
     #[serde(default)]
@@ -59,6 +62,7 @@ pub struct DuckdbPlan {
     pub without_watermark: WithoutWatermark,
     pub primary_keys: BTreeMap<String, Vec<String>>,
     pub lock_wait: Duration,
+    pub watermark_overlap: Duration,
     pub retention_days: u16,
     pub recompress: bool,
     pub memory_limit: Option<String>,
@@ -124,6 +128,10 @@ pub(super) fn validate(f: DuckdbFile, v: &Validator) -> Result<DuckdbPlan> {
         Some(s) => v.duration("duckdb.lock_wait", s)?,
         None => Duration::ZERO,
     };
+    let watermark_overlap = match &f.watermark_overlap {
+        Some(s) => v.duration("duckdb.watermark_overlap", s)?,
+        None => Duration::ZERO,
+    };
     if f.threads == Some(0) {
         return Err(v.error("duckdb.threads", "must be at least 1"));
     }
@@ -135,6 +143,7 @@ pub(super) fn validate(f: DuckdbFile, v: &Validator) -> Result<DuckdbPlan> {
         without_watermark,
         primary_keys: f.primary_keys,
         lock_wait,
+        watermark_overlap,
         retention_days: f.retention_days.unwrap_or(90),
         recompress: f.recompress,
         memory_limit: f.memory_limit,
@@ -156,6 +165,7 @@ mod tests {
             without_watermark: None,
             primary_keys: BTreeMap::new(),
             lock_wait: None,
+            watermark_overlap: None,
             retention_days: None,
             recompress: false,
             memory_limit: None,
@@ -198,6 +208,10 @@ mod tests {
                 "duckdb.primary_keys.t",
             ),
             ("database = \"d\"\nlock_wait = \"x\"\n", "duckdb.lock_wait"),
+            (
+                "database = \"d\"\nwatermark_overlap = \"soon\"\n",
+                "duckdb.watermark_overlap",
+            ),
             ("database = \"d\"\nthreads = 0\n", "duckdb.threads"),
         ] {
             fails_naming(&format!("{MINIMAL}[duckdb]\n{extra}"), needle);

@@ -58,6 +58,10 @@ pub struct Watermark {
     pub from: Option<String>,
     /// … up to and including this (None: the table had no watermark value).
     pub to: Option<String>,
+    /// Rows this many milliseconds below `from` were read again
+    /// (`duckdb.watermark_overlap`), and applied by primary key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap_ms: Option<u64>,
 }
 
 /// One Parquet file of a table.

@@ -733,21 +733,45 @@ pub fn greatest(conn: &Connection, ty: &str, a: &str, b: &str) -> Result<String>
     .with_context(|| format!("failed to compare watermarks {a:?} and {b:?} ({ty})"))
 }
 
-/// ` WHERE …` selecting rows with `column` in `(from, to]` (`from` absent: up to `to`).
-pub fn changed_filter(column: &str, ty: &str, from: Option<&str>, to: &str) -> String {
+/// ` WHERE …` selecting rows with `column` in `(from - overlap, to]` (`from`
+/// absent: up to `to`). An overlap applies to time watermarks only.
+pub fn changed_filter(
+    column: &str,
+    ty: &str,
+    from: Option<&str>,
+    to: &str,
+    overlap: Duration,
+) -> String {
     let c = quote_ident(column);
+    let back = if overlap.is_zero() || !is_time(ty) {
+        String::new()
+    } else {
+        format!(" - INTERVAL ({}) MICROSECOND", overlap.as_micros())
+    };
     let lower = from
-        .map(|f| format!("{c} > CAST({} AS {ty}) AND ", quote_literal(f)))
+        .map(|f| format!("{c} > CAST({} AS {ty}){back} AND ", quote_literal(f)))
         .unwrap_or_default();
     format!(" WHERE {lower}{c} <= CAST({} AS {ty})", quote_literal(to))
 }
 
-/// `SELECT` of `table`'s rows with `column` in `(from, to]` (`from` absent: up to `to`).
-pub fn changed_rows(table: &Table, column: &str, ty: &str, from: Option<&str>, to: &str) -> String {
+/// Whether a watermark of SQL type `ty` is a point in time (an overlap applies).
+pub fn is_time(ty: &str) -> bool {
+    ty == "DATE" || ty.starts_with("TIMESTAMP")
+}
+
+/// `SELECT` of `table`'s rows with `column` in `(from - overlap, to]` (`from`
+/// absent: up to `to`).
+pub fn changed_rows(
+    table: &Table,
+    column: &str,
+    ty: &str,
+    (from, to): (Option<&str>, &str),
+    overlap: Duration,
+) -> String {
     format!(
         "{}{}",
         table.select(None),
-        changed_filter(column, ty, from, to)
+        changed_filter(column, ty, from, to, overlap)
     )
 }
 
@@ -786,12 +810,21 @@ mod tests {
             &t,
             "updated_at",
             "TIMESTAMP",
-            Some("2026-01-01 00:00:00"),
-            "2026-01-02 00:00:00",
+            (Some("2026-01-01 00:00:00"), "2026-01-02 00:00:00"),
+            Duration::ZERO,
         );
         assert_eq!(
             q,
             "SELECT * REPLACE (CAST(\"big\" AS VARCHAR) AS \"big\") FROM \"main\".\"signals\" WHERE \"updated_at\" > CAST('2026-01-01 00:00:00' AS TIMESTAMP) AND \"updated_at\" <= CAST('2026-01-02 00:00:00' AS TIMESTAMP)"
+        );
+        // An overlap reads time watermarks again below the bound, not numbers.
+        assert_eq!(
+            changed_filter("at", "TIMESTAMP WITH TIME ZONE", Some("x"), "y", Duration::from_secs(90)),
+            " WHERE \"at\" > CAST('x' AS TIMESTAMP WITH TIME ZONE) - INTERVAL (90000000) MICROSECOND AND \"at\" <= CAST('y' AS TIMESTAMP WITH TIME ZONE)"
+        );
+        assert_eq!(
+            changed_filter("n", "BIGINT", Some("1"), "2", Duration::from_secs(90)),
+            " WHERE \"n\" > CAST('1' AS BIGINT) AND \"n\" <= CAST('2' AS BIGINT)"
         );
     }
 }
