@@ -359,3 +359,25 @@ fn a_ca_file_lets_the_client_trust_a_private_ca() {
         "the private CA was not trusted: {trusted}"
     );
 }
+
+/// A key_command (a secret manager's CLI, say) runs once per check, however many
+/// checks need the keys.
+#[test]
+fn check_runs_the_key_command_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(&data, StoreKind::Local, "");
+    let runs = s.path("runs");
+    let toml = std::fs::read_to_string(&s.config).unwrap().replace(
+        "key_file = \"key\"",
+        &format!(
+            "key_command = [\"sh\", \"-c\", \"echo run >> '{}'; printf %s {}\"]",
+            runs.display(),
+            "09".repeat(32)
+        ),
+    );
+    std::fs::write(&s.config, toml).unwrap();
+    let out = s.bkp(&["check"]);
+    assert_exit(&out, 0);
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n");
+}

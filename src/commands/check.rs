@@ -33,9 +33,14 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         name: "config",
         outcome: Ok(format!("{} is valid", plan.source.display())),
     }];
+    // The keys are loaded once (a key_command runs once) for every check.
+    let trust = super::trust(plan, Vec::new());
     checks.push(Check {
         name: "keys",
-        outcome: keys(ctx),
+        outcome: trust
+            .as_ref()
+            .map_err(|e| like(e, format!("{e:#}")))
+            .map(|t| keys(ctx, t.keys())),
     });
     checks.push(Check {
         name: "work_dir",
@@ -60,8 +65,10 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             .as_ref()
             .map_err(|e| like(e, "not checked: the store could not be opened".into()))
             .and_then(|s| {
-                let trust = super::trust(plan, Vec::new())?;
-                Ok(match crate::manifest::marker::check(s.as_ref(), &trust)? {
+                let trust = trust
+                    .as_ref()
+                    .map_err(|e| like(e, "not checked: the keys could not be loaded".into()))?;
+                Ok(match crate::manifest::marker::check(s.as_ref(), trust)? {
                     None => "no marker: `bkp init` marks the store as this installation's".into(),
                     Some(m) => format!(
                         "this installation's (marked {} by {})",
@@ -168,9 +175,9 @@ fn like(e: &anyhow::Error, message: String) -> anyhow::Error {
     }
 }
 
-fn keys(ctx: &Ctx) -> Result<String> {
-    match ctx.plan.keyring()? {
-        None => Ok("encryption is off: backups are stored unencrypted".into()),
+fn keys(ctx: &Ctx, keyring: Option<&crate::crypto::Keyring>) -> String {
+    match keyring {
+        None => "encryption is off: backups are stored unencrypted".into(),
         Some(k) => {
             let mut ids = vec![format!(
                 "{} (current{})",
@@ -188,7 +195,7 @@ fn keys(ctx: &Ctx) -> Result<String> {
             if let Some(s) = k.signing() {
                 ids.push(format!("signing key {}", s.id()));
             }
-            Ok(format!("loaded {}", ids.join(", ")))
+            format!("loaded {}", ids.join(", "))
         }
     }
 }
