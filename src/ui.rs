@@ -260,13 +260,16 @@ pub fn out(line: &str) -> std::io::Result<()> {
     o.write_all(line.as_bytes())
         .and_then(|_| o.write_all(b"\n"))
         .and_then(|_| o.flush())
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::io::Error::new(e.kind(), StdoutClosed)
-            } else {
-                e
-            }
-        })
+        .map_err(stdout_error)
+}
+
+/// An error writing to stdout, as [`StdoutClosed`] when its reader went away.
+pub fn stdout_error(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::io::Error::new(e.kind(), StdoutClosed)
+    } else {
+        e
+    }
 }
 
 /// [`out`] for callers that return `anyhow::Result`.

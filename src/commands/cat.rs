@@ -201,20 +201,12 @@ struct Counting<W> {
 
 impl<W: Write> Write for Counting<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf).map_err(closed)?;
+        let n = self.inner.write(buf).map_err(crate::ui::stdout_error)?;
         self.written += n as u64;
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush().map_err(closed)
-    }
-}
-
-fn closed(e: io::Error) -> io::Error {
-    if e.kind() == io::ErrorKind::BrokenPipe {
-        io::Error::new(e.kind(), crate::ui::StdoutClosed)
-    } else {
-        e
+        self.inner.flush().map_err(crate::ui::stdout_error)
     }
 }
 

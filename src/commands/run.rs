@@ -391,10 +391,12 @@ fn outcome_note(cfg: &ledger::LedgerConfig, outcome: &ledger::Outcome) -> String
             },
             cfg.addresses
         ),
-        ledger::Outcome::Spooled { path, .. } => {
-            format!("ledger: spooled to {}", path.display())
-        }
+        ledger::Outcome::Spooled { path, .. } => spooled_note(path),
     }
+}
+
+fn spooled_note(path: &std::path::Path) -> String {
+    format!("ledger: spooled to {}", path.display())
 }
 
 /// The ledger of a run that can do without it (`verify`): its records are
@@ -466,7 +468,7 @@ impl OptionalLedger {
                     return skipped(&cause);
                 }
                 ctx.ui.warn(&format!("ledger record spooled: {reason}"));
-                Some(format!("ledger: spooled to {}", path.display()))
+                Some(spooled_note(&path))
             }
             Err(e) => {
                 ctx.ui.warn(&format!(

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::Validator;
+use crate::credentials::{expand_credentials, CREDENTIALS};
 use crate::crypto::{Keyring, MasterKey};
 use crate::exit::{coded, Code};
 
@@ -74,9 +75,6 @@ pub enum KeySpec {
     /// A file holding an X25519 private key.
     Identity(PathBuf),
 }
-
-/// The prefix of a `key_file` under systemd's credentials directory.
-use crate::credentials::{expand_credentials, CREDENTIALS};
 
 #[derive(Debug, Clone)]
 pub struct EncryptionPlan {

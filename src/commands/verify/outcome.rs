@@ -102,9 +102,15 @@ pub fn finish(
             };
             match kept {
                 Ok(at) => {
+                    // A refusal (not an outage) is most often credentials that
+                    // may read but not write.
+                    let hint = if crate::exit::classify(&e) == Some(crate::exit::Code::Config) {
+                        "the store's credentials may be read-only; "
+                    } else {
+                        ""
+                    };
                     ctx.ui.warn(&format!(
-                        "{e:#}; the report is in {at} (the store's credentials may be read-only; \
-                         the result does not depend on it)"
+                        "{e:#}; the report is in {at} ({hint}the result does not depend on it)"
                     ));
                     at
                 }

@@ -7,8 +7,10 @@
 //! versions are never spliced. It tries a bounded number of times (the SDK's
 //! `max_attempts`, i.e. `AWS_MAX_ATTEMPTS`, default 3, counted afresh after each
 //! resumed request that delivers bytes), with backoff, and then fails with a
-//! transient error. What the bytes must hash to is checked above this reader, as
-//! for any store.
+//! transient error. Each resumed request is itself an SDK call, which the SDK
+//! retries as any other when it cannot be sent or gets a 5xx: those retries come
+//! on top of the resumes counted here. What the bytes must hash to is checked
+//! above this reader, as for any store.
 
 use std::io::{self, Read};
 use std::sync::Arc;
