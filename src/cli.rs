@@ -349,6 +349,12 @@ pub struct RestoreArgs {
     #[arg(long, short = 'n')]
     pub dry_run: bool,
 
+    /// DuckDB: restore even when a table's rows differ from the content
+    /// fingerprint its export recorded (an export missed a change); each such
+    /// table is named in a warning. Without it such a restore is refused (exit 5).
+    #[arg(long)]
+    pub accept_content_mismatch: bool,
+
     #[command(flatten)]
     pub trust: TrustArgs,
 }

@@ -492,7 +492,8 @@ investigation_notes = "created_at"
     let m =
         bkp::manifest::find(store.as_ref(), &trust, third["id"].as_str().unwrap(), None).unwrap();
     let drill = s.path("drill.duckdb");
-    let restored = bkp::commands::restore::duckdb::restore_database(&src, &m, &drill).unwrap();
+    let restored =
+        bkp::commands::restore::duckdb::restore_database(&src, &m, &drill, false).unwrap();
     let counts = restored.counts;
     assert_eq!(
         restored.fingerprinted,
@@ -531,7 +532,8 @@ investigation_notes = "created_at"
     assert_exit(&out, 5);
     assert!(!broken.exists());
     let drill = s.path("drill-broken.duckdb");
-    let err = bkp::commands::restore::duckdb::restore_database(&src, &m, &drill).unwrap_err();
+    let err =
+        bkp::commands::restore::duckdb::restore_database(&src, &m, &drill, false).unwrap_err();
     assert_eq!(bkp::exit::exit_code(&err), 5, "{err:#}");
     assert!(
         !drill.exists(),
@@ -823,10 +825,50 @@ fn a_row_changed_behind_the_exports_back_fails_the_restore() {
     let err = stderr(&out);
     assert!(err.contains("table main.events holds other rows"), "{err}");
     assert!(
-        err.contains(&format!("Restore export {}", full["id"].as_str().unwrap())),
+        err.contains(&format!(
+            "`bkp restore {} --kind duckdb --target FILE`",
+            full["id"].as_str().unwrap()
+        )),
         "{err}"
     );
     assert!(!target.exists(), "nothing was restored");
+
+    // The operator may take the rows anyway, told which table differs.
+    let out = s.bkp(&[
+        "--json",
+        "restore",
+        "latest",
+        "--kind",
+        "duckdb",
+        "--target",
+        target.to_str().unwrap(),
+        "--accept-content-mismatch",
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["fingerprinted_tables"], 0);
+    assert!(
+        stderr(&out).contains("the rows of main.events differ"),
+        "{}",
+        stderr(&out)
+    );
+    fs::remove_file(&target).unwrap();
+
+    // A later export that carries the missed change restores exactly: only the
+    // end result is held to a fingerprint.
+    s.write("UPDATE events SET v = 'changed again', at_ts = '2026-01-03' WHERE id = 1;");
+    assert_exit(&s.bkp(&["export"]), 0);
+    let out = s.bkp(&[
+        "--json",
+        "restore",
+        "latest",
+        "--kind",
+        "duckdb",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["fingerprinted_tables"], 1);
+    fs::remove_file(&target).unwrap();
 
     let out = s.bkp(&[
         "--json",
@@ -851,12 +893,19 @@ fn an_export_a_restore_could_not_recreate_is_refused() {
          INSERT INTO t VALUES (1, 'x');
          CREATE MACRO twice(a) AS a * 2, (a, b) AS a * b;
          CREATE MACRO rows_of(n) AS TABLE (SELECT range AS i FROM range(n)), (n, m) AS TABLE (SELECT range * m AS i FROM range(n));
-         CREATE MACRO typed(a INTEGER) AS typeof(a);",
+         CREATE MACRO typed(a INTEGER) AS typeof(a);
+         CREATE MACRO quoted(\"order\") AS \"order\" + 1;
+         CREATE MACRO hash(a) AS 42;
+         CREATE MACRO version() AS 'v0.0.0';",
     );
     let out = s.bkp(&["--json", "export", "--full"]);
     assert_exit(&out, 0);
+    let f = &json(&out)["manifest"]["source"]["tables"]["main.t"]["fingerprint"];
+    assert_ne!(f["duckdb"], "v0.0.0", "{f}");
+    assert_ne!(f["value"], "42", "{f}");
     let target = s.path("r.duckdb");
     let out = s.bkp(&[
+        "--json",
         "restore",
         "latest",
         "--kind",
@@ -865,10 +914,12 @@ fn an_export_a_restore_could_not_recreate_is_refused() {
         target.to_str().unwrap(),
     ]);
     assert_exit(&out, 0);
+    // The database's own `hash` and `version` macros do not stand in for DuckDB's.
+    assert_eq!(json(&out)["fingerprinted_tables"], 1);
     let c = Connection::open(&target).unwrap();
     let (a, b, n, ty): (i64, i64, i64, String) = c
         .query_row(
-            "SELECT twice(21), twice(6, 7), (SELECT sum(i) FROM rows_of(3, 10)), typed(1::TINYINT)",
+            "SELECT twice(21), twice(6, 7), (SELECT sum(i) FROM rows_of(3, 10)) + quoted(-1), typed(1::TINYINT)",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
@@ -1055,11 +1106,9 @@ fn a_watermark_overlap_catches_late_rows() {
             assert!(diff.iter().all(|(_, x, y)| *x == 0 && *y == 0), "{diff:?}");
         } else {
             assert!(events["watermark"].get("overlap_ms").is_none(), "{events}");
-            assert!(
-                stderr(&out).contains("table main.events has 3 rows"),
-                "{}",
-                stderr(&out)
-            );
+            let err = stderr(&out);
+            assert!(err.contains("table main.events has 3 rows"), "{err}");
+            assert!(err.contains("duckdb.watermark_overlap"), "{err}");
         }
     }
 }

@@ -271,7 +271,8 @@ pub fn fingerprint(
     }
     conn.query_row(
         &format!(
-            "SELECT CAST(coalesce(sum(hash({})), 0) AS VARCHAR) FROM {from}",
+            // Qualified: a macro of the database could shadow `hash` or `sum`.
+            "SELECT CAST(coalesce(system.main.sum(system.main.hash({})), 0) AS VARCHAR) FROM {from}",
             args.join(", ")
         ),
         [],
@@ -558,7 +559,7 @@ fn macros(conn: &Connection) -> Result<Vec<(String, String)>> {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let p = p.clone().unwrap_or_default();
+                let p = quote_ident(p.as_deref().unwrap_or_default());
                 match types.get(i).cloned().flatten() {
                     Some(ty) => format!("{p} {ty}"),
                     None => p,
@@ -775,11 +776,17 @@ pub fn changed_rows(
     )
 }
 
-/// The DuckDB library version, e.g. `v2.0.0`.
+/// The DuckDB library version, e.g. `v2.0.0`, or `unknown`. Read from
+/// `pragma_version()`: a macro of the database could shadow `version()`.
 pub fn version(conn: &Connection) -> String {
-    conn.query_row("SELECT version()", [], |r| r.get::<_, String>(0))
-        .unwrap_or_else(|_| "unknown".into())
+    conn.query_row("SELECT library_version FROM pragma_version()", [], |r| {
+        r.get::<_, String>(0)
+    })
+    .unwrap_or_else(|_| UNKNOWN_VERSION.into())
 }
+
+/// What [`version`] gives when DuckDB does not say: never a match for anything.
+pub const UNKNOWN_VERSION: &str = "unknown";
 
 #[cfg(test)]
 mod tests {

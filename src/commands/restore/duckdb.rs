@@ -105,7 +105,12 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     let Restored {
         counts,
         fingerprinted,
-    } = restore_database(src, m, &target.staged_file(&staging))?;
+    } = restore_database(
+        src,
+        m,
+        &target.staged_file(&staging),
+        args.accept_content_mismatch,
+    )?;
 
     // A WAL left beside the old file would be replayed into the new one: move it
     // aside, and back if the new file cannot take the old one's place.
@@ -172,7 +177,15 @@ fn refuse_open_database(target: &Path) -> Result<()> {
 /// (which must not exist) and verifies every table against the manifests: its
 /// row count, and its content fingerprint, after every export applied. On
 /// failure no file is left at `target`.
-pub fn restore_database(src: &Source, m: &Manifest, target: &Path) -> Result<Restored> {
+///
+/// With `accept_mismatch`, a table whose content differs from its fingerprint
+/// is restored and named in a warning instead.
+pub fn restore_database(
+    src: &Source,
+    m: &Manifest,
+    target: &Path,
+    accept_mismatch: bool,
+) -> Result<Restored> {
     if target.exists() {
         return Err(coded(
             Code::TargetExists,
@@ -284,15 +297,20 @@ pub fn restore_database(src: &Source, m: &Manifest, target: &Path) -> Result<Res
     tables.sort_by_key(|r| r.position);
     check_schema_result(&conn, &database, chain[0].id, &tables)?;
     let real = |r: &TableRecord| qualified(&r.schema, &r.table);
-    // Fingerprints this DuckDB cannot compare (taken by another version).
-    let mut unchecked = BTreeSet::new();
+    let ids: Vec<BackupId> = chain.iter().map(|e| e.id).collect();
+    let mut checks = Checks {
+        chain: &ids,
+        accept_mismatch,
+        unchecked: BTreeSet::new(),
+        mismatched: Vec::new(),
+    };
 
     let counts = if chain.len() == 1 {
         for r in &tables {
             apply_table(&conn, &real(r), r, |name| fetch(&chain[0], name))
                 .with_context(|| format!("failed to restore table {}.{}", r.schema, r.table))?;
         }
-        verify_tables(&conn, (&chain[0], None), real, &mut unchecked)?
+        verify_tables(&conn, &chain[0], real, true, &mut checks)?
     } else {
         // Incrementals are applied to staging tables without constraints in a
         // scratch database (a changed row referenced by a foreign key could not be
@@ -337,7 +355,6 @@ pub fn restore_database(src: &Source, m: &Manifest, target: &Path) -> Result<Res
             ))
             .with_context(|| format!("failed to stage table {}.{}", r.schema, r.table))?;
         }
-        let mut earlier = None;
         for e in &chain {
             let records = export::table_records(e)?;
             for (key, r) in &records {
@@ -351,8 +368,9 @@ pub fn restore_database(src: &Source, m: &Manifest, target: &Path) -> Result<Res
                     format!("failed to restore table {key} from export {}", e.id)
                 })?;
             }
-            verify_tables(&conn, (e, earlier), staged, &mut unchecked)?;
-            earlier = Some(e.id);
+            // Counts after each export; the content once, at the end: a change
+            // one export missed may come with a later one.
+            verify_tables(&conn, e, staged, false, &mut checks)?;
             src.ui.detail(&format!(
                 "  applied {} export {} ({} tables verified)",
                 e.scope.as_str(),
@@ -369,7 +387,7 @@ pub fn restore_database(src: &Source, m: &Manifest, target: &Path) -> Result<Res
         }
         conn.execute_batch("DETACH bkp_stage")
             .context("failed to detach the staging database")?;
-        verify_tables(&conn, (m, None), real, &mut unchecked)?
+        verify_tables(&conn, m, real, true, &mut checks)?
     };
     // Sequences continue where the newest export saw them.
     if let Some(v) = m.source.get("sequences") {
@@ -384,18 +402,29 @@ pub fn restore_database(src: &Source, m: &Manifest, target: &Path) -> Result<Res
         .with_context(|| format!("failed to checkpoint {}", target.display()))?;
     drop(conn);
     partial.0 = None;
-    if !unchecked.is_empty() {
+    if !checks.unchecked.is_empty() {
         src.ui.warn(&format!(
             "some tables were checked by row count only: their content fingerprints ({}) were taken by another DuckDB version than this bkp's ({version})",
-            unchecked.into_iter().collect::<Vec<_>>().join(", ")
+            checks.unchecked.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if !checks.mismatched.is_empty() {
+        src.ui.warn(&format!(
+            "restored with --accept-content-mismatch: the rows of {} differ from what export {} read from the database ({})",
+            checks.mismatched.join(", "),
+            m.id,
+            missed_change_advice(&checks, m.id)
         ));
     }
     let fingerprinted = export::table_records(m)?
-        .values()
-        .filter(|r| {
-            r.fingerprint
-                .as_ref()
-                .is_some_and(|f| f.method == export::FINGERPRINT_METHOD && f.duckdb == version)
+        .iter()
+        .filter(|&(key, r)| {
+            !checks.mismatched.contains(key)
+                && r.fingerprint.as_ref().is_some_and(|f| {
+                    f.method == export::FINGERPRINT_METHOD
+                        && f.duckdb == version
+                        && version != crate::sources::duck::UNKNOWN_VERSION
+                })
         })
         .count();
     Ok(Restored {
@@ -661,16 +690,47 @@ fn apply_table(
     Ok(())
 }
 
+/// How a restore checks the tables it rebuilt.
+struct Checks<'a> {
+    /// The exports of the chain, oldest (the full export) first.
+    chain: &'a [BackupId],
+    /// Restore a table whose content differs from its fingerprint, with a
+    /// warning, rather than refusing the restore.
+    accept_mismatch: bool,
+    /// Fingerprints this DuckDB cannot compare (taken by another version).
+    unchecked: BTreeSet<String>,
+    /// Tables restored although their content differs (with `accept_mismatch`).
+    mismatched: Vec<String>,
+}
+
+/// What to do when an export of a chain missed a change.
+fn missed_change_advice(checks: &Checks, e: BackupId) -> String {
+    let earlier: Vec<String> = checks
+        .chain
+        .iter()
+        .take_while(|id| **id != e)
+        .map(|id| id.to_string())
+        .collect();
+    match earlier.last() {
+        None => "the export's files do not hold the rows its database had: restore another export (`bkp list --kind duckdb`)".into(),
+        Some(before) => format!(
+            "an export of this chain missed a change: most likely a row updated without its watermark column moving, or written with a watermark at or below the previous export's bound (stamped late: see duckdb.watermark_overlap). An earlier export of the chain ({}) may restore exactly: `bkp restore {before} --kind duckdb --target FILE`. Take `bkp export --full` now",
+            earlier.join(", ")
+        ),
+    }
+}
+
 /// Checks every table (in the table `name` gives) against export `e`'s records:
-/// its row count, and its content fingerprint when `e` recorded one with this
-/// DuckDB version (another version's `hash()` may differ: such tables are only
-/// counted, and `unchecked` says which versions). `earlier` is the export
-/// applied before `e`, the one to fall back on when `e` missed a change.
+/// its row count, and, with `fingerprints`, its content fingerprint when `e`
+/// recorded one with this DuckDB version (another version's `hash()` may
+/// differ: such tables are only counted, and `checks.unchecked` says which
+/// versions).
 fn verify_tables(
     conn: &Connection,
-    (e, earlier): (&Manifest, Option<BackupId>),
+    e: &Manifest,
     name: impl Fn(&TableRecord) -> String,
-    unchecked: &mut BTreeSet<String>,
+    fingerprints: bool,
+    checks: &mut Checks,
 ) -> Result<BTreeMap<String, u64>> {
     let version = crate::sources::duck::version(conn);
     let mut counts = BTreeMap::new();
@@ -681,48 +741,52 @@ fn verify_tables(
         })?;
         let got = got.max(0) as u64;
         if got != want {
+            let why = if r.primary_key.is_empty() && r.mode == TableMode::Incremental {
+                " (the table has no primary key, so rows updated between exports were added again: configure duckdb.primary_keys for it, or export it without a watermark)".to_string()
+            } else if r.mode == TableMode::Incremental {
+                format!(": {}", missed_change_advice(checks, e.id))
+            } else {
+                String::new()
+            };
             return Err(coded(
                 Code::Integrity,
                 format!(
-                    "table {key} has {got} rows after applying export {}, but the manifest records {want}{}; nothing was restored",
+                    "table {key} has {got} rows after applying export {}, but the manifest records {want}{why}; nothing was restored",
                     e.id,
-                    if r.primary_key.is_empty() && r.mode == TableMode::Incremental {
-                        " (the table has no primary key, so rows updated between exports were added again: configure duckdb.primary_keys for it, or export it without a watermark)"
-                    } else {
-                        ""
-                    }
                 ),
             ));
         }
-        match &r.fingerprint {
-            Some(f) if f.method == export::FINGERPRINT_METHOD && f.duckdb == version => {
-                let (columns, types, _) =
-                    crate::sources::duck::stored_columns(conn, &r.schema, &r.table)?;
-                let now = crate::sources::duck::fingerprint(conn, &name(r), &columns, &types)?;
-                if now != f.value {
-                    return Err(coded(
-                        Code::Integrity,
-                        format!(
-                            "table {key} holds other rows after applying export {} than the export read from the database (content fingerprint {now}, recorded {}): {}; nothing was restored",
-                            e.id,
-                            f.value,
-                            match (r.mode, earlier) {
-                                (TableMode::Incremental, Some(before)) => format!(
-                                    "the export missed a change, most likely a row updated or deleted without its watermark column{} moving past the previous bound. Restore export {before} (`bkp restore --kind duckdb --id {before}`), and take `bkp export --full` now",
-                                    r.watermark.as_ref().map(|w| format!(" {}", w.column)).unwrap_or_default()
-                                ),
-                                _ => "the export's files do not hold the rows its database had: restore another export (`bkp list --kind duckdb`)".into(),
-                            }
-                        ),
-                    ));
-                }
-            }
-            Some(f) => {
-                unchecked.insert(format!("{} {}", f.method, f.duckdb));
-            }
-            None => {}
-        }
         counts.insert(key.clone(), got);
+        let Some(f) = r.fingerprint.as_ref().filter(|_| fingerprints) else {
+            continue;
+        };
+        if f.method != export::FINGERPRINT_METHOD
+            || f.duckdb != version
+            || version == crate::sources::duck::UNKNOWN_VERSION
+        {
+            checks
+                .unchecked
+                .insert(format!("{:?} by DuckDB {:?}", f.method, f.duckdb));
+            continue;
+        }
+        let (columns, types, _) = crate::sources::duck::stored_columns(conn, &r.schema, &r.table)?;
+        let now = crate::sources::duck::fingerprint(conn, &name(r), &columns, &types)?;
+        if now == f.value {
+            continue;
+        }
+        if checks.accept_mismatch {
+            checks.mismatched.push(key.clone());
+            continue;
+        }
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "table {key} holds other rows after the restore than export {} read from the database (content fingerprint {now}, recorded {:?}): {}; nothing was restored. To restore these rows anyway, pass --accept-content-mismatch",
+                e.id,
+                f.value,
+                missed_change_advice(checks, e.id)
+            ),
+        ));
     }
     Ok(counts)
 }

@@ -131,7 +131,7 @@ fn drill_duckdb(
     dir: &Path,
     facts: &mut BTreeMap<String, serde_json::Value>,
 ) -> Result<()> {
-    let r = restore::duckdb::restore_database(src, m, &dir.join("drill.duckdb"))?;
+    let r = restore::duckdb::restore_database(src, m, &dir.join("drill.duckdb"), false)?;
     facts.insert("tables".into(), json!(r.counts.len()));
     facts.insert("rows".into(), json!(r.counts.values().sum::<u64>()));
     facts.insert("fingerprinted_tables".into(), json!(r.fingerprinted));
