@@ -38,7 +38,7 @@ pub const PARTIAL: i32 = 10;
 pub const STALE: i32 = 11;
 /// The source holds something a restore could not recreate exactly (a column
 /// type this build cannot read back, a view over files outside the database):
-/// nothing was stored, and the message names the object.
+/// everything else was stored, and the message names what was left out.
 pub const UNSUPPORTED: i32 = 12;
 
 /// The stable name of an exit code, as JSON errors carry it.

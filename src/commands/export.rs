@@ -160,15 +160,22 @@ pub fn run(ctx: &Ctx, mode: Mode) -> Result<()> {
         conn.execute_batch("BEGIN TRANSACTION")
             .context("failed to start a read transaction")?;
         let duckdb_version = duck::version(&conn);
-        let tables = duck::tables(&conn)?;
+        let mut tables = duck::tables(&conn)?;
         check_names(d, &tables)?;
         check_tables(d, &tables, &duck::foreign_keys(&conn)?)?;
-        let schema = duck::schema(&conn)?;
-        // Whatever a restore could not recreate is refused now, before anything
-        // is stored, rather than found at 03:00 by the restore.
-        duck::replay(&schema, &tables)?;
+        let mut schema = duck::schema(&conn)?;
+        // What a restore could not recreate is found now, rather than at 03:00
+        // by the restore: it is left out, everything else is stored, and the
+        // run says what it left out (exit 12).
+        duck::replay(&mut schema, &tables)?;
+        tables.retain(|t| !schema.omits_table(&t.key()));
+        for (what, why) in &schema.omitted {
+            ctx.ui.warn(&format!(
+                "export {id}: {what} is left out: a restore could not recreate it ({why})"
+            ));
+        }
         let sequences = duck::sequences(&conn)?;
-        let schema_sha = crate::stages::hash::digest_reader(schema.shape.as_bytes())?.sha256;
+        let schema_sha = crate::stages::hash::digest_reader(schema.shape().as_bytes())?.sha256;
 
         // The previous export, if this run can build on it.
         let mut note = None;
@@ -250,10 +257,9 @@ pub fn run(ctx: &Ctx, mode: Mode) -> Result<()> {
             Ok((entry, file))
         };
 
-        upload(
-            SCHEMA_FILE,
-            &mut |w| Ok(w.write_all(schema.sql.as_bytes())?),
-        )?;
+        upload(SCHEMA_FILE, &mut |w| {
+            Ok(w.write_all(schema.sql().as_bytes())?)
+        })?;
 
         for t in &tables {
             for (c, ty) in t.columns.iter().zip(&t.types) {
@@ -326,14 +332,37 @@ pub fn run(ctx: &Ctx, mode: Mode) -> Result<()> {
         source.insert("deleted_rows".into(), json!(DELETES_NOTE));
         source.insert("sequences".into(), serde_json::to_value(&sequences)?);
         source.insert("tables".into(), serde_json::to_value(&records)?);
-        run.store_manifest(run.manifest(Body {
+        if !schema.omitted.is_empty() {
+            let omitted: Vec<_> = schema
+                .omitted
+                .iter()
+                .map(|(what, why)| json!({ "object": what, "reason": why }))
+                .collect();
+            source.insert("omitted".into(), json!(omitted));
+        }
+        let mut stored = run.store_manifest(run.manifest(Body {
             scope: Some(scope),
             objects,
             files,
             parent: previous.as_ref().map(|(h, _, _)| h.id),
             source,
             ..Body::default()
-        }))
+        }))?;
+        if !schema.omitted.is_empty() {
+            let list: Vec<String> = schema
+                .omitted
+                .iter()
+                .map(|(what, why)| format!("{what} ({why})"))
+                .collect();
+            stored.problems.push(coded(
+                Code::Unsupported,
+                format!(
+                    "export {id} is stored without what a restore could not recreate: {}. A restore gives the database without them: change or drop them, then export again",
+                    list.join("; ")
+                ),
+            ));
+        }
+        Ok(stored)
     })();
 
     let store = store.as_ref();

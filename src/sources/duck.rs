@@ -331,14 +331,49 @@ pub fn tables(conn: &Connection) -> Result<Vec<Table>> {
     Ok(out)
 }
 
-/// The database's schema: the SQL that recreates it (no data), in dependency order,
-/// and its shape (the same without the sequences' current values), which tells
-/// whether an incremental export can build on an earlier one.
+/// The database's schema: the statements that recreate it (no data), in
+/// dependency order, and what a restore could not recreate, left out.
 pub struct Schema {
+    pub statements: Vec<Statement>,
+    /// Objects left out (`view main.v`), each with why: see [`replay`].
+    pub omitted: Vec<(String, String)>,
+}
+
+/// One statement of a schema.
+pub struct Statement {
+    /// The object it creates, e.g. `view main.v`.
+    pub what: String,
     pub sql: String,
-    pub shape: String,
-    /// The statements of `sql`, each with the object it creates (`view main.v`).
-    pub statements: Vec<(String, String)>,
+    /// Its part of the schema's shape (the sequences without their current
+    /// value, no schemas), which tells whether an incremental export can build
+    /// on an earlier one.
+    pub shape: Option<String>,
+}
+
+impl Schema {
+    /// The SQL that recreates the schema, one statement per line.
+    pub fn sql(&self) -> String {
+        self.statements.iter().fold(String::new(), |mut out, s| {
+            let _ = writeln!(out, "{}", s.sql);
+            out
+        })
+    }
+
+    /// The schema without what moves on its own (sequence values).
+    pub fn shape(&self) -> String {
+        let mut out = String::new();
+        for s in self.statements.iter().filter_map(|s| s.shape.as_ref()) {
+            let _ = writeln!(out, "{s}");
+        }
+        out
+    }
+
+    /// Whether [`replay`] left table `key` (`schema.table`) out.
+    pub fn omits_table(&self, key: &str) -> bool {
+        self.omitted
+            .iter()
+            .any(|(what, _)| *what == format!("table {key}"))
+    }
 }
 
 /// A sequence's position: restoring advances it to where the export saw it.
@@ -421,6 +456,7 @@ fn definitions(conn: &Connection, kind: &str, sql: &str) -> Result<Vec<(String, 
 pub fn schema(conn: &Connection) -> Result<Schema> {
     let db = "database_name = current_database()";
     let mut statements: Vec<(String, String)> = Vec::new();
+    let mut omitted = Vec::new();
     for s in strings(
         conn,
         &format!(
@@ -437,11 +473,7 @@ pub fn schema(conn: &Connection) -> Result<Schema> {
         "sequence",
         &format!("SELECT schema_name, sequence_name, sql FROM duckdb_sequences() WHERE {db} AND NOT temporary ORDER BY sequence_oid"),
     )?;
-    // `START n` moves with every nextval: the shape keeps the rest.
-    let mut shape = String::new();
-    for (_, s) in &sequences {
-        let _ = writeln!(shape, "{}", s.split(" START ").next().unwrap_or(s));
-    }
+    let first_sequence = statements.len();
     statements.extend(sequences);
     let mark = statements.len();
     // Enum types (the only user types DuckDB stores with their definition).
@@ -484,7 +516,9 @@ pub fn schema(conn: &Connection) -> Result<Schema> {
         "table",
         &format!("SELECT schema_name, table_name, sql FROM duckdb_tables() WHERE {db} AND NOT internal AND NOT temporary ORDER BY table_oid"),
     )?);
-    statements.extend(macros(conn)?);
+    let (macros, refused) = macros(conn)?;
+    statements.extend(macros);
+    omitted.extend(refused);
     statements.extend(definitions(
         conn,
         "view",
@@ -495,17 +529,24 @@ pub fn schema(conn: &Connection) -> Result<Schema> {
         "index",
         &format!("SELECT schema_name, index_name, sql FROM duckdb_indexes() WHERE {db} ORDER BY index_oid"),
     )?);
-    let mut sql = String::new();
-    for (i, (_, s)) in statements.iter().enumerate() {
-        let _ = writeln!(sql, "{s}");
-        if i >= mark {
-            let _ = writeln!(shape, "{s}");
-        }
-    }
+    let statements = statements
+        .into_iter()
+        .enumerate()
+        .map(|(i, (what, sql))| {
+            let shape = match i {
+                // `START n` moves with every nextval: the shape keeps the rest.
+                i if i >= first_sequence && i < mark => {
+                    Some(sql.split(" START ").next().unwrap_or(&sql).to_string())
+                }
+                i if i >= mark => Some(sql.clone()),
+                _ => None,
+            };
+            Statement { what, sql, shape }
+        })
+        .collect();
     Ok(Schema {
-        sql,
-        shape,
         statements,
+        omitted,
     })
 }
 
@@ -513,9 +554,10 @@ pub fn schema(conn: &Connection) -> Result<Schema> {
 /// row; they are created together, as `CREATE MACRO m(a) AS a, (a, b) AS a + b`,
 /// since a second `CREATE MACRO m` would fail. Parameters keep their types.
 /// Parameter defaults (`b := 5`) are not in DuckDB's catalog functions, so a
-/// restore could not give them back: a macro that has them is refused with
-/// [`Code::Unsupported`].
-fn macros(conn: &Connection) -> Result<Vec<(String, String)>> {
+/// restore could not give them back: a macro that has them is left out, and
+/// returned with why in the second list.
+#[allow(clippy::type_complexity)]
+fn macros(conn: &Connection) -> Result<(Vec<(String, String)>, Vec<(String, String)>)> {
     let mut st = conn.prepare(
         "SELECT schema_name, function_name, function_type, parameters, parameter_types, macro_definition \
          FROM duckdb_functions() WHERE database_name = current_database() AND NOT internal \
@@ -582,7 +624,8 @@ fn macros(conn: &Connection) -> Result<Vec<(String, String)>> {
         .try_clone()
         .context("failed to open a second DuckDB connection")?;
     let mut out = Vec::new();
-    for ((schema, name, kind), overloads) in grouped {
+    let mut refused = Vec::new();
+    'macros: for ((schema, name, kind), overloads) in grouped {
         let q = qualified(&schema, &name);
         // A call with fewer arguments than any overload takes binds only when
         // parameters have defaults. EXPLAIN binds the call without running it.
@@ -599,12 +642,11 @@ fn macros(conn: &Connection) -> Result<Vec<(String, String)>> {
                 .and_then(|mut st| st.query([]).map(|_| ()))
                 .is_ok()
             {
-                return Err(coded(
-                    Code::Unsupported,
-                    format!(
-                        "macro {schema}.{name} has parameter defaults, which DuckDB does not show in its catalog, so a restore could not recreate them: nothing was exported. Recreate the macro without defaults (an overload with fewer parameters does the same), then export again"
-                    ),
+                refused.push((
+                    format!("macro {schema}.{name}"),
+                    "it has parameter defaults, which DuckDB does not show in its catalog: recreate it without them (an overload with fewer parameters does the same)".to_string(),
                 ));
+                continue 'macros;
             }
         }
         // A table macro's query is parenthesised when it has overloads: the
@@ -625,51 +667,60 @@ fn macros(conn: &Connection) -> Result<Vec<(String, String)>> {
             format!("CREATE MACRO {q}{};", text.join(", ")),
         ));
     }
-    Ok(out)
+    Ok((out, refused))
 }
 
 /// Proves that a restore can recreate `schema` and `tables` exactly: runs every
 /// statement in a new in-memory database configured as a restore's is (no
 /// extension installed or loaded, no file outside the database reachable), then
 /// checks that each table comes back with the same stored columns and types.
-/// Fails with [`Code::Unsupported`] naming the first object a restore could not
-/// recreate, before anything is stored.
-pub fn replay(schema: &Schema, tables: &[Table]) -> Result<()> {
-    let conn = Connection::open_in_memory_with_flags(config()?)
-        .context("failed to open an in-memory DuckDB database")?;
-    conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")
-        .context("failed to confine an in-memory DuckDB database")?;
-    let refuse = |what: &str, why: String| {
-        coded(
-            Code::Unsupported,
-            format!(
-                "{what} could not be recreated by a restore ({why}): nothing was exported. Change or drop it (or exclude its table), then export again"
-            ),
-        )
-    };
-    for (what, sql) in &schema.statements {
-        if let Err(e) = conn.execute_batch(sql) {
-            let why = e.to_string();
-            return Err(refuse(
-                what,
-                why.lines().next().unwrap_or_default().to_string(),
-            ));
+/// What fails is left out of the schema and added to `schema.omitted`, with
+/// DuckDB's reason: so is what depends on it (a view over an omitted table fails
+/// in turn). The export then stores everything else and says what it left out.
+pub fn replay(schema: &mut Schema, tables: &[Table]) -> Result<()> {
+    // A table that comes back with other columns is left out, and what was
+    // created on it must then be replayed again without it.
+    loop {
+        let conn = Connection::open_in_memory_with_flags(config()?)
+            .context("failed to open an in-memory DuckDB database")?;
+        conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")
+            .context("failed to confine an in-memory DuckDB database")?;
+        let mut kept = Vec::new();
+        for st in std::mem::take(&mut schema.statements) {
+            match conn.execute_batch(&st.sql) {
+                Ok(()) => kept.push(st),
+                Err(e) => {
+                    let why = e.to_string();
+                    let why = why.lines().next().unwrap_or_default().to_string();
+                    schema.omitted.push((st.what, why));
+                }
+            }
+        }
+        schema.statements = kept;
+        let mut again = false;
+        for t in tables {
+            if schema.omits_table(&t.key()) {
+                continue;
+            }
+            let (columns, types, _) = stored_columns(&conn, &t.schema, &t.name)?;
+            if columns != t.columns || types != t.types {
+                let what = format!("table {}", t.key());
+                schema.statements.retain(|s| s.what != what);
+                schema.omitted.push((
+                    what,
+                    format!(
+                        "its columns come back as ({}) instead of ({})",
+                        pairs(&columns, &types),
+                        pairs(&t.columns, &t.types)
+                    ),
+                ));
+                again = true;
+            }
+        }
+        if !again {
+            return Ok(());
         }
     }
-    for t in tables {
-        let (columns, types, _) = stored_columns(&conn, &t.schema, &t.name)?;
-        if columns != t.columns || types != t.types {
-            return Err(refuse(
-                &format!("table {}", t.key()),
-                format!(
-                    "its columns come back as ({}) instead of ({})",
-                    pairs(&columns, &types),
-                    pairs(&t.columns, &t.types)
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn pairs(columns: &[String], types: &[String]) -> String {

@@ -292,6 +292,22 @@ pub fn restore_database(
     if let Err(e) = conn.execute_batch(&schema) {
         return Err(schema_refused(chain[0].id, &e));
     }
+    if let Some(omitted) = chain[0].source.get("omitted").and_then(|o| o.as_array()) {
+        let names: Vec<String> = omitted
+            .iter()
+            .map(|o| {
+                format!(
+                    "{:?}",
+                    o.get("object").and_then(|v| v.as_str()).unwrap_or("?")
+                )
+            })
+            .collect();
+        src.ui.warn(&format!(
+            "export {} was taken without {}, which a restore could not recreate: the restored database does not have them",
+            chain[0].id,
+            names.join(", ")
+        ));
+    }
     // Tables in creation order, so that rows referenced by foreign keys come first.
     let mut tables: Vec<TableRecord> = export::table_records(&chain[0])?.into_values().collect();
     tables.sort_by_key(|r| r.position);
