@@ -941,6 +941,15 @@ fn what_a_restore_could_not_recreate_is_left_out_and_said() {
         outside.display(),
         outside.display()
     ));
+    // `bkp check` says so before an export does.
+    let out = s.bkp(&["check"]);
+    assert_exit(&out, 12);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("duckdb.schema") && l.contains("view main.ext")),
+        "{text}"
+    );
     let out = s.bkp(&["--json", "export", "--full"]);
     assert_exit(&out, 12);
     let err = stderr(&out);
