@@ -30,6 +30,19 @@ impl Setup {
     fn db(&self) -> PathBuf {
         self.path("hot.duckdb")
     }
+    /// `bkp restore BACKUP --kind duckdb --target TARGET`, then `extra`.
+    fn restore(&self, backup: &str, target: &Path, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "restore",
+            backup,
+            "--kind",
+            "duckdb",
+            "--target",
+            target.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.bkp(&args)
+    }
     /// Runs `sql` against the live database (opened for writing, then closed).
     fn write(&self, sql: &str) {
         let c = Connection::open(self.db()).unwrap();
@@ -272,15 +285,7 @@ fn full_export_to_s3_restores_identical_contents_and_schema() {
     assert_eq!(m["files"][0]["name"], "schema.sql");
 
     let target = s.path("restored/hot.duckdb");
-    let out = s.bkp(&[
-        "--json",
-        "restore",
-        "latest",
-        "--kind",
-        "duckdb",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    let out = s.restore("latest", &target, &["--json"]);
     assert_exit(&out, 0);
     let r = json(&out);
     assert_eq!(r["tables"]["main.signals"], 3);
@@ -441,14 +446,7 @@ investigation_notes = "created_at"
     // The live database, minus the excluded table's rows, is what comes back.
     s.write("DELETE FROM backup_metadata;");
     let latest = s.path("latest.duckdb");
-    let out = s.bkp(&[
-        "restore",
-        "latest",
-        "--kind",
-        "duckdb",
-        "--target",
-        latest.to_str().unwrap(),
-    ]);
+    let out = s.restore("latest", &latest, &[]);
     assert_exit(&out, 0);
     assert_same_rows(&s.db(), &latest);
     assert_eq!(schema(&s.db()), schema(&latest));
@@ -521,14 +519,7 @@ investigation_notes = "created_at"
     bytes[mid] ^= 1;
     fs::write(&obj, bytes).unwrap();
     let broken = s.path("broken.duckdb");
-    let out = s.bkp(&[
-        "restore",
-        "latest",
-        "--kind",
-        "duckdb",
-        "--target",
-        broken.to_str().unwrap(),
-    ]);
+    let out = s.restore("latest", &broken, &[]);
     assert_exit(&out, 5);
     assert!(!broken.exists());
     let drill = s.path("drill-broken.duckdb");
@@ -741,15 +732,7 @@ fn skipped_tables_and_schema_changes() {
     assert_eq!(m["source"]["tables"]["main.events"]["rows"], 1);
 
     let restored = s.path("r.duckdb");
-    let out = s.bkp(&[
-        "--json",
-        "restore",
-        "latest",
-        "--kind",
-        "duckdb",
-        "--target",
-        restored.to_str().unwrap(),
-    ]);
+    let out = s.restore("latest", &restored, &["--json"]);
     assert_exit(&out, 0);
     assert_eq!(
         json(&out)["tables"]["main.settings"],
@@ -813,14 +796,7 @@ fn a_row_changed_behind_the_exports_back_fails_the_restore() {
     assert_eq!(json(&out)["manifest"]["scope"], "incremental");
 
     let target = s.path("r.duckdb");
-    let out = s.bkp(&[
-        "restore",
-        "latest",
-        "--kind",
-        "duckdb",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    let out = s.restore("latest", &target, &[]);
     assert_exit(&out, 5);
     let err = stderr(&out);
     assert!(err.contains("table main.events holds other rows"), "{err}");
@@ -834,16 +810,7 @@ fn a_row_changed_behind_the_exports_back_fails_the_restore() {
     assert!(!target.exists(), "nothing was restored");
 
     // The operator may take the rows anyway, told which table differs.
-    let out = s.bkp(&[
-        "--json",
-        "restore",
-        "latest",
-        "--kind",
-        "duckdb",
-        "--target",
-        target.to_str().unwrap(),
-        "--accept-content-mismatch",
-    ]);
+    let out = s.restore("latest", &target, &["--json", "--accept-content-mismatch"]);
     assert_exit(&out, 0);
     assert_eq!(json(&out)["fingerprinted_tables"], 0);
     assert!(
@@ -857,28 +824,12 @@ fn a_row_changed_behind_the_exports_back_fails_the_restore() {
     // end result is held to a fingerprint.
     s.write("UPDATE events SET v = 'changed again', at_ts = '2026-01-03' WHERE id = 1;");
     assert_exit(&s.bkp(&["export"]), 0);
-    let out = s.bkp(&[
-        "--json",
-        "restore",
-        "latest",
-        "--kind",
-        "duckdb",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    let out = s.restore("latest", &target, &["--json"]);
     assert_exit(&out, 0);
     assert_eq!(json(&out)["fingerprinted_tables"], 1);
     fs::remove_file(&target).unwrap();
 
-    let out = s.bkp(&[
-        "--json",
-        "restore",
-        full["id"].as_str().unwrap(),
-        "--kind",
-        "duckdb",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    let out = s.restore(full["id"].as_str().unwrap(), &target, &["--json"]);
     assert_exit(&out, 0);
     assert_eq!(json(&out)["fingerprinted_tables"], 1);
 }
@@ -904,15 +855,7 @@ fn what_a_restore_could_not_recreate_is_left_out_and_said() {
     assert_ne!(f["duckdb"], "v0.0.0", "{f}");
     assert_ne!(f["value"], "42", "{f}");
     let target = s.path("r.duckdb");
-    let out = s.bkp(&[
-        "--json",
-        "restore",
-        "latest",
-        "--kind",
-        "duckdb",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    let out = s.restore("latest", &target, &["--json"]);
     assert_exit(&out, 0);
     // The database's own `hash` and `version` macros do not stand in for DuckDB's.
     assert_eq!(json(&out)["fingerprinted_tables"], 1);
@@ -981,15 +924,7 @@ fn what_a_restore_could_not_recreate_is_left_out_and_said() {
     assert_eq!(m["source"]["tables"]["main.t"]["rows_total"], 2);
 
     let target = s.path("r2.duckdb");
-    let out = s.bkp(&[
-        "--json",
-        "restore",
-        m["id"].as_str().unwrap(),
-        "--kind",
-        "duckdb",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    let out = s.restore(m["id"].as_str().unwrap(), &target, &["--json"]);
     assert_exit(&out, 0);
     assert_eq!(json(&out)["tables"]["main.t"], 2);
     assert!(
@@ -1083,15 +1018,7 @@ fn a_differential_export_restores_with_its_full_export_alone() {
         fs::remove_file(s.path(&format!("store/manifests/duckdb/{id}.json"))).unwrap();
     }
     let target = s.path("r.duckdb");
-    let out = s.bkp(&[
-        "--json",
-        "restore",
-        "latest",
-        "--kind",
-        "duckdb",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    let out = s.restore("latest", &target, &["--json"]);
     assert_exit(&out, 0);
     assert_eq!(json(&out)["fingerprinted_tables"], 2);
     let diff = differences_in(&s.db(), &target, &["main.events", "main.log"]);
@@ -1125,14 +1052,7 @@ fn a_watermark_overlap_catches_late_rows() {
         assert_exit(&out, 0);
         let events = json(&out)["manifest"]["source"]["tables"]["main.events"].clone();
         let target = s.path("r.duckdb");
-        let out = s.bkp(&[
-            "restore",
-            "latest",
-            "--kind",
-            "duckdb",
-            "--target",
-            target.to_str().unwrap(),
-        ]);
+        let out = s.restore("latest", &target, &[]);
         assert_exit(&out, restored);
         if restored == 0 {
             assert_eq!(events["watermark"]["overlap_ms"], 3_600_000, "{events}");
@@ -1179,15 +1099,7 @@ fn json_columns_round_trip() {
     assert_eq!(json(&out)["manifest"]["scope"], "incremental");
 
     let target = s.path("r.duckdb");
-    let out = s.bkp(&[
-        "--json",
-        "restore",
-        "latest",
-        "--kind",
-        "duckdb",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    let out = s.restore("latest", &target, &["--json"]);
     assert_exit(&out, 0);
     assert_eq!(json(&out)["fingerprinted_tables"], 1);
     let diff = differences_in(&s.db(), &target, &["main.docs"]);

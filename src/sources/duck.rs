@@ -429,6 +429,21 @@ pub fn advance_sequence(conn: &Connection, s: &Sequence) -> Result<()> {
     Ok(())
 }
 
+/// The items of a list of text (`None` for an item that is not text); empty for
+/// a value that is not a list.
+fn text_list(v: ::duckdb::types::Value) -> Vec<Option<String>> {
+    match v {
+        ::duckdb::types::Value::List(v) => v
+            .into_iter()
+            .map(|l| match l {
+                ::duckdb::types::Value::Text(t) => Some(t),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// (object, SQL) pairs of a catalog query whose columns are schema, name, sql.
 fn definitions(conn: &Connection, kind: &str, sql: &str) -> Result<Vec<(String, String)>> {
     let mut st = conn
@@ -492,16 +507,7 @@ pub fn schema(conn: &Connection) -> Result<Schema> {
         .collect::<std::result::Result<Vec<_>, _>>()
         .context("failed to read the DuckDB enum types")?;
     for (schema, name, labels) in enums {
-        let labels: Vec<String> = match labels {
-            ::duckdb::types::Value::List(v) => v
-                .into_iter()
-                .filter_map(|l| match l {
-                    ::duckdb::types::Value::Text(t) => Some(t),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+        let labels: Vec<String> = text_list(labels).into_iter().flatten().collect();
         statements.push((
             format!("type {schema}.{name}"),
             format!(
@@ -563,18 +569,6 @@ fn macros(conn: &Connection) -> Result<(Vec<(String, String)>, Vec<(String, Stri
          FROM duckdb_functions() WHERE database_name = current_database() AND NOT internal \
          AND function_type IN ('macro', 'table_macro') ORDER BY function_oid",
     )?;
-    let text_list = |v: ::duckdb::types::Value| -> Vec<Option<String>> {
-        match v {
-            ::duckdb::types::Value::List(v) => v
-                .into_iter()
-                .map(|l| match l {
-                    ::duckdb::types::Value::Text(t) => Some(t),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        }
-    };
     let rows = st
         .query_map([], |r| {
             Ok((
