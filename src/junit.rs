@@ -59,22 +59,23 @@ pub fn escape(s: &str) -> String {
 
 /// The XML document of `suites`, named `name`.
 pub fn render(name: &str, at: OffsetDateTime, seconds: f64, suites: &[Suite]) -> String {
-    let count =
-        |f: fn(&Verdict) -> bool, cases: &[Case]| cases.iter().filter(|c| f(&c.verdict)).count();
+    let all = || suites.iter().flat_map(|s| &s.cases);
+    fn count<'a>(f: fn(&Verdict) -> bool, cases: impl Iterator<Item = &'a Case>) -> usize {
+        cases.filter(|c| f(&c.verdict)).count()
+    }
     let failed = |v: &Verdict| matches!(v, Verdict::Failed(_));
     let skipped = |v: &Verdict| matches!(v, Verdict::Skipped(_));
     let errored = |v: &Verdict| matches!(v, Verdict::Error(_));
-    let all: Vec<Case> = suites.iter().flat_map(|s| s.cases.clone()).collect();
     let timestamp = at.format(&Rfc3339).unwrap_or_default();
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         x,
         "<testsuites name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{seconds:.3}\" timestamp=\"{timestamp}\">",
         escape(name),
-        all.len(),
-        count(failed, &all),
-        count(errored, &all),
-        count(skipped, &all),
+        all().count(),
+        count(failed, all()),
+        count(errored, all()),
+        count(skipped, all()),
     );
     for s in suites {
         let _ = writeln!(
@@ -82,9 +83,9 @@ pub fn render(name: &str, at: OffsetDateTime, seconds: f64, suites: &[Suite]) ->
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" timestamp=\"{timestamp}\">",
             escape(&s.name),
             s.cases.len(),
-            count(failed, &s.cases),
-            count(errored, &s.cases),
-            count(skipped, &s.cases),
+            count(failed, s.cases.iter()),
+            count(errored, s.cases.iter()),
+            count(skipped, s.cases.iter()),
         );
         for c in &s.cases {
             let _ = write!(

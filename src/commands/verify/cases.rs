@@ -89,11 +89,7 @@ pub fn report(f: &Findings, finished_at: OffsetDateTime, ledger_configured: bool
             .map(|d| Case {
                 classname: format!("bkp.verify.drill.{}", d.kind.as_str()),
                 name: format!("restore {} {}", d.kind.as_str(), d.id),
-                verdict: if d.ok {
-                    Verdict::Passed
-                } else {
-                    failed_if(&d.problems)
-                },
+                verdict: failed_if(&d.problems),
                 out: Some(
                     d.facts
                         .iter()

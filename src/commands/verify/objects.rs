@@ -111,10 +111,9 @@ pub fn check_backup(
         if checked.contains(&o.key) {
             continue; // read already in this run (a shared object)
         }
-        let before = c.problems.len();
-        match store.head(&o.key)? {
-            None => c.problems.push(format!("object {} is missing", o.key)),
-            Some(info) if info.size != o.size => c.problems.push(format!(
+        let problem = match store.head(&o.key)? {
+            None => Some(format!("object {} is missing", o.key)),
+            Some(info) if info.size != o.size => Some(format!(
                 "object {} has {} bytes, the manifest recorded {} (truncated or replaced)",
                 o.key, info.size, o.size
             )),
@@ -135,15 +134,17 @@ pub fn check_backup(
                     Ok(n) => {
                         c.bytes_read += n;
                         checked.insert(o.key.clone());
+                        None
                     }
-                    Err(e) => c.problems.push(problem_or_stop(e)?),
+                    Err(e) => Some(problem_or_stop(e)?),
                 }
             }
-        }
+        };
+        c.problems.extend(problem.clone());
         c.results.push(ObjectResult {
             key: o.key.clone(),
             shared: false,
-            problem: c.problems.get(before).cloned(),
+            problem,
         });
     }
     for key in m.uses.iter().filter(|k| !described.contains(*k)) {
