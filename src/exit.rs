@@ -143,6 +143,19 @@ pub fn classify(err: &anyhow::Error) -> Option<Code> {
     None
 }
 
+/// An error of `e`'s class (unclassified: exit 1) that says `message`.
+pub fn like(e: &anyhow::Error, message: String) -> anyhow::Error {
+    of_class(classify(e), message)
+}
+
+/// An error of class `code` (`None`: unclassified, exit 1) that says `message`.
+fn of_class(code: Option<Code>, message: String) -> anyhow::Error {
+    match code {
+        Some(code) => coded(code, message),
+        None => anyhow::anyhow!(message),
+    }
+}
+
 /// Carries `err` through an `io::Error` (a stage's `Write` or `Read`) without
 /// losing its class: the result still classifies like `err`.
 pub fn to_io(err: anyhow::Error) -> std::io::Error {
@@ -184,11 +197,7 @@ pub fn most_specific(codes: impl IntoIterator<Item = Option<Code>>) -> Option<Co
 pub fn combine(what: &str, problems: Vec<anyhow::Error>) -> anyhow::Error {
     let code = most_specific(problems.iter().map(classify));
     let text: Vec<String> = problems.iter().map(|e| format!("{e:#}")).collect();
-    let message = format!("{what} {}", text.join("; and "));
-    match code {
-        Some(code) => coded(code, message),
-        None => anyhow::anyhow!(message),
-    }
+    of_class(code, format!("{what} {}", text.join("; and ")))
 }
 
 /// Whether an error met while checking stored data means the data is damaged

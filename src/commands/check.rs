@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::{open_store, Ctx};
-use crate::exit::{coded, Code};
+use crate::exit::{coded, like, Code};
 use crate::store::s3::Retained;
 use crate::store::Store;
 use crate::ui;
@@ -209,14 +209,6 @@ fn report(ctx: &Ctx, checks: &[Check]) -> Result<()> {
             );
             Err(like(e, message))
         }
-    }
-}
-
-/// An error of `e`'s exit-code class (unclassified: exit 1) saying `message`.
-fn like(e: &anyhow::Error, message: String) -> anyhow::Error {
-    match crate::exit::classify(e) {
-        Some(code) => coded(code, message),
-        None => anyhow::anyhow!(message),
     }
 }
 

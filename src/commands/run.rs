@@ -410,8 +410,8 @@ fn spooled_note(path: &std::path::Path) -> String {
 /// record that cannot be sent is skipped: a spool nobody will read again is no
 /// spool.
 pub struct OptionalLedger {
-    /// Why the cluster is taken to be unreachable, once it is.
-    down: Option<String>,
+    /// Why the cluster is taken to be unreachable, once it is (with its class).
+    down: Option<anyhow::Error>,
     keep_spool: bool,
 }
 
@@ -422,19 +422,23 @@ impl OptionalLedger {
             .plan
             .ledger
             .as_ref()
-            .and_then(|cfg| ledger::probe(cfg).err())
-            .map(|e| format!("{e:#}"));
+            .and_then(|cfg| ledger::probe(cfg).err());
         OptionalLedger { down, keep_spool }
     }
 
-    /// Why the cluster is taken to be unreachable, if it is.
-    pub fn down(&self) -> Option<&str> {
-        self.down.as_deref()
+    /// Why the cluster is taken to be unreachable, if it is, as an error of
+    /// the class that found it so.
+    pub fn down(&self) -> Option<anyhow::Error> {
+        self.down
+            .as_ref()
+            .map(|e| crate::exit::like(e, format!("{e:#}")))
     }
 
     /// Another call found the cluster not answering: later records do not wait.
-    pub fn mark_down(&mut self, reason: &str) {
-        self.down.get_or_insert_with(|| reason.to_string());
+    pub fn mark_down(&mut self, e: &anyhow::Error) {
+        if self.down.is_none() {
+            self.down = Some(crate::exit::like(e, format!("{e:#}")));
+        }
     }
 
     /// Records the run as [`record_run`] does (metrics, then the ledger), but
@@ -451,8 +455,8 @@ impl OptionalLedger {
             Some("ledger: skipped".to_string())
         };
         let outcome = match &self.down {
-            Some(reason) if !self.keep_spool => return skipped(reason),
-            Some(reason) => ledger::spool(cfg, &rec, reason),
+            Some(e) if !self.keep_spool => return skipped(&format!("{e:#}")),
+            Some(e) => ledger::spool(cfg, &rec, &format!("{e:#}")),
             None => ledger::record(cfg, &rec),
         };
         match outcome {
@@ -462,7 +466,10 @@ impl OptionalLedger {
                     "the ledger cluster at {} did not answer a record within {:?}",
                     cfg.addresses, cfg.timeout
                 );
-                self.down.get_or_insert_with(|| cause.clone());
+                self.mark_down(&crate::exit::coded(
+                    crate::exit::Code::Transient,
+                    cause.clone(),
+                ));
                 if !self.keep_spool {
                     let _ = std::fs::remove_file(&path);
                     return skipped(&cause);

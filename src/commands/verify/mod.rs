@@ -196,13 +196,13 @@ fn look(
                 .map(|t| t.manifest.id.as_u128())
                 .collect();
             let result = match ledger.down() {
-                Some(reason) => Err(coded(Code::Transient, reason.to_string())),
+                Some(e) => Err(e),
                 None => audit(cfg, store, &all, &chosen, &deleting),
             };
             result.unwrap_or_else(|e| {
                 let unreachable = crate::exit::classify(&e) == Some(Code::Transient);
                 if unreachable {
-                    ledger.mark_down(&format!("{e:#}"));
+                    ledger.mark_down(&e);
                 }
                 // A configured ledger that cannot be read is a check that did
                 // not run: the drill goes on, but it does not pass (a drill that
