@@ -223,7 +223,7 @@ _bkp() {
             fi
             case "${prev}" in
                 --kind)
-                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump" -- "${cur}"))
                     return 0
                     ;;
                 --config)
@@ -246,12 +246,16 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__export)
-            opts="-c -q -v -h --full --differential --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --kind --full --differential --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --kind)
+                    COMPREPLY=($(compgen -W "duckdb pgdump" -- "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -655,7 +659,7 @@ _bkp() {
             fi
             case "${prev}" in
                 --kind)
-                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump" -- "${cur}"))
                     return 0
                     ;;
                 --operation)
@@ -772,7 +776,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__restore)
-            opts="-t -y -n -c -q -v -h --at --target --kind --force --yes --dry-run --accept-content-mismatch --trust --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-t -y -n -c -q -v -h --at --target --kind --force --yes --dry-run --accept-content-mismatch --schema --table --trust --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -791,7 +795,15 @@ _bkp() {
                     return 0
                     ;;
                 --kind)
-                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump" -- "${cur}"))
+                    return 0
+                    ;;
+                --schema)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --table)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --trust)
@@ -907,7 +919,7 @@ _bkp() {
             fi
             case "${prev}" in
                 --kind)
-                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump" -- "${cur}"))
                     return 0
                     ;;
                 --since)

@@ -34,7 +34,7 @@ complete -c bkp -n "__fish_bkp_needs_command" -s h -l help -d 'Print help (see m
 complete -c bkp -n "__fish_bkp_needs_command" -s V -l version -d 'Print version'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "snapshot" -d 'Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt, checksum, upload, manifest, ledger record'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "logs" -d 'Capture the TigerBeetle accounts and transfers created since the previous log segment: segment, compress, encrypt, checksum, upload, manifest, ledger'
-complete -c bkp -n "__fish_bkp_needs_command" -f -a "export" -d 'Export the DuckDB hot tier to Parquet: every table with --full, else the rows changed since the previous export (per-table watermark column), or since the last full export with --differential; encrypt, checksum, upload, manifest, ledger'
+complete -c bkp -n "__fish_bkp_needs_command" -f -a "export" -d 'Export the DuckDB hot tier to Parquet: every table with --full, else the rows changed since the previous export (per-table watermark column), or since the last full export with --differential; encrypt, checksum, upload, manifest, ledger. With --kind pgdump: dump the PostgreSQL database with pg_dump (custom format, streamed) through the same chain'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "list" -d 'List the backups in the store'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "show" -d 'Show one backup: its manifest (times, host, retention, key, every object and file with its size and SHA-256), after checking its seal'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "restore" -d 'Restore a backup into a new directory'
@@ -62,6 +62,8 @@ complete -c bkp -n "__fish_bkp_using_subcommand logs" -s q -l quiet -d 'Print on
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -l no-progress -d 'No progress bars, even on a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -s h -l help -d 'Print help'
+complete -c bkp -n "__fish_bkp_using_subcommand export" -l kind -d 'What to export, when the config describes both a [duckdb] and a [postgres] database (default: the one it describes)' -r -f -a "duckdb\t'The DuckDB hot tier, as Parquet'
+pgdump\t'The PostgreSQL database, as a `pg_dump` archive'"
 complete -c bkp -n "__fish_bkp_using_subcommand export" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand export" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand export" -l full -d 'Copy every table whole (the base of later incremental exports)'
@@ -70,10 +72,11 @@ complete -c bkp -n "__fish_bkp_using_subcommand export" -l json -d 'Print result
 complete -c bkp -n "__fish_bkp_using_subcommand export" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand export" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
 complete -c bkp -n "__fish_bkp_using_subcommand export" -l no-progress -d 'No progress bars, even on a terminal'
-complete -c bkp -n "__fish_bkp_using_subcommand export" -s h -l help -d 'Print help'
+complete -c bkp -n "__fish_bkp_using_subcommand export" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l kind -d 'Only backups of this kind' -r -f -a "tigerbeetle\t''
 duckdb\t''
-parquet\t''"
+parquet\t''
+pgdump\t'A PostgreSQL dump (`pg_dump`)'"
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l operation -d 'Only backups made by this operation (snapshot, logs, export, replicate)' -r
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l since -d 'Only backups started at or after TIME (RFC 3339) or within DURATION (e.g. 7d)' -r
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l last -d 'Only the newest N of what the other filters select' -r
@@ -83,7 +86,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand list" -l json -d 'Print results 
 complete -c bkp -n "__fish_bkp_using_subcommand list" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand list" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l no-progress -d 'No progress bars, even on a terminal'
-complete -c bkp -n "__fish_bkp_using_subcommand list" -s h -l help -d 'Print help'
+complete -c bkp -n "__fish_bkp_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bkp -n "__fish_bkp_using_subcommand show" -l trust -d 'Accept backup ID although its manifest has no seal or it is not encrypted while [encryption] is configured (a backup from before the store was sealed or encrypted). Check where it came from first. Repeatable' -r
 complete -c bkp -n "__fish_bkp_using_subcommand show" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand show" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
@@ -93,10 +96,13 @@ complete -c bkp -n "__fish_bkp_using_subcommand show" -s v -l verbose -d 'Print 
 complete -c bkp -n "__fish_bkp_using_subcommand show" -l no-progress -d 'No progress bars, even on a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand show" -s h -l help -d 'Print help'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l at -d 'Point-in-time restore (TigerBeetle): restore the snapshot, then replay the log segments up to TIME (RFC 3339, e.g. 2026-11-22T13:05:00Z). Without any snapshot at or before TIME, the log is replayed from the beginning. With --kind duckdb: the newest export at or before TIME' -r
-complete -c bkp -n "__fish_bkp_using_subcommand restore" -s t -l target -d 'Directory to restore into (for --kind duckdb: the new database file). It must not exist or be empty, unless --force' -r -F
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -s t -l target -d 'Directory to restore into (for --kind duckdb: the new database file; for a PostgreSQL dump: the name of the new database on the [postgres] server). It must not exist or be empty, unless --force' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l kind -d 'Kind of backup `latest` refers to' -r -f -a "tigerbeetle\t''
 duckdb\t''
-parquet\t''"
+parquet\t''
+pgdump\t'A PostgreSQL dump (`pg_dump`)'"
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -l schema -d 'PostgreSQL dump: restore only the objects of this schema (pg_restore --schema). Repeatable' -r
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -l table -d 'PostgreSQL dump: restore only this table (NAME or SCHEMA.NAME), its definition and data, without its indexes or constraints (pg_restore --table). Repeatable' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l trust -d 'Accept backup ID although its manifest has no seal or it is not encrypted while [encryption] is configured (a backup from before the store was sealed or encrypted). Check where it came from first. Repeatable' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
@@ -108,7 +114,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand restore" -l json -d 'Print resul
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l no-progress -d 'No progress bars, even on a terminal'
-complete -c bkp -n "__fish_bkp_using_subcommand restore" -s h -l help -d 'Print help'
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bkp -n "__fish_bkp_using_subcommand cat" -l trust -d 'Accept backup ID although its manifest has no seal or it is not encrypted while [encryption] is configured (a backup from before the store was sealed or encrypted). Check where it came from first. Repeatable' -r
 complete -c bkp -n "__fish_bkp_using_subcommand cat" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand cat" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
@@ -129,7 +135,8 @@ complete -c bkp -n "__fish_bkp_using_subcommand replicate" -l no-progress -d 'No
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s h -l help -d 'Print help'
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l kind -d 'Only backups of this kind' -r -f -a "tigerbeetle\t''
 duckdb\t''
-parquet\t''"
+parquet\t''
+pgdump\t'A PostgreSQL dump (`pg_dump`)'"
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s n -l dry-run -d 'Print the plan (keep or delete, with the reasons) and change nothing'
@@ -137,10 +144,11 @@ complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l json -d 'Print resul
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l no-progress -d 'No progress bars, even on a terminal'
-complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s h -l help -d 'Print help'
+complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l kind -d 'Only backups of this kind' -r -f -a "tigerbeetle\t''
 duckdb\t''
-parquet\t''"
+parquet\t''
+pgdump\t'A PostgreSQL dump (`pg_dump`)'"
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l since -d 'Only backups started at or after TIME (RFC 3339) or within DURATION (e.g. 7d)' -r
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l report -d 'Also write the JSON report to FILE. The report always goes to the store too; when the store refuses it (read-only credentials), it is kept here, else on stdout under --json, else in a local file a warning names' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l junit -d 'Write a JUnit XML test report to FILE, one test case per check (backup, object, ledger audit, drill; what could not be checked as skipped), for CI systems to show. Written when checks fail too' -r -F
@@ -152,7 +160,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand verify" -l json -d 'Print result
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l no-progress -d 'No progress bars, even on a terminal'
-complete -c bkp -n "__fish_bkp_using_subcommand verify" -s h -l help -d 'Print help'
+complete -c bkp -n "__fish_bkp_using_subcommand verify" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bkp -n "__fish_bkp_using_subcommand check" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand check" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand check" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
@@ -206,7 +214,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand notify" -l no-progress -d 'No pr
 complete -c bkp -n "__fish_bkp_using_subcommand notify" -s h -l help -d 'Print help'
 complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key status notify help" -f -a "snapshot" -d 'Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt, checksum, upload, manifest, ledger record'
 complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key status notify help" -f -a "logs" -d 'Capture the TigerBeetle accounts and transfers created since the previous log segment: segment, compress, encrypt, checksum, upload, manifest, ledger'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key status notify help" -f -a "export" -d 'Export the DuckDB hot tier to Parquet: every table with --full, else the rows changed since the previous export (per-table watermark column), or since the last full export with --differential; encrypt, checksum, upload, manifest, ledger'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key status notify help" -f -a "export" -d 'Export the DuckDB hot tier to Parquet: every table with --full, else the rows changed since the previous export (per-table watermark column), or since the last full export with --differential; encrypt, checksum, upload, manifest, ledger. With --kind pgdump: dump the PostgreSQL database with pg_dump (custom format, streamed) through the same chain'
 complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key status notify help" -f -a "list" -d 'List the backups in the store'
 complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key status notify help" -f -a "show" -d 'Show one backup: its manifest (times, host, retention, key, every object and file with its size and SHA-256), after checking its seal'
 complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key status notify help" -f -a "restore" -d 'Restore a backup into a new directory'

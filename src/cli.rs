@@ -90,7 +90,8 @@ pub enum Command {
     /// Export the DuckDB hot tier to Parquet: every table with --full, else the rows
     /// changed since the previous export (per-table watermark column), or since the
     /// last full export with --differential; encrypt, checksum, upload, manifest,
-    /// ledger.
+    /// ledger. With --kind pgdump: dump the PostgreSQL database with pg_dump
+    /// (custom format, streamed) through the same chain.
     Export(ExportArgs),
 
     /// List the backups in the store.
@@ -250,6 +251,10 @@ pub struct ReplicateArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
+    /// What to export, when the config describes both a [duckdb] and a
+    /// [postgres] database (default: the one it describes).
+    #[arg(long, value_enum)]
+    pub kind: Option<ExportKind>,
     /// Copy every table whole (the base of later incremental exports).
     #[arg(long, conflicts_with = "differential")]
     pub full: bool,
@@ -323,8 +328,9 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
 
-    /// Directory to restore into (for --kind duckdb: the new database file). It must
-    /// not exist or be empty, unless --force.
+    /// Directory to restore into (for --kind duckdb: the new database file; for a
+    /// PostgreSQL dump: the name of the new database on the [postgres] server). It
+    /// must not exist or be empty, unless --force.
     #[arg(long, short = 't', value_name = "DIR")]
     pub target: PathBuf,
 
@@ -355,6 +361,17 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub accept_content_mismatch: bool,
 
+    /// PostgreSQL dump: restore only the objects of this schema (pg_restore
+    /// --schema). Repeatable.
+    #[arg(long, value_name = "SCHEMA")]
+    pub schema: Vec<String>,
+
+    /// PostgreSQL dump: restore only this table (NAME or SCHEMA.NAME), its
+    /// definition and data, without its indexes or constraints (pg_restore
+    /// --table). Repeatable.
+    #[arg(long, value_name = "TABLE")]
+    pub table: Vec<String>,
+
     #[command(flatten)]
     pub trust: TrustArgs,
 }
@@ -373,11 +390,22 @@ fn parse_id(s: &str) -> Result<BackupId, String> {
     s.parse().map_err(|e| format!("{e:#}"))
 }
 
+/// What `bkp export` exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportKind {
+    /// The DuckDB hot tier, as Parquet.
+    Duckdb,
+    /// The PostgreSQL database, as a `pg_dump` archive.
+    Pgdump,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum KindArg {
     Tigerbeetle,
     Duckdb,
     Parquet,
+    /// A PostgreSQL dump (`pg_dump`).
+    Pgdump,
 }
 
 impl From<KindArg> for Kind {
@@ -386,6 +414,7 @@ impl From<KindArg> for Kind {
             KindArg::Tigerbeetle => Kind::Tigerbeetle,
             KindArg::Duckdb => Kind::Duckdb,
             KindArg::Parquet => Kind::Parquet,
+            KindArg::Pgdump => Kind::Pgdump,
         }
     }
 }

@@ -88,14 +88,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let result = match &cli.command {
         Command::Snapshot => commands::snapshot::run(&ctx),
         Command::Logs => commands::logs::run(&ctx),
-        Command::Export(a) => commands::export::run(
-            &ctx,
-            match (a.full, a.differential) {
-                (true, _) => commands::export::Mode::Full,
-                (false, true) => commands::export::Mode::Differential,
-                (false, false) => commands::export::Mode::Incremental,
-            },
-        ),
+        Command::Export(a) => export(&ctx, a),
         Command::List(a) => commands::list::run(&ctx, a),
         Command::Show(a) => commands::show::run(&ctx, a),
         Command::Restore(a) => commands::restore::run(&ctx, a),
@@ -113,6 +106,42 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     notify(&ctx, &cli.command, &result);
     result
+}
+
+/// `bkp export`: the DuckDB export or the PostgreSQL dump, whichever the
+/// config describes, or `--kind` chooses when it describes both.
+fn export(ctx: &commands::Ctx, a: &cli::ExportArgs) -> Result<()> {
+    use cli::ExportKind;
+    let plan = &ctx.plan;
+    let kind = match (a.kind, plan.duckdb.is_some(), plan.postgres.is_some()) {
+        (Some(k), _, _) => k,
+        (None, true, true) => {
+            return Err(exit::coded(
+                exit::Code::Config,
+                format!(
+                    "{} describes a DuckDB database and a PostgreSQL database: choose one with `bkp export --kind duckdb` or `--kind pgdump`",
+                    plan.source.display()
+                ),
+            ))
+        }
+        (None, false, true) => ExportKind::Pgdump,
+        (None, _, false) => ExportKind::Duckdb,
+    };
+    match kind {
+        ExportKind::Pgdump if a.full || a.differential => Err(exit::coded(
+            exit::Code::Config,
+            "--full and --differential are for DuckDB exports: every PostgreSQL dump is whole",
+        )),
+        ExportKind::Pgdump => commands::pgdump::run(ctx),
+        ExportKind::Duckdb => commands::export::run(
+            ctx,
+            match (a.full, a.differential) {
+                (true, _) => commands::export::Mode::Full,
+                (false, true) => commands::export::Mode::Differential,
+                (false, false) => commands::export::Mode::Incremental,
+            },
+        ),
+    }
 }
 
 /// Tells `[notify]`'s command about a failure, a recovery or a breached RPO of

@@ -552,7 +552,8 @@ pub struct RetentionPlan {
 /// window).
 pub fn default_policy(kind: Kind, scope: Scope) -> Policy {
     match (kind, scope) {
-        (Kind::Parquet, _) => Policy::count_based(),
+        // The requirement a dump schedule comes from: 24 hourly, 30 daily, 12 monthly.
+        (Kind::Parquet | Kind::Pgdump, _) => Policy::count_based(),
         (_, Scope::Full) => Policy::gfs(),
         (_, Scope::Incremental) => Policy::default(),
     }

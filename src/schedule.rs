@@ -3,7 +3,7 @@
 //!
 //! A schedule is one timer of the shipped units (`systemd/`, `examples/crontab`):
 //! snapshot every 6 h, logs every 15 min, a full export daily, an incremental
-//! export every 6 h, replication hourly. Each has a recovery point objective
+//! export every 6 h, replication hourly, a PostgreSQL dump hourly. Each has a recovery point objective
 //! (RPO): the newest good backup of the schedule must be younger than it. The
 //! decision is a pure function of the newest backup, the rule and `now`
 //! ([`decide`]), so it is tested with table cases; `bkp status` feeds it from the
@@ -35,15 +35,18 @@ pub enum Schedule {
     ExportIncremental,
     /// `bkp replicate`: the Parquet cold tier.
     Replicate,
+    /// `bkp export --kind pgdump`: a PostgreSQL dump.
+    Pgdump,
 }
 
 impl Schedule {
-    pub const ALL: [Schedule; 5] = [
+    pub const ALL: [Schedule; 6] = [
         Schedule::Snapshot,
         Schedule::Logs,
         Schedule::ExportFull,
         Schedule::ExportIncremental,
         Schedule::Replicate,
+        Schedule::Pgdump,
     ];
 
     /// The name used in config, output and metrics: `export-full`…
@@ -54,6 +57,7 @@ impl Schedule {
             Schedule::ExportFull => "export-full",
             Schedule::ExportIncremental => "export-incremental",
             Schedule::Replicate => "replicate",
+            Schedule::Pgdump => "pgdump",
         }
     }
 
@@ -63,6 +67,7 @@ impl Schedule {
             Schedule::Snapshot | Schedule::Logs => Kind::Tigerbeetle,
             Schedule::ExportFull | Schedule::ExportIncremental => Kind::Duckdb,
             Schedule::Replicate => Kind::Parquet,
+            Schedule::Pgdump => Kind::Pgdump,
         }
     }
 
@@ -71,7 +76,7 @@ impl Schedule {
         match self {
             Schedule::Snapshot => "snapshot",
             Schedule::Logs => "logs",
-            Schedule::ExportFull | Schedule::ExportIncremental => "export",
+            Schedule::ExportFull | Schedule::ExportIncremental | Schedule::Pgdump => "export",
             Schedule::Replicate => "replicate",
         }
     }
@@ -90,9 +95,10 @@ impl Schedule {
         match self {
             Schedule::Snapshot => "bkp snapshot",
             Schedule::Logs => "bkp logs",
-            Schedule::ExportFull => "bkp export --full",
-            Schedule::ExportIncremental => "bkp export",
+            Schedule::ExportFull => "bkp export --kind duckdb --full",
+            Schedule::ExportIncremental => "bkp export --kind duckdb",
             Schedule::Replicate => "bkp replicate",
+            Schedule::Pgdump => "bkp export --kind pgdump",
         }
     }
 
@@ -102,7 +108,7 @@ impl Schedule {
             Schedule::Snapshot | Schedule::ExportIncremental => Duration::from_secs(6 * 3600),
             Schedule::Logs => Duration::from_secs(15 * 60),
             Schedule::ExportFull => Duration::from_secs(24 * 3600),
-            Schedule::Replicate => Duration::from_secs(3600),
+            Schedule::Replicate | Schedule::Pgdump => Duration::from_secs(3600),
         }
     }
 

@@ -47,7 +47,7 @@ struct Unit {
     note: &'static str,
 }
 
-const UNITS: [Unit; 8] = [
+const UNITS: [Unit; 9] = [
     Unit {
         name: "snapshot",
         what: "TigerBeetle data-file snapshot",
@@ -79,7 +79,7 @@ const UNITS: [Unit; 8] = [
         name: "export-full",
         what: "full DuckDB export",
         page: "export",
-        args: "export --full",
+        args: "export --kind duckdb --full",
         cap: "6h",
         calendar: "01:30",
         every: "daily",
@@ -91,7 +91,7 @@ const UNITS: [Unit; 8] = [
         name: "export-incremental",
         what: "incremental DuckDB export",
         page: "export",
-        args: "export",
+        args: "export --kind duckdb",
         cap: "3h",
         calendar: "03/6:30",
         every: "every 6 hours",
@@ -110,6 +110,19 @@ const UNITS: [Unit; 8] = [
         delay: "5min",
         reads_source: true,
         note: "",
+    },
+    Unit {
+        name: "pgdump",
+        what: "PostgreSQL dump",
+        page: "export",
+        args: "export --kind pgdump",
+        cap: "3h",
+        calendar: "*:45",
+        every: "hourly",
+        delay: "5min",
+        reads_source: false,
+        note: "# The password is read from postgres.passfile: keep it under /etc/bkp (home\n\
+               # directories are hidden from this service), mode 0600.\n",
     },
     Unit {
         name: "cleanup",

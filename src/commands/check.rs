@@ -114,6 +114,12 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             outcome: duckdb_schema(d),
         });
     }
+    if let Some(pg) = &plan.postgres {
+        checks.push(Check {
+            name: "postgres.server",
+            outcome: postgres_server(pg),
+        });
+    }
     if let Some(r) = &plan.replicate {
         checks.push(Check {
             name: "replicate.source",
@@ -166,6 +172,29 @@ fn duckdb_schema(d: &crate::config::DuckdbPlan) -> Result<String> {
             "a restore could not recreate {}: exports leave them out and exit 12. Change or drop them",
             list.join("; ")
         ),
+    ))
+}
+
+/// That the PostgreSQL tools are there, that bkp can log in to the database,
+/// and that `pg_dump` is not older than the server (it refuses to dump one).
+fn postgres_server(pg: &crate::config::PostgresPlan) -> Result<String> {
+    let server = crate::sources::postgres::Server::new(pg);
+    let tools = server.tool_version("pg_dump")?;
+    let version = server.server_version()?;
+    let major = |v: &str| -> Option<u32> { v.split(['.', ' ']).next()?.parse().ok() };
+    if let (Some(t), Some(s)) = (major(&tools), major(&version)) {
+        if t < s {
+            return Err(coded(
+                Code::Config,
+                format!(
+                    "pg_dump {tools} is older than the server ({version}) and would refuse to dump it: install the client tools of version {s} or newer and set postgres.bin_dir"
+                ),
+            ));
+        }
+    }
+    Ok(format!(
+        "{} answers (PostgreSQL {version}); pg_dump {tools}",
+        server.describe(&pg.database)
     ))
 }
 

@@ -85,7 +85,7 @@ pub fn candidates(manifests: &[Manifest]) -> Vec<Candidate> {
 fn stream_of(m: &Manifest) -> String {
     let key = match (m.kind, m.operation.as_str()) {
         (Kind::Parquet, "replicate") => "root",
-        (Kind::Duckdb, "export") => "database",
+        (Kind::Duckdb | Kind::Pgdump, "export") => "database",
         _ => return String::new(),
     };
     m.source

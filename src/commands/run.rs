@@ -333,6 +333,7 @@ impl RunRecord {
                 Kind::Tigerbeetle => ledger::BackupType::Tigerbeetle,
                 Kind::Duckdb => ledger::BackupType::Duckdb,
                 Kind::Parquet => ledger::BackupType::Parquet,
+                Kind::Pgdump => ledger::BackupType::Pgdump,
                 Kind::Kms => ledger::BackupType::Kms,
             },
             scope: match r.scope {

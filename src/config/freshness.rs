@@ -39,6 +39,7 @@ pub struct PerSchedule {
     pub export_full: Option<String>,
     pub export_incremental: Option<String>,
     pub replicate: Option<String>,
+    pub pgdump: Option<String>,
 }
 
 impl PerSchedule {
@@ -49,6 +50,7 @@ impl PerSchedule {
             Schedule::ExportFull => self.export_full.as_ref(),
             Schedule::ExportIncremental => self.export_incremental.as_ref(),
             Schedule::Replicate => self.replicate.as_ref(),
+            Schedule::Pgdump => self.pgdump.as_ref(),
         }
     }
 }
@@ -120,6 +122,9 @@ impl Plan {
         }
         if self.replicate.is_some() {
             implied.push(Schedule::Replicate);
+        }
+        if self.postgres.is_some() {
+            implied.push(Schedule::Pgdump);
         }
         let f = &self.freshness;
         Schedule::ALL

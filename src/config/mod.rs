@@ -32,6 +32,7 @@ pub mod freshness;
 pub mod ledger;
 pub mod metrics;
 pub mod notify;
+pub mod postgres;
 pub mod replicate;
 pub mod retention;
 pub mod store;
@@ -39,6 +40,7 @@ pub mod tigerbeetle;
 
 pub use duckdb::{DuckdbPlan, WithoutWatermark};
 pub use encryption::{EncryptionPlan, KeyPlan, KeySpec};
+pub use postgres::PostgresPlan;
 pub use replicate::ReplicateOverrides;
 pub use store::StorePlan;
 pub use tigerbeetle::{ClusterPlan, SnapshotMode, TigerBeetlePlan};
@@ -63,6 +65,7 @@ pub struct File {
     pub metrics: Option<metrics::MetricsFile>,
     pub replicate: Option<replicate::ReplicateFile>,
     pub duckdb: Option<duckdb::DuckdbFile>,
+    pub postgres: Option<postgres::PostgresFile>,
     pub notify: Option<notify::NotifyFile>,
 }
 
@@ -83,6 +86,8 @@ pub struct Plan {
     pub metrics_dir: Option<PathBuf>,
     pub replicate: Option<crate::replicate::ReplicatePlan>,
     pub duckdb: Option<DuckdbPlan>,
+    /// The PostgreSQL database `bkp export --kind pgdump` dumps.
+    pub postgres: Option<PostgresPlan>,
     /// The command run on failures, recoveries and breached RPOs.
     pub notify: Option<crate::notify::NotifyPlan>,
 }
@@ -175,7 +180,6 @@ impl<'a> Validator<'a> {
         parse_duration(text).map_err(|e| self.error(key, format!("{e:#}")))
     }
 
-    /// A duration that must be longer than zero.
     /// A `pass_env` list: environment variable names, nothing else.
     pub fn env_names(&self, key: &str, names: &[String]) -> Result<()> {
         match names
@@ -189,6 +193,7 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// A duration that must be longer than zero.
     pub fn positive_duration(&self, key: &str, text: &str) -> Result<Duration> {
         let d = self.duration(key, text)?;
         if d.is_zero() {
@@ -275,6 +280,7 @@ fn validate(f: File, v: &Validator, ov: &Overrides) -> Result<Plan> {
         .map(|r| replicate::validate(r, v, ov, compression))
         .transpose()?;
     let duckdb = f.duckdb.map(|d| duckdb::validate(d, v)).transpose()?;
+    let postgres = f.postgres.map(|p| postgres::validate(p, v)).transpose()?;
     let notify = f.notify.map(|n| notify::validate(n, v)).transpose()?;
     Ok(Plan {
         source: v.file.to_path_buf(),
@@ -289,6 +295,7 @@ fn validate(f: File, v: &Validator, ov: &Overrides) -> Result<Plan> {
         metrics_dir,
         replicate,
         duckdb,
+        postgres,
         notify,
     })
 }

@@ -1,5 +1,5 @@
 //! The `[retention]` section: one policy per group of backups (`snapshot`,
-//! `logs`, `export_full`, `export_incremental`, `replicate`), each a preset with
+//! `logs`, `export_full`, `export_incremental`, `replicate`, `pgdump`), each a preset with
 //! rules on top, and the grace period before `cleanup` removes unnamed objects.
 
 use anyhow::Result;
@@ -21,6 +21,7 @@ pub struct RetentionFile {
     pub export_full: Option<PolicyFile>,
     pub export_incremental: Option<PolicyFile>,
     pub replicate: Option<PolicyFile>,
+    pub pgdump: Option<PolicyFile>,
 }
 
 /// One group's rules: a preset, and any rule set on top of it.
@@ -41,12 +42,13 @@ pub struct PolicyFile {
 }
 
 /// The groups the section names, with the backups each one holds.
-const GROUPS: [(&str, Kind, Scope); 5] = [
+const GROUPS: [(&str, Kind, Scope); 6] = [
     ("snapshot", Kind::Tigerbeetle, Scope::Full),
     ("logs", Kind::Tigerbeetle, Scope::Incremental),
     ("export_full", Kind::Duckdb, Scope::Full),
     ("export_incremental", Kind::Duckdb, Scope::Incremental),
     ("replicate", Kind::Parquet, Scope::Full),
+    ("pgdump", Kind::Pgdump, Scope::Full),
 ];
 
 pub(super) fn validate(f: RetentionFile, v: &Validator) -> Result<RetentionPlan> {
@@ -61,6 +63,7 @@ pub(super) fn validate(f: RetentionFile, v: &Validator) -> Result<RetentionPlan>
         f.export_full,
         f.export_incremental,
         f.replicate,
+        f.pgdump,
     ];
     for ((name, kind, scope), file) in GROUPS.into_iter().zip(files) {
         let default = default_policy(kind, scope);
@@ -124,6 +127,11 @@ mod tests {
         assert_eq!(
             *r.policies.get(Kind::Parquet, Scope::Full),
             Policy::count_based()
+        );
+        assert_eq!(
+            *r.policies.get(Kind::Pgdump, Scope::Full),
+            Policy::count_based(),
+            "dumps: 24 hourly, 30 daily, 12 monthly"
         );
         assert_eq!(
             *r.policies.get(Kind::Duckdb, Scope::Incremental),

@@ -45,6 +45,7 @@ pub enum BackupType {
     Duckdb,
     Parquet,
     Kms,
+    Pgdump,
 }
 wire_codes!(
     BackupType,
@@ -52,7 +53,8 @@ wire_codes!(
     Tigerbeetle = 1,
     Duckdb = 2,
     Parquet = 3,
-    Kms = 4
+    Kms = 4,
+    Pgdump = 5
 );
 
 impl BackupType {
@@ -63,6 +65,7 @@ impl BackupType {
             BackupType::Duckdb => "duckdb",
             BackupType::Parquet => "parquet",
             BackupType::Kms => "kms",
+            BackupType::Pgdump => "pgdump",
         }
     }
 }
@@ -272,7 +275,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 4 * 2 * 3 * 2 * 3 * 5);
+        assert_eq!(n, 5 * 2 * 3 * 2 * 3 * 5);
         for &op in Operation::ALL {
             assert_eq!(Operation::from_code(op.code()).unwrap(), op);
         }

@@ -29,6 +29,7 @@ pub use seal::Trust;
 pub mod duckdb;
 pub mod marker;
 pub mod parquet;
+pub mod pgdump;
 pub mod seal;
 pub mod tigerbeetle;
 pub mod tombstone;
@@ -43,6 +44,8 @@ pub enum Kind {
     Tigerbeetle,
     Duckdb,
     Parquet,
+    /// A PostgreSQL database dumped by `pg_dump`.
+    Pgdump,
     Kms,
 }
 
@@ -52,10 +55,17 @@ impl Kind {
             Kind::Tigerbeetle => "tigerbeetle",
             Kind::Duckdb => "duckdb",
             Kind::Parquet => "parquet",
+            Kind::Pgdump => "pgdump",
             Kind::Kms => "kms",
         }
     }
-    pub const ALL: [Kind; 4] = [Kind::Tigerbeetle, Kind::Duckdb, Kind::Parquet, Kind::Kms];
+    pub const ALL: [Kind; 5] = [
+        Kind::Tigerbeetle,
+        Kind::Duckdb,
+        Kind::Parquet,
+        Kind::Pgdump,
+        Kind::Kms,
+    ];
 
     /// Whether this kind is restored as a snapshot plus a replayed log, so that
     /// its incrementals (log segments) must run unbroken from a snapshot on.

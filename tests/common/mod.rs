@@ -11,6 +11,8 @@
 //! [`shared_s3`] and [`shared_ledger`]: statics are never dropped.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::collections::hash_map::RandomState;
 use std::collections::BTreeSet;
 use std::fs::{self, File};

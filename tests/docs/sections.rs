@@ -16,6 +16,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("BKP_WORK_DIR", "Overrides work_dir."),
     ("BKP_STORE_PATH", "Replaces the whole [store] section with a local store at this path."),
     ("BKP_S3_BUCKET, BKP_S3_PREFIX, BKP_S3_ENDPOINT, BKP_S3_REGION", "Override store.bucket, store.prefix, store.endpoint and store.region."),
+    ("PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSFILE, PGAPPNAME, PGCONNECT_TIMEOUT", "Not read: bkp sets them from [postgres] for the pg_dump, pg_restore and psql it runs, whose environment is otherwise scrubbed like every child's. PGPASSWORD is never passed on: the password belongs in postgres.passfile."),
     ("BKP_S3_PATH_STYLE", "Overrides store.path_style: true or false; anything else is a config error (exit 3)."),
     ("BKP_LEDGER_ADDRESSES", "Overrides ledger.addresses."),
     ("BKP_METRICS_DIR", "Overrides metrics.dir."),

@@ -18,15 +18,18 @@ pub const SECONDS: u64 = 5;
 /// Counts down before `target` is replaced, when it exists, `yes` is not given
 /// and a person is watching. Fails (interrupted) on SIGINT, SIGTERM or SIGHUP.
 pub fn before_replacing(target: &Target, yes: bool) -> Result<()> {
-    if !target.exists || yes || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal()
-    {
+    before_replacing_named(&target.path.display().to_string(), target.exists, yes)
+}
+
+/// [`before_replacing`] for a target that is not a path (a database), named `what`.
+pub fn before_replacing_named(what: &str, exists: bool, yes: bool) -> Result<()> {
+    if !exists || yes || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
         return Ok(());
     }
     let mut e = std::io::stderr().lock();
     let _ = write!(
         e,
-        "bkp: {} will be replaced (--force). Ctrl-C cancels; --yes skips this wait. Starting in",
-        target.path.display()
+        "bkp: {what} will be replaced (--force). Ctrl-C cancels; --yes skips this wait. Starting in"
     );
     for left in (1..=SECONDS).rev() {
         let _ = write!(e, " {left}");
@@ -37,9 +40,8 @@ pub fn before_replacing(target: &Target, yes: bool) -> Result<()> {
                 return Err(coded(
                     Code::Interrupted,
                     format!(
-                        "restore cancelled by {} before it began: {} was not touched",
+                        "restore cancelled by {} before it began: {what} was not touched",
                         crate::interrupt::name(signal),
-                        target.path.display()
                     ),
                 ));
             }

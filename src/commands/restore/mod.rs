@@ -33,6 +33,7 @@ pub mod countdown;
 mod dry_run;
 pub mod duckdb;
 pub mod parquet;
+pub mod pgdump;
 pub mod pitr;
 pub mod target;
 pub mod tigerbeetle;
@@ -69,6 +70,12 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     // backups: they prove each manifest (see `manifest/seal.rs`).
     let trust = super::trust(plan, args.trust.trust.clone())?;
     let rp = resolve(store.as_ref(), &trust, args, at)?;
+    if rp.kind != Kind::Pgdump && !(args.schema.is_empty() && args.table.is_empty()) {
+        return Err(coded(
+            Code::Config,
+            "--schema and --table choose part of a PostgreSQL dump: a backup of another kind restores whole",
+        ));
+    }
     if args.dry_run {
         return dry_run::run(ctx, store.as_ref(), &trust, &rp, args);
     }
@@ -84,6 +91,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         Kind::Tigerbeetle => tigerbeetle::run(ctx, &src, &rp, args),
         Kind::Duckdb => duckdb::run(ctx, &src, &rp, args),
         Kind::Parquet => parquet::run(ctx, &src, &rp, args),
+        Kind::Pgdump => pgdump::run(ctx, &src, &rp, args),
         Kind::Kms => Err(coded(
             Code::Config,
             "key-material backups are not restored by `bkp restore`",
@@ -174,6 +182,7 @@ pub fn resolve(
                     Kind::Tigerbeetle => "TigerBeetle snapshot",
                     Kind::Duckdb => "DuckDB export",
                     Kind::Parquet => "Parquet replication",
+                    Kind::Pgdump => "PostgreSQL dump",
                     Kind::Kms => "key-material backup",
                 },
                 store.identity(),
@@ -184,6 +193,7 @@ pub fn resolve(
                 match kind {
                     Kind::Tigerbeetle => "run `bkp snapshot` first",
                     Kind::Duckdb => "run `bkp export --full` first",
+                    Kind::Pgdump => "run `bkp export --kind pgdump` first",
                     _ => "run `bkp replicate` first",
                 }
             ),
@@ -199,6 +209,7 @@ pub fn restorable(m: &Manifest) -> bool {
         Kind::Tigerbeetle => m.operation == tb::SNAPSHOT,
         Kind::Duckdb => m.operation == export::OPERATION,
         Kind::Parquet => m.operation == replicated::OPERATION,
+        Kind::Pgdump => m.operation == crate::manifest::pgdump::OPERATION,
         Kind::Kms => false,
     }
 }

@@ -1,0 +1,488 @@
+//! `bkp export --kind pgdump` and `bkp restore` of PostgreSQL dumps, through the real
+//! binary, against a real PostgreSQL server started here (Debian's packages) and a
+//! real S3 server (SeaweedFS) or a local store.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::postgres::{shared_postgres, Postgres};
+use common::{assert_exit, json, run_bkp, shared_s3, unique_name, StoreKind};
+
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Setup {
+    /// A config with a store, a key (unless `encrypted` is false) and `postgres` as
+    /// its `[postgres]` section.
+    fn new(store: StoreKind, encrypted: bool, postgres: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("key"), [9u8; 32]).unwrap();
+        let (store_toml, env) = match store {
+            StoreKind::Local => (
+                "[store]\ntype = \"local\"\npath = \"store\"\n".to_string(),
+                vec![],
+            ),
+            StoreKind::S3 => {
+                let s3 = shared_s3();
+                let bucket = unique_name("pg");
+                s3.create_bucket(&bucket);
+                (
+                    format!(
+                        "[store]\ntype = \"s3\"\nbucket = \"{bucket}\"\nendpoint = \"{}\"\npath_style = true\nregion = \"{}\"\n",
+                        s3.endpoint, s3.region
+                    ),
+                    s3.env(),
+                )
+            }
+        };
+        let encryption = if encrypted {
+            "[encryption]\nkey_file = \"key\"\n"
+        } else {
+            "[encryption]\nenabled = false\n"
+        };
+        let config = dir.path().join("bkp.toml");
+        fs::write(
+            &config,
+            format!("work_dir = \"work\"\n{store_toml}{encryption}{postgres}"),
+        )
+        .unwrap();
+        Setup { dir, config, env }
+    }
+
+    fn bkp(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--config", self.config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run_bkp(&all, &self.env)
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Runs `bkp export --kind pgdump`; the new backup's id.
+    fn dump(&self) -> String {
+        let out = self.bkp(&["export", "--kind", "pgdump"]);
+        assert_exit(&out, 0);
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn manifest(&self, id: &str) -> serde_json::Value {
+        let out = self.bkp(&["--json", "show", id]);
+        assert_exit(&out, 0);
+        json(&out)
+    }
+}
+
+/// A database with what a dump must carry: several schemas, awkward values,
+/// sequences, a view, a function, constraints and an index.
+const APP: &str = r#"
+CREATE SCHEMA tenant_a;
+CREATE SCHEMA tenant_b;
+CREATE TABLE public.accounts (
+    id bigserial PRIMARY KEY,
+    name text NOT NULL,
+    balance numeric(30, 8),
+    tags text[],
+    doc jsonb,
+    raw bytea,
+    seen timestamptz
+);
+CREATE TABLE tenant_a.orders (id int PRIMARY KEY, account bigint REFERENCES public.accounts, note text);
+CREATE TABLE tenant_b.orders (id int PRIMARY KEY, note text);
+CREATE TABLE public."Odd ""Name""" (x int);
+CREATE INDEX accounts_name ON public.accounts (name);
+CREATE VIEW public.rich AS SELECT name FROM public.accounts WHERE balance > 100;
+CREATE FUNCTION public.double_it(x int) RETURNS int LANGUAGE sql AS 'SELECT x * 2';
+INSERT INTO public.accounts (name, balance, tags, doc, raw, seen)
+SELECT 'acct ' || g, g * 1.5, ARRAY['t' || g, NULL], jsonb_build_object('g', g, 'nested', jsonb_build_array(g, 'x')),
+       decode(md5(g::text), 'hex'), timestamptz '2026-01-01 00:00:00+00' + g * interval '1 minute'
+FROM generate_series(1, 2000) g;
+INSERT INTO public.accounts (name, balance, tags, doc, raw, seen)
+VALUES (E'tab\there, newline\nthere, backslash \\ and quote '' "', NULL, '{}', 'null', '\x00ff', NULL);
+INSERT INTO tenant_a.orders SELECT g, g, 'a' || g FROM generate_series(1, 300) g;
+INSERT INTO tenant_b.orders SELECT g, E'b\n' || g FROM generate_series(1, 70) g;
+"#;
+
+fn new_app(pg: &Postgres) -> String {
+    let db = unique_name("app");
+    pg.create_db(&db, APP);
+    db
+}
+
+#[test]
+fn a_dump_restores_into_a_new_database_exactly() {
+    let pg = shared_postgres();
+    let db = new_app(pg);
+    let s = Setup::new(StoreKind::S3, true, &pg.toml(&db));
+    let id = s.dump();
+
+    let listed = s.bkp(&["--json", "list", "--kind", "pgdump"]);
+    assert_exit(&listed, 0);
+    assert_eq!(json(&listed)["backups"][0]["id"], id.as_str());
+    let m = s.manifest(&id);
+    let m = &m["manifest"];
+    assert_eq!(m["kind"], "pgdump");
+    assert_eq!(m["operation"], "export");
+    assert!(m["encryption"]["format"].is_string(), "{m}");
+    let tables = &m["source"]["tables"];
+    assert_eq!(tables["public.accounts"], 2001, "{m}");
+    assert_eq!(tables["tenant_a.orders"], 300);
+    assert_eq!(tables["public.\"Odd \"\"Name\"\"\""], 0);
+    assert!(m["source"]["server_version"]
+        .as_str()
+        .unwrap()
+        .starts_with(char::is_numeric));
+
+    // Rows change after the dump: the restore brings back the dump's state.
+    let before = pg.content(&db);
+    pg.psql(
+        &db,
+        "DELETE FROM tenant_b.orders; SELECT nextval('public.accounts_id_seq')",
+    );
+    let target = unique_name("restored");
+    let out = s.bkp(&["restore", &id, "--target", &target]);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out.stderr).contains("every row count verified"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(pg.content(&target), before);
+    assert_eq!(
+        pg.psql(
+            &target,
+            "SELECT public.double_it(21), count(*) FROM public.rich"
+        ),
+        "42|1934"
+    );
+    assert_eq!(
+        pg.psql(&target, "SELECT last_value FROM public.accounts_id_seq"),
+        "2001",
+        "the sequence comes back as the dump saw it"
+    );
+    assert!(
+        !pg.databases().iter().any(|d| d.starts_with("bkp_restore_")),
+        "no staging database is left: {:?}",
+        pg.databases()
+    );
+
+    // The same target again: refused, untouched; replaced with --force.
+    pg.psql(
+        &target,
+        "INSERT INTO tenant_b.orders VALUES (9999, 'local change')",
+    );
+    let again = s.bkp(&["restore", &id, "--target", &target]);
+    assert_exit(&again, 8);
+    assert!(
+        text(&again.stderr).contains("--force"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(
+        pg.psql(
+            &target,
+            "SELECT count(*) FROM tenant_b.orders WHERE id = 9999"
+        ),
+        "1"
+    );
+    let forced = s.bkp(&["restore", &id, "--target", &target, "--force"]);
+    assert_exit(&forced, 0);
+    assert_eq!(pg.content(&target), before);
+
+    // `latest` of the kind, and a drill that reads every row without a server.
+    let latest = s.bkp(&[
+        "restore",
+        "latest",
+        "--kind",
+        "pgdump",
+        "--target",
+        &unique_name("latest"),
+    ]);
+    assert_exit(&latest, 0);
+    let drill = s.bkp(&["--json", "verify", "--drill"]);
+    assert_exit(&drill, 0);
+    let report = json(&drill);
+    let d = &report["drills"][0];
+    assert_eq!(d["ok"], true, "{report}");
+    assert_eq!(d["facts"]["rows"], 2001 + 300 + 70, "{report}");
+    assert_eq!(d["facts"]["tables"], 4, "{report}");
+}
+
+#[test]
+fn one_tenant_comes_back_alone() {
+    let pg = shared_postgres();
+    let db = new_app(pg);
+    let s = Setup::new(StoreKind::Local, true, &pg.toml(&db));
+    let id = s.dump();
+
+    // tenant_a's orders refer to public.accounts: alone they cannot come back,
+    // and the error says what to add.
+    let a = unique_name("tenant_a");
+    let alone = s.bkp(&["restore", &id, "--target", &a, "--schema", "tenant_a"]);
+    assert_exit(&alone, 3);
+    assert!(
+        text(&alone.stderr).contains("--schema"),
+        "{}",
+        text(&alone.stderr)
+    );
+    assert!(!pg.databases().contains(&a));
+    let with_public = [
+        "restore", &id, "--target", &a, "--schema", "tenant_a", "--schema", "public",
+    ];
+    assert_exit(&s.bkp(&with_public), 0);
+    assert_eq!(
+        pg.psql(&a, "SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY 1) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"),
+        "public.Odd \"Name\",public.accounts,tenant_a.orders"
+    );
+    assert_eq!(pg.psql(&a, "SELECT count(*) FROM tenant_a.orders"), "300");
+
+    let b = unique_name("tenant_b");
+    assert_exit(
+        &s.bkp(&["restore", &id, "--target", &b, "--table", "tenant_b.orders"]),
+        0,
+    );
+    assert_eq!(
+        pg.psql(&b, "SELECT count(*), min(note) FROM tenant_b.orders"),
+        "70|b\n1"
+    );
+
+    // Only dumps take a selection.
+    let wrong = s.bkp(&[
+        "restore",
+        &id,
+        "--target",
+        &unique_name("x"),
+        "--schema",
+        "",
+    ]);
+    assert_ne!(wrong.status.code(), Some(0));
+}
+
+#[test]
+fn the_password_comes_from_the_passfile_and_goes_nowhere_else() {
+    let pg = shared_postgres();
+    let db = new_app(pg);
+    let dir = tempfile::tempdir().unwrap();
+    // Tools that record their arguments and environment, then run the real ones.
+    let bin = dir.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    let log = dir.path().join("seen");
+    for tool in ["pg_dump", "pg_restore", "psql"] {
+        let wrapper = bin.join(tool);
+        fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\n{{ echo \"== {tool} $*\"; env; }} >> '{}'\nexec '{}' \"$@\"\n",
+                log.display(),
+                pg.bin.join(tool).display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let passfile = dir.path().join("pgpass");
+    fs::write(
+        &passfile,
+        format!("127.0.0.1:{}:*:bkp_pw:{}\n", pg.port, pg.password),
+    )
+    .unwrap();
+    fs::set_permissions(&passfile, fs::Permissions::from_mode(0o600)).unwrap();
+    let toml = pg.toml_tcp(&db, &passfile).replace(
+        &format!("bin_dir = \"{}\"", pg.bin.display()),
+        &format!("bin_dir = \"{}\"", bin.display()),
+    );
+    let mut s = Setup::new(StoreKind::Local, true, &toml);
+    // A secret of bkp's own environment must not reach the tools either.
+    s.env
+        .push(("AWS_SECRET_ACCESS_KEY".into(), "aws-secret-value".into()));
+    s.env.push(("PGPASSWORD".into(), "not-this-one".into()));
+
+    let id = s.dump();
+    let target = unique_name("pw_restored");
+    let out = s.bkp(&["restore", &id, "--target", &target]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        pg.psql(&target, "SELECT count(*) FROM public.accounts"),
+        "2001"
+    );
+
+    let seen = fs::read_to_string(&log).unwrap();
+    assert!(
+        seen.contains("== pg_dump") && seen.contains("== pg_restore"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(&format!("PGPASSFILE={}", passfile.display())),
+        "{seen}"
+    );
+    for secret in [pg.password.as_str(), "aws-secret-value", "not-this-one"] {
+        assert!(!seen.contains(secret), "{secret:?} reached a tool:\n{seen}");
+    }
+    let store = fs::read_dir(s.path("store/manifests/pgdump")).unwrap();
+    for f in store {
+        let text = fs::read_to_string(f.unwrap().path()).unwrap();
+        assert!(
+            !text.contains(&pg.password),
+            "the password is in a manifest"
+        );
+    }
+
+    // A passfile others may read is ignored by libpq: bkp says so first.
+    fs::set_permissions(&passfile, fs::Permissions::from_mode(0o644)).unwrap();
+    let open = s.bkp(&["export", "--kind", "pgdump"]);
+    assert_exit(&open, 3);
+    assert!(
+        text(&open.stderr).contains("chmod 600"),
+        "{}",
+        text(&open.stderr)
+    );
+
+    // Without the passfile the server's refusal is a config error that says where
+    // the password goes, and the password in bkp's environment is not used.
+    fs::remove_file(&passfile).unwrap();
+    let toml = toml.replace(&format!("passfile = \"{}\"\n", passfile.display()), "");
+    fs::write(&s.config, format!("work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n[encryption]\nkey_file = \"key\"\n{toml}")).unwrap();
+    let none = s.bkp(&["export", "--kind", "pgdump"]);
+    assert_exit(&none, 3);
+    let err = text(&none.stderr);
+    assert!(err.contains("postgres.passfile"), "{err}");
+    assert!(
+        !err.contains(&pg.password) && !err.contains("not-this-one"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_failed_dump_stores_nothing_and_names_the_database() {
+    let pg = shared_postgres();
+    let s = Setup::new(StoreKind::Local, true, &pg.toml("no_such_database"));
+    let out = s.bkp(&["export", "--kind", "pgdump"]);
+    assert_exit(&out, 3);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no_such_database") && err.contains("postgres.database"),
+        "{err}"
+    );
+    assert!(
+        !s.path("store/manifests/pgdump").exists(),
+        "a manifest was written"
+    );
+    let check = s.bkp(&["check"]);
+    assert_exit(&check, 3);
+    assert!(
+        text(&check.stdout).contains("postgres.server"),
+        "{}",
+        text(&check.stdout)
+    );
+    let good = Setup::new(StoreKind::Local, true, &pg.toml("postgres"));
+    let check = good.bkp(&["check"]);
+    assert_exit(&check, 0);
+    assert!(
+        text(&check.stdout).contains("ok    postgres.server"),
+        "{}",
+        text(&check.stdout)
+    );
+
+    // Nothing listening: transient, retry later.
+    let closed = Setup::new(
+        StoreKind::Local,
+        true,
+        &format!(
+            "[postgres]\ndatabase = \"x\"\nhost = \"127.0.0.1\"\nport = {}\nbin_dir = \"{}\"\n",
+            common::free_port(),
+            pg.bin.display()
+        ),
+    );
+    assert_exit(&closed.bkp(&["export", "--kind", "pgdump"]), 6);
+
+    // Both kinds of export configured: the run asks which.
+    let both = Setup::new(
+        StoreKind::Local,
+        true,
+        &format!("{}[duckdb]\ndatabase = \"hot.duckdb\"\n", pg.toml("x")),
+    );
+    let out = both.bkp(&["export"]);
+    assert_exit(&out, 3);
+    assert!(
+        text(&out.stderr).contains("--kind pgdump"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_exit(&both.bkp(&["export", "--kind", "pgdump", "--full"]), 3);
+}
+
+#[test]
+fn damage_and_wrong_counts_are_refused_and_leave_no_database() {
+    let pg = shared_postgres();
+    let db = new_app(pg);
+    // Unencrypted and unsealed, so that the test can edit a manifest.
+    let s = Setup::new(StoreKind::Local, false, &pg.toml(&db));
+    let id = s.dump();
+    let manifest_path = fs::read_dir(s.path("store/manifests/pgdump"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let original = fs::read_to_string(&manifest_path).unwrap();
+
+    // A count that the restore does not find: refused (5), nothing left behind.
+    let edited = original.replace("\"tenant_a.orders\": 300", "\"tenant_a.orders\": 301");
+    assert_ne!(
+        edited, original,
+        "the manifest names tenant_a.orders' count"
+    );
+    fs::write(&manifest_path, &edited).unwrap();
+    let target = unique_name("miscounted");
+    let out = s.bkp(&["restore", &id, "--target", &target]);
+    assert_exit(&out, 5);
+    assert!(
+        text(&out.stderr).contains("tenant_a.orders: 300 rows, the dump recorded 301"),
+        "{}",
+        text(&out.stderr)
+    );
+    let dbs = pg.databases();
+    assert!(
+        !dbs.contains(&target) && !dbs.iter().any(|d| d.starts_with("bkp_restore_")),
+        "{dbs:?}"
+    );
+    assert_exit(&s.bkp(&["verify", "--drill"]), 5);
+    fs::write(&manifest_path, &original).unwrap();
+
+    // A damaged object: refused before pg_restore sees a byte.
+    let object = find_object(&s.path("store/pgdump"));
+    let mut bytes = fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    fs::write(&object, &bytes).unwrap();
+    let out = s.bkp(&["restore", &id, "--target", &target]);
+    assert_exit(&out, 5);
+    assert!(!pg.databases().contains(&target));
+    assert_exit(&s.bkp(&["verify"]), 5);
+}
+
+fn find_object(dir: &Path) -> PathBuf {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().contains(".dump") {
+                return p;
+            }
+        }
+    }
+    panic!("no dump object under {}", dir.display());
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
