@@ -101,8 +101,8 @@ complete -c bkp -n "__fish_bkp_using_subcommand restore" -l kind -d 'Kind of bac
 duckdb\t''
 parquet\t''
 pgdump\t'A PostgreSQL dump (`pg_dump`)'"
-complete -c bkp -n "__fish_bkp_using_subcommand restore" -l schema -d 'PostgreSQL dump: restore only the objects of this schema (pg_restore --schema). Repeatable' -r
-complete -c bkp -n "__fish_bkp_using_subcommand restore" -l table -d 'PostgreSQL dump: restore only this table (NAME or SCHEMA.NAME), its definition and data, without its indexes or constraints (pg_restore --table). Repeatable' -r
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -l schema -d 'PostgreSQL dump: restore only the objects of this schema (pg_restore --schema). Repeatable; not with --force' -r
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -l table -d 'PostgreSQL dump: restore only this table (SCHEMA.NAME, or NAME when one schema has it), its definition and data, without its indexes or constraints (pg_restore --table). Repeatable; not with --schema or --force' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l trust -d 'Accept backup ID although its manifest has no seal or it is not encrypted while [encryption] is configured (a backup from before the store was sealed or encrypted). Check where it came from first. Repeatable' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
@@ -110,6 +110,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand restore" -l force -d 'Replace a 
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s y -l yes -d 'With --force: no countdown, even on a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s n -l dry-run -d 'Say what the restore would read (backups, objects, bytes), where it would stage and whether the target would be accepted; download nothing, change nothing'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l accept-content-mismatch -d 'DuckDB: restore even when a table\'s rows differ from the content fingerprint its export recorded (an export missed a change); each such table is named in a warning. Without it such a restore is refused (exit 5)'
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -l no-owner -d 'PostgreSQL dump: make the restoring role (postgres.user) the owner of every object and leave out the dump\'s grants (pg_restore --no-owner --no-privileges), for a server without the dump\'s roles'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'

@@ -362,15 +362,21 @@ pub struct RestoreArgs {
     pub accept_content_mismatch: bool,
 
     /// PostgreSQL dump: restore only the objects of this schema (pg_restore
-    /// --schema). Repeatable.
+    /// --schema). Repeatable; not with --force.
     #[arg(long, value_name = "SCHEMA")]
     pub schema: Vec<String>,
 
-    /// PostgreSQL dump: restore only this table (NAME or SCHEMA.NAME), its
-    /// definition and data, without its indexes or constraints (pg_restore
-    /// --table). Repeatable.
+    /// PostgreSQL dump: restore only this table (SCHEMA.NAME, or NAME when one
+    /// schema has it), its definition and data, without its indexes or
+    /// constraints (pg_restore --table). Repeatable; not with --schema or --force.
     #[arg(long, value_name = "TABLE")]
     pub table: Vec<String>,
+
+    /// PostgreSQL dump: make the restoring role (postgres.user) the owner of
+    /// every object and leave out the dump's grants (pg_restore --no-owner
+    /// --no-privileges), for a server without the dump's roles.
+    #[arg(long)]
+    pub no_owner: bool,
 
     #[command(flatten)]
     pub trust: TrustArgs,

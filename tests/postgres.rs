@@ -1,6 +1,7 @@
 //! `bkp export --kind pgdump` and `bkp restore` of PostgreSQL dumps, through the real
 //! binary, against a real PostgreSQL server started here (Debian's packages) and a
-//! real S3 server (SeaweedFS) or a local store.
+//! real S3 server (SeaweedFS) or a local store. Each test has a server of its own,
+//! so that what one test finds on it (no staging database left) is its own doing.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::postgres::{shared_postgres, Postgres};
+use common::postgres::Postgres;
 use common::{assert_exit, json, run_bkp, shared_s3, unique_name, StoreKind};
 
 struct Setup {
@@ -118,7 +119,7 @@ fn new_app(pg: &Postgres) -> String {
 
 #[test]
 fn a_dump_restores_into_a_new_database_exactly() {
-    let pg = shared_postgres();
+    let pg = &Postgres::start();
     let db = new_app(pg);
     let s = Setup::new(StoreKind::S3, true, &pg.toml(&db));
     let id = s.dump();
@@ -173,7 +174,19 @@ fn a_dump_restores_into_a_new_database_exactly() {
         pg.databases()
     );
 
-    // The same target again: refused, untouched; replaced with --force.
+    // The same target again: refused, untouched (a dry run says so first);
+    // replaced with --force.
+    let dry = s.bkp(&["restore", &id, "--target", &target, "--dry-run"]);
+    assert_exit(&dry, 8);
+    assert!(
+        text(&dry.stdout).contains("exists: choose a new name"),
+        "{}",
+        text(&dry.stdout)
+    );
+    assert_exit(
+        &s.bkp(&["restore", &id, "--target", &target, "--dry-run", "--force"]),
+        0,
+    );
     pg.psql(
         &target,
         "INSERT INTO tenant_b.orders VALUES (9999, 'local change')",
@@ -217,7 +230,7 @@ fn a_dump_restores_into_a_new_database_exactly() {
 
 #[test]
 fn one_tenant_comes_back_alone() {
-    let pg = shared_postgres();
+    let pg = &Postgres::start();
     let db = new_app(pg);
     let s = Setup::new(StoreKind::Local, true, &pg.toml(&db));
     let id = s.dump();
@@ -253,21 +266,145 @@ fn one_tenant_comes_back_alone() {
         "70|b\n1"
     );
 
-    // Only dumps take a selection.
-    let wrong = s.bkp(&[
+    // A selection that is not in the dump, that pg_restore cannot honour, or that
+    // would replace a whole database is refused before anything is created.
+    let before = pg.databases();
+    let c = unique_name("c");
+    for (args, needle) in [
+        (
+            vec!["--table", "tenant_a.ordrs"],
+            "holds no table \"tenant_a.ordrs\"",
+        ),
+        (
+            vec!["--schema", "tenant_c"],
+            "holds no table in schema \"tenant_c\"",
+        ),
+        (
+            vec!["--table", "orders"],
+            "matches tenant_a.orders, tenant_b.orders",
+        ),
+        (
+            vec!["--schema", "tenant_a", "--table", "tenant_b.orders"],
+            "cannot be combined",
+        ),
+        (
+            vec!["--schema", "tenant_b", "--force"],
+            "--force with --schema",
+        ),
+    ] {
+        let mut all = vec!["restore", id.as_str(), "--target", c.as_str()];
+        all.extend(args.iter().copied());
+        let out = s.bkp(&all);
+        assert_exit(&out, 3);
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(
+        pg.databases(),
+        before,
+        "a refused selection created a database"
+    );
+    // pg_restore takes every chosen name in every chosen schema: asked for
+    // tenant_a.orders and public.accounts, it would bring tenant_a.accounts too.
+    pg.psql(&db, "CREATE TABLE tenant_a.accounts (id int)");
+    let id2 = s.dump();
+    let cross = s.bkp(&[
         "restore",
-        &id,
+        &id2,
         "--target",
-        &unique_name("x"),
-        "--schema",
-        "",
+        &c,
+        "--table",
+        "tenant_a.orders",
+        "--table",
+        "public.accounts",
     ]);
-    assert_ne!(wrong.status.code(), Some(0));
+    assert_exit(&cross, 3);
+    assert!(
+        text(&cross.stderr).contains("without also restoring tenant_a.accounts"),
+        "{}",
+        text(&cross.stderr)
+    );
+    assert_eq!(pg.databases(), before);
+}
+
+#[test]
+fn force_replaces_a_database_with_sessions_and_sigterm_stops_a_stalled_dump() {
+    let pg = &Postgres::start();
+    let db = new_app(pg);
+    let s = Setup::new(StoreKind::Local, true, &pg.toml(&db));
+    let id = s.dump();
+    let target = unique_name("busy");
+    assert_exit(&s.bkp(&["restore", &id, "--target", &target]), 0);
+    pg.psql(
+        &target,
+        "INSERT INTO tenant_b.orders VALUES (9999, 'local')",
+    );
+
+    // A session sits in the target: --force ends it and swaps the databases.
+    let mut sitter = pg.background(&target, "SELECT pg_sleep(120);");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = s.bkp(&["restore", &id, "--target", &target, "--force"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        pg.psql(&target, "SELECT count(*) FROM tenant_b.orders"),
+        "70"
+    );
+    let dbs = pg.databases();
+    assert!(!dbs.iter().any(|d| d.starts_with("bkp_")), "{dbs:?}");
+    let _ = sitter.kill();
+    let _ = sitter.wait();
+
+    // A table held by another session stalls the dump; SIGTERM ends it at once.
+    let mut holder = pg.background(
+        &db,
+        "BEGIN; LOCK TABLE tenant_b.orders IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120);",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut cmd = common::bkp_command(&s.env);
+    cmd.args([
+        "--config",
+        s.config.to_str().unwrap(),
+        "export",
+        "--kind",
+        "pgdump",
+    ]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the dump did not wait for the lock"
+    );
+    let sent = std::time::Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let took = sent.elapsed();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "SIGTERM took {took:?}"
+    );
+    assert_eq!(
+        fs::read_dir(s.path("store/manifests/pgdump"))
+            .unwrap()
+            .count(),
+        1,
+        "the interrupted dump left a manifest"
+    );
 }
 
 #[test]
 fn the_password_comes_from_the_passfile_and_goes_nowhere_else() {
-    let pg = shared_postgres();
+    let pg = &Postgres::start();
     let db = new_app(pg);
     let dir = tempfile::tempdir().unwrap();
     // Tools that record their arguments and environment, then run the real ones.
@@ -361,7 +498,7 @@ fn the_password_comes_from_the_passfile_and_goes_nowhere_else() {
 
 #[test]
 fn a_failed_dump_stores_nothing_and_names_the_database() {
-    let pg = shared_postgres();
+    let pg = &Postgres::start();
     let s = Setup::new(StoreKind::Local, true, &pg.toml("no_such_database"));
     let out = s.bkp(&["export", "--kind", "pgdump"]);
     assert_exit(&out, 3);
@@ -420,7 +557,7 @@ fn a_failed_dump_stores_nothing_and_names_the_database() {
 
 #[test]
 fn damage_and_wrong_counts_are_refused_and_leave_no_database() {
-    let pg = shared_postgres();
+    let pg = &Postgres::start();
     let db = new_app(pg);
     // Unencrypted and unsealed, so that the test can edit a manifest.
     let s = Setup::new(StoreKind::Local, false, &pg.toml(&db));

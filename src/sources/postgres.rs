@@ -37,8 +37,11 @@ pub struct PostgresPlan {
 /// The database a restore connects to for `CREATE`, `DROP` and `ALTER DATABASE`.
 const MAINTENANCE_DB: &str = "postgres";
 
-/// How much of a tool's standard error an error message quotes.
-const STDERR_KEPT: usize = 4096;
+/// How much of a tool's standard error bkp keeps to classify it.
+const STDERR_KEPT: usize = 16384;
+
+/// How much of it an error message quotes.
+const STDERR_QUOTED: usize = 2048;
 
 /// A server, as the plan describes it.
 pub struct Server<'a> {
@@ -55,22 +58,38 @@ pub struct Dumped {
     pub tables: std::collections::BTreeMap<String, u64>,
 }
 
-/// The tables whose rows `pg_dump` writes (ordinary tables, not those of
-/// extensions), one count query each, run by `\gexec`; then an end mark. Names
-/// are quoted as `pg_dump` quotes them. Output fields are NUL-separated.
-const COUNT_ROWS: &str = r#"SELECT format('SELECT %L, count(*) FROM %I.%I', format('%I.%I', n.nspname, c.relname), n.nspname, c.relname)
+/// The tables whose rows `pg_dump` writes: ordinary tables, not temporary ones,
+/// not those of extensions (whose configuration tables it dumps by their own
+/// rules), as `schema.table` quoted the way `pg_dump` quotes them.
+const TABLES: &str = r#"SELECT format('%I.%I', n.nspname, c.relname) AS name, n.nspname, c.relname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r' AND c.relpersistence <> 't'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                  AND d.objid = c.oid AND d.deptype = 'e')
-ORDER BY 1 \gexec
-SELECT 'bkp:end', 0;
-"#;
+                  AND d.objid = c.oid AND d.deptype = 'e')"#;
+
+/// Takes `ACCESS SHARE` on every dumped table at once, as `pg_dump` does, so
+/// that DDL queued during the dump cannot stall the counting; then an end mark.
+fn lock_tables() -> String {
+    format!(
+        "SELECT format('LOCK TABLE %I.%I IN ACCESS SHARE MODE', nspname, relname) FROM ({TABLES}) t ORDER BY 1 \\gexec\nSELECT 'bkp:end', 0;\n"
+    )
+}
+
+/// One count per dumped table (`ONLY`: an inheritance parent's rows without its
+/// children's, as `pg_dump` writes them), run by `\gexec`; then an end mark.
+/// Output fields are NUL-separated.
+fn count_rows_script() -> String {
+    format!(
+        "SELECT format('SELECT %L, count(*) FROM ONLY %I.%I', name, nspname, relname) FROM ({TABLES}) t ORDER BY 1 \\gexec\nSELECT 'bkp:end', 0;\n"
+    )
+}
 
 /// An open `psql` session: bkp writes statements and reads NUL-separated fields.
 struct Session {
+    /// Ends psql when bkp is asked to stop; dropped before psql is reaped.
+    watch: Option<Watchdog>,
     child: std::process::Child,
     stdin: Option<std::process::ChildStdin>,
     stdout: std::io::BufReader<std::process::ChildStdout>,
@@ -89,6 +108,7 @@ impl Session {
         let stdin = child.stdin.take();
         let stdout = std::io::BufReader::new(child.stdout.take().context("no stdout")?);
         Ok(Session {
+            watch: Some(Watchdog::new(child.id())),
             child,
             stdin,
             stdout,
@@ -117,7 +137,12 @@ impl Session {
     }
 
     fn count_rows(&mut self) -> Result<std::collections::BTreeMap<String, u64>> {
-        self.send(COUNT_ROWS)?;
+        self.send(&count_rows_script())?;
+        self.pairs()
+    }
+
+    /// Name and number pairs up to the end mark.
+    fn pairs(&mut self) -> Result<std::collections::BTreeMap<String, u64>> {
         let mut counts = std::collections::BTreeMap::new();
         loop {
             let (Some(name), Some(n)) = (self.field()?, self.field()?) else {
@@ -137,7 +162,9 @@ impl Session {
     /// Ends the session and fails if psql did.
     fn close(mut self, what: &impl Fn() -> String) -> Result<()> {
         drop(self.stdin.take());
-        let status = self.child.wait()?;
+        let status = wait_interruptible(&mut self.child)?;
+        drop(self.watch.take());
+        interrupted(what)?;
         let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default());
         check_status(&status, &stderr.unwrap_or_default(), || {
             format!("the snapshot session of {}", what())
@@ -147,8 +174,12 @@ impl Session {
     /// The error psql ended with, once it has ended (it is stopped first).
     fn failure(&mut self, tool: &str, what: &impl Fn() -> String) -> anyhow::Error {
         drop(self.stdin.take());
+        drop(self.watch.take());
         let _ = self.child.kill();
         let status = self.child.wait();
+        if let Err(e) = interrupted(what) {
+            return e;
+        }
         let stderr = self
             .stderr
             .take()
@@ -171,6 +202,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        drop(self.watch.take());
         if self.stdin.is_some() {
             let _ = self.child.kill();
         }
@@ -178,31 +210,78 @@ impl Drop for Session {
     }
 }
 
-/// What part of a dump a restore applies (`pg_restore -n`/`-t`).
+/// What part of a dump a restore applies: whole schemas (`pg_restore
+/// --schema`), or tables (`--schema` and `--table`), checked by
+/// `commands::restore::pgdump` against the dump's record first.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
     pub schemas: Vec<String>,
-    pub tables: Vec<String>,
+    /// `(schema, table)`.
+    pub tables: Vec<(String, String)>,
+    /// `pg_restore --no-owner --no-privileges`.
+    pub no_owner: bool,
 }
 
 impl Selection {
-    /// `pg_restore`'s `--schema` and `--table` values: a table given as
-    /// `schema.name` becomes `--schema schema --table name`.
+    /// Whether only part of the dump is chosen.
+    pub fn is_partial(&self) -> bool {
+        !(self.schemas.is_empty() && self.tables.is_empty())
+    }
+
+    /// `pg_restore`'s `--schema` and `--table` values.
     fn arguments(&self) -> (Vec<String>, Vec<String>) {
         let mut schemas = self.schemas.clone();
-        let mut tables = Vec::new();
-        for t in &self.tables {
-            match t.split_once('.') {
-                Some((s, name)) => {
-                    if !schemas.iter().any(|x| x == s) {
-                        schemas.push(s.to_string());
-                    }
-                    tables.push(name.to_string());
-                }
-                None => tables.push(t.clone()),
+        let mut tables: Vec<String> = Vec::new();
+        for (s, t) in &self.tables {
+            if !schemas.contains(s) {
+                schemas.push(s.clone());
+            }
+            if !tables.contains(t) {
+                tables.push(t.clone());
             }
         }
         (schemas, tables)
+    }
+}
+
+/// `schema.table` as `pg_dump` and `format('%I.%I')` write it, split and
+/// unquoted: `"My ""T"".x".y` → (`My "T".x`, `y`). `None` if it is not two names.
+pub fn split_qualified(name: &str) -> Option<(String, String)> {
+    let mut parts = Vec::new();
+    let mut chars = name.chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    '"' => break,
+                    c => part.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == '.' {
+                    break;
+                }
+                part.push(c);
+                chars.next();
+            }
+        }
+        parts.push(part);
+        match chars.next() {
+            None => break,
+            Some('.') => continue,
+            Some(_) => return None,
+        }
+    }
+    match <[String; 2]>::try_from(parts) {
+        Ok([s, t]) if !s.is_empty() && !t.is_empty() => Some((s, t)),
+        _ => None,
     }
 }
 
@@ -307,6 +386,10 @@ impl<'a> Server<'a> {
             (Ok(Some(v)), Ok(Some(s))) => (v, s),
             _ => return Err(session.failure("psql", &what)),
         };
+        session.send(&lock_tables())?;
+        if session.pairs().is_err() {
+            return Err(session.failure("psql", &what));
+        }
         let mut c = self.command("pg_dump", db)?;
         c.args(["--format=custom", "--compress=0"])
             .arg(format!("--snapshot={snapshot}"))
@@ -314,9 +397,15 @@ impl<'a> Server<'a> {
                 "--lock-wait-timeout={}",
                 self.plan.lock_wait_timeout.as_millis()
             ));
+        let psql_pid = session.child.id();
         let (dumped, counted) = std::thread::scope(|s| {
             let counter = s.spawn(|| session.count_rows());
             let dumped = stream_out(c, w, what);
+            if dumped.is_err() {
+                // The counts are of no use now: end the session instead of
+                // waiting for them. It is not reaped yet, so the pid is its own.
+                terminate(psql_pid);
+            }
             (dumped, counter.join())
         });
         dumped?;
@@ -367,25 +456,67 @@ impl<'a> Server<'a> {
         .map(drop)
     }
 
-    /// `DROP DATABASE`; with `force`, the sessions connected to it are ended.
-    pub fn drop_database(&self, database: &str, force: bool) -> Result<()> {
-        let script = if force {
-            "DROP DATABASE IF EXISTS :\"name\" WITH (FORCE);\n"
-        } else {
-            "DROP DATABASE IF EXISTS :\"name\";\n"
-        };
-        self.psql(MAINTENANCE_DB, script, &[("name", database)])
-            .map(drop)
-    }
-
-    /// `ALTER DATABASE … RENAME TO …`.
-    pub fn rename_database(&self, from: &str, to: &str) -> Result<()> {
+    /// Lets no new session into `database` and ends those connected to it (not
+    /// bkp's own: it holds none there), so that it can be renamed or dropped.
+    /// Works on every server version (`DROP DATABASE … WITH (FORCE)` needs 13).
+    pub fn fence(&self, database: &str) -> Result<()> {
         self.psql(
             MAINTENANCE_DB,
-            "ALTER DATABASE :\"from\" RENAME TO :\"to\";\n",
-            &[("from", from), ("to", to)],
+            "SELECT format('ALTER DATABASE %I WITH ALLOW_CONNECTIONS false', datname) FROM pg_database WHERE datname = :'name' \\gexec\nSELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :'name' AND pid <> pg_backend_pid();\n",
+            &[("name", database)],
         )
         .map(drop)
+    }
+
+    /// Lets sessions into `database` again.
+    pub fn open(&self, database: &str) -> Result<()> {
+        self.psql(
+            MAINTENANCE_DB,
+            "ALTER DATABASE :\"name\" WITH ALLOW_CONNECTIONS true;\n",
+            &[("name", database)],
+        )
+        .map(drop)
+    }
+
+    /// Fences `database` and drops it, if it exists.
+    pub fn drop_database(&self, database: &str) -> Result<()> {
+        self.fence(database)?;
+        self.retry_busy(|| {
+            self.psql(
+                MAINTENANCE_DB,
+                "DROP DATABASE IF EXISTS :\"name\";\n",
+                &[("name", database)],
+            )
+        })
+    }
+
+    /// `ALTER DATABASE … RENAME TO …` of a fenced database.
+    pub fn rename_database(&self, from: &str, to: &str) -> Result<()> {
+        self.retry_busy(|| {
+            self.psql(
+                MAINTENANCE_DB,
+                "ALTER DATABASE :\"from\" RENAME TO :\"to\";\n",
+                &[("from", from), ("to", to)],
+            )
+        })
+    }
+
+    /// Runs `op` again for up to 5 s while sessions that were just ended are
+    /// still leaving ("is being accessed by other users").
+    fn retry_busy(&self, op: impl Fn() -> Result<String>) -> Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match op() {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if format!("{e:#}").contains("is being accessed by other users")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Applies the custom-format dump read from `input` to `database` with
@@ -406,6 +537,9 @@ impl<'a> Server<'a> {
         }
         let mut c = self.command("pg_restore", database)?;
         c.args(["--exit-on-error", "--dbname", database]);
+        if sel.no_owner {
+            c.args(["--no-owner", "--no-privileges"]);
+        }
         for s in &schemas {
             c.arg("--schema").arg(s);
         }
@@ -414,9 +548,8 @@ impl<'a> Server<'a> {
         }
         let what = || format!("pg_restore into {}", self.describe(database));
         let restored = stream_in(c, input, what);
-        let partial = !(schemas.is_empty() && tables.is_empty());
         match restored {
-            Err(e) if partial && format!("{e:#}").contains("does not exist") => Err(coded(
+            Err(e) if sel.is_partial() && format!("{e:#}").contains("does not exist") => Err(coded(
                 Code::Config,
                 format!(
                     "{e:#}\nThe chosen schemas and tables depend on something they leave out (a foreign key, a type, a function of another schema): add it with --schema or --table"
@@ -487,13 +620,7 @@ fn count_copy_rows(r: impl std::io::BufRead) -> Result<std::collections::BTreeMa
             None => {
                 if let Some(rest) = line.strip_prefix(b"COPY ") {
                     if line.ends_with(b"FROM stdin;") {
-                        let rest = String::from_utf8_lossy(rest);
-                        let name = rest
-                            .split_once(" (")
-                            .or_else(|| rest.split_once(" FROM "))
-                            .map_or(rest.as_ref(), |(n, _)| n)
-                            .to_string();
-                        current = Some((name, 0));
+                        current = Some((copy_target(&String::from_utf8_lossy(rest)), 0));
                     }
                 }
             }
@@ -503,6 +630,20 @@ fn count_copy_rows(r: impl std::io::BufRead) -> Result<std::collections::BTreeMa
         anyhow::bail!("the data of {table} ends without its end marker");
     }
     Ok(counts)
+}
+
+/// The table of a `COPY` line's rest (`public."a (b" (x, y) FROM stdin;`): the
+/// qualified name up to the first space outside quotes.
+fn copy_target(rest: &str) -> String {
+    let mut quoted = false;
+    for (i, c) in rest.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => return rest[..i].to_string(),
+            _ => {}
+        }
+    }
+    rest.to_string()
 }
 
 /// Refuses a database name that libpq would read as something else.
@@ -632,13 +773,17 @@ fn stream_out(mut c: Command, w: &mut dyn Write, what: impl Fn() -> String) -> R
         .with_context(|| format!("failed to start {}", what()))?;
     let stderr = collect_stderr(child.stderr.take());
     let mut out = child.stdout.take().context("no stdout")?;
-    let copied = copy_interruptible(&mut out, w);
+    let copied = {
+        let _watch = Watchdog::new(child.id());
+        copy_interruptible(&mut out, w)
+    };
     drop(out);
     if copied.is_err() {
         let _ = child.kill();
     }
-    let status = child.wait()?;
+    let status = wait_interruptible(&mut child)?;
     let stderr = stderr.join().unwrap_or_default();
+    interrupted(&what)?;
     // The tool's own failure explains a broken copy better than the copy does.
     check_status(&status, &stderr, &what)?;
     copied
@@ -656,17 +801,96 @@ fn stream_in(mut c: Command, input: &mut dyn Read, what: impl Fn() -> String) ->
         .with_context(|| format!("failed to start {}", what()))?;
     let stderr = collect_stderr(child.stderr.take());
     let mut stdin = child.stdin.take().context("no stdin")?;
-    let copied = copy_interruptible(input, &mut stdin);
+    let copied = {
+        let _watch = Watchdog::new(child.id());
+        copy_interruptible(input, &mut stdin)
+    };
     drop(stdin);
     if copied.is_err() {
         let _ = child.kill();
     }
-    let status = child.wait()?;
+    let status = wait_interruptible(&mut child)?;
     let stderr = stderr.join().unwrap_or_default();
+    interrupted(&what)?;
     check_status(&status, &stderr, &what)?;
     copied
         .map(drop)
         .with_context(|| format!("{} did not read the whole dump", what()))
+}
+
+/// The interrupted error, when bkp was asked to stop: the child's own death
+/// by bkp's hand is not its failure.
+fn interrupted(what: &impl Fn() -> String) -> Result<()> {
+    match crate::interrupt::received() {
+        Some(signal) => Err(coded(
+            Code::Interrupted,
+            format!("{} stopped by {}", what(), crate::interrupt::name(signal)),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Waits for `child`, killing it if bkp is asked to stop meanwhile.
+fn wait_interruptible(child: &mut std::process::Child) -> Result<std::process::ExitStatus> {
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if crate::interrupt::received().is_some() {
+            let _ = child.kill();
+            return Ok(child.wait()?);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends SIGTERM to `pid`: only for a child bkp has not reaped yet.
+fn terminate(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is a
+        // child of ours that has not been waited for, so it is not reused.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+}
+
+/// While it lives, ends child `pid` when bkp is asked to stop, so that a read
+/// blocked on the child's pipe (a stalled server) returns. Dropped before the
+/// child is reaped.
+struct Watchdog {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    fn new(pid: u32) -> Watchdog {
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                if crate::interrupt::received().is_some() {
+                    terminate(pid);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Watchdog {
+            done,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Copies `r` to `w`, stopping when bkp is asked to stop.
@@ -725,22 +949,52 @@ fn check_status(
         return Ok(());
     }
     let text = String::from_utf8_lossy(stderr);
-    let text = text.trim();
-    let text = if text.len() > STDERR_KEPT {
-        &text[text.len() - STDERR_KEPT..]
-    } else {
-        text
-    };
-    let (code, hint) = classify(text);
-    let msg = format!(
-        "{} failed ({status}): {}{hint}",
-        what(),
-        if text.is_empty() { "no message" } else { text }
-    );
+    let (code, hint) = classify(&text);
+    let msg = format!("{} failed ({status}): {}{hint}", what(), essence(&text));
     Err(match code {
         Some(code) => coded(code, msg),
         None => anyhow::Error::msg(msg),
     })
+}
+
+/// The lines of a tool's message that say what went wrong, without the SQL it
+/// ran or the rows it was copying (`Command was:`, `CONTEXT:`, `DETAIL:`), which
+/// could carry table data into logs and notifications; at most
+/// [`STDERR_QUOTED`] bytes, cut at a character boundary.
+fn essence(text: &str) -> String {
+    let mut kept = Vec::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with("Command was:") || t.starts_with("CONTEXT:") || t.starts_with("DETAIL:") {
+            skipping = true;
+            continue;
+        }
+        let starts_message = t.starts_with("pg_")
+            || t.starts_with("psql")
+            || t.starts_with("ERROR:")
+            || t.starts_with("FATAL:")
+            || t.starts_with("HINT:")
+            || t.starts_with("connection to server");
+        if skipping && !starts_message {
+            continue;
+        }
+        skipping = false;
+        kept.push(line.trim_end());
+    }
+    let mut out = kept.join("\n");
+    if out.is_empty() {
+        out = "no message".into();
+    }
+    if out.len() > STDERR_QUOTED {
+        let mut end = STDERR_QUOTED;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    out
 }
 
 /// The exit code class and advice for a PostgreSQL tool's error message.
@@ -756,6 +1010,18 @@ fn classify(msg: &str) -> (Option<Code>, &'static str) {
         return (
             Some(Code::Config),
             "\nThe server asked for a password: put it in a .pgpass file (mode 0600) and name that file in postgres.passfile",
+        );
+    }
+    if has("must be member of role") || has("must be owner of") {
+        return (
+            Some(Code::Config),
+            "\nThe dump's objects belong to roles the restoring role (postgres.user) cannot act for: restore as a superuser or a member of those roles, or pass --no-owner to make the restoring role their owner",
+        );
+    }
+    if has("role \"") && has("does not exist") && has("pg_restore") {
+        return (
+            Some(Code::Config),
+            "\nThe dump names a role this server lacks: create the roles first (pg_dumpall --globals-only on the source server has them), or pass --no-owner",
         );
     }
     if has("does not exist") && (has("database \"") || has("role \"")) {
@@ -818,14 +1084,50 @@ mod tests {
 
     #[test]
     fn copy_blocks_are_counted_per_table() {
-        let script = b"SET x = 1;\nCOPY public.a (id, note) FROM stdin;\n1\tx\\ny\n2\t\\N\n\\.\n\nCOPY \"Odd\".\"t b\" (v) FROM stdin;\n\\.\nCOPY public.c FROM stdin;\n7\n\\.\n";
+        let script = b"SET x = 1;\nCOPY public.nocols  FROM stdin;\n\\.\nCOPY public.\"has (paren\" (v) FROM stdin;\n1\n\\.\nCOPY public.a (id, note) FROM stdin;\n1\tx\\ny\n2\t\\N\n\\.\n\nCOPY \"Odd\".\"t b\" (v) FROM stdin;\n\\.\nCOPY public.c FROM stdin;\n7\n\\.\n";
         let counts = count_copy_rows(&script[..]).unwrap();
         assert_eq!(counts.get("public.a"), Some(&2));
         assert_eq!(counts.get("\"Odd\".\"t b\""), Some(&0));
         assert_eq!(counts.get("public.c"), Some(&1));
-        assert_eq!(counts.len(), 3);
+        assert_eq!(counts.get("public.nocols"), Some(&0));
+        assert_eq!(counts.get("public.\"has (paren\""), Some(&1));
+        assert_eq!(counts.len(), 5);
         let cut = b"COPY public.a (id) FROM stdin;\n1\n";
         assert!(count_copy_rows(&cut[..]).is_err());
+    }
+
+    #[test]
+    fn qualified_names_split_as_postgres_quotes_them() {
+        let pair = |a: &str, b: &str| Some((a.to_string(), b.to_string()));
+        assert_eq!(
+            split_qualified("public.accounts"),
+            pair("public", "accounts")
+        );
+        assert_eq!(
+            split_qualified("\"My \"\"T\"\".x\".y"),
+            pair("My \"T\".x", "y")
+        );
+        assert_eq!(split_qualified("public.\"a.b\""), pair("public", "a.b"));
+        assert_eq!(split_qualified("accounts"), None);
+        assert_eq!(split_qualified("a.b.c"), None);
+        assert_eq!(split_qualified("\"open.x"), None);
+    }
+
+    #[test]
+    fn error_messages_keep_the_error_not_the_data() {
+        let text = "pg_restore: error: could not execute query: ERROR:  duplicate key\nDETAIL:  Key (id)=(secret-row) already exists.\nCONTEXT:  COPY t, line 1: \"secret-row\tvalue\"\nCommand was: COPY public.t (id) FROM stdin;\nsecret-row\n";
+        let e = essence(text);
+        assert!(
+            e.contains("duplicate key") && !e.contains("secret-row"),
+            "{e}"
+        );
+        let long = format!("ERROR: {}", "é".repeat(3000));
+        let e = essence(&long);
+        assert!(
+            e.len() <= STDERR_QUOTED + 3 && e.ends_with('…'),
+            "{}",
+            e.len()
+        );
     }
 
     #[test]

@@ -234,6 +234,28 @@ impl Postgres {
             .join("\n")
     }
 
+    /// Starts `psql` running `sql` in `db` in the background (a session that
+    /// holds something while a test runs); kill it when done.
+    pub fn background(&self, db: &str, sql: &str) -> std::process::Child {
+        Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-h"])
+            .arg(&self.socket_dir)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     pub fn databases(&self) -> Vec<String> {
         self.psql("postgres", "SELECT datname FROM pg_database ORDER BY 1")
             .lines()

@@ -89,22 +89,33 @@ pub fn run(
             read.iter().map(|m| m.stored_bytes()).sum(),
         ),
     };
-    let shape = if rp.kind == Kind::Duckdb {
-        Shape::File
+    let (target, verdict) = if rp.kind == Kind::Pgdump {
+        super::pgdump::dry_run_verdict(ctx, args)
     } else {
-        Shape::Dir
+        let shape = if rp.kind == Kind::Duckdb {
+            Shape::File
+        } else {
+            Shape::Dir
+        };
+        let target = Target::check(&args.target, shape, args.force, &super::precious(&ctx.plan));
+        let verdict = match &target {
+            Ok(t) if t.exists => {
+                "would be replaced once the restore verified (--force)".to_string()
+            }
+            Ok(_) => "is new or empty: accepted".to_string(),
+            Err(e) => format!("refused: {e:#}"),
+        };
+        (target.map(drop), verdict)
     };
-    let target = Target::check(&args.target, shape, args.force, &super::precious(&ctx.plan));
-    let verdict = match &target {
-        Ok(t) if t.exists => "would be replaced once the restore verified (--force)".to_string(),
-        Ok(_) => "is new or empty: accepted".to_string(),
-        Err(e) => format!("refused: {e:#}"),
+    let target_ok = target.is_ok();
+    let staging = if rp.kind == Kind::Pgdump {
+        "a new database bkp_restore_… on the [postgres] server".to_string()
+    } else {
+        args.target
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
     };
-    let staging = args
-        .target
-        .parent()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
     if ctx.ui.json {
         ui::out(&serde_json::to_string_pretty(&json!({
             "schema": "bkp.restore-plan/1",
@@ -122,7 +133,7 @@ pub fn run(
             "store": store.identity(),
             "target": args.target,
             "staging_in": staging,
-            "target_ok": target.is_ok(),
+            "target_ok": target_ok,
             "target_verdict": verdict,
         }))?)?;
     } else {
@@ -160,9 +171,13 @@ pub fn run(
             ui::size(bytes),
             store.identity()
         ))?;
-        ui::out(&format!("would stage beside the target, in {staging}"))?;
+        if rp.kind == Kind::Pgdump {
+            ui::out(&format!("would stage in {staging}"))?;
+        } else {
+            ui::out(&format!("would stage beside the target, in {staging}"))?;
+        }
         ui::out(&format!("target {}: {verdict}", args.target.display()))?;
     }
     // A refused target fails the dry run with the code the restore would have.
-    target.map(|_| ())
+    target
 }

@@ -70,10 +70,12 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     // backups: they prove each manifest (see `manifest/seal.rs`).
     let trust = super::trust(plan, args.trust.trust.clone())?;
     let rp = resolve(store.as_ref(), &trust, args, at)?;
-    if rp.kind != Kind::Pgdump && !(args.schema.is_empty() && args.table.is_empty()) {
+    if rp.kind != Kind::Pgdump
+        && !(args.schema.is_empty() && args.table.is_empty() && !args.no_owner)
+    {
         return Err(coded(
             Code::Config,
-            "--schema and --table choose part of a PostgreSQL dump: a backup of another kind restores whole",
+            "--schema, --table and --no-owner are for PostgreSQL dumps: a backup of another kind restores whole",
         ));
     }
     if args.dry_run {
