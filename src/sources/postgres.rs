@@ -765,47 +765,40 @@ fn run_with_input(mut c: Command, input: &[u8], name: &str) -> Result<std::proce
 
 /// Runs `c`, copying its standard output into `w`.
 fn stream_out(mut c: Command, w: &mut dyn Write, what: impl Fn() -> String) -> Result<()> {
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c
-        .spawn()
-        .with_context(|| format!("failed to start {}", what()))?;
-    let stderr = collect_stderr(child.stderr.take());
-    let mut out = child.stdout.take().context("no stdout")?;
-    let copied = {
-        let _watch = Watchdog::new(child.id());
+    c.stdin(Stdio::null()).stdout(Stdio::piped());
+    run_streaming(c, what, "was not stored", |child| {
+        let mut out = child.stdout.take().context("no stdout")?;
         copy_interruptible(&mut out, w)
-    };
-    drop(out);
-    if copied.is_err() {
-        let _ = child.kill();
-    }
-    let status = wait_interruptible(&mut child)?;
-    let stderr = stderr.join().unwrap_or_default();
-    interrupted(&what)?;
-    // The tool's own failure explains a broken copy better than the copy does.
-    check_status(&status, &stderr, &what)?;
-    copied
-        .map(drop)
-        .with_context(|| format!("{} was not stored", what()))
+    })
 }
 
 /// Runs `c`, feeding `input` to its standard input.
 fn stream_in(mut c: Command, input: &mut dyn Read, what: impl Fn() -> String) -> Result<()> {
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    c.stdin(Stdio::piped()).stdout(Stdio::null());
+    run_streaming(c, what, "did not read the whole dump", |child| {
+        let mut stdin = child.stdin.take().context("no stdin")?;
+        copy_interruptible(input, &mut stdin)
+    })
+}
+
+/// Runs `c` while `copy` feeds or drains its pipe (closing it when done), then
+/// judges the run: an interrupt first, then the tool's own failure, which
+/// explains a broken copy better than the copy does.
+fn run_streaming(
+    mut c: Command,
+    what: impl Fn() -> String,
+    broken: &str,
+    copy: impl FnOnce(&mut std::process::Child) -> Result<u64>,
+) -> Result<()> {
+    c.stderr(Stdio::piped());
     let mut child = c
         .spawn()
         .with_context(|| format!("failed to start {}", what()))?;
     let stderr = collect_stderr(child.stderr.take());
-    let mut stdin = child.stdin.take().context("no stdin")?;
     let copied = {
         let _watch = Watchdog::new(child.id());
-        copy_interruptible(input, &mut stdin)
+        copy(&mut child)
     };
-    drop(stdin);
     if copied.is_err() {
         let _ = child.kill();
     }
@@ -815,7 +808,7 @@ fn stream_in(mut c: Command, input: &mut dyn Read, what: impl Fn() -> String) ->
     check_status(&status, &stderr, &what)?;
     copied
         .map(drop)
-        .with_context(|| format!("{} did not read the whole dump", what()))
+        .with_context(|| format!("{} {broken}", what()))
 }
 
 /// The interrupted error, when bkp was asked to stop: the child's own death
