@@ -140,6 +140,22 @@ fn a_dump_restores_into_a_new_database_exactly() {
         .as_str()
         .unwrap()
         .starts_with(char::is_numeric));
+    // The cluster's roles come along, without their password hashes.
+    let objects = m["objects"].as_array().unwrap();
+    assert_eq!(objects.len(), 2, "{m}");
+    let globals = objects
+        .iter()
+        .map(|o| o["key"].as_str().unwrap())
+        .find(|k| k.contains(".globals.sql"))
+        .expect("a globals object");
+    let cat = s.bkp(&["cat", globals]);
+    assert_exit(&cat, 0);
+    let sql = text(&cat.stdout);
+    assert!(sql.contains("CREATE ROLE bkp_pw"), "{sql}");
+    assert!(
+        !sql.contains("SCRAM-SHA-256") && !sql.contains(&pg.password),
+        "{sql}"
+    );
 
     // Rows change after the dump: the restore brings back the dump's state.
     let before = pg.content(&db);
@@ -226,6 +242,27 @@ fn a_dump_restores_into_a_new_database_exactly() {
     assert_eq!(d["ok"], true, "{report}");
     assert_eq!(d["facts"]["rows"], 2001 + 300 + 70, "{report}");
     assert_eq!(d["facts"]["tables"], 4, "{report}");
+}
+
+#[test]
+fn without_counts_or_globals_the_dump_still_restores_and_says_what_it_checked() {
+    let pg = &Postgres::start();
+    let db = new_app(pg);
+    let toml = format!("{}count_rows = false\nglobals = false\n", pg.toml(&db));
+    let s = Setup::new(StoreKind::Local, true, &toml);
+    let id = s.dump();
+    let m = s.manifest(&id);
+    assert!(m["manifest"]["source"].get("tables").is_none(), "{m}");
+    assert_eq!(m["manifest"]["objects"].as_array().unwrap().len(), 1);
+    let target = unique_name("uncounted");
+    let out = s.bkp(&["restore", &id, "--target", &target]);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out.stderr).contains("no row counts recorded to verify"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(pg.content(&target), pg.content(&db));
 }
 
 #[test]
@@ -411,7 +448,7 @@ fn the_password_comes_from_the_passfile_and_goes_nowhere_else() {
     let bin = dir.path().join("bin");
     fs::create_dir(&bin).unwrap();
     let log = dir.path().join("seen");
-    for tool in ["pg_dump", "pg_restore", "psql"] {
+    for tool in ["pg_dump", "pg_dumpall", "pg_restore", "psql"] {
         let wrapper = bin.join(tool);
         fs::write(
             &wrapper,
@@ -452,7 +489,9 @@ fn the_password_comes_from_the_passfile_and_goes_nowhere_else() {
 
     let seen = fs::read_to_string(&log).unwrap();
     assert!(
-        seen.contains("== pg_dump") && seen.contains("== pg_restore"),
+        seen.contains("== pg_dump ")
+            && seen.contains("== pg_dumpall")
+            && seen.contains("== pg_restore"),
         "{seen}"
     );
     assert!(
@@ -553,6 +592,29 @@ fn a_failed_dump_stores_nothing_and_names_the_database() {
         text(&out.stderr)
     );
     assert_exit(&both.bkp(&["export", "--kind", "pgdump", "--full"]), 3);
+
+    // Roles and tablespaces that cannot be read: the dump is stored all the same,
+    // and the run says what is missing (exit 10).
+    let db = new_app(pg);
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["pg_dump", "pg_restore", "psql"] {
+        std::os::unix::fs::symlink(pg.bin.join(tool), bin.path().join(tool)).unwrap();
+    }
+    let toml = pg.toml(&db).replace(
+        &format!("bin_dir = \"{}\"", pg.bin.display()),
+        &format!("bin_dir = \"{}\"", bin.path().display()),
+    );
+    let partial = Setup::new(StoreKind::Local, true, &toml);
+    let out = partial.bkp(&["export", "--kind", "pgdump"]);
+    assert_exit(&out, 10);
+    assert!(
+        text(&out.stderr).contains("roles and tablespaces were not stored"),
+        "{}",
+        text(&out.stderr)
+    );
+    let id = text(&out.stdout).trim().to_string();
+    let m = partial.manifest(&id);
+    assert_eq!(m["manifest"]["objects"].as_array().unwrap().len(), 1, "{m}");
 }
 
 #[test]

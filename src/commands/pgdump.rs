@@ -17,7 +17,7 @@ use super::run::{json_report, Body, Run, Spec, Stored};
 use super::{open_store, Ctx};
 use crate::exit::{coded, Code};
 use crate::ledger::Operation;
-use crate::manifest::pgdump::OPERATION;
+use crate::manifest::pgdump::{GLOBALS_SUFFIX, OPERATION};
 use crate::manifest::{self, Kind, Manifest, Scope};
 use crate::sources::postgres::Server;
 use crate::{pipeline, ui};
@@ -75,6 +75,32 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         )?;
         progress.end();
         let dumped = dumped.expect("a finished upload ran its producer");
+        let mut objects = vec![entry];
+        let mut problems = Vec::new();
+        if pg.globals {
+            let suffix = run.suffix(GLOBALS_SUFFIX, plan.compression);
+            let key = manifest::object_key(Kind::Pgdump, OPERATION, id, run.started_at, &suffix);
+            progress.begin("roles and tablespaces", None);
+            let globals = pipeline::upload(
+                store.as_ref(),
+                &key,
+                &run.metadata(Scope::Full),
+                plan.compression,
+                run.keyring,
+                progress.clone(),
+                |w| server.dump_globals(w),
+            );
+            progress.end();
+            match globals {
+                Ok(g) => objects.push(g),
+                Err(e) => problems.push(coded(
+                    Code::Partial,
+                    format!(
+                        "the cluster's roles and tablespaces were not stored with it: {e:#}. Grant the role what pg_dumpall --globals-only needs, or set postgres.globals = false"
+                    ),
+                )),
+            }
+        }
         let mut source = BTreeMap::new();
         source.insert("database".into(), json!(pg.database));
         if let Some(h) = &pg.host {
@@ -86,13 +112,17 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         source.insert("format".into(), json!("custom"));
         source.insert("server_version".into(), json!(dumped.server_version));
         source.insert("pg_dump_version".into(), json!(dumped.pg_dump_version));
-        source.insert("tables".into(), json!(dumped.tables));
+        if let Some(tables) = &dumped.tables {
+            source.insert("tables".into(), json!(tables));
+        }
         let m = run.manifest(Body {
-            objects: vec![entry],
+            objects,
             source,
             ..Body::default()
         });
-        run.store_manifest(m)
+        let mut stored = run.store_manifest(m)?;
+        stored.problems.extend(problems);
+        Ok(stored)
     })();
 
     let store = store.as_ref();
@@ -112,14 +142,14 @@ fn report(
     elapsed: std::time::Duration,
     ledger_note: Option<String>,
 ) -> Result<()> {
-    let o = &m.objects[0];
+    let o = crate::manifest::pgdump::dump_object(m)?;
     ctx.ui.info(&format!(
         "dump {} of {what} ({} uncompressed) stored as {} in {}: {} in {:.1}s ({})",
         m.id,
         ui::size(o.content_bytes),
         o.key,
         store.identity(),
-        ui::size(o.size),
+        ui::size(m.stored_bytes()),
         elapsed.as_secs_f64(),
         ui::rate(o.content_bytes, elapsed),
     ));

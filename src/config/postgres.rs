@@ -38,6 +38,11 @@ pub struct PostgresFile {
     #[serde(default)]
     pub pass_env: Vec<String>,
     pub retention_days: Option<u16>,
+    /// Count every table's rows in the dump's snapshot (default true).
+    pub count_rows: Option<bool>,
+    /// Also store the cluster's roles and tablespaces (`pg_dumpall
+    /// --globals-only --no-role-passwords`; default true).
+    pub globals: Option<bool>,
 }
 
 /// Variables that carry a password or a whole connection string with one.
@@ -91,6 +96,8 @@ pub(super) fn validate(f: PostgresFile, v: &Validator) -> Result<PostgresPlan> {
         lock_wait_timeout,
         pass_env: f.pass_env,
         retention_days: f.retention_days.unwrap_or(90),
+        count_rows: f.count_rows.unwrap_or(true),
+        globals: f.globals.unwrap_or(true),
     })
 }
 

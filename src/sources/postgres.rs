@@ -32,6 +32,11 @@ pub struct PostgresPlan {
     pub lock_wait_timeout: Duration,
     pub pass_env: Vec<String>,
     pub retention_days: u16,
+    /// Count every table's rows in the dump's snapshot, for restores and drills
+    /// to check (one more scan of every table on the server).
+    pub count_rows: bool,
+    /// Also store the cluster's roles and tablespaces with each dump.
+    pub globals: bool,
 }
 
 /// The database a restore connects to for `CREATE`, `DROP` and `ALTER DATABASE`.
@@ -54,8 +59,9 @@ pub struct Dumped {
     pub pg_dump_version: String,
     pub server_version: String,
     /// Rows per table whose data the dump holds, in the dump's snapshot, keyed
-    /// as the dump names the table (`public.accounts`).
-    pub tables: std::collections::BTreeMap<String, u64>,
+    /// as the dump names the table (`public.accounts`); `None` when
+    /// `count_rows` is off.
+    pub tables: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// The tables whose rows `pg_dump` writes: ordinary tables, not temporary ones,
@@ -398,8 +404,12 @@ impl<'a> Server<'a> {
                 self.plan.lock_wait_timeout.as_millis()
             ));
         let psql_pid = session.child.id();
+        let count = self.plan.count_rows;
         let (dumped, counted) = std::thread::scope(|s| {
-            let counter = s.spawn(|| session.count_rows());
+            let counter = s.spawn(|| match count {
+                true => session.count_rows().map(Some),
+                false => Ok(None),
+            });
             let dumped = stream_out(c, w, what);
             if dumped.is_err() {
                 // The counts are of no use now: end the session instead of
@@ -419,6 +429,21 @@ impl<'a> Server<'a> {
             pg_dump_version,
             server_version,
             tables,
+        })
+    }
+
+    /// Streams the cluster's roles and tablespaces as SQL into `w` (`pg_dumpall
+    /// --globals-only --no-role-passwords`: no password hashes are stored).
+    pub fn dump_globals(&self, w: &mut dyn Write) -> Result<()> {
+        let mut c = self.command("pg_dumpall", &self.plan.database)?;
+        // `-l`: the database to read the globals through (a checked name).
+        c.args(["--globals-only", "--no-role-passwords", "-l"])
+            .arg(&self.plan.database);
+        stream_out(c, w, || {
+            format!(
+                "pg_dumpall --globals-only of the server of {}",
+                self.describe(&self.plan.database)
+            )
         })
     }
 

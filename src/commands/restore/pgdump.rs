@@ -120,7 +120,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     }
 
     let elapsed = clock.elapsed();
-    let bytes = m.objects.first().map_or(0, |o| o.content_bytes);
+    let bytes = crate::manifest::pgdump::dump_object(m)?.content_bytes;
     let tables = counts.len();
     let verified = if expected.is_some() {
         "every row count verified"
@@ -438,16 +438,7 @@ pub fn restore_into(
     database: &str,
     selection: &Selection,
 ) -> Result<()> {
-    let [entry] = m.objects.as_slice() else {
-        return Err(coded(
-            Code::Integrity,
-            format!(
-                "backup {} lists {} objects; a dump has exactly one",
-                m.id,
-                m.objects.len()
-            ),
-        ));
-    };
+    let entry = crate::manifest::pgdump::dump_object(m)?;
     let keyring = pipeline::keys_for(m, src.keyring)?;
     let spool = src.work.scratch("spool")?;
     pipeline::download(

@@ -148,12 +148,7 @@ fn drill_pgdump(
     m: &Manifest,
     facts: &mut BTreeMap<String, serde_json::Value>,
 ) -> Result<()> {
-    let [entry] = m.objects.as_slice() else {
-        return Err(coded(
-            Code::Integrity,
-            format!("dump {} lists {} objects, not one", m.id, m.objects.len()),
-        ));
-    };
+    let entry = crate::manifest::pgdump::dump_object(m)?;
     let bin_dir = ctx
         .plan
         .postgres
