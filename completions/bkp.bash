@@ -223,7 +223,7 @@ _bkp() {
             fi
             case "${prev}" in
                 --kind)
-                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump postgres" -- "${cur}"))
                     return 0
                     ;;
                 --config)
@@ -659,7 +659,7 @@ _bkp() {
             fi
             case "${prev}" in
                 --kind)
-                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump postgres" -- "${cur}"))
                     return 0
                     ;;
                 --operation)
@@ -795,7 +795,7 @@ _bkp() {
                     return 0
                     ;;
                 --kind)
-                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump postgres" -- "${cur}"))
                     return 0
                     ;;
                 --schema)
@@ -860,12 +860,16 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__snapshot)
-            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --kind --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --kind)
+                    COMPREPLY=($(compgen -W "tigerbeetle postgres" -- "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -919,7 +923,7 @@ _bkp() {
             fi
             case "${prev}" in
                 --kind)
-                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump postgres" -- "${cur}"))
                     return 0
                     ;;
                 --since)

@@ -32,7 +32,7 @@ complete -c bkp -n "__fish_bkp_needs_command" -s v -l verbose -d 'Print each ste
 complete -c bkp -n "__fish_bkp_needs_command" -l no-progress -d 'No progress bars, even on a terminal'
 complete -c bkp -n "__fish_bkp_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bkp -n "__fish_bkp_needs_command" -s V -l version -d 'Print version'
-complete -c bkp -n "__fish_bkp_needs_command" -f -a "snapshot" -d 'Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt, checksum, upload, manifest, ledger record'
+complete -c bkp -n "__fish_bkp_needs_command" -f -a "snapshot" -d 'Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt, checksum, upload, manifest, ledger record. With --kind postgres: a base backup of the PostgreSQL server (pg_basebackup, tar, with the WAL it needs), streamed through the same chain'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "logs" -d 'Capture the TigerBeetle accounts and transfers created since the previous log segment: segment, compress, encrypt, checksum, upload, manifest, ledger'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "export" -d 'Export the DuckDB hot tier to Parquet: every table with --full, else the rows changed since the previous export (per-table watermark column), or since the last full export with --differential; encrypt, checksum, upload, manifest, ledger. With --kind pgdump: dump the PostgreSQL database with pg_dump (custom format, streamed) through the same chain'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "list" -d 'List the backups in the store'
@@ -48,13 +48,15 @@ complete -c bkp -n "__fish_bkp_needs_command" -f -a "key" -d 'Manage master keys
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "status" -d 'Show, per schedule, the newest good backup, its age, the next due time and whether its RPO is breached; exit 11 if any watched schedule is breached or never ran. Reads only the manifests it needs'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "notify" -d 'Send a notification through `[notify]` (webhook and command) by hand: `--test` proves delivery; `--failed-unit UNIT` reports a systemd unit that failed in a way bkp could not report itself (killed at its runtime cap, crashed, never started), as `bkp-failure@.service` does from `OnFailure=`. Exit 6 when a delivery fails'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l kind -d 'What to snapshot, when the config describes both a TigerBeetle data file and a [postgres] server (default: the one it describes)' -r -f -a "tigerbeetle\t'The TigerBeetle data file'
+postgres\t'The PostgreSQL server\'s data directory (pg_basebackup)'"
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l no-progress -d 'No progress bars, even on a terminal'
-complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s h -l help -d 'Print help'
+complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
@@ -76,7 +78,8 @@ complete -c bkp -n "__fish_bkp_using_subcommand export" -s h -l help -d 'Print h
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l kind -d 'Only backups of this kind' -r -f -a "tigerbeetle\t''
 duckdb\t''
 parquet\t''
-pgdump\t'A PostgreSQL dump (`pg_dump`)'"
+pgdump\t'A PostgreSQL dump (`pg_dump`)'
+postgres\t'A PostgreSQL base backup (`pg_basebackup`)'"
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l operation -d 'Only backups made by this operation (snapshot, logs, export, replicate)' -r
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l since -d 'Only backups started at or after TIME (RFC 3339) or within DURATION (e.g. 7d)' -r
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l last -d 'Only the newest N of what the other filters select' -r
@@ -100,7 +103,8 @@ complete -c bkp -n "__fish_bkp_using_subcommand restore" -s t -l target -d 'Dire
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l kind -d 'Kind of backup `latest` refers to' -r -f -a "tigerbeetle\t''
 duckdb\t''
 parquet\t''
-pgdump\t'A PostgreSQL dump (`pg_dump`)'"
+pgdump\t'A PostgreSQL dump (`pg_dump`)'
+postgres\t'A PostgreSQL base backup (`pg_basebackup`)'"
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l schema -d 'PostgreSQL dump: restore only the objects of this schema (pg_restore --schema). Repeatable; not with --force' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l table -d 'PostgreSQL dump: restore only this table (SCHEMA.NAME, or NAME when one schema has it), its definition and data, without its indexes or constraints (pg_restore --table). Repeatable; not with --schema or --force' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l trust -d 'Accept backup ID although its manifest has no seal or it is not encrypted while [encryption] is configured (a backup from before the store was sealed or encrypted). Check where it came from first. Repeatable' -r
@@ -137,7 +141,8 @@ complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s h -l help -d 'Prin
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l kind -d 'Only backups of this kind' -r -f -a "tigerbeetle\t''
 duckdb\t''
 parquet\t''
-pgdump\t'A PostgreSQL dump (`pg_dump`)'"
+pgdump\t'A PostgreSQL dump (`pg_dump`)'
+postgres\t'A PostgreSQL base backup (`pg_basebackup`)'"
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s n -l dry-run -d 'Print the plan (keep or delete, with the reasons) and change nothing'
@@ -149,7 +154,8 @@ complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s h -l help -d 'Print 
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l kind -d 'Only backups of this kind' -r -f -a "tigerbeetle\t''
 duckdb\t''
 parquet\t''
-pgdump\t'A PostgreSQL dump (`pg_dump`)'"
+pgdump\t'A PostgreSQL dump (`pg_dump`)'
+postgres\t'A PostgreSQL base backup (`pg_basebackup`)'"
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l since -d 'Only backups started at or after TIME (RFC 3339) or within DURATION (e.g. 7d)' -r
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l report -d 'Also write the JSON report to FILE. The report always goes to the store too; when the store refuses it (read-only credentials), it is kept here, else on stdout under --json, else in a local file a warning names' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l junit -d 'Write a JUnit XML test report to FILE, one test case per check (backup, object, ledger audit, drill; what could not be checked as skipped), for CI systems to show. Written when checks fail too' -r -F
@@ -213,7 +219,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand notify" -s q -l quiet -d 'Print 
 complete -c bkp -n "__fish_bkp_using_subcommand notify" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
 complete -c bkp -n "__fish_bkp_using_subcommand notify" -l no-progress -d 'No progress bars, even on a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand notify" -s h -l help -d 'Print help'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key status notify help" -f -a "snapshot" -d 'Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt, checksum, upload, manifest, ledger record'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key status notify help" -f -a "snapshot" -d 'Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt, checksum, upload, manifest, ledger record. With --kind postgres: a base backup of the PostgreSQL server (pg_basebackup, tar, with the WAL it needs), streamed through the same chain'
 complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key status notify help" -f -a "logs" -d 'Capture the TigerBeetle accounts and transfers created since the previous log segment: segment, compress, encrypt, checksum, upload, manifest, ledger'
 complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key status notify help" -f -a "export" -d 'Export the DuckDB hot tier to Parquet: every table with --full, else the rows changed since the previous export (per-table watermark column), or since the last full export with --differential; encrypt, checksum, upload, manifest, ledger. With --kind pgdump: dump the PostgreSQL database with pg_dump (custom format, streamed) through the same chain'
 complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key status notify help" -f -a "list" -d 'List the backups in the store'

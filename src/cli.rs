@@ -80,8 +80,10 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Back up the TigerBeetle data file: consistent copy, tar, compress, encrypt,
-    /// checksum, upload, manifest, ledger record.
-    Snapshot,
+    /// checksum, upload, manifest, ledger record. With --kind postgres: a base
+    /// backup of the PostgreSQL server (pg_basebackup, tar, with the WAL it
+    /// needs), streamed through the same chain.
+    Snapshot(SnapshotArgs),
 
     /// Capture the TigerBeetle accounts and transfers created since the previous
     /// log segment: segment, compress, encrypt, checksum, upload, manifest, ledger.
@@ -250,6 +252,23 @@ pub struct ReplicateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// What to snapshot, when the config describes both a TigerBeetle data file
+    /// and a [postgres] server (default: the one it describes).
+    #[arg(long, value_enum)]
+    pub kind: Option<SnapshotKind>,
+}
+
+/// What `bkp snapshot` copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SnapshotKind {
+    /// The TigerBeetle data file.
+    Tigerbeetle,
+    /// The PostgreSQL server's data directory (pg_basebackup).
+    Postgres,
+}
+
+#[derive(Debug, Args)]
 pub struct ExportArgs {
     /// What to export, when the config describes both a [duckdb] and a
     /// [postgres] database (default: the one it describes).
@@ -412,6 +431,8 @@ pub enum KindArg {
     Parquet,
     /// A PostgreSQL dump (`pg_dump`).
     Pgdump,
+    /// A PostgreSQL base backup (`pg_basebackup`).
+    Postgres,
 }
 
 impl From<KindArg> for Kind {
@@ -421,6 +442,7 @@ impl From<KindArg> for Kind {
             KindArg::Duckdb => Kind::Duckdb,
             KindArg::Parquet => Kind::Parquet,
             KindArg::Pgdump => Kind::Pgdump,
+            KindArg::Postgres => Kind::Postgres,
         }
     }
 }

@@ -86,7 +86,7 @@ pub fn run(cli: Cli) -> Result<()> {
         wait: g.wait.unwrap_or(Duration::ZERO),
     };
     let result = match &cli.command {
-        Command::Snapshot => commands::snapshot::run(&ctx),
+        Command::Snapshot(a) => snapshot(&ctx, a),
         Command::Logs => commands::logs::run(&ctx),
         Command::Export(a) => export(&ctx, a),
         Command::List(a) => commands::list::run(&ctx, a),
@@ -106,6 +106,35 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     notify(&ctx, &cli.command, &result);
     result
+}
+
+/// `bkp snapshot`: the TigerBeetle data file or the PostgreSQL base backup,
+/// whichever the config describes, or `--kind` chooses when it describes both.
+fn snapshot(ctx: &commands::Ctx, a: &cli::SnapshotArgs) -> Result<()> {
+    use cli::SnapshotKind;
+    let plan = &ctx.plan;
+    let tb = plan
+        .tigerbeetle
+        .as_ref()
+        .is_some_and(|t| t.data_file.is_some());
+    let kind = match (a.kind, tb, plan.postgres.is_some()) {
+        (Some(k), _, _) => k,
+        (None, true, true) => {
+            return Err(exit::coded(
+                exit::Code::Config,
+                format!(
+                    "{} describes a TigerBeetle data file and a PostgreSQL server: choose one with `bkp snapshot --kind tigerbeetle` or `--kind postgres`",
+                    plan.source.display()
+                ),
+            ))
+        }
+        (None, false, true) => SnapshotKind::Postgres,
+        (None, _, false) => SnapshotKind::Tigerbeetle,
+    };
+    match kind {
+        SnapshotKind::Tigerbeetle => commands::snapshot::run(ctx),
+        SnapshotKind::Postgres => commands::pgbase::run(ctx),
+    }
 }
 
 /// `bkp export`: the DuckDB export or the PostgreSQL dump, whichever the
@@ -148,7 +177,7 @@ fn export(ctx: &commands::Ctx, a: &cli::ExportArgs) -> Result<()> {
 /// a timer-driven run (not of dry runs). Its own failure is reported only.
 fn notify(ctx: &Ctx, command: &Command, result: &Result<()>) {
     let operation = match command {
-        Command::Snapshot => "snapshot",
+        Command::Snapshot(_) => "snapshot",
         Command::Logs => "logs",
         Command::Export(_) => "export",
         Command::Replicate(a) if !a.dry_run => "replicate",

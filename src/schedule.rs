@@ -3,7 +3,8 @@
 //!
 //! A schedule is one timer of the shipped units (`systemd/`, `examples/crontab`):
 //! snapshot every 6 h, logs every 15 min, a full export daily, an incremental
-//! export every 6 h, replication hourly, a PostgreSQL dump hourly. Each has a recovery point objective
+//! export every 6 h, replication hourly, a PostgreSQL dump hourly, a PostgreSQL
+//! base backup daily. Each has a recovery point objective
 //! (RPO): the newest good backup of the schedule must be younger than it. The
 //! decision is a pure function of the newest backup, the rule and `now`
 //! ([`decide`]), so it is tested with table cases; `bkp status` feeds it from the
@@ -37,16 +38,19 @@ pub enum Schedule {
     Replicate,
     /// `bkp export --kind pgdump`: a PostgreSQL dump.
     Pgdump,
+    /// `bkp snapshot --kind postgres`: a PostgreSQL base backup.
+    Pgbase,
 }
 
 impl Schedule {
-    pub const ALL: [Schedule; 6] = [
+    pub const ALL: [Schedule; 7] = [
         Schedule::Snapshot,
         Schedule::Logs,
         Schedule::ExportFull,
         Schedule::ExportIncremental,
         Schedule::Replicate,
         Schedule::Pgdump,
+        Schedule::Pgbase,
     ];
 
     /// The name used in config, output and metrics: `export-full`…
@@ -58,6 +62,7 @@ impl Schedule {
             Schedule::ExportIncremental => "export-incremental",
             Schedule::Replicate => "replicate",
             Schedule::Pgdump => "pgdump",
+            Schedule::Pgbase => "pgbase",
         }
     }
 
@@ -68,13 +73,14 @@ impl Schedule {
             Schedule::ExportFull | Schedule::ExportIncremental => Kind::Duckdb,
             Schedule::Replicate => Kind::Parquet,
             Schedule::Pgdump => Kind::Pgdump,
+            Schedule::Pgbase => Kind::Postgres,
         }
     }
 
     /// The subcommand, as manifests record it in `operation`.
     pub fn operation(self) -> &'static str {
         match self {
-            Schedule::Snapshot => "snapshot",
+            Schedule::Snapshot | Schedule::Pgbase => "snapshot",
             Schedule::Logs => "logs",
             Schedule::ExportFull | Schedule::ExportIncremental | Schedule::Pgdump => "export",
             Schedule::Replicate => "replicate",
@@ -93,12 +99,13 @@ impl Schedule {
     /// The command line the timer runs.
     pub fn command(self) -> &'static str {
         match self {
-            Schedule::Snapshot => "bkp snapshot",
+            Schedule::Snapshot => "bkp snapshot --kind tigerbeetle",
             Schedule::Logs => "bkp logs",
             Schedule::ExportFull => "bkp export --kind duckdb --full",
             Schedule::ExportIncremental => "bkp export --kind duckdb",
             Schedule::Replicate => "bkp replicate",
             Schedule::Pgdump => "bkp export --kind pgdump",
+            Schedule::Pgbase => "bkp snapshot --kind postgres",
         }
     }
 
@@ -107,7 +114,7 @@ impl Schedule {
         match self {
             Schedule::Snapshot | Schedule::ExportIncremental => Duration::from_secs(6 * 3600),
             Schedule::Logs => Duration::from_secs(15 * 60),
-            Schedule::ExportFull => Duration::from_secs(24 * 3600),
+            Schedule::ExportFull | Schedule::Pgbase => Duration::from_secs(24 * 3600),
             Schedule::Replicate | Schedule::Pgdump => Duration::from_secs(3600),
         }
     }

@@ -266,6 +266,90 @@ fn without_counts_or_globals_the_dump_still_restores_and_says_what_it_checked() 
 }
 
 #[test]
+fn a_base_backup_restores_a_data_directory_that_starts() {
+    let pg = &Postgres::start();
+    let db = new_app(pg);
+    let toml = format!("{}checkpoint = \"fast\"\n", pg.toml(&db));
+    let s = Setup::new(StoreKind::S3, true, &toml);
+    // Only [postgres] configured: `bkp snapshot` is its base backup.
+    let out = s.bkp(&["snapshot"]);
+    assert_exit(&out, 0);
+    let id = text(&out.stdout).trim().to_string();
+    let before = pg.content(&db);
+    pg.psql(&db, "DELETE FROM tenant_b.orders");
+    let m = s.manifest(&id);
+    assert_eq!(m["manifest"]["kind"], "postgres", "{m}");
+    assert_eq!(m["manifest"]["operation"], "snapshot");
+
+    // The restore goes where the server's user can reach it.
+    fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let target = s.path("restored");
+    let out = s.bkp(&[
+        "restore",
+        "latest",
+        "--kind",
+        "postgres",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out.stderr).contains("verified by pg_verifybackup"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mode = fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "PostgreSQL starts only on a private directory");
+    let restored = Postgres::start_on(&target);
+    assert_eq!(
+        restored.content(&db),
+        before,
+        "the restored server holds the backup's data"
+    );
+
+    // A directory a server runs on is never replaced, not even with --force.
+    let again = s.bkp(&[
+        "restore",
+        &id,
+        "--target",
+        target.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_exit(&again, 8);
+    assert!(
+        text(&again.stderr).contains("postmaster.pid"),
+        "{}",
+        text(&again.stderr)
+    );
+    drop(restored);
+
+    let drill = s.bkp(&["--json", "verify", "--drill"]);
+    assert_exit(&drill, 0);
+    let report = json(&drill);
+    assert!(
+        report["drills"][0]["facts"]["files"].as_u64().unwrap() > 100,
+        "{report}"
+    );
+
+    // Both kinds configured: `bkp snapshot` asks which.
+    let both = Setup::new(
+        StoreKind::Local,
+        true,
+        &format!(
+            "{}[tigerbeetle]\ndata_file = \"0_0.tigerbeetle\"\n",
+            pg.toml(&db)
+        ),
+    );
+    let out = both.bkp(&["snapshot"]);
+    assert_exit(&out, 3);
+    assert!(
+        text(&out.stderr).contains("--kind postgres"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn one_tenant_comes_back_alone() {
     let pg = &Postgres::start();
     let db = new_app(pg);

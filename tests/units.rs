@@ -47,12 +47,12 @@ struct Unit {
     note: &'static str,
 }
 
-const UNITS: [Unit; 9] = [
+const UNITS: [Unit; 10] = [
     Unit {
         name: "snapshot",
         what: "TigerBeetle data-file snapshot",
         page: "snapshot",
-        args: "snapshot",
+        args: "snapshot --kind tigerbeetle",
         cap: "3h",
         calendar: "00/6:00",
         every: "every 6 hours",
@@ -123,6 +123,19 @@ const UNITS: [Unit; 9] = [
         reads_source: false,
         note: "# The password is read from postgres.passfile: keep it under /etc/bkp (home\n\
                # directories are hidden from this service), mode 0600.\n",
+    },
+    Unit {
+        name: "pgbase",
+        what: "PostgreSQL base backup",
+        page: "snapshot",
+        args: "snapshot --kind postgres",
+        cap: "6h",
+        calendar: "02:15",
+        every: "daily",
+        delay: "15min",
+        reads_source: false,
+        note: "# pg_basebackup needs a role with REPLICATION and a replication line in\n\
+               # pg_hba.conf. The password is read from postgres.passfile, under /etc/bkp.\n",
     },
     Unit {
         name: "cleanup",

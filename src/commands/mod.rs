@@ -22,6 +22,7 @@ pub mod key;
 pub mod list;
 pub mod logs;
 pub mod notify;
+pub mod pgbase;
 pub mod pgdump;
 pub mod replicate;
 pub mod restore;

@@ -334,6 +334,7 @@ impl RunRecord {
                 Kind::Duckdb => ledger::BackupType::Duckdb,
                 Kind::Parquet => ledger::BackupType::Parquet,
                 Kind::Pgdump => ledger::BackupType::Pgdump,
+                Kind::Postgres => ledger::BackupType::Postgres,
                 Kind::Kms => ledger::BackupType::Kms,
             },
             scope: match r.scope {

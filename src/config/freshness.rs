@@ -40,6 +40,7 @@ pub struct PerSchedule {
     pub export_incremental: Option<String>,
     pub replicate: Option<String>,
     pub pgdump: Option<String>,
+    pub pgbase: Option<String>,
 }
 
 impl PerSchedule {
@@ -51,6 +52,7 @@ impl PerSchedule {
             Schedule::ExportIncremental => self.export_incremental.as_ref(),
             Schedule::Replicate => self.replicate.as_ref(),
             Schedule::Pgdump => self.pgdump.as_ref(),
+            Schedule::Pgbase => self.pgbase.as_ref(),
         }
     }
 }

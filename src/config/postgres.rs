@@ -43,6 +43,9 @@ pub struct PostgresFile {
     /// Also store the cluster's roles and tablespaces (`pg_dumpall
     /// --globals-only --no-role-passwords`; default true).
     pub globals: Option<bool>,
+    /// How a base backup starts: `"spread"` (the server's paced checkpoint, the
+    /// default) or `"fast"` (at once, with a burst of I/O).
+    pub checkpoint: Option<String>,
 }
 
 /// Variables that carry a password or a whole connection string with one.
@@ -82,6 +85,11 @@ pub(super) fn validate(f: PostgresFile, v: &Validator) -> Result<PostgresPlan> {
             format!("{bad} is not passed to child processes, where any process of the same user could read it: write the password to a .pgpass file and name it in postgres.passfile"),
         ));
     }
+    let fast_checkpoint = match f.checkpoint.as_deref().unwrap_or("spread") {
+        "spread" => false,
+        "fast" => true,
+        other => return Err(v.not_one_of("postgres.checkpoint", other, &["spread", "fast"])),
+    };
     let lock_wait_timeout = match &f.lock_wait_timeout {
         Some(s) => v.positive_duration("postgres.lock_wait_timeout", s)?,
         None => Duration::from_secs(300),
@@ -98,6 +106,7 @@ pub(super) fn validate(f: PostgresFile, v: &Validator) -> Result<PostgresPlan> {
         retention_days: f.retention_days.unwrap_or(90),
         count_rows: f.count_rows.unwrap_or(true),
         globals: f.globals.unwrap_or(true),
+        fast_checkpoint,
     })
 }
 

@@ -1,5 +1,6 @@
 //! The `[retention]` section: one policy per group of backups (`snapshot`,
-//! `logs`, `export_full`, `export_incremental`, `replicate`, `pgdump`), each a preset with
+//! `logs`, `export_full`, `export_incremental`, `replicate`, `pgdump`,
+//! `pgbase`), each a preset with
 //! rules on top, and the grace period before `cleanup` removes unnamed objects.
 
 use anyhow::Result;
@@ -22,6 +23,7 @@ pub struct RetentionFile {
     pub export_incremental: Option<PolicyFile>,
     pub replicate: Option<PolicyFile>,
     pub pgdump: Option<PolicyFile>,
+    pub pgbase: Option<PolicyFile>,
 }
 
 /// One group's rules: a preset, and any rule set on top of it.
@@ -42,13 +44,14 @@ pub struct PolicyFile {
 }
 
 /// The groups the section names, with the backups each one holds.
-const GROUPS: [(&str, Kind, Scope); 6] = [
+const GROUPS: [(&str, Kind, Scope); 7] = [
     ("snapshot", Kind::Tigerbeetle, Scope::Full),
     ("logs", Kind::Tigerbeetle, Scope::Incremental),
     ("export_full", Kind::Duckdb, Scope::Full),
     ("export_incremental", Kind::Duckdb, Scope::Incremental),
     ("replicate", Kind::Parquet, Scope::Full),
     ("pgdump", Kind::Pgdump, Scope::Full),
+    ("pgbase", Kind::Postgres, Scope::Full),
 ];
 
 pub(super) fn validate(f: RetentionFile, v: &Validator) -> Result<RetentionPlan> {
@@ -64,6 +67,7 @@ pub(super) fn validate(f: RetentionFile, v: &Validator) -> Result<RetentionPlan>
         f.export_incremental,
         f.replicate,
         f.pgdump,
+        f.pgbase,
     ];
     for ((name, kind, scope), file) in GROUPS.into_iter().zip(files) {
         let default = default_policy(kind, scope);

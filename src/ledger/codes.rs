@@ -46,6 +46,7 @@ pub enum BackupType {
     Parquet,
     Kms,
     Pgdump,
+    Postgres,
 }
 wire_codes!(
     BackupType,
@@ -54,7 +55,8 @@ wire_codes!(
     Duckdb = 2,
     Parquet = 3,
     Kms = 4,
-    Pgdump = 5
+    Pgdump = 5,
+    Postgres = 6
 );
 
 impl BackupType {
@@ -66,6 +68,7 @@ impl BackupType {
             BackupType::Parquet => "parquet",
             BackupType::Kms => "kms",
             BackupType::Pgdump => "pgdump",
+            BackupType::Postgres => "postgres",
         }
     }
 }
@@ -275,7 +278,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 5 * 2 * 3 * 2 * 3 * 5);
+        assert_eq!(n, 6 * 2 * 3 * 2 * 3 * 5);
         for &op in Operation::ALL {
             assert_eq!(Operation::from_code(op.code()).unwrap(), op);
         }

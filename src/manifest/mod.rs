@@ -30,6 +30,7 @@ pub mod duckdb;
 pub mod marker;
 pub mod parquet;
 pub mod pgdump;
+pub mod postgres;
 pub mod seal;
 pub mod tigerbeetle;
 pub mod tombstone;
@@ -46,6 +47,8 @@ pub enum Kind {
     Parquet,
     /// A PostgreSQL database dumped by `pg_dump`.
     Pgdump,
+    /// A PostgreSQL server's data directory, by `pg_basebackup`.
+    Postgres,
     Kms,
 }
 
@@ -56,14 +59,16 @@ impl Kind {
             Kind::Duckdb => "duckdb",
             Kind::Parquet => "parquet",
             Kind::Pgdump => "pgdump",
+            Kind::Postgres => "postgres",
             Kind::Kms => "kms",
         }
     }
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Tigerbeetle,
         Kind::Duckdb,
         Kind::Parquet,
         Kind::Pgdump,
+        Kind::Postgres,
         Kind::Kms,
     ];
 

@@ -37,6 +37,8 @@ pub struct PostgresPlan {
     pub count_rows: bool,
     /// Also store the cluster's roles and tablespaces with each dump.
     pub globals: bool,
+    /// Base backups start with an immediate checkpoint instead of a paced one.
+    pub fast_checkpoint: bool,
 }
 
 /// The database a restore connects to for `CREATE`, `DROP` and `ALTER DATABASE`.
@@ -447,6 +449,29 @@ impl<'a> Server<'a> {
         })
     }
 
+    /// Streams a base backup of the whole server into `w`: `pg_basebackup` in tar
+    /// format, with the WAL the backup needs to be consistent (`-X fetch`) and
+    /// its `backup_manifest`, which `pg_verifybackup` checks after a restore.
+    /// Returns the server's version.
+    pub fn base_backup(&self, w: &mut dyn Write, label: &str) -> Result<String> {
+        let server_version = self.server_version()?;
+        let mut c = self.command("pg_basebackup", &self.plan.database)?;
+        c.args(["--pgdata=-", "--format=tar", "--wal-method=fetch"])
+            .arg(format!("--label={label}"))
+            .arg(if self.plan.fast_checkpoint {
+                "--checkpoint=fast"
+            } else {
+                "--checkpoint=spread"
+            });
+        stream_out(c, w, || {
+            format!(
+                "pg_basebackup of the server of {}",
+                self.describe(&self.plan.database)
+            )
+        })?;
+        Ok(server_version)
+    }
+
     /// Rows per table of `database` whose data a dump would hold, keyed as
     /// [`Dumped::tables`] is.
     pub fn count_rows(&self, database: &str) -> Result<std::collections::BTreeMap<String, u64>> {
@@ -669,6 +694,34 @@ fn copy_target(rest: &str) -> String {
         }
     }
     rest.to_string()
+}
+
+/// Checks a restored base backup in `dir` against its `backup_manifest` with
+/// `pg_verifybackup`: every file's size and checksum, and the WAL it needs.
+/// Returns how many files the manifest lists.
+pub fn verify_base_backup(bin_dir: Option<&Path>, dir: &Path) -> Result<usize> {
+    let manifest = std::fs::read_to_string(dir.join("backup_manifest")).map_err(|e| {
+        coded(
+            Code::Integrity,
+            format!("the base backup holds no readable backup_manifest ({e})"),
+        )
+    })?;
+    let files = manifest.matches("\"Path\":").count();
+    let path = find_tool(bin_dir, "pg_verifybackup")?;
+    let out = crate::child::command(&path, &[])
+        .arg(dir)
+        .output()
+        .with_context(|| format!("failed to run {}", path.display()))?;
+    if !out.status.success() {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "pg_verifybackup finds the restored base backup damaged: {}",
+                essence(&String::from_utf8_lossy(&out.stderr))
+            ),
+        ));
+    }
+    Ok(files)
 }
 
 /// Refuses a database name that libpq would read as something else.

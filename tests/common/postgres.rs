@@ -88,8 +88,6 @@ impl Postgres {
             assert!(chown.success(), "chown of {} failed", dir.display());
         }
         let password = format!("pw-{:016x}", random_u64());
-        let pwfile = dir.join("superuser-pw");
-        fs::write(&pwfile, "unused\n").unwrap();
         let (prog, mut args) = as_server_user(&bin.join("initdb"));
         args.extend(
             [
@@ -116,6 +114,44 @@ impl Postgres {
             "initdb failed: {}",
             text(&[out.stdout, out.stderr].concat())
         );
+        let pg = Self::launch(bin, dir, data, socket_dir, password);
+        pg.psql(
+            "postgres",
+            &format!(
+                "CREATE ROLE {PASSWORD_ROLE} SUPERUSER LOGIN PASSWORD '{}'",
+                pg.password
+            ),
+        );
+        pg
+    }
+
+    /// Starts a server on a data directory that is already there (a restored
+    /// base backup), with a scratch directory of its own for the socket.
+    pub fn start_on(data: &Path) -> Postgres {
+        let bin = pg_bin();
+        let dir = scratch_dir("pg-on");
+        let socket_dir = dir.join("sock");
+        fs::create_dir(&socket_dir).unwrap();
+        if unsafe { libc_geteuid() } == 0 {
+            for d in [&dir, &data.to_path_buf()] {
+                let chown = Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(d)
+                    .status()
+                    .unwrap();
+                assert!(chown.success(), "chown of {} failed", d.display());
+            }
+        }
+        Self::launch(bin, dir, data.to_path_buf(), socket_dir, String::new())
+    }
+
+    fn launch(
+        bin: PathBuf,
+        dir: PathBuf,
+        data: PathBuf,
+        socket_dir: PathBuf,
+        password: String,
+    ) -> Postgres {
         let port = free_port();
         let (program, mut args) = as_server_user(&bin.join("postgres"));
         args.extend([
@@ -156,13 +192,6 @@ impl Postgres {
                     .is_some_and(|o| o.status.success())
             })
             .unwrap_or_else(|e| panic!("PostgreSQL on port {port}: {e}"));
-        pg.psql(
-            "postgres",
-            &format!(
-                "CREATE ROLE {PASSWORD_ROLE} SUPERUSER LOGIN PASSWORD '{}'",
-                pg.password
-            ),
-        );
         pg
     }
 

@@ -33,6 +33,7 @@ pub mod countdown;
 mod dry_run;
 pub mod duckdb;
 pub mod parquet;
+pub mod pgbase;
 pub mod pgdump;
 pub mod pitr;
 pub mod target;
@@ -94,6 +95,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         Kind::Duckdb => duckdb::run(ctx, &src, &rp, args),
         Kind::Parquet => parquet::run(ctx, &src, &rp, args),
         Kind::Pgdump => pgdump::run(ctx, &src, &rp, args),
+        Kind::Postgres => pgbase::run(ctx, &src, &rp, args),
         Kind::Kms => Err(coded(
             Code::Config,
             "key-material backups are not restored by `bkp restore`",
@@ -185,6 +187,7 @@ pub fn resolve(
                     Kind::Duckdb => "DuckDB export",
                     Kind::Parquet => "Parquet replication",
                     Kind::Pgdump => "PostgreSQL dump",
+                    Kind::Postgres => "PostgreSQL base backup",
                     Kind::Kms => "key-material backup",
                 },
                 store.identity(),
@@ -196,6 +199,7 @@ pub fn resolve(
                     Kind::Tigerbeetle => "run `bkp snapshot` first",
                     Kind::Duckdb => "run `bkp export --full` first",
                     Kind::Pgdump => "run `bkp export --kind pgdump` first",
+                    Kind::Postgres => "run `bkp snapshot --kind postgres` first",
                     _ => "run `bkp replicate` first",
                 }
             ),
@@ -212,6 +216,7 @@ pub fn restorable(m: &Manifest) -> bool {
         Kind::Duckdb => m.operation == export::OPERATION,
         Kind::Parquet => m.operation == replicated::OPERATION,
         Kind::Pgdump => m.operation == crate::manifest::pgdump::OPERATION,
+        Kind::Postgres => m.operation == crate::manifest::postgres::SNAPSHOT,
         Kind::Kms => false,
     }
 }

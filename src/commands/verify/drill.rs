@@ -48,6 +48,7 @@ pub fn drill(ctx: &Ctx, src: &Source, m: &Manifest) -> Result<Drill> {
         Kind::Parquet => drill_parquet(src, m, dir, &mut d.facts),
         Kind::Duckdb => drill_duckdb(src, m, dir, &mut d.facts),
         Kind::Pgdump => drill_pgdump(ctx, src, m, &mut d.facts),
+        Kind::Postgres => drill_pgbase(ctx, src, m, dir, &mut d.facts),
         other => Err(anyhow::anyhow!("no drill for {} backups", other.as_str())),
     };
     crate::failpoint::hit("verify-drill");
@@ -136,6 +137,27 @@ fn drill_duckdb(
     facts.insert("tables".into(), json!(r.counts.len()));
     facts.insert("rows".into(), json!(r.counts.values().sum::<u64>()));
     facts.insert("fingerprinted_tables".into(), json!(r.fingerprinted));
+    Ok(())
+}
+
+/// Unpacks a PostgreSQL base backup into the scratch directory and has
+/// `pg_verifybackup` check every file and the WAL it needs.
+fn drill_pgbase(
+    ctx: &Ctx,
+    src: &Source,
+    m: &Manifest,
+    dir: &Path,
+    facts: &mut BTreeMap<String, serde_json::Value>,
+) -> Result<()> {
+    let data = dir.join("data");
+    std::fs::create_dir(&data)?;
+    let bin_dir = ctx
+        .plan
+        .postgres
+        .as_ref()
+        .and_then(|p| p.bin_dir.as_deref());
+    let files = restore::pgbase::restore_tree(src, m, &data, bin_dir)?;
+    facts.insert("files".into(), json!(files));
     Ok(())
 }
 

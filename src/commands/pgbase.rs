@@ -1,0 +1,117 @@
+//! `bkp snapshot --kind postgres`: the PostgreSQL server's data directory →
+//! `pg_basebackup` (tar, with the WAL it needs and its `backup_manifest`) →
+//! compress → encrypt → SHA-256 → upload → manifest → ledger.
+//!
+//! The tar stream goes from `pg_basebackup`'s standard output through the
+//! pipeline without landing on disk. A restore unpacks it into a new directory
+//! and checks every file with `pg_verifybackup` before putting it in place; the
+//! result starts as the server was at the end of the backup.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::run::{json_report, Body, Run, Spec, Stored};
+use super::{open_store, Ctx};
+use crate::exit::{coded, Code};
+use crate::ledger::Operation;
+use crate::manifest::postgres::SNAPSHOT;
+use crate::manifest::{self, Kind, Scope};
+use crate::sources::postgres::Server;
+use crate::{pipeline, ui};
+
+pub fn run(ctx: &Ctx) -> Result<()> {
+    let plan = &ctx.plan;
+    let pg = plan.postgres.as_ref().ok_or_else(|| {
+        coded(
+            Code::Config,
+            format!(
+                "{}: `bkp snapshot --kind postgres` needs a [postgres] section naming the server",
+                plan.source.display()
+            ),
+        )
+    })?;
+    let server = Server::new(pg);
+    let trust = super::trust(plan, Vec::new())?;
+    let store = open_store(plan)?;
+    store.preflight_writes()?;
+    let run = Run::begin(
+        ctx,
+        store.as_ref(),
+        &trust,
+        true,
+        Spec {
+            kind: Kind::Postgres,
+            scope: Scope::Full,
+            operation: Operation::Snapshot,
+            compression: plan.compression,
+            retention_days: pg.retention_days,
+        },
+    )?;
+    let id = run.id;
+    let what = format!("the server of {}", server.describe(&pg.database));
+    ctx.ui.detail(&format!(
+        "base backup {id} of {what} to {}",
+        store.identity()
+    ));
+
+    let outcome = (|| -> Result<Stored> {
+        let suffix = run.suffix(".tar", plan.compression);
+        let key = manifest::object_key(Kind::Postgres, SNAPSHOT, id, run.started_at, &suffix);
+        let progress = ctx.progress();
+        progress.begin("base backup", None);
+        let mut version = None;
+        let entry = pipeline::upload(
+            store.as_ref(),
+            &key,
+            &run.metadata(Scope::Full),
+            plan.compression,
+            run.keyring,
+            progress.clone(),
+            |w| {
+                version = Some(server.base_backup(w, &format!("bkp {id}"))?);
+                Ok(())
+            },
+        )?;
+        progress.end();
+        let mut source = BTreeMap::new();
+        if let Some(h) = &pg.host {
+            source.insert("host".into(), json!(h));
+        }
+        if let Some(p) = pg.port {
+            source.insert("port".into(), json!(p));
+        }
+        source.insert("format".into(), json!("tar"));
+        source.insert("wal".into(), json!("fetch"));
+        source.insert("server_version".into(), json!(version));
+        let m = run.manifest(Body {
+            objects: vec![entry],
+            source,
+            ..Body::default()
+        });
+        run.store_manifest(m)
+    })();
+
+    let store = store.as_ref();
+    run.finish(outcome, |m, elapsed, ledger| {
+        if ctx.ui.json {
+            return json_report(m, store, elapsed, ledger, json!({}));
+        }
+        let o = &m.objects[0];
+        ctx.ui.info(&format!(
+            "base backup {} of {what} ({}) stored as {} in {}: {} in {:.1}s ({})",
+            m.id,
+            ui::size(o.content_bytes),
+            o.key,
+            store.identity(),
+            ui::size(o.size),
+            elapsed.as_secs_f64(),
+            ui::rate(o.content_bytes, elapsed),
+        ));
+        if let Some(n) = ledger {
+            ctx.ui.detail(&n);
+        }
+        Ok(ui::out(&m.id.to_string())?)
+    })
+}
