@@ -331,6 +331,27 @@ fn a_base_backup_restores_a_data_directory_that_starts() {
         "{report}"
     );
 
+    // A damaged base backup restores nothing.
+    let local = Setup::new(StoreKind::Local, true, &toml);
+    assert_exit(&local.bkp(&["snapshot", "--kind", "postgres"]), 0);
+    let object = find_object_with(&local.path("store/postgres"), ".tar");
+    let mut bytes = fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    fs::write(&object, &bytes).unwrap();
+    let damaged = local.path("damaged");
+    let out = local.bkp(&[
+        "restore",
+        "latest",
+        "--kind",
+        "postgres",
+        "--target",
+        damaged.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 5);
+    assert!(!damaged.exists(), "a damaged restore left its target");
+    assert_exit(&local.bkp(&["verify", "--drill"]), 5);
+
     // Both kinds configured: `bkp snapshot` asks which.
     let both = Setup::new(
         StoreKind::Local,
@@ -752,18 +773,22 @@ fn damage_and_wrong_counts_are_refused_and_leave_no_database() {
 }
 
 fn find_object(dir: &Path) -> PathBuf {
+    find_object_with(dir, ".dump")
+}
+
+fn find_object_with(dir: &Path, marker: &str) -> PathBuf {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.to_string_lossy().contains(".dump") {
+            } else if p.to_string_lossy().contains(marker) {
                 return p;
             }
         }
     }
-    panic!("no dump object under {}", dir.display());
+    panic!("no {marker} object under {}", dir.display());
 }
 
 fn text(b: &[u8]) -> String {
