@@ -666,7 +666,8 @@ fn a_failed_dump_stores_nothing_and_names_the_database() {
     let check = good.bkp(&["check"]);
     assert_exit(&check, 0);
     assert!(
-        text(&check.stdout).contains("ok    postgres.server"),
+        text(&check.stdout).contains("ok    postgres.server")
+            && text(&check.stdout).contains("may take base backups"),
         "{}",
         text(&check.stdout)
     );

@@ -192,9 +192,23 @@ fn postgres_server(pg: &crate::config::PostgresPlan) -> Result<String> {
             ));
         }
     }
+    // Base backups need the replication privilege; dumps do not.
+    let replication = server
+        .psql(
+            &pg.database,
+            "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user;\n",
+            &[],
+        )
+        .map(|r| r == "t")
+        .unwrap_or(false);
     Ok(format!(
-        "{} answers (PostgreSQL {version}); pg_dump {tools}",
-        server.describe(&pg.database)
+        "{} answers (PostgreSQL {version}); pg_dump {tools}; {}",
+        server.describe(&pg.database),
+        if replication {
+            "the role may take base backups (REPLICATION)"
+        } else {
+            "the role lacks REPLICATION: dumps work, base backups (bkp snapshot --kind postgres) will not"
+        }
     ))
 }
 
