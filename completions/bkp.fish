@@ -48,7 +48,7 @@ complete -c bkp -n "__fish_bkp_needs_command" -f -a "key" -d 'Manage master keys
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "status" -d 'Show, per schedule, the newest good backup, its age, the next due time and whether its RPO is breached; exit 11 if any watched schedule is breached or never ran. Reads only the manifests it needs'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "notify" -d 'Send a notification through `[notify]` (webhook and command) by hand: `--test` proves delivery; `--failed-unit UNIT` reports a systemd unit that failed in a way bkp could not report itself (killed at its runtime cap, crashed, never started), as `bkp-failure@.service` does from `OnFailure=`. Exit 6 when a delivery fails'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l kind -d 'What to snapshot, when the config describes both a TigerBeetle data file and a [postgres] server (default: the one it describes)' -r -f -a "tigerbeetle\t'The TigerBeetle data file'
+complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l kind -d 'What to snapshot (default: the TigerBeetle data file when the config names one, else the [postgres] server)' -r -f -a "tigerbeetle\t'The TigerBeetle data file'
 postgres\t'The PostgreSQL server\'s data directory (pg_basebackup)'"
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r

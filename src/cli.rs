@@ -253,8 +253,8 @@ pub struct ReplicateArgs {
 
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
-    /// What to snapshot, when the config describes both a TigerBeetle data file
-    /// and a [postgres] server (default: the one it describes).
+    /// What to snapshot (default: the TigerBeetle data file when the config names
+    /// one, else the [postgres] server).
     #[arg(long, value_enum)]
     pub kind: Option<SnapshotKind>,
 }

@@ -108,8 +108,8 @@ pub fn run(cli: Cli) -> Result<()> {
     result
 }
 
-/// `bkp snapshot`: the TigerBeetle data file or the PostgreSQL base backup,
-/// whichever the config describes, or `--kind` chooses when it describes both.
+/// `bkp snapshot`: the TigerBeetle data file when the config names one, else
+/// the PostgreSQL base backup; `--kind` chooses.
 fn snapshot(ctx: &commands::Ctx, a: &cli::SnapshotArgs) -> Result<()> {
     use cli::SnapshotKind;
     let plan = &ctx.plan;
@@ -117,19 +117,12 @@ fn snapshot(ctx: &commands::Ctx, a: &cli::SnapshotArgs) -> Result<()> {
         .tigerbeetle
         .as_ref()
         .is_some_and(|t| t.data_file.is_some());
+    // With a data file, a bare `bkp snapshot` stays what it always was (a
+    // TigerBeetle snapshot), so adding [postgres] for dumps changes no timer.
     let kind = match (a.kind, tb, plan.postgres.is_some()) {
         (Some(k), _, _) => k,
-        (None, true, true) => {
-            return Err(exit::coded(
-                exit::Code::Config,
-                format!(
-                    "{} describes a TigerBeetle data file and a PostgreSQL server: choose one with `bkp snapshot --kind tigerbeetle` or `--kind postgres`",
-                    plan.source.display()
-                ),
-            ))
-        }
         (None, false, true) => SnapshotKind::Postgres,
-        (None, _, false) => SnapshotKind::Tigerbeetle,
+        (None, _, _) => SnapshotKind::Tigerbeetle,
     };
     match kind {
         SnapshotKind::Tigerbeetle => commands::snapshot::run(ctx),

@@ -271,6 +271,11 @@ fn a_base_backup_restores_a_data_directory_that_starts() {
     let db = new_app(pg);
     let toml = format!("{}checkpoint = \"fast\"\n", pg.toml(&db));
     let s = Setup::new(StoreKind::S3, true, &toml);
+    // The source archives its WAL: a restored copy must not, into the same place.
+    pg.psql(
+        "postgres",
+        "ALTER SYSTEM SET archive_mode = on; ALTER SYSTEM SET archive_command = '/bin/false'",
+    );
     // Only [postgres] configured: `bkp snapshot` is its base backup.
     let out = s.bkp(&["snapshot"]);
     assert_exit(&out, 0);
@@ -301,6 +306,7 @@ fn a_base_backup_restores_a_data_directory_that_starts() {
     let mode = fs::metadata(&target).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "PostgreSQL starts only on a private directory");
     let restored = Postgres::start_on(&target);
+    assert_eq!(restored.psql("postgres", "SHOW archive_mode"), "off");
     assert_eq!(
         restored.content(&db),
         before,
@@ -352,7 +358,46 @@ fn a_base_backup_restores_a_data_directory_that_starts() {
     assert!(!damaged.exists(), "a damaged restore left its target");
     assert_exit(&local.bkp(&["verify", "--drill"]), 5);
 
-    // Both kinds configured: `bkp snapshot` asks which.
+    // A data directory that a server runs on, one level down (Debian's
+    // /var/lib/postgresql/15/main), is never replaced.
+    let parent = s.path("parent");
+    fs::create_dir_all(parent.join("main")).unwrap();
+    fs::write(parent.join("main/postmaster.pid"), "4242\n").unwrap();
+    let out = s.bkp(&[
+        "restore",
+        &id,
+        "--target",
+        parent.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_exit(&out, 8);
+    assert!(parent.join("main/postmaster.pid").exists());
+
+    // A tablespace besides the default cannot go through one tar: refused, named.
+    let space = pg.dir.join("space");
+    fs::create_dir(&space).unwrap();
+    if unsafe { geteuid() } == 0 {
+        let ok = std::process::Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&space)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    pg.psql(
+        "postgres",
+        &format!("CREATE TABLESPACE extra LOCATION '{}'", space.display()),
+    );
+    let out = local.bkp(&["snapshot", "--kind", "postgres"]);
+    assert_exit(&out, 12);
+    assert!(
+        text(&out.stderr).contains("tablespaces besides the default (extra)"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // With a TigerBeetle data file too, a bare `bkp snapshot` stays the
+    // TigerBeetle snapshot it always was.
     let both = Setup::new(
         StoreKind::Local,
         true,
@@ -362,12 +407,13 @@ fn a_base_backup_restores_a_data_directory_that_starts() {
         ),
     );
     let out = both.bkp(&["snapshot"]);
-    assert_exit(&out, 3);
+    assert_ne!(out.status.code(), Some(0));
     assert!(
-        text(&out.stderr).contains("--kind postgres"),
+        text(&out.stderr).contains("0_0.tigerbeetle"),
         "{}",
         text(&out.stderr)
     );
+    assert!(!both.path("store/manifests/postgres").exists());
 }
 
 #[test]
@@ -790,6 +836,10 @@ fn find_object_with(dir: &Path, marker: &str) -> PathBuf {
         }
     }
     panic!("no {marker} object under {}", dir.display());
+}
+
+extern "C" {
+    fn geteuid() -> u32;
 }
 
 fn text(b: &[u8]) -> String {

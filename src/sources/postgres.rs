@@ -455,6 +455,20 @@ impl<'a> Server<'a> {
     /// Returns the server's version.
     pub fn base_backup(&self, w: &mut dyn Write, label: &str) -> Result<String> {
         let server_version = self.server_version()?;
+        // pg_basebackup writes only one tablespace to a pipe.
+        let spaces = self.psql(
+            &self.plan.database,
+            "SELECT string_agg(spcname, ', ') FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global');\n",
+            &[],
+        )?;
+        if !spaces.is_empty() {
+            return Err(coded(
+                Code::Unsupported,
+                format!(
+                    "the server has tablespaces besides the default ({spaces}), and bkp streams a base backup as one tar, which holds one tablespace: back this server up with pg_dump (bkp export --kind pgdump) until bkp supports tablespaces"
+                ),
+            ));
+        }
         let mut c = self.command("pg_basebackup", &self.plan.database)?;
         c.args(["--pgdata=-", "--format=tar", "--wal-method=fetch"])
             .arg(format!("--label={label}"))
@@ -696,19 +710,50 @@ fn copy_target(rest: &str) -> String {
     rest.to_string()
 }
 
+/// The `pg_verifybackup` to check a base backup of a server of
+/// `server_version` with: in `bin_dir` when set, else that major version's
+/// Debian directory, else as [`find_tool`] finds it; with its `pg_waldump`
+/// beside it. Found before anything is downloaded.
+pub fn base_backup_verifier(
+    bin_dir: Option<&Path>,
+    server_version: Option<&str>,
+) -> Result<PathBuf> {
+    let major = server_version.and_then(|v| v.split(['.', ' ']).next()?.parse::<u32>().ok());
+    let own = major
+        .map(|m| PathBuf::from(format!("/usr/lib/postgresql/{m}/bin")))
+        .filter(|d| bin_dir.is_none() && d.join("pg_verifybackup").is_file());
+    let path = match own {
+        Some(d) => d.join("pg_verifybackup"),
+        None => find_tool(bin_dir, "pg_verifybackup")?,
+    };
+    let waldump = path.with_file_name("pg_waldump");
+    if !waldump.is_file() {
+        return Err(coded(
+            Code::Config,
+            format!(
+                "pg_verifybackup ({}) needs pg_waldump beside it to check the backup's WAL: install the PostgreSQL client tools of the server's version{} or set postgres.bin_dir",
+                path.display(),
+                major.map(|m| format!(" ({m})")).unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(path)
+}
+
 /// Checks a restored base backup in `dir` against its `backup_manifest` with
-/// `pg_verifybackup`: every file's size and checksum, and the WAL it needs.
-/// Returns how many files the manifest lists.
-pub fn verify_base_backup(bin_dir: Option<&Path>, dir: &Path) -> Result<usize> {
+/// `verifier` (`pg_verifybackup`): every file's size and checksum, and the WAL
+/// it needs. Returns how many files the manifest lists.
+pub fn verify_base_backup(verifier: &Path, dir: &Path) -> Result<usize> {
     let manifest = std::fs::read_to_string(dir.join("backup_manifest")).map_err(|e| {
         coded(
             Code::Integrity,
             format!("the base backup holds no readable backup_manifest ({e})"),
         )
     })?;
-    let files = manifest.matches("\"Path\":").count();
-    let path = find_tool(bin_dir, "pg_verifybackup")?;
-    let out = crate::child::command(&path, &[])
+    let files =
+        manifest.matches("\"Path\":").count() + manifest.matches("\"Encoded-Path\":").count();
+    let path = verifier;
+    let out = crate::child::command(path, &[])
         .arg(dir)
         .output()
         .with_context(|| format!("failed to run {}", path.display()))?;

@@ -34,15 +34,33 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         args.force,
         &super::precious(&ctx.plan),
     )?;
-    // A server that still runs on the directory would be corrupted under it.
-    let pid = target.path.join("postmaster.pid");
-    if target.exists && pid.exists() {
-        return Err(coded(
-            Code::TargetExists,
-            format!(
-                "{} holds postmaster.pid: a PostgreSQL server may be running on it. Stop it (or, after a crash, remove the file), or restore into a new directory",
-                target.path.display()
-            ),
+    // A server that still runs on the directory (or on one inside it, as
+    // Debian's /var/lib/postgresql/15/main) would be corrupted under it.
+    if target.exists {
+        if let Some(pid) = find_postmaster_pid(&target.path, 4) {
+            return Err(coded(
+                Code::TargetExists,
+                format!(
+                    "{} holds {}: a PostgreSQL server may be running on it. Stop it (or, after a crash, remove the file), or restore into a new directory",
+                    target.path.display(),
+                    pid.display()
+                ),
+            ));
+        }
+    }
+    let bin_dir = ctx
+        .plan
+        .postgres
+        .as_ref()
+        .and_then(|p| p.bin_dir.as_deref());
+    let verifier = crate::sources::postgres::base_backup_verifier(
+        bin_dir,
+        m.source.get("server_version").and_then(|v| v.as_str()),
+    )?;
+    if src.trust.keys().is_none() || args.trust.trust.contains(&m.id) {
+        ctx.ui.warn(&format!(
+            "base backup {}'s manifest is not sealed (no [encryption]): nothing proves it is the backup bkp made, and its configuration runs commands as the server's user once started; read postgresql.auto.conf before starting it",
+            m.id
         ));
     }
     super::countdown::before_replacing(&target, args.yes)?;
@@ -55,12 +73,8 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         src.store.identity(),
         target.path.display()
     ));
-    let bin_dir = ctx
-        .plan
-        .postgres
-        .as_ref()
-        .and_then(|p| p.bin_dir.as_deref());
-    let files = restore_tree(src, m, &staging, bin_dir)?;
+    let files = restore_tree(src, m, &staging, &verifier)?;
+    disarm_archiving(&staging)?;
     target.commit(&staging, &mut scratch)?;
     let elapsed = clock.elapsed();
     let bytes = m.objects.first().map_or(0, |o| o.content_bytes);
@@ -76,7 +90,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         }))?);
     }
     ctx.ui.info(&format!(
-        "restored base backup {} into {}: {files} files verified by pg_verifybackup, {} in {:.1}s. Start it as the server's user: chown -R postgres: {} && pg_ctl -D {} start",
+        "restored base backup {} into {}: {files} files verified by pg_verifybackup, {} in {:.1}s. WAL archiving is off in it (postgresql.auto.conf), so that it never writes into the source's archive. Start it as the server's user: chown -R postgres: {} && pg_ctl -D {} start (on Debian, with the cluster's configuration from /etc/postgresql, and another port while the source runs)",
         m.id,
         target.path.display(),
         ui::size(bytes),
@@ -90,12 +104,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
 /// Unpacks base backup `m` into `dir` (an empty directory) through the
 /// verifying pipeline and checks it with `pg_verifybackup`; the number of
 /// files its manifest lists.
-pub fn restore_tree(
-    src: &Source,
-    m: &Manifest,
-    dir: &Path,
-    bin_dir: Option<&Path>,
-) -> Result<usize> {
+pub fn restore_tree(src: &Source, m: &Manifest, dir: &Path, verifier: &Path) -> Result<usize> {
     let [entry] = m.objects.as_slice() else {
         return Err(coded(
             Code::Integrity,
@@ -115,14 +124,82 @@ pub fn restore_tree(
         keyring,
         spool.path(),
         src.progress.clone(),
-        |r| {
-            let mut archive = tar::Archive::new(r);
-            archive.set_preserve_permissions(false);
-            archive.set_overwrite(false);
-            archive
-                .unpack(dir)
-                .with_context(|| format!("failed to unpack base backup {}", m.id))
-        },
+        |r| unpack(m, r, dir),
     )?;
-    crate::sources::postgres::verify_base_backup(bin_dir, dir)
+    crate::sources::postgres::verify_base_backup(verifier, dir)
+}
+
+/// Unpacks the tar stream `r` into `dir`: regular files and directories only
+/// (`pg_basebackup` writes nothing else to a pipe), each inside `dir`. Any
+/// other entry, or one that would land outside, is damage.
+fn unpack(m: &Manifest, r: &mut dyn std::io::Read, dir: &Path) -> Result<()> {
+    let damaged = |what: String| {
+        coded(
+            Code::Integrity,
+            format!(
+                "base backup {} is damaged: {what}; nothing was restored",
+                m.id
+            ),
+        )
+    };
+    let mut archive = tar::Archive::new(r);
+    archive.set_preserve_permissions(false);
+    archive.set_overwrite(false);
+    let entries = archive
+        .entries()
+        .map_err(|e| damaged(format!("its tar stream cannot be read ({e})")))?;
+    for entry in entries {
+        let mut entry =
+            entry.map_err(|e| damaged(format!("its tar stream cannot be read ({e})")))?;
+        let path = entry
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let kind = entry.header().entry_type();
+        if !(kind.is_file() || kind.is_dir()) {
+            return Err(damaged(format!(
+                "{path:?} is a {kind:?} entry, which pg_basebackup does not write"
+            )));
+        }
+        match entry.unpack_in(dir) {
+            Ok(true) => {}
+            Ok(false) => return Err(damaged(format!("{path:?} lies outside the data directory"))),
+            Err(e) => return Err(damaged(format!("{path:?} cannot be unpacked ({e})"))),
+        }
+    }
+    Ok(())
+}
+
+/// Turns WAL archiving off in a restored data directory: started, it would
+/// otherwise archive its own WAL, on the source's timeline, into the source's
+/// archive, where its segments take the names the source has not written yet.
+fn disarm_archiving(dir: &Path) -> Result<()> {
+    use std::io::Write;
+    let conf = dir.join("postgresql.auto.conf");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&conf)
+        .with_context(|| format!("failed to open {}", conf.display()))?;
+    f.write_all(
+        b"\n# Added by bkp restore: a restored copy must not archive into the source's archive.\n# Remove this line to archive from this server on purpose.\narchive_mode = 'off'\n",
+    )
+    .with_context(|| format!("failed to write {}", conf.display()))?;
+    Ok(())
+}
+
+/// A `postmaster.pid` in `dir` or up to `depth` levels below it.
+fn find_postmaster_pid(dir: &Path, depth: usize) -> Option<std::path::PathBuf> {
+    let pid = dir.join("postmaster.pid");
+    if pid.exists() {
+        return Some(pid);
+    }
+    if depth == 0 {
+        return None;
+    }
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .find_map(|e| find_postmaster_pid(&e.path(), depth - 1))
 }

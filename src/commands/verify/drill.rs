@@ -156,7 +156,11 @@ fn drill_pgbase(
         .postgres
         .as_ref()
         .and_then(|p| p.bin_dir.as_deref());
-    let files = restore::pgbase::restore_tree(src, m, &data, bin_dir)?;
+    let verifier = crate::sources::postgres::base_backup_verifier(
+        bin_dir,
+        m.source.get("server_version").and_then(|v| v.as_str()),
+    )?;
+    let files = restore::pgbase::restore_tree(src, m, &data, &verifier)?;
     facts.insert("files".into(), json!(files));
     Ok(())
 }
