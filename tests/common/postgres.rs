@@ -293,6 +293,15 @@ impl Postgres {
     }
 }
 
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Stopped first (the supervisor removes nothing after a stop it was
+        // told to make), then its scratch directory goes.
+        drop(self.server.take());
+        super::remove_later(&self.dir);
+    }
+}
+
 /// One PostgreSQL server for the whole test process; tests use their own databases.
 pub fn shared_postgres() -> &'static Postgres {
     static PG: OnceLock<Postgres> = OnceLock::new();
