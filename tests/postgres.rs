@@ -718,6 +718,21 @@ fn a_failed_dump_stores_nothing_and_names_the_database() {
         text(&check.stdout)
     );
 
+    // No [postgres] section: each PostgreSQL verb says what it needs.
+    let none = Setup::new(StoreKind::Local, true, "");
+    for args in [
+        vec!["export", "--kind", "pgdump"],
+        vec!["snapshot", "--kind", "postgres"],
+    ] {
+        let out = none.bkp(&args);
+        assert_exit(&out, 3);
+        assert!(
+            text(&out.stderr).contains("needs a [postgres] section"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+
     // Nothing listening: transient, retry later.
     let closed = Setup::new(
         StoreKind::Local,

@@ -14,7 +14,6 @@ use serde_json::json;
 
 use super::run::{json_report, Body, Run, Spec, Stored};
 use super::{open_store, Ctx};
-use crate::exit::{coded, Code};
 use crate::ledger::Operation;
 use crate::manifest::postgres::SNAPSHOT;
 use crate::manifest::{self, Kind, Scope};
@@ -23,15 +22,7 @@ use crate::{pipeline, ui};
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     let plan = &ctx.plan;
-    let pg = plan.postgres.as_ref().ok_or_else(|| {
-        coded(
-            Code::Config,
-            format!(
-                "{}: `bkp snapshot --kind postgres` needs a [postgres] section naming the server",
-                plan.source.display()
-            ),
-        )
-    })?;
+    let pg = super::postgres_section(plan, "`bkp snapshot --kind postgres`")?;
     let server = Server::new(pg);
     let trust = super::trust(plan, Vec::new())?;
     let store = open_store(plan)?;

@@ -24,15 +24,7 @@ use crate::{pipeline, ui};
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     let plan = &ctx.plan;
-    let pg = plan.postgres.as_ref().ok_or_else(|| {
-        coded(
-            Code::Config,
-            format!(
-                "{}: `bkp export --kind pgdump` needs a [postgres] section with database = \"NAME\"",
-                plan.source.display()
-            ),
-        )
-    })?;
+    let pg = super::postgres_section(plan, "`bkp export --kind pgdump`")?;
     let server = Server::new(pg);
     let trust = super::trust(plan, Vec::new())?;
     let store = open_store(plan)?;

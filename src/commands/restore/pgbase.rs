@@ -48,15 +48,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
             ));
         }
     }
-    let bin_dir = ctx
-        .plan
-        .postgres
-        .as_ref()
-        .and_then(|p| p.bin_dir.as_deref());
-    let verifier = crate::sources::postgres::base_backup_verifier(
-        bin_dir,
-        m.source.get("server_version").and_then(|v| v.as_str()),
-    )?;
+    let verifier = verifier(ctx, m)?;
     if src.trust.keys().is_none() || args.trust.trust.contains(&m.id) {
         ctx.ui.warn(&format!(
             "base backup {}'s manifest is not sealed (no [encryption]): nothing proves it is the backup bkp made, and its configuration runs commands as the server's user once started; read postgresql.auto.conf before starting it",
@@ -99,6 +91,18 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         target.path.display(),
     ));
     ui::print(&target.path.display().to_string())
+}
+
+/// The `pg_verifybackup` that checks base backup `m`, found before anything is
+/// downloaded (restores and drills alike).
+pub fn verifier(ctx: &Ctx, m: &Manifest) -> Result<std::path::PathBuf> {
+    crate::sources::postgres::base_backup_verifier(
+        ctx.plan
+            .postgres
+            .as_ref()
+            .and_then(|p| p.bin_dir.as_deref()),
+        m.source.get("server_version").and_then(|v| v.as_str()),
+    )
 }
 
 /// Unpacks base backup `m` into `dir` (an empty directory) through the

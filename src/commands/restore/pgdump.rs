@@ -34,15 +34,7 @@ use crate::ui;
 pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Result<()> {
     let m = rp.backup.as_ref().context("a dump restore needs a dump")?;
     let plan = &ctx.plan;
-    let pg = plan.postgres.as_ref().ok_or_else(|| {
-        coded(
-            Code::Config,
-            format!(
-                "{}: restoring a PostgreSQL dump needs a [postgres] section naming the server to restore into (host, port, user, passfile)",
-                plan.source.display()
-            ),
-        )
-    })?;
+    let pg = crate::commands::postgres_section(plan, "restoring a PostgreSQL dump")?;
     let server = Server::new(pg);
     let target = args.target.to_str().ok_or_else(|| {
         coded(
@@ -330,12 +322,7 @@ fn select(
 /// would accept it, and why.
 pub fn dry_run_verdict(ctx: &Ctx, args: &RestoreArgs) -> (Result<()>, String) {
     let checked = (|| -> Result<String> {
-        let pg = ctx.plan.postgres.as_ref().ok_or_else(|| {
-            coded(
-                Code::Config,
-                "restoring a PostgreSQL dump needs a [postgres] section naming the server",
-            )
-        })?;
+        let pg = crate::commands::postgres_section(&ctx.plan, "restoring a PostgreSQL dump")?;
         let target = args.target.to_str().unwrap_or_default();
         check_database_name(target)?;
         let server = Server::new(pg);

@@ -151,15 +151,7 @@ fn drill_pgbase(
 ) -> Result<()> {
     let data = dir.join("data");
     std::fs::create_dir(&data)?;
-    let bin_dir = ctx
-        .plan
-        .postgres
-        .as_ref()
-        .and_then(|p| p.bin_dir.as_deref());
-    let verifier = crate::sources::postgres::base_backup_verifier(
-        bin_dir,
-        m.source.get("server_version").and_then(|v| v.as_str()),
-    )?;
+    let verifier = restore::pgbase::verifier(ctx, m)?;
     let files = restore::pgbase::restore_tree(src, m, &data, &verifier)?;
     facts.insert("files".into(), json!(files));
     Ok(())
