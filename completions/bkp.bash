@@ -64,6 +64,9 @@ _bkp() {
             bkp,verify)
                 cmd="bkp__subcmd__verify"
                 ;;
+            bkp,wal)
+                cmd="bkp__subcmd__wal"
+                ;;
             bkp__subcmd__help,cat)
                 cmd="bkp__subcmd__help__subcmd__cat"
                 ;;
@@ -112,8 +115,17 @@ _bkp() {
             bkp__subcmd__help,verify)
                 cmd="bkp__subcmd__help__subcmd__verify"
                 ;;
+            bkp__subcmd__help,wal)
+                cmd="bkp__subcmd__help__subcmd__wal"
+                ;;
             bkp__subcmd__help__subcmd__key,generate)
                 cmd="bkp__subcmd__help__subcmd__key__subcmd__generate"
+                ;;
+            bkp__subcmd__help__subcmd__wal,fetch)
+                cmd="bkp__subcmd__help__subcmd__wal__subcmd__fetch"
+                ;;
+            bkp__subcmd__help__subcmd__wal,push)
+                cmd="bkp__subcmd__help__subcmd__wal__subcmd__push"
                 ;;
             bkp__subcmd__key,generate)
                 cmd="bkp__subcmd__key__subcmd__generate"
@@ -127,6 +139,24 @@ _bkp() {
             bkp__subcmd__key__subcmd__help,help)
                 cmd="bkp__subcmd__key__subcmd__help__subcmd__help"
                 ;;
+            bkp__subcmd__wal,fetch)
+                cmd="bkp__subcmd__wal__subcmd__fetch"
+                ;;
+            bkp__subcmd__wal,help)
+                cmd="bkp__subcmd__wal__subcmd__help"
+                ;;
+            bkp__subcmd__wal,push)
+                cmd="bkp__subcmd__wal__subcmd__push"
+                ;;
+            bkp__subcmd__wal__subcmd__help,fetch)
+                cmd="bkp__subcmd__wal__subcmd__help__subcmd__fetch"
+                ;;
+            bkp__subcmd__wal__subcmd__help,help)
+                cmd="bkp__subcmd__wal__subcmd__help__subcmd__help"
+                ;;
+            bkp__subcmd__wal__subcmd__help,push)
+                cmd="bkp__subcmd__wal__subcmd__help__subcmd__push"
+                ;;
             *)
                 ;;
         esac
@@ -134,7 +164,7 @@ _bkp() {
 
     case "${cmd}" in
         bkp)
-            opts="-c -q -v -h -V --config --json --quiet --verbose --no-progress --wait --help --version snapshot logs export list show restore cat replicate cleanup verify check init key status notify help"
+            opts="-c -q -v -h -V --config --json --quiet --verbose --no-progress --wait --help --version snapshot logs export list show restore cat replicate cleanup verify check init key wal status notify help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -276,7 +306,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help)
-            opts="snapshot logs export list show restore cat replicate cleanup verify check init key status notify help"
+            opts="snapshot logs export list show restore cat replicate cleanup verify check init key wal status notify help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -516,6 +546,48 @@ _bkp() {
         bkp__subcmd__help__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help__subcmd__wal)
+            opts="push fetch"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help__subcmd__wal__subcmd__fetch)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help__subcmd__wal__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -939,6 +1011,152 @@ _bkp() {
                     return 0
                     ;;
                 --trust)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__wal)
+            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --help push fetch help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__wal__subcmd__fetch)
+            opts="-c -q -v -h --pgdata --system --config --json --quiet --verbose --no-progress --wait --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --pgdata)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --system)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__wal__subcmd__help)
+            opts="push fetch help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__wal__subcmd__help__subcmd__fetch)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__wal__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__wal__subcmd__help__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__wal__subcmd__push)
+            opts="-c -q -v -h --pgdata --config --json --quiet --verbose --no-progress --wait --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --pgdata)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -145,6 +145,13 @@ pub enum Command {
     #[command(subcommand)]
     Key(KeyCommand),
 
+    /// PostgreSQL's continuous WAL archive: `wal push` is the server's
+    /// `archive_command`, `wal fetch` its `restore_command`. One file per run,
+    /// compressed, encrypted, and named so that the store cannot swap or alter
+    /// it unnoticed.
+    #[command(subcommand)]
+    Wal(WalCommand),
+
     /// Show, per schedule, the newest good backup, its age, the next due time and
     /// whether its RPO is breached; exit 11 if any watched schedule is breached or
     /// never ran. Reads only the manifests it needs.
@@ -185,6 +192,43 @@ pub enum KeyCommand {
         /// The kind of key.
         #[arg(long = "type", value_enum, default_value = "raw")]
         kind: KeyType,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// Archive one WAL file: archive_command = 'bkp --config /etc/bkp/bkp.toml
+    /// wal push %p'. Create-only: a file archived already with the same content
+    /// is a success, with other content a failure (exit 5). Writes no manifest
+    /// and no ledger record.
+    Push {
+        /// The file, relative to the data directory (PostgreSQL's %p).
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// The server's data directory (default: the current directory, where
+        /// PostgreSQL runs the command); its system identifier names the archive.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        pgdata: PathBuf,
+    },
+    /// Fetch one WAL file: restore_command = 'bkp --config /etc/bkp/bkp.toml
+    /// wal fetch %f %p'. Exit 9 when the archive has no such file; any other
+    /// failure exits above 125 (200 + the code), so that PostgreSQL stops
+    /// recovery instead of ending it early (a standby retries an unreachable
+    /// store instead: exit 6).
+    Fetch {
+        /// The file name PostgreSQL asks for (%f).
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Where to write it, relative to the data directory (%p).
+        #[arg(value_name = "DEST")]
+        dest: PathBuf,
+        /// The server's data directory (default: the current directory).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        pgdata: PathBuf,
+        /// The system identifier whose archive to read (default: the data
+        /// directory's).
+        #[arg(long, value_name = "ID")]
+        system: Option<u64>,
     },
 }
 
@@ -343,7 +387,10 @@ pub struct RestoreArgs {
     /// Point-in-time restore (TigerBeetle): restore the snapshot, then replay the log
     /// segments up to TIME (RFC 3339, e.g. 2026-11-22T13:05:00Z). Without any
     /// snapshot at or before TIME, the log is replayed from the beginning. With
-    /// --kind duckdb: the newest export at or before TIME.
+    /// --kind duckdb: the newest export at or before TIME. With --kind postgres:
+    /// the newest base backup that finished by TIME, replayed from the WAL archive
+    /// to TIME by PostgreSQL itself on a private socket, and proven there (run as
+    /// the server's user).
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
 

@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, KeyCommand};
+use crate::cli::{Cli, Command, KeyCommand, WalCommand};
 use crate::commands::Ctx;
 use crate::ui::{Level, Ui};
 
@@ -103,6 +103,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Key(KeyCommand::Generate { path, kind }) => {
             commands::key::generate(&ctx.ui, path, *kind)
         }
+        Command::Wal(WalCommand::Push { path, pgdata }) => commands::wal::push(&ctx, path, pgdata),
+        Command::Wal(WalCommand::Fetch {
+            name,
+            dest,
+            pgdata,
+            system,
+        }) => commands::wal::fetch(&ctx, name, dest, pgdata, *system),
     };
     notify(&ctx, &cli.command, &result);
     result

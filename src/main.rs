@@ -17,6 +17,11 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.global.json;
+    // `wal fetch` answers PostgreSQL, which reads its exit code its own way.
+    let fetch_pgdata = match &cli.command {
+        bkp::cli::Command::Wal(bkp::cli::WalCommand::Fetch { pgdata, .. }) => Some(pgdata.clone()),
+        _ => None,
+    };
     bkp::interrupt::install();
     match bkp::run(cli) {
         Ok(()) => ExitCode::from(bkp::exit::SUCCESS as u8),
@@ -29,6 +34,9 @@ fn main() -> ExitCode {
             if code == bkp::exit::INTERRUPTED {
                 // 128 + the signal that ended the run (143 for SIGTERM).
                 code = bkp::interrupt::received().map_or(code, bkp::interrupt::exit_code);
+            }
+            if let Some(pgdata) = &fetch_pgdata {
+                code = bkp::commands::wal::fetch_exit_code(code, pgdata);
             }
             if json {
                 // One JSON object on stderr, the same keys every time.

@@ -203,6 +203,21 @@ impl std::io::Write for TracingLine {
 }
 
 /// Human-readable bytes (`1.06 GiB`).
+/// `d` for people: `45s`, `3m 20s`, `2h 5m`, `3d 4h`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, hours, mins, secs) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match (days, hours, mins) {
+        (0, 0, 0) => format!("{secs}s"),
+        (0, 0, _) if secs == 0 => format!("{mins}m"),
+        (0, 0, _) => format!("{mins}m {secs}s"),
+        (0, _, 0) => format!("{hours}h"),
+        (0, _, _) => format!("{hours}h {mins}m"),
+        (_, 0, _) => format!("{days}d"),
+        _ => format!("{days}d {hours}h"),
+    }
+}
+
 pub fn size(bytes: u64) -> String {
     humansize::format_size(bytes, humansize::BINARY)
 }

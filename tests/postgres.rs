@@ -23,7 +23,11 @@ impl Setup {
     /// A config with a store, a key (unless `encrypted` is false) and `postgres` as
     /// its `[postgres]` section.
     fn new(store: StoreKind, encrypted: bool, postgres: &str) -> Setup {
-        let dir = tempfile::tempdir().unwrap();
+        Setup::within(tempfile::tempdir().unwrap(), store, encrypted, postgres)
+    }
+
+    /// [`Setup::new`] in the directory `dir`.
+    fn within(dir: tempfile::TempDir, store: StoreKind, encrypted: bool, postgres: &str) -> Setup {
         fs::write(dir.path().join("key"), [9u8; 32]).unwrap();
         let (store_toml, env) = match store {
             StoreKind::Local => (
@@ -859,4 +863,422 @@ extern "C" {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// A stand-in data directory for `wal push`/`wal fetch` without a server: a
+/// `global/pg_control` with system identifier `system`, and `pg_wal`.
+fn fake_pgdata(root: &Path, system: u64) -> PathBuf {
+    let data = root.join("pgdata");
+    fs::create_dir_all(data.join("global")).unwrap();
+    fs::create_dir_all(data.join("pg_wal")).unwrap();
+    let mut control = system.to_ne_bytes().to_vec();
+    control.resize(8192, 0);
+    fs::write(data.join("global/pg_control"), control).unwrap();
+    data
+}
+
+/// A WAL segment's worth of bytes that differ per `seed`.
+fn segment_bytes(seed: u8) -> Vec<u8> {
+    let mut b = vec![0u8; 1 << 20];
+    for (i, x) in b.iter_mut().enumerate().take(50_000) {
+        *x = (i as u8).wrapping_mul(31).wrapping_add(seed);
+    }
+    b
+}
+
+/// Every archive object of the local store of `s`.
+fn archive_objects(s: &Setup) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![s.path("store/wal")];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn wal_push_is_idempotent_and_fetch_refuses_what_the_store_altered() {
+    let s = Setup::new(StoreKind::Local, true, "[postgres]\ndatabase = \"app\"\n");
+    let system = 7_301_234_567_890_123_456u64;
+    let data = fake_pgdata(s.dir.path(), system);
+    let pgdata = data.to_str().unwrap();
+    let push = |name: &str| s.bkp(&["wal", "push", &format!("pg_wal/{name}"), "--pgdata", pgdata]);
+    let fetch = |name: &str, dest: &str| s.bkp(&["wal", "fetch", name, dest, "--pgdata", pgdata]);
+    let seg = |n: u32| format!("0000000100000000{n:08X}");
+    for (n, seed) in [(1, 1u8), (2, 2), (4, 4)] {
+        fs::write(data.join("pg_wal").join(seg(n)), segment_bytes(seed)).unwrap();
+        assert_exit(&push(&seg(n)), 0);
+    }
+    fs::write(
+        data.join("pg_wal/00000002.history"),
+        "1\t0/3000000\tno recovery target specified\n",
+    )
+    .unwrap();
+    assert_exit(&push("00000002.history"), 0);
+    let stored = archive_objects(&s);
+    assert_eq!(stored.len(), 4, "{stored:?}");
+    assert!(
+        stored
+            .iter()
+            .all(|p| p.to_string_lossy().contains(&format!("wal/{system}/"))),
+        "{stored:?}"
+    );
+
+    // PostgreSQL retries a push it thinks failed: the same content is a success
+    // and stores nothing new; other content under the name is refused.
+    assert_exit(&push(&seg(1)), 0);
+    assert_eq!(archive_objects(&s).len(), 4);
+    fs::write(data.join("pg_wal").join(seg(1)), segment_bytes(9)).unwrap();
+    let out = push(&seg(1));
+    assert_exit(&out, 5);
+    assert!(
+        text(&out.stderr).contains("other content"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(archive_objects(&s).len(), 4);
+    // Only names PostgreSQL archives are taken.
+    fs::write(data.join("pg_wal/notes.txt"), "x").unwrap();
+    assert_exit(&push("notes.txt"), 3);
+
+    // Fetch writes exactly the archived bytes, and only them.
+    assert_exit(&fetch(&seg(2), "pg_wal/RECOVERYXLOG"), 0);
+    assert_eq!(
+        fs::read(data.join("pg_wal/RECOVERYXLOG")).unwrap(),
+        segment_bytes(2)
+    );
+    // Not in the archive: 9, which PostgreSQL takes for the end of the archive.
+    let out = fetch(&seg(3), "pg_wal/RECOVERYXLOG3");
+    assert_exit(&out, 9);
+    assert!(!data.join("pg_wal/RECOVERYXLOG3").exists());
+    // Anything else stops recovery: above 125.
+    assert_exit(&fetch("../../etc/passwd", "pg_wal/x"), 203);
+
+    // The store alters a segment: refused, nothing written, 205.
+    let four = stored
+        .iter()
+        .find(|p| p.to_string_lossy().contains(&seg(4)))
+        .unwrap();
+    let mut bytes = fs::read(four).unwrap();
+    let at = bytes.len() - 20;
+    bytes[at] ^= 1;
+    fs::write(four, &bytes).unwrap();
+    let out = fetch(&seg(4), "pg_wal/RECOVERYXLOG4");
+    assert_exit(&out, 205);
+    assert!(!data.join("pg_wal/RECOVERYXLOG4").exists());
+    assert!(
+        fs::read_dir(data.join("pg_wal")).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".tmp")),
+        "a temporary file was left behind"
+    );
+    // The store serves segment 1 under segment 4's name: its seal says otherwise.
+    let one = stored
+        .iter()
+        .find(|p| p.to_string_lossy().contains(&seg(1)))
+        .unwrap();
+    let one_tag_as_five = one.to_string_lossy().replace(&seg(1), &seg(5));
+    fs::copy(one, &one_tag_as_five).unwrap();
+    let out = fetch(&seg(5), "pg_wal/RECOVERYXLOG5");
+    assert_exit(&out, 205);
+    assert!(
+        text(&out.stderr).contains("does not match its name's seal"),
+        "{}",
+        text(&out.stderr)
+    );
+    fs::remove_file(&one_tag_as_five).unwrap();
+
+    // verify reads every file: the damaged one and the gap (3 is missing) fail it.
+    let out = s.bkp(&["verify"]);
+    assert_exit(&out, 5);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("gap after {} up to {}", seg(2), seg(4))),
+        "{err}"
+    );
+    assert!(err.contains(&seg(4)), "{err}");
+    // status shows the gap without reading the files.
+    let out = s.bkp(&["--json", "status"]);
+    let report = json(&out);
+    assert_eq!(report["wal"][0]["gaps"][0]["after"], seg(2), "{report}");
+}
+
+/// Runs `bkp` as the user PostgreSQL runs as (`postgres` under root): its
+/// restores start a server, and its `archive_command` runs as that user.
+fn bkp_as_server_user(s: &Setup, bin: &Path, args: &[&str]) -> Output {
+    let (program, mut pre) = common::postgres::as_server_user(bin);
+    pre.extend(["--config".to_string(), s.config.display().to_string()]);
+    pre.extend(args.iter().map(|a| a.to_string()));
+    let mut c = std::process::Command::new(program);
+    c.args(&pre).envs(s.env.iter().map(|(k, v)| (k, v)));
+    common::run(&mut c, None, std::time::Duration::from_secs(600))
+}
+
+/// The server's clock, as RFC 3339 in UTC.
+fn server_now(pg: &Postgres) -> String {
+    pg.psql(
+        "postgres",
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )
+}
+
+/// Ends the current WAL segment and waits until the server archived it.
+fn archive_now(pg: &Postgres) {
+    let seg = pg.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+    for _ in 0..600 {
+        let done = pg.psql(
+            "postgres",
+            "SELECT coalesce(last_archived_wal, '') || ' ' || failed_count || ' ' || coalesce(last_failed_wal, '') FROM pg_stat_archiver",
+        );
+        if done
+            .split(' ')
+            .next()
+            .is_some_and(|last| last >= seg.as_str())
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!(
+        "{seg} was not archived: {}",
+        pg.psql("postgres", "SELECT * FROM pg_stat_archiver")
+    );
+}
+
+#[test]
+fn the_wal_archive_restores_a_base_backup_to_a_point_in_time_and_proves_it() {
+    // bkp as archive_command: the server must reach the config, the key and the
+    // binary as its own user.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bkp");
+    if fs::hard_link(common::bkp_bin(), &bin).is_err() {
+        fs::copy(common::bkp_bin(), &bin).unwrap();
+    }
+    let config = dir.path().join("bkp.toml");
+    let s3 = shared_s3();
+    let envs: Vec<(&'static str, String)> = s3
+        .env()
+        .into_iter()
+        .map(|(k, v)| (&*Box::leak(k.into_boxed_str()), v))
+        .collect();
+    let pg = &Postgres::start_with(
+        &[
+            ("archive_mode", "on".into()),
+            (
+                "archive_command",
+                format!(
+                    "'{}' --config '{}' wal push %p",
+                    bin.display(),
+                    config.display()
+                ),
+            ),
+        ],
+        envs,
+    );
+    let db = new_app(pg);
+    let toml = format!(
+        "{}checkpoint = \"fast\"\n[retention.pgbase]\npreset = \"none\"\n",
+        pg.toml(&db)
+    );
+    let s = Setup::within(dir, StoreKind::S3, true, &toml);
+    if unsafe { geteuid() } == 0 {
+        let ok = std::process::Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(s.dir.path())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    let bkp = |args: &[&str]| bkp_as_server_user(&s, &bin, args);
+
+    let out = bkp(&["snapshot", "--kind", "postgres"]);
+    assert_exit(&out, 0);
+    let first = text(&out.stdout).trim().to_string();
+    let m = s.manifest(&first);
+    let system = m["manifest"]["source"]["system_identifier"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        system,
+        pg.psql(
+            "postgres",
+            "SELECT system_identifier FROM pg_control_system()"
+        )
+    );
+    assert!(
+        m["manifest"]["source"]["wal_start"].as_str().unwrap().len() == 24,
+        "{m}"
+    );
+
+    // Three moments: T1 after the first batch, T2 after the second.
+    pg.psql(&db, "CREATE TABLE public.pitr (n int PRIMARY KEY); INSERT INTO public.pitr SELECT generate_series(1, 100)");
+    archive_now(pg);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let t1 = server_now(pg);
+    let at_t1 = pg.content(&db);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    pg.psql(
+        &db,
+        "INSERT INTO public.pitr SELECT generate_series(101, 150); DELETE FROM tenant_b.orders",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let t2 = server_now(pg);
+    let at_t2 = pg.content(&db);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    pg.psql(&db, "DROP TABLE public.pitr");
+    archive_now(pg);
+
+    for (t, want, name) in [(&t1, &at_t1, "at-t1"), (&t2, &at_t2, "at-t2")] {
+        let target = s.path(name);
+        let out = bkp(&[
+            "restore",
+            "latest",
+            "--kind",
+            "postgres",
+            "--at",
+            t,
+            "--target",
+            target.to_str().unwrap(),
+        ]);
+        assert_exit(&out, 0);
+        let err = text(&out.stderr);
+        assert!(err.contains("recovery stopping before commit"), "{err}");
+        assert!(!fs::read_to_string(target.join("postgresql.auto.conf"))
+            .unwrap()
+            .contains("restore_command"));
+        let restored = Postgres::start_on(&target);
+        assert_eq!(
+            &restored.content(&db),
+            want,
+            "the restore at {t} holds the data of {t}"
+        );
+        assert_eq!(restored.psql("postgres", "SELECT pg_is_in_recovery()"), "f");
+        assert_eq!(restored.psql("postgres", "SHOW archive_mode"), "off");
+    }
+
+    // check says the server archives through bkp, and that it works.
+    let out = bkp(&["check"]);
+    let said = text(&out.stdout);
+    assert!(
+        said.lines().any(|l| l.contains("postgres.archiving")
+            && l.contains("archive_command is bkp's; last archived")),
+        "{said}"
+    );
+
+    // A time the archive does not reach yet: refused, nothing restored.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let later = server_now(pg);
+    let target = s.path("too-late");
+    let out = bkp(&[
+        "restore",
+        "latest",
+        "--kind",
+        "postgres",
+        "--at",
+        &later,
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 9);
+    assert!(
+        text(&out.stderr).contains("ends before"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!target.exists());
+    // Before the base backup finished: no base backup to start from.
+    let out = bkp(&[
+        "restore",
+        "latest",
+        "--kind",
+        "postgres",
+        "--at",
+        "2020-01-01T00:00:00Z",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 9);
+
+    // list and verify see the archive whole; cleanup keeps only the WAL the
+    // kept base backup needs.
+    let out = bkp(&["--json", "list"]);
+    assert_exit(&out, 0);
+    let listed = json(&out);
+    assert_eq!(listed["wal"][0]["system"], system.as_str(), "{listed}");
+    assert_eq!(
+        listed["wal"][0]["gaps"].as_array().unwrap().len(),
+        0,
+        "{listed}"
+    );
+    let oldest = |l: &serde_json::Value| {
+        l["wal"][0]["timelines"][0]["runs"][0]["first"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let before = oldest(&listed);
+    assert_exit(&bkp(&["verify"]), 0);
+    pg.psql(
+        &db,
+        "CREATE TABLE public.more (n int); INSERT INTO public.more VALUES (1)",
+    );
+    archive_now(pg);
+    let out = bkp(&["snapshot", "--kind", "postgres"]);
+    assert_exit(&out, 0);
+    let second = s.manifest(text(&out.stdout).trim());
+    let start = second["manifest"]["source"]["wal_start"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    archive_now(pg);
+    let out = bkp(&["cleanup"]);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out.stderr).contains("archived WAL files"),
+        "{}",
+        text(&out.stderr)
+    );
+    let listed = json(&bkp(&["--json", "list"]));
+    let after = oldest(&listed);
+    assert!(before < start, "{before} {start}");
+    assert_eq!(listed["wal"][0]["from"], start.as_str(), "{listed}");
+    // Segments before the kept backup's start are gone; its own are not.
+    assert!(
+        after >= start,
+        "cleanup kept {after}, before {start}: {listed}"
+    );
+    let out = bkp(&["wal", "fetch", &before, "x", "--system", &system]);
+    assert_exit(&out, 9);
+
+    // The drill replays the whole archive onto the newest base backup.
+    pg.psql(&db, "INSERT INTO public.more VALUES (2)");
+    archive_now(pg);
+    let out = bkp(&["--json", "verify", "--drill", "--kind", "postgres"]);
+    assert_exit(&out, 0);
+    let report = json(&out);
+    let facts = &report["drills"][0]["facts"];
+    assert!(facts["wal_files"].as_u64().unwrap() >= 2, "{report}");
+    assert!(facts["replayed_to"].is_string(), "{report}");
+    assert_eq!(
+        listed["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["kind"] == "postgres")
+            .count(),
+        1
+    );
+    assert_exit(&bkp(&["verify"]), 0);
 }

@@ -119,6 +119,10 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             name: "postgres.server",
             outcome: postgres_server(pg),
         });
+        checks.push(Check {
+            name: "postgres.archiving",
+            outcome: postgres_archiving(pg),
+        });
     }
     if let Some(r) = &plan.replicate {
         checks.push(Check {
@@ -210,6 +214,48 @@ fn postgres_server(pg: &crate::config::PostgresPlan) -> Result<String> {
             "the role lacks REPLICATION: dumps work, base backups (bkp snapshot --kind postgres) will not"
         }
     ))
+}
+
+/// Whether the server archives its WAL through bkp, and whether that works:
+/// point-in-time recovery needs it; dumps and base backups do not.
+fn postgres_archiving(pg: &crate::config::PostgresPlan) -> Result<String> {
+    let server = crate::sources::postgres::Server::new(pg);
+    let row = server.psql(
+        &pg.database,
+        "SELECT current_setting('archive_mode') || '|' || coalesce((SELECT setting FROM pg_settings WHERE name = 'archive_command'), '') || '|' || \
+         coalesce(last_archived_wal, '') || '|' || coalesce(to_char(last_archived_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '') || '|' || \
+         failed_count || '|' || coalesce(last_failed_wal, '') || '|' || (coalesce(last_failed_time, '-infinity') > coalesce(last_archived_time, '-infinity'))::text \
+         FROM pg_stat_archiver;\n",
+        &[],
+    )?;
+    let f: Vec<&str> = row.split('|').collect();
+    let [mode, command, last, last_time, failed, last_failed, failing] = f.as_slice() else {
+        anyhow::bail!("unexpected answer from pg_stat_archiver: {row:?}");
+    };
+    if *mode == "off" {
+        return Ok(
+            "WAL archiving is off: restores reach the end of a base backup or a dump, no later point; for point-in-time recovery set archive_mode = on and archive_command = 'bkp --config … wal push %p'".into(),
+        );
+    }
+    if !command.contains("wal push") {
+        return Ok(format!(
+            "the server archives its WAL with {:?}, not through bkp: `bkp restore --at` replays only what `bkp wal push` archived",
+            if command.is_empty() { "(a command this role may not read)" } else { command }
+        ));
+    }
+    if *failing == "true" {
+        return Err(coded(
+            Code::Transient,
+            format!(
+                "archive_command fails: {last_failed} could not be archived ({failed} failures since the statistics were reset), and PostgreSQL keeps its WAL until it can; read the server's log for bkp's message"
+            ),
+        ));
+    }
+    Ok(if last.is_empty() {
+        "archive_command is bkp's; nothing archived yet".to_string()
+    } else {
+        format!("archive_command is bkp's; last archived {last} at {last_time}; {failed} failures")
+    })
 }
 
 fn report(ctx: &Ctx, checks: &[Check]) -> Result<()> {

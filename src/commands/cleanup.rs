@@ -310,6 +310,12 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     }
     let orphans = removed;
 
+    // 4b. WAL older than every kept base backup of its system: no recovery can
+    // start before its oldest base backup.
+    if args.kind.is_none_or(|k| Kind::from(k) == Kind::Postgres) {
+        trim_wal(ctx, store, &remaining, dry)?;
+    }
+
     // Unfinished uploads of crashed runs (S3 multipart uploads), past the grace
     // period: listed by the same call that discards them, so a dry run shows
     // exactly what a real run discards.
@@ -631,6 +637,53 @@ fn local_leftovers(ctx: &Ctx, grace: std::time::Duration, dry: bool) -> u64 {
         }
     }
     n
+}
+
+/// Deletes the archived WAL of each system that lies before the first segment
+/// of its oldest kept base backup (timeline history files stay: they are tiny
+/// and recovery reads them all). A system with no kept base backup keeps all
+/// of its WAL.
+fn trim_wal(ctx: &Ctx, store: &dyn Store, kept: &[Manifest], dry: bool) -> Result<()> {
+    let postgres: Vec<Manifest> = kept
+        .iter()
+        .filter(|m| m.kind == Kind::Postgres)
+        .cloned()
+        .collect();
+    for a in crate::manifest::wal::archive::archives(store, &postgres, false)? {
+        let Some(from) = a.from.as_deref().and_then(manifest::wal::parse_name) else {
+            continue;
+        };
+        let old: Vec<&manifest::wal::Stored> = a
+            .objects
+            .iter()
+            .filter(|o| {
+                o.wal.kind != manifest::wal::FileKind::History && o.wal.position < from.position
+            })
+            .collect();
+        if old.is_empty() {
+            continue;
+        }
+        let bytes: u64 = old.iter().map(|o| o.size).sum();
+        let mut removed = 0u64;
+        if !dry {
+            for o in &old {
+                match store.delete(&o.key) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.downcast_ref::<Retained>().is_some() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        ctx.ui.info(&format!(
+            "{} {} archived WAL files ({}) of system {} older than its oldest kept base backup (which starts at {})",
+            if dry { "would remove" } else { "removed" },
+            if dry { old.len() as u64 } else { removed },
+            ui::size(bytes),
+            a.system,
+            a.from.as_deref().unwrap_or("?")
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -63,6 +63,12 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
         ))
     };
 
+    // The WAL archives of the base backups' servers (one listing each).
+    let archives = if kind.is_none_or(|k| k == Kind::Postgres) {
+        crate::manifest::wal::archive::archives(store.as_ref(), &all, false)?
+    } else {
+        Vec::new()
+    };
     if ctx.ui.json {
         let rows: Vec<_> = shown
             .iter()
@@ -95,9 +101,12 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
                 })
             })
             .collect();
-        crate::ui::out(&serde_json::to_string_pretty(
-            &json!({ "schema": "bkp.list/1", "backups": rows, "unreadable": refused_rows }),
-        )?)?;
+        crate::ui::out(&serde_json::to_string_pretty(&json!({
+            "schema": "bkp.list/1",
+            "backups": rows,
+            "unreadable": refused_rows,
+            "wal": archives.iter().map(|a| a.json()).collect::<Vec<_>>(),
+        }))?)?;
         return refused();
     }
 
@@ -142,6 +151,10 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
             "",
             "REFUSED",
         ))?;
+    }
+    let now = time::OffsetDateTime::now_utc();
+    for a in &archives {
+        crate::ui::out(&a.describe(now))?;
     }
     refused()
 }

@@ -31,6 +31,7 @@ pub mod show;
 pub mod snapshot;
 pub mod status;
 pub mod verify;
+pub mod wal;
 
 /// Everything a subcommand needs, built by `main` from flags and config.
 pub struct Ctx {

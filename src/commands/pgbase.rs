@@ -52,7 +52,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         let key = manifest::object_key(Kind::Postgres, SNAPSHOT, id, run.started_at, &suffix);
         let progress = ctx.progress();
         progress.begin("base backup", None);
-        let mut version = None;
+        let mut facts = None;
         let entry = pipeline::upload(
             store.as_ref(),
             &key,
@@ -61,7 +61,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             run.keyring,
             progress.clone(),
             |w| {
-                version = Some(server.base_backup(w, &format!("bkp {id}"))?);
+                facts = Some(server.base_backup(w, &format!("bkp {id}"))?);
                 Ok(())
             },
         )?;
@@ -75,7 +75,16 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         }
         source.insert("format".into(), json!("tar"));
         source.insert("wal".into(), json!("fetch"));
-        source.insert("server_version".into(), json!(version));
+        if let Some(f) = facts {
+            source.insert("server_version".into(), json!(f.server_version));
+            // Where point-in-time recovery from the WAL archive starts.
+            if let Some(w) = f.wal {
+                source.insert("system_identifier".into(), json!(w.system.to_string()));
+                source.insert("timeline".into(), json!(w.timeline));
+                source.insert("wal_start".into(), json!(w.segment()));
+                source.insert("wal_segment_size".into(), json!(w.segment_size));
+            }
+        }
         let m = run.manifest(Body {
             objects: vec![entry],
             source,

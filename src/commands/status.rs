@@ -9,7 +9,6 @@
 //! (the log segments since the last snapshot), however long the history.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::json;
@@ -22,6 +21,7 @@ use crate::manifest::{self, Kind, Unreadable, MANIFEST_DIR};
 use crate::schedule::{decide, Newest, Schedule, State, Verdict};
 use crate::store::Store;
 use crate::ui;
+pub use crate::ui::human_duration;
 
 /// The environment variable that fixes "now" (RFC 3339), for tests.
 pub const NOW_ENV: &str = "BKP_NOW";
@@ -110,20 +110,6 @@ pub fn now() -> Result<OffsetDateTime> {
 }
 
 /// `2d 3h`, `6h 2m`, `14m 5s`, `42s`.
-pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    let (days, hours, mins, secs) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
-    match (days, hours, mins) {
-        (0, 0, 0) => format!("{secs}s"),
-        (0, 0, _) if secs == 0 => format!("{mins}m"),
-        (0, 0, _) => format!("{mins}m {secs}s"),
-        (0, _, 0) => format!("{hours}h"),
-        (0, _, _) => format!("{hours}h {mins}m"),
-        (_, 0, _) => format!("{days}d"),
-        _ => format!("{days}d {hours}h"),
-    }
-}
-
 fn rfc3339(t: OffsetDateTime) -> Option<String> {
     t.format(&Rfc3339).ok()
 }
@@ -165,6 +151,23 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         scan.listed, scan.read
     ));
 
+    // The WAL archive, when a PostgreSQL server is configured: its newest file
+    // and its gaps (a gap is a point no recovery can pass).
+    let archives = if ctx.plan.postgres.is_some() {
+        // Gaps count from the oldest base backup on: its manifests are few.
+        let (bases, _) = manifest::list(store.as_ref(), &trust, Some(Kind::Postgres))?;
+        crate::manifest::wal::archive::archives(store.as_ref(), &bases, true)?
+    } else {
+        Vec::new()
+    };
+    for a in &archives {
+        for (tli, after, before) in a.summary.gaps() {
+            ctx.ui.warn(&format!(
+                "WAL archive of system {}: timeline {tli} has a gap after {after} up to {before}; `bkp verify` checks it",
+                a.system
+            ));
+        }
+    }
     if ctx.ui.json {
         let rows: Vec<_> = verdicts
             .iter()
@@ -199,9 +202,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             "manifests_listed": scan.listed,
             "manifests_read": scan.read,
             "unreadable": scan.unreadable.iter().map(|u| &u.key).collect::<Vec<_>>(),
+            "wal": archives.iter().map(|a| a.json()).collect::<Vec<_>>(),
         }))?)?;
     } else {
         print_table(&verdicts, now)?;
+        for a in &archives {
+            ui::out(&a.describe(now))?;
+        }
     }
 
     let alarms: Vec<String> = verdicts
@@ -281,6 +288,7 @@ mod tests {
     use crate::manifest::{Manifest, Scope, Status};
     use crate::store::memory::MemoryStore;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     /// Counts reads, to show that status does not read every manifest.
     struct Counting {

@@ -341,6 +341,16 @@ impl Keyring {
         self.all().find(|k| k.id == id)
     }
 
+    /// The seal keys of every configured key that has one, the current first.
+    pub fn seal_keys(&self) -> impl Iterator<Item = &ring::hmac::Key> {
+        self.all().filter_map(MasterKey::seal_key)
+    }
+
+    /// The trusted signers, this host's own included.
+    pub fn signers(&self) -> &[super::pubkey::Verifier] {
+        &self.signers
+    }
+
     pub(super) fn all(&self) -> impl Iterator<Item = &MasterKey> {
         std::iter::once(&self.current).chain(&self.others)
     }

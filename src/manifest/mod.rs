@@ -34,6 +34,7 @@ pub mod postgres;
 pub mod seal;
 pub mod tigerbeetle;
 pub mod tombstone;
+pub mod wal;
 
 pub const SCHEMA_MAJOR: u32 = 1;
 pub const SCHEMA_MINOR: u32 = 0;

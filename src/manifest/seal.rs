@@ -21,6 +21,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use time::OffsetDateTime;
 
 use crate::crypto::Keyring;
@@ -145,6 +146,38 @@ pub fn encode<T: Serialize>(doc: &T, keys: Option<&Keyring>) -> Result<Vec<u8>> 
         }
     }
     Ok(serde_json::to_vec_pretty(&v)?)
+}
+
+/// A short seal of `message` as hex, for a name that must prove itself (a WAL
+/// segment's object key, see `wal.rs`): this host's Ed25519 signature when it
+/// has a signing key, else the current key's HMAC, else (no keys: nothing can
+/// be proven) SHA-256 of the message. Deterministic, so that the same message
+/// always gives the same tag.
+pub fn tag(keys: Option<&Keyring>, message: &[u8]) -> Result<String> {
+    let Some(keys) = keys else {
+        return Ok(crate::stages::hash::hex(&sha2::Sha256::digest(message)));
+    };
+    Ok(match (keys.signing(), keys.current().seal_key()) {
+        (Some(signer), _) => hex::encode(signer.sign(message)),
+        (None, Some(mac)) => hex::encode(hmac::sign(mac, message).as_ref()),
+        (None, None) => anyhow::bail!(
+            "cannot seal: the current key is a public-key recipient and no signing_key_file is configured"
+        ),
+    })
+}
+
+/// Whether `tag` is [`tag`] of `message` under any key or signer `keys`
+/// trusts; with no keys, whether it is the message's SHA-256.
+pub fn tag_verifies(keys: Option<&Keyring>, message: &[u8], tag: &str) -> bool {
+    let Ok(raw) = hex::decode(tag) else {
+        return false;
+    };
+    let Some(keys) = keys else {
+        return raw.as_slice() == sha2::Sha256::digest(message).as_slice();
+    };
+    keys.seal_keys()
+        .any(|k| hmac::verify(k, message, &raw).is_ok())
+        || keys.signers().iter().any(|s| s.verify(message, &raw))
 }
 
 /// A document read from the store, its seal checked if it had one.

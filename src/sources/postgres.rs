@@ -51,6 +51,47 @@ const STDERR_KEPT: usize = 16384;
 const STDERR_QUOTED: usize = 2048;
 
 /// A server, as the plan describes it.
+/// What a base backup records of the server besides its files.
+#[derive(Debug, Clone)]
+pub struct BaseBackup {
+    pub server_version: String,
+    /// Where its WAL starts, for point-in-time recovery from the archive.
+    pub wal: Option<WalStart>,
+}
+
+/// The cluster's identity and the WAL position a base backup starts from (the
+/// redo point of the last checkpoint before it: at or before the backup's own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalStart {
+    pub system: u64,
+    pub timeline: u32,
+    pub lsn: u64,
+    pub segment_size: u64,
+}
+
+impl WalStart {
+    /// Parses `SYSTEM LSN TIMELINE SEGMENT_SIZE`, the LSN as `16/B374D848`.
+    fn parse(line: &str) -> Option<WalStart> {
+        let mut f = line.split_whitespace();
+        let system = f.next()?.parse().ok()?;
+        let (hi, lo) = f.next()?.split_once('/')?;
+        let lsn = (u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?;
+        let timeline = f.next()?.parse().ok()?;
+        let segment_size: u64 = f.next()?.parse().ok()?;
+        (segment_size.is_power_of_two() && f.next().is_none()).then_some(WalStart {
+            system,
+            timeline,
+            lsn,
+            segment_size,
+        })
+    }
+
+    /// The first WAL segment the backup needs.
+    pub fn segment(&self) -> String {
+        crate::manifest::wal::segment_name(self.timeline, self.lsn, self.segment_size)
+    }
+}
+
 pub struct Server<'a> {
     plan: &'a PostgresPlan,
 }
@@ -452,15 +493,22 @@ impl<'a> Server<'a> {
     /// Streams a base backup of the whole server into `w`: `pg_basebackup` in tar
     /// format, with the WAL the backup needs to be consistent (`-X fetch`) and
     /// its `backup_manifest`, which `pg_verifybackup` checks after a restore.
-    /// Returns the server's version.
-    pub fn base_backup(&self, w: &mut dyn Write, label: &str) -> Result<String> {
-        let server_version = self.server_version()?;
-        // pg_basebackup writes only one tablespace to a pipe.
-        let spaces = self.psql(
+    /// Returns the server's version and where the backup's WAL starts.
+    pub fn base_backup(&self, w: &mut dyn Write, label: &str) -> Result<BaseBackup> {
+        // One session for what the manifest records and what refuses the backup.
+        let facts = self.psql(
             &self.plan.database,
-            "SELECT string_agg(spcname, ', ') FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global');\n",
+            "SELECT current_setting('server_version');\n\
+             SELECT coalesce(string_agg(spcname, ', '), '') FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global');\n\
+             SELECT s.system_identifier || ' ' || c.redo_lsn || ' ' || c.timeline_id || ' ' || (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size') \
+             FROM pg_control_system() s, pg_control_checkpoint() c;\n",
             &[],
         )?;
+        let mut lines = facts.lines();
+        let server_version = lines.next().unwrap_or("unknown").trim().to_string();
+        let spaces = lines.next().unwrap_or("").trim().to_string();
+        let wal = lines.next().and_then(WalStart::parse);
+        // pg_basebackup writes only one tablespace to a pipe.
         if !spaces.is_empty() {
             return Err(coded(
                 Code::Unsupported,
@@ -483,7 +531,10 @@ impl<'a> Server<'a> {
                 self.describe(&self.plan.database)
             )
         })?;
-        Ok(server_version)
+        Ok(BaseBackup {
+            server_version,
+            wal,
+        })
     }
 
     /// Rows per table of `database` whose data a dump would hold, keyed as

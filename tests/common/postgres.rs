@@ -50,7 +50,7 @@ pub fn pg_bin() -> PathBuf {
 }
 
 /// `program` as the user PostgreSQL runs as: `postgres` under root, else ourselves.
-fn as_server_user(program: &Path) -> (PathBuf, Vec<String>) {
+pub fn as_server_user(program: &Path) -> (PathBuf, Vec<String>) {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc_geteuid() } == 0 {
         (
@@ -74,6 +74,12 @@ extern "C" {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Self::start_with(&[], Vec::new())
+    }
+
+    /// A new server with extra settings (`-c name=value`) and environment
+    /// variables (what its `archive_command` sees).
+    pub fn start_with(settings: &[(&str, String)], envs: Vec<(&'static str, String)>) -> Postgres {
         let bin = pg_bin();
         let dir = scratch_dir("pg");
         let data = dir.join("data");
@@ -114,7 +120,7 @@ impl Postgres {
             "initdb failed: {}",
             text(&[out.stdout, out.stderr].concat())
         );
-        let pg = Self::launch(bin, dir, data, socket_dir, password);
+        let pg = Self::launch(bin, dir, data, socket_dir, password, settings, envs);
         pg.psql(
             "postgres",
             &format!(
@@ -142,7 +148,15 @@ impl Postgres {
                 assert!(chown.success(), "chown of {} failed", d.display());
             }
         }
-        Self::launch(bin, dir, data.to_path_buf(), socket_dir, String::new())
+        Self::launch(
+            bin,
+            dir,
+            data.to_path_buf(),
+            socket_dir,
+            String::new(),
+            &[],
+            Vec::new(),
+        )
     }
 
     fn launch(
@@ -151,6 +165,8 @@ impl Postgres {
         data: PathBuf,
         socket_dir: PathBuf,
         password: String,
+        settings: &[(&str, String)],
+        envs: Vec<(&'static str, String)>,
     ) -> Postgres {
         let port = free_port();
         let (program, mut args) = as_server_user(&bin.join("postgres"));
@@ -168,10 +184,14 @@ impl Postgres {
             "-c".into(),
             "max_connections=50".into(),
         ]);
+        for (k, v) in settings {
+            args.push("-c".into());
+            args.push(format!("{k}={v}"));
+        }
         let spec = Spec {
             program,
             args,
-            envs: vec![],
+            envs,
             grace: Duration::from_secs(5),
             cleanup: vec![dir.clone()],
         };

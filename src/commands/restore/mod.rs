@@ -35,6 +35,7 @@ pub mod duckdb;
 pub mod parquet;
 pub mod pgbase;
 pub mod pgdump;
+pub mod pgpitr;
 pub mod pitr;
 pub mod target;
 pub mod tigerbeetle;
@@ -113,7 +114,7 @@ pub fn resolve(
     if args.backup != "latest" {
         let m = manifest::find(store, trust, &args.backup, None)?;
         let kind = m.kind;
-        if at.is_some() && kind != Kind::Tigerbeetle {
+        if at.is_some() && !matches!(kind, Kind::Tigerbeetle | Kind::Postgres) {
             return Err(coded(
                 Code::Config,
                 format!(
@@ -138,6 +139,20 @@ pub fn resolve(
                 ),
             ));
         }
+        if let Some(at) = at.filter(|at| kind == Kind::Postgres && m.finished_at > *at) {
+            return Err(coded(
+                Code::Config,
+                format!(
+                    "base backup {} finished at {}, after --at {}: it can only be replayed forward from its end. Pass `latest` to choose the newest base backup that finished by then",
+                    m.id,
+                    m.finished_at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                    at.format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default()
+                ),
+            ));
+        }
         return Ok(RestorePlan {
             kind,
             backup: Some(m),
@@ -146,9 +161,14 @@ pub fn resolve(
     }
     let kind = Kind::from(args.kind);
     let newest = |all: Vec<Manifest>| {
-        all.into_iter()
-            .rev()
-            .find(|m| restorable(m) && at.is_none_or(|at| m.started_at <= at))
+        all.into_iter().rev().find(|m| {
+            // A base backup is consistent only from its end on.
+            let from = match m.kind {
+                Kind::Postgres => m.finished_at,
+                _ => m.started_at,
+            };
+            restorable(m) && at.is_none_or(|at| from <= at)
+        })
     };
     let backup = match kind {
         // One read of the newest manifests only: a replication lists a whole set.

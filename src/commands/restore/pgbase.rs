@@ -49,6 +49,9 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         }
     }
     let verifier = verifier(ctx, m)?;
+    if rp.at.is_some() {
+        super::pgpitr::check_user()?;
+    }
     if src.trust.keys().is_none() || args.trust.trust.contains(&m.id) {
         ctx.ui.warn(&format!(
             "base backup {}'s manifest is not sealed (no [encryption]): nothing proves it is the backup bkp made, and its configuration runs commands as the server's user once started; read postgresql.auto.conf before starting it",
@@ -67,6 +70,21 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     ));
     let files = restore_tree(src, m, &staging, &verifier)?;
     disarm_archiving(&staging)?;
+    let reached = match rp.at {
+        Some(at) => {
+            let work = src.work.scratch("pitr")?;
+            Some(super::pgpitr::recover(
+                ctx,
+                src,
+                m,
+                &staging,
+                Some(at),
+                &verifier,
+                work.path(),
+            )?)
+        }
+        None => None,
+    };
     target.commit(&staging, &mut scratch)?;
     let elapsed = clock.elapsed();
     let bytes = m.objects.first().map_or(0, |o| o.content_bytes);
@@ -78,8 +96,27 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
             "target": target.path.display().to_string(),
             "files_verified": files,
             "bytes": bytes,
+            "at": rp.at.map(|t| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()),
+            "recovery": reached.as_ref().map(|r| json!({
+                "stopped": r.stop,
+                "last_commit": r.last_commit,
+                "wal_files": r.files,
+                "wal_bytes": r.bytes,
+                "timeline": r.timeline,
+            })),
             "seconds": elapsed.as_secs_f64(),
         }))?);
+    }
+    if let Some(r) = &reached {
+        ctx.ui.info(&format!(
+            "replayed {} archived WAL files ({}) to {}: PostgreSQL reports \"{}\"; last transaction replayed committed at {}; promoted to timeline {}",
+            r.files,
+            ui::size(r.bytes),
+            args.at.as_deref().unwrap_or_default(),
+            r.stop.as_deref().unwrap_or_default(),
+            r.last_commit.as_deref().unwrap_or("(none)"),
+            r.timeline.as_deref().unwrap_or("?"),
+        ));
     }
     ctx.ui.info(&format!(
         "restored base backup {} into {}: {files} files verified by pg_verifybackup, {} in {:.1}s. WAL archiving is off in it (postgresql.auto.conf), so that it never writes into the source's archive. Start it as the server's user: chown -R postgres: {} && pg_ctl -D {} start (on Debian, with the cluster's configuration from /etc/postgresql, and another port while the source runs)",

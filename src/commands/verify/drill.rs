@@ -150,10 +150,32 @@ fn drill_pgbase(
     facts: &mut BTreeMap<String, serde_json::Value>,
 ) -> Result<()> {
     let data = dir.join("data");
-    std::fs::create_dir(&data)?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(0o700).create(&data)?;
+    }
     let verifier = restore::pgbase::verifier(ctx, m)?;
     let files = restore::pgbase::restore_tree(src, m, &data, &verifier)?;
     facts.insert("files".into(), json!(files));
+    // With a WAL archive, PostgreSQL replays all of it onto the backup: the
+    // proof that the archive restores, not only that its files are whole.
+    let Some((system, _, _)) = crate::manifest::postgres::wal_start(m) else {
+        return Ok(());
+    };
+    if crate::manifest::wal::archive::archived(src.store, system)?.is_empty() {
+        return Ok(());
+    }
+    if let Err(e) = restore::pgpitr::check_user() {
+        facts.insert("wal_replay".into(), json!(format!("skipped: {e}")));
+        return Ok(());
+    }
+    let pitr = dir.join("pitr");
+    std::fs::create_dir(&pitr)?;
+    let r = restore::pgpitr::recover(ctx, src, m, &data, None, &verifier, &pitr)?;
+    facts.insert("wal_files".into(), json!(r.files));
+    facts.insert("wal_bytes".into(), json!(r.bytes));
+    facts.insert("replayed_to".into(), json!(r.last_commit));
+    facts.insert("timeline".into(), json!(r.timeline));
     Ok(())
 }
 

@@ -185,6 +185,25 @@ fn look(
         checks.push(c);
     }
 
+    // The WAL archive: every file read and checked against its sealed name,
+    // and no gap from the oldest base backup on.
+    if args.backup.is_none() && args.kind.is_none_or(|k| Kind::from(k) == Kind::Postgres) {
+        let since = args
+            .since
+            .as_deref()
+            .map(|s| crate::units::parse_since("--since", s, started_at))
+            .transpose()?;
+        match check_wal(ctx, store, keyring, &all, since) {
+            Ok(problems) => {
+                for p in &problems {
+                    ctx.ui.warn(p);
+                }
+                general.extend(problems);
+            }
+            Err(e) => trouble.push(e.context("the WAL archive could not be checked")),
+        }
+    }
+
     // Ledger audit. The cluster is probed once: one that is not there costs
     // milliseconds, not a timeout per request.
     let mut ledger = OptionalLedger::probe(ctx, !local.is_temporary());
@@ -269,4 +288,48 @@ fn look(
         ledger,
         trust,
     })
+}
+
+/// Checks the WAL archives of the store: each file (archived since `since`)
+/// read once and matched to its sealed name, and the segments from each
+/// system's oldest base backup on without gaps. The problems found.
+fn check_wal(
+    ctx: &Ctx,
+    store: &dyn Store,
+    keys: Option<&crate::crypto::Keyring>,
+    all: &[Manifest],
+    since: Option<OffsetDateTime>,
+) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for a in crate::manifest::wal::archive::archives(store, all, true)? {
+        let mut read = 0u64;
+        let mut files = 0u64;
+        for o in &a.objects {
+            if since.is_some_and(|t| o.modified.is_some_and(|m| m < t)) {
+                continue;
+            }
+            match crate::manifest::wal::archive::check(store, keys, a.system, o) {
+                Ok(n) => {
+                    read += n;
+                    files += 1;
+                }
+                Err(e) if crate::exit::is_damage(&e) => {
+                    problems.push(format!("WAL archive of system {}: {e:#}", a.system))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for (tli, after, before) in a.summary.gaps() {
+            problems.push(format!(
+                "WAL archive of system {}: timeline {tli} has a gap after {after} up to {before}: no recovery can pass it; take a new base backup (bkp snapshot --kind postgres) and find out why archive_command skipped segments",
+                a.system
+            ));
+        }
+        ctx.ui.info(&format!(
+            "{}; {files} files read and verified ({})",
+            a.describe(OffsetDateTime::now_utc()),
+            crate::ui::size(read)
+        ));
+    }
+    Ok(problems)
 }

@@ -1,0 +1,485 @@
+//! `bkp restore --kind postgres --at T`: a base backup replayed to T from the
+//! WAL archive, and proven there.
+//!
+//! After the base backup is unpacked and checked (`pgbase.rs`), the archived
+//! WAL it needs up to T is fetched and verified into a private directory (see
+//! `wal.rs`: nothing reaches PostgreSQL unless its content matches its sealed
+//! name). Then PostgreSQL itself replays it: bkp starts the restored server on
+//! a private Unix socket, no TCP, with a private configuration
+//! (`recovery_target_time = T`, `recovery_target_action = 'promote'`, a
+//! `restore_command` that copies from that directory, archiving off), and
+//! watches its log. The restore succeeds only when the server says it stopped
+//! at the target (`recovery stopping before commit …`, the first transaction
+//! committed after T) and was promoted: every transaction committed at or
+//! before T is in, none after. A server that reaches the end of the archive
+//! first fails the restore, naming the newest archived segment. Then the server
+//! is shut down cleanly, the recovery settings are taken out again, and the
+//! directory is put in place: started, it is a new timeline, as it was at T.
+//!
+//! The server runs as bkp's own user: PostgreSQL refuses root, so the restore
+//! runs as the server's user (`sudo -u postgres bkp restore …`), who can read
+//! bkp's configuration and keys anyway (it runs `archive_command`).
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use time::OffsetDateTime;
+
+use super::Source;
+use crate::exit::{coded, Code};
+use crate::manifest::wal::{self, FileKind, Stored};
+use crate::manifest::Manifest;
+
+/// Segments archived up to this long after T are fetched: the segment holding
+/// the first commit after T is archived after it, and the store's clock may
+/// differ from the server's.
+const CLOCK_MARGIN: Duration = Duration::from_secs(15 * 60);
+
+/// The lines bkp adds to `postgresql.auto.conf` for recovery start with this,
+/// so that they can be taken out again.
+const MARK: &str = "# bkp restore --at:";
+
+/// What the recovery reached, from the server's own log.
+#[derive(Debug, Clone)]
+pub struct Reached {
+    /// The server's line naming where it stopped (`recovery stopping before
+    /// commit of transaction 754, time …`); none when it replayed to the end.
+    pub stop: Option<String>,
+    /// The commit time of the last transaction replayed, as the server wrote it.
+    pub last_commit: Option<String>,
+    /// Archived files fetched and verified.
+    pub files: usize,
+    pub bytes: u64,
+    /// The timeline the promoted server started.
+    pub timeline: Option<String>,
+}
+
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Replays the archived WAL of base backup `m` (unpacked, checked, in `dir`)
+/// to `at`, with `postgres` from the directory of `verifier`, and proves it.
+pub fn recover(
+    ctx: &crate::commands::Ctx,
+    src: &Source,
+    m: &Manifest,
+    dir: &Path,
+    at: Option<OffsetDateTime>,
+    verifier: &Path,
+    scratch: &Path,
+) -> Result<Reached> {
+    let Some((system, start, segment_size)) = crate::manifest::postgres::wal_start(m) else {
+        return Err(coded(
+            Code::Config,
+            format!(
+                "base backup {} does not record where its WAL starts (an older bkp took it): restore it without --at, or take a new base backup (bkp snapshot --kind postgres) to recover to later points in time",
+                m.id
+            ),
+        ));
+    };
+    let postgres = verifier.with_file_name("postgres");
+    let wal_dir = scratch.join("wal");
+    let sock = scratch.join("sock");
+    for d in [&wal_dir, &sock] {
+        fs::create_dir_all(d).with_context(|| format!("failed to create {}", d.display()))?;
+    }
+    for p in [&wal_dir, dir] {
+        let text = p.display().to_string();
+        if text.contains(['\'', '"', '\\', '\n', '%']) {
+            return Err(coded(
+                Code::Config,
+                format!(
+                    "{text}: a path with quotes, backslashes or % cannot go into PostgreSQL's restore_command; choose another work_dir or target"
+                ),
+            ));
+        }
+    }
+
+    // 1. The archive's files from the backup's start to just past T, verified.
+    let all = wal::archive::archived(src.store, system)?;
+    let until = at.map_or(OffsetDateTime::now_utc() + CLOCK_MARGIN, |t| {
+        t + CLOCK_MARGIN
+    });
+    let wanted = to_fetch(&all, start.position, until);
+    let keys = src.keyring;
+    let mut bytes = 0;
+    ctx.ui.detail(&format!(
+        "fetching {} archived WAL files of system {system} from {}",
+        wanted.len(),
+        src.store.identity()
+    ));
+    for s in &wanted {
+        bytes +=
+            wal::archive::fetch_into(src.store, keys, system, &s.name, &wal_dir.join(&s.name))?;
+    }
+    let summary = wal::summarize(&all, segment_size, Some(start.position));
+    let newest = summary
+        .timelines
+        .values()
+        .filter_map(|runs| runs.last().map(|r| r.last.clone()))
+        .max();
+
+    // 2. PostgreSQL replays it, with settings of bkp's own.
+    write_recovery(dir, &wal_dir, at)?;
+    for (name, text) in [
+        ("postgresql.conf", ""),
+        ("pg_hba.conf", "local all all trust\n"),
+        ("pg_ident.conf", ""),
+    ] {
+        fs::write(scratch.join(name), text)?;
+    }
+    let log_path = scratch.join("postgres.log");
+    let log = fs::File::create(&log_path)?;
+    let mut c = crate::child::command(&postgres, &[]);
+    c.arg("-D").arg(dir);
+    for (k, v) in [
+        (
+            "config_file",
+            scratch.join("postgresql.conf").display().to_string(),
+        ),
+        (
+            "hba_file",
+            scratch.join("pg_hba.conf").display().to_string(),
+        ),
+        (
+            "ident_file",
+            scratch.join("pg_ident.conf").display().to_string(),
+        ),
+        ("unix_socket_directories", sock.display().to_string()),
+        ("listen_addresses", String::new()),
+        ("port", "5432".into()),
+        ("archive_mode", "off".into()),
+        ("hot_standby", "off".into()),
+        ("logging_collector", "off".into()),
+        ("log_destination", "stderr".into()),
+        ("log_line_prefix", String::new()),
+        ("lc_messages", "C".into()),
+        ("shared_preload_libraries", String::new()),
+    ] {
+        c.arg("-c").arg(format!("{k}={v}"));
+    }
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    let child = c
+        .spawn()
+        .with_context(|| format!("failed to start {}", postgres.display()))?;
+    let mut server = Running(Some(child));
+    let clock = Instant::now();
+    let ready = loop {
+        let text = fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains("database system is ready to accept connections") {
+            break text;
+        }
+        if let Some(status) = server.0.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            server.0 = None;
+            return Err(failed(&text, status, at, newest.as_deref(), system));
+        }
+        if crate::interrupt::received().is_some() {
+            server.stop();
+            return Err(coded(
+                Code::Interrupted,
+                "interrupted while PostgreSQL replayed the archive: nothing was restored",
+            ));
+        }
+        if clock.elapsed() > Duration::from_secs(5) {
+            ctx.ui.detail(&format!(
+                "PostgreSQL is replaying the archive ({:.0}s)",
+                clock.elapsed().as_secs_f64()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    server.stop();
+    let line = |needle: &str| {
+        ready
+            .lines()
+            .find(|l| l.contains(needle))
+            .map(|l| l.trim().trim_start_matches("LOG:").trim().to_string())
+    };
+    let stop = line("recovery stopping");
+    if let (None, Some(at)) = (&stop, at) {
+        return Err(coded(
+            Code::NotFound,
+            format!(
+                "PostgreSQL replayed all of the archive without reaching {}: the archive ends before that time{}. Nothing was restored; restore to an earlier time",
+                rfc3339(at),
+                newest.map(|n| format!(" (its newest segment is {n})")).unwrap_or_default()
+            ),
+        ));
+    }
+    let last_commit = line("last completed transaction was at log time").map(|l| {
+        l.rsplit("log time")
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    });
+    if let (Some(t), Some(at)) = (last_commit.as_deref().and_then(parse_pg_time), at) {
+        if t > at {
+            return Err(coded(
+                Code::Integrity,
+                format!(
+                    "PostgreSQL replayed a transaction committed at {}, after {}: nothing was restored",
+                    rfc3339(t),
+                    rfc3339(at)
+                ),
+            ));
+        }
+    }
+    let timeline = line("selected new timeline ID").map(|l| {
+        l.rsplit("ID:")
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    });
+    remove_recovery(dir)?;
+    Ok(Reached {
+        stop,
+        last_commit,
+        files: wanted.len(),
+        bytes,
+        timeline,
+    })
+}
+
+/// What a server that exited during recovery said, as an error.
+fn failed(
+    log: &str,
+    status: std::process::ExitStatus,
+    at: Option<OffsetDateTime>,
+    newest: Option<&str>,
+    system: u64,
+) -> anyhow::Error {
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("FATAL:") || l.starts_with("PANIC:") || l.starts_with("ERROR:"))
+        .take(3)
+        .collect();
+    let said = if said.is_empty() {
+        log.lines().rev().take(3).collect::<Vec<_>>().join(" / ")
+    } else {
+        said.join(" / ")
+    };
+    if log.contains("recovery ended before configured recovery target was reached") {
+        return coded(
+            Code::NotFound,
+            format!(
+                "the WAL archive of system {system} ends before {} (or has a gap before it){}: PostgreSQL stopped ({said}). Nothing was restored; `bkp verify` shows gaps, or restore to an earlier time",
+                at.map(rfc3339).unwrap_or_default(),
+                newest.map(|n| format!("; its newest segment is {n}")).unwrap_or_default()
+            ),
+        );
+    }
+    if log.contains("restore_command") && log.contains("was terminated")
+        || log.contains("could not restore file")
+    {
+        return coded(
+            Code::Integrity,
+            format!("PostgreSQL could not read the archived WAL ({said}); nothing was restored"),
+        );
+    }
+    anyhow::anyhow!("PostgreSQL stopped during recovery ({status}): {said}. Nothing was restored")
+}
+
+/// The archive files recovery from `start` to `until` may ask for: every
+/// timeline history file, and per timeline the segments from `start` on that
+/// were archived by `until`, and the one after them.
+pub fn to_fetch(all: &[Stored], start: u64, until: OffsetDateTime) -> Vec<Stored> {
+    let mut out: Vec<Stored> = Vec::new();
+    let mut segments: Vec<&Stored> = all
+        .iter()
+        .filter(|s| s.wal.kind == FileKind::Segment && s.wal.position >= start)
+        .collect();
+    segments.sort_by_key(|s| (s.wal.timeline, s.wal.position));
+    let mut past: std::collections::BTreeSet<u32> = Default::default();
+    for s in segments {
+        if past.contains(&s.wal.timeline) {
+            continue;
+        }
+        if s.modified.is_some_and(|m| m > until) {
+            past.insert(s.wal.timeline);
+        }
+        if !out.iter().any(|o| o.name == s.name) {
+            out.push(s.clone());
+        }
+    }
+    for h in all.iter().filter(|s| s.wal.kind == FileKind::History) {
+        if !out.iter().any(|o| o.name == h.name) {
+            out.push(h.clone());
+        }
+    }
+    out
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// `2026-11-23 10:00:01.234567+00` (PostgreSQL's log format) → a time.
+fn parse_pg_time(text: &str) -> Option<OffsetDateTime> {
+    let t = text.trim();
+    let (main, zone) = t.rsplit_once(['+', '-']).filter(|(_, z)| z.len() <= 5)?;
+    let sign = if t[main.len()..].starts_with('-') {
+        "-"
+    } else {
+        "+"
+    };
+    let zone = match zone.len() {
+        2 => format!("{zone}:00"),
+        4 => format!("{}:{}", &zone[..2], &zone[2..]),
+        5 => zone.to_string(),
+        _ => return None,
+    };
+    let iso = format!("{}{sign}{zone}", main.replacen(' ', "T", 1));
+    OffsetDateTime::parse(&iso, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// Appends the recovery settings for `at` (none: to the end of the archive)
+/// to `dir`'s `postgresql.auto.conf`, and `recovery.signal`.
+fn write_recovery(dir: &Path, wal_dir: &Path, at: Option<OffsetDateTime>) -> Result<()> {
+    let conf = dir.join("postgresql.auto.conf");
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&conf)
+        .with_context(|| format!("failed to open {}", conf.display()))?;
+    write!(
+        f,
+        "\n{MARK} recovery\nrestore_command = 'cp \"{w}/%f\" \"%p\"' {MARK}\nrecovery_target_timeline = 'latest' {MARK}\n",
+        w = wal_dir.display()
+    )?;
+    if let Some(at) = at {
+        let at = at
+            .to_offset(time::UtcOffset::UTC)
+            .format(&time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]+00"
+            ))?;
+        write!(
+            f,
+            "recovery_target_time = '{at}' {MARK}\nrecovery_target_action = 'promote' {MARK}\n"
+        )?;
+    }
+    f.sync_all()?;
+    fs::write(dir.join("recovery.signal"), b"")?;
+    Ok(())
+}
+
+/// Takes the lines [`write_recovery`] added out again.
+fn remove_recovery(dir: &Path) -> Result<()> {
+    let conf = dir.join("postgresql.auto.conf");
+    let text = fs::read_to_string(&conf)?;
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.contains(MARK))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&conf, kept)?;
+    let signal = dir.join("recovery.signal");
+    if signal.exists() {
+        fs::remove_file(signal)?;
+    }
+    Ok(())
+}
+
+/// The recovery server; stopped (fast shutdown, then immediate) when dropped.
+struct Running(Option<Child>);
+
+impl Running {
+    fn stop(&mut self) {
+        let Some(mut child) = self.0.take() else {
+            return;
+        };
+        for (signal, wait) in [(libc::SIGINT, 120), (libc::SIGQUIT, 10)] {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                // SAFETY: kill(2) has no memory-safety preconditions; the child
+                // has not been waited for, so its pid is not reused.
+                unsafe {
+                    libc::kill(pid, signal);
+                }
+            }
+            if let Ok(Some(_)) = crate::child::wait_timeout(&mut child, Duration::from_secs(wait)) {
+                return;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Refuses to run the recovery server as root, before anything is downloaded.
+pub fn check_user() -> Result<()> {
+    if effective_uid() == 0 {
+        return Err(coded(
+            Code::Config,
+            "PostgreSQL does not run as root, and --at starts it to replay the WAL archive: run the restore as the server's user (sudo -u postgres bkp …), who reads bkp's configuration and keys for archive_command anyway",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_times_parse() {
+        let t = parse_pg_time("2026-11-23 10:00:01.234567+00").unwrap();
+        assert_eq!(rfc3339(t), "2026-11-23T10:00:01.234567Z");
+        let t = parse_pg_time("2026-11-23 12:00:01+02").unwrap();
+        assert_eq!(
+            t.unix_timestamp(),
+            parse_pg_time("2026-11-23 10:00:01+00")
+                .unwrap()
+                .unix_timestamp()
+        );
+        assert!(parse_pg_time("yesterday").is_none());
+    }
+
+    #[test]
+    fn fetching_stops_one_segment_past_the_time() {
+        let at = OffsetDateTime::from_unix_timestamp(1_000_000).unwrap();
+        let mk = |name: &str, secs: i64| {
+            let k = wal::key(
+                7,
+                name,
+                &"ab".repeat(32),
+                crate::stages::compress::Compression::None,
+                false,
+            );
+            let mut s = wal::parse_key(7, &k).unwrap();
+            s.modified = Some(at + Duration::from_secs(0) + time::Duration::seconds(secs));
+            s
+        };
+        let all = vec![
+            mk("000000010000000000000001", -100),
+            mk("000000010000000000000002", -50),
+            mk("000000010000000000000003", 10),
+            mk("000000010000000000000004", 20),
+            mk("00000002.history", 30),
+        ];
+        let got: Vec<String> = to_fetch(&all, 2, at).into_iter().map(|s| s.name).collect();
+        assert_eq!(
+            got,
+            vec![
+                "000000010000000000000002",
+                "000000010000000000000003",
+                "00000002.history"
+            ]
+        );
+    }
+}

@@ -1,0 +1,345 @@
+//! The WAL archive in the store, read: the objects of one file or one system,
+//! a file fetched or checked against its sealed name, and a system's archive
+//! summarized for `list`, `status`, `verify` and `cleanup`.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::{Stored, Summary};
+use crate::crypto::{DecryptReader, Keyring};
+use crate::exit::{self, coded, Code};
+use crate::stages::compress::decompress;
+use crate::stages::hash::{digest_reader, HashWriter};
+use crate::store::Store;
+
+/// The archive's objects for file `name` of `system`, as their keys describe them.
+pub fn candidates(store: &dyn Store, system: u64, name: &str) -> Result<Vec<Stored>> {
+    let mut found: Vec<Stored> = store
+        .list(&super::name_prefix(system, name))?
+        .into_iter()
+        .filter_map(|o| {
+            let mut s = super::parse_key(system, &o.key)?;
+            s.size = o.size;
+            s.modified = o.modified;
+            (s.name == name).then_some(s)
+        })
+        .collect();
+    found.sort_by_key(|s| std::cmp::Reverse(s.modified));
+    Ok(found)
+}
+
+/// Writes archived file `name` of `system` to `dest`, verified: nothing is at
+/// `dest` unless the whole file decrypted and matched its tag. Tries every
+/// object stored under the name, newest first.
+pub fn fetch_into(
+    store: &dyn Store,
+    keys: Option<&Keyring>,
+    system: u64,
+    name: &str,
+    dest: &Path,
+) -> Result<u64> {
+    let found = candidates(store, system, name)?;
+    if found.is_empty() {
+        return Err(coded(
+            Code::NotFound,
+            format!(
+                "{name} of system {system} is not in the archive in {}",
+                store.identity()
+            ),
+        ));
+    }
+    let mut last = None;
+    for s in &found {
+        match fetch_one(store, keys, system, s, dest) {
+            Ok(n) => return Ok(n),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("at least one candidate"))
+}
+
+/// Removes a temporary file unless it was kept.
+struct Temp(Option<PathBuf>);
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+fn fetch_one(
+    store: &dyn Store,
+    keys: Option<&Keyring>,
+    system: u64,
+    s: &Stored,
+    dest: &Path,
+) -> Result<u64> {
+    let damaged = |why: String| {
+        coded(
+            Code::Integrity,
+            format!(
+                "archived {} of system {system} ({} in {}) {why}: it is not used",
+                s.name,
+                s.key,
+                store.identity()
+            ),
+        )
+    };
+    if keys.is_some() && !s.encrypted {
+        return Err(damaged(
+            "is stored unencrypted, but [encryption] is configured".into(),
+        ));
+    }
+    if keys.is_none() && s.encrypted {
+        return Err(coded(
+            Code::Config,
+            format!(
+                "archived {} is encrypted and no [encryption] key is configured",
+                s.name
+            ),
+        ));
+    }
+    let dir = dest.parent().filter(|p| !p.as_os_str().is_empty());
+    let tmp = dir.unwrap_or(Path::new(".")).join(format!(
+        ".{}.bkp-{:016x}.tmp",
+        s.name,
+        crate::id::random_u64()
+    ));
+    let mut guard = Temp(Some(tmp.clone()));
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("failed to create {}", tmp.display()))?
+    };
+    let raw = store.open(&s.key)?;
+    let plain: Box<dyn Read + Send> = match keys {
+        Some(k) => Box::new(DecryptReader::new(raw, k)?),
+        None => raw,
+    };
+    let mut r = decompress(plain, s.compression)?;
+    let mut w = HashWriter::new(io::BufWriter::new(file));
+    io::copy(&mut r, &mut w).map_err(|e| match coded_io(&e) {
+        true => anyhow::Error::new(e),
+        false => damaged(format!("cannot be read ({e})")),
+    })?;
+    let (w, digest) = w.finish()?;
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    if !super::verifies(keys, system, s, &digest.sha256) {
+        return Err(damaged(
+            "does not match its name's seal: it was altered, or stored under another file's name"
+                .into(),
+        ));
+    }
+    file.sync_all()?;
+    fs::rename(&tmp, dest)
+        .with_context(|| format!("failed to move {} to {}", tmp.display(), dest.display()))?;
+    guard.0 = None;
+    Ok(digest.bytes)
+}
+
+/// Whether `e` carries a classified failure (an unreachable store, a wrong
+/// key) rather than damage to the bytes read.
+fn coded_io(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|x| x.downcast_ref::<exit::Coded>().is_some())
+}
+
+/// The WAL archive of `system`: every object whose key parses, with sizes and times.
+pub fn archived(store: &dyn Store, system: u64) -> Result<Vec<Stored>> {
+    Ok(store
+        .list(&super::prefix(system))?
+        .into_iter()
+        .filter_map(|o| {
+            let mut s = super::parse_key(system, &o.key)?;
+            s.size = o.size;
+            s.modified = o.modified;
+            Some(s)
+        })
+        .collect())
+}
+
+/// The systems with an archive in the store.
+pub fn systems(store: &dyn Store) -> Result<Vec<u64>> {
+    let mut out: Vec<u64> = store
+        .list(super::PREFIX)?
+        .into_iter()
+        .filter_map(|o| {
+            o.key
+                .strip_prefix(super::PREFIX)?
+                .split('/')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Reads archived file `s` end to end and checks it against its tag, writing
+/// nothing. For `bkp verify`.
+pub fn check(store: &dyn Store, keys: Option<&Keyring>, system: u64, s: &Stored) -> Result<u64> {
+    if keys.is_some() && !s.encrypted {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "{} is stored unencrypted, but [encryption] is configured",
+                s.key
+            ),
+        ));
+    }
+    let raw = store.open(&s.key)?;
+    let plain: Box<dyn Read + Send> = match keys {
+        Some(k) => Box::new(DecryptReader::new(raw, k)?),
+        None => raw,
+    };
+    let digest =
+        digest_reader(decompress(plain, s.compression)?).map_err(|e| match coded_io(&e) {
+            true => anyhow::Error::new(e),
+            false => coded(Code::Integrity, format!("{} cannot be read ({e})", s.key)),
+        })?;
+    if !super::verifies(keys, system, s, &digest.sha256) {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "{} does not match its name's seal: it was altered, or stored under another file's name",
+                s.key
+            ),
+        ));
+    }
+    Ok(digest.bytes)
+}
+
+/// The WAL archive of one system, as `list`, `status` and `verify` show it.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    pub system: u64,
+    /// The oldest kept base backup's first segment: what recovery can start from.
+    pub from: Option<String>,
+    pub summary: Summary,
+    pub objects: Vec<Stored>,
+}
+
+impl Archive {
+    /// One line for people.
+    pub fn describe(&self, now: time::OffsetDateTime) -> String {
+        let s = &self.summary;
+        let runs: Vec<String> = s
+            .timelines
+            .iter()
+            .map(|(tli, runs)| {
+                let n: u64 = runs.iter().map(|r| r.segments).sum();
+                format!(
+                    "timeline {tli}: {} to {} ({n} segments)",
+                    runs.first().map_or("?", |r| r.first.as_str()),
+                    runs.last().map_or("?", |r| r.last.as_str())
+                )
+            })
+            .collect();
+        let gaps = s.gaps();
+        format!(
+            "WAL archive of system {}: {} files, {}; {}; {}{}",
+            self.system,
+            s.objects,
+            crate::ui::size(s.bytes),
+            if runs.is_empty() {
+                "no segments".to_string()
+            } else {
+                runs.join(", ")
+            },
+            match gaps.len() {
+                0 => "no gaps".to_string(),
+                n => format!(
+                    "{n} gap(s): {}",
+                    gaps.iter()
+                        .map(|(_, a, b)| format!("after {a} up to {b}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+            s.newest
+                .map(|t| format!(
+                    "; newest archived {} ago",
+                    crate::ui::human_duration((now - t).try_into().unwrap_or_default())
+                ))
+                .unwrap_or_default()
+        )
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "system": self.system.to_string(),
+            "from": self.from,
+            "files": self.summary.objects,
+            "bytes": self.summary.bytes,
+            "newest": self.summary.newest.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+            "histories": self.summary.histories,
+            "timelines": self.summary.timelines.iter().map(|(tli, runs)| serde_json::json!({
+                "timeline": tli,
+                "runs": runs.iter().map(|r| serde_json::json!({"first": r.first, "last": r.last, "segments": r.segments})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "gaps": self.summary.gaps().iter().map(|(tli, a, b)| serde_json::json!({"timeline": tli, "after": a, "before": b})).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// The archives of the systems base backups in `manifests` name (and, with
+/// `every`, of every system with an archive in the store), summarized from
+/// the oldest base backup's first segment on.
+pub fn archives(
+    store: &dyn Store,
+    manifests: &[crate::manifest::Manifest],
+    every: bool,
+) -> Result<Vec<Archive>> {
+    let mut starts: std::collections::BTreeMap<u64, (u64, String, u64)> = Default::default();
+    for m in manifests {
+        if let Some((system, start, size)) = crate::manifest::postgres::wal_start(m) {
+            let name = m
+                .source
+                .get("wal_start")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string();
+            let e = starts
+                .entry(system)
+                .or_insert((start.position, name.clone(), size));
+            if start.position < e.0 {
+                *e = (start.position, name, size);
+            }
+        }
+    }
+    let mut systems: Vec<u64> = starts.keys().copied().collect();
+    if every {
+        systems.extend(self::systems(store)?);
+        systems.sort_unstable();
+        systems.dedup();
+    }
+    let mut out = Vec::new();
+    for system in systems {
+        let objects = archived(store, system)?;
+        if objects.is_empty() && !starts.contains_key(&system) {
+            continue;
+        }
+        let (from, name, size) = match starts.get(&system) {
+            Some((p, n, s)) => (Some(*p), Some(n.clone()), *s),
+            None => (None, None, super::DEFAULT_SEGMENT_SIZE),
+        };
+        out.push(Archive {
+            system,
+            from: name,
+            summary: super::summarize(&objects, size, from),
+            objects,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,432 @@
+//! The PostgreSQL WAL archive in the store: one object per file PostgreSQL
+//! hands to `archive_command` (WAL segments, timeline history files, backup
+//! history files), and no manifest.
+//!
+//! Why no manifest: a busy server archives a segment every few seconds, and a
+//! quiet one with `archive_timeout = 60` still 1,440 a day. A manifest per
+//! segment would make every `list`, `status` and `cleanup` read hundreds of
+//! thousands of documents. Instead each object's *key* proves itself:
+//!
+//! `wal/{system}/{name}.{tag}{suffix}`
+//!
+//! * `system`: the cluster's system identifier (decimal), from its
+//!   `pg_control`: two clusters never share a directory, and a restored copy
+//!   that starts archiving by mistake cannot fill its source's.
+//! * `name`: the file name PostgreSQL gave it (`000000010000000A000000FF`,
+//!   `00000002.history`, `…​.partial`, `…​.00000028.backup`).
+//! * `tag`: [`seal::tag`] of [`message`]: the system, the name and the SHA-256
+//!   of the file's content, under the configured key (HMAC-SHA256) or this
+//!   host's signing key (Ed25519). Only a key holder can name an object so
+//!   that it verifies, so a hostile store can delete segments (a gap, which
+//!   `verify` and `status` report) but not swap, alter or invent one; and the
+//!   tag of a file is the same every time, which makes `archive_command`
+//!   idempotent: a retried push finds its own object by name.
+//! * `suffix`: the compression extension and `.enc`, as for every object.
+//!
+//! The object itself is the file compressed and encrypted by the usual
+//! stream format; the reader checks every chunk, then the content's SHA-256
+//! against the tag, before a byte reaches PostgreSQL.
+
+use std::collections::BTreeMap;
+
+use time::OffsetDateTime;
+
+use crate::crypto::Keyring;
+use crate::stages::compress::Compression;
+
+use super::seal;
+
+pub mod archive;
+
+/// Where the archive lives in the store.
+pub const PREFIX: &str = "wal/";
+
+/// WAL segment size when nothing records it (PostgreSQL's default).
+pub const DEFAULT_SEGMENT_SIZE: u64 = 16 * 1024 * 1024;
+
+/// What a file PostgreSQL archives is, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FileKind {
+    /// A WAL segment: `TTTTTTTTXXXXXXXXYYYYYYYY`.
+    Segment,
+    /// The last, partial segment of a timeline a standby left when promoted.
+    Partial,
+    /// A backup history file: `TTTTTTTTXXXXXXXXYYYYYYYY.OOOOOOOO.backup`.
+    BackupHistory,
+    /// A timeline history file: `TTTTTTTT.history`.
+    History,
+}
+
+/// A file name PostgreSQL archives, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalName {
+    pub timeline: u32,
+    /// `XXXXXXXXYYYYYYYY` as one number (log id, segment in log); 0 for history files.
+    pub position: u64,
+    pub kind: FileKind,
+}
+
+fn hex8(s: &str) -> Option<u32> {
+    (s.len() == 8
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase()))
+    .then(|| u32::from_str_radix(s, 16).ok())
+    .flatten()
+}
+
+/// Parses a file name PostgreSQL archives; `None` for anything else (which is
+/// never stored: a path like `../x` cannot become a key).
+pub fn parse_name(name: &str) -> Option<WalName> {
+    if let Some(tli) = name.strip_suffix(".history") {
+        return Some(WalName {
+            timeline: hex8(tli)?,
+            position: 0,
+            kind: FileKind::History,
+        });
+    }
+    let (segment, kind) = if let Some(s) = name.strip_suffix(".partial") {
+        (s, FileKind::Partial)
+    } else if let Some(s) = name.strip_suffix(".backup") {
+        let (seg, offset) = s.split_once('.')?;
+        hex8(offset)?;
+        (seg, FileKind::BackupHistory)
+    } else {
+        (name, FileKind::Segment)
+    };
+    if segment.len() != 24 || !segment.is_ascii() {
+        return None;
+    }
+    let timeline = hex8(&segment[..8])?;
+    let log = hex8(&segment[8..16])?;
+    let seg = hex8(&segment[16..])?;
+    Some(WalName {
+        timeline,
+        position: (u64::from(log) << 32) | u64::from(seg),
+        kind,
+    })
+}
+
+/// The segment file name for timeline `timeline` at byte position `lsn`.
+pub fn segment_name(timeline: u32, lsn: u64, segment_size: u64) -> String {
+    let per_log = segments_per_log(segment_size);
+    let segno = lsn / segment_size.max(1);
+    format!(
+        "{timeline:08X}{:08X}{:08X}",
+        segno / per_log,
+        segno % per_log
+    )
+}
+
+/// `0x1_0000_0000 / segment_size`: how many segments one log id holds.
+pub fn segments_per_log(segment_size: u64) -> u64 {
+    (0x1_0000_0000u64 / segment_size.max(1)).max(1)
+}
+
+/// The segment after `position` (log id and segment packed as in [`WalName`]).
+pub fn next_position(position: u64, segment_size: u64) -> u64 {
+    let (log, seg) = (position >> 32, position & 0xFFFF_FFFF);
+    if seg + 1 >= segments_per_log(segment_size) {
+        (log + 1) << 32
+    } else {
+        (log << 32) | (seg + 1)
+    }
+}
+
+/// The text the tag of file `name` of system `system` with content digest
+/// `content_sha256` seals.
+pub fn message(system: u64, name: &str, content_sha256: &str) -> Vec<u8> {
+    format!("bkp wal v1\n{system}\n{name}\n{content_sha256}\n").into_bytes()
+}
+
+/// `wal/{system}/`.
+pub fn prefix(system: u64) -> String {
+    format!("{PREFIX}{system}/")
+}
+
+/// `wal/{system}/{name}.` : every object stored for file `name`.
+pub fn name_prefix(system: u64, name: &str) -> String {
+    format!("{}{name}.", prefix(system))
+}
+
+/// The key of file `name` with `tag`, stored with `compression` and encrypted
+/// when `encrypted`.
+pub fn key(
+    system: u64,
+    name: &str,
+    tag: &str,
+    compression: Compression,
+    encrypted: bool,
+) -> String {
+    let ext = compression.extension();
+    format!(
+        "{}{tag}{}{ext}{}",
+        name_prefix(system, name),
+        if ext.is_empty() { "" } else { "." },
+        if encrypted { ".enc" } else { "" }
+    )
+}
+
+/// One object of the archive, as its key describes it (not yet verified).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub key: String,
+    pub name: String,
+    pub wal: WalName,
+    pub tag: String,
+    pub compression: Compression,
+    pub encrypted: bool,
+    pub size: u64,
+    pub modified: Option<OffsetDateTime>,
+}
+
+/// Parses a key under [`prefix`]`(system)`; `None` for anything that is not
+/// one of the archive's names.
+pub fn parse_key(system: u64, key: &str) -> Option<Stored> {
+    let rest = key.strip_prefix(&prefix(system))?;
+    let (rest, encrypted) = match rest.strip_suffix(".enc") {
+        Some(r) => (r, true),
+        None => (rest, false),
+    };
+    let (rest, compression) = if let Some(r) = rest.strip_suffix(".zst") {
+        (
+            r,
+            Compression::Zstd {
+                level: 3,
+                threads: 0,
+            },
+        )
+    } else if let Some(r) = rest.strip_suffix(".gz") {
+        (r, Compression::Gzip { level: 6 })
+    } else {
+        (rest, Compression::None)
+    };
+    let (name, tag) = rest.rsplit_once('.')?;
+    if !(tag.len() == 64 || tag.len() == 128) || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(Stored {
+        key: key.to_string(),
+        name: name.to_string(),
+        wal: parse_name(name)?,
+        tag: tag.to_string(),
+        compression,
+        encrypted,
+        size: 0,
+        modified: None,
+    })
+}
+
+/// Whether the object `s` holds file `s.name` with content digest
+/// `content_sha256`, written by a holder of one of `keys`.
+pub fn verifies(keys: Option<&Keyring>, system: u64, s: &Stored, content_sha256: &str) -> bool {
+    seal::tag_verifies(keys, &message(system, &s.name, content_sha256), &s.tag)
+}
+
+/// One timeline's run of consecutive segments in the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub first: String,
+    pub last: String,
+    pub segments: u64,
+}
+
+/// The archive of one system as its listing shows it: per timeline, the runs
+/// of consecutive segments (more than one run: gaps between them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub timelines: BTreeMap<u32, Vec<Run>>,
+    /// Timelines with a history file.
+    pub histories: Vec<u32>,
+    pub objects: u64,
+    pub bytes: u64,
+    pub newest: Option<OffsetDateTime>,
+}
+
+impl Summary {
+    /// The gaps: (timeline, last segment before, first segment after).
+    pub fn gaps(&self) -> Vec<(u32, String, String)> {
+        let mut out = Vec::new();
+        for (tli, runs) in &self.timelines {
+            for w in runs.windows(2) {
+                out.push((*tli, w[0].last.clone(), w[1].first.clone()));
+            }
+        }
+        out
+    }
+}
+
+/// Summarizes the archive objects `stored` (one system's), with segments of
+/// `segment_size` bytes. Only segments at or after `from` (a position) count,
+/// so that WAL older than every base backup is not reported as a gap.
+pub fn summarize(stored: &[Stored], segment_size: u64, from: Option<u64>) -> Summary {
+    let mut s = Summary::default();
+    let mut by_tli: BTreeMap<u32, std::collections::BTreeSet<u64>> = BTreeMap::new();
+    for o in stored {
+        s.objects += 1;
+        s.bytes += o.size;
+        s.newest = s.newest.max(o.modified);
+        match o.wal.kind {
+            FileKind::Segment => {
+                if from.is_none_or(|f| o.wal.position >= f) {
+                    by_tli
+                        .entry(o.wal.timeline)
+                        .or_default()
+                        .insert(o.wal.position);
+                }
+            }
+            FileKind::History => s.histories.push(o.wal.timeline),
+            FileKind::Partial | FileKind::BackupHistory => {}
+        }
+    }
+    let name = |tli: u32, p: u64| format!("{tli:08X}{:08X}{:08X}", p >> 32, p & 0xFFFF_FFFF);
+    for (tli, positions) in by_tli {
+        let mut runs: Vec<Run> = Vec::new();
+        let mut prev: Option<u64> = None;
+        for p in positions {
+            match (prev, runs.last_mut()) {
+                (Some(q), Some(run)) if next_position(q, segment_size) == p => {
+                    run.last = name(tli, p);
+                    run.segments += 1;
+                }
+                _ => runs.push(Run {
+                    first: name(tli, p),
+                    last: name(tli, p),
+                    segments: 1,
+                }),
+            }
+            prev = Some(p);
+        }
+        s.timelines.insert(tli, runs);
+    }
+    s.histories.sort_unstable();
+    s.histories.dedup();
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_nothing_else_does() {
+        let w = parse_name("000000020000000A000000FF").unwrap();
+        assert_eq!(
+            (w.timeline, w.position, w.kind),
+            (2, (0xA << 32) | 0xFF, FileKind::Segment)
+        );
+        assert_eq!(
+            parse_name("00000003.history").unwrap().kind,
+            FileKind::History
+        );
+        assert_eq!(
+            parse_name("000000010000000000000002.00000028.backup")
+                .unwrap()
+                .kind,
+            FileKind::BackupHistory
+        );
+        assert_eq!(
+            parse_name("000000010000000000000002.partial").unwrap().kind,
+            FileKind::Partial
+        );
+        for bad in [
+            "",
+            "../../etc/passwd",
+            "00000001000000000000000",
+            "0000000100000000000000020",
+            "00000001000000000000000g",
+            "000000010000000000000002 ",
+            "0000000a0000000000000002",
+            "x.history",
+            "000000010000000000000002.backup",
+            "000000010000000000000002/..",
+        ] {
+            assert!(parse_name(bad).is_none(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn segment_names_follow_the_segment_size() {
+        let mb16 = 16 * 1024 * 1024;
+        assert_eq!(
+            segment_name(1, 0x1_0300_0028, mb16),
+            "000000010000000100000003"
+        );
+        assert_eq!(next_position(0xFF, mb16), 1 << 32);
+        assert_eq!(next_position(0xFE, mb16), 0xFF);
+        // 1 GiB segments: four per log id.
+        assert_eq!(next_position(3, 1 << 30), 1 << 32);
+        assert_eq!(
+            segment_name(1, 3 << 30, 1 << 30),
+            "000000010000000000000003"
+        );
+    }
+
+    fn stored(name: &str) -> Stored {
+        let k = key(
+            7,
+            name,
+            &"ab".repeat(32),
+            Compression::Zstd {
+                level: 3,
+                threads: 0,
+            },
+            true,
+        );
+        let mut s = parse_key(7, &k).unwrap();
+        s.size = 10;
+        s
+    }
+
+    #[test]
+    fn keys_round_trip_and_foreign_keys_are_not_archive_objects() {
+        let s = stored("000000010000000000000002.00000028.backup");
+        assert_eq!(s.name, "000000010000000000000002.00000028.backup");
+        assert!(s.encrypted);
+        assert_eq!(s.tag, "ab".repeat(32));
+        assert!(parse_key(7, &s.key.replace("wal/7/", "wal/8/")).is_none());
+        assert!(parse_key(7, "wal/7/000000010000000000000002.short.zst.enc").is_none());
+        assert!(parse_key(7, "wal/7/junk").is_none());
+    }
+
+    #[test]
+    fn gaps_are_found_per_timeline_and_across_log_ids() {
+        let names = [
+            "0000000100000000000000FE",
+            "0000000100000000000000FF",
+            "000000010000000100000000",
+            "000000010000000100000002",
+            "000000020000000100000002",
+            "00000002.history",
+        ];
+        let all: Vec<Stored> = names.iter().map(|n| stored(n)).collect();
+        let s = summarize(&all, DEFAULT_SEGMENT_SIZE, None);
+        assert_eq!(s.objects, 6);
+        assert_eq!(s.histories, vec![2]);
+        assert_eq!(s.timelines[&1].len(), 2);
+        assert_eq!(s.timelines[&1][0].segments, 3);
+        assert_eq!(
+            s.gaps(),
+            vec![(
+                1,
+                "000000010000000100000000".to_string(),
+                "000000010000000100000002".to_string()
+            )]
+        );
+        // From the newest base backup's start on, there is no gap.
+        let s = summarize(&all, DEFAULT_SEGMENT_SIZE, Some((1 << 32) | 2));
+        assert!(s.gaps().is_empty(), "{s:?}");
+    }
+
+    #[test]
+    fn tags_bind_system_name_and_content() {
+        let m = message(7, "000000010000000000000002", "aa");
+        let t = seal::tag(None, &m).unwrap();
+        let mut s = stored("000000010000000000000002");
+        s.tag = t;
+        assert!(verifies(None, 7, &s, "aa"));
+        assert!(!verifies(None, 7, &s, "ab"));
+        assert!(!verifies(None, 8, &s, "aa"));
+        s.name = "000000010000000000000003".into();
+        assert!(!verifies(None, 7, &s, "aa"));
+    }
+}
