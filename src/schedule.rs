@@ -154,6 +154,8 @@ pub struct FreshnessPlan {
     pub watch: Vec<Schedule>,
     pub ignore: Vec<Schedule>,
     pub rules: Vec<Rule>,
+    /// How old the newest archived WAL file may be (`freshness.wal`).
+    pub wal: Option<Duration>,
 }
 
 impl Rule {
@@ -176,6 +178,7 @@ impl Default for FreshnessPlan {
             watch: Vec::new(),
             ignore: Vec::new(),
             rules: Schedule::ALL.map(Rule::default_for).to_vec(),
+            wal: None,
         }
     }
 }

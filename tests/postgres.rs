@@ -907,7 +907,11 @@ fn archive_objects(s: &Setup) -> Vec<PathBuf> {
 
 #[test]
 fn wal_push_is_idempotent_and_fetch_refuses_what_the_store_altered() {
-    let s = Setup::new(StoreKind::Local, true, "[postgres]\ndatabase = \"app\"\n");
+    let s = Setup::new(
+        StoreKind::Local,
+        true,
+        "[postgres]\ndatabase = \"app\"\n[freshness]\nwal = \"15m\"\n",
+    );
     let system = 7_301_234_567_890_123_456u64;
     let data = fake_pgdata(s.dir.path(), system);
     let pgdata = data.to_str().unwrap();
@@ -1012,6 +1016,29 @@ fn wal_push_is_idempotent_and_fetch_refuses_what_the_store_altered() {
     let out = s.bkp(&["--json", "status"]);
     let report = json(&out);
     assert_eq!(report["wal"][0]["gaps"][0]["after"], seg(2), "{report}");
+    assert_eq!(report["wal_alarms"], serde_json::json!([]), "{report}");
+    // Two hours without a new file: archiving stopped, status says so.
+    let later = time::OffsetDateTime::now_utc() + time::Duration::hours(2);
+    let mut env = s.env.clone();
+    env.push((
+        "BKP_NOW".into(),
+        later
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap(),
+    ));
+    let out = run_bkp(
+        &["--config", s.config.to_str().unwrap(), "--json", "status"],
+        &env,
+    );
+    assert_exit(&out, 11);
+    let report = json(&out);
+    assert!(
+        report["wal_alarms"][0]
+            .as_str()
+            .unwrap()
+            .contains("has nothing newer than 2h"),
+        "{report}"
+    );
 }
 
 /// Runs `bkp` as the user PostgreSQL runs as (`postgres` under root): its

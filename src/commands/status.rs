@@ -168,6 +168,29 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             ));
         }
     }
+    let mut wal_alarms: Vec<String> = Vec::new();
+    // A server that stopped archiving loses every point in time after it.
+    if let Some(rpo) = ctx.plan.freshness.wal {
+        for a in &archives {
+            let age = a
+                .summary
+                .newest
+                .map(|t| (now - t).try_into().unwrap_or_default());
+            match age {
+                Some(age) if age <= rpo => {}
+                Some(age) => wal_alarms.push(format!(
+                    "the WAL archive of system {} has nothing newer than {} (freshness.wal {}): check the server's archive_command with `bkp check` and its log",
+                    a.system,
+                    human_duration(age),
+                    human_duration(rpo)
+                )),
+                None => wal_alarms.push(format!(
+                    "the WAL archive of system {} is empty: set the server's archive_command to `bkp … wal push %p`",
+                    a.system
+                )),
+            }
+        }
+    }
     if ctx.ui.json {
         let rows: Vec<_> = verdicts
             .iter()
@@ -197,7 +220,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             "schema": "bkp.status/1",
             "now": rfc3339(now),
             "store": store.identity(),
-            "ok": verdicts.iter().all(|v| !v.state.is_alarm()),
+            "ok": verdicts.iter().all(|v| !v.state.is_alarm()) && wal_alarms.is_empty(),
+            "wal_alarms": wal_alarms,
             "schedules": rows,
             "manifests_listed": scan.listed,
             "manifests_read": scan.read,
@@ -211,7 +235,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         }
     }
 
-    let alarms: Vec<String> = verdicts
+    let mut alarms: Vec<String> = verdicts
         .iter()
         .filter(|v| v.state.is_alarm())
         .map(|v| {
@@ -227,21 +251,25 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             }
         })
         .collect();
+    alarms.extend(wal_alarms.iter().cloned());
     if !alarms.is_empty() {
-        return Err(coded(
-            Code::Stale,
-            format!(
-                "{} in {}: run each now by hand (`{}`), then find out why its timer did not (journalctl -u 'bkp-*')",
-                alarms.join("; "),
-                store.identity(),
-                verdicts
-                    .iter()
-                    .filter(|v| v.state.is_alarm())
-                    .map(|v| v.rule.schedule.command())
-                    .collect::<Vec<_>>()
-                    .join("`, `")
-            ),
-        ));
+        return Err(coded(Code::Stale, {
+            let commands: Vec<&str> = verdicts
+                .iter()
+                .filter(|v| v.state.is_alarm())
+                .map(|v| v.rule.schedule.command())
+                .collect();
+            if commands.is_empty() {
+                format!("{} in {}", alarms.join("; "), store.identity())
+            } else {
+                format!(
+                        "{} in {}: run each now by hand (`{}`), then find out why its timer did not (journalctl -u 'bkp-*')",
+                        alarms.join("; "),
+                        store.identity(),
+                        commands.join("`, `")
+                    )
+            }
+        }));
     }
     ctx.ui.info(&format!(
         "all {} watched schedules are within their RPO",

@@ -28,6 +28,9 @@ pub struct FreshnessFile {
     /// `[freshness.every]`: how often each schedule runs (for the next due time).
     #[serde(default)]
     pub every: PerSchedule,
+    /// The newest archived WAL file of each base-backed PostgreSQL server must be
+    /// younger than this; unset: not watched.
+    pub wal: Option<String>,
 }
 
 /// Per-schedule durations; every key optional.
@@ -96,10 +99,15 @@ pub(super) fn validate(f: FreshnessFile, v: &Validator) -> Result<FreshnessPlan>
             grace: grace.unwrap_or(rpo / 10),
         });
     }
+    let wal = match &f.wal {
+        Some(text) => Some(v.positive_duration("freshness.wal", text)?),
+        None => None,
+    };
     Ok(FreshnessPlan {
         watch,
         ignore,
         rules,
+        wal,
     })
 }
 
