@@ -3,7 +3,7 @@
 //! summarized for `list`, `status`, `verify` and `cleanup`.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -12,21 +12,28 @@ use super::{Stored, Summary};
 use crate::crypto::{DecryptReader, Keyring};
 use crate::exit::{self, coded, Code};
 use crate::stages::compress::decompress;
-use crate::stages::hash::{digest_reader, HashWriter};
+use crate::stages::hash::HashWriter;
 use crate::store::Store;
 
-/// The archive's objects for file `name` of `system`, as their keys describe them.
-pub fn candidates(store: &dyn Store, system: u64, name: &str) -> Result<Vec<Stored>> {
-    let mut found: Vec<Stored> = store
-        .list(&super::name_prefix(system, name))?
+/// The objects of `system`'s archive under `prefix`, as their keys describe
+/// them (keys that are not the archive's are left out).
+fn listed(store: &dyn Store, system: u64, prefix: &str) -> Result<Vec<Stored>> {
+    Ok(store
+        .list(prefix)?
         .into_iter()
         .filter_map(|o| {
             let mut s = super::parse_key(system, &o.key)?;
             s.size = o.size;
             s.modified = o.modified;
-            (s.name == name).then_some(s)
+            Some(s)
         })
-        .collect();
+        .collect())
+}
+
+/// The archive's objects for file `name` of `system`, newest first.
+pub fn candidates(store: &dyn Store, system: u64, name: &str) -> Result<Vec<Stored>> {
+    let mut found = listed(store, system, &super::name_prefix(system, name))?;
+    found.retain(|s| s.name == name);
     found.sort_by_key(|s| std::cmp::Reverse(s.modified));
     Ok(found)
 }
@@ -58,7 +65,7 @@ pub fn fetch_into(
             Err(e) => last = Some(e),
         }
     }
-    Err(last.expect("at least one candidate"))
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("{name} of system {system} could not be read")))
 }
 
 /// Removes a temporary file unless it was kept.
@@ -78,6 +85,42 @@ fn fetch_one(
     system: u64,
     s: &Stored,
     dest: &Path,
+) -> Result<u64> {
+    let dir = dest.parent().filter(|p| !p.as_os_str().is_empty());
+    let tmp = dir.unwrap_or(Path::new(".")).join(format!(
+        ".{}.bkp-{:016x}.tmp",
+        s.name,
+        crate::id::random_u64()
+    ));
+    let mut guard = Temp(Some(tmp.clone()));
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("failed to create {}", tmp.display()))?
+    };
+    let mut w = io::BufWriter::new(file);
+    let bytes = read_verified(store, keys, system, s, &mut w)?;
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    fs::rename(&tmp, dest)
+        .with_context(|| format!("failed to move {} to {}", tmp.display(), dest.display()))?;
+    guard.0 = None;
+    Ok(bytes)
+}
+
+/// Reads archived file `s` into `w`, decrypted and decompressed, and checks
+/// its content against the tag of its name; the bytes written. What `w` got
+/// is not to be used unless this returns `Ok`.
+fn read_verified(
+    store: &dyn Store,
+    keys: Option<&Keyring>,
+    system: u64,
+    s: &Stored,
+    w: &mut dyn Write,
 ) -> Result<u64> {
     let damaged = |why: String| {
         coded(
@@ -104,45 +147,24 @@ fn fetch_one(
             ),
         ));
     }
-    let dir = dest.parent().filter(|p| !p.as_os_str().is_empty());
-    let tmp = dir.unwrap_or(Path::new(".")).join(format!(
-        ".{}.bkp-{:016x}.tmp",
-        s.name,
-        crate::id::random_u64()
-    ));
-    let mut guard = Temp(Some(tmp.clone()));
-    let file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("failed to create {}", tmp.display()))?
-    };
     let raw = store.open(&s.key)?;
     let plain: Box<dyn Read + Send> = match keys {
         Some(k) => Box::new(DecryptReader::new(raw, k)?),
         None => raw,
     };
     let mut r = decompress(plain, s.compression)?;
-    let mut w = HashWriter::new(io::BufWriter::new(file));
-    io::copy(&mut r, &mut w).map_err(|e| match coded_io(&e) {
+    let mut hashed = HashWriter::new(w);
+    io::copy(&mut r, &mut hashed).map_err(|e| match coded_io(&e) {
         true => anyhow::Error::new(e),
         false => damaged(format!("cannot be read ({e})")),
     })?;
-    let (w, digest) = w.finish()?;
-    let file = w.into_inner().map_err(|e| e.into_error())?;
+    let (_, digest) = hashed.finish()?;
     if !super::verifies(keys, system, s, &digest.sha256) {
         return Err(damaged(
             "does not match its name's seal: it was altered, or stored under another file's name"
                 .into(),
         ));
     }
-    file.sync_all()?;
-    fs::rename(&tmp, dest)
-        .with_context(|| format!("failed to move {} to {}", tmp.display(), dest.display()))?;
-    guard.0 = None;
     Ok(digest.bytes)
 }
 
@@ -155,16 +177,7 @@ fn coded_io(e: &io::Error) -> bool {
 
 /// The WAL archive of `system`: every object whose key parses, with sizes and times.
 pub fn archived(store: &dyn Store, system: u64) -> Result<Vec<Stored>> {
-    Ok(store
-        .list(&super::prefix(system))?
-        .into_iter()
-        .filter_map(|o| {
-            let mut s = super::parse_key(system, &o.key)?;
-            s.size = o.size;
-            s.modified = o.modified;
-            Some(s)
-        })
-        .collect())
+    listed(store, system, &super::prefix(system))
 }
 
 /// The systems with an archive in the store.
@@ -189,35 +202,7 @@ pub fn systems(store: &dyn Store) -> Result<Vec<u64>> {
 /// Reads archived file `s` end to end and checks it against its tag, writing
 /// nothing. For `bkp verify`.
 pub fn check(store: &dyn Store, keys: Option<&Keyring>, system: u64, s: &Stored) -> Result<u64> {
-    if keys.is_some() && !s.encrypted {
-        return Err(coded(
-            Code::Integrity,
-            format!(
-                "{} is stored unencrypted, but [encryption] is configured",
-                s.key
-            ),
-        ));
-    }
-    let raw = store.open(&s.key)?;
-    let plain: Box<dyn Read + Send> = match keys {
-        Some(k) => Box::new(DecryptReader::new(raw, k)?),
-        None => raw,
-    };
-    let digest =
-        digest_reader(decompress(plain, s.compression)?).map_err(|e| match coded_io(&e) {
-            true => anyhow::Error::new(e),
-            false => coded(Code::Integrity, format!("{} cannot be read ({e})", s.key)),
-        })?;
-    if !super::verifies(keys, system, s, &digest.sha256) {
-        return Err(coded(
-            Code::Integrity,
-            format!(
-                "{} does not match its name's seal: it was altered, or stored under another file's name",
-                s.key
-            ),
-        ));
-    }
-    Ok(digest.bytes)
+    read_verified(store, keys, system, s, &mut io::sink())
 }
 
 /// The WAL archive of one system, as `list`, `status` and `verify` show it.
