@@ -23,6 +23,8 @@
 //!   and proved (or failed to prove) it loads, before the scratch is removed.
 //! - `cleanup-after-manifest`: cleanup wrote a tombstone and deleted the
 //!   manifest, before deleting the backup's objects.
+//! - `wal-push-stored`: `bkp wal push` stored its file, before it exits 0 (so
+//!   PostgreSQL, seeing no success, pushes the same file again).
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -129,6 +129,7 @@ pub fn push(ctx: &Ctx, path: &Path, pgdata: &Path) -> Result<()> {
             entry.content_sha256
         ));
     }
+    crate::failpoint::hit("wal-push-stored");
     ctx.ui.detail(&format!(
         "archived {name} of system {system} as {key} ({} of {})",
         crate::ui::size(entry.size),

@@ -525,12 +525,19 @@ impl<'a> Server<'a> {
             } else {
                 "--checkpoint=spread"
             });
-        stream_out(c, w, || {
+        let mut sniffer = LabelSniffer::new(w);
+        stream_out(c, &mut sniffer, || {
             format!(
                 "pg_basebackup of the server of {}",
                 self.describe(&self.plan.database)
             )
         })?;
+        // The backup's own start, from its backup_label, where the redo point
+        // of the checkpoint before it is only a lower bound.
+        let wal = match (wal, sniffer.label.as_deref().and_then(label_start)) {
+            (Some(w), Some((timeline, lsn))) => Some(WalStart { timeline, lsn, ..w }),
+            (w, _) => w,
+        };
         Ok(BaseBackup {
             server_version,
             wal,
@@ -946,6 +953,108 @@ fn stream_out(mut c: Command, w: &mut dyn Write, what: impl Fn() -> String) -> R
     })
 }
 
+/// Passes a tar stream through and keeps the content of its `backup_label`
+/// entry (a few hundred bytes), read from the headers as they go by.
+struct LabelSniffer<'a> {
+    inner: &'a mut dyn Write,
+    header: Vec<u8>,
+    /// Bytes of the current entry's data (padded to 512) still to pass.
+    remaining: u64,
+    /// Bytes of `backup_label` still to keep.
+    keep: u64,
+    label: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl<'a> LabelSniffer<'a> {
+    fn new(inner: &'a mut dyn Write) -> Self {
+        LabelSniffer {
+            inner,
+            header: Vec::with_capacity(512),
+            remaining: 0,
+            keep: 0,
+            label: None,
+            done: false,
+        }
+    }
+
+    fn scan(&mut self, mut buf: &[u8]) {
+        while !buf.is_empty() && !self.done {
+            if self.remaining > 0 {
+                let n = (self.remaining.min(buf.len() as u64)) as usize;
+                if self.keep > 0 {
+                    let k = (self.keep.min(n as u64)) as usize;
+                    if let Some(l) = self.label.as_mut() {
+                        l.extend_from_slice(&buf[..k]);
+                    }
+                    self.keep -= k as u64;
+                }
+                self.remaining -= n as u64;
+                buf = &buf[n..];
+                continue;
+            }
+            let n = (512 - self.header.len()).min(buf.len());
+            self.header.extend_from_slice(&buf[..n]);
+            buf = &buf[n..];
+            if self.header.len() < 512 {
+                return;
+            }
+            let h = std::mem::take(&mut self.header);
+            if h.iter().all(|b| *b == 0) {
+                self.done = true;
+                return;
+            }
+            let name_end = h[..100].iter().position(|b| *b == 0).unwrap_or(100);
+            let name = &h[..name_end];
+            let size = std::str::from_utf8(&h[124..136])
+                .ok()
+                .map(|t| t.trim_matches(|c: char| c == '\0' || c == ' '))
+                .and_then(|t| u64::from_str_radix(t, 8).ok());
+            let Some(size) = size else {
+                // Not a header this sniffer understands: stop looking.
+                self.done = true;
+                return;
+            };
+            self.remaining = size.div_ceil(512) * 512;
+            if (name == b"backup_label" || name == b"./backup_label") && size <= 64 * 1024 {
+                self.label = Some(Vec::new());
+                self.keep = size;
+            }
+        }
+    }
+}
+
+impl Write for LabelSniffer<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.scan(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `START WAL LOCATION: 0/9000028 (file …)` and `START TIMELINE: 1` of a
+/// backup_label: the timeline and position the backup starts at.
+fn label_start(label: &[u8]) -> Option<(u32, u64)> {
+    let text = std::str::from_utf8(label).ok()?;
+    let mut lsn = None;
+    let mut timeline = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("START WAL LOCATION: ") {
+            let loc = rest.split_whitespace().next()?;
+            let (hi, lo) = loc.split_once('/')?;
+            lsn =
+                Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?);
+        } else if let Some(rest) = line.strip_prefix("START TIMELINE: ") {
+            timeline = rest.trim().parse().ok();
+        }
+    }
+    Some((timeline?, lsn?))
+}
+
 /// Runs `c`, feeding `input` to its standard input.
 fn stream_in(mut c: Command, input: &mut dyn Read, what: impl Fn() -> String) -> Result<()> {
     c.stdin(Stdio::piped()).stdout(Stdio::null());
@@ -1230,6 +1339,40 @@ fn classify(msg: &str) -> (Option<Code>, &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_backup_label_is_found_in_a_passing_tar_stream() {
+        let label = "START WAL LOCATION: 1/9000028 (file 000000010000000100000009)\nCHECKPOINT LOCATION: 1/9000060\nBACKUP METHOD: streamed\nSTART TIMELINE: 3\n";
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in [
+            ("PG_VERSION", b"15\n".to_vec()),
+            ("base/1/1259", vec![7u8; 3000]),
+            ("backup_label", label.as_bytes().to_vec()),
+            ("global/pg_control", vec![1u8; 8192]),
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o600);
+            h.set_cksum();
+            b.append_data(&mut h, name, &data[..]).unwrap();
+        }
+        let tar = b.into_inner().unwrap();
+        for chunk in [1usize, 7, 511, 512, 4096] {
+            let mut out = Vec::new();
+            let mut sniffer = LabelSniffer::new(&mut out);
+            for piece in tar.chunks(chunk) {
+                sniffer.write_all(piece).unwrap();
+            }
+            let got = sniffer.label.clone().unwrap();
+            assert_eq!(
+                label_start(&got),
+                Some((3, (1 << 32) | 0x900_0028)),
+                "chunks of {chunk}"
+            );
+            assert_eq!(out, tar, "the stream passes unchanged");
+        }
+        assert_eq!(label_start(b"BACKUP METHOD: streamed\n"), None);
+    }
 
     #[test]
     fn tool_messages_become_exit_codes() {

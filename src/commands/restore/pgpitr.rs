@@ -179,7 +179,14 @@ pub fn recover(
         }
         if let Some(status) = server.0.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
             server.0 = None;
-            return Err(failed(&text, status, at, newest.as_deref(), system));
+            let gap = summary
+                .gaps()
+                .into_iter()
+                .next()
+                .and_then(|(_, after, before)| {
+                    wal::missing(&after, &before, segment_size).map(|(first, n)| (first, n, after))
+                });
+            return Err(failed(&text, status, at, newest.as_deref(), gap, system));
         }
         if crate::interrupt::received().is_some() {
             server.stop();
@@ -256,6 +263,7 @@ fn failed(
     status: std::process::ExitStatus,
     at: Option<OffsetDateTime>,
     newest: Option<&str>,
+    gap: Option<(String, u64, String)>,
     system: u64,
 ) -> anyhow::Error {
     let said: Vec<&str> = log
@@ -268,7 +276,17 @@ fn failed(
     } else {
         said.join(" / ")
     };
-    if log.contains("recovery ended before configured recovery target was reached") {
+    let reached_end = log.contains("recovery ended before configured recovery target was reached");
+    if let (true, Some((first, n, after))) = (reached_end, &gap) {
+        return coded(
+            Code::NotFound,
+            format!(
+                "WAL segment {first} is missing from the archive of system {system} ({n} segment(s) after {after}): PostgreSQL replayed up to it and stopped before {} ({said}). Nothing was restored. Restore to a time before the gap, and take a new base backup now: no recovery can pass it",
+                at.map(rfc3339).unwrap_or_default(),
+            ),
+        );
+    }
+    if reached_end {
         return coded(
             Code::NotFound,
             format!(

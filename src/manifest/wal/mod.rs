@@ -132,6 +132,26 @@ pub fn next_position(position: u64, segment_size: u64) -> u64 {
     }
 }
 
+/// The segment file name of timeline `timeline` at `position` (as in [`WalName`]).
+pub fn name_at(timeline: u32, position: u64) -> String {
+    format!(
+        "{timeline:08X}{:08X}{:08X}",
+        position >> 32,
+        position & 0xFFFF_FFFF
+    )
+}
+
+/// The segments missing between `after` and `before` (both segment names of
+/// one timeline): the first and how many.
+pub fn missing(after: &str, before: &str, segment_size: u64) -> Option<(String, u64)> {
+    let (a, b) = (parse_name(after)?, parse_name(before)?);
+    let first = next_position(a.position, segment_size);
+    let per_log = segments_per_log(segment_size);
+    let index = |p: u64| (p >> 32) * per_log + (p & 0xFFFF_FFFF);
+    let count = index(b.position).checked_sub(index(first))?;
+    Some((name_at(a.timeline, first), count))
+}
+
 /// The text the tag of file `name` of system `system` with content digest
 /// `content_sha256` seals.
 pub fn message(system: u64, name: &str, content_sha256: &str) -> Vec<u8> {
@@ -278,7 +298,7 @@ pub fn summarize(stored: &[Stored], segment_size: u64, from: Option<u64>) -> Sum
             FileKind::Partial | FileKind::BackupHistory => {}
         }
     }
-    let name = |tli: u32, p: u64| format!("{tli:08X}{:08X}{:08X}", p >> 32, p & 0xFFFF_FFFF);
+    let name = name_at;
     for (tli, positions) in by_tli {
         let mut runs: Vec<Run> = Vec::new();
         let mut prev: Option<u64> = None;
@@ -411,6 +431,14 @@ mod tests {
                 "000000010000000100000000".to_string(),
                 "000000010000000100000002".to_string()
             )]
+        );
+        assert_eq!(
+            missing(
+                "0000000100000000000000FE",
+                "000000010000000100000002",
+                DEFAULT_SEGMENT_SIZE
+            ),
+            Some(("0000000100000000000000FF".to_string(), 4))
         );
         // From the newest base backup's start on, there is no gap.
         let s = summarize(&all, DEFAULT_SEGMENT_SIZE, Some((1 << 32) | 2));
