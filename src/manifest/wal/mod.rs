@@ -432,13 +432,23 @@ mod tests {
                 "000000010000000100000002".to_string()
             )]
         );
+        // FF, 1/00 and 1/01 lie between: a log holds 256 segments of 16 MiB.
         assert_eq!(
             missing(
                 "0000000100000000000000FE",
                 "000000010000000100000002",
                 DEFAULT_SEGMENT_SIZE
             ),
-            Some(("0000000100000000000000FF".to_string(), 4))
+            Some(("0000000100000000000000FF".to_string(), 3))
+        );
+        // Adjacent segments across a log boundary: nothing is missing.
+        assert_eq!(
+            missing(
+                "0000000100000000000000FF",
+                "000000010000000100000000",
+                DEFAULT_SEGMENT_SIZE
+            ),
+            Some(("000000010000000100000000".to_string(), 0))
         );
         // From the newest base backup's start on, there is no gap.
         let s = summarize(&all, DEFAULT_SEGMENT_SIZE, Some((1 << 32) | 2));
