@@ -9,10 +9,20 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                bkp::exit::USAGE as u8
+            if !e.use_stderr() {
+                return ExitCode::from(0);
+            }
+            // A mistyped restore_command must stop recovery: PostgreSQL reads
+            // exit 2 as "not in the archive" and would end recovery there.
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            let fetch = args
+                .iter()
+                .position(|a| a == "wal")
+                .is_some_and(|i| args.get(i + 1).is_some_and(|a| a == "fetch"));
+            return ExitCode::from(if fetch {
+                200 + bkp::exit::USAGE as u8
             } else {
-                0
+                bkp::exit::USAGE as u8
             });
         }
     };

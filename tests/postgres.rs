@@ -1001,10 +1001,70 @@ fn wal_push_is_idempotent_and_fetch_refuses_what_the_store_altered() {
         fs::read(data.join("pg_wal/RECOVERYXLOG")).unwrap(),
         segment_bytes(2)
     );
-    // Not in the archive: 9, which PostgreSQL takes for the end of the archive.
+    // Past the archive's end: 9, which PostgreSQL takes for the end of the archive.
+    assert_exit(&fetch(&seg(5), "pg_wal/RECOVERYXLOG5"), 9);
+    assert_exit(&fetch("00000003.history", "pg_wal/RECOVERYHISTORY"), 9);
+    // Missing while a later segment is archived: a gap, never the end. 205
+    // stops recovery, naming what comes after it.
     let out = fetch(&seg(3), "pg_wal/RECOVERYXLOG3");
-    assert_exit(&out, 9);
+    assert_exit(&out, 205);
+    let err = text(&out.stderr);
+    assert!(err.contains("gap") && err.contains(&seg(4)), "{err}");
     assert!(!data.join("pg_wal/RECOVERYXLOG3").exists());
+    // A standby falls back to streaming instead of shutting down: bkp's code.
+    fs::write(data.join("standby.signal"), "").unwrap();
+    assert_exit(&fetch(&seg(3), "pg_wal/RECOVERYXLOG3"), 5);
+    fs::remove_file(data.join("standby.signal")).unwrap();
+    // A timeline whose segments are archived but whose history file is not.
+    let tli3 = "000000030000000000000005";
+    fs::write(data.join("pg_wal").join(tli3), segment_bytes(35)).unwrap();
+    assert_exit(&push(tli3), 0);
+    let out = fetch("00000003.history", "pg_wal/RECOVERYHISTORY");
+    assert_exit(&out, 205);
+    assert!(text(&out.stderr).contains(tli3), "{}", text(&out.stderr));
+    // A mistyped restore_command (no destination): recovery stops too.
+    assert_exit(&s.bkp(&["wal", "fetch", &seg(2)]), 202);
+    // An object planted under a name (no key needed) does not block archiving:
+    // the push warns and stores the file under its own name, and fetch finds it.
+    let one = archive_objects(&s)
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains(&seg(1)))
+        .unwrap();
+    let suffix: Vec<String> = one
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .split('.')
+        .skip(2)
+        .map(str::to_string)
+        .collect();
+    let planted = one.with_file_name(format!(
+        "{}.{}.{}",
+        seg(8),
+        "ab".repeat(32),
+        suffix.join(".")
+    ));
+    fs::write(&planted, b"not a WAL segment").unwrap();
+    fs::write(data.join("pg_wal").join(seg(8)), segment_bytes(8)).unwrap();
+    let out = push(&seg(8));
+    assert_exit(&out, 0);
+    assert!(
+        text(&out.stderr).contains("ignored"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_exit(&fetch(&seg(8), "pg_wal/RECOVERYXLOG8"), 0);
+    assert_eq!(
+        fs::read(data.join("pg_wal/RECOVERYXLOG8")).unwrap(),
+        segment_bytes(8)
+    );
+    // Gone again for what follows.
+    for p in archive_objects(&s) {
+        let name = p.to_string_lossy().into_owned();
+        if name.contains(&seg(8)) || name.contains(tli3) {
+            fs::remove_file(p).unwrap();
+        }
+    }
     // Anything else stops recovery: above 125.
     assert_exit(&fetch("../../etc/passwd", "pg_wal/x"), 203);
 
@@ -1242,6 +1302,18 @@ fn the_wal_archive_restores_a_base_backup_to_a_point_in_time_and_proves_it() {
         assert!(!fs::read_to_string(target.join("postgresql.auto.conf"))
             .unwrap()
             .contains("restore_command"));
+        // The new timeline's history file waits to be archived once the
+        // operator turns archiving on (the replay ran with it off).
+        let ready: Vec<String> = fs::read_dir(target.join("pg_wal/archive_status"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".history.ready"))
+            .collect();
+        assert_eq!(ready.len(), 1, "{ready:?}");
+        assert!(target
+            .join("pg_wal")
+            .join(ready[0].trim_end_matches(".ready"))
+            .exists());
         let restored = Postgres::start_on(&target);
         assert_eq!(
             &restored.content(&db),
@@ -1359,6 +1431,15 @@ fn the_wal_archive_restores_a_base_backup_to_a_point_in_time_and_proves_it() {
         "{}",
         text(&out.stderr)
     );
+    // A drill replays to the end, where PostgreSQL would take the gap for the
+    // end and promote: the gap fails it, named.
+    let out = bkp(&["verify", "--drill", "--kind", "postgres"]);
+    assert_exit(&out, 5);
+    assert!(
+        text(&out.stderr).contains("a replay to the end would stop there"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // A new base backup; cleanup keeps only the WAL the kept one needs, and with
     // it goes the gap.
@@ -1399,8 +1480,15 @@ fn the_wal_archive_restores_a_base_backup_to_a_point_in_time_and_proves_it() {
         after >= start,
         "cleanup kept {after}, before {start}: {listed}"
     );
+    // Asked for anyway, a removed segment is a gap (later ones are there),
+    // never the archive's end.
     let out = bkp(&["wal", "fetch", &before, "x", "--system", &system]);
-    assert_exit(&out, 9);
+    assert_exit(&out, 205);
+    assert!(
+        text(&out.stderr).contains("bkp cleanup"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // The drill replays the whole archive onto the newest base backup.
     pg.psql(&db, "INSERT INTO public.more VALUES (2)");

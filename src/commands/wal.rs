@@ -10,11 +10,11 @@
 //! tag of its name.
 //!
 //! Exit codes follow PostgreSQL's rules for these commands: `fetch` exits 9
-//! when the archive has no such file (the normal end of an archive), and
-//! otherwise above 125 (200 + bkp's code), which makes PostgreSQL stop
-//! recovery instead of taking a damaged or unreachable archive for its end;
-//! a standby (`standby.signal`) gets the plain code for an unreachable store,
-//! and retries.
+//! when the archive has no such file and nothing after it (the normal end of
+//! an archive), and otherwise above 125 (200 + bkp's code), which makes
+//! PostgreSQL stop recovery instead of taking a gap, a damaged or unreachable
+//! archive for its end; a standby (`standby.signal`) gets the plain code for
+//! every failure, and retries.
 
 use std::fs;
 use std::io::{self, Read};
@@ -155,7 +155,23 @@ fn already_archived(
         ));
         return Ok(true);
     }
-    if let Some(other) = found.first() {
+    // Another content under the name blocks this one only when it is
+    // authentic: an object planted or damaged in the store must not stop
+    // archiving (PostgreSQL would keep the WAL until its disk fills).
+    let mut authentic = None;
+    for s in &found {
+        match archive::check(store, keys, system, s) {
+            Ok(_) => {
+                authentic = Some(s);
+                break;
+            }
+            Err(e) if exit::exit_code(&e) == exit::INTEGRITY => ctx.ui.warn(&format!(
+                "{e:#}; ignored: this push stores the file under its own name"
+            )),
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(other) = authentic {
         return Err(coded(
             Code::Integrity,
             format!(
@@ -191,12 +207,14 @@ pub fn fetch(ctx: &Ctx, name: &str, dest: &Path, pgdata: &Path, system: Option<u
     Ok(())
 }
 
-/// The exit code of a failed `wal fetch` (see the module's documentation).
+/// The exit code of a failed `wal fetch` (see the module's documentation). A
+/// standby gets bkp's own codes (all below 126): it falls back to streaming
+/// and asks again, where a code above 125 would shut it down.
 pub fn fetch_exit_code(code: i32, pgdata: &Path) -> i32 {
     match code {
         exit::NOT_FOUND => code,
         c if c > 125 => c,
-        exit::TRANSIENT if pgdata.join("standby.signal").exists() => code,
+        c if pgdata.join("standby.signal").exists() => c,
         c => 200 + c,
     }
 }

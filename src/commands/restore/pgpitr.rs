@@ -125,6 +125,21 @@ pub fn recover(
         .filter_map(|runs| runs.last().map(|r| r.last.clone()))
         .max();
 
+    // Replayed to its end (a drill), the archive is proven whole only without
+    // gaps: PostgreSQL would take the first missing segment for the end.
+    if at.is_none() {
+        if let Some((_, after, before)) = summary.gaps().into_iter().next() {
+            let first = wal::missing(&after, &before, segment_size)
+                .map_or(before.clone(), |(first, _)| first);
+            return Err(coded(
+                Code::Integrity,
+                format!(
+                    "WAL segment {first} is missing from the archive of system {system} (after {after}, before {before}): a replay to the end would stop there. Take a new base backup now: no recovery can pass it"
+                ),
+            ));
+        }
+    }
+
     // 2. PostgreSQL replays it, with settings of bkp's own.
     write_recovery(dir, &wal_dir, at)?;
     for (name, text) in [
@@ -247,6 +262,20 @@ pub fn recover(
             .trim()
             .to_string()
     });
+    // The new timeline's history file: PostgreSQL marks it for archiving only
+    // when archiving is on, and it was off here. Marked now, the server archives
+    // it once its operator turns archiving on, so that later restores know the
+    // branch (and never choose its timeline id again).
+    if let Some(tli) = timeline.as_deref().and_then(|t| t.parse::<u32>().ok()) {
+        let history = format!("{tli:08X}.history");
+        if dir.join("pg_wal").join(&history).exists() {
+            let ready = dir
+                .join("pg_wal/archive_status")
+                .join(format!("{history}.ready"));
+            fs::write(&ready, b"")
+                .with_context(|| format!("failed to create {}", ready.display()))?;
+        }
+    }
     remove_recovery(dir)?;
     Ok(Reached {
         stop,

@@ -50,6 +50,22 @@ pub fn fetch_into(
 ) -> Result<u64> {
     let found = candidates(store, system, name)?;
     if found.is_empty() {
+        // "Not in the archive" ends a recovery as if at the archive's end, so
+        // it is said only when nothing after the file is archived either.
+        if let Some(later) = archived_after(store, system, name)? {
+            let hint = if name.ends_with(".history") {
+                format!(". If a restore created that timeline, push the file from its server: `bkp wal push pg_wal/{name}`")
+            } else {
+                String::new()
+            };
+            return Err(coded(
+                Code::Integrity,
+                format!(
+                    "{name} of system {system} is missing from the archive in {}, while {later}, which comes after it, is there: a gap, not the archive's end, so recovery must not end here. Either `bkp cleanup` removed it (WAL older than every kept base backup), or it was lost: restore from a kept base backup (`bkp list`), to a point before any gap{hint}",
+                    store.identity()
+                ),
+            ));
+        }
         return Err(coded(
             Code::NotFound,
             format!(
@@ -62,10 +78,65 @@ pub fn fetch_into(
     for s in &found {
         match fetch_one(store, keys, system, s, dest) {
             Ok(n) => return Ok(n),
+            // Listed, then gone: never "not in the archive".
+            Err(e) if exit::exit_code(&e) == exit::NOT_FOUND => {
+                last = Some(coded(
+                    Code::Transient,
+                    format!(
+                        "{} was listed but could not be read ({e:#}): the store changed during the read; PostgreSQL retries",
+                        s.key
+                    ),
+                ))
+            }
             Err(e) => last = Some(e),
         }
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("{name} of system {system} could not be read")))
+}
+
+/// For file `name`, which the archive does not hold: a file archived after
+/// it, which makes it a gap rather than the archive's end. For a segment, a
+/// later segment of its timeline (in its log or the next); for a timeline's
+/// history file, a segment of that timeline. Two small listings at most.
+pub fn archived_after(store: &dyn Store, system: u64, name: &str) -> Result<Option<String>> {
+    use super::FileKind;
+    let Some(w) = super::parse_name(name) else {
+        return Ok(None);
+    };
+    let segments_of = |prefix: String| -> Result<Vec<(u64, String)>> {
+        Ok(listed(store, system, &prefix)?
+            .into_iter()
+            .filter_map(|s| {
+                let n = super::parse_name(&s.name)?;
+                (n.kind == FileKind::Segment && n.timeline == w.timeline)
+                    .then_some((n.position, s.name))
+            })
+            .collect())
+    };
+    let root = super::prefix(system);
+    match w.kind {
+        FileKind::Segment => {
+            let log = w.position >> 32;
+            for l in [Some(log), log.checked_add(1)].into_iter().flatten() {
+                let later = segments_of(format!("{root}{:08X}{l:08X}", w.timeline))?
+                    .into_iter()
+                    .filter(|(p, _)| *p > w.position)
+                    .min();
+                if let Some((_, name)) = later {
+                    return Ok(Some(name));
+                }
+            }
+            Ok(None)
+        }
+        // Timeline 1 has no history file.
+        FileKind::History if w.timeline > 1 => {
+            Ok(segments_of(format!("{root}{:08X}", w.timeline))?
+                .into_iter()
+                .min()
+                .map(|(_, n)| n))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Removes a temporary file unless it was kept.
