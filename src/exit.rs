@@ -24,7 +24,8 @@ pub const INTEGRITY: i32 = 5;
 /// with a transient error: retrying later may succeed.
 pub const TRANSIENT: i32 = 6;
 /// The source cannot be read safely as configured (for example a data file that
-/// a running replica holds open, with no safe snapshot mode configured).
+/// a running replica holds open, with no safe snapshot mode configured); from
+/// `bkp status`, a replica a killed snapshot left stopped and bkp could not start.
 pub const UNSAFE_SOURCE: i32 = 7;
 /// A restore target exists and is not empty, and `--force` was not given.
 pub const TARGET_EXISTS: i32 = 8;

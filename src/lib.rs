@@ -85,6 +85,12 @@ pub fn run(cli: Cli) -> Result<()> {
         ui,
         wait: g.wait.unwrap_or(Duration::ZERO),
     };
+    if !matches!(
+        cli.command,
+        Command::Wal(_) | Command::Key(_) | Command::Notify(_)
+    ) {
+        commands::recover_stop_window(&ctx);
+    }
     let result = match &cli.command {
         Command::Snapshot(a) => snapshot(&ctx, a),
         Command::Logs => commands::logs::run(&ctx),

@@ -821,6 +821,115 @@ fn a_signal_inside_the_stop_window_still_runs_the_start_command() {
 }
 
 #[test]
+fn a_run_killed_inside_the_stop_window_leaves_the_replica_to_the_next_run() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let started = dir.path().join("started");
+    let broken = dir.path().join("start-is-broken");
+    // The stop command SIGKILLs bkp: no handler, no destructor, no start
+    // command. The start command fails while `broken` exists.
+    let s = setup(
+        &data,
+        StoreKind::Local,
+        &format!(
+            "snapshot_mode = \"stop\"\n\
+             stop_command = [\"sh\", \"-c\", \"kill -KILL $PPID\"]\n\
+             start_command = [\"sh\", \"-c\", \"if [ -e {} ]; then echo unit failed to start >&2; exit 1; fi; echo started >> {}\"]\n",
+            broken.display(),
+            started.display()
+        ),
+    );
+    fs::write(&broken, b"").unwrap();
+    let out = s.bkp(&["snapshot"]);
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{out:?}");
+    assert!(!started.exists());
+    let marker = s.path("work/replica-stopped.json");
+    let recorded: serde_json::Value = serde_json::from_slice(&fs::read(&marker).unwrap()).unwrap();
+    assert_eq!(recorded["data_file"], data.to_str().unwrap(), "{recorded}");
+
+    // The start command fails: every run says so, `status` fails with exit 7
+    // naming the marker, and the marker stays for the next run.
+    let out = s.bkp(&["status"]);
+    assert_exit(&out, 7);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("THE REPLICA MAY BE DOWN"), "{stderr}");
+    assert!(stderr.contains("unit failed to start"), "{stderr}");
+    assert!(stderr.contains("replica-stopped.json"), "{stderr}");
+    let out = s.bkp(&["--json", "status"]);
+    assert_exit(&out, 7);
+    let v = json(&out);
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["replica_stopped"]["data_file"], data.to_str().unwrap());
+    assert!(marker.exists());
+    assert!(!started.exists());
+
+    // Once the start command works, the next run of any kind starts the
+    // replica, once, says so, and removes the marker.
+    fs::remove_file(&broken).unwrap();
+    let out = s.bkp(&["list"]);
+    assert_exit(&out, 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("killed before its start command ran") && stderr.contains("succeeded"),
+        "{stderr}"
+    );
+    assert_eq!(fs::read_to_string(&started).unwrap(), "started\n");
+    assert!(!marker.exists());
+    let out = s.bkp(&["list"]);
+    assert_exit(&out, 0);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("start command"));
+    assert_eq!(fs::read_to_string(&started).unwrap(), "started\n");
+}
+
+#[test]
+fn a_live_stop_window_is_never_ended_by_another_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let stopping = dir.path().join("stopping");
+    let started = dir.path().join("started");
+    // The stop command takes its time; meanwhile other runs must leave the
+    // replica stopped: only the snapshot that stopped it starts it.
+    let s = setup(
+        &data,
+        StoreKind::Local,
+        &format!(
+            "snapshot_mode = \"stop\"\n\
+             stop_command = [\"sh\", \"-c\", \"touch {}; sleep 3\"]\n\
+             start_command = [\"sh\", \"-c\", \"echo started >> {}\"]\n",
+            stopping.display(),
+            started.display()
+        ),
+    );
+    let mut snapshot = std::process::Command::new(common::bkp_bin())
+        .args(["--config", s.config.to_str().unwrap(), "snapshot"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !stopping.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stop command never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for args in [&["list"][..], &["status"][..]] {
+        let out = s.bkp(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("start command"), "{args:?}: {stderr}");
+        assert!(
+            !started.exists(),
+            "{args:?} started the replica inside a live stop window"
+        );
+    }
+    assert!(snapshot.wait().unwrap().success());
+    assert_eq!(fs::read_to_string(&started).unwrap(), "started\n");
+    assert!(!s.path("work/replica-stopped.json").exists());
+}
+
+#[test]
 fn stop_and_start_commands_never_see_bkp_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let data = formatted_data_file(dir.path());

@@ -91,6 +91,42 @@ pub fn sweep_work_dir(ctx: &Ctx, dry: bool) -> u64 {
     found.len() as u64
 }
 
+/// Starts the replica a run killed inside its stop window left stopped (see
+/// `sources/stop_window.rs`), or warns loudly that it may be down. Every
+/// command that reads the config calls this first, except `wal` (run by the
+/// PostgreSQL server) and `key`/`notify`.
+pub fn recover_stop_window(ctx: &Ctx) {
+    use crate::sources::stop_window::{self, Recovery};
+    let work = crate::workdir::WorkDir::new(&ctx.plan.work_dir);
+    let start = ctx
+        .plan
+        .tigerbeetle
+        .as_ref()
+        .and_then(|t| crate::sources::tigerbeetle::start_command(t, &ctx.plan.work_dir));
+    let start_ref = start
+        .as_ref()
+        .map(|(data_file, run)| (data_file.as_path(), run as &dyn Fn() -> Result<()>));
+    let now = time::OffsetDateTime::now_utc();
+    let down_for = |s: &stop_window::Stopped| {
+        s.age(now)
+            .map_or_else(|| "an unknown time".to_string(), crate::ui::human_duration)
+    };
+    match stop_window::recover(&work, start_ref) {
+        Ok(Recovery::Nothing) => {}
+        Ok(Recovery::Started(s)) => ctx.ui.warn(&format!(
+            "{} was killed before its start command ran: the replica was down for {}. bkp ran the start command now and it succeeded; find out what killed that run (journalctl -u bkp-snapshot)",
+            s.describe(),
+            down_for(&s)
+        )),
+        Ok(Recovery::Down(s, why)) => ctx.ui.warn(&format!(
+            "THE REPLICA MAY BE DOWN: {} was killed before its start command ran, {} ago: {why}",
+            s.describe(),
+            down_for(&s)
+        )),
+        Err(e) => ctx.ui.warn(&format!("{e:#}")),
+    }
+}
+
 /// The `[postgres]` section, or the config error naming the file and what
 /// `needs_it` (a verb) needs it for.
 pub fn postgres_section<'a>(

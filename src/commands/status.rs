@@ -191,6 +191,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             }
         }
     }
+    // A replica a killed snapshot left stopped, which the start command (run
+    // by `recover_stop_window` before this) could not bring back.
+    let work = crate::workdir::WorkDir::new(&ctx.plan.work_dir);
+    let stopped = crate::sources::stop_window::left_behind(&work).unwrap_or_else(|e| {
+        ctx.ui.warn(&format!("{e:#}"));
+        None
+    });
     if ctx.ui.json {
         let rows: Vec<_> = verdicts
             .iter()
@@ -220,7 +227,12 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             "schema": "bkp.status/1",
             "now": rfc3339(now),
             "store": store.identity(),
-            "ok": verdicts.iter().all(|v| !v.state.is_alarm()) && wal_alarms.is_empty(),
+            "ok": verdicts.iter().all(|v| !v.state.is_alarm()) && wal_alarms.is_empty() && stopped.is_none(),
+            "replica_stopped": stopped.as_ref().map(|s| json!({
+                "data_file": s.data_file,
+                "pid": s.pid,
+                "since": s.since,
+            })),
             "wal_alarms": wal_alarms,
             "schedules": rows,
             "manifests_listed": scan.listed,
@@ -252,6 +264,18 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         })
         .collect();
     alarms.extend(wal_alarms.iter().cloned());
+    if let Some(s) = &stopped {
+        let mut message = format!(
+            "the replica may be down: {} was killed before its start command ran, and bkp could not start it (the warning above says why; the commands' output is in {}). Start it by hand; bkp removes {} once its start command succeeds, or remove it yourself",
+            s.describe(),
+            work.command_log().display(),
+            work.root().join(crate::sources::stop_window::MARKER).display()
+        );
+        if !alarms.is_empty() {
+            message.push_str(&format!("; also: {}", alarms.join("; ")));
+        }
+        return Err(coded(Code::UnsafeSource, message));
+    }
     if !alarms.is_empty() {
         return Err(coded(Code::Stale, {
             let commands: Vec<&str> = verdicts

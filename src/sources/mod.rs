@@ -2,4 +2,5 @@
 
 pub mod duck;
 pub mod postgres;
+pub mod stop_window;
 pub mod tigerbeetle;

@@ -192,6 +192,24 @@ fn run(
     Ok(())
 }
 
+/// Runs the start command of `snapshot_mode = "stop"` on its own: for a
+/// replica a killed run left stopped (see `stop_window.rs`). `None` when the
+/// config has no start command or no data file.
+pub fn start_command<'a>(
+    plan: &'a TigerBeetlePlan,
+    work_dir: &Path,
+) -> Option<(PathBuf, impl Fn() -> Result<()> + 'a)> {
+    let (SnapshotMode::Stop { start, timeout, .. }, Some(data_file)) =
+        (&plan.mode, &plan.data_file)
+    else {
+        return None;
+    };
+    let log_path = WorkDir::new(work_dir).command_log();
+    Some((data_file.clone(), move || {
+        run(start, "start command", *timeout, &log_path, &plan.pass_env)
+    }))
+}
+
 /// Creates a file only its owner can read: copies of a data file are not encrypted.
 fn private_file(p: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -298,6 +316,9 @@ pub fn prepare(
             let copy_path = copy_dir.join(&name);
             let began = Instant::now();
             let command_log = work.command_log();
+            // Marks the window, so that a run killed inside it is found and
+            // the replica started by the next run (see `stop_window.rs`).
+            let window = super::stop_window::enter(&work, src)?;
             let copied = (|| -> Result<()> {
                 // Inside the closure: even a failed or timed-out stop command may
                 // have stopped the replica, so the start command always runs.
@@ -338,6 +359,14 @@ pub fn prepare(
                 began.elapsed().as_secs_f64(),
                 src.display()
             ));
+            match &restarted {
+                Ok(()) => {
+                    if let Err(e) = window.leave() {
+                        log(&format!("{e:#}"));
+                    }
+                }
+                Err(_) => window.keep(),
+            }
             if let Err(e) = copied {
                 drop(copy_dir);
                 return Err(match restarted {
@@ -347,7 +376,7 @@ pub fn prepare(
             }
             let deferred = restarted
                 .err()
-                .map(|e| format!("{e:#}: the replica may still be down; start it by hand"));
+                .map(|e| format!("{e:#}: the replica may still be down; start it by hand (every bkp run with this work_dir tries the start command again until it succeeds)"));
             (copy_path, None, Some(copy_dir), "stop", deferred)
         }
     };
