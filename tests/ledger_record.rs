@@ -142,3 +142,56 @@ fn t_credit(lc: &LedgerConfig, id: &str) -> u128 {
         .unwrap()
         .credit_account_id
 }
+
+#[test]
+fn a_restore_is_recorded_apart_from_the_bytes_the_store_retains() {
+    let tb = common::shared_ledger();
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    // The shared cluster's bkp accounts exist on ledger 1201 already (account
+    // ids do not depend on the ledger).
+    let cfg = config(dir.path(), &data, &tb.address(), 1201);
+    let (id, size, _) = snapshot(&cfg);
+    let lc = ledger_cfg(&tb.address(), 1201, dir.path());
+    let store_account = t_credit(&lc, &id);
+    let target = dir.path().join("restored");
+    let out = run_bkp(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--verbose",
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_exit(&out, 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let transfer = stderr
+        .lines()
+        .find_map(|l| l.split("ledger: transfer ").nth(1))
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no ledger record named: {stderr}"));
+    let t = ledger::lookup(&lc, u128::from_str_radix(transfer, 16).unwrap())
+        .unwrap()
+        .expect("the restore's transfer exists");
+    assert_eq!(t.user_data_32, 7, "operation restore");
+    assert_eq!(
+        t.debit_account_id,
+        ledger::source_account_id(ledger::BackupType::Tigerbeetle)
+    );
+    assert_ne!(t.credit_account_id, store_account);
+    // The bytes read: the object (a local store is verified in place, then
+    // read again for use) and the manifest that named it.
+    assert!(t.amount > size as u128, "{} <= {size}", t.amount);
+    assert!(t.amount < 2 * size as u128 + 64 * 1024, "{}", t.amount);
+    let fields = ledger::unpack(t.user_data_128).unwrap();
+    assert_eq!(fields.status, ledger::Status::Completed);
+    // The store account still holds exactly the bytes stored.
+    let (_, credits) = ledger::account_balances(&lc, store_account)
+        .unwrap()
+        .unwrap();
+    assert_eq!(credits, size as u128);
+}

@@ -270,3 +270,57 @@ fn two_clusters_sharing_a_store_keep_their_own_chains() {
     let (b2, _) = logs(&cfg_b);
     assert_eq!(b2["parent"], b1["id"]);
 }
+
+#[test]
+fn a_cluster_quiet_but_for_bkps_own_audit_records_costs_no_segment() {
+    let tb = TigerBeetle::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &tb.address());
+    // The audit ledger is the captured cluster itself.
+    let mut text = fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "[ledger]\naddresses = \"{}\"\nledger = 12\n",
+        tb.address()
+    ));
+    fs::write(&cfg, text).unwrap();
+    repl(
+        &tb.address(),
+        "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700;",
+    );
+    repl(&tb.address(), "create_transfers id=11 debit_account_id=1 credit_account_id=2 amount=5 ledger=700 code=10;");
+    let (first, _) = logs(&cfg);
+    assert_eq!(transfer_ids(&cfg, &first), [11]);
+
+    // Only the previous runs' own records since: no segment, the watermark stays.
+    let mut quiet = Vec::new();
+    for _ in 0..2 {
+        let (m, out) = logs(&cfg);
+        assert!(m["objects"].as_array().unwrap().is_empty(), "{m:#}");
+        assert_eq!(m["source"]["until"], first["source"]["until"], "{m:#}");
+        assert_eq!(m["source"]["audit_rows_deferred"], true, "{m:#}");
+        let _ = out;
+        quiet.push(m);
+    }
+
+    // Real traffic again: the next segment holds it and the waiting records.
+    repl(&tb.address(), "create_transfers id=12 debit_account_id=2 credit_account_id=1 amount=2 ledger=700 code=10;");
+    let (next, _) = logs(&cfg);
+    assert_eq!(next["source"]["after"], first["source"]["until"]);
+    let ids = transfer_ids(&cfg, &next);
+    assert_eq!(ids.last(), Some(&12), "{ids:?}");
+    let record = |m: &serde_json::Value| {
+        u128::from_str_radix(&m["id"].as_str().unwrap().replace('-', ""), 16).unwrap()
+    };
+    for m in std::iter::once(&first).chain(&quiet) {
+        assert!(
+            ids.contains(&record(m)),
+            "{ids:?} lacks the record of {}",
+            m["id"]
+        );
+    }
+    // And bkp's accounts, made with its first record.
+    assert!(
+        next["source"]["accounts"].as_u64().unwrap() >= 2,
+        "{next:#}"
+    );
+}

@@ -271,7 +271,10 @@ pub fn record_run(
 /// manifest of their own to count.
 fn write_run_metrics(ctx: &Ctx, r: &RunRecord, written: Option<&Manifest>) {
     let finished_at = OffsetDateTime::now_utc();
-    let backup = !matches!(r.operation, Operation::Verify | Operation::Cleanup);
+    let backup = !matches!(
+        r.operation,
+        Operation::Verify | Operation::Cleanup | Operation::Restore
+    );
     let objects = if !backup {
         None
     } else if r.completed {
@@ -320,6 +323,7 @@ pub fn operation_name(op: Operation) -> &'static str {
         Operation::Replicate => manifest::parquet::OPERATION,
         Operation::Verify => "verify",
         Operation::Cleanup => "cleanup",
+        Operation::Restore => "restore",
     }
 }
 

@@ -12,6 +12,9 @@ pub const SOURCE_ACCOUNT_CODE: u16 = 1201;
 pub const STORE_ACCOUNT_CODE: u16 = 1202;
 /// `code` of the account that counts the bytes `verify` read from a store.
 pub const VERIFIED_ACCOUNT_CODE: u16 = 1203;
+/// `code` of the account that counts the bytes restores (and point-in-time
+/// restores) read from a store.
+pub const RESTORED_ACCOUNT_CODE: u16 = 1204;
 /// A suggested ledger number for configs that do not set one.
 pub const DEFAULT_LEDGER: u32 = 12;
 
@@ -121,6 +124,7 @@ pub enum Operation {
     Replicate,
     Verify,
     Cleanup,
+    Restore,
 }
 wire_codes!(
     Operation,
@@ -131,6 +135,7 @@ wire_codes!(
     Replicate = 4,
     Verify = 5,
     Cleanup = 6,
+    Restore = 7,
 );
 
 /// The fields packed into a transfer's `user_data_128`.
@@ -208,6 +213,11 @@ pub fn cleanup_transfer_id(backup_id: u128) -> u128 {
 /// `bkp/verified/` + the store's identity.
 pub fn verified_account_id(store_identity: &str) -> u128 {
     fnv1a_128(format!("bkp/verified/{store_identity}").as_bytes())
+}
+
+/// The account credited with the bytes restores read from a store.
+pub fn restored_account_id(store_identity: &str) -> u128 {
+    fnv1a_128(format!("bkp/restored/{store_identity}").as_bytes())
 }
 
 #[cfg(test)]
@@ -312,7 +322,8 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("reserved bits"));
-        assert!(Operation::from_code(7)
+        assert_eq!(Operation::from_code(7).unwrap(), Operation::Restore);
+        assert!(Operation::from_code(8)
             .unwrap_err()
             .to_string()
             .contains("operation"));

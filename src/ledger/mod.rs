@@ -256,6 +256,31 @@ pub fn flush_spool(cfg: &LedgerConfig) -> Result<usize> {
 }
 
 /// Looks up one transfer by id; `None` when the cluster has no such transfer.
+/// Whether `t` is one of bkp's own audit records on `ledger`: code 12, to or
+/// from the account of a backup type (every record has one on a side).
+pub fn is_audit_transfer(ledger: u32, t: &tb::Transfer) -> bool {
+    let r = t.as_raw();
+    r.ledger == ledger
+        && r.code == TRANSFER_CODE
+        && BackupType::ALL.iter().any(|b| {
+            let a = source_account_id(*b);
+            r.debit_account_id == a || r.credit_account_id == a
+        })
+}
+
+/// Whether `a` is one of the accounts bkp makes for its records on `ledger`.
+pub fn is_audit_account(ledger: u32, a: &tb::Account) -> bool {
+    let r = a.as_raw();
+    r.ledger == ledger
+        && [
+            SOURCE_ACCOUNT_CODE,
+            STORE_ACCOUNT_CODE,
+            VERIFIED_ACCOUNT_CODE,
+            RESTORED_ACCOUNT_CODE,
+        ]
+        .contains(&r.code)
+}
+
 pub fn lookup(cfg: &LedgerConfig, transfer_id: u128) -> Result<Option<TransferView>> {
     check_config(cfg)?;
     let found = with_client(cfg, |c| c.lookup_transfers(vec![transfer_id]))?;

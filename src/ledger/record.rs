@@ -10,7 +10,8 @@ use super::codes::*;
 /// One run, as recorded in the ledger and in the spool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
-    /// The run's backup id (UUIDv7 bytes); for `cleanup`, the id of the deleted backup.
+    /// The run's backup id (UUIDv7 bytes); for `cleanup`, the id of the deleted
+    /// backup; for `verify` and `restore`, the run's own id.
     #[serde(with = "hex_id")]
     pub backup_id: [u8; 16],
     pub backup_type: BackupType,
@@ -76,6 +77,8 @@ impl Record {
             // Bytes read to verify are counted apart: the store's balance stays
             // the bytes it retains.
             Operation::Verify => (source, verified_account_id(&self.store_identity)),
+            // So are the bytes a restore read.
+            Operation::Restore => (source, restored_account_id(&self.store_identity)),
             _ => (source, store),
         };
         Ok(tb::Transfer::new(id)
@@ -109,6 +112,13 @@ impl Record {
                 verified_account_id(&self.store_identity),
                 ledger,
                 VERIFIED_ACCOUNT_CODE,
+            ));
+        }
+        if self.operation == Operation::Restore {
+            accounts.push(tb::Account::new(
+                restored_account_id(&self.store_identity),
+                ledger,
+                RESTORED_ACCOUNT_CODE,
             ));
         }
         accounts

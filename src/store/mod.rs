@@ -15,6 +15,7 @@ use std::io::{Read, Write};
 use anyhow::Result;
 use time::OffsetDateTime;
 
+pub mod counting;
 pub mod local;
 pub mod memory;
 pub mod s3;

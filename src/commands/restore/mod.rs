@@ -71,7 +71,11 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     // With [encryption] configured the keys are needed even for unencrypted
     // backups: they prove each manifest (see `manifest/seal.rs`).
     let trust = super::trust(plan, args.trust.trust.clone())?;
-    let rp = resolve(store.as_ref(), &trust, args, at)?;
+    // Every byte read is counted for the run's ledger record.
+    let counting = crate::store::counting::Counting::new(store.as_ref());
+    let store: &dyn Store = &counting;
+    let started_at = OffsetDateTime::now_utc();
+    let rp = resolve(store, &trust, args, at)?;
     if rp.kind != Kind::Pgdump
         && !(args.schema.is_empty() && args.table.is_empty() && !args.no_owner)
     {
@@ -81,25 +85,63 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         ));
     }
     if args.dry_run {
-        return dry_run::run(ctx, store.as_ref(), &trust, &rp, args);
+        return dry_run::run(ctx, store, &trust, &rp, args);
     }
     let src = Source {
-        store: store.as_ref(),
+        store,
         keyring: trust.keys(),
         trust: &trust,
         work: WorkDir::new(&plan.work_dir),
         progress: ctx.progress(),
         ui: ctx.ui,
     };
-    match rp.kind {
+    let result = match rp.kind {
         Kind::Tigerbeetle => tigerbeetle::run(ctx, &src, &rp, args),
         Kind::Duckdb => duckdb::run(ctx, &src, &rp, args),
         Kind::Parquet => parquet::run(ctx, &src, &rp, args),
         Kind::Pgdump => pgdump::run(ctx, &src, &rp, args),
         Kind::Postgres => pgbase::run(ctx, &src, &rp, args),
-        Kind::Kms => Err(coded(
-            Code::Config,
-            "key-material backups are not restored by `bkp restore`",
+        Kind::Kms => {
+            return Err(coded(
+                Code::Config,
+                "key-material backups are not restored by `bkp restore`",
+            ))
+        }
+    };
+    record(ctx, &counting, &rp, started_at, result.is_ok());
+    result
+}
+
+/// Records the restore in the audit ledger (operation `restore`, from the
+/// kind's account to the store's restored-bytes account, so the store
+/// account's balance stays the bytes retained): who restored when is then in
+/// the ledger beside the backups. Never fails the restore: an unreachable
+/// ledger spools the record, and a problem is a warning.
+fn record(
+    ctx: &Ctx,
+    store: &crate::store::counting::Counting,
+    rp: &RestorePlan,
+    started_at: OffsetDateTime,
+    completed: bool,
+) {
+    let m = rp.backup.as_ref();
+    let record = super::run::RunRecord {
+        id: crate::id::BackupId::new_v7(started_at),
+        kind: rp.kind,
+        scope: m.map_or(manifest::Scope::Full, |m| m.scope),
+        operation: crate::ledger::Operation::Restore,
+        compression: m.map_or(ctx.plan.compression, |m| m.compression),
+        encrypted: m.is_some_and(|m| m.encryption.is_some()),
+        completed,
+        retention_days: 0,
+        started_at,
+        bytes: store.bytes_read(),
+    };
+    match super::run::send_record(ctx, &record.to_ledger(store)) {
+        Ok(Some(note)) => ctx.ui.detail(&note),
+        Ok(None) => {}
+        Err(e) => ctx.ui.warn(&format!(
+            "the restore is not recorded in the audit ledger: {e:#}"
         )),
     }
 }

@@ -60,7 +60,9 @@ pub fn audit(
             && t.amount > 0
             && !matches!(
                 t.operation,
-                Some(ledger::Operation::Cleanup) | Some(ledger::Operation::Verify)
+                Some(ledger::Operation::Cleanup)
+                    | Some(ledger::Operation::Verify)
+                    | Some(ledger::Operation::Restore)
             );
         let reversal = ledger::cleanup_transfer_id(t.id);
         let spooled = cfg.spool_dir.join(format!("{reversal:032x}.json")).exists();

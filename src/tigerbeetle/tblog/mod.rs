@@ -83,6 +83,30 @@ pub fn newest_timestamp(cfg: &ClusterConfig) -> Result<u64> {
     with_client(cfg, newest)
 }
 
+/// Whether the rows in `(after, until]` are at most `limit` of each kind and
+/// all pass `own_transfer`/`own_account` (bkp's own audit records, when the
+/// audit ledger is the captured cluster): two requests.
+pub fn only_rows_of(
+    cfg: &ClusterConfig,
+    after: u64,
+    until: u64,
+    limit: u32,
+    own_transfer: &dyn Fn(&Transfer) -> bool,
+    own_account: &dyn Fn(&Account) -> bool,
+) -> Result<bool> {
+    if until <= after {
+        return Ok(true);
+    }
+    with_client(cfg, |c| {
+        let t = query_transfers(c, after + 1, until, limit, false)?;
+        if t.len() >= limit as usize || !t.iter().all(own_transfer) {
+            return Ok(false);
+        }
+        let a = query_accounts(c, after + 1, until, limit, false)?;
+        Ok(a.len() < limit as usize && a.iter().all(own_account))
+    })
+}
+
 /// One page of accounts with timestamps in `[min, max]` (0: unbounded), checked.
 fn query_accounts(c: &Client, min: u64, max: u64, limit: u32, rev: bool) -> Result<Vec<Account>> {
     let rows = c.query_accounts(query_filter(min, max, limit, rev))?;
