@@ -427,16 +427,22 @@ impl<'a> Server<'a> {
         let pg_dump_version = self.tool_version("pg_dump")?;
         let what = || format!("pg_dump of {}", self.describe(db));
         let mut session = Session::open(self, db)?;
-        session.send(&format!(
-            "SET lock_timeout = {};\nBEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\nSELECT current_setting('server_version'), pg_export_snapshot();\n",
-            self.plan.lock_wait_timeout.as_millis()
-        ))?;
+        // psql that could not connect has exited already: the write then fails
+        // with a broken pipe, and psql's own message says why (unreachable: 6).
+        if session
+            .send(&format!(
+                "SET lock_timeout = {};\nBEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\nSELECT current_setting('server_version'), pg_export_snapshot();\n",
+                self.plan.lock_wait_timeout.as_millis()
+            ))
+            .is_err()
+        {
+            return Err(session.failure("psql", &what));
+        }
         let (server_version, snapshot) = match (session.field(), session.field()) {
             (Ok(Some(v)), Ok(Some(s))) => (v, s),
             _ => return Err(session.failure("psql", &what)),
         };
-        session.send(&lock_tables())?;
-        if session.pairs().is_err() {
+        if session.send(&lock_tables()).is_err() || session.pairs().is_err() {
             return Err(session.failure("psql", &what));
         }
         let mut c = self.command("pg_dump", db)?;
@@ -466,7 +472,9 @@ impl<'a> Server<'a> {
             Ok(Ok(t)) => t,
             _ => return Err(session.failure("psql", &what)),
         };
-        session.send("COMMIT;\n")?;
+        if session.send("COMMIT;\n").is_err() {
+            return Err(session.failure("psql", &what));
+        }
         session.close(&what)?;
         Ok(Dumped {
             pg_dump_version,
