@@ -49,6 +49,12 @@ pub struct WorkDir {
     root: PathBuf,
 }
 
+/// Makes a rename or removal in `dir` durable, best effort: some file systems
+/// refuse fsync on a directory.
+pub fn sync_dir(dir: &Path) {
+    fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+}
+
 /// Something a killed run left behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leftover {

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::workdir::WorkDir;
+use crate::workdir::{sync_dir, WorkDir};
 
 /// The marker's name in `work_dir`.
 pub const MARKER: &str = "replica-stopped.json";
@@ -120,12 +120,6 @@ impl Window {
     /// ends), so that the next run tries the start command again.
     pub fn keep(self) {
         drop(self.file);
-    }
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
     }
 }
 

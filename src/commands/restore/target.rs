@@ -198,7 +198,7 @@ impl Target {
                 fs::rename(&staged, &self.path).with_context(|| {
                     format!("failed to move the restore into {}", self.path.display())
                 })?;
-                sync_dir(&self.parent);
+                crate::workdir::sync_dir(&self.parent);
                 scratch.outside_done();
                 let _ = fs::remove_dir_all(staging);
             }
@@ -208,13 +208,13 @@ impl Target {
                         // The staging path now holds the replaced tree, and the
                         // scratch still names it: should the run die before it
                         // is removed, the sweeper removes it.
-                        sync_dir(&self.parent);
+                        crate::workdir::sync_dir(&self.parent);
                         crate::failpoint::hit("restore-replaced");
                         fs::remove_dir_all(staging).with_context(|| {
                             format!("failed to remove the replaced {}", staging.display())
                         })?;
                         scratch.outside_done();
-                        sync_dir(&self.parent);
+                        crate::workdir::sync_dir(&self.parent);
                         return Ok(());
                     }
                     // A file system without RENAME_EXCHANGE: two renames.
@@ -242,7 +242,7 @@ impl Target {
                 // The swap is durable before the old tree goes. (Killed from
                 // here on, the run leaves the old tree aside, named `.bkp-old-`:
                 // file systems without RENAME_EXCHANGE only.)
-                sync_dir(&self.parent);
+                crate::workdir::sync_dir(&self.parent);
                 crate::failpoint::hit("restore-replaced");
                 fs::remove_dir_all(&old)
                     .with_context(|| format!("failed to remove the replaced {}", old.display()))?;
@@ -254,7 +254,7 @@ impl Target {
                 scratch.outside_done();
             }
         }
-        sync_dir(&self.parent);
+        crate::workdir::sync_dir(&self.parent);
         Ok(())
     }
 }
@@ -322,11 +322,6 @@ fn seal_tree(root: &Path) -> Result<()> {
             .with_context(|| format!("failed to make {} durable", p.display()))?;
     }
     Ok(())
-}
-
-fn sync_dir(p: &Path) {
-    // Best effort: some file systems refuse fsync on a directory.
-    fs::File::open(p).and_then(|d| d.sync_all()).ok();
 }
 
 #[cfg(test)]
