@@ -240,7 +240,7 @@ fn phase1(a: &Tb) {
         acct(A9, 1, AF::empty()),
         acct(A10, 1, AF::empty()),
         acct(A11, 1, AF::empty()),
-        acct(A15, 1, AF::empty()),
+        acct(A15, 1, AF::HISTORY),
         acct(A16, 1, AF::empty()),
     ]);
     // Plain, and huge 128-bit amounts and ids.
@@ -379,7 +379,7 @@ fn record_state(a: &Tb, until: u64) -> State {
     // The same rows by id (lookup), to be sure the queries missed nothing.
     let ids: Vec<u128> = transfers.iter().map(Transfer::id).collect();
     assert_eq!(a.lookup_transfers(&ids).len(), transfers.len());
-    let history = [A1, A3, A12]
+    let history = [A1, A3, A12, A15]
         .iter()
         .map(|&id| (id, a.history(id, until)))
         .collect();
@@ -393,11 +393,43 @@ fn record_state(a: &Tb, until: u64) -> State {
 }
 
 /// Compares the target with the source state, allowing exactly the documented
-/// differences: the imported bit on every row, cleared timeouts, and the amounts of
-/// pending transfers the source expired (listed in `stats.expired_in_source`).
-fn assert_replica_matches(b: &Tb, s: &State, stats: &ReplayStats, expired: &[Transfer]) {
-    let got_t = b.all_transfers(0);
+/// differences: the imported bit on every row, cleared timeouts, and one void per
+/// expiry at the expiry's timestamp. Every balance is the source's; the balance
+/// history holds one more entry per expiry (the void's).
+fn assert_replica_matches(b: &Tb, s: &State, stats: &ReplayStats, expiries: &[Expiry]) {
+    let expiries: Vec<&Expiry> = expiries.iter().filter(|x| x.timestamp <= s.until).collect();
+    let all_t = b.all_transfers(0);
+    let (voids, got_t): (Vec<Transfer>, Vec<Transfer>) = all_t.iter().partition(|t| {
+        expiries
+            .iter()
+            .any(|x| expiry_void_id(x.pending_id) == t.id())
+    });
     assert_eq!(got_t.len(), s.transfers.len(), "transfer count");
+    assert_eq!(voids.len(), expiries.len(), "one void per expiry");
+    for (x, v) in expiries.iter().zip(&voids) {
+        let r = v.as_raw();
+        assert_eq!(
+            (
+                r.id,
+                r.pending_id,
+                r.timestamp,
+                r.amount,
+                r.debit_account_id,
+                r.credit_account_id,
+                r.flags
+            ),
+            (
+                expiry_void_id(x.pending_id),
+                x.pending_id,
+                x.timestamp,
+                x.amount,
+                x.debit_account_id,
+                x.credit_account_id,
+                (TF::VOID_PENDING_TRANSFER | TF::IMPORTED).bits()
+            ),
+            "the void of expiry {x:?}"
+        );
+    }
     let mut cleared = 0;
     for (want, got) in s.transfers.iter().zip(&got_t) {
         let (w, g) = (want.as_raw(), got.as_raw());
@@ -448,16 +480,10 @@ fn assert_replica_matches(b: &Tb, s: &State, stats: &ReplayStats, expired: &[Tra
             w.id
         );
     }
-    assert_eq!(
-        stats
-            .expired_by(s.captured_at)
-            .iter()
-            .map(|p| p.id)
-            .collect::<Vec<_>>(),
-        expired.iter().map(Transfer::id).collect::<Vec<_>>(),
-        "pending transfers the source had expired when it was captured"
+    assert!(
+        stats.expired_by(s.captured_at).is_empty(),
+        "the segments hold every expiry"
     );
-    assert!(stats.timeout_cleared.iter().any(|p| p.id == T_LONG_TIMEOUT));
     assert!(cleared >= 1);
 
     let got_a = b.all_accounts(0);
@@ -470,17 +496,7 @@ fn assert_replica_matches(b: &Tb, s: &State, stats: &ReplayStats, expired: &[Tra
             "flags of account {:#x}",
             w.id
         );
-        // Pending amounts of transfers the source expired stay reserved here.
-        let mut debits_pending = w.debits_pending;
-        let mut credits_pending = w.credits_pending;
-        for p in expired {
-            if p.debit_account_id() == w.id {
-                debits_pending += p.amount();
-            }
-            if p.credit_account_id() == w.id {
-                credits_pending += p.amount();
-            }
-        }
+        let (debits_pending, credits_pending) = (w.debits_pending, w.credits_pending);
         assert_eq!(
             (
                 g.id,
@@ -512,8 +528,40 @@ fn assert_replica_matches(b: &Tb, s: &State, stats: &ReplayStats, expired: &[Tra
             w.id
         );
     }
+    // TigerBeetle records no historical balance for an expiry; the void that replays
+    // one does: exactly one more entry per expiry, releasing its amount.
     for (id, want) in &s.history {
-        assert_eq!(&b.history(*id, s.until), want, "balance history of {id:#x}");
+        let got = b.history(*id, s.until);
+        let mut rest = Vec::new();
+        let mut extra = 0;
+        for (i, e) in got.iter().enumerate() {
+            match expiries.iter().find(|x| u128::from(x.timestamp) == e[4]) {
+                Some(x) if x.debit_account_id == *id || x.credit_account_id == *id => {
+                    let before = if i == 0 { [0; 5] } else { got[i - 1] };
+                    let (side, other) = if x.debit_account_id == *id {
+                        (0, 2)
+                    } else {
+                        (2, 0)
+                    };
+                    assert_eq!(e[side], before[side] - x.amount, "release by {x:?}");
+                    assert_eq!(
+                        (e[1], e[other], e[3]),
+                        (before[1], before[other], before[3])
+                    );
+                    extra += 1;
+                }
+                _ => rest.push(*e),
+            }
+        }
+        let touching = expiries
+            .iter()
+            .filter(|x| x.debit_account_id == *id || x.credit_account_id == *id)
+            .count();
+        assert_eq!(
+            extra, touching,
+            "one balance per replayed expiry of {id:#x}"
+        );
+        assert_eq!(&rest, want, "balance history of {id:#x}");
     }
 }
 
@@ -547,10 +595,10 @@ fn capture_and_replay_reproduce_the_source() {
     let a = a_replica.client();
     let cfg_a = a_replica.cfg();
 
-    // An empty cluster: an empty segment, two requests.
+    // An empty cluster: an empty segment, three requests (rows, then change events).
     let (seg0, st0) = capture_to_vec(&cfg_a, 0);
     assert_eq!((st0.segment.until, st0.segment.accounts), (0, 0));
-    assert_eq!(st0.requests, 2);
+    assert_eq!(st0.requests, 3);
     assert!(events(&seg0).is_empty());
 
     phase1(&a);
@@ -577,7 +625,7 @@ fn capture_and_replay_reproduce_the_source() {
     let (seg3, st3) = capture_to_vec(&cfg_a, st2.segment.until);
     let state3 = record_state(&a, st3.segment.until);
 
-    // Nothing new: an empty segment with until = after, in two requests.
+    // Nothing new: an empty segment with until = after, in three requests.
     let (seg4, st4) = capture_to_vec(&cfg_a, st3.segment.until);
     assert_eq!(
         (
@@ -588,7 +636,7 @@ fn capture_and_replay_reproduce_the_source() {
         ),
         (st3.segment.until, st3.segment.until, 0, 0)
     );
-    assert_eq!(st4.requests, 2, "a capture with nothing new");
+    assert_eq!(st4.requests, 3, "a capture with nothing new");
     println!(
         "requests: segment 1 {} ({} rows), segment 2 {} ({} rows), segment 3 {}, empty {}",
         st1.requests,
@@ -604,13 +652,31 @@ fn capture_and_replay_reproduce_the_source() {
         .iter()
         .flat_map(|s| events(s))
         .collect();
-    assert_eq!(all.len(), state3.accounts.len() + state3.transfers.len());
+    let expiries: Vec<Expiry> = all
+        .iter()
+        .filter_map(|e| match e {
+            Event::Expiry(x) => Some(*x),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        expiries.iter().map(|x| x.pending_id).collect::<Vec<_>>(),
+        vec![T_EXPIRES],
+        "the expiry is captured"
+    );
+    assert_eq!(st1.segment.expiries, 1);
+    // It happened after phase 1's last row: segment 1 reaches it.
+    assert_eq!(expiries[0].timestamp, st1.segment.until);
+    assert_eq!(
+        all.len(),
+        state3.accounts.len() + state3.transfers.len() + expiries.len()
+    );
     assert!(all.windows(2).all(|w| w[0].timestamp() < w[1].timestamp()));
     let seg_transfers: Vec<&Transfer> = all
         .iter()
         .filter_map(|e| match e {
             Event::Transfer(t) => Some(t),
-            Event::Account(_) => None,
+            _ => None,
         })
         .collect();
     assert_eq!(seg_transfers.len(), state3.transfers.len());
@@ -633,8 +699,7 @@ fn capture_and_replay_reproduce_the_source() {
     assert_eq!(closed, vec![(A7, false), (A10, true), (A13, true)]);
     assert_eq!(st1.closed_accounts, 2);
 
-    let expired_source = a.lookup_transfers(&[T_EXPIRES]);
-    assert_eq!(expired_source.len(), 1);
+    let expired_source = expiries.clone();
 
     // Replay into a fresh target moment by moment; each run resumes the previous.
     {
@@ -653,9 +718,14 @@ fn capture_and_replay_reproduce_the_source() {
             (state1.until, state1.until)
         );
         assert_eq!(r1.timeouts_cleared, 2);
-        // The expiry happened after segment 1's newest row, so only a later point knows.
+        // The expiry is replayed as a void; the long timeout stays cleared.
+        assert_eq!(r1.expiries, 1);
         assert!(r1.expired_in_source.is_empty());
-        assert_eq!(r1.timeout_cleared.len(), 2);
+        assert_eq!(
+            r1.timeout_cleared.iter().map(|p| p.id).collect::<Vec<_>>(),
+            vec![T_LONG_TIMEOUT]
+        );
+        assert_eq!(b.lookup_accounts(vec![A15])[0].debits_pending(), 0);
         assert_replica_matches(&b, &state1, &r1, &expired_source);
         assert_eq!(
             b.lookup_accounts(vec![A7, A10, A11])
@@ -670,7 +740,7 @@ fn capture_and_replay_reproduce_the_source() {
         assert_eq!(r2.newest_before, state1.until);
         assert_eq!(
             r2.skipped_verified,
-            st1.segment.accounts + st1.segment.transfers
+            st1.segment.accounts + st1.segment.transfers + st1.segment.expiries
         );
         assert_eq!(r2.transfers, st2.segment.transfers);
         assert_replica_matches(&b, &state2, &r2, &expired_source);
@@ -729,18 +799,25 @@ fn capture_and_replay_reproduce_the_source() {
             .filter(|t| t.as_raw().timestamp < chain[0])
             .map(Transfer::id)
             .collect();
-        assert_eq!(held.iter().map(Transfer::id).collect::<Vec<_>>(), want);
+        let voids: Vec<u128> = expired_source
+            .iter()
+            .map(|x| expiry_void_id(x.pending_id))
+            .collect();
+        let (held_voids, held): (Vec<u128>, Vec<u128>) = held
+            .iter()
+            .map(Transfer::id)
+            .partition(|id| voids.contains(id));
+        assert_eq!(held, want);
+        assert_eq!(held_voids, voids, "the expiry before the chain is replayed");
         let a13 = b.lookup_accounts(vec![A13]);
         assert_eq!(a13.len(), 1);
         assert!(
             !a13[0].flags().contains(AF::CLOSED),
             "A13 is still open at that point"
         );
-        // The expiry falls before this point (after the last row of segment 1).
-        assert_eq!(
-            r.expired_in_source.iter().map(|p| p.id).collect::<Vec<_>>(),
-            vec![T_EXPIRES]
-        );
+        // The expiry falls before this point: replayed, not reported.
+        assert!(r.expired_in_source.is_empty());
+        assert_eq!(r.expiries, 1);
         assert_eq!(
             r.timeout_cleared.iter().map(|p| p.id).collect::<Vec<_>>(),
             vec![T_LONG_TIMEOUT]

@@ -32,6 +32,7 @@ use tigerbeetle_unofficial::error::{
 };
 use tigerbeetle_unofficial::{Account, QueryFilter, Transfer};
 
+use super::change_events::{self, ChangeEvent, EventsClient};
 use crate::exit::{coded, Code};
 
 /// The TigerBeetle release of the client library bkp links.
@@ -79,6 +80,9 @@ pub struct Client {
     timeout: Duration,
     names: Names,
     requests: Cell<u64>,
+    cluster_id: u128,
+    /// The session for `get_change_events`, opened on first use.
+    events: std::cell::OnceCell<EventsClient>,
 }
 
 /// Checks what TigerBeetle's client would accept blindly: empty addresses and a
@@ -187,6 +191,8 @@ impl Client {
             timeout: spec.timeout,
             names,
             requests: Cell::new(0),
+            cluster_id: spec.cluster_id,
+            events: std::cell::OnceCell::new(),
         })
     }
 
@@ -282,6 +288,25 @@ impl Client {
         )
     }
 
+    /// One page of change events with timestamps in `[min, max]` (`max` 0: no upper
+    /// bound), ascending and checked (see [`change_events`](super::change_events)).
+    pub fn get_change_events(&self, min: u64, max: u64, limit: u32) -> Result<Vec<ChangeEvent>> {
+        const WHAT: &str = "get_change_events";
+        let events = match self.events.get() {
+            Some(e) => e,
+            None => {
+                let e = EventsClient::new(self.cluster_id, &self.addresses)
+                    .map_err(|e| coded(Code::Config, format!("{}: {e:#}", self.names.setting)))?;
+                self.events.get_or_init(|| e)
+            }
+        };
+        let reply = self
+            .call(WHAT, events.submit(min, max, limit))?
+            .ok_or_else(|| self.failed(WHAT, &"the client dropped the request"))?
+            .map_err(|e| self.send_error(WHAT, e))?;
+        change_events::decode_reply(&reply, min, max, limit)
+    }
+
     /// Creates `rows`; the answer lists the events not created (`exists` included).
     pub fn create_accounts(
         &self,
@@ -339,6 +364,7 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
+        drop(self.events.take());
         drop(self.client.take());
         if let Some(rt) = self.rt.take() {
             rt.shutdown_timeout(Duration::from_secs(1));

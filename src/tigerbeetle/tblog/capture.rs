@@ -7,12 +7,18 @@
 //! no answer in time is a [`Code::Transient`] error naming the addresses):
 //!
 //! 1. `query_accounts` and `query_transfers`, each `REVERSED` with limit 1 and every
-//!    other filter field zero: the newest account and the newest transfer.
-//!    `until` = the larger of their timestamps (or `after` when both are ≤ `after`).
+//!    other filter field zero: the newest account and the newest transfer; then
+//!    `get_change_events` after the newer of the two, paged until a page is empty:
+//!    expiries of pending transfers after the newest row (an expiry creates no row
+//!    but takes a timestamp of its own). `until` = the newest timestamp seen (or
+//!    `after` when all are ≤ `after`).
 //! 2. Both kinds in `[after + 1, until]`, ascending, paged by timestamp (next page
-//!    from the last row's timestamp + 1) until a page is empty or reaches `until`.
-//!    The two cursors are merged by timestamp into the segment, one page of each in
-//!    memory at a time (at most 2 × 8189 rows of 128 bytes, about 2 MiB).
+//!    from the last row's timestamp + 1) until a page is empty or reaches `until`;
+//!    and the change events of the same range, paged the same way, keeping only the
+//!    expiries (one event per transfer besides them: this pass reads about three
+//!    times the bytes of the transfers). The three cursors are merged by timestamp
+//!    into the segment, one page of each in memory at a time (at most 2 × 8189 rows
+//!    of 128 bytes and 2730 events of 384 bytes, about 3 MiB).
 //! 3. For each account whose row has `flags.closed`, one `get_account_transfers`
 //!    (limit 1, `DEBITS | CREDITS`) to learn how it was closed (see the format).
 //!
@@ -28,7 +34,13 @@
 //! reads a fixed set, each page is the next slice of one sorted sequence, and no row
 //! with a timestamp ≤ `until` can appear after this capture. The next capture, with
 //! `after` = this `until`, loses and repeats nothing. With nothing new, steps 2 and 3
-//! are skipped: 2 requests. (Choosing `until` first also makes the merge simple: both
+//! are skipped: 3 requests (the change events on a second client session).
+//!
+//! Expiries belong in the log because replay cannot infer them: the cluster expires
+//! a pending transfer at the first pulse after its timeout, at a timestamp only the
+//! cluster knows, and between the timeout and that pulse the source still shows it
+//! pending. Replay applies each expiry at its own timestamp (see
+//! [`replay`](mod@super::replay)). (Choosing `until` first also makes the merge simple: both
 //! cursors read immutable sets, so neither has to be re-read.)
 //!
 //! One exception, documented by TigerBeetle: `imported` rows carry client-chosen
@@ -57,11 +69,13 @@ use anyhow::{bail, Context, Result};
 use tigerbeetle_unofficial as tb;
 use tigerbeetle_unofficial::{Account, Transfer};
 
-use super::segment::{SegmentStats, SegmentWriter};
+use super::segment::{Expiry, SegmentStats, SegmentWriter};
 use super::{
-    newest, query_accounts, query_transfers, with_client, ClusterConfig, Row, ACCOUNT_CLOSED,
+    newest, newest_row, query_accounts, query_transfers, with_client, ClusterConfig, Row,
+    ACCOUNT_CLOSED, TRANSFER_PENDING,
 };
 use crate::exit::{coded, Code};
+use crate::tigerbeetle::change_events::{EventType, PAGE_LIMIT};
 use crate::tigerbeetle::client::Client;
 
 /// Rows per query page: the most a 1 MiB reply holds (replies may hold fewer).
@@ -110,16 +124,101 @@ impl<T: Row> Cursor<T> {
     }
 }
 
-/// Writes one segment with every account and transfer created after `after`, up to
-/// the newest row at the time of the call (the segment's `until`, in the returned
-/// stats; pass it as the next call's `after`). On error `out` holds a partial
-/// segment that must be discarded.
+/// The expiries among the change events of `(after, until]`, one page of events at a
+/// time.
+pub(super) struct ExpiryCursor {
+    pub(super) page: VecDeque<Expiry>,
+    next_min: u64,
+    until: u64,
+    exhausted: bool,
+}
+
+impl ExpiryCursor {
+    /// `until` 0: no upper bound.
+    pub(super) fn new(after: u64, until: u64) -> Self {
+        ExpiryCursor {
+            page: VecDeque::new(),
+            next_min: after + 1,
+            until,
+            exhausted: until != 0 && after >= until,
+        }
+    }
+
+    /// The next expiry's timestamp, reading pages of events until one holds an
+    /// expiry or the range is exhausted.
+    pub(super) fn peek(&mut self, c: &Client) -> Result<Option<u64>> {
+        while self.page.is_empty() && !self.exhausted {
+            let events = c.get_change_events(self.next_min, self.until, PAGE_LIMIT)?;
+            match events.last().map(|e| e.timestamp) {
+                None => self.exhausted = true,
+                Some(last) if self.until != 0 && last >= self.until => self.exhausted = true,
+                Some(last) => self.next_min = last + 1,
+            }
+            for e in events.iter().filter(|e| e.kind == EventType::Expired) {
+                if e.transfer_flags & TRANSFER_PENDING == 0
+                    || e.transfer_timeout == 0
+                    || e.transfer_timestamp >= e.timestamp
+                {
+                    bail!(
+                        "the cluster at {} reports an expiry at {} of transfer {:#x} (timestamp \
+                         {}, timeout {}, flags {:#x}), which is not a pending transfer with a \
+                         timeout: it does not answer as this bkp expects",
+                        c.addresses(),
+                        e.timestamp,
+                        e.transfer_id,
+                        e.transfer_timestamp,
+                        e.transfer_timeout,
+                        e.transfer_flags
+                    );
+                }
+                self.page.push_back(Expiry {
+                    pending_id: e.transfer_id,
+                    amount: e.transfer_amount,
+                    debit_account_id: e.debit_account_id,
+                    credit_account_id: e.credit_account_id,
+                    pending_timestamp: e.transfer_timestamp,
+                    ledger: e.ledger,
+                    code: e.transfer_code,
+                    flags: e.transfer_flags,
+                    timestamp: e.timestamp,
+                });
+            }
+        }
+        Ok(self.page.front().map(|x| x.timestamp))
+    }
+}
+
+/// Writes one segment with every account and transfer created after `after`, and
+/// every expiry of a pending transfer after it, up to the newest timestamp at the
+/// time of the call (the segment's `until`, in the returned stats; pass it as the
+/// next call's `after`). On error `out` holds a partial segment that must be
+/// discarded.
 pub fn capture(cfg: &ClusterConfig, after: u64, out: &mut dyn Write) -> Result<CaptureStats> {
+    capture_with(cfg, after, out, true)
+}
+
+/// Like [`capture`] from the beginning, but rows only, up to the newest row: for a
+/// private replica of a restored data file, whose own expiries (at its own clock's
+/// timestamps) are not the source's.
+pub fn capture_rows(cfg: &ClusterConfig, out: &mut dyn Write) -> Result<CaptureStats> {
+    capture_with(cfg, 0, out, false)
+}
+
+fn capture_with(
+    cfg: &ClusterConfig,
+    after: u64,
+    out: &mut dyn Write,
+    with_expiries: bool,
+) -> Result<CaptureStats> {
     if after >= 1 << 63 {
         bail!("watermark {after} is not a TigerBeetle timestamp (they are below 2^63)");
     }
     with_client(cfg, |c| {
-        let newest = newest(c)?;
+        let newest = if with_expiries {
+            newest(c)?
+        } else {
+            newest_row(c)?
+        };
         if newest < after {
             return Err(coded(
                 Code::Integrity,
@@ -137,18 +236,32 @@ pub fn capture(cfg: &ClusterConfig, after: u64, out: &mut dyn Write) -> Result<C
             .context("cannot write the log segment")?;
         let mut accounts = Cursor::<Account>::new(after, until);
         let mut transfers = Cursor::<Transfer>::new(after, until);
+        let mut expiries = ExpiryCursor::new(after, until);
+        expiries.exhausted |= !with_expiries || after >= until;
         let mut closed = 0;
         loop {
             let a = accounts.peek(|min, max| query_accounts(c, min, max, QUERY_LIMIT, false))?;
             let t = transfers.peek(|min, max| query_transfers(c, min, max, QUERY_LIMIT, false))?;
-            match (a, t) {
-                (None, None) => break,
-                (Some(a), Some(t)) if a == t => bail!(
-                    "the cluster at {} returned an account and a transfer with the same \
-                     timestamp {a}",
+            let x = expiries.peek(c)?;
+            let seen = [a, t, x];
+            let Some(next) = seen.iter().flatten().min().copied() else {
+                break;
+            };
+            if seen.iter().flatten().filter(|&&ts| ts == next).count() > 1 {
+                bail!(
+                    "the cluster at {} returned two rows or events with the same timestamp \
+                     {next}",
                     cfg.addresses
-                ),
-                (Some(a), t) if t.is_none_or(|t| a < t) => {
+                );
+            }
+            match (a, t) {
+                _ if x == Some(next) => {
+                    let Some(e) = expiries.page.pop_front() else {
+                        unreachable!("peek returned a timestamp")
+                    };
+                    w.push_expiry(&e).context("cannot write the log segment")?;
+                }
+                (Some(a), _) if a == next => {
                     let Some(row) = accounts.page.pop_front() else {
                         unreachable!("peek returned a timestamp")
                     };

@@ -37,6 +37,7 @@ use anyhow::{bail, Result};
 use tigerbeetle_unofficial as tb;
 use tigerbeetle_unofficial::{Account, QueryFilter, Transfer};
 
+use super::change_events::PAGE_LIMIT;
 use super::client::{self, Client, ClientSpec, Names};
 #[cfg(doc)]
 use crate::exit::Code;
@@ -45,10 +46,10 @@ pub mod capture;
 pub mod replay;
 pub mod segment;
 
-pub use capture::{capture, CaptureStats};
-pub use replay::{replay, PendingTimeout, ReplayStats, BATCH};
+pub use capture::{capture, capture_rows, CaptureStats};
+pub use replay::{expiry_void_id, replay, LiveTimeout, PendingTimeout, ReplayStats, BATCH};
 pub use segment::{
-    verify_segment, AccountRecord, Event, SegmentHeader, SegmentReader, SegmentStats,
+    verify_segment, AccountRecord, Event, Expiry, SegmentHeader, SegmentReader, SegmentStats,
     SegmentWriter, FORMAT_VERSION, HEADER_LEN, MAGIC, RECORD_LEN, TRAILER_LEN,
 };
 
@@ -77,15 +78,60 @@ fn with_client<T>(cfg: &ClusterConfig, f: impl FnOnce(&Client) -> Result<T>) -> 
     client::with_client(cfg, NAMES, f)
 }
 
-/// The newest timestamp the cluster holds (0 when empty): two requests. A capture
-/// after a watermark at or beyond it would be empty.
+/// The newest timestamp the cluster has used (0 when empty): that of its newest
+/// row, or of a change event after it (an expiry of a pending transfer takes a
+/// timestamp of its own and creates no row). Three requests. A capture after a
+/// watermark at or beyond it would be empty.
 pub fn newest_timestamp(cfg: &ClusterConfig) -> Result<u64> {
     with_client(cfg, newest)
 }
 
-/// Whether the rows in `(after, until]` are at most `limit` of each kind and
-/// all pass `own_transfer`/`own_account` (bkp's own audit records, when the
-/// audit ledger is the captured cluster): two requests.
+/// The newest timestamp of any account or transfer (0 when empty): two requests.
+/// This is where a restored data file's rows end; the replica that runs it may
+/// expire pending transfers of its own at later timestamps, which
+/// [`newest_timestamp`] would count.
+pub fn newest_row_timestamp(cfg: &ClusterConfig) -> Result<u64> {
+    with_client(cfg, newest_row)
+}
+
+/// Where a restored data file's history ends, for a private replica started at
+/// `started` (ns): its newest row, or the source's newest expiry after that row
+/// (a data file copied after an expiry holds it, and the segment that captured it
+/// may end there). The replica's own expiries, by its clock, come after `started`
+/// and do not count. The log that continues the file starts after this point.
+pub fn newest_before(cfg: &ClusterConfig, started: u64) -> Result<u64> {
+    with_client(cfg, |c| {
+        let row = newest_row(c)?;
+        if started <= row + 1 {
+            return Ok(row);
+        }
+        let mut cursor = capture::ExpiryCursor::new(row, started - 1);
+        let mut last = row;
+        while cursor.peek(c)?.is_some() {
+            last = cursor.page.back().map_or(last, |x| last.max(x.timestamp));
+            cursor.page.clear();
+        }
+        Ok(last)
+    })
+}
+
+/// The expiries of pending transfers in `[min, max]` (`max` 0: unbounded), read
+/// from the cluster's change events.
+pub fn expiries(cfg: &ClusterConfig, min: u64, max: u64) -> Result<Vec<Expiry>> {
+    with_client(cfg, |c| {
+        let mut out = Vec::new();
+        let mut cursor = capture::ExpiryCursor::new(min.saturating_sub(1), max);
+        while cursor.peek(c)?.is_some() {
+            out.extend(cursor.page.drain(..));
+        }
+        Ok(out)
+    })
+}
+
+/// Whether the rows in `(after, until]` are at most `limit` of each kind, all
+/// pass `own_transfer`/`own_account` (bkp's own audit records, when the audit
+/// ledger is the captured cluster), and no pending transfer expired among them:
+/// three requests or a few more.
 pub fn only_rows_of(
     cfg: &ClusterConfig,
     after: u64,
@@ -103,7 +149,13 @@ pub fn only_rows_of(
             return Ok(false);
         }
         let a = query_accounts(c, after + 1, until, limit, false)?;
-        Ok(a.len() < limit as usize && a.iter().all(own_account))
+        if a.len() >= limit as usize || !a.iter().all(own_account) {
+            return Ok(false);
+        }
+        // An expiry is the cluster's own change, never bkp's. (The events of the
+        // interval are those of the few rows above: a page or a few.)
+        let mut expiries = capture::ExpiryCursor::new(after, until);
+        Ok(expiries.peek(c)?.is_none())
     })
 }
 
@@ -121,8 +173,30 @@ fn query_transfers(c: &Client, min: u64, max: u64, limit: u32, rev: bool) -> Res
     Ok(rows)
 }
 
-/// The newest timestamp of any account or transfer; 0 for an empty cluster.
+/// The newest timestamp the cluster has used: its newest row's, or a later change
+/// event's (an expiry, or a row committed since the first two queries: every
+/// timestamp seen is committed, which is all a capture's `until` needs).
+///
+/// Expiries after the newest row are few (one per pending transfer that timed out
+/// since); paging stops at the first empty page, or after [`NEWEST_PAGES`] pages of
+/// rows committed meanwhile (a busy cluster: the next capture takes the rest).
 fn newest(c: &Client) -> Result<u64> {
+    let mut newest = newest_row(c)?;
+    for _ in 0..NEWEST_PAGES {
+        let page = c.get_change_events(newest + 1, 0, PAGE_LIMIT)?;
+        match page.last() {
+            Some(e) => newest = e.timestamp,
+            None => break,
+        }
+    }
+    Ok(newest)
+}
+
+/// Pages of change events after the newest row that [`newest`] reads at most.
+const NEWEST_PAGES: usize = 64;
+
+/// The newest timestamp of any account or transfer; 0 for an empty cluster.
+fn newest_row(c: &Client) -> Result<u64> {
     let a = query_accounts(c, 0, 0, 1, true)?;
     let t = query_transfers(c, 0, 0, 1, true)?;
     Ok(a.first()

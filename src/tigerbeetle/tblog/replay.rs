@@ -38,24 +38,34 @@
 //! - **Timeouts.** Imported pending transfers must have `timeout = 0`, so replay
 //!   clears it ([`ReplayStats::timeouts_cleared`]). Such a transfer never expires in
 //!   the target; it stays pending until posted or voided by hand.
-//! - **Expiry.** An expiry in the source creates no row, so segments do not record it.
-//!   A pending transfer that expired in the source is replayed as pending: in the
-//!   target its amount stays in `debits_pending`/`credits_pending` of both accounts
-//!   (released in the source), it can still be posted or voided (not in the source),
-//!   and an expired closing transfer leaves its account closed (reopened in the
-//!   source). Replay tracks every pending transfer it sees and reports those whose
-//!   `timestamp + timeout` ≤ the newest replayed point in
-//!   [`ReplayStats::expired_in_source`] and the others in
+//! - **Expiry.** An expiry in the source creates no row; version 2 segments record it
+//!   from the cluster's change events, with its own timestamp. TigerBeetle cannot
+//!   import an expiry, so replay creates, at exactly that timestamp, an imported
+//!   *void* of the pending transfer: it releases the same amounts from the same two
+//!   accounts and reopens an account a closing pending transfer had closed, as the
+//!   expiry did, so every balance at every timestamp is the source's. What differs:
+//!   the target holds one more transfer, with the id [`expiry_void_id`] derives from
+//!   the pending transfer's id, `flags.void_pending_transfer | flags.imported`, and
+//!   ledger, code, accounts, amount and user data (TigerBeetle copies it) taken from
+//!   the pending transfer; the pending transfer's status is `voided`, not `expired`;
+//!   and a `flags.history` account has one more historical balance, the void's
+//!   (TigerBeetle keeps none for an expiry). A pending transfer the target holds from
+//!   a restored snapshot with a
+//!   live timeout is expired by the target's own clock; TigerBeetle then answers the
+//!   void with `pending_transfer_expired`, which for an expiry means the target has
+//!   released the same amounts ([`ReplayStats::expiries_by_target`]).
+//!   Segments of format version 1 (earlier releases) hold no expiries: a pending
+//!   transfer that expired in the source within them is replayed as pending (its
+//!   amount stays reserved). Replay reports those whose `timestamp + timeout` ≤ the
+//!   newest replayed point in [`ReplayStats::expired_in_source`] and the others in
 //!   [`ReplayStats::timeout_cleared`]; [`ReplayStats::expired_by`] answers for a later
-//!   restore point (the segments certify the source up to the time of their last
-//!   capture, which may be later than their newest row). Void them to reach the
-//!   source's balances (that adds void rows the source does not have).
-//!   Later events that relied on the released amount cannot be replayed exactly: a
-//!   transfer checked against a balance limit fails (`exceeds_credits`/
-//!   `exceeds_debits`), a transfer to an account reopened by expiry fails
-//!   (`*_already_closed`) — both stop the replay with an error that names the expired
-//!   pending transfers — and a balancing transfer would move less, which replay
-//!   detects by looking up every replayed balancing transfer and comparing amounts.
+//!   restore point. Later events that relied on the released amount cannot be
+//!   replayed exactly: a transfer checked against a balance limit fails
+//!   (`exceeds_credits`/`exceeds_debits`), a transfer to an account reopened by expiry
+//!   fails (`*_already_closed`) — both stop the replay with an error that names the
+//!   expired pending transfers — and a balancing transfer would move less, which
+//!   replay detects by looking up every replayed balancing transfer and comparing
+//!   amounts.
 //! - **Balancing transfers** are stored with the amount actually moved; replayed
 //!   with that amount as the maximum and the same prior state, TigerBeetle moves
 //!   exactly it (checked, see above). Posts with `amount = AMOUNT_MAX` are stored with
@@ -79,7 +89,7 @@
 //!   due within a minute. Restore from a snapshot older than that pending transfer,
 //!   or replay all segments into a fresh cluster.
 //! - **Balances history** (`flags.history`) is rebuilt by the replayed transfers with
-//!   the original timestamps; expiries are missing from it as above.
+//!   the original timestamps, expiries included (as voids, see above).
 //!
 //! Memory: replay keeps one batch, one lookup batch, and the id, timestamp and
 //! timeout of every pending transfer not yet posted or voided (about 50 bytes each).
@@ -95,8 +105,8 @@ use std::time::SystemTime;
 use anyhow::{bail, Context, Result};
 use tigerbeetle_unofficial::{Account, Transfer};
 
-use super::segment::{AccountRecord, Event, Kind, SegmentReader};
-use super::{newest, with_client, ClusterConfig};
+use super::segment::{AccountRecord, Event, Expiry, Kind, SegmentReader};
+use super::{newest_row, with_client, ClusterConfig};
 use super::{
     ACCOUNT_CLOSED, ACCOUNT_IMPORTED, TRANSFER_BALANCING, TRANSFER_IMPORTED, TRANSFER_PENDING,
     TRANSFER_POST, TRANSFER_VOID,
@@ -113,6 +123,23 @@ const LOOKUP_BATCH: usize = 250;
 /// A pending transfer whose live timeout falls due within this margin counts as due.
 const EXPIRY_MARGIN_NS: u64 = 60_000_000_000;
 const NS_PER_S: u64 = 1_000_000_000;
+
+/// Replay met a post or void of a pending transfer that the target holds from a
+/// restored snapshot with a live timeout, due by the target's clock: the target
+/// expires it, so the source's state cannot be reproduced from that snapshot.
+#[derive(Debug)]
+pub struct LiveTimeout {
+    pub pending_id: u128,
+    message: String,
+}
+
+impl std::fmt::Display for LiveTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for LiveTimeout {}
 
 /// A pending transfer whose timeout replay had to clear.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,11 +177,20 @@ pub struct ReplayStats {
     pub requests: u64,
     /// Pending transfers replayed with `timeout` cleared to 0.
     pub timeouts_cleared: u64,
+    /// Expiries replayed as voids at their own timestamps.
+    pub expiries: u64,
+    /// Expiries of pending transfers the target holds from a restored snapshot with
+    /// a live timeout and had already expired by its own clock (no void needed): their
+    /// ids. The target did so at a later timestamp than the source.
+    pub expiries_by_target: Vec<u128>,
+    /// Some segments were of format version 1, which holds no expiries.
+    pub without_expiries: bool,
     /// Pending transfers still pending here that the source expired by
     /// `covered_until`: their amounts are still reserved here.
     pub expired_in_source: Vec<PendingTimeout>,
-    /// Pending transfers still pending here whose source timeout was cleared and falls
-    /// after `covered_until`: they will not expire here. `covered_until` is the newest
+    /// Pending transfers still pending here whose source timeout was cleared (with
+    /// version 1 segments: only those due after `covered_until`): they will not
+    /// expire here. `covered_until` is the newest
     /// row's timestamp; when the segments are known to reach a later point (the last
     /// capture ran later), use [`ReplayStats::expired_by`] with that point.
     pub timeout_cleared: Vec<PendingTimeout>,
@@ -162,8 +198,13 @@ pub struct ReplayStats {
 
 impl ReplayStats {
     /// The pending transfers still pending here that the source had expired by
-    /// timestamp `t` (pass the restore point when the segments reach it).
+    /// timestamp `t` (pass the restore point when the segments reach it); empty
+    /// when the segments record expiries (version 2).
     pub fn expired_by(&self, t: u64) -> Vec<PendingTimeout> {
+        if !self.without_expiries {
+            // The segments hold every expiry, replayed as such.
+            return Vec::new();
+        }
         self.expired_in_source
             .iter()
             .chain(&self.timeout_cleared)
@@ -211,7 +252,7 @@ where
     I: IntoIterator<Item = Result<SegmentReader<R>>>,
 {
     with_client(cfg, |c| {
-        let newest = newest(c)?;
+        let newest = newest_row(c)?;
         if newest > up_to {
             bail!(
                 "the TigerBeetle cluster at {} already holds rows up to timestamp {newest}, \
@@ -270,6 +311,7 @@ where
                 ));
             }
             r.stats.segments += 1;
+            r.stats.without_expiries |= h.version < 2;
             while let Some(ev) = seg
                 .next_event()
                 .with_context(|| format!("cannot read {name}"))?
@@ -329,7 +371,9 @@ where
                 timeout: p.source_timeout,
                 expires_at: p.expires_at(p.source_timeout),
             };
-            if info.expires_at <= covered_until {
+            // With expiries in the segments, a pending transfer still pending here was
+            // still pending in the source (its expiry would be in the segments).
+            if info.expires_at <= covered_until && r.stats.without_expiries {
                 expired.push(info);
             } else {
                 cleared.push(info);
@@ -401,7 +445,7 @@ impl Replayer<'_> {
             .iter()
             .filter_map(|e| match e {
                 Event::Account(a) => Some(a),
-                Event::Transfer(_) => None,
+                Event::Transfer(_) | Event::Expiry(_) => None,
             })
             .collect();
         let rows: Vec<Account> = records.iter().map(|a| import_account(a)).collect();
@@ -439,17 +483,23 @@ impl Replayer<'_> {
     }
 
     fn send_transfers(&mut self, events: &[Event]) -> Result<()> {
-        let transfers: Vec<&Transfer> = events
+        let transfers: Vec<Transfer> = events
             .iter()
             .filter_map(|e| match e {
-                Event::Transfer(t) => Some(t),
+                Event::Transfer(t) => Some(*t),
+                Event::Expiry(x) => Some(expiry_void(x)),
                 Event::Account(_) => None,
             })
             .collect();
         // Track pending transfers; find posts/voids of pending transfers not created
-        // by this replay, which need a look at the target first.
+        // by this replay, which need a look at the target first. An expiry's void needs
+        // no look: it is due by the target's clock too (see the module documentation).
         let mut unknown = Vec::new();
-        for t in &transfers {
+        for (t, ev) in transfers.iter().zip(events) {
+            if let Event::Expiry(x) = ev {
+                self.pending.remove(&x.pending_id);
+                continue;
+            }
             let r = t.as_raw();
             if r.flags & TRANSFER_PENDING != 0 {
                 self.pending.insert(
@@ -467,7 +517,7 @@ impl Replayer<'_> {
                 match self.pending.remove(&r.pending_id) {
                     Some(p) if p.target_timeout == 0 => {}
                     Some(p) => self.check_live_timeout(t, r.pending_id, p)?,
-                    None => unknown.push(**t),
+                    None => unknown.push(*t),
                 }
             }
         }
@@ -492,14 +542,26 @@ impl Replayer<'_> {
                 // Not found: TigerBeetle answers pending_transfer_not_found below.
             }
         }
-        let rows: Vec<Transfer> = transfers.iter().map(|t| import_transfer(t)).collect();
-        let failures: Vec<(usize, bool, String)> = self
+        let rows: Vec<Transfer> = transfers.iter().map(import_transfer).collect();
+        let mut failures: Vec<(usize, bool, String)> = self
             .c
             .create_transfers(rows.clone())?
             .into_iter()
             .map(|r| (r.index, r.exists, r.name))
             .collect();
+        // An expiry the target already applied by its own clock.
+        failures.retain(|(i, _, name)| match events.get(*i) {
+            Some(Event::Expiry(x)) if name == "pending_transfer_expired" => {
+                self.stats.expiries_by_target.push(x.pending_id);
+                false
+            }
+            _ => true,
+        });
         self.check_failures(events, &failures)?;
+        self.stats.expiries += events
+            .iter()
+            .filter(|e| matches!(e, Event::Expiry(_)))
+            .count() as u64;
         // `exists` does not compare timestamps, and a balancing transfer's amount is
         // decided by the target's balances: look both up and compare.
         let mut check: Vec<u128> = failures
@@ -548,7 +610,10 @@ impl Replayer<'_> {
                 }
             }
         }
-        self.stats.transfers += transfers.len() as u64;
+        self.stats.transfers += events
+            .iter()
+            .filter(|e| matches!(e, Event::Transfer(_)))
+            .count() as u64;
         Ok(())
     }
 
@@ -564,17 +629,18 @@ impl Replayer<'_> {
             });
         if expires_at <= now.saturating_add(EXPIRY_MARGIN_NS) {
             let r = t.as_raw();
-            bail!(
-                "transfer {:#x} (timestamp {}) posts or voids pending transfer {pid:#x}, which \
-                 the target holds from a restored snapshot with a timeout of {} s (due at \
-                 timestamp {expires_at}): the target cluster expires it by its own clock, so \
-                 TigerBeetle cannot accept this post or void (TigerBeetle 0.16.78 was seen to \
-                 crash on it). Restore from a snapshot taken before pending transfer {pid:#x} \
-                 was created, or replay all segments into a fresh cluster",
-                r.id,
-                r.timestamp,
-                p.target_timeout
-            );
+            return Err(anyhow::Error::new(LiveTimeout {
+                pending_id: pid,
+                message: format!(
+                    "transfer {:#x} (timestamp {}) posts or voids pending transfer {pid:#x}, \
+                     which the target holds from a restored snapshot with a timeout of {} s \
+                     (due at timestamp {expires_at}): the target cluster expires it by its own \
+                     clock, so TigerBeetle cannot accept this post or void (TigerBeetle 0.16.78 \
+                     was seen to crash on it). Restore from a snapshot taken before pending \
+                     transfer {pid:#x} was created, or replay all segments into a fresh cluster",
+                    r.id, r.timestamp, p.target_timeout
+                ),
+            }));
         }
         Ok(())
     }
@@ -614,8 +680,12 @@ impl Replayer<'_> {
         )
     }
 
-    /// Names pending transfers that the source had expired before `ts`.
+    /// Names pending transfers that the source had expired before `ts` (only when a
+    /// segment of format version 1, which holds no expiries, was replayed).
     fn expiry_hint(&self, ts: u64) -> String {
+        if !self.stats.without_expiries {
+            return String::new();
+        }
         let mut expired: Vec<(u128, u64)> = self
             .pending
             .iter()
@@ -654,8 +724,11 @@ impl Replayer<'_> {
             .collect();
         let transfer_ids: Vec<u128> = events
             .iter()
-            .filter(|e| e.kind() == Kind::Transfer)
-            .map(Event::id)
+            .flat_map(|e| match e {
+                Event::Account(_) => vec![],
+                Event::Transfer(t) => vec![t.as_raw().id],
+                Event::Expiry(x) => vec![expiry_void_id(x.pending_id), x.pending_id],
+            })
             .collect();
         let accounts = if account_ids.is_empty() {
             HashMap::new()
@@ -683,6 +756,34 @@ impl Replayer<'_> {
                         d
                     }
                 },
+                // Either replay voided it (resuming), or the target holds the pending
+                // transfer with its live timeout and expired it itself (a snapshot).
+                Event::Expiry(x) => {
+                    self.pending.remove(&x.pending_id);
+                    match (
+                        transfers.get(&expiry_void_id(x.pending_id)),
+                        transfers.get(&x.pending_id),
+                    ) {
+                        // TigerBeetle gives a void that leaves user data zero the
+                        // pending transfer's user data.
+                        (Some(v), p) => {
+                            let mut want = expiry_void(x);
+                            let from = p.unwrap_or(v).as_raw();
+                            let w = want.as_raw_mut();
+                            w.user_data_128 = from.user_data_128;
+                            w.user_data_64 = from.user_data_64;
+                            w.user_data_32 = from.user_data_32;
+                            transfer_difference(&want, v)
+                        }
+                        (None, Some(p)) if p.as_raw().timeout != 0 => None,
+                        (None, Some(_)) => Some(
+                            "the target holds the pending transfer without a timeout and \
+                             without its void"
+                                .to_owned(),
+                        ),
+                        (None, None) => Some("the pending transfer is missing".to_owned()),
+                    }
+                }
             };
             if let Some(diff) = diff {
                 bail!(
@@ -742,6 +843,42 @@ fn import_account(a: &AccountRecord) -> Account {
         raw.flags &= !ACCOUNT_CLOSED;
     }
     Account::from_raw(raw)
+}
+
+/// The id of the void that replays the expiry of pending transfer `pending_id`: the
+/// first 16 bytes (little-endian) of SHA-256(`"bkp tigerbeetle expiry v1\0"` ‖
+/// `pending_id` as 16 little-endian bytes), never 0 or 2^128 − 1 (TigerBeetle's
+/// reserved ids; those two would become 1 and 2^128 − 2). Deterministic, so a replay
+/// repeated or resumed finds its own voids.
+pub fn expiry_void_id(pending_id: u128) -> u128 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"bkp tigerbeetle expiry v1\0");
+    h.update(pending_id.to_le_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    match u128::from_le_bytes(b) {
+        0 => 1,
+        u128::MAX => u128::MAX - 1,
+        id => id,
+    }
+}
+
+/// The void that replays an expiry (before [`import_transfer`]): at the expiry's
+/// timestamp, with the pending transfer's accounts, amount, ledger and code.
+fn expiry_void(x: &Expiry) -> Transfer {
+    let mut t = Transfer::new(expiry_void_id(x.pending_id))
+        .with_debit_account_id(x.debit_account_id)
+        .with_credit_account_id(x.credit_account_id)
+        .with_amount(x.amount)
+        .with_ledger(x.ledger)
+        .with_code(x.code)
+        .with_flags(tigerbeetle_unofficial::transfer::Flags::VOID_PENDING_TRANSFER);
+    let r = t.as_raw_mut();
+    r.pending_id = x.pending_id;
+    r.timestamp = x.timestamp;
+    t
 }
 
 /// The transfer as replay creates it: imported, original timestamp, no timeout.

@@ -1,13 +1,15 @@
 //! The log segment format: [`SegmentWriter`], [`SegmentReader`] and
 //! [`verify_segment`], with their round-trip and damage tests.
 //!
-//! # Segment format, version 1
+//! # Segment format, version 2
 //!
-//! All integers little-endian. Offsets in bytes.
+//! All integers little-endian. Offsets in bytes. Version 2 adds expiry records (tag
+//! 4) and their count in the trailer; version 1 segments (written by earlier bkp
+//! releases, without expiries) are still read.
 //!
 //! Header, 42 bytes:
 //! - 0..8: magic `BKPTBLG1` (ASCII);
-//! - 8..10: format version, u16 = 1;
+//! - 8..10: format version, u16 = 2 (or 1);
 //! - 10..26: source cluster id, u128;
 //! - 26..34: `after`, u64: interval start, exclusive (0 = from the beginning);
 //! - 34..42: `until`, u64: interval end, inclusive (`until` ≥ `after`).
@@ -27,6 +29,13 @@
 //!   48 `amount` u128, 64 `pending_id` u128, 80 `user_data_128` u128,
 //!   96 `user_data_64` u64, 104 `user_data_32` u32, 108 `timeout` u32,
 //!   112 `ledger` u32, 116 `code` u16, 118 `flags` u16, 120 `timestamp` u64.
+//! - tag 4 (version 2), expiry: the cluster expired a pending transfer (its timeout
+//!   ran out). An expiry is no row: it comes from TigerBeetle's change events and
+//!   has a timestamp of its own. Body: 0 `pending_id` u128 (the expired transfer),
+//!   16 `amount` u128, 32 `debit_account_id` u128, 48 `credit_account_id` u128,
+//!   64 the pending transfer's `timestamp` u64, 72..112 zero, 112 `ledger` u32,
+//!   116 `code` u16, 118 the pending transfer's `flags` u16, 120 the expiry's
+//!   `timestamp` u64.
 //!
 //! Why tag 3: `flags.closed` is set either at creation or by a pending transfer with
 //! `closing_debit`/`closing_credit` (undone by voiding it). Replay must create the
@@ -37,10 +46,10 @@
 //! capture asks for one transfer of each closed account; the answer cannot change
 //! between the reads because a closed-at-creation account stays closed forever.
 //!
-//! Trailer, 65 bytes: tag 0xFF; account count u64; transfer count u64; first
-//! record timestamp u64; last record timestamp u64 (both 0 when empty); SHA-256 (32
-//! bytes) of every byte before the hash (header, records, and the trailer's first 33
-//! bytes). [`SegmentReader`] checks the magic, version, range, tags, ordering,
+//! Trailer, 73 bytes (version 1: 65): tag 0xFF; account count u64; transfer count
+//! u64; expiry count u64 (not in version 1); first record timestamp u64; last record
+//! timestamp u64 (both 0 when empty); SHA-256 (32 bytes) of every byte before the
+//! hash (header, records, and the trailer's bytes before it). [`SegmentReader`] checks the magic, version, range, tags, ordering,
 //! counts, timestamps and hash and that nothing follows the trailer; any violation,
 //! including a truncated stream, is a [`Code::Integrity`] error naming what is wrong.
 //! The hash covers the stream independently of bkp's outer compression/encryption.
@@ -51,23 +60,24 @@ use sha2::{Digest, Sha256};
 use tigerbeetle_unofficial as tb;
 use tigerbeetle_unofficial::{Account, Transfer};
 
-use super::{ACCOUNT_CLOSED, ACCOUNT_LINKED, TRANSFER_LINKED};
+use super::{ACCOUNT_CLOSED, ACCOUNT_LINKED, TRANSFER_LINKED, TRANSFER_PENDING};
 use crate::exit::{Code, Coded};
 
 /// First bytes of every segment.
 pub const MAGIC: &[u8; 8] = b"BKPTBLG1";
-/// The segment format this module writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The segment format this module writes (it also reads version 1).
+pub const FORMAT_VERSION: u16 = 2;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 42;
 /// Record length in bytes (tag + body).
 pub const RECORD_LEN: usize = 129;
-/// Trailer length in bytes.
-pub const TRAILER_LEN: usize = 65;
+/// Trailer length in bytes (version 1: 65).
+pub const TRAILER_LEN: usize = 73;
 
 const TAG_ACCOUNT: u8 = 1;
 const TAG_TRANSFER: u8 = 2;
 const TAG_ACCOUNT_CLOSED_BY_TRANSFER: u8 = 3;
+const TAG_EXPIRY: u8 = 4;
 const TAG_TRAILER: u8 = 0xFF;
 const BODY_LEN: usize = 128;
 
@@ -91,6 +101,8 @@ pub struct SegmentStats {
     pub until: u64,
     pub accounts: u64,
     pub transfers: u64,
+    /// Expiries of pending transfers (always 0 in version 1 segments).
+    pub expiries: u64,
     /// Timestamp of the first record, 0 when empty.
     pub first_timestamp: u64,
     /// Timestamp of the last record, 0 when empty.
@@ -111,11 +123,31 @@ pub struct AccountRecord {
     pub closed_by_transfer: bool,
 }
 
+/// A pending transfer the cluster expired (its timeout ran out), as captured from
+/// its change event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// The pending transfer that expired.
+    pub pending_id: u128,
+    pub amount: u128,
+    pub debit_account_id: u128,
+    pub credit_account_id: u128,
+    /// The pending transfer's own timestamp.
+    pub pending_timestamp: u64,
+    pub ledger: u32,
+    pub code: u16,
+    /// The pending transfer's flags.
+    pub flags: u16,
+    /// The expiry's timestamp (a timestamp of its own in the cluster's sequence).
+    pub timestamp: u64,
+}
+
 /// One record of a segment.
 #[derive(Debug, Clone, Copy)]
 pub enum Event {
     Account(AccountRecord),
     Transfer(Transfer),
+    Expiry(Expiry),
 }
 
 impl Event {
@@ -124,6 +156,7 @@ impl Event {
         match self {
             Event::Account(a) => a.account.as_raw().timestamp,
             Event::Transfer(t) => t.as_raw().timestamp,
+            Event::Expiry(x) => x.timestamp,
         }
     }
 
@@ -132,6 +165,7 @@ impl Event {
         match self {
             Event::Account(a) => a.account.as_raw().id,
             Event::Transfer(t) => t.as_raw().id,
+            Event::Expiry(x) => x.pending_id,
         }
     }
 
@@ -139,13 +173,23 @@ impl Event {
         match self {
             Event::Account(a) => a.account.as_raw().flags & ACCOUNT_LINKED != 0,
             Event::Transfer(t) => t.as_raw().flags & TRANSFER_LINKED != 0,
+            Event::Expiry(_) => false,
         }
     }
 
+    /// Replay sends expiries with the transfers (each as a void).
     pub(super) fn kind(&self) -> Kind {
         match self {
             Event::Account(_) => Kind::Account,
-            Event::Transfer(_) => Kind::Transfer,
+            Event::Transfer(_) | Event::Expiry(_) => Kind::Transfer,
+        }
+    }
+
+    fn what(&self) -> &'static str {
+        match self {
+            Event::Account(_) => "account",
+            Event::Transfer(_) => "transfer",
+            Event::Expiry(_) => "expiry of pending transfer",
         }
     }
 }
@@ -288,6 +332,43 @@ fn decode_transfer(buf: &[u8; BODY_LEN]) -> Transfer {
     })
 }
 
+fn encode_expiry(x: &Expiry, buf: &mut [u8; BODY_LEN]) {
+    let mut e = Enc { buf, at: 0 };
+    e.put(&x.pending_id.to_le_bytes());
+    e.put(&x.amount.to_le_bytes());
+    e.put(&x.debit_account_id.to_le_bytes());
+    e.put(&x.credit_account_id.to_le_bytes());
+    e.put(&x.pending_timestamp.to_le_bytes());
+    e.put(&[0u8; 40]);
+    e.put(&x.ledger.to_le_bytes());
+    e.put(&x.code.to_le_bytes());
+    e.put(&x.flags.to_le_bytes());
+    e.put(&x.timestamp.to_le_bytes());
+}
+
+/// Decodes an expiry; `None` when its reserved bytes are not zero.
+fn decode_expiry(buf: &[u8; BODY_LEN]) -> Option<Expiry> {
+    let mut d = Dec { buf, at: 0 };
+    let pending_id = d.u128();
+    let amount = d.u128();
+    let debit_account_id = d.u128();
+    let credit_account_id = d.u128();
+    let pending_timestamp = d.u64();
+    let reserved: [u8; 40] = d.take();
+    let x = Expiry {
+        pending_id,
+        amount,
+        debit_account_id,
+        credit_account_id,
+        pending_timestamp,
+        ledger: d.u32(),
+        code: d.u16(),
+        flags: d.u16(),
+        timestamp: d.u64(),
+    };
+    reserved.iter().all(|&b| b == 0).then_some(x)
+}
+
 /// Writes one segment. Records must come in strictly increasing timestamp order
 /// within `(after, until]`; anything else is an `InvalidInput` error and the segment
 /// must be discarded.
@@ -297,6 +378,7 @@ pub struct SegmentWriter<W: Write> {
     header: SegmentHeader,
     accounts: u64,
     transfers: u64,
+    expiries: u64,
     first: u64,
     last: u64,
     bytes: u64,
@@ -322,6 +404,7 @@ impl<W: Write> SegmentWriter<W> {
             },
             accounts: 0,
             transfers: 0,
+            expiries: 0,
             first: 0,
             last: 0,
             bytes: 0,
@@ -359,7 +442,7 @@ impl<W: Write> SegmentWriter<W> {
                 ),
             ));
         }
-        if self.accounts + self.transfers > 0 && ts <= self.last {
+        if self.accounts + self.transfers + self.expiries > 0 && ts <= self.last {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
@@ -376,7 +459,7 @@ impl<W: Write> SegmentWriter<W> {
         rec[0] = tag;
         rec[1..].copy_from_slice(body);
         self.emit(&rec)?;
-        if self.accounts + self.transfers == 0 {
+        if self.accounts + self.transfers + self.expiries == 0 {
             self.first = ts;
         }
         self.last = ts;
@@ -427,11 +510,32 @@ impl<W: Write> SegmentWriter<W> {
         Ok(())
     }
 
+    /// Appends the expiry of a pending transfer.
+    pub fn push_expiry(&mut self, x: &Expiry) -> io::Result<()> {
+        self.check_order("expiry of pending transfer", x.pending_id, x.timestamp)?;
+        if x.pending_timestamp >= x.timestamp || x.flags & TRANSFER_PENDING == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the expiry at {} of transfer {:#x} (timestamp {}, flags {:#x}) is not the \
+                     expiry of an earlier pending transfer",
+                    x.timestamp, x.pending_id, x.pending_timestamp, x.flags
+                ),
+            ));
+        }
+        let mut body = [0u8; BODY_LEN];
+        encode_expiry(x, &mut body);
+        self.record(TAG_EXPIRY, &body, x.timestamp)?;
+        self.expiries += 1;
+        Ok(())
+    }
+
     /// Appends any event.
     pub fn push(&mut self, e: &Event) -> io::Result<()> {
         match e {
             Event::Account(a) => self.push_account_tagged(&a.account, a.closed_by_transfer),
             Event::Transfer(t) => self.push_transfer(t),
+            Event::Expiry(x) => self.push_expiry(x),
         }
     }
 
@@ -441,8 +545,9 @@ impl<W: Write> SegmentWriter<W> {
         t[0] = TAG_TRAILER;
         t[1..9].copy_from_slice(&self.accounts.to_le_bytes());
         t[9..17].copy_from_slice(&self.transfers.to_le_bytes());
-        t[17..25].copy_from_slice(&self.first.to_le_bytes());
-        t[25..33].copy_from_slice(&self.last.to_le_bytes());
+        t[17..25].copy_from_slice(&self.expiries.to_le_bytes());
+        t[25..33].copy_from_slice(&self.first.to_le_bytes());
+        t[33..41].copy_from_slice(&self.last.to_le_bytes());
         self.emit(&t)?;
         let sha256: [u8; 32] = self.hasher.clone().finalize().into();
         self.w.write_all(&sha256)?;
@@ -453,6 +558,7 @@ impl<W: Write> SegmentWriter<W> {
             until: self.header.until,
             accounts: self.accounts,
             transfers: self.transfers,
+            expiries: self.expiries,
             first_timestamp: self.first,
             last_timestamp: self.last,
             bytes: self.bytes,
@@ -472,6 +578,7 @@ pub struct SegmentReader<R: Read> {
     header: SegmentHeader,
     accounts: u64,
     transfers: u64,
+    expiries: u64,
     first: u64,
     last: u64,
     bytes: u64,
@@ -500,10 +607,10 @@ impl<R: Read> SegmentReader<R> {
             u64::from_le_bytes(b)
         };
         let version = u16::from_le_bytes([h[8], h[9]]);
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != 1 {
             return Err(integrity(format!(
                 "log segment format version {version} is not supported (this bkp reads \
-                 version {FORMAT_VERSION}); use the bkp release that wrote it"
+                 versions 1 and {FORMAT_VERSION}); use the bkp release that wrote it"
             )));
         }
         let mut id = [0u8; 16];
@@ -528,6 +635,7 @@ impl<R: Read> SegmentReader<R> {
             header,
             accounts: 0,
             transfers: 0,
+            expiries: 0,
             first: 0,
             last: 0,
             bytes: HEADER_LEN as u64,
@@ -546,7 +654,7 @@ impl<R: Read> SegmentReader<R> {
     }
 
     fn records(&self) -> u64 {
-        self.accounts + self.transfers
+        self.accounts + self.transfers + self.expiries
     }
 
     /// The next event; `None` after the trailer has been read and checked.
@@ -605,6 +713,19 @@ impl<R: Read> SegmentReader<R> {
                 })
             }
             TAG_TRANSFER => Event::Transfer(decode_transfer(&body)),
+            TAG_EXPIRY if self.header.version >= 2 => {
+                let x = decode_expiry(&body)
+                    .filter(|x| x.pending_timestamp < x.timestamp)
+                    .filter(|x| x.flags & TRANSFER_PENDING != 0)
+                    .ok_or_else(|| {
+                        integrity(format!(
+                            "log segment record {} is not the expiry of an earlier pending \
+                             transfer",
+                            n + 1
+                        ))
+                    })?;
+                Event::Expiry(x)
+            }
             other => {
                 return Err(integrity(format!(
                     "log segment record {} has unknown tag {other:#04x}",
@@ -619,7 +740,7 @@ impl<R: Read> SegmentReader<R> {
                 "log segment record {} ({} {:#x}) has timestamp {ts}, outside the segment's \
                  interval ({}, {}]",
                 n + 1,
-                event.kind().name(),
+                event.what(),
                 event.id(),
                 h.after,
                 h.until
@@ -639,25 +760,38 @@ impl<R: Read> SegmentReader<R> {
         match event {
             Event::Account(_) => self.accounts += 1,
             Event::Transfer(_) => self.transfers += 1,
+            Event::Expiry(_) => self.expiries += 1,
         }
         Ok(Some(event))
     }
 
     fn read_trailer(&mut self) -> io::Result<()> {
-        let mut t = [0u8; TRAILER_LEN - 1];
-        read_exact_or(&mut self.r, &mut t, || {
+        // Version 1 has no expiry count: 8 bytes less.
+        let len = if self.header.version == 1 {
+            TRAILER_LEN - 9
+        } else {
+            TRAILER_LEN - 1
+        };
+        let mut buf = [0u8; TRAILER_LEN - 1];
+        let t = &mut buf[..len];
+        read_exact_or(&mut self.r, t, || {
             "the log segment is truncated: it ends inside its trailer".to_owned()
         })?;
-        self.hasher.update(&t[..32]);
-        self.bytes += (TRAILER_LEN - 1) as u64;
+        let counted = len - 32;
+        self.hasher.update(&t[..counted]);
+        self.bytes += len as u64;
         let le64 = |i: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&t[i..i + 8]);
             u64::from_le_bytes(b)
         };
-        let (accounts, transfers, first, last) = (le64(0), le64(8), le64(16), le64(24));
+        let (accounts, transfers, expiries, first, last) = if self.header.version == 1 {
+            (le64(0), le64(8), 0, le64(16), le64(24))
+        } else {
+            (le64(0), le64(8), le64(16), le64(24), le64(32))
+        };
         let digest: [u8; 32] = self.hasher.clone().finalize().into();
-        if digest[..] != t[32..] {
+        if digest[..] != t[counted..] {
             return Err(integrity(
                 "the log segment's SHA-256 does not match its content: the segment is \
                  corrupt or was altered"
@@ -667,6 +801,7 @@ impl<R: Read> SegmentReader<R> {
         let checks = [
             (accounts, self.accounts, "account count"),
             (transfers, self.transfers, "transfer count"),
+            (expiries, self.expiries, "expiry count"),
             (first, self.first, "first timestamp"),
             (last, self.last, "last timestamp"),
         ];
@@ -691,13 +826,14 @@ impl<R: Read> SegmentReader<R> {
             }
         }
         let mut sha256 = [0u8; 32];
-        sha256.copy_from_slice(&t[32..]);
+        sha256.copy_from_slice(&t[counted..]);
         self.stats = Some(SegmentStats {
             cluster_id: self.header.cluster_id,
             after: self.header.after,
             until: self.header.until,
             accounts,
             transfers,
+            expiries,
             first_timestamp: first,
             last_timestamp: last,
             bytes: self.bytes,
@@ -770,21 +906,90 @@ pub(super) mod tests {
         t
     }
 
+    pub(crate) fn expiry(pending_id: u128, pending_ts: u64, ts: u64) -> Expiry {
+        Expiry {
+            pending_id,
+            amount: u128::MAX - 9,
+            debit_account_id: 3,
+            credit_account_id: u128::MAX - 2,
+            pending_timestamp: pending_ts,
+            ledger: 7,
+            code: 9,
+            flags: TRANSFER_PENDING,
+            timestamp: ts,
+        }
+    }
+
     fn sample() -> Vec<u8> {
         let mut w = SegmentWriter::new(Vec::new(), 0xabc, 100, 200).unwrap();
         w.push_account(&account(1, 101, 0)).unwrap();
         w.push_transfer(&transfer(10, 102)).unwrap();
         w.push_account_closed_by_transfer(&account(2, 150, ACCOUNT_CLOSED))
             .unwrap();
+        w.push_expiry(&expiry(10, 102, 160)).unwrap();
         w.push_transfer(&transfer(11, 200)).unwrap();
         let (bytes, stats) = w.finish().unwrap();
         assert_eq!(stats.bytes as usize, bytes.len());
         assert_eq!(
             bytes.len(),
-            HEADER_LEN + 4 * RECORD_LEN + TRAILER_LEN,
+            HEADER_LEN + 5 * RECORD_LEN + TRAILER_LEN,
             "documented sizes"
         );
         bytes
+    }
+
+    /// The same records as a version 1 segment (no expiries), as earlier
+    /// releases wrote it.
+    fn version_1(records: &[Event]) -> Vec<u8> {
+        let mut w = SegmentWriter::new(Vec::new(), 0xabc, 100, 200).unwrap();
+        for e in records {
+            w.push(e).unwrap();
+        }
+        let (mut b, _) = w.finish().unwrap();
+        b[8..10].copy_from_slice(&1u16.to_le_bytes());
+        let trailer = b.len() - TRAILER_LEN;
+        // Version 1 has no expiry count (with an expiry record, it is simply lost).
+        b.drain(trailer + 17..trailer + 25);
+        b.truncate(b.len() - 32);
+        let digest: [u8; 32] = Sha256::digest(&b).into();
+        b.extend_from_slice(&digest);
+        b
+    }
+
+    #[test]
+    fn version_1_segments_are_still_read_and_cannot_hold_expiries() {
+        let records = [
+            Event::Transfer(transfer(10, 102)),
+            Event::Transfer(transfer(11, 200)),
+        ];
+        let v1 = version_1(&records);
+        assert_eq!(v1.len(), HEADER_LEN + 2 * RECORD_LEN + 65);
+        let stats = verify_segment(&v1[..]).unwrap();
+        assert_eq!((stats.transfers, stats.expiries), (2, 0));
+        assert_eq!(SegmentReader::new(&v1[..]).unwrap().header().version, 1);
+        // A version 1 segment with an expiry record is damage, not an expiry.
+        let with = version_1(&[records[0], Event::Expiry(expiry(10, 102, 160))]);
+        let e = verify_segment(&with[..]).unwrap_err();
+        assert!(e.to_string().contains("unknown tag 0x04"), "{e}");
+    }
+
+    #[test]
+    fn an_expiry_must_follow_its_pending_transfer() {
+        let mut w = SegmentWriter::new(Vec::new(), 1, 100, 200).unwrap();
+        assert!(w.push_expiry(&expiry(10, 160, 160)).is_err());
+        let mut not_pending = expiry(10, 102, 160);
+        not_pending.flags = 0;
+        assert!(w.push_expiry(&not_pending).is_err());
+        // Damage to the reserved bytes is refused by the reader.
+        let mut b = sample();
+        let at = HEADER_LEN + 3 * RECORD_LEN;
+        assert_eq!(b[at], TAG_EXPIRY);
+        b[at + 1 + 80] ^= 1;
+        let tail = b.len() - 32;
+        let digest: [u8; 32] = Sha256::digest(&b[..tail]).into();
+        b[tail..].copy_from_slice(&digest);
+        let e = verify_segment(&b[..]).unwrap_err();
+        assert!(e.to_string().contains("not the expiry"), "{e}");
     }
 
     fn account_bytes(a: &Account) -> [u8; BODY_LEN] {
@@ -807,7 +1012,7 @@ pub(super) mod tests {
     fn round_trip_keeps_every_field() {
         let bytes = sample();
         assert_eq!(&bytes[..8], b"BKPTBLG1");
-        assert_eq!(&bytes[8..10], &[1, 0]);
+        assert_eq!(&bytes[8..10], &[2, 0]);
         assert_eq!(bytes[HEADER_LEN], TAG_ACCOUNT);
         // Account 1 body: id at 0, debits_posted at 32, flags at 118, timestamp at 120.
         let body = &bytes[HEADER_LEN + 1..HEADER_LEN + RECORD_LEN];
@@ -821,14 +1026,23 @@ pub(super) mod tests {
         assert_eq!(
             *r.header(),
             SegmentHeader {
-                version: 1,
+                version: 2,
                 cluster_id: 0xabc,
                 after: 100,
                 until: 200
             }
         );
         let events: Vec<Event> = r.by_ref().collect::<io::Result<_>>().unwrap();
-        assert_eq!(events.len(), 4);
+        assert_eq!(events.len(), 5);
+        match &events[3] {
+            Event::Expiry(x) => assert_eq!(*x, expiry(10, 102, 160)),
+            other => panic!("unexpected event {other:?}"),
+        }
+        let x = &bytes[HEADER_LEN + 3 * RECORD_LEN + 1..HEADER_LEN + 4 * RECORD_LEN];
+        assert_eq!(&x[0..16], &10u128.to_le_bytes());
+        assert_eq!(&x[64..72], &102u64.to_le_bytes());
+        assert_eq!(&x[118..120], &TRANSFER_PENDING.to_le_bytes());
+        assert_eq!(&x[120..128], &160u64.to_le_bytes());
         match (&events[0], &events[1], &events[2]) {
             (Event::Account(a), Event::Transfer(t), Event::Account(c)) => {
                 assert_eq!(
@@ -846,10 +1060,11 @@ pub(super) mod tests {
             (
                 stats.accounts,
                 stats.transfers,
+                stats.expiries,
                 stats.first_timestamp,
                 stats.last_timestamp
             ),
-            (2, 2, 101, 200)
+            (2, 2, 1, 101, 200)
         );
         assert_eq!(verify_segment(&bytes[..]).unwrap(), stats);
     }
@@ -939,11 +1154,11 @@ pub(super) mod tests {
             .to_string()
             .contains("not a bkp TigerBeetle log segment"));
         let mut bad = bytes.clone();
-        bad[8] = 2;
+        bad[8] = 3;
         assert!(verify_segment(&bad[..])
             .unwrap_err()
             .to_string()
-            .contains("version 2"));
+            .contains("version 3"));
         let mut bad = bytes.clone();
         bad[HEADER_LEN] = 9;
         assert!(verify_segment(&bad[..])
