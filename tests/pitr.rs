@@ -166,3 +166,242 @@ fn snapshot_plus_logs_and_logs_alone_reach_every_moment() {
     );
     assert!(!target.exists());
 }
+
+/// Pending transfers with a timeout: one expires in the source and its expiry is
+/// replayed at its own timestamp; a snapshot holds both while they are live, and
+/// the replica that runs the restored snapshot expires them by its own clock. Every
+/// restore must deliver the source's balances at its moment, or nothing: the
+/// snapshot is abandoned for the log alone.
+#[test]
+fn pending_transfers_that_expire_or_outlive_a_snapshot_restore_exactly() {
+    let mut tb = TigerBeetle::start();
+    let address = tb.address();
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("key"), [3u8; 32]).unwrap();
+    let cfg = dir.path().join("bkp.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n[encryption]\nkey_file = \"key\"\n\
+             [tigerbeetle]\ndata_file = \"{}\"\naddresses = \"{address}\"\nbinary = \"{}\"\nreplica_args = [\"--development\"]\n",
+            tb.data_file.display(),
+            tool("tigerbeetle").display()
+        ),
+    )
+    .unwrap();
+
+    // Q (51) will expire untouched; P (52) will be posted in time.
+    repl(&address, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700, id=4 code=10 ledger=700;");
+    repl(&address, "create_transfers id=50 debit_account_id=1 credit_account_id=2 amount=1000 ledger=700 code=10, \
+        id=51 debit_account_id=1 credit_account_id=2 amount=50 ledger=700 code=10 timeout=15 flags=pending, \
+        id=52 debit_account_id=3 credit_account_id=4 amount=30 ledger=700 code=10 timeout=15 flags=pending;");
+    let created = std::time::Instant::now();
+    assert_exit(&bkp(&cfg, &["logs"]), 0);
+    tb.stop();
+    assert_exit(&bkp(&cfg, &["snapshot"]), 0);
+    tb.restart();
+    let s_snap = balances(&address);
+    let t_snap = now();
+
+    repl(&address, "create_transfers id=53 pending_id=52 amount=30 ledger=700 code=10 flags=post_pending_transfer;");
+    let s_post = balances(&address);
+    let t_post = now();
+    assert!(
+        created.elapsed() < std::time::Duration::from_secs(15),
+        "the post came after P's timeout: the machine is too slow for this test"
+    );
+    assert_eq!(s_post["4"][3], "30", "P was posted in time: {s_post:?}");
+    assert_exit(&bkp(&cfg, &["logs"]), 0);
+
+    // Q expires in the source: its pending amount is released.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let s_expired = loop {
+        let b = balances(&address);
+        if b["1"][0] == "0" {
+            break b;
+        }
+        assert!(std::time::Instant::now() < deadline, "Q did not expire");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    assert_exit(&bkp(&cfg, &["logs"]), 0);
+    let t_expired = now();
+    repl(&address, "create_transfers id=60 debit_account_id=2 credit_account_id=1 amount=5 ledger=700 code=10;");
+    assert_exit(&bkp(&cfg, &["logs"]), 0);
+    let s_after = balances(&address);
+    let t_after = now();
+    assert_eq!(
+        s_snap["1"][0], "50",
+        "Q pending at the snapshot: {s_snap:?}"
+    );
+    assert_ne!(s_post, s_expired);
+
+    for (at, want, name) in [
+        (&t_snap, &s_snap, "snap"),
+        (&t_post, &s_post, "post"),
+        (&t_expired, &s_expired, "expired"),
+        (&t_after, &s_after, "after"),
+    ] {
+        let (out, target) = restore_at(&cfg, dir.path(), at, name);
+        assert_exit(&out, 0);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("restoring again from the log alone"),
+            "the snapshot holds live timeouts: {err}"
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(report["id"].is_null(), "restored from the log: {report}");
+        let expiries = report["replayed"]["expiries"].as_u64().unwrap();
+        assert_eq!(
+            expiries,
+            u64::from(name == "expired" || name == "after"),
+            "{name}: {report}"
+        );
+        let restored = TigerBeetle::start_on(&target.join("0_0.tigerbeetle"));
+        assert_eq!(&balances(&restored.address()), want, "restore --at {at}");
+    }
+}
+
+/// A three-replica development cluster on loopback, each replica's output in its
+/// own log; every replica is killed on drop.
+struct Cluster3 {
+    dir: tempfile::TempDir,
+    ports: [u16; 3],
+    children: [Option<std::process::Child>; 3],
+}
+
+impl Cluster3 {
+    fn start() -> Cluster3 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Cluster3 {
+            ports: [
+                common::free_port(),
+                common::free_port(),
+                common::free_port(),
+            ],
+            dir,
+            children: [None, None, None],
+        };
+        for i in 0..3 {
+            let out = std::process::Command::new(tool("tigerbeetle"))
+                .args([
+                    "format",
+                    "--cluster=0",
+                    &format!("--replica={i}"),
+                    "--replica-count=3",
+                    "--development",
+                ])
+                .arg(c.file(i))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for i in 0..3 {
+            c.start_replica(i);
+        }
+        c
+    }
+
+    fn addresses(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn file(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("0_{i}.tigerbeetle"))
+    }
+
+    fn start_replica(&mut self, i: usize) {
+        let log = fs::File::create(self.dir.path().join(format!("replica{i}.log"))).unwrap();
+        let child = std::process::Command::new(tool("tigerbeetle"))
+            .arg("start")
+            .arg(format!("--addresses={}", self.addresses()))
+            .arg("--development")
+            .arg(self.file(i))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children[i] = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", self.ports[i])).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replica {i} did not come up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, then waits until the data file is free.
+    fn stop_replica(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            child.wait().unwrap();
+            common::wait_unlocked(&self.file(i), std::time::Duration::from_secs(10)).unwrap();
+        }
+    }
+}
+
+impl Drop for Cluster3 {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A snapshot of one replica of a three-replica cluster cannot run alone (its
+/// superblock says three), so a point-in-time restore from it says so and replays
+/// the log alone into a fresh one-replica file, with the source's balances.
+#[test]
+fn a_snapshot_of_one_replica_of_three_restores_from_the_log_alone() {
+    let mut cluster = Cluster3::start();
+    let addresses = cluster.addresses();
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("key"), [3u8; 32]).unwrap();
+    let cfg = dir.path().join("bkp.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n[encryption]\nkey_file = \"key\"\n\
+             [tigerbeetle]\ndata_file = \"{}\"\naddresses = \"{addresses}\"\nbinary = \"{}\"\nreplica_args = [\"--development\"]\n",
+            cluster.file(1).display(),
+            tool("tigerbeetle").display()
+        ),
+    )
+    .unwrap();
+    repl(&addresses, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700, id=4 code=10 ledger=700;");
+    repl(&addresses, "create_transfers id=10 debit_account_id=1 credit_account_id=2 amount=100 ledger=700 code=10;");
+    assert_exit(&bkp(&cfg, &["logs"]), 0);
+
+    // Replica 1 stops; its file is the snapshot; it rejoins.
+    cluster.stop_replica(1);
+    let snap = bkp(&cfg, &["--json", "snapshot"]);
+    assert_exit(&snap, 0);
+    cluster.start_replica(1);
+    repl(&addresses, "create_transfers id=11 debit_account_id=3 credit_account_id=4 amount=7 ledger=700 code=10;");
+    assert_exit(&bkp(&cfg, &["logs"]), 0);
+    let want = balances(&addresses);
+    assert_eq!(want["4"][3], "7", "{want:?}");
+
+    let (out, target) = restore_at(&cfg, dir.path(), &now(), "restored");
+    assert_exit(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("one replica of a 3-replica cluster") && err.contains("log alone"),
+        "{err}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["id"].is_null(), "restored from the log: {report}");
+    assert_eq!(report["replayed"]["transfers"], 2, "{report}");
+    let restored = TigerBeetle::start_on(&target.join("0_0.tigerbeetle"));
+    assert_eq!(balances(&restored.address()), want);
+}

@@ -124,6 +124,7 @@ pub fn start(
 
     let port = free_port()?;
     let address = format!("127.0.0.1:{port}");
+    let log_from = std::fs::metadata(log_path).map_or(0, |m| m.len());
     let mut start = crate::child::command(binary, &spec.pass_env);
     die_with_this_process(&mut start);
     let child = start
@@ -149,6 +150,13 @@ pub fn start(
     let deadline = crate::units::deadline(START_TIMEOUT);
     while TcpStream::connect(&address).is_err() {
         if let Some(status) = replica.child.try_wait().ok().flatten() {
+            if let Some(replica_count) = replica_count_refused(log_path, log_from) {
+                return Err(NotAlone {
+                    replica_count,
+                    file: data_file.to_path_buf(),
+                }
+                .into());
+            }
             anyhow::bail!(
                 "the private replica exited ({status}) before it served; see {} (do \
                  tigerbeetle.replica_args match the production cluster's flags?)",
@@ -170,6 +178,49 @@ pub fn start(
         timeout: REQUEST_TIMEOUT,
     };
     Ok((replica, client))
+}
+
+/// A data file of one replica of a cluster of several: TigerBeetle runs it only
+/// with the other replicas (the replica count is in its superblock), so a private
+/// replica cannot open it. Point-in-time recovery takes the log alone.
+#[derive(Debug)]
+pub struct NotAlone {
+    pub replica_count: u8,
+    pub file: PathBuf,
+}
+
+impl std::fmt::Display for NotAlone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is the data file of one replica of a {}-replica cluster: TigerBeetle \
+             runs it only together with the other replicas, so no private replica can \
+             open it",
+            self.file.display(),
+            self.replica_count
+        )
+    }
+}
+
+impl std::error::Error for NotAlone {}
+
+/// The replica count TigerBeetle names when it refuses to open a replica of a
+/// larger cluster alone (`open: no address for replica (replica_count=3
+/// node_count=1)`), from what the replica wrote to its log after `from`.
+fn replica_count_refused(log: &Path, from: u64) -> Option<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(log).ok()?;
+    f.seek(SeekFrom::Start(from)).ok()?;
+    let mut tail = Vec::new();
+    f.take(64 * 1024).read_to_end(&mut tail).ok()?;
+    parse_replica_count_refused(&String::from_utf8_lossy(&tail))
+}
+
+fn parse_replica_count_refused(text: &str) -> Option<u8> {
+    let at = text.find("no address for replica (replica_count=")?;
+    let rest = &text[at + "no address for replica (replica_count=".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok().filter(|&n: &u8| n > 1)
 }
 
 /// Makes the command's process die with this one. A run killed with SIGKILL runs
@@ -199,10 +250,40 @@ fn die_with_this_process(cmd: &mut Command) {
 
 /// Counts the accounts and transfers in `data_file` through a private replica
 /// (which may write to the file: never call this on a production data file).
-/// The stats' `until` is the newest timestamp.
+/// The stats' `until` is where the file's history ends ([`tblog::newest_before`]):
+/// its newest row, or a later expiry of the source.
 pub fn count_rows(spec: &ReplicaSpec, data_file: &Path) -> Result<SegmentStats> {
+    let started = started_ns();
     let (replica, cfg) = start(spec, data_file, false)?;
-    let stats = tblog::capture(&cfg, 0, &mut std::io::sink())?;
+    let mut stats = tblog::capture_rows(&cfg, &mut std::io::sink())?.segment;
+    stats.until = stats.until.max(tblog::newest_before(&cfg, started)?);
     drop(replica);
-    Ok(stats.segment)
+    Ok(stats)
+}
+
+/// Now, in nanoseconds since 1970 (the scale of TigerBeetle's timestamps).
+pub fn started_ns() -> u64 {
+    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_replica_of_a_larger_cluster_is_recognised() {
+        let log = "info(main): 170: cluster=0\n\
+                   error(replica): 170r: open: no address for replica (replica_count=3 node_count=1)\n\
+                   error(vsr): all --addresses must be provided\n";
+        assert_eq!(parse_replica_count_refused(log), Some(3));
+        assert_eq!(
+            parse_replica_count_refused("no address for replica (replica_count=6 node_count=2)"),
+            Some(6)
+        );
+        assert_eq!(parse_replica_count_refused("error: data file locked"), None);
+        assert_eq!(
+            parse_replica_count_refused("no address for replica (replica_count=x"),
+            None
+        );
+    }
 }

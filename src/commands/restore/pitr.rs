@@ -5,8 +5,19 @@
 //! data file, its newest timestamp tells where the snapshot ends, and the segments
 //! covering `(newest, at]` are verified, decrypted and replayed with the `imported`
 //! flag and their original timestamps.
-//! What replay cannot reproduce exactly (pending-transfer timeouts and expiry, the
-//! `imported` bit) is documented in `tigerbeetle/tblog/replay.rs`.
+//! What replay cannot reproduce exactly (an expiry becomes a void at the same
+//! timestamp, the `imported` bit) is documented in `tigerbeetle/tblog/replay.rs`.
+//!
+//! A snapshot may hold pending transfers with a live timeout. The private replica's
+//! clock is past them, so it expires them as soon as it runs, by its own clock. That
+//! is right for those the source expired by `--at` (the log says when), and wrong
+//! for the others: the source still had them pending at `--at`, or posted or voided
+//! them in time. After the replay the replica's own expiries are read back from its
+//! change events (they carry its clock's timestamps, after `--at`), and every one
+//! the log does not account for is reported in [`Replayed::expired_early`]: such a
+//! file is never delivered (the caller restores again from an older base). Replay
+//! starts only once the replica's own expiries have held still for a second (it
+//! expires on its pulse), so that it meets the amounts they released.
 
 use std::path::Path;
 
@@ -33,6 +44,12 @@ pub struct Replayed {
     pub transfers: u64,
     pub last_timestamp: u64,
     pub at: u64,
+    /// Expiries of pending transfers replayed as voids.
+    pub expiries: u64,
+    /// Pending transfers the private replica expired by its own clock although the
+    /// source had not expired them by `--at`: the restored state is wrong.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expired_early: Vec<String>,
 }
 
 /// The private replica of the configured `tigerbeetle` binary, logging to the
@@ -70,13 +87,27 @@ pub fn replay_logs(
     fresh: bool,
 ) -> Result<Replayed> {
     let spec = replica_spec(ctx, "point-in-time restore")?;
+    let started = OffsetDateTime::now_utc();
     let (replica, cfg) = replica::start(&spec, data_file, fresh)?;
     let plan = &ctx.plan;
     let at_ns = u64::try_from(at.unix_timestamp_nanos()).context("--at is before 1970")?;
-    let newest = tblog::newest_timestamp(&cfg)?;
-    if newest > at_ns {
-        return Err(coded(Code::NotFound, format!("the snapshot already holds rows newer than --at ({newest} > {at_ns}): choose an older snapshot")));
+    let started_ns = u64::try_from(started.unix_timestamp_nanos()).unwrap_or(0);
+    let own_from = started_ns.min(at_ns) + 1;
+    if !fresh {
+        settle_expiries(&cfg, own_from)?;
     }
+    // Rows only: the replica's own expiries are not the snapshot's.
+    let rows_until = tblog::newest_row_timestamp(&cfg)?;
+    if rows_until > at_ns {
+        return Err(coded(Code::NotFound, format!("the snapshot already holds rows newer than --at ({rows_until} > {at_ns}): choose an older snapshot")));
+    }
+    // The log continues the file after its newest row or a later expiry of the
+    // source it holds (the segment that captured that expiry may end there).
+    let newest = if fresh {
+        rows_until
+    } else {
+        tblog::newest_before(&cfg, own_from)?
+    };
 
     // The segments covering (newest, at], which must meet without a gap.
     // Only this cluster's chain (the cluster the private replica runs as).
@@ -117,6 +148,7 @@ pub fn replay_logs(
         ..Default::default()
     };
     let spool = WorkDir::new(&plan.work_dir).scratch("spool")?;
+    let mut by_target = std::collections::HashSet::new();
     for m in &logs {
         let entry = &m.objects[0];
         pipeline::download(
@@ -131,6 +163,8 @@ pub fn replay_logs(
                 let stats = tblog::replay(&cfg, std::iter::once(Ok(reader)), at_ns)?;
                 out.accounts += stats.accounts;
                 out.transfers += stats.transfers;
+                out.expiries += stats.expiries;
+                by_target.extend(stats.expiries_by_target.iter().copied());
                 out.last_timestamp = out.last_timestamp.max(stats.last_timestamp);
                 Ok(())
             },
@@ -138,6 +172,36 @@ pub fn replay_logs(
         .with_context(|| format!("failed to replay log segment {} ({})", m.id, entry.key))?;
         out.segments += 1;
     }
+    if !fresh {
+        // The replica's own expiries carry its clock's timestamps: after it started.
+        let own = tblog::expiries(&cfg, own_from, 0)?;
+        out.expired_early = own
+            .iter()
+            .filter(|x| !by_target.contains(&x.pending_id))
+            .map(|x| format!("{:#x}", x.pending_id))
+            .collect();
+    }
     drop(replica);
     Ok(out)
+}
+
+/// Waits until the private replica has expired what its clock says is due: it does so
+/// on its pulse (every few hundred milliseconds, a bounded number per pulse), so the
+/// count of its own expiries since `from` must hold still for a second (at most 30 s
+/// in all). Replay then meets released amounts, not amounts about to be released.
+fn settle_expiries(cfg: &tblog::ClusterConfig, from: u64) -> Result<()> {
+    const STILL: std::time::Duration = std::time::Duration::from_secs(1);
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+    let begin = std::time::Instant::now();
+    let mut seen = tblog::expiries(cfg, from, 0)?.len();
+    let mut since = std::time::Instant::now();
+    while since.elapsed() < STILL && begin.elapsed() < LIMIT {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let now = tblog::expiries(cfg, from, 0)?.len();
+        if now != seen {
+            seen = now;
+            since = std::time::Instant::now();
+        }
+    }
+    Ok(())
 }

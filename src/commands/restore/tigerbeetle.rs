@@ -2,7 +2,11 @@
 //! decompress → unpack into staging beside the target → check every file against
 //! the manifest → put in place. With `--at`, the log segments after the snapshot
 //! (or, with no snapshot at or before that time, all of them into a fresh data
-//! file) are replayed up to that moment first ([`super::pitr`]).
+//! file) are replayed up to that moment first ([`super::pitr`]). When the snapshot
+//! holds pending transfers with a live timeout that its replica expires by its own
+//! clock although the source had not expired them by then, the restore starts
+//! again from the next older snapshot (in the end from the log alone), never
+//! delivering balances it did not reproduce.
 //!
 //! The target is touched only after everything verified: a damaged backup, a
 //! wrong key or an interrupted run leave it exactly as it was.
@@ -19,6 +23,8 @@ use crate::cli::RestoreArgs;
 use crate::commands::Ctx;
 use crate::exit::{coded, Code};
 use crate::manifest::{FileEntry, Manifest};
+use crate::tigerbeetle::replica::NotAlone;
+use crate::tigerbeetle::tblog::LiveTimeout;
 use crate::{archive, pipeline, ui};
 
 /// The name TigerBeetle gives the data file of replica 0 of a one-replica
@@ -47,17 +53,79 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     let mut scratch = src.work.scratch("restore")?;
     let staging = target.stage(&mut scratch)?;
     let clock = Instant::now();
+    let mut base = m.cloned();
     let mut restored = match m {
         Some(m) => unpack_snapshot(src, m, &staging)?,
         None => Vec::new(),
     };
     let replayed = match rp.at {
         Some(at) => {
-            let name = restored
-                .first()
-                .map_or(FRESH_DATA_FILE.to_string(), |f| f.name.clone());
+            let mut not_alone = None;
+            let (r, name) = loop {
+                let name = restored
+                    .first()
+                    .map_or(FRESH_DATA_FILE.to_string(), |f| f.name.clone());
+                let path = staging.join(&name);
+                let early = match pitr::replay_logs(
+                    ctx,
+                    src.store,
+                    src.trust,
+                    &path,
+                    at,
+                    base.is_none(),
+                ) {
+                    Ok(r) if r.expired_early.is_empty() => break (r, name),
+                    Ok(r) => r.expired_early.join(", "),
+                    Err(e) => {
+                        if let (Some(n), Some(b)) = (
+                            e.chain().find_map(|c| c.downcast_ref::<NotAlone>()),
+                            base.as_ref(),
+                        ) {
+                            // Every snapshot of this replica is of the same cluster:
+                            // no older one can run either.
+                            ctx.ui.warn(&format!(
+                                "snapshot {} is of one replica of a {}-replica cluster, which TigerBeetle runs only with the others: restoring from the log alone",
+                                b.id, n.replica_count
+                            ));
+                            not_alone = Some(format!(
+                                "snapshot {} is of one replica of a {}-replica cluster, so the restore replays the log alone, which must reach back to the cluster's first segment (keep it: retention.logs, and a single-replica snapshot source if you have one)",
+                                b.id, n.replica_count
+                            ));
+                            base = None;
+                            clear_dir(&staging)?;
+                            restored = Vec::new();
+                            continue;
+                        }
+                        match e.chain().find_map(|c| c.downcast_ref::<LiveTimeout>()) {
+                            Some(l) if base.is_some() => format!("{:#x}", l.pending_id),
+                            _ => {
+                                return Err(match not_alone {
+                                    Some(why) => e.context(why),
+                                    None => e,
+                                })
+                            }
+                        }
+                    }
+                };
+                let Some(b) = base.take() else {
+                    return Err(coded(
+                        Code::Integrity,
+                        format!("replaying the log alone left pending transfers {early} expired by the private replica's clock: the restored state is not the source's; nothing was restored"),
+                    ));
+                };
+                base = older_snapshot(src, &b)?;
+                ctx.ui.warn(&format!(
+                    "snapshot {} holds pending transfers with a timeout that the restored replica expires by its own clock ({early}), which the source had not expired by --at: restoring again from {}",
+                    b.id,
+                    base.as_ref().map_or("the log alone".to_string(), |o| format!("the older snapshot {}", o.id))
+                ));
+                clear_dir(&staging)?;
+                restored = match &base {
+                    Some(o) => unpack_snapshot(src, o, &staging)?,
+                    None => Vec::new(),
+                };
+            };
             let path = staging.join(&name);
-            let r = pitr::replay_logs(ctx, src.store, src.trust, &path, at, m.is_none())?;
             // The replayed file differs from the snapshot's: report its own digest.
             let digest = crate::stages::hash::digest_reader(std::io::BufReader::new(
                 std::fs::File::open(&path)
@@ -73,6 +141,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         None => None,
     };
     target.commit(&staging, &mut scratch)?;
+    let m = base.as_ref();
 
     let bytes: u64 = restored.iter().map(|f| f.size).sum();
     let elapsed = clock.elapsed();
@@ -105,6 +174,33 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     ));
     for f in &restored {
         ui::out(&target.path.join(&f.name).display().to_string())?;
+    }
+    Ok(())
+}
+
+/// The newest restorable TigerBeetle snapshot started before `than`, if any.
+fn older_snapshot(src: &Source, than: &Manifest) -> Result<Option<Manifest>> {
+    let (all, _) = crate::manifest::list(
+        src.store,
+        src.trust,
+        Some(crate::manifest::Kind::Tigerbeetle),
+    )?;
+    Ok(all
+        .into_iter()
+        .filter(|o| super::restorable(o) && o.started_at < than.started_at)
+        .max_by_key(|o| o.started_at))
+}
+
+/// Empties `dir` (a staging directory of this run).
+fn clear_dir(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("failed to read {}", dir.display()))? {
+        let p = e?.path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        }
+        .with_context(|| format!("failed to remove {}", p.display()))?;
     }
     Ok(())
 }
