@@ -23,6 +23,8 @@
 //!   and proved (or failed to prove) it loads, before the scratch is removed.
 //! - `cleanup-after-manifest`: cleanup wrote a tombstone and deleted the
 //!   manifest, before deleting the backup's objects.
+//! - `logs-leased`: `bkp logs` holds the store lease on the chain, before it reads
+//!   the chain's head.
 //! - `wal-push-stored`: `bkp wal push` stored its file, before it exits 0 (so
 //!   PostgreSQL, seeing no success, pushes the same file again).
 

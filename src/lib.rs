@@ -20,6 +20,7 @@ pub mod failpoint;
 pub mod id;
 pub mod interrupt;
 pub mod junit;
+pub mod lease;
 pub mod ledger;
 pub mod lock;
 pub mod manifest;

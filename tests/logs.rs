@@ -324,3 +324,160 @@ fn a_cluster_quiet_but_for_bkps_own_audit_records_costs_no_segment() {
         "{next:#}"
     );
 }
+
+/// Two hosts (two work directories, so their run locks never meet) capture one
+/// cluster into one S3 store, started together many times. The store lease lets
+/// one host at a time continue the chain: every run stores a manifest or exits
+/// with the lock code naming the holder, and the chain never forks. A holder
+/// killed inside its lease blocks the other host until the lease expires.
+#[test]
+fn two_hosts_sharing_a_store_never_fork_the_chain() {
+    let tb = TigerBeetle::start();
+    let address = tb.address();
+    let a = common::setup(
+        &tb.data_file,
+        common::StoreKind::S3,
+        &format!("addresses = \"{address}\"\nlog_lease = \"3s\"\n"),
+    );
+    let b_dir = tempfile::tempdir().unwrap();
+    fs::copy(a.path("key"), b_dir.path().join("key")).unwrap();
+    let cfg_b = b_dir.path().join("bkp.toml");
+    fs::copy(&a.config, &cfg_b).unwrap();
+    // Both "hosts" run on this machine: give each its own name.
+    let host = |name: &str| [a.env.clone(), vec![("BKP_HOSTNAME".into(), name.into())]].concat();
+    let (env_a, env_b) = (host("host-a"), host("host-b"));
+    let start = |cfg: &Path| {
+        let env = if cfg == a.config { &env_a } else { &env_b };
+        common::bkp_command(env)
+            .args(["--config", cfg.to_str().unwrap(), "--json", "logs"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    repl(
+        &address,
+        "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700;",
+    );
+    let (mut stored, mut locked) = (0, 0);
+    for round in 0..10u32 {
+        repl(
+            &address,
+            &format!(
+                "create_transfers id={} debit_account_id=1 credit_account_id=2 amount=1 ledger=700 code=10;",
+                100 + round
+            ),
+        );
+        let (pa, pb) = (start(&a.config), start(&cfg_b));
+        for out in [
+            pa.wait_with_output().unwrap(),
+            pb.wait_with_output().unwrap(),
+        ] {
+            let err = String::from_utf8_lossy(&out.stderr);
+            match out.status.code() {
+                Some(0) => stored += 1,
+                Some(4) => {
+                    locked += 1;
+                    assert!(
+                        err.contains("holds the lease") && err.contains("pid"),
+                        "the lock message names the holder: {err}"
+                    );
+                }
+                other => panic!("round {round}: exit {other:?}: {err}"),
+            }
+        }
+    }
+    // The chain is one line: no two manifests continue the same parent, each
+    // starts where its parent ended, and every transfer is in it once.
+    let list = common::json(&a.bkp(&["--json", "list", "--operation", "logs"]));
+    let manifests = list["backups"].as_array().unwrap();
+    assert_eq!(manifests.len(), stored, "one manifest per successful run");
+    let mut parents = std::collections::HashSet::new();
+    let mut until = std::collections::HashMap::new();
+    for m in manifests {
+        let shown = common::json(&a.bkp(&["--json", "show", m["id"].as_str().unwrap()]));
+        let m = if shown["manifest"].is_object() {
+            shown["manifest"].clone()
+        } else {
+            shown
+        };
+        assert!(
+            parents.insert(m["parent"].to_string()),
+            "two manifests continue parent {}: the chain forked",
+            m["parent"]
+        );
+        if let Some(p) = m["parent"].as_str() {
+            assert_eq!(
+                m["source"]["after"].as_str(),
+                until.get(p).map(String::as_str),
+                "{} starts where its parent ended",
+                m["id"]
+            );
+        }
+        until.insert(
+            m["id"].as_str().unwrap().to_string(),
+            m["source"]["until"].as_str().unwrap().to_string(),
+        );
+    }
+    // The segments' own counts (each checked against its trailer when written).
+    let ids: u64 = manifests
+        .iter()
+        .map(|m| {
+            let shown = common::json(&a.bkp(&["--json", "show", m["id"].as_str().unwrap()]));
+            let m = if shown["manifest"].is_object() {
+                shown["manifest"].clone()
+            } else {
+                shown
+            };
+            m["source"]["transfers"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(ids, 10, "every transfer captured exactly once");
+    println!("10 rounds of two hosts: {stored} runs stored, {locked} found the lease held");
+    // Runs clean up behind them: the lease's scope holds its last epoch or two.
+    let listed =
+        common::shared_s3().rclone(&["lsf", "-R", &format!("s3:{}/team/bkp/leases", a.bucket())]);
+    let leases: Vec<_> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|l| l.ends_with(".json"))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        !leases.is_empty() && leases.len() <= 2,
+        "lease objects left: {leases:?}"
+    );
+
+    // A holder killed inside its lease: the other host is refused, naming it, until
+    // the lease expires; a run on the holder's own host sees the holder is gone and
+    // takes over at once.
+    let kill_holder = || {
+        let killed = common::bkp_command(
+            &[
+                env_a.clone(),
+                vec![("BKP_FAILPOINT".into(), "logs-leased".into())],
+            ]
+            .concat(),
+        )
+        .args(["--config", a.config.to_str().unwrap(), "logs"])
+        .output()
+        .unwrap();
+        assert_eq!(killed.status.code(), None, "killed by its failpoint");
+        let out = run_bkp(&["--config", cfg_b.to_str().unwrap(), "logs"], &env_b);
+        assert_exit(&out, 4);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("host-a") && err.contains("if that run died"),
+            "{err}"
+        );
+    };
+    kill_holder();
+    let out = run_bkp(&["--config", a.config.to_str().unwrap(), "logs"], &env_a);
+    assert_exit(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("which died holding it"), "{err}");
+
+    kill_holder();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let out = run_bkp(&["--config", cfg_b.to_str().unwrap(), "logs"], &env_b);
+    assert_exit(&out, 0);
+}

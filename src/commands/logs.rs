@@ -17,6 +17,7 @@ use super::run::{json_report, Body, Run, Spec, Stored};
 use super::{open_store, Ctx};
 use crate::chain;
 use crate::exit::{coded, Code};
+use crate::lease::{self, Lease};
 use crate::ledger::Operation;
 use crate::manifest::tigerbeetle::{interval, is_log_of, LOGS};
 use crate::manifest::{self, Kind, Manifest, Scope};
@@ -76,6 +77,17 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         },
     )?;
     let id = run.id;
+    // One host at a time continues this cluster's chain; the head is read after.
+    let warn = |m: &str| ctx.ui.warn(m);
+    let mut lease = Lease::acquire(
+        store.as_ref(),
+        &trust,
+        &format!("tigerbeetle-logs-{:032x}", cfg.cluster_id),
+        lease::holder(super::run::hostname(), &id.to_string()),
+        tb.map_or(Duration::from_secs(600), |t| t.log_lease),
+        &warn,
+    )?;
+    crate::failpoint::hit("logs-leased");
     let (all, unreadable) = tigerbeetle_manifests(store.as_ref(), &trust)?;
     for (segment, b) in chain::Index::new(&all).log_breaks() {
         ctx.ui.warn(&format!(
@@ -167,6 +179,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             source.insert("until".into(), json!(seg.until.to_string()));
             source.insert("accounts".into(), json!(seg.accounts));
             source.insert("transfers".into(), json!(seg.transfers));
+            source.insert("expiries".into(), json!(seg.expiries));
             source.insert(
                 "first_timestamp".into(),
                 json!(seg.first_timestamp.to_string()),
@@ -178,6 +191,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             source.insert("requests".into(), json!(stats.requests));
             objects.push(entry);
         }
+        // The decisive check: a run that outlived its lease stores no manifest.
+        lease.renew()?;
         run.store_manifest(run.manifest(Body {
             objects,
             parent,
@@ -185,6 +200,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             ..Body::default()
         }))
     })();
+    lease.release();
 
     let store = store.as_ref();
     run.finish(outcome, |m, elapsed, ledger| {
@@ -206,10 +222,11 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             ));
         } else {
             ctx.ui.info(&format!(
-                "log segment {}: {} accounts and {} transfers in ({after}, {until}], {} stored in {:.1}s",
+                "log segment {}: {} accounts, {} transfers and {} expiries in ({after}, {until}], {} stored in {:.1}s",
                 m.id,
                 count("accounts"),
                 count("transfers"),
+                count("expiries"),
                 ui::size(m.stored_bytes()),
                 elapsed.as_secs_f64()
             ));

@@ -23,6 +23,8 @@ pub struct TigerBeetleFile {
     pub stop_command: Option<Vec<String>>,
     pub start_command: Option<Vec<String>>,
     pub stop_timeout: Option<String>,
+    /// How long `bkp logs` holds the store lease on the cluster's chain.
+    pub log_lease: Option<String>,
     pub binary: Option<PathBuf>,
     /// Flags for replicas bkp starts itself (point-in-time restore), as the
     /// production cluster runs them, e.g. ["--development"] or ["--limit-request=1MiB"].
@@ -77,6 +79,16 @@ pub(super) fn validate(t: TigerBeetleFile, v: &Validator) -> Result<TigerBeetleP
         Some(s) => v.duration("tigerbeetle.stop_timeout", s)?,
         None => Duration::from_secs(60),
     };
+    let log_lease = match &t.log_lease {
+        Some(s) => v.duration("tigerbeetle.log_lease", s)?,
+        None => Duration::from_secs(600),
+    };
+    if log_lease < Duration::from_secs(1) {
+        return Err(v.error(
+            "tigerbeetle.log_lease",
+            "must be at least 1s (the default, \"10m\", suits runs every 15 minutes)",
+        ));
+    }
     let mode = match t.snapshot_mode.as_str() {
         "offline" => SnapshotMode::Offline,
         "reflink" => SnapshotMode::Reflink,
@@ -128,6 +140,7 @@ pub(super) fn validate(t: TigerBeetleFile, v: &Validator) -> Result<TigerBeetleP
         binary: t.binary.map(|p| v.path(p)),
         replica_args: t.replica_args,
         count_rows: t.count_rows,
+        log_lease,
         retention_days: t.retention_days.unwrap_or(365),
         pass_env: t.pass_env,
     })

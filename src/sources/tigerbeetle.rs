@@ -60,6 +60,9 @@ pub struct TigerBeetlePlan {
     pub replica_args: Vec<String>,
     pub retention_days: u16,
     pub count_rows: bool,
+    /// How long `bkp logs` holds the store lease on the cluster's log chain
+    /// (see `lease.rs`).
+    pub log_lease: std::time::Duration,
     /// Variables passed to child processes beyond the harmless ones.
     pub pass_env: Vec<String>,
 }

@@ -173,11 +173,32 @@ pub fn not_found(store: &str, key: &str) -> anyhow::Error {
     )
 }
 
+/// A create-only write found its key taken.
+#[derive(Debug)]
+pub struct Exists {
+    message: String,
+}
+
+impl std::fmt::Display for Exists {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exists {}
+
 /// The error for a create-only write onto an existing key.
 pub fn already_exists(store: &str, key: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "refusing to overwrite {key} in {store}: backups are immutable and this key already exists"
-    )
+    anyhow::Error::new(Exists {
+        message: format!(
+            "refusing to overwrite {key} in {store}: backups are immutable and this key already exists"
+        ),
+    })
+}
+
+/// Whether `e` says a create-only write found its key taken.
+pub fn is_already_exists(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Exists>())
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true makes the SDK, and bkp, ignore AWS_ENDPOINT_URL_S3 and AWS_ENDPOINT_URL."),
     ("AWS_MAX_ATTEMPTS, AWS_RETRY_MODE", "Attempts per S3 request (default 3) and the retry mode (standard or adaptive), read by the SDK."),
     ("CREDENTIALS_DIRECTORY", "Set by systemd for LoadCredential=; a key_file written ${CREDENTIALS_DIRECTORY}/NAME is read from it."),
+    ("BKP_HOSTNAME", "The host name bkp records in manifests, reports and store leases (default: the kernel's); host names must be unique among the hosts that share a store."),
     ("BKP_LOG", "Debug output without -vv: a RUST_LOG-style filter (debug, trace, aws_smithy_runtime=trace, bkp=debug). Credentials are never printed."),
     ("JOURNAL_STREAM", "Set by systemd; when stderr is the journal, each line starts with its syslog priority (<3> error to <7> detail)."),
     ("HOSTNAME", "The host name recorded in manifests when /proc/sys/kernel/hostname cannot be read."),
