@@ -101,6 +101,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand show" -l no-progress -d 'No prog
 complete -c bkp -n "__fish_bkp_using_subcommand show" -s h -l help -d 'Print help'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l at -d 'Point-in-time restore (TigerBeetle): restore the snapshot, then replay the log segments up to TIME (RFC 3339, e.g. 2026-11-22T13:05:00Z). Without any snapshot at or before TIME, the log is replayed from the beginning. With --kind duckdb: the newest export at or before TIME. With --kind postgres: the newest base backup that finished by TIME, replayed from the WAL archive to TIME by PostgreSQL itself on a private socket, and proven there (run as the server\'s user)' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s t -l target -d 'Directory to restore into (for --kind duckdb: the new database file; for a PostgreSQL dump: the name of the new database on the [postgres] server). It must not exist or be empty, unless --force' -r -F
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -l into -d 'TigerBeetle, with --at: replay the log up to TIME into a cluster you formatted and started (any number of replicas, the cluster id of tigerbeetle.cluster_id) instead of a data file. It must hold nothing newer than TIME and must not be the cluster in tigerbeetle.addresses' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l kind -d 'Kind of backup `latest` refers to' -r -f -a "tigerbeetle\t''
 duckdb\t''
 parquet\t''

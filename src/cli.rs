@@ -397,8 +397,25 @@ pub struct RestoreArgs {
     /// Directory to restore into (for --kind duckdb: the new database file; for a
     /// PostgreSQL dump: the name of the new database on the [postgres] server). It
     /// must not exist or be empty, unless --force.
-    #[arg(long, short = 't', value_name = "DIR")]
-    pub target: PathBuf,
+    #[arg(
+        long,
+        short = 't',
+        value_name = "DIR",
+        required_unless_present = "into"
+    )]
+    pub target: Option<PathBuf>,
+
+    /// TigerBeetle, with --at: replay the log up to TIME into a cluster you formatted
+    /// and started (any number of replicas, the cluster id of tigerbeetle.cluster_id)
+    /// instead of a data file. It must hold nothing newer than TIME and must not be
+    /// the cluster in tigerbeetle.addresses.
+    #[arg(
+        long,
+        value_name = "ADDRESSES",
+        requires = "at",
+        conflicts_with_all = ["target", "force", "dry_run"]
+    )]
+    pub into: Option<String>,
 
     /// Kind of backup `latest` refers to.
     #[arg(long, value_enum, default_value = "tigerbeetle")]
@@ -446,6 +463,13 @@ pub struct RestoreArgs {
 
     #[command(flatten)]
     pub trust: TrustArgs,
+}
+
+impl RestoreArgs {
+    /// The target (empty with `--into`, which no target-taking engine sees).
+    pub fn target(&self) -> &std::path::Path {
+        self.target.as_deref().unwrap_or(std::path::Path::new(""))
+    }
 }
 
 /// `--trust ID`, shared by the commands that read backups.

@@ -416,3 +416,73 @@ fn a_snapshot_of_one_replica_of_three_restores_from_the_log_alone() {
     let restored = TigerBeetle::start_on(&target.join("0_0.tigerbeetle"));
     assert_eq!(balances(&restored.address()), want);
 }
+
+/// `restore --at T --into ADDRESSES` replays the log into a three-replica cluster
+/// the operator formatted and started, giving a whole cluster back with the
+/// source's balances; it never writes into the cluster being backed up.
+#[test]
+fn the_log_replays_into_a_new_three_replica_cluster() {
+    let tb = TigerBeetle::start();
+    let address = tb.address();
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("key"), [3u8; 32]).unwrap();
+    let cfg = dir.path().join("bkp.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n[encryption]\nkey_file = \"key\"\n\
+             [tigerbeetle]\ndata_file = \"{}\"\naddresses = \"{address}\"\nbinary = \"{}\"\nreplica_args = [\"--development\"]\n",
+            tb.data_file.display(),
+            tool("tigerbeetle").display()
+        ),
+    )
+    .unwrap();
+    repl(&address, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700, id=4 code=10 ledger=700;");
+    repl(&address, "create_transfers id=10 debit_account_id=1 credit_account_id=2 amount=100 ledger=700 code=10;");
+    assert_exit(&bkp(&cfg, &["logs"]), 0);
+    let t1 = now();
+    let want = balances(&address);
+    repl(&address, "create_transfers id=11 debit_account_id=3 credit_account_id=4 amount=7 ledger=700 code=10;");
+    assert_exit(&bkp(&cfg, &["logs"]), 0);
+
+    // Never into the live cluster.
+    let out = bkp(&cfg, &["restore", "--at", &t1, "--into", &address]);
+    assert_exit(&out, 3);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the cluster being backed up"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let target = Cluster3::start();
+    let out = bkp(
+        &cfg,
+        &[
+            "--json",
+            "restore",
+            "--at",
+            &t1,
+            "--into",
+            &target.addresses(),
+        ],
+    );
+    assert_exit(&out, 0);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["replayed"]["transfers"], 1, "{report}");
+    assert_eq!(report["into"], target.addresses(), "{report}");
+    assert_eq!(balances(&target.addresses()), want);
+    // Again, to a later point: replay goes on from what the cluster holds.
+    let out = bkp(
+        &cfg,
+        &[
+            "--json",
+            "restore",
+            "--at",
+            &now(),
+            "--into",
+            &target.addresses(),
+        ],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(balances(&target.addresses()), balances(&address));
+}

@@ -97,7 +97,12 @@ pub fn run(
         } else {
             Shape::Dir
         };
-        let target = Target::check(&args.target, shape, args.force, &super::precious(&ctx.plan));
+        let target = Target::check(
+            args.target(),
+            shape,
+            args.force,
+            &super::precious(&ctx.plan),
+        );
         let verdict = match &target {
             Ok(t) if t.exists => {
                 "would be replaced once the restore verified (--force)".to_string()
@@ -111,7 +116,7 @@ pub fn run(
     let staging = if rp.kind == Kind::Pgdump {
         "a new database bkp_restore_… on the [postgres] server".to_string()
     } else {
-        args.target
+        args.target()
             .parent()
             .map(|p| p.display().to_string())
             .unwrap_or_default()
@@ -131,7 +136,7 @@ pub fn run(
             "objects": objects,
             "bytes": bytes,
             "store": store.identity(),
-            "target": args.target,
+            "target": args.target(),
             "staging_in": staging,
             "target_ok": target_ok,
             "target_verdict": verdict,
@@ -176,7 +181,7 @@ pub fn run(
         } else {
             ui::out(&format!("would stage beside the target, in {staging}"))?;
         }
-        ui::out(&format!("target {}: {verdict}", args.target.display()))?;
+        ui::out(&format!("target {}: {verdict}", args.target().display()))?;
     }
     // A refused target fails the dry run with the code the restore would have.
     target

@@ -71,7 +71,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         .as_ref()
         .context("a DuckDB restore needs an export")?;
     let target = Target::check(
-        &args.target,
+        args.target(),
         Shape::File,
         args.force,
         &super::precious(&ctx.plan),

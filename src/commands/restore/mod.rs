@@ -95,6 +95,19 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         progress: ctx.progress(),
         ui: ctx.ui,
     };
+    if let Some(into) = &args.into {
+        if rp.kind != Kind::Tigerbeetle || args.backup != "latest" {
+            return Err(coded(
+                Code::Config,
+                "--into replays the TigerBeetle log alone: use it with --at TIME and `latest` (the default)",
+            ));
+        }
+        // A snapshot is a data file: the log is replayed alone.
+        let rp = RestorePlan { backup: None, ..rp };
+        let result = tigerbeetle::run_into(ctx, &src, &rp, into);
+        record(ctx, &counting, &rp, started_at, result.is_ok());
+        return result;
+    }
     let result = match rp.kind {
         Kind::Tigerbeetle => tigerbeetle::run(ctx, &src, &rp, args),
         Kind::Duckdb => duckdb::run(ctx, &src, &rp, args),

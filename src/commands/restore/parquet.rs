@@ -177,7 +177,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         .as_ref()
         .context("a Parquet restore needs a replication")?;
     let target = Target::check(
-        &args.target,
+        args.target(),
         Shape::Dir,
         args.force,
         &super::precious(&ctx.plan),

@@ -29,7 +29,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         .as_ref()
         .context("a base backup restore needs a base backup")?;
     let target = Target::check(
-        &args.target,
+        args.target(),
         Shape::Dir,
         args.force,
         &super::precious(&ctx.plan),

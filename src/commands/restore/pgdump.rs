@@ -36,7 +36,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     let plan = &ctx.plan;
     let pg = crate::commands::postgres_section(plan, "restoring a PostgreSQL dump")?;
     let server = Server::new(pg);
-    let target = args.target.to_str().ok_or_else(|| {
+    let target = args.target().to_str().ok_or_else(|| {
         coded(
             Code::Config,
             "--target for a PostgreSQL dump is the name of the new database, in UTF-8",
@@ -323,7 +323,7 @@ fn select(
 pub fn dry_run_verdict(ctx: &Ctx, args: &RestoreArgs) -> (Result<()>, String) {
     let checked = (|| -> Result<String> {
         let pg = crate::commands::postgres_section(&ctx.plan, "restoring a PostgreSQL dump")?;
-        let target = args.target.to_str().unwrap_or_default();
+        let target = args.target().to_str().unwrap_or_default();
         check_database_name(target)?;
         let server = Server::new(pg);
         let described = server.describe(target);

@@ -89,24 +89,50 @@ pub fn replay_logs(
     let spec = replica_spec(ctx, "point-in-time restore")?;
     let started = OffsetDateTime::now_utc();
     let (replica, cfg) = replica::start(&spec, data_file, fresh)?;
-    let plan = &ctx.plan;
+    let out = replay_onto(
+        ctx,
+        store,
+        trust,
+        &cfg,
+        cfg.cluster_id,
+        at,
+        (!fresh).then_some(started),
+    )?;
+    drop(replica);
+    Ok(out)
+}
+
+/// Replays the log of cluster `source` onto the cluster `cfg` reaches, up to `at`.
+/// `restored`: when that cluster was started on a restored snapshot (its own
+/// expiries come after); `None` when it holds nothing but replayed rows.
+pub fn replay_onto(
+    ctx: &Ctx,
+    store: &dyn Store,
+    trust: &manifest::Trust,
+    cfg: &tblog::ClusterConfig,
+    source: u128,
+    at: OffsetDateTime,
+    restored: Option<OffsetDateTime>,
+) -> Result<Replayed> {
+    let fresh = restored.is_none();
+    let started = restored.unwrap_or(at);
     let at_ns = u64::try_from(at.unix_timestamp_nanos()).context("--at is before 1970")?;
     let started_ns = u64::try_from(started.unix_timestamp_nanos()).unwrap_or(0);
     let own_from = started_ns.min(at_ns) + 1;
     if !fresh {
-        settle_expiries(&cfg, own_from)?;
+        settle_expiries(cfg, own_from)?;
     }
     // Rows only: the replica's own expiries are not the snapshot's.
-    let rows_until = tblog::newest_row_timestamp(&cfg)?;
+    let rows_until = tblog::newest_row_timestamp(cfg)?;
     if rows_until > at_ns {
-        return Err(coded(Code::NotFound, format!("the snapshot already holds rows newer than --at ({rows_until} > {at_ns}): choose an older snapshot")));
+        return Err(coded(Code::NotFound, format!("the cluster being restored already holds rows newer than --at ({rows_until} > {at_ns}): restore from an older snapshot, or into a fresh cluster")));
     }
     // The log continues the file after its newest row or a later expiry of the
     // source it holds (the segment that captured that expiry may end there).
     let newest = if fresh {
         rows_until
     } else {
-        tblog::newest_before(&cfg, own_from)?
+        tblog::newest_before(cfg, own_from)?
     };
 
     // The segments covering (newest, at], which must meet without a gap.
@@ -114,7 +140,7 @@ pub fn replay_logs(
     let (all, unreadable) = manifest::list(store, trust, Some(Kind::Tigerbeetle))?;
     let all: Vec<_> = all
         .into_iter()
-        .filter(|m| m.operation != LOGS || is_log_of(m, cfg.cluster_id))
+        .filter(|m| m.operation != LOGS || is_log_of(m, source))
         .collect();
     let (logs, reached) = chain::log_cover(&all, newest, at_ns).map_err(|h| {
         coded(
@@ -147,7 +173,7 @@ pub fn replay_logs(
         at: at_ns,
         ..Default::default()
     };
-    let spool = WorkDir::new(&plan.work_dir).scratch("spool")?;
+    let spool = WorkDir::new(&ctx.plan.work_dir).scratch("spool")?;
     let mut by_target = std::collections::HashSet::new();
     for m in &logs {
         let entry = &m.objects[0];
@@ -160,7 +186,7 @@ pub fn replay_logs(
             ctx.progress(),
             |r| {
                 let reader = tblog::SegmentReader::new(r)?;
-                let stats = tblog::replay(&cfg, std::iter::once(Ok(reader)), at_ns)?;
+                let stats = tblog::replay(cfg, std::iter::once(Ok(reader)), at_ns)?;
                 out.accounts += stats.accounts;
                 out.transfers += stats.transfers;
                 out.expiries += stats.expiries;
@@ -174,14 +200,13 @@ pub fn replay_logs(
     }
     if !fresh {
         // The replica's own expiries carry its clock's timestamps: after it started.
-        let own = tblog::expiries(&cfg, own_from, 0)?;
+        let own = tblog::expiries(cfg, own_from, 0)?;
         out.expired_early = own
             .iter()
             .filter(|x| !by_target.contains(&x.pending_id))
             .map(|x| format!("{:#x}", x.pending_id))
             .collect();
     }
-    drop(replica);
     Ok(out)
 }
 

@@ -33,7 +33,7 @@ const FRESH_DATA_FILE: &str = "0_0.tigerbeetle";
 
 pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Result<()> {
     let target = Target::check(
-        &args.target,
+        args.target(),
         Shape::Dir,
         args.force,
         &super::precious(&ctx.plan),
@@ -175,6 +175,90 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     for f in &restored {
         ui::out(&target.path.join(&f.name).display().to_string())?;
     }
+    Ok(())
+}
+
+/// `restore --at TIME --into ADDRESSES`: replays the log up to TIME into a running
+/// cluster the operator formatted and started (of any replica count), for a whole
+/// cluster back at once. A snapshot is a data file, so the log is replayed alone;
+/// the cluster must hold nothing newer than TIME (replay checks what it holds), and
+/// is never the cluster being backed up.
+pub fn run_into(ctx: &Ctx, src: &Source, rp: &RestorePlan, into: &str) -> Result<()> {
+    let at = rp
+        .at
+        .ok_or_else(|| coded(Code::Config, "--into needs --at"))?;
+    let cluster = ctx
+        .plan
+        .tigerbeetle
+        .as_ref()
+        .and_then(|t| t.cluster.as_ref())
+        .ok_or_else(|| {
+            coded(
+                Code::Config,
+                format!(
+                    "{}: --into replays this cluster's log: set tigerbeetle.addresses (and cluster_id)",
+                    ctx.plan.source.display()
+                ),
+            )
+        })?;
+    let wanted: Vec<&str> = into
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    if wanted.is_empty() {
+        return Err(coded(Code::Config, "--into: no address given"));
+    }
+    let live: Vec<&str> = cluster.addresses.split(',').map(str::trim).collect();
+    if let Some(a) = wanted.iter().find(|a| live.contains(a)) {
+        return Err(coded(
+            Code::Config,
+            format!("--into {a}: that is the cluster being backed up (tigerbeetle.addresses); a restore never writes into it. Format and start a new cluster and name its addresses"),
+        ));
+    }
+    ctx.ui.info(&format!(
+        "replaying the log of cluster {} up to {} into the cluster at {}",
+        cluster.cluster_id,
+        at.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        wanted.join(",")
+    ));
+    let cfg = crate::tigerbeetle::tblog::ClusterConfig {
+        cluster_id: cluster.cluster_id,
+        addresses: wanted.join(","),
+        timeout: std::time::Duration::from_secs(60),
+    };
+    let clock = Instant::now();
+    let r = pitr::replay_onto(
+        ctx,
+        src.store,
+        src.trust,
+        &cfg,
+        cluster.cluster_id,
+        at,
+        None,
+    )
+    .with_context(|| {
+        format!(
+            "failed to replay the log into the cluster at {}",
+            cfg.addresses
+        )
+    })?;
+    let elapsed = clock.elapsed();
+    if ctx.ui.json {
+        return ui::print(&serde_json::to_string_pretty(&json!({
+            "schema": "bkp.restore/1",
+            "id": null,
+            "kind": "tigerbeetle",
+            "replayed": r,
+            "into": cfg.addresses,
+            "seconds": elapsed.as_secs_f64(),
+        }))?);
+    }
+    ctx.ui.info(&format!(
+        "replayed {} log segment(s) into the cluster at {}: {} accounts, {} transfers and {} expiries, up to timestamp {}, in {:.1}s",
+        r.segments, cfg.addresses, r.accounts, r.transfers, r.expiries, r.last_timestamp, elapsed.as_secs_f64()
+    ));
     Ok(())
 }
 
