@@ -7,6 +7,7 @@
 #
 #   bench/logs.sh                  # 1,000,000 transfers
 #   TRANSFERS=200000 bench/logs.sh
+#   LIMIT_REQUEST=1MiB bench/logs.sh   # production's request size (8189 events a batch)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$BKP_ROOT"
@@ -14,6 +15,9 @@ scripts/bootstrap >/dev/null
 bkp="$CARGO_TARGET_DIR/debug/bkp"
 tb="$BKP_TOOLS/bin/tigerbeetle"
 transfers="${TRANSFERS:-1000000}"
+# Replica flags for the cluster and bkp's private replica alike.
+flags=(--development)
+[ -n "${LIMIT_REQUEST:-}" ] && flags+=(--experimental "--limit-request=$LIMIT_REQUEST")
 work="$(mktemp -d "${TMPDIR:-/tmp}/bkp-bench-logs.XXXXXX")"
 pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; sleep 1; rm -rf "$work"; }
@@ -21,7 +25,7 @@ trap cleanup EXIT
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 "$tb" format --cluster=0 --replica=0 --replica-count=1 --development "$work/0_0.tigerbeetle" 2>/dev/null
-"$tb" start --addresses="127.0.0.1:$port" --development "$work/0_0.tigerbeetle" >"$work/tb.log" 2>&1 &
+"$tb" start --addresses="127.0.0.1:$port" "${flags[@]}" "$work/0_0.tigerbeetle" >"$work/tb.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
 echo "==> $transfers transfers through the client (tigerbeetle benchmark)"
@@ -39,7 +43,7 @@ key_file = "key"
 [tigerbeetle]
 addresses = "127.0.0.1:$port"
 binary = "$tb"
-replica_args = ["--development"]
+replica_args = [$(printf '"%s",' "${flags[@]}" | sed 's/,$//')]
 TOML
 
 run() { # label, output-file, command...
@@ -54,12 +58,12 @@ requests_first=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))
 at="$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)"
 read -r _ s3 r3 < <(run replay "$work/restore.out" "$bkp" --config "$work/bkp.toml" restore --at "$at" --target "$work/restored")
 {
-echo "$transfers transfers and 10,000 accounts in a development-mode replica; $(nproc) cores; $(date -u +%Y-%m-%d)"
+echo "$transfers transfers and 10,000 accounts in one replica started with \`${flags[*]}\`; $(nproc) cores; $(date -u +%Y-%m-%d)"
 echo
 echo "| run | wall (s) | rate | peak RSS (MiB) |"
 echo "|---|---|---|---|"
 printf '| bkp logs, first run (capture, zstd, encrypt, store) | %.2f | %.0f transfers/s | %d |\n' "$s1" "$(python3 -c "print($transfers/$s1)")" "$((r1/1024))"
-printf '| bkp logs, nothing new (2 cluster requests) | %.2f | - | %d |\n' "$s2" "$((r2/1024))"
+printf '| bkp logs, nothing new (3 cluster requests) | %.2f | - | %d |\n' "$s2" "$((r2/1024))"
 printf '| bkp restore --at now, log alone (format, start, replay) | %.2f | %.0f events/s | %d |\n' "$s3" "$(python3 -c "print(($transfers+10000)/$s3)")" "$((r3/1024))"
 echo
 echo "Cluster requests of the first capture: $requests_first."
