@@ -39,6 +39,13 @@ impl BackupId {
         BackupId(Builder::from_unix_timestamp_millis(ms, &random).into_uuid())
     }
 
+    /// The smallest id of the millisecond `t` (not itself a UUIDv7): every id
+    /// made at `t` or later sorts after it, as bytes and as text.
+    pub fn floor_at(t: OffsetDateTime) -> Self {
+        let ms = (t.unix_timestamp_nanos() / 1_000_000).max(0) as u128;
+        BackupId(Uuid::from_u128((ms & ((1 << 48) - 1)) << 80))
+    }
+
     pub fn from_bytes(b: [u8; 16]) -> Self {
         BackupId(Uuid::from_bytes(b))
     }

@@ -167,10 +167,11 @@ fn setup() -> Setup {
 }
 
 /// What a run may leave in the test directory besides what was there: run locks,
-/// the empty scratch root, the target's (empty) parent directory, and the reports
-/// `verify` writes to the store.
+/// the empty scratch root, the target's (empty) parent directory, the reports
+/// `verify` writes to the store and the store's catalog of manifests.
 fn allowed_new(p: &Path) -> bool {
     p.starts_with("store/reports")
+        || p.starts_with("store/catalog")
         || p == Path::new("work/tmp")
         || p == Path::new("restored")
         || (p.parent() == Some(Path::new("work")) && p.extension().is_some_and(|e| e == "lock"))

@@ -81,6 +81,16 @@ fn conformance(store: &dyn Store) {
     );
     assert!(read_all(store, "b/race.bin") == first);
 
+    // Small objects race too: one conditional PUT each decides.
+    let mut w1 = store.create("d/small-race", &meta).unwrap();
+    let mut w2 = store.create("d/small-race", &meta).unwrap();
+    w1.write_all(b"one").unwrap();
+    w2.write_all(b"two").unwrap();
+    w1.finish().unwrap();
+    assert!(w2.finish().is_err(), "second small writer replaced it");
+    assert!(store.put_new("d/small-race", b"three", &meta).is_err());
+    assert!(read_all(store, "d/small-race") == b"one");
+
     // Aborted and abandoned writes leave nothing visible.
     let mut w = store.create("c/aborted", &meta).unwrap();
     w.write_all(&common::pattern(6 * 1024 * 1024, 7)).unwrap();
@@ -101,9 +111,23 @@ fn conformance(store: &dyn Store) {
             "a/one.json",
             "b/big.bin",
             "b/exact.bin",
-            "b/race.bin"
+            "b/race.bin",
+            "d/small-race"
         ]
     );
+    // Listing from after a key: what sorts after it, under the prefix only.
+    let after = |prefix: &str, after: &str| -> Vec<String> {
+        store
+            .list_after(prefix, after)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect()
+    };
+    assert_eq!(after("a/", "a/empty"), ["a/one.json"]);
+    assert_eq!(after("a/", "a/"), ["a/empty", "a/one.json"]);
+    assert_eq!(after("b/", "b/c"), Vec::<String>::new());
+    assert_eq!(after("", "b/exact.bin"), ["b/race.bin", "d/small-race"]);
     let a: Vec<String> = store
         .list("a/")
         .unwrap()

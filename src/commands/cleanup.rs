@@ -128,7 +128,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let mut totals = Totals::default();
 
     // 1. Plan, on a complete picture of the store only.
-    let (all, unreadable) = manifest::list(store, &trust, None)?;
+    let (all, unreadable) = manifest::list_complete(store, &trust, None)?;
     refuse_unreadable(&unreadable)?;
     let pending = read_tombstones(store, &trust)?;
     for t in &pending {
@@ -229,7 +229,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
             .cloned()
             .collect()
     } else {
-        let (fresh, unreadable) = manifest::list(store, &trust, None)?;
+        let (fresh, unreadable) = manifest::list_complete(store, &trust, None)?;
         refuse_unreadable(&unreadable)?;
         fresh
     };

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use super::{open_store, Ctx};
 use crate::exit::{coded, Code};
-use crate::manifest::{self, Kind, Unreadable, MANIFEST_DIR};
+use crate::manifest::{self, Kind, Unreadable};
 use crate::schedule::{decide, Newest, Schedule, State, Verdict};
 use crate::store::Store;
 use crate::ui;
@@ -30,15 +30,15 @@ pub const NOW_ENV: &str = "BKP_NOW";
 #[derive(Debug, Default)]
 pub struct Scan {
     pub newest: BTreeMap<Schedule, Newest>,
-    /// Manifests read (GET); the rest were only listed.
-    pub read: usize,
-    /// Manifest keys listed.
-    pub listed: usize,
+    /// Manifests of the watched kinds known (through the catalog).
+    pub manifests: usize,
+    /// Manifests that could not be read and may be newer than what was found.
     pub unreadable: Vec<Unreadable>,
 }
 
-/// Finds the newest good backup of each of `schedules`, reading manifests newest
-/// first and stopping per kind as soon as each of its schedules is found.
+/// Finds the newest good backup of each of `schedules`, through the catalog
+/// (see `manifest/catalog.rs`): a few requests per kind however long the
+/// history is.
 pub fn newest_backups(
     store: &dyn Store,
     trust: &manifest::Trust,
@@ -54,42 +54,28 @@ pub fn newest_backups(
             .copied()
             .filter(|s| s.kind() == kind)
             .collect();
-        let mut keys: Vec<String> = store
-            .list(&format!("{MANIFEST_DIR}/{}/", kind.as_str()))?
-            .into_iter()
-            .map(|o| o.key)
-            .filter(|k| k.ends_with(".json"))
-            .collect();
-        scan.listed += keys.len();
-        keys.sort();
-        for key in keys.iter().rev() {
-            if wanted.iter().all(|s| scan.newest.contains_key(s)) {
-                break;
-            }
-            scan.read += 1;
-            let m = match store.get(key).and_then(|b| manifest::parse(&b, key, trust)) {
-                Ok(m) => m,
-                Err(e) => {
-                    scan.unreadable.push(Unreadable {
-                        key: key.clone(),
-                        error: format!("{e:#}"),
-                        code: crate::exit::classify(&e),
-                    });
-                    continue;
-                }
-            };
-            for s in &wanted {
-                if s.matches(&m) && !scan.newest.contains_key(s) {
-                    scan.newest.insert(
-                        *s,
-                        Newest {
-                            id: m.id,
-                            finished_at: m.finished_at,
-                        },
-                    );
-                }
+        let (all, unreadable) = manifest::list(store, trust, Some(kind))?;
+        scan.manifests += all.len() + unreadable.len();
+        let mut oldest_found: Option<OffsetDateTime> = None;
+        for s in &wanted {
+            if let Some(m) = all.iter().rev().find(|m| s.matches(m)) {
+                scan.newest.insert(
+                    *s,
+                    Newest {
+                        id: m.id,
+                        finished_at: m.finished_at,
+                    },
+                );
+                oldest_found = Some(oldest_found.map_or(m.started_at, |t| t.min(m.started_at)));
             }
         }
+        // Damage older than every schedule's newest backup changes no verdict.
+        let all_found = wanted.iter().all(|s| scan.newest.contains_key(s));
+        scan.unreadable.extend(
+            unreadable
+                .into_iter()
+                .filter(|u| !all_found || u.may_be_within(oldest_found, None)),
+        );
     }
     Ok(scan)
 }
@@ -146,10 +132,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             )
         })
         .collect();
-    ctx.ui.detail(&format!(
-        "{} manifests listed, {} read",
-        scan.listed, scan.read
-    ));
+    ctx.ui
+        .detail(&format!("{} manifests known", scan.manifests));
 
     // The WAL archive, when a PostgreSQL server is configured: its newest file
     // and its gaps (a gap is a point no recovery can pass).
@@ -235,8 +219,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             })),
             "wal_alarms": wal_alarms,
             "schedules": rows,
-            "manifests_listed": scan.listed,
-            "manifests_read": scan.read,
+            "manifests": scan.manifests,
             "unreadable": scan.unreadable.iter().map(|u| &u.key).collect::<Vec<_>>(),
             "wal": archives.iter().map(|a| a.json()).collect::<Vec<_>>(),
         }))?)?;
@@ -453,12 +436,16 @@ mod tests {
         assert_eq!(scan.newest[&Schedule::Snapshot].id, last_snapshot.unwrap());
         assert_eq!(scan.newest[&Schedule::Logs].id, last_log.unwrap());
         assert!(!scan.newest.contains_key(&Schedule::Replicate));
-        assert_eq!(scan.listed, 192 + 8 + 1 + 3);
+        assert_eq!(scan.manifests, 192 + 8 + 1 + 3);
         assert_eq!(scan.unreadable.len(), 1);
-        // Tigerbeetle: the damaged one, then the logs since the last snapshot (24)
-        // and the snapshot itself; duckdb: back to the full export.
-        assert_eq!(scan.read, 1 + 24 + 1 + 3);
-        assert_eq!(store.gets.load(Ordering::Relaxed), scan.read);
+        // The first scan built the catalog; the next reads it, and the damaged
+        // manifest again (it is reported every time), not the history.
+        store.gets.store(0, Ordering::Relaxed);
+        let again = newest_backups(&store, &manifest::Trust::none(), &all).unwrap();
+        assert_eq!(again.newest[&Schedule::Logs].id, last_log.unwrap());
+        assert_eq!(again.unreadable.len(), 1);
+        // One catalog object per kind (each a base), plus the damaged manifest.
+        assert_eq!(store.gets.load(Ordering::Relaxed), 2 + 1);
     }
 
     #[test]

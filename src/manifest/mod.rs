@@ -26,6 +26,7 @@ use crate::stages::compress::Compression;
 use crate::store::Store;
 pub use seal::Trust;
 
+pub mod catalog;
 pub mod duckdb;
 pub mod marker;
 pub mod parquet;
@@ -209,6 +210,11 @@ pub fn schema_string() -> String {
 /// another backup's name (a replayed manifest), and object keys outside its
 /// kind's part of the store; refuses a newer major schema version clearly.
 pub fn parse(bytes: &[u8], key: &str, trust: &Trust) -> Result<Manifest> {
+    parse_sealed(bytes, key, trust).map(|(m, _)| m)
+}
+
+/// [`parse`], also saying whether the manifest carried a seal that verified.
+pub fn parse_sealed(bytes: &[u8], key: &str, trust: &Trust) -> Result<(Manifest, bool)> {
     let what = format!("manifest {key}");
     let opened = seal::open(bytes, &what, trust)?;
     let malformed = |detail: String| {
@@ -251,6 +257,15 @@ pub fn parse(bytes: &[u8], key: &str, trust: &Trust) -> Result<Manifest> {
             ),
         ));
     }
+    admit(&m, sealed, trust)?;
+    Ok((m, sealed))
+}
+
+/// What `trust` asks of every manifest it uses, read from its own key or from
+/// the catalog: a seal unless excused, encryption unless excused, object keys
+/// of its own kind.
+pub(crate) fn admit(m: &Manifest, sealed: bool, trust: &Trust) -> Result<()> {
+    let what = format!("manifest {}", m.key());
     if trust.checks() && !sealed && !trust.excuses(m.id) {
         return Err(seal::unsealed_error(&what, m.id));
     }
@@ -263,8 +278,7 @@ pub fn parse(bytes: &[u8], key: &str, trust: &Trust) -> Result<Manifest> {
             ),
         ));
     }
-    m.check_keys()?;
-    Ok(m)
+    m.check_keys()
 }
 
 /// Whether `key` is a plain object key under `{kind}/`: no empty, `.` or `..`
@@ -309,6 +323,13 @@ impl Manifest {
 /// Writes `m` as the last step of a backup (create-only), sealed when keys are
 /// configured.
 pub fn write(store: &dyn Store, m: &Manifest, keys: Option<&Keyring>) -> Result<()> {
+    write_only(store, m, keys)?;
+    catalog::note(store, keys, m);
+    Ok(())
+}
+
+/// [`write`] without adding the manifest to the catalog.
+fn write_only(store: &dyn Store, m: &Manifest, keys: Option<&Keyring>) -> Result<()> {
     let bytes = seal::encode(m, keys).context("failed to encode the manifest")?;
     store
         .put_new(&m.key(), &bytes, &Vec::new())
@@ -378,30 +399,42 @@ pub fn unreadable_error(what: &str, bad: &[&Unreadable]) -> anyhow::Error {
     )
 }
 
-/// Every manifest in the store (optionally of one kind), oldest first.
+/// Every manifest in the store (optionally of one kind), oldest first, and
+/// those that could not be read: through the catalog, which is checked against
+/// the manifests stored since it was written (see [`catalog`]).
 pub fn list(
     store: &dyn Store,
     trust: &Trust,
     kind: Option<Kind>,
 ) -> Result<(Vec<Manifest>, Vec<Unreadable>)> {
-    let prefix = match kind {
-        Some(k) => format!("{MANIFEST_DIR}/{}/", k.as_str()),
-        None => format!("{MANIFEST_DIR}/"),
-    };
+    list_to(store, trust, kind, catalog::Depth::Recent)
+}
+
+/// [`list`], the catalog checked against every manifest key in the store:
+/// for runs that delete (`cleanup`) or vouch for everything (`verify`).
+pub fn list_complete(
+    store: &dyn Store,
+    trust: &Trust,
+    kind: Option<Kind>,
+) -> Result<(Vec<Manifest>, Vec<Unreadable>)> {
+    list_to(store, trust, kind, catalog::Depth::Complete)
+}
+
+fn list_to(
+    store: &dyn Store,
+    trust: &Trust,
+    kind: Option<Kind>,
+    depth: catalog::Depth,
+) -> Result<(Vec<Manifest>, Vec<Unreadable>)> {
     let mut good = Vec::new();
     let mut bad = Vec::new();
-    for obj in store.list(&prefix)? {
-        if !obj.key.ends_with(".json") {
+    for k in Kind::ALL {
+        if kind.is_some_and(|want| want != k) {
             continue;
         }
-        match store.get(&obj.key).and_then(|b| parse(&b, &obj.key, trust)) {
-            Ok(m) => good.push(m),
-            Err(e) => bad.push(Unreadable {
-                key: obj.key.clone(),
-                error: format!("{e:#}"),
-                code: crate::exit::classify(&e),
-            }),
-        }
+        let (g, b) = catalog::read(store, trust, k, depth)?;
+        good.extend(g);
+        bad.extend(b);
     }
     good.sort_by_key(|m| (m.started_at, m.id));
     Ok((good, bad))
@@ -422,9 +455,11 @@ pub fn find(store: &dyn Store, trust: &Trust, which: &str, kind: Option<Kind>) -
             )
         });
     }
-    let id: BackupId = which
-        .parse()
-        .map_err(|e| coded(Code::NotFound, format!("{e:#}")))?;
+    let id: BackupId = match which.parse() {
+        Ok(id) => id,
+        Err(e) if !is_id_prefix(which) => return Err(coded(Code::NotFound, format!("{e:#}"))),
+        Err(_) => return find_prefix(store, trust, which, kind),
+    };
     for k in Kind::ALL {
         if kind.is_some_and(|want| want != k) {
             continue;
@@ -441,6 +476,63 @@ pub fn find(store: &dyn Store, trust: &Trust, which: &str, kind: Option<Kind>) -
             store.identity()
         ),
     ))
+}
+
+/// Whether `s` could be the start of a backup id as `bkp list` prints it.
+fn is_id_prefix(s: &str) -> bool {
+    (4..36).contains(&s.len()) && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
+/// The one backup whose id starts with `prefix`, read from its own key.
+fn find_prefix(
+    store: &dyn Store,
+    trust: &Trust,
+    prefix: &str,
+    kind: Option<Kind>,
+) -> Result<Manifest> {
+    let prefix = prefix.to_ascii_lowercase();
+    let (all, unreadable) = list(store, trust, kind)?;
+    let matches: Vec<&Manifest> = all
+        .iter()
+        .filter(|m| m.id.to_string().starts_with(&prefix))
+        .collect();
+    let refused: Vec<&Unreadable> = unreadable
+        .iter()
+        .filter(|u| u.id().is_some_and(|id| id.to_string().starts_with(&prefix)))
+        .collect();
+    match (matches.as_slice(), refused.is_empty()) {
+        ([m], true) => catalog::reread(store, trust, m),
+        ([], true) => Err(coded(
+            Code::NotFound,
+            format!(
+                "no backup id in {} starts with {prefix}: `bkp list` shows the backups there",
+                store.identity()
+            ),
+        )),
+        ([], false) => Err(unreadable_error(
+            &format!("the backup starting with {prefix} cannot be used"),
+            &refused,
+        )),
+        _ => {
+            let mut ids: Vec<String> = matches.iter().map(|m| m.id.to_string()).collect();
+            ids.extend(
+                refused
+                    .iter()
+                    .filter_map(|u| u.id())
+                    .map(|id| id.to_string()),
+            );
+            let n = ids.len();
+            ids.truncate(5);
+            Err(coded(
+                Code::Config,
+                format!(
+                    "{prefix} is the start of {n} backup ids ({}{}): give more of the id",
+                    ids.join(", "),
+                    if n > 5 { ", …" } else { "" }
+                ),
+            ))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -552,6 +644,37 @@ mod tests {
         assert_eq!(crate::exit::exit_code(&missing), crate::exit::NOT_FOUND);
         let none = find(&store, &Trust::none(), "latest", Some(Kind::Duckdb)).unwrap_err();
         assert_eq!(crate::exit::exit_code(&none), crate::exit::NOT_FOUND);
+    }
+
+    #[test]
+    fn a_unique_prefix_of_an_id_finds_its_backup() {
+        let store = MemoryStore::new();
+        let t0 = OffsetDateTime::from_unix_timestamp(1_760_140_800).unwrap();
+        let a = sample(Kind::Duckdb, t0);
+        let b = sample(Kind::Duckdb, t0 + time::Duration::milliseconds(1));
+        write(&store, &a, None).unwrap();
+        write(&store, &b, None).unwrap();
+        let trust = Trust::none();
+        let (sa, sb) = (a.id.to_string(), b.id.to_string());
+        let common = sa
+            .chars()
+            .zip(sb.chars())
+            .take_while(|(x, y)| x == y)
+            .count();
+        // Two ids a millisecond apart share their first 11 digits or so.
+        let ambiguous = find(&store, &trust, &sa[..common], None).unwrap_err();
+        assert_eq!(crate::exit::exit_code(&ambiguous), crate::exit::CONFIG);
+        assert!(format!("{ambiguous:#}").contains(&sb), "{ambiguous:#}");
+        let unique = &sa[..common + 1];
+        assert_eq!(find(&store, &trust, unique, None).unwrap(), a);
+        assert_eq!(
+            find(&store, &trust, &unique.to_uppercase(), Some(Kind::Duckdb)).unwrap(),
+            a
+        );
+        let none = find(&store, &trust, "ffff", None).unwrap_err();
+        assert_eq!(crate::exit::exit_code(&none), crate::exit::NOT_FOUND);
+        let other_kind = find(&store, &trust, unique, Some(Kind::Tigerbeetle)).unwrap_err();
+        assert_eq!(crate::exit::exit_code(&other_kind), crate::exit::NOT_FOUND);
     }
 
     #[test]

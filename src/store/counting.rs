@@ -74,6 +74,9 @@ impl Store for Counting<'_> {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         self.inner.list(prefix)
     }
+    fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectInfo>> {
+        self.inner.list_after(prefix, after)
+    }
     fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key)
     }

@@ -112,6 +112,14 @@ pub trait Store: Send + Sync {
     /// Every object whose key starts with `prefix`, sorted by key.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
 
+    /// The objects of [`Store::list`] whose keys sort after `after`: one request
+    /// on S3 (`start-after`) when few are, however many sort before.
+    fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectInfo>> {
+        let mut all = self.list(prefix)?;
+        all.retain(|o| o.key.as_str() > after);
+        Ok(all)
+    }
+
     /// Deletes `key`; deleting a missing key succeeds (deletes are retried).
     fn delete(&self, key: &str) -> Result<()>;
 

@@ -661,33 +661,27 @@ impl Store for S3Store {
     }
 
     fn create(&self, key: &str, metadata: &Metadata) -> Result<Box<dyn ObjectWriter>> {
-        let full_key = self.full_key(key)?;
+        self.full_key(key)?;
         self.preflight_writes()?;
-        // A fast, friendly refusal when the key exists. The conditional write is what
-        // guarantees create-only; write-only credentials may not be allowed to HEAD,
-        // so a refused HEAD is not an error here.
+        // A fast, friendly refusal when the key exists, before a long upload. The
+        // conditional write is what guarantees create-only; write-only credentials
+        // may not be allowed to HEAD, so a refused HEAD is not an error here.
         if self.head(key)?.is_some() {
             return Err(already_exists(&format!("s3://{}", self.s.bucket), key));
         }
-        Ok(Box::new(S3Writer {
-            rt: self.rt.clone(),
-            client: self.client.clone(),
-            bucket: self.s.bucket.clone(),
-            key: key.to_string(),
-            full_key,
-            metadata: meta_map(metadata),
-            buf: Vec::with_capacity(self.s.part_size.min(1 << 20)),
-            part_size: self.s.part_size.max(MIN_PART_SIZE),
-            concurrency: self.s.concurrency.max(1),
-            upload_id: None,
-            next_part: 1,
-            in_flight: VecDeque::new(),
-            done: Vec::new(),
-            size: 0,
-            finished: false,
-            lock: self.s.object_lock,
-            sse: self.s.sse.clone(),
-        }))
+        Ok(Box::new(self.writer(key, metadata)?))
+    }
+
+    /// One conditional PUT: a small object needs no HEAD first, the PUT's
+    /// `If-None-Match` refuses a key that exists.
+    fn put_new(&self, key: &str, bytes: &[u8], metadata: &Metadata) -> Result<ObjectInfo> {
+        self.preflight_writes()?;
+        let mut w = Box::new(self.writer(key, metadata)?);
+        if let Err(e) = w.write_all(bytes) {
+            let _ = w.abort();
+            return Err(anyhow::Error::new(e).context(format!("failed to write {key}")));
+        }
+        w.finish()
     }
 
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
@@ -713,6 +707,14 @@ impl Store for S3Store {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         Ok(self
             .list_with_etags(prefix)?
+            .into_iter()
+            .map(|l| l.info)
+            .collect())
+    }
+
+    fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectInfo>> {
+        Ok(self
+            .list_pages(prefix, Some(after))?
             .into_iter()
             .map(|l| l.info)
             .collect())
@@ -1009,8 +1011,44 @@ impl S3Store {
         self.full_key(key)
     }
 
+    /// A streaming, create-only write of `key` (no check that it exists yet).
+    fn writer(&self, key: &str, metadata: &Metadata) -> Result<S3Writer> {
+        let full_key = self.full_key(key)?;
+        Ok(S3Writer {
+            rt: self.rt.clone(),
+            client: self.client.clone(),
+            bucket: self.s.bucket.clone(),
+            key: key.to_string(),
+            full_key,
+            metadata: meta_map(metadata),
+            buf: Vec::with_capacity(self.s.part_size.min(1 << 20)),
+            part_size: self.s.part_size.max(MIN_PART_SIZE),
+            concurrency: self.s.concurrency.max(1),
+            upload_id: None,
+            next_part: 1,
+            in_flight: VecDeque::new(),
+            done: Vec::new(),
+            size: 0,
+            finished: false,
+            lock: self.s.object_lock,
+            sse: self.s.sse.clone(),
+        })
+    }
+
     /// Like [`Store::list`], with each object's ETag.
     pub fn list_with_etags(&self, prefix: &str) -> Result<Vec<Listed>> {
+        self.list_pages(prefix, None)
+    }
+
+    /// Every page of a listing of `prefix`, from after `after` when given.
+    fn list_pages(&self, prefix: &str, after: Option<&str>) -> Result<Vec<Listed>> {
+        let start_after = after.map(|a| {
+            if self.s.prefix.is_empty() {
+                a.to_string()
+            } else {
+                format!("{}/{}", self.s.prefix, a)
+            }
+        });
         let full_prefix = if self.s.prefix.is_empty() {
             prefix.to_string()
         } else {
@@ -1026,6 +1064,7 @@ impl S3Store {
                         .list_objects_v2()
                         .bucket(&self.s.bucket)
                         .prefix(&full_prefix)
+                        .set_start_after(start_after.clone())
                         .set_continuation_token(token.take())
                         .send(),
                 )

@@ -208,8 +208,8 @@ pub fn restore_database(
             )
         })?
         .into_iter()
-        .cloned()
-        .collect();
+        .map(|e| crate::manifest::catalog::reread(src.store, src.trust, e))
+        .collect::<Result<_>>()?;
     for e in &chain {
         check_manifest(e)?;
     }

@@ -229,8 +229,22 @@ pub fn resolve(
         // One read of the newest manifests only: a replication lists a whole set.
         Kind::Parquet if at.is_none() => Some(replicated::latest(store, trust)?),
         _ => {
-            let (all, unreadable) = manifest::list(store, trust, Some(kind))?;
-            let chosen = newest(all);
+            let (all, mut unreadable) = manifest::list(store, trust, Some(kind))?;
+            // The catalog chose it; the manifest itself is what is restored. One
+            // the catalog still holds but the store no longer does (deleted
+            // behind it) sends the choice to every manifest key.
+            let reread = |m: Option<Manifest>| {
+                m.map(|m| manifest::catalog::reread(store, trust, &m))
+                    .transpose()
+            };
+            let chosen = match reread(newest(all)) {
+                Ok(m) => m,
+                Err(_) => {
+                    let (all, u) = manifest::list_complete(store, trust, Some(kind))?;
+                    unreadable = u;
+                    reread(newest(all))?
+                }
+            };
             // `latest` must not fall back to an older backup in silence when a
             // newer manifest could not be read.
             let after = chosen.as_ref().map(|m| m.started_at);

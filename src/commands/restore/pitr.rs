@@ -176,6 +176,8 @@ pub fn replay_onto(
     let spool = WorkDir::new(&ctx.plan.work_dir).scratch("spool")?;
     let mut by_target = std::collections::HashSet::new();
     for m in &logs {
+        // The catalog chose the segments; each is used as its own manifest says.
+        let m = &manifest::catalog::reread(store, trust, m)?;
         let entry = &m.objects[0];
         pipeline::download(
             store,

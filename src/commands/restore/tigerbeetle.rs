@@ -269,10 +269,11 @@ fn older_snapshot(src: &Source, than: &Manifest) -> Result<Option<Manifest>> {
         src.trust,
         Some(crate::manifest::Kind::Tigerbeetle),
     )?;
-    Ok(all
-        .into_iter()
+    all.into_iter()
         .filter(|o| super::restorable(o) && o.started_at < than.started_at)
-        .max_by_key(|o| o.started_at))
+        .max_by_key(|o| o.started_at)
+        .map(|o| crate::manifest::catalog::reread(src.store, src.trust, &o))
+        .transpose()
 }
 
 /// Empties `dir` (a staging directory of this run).

@@ -132,7 +132,7 @@ fn look(
     let plan = &ctx.plan;
     // The keys prove each manifest, encrypted or not (see `manifest/seal.rs`).
     let trust = super::trust(plan, args.trust.trust.clone())?;
-    let (all, unreadable) = manifest::list(store, &trust, None)?;
+    let (all, mut unreadable) = manifest::list_complete(store, &trust, None)?;
     let mut chosen = match &args.backup {
         Some(id) => vec![manifest::find(
             store,
@@ -140,7 +140,22 @@ fn look(
             id,
             args.kind.map(Kind::from),
         )?],
-        None => selected(&all, args, started_at)?,
+        None => {
+            // What is verified is each manifest as its own key holds it, not
+            // the catalog's copy.
+            let mut fresh = Vec::new();
+            for m in selected(&all, args, started_at)? {
+                match manifest::catalog::current(store, &trust, &m) {
+                    Ok(m) => fresh.push(m),
+                    Err(e) => unreadable.push(manifest::Unreadable {
+                        key: m.key(),
+                        error: format!("{e:#}"),
+                        code: crate::exit::classify(&e),
+                    }),
+                }
+            }
+            fresh
+        }
     };
     chosen.sort_by_key(|m| (m.started_at, m.id));
     // Damage found is a problem (exit 5); trouble that kept a check from looking

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Benchmark: runs whose cost does not grow with history. A year of TigerBeetle
+# manifests (a snapshot every 6 h, a log segment every 15 min: 36,500) in S3 on a
+# local SeaweedFS; each command timed and its S3 requests counted (from the AWS
+# SDK's debug output, one line per request attempt):
+# the first `bkp list` builds the catalog from every manifest, every later run
+# reads the catalog and the manifests of its last two days.
+#
+# Prints the figures and writes them to bench/history-results.md. Not a test.
+#
+#   bench/history.sh               # 365 days
+#   DAYS=30 bench/history.sh
+#   KEEP=1 bench/history.sh        # leave the store and its servers running
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
+cd "$BKP_ROOT"
+scripts/bootstrap >/dev/null
+bkp="$CARGO_TARGET_DIR/debug/bkp"
+tb="$BKP_TOOLS/bin/tigerbeetle"
+days="${DAYS:-365}"
+work="$(mktemp -d "${TMPDIR:-/tmp}/bkp-bench-history.XXXXXX")"
+pids=()
+cleanup() {
+  [ -n "${KEEP:-}" ] && { echo "kept $work (servers running: ${pids[*]})"; return; }
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 3; rm -rf "$work"
+}
+trap cleanup EXIT
+venv="$BKP_TOOLS/venv/bin/python"
+load="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+echo "==> writing $days days of manifests"
+"$venv" - "$work/store/manifests/tigerbeetle" "$days" <<'PY'
+import json, os, sys, time, random
+out, days = sys.argv[1], int(sys.argv[2])
+os.makedirs(out)
+end = int(time.time()) - 60
+start = end - days * 86400
+def uuid7(ms):
+    r = random.getrandbits(80)
+    b = ms.to_bytes(6, "big") + r.to_bytes(10, "big")
+    b = bytearray(b); b[6] = 0x70 | (b[6] & 0x0F); b[8] = 0x80 | (b[8] & 0x3F)
+    h = b.hex(); return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+def iso(t): return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+prev, until = None, 0
+for t in range(start, end, 900):
+    ops = ["snapshot", "logs"] if (t - start) % 21600 == 0 else ["logs"]
+    for op in ops:
+        i = uuid7(t * 1000 + (1 if op == "logs" else 0))
+        m = {"schema": "bkp.manifest/1.0", "id": i, "kind": "tigerbeetle",
+             "scope": "full" if op == "snapshot" else "incremental", "operation": op,
+             "status": "completed", "started_at": iso(t), "finished_at": iso(t + 5),
+             "host": "bench", "bkp_version": "0.1.0", "retention_days": 400,
+             "compression": {"algorithm": "zstd", "level": 3, "threads": 2},
+             "encryption": None, "objects": [], "files": [], "parent": None,
+             "source": {"cluster_id": "0", "data_file": "/var/lib/tigerbeetle/0_0.tigerbeetle"}}
+        if op == "logs":
+            m["parent"] = prev
+            m["source"].update({"after": str(until), "until": str(until + 1000),
+                                "accounts": 0, "transfers": 0, "expiries": 0})
+            prev, until = i, until + 1000
+        with open(f"{out}/{i}.json", "w") as f: json.dump(m, f)
+PY
+count="$(find "$work/store/manifests" -name '*.json' | wc -l)"
+# "Now" as the history ends, so that the S3 copy's duration does not age it.
+export BKP_NOW="$(date -u -d "@$(( $(date +%s) - 30 ))" +%Y-%m-%dT%H:%M:%SZ)"
+
+echo "==> starting SeaweedFS and a TigerBeetle replica; copying $count manifests into S3"
+weed="$BKP_TOOLS/bin/weed"; rclone="$BKP_TOOLS/bin/rclone"
+port() { "$venv" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ak="AKBENCH$RANDOM"; sk="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+echo "{\"identities\":[{\"name\":\"b\",\"credentials\":[{\"accessKey\":\"$ak\",\"secretKey\":\"$sk\"}],\"actions\":[\"Admin\",\"Read\",\"Write\",\"List\"]}]}" > "$work/ids.json"
+ports=(); while [ ${#ports[@]} -lt 5 ]; do p="$(port)"; [ "$p" -lt 55000 ] && ports+=("$p"); done
+mkdir "$work/weed"
+HOME="$work/weed" WEED_MASTER_VOLUME_GROWTH_COPY_1=1 "$weed" server -dir="$work/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+  -master.port="${ports[0]}" -volume.port="${ports[1]}" -filer -filer.port="${ports[2]}" -s3 -s3.port="${ports[3]}" \
+  -s3.config="$work/ids.json" -master.volumeSizeLimitMB=256 -volume.max=200 -s3.port.iceberg=0 -s3.port.lance=0 \
+  -master.telemetry=false >"$work/weed.log" 2>&1 &
+pids+=($!)
+"$tb" format --cluster=0 --replica=0 --replica-count=1 --development "$work/0_0.tigerbeetle" 2>/dev/null
+"$tb" start --addresses="127.0.0.1:${ports[4]}" --development "$work/0_0.tigerbeetle" >"$work/tb.log" 2>&1 &
+pids+=($!)
+export RCLONE_CONFIG=/dev/null RCLONE_CONFIG_S3_TYPE=s3 RCLONE_CONFIG_S3_PROVIDER=SeaweedFS \
+  RCLONE_CONFIG_S3_ACCESS_KEY_ID="$ak" RCLONE_CONFIG_S3_SECRET_ACCESS_KEY="$sk" \
+  RCLONE_CONFIG_S3_ENDPOINT="http://127.0.0.1:${ports[3]}" RCLONE_CONFIG_S3_REGION=us-east-1 RCLONE_CONFIG_S3_FORCE_PATH_STYLE=true
+for _ in $(seq 120); do "$rclone" mkdir s3:bench 2>/dev/null && echo ok | "$rclone" rcat s3:bench/probe 2>/dev/null && break; sleep 0.5; done
+"$rclone" deletefile s3:bench/probe
+"$rclone" copy --transfers=32 --checkers=32 "$work/store/manifests" s3:bench/p/manifests
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/${ports[4]}") 2>/dev/null && break; sleep 0.2; done
+
+cat > "$work/bkp.toml" <<TOML
+work_dir = "work"
+[store]
+type = "s3"
+bucket = "bench"
+prefix = "p"
+endpoint = "http://127.0.0.1:${ports[3]}"
+[encryption]
+enabled = false
+[tigerbeetle]
+data_file = "/nonexistent/0_0.tigerbeetle"
+addresses = "127.0.0.1:${ports[4]}"
+binary = "$tb"
+replica_args = ["--development"]
+TOML
+export AWS_ACCESS_KEY_ID="$ak" AWS_SECRET_ACCESS_KEY="$sk" AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+
+rows=()
+run() { # label, bkp arguments...
+  local label="$1"; shift
+  BKP_LOG=aws_smithy_runtime::client::orchestrator=debug /usr/bin/time -f "%e %M" -o "$work/time" \
+    "$bkp" --config "$work/bkp.toml" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err" "$work/out" >&2; exit 1; }
+  read -r secs rss < "$work/time"
+  requests="$(grep -c 'beginning attempt #' "$work/err" || true)"
+  printf '%-58s %6.2f s %6s requests %5d MiB\n' "$label" "$secs" "$requests" "$((rss/1024))"
+  rows+=("$(printf '| %s | %.2f | %s | %d |' "$label" "$secs" "$requests" "$((rss/1024))")")
+}
+run "bkp list (no catalog yet: reads every manifest, writes it)" --json list
+run "bkp list (through the catalog)" --json list
+run "bkp list --last 20" list --last 20
+run "bkp status" --json status
+run "bkp restore latest --dry-run (selection)" restore latest --dry-run --target "$work/restored"
+run "bkp logs, nothing new (first run after the catalog)" --json logs
+run "bkp logs, nothing new" --json logs
+run "bkp logs, nothing new (again)" --json logs
+run "bkp verify --since 1d (lists every manifest key)" verify --since 1d
+run "bkp cleanup --dry-run (lists every manifest key)" cleanup --dry-run
+catalog="$("$rclone" lsl s3:bench/p/catalog | awk '{s+=$1; n++} END {printf "%d objects, %.1f MiB", n, s/1048576}')"
+
+{
+echo "$count TigerBeetle manifests ($days days: a snapshot every 6 h, a log segment every 15 min) in S3 (SeaweedFS on loopback); $(nproc) cores; load average at start $load; $(date -u +%Y-%m-%d)"
+echo
+echo "| command | wall (s) | S3 requests | peak RSS (MiB) |"
+echo "|---|---|---|---|"
+printf '%s\n' "${rows[@]}"
+echo
+echo "Catalog after the runs: $catalog."
+} | tee "$BKP_ROOT/bench/history-results.md"

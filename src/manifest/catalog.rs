@@ -1,0 +1,716 @@
+//! The catalog: every manifest of a kind gathered in a few objects, so that a run
+//! reads the store's history in a handful of requests however long it grows.
+//!
+//! Manifests stay the truth; the catalog is a cache of them that any run may
+//! write and that no run trusts over them:
+//!
+//! - Objects `catalog/{kind}/{seq:020}.json.zst`, each created create-only one
+//!   number above the newest listed: of two runs writing the same number one
+//!   wins and the other leaves it (the manifests it would have added are found
+//!   by the next reader). A *base* holds every manifest of the kind; a *delta*
+//!   the changes since its base (manifests added, ids removed), so a run writes
+//!   little; once a delta has grown to [`REBASE`] changes a new base is written.
+//!   Superseded objects are deleted by the writer that supersedes them.
+//! - A reader takes the newest object that verifies (and its base), then lists
+//!   the manifests whose ids are younger than that object's time minus
+//!   [`WINDOW`] (one request on S3, with `start-after`): those it lacks are
+//!   read and added, those it holds but the listing lacks were deleted and are
+//!   dropped. A run that started more than [`WINDOW`] before a catalog was
+//!   written and stored its manifest after it would be missed by that listing;
+//!   `cleanup` and `verify` list every manifest key ([`Depth::Complete`]) and
+//!   heal the catalog of it, and of manifests deleted outside bkp.
+//! - The bucket is untrusted: an object carries a tag over its bytes (the
+//!   key's HMAC or the host's signature, as a seal), names its kind and number,
+//!   and keeps for each manifest whether it was sealed, so that a reader applies
+//!   to an entry exactly the trust it applies to the manifest read from its own
+//!   key ([`super::admit`]). An object that does not verify is passed over with a
+//!   warning (the next lower one, or the manifests themselves, are read).
+//! - Manifests that could not be read are not cached; their keys are, and every
+//!   reader reads them again, so damage keeps being reported. A store that did
+//!   not answer leaves the catalog as it was.
+//! - A restore reads the manifests it uses again from their own keys
+//!   ([`reread`]), so a stale catalog can make a restore fail, never restore
+//!   something other than what the store holds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use super::{admit, manifest_key, parse_sealed, seal, Kind, Manifest, Trust, Unreadable};
+use crate::crypto::Keyring;
+use crate::exit::{classify, coded, Code};
+use crate::id::BackupId;
+use crate::store::{is_already_exists, Store};
+
+pub const CATALOG_DIR: &str = "catalog";
+const SCHEMA: &str = "bkp.catalog/1";
+/// The first bytes of a catalog object, before its tag and a newline.
+const MAGIC: &str = "bkp.catalog/1 ";
+/// How far before a catalog's time a reader looks for manifests it lacks.
+pub const WINDOW: Duration = Duration::days(2);
+/// Changes a delta may carry before a new base is written instead.
+pub const REBASE: usize = 512;
+/// Catalog objects tried, newest first, before reading the manifests instead.
+const MAX_READS: usize = 3;
+/// A catalog inflates to at most this (a year of 15-minute logs is ~50 MiB).
+const MAX_INFLATED: u64 = 2 << 30;
+
+/// How much of the store a read lists to check the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// The manifests younger than the catalog's time minus [`WINDOW`].
+    Recent,
+    /// Every manifest key (no manifest is read unless the catalog lacks it).
+    Complete,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    manifest: Manifest,
+    /// Whether the manifest carried a seal that verified when it was read.
+    sealed: bool,
+    /// The manifest object as a listing showed it: one listed otherwise later
+    /// was rewritten, and is read again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stored: Option<Stored>,
+}
+
+/// A manifest object's size and time (Unix milliseconds) in a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Stored {
+    size: u64,
+    modified: Option<i64>,
+}
+
+impl Stored {
+    fn of(o: &crate::store::ObjectInfo) -> Stored {
+        Stored {
+            size: o.size,
+            modified: o
+                .modified
+                .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Doc {
+    schema: String,
+    kind: Kind,
+    seq: u64,
+    /// The base a delta applies to; `None` for a base.
+    #[serde(default)]
+    base: Option<u64>,
+    #[serde(with = "time::serde::rfc3339")]
+    written_at: OffsetDateTime,
+    /// A base: every manifest; a delta: those added since its base.
+    #[serde(default)]
+    entries: Vec<Entry>,
+    /// A delta: the manifests of its base deleted since.
+    #[serde(default)]
+    removed: Vec<BackupId>,
+    /// Keys of manifests that could not be read: read again by every reader.
+    #[serde(default)]
+    damaged: Vec<String>,
+}
+
+/// A kind's catalog, as read or written by this process.
+#[derive(Debug, Clone, Default)]
+struct State {
+    /// The newest catalog object used (0: none).
+    seq: u64,
+    /// The highest number listed, valid or not: the next write goes above it.
+    top: u64,
+    /// The base of `seq` (itself when it is a base).
+    base_seq: u64,
+    written_at: Option<OffsetDateTime>,
+    base_ids: BTreeSet<BackupId>,
+    entries: BTreeMap<BackupId, Entry>,
+    damaged: BTreeSet<String>,
+    /// Catalog objects listed (number, key).
+    objects: Vec<(u64, String)>,
+}
+
+/// What this process last read or wrote of each store's catalogs, so that a
+/// run adding its own manifest does not read the catalog a second time.
+static CACHE: Mutex<Vec<(StoreRef, Kind, State)>> = Mutex::new(Vec::new());
+
+/// A store as this process knows it: its identity and where it lives.
+type StoreRef = (String, usize);
+
+fn whose(store: &dyn Store) -> StoreRef {
+    (
+        store.identity(),
+        store as *const dyn Store as *const () as usize,
+    )
+}
+
+fn cached(store: &dyn Store, kind: Kind) -> Option<State> {
+    let id = whose(store);
+    let cache = CACHE.lock().ok()?;
+    cache
+        .iter()
+        .find(|(s, k, _)| *s == id && *k == kind)
+        .map(|(_, _, st)| st.clone())
+}
+
+fn remember(store: &dyn Store, kind: Kind, state: State) {
+    let id = whose(store);
+    if let Ok(mut cache) = CACHE.lock() {
+        cache.retain(|(s, k, _)| !(*s == id && *k == kind));
+        cache.push((id, kind, state));
+    }
+}
+
+fn prefix(kind: Kind) -> String {
+    format!("{CATALOG_DIR}/{}/", kind.as_str())
+}
+
+fn object_key(kind: Kind, seq: u64) -> String {
+    format!("{}{seq:020}.json.zst", prefix(kind))
+}
+
+fn seq_of(kind: Kind, key: &str) -> Option<u64> {
+    let name = key.strip_prefix(&prefix(kind))?.strip_suffix(".json.zst")?;
+    (name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| name.parse().ok())
+        .flatten()
+}
+
+fn damaged_error(key: &str, detail: &str) -> anyhow::Error {
+    coded(
+        Code::Integrity,
+        format!("catalog {key} is not used: {detail}; the manifests are read instead"),
+    )
+}
+
+/// Reads and checks one catalog object: untrusted bytes.
+fn read_doc(
+    store: &dyn Store,
+    keys: Option<&Keyring>,
+    kind: Kind,
+    seq: u64,
+    key: &str,
+) -> Result<Doc> {
+    let bytes = store.get(key)?;
+    let nl = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .filter(|&i| i < 1024)
+        .ok_or_else(|| damaged_error(key, "it has no header"))?;
+    let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| damaged_error(key, "bad header"))?;
+    let tag = header
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| damaged_error(key, "it is not a bkp catalog"))?;
+    let payload = &bytes[nl + 1..];
+    if !seal::tag_verifies(keys, payload, tag) {
+        return Err(damaged_error(
+            key,
+            "its tag does not verify under the configured keys (altered, damaged, or written by someone without them)",
+        ));
+    }
+    let mut json = Vec::new();
+    zstd::stream::read::Decoder::new(payload)
+        .and_then(|d| d.take(MAX_INFLATED).read_to_end(&mut json))
+        .map_err(|_| damaged_error(key, "it does not decompress"))?;
+    let doc: Doc =
+        serde_json::from_slice(&json).map_err(|_| damaged_error(key, "its fields do not match"))?;
+    if doc.schema != SCHEMA || doc.kind != kind || doc.seq != seq {
+        return Err(damaged_error(
+            key,
+            "it names another schema, kind or number than its key",
+        ));
+    }
+    Ok(doc)
+}
+
+/// The newest catalog of `kind` that verifies, or an empty state (with the
+/// listed objects) when there is none.
+fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> {
+    let mut objects: Vec<(u64, String)> = store
+        .list(&prefix(kind))?
+        .into_iter()
+        .filter_map(|o| seq_of(kind, &o.key).map(|n| (n, o.key)))
+        .collect();
+    objects.sort();
+    let top = objects.last().map_or(0, |(n, _)| *n);
+    let empty = State {
+        top,
+        objects: objects.clone(),
+        ..State::default()
+    };
+    let by_seq: BTreeMap<u64, &String> = objects.iter().map(|(n, k)| (*n, k)).collect();
+    for (seq, key) in objects.iter().rev().take(MAX_READS) {
+        let tried = (|| -> Result<State> {
+            let doc = read_doc(store, keys, kind, *seq, key)?;
+            let (base, delta) = match doc.base {
+                None => (doc, None),
+                Some(b) if b < *seq => {
+                    let bkey = by_seq.get(&b).ok_or_else(|| {
+                        coded(
+                            Code::NotFound,
+                            format!("catalog {key}: its base {b} is gone"),
+                        )
+                    })?;
+                    let base = read_doc(store, keys, kind, b, bkey)?;
+                    if base.base.is_some() {
+                        return Err(damaged_error(key, "its base is a delta"));
+                    }
+                    (base, Some(doc))
+                }
+                Some(_) => return Err(damaged_error(key, "its base is not older than itself")),
+            };
+            let mut st = State {
+                seq: *seq,
+                top,
+                base_seq: base.seq,
+                written_at: Some(base.written_at),
+                base_ids: base.entries.iter().map(|e| e.manifest.id).collect(),
+                entries: base
+                    .entries
+                    .into_iter()
+                    .map(|e| (e.manifest.id, e))
+                    .collect(),
+                damaged: base.damaged.into_iter().collect(),
+                objects: objects.clone(),
+            };
+            if let Some(d) = delta {
+                for id in &d.removed {
+                    st.entries.remove(id);
+                }
+                st.entries
+                    .extend(d.entries.into_iter().map(|e| (e.manifest.id, e)));
+                st.damaged = d.damaged.into_iter().collect();
+                st.written_at = Some(d.written_at);
+            }
+            Ok(st)
+        })();
+        match tried {
+            Ok(st) => return Ok(st),
+            // Deleted by a newer writer meanwhile, or its base was.
+            Err(e) if classify(&e) == Some(Code::NotFound) => continue,
+            Err(e) if classify(&e) == Some(Code::Transient) => return Err(e),
+            Err(e) => {
+                crate::ui::log(
+                    crate::ui::Priority::Warning,
+                    &format!("bkp: warning: {e:#}"),
+                );
+                continue;
+            }
+        }
+    }
+    Ok(empty)
+}
+
+/// Every manifest of `kind` and those that could not be read, through the
+/// catalog (see the module documentation), oldest first. Writes the catalog
+/// when it was missing or lacked something (best effort: a store that refuses
+/// the write is named in a warning, and the result is the same).
+pub fn read(
+    store: &dyn Store,
+    trust: &Trust,
+    kind: Kind,
+    depth: Depth,
+) -> Result<(Vec<Manifest>, Vec<Unreadable>)> {
+    let mut st = load(store, trust.keys(), kind)?;
+    let dir = format!("{}/{}/", super::MANIFEST_DIR, kind.as_str());
+    // Keys sorting after `after` are checked against the listing.
+    let after = match (depth, st.written_at) {
+        (Depth::Recent, Some(t)) => Some(manifest_key(kind, BackupId::floor_at(t - WINDOW))),
+        _ => None,
+    };
+    let listed: BTreeMap<String, Stored> = match &after {
+        Some(a) => store.list_after(&dir, a)?,
+        None => store.list(&dir)?,
+    }
+    .into_iter()
+    .filter(|o| o.key.ends_with(".json"))
+    .map(|o| (o.key.clone(), Stored::of(&o)))
+    .collect();
+    let checked = |k: &str| after.as_deref().is_none_or(|a| k > a);
+    let mut changed = st.seq == 0;
+    // The listing drops what was deleted, and what was rewritten or never
+    // listed before (a run's own manifest): those are read again below.
+    let before = st.entries.len();
+    st.entries.retain(|_, e| {
+        let k = e.manifest.key();
+        !checked(&k) || listed.get(&k).is_some_and(|now| e.stored == Some(*now))
+    });
+    changed |= st.entries.len() != before;
+    let held: BTreeSet<String> = st.entries.values().map(|e| e.manifest.key()).collect();
+    let mut to_read: Vec<String> = listed
+        .keys()
+        .filter(|k| !held.contains(*k))
+        .cloned()
+        .collect();
+    // Damaged manifests outside the listing are read again too.
+    to_read.extend(
+        st.damaged
+            .iter()
+            .filter(|k| !checked(k) && !held.contains(*k))
+            .cloned(),
+    );
+    to_read.sort();
+    to_read.dedup();
+    let mut bad = Vec::new();
+    let mut damaged = BTreeSet::new();
+    let mut answered = true;
+    for key in to_read {
+        match store.get(&key).and_then(|b| parse_sealed(&b, &key, trust)) {
+            Ok((manifest, sealed)) => {
+                let stored = listed.get(&key).copied();
+                st.entries.insert(
+                    manifest.id,
+                    Entry {
+                        manifest,
+                        sealed,
+                        stored,
+                    },
+                );
+                changed = true;
+            }
+            Err(e) => {
+                let code = classify(&e);
+                match code {
+                    // Deleted since it was listed.
+                    Some(Code::NotFound) => continue,
+                    Some(Code::Transient) => answered = false,
+                    _ => {
+                        damaged.insert(key.clone());
+                    }
+                }
+                bad.push(Unreadable {
+                    key,
+                    error: format!("{e:#}"),
+                    code,
+                });
+            }
+        }
+    }
+    changed |= damaged != st.damaged;
+    st.damaged = damaged;
+    let mut good = Vec::new();
+    for e in st.entries.values() {
+        match admit(&e.manifest, e.sealed, trust) {
+            Ok(()) => good.push(e.manifest.clone()),
+            Err(err) => bad.push(Unreadable {
+                key: e.manifest.key(),
+                error: format!("{err:#}"),
+                code: classify(&err),
+            }),
+        }
+    }
+    good.sort_by_key(|m| (m.started_at, m.id));
+    // A kind with nothing stored needs no catalog.
+    let empty = st.seq == 0 && st.entries.is_empty() && st.damaged.is_empty();
+    if changed && answered && !empty {
+        if let Err(e) = write(store, trust.keys(), kind, &mut st) {
+            warn_unwritten(store, kind, &e);
+        }
+    }
+    remember(store, kind, st);
+    Ok((good, bad))
+}
+
+fn warn_unwritten(store: &dyn Store, kind: Kind, e: &anyhow::Error) {
+    crate::ui::log(
+        crate::ui::Priority::Warning,
+        &format!(
+            "bkp: warning: the {} catalog in {} could not be updated ({e:#}); runs read the manifests it lacks one by one until a run can write it",
+            kind.as_str(),
+            store.identity()
+        ),
+    );
+}
+
+/// Adds a manifest this run just stored to its kind's catalog (best effort:
+/// readers find it by listing anyway).
+pub fn note(store: &dyn Store, keys: Option<&Keyring>, m: &Manifest) {
+    note_sealed(store, keys, m, keys.is_some())
+}
+
+/// [`note`] of a manifest read from the store, sealed or not.
+fn note_sealed(store: &dyn Store, keys: Option<&Keyring>, m: &Manifest, sealed: bool) {
+    let result = (|| -> Result<()> {
+        let mut st = match cached(store, m.kind) {
+            Some(st) => st,
+            None => {
+                let st = load(store, keys, m.kind)?;
+                if st.seq == 0 {
+                    // No catalog yet: the next reader builds it from the manifests.
+                    return Ok(());
+                }
+                st
+            }
+        };
+        st.entries.insert(
+            m.id,
+            Entry {
+                manifest: m.clone(),
+                sealed,
+                stored: None,
+            },
+        );
+        write(store, keys, m.kind, &mut st)?;
+        remember(store, m.kind, st);
+        Ok(())
+    })();
+    if let Err(e) = result {
+        warn_unwritten(store, m.kind, &e);
+    }
+}
+
+/// Writes `st` as the next catalog object (a delta on its base while that
+/// stays small, else a new base) and deletes what it supersedes. Losing the
+/// number to another writer is not an error: that writer's catalog stands.
+fn write(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, st: &mut State) -> Result<()> {
+    let seq = st.top + 1;
+    let now = OffsetDateTime::now_utc();
+    let added: Vec<Entry> = st
+        .entries
+        .iter()
+        .filter(|(id, _)| !st.base_ids.contains(id))
+        .map(|(_, e)| e.clone())
+        .collect();
+    let removed: Vec<BackupId> = st
+        .base_ids
+        .iter()
+        .filter(|id| !st.entries.contains_key(id))
+        .copied()
+        .collect();
+    let delta = st.seq != 0 && added.len() + removed.len() < REBASE;
+    let doc = Doc {
+        schema: SCHEMA.into(),
+        kind,
+        seq,
+        base: delta.then_some(st.base_seq),
+        written_at: now,
+        entries: if delta {
+            added
+        } else {
+            st.entries.values().cloned().collect()
+        },
+        removed: if delta { removed } else { Vec::new() },
+        damaged: st.damaged.iter().cloned().collect(),
+    };
+    let json = serde_json::to_vec(&doc).context("failed to encode the catalog")?;
+    let payload = zstd::bulk::compress(&json, 3).context("failed to compress the catalog")?;
+    let tag = seal::tag(keys, &payload)?;
+    let mut bytes = format!("{MAGIC}{tag}\n").into_bytes();
+    bytes.extend_from_slice(&payload);
+    let key = object_key(kind, seq);
+    match store.put_new(&key, &bytes, &Vec::new()) {
+        Ok(_) => {}
+        Err(e) if is_already_exists(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    if !delta {
+        st.base_seq = seq;
+        st.base_ids = st.entries.keys().copied().collect();
+    }
+    st.seq = seq;
+    st.top = seq;
+    st.written_at = Some(now);
+    // Keep the two before it (readers may be reading them) and its base.
+    let keep_from = seq.saturating_sub(2);
+    let mut kept = Vec::new();
+    for (n, k) in std::mem::take(&mut st.objects) {
+        if n < keep_from && n != st.base_seq {
+            let _ = store.delete(&k);
+        } else {
+            kept.push((n, k));
+        }
+    }
+    kept.push((seq, key));
+    st.objects = kept;
+    Ok(())
+}
+
+/// `m` as its own key holds it now; the catalog is corrected when it held
+/// another version (manifests are written once, but an operator holding the
+/// key can rewrite one). A manifest that cannot be read is an error.
+pub fn current(store: &dyn Store, trust: &Trust, m: &Manifest) -> Result<Manifest> {
+    let key = m.key();
+    let (fresh, sealed) = store
+        .get(&key)
+        .and_then(|b| parse_sealed(&b, &key, trust))
+        .map_err(|e| {
+            let code = classify(&e).unwrap_or(Code::Integrity);
+            coded(
+                code,
+                format!(
+                    "backup {} is in the catalog, but its manifest {key} cannot be read now ({e:#}); run again (`bkp verify` corrects the catalog from the manifests)",
+                    m.id
+                ),
+            )
+        })?;
+    if &fresh != m {
+        note_sealed(store, trust.keys(), &fresh, sealed);
+    }
+    Ok(fresh)
+}
+
+/// `m` read again from its own key, for a restore: the catalog is never
+/// trusted over the manifest itself. A manifest that is gone, cannot be read
+/// or differs from what the catalog chose is an error (the catalog is
+/// corrected: running again chooses from the manifests as they are).
+pub fn reread(store: &dyn Store, trust: &Trust, m: &Manifest) -> Result<Manifest> {
+    let fresh = current(store, trust, m)?;
+    if &fresh != m {
+        return Err(coded(
+            Code::Transient,
+            format!(
+                "backup {} was chosen from the catalog, but its manifest {} changed since the catalog recorded it; the catalog is corrected: run again",
+                m.id,
+                m.key()
+            ),
+        ));
+    }
+    Ok(fresh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::tests::sample;
+    use crate::store::memory::MemoryStore;
+
+    fn store_manifest(store: &MemoryStore, m: &Manifest) {
+        super::super::write(store, m, None).unwrap();
+    }
+
+    fn ids(ms: &[Manifest]) -> Vec<BackupId> {
+        ms.iter().map(|m| m.id).collect()
+    }
+
+    fn catalog_objects(store: &MemoryStore) -> Vec<String> {
+        store
+            .list(&prefix(Kind::Duckdb))
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect()
+    }
+
+    #[test]
+    fn a_read_builds_the_catalog_and_the_next_reads_only_what_is_new() {
+        let store = MemoryStore::default();
+        let trust = Trust::none();
+        let t0 = OffsetDateTime::now_utc() - Duration::days(30);
+        let mut all = Vec::new();
+        for i in 0..20 {
+            let m = sample(Kind::Duckdb, t0 + Duration::hours(i));
+            store_manifest(&store, &m);
+            all.push(m.id);
+        }
+        let (good, bad) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(ids(&good), all);
+        assert_eq!(catalog_objects(&store).len(), 1);
+
+        // An old manifest deleted behind the catalog's back stays listed by a
+        // recent read and is dropped by a complete one.
+        let gone = good[3].clone();
+        store.delete(&gone.key()).unwrap();
+        let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        assert_eq!(good.len(), 20);
+        assert!(reread(&store, &trust, &gone).is_err());
+        let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Complete).unwrap();
+        assert_eq!(good.len(), 19);
+        assert!(!ids(&good).contains(&gone.id));
+
+        // A new manifest is found by the recent listing.
+        let fresh = sample(Kind::Duckdb, OffsetDateTime::now_utc());
+        store
+            .put_new(
+                &fresh.key(),
+                &seal::encode(&fresh, None).unwrap(),
+                &Vec::new(),
+            )
+            .unwrap();
+        let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        assert_eq!(good.last().unwrap().id, fresh.id);
+        // Superseded catalog objects were deleted.
+        assert!(catalog_objects(&store).len() <= 3);
+
+        // A recent manifest rewritten in place is read again.
+        let mut edited = fresh.clone();
+        edited.host = "another-host-with-a-longer-name".into();
+        store.delete(&fresh.key()).unwrap();
+        store
+            .put_new(
+                &fresh.key(),
+                &seal::encode(&edited, None).unwrap(),
+                &Vec::new(),
+            )
+            .unwrap();
+        let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        assert_eq!(good.last().unwrap(), &edited);
+        // A restore refuses the catalog's older copy, and corrects the catalog.
+        assert!(reread(&store, &trust, &fresh).is_err());
+        assert_eq!(reread(&store, &trust, &edited).unwrap(), edited);
+    }
+
+    #[test]
+    fn a_forged_or_damaged_catalog_is_passed_over() {
+        let store = MemoryStore::default();
+        let trust = Trust::none();
+        let m = sample(Kind::Duckdb, OffsetDateTime::now_utc() - Duration::days(10));
+        store_manifest(&store, &m);
+        read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        // A planted catalog above the real one naming a backup that does not exist.
+        let planted = sample(Kind::Duckdb, OffsetDateTime::now_utc() - Duration::days(9));
+        let doc = Doc {
+            schema: SCHEMA.into(),
+            kind: Kind::Duckdb,
+            seq: 7,
+            base: None,
+            written_at: OffsetDateTime::now_utc(),
+            entries: vec![Entry {
+                manifest: planted.clone(),
+                sealed: true,
+                stored: None,
+            }],
+            removed: Vec::new(),
+            damaged: Vec::new(),
+        };
+        let payload = zstd::bulk::compress(&serde_json::to_vec(&doc).unwrap(), 3).unwrap();
+        let mut bytes = format!("{MAGIC}{}\n", "00".repeat(32)).into_bytes();
+        bytes.extend_from_slice(&payload);
+        store
+            .put_new(&object_key(Kind::Duckdb, 7), &bytes, &Vec::new())
+            .unwrap();
+        let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        assert_eq!(ids(&good), vec![m.id]);
+        // The next catalog is written above the planted one.
+        store_manifest(&store, &sample(Kind::Duckdb, OffsetDateTime::now_utc()));
+        assert!(catalog_objects(&store)
+            .iter()
+            .any(|k| seq_of(Kind::Duckdb, k) == Some(8)));
+    }
+
+    #[test]
+    fn deltas_grow_to_rebase_then_a_base_is_written() {
+        let store = MemoryStore::default();
+        let trust = Trust::none();
+        let t0 = OffsetDateTime::now_utc() - Duration::days(1);
+        store_manifest(&store, &sample(Kind::Duckdb, t0));
+        read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        for i in 1..(REBASE as i64 + 5) {
+            let m = sample(Kind::Duckdb, t0 + Duration::seconds(i));
+            store_manifest(&store, &m);
+        }
+        let st = load(&store, None, Kind::Duckdb).unwrap();
+        assert_eq!(st.entries.len(), REBASE + 5);
+        assert!(st.base_seq > 1, "a new base was written");
+        assert!(catalog_objects(&store).len() <= 4);
+        CACHE.lock().unwrap().clear();
+        let (good, bad) = read(&store, &trust, Kind::Duckdb, Depth::Complete).unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(good.len(), REBASE + 5);
+    }
+}
