@@ -252,7 +252,8 @@ pub struct CleanupArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// A backup id to verify (default: every backup, or those of --kind/--since).
+    /// A backup id to verify, or a unique prefix of one (default: every backup, or
+    /// those of --kind/--since).
     #[arg(value_name = "ID")]
     pub backup: Option<String>,
 
@@ -348,7 +349,7 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// Backup id (from `bkp list`).
+    /// Backup id (from `bkp list`), or a unique prefix of one.
     #[arg(value_name = "ID")]
     pub backup: String,
 
@@ -379,8 +380,9 @@ pub struct CatArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Backup id (from `bkp list`), or `latest` for the newest backup (of --kind;
-    /// with --at, the newest snapshot at or before that time).
+    /// Backup id (from `bkp list`) or a unique prefix of one, or `latest` for the
+    /// newest backup (of --kind; with --at, the newest snapshot at or before that
+    /// time).
     #[arg(value_name = "ID|latest", default_value = "latest")]
     pub backup: String,
 

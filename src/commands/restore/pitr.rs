@@ -137,11 +137,24 @@ pub fn replay_onto(
 
     // The segments covering (newest, at], which must meet without a gap.
     // Only this cluster's chain (the cluster the private replica runs as).
-    let (all, unreadable) = manifest::list(store, trust, Some(Kind::Tigerbeetle))?;
-    let all: Vec<_> = all
-        .into_iter()
-        .filter(|m| m.operation != LOGS || is_log_of(m, source))
-        .collect();
+    let chain_of = |(all, unreadable): (Vec<manifest::Manifest>, Vec<manifest::Unreadable>)| {
+        let all: Vec<_> = all
+            .into_iter()
+            .filter(|m| m.operation != LOGS || is_log_of(m, source))
+            .collect();
+        (all, unreadable)
+    };
+    let (mut all, mut unreadable) =
+        chain_of(manifest::list(store, trust, Some(Kind::Tigerbeetle))?);
+    // A gap or a short log may be the catalog's (a segment stored behind its
+    // back): every manifest key is listed before the restore says so.
+    if !chain::log_cover(&all, newest, at_ns).is_ok_and(|(_, reached)| reached >= at_ns) {
+        (all, unreadable) = chain_of(manifest::list_complete(
+            store,
+            trust,
+            Some(Kind::Tigerbeetle),
+        )?);
+    }
     let (logs, reached) = chain::log_cover(&all, newest, at_ns).map_err(|h| {
         coded(
             Code::Integrity,
