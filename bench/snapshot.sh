@@ -8,11 +8,12 @@
 #
 #   bench/snapshot.sh                 # 2,000,000 transfers
 #   TRANSFERS=10000000 bench/snapshot.sh
+#   DATA_CACHE=/var/tmp/bkp-bench BKP_BIN=/path/to/bkp bench/snapshot.sh
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$BKP_ROOT"
 scripts/bootstrap >/dev/null
-bkp="$CARGO_TARGET_DIR/debug/bkp"
+bkp="${BKP_BIN:-$CARGO_TARGET_DIR/debug/bkp}"
 tb="$BKP_TOOLS/bin/tigerbeetle"
 transfers="${TRANSFERS:-2000000}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/bkp-bench.XXXXXX")"
@@ -36,7 +37,14 @@ PY
 echo "==> building a data file with $transfers transfers (tigerbeetle benchmark, through the client)"
 data="$work/data/0_0.tigerbeetle"
 mkdir -p "$work/data"
-"$tb" benchmark --file="$data" --account-count=10000 --transfer-count="$transfers" >"$work/tb-bench.log" 2>&1
+# DATA_CACHE=DIR keeps the generated file there for the next run (it takes minutes).
+cached="${DATA_CACHE:+$DATA_CACHE/tb-$transfers.tigerbeetle}"
+if [ -n "$cached" ] && [ -f "$cached" ]; then
+  cp "$cached" "$data"
+else
+  "$tb" benchmark --file="$data" --account-count=10000 --transfer-count="$transfers" >"$work/tb-bench.log" 2>&1
+  if [ -n "$cached" ]; then mkdir -p "$DATA_CACHE"; cp "$data" "$cached"; fi
+fi
 size=$(stat -c %s "$data")
 echo "    data file: $size bytes"
 

@@ -7,27 +7,56 @@
 //! caller can compare with the manifest.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result};
 
 use crate::exit::{coded, Code};
 use crate::manifest::FileEntry;
-use crate::stages::hash::HashWriter;
+use crate::stages::hash::{HashReader, HashWriter};
+use crate::stages::pipe::ThreadWriter;
 
-/// Writes `files` (name in archive, path on disk) as a tar stream into `w`.
-pub fn write_files(w: &mut dyn Write, files: &[(String, PathBuf)]) -> Result<()> {
+/// Writes `files` (name in archive, path on disk) as a tar stream into `w`,
+/// returning each file's size and SHA-256 as read: the one pass over a file that
+/// archives it also digests it. A file whose size changes while it is read is
+/// refused (its copy would not be the file the manifest describes).
+pub fn write_files(w: &mut dyn Write, files: &[(String, PathBuf)]) -> Result<Vec<FileEntry>> {
     let mut b = tar::Builder::new(w);
     b.follow_symlinks(false);
+    let mut out = Vec::with_capacity(files.len());
     for (name, path) in files {
-        let mut f =
-            File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
-        b.append_file(name, &mut f)
+        let f = File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+        let meta = f
+            .metadata()
+            .with_context(|| format!("failed to read the metadata of {}", path.display()))?;
+        if !meta.is_file() {
+            anyhow::bail!("{} is not a plain file", path.display());
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+        let mut r = HashReader::new(io::BufReader::with_capacity(1 << 20, f));
+        b.append_data(&mut header, name, &mut r)
             .with_context(|| format!("failed to archive {}", path.display()))?;
+        let (_, d) = r.finish();
+        let now = fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX);
+        if d.bytes != meta.len() || now != meta.len() {
+            anyhow::bail!(
+                "{} changed size while it was archived ({} bytes when opened, {} read, {} now): something else writes to it",
+                path.display(),
+                meta.len(),
+                d.bytes,
+                now
+            );
+        }
+        out.push(FileEntry {
+            name: name.clone(),
+            size: d.bytes,
+            sha256: d.sha256,
+        });
     }
     b.into_inner().context("failed to end the archive")?;
-    Ok(())
+    Ok(out)
 }
 
 fn unsafe_entry(what: impl std::fmt::Display) -> anyhow::Error {
@@ -78,11 +107,17 @@ pub fn unpack(r: &mut dyn Read, dest: &Path) -> Result<Vec<FileEntry>> {
                             target.display()
                         )
                     })?;
-                let mut w = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
+                // Hashing here, writing on a thread of its own: the two are
+                // most of a restore's work once the download is decoded.
+                let writer = ThreadWriter::spawn("write", Sparse::new(file), |s| Ok(s.finish()?))
+                    .with_context(|| format!("failed to write {}", target.display()))?;
+                let mut w = HashWriter::new(writer);
                 io::copy(&mut entry, &mut w)
                     .with_context(|| format!("failed to write {}", target.display()))?;
-                let (buf, d) = w.finish()?;
-                let file = buf.into_inner().map_err(|e| e.into_error())?;
+                let (writer, d) = w.finish()?;
+                let file = writer
+                    .finish()
+                    .with_context(|| format!("failed to write {}", target.display()))?;
                 if let Ok(mode) = entry.header().mode() {
                     use std::os::unix::fs::PermissionsExt;
                     let _ = file.set_permissions(fs::Permissions::from_mode(mode & 0o777));
@@ -103,6 +138,99 @@ pub fn unpack(r: &mut dyn Read, dest: &Path) -> Result<Vec<FileEntry>> {
         }
     }
     Ok(out)
+}
+
+/// Writes a file leaving holes where whole aligned blocks are zeros: a
+/// TigerBeetle data file is a quarter zeros, which then cost neither disk
+/// writes nor disk space, and read back as the zeros they were.
+struct Sparse {
+    file: File,
+    buf: Vec<u8>,
+    /// Bytes of zeros not yet written (a hole to seek over).
+    hole: u64,
+    len: u64,
+}
+
+/// The unit of a hole: file systems allocate in blocks of 4 KiB, and a smaller
+/// unit than this would turn a run of data into many small writes.
+const HOLE_BLOCK: usize = 64 << 10;
+const SPARSE_BUF: usize = 16 * HOLE_BLOCK;
+
+fn is_zero(b: &[u8]) -> bool {
+    b.chunks(64).all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
+}
+
+impl Sparse {
+    fn new(file: File) -> Self {
+        Sparse {
+            file,
+            buf: Vec::with_capacity(SPARSE_BUF),
+            hole: 0,
+            len: 0,
+        }
+    }
+
+    /// Writes `data`, which starts at a multiple of `HOLE_BLOCK` in the file.
+    fn put(&mut self, data: &[u8]) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let mut run = 0..0;
+        for (i, block) in data.chunks(HOLE_BLOCK).enumerate() {
+            let start = i * HOLE_BLOCK;
+            if is_zero(block) {
+                if !run.is_empty() {
+                    self.file.write_all(&data[run.clone()])?;
+                    run = 0..0;
+                }
+                self.hole += block.len() as u64;
+            } else {
+                if self.hole > 0 {
+                    self.file.seek(SeekFrom::Current(self.hole as i64))?;
+                    self.hole = 0;
+                }
+                if run.is_empty() {
+                    run = start..start;
+                }
+                run.end = start + block.len();
+            }
+        }
+        if !run.is_empty() {
+            self.file.write_all(&data[run])?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is left, gives the file its full length (a trailing hole)
+    /// and returns it.
+    fn finish(mut self) -> io::Result<File> {
+        let rest = std::mem::take(&mut self.buf);
+        self.put(&rest)?;
+        self.file.set_len(self.len)?;
+        Ok(self.file)
+    }
+}
+
+impl Write for Sparse {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.is_empty() && data.len() >= SPARSE_BUF {
+            // Aligned already: no copy into the buffer.
+            self.put(&data[..SPARSE_BUF])?;
+            self.len += SPARSE_BUF as u64;
+            return Ok(SPARSE_BUF);
+        }
+        let n = (SPARSE_BUF - self.buf.len()).min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        self.len += n as u64;
+        if self.buf.len() == SPARSE_BUF {
+            let full = std::mem::take(&mut self.buf);
+            self.put(&full)?;
+            self.buf = full;
+            self.buf.clear();
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -129,10 +257,11 @@ mod tests {
         let p = src.path().join("0_0.tigerbeetle");
         fs::write(&p, b"ledger bytes").unwrap();
         let mut buf = Vec::new();
-        write_files(&mut buf, &[("0_0.tigerbeetle".into(), p)]).unwrap();
+        let written = write_files(&mut buf, &[("0_0.tigerbeetle".into(), p)]).unwrap();
         let dest = tempfile::tempdir().unwrap();
         let files = unpack(&mut &buf[..], dest.path()).unwrap();
         assert_eq!(files.len(), 1);
+        assert_eq!(written, files, "the digest of the pass that archives");
         assert_eq!(files[0].size, 12);
         assert_eq!(
             files[0].sha256,
@@ -159,10 +288,17 @@ mod tests {
         }
         let original = fs::read(&p).unwrap();
         let mut buf = Vec::new();
-        write_files(&mut buf, &[("sparse".into(), p)]).unwrap();
+        let written = write_files(&mut buf, &[("sparse".into(), p)]).unwrap();
         let dest = tempfile::tempdir().unwrap();
         let files = unpack(&mut &buf[..], dest.path()).unwrap();
         assert_eq!(files[0].size, 8 << 20);
+        assert_eq!(written, files);
+        assert_eq!(
+            written[0].sha256,
+            crate::stages::hash::digest_reader(&original[..])
+                .unwrap()
+                .sha256
+        );
         assert!(fs::read(dest.path().join("sparse")).unwrap() == original);
     }
 
@@ -216,5 +352,31 @@ mod tests {
                 "{what} wrote something"
             );
         }
+    }
+
+    #[test]
+    fn zero_blocks_are_restored_as_holes() {
+        use std::os::unix::fs::MetadataExt;
+        let src = tempfile::tempdir().unwrap();
+        let p = src.path().join("data");
+        // Data, 8 MiB of zeros, data, then zeros to the end: a hole inside and
+        // one at the end, and blocks that are only partly zero.
+        let mut bytes = vec![0u8; 20 << 20];
+        bytes[..100_000].fill(3);
+        bytes[(9 << 20) + 1] = 9;
+        bytes[(9 << 20) + HOLE_BLOCK + 17..(10 << 20)].fill(5);
+        fs::write(&p, &bytes).unwrap();
+        let mut buf = Vec::new();
+        let written = write_files(&mut buf, &[("data".into(), p)]).unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let files = unpack(&mut &buf[..], dest.path()).unwrap();
+        assert_eq!(written, files);
+        let out = dest.path().join("data");
+        assert!(fs::read(&out).unwrap() == bytes);
+        let allocated = fs::metadata(&out).unwrap().blocks() * 512;
+        assert!(
+            allocated < 4 << 20,
+            "{allocated} bytes allocated for 20 MiB with about 1 MiB of data"
+        );
     }
 }

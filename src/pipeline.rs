@@ -5,11 +5,16 @@
 //! uses its own worker threads too). Nothing lands on local disk; memory is bounded
 //! by the stage buffers plus the store's part buffers.
 //!
-//! Down: the stored object is first read completely and its SHA-256 compared with
-//! the manifest (from the store directly when re-reading is cheap, otherwise
-//! through a spool file in the work directory); only then is it decrypted,
-//! decompressed and handed to the consumer, whose output is checked again against
-//! the content digest. A corrupt object is rejected before any byte is decrypted.
+//! Down, for a consumer with effects beyond staging (a database loading a dump):
+//! the stored object is first read completely and its SHA-256 compared with the
+//! manifest (from the store directly when re-reading is cheap, otherwise through
+//! a spool file in the work directory); only then is it decrypted, decompressed
+//! and handed to the consumer, whose output is checked again against the content
+//! digest. A corrupt object is rejected before any byte is decrypted.
+//!
+//! Down, into staging ([`download_staged`]): one streaming read, decoded on its
+//! own thread, the stored digest checked at the end and before anything staged is
+//! put in place.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -141,6 +146,10 @@ pub enum Decode {
     /// The decrypted bytes still compressed: the stored object's digest and
     /// every encrypted chunk are checked, the content digest cannot be.
     Compressed,
+    /// Decompressed, for a consumer that checks every file it unpacks
+    /// against the manifest ([`download_staged`] only): the archive's own
+    /// digest is not recomputed (a second SHA-256 pass over everything).
+    Files(Compression),
 }
 
 /// [`download`], handing on what `decode` says.
@@ -219,6 +228,7 @@ pub fn download_as(
             (Box::new(r), Some(digest))
         }
         Decode::Compressed => (plain, None),
+        Decode::Files(_) => anyhow::bail!("Decode::Files is for download_staged only"),
     };
     consume(&mut out)?;
     crate::failpoint::hit("restore-download");
@@ -240,6 +250,83 @@ pub fn download_as(
                 entry.key, entry.content_bytes, entry.content_sha256, digest.bytes, digest.sha256
             ),
         ));
+    }
+    Ok(())
+}
+
+/// Streams one object into a consumer that writes only into staging (a
+/// directory its caller discards unless this returns `Ok`): nothing is spooled,
+/// the download, its decryption and decompression run on a thread of their own
+/// while the consumer unpacks, and the stored object's size and SHA-256 are
+/// checked at the end, before the caller may put anything in place. Encrypted
+/// chunks are each authenticated before they are decompressed; an unencrypted
+/// object reaches the consumer unchecked until the end, which is why its
+/// output must be staged. With [`Decode::Files`] the archive's digest is not
+/// recomputed: the caller checks every file it unpacks against the manifest.
+pub fn download_staged(
+    store: &dyn Store,
+    entry: &ObjectEntry,
+    decode: Decode,
+    keyring: Option<&Keyring>,
+    progress: Arc<dyn Progress>,
+    consume: impl FnOnce(&mut dyn Read) -> Result<()>,
+) -> Result<()> {
+    progress.begin("restoring", Some(entry.size));
+    let src = ProgressReader::new(store.open(&entry.key)?, progress.clone());
+    let (tee, stored) = SharedHashReader::new(Box::new(src));
+    let plain: Box<dyn Read + Send> = match keyring {
+        Some(keys) => Box::new(DecryptReader::new(tee, keys)?),
+        None => Box::new(tee),
+    };
+    let (decoded, content) = match decode {
+        Decode::Content(c) => {
+            let (r, digest) = SharedHashReader::new(decompress(plain, c)?);
+            (Box::new(r) as Box<dyn Read + Send>, Some(digest))
+        }
+        Decode::Files(c) => (decompress(plain, c)?, None),
+        Decode::Compressed => (plain, None),
+    };
+    let mut out = crate::stages::pipe::ThreadReader::spawn("decode", decoded)?;
+    let consumed = consume(&mut out).and_then(|()| {
+        // Read to the very end: the final encrypted chunk and the compression
+        // trailer must be verified even if the consumer stopped early.
+        io::copy(&mut out, &mut io::sink())?;
+        Ok(())
+    });
+    drop(out);
+    progress.end();
+    // The stored bytes first: a damaged object is reported as damaged, not as
+    // a decryption or unpacking failure it caused.
+    match stored.drain() {
+        Ok(got) => check_stored(entry, &got, store)?,
+        Err(e) if consumed.is_ok() => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "failed to read {} from {}",
+                entry.key,
+                store.identity()
+            )))
+        }
+        Err(_) => {}
+    }
+    consumed.with_context(|| {
+        format!(
+            "failed to restore object {} from {}",
+            entry.key,
+            store.identity()
+        )
+    })?;
+    crate::failpoint::hit("restore-download");
+    if let Some(content) = content {
+        let digest = content.drain()?;
+        if digest.bytes != entry.content_bytes || digest.sha256 != entry.content_sha256 {
+            return Err(coded(
+                Code::Integrity,
+                format!(
+                    "object {}: the decrypted archive does not match the manifest (expected {} bytes with SHA-256 {}, got {} bytes with {}); nothing was restored",
+                    entry.key, entry.content_bytes, entry.content_sha256, digest.bytes, digest.sha256
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -385,5 +472,68 @@ mod tests {
         let e = r.expect_err("the second read differs from the manifest");
         assert_eq!(crate::exit::classify(&e), Some(Code::Integrity), "{e:#}");
         assert!(format!("{e:#}").contains("changed between its verification and its use"));
+    }
+
+    /// An unencrypted object damaged in the store reaches the unpacking
+    /// consumer before its digest can be checked: the error must still say
+    /// the object is damaged (exit 5), whatever the consumer made of it.
+    #[test]
+    fn a_damaged_object_streamed_into_staging_is_reported_as_damaged() {
+        let src = tempfile::tempdir().unwrap();
+        let p = src.path().join("data");
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        fs::write(&p, &bytes).unwrap();
+        let store = MemoryStore::new();
+        let c = Compression::Zstd {
+            level: 3,
+            threads: 0,
+        };
+        let entry = upload(&store, "k", &Vec::new(), c, None, Arc::new(Silent), |w| {
+            crate::archive::write_files(w, &[("data".into(), p.clone())]).map(|_| ())
+        })
+        .unwrap();
+
+        // Intact: streamed, unpacked, checked.
+        let dest = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        download_staged(
+            &store,
+            &entry,
+            Decode::Files(c),
+            None,
+            Arc::new(Silent),
+            |r| {
+                files = crate::archive::unpack(r, dest.path())?;
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(fs::read(dest.path().join("data")).unwrap(), bytes);
+
+        for at in [0usize, 40, entry.size as usize / 2, entry.size as usize - 3] {
+            let mut stored = store.get("k").unwrap();
+            stored[at] ^= 0x5a;
+            let damaged = MemoryStore::new();
+            damaged.put_new("k", &stored, &Metadata::default()).unwrap();
+            let dest = tempfile::tempdir().unwrap();
+            let e = download_staged(
+                &damaged,
+                &entry,
+                Decode::Files(c),
+                None,
+                Arc::new(Silent),
+                |r| crate::archive::unpack(r, dest.path()).map(|_| ()),
+            )
+            .expect_err("a damaged object is refused");
+            assert_eq!(
+                crate::exit::classify(&e),
+                Some(Code::Integrity),
+                "byte {at}: {e:#}"
+            );
+            assert!(
+                format!("{e:#}").contains("failed verification"),
+                "byte {at}: {e:#}"
+            );
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! `bkp snapshot`: TigerBeetle data file → consistent copy → tar → compress →
-//! encrypt → SHA-256 → upload → manifest → ledger → local cleanup.
+//! `bkp snapshot`: TigerBeetle data file → consistent copy → tar (and the
+//! file's SHA-256, in the same read) → compress → encrypt → SHA-256 → upload →
+//! manifest → ledger → local cleanup.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,7 @@ use super::{open_store, Ctx};
 use crate::exit::{coded, Code};
 use crate::ledger::Operation;
 use crate::manifest::tigerbeetle::SNAPSHOT;
-use crate::manifest::{self, FileEntry, Kind, Manifest, Scope};
+use crate::manifest::{self, Kind, Manifest, Scope};
 use crate::sources::tigerbeetle;
 use crate::tigerbeetle::tblog::SegmentStats;
 use crate::{archive, pipeline, ui};
@@ -59,11 +60,14 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         let prepared = tigerbeetle::prepare(tb, &data_file, &plan.work_dir, &log)?;
         let suffix = run.suffix(".tar", plan.compression);
         let key = manifest::object_key(Kind::Tigerbeetle, SNAPSHOT, id, run.started_at, &suffix);
-        let mut metadata = run.metadata(Scope::Full);
-        metadata.push(("checksum-sha256".to_string(), prepared.sha256.clone()));
+        // The data file is read once: the pass that archives it digests it
+        // too, so its SHA-256 is known only at the end and goes into the
+        // manifest (object metadata is fixed when an upload starts).
+        let metadata = run.metadata(Scope::Full);
         let progress = ctx.progress();
         progress.begin("uploading", Some(prepared.size));
         let files = [(prepared.name.clone(), prepared.path.clone())];
+        let mut archived = Vec::new();
         let entry = pipeline::upload(
             store.as_ref(),
             &key,
@@ -71,7 +75,10 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             plan.compression,
             run.keyring,
             progress.clone(),
-            |w| archive::write_files(w, &files),
+            |w| {
+                archived = archive::write_files(w, &files)?;
+                Ok(())
+            },
         )?;
         progress.end();
 
@@ -100,11 +107,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         }
         let m = run.manifest(Body {
             objects: vec![entry],
-            files: vec![FileEntry {
-                name: prepared.name.clone(),
-                size: prepared.size,
-                sha256: prepared.sha256.clone(),
-            }],
+            files: archived,
             source,
             ..Body::default()
         });

@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::exit::{coded, Code};
-use crate::stages::hash::digest_reader;
 use crate::workdir::{Scratch, WorkDir};
 
 /// How a live TigerBeetle data file is copied consistently.
@@ -79,8 +78,8 @@ pub struct Prepared {
     pub path: PathBuf,
     /// The file's name inside the archive.
     pub name: String,
+    /// Its size when prepared (for progress; the manifest records what was read).
     pub size: u64,
-    pub sha256: String,
     pub mode: &'static str,
     pub integrity_checked: bool,
     /// A problem that did not stop the backup but must fail the run afterwards
@@ -388,7 +387,6 @@ pub fn prepare(
         path,
         name,
         size: 0,
-        sha256: String::new(),
         mode,
         integrity_checked: false,
         deferred_error,
@@ -400,11 +398,8 @@ pub fn prepare(
         prepared.integrity_checked = true;
         log("the copy passed `tigerbeetle inspect integrity`");
     }
-    let f = File::open(&prepared.path)
-        .with_context(|| format!("failed to open {}", prepared.path.display()))?;
-    let digest = digest_reader(std::io::BufReader::with_capacity(1 << 20, f))
-        .with_context(|| format!("failed to read {}", prepared.path.display()))?;
-    prepared.size = digest.bytes;
-    prepared.sha256 = digest.sha256;
+    prepared.size = fs::metadata(&prepared.path)
+        .with_context(|| format!("failed to read the size of {}", prepared.path.display()))?
+        .len();
     Ok(prepared)
 }

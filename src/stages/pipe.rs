@@ -1,4 +1,4 @@
-//! Runs a writer stage on its own thread.
+//! Runs a writer stage, or a reader stage, on its own thread.
 //!
 //! `ThreadWriter` hands buffers to a thread that owns the inner stage, through a
 //! bounded channel, so the producer (say, tar) and the consumer (say, compression)
@@ -10,8 +10,8 @@
 //! unfinished (an error upstream) makes the thread drop its stage unfinished, so an
 //! incomplete stream is discarded (uploads aborted), never completed.
 
-use std::io::{self, Write};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::io::{self, Read, Write};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 use anyhow::{anyhow, Result};
@@ -126,6 +126,124 @@ impl<T: Send + 'static> Drop for ThreadWriter<T> {
     }
 }
 
+/// What a [`ThreadReader`]'s thread hands over.
+enum Piece {
+    Data(Vec<u8>),
+    Failed(io::Error),
+    End,
+}
+
+/// A reader stage on its own thread: the thread reads `inner` ahead, one buffer
+/// at a time, while the consumer works on what came before (a download and its
+/// decryption and decompression on one core, unpacking on another). At most
+/// `DEPTH` buffers wait. The end of the stream is an explicit message, so a
+/// stage that died is an error, never a short stream taken for a whole one.
+pub struct ThreadReader {
+    rx: Option<Receiver<Piece>>,
+    cur: Vec<u8>,
+    pos: usize,
+    ended: bool,
+    handle: Option<JoinHandle<()>>,
+    name: &'static str,
+}
+
+impl ThreadReader {
+    /// Moves `inner` to a new thread named `name` that reads it ahead.
+    pub fn spawn(name: &'static str, mut inner: Box<dyn Read + Send>) -> io::Result<Self> {
+        let (tx, rx) = sync_channel::<Piece>(DEPTH);
+        let handle = std::thread::Builder::new()
+            .name(format!("bkp-{name}"))
+            .spawn(move || loop {
+                let mut buf = vec![0u8; BUF];
+                let mut n = 0;
+                let failed = loop {
+                    match inner.read(&mut buf[n..]) {
+                        Ok(0) => break None,
+                        Ok(k) => {
+                            n += k;
+                            if n == BUF {
+                                break None;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => break Some(e),
+                    }
+                };
+                let end = n < BUF;
+                if n > 0 {
+                    buf.truncate(n);
+                    if tx.send(Piece::Data(buf)).is_err() {
+                        return;
+                    }
+                }
+                if let Some(e) = failed {
+                    let _ = tx.send(Piece::Failed(e));
+                    return;
+                }
+                if end {
+                    let _ = tx.send(Piece::End);
+                    return;
+                }
+            })?;
+        Ok(ThreadReader {
+            rx: Some(rx),
+            cur: Vec::new(),
+            pos: 0,
+            ended: false,
+            handle: Some(handle),
+            name,
+        })
+    }
+}
+
+impl Read for ThreadReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if self.ended || out.is_empty() {
+                return Ok(0);
+            }
+            let piece = match &self.rx {
+                Some(rx) => rx.recv().ok(),
+                None => None,
+            };
+            match piece {
+                Some(Piece::Data(buf)) => {
+                    self.cur = buf;
+                    self.pos = 0;
+                }
+                Some(Piece::End) => self.ended = true,
+                Some(Piece::Failed(e)) => {
+                    self.rx = None;
+                    return Err(e);
+                }
+                None => {
+                    self.rx = None;
+                    return Err(io::Error::other(format!(
+                        "the {} stage stopped before the end of its input",
+                        self.name
+                    )));
+                }
+            }
+        }
+        let n = (self.cur.len() - self.pos).min(out.len());
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Drop for ThreadReader {
+    fn drop(&mut self) {
+        // Closing the channel stops the thread at its next buffer; waiting for
+        // it means whatever it held (a download, a shared digest) is free
+        // again when this returns.
+        self.rx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +297,44 @@ mod tests {
             None => format!("{:#}", w.finish().unwrap_err()),
         };
         assert!(msg.contains("disk on fire"), "{msg}");
+    }
+
+    #[test]
+    fn a_thread_reader_passes_every_byte_then_ends() {
+        let data: Vec<u8> = (0..3 * BUF + 17).map(|i| (i % 251) as u8).collect();
+        let mut r = ThreadReader::spawn("test", Box::new(io::Cursor::new(data.clone()))).unwrap();
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).unwrap();
+        assert_eq!(got, data);
+        assert_eq!(r.read(&mut [0u8; 8]).unwrap(), 0);
+    }
+
+    struct Breaks(usize);
+    impl Read for Breaks {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0 == 0 {
+                return Err(io::Error::other("connection reset"));
+            }
+            let n = self.0.min(buf.len());
+            buf[..n].fill(1);
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_thread_reader_passes_on_a_failure_after_the_bytes_before_it() {
+        let mut r = ThreadReader::spawn("test", Box::new(Breaks(BUF + 5))).unwrap();
+        let mut got = Vec::new();
+        let e = r.read_to_end(&mut got).unwrap_err();
+        assert!(e.to_string().contains("connection reset"), "{e}");
+        assert_eq!(got.len(), BUF + 5);
+    }
+
+    #[test]
+    fn dropping_a_thread_reader_early_stops_its_thread() {
+        // An endless source: the drop must not wait for its end.
+        let r = ThreadReader::spawn("test", Box::new(io::repeat(7))).unwrap();
+        drop(r);
     }
 }

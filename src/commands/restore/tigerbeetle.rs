@@ -296,14 +296,14 @@ fn clear_dir(dir: &Path) -> Result<()> {
 pub fn unpack_snapshot(src: &Source, m: &Manifest, dir: &Path) -> Result<Vec<FileEntry>> {
     let mut restored = Vec::new();
     let keyring = pipeline::keys_for(m, src.keyring)?;
-    let spool = src.work.scratch("spool")?;
     for entry in &m.objects {
-        pipeline::download(
+        // `dir` is staging: nothing unpacked is used before every file below
+        // matched the manifest, after the stored digest did.
+        pipeline::download_staged(
             src.store,
             entry,
-            m.compression,
+            pipeline::Decode::Files(m.compression),
             keyring,
-            spool.path(),
             src.progress.clone(),
             |r| {
                 restored.extend(archive::unpack(r, dir)?);
