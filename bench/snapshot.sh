@@ -89,7 +89,7 @@ measure() { # label, command...
 
 sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
 {
-echo "Data file: $size bytes ($transfers transfers, 10,000 accounts); $(nproc) cores; $(date -u +%Y-%m-%d)"
+echo "Data file: $size bytes ($transfers transfers, 10,000 accounts); $(nproc) cores; $(date -u +%Y-%m-%d); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| run                                          | wall (s) | MB/s     | RSS (MiB)|"
 echo "|----------------------------------------------|----------|----------|----------|"
@@ -98,6 +98,9 @@ stored=$(rclone lsjson -R s3:bench/bkp/tigerbeetle | python3 -c 'import json,sys
 measure "tar | zstd -T0 -3 | rclone rcat (no encryption)" bash -c "tar -C '$work/data' -cf - 0_0.tigerbeetle | zstd -q -T0 -3 | rclone rcat s3:bench/baseline.tar.zst"
 base=$(rclone lsjson s3:bench/baseline.tar.zst | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Size"])')
 measure "bkp restore (S3, verify, decrypt, unpack)" "$bkp" --config "$work/bkp.toml" restore latest --target "$work/restored"
+sed 's/^path_style = true$/path_style = true\nconcurrency = 1/' "$work/bkp.toml" > "$work/bkp-1.toml"
+measure "bkp restore, one GET stream (concurrency 1)" "$bkp" --config "$work/bkp-1.toml" restore latest --target "$work/restored-1"
+rm -rf "$work/restored-1"
 measure "bkp verify (S3: SHA-256, authenticate, decompress)" "$bkp" --config "$work/bkp.toml" verify
 measure "rclone cat | zstd -d | tar -x" bash -c "mkdir -p '$work/base-restored' && rclone cat s3:bench/baseline.tar.zst | zstd -q -d | tar -C '$work/base-restored' -xf -"
 echo

@@ -272,7 +272,7 @@ pub fn download_staged(
     consume: impl FnOnce(&mut dyn Read) -> Result<()>,
 ) -> Result<()> {
     progress.begin("restoring", Some(entry.size));
-    let src = ProgressReader::new(store.open(&entry.key)?, progress.clone());
+    let src = ProgressReader::new(store.open_parallel(&entry.key)?, progress.clone());
     let (tee, stored) = SharedHashReader::new(Box::new(src));
     let plain: Box<dyn Read + Send> = match keyring {
         Some(keys) => Box::new(DecryptReader::new(tee, keys)?),

@@ -61,6 +61,16 @@ fn conformance(store: &dyn Store) {
         read_all(store, "b/big.bin") == big,
         "large object corrupted"
     );
+    // Read as parallel ranges (several parts on S3), in order, whole.
+    let mut parallel = Vec::new();
+    store
+        .open_parallel("b/big.bin")
+        .unwrap()
+        .read_to_end(&mut parallel)
+        .unwrap();
+    assert!(parallel == big, "large object corrupted by a parallel read");
+    let err = store.open_parallel("a/missing").err().unwrap();
+    assert_eq!(bkp::exit::exit_code(&err), bkp::exit::NOT_FOUND, "{err:#}");
 
     // An object exactly one part long.
     let exact = common::pattern(5 * 1024 * 1024, 4);

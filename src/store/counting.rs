@@ -63,6 +63,12 @@ impl Store for Counting<'_> {
             read: self.read.clone(),
         }))
     }
+    fn open_parallel(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        Ok(Box::new(CountingReader {
+            inner: self.inner.open_parallel(key)?,
+            read: self.read.clone(),
+        }))
+    }
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         let bytes = self.inner.get(key)?;
         self.read.fetch_add(bytes.len() as u64, Ordering::Relaxed);

@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 pub mod counting;
 pub mod local;
 pub mod memory;
+pub mod parallel;
 pub mod s3;
 
 /// What a backend knows about one stored object.
@@ -96,6 +97,12 @@ pub trait Store: Send + Sync {
     /// Opens `key` for streaming reads. A missing key is a
     /// [`crate::exit::Code::NotFound`] error.
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>>;
+
+    /// Opens `key` for one sequential read of the whole (large) object, as
+    /// parallel ranged requests where the backend gains from them (S3).
+    fn open_parallel(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        self.open(key)
+    }
 
     /// Reads a whole (small) object.
     fn get(&self, key: &str) -> Result<Vec<u8>> {

@@ -224,6 +224,7 @@ pub const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
 /// S3's largest part number.
 const MAX_PARTS: i32 = 10_000;
 
+#[derive(Clone)]
 pub struct S3Store {
     rt: Arc<Runtime>,
     client: Client,
@@ -698,6 +699,41 @@ impl Store for S3Store {
             Err(e) if status_of(&e) == Some(404) => Err(not_found(&self.identity(), key)),
             Err(e) => Err(sdk_error(e, format!("failed to read {}", self.where_(key)))),
         }
+    }
+
+    /// Large objects as `store.concurrency` ranged GETs of `store.part_size`
+    /// at once, every one pinned to the ETag a HEAD found (`If-Match`), so a
+    /// replaced object fails the read instead of splicing two versions.
+    fn open_parallel(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        let part = self.s.part_size as u64;
+        let Some(listed) = self.head_with_etag(key)? else {
+            return Err(not_found(&self.identity(), key));
+        };
+        let (size, etag) = (listed.info.size, listed.etag);
+        let Some(etag) = etag.filter(|_| size > part && self.s.concurrency > 1) else {
+            return self.open(key);
+        };
+        let me = self.clone();
+        let key = key.to_string();
+        let open: Arc<super::parallel::OpenRange> = Arc::new(move |a, b| {
+            let range = format!("bytes={a}-{}", b - 1);
+            me.open_if_match(&key, Some(&etag), Some(&range))?
+                .ok_or_else(|| {
+                    coded(
+                        Code::Transient,
+                        format!(
+                            "failed to read {}: it changed while being read (its ETag is no longer {etag}); retry",
+                            me.where_(&key)
+                        ),
+                    )
+                })
+        });
+        Ok(Box::new(super::parallel::ParallelReader::new(
+            size,
+            part,
+            self.s.concurrency,
+            open,
+        )?))
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
