@@ -19,12 +19,17 @@
 //!   written and stored its manifest after it would be missed by that listing;
 //!   `cleanup` and `verify` list every manifest key ([`Depth::Complete`]) and
 //!   heal the catalog of it, and of manifests deleted outside bkp.
+//! - An object's time is when the manifests were last listed: a write that
+//!   only adds a run's own manifest ([`note`]) carries it forward, and a time
+//!   ahead of the reader's clock counts as now.
 //! - The bucket is untrusted: an object carries a tag over its bytes (the
 //!   key's HMAC or the host's signature, as a seal), names its kind and number,
-//!   and keeps for each manifest whether it was sealed, so that a reader applies
-//!   to an entry exactly the trust it applies to the manifest read from its own
-//!   key ([`super::admit`]). An object that does not verify is passed over with a
-//!   warning (the next lower one, or the manifests themselves, are read).
+//!   and keeps for each manifest which key or signer sealed it, so that a
+//!   reader applies to an entry exactly the trust it applies to the manifest
+//!   read from its own key ([`super::admit`], and [`seal::sealer_known`]: an
+//!   entry whose signer was removed is read again, and refused). An object
+//!   that does not verify is passed over with a warning (the next lower one,
+//!   or the manifests themselves, are read).
 //! - Manifests that could not be read are not cached; their keys are, and every
 //!   reader reads them again, so damage keeps being reported. A store that did
 //!   not answer leaves the catalog as it was.
@@ -40,7 +45,9 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use super::{admit, manifest_key, parse_sealed, seal, Kind, Manifest, Trust, Unreadable};
+use super::{
+    admit, manifest_key, parse_with_sealer, seal, Kind, Manifest, Trust, Unreadable, SCHEMA_MINOR,
+};
 use crate::crypto::Keyring;
 use crate::exit::{classify, coded, Code};
 use crate::id::BackupId;
@@ -58,6 +65,13 @@ pub const REBASE: usize = 512;
 const MAX_READS: usize = 3;
 /// A catalog inflates to at most this (a year of 15-minute logs is ~50 MiB).
 const MAX_INFLATED: u64 = 2 << 30;
+/// A stored catalog object is at most this (a year of 15-minute logs is
+/// ~1.3 MiB): a larger one is not read into memory.
+const MAX_STORED: u64 = 256 << 20;
+/// Superseded catalog objects a write tries to delete, oldest first: under
+/// Object Lock they cannot be deleted until their retention ends, and a
+/// write must not try every one of them each time.
+const MAX_DELETES: usize = 4;
 
 /// How much of the store a read lists to check the catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +87,11 @@ struct Entry {
     manifest: Manifest,
     /// Whether the manifest carried a seal that verified when it was read.
     sealed: bool,
+    /// Who sealed it (`hmac:{key id}` or `ed25519:{signer id}`): an entry is
+    /// used only while that key or signer is still configured, so removing a
+    /// stolen host's signer removes what it sealed from every catalog too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealer: Option<String>,
     /// The manifest object as a listing showed it: one listed otherwise later
     /// was rewritten, and is read again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,8 +124,15 @@ struct Doc {
     /// The base a delta applies to; `None` for a base.
     #[serde(default)]
     base: Option<u64>,
+    /// When the manifests were last listed to check the catalog (a write
+    /// that only adds a run's own manifest carries this forward).
     #[serde(with = "time::serde::rfc3339")]
     written_at: OffsetDateTime,
+    /// The manifest schema minor version its writer understood: entries of a
+    /// newer minor may lack members that writer did not know, and a bkp that
+    /// knows them reads those manifests again.
+    #[serde(default)]
+    understands: u32,
     /// A base: every manifest; a delta: those added since its base.
     #[serde(default)]
     entries: Vec<Entry>,
@@ -133,6 +159,19 @@ struct State {
     damaged: BTreeSet<String>,
     /// Catalog objects listed (number, key).
     objects: Vec<(u64, String)>,
+    /// Entries of base ids that differ from the base: a delta carries them.
+    dirty: BTreeSet<BackupId>,
+    /// Entries to read again from their manifests (cached by a bkp that
+    /// understood less of their schema than this one).
+    recheck: BTreeSet<BackupId>,
+}
+
+/// The minor version of a manifest's schema (`bkp.manifest/1.3` → 3).
+fn minor_of(m: &Manifest) -> u32 {
+    m.schema
+        .rsplit_once('.')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// What this process last read or wrote of each store's catalogs, so that a
@@ -181,6 +220,8 @@ fn seq_of(kind: Kind, key: &str) -> Option<u64> {
         .flatten()
 }
 
+const UNVERIFIED: &str = "its tag does not verify under the configured keys (altered, damaged, or written by someone without them)";
+
 fn damaged_error(key: &str, detail: &str) -> anyhow::Error {
     coded(
         Code::Integrity,
@@ -196,7 +237,18 @@ fn read_doc(
     seq: u64,
     key: &str,
 ) -> Result<Doc> {
-    let bytes = store.get(key)?;
+    let mut bytes = Vec::new();
+    store
+        .open(key)?
+        .take(MAX_STORED + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("failed to read {key}"))?;
+    if bytes.len() as u64 > MAX_STORED {
+        return Err(damaged_error(
+            key,
+            "it is larger than any catalog bkp writes",
+        ));
+    }
     let nl = bytes
         .iter()
         .position(|&b| b == b'\n')
@@ -208,10 +260,7 @@ fn read_doc(
         .ok_or_else(|| damaged_error(key, "it is not a bkp catalog"))?;
     let payload = &bytes[nl + 1..];
     if !seal::tag_verifies(keys, payload, tag) {
-        return Err(damaged_error(
-            key,
-            "its tag does not verify under the configured keys (altered, damaged, or written by someone without them)",
-        ));
+        return Err(damaged_error(key, UNVERIFIED));
     }
     let mut json = Vec::new();
     zstd::stream::read::Decoder::new(payload)
@@ -264,12 +313,25 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                 }
                 Some(_) => return Err(damaged_error(key, "its base is not older than itself")),
             };
+            // Cached by a bkp that understood less of the entry's schema than
+            // this one does.
+            #[allow(clippy::absurd_extreme_comparisons)]
+            // SCHEMA_MINOR is 0 until the first minor bump
+            let outdated = |understood: u32, e: &Entry| {
+                minor_of(&e.manifest) > understood && SCHEMA_MINOR > understood
+            };
             let mut st = State {
                 seq: *seq,
                 top,
                 base_seq: base.seq,
                 written_at: Some(base.written_at),
                 base_ids: base.entries.iter().map(|e| e.manifest.id).collect(),
+                recheck: base
+                    .entries
+                    .iter()
+                    .filter(|e| outdated(base.understands, e))
+                    .map(|e| e.manifest.id)
+                    .collect(),
                 entries: base
                     .entries
                     .into_iter()
@@ -277,16 +339,30 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                     .collect(),
                 damaged: base.damaged.into_iter().collect(),
                 objects: objects.clone(),
+                dirty: BTreeSet::new(),
             };
             if let Some(d) = delta {
                 for id in &d.removed {
                     st.entries.remove(id);
+                    st.recheck.remove(id);
                 }
-                st.entries
-                    .extend(d.entries.into_iter().map(|e| (e.manifest.id, e)));
+                for e in d.entries {
+                    let id = e.manifest.id;
+                    if outdated(d.understands, &e) {
+                        st.recheck.insert(id);
+                    } else {
+                        st.recheck.remove(&id);
+                    }
+                    st.dirty.insert(id);
+                    st.entries.insert(id, e);
+                }
                 st.damaged = d.damaged.into_iter().collect();
                 st.written_at = Some(d.written_at);
             }
+            // A writer's clock ahead of this one's must not stretch the
+            // time the manifests count as checked.
+            let now = OffsetDateTime::now_utc();
+            st.written_at = st.written_at.map(|t| t.min(now));
             Ok(st)
         })();
         match tried {
@@ -295,10 +371,16 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
             Err(e) if classify(&e) == Some(Code::NotFound) => continue,
             Err(e) if classify(&e) == Some(Code::Transient) => return Err(e),
             Err(e) => {
-                crate::ui::log(
-                    crate::ui::Priority::Warning,
-                    &format!("bkp: warning: {e:#}"),
-                );
+                // A write-only host (a signer, no symmetric key) cannot verify
+                // the catalogs the hosts holding the key write: expected, and
+                // not worth a warning every run.
+                let write_only = keys.is_some_and(|k| k.seal_keys().next().is_none());
+                if !(write_only && format!("{e:#}").contains(UNVERIFIED)) {
+                    crate::ui::log(
+                        crate::ui::Priority::Warning,
+                        &format!("bkp: warning: {e:#}"),
+                    );
+                }
                 continue;
             }
         }
@@ -333,6 +415,20 @@ pub fn read(
     .collect();
     let checked = |k: &str| after.as_deref().is_none_or(|a| k > a);
     let mut changed = st.seq == 0;
+    // Read again whatever the listing says: entries sealed by a key or signer
+    // no longer configured (they are then refused as the manifest itself
+    // is), and entries cached by a bkp that understood less of them.
+    let mut again = Vec::new();
+    st.entries.retain(|id, e| {
+        let stale = st.recheck.contains(id)
+            || (e.sealed && !seal::sealer_known(trust, e.sealer.as_deref()));
+        if stale {
+            again.push(e.manifest.key());
+        }
+        !stale
+    });
+    st.recheck.clear();
+    changed |= !again.is_empty();
     // The listing drops what was deleted, and what was rewritten or never
     // listed before (a run's own manifest): those are read again below.
     let before = st.entries.len();
@@ -347,6 +443,7 @@ pub fn read(
         .filter(|k| !held.contains(*k))
         .cloned()
         .collect();
+    to_read.extend(again);
     // Damaged manifests outside the listing are read again too.
     to_read.extend(
         st.damaged
@@ -360,14 +457,19 @@ pub fn read(
     let mut damaged = BTreeSet::new();
     let mut answered = true;
     for key in to_read {
-        match store.get(&key).and_then(|b| parse_sealed(&b, &key, trust)) {
-            Ok((manifest, sealed)) => {
+        match store
+            .get(&key)
+            .and_then(|b| parse_with_sealer(&b, &key, trust))
+        {
+            Ok((manifest, sealer)) => {
                 let stored = listed.get(&key).copied();
+                st.dirty.insert(manifest.id);
                 st.entries.insert(
                     manifest.id,
                     Entry {
                         manifest,
-                        sealed,
+                        sealed: sealer.is_some(),
+                        sealer,
                         stored,
                     },
                 );
@@ -408,7 +510,9 @@ pub fn read(
     // A kind with nothing stored needs no catalog.
     let empty = st.seq == 0 && st.entries.is_empty() && st.damaged.is_empty();
     if changed && answered && !empty {
-        if let Err(e) = write(store, trust.keys(), kind, &mut st) {
+        // The manifests were listed just now (from the window on, or all).
+        let checked_at = OffsetDateTime::now_utc();
+        if let Err(e) = write(store, trust.keys(), kind, &mut st, checked_at) {
             warn_unwritten(store, kind, &e);
         }
     }
@@ -430,50 +534,78 @@ fn warn_unwritten(store: &dyn Store, kind: Kind, e: &anyhow::Error) {
 /// Adds a manifest this run just stored to its kind's catalog (best effort:
 /// readers find it by listing anyway).
 pub fn note(store: &dyn Store, keys: Option<&Keyring>, m: &Manifest) {
-    note_sealed(store, keys, m, keys.is_some())
-}
-
-/// [`note`] of a manifest read from the store, sealed or not.
-fn note_sealed(store: &dyn Store, keys: Option<&Keyring>, m: &Manifest, sealed: bool) {
-    let result = (|| -> Result<()> {
-        let mut st = match cached(store, m.kind) {
-            Some(st) => st,
-            None => {
-                let st = load(store, keys, m.kind)?;
-                if st.seq == 0 {
-                    // No catalog yet: the next reader builds it from the manifests.
-                    return Ok(());
-                }
-                st
-            }
-        };
+    let sealer = seal::own_sealer(keys);
+    change(store, keys, m.kind, |st| {
+        st.dirty.insert(m.id);
         st.entries.insert(
             m.id,
             Entry {
                 manifest: m.clone(),
-                sealed,
+                sealed: sealer.is_some(),
+                sealer: sealer.clone(),
                 stored: None,
             },
         );
-        write(store, keys, m.kind, &mut st)?;
-        remember(store, m.kind, st);
+    })
+}
+
+/// Applies `edit` to the kind's catalog and writes it, carrying forward the
+/// time its manifests were last listed (nothing was listed here). A number
+/// lost to another writer is tried again on that writer's catalog, a few
+/// times. Best effort: a failure is a warning, readers list what is missing.
+fn change(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, edit: impl Fn(&mut State)) {
+    let result = (|| -> Result<()> {
+        let mut st = match cached(store, kind) {
+            Some(st) => st,
+            None => load(store, keys, kind)?,
+        };
+        for _ in 0..3 {
+            if st.seq == 0 {
+                // No catalog yet: the next reader builds it from the manifests.
+                return Ok(());
+            }
+            edit(&mut st);
+            let checked_at = st.written_at.unwrap_or_else(OffsetDateTime::now_utc);
+            if write(store, keys, kind, &mut st, checked_at)? {
+                remember(store, kind, st);
+                return Ok(());
+            }
+            st = load(store, keys, kind)?;
+        }
         Ok(())
     })();
     if let Err(e) = result {
-        warn_unwritten(store, m.kind, &e);
+        warn_unwritten(store, kind, &e);
     }
 }
 
 /// Writes `st` as the next catalog object (a delta on its base while that
 /// stays small, else a new base) and deletes what it supersedes. Losing the
 /// number to another writer is not an error: that writer's catalog stands.
-fn write(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, st: &mut State) -> Result<()> {
-    let seq = st.top + 1;
-    let now = OffsetDateTime::now_utc();
+fn write(
+    store: &dyn Store,
+    keys: Option<&Keyring>,
+    kind: Kind,
+    st: &mut State,
+    checked_at: OffsetDateTime,
+) -> Result<bool> {
+    let seq = st.top.checked_add(1).ok_or_else(|| {
+        coded(
+            Code::Integrity,
+            format!(
+                "the {} catalog's numbers are used up (an object numbered {} is in the store: not bkp's); delete {} to start it again",
+                kind.as_str(),
+                st.top,
+                prefix(kind)
+            ),
+        )
+    })?;
+    // Changed since the base: manifests it lacks, and new versions of those
+    // it holds.
     let added: Vec<Entry> = st
         .entries
         .iter()
-        .filter(|(id, _)| !st.base_ids.contains(id))
+        .filter(|(id, _)| !st.base_ids.contains(id) || st.dirty.contains(id))
         .map(|(_, e)| e.clone())
         .collect();
     let removed: Vec<BackupId> = st
@@ -488,7 +620,8 @@ fn write(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, st: &mut State) 
         kind,
         seq,
         base: delta.then_some(st.base_seq),
-        written_at: now,
+        written_at: checked_at,
+        understands: SCHEMA_MINOR,
         entries: if delta {
             added
         } else {
@@ -505,29 +638,35 @@ fn write(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, st: &mut State) 
     let key = object_key(kind, seq);
     match store.put_new(&key, &bytes, &Vec::new()) {
         Ok(_) => {}
-        Err(e) if is_already_exists(&e) => return Ok(()),
+        Err(e) if is_already_exists(&e) => return Ok(false),
         Err(e) => return Err(e),
     }
+    let old_base = st.base_seq;
     if !delta {
         st.base_seq = seq;
         st.base_ids = st.entries.keys().copied().collect();
+        st.dirty.clear();
     }
     st.seq = seq;
     st.top = seq;
-    st.written_at = Some(now);
-    // Keep the two before it (readers may be reading them) and its base.
+    st.written_at = Some(checked_at);
+    // Keep the two before it (readers may be reading them), its base, and
+    // the base those two may still apply to; delete a few of the rest.
     let keep_from = seq.saturating_sub(2);
     let mut kept = Vec::new();
+    let mut deletes = 0;
     for (n, k) in std::mem::take(&mut st.objects) {
-        if n < keep_from && n != st.base_seq {
-            let _ = store.delete(&k);
-        } else {
-            kept.push((n, k));
+        if n < keep_from && n != st.base_seq && n != old_base && deletes < MAX_DELETES {
+            deletes += 1;
+            if store.delete(&k).is_ok() {
+                continue;
+            }
         }
+        kept.push((n, k));
     }
     kept.push((seq, key));
     st.objects = kept;
-    Ok(())
+    Ok(true)
 }
 
 /// `m` as its own key holds it now; the catalog is corrected when it held
@@ -535,11 +674,18 @@ fn write(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, st: &mut State) 
 /// key can rewrite one). A manifest that cannot be read is an error.
 pub fn current(store: &dyn Store, trust: &Trust, m: &Manifest) -> Result<Manifest> {
     let key = m.key();
-    let (fresh, sealed) = store
+    let (fresh, sealer) = store
         .get(&key)
-        .and_then(|b| parse_sealed(&b, &key, trust))
+        .and_then(|b| parse_with_sealer(&b, &key, trust))
         .map_err(|e| {
             let code = classify(&e).unwrap_or(Code::Integrity);
+            if code == Code::NotFound {
+                // Deleted outside bkp, or by a cleanup that did not get to
+                // correct the catalog: the catalog forgets it now.
+                change(store, trust.keys(), m.kind, |st| {
+                    st.entries.remove(&m.id);
+                });
+            }
             coded(
                 code,
                 format!(
@@ -549,7 +695,16 @@ pub fn current(store: &dyn Store, trust: &Trust, m: &Manifest) -> Result<Manifes
             )
         })?;
     if &fresh != m {
-        note_sealed(store, trust.keys(), &fresh, sealed);
+        let entry = Entry {
+            manifest: fresh.clone(),
+            sealed: sealer.is_some(),
+            sealer,
+            stored: None,
+        };
+        change(store, trust.keys(), fresh.kind, |st| {
+            st.dirty.insert(entry.manifest.id);
+            st.entries.insert(entry.manifest.id, entry.clone());
+        });
     }
     Ok(fresh)
 }
@@ -618,9 +773,17 @@ mod tests {
         store.delete(&gone.key()).unwrap();
         let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
         assert_eq!(good.len(), 20);
-        assert!(reread(&store, &trust, &gone).is_err());
         let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Complete).unwrap();
         assert_eq!(good.len(), 19);
+        assert!(!ids(&good).contains(&gone.id));
+        // A restore that finds a chosen manifest gone corrects the catalog
+        // itself, so that running again does not choose it again.
+        let gone = good[5].clone();
+        store.delete(&gone.key()).unwrap();
+        let e = reread(&store, &trust, &gone).unwrap_err();
+        assert_eq!(classify(&e), Some(Code::NotFound), "{e:#}");
+        let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        assert_eq!(good.len(), 18);
         assert!(!ids(&good).contains(&gone.id));
 
         // A new manifest is found by the recent listing.
@@ -634,8 +797,13 @@ mod tests {
             .unwrap();
         let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
         assert_eq!(good.last().unwrap().id, fresh.id);
-        // Superseded catalog objects were deleted.
-        assert!(catalog_objects(&store).len() <= 3);
+        // Superseded catalog objects were deleted: the newest three and
+        // their base stay.
+        assert!(
+            catalog_objects(&store).len() <= 4,
+            "{:?}",
+            catalog_objects(&store)
+        );
 
         // A recent manifest rewritten in place is read again.
         let mut edited = fresh.clone();
@@ -673,10 +841,12 @@ mod tests {
             entries: vec![Entry {
                 manifest: planted.clone(),
                 sealed: true,
+                sealer: None,
                 stored: None,
             }],
             removed: Vec::new(),
             damaged: Vec::new(),
+            understands: SCHEMA_MINOR,
         };
         let payload = zstd::bulk::compress(&serde_json::to_vec(&doc).unwrap(), 3).unwrap();
         let mut bytes = format!("{MAGIC}{}\n", "00".repeat(32)).into_bytes();
@@ -712,5 +882,118 @@ mod tests {
         let (good, bad) = read(&store, &trust, Kind::Duckdb, Depth::Complete).unwrap();
         assert!(bad.is_empty());
         assert_eq!(good.len(), REBASE + 5);
+    }
+
+    fn encrypted(mut m: Manifest) -> Manifest {
+        m.encryption = Some(crate::manifest::Encryption {
+            format: "bkp-aes256gcm-v1".into(),
+            key_id: "k".into(),
+        });
+        m
+    }
+
+    /// A stolen host's signer sealed a manifest that an honest run then
+    /// cached. Once the operator removes that signer, the catalog's copy is
+    /// refused exactly as the manifest itself is: it never counts as a
+    /// backup (for retention, chains or `restore latest`).
+    #[test]
+    fn a_removed_signer_no_longer_vouches_for_what_the_catalog_cached() {
+        use crate::crypto::pubkey::{generate_signing_key, SigningKey, Verifier};
+        use crate::crypto::MasterKey;
+        let store = MemoryStore::default();
+        let master = || MasterKey::from_bytes([7u8; 32]);
+        let (secret, public) = generate_signing_key().unwrap();
+        let thief = SigningKey::from_text(secret.as_bytes(), "test").unwrap();
+        let trusted = Keyring::new(master(), Vec::new())
+            .with_signing(None, vec![Verifier::parse(&public).unwrap()]);
+        let revoked = Keyring::new(master(), Vec::new());
+        let thief_keys = Keyring::new(master(), Vec::new()).with_signing(Some(thief), Vec::new());
+
+        let old = OffsetDateTime::now_utc() - Duration::days(10);
+        let honest = encrypted(sample(Kind::Duckdb, old));
+        super::super::write(&store, &honest, Some(&trusted)).unwrap();
+        let fake = encrypted(sample(Kind::Duckdb, old + Duration::hours(1)));
+        store
+            .put_new(
+                &fake.key(),
+                &seal::encode(&fake, Some(&thief_keys)).unwrap(),
+                &Vec::new(),
+            )
+            .unwrap();
+
+        let before = Trust::new(Some(trusted), None, Vec::new());
+        let (good, bad) = read(&store, &before, Kind::Duckdb, Depth::Recent).unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(ids(&good), vec![honest.id, fake.id]);
+
+        CACHE.lock().unwrap().clear();
+        let after = Trust::new(Some(revoked), None, Vec::new());
+        for depth in [Depth::Recent, Depth::Complete, Depth::Recent] {
+            let (good, bad) = read(&store, &after, Kind::Duckdb, depth).unwrap();
+            assert_eq!(ids(&good), vec![honest.id], "{depth:?}");
+            assert_eq!(bad.len(), 1, "{depth:?}: {bad:?}");
+            assert_eq!(bad[0].key, fake.key());
+            assert!(bad[0].error.contains("signer"), "{}", bad[0].error);
+        }
+    }
+
+    /// A manifest of the base rewritten in place (an operator re-sealing an
+    /// old backup) reaches every later reader through the delta, and a note
+    /// does not move the time the manifests count as listed.
+    #[test]
+    fn deltas_carry_new_versions_of_base_entries_and_notes_keep_the_listing_time() {
+        let store = MemoryStore::default();
+        let trust = Trust::none();
+        let t0 = OffsetDateTime::now_utc() - Duration::days(30);
+        for i in 0..5 {
+            store_manifest(&store, &sample(Kind::Duckdb, t0 + Duration::hours(i)));
+        }
+        let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        let listed_at = load(&store, None, Kind::Duckdb).unwrap().written_at;
+
+        let old = good[1].clone();
+        let mut edited = old.clone();
+        edited.host = "resealed".into();
+        store.delete(&old.key()).unwrap();
+        store
+            .put_new(
+                &old.key(),
+                &seal::encode(&edited, None).unwrap(),
+                &Vec::new(),
+            )
+            .unwrap();
+        assert!(
+            reread(&store, &trust, &old).is_err(),
+            "the catalog's copy is stale"
+        );
+        CACHE.lock().unwrap().clear();
+        let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        assert_eq!(good[1], edited, "the correction reached the catalog");
+        assert_eq!(reread(&store, &trust, &edited).unwrap(), edited);
+
+        let st = load(&store, None, Kind::Duckdb).unwrap();
+        assert!(st.base_seq < st.seq, "through a delta");
+        assert_eq!(st.written_at, listed_at, "no listing happened since");
+        store_manifest(&store, &sample(Kind::Duckdb, OffsetDateTime::now_utc()));
+        assert_eq!(
+            load(&store, None, Kind::Duckdb).unwrap().written_at,
+            listed_at
+        );
+    }
+
+    #[test]
+    fn a_planted_last_number_or_a_huge_object_never_panics() {
+        let store = MemoryStore::default();
+        let trust = Trust::none();
+        let m = sample(Kind::Duckdb, OffsetDateTime::now_utc() - Duration::days(3));
+        store_manifest(&store, &m);
+        store
+            .put_new(&object_key(Kind::Duckdb, u64::MAX), b"junk", &Vec::new())
+            .unwrap();
+        let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        assert_eq!(ids(&good), vec![m.id]);
+        store_manifest(&store, &sample(Kind::Duckdb, OffsetDateTime::now_utc()));
+        let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Complete).unwrap();
+        assert_eq!(good.len(), 2);
     }
 }

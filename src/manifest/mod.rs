@@ -215,6 +215,15 @@ pub fn parse(bytes: &[u8], key: &str, trust: &Trust) -> Result<Manifest> {
 
 /// [`parse`], also saying whether the manifest carried a seal that verified.
 pub fn parse_sealed(bytes: &[u8], key: &str, trust: &Trust) -> Result<(Manifest, bool)> {
+    parse_with_sealer(bytes, key, trust).map(|(m, s)| (m, s.is_some()))
+}
+
+/// [`parse_sealed`], naming who sealed the manifest (see [`seal::sealer_known`]).
+pub fn parse_with_sealer(
+    bytes: &[u8],
+    key: &str,
+    trust: &Trust,
+) -> Result<(Manifest, Option<String>)> {
     let what = format!("manifest {key}");
     let opened = seal::open(bytes, &what, trust)?;
     let malformed = |detail: String| {
@@ -243,6 +252,7 @@ pub fn parse_sealed(bytes: &[u8], key: &str, trust: &Trust) -> Result<(Manifest,
         ));
     }
     let sealed = opened.sealed;
+    let sealer = opened.sealer.filter(|_| sealed);
     // serde's message may quote the stored text: it is not repeated.
     let m: Manifest = serde_json::from_value(opened.value)
         .map_err(|_| malformed("its fields do not match the manifest schema".into()))?;
@@ -258,7 +268,7 @@ pub fn parse_sealed(bytes: &[u8], key: &str, trust: &Trust) -> Result<(Manifest,
         ));
     }
     admit(&m, sealed, trust)?;
-    Ok((m, sealed))
+    Ok((m, sealer))
 }
 
 /// What `trust` asks of every manifest it uses, read from its own key or from

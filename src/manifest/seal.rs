@@ -188,6 +188,34 @@ pub struct Opened {
     /// Whether it carried a seal that verified (always `false` when the trust
     /// has no keys: then nothing was checked).
     pub sealed: bool,
+    /// Who sealed it, when `sealed` ([`sealer_known`] checks it again later).
+    pub sealer: Option<String>,
+}
+
+/// The name of the key (`hmac:{id}`) or signer (`ed25519:{id}`) that seals
+/// what this host writes, as [`encode`] chooses it.
+pub fn own_sealer(keys: Option<&Keyring>) -> Option<String> {
+    let keys = keys?;
+    match (keys.signing(), keys.current().seal_key()) {
+        (Some(signer), _) => Some(format!("ed25519:{}", signer.id())),
+        (None, Some(_)) => Some(format!("hmac:{}", keys.current().id())),
+        (None, None) => None,
+    }
+}
+
+/// Whether the key or signer named by [`Opened::sealer`] is still one `trust`
+/// holds: a signer removed from the config (a stolen host's) no longer vouches
+/// for what it sealed, wherever a copy of its verdict was kept. Without keys
+/// nothing is checked, so anything passes.
+pub fn sealer_known(trust: &Trust, sealer: Option<&str>) -> bool {
+    let Some(keys) = trust.keys() else {
+        return true;
+    };
+    match sealer.and_then(|s| s.split_once(':')) {
+        Some(("hmac", id)) => keys.find(id).and_then(|k| k.seal_key()).is_some(),
+        Some(("ed25519", id)) => keys.signer(id).is_some(),
+        _ => false,
+    }
 }
 
 /// Parses `bytes` as a JSON object and checks its seal, if any, against the
@@ -204,12 +232,14 @@ pub fn open(bytes: &[u8], what: &str, trust: &Trust) -> Result<Opened> {
         return Ok(Opened {
             value,
             sealed: false,
+            sealer: None,
         });
     };
     let Some(raw) = raw else {
         return Ok(Opened {
             value,
             sealed: false,
+            sealer: None,
         });
     };
     let bad_seal = || coded(Code::Integrity, format!("{what} has a malformed seal"));
@@ -230,6 +260,10 @@ pub fn open(bytes: &[u8], what: &str, trust: &Trust) -> Result<Opened> {
         )
     };
     let message = canonical(&value)?;
+    let sealer = match (&seal.hmac, &seal.ed25519) {
+        (Some(_), None) => format!("hmac:{}", seal.key_id),
+        _ => format!("ed25519:{}", seal.key_id),
+    };
     match (&seal.hmac, &seal.ed25519) {
         (Some(tag), None) => {
             let key = keys
@@ -256,6 +290,7 @@ pub fn open(bytes: &[u8], what: &str, trust: &Trust) -> Result<Opened> {
     Ok(Opened {
         value,
         sealed: true,
+        sealer: Some(sealer),
     })
 }
 

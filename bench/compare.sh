@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Benchmark: bkp side by side with the two ways an operator would otherwise back up a
+# TigerBeetle data file, on the same data file and the same S3 server (SeaweedFS on
+# loopback), runs interleaved:
+#   - the shell pipeline `tar | zstd -3 -T0 | age | rclone rcat` (and back:
+#     `rclone cat | age -d | zstd -d | tar -x`),
+#   - restic (Debian's), into an S3 repository.
+# Each is timed on a first snapshot, a second snapshot after about 1% new
+# transfers, and a restore; wall time, peak RSS and bytes stored are recorded. Then
+# bkp's peak RSS on a 1 GiB and an 8 GiB input. Writes bench/compare-results.md.
+# Not a test: figures depend on the machine and on what else runs on it (the load
+# average at the start is recorded with them).
+#
+#   bench/compare.sh                      # 2,000,000 transfers (4.1 GB), 2 repeats
+#   REPEAT=3 TRANSFERS=4000000 bench/compare.sh
+#   DATA_CACHE=/var/tmp/bkp-bench bench/compare.sh   # keep the generated file
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
+cd "$BKP_ROOT"
+scripts/bootstrap >/dev/null
+bkp="${BKP_BIN:-$CARGO_TARGET_DIR/debug/bkp}"
+tb="$BKP_TOOLS/bin/tigerbeetle"
+transfers="${TRANSFERS:-2000000}"
+repeat="${REPEAT:-2}"
+
+# restic and age from Debian, as an operator would have them.
+need=()
+for p in restic age; do command -v "$p" >/dev/null || need+=("$p"); done
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=(); [ "$(id -u)" -eq 0 ] || SUDO=(sudo -n)
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+work="$(mktemp -d "${TMPDIR:-/var/tmp}/bkp-compare.XXXXXX")"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 1; rm -rf "$work"; }
+trap cleanup EXIT
+
+freeport() { python3 - "$@" <<'PY'
+import random, socket, sys
+while True:
+    p = random.randint(20000, 40000)
+    try:
+        for q in (p, p + 10000):
+            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
+        print(p); break
+    except OSError:
+        pass
+PY
+}
+
+echo "==> the data file: $transfers transfers (tigerbeetle benchmark, through the client)"
+mkdir -p "$work/v1" "$work/v2"
+first="$work/v1/0_0.tigerbeetle"
+cached="${DATA_CACHE:+$DATA_CACHE/tb-$transfers.tigerbeetle}"
+if [ -n "$cached" ] && [ -f "$cached" ]; then
+  cp "$cached" "$first"
+else
+  "$tb" benchmark --file="$first" --account-count=10000 --transfer-count="$transfers" >"$work/tb-bench.log" 2>&1
+  if [ -n "$cached" ]; then mkdir -p "$DATA_CACHE"; cp "$first" "$cached"; fi
+fi
+size=$(stat -c %s "$first")
+echo "==> the same file after 1% more transfers (a replica started on a copy)"
+second="$work/v2/0_0.tigerbeetle"
+cp "$first" "$second"
+port=$(freeport)
+"$tb" start --addresses="127.0.0.1:$port" --cache-grid=256MiB "$second" >"$work/replica.log" 2>&1 &
+rpid=$!; pids+=("$rpid")
+for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
+"$tb" benchmark --addresses="127.0.0.1:$port" --account-count=100 --transfer-count=$((transfers / 100)) \
+  --id-order=random --seed=7 >"$work/tb-bench2.log" 2>&1
+kill "$rpid"; wait "$rpid" 2>/dev/null || true
+changed=$( { cmp -l "$first" "$second" || true; } | wc -l)
+echo "    $changed bytes differ"
+
+echo "==> starting SeaweedFS"
+key="bench$RANDOM"; secret="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+cat > "$work/s3.json" <<JSON
+{"identities":[{"name":"bench","credentials":[{"accessKey":"$key","secretKey":"$secret"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
+JSON
+p1=$(freeport); p2=$(freeport); p3=$(freeport); p4=$(freeport)
+mkdir -p "$work/weed"
+weed server -dir="$work/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port="$p1" -volume.port="$p2" \
+  -filer -filer.port="$p3" -s3 -s3.port="$p4" -s3.config="$work/s3.json" \
+  -master.volumeSizeLimitMB=256 -volume.max=400 -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false >"$work/weed.log" 2>&1 &
+pids+=($!)
+export AWS_ACCESS_KEY_ID="$key" AWS_SECRET_ACCESS_KEY="$secret" AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+export RCLONE_CONFIG=/dev/null RCLONE_CONFIG_S3_TYPE=s3 RCLONE_CONFIG_S3_PROVIDER=SeaweedFS \
+  RCLONE_CONFIG_S3_ACCESS_KEY_ID="$key" RCLONE_CONFIG_S3_SECRET_ACCESS_KEY="$secret" \
+  RCLONE_CONFIG_S3_ENDPOINT="http://127.0.0.1:$p4" RCLONE_CONFIG_S3_REGION=us-east-1
+for _ in $(seq 120); do rclone mkdir s3:bench 2>/dev/null && rclone touch s3:bench/ready 2>/dev/null && break; sleep 0.5; done
+
+# Secrets: bkp's key, age's identity, restic's password.
+head -c 32 /dev/urandom > "$work/key"
+age-keygen -o "$work/age.key" 2>/dev/null
+recipient=$(age-keygen -y "$work/age.key")
+export RESTIC_PASSWORD="$secret"
+
+bkp_config() { # prefix, data file
+  cat <<TOML
+work_dir = "$work/bkp-work"
+[store]
+type = "s3"
+bucket = "bench"
+prefix = "$1"
+endpoint = "http://127.0.0.1:$p4"
+path_style = true
+[encryption]
+key_file = "$work/key"
+[tigerbeetle]
+data_file = "$2"
+TOML
+}
+
+bytes_under() { rclone size --json "s3:bench/$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])'; }
+
+# time one command: prints "wall rss_mib"
+timed() {
+  /usr/bin/time -f "%e %M" -o "$work/time" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+  read -r secs rss < "$work/time"
+  echo "$secs $((rss / 1024))"
+}
+
+rows="$work/rows"; : > "$rows"
+row() { # tool, step, run, "wall rss", bytes
+  printf '| %-9s | %-16s | %3s | %8s | %8s | %14s |\n' "$1" "$2" "$3" "${4% *}" "${4#* }" "$5" | tee -a "$rows"
+}
+
+load0="$(cut -d' ' -f1-3 /proc/loadavg)"
+for run in $(seq "$repeat"); do
+  echo "==> run $run of $repeat"
+  # bkp
+  for v in v1 v2; do bkp_config "bkp$run" "$work/$v/0_0.tigerbeetle" > "$work/bkp-$v.toml"; done
+  t=$(timed "$bkp" --config "$work/bkp-v1.toml" snapshot); b1=$(bytes_under "bkp$run/tigerbeetle")
+  row bkp "first snapshot" "$run" "$t" "$b1"
+  t=$(timed "$bkp" --config "$work/bkp-v2.toml" snapshot); b2=$(bytes_under "bkp$run/tigerbeetle")
+  row bkp "second snapshot" "$run" "$t" "$((b2 - b1))"
+  rm -rf "$work/restored"
+  t=$(timed "$bkp" --config "$work/bkp-v2.toml" restore latest --target "$work/restored")
+  cmp -s "$second" "$work/restored/0_0.tigerbeetle" || { echo "bkp restored other bytes" >&2; exit 1; }
+  row bkp "restore" "$run" "$t" ""
+
+  # the shell pipeline
+  pipe() { # dir, object
+    tar -C "$1" -cf - 0_0.tigerbeetle | zstd -q -3 -T0 | age -r "$recipient" | rclone rcat "s3:bench/pipe$run/$2"
+  }
+  t=$(timed bash -c "set -o pipefail; $(declare -f pipe); recipient=$recipient run=$run; pipe '$work/v1' first.tar.zst.age")
+  b1=$(bytes_under "pipe$run")
+  row pipeline "first snapshot" "$run" "$t" "$b1"
+  t=$(timed bash -c "set -o pipefail; $(declare -f pipe); recipient=$recipient run=$run; pipe '$work/v2' second.tar.zst.age")
+  b2=$(bytes_under "pipe$run")
+  row pipeline "second snapshot" "$run" "$t" "$((b2 - b1))"
+  rm -rf "$work/restored"; mkdir -p "$work/restored"
+  t=$(timed bash -c "set -o pipefail; rclone cat s3:bench/pipe$run/second.tar.zst.age | age -d -i '$work/age.key' | zstd -q -d | tar -C '$work/restored' -xf -")
+  cmp -s "$second" "$work/restored/0_0.tigerbeetle" || { echo "the pipeline restored other bytes" >&2; exit 1; }
+  row pipeline "restore" "$run" "$t" ""
+
+  # restic: a new repository per run, each snapshot of the directory holding the file
+  export RESTIC_REPOSITORY="s3:http://127.0.0.1:$p4/bench/restic$run"
+  restic init -q >/dev/null
+  b0=$(bytes_under "restic$run")
+  t=$(timed restic backup -q "$work/v1"); b1=$(bytes_under "restic$run")
+  row restic "first snapshot" "$run" "$t" "$((b1 - b0))"
+  t=$(timed restic backup -q "$work/v2"); b2=$(bytes_under "restic$run")
+  row restic "second snapshot" "$run" "$t" "$((b2 - b1))"
+  rm -rf "$work/restored"
+  t=$(timed restic restore -q latest --path "$work/v2" --target "$work/restored")
+  cmp -s "$second" "$work/restored/$work/v2/0_0.tigerbeetle" || { echo "restic restored other bytes" >&2; exit 1; }
+  row restic "restore" "$run" "$t" ""
+  rm -rf "$work/restored"
+done
+
+echo "==> zstd -3 -T0 alone on the same file"
+zt=$(timed bash -c "zstd -q -3 -T0 -c '$first' > /dev/null")
+echo "    $zt"
+
+echo "==> bkp's peak RSS on 1 GiB and 8 GiB inputs"
+mkdir -p "$work/rss"
+head -c $((1 << 30)) "$first" > "$work/rss/small"
+{ cat "$first" "$first"; head -c $(( (8 << 30) - 2 * size )) "$first"; } > "$work/rss/large"
+bkp_config rss-small "$work/rss/small" > "$work/rss-small.toml"
+bkp_config rss-large "$work/rss/large" > "$work/rss-large.toml"
+rs=$(timed "$bkp" --config "$work/rss-small.toml" snapshot)
+rl=$(timed "$bkp" --config "$work/rss-large.toml" snapshot)
+rm -rf "$work/rss"
+
+python3 - "$rows" "$zt" "$rs" "$rl" "$size" "$changed" "$transfers" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$load0" <<'PY' | tee "$work/results.md"
+import sys, collections
+rows, zt, rs, rl, size, changed, transfers, cores, load_end, load0 = sys.argv[1:]
+best = collections.defaultdict(lambda: None)
+stored = {}
+for line in open(rows):
+    tool, step, run, wall, rss, b = [c.strip() for c in line.strip().strip('|').split('|')]
+    key = (tool, step)
+    w = float(wall)
+    if best[key] is None or w < best[key][0]:
+        best[key] = (w, int(rss))
+    if b:
+        stored.setdefault(key, int(b))
+print(f"Data file: {int(size)} bytes ({int(transfers):,} transfers); second snapshot after "
+      f"{int(transfers)//100:,} more transfers ({int(changed):,} bytes differ); {cores} cores; "
+      f"load average at start {load0}, at end {load_end}.")
+print()
+print("Every run (wall seconds, peak RSS MiB, bytes stored by that step):")
+print()
+print("| tool      | step             | run | wall (s) | RSS (MiB)| stored (bytes) |")
+print("|-----------|------------------|-----|----------|----------|----------------|")
+print(open(rows).read().rstrip())
+print()
+z = float(zt.split()[0])
+def w(t, s): return best[(t, s)][0]
+def ratio(a, b): return f"{a / b:.2f}x"
+figs = [
+  ("first snapshot wall, vs the shell pipeline", ratio(w('bkp','first snapshot'), w('pipeline','first snapshot')), "<= 0.8x"),
+  ("first snapshot wall, vs `zstd -3 -T0` alone", ratio(w('bkp','first snapshot'), z), "<= 1.15x"),
+  ("second snapshot wall, vs the shell pipeline", ratio(w('bkp','second snapshot'), w('pipeline','second snapshot')), "<= 0.1x"),
+  ("second snapshot bytes stored, vs the first", f"{100 * stored[('bkp','second snapshot')] / stored[('bkp','first snapshot')]:.1f}%", "<= 5%"),
+  ("restore wall, vs restic restore", ratio(w('bkp','restore'), w('restic','restore')), "<= 0.5x"),
+  ("peak RSS, 1 GiB vs 8 GiB input", f"{rs.split()[1]} vs {rl.split()[1]} MiB", "within 10%, <= 256 MiB"),
+]
+print(f"Best of the runs: bkp first snapshot {w('bkp','first snapshot'):.1f} s, second {w('bkp','second snapshot'):.1f} s, "
+      f"restore {w('bkp','restore'):.1f} s; pipeline {w('pipeline','first snapshot'):.1f} / {w('pipeline','second snapshot'):.1f} / "
+      f"{w('pipeline','restore'):.1f} s; restic {w('restic','first snapshot'):.1f} / {w('restic','second snapshot'):.1f} / "
+      f"{w('restic','restore'):.1f} s; `zstd -3 -T0` alone {z:.1f} s.")
+print(f"Second snapshot stored: bkp {stored[('bkp','second snapshot')]:,} bytes, pipeline "
+      f"{stored[('pipeline','second snapshot')]:,}, restic {stored[('restic','second snapshot')]:,}.")
+print()
+print("| figure | bkp | target |")
+print("|---|---|---|")
+for name, got, target in figs:
+    print(f"| {name} | {got} | {target} |")
+PY
+cp "$work/results.md" "$BKP_ROOT/bench/compare-results.md"
