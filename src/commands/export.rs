@@ -198,6 +198,9 @@ pub fn run(ctx: &Ctx, mode: Mode) -> Result<()> {
                     ));
                     None
                 }
+                // The catalog chose the chain: its manifests must still be in
+                // the store as recorded before anything builds on them.
+                Ok(c) if !chain_stands(store.as_ref(), &trust, &c, &mut note)? => None,
                 Ok(_) if head.source.get("schema_sha256") != Some(&json!(schema_sha)) => {
                     note = Some(format!(
                         "the schema changed since export {}: taken as a full export",
@@ -756,6 +759,39 @@ fn never_passed(v: &str) -> bool {
     )
 }
 
+/// Whether every manifest of `chain` (chosen through the catalog) is still in
+/// the store as recorded; when one is gone or changed, `note` says so and the
+/// export is taken as a full one. A store that does not answer is an error
+/// (run again), not a reason for a full export.
+fn chain_stands(
+    store: &dyn Store,
+    trust: &crate::manifest::Trust,
+    chain: &[&Manifest],
+    note: &mut Option<String>,
+) -> Result<bool> {
+    for m in chain {
+        match crate::manifest::catalog::current(store, trust, m) {
+            Ok(fresh) if &fresh == *m => {}
+            Ok(_) => {
+                *note = Some(format!(
+                    "export {}, which this one would build on, changed in the store since the catalog recorded it: taken as a full export",
+                    m.id
+                ));
+                return Ok(false);
+            }
+            Err(e) if crate::exit::classify(&e) == Some(Code::Transient) => return Err(e),
+            Err(e) => {
+                *note = Some(format!(
+                    "export {}, which this one would build on, cannot be read now ({e:#}): taken as a full export",
+                    m.id
+                ));
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -843,5 +879,30 @@ mod tests {
             "{k}"
         );
         assert!(k.ends_with("main.t/data.parquet.enc"));
+    }
+
+    /// The catalog may still hold an export deleted behind bkp's back (older
+    /// than its listing window): an incremental must not build on it.
+    #[test]
+    fn an_incremental_never_builds_on_a_chain_whose_manifest_is_gone() {
+        use crate::manifest::tests::sample;
+        let store = crate::store::memory::MemoryStore::new();
+        let trust = crate::manifest::Trust::none();
+        let t = OffsetDateTime::now_utc() - time::Duration::days(20);
+        let full = sample(Kind::Duckdb, t);
+        let inc = sample(Kind::Duckdb, t + time::Duration::hours(6));
+        for m in [&full, &inc] {
+            crate::manifest::write(&store, m, None).unwrap();
+        }
+        let mut note = None;
+        assert!(chain_stands(&store, &trust, &[&full, &inc], &mut note).unwrap());
+        assert!(note.is_none());
+        store.delete(&full.key()).unwrap();
+        assert!(!chain_stands(&store, &trust, &[&full, &inc], &mut note).unwrap());
+        let note = note.expect("the reason is said");
+        assert!(
+            note.contains(&full.id.to_string()) && note.contains("full export"),
+            "{note}"
+        );
     }
 }

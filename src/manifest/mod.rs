@@ -546,7 +546,7 @@ fn find_prefix(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
 

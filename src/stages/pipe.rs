@@ -26,6 +26,10 @@ enum Msg {
 
 pub struct ThreadWriter<T: Send + 'static> {
     tx: Option<SyncSender<Msg>>,
+    /// Buffers the stage is done with, to fill again: a long stream reuses
+    /// the same few buffers instead of allocating one per MiB (which costs
+    /// page faults, and lets the allocator's footprint grow with the stream).
+    spare: Receiver<Vec<u8>>,
     buf: Vec<u8>,
     handle: Option<JoinHandle<Result<T>>>,
     name: &'static str,
@@ -40,12 +44,17 @@ impl<T: Send + 'static> ThreadWriter<T> {
         F: FnOnce(W) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = sync_channel::<Msg>(DEPTH);
+        let (spare_tx, spare) = sync_channel::<Vec<u8>>(DEPTH + 1);
         let handle = std::thread::Builder::new()
             .name(format!("bkp-{name}"))
             .spawn(move || -> Result<T> {
                 for msg in rx {
                     match msg {
-                        Msg::Data(buf) => inner.write_all(&buf)?,
+                        Msg::Data(mut buf) => {
+                            inner.write_all(&buf)?;
+                            buf.clear();
+                            let _ = spare_tx.try_send(buf);
+                        }
                         Msg::End => return finish_inner(inner),
                     }
                 }
@@ -55,6 +64,7 @@ impl<T: Send + 'static> ThreadWriter<T> {
             })?;
         Ok(ThreadWriter {
             tx: Some(tx),
+            spare,
             buf: Vec::with_capacity(BUF),
             handle: Some(handle),
             name,
@@ -75,7 +85,11 @@ impl<T: Send + 'static> ThreadWriter<T> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(BUF));
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BUF));
+        let full = std::mem::replace(&mut self.buf, next);
         let sent = self.tx.as_ref().map(|tx| tx.send(Msg::Data(full)).is_ok());
         if sent == Some(true) {
             return Ok(());
@@ -140,6 +154,8 @@ enum Piece {
 /// stage that died is an error, never a short stream taken for a whole one.
 pub struct ThreadReader {
     rx: Option<Receiver<Piece>>,
+    /// Buffers read out, back to the thread to fill again.
+    spare: SyncSender<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
     ended: bool,
@@ -151,10 +167,12 @@ impl ThreadReader {
     /// Moves `inner` to a new thread named `name` that reads it ahead.
     pub fn spawn(name: &'static str, mut inner: Box<dyn Read + Send>) -> io::Result<Self> {
         let (tx, rx) = sync_channel::<Piece>(DEPTH);
+        let (spare, spares) = sync_channel::<Vec<u8>>(DEPTH + 1);
         let handle = std::thread::Builder::new()
             .name(format!("bkp-{name}"))
             .spawn(move || loop {
-                let mut buf = vec![0u8; BUF];
+                let mut buf = spares.try_recv().unwrap_or_default();
+                buf.resize(BUF, 0);
                 let mut n = 0;
                 let failed = loop {
                     match inner.read(&mut buf[n..]) {
@@ -187,6 +205,7 @@ impl ThreadReader {
             })?;
         Ok(ThreadReader {
             rx: Some(rx),
+            spare,
             cur: Vec::new(),
             pos: 0,
             ended: false,
@@ -208,7 +227,10 @@ impl Read for ThreadReader {
             };
             match piece {
                 Some(Piece::Data(buf)) => {
-                    self.cur = buf;
+                    let done = std::mem::replace(&mut self.cur, buf);
+                    if done.capacity() > 0 {
+                        let _ = self.spare.try_send(done);
+                    }
                     self.pos = 0;
                 }
                 Some(Piece::End) => self.ended = true,
