@@ -33,33 +33,12 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 work="$(mktemp -d "${TMPDIR:-/var/tmp}/bkp-compare.XXXXXX")"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 1; rm -rf "$work"; }
-trap cleanup EXIT
-
-freeport() { python3 - "$@" <<'PY'
-import random, socket, sys
-while True:
-    p = random.randint(20000, 40000)
-    try:
-        for q in (p, p + 10000):
-            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
-        print(p); break
-    except OSError:
-        pass
-PY
-}
+source "$BKP_ROOT/bench/lib.sh"
 
 echo "==> the data file: $transfers transfers (tigerbeetle benchmark, through the client)"
 mkdir -p "$work/v1" "$work/v2"
 first="$work/v1/0_0.tigerbeetle"
-cached="${DATA_CACHE:+$DATA_CACHE/tb-$transfers.tigerbeetle}"
-if [ -n "$cached" ] && [ -f "$cached" ]; then
-  cp "$cached" "$first"
-else
-  "$tb" benchmark --file="$first" --account-count=10000 --transfer-count="$transfers" >"$work/tb-bench.log" 2>&1
-  if [ -n "$cached" ]; then mkdir -p "$DATA_CACHE"; cp "$first" "$cached"; fi
-fi
+data_file "$first" "$transfers"
 size=$(stat -c %s "$first")
 echo "==> the same file after 1% more transfers (a replica started on a copy)"
 second="$work/v2/0_0.tigerbeetle"
@@ -75,27 +54,13 @@ changed=$( { cmp -l "$first" "$second" || true; } | wc -l)
 echo "    $changed bytes differ"
 
 echo "==> starting SeaweedFS"
-key="bench$RANDOM"; secret="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-cat > "$work/s3.json" <<JSON
-{"identities":[{"name":"bench","credentials":[{"accessKey":"$key","secretKey":"$secret"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
-JSON
-p1=$(freeport); p2=$(freeport); p3=$(freeport); p4=$(freeport)
-mkdir -p "$work/weed"
-weed server -dir="$work/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port="$p1" -volume.port="$p2" \
-  -filer -filer.port="$p3" -s3 -s3.port="$p4" -s3.config="$work/s3.json" \
-  -master.volumeSizeLimitMB=256 -volume.max=400 -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false >"$work/weed.log" 2>&1 &
-pids+=($!)
-export AWS_ACCESS_KEY_ID="$key" AWS_SECRET_ACCESS_KEY="$secret" AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
-export RCLONE_CONFIG=/dev/null RCLONE_CONFIG_S3_TYPE=s3 RCLONE_CONFIG_S3_PROVIDER=SeaweedFS \
-  RCLONE_CONFIG_S3_ACCESS_KEY_ID="$key" RCLONE_CONFIG_S3_SECRET_ACCESS_KEY="$secret" \
-  RCLONE_CONFIG_S3_ENDPOINT="http://127.0.0.1:$p4" RCLONE_CONFIG_S3_REGION=us-east-1
-for _ in $(seq 120); do rclone mkdir s3:bench 2>/dev/null && rclone touch s3:bench/ready 2>/dev/null && break; sleep 0.5; done
+start_seaweedfs
 
 # Secrets: bkp's key, age's identity, restic's password.
 head -c 32 /dev/urandom > "$work/key"
 age-keygen -o "$work/age.key" 2>/dev/null
 recipient=$(age-keygen -y "$work/age.key")
-export RESTIC_PASSWORD="$secret"
+export RESTIC_PASSWORD="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
 bkp_config() { # prefix, data file
   cat <<TOML
@@ -104,7 +69,7 @@ work_dir = "$work/bkp-work"
 type = "s3"
 bucket = "bench"
 prefix = "$1"
-endpoint = "http://127.0.0.1:$p4"
+endpoint = "http://127.0.0.1:$s3_port"
 path_style = true
 [encryption]
 key_file = "$work/key"
@@ -157,7 +122,7 @@ for run in $(seq "$repeat"); do
   row pipeline "restore" "$run" "$t" ""
 
   # restic: a new repository per run, each snapshot of the directory holding the file
-  export RESTIC_REPOSITORY="s3:http://127.0.0.1:$p4/bench/restic$run"
+  export RESTIC_REPOSITORY="s3:http://127.0.0.1:$s3_port/bench/restic$run"
   restic init -q >/dev/null
   b0=$(bytes_under "restic$run")
   t=$(timed restic backup -q "$work/v1"); b1=$(bytes_under "restic$run")

@@ -17,53 +17,16 @@ bkp="${BKP_BIN:-$CARGO_TARGET_DIR/debug/bkp}"
 tb="$BKP_TOOLS/bin/tigerbeetle"
 transfers="${TRANSFERS:-2000000}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/bkp-bench.XXXXXX")"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 1; rm -rf "$work"; }
-trap cleanup EXIT
-
-freeport() { python3 - "$@" <<'PY'
-import random, socket, sys
-while True:
-    p = random.randint(20000, 40000)
-    try:
-        for q in (p, p + 10000):
-            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
-        print(p); break
-    except OSError:
-        pass
-PY
-}
+source "$BKP_ROOT/bench/lib.sh"
 
 echo "==> building a data file with $transfers transfers (tigerbeetle benchmark, through the client)"
 data="$work/data/0_0.tigerbeetle"
-mkdir -p "$work/data"
-# DATA_CACHE=DIR keeps the generated file there for the next run (it takes minutes).
-cached="${DATA_CACHE:+$DATA_CACHE/tb-$transfers.tigerbeetle}"
-if [ -n "$cached" ] && [ -f "$cached" ]; then
-  cp "$cached" "$data"
-else
-  "$tb" benchmark --file="$data" --account-count=10000 --transfer-count="$transfers" >"$work/tb-bench.log" 2>&1
-  if [ -n "$cached" ]; then mkdir -p "$DATA_CACHE"; cp "$data" "$cached"; fi
-fi
+data_file "$data" "$transfers"
 size=$(stat -c %s "$data")
 echo "    data file: $size bytes"
 
 echo "==> starting SeaweedFS"
-key="bench$RANDOM"; secret="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-cat > "$work/s3.json" <<JSON
-{"identities":[{"name":"bench","credentials":[{"accessKey":"$key","secretKey":"$secret"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
-JSON
-p1=$(freeport); p2=$(freeport); p3=$(freeport); p4=$(freeport)
-mkdir -p "$work/weed"
-weed server -dir="$work/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port="$p1" -volume.port="$p2" \
-  -filer -filer.port="$p3" -s3 -s3.port="$p4" -s3.config="$work/s3.json" \
-  -master.volumeSizeLimitMB=256 -volume.max=200 -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false >"$work/weed.log" 2>&1 &
-pids+=($!)
-export AWS_ACCESS_KEY_ID="$key" AWS_SECRET_ACCESS_KEY="$secret" AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
-export RCLONE_CONFIG=/dev/null RCLONE_CONFIG_S3_TYPE=s3 RCLONE_CONFIG_S3_PROVIDER=SeaweedFS \
-  RCLONE_CONFIG_S3_ACCESS_KEY_ID="$key" RCLONE_CONFIG_S3_SECRET_ACCESS_KEY="$secret" \
-  RCLONE_CONFIG_S3_ENDPOINT="http://127.0.0.1:$p4" RCLONE_CONFIG_S3_REGION=us-east-1
-for _ in $(seq 120); do rclone mkdir s3:bench 2>/dev/null && rclone touch s3:bench/ready 2>/dev/null && break; sleep 0.5; done
+start_seaweedfs
 
 head -c 32 /dev/urandom > "$work/key"
 cat > "$work/bkp.toml" <<TOML
@@ -72,7 +35,7 @@ work_dir = "work"
 type = "s3"
 bucket = "bench"
 prefix = "bkp"
-endpoint = "http://127.0.0.1:$p4"
+endpoint = "http://127.0.0.1:$s3_port"
 path_style = true
 [encryption]
 key_file = "key"

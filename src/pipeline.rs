@@ -1,6 +1,6 @@
 //! The byte pipeline of a backup, both ways.
 //!
-//! Up: `producer → sha256(content) → compress ⇒ encrypt → sha256(stored) → store`,
+//! Up: `producer ⇒ sha256(content) → compress ⇒ encrypt → sha256(stored) → store`,
 //! where `⇒` is a thread boundary (compression and encryption/upload overlap; zstd
 //! uses its own worker threads too). Nothing lands on local disk; memory is bounded
 //! by the stage buffers plus the store's part buffers.
@@ -62,14 +62,17 @@ pub fn upload(
         })?,
     };
 
-    // Compress on another.
-    let comp = CompressWriter::new(back, compression)?;
-    let front = ThreadWriter::spawn("compress", comp, |c| Ok(c.finish()?))?;
+    // Hash the archive and compress on another (the producer may hash what it
+    // reads too: the two digests then run on two cores).
+    let comp = HashWriter::new(CompressWriter::new(back, compression)?);
+    let front = ThreadWriter::spawn("compress", comp, |h| {
+        let (c, digest) = h.finish()?;
+        Ok((c.finish()?, digest))
+    })?;
 
-    let mut content = HashWriter::new(ProgressWriter::new(front, progress));
+    let mut content = ProgressWriter::new(front, progress);
     produce(&mut content).with_context(|| format!("failed to produce {key}"))?;
-    let (front, content_digest) = content.finish()?;
-    let back = front.finish()?.finish()?;
+    let (back, content_digest) = content.finish()?.finish()?;
     let (info, stored_digest) = back.finish()?;
     if info.size != stored_digest.bytes {
         anyhow::bail!(
@@ -238,10 +241,14 @@ pub fn download_as(
     drop(out);
     second_read_matches()?;
     progress.end();
-    let Some(content) = content else {
-        return Ok(());
-    };
-    let digest = content.drain()?;
+    match content {
+        Some(content) => check_content(entry, &content.drain()?),
+        None => Ok(()),
+    }
+}
+
+/// Checks the decrypted, decompressed archive's digest against the manifest.
+fn check_content(entry: &ObjectEntry, digest: &Digested) -> Result<()> {
     if digest.bytes != entry.content_bytes || digest.sha256 != entry.content_sha256 {
         return Err(coded(
             Code::Integrity,
@@ -316,19 +323,10 @@ pub fn download_staged(
         )
     })?;
     crate::failpoint::hit("restore-download");
-    if let Some(content) = content {
-        let digest = content.drain()?;
-        if digest.bytes != entry.content_bytes || digest.sha256 != entry.content_sha256 {
-            return Err(coded(
-                Code::Integrity,
-                format!(
-                    "object {}: the decrypted archive does not match the manifest (expected {} bytes with SHA-256 {}, got {} bytes with {}); nothing was restored",
-                    entry.key, entry.content_bytes, entry.content_sha256, digest.bytes, digest.sha256
-                ),
-            ));
-        }
+    match content {
+        Some(content) => check_content(entry, &content.drain()?),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Reads one stored object once, end to end, without writing anything: its

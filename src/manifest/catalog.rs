@@ -738,6 +738,14 @@ mod tests {
         super::super::write(store, m, None).unwrap();
     }
 
+    /// Replaces a manifest in place, as an operator holding the key could.
+    fn rewrite(store: &MemoryStore, m: &Manifest) {
+        store.delete(&m.key()).unwrap();
+        store
+            .put_new(&m.key(), &seal::encode(m, None).unwrap(), &Vec::new())
+            .unwrap();
+    }
+
     fn ids(ms: &[Manifest]) -> Vec<BackupId> {
         ms.iter().map(|m| m.id).collect()
     }
@@ -808,14 +816,7 @@ mod tests {
         // A recent manifest rewritten in place is read again.
         let mut edited = fresh.clone();
         edited.host = "another-host-with-a-longer-name".into();
-        store.delete(&fresh.key()).unwrap();
-        store
-            .put_new(
-                &fresh.key(),
-                &seal::encode(&edited, None).unwrap(),
-                &Vec::new(),
-            )
-            .unwrap();
+        rewrite(&store, &edited);
         let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
         assert_eq!(good.last().unwrap(), &edited);
         // A restore refuses the catalog's older copy, and corrects the catalog.
@@ -954,14 +955,7 @@ mod tests {
         let old = good[1].clone();
         let mut edited = old.clone();
         edited.host = "resealed".into();
-        store.delete(&old.key()).unwrap();
-        store
-            .put_new(
-                &old.key(),
-                &seal::encode(&edited, None).unwrap(),
-                &Vec::new(),
-            )
-            .unwrap();
+        rewrite(&store, &edited);
         assert!(
             reread(&store, &trust, &old).is_err(),
             "the catalog's copy is stale"
