@@ -823,6 +823,58 @@ fn a_signal_inside_the_stop_window_still_runs_the_start_command() {
     assert!(json(&out)["backups"].as_array().unwrap().is_empty());
 }
 
+/// Ctrl-C at a terminal sends SIGINT to the whole foreground process group.
+/// The start command runs in a process group of its own, so that it finishes
+/// (the replica comes back) while bkp ends the run as interrupted.
+#[test]
+fn ctrl_c_while_the_start_command_runs_does_not_kill_it() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let started = dir.path().join("started");
+    // The start command sends SIGINT to bkp's process group, as a terminal
+    // would, then takes a moment to finish.
+    let s = setup(
+        &data,
+        StoreKind::Local,
+        &format!(
+            "snapshot_mode = \"stop\"\n\
+             stop_command = [\"true\"]\n\
+             start_command = [\"sh\", \"-c\", \"kill -INT -$(cut -d' ' -f5 /proc/$PPID/stat); sleep 1; echo started > {}\"]\n",
+            started.display()
+        ),
+    );
+    let mut cmd = common::bkp_command(&s.env);
+    cmd.args(["--config", s.config.to_str().unwrap(), "snapshot"])
+        .process_group(0);
+    let out = common::run(&mut cmd, None, std::time::Duration::from_secs(120));
+    assert!(started.exists(), "the start command was killed: {out:?}");
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    let out = s.bkp(&["list", "--json"]);
+    assert!(json(&out)["backups"].as_array().unwrap().is_empty());
+}
+
+/// A run that fails after a start command failed still says the replica may
+/// be down (before, only the later error was reported).
+#[test]
+fn a_failed_start_command_is_reported_whatever_ends_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(
+        &data,
+        StoreKind::Local,
+        "snapshot_mode = \"stop\"\n\
+         stop_command = [\"true\"]\n\
+         start_command = [\"sh\", \"-c\", \"kill -TERM $PPID; echo unit failed >&2; exit 1\"]\n",
+    );
+    let out = s.bkp(&["snapshot"]);
+    assert_eq!(out.status.code(), Some(143), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    assert!(stderr.contains("the replica may still be down"), "{stderr}");
+    assert!(stderr.contains("unit failed"), "{stderr}");
+}
+
 #[test]
 fn a_run_killed_inside_the_stop_window_leaves_the_replica_to_the_next_run() {
     use std::os::unix::process::ExitStatusExt;

@@ -58,6 +58,12 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let outcome = (|| -> Result<Stored> {
         let log = |m: &str| ctx.ui.detail(m);
         let prepared = tigerbeetle::prepare(tb, &data_file, &plan.work_dir, &log)?;
+        // A start command that failed leaves the replica down: whatever ends
+        // this run, its error says so.
+        let down = |e: anyhow::Error| match &prepared.deferred_error {
+            Some(d) => e.context(d.clone()),
+            None => e,
+        };
         let suffix = run.suffix(".tar", plan.compression);
         let key = manifest::object_key(Kind::Tigerbeetle, SNAPSHOT, id, run.started_at, &suffix);
         // The data file is read once: the pass that archives it digests it
@@ -79,7 +85,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 archived = archive::write_files(w, &files)?;
                 Ok(())
             },
-        )?;
+        )
+        .map_err(down)?;
         progress.end();
 
         let mut source = BTreeMap::new();
@@ -111,7 +118,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             source,
             ..Body::default()
         });
-        let mut stored = run.store_manifest(m)?;
+        let mut stored = run.store_manifest(m).map_err(down)?;
         stored
             .problems
             .extend(prepared.deferred_error.clone().map(anyhow::Error::msg));

@@ -23,6 +23,7 @@
 use std::fs::{self, File, TryLockError};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -168,8 +169,12 @@ fn run(
         .open(log_path)
         .with_context(|| format!("failed to open {}", log_path.display()))?;
     let start = log.seek(SeekFrom::End(0))?;
+    // A process group of its own: Ctrl-C at a terminal signals bkp's group,
+    // and a start command killed halfway would leave the replica down while
+    // bkp is still there to wait for it.
     let mut child = crate::child::command(&cmd[0], pass_env)
         .args(&cmd[1..])
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?)
