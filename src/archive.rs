@@ -31,15 +31,22 @@ pub fn write_files(w: &mut dyn Write, files: &[(String, PathBuf)]) -> Result<Vec
             .metadata()
             .with_context(|| format!("failed to read the metadata of {}", path.display()))?;
         if !meta.is_file() {
-            anyhow::bail!("{} is not a plain file", path.display());
+            anyhow::bail!(
+                "{} is not a plain file: name the file itself in the config",
+                path.display()
+            );
         }
         let mut header = tar::Header::new_gnu();
         header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
         let mut r = HashReader::new(io::BufReader::with_capacity(1 << 20, f));
         b.append_data(&mut header, name, &mut r)
             .with_context(|| format!("failed to archive {}", path.display()))?;
-        let (_, d) = r.finish();
-        let now = fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX);
+        let (f, d) = r.finish();
+        let now = f
+            .into_inner()
+            .metadata()
+            .with_context(|| format!("failed to read the metadata of {}", path.display()))?
+            .len();
         if d.bytes != meta.len() || now != meta.len() {
             anyhow::bail!(
                 "{} changed size while it was archived ({} bytes when opened, {} read, {} now): something else writes to it",

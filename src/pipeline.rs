@@ -150,8 +150,8 @@ pub enum Decode {
     /// every encrypted chunk are checked, the content digest cannot be.
     Compressed,
     /// Decompressed, for a consumer that checks every file it unpacks
-    /// against the manifest ([`download_staged`] only): the archive's own
-    /// digest is not recomputed (a second SHA-256 pass over everything).
+    /// against the manifest: the archive's own digest is not recomputed (a
+    /// second SHA-256 pass over everything).
     Files(Compression),
 }
 
@@ -230,8 +230,8 @@ pub fn download_as(
             let (r, digest) = SharedHashReader::new(decompress(plain, c)?);
             (Box::new(r), Some(digest))
         }
+        Decode::Files(c) => (decompress(plain, c)?, None),
         Decode::Compressed => (plain, None),
-        Decode::Files(_) => anyhow::bail!("Decode::Files is for download_staged only"),
     };
     consume(&mut out)?;
     crate::failpoint::hit("restore-download");
@@ -253,7 +253,7 @@ fn check_content(entry: &ObjectEntry, digest: &Digested) -> Result<()> {
         return Err(coded(
             Code::Integrity,
             format!(
-                "object {}: the decrypted archive does not match the manifest (expected {} bytes with SHA-256 {}, got {} bytes with {}); nothing was restored",
+                "object {}: the decrypted archive does not match the manifest (expected {} bytes with SHA-256 {}, got {} bytes with {}); nothing from it was used",
                 entry.key, entry.content_bytes, entry.content_sha256, digest.bytes, digest.sha256
             ),
         ));
@@ -279,6 +279,56 @@ pub fn download_staged(
     consume: impl FnOnce(&mut dyn Read) -> Result<()>,
 ) -> Result<()> {
     progress.begin("restoring", Some(entry.size));
+    stream(store, entry, decode, keyring, progress, consume, |e| {
+        e.context(format!(
+            "failed to restore object {} from {}",
+            entry.key,
+            store.identity()
+        ))
+    })?;
+    crate::failpoint::hit("restore-download");
+    Ok(())
+}
+
+/// Reads one stored object once, end to end, without writing anything: its
+/// SHA-256 and size, every encrypted chunk's authentication, the compression
+/// framing and the content digest are all checked against the manifest. Returns
+/// the bytes read. For `bkp verify`: nothing is spooled, no plaintext is kept.
+pub fn check(
+    store: &dyn Store,
+    entry: &ObjectEntry,
+    compression: Compression,
+    keyring: Option<&Keyring>,
+    progress: Arc<dyn Progress>,
+) -> Result<u64> {
+    progress.begin("verifying", Some(entry.size));
+    let decode = Decode::Content(compression);
+    let sink = |r: &mut dyn Read| Ok(io::copy(r, &mut io::sink()).map(|_| ())?);
+    stream(store, entry, decode, keyring, progress, sink, |e| {
+        e.context(format!(
+            "object {} in {} failed verification",
+            entry.key,
+            store.identity()
+        ))
+    })
+}
+
+/// The one streaming read behind [`download_staged`] and [`check`]: the object
+/// (as parallel ranged requests where the store gains from them) is hashed,
+/// decrypted and decoded as `decode` says on a thread of its own and handed
+/// to `consume`. Then, in this order: the stored bytes (a damaged object is
+/// reported as damaged, not as whatever it made the decoders or the consumer
+/// do), the consumer's result (`failed` adds what the caller was doing), the
+/// archive's digest. Returns the stored bytes read.
+fn stream(
+    store: &dyn Store,
+    entry: &ObjectEntry,
+    decode: Decode,
+    keyring: Option<&Keyring>,
+    progress: Arc<dyn Progress>,
+    consume: impl FnOnce(&mut dyn Read) -> Result<()>,
+    failed: impl FnOnce(anyhow::Error) -> anyhow::Error,
+) -> Result<u64> {
     let src = ProgressReader::new(store.open_parallel(&entry.key)?, progress.clone());
     let (tee, stored) = SharedHashReader::new(Box::new(src));
     let plain: Box<dyn Read + Send> = match keyring {
@@ -302,91 +352,29 @@ pub fn download_staged(
     });
     drop(out);
     progress.end();
-    // The stored bytes first: a damaged object is reported as damaged, not as
-    // a decryption or unpacking failure it caused.
-    match stored.drain() {
-        Ok(got) => check_stored(entry, &got, store)?,
-        Err(e) if consumed.is_ok() => {
+    let got = match stored.drain() {
+        Ok(got) => {
+            check_stored(entry, &got, store)?;
+            Some(got)
+        }
+        // A failed read: its own error (below) is the one to report.
+        Err(_) if consumed.is_err() => None,
+        Err(e) => {
             return Err(anyhow::Error::new(e).context(format!(
                 "failed to read {} from {}",
                 entry.key,
                 store.identity()
             )))
         }
-        Err(_) => {}
+    };
+    consumed.map_err(failed)?;
+    if let Some(content) = content {
+        check_content(entry, &content.drain()?)?;
     }
-    consumed.with_context(|| {
-        format!(
-            "failed to restore object {} from {}",
-            entry.key,
-            store.identity()
-        )
-    })?;
-    crate::failpoint::hit("restore-download");
-    match content {
-        Some(content) => check_content(entry, &content.drain()?),
-        None => Ok(()),
-    }
+    Ok(got.map_or(entry.size, |g| g.bytes))
 }
 
-/// Reads one stored object once, end to end, without writing anything: its
-/// SHA-256 and size, every encrypted chunk's authentication, the compression
-/// framing and the content digest are all checked against the manifest. Returns
-/// the bytes read. For `bkp verify`: nothing is spooled, no plaintext is kept.
-pub fn check(
-    store: &dyn Store,
-    entry: &ObjectEntry,
-    compression: Compression,
-    keyring: Option<&Keyring>,
-    progress: Arc<dyn Progress>,
-) -> Result<u64> {
-    progress.begin("verifying", Some(entry.size));
-    let src = ProgressReader::new(store.open(&entry.key)?, progress.clone());
-    let (tee, stored) = SharedHashReader::new(Box::new(src));
-    let plain: Box<dyn Read + Send> = match keyring {
-        Some(keys) => Box::new(DecryptReader::new(tee, keys)?),
-        None => Box::new(tee),
-    };
-    let mut content = HashReader::new(decompress(plain, compression)?);
-    let read = io::copy(&mut content, &mut io::sink());
-    progress.end();
-    let (mut rest, digest) = content.finish();
-    // Whatever the decoders made of it, the stored bytes must match first: a
-    // damaged object is reported as damaged, not as a decryption failure.
-    let _ = io::copy(&mut rest, &mut io::sink());
-    drop(rest);
-    // The rest of the stored bytes, unless a read already failed (then the
-    // read's own error is the one to report).
-    let got = stored.drain().ok();
-    if let Some(got) = &got {
-        check_stored(entry, got, store)?;
-    }
-    read.map_err(anyhow::Error::new).with_context(|| {
-        format!(
-            "object {} in {} failed verification",
-            entry.key,
-            store.identity()
-        )
-    })?;
-    let Some(got) = got else {
-        anyhow::bail!("object {}: the stored digest was not computed", entry.key);
-    };
-    if digest.bytes != entry.content_bytes || digest.sha256 != entry.content_sha256 {
-        return Err(coded(
-            Code::Integrity,
-            format!(
-                "object {}: the decrypted content does not match the manifest (expected {} bytes with SHA-256 {}, got {} bytes with {})",
-                entry.key, entry.content_bytes, entry.content_sha256, digest.bytes, digest.sha256
-            ),
-        ));
-    }
-    Ok(got.bytes)
-}
-
-/// A reader that hashes what passes and, at end of stream, leaves the digest in
-/// `done`; dropping it early reads the rest first so the digest covers the whole
-/// object. After a read error (a network failure) it leaves nothing: a digest of
-/// part of the object would call a good object damaged.
+/// Removes a spool file when the download ends, whatever way.
 struct RemoveOnDrop<'a>(&'a Path);
 
 impl Drop for RemoveOnDrop<'_> {

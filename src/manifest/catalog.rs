@@ -66,8 +66,9 @@ const MAX_READS: usize = 3;
 /// A catalog inflates to at most this (a year of 15-minute logs is ~50 MiB).
 const MAX_INFLATED: u64 = 2 << 30;
 /// A stored catalog object is at most this (a year of 15-minute logs is
-/// ~1.3 MiB): a larger one is not read into memory.
-const MAX_STORED: u64 = 256 << 20;
+/// ~1.3 MiB): a larger one is not read into memory. (Smaller in unit tests,
+/// which plant one.)
+const MAX_STORED: u64 = if cfg!(test) { 1 << 20 } else { 256 << 20 };
 /// Superseded catalog objects a write tries to delete, oldest first: under
 /// Object Lock they cannot be deleted until their retention ends, and a
 /// write must not try every one of them each time.
@@ -96,6 +97,18 @@ struct Entry {
     /// was rewritten, and is read again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     stored: Option<Stored>,
+}
+
+impl Entry {
+    /// `manifest` as sealed by `sealer` (`None`: unsealed).
+    fn new(manifest: Manifest, sealer: Option<String>, stored: Option<Stored>) -> Entry {
+        Entry {
+            manifest,
+            sealed: sealer.is_some(),
+            sealer,
+            stored,
+        }
+    }
 }
 
 /// A manifest object's size and time (Unix milliseconds) in a listing.
@@ -220,7 +233,21 @@ fn seq_of(kind: Kind, key: &str) -> Option<u64> {
         .flatten()
 }
 
-const UNVERIFIED: &str = "its tag does not verify under the configured keys (altered, damaged, or written by someone without them)";
+/// A catalog object whose tag does not verify under this host's keys.
+#[derive(Debug)]
+struct Unverified(String);
+
+impl std::fmt::Display for Unverified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "catalog {} is not used: its tag does not verify under the configured keys (altered, damaged, or written by someone without them); the manifests are read instead",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Unverified {}
 
 fn damaged_error(key: &str, detail: &str) -> anyhow::Error {
     coded(
@@ -260,7 +287,7 @@ fn read_doc(
         .ok_or_else(|| damaged_error(key, "it is not a bkp catalog"))?;
     let payload = &bytes[nl + 1..];
     if !seal::tag_verifies(keys, payload, tag) {
-        return Err(damaged_error(key, UNVERIFIED));
+        return Err(anyhow::Error::new(Unverified(key.to_string())));
     }
     let mut json = Vec::new();
     zstd::stream::read::Decoder::new(payload)
@@ -375,7 +402,7 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                 // the catalogs the hosts holding the key write: expected, and
                 // not worth a warning every run.
                 let write_only = keys.is_some_and(|k| k.seal_keys().next().is_none());
-                if !(write_only && format!("{e:#}").contains(UNVERIFIED)) {
+                if !(write_only && e.is::<Unverified>()) {
                     crate::ui::log(
                         crate::ui::Priority::Warning,
                         &format!("bkp: warning: {e:#}"),
@@ -464,15 +491,8 @@ pub fn read(
             Ok((manifest, sealer)) => {
                 let stored = listed.get(&key).copied();
                 st.dirty.insert(manifest.id);
-                st.entries.insert(
-                    manifest.id,
-                    Entry {
-                        manifest,
-                        sealed: sealer.is_some(),
-                        sealer,
-                        stored,
-                    },
-                );
+                st.entries
+                    .insert(manifest.id, Entry::new(manifest, sealer, stored));
                 changed = true;
             }
             Err(e) => {
@@ -537,15 +557,8 @@ pub fn note(store: &dyn Store, keys: Option<&Keyring>, m: &Manifest) {
     let sealer = seal::own_sealer(keys);
     change(store, keys, m.kind, |st| {
         st.dirty.insert(m.id);
-        st.entries.insert(
-            m.id,
-            Entry {
-                manifest: m.clone(),
-                sealed: sealer.is_some(),
-                sealer: sealer.clone(),
-                stored: None,
-            },
-        );
+        st.entries
+            .insert(m.id, Entry::new(m.clone(), sealer.clone(), None));
     })
 }
 
@@ -674,10 +687,12 @@ fn write(
 /// key can rewrite one). A manifest that cannot be read is an error.
 pub fn current(store: &dyn Store, trust: &Trust, m: &Manifest) -> Result<Manifest> {
     let key = m.key();
-    let (fresh, sealer) = store
+    let read = store
         .get(&key)
-        .and_then(|b| parse_with_sealer(&b, &key, trust))
-        .map_err(|e| {
+        .and_then(|b| parse_with_sealer(&b, &key, trust));
+    let (fresh, sealer) = match read {
+        Ok(r) => r,
+        Err(e) => {
             let code = classify(&e).unwrap_or(Code::Integrity);
             if code == Code::NotFound {
                 // Deleted outside bkp, or by a cleanup that did not get to
@@ -686,21 +701,17 @@ pub fn current(store: &dyn Store, trust: &Trust, m: &Manifest) -> Result<Manifes
                     st.entries.remove(&m.id);
                 });
             }
-            coded(
+            return Err(coded(
                 code,
                 format!(
                     "backup {} is in the catalog, but its manifest {key} cannot be read now ({e:#}); run again (`bkp verify` corrects the catalog from the manifests)",
                     m.id
                 ),
-            )
-        })?;
+            ));
+        }
+    };
     if &fresh != m {
-        let entry = Entry {
-            manifest: fresh.clone(),
-            sealed: sealer.is_some(),
-            sealer,
-            stored: None,
-        };
+        let entry = Entry::new(fresh.clone(), sealer, None);
         change(store, trust.keys(), fresh.kind, |st| {
             st.dirty.insert(entry.manifest.id);
             st.entries.insert(entry.manifest.id, entry.clone());
@@ -976,7 +987,7 @@ mod tests {
     }
 
     #[test]
-    fn a_planted_last_number_or_a_huge_object_never_panics() {
+    fn a_planted_last_number_or_a_huge_object_is_passed_over() {
         let store = MemoryStore::default();
         let trust = Trust::none();
         let m = sample(Kind::Duckdb, OffsetDateTime::now_utc() - Duration::days(3));
@@ -988,6 +999,20 @@ mod tests {
         assert_eq!(ids(&good), vec![m.id]);
         store_manifest(&store, &sample(Kind::Duckdb, OffsetDateTime::now_utc()));
         let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Complete).unwrap();
+        assert_eq!(good.len(), 2);
+
+        // An object larger than any catalog is refused without being read
+        // whole, and the run goes on without it.
+        let huge = object_key(Kind::Duckdb, 1 << 40);
+        let mut bytes = format!("{MAGIC}{}\n", "00".repeat(32)).into_bytes();
+        bytes.resize(MAX_STORED as usize + 10, b'x');
+        store.put_new(&huge, &bytes, &Vec::new()).unwrap();
+        let e = read_doc(&store, None, Kind::Duckdb, 1 << 40, &huge).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("larger than any catalog"),
+            "{e:#}"
+        );
+        let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
         assert_eq!(good.len(), 2);
     }
 }

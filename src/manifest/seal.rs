@@ -113,6 +113,41 @@ fn canonical(v: &serde_json::Value) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(v)?)
 }
 
+/// How this host seals what it writes: a host with a signing key signs (a
+/// write-only host has no other secret); otherwise the current key's HMAC.
+enum Sealing<'a> {
+    Sign(&'a crate::crypto::pubkey::SigningKey),
+    Mac(&'a hmac::Key, &'a str),
+}
+
+impl<'a> Sealing<'a> {
+    fn of(keys: &'a Keyring) -> Result<Sealing<'a>> {
+        match (keys.signing(), keys.current().seal_key()) {
+            (Some(signer), _) => Ok(Sealing::Sign(signer)),
+            (None, Some(mac)) => Ok(Sealing::Mac(mac, keys.current().id())),
+            (None, None) => anyhow::bail!(
+                "cannot seal: the current key is a public-key recipient and no signing_key_file is configured"
+            ),
+        }
+    }
+
+    /// The raw seal of `message`.
+    fn seal(&self, message: &[u8]) -> Vec<u8> {
+        match self {
+            Sealing::Sign(signer) => signer.sign(message),
+            Sealing::Mac(mac, _) => hmac::sign(mac, message).as_ref().to_vec(),
+        }
+    }
+
+    /// The name [`Opened::sealer`] gives what this seals.
+    fn name(&self) -> String {
+        match self {
+            Sealing::Sign(signer) => format!("ed25519:{}", signer.id()),
+            Sealing::Mac(_, id) => format!("hmac:{id}"),
+        }
+    }
+}
+
 /// The JSON bytes to store for `doc`: sealed with the current key when keys
 /// are configured, plain otherwise.
 pub fn encode<T: Serialize>(doc: &T, keys: Option<&Keyring>) -> Result<Vec<u8>> {
@@ -124,22 +159,19 @@ pub fn encode<T: Serialize>(doc: &T, keys: Option<&Keyring>) -> Result<Vec<u8>> 
         anyhow::bail!("a sealed document cannot have its own {FIELD:?} member");
     }
     if let Some(keys) = keys {
-        // A host with a signing key signs (a write-only host has no other
-        // secret); otherwise the symmetric key's HMAC.
-        let s = match (keys.signing(), keys.current().seal_key()) {
-            (Some(signer), _) => Seal {
+        let sealing = Sealing::of(keys)?;
+        let tag = Some(hex::encode(sealing.seal(&canonical(&v)?)));
+        let s = match sealing {
+            Sealing::Sign(signer) => Seal {
                 key_id: signer.id().to_string(),
                 hmac: None,
-                ed25519: Some(hex::encode(signer.sign(&canonical(&v)?))),
+                ed25519: tag,
             },
-            (None, Some(mac)) => Seal {
-                key_id: keys.current().id().to_string(),
-                hmac: Some(hex::encode(hmac::sign(mac, &canonical(&v)?).as_ref())),
+            Sealing::Mac(_, id) => Seal {
+                key_id: id.to_string(),
+                hmac: tag,
                 ed25519: None,
             },
-            (None, None) => anyhow::bail!(
-                "cannot seal: the current key is a public-key recipient and no signing_key_file is configured"
-            ),
         };
         if let Some(o) = v.as_object_mut() {
             o.insert(FIELD.to_string(), serde_json::to_value(s)?);
@@ -157,13 +189,7 @@ pub fn tag(keys: Option<&Keyring>, message: &[u8]) -> Result<String> {
     let Some(keys) = keys else {
         return Ok(crate::stages::hash::hex(&sha2::Sha256::digest(message)));
     };
-    Ok(match (keys.signing(), keys.current().seal_key()) {
-        (Some(signer), _) => hex::encode(signer.sign(message)),
-        (None, Some(mac)) => hex::encode(hmac::sign(mac, message).as_ref()),
-        (None, None) => anyhow::bail!(
-            "cannot seal: the current key is a public-key recipient and no signing_key_file is configured"
-        ),
-    })
+    Ok(hex::encode(Sealing::of(keys)?.seal(message)))
 }
 
 /// Whether `tag` is [`tag`] of `message` under any key or signer `keys`
@@ -195,12 +221,7 @@ pub struct Opened {
 /// The name of the key (`hmac:{id}`) or signer (`ed25519:{id}`) that seals
 /// what this host writes, as [`encode`] chooses it.
 pub fn own_sealer(keys: Option<&Keyring>) -> Option<String> {
-    let keys = keys?;
-    match (keys.signing(), keys.current().seal_key()) {
-        (Some(signer), _) => Some(format!("ed25519:{}", signer.id())),
-        (None, Some(_)) => Some(format!("hmac:{}", keys.current().id())),
-        (None, None) => None,
-    }
+    Sealing::of(keys?).ok().map(|s| s.name())
 }
 
 /// Whether the key or signer named by [`Opened::sealer`] is still one `trust`
@@ -261,10 +282,6 @@ pub fn open(bytes: &[u8], what: &str, trust: &Trust) -> Result<Opened> {
     };
     let message = canonical(&value)?;
     let sealer = match (&seal.hmac, &seal.ed25519) {
-        (Some(_), None) => format!("hmac:{}", seal.key_id),
-        _ => format!("ed25519:{}", seal.key_id),
-    };
-    match (&seal.hmac, &seal.ed25519) {
         (Some(tag), None) => {
             let key = keys
                 .find(&seal.key_id)
@@ -272,6 +289,7 @@ pub fn open(bytes: &[u8], what: &str, trust: &Trust) -> Result<Opened> {
                 .ok_or_else(|| unknown("key id", "add that key to [encryption] (or [[encryption.old_keys]], or identity_files)"))?;
             let tag = hex::decode(tag).map_err(|_| bad_seal())?;
             hmac::verify(key, &message, &tag).map_err(|_| forged())?;
+            format!("hmac:{}", seal.key_id)
         }
         (None, Some(sig)) => {
             let signer = keys.signer(&seal.key_id).ok_or_else(|| {
@@ -284,9 +302,10 @@ pub fn open(bytes: &[u8], what: &str, trust: &Trust) -> Result<Opened> {
             if !signer.verify(&message, &sig) {
                 return Err(forged());
             }
+            format!("ed25519:{}", seal.key_id)
         }
         _ => return Err(bad_seal()),
-    }
+    };
     Ok(Opened {
         value,
         sealed: true,

@@ -353,10 +353,32 @@ mod tests {
         assert_eq!(got.len(), BUF + 5);
     }
 
+    /// An endless source counting its reads.
+    struct Endless(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            buf.fill(7);
+            Ok(buf.len())
+        }
+    }
+
     #[test]
     fn dropping_a_thread_reader_early_stops_its_thread() {
-        // An endless source: the drop must not wait for its end.
-        let r = ThreadReader::spawn("test", Box::new(io::repeat(7))).unwrap();
-        drop(r);
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let reads = std::sync::Arc::new(AtomicUsize::new(0));
+        let r = ThreadReader::spawn("test", Box::new(Endless(reads.clone()))).unwrap();
+        // The drop must return (not wait for an end that never comes) ...
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(r);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("dropping the reader did not return");
+        // ... with its thread gone: the source is read no more.
+        let after = reads.load(Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(reads.load(Ordering::SeqCst), after);
     }
 }

@@ -25,6 +25,14 @@ impl<'a> Counting<'a> {
         }
     }
 
+    /// `inner`, counting what is read from it.
+    fn counted(&self, inner: Box<dyn Read + Send>) -> Box<dyn Read + Send> {
+        Box::new(CountingReader {
+            inner,
+            read: self.read.clone(),
+        })
+    }
+
     /// The bytes read so far.
     pub fn bytes_read(&self) -> u64 {
         self.read.load(Ordering::Relaxed)
@@ -58,16 +66,10 @@ impl Store for Counting<'_> {
         self.inner.put_new(key, bytes, metadata)
     }
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
-        Ok(Box::new(CountingReader {
-            inner: self.inner.open(key)?,
-            read: self.read.clone(),
-        }))
+        Ok(self.counted(self.inner.open(key)?))
     }
     fn open_parallel(&self, key: &str) -> Result<Box<dyn Read + Send>> {
-        Ok(Box::new(CountingReader {
-            inner: self.inner.open_parallel(key)?,
-            read: self.read.clone(),
-        }))
+        Ok(self.counted(self.inner.open_parallel(key)?))
     }
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         let bytes = self.inner.get(key)?;
