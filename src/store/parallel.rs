@@ -36,7 +36,7 @@ struct Shared {
 
 pub struct ParallelReader {
     rx: Option<Receiver<(u64, io::Result<Vec<u8>>)>>,
-    ready: BTreeMap<u64, Vec<u8>>,
+    ready: BTreeMap<u64, io::Result<Vec<u8>>>,
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
     parts: u64,
@@ -112,18 +112,18 @@ impl ParallelReader {
         })
     }
 
-    /// Waits for part `self.index`.
+    /// Waits for part `self.index`. A later part's failure waits its turn:
+    /// every part before it is delivered first (their workers go on).
     fn next_part(&mut self) -> io::Result<Vec<u8>> {
         loop {
             if let Some(p) = self.ready.remove(&self.index) {
-                return Ok(p);
+                return p;
             }
             let got = self.rx.as_ref().and_then(|rx| rx.recv().ok());
             match got {
-                Some((i, Ok(bytes))) => {
-                    self.ready.insert(i, bytes);
+                Some((i, got)) => {
+                    self.ready.insert(i, got);
                 }
-                Some((_, Err(e))) => return Err(e),
                 None => {
                     return Err(io::Error::other(
                         "the parallel download stopped before the end of the object",
