@@ -73,6 +73,16 @@ fn unsafe_entry(what: impl std::fmt::Display) -> anyhow::Error {
     )
 }
 
+/// Whether `name` (from a manifest: untrusted) is one plain file name that
+/// stays inside the directory it is joined to.
+pub fn is_plain_name(name: &str) -> bool {
+    let path = Path::new(name);
+    !name.is_empty()
+        && !name.contains('\0')
+        && path.components().count() == 1
+        && matches!(path.components().next(), Some(Component::Normal(_)))
+}
+
 /// Unpacks the tar stream `r` into the existing, empty directory `dest`.
 pub fn unpack(r: &mut dyn Read, dest: &Path) -> Result<Vec<FileEntry>> {
     let mut archive = tar::Archive::new(r);

@@ -283,6 +283,7 @@ mod tests {
             files: Vec::new(),
             parent: None,
             uses: Vec::new(),
+            chunks: None,
             source: Default::default(),
         }
     }

@@ -11,7 +11,8 @@
 //!   first write to the partial file under `.bkp-partial/`; S3: once the first
 //!   part of a multipart upload is on its way (an upload the server keeps).
 //! - `restore-download`: a restore (or a drill) has downloaded, verified and
-//!   unpacked one object into its staging, with the rest still to come.
+//!   unpacked one object (or a chunked file) into its staging, with the rest
+//!   still to come.
 //! - `restore-commit`: a restore's staging is complete, just before it is fsynced
 //!   and renamed onto the target.
 //! - `restore-replaced`: a `--force` restore swapped its staging with the

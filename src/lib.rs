@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod chain;
 pub mod child;
+pub mod chunks;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -412,6 +412,7 @@ mod tests {
             files: vec![],
             parent: None,
             uses: vec![],
+            chunks: None,
             source: Default::default(),
         };
         let mut m = sample(Kind::Tigerbeetle, t(0));

@@ -22,7 +22,11 @@ struct Store {
 fn store() -> Store {
     let data = tempfile::tempdir().unwrap();
     let file = formatted_data_file(data.path());
-    let s = setup(&file, StoreKind::S3, "replica_args = [\"--development\"]\n");
+    let s = setup(
+        &file,
+        StoreKind::S3,
+        &format!("replica_args = [\"--development\"]\n{}", common::ARCHIVE),
+    );
     let manifests = (0..2)
         .map(|_| {
             let out = s.bkp(&["--json", "snapshot"]);

@@ -11,11 +11,14 @@ use std::time::{Duration, SystemTime};
 use bkp::ledger::{self, LedgerConfig};
 use common::{assert_exit, formatted_data_file, json, repl, setup, Setup, StoreKind, TigerBeetle};
 
-/// The `[ledger]` and `[retention]` sections: only the newest snapshot is kept.
+/// Snapshots as one archive object each (the tests below damage and count
+/// them; chunked snapshots have `tests/chunked.rs`), and the `[ledger]` and
+/// `[retention]` sections: only the newest snapshot is kept.
 fn extra(grace: &str) -> String {
     format!(
-        "[ledger]\naddresses = \"{}\"\nledger = 12\ntimeout = \"5s\"\n\
+        "{}[ledger]\naddresses = \"{}\"\nledger = 12\ntimeout = \"5s\"\n\
          [retention]\ngrace = \"{grace}\"\n[retention.snapshot]\npreset = \"none\"\n",
+        common::ARCHIVE,
         common::shared_ledger().address()
     )
 }
@@ -40,7 +43,16 @@ fn listed(s: &Setup) -> Vec<String> {
     s.listed(&[])
 }
 
+/// The stored object of an archive snapshot, or the largest chunk of a
+/// chunked one.
 fn object_path(s: &Setup, m: &serde_json::Value) -> PathBuf {
+    if m["chunks"].is_object() {
+        return common::walk(&s.path("store/tigerbeetle/chunks"))
+            .into_iter()
+            .filter(|p| p.is_file())
+            .max_by_key(|p| fs::metadata(p).unwrap().len())
+            .expect("a stored chunk");
+    }
     s.path("store")
         .join(m["objects"][0]["key"].as_str().unwrap())
 }
@@ -278,12 +290,14 @@ fn drill_restores_a_snapshot_into_a_replica_and_fails_on_damage() {
          id=13 debit_account_id=1 credit_account_id=2 amount=1 ledger=700 code=10;",
     );
     tb.stop();
+    // A chunked snapshot (`extra` is not used): the drill assembles its chunks.
     let s = setup(
         &tb.data_file,
         StoreKind::Local,
         "replica_args = [\"--development\"]\n",
     );
     let m = snapshot(&s);
+    assert!(m["chunks"].is_object(), "{m:#}");
 
     let out = s.bkp(&["--json", "verify", "--drill"]);
     assert_exit(&out, 0);

@@ -78,7 +78,11 @@ fn no_key_in_store(s: &Setup) {
 #[test]
 fn an_edited_manifest_is_refused_by_every_reader_and_cleanup_deletes_nothing() {
     let d = tempfile::tempdir().unwrap();
-    let s = setup(&formatted_data_file(d.path()), StoreKind::Local, "");
+    let s = setup(
+        &formatted_data_file(d.path()),
+        StoreKind::Local,
+        common::ARCHIVE,
+    );
     let a = snapshot(&s);
     let b = snapshot(&s);
     let a_id = a["id"].as_str().unwrap();
@@ -146,7 +150,11 @@ fn an_edited_manifest_is_refused_by_every_reader_and_cleanup_deletes_nothing() {
 #[test]
 fn a_manifest_copied_under_a_new_id_is_not_the_newest_backup() {
     let d = tempfile::tempdir().unwrap();
-    let s = setup(&formatted_data_file(d.path()), StoreKind::Local, "");
+    let s = setup(
+        &formatted_data_file(d.path()),
+        StoreKind::Local,
+        common::ARCHIVE,
+    );
     let a = snapshot(&s);
     let newer = id_at(time::OffsetDateTime::now_utc() + time::Duration::minutes(1));
     fs::copy(
@@ -168,7 +176,11 @@ fn a_manifest_copied_under_a_new_id_is_not_the_newest_backup() {
 #[test]
 fn a_forged_plaintext_snapshot_is_neither_restored_nor_verified() {
     let d = tempfile::tempdir().unwrap();
-    let s = setup(&formatted_data_file(d.path()), StoreKind::Local, "");
+    let s = setup(
+        &formatted_data_file(d.path()),
+        StoreKind::Local,
+        common::ARCHIVE,
+    );
     let a = snapshot(&s);
 
     // The attacker's own archive, stored unencrypted, and a newer manifest for
@@ -216,7 +228,11 @@ fn a_forged_plaintext_snapshot_is_neither_restored_nor_verified() {
 #[test]
 fn a_forged_tombstone_deletes_nothing() {
     let d = tempfile::tempdir().unwrap();
-    let s = setup(&formatted_data_file(d.path()), StoreKind::Local, "");
+    let s = setup(
+        &formatted_data_file(d.path()),
+        StoreKind::Local,
+        common::ARCHIVE,
+    );
     let a = snapshot(&s);
     snapshot(&s);
     let a_id = a["id"].as_str().unwrap();
@@ -240,7 +256,11 @@ fn a_forged_tombstone_deletes_nothing() {
 #[test]
 fn a_store_from_before_sealing_is_read_only_as_the_operator_says() {
     let d = tempfile::tempdir().unwrap();
-    let s = setup(&formatted_data_file(d.path()), StoreKind::Local, "");
+    let s = setup(
+        &formatted_data_file(d.path()),
+        StoreKind::Local,
+        common::ARCHIVE,
+    );
     // Written without [encryption]: no seal, no encryption.
     let keyed = fs::read_to_string(&s.config).unwrap();
     fs::write(
@@ -290,7 +310,11 @@ fn a_store_from_before_sealing_is_read_only_as_the_operator_says() {
 #[test]
 fn object_keys_outside_a_backups_part_of_the_store_are_refused() {
     let d = tempfile::tempdir().unwrap();
-    let s = setup(&formatted_data_file(d.path()), StoreKind::Local, "");
+    let s = setup(
+        &formatted_data_file(d.path()),
+        StoreKind::Local,
+        common::ARCHIVE,
+    );
     // Without [encryption] nothing can be proven, so the keys themselves are checked.
     let cfg = fs::read_to_string(&s.config).unwrap().replace(
         "[encryption]\nkey_file = \"key\"\n",
@@ -331,7 +355,11 @@ fn object_keys_outside_a_backups_part_of_the_store_are_refused() {
 #[test]
 fn a_swapped_object_is_refused_before_anything_is_restored() {
     let d = tempfile::tempdir().unwrap();
-    let s = setup(&formatted_data_file(d.path()), StoreKind::Local, "");
+    let s = setup(
+        &formatted_data_file(d.path()),
+        StoreKind::Local,
+        common::ARCHIVE,
+    );
     let a = snapshot(&s);
     let b = snapshot(&s);
     // Both objects are genuine and encrypted with the key: only the manifest's
@@ -354,7 +382,11 @@ fn a_swapped_object_is_refused_before_anything_is_restored() {
 #[test]
 fn a_store_marked_by_another_installation_is_refused_before_anything_is_written() {
     let d = tempfile::tempdir().unwrap();
-    let s = setup(&formatted_data_file(d.path()), StoreKind::Local, "");
+    let s = setup(
+        &formatted_data_file(d.path()),
+        StoreKind::Local,
+        common::ARCHIVE,
+    );
     assert_exit(&s.bkp(&["init"]), 0);
     assert!(s.path("store/bkp-store.json").exists());
     assert_exit(&s.bkp(&["init"]), 8);

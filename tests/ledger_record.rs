@@ -37,7 +37,9 @@ fn snapshot(cfg: &Path) -> (String, u64, String) {
     let m = &v["manifest"];
     (
         m["id"].as_str().unwrap().to_string(),
-        m["objects"][0]["size"].as_u64().unwrap(),
+        // Bytes the backup added: its new chunks and its chunk list.
+        m["chunks"]["added_bytes"].as_u64().unwrap()
+            + m["chunks"]["list"]["size"].as_u64().unwrap(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }

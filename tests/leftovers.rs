@@ -107,9 +107,16 @@ fn work_dir_leftovers(work: &Path) -> Vec<PathBuf> {
 /// Data objects in a local store that no manifest names, and partial writes.
 fn store_leftovers(store: &Path) -> Vec<PathBuf> {
     let mut named = BTreeSet::new();
+    let local = bkp::store::local::LocalStore::new(store).unwrap();
     for m in walk(&store.join("manifests")) {
         let doc: serde_json::Value = serde_json::from_slice(&fs::read(&m).unwrap()).unwrap();
         strings(&doc, &mut named);
+        // A chunked snapshot names its chunks in its chunk list, as bkp reads it.
+        if doc["chunks"].is_object() {
+            let m: bkp::manifest::Manifest = serde_json::from_value(doc.clone()).unwrap();
+            let map = bkp::chunks::load(&local, &m).unwrap().unwrap();
+            named.extend(map.keys(m.kind).map(|(k, _)| k));
+        }
     }
     let mut bad = walk(&store.join(".bkp-partial"));
     bad.extend(walk(&store.join("trash")));

@@ -19,7 +19,7 @@ use common::{
 /// one object's key and content digest.
 fn snapshot(dir: &Path, store: StoreKind) -> (Setup, String, String, String) {
     let data = formatted_data_file(dir);
-    let s = setup(&data, store, "");
+    let s = setup(&data, store, common::ARCHIVE);
     let out = s.bkp(&["--json", "snapshot"]);
     assert_exit(&out, 0);
     let m = json(&out)["manifest"].clone();

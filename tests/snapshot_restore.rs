@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use common::{
     assert_exit, formatted_data_file, json, repl, run_bkp, setup, tool, walk, Setup, StoreKind,
-    TigerBeetle,
+    TigerBeetle, ARCHIVE,
 };
 
 /// Creates accounts and transfers and returns what a lookup shows of them.
@@ -37,17 +37,28 @@ fn digest(p: &Path) -> String {
         .sha256
 }
 
-fn round_trip(store: StoreKind) {
+fn round_trip(store: StoreKind, format: &str) {
     let mut tb = TigerBeetle::start();
     let before = fill(&tb);
     tb.stop();
 
-    let s = setup(&tb.data_file, store, "");
+    let s = setup(
+        &tb.data_file,
+        store,
+        &format!("snapshot_format = \"{format}\"\n"),
+    );
     let out = s.bkp(&["--json", "snapshot"]);
     assert_exit(&out, 0);
     let snap = json(&out);
     let id = snap["manifest"]["id"].as_str().unwrap().to_string();
-    let stored = snap["manifest"]["objects"][0]["size"].as_u64().unwrap();
+    let stored = match format {
+        "archive" => snap["manifest"]["objects"][0]["size"].as_u64().unwrap(),
+        // Its new chunks and its chunk list.
+        _ => {
+            let c = &snap["manifest"]["chunks"];
+            c["added_bytes"].as_u64().unwrap() + c["list"]["size"].as_u64().unwrap()
+        }
+    };
     let original = fs::metadata(&tb.data_file).unwrap().len();
     assert!(
         stored * 2 < original,
@@ -82,12 +93,22 @@ fn round_trip(store: StoreKind) {
 
 #[test]
 fn snapshot_list_restore_local_store() {
-    round_trip(StoreKind::Local);
+    round_trip(StoreKind::Local, "chunked");
 }
 
 #[test]
 fn snapshot_list_restore_s3_store() {
-    round_trip(StoreKind::S3);
+    round_trip(StoreKind::S3, "chunked");
+}
+
+#[test]
+fn archive_snapshot_list_restore_local_store() {
+    round_trip(StoreKind::Local, "archive");
+}
+
+#[test]
+fn archive_snapshot_list_restore_s3_store() {
+    round_trip(StoreKind::S3, "archive");
 }
 
 #[test]
@@ -138,7 +159,7 @@ fn stored_object(s: &Setup) -> PathBuf {
 fn damaged_object_wrong_key_and_existing_target_leave_the_target_alone() {
     let dir = tempfile::tempdir().unwrap();
     let data = formatted_data_file(dir.path());
-    let s = setup(&data, StoreKind::Local, "");
+    let s = setup(&data, StoreKind::Local, ARCHIVE);
     assert_exit(&s.bkp(&["snapshot"]), 0);
 
     // A non-empty target is refused without --force.
@@ -238,7 +259,7 @@ fn force_replaces_a_non_empty_target_after_verification() {
 fn damaged_s3_object_fails_restore() {
     let dir = tempfile::tempdir().unwrap();
     let data = formatted_data_file(dir.path());
-    let s = setup(&data, StoreKind::S3, "");
+    let s = setup(&data, StoreKind::S3, ARCHIVE);
     let out = s.bkp(&["--json", "snapshot"]);
     assert_exit(&out, 0);
     let m = json(&out);
@@ -747,8 +768,13 @@ fn restore_dry_run_says_what_it_would_do_and_does_nothing() {
     assert_exit(&out, 0);
     let v = json(&out);
     assert_eq!(v["backup"], m["id"]);
-    assert_eq!(v["objects"], 1);
-    assert_eq!(v["bytes"], m["objects"][0]["size"]);
+    // Its chunk list and every chunk it names, each once.
+    let c = &m["chunks"];
+    assert_eq!(v["objects"], c["stored"].as_u64().unwrap() + 1);
+    assert_eq!(
+        v["bytes"],
+        c["stored_bytes"].as_u64().unwrap() + c["list"]["size"].as_u64().unwrap()
+    );
     assert_eq!(v["target_ok"], true);
     assert!(!target.exists(), "a dry run creates nothing");
     // A non-empty target: the dry run fails as the restore would, and keeps it.

@@ -37,6 +37,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
+use crate::chunks::Lists;
 use anyhow::{Context, Result};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -95,14 +96,54 @@ fn stream_of(m: &Manifest) -> String {
         .to_string()
 }
 
-/// Every object key the manifests name (`objects` and `uses`).
-fn referenced<'a>(manifests: impl IntoIterator<Item = &'a Manifest>) -> BTreeSet<String> {
+/// Every object key the manifests name: `objects`, `uses`, chunk lists and
+/// the chunks they list. A chunk list that is damaged names nothing more (its
+/// backup cannot be restored, and the chunks other backups share are named by
+/// their lists); one that cannot be read now stops the run.
+fn referenced<'a>(
+    ctx: &Ctx,
+    lists: &Lists,
+    manifests: impl IntoIterator<Item = &'a Manifest>,
+) -> Result<BTreeSet<String>> {
     let mut keys = BTreeSet::new();
     for m in manifests {
-        keys.extend(m.objects.iter().map(|o| o.key.clone()));
-        keys.extend(m.uses.iter().cloned());
+        keys.extend(m.needed_keys());
+        keys.extend(chunk_keys(ctx, lists, m)?.into_iter().map(|(k, _)| k));
     }
-    keys
+    Ok(keys)
+}
+
+/// The chunks `m` names (see [`referenced`]).
+fn chunk_keys(ctx: &Ctx, lists: &Lists, m: &Manifest) -> Result<Vec<(String, u64)>> {
+    match lists.keys(m) {
+        Ok(keys) => Ok(keys),
+        Err(e) if crate::exit::is_damage(&e) => {
+            ctx.ui.warn(&format!("{e:#}"));
+            Ok(Vec::new())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The bytes deleting `m` frees: its own objects, and the chunks it names
+/// that no backup kept (`kept`) names and no earlier deletion of this run
+/// (`counted`) freed. What the ledger's reverse transfer takes back, so that
+/// the store account keeps equalling the bytes retained.
+fn freed_bytes(
+    ctx: &Ctx,
+    lists: &Lists,
+    m: &Manifest,
+    kept: &BTreeSet<String>,
+    counted: &mut BTreeSet<String>,
+) -> Result<u64> {
+    let own: u64 = m.objects.iter().map(|o| o.size).sum();
+    let list = m.chunks.as_ref().map_or(0, |c| c.list.size);
+    let chunks: u64 = chunk_keys(ctx, lists, m)?
+        .into_iter()
+        .filter(|(k, _)| !kept.contains(k) && counted.insert(k.clone()))
+        .map(|(_, n)| n)
+        .sum();
+    Ok(own + list + chunks)
 }
 
 #[derive(Default)]
@@ -184,9 +225,21 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let mut deleted = Vec::new();
     // Bytes deleted per kind, for the metrics (every kind present gets a file).
     let mut per_kind: BTreeMap<Kind, u64> = all.iter().map(|m| (m.kind, 0)).collect();
+    // Chunk lists are read before anything is deleted, once each.
+    let lists = Lists::new(store);
+    let kept = referenced(
+        ctx,
+        &lists,
+        all.iter()
+            .filter(|m| !doomed.contains(m.id.to_string().as_str())),
+    )?;
+    let mut counted = BTreeSet::new();
+    for t in &tombstones {
+        referenced(ctx, &lists, [&t.manifest])?;
+    }
     for d in decisions.iter().filter(|d| !d.keep) {
         let m = by_id[&d.id];
-        let bytes = m.stored_bytes();
+        let bytes = freed_bytes(ctx, &lists, m, &kept, &mut counted)?;
         totals.backups += 1;
         totals.bytes += bytes;
         if dry {
@@ -233,10 +286,10 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         refuse_unreadable(&unreadable)?;
         fresh
     };
-    let named = referenced(&remaining);
+    let named = referenced(ctx, &lists, &remaining)?;
     if !dry {
         for t in &tombstones {
-            finish(ctx, store, t, &named)?;
+            finish(ctx, store, &lists, t, &named)?;
         }
     }
 
@@ -247,9 +300,11 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let mut orphans = Vec::new();
     let doomed_keys = if dry {
         referenced(
+            ctx,
+            &lists,
             all.iter()
                 .filter(|m| doomed.contains(m.id.to_string().as_str())),
-        )
+        )?
     } else {
         BTreeSet::new()
     };
@@ -468,10 +523,23 @@ fn unfinished_json(unfinished: &[crate::store::Unfinished]) -> serde_json::Value
 /// Finishes one deletion: its manifest gone, the objects it names that no
 /// remaining manifest names, the reverse ledger transfer, the tombstone. Each
 /// step is idempotent.
-fn finish(ctx: &Ctx, store: &dyn Store, t: &Tombstone, named: &BTreeSet<String>) -> Result<()> {
+fn finish(
+    ctx: &Ctx,
+    store: &dyn Store,
+    lists: &Lists,
+    t: &Tombstone,
+    named: &BTreeSet<String>,
+) -> Result<()> {
     let m = &t.manifest;
     store.delete(&m.key())?;
-    for key in referenced([m]).iter().filter(|k| !named.contains(*k)) {
+    // Its chunks before its chunk list: a run stopped in between leaves chunks
+    // that the list still names for the next run to finish.
+    let mut doomed: Vec<String> = referenced(ctx, lists, [m])?
+        .into_iter()
+        .filter(|k| !named.contains(k))
+        .collect();
+    doomed.sort_by_key(|k| m.chunks.as_ref().is_some_and(|c| c.list.key == *k));
+    for key in &doomed {
         if let Err(e) = store.delete(key) {
             // Still retained by Object Lock: it stays, and once no tombstone names
             // it either, a later run removes it as an orphan.

@@ -65,6 +65,8 @@ pub struct Body {
     pub files: Vec<FileEntry>,
     pub parent: Option<BackupId>,
     pub uses: Vec<String>,
+    /// The chunk map of a chunked backup (see `manifest/chunks.rs`).
+    pub chunks: Option<crate::manifest::chunks::Chunked>,
     pub source: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
@@ -134,7 +136,10 @@ impl<'a> Run<'a> {
     /// The manifest of this run, completed now.
     pub fn manifest(&self, body: Body) -> Manifest {
         Manifest {
-            schema: manifest::schema_string(),
+            schema: match body.chunks {
+                Some(_) => manifest::chunked_schema_string(),
+                None => manifest::schema_string(),
+            },
             id: self.id,
             kind: self.spec.kind,
             scope: body.scope.unwrap_or(self.spec.scope),
@@ -151,6 +156,7 @@ impl<'a> Run<'a> {
             files: body.files,
             parent: body.parent,
             uses: body.uses,
+            chunks: body.chunks,
             source: body.source,
         }
     }
@@ -278,7 +284,7 @@ fn write_run_metrics(ctx: &Ctx, r: &RunRecord, written: Option<&Manifest>) {
     let objects = if !backup {
         None
     } else if r.completed {
-        written.map(|m| m.objects.len() as u64)
+        written.map(|m| m.objects.len() as u64 + m.chunks.as_ref().map_or(0, |c| c.added))
     } else {
         Some(0)
     };

@@ -89,6 +89,24 @@ pub fn run(ctx: &Ctx, args: &ShowArgs) -> Result<()> {
             m.uses.len()
         ));
     }
+    if let Some(c) = &m.chunks {
+        lines.push(format!(
+            "chunks      {} of {} (zeros stored as nothing) in {} distinct objects ({}); {} stored by this backup ({}), the others shared",
+            c.count,
+            ui::size(c.chunk_size),
+            c.stored,
+            ui::size(c.stored_bytes),
+            c.added,
+            ui::size(c.added_bytes),
+        ));
+        lines.push(format!(
+            "  list      {}  {}  sha256 {}",
+            c.list.key,
+            ui::size(c.list.size),
+            c.list.sha256
+        ));
+        lines.push(format!("  named by  {}", c.naming));
+    }
     ui::out(&lines.join("\n"))?;
     Ok(())
 }

@@ -2,20 +2,22 @@
 //! file's SHA-256, in the same read) → compress → encrypt → SHA-256 → upload →
 //! manifest → ledger → local cleanup.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Result;
 use serde_json::json;
 
 use super::run::{json_report, Body, Run, Spec, Stored};
 use super::{open_store, Ctx};
+use crate::config::StorePlan;
 use crate::exit::{coded, Code};
 use crate::ledger::Operation;
 use crate::manifest::tigerbeetle::SNAPSHOT;
 use crate::manifest::{self, Kind, Manifest, Scope};
 use crate::sources::tigerbeetle;
+use crate::sources::tigerbeetle::{SnapshotFormat, TigerBeetlePlan};
 use crate::tigerbeetle::tblog::SegmentStats;
-use crate::{archive, pipeline, ui};
+use crate::{archive, chunks, pipeline, ui};
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     let plan = &ctx.plan;
@@ -34,6 +36,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         })?;
     let trust = super::trust(plan, Vec::new())?;
     let store = open_store(plan)?;
+    let chunked = chunked_format(plan, tb)?;
     store.preflight_writes()?;
     let run = Run::begin(
         ctx,
@@ -64,29 +67,78 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             Some(d) => e.context(d.clone()),
             None => e,
         };
-        let suffix = run.suffix(".tar", plan.compression);
-        let key = manifest::object_key(Kind::Tigerbeetle, SNAPSHOT, id, run.started_at, &suffix);
-        // The data file is read once: the pass that archives it digests it
-        // too, so its SHA-256 is known only at the end and goes into the
-        // manifest (object metadata is fixed when an upload starts).
-        let metadata = run.metadata(Scope::Full);
         let progress = ctx.progress();
         progress.begin("uploading", Some(prepared.size));
-        let files = [(prepared.name.clone(), prepared.path.clone())];
-        let mut archived = Vec::new();
-        let entry = pipeline::upload(
-            store.as_ref(),
-            &key,
-            &metadata,
-            plan.compression,
-            run.keyring,
-            progress.clone(),
-            |w| {
-                archived = archive::write_files(w, &files)?;
-                Ok(())
-            },
-        )
-        .map_err(down)?;
+        let (objects, archived, stored_chunks, base) = if chunked {
+            // Only chunks the newest snapshot does not name are uploaded.
+            let key = run.keyring.map(|k| k.current().for_chunks());
+            let base = chunk_base(store.as_ref(), &trust, plan.compression, key.as_ref())?;
+            let known = match &base {
+                Some(b) => known_chunks(&chunks::load(store.as_ref(), b)?),
+                None => HashMap::new(),
+            };
+            if let Some(b) = &base {
+                log(&format!(
+                    "building on snapshot {}: {} chunks in the store already",
+                    b.id,
+                    known.len()
+                ));
+            }
+            let sink = chunks::Sink {
+                store: store.as_ref(),
+                kind: Kind::Tigerbeetle,
+                compression: plan.compression,
+                key: key.as_ref(),
+                progress: progress.clone(),
+            };
+            let (map, entry) = chunks::write_file(
+                &sink,
+                &prepared.path,
+                &prepared.name,
+                chunks::CHUNK_SIZE,
+                &known,
+            )
+            .map_err(down)?;
+            let list = manifest::object_key(
+                Kind::Tigerbeetle,
+                SNAPSHOT,
+                id,
+                run.started_at,
+                ".chunks.json.zst",
+            );
+            let summary = chunks::store_list(store.as_ref(), Kind::Tigerbeetle, id, &list, &map)
+                .map_err(down)?;
+            (
+                Vec::new(),
+                vec![entry],
+                Some((summary, map)),
+                base.map(|b| (b, known)),
+            )
+        } else {
+            let suffix = run.suffix(".tar", plan.compression);
+            let key =
+                manifest::object_key(Kind::Tigerbeetle, SNAPSHOT, id, run.started_at, &suffix);
+            // The data file is read once: the pass that archives it digests it
+            // too, so its SHA-256 is known only at the end and goes into the
+            // manifest (object metadata is fixed when an upload starts).
+            let metadata = run.metadata(Scope::Full);
+            let files = [(prepared.name.clone(), prepared.path.clone())];
+            let mut archived = Vec::new();
+            let entry = pipeline::upload(
+                store.as_ref(),
+                &key,
+                &metadata,
+                plan.compression,
+                run.keyring,
+                progress.clone(),
+                |w| {
+                    archived = archive::write_files(w, &files)?;
+                    Ok(())
+                },
+            )
+            .map_err(down)?;
+            (vec![entry], archived, None, None)
+        };
         progress.end();
 
         let mut source = BTreeMap::new();
@@ -96,6 +148,11 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             "integrity_checked".into(),
             json!(prepared.integrity_checked),
         );
+        if let Some((b, _)) = &base {
+            // Information only: the chunks it shares are counted by reference,
+            // and the earlier snapshot may go while this one stays.
+            source.insert("chunks_shared_with".into(), json!(b.id));
+        }
         if tb.count_rows {
             match count_rows(ctx, &prepared) {
                 Ok(stats) => {
@@ -113,12 +170,24 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             }
         }
         let m = run.manifest(Body {
-            objects: vec![entry],
+            objects,
             files: archived,
+            chunks: stored_chunks.as_ref().map(|(summary, _)| summary.clone()),
             source,
             ..Body::default()
         });
         let mut stored = run.store_manifest(m).map_err(down)?;
+        if let (Some((b, known)), Some((_, map))) = (&base, &stored_chunks) {
+            let key = run.keyring.map(|k| k.current().for_chunks());
+            let sink = chunks::Sink {
+                store: store.as_ref(),
+                kind: Kind::Tigerbeetle,
+                compression: plan.compression,
+                key: key.as_ref(),
+                progress: std::sync::Arc::new(crate::stages::progress::Silent),
+            };
+            ensure_shared(ctx, &sink, b, known, map, &prepared.path).map_err(down)?;
+        }
         stored
             .problems
             .extend(prepared.deferred_error.clone().map(anyhow::Error::msg));
@@ -143,17 +212,26 @@ fn report(
     if ctx.ui.json {
         json_report(m, store, elapsed, ledger_note, json!({}))?;
     } else {
-        let o = &m.objects[0];
+        let stored = match (&m.chunks, m.objects.first()) {
+            (Some(c), _) => format!(
+                "stored as {} chunks of {} ({} new, {})",
+                c.count,
+                ui::size(c.chunk_size),
+                c.added,
+                ui::size(c.added_bytes),
+            ),
+            (None, Some(o)) => format!("stored as {} ({})", o.key, ui::size(o.size)),
+            (None, None) => "stored".to_string(),
+        };
+        let size = m.files.first().map_or(0, |f| f.size);
         ctx.ui.info(&format!(
-            "snapshot {} of {} ({}) stored as {} in {}: {} in {:.1}s ({})",
+            "snapshot {} of {} ({}) {stored} in {} in {:.1}s ({})",
             m.id,
             data_file.display(),
-            ui::size(m.files[0].size),
-            o.key,
+            ui::size(size),
             store.identity(),
-            ui::size(o.size),
             elapsed.as_secs_f64(),
-            ui::rate(m.files[0].size, elapsed),
+            ui::rate(size, elapsed),
         ));
         if let Some(n) = ledger_note {
             ctx.ui.detail(&n);
@@ -174,4 +252,93 @@ fn count_rows(ctx: &Ctx, prepared: &tigerbeetle::Prepared) -> Result<SegmentStat
     }
     let replica = super::restore::pitr::replica_spec(ctx, "counting a snapshot's rows")?;
     crate::tigerbeetle::replica::count_rows(&replica, &prepared.path)
+}
+
+/// Whether this snapshot is stored as chunks: `tigerbeetle.snapshot_format`,
+/// by default chunked, except on a store with Object Lock, where a chunk's
+/// retention is set once, when first stored, and could end before that of a
+/// later snapshot that shares it: there a snapshot is one archive.
+fn chunked_format(plan: &crate::config::Plan, tb: &TigerBeetlePlan) -> Result<bool> {
+    let locked = matches!(&plan.store, StorePlan::S3(s) if s.object_lock.is_some());
+    match (tb.format, locked) {
+        (Some(SnapshotFormat::Archive), _) | (None, true) => Ok(false),
+        (Some(SnapshotFormat::Chunked), true) => Err(coded(
+            Code::Config,
+            format!(
+                "{}: tigerbeetle.snapshot_format = \"chunked\" cannot be used with store.object_lock_mode: a shared chunk would be retained only as long as the snapshot that first stored it. Use snapshot_format = \"archive\" (the default on such a store)",
+                plan.source.display()
+            ),
+        )),
+        (Some(SnapshotFormat::Chunked) | None, false) => Ok(true),
+    }
+}
+
+/// The newest chunked snapshot whose chunks this one can name: same chunk
+/// size, naming (key) and compression algorithm. Read again from its own
+/// manifest: the catalog only finds it.
+fn chunk_base(
+    store: &dyn crate::store::Store,
+    trust: &crate::manifest::Trust,
+    compression: crate::stages::compress::Compression,
+    key: Option<&crate::crypto::MasterKey>,
+) -> Result<Option<Manifest>> {
+    let (_, naming) = chunks::Naming::of(key);
+    let (all, _) = manifest::list(store, trust, Some(Kind::Tigerbeetle))?;
+    let newest = all
+        .into_iter()
+        .filter(|m| m.operation == SNAPSHOT)
+        .max_by_key(|m| (m.started_at, m.id));
+    let Some(m) = newest else { return Ok(None) };
+    let fits = m.chunks.as_ref().is_some_and(|c| {
+        c.chunk_size == chunks::CHUNK_SIZE
+            && c.naming == naming
+            && m.compression.name() == compression.name()
+    });
+    if !fits {
+        return Ok(None);
+    }
+    crate::manifest::catalog::current(store, trust, &m).map(Some)
+}
+
+/// The chunks a chunk map names: id → stored size.
+fn known_chunks(map: &Option<chunks::ChunkMap>) -> HashMap<String, u64> {
+    map.iter()
+        .flat_map(|m| m.chunks.iter().flatten())
+        .map(|c| (c.0.clone(), c.1))
+        .collect()
+}
+
+/// After this snapshot's manifest is written: the chunks it shares with
+/// `base` are safe if `base` is still listed (a cleanup deleting `base` lists
+/// the manifests again after unlisting it, and then sees this one). If `base`
+/// went meanwhile, each shared chunk is looked for, and one that is gone is
+/// stored again from the copy still at hand.
+fn ensure_shared(
+    ctx: &Ctx,
+    sink: &chunks::Sink,
+    base: &Manifest,
+    shared: &HashMap<String, u64>,
+    map: &chunks::ChunkMap,
+    path: &std::path::Path,
+) -> Result<()> {
+    let store = sink.store;
+    if store.head(&base.key())?.is_some() {
+        return Ok(());
+    }
+    let mut restored = 0;
+    for (i, c) in map.chunks.iter().enumerate() {
+        let Some(c) = c.as_ref().filter(|c| shared.contains_key(&c.0)) else {
+            continue;
+        };
+        let key = crate::manifest::chunks::chunk_key(Kind::Tigerbeetle, &c.0);
+        if store.head(&key)?.is_none() {
+            chunks::store_again(sink, map, i, path)?;
+            restored += 1;
+        }
+    }
+    ctx.ui.warn(&format!(
+        "snapshot {} this one builds on was deleted while it ran; {restored} shared chunk(s) were gone and were stored again",
+        base.id
+    ));
+    Ok(())
 }

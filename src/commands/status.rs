@@ -377,6 +377,7 @@ mod tests {
             files: vec![],
             parent: None,
             uses: vec![],
+            chunks: None,
             source: Default::default(),
         };
         manifest::write(store, &m, None).unwrap();

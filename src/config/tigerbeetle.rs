@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde::Deserialize;
 
 use super::Validator;
-pub use crate::sources::tigerbeetle::{ClusterPlan, SnapshotMode, TigerBeetlePlan};
+pub use crate::sources::tigerbeetle::{ClusterPlan, SnapshotFormat, SnapshotMode, TigerBeetlePlan};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +20,9 @@ pub struct TigerBeetleFile {
     pub cluster_id: ClusterId,
     #[serde(default = "default_mode")]
     pub snapshot_mode: String,
+    /// "chunked" (content-addressed chunks shared between snapshots) or
+    /// "archive" (one self-contained object per snapshot).
+    pub snapshot_format: Option<String>,
     pub stop_command: Option<Vec<String>>,
     pub start_command: Option<Vec<String>>,
     pub stop_timeout: Option<String>,
@@ -133,7 +136,19 @@ pub(super) fn validate(t: TigerBeetleFile, v: &Validator) -> Result<TigerBeetleP
         None => None,
     };
     v.env_names("tigerbeetle.pass_env", &t.pass_env)?;
+    let format = match t.snapshot_format.as_deref() {
+        None => None,
+        Some("chunked") => Some(SnapshotFormat::Chunked),
+        Some("archive") => Some(SnapshotFormat::Archive),
+        Some(other) => {
+            return Err(v.error(
+                "tigerbeetle.snapshot_format",
+                format!("{other:?} is not one of \"chunked\" (only changed chunks are uploaded), \"archive\" (one self-contained object per snapshot)"),
+            ))
+        }
+    };
     Ok(TigerBeetlePlan {
+        format,
         data_file: t.data_file.map(|p| v.path(p)),
         cluster,
         mode,

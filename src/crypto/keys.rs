@@ -17,6 +17,27 @@ use crate::exit::{coded, Code};
 
 /// Domain separation for the sealing key: changing it invalidates every seal.
 const SEAL_INFO: &[u8] = b"bkp document seal v1";
+/// Domain separation for chunk ids: changing it renames every chunk.
+const CHUNK_ID_INFO: &[u8] = b"bkp chunk id v1";
+/// Domain separation for the raw key a passphrase's chunks are encrypted with.
+const CHUNK_KEY_INFO: &[u8] = b"bkp chunk key v1";
+
+/// HKDF-SHA256 of `secret` with `info` as salt and info: 32 bytes.
+fn hkdf32(secret: &[u8], info: &[u8]) -> Zeroizing<[u8; 32]> {
+    struct Len;
+    impl ring::hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let mut k = Zeroizing::new([0u8; 32]);
+    ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, info)
+        .extract(secret)
+        .expand(&[info], Len)
+        .and_then(|okm| okm.fill(&mut k[..]))
+        .expect("HKDF-SHA256 yields 32 bytes");
+    k
+}
 
 /// The id of a raw key: `k-` and 16 lowercase hex digits of
 /// SHA-256("bkp key id v1\0" || key). A fingerprint, safe to print and log.
@@ -192,29 +213,62 @@ impl MasterKey {
             return None;
         }
         Some(self.seal.get_or_init(|| {
-            let mut k = Zeroizing::new([0u8; 32]);
-            match self.kind {
+            let k = match self.kind {
                 Kind::Raw | Kind::Identity { .. } | Kind::Recipient { .. } => {
-                    struct Len;
-                    impl ring::hkdf::KeyType for Len {
-                        fn len(&self) -> usize {
-                            32
-                        }
-                    }
-                    let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, SEAL_INFO)
-                        .extract(&self.secret);
-                    prk.expand(&[SEAL_INFO], Len)
-                        .and_then(|okm| okm.fill(&mut k[..]))
-                        .expect("HKDF-SHA256 yields 32 bytes");
+                    hkdf32(&self.secret, SEAL_INFO)
                 }
-                Kind::Passphrase { iterations } => {
-                    let n = std::num::NonZeroU32::MIN.saturating_add(iterations.saturating_sub(1));
-                    let alg = ring::pbkdf2::PBKDF2_HMAC_SHA256;
-                    ring::pbkdf2::derive(alg, n, SEAL_INFO, &self.secret, &mut k[..]);
-                }
-            }
+                Kind::Passphrase { iterations } => self.stretch(iterations, SEAL_INFO),
+            };
             ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &k[..])
         }))
+    }
+
+    /// PBKDF2-HMAC-SHA256 of the passphrase with `salt` and its iterations.
+    fn stretch(&self, iterations: u32, salt: &[u8]) -> Zeroizing<[u8; 32]> {
+        let mut k = Zeroizing::new([0u8; 32]);
+        let n = std::num::NonZeroU32::MIN.saturating_add(iterations.saturating_sub(1));
+        let alg = ring::pbkdf2::PBKDF2_HMAC_SHA256;
+        ring::pbkdf2::derive(alg, n, salt, &self.secret, &mut k[..]);
+        k
+    }
+
+    /// The key chunks (see `chunks.rs`) are encrypted with, under this key's id:
+    /// the key itself, except that a passphrase gives a raw key derived once
+    /// (PBKDF2 with its iterations), so that a chunk costs no PBKDF2 of its own.
+    pub fn for_chunks(&self) -> MasterKey {
+        let (kind, secret) = match self.kind {
+            Kind::Passphrase { iterations } => {
+                (Kind::Raw, self.stretch(iterations, CHUNK_KEY_INFO).to_vec())
+            }
+            Kind::Raw => (Kind::Raw, self.secret.to_vec()),
+            Kind::Recipient { public } => (Kind::Recipient { public }, self.secret.to_vec()),
+            Kind::Identity { public } => (Kind::Identity { public }, self.secret.to_vec()),
+        };
+        MasterKey {
+            id: self.id.clone(),
+            kind,
+            secret: Zeroizing::new(secret),
+            seal: OnceLock::new(),
+        }
+    }
+
+    /// The HMAC-SHA256 key that names chunks (a chunk's id is the HMAC of its
+    /// plaintext), so that chunk names say nothing about the data to whoever
+    /// lacks it. Call it on [`MasterKey::for_chunks`]. Derived from the secret
+    /// (HKDF-SHA256), except for X25519 keys: a write-only host holds only the
+    /// recipient (public) key and must name chunks as the restoring host does,
+    /// so both derive it from the public key, which is not in the store.
+    pub fn chunk_id_key(&self) -> ring::hmac::Key {
+        let k = match self.kind {
+            Kind::Recipient { public } | Kind::Identity { public } => {
+                hkdf32(&public, CHUNK_ID_INFO)
+            }
+            Kind::Raw => hkdf32(&self.secret, CHUNK_ID_INFO),
+            Kind::Passphrase { iterations } => {
+                hkdf32(&self.stretch(iterations, CHUNK_KEY_INFO)[..], CHUNK_ID_INFO)
+            }
+        };
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &k[..])
     }
 
     /// The parameters and key-encryption key for wrapping a new stream's data key.

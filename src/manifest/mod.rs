@@ -27,6 +27,7 @@ use crate::store::Store;
 pub use seal::Trust;
 
 pub mod catalog;
+pub mod chunks;
 pub mod duckdb;
 pub mod marker;
 pub mod parquet;
@@ -37,7 +38,9 @@ pub mod tigerbeetle;
 pub mod tombstone;
 pub mod wal;
 
-pub const SCHEMA_MAJOR: u32 = 1;
+/// The newest major schema this bkp reads. It writes major 1 for every
+/// manifest but a chunked one (major 2, see [`Manifest::chunks`]).
+pub const SCHEMA_MAJOR: u32 = 2;
 pub const SCHEMA_MINOR: u32 = 0;
 pub const MANIFEST_DIR: &str = "manifests";
 
@@ -163,6 +166,13 @@ pub struct Manifest {
     /// `objects` or `uses`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub uses: Vec<String>,
+    /// A file stored as content-addressed chunks, shared with other backups
+    /// (see `chunks.rs`): its chunk list and chunks are objects this backup
+    /// needs besides `objects`. Written with schema major 2, so that a bkp
+    /// that does not know chunks refuses the backup instead of restoring
+    /// nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<chunks::Chunked>,
     /// Kind-specific facts about the source (data file path, snapshot mode…).
     #[serde(default)]
     pub source: BTreeMap<String, serde_json::Value>,
@@ -173,9 +183,36 @@ impl Manifest {
         manifest_key(self.kind, self.id)
     }
 
-    /// Bytes stored by this backup.
+    /// Bytes this backup added to the store (chunks it shares with earlier
+    /// backups are theirs).
     pub fn stored_bytes(&self) -> u64 {
-        self.objects.iter().map(|o| o.size).sum()
+        let chunks = self
+            .chunks
+            .as_ref()
+            .map_or(0, |c| c.added_bytes + c.list.size);
+        self.objects.iter().map(|o| o.size).sum::<u64>() + chunks
+    }
+
+    /// The objects a restore of this backup reads and their stored bytes:
+    /// its own objects and every chunk it names (shared ones too).
+    pub fn restore_reads(&self) -> (usize, u64) {
+        let own = self.objects.iter().map(|o| o.size).sum::<u64>();
+        match &self.chunks {
+            None => (self.objects.len(), own),
+            Some(c) => (
+                self.objects.len() + 1 + c.stored as usize,
+                own + c.list.size + c.stored_bytes,
+            ),
+        }
+    }
+
+    /// The object keys this backup needs besides its chunks (which its chunk
+    /// list names): `objects`, `uses`, the chunk list.
+    pub fn needed_keys(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.objects.iter().map(|o| o.key.clone()).collect();
+        out.extend(self.uses.iter().cloned());
+        out.extend(self.chunks.iter().map(|c| c.list.key.clone()));
+        out
     }
 }
 
@@ -200,8 +237,14 @@ pub fn object_key(
     )
 }
 
+/// The schema every manifest is written with, but a chunked one.
 pub fn schema_string() -> String {
-    format!("bkp.manifest/{SCHEMA_MAJOR}.{SCHEMA_MINOR}")
+    format!("bkp.manifest/1.{SCHEMA_MINOR}")
+}
+
+/// The schema a chunked manifest is written with (see [`Manifest::chunks`]).
+pub fn chunked_schema_string() -> String {
+    format!("bkp.manifest/2.{SCHEMA_MINOR}")
 }
 
 /// Parses a manifest read from the store at `key`: untrusted bytes. Refuses
@@ -313,7 +356,8 @@ impl Manifest {
     /// of its kind (see [`is_data_key`]).
     pub fn check_keys(&self) -> Result<()> {
         let keys = self.objects.iter().map(|o| o.key.as_str());
-        for k in keys.chain(self.uses.iter().map(String::as_str)) {
+        let list = self.chunks.iter().map(|c| c.list.key.as_str());
+        for k in keys.chain(self.uses.iter().map(String::as_str)).chain(list) {
             if !is_data_key(self.kind, k) {
                 return Err(coded(
                     Code::Integrity,
@@ -322,6 +366,22 @@ impl Manifest {
                         self.key(),
                         k.chars().take(200).collect::<String>(),
                         self.kind.as_str()
+                    ),
+                ));
+            }
+        }
+        if let Some(c) = &self.chunks {
+            let file = self.files.iter().find(|f| f.name == c.file);
+            let checked = match file {
+                Some(f) => c.check(f.size),
+                None => Err(format!("its file {:?} is not among its files", c.file)),
+            };
+            if let Err(why) = checked {
+                return Err(coded(
+                    Code::Integrity,
+                    format!(
+                        "manifest {} has a chunk map that cannot be right ({why}): it is not used",
+                        self.key()
                     ),
                 ));
             }
@@ -579,6 +639,7 @@ pub(crate) mod tests {
             files: vec![],
             parent: None,
             uses: vec![],
+            chunks: None,
             source: BTreeMap::new(),
         }
     }
@@ -699,7 +760,7 @@ pub(crate) mod tests {
             parse(&serde_json::to_vec(&v).unwrap(), &m.key(), &Trust::none()).unwrap(),
             expected
         );
-        v["schema"] = "bkp.manifest/2.0".into();
+        v["schema"] = "bkp.manifest/3.0".into();
         let err = parse(&serde_json::to_vec(&v).unwrap(), &m.key(), &Trust::none()).unwrap_err();
         assert!(format!("{err:#}").contains("upgrade bkp"));
     }

@@ -389,6 +389,7 @@ mod tests {
             files: vec![],
             parent: None,
             uses: vec![],
+            chunks: None,
             source: set.clone().into_source_map().unwrap(),
         };
         let back: Manifest = serde_json::from_slice(&serde_json::to_vec(&m).unwrap()).unwrap();

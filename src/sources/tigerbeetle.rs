@@ -49,10 +49,23 @@ pub enum SnapshotMode {
     Reflink,
 }
 
+/// How a snapshot is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotFormat {
+    /// Content-addressed chunks shared between snapshots (`chunks.rs`): only
+    /// chunks the store does not hold are uploaded.
+    Chunked,
+    /// One self-contained archive object per snapshot.
+    Archive,
+}
+
 #[derive(Debug, Clone)]
 pub struct TigerBeetlePlan {
     /// The replica's data file, for `bkp snapshot`.
     pub data_file: Option<PathBuf>,
+    /// `tigerbeetle.snapshot_format` as configured (the default depends on the
+    /// store: see `commands/snapshot.rs`).
+    pub format: Option<SnapshotFormat>,
     /// The cluster to capture logs from, for `bkp logs`.
     pub cluster: Option<ClusterPlan>,
     pub mode: SnapshotMode,

@@ -100,6 +100,9 @@ impl Store for Counting<'_> {
     fn reread_is_cheap(&self) -> bool {
         self.inner.reread_is_cheap()
     }
+    fn parallelism(&self) -> usize {
+        self.inner.parallelism()
+    }
 }
 
 #[cfg(test)]

@@ -162,6 +162,12 @@ pub trait Store: Send + Sync {
     fn reread_is_cheap(&self) -> bool {
         false
     }
+
+    /// How many requests for small objects to keep in flight (chunks):
+    /// `store.concurrency` on S3.
+    fn parallelism(&self) -> usize {
+        4
+    }
 }
 
 /// Rejects keys that could escape the store's root or that backends disagree on.

@@ -701,6 +701,10 @@ impl Store for S3Store {
         }
     }
 
+    fn parallelism(&self) -> usize {
+        self.s.concurrency
+    }
+
     /// Large objects as `store.concurrency` ranged GETs of `store.part_size`
     /// at once, every one pinned to the ETag a HEAD found (`If-Match`), so a
     /// replaced object fails the read instead of splicing two versions.

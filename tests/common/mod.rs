@@ -865,6 +865,10 @@ impl Setup {
     }
 }
 
+/// The `[tigerbeetle]` line of tests about snapshots stored as one archive
+/// object each (`snapshot_format = "archive"`), which they damage or inspect.
+pub const ARCHIVE: &str = "snapshot_format = \"archive\"\n";
+
 pub enum StoreKind {
     Local,
     S3,

@@ -84,10 +84,10 @@ pub fn run(
                 set.set.iter().map(|f| f.object_size).sum::<u64>(),
             )
         }
-        _ => (
-            read.iter().map(|m| m.objects.len()).sum(),
-            read.iter().map(|m| m.stored_bytes()).sum(),
-        ),
+        _ => read
+            .iter()
+            .map(|m| m.restore_reads())
+            .fold((0, 0), |(n, b), (n2, b2)| (n + n2, b + b2)),
     };
     let (target, verdict) = if rp.kind == Kind::Pgdump {
         super::pgdump::dry_run_verdict(ctx, args)
@@ -130,8 +130,8 @@ pub fn run(
             "reads": read.iter().map(|m| json!({
                 "id": m.id,
                 "operation": m.operation,
-                "objects": m.objects.len(),
-                "bytes": m.stored_bytes(),
+                "objects": m.restore_reads().0,
+                "bytes": m.restore_reads().1,
             })).collect::<Vec<_>>(),
             "objects": objects,
             "bytes": bytes,
@@ -167,8 +167,8 @@ pub fn run(
                     m.operation.as_str()
                 },
                 m.id,
-                m.objects.len(),
-                ui::size(m.stored_bytes())
+                m.restore_reads().0,
+                ui::size(m.restore_reads().1)
             ))?;
         }
         ui::out(&format!(

@@ -296,6 +296,31 @@ fn clear_dir(dir: &Path) -> Result<()> {
 pub fn unpack_snapshot(src: &Source, m: &Manifest, dir: &Path) -> Result<Vec<FileEntry>> {
     let mut restored = Vec::new();
     let keyring = pipeline::keys_for(m, src.keyring)?;
+    if let Some(map) = &crate::chunks::load(src.store, m)? {
+        // `check_keys` admitted the summary: its file is among the manifest's.
+        let want = m.files.iter().find(|f| f.name == map.file).ok_or_else(|| {
+            coded(
+                Code::Integrity,
+                format!("backup {}: its chunk map names no file of its", m.id),
+            )
+        })?;
+        if !archive::is_plain_name(&want.name) {
+            return Err(coded(
+                Code::Integrity,
+                format!("backup {}: file name {:?} is not a plain file name; the target was not touched", m.id, want.name),
+            ));
+        }
+        let chunks = crate::chunks::source(src.store, m.kind, m.compression, map, keyring)?;
+        src.progress.begin("restoring", Some(want.size));
+        restored.push(crate::chunks::read_file(
+            &chunks,
+            map,
+            want,
+            &dir.join(&want.name),
+            &src.progress,
+        )?);
+        src.progress.end();
+    }
     for entry in &m.objects {
         // `dir` is staging: nothing unpacked is used before every file below
         // matched the manifest, after the stored digest did.

@@ -96,12 +96,23 @@ pub fn audit(
         }
     }
     let mut retained: HashMap<&str, u64> = HashMap::new();
+    let mut chunks: HashMap<String, u64> = HashMap::new();
+    let lists = crate::chunks::Lists::new(store);
     for m in all {
         for o in &m.objects {
             retained.insert(&o.key, o.size);
         }
+        if let Some(c) = &m.chunks {
+            retained.insert(&c.list.key, c.list.size);
+            match lists.keys(m) {
+                Ok(keys) => chunks.extend(keys),
+                // `verify` reports the damage with the backup.
+                Err(e) if crate::exit::is_damage(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
-    a.retained_bytes = retained.values().sum();
+    a.retained_bytes = retained.values().sum::<u64>() + chunks.values().sum::<u64>();
     let balance = credits - debits;
     a.store_balance = Some(balance);
     if a.pending.is_empty() && a.problems.is_empty() && balance != a.retained_bytes as i128 {

@@ -163,8 +163,73 @@ pub fn check_backup(
             problem,
         });
     }
+    match crate::chunks::load(store, m) {
+        Ok(Some(map)) => check_chunks(store, keyring, m, &map, checked, &mut c)?,
+        Ok(None) => {}
+        Err(e) => {
+            let problem = problem_or_stop(e)?;
+            c.problems.push(problem.clone());
+            c.results.push(ObjectResult {
+                key: m
+                    .chunks
+                    .as_ref()
+                    .map(|l| l.list.key.clone())
+                    .unwrap_or_default(),
+                shared: false,
+                problem: Some(problem),
+            });
+        }
+    }
     for b in chains.problems(m) {
         c.problems.push(format!("chain broken: {b}"));
     }
     Ok(c)
+}
+
+/// Reads and checks every chunk of `map` no earlier backup of this run read
+/// (shared chunks are read once per run): one result for the chunks whole,
+/// one per damaged chunk.
+fn check_chunks(
+    store: &dyn Store,
+    keyring: Option<&Keyring>,
+    m: &Manifest,
+    map: &crate::manifest::chunks::ChunkMap,
+    checked: &mut BTreeSet<String>,
+    c: &mut BackupCheck,
+) -> Result<()> {
+    // `check_keys` admitted the map: its file is among the manifest's.
+    let size = m
+        .files
+        .iter()
+        .find(|f| f.name == map.file)
+        .map_or(0, |f| f.size);
+    let keys = pipeline::keys_for(m, keyring)?;
+    let src = crate::chunks::source(store, m.kind, m.compression, map, keys)?;
+    let mut damaged = Vec::new();
+    let before = checked.len();
+    if let Some(l) = &m.chunks {
+        c.bytes_read += l.list.size;
+    }
+    c.bytes_read += crate::chunks::check(&src, map, size, checked, &mut damaged)?;
+    let stored = map.chunks.iter().flatten().count();
+    c.objects += stored;
+    for (key, e) in &damaged {
+        let problem = format!("{e:#}");
+        c.problems.push(problem.clone());
+        c.results.push(ObjectResult {
+            key: key.clone(),
+            shared: false,
+            problem: Some(problem),
+        });
+    }
+    c.results.push(ObjectResult {
+        key: format!(
+            "{} in {stored} chunks ({} read now, the rest read for an earlier backup)",
+            map.file,
+            checked.len() - before
+        ),
+        shared: false,
+        problem: (!damaged.is_empty()).then(|| format!("{} damaged chunk(s)", damaged.len())),
+    });
+    Ok(())
 }

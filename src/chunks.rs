@@ -1,0 +1,1052 @@
+//! Content-addressed chunks: a large file stored as fixed-size chunks, each an
+//! object of its own, so that a second snapshot of a file that barely changed
+//! uploads only the chunks that did.
+//!
+//! - A chunk's id is the HMAC-SHA256 of its plaintext under a key derived from
+//!   the configured key ([`MasterKey::chunk_id_key`]): equal chunks get equal
+//!   names, and a name says nothing about the data to whoever lacks the key.
+//!   Unencrypted backups name chunks by plain SHA-256.
+//! - Each chunk is compressed and encrypted on its own (the stream format of
+//!   `crypto`, a data key of its own), so any chunk can be read alone.
+//! - A chunk of zeros is stored as nothing (a hole when restored).
+//! - Reading a chunk checks everything: the stored size the manifest records,
+//!   the encryption's authentication, the plaintext length, and the id
+//!   recomputed from the plaintext, so a chunk moved to another chunk's name,
+//!   damaged or replaced is refused. A restore also checks the whole file's
+//!   SHA-256 before it is used.
+//! - Which chunks the store holds is known from the newest snapshot's manifest
+//!   (retention always keeps the newest snapshot, so its chunks stay while a
+//!   run builds on them); a chunk found in the store although no such manifest
+//!   named it is read back and checked before it is named.
+//!
+//! Requests run `store.parallelism()` at once; memory stays a few chunks per
+//! request in flight.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::crypto::{DecryptReader, EncryptWriter, Keyring, MasterKey};
+use crate::exit::{coded, Code};
+use crate::id::BackupId;
+use crate::manifest::chunks::{
+    chunk_key, keyed_naming, Chunk, ChunkList, Chunked, ListRef, LIST_SCHEMA, PLAIN_NAMING,
+};
+use crate::manifest::{FileEntry, Kind, Manifest};
+use crate::stages::compress::Compression;
+use crate::stages::hash::hex;
+use crate::stages::progress::Progress;
+use crate::store::Store;
+
+pub use crate::manifest::chunks::ChunkMap;
+
+/// The chunk size new chunked backups use: 1 MiB, two TigerBeetle grid blocks.
+pub const CHUNK_SIZE: u64 = 1 << 20;
+
+/// How chunk ids are computed.
+pub enum Naming {
+    Keyed(ring::hmac::Key),
+    Plain,
+}
+
+impl Naming {
+    /// The naming of new chunks under `key` (already [`MasterKey::for_chunks`]).
+    pub fn of(key: Option<&MasterKey>) -> (Naming, String) {
+        match key {
+            Some(k) => (Naming::Keyed(k.chunk_id_key()), keyed_naming(k.id())),
+            None => (Naming::Plain, PLAIN_NAMING.to_string()),
+        }
+    }
+
+    pub fn id(&self, data: &[u8]) -> String {
+        match self {
+            Naming::Keyed(k) => hex(ring::hmac::sign(k, data).as_ref()),
+            Naming::Plain => hex(&Sha256::digest(data)),
+        }
+    }
+}
+
+/// Stores the chunk list of `map` for backup `id` at `key` (create-only);
+/// the summary its manifest records.
+pub fn store_list(
+    store: &dyn Store,
+    kind: Kind,
+    id: BackupId,
+    key: &str,
+    map: &ChunkMap,
+) -> Result<Chunked> {
+    let list = ChunkList {
+        schema: LIST_SCHEMA.into(),
+        backup: id,
+        chunks: map.chunks.clone(),
+    };
+    let packed = zstd::bulk::compress(&serde_json::to_vec(&list)?, 3)?;
+    store
+        .put_new(key, &packed, &Vec::new())
+        .with_context(|| format!("failed to store the chunk list {key}"))?;
+    let list = ListRef {
+        key: key.to_string(),
+        size: packed.len() as u64,
+        sha256: hex(&Sha256::digest(&packed)),
+    };
+    Ok(map.summary(kind, list))
+}
+
+/// Bytes of JSON a list entry can take: a chunk id and a size.
+const LIST_ENTRY_MAX: u64 = 100;
+
+/// Reads the chunk list of `m` and checks it: its size and SHA-256 as the
+/// manifest records them, its backup, and that it makes up the file. `None`
+/// for a backup without chunks.
+pub fn load(store: &dyn Store, m: &Manifest) -> Result<Option<ChunkMap>> {
+    let Some(c) = &m.chunks else { return Ok(None) };
+    let key = &c.list.key;
+    let damaged = |why: &str| {
+        coded(
+            Code::Integrity,
+            format!(
+                "the chunk list {key} of backup {} in {} is damaged ({why}): the backup cannot be restored; restore another one (`bkp list` shows them) and run `bkp verify`",
+                m.id,
+                store.identity()
+            ),
+        )
+    };
+    let mut packed = Vec::with_capacity(c.list.size.min(64 << 20) as usize);
+    let opened = store.open(key).map_err(|e| {
+        if crate::exit::classify(&e) == Some(Code::NotFound) {
+            damaged("it is missing")
+        } else {
+            e
+        }
+    })?;
+    opened
+        .take(c.list.size.saturating_add(1))
+        .read_to_end(&mut packed)
+        .with_context(|| format!("failed to read {key}"))?;
+    if packed.len() as u64 != c.list.size || hex(&Sha256::digest(&packed)) != c.list.sha256 {
+        return Err(damaged(
+            "its size or SHA-256 is not what the manifest recorded",
+        ));
+    }
+    let limit = c.count.saturating_mul(LIST_ENTRY_MAX).saturating_add(4096);
+    let text = zstd::bulk::Decompressor::new()?
+        .decompress(&packed, usize::try_from(limit).unwrap_or(usize::MAX))
+        .map_err(|_| damaged("it does not decompress"))?;
+    let list: ChunkList =
+        serde_json::from_slice(&text).map_err(|_| damaged("it is not a chunk list"))?;
+    if list.schema != LIST_SCHEMA || list.backup != m.id {
+        return Err(damaged("it belongs to another backup or format"));
+    }
+    let map = ChunkMap {
+        file: c.file.clone(),
+        chunk_size: c.chunk_size,
+        naming: c.naming.clone(),
+        added: c.added,
+        added_bytes: c.added_bytes,
+        chunks: list.chunks,
+    };
+    let size = m
+        .files
+        .iter()
+        .find(|f| f.name == c.file)
+        .map_or(0, |f| f.size);
+    map.check(size).map_err(|why| damaged(&why))?;
+    Ok(Some(map))
+}
+
+/// Chunk lists, each read once per run.
+pub struct Lists<'a> {
+    store: &'a dyn Store,
+    cache: Mutex<HashMap<BackupId, Arc<ChunkMap>>>,
+}
+
+impl<'a> Lists<'a> {
+    pub fn new(store: &'a dyn Store) -> Self {
+        Lists {
+            store,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The chunk map of `m`, `None` without chunks.
+    pub fn get(&self, m: &Manifest) -> Result<Option<Arc<ChunkMap>>> {
+        if m.chunks.is_none() {
+            return Ok(None);
+        }
+        if let Some(hit) = self.cache.lock().expect("chunk lists").get(&m.id) {
+            return Ok(Some(hit.clone()));
+        }
+        let Some(map) = load(self.store, m)? else {
+            return Ok(None);
+        };
+        let map = Arc::new(map);
+        self.cache
+            .lock()
+            .expect("chunk lists")
+            .insert(m.id, map.clone());
+        Ok(Some(map))
+    }
+
+    /// Every chunk key `m` names, with its stored size.
+    pub fn keys(&self, m: &Manifest) -> Result<Vec<(String, u64)>> {
+        Ok(match self.get(m)? {
+            Some(map) => map.keys(m.kind).collect(),
+            None => Vec::new(),
+        })
+    }
+}
+
+/// What reading chunks needs: where they are and how they were written.
+pub struct Source<'a> {
+    pub store: &'a dyn Store,
+    pub kind: Kind,
+    pub compression: Compression,
+    /// Keys for the chunks' encryption (see [`chunk_keys`]); `None` when the
+    /// backup is not encrypted.
+    pub keys: Option<Keyring>,
+    pub naming: Naming,
+}
+
+/// The keys to read the chunks of `map` with: the configured key it names,
+/// as [`MasterKey::for_chunks`]. An error naming the key when none is
+/// configured.
+pub fn source<'a>(
+    store: &'a dyn Store,
+    kind: Kind,
+    compression: Compression,
+    map: &ChunkMap,
+    keyring: Option<&Keyring>,
+) -> Result<Source<'a>> {
+    let (keys, naming) = match map.naming.strip_prefix("hmac-sha256:") {
+        None => (None, Naming::Plain),
+        Some(id) => {
+            let key = keyring.and_then(|k| k.find(id)).ok_or_else(|| {
+                coded(
+                    Code::Config,
+                    format!(
+                        "the backup's chunks are named and encrypted with key {id}, which is not configured: add it to [encryption] (or [[encryption.old_keys]])"
+                    ),
+                )
+            })?;
+            if !key.decrypts() {
+                return Err(coded(
+                    Code::Config,
+                    format!(
+                        "the backup's chunks were encrypted to recipient '{id}', and this host holds only its public key (a write-only host): restore, verify and drill where its identity is configured (`identity_files`)"
+                    ),
+                ));
+            }
+            let key = key.for_chunks();
+            let naming = Naming::Keyed(key.chunk_id_key());
+            (Some(Keyring::new(key, Vec::new())), naming)
+        }
+    };
+    Ok(Source {
+        store,
+        kind,
+        compression,
+        keys,
+        naming,
+    })
+}
+
+/// Compresses and encrypts one chunk.
+fn seal(data: &[u8], compression: Compression, key: Option<&MasterKey>) -> Result<Vec<u8>> {
+    let packed = match compression {
+        Compression::None => data.to_vec(),
+        Compression::Zstd { level, .. } => zstd::bulk::compress(data, level)?,
+        Compression::Gzip { level } => {
+            let mut e = flate2::write::GzEncoder::new(
+                Vec::with_capacity(data.len() / 2),
+                flate2::Compression::new(level),
+            );
+            e.write_all(data)?;
+            e.finish()?
+        }
+    };
+    Ok(match key {
+        None => packed,
+        Some(k) => {
+            let mut w = EncryptWriter::new(Vec::with_capacity(packed.len() + 256), k)?;
+            w.write_all(&packed)?;
+            w.finish()?
+        }
+    })
+}
+
+impl Source<'_> {
+    /// Reads chunk `c` (plaintext `len` bytes) and checks it through and
+    /// through; its plaintext.
+    pub fn read(&self, c: &Chunk, len: u64) -> Result<Vec<u8>> {
+        let key = chunk_key(self.kind, &c.0);
+        let where_ = || format!("chunk {key} in {}", self.store.identity());
+        let damaged = |why: String| {
+            coded(
+                Code::Integrity,
+                format!("{} is damaged ({why}): restore another backup (`bkp list` shows them) and run `bkp verify`", where_()),
+            )
+        };
+        let mut stored =
+            Vec::with_capacity(c.1.min(crate::manifest::chunks::MAX_CHUNK * 2) as usize);
+        let opened = self.store.open(&key).map_err(|e| {
+            if crate::exit::classify(&e) == Some(Code::NotFound) {
+                damaged("it is missing".into())
+            } else {
+                e
+            }
+        })?;
+        opened
+            .take(c.1.saturating_add(1))
+            .read_to_end(&mut stored)
+            .with_context(|| format!("failed to read {}", where_()))?;
+        if stored.len() as u64 != c.1 {
+            let n = if stored.len() as u64 > c.1 {
+                "more".to_string()
+            } else {
+                stored.len().to_string()
+            };
+            return Err(damaged(format!(
+                "{n} bytes stored, its manifest recorded {}",
+                c.1
+            )));
+        }
+        self.open(&stored, c, len)
+            .map_err(|e| match crate::exit::classify(&e) {
+                Some(_) => e.context(where_()),
+                None => damaged(format!("{e:#}")),
+            })
+    }
+
+    /// Decrypts, decompresses and checks the stored bytes of chunk `c`.
+    fn open(&self, stored: &[u8], c: &Chunk, len: u64) -> Result<Vec<u8>> {
+        let packed = match &self.keys {
+            None => stored.to_vec(),
+            Some(keys) => {
+                let mut out = Vec::with_capacity(stored.len());
+                DecryptReader::new(stored, keys)?.read_to_end(&mut out)?;
+                out
+            }
+        };
+        let plain = match self.compression {
+            Compression::None => packed,
+            Compression::Zstd { .. } => zstd::bulk::Decompressor::new()?
+                .decompress(&packed, len as usize)
+                .context("zstd could not decode it within its length")?,
+            Compression::Gzip { .. } => {
+                let mut out = Vec::with_capacity(len as usize);
+                flate2::read::GzDecoder::new(&packed[..])
+                    .take(len + 1)
+                    .read_to_end(&mut out)?;
+                out
+            }
+        };
+        if plain.len() as u64 != len {
+            anyhow::bail!("it holds {} bytes, not {len}", plain.len());
+        }
+        if self.naming.id(&plain) != c.0 {
+            anyhow::bail!("its content is not the chunk its name says");
+        }
+        Ok(plain)
+    }
+}
+
+/// Runs `job` for indexes `0..n` on `workers` threads, at most `window`
+/// indexes ahead of the one `consume` waits for, and hands each result to
+/// `consume` in index order. Stops at the first error (or interrupt).
+fn ordered<T: Send>(
+    n: usize,
+    workers: usize,
+    window: usize,
+    job: impl Fn(usize) -> Result<T> + Sync,
+    mut consume: impl FnMut(usize, T) -> Result<()>,
+) -> Result<()> {
+    struct Gate {
+        next: usize,
+        consumed: usize,
+    }
+    let gate = Mutex::new(Gate {
+        next: 0,
+        consumed: 0,
+    });
+    let moved = Condvar::new();
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel::<(usize, Result<T>)>();
+    std::thread::scope(|s| -> Result<()> {
+        for _ in 0..workers.clamp(1, 64) {
+            let tx = tx.clone();
+            let (gate, moved, stop, job) = (&gate, &moved, &stop, &job);
+            s.spawn(move || loop {
+                let i = {
+                    let mut g = gate.lock().expect("chunk gate");
+                    while g.next < n
+                        && g.next >= g.consumed + window
+                        && !stop.load(Ordering::SeqCst)
+                    {
+                        g = moved.wait(g).expect("chunk gate");
+                    }
+                    if g.next >= n || stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    g.next += 1;
+                    g.next - 1
+                };
+                let r = crate::interrupt::check()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| job(i));
+                if tx.send((i, r)).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(tx);
+        let mut waiting = BTreeMap::new();
+        let mut next = 0;
+        let result = (|| -> Result<()> {
+            while next < n {
+                let Ok((i, r)) = rx.recv() else {
+                    anyhow::bail!("a chunk worker ended early");
+                };
+                waiting.insert(i, r?);
+                while let Some(t) = waiting.remove(&next) {
+                    consume(next, t)?;
+                    next += 1;
+                }
+                gate.lock().expect("chunk gate").consumed = next;
+                moved.notify_all();
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::SeqCst);
+        moved.notify_all();
+        drop(rx);
+        result
+    })
+}
+
+/// What [`write_file`] stores with.
+pub struct Sink<'a> {
+    pub store: &'a dyn Store,
+    pub kind: Kind,
+    pub compression: Compression,
+    /// The current key as [`MasterKey::for_chunks`]; `None`: not encrypted.
+    pub key: Option<&'a MasterKey>,
+    pub progress: Arc<dyn Progress>,
+}
+
+/// Stores the file at `path` as chunks of `chunk_size`, uploading those not in
+/// `known` (id → stored size, from the snapshot this one builds on), and reads
+/// it once: its SHA-256 comes from the same pass. The file must not change
+/// size while read.
+pub fn write_file(
+    sink: &Sink,
+    path: &Path,
+    name: &str,
+    chunk_size: u64,
+    known: &HashMap<String, u64>,
+) -> Result<(ChunkMap, FileEntry)> {
+    let mut file =
+        File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+    let size = file
+        .metadata()
+        .with_context(|| format!("failed to stat {}", path.display()))?
+        .len();
+    let n = usize::try_from(size.div_ceil(chunk_size))?;
+    let (naming, naming_name) = Naming::of(sink.key);
+    let source = Source {
+        store: sink.store,
+        kind: sink.kind,
+        compression: sink.compression,
+        keys: sink.key.map(|k| Keyring::new(k.for_chunks(), Vec::new())),
+        naming,
+    };
+    // Chunks uploaded by this run: a repeated chunk is stored once.
+    let stored_here: Mutex<HashMap<String, u64>> = Mutex::new(HashMap::new());
+    let store_one = |i: usize, data: Vec<u8>| -> Result<(Option<Chunk>, u64)> {
+        if data.iter().all(|b| *b == 0) {
+            return Ok((None, 0));
+        }
+        let id = source.naming.id(&data);
+        if let Some(n) = known.get(&id) {
+            return Ok((Some(Chunk(id, *n)), 0));
+        }
+        if let Some(n) = stored_here.lock().expect("chunk set").get(&id) {
+            return Ok((Some(Chunk(id, *n)), 0));
+        }
+        let sealed = seal(&data, sink.compression, sink.key)?;
+        let key = chunk_key(sink.kind, &id);
+        let chunk = Chunk(id.clone(), sealed.len() as u64);
+        match sink.store.put_new(&key, &sealed, &Vec::new()) {
+            Ok(_) => {
+                stored_here.lock().expect("chunk set").insert(id, chunk.1);
+                let n = chunk.1;
+                Ok((Some(chunk), n))
+            }
+            Err(e) if crate::store::is_already_exists(&e) => {
+                // In the store, but not named by the snapshot this one builds on:
+                // left by an interrupted run, or by another backup. Used only once
+                // it reads back as exactly this chunk.
+                let Some(info) = sink.store.head(&key)? else {
+                    return Err(e.context(format!("chunk {key} vanished while stored")));
+                };
+                let found = Chunk(id, info.size);
+                // A write-only host cannot read it back: its chunk ids are keyed
+                // with the recipient key, which the store does not hold, so no
+                // one without that key can plant an object under a future id.
+                if sink.key.is_none_or(MasterKey::decrypts) {
+                    source.read(&found, data.len() as u64).with_context(|| {
+                        format!("chunk {key} is in the store already but does not hold chunk {i} of {name}: delete that object and run again")
+                    })?;
+                }
+                Ok((Some(found), 0))
+            }
+            Err(e) => Err(e.context(format!("failed to store chunk {i} of {name} as {key}"))),
+        }
+    };
+
+    // One thread reads the file in order (and digests it); workers name,
+    // seal and upload chunks; results come back by index.
+    let workers = sink.store.parallelism().clamp(1, 64);
+    let stop = AtomicBool::new(false);
+    let (job_tx, job_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(workers);
+    let job_rx = Mutex::new(job_rx);
+    let (res_tx, res_rx) = mpsc::channel::<(usize, Result<(Option<Chunk>, u64)>)>();
+    let mut digest = Sha256::new();
+    let mut bytes = 0u64;
+    let read_result = std::thread::scope(|s| -> Result<()> {
+        for _ in 0..workers {
+            let res_tx = res_tx.clone();
+            let (job_rx, stop, store_one) = (&job_rx, &stop, &store_one);
+            s.spawn(move || loop {
+                let job = job_rx.lock().expect("chunk queue").recv();
+                let Ok((i, data)) = job else { return };
+                let r = crate::interrupt::check()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| store_one(i, data));
+                if r.is_err() {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                if res_tx.send((i, r)).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(res_tx);
+        let result = (|| -> Result<()> {
+            for i in 0..n {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let want = size.saturating_sub(i as u64 * chunk_size).min(chunk_size) as usize;
+                let mut data = vec![0u8; want];
+                file.read_exact(&mut data).with_context(|| {
+                    format!(
+                        "failed to read {} (did it shrink while read?)",
+                        path.display()
+                    )
+                })?;
+                crate::interrupt::check()?;
+                digest.update(&data);
+                bytes += want as u64;
+                sink.progress.advance(want as u64);
+                if job_tx.send((i, data)).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        })();
+        drop(job_tx);
+        result
+    });
+    let mut slots: Vec<Option<(Option<Chunk>, u64)>> = vec![None; n];
+    let mut failure = None;
+    for (i, r) in res_rx {
+        match r {
+            Ok(v) => slots[i] = Some(v),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    read_result?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let (mut added, mut added_bytes) = (0u64, 0u64);
+    let mut chunks = Vec::with_capacity(n);
+    for slot in slots {
+        let Some((c, stored)) = slot else {
+            anyhow::bail!("a chunk of {} was not stored", path.display());
+        };
+        if stored > 0 {
+            added += 1;
+            added_bytes += stored;
+        }
+        chunks.push(c);
+    }
+    let mut rest = [0u8; 1];
+    if bytes != size || file.read(&mut rest)? != 0 {
+        return Err(coded(
+            Code::UnsafeSource,
+            format!(
+                "{} changed size while it was read ({size} bytes when opened): it is not stored",
+                path.display()
+            ),
+        ));
+    }
+    let entry = FileEntry {
+        name: name.to_string(),
+        size,
+        sha256: hex(&digest.finalize()),
+    };
+    let map = ChunkMap {
+        file: name.to_string(),
+        chunk_size,
+        naming: naming_name,
+        added,
+        added_bytes,
+        chunks,
+    };
+    Ok((map, entry))
+}
+
+/// Stores chunk `i` of `map` again from the file at `path` it was read from
+/// (a shared chunk deleted while the snapshot naming it was written).
+pub fn store_again(sink: &Sink, map: &ChunkMap, i: usize, path: &Path) -> Result<()> {
+    let Some(c) = &map.chunks[i] else {
+        return Ok(());
+    };
+    let mut file =
+        File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+    file.seek(SeekFrom::Start(i as u64 * map.chunk_size))?;
+    let mut data = Vec::new();
+    file.take(map.chunk_size).read_to_end(&mut data)?;
+    let (naming, _) = Naming::of(sink.key);
+    if naming.id(&data) != c.0 {
+        anyhow::bail!(
+            "{} changed since chunk {i} was read: the chunk cannot be stored again",
+            path.display()
+        );
+    }
+    let key = chunk_key(sink.kind, &c.0);
+    match sink
+        .store
+        .put_new(&key, &seal(&data, sink.compression, sink.key)?, &Vec::new())
+    {
+        Err(e) if !crate::store::is_already_exists(&e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Restores the chunked file `want` of `map` to `path` (a new file in a
+/// staging directory): chunks fetched in parallel and checked each, zero
+/// chunks left as holes, and the whole file's SHA-256 compared with `want`'s
+/// before this returns.
+pub fn read_file(
+    src: &Source,
+    map: &ChunkMap,
+    want: &FileEntry,
+    path: &Path,
+    progress: &Arc<dyn Progress>,
+) -> Result<FileEntry> {
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("failed to create {}", path.display()))?;
+    let size = want.size;
+    let workers = src.store.parallelism();
+    let mut digest = Sha256::new();
+    let zeros = vec![0u8; 64 << 10];
+    ordered(
+        map.chunks.len(),
+        workers,
+        workers * 4,
+        |i| match &map.chunks[i] {
+            None => Ok(None),
+            Some(c) => src.read(c, map.len_of(i, size)).map(Some),
+        },
+        |i, data| {
+            let len = map.len_of(i, size);
+            match data {
+                None => {
+                    let mut left = len;
+                    while left > 0 {
+                        let step = left.min(zeros.len() as u64);
+                        digest.update(&zeros[..step as usize]);
+                        left -= step;
+                    }
+                    out.seek(SeekFrom::Current(len as i64))?;
+                }
+                Some(d) => {
+                    digest.update(&d);
+                    out.write_all(&d)
+                        .with_context(|| format!("failed to write {}", path.display()))?;
+                }
+            }
+            progress.advance(len);
+            Ok(())
+        },
+    )?;
+    out.set_len(size)
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    crate::failpoint::hit("restore-download");
+    out.sync_all()
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    let got = FileEntry {
+        name: want.name.clone(),
+        size,
+        sha256: hex(&digest.finalize()),
+    };
+    if got.sha256 != want.sha256 {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "{} restored from its chunks has SHA-256 {}, its manifest recorded {}: every chunk checked, so the manifest and its chunks disagree; restore another backup",
+                want.name, got.sha256, want.sha256
+            ),
+        ));
+    }
+    Ok(got)
+}
+
+/// Reads and checks every chunk of `map` whose key is not in `seen` (adding
+/// them), in parallel; damage is collected by chunk key, other trouble (the
+/// store unreachable) stops. Returns the bytes read.
+pub fn check(
+    src: &Source,
+    map: &ChunkMap,
+    size: u64,
+    seen: &mut std::collections::BTreeSet<String>,
+    problems: &mut Vec<(String, anyhow::Error)>,
+) -> Result<u64> {
+    let mut todo = Vec::new();
+    for (i, c) in map.chunks.iter().enumerate() {
+        if let Some(c) = c {
+            if seen.insert(chunk_key(src.kind, &c.0)) {
+                todo.push((i, c));
+            }
+        }
+    }
+    let workers = src.store.parallelism();
+    let mut bytes = 0;
+    ordered(
+        todo.len(),
+        workers,
+        workers * 4,
+        |j| {
+            let (i, c) = todo[j];
+            Ok(src.read(c, map.len_of(i, size)).map(|_| c.1))
+        },
+        |j, r| {
+            match r {
+                Ok(n) => bytes += n,
+                Err(e) => {
+                    if !crate::exit::is_damage(&e) {
+                        return Err(e);
+                    }
+                    problems.push((chunk_key(src.kind, &todo[j].1 .0), e));
+                }
+            }
+            Ok(())
+        },
+    )?;
+    // A damaged chunk is reported for every backup that names it.
+    for (key, _) in problems.iter() {
+        seen.remove(key);
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stages::progress::Silent;
+    use crate::store::memory::MemoryStore;
+
+    const CS: u64 = crate::manifest::chunks::MIN_CHUNK;
+
+    fn key() -> MasterKey {
+        MasterKey::from_bytes([9u8; 32])
+    }
+
+    /// Chunks: 0 random, 1 zeros, 2 random, 3 a copy of 0, 4 a short tail.
+    fn file(dir: &Path, seed: u8) -> std::path::PathBuf {
+        let mut data = Vec::new();
+        let mut x = u32::from(seed) + 1;
+        let mut noise = |n: u64| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect()
+        };
+        let first = noise(CS);
+        data.extend(&first);
+        data.extend(vec![0u8; CS as usize]);
+        data.extend(noise(CS));
+        data.extend(&first);
+        data.extend(noise(1000));
+        let p = dir.join(format!("f{seed}"));
+        std::fs::write(&p, &data).unwrap();
+        p
+    }
+
+    fn sink<'a>(store: &'a MemoryStore, c: Compression, k: Option<&'a MasterKey>) -> Sink<'a> {
+        Sink {
+            store,
+            kind: Kind::Tigerbeetle,
+            compression: c,
+            key: k,
+            progress: Arc::new(Silent),
+        }
+    }
+
+    fn restore(
+        store: &MemoryStore,
+        map: &ChunkMap,
+        want: &FileEntry,
+        c: Compression,
+        k: Option<&Keyring>,
+        out: &Path,
+    ) -> Result<FileEntry> {
+        let src = source(store, Kind::Tigerbeetle, c, map, k)?;
+        let p: Arc<dyn Progress> = Arc::new(Silent);
+        read_file(&src, map, want, out, &p)
+    }
+
+    #[test]
+    fn round_trips_with_holes_repeats_and_a_short_tail_in_every_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(dir.path(), 1);
+        let k = key();
+        let ring = Keyring::new(MasterKey::from_bytes([9u8; 32]), Vec::new());
+        let zstd = Compression::Zstd {
+            level: 3,
+            threads: 1,
+        };
+        for (i, (c, encrypted)) in [
+            (zstd, true),
+            (Compression::Gzip { level: 6 }, true),
+            (Compression::None, false),
+            (zstd, false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let store = MemoryStore::new();
+            let chunk_key = encrypted.then(|| k.for_chunks());
+            let (map, entry) = write_file(
+                &sink(&store, c, chunk_key.as_ref()),
+                &path,
+                "f",
+                CS,
+                &HashMap::new(),
+            )
+            .unwrap();
+            assert_eq!(map.chunks.len(), 5);
+            assert!(map.chunks[1].is_none(), "zeros are stored as nothing");
+            assert_eq!(map.chunks[0], map.chunks[3], "equal chunks, one id");
+            assert_eq!(map.added, 3, "a repeated chunk is stored once");
+            assert_eq!(store.list("").unwrap().len(), 3);
+            assert_eq!(map.naming.starts_with("hmac-sha256:"), encrypted);
+            let out = dir.path().join(format!("out{i}"));
+            let got = restore(&store, &map, &entry, c, encrypted.then_some(&ring), &out).unwrap();
+            assert_eq!(got, entry);
+            assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&path).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_second_write_uploads_only_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(dir.path(), 2);
+        let store = MemoryStore::new();
+        let k = key().for_chunks();
+        let zstd = Compression::Zstd {
+            level: 3,
+            threads: 1,
+        };
+        let s = sink(&store, zstd, Some(&k));
+        let (first, _) = write_file(&s, &path, "f", CS, &HashMap::new()).unwrap();
+        let known: HashMap<String, u64> = first
+            .chunks
+            .iter()
+            .flatten()
+            .map(|c| (c.0.clone(), c.1))
+            .collect();
+        // Change one byte of chunk 2.
+        let mut data = std::fs::read(&path).unwrap();
+        data[2 * CS as usize + 10] ^= 1;
+        std::fs::write(&path, &data).unwrap();
+        let (second, entry) = write_file(&s, &path, "f", CS, &known).unwrap();
+        assert_eq!((second.added, store.list("").unwrap().len()), (1, 4));
+        assert_eq!(second.chunks[0], first.chunks[0]);
+        assert_ne!(second.chunks[2], first.chunks[2]);
+        // Unchanged but not known (as after an interrupted run): found in the
+        // store, read back, named without being stored again.
+        let (third, _) = write_file(&s, &path, "f", CS, &HashMap::new()).unwrap();
+        assert_eq!(
+            (third.added, third.chunks.clone()),
+            (0, second.chunks.clone())
+        );
+        let ring = Keyring::new(key(), Vec::new());
+        let out = dir.path().join("out");
+        restore(&store, &second, &entry, zstd, Some(&ring), &out).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), data);
+    }
+
+    #[test]
+    fn a_moved_damaged_missing_or_planted_chunk_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(dir.path(), 3);
+        let k = key().for_chunks();
+        let ring = Keyring::new(key(), Vec::new());
+        let zstd = Compression::Zstd {
+            level: 3,
+            threads: 1,
+        };
+        let fresh = || {
+            let store = MemoryStore::new();
+            let (map, entry) = write_file(
+                &sink(&store, zstd, Some(&k)),
+                &path,
+                "f",
+                CS,
+                &HashMap::new(),
+            )
+            .unwrap();
+            (store, map, entry)
+        };
+        let key_of = |map: &ChunkMap, i: usize| {
+            chunk_key(Kind::Tigerbeetle, &map.chunks[i].as_ref().unwrap().0)
+        };
+        let put = |store: &MemoryStore, key: &str, bytes: &[u8]| {
+            store.delete(key).unwrap();
+            store.put_new(key, bytes, &Vec::new()).unwrap();
+        };
+        type Spoil<'a> = Box<dyn Fn(&MemoryStore, &mut ChunkMap) + 'a>;
+        let cases: Vec<(&str, Spoil)> = vec![
+            (
+                "moved",
+                Box::new(|st: &MemoryStore, m: &mut ChunkMap| {
+                    // Chunk 2's object under chunk 0's name, its size recorded.
+                    let other = st.get(&key_of(m, 2)).unwrap();
+                    put(st, &key_of(m, 0), &other);
+                    m.chunks[0].as_mut().unwrap().1 = other.len() as u64;
+                }),
+            ),
+            (
+                "damaged",
+                Box::new(|st: &MemoryStore, m: &mut ChunkMap| {
+                    let mut b = st.get(&key_of(m, 2)).unwrap();
+                    let n = b.len();
+                    b[n / 2] ^= 0x20;
+                    put(st, &key_of(m, 2), &b);
+                }),
+            ),
+            (
+                "missing",
+                Box::new(|st: &MemoryStore, m: &mut ChunkMap| {
+                    st.delete(&key_of(m, 4)).unwrap();
+                }),
+            ),
+            (
+                "longer",
+                Box::new(|st: &MemoryStore, m: &mut ChunkMap| {
+                    let mut b = st.get(&key_of(m, 4)).unwrap();
+                    b.push(0);
+                    put(st, &key_of(m, 4), &b);
+                }),
+            ),
+        ];
+        for (what, spoil) in cases {
+            let (store, mut map, entry) = fresh();
+            spoil(&store, &mut map);
+            let out = dir.path().join(format!("out-{what}"));
+            let err = restore(&store, &map, &entry, zstd, Some(&ring), &out).unwrap_err();
+            assert_eq!(
+                crate::exit::classify(&err),
+                Some(Code::Integrity),
+                "{what}: {err:#}"
+            );
+            assert!(
+                format!("{err:#}").contains("tigerbeetle/chunks/"),
+                "{what}: {err:#}"
+            );
+            // verify names the same chunk, once per run.
+            let src = source(&store, Kind::Tigerbeetle, zstd, &map, Some(&ring)).unwrap();
+            let (mut seen, mut problems) = (std::collections::BTreeSet::new(), Vec::new());
+            check(&src, &map, entry.size, &mut seen, &mut problems).unwrap();
+            assert_eq!(problems.len(), 1, "{what}");
+        }
+        // A planted object at a new chunk's key is read back and refused.
+        let store = MemoryStore::new();
+        let (_, map, _) = fresh();
+        store
+            .put_new(&key_of(&map, 2), b"planted", &Vec::new())
+            .unwrap();
+        let err = write_file(
+            &sink(&store, zstd, Some(&k)),
+            &path,
+            "f",
+            CS,
+            &HashMap::new(),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("does not hold chunk 2"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_manifest_naming_another_whole_chunk_fails_the_file_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(dir.path(), 4);
+        let k = key().for_chunks();
+        let ring = Keyring::new(key(), Vec::new());
+        let zstd = Compression::Zstd {
+            level: 3,
+            threads: 1,
+        };
+        let store = MemoryStore::new();
+        let (mut map, entry) = write_file(
+            &sink(&store, zstd, Some(&k)),
+            &path,
+            "f",
+            CS,
+            &HashMap::new(),
+        )
+        .unwrap();
+        map.chunks.swap(0, 2);
+        let out = dir.path().join("out");
+        let err = restore(&store, &map, &entry, zstd, Some(&ring), &out).unwrap_err();
+        assert_eq!(
+            crate::exit::classify(&err),
+            Some(Code::Integrity),
+            "{err:#}"
+        );
+        assert!(format!("{err:#}").contains("SHA-256"), "{err:#}");
+    }
+
+    #[test]
+    fn ids_are_keyed_and_differ_per_key() {
+        let a = Naming::of(Some(&key().for_chunks())).0.id(b"x");
+        let b = Naming::of(Some(&MasterKey::from_bytes([8u8; 32]).for_chunks()))
+            .0
+            .id(b"x");
+        let plain = Naming::Plain.id(b"x");
+        assert_ne!(a, b);
+        assert_ne!(a, plain);
+        assert_eq!(plain, hex(&Sha256::digest(b"x")));
+    }
+}

@@ -1,0 +1,256 @@
+//! The chunks of a chunked backup: a large file stored as fixed-size,
+//! content-addressed chunks (see `chunks.rs` for how they are written and read).
+//!
+//! A manifest records a summary ([`Chunked`]) and the key and digest of its
+//! chunk list ([`ChunkList`], an object of its own), which names the file's
+//! chunks in order; a chunk that is all zeros is stored as nothing. Chunks are shared: a later snapshot names the
+//! chunks an earlier one stored, and an object is deleted only when no kept
+//! manifest names it (`cleanup`'s reference counting). Keys:
+//! `{kind}/chunks/{first two hex digits}/{id}`.
+
+use serde::{Deserialize, Serialize};
+
+use super::Kind;
+
+/// What a manifest says of its chunked file. Small: the list of chunks is an
+/// object of its own (see [`ChunkList`]), so that catalogs of a year of
+/// snapshots stay small.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunked {
+    /// The file the chunks make up: one of the manifest's `files`.
+    pub file: String,
+    /// Bytes of plaintext per chunk (the last one may be shorter).
+    pub chunk_size: u64,
+    /// How chunk ids were computed: `hmac-sha256:{key id}` (the key's
+    /// [chunk id key](crate::crypto::MasterKey::chunk_id_key)) or `sha256`
+    /// (an unencrypted backup).
+    pub naming: String,
+    /// Chunks of the file, zeros included: the entries of the list.
+    pub count: u64,
+    /// Distinct chunks stored and their bytes: what a restore reads.
+    pub stored: u64,
+    pub stored_bytes: u64,
+    /// Chunks this backup uploaded (the others were in the store already)
+    /// and their bytes.
+    pub added: u64,
+    pub added_bytes: u64,
+    /// The chunk list: zstd-compressed JSON, not encrypted (it holds keyed
+    /// ids and sizes only, which the store's listing shows anyway), checked
+    /// against this size and SHA-256 when read.
+    pub list: ListRef,
+}
+
+/// Where a chunk list is stored, and its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListRef {
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The stored chunk list of one backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkList {
+    pub schema: String,
+    /// The backup it belongs to: a list copied under another backup's name
+    /// is refused.
+    pub backup: crate::id::BackupId,
+    /// One entry per chunk of the file, in order: `null` for a chunk of
+    /// zeros, else `[id, stored bytes]`.
+    pub chunks: Vec<Option<Chunk>>,
+}
+
+pub const LIST_SCHEMA: &str = "bkp.chunks/1";
+
+/// A chunked file as the code works with it: the manifest's facts and the
+/// list, read and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkMap {
+    pub file: String,
+    pub chunk_size: u64,
+    pub naming: String,
+    pub added: u64,
+    pub added_bytes: u64,
+    pub chunks: Vec<Option<Chunk>>,
+}
+
+/// One stored chunk: its id (64 lowercase hex digits) and stored size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk(pub String, pub u64);
+
+/// The smallest and largest chunk sizes bkp writes or reads.
+pub const MIN_CHUNK: u64 = 64 << 10;
+pub const MAX_CHUNK: u64 = 64 << 20;
+
+/// The naming of chunks keyed with the key `key_id`.
+pub fn keyed_naming(key_id: &str) -> String {
+    format!("hmac-sha256:{key_id}")
+}
+
+/// The naming of the chunks of an unencrypted backup.
+pub const PLAIN_NAMING: &str = "sha256";
+
+/// The key of chunk `id` of `kind`.
+pub fn chunk_key(kind: Kind, id: &str) -> String {
+    let fan = id.get(..2).unwrap_or("00");
+    format!("{}/chunks/{fan}/{id}", kind.as_str())
+}
+
+/// Whether `id` is a chunk id: 64 lowercase hex digits.
+pub fn is_chunk_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl ChunkMap {
+    /// The plaintext length of chunk `i` of a file of `size` bytes.
+    pub fn len_of(&self, i: usize, size: u64) -> u64 {
+        let start = i as u64 * self.chunk_size;
+        size.saturating_sub(start).min(self.chunk_size)
+    }
+
+    /// Every stored chunk's key and size, each once.
+    pub fn keys(&self, kind: Kind) -> impl Iterator<Item = (String, u64)> + '_ {
+        let mut seen = std::collections::HashSet::new();
+        self.chunks
+            .iter()
+            .flatten()
+            .filter(move |c| seen.insert(c.0.as_str()))
+            .map(move |c| (chunk_key(kind, &c.0), c.1))
+    }
+
+    /// Checks the list of a manifest's [`Chunked`] against it.
+    pub fn check(&self, size: u64) -> Result<(), String> {
+        if self.chunks.len() as u64 != size.div_ceil(self.chunk_size) {
+            return Err(format!(
+                "{} chunks do not make up {size} bytes in chunks of {}",
+                self.chunks.len(),
+                self.chunk_size
+            ));
+        }
+        if let Some(c) = self.chunks.iter().flatten().find(|c| !is_chunk_id(&c.0)) {
+            return Err(format!(
+                "chunk id {:?} is not 64 hex digits",
+                c.0.chars().take(80).collect::<String>()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The summary a manifest records of this map, its list stored at `list`.
+    pub fn summary(&self, kind: Kind, list: ListRef) -> Chunked {
+        let keys: Vec<(String, u64)> = self.keys(kind).collect();
+        Chunked {
+            file: self.file.clone(),
+            chunk_size: self.chunk_size,
+            naming: self.naming.clone(),
+            count: self.chunks.len() as u64,
+            stored: keys.len() as u64,
+            stored_bytes: keys.iter().map(|(_, n)| n).sum(),
+            added: self.added,
+            added_bytes: self.added_bytes,
+            list,
+        }
+    }
+}
+
+impl Chunked {
+    /// Checks what a stored manifest says against the file it describes:
+    /// untrusted input (a sealed manifest, but from any bkp version) must not
+    /// make a restore allocate, loop or write beyond the file.
+    pub fn check(&self, size: u64) -> Result<(), String> {
+        if !(MIN_CHUNK..=MAX_CHUNK).contains(&self.chunk_size) {
+            return Err(format!(
+                "chunk size {} is outside {MIN_CHUNK}..={MAX_CHUNK}",
+                self.chunk_size
+            ));
+        }
+        if self.count != size.div_ceil(self.chunk_size) {
+            return Err(format!(
+                "{} chunks do not make up {size} bytes in chunks of {}",
+                self.count, self.chunk_size
+            ));
+        }
+        if self.naming != PLAIN_NAMING && !self.naming.starts_with("hmac-sha256:") {
+            return Err(format!("chunk naming {:?} is unknown", self.naming));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(chunks: Vec<Option<Chunk>>) -> ChunkMap {
+        ChunkMap {
+            file: "0_0.tigerbeetle".into(),
+            chunk_size: MIN_CHUNK,
+            naming: PLAIN_NAMING.into(),
+            added: 0,
+            added_bytes: 0,
+            chunks,
+        }
+    }
+
+    #[test]
+    fn lists_round_trip_compactly_with_zero_chunks_as_null() {
+        let list = ChunkList {
+            schema: LIST_SCHEMA.into(),
+            backup: crate::id::BackupId::new_v7(time::OffsetDateTime::UNIX_EPOCH),
+            chunks: vec![Some(Chunk("a".repeat(64), 7)), None],
+        };
+        let text = serde_json::to_string(&list).unwrap();
+        assert!(text.contains(&format!(r#""chunks":[["{}",7],null]"#, "a".repeat(64))));
+        assert_eq!(serde_json::from_str::<ChunkList>(&text).unwrap(), list);
+    }
+
+    #[test]
+    fn check_refuses_what_would_misplace_bytes() {
+        let id = "0".repeat(64);
+        let ok = map(vec![Some(Chunk(id.clone(), 1)), None]);
+        assert!(ok.check(MIN_CHUNK + 1).is_ok());
+        assert!(ok.check(2 * MIN_CHUNK).is_ok());
+        assert!(ok
+            .check(2 * MIN_CHUNK + 1)
+            .unwrap_err()
+            .contains("do not make up"));
+        assert!(ok.check(MIN_CHUNK).unwrap_err().contains("do not make up"));
+        let bad = map(vec![Some(Chunk("../x".into(), 1))]);
+        assert!(bad.check(10).unwrap_err().contains("not 64 hex"));
+        let list = ListRef {
+            key: "tigerbeetle/x".into(),
+            size: 1,
+            sha256: String::new(),
+        };
+        let summary = ok.summary(Kind::Tigerbeetle, list);
+        assert_eq!(
+            (summary.count, summary.stored, summary.stored_bytes),
+            (2, 1, 1)
+        );
+        assert!(summary.check(MIN_CHUNK + 1).is_ok());
+        assert!(summary
+            .check(3 * MIN_CHUNK)
+            .unwrap_err()
+            .contains("do not make up"));
+        let mut tiny = summary.clone();
+        tiny.chunk_size = 1;
+        assert!(tiny.check(2).unwrap_err().contains("chunk size"));
+        let mut odd = summary.clone();
+        odd.naming = "md5".into();
+        assert!(odd.check(MIN_CHUNK + 1).unwrap_err().contains("unknown"));
+    }
+
+    #[test]
+    fn keys_fan_out_and_name_each_chunk_once() {
+        let a = format!("ab{}", "0".repeat(62));
+        let m = map(vec![
+            Some(Chunk(a.clone(), 3)),
+            None,
+            Some(Chunk(a.clone(), 3)),
+        ]);
+        let keys: Vec<_> = m.keys(Kind::Tigerbeetle).collect();
+        assert_eq!(keys, vec![(format!("tigerbeetle/chunks/ab/{a}"), 3)]);
+        assert_eq!(m.len_of(2, 2 * MIN_CHUNK + 5), 5);
+        assert_eq!(m.len_of(0, 2 * MIN_CHUNK + 5), MIN_CHUNK);
+    }
+}
