@@ -160,7 +160,7 @@ pub fn unpack(r: &mut dyn Read, dest: &Path) -> Result<Vec<FileEntry>> {
 /// Writes a file leaving holes where whole aligned blocks are zeros: a
 /// TigerBeetle data file is a quarter zeros, which then cost neither disk
 /// writes nor disk space, and read back as the zeros they were.
-struct Sparse {
+pub(crate) struct Sparse {
     file: File,
     buf: Vec<u8>,
     /// Bytes of zeros not yet written (a hole to seek over).
@@ -178,7 +178,7 @@ fn is_zero(b: &[u8]) -> bool {
 }
 
 impl Sparse {
-    fn new(file: File) -> Self {
+    pub(crate) fn new(file: File) -> Self {
         Sparse {
             file,
             buf: Vec::with_capacity(SPARSE_BUF),
@@ -218,7 +218,7 @@ impl Sparse {
 
     /// Writes what is left, gives the file its full length (a trailing hole)
     /// and returns it.
-    fn finish(mut self) -> io::Result<File> {
+    pub(crate) fn finish(mut self) -> io::Result<File> {
         let rest = std::mem::take(&mut self.buf);
         self.put(&rest)?;
         self.file.set_len(self.len)?;

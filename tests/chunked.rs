@@ -252,3 +252,27 @@ fn a_replaced_chunk_list_is_refused_by_restore_and_verify() {
     ]);
     assert_exit(&out, 0);
 }
+
+#[test]
+fn a_chunk_lost_from_the_store_is_stored_again_by_the_next_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::formatted_data_file(dir.path());
+    let s = setup(&data, StoreKind::Local, "");
+    let first = snapshot(&s);
+    let lost = walk(&s.path("store/tigerbeetle/chunks"))
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap();
+    fs::remove_file(&lost).unwrap();
+    assert_exit(&s.bkp(&["verify"]), 5);
+    // The next snapshot does not name the lost chunk on its base's word.
+    let second = snapshot(&s);
+    assert_eq!(second["chunks"]["added"], 1, "{second:#}");
+    assert!(lost.exists());
+    assert_exit(&s.bkp(&["verify"]), 0);
+    let target = restore(&s, first["id"].as_str().unwrap(), "r1");
+    assert_eq!(
+        digest(&target.join(data.file_name().unwrap())),
+        digest(&data)
+    );
+}

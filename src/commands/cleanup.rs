@@ -97,26 +97,32 @@ fn stream_of(m: &Manifest) -> String {
 }
 
 /// Every object key the manifests name: `objects`, `uses`, chunk lists and
-/// the chunks they list. A chunk list that is damaged names nothing more (its
-/// backup cannot be restored, and the chunks other backups share are named by
-/// their lists); one that cannot be read now stops the run.
+/// the chunks they list. `kept`: the manifests stay, so a chunk list that
+/// cannot be read stops the run (nothing is deleted while what a kept backup
+/// needs is unknown); for a backup being deleted, a damaged list names
+/// nothing more (a warning), its chunks left to the orphan sweep.
 fn referenced<'a>(
     ctx: &Ctx,
     lists: &Lists,
+    kept: bool,
     manifests: impl IntoIterator<Item = &'a Manifest>,
 ) -> Result<BTreeSet<String>> {
     let mut keys = BTreeSet::new();
     for m in manifests {
         keys.extend(m.needed_keys());
-        keys.extend(chunk_keys(ctx, lists, m)?.into_iter().map(|(k, _)| k));
+        keys.extend(chunk_keys(ctx, lists, kept, m)?.into_iter().map(|(k, _)| k));
     }
     Ok(keys)
 }
 
 /// The chunks `m` names (see [`referenced`]).
-fn chunk_keys(ctx: &Ctx, lists: &Lists, m: &Manifest) -> Result<Vec<(String, u64)>> {
+fn chunk_keys(ctx: &Ctx, lists: &Lists, kept: bool, m: &Manifest) -> Result<Vec<(String, u64)>> {
     match lists.keys(m) {
         Ok(keys) => Ok(keys),
+        Err(e) if kept => Err(e.context(format!(
+            "cleanup cannot tell which chunks backup {} needs, so it deletes nothing: run `bkp verify`, and restore or remove that backup",
+            m.id
+        ))),
         Err(e) if crate::exit::is_damage(&e) => {
             ctx.ui.warn(&format!("{e:#}"));
             Ok(Vec::new())
@@ -138,7 +144,7 @@ fn freed_bytes(
 ) -> Result<u64> {
     let own: u64 = m.objects.iter().map(|o| o.size).sum();
     let list = m.chunks.as_ref().map_or(0, |c| c.list.size);
-    let chunks: u64 = chunk_keys(ctx, lists, m)?
+    let chunks: u64 = chunk_keys(ctx, lists, false, m)?
         .into_iter()
         .filter(|(k, _)| !kept.contains(k) && counted.insert(k.clone()))
         .map(|(_, n)| n)
@@ -230,12 +236,13 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let kept = referenced(
         ctx,
         &lists,
+        true,
         all.iter()
             .filter(|m| !doomed.contains(m.id.to_string().as_str())),
     )?;
     let mut counted = BTreeSet::new();
     for t in &tombstones {
-        referenced(ctx, &lists, [&t.manifest])?;
+        referenced(ctx, &lists, false, [&t.manifest])?;
     }
     for d in decisions.iter().filter(|d| !d.keep) {
         let m = by_id[&d.id];
@@ -286,7 +293,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         refuse_unreadable(&unreadable)?;
         fresh
     };
-    let named = referenced(ctx, &lists, &remaining)?;
+    let named = referenced(ctx, &lists, true, &remaining)?;
     if !dry {
         for t in &tombstones {
             finish(ctx, store, &lists, t, &named)?;
@@ -302,6 +309,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         referenced(
             ctx,
             &lists,
+            false,
             all.iter()
                 .filter(|m| doomed.contains(m.id.to_string().as_str())),
         )?
@@ -534,7 +542,7 @@ fn finish(
     store.delete(&m.key())?;
     // Its chunks before its chunk list: a run stopped in between leaves chunks
     // that the list still names for the next run to finish.
-    let mut doomed: Vec<String> = referenced(ctx, lists, [m])?
+    let mut doomed: Vec<String> = referenced(ctx, lists, false, [m])?
         .into_iter()
         .filter(|k| !named.contains(k))
         .collect();

@@ -58,6 +58,12 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         store.identity()
     ));
 
+    // The key chunks are encrypted and named with (derived once: a
+    // passphrase's costs a PBKDF2).
+    let chunk_key = match chunked {
+        true => run.keyring.map(|k| k.current().for_chunks()),
+        false => None,
+    };
     let outcome = (|| -> Result<Stored> {
         let log = |m: &str| ctx.ui.detail(m);
         let prepared = tigerbeetle::prepare(tb, &data_file, &plan.work_dir, &log)?;
@@ -71,15 +77,12 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         progress.begin("uploading", Some(prepared.size));
         let (objects, archived, stored_chunks, base) = if chunked {
             // Only chunks the newest snapshot does not name are uploaded.
-            let key = run.keyring.map(|k| k.current().for_chunks());
-            let base = chunk_base(store.as_ref(), &trust, plan.compression, key.as_ref())?;
-            let known = match &base {
-                Some(b) => known_chunks(&chunks::load(store.as_ref(), b)?),
-                None => HashMap::new(),
-            };
+            let key = chunk_key.as_ref();
+            let base = chunk_base(store.as_ref(), &trust, plan.compression, key)?;
+            let (base, known) = base_chunks(ctx, store.as_ref(), base)?;
             if let Some(b) = &base {
                 log(&format!(
-                    "building on snapshot {}: {} chunks in the store already",
+                    "building on snapshot {}: {} of its chunks are in the store",
                     b.id,
                     known.len()
                 ));
@@ -88,7 +91,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 store: store.as_ref(),
                 kind: Kind::Tigerbeetle,
                 compression: plan.compression,
-                key: key.as_ref(),
+                key,
                 progress: progress.clone(),
             };
             let (map, entry) = chunks::write_file(
@@ -177,16 +180,16 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             ..Body::default()
         });
         let mut stored = run.store_manifest(m).map_err(down)?;
-        if let (Some((b, known)), Some((_, map))) = (&base, &stored_chunks) {
-            let key = run.keyring.map(|k| k.current().for_chunks());
+        if let Some((_, map)) = &stored_chunks {
             let sink = chunks::Sink {
                 store: store.as_ref(),
                 kind: Kind::Tigerbeetle,
                 compression: plan.compression,
-                key: key.as_ref(),
+                key: chunk_key.as_ref(),
                 progress: std::sync::Arc::new(crate::stages::progress::Silent),
             };
-            ensure_shared(ctx, &sink, b, known, map, &prepared.path).map_err(down)?;
+            let base = base.as_ref().map(|(b, known)| (b, known));
+            ensure_shared(ctx, &sink, base, map, &prepared.path).map_err(down)?;
         }
         stored
             .problems
@@ -282,7 +285,7 @@ fn chunk_base(
     compression: crate::stages::compress::Compression,
     key: Option<&crate::crypto::MasterKey>,
 ) -> Result<Option<Manifest>> {
-    let (_, naming) = chunks::Naming::of(key);
+    let (_, naming) = chunks::Naming::of(key, compression);
     let (all, _) = manifest::list(store, trust, Some(Kind::Tigerbeetle))?;
     let newest = all
         .into_iter()
@@ -300,45 +303,91 @@ fn chunk_base(
     crate::manifest::catalog::current(store, trust, &m).map(Some)
 }
 
-/// The chunks a chunk map names: id → stored size.
-fn known_chunks(map: &Option<chunks::ChunkMap>) -> HashMap<String, u64> {
-    map.iter()
-        .flat_map(|m| m.chunks.iter().flatten())
+/// The chunks of `base` this snapshot can name without storing them: those
+/// its list names that one listing of the store finds with their recorded
+/// size (a chunk lost since is stored again, not named forever). A base whose
+/// list is damaged is not built on.
+fn base_chunks(
+    ctx: &Ctx,
+    store: &dyn crate::store::Store,
+    base: Option<Manifest>,
+) -> Result<(Option<Manifest>, HashMap<String, u64>)> {
+    let Some(b) = base else {
+        return Ok((None, HashMap::new()));
+    };
+    let map = match chunks::load(store, &b) {
+        Ok(Some(map)) => map,
+        Ok(None) => return Ok((None, HashMap::new())),
+        Err(e) if crate::exit::is_damage(&e) => {
+            ctx.ui.warn(&format!(
+                "{e:#}; this snapshot stores every chunk it needs instead of building on it"
+            ));
+            return Ok((None, HashMap::new()));
+        }
+        Err(e) => return Err(e),
+    };
+    let listed: HashMap<String, u64> = store
+        .list(&format!("{}/chunks/", Kind::Tigerbeetle.as_str()))?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
+    let known = map
+        .chunks
+        .iter()
+        .flatten()
+        .filter(|c| {
+            listed.get(&crate::manifest::chunks::chunk_key(Kind::Tigerbeetle, &c.0)) == Some(&c.1)
+        })
         .map(|c| (c.0.clone(), c.1))
-        .collect()
+        .collect();
+    Ok((Some(b), known))
 }
 
 /// After this snapshot's manifest is written: the chunks it shares with
 /// `base` are safe if `base` is still listed (a cleanup deleting `base` lists
 /// the manifests again after unlisting it, and then sees this one). If `base`
-/// went meanwhile, each shared chunk is looked for, and one that is gone is
-/// stored again from the copy still at hand.
+/// went meanwhile, each shared chunk is looked for, as is every chunk the run
+/// found in the store without its base naming it (an orphan a cleanup may
+/// have been deleting); one that is gone is stored again from the copy still
+/// at hand.
 fn ensure_shared(
     ctx: &Ctx,
     sink: &chunks::Sink,
-    base: &Manifest,
-    shared: &HashMap<String, u64>,
+    base: Option<(&Manifest, &HashMap<String, u64>)>,
     map: &chunks::ChunkMap,
     path: &std::path::Path,
 ) -> Result<()> {
+    use anyhow::Context as _;
     let store = sink.store;
-    if store.head(&base.key())?.is_some() {
-        return Ok(());
+    let mut look: Vec<usize> = map.adopted.clone();
+    let base_gone = match base {
+        Some((b, _)) => store.head(&b.key())?.is_none(),
+        None => false,
+    };
+    if let (true, Some((_, shared))) = (base_gone, base) {
+        look.extend(
+            map.chunks
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.as_ref().is_some_and(|c| shared.contains_key(&c.0)))
+                .map(|(i, _)| i),
+        );
     }
     let mut restored = 0;
-    for (i, c) in map.chunks.iter().enumerate() {
-        let Some(c) = c.as_ref().filter(|c| shared.contains_key(&c.0)) else {
-            continue;
-        };
+    for i in look {
+        let Some(c) = &map.chunks[i] else { continue };
         let key = crate::manifest::chunks::chunk_key(Kind::Tigerbeetle, &c.0);
         if store.head(&key)?.is_none() {
-            chunks::store_again(sink, map, i, path)?;
+            chunks::store_again(sink, map, i, path).with_context(|| {
+                format!("chunk {key}, which this snapshot names, was deleted while it ran (a cleanup at the same time) and could not be stored again: run `bkp snapshot` again, and `bkp verify`")
+            })?;
             restored += 1;
         }
     }
-    ctx.ui.warn(&format!(
-        "snapshot {} this one builds on was deleted while it ran; {restored} shared chunk(s) were gone and were stored again",
-        base.id
-    ));
+    if base_gone || restored > 0 {
+        ctx.ui.warn(&format!(
+            "a cleanup ran while this snapshot did; {restored} chunk(s) it names were gone and were stored again"
+        ));
+    }
     Ok(())
 }

@@ -21,6 +21,9 @@ const SEAL_INFO: &[u8] = b"bkp document seal v1";
 const CHUNK_ID_INFO: &[u8] = b"bkp chunk id v1";
 /// Domain separation for the raw key a passphrase's chunks are encrypted with.
 const CHUNK_KEY_INFO: &[u8] = b"bkp chunk key v1";
+/// PBKDF2 iterations of that key: fixed, so that changing a passphrase's
+/// configured iterations never changes the key its stored chunks need.
+const CHUNK_KEY_ITERATIONS: u32 = 600_000;
 
 /// HKDF-SHA256 of `secret` with `info` as salt and info: 32 bytes.
 fn hkdf32(secret: &[u8], info: &[u8]) -> Zeroizing<[u8; 32]> {
@@ -237,9 +240,10 @@ impl MasterKey {
     /// (PBKDF2 with its iterations), so that a chunk costs no PBKDF2 of its own.
     pub fn for_chunks(&self) -> MasterKey {
         let (kind, secret) = match self.kind {
-            Kind::Passphrase { iterations } => {
-                (Kind::Raw, self.stretch(iterations, CHUNK_KEY_INFO).to_vec())
-            }
+            Kind::Passphrase { .. } => (
+                Kind::Raw,
+                self.stretch(CHUNK_KEY_ITERATIONS, CHUNK_KEY_INFO).to_vec(),
+            ),
             Kind::Raw => (Kind::Raw, self.secret.to_vec()),
             Kind::Recipient { public } => (Kind::Recipient { public }, self.secret.to_vec()),
             Kind::Identity { public } => (Kind::Identity { public }, self.secret.to_vec()),
@@ -252,23 +256,21 @@ impl MasterKey {
         }
     }
 
-    /// The HMAC-SHA256 key that names chunks (a chunk's id is the HMAC of its
-    /// plaintext), so that chunk names say nothing about the data to whoever
-    /// lacks it. Call it on [`MasterKey::for_chunks`]. Derived from the secret
-    /// (HKDF-SHA256), except for X25519 keys: a write-only host holds only the
-    /// recipient (public) key and must name chunks as the restoring host does,
-    /// so both derive it from the public key, which is not in the store.
-    pub fn chunk_id_key(&self) -> ring::hmac::Key {
-        let k = match self.kind {
+    /// The secret chunk ids are keyed with (see `chunks.rs`), so that chunk
+    /// names say nothing about the data to whoever lacks it. Call it on
+    /// [`MasterKey::for_chunks`] (on a passphrase it is `None`). Derived from
+    /// the secret (HKDF-SHA256), except for X25519 keys: a write-only host
+    /// holds only the recipient (public) key and must name chunks as the
+    /// restoring host does, so both derive it from the public key, which is
+    /// not in the store.
+    pub fn chunk_id_key(&self) -> Option<Zeroizing<[u8; 32]>> {
+        match self.kind {
             Kind::Recipient { public } | Kind::Identity { public } => {
-                hkdf32(&public, CHUNK_ID_INFO)
+                Some(hkdf32(&public, CHUNK_ID_INFO))
             }
-            Kind::Raw => hkdf32(&self.secret, CHUNK_ID_INFO),
-            Kind::Passphrase { iterations } => {
-                hkdf32(&self.stretch(iterations, CHUNK_KEY_INFO)[..], CHUNK_ID_INFO)
-            }
-        };
-        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &k[..])
+            Kind::Raw => Some(hkdf32(&self.secret, CHUNK_ID_INFO)),
+            Kind::Passphrase { .. } => None,
+        }
     }
 
     /// The parameters and key-encryption key for wrapping a new stream's data key.

@@ -54,9 +54,15 @@ use crate::id::BackupId;
 use crate::store::{is_already_exists, Store};
 
 pub const CATALOG_DIR: &str = "catalog";
-const SCHEMA: &str = "bkp.catalog/1";
+/// Version 2 since catalogs may hold chunked manifests (schema 2.x): a bkp
+/// that knows only version 1 passes such a catalog over and reads the
+/// manifests themselves, which it refuses, instead of taking their entries
+/// without the chunks they need. Version 1 is still read (see [`admit`]).
+const SCHEMA: &str = "bkp.catalog/2";
+const SCHEMA_V1: &str = "bkp.catalog/1";
 /// The first bytes of a catalog object, before its tag and a newline.
-const MAGIC: &str = "bkp.catalog/1 ";
+const MAGIC: &str = "bkp.catalog/2 ";
+const MAGIC_V1: &str = "bkp.catalog/1 ";
 /// How far before a catalog's time a reader looks for manifests it lacks.
 pub const WINDOW: Duration = Duration::days(2);
 /// Changes a delta may carry before a new base is written instead.
@@ -284,6 +290,7 @@ fn read_doc(
     let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| damaged_error(key, "bad header"))?;
     let tag = header
         .strip_prefix(MAGIC)
+        .or_else(|| header.strip_prefix(MAGIC_V1))
         .ok_or_else(|| damaged_error(key, "it is not a bkp catalog"))?;
     let payload = &bytes[nl + 1..];
     if !seal::tag_verifies(keys, payload, tag) {
@@ -295,7 +302,7 @@ fn read_doc(
         .map_err(|_| damaged_error(key, "it does not decompress"))?;
     let doc: Doc =
         serde_json::from_slice(&json).map_err(|_| damaged_error(key, "its fields do not match"))?;
-    if doc.schema != SCHEMA || doc.kind != kind || doc.seq != seq {
+    if !(doc.schema == SCHEMA || doc.schema == SCHEMA_V1) || doc.kind != kind || doc.seq != seq {
         return Err(damaged_error(
             key,
             "it names another schema, kind or number than its key",

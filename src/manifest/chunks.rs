@@ -21,8 +21,10 @@ pub struct Chunked {
     pub file: String,
     /// Bytes of plaintext per chunk (the last one may be shorter).
     pub chunk_size: u64,
-    /// How chunk ids were computed: `hmac-sha256:{key id}` (the key's
-    /// [chunk id key](crate::crypto::MasterKey::chunk_id_key)) or `sha256`
+    /// How chunk ids were computed: `blake3:{compression}:{key id}` (BLAKE3
+    /// keyed with the key's [chunk id key](crate::crypto::MasterKey::chunk_id_key),
+    /// per compression algorithm, so that a chunk stored one way is never
+    /// named by a backup that reads it another way) or `blake3:{compression}`
     /// (an unencrypted backup).
     pub naming: String,
     /// Chunks of the file, zeros included: the entries of the list.
@@ -72,6 +74,10 @@ pub struct ChunkMap {
     pub added: u64,
     pub added_bytes: u64,
     pub chunks: Vec<Option<Chunk>>,
+    /// Chunks a run found in the store and named without storing them (and
+    /// not named by the snapshot it built on): looked for again once its
+    /// manifest is written. Empty for a map read back from the store.
+    pub adopted: Vec<usize>,
 }
 
 /// One stored chunk: its id (64 lowercase hex digits) and stored size.
@@ -82,13 +88,32 @@ pub struct Chunk(pub String, pub u64);
 pub const MIN_CHUNK: u64 = 64 << 10;
 pub const MAX_CHUNK: u64 = 64 << 20;
 
+/// The most bytes a chunk of `len` plaintext bytes can take stored: the
+/// compressors' worst case on incompressible data and the encryption's
+/// header and tags, with room to spare. A larger object is no chunk of bkp's.
+pub fn max_stored(len: u64) -> u64 {
+    len + len / 64 + (64 << 10)
+}
+
 /// The naming of chunks keyed with the key `key_id`.
-pub fn keyed_naming(key_id: &str) -> String {
-    format!("hmac-sha256:{key_id}")
+pub fn keyed_naming(compression: &str, key_id: &str) -> String {
+    format!("blake3:{compression}:{key_id}")
 }
 
 /// The naming of the chunks of an unencrypted backup.
-pub const PLAIN_NAMING: &str = "sha256";
+pub fn plain_naming(compression: &str) -> String {
+    format!("blake3:{compression}")
+}
+
+/// The parts of a naming: the compression algorithm and the key id, if keyed.
+pub fn parse_naming(naming: &str) -> Option<(&str, Option<&str>)> {
+    let rest = naming.strip_prefix("blake3:")?;
+    let (alg, key) = match rest.split_once(':') {
+        Some((a, k)) => (a, Some(k)),
+        None => (rest, None),
+    };
+    matches!(alg, "zstd" | "gzip" | "none").then_some((alg, key))
+}
 
 /// The key of chunk `id` of `kind`.
 pub fn chunk_key(kind: Kind, id: &str) -> String {
@@ -125,6 +150,13 @@ impl ChunkMap {
                 "{} chunks do not make up {size} bytes in chunks of {}",
                 self.chunks.len(),
                 self.chunk_size
+            ));
+        }
+        let limit = max_stored(self.chunk_size);
+        if let Some(c) = self.chunks.iter().flatten().find(|c| c.1 > limit) {
+            return Err(format!(
+                "a chunk of {} stored bytes is larger than any chunk of {} bytes",
+                c.1, self.chunk_size
             ));
         }
         if let Some(c) = self.chunks.iter().flatten().find(|c| !is_chunk_id(&c.0)) {
@@ -170,7 +202,7 @@ impl Chunked {
                 self.count, self.chunk_size
             ));
         }
-        if self.naming != PLAIN_NAMING && !self.naming.starts_with("hmac-sha256:") {
+        if parse_naming(&self.naming).is_none() {
             return Err(format!("chunk naming {:?} is unknown", self.naming));
         }
         Ok(())
@@ -185,10 +217,11 @@ mod tests {
         ChunkMap {
             file: "0_0.tigerbeetle".into(),
             chunk_size: MIN_CHUNK,
-            naming: PLAIN_NAMING.into(),
+            naming: plain_naming("zstd"),
             added: 0,
             added_bytes: 0,
             chunks,
+            adopted: Vec::new(),
         }
     }
 

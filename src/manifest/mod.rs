@@ -319,6 +319,35 @@ pub fn parse_with_sealer(
 /// of its own kind.
 pub(crate) fn admit(m: &Manifest, sealed: bool, trust: &Trust) -> Result<()> {
     let what = format!("manifest {}", m.key());
+    // Read from the catalog too: a newer major is refused there as from its
+    // key, and a chunked manifest without its chunks (a catalog an older bkp
+    // rewrote, dropping what it did not know) is not used.
+    let major = m
+        .schema
+        .strip_prefix("bkp.manifest/")
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.parse::<u32>().ok());
+    match major {
+        Some(n) if n > SCHEMA_MAJOR => {
+            return Err(coded(
+                Code::Config,
+                format!("{what} uses schema {}, newer than this bkp understands ({SCHEMA_MAJOR}.x): upgrade bkp to read it", m.schema),
+            ))
+        }
+        Some(2) if m.chunks.is_none() => {
+            return Err(coded(
+                Code::Integrity,
+                format!("{what} has schema {} but no chunks: it is not used; run `bkp verify` to read it again from its key", m.schema),
+            ))
+        }
+        Some(_) => {}
+        None => {
+            return Err(coded(
+                Code::Integrity,
+                format!("{what} is not a bkp manifest (bad schema version)"),
+            ))
+        }
+    }
     if trust.checks() && !sealed && !trust.excuses(m.id) {
         return Err(seal::unsealed_error(&what, m.id));
     }
@@ -763,6 +792,15 @@ pub(crate) mod tests {
         v["schema"] = "bkp.manifest/3.0".into();
         let err = parse(&serde_json::to_vec(&v).unwrap(), &m.key(), &Trust::none()).unwrap_err();
         assert!(format!("{err:#}").contains("upgrade bkp"));
+        // What a catalog holds is admitted by the same rules: a newer major, or
+        // a chunked manifest that lost its chunks, is not used.
+        let mut newer = m.clone();
+        newer.schema = "bkp.manifest/3.0".into();
+        let err = admit(&newer, true, &Trust::none()).unwrap_err();
+        assert!(format!("{err:#}").contains("upgrade bkp"), "{err:#}");
+        newer.schema = "bkp.manifest/2.0".into();
+        let err = admit(&newer, true, &Trust::none()).unwrap_err();
+        assert!(format!("{err:#}").contains("no chunks"), "{err:#}");
     }
 
     #[test]
