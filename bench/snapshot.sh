@@ -41,6 +41,7 @@ path_style = true
 key_file = "key"
 [tigerbeetle]
 data_file = "data/0_0.tigerbeetle"
+snapshot_format = "${FORMAT:-archive}"
 TOML
 
 measure() { # label, command...
