@@ -9,6 +9,7 @@
 #   bench/snapshot.sh                 # 2,000,000 transfers
 #   TRANSFERS=10000000 bench/snapshot.sh
 #   DATA_CACHE=/var/tmp/bkp-bench BKP_BIN=/path/to/bkp bench/snapshot.sh
+#   FORMAT=chunked bench/snapshot.sh  # chunked snapshots (default here: archive; compare.sh times chunked)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$BKP_ROOT"
