@@ -819,6 +819,10 @@ mod tests {
     use crate::store::memory::MemoryStore;
 
     const CS: u64 = crate::manifest::chunks::MIN_CHUNK;
+    const ZSTD: Compression = Compression::Zstd {
+        level: 3,
+        threads: 1,
+    };
 
     fn key() -> MasterKey {
         MasterKey::from_bytes([9u8; 32])
@@ -878,10 +882,7 @@ mod tests {
         let path = file(dir.path(), 1);
         let k = key();
         let ring = Keyring::new(MasterKey::from_bytes([9u8; 32]), Vec::new());
-        let zstd = Compression::Zstd {
-            level: 3,
-            threads: 1,
-        };
+        let zstd = ZSTD;
         for (i, (c, encrypted)) in [
             (zstd, true),
             (Compression::Gzip { level: 6 }, true),
@@ -925,10 +926,7 @@ mod tests {
         let path = file(dir.path(), 2);
         let store = MemoryStore::new();
         let k = key().for_chunks();
-        let zstd = Compression::Zstd {
-            level: 3,
-            threads: 1,
-        };
+        let zstd = ZSTD;
         let s = sink(&store, zstd, Some(&k));
         let (first, _) = write_file(&s, &path, "f", CS, &HashMap::new()).unwrap();
         let known: HashMap<String, u64> = first
@@ -964,10 +962,7 @@ mod tests {
         let path = file(dir.path(), 3);
         let k = key().for_chunks();
         let ring = Keyring::new(key(), Vec::new());
-        let zstd = Compression::Zstd {
-            level: 3,
-            threads: 1,
-        };
+        let zstd = ZSTD;
         let fresh = || {
             let store = MemoryStore::new();
             let (map, entry) = write_file(
@@ -1072,10 +1067,7 @@ mod tests {
         let path = file(dir.path(), 4);
         let k = key().for_chunks();
         let ring = Keyring::new(key(), Vec::new());
-        let zstd = Compression::Zstd {
-            level: 3,
-            threads: 1,
-        };
+        let zstd = ZSTD;
         let store = MemoryStore::new();
         let (mut map, entry) = write_file(
             &sink(&store, zstd, Some(&k)),
@@ -1098,10 +1090,7 @@ mod tests {
 
     #[test]
     fn ids_are_keyed_and_differ_per_key_and_compression() {
-        let zstd = Compression::Zstd {
-            level: 3,
-            threads: 1,
-        };
+        let zstd = ZSTD;
         let k = key().for_chunks();
         let (a, name) = Naming::of(Some(&k), zstd);
         assert_eq!(name, format!("blake3:zstd:{}", k.id()));
