@@ -2,22 +2,28 @@
 //! object of its own, so that a second snapshot of a file that barely changed
 //! uploads only the chunks that did.
 //!
-//! - A chunk's id is the HMAC-SHA256 of its plaintext under a key derived from
-//!   the configured key ([`MasterKey::chunk_id_key`]): equal chunks get equal
-//!   names, and a name says nothing about the data to whoever lacks the key.
-//!   Unencrypted backups name chunks by plain SHA-256.
+//! - A chunk's id is a keyed BLAKE3 hash of its plaintext ([`Naming`]: the key
+//!   derived from the configured key's [chunk id key](MasterKey::chunk_id_key)
+//!   and the compression algorithm): equal chunks get equal names, and a name
+//!   says nothing about the data to whoever lacks the key. Unencrypted backups
+//!   derive the BLAKE3 key from the algorithm alone. The manifest records the
+//!   naming (`blake3:{alg}[:{key id}]`).
 //! - Each chunk is compressed and encrypted on its own (the stream format of
 //!   `crypto`, a data key of its own), so any chunk can be read alone.
 //! - A chunk of zeros is stored as nothing (a hole when restored).
-//! - Reading a chunk checks everything: the stored size the manifest records,
-//!   the encryption's authentication, the plaintext length, and the id
-//!   recomputed from the plaintext, so a chunk moved to another chunk's name,
-//!   damaged or replaced is refused. A restore also checks the whole file's
-//!   SHA-256 before it is used.
-//! - Which chunks the store holds is known from the newest snapshot's manifest
-//!   (retention always keeps the newest snapshot, so its chunks stay while a
-//!   run builds on them); a chunk found in the store although no such manifest
-//!   named it is read back and checked before it is named.
+//! - Reading a chunk checks its stored size (from the chunk list), the
+//!   encryption's authentication and the plaintext length. `verify` ([`check`])
+//!   also recomputes the id from the plaintext, so a chunk moved to another
+//!   chunk's name is refused; a restore ([`read_file`]) instead checks the whole
+//!   file's SHA-256 before the file is used, which catches the same.
+//! - The chunk list (every chunk's id and stored size, in file order) is an
+//!   object of its own beside the manifest, which records its key, size and
+//!   SHA-256 ([`load`], [`Lists`] to read each list once per run).
+//! - Which chunks the store holds is known from the newest snapshot's chunk list
+//!   checked against one listing of the chunk prefix; a chunk found in the store
+//!   although no list named it is adopted only after it is read back and checked,
+//!   and a snapshot looks again, after its manifest is written, for every chunk a
+//!   concurrent cleanup may have removed (`store_again`).
 //!
 //! Requests run `store.parallelism()` at once; memory stays a few chunks per
 //! request in flight.
@@ -112,6 +118,40 @@ pub fn store_list(
 /// Bytes of JSON a list entry can take: a chunk id and a size.
 const LIST_ENTRY_MAX: u64 = 100;
 
+/// The object at `key`, which must be exactly `size` bytes (what a manifest or
+/// chunk list recorded; at most `size` + 1 are read, buffers start at most
+/// `reserve`). A missing object or another size is `damaged(why)`; another
+/// failure to read stays what it is.
+fn read_recorded(
+    store: &dyn Store,
+    key: &str,
+    size: u64,
+    reserve: u64,
+    damaged: &dyn Fn(String) -> anyhow::Error,
+) -> Result<Vec<u8>> {
+    let opened = store.open(key).map_err(|e| {
+        if crate::exit::classify(&e) == Some(Code::NotFound) {
+            damaged("it is missing".into())
+        } else {
+            e
+        }
+    })?;
+    let mut out = Vec::with_capacity(size.min(reserve) as usize);
+    opened
+        .take(size.saturating_add(1))
+        .read_to_end(&mut out)
+        .with_context(|| format!("failed to read {key} in {}", store.identity()))?;
+    if out.len() as u64 != size {
+        let n = if out.len() as u64 > size {
+            "more".to_string()
+        } else {
+            out.len().to_string()
+        };
+        return Err(damaged(format!("{n} bytes stored, {size} recorded")));
+    }
+    Ok(out)
+}
+
 /// Reads the chunk list of `m` and checks it: its size and SHA-256 as the
 /// manifest records them, its backup, and that it makes up the file. `None`
 /// for a backup without chunks.
@@ -128,22 +168,9 @@ pub fn load(store: &dyn Store, m: &Manifest) -> Result<Option<ChunkMap>> {
             ),
         )
     };
-    let mut packed = Vec::with_capacity(c.list.size.min(64 << 20) as usize);
-    let opened = store.open(key).map_err(|e| {
-        if crate::exit::classify(&e) == Some(Code::NotFound) {
-            damaged("it is missing")
-        } else {
-            e
-        }
-    })?;
-    opened
-        .take(c.list.size.saturating_add(1))
-        .read_to_end(&mut packed)
-        .with_context(|| format!("failed to read {key}"))?;
-    if packed.len() as u64 != c.list.size || hex(&Sha256::digest(&packed)) != c.list.sha256 {
-        return Err(damaged(
-            "its size or SHA-256 is not what the manifest recorded",
-        ));
+    let packed = read_recorded(store, key, c.list.size, 64 << 20, &|why| damaged(&why))?;
+    if hex(&Sha256::digest(&packed)) != c.list.sha256 {
+        return Err(damaged("its SHA-256 is not what the manifest recorded"));
     }
     let limit = c.count.saturating_mul(LIST_ENTRY_MAX).saturating_add(4096);
     let text = zstd::bulk::Decompressor::new()?
@@ -219,7 +246,7 @@ pub struct Source<'a> {
     pub store: &'a dyn Store,
     pub kind: Kind,
     pub compression: Compression,
-    /// Keys for the chunks' encryption (see [`chunk_keys`]); `None` when the
+    /// Keys for the chunks' encryption (see [`source`]); `None` when the
     /// backup is not encrypted.
     pub keys: Option<Keyring>,
     pub naming: Naming,
@@ -316,30 +343,8 @@ impl Source<'_> {
                 format!("{} is damaged ({why}): restore another backup (`bkp list` shows them) and run `bkp verify`", where_()),
             )
         };
-        let mut stored =
-            Vec::with_capacity(c.1.min(crate::manifest::chunks::MAX_CHUNK * 2) as usize);
-        let opened = self.store.open(&key).map_err(|e| {
-            if crate::exit::classify(&e) == Some(Code::NotFound) {
-                damaged("it is missing".into())
-            } else {
-                e
-            }
-        })?;
-        opened
-            .take(c.1.saturating_add(1))
-            .read_to_end(&mut stored)
-            .with_context(|| format!("failed to read {}", where_()))?;
-        if stored.len() as u64 != c.1 {
-            let n = if stored.len() as u64 > c.1 {
-                "more".to_string()
-            } else {
-                stored.len().to_string()
-            };
-            return Err(damaged(format!(
-                "{n} bytes stored, its manifest recorded {}",
-                c.1
-            )));
-        }
+        let max = crate::manifest::chunks::MAX_CHUNK * 2;
+        let stored = read_recorded(self.store, &key, c.1, max, &damaged)?;
         self.open(&stored, c, len, check_id)
             .map_err(|e| match crate::exit::classify(&e) {
                 Some(_) => e.context(where_()),

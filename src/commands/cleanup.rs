@@ -241,9 +241,6 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
             .filter(|m| !doomed.contains(m.id.to_string().as_str())),
     )?;
     let mut counted = BTreeSet::new();
-    for t in &tombstones {
-        referenced(ctx, &lists, false, [&t.manifest])?;
-    }
     for d in decisions.iter().filter(|d| !d.keep) {
         let m = by_id[&d.id];
         let bytes = freed_bytes(ctx, &lists, m, &kept, &mut counted)?;

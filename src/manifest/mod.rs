@@ -280,20 +280,8 @@ pub fn parse_with_sealer(
         .get("schema")
         .and_then(|s| s.as_str())
         .ok_or_else(|| malformed("no schema".into()))?;
-    let version = schema
-        .strip_prefix("bkp.manifest/")
-        .ok_or_else(|| malformed("unknown schema".into()))?;
-    let major: u32 = version
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .ok_or_else(|| malformed("bad schema version".into()))?;
-    if major > SCHEMA_MAJOR {
-        return Err(coded(
-            Code::Config,
-            format!("{what} uses schema {version}, newer than this bkp understands ({SCHEMA_MAJOR}.x): upgrade bkp to read it"),
-        ));
-    }
+    // Before the fields are read: a newer major may not have this one's.
+    schema_major(&what, schema)?;
     let sealed = opened.sealed;
     let sealer = opened.sealer.filter(|_| sealed);
     // serde's message may quote the stored text: it is not repeated.
@@ -314,6 +302,35 @@ pub fn parse_with_sealer(
     Ok((m, sealer))
 }
 
+/// The major version of manifest schema `schema`: a data error when it is no
+/// manifest schema, a config error (upgrade bkp) when it is newer than this
+/// bkp reads.
+fn schema_major(what: &str, schema: &str) -> Result<u32> {
+    let version = schema.strip_prefix("bkp.manifest/").ok_or_else(|| {
+        coded(
+            Code::Integrity,
+            format!("{what} is not a bkp manifest (unknown schema)"),
+        )
+    })?;
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .ok_or_else(|| {
+            coded(
+                Code::Integrity,
+                format!("{what} is not a bkp manifest (bad schema version)"),
+            )
+        })?;
+    if major > SCHEMA_MAJOR {
+        return Err(coded(
+            Code::Config,
+            format!("{what} uses schema {version}, newer than this bkp understands ({SCHEMA_MAJOR}.x): upgrade bkp to read it"),
+        ));
+    }
+    Ok(major)
+}
+
 /// What `trust` asks of every manifest it uses, read from its own key or from
 /// the catalog: a seal unless excused, encryption unless excused, object keys
 /// of its own kind.
@@ -322,31 +339,15 @@ pub(crate) fn admit(m: &Manifest, sealed: bool, trust: &Trust) -> Result<()> {
     // Read from the catalog too: a newer major is refused there as from its
     // key, and a chunked manifest without its chunks (a catalog an older bkp
     // rewrote, dropping what it did not know) is not used.
-    let major = m
-        .schema
-        .strip_prefix("bkp.manifest/")
-        .and_then(|v| v.split('.').next())
-        .and_then(|v| v.parse::<u32>().ok());
-    match major {
-        Some(n) if n > SCHEMA_MAJOR => {
-            return Err(coded(
-                Code::Config,
-                format!("{what} uses schema {}, newer than this bkp understands ({SCHEMA_MAJOR}.x): upgrade bkp to read it", m.schema),
-            ))
-        }
-        Some(2) if m.chunks.is_none() => {
-            return Err(coded(
-                Code::Integrity,
-                format!("{what} has schema {} but no chunks: it is not used; run `bkp verify` to read it again from its key", m.schema),
-            ))
-        }
-        Some(_) => {}
-        None => {
-            return Err(coded(
-                Code::Integrity,
-                format!("{what} is not a bkp manifest (bad schema version)"),
-            ))
-        }
+    if schema_major(&what, &m.schema)? == 2 && m.chunks.is_none() {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "{what} has schema {} but no chunks: it is not used. A catalog an older bkp rewrote loses them: delete the store's catalog/{}/ objects (a cache the next run rebuilds from the manifests)",
+                m.schema,
+                m.kind.as_str()
+            ),
+        ));
     }
     if trust.checks() && !sealed && !trust.excuses(m.id) {
         return Err(seal::unsealed_error(&what, m.id));

@@ -31,6 +31,7 @@ pub struct Audit {
 pub fn audit(
     cfg: &ledger::LedgerConfig,
     store: &dyn Store,
+    lists: &crate::chunks::Lists,
     all: &[Manifest],
     chosen: &[Manifest],
     deleting: &BTreeSet<u128>,
@@ -97,7 +98,6 @@ pub fn audit(
     }
     let mut retained: HashMap<&str, u64> = HashMap::new();
     let mut chunks: HashMap<String, u64> = HashMap::new();
-    let lists = crate::chunks::Lists::new(store);
     for m in all {
         for o in &m.objects {
             retained.insert(&o.key, o.size);

@@ -180,9 +180,11 @@ fn look(
         .iter()
         .flat_map(|m| m.objects.iter().map(|o| (o.key.as_str(), o.size)))
         .collect();
+    let lists = crate::chunks::Lists::new(store);
     let index = StoreIndex {
         chains: &chains,
         sizes: &sizes,
+        lists: &lists,
     };
     let mut checks = Vec::new();
     let mut checked = BTreeSet::new();
@@ -231,7 +233,7 @@ fn look(
                 .collect();
             let result = match ledger.down() {
                 Some(e) => Err(e),
-                None => audit(cfg, store, &all, &chosen, &deleting),
+                None => audit(cfg, store, &lists, &all, &chosen, &deleting),
             };
             result.unwrap_or_else(|e| {
                 let unreachable = crate::exit::classify(&e) == Some(Code::Transient);

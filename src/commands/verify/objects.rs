@@ -73,6 +73,8 @@ fn objects_of(m: &Manifest) -> Result<Vec<(manifest::ObjectEntry, Compression, b
 pub struct StoreIndex<'a> {
     pub chains: &'a chain::Index<'a>,
     pub sizes: &'a HashMap<&'a str, u64>,
+    /// Chunk lists, read once for the checks and the ledger audit.
+    pub lists: &'a crate::chunks::Lists<'a>,
 }
 
 /// Damage becomes a problem; trouble (the store is unreachable, no key) stops
@@ -93,7 +95,11 @@ pub fn check_backup(
     store_index: &StoreIndex,
     checked: &mut BTreeSet<String>,
 ) -> Result<BackupCheck> {
-    let StoreIndex { chains, sizes } = store_index;
+    let StoreIndex {
+        chains,
+        sizes,
+        lists,
+    } = store_index;
     let mut c = BackupCheck {
         id: m.id,
         kind: m.kind,
@@ -163,7 +169,7 @@ pub fn check_backup(
             problem,
         });
     }
-    match crate::chunks::load(store, m) {
+    match lists.get(m) {
         Ok(Some(map)) => check_chunks(store, keyring, m, &map, checked, &mut c)?,
         Ok(None) => {}
         Err(e) => {
@@ -211,7 +217,7 @@ fn check_chunks(
         c.bytes_read += l.list.size;
     }
     c.bytes_read += crate::chunks::check(&src, map, size, checked, &mut damaged)?;
-    let stored = map.chunks.iter().flatten().count();
+    let stored = map.keys(m.kind).count();
     c.objects += stored;
     for (key, e) in &damaged {
         let problem = format!("{e:#}");
