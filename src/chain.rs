@@ -235,7 +235,7 @@ pub fn log_cover(all: &[Manifest], from: u64, to: u64) -> Result<(Vec<&Manifest>
         .iter()
         .filter(|m| !m.objects.is_empty())
         .filter_map(|m| interval(m).map(|(a, u)| (m, a, u)))
-        .filter(|(_, after, until)| *until > from && *after < to)
+        .filter(|(_, after, until)| log_needed(*after, *until, from, to))
         .collect();
     logs.sort_by_key(|(_, after, _)| *after);
     let mut reached = from;
@@ -250,6 +250,15 @@ pub fn log_cover(all: &[Manifest], from: u64, to: u64) -> Result<(Vec<&Manifest>
         reached = reached.max(*until);
     }
     Ok((logs.into_iter().map(|(m, _, _)| m).collect(), reached))
+}
+
+/// Whether a log segment of interval `(after, until]` may hold rows that a state
+/// whose newest timestamp is `from` lacks, up to `to`. A segment ending exactly at
+/// `from` may: a row imported after that state can lie below `from` when it is
+/// newer than the newest row of its own kind (see `tblog::Watermark`); replay
+/// checks the rows the state holds and applies the others.
+pub fn log_needed(after: u64, until: u64, from: u64, to: u64) -> bool {
+    until >= from && after < to
 }
 
 #[cfg(test)]
@@ -448,10 +457,16 @@ mod tests {
         let (segs, reached) = log_cover(&all, 0, 100).unwrap();
         assert_eq!(ids(&segs), vec![s1.id, s2.id, s3.id]);
         assert_eq!(reached, 30);
-        // Nothing needed.
-        let (segs, reached) = log_cover(&all, 30, 40).unwrap();
-        assert!(segs.is_empty());
+        // From a state at 30: s3 (which ends there) may hold rows imported after
+        // that state below 30, and so may a segment (30, 30] of such rows.
+        let late = segment(32, Some(&s3), 30, 30);
+        let with_late = vec![s1.clone(), s2.clone(), s3.clone(), late.clone()];
+        let (segs, reached) = log_cover(&with_late, 30, 40).unwrap();
+        assert_eq!(ids(&segs), vec![s3.id, late.id]);
         assert_eq!(reached, 30);
+        // Nothing after 40 is needed for 40.
+        let (segs, _) = log_cover(&all, 35, 40).unwrap();
+        assert!(segs.is_empty());
         // s2 gone: a hole (10, 20] before s3.
         let holed = vec![s1.clone(), s3.clone()];
         assert_eq!(

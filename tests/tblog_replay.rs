@@ -565,9 +565,9 @@ fn assert_replica_matches(b: &Tb, s: &State, stats: &ReplayStats, expiries: &[Ex
     }
 }
 
-fn capture_to_vec(cfg: &ClusterConfig, after: u64) -> (Vec<u8>, CaptureStats) {
+fn capture_to_vec(cfg: &ClusterConfig, from: Watermark) -> (Vec<u8>, CaptureStats) {
     let mut out = Vec::new();
-    let stats = capture(cfg, after, &mut out).expect("capture");
+    let stats = capture(cfg, from, &mut out).expect("capture");
     assert_eq!(stats.segment.bytes as usize, out.len());
     (out, stats)
 }
@@ -596,13 +596,13 @@ fn capture_and_replay_reproduce_the_source() {
     let cfg_a = a_replica.cfg();
 
     // An empty cluster: an empty segment, three requests (rows, then change events).
-    let (seg0, st0) = capture_to_vec(&cfg_a, 0);
+    let (seg0, st0) = capture_to_vec(&cfg_a, Watermark::default());
     assert_eq!((st0.segment.until, st0.segment.accounts), (0, 0));
     assert_eq!(st0.requests, 3);
     assert!(events(&seg0).is_empty());
 
     phase1(&a);
-    let (seg1, st1) = capture_to_vec(&cfg_a, 0);
+    let (seg1, st1) = capture_to_vec(&cfg_a, Watermark::default());
     let state1 = record_state(&a, st1.segment.until);
     // The failed chain left no rows; balancing transfers store the amount moved.
     assert!(a.lookup_transfers(&[120, 121, 122]).is_empty());
@@ -619,14 +619,14 @@ fn capture_and_replay_reproduce_the_source() {
         (Some(300), Some(77), Some(40))
     );
     phase2(&a);
-    let (seg2, st2) = capture_to_vec(&cfg_a, st1.segment.until);
+    let (seg2, st2) = capture_to_vec(&cfg_a, st1.next);
     let state2 = record_state(&a, st2.segment.until);
     phase3(&a);
-    let (seg3, st3) = capture_to_vec(&cfg_a, st2.segment.until);
+    let (seg3, st3) = capture_to_vec(&cfg_a, st2.next);
     let state3 = record_state(&a, st3.segment.until);
 
     // Nothing new: an empty segment with until = after, in three requests.
-    let (seg4, st4) = capture_to_vec(&cfg_a, st3.segment.until);
+    let (seg4, st4) = capture_to_vec(&cfg_a, st3.next);
     assert_eq!(
         (
             st4.segment.after,
@@ -896,7 +896,7 @@ fn capture_and_replay_reproduce_the_source() {
         let b_replica = Replica::fresh();
         let cfg_b = b_replica.cfg();
         // A watermark ahead of the cluster is not "nothing new".
-        let e = capture(&cfg_b, st3.segment.until, &mut Vec::new()).unwrap_err();
+        let e = capture(&cfg_b, st3.next, &mut Vec::new()).unwrap_err();
         assert_eq!(classify(&e), Some(Code::Integrity), "{e:#}");
         let e = replay(&cfg_b, readers(&[&seg1, &truncated]), u64::MAX >> 2).unwrap_err();
         assert_eq!(classify(&e), Some(Code::Integrity), "{e:#}");
@@ -913,7 +913,7 @@ fn unreachable_cluster_is_transient() {
         timeout: Duration::from_secs(1),
     };
     let t0 = Instant::now();
-    let e = capture(&cfg, 0, &mut Vec::new()).unwrap_err();
+    let e = capture(&cfg, Watermark::default(), &mut Vec::new()).unwrap_err();
     assert!(t0.elapsed() < Duration::from_secs(5));
     assert_eq!(classify(&e), Some(Code::Transient));
     assert!(e.to_string().contains(&cfg.addresses), "{e}");
@@ -936,7 +936,7 @@ fn replay_refuses_posts_of_expired_snapshot_pendings() {
             flagged(xfer(20, A1, A2, 9), TF::PENDING).with_timeout(30)
         ]);
     }
-    let (seg1, st1) = capture_to_vec(&cfg_a, 0);
+    let (seg1, st1) = capture_to_vec(&cfg_a, Watermark::default());
     // Snapshot: stop, copy, start again.
     a_replica.0.stop();
     let dir = tempfile::tempdir().unwrap();
@@ -947,7 +947,7 @@ fn replay_refuses_posts_of_expired_snapshot_pendings() {
     a_again
         .client()
         .transfers(vec![resolve(21, 20, u128::MAX, TF::POST_PENDING_TRANSFER)]);
-    let (seg2, _) = capture_to_vec(&cfg_a, st1.segment.until);
+    let (seg2, _) = capture_to_vec(&cfg_a, st1.next);
 
     let b_replica = Replica::on(&snap);
     let e = replay(&b_replica.cfg(), readers(&[&seg1, &seg2]), u64::MAX >> 2).unwrap_err();
@@ -963,4 +963,97 @@ fn replay_refuses_posts_of_expired_snapshot_pendings() {
     let r = replay(&fresh.cfg(), readers(&[&seg1, &seg2]), u64::MAX >> 2).expect("fresh replay");
     assert_eq!((r.accounts, r.transfers, r.timeouts_cleared), (2, 2, 1));
     assert!(r.timeout_cleared.is_empty() && r.expired_in_source.is_empty());
+}
+
+/// A source that imports. TigerBeetle accepts an imported transfer anywhere after
+/// the newest transfer and an imported account anywhere after the newest account,
+/// so rows imported after a capture can lie below its `until` when the other kind
+/// set it. One cursor shared by both kinds skipped them; each kind after its own
+/// mark captures them in the next segment, and replay, all at once or a segment at
+/// a time (as `restore --at` does), reproduces every row and balance.
+#[test]
+fn rows_imported_below_the_last_capture_are_captured_and_replayed() {
+    let a_replica = Replica::fresh();
+    let a = a_replica.client();
+    let cfg_a = a_replica.cfg();
+    let ts_of = |rows: &[Transfer], id: u128| {
+        rows.iter()
+            .find(|t| t.as_raw().id == id)
+            .map(|t| t.as_raw().timestamp)
+            .unwrap()
+    };
+    a.accounts(vec![acct(1, 1, AF::empty()), acct(2, 1, AF::empty())]);
+    a.transfers(vec![xfer(100, 1, 2, 5)]);
+    // An account after the newest transfer: this capture's `until` is an account's.
+    a.accounts(vec![acct(3, 1, AF::empty())]);
+    let (seg1, st1) = capture_to_vec(&cfg_a, Watermark::default());
+    let t100 = ts_of(&a.all_transfers(0), 100);
+    let a3 = a.lookup_accounts(vec![3])[0].as_raw().timestamp;
+    assert_eq!((st1.segment.until, st1.next.transfers), (a3, t100));
+    assert!(a3 - t100 >= 2, "no room between {t100} and {a3}");
+
+    // A transfer imported below that `until`, then a plain one.
+    let mut t101 = flagged(xfer(101, 2, 1, 3), TF::IMPORTED);
+    t101.as_raw_mut().timestamp = t100 + (a3 - t100) / 2;
+    a.transfers(vec![t101]);
+    a.transfers(vec![xfer(102, 1, 3, 7)]);
+    let (seg2, st2) = capture_to_vec(&cfg_a, st1.next);
+    let ids: Vec<u128> = events(&seg2).iter().map(Event::id).collect();
+    assert_eq!(ids, [101, 102], "the imported transfer is captured");
+    let t102 = ts_of(&a.all_transfers(0), 102);
+    assert_eq!((st2.segment.until, st2.next.accounts), (t102, a3));
+    assert!(t102 - a3 >= 2, "no room between {a3} and {t102}");
+
+    // An account imported below the newest transfer: nothing else is new, and the
+    // next capture still takes it, below its own `after`.
+    let mut a4 = acct(4, 1, AF::IMPORTED);
+    a4.as_raw_mut().timestamp = a3 + (t102 - a3) / 2;
+    a.accounts(vec![a4]);
+    a.transfers(vec![xfer(103, 4, 1, 11)]);
+    let (seg3, st3) = capture_to_vec(&cfg_a, st2.next);
+    let r = SegmentReader::new(&seg3[..]).unwrap();
+    assert_eq!(r.header().version, 3, "{:?}", r.header());
+    assert_eq!(r.header().accounts_after, a3);
+    let ids: Vec<u128> = events(&seg3).iter().map(Event::id).collect();
+    assert_eq!(ids, [4, 103], "the imported account is captured");
+    // Nothing new: an empty segment, marks unchanged.
+    let (_, st4) = capture_to_vec(&cfg_a, st3.next);
+    assert_eq!((st4.segment.accounts, st4.segment.transfers), (0, 0));
+    assert_eq!(st4.next, st3.next);
+
+    let source_accounts = a.all_accounts(0);
+    let source_transfers = a.all_transfers(0);
+    let same = |b: &Tb| {
+        let accounts = b.all_accounts(0);
+        assert_eq!(accounts.len(), source_accounts.len());
+        for (have, want) in accounts.iter().zip(&source_accounts) {
+            let (h, w) = (have.as_raw(), want.as_raw());
+            assert_eq!(
+                (h.id, h.timestamp, h.debits_posted, h.credits_posted),
+                (w.id, w.timestamp, w.debits_posted, w.credits_posted)
+            );
+            assert_eq!((h.debits_pending, h.credits_pending), (0, 0));
+        }
+        let transfers = b.all_transfers(0);
+        let key = |t: &Transfer| (t.as_raw().id, t.as_raw().timestamp, t.as_raw().amount);
+        assert_eq!(
+            transfers.iter().map(key).collect::<Vec<_>>(),
+            source_transfers.iter().map(key).collect::<Vec<_>>()
+        );
+    };
+    // All segments in one replay.
+    let b_replica = Replica::fresh();
+    replay(
+        &b_replica.cfg(),
+        readers(&[&seg1, &seg2, &seg3]),
+        u64::MAX >> 2,
+    )
+    .unwrap();
+    same(&b_replica.client());
+    // A segment at a time: the target's newest row is then the other kind's.
+    let c_replica = Replica::fresh();
+    for seg in [&seg1, &seg2, &seg3] {
+        replay(&c_replica.cfg(), readers(&[seg]), u64::MAX >> 2).unwrap();
+    }
+    same(&c_replica.client());
 }

@@ -2,7 +2,8 @@
 //! segment → compress → encrypt → SHA-256 → upload → manifest → ledger.
 //!
 //! Stateless: the watermark is the `until` of the newest `logs` manifest in the
-//! store (the first run starts from the beginning), and each manifest names the
+//! store, with its marks per row kind (see [`tblog::Watermark`]; the first run
+//! starts from the beginning), and each manifest names the
 //! previous one as its parent, so the chain is explicit and a gap is visible. A run
 //! with nothing new uploads no data object but still writes a manifest saying the
 //! log is current up to its bound, so freshness stays provable.
@@ -19,7 +20,7 @@ use crate::chain;
 use crate::exit::{coded, Code};
 use crate::lease::{self, Lease};
 use crate::ledger::Operation;
-use crate::manifest::tigerbeetle::{interval, is_log_of, LOGS};
+use crate::manifest::tigerbeetle::{interval, is_log_of, marks, LOGS};
 use crate::manifest::{self, Kind, Manifest, Scope};
 use crate::store::Store;
 use crate::tigerbeetle::tblog;
@@ -108,21 +109,27 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             &hidden,
         ));
     }
-    let (parent, after) = match &head {
+    let (parent, from) = match &head {
         Some(m) => {
-            let (_, until) = interval(m).with_context(|| {
+            let (until, accounts, transfers) = marks(m).with_context(|| {
                 format!(
                     "log manifest {} has no readable interval: the chain cannot continue from it",
                     m.key()
                 )
             })?;
-            (Some(m.id), until)
+            let from = tblog::Watermark {
+                after: until,
+                accounts,
+                transfers,
+            };
+            (Some(m.id), from)
         }
-        None => (None, 0),
+        None => (None, tblog::Watermark::default()),
     };
+    let after = from.after;
 
     let outcome = (|| -> Result<Stored> {
-        let newest = tblog::newest_timestamp(&cfg).with_context(|| {
+        let now = tblog::newest_marks(&cfg).with_context(|| {
             format!(
                 "failed to read the newest timestamp of the cluster at {}",
                 cfg.addresses
@@ -135,14 +142,14 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         // When the audit ledger is this cluster, every run adds its own record:
         // rows that are only those wait for the next real segment, so that a
         // quiet cluster costs no segment per run.
-        let only_audit = newest > after
+        let only_audit = from.behind(&now)
             && match plan.ledger.as_ref() {
                 Some(l) if l.cluster_id == cfg.cluster_id => {
                     let ledger = l.ledger;
                     tblog::only_rows_of(
                         &cfg,
-                        after,
-                        newest,
+                        &from,
+                        &now,
                         AUDIT_ROWS_DEFERRED,
                         &|t| crate::ledger::is_audit_transfer(ledger, t),
                         &|a| crate::ledger::is_audit_account(ledger, a),
@@ -153,9 +160,22 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         if only_audit {
             source.insert("audit_rows_deferred".into(), json!(true));
         }
-        if newest <= after || only_audit {
+        let put_marks = |source: &mut BTreeMap<String, serde_json::Value>, w: &tblog::Watermark| {
+            source.insert("until".into(), json!(w.after.to_string()));
+            // Only where a kind's mark lies below `until` (imports, or a row
+            // committed between the capture's first queries).
+            for (key, mark) in [
+                ("accounts_until", w.accounts),
+                ("transfers_until", w.transfers),
+            ] {
+                if mark != w.after {
+                    source.insert(key.into(), json!(mark.to_string()));
+                }
+            }
+        };
+        if !from.behind(&now) || only_audit {
             // Nothing new: the log is current up to `after` as of now.
-            source.insert("until".into(), json!(after.to_string()));
+            put_marks(&mut source, &from);
             source.insert("accounts".into(), json!(0));
             source.insert("transfers".into(), json!(0));
         } else {
@@ -170,13 +190,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 run.keyring,
                 ctx.progress(),
                 |w| {
-                    stats = Some(tblog::capture(&cfg, after, w)?);
+                    stats = Some(tblog::capture(&cfg, from, w)?);
                     Ok(())
                 },
             )?;
             let stats = stats.context("the capture produced no statistics")?;
             let seg = &stats.segment;
-            source.insert("until".into(), json!(seg.until.to_string()));
+            put_marks(&mut source, &stats.next);
             source.insert("accounts".into(), json!(seg.accounts));
             source.insert("transfers".into(), json!(seg.transfers));
             source.insert("expiries".into(), json!(seg.expiries));

@@ -19,6 +19,19 @@ pub fn interval(m: &Manifest) -> Option<(u64, u64)> {
     Some((get("after")?, get("until")?))
 }
 
+/// Where a log manifest leaves its chain: `until`, and the newest account and
+/// transfer captured (`source.accounts_until`, `source.transfers_until`, each ≤
+/// `until`; `until` itself where a manifest does not record them). `None` for
+/// anything but a readable log manifest.
+pub fn marks(m: &Manifest) -> Option<(u64, u64, u64)> {
+    let (_, until) = interval(m)?;
+    let get = |k: &str| match m.source.get(k) {
+        None => Some(until),
+        Some(v) => v.as_str()?.parse::<u64>().ok().filter(|&n| n <= until),
+    };
+    Some((until, get("accounts_until")?, get("transfers_until")?))
+}
+
 /// The cluster a log segment was captured from (`source.cluster_id`, a decimal
 /// string). Log chains are per cluster: two clusters sharing a store never
 /// continue each other's chain.

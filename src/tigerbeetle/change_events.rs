@@ -62,6 +62,14 @@ impl EventType {
             b => EventType::Other(b),
         }
     }
+    /// Whether the event is a transfer's creation (its timestamp is the
+    /// transfer's): not an expiry, nor a type this bkp does not know.
+    pub fn is_transfer(self) -> bool {
+        matches!(
+            self,
+            EventType::SinglePhase | EventType::Pending | EventType::Posted | EventType::Voided
+        )
+    }
 }
 
 /// The fields of a change event that bkp uses.

@@ -52,7 +52,9 @@ fn reads<'m>(ctx: &Ctx, rp: &RestorePlan, all: &'m [Manifest]) -> Result<Vec<&'m
                 .into_iter()
                 .chain(all.iter().filter(|m| {
                     is_log_of(m, cluster)
-                        && interval(m).is_some_and(|(after, until)| until > from && after < to)
+                        && interval(m).is_some_and(|(after, until)| {
+                            crate::chain::log_needed(after, until, from, to)
+                        })
                 }))
                 .collect()
         }

@@ -6,15 +6,19 @@
 //! `until`. [`capture`] makes these requests (all bounded by the configured timeout;
 //! no answer in time is a [`Code::Transient`] error naming the addresses):
 //!
-//! 1. `query_accounts` and `query_transfers`, each `REVERSED` with limit 1 and every
-//!    other filter field zero: the newest account and the newest transfer; then
-//!    `get_change_events` after the newer of the two, paged until a page is empty:
-//!    expiries of pending transfers after the newest row (an expiry creates no row
-//!    but takes a timestamp of its own). `until` = the newest timestamp seen (or
-//!    `after` when all are ≤ `after`).
-//! 2. Both kinds in `[after + 1, until]`, ascending, paged by timestamp (next page
-//!    from the last row's timestamp + 1) until a page is empty or reaches `until`;
-//!    and the change events of the same range, paged the same way, keeping only the
+//! 1. `query_transfers` `REVERSED` with limit 1 and every other filter field zero:
+//!    the newest transfer `X`; then `get_change_events` after it, paged until a
+//!    page is empty: expiries of pending transfers (an expiry creates no row but
+//!    takes a timestamp of its own), and transfers committed meanwhile (which
+//!    raise `X`); then `query_accounts` the same way: the newest account `A`, read
+//!    last so that every account a transfer up to `X` uses is at or below `A`.
+//!    `until` = the newest timestamp seen.
+//! 2. Accounts in `[a + 1, A]` and transfers in `[x + 1, X]`, where `a` and `x` are
+//!    the newest account and transfer the chain has captured (the watermark's marks
+//!    per kind, ≤ `after`; see Imported rows below), ascending, paged by timestamp
+//!    (next page from the last row's timestamp + 1) until a page is empty or
+//!    reaches its bound; and the change events of `(after, until]`, paged the same
+//!    way, keeping only the
 //!    expiries (one event per transfer besides them: this pass reads about three
 //!    times the bytes of the transfers). The three cursors are merged by timestamp
 //!    into the segment, one page of each in memory at a time (at most 2 × 8189 rows
@@ -43,12 +47,20 @@
 //! [`replay`](mod@super::replay)). (Choosing `until` first also makes the merge simple: both
 //! cursors read immutable sets, so neither has to be re-read.)
 //!
-//! One exception, documented by TigerBeetle: `imported` rows carry client-chosen
-//! timestamps, which need only be newer than the last row *of their own kind*. An
-//! import into the source cluster while `bkp logs` runs could therefore place an
-//! account below a transfer-defined `until` (or vice versa). TigerBeetle recommends
-//! imports only into fresh clusters or maintenance windows; do not run imports into
-//! a cluster that `bkp logs` captures (a restored cluster starts a new chain).
+//! Imported rows: TigerBeetle lets an `imported` row carry a client-chosen
+//! timestamp that need only be newer than the newest row *of its own kind* (and
+//! older than the cluster's clock). So an account imported after this capture may
+//! lie below `until` when a transfer set it (or a transfer below an account's or
+//! an expiry's). Hence the marks per kind: this capture reads accounts only up to
+//! `A` and transfers only up to `X` (an import from now on lies above them, even
+//! below `until`), and the next one reads each kind from there, below its own
+//! `after` when an import landed there (segment format version 3 records these
+//! floors). Expiries are never imported and keep the interval. Replay applies
+//! each kind in timestamp order, which is the order TigerBeetle accepts imports
+//! in; the one thing it cannot replay is a transfer imported below the timestamp
+//! of an *expiry* it already replayed (it replays an expiry as a transfer): it
+//! stops there naming the transfer, and a restore from an older state cannot pass
+//! that point.
 //!
 //! Every query's answer is checked (ascending, inside the requested range, at most
 //! one row for limit 1): TigerBeetle answers an invalid filter with an empty list
@@ -71,8 +83,8 @@ use tigerbeetle_unofficial::{Account, Transfer};
 
 use super::segment::{Expiry, SegmentStats, SegmentWriter};
 use super::{
-    newest, newest_row, query_accounts, query_transfers, with_client, ClusterConfig, Row,
-    ACCOUNT_CLOSED, TRANSFER_PENDING,
+    newest, newest_rows, query_accounts, query_transfers, with_client, ClusterConfig, Row,
+    Watermark, ACCOUNT_CLOSED, TRANSFER_PENDING,
 };
 use crate::exit::{coded, Code};
 use crate::tigerbeetle::change_events::{EventType, PAGE_LIMIT};
@@ -85,6 +97,8 @@ const QUERY_LIMIT: u32 = 8189;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CaptureStats {
     pub segment: SegmentStats,
+    /// Where the next capture starts.
+    pub next: Watermark,
     /// Requests sent to the cluster.
     pub requests: u64,
     /// Closed accounts whose closing was looked up (one request each).
@@ -188,37 +202,47 @@ impl ExpiryCursor {
     }
 }
 
-/// Writes one segment with every account and transfer created after `after`, and
-/// every expiry of a pending transfer after it, up to the newest timestamp at the
-/// time of the call (the segment's `until`, in the returned stats; pass it as the
-/// next call's `after`). On error `out` holds a partial segment that must be
-/// discarded.
-pub fn capture(cfg: &ClusterConfig, after: u64, out: &mut dyn Write) -> Result<CaptureStats> {
-    capture_with(cfg, after, out, true)
+/// Writes one segment with every account and transfer created since watermark
+/// `from` (each kind after its own mark), and every expiry of a pending transfer
+/// after `from.after`, up to the newest timestamp at the time of the call (the
+/// segment's `until`); the returned stats' `next` is the next call's `from`. On
+/// error `out` holds a partial segment that must be discarded.
+pub fn capture(cfg: &ClusterConfig, from: Watermark, out: &mut dyn Write) -> Result<CaptureStats> {
+    capture_with(cfg, from, out, true)
 }
 
 /// Like [`capture`] from the beginning, but rows only, up to the newest row: for a
 /// private replica of a restored data file, whose own expiries (at its own clock's
 /// timestamps) are not the source's.
 pub fn capture_rows(cfg: &ClusterConfig, out: &mut dyn Write) -> Result<CaptureStats> {
-    capture_with(cfg, 0, out, false)
+    capture_with(cfg, Watermark::at(0), out, false)
 }
 
 fn capture_with(
     cfg: &ClusterConfig,
-    after: u64,
+    from: Watermark,
     out: &mut dyn Write,
     with_expiries: bool,
 ) -> Result<CaptureStats> {
+    let after = from.after;
     if after >= 1 << 63 {
         bail!("watermark {after} is not a TigerBeetle timestamp (they are below 2^63)");
     }
+    // A kind's mark above `after` is no mark this bkp wrote: read from `after`.
+    let floor_accounts = from.accounts.min(after);
+    let floor_transfers = from.transfers.min(after);
     with_client(cfg, |c| {
-        let newest = if with_expiries {
+        let now = if with_expiries {
             newest(c)?
         } else {
-            newest_row(c)?
+            let (accounts, transfers) = newest_rows(c)?;
+            Watermark {
+                after: accounts.max(transfers),
+                accounts,
+                transfers,
+            }
         };
+        let newest = now.after;
         if newest < after {
             return Err(coded(
                 Code::Integrity,
@@ -232,10 +256,25 @@ fn capture_with(
             ));
         }
         let until = newest;
-        let mut w = SegmentWriter::new(out, cfg.cluster_id, after, until)
-            .context("cannot write the log segment")?;
-        let mut accounts = Cursor::<Account>::new(after, until);
-        let mut transfers = Cursor::<Transfer>::new(after, until);
+        // Each kind up to its own newest row as of now: an account imported from
+        // now on lies above `now.accounts` (a transfer likewise), so the next
+        // capture, starting there, finds it even below `until`.
+        let next = Watermark {
+            after: until,
+            accounts: now.accounts.max(floor_accounts),
+            transfers: now.transfers.max(floor_transfers),
+        };
+        let mut w = SegmentWriter::with_floors(
+            out,
+            cfg.cluster_id,
+            after,
+            until,
+            floor_accounts,
+            floor_transfers,
+        )
+        .context("cannot write the log segment")?;
+        let mut accounts = Cursor::<Account>::new(floor_accounts, next.accounts);
+        let mut transfers = Cursor::<Transfer>::new(floor_transfers, next.transfers);
         let mut expiries = ExpiryCursor::new(after, until);
         expiries.exhausted |= !with_expiries || after >= until;
         let mut closed = 0;
@@ -244,24 +283,24 @@ fn capture_with(
             let t = transfers.peek(|min, max| query_transfers(c, min, max, QUERY_LIMIT, false))?;
             let x = expiries.peek(c)?;
             let seen = [a, t, x];
-            let Some(next) = seen.iter().flatten().min().copied() else {
+            let Some(first) = seen.iter().flatten().min().copied() else {
                 break;
             };
-            if seen.iter().flatten().filter(|&&ts| ts == next).count() > 1 {
+            if seen.iter().flatten().filter(|&&ts| ts == first).count() > 1 {
                 bail!(
                     "the cluster at {} returned two rows or events with the same timestamp \
-                     {next}",
+                     {first}",
                     cfg.addresses
                 );
             }
             match (a, t) {
-                _ if x == Some(next) => {
+                _ if x == Some(first) => {
                     let Some(e) = expiries.page.pop_front() else {
                         unreachable!("peek returned a timestamp")
                     };
                     w.push_expiry(&e).context("cannot write the log segment")?;
                 }
-                (Some(a), _) if a == next => {
+                (Some(a), _) if a == first => {
                     let Some(row) = accounts.page.pop_front() else {
                         unreachable!("peek returned a timestamp")
                     };
@@ -289,6 +328,7 @@ fn capture_with(
         let (_, segment) = w.finish().context("cannot write the log segment")?;
         Ok(CaptureStats {
             segment,
+            next,
             requests: c.requests(),
             closed_accounts: closed,
         })

@@ -78,18 +78,56 @@ fn with_client<T>(cfg: &ClusterConfig, f: impl FnOnce(&Client) -> Result<T>) -> 
     client::with_client(cfg, NAMES, f)
 }
 
+/// Where a log chain stands: the end of its last interval and, per row kind, the
+/// newest timestamp of that kind it has captured (≤ `after`).
+///
+/// Each kind needs its own: TigerBeetle accepts an *imported* account with any
+/// timestamp after the newest account (below the cluster's clock), and an imported
+/// transfer after the newest transfer, so a row imported after a capture may lie
+/// below that capture's `until` when the other kind set it. Capturing each kind
+/// after its own newest timestamp misses none; the interval (`after`) still orders
+/// segments into a chain and bounds expiries, which only the cluster's clock makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Watermark {
+    /// Everything up to here is captured, but rows imported later below it.
+    pub after: u64,
+    /// The newest account captured (every account created later is newer).
+    pub accounts: u64,
+    /// The newest transfer captured (likewise).
+    pub transfers: u64,
+}
+
+impl Watermark {
+    /// One mark for every kind: a chain's start, or a segment of an older bkp that
+    /// kept one.
+    pub fn at(after: u64) -> Watermark {
+        Watermark {
+            after,
+            accounts: after,
+            transfers: after,
+        }
+    }
+
+    /// Whether `now` (the cluster's [`newest_marks`]) holds anything this
+    /// watermark has not captured.
+    pub fn behind(&self, now: &Watermark) -> bool {
+        now.after > self.after || now.accounts > self.accounts || now.transfers > self.transfers
+    }
+}
+
 /// The newest timestamp the cluster has used (0 when empty): that of its newest
 /// row, or of a change event after it (an expiry of a pending transfer takes a
-/// timestamp of its own and creates no row). Three requests. A capture after a
-/// watermark at or beyond it would be empty.
-pub fn newest_timestamp(cfg: &ClusterConfig) -> Result<u64> {
+/// timestamp of its own and creates no row); with the newest account's and the
+/// newest transfer's. Three requests. A capture from a watermark that is not
+/// [`Watermark::behind`] them would be empty.
+pub fn newest_marks(cfg: &ClusterConfig) -> Result<Watermark> {
     with_client(cfg, newest)
 }
 
 /// The newest timestamp of any account or transfer (0 when empty): two requests.
 /// This is where a restored data file's rows end; the replica that runs it may
 /// expire pending transfers of its own at later timestamps, which
-/// [`newest_timestamp`] would count.
+/// [`newest_marks`] would count.
 pub fn newest_row_timestamp(cfg: &ClusterConfig) -> Result<u64> {
     with_client(cfg, newest_row)
 }
@@ -128,33 +166,38 @@ pub fn expiries(cfg: &ClusterConfig, min: u64, max: u64) -> Result<Vec<Expiry>> 
     })
 }
 
-/// Whether the rows in `(after, until]` are at most `limit` of each kind, all
-/// pass `own_transfer`/`own_account` (bkp's own audit records, when the audit
-/// ledger is the captured cluster), and no pending transfer expired among them:
-/// three requests or a few more.
+/// Whether the rows between watermarks `from` and `to` (each kind after its own
+/// mark) are at most `limit` of each kind, all pass `own_transfer`/`own_account`
+/// (bkp's own audit records, when the audit ledger is the captured cluster), and
+/// no pending transfer expired in `(from.after, to.after]`: three requests or a
+/// few more.
 pub fn only_rows_of(
     cfg: &ClusterConfig,
-    after: u64,
-    until: u64,
+    from: &Watermark,
+    to: &Watermark,
     limit: u32,
     own_transfer: &dyn Fn(&Transfer) -> bool,
     own_account: &dyn Fn(&Account) -> bool,
 ) -> Result<bool> {
-    if until <= after {
+    if !from.behind(to) {
         return Ok(true);
     }
     with_client(cfg, |c| {
-        let t = query_transfers(c, after + 1, until, limit, false)?;
-        if t.len() >= limit as usize || !t.iter().all(own_transfer) {
-            return Ok(false);
+        if to.transfers > from.transfers {
+            let t = query_transfers(c, from.transfers + 1, to.transfers, limit, false)?;
+            if t.len() >= limit as usize || !t.iter().all(own_transfer) {
+                return Ok(false);
+            }
         }
-        let a = query_accounts(c, after + 1, until, limit, false)?;
-        if a.len() >= limit as usize || !a.iter().all(own_account) {
-            return Ok(false);
+        if to.accounts > from.accounts {
+            let a = query_accounts(c, from.accounts + 1, to.accounts, limit, false)?;
+            if a.len() >= limit as usize || !a.iter().all(own_account) {
+                return Ok(false);
+            }
         }
         // An expiry is the cluster's own change, never bkp's. (The events of the
         // interval are those of the few rows above: a page or a few.)
-        let mut expiries = capture::ExpiryCursor::new(after, until);
+        let mut expiries = capture::ExpiryCursor::new(from.after, to.after);
         Ok(expiries.peek(c)?.is_none())
     })
 }
@@ -174,22 +217,40 @@ fn query_transfers(c: &Client, min: u64, max: u64, limit: u32, rev: bool) -> Res
 }
 
 /// The newest timestamp the cluster has used: its newest row's, or a later change
-/// event's (an expiry, or a row committed since the first two queries: every
-/// timestamp seen is committed, which is all a capture's `until` needs).
+/// event's (an expiry, or a row committed since the first query: every timestamp
+/// seen is committed, which is all a capture's `until` needs); and the newest of
+/// each row kind.
 ///
-/// Expiries after the newest row are few (one per pending transfer that timed out
-/// since); paging stops at the first empty page, or after [`NEWEST_PAGES`] pages of
-/// rows committed meanwhile (a busy cluster: the next capture takes the rest).
-fn newest(c: &Client) -> Result<u64> {
-    let mut newest = newest_row(c)?;
+/// The transfers first, then the change events after the newest transfer (a
+/// transfer's event raises the newest transfer: no transfer committed later,
+/// imported or not, can lie below a committed one), then the newest account: so
+/// every account a transfer up to that mark uses (created before it) is at or
+/// below the account mark, and a capture never holds a transfer whose account it
+/// left to the next one.
+///
+/// Expiries after the newest transfer are few (one per pending transfer that timed
+/// out since); paging stops at the first empty page, or after [`NEWEST_PAGES`]
+/// pages of rows committed meanwhile (a busy cluster: the next capture takes the
+/// rest).
+fn newest(c: &Client) -> Result<Watermark> {
+    let mut transfers = query_transfers(c, 0, 0, 1, true)?
+        .first()
+        .map_or(0, Row::ts);
+    let mut newest = transfers;
     for _ in 0..NEWEST_PAGES {
         let page = c.get_change_events(newest + 1, 0, PAGE_LIMIT)?;
-        match page.last() {
-            Some(e) => newest = e.timestamp,
-            None => break,
+        let Some(last) = page.last() else { break };
+        newest = last.timestamp;
+        if let Some(t) = page.iter().rev().find(|e| e.kind.is_transfer()) {
+            transfers = transfers.max(t.timestamp);
         }
     }
-    Ok(newest)
+    let accounts = query_accounts(c, 0, 0, 1, true)?.first().map_or(0, Row::ts);
+    Ok(Watermark {
+        after: newest.max(accounts),
+        accounts,
+        transfers,
+    })
 }
 
 /// Pages of change events after the newest row that [`newest`] reads at most.
@@ -197,12 +258,17 @@ const NEWEST_PAGES: usize = 64;
 
 /// The newest timestamp of any account or transfer; 0 for an empty cluster.
 fn newest_row(c: &Client) -> Result<u64> {
-    let a = query_accounts(c, 0, 0, 1, true)?;
+    let (a, t) = newest_rows(c)?;
+    Ok(a.max(t))
+}
+
+/// The newest account's and the newest transfer's timestamps (0: none).
+/// Transfers first, as in [`newest`]: an account a transfer uses is then never
+/// newer than the account mark, also on a cluster that is written meanwhile.
+fn newest_rows(c: &Client) -> Result<(u64, u64)> {
     let t = query_transfers(c, 0, 0, 1, true)?;
-    Ok(a.first()
-        .map(Row::ts)
-        .max(t.first().map(Row::ts))
-        .unwrap_or(0))
+    let a = query_accounts(c, 0, 0, 1, true)?;
+    Ok((a.first().map_or(0, Row::ts), t.first().map_or(0, Row::ts)))
 }
 
 fn query_filter(min: u64, max: u64, limit: u32, reversed: bool) -> QueryFilter {

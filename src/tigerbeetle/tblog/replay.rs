@@ -106,7 +106,7 @@ use anyhow::{bail, Context, Result};
 use tigerbeetle_unofficial::{Account, Transfer};
 
 use super::segment::{AccountRecord, Event, Expiry, Kind, SegmentReader};
-use super::{newest_row, with_client, ClusterConfig};
+use super::{newest_rows, with_client, ClusterConfig};
 use super::{
     ACCOUNT_CLOSED, ACCOUNT_IMPORTED, TRANSFER_BALANCING, TRANSFER_IMPORTED, TRANSFER_PENDING,
     TRANSFER_POST, TRANSFER_VOID,
@@ -233,7 +233,8 @@ impl Pending {
 
 struct Replayer<'c> {
     c: &'c Client,
-    newest: u64,
+    /// The target's newest account and transfer before the replay.
+    newest: (u64, u64),
     stats: ReplayStats,
     batch: Vec<Event>,
     kind: Kind,
@@ -252,7 +253,9 @@ where
     I: IntoIterator<Item = Result<SegmentReader<R>>>,
 {
     with_client(cfg, |c| {
-        let newest = newest_row(c)?;
+        // Per kind: an imported row may lie below the other kind's newest.
+        let (newest_accounts, newest_transfers) = newest_rows(c)?;
+        let newest = newest_accounts.max(newest_transfers);
         if newest > up_to {
             bail!(
                 "the TigerBeetle cluster at {} already holds rows up to timestamp {newest}, \
@@ -263,7 +266,7 @@ where
         }
         let mut r = Replayer {
             c,
-            newest,
+            newest: (newest_accounts, newest_transfers),
             stats: ReplayStats {
                 newest_before: newest,
                 last_timestamp: newest,
@@ -277,7 +280,8 @@ where
             pending: HashMap::new(),
         };
         let mut covered = newest;
-        let mut last_seen = 0u64;
+        // The last timestamp of each kind (account, transfer, expiry) seen.
+        let mut last_seen = [0u64; 3];
         let mut past_up_to = false;
         for (n, seg) in segments.into_iter().enumerate() {
             let mut seg = seg.with_context(|| format!("cannot open log segment {}", n + 1))?;
@@ -317,12 +321,17 @@ where
                 .with_context(|| format!("cannot read {name}"))?
             {
                 let ts = ev.timestamp();
-                if ts <= last_seen {
+                let (seen, held) = match ev {
+                    Event::Account(_) => (&mut last_seen[0], newest_accounts),
+                    Event::Transfer(_) => (&mut last_seen[1], newest_transfers),
+                    Event::Expiry(_) => (&mut last_seen[2], newest),
+                };
+                if ts <= *seen {
                     r.stats.duplicates += 1;
                     continue;
                 }
-                last_seen = ts;
-                if ts <= newest {
+                *seen = ts;
+                if ts <= held {
                     r.verify.push(ev);
                     if r.verify.len() >= LOOKUP_BATCH {
                         r.verify_held()?;
@@ -347,7 +356,7 @@ where
                     format!(
                         "the last log segment ends inside a linked chain (at timestamp {}): a \
                          segment is missing or was not captured by bkp",
-                        last_seen
+                        last_seen.iter().max().copied().unwrap_or(0)
                     ),
                 ));
             }
@@ -664,7 +673,11 @@ impl Replayer<'_> {
                 events.len()
             );
         };
-        bail!(
+        // A transfer the source imported below an expiry that replay applied as a
+        // void: the data are sound, TigerBeetle cannot take them in this order.
+        let below_expiry =
+            name == "imported_event_timestamp_must_not_regress" && matches!(ev, Event::Transfer(_));
+        let message = format!(
             "replay stopped: TigerBeetle rejected {} {:#x} (timestamp {}) with {name}{}{}. \
              Events after it in the same request may have been created, so restore again \
              into a fresh cluster once the cause is fixed",
@@ -677,7 +690,18 @@ impl Replayer<'_> {
                 String::new()
             },
             self.expiry_hint(ev.timestamp())
-        )
+        );
+        if below_expiry {
+            return Err(coded(
+                Code::Integrity,
+                format!(
+                    "{message}. The source imported this transfer below the timestamp of an \
+                     expiry that replay applied as a void (TigerBeetle takes no transfer below \
+                     the newest one): restore to a point before that expiry"
+                ),
+            ));
+        }
+        bail!("{message}")
     }
 
     /// Names pending transfers that the source had expired before `ts` (only when a
@@ -786,16 +810,30 @@ impl Replayer<'_> {
                 }
             };
             if let Some(diff) = diff {
-                bail!(
-                    "the target cluster's newest row has timestamp {}, so it should already \
-                     hold {} {:#x} (timestamp {}) from the segments, but {diff}: the target is \
-                     not a restore of this source, or an earlier replay stopped midway; restore \
-                     into a fresh cluster",
-                    self.newest,
-                    ev.kind().name(),
-                    ev.id(),
-                    ev.timestamp()
-                );
+                let (held, also) = match ev {
+                    Event::Account(_) => (self.newest.0, ""),
+                    Event::Expiry(_) => (self.newest.1, ""),
+                    // Replay makes an expiry a transfer (a void at its timestamp).
+                    Event::Transfer(_) => (
+                        self.newest.1,
+                        "; or the source imported this transfer below the timestamp of an \
+                         expiry that replay already applied as a void, which TigerBeetle cannot \
+                         take back (restore to a point before that expiry)",
+                    ),
+                };
+                return Err(coded(
+                    Code::Integrity,
+                    format!(
+                        "the target cluster's newest {} has timestamp {held}, so it should \
+                         already hold {} {:#x} (timestamp {}) from the segments, but {diff}: \
+                         the target is not a restore of this source, or an earlier replay \
+                         stopped midway; restore into a fresh cluster{also}",
+                        ev.kind().name(),
+                        ev.kind().name(),
+                        ev.id(),
+                        ev.timestamp()
+                    ),
+                ));
             }
         }
         self.stats.skipped_verified += events.len() as u64;

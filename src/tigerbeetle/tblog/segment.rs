@@ -1,21 +1,30 @@
 //! The log segment format: [`SegmentWriter`], [`SegmentReader`] and
 //! [`verify_segment`], with their round-trip and damage tests.
 //!
-//! # Segment format, version 2
+//! # Segment format, versions 2 and 3
 //!
 //! All integers little-endian. Offsets in bytes. Version 2 adds expiry records (tag
 //! 4) and their count in the trailer; version 1 segments (written by earlier bkp
-//! releases, without expiries) are still read.
+//! releases, without expiries) are still read. Version 3 adds a floor per row kind
+//! (below): it is written only when a floor lies below `after`, so a segment of a
+//! cluster that never imports stays version 2.
 //!
-//! Header, 42 bytes:
+//! Header, 42 bytes (version 3: 58):
 //! - 0..8: magic `BKPTBLG1` (ASCII);
-//! - 8..10: format version, u16 = 2 (or 1);
+//! - 8..10: format version, u16 = 3, 2 or 1;
 //! - 10..26: source cluster id, u128;
 //! - 26..34: `after`, u64: interval start, exclusive (0 = from the beginning);
-//! - 34..42: `until`, u64: interval end, inclusive (`until` ≥ `after`).
+//! - 34..42: `until`, u64: interval end, inclusive (`until` ≥ `after`);
+//! - version 3 only: 42..50 `accounts_after`, 50..58 `transfers_after`, u64, each
+//!   ≤ `after`: the floors of the two row kinds (in versions 1 and 2, `after`).
 //!
 //! Records, 129 bytes each, in strictly increasing timestamp order, every timestamp
-//! in `(after, until]`: one tag byte, then the 128-byte TigerBeetle struct with every
+//! in `(floor, until]`, where the floor is `accounts_after` for accounts,
+//! `transfers_after` for transfers and `after` for expiries. Why floors: TigerBeetle
+//! lets an *imported* row's timestamp lie anywhere after the newest row of its own
+//! kind, so an account imported after a capture may carry a timestamp below that
+//! capture's `until` (which a newer transfer set); the next capture reads each kind
+//! after its own newest timestamp, and such a row lands below `after`. One tag byte, then the 128-byte TigerBeetle struct with every
 //! field exactly as the cluster returned it, in the order of TigerBeetle's
 //! `extern struct` layout (`src/tigerbeetle.zig`):
 //! - tag 1, account; tag 3, account whose `closed` flag was set by a closing
@@ -65,10 +74,14 @@ use crate::exit::{Code, Coded};
 
 /// First bytes of every segment.
 pub const MAGIC: &[u8; 8] = b"BKPTBLG1";
-/// The segment format this module writes (it also reads version 1).
+/// The segment format this module writes (it also reads version 1); version 3
+/// when a kind's floor lies below `after`.
 pub const FORMAT_VERSION: u16 = 2;
-/// Header length in bytes.
+/// The format of a segment with floors of its own per row kind.
+pub const FLOORS_VERSION: u16 = 3;
+/// Header length in bytes (version 3: [`HEADER_LEN`] + 16).
 pub const HEADER_LEN: usize = 42;
+const FLOORS_LEN: usize = 16;
 /// Record length in bytes (tag + body).
 pub const RECORD_LEN: usize = 129;
 /// Trailer length in bytes (version 1: 65).
@@ -91,6 +104,22 @@ pub struct SegmentHeader {
     pub after: u64,
     /// Interval end, inclusive.
     pub until: u64,
+    /// Accounts lie in `(accounts_after, until]` (≤ `after`; `after` before
+    /// version 3).
+    pub accounts_after: u64,
+    /// Transfers lie in `(transfers_after, until]` (likewise).
+    pub transfers_after: u64,
+}
+
+impl SegmentHeader {
+    /// The exclusive lower bound of an event's timestamp.
+    pub fn floor(&self, e: &Event) -> u64 {
+        match e {
+            Event::Account(_) => self.accounts_after,
+            Event::Transfer(_) => self.transfers_after,
+            Event::Expiry(_) => self.after,
+        }
+    }
 }
 
 /// What a finished (or fully read) segment holds.
@@ -387,20 +416,50 @@ pub struct SegmentWriter<W: Write> {
 impl<W: Write> SegmentWriter<W> {
     /// Writes the header.
     pub fn new(w: W, cluster_id: u128, after: u64, until: u64) -> io::Result<Self> {
+        Self::with_floors(w, cluster_id, after, until, after, after)
+    }
+
+    /// Writes the header of a segment whose accounts lie in
+    /// `(accounts_after, until]` and transfers in `(transfers_after, until]`,
+    /// each floor ≤ `after` (version 3 when one is below).
+    pub fn with_floors(
+        w: W,
+        cluster_id: u128,
+        after: u64,
+        until: u64,
+        accounts_after: u64,
+        transfers_after: u64,
+    ) -> io::Result<Self> {
         if until < after {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("segment interval ({after}, {until}] ends before it starts"),
             ));
         }
+        if accounts_after > after || transfers_after > after {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "segment floors (accounts after {accounts_after}, transfers after \
+                     {transfers_after}) lie above its interval's start {after}"
+                ),
+            ));
+        }
+        let version = if accounts_after < after || transfers_after < after {
+            FLOORS_VERSION
+        } else {
+            FORMAT_VERSION
+        };
         let mut s = SegmentWriter {
             w: BufWriter::with_capacity(64 * 1024, w),
             hasher: Sha256::new(),
             header: SegmentHeader {
-                version: FORMAT_VERSION,
+                version,
                 cluster_id,
                 after,
                 until,
+                accounts_after,
+                transfers_after,
             },
             accounts: 0,
             transfers: 0,
@@ -409,13 +468,20 @@ impl<W: Write> SegmentWriter<W> {
             last: 0,
             bytes: 0,
         };
-        let mut h = [0u8; HEADER_LEN];
+        let mut h = [0u8; HEADER_LEN + FLOORS_LEN];
         h[0..8].copy_from_slice(MAGIC);
-        h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        h[8..10].copy_from_slice(&version.to_le_bytes());
         h[10..26].copy_from_slice(&cluster_id.to_le_bytes());
         h[26..34].copy_from_slice(&after.to_le_bytes());
         h[34..42].copy_from_slice(&until.to_le_bytes());
-        s.emit(&h)?;
+        h[42..50].copy_from_slice(&accounts_after.to_le_bytes());
+        h[50..58].copy_from_slice(&transfers_after.to_le_bytes());
+        let len = if version == FLOORS_VERSION {
+            HEADER_LEN + FLOORS_LEN
+        } else {
+            HEADER_LEN
+        };
+        s.emit(&h[..len])?;
         Ok(s)
     }
 
@@ -431,14 +497,14 @@ impl<W: Write> SegmentWriter<W> {
         Ok(())
     }
 
-    fn check_order(&self, what: &str, id: u128, ts: u64) -> io::Result<()> {
+    fn check_order(&self, what: &str, id: u128, ts: u64, floor: u64) -> io::Result<()> {
         let h = &self.header;
-        if ts <= h.after || ts > h.until {
+        if ts <= floor || ts > h.until {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "{what} {id:#x} has timestamp {ts}, outside the segment's interval ({}, {}]",
-                    h.after, h.until
+                    "{what} {id:#x} has timestamp {ts}, outside the segment's interval ({floor}, {}]",
+                    h.until
                 ),
             ));
         }
@@ -480,7 +546,7 @@ impl<W: Write> SegmentWriter<W> {
 
     fn push_account_tagged(&mut self, a: &Account, closed_by_transfer: bool) -> io::Result<()> {
         let r = a.as_raw();
-        self.check_order("account", r.id, r.timestamp)?;
+        self.check_order("account", r.id, r.timestamp, self.header.accounts_after)?;
         let tag = if closed_by_transfer {
             if r.flags & ACCOUNT_CLOSED == 0 {
                 return Err(io::Error::new(
@@ -502,7 +568,7 @@ impl<W: Write> SegmentWriter<W> {
     /// Appends a transfer.
     pub fn push_transfer(&mut self, t: &Transfer) -> io::Result<()> {
         let r = t.as_raw();
-        self.check_order("transfer", r.id, r.timestamp)?;
+        self.check_order("transfer", r.id, r.timestamp, self.header.transfers_after)?;
         let mut body = [0u8; BODY_LEN];
         encode_transfer(t, &mut body);
         self.record(TAG_TRANSFER, &body, r.timestamp)?;
@@ -512,7 +578,12 @@ impl<W: Write> SegmentWriter<W> {
 
     /// Appends the expiry of a pending transfer.
     pub fn push_expiry(&mut self, x: &Expiry) -> io::Result<()> {
-        self.check_order("expiry of pending transfer", x.pending_id, x.timestamp)?;
+        self.check_order(
+            "expiry of pending transfer",
+            x.pending_id,
+            x.timestamp,
+            self.header.after,
+        )?;
         if x.pending_timestamp >= x.timestamp || x.flags & TRANSFER_PENDING == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -607,28 +678,44 @@ impl<R: Read> SegmentReader<R> {
             u64::from_le_bytes(b)
         };
         let version = u16::from_le_bytes([h[8], h[9]]);
-        if version != FORMAT_VERSION && version != 1 {
+        if !(1..=FLOORS_VERSION).contains(&version) {
             return Err(integrity(format!(
                 "log segment format version {version} is not supported (this bkp reads \
-                 versions 1 and {FORMAT_VERSION}); use the bkp release that wrote it"
-            )));
-        }
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&h[10..26]);
-        let header = SegmentHeader {
-            version,
-            cluster_id: u128::from_le_bytes(id),
-            after: le64(&h[26..34]),
-            until: le64(&h[34..42]),
-        };
-        if header.until < header.after {
-            return Err(integrity(format!(
-                "log segment header is corrupt: interval ({}, {}] ends before it starts",
-                header.after, header.until
+                 versions 1 to {FLOORS_VERSION}); use the bkp release that wrote it"
             )));
         }
         let mut hasher = Sha256::new();
         hasher.update(h);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&h[10..26]);
+        let after = le64(&h[26..34]);
+        let (accounts_after, transfers_after, len) = if version == FLOORS_VERSION {
+            let mut f = [0u8; FLOORS_LEN];
+            read_exact_or(&mut r, &mut f, || {
+                "the segment is truncated: it ends inside its header".to_owned()
+            })?;
+            hasher.update(f);
+            (le64(&f[0..8]), le64(&f[8..16]), HEADER_LEN + FLOORS_LEN)
+        } else {
+            (after, after, HEADER_LEN)
+        };
+        let header = SegmentHeader {
+            version,
+            cluster_id: u128::from_le_bytes(id),
+            after,
+            until: le64(&h[34..42]),
+            accounts_after,
+            transfers_after,
+        };
+        if header.until < header.after
+            || header.accounts_after > header.after
+            || header.transfers_after > header.after
+        {
+            return Err(integrity(format!(
+                "log segment header is corrupt: interval ({}, {}] (floors {}, {})",
+                header.after, header.until, header.accounts_after, header.transfers_after
+            )));
+        }
         Ok(SegmentReader {
             r,
             hasher,
@@ -638,7 +725,7 @@ impl<R: Read> SegmentReader<R> {
             expiries: 0,
             first: 0,
             last: 0,
-            bytes: HEADER_LEN as u64,
+            bytes: len as u64,
             stats: None,
             failed: false,
         })
@@ -735,14 +822,14 @@ impl<R: Read> SegmentReader<R> {
         };
         let ts = event.timestamp();
         let h = self.header;
-        if ts <= h.after || ts > h.until {
+        let floor = h.floor(&event);
+        if ts <= floor || ts > h.until {
             return Err(integrity(format!(
                 "log segment record {} ({} {:#x}) has timestamp {ts}, outside the segment's \
-                 interval ({}, {}]",
+                 interval ({floor}, {}]",
                 n + 1,
                 event.what(),
                 event.id(),
-                h.after,
                 h.until
             )));
         }
@@ -1029,7 +1116,9 @@ pub(super) mod tests {
                 version: 2,
                 cluster_id: 0xabc,
                 after: 100,
-                until: 200
+                until: 200,
+                accounts_after: 100,
+                transfers_after: 100,
             }
         );
         let events: Vec<Event> = r.by_ref().collect::<io::Result<_>>().unwrap();
@@ -1117,6 +1206,56 @@ pub(super) mod tests {
         assert_eq!(verify_segment(&bytes[..]).unwrap().accounts, 0);
     }
 
+    /// Rows imported below `after` (each kind after its own floor) are kept in a
+    /// version 3 segment, read back with their floors, and refused under a floor.
+    #[test]
+    fn floors_below_after_make_a_version_3_segment() {
+        let mut w = SegmentWriter::with_floors(Vec::new(), 9, 100, 200, 40, 90).unwrap();
+        assert_eq!(w.header().version, FLOORS_VERSION);
+        assert!(
+            w.push_account(&account(1, 40, 0)).is_err(),
+            "at the account floor"
+        );
+        w.push_account(&account(1, 41, 0)).unwrap();
+        assert!(
+            w.push_transfer(&transfer(2, 90)).is_err(),
+            "at the transfer floor"
+        );
+        w.push_transfer(&transfer(2, 95)).unwrap();
+        assert!(
+            w.push_expiry(&expiry(3, 95, 100)).is_err(),
+            "expiries keep `after` as their floor"
+        );
+        w.push_expiry(&expiry(3, 95, 150)).unwrap();
+        let (bytes, stats) = w.finish().unwrap();
+        assert_eq!((stats.first_timestamp, stats.last_timestamp), (41, 150));
+        assert_eq!(
+            bytes.len(),
+            HEADER_LEN + FLOORS_LEN + 3 * RECORD_LEN + TRAILER_LEN
+        );
+        let mut r = SegmentReader::new(&bytes[..]).unwrap();
+        assert_eq!(
+            (r.header().accounts_after, r.header().transfers_after),
+            (40, 90)
+        );
+        let events: Vec<Event> = r.by_ref().collect::<io::Result<_>>().unwrap();
+        assert_eq!(
+            events.iter().map(Event::timestamp).collect::<Vec<_>>(),
+            [41, 95, 150]
+        );
+        // Any byte flipped, the floors included, is refused.
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x01;
+            let e = verify_segment(&bad[..]).unwrap_err();
+            assert_eq!(code_of(e), Some(Code::Integrity), "byte {i}");
+        }
+        // Floors equal to `after`: version 2, as before.
+        let w = SegmentWriter::with_floors(Vec::new(), 9, 100, 200, 100, 100).unwrap();
+        assert_eq!(w.header().version, FORMAT_VERSION);
+        assert!(SegmentWriter::with_floors(Vec::new(), 9, 100, 200, 101, 100).is_err());
+    }
+
     #[test]
     fn every_truncation_is_an_integrity_error() {
         let bytes = sample();
@@ -1154,11 +1293,11 @@ pub(super) mod tests {
             .to_string()
             .contains("not a bkp TigerBeetle log segment"));
         let mut bad = bytes.clone();
-        bad[8] = 3;
+        bad[8] = 4;
         assert!(verify_segment(&bad[..])
             .unwrap_err()
             .to_string()
-            .contains("version 3"));
+            .contains("version 4"));
         let mut bad = bytes.clone();
         bad[HEADER_LEN] = 9;
         assert!(verify_segment(&bad[..])
