@@ -373,9 +373,8 @@ fn stop_mode_stops_copies_and_restarts_the_replica() {
     );
     let first_pid = fs::read_to_string(&pidfile).unwrap();
 
-    let extra = format!(
-        "snapshot_mode = \"stop\"\nstop_command = [\"sh\", \"-c\", {stop:?}]\nstart_command = [\"sh\", \"-c\", {start:?}]\nstop_timeout = \"60s\"\ncount_rows = true\nreplica_args = [\"--development\"]\n"
-    );
+    let extra = stop_mode(&stop, &start)
+        + "stop_timeout = \"60s\"\ncount_rows = true\nreplica_args = [\"--development\"]\n";
     let s = setup(&data, StoreKind::Local, &extra);
     let out = s.bkp(&["--verbose", "snapshot"]);
     assert_exit(&out, 0);
@@ -823,6 +822,15 @@ fn sigterm_stops_a_run_cleanly_with_its_own_exit_code() {
     assert!(scratch.is_empty(), "{scratch:?}");
 }
 
+/// The `[tigerbeetle]` lines of `snapshot_mode = "stop"` whose stop and start
+/// commands are the shell scripts `stop` and `start`.
+fn stop_mode(stop: &str, start: &str) -> String {
+    format!(
+        "snapshot_mode = \"stop\"\nstop_command = [\"sh\", \"-c\", {stop:?}]\n\
+         start_command = [\"sh\", \"-c\", {start:?}]\n"
+    )
+}
+
 #[test]
 fn a_signal_inside_the_stop_window_still_runs_the_start_command() {
     let dir = tempfile::tempdir().unwrap();
@@ -833,11 +841,9 @@ fn a_signal_inside_the_stop_window_still_runs_the_start_command() {
     let s = setup(
         &data,
         StoreKind::Local,
-        &format!(
-            "snapshot_mode = \"stop\"\n\
-             stop_command = [\"sh\", \"-c\", \"kill -TERM $PPID\"]\n\
-             start_command = [\"sh\", \"-c\", \"echo started > {}\"]\n",
-            started.display()
+        &stop_mode(
+            "kill -TERM $PPID",
+            &format!("echo started > {}", started.display()),
         ),
     );
     let out = s.bkp(&["snapshot"]);
@@ -845,8 +851,7 @@ fn a_signal_inside_the_stop_window_still_runs_the_start_command() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("SIGTERM"), "{stderr}");
     assert!(started.exists(), "the start command did not run");
-    let out = s.bkp(&["list", "--json"]);
-    assert!(json(&out)["backups"].as_array().unwrap().is_empty());
+    assert!(s.listed(&[]).is_empty());
 }
 
 /// Ctrl-C at a terminal sends SIGINT to the whole foreground process group.
@@ -863,11 +868,12 @@ fn ctrl_c_while_the_start_command_runs_does_not_kill_it() {
     let s = setup(
         &data,
         StoreKind::Local,
-        &format!(
-            "snapshot_mode = \"stop\"\n\
-             stop_command = [\"true\"]\n\
-             start_command = [\"sh\", \"-c\", \"kill -INT -$(cut -d' ' -f5 /proc/$PPID/stat); sleep 1; echo started > {}\"]\n",
-            started.display()
+        &stop_mode(
+            "true",
+            &format!(
+                "kill -INT -$(cut -d' ' -f5 /proc/$PPID/stat); sleep 1; echo started > {}",
+                started.display()
+            ),
         ),
     );
     let mut cmd = common::bkp_command(&s.env);
@@ -876,8 +882,7 @@ fn ctrl_c_while_the_start_command_runs_does_not_kill_it() {
     let out = common::run(&mut cmd, None, std::time::Duration::from_secs(120));
     assert!(started.exists(), "the start command was killed: {out:?}");
     assert_eq!(out.status.code(), Some(130), "{out:?}");
-    let out = s.bkp(&["list", "--json"]);
-    assert!(json(&out)["backups"].as_array().unwrap().is_empty());
+    assert!(s.listed(&[]).is_empty());
 }
 
 /// A run that fails after a start command failed still says the replica may
@@ -889,9 +894,7 @@ fn a_failed_start_command_is_reported_whatever_ends_the_run() {
     let s = setup(
         &data,
         StoreKind::Local,
-        "snapshot_mode = \"stop\"\n\
-         stop_command = [\"true\"]\n\
-         start_command = [\"sh\", \"-c\", \"kill -TERM $PPID; echo unit failed >&2; exit 1\"]\n",
+        &stop_mode("true", "kill -TERM $PPID; echo unit failed >&2; exit 1"),
     );
     let out = s.bkp(&["snapshot"]);
     assert_eq!(out.status.code(), Some(143), "{out:?}");
@@ -913,12 +916,13 @@ fn a_run_killed_inside_the_stop_window_leaves_the_replica_to_the_next_run() {
     let s = setup(
         &data,
         StoreKind::Local,
-        &format!(
-            "snapshot_mode = \"stop\"\n\
-             stop_command = [\"sh\", \"-c\", \"kill -KILL $PPID\"]\n\
-             start_command = [\"sh\", \"-c\", \"if [ -e {} ]; then echo unit failed to start >&2; exit 1; fi; echo started >> {}\"]\n",
-            broken.display(),
-            started.display()
+        &stop_mode(
+            "kill -KILL $PPID",
+            &format!(
+                "if [ -e {} ]; then echo unit failed to start >&2; exit 1; fi; echo started >> {}",
+                broken.display(),
+                started.display()
+            ),
         ),
     );
     fs::write(&broken, b"").unwrap();
@@ -974,12 +978,9 @@ fn a_live_stop_window_is_never_ended_by_another_run() {
     let s = setup(
         &data,
         StoreKind::Local,
-        &format!(
-            "snapshot_mode = \"stop\"\n\
-             stop_command = [\"sh\", \"-c\", \"touch {}; sleep 3\"]\n\
-             start_command = [\"sh\", \"-c\", \"echo started >> {}\"]\n",
-            stopping.display(),
-            started.display()
+        &stop_mode(
+            &format!("touch {}; sleep 3", stopping.display()),
+            &format!("echo started >> {}", started.display()),
         ),
     );
     let mut snapshot = std::process::Command::new(common::bkp_bin())
@@ -1018,13 +1019,8 @@ fn stop_and_start_commands_never_see_bkp_secrets() {
     let mut s = setup(
         &data,
         StoreKind::Local,
-        &format!(
-            "snapshot_mode = \"stop\"\n\
-             stop_command = [\"sh\", \"-c\", \"env > {}\"]\n\
-             start_command = [\"true\"]\n\
-             pass_env = [\"TB_SERVICE_NAME\"]\n",
-            seen.display()
-        ),
+        &(stop_mode(&format!("env > {}", seen.display()), "true")
+            + "pass_env = [\"TB_SERVICE_NAME\"]\n"),
     );
     s.env
         .push(("AWS_SECRET_ACCESS_KEY".into(), "s3cr3t-never-shown".into()));
