@@ -17,9 +17,14 @@
 //!   says who holds it and until when.
 //! - The holder renews by creating the next epoch (same holder, a later expiry)
 //!   before each step that writes to the chain ([`Lease::renew`]). If that epoch
-//!   exists, another host took the lease over after it expired (this run outlived
-//!   it): the run stores no manifest. The create-only write is the point that
-//!   decides, so two hosts never both believe they hold the lease.
+//!   exists, or once created a higher one is listed, another host took the lease
+//!   over after it expired (this run outlived it): the run stores no manifest. A
+//!   holder whose lease expired by its own monotonic clock does not even try.
+//!   The listing after the create matters because epochs are deleted as holders
+//!   move on: a run that stalled past its lease may find the next epoch's slot
+//!   free again although its successor moved beyond it. An epoch is deleted only
+//!   after a higher one was created, so the highest epoch created so far is
+//!   always listed, and two hosts never both believe they hold the lease.
 //! - Release writes one more epoch saying `released`; a lease whose holder died is
 //!   taken over once it expires, or at once by a run on the holder's own host that
 //!   finds the holder's process gone (host names must be unique: `BKP_HOSTNAME`). Older epochs are deleted as the holder moves on,
@@ -82,6 +87,9 @@ pub struct Lease<'a> {
     epoch: u64,
     acquired_at: OffsetDateTime,
     expires_at: OffsetDateTime,
+    /// When the epoch held expires by this host's monotonic clock (counted from
+    /// before the write that created it).
+    valid_until: std::time::Instant,
     warn: &'a dyn Fn(&str),
 }
 
@@ -132,6 +140,7 @@ impl<'a> Lease<'a> {
             epoch: 0,
             acquired_at: OffsetDateTime::now_utc(),
             expires_at: OffsetDateTime::now_utc(),
+            valid_until: std::time::Instant::now(),
             warn,
         };
         for _ in 0..MAX_ATTEMPTS {
@@ -191,31 +200,62 @@ impl<'a> Lease<'a> {
 
     /// Renews the lease before a step that writes to the chain: fails with
     /// [`Code::Locked`] when another host took it over (this run outlived it).
+    ///
+    /// Three checks, each enough on its own in its own case: the lease must not
+    /// have expired by this host's monotonic clock; the next epoch must not exist
+    /// (another host took the lease and moved on from it); and once it is created,
+    /// no higher epoch may exist. The last one matters because holders delete
+    /// their older epochs: a run that stalled past its lease could otherwise
+    /// create an epoch its successor had already deleted, and both would write.
     pub fn renew(&mut self) -> Result<()> {
+        if std::time::Instant::now() >= self.valid_until {
+            return Err(self.taken_over(&format!(
+                "expired while this run held it (it ran longer than the lease's {:?})",
+                self.duration
+            )));
+        }
         let old = self.epoch;
         if !self.create(old + 1, false)? {
-            let seen = self.read().ok();
-            let by = seen
-                .and_then(|s| s.newest)
-                .map(|d| {
-                    format!(
-                        " by {} (pid {}, run {})",
-                        d.holder.host, d.holder.pid, d.holder.run
-                    )
-                })
-                .unwrap_or_default();
-            return Err(coded(
-                Code::Locked,
-                format!(
-                    "the lease {} in {} was taken over{by} while this run held it (it ran longer than the lease's {:?}): this run stores nothing more; the other host continues the chain",
-                    self.scope,
-                    self.store.identity(),
-                    self.duration
-                ),
-            ));
+            return Err(self.taken_over(&format!(
+                "was taken over{} while this run held it (it ran longer than the lease's {:?})",
+                self.newest_holder(),
+                self.duration
+            )));
+        }
+        let seen = self.read()?;
+        if seen.highest.is_some_and(|h| h > self.epoch) {
+            return Err(self.taken_over(&format!(
+                "was taken over{} while this run held it (it ran longer than the lease's {:?})",
+                seen.newest
+                    .filter(|d| d.epoch > self.epoch)
+                    .map(|d| by(&d.holder))
+                    .unwrap_or_default(),
+                self.duration
+            )));
         }
         let _ = self.store.delete(&key(&self.scope, old));
         Ok(())
+    }
+
+    /// ` by HOST (pid …, run …)` of the newest valid epoch, or nothing.
+    fn newest_holder(&self) -> String {
+        self.read()
+            .ok()
+            .and_then(|s| s.newest)
+            .map(|d| by(&d.holder))
+            .unwrap_or_default()
+    }
+
+    /// The error of a run that no longer holds its lease: `what` happened to it.
+    fn taken_over(&self, what: &str) -> anyhow::Error {
+        coded(
+            Code::Locked,
+            format!(
+                "the lease {} in {} {what}: this run stores nothing more; the host that holds it now continues the chain",
+                self.scope,
+                self.store.identity(),
+            ),
+        )
     }
 
     /// Releases the lease (best effort: otherwise it expires).
@@ -243,6 +283,7 @@ impl<'a> Lease<'a> {
 
     /// Creates epoch `n` with this holder; `false` when it exists already.
     fn create(&mut self, n: u64, released: bool) -> Result<bool> {
+        let sent = std::time::Instant::now();
         let now = OffsetDateTime::now_utc();
         let expires_at = now + self.duration;
         let doc = Doc {
@@ -260,6 +301,7 @@ impl<'a> Lease<'a> {
             Ok(_) => {
                 self.epoch = n;
                 self.expires_at = expires_at;
+                self.valid_until = sent + self.duration;
                 Ok(true)
             }
             Err(e) if crate::store::is_already_exists(&e) => Ok(false),
@@ -322,6 +364,11 @@ impl<'a> Lease<'a> {
     }
 }
 
+/// ` by HOST (pid …, run …)`, naming a holder in a message.
+fn by(h: &Holder) -> String {
+    format!(" by {} (pid {}, run {})", h.host, h.pid, h.run)
+}
+
 /// Whether process `pid` of this host is alive (or may be: not ours to signal).
 fn process_alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
@@ -344,6 +391,91 @@ pub fn holder(host: String, run: &str) -> Holder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::memory::MemoryStore;
+    use std::time::Duration;
+
+    fn holder(host: &str, pid: u32) -> Holder {
+        Holder {
+            host: host.into(),
+            pid,
+            run: format!("run-{host}-{pid}"),
+        }
+    }
+
+    /// A pid no process has (beyond Linux's largest `pid_max`).
+    const GONE: u32 = 1 << 23;
+
+    #[test]
+    fn a_run_that_outlived_its_lease_cannot_renew_it() {
+        let store = MemoryStore::new();
+        let trust = Trust::none();
+        let warn = |_: &str| {};
+        let mut x = Lease::acquire(
+            &store,
+            &trust,
+            "s",
+            holder("x", 1),
+            Duration::from_millis(300),
+            &warn,
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        // Another host takes the expired lease over, and releases it: epoch 1 is
+        // deleted, epoch 2 says released.
+        let y = Lease::acquire(
+            &store,
+            &trust,
+            "s",
+            holder("y", 2),
+            Duration::from_secs(60),
+            &warn,
+        )
+        .unwrap();
+        assert_eq!(y.epoch(), 1);
+        y.release();
+        let e = x.renew().unwrap_err();
+        assert_eq!(crate::exit::classify(&e), Some(Code::Locked), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("expired while this run held it"),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn a_holder_cannot_renew_into_an_epoch_its_successor_deleted() {
+        let store = MemoryStore::new();
+        let trust = Trust::none();
+        let warn = |_: &str| {};
+        // A holder on this host whose process is gone is taken over at once; it
+        // still holds a lease that is valid by its own clock.
+        let mut x = Lease::acquire(
+            &store,
+            &trust,
+            "s",
+            holder("h", GONE),
+            Duration::from_secs(60),
+            &warn,
+        )
+        .unwrap();
+        let mut y = Lease::acquire(
+            &store,
+            &trust,
+            "s",
+            holder("h", std::process::id()),
+            Duration::from_secs(60),
+            &warn,
+        )
+        .unwrap();
+        assert_eq!((x.epoch(), y.epoch()), (0, 1));
+        // The successor moves on: epoch 2, and epoch 1's slot is free again.
+        y.renew().unwrap();
+        assert!(store.head(&key("s", 1)).unwrap().is_none());
+        let e = x.renew().unwrap_err();
+        assert_eq!(crate::exit::classify(&e), Some(Code::Locked), "{e:#}");
+        assert!(format!("{e:#}").contains("was taken over by h"), "{e:#}");
+        // The successor still holds it.
+        y.renew().unwrap();
+    }
 
     #[test]
     fn epochs_are_read_only_from_their_own_keys() {
