@@ -848,7 +848,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__restore)
-            opts="-t -y -n -c -q -v -h --at --target --into --kind --force --yes --dry-run --accept-content-mismatch --schema --table --no-owner --trust --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-t -y -n -c -q -v -h --at --target --into --replicas --kind --force --yes --dry-run --accept-content-mismatch --schema --table --no-owner --trust --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -867,6 +867,10 @@ _bkp() {
                     return 0
                     ;;
                 --into)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --replicas)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

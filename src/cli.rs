@@ -419,6 +419,21 @@ pub struct RestoreArgs {
     )]
     pub into: Option<String>,
 
+    /// TigerBeetle, with --at and --target: deliver a whole cluster of N replicas
+    /// (1 to 6): the log is replayed from the beginning into a private cluster of N
+    /// fresh replicas on loopback, and its N data files (CLUSTER_0.tigerbeetle …,
+    /// CLUSTER being tigerbeetle.cluster_id) land in DIR, ready to copy to the N
+    /// machines of a new cluster. The log must reach
+    /// back to the cluster's first segment.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u8).range(1..=6),
+        conflicts_with = "into"
+    )]
+    pub replicas: u8,
+
     /// Kind of backup `latest` refers to.
     #[arg(long, value_enum, default_value = "tigerbeetle")]
     pub kind: KindArg,

@@ -46,6 +46,24 @@ fn now() -> String {
         .unwrap()
 }
 
+/// A config in `dir` (local store, a key) for the cluster at `addresses`, whose
+/// snapshots copy `data_file`; private replicas in development mode.
+fn config(dir: &Path, data_file: &Path, addresses: &str) -> PathBuf {
+    fs::write(dir.join("key"), [3u8; 32]).unwrap();
+    let cfg = dir.join("bkp.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n[encryption]\nkey_file = \"key\"\n\
+             [tigerbeetle]\ndata_file = \"{}\"\naddresses = \"{addresses}\"\nbinary = \"{}\"\nreplica_args = [\"--development\"]\n",
+            data_file.display(),
+            tool("tigerbeetle").display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
 fn restore_at(cfg: &Path, dir: &Path, at: &str, name: &str) -> (std::process::Output, PathBuf) {
     let target = dir.join(name);
     let out = bkp(
@@ -67,18 +85,7 @@ fn snapshot_plus_logs_and_logs_alone_reach_every_moment() {
     let mut tb = TigerBeetle::start();
     let address = tb.address();
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("key"), [3u8; 32]).unwrap();
-    let cfg = dir.path().join("bkp.toml");
-    fs::write(
-        &cfg,
-        format!(
-            "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n[encryption]\nkey_file = \"key\"\n\
-             [tigerbeetle]\ndata_file = \"{}\"\naddresses = \"{address}\"\nbinary = \"{}\"\nreplica_args = [\"--development\"]\n",
-            tb.data_file.display(),
-            tool("tigerbeetle").display()
-        ),
-    )
-    .unwrap();
+    let cfg = config(dir.path(), &tb.data_file, &address);
 
     // Phase 1: accounts, plain and two-phase transfers, a linked chain.
     repl(&address, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700, id=4 code=10 ledger=700;");
@@ -177,18 +184,7 @@ fn pending_transfers_that_expire_or_outlive_a_snapshot_restore_exactly() {
     let mut tb = TigerBeetle::start();
     let address = tb.address();
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("key"), [3u8; 32]).unwrap();
-    let cfg = dir.path().join("bkp.toml");
-    fs::write(
-        &cfg,
-        format!(
-            "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n[encryption]\nkey_file = \"key\"\n\
-             [tigerbeetle]\ndata_file = \"{}\"\naddresses = \"{address}\"\nbinary = \"{}\"\nreplica_args = [\"--development\"]\n",
-            tb.data_file.display(),
-            tool("tigerbeetle").display()
-        ),
-    )
-    .unwrap();
+    let cfg = config(dir.path(), &tb.data_file, &address);
 
     // Q (51) will expire untouched; P (52) will be posted in time.
     repl(&address, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700, id=4 code=10 ledger=700;");
@@ -270,17 +266,33 @@ struct Cluster3 {
 }
 
 impl Cluster3 {
-    fn start() -> Cluster3 {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = Cluster3 {
+    fn new() -> Cluster3 {
+        Cluster3 {
             ports: [
                 common::free_port(),
                 common::free_port(),
                 common::free_port(),
             ],
-            dir,
+            dir: tempfile::tempdir().unwrap(),
             children: [None, None, None],
-        };
+        }
+    }
+
+    /// Starts a cluster on the three data files `0_0.tigerbeetle` … in `from`
+    /// (moved into the cluster's own directory).
+    fn adopt(from: &Path) -> Cluster3 {
+        let mut c = Cluster3::new();
+        for i in 0..3 {
+            fs::rename(from.join(format!("0_{i}.tigerbeetle")), c.file(i)).unwrap();
+        }
+        for i in 0..3 {
+            c.start_replica(i);
+        }
+        c
+    }
+
+    fn start() -> Cluster3 {
+        let mut c = Cluster3::new();
         for i in 0..3 {
             let out = std::process::Command::new(tool("tigerbeetle"))
                 .args([
@@ -366,18 +378,7 @@ fn a_snapshot_of_one_replica_of_three_restores_from_the_log_alone() {
     let mut cluster = Cluster3::start();
     let addresses = cluster.addresses();
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("key"), [3u8; 32]).unwrap();
-    let cfg = dir.path().join("bkp.toml");
-    fs::write(
-        &cfg,
-        format!(
-            "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n[encryption]\nkey_file = \"key\"\n\
-             [tigerbeetle]\ndata_file = \"{}\"\naddresses = \"{addresses}\"\nbinary = \"{}\"\nreplica_args = [\"--development\"]\n",
-            cluster.file(1).display(),
-            tool("tigerbeetle").display()
-        ),
-    )
-    .unwrap();
+    let cfg = config(dir.path(), &cluster.file(1), &addresses);
     repl(&addresses, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700, id=4 code=10 ledger=700;");
     repl(&addresses, "create_transfers id=10 debit_account_id=1 credit_account_id=2 amount=100 ledger=700 code=10;");
     assert_exit(&bkp(&cfg, &["logs"]), 0);
@@ -425,18 +426,7 @@ fn the_log_replays_into_a_new_three_replica_cluster() {
     let tb = TigerBeetle::start();
     let address = tb.address();
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("key"), [3u8; 32]).unwrap();
-    let cfg = dir.path().join("bkp.toml");
-    fs::write(
-        &cfg,
-        format!(
-            "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n[encryption]\nkey_file = \"key\"\n\
-             [tigerbeetle]\ndata_file = \"{}\"\naddresses = \"{address}\"\nbinary = \"{}\"\nreplica_args = [\"--development\"]\n",
-            tb.data_file.display(),
-            tool("tigerbeetle").display()
-        ),
-    )
-    .unwrap();
+    let cfg = config(dir.path(), &tb.data_file, &address);
     repl(&address, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700, id=4 code=10 ledger=700;");
     repl(&address, "create_transfers id=10 debit_account_id=1 credit_account_id=2 amount=100 ledger=700 code=10;");
     assert_exit(&bkp(&cfg, &["logs"]), 0);
@@ -485,4 +475,94 @@ fn the_log_replays_into_a_new_three_replica_cluster() {
     );
     assert_exit(&out, 0);
     assert_eq!(balances(&target.addresses()), balances(&address));
+}
+
+/// `restore --at T --target DIR --replicas 3` replays the log into a private
+/// three-replica cluster and delivers its three data files, which start as a
+/// cluster of their own with the source's balances at T.
+#[test]
+fn the_log_restores_as_the_data_files_of_a_three_replica_cluster() {
+    let mut tb = TigerBeetle::start();
+    let address = tb.address();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &tb.data_file, &address);
+    repl(&address, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700, id=4 code=10 ledger=700;");
+    repl(&address, "create_transfers id=10 debit_account_id=1 credit_account_id=2 amount=100 ledger=700 code=10;");
+    // A snapshot (one replica's file) is no base for a cluster of three.
+    tb.stop();
+    assert_exit(&bkp(&cfg, &["snapshot"]), 0);
+    tb.restart();
+    repl(&address, "create_transfers id=12 debit_account_id=2 credit_account_id=3 amount=30 ledger=700 code=10;");
+    assert_exit(&bkp(&cfg, &["logs"]), 0);
+    let t1 = now();
+    let want = balances(&address);
+    repl(&address, "create_transfers id=11 debit_account_id=3 credit_account_id=4 amount=7 ledger=700 code=10;");
+    assert_exit(&bkp(&cfg, &["logs"]), 0);
+
+    let target = dir.path().join("cluster");
+    let target_arg = target.to_str().unwrap();
+    // A cluster is replayed to a point in time, from the log alone.
+    let out = bkp(
+        &cfg,
+        &["restore", "--target", target_arg, "--replicas", "3"],
+    );
+    assert_exit(&out, 3);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--replicas"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!target.exists());
+    let out = bkp(
+        &cfg,
+        &[
+            "restore",
+            "--at",
+            &t1,
+            "--target",
+            target_arg,
+            "--replicas",
+            "3",
+            "--dry-run",
+        ],
+    );
+    assert_exit(&out, 0);
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains("from the beginning") && plan.contains("private cluster of 3 fresh replicas"),
+        "{plan}"
+    );
+
+    let out = bkp(
+        &cfg,
+        &[
+            "--json",
+            "restore",
+            "--at",
+            &t1,
+            "--target",
+            target_arg,
+            "--replicas",
+            "3",
+        ],
+    );
+    assert_exit(&out, 0);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["id"].is_null(), "from the log alone: {report}");
+    assert_eq!(report["replicas"], 3, "{report}");
+    assert_eq!(report["replayed"]["transfers"], 2, "{report}");
+    let names: Vec<&str> = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["0_0.tigerbeetle", "0_1.tigerbeetle", "0_2.tigerbeetle"],
+        "{report}"
+    );
+    // The three files run as a cluster of their own, at T.
+    let restored = Cluster3::adopt(&target);
+    assert_eq!(balances(&restored.addresses()), want);
 }

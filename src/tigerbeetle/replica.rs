@@ -1,6 +1,8 @@
 //! Private TigerBeetle replicas: a one-replica cluster that bkp starts on a data
 //! file of its own (a restored file, a drill's copy, a snapshot's private copy) to
-//! read or replay rows through the client, and stops again.
+//! read or replay rows through the client, and stops again; or a private cluster of
+//! several fresh replicas ([`start_cluster`]) that a point-in-time restore replays
+//! the log into, to deliver one data file per replica.
 //!
 //! The replica runs the configured `tigerbeetle` binary on a free loopback port
 //! with the configured replica flags, so that the file is opened as production
@@ -46,6 +48,8 @@ pub struct ReplicaSpec {
 pub struct PrivateReplica {
     child: Child,
     file: PathBuf,
+    /// Where this replica's output starts in the shared replica log.
+    log_from: u64,
 }
 
 impl Drop for PrivateReplica {
@@ -87,54 +91,144 @@ pub fn start(
     data_file: &Path,
     fresh: bool,
 ) -> Result<(PrivateReplica, ClientSpec)> {
-    let binary = &spec.binary;
-    let log_path = &spec.log;
-    let log = || -> Result<File> {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log_path)
-            .with_context(|| format!("failed to open {}", log_path.display()))
-    };
-
     if fresh {
-        let mut cmd = crate::child::command(binary, &spec.pass_env);
-        cmd.args([
-            "format",
-            &format!("--cluster={}", spec.cluster_id),
-            "--replica=0",
-            "--replica-count=1",
-        ]);
-        if spec.replica_args.iter().any(|a| a == "--development") {
-            cmd.arg("--development");
-        }
-        let status = cmd
-            .arg(data_file)
-            .stdout(log()?)
-            .stderr(log()?)
-            .status()
-            .with_context(|| format!("failed to run {} format", binary.display()))?;
-        if !status.success() {
-            anyhow::bail!(
-                "`tigerbeetle format` failed ({status}); see {}",
-                log_path.display()
-            );
-        }
+        format(spec, data_file, 0, 1)?;
     }
+    let address = format!("127.0.0.1:{}", free_port()?);
+    let replica = spawn(spec, data_file, &address, &address)?;
+    crate::failpoint::hit("private-replica");
+    let client = ClientSpec {
+        cluster_id: spec.cluster_id,
+        addresses: address,
+        timeout: REQUEST_TIMEOUT,
+    };
+    Ok((replica, client))
+}
 
-    let port = free_port()?;
-    let address = format!("127.0.0.1:{port}");
-    let log_from = std::fs::metadata(log_path).map_or(0, |m| m.len());
+/// A private cluster of several replicas on loopback; every replica is stopped
+/// (and its lock awaited) when dropped.
+pub struct PrivateCluster {
+    _replicas: Vec<PrivateReplica>,
+}
+
+/// Formats one fresh data file per path (replica `i` of `files.len()`, the
+/// spec's cluster id), starts them together as a cluster on loopback and waits
+/// until every replica serves; returns it with the spec to reach it.
+pub fn start_cluster(
+    spec: &ReplicaSpec,
+    files: &[PathBuf],
+) -> Result<(PrivateCluster, ClientSpec)> {
+    let count = u8::try_from(files.len())
+        .ok()
+        .filter(|n| (1..=MAX_REPLICAS).contains(n))
+        .with_context(|| {
+            format!(
+                "a TigerBeetle cluster has 1 to {MAX_REPLICAS} replicas, not {}",
+                files.len()
+            )
+        })?;
+    for (i, file) in (0u8..).zip(files) {
+        format(spec, file, i, count)?;
+    }
+    // Every port is taken before any replica starts: each names all of them.
+    let addresses: Vec<String> = files
+        .iter()
+        .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+        .collect::<Result<_>>()?;
+    let all = addresses.join(",");
+    // A replica of several serves only once it sees the others: start them all,
+    // then wait for each.
+    let replicas = files
+        .iter()
+        .zip(&addresses)
+        .map(|(file, own)| launch(spec, file, own, &all))
+        .collect::<Result<Vec<_>>>()?;
+    let mut started = Vec::with_capacity(replicas.len());
+    for (mut replica, own) in replicas.into_iter().zip(&addresses) {
+        let waited = wait_serving(spec, &mut replica, own);
+        started.push(replica);
+        waited?;
+    }
+    crate::failpoint::hit("private-replica");
+    let client = ClientSpec {
+        cluster_id: spec.cluster_id,
+        addresses: all,
+        timeout: REQUEST_TIMEOUT,
+    };
+    Ok((PrivateCluster { _replicas: started }, client))
+}
+
+/// The largest replica count TigerBeetle formats (standbys aside).
+pub const MAX_REPLICAS: u8 = 6;
+
+/// `tigerbeetle format` of replica `replica` of `count` at `data_file`.
+fn format(spec: &ReplicaSpec, data_file: &Path, replica: u8, count: u8) -> Result<()> {
+    let binary = &spec.binary;
+    let mut cmd = crate::child::command(binary, &spec.pass_env);
+    cmd.args([
+        "format",
+        &format!("--cluster={}", spec.cluster_id),
+        &format!("--replica={replica}"),
+        &format!("--replica-count={count}"),
+    ]);
+    if spec.replica_args.iter().any(|a| a == "--development") {
+        cmd.arg("--development");
+    }
+    let status = cmd
+        .arg(data_file)
+        .stdout(open_log(&spec.log)?)
+        .stderr(open_log(&spec.log)?)
+        .status()
+        .with_context(|| format!("failed to run {} format", binary.display()))?;
+    if !status.success() {
+        anyhow::bail!(
+            "`tigerbeetle format` failed ({status}); see {}",
+            spec.log.display()
+        );
+    }
+    Ok(())
+}
+
+fn open_log(path: &Path) -> Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("failed to open {}", path.display()))
+}
+
+/// Starts one replica on `data_file` listening on `own` (one of `addresses`)
+/// and waits until it serves.
+fn spawn(
+    spec: &ReplicaSpec,
+    data_file: &Path,
+    own: &str,
+    addresses: &str,
+) -> Result<PrivateReplica> {
+    let mut replica = launch(spec, data_file, own, addresses)?;
+    wait_serving(spec, &mut replica, own)?;
+    Ok(replica)
+}
+
+/// Starts `tigerbeetle start` on `data_file`; does not wait.
+fn launch(
+    spec: &ReplicaSpec,
+    data_file: &Path,
+    own: &str,
+    addresses: &str,
+) -> Result<PrivateReplica> {
+    let binary = &spec.binary;
+    let log_from = std::fs::metadata(&spec.log).map_or(0, |m| m.len());
     let mut start = crate::child::command(binary, &spec.pass_env);
     die_with_this_process(&mut start);
     let child = start
         .arg("start")
-        .arg(format!("--addresses={address}"))
+        .arg(format!("--addresses={addresses}"))
         .args(&spec.replica_args)
         .arg(data_file)
         .stdin(Stdio::null())
-        .stdout(log()?)
-        .stderr(log()?)
+        .stdout(open_log(&spec.log)?)
+        .stderr(open_log(&spec.log)?)
         .spawn()
         .with_context(|| {
             format!(
@@ -143,41 +237,43 @@ pub fn start(
                 data_file.display()
             )
         })?;
-    let mut replica = PrivateReplica {
+    debug_assert!(addresses.split(',').any(|a| a == own));
+    Ok(PrivateReplica {
         child,
         file: data_file.to_path_buf(),
-    };
+        log_from,
+    })
+}
+
+/// Waits until `replica` accepts connections on `own`.
+fn wait_serving(spec: &ReplicaSpec, replica: &mut PrivateReplica, own: &str) -> Result<()> {
+    let log_path = &spec.log;
     let deadline = crate::units::deadline(START_TIMEOUT);
-    while TcpStream::connect(&address).is_err() {
+    while TcpStream::connect(own).is_err() {
         if let Some(status) = replica.child.try_wait().ok().flatten() {
-            if let Some(replica_count) = replica_count_refused(log_path, log_from) {
+            if let Some(replica_count) = replica_count_refused(log_path, replica.log_from) {
                 return Err(NotAlone {
                     replica_count,
-                    file: data_file.to_path_buf(),
+                    file: replica.file.clone(),
                 }
                 .into());
             }
             anyhow::bail!(
-                "the private replica exited ({status}) before it served; see {} (do \
+                "the private replica on {} exited ({status}) before it served; see {} (do \
                  tigerbeetle.replica_args match the production cluster's flags?)",
+                replica.file.display(),
                 log_path.display()
             );
         }
         if Instant::now() > deadline {
             anyhow::bail!(
-                "the private replica on {address} did not come up; see {}",
+                "the private replica on {own} did not come up; see {}",
                 log_path.display()
             );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    crate::failpoint::hit("private-replica");
-    let client = ClientSpec {
-        cluster_id: spec.cluster_id,
-        addresses: address,
-        timeout: REQUEST_TIMEOUT,
-    };
-    Ok((replica, client))
+    Ok(())
 }
 
 /// A data file of one replica of a cluster of several: TigerBeetle runs it only

@@ -129,6 +129,7 @@ pub fn run(
             "kind": rp.kind,
             "backup": rp.backup.as_ref().map(|m| m.id),
             "at": rp.at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+            "replicas": (rp.kind == Kind::Tigerbeetle && rp.at.is_some()).then_some(args.replicas),
             "reads": read.iter().map(|m| json!({
                 "id": m.id,
                 "operation": m.operation,
@@ -156,8 +157,16 @@ pub fn run(
                     .unwrap_or_default()
             ))?,
             None => ui::out(&format!(
-                "would replay the log from the beginning up to {}",
-                rp.at.map(|t| t.to_string()).unwrap_or_default()
+                "would replay the log from the beginning up to {}{}",
+                rp.at.map(|t| t.to_string()).unwrap_or_default(),
+                if args.replicas > 1 {
+                    format!(
+                        " into a private cluster of {} fresh replicas, one data file each",
+                        args.replicas
+                    )
+                } else {
+                    String::new()
+                }
             ))?,
         }
         for m in &read {

@@ -84,6 +84,18 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
             "--schema, --table and --no-owner are for PostgreSQL dumps: a backup of another kind restores whole",
         ));
     }
+    // A cluster of several replicas is replayed from the log alone.
+    let rp = if args.replicas > 1 {
+        if rp.kind != Kind::Tigerbeetle || rp.at.is_none() || args.backup != "latest" {
+            return Err(coded(
+                Code::Config,
+                "--replicas delivers a TigerBeetle cluster replayed from the log alone: use it with --at TIME and `latest` (the default)",
+            ));
+        }
+        RestorePlan { backup: None, ..rp }
+    } else {
+        rp
+    };
     if args.dry_run {
         return dry_run::run(ctx, store, &trust, &rp, args);
     }

@@ -102,6 +102,23 @@ pub fn replay_logs(
     Ok(out)
 }
 
+/// Replays the log from the beginning up to `at` into a private cluster of
+/// `files.len()` fresh replicas (one data file per path, formatted here), then
+/// stops it: one data file per replica of a whole cluster.
+pub fn replay_into_cluster(
+    ctx: &Ctx,
+    store: &dyn Store,
+    trust: &manifest::Trust,
+    files: &[std::path::PathBuf],
+    at: OffsetDateTime,
+) -> Result<Replayed> {
+    let spec = replica_spec(ctx, "point-in-time restore")?;
+    let (cluster, cfg) = replica::start_cluster(&spec, files)?;
+    let out = replay_onto(ctx, store, trust, &cfg, cfg.cluster_id, at, None)?;
+    drop(cluster);
+    Ok(out)
+}
+
 /// Replays the log of cluster `source` onto the cluster `cfg` reaches, up to `at`.
 /// `restored`: when that cluster was started on a restored snapshot (its own
 /// expiries come after); `None` when it holds nothing but replayed rows.

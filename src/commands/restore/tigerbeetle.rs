@@ -8,6 +8,9 @@
 //! again from the next older snapshot (in the end from the log alone), never
 //! delivering balances it did not reproduce.
 //!
+//! With `--replicas N` the log alone is replayed into a private cluster of N fresh
+//! replicas, and their N data files are delivered ([`run_cluster`]).
+//!
 //! The target is touched only after everything verified: a damaged backup, a
 //! wrong key or an interrupted run leave it exactly as it was.
 
@@ -27,9 +30,21 @@ use crate::tigerbeetle::replica::NotAlone;
 use crate::tigerbeetle::tblog::LiveTimeout;
 use crate::{archive, pipeline, ui};
 
-/// The name TigerBeetle gives the data file of replica 0 of a one-replica
-/// cluster, used when the log is replayed into a fresh file.
-const FRESH_DATA_FILE: &str = "0_0.tigerbeetle";
+/// The name TigerBeetle suggests for the data file of replica `replica` of
+/// cluster `cluster` (`${CLUSTER_ID}_${REPLICA_INDEX}.tigerbeetle`), used for the
+/// files the log is replayed into.
+fn data_file_name(cluster: u128, replica: u8) -> String {
+    format!("{cluster}_{replica}.tigerbeetle")
+}
+
+/// The configured cluster id (0 when none is).
+fn cluster_id(ctx: &Ctx) -> u128 {
+    ctx.plan
+        .tigerbeetle
+        .as_ref()
+        .and_then(|t| t.cluster.as_ref())
+        .map_or(0, |c| c.cluster_id)
+}
 
 pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Result<()> {
     let target = Target::check(
@@ -39,6 +54,9 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         &super::precious(&ctx.plan),
     )?;
     super::countdown::before_replacing(&target, args.yes)?;
+    if args.replicas > 1 {
+        return run_cluster(ctx, src, rp, &target, args.replicas);
+    }
     let m = rp.backup.as_ref();
     match m {
         Some(m) => ctx.ui.detail(&format!(
@@ -64,7 +82,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
             let (r, name) = loop {
                 let name = restored
                     .first()
-                    .map_or(FRESH_DATA_FILE.to_string(), |f| f.name.clone());
+                    .map_or_else(|| data_file_name(cluster_id(ctx), 0), |f| f.name.clone());
                 let path = staging.join(&name);
                 let early = match pitr::replay_logs(
                     ctx,
@@ -171,6 +189,76 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         ui::size(bytes),
         elapsed.as_secs_f64(),
         ui::rate(bytes, elapsed)
+    ));
+    for f in &restored {
+        ui::out(&target.path.join(&f.name).display().to_string())?;
+    }
+    Ok(())
+}
+
+/// `restore --at TIME --target DIR --replicas N`: replays the log from the
+/// beginning into a private cluster of N fresh replicas on loopback and delivers
+/// their N data files (`C_0.tigerbeetle` … `C_{N-1}.tigerbeetle`, replica `i` of N
+/// of cluster `C`, the cluster id of `tigerbeetle.cluster_id`), to be copied to the N machines
+/// of a new cluster. A snapshot is one replica's file: the log is replayed alone.
+fn run_cluster(
+    ctx: &Ctx,
+    src: &Source,
+    rp: &RestorePlan,
+    target: &Target,
+    replicas: u8,
+) -> Result<()> {
+    let at = rp
+        .at
+        .ok_or_else(|| coded(Code::Config, "--replicas needs --at"))?;
+    ctx.ui.info(&format!(
+        "replaying the log from the beginning into a private cluster of {replicas} fresh replicas"
+    ));
+    let mut scratch = src.work.scratch("restore")?;
+    let staging = target.stage(&mut scratch)?;
+    let clock = Instant::now();
+    let cluster = cluster_id(ctx);
+    let names: Vec<String> = (0..replicas).map(|i| data_file_name(cluster, i)).collect();
+    let files: Vec<_> = names.iter().map(|n| staging.join(n)).collect();
+    let r = pitr::replay_into_cluster(ctx, src.store, src.trust, &files, at)?;
+    let mut restored = Vec::with_capacity(files.len());
+    for (name, path) in names.into_iter().zip(&files) {
+        let digest = crate::stages::hash::digest_reader(std::io::BufReader::new(
+            std::fs::File::open(path)
+                .with_context(|| format!("failed to open {}", path.display()))?,
+        ))?;
+        restored.push(FileEntry {
+            name,
+            size: digest.bytes,
+            sha256: digest.sha256,
+        });
+    }
+    target.commit(&staging, &mut scratch)?;
+    let bytes: u64 = restored.iter().map(|f| f.size).sum();
+    let elapsed = clock.elapsed();
+    if ctx.ui.json {
+        return ui::print(&serde_json::to_string_pretty(&json!({
+            "schema": "bkp.restore/1",
+            "id": null,
+            "kind": "tigerbeetle",
+            "replayed": r,
+            "replicas": replicas,
+            "target": target.path.display().to_string(),
+            "files": restored,
+            "bytes": bytes,
+            "seconds": elapsed.as_secs_f64(),
+        }))?);
+    }
+    ctx.ui.info(&format!(
+        "replayed {} log segment(s): {} accounts, {} transfers and {} expiries, up to timestamp {}",
+        r.segments, r.accounts, r.transfers, r.expiries, r.last_timestamp
+    ));
+    ctx.ui.info(&format!(
+        "restored a {replicas}-replica cluster from the log into {}: {} data files, {}, in {:.1}s; start replica i on {cluster}_i.tigerbeetle with the new cluster's addresses",
+        target.path.display(),
+        restored.len(),
+        ui::size(bytes),
+        elapsed.as_secs_f64(),
     ));
     for f in &restored {
         ui::out(&target.path.join(&f.name).display().to_string())?;
