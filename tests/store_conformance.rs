@@ -19,9 +19,20 @@ fn conformance(store: &dyn Store) {
     let meta = vec![("backup-id".to_string(), "x".to_string())];
 
     // Small objects: put, get, head, list.
-    store.put_new("a/one.json", b"{}", &meta).unwrap();
+    let written = store.put_new("a/one.json", b"{}", &meta).unwrap();
     assert_eq!(store.get("a/one.json").unwrap(), b"{}");
     assert_eq!(store.head("a/one.json").unwrap().unwrap().size, 2);
+    // What a write answers is what a listing shows (the catalog knows a run's
+    // own manifest by it): the entity tag where the backend has one, else the
+    // time.
+    let listed = store.list("a/").unwrap();
+    let listed = listed.iter().find(|o| o.key == "a/one.json").unwrap();
+    assert_eq!(written.size, listed.size);
+    match (&written.etag, &listed.etag) {
+        (Some(w), Some(l)) => assert_eq!(w, l),
+        (None, None) => assert_eq!(written.modified, listed.modified),
+        (w, l) => panic!("a write answered entity tag {w:?}, a listing {l:?}"),
+    }
     store.put_new("a/empty", b"", &meta).unwrap();
     assert_eq!(store.get("a/empty").unwrap(), b"");
 

@@ -117,11 +117,14 @@ impl Entry {
     }
 }
 
-/// A manifest object's size and time (Unix milliseconds) in a listing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A manifest object's size, time (Unix milliseconds) and entity tag, as a
+/// listing shows it (or, for a run's own manifest, as its write answered).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Stored {
     size: u64,
     modified: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
 }
 
 impl Stored {
@@ -131,7 +134,20 @@ impl Stored {
             modified: o
                 .modified
                 .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64),
+            etag: o.etag.clone(),
         }
+    }
+
+    /// Whether `listed` is the object this was taken of: the same size and,
+    /// where both have an entity tag, the same tag (a write answers with the
+    /// tag a listing shows, not with the time the store recorded); else the
+    /// same time.
+    fn is(&self, listed: &Stored) -> bool {
+        self.size == listed.size
+            && match (&self.etag, &listed.etag) {
+                (Some(a), Some(b)) => a == b,
+                _ => self.modified == listed.modified,
+            }
     }
 }
 
@@ -468,7 +484,10 @@ pub fn read(
     let before = st.entries.len();
     st.entries.retain(|_, e| {
         let k = e.manifest.key();
-        !checked(&k) || listed.get(&k).is_some_and(|now| e.stored == Some(*now))
+        !checked(&k)
+            || listed
+                .get(&k)
+                .is_some_and(|now| e.stored.as_ref().is_some_and(|s| s.is(now)))
     });
     changed |= st.entries.len() != before;
     let held: BTreeSet<String> = st.entries.values().map(|e| e.manifest.key()).collect();
@@ -496,7 +515,7 @@ pub fn read(
             .and_then(|b| parse_with_sealer(&b, &key, trust))
         {
             Ok((manifest, sealer)) => {
-                let stored = listed.get(&key).copied();
+                let stored = listed.get(&key).cloned();
                 st.dirty.insert(manifest.id);
                 st.entries
                     .insert(manifest.id, Entry::new(manifest, sealer, stored));
@@ -558,14 +577,22 @@ fn warn_unwritten(store: &dyn Store, kind: Kind, e: &anyhow::Error) {
     );
 }
 
-/// Adds a manifest this run just stored to its kind's catalog (best effort:
-/// readers find it by listing anyway).
-pub fn note(store: &dyn Store, keys: Option<&Keyring>, m: &Manifest) {
+/// Adds a manifest this run just stored (`stored`: as its write answered) to
+/// its kind's catalog (best effort: readers find it by listing anyway). With
+/// the object's tag or time the next reader knows the listed object for this
+/// one and need not read it again.
+pub fn note(
+    store: &dyn Store,
+    keys: Option<&Keyring>,
+    m: &Manifest,
+    stored: Option<&crate::store::ObjectInfo>,
+) {
     let sealer = seal::own_sealer(keys);
+    let stored = stored.map(Stored::of);
     change(store, keys, m.kind, |st| {
         st.dirty.insert(m.id);
         st.entries
-            .insert(m.id, Entry::new(m.clone(), sealer.clone(), None));
+            .insert(m.id, Entry::new(m.clone(), sealer.clone(), stored.clone()));
     })
 }
 
@@ -840,6 +867,26 @@ mod tests {
         // A restore refuses the catalog's older copy, and corrects the catalog.
         assert!(reread(&store, &trust, &fresh).is_err());
         assert_eq!(reread(&store, &trust, &edited).unwrap(), edited);
+    }
+
+    #[test]
+    fn a_runs_own_manifest_is_not_read_again_by_the_next_reader() {
+        let store = MemoryStore::default();
+        let trust = Trust::none();
+        let t0 = OffsetDateTime::now_utc() - Duration::days(10);
+        for i in 0..3 {
+            store_manifest(&store, &sample(Kind::Duckdb, t0 + Duration::hours(i)));
+        }
+        read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        // A run stores its manifest and notes it: one more catalog object.
+        let own = sample(Kind::Duckdb, OffsetDateTime::now_utc());
+        store_manifest(&store, &own);
+        let noted = catalog_objects(&store);
+        let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        assert_eq!(good.last().unwrap().id, own.id);
+        // The listing showed the object the note recorded: nothing was read
+        // again, so nothing changed and nothing was written.
+        assert_eq!(catalog_objects(&store), noted);
     }
 
     #[test]

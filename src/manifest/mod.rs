@@ -423,13 +423,17 @@ impl Manifest {
 /// Writes `m` as the last step of a backup (create-only), sealed when keys are
 /// configured.
 pub fn write(store: &dyn Store, m: &Manifest, keys: Option<&Keyring>) -> Result<()> {
-    write_only(store, m, keys)?;
-    catalog::note(store, keys, m);
+    let stored = write_only(store, m, keys)?;
+    catalog::note(store, keys, m, Some(&stored));
     Ok(())
 }
 
 /// [`write`] without adding the manifest to the catalog.
-fn write_only(store: &dyn Store, m: &Manifest, keys: Option<&Keyring>) -> Result<()> {
+fn write_only(
+    store: &dyn Store,
+    m: &Manifest,
+    keys: Option<&Keyring>,
+) -> Result<crate::store::ObjectInfo> {
     let bytes = seal::encode(m, keys).context("failed to encode the manifest")?;
     store
         .put_new(&m.key(), &bytes, &Vec::new())
@@ -439,8 +443,7 @@ fn write_only(store: &dyn Store, m: &Manifest, keys: Option<&Keyring>) -> Result
                 m.key(),
                 store.identity()
             )
-        })?;
-    Ok(())
+        })
 }
 
 /// A manifest that could not be read, reported instead of silently skipped.

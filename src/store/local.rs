@@ -114,6 +114,7 @@ fn info(key: String, meta: &fs::Metadata) -> ObjectInfo {
         key,
         size: meta.len(),
         modified: meta.modified().ok().map(OffsetDateTime::from),
+        etag: None,
     }
 }
 

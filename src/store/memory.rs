@@ -48,6 +48,7 @@ impl ObjectWriter for MemoryWriter {
             key: self.key,
             size,
             modified: None,
+            etag: None,
         })
     }
     fn abort(self: Box<Self>) -> Result<()> {
@@ -90,6 +91,7 @@ impl Store for MemoryStore {
             key: key.to_string(),
             size: b.len() as u64,
             modified: None,
+            etag: None,
         }))
     }
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
@@ -101,6 +103,7 @@ impl Store for MemoryStore {
                 key: k.clone(),
                 size: b.len() as u64,
                 modified: None,
+                etag: None,
             })
             .collect())
     }

@@ -28,6 +28,9 @@ pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
     pub modified: Option<OffsetDateTime>,
+    /// The entity tag, where the backend gives one (S3): the same in a listing
+    /// as in the answer to the write that stored the object.
+    pub etag: Option<String>,
 }
 
 /// A streaming write that was started and never finished nor aborted.

@@ -534,7 +534,7 @@ impl S3Writer {
         }
     }
 
-    fn complete(&mut self) -> Result<()> {
+    fn complete(&mut self) -> Result<Option<String>> {
         if self.upload_id.is_none() {
             // Small object: one conditional PUT.
             let body = std::mem::take(&mut self.buf);
@@ -555,7 +555,7 @@ impl S3Writer {
                 .send(),
             );
             return match res {
-                Ok(_) => Ok(()),
+                Ok(out) => Ok(out.e_tag().map(str::to_string)),
                 Err(e) if is_exists(status_of(&e)) => {
                     Err(already_exists(&format!("s3://{}", self.bucket), &self.key))
                 }
@@ -585,9 +585,9 @@ impl S3Writer {
                 .send(),
         );
         match res {
-            Ok(_) => {
+            Ok(out) => {
                 self.upload_id = None;
-                Ok(())
+                Ok(out.e_tag().map(str::to_string))
             }
             Err(e) if is_exists(status_of(&e)) => {
                 Err(already_exists(&format!("s3://{}", self.bucket), &self.key))
@@ -622,14 +622,18 @@ impl Write for S3Writer {
 impl ObjectWriter for S3Writer {
     fn finish(mut self: Box<Self>) -> Result<ObjectInfo> {
         self.finished = true;
-        if let Err(e) = self.complete() {
-            self.abort_upload();
-            return Err(e);
-        }
+        let etag = match self.complete() {
+            Ok(etag) => etag,
+            Err(e) => {
+                self.abort_upload();
+                return Err(e);
+            }
+        };
         Ok(ObjectInfo {
             key: self.key.clone(),
             size: self.size,
             modified: Some(OffsetDateTime::now_utc()),
+            etag,
         })
     }
 
@@ -1123,6 +1127,7 @@ impl S3Store {
                         key: k,
                         size: obj.size().unwrap_or(0).max(0) as u64,
                         modified: to_time(obj.last_modified()),
+                        etag: obj.e_tag().map(str::to_string),
                     },
                     etag: obj.e_tag().map(str::to_string),
                 });
@@ -1152,6 +1157,7 @@ impl S3Store {
                     key: key.to_string(),
                     size: out.content_length().unwrap_or(0).max(0) as u64,
                     modified: to_time(out.last_modified()),
+                    etag: out.e_tag().map(str::to_string),
                 },
                 etag: out.e_tag().map(str::to_string),
             })),
@@ -1236,6 +1242,7 @@ impl S3Store {
                     key: key.to_string(),
                     size,
                     modified: Some(OffsetDateTime::now_utc()),
+                    etag: None,
                 })),
                 Err(e) if status_of(&e) == Some(412) && self.head(key)?.is_none() => Ok(None),
                 Err(e) if is_exists(status_of(&e)) => {
@@ -1360,6 +1367,7 @@ impl S3Store {
                 key: key.to_string(),
                 size,
                 modified: Some(OffsetDateTime::now_utc()),
+                etag: None,
             })),
             Err(e) => {
                 abort();
