@@ -222,14 +222,10 @@ impl<'a> Lease<'a> {
                 self.duration
             )));
         }
-        let seen = self.read()?;
-        if seen.highest.is_some_and(|h| h > self.epoch) {
+        if self.epochs()?.first().is_some_and(|&h| h > self.epoch) {
             return Err(self.taken_over(&format!(
                 "was taken over{} while this run held it (it ran longer than the lease's {:?})",
-                seen.newest
-                    .filter(|d| d.epoch > self.epoch)
-                    .map(|d| by(&d.holder))
-                    .unwrap_or_default(),
+                self.newest_holder(),
                 self.duration
             )));
         }
@@ -309,8 +305,8 @@ impl<'a> Lease<'a> {
         }
     }
 
-    /// Lists the scope and reads the newest valid lease.
-    fn read(&self) -> Result<Seen> {
+    /// Every epoch listed in the scope, newest first.
+    fn epochs(&self) -> Result<Vec<u64>> {
         let prefix = format!("leases/{}/", self.scope);
         let mut epochs: Vec<u64> = self
             .store
@@ -319,6 +315,12 @@ impl<'a> Lease<'a> {
             .filter_map(|o| epoch_of(&self.scope, &o.key))
             .collect();
         epochs.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(epochs)
+    }
+
+    /// Lists the scope and reads the newest valid lease.
+    fn read(&self) -> Result<Seen> {
+        let epochs = self.epochs()?;
         let mut newest = None;
         for &n in epochs.iter().take(MAX_READS) {
             let k = key(&self.scope, n);
