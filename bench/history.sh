@@ -124,6 +124,13 @@ run "bkp logs, nothing new" --json logs
 run "bkp logs, nothing new (again)" --json logs
 run "bkp verify --since 1d (lists every manifest key)" verify --since 1d
 run "bkp cleanup --dry-run (lists every manifest key)" cleanup --dry-run
+# The cluster's own floor for `logs`: TigerBeetle's repl registering a session
+# and sending one query (a `logs` run with nothing new sends three).
+/usr/bin/time -f "%e %M" -o "$work/time" "$tb" repl --cluster=0 --addresses="127.0.0.1:${ports[4]}" \
+  --command="query_accounts limit=1;" >/dev/null 2>&1 || true  # repl exits 1 when no row is found
+read -r secs rss < <(tail -1 "$work/time")
+printf '%-58s %6.2f s %6s requests %5d MiB\n' "tigerbeetle repl: a session and one query" "$secs" "-" "$((rss/1024))"
+rows+=("$(printf '| %s | %.2f | - | %d |' "tigerbeetle repl: a session and one query (the cluster alone)" "$secs" "$((rss/1024))")")
 catalog="$("$rclone" lsl s3:bench/p/catalog | awk '{s+=$1; n++} END {printf "%d objects, %.1f MiB", n, s/1048576}')"
 
 {
