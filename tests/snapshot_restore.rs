@@ -1036,3 +1036,131 @@ fn stop_and_start_commands_never_see_bkp_secrets() {
     assert!(env.contains("TB_SERVICE_NAME=tigerbeetle-0"), "{env}");
     assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
 }
+
+/// The README's restore runbook, step by step, while `bkp logs` and `bkp
+/// snapshot` keep firing as their timers would (the replica stopped and started
+/// by the snapshots, traffic in between): `list`, `restore latest --dry-run`,
+/// `restore latest` (the newest snapshot, never a log segment), `tigerbeetle
+/// inspect integrity`, a replica started on the file; then the point-in-time
+/// variant, whose balances are the source's at that moment.
+#[test]
+fn the_runbook_works_while_every_timer_runs() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let address = format!("127.0.0.1:{}", common::free_port());
+    let pidfile = dir.path().join("tb.pid");
+    let _guard = PidFile(pidfile.clone());
+    let tb = tool("tigerbeetle");
+    let start = format!(
+        "setsid '{}' start --addresses={address} --development '{}' >>'{}' 2>&1 </dev/null & echo $! > '{}'",
+        tb.display(),
+        data.display(),
+        dir.path().join("tb.log").display(),
+        pidfile.display()
+    );
+    let stop = format!(
+        "kill $(cat '{0}') && while kill -0 $(cat '{0}') 2>/dev/null; do sleep 0.1; done",
+        pidfile.display()
+    );
+    let sh = |script: &str| {
+        assert!(std::process::Command::new("sh")
+            .args(["-c", script])
+            .status()
+            .unwrap()
+            .success())
+    };
+    sh(&start);
+    wait_for_port(&address);
+    repl(&address, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700;");
+    let extra = stop_mode(&stop, &start)
+        + &format!("addresses = \"{address}\"\nstop_timeout = \"60s\"\nreplica_args = [\"--development\"]\n");
+    let s = setup(&data, StoreKind::Local, &extra);
+
+    // The timers: logs every few hundred milliseconds, a snapshot now and then,
+    // transfers all along. A logs run meeting the stopped replica may time out
+    // (exit 6) or find another run holding the lock (exit 4): a timer runs again.
+    let done = AtomicBool::new(false);
+    let (logs_ok, snapshots) = std::thread::scope(|scope| {
+        let logs = scope.spawn(|| {
+            let mut ok = 0;
+            while !done.load(Ordering::Relaxed) {
+                let out = s.bkp(&["logs"]);
+                let code = out.status.code();
+                assert!(matches!(code, Some(0 | 4 | 6)), "{out:?}");
+                ok += usize::from(code == Some(0));
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+            ok
+        });
+        let mut snapshots = 0;
+        for i in 0..3u32 {
+            for j in 0..3u32 {
+                let id = 100 + i * 10 + j;
+                repl(&address, &format!("create_transfers id={id} debit_account_id={} credit_account_id={} amount={} ledger=700 code=10;", 1 + j % 3, 1 + (j + 1) % 3, id));
+            }
+            assert_exit(&s.bkp(&["snapshot"]), 0);
+            snapshots += 1;
+            wait_for_port(&address);
+        }
+        done.store(true, Ordering::Relaxed);
+        (logs.join().unwrap(), snapshots)
+    });
+    assert!(logs_ok >= 1, "no logs run succeeded");
+    repl(&address, "create_transfers id=900 debit_account_id=3 credit_account_id=1 amount=9 ledger=700 code=10;");
+    assert_exit(&s.bkp(&["logs"]), 0);
+    let at_time = time::OffsetDateTime::now_utc();
+    let want = repl(&address, "lookup_accounts id=1, id=2, id=3;");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    repl(&address, "create_transfers id=901 debit_account_id=1 credit_account_id=2 amount=5 ledger=700 code=10;");
+    assert_exit(&s.bkp(&["logs"]), 0);
+
+    // 1. list
+    let out = s.bkp(&["--json", "list", "--kind", "tigerbeetle"]);
+    assert_exit(&out, 0);
+    let listed = json(&out);
+    let snaps = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["operation"] == "snapshot")
+        .count();
+    assert_eq!(snaps, snapshots, "{listed:#}");
+    // 2. restore latest: the newest snapshot, though log segments are newer.
+    let target = s.path("tigerbeetle.restored");
+    let t = target.to_str().unwrap();
+    let plan = s.bkp(&["restore", "latest", "--dry-run", "--target", t]);
+    assert_exit(&plan, 0);
+    assert!(
+        String::from_utf8_lossy(&plan.stdout).contains("tigerbeetle snapshot"),
+        "{plan:?}"
+    );
+    assert_exit(&s.bkp(&["restore", "latest", "--target", t]), 0);
+    // 3. tigerbeetle inspect integrity
+    let restored = target.join("0_0.tigerbeetle");
+    let inspect = std::process::Command::new(&tb)
+        .args(["inspect", "integrity"])
+        .arg(&restored)
+        .output()
+        .unwrap();
+    assert!(inspect.status.success(), "{inspect:?}");
+    // 4. a replica on the restored file serves the snapshot's accounts.
+    let replica = TigerBeetle::start_on(&restored);
+    assert!(repl(&replica.address(), "lookup_accounts id=3;").contains("\"id\": \"3\""));
+    drop(replica);
+
+    // Point in time: the balances of that moment exactly.
+    let at = at_time
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let target = s.path("tigerbeetle.at");
+    assert_exit(
+        &s.bkp(&["restore", "--at", &at, "--target", target.to_str().unwrap()]),
+        0,
+    );
+    let replica = TigerBeetle::start_on(&target.join("0_0.tigerbeetle"));
+    assert_eq!(
+        repl(&replica.address(), "lookup_accounts id=1, id=2, id=3;"),
+        want
+    );
+}
