@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 
 use common::{assert_exit, repl, run_bkp, tool, walk, TigerBeetle};
 
+/// Accounts 1 to 4, which [`balances`] reads.
+const FOUR_ACCOUNTS: &str =
+    "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700, id=4 code=10 ledger=700;";
+
 /// Every account's (debits pending, debits posted, credits pending, credits posted).
 fn balances(address: &str) -> BTreeMap<String, [String; 4]> {
     let text = repl(address, "lookup_accounts id=1, id=2, id=3, id=4;");
@@ -88,7 +92,7 @@ fn snapshot_plus_logs_and_logs_alone_reach_every_moment() {
     let cfg = config(dir.path(), &tb.data_file, &address);
 
     // Phase 1: accounts, plain and two-phase transfers, a linked chain.
-    repl(&address, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700, id=4 code=10 ledger=700;");
+    repl(&address, FOUR_ACCOUNTS);
     repl(&address, "create_transfers id=11 debit_account_id=1 credit_account_id=2 amount=100 ledger=700 code=10, \
         id=12 debit_account_id=2 credit_account_id=3 amount=40 ledger=700 code=10 flags=pending, \
         id=13 debit_account_id=3 credit_account_id=4 amount=7 ledger=700 code=10 flags=linked, \
@@ -187,7 +191,7 @@ fn pending_transfers_that_expire_or_outlive_a_snapshot_restore_exactly() {
     let cfg = config(dir.path(), &tb.data_file, &address);
 
     // Q (51) will expire untouched; P (52) will be posted in time.
-    repl(&address, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700, id=4 code=10 ledger=700;");
+    repl(&address, FOUR_ACCOUNTS);
     repl(&address, "create_transfers id=50 debit_account_id=1 credit_account_id=2 amount=1000 ledger=700 code=10, \
         id=51 debit_account_id=1 credit_account_id=2 amount=50 ledger=700 code=10 timeout=40 flags=pending, \
         id=52 debit_account_id=3 credit_account_id=4 amount=30 ledger=700 code=10 timeout=40 flags=pending;");
@@ -379,7 +383,7 @@ fn a_snapshot_of_one_replica_of_three_restores_from_the_log_alone() {
     let addresses = cluster.addresses();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &cluster.file(1), &addresses);
-    repl(&addresses, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700, id=4 code=10 ledger=700;");
+    repl(&addresses, FOUR_ACCOUNTS);
     repl(&addresses, "create_transfers id=10 debit_account_id=1 credit_account_id=2 amount=100 ledger=700 code=10;");
     assert_exit(&bkp(&cfg, &["logs"]), 0);
 
@@ -427,7 +431,7 @@ fn the_log_replays_into_a_new_three_replica_cluster() {
     let address = tb.address();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &tb.data_file, &address);
-    repl(&address, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700, id=4 code=10 ledger=700;");
+    repl(&address, FOUR_ACCOUNTS);
     repl(&address, "create_transfers id=10 debit_account_id=1 credit_account_id=2 amount=100 ledger=700 code=10;");
     assert_exit(&bkp(&cfg, &["logs"]), 0);
     let t1 = now();
@@ -486,7 +490,7 @@ fn the_log_restores_as_the_data_files_of_a_three_replica_cluster() {
     let address = tb.address();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &tb.data_file, &address);
-    repl(&address, "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700, id=4 code=10 ledger=700;");
+    repl(&address, FOUR_ACCOUNTS);
     repl(&address, "create_transfers id=10 debit_account_id=1 credit_account_id=2 amount=100 ledger=700 code=10;");
     // A snapshot (one replica's file) is no base for a cluster of three.
     tb.stop();

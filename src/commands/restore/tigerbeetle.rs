@@ -143,17 +143,9 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
                     None => Vec::new(),
                 };
             };
-            let path = staging.join(&name);
             // The replayed file differs from the snapshot's: report its own digest.
-            let digest = crate::stages::hash::digest_reader(std::io::BufReader::new(
-                std::fs::File::open(&path)
-                    .with_context(|| format!("failed to open {}", path.display()))?,
-            ))?;
-            restored = vec![FileEntry {
-                name,
-                size: digest.bytes,
-                sha256: digest.sha256,
-            }];
+            let path = staging.join(&name);
+            restored = vec![replayed_file(name, &path)?];
             Some(r)
         }
         None => None,
@@ -221,18 +213,11 @@ fn run_cluster(
     let names: Vec<String> = (0..replicas).map(|i| data_file_name(cluster, i)).collect();
     let files: Vec<_> = names.iter().map(|n| staging.join(n)).collect();
     let r = pitr::replay_into_cluster(ctx, src.store, src.trust, &files, at)?;
-    let mut restored = Vec::with_capacity(files.len());
-    for (name, path) in names.into_iter().zip(&files) {
-        let digest = crate::stages::hash::digest_reader(std::io::BufReader::new(
-            std::fs::File::open(path)
-                .with_context(|| format!("failed to open {}", path.display()))?,
-        ))?;
-        restored.push(FileEntry {
-            name,
-            size: digest.bytes,
-            sha256: digest.sha256,
-        });
-    }
+    let restored = names
+        .into_iter()
+        .zip(&files)
+        .map(|(name, path)| replayed_file(name, path))
+        .collect::<Result<Vec<_>>>()?;
     target.commit(&staging, &mut scratch)?;
     let bytes: u64 = restored.iter().map(|f| f.size).sum();
     let elapsed = clock.elapsed();
@@ -348,6 +333,19 @@ pub fn run_into(ctx: &Ctx, src: &Source, rp: &RestorePlan, into: &str) -> Result
         r.segments, cfg.addresses, r.accounts, r.transfers, r.expiries, r.last_timestamp, elapsed.as_secs_f64()
     ));
     Ok(())
+}
+
+/// A data file the log was replayed into, named `name`, with its own size and
+/// digest (a replayed file is no stored file's copy).
+fn replayed_file(name: String, path: &Path) -> Result<FileEntry> {
+    let digest = crate::stages::hash::digest_reader(std::io::BufReader::new(
+        std::fs::File::open(path).with_context(|| format!("failed to open {}", path.display()))?,
+    ))?;
+    Ok(FileEntry {
+        name,
+        size: digest.bytes,
+        sha256: digest.sha256,
+    })
 }
 
 /// The newest restorable TigerBeetle snapshot started before `than`, if any.
