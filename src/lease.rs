@@ -215,31 +215,22 @@ impl<'a> Lease<'a> {
             )));
         }
         let old = self.epoch;
-        if !self.create(old + 1, false)? {
+        let lost = !self.create(old + 1, false)?
+            || self.epochs()?.first().is_some_and(|&h| h > self.epoch);
+        if lost {
+            let by = self
+                .read()
+                .ok()
+                .and_then(|s| s.newest)
+                .map(|d| by(&d.holder))
+                .unwrap_or_default();
             return Err(self.taken_over(&format!(
-                "was taken over{} while this run held it (it ran longer than the lease's {:?})",
-                self.newest_holder(),
-                self.duration
-            )));
-        }
-        if self.epochs()?.first().is_some_and(|&h| h > self.epoch) {
-            return Err(self.taken_over(&format!(
-                "was taken over{} while this run held it (it ran longer than the lease's {:?})",
-                self.newest_holder(),
+                "was taken over{by} while this run held it (it ran longer than the lease's {:?})",
                 self.duration
             )));
         }
         let _ = self.store.delete(&key(&self.scope, old));
         Ok(())
-    }
-
-    /// ` by HOST (pid …, run …)` of the newest valid epoch, or nothing.
-    fn newest_holder(&self) -> String {
-        self.read()
-            .ok()
-            .and_then(|s| s.newest)
-            .map(|d| by(&d.holder))
-            .unwrap_or_default()
     }
 
     /// The error of a run that no longer holds its lease: `what` happened to it.
@@ -404,6 +395,17 @@ mod tests {
         }
     }
 
+    /// Takes lease `s` of `store` for `who`, warnings ignored.
+    fn take<'a>(
+        store: &'a MemoryStore,
+        trust: &'a Trust,
+        who: Holder,
+        duration: Duration,
+    ) -> Lease<'a> {
+        fn quiet(_: &str) {}
+        Lease::acquire(store, trust, "s", who, duration, &quiet).unwrap()
+    }
+
     /// A pid no process has (beyond Linux's largest `pid_max`).
     const GONE: u32 = 1 << 23;
 
@@ -411,28 +413,11 @@ mod tests {
     fn a_run_that_outlived_its_lease_cannot_renew_it() {
         let store = MemoryStore::new();
         let trust = Trust::none();
-        let warn = |_: &str| {};
-        let mut x = Lease::acquire(
-            &store,
-            &trust,
-            "s",
-            holder("x", 1),
-            Duration::from_millis(300),
-            &warn,
-        )
-        .unwrap();
+        let mut x = take(&store, &trust, holder("x", 1), Duration::from_millis(300));
         std::thread::sleep(Duration::from_millis(400));
         // Another host takes the expired lease over, and releases it: epoch 1 is
         // deleted, epoch 2 says released.
-        let y = Lease::acquire(
-            &store,
-            &trust,
-            "s",
-            holder("y", 2),
-            Duration::from_secs(60),
-            &warn,
-        )
-        .unwrap();
+        let y = take(&store, &trust, holder("y", 2), Duration::from_secs(60));
         assert_eq!(y.epoch(), 1);
         y.release();
         let e = x.renew().unwrap_err();
@@ -447,27 +432,15 @@ mod tests {
     fn a_holder_cannot_renew_into_an_epoch_its_successor_deleted() {
         let store = MemoryStore::new();
         let trust = Trust::none();
-        let warn = |_: &str| {};
         // A holder on this host whose process is gone is taken over at once; it
         // still holds a lease that is valid by its own clock.
-        let mut x = Lease::acquire(
+        let mut x = take(&store, &trust, holder("h", GONE), Duration::from_secs(60));
+        let mut y = take(
             &store,
             &trust,
-            "s",
-            holder("h", GONE),
-            Duration::from_secs(60),
-            &warn,
-        )
-        .unwrap();
-        let mut y = Lease::acquire(
-            &store,
-            &trust,
-            "s",
             holder("h", std::process::id()),
             Duration::from_secs(60),
-            &warn,
-        )
-        .unwrap();
+        );
         assert_eq!((x.epoch(), y.epoch()), (0, 1));
         // The successor moves on: epoch 2, and epoch 1's slot is free again.
         y.renew().unwrap();
