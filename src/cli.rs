@@ -429,7 +429,7 @@ pub struct RestoreArgs {
         long,
         value_name = "N",
         default_value_t = 1,
-        value_parser = clap::value_parser!(u8).range(1..=6),
+        value_parser = clap::value_parser!(u8).range(1..=i64::from(crate::tigerbeetle::replica::MAX_REPLICAS)),
         conflicts_with = "into"
     )]
     pub replicas: u8,

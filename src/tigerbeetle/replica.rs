@@ -95,14 +95,18 @@ pub fn start(
         format(spec, data_file, 0, 1)?;
     }
     let address = format!("127.0.0.1:{}", free_port()?);
-    let replica = spawn(spec, data_file, &address, &address)?;
+    let mut replica = launch(spec, data_file, &address)?;
+    wait_serving(spec, &mut replica, &address)?;
     crate::failpoint::hit("private-replica");
-    let client = ClientSpec {
+    Ok((replica, client_spec(spec, address)))
+}
+
+fn client_spec(spec: &ReplicaSpec, addresses: String) -> ClientSpec {
+    ClientSpec {
         cluster_id: spec.cluster_id,
-        addresses: address,
+        addresses,
         timeout: REQUEST_TIMEOUT,
-    };
-    Ok((replica, client))
+    }
 }
 
 /// A private cluster of several replicas on loopback; every replica is stopped
@@ -137,25 +141,21 @@ pub fn start_cluster(
         .collect::<Result<_>>()?;
     let all = addresses.join(",");
     // A replica of several serves only once it sees the others: start them all,
-    // then wait for each.
-    let replicas = files
+    // then wait for each (on an error, those started are stopped as dropped).
+    let mut replicas = files
         .iter()
-        .zip(&addresses)
-        .map(|(file, own)| launch(spec, file, own, &all))
+        .map(|file| launch(spec, file, &all))
         .collect::<Result<Vec<_>>>()?;
-    let mut started = Vec::with_capacity(replicas.len());
-    for (mut replica, own) in replicas.into_iter().zip(&addresses) {
-        let waited = wait_serving(spec, &mut replica, own);
-        started.push(replica);
-        waited?;
+    for (replica, own) in replicas.iter_mut().zip(&addresses) {
+        wait_serving(spec, replica, own)?;
     }
     crate::failpoint::hit("private-replica");
-    let client = ClientSpec {
-        cluster_id: spec.cluster_id,
-        addresses: all,
-        timeout: REQUEST_TIMEOUT,
-    };
-    Ok((PrivateCluster { _replicas: started }, client))
+    Ok((
+        PrivateCluster {
+            _replicas: replicas,
+        },
+        client_spec(spec, all),
+    ))
 }
 
 /// The largest replica count TigerBeetle formats (standbys aside).
@@ -197,26 +197,9 @@ fn open_log(path: &Path) -> Result<File> {
         .with_context(|| format!("failed to open {}", path.display()))
 }
 
-/// Starts one replica on `data_file` listening on `own` (one of `addresses`)
-/// and waits until it serves.
-fn spawn(
-    spec: &ReplicaSpec,
-    data_file: &Path,
-    own: &str,
-    addresses: &str,
-) -> Result<PrivateReplica> {
-    let mut replica = launch(spec, data_file, own, addresses)?;
-    wait_serving(spec, &mut replica, own)?;
-    Ok(replica)
-}
-
-/// Starts `tigerbeetle start` on `data_file`; does not wait.
-fn launch(
-    spec: &ReplicaSpec,
-    data_file: &Path,
-    own: &str,
-    addresses: &str,
-) -> Result<PrivateReplica> {
+/// Starts `tigerbeetle start` on `data_file` as one of the replicas at
+/// `addresses`; does not wait.
+fn launch(spec: &ReplicaSpec, data_file: &Path, addresses: &str) -> Result<PrivateReplica> {
     let binary = &spec.binary;
     let log_from = std::fs::metadata(&spec.log).map_or(0, |m| m.len());
     let mut start = crate::child::command(binary, &spec.pass_env);
@@ -237,7 +220,6 @@ fn launch(
                 data_file.display()
             )
         })?;
-    debug_assert!(addresses.split(',').any(|a| a == own));
     Ok(PrivateReplica {
         child,
         file: data_file.to_path_buf(),
