@@ -215,7 +215,7 @@ pub fn capture(cfg: &ClusterConfig, from: Watermark, out: &mut dyn Write) -> Res
 /// private replica of a restored data file, whose own expiries (at its own clock's
 /// timestamps) are not the source's.
 pub fn capture_rows(cfg: &ClusterConfig, out: &mut dyn Write) -> Result<CaptureStats> {
-    capture_with(cfg, Watermark::at(0), out, false)
+    capture_with(cfg, Watermark::default(), out, false)
 }
 
 fn capture_with(
@@ -235,12 +235,7 @@ fn capture_with(
         let now = if with_expiries {
             newest(c)?
         } else {
-            let (accounts, transfers) = newest_rows(c)?;
-            Watermark {
-                after: accounts.max(transfers),
-                accounts,
-                transfers,
-            }
+            newest_rows(c)?
         };
         let newest = now.after;
         if newest < after {

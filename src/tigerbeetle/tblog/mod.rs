@@ -98,16 +98,6 @@ pub struct Watermark {
 }
 
 impl Watermark {
-    /// One mark for every kind: a chain's start, or a segment of an older bkp that
-    /// kept one.
-    pub fn at(after: u64) -> Watermark {
-        Watermark {
-            after,
-            accounts: after,
-            transfers: after,
-        }
-    }
-
     /// Whether `now` (the cluster's [`newest_marks`]) holds anything this
     /// watermark has not captured.
     pub fn behind(&self, now: &Watermark) -> bool {
@@ -233,9 +223,7 @@ fn query_transfers(c: &Client, min: u64, max: u64, limit: u32, rev: bool) -> Res
 /// pages of rows committed meanwhile (a busy cluster: the next capture takes the
 /// rest).
 fn newest(c: &Client) -> Result<Watermark> {
-    let mut transfers = query_transfers(c, 0, 0, 1, true)?
-        .first()
-        .map_or(0, Row::ts);
+    let mut transfers = newest_transfer(c)?;
     let mut newest = transfers;
     for _ in 0..NEWEST_PAGES {
         let page = c.get_change_events(newest + 1, 0, PAGE_LIMIT)?;
@@ -245,7 +233,7 @@ fn newest(c: &Client) -> Result<Watermark> {
             transfers = transfers.max(t.timestamp);
         }
     }
-    let accounts = query_accounts(c, 0, 0, 1, true)?.first().map_or(0, Row::ts);
+    let accounts = newest_account(c)?;
     Ok(Watermark {
         after: newest.max(accounts),
         accounts,
@@ -258,17 +246,33 @@ const NEWEST_PAGES: usize = 64;
 
 /// The newest timestamp of any account or transfer; 0 for an empty cluster.
 fn newest_row(c: &Client) -> Result<u64> {
-    let (a, t) = newest_rows(c)?;
-    Ok(a.max(t))
+    Ok(newest_rows(c)?.after)
 }
 
-/// The newest account's and the newest transfer's timestamps (0: none).
-/// Transfers first, as in [`newest`]: an account a transfer uses is then never
-/// newer than the account mark, also on a cluster that is written meanwhile.
-fn newest_rows(c: &Client) -> Result<(u64, u64)> {
-    let t = query_transfers(c, 0, 0, 1, true)?;
-    let a = query_accounts(c, 0, 0, 1, true)?;
-    Ok((a.first().map_or(0, Row::ts), t.first().map_or(0, Row::ts)))
+/// The newest account's and the newest transfer's timestamps (0: none), and
+/// the newer of the two as `after` (no expiries: see [`newest`]). Transfers
+/// first, as there: an account a transfer uses is then never newer than the
+/// account mark, also on a cluster that is written meanwhile.
+fn newest_rows(c: &Client) -> Result<Watermark> {
+    let transfers = newest_transfer(c)?;
+    let accounts = newest_account(c)?;
+    Ok(Watermark {
+        after: accounts.max(transfers),
+        accounts,
+        transfers,
+    })
+}
+
+/// The newest transfer's timestamp (0: none): one request.
+fn newest_transfer(c: &Client) -> Result<u64> {
+    Ok(query_transfers(c, 0, 0, 1, true)?
+        .first()
+        .map_or(0, Row::ts))
+}
+
+/// The newest account's timestamp (0: none): one request.
+fn newest_account(c: &Client) -> Result<u64> {
+    Ok(query_accounts(c, 0, 0, 1, true)?.first().map_or(0, Row::ts))
 }
 
 fn query_filter(min: u64, max: u64, limit: u32, reversed: bool) -> QueryFilter {

@@ -4,11 +4,14 @@
 //! # Replay
 //!
 //! [`replay`] targets a fresh cluster, or a just-restored quiescent one (nothing else
-//! may write to it meanwhile). It first asks for the target's newest timestamp (the
-//! same two `REVERSED` queries), then reads the segments in order and:
+//! may write to it meanwhile). It first asks for the target's newest account and
+//! newest transfer (the same two `REVERSED` queries), then reads the segments in
+//! order and:
 //! - requires them to chain without gaps from the target's newest timestamp (a
 //!   segment's `after` must not exceed what is already covered);
-//! - for events the target already holds (timestamp ≤ its newest), looks them up in
+//! - for events the target already holds (timestamp ≤ its newest of the event's kind,
+//!   or its newest row for an expiry: an imported row may lie below the other kind's
+//!   newest), looks them up in
 //!   batches and requires them present with the same fields (modulo the `imported` bit,
 //!   `timeout` and an account's `closed` flag and balances): so replaying the same
 //!   segments again, or resuming after an interruption, is harmless and checked, and a
@@ -106,7 +109,7 @@ use anyhow::{bail, Context, Result};
 use tigerbeetle_unofficial::{Account, Transfer};
 
 use super::segment::{AccountRecord, Event, Expiry, Kind, SegmentReader};
-use super::{newest_rows, with_client, ClusterConfig};
+use super::{newest_rows, with_client, ClusterConfig, Watermark};
 use super::{
     ACCOUNT_CLOSED, ACCOUNT_IMPORTED, TRANSFER_BALANCING, TRANSFER_IMPORTED, TRANSFER_PENDING,
     TRANSFER_POST, TRANSFER_VOID,
@@ -233,8 +236,8 @@ impl Pending {
 
 struct Replayer<'c> {
     c: &'c Client,
-    /// The target's newest account and transfer before the replay.
-    newest: (u64, u64),
+    /// The target's newest account, transfer and row before the replay.
+    newest: Watermark,
     stats: ReplayStats,
     batch: Vec<Event>,
     kind: Kind,
@@ -254,8 +257,8 @@ where
 {
     with_client(cfg, |c| {
         // Per kind: an imported row may lie below the other kind's newest.
-        let (newest_accounts, newest_transfers) = newest_rows(c)?;
-        let newest = newest_accounts.max(newest_transfers);
+        let target = newest_rows(c)?;
+        let newest = target.after;
         if newest > up_to {
             bail!(
                 "the TigerBeetle cluster at {} already holds rows up to timestamp {newest}, \
@@ -266,7 +269,7 @@ where
         }
         let mut r = Replayer {
             c,
-            newest: (newest_accounts, newest_transfers),
+            newest: target,
             stats: ReplayStats {
                 newest_before: newest,
                 last_timestamp: newest,
@@ -322,9 +325,9 @@ where
             {
                 let ts = ev.timestamp();
                 let (seen, held) = match ev {
-                    Event::Account(_) => (&mut last_seen[0], newest_accounts),
-                    Event::Transfer(_) => (&mut last_seen[1], newest_transfers),
-                    Event::Expiry(_) => (&mut last_seen[2], newest),
+                    Event::Account(_) => (&mut last_seen[0], target.accounts),
+                    Event::Transfer(_) => (&mut last_seen[1], target.transfers),
+                    Event::Expiry(_) => (&mut last_seen[2], target.after),
                 };
                 if ts <= *seen {
                     r.stats.duplicates += 1;
@@ -810,12 +813,14 @@ impl Replayer<'_> {
                 }
             };
             if let Some(diff) = diff {
-                let (held, also) = match ev {
-                    Event::Account(_) => (self.newest.0, ""),
-                    Event::Expiry(_) => (self.newest.1, ""),
+                // What the event was checked against (see `replay`).
+                let (newest, held, also) = match ev {
+                    Event::Account(_) => ("account", self.newest.accounts, ""),
+                    Event::Expiry(_) => ("row", self.newest.after, ""),
                     // Replay makes an expiry a transfer (a void at its timestamp).
                     Event::Transfer(_) => (
-                        self.newest.1,
+                        "transfer",
+                        self.newest.transfers,
                         "; or the source imported this transfer below the timestamp of an \
                          expiry that replay already applied as a void, which TigerBeetle cannot \
                          take back (restore to a point before that expiry)",
@@ -824,11 +829,10 @@ impl Replayer<'_> {
                 return Err(coded(
                     Code::Integrity,
                     format!(
-                        "the target cluster's newest {} has timestamp {held}, so it should \
+                        "the target cluster's newest {newest} has timestamp {held}, so it should \
                          already hold {} {:#x} (timestamp {}) from the segments, but {diff}: \
                          the target is not a restore of this source, or an earlier replay \
                          stopped midway; restore into a fresh cluster{also}",
-                        ev.kind().name(),
                         ev.kind().name(),
                         ev.id(),
                         ev.timestamp()
