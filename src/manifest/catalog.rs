@@ -585,10 +585,10 @@ pub fn note(
     store: &dyn Store,
     keys: Option<&Keyring>,
     m: &Manifest,
-    stored: Option<&crate::store::ObjectInfo>,
+    stored: &crate::store::ObjectInfo,
 ) {
     let sealer = seal::own_sealer(keys);
-    let stored = stored.map(Stored::of);
+    let stored = Some(Stored::of(stored));
     change(store, keys, m.kind, |st| {
         st.dirty.insert(m.id);
         st.entries

@@ -424,7 +424,7 @@ impl Manifest {
 /// configured.
 pub fn write(store: &dyn Store, m: &Manifest, keys: Option<&Keyring>) -> Result<()> {
     let stored = write_only(store, m, keys)?;
-    catalog::note(store, keys, m, Some(&stored));
+    catalog::note(store, keys, m, &stored);
     Ok(())
 }
 
