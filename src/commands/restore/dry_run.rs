@@ -33,12 +33,7 @@ fn reads<'m>(ctx: &Ctx, rp: &RestorePlan, all: &'m [Manifest]) -> Result<Vec<&'m
             None => Vec::new(),
         },
         Kind::Tigerbeetle if rp.at.is_some() => {
-            let cluster = ctx
-                .plan
-                .tigerbeetle
-                .as_ref()
-                .and_then(|t| t.cluster.as_ref())
-                .map_or(0, |c| c.cluster_id);
+            let cluster = super::cluster_id(&ctx.plan);
             // The snapshot's own end when it was counted, else its start time.
             let from = backup
                 .map(|m| {

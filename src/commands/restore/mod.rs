@@ -322,6 +322,15 @@ pub fn restorable(m: &Manifest) -> bool {
     }
 }
 
+/// The configured TigerBeetle cluster id (0 when none is): the cluster whose log
+/// a point-in-time restore replays, and which its new data files belong to.
+pub fn cluster_id(plan: &Plan) -> u128 {
+    plan.tigerbeetle
+        .as_ref()
+        .and_then(|t| t.cluster.as_ref())
+        .map_or(0, |c| c.cluster_id)
+}
+
 /// The paths a restore must never replace, from the config.
 pub fn precious(plan: &Plan) -> Vec<target::Precious> {
     let mut p = vec![

@@ -68,9 +68,7 @@ pub fn replica_spec(ctx: &Ctx, why: &str) -> Result<ReplicaSpec> {
     })?;
     Ok(ReplicaSpec {
         binary,
-        cluster_id: tb
-            .and_then(|t| t.cluster.as_ref())
-            .map_or(0, |c| c.cluster_id),
+        cluster_id: super::cluster_id(plan),
         replica_args: tb.map(|t| t.replica_args.clone()).unwrap_or_default(),
         log: WorkDir::new(&plan.work_dir).replica_log(),
         pass_env: tb.map(|t| t.pass_env.clone()).unwrap_or_default(),

@@ -37,15 +37,6 @@ fn data_file_name(cluster: u128, replica: u8) -> String {
     format!("{cluster}_{replica}.tigerbeetle")
 }
 
-/// The configured cluster id (0 when none is).
-fn cluster_id(ctx: &Ctx) -> u128 {
-    ctx.plan
-        .tigerbeetle
-        .as_ref()
-        .and_then(|t| t.cluster.as_ref())
-        .map_or(0, |c| c.cluster_id)
-}
-
 pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Result<()> {
     let target = Target::check(
         args.target(),
@@ -80,9 +71,10 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         Some(at) => {
             let mut not_alone = None;
             let (r, name) = loop {
-                let name = restored
-                    .first()
-                    .map_or_else(|| data_file_name(cluster_id(ctx), 0), |f| f.name.clone());
+                let name = restored.first().map_or_else(
+                    || data_file_name(super::cluster_id(&ctx.plan), 0),
+                    |f| f.name.clone(),
+                );
                 let path = staging.join(&name);
                 let early = match pitr::replay_logs(
                     ctx,
@@ -153,36 +145,59 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     target.commit(&staging, &mut scratch)?;
     let m = base.as_ref();
 
-    let bytes: u64 = restored.iter().map(|f| f.size).sum();
     let elapsed = clock.elapsed();
+    let from = m.map_or("the log".to_string(), |m| format!("snapshot {}", m.id));
+    let members = json!({"id": m.map(|m| m.id), "replayed": replayed});
+    report(ctx, &target, &restored, elapsed, members, |bytes| {
+        let mut lines = Vec::new();
+        if let Some(r) = &replayed {
+            lines.push(format!(
+                "replayed {} log segment(s) after timestamp {}: {} accounts and {} transfers, up to {}",
+                r.segments, r.snapshot_until, r.accounts, r.transfers, r.last_timestamp
+            ));
+        }
+        lines.push(format!(
+            "restored {from} into {}: {} file(s), {}, verified, in {:.1}s ({})",
+            target.path.display(),
+            restored.len(),
+            ui::size(bytes),
+            elapsed.as_secs_f64(),
+            ui::rate(bytes, elapsed)
+        ));
+        lines
+    })
+}
+
+/// Prints what a restore into `target` delivered: with `--json` the
+/// `bkp.restore/1` document (`members` beside the files, their bytes and the
+/// time), else `lines` (given the bytes) and the path of every file.
+fn report(
+    ctx: &Ctx,
+    target: &Target,
+    files: &[FileEntry],
+    elapsed: std::time::Duration,
+    members: serde_json::Value,
+    lines: impl FnOnce(u64) -> Vec<String>,
+) -> Result<()> {
+    let bytes: u64 = files.iter().map(|f| f.size).sum();
     if ctx.ui.json {
-        return ui::print(&serde_json::to_string_pretty(&json!({
+        let mut doc = json!({
             "schema": "bkp.restore/1",
-            "id": m.map(|m| m.id),
             "kind": "tigerbeetle",
-            "replayed": replayed,
             "target": target.path.display().to_string(),
-            "files": restored,
+            "files": files,
             "bytes": bytes,
             "seconds": elapsed.as_secs_f64(),
-        }))?);
+        });
+        if let (Some(doc), serde_json::Value::Object(more)) = (doc.as_object_mut(), members) {
+            doc.extend(more);
+        }
+        return ui::print(&serde_json::to_string_pretty(&doc)?);
     }
-    let from = m.map_or("the log".to_string(), |m| format!("snapshot {}", m.id));
-    if let Some(r) = &replayed {
-        ctx.ui.info(&format!(
-            "replayed {} log segment(s) after timestamp {}: {} accounts and {} transfers, up to {}",
-            r.segments, r.snapshot_until, r.accounts, r.transfers, r.last_timestamp
-        ));
+    for line in lines(bytes) {
+        ctx.ui.info(&line);
     }
-    ctx.ui.info(&format!(
-        "restored {from} into {}: {} file(s), {}, verified, in {:.1}s ({})",
-        target.path.display(),
-        restored.len(),
-        ui::size(bytes),
-        elapsed.as_secs_f64(),
-        ui::rate(bytes, elapsed)
-    ));
-    for f in &restored {
+    for f in files {
         ui::out(&target.path.join(&f.name).display().to_string())?;
     }
     Ok(())
@@ -209,46 +224,37 @@ fn run_cluster(
     let mut scratch = src.work.scratch("restore")?;
     let staging = target.stage(&mut scratch)?;
     let clock = Instant::now();
-    let cluster = cluster_id(ctx);
+    let cluster = super::cluster_id(&ctx.plan);
     let names: Vec<String> = (0..replicas).map(|i| data_file_name(cluster, i)).collect();
     let files: Vec<_> = names.iter().map(|n| staging.join(n)).collect();
-    let r = pitr::replay_into_cluster(ctx, src.store, src.trust, &files, at)?;
+    let r = pitr::replay_into_cluster(ctx, src.store, src.trust, &files, at).with_context(|| {
+        format!(
+            "a cluster of {replicas} replicas is replayed from the log alone, which must reach back to the cluster's first segment (keep it: [retention.logs]); a snapshot restores as one data file without --replicas"
+        )
+    })?;
     let restored = names
         .into_iter()
         .zip(&files)
         .map(|(name, path)| replayed_file(name, path))
         .collect::<Result<Vec<_>>>()?;
     target.commit(&staging, &mut scratch)?;
-    let bytes: u64 = restored.iter().map(|f| f.size).sum();
     let elapsed = clock.elapsed();
-    if ctx.ui.json {
-        return ui::print(&serde_json::to_string_pretty(&json!({
-            "schema": "bkp.restore/1",
-            "id": null,
-            "kind": "tigerbeetle",
-            "replayed": r,
-            "replicas": replicas,
-            "target": target.path.display().to_string(),
-            "files": restored,
-            "bytes": bytes,
-            "seconds": elapsed.as_secs_f64(),
-        }))?);
-    }
-    ctx.ui.info(&format!(
-        "replayed {} log segment(s): {} accounts, {} transfers and {} expiries, up to timestamp {}",
-        r.segments, r.accounts, r.transfers, r.expiries, r.last_timestamp
-    ));
-    ctx.ui.info(&format!(
-        "restored a {replicas}-replica cluster from the log into {}: {} data files, {}, in {:.1}s; start replica i on {cluster}_i.tigerbeetle with the new cluster's addresses",
-        target.path.display(),
-        restored.len(),
-        ui::size(bytes),
-        elapsed.as_secs_f64(),
-    ));
-    for f in &restored {
-        ui::out(&target.path.join(&f.name).display().to_string())?;
-    }
-    Ok(())
+    let members = json!({"id": null, "replayed": r, "replicas": replicas});
+    report(ctx, target, &restored, elapsed, members, |bytes| {
+        vec![
+            format!(
+                "replayed {} log segment(s): {} accounts, {} transfers and {} expiries, up to timestamp {}",
+                r.segments, r.accounts, r.transfers, r.expiries, r.last_timestamp
+            ),
+            format!(
+                "restored a {replicas}-replica cluster from the log into {}: {} data files, {}, in {:.1}s; start replica i on {cluster}_i.tigerbeetle with the new cluster's addresses",
+                target.path.display(),
+                restored.len(),
+                ui::size(bytes),
+                elapsed.as_secs_f64(),
+            ),
+        ]
+    })
 }
 
 /// `restore --at TIME --into ADDRESSES`: replays the log up to TIME into a running
