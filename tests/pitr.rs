@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use common::{assert_exit, repl, run_bkp, tool, walk, TigerBeetle};
 
-/// Accounts 1 to 4, which [`balances`] reads.
+/// Accounts 1 to 4, which [`balances`] reads and [`source`] creates.
 const FOUR_ACCOUNTS: &str =
     "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700, id=4 code=10 ledger=700;";
 
@@ -50,11 +50,13 @@ fn now() -> String {
         .unwrap()
 }
 
-/// A config in `dir` (local store, a key) for the cluster at `addresses`, whose
-/// snapshots copy `data_file`; private replicas in development mode.
-fn config(dir: &Path, data_file: &Path, addresses: &str) -> PathBuf {
-    fs::write(dir.join("key"), [3u8; 32]).unwrap();
-    let cfg = dir.join("bkp.toml");
+/// The backup side of the cluster at `addresses`, which gets accounts 1 to 4: a
+/// directory with a config (local store, a key; snapshots copy `data_file`;
+/// private replicas in development mode).
+fn source(data_file: &Path, addresses: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("key"), [3u8; 32]).unwrap();
+    let cfg = dir.path().join("bkp.toml");
     fs::write(
         &cfg,
         format!(
@@ -65,7 +67,8 @@ fn config(dir: &Path, data_file: &Path, addresses: &str) -> PathBuf {
         ),
     )
     .unwrap();
-    cfg
+    repl(addresses, FOUR_ACCOUNTS);
+    (dir, cfg)
 }
 
 fn restore_at(cfg: &Path, dir: &Path, at: &str, name: &str) -> (std::process::Output, PathBuf) {
@@ -88,11 +91,9 @@ fn restore_at(cfg: &Path, dir: &Path, at: &str, name: &str) -> (std::process::Ou
 fn snapshot_plus_logs_and_logs_alone_reach_every_moment() {
     let mut tb = TigerBeetle::start();
     let address = tb.address();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &tb.data_file, &address);
+    let (dir, cfg) = source(&tb.data_file, &address);
 
-    // Phase 1: accounts, plain and two-phase transfers, a linked chain.
-    repl(&address, FOUR_ACCOUNTS);
+    // Phase 1: plain and two-phase transfers, a linked chain.
     repl(&address, "create_transfers id=11 debit_account_id=1 credit_account_id=2 amount=100 ledger=700 code=10, \
         id=12 debit_account_id=2 credit_account_id=3 amount=40 ledger=700 code=10 flags=pending, \
         id=13 debit_account_id=3 credit_account_id=4 amount=7 ledger=700 code=10 flags=linked, \
@@ -187,11 +188,9 @@ fn snapshot_plus_logs_and_logs_alone_reach_every_moment() {
 fn pending_transfers_that_expire_or_outlive_a_snapshot_restore_exactly() {
     let mut tb = TigerBeetle::start();
     let address = tb.address();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &tb.data_file, &address);
+    let (dir, cfg) = source(&tb.data_file, &address);
 
     // Q (51) will expire untouched; P (52) will be posted in time.
-    repl(&address, FOUR_ACCOUNTS);
     repl(&address, "create_transfers id=50 debit_account_id=1 credit_account_id=2 amount=1000 ledger=700 code=10, \
         id=51 debit_account_id=1 credit_account_id=2 amount=50 ledger=700 code=10 timeout=40 flags=pending, \
         id=52 debit_account_id=3 credit_account_id=4 amount=30 ledger=700 code=10 timeout=40 flags=pending;");
@@ -381,9 +380,7 @@ impl Drop for Cluster3 {
 fn a_snapshot_of_one_replica_of_three_restores_from_the_log_alone() {
     let mut cluster = Cluster3::start();
     let addresses = cluster.addresses();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &cluster.file(1), &addresses);
-    repl(&addresses, FOUR_ACCOUNTS);
+    let (dir, cfg) = source(&cluster.file(1), &addresses);
     repl(&addresses, "create_transfers id=10 debit_account_id=1 credit_account_id=2 amount=100 ledger=700 code=10;");
     assert_exit(&bkp(&cfg, &["logs"]), 0);
 
@@ -429,9 +426,7 @@ fn a_snapshot_of_one_replica_of_three_restores_from_the_log_alone() {
 fn the_log_replays_into_a_new_three_replica_cluster() {
     let tb = TigerBeetle::start();
     let address = tb.address();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &tb.data_file, &address);
-    repl(&address, FOUR_ACCOUNTS);
+    let (_dir, cfg) = source(&tb.data_file, &address);
     repl(&address, "create_transfers id=10 debit_account_id=1 credit_account_id=2 amount=100 ledger=700 code=10;");
     assert_exit(&bkp(&cfg, &["logs"]), 0);
     let t1 = now();
@@ -488,9 +483,7 @@ fn the_log_replays_into_a_new_three_replica_cluster() {
 fn the_log_restores_as_the_data_files_of_a_three_replica_cluster() {
     let mut tb = TigerBeetle::start();
     let address = tb.address();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &tb.data_file, &address);
-    repl(&address, FOUR_ACCOUNTS);
+    let (dir, cfg) = source(&tb.data_file, &address);
     repl(&address, "create_transfers id=10 debit_account_id=1 credit_account_id=2 amount=100 ledger=700 code=10;");
     // A snapshot (one replica's file) is no base for a cluster of three.
     tb.stop();
@@ -569,4 +562,31 @@ fn the_log_restores_as_the_data_files_of_a_three_replica_cluster() {
     // The three files run as a cluster of their own, at T.
     let restored = Cluster3::adopt(&target);
     assert_eq!(balances(&restored.addresses()), want);
+
+    // Without the log's first segment there is no cluster to replay: the restore
+    // fails, says why a snapshot cannot stand in, and leaves no target.
+    let mut segments: Vec<PathBuf> = walk(&dir.path().join("store/tigerbeetle"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("tigerbeetle-logs-"))
+        .collect();
+    segments.sort_by_key(|p| p.file_name().map(|n| n.to_os_string()));
+    fs::remove_file(&segments[0]).unwrap();
+    let again = dir.path().join("again");
+    let out = bkp(
+        &cfg,
+        &[
+            "restore",
+            "--at",
+            &t1,
+            "--target",
+            again.to_str().unwrap(),
+            "--replicas",
+            "3",
+        ],
+    );
+    // Exit 9, as for any stored object that is gone.
+    assert_exit(&out, 9);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("replayed from the log alone"), "{err}");
+    assert!(!again.exists());
 }
