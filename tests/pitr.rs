@@ -510,19 +510,24 @@ fn the_log_restores_as_the_data_files_of_a_three_replica_cluster() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!target.exists());
-    let out = bkp(
-        &cfg,
-        &[
-            "restore",
-            "--at",
-            &t1,
-            "--target",
-            target_arg,
-            "--replicas",
-            "3",
-            "--dry-run",
-        ],
-    );
+    // `restore --at t1 --target DIR --replicas 3`, and more arguments.
+    let as_cluster = |target: &Path, more: &[&str]| {
+        let target = target.to_str().unwrap();
+        let args = [
+            &[
+                "restore",
+                "--at",
+                &t1,
+                "--target",
+                target,
+                "--replicas",
+                "3",
+            ],
+            more,
+        ];
+        bkp(&cfg, &args.concat())
+    };
+    let out = as_cluster(&target, &["--dry-run"]);
     assert_exit(&out, 0);
     let plan = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -530,19 +535,7 @@ fn the_log_restores_as_the_data_files_of_a_three_replica_cluster() {
         "{plan}"
     );
 
-    let out = bkp(
-        &cfg,
-        &[
-            "--json",
-            "restore",
-            "--at",
-            &t1,
-            "--target",
-            target_arg,
-            "--replicas",
-            "3",
-        ],
-    );
+    let out = as_cluster(&target, &["--json"]);
     assert_exit(&out, 0);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["id"].is_null(), "from the log alone: {report}");
@@ -572,18 +565,7 @@ fn the_log_restores_as_the_data_files_of_a_three_replica_cluster() {
     segments.sort_by_key(|p| p.file_name().map(|n| n.to_os_string()));
     fs::remove_file(&segments[0]).unwrap();
     let again = dir.path().join("again");
-    let out = bkp(
-        &cfg,
-        &[
-            "restore",
-            "--at",
-            &t1,
-            "--target",
-            again.to_str().unwrap(),
-            "--replicas",
-            "3",
-        ],
-    );
+    let out = as_cluster(&again, &[]);
     // Exit 9, as for any stored object that is gone.
     assert_exit(&out, 9);
     let err = String::from_utf8_lossy(&out.stderr);
