@@ -102,6 +102,9 @@ impl<'a> Run<'a> {
         manifest::marker::check(store, trust)?;
         let lock = RunLock::acquire(&ctx.plan.work_dir, operation_name(spec.operation), ctx.wait)?;
         super::sweep_work_dir(ctx, false);
+        if let Some(l) = &ctx.plan.ledger {
+            ledger::warm(l);
+        }
         let started_at = OffsetDateTime::now_utc();
         Ok(Run {
             ctx,

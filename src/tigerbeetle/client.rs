@@ -169,7 +169,8 @@ pub fn probe(spec: &ClientSpec, names: Names, within: Duration) -> Result<()> {
 }
 
 impl Client {
-    /// A client for `spec` after [`check_spec`]. Does not touch the network.
+    /// A client for `spec` after [`check_spec`]. Returns at once: the library
+    /// registers the session in the background (see [`Client::open_events`]).
     pub fn connect(spec: &ClientSpec, names: Names) -> Result<Client> {
         check_spec(spec, names)?;
         quiet_client_logs();
@@ -204,6 +205,11 @@ impl Client {
     /// Requests sent so far (counting those that timed out).
     pub fn requests(&self) -> u64 {
         self.requests.get()
+    }
+
+    /// The cluster's id.
+    pub fn cluster_id(&self) -> u128 {
+        self.cluster_id
     }
 
     /// The cluster's addresses, for messages.
@@ -288,18 +294,31 @@ impl Client {
         )
     }
 
+    /// Opens the session for [`Client::get_change_events`] now rather than on
+    /// first use. TigerBeetle's client sends a new session's registration before
+    /// it has connected and sends it again only after its request timeout (about
+    /// 0.6 s), so every session costs that before its first answer: a caller
+    /// that will need change events opens both sessions at once, so that the
+    /// two waits overlap, and as early as it can, so that they overlap its other
+    /// work.
+    pub fn open_events(&self) -> Result<()> {
+        self.events_session().map(|_| ())
+    }
+
+    fn events_session(&self) -> Result<&EventsClient> {
+        if let Some(e) = self.events.get() {
+            return Ok(e);
+        }
+        let e = EventsClient::new(self.cluster_id, &self.addresses)
+            .map_err(|e| coded(Code::Config, format!("{}: {e:#}", self.names.setting)))?;
+        Ok(self.events.get_or_init(|| e))
+    }
+
     /// One page of change events with timestamps in `[min, max]` (`max` 0: no upper
     /// bound), ascending and checked (see [`change_events`](super::change_events)).
     pub fn get_change_events(&self, min: u64, max: u64, limit: u32) -> Result<Vec<ChangeEvent>> {
         const WHAT: &str = "get_change_events";
-        let events = match self.events.get() {
-            Some(e) => e,
-            None => {
-                let e = EventsClient::new(self.cluster_id, &self.addresses)
-                    .map_err(|e| coded(Code::Config, format!("{}: {e:#}", self.names.setting)))?;
-                self.events.get_or_init(|| e)
-            }
-        };
+        let events = self.events_session()?;
         let reply = self
             .call(WHAT, events.submit(min, max, limit))?
             .ok_or_else(|| self.failed(WHAT, &"the client dropped the request"))?

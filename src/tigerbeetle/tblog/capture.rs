@@ -208,22 +208,28 @@ impl ExpiryCursor {
 /// segment's `until`); the returned stats' `next` is the next call's `from`. On
 /// error `out` holds a partial segment that must be discarded.
 pub fn capture(cfg: &ClusterConfig, from: Watermark, out: &mut dyn Write) -> Result<CaptureStats> {
-    capture_with(cfg, from, out, true)
+    with_client(cfg, |c| capture_on(c, from, out))
+}
+
+/// [`capture`] through a session the caller holds (see [`super::session`]).
+pub fn capture_on(c: &Client, from: Watermark, out: &mut dyn Write) -> Result<CaptureStats> {
+    capture_with(c, from, out, true)
 }
 
 /// Like [`capture`] from the beginning, but rows only, up to the newest row: for a
 /// private replica of a restored data file, whose own expiries (at its own clock's
 /// timestamps) are not the source's.
 pub fn capture_rows(cfg: &ClusterConfig, out: &mut dyn Write) -> Result<CaptureStats> {
-    capture_with(cfg, Watermark::default(), out, false)
+    with_client(cfg, |c| capture_with(c, Watermark::default(), out, false))
 }
 
 fn capture_with(
-    cfg: &ClusterConfig,
+    c: &Client,
     from: Watermark,
     out: &mut dyn Write,
     with_expiries: bool,
 ) -> Result<CaptureStats> {
+    let requests_before = c.requests();
     let after = from.after;
     if after >= 1 << 63 {
         bail!("watermark {after} is not a TigerBeetle timestamp (they are below 2^63)");
@@ -231,102 +237,100 @@ fn capture_with(
     // A kind's mark above `after` is no mark this bkp wrote: read from `after`.
     let floor_accounts = from.accounts.min(after);
     let floor_transfers = from.transfers.min(after);
-    with_client(cfg, |c| {
-        let now = if with_expiries {
-            newest(c)?
-        } else {
-            newest_rows(c)?
+    let now = if with_expiries {
+        newest(c)?
+    } else {
+        newest_rows(c)?
+    };
+    let newest = now.after;
+    if newest < after {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "the TigerBeetle cluster at {} holds nothing newer than timestamp {newest}, \
+                 but the log chain already covers up to {after}: this is not the cluster the \
+                 chain was captured from, or it was restored to an earlier state. Start a new \
+                 chain with a snapshot",
+                c.addresses()
+            ),
+        ));
+    }
+    let until = newest;
+    // Each kind up to its own newest row as of now: an account imported from
+    // now on lies above `now.accounts` (a transfer likewise), so the next
+    // capture, starting there, finds it even below `until`.
+    let next = Watermark {
+        after: until,
+        accounts: now.accounts.max(floor_accounts),
+        transfers: now.transfers.max(floor_transfers),
+    };
+    let mut w = SegmentWriter::with_floors(
+        out,
+        c.cluster_id(),
+        after,
+        until,
+        floor_accounts,
+        floor_transfers,
+    )
+    .context("cannot write the log segment")?;
+    let mut accounts = Cursor::<Account>::new(floor_accounts, next.accounts);
+    let mut transfers = Cursor::<Transfer>::new(floor_transfers, next.transfers);
+    let mut expiries = ExpiryCursor::new(after, until);
+    expiries.exhausted |= !with_expiries || after >= until;
+    let mut closed = 0;
+    loop {
+        let a = accounts.peek(|min, max| query_accounts(c, min, max, QUERY_LIMIT, false))?;
+        let t = transfers.peek(|min, max| query_transfers(c, min, max, QUERY_LIMIT, false))?;
+        let x = expiries.peek(c)?;
+        let seen = [a, t, x];
+        let Some(first) = seen.iter().flatten().min().copied() else {
+            break;
         };
-        let newest = now.after;
-        if newest < after {
-            return Err(coded(
-                Code::Integrity,
-                format!(
-                    "the TigerBeetle cluster at {} holds nothing newer than timestamp {newest}, \
-                     but the log chain already covers up to {after}: this is not the cluster the \
-                     chain was captured from, or it was restored to an earlier state. Start a new \
-                     chain with a snapshot",
-                    cfg.addresses
-                ),
-            ));
+        if seen.iter().flatten().filter(|&&ts| ts == first).count() > 1 {
+            bail!(
+                "the cluster at {} returned two rows or events with the same timestamp \
+                 {first}",
+                c.addresses()
+            );
         }
-        let until = newest;
-        // Each kind up to its own newest row as of now: an account imported from
-        // now on lies above `now.accounts` (a transfer likewise), so the next
-        // capture, starting there, finds it even below `until`.
-        let next = Watermark {
-            after: until,
-            accounts: now.accounts.max(floor_accounts),
-            transfers: now.transfers.max(floor_transfers),
-        };
-        let mut w = SegmentWriter::with_floors(
-            out,
-            cfg.cluster_id,
-            after,
-            until,
-            floor_accounts,
-            floor_transfers,
-        )
-        .context("cannot write the log segment")?;
-        let mut accounts = Cursor::<Account>::new(floor_accounts, next.accounts);
-        let mut transfers = Cursor::<Transfer>::new(floor_transfers, next.transfers);
-        let mut expiries = ExpiryCursor::new(after, until);
-        expiries.exhausted |= !with_expiries || after >= until;
-        let mut closed = 0;
-        loop {
-            let a = accounts.peek(|min, max| query_accounts(c, min, max, QUERY_LIMIT, false))?;
-            let t = transfers.peek(|min, max| query_transfers(c, min, max, QUERY_LIMIT, false))?;
-            let x = expiries.peek(c)?;
-            let seen = [a, t, x];
-            let Some(first) = seen.iter().flatten().min().copied() else {
-                break;
-            };
-            if seen.iter().flatten().filter(|&&ts| ts == first).count() > 1 {
-                bail!(
-                    "the cluster at {} returned two rows or events with the same timestamp \
-                     {first}",
-                    cfg.addresses
-                );
+        match (a, t) {
+            _ if x == Some(first) => {
+                let Some(e) = expiries.page.pop_front() else {
+                    unreachable!("peek returned a timestamp")
+                };
+                w.push_expiry(&e).context("cannot write the log segment")?;
             }
-            match (a, t) {
-                _ if x == Some(first) => {
-                    let Some(e) = expiries.page.pop_front() else {
-                        unreachable!("peek returned a timestamp")
-                    };
-                    w.push_expiry(&e).context("cannot write the log segment")?;
-                }
-                (Some(a), _) if a == first => {
-                    let Some(row) = accounts.page.pop_front() else {
-                        unreachable!("peek returned a timestamp")
-                    };
-                    if row.as_raw().flags & ACCOUNT_CLOSED != 0 {
-                        closed += 1;
-                        if closed_by_transfer(c, &row)? {
-                            w.push_account_closed_by_transfer(&row)
-                        } else {
-                            w.push_account(&row)
-                        }
+            (Some(a), _) if a == first => {
+                let Some(row) = accounts.page.pop_front() else {
+                    unreachable!("peek returned a timestamp")
+                };
+                if row.as_raw().flags & ACCOUNT_CLOSED != 0 {
+                    closed += 1;
+                    if closed_by_transfer(c, &row)? {
+                        w.push_account_closed_by_transfer(&row)
                     } else {
                         w.push_account(&row)
                     }
+                } else {
+                    w.push_account(&row)
+                }
+                .context("cannot write the log segment")?;
+            }
+            _ => {
+                let Some(row) = transfers.page.pop_front() else {
+                    unreachable!("peek returned a timestamp")
+                };
+                w.push_transfer(&row)
                     .context("cannot write the log segment")?;
-                }
-                _ => {
-                    let Some(row) = transfers.page.pop_front() else {
-                        unreachable!("peek returned a timestamp")
-                    };
-                    w.push_transfer(&row)
-                        .context("cannot write the log segment")?;
-                }
             }
         }
-        let (_, segment) = w.finish().context("cannot write the log segment")?;
-        Ok(CaptureStats {
-            segment,
-            next,
-            requests: c.requests(),
-            closed_accounts: closed,
-        })
+    }
+    let (_, segment) = w.finish().context("cannot write the log segment")?;
+    Ok(CaptureStats {
+        segment,
+        next,
+        requests: c.requests() - requests_before,
+        closed_accounts: closed,
     })
 }
 

@@ -46,7 +46,7 @@ pub mod capture;
 pub mod replay;
 pub mod segment;
 
-pub use capture::{capture, capture_rows, CaptureStats};
+pub use capture::{capture, capture_on, capture_rows, CaptureStats};
 pub use replay::{expiry_void_id, replay, LiveTimeout, PendingTimeout, ReplayStats, BATCH};
 pub use segment::{
     verify_segment, AccountRecord, Event, Expiry, SegmentHeader, SegmentReader, SegmentStats,
@@ -110,8 +110,17 @@ impl Watermark {
 /// timestamp of its own and creates no row); with the newest account's and the
 /// newest transfer's. Three requests. A capture from a watermark that is not
 /// [`Watermark::behind`] them would be empty.
-pub fn newest_marks(cfg: &ClusterConfig) -> Result<Watermark> {
-    with_client(cfg, newest)
+pub fn newest_marks(c: &Client) -> Result<Watermark> {
+    newest(c)
+}
+
+/// A session with the cluster for a run that captures, its change-events
+/// session opened at once (see [`Client::open_events`]): open it before the
+/// run's other work, so that the cluster's registration of both overlaps it.
+pub fn session(cfg: &ClusterConfig) -> Result<Client> {
+    let c = Client::connect(cfg, NAMES)?;
+    c.open_events()?;
+    Ok(c)
 }
 
 /// The newest timestamp of any account or transfer (0 when empty): two requests.
@@ -162,7 +171,7 @@ pub fn expiries(cfg: &ClusterConfig, min: u64, max: u64) -> Result<Vec<Expiry>> 
 /// no pending transfer expired in `(from.after, to.after]`: three requests or a
 /// few more.
 pub fn only_rows_of(
-    cfg: &ClusterConfig,
+    c: &Client,
     from: &Watermark,
     to: &Watermark,
     limit: u32,
@@ -172,24 +181,22 @@ pub fn only_rows_of(
     if !from.behind(to) {
         return Ok(true);
     }
-    with_client(cfg, |c| {
-        if to.transfers > from.transfers {
-            let t = query_transfers(c, from.transfers + 1, to.transfers, limit, false)?;
-            if t.len() >= limit as usize || !t.iter().all(own_transfer) {
-                return Ok(false);
-            }
+    if to.transfers > from.transfers {
+        let t = query_transfers(c, from.transfers + 1, to.transfers, limit, false)?;
+        if t.len() >= limit as usize || !t.iter().all(own_transfer) {
+            return Ok(false);
         }
-        if to.accounts > from.accounts {
-            let a = query_accounts(c, from.accounts + 1, to.accounts, limit, false)?;
-            if a.len() >= limit as usize || !a.iter().all(own_account) {
-                return Ok(false);
-            }
+    }
+    if to.accounts > from.accounts {
+        let a = query_accounts(c, from.accounts + 1, to.accounts, limit, false)?;
+        if a.len() >= limit as usize || !a.iter().all(own_account) {
+            return Ok(false);
         }
-        // An expiry is the cluster's own change, never bkp's. (The events of the
-        // interval are those of the few rows above: a page or a few.)
-        let mut expiries = capture::ExpiryCursor::new(from.after, to.after);
-        Ok(expiries.peek(c)?.is_none())
-    })
+    }
+    // An expiry is the cluster's own change, never bkp's. (The events of the
+    // interval are those of the few rows above: a page or a few.)
+    let mut expiries = capture::ExpiryCursor::new(from.after, to.after);
+    Ok(expiries.peek(c)?.is_none())
 }
 
 /// One page of accounts with timestamps in `[min, max]` (0: unbounded), checked.
