@@ -8,11 +8,11 @@
 //! [`Index::ancestry`] and [`log_cover`]. Every decision is taken on these typed
 //! values; their `Display` is for people only.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use crate::id::BackupId;
-use crate::manifest::tigerbeetle::{interval, snapshot_newest, LOGS};
+use crate::manifest::tigerbeetle::{interval, is_log_of, snapshot_newest, LOGS};
 use crate::manifest::{Manifest, Scope};
 
 /// What is wrong with a chain.
@@ -261,6 +261,21 @@ pub fn log_needed(after: u64, until: u64, from: u64, to: u64) -> bool {
     until >= from && after < to
 }
 
+/// The head of `cluster`'s log chain in `all`: of the segments no other one
+/// continues, the one whose interval ends last (`until`, a timestamp of the
+/// cluster's own), the later listed on a tie. Not simply the newest to start: a
+/// run that waited for the store lease started before the parent it continues,
+/// and hosts' clocks differ.
+pub fn log_head(all: &[Manifest], cluster: u128) -> Option<&Manifest> {
+    let logs: Vec<&Manifest> = all.iter().filter(|m| is_log_of(m, cluster)).collect();
+    let continued: HashSet<BackupId> = logs.iter().filter_map(|m| m.parent).collect();
+    logs.iter()
+        .enumerate()
+        .filter(|(_, m)| !continued.contains(&m.id))
+        .max_by_key(|&(i, m)| (interval(m).map_or(0, |(_, until)| until), i))
+        .map(|(_, m)| *m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,5 +492,21 @@ mod tests {
                 after: 20
             })
         );
+    }
+
+    #[test]
+    fn the_log_head_is_where_the_chain_ends_not_the_newest_start() {
+        let a = segment(0, None, 0, 10);
+        let b = segment(5, Some(&a), 10, 20);
+        // Started before its parent (it waited for the lease) and continues it.
+        let c = segment(3, Some(&b), 20, 30);
+        let mut all = vec![a.clone(), c.clone(), b.clone()];
+        assert_eq!(log_head(&all, 0).map(|m| m.id), Some(c.id));
+        // Runs with nothing new end where their parent ended: the last of them.
+        let d = segment(10, Some(&c), 30, 30);
+        let e = segment(8, Some(&d), 30, 30);
+        all.extend([e.clone(), d]);
+        assert_eq!(log_head(&all, 0).map(|m| m.id), Some(e.id));
+        assert!(log_head(&all[..0], 0).is_none());
     }
 }

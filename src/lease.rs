@@ -4,37 +4,38 @@
 //! several machines (each replica's host, a standby); two hosts running `bkp logs` for
 //! one cluster into one store would both read the same chain head and both continue
 //! it, forking the chain. So `logs` also holds a lease in the store itself, built on
-//! nothing but create-only writes (S3 `If-None-Match: *`, `O_EXCL` in a directory),
-//! listings and reads:
+//! nothing but writes, listings and reads. It does not rely on create-only writes
+//! being atomic: some S3-compatible servers (SeaweedFS among them) let two
+//! simultaneous `If-None-Match: *` writes of one key both succeed.
 //!
-//! - The leases of a scope are objects `leases/{scope}/{epoch:020}.json`, the epoch
-//!   counting up. Only the newest valid epoch counts: it names its holder (host, pid,
-//!   run id) and when it expires, or says the lease was released.
-//! - A run takes the lease by listing the scope, reading the newest epoch, and, when
-//!   that is released or expired (or there is none), creating the next epoch
-//!   create-only. Of two runs racing for one epoch exactly one create succeeds; the
-//!   other reads again and finds the lease held: it exits with the lock code and
-//!   says who holds it and until when.
-//! - The holder renews by creating the next epoch (same holder, a later expiry)
-//!   before each step that writes to the chain ([`Lease::renew`]). If that epoch
-//!   exists, or once created a higher one is listed, another host took the lease
-//!   over after it expired (this run outlived it): the run stores no manifest. A
-//!   holder whose lease expired by its own monotonic clock does not even try.
-//!   The listing after the create matters because epochs are deleted as holders
-//!   move on: a run that stalled past its lease may find the next epoch's slot
-//!   free again although its successor moved beyond it. An epoch is deleted only
-//!   after a higher one was created, so the highest epoch created so far is
-//!   always listed, and two hosts never both believe they hold the lease.
-//! - Release writes one more epoch saying `released`; a lease whose holder died is
+//! - The leases of a scope are *claims*, objects `leases/{scope}/{epoch:020}-{tag}.json`,
+//!   the epoch counting up and the tag random, so that no two writers ever share a
+//!   key. A claim names its holder (host, pid, run id) and when it expires, or says
+//!   the lease was released.
+//! - A claim holds only if, once written, a listing of the scope shows no other
+//!   claim at its epoch or above. Of two runs claiming at once, each writes before
+//!   it lists, so at least one of them sees the other and gives up (deleting its
+//!   claim): never both hold. Both may give up; they try again after a random pause.
+//! - A run takes the lease by listing the scope and reading the newest epoch's
+//!   claims: when none of them is held (all released or expired; or there is none),
+//!   it claims the next epoch. Otherwise it exits with the lock code and says who
+//!   holds the lease and until when.
+//! - The holder renews by claiming the next epoch (same holder, a later expiry)
+//!   before each step that writes to the chain ([`Lease::renew`]). If that claim
+//!   does not hold, another host took the lease over after it expired (this run
+//!   outlived it): the run stores no manifest. A holder whose lease expired by its
+//!   own monotonic clock does not even try. Claims are deleted only below a higher
+//!   claim that holds, so the highest one that ever held is always listed, and a
+//!   run that stalled past its lease finds its successor's.
+//! - Release claims one more epoch saying `released`; a lease whose holder died is
 //!   taken over once it expires, or at once by a run on the holder's own host that
-//!   finds the holder's process gone (host names must be unique: `BKP_HOSTNAME`). Older epochs are deleted as the holder moves on,
-//!   and every epoch listed below a newly taken one (never the newest: every
-//!   decision ends in a create-only write of the next), so a scope holds one or two
-//!   objects between runs.
-//! - The bucket is untrusted: with `[encryption]` a lease is sealed like a manifest,
-//!   and must name its own scope and epoch. One that does not verify (planted,
-//!   damaged, copied from another epoch) is ignored with a warning and the next
-//!   epoch is created above it, so a planted object cannot block the chain.
+//!   finds the holder's process gone (host names must be unique: `BKP_HOSTNAME`).
+//!   Older claims are deleted as the holder moves on, and every claim listed below a
+//!   newly taken epoch, so a scope holds one or two objects between runs.
+//! - The bucket is untrusted: with `[encryption]` a claim is sealed like a manifest,
+//!   and must name its own scope, epoch and tag. One that does not verify (planted,
+//!   damaged, copied from another key) is ignored with a warning and the next epoch
+//!   is claimed above it, so a planted object cannot block the chain.
 //! - Hosts compare the expiry with their own clocks: keep them within a small
 //!   fraction of the lease duration of each other (NTP does).
 
@@ -68,6 +69,8 @@ struct Doc {
     schema: String,
     scope: String,
     epoch: u64,
+    /// The claim's own tag, as in its key.
+    tag: String,
     holder: Holder,
     #[serde(with = "time::serde::rfc3339")]
     acquired_at: OffsetDateTime,
@@ -85,6 +88,8 @@ pub struct Lease<'a> {
     holder: Holder,
     duration: std::time::Duration,
     epoch: u64,
+    /// The key of the claim this run holds.
+    claim: String,
     acquired_at: OffsetDateTime,
     expires_at: OffsetDateTime,
     /// When the epoch held expires by this host's monotonic clock (counted from
@@ -93,16 +98,30 @@ pub struct Lease<'a> {
     warn: &'a dyn Fn(&str),
 }
 
-fn key(scope: &str, epoch: u64) -> String {
-    format!("leases/{scope}/{epoch:020}.json")
+fn key(scope: &str, epoch: u64, tag: &str) -> String {
+    format!("leases/{scope}/{epoch:020}-{tag}.json")
 }
 
-fn epoch_of(scope: &str, key: &str) -> Option<u64> {
+/// A claim's epoch and tag, from its key.
+fn claim_of<'k>(scope: &str, key: &'k str) -> Option<(u64, &'k str)> {
     let rest = key.strip_prefix(&format!("leases/{scope}/"))?;
-    let digits = rest.strip_suffix(".json")?;
-    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse().ok())
-        .flatten()
+    let (digits, tag) = rest.strip_suffix(".json")?.split_once('-')?;
+    let ok = digits.len() == 20
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && tag.len() == 16
+        && tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    Some((digits.parse().ok()?, tag)).filter(|_| ok)
+}
+
+/// A fresh tag: no two claims share a key.
+fn new_tag() -> String {
+    format!("{:016x}", crate::id::random_u64())
+}
+
+/// One claim listed in the scope.
+struct Listed {
+    epoch: u64,
+    key: String,
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -112,11 +131,12 @@ fn rfc3339(t: OffsetDateTime) -> String {
 
 /// What the newest epochs of a scope say.
 struct Seen {
-    /// The highest epoch number of any object under the scope (valid or not).
+    /// The highest epoch of any claim under the scope (valid or not).
     highest: Option<u64>,
-    /// Every epoch listed, newest first.
-    epochs: Vec<u64>,
-    /// The newest valid lease document.
+    /// Every claim listed, newest first.
+    claims: Vec<Listed>,
+    /// The newest epoch's valid claim that holds the lease if any does (it is
+    /// neither released nor expired at `now`), else any valid claim of it.
     newest: Option<Doc>,
 }
 
@@ -138,12 +158,19 @@ impl<'a> Lease<'a> {
             holder,
             duration,
             epoch: 0,
+            claim: String::new(),
             acquired_at: OffsetDateTime::now_utc(),
             expires_at: OffsetDateTime::now_utc(),
             valid_until: std::time::Instant::now(),
             warn,
         };
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                // Two runs that saw each other's claims both gave up: try again
+                // apart.
+                let ms = 20 + crate::id::random_u64() % 200;
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
             let seen = lease.read()?;
             let now = OffsetDateTime::now_utc();
             if let Some(d) = &seen.newest {
@@ -173,15 +200,15 @@ impl<'a> Lease<'a> {
                 })?,
             };
             lease.acquired_at = now;
-            if lease.create(next, false)? {
+            if lease.claim(next)? {
                 // Below the new epoch nothing counts any more: the previous
-                // holder's last epochs (and ignored objects) go.
-                for n in seen.epochs {
-                    let _ = store.delete(&key(&lease.scope, n));
+                // holder's last claims (and ignored objects) go.
+                for c in seen.claims.iter().filter(|c| c.epoch < next) {
+                    let _ = store.delete(&c.key);
                 }
                 return Ok(lease);
             }
-            // Another run created that epoch first: look again.
+            // Another run claimed that epoch too: look again.
         }
         Err(coded(
             Code::Locked,
@@ -201,12 +228,11 @@ impl<'a> Lease<'a> {
     /// Renews the lease before a step that writes to the chain: fails with
     /// [`Code::Locked`] when another host took it over (this run outlived it).
     ///
-    /// Three checks, each enough on its own in its own case: the lease must not
-    /// have expired by this host's monotonic clock; the next epoch must not exist
-    /// (another host took the lease and moved on from it); and once it is created,
-    /// no higher epoch may exist. The last one matters because holders delete
-    /// their older epochs: a run that stalled past its lease could otherwise
-    /// create an epoch its successor had already deleted, and both would write.
+    /// Two checks, each enough on its own in its own case: the lease must not
+    /// have expired by this host's monotonic clock; and the claim of the next
+    /// epoch must hold (no other claim at that epoch or above is listed once it
+    /// is written). The listing sees a successor that moved on and deleted its
+    /// older claims, as the highest claim that held is never deleted.
     pub fn renew(&mut self) -> Result<()> {
         if std::time::Instant::now() >= self.valid_until {
             return Err(self.taken_over(&format!(
@@ -214,10 +240,8 @@ impl<'a> Lease<'a> {
                 self.duration
             )));
         }
-        let old = self.epoch;
-        let lost = !self.create(old + 1, false)?
-            || self.epochs()?.first().is_some_and(|&h| h > self.epoch);
-        if lost {
+        let old = self.claim.clone();
+        if !self.claim(self.epoch + 1)? {
             let by = self
                 .read()
                 .ok()
@@ -229,7 +253,7 @@ impl<'a> Lease<'a> {
                 self.duration
             )));
         }
-        let _ = self.store.delete(&key(&self.scope, old));
+        let _ = self.store.delete(&old);
         Ok(())
     }
 
@@ -245,11 +269,16 @@ impl<'a> Lease<'a> {
         )
     }
 
-    /// Releases the lease (best effort: otherwise it expires).
-    pub fn release(mut self) {
-        let old = self.epoch;
-        if matches!(self.create(old + 1, true), Ok(true)) {
-            let _ = self.store.delete(&key(&self.scope, old));
+    /// Releases the lease (best effort: otherwise it expires). The released
+    /// claim is not checked: one that loses to a simultaneous claim above the
+    /// expired lease leaves that claim holding, as it should.
+    pub fn release(self) {
+        let next = self.epoch + 1;
+        let k = key(&self.scope, next, &new_tag());
+        if let Ok(bytes) = self.encode(next, &k, true) {
+            if self.store.put_new(&k, &bytes, &Vec::new()).is_ok() {
+                let _ = self.store.delete(&self.claim);
+            }
         }
     }
 
@@ -268,73 +297,103 @@ impl<'a> Lease<'a> {
         )
     }
 
-    /// Creates epoch `n` with this holder; `false` when it exists already.
-    fn create(&mut self, n: u64, released: bool) -> Result<bool> {
-        let sent = std::time::Instant::now();
+    /// This holder's claim document for epoch `n` under key `k`.
+    fn encode(&self, n: u64, k: &str, released: bool) -> Result<Vec<u8>> {
+        let (_, tag) = claim_of(&self.scope, k).context("a lease key this bkp made")?;
         let now = OffsetDateTime::now_utc();
-        let expires_at = now + self.duration;
-        let doc = Doc {
-            schema: SCHEMA.into(),
-            scope: self.scope.clone(),
-            epoch: n,
-            holder: self.holder.clone(),
-            acquired_at: self.acquired_at,
-            expires_at,
-            released,
-        };
-        let bytes = seal::encode(&doc, self.trust.keys())?;
-        let k = key(&self.scope, n);
-        match self.store.put_new(&k, &bytes, &Vec::new()) {
-            Ok(_) => {
-                self.epoch = n;
-                self.expires_at = expires_at;
-                self.valid_until = sent + self.duration;
-                Ok(true)
-            }
-            Err(e) if crate::store::is_already_exists(&e) => Ok(false),
-            Err(e) => Err(e).with_context(|| format!("failed to write the lease {k}")),
-        }
+        seal::encode(
+            &Doc {
+                schema: SCHEMA.into(),
+                scope: self.scope.clone(),
+                epoch: n,
+                tag: tag.to_string(),
+                holder: self.holder.clone(),
+                acquired_at: self.acquired_at,
+                expires_at: now + self.duration,
+                released,
+            },
+            self.trust.keys(),
+        )
     }
 
-    /// Every epoch listed in the scope, newest first.
-    fn epochs(&self) -> Result<Vec<u64>> {
+    /// Claims epoch `n` for this holder (not released): `true` when the claim holds (no other
+    /// claim at `n` or above is listed after it was written), and this run now
+    /// holds epoch `n`; `false` when another run's claim competes (this one is
+    /// then deleted).
+    fn claim(&mut self, n: u64) -> Result<bool> {
+        let sent = std::time::Instant::now();
+        let expires_at = OffsetDateTime::now_utc() + self.duration;
+        let k = key(&self.scope, n, &new_tag());
+        let bytes = self.encode(n, &k, false)?;
+        match self.store.put_new(&k, &bytes, &Vec::new()) {
+            Ok(_) => {}
+            // A tag drawn twice: as good as a competing claim.
+            Err(e) if crate::store::is_already_exists(&e) => return Ok(false),
+            Err(e) => return Err(e).with_context(|| format!("failed to write the lease {k}")),
+        }
+        let rivals = self.listing()?.iter().any(|c| c.epoch >= n && c.key != k);
+        if rivals {
+            let _ = self.store.delete(&k);
+            return Ok(false);
+        }
+        self.epoch = n;
+        self.claim = k;
+        self.expires_at = expires_at;
+        self.valid_until = sent + self.duration;
+        Ok(true)
+    }
+
+    /// Every claim listed in the scope, newest epoch first.
+    fn listing(&self) -> Result<Vec<Listed>> {
         let prefix = format!("leases/{}/", self.scope);
-        let mut epochs: Vec<u64> = self
+        let mut claims: Vec<Listed> = self
             .store
             .list(&prefix)?
-            .iter()
-            .filter_map(|o| epoch_of(&self.scope, &o.key))
+            .into_iter()
+            .filter_map(|o| {
+                let (epoch, _) = claim_of(&self.scope, &o.key)?;
+                Some(Listed { epoch, key: o.key })
+            })
             .collect();
-        epochs.sort_unstable_by(|a, b| b.cmp(a));
-        Ok(epochs)
+        claims.sort_unstable_by(|a, b| b.epoch.cmp(&a.epoch).then_with(|| a.key.cmp(&b.key)));
+        Ok(claims)
     }
 
-    /// Lists the scope and reads the newest valid lease.
+    /// Lists the scope and reads the claims of the newest epoch that has a
+    /// valid one.
     fn read(&self) -> Result<Seen> {
-        let epochs = self.epochs()?;
-        let mut newest = None;
-        for &n in epochs.iter().take(MAX_READS) {
-            let k = key(&self.scope, n);
-            let bytes = match self.store.get(&k) {
+        let claims = self.listing()?;
+        let now = OffsetDateTime::now_utc();
+        let mut newest: Option<Doc> = None;
+        let mut epoch = None;
+        for c in claims.iter().take(MAX_READS) {
+            if newest.is_some() && epoch != Some(c.epoch) {
+                break;
+            }
+            let bytes = match self.store.get(&c.key) {
                 Ok(b) => b,
-                // Deleted meanwhile by its holder moving on: an older epoch.
+                // Deleted meanwhile: a claim that lost, or an older epoch.
                 Err(e) if crate::exit::classify(&e) == Some(Code::NotFound) => continue,
                 Err(e) => return Err(e),
             };
-            match self.parse(&bytes, &k, n) {
+            match self.parse(&bytes, &c.key, c.epoch) {
                 Ok(d) => {
-                    newest = Some(d);
-                    break;
+                    let holds = |d: &Doc| !d.released && d.expires_at > now;
+                    if newest.as_ref().is_none_or(|n| !holds(n) && holds(&d)) {
+                        newest = Some(d);
+                    }
+                    epoch = Some(c.epoch);
                 }
                 Err(why) => (self.warn)(&format!(
-                    "ignoring the lease object {k} in {}: {why}",
+                    "ignoring the lease object {} in {}: {why}",
+                    c.key,
                     self.store.identity()
                 )),
             }
         }
         Ok(Seen {
-            highest: epochs.first().copied(),
-            epochs,
+            highest: claims.first().map(|c| c.epoch),
+            claims,
             newest,
         })
     }
@@ -347,10 +406,11 @@ impl<'a> Lease<'a> {
         }
         let d: Doc = serde_json::from_value(opened.value)
             .map_err(|e| format!("it is not a lease document ({e})"))?;
-        if d.schema != SCHEMA || d.scope != self.scope || d.epoch != n {
+        let tag = claim_of(&self.scope, k).map(|(_, t)| t);
+        if d.schema != SCHEMA || d.scope != self.scope || d.epoch != n || tag != Some(&d.tag) {
             return Err(format!(
-                "it says schema {:?}, scope {:?}, epoch {}: not this lease's epoch {n}",
-                d.schema, d.scope, d.epoch
+                "it says schema {:?}, scope {:?}, epoch {}, tag {:?}: not this lease's claim {k}",
+                d.schema, d.scope, d.epoch, d.tag
             ));
         }
         Ok(d)
@@ -442,9 +502,9 @@ mod tests {
             Duration::from_secs(60),
         );
         assert_eq!((x.epoch(), y.epoch()), (0, 1));
-        // The successor moves on: epoch 2, and epoch 1's slot is free again.
+        // The successor moves on: epoch 2, and its claim of epoch 1 is gone.
         y.renew().unwrap();
-        assert!(store.head(&key("s", 1)).unwrap().is_none());
+        assert_eq!(epochs(&store), [2]);
         let e = x.renew().unwrap_err();
         assert_eq!(crate::exit::classify(&e), Some(Code::Locked), "{e:#}");
         assert!(format!("{e:#}").contains("was taken over by h"), "{e:#}");
@@ -452,16 +512,129 @@ mod tests {
         y.renew().unwrap();
     }
 
+    /// The epochs of the claims in scope `s`, newest first.
+    fn epochs(store: &dyn Store) -> Vec<u64> {
+        let mut e: Vec<u64> = store
+            .list("leases/s/")
+            .unwrap()
+            .iter()
+            .filter_map(|o| claim_of("s", &o.key).map(|(n, _)| n))
+            .collect();
+        e.sort_unstable_by(|a, b| b.cmp(a));
+        e
+    }
+
+    /// What runs inside [`Racy`]'s first listing.
+    type Racer = Box<dyn FnOnce(&dyn Store) + Send>;
+
+    /// A store whose create-only writes are not atomic (as on some S3-compatible
+    /// servers: a write that checked for the key before another's landed
+    /// replaces it), and that runs `racer` inside the first listing, between a
+    /// run's look at the scope and its write.
+    struct Racy {
+        inner: MemoryStore,
+        racer: std::sync::Mutex<Option<Racer>>,
+    }
+
+    impl Store for Racy {
+        fn identity(&self) -> String {
+            self.inner.identity()
+        }
+        fn create(
+            &self,
+            key: &str,
+            metadata: &crate::store::Metadata,
+        ) -> Result<Box<dyn crate::store::ObjectWriter>> {
+            self.inner.delete(key)?;
+            self.inner.create(key, metadata)
+        }
+        fn put_new(
+            &self,
+            key: &str,
+            bytes: &[u8],
+            metadata: &crate::store::Metadata,
+        ) -> Result<crate::store::ObjectInfo> {
+            self.inner.delete(key)?;
+            self.inner.put_new(key, bytes, metadata)
+        }
+        fn open(&self, key: &str) -> Result<Box<dyn std::io::Read + Send>> {
+            self.inner.open(key)
+        }
+        fn head(&self, key: &str) -> Result<Option<crate::store::ObjectInfo>> {
+            self.inner.head(key)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<crate::store::ObjectInfo>> {
+            let listed = self.inner.list(prefix)?;
+            let racer = self.racer.lock().unwrap().take();
+            if let Some(racer) = racer {
+                racer(self);
+            }
+            Ok(listed)
+        }
+        fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key)
+        }
+    }
+
     #[test]
-    fn epochs_are_read_only_from_their_own_keys() {
-        assert_eq!(
-            epoch_of("s", "leases/s/00000000000000000042.json"),
-            Some(42)
+    fn two_runs_racing_for_an_epoch_never_both_hold_it() {
+        let won = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let racer_won = won.clone();
+        let store = Racy {
+            inner: MemoryStore::new(),
+            racer: std::sync::Mutex::new(Some(Box::new(move |store: &dyn Store| {
+                fn quiet(_: &str) {}
+                let trust = Trust::none();
+                let b = Lease::acquire(
+                    store,
+                    &trust,
+                    "s",
+                    holder("b", 2),
+                    Duration::from_secs(60),
+                    &quiet,
+                );
+                // Dropped unreleased: it holds until it expires.
+                *racer_won.lock().unwrap() =
+                    Some(b.map(|l| l.epoch()).map_err(|e| format!("{e:#}")));
+            }))),
+        };
+        let trust = Trust::none();
+        fn quiet(_: &str) {}
+        // `a` lists an empty scope; `b` takes the lease before `a` writes epoch 0.
+        let a = Lease::acquire(
+            &store,
+            &trust,
+            "s",
+            holder("a", 1),
+            Duration::from_secs(60),
+            &quiet,
         );
-        assert_eq!(key("s", 42), "leases/s/00000000000000000042.json");
-        assert_eq!(epoch_of("s", "leases/s/42.json"), None);
-        assert_eq!(epoch_of("s", "leases/t/00000000000000000042.json"), None);
-        assert_eq!(epoch_of("s", "leases/s/0000000000000000004x.json"), None);
-        assert_eq!(epoch_of("s", "leases/s/99999999999999999999.json"), None);
+        assert_eq!(*won.lock().unwrap(), Some(Ok(0)), "the racer holds epoch 0");
+        let e = a.err().expect("only one of the two holds the lease");
+        assert_eq!(crate::exit::classify(&e), Some(Code::Locked), "{e:#}");
+        assert!(format!("{e:#}").contains("b (pid 2"), "{e:#}");
+    }
+
+    #[test]
+    fn claims_are_read_only_from_their_own_keys() {
+        let k = "leases/s/00000000000000000042-0123456789abcdef.json";
+        assert_eq!(claim_of("s", k), Some((42, "0123456789abcdef")));
+        assert_eq!(key("s", 42, "0123456789abcdef"), k);
+        assert_eq!(claim_of("s", "leases/s/00000000000000000042.json"), None);
+        assert_eq!(claim_of("s", "leases/s/42-0123456789abcdef.json"), None);
+        assert_eq!(claim_of("t", k), None);
+        assert_eq!(
+            claim_of("s", "leases/s/0000000000000000004x-0123456789abcdef.json"),
+            None
+        );
+        assert_eq!(
+            claim_of("s", "leases/s/00000000000000000042-0123456789ABCDEF.json"),
+            None
+        );
+        assert_eq!(
+            claim_of("s", "leases/s/99999999999999999999-0123456789abcdef.json"),
+            None
+        );
+        assert_eq!(new_tag().len(), 16);
     }
 }

@@ -393,14 +393,29 @@ fn two_hosts_sharing_a_store_never_fork_the_chain() {
     let manifests = list["backups"].as_array().unwrap();
     assert_eq!(manifests.len(), stored, "one manifest per successful run");
     let mut parents = std::collections::HashSet::new();
-    let mut until = std::collections::HashMap::new();
-    for m in manifests {
-        let shown = common::json(&a.bkp(&["--json", "show", m["id"].as_str().unwrap()]));
-        let m = if shown["manifest"].is_object() {
-            shown["manifest"].clone()
-        } else {
-            shown
-        };
+    // Listed by start: a run that waited for the lease starts before the
+    // parent it continues.
+    let shown: Vec<serde_json::Value> = manifests
+        .iter()
+        .map(|m| {
+            let shown = common::json(&a.bkp(&["--json", "show", m["id"].as_str().unwrap()]));
+            if shown["manifest"].is_object() {
+                shown["manifest"].clone()
+            } else {
+                shown
+            }
+        })
+        .collect();
+    let until: std::collections::HashMap<String, String> = shown
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_string(),
+                m["source"]["until"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for m in &shown {
         assert!(
             parents.insert(m["parent"].to_string()),
             "two manifests continue parent {}: the chain forked",
@@ -414,23 +429,11 @@ fn two_hosts_sharing_a_store_never_fork_the_chain() {
                 m["id"]
             );
         }
-        until.insert(
-            m["id"].as_str().unwrap().to_string(),
-            m["source"]["until"].as_str().unwrap().to_string(),
-        );
     }
     // The segments' own counts (each checked against its trailer when written).
-    let ids: u64 = manifests
+    let ids: u64 = shown
         .iter()
-        .map(|m| {
-            let shown = common::json(&a.bkp(&["--json", "show", m["id"].as_str().unwrap()]));
-            let m = if shown["manifest"].is_object() {
-                shown["manifest"].clone()
-            } else {
-                shown
-            };
-            m["source"]["transfers"].as_u64().unwrap()
-        })
+        .map(|m| m["source"]["transfers"].as_u64().unwrap())
         .sum();
     assert_eq!(ids, 10, "every transfer captured exactly once");
     println!("10 rounds of two hosts: {stored} runs stored, {locked} found the lease held");

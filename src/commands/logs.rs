@@ -20,7 +20,7 @@ use crate::chain;
 use crate::exit::{coded, Code};
 use crate::lease::{self, Lease};
 use crate::ledger::Operation;
-use crate::manifest::tigerbeetle::{interval, is_log_of, marks, LOGS};
+use crate::manifest::tigerbeetle::{interval, marks, LOGS};
 use crate::manifest::{self, Kind, Manifest, Scope};
 use crate::store::Store;
 use crate::tigerbeetle::tblog;
@@ -100,7 +100,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     }
     // The chain of this cluster; a newer manifest that cannot be read may be its
     // head, and continuing from an older one would fork the chain.
-    let head = all.iter().rfind(|m| is_log_of(m, cfg.cluster_id)).cloned();
+    let head = chain::log_head(&all, cfg.cluster_id).cloned();
     let after = head.as_ref().map(|h| h.started_at);
     let hidden: Vec<_> = unreadable
         .iter()
