@@ -102,13 +102,16 @@ addresses = "127.0.0.1:${ports[4]}"
 binary = "$tb"
 replica_args = ["--development"]
 TOML
+# The same with the audit ledger on the cluster, as production runs it.
+cp "$work/bkp.toml" "$work/bkp-ledger.toml"
+printf '[ledger]\ncluster_id = 0\naddresses = "127.0.0.1:%s"\nledger = 12\n' "${ports[4]}" >> "$work/bkp-ledger.toml"
 export AWS_ACCESS_KEY_ID="$ak" AWS_SECRET_ACCESS_KEY="$sk" AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 
 rows=()
-run() { # label, bkp arguments...
+run() { # label, bkp arguments... (CONFIG: another config file)
   local label="$1"; shift
   BKP_LOG=aws_smithy_runtime::client::orchestrator=debug /usr/bin/time -f "%e %M" -o "$work/time" \
-    "$bkp" --config "$work/bkp.toml" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err" "$work/out" >&2; exit 1; }
+    "$bkp" --config "${CONFIG:-$work/bkp.toml}" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err" "$work/out" >&2; exit 1; }
   read -r secs rss < "$work/time"
   requests="$(grep -c 'beginning attempt #' "$work/err" || true)"
   printf '%-58s %6.2f s %6s requests %5d MiB\n' "$label" "$secs" "$requests" "$((rss/1024))"
@@ -122,10 +125,12 @@ run "bkp restore latest --dry-run (selection)" restore latest --dry-run --target
 run "bkp logs, nothing new (first run after the catalog)" --json logs
 run "bkp logs, nothing new" --json logs
 run "bkp logs, nothing new (again)" --json logs
+CONFIG="$work/bkp-ledger.toml" run "bkp logs, nothing new, [ledger] on the same cluster" --json logs
 run "bkp verify --since 1d (lists every manifest key)" verify --since 1d
 run "bkp cleanup --dry-run (lists every manifest key)" cleanup --dry-run
 # The cluster's own floor for `logs`: TigerBeetle's repl registering a session
-# and sending one query (a `logs` run with nothing new sends three).
+# and sending one query (a `logs` run with nothing new sends three, through one
+# session opened as it starts).
 /usr/bin/time -f "%e %M" -o "$work/time" "$tb" repl --cluster=0 --addresses="127.0.0.1:${ports[4]}" \
   --command="query_accounts limit=1;" >/dev/null 2>&1 || true  # repl exits 1 when no row is found
 read -r secs rss < <(tail -1 "$work/time")
