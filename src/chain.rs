@@ -265,14 +265,14 @@ pub fn log_needed(after: u64, until: u64, from: u64, to: u64) -> bool {
 /// continues, the one whose interval ends last (`until`, a timestamp of the
 /// cluster's own), the later listed on a tie. Not simply the newest to start: a
 /// run that waited for the store lease started before the parent it continues,
-/// and hosts' clocks differ.
+/// and hosts' clocks differ. Such a segment whose interval cannot be read is the
+/// head, so that the caller stops there rather than continue another branch.
 pub fn log_head(all: &[Manifest], cluster: u128) -> Option<&Manifest> {
     let logs: Vec<&Manifest> = all.iter().filter(|m| is_log_of(m, cluster)).collect();
     let continued: HashSet<BackupId> = logs.iter().filter_map(|m| m.parent).collect();
-    logs.iter()
-        .enumerate()
-        .filter(|(_, m)| !continued.contains(&m.id))
-        .max_by_key(|&(i, m)| (interval(m).map_or(0, |(_, until)| until), i))
+    let ends = logs.iter().filter(|m| !continued.contains(&m.id));
+    ends.enumerate()
+        .max_by_key(|&(i, m)| (interval(m).map_or(u64::MAX, |(_, until)| until), i))
         .map(|(_, m)| *m)
 }
 
@@ -505,8 +505,32 @@ mod tests {
         // Runs with nothing new end where their parent ended: the last of them.
         let d = segment(10, Some(&c), 30, 30);
         let e = segment(8, Some(&d), 30, 30);
-        all.extend([e.clone(), d]);
+        all.extend([e.clone(), d.clone()]);
         assert_eq!(log_head(&all, 0).map(|m| m.id), Some(e.id));
+        // Two branches (a fork an earlier build could leave): the one that
+        // reaches further, wherever it is listed.
+        let f = segment(20, Some(&b), 20, 25);
+        let g = segment(1, Some(&e), 30, 40);
+        all.extend([f.clone(), g.clone()]);
+        assert_eq!(log_head(&all, 0).map(|m| m.id), Some(g.id));
+        // A tie: the later listed.
+        let h = segment(2, Some(&f), 25, 40);
+        all.push(h.clone());
+        assert_eq!(log_head(&all, 0).map(|m| m.id), Some(h.id));
+        let n = all.len();
+        all.swap(n - 1, n - 2);
+        assert_eq!(log_head(&all, 0).map(|m| m.id), Some(g.id));
+        // Another cluster's segment is no head of this one, however far it reaches.
+        let mut other = segment(30, Some(&g), 40, 90);
+        other.source.insert("cluster_id".into(), json!("7"));
+        all.push(other.clone());
+        assert_eq!(log_head(&all, 0).map(|m| m.id), Some(g.id));
+        assert_eq!(log_head(&all, 7).map(|m| m.id), Some(other.id));
+        // An end whose interval cannot be read is returned, to be refused.
+        let mut unreadable = segment(31, Some(&h), 40, 50);
+        unreadable.source.remove("until");
+        all.push(unreadable.clone());
+        assert_eq!(log_head(&all, 0).map(|m| m.id), Some(unreadable.id));
         assert!(log_head(&all[..0], 0).is_none());
     }
 }

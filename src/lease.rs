@@ -50,9 +50,9 @@ use crate::store::Store;
 
 /// The lease's documents carry this schema.
 const SCHEMA: &str = "bkp.lease/1";
-/// Reads of invalid newest epochs before giving up on finding a valid one.
+/// Reads of invalid newest claims before giving up on finding a valid one.
 const MAX_READS: usize = 8;
-/// Attempts to create the next epoch when other runs keep taking it.
+/// Attempts to claim the next epoch when other runs keep claiming it too.
 const MAX_ATTEMPTS: usize = 5;
 
 /// Who holds a lease.
@@ -69,7 +69,9 @@ struct Doc {
     schema: String,
     scope: String,
     epoch: u64,
-    /// The claim's own tag, as in its key.
+    /// The claim's own tag, as in its key (empty in the keys of earlier builds,
+    /// `{epoch:020}.json`).
+    #[serde(default)]
     tag: String,
     holder: Holder,
     #[serde(with = "time::serde::rfc3339")]
@@ -77,6 +79,13 @@ struct Doc {
     #[serde(with = "time::serde::rfc3339")]
     expires_at: OffsetDateTime,
     released: bool,
+}
+
+impl Doc {
+    /// Whether this claim holds the lease at `now`.
+    fn holds(&self, now: OffsetDateTime) -> bool {
+        !self.released && self.expires_at > now
+    }
 }
 
 /// A lease this run holds. Dropping it without [`Lease::release`] leaves it to
@@ -91,10 +100,11 @@ pub struct Lease<'a> {
     /// The key of the claim this run holds.
     claim: String,
     acquired_at: OffsetDateTime,
-    expires_at: OffsetDateTime,
-    /// When the epoch held expires by this host's monotonic clock (counted from
-    /// before the write that created it).
-    valid_until: std::time::Instant,
+    /// When the claim held was sent, by this host's monotonic clock: it
+    /// expires `duration` later.
+    claimed: std::time::Instant,
+    /// A renewal found the lease lost: nothing more is written.
+    lost: bool,
     warn: &'a dyn Fn(&str),
 }
 
@@ -102,14 +112,18 @@ fn key(scope: &str, epoch: u64, tag: &str) -> String {
     format!("leases/{scope}/{epoch:020}-{tag}.json")
 }
 
-/// A claim's epoch and tag, from its key.
+/// A claim's epoch and tag, from its key; the tag is empty in the keys of
+/// earlier builds (`{epoch:020}.json`), which count as claims too.
 fn claim_of<'k>(scope: &str, key: &'k str) -> Option<(u64, &'k str)> {
     let rest = key.strip_prefix(&format!("leases/{scope}/"))?;
-    let (digits, tag) = rest.strip_suffix(".json")?.split_once('-')?;
-    let ok = digits.len() == 20
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && tag.len() == 16
-        && tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let stem = rest.strip_suffix(".json")?;
+    let hex = |t: &str| t.len() == 16 && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let (digits, tag) = match stem.split_once('-') {
+        Some((digits, tag)) if hex(tag) => (digits, tag),
+        Some(_) => return None,
+        None => (stem, ""),
+    };
+    let ok = digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit());
     Some((digits.parse().ok()?, tag)).filter(|_| ok)
 }
 
@@ -121,6 +135,7 @@ fn new_tag() -> String {
 /// One claim listed in the scope.
 struct Listed {
     epoch: u64,
+    tag: String,
     key: String,
 }
 
@@ -131,12 +146,10 @@ fn rfc3339(t: OffsetDateTime) -> String {
 
 /// What the newest epochs of a scope say.
 struct Seen {
-    /// The highest epoch of any claim under the scope (valid or not).
-    highest: Option<u64>,
-    /// Every claim listed, newest first.
+    /// Every claim listed, newest epoch first.
     claims: Vec<Listed>,
-    /// The newest epoch's valid claim that holds the lease if any does (it is
-    /// neither released nor expired at `now`), else any valid claim of it.
+    /// The newest epoch's valid claim that holds the lease if any does, else
+    /// any valid claim of it.
     newest: Option<Doc>,
 }
 
@@ -160,8 +173,8 @@ impl<'a> Lease<'a> {
             epoch: 0,
             claim: String::new(),
             acquired_at: OffsetDateTime::now_utc(),
-            expires_at: OffsetDateTime::now_utc(),
-            valid_until: std::time::Instant::now(),
+            claimed: std::time::Instant::now(),
+            lost: false,
             warn,
         };
         for attempt in 0..MAX_ATTEMPTS {
@@ -174,7 +187,7 @@ impl<'a> Lease<'a> {
             let seen = lease.read()?;
             let now = OffsetDateTime::now_utc();
             if let Some(d) = &seen.newest {
-                if !d.released && d.expires_at > now && d.holder != lease.holder {
+                if d.holds(now) && d.holder != lease.holder {
                     if d.holder.host != lease.holder.host || process_alive(d.holder.pid) {
                         return Err(lease.held_by(d));
                     }
@@ -186,14 +199,15 @@ impl<'a> Lease<'a> {
                     ));
                 }
             }
-            let next = match seen.highest {
+            let next = match seen.claims.first() {
                 None => 0,
-                Some(h) => h.checked_add(1).ok_or_else(|| {
+                Some(h) => h.epoch.checked_add(1).ok_or_else(|| {
                     coded(
                         Code::Integrity,
                         format!(
-                            "{}: the lease epochs are exhausted (an object at epoch {h}); remove leases/{}/ if no bkp run holds it",
+                            "{}: the lease epochs are exhausted (an object at epoch {}); remove leases/{}/ if no bkp run holds it",
                             store.identity(),
+                            h.epoch,
                             lease.scope
                         ),
                     )
@@ -220,11 +234,6 @@ impl<'a> Lease<'a> {
         ))
     }
 
-    /// The epoch this run holds.
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
     /// Renews the lease before a step that writes to the chain: fails with
     /// [`Code::Locked`] when another host took it over (this run outlived it).
     ///
@@ -234,14 +243,19 @@ impl<'a> Lease<'a> {
     /// is written). The listing sees a successor that moved on and deleted its
     /// older claims, as the highest claim that held is never deleted.
     pub fn renew(&mut self) -> Result<()> {
-        if std::time::Instant::now() >= self.valid_until {
+        if self.lost {
+            return Err(self.taken_over("was lost earlier in this run"));
+        }
+        if self.claimed.elapsed() >= self.duration {
+            self.lost = true;
             return Err(self.taken_over(&format!(
-                "expired while this run held it (it ran longer than the lease's {:?})",
+                "expired while this run held it: a step ran longer than the lease's {:?} without renewing it; raise [tigerbeetle] log_lease",
                 self.duration
             )));
         }
         let old = self.claim.clone();
         if !self.claim(self.epoch + 1)? {
+            self.lost = true;
             let by = self
                 .read()
                 .ok()
@@ -249,11 +263,21 @@ impl<'a> Lease<'a> {
                 .map(|d| by(&d.holder))
                 .unwrap_or_default();
             return Err(self.taken_over(&format!(
-                "was taken over{by} while this run held it (it ran longer than the lease's {:?})",
+                "was taken over{by} while this run held it (it ran longer than the lease's {:?}); the host that holds it now continues the chain",
                 self.duration
             )));
         }
         let _ = self.store.delete(&old);
+        Ok(())
+    }
+
+    /// Renews the lease once a third of it has passed since the last claim:
+    /// for a long step (the capture of a large backlog) to call as it goes, so
+    /// that the lease does not run out under it.
+    pub fn keep_alive(&mut self) -> Result<()> {
+        if self.claimed.elapsed() >= self.duration / 3 {
+            self.renew()?;
+        }
         Ok(())
     }
 
@@ -262,20 +286,25 @@ impl<'a> Lease<'a> {
         coded(
             Code::Locked,
             format!(
-                "the lease {} in {} {what}: this run stores nothing more; the host that holds it now continues the chain",
+                "the lease {} in {} {what}: this run stores nothing more",
                 self.scope,
                 self.store.identity(),
             ),
         )
     }
 
-    /// Releases the lease (best effort: otherwise it expires). The released
-    /// claim is not checked: one that loses to a simultaneous claim above the
-    /// expired lease leaves that claim holding, as it should.
+    /// Releases the lease (best effort: otherwise it expires); nothing when a
+    /// renewal found it lost. The released claim is not checked: one that
+    /// competes with a claim above an expired lease leaves that claim holding,
+    /// as it should.
     pub fn release(self) {
+        if self.lost {
+            return;
+        }
         let next = self.epoch + 1;
-        let k = key(&self.scope, next, &new_tag());
-        if let Ok(bytes) = self.encode(next, &k, true) {
+        let tag = new_tag();
+        if let Ok(bytes) = self.encode(next, &tag, true) {
+            let k = key(&self.scope, next, &tag);
             if self.store.put_new(&k, &bytes, &Vec::new()).is_ok() {
                 let _ = self.store.delete(&self.claim);
             }
@@ -286,10 +315,8 @@ impl<'a> Lease<'a> {
         coded(
             Code::Locked,
             format!(
-                "another host runs this: {} (pid {}, run {}) holds the lease {} in {} until {}; it is released when that run ends, or taken over once it expires if that run died",
-                d.holder.host,
-                d.holder.pid,
-                d.holder.run,
+                "another host runs this:{} holds the lease {} in {} until {}; it is released when that run ends, or taken over once it expires if that run died",
+                by(&d.holder),
                 self.scope,
                 self.store.identity(),
                 rfc3339(d.expires_at)
@@ -297,10 +324,8 @@ impl<'a> Lease<'a> {
         )
     }
 
-    /// This holder's claim document for epoch `n` under key `k`.
-    fn encode(&self, n: u64, k: &str, released: bool) -> Result<Vec<u8>> {
-        let (_, tag) = claim_of(&self.scope, k).context("a lease key this bkp made")?;
-        let now = OffsetDateTime::now_utc();
+    /// This holder's claim document for epoch `n` under tag `tag`.
+    fn encode(&self, n: u64, tag: &str, released: bool) -> Result<Vec<u8>> {
         seal::encode(
             &Doc {
                 schema: SCHEMA.into(),
@@ -309,37 +334,43 @@ impl<'a> Lease<'a> {
                 tag: tag.to_string(),
                 holder: self.holder.clone(),
                 acquired_at: self.acquired_at,
-                expires_at: now + self.duration,
+                expires_at: OffsetDateTime::now_utc() + self.duration,
                 released,
             },
             self.trust.keys(),
         )
     }
 
-    /// Claims epoch `n` for this holder (not released): `true` when the claim holds (no other
-    /// claim at `n` or above is listed after it was written), and this run now
-    /// holds epoch `n`; `false` when another run's claim competes (this one is
-    /// then deleted).
+    /// Claims epoch `n` for this holder (not released): `true` when the claim
+    /// holds (no other claim at `n` or above is listed after it was written),
+    /// and this run now holds epoch `n`; `false` when another run's claim
+    /// competes (this one is then deleted).
     fn claim(&mut self, n: u64) -> Result<bool> {
         let sent = std::time::Instant::now();
-        let expires_at = OffsetDateTime::now_utc() + self.duration;
-        let k = key(&self.scope, n, &new_tag());
-        let bytes = self.encode(n, &k, false)?;
+        let tag = new_tag();
+        let k = key(&self.scope, n, &tag);
+        let bytes = self.encode(n, &tag, false)?;
         match self.store.put_new(&k, &bytes, &Vec::new()) {
             Ok(_) => {}
             // A tag drawn twice: as good as a competing claim.
             Err(e) if crate::store::is_already_exists(&e) => return Ok(false),
             Err(e) => return Err(e).with_context(|| format!("failed to write the lease {k}")),
         }
-        let rivals = self.listing()?.iter().any(|c| c.epoch >= n && c.key != k);
-        if rivals {
+        let listed = match self.listing() {
+            Ok(l) => l,
+            Err(e) => {
+                // Unconfirmed, it must not look held until it expires.
+                let _ = self.store.delete(&k);
+                return Err(e.context(format!("failed to confirm the lease {k}")));
+            }
+        };
+        if listed.iter().any(|c| c.epoch >= n && c.key != k) {
             let _ = self.store.delete(&k);
             return Ok(false);
         }
         self.epoch = n;
         self.claim = k;
-        self.expires_at = expires_at;
-        self.valid_until = sent + self.duration;
+        self.claimed = sent;
         Ok(true)
     }
 
@@ -351,8 +382,13 @@ impl<'a> Lease<'a> {
             .list(&prefix)?
             .into_iter()
             .filter_map(|o| {
-                let (epoch, _) = claim_of(&self.scope, &o.key)?;
-                Some(Listed { epoch, key: o.key })
+                let (epoch, tag) = claim_of(&self.scope, &o.key)?;
+                let tag = tag.to_string();
+                Some(Listed {
+                    epoch,
+                    tag,
+                    key: o.key,
+                })
             })
             .collect();
         claims.sort_unstable_by(|a, b| b.epoch.cmp(&a.epoch).then_with(|| a.key.cmp(&b.key)));
@@ -365,9 +401,8 @@ impl<'a> Lease<'a> {
         let claims = self.listing()?;
         let now = OffsetDateTime::now_utc();
         let mut newest: Option<Doc> = None;
-        let mut epoch = None;
         for c in claims.iter().take(MAX_READS) {
-            if newest.is_some() && epoch != Some(c.epoch) {
+            if newest.as_ref().is_some_and(|d| d.epoch != c.epoch) {
                 break;
             }
             let bytes = match self.store.get(&c.key) {
@@ -376,13 +411,14 @@ impl<'a> Lease<'a> {
                 Err(e) if crate::exit::classify(&e) == Some(Code::NotFound) => continue,
                 Err(e) => return Err(e),
             };
-            match self.parse(&bytes, &c.key, c.epoch) {
+            match self.parse(&bytes, c) {
                 Ok(d) => {
-                    let holds = |d: &Doc| !d.released && d.expires_at > now;
-                    if newest.as_ref().is_none_or(|n| !holds(n) && holds(&d)) {
+                    if newest
+                        .as_ref()
+                        .is_none_or(|n| !n.holds(now) && d.holds(now))
+                    {
                         newest = Some(d);
                     }
-                    epoch = Some(c.epoch);
                 }
                 Err(why) => (self.warn)(&format!(
                     "ignoring the lease object {} in {}: {why}",
@@ -391,25 +427,20 @@ impl<'a> Lease<'a> {
                 )),
             }
         }
-        Ok(Seen {
-            highest: claims.first().map(|c| c.epoch),
-            claims,
-            newest,
-        })
+        Ok(Seen { claims, newest })
     }
 
-    fn parse(&self, bytes: &[u8], k: &str, n: u64) -> std::result::Result<Doc, String> {
-        let what = format!("lease {k}");
+    fn parse(&self, bytes: &[u8], c: &Listed) -> std::result::Result<Doc, String> {
+        let what = format!("lease {}", c.key);
         let opened = seal::open(bytes, &what, self.trust).map_err(|e| format!("{e:#}"))?;
         if self.trust.keys().is_some() && !opened.sealed {
             return Err("it is not sealed, so it is not from this installation".into());
         }
         let d: Doc = serde_json::from_value(opened.value)
             .map_err(|e| format!("it is not a lease document ({e})"))?;
-        let tag = claim_of(&self.scope, k).map(|(_, t)| t);
-        if d.schema != SCHEMA || d.scope != self.scope || d.epoch != n || tag != Some(&d.tag) {
+        if d.schema != SCHEMA || d.scope != self.scope || d.epoch != c.epoch || d.tag != c.tag {
             return Err(format!(
-                "it says schema {:?}, scope {:?}, epoch {}, tag {:?}: not this lease's claim {k}",
+                "it says schema {:?}, scope {:?}, epoch {}, tag {:?}: not the claim of its key",
                 d.schema, d.scope, d.epoch, d.tag
             ));
         }
@@ -445,6 +476,8 @@ pub fn holder(host: String, run: &str) -> Holder {
 mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Barrier, Mutex};
     use std::time::Duration;
 
     fn holder(host: &str, pid: u32) -> Holder {
@@ -455,15 +488,38 @@ mod tests {
         }
     }
 
-    /// Takes lease `s` of `store` for `who`, warnings ignored.
+    fn quiet(_: &str) {}
+
+    /// Tries to take lease `s` of `store` for `who`, warnings ignored.
+    fn try_take<'a>(
+        store: &'a dyn Store,
+        trust: &'a Trust,
+        who: Holder,
+        duration: Duration,
+    ) -> Result<Lease<'a>> {
+        Lease::acquire(store, trust, "s", who, duration, &quiet)
+    }
+
+    /// Takes lease `s` of `store` for `who`.
     fn take<'a>(
-        store: &'a MemoryStore,
+        store: &'a dyn Store,
         trust: &'a Trust,
         who: Holder,
         duration: Duration,
     ) -> Lease<'a> {
-        fn quiet(_: &str) {}
-        Lease::acquire(store, trust, "s", who, duration, &quiet).unwrap()
+        try_take(store, trust, who, duration).unwrap()
+    }
+
+    /// The epochs of the claims in scope `s`, newest first.
+    fn epochs(store: &dyn Store) -> Vec<u64> {
+        let mut e: Vec<u64> = store
+            .list("leases/s/")
+            .unwrap()
+            .iter()
+            .filter_map(|o| claim_of("s", &o.key).map(|(n, _)| n))
+            .collect();
+        e.sort_unstable_by(|a, b| b.cmp(a));
+        e
     }
 
     /// A pid no process has (beyond Linux's largest `pid_max`).
@@ -475,17 +531,21 @@ mod tests {
         let trust = Trust::none();
         let mut x = take(&store, &trust, holder("x", 1), Duration::from_millis(300));
         std::thread::sleep(Duration::from_millis(400));
-        // Another host takes the expired lease over, and releases it: epoch 1 is
-        // deleted, epoch 2 says released.
+        // Another host takes the expired lease over, and releases it: its claim
+        // of epoch 1 goes, epoch 2 says released.
         let y = take(&store, &trust, holder("y", 2), Duration::from_secs(60));
-        assert_eq!(y.epoch(), 1);
+        assert_eq!(y.epoch, 1);
         y.release();
+        assert_eq!(epochs(&store), [2]);
         let e = x.renew().unwrap_err();
         assert_eq!(crate::exit::classify(&e), Some(Code::Locked), "{e:#}");
         assert!(
             format!("{e:#}").contains("expired while this run held it"),
             "{e:#}"
         );
+        // Lost, it releases nothing: the released epoch 2 stays the newest.
+        x.release();
+        assert_eq!(epochs(&store), [2]);
     }
 
     #[test]
@@ -501,7 +561,7 @@ mod tests {
             holder("h", std::process::id()),
             Duration::from_secs(60),
         );
-        assert_eq!((x.epoch(), y.epoch()), (0, 1));
+        assert_eq!((x.epoch, y.epoch), (0, 1));
         // The successor moves on: epoch 2, and its claim of epoch 1 is gone.
         y.renew().unwrap();
         assert_eq!(epochs(&store), [2]);
@@ -512,16 +572,57 @@ mod tests {
         y.renew().unwrap();
     }
 
-    /// The epochs of the claims in scope `s`, newest first.
-    fn epochs(store: &dyn Store) -> Vec<u64> {
-        let mut e: Vec<u64> = store
-            .list("leases/s/")
+    #[test]
+    fn a_long_step_keeps_its_lease_alive() {
+        let store = MemoryStore::new();
+        let trust = Trust::none();
+        let mut x = take(&store, &trust, holder("x", 1), Duration::from_millis(600));
+        // Young: no request.
+        x.keep_alive().unwrap();
+        assert_eq!(x.epoch, 0);
+        // Three times the lease's length, renewed as it goes: still held.
+        for _ in 0..9 {
+            std::thread::sleep(Duration::from_millis(210));
+            x.keep_alive().unwrap();
+        }
+        assert!(x.epoch >= 4, "renewed {} times", x.epoch);
+        let e = try_take(&store, &trust, holder("y", 2), Duration::from_secs(60))
+            .err()
+            .expect("the lease is held");
+        assert!(format!("{e:#}").contains("x (pid 1"), "{e:#}");
+        x.renew().unwrap();
+    }
+
+    #[test]
+    fn a_held_lease_of_an_earlier_build_is_honoured_and_then_cleared() {
+        let store = MemoryStore::new();
+        let trust = Trust::none();
+        let old = |expires_at: OffsetDateTime, released: bool| {
+            seal::encode(
+                &serde_json::json!({
+                    "schema": SCHEMA, "scope": "s", "epoch": 7,
+                    "holder": {"host": "old", "pid": 9, "run": "r"},
+                    "acquired_at": rfc3339(OffsetDateTime::now_utc()),
+                    "expires_at": rfc3339(expires_at), "released": released,
+                }),
+                None,
+            )
             .unwrap()
-            .iter()
-            .filter_map(|o| claim_of("s", &o.key).map(|(n, _)| n))
-            .collect();
-        e.sort_unstable_by(|a, b| b.cmp(a));
-        e
+        };
+        let k = "leases/s/00000000000000000007.json";
+        let held = old(OffsetDateTime::now_utc() + Duration::from_secs(60), false);
+        store.put_new(k, &held, &Vec::new()).unwrap();
+        let e = try_take(&store, &trust, holder("y", 2), Duration::from_secs(60))
+            .err()
+            .expect("the lease is held");
+        assert!(format!("{e:#}").contains("old (pid 9"), "{e:#}");
+        store.delete(k).unwrap();
+        store
+            .put_new(k, &old(OffsetDateTime::now_utc(), true), &Vec::new())
+            .unwrap();
+        let y = take(&store, &trust, holder("y", 2), Duration::from_secs(60));
+        assert_eq!(y.epoch, 8);
+        assert_eq!(epochs(&store), [8]);
     }
 
     /// What runs inside [`Racy`]'s first listing.
@@ -529,11 +630,48 @@ mod tests {
 
     /// A store whose create-only writes are not atomic (as on some S3-compatible
     /// servers: a write that checked for the key before another's landed
-    /// replaces it), and that runs `racer` inside the first listing, between a
-    /// run's look at the scope and its write.
+    /// replaces it). It can run `racer` inside its first listing, between a
+    /// run's look at the scope and its write; and hold its first `n` listings
+    /// and then its first `n` writes until all of them are made, so that `n`
+    /// runs look at the scope, then each writes before any of them lists again.
     struct Racy {
         inner: MemoryStore,
-        racer: std::sync::Mutex<Option<Racer>>,
+        racer: Mutex<Option<Racer>>,
+        together: Option<Together>,
+    }
+
+    struct Together {
+        n: usize,
+        listed: (Barrier, AtomicUsize),
+        written: (Barrier, AtomicUsize),
+    }
+
+    impl Together {
+        fn new(n: usize) -> Together {
+            let step = || (Barrier::new(n), AtomicUsize::new(0));
+            Together {
+                n,
+                listed: step(),
+                written: step(),
+            }
+        }
+
+        /// Waits for the others at `step`, the first `n` times.
+        fn wait(&self, step: &(Barrier, AtomicUsize)) {
+            if step.1.fetch_add(1, Ordering::SeqCst) < self.n {
+                step.0.wait();
+            }
+        }
+    }
+
+    impl Racy {
+        fn new() -> Racy {
+            Racy {
+                inner: MemoryStore::new(),
+                racer: Mutex::new(None),
+                together: None,
+            }
+        }
     }
 
     impl Store for Racy {
@@ -555,7 +693,11 @@ mod tests {
             metadata: &crate::store::Metadata,
         ) -> Result<crate::store::ObjectInfo> {
             self.inner.delete(key)?;
-            self.inner.put_new(key, bytes, metadata)
+            let written = self.inner.put_new(key, bytes, metadata);
+            if let Some(t) = &self.together {
+                t.wait(&t.written);
+            }
+            written
         }
         fn open(&self, key: &str) -> Result<Box<dyn std::io::Read + Send>> {
             self.inner.open(key)
@@ -565,6 +707,9 @@ mod tests {
         }
         fn list(&self, prefix: &str) -> Result<Vec<crate::store::ObjectInfo>> {
             let listed = self.inner.list(prefix)?;
+            if let Some(t) = &self.together {
+                t.wait(&t.listed);
+            }
             let racer = self.racer.lock().unwrap().take();
             if let Some(racer) = racer {
                 racer(self);
@@ -577,38 +722,19 @@ mod tests {
     }
 
     #[test]
-    fn two_runs_racing_for_an_epoch_never_both_hold_it() {
-        let won = std::sync::Arc::new(std::sync::Mutex::new(None));
+    fn a_run_that_claims_after_another_looked_takes_nothing_from_it() {
+        let won = std::sync::Arc::new(Mutex::new(None));
         let racer_won = won.clone();
-        let store = Racy {
-            inner: MemoryStore::new(),
-            racer: std::sync::Mutex::new(Some(Box::new(move |store: &dyn Store| {
-                fn quiet(_: &str) {}
-                let trust = Trust::none();
-                let b = Lease::acquire(
-                    store,
-                    &trust,
-                    "s",
-                    holder("b", 2),
-                    Duration::from_secs(60),
-                    &quiet,
-                );
-                // Dropped unreleased: it holds until it expires.
-                *racer_won.lock().unwrap() =
-                    Some(b.map(|l| l.epoch()).map_err(|e| format!("{e:#}")));
-            }))),
-        };
+        let store = Racy::new();
+        *store.racer.lock().unwrap() = Some(Box::new(move |store: &dyn Store| {
+            let trust = Trust::none();
+            let b = try_take(store, &trust, holder("b", 2), Duration::from_secs(60));
+            // Dropped unreleased: it holds until it expires.
+            *racer_won.lock().unwrap() = Some(b.map(|l| l.epoch).map_err(|e| format!("{e:#}")));
+        }));
         let trust = Trust::none();
-        fn quiet(_: &str) {}
         // `a` lists an empty scope; `b` takes the lease before `a` writes epoch 0.
-        let a = Lease::acquire(
-            &store,
-            &trust,
-            "s",
-            holder("a", 1),
-            Duration::from_secs(60),
-            &quiet,
-        );
+        let a = try_take(&store, &trust, holder("a", 1), Duration::from_secs(60));
         assert_eq!(*won.lock().unwrap(), Some(Ok(0)), "the racer holds epoch 0");
         let e = a.err().expect("only one of the two holds the lease");
         assert_eq!(crate::exit::classify(&e), Some(Code::Locked), "{e:#}");
@@ -616,25 +742,57 @@ mod tests {
     }
 
     #[test]
+    fn runs_that_claim_at_the_same_instant_never_both_hold() {
+        for _ in 0..20 {
+            let mut store = Racy::new();
+            store.together = Some(Together::new(3));
+            let trust = Trust::none();
+            let held: Vec<_> = std::thread::scope(|s| {
+                let runs: Vec<_> = (1..=3)
+                    .map(|i| {
+                        let (store, trust) = (&store, &trust);
+                        s.spawn(move || {
+                            let who = holder(&format!("h{i}"), i);
+                            try_take(store, trust, who, Duration::from_secs(60))
+                                .map(|l| l.epoch)
+                                .map_err(|e| format!("{e:#}"))
+                        })
+                    })
+                    .collect();
+                runs.into_iter().map(|r| r.join().unwrap()).collect()
+            });
+            let holders = held.iter().filter(|r| r.is_ok()).count();
+            assert!(holders <= 1, "{held:?}");
+            for e in held.iter().filter_map(|r| r.as_ref().err()) {
+                assert!(
+                    e.contains("holds the lease") || e.contains("keeps changing hands"),
+                    "{e}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn claims_are_read_only_from_their_own_keys() {
         let k = "leases/s/00000000000000000042-0123456789abcdef.json";
         assert_eq!(claim_of("s", k), Some((42, "0123456789abcdef")));
         assert_eq!(key("s", 42, "0123456789abcdef"), k);
-        assert_eq!(claim_of("s", "leases/s/00000000000000000042.json"), None);
+        // An earlier build's key.
+        assert_eq!(
+            claim_of("s", "leases/s/00000000000000000042.json"),
+            Some((42, ""))
+        );
         assert_eq!(claim_of("s", "leases/s/42-0123456789abcdef.json"), None);
         assert_eq!(claim_of("t", k), None);
-        assert_eq!(
-            claim_of("s", "leases/s/0000000000000000004x-0123456789abcdef.json"),
-            None
-        );
-        assert_eq!(
-            claim_of("s", "leases/s/00000000000000000042-0123456789ABCDEF.json"),
-            None
-        );
-        assert_eq!(
-            claim_of("s", "leases/s/99999999999999999999-0123456789abcdef.json"),
-            None
-        );
-        assert_eq!(new_tag().len(), 16);
+        for bad in [
+            "leases/s/0000000000000000004x-0123456789abcdef.json",
+            "leases/s/00000000000000000042-0123456789ABCDEF.json",
+            "leases/s/00000000000000000042-.json",
+            "leases/s/00000000000000000042-0123.json",
+            "leases/s/99999999999999999999-0123456789abcdef.json",
+        ] {
+            assert_eq!(claim_of("s", bad), None, "{bad}");
+        }
+        assert!(claim_of("s", &key("s", 1, &new_tag())).is_some());
     }
 }

@@ -168,6 +168,13 @@ fn a_killed_run_resumes_without_gap_or_duplicate() {
     );
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &tb.address());
+    // A capture of the whole backlog takes longer than this lease: it is
+    // renewed as the segment is written, or the run would store nothing.
+    fs::write(
+        &cfg,
+        fs::read_to_string(&cfg).unwrap() + "log_lease = \"2s\"\n",
+    )
+    .unwrap();
 
     // Interrupt a run part-way (wherever the kill lands, the invariants hold).
     let mut child = std::process::Command::new(common::bkp_bin())

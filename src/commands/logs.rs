@@ -9,6 +9,7 @@
 //! log is current up to its bound, so freshness stays provable.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -20,7 +21,7 @@ use crate::chain;
 use crate::exit::{coded, Code};
 use crate::lease::{self, Lease};
 use crate::ledger::Operation;
-use crate::manifest::tigerbeetle::{interval, marks, LOGS};
+use crate::manifest::tigerbeetle::{insert_watermark, interval, watermark, LOGS};
 use crate::manifest::{self, Kind, Manifest, Scope};
 use crate::store::Store;
 use crate::tigerbeetle::tblog;
@@ -61,9 +62,6 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         addresses: cluster.addresses.clone(),
         timeout,
     };
-    // Opened first: the cluster's registration of its sessions (~0.6 s) runs
-    // while the store is read.
-    let client = tblog::session(&cfg)?;
     let trust = super::trust(plan, Vec::new())?;
     let store = open_store(plan)?;
     store.preflight_writes()?;
@@ -80,151 +78,28 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             retention_days,
         },
     )?;
-    let id = run.id;
     // One host at a time continues this cluster's chain; the head is read after.
     let warn = |m: &str| ctx.ui.warn(m);
+    let lease_for = tb.map_or(Duration::from_secs(600), |t| t.log_lease);
     let mut lease = Lease::acquire(
         store.as_ref(),
         &trust,
         &format!("tigerbeetle-logs-{:032x}", cfg.cluster_id),
-        lease::holder(super::run::hostname(), &id.to_string()),
-        tb.map_or(Duration::from_secs(600), |t| t.log_lease),
+        lease::holder(super::run::hostname(), &run.id.to_string()),
+        lease_for,
         &warn,
     )?;
     crate::failpoint::hit("logs-leased");
-    let (all, unreadable) = tigerbeetle_manifests(store.as_ref(), &trust)?;
-    for (segment, b) in chain::Index::new(&all).log_breaks() {
-        ctx.ui.warn(&format!(
-            "the TigerBeetle log chain is broken: segment {segment}: {b}; point-in-time restore cannot cross this gap — take a snapshot to start a restorable point after it"
-        ));
-    }
-    // The chain of this cluster; a newer manifest that cannot be read may be its
-    // head, and continuing from an older one would fork the chain.
-    let head = chain::log_head(&all, cfg.cluster_id).cloned();
-    let after = head.as_ref().map(|h| h.started_at);
-    let hidden: Vec<_> = unreadable
-        .iter()
-        .filter(|u| u.may_be_within(after, None))
-        .collect();
-    if !hidden.is_empty() {
-        return Err(manifest::unreadable_error(
-            "the log chain cannot continue safely",
-            &hidden,
-        ));
-    }
-    let (parent, from) = match &head {
-        Some(m) => {
-            let (until, accounts, transfers) = marks(m).with_context(|| {
-                format!(
-                    "log manifest {} has no readable interval: the chain cannot continue from it",
-                    m.key()
-                )
-            })?;
-            let from = tblog::Watermark {
-                after: until,
-                accounts,
-                transfers,
-            };
-            (Some(m.id), from)
-        }
-        None => (None, tblog::Watermark::default()),
-    };
-    let after = from.after;
-
-    let outcome = (|| -> Result<Stored> {
-        let now = tblog::newest_marks(&client).with_context(|| {
-            format!(
-                "failed to read the newest timestamp of the cluster at {}",
-                cfg.addresses
-            )
-        })?;
-        let mut source = BTreeMap::new();
-        source.insert("cluster_id".into(), json!(cfg.cluster_id.to_string()));
-        source.insert("after".into(), json!(after.to_string()));
-        let mut objects = Vec::new();
-        // When the audit ledger is this cluster, every run adds its own record:
-        // rows that are only those wait for the next real segment, so that a
-        // quiet cluster costs no segment per run.
-        let only_audit = from.behind(&now)
-            && match plan.ledger.as_ref() {
-                Some(l) if l.cluster_id == cfg.cluster_id => {
-                    let ledger = l.ledger;
-                    tblog::only_rows_of(
-                        &client,
-                        &from,
-                        &now,
-                        AUDIT_ROWS_DEFERRED,
-                        &|t| crate::ledger::is_audit_transfer(ledger, t),
-                        &|a| crate::ledger::is_audit_account(ledger, a),
-                    )?
-                }
-                _ => false,
-            };
-        if only_audit {
-            source.insert("audit_rows_deferred".into(), json!(true));
-        }
-        let put_marks = |source: &mut BTreeMap<String, serde_json::Value>, w: &tblog::Watermark| {
-            source.insert("until".into(), json!(w.after.to_string()));
-            // Only where a kind's mark lies below `until` (imports, or a row
-            // committed between the capture's first queries).
-            for (key, mark) in [
-                ("accounts_until", w.accounts),
-                ("transfers_until", w.transfers),
-            ] {
-                if mark != w.after {
-                    source.insert(key.into(), json!(mark.to_string()));
-                }
-            }
-        };
-        if !from.behind(&now) || only_audit {
-            // Nothing new: the log is current up to `after` as of now.
-            put_marks(&mut source, &from);
-            source.insert("accounts".into(), json!(0));
-            source.insert("transfers".into(), json!(0));
-        } else {
-            let suffix = run.suffix(".tblog", plan.compression);
-            let key = manifest::object_key(Kind::Tigerbeetle, LOGS, id, run.started_at, &suffix);
-            let mut stats = None;
-            let entry = pipeline::upload(
-                store.as_ref(),
-                &key,
-                &run.metadata(Scope::Incremental),
-                plan.compression,
-                run.keyring,
-                ctx.progress(),
-                |w| {
-                    stats = Some(tblog::capture_on(&client, from, w)?);
-                    Ok(())
-                },
-            )?;
-            let stats = stats.context("the capture produced no statistics")?;
-            let seg = &stats.segment;
-            put_marks(&mut source, &stats.next);
-            source.insert("accounts".into(), json!(seg.accounts));
-            source.insert("transfers".into(), json!(seg.transfers));
-            source.insert("expiries".into(), json!(seg.expiries));
-            source.insert(
-                "first_timestamp".into(),
-                json!(seg.first_timestamp.to_string()),
-            );
-            source.insert(
-                "last_timestamp".into(),
-                json!(seg.last_timestamp.to_string()),
-            );
-            source.insert("requests".into(), json!(stats.requests));
-            objects.push(entry);
-        }
-        // The decisive check: a run that outlived its lease stores no manifest.
-        lease.renew()?;
-        run.store_manifest(run.manifest(Body {
-            objects,
-            parent,
-            source,
-            ..Body::default()
-        }))
-    })();
+    let outcome = continue_chain(
+        ctx,
+        &cfg,
+        store.as_ref(),
+        &trust,
+        &run,
+        &mut lease,
+        lease_for,
+    );
     lease.release();
-    client.close();
 
     let store = store.as_ref();
     run.finish(outcome, |m, elapsed, ledger| {
@@ -260,4 +135,190 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         }
         ui::print(&m.id.to_string())
     })
+}
+
+/// Continues the chain under `lease`: reads its head, captures what the cluster
+/// holds after it (or notes that nothing is new) and stores the manifest.
+fn continue_chain(
+    ctx: &Ctx,
+    cfg: &tblog::ClusterConfig,
+    store: &dyn Store,
+    trust: &manifest::Trust,
+    run: &Run,
+    lease: &mut Lease,
+    lease_for: Duration,
+) -> Result<Stored> {
+    let plan = &ctx.plan;
+    // Opened before the chain is read: the cluster's registration of its
+    // sessions (~0.6 s) runs meanwhile.
+    let client = tblog::session(cfg)?;
+    let (all, unreadable) = tigerbeetle_manifests(store, trust)?;
+    for (segment, b) in chain::Index::new(&all).log_breaks() {
+        ctx.ui.warn(&format!(
+            "the TigerBeetle log chain is broken: segment {segment}: {b}; point-in-time restore cannot cross this gap — take a snapshot to start a restorable point after it"
+        ));
+    }
+    let head = chain::log_head(&all, cfg.cluster_id);
+    // A manifest that cannot be read may continue the head, and continuing
+    // the head again would fork the chain. It may have started before the head
+    // did (it waited for the lease, or its host's clock is behind): anything
+    // from a lease's length before the head counts.
+    let since = head.map(|h| h.started_at - lease_for);
+    let hidden: Vec<_> = unreadable
+        .iter()
+        .filter(|u| u.may_be_within(since, None))
+        .collect();
+    if !hidden.is_empty() {
+        return Err(manifest::unreadable_error(
+            "the log chain cannot continue safely",
+            &hidden,
+        ));
+    }
+    let (parent, from) = match head {
+        Some(m) => {
+            let from = watermark(m).with_context(|| {
+                format!(
+                    "log manifest {} has no readable interval (`source.after`, `source.until`, \
+                     `source.accounts_until` and `source.transfers_until` must be decimal \
+                     timestamps): the chain cannot continue from it; take a snapshot and remove \
+                     the manifest, or restore it from a copy",
+                    m.key()
+                )
+            })?;
+            (Some(m.id), from)
+        }
+        None => (None, tblog::Watermark::default()),
+    };
+    lease.keep_alive()?;
+    let now = tblog::newest_marks(&client).with_context(|| {
+        format!(
+            "failed to read the newest timestamp of the cluster at {}",
+            cfg.addresses
+        )
+    })?;
+    if now.after < from.after {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "the TigerBeetle cluster at {} holds nothing newer than timestamp {}, but the log \
+                 chain already covers up to {}: this is not the cluster the chain was captured \
+                 from, or it was restored to an earlier state. Start a new chain with a snapshot",
+                cfg.addresses, now.after, from.after
+            ),
+        ));
+    }
+    lease.keep_alive()?;
+    let mut source = BTreeMap::new();
+    source.insert("cluster_id".into(), json!(cfg.cluster_id.to_string()));
+    source.insert("after".into(), json!(from.after.to_string()));
+    let mut objects = Vec::new();
+    // When the audit ledger is this cluster, every run adds its own record:
+    // rows that are only those wait for the next real segment, so that a
+    // quiet cluster costs no segment per run.
+    let only_audit = from.behind(&now)
+        && match plan.ledger.as_ref() {
+            Some(l) if l.cluster_id == cfg.cluster_id => {
+                let ledger = l.ledger;
+                tblog::only_rows_of(
+                    &client,
+                    &from,
+                    &now,
+                    AUDIT_ROWS_DEFERRED,
+                    &|t| crate::ledger::is_audit_transfer(ledger, t),
+                    &|a| crate::ledger::is_audit_account(ledger, a),
+                )?
+            }
+            _ => false,
+        };
+    if only_audit {
+        source.insert("audit_rows_deferred".into(), json!(true));
+    }
+    if !from.behind(&now) || only_audit {
+        // Nothing new: the log is current up to `after` as of now.
+        insert_watermark(&mut source, &from);
+        source.insert("accounts".into(), json!(0));
+        source.insert("transfers".into(), json!(0));
+    } else {
+        let suffix = run.suffix(".tblog", plan.compression);
+        let key = manifest::object_key(Kind::Tigerbeetle, LOGS, run.id, run.started_at, &suffix);
+        let mut stats = None;
+        let mut lost = None;
+        let entry = pipeline::upload(
+            store,
+            &key,
+            &run.metadata(Scope::Incremental),
+            plan.compression,
+            run.keyring,
+            ctx.progress(),
+            |w| {
+                // A large backlog may take longer than the lease: renewed as
+                // the segment is written.
+                let mut w = KeepAlive {
+                    inner: w,
+                    lease: &mut *lease,
+                    lost: &mut lost,
+                };
+                stats = Some(tblog::capture_on(&client, from, &mut w)?);
+                Ok(())
+            },
+        );
+        if let Some(e) = lost {
+            return Err(e);
+        }
+        let entry = entry?;
+        let stats = stats.context("the capture produced no statistics")?;
+        let seg = &stats.segment;
+        insert_watermark(&mut source, &stats.next);
+        source.insert("accounts".into(), json!(seg.accounts));
+        source.insert("transfers".into(), json!(seg.transfers));
+        source.insert("expiries".into(), json!(seg.expiries));
+        source.insert(
+            "first_timestamp".into(),
+            json!(seg.first_timestamp.to_string()),
+        );
+        source.insert(
+            "last_timestamp".into(),
+            json!(seg.last_timestamp.to_string()),
+        );
+        source.insert("requests".into(), json!(stats.requests));
+        objects.push(entry);
+    }
+    client.close();
+    // The decisive check: a run that outlived its lease stores no manifest.
+    lease.renew()?;
+    run.store_manifest(run.manifest(Body {
+        objects,
+        parent,
+        source,
+        ..Body::default()
+    }))
+}
+
+/// The segment's writer, renewing the lease as it goes
+/// ([`Lease::keep_alive`]); once the lease is lost every write fails, and the
+/// lease's error waits in `lost`.
+struct KeepAlive<'w, 'l> {
+    inner: &'w mut dyn Write,
+    lease: &'w mut Lease<'l>,
+    lost: &'w mut Option<anyhow::Error>,
+}
+
+impl Write for KeepAlive<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.lost.is_none() {
+            if let Err(e) = self.lease.keep_alive() {
+                *self.lost = Some(e);
+            }
+        }
+        if self.lost.is_some() {
+            return Err(std::io::Error::other(
+                "the store lease of the log chain was lost",
+            ));
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }

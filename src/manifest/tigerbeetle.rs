@@ -1,7 +1,10 @@
 //! The manifests of TigerBeetle backups, read as what they are: a snapshot (a copy
 //! of the data file) or a log segment with its interval of cluster timestamps.
 
+use std::collections::BTreeMap;
+
 use super::Manifest;
+use crate::tigerbeetle::tblog::Watermark;
 
 /// The operation of a data-file snapshot.
 pub const SNAPSHOT: &str = "snapshot";
@@ -20,17 +23,37 @@ pub fn interval(m: &Manifest) -> Option<(u64, u64)> {
 }
 
 /// Where a log manifest leaves its chain: `until`, and the newest account and
-/// transfer captured (`source.accounts_until`, `source.transfers_until`, each ≤
-/// `until`; `until` itself where a manifest does not record them). `None` for
-/// anything but a readable log manifest.
-pub fn marks(m: &Manifest) -> Option<(u64, u64, u64)> {
+/// transfer captured (`source.accounts_until`, `source.transfers_until`; `until`
+/// itself where a manifest does not record them, or records one above it, which
+/// no bkp writes: that kind is then read again from `until`, capturing more,
+/// never less). `None` for anything but a readable log manifest.
+pub fn watermark(m: &Manifest) -> Option<Watermark> {
     let (_, until) = interval(m)?;
     let get = |k: &str| match m.source.get(k) {
         None => Some(until),
-        Some(v) => v.as_str()?.parse::<u64>().ok().filter(|&n| n <= until),
+        Some(v) => v.as_str()?.parse::<u64>().ok().map(|n| n.min(until)),
     };
-    Some((until, get("accounts_until")?, get("transfers_until")?))
+    Some(Watermark {
+        after: until,
+        accounts: get(ACCOUNTS_UNTIL)?,
+        transfers: get(TRANSFERS_UNTIL)?,
+    })
 }
+
+/// Records `w` in a log manifest's `source`, as [`watermark`] reads it: `until`,
+/// and a kind's mark only where it lies below `until` (imports, or a row
+/// committed between the capture's first queries).
+pub fn insert_watermark(source: &mut BTreeMap<String, serde_json::Value>, w: &Watermark) {
+    source.insert("until".into(), serde_json::json!(w.after.to_string()));
+    for (key, mark) in [(ACCOUNTS_UNTIL, w.accounts), (TRANSFERS_UNTIL, w.transfers)] {
+        if mark != w.after {
+            source.insert(key.into(), serde_json::json!(mark.to_string()));
+        }
+    }
+}
+
+const ACCOUNTS_UNTIL: &str = "accounts_until";
+const TRANSFERS_UNTIL: &str = "transfers_until";
 
 /// The cluster a log segment was captured from (`source.cluster_id`, a decimal
 /// string). Log chains are per cluster: two clusters sharing a store never
