@@ -82,6 +82,8 @@ pub struct Run<'a> {
     pub id: BackupId,
     pub started_at: OffsetDateTime,
     clock: Instant,
+    /// The ledger's session, opened as the run starts (see [`ledger::warm`]).
+    _ledger: Option<ledger::Warm>,
     _lock: RunLock,
 }
 
@@ -102,9 +104,6 @@ impl<'a> Run<'a> {
         manifest::marker::check(store, trust)?;
         let lock = RunLock::acquire(&ctx.plan.work_dir, operation_name(spec.operation), ctx.wait)?;
         super::sweep_work_dir(ctx, false);
-        if let Some(l) = &ctx.plan.ledger {
-            ledger::warm(l);
-        }
         let started_at = OffsetDateTime::now_utc();
         Ok(Run {
             ctx,
@@ -115,6 +114,7 @@ impl<'a> Run<'a> {
             id: BackupId::new_v7(started_at),
             started_at,
             clock: Instant::now(),
+            _ledger: ctx.plan.ledger.as_ref().map(ledger::warm),
             _lock: lock,
         })
     }

@@ -339,14 +339,25 @@ thread_local! {
 /// to it: TigerBeetle's client needs about 0.6 s before a new session's first
 /// answer (see [`Client::open_events`]), which a run that opens it as it starts
 /// spends beside its own work rather than at its end. Nothing is sent yet, and
-/// a configuration the client refuses is left for the request to report.
-pub fn warm(cfg: &LedgerConfig) {
-    if check_config(cfg).is_err() {
-        return;
-    }
+/// a configuration the client refuses is left for the request to report. The
+/// session lives until a request takes it or the returned guard is dropped.
+#[must_use = "the session is closed when the guard is dropped"]
+pub fn warm(cfg: &LedgerConfig) -> Warm {
     let spec = cfg.client_spec();
     if let Ok(c) = Client::connect(&spec, NAMES) {
         WARM.with(|w| *w.borrow_mut() = Some((spec, c)));
+    }
+    Warm(())
+}
+
+/// Closes the session [`warm`] opened, if no request took it.
+pub struct Warm(());
+
+impl Drop for Warm {
+    fn drop(&mut self) {
+        if let Some((_, c)) = WARM.with(|w| w.borrow_mut().take()) {
+            c.close();
+        }
     }
 }
 
