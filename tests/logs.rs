@@ -32,6 +32,19 @@ fn logs(cfg: &Path) -> (serde_json::Value, Output) {
     (v["manifest"].clone(), out)
 }
 
+/// What `bkp list` says of each backup's chain.
+fn chains(cfg: &Path) -> Vec<String> {
+    let out = run_bkp(&["--config", cfg.to_str().unwrap(), "list", "--json"], &[]);
+    assert_exit(&out, 0);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    list["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["chain"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn transfer_ids(cfg: &Path, m: &serde_json::Value) -> Vec<u128> {
     let plan = bkp::config::load(cfg, &bkp::config::Overrides::default()).unwrap();
     let keys = plan.keyring().unwrap();
@@ -96,15 +109,8 @@ fn segments_chain_and_hold_exactly_the_new_events() {
         .collect();
     assert_eq!(objects.len(), 2, "{objects:?}");
 
-    let out = run_bkp(&["--config", cfg.to_str().unwrap(), "list", "--json"], &[]);
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let chains: Vec<String> = list["backups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["chain"].as_str().unwrap().to_string())
-        .collect();
-    assert!(chains.iter().all(|c| !c.contains("BROKEN")), "{chains:?}");
+    let whole = chains(&cfg);
+    assert!(whole.iter().all(|c| !c.contains("BROKEN")), "{whole:?}");
 
     // A missing link is a broken chain, loudly.
     let idle_manifest = dir.path().join(format!(
@@ -112,13 +118,8 @@ fn segments_chain_and_hold_exactly_the_new_events() {
         idle["id"].as_str().unwrap()
     ));
     fs::remove_file(idle_manifest).unwrap();
-    let out = run_bkp(&["--config", cfg.to_str().unwrap(), "list", "--json"], &[]);
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(list["backups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|b| b["chain"].as_str().unwrap().contains("BROKEN")));
+    let broken = chains(&cfg);
+    assert!(broken.iter().any(|c| c.contains("BROKEN")), "{broken:?}");
     let (_, out) = logs(&cfg);
     assert!(String::from_utf8_lossy(&out.stderr).contains("log chain is broken"));
 }
@@ -538,7 +539,6 @@ fn a_transfer_imported_below_the_last_run_is_captured_by_the_next() {
     assert!(third["objects"].as_array().unwrap().is_empty(), "{third}");
     assert_eq!(third["source"]["transfers_until"], imported.to_string());
     // The chain is whole.
-    let out = run_bkp(&["--config", cfg.to_str().unwrap(), "list", "--json"], &[]);
-    assert_exit(&out, 0);
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("BROKEN"));
+    let whole = chains(&cfg);
+    assert!(whole.iter().all(|c| !c.contains("BROKEN")), "{whole:?}");
 }

@@ -1112,6 +1112,8 @@ fn the_runbook_works_while_every_timer_runs() {
         (logs.join().unwrap(), snapshots)
     });
     assert!(logs_ok >= 1, "no logs run succeeded");
+    // Nothing changed since the last snapshot: what `restore latest` must bring.
+    let at_last_snapshot = repl(&address, "lookup_accounts id=1, id=2, id=3;");
     repl(&address, "create_transfers id=900 debit_account_id=3 credit_account_id=1 amount=9 ledger=700 code=10;");
     assert_exit(&s.bkp(&["logs"]), 0);
     let at_time = time::OffsetDateTime::now_utc();
@@ -1124,21 +1126,24 @@ fn the_runbook_works_while_every_timer_runs() {
     let out = s.bkp(&["--json", "list", "--kind", "tigerbeetle"]);
     assert_exit(&out, 0);
     let listed = json(&out);
-    let snaps = listed["backups"]
+    let snaps: Vec<&str> = listed["backups"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|b| b["operation"] == "snapshot")
-        .count();
-    assert_eq!(snaps, snapshots, "{listed:#}");
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(snaps.len(), snapshots, "{listed:#}");
     // 2. restore latest: the newest snapshot, though log segments are newer.
     let target = s.path("tigerbeetle.restored");
     let t = target.to_str().unwrap();
     let plan = s.bkp(&["restore", "latest", "--dry-run", "--target", t]);
     assert_exit(&plan, 0);
+    let said = String::from_utf8_lossy(&plan.stdout);
+    let newest = snaps.last().unwrap();
     assert!(
-        String::from_utf8_lossy(&plan.stdout).contains("tigerbeetle snapshot"),
-        "{plan:?}"
+        said.contains("tigerbeetle snapshot") && said.contains(newest),
+        "not snapshot {newest}: {said}"
     );
     assert_exit(&s.bkp(&["restore", "latest", "--target", t]), 0);
     // 3. tigerbeetle inspect integrity
@@ -1149,9 +1154,12 @@ fn the_runbook_works_while_every_timer_runs() {
         .output()
         .unwrap();
     assert!(inspect.status.success(), "{inspect:?}");
-    // 4. a replica on the restored file serves the snapshot's accounts.
+    // 4. a replica on the restored file serves the newest snapshot's balances.
     let replica = TigerBeetle::start_on(&restored);
-    assert!(repl(&replica.address(), "lookup_accounts id=3;").contains("\"id\": \"3\""));
+    assert_eq!(
+        repl(&replica.address(), "lookup_accounts id=1, id=2, id=3;"),
+        at_last_snapshot
+    );
     drop(replica);
 
     // Point in time: the balances of that moment exactly.
