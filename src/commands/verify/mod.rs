@@ -53,7 +53,7 @@ mod local;
 mod objects;
 mod outcome;
 
-use audit::{audit, Audit};
+use audit::{audit, Audit, Retained};
 use drill::{drill, Drill};
 use local::Local;
 use objects::{check_backup, BackupCheck, StoreIndex};
@@ -180,12 +180,14 @@ fn look(
         .iter()
         .flat_map(|m| m.objects.iter().map(|o| (o.key.as_str(), o.size)))
         .collect();
-    let lists = crate::chunks::Lists::new(store);
     let index = StoreIndex {
         chains: &chains,
         sizes: &sizes,
-        lists: &lists,
     };
+    // Each chunk list is read once per run: the check of its backup takes
+    // what the ledger audit needs of it (chunk keys and sizes, not the list),
+    // and only when the audit will run.
+    let mut retained = plan.ledger.as_ref().map(|_| Retained::default());
     let mut checks = Vec::new();
     let mut checked = BTreeSet::new();
     for m in &chosen {
@@ -195,7 +197,15 @@ fn look(
             m.operation,
             m.id
         ));
-        let c = check_backup(ctx, store, keyring, m, &index, &mut checked)?;
+        let c = check_backup(
+            ctx,
+            store,
+            keyring,
+            m,
+            &index,
+            &mut checked,
+            retained.as_mut(),
+        )?;
         for p in &c.problems {
             ctx.ui.warn(&format!("{} {}: {p}", m.kind.as_str(), m.id));
         }
@@ -231,9 +241,11 @@ fn look(
                 .iter()
                 .map(|t| t.manifest.id.as_u128())
                 .collect();
+            // Dropped with the audit, before the drills.
+            let chunks = retained.take().unwrap_or_default();
             let result = match ledger.down() {
                 Some(e) => Err(e),
-                None => audit(cfg, store, &lists, &all, &chosen, &deleting),
+                None => audit(cfg, store, chunks, &all, &chosen, &deleting),
             };
             result.unwrap_or_else(|e| {
                 let unreachable = crate::exit::classify(&e) == Some(Code::Transient);

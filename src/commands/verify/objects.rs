@@ -18,6 +18,8 @@ use crate::pipeline;
 use crate::stages::compress::Compression;
 use crate::store::Store;
 
+use super::audit::Retained;
+
 /// What was found for one backup.
 #[derive(Debug, Serialize)]
 pub struct BackupCheck {
@@ -73,8 +75,6 @@ fn objects_of(m: &Manifest) -> Result<Vec<(manifest::ObjectEntry, Compression, b
 pub struct StoreIndex<'a> {
     pub chains: &'a chain::Index<'a>,
     pub sizes: &'a HashMap<&'a str, u64>,
-    /// Chunk lists, read once for the checks and the ledger audit.
-    pub lists: &'a crate::chunks::Lists<'a>,
 }
 
 /// Damage becomes a problem; trouble (the store is unreachable, no key) stops
@@ -87,6 +87,9 @@ fn problem_or_stop(e: anyhow::Error) -> Result<String> {
     }
 }
 
+/// Checks `m`. Its chunk list is read here and dropped when done: what the
+/// ledger audit needs of it is taken into `retained` (`None`: the run has no
+/// audit), so that the audit does not read it again.
 pub fn check_backup(
     ctx: &Ctx,
     store: &dyn Store,
@@ -94,12 +97,9 @@ pub fn check_backup(
     m: &Manifest,
     store_index: &StoreIndex,
     checked: &mut BTreeSet<String>,
+    retained: Option<&mut Retained>,
 ) -> Result<BackupCheck> {
-    let StoreIndex {
-        chains,
-        sizes,
-        lists,
-    } = store_index;
+    let StoreIndex { chains, sizes } = store_index;
     let mut c = BackupCheck {
         id: m.id,
         kind: m.kind,
@@ -169,11 +169,19 @@ pub fn check_backup(
             problem,
         });
     }
-    match lists.get(m) {
-        Ok(Some(map)) => check_chunks(store, keyring, m, &map, checked, &mut c)?,
+    match crate::chunks::load(store, m) {
+        Ok(Some(map)) => {
+            check_chunks(store, keyring, m, &map, checked, &mut c)?;
+            if let Some(r) = retained {
+                r.add(m, Some(&map));
+            }
+        }
         Ok(None) => {}
         Err(e) => {
             let problem = problem_or_stop(e)?;
+            if let Some(r) = retained {
+                r.add(m, None);
+            }
             c.problems.push(problem.clone());
             c.results.push(ObjectResult {
                 key: m
