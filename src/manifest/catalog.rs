@@ -51,13 +51,15 @@ use super::{
 use crate::crypto::Keyring;
 use crate::exit::{classify, coded, Code};
 use crate::id::BackupId;
-use crate::store::{is_already_exists, Store};
+use crate::store::{is_already_exists, Store, Version};
 
 pub const CATALOG_DIR: &str = "catalog";
 /// Version 2 since catalogs may hold chunked manifests (schema 2.x): a bkp
 /// that knows only version 1 passes such a catalog over and reads the
 /// manifests themselves, which it refuses, instead of taking their entries
-/// without the chunks they need. Version 1 is still read (see [`admit`]).
+/// without the chunks they need. Version 1 is still read: an entry of it
+/// that lost a chunked manifest's chunks is read again from its key
+/// ([`read`]).
 const SCHEMA: &str = "bkp.catalog/2";
 const SCHEMA_V1: &str = "bkp.catalog/1";
 /// The first bytes of a catalog object, before its tag and a newline.
@@ -138,16 +140,20 @@ impl Stored {
         }
     }
 
-    /// Whether `listed` is the object this was taken of: the same size and,
-    /// where both have an entity tag, the same tag (a write answers with the
-    /// tag a listing shows, not with the time the store recorded); else the
-    /// same time.
+    fn version(&self) -> Version<'_> {
+        Version {
+            size: self.size,
+            modified: self.modified.map(|ms| i128::from(ms) * 1_000_000),
+            etag: self.etag.as_deref(),
+        }
+    }
+
+    /// Whether `listed` is certainly the object this was taken of (both in
+    /// milliseconds, as [`Stored::of`] takes them). An entry whose object
+    /// cannot be told apart from a same-size rewrite (no tag, no time) is
+    /// not: it is read again.
     fn is(&self, listed: &Stored) -> bool {
-        self.size == listed.size
-            && match (&self.etag, &listed.etag) {
-                (Some(a), Some(b)) => a == b,
-                _ => self.modified == listed.modified,
-            }
+        self.version().same_as(&listed.version())
     }
 }
 
@@ -467,11 +473,13 @@ pub fn read(
     let mut changed = st.seq == 0;
     // Read again whatever the listing says: entries sealed by a key or signer
     // no longer configured (they are then refused as the manifest itself
-    // is), and entries cached by a bkp that understood less of them.
+    // is), entries cached by a bkp that understood less of them, and chunked
+    // entries without their chunks (a catalog an older bkp rewrote).
     let mut again = Vec::new();
     st.entries.retain(|id, e| {
         let stale = st.recheck.contains(id)
-            || (e.sealed && !seal::sealer_known(trust, e.sealer.as_deref()));
+            || (e.sealed && !seal::sealer_known(trust, e.sealer.as_deref()))
+            || super::lacks_chunks(&e.manifest);
         if stale {
             again.push(e.manifest.key());
         }
@@ -887,6 +895,88 @@ mod tests {
         // The listing showed the object the note recorded: nothing was read
         // again, so nothing changed and nothing was written.
         assert_eq!(catalog_objects(&store), noted);
+    }
+
+    /// Without an entity tag or a time a rewrite of the same size would
+    /// look like the object the catalog recorded: the tag tells them apart,
+    /// within the window and, for a complete read, before it.
+    #[test]
+    fn a_manifest_rewritten_at_the_same_size_is_read_again() {
+        let store = MemoryStore::default();
+        let trust = Trust::none();
+        let old = sample(Kind::Duckdb, OffsetDateTime::now_utc() - Duration::days(10));
+        store_manifest(&store, &old);
+        read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        let own = sample(Kind::Duckdb, OffsetDateTime::now_utc());
+        store_manifest(&store, &own);
+        let size = |m: &Manifest| store.head(&m.key()).unwrap().unwrap().size;
+
+        for (m, depth) in [(&own, Depth::Recent), (&old, Depth::Complete)] {
+            let before = size(m);
+            let mut edited = m.clone();
+            edited.host = "g".into();
+            assert_eq!(edited.host.len(), m.host.len());
+            rewrite(&store, &edited);
+            assert_eq!(size(m), before, "the same size");
+            let (good, bad) = read(&store, &trust, Kind::Duckdb, depth).unwrap();
+            assert!(bad.is_empty(), "{bad:?}");
+            assert!(good.contains(&edited), "{depth:?}: the new version is read");
+            assert!(!good.contains(m), "{depth:?}");
+        }
+    }
+
+    /// A chunked manifest whose catalog entry lost its chunks (a catalog an
+    /// older bkp rewrote) is read again from its key, and the catalog healed:
+    /// nothing for the operator to delete.
+    #[test]
+    fn a_chunked_entry_without_its_chunks_is_read_again() {
+        use crate::manifest::chunks::{plain_naming, Chunked, ListRef, MIN_CHUNK};
+        let store = MemoryStore::default();
+        let trust = Trust::none();
+        let mut m = sample(Kind::Duckdb, OffsetDateTime::now_utc() - Duration::days(10));
+        m.schema = crate::manifest::chunked_schema_string();
+        m.files = vec![crate::manifest::FileEntry {
+            name: "db".into(),
+            size: MIN_CHUNK,
+            sha256: "22".into(),
+        }];
+        m.chunks = Some(Chunked {
+            file: "db".into(),
+            chunk_size: MIN_CHUNK,
+            naming: plain_naming("zstd"),
+            count: 1,
+            stored: 1,
+            stored_bytes: 5,
+            added: 1,
+            added_bytes: 5,
+            list: ListRef {
+                key: format!("duckdb/chunks/lists/{}.json.zst", m.id),
+                size: 9,
+                sha256: "33".into(),
+            },
+        });
+        store_manifest(&store, &m);
+        let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        assert_eq!(good, vec![m.clone()]);
+
+        // The catalog's entry as an older bkp would have rewritten it.
+        let mut st = load(&store, None, Kind::Duckdb).unwrap();
+        let entry = st.entries.get_mut(&m.id).unwrap();
+        entry.manifest.chunks = None;
+        st.dirty.insert(m.id);
+        let at = st.written_at.unwrap();
+        assert!(write(&store, None, Kind::Duckdb, &mut st, at).unwrap());
+        assert!(super::super::lacks_chunks(
+            &load(&store, None, Kind::Duckdb).unwrap().entries[&m.id].manifest
+        ));
+
+        for depth in [Depth::Recent, Depth::Complete] {
+            let (good, bad) = read(&store, &trust, Kind::Duckdb, depth).unwrap();
+            assert!(bad.is_empty(), "{depth:?}: {bad:?}");
+            assert_eq!(good, vec![m.clone()], "{depth:?}");
+        }
+        let healed = load(&store, None, Kind::Duckdb).unwrap();
+        assert_eq!(healed.entries[&m.id].manifest, m);
     }
 
     #[test]

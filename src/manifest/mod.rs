@@ -331,24 +331,33 @@ fn schema_major(what: &str, schema: &str) -> Result<u32> {
     Ok(major)
 }
 
+/// Whether `m` has a chunked schema (major 2) but no chunk map: what a
+/// catalog an older bkp rewrote keeps of a chunked manifest (it drops the
+/// members it does not know), so the catalog reads such an entry again from
+/// its key instead of using it.
+fn lacks_chunks(m: &Manifest) -> bool {
+    m.chunks.is_none() && schema_major("", &m.schema).ok() == Some(2)
+}
+
 /// What `trust` asks of every manifest it uses, read from its own key or from
 /// the catalog: a seal unless excused, encryption unless excused, object keys
 /// of its own kind.
 pub(crate) fn admit(m: &Manifest, sealed: bool, trust: &Trust) -> Result<()> {
     let what = format!("manifest {}", m.key());
     // Read from the catalog too: a newer major is refused there as from its
-    // key, and a chunked manifest without its chunks (a catalog an older bkp
-    // rewrote, dropping what it did not know) is not used.
-    if schema_major(&what, &m.schema)? == 2 && m.chunks.is_none() {
+    // key. A catalog entry without its chunks never gets here: the catalog
+    // reads that manifest again from its key ([`lacks_chunks`]), so this
+    // refuses only a manifest that itself lacks them.
+    if lacks_chunks(m) {
         return Err(coded(
             Code::Integrity,
             format!(
-                "{what} has schema {} but no chunks: it is not used. A catalog an older bkp rewrote loses them: delete the store's catalog/{}/ objects (a cache the next run rebuilds from the manifests)",
+                "{what} has schema {} but no chunk map, which every manifest of that schema has: it is damaged or not bkp's, and is not used; restore another backup (`bkp list` shows them)",
                 m.schema,
-                m.kind.as_str()
             ),
         ));
     }
+    schema_major(&what, &m.schema)?;
     if trust.checks() && !sealed && !trust.excuses(m.id) {
         return Err(seal::unsealed_error(&what, m.id));
     }
@@ -796,15 +805,17 @@ pub(crate) mod tests {
         v["schema"] = "bkp.manifest/3.0".into();
         let err = parse(&serde_json::to_vec(&v).unwrap(), &m.key(), &Trust::none()).unwrap_err();
         assert!(format!("{err:#}").contains("upgrade bkp"));
-        // What a catalog holds is admitted by the same rules: a newer major, or
-        // a chunked manifest that lost its chunks, is not used.
+        // What a catalog holds is admitted by the same rules: a newer major is
+        // not used, nor a chunked manifest without its chunks (the catalog
+        // reads such an entry again from its key first: see `catalog::read`).
         let mut newer = m.clone();
         newer.schema = "bkp.manifest/3.0".into();
         let err = admit(&newer, true, &Trust::none()).unwrap_err();
         assert!(format!("{err:#}").contains("upgrade bkp"), "{err:#}");
         newer.schema = "bkp.manifest/2.0".into();
+        assert!(lacks_chunks(&newer));
         let err = admit(&newer, true, &Trust::none()).unwrap_err();
-        assert!(format!("{err:#}").contains("no chunks"), "{err:#}");
+        assert!(format!("{err:#}").contains("no chunk map"), "{err:#}");
     }
 
     #[test]

@@ -232,15 +232,11 @@ fn copy_file(job: &Job, entry: Entry, prev: Option<&FileRecord>) -> Result<Outco
     unreachable!("the loop returns on its second attempt")
 }
 
-/// Same version: size and modification time locally, size and ETag on S3.
+/// Whether the file is still the version read: size and modification time
+/// locally, size and ETag on S3 ([`crate::store::Version::same_as`]); a file
+/// gone is not.
 fn same_facts(before: &Entry, now: Option<&Entry>) -> bool {
-    now.is_some_and(|n| {
-        n.size == before.size
-            && match (&before.etag, &n.etag) {
-                (Some(a), Some(b)) => a == b,
-                _ => n.mtime_ns == before.mtime_ns,
-            }
-    })
+    now.is_some_and(|n| before.version().same_as(&n.version()))
 }
 
 fn metadata(id: BackupId, sha256: Option<&str>) -> Vec<(String, String)> {

@@ -28,6 +28,7 @@ use super::source::Entry;
 use crate::id::BackupId;
 use crate::manifest::{FileEntry, Manifest, ObjectEntry};
 use crate::stages::compress::Compression;
+use crate::store::Version;
 
 pub const FORMAT: &str = "bkp.replicate/1";
 
@@ -55,6 +56,15 @@ pub struct FileRecord {
 }
 
 impl FileRecord {
+    /// The facts of the version recorded, as [`Entry::version`] gives them.
+    pub fn version(&self) -> Version<'_> {
+        Version {
+            size: self.size,
+            modified: self.mtime_ns.map(i128::from),
+            etag: self.etag.as_deref(),
+        }
+    }
+
     /// The object as the download pipeline checks it.
     pub fn object_entry(&self) -> ObjectEntry {
         ObjectEntry {
@@ -144,17 +154,11 @@ pub struct Diff {
     pub deleted: Vec<FileRecord>,
 }
 
-/// Whether the listing shows the same version the record describes. On S3 the
-/// ETag decides; locally the size and the nanosecond modification time.
+/// Whether the listing shows the same version the record describes: on S3
+/// the size and ETag, locally the size and the nanosecond modification time
+/// ([`Version::same_as`]).
 pub fn same_version(rec: &FileRecord, e: &Entry) -> bool {
-    if rec.size != e.size {
-        return false;
-    }
-    match (&rec.etag, &e.etag) {
-        (Some(a), Some(b)) => a == b,
-        (None, None) => rec.mtime_ns.is_some() && rec.mtime_ns == e.mtime_ns,
-        _ => false,
-    }
+    rec.version().same_as(&e.version())
 }
 
 pub fn diff(previous: Option<&ReplicaSet>, listing: &[Entry]) -> Diff {

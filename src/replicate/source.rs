@@ -17,6 +17,7 @@ use walkdir::WalkDir;
 use super::{ReplicatePlan, SourcePlan};
 use crate::exit::{coded, Code};
 use crate::store::s3::{S3Settings, S3Store, MIN_PART_SIZE};
+use crate::store::Version;
 
 /// One file of the cold tier, as seen at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,17 @@ pub struct Entry {
     pub mtime_ns: Option<i64>,
     /// The S3 ETag; `None` for local files.
     pub etag: Option<String>,
+}
+
+impl Entry {
+    /// The facts that tell this version of the file from another.
+    pub fn version(&self) -> Version<'_> {
+        Version {
+            size: self.size,
+            modified: self.mtime_ns.map(i128::from),
+            etag: self.etag.as_deref(),
+        }
+    }
 }
 
 /// A path at the source that is not replicated, and why.
@@ -103,7 +115,7 @@ impl Source {
             }
             Source::S3(s3) => {
                 for o in s3.list_with_etags("")? {
-                    let path = o.info.key.clone();
+                    let path = o.key.clone();
                     if !plan.selects(&path) {
                         continue;
                     }
@@ -117,9 +129,8 @@ impl Source {
                     }
                     files.push(Entry {
                         path,
-                        size: o.info.size,
+                        size: o.size,
                         mtime_ns: o
-                            .info
                             .modified
                             .map(|t| (t.unix_timestamp_nanos()).clamp(0, i64::MAX as i128) as i64),
                         etag: o.etag,
@@ -143,9 +154,8 @@ impl Source {
             },
             Source::S3(s3) => Ok(s3.head_with_etag(path)?.map(|o| Entry {
                 path: path.to_string(),
-                size: o.info.size,
+                size: o.size,
                 mtime_ns: o
-                    .info
                     .modified
                     .map(|t| t.unix_timestamp_nanos().clamp(0, i64::MAX as i128) as i64),
                 etag: o.etag,

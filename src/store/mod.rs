@@ -33,6 +33,37 @@ pub struct ObjectInfo {
     pub etag: Option<String>,
 }
 
+/// What tells one version of an object from another: an [`ObjectInfo`]'s
+/// size, time and tag, as a listing, a HEAD or a write's answer shows them or
+/// as a record kept them. The catalog (is a listed manifest the one it
+/// cached?) and replication (did a source file change since the last run, or
+/// while it was read?) decide with this one rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version<'a> {
+    pub size: u64,
+    /// Modification time in Unix nanoseconds, at the precision the facts were
+    /// taken with (both sides of a comparison must be taken alike).
+    pub modified: Option<i128>,
+    pub etag: Option<&'a str>,
+}
+
+impl Version<'_> {
+    /// Whether `other` is certainly the same version as this: the same size
+    /// and, where both have an entity tag, the same tag (the store's own name
+    /// for the version: a write answers with the tag a listing shows, but not
+    /// with the time the store recorded); else the same modification time.
+    /// Facts with neither a tag nor a time on both sides cannot tell a rewrite
+    /// of the same size from the original, so they are never the same: a
+    /// caller reads again rather than trusting what it cannot tell apart.
+    pub fn same_as(&self, other: &Version<'_>) -> bool {
+        self.size == other.size
+            && match (self.etag, other.etag) {
+                (Some(a), Some(b)) => a == b,
+                _ => self.modified.is_some() && self.modified == other.modified,
+            }
+    }
+}
+
 /// A streaming write that was started and never finished nor aborted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unfinished {
@@ -227,7 +258,28 @@ pub fn is_already_exists(e: &anyhow::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::check_key;
+    use super::{check_key, Version};
+
+    #[test]
+    fn versions_are_the_same_only_when_the_facts_can_tell() {
+        let v = |size, modified, etag| Version {
+            size,
+            modified,
+            etag,
+        };
+        // Tags decide where both sides have one, whatever the times say.
+        assert!(v(1, Some(5), Some("a")).same_as(&v(1, Some(9), Some("a"))));
+        assert!(!v(1, Some(5), Some("a")).same_as(&v(1, Some(5), Some("b"))));
+        // Else the times, where both sides have one.
+        assert!(v(1, Some(5), None).same_as(&v(1, Some(5), None)));
+        assert!(v(1, Some(5), Some("a")).same_as(&v(1, Some(5), None)));
+        assert!(!v(1, Some(5), None).same_as(&v(1, Some(6), None)));
+        assert!(!v(1, Some(5), None).same_as(&v(1, None, None)));
+        // The size always.
+        assert!(!v(1, Some(5), Some("a")).same_as(&v(2, Some(5), Some("a"))));
+        // Nothing but the size: a same-size rewrite would pass, so never.
+        assert!(!v(1, None, None).same_as(&v(1, None, None)));
+    }
 
     #[test]
     fn keys_that_escape_are_refused() {

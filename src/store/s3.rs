@@ -714,11 +714,11 @@ impl Store for S3Store {
     /// replaced object fails the read instead of splicing two versions.
     fn open_parallel(&self, key: &str) -> Result<Box<dyn Read + Send>> {
         let part = self.s.part_size as u64;
-        let Some(listed) = self.head_with_etag(key)? else {
+        let Some(info) = self.head_with_etag(key)? else {
             return Err(not_found(&self.identity(), key));
         };
-        let (size, etag) = (listed.info.size, listed.etag);
-        let Some(etag) = etag.filter(|_| size > part && self.s.concurrency > 1) else {
+        let size = info.size;
+        let Some(etag) = info.etag.filter(|_| size > part && self.s.concurrency > 1) else {
             return self.open(key);
         };
         let me = self.clone();
@@ -745,23 +745,15 @@ impl Store for S3Store {
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
-        Ok(self.head_with_etag(key)?.map(|l| l.info))
+        self.head_with_etag(key)
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        Ok(self
-            .list_with_etags(prefix)?
-            .into_iter()
-            .map(|l| l.info)
-            .collect())
+        self.list_with_etags(prefix)
     }
 
     fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectInfo>> {
-        Ok(self
-            .list_pages(prefix, Some(after))?
-            .into_iter()
-            .map(|l| l.info)
-            .collect())
+        self.list_pages(prefix, Some(after))
     }
 
     fn sweep_unfinished(&self, before: OffsetDateTime, dry_run: bool) -> Result<Vec<Unfinished>> {
@@ -1022,13 +1014,6 @@ impl S3Store {
     }
 }
 
-/// An object as a listing reports it, with its ETag (a change detector).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
-    pub info: ObjectInfo,
-    pub etag: Option<String>,
-}
-
 /// Percent-encodes a key for the `x-amz-copy-source` header (`/` kept).
 fn encode_copy_source(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -1079,13 +1064,14 @@ impl S3Store {
         })
     }
 
-    /// Like [`Store::list`], with each object's ETag.
-    pub fn list_with_etags(&self, prefix: &str) -> Result<Vec<Listed>> {
+    /// [`Store::list`]: each object's ETag is in its [`ObjectInfo`] (a
+    /// replication source names it in every read, as a change detector).
+    pub fn list_with_etags(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         self.list_pages(prefix, None)
     }
 
     /// Every page of a listing of `prefix`, from after `after` when given.
-    fn list_pages(&self, prefix: &str, after: Option<&str>) -> Result<Vec<Listed>> {
+    fn list_pages(&self, prefix: &str, after: Option<&str>) -> Result<Vec<ObjectInfo>> {
         let start_after = after.map(|a| {
             if self.s.prefix.is_empty() {
                 a.to_string()
@@ -1122,13 +1108,10 @@ impl S3Store {
                 let Some(k) = obj.key().and_then(|k| self.strip(k)) else {
                     continue;
                 };
-                out.push(Listed {
-                    info: ObjectInfo {
-                        key: k,
-                        size: obj.size().unwrap_or(0).max(0) as u64,
-                        modified: to_time(obj.last_modified()),
-                        etag: obj.e_tag().map(str::to_string),
-                    },
+                out.push(ObjectInfo {
+                    key: k,
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                    modified: to_time(obj.last_modified()),
                     etag: obj.e_tag().map(str::to_string),
                 });
             }
@@ -1137,12 +1120,13 @@ impl S3Store {
                 _ => break,
             }
         }
-        out.sort_by(|a, b| a.info.key.cmp(&b.info.key));
+        out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
-    /// Facts and ETag of `key`, or `None` if it does not exist.
-    pub fn head_with_etag(&self, key: &str) -> Result<Option<Listed>> {
+    /// [`Store::head`]: facts and ETag of `key`, or `None` if it does not
+    /// exist.
+    pub fn head_with_etag(&self, key: &str) -> Result<Option<ObjectInfo>> {
         let full = self.full_key(key)?;
         let res = self.rt.block_on(
             self.client
@@ -1152,13 +1136,10 @@ impl S3Store {
                 .send(),
         );
         match res {
-            Ok(out) => Ok(Some(Listed {
-                info: ObjectInfo {
-                    key: key.to_string(),
-                    size: out.content_length().unwrap_or(0).max(0) as u64,
-                    modified: to_time(out.last_modified()),
-                    etag: out.e_tag().map(str::to_string),
-                },
+            Ok(out) => Ok(Some(ObjectInfo {
+                key: key.to_string(),
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+                modified: to_time(out.last_modified()),
                 etag: out.e_tag().map(str::to_string),
             })),
             Err(e) if status_of(&e) == Some(404) => Ok(None),
