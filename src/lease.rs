@@ -137,6 +137,8 @@ struct Listed {
     epoch: u64,
     tag: String,
     key: String,
+    /// When the store says it was written.
+    modified: Option<OffsetDateTime>,
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -151,6 +153,11 @@ struct Seen {
     /// The newest epoch's valid claim that holds the lease if any does, else
     /// any valid claim of it.
     newest: Option<Doc>,
+    /// A claim above `newest` (or with none) that does not verify here but was
+    /// written less than a lease ago: it may be another host's that holds the
+    /// lease, sealed with a key or signer this host lacks. Its key, when it
+    /// counts as held until, and why it does not verify.
+    unverified: Option<(String, OffsetDateTime, String)>,
 }
 
 impl<'a> Lease<'a> {
@@ -186,6 +193,17 @@ impl<'a> Lease<'a> {
             }
             let seen = lease.read()?;
             let now = OffsetDateTime::now_utc();
+            if let Some((k, until, why)) = &seen.unverified {
+                return Err(coded(
+                    Code::Locked,
+                    format!(
+                        "the lease {} in {} has a claim this host cannot verify, {k} ({why}); written less than a lease ago, it counts as held until {}: if another host of this installation holds the lease, give this host its key or signer in [encryption]; if the object is not from this installation, remove it",
+                        lease.scope,
+                        store.identity(),
+                        rfc3339(*until)
+                    ),
+                ));
+            }
             if let Some(d) = &seen.newest {
                 if d.holds(now) && d.holder != lease.holder {
                     if d.holder.host != lease.holder.host || process_alive(d.holder.pid) {
@@ -388,6 +406,7 @@ impl<'a> Lease<'a> {
                     epoch,
                     tag,
                     key: o.key,
+                    modified: o.modified,
                 })
             })
             .collect();
@@ -401,6 +420,7 @@ impl<'a> Lease<'a> {
         let claims = self.listing()?;
         let now = OffsetDateTime::now_utc();
         let mut newest: Option<Doc> = None;
+        let mut unverified = None;
         for c in claims.iter().take(MAX_READS) {
             if newest.as_ref().is_some_and(|d| d.epoch != c.epoch) {
                 break;
@@ -420,14 +440,26 @@ impl<'a> Lease<'a> {
                         newest = Some(d);
                     }
                 }
-                Err(why) => (self.warn)(&format!(
-                    "ignoring the lease object {} in {}: {why}",
-                    c.key,
-                    self.store.identity()
-                )),
+                Err(why) => {
+                    let until = c.modified.map(|m| m + self.duration);
+                    match until {
+                        Some(until) if until > now && unverified.is_none() => {
+                            unverified = Some((c.key.clone(), until, why));
+                        }
+                        _ => (self.warn)(&format!(
+                            "ignoring the lease object {} in {}: {why}",
+                            c.key,
+                            self.store.identity()
+                        )),
+                    }
+                }
             }
         }
-        Ok(Seen { claims, newest })
+        Ok(Seen {
+            claims,
+            newest,
+            unverified,
+        })
     }
 
     fn parse(&self, bytes: &[u8], c: &Listed) -> std::result::Result<Doc, String> {
@@ -770,6 +802,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_claim_this_host_cannot_verify_counts_as_held_while_young() {
+        use crate::crypto::{Keyring, MasterKey};
+        // A directory: its objects have times, as on S3.
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::local::LocalStore::new(dir.path()).unwrap();
+        let ring = |b: u8| Keyring::new(MasterKey::from_bytes([b; 32]), Vec::new());
+        let (ours, theirs) = (
+            Trust::new(Some(ring(1)), None, vec![]),
+            Trust::new(Some(ring(2)), None, vec![]),
+        );
+        // Another host, sealing with a key this one lacks, holds the lease.
+        let _x = take(&store, &theirs, holder("x", 1), Duration::from_secs(60));
+        let e = try_take(&store, &ours, holder("y", 2), Duration::from_secs(60))
+            .err()
+            .expect("an unverifiable young claim is held");
+        assert_eq!(crate::exit::classify(&e), Some(Code::Locked), "{e:#}");
+        assert!(format!("{e:#}").contains("cannot verify"), "{e:#}");
+        // Old enough, such an object is ignored: it blocks nothing for good.
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::local::LocalStore::new(dir.path()).unwrap();
+        let _x = take(&store, &theirs, holder("x", 1), Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(1500));
+        let y = take(&store, &ours, holder("y", 2), Duration::from_secs(1));
+        assert_eq!(y.epoch, 1);
     }
 
     #[test]
