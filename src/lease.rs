@@ -33,9 +33,13 @@
 //!   Older claims are deleted as the holder moves on, and every claim listed below a
 //!   newly taken epoch, so a scope holds one or two objects between runs.
 //! - The bucket is untrusted: with `[encryption]` a claim is sealed like a manifest,
-//!   and must name its own scope, epoch and tag. One that does not verify (planted,
-//!   damaged, copied from another key) is ignored with a warning and the next epoch
-//!   is claimed above it, so a planted object cannot block the chain.
+//!   and must name its own scope, epoch and tag. One that does not verify may still
+//!   be another host's (sealed with a key or signer this host lacks): written less
+//!   than a lease ago it counts as held, and the message says what to give this
+//!   host. Older, it is ignored with a warning and the next epoch is claimed above
+//!   it, so a planted object delays runs by at most one lease.
+//! - A step longer than the lease (the capture of a large backlog) renews it as
+//!   it goes ([`Lease::keep_alive`]).
 //! - Hosts compare the expiry with their own clocks: keep them within a small
 //!   fraction of the lease duration of each other (NTP does).
 
