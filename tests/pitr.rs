@@ -571,4 +571,57 @@ fn the_log_restores_as_the_data_files_of_a_three_replica_cluster() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("replayed from the log alone"), "{err}");
     assert!(!again.exists());
+    // Its manifest gone too: the log has a gap, which the restore finds before
+    // it formats and starts any replica.
+    let replica_log = dir.path().join("work/replica.log");
+    let log_len = || fs::metadata(&replica_log).map_or(0, |m| m.len());
+    let logged = log_len();
+    let first = segments[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let id = first
+        .trim_start_matches("tigerbeetle-logs-")
+        .split('.')
+        .next()
+        .unwrap()
+        .to_string();
+    fs::remove_file(
+        dir.path()
+            .join(format!("store/manifests/tigerbeetle/{id}.json")),
+    )
+    .unwrap();
+    let out = as_cluster(&again, &[]);
+    assert_exit(&out, 5);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("replayed from the log alone") && err.contains("gap"),
+        "{err}"
+    );
+    assert_eq!(log_len(), logged, "no replica was started: {err}");
+    assert!(!again.exists());
+    // Only the configured cluster's log is replayed: without one, a config error.
+    let no_cluster = dir.path().join("no-cluster.toml");
+    let text = fs::read_to_string(&cfg).unwrap();
+    let text: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("addresses"))
+        .collect();
+    fs::write(&no_cluster, text.join("\n")).unwrap();
+    let out = bkp(
+        &no_cluster,
+        &[
+            "restore",
+            "--at",
+            &t1,
+            "--target",
+            again.to_str().unwrap(),
+            "--replicas",
+            "3",
+        ],
+    );
+    assert_exit(&out, 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tigerbeetle.addresses"), "{err}");
 }

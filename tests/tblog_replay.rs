@@ -4,6 +4,7 @@ mod common;
 
 use std::io::Cursor;
 use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bkp::exit::{classify, Code};
@@ -1056,4 +1057,141 @@ fn rows_imported_below_the_last_capture_are_captured_and_replayed() {
         replay(&c_replica.cfg(), readers(&[seg]), u64::MAX >> 2).unwrap();
     }
     same(&c_replica.client());
+}
+
+/// A TCP proxy to the replica on `upstream`: it holds the first `query_accounts`
+/// request that any client sends through it, says so on the first channel, and
+/// sends it on when told on the second. TigerBeetle 0.16's messages: a 256-byte
+/// header with the message's size (header included) at 96 and the command at 114
+/// (5: request); a request's operation at 196 (144: `query_accounts`).
+fn holding_proxy(upstream: u16) -> (u16, mpsc::Receiver<()>, mpsc::Sender<()>) {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (held_tx, held_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let gate = Arc::new(Mutex::new(Some((held_tx, go_rx))));
+    std::thread::spawn(move || {
+        for down in listener.incoming() {
+            let Ok(down) = down else { return };
+            let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                return;
+            };
+            let (mut down_r, mut up_w) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+            let (mut up_r, mut down_w) = (up, down);
+            std::thread::spawn(move || std::io::copy(&mut up_r, &mut down_w));
+            let gate = Arc::clone(&gate);
+            std::thread::spawn(move || {
+                let mut header = [0u8; 256];
+                while down_r.read_exact(&mut header).is_ok() {
+                    let size = u32::from_le_bytes(header[96..100].try_into().unwrap()) as usize;
+                    let mut body = vec![0u8; size.saturating_sub(header.len())];
+                    if down_r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    if header[114] == 5 && header[196] == 144 {
+                        let taken = gate.lock().unwrap().take();
+                        if let Some((held, go)) = taken {
+                            held.send(()).unwrap();
+                            go.recv().unwrap();
+                        }
+                    }
+                    if up_w.write_all(&header).is_err() || up_w.write_all(&body).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, held_rx, go_tx)
+}
+
+/// A capture reads the newest transfer, then the change events after it, then the
+/// newest account. A transfer, then an expiry, then an account committed between
+/// the last two reads put the expiry below the capture's `until` (the account's)
+/// and the transfer above its transfer mark: that segment held the expiry, the
+/// next one the transfer below it, and replay (which applies an expiry as a
+/// transfer at its timestamp) could not import that transfer. The capture now
+/// reads the events up to the account once more: the transfer is in the same
+/// segment as the expiry, and the chain replays.
+#[test]
+fn a_transfer_and_an_expiry_during_a_capture_stay_in_timestamp_order() {
+    let a_replica = Replica::fresh();
+    let a = a_replica.client();
+    a.accounts(vec![acct(1, 1, AF::empty()), acct(2, 1, AF::empty())]);
+    // P expires in 5 s: after the capture below has read the change events.
+    a.transfers(vec![flagged(xfer(10, 1, 2, 9), TF::PENDING).with_timeout(5)]);
+    let created = Instant::now();
+    let (port, held, go) = holding_proxy(a_replica.0.port);
+    let through_proxy = ClusterConfig {
+        addresses: format!("127.0.0.1:{port}"),
+        ..a_replica.cfg()
+    };
+    let capturing = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let stats = capture(&through_proxy, Watermark::default(), &mut out).expect("capture");
+        (out, stats)
+    });
+    held.recv_timeout(Duration::from_secs(30))
+        .expect("the capture reads the newest account");
+    // While the capture waits for the newest account: T, P's expiry, an account.
+    a.transfers(vec![xfer(11, 1, 2, 1)]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a.lookup_accounts(vec![1])[0].debits_pending() != 0 {
+        assert!(Instant::now() < deadline, "P did not expire");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.accounts(vec![acct(3, 1, AF::empty())]);
+    go.send(()).unwrap();
+    let (seg1, st1) = capturing.join().unwrap();
+    let (seg2, _) = capture_to_vec(&a_replica.cfg(), st1.next);
+
+    let ts_of = |id: u128| {
+        a.all_transfers(0)
+            .iter()
+            .find(|t| t.id() == id)
+            .map(|t| t.as_raw().timestamp)
+            .unwrap()
+    };
+    let (t11, a3) = (ts_of(11), a.lookup_accounts(vec![3])[0].as_raw().timestamp);
+    let all: Vec<Event> = [&seg1, &seg2].iter().flat_map(|s| events(s)).collect();
+    let expired: Vec<u64> = all
+        .iter()
+        .filter_map(|e| match e {
+            Event::Expiry(x) => Some(x.timestamp),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(expired.len(), 1, "{all:?}");
+    assert!(
+        t11 < expired[0] && expired[0] < a3,
+        "P expired at {} , not between T ({t11}) and the account ({a3}) (after {:?}): \
+         the machine is too slow for this test",
+        expired[0],
+        created.elapsed()
+    );
+    assert_eq!(st1.segment.until, a3);
+    assert_eq!(
+        st1.next.transfers, t11,
+        "the capture's transfer mark reaches T"
+    );
+    let ids: Vec<u128> = events(&seg1).iter().map(Event::id).collect();
+    assert_eq!(
+        ids,
+        [1, 2, 10, 11, 10, 3],
+        "T is in the segment of the expiry"
+    );
+
+    let b_replica = Replica::fresh();
+    let r = replay(&b_replica.cfg(), readers(&[&seg1, &seg2]), u64::MAX >> 2).expect("replay");
+    assert_eq!((r.accounts, r.transfers, r.expiries), (3, 2, 1));
+    let b = b_replica.client();
+    assert_eq!(
+        b.lookup_accounts(vec![1, 2])
+            .iter()
+            .map(|x| (x.debits_pending(), x.debits_posted(), x.credits_posted()))
+            .collect::<Vec<_>>(),
+        vec![(0, 1, 0), (0, 0, 1)]
+    );
 }

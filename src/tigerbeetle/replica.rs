@@ -52,12 +52,19 @@ pub struct PrivateReplica {
     log_from: u64,
 }
 
-impl Drop for PrivateReplica {
-    fn drop(&mut self) {
+impl PrivateReplica {
+    /// Asks the replica to stop (SIGTERM); does not wait.
+    fn terminate(&self) {
         // SAFETY: signalling our own child by its pid.
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
+    }
+}
+
+impl Drop for PrivateReplica {
+    fn drop(&mut self) {
+        self.terminate();
         let deadline = crate::units::deadline(STOP_GRACE);
         while self.child.try_wait().ok().flatten().is_none() {
             if Instant::now() > deadline {
@@ -79,9 +86,18 @@ impl Drop for PrivateReplica {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(free_ports(1)?[0])
+}
+
+/// `n` distinct free loopback ports: each is held until all are picked, so the
+/// system cannot hand out one twice; all are released on return, for the
+/// replicas to bind.
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let held = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("cannot find a free loopback port for a private replica")?;
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 /// Starts a replica on `data_file` (formatting it first when `fresh`) and waits
@@ -112,7 +128,17 @@ fn client_spec(spec: &ReplicaSpec, addresses: String) -> ClientSpec {
 /// A private cluster of several replicas on loopback; every replica is stopped
 /// (and its lock awaited) when dropped.
 pub struct PrivateCluster {
-    _replicas: Vec<PrivateReplica>,
+    replicas: Vec<PrivateReplica>,
+}
+
+impl Drop for PrivateCluster {
+    /// Signals every replica first, so that they stop together; each replica's
+    /// own drop then waits for its exit and its lock.
+    fn drop(&mut self) {
+        for r in &self.replicas {
+            r.terminate();
+        }
+    }
 }
 
 /// Formats one fresh data file per path (replica `i` of `files.len()`, the
@@ -135,27 +161,24 @@ pub fn start_cluster(
         format(spec, file, i, count)?;
     }
     // Every port is taken before any replica starts: each names all of them.
-    let addresses: Vec<String> = files
-        .iter()
-        .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
-        .collect::<Result<_>>()?;
+    let addresses: Vec<String> = free_ports(files.len())?
+        .into_iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
     let all = addresses.join(",");
     // A replica of several serves only once it sees the others: start them all,
     // then wait for each (on an error, those started are stopped as dropped).
-    let mut replicas = files
-        .iter()
-        .map(|file| launch(spec, file, &all))
-        .collect::<Result<Vec<_>>>()?;
-    for (replica, own) in replicas.iter_mut().zip(&addresses) {
+    let mut cluster = PrivateCluster {
+        replicas: Vec::with_capacity(files.len()),
+    };
+    for file in files {
+        cluster.replicas.push(launch(spec, file, &all)?);
+    }
+    for (replica, own) in cluster.replicas.iter_mut().zip(&addresses) {
         wait_serving(spec, replica, own)?;
     }
     crate::failpoint::hit("private-replica");
-    Ok((
-        PrivateCluster {
-            _replicas: replicas,
-        },
-        client_spec(spec, all),
-    ))
+    Ok((cluster, client_spec(spec, all)))
 }
 
 /// The largest replica count TigerBeetle formats (standbys aside).
@@ -328,13 +351,15 @@ fn die_with_this_process(cmd: &mut Command) {
 
 /// Counts the accounts and transfers in `data_file` through a private replica
 /// (which may write to the file: never call this on a production data file).
-/// The stats' `until` is where the file's history ends ([`tblog::newest_before`]):
-/// its newest row, or a later expiry of the source.
+/// The stats' `until` is where the file's history ends ([`tblog::newest_before_on`]):
+/// its newest row, or a later expiry of the source. One session for both.
 pub fn count_rows(spec: &ReplicaSpec, data_file: &Path) -> Result<SegmentStats> {
     let started = started_ns();
     let (replica, cfg) = start(spec, data_file, false)?;
-    let mut stats = tblog::capture_rows(&cfg, &mut std::io::sink())?.segment;
-    stats.until = stats.until.max(tblog::newest_before(&cfg, started)?);
+    let c = tblog::session(&cfg)?;
+    let mut stats = tblog::capture_rows_on(&c, &mut std::io::sink())?.segment;
+    stats.until = stats.until.max(tblog::newest_before_on(&c, started)?);
+    c.close();
     drop(replica);
     Ok(stats)
 }

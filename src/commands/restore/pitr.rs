@@ -4,7 +4,9 @@
 //! A private replica ([`crate::tigerbeetle::replica`]) is started on the restored
 //! data file, its newest timestamp tells where the snapshot ends, and the segments
 //! covering `(newest, at]` are verified, decrypted and replayed with the `imported`
-//! flag and their original timestamps.
+//! flag and their original timestamps, all through one client session (each new
+//! session costs TigerBeetle's client about 0.6 s before its first answer, which
+//! per segment would make a long log slow to restore).
 //! What replay cannot reproduce exactly (an expiry becomes a void at the same
 //! timestamp, the `imported` bit) is documented in `tigerbeetle/tblog/replay.rs`.
 //!
@@ -31,6 +33,7 @@ use crate::manifest::tigerbeetle::{interval, is_log_of, LOGS};
 use crate::manifest::{self, Kind};
 use crate::pipeline;
 use crate::store::Store;
+use crate::tigerbeetle::client::Client;
 use crate::tigerbeetle::replica::{self, ReplicaSpec};
 use crate::tigerbeetle::tblog;
 use crate::workdir::WorkDir;
@@ -75,7 +78,19 @@ pub fn replica_spec(ctx: &Ctx, why: &str) -> Result<ReplicaSpec> {
     })
 }
 
+/// What an error that finds the log short of a replay's start adds when the
+/// replay starts from nothing: `what` (e.g. "a cluster of 3 replicas") is
+/// replayed from the log alone, and why that needs the chain's first segment.
+pub fn from_the_log_alone(what: &str) -> String {
+    format!(
+        "{what} is replayed from the log alone, which must reach back to the cluster's first \
+         segment (keep it: [retention.logs])"
+    )
+}
+
 /// Replays the log onto `data_file` (formatting it first when `fresh`) up to `at`.
+/// `alone`: why a fresh file is replayed from the log alone, added to an error
+/// that finds the log does not reach back (see [`from_the_log_alone`]).
 pub fn replay_logs(
     ctx: &Ctx,
     store: &dyn Store,
@@ -83,6 +98,7 @@ pub fn replay_logs(
     data_file: &Path,
     at: OffsetDateTime,
     fresh: bool,
+    alone: Option<&str>,
 ) -> Result<Replayed> {
     let spec = replica_spec(ctx, "point-in-time restore")?;
     let started = OffsetDateTime::now_utc();
@@ -95,31 +111,48 @@ pub fn replay_logs(
         cfg.cluster_id,
         at,
         (!fresh).then_some(started),
+        alone,
     )?;
     drop(replica);
     Ok(out)
 }
 
-/// Replays the log from the beginning up to `at` into a private cluster of
-/// `files.len()` fresh replicas (one data file per path, formatted here), then
-/// stops it: one data file per replica of a whole cluster.
+/// Replays the log of cluster `source` from the beginning up to `at` into a
+/// private cluster of `files.len()` fresh replicas (one data file per path,
+/// formatted here), then stops it: one data file per replica of a whole cluster.
+/// The log must cover everything from the cluster's first segment: that is
+/// checked before any replica is formatted, and an error that finds it short
+/// says `alone`.
 pub fn replay_into_cluster(
     ctx: &Ctx,
     store: &dyn Store,
     trust: &manifest::Trust,
     files: &[std::path::PathBuf],
+    source: u128,
     at: OffsetDateTime,
+    alone: &str,
 ) -> Result<Replayed> {
     let spec = replica_spec(ctx, "point-in-time restore")?;
+    let at_ns = timestamp(at)?;
+    let logs = cover(ctx, store, trust, source, 0, at, Some(alone))?;
     let (cluster, cfg) = replica::start_cluster(&spec, files)?;
-    let out = replay_onto(ctx, store, trust, &cfg, cfg.cluster_id, at, None)?;
+    let c = tblog::connect(&cfg)?;
+    let replay = tblog::Replay::start(&c, at_ns)?;
+    let mut out = Replayed {
+        at: at_ns,
+        ..Default::default()
+    };
+    replay_segments(ctx, store, trust, replay, &logs, &mut out, Some(alone))?;
+    c.close();
     drop(cluster);
     Ok(out)
 }
 
-/// Replays the log of cluster `source` onto the cluster `cfg` reaches, up to `at`.
-/// `restored`: when that cluster was started on a restored snapshot (its own
-/// expiries come after); `None` when it holds nothing but replayed rows.
+/// Replays the log of cluster `source` onto the cluster `cfg` reaches, up to `at`,
+/// through one session. `restored`: when that cluster was started on a restored
+/// snapshot (its own expiries come after); `None` when it holds nothing but
+/// replayed rows. `alone`: as for [`replay_logs`].
+#[allow(clippy::too_many_arguments)]
 pub fn replay_onto(
     ctx: &Ctx,
     store: &dyn Store,
@@ -128,17 +161,27 @@ pub fn replay_onto(
     source: u128,
     at: OffsetDateTime,
     restored: Option<OffsetDateTime>,
+    alone: Option<&str>,
 ) -> Result<Replayed> {
     let fresh = restored.is_none();
     let started = restored.unwrap_or(at);
-    let at_ns = u64::try_from(at.unix_timestamp_nanos()).context("--at is before 1970")?;
+    let at_ns = timestamp(at)?;
     let started_ns = u64::try_from(started.unix_timestamp_nanos()).unwrap_or(0);
     let own_from = started_ns.min(at_ns) + 1;
+    // A restored file's own expiries are read from its change events: open that
+    // session too, at once, so that both registrations overlap.
+    let c = if fresh {
+        tblog::connect(cfg)?
+    } else {
+        tblog::session(cfg)?
+    };
     if !fresh {
-        settle_expiries(cfg, own_from)?;
+        settle_expiries(&c, own_from)?;
     }
-    // Rows only: the replica's own expiries are not the snapshot's.
-    let rows_until = tblog::newest_row_timestamp(cfg)?;
+    // Rows only: the replica's own expiries are not the snapshot's. Nothing
+    // writes rows to the target but the replay, which starts from these.
+    let target = tblog::newest_rows(&c)?;
+    let rows_until = target.after;
     if rows_until > at_ns {
         return Err(coded(Code::NotFound, format!("the cluster being restored already holds rows newer than --at ({rows_until} > {at_ns}): restore from an older snapshot, or into a fresh cluster")));
     }
@@ -147,10 +190,49 @@ pub fn replay_onto(
     let newest = if fresh {
         rows_until
     } else {
-        tblog::newest_before(cfg, own_from)?
+        tblog::newest_before_on(&c, own_from)?
     };
+    let logs = cover(ctx, store, trust, source, newest, at, alone)?;
+    let replay = tblog::Replay::with_newest(&c, target, at_ns)?;
+    let mut out = Replayed {
+        snapshot_until: newest,
+        at: at_ns,
+        ..Default::default()
+    };
+    let by_target = replay_segments(ctx, store, trust, replay, &logs, &mut out, alone)?;
+    if !fresh {
+        // The replica's own expiries carry its clock's timestamps: after it started.
+        let own = tblog::expiries_on(&c, own_from, 0)?;
+        out.expired_early = own
+            .iter()
+            .filter(|x| !by_target.contains(&x.pending_id))
+            .map(|x| format!("{:#x}", x.pending_id))
+            .collect();
+    }
+    c.close();
+    Ok(out)
+}
 
-    // The segments covering (newest, at], which must meet without a gap.
+/// `at` as a TigerBeetle timestamp (ns since 1970).
+fn timestamp(at: OffsetDateTime) -> Result<u64> {
+    u64::try_from(at.unix_timestamp_nanos()).context("--at is before 1970")
+}
+
+/// The log segments of cluster `source` covering `(from, at]`, which must meet
+/// without a gap, each as its manifest says now (a gap, or a manifest that is
+/// gone, is an error that says `alone`). A log that ends short of `at` is a
+/// warning, or an error when an unreadable manifest may be the segment that
+/// continues it.
+fn cover(
+    ctx: &Ctx,
+    store: &dyn Store,
+    trust: &manifest::Trust,
+    source: u128,
+    from: u64,
+    at: OffsetDateTime,
+    alone: Option<&str>,
+) -> Result<Vec<manifest::Manifest>> {
+    let at_ns = timestamp(at)?;
     // Only this cluster's chain (the cluster the private replica runs as).
     let chain_of = |(all, unreadable): (Vec<manifest::Manifest>, Vec<manifest::Unreadable>)| {
         let all: Vec<_> = all
@@ -163,18 +245,19 @@ pub fn replay_onto(
         chain_of(manifest::list(store, trust, Some(Kind::Tigerbeetle))?);
     // A gap or a short log may be the catalog's (a segment stored behind its
     // back): every manifest key is listed before the restore says so.
-    if !chain::log_cover(&all, newest, at_ns).is_ok_and(|(_, reached)| reached >= at_ns) {
+    if !chain::log_cover(&all, from, at_ns).is_ok_and(|(_, reached)| reached >= at_ns) {
         (all, unreadable) = chain_of(manifest::list_complete(
             store,
             trust,
             Some(Kind::Tigerbeetle),
         )?);
     }
-    let (logs, reached) = chain::log_cover(&all, newest, at_ns).map_err(|h| {
-        coded(
+    let (logs, reached) = chain::log_cover(&all, from, at_ns).map_err(|h| {
+        let e = coded(
             Code::Integrity,
             format!("the log has a gap before segment {}: nothing covers ({}, {}]; the restore cannot reach {at} — restore to an earlier time or from a later snapshot", h.next, h.reached, h.after),
-        )
+        );
+        with_why(e, alone)
     })?;
     if reached < at_ns {
         // A segment that could not be read may be the one that continues the
@@ -195,17 +278,47 @@ pub fn replay_onto(
             ctx.ui.warn(&format!("the log reaches only timestamp {reached} (the newest log run was before {at}); restoring up to there"));
         }
     }
+    // The catalog chose the segments; each is used as its own manifest says,
+    // read now, so that one that is gone stops the restore before it starts.
+    logs.into_iter()
+        .map(|m| manifest::catalog::reread(store, trust, m).map_err(|e| if_gone(e, alone)))
+        .collect()
+}
 
-    let mut out = Replayed {
-        snapshot_until: newest,
-        at: at_ns,
-        ..Default::default()
-    };
+/// `e` with `alone` on top when it says that something stored is gone.
+fn if_gone(e: anyhow::Error, alone: Option<&str>) -> anyhow::Error {
+    match crate::exit::classify(&e) {
+        Some(Code::NotFound) => with_why(e, alone),
+        _ => e,
+    }
+}
+
+/// `e` with `alone` (why the log must reach back) on top, if given.
+fn with_why(e: anyhow::Error, alone: Option<&str>) -> anyhow::Error {
+    match alone {
+        Some(why) => e.context(why.to_string()),
+        None => e,
+    }
+}
+
+/// Downloads, verifies and decrypts each of `logs` in turn and hands it to
+/// `replay`, one session for them all; adds what was replayed to `out`. Returns
+/// the expiries the target had applied by its own clock (their pending
+/// transfers). A segment whose object is gone is an error that says `alone`.
+fn replay_segments(
+    ctx: &Ctx,
+    store: &dyn Store,
+    trust: &manifest::Trust,
+    mut replay: tblog::Replay<'_>,
+    logs: &[manifest::Manifest],
+    out: &mut Replayed,
+    alone: Option<&str>,
+) -> Result<std::collections::HashSet<u128>> {
     let spool = WorkDir::new(&ctx.plan.work_dir).scratch("spool")?;
-    let mut by_target = std::collections::HashSet::new();
-    for m in &logs {
-        // The catalog chose the segments; each is used as its own manifest says.
-        let m = &manifest::catalog::reread(store, trust, m)?;
+    for m in logs {
+        if !replay.wants_more() {
+            break;
+        }
         let entry = &m.objects[0];
         pipeline::download(
             store,
@@ -214,45 +327,33 @@ pub fn replay_onto(
             pipeline::keys_for(m, trust.keys())?,
             spool.path(),
             ctx.progress(),
-            |r| {
-                let reader = tblog::SegmentReader::new(r)?;
-                let stats = tblog::replay(cfg, std::iter::once(Ok(reader)), at_ns)?;
-                out.accounts += stats.accounts;
-                out.transfers += stats.transfers;
-                out.expiries += stats.expiries;
-                by_target.extend(stats.expiries_by_target.iter().copied());
-                out.last_timestamp = out.last_timestamp.max(stats.last_timestamp);
-                Ok(())
-            },
+            |r| replay.segment(tblog::SegmentReader::new(r)?),
         )
-        .with_context(|| format!("failed to replay log segment {} ({})", m.id, entry.key))?;
+        .with_context(|| format!("failed to replay log segment {} ({})", m.id, entry.key))
+        .map_err(|e| if_gone(e, alone))?;
         out.segments += 1;
     }
-    if !fresh {
-        // The replica's own expiries carry its clock's timestamps: after it started.
-        let own = tblog::expiries(cfg, own_from, 0)?;
-        out.expired_early = own
-            .iter()
-            .filter(|x| !by_target.contains(&x.pending_id))
-            .map(|x| format!("{:#x}", x.pending_id))
-            .collect();
-    }
-    Ok(out)
+    let stats = replay.finish()?;
+    out.accounts += stats.accounts;
+    out.transfers += stats.transfers;
+    out.expiries += stats.expiries;
+    out.last_timestamp = out.last_timestamp.max(stats.last_timestamp);
+    Ok(stats.expiries_by_target.into_iter().collect())
 }
 
 /// Waits until the private replica has expired what its clock says is due: it does so
 /// on its pulse (every few hundred milliseconds, a bounded number per pulse), so the
 /// count of its own expiries since `from` must hold still for a second (at most 30 s
 /// in all). Replay then meets released amounts, not amounts about to be released.
-fn settle_expiries(cfg: &tblog::ClusterConfig, from: u64) -> Result<()> {
+fn settle_expiries(c: &Client, from: u64) -> Result<()> {
     const STILL: std::time::Duration = std::time::Duration::from_secs(1);
     const LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
     let begin = std::time::Instant::now();
-    let mut seen = tblog::expiries(cfg, from, 0)?.len();
+    let mut seen = tblog::expiries_on(c, from, 0)?.len();
     let mut since = std::time::Instant::now();
     while since.elapsed() < STILL && begin.elapsed() < LIMIT {
         std::thread::sleep(std::time::Duration::from_millis(200));
-        let now = tblog::expiries(cfg, from, 0)?.len();
+        let now = tblog::expiries_on(c, from, 0)?.len();
         if now != seen {
             seen = now;
             since = std::time::Instant::now();

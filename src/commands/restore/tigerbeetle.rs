@@ -26,6 +26,7 @@ use crate::cli::RestoreArgs;
 use crate::commands::Ctx;
 use crate::exit::{coded, Code};
 use crate::manifest::{FileEntry, Manifest};
+use crate::sources::tigerbeetle::ClusterPlan;
 use crate::tigerbeetle::replica::NotAlone;
 use crate::tigerbeetle::tblog::LiveTimeout;
 use crate::{archive, pipeline, ui};
@@ -38,6 +39,12 @@ fn data_file_name(cluster: u128, replica: u8) -> String {
 }
 
 pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Result<()> {
+    // Before the target is looked at: a cluster is replayed from the configured
+    // cluster's log, and its files are named for it.
+    let cluster = match args.replicas {
+        0 | 1 => None,
+        _ => Some(configured_cluster(ctx, "--replicas")?.cluster_id),
+    };
     let target = Target::check(
         args.target(),
         Shape::Dir,
@@ -45,8 +52,9 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         &super::precious(&ctx.plan),
     )?;
     super::countdown::before_replacing(&target, args.yes)?;
-    if args.replicas > 1 {
-        return run_cluster(ctx, src, rp, &target, args.replicas);
+    // `restore::run` admits --replicas only with --at.
+    if let (Some(cluster), Some(at)) = (cluster, rp.at) {
+        return run_cluster(ctx, src, &target, cluster, at, args.replicas);
     }
     let m = rp.backup.as_ref();
     match m {
@@ -83,6 +91,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
                     &path,
                     at,
                     base.is_none(),
+                    not_alone.as_deref(),
                 ) {
                     Ok(r) if r.expired_early.is_empty() => break (r, name),
                     Ok(r) => r.expired_early.join(", "),
@@ -93,14 +102,15 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
                         ) {
                             // Every snapshot of this replica is of the same cluster:
                             // no older one can run either.
+                            let count = n.replica_count;
                             ctx.ui.warn(&format!(
-                                "snapshot {} is of one replica of a {}-replica cluster, which TigerBeetle runs only with the others: restoring from the log alone",
-                                b.id, n.replica_count
+                                "snapshot {} is of one replica of a {count}-replica cluster, which TigerBeetle runs only with the others: restoring one data file from the log alone (--replicas {count} restores the data files of the whole cluster)",
+                                b.id
                             ));
-                            not_alone = Some(format!(
-                                "snapshot {} is of one replica of a {}-replica cluster, so the restore replays the log alone, which must reach back to the cluster's first segment (keep it: retention.logs, and a single-replica snapshot source if you have one)",
-                                b.id, n.replica_count
-                            ));
+                            not_alone = Some(pitr::from_the_log_alone(&format!(
+                                "snapshot {} is of one replica of a {count}-replica cluster, so the restore",
+                                b.id
+                            )));
                             base = None;
                             clear_dir(&staging)?;
                             restored = Vec::new();
@@ -108,12 +118,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
                         }
                         match e.chain().find_map(|c| c.downcast_ref::<LiveTimeout>()) {
                             Some(l) if base.is_some() => format!("{:#x}", l.pending_id),
-                            _ => {
-                                return Err(match not_alone {
-                                    Some(why) => e.context(why),
-                                    None => e,
-                                })
-                            }
+                            _ => return Err(e),
                         }
                     }
                 };
@@ -148,7 +153,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     let elapsed = clock.elapsed();
     let from = m.map_or("the log".to_string(), |m| format!("snapshot {}", m.id));
     let members = json!({"id": m.map(|m| m.id), "replayed": replayed});
-    report(ctx, &target, &restored, elapsed, members, |bytes| {
+    report(ctx, Some(&target), &restored, elapsed, members, |bytes| {
         let mut lines = Vec::new();
         if let Some(r) = &replayed {
             lines.push(format!(
@@ -168,12 +173,13 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     })
 }
 
-/// Prints what a restore into `target` delivered: with `--json` the
-/// `bkp.restore/1` document (`members` beside the files, their bytes and the
-/// time), else `lines` (given the bytes) and the path of every file.
+/// Prints what a restore delivered into `target` (`None`: into a running
+/// cluster, no files): with `--json` the `bkp.restore/1` document (`members`
+/// beside the files, their bytes and the time), else `lines` (given the bytes)
+/// and the path of every file.
 fn report(
     ctx: &Ctx,
-    target: &Target,
+    target: Option<&Target>,
     files: &[FileEntry],
     elapsed: std::time::Duration,
     members: serde_json::Value,
@@ -184,54 +190,75 @@ fn report(
         let mut doc = json!({
             "schema": "bkp.restore/1",
             "kind": "tigerbeetle",
-            "target": target.path.display().to_string(),
             "files": files,
             "bytes": bytes,
             "seconds": elapsed.as_secs_f64(),
         });
-        if let (Some(doc), serde_json::Value::Object(more)) = (doc.as_object_mut(), members) {
-            doc.extend(more);
+        if let Some(doc) = doc.as_object_mut() {
+            if let Some(t) = target {
+                doc.insert("target".into(), json!(t.path.display().to_string()));
+            }
+            if let serde_json::Value::Object(more) = members {
+                doc.extend(more);
+            }
         }
         return ui::print(&serde_json::to_string_pretty(&doc)?);
     }
     for line in lines(bytes) {
         ctx.ui.info(&line);
     }
-    for f in files {
-        ui::out(&target.path.join(&f.name).display().to_string())?;
+    if let Some(t) = target {
+        for f in files {
+            ui::out(&t.path.join(&f.name).display().to_string())?;
+        }
     }
     Ok(())
+}
+
+/// The configured cluster whose log `flag` replays. Without one there is no
+/// log to name (its id would default to 0): a config error naming the setting.
+fn configured_cluster<'a>(ctx: &'a Ctx, flag: &str) -> Result<&'a ClusterPlan> {
+    ctx.plan
+        .tigerbeetle
+        .as_ref()
+        .and_then(|t| t.cluster.as_ref())
+        .ok_or_else(|| {
+            coded(
+                Code::Config,
+                format!(
+                    "{}: {flag} replays this cluster's log: set tigerbeetle.addresses (and cluster_id)",
+                    ctx.plan.source.display()
+                ),
+            )
+        })
 }
 
 /// `restore --at TIME --target DIR --replicas N`: replays the log from the
 /// beginning into a private cluster of N fresh replicas on loopback and delivers
 /// their N data files (`C_0.tigerbeetle` … `C_{N-1}.tigerbeetle`, replica `i` of N
-/// of cluster `C`, the cluster id of `tigerbeetle.cluster_id`), to be copied to the N machines
+/// of cluster `C`, the configured cluster's id), to be copied to the N machines
 /// of a new cluster. A snapshot is one replica's file: the log is replayed alone.
 fn run_cluster(
     ctx: &Ctx,
     src: &Source,
-    rp: &RestorePlan,
     target: &Target,
+    cluster: u128,
+    at: time::OffsetDateTime,
     replicas: u8,
 ) -> Result<()> {
-    let at = rp
-        .at
-        .ok_or_else(|| coded(Code::Config, "--replicas needs --at"))?;
     ctx.ui.info(&format!(
         "replaying the log from the beginning into a private cluster of {replicas} fresh replicas"
     ));
     let mut scratch = src.work.scratch("restore")?;
     let staging = target.stage(&mut scratch)?;
     let clock = Instant::now();
-    let cluster = super::cluster_id(&ctx.plan);
     let names: Vec<String> = (0..replicas).map(|i| data_file_name(cluster, i)).collect();
     let files: Vec<_> = names.iter().map(|n| staging.join(n)).collect();
-    let r = pitr::replay_into_cluster(ctx, src.store, src.trust, &files, at).with_context(|| {
-        format!(
-            "a cluster of {replicas} replicas is replayed from the log alone, which must reach back to the cluster's first segment (keep it: [retention.logs]); a snapshot restores as one data file without --replicas"
-        )
-    })?;
+    let alone = format!(
+        "{}; a snapshot restores as one data file without --replicas",
+        pitr::from_the_log_alone(&format!("a cluster of {replicas} replicas"))
+    );
+    let r = pitr::replay_into_cluster(ctx, src.store, src.trust, &files, cluster, at, &alone)?;
     let restored = names
         .into_iter()
         .zip(&files)
@@ -240,7 +267,7 @@ fn run_cluster(
     target.commit(&staging, &mut scratch)?;
     let elapsed = clock.elapsed();
     let members = json!({"id": null, "replayed": r, "replicas": replicas});
-    report(ctx, target, &restored, elapsed, members, |bytes| {
+    report(ctx, Some(target), &restored, elapsed, members, |bytes| {
         vec![
             format!(
                 "replayed {} log segment(s): {} accounts, {} transfers and {} expiries, up to timestamp {}",
@@ -266,20 +293,7 @@ pub fn run_into(ctx: &Ctx, src: &Source, rp: &RestorePlan, into: &str) -> Result
     let at = rp
         .at
         .ok_or_else(|| coded(Code::Config, "--into needs --at"))?;
-    let cluster = ctx
-        .plan
-        .tigerbeetle
-        .as_ref()
-        .and_then(|t| t.cluster.as_ref())
-        .ok_or_else(|| {
-            coded(
-                Code::Config,
-                format!(
-                    "{}: --into replays this cluster's log: set tigerbeetle.addresses (and cluster_id)",
-                    ctx.plan.source.display()
-                ),
-            )
-        })?;
+    let cluster = configured_cluster(ctx, "--into")?;
     let wanted: Vec<&str> = into
         .split(',')
         .map(str::trim)
@@ -316,6 +330,7 @@ pub fn run_into(ctx: &Ctx, src: &Source, rp: &RestorePlan, into: &str) -> Result
         cluster.cluster_id,
         at,
         None,
+        None,
     )
     .with_context(|| {
         format!(
@@ -324,21 +339,13 @@ pub fn run_into(ctx: &Ctx, src: &Source, rp: &RestorePlan, into: &str) -> Result
         )
     })?;
     let elapsed = clock.elapsed();
-    if ctx.ui.json {
-        return ui::print(&serde_json::to_string_pretty(&json!({
-            "schema": "bkp.restore/1",
-            "id": null,
-            "kind": "tigerbeetle",
-            "replayed": r,
-            "into": cfg.addresses,
-            "seconds": elapsed.as_secs_f64(),
-        }))?);
-    }
-    ctx.ui.info(&format!(
-        "replayed {} log segment(s) into the cluster at {}: {} accounts, {} transfers and {} expiries, up to timestamp {}, in {:.1}s",
-        r.segments, cfg.addresses, r.accounts, r.transfers, r.expiries, r.last_timestamp, elapsed.as_secs_f64()
-    ));
-    Ok(())
+    let members = json!({"id": null, "replayed": r, "into": cfg.addresses});
+    report(ctx, None, &[], elapsed, members, |_| {
+        vec![format!(
+            "replayed {} log segment(s) into the cluster at {}: {} accounts, {} transfers and {} expiries, up to timestamp {}, in {:.1}s",
+            r.segments, cfg.addresses, r.accounts, r.transfers, r.expiries, r.last_timestamp, elapsed.as_secs_f64()
+        )]
+    })
 }
 
 /// A data file the log was replayed into, named `name`, with its own size and

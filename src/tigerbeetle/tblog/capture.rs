@@ -12,7 +12,11 @@
 //!    takes a timestamp of its own), and transfers committed meanwhile (which
 //!    raise `X`); then `query_accounts` the same way: the newest account `A`, read
 //!    last so that every account a transfer up to `X` uses is at or below `A`.
-//!    `until` = the newest timestamp seen.
+//!    When `A` is newer than the last event read, the events up to `A` are paged
+//!    once more, raising `X` to the last transfer among them: an expiry committed
+//!    meanwhile lies below `A` and is captured now, and so must every transfer
+//!    below it be (replay applies an expiry as a transfer, see
+//!    [`newest_marks`](super::newest_marks)). `until` = the newest timestamp seen.
 //! 2. Accounts in `[a + 1, A]` and transfers in `[x + 1, X]`, where `a` and `x` are
 //!    the newest account and transfer the chain has captured (the watermark's marks
 //!    per kind, ≤ `after`; see Imported rows below), ascending, paged by timestamp
@@ -38,7 +42,8 @@
 //! reads a fixed set, each page is the next slice of one sorted sequence, and no row
 //! with a timestamp ≤ `until` can appear after this capture. The next capture, with
 //! `after` = this `until`, loses and repeats nothing. With nothing new, steps 2 and 3
-//! are skipped: 3 requests (the change events on a second client session).
+//! are skipped: 3 requests (the change events on a second client session), 4 when
+//! the newest row is an account (the events up to it are paged once more).
 //!
 //! Expiries belong in the log because replay cannot infer them: the cluster expires
 //! a pending transfer at the first pulse after its timeout, at a timestamp only the
@@ -83,7 +88,7 @@ use tigerbeetle_unofficial::{Account, Transfer};
 
 use super::segment::{Expiry, SegmentStats, SegmentWriter};
 use super::{
-    newest, newest_rows, query_accounts, query_transfers, with_client, ClusterConfig, Row,
+    newest_marks, newest_rows, query_accounts, query_transfers, with_client, ClusterConfig, Row,
     Watermark, ACCOUNT_CLOSED, TRANSFER_PENDING,
 };
 use crate::exit::{coded, Code};
@@ -216,11 +221,11 @@ pub fn capture_on(c: &Client, from: Watermark, out: &mut dyn Write) -> Result<Ca
     capture_with(c, from, out, true)
 }
 
-/// Like [`capture`] from the beginning, but rows only, up to the newest row: for a
-/// private replica of a restored data file, whose own expiries (at its own clock's
-/// timestamps) are not the source's.
-pub fn capture_rows(cfg: &ClusterConfig, out: &mut dyn Write) -> Result<CaptureStats> {
-    with_client(cfg, |c| capture_with(c, Watermark::default(), out, false))
+/// Like [`capture_on`] from the beginning, but rows only, up to the newest row:
+/// for a private replica of a restored data file, whose own expiries (at its own
+/// clock's timestamps) are not the source's.
+pub fn capture_rows_on(c: &Client, out: &mut dyn Write) -> Result<CaptureStats> {
+    capture_with(c, Watermark::default(), out, false)
 }
 
 fn capture_with(
@@ -238,7 +243,7 @@ fn capture_with(
     let floor_accounts = from.accounts.min(after);
     let floor_transfers = from.transfers.min(after);
     let now = if with_expiries {
-        newest(c)?
+        newest_marks(c)?
     } else {
         newest_rows(c)?
     };

@@ -46,8 +46,10 @@ pub mod capture;
 pub mod replay;
 pub mod segment;
 
-pub use capture::{capture, capture_on, capture_rows, CaptureStats};
-pub use replay::{expiry_void_id, replay, LiveTimeout, PendingTimeout, ReplayStats, BATCH};
+pub use capture::{capture, capture_on, capture_rows_on, CaptureStats};
+pub use replay::{
+    expiry_void_id, replay, replay_on, LiveTimeout, PendingTimeout, Replay, ReplayStats, BATCH,
+};
 pub use segment::{
     verify_segment, AccountRecord, Event, Expiry, SegmentHeader, SegmentReader, SegmentStats,
     SegmentWriter, FORMAT_VERSION, HEADER_LEN, MAGIC, RECORD_LEN, TRAILER_LEN,
@@ -105,30 +107,20 @@ impl Watermark {
     }
 }
 
-/// The newest timestamp the cluster has used (0 when empty): that of its newest
-/// row, or of a change event after it (an expiry of a pending transfer takes a
-/// timestamp of its own and creates no row); with the newest account's and the
-/// newest transfer's. Three requests. A capture from a watermark that is not
-/// [`Watermark::behind`] them would be empty.
-pub fn newest_marks(c: &Client) -> Result<Watermark> {
-    newest(c)
-}
-
 /// A session with the cluster for a run that captures, its change-events
 /// session opened at once (see [`Client::open_events`]): open it before the
 /// run's other work, so that the cluster's registration of both overlaps it.
 pub fn session(cfg: &ClusterConfig) -> Result<Client> {
-    let c = Client::connect(cfg, NAMES)?;
+    let c = connect(cfg)?;
     c.open_events()?;
     Ok(c)
 }
 
-/// The newest timestamp of any account or transfer (0 when empty): two requests.
-/// This is where a restored data file's rows end; the replica that runs it may
-/// expire pending transfers of its own at later timestamps, which
-/// [`newest_marks`] would count.
-pub fn newest_row_timestamp(cfg: &ClusterConfig) -> Result<u64> {
-    with_client(cfg, newest_row)
+/// A session with the cluster for a run that reads no change events (a replay
+/// into a fresh cluster). Returns at once; the session registers with the first
+/// request.
+pub fn connect(cfg: &ClusterConfig) -> Result<Client> {
+    Client::connect(cfg, NAMES)
 }
 
 /// Where a restored data file's history ends, for a private replica started at
@@ -136,33 +128,29 @@ pub fn newest_row_timestamp(cfg: &ClusterConfig) -> Result<u64> {
 /// (a data file copied after an expiry holds it, and the segment that captured it
 /// may end there). The replica's own expiries, by its clock, come after `started`
 /// and do not count. The log that continues the file starts after this point.
-pub fn newest_before(cfg: &ClusterConfig, started: u64) -> Result<u64> {
-    with_client(cfg, |c| {
-        let row = newest_row(c)?;
-        if started <= row + 1 {
-            return Ok(row);
-        }
-        let mut cursor = capture::ExpiryCursor::new(row, started - 1);
-        let mut last = row;
-        while cursor.peek(c)?.is_some() {
-            last = cursor.page.back().map_or(last, |x| last.max(x.timestamp));
-            cursor.page.clear();
-        }
-        Ok(last)
-    })
+pub fn newest_before_on(c: &Client, started: u64) -> Result<u64> {
+    let row = newest_row(c)?;
+    if started <= row + 1 {
+        return Ok(row);
+    }
+    let mut cursor = capture::ExpiryCursor::new(row, started - 1);
+    let mut last = row;
+    while cursor.peek(c)?.is_some() {
+        last = cursor.page.back().map_or(last, |x| last.max(x.timestamp));
+        cursor.page.clear();
+    }
+    Ok(last)
 }
 
 /// The expiries of pending transfers in `[min, max]` (`max` 0: unbounded), read
 /// from the cluster's change events.
-pub fn expiries(cfg: &ClusterConfig, min: u64, max: u64) -> Result<Vec<Expiry>> {
-    with_client(cfg, |c| {
-        let mut out = Vec::new();
-        let mut cursor = capture::ExpiryCursor::new(min.saturating_sub(1), max);
-        while cursor.peek(c)?.is_some() {
-            out.extend(cursor.page.drain(..));
-        }
-        Ok(out)
-    })
+pub fn expiries_on(c: &Client, min: u64, max: u64) -> Result<Vec<Expiry>> {
+    let mut out = Vec::new();
+    let mut cursor = capture::ExpiryCursor::new(min.saturating_sub(1), max);
+    while cursor.peek(c)?.is_some() {
+        out.extend(cursor.page.drain(..));
+    }
+    Ok(out)
 }
 
 /// Whether the rows between watermarks `from` and `to` (each kind after its own
@@ -213,10 +201,14 @@ fn query_transfers(c: &Client, min: u64, max: u64, limit: u32, rev: bool) -> Res
     Ok(rows)
 }
 
-/// The newest timestamp the cluster has used: its newest row's, or a later change
-/// event's (an expiry, or a row committed since the first query: every timestamp
-/// seen is committed, which is all a capture's `until` needs); and the newest of
-/// each row kind.
+/// The newest timestamp the cluster has used (0 when empty): that of its newest
+/// row, or of a change event after it (an expiry of a pending transfer takes a
+/// timestamp of its own and creates no row; a row committed since the first
+/// query: every timestamp seen is committed, which is all a capture's `until`
+/// needs); with the newest account's and the newest transfer's. Three requests
+/// when nothing is written meanwhile (four when the newest row is an account).
+/// A capture from a watermark that is not [`Watermark::behind`] them would be
+/// empty.
 ///
 /// The transfers first, then the change events after the newest transfer (a
 /// transfer's event raises the newest transfer: no transfer committed later,
@@ -225,11 +217,21 @@ fn query_transfers(c: &Client, min: u64, max: u64, limit: u32, rev: bool) -> Res
 /// below the account mark, and a capture never holds a transfer whose account it
 /// left to the next one.
 ///
+/// An account newer than the last event read makes `after` an account's
+/// timestamp, and events may have committed between the two reads: a transfer
+/// `T`, then an expiry `E`. `E` then lies in `(…, after]` and is captured now,
+/// so `T` must be too (replay applies an expiry as a transfer at its timestamp,
+/// and takes no transfer below it afterwards). So the events up to that account
+/// are paged once more and raise the transfer mark: timestamps follow commit
+/// order, so once the account is visible every event below it is too, and the
+/// range is bounded, so this ends (and holds whole linked chains: a chain is one
+/// request's, never split by an account's timestamp).
+///
 /// Expiries after the newest transfer are few (one per pending transfer that timed
-/// out since); paging stops at the first empty page, or after [`NEWEST_PAGES`]
-/// pages of rows committed meanwhile (a busy cluster: the next capture takes the
-/// rest).
-fn newest(c: &Client) -> Result<Watermark> {
+/// out since); the first paging stops at the first empty page, or after
+/// [`NEWEST_PAGES`] pages of rows committed meanwhile (a busy cluster: the next
+/// capture takes the rest).
+pub fn newest_marks(c: &Client) -> Result<Watermark> {
     let mut transfers = newest_transfer(c)?;
     let mut newest = transfers;
     for _ in 0..NEWEST_PAGES {
@@ -241,6 +243,16 @@ fn newest(c: &Client) -> Result<Watermark> {
         }
     }
     let accounts = newest_account(c)?;
+    // `get_change_events` checks that a page lies inside the range and ascends,
+    // so each page starts past the last: the loop ends.
+    while accounts > newest {
+        let page = c.get_change_events(newest + 1, accounts, PAGE_LIMIT)?;
+        let Some(last) = page.last() else { break };
+        newest = last.timestamp;
+        if let Some(t) = page.iter().rev().find(|e| e.kind.is_transfer()) {
+            transfers = transfers.max(t.timestamp);
+        }
+    }
     Ok(Watermark {
         after: newest.max(accounts),
         accounts,
@@ -248,7 +260,8 @@ fn newest(c: &Client) -> Result<Watermark> {
     })
 }
 
-/// Pages of change events after the newest row that [`newest`] reads at most.
+/// Pages of change events after the newest transfer that [`newest_marks`] reads
+/// at most before it reads the newest account.
 const NEWEST_PAGES: usize = 64;
 
 /// The newest timestamp of any account or transfer; 0 for an empty cluster.
@@ -257,10 +270,14 @@ fn newest_row(c: &Client) -> Result<u64> {
 }
 
 /// The newest account's and the newest transfer's timestamps (0: none), and
-/// the newer of the two as `after` (no expiries: see [`newest`]). Transfers
-/// first, as there: an account a transfer uses is then never newer than the
-/// account mark, also on a cluster that is written meanwhile.
-fn newest_rows(c: &Client) -> Result<Watermark> {
+/// the newer of the two as `after` (no expiries: see [`newest_marks`]): two
+/// requests. Where a restored data file's rows end (the replica that runs it may
+/// expire pending transfers of its own at later timestamps, which
+/// [`newest_marks`] would count), and where a replay into it starts
+/// ([`Replay::with_newest`]). Transfers first, as there: an account a transfer
+/// uses is then never newer than the account mark, also on a cluster that is
+/// written meanwhile.
+pub fn newest_rows(c: &Client) -> Result<Watermark> {
     let transfers = newest_transfer(c)?;
     let accounts = newest_account(c)?;
     Ok(Watermark {

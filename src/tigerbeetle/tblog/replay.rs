@@ -3,10 +3,11 @@
 //!
 //! # Replay
 //!
-//! [`replay`] targets a fresh cluster, or a just-restored quiescent one (nothing else
-//! may write to it meanwhile). It first asks for the target's newest account and
-//! newest transfer (the same two `REVERSED` queries), then reads the segments in
-//! order and:
+//! [`replay`] (or [`replay_on`], or a [`Replay`] handed one segment at a time, all
+//! through one client session) targets a fresh cluster, or a just-restored
+//! quiescent one (nothing else may write to it meanwhile). It first asks for the
+//! target's newest account and newest transfer (the same two `REVERSED` queries),
+//! once for the whole chain, then reads the segments in order and:
 //! - requires them to chain without gaps from the target's newest timestamp (a
 //!   segment's `after` must not exceed what is already covered);
 //! - for events the target already holds (timestamp ≤ its newest of the event's kind,
@@ -26,6 +27,10 @@
 //!   and TigerBeetle's result code. Events after it in the same request (not linked to
 //!   it) may have been created, so after such an error restore again into a fresh
 //!   cluster; a resume would detect the gap through the lookups above.
+//!
+//! Each segment's events are sent (and the ones the target holds checked) before
+//! the next segment is read, but for the head of a linked chain that continues in
+//! it.
 //!
 //! A linked chain is atomic in the source, so a chain that straddles `up_to` is not
 //! replayed at all ([`ReplayStats::chain_events_dropped`]). Events are applied as they
@@ -177,6 +182,8 @@ pub struct ReplayStats {
     /// segments end earlier.
     pub covered_until: u64,
     pub batches: u64,
+    /// Requests this replay sent (with [`Replay::start`], its reads of the
+    /// target's newest rows too).
     pub requests: u64,
     /// Pending transfers replayed with `timeout` cleared to 0.
     pub timeouts_cleared: u64,
@@ -234,146 +241,238 @@ impl Pending {
     }
 }
 
-struct Replayer<'c> {
+/// A replay in progress into one cluster, through a session the caller holds.
+///
+/// The segments come one at a time ([`Replay::segment`], in chain order), as a
+/// restore downloads them, and [`Replay::finish`] sends what is left and reports:
+/// one session and one read of the target's newest rows for a whole chain
+/// (TigerBeetle's client spends about 0.6 s on a new session before its first
+/// answer, so a session per segment would cost that per segment). After each
+/// segment everything it holds has been sent, except the head of a linked chain
+/// that continues in the next one.
+pub struct Replay<'c> {
     c: &'c Client,
+    up_to: u64,
     /// The target's newest account, transfer and row before the replay.
     newest: Watermark,
     stats: ReplayStats,
+    requests_before: u64,
     batch: Vec<Event>,
     kind: Kind,
     chain_open: bool,
     chain_start: usize,
     verify: Vec<Event>,
     pending: HashMap<u128, Pending>,
+    /// Everything up to here is accounted for (the target's rows, the segments).
+    covered: u64,
+    /// The last timestamp of each kind (account, transfer, expiry) seen.
+    last_seen: [u64; 3],
+    /// The newest expiry seen (replayed as a void, or found in the target) and
+    /// its pending transfer: no transfer below it can be replayed any more.
+    newest_expiry: Option<(u64, u128)>,
+    /// Segments offered so far, for messages.
+    offered: usize,
+    /// An event past `up_to` was read.
+    past_up_to: bool,
+    /// No later segment can hold anything wanted.
+    done: bool,
 }
 
 /// Replays `segments` (in chain order) into the cluster `cfg`, up to and including
-/// timestamp `up_to`. See the module documentation for what is checked and what
-/// cannot be reproduced.
+/// timestamp `up_to`, through a session of its own ([`replay_on`]).
 pub fn replay<R, I>(cfg: &ClusterConfig, segments: I, up_to: u64) -> Result<ReplayStats>
 where
     R: Read,
     I: IntoIterator<Item = Result<SegmentReader<R>>>,
 {
-    with_client(cfg, |c| {
+    with_client(cfg, |c| replay_on(c, segments, up_to))
+}
+
+/// Replays `segments` (in chain order) through the session `c`, up to and
+/// including timestamp `up_to`. See the module documentation for what is checked
+/// and what cannot be reproduced, and [`Replay`] to hand segments over one at a
+/// time.
+pub fn replay_on<R, I>(c: &Client, segments: I, up_to: u64) -> Result<ReplayStats>
+where
+    R: Read,
+    I: IntoIterator<Item = Result<SegmentReader<R>>>,
+{
+    let mut r = Replay::start(c, up_to)?;
+    for (n, seg) in segments.into_iter().enumerate() {
+        if !r.wants_more() {
+            break;
+        }
+        r.segment(seg.with_context(|| format!("cannot open log segment {}", n + 1))?)?;
+    }
+    r.finish()
+}
+
+impl<'c> Replay<'c> {
+    /// Starts a replay through the session `c` up to and including timestamp
+    /// `up_to`: reads the target's newest account and transfer (two requests).
+    pub fn start(c: &'c Client, up_to: u64) -> Result<Replay<'c>> {
+        let before = c.requests();
         // Per kind: an imported row may lie below the other kind's newest.
-        let target = newest_rows(c)?;
+        let mut r = Replay::with_newest(c, newest_rows(c)?, up_to)?;
+        // The two queries count as the replay's.
+        r.requests_before = before;
+        Ok(r)
+    }
+
+    /// As [`Replay::start`], with the target's newest rows already read
+    /// ([`newest_rows`](super::newest_rows)) through `c`, on a target nothing has
+    /// written rows to since.
+    pub fn with_newest(c: &'c Client, target: Watermark, up_to: u64) -> Result<Replay<'c>> {
         let newest = target.after;
         if newest > up_to {
             bail!(
                 "the TigerBeetle cluster at {} already holds rows up to timestamp {newest}, \
                  past the requested point {up_to}: restore into a fresh cluster or from an \
                  older snapshot",
-                cfg.addresses
+                c.addresses()
             );
         }
-        let mut r = Replayer {
+        Ok(Replay {
             c,
+            up_to,
             newest: target,
             stats: ReplayStats {
                 newest_before: newest,
                 last_timestamp: newest,
                 ..ReplayStats::default()
             },
+            requests_before: c.requests(),
             batch: Vec::new(),
             kind: Kind::Account,
             chain_open: false,
             chain_start: 0,
             verify: Vec::new(),
             pending: HashMap::new(),
-        };
-        let mut covered = newest;
-        // The last timestamp of each kind (account, transfer, expiry) seen.
-        let mut last_seen = [0u64; 3];
-        let mut past_up_to = false;
-        for (n, seg) in segments.into_iter().enumerate() {
-            let mut seg = seg.with_context(|| format!("cannot open log segment {}", n + 1))?;
-            let h = *seg.header();
-            if h.after >= up_to {
-                // Nothing in it or after it is wanted.
-                break;
+            covered: newest,
+            last_seen: [0; 3],
+            newest_expiry: None,
+            offered: 0,
+            past_up_to: false,
+            done: false,
+        })
+    }
+
+    /// Whether a later segment may still hold events up to `up_to`: false once
+    /// a segment reached past it or began at or after it.
+    pub fn wants_more(&self) -> bool {
+        !self.done
+    }
+
+    /// Replays the next segment of the chain (which must continue what is
+    /// covered so far), reading it to its trailer.
+    pub fn segment<R: Read>(&mut self, mut seg: SegmentReader<R>) -> Result<()> {
+        self.offered += 1;
+        let h = *seg.header();
+        if self.done || h.after >= self.up_to {
+            // Nothing in it or after it is wanted.
+            self.done = true;
+            return Ok(());
+        }
+        let name = format!("log segment {} ({}, {}]", self.offered, h.after, h.until);
+        if self.stats.segments == 0 {
+            self.stats.source_cluster_id = h.cluster_id;
+        } else if h.cluster_id != self.stats.source_cluster_id {
+            return Err(coded(
+                Code::Integrity,
+                format!(
+                    "{name} comes from cluster {:#x}, the previous ones from {:#x}: \
+                     segments of different clusters cannot be replayed together",
+                    h.cluster_id, self.stats.source_cluster_id
+                ),
+            ));
+        }
+        let covered = self.covered;
+        if h.after > covered {
+            return Err(coded(
+                Code::Integrity,
+                format!(
+                    "{name} does not continue the chain: everything up to timestamp \
+                     {covered} is accounted for, so the segments for ({covered}, {}] are \
+                     missing",
+                    h.after
+                ),
+            ));
+        }
+        self.stats.segments += 1;
+        self.stats.without_expiries |= h.version < 2;
+        let target = self.newest;
+        while let Some(ev) = seg
+            .next_event()
+            .with_context(|| format!("cannot read {name}"))?
+        {
+            let ts = ev.timestamp();
+            let (seen, held) = match ev {
+                Event::Account(_) => (&mut self.last_seen[0], target.accounts),
+                Event::Transfer(_) => (&mut self.last_seen[1], target.transfers),
+                Event::Expiry(_) => (&mut self.last_seen[2], target.after),
+            };
+            if ts <= *seen {
+                self.stats.duplicates += 1;
+                continue;
             }
-            let name = format!("log segment {} ({}, {}]", n + 1, h.after, h.until);
-            if r.stats.segments == 0 {
-                r.stats.source_cluster_id = h.cluster_id;
-            } else if h.cluster_id != r.stats.source_cluster_id {
-                return Err(coded(
-                    Code::Integrity,
-                    format!(
-                        "{name} comes from cluster {:#x}, the previous ones from {:#x}: \
-                         segments of different clusters cannot be replayed together",
-                        h.cluster_id, r.stats.source_cluster_id
-                    ),
-                ));
-            }
-            if h.after > covered {
-                return Err(coded(
-                    Code::Integrity,
-                    format!(
-                        "{name} does not continue the chain: everything up to timestamp \
-                         {covered} is accounted for, so the segments for ({covered}, {}] are \
-                         missing",
-                        h.after
-                    ),
-                ));
-            }
-            r.stats.segments += 1;
-            r.stats.without_expiries |= h.version < 2;
-            while let Some(ev) = seg
-                .next_event()
-                .with_context(|| format!("cannot read {name}"))?
-            {
-                let ts = ev.timestamp();
-                let (seen, held) = match ev {
-                    Event::Account(_) => (&mut last_seen[0], target.accounts),
-                    Event::Transfer(_) => (&mut last_seen[1], target.transfers),
-                    Event::Expiry(_) => (&mut last_seen[2], target.after),
-                };
-                if ts <= *seen {
-                    r.stats.duplicates += 1;
-                    continue;
+            *seen = ts;
+            if let Event::Expiry(x) = &ev {
+                if ts <= self.up_to {
+                    self.newest_expiry = Some((ts, x.pending_id));
                 }
-                *seen = ts;
-                if ts <= held {
-                    r.verify.push(ev);
-                    if r.verify.len() >= LOOKUP_BATCH {
-                        r.verify_held()?;
-                    }
-                } else if ts <= up_to {
-                    r.push(ev)?;
-                } else {
-                    // Keep reading: the trailer vouches for what was replayed.
-                    past_up_to = true;
-                }
             }
-            covered = covered.max(h.until);
-            if past_up_to {
-                break;
+            if ts <= held {
+                self.verify.push(ev);
+                if self.verify.len() >= LOOKUP_BATCH {
+                    self.verify_held()?;
+                }
+            } else if ts <= self.up_to {
+                self.push(ev)?;
+            } else {
+                // Keep reading: the trailer vouches for what was replayed.
+                self.past_up_to = true;
             }
         }
-        r.verify_held()?;
-        if r.chain_open {
-            if !past_up_to {
+        self.covered = covered.max(h.until);
+        // What this segment holds is in the target before the next one is read
+        // (an open linked chain's head waits for its tail).
+        self.verify_held()?;
+        let complete = if self.chain_open {
+            self.chain_start
+        } else {
+            self.batch.len()
+        };
+        self.flush(complete)?;
+        self.done |= self.past_up_to;
+        Ok(())
+    }
+
+    /// Sends what is left and reports. A linked chain that straddles `up_to` is
+    /// left out; one the segments end inside is an error.
+    pub fn finish(mut self) -> Result<ReplayStats> {
+        self.verify_held()?;
+        if self.chain_open {
+            if !self.past_up_to {
                 return Err(coded(
                     Code::Integrity,
                     format!(
                         "the last log segment ends inside a linked chain (at timestamp {}): a \
                          segment is missing or was not captured by bkp",
-                        last_seen.iter().max().copied().unwrap_or(0)
+                        self.last_seen.iter().max().copied().unwrap_or(0)
                     ),
                 ));
             }
-            let dropped = r.batch.len() - r.chain_start;
-            r.batch.truncate(r.chain_start);
-            r.stats.chain_events_dropped = dropped as u64;
-            r.chain_open = false;
+            let dropped = self.batch.len() - self.chain_start;
+            self.batch.truncate(self.chain_start);
+            self.stats.chain_events_dropped = dropped as u64;
+            self.chain_open = false;
         }
-        r.flush(r.batch.len())?;
-        r.stats.covered_until = covered.min(up_to);
-        let covered_until = r.stats.covered_until;
+        self.flush(self.batch.len())?;
+        self.stats.covered_until = self.covered.min(self.up_to);
+        let covered_until = self.stats.covered_until;
         let mut expired = Vec::new();
         let mut cleared = Vec::new();
-        for (&id, p) in &r.pending {
+        for (&id, p) in &self.pending {
             if p.source_timeout == 0 || p.target_timeout != 0 {
                 continue;
             }
@@ -385,7 +484,7 @@ where
             };
             // With expiries in the segments, a pending transfer still pending here was
             // still pending in the source (its expiry would be in the segments).
-            if info.expires_at <= covered_until && r.stats.without_expiries {
+            if info.expires_at <= covered_until && self.stats.without_expiries {
                 expired.push(info);
             } else {
                 cleared.push(info);
@@ -393,14 +492,11 @@ where
         }
         expired.sort_by_key(|p| p.timestamp);
         cleared.sort_by_key(|p| p.timestamp);
-        r.stats.expired_in_source = expired;
-        r.stats.timeout_cleared = cleared;
-        r.stats.requests = c.requests();
-        Ok(r.stats)
-    })
-}
-
-impl Replayer<'_> {
+        self.stats.expired_in_source = expired;
+        self.stats.timeout_cleared = cleared;
+        self.stats.requests = self.c.requests() - self.requests_before;
+        Ok(self.stats)
+    }
     /// Adds an event to the batch, sending what is complete when the batch is full or
     /// changes kind, never splitting a linked chain.
     fn push(&mut self, ev: Event) -> Result<()> {
@@ -676,11 +772,16 @@ impl Replayer<'_> {
                 events.len()
             );
         };
-        // A transfer the source imported below an expiry that replay applied as a
-        // void: the data are sound, TigerBeetle cannot take them in this order.
-        let below_expiry =
-            name == "imported_event_timestamp_must_not_regress" && matches!(ev, Event::Transfer(_));
-        let message = format!(
+        // TigerBeetle takes replay's transfers in timestamp order but for one: a
+        // transfer below an expiry that replay applied as a void before it.
+        if name == "imported_event_timestamp_must_not_regress" {
+            if let (Event::Transfer(_), Some(expiry)) = (ev, self.newest_expiry) {
+                if ev.timestamp() < expiry.0 {
+                    return Err(below_expiry(ev, expiry));
+                }
+            }
+        }
+        bail!(
             "replay stopped: TigerBeetle rejected {} {:#x} (timestamp {}) with {name}{}{}. \
              Events after it in the same request may have been created, so restore again \
              into a fresh cluster once the cause is fixed",
@@ -693,18 +794,7 @@ impl Replayer<'_> {
                 String::new()
             },
             self.expiry_hint(ev.timestamp())
-        );
-        if below_expiry {
-            return Err(coded(
-                Code::Integrity,
-                format!(
-                    "{message}. The source imported this transfer below the timestamp of an \
-                     expiry that replay applied as a void (TigerBeetle takes no transfer below \
-                     the newest one): restore to a point before that expiry"
-                ),
-            ));
-        }
-        bail!("{message}")
+        )
     }
 
     /// Names pending transfers that the source had expired before `ts` (only when a
@@ -770,11 +860,11 @@ impl Replayer<'_> {
         for ev in &events {
             let diff = match ev {
                 Event::Account(a) => match accounts.get(&ev.id()) {
-                    None => Some("it is missing".to_owned()),
+                    None => Some(MISSING.to_owned()),
                     Some(have) => account_difference(&a.account, have),
                 },
                 Event::Transfer(t) => match transfers.get(&ev.id()) {
-                    None => Some("it is missing".to_owned()),
+                    None => Some(MISSING.to_owned()),
                     Some(have) => {
                         let d = transfer_difference(t, have);
                         if d.is_none() {
@@ -813,18 +903,18 @@ impl Replayer<'_> {
                 }
             };
             if let Some(diff) = diff {
-                // What the event was checked against (see `replay`).
-                let (newest, held, also) = match ev {
-                    Event::Account(_) => ("account", self.newest.accounts, ""),
-                    Event::Expiry(_) => ("row", self.newest.after, ""),
-                    // Replay makes an expiry a transfer (a void at its timestamp).
-                    Event::Transfer(_) => (
-                        "transfer",
-                        self.newest.transfers,
-                        "; or the source imported this transfer below the timestamp of an \
-                         expiry that replay already applied as a void, which TigerBeetle cannot \
-                         take back (restore to a point before that expiry)",
-                    ),
+                // A transfer the target lacks below an expiry it holds as a void:
+                // an earlier replay met it after that void (see `below_expiry`).
+                if let (Event::Transfer(_), Some(expiry)) = (ev, self.newest_expiry) {
+                    if diff == MISSING && ev.timestamp() < expiry.0 {
+                        return Err(below_expiry(ev, expiry));
+                    }
+                }
+                // What the event was checked against (see `Replay::segment`).
+                let (newest, held) = match ev {
+                    Event::Account(_) => ("account", self.newest.accounts),
+                    Event::Transfer(_) => ("transfer", self.newest.transfers),
+                    Event::Expiry(_) => ("row", self.newest.after),
                 };
                 return Err(coded(
                     Code::Integrity,
@@ -832,7 +922,7 @@ impl Replayer<'_> {
                         "the target cluster's newest {newest} has timestamp {held}, so it should \
                          already hold {} {:#x} (timestamp {}) from the segments, but {diff}: \
                          the target is not a restore of this source, or an earlier replay \
-                         stopped midway; restore into a fresh cluster{also}",
+                         stopped midway; restore into a fresh cluster",
                         ev.kind().name(),
                         ev.id(),
                         ev.timestamp()
@@ -860,6 +950,34 @@ impl Replayer<'_> {
             self.pending.remove(&r.pending_id);
         }
     }
+}
+
+/// How [`Replay::verify_held`] says that the target lacks an event.
+const MISSING: &str = "it is missing";
+
+/// The error for transfer `ev`, which lies below `expiry` (its timestamp and
+/// pending transfer), an expiry replay has already applied as a void. The source
+/// imported the transfer there after the expiry (an imported transfer need only
+/// be newer than the newest *transfer*, and an expiry is none in the source), or
+/// a capture of an earlier bkp release put the expiry into an earlier segment
+/// than the transfer (see `tblog::newest_marks`). In the target the void is a
+/// transfer, and TigerBeetle takes none below the newest one. The data are
+/// sound; only a point before the expiry can be restored.
+fn below_expiry(ev: &Event, expiry: (u64, u128)) -> anyhow::Error {
+    let (at, pending) = expiry;
+    coded(
+        Code::Integrity,
+        format!(
+            "replay cannot apply transfer {:#x} (timestamp {}): it lies below timestamp {at}, \
+             where pending transfer {pending:#x} expired, and replay has already applied that \
+             expiry as a void, a transfer, below which TigerBeetle takes none (the source \
+             imported this transfer after the expiry, or an earlier bkp release captured the \
+             two into segments in the wrong order). Restore to a point before timestamp {at}, \
+             into a fresh cluster",
+            ev.id(),
+            ev.timestamp()
+        ),
+    )
 }
 
 fn lookup_accounts(c: &Client, ids: Vec<u128>) -> Result<HashMap<u128, Account>> {

@@ -6,8 +6,12 @@
 //! All integers little-endian. Offsets in bytes. Version 2 adds expiry records (tag
 //! 4) and their count in the trailer; version 1 segments (written by earlier bkp
 //! releases, without expiries) are still read. Version 3 adds a floor per row kind
-//! (below): it is written only when a floor lies below `after`, so a segment of a
-//! cluster that never imports stays version 2.
+//! (below), and is written whenever a floor lies below `after`: that is nearly
+//! every segment. The floors are the chain's marks per kind (the newest account
+//! and the newest transfer captured before), and those two rows have different
+//! timestamps, so at most one of them is `after`. Version 2 is written for a
+//! chain's first segment (`after` 0) and for one that continues a manifest
+//! without marks per kind (an earlier release's: both floors are then `after`).
 //!
 //! Header, 42 bytes (version 3: 58):
 //! - 0..8: magic `BKPTBLG1` (ASCII);
@@ -74,8 +78,9 @@ use crate::exit::{Code, Coded};
 
 /// First bytes of every segment.
 pub const MAGIC: &[u8; 8] = b"BKPTBLG1";
-/// The segment format this module writes (it also reads version 1); version 3
-/// when a kind's floor lies below `after`.
+/// The segment format this module writes when both floors are `after` (a chain's
+/// first segment; see the module documentation), [`FLOORS_VERSION`] otherwise,
+/// which is nearly always. It also reads version 1.
 pub const FORMAT_VERSION: u16 = 2;
 /// The format of a segment with floors of its own per row kind.
 pub const FLOORS_VERSION: u16 = 3;
