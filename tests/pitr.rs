@@ -609,19 +609,24 @@ fn the_log_restores_as_the_data_files_of_a_three_replica_cluster() {
         .filter(|l| !l.starts_with("addresses"))
         .collect();
     fs::write(&no_cluster, text.join("\n")).unwrap();
-    let out = bkp(
-        &no_cluster,
-        &[
-            "restore",
-            "--at",
-            &t1,
-            "--target",
-            again.to_str().unwrap(),
-            "--replicas",
-            "3",
-        ],
-    );
-    assert_exit(&out, 3);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("tigerbeetle.addresses"), "{err}");
+    let args = [
+        "restore",
+        "--at",
+        &t1,
+        "--target",
+        again.to_str().unwrap(),
+        "--replicas",
+        "3",
+    ];
+    // The dry run says what the restore would.
+    for dry in [false, true] {
+        let args = [&args[..], if dry { &["--dry-run"][..] } else { &[] }].concat();
+        let out = bkp(&no_cluster, &args);
+        assert_exit(&out, 3);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("tigerbeetle.addresses"),
+            "dry run {dry}: {err}"
+        );
+    }
 }

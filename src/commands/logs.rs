@@ -258,7 +258,7 @@ fn continue_chain(
                     lease: &mut *lease,
                     lost: &mut lost,
                 };
-                stats = Some(tblog::capture_on(&client, from, &mut w)?);
+                stats = Some(tblog::capture_on(&client, from, now, &mut w)?);
                 Ok(())
             },
         );
@@ -280,7 +280,8 @@ fn continue_chain(
             "last_timestamp".into(),
             json!(seg.last_timestamp.to_string()),
         );
-        source.insert("requests".into(), json!(stats.requests));
+        // Every request of the run's session: the newest marks' too.
+        source.insert("requests".into(), json!(client.requests()));
         objects.push(entry);
     }
     client.close();

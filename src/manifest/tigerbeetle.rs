@@ -41,8 +41,9 @@ pub fn watermark(m: &Manifest) -> Option<Watermark> {
 }
 
 /// Records `w` in a log manifest's `source`, as [`watermark`] reads it: `until`,
-/// and a kind's mark only where it lies below `until` (imports, or a row
-/// committed between the capture's first queries).
+/// and a kind's mark only where it lies below `until`. At least one kind's
+/// nearly always does (the newest row is of the other kind, or an expiry), so
+/// most manifests record one or both.
 pub fn insert_watermark(source: &mut BTreeMap<String, serde_json::Value>, w: &Watermark) {
     source.insert("until".into(), serde_json::json!(w.after.to_string()));
     for (key, mark) in [(ACCOUNTS_UNTIL, w.accounts), (TRANSFERS_UNTIL, w.transfers)] {

@@ -64,6 +64,10 @@ pub fn run(
     rp: &RestorePlan,
     args: &RestoreArgs,
 ) -> Result<()> {
+    // Refused as the restore itself would refuse it.
+    if rp.kind == Kind::Tigerbeetle && args.replicas > 1 {
+        super::tigerbeetle::configured_cluster(ctx, "--replicas")?;
+    }
     let all = match rp.kind {
         Kind::Duckdb => export::export_manifests(store, trust)?,
         Kind::Tigerbeetle if rp.at.is_some() => {

@@ -217,7 +217,7 @@ fn report(
 
 /// The configured cluster whose log `flag` replays. Without one there is no
 /// log to name (its id would default to 0): a config error naming the setting.
-fn configured_cluster<'a>(ctx: &'a Ctx, flag: &str) -> Result<&'a ClusterPlan> {
+pub(super) fn configured_cluster<'a>(ctx: &'a Ctx, flag: &str) -> Result<&'a ClusterPlan> {
     ctx.plan
         .tigerbeetle
         .as_ref()

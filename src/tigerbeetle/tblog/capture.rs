@@ -213,24 +213,40 @@ impl ExpiryCursor {
 /// segment's `until`); the returned stats' `next` is the next call's `from`. On
 /// error `out` holds a partial segment that must be discarded.
 pub fn capture(cfg: &ClusterConfig, from: Watermark, out: &mut dyn Write) -> Result<CaptureStats> {
-    with_client(cfg, |c| capture_on(c, from, out))
+    with_client(cfg, |c| {
+        let now = newest_marks(c)?;
+        let mut stats = capture_on(c, from, now, out)?;
+        stats.requests = c.requests();
+        Ok(stats)
+    })
 }
 
-/// [`capture`] through a session the caller holds (see [`super::session`]).
-pub fn capture_on(c: &Client, from: Watermark, out: &mut dyn Write) -> Result<CaptureStats> {
-    capture_with(c, from, out, true)
+/// [`capture`] through a session the caller holds (see [`super::session`]), up
+/// to `now`, the cluster's [`newest_marks`] as the caller read them.
+pub fn capture_on(
+    c: &Client,
+    from: Watermark,
+    now: Watermark,
+    out: &mut dyn Write,
+) -> Result<CaptureStats> {
+    capture_with(c, from, now, out, true)
 }
 
 /// Like [`capture_on`] from the beginning, but rows only, up to the newest row:
 /// for a private replica of a restored data file, whose own expiries (at its own
 /// clock's timestamps) are not the source's.
 pub fn capture_rows_on(c: &Client, out: &mut dyn Write) -> Result<CaptureStats> {
-    capture_with(c, Watermark::default(), out, false)
+    let requests_before = c.requests();
+    let now = newest_rows(c)?;
+    let mut stats = capture_with(c, Watermark::default(), now, out, false)?;
+    stats.requests = c.requests() - requests_before;
+    Ok(stats)
 }
 
 fn capture_with(
     c: &Client,
     from: Watermark,
+    now: Watermark,
     out: &mut dyn Write,
     with_expiries: bool,
 ) -> Result<CaptureStats> {
@@ -242,11 +258,6 @@ fn capture_with(
     // A kind's mark above `after` is no mark this bkp wrote: read from `after`.
     let floor_accounts = from.accounts.min(after);
     let floor_transfers = from.transfers.min(after);
-    let now = if with_expiries {
-        newest_marks(c)?
-    } else {
-        newest_rows(c)?
-    };
     let newest = now.after;
     if newest < after {
         return Err(coded(
