@@ -16,7 +16,10 @@ const FOUR_ACCOUNTS: &str =
     "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700, id=4 code=10 ledger=700;";
 
 /// Every account's (debits pending, debits posted, credits pending, credits posted).
-fn balances(address: &str) -> BTreeMap<String, [String; 4]> {
+type Balances = BTreeMap<String, [String; 4]>;
+
+/// Accounts 1 to 4's [`Balances`].
+fn balances(address: &str) -> Balances {
     let text = repl(address, "lookup_accounts id=1, id=2, id=3, id=4;");
     serde_json::Deserializer::from_str(&text)
         .into_iter::<serde_json::Value>()
@@ -54,21 +57,28 @@ fn now() -> String {
 /// directory with a config (local store, a key; snapshots copy `data_file`;
 /// private replicas in development mode).
 fn source(data_file: &Path, addresses: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("key"), [3u8; 32]).unwrap();
-    let cfg = dir.path().join("bkp.toml");
-    fs::write(
-        &cfg,
-        format!(
-            "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n[encryption]\nkey_file = \"key\"\n\
-             [tigerbeetle]\ndata_file = \"{}\"\naddresses = \"{addresses}\"\nbinary = \"{}\"\nreplica_args = [\"--development\"]\n",
-            data_file.display(),
-            tool("tigerbeetle").display()
-        ),
-    )
-    .unwrap();
+    let s = common::setup(
+        data_file,
+        common::StoreKind::Local,
+        &format!("addresses = \"{addresses}\"\nreplica_args = [\"--development\"]\n"),
+    );
     repl(addresses, FOUR_ACCOUNTS);
-    (dir, cfg)
+    (s.dir, s.config)
+}
+
+/// A recorded instant: `before` (a transfer on ledger 700) and a `logs` run,
+/// the instant and the balances then, and a transfer and a `logs` run after it.
+fn moment(cfg: &Path, address: &str, before: &str) -> (String, Balances) {
+    repl(
+        address,
+        &format!("create_transfers {before} ledger=700 code=10;"),
+    );
+    assert_exit(&bkp(cfg, &["logs"]), 0);
+    let at = now();
+    let want = balances(address);
+    repl(address, "create_transfers id=11 debit_account_id=3 credit_account_id=4 amount=7 ledger=700 code=10;");
+    assert_exit(&bkp(cfg, &["logs"]), 0);
+    (at, want)
 }
 
 fn restore_at(cfg: &Path, dir: &Path, at: &str, name: &str) -> (std::process::Output, PathBuf) {
@@ -427,12 +437,11 @@ fn the_log_replays_into_a_new_three_replica_cluster() {
     let tb = TigerBeetle::start();
     let address = tb.address();
     let (_dir, cfg) = source(&tb.data_file, &address);
-    repl(&address, "create_transfers id=10 debit_account_id=1 credit_account_id=2 amount=100 ledger=700 code=10;");
-    assert_exit(&bkp(&cfg, &["logs"]), 0);
-    let t1 = now();
-    let want = balances(&address);
-    repl(&address, "create_transfers id=11 debit_account_id=3 credit_account_id=4 amount=7 ledger=700 code=10;");
-    assert_exit(&bkp(&cfg, &["logs"]), 0);
+    let (t1, want) = moment(
+        &cfg,
+        &address,
+        "id=10 debit_account_id=1 credit_account_id=2 amount=100",
+    );
 
     // Never into the live cluster.
     let out = bkp(&cfg, &["restore", "--at", &t1, "--into", &address]);
@@ -489,12 +498,11 @@ fn the_log_restores_as_the_data_files_of_a_three_replica_cluster() {
     tb.stop();
     assert_exit(&bkp(&cfg, &["snapshot"]), 0);
     tb.restart();
-    repl(&address, "create_transfers id=12 debit_account_id=2 credit_account_id=3 amount=30 ledger=700 code=10;");
-    assert_exit(&bkp(&cfg, &["logs"]), 0);
-    let t1 = now();
-    let want = balances(&address);
-    repl(&address, "create_transfers id=11 debit_account_id=3 credit_account_id=4 amount=7 ledger=700 code=10;");
-    assert_exit(&bkp(&cfg, &["logs"]), 0);
+    let (t1, want) = moment(
+        &cfg,
+        &address,
+        "id=12 debit_account_id=2 credit_account_id=3 amount=30",
+    );
 
     let target = dir.path().join("cluster");
     let target_arg = target.to_str().unwrap();
