@@ -28,10 +28,24 @@ trap cleanup EXIT
 venv="$BKP_TOOLS/venv/bin/python"
 load="$(cut -d' ' -f1-3 /proc/loadavg)"
 
+port() { "$venv" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ports=(); while [ ${#ports[@]} -lt 5 ]; do p="$(port)"; [ "$p" -lt 55000 ] && ports+=("$p"); done
+echo "==> starting a TigerBeetle replica with one account"
+"$tb" format --cluster=0 --replica=0 --replica-count=1 --development "$work/0_0.tigerbeetle" 2>/dev/null
+"$tb" start --addresses="127.0.0.1:${ports[4]}" --development "$work/0_0.tigerbeetle" >"$work/tb.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/${ports[4]}") 2>/dev/null && break; sleep 0.2; done
+tbrepl() { "$tb" repl --cluster=0 --addresses="127.0.0.1:${ports[4]}" --command="$1"; }
+tbrepl "create_accounts id=1 code=10 ledger=700;" >/dev/null
+# The history ends at the cluster's newest row, as a real chain would (a chain
+# ahead of its cluster is refused).
+newest="$(tbrepl "lookup_accounts id=1;" | grep -o '"timestamp": *"[0-9]*"' | grep -o '[0-9][0-9]*')"
+[ -n "$newest" ] || { echo "could not read the account's timestamp" >&2; exit 1; }
+
 echo "==> writing $days days of manifests"
-"$venv" - "$work/store/manifests/tigerbeetle" "$days" <<'PY'
+"$venv" - "$work/store/manifests/tigerbeetle" "$days" "$newest" <<'PY'
 import json, os, sys, time, random
-out, days = sys.argv[1], int(sys.argv[2])
+out, days, newest = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 os.makedirs(out)
 end = int(time.time()) - 60
 start = end - days * 86400
@@ -41,7 +55,7 @@ def uuid7(ms):
     b = bytearray(b); b[6] = 0x70 | (b[6] & 0x0F); b[8] = 0x80 | (b[8] & 0x3F)
     h = b.hex(); return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 def iso(t): return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-prev, until = None, 0
+prev, until = None, newest - 1000 * len(range(start, end, 900))
 for t in range(start, end, 900):
     ops = ["snapshot", "logs"] if (t - start) % 21600 == 0 else ["logs"]
     for op in ops:
@@ -64,20 +78,15 @@ count="$(find "$work/store/manifests" -name '*.json' | wc -l)"
 # "Now" as the history ends, so that the S3 copy's duration does not age it.
 export BKP_NOW="$(date -u -d "@$(( $(date +%s) - 30 ))" +%Y-%m-%dT%H:%M:%SZ)"
 
-echo "==> starting SeaweedFS and a TigerBeetle replica; copying $count manifests into S3"
+echo "==> starting SeaweedFS; copying $count manifests into S3"
 weed="$BKP_TOOLS/bin/weed"; rclone="$BKP_TOOLS/bin/rclone"
-port() { "$venv" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ak="AKBENCH$RANDOM"; sk="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 echo "{\"identities\":[{\"name\":\"b\",\"credentials\":[{\"accessKey\":\"$ak\",\"secretKey\":\"$sk\"}],\"actions\":[\"Admin\",\"Read\",\"Write\",\"List\"]}]}" > "$work/ids.json"
-ports=(); while [ ${#ports[@]} -lt 5 ]; do p="$(port)"; [ "$p" -lt 55000 ] && ports+=("$p"); done
 mkdir "$work/weed"
 HOME="$work/weed" WEED_MASTER_VOLUME_GROWTH_COPY_1=1 "$weed" server -dir="$work/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
   -master.port="${ports[0]}" -volume.port="${ports[1]}" -filer -filer.port="${ports[2]}" -s3 -s3.port="${ports[3]}" \
   -s3.config="$work/ids.json" -master.volumeSizeLimitMB=256 -volume.max=200 -s3.port.iceberg=0 -s3.port.lance=0 \
   -master.telemetry=false >"$work/weed.log" 2>&1 &
-pids+=($!)
-"$tb" format --cluster=0 --replica=0 --replica-count=1 --development "$work/0_0.tigerbeetle" 2>/dev/null
-"$tb" start --addresses="127.0.0.1:${ports[4]}" --development "$work/0_0.tigerbeetle" >"$work/tb.log" 2>&1 &
 pids+=($!)
 export RCLONE_CONFIG=/dev/null RCLONE_CONFIG_S3_TYPE=s3 RCLONE_CONFIG_S3_PROVIDER=SeaweedFS \
   RCLONE_CONFIG_S3_ACCESS_KEY_ID="$ak" RCLONE_CONFIG_S3_SECRET_ACCESS_KEY="$sk" \
@@ -85,7 +94,6 @@ export RCLONE_CONFIG=/dev/null RCLONE_CONFIG_S3_TYPE=s3 RCLONE_CONFIG_S3_PROVIDE
 for _ in $(seq 120); do "$rclone" mkdir s3:bench 2>/dev/null && echo ok | "$rclone" rcat s3:bench/probe 2>/dev/null && break; sleep 0.5; done
 "$rclone" deletefile s3:bench/probe
 "$rclone" copy --transfers=32 --checkers=32 "$work/store/manifests" s3:bench/p/manifests
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/${ports[4]}") 2>/dev/null && break; sleep 0.2; done
 
 cat > "$work/bkp.toml" <<TOML
 work_dir = "work"
@@ -131,7 +139,7 @@ run "bkp cleanup --dry-run (lists every manifest key)" cleanup --dry-run
 # The cluster's own floor for `logs`: TigerBeetle's repl registering a session
 # and sending one query (a `logs` run with nothing new sends three, through one
 # session opened as it starts).
-# (The ledger's run above made accounts, so the query finds one and exits 0.)
+# (Account 1 exists, so the query finds a row and exits 0.)
 /usr/bin/time -f "%e %M" -o "$work/time" "$tb" repl --cluster=0 --addresses="127.0.0.1:${ports[4]}" \
   --command="query_accounts limit=1;" >"$work/repl.out" 2>&1 \
   || { echo "tigerbeetle repl failed:"; cat "$work/repl.out"; exit 1; } >&2
