@@ -4,70 +4,17 @@
 //! record waiting in the spool), and the account's balance must equal the bytes
 //! the manifests retain.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use anyhow::Result;
 use serde::Serialize;
 
 use crate::id::BackupId;
 use crate::ledger;
-use crate::manifest::chunks::{chunk_key, is_chunk_id, ChunkMap};
-use crate::manifest::{Kind, Manifest};
+use crate::manifest::Manifest;
 use crate::store::Store;
 
-/// The chunks the manifests retain, each once with its stored size: what the
-/// audit adds to the bytes the manifests retain. `verify` fills it as it
-/// checks each backup (that backup's chunk list in hand), and the audit for
-/// the manifests not checked, so that each chunk list is read once per run
-/// and none is kept whole: a chunk takes some 50 bytes here once, where a
-/// list takes ~100 per chunk for every backup naming it (a TB-sized file in
-/// 1 MiB chunks: ~100 MB per backup). A run without an audit keeps none.
-#[derive(Default)]
-pub struct Retained {
-    /// Chunk ids (decoded) and stored sizes, per kind: the key is
-    /// [`chunk_key`] of the two.
-    chunks: HashMap<(Kind, [u8; 32]), u64>,
-    /// Keys of chunks whose id is no chunk id: never from a list
-    /// [`crate::chunks::load`] admits, kept as keys all the same.
-    odd: HashMap<String, u64>,
-    /// Backups whose chunk list was taken, or found damaged (`verify`
-    /// reports that with the backup): not read again.
-    seen: HashSet<BackupId>,
-}
-
-impl Retained {
-    /// Takes the chunks of `m`'s list (`None`: the list is damaged).
-    pub fn add(&mut self, m: &Manifest, map: Option<&ChunkMap>) {
-        self.seen.insert(m.id);
-        for c in map.into_iter().flat_map(|map| map.chunks.iter().flatten()) {
-            let mut id = [0u8; 32];
-            // Lowercase only: one id, one key.
-            if is_chunk_id(&c.0) && hex::decode_to_slice(&c.0, &mut id).is_ok() {
-                self.chunks.insert((m.kind, id), c.1);
-            } else {
-                self.odd.insert(chunk_key(m.kind, &c.0), c.1);
-            }
-        }
-    }
-
-    /// Takes the chunks of `m` unless its list was taken already.
-    fn read(&mut self, store: &dyn Store, m: &Manifest) -> Result<()> {
-        if m.chunks.is_none() || self.seen.contains(&m.id) {
-            return Ok(());
-        }
-        match crate::chunks::load(store, m) {
-            Ok(map) => self.add(m, map.as_ref()),
-            // `verify` reports the damage with the backup.
-            Err(e) if crate::exit::is_damage(&e) => self.add(m, None),
-            Err(e) => return Err(e),
-        }
-        Ok(())
-    }
-
-    fn bytes(&self) -> u64 {
-        self.chunks.values().chain(self.odd.values()).sum()
-    }
-}
+use super::Retained;
 
 /// The ledger audit.
 #[derive(Debug, Default, Serialize)]

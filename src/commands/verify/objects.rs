@@ -18,7 +18,7 @@ use crate::pipeline;
 use crate::stages::compress::Compression;
 use crate::store::Store;
 
-use super::audit::Retained;
+use super::Retained;
 
 /// What was found for one backup.
 #[derive(Debug, Serialize)]
