@@ -370,7 +370,7 @@ fn check_wal(
 /// the manifests not checked, so that each chunk list is read once per run
 /// and none is kept whole: a chunk takes some 50 bytes here once, where a
 /// list takes ~100 per chunk for every backup naming it (a TB-sized file in
-/// 1 MiB chunks: ~100 MB per backup). A run without an audit keeps none.
+/// 4 MiB chunks: ~25 MB per backup). A run without an audit keeps none.
 #[derive(Default)]
 pub struct Retained {
     /// Chunk ids (decoded) and stored sizes, per kind: the key is
