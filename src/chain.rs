@@ -267,8 +267,18 @@ pub fn log_needed(after: u64, until: u64, from: u64, to: u64) -> bool {
 /// run that waited for the store lease started before the parent it continues,
 /// and hosts' clocks differ. Such a segment whose interval cannot be read is the
 /// head, so that the caller stops there rather than continue another branch.
+///
+/// Only segments that hold rows count. A run that found nothing new stores a
+/// note (a manifest without objects, its interval empty at its parent's end):
+/// it says the log was current, continues nothing and is the head of nothing,
+/// so runs write notes without the store lease, and any number of them may
+/// name one parent. (Earlier builds chained notes: a segment continuing one
+/// still has its parent's end as its start.)
 pub fn log_head(all: &[Manifest], cluster: u128) -> Option<&Manifest> {
-    let logs: Vec<&Manifest> = all.iter().filter(|m| is_log_of(m, cluster)).collect();
+    let logs: Vec<&Manifest> = all
+        .iter()
+        .filter(|m| is_log_of(m, cluster) && !m.objects.is_empty())
+        .collect();
     let continued: HashSet<BackupId> = logs.iter().filter_map(|m| m.parent).collect();
     let ends = logs.iter().filter(|m| !continued.contains(&m.id));
     ends.enumerate()
@@ -502,13 +512,19 @@ mod tests {
         let c = segment(3, Some(&b), 20, 30);
         let mut all = vec![a.clone(), c.clone(), b.clone()];
         assert_eq!(log_head(&all, 0).map(|m| m.id), Some(c.id));
-        // Runs with nothing new end where their parent ended: the last of them.
-        let d = segment(10, Some(&c), 30, 30);
-        let e = segment(8, Some(&d), 30, 30);
-        all.extend([e.clone(), d.clone()]);
-        assert_eq!(log_head(&all, 0).map(|m| m.id), Some(e.id));
+        // Runs with nothing new leave notes, which are no head, however many
+        // name one parent and whenever they start.
+        let mut d = segment(10, Some(&c), 30, 30);
+        d.objects.clear();
+        let mut e = segment(8, Some(&d), 30, 30);
+        e.objects.clear();
+        let mut e2 = segment(40, Some(&c), 30, 30);
+        e2.objects.clear();
+        all.extend([e.clone(), d.clone(), e2.clone()]);
+        assert_eq!(log_head(&all, 0).map(|m| m.id), Some(c.id));
         // Two branches (a fork an earlier build could leave): the one that
-        // reaches further, wherever it is listed.
+        // reaches further, wherever it is listed; a segment may continue a
+        // note (earlier builds chained them).
         let f = segment(20, Some(&b), 20, 25);
         let g = segment(1, Some(&e), 30, 40);
         all.extend([f.clone(), g.clone()]);

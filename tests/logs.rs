@@ -88,17 +88,25 @@ fn segments_chain_and_hold_exactly_the_new_events() {
     assert_eq!(first["objects"].as_array().unwrap().len(), 1);
     assert_eq!(transfer_ids(&cfg, &first), [11, 12]);
 
-    // Nothing new: no data object, but a manifest that proves the log is current.
+    // Nothing new: no data object, but a note that proves the log is current.
+    // It takes no lease (the lease's objects stay as the first run left them),
+    // and it continues nothing: the next segment continues the first.
+    let leases = || walk(&dir.path().join("store/leases"));
+    let leased = leases();
+    assert!(!leased.is_empty(), "the first run took the lease");
     let (idle, _) = logs(&cfg);
     assert!(idle["objects"].as_array().unwrap().is_empty());
     assert_eq!(idle["parent"], first["id"]);
     assert_eq!(idle["source"]["after"], first["source"]["until"]);
     assert_eq!(idle["source"]["until"], first["source"]["until"]);
+    let (again, _) = logs(&cfg);
+    assert_eq!(again["parent"], first["id"], "notes continue nothing");
+    assert_eq!(leases(), leased, "a run with nothing new took the lease");
 
     repl(&tb.address(), "create_transfers id=13 debit_account_id=1 credit_account_id=3 amount=9 ledger=700 code=10 flags=pending, id=14 debit_account_id=3 credit_account_id=1 amount=1 ledger=700 code=10;");
     repl(&tb.address(), "create_transfers id=15 pending_id=13 amount=9 ledger=700 code=10 flags=post_pending_transfer;");
     let (third, _) = logs(&cfg);
-    assert_eq!(third["parent"], idle["id"]);
+    assert_eq!(third["parent"], first["id"]);
     assert_eq!(third["source"]["after"], first["source"]["until"]);
     assert_eq!(third["source"]["accounts"], 0);
     assert_eq!(transfer_ids(&cfg, &third), [13, 14, 15]);
@@ -113,11 +121,11 @@ fn segments_chain_and_hold_exactly_the_new_events() {
     assert!(whole.iter().all(|c| !c.contains("BROKEN")), "{whole:?}");
 
     // A missing link is a broken chain, loudly.
-    let idle_manifest = dir.path().join(format!(
+    let first_manifest = dir.path().join(format!(
         "store/manifests/tigerbeetle/{}.json",
-        idle["id"].as_str().unwrap()
+        first["id"].as_str().unwrap()
     ));
-    fs::remove_file(idle_manifest).unwrap();
+    fs::remove_file(first_manifest).unwrap();
     let broken = chains(&cfg);
     assert!(broken.iter().any(|c| c.contains("BROKEN")), "{broken:?}");
     let (_, out) = logs(&cfg);
@@ -265,8 +273,10 @@ fn two_clusters_sharing_a_store_keep_their_own_chains() {
         &a.address(),
         "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700;",
     );
+    common::repl_cluster(7, &b.address(), "create_accounts id=5 code=10 ledger=700;");
     let (a1, _) = logs(&cfg_a);
     let (b1, _) = logs(&cfg_b);
+    assert_eq!(b1["source"]["accounts"], 1, "{b1}");
     assert!(
         b1["parent"].is_null(),
         "cluster 7 continued cluster 0's chain: {b1}"
@@ -424,9 +434,12 @@ fn two_hosts_sharing_a_store_never_fork_the_chain() {
         })
         .collect();
     for m in &shown {
+        // Notes (runs that found nothing new) continue nothing: any number may
+        // name one parent.
+        let note = m["objects"].as_array().is_none_or(|o| o.is_empty());
         assert!(
-            parents.insert(m["parent"].to_string()),
-            "two manifests continue parent {}: the chain forked",
+            note || parents.insert(m["parent"].to_string()),
+            "two segments continue parent {}: the chain forked",
             m["parent"]
         );
         if let Some(p) = m["parent"].as_str() {
@@ -461,7 +474,16 @@ fn two_hosts_sharing_a_store_never_fork_the_chain() {
     // A holder killed inside its lease: the other host is refused, naming it, until
     // the lease expires; a run on the holder's own host sees the holder is gone and
     // takes over at once.
-    let kill_holder = || {
+    let mut next_id = 1000;
+    let mut kill_holder = || {
+        // Something to capture: a run with nothing new takes no lease.
+        next_id += 1;
+        repl(
+            &address,
+            &format!(
+                "create_transfers id={next_id} debit_account_id=1 credit_account_id=2 amount=1 ledger=700 code=10;"
+            ),
+        );
         let killed = common::bkp_command(
             &[
                 env_a.clone(),

@@ -1,12 +1,14 @@
 //! `bkp logs`: TigerBeetle accounts and transfers created since the last watermark →
 //! segment → compress → encrypt → SHA-256 → upload → manifest → ledger.
 //!
-//! Stateless: the watermark is the `until` of the newest `logs` manifest in the
-//! store, with its marks per row kind (see [`tblog::Watermark`]; the first run
-//! starts from the beginning), and each manifest names the
-//! previous one as its parent, so the chain is explicit and a gap is visible. A run
-//! with nothing new uploads no data object but still writes a manifest saying the
-//! log is current up to its bound, so freshness stays provable.
+//! Stateless: the watermark is where the chain's head segment ends
+//! ([`chain::log_head`]), with its marks per row kind (see [`tblog::Watermark`];
+//! the first run starts from the beginning), and each segment names the previous
+//! one as its parent, so the chain is explicit and a gap is visible. A run with
+//! nothing new uploads no data object but still writes a note (a manifest saying
+//! the log is current up to its bound, so freshness stays provable); a note
+//! continues nothing, so it is written without the store lease, which only a run
+//! that captures takes (and then reads the head again under it).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -78,28 +80,49 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             retention_days,
         },
     )?;
-    // One host at a time continues this cluster's chain; the head is read after.
-    let warn = |m: &str| ctx.ui.warn(m);
     let lease_for = tb.map_or(Duration::from_secs(600), |t| t.log_lease);
-    let mut lease = Lease::acquire(
-        store.as_ref(),
-        &trust,
-        &format!("tigerbeetle-logs-{:032x}", cfg.cluster_id),
-        lease::holder(super::run::hostname(), &run.id.to_string()),
-        lease_for,
-        &warn,
-    )?;
-    crate::failpoint::hit("logs-leased");
-    let outcome = continue_chain(
-        ctx,
-        &cfg,
-        store.as_ref(),
-        &trust,
-        &run,
-        &mut lease,
-        lease_for,
-    );
-    lease.release();
+    let store_ = store.as_ref();
+    // Opened before the chain is read: the cluster's registration of its
+    // sessions (~0.6 s) runs meanwhile.
+    let outcome = match tblog::session(&cfg) {
+        Err(e) => Err(e),
+        Ok(client) => {
+            // Whether anything is new is known without the lease: a run that
+            // finds nothing stores a note, which continues nothing (see
+            // `chain::log_head`), so an idle run costs a few requests.
+            let outcome = match look(ctx, &cfg, &client, store_, &trust, lease_for) {
+                Err(e) => Err(e),
+                Ok(seen) if seen.idle() => store_note(&run, &cfg, &seen),
+                Ok(_) => {
+                    // One host at a time continues this cluster's chain.
+                    let warn = |m: &str| ctx.ui.warn(m);
+                    let lease = Lease::acquire(
+                        store_,
+                        &trust,
+                        &format!("tigerbeetle-logs-{:032x}", cfg.cluster_id),
+                        lease::holder(super::run::hostname(), &run.id.to_string()),
+                        lease_for,
+                        &warn,
+                    );
+                    let mut lease = match lease {
+                        Ok(l) => l,
+                        Err(e) => {
+                            client.close();
+                            return Err(e);
+                        }
+                    };
+                    crate::failpoint::hit("logs-leased");
+                    let outcome = continue_chain(
+                        ctx, &cfg, &client, store_, &trust, &run, &mut lease, lease_for,
+                    );
+                    lease.release();
+                    outcome
+                }
+            };
+            client.close();
+            outcome
+        }
+    };
 
     let store = store.as_ref();
     run.finish(outcome, |m, elapsed, ledger| {
@@ -137,21 +160,36 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     })
 }
 
-/// Continues the chain under `lease`: reads its head, captures what the cluster
-/// holds after it (or notes that nothing is new) and stores the manifest.
-fn continue_chain(
+/// Where the chain stands, and what the cluster holds beyond it.
+struct Seen {
+    /// The head segment.
+    parent: Option<crate::id::BackupId>,
+    /// Where the head ends.
+    from: tblog::Watermark,
+    /// The cluster's newest marks, read after the head.
+    now: tblog::Watermark,
+    /// Rows past `from` are only bkp's own audit records, which wait.
+    only_audit: bool,
+}
+
+impl Seen {
+    /// Nothing to capture.
+    fn idle(&self) -> bool {
+        !self.from.behind(&self.now) || self.only_audit
+    }
+}
+
+/// Reads the chain's head, then the cluster's newest marks: refuses a chain
+/// that cannot continue safely and a cluster behind it.
+fn look(
     ctx: &Ctx,
     cfg: &tblog::ClusterConfig,
+    client: &crate::tigerbeetle::client::Client,
     store: &dyn Store,
     trust: &manifest::Trust,
-    run: &Run,
-    lease: &mut Lease,
     lease_for: Duration,
-) -> Result<Stored> {
+) -> Result<Seen> {
     let plan = &ctx.plan;
-    // Opened before the chain is read: the cluster's registration of its
-    // sessions (~0.6 s) runs meanwhile.
-    let client = tblog::session(cfg)?;
     let (all, unreadable) = tigerbeetle_manifests(store, trust)?;
     for (segment, b) in chain::Index::new(&all).log_breaks() {
         ctx.ui.warn(&format!(
@@ -189,8 +227,7 @@ fn continue_chain(
         }
         None => (None, tblog::Watermark::default()),
     };
-    lease.keep_alive()?;
-    let now = tblog::newest_marks(&client).with_context(|| {
+    let now = tblog::newest_marks(client).with_context(|| {
         format!(
             "failed to read the newest timestamp of the cluster at {}",
             cfg.addresses
@@ -207,11 +244,6 @@ fn continue_chain(
             ),
         ));
     }
-    lease.keep_alive()?;
-    let mut source = BTreeMap::new();
-    source.insert("cluster_id".into(), json!(cfg.cluster_id.to_string()));
-    source.insert("after".into(), json!(from.after.to_string()));
-    let mut objects = Vec::new();
     // When the audit ledger is this cluster, every run adds its own record:
     // rows that are only those wait for the next real segment, so that a
     // quiet cluster costs no segment per run.
@@ -220,7 +252,7 @@ fn continue_chain(
             Some(l) if l.cluster_id == cfg.cluster_id => {
                 let ledger = l.ledger;
                 tblog::only_rows_of(
-                    &client,
+                    client,
                     &from,
                     &now,
                     AUDIT_ROWS_DEFERRED,
@@ -230,66 +262,107 @@ fn continue_chain(
             }
             _ => false,
         };
-    if only_audit {
+    Ok(Seen {
+        parent,
+        from,
+        now,
+        only_audit,
+    })
+}
+
+/// The manifest of a run that found nothing new: a note that the log is
+/// current up to where the head ends, as of now. It stores no data and
+/// continues nothing, so it needs no lease.
+fn store_note(run: &Run, cfg: &tblog::ClusterConfig, seen: &Seen) -> Result<Stored> {
+    let mut source = BTreeMap::new();
+    source.insert("cluster_id".into(), json!(cfg.cluster_id.to_string()));
+    source.insert("after".into(), json!(seen.from.after.to_string()));
+    if seen.only_audit {
         source.insert("audit_rows_deferred".into(), json!(true));
     }
-    if !from.behind(&now) || only_audit {
-        // Nothing new: the log is current up to `after` as of now.
-        insert_watermark(&mut source, &from);
-        source.insert("accounts".into(), json!(0));
-        source.insert("transfers".into(), json!(0));
-    } else {
-        let suffix = run.suffix(".tblog", plan.compression);
-        let key = manifest::object_key(Kind::Tigerbeetle, LOGS, run.id, run.started_at, &suffix);
-        let mut stats = None;
-        let mut lost = None;
-        let entry = pipeline::upload(
-            store,
-            &key,
-            &run.metadata(Scope::Incremental),
-            plan.compression,
-            run.keyring,
-            ctx.progress(),
-            |w| {
-                // A large backlog may take longer than the lease: renewed as
-                // the segment is written.
-                let mut w = KeepAlive {
-                    inner: w,
-                    lease: &mut *lease,
-                    lost: &mut lost,
-                };
-                stats = Some(tblog::capture_on(&client, from, now, &mut w)?);
-                Ok(())
-            },
-        );
-        if let Some(e) = lost {
-            return Err(e);
-        }
-        let entry = entry?;
-        let stats = stats.context("the capture produced no statistics")?;
-        let seg = &stats.segment;
-        insert_watermark(&mut source, &stats.next);
-        source.insert("accounts".into(), json!(seg.accounts));
-        source.insert("transfers".into(), json!(seg.transfers));
-        source.insert("expiries".into(), json!(seg.expiries));
-        source.insert(
-            "first_timestamp".into(),
-            json!(seg.first_timestamp.to_string()),
-        );
-        source.insert(
-            "last_timestamp".into(),
-            json!(seg.last_timestamp.to_string()),
-        );
-        // Every request of the run's session: the newest marks' too.
-        source.insert("requests".into(), json!(client.requests()));
-        objects.push(entry);
+    insert_watermark(&mut source, &seen.from);
+    source.insert("accounts".into(), json!(0));
+    source.insert("transfers".into(), json!(0));
+    run.store_manifest(run.manifest(Body {
+        objects: Vec::new(),
+        parent: seen.parent,
+        source,
+        ..Body::default()
+    }))
+}
+
+/// Continues the chain under `lease`: reads its head again (another host may
+/// have continued it since [`look`]), captures what the cluster holds after it
+/// (or notes that nothing is new) and stores the manifest.
+#[allow(clippy::too_many_arguments)]
+fn continue_chain(
+    ctx: &Ctx,
+    cfg: &tblog::ClusterConfig,
+    client: &crate::tigerbeetle::client::Client,
+    store: &dyn Store,
+    trust: &manifest::Trust,
+    run: &Run,
+    lease: &mut Lease,
+    lease_for: Duration,
+) -> Result<Stored> {
+    let plan = &ctx.plan;
+    let seen = look(ctx, cfg, client, store, trust, lease_for)?;
+    lease.keep_alive()?;
+    if seen.idle() {
+        return store_note(run, cfg, &seen);
     }
-    client.close();
+    let (from, now) = (seen.from, seen.now);
+    let mut source = BTreeMap::new();
+    source.insert("cluster_id".into(), json!(cfg.cluster_id.to_string()));
+    source.insert("after".into(), json!(from.after.to_string()));
+    let suffix = run.suffix(".tblog", plan.compression);
+    let key = manifest::object_key(Kind::Tigerbeetle, LOGS, run.id, run.started_at, &suffix);
+    let mut stats = None;
+    let mut lost = None;
+    let entry = pipeline::upload(
+        store,
+        &key,
+        &run.metadata(Scope::Incremental),
+        plan.compression,
+        run.keyring,
+        ctx.progress(),
+        |w| {
+            // A large backlog may take longer than the lease: renewed as
+            // the segment is written.
+            let mut w = KeepAlive {
+                inner: w,
+                lease: &mut *lease,
+                lost: &mut lost,
+            };
+            stats = Some(tblog::capture_on(client, from, now, &mut w)?);
+            Ok(())
+        },
+    );
+    if let Some(e) = lost {
+        return Err(e);
+    }
+    let entry = entry?;
+    let stats = stats.context("the capture produced no statistics")?;
+    let seg = &stats.segment;
+    insert_watermark(&mut source, &stats.next);
+    source.insert("accounts".into(), json!(seg.accounts));
+    source.insert("transfers".into(), json!(seg.transfers));
+    source.insert("expiries".into(), json!(seg.expiries));
+    source.insert(
+        "first_timestamp".into(),
+        json!(seg.first_timestamp.to_string()),
+    );
+    source.insert(
+        "last_timestamp".into(),
+        json!(seg.last_timestamp.to_string()),
+    );
+    // Every request of the run's session: the newest marks' too.
+    source.insert("requests".into(), json!(client.requests()));
     // The decisive check: a run that outlived its lease stores no manifest.
     lease.renew()?;
     run.store_manifest(run.manifest(Body {
-        objects,
-        parent,
+        objects: vec![entry],
+        parent: seen.parent,
         source,
         ..Body::default()
     }))

@@ -774,10 +774,15 @@ pub fn formatted_data_file(dir: &Path) -> PathBuf {
 
 /// Runs one `tigerbeetle repl` command against `address` and returns what it printed.
 pub fn repl(address: &str, command: &str) -> String {
+    repl_cluster(0, address, command)
+}
+
+/// [`repl`] against cluster `cluster`.
+pub fn repl_cluster(cluster: u128, address: &str, command: &str) -> String {
     let out = Command::new(tool("tigerbeetle"))
         .args([
             "repl",
-            "--cluster=0",
+            &format!("--cluster={cluster}"),
             &format!("--addresses={address}"),
             &format!("--command={command}"),
         ])
