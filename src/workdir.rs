@@ -93,6 +93,12 @@ impl WorkDir {
         self.root.join("ledger-spool")
     }
 
+    /// Copies of catalog bases read from the store (`manifest::catalog`):
+    /// checked before each use like the store's objects, and never needed.
+    pub fn catalog_bases(&self) -> PathBuf {
+        self.root.join("cache").join("catalog")
+    }
+
     /// A run report the store did not take (`reports/{operation}-{id}.json`),
     /// kept for the operator.
     pub fn report_file(&self, operation: &str, id: crate::id::BackupId) -> PathBuf {

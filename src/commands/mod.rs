@@ -47,10 +47,15 @@ impl Ctx {
 }
 
 pub fn open_store(plan: &Plan) -> Result<Box<dyn Store>> {
-    Ok(match &plan.store {
+    let store: Box<dyn Store> = match &plan.store {
         StorePlan::Local(p) => Box::new(LocalStore::new(p)?),
         StorePlan::S3(s) => Box::new(S3Store::new(s.clone())?),
-    })
+    };
+    crate::manifest::catalog::keep_bases_in(
+        store.as_ref(),
+        crate::workdir::WorkDir::new(&plan.work_dir).catalog_bases(),
+    );
+    Ok(store)
 }
 
 /// The run's keys and what its readers trust (see `manifest/seal.rs`):

@@ -39,6 +39,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
@@ -284,6 +285,113 @@ fn damaged_error(key: &str, detail: &str) -> anyhow::Error {
     )
 }
 
+/// Where runs of a store keep copies of the catalog bases they read, by the
+/// store's identity (see [`keep_bases_in`]).
+static BASES: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+
+/// Keeps copies of the catalog bases read from `store` in `dir` (the work
+/// directory's), so that the next run reads a base from the store only when
+/// it changed: a base is written once and never rewritten, and a copy is
+/// used only while the listing shows the object under the same key, size and
+/// entity tag, and only once its tag verifies, as the store's object must. A
+/// copy that fails is read from the store again. Without entity tags (a local
+/// store, where reading is cheap) nothing is kept.
+pub fn keep_bases_in(store: &dyn Store, dir: PathBuf) {
+    if let Ok(mut b) = BASES.lock() {
+        let id = store.identity();
+        b.retain(|(s, _)| *s != id);
+        b.push((id, dir));
+    }
+}
+
+/// The copy of base `listed` of `kind` in `store`, and the prefix of every
+/// copy of that store's and kind's bases.
+fn base_copy(
+    store: &dyn Store,
+    kind: Kind,
+    listed: &crate::store::ObjectInfo,
+) -> Option<(PathBuf, String)> {
+    use sha2::{Digest, Sha256};
+    let etag = listed.etag.as_deref()?;
+    let dir = BASES
+        .lock()
+        .ok()?
+        .iter()
+        .find(|(s, _)| *s == store.identity())
+        .map(|(_, d)| d.clone())?;
+    let h = |s: &str| crate::stages::hash::hex(&Sha256::digest(s.as_bytes()))[..16].to_string();
+    let prefix = format!("{}-{}-", h(&store.identity()), kind.as_str());
+    let name = format!(
+        "{prefix}{}-{}",
+        h(&listed.key),
+        h(&format!("{}:{etag}", listed.size))
+    );
+    Some((dir.join(name), prefix))
+}
+
+/// The bytes of catalog object `key`, at most [`MAX_STORED`] + 1 of them.
+fn fetch(store: &dyn Store, key: &str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    store
+        .open(key)?
+        .take(MAX_STORED + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("failed to read {key}"))?;
+    Ok(bytes)
+}
+
+/// Reads and checks base `listed` of `kind`, from its copy when this host
+/// keeps one that checks, else from the store (and keeps a copy).
+fn read_base(
+    store: &dyn Store,
+    keys: Option<&Keyring>,
+    kind: Kind,
+    seq: u64,
+    listed: &crate::store::ObjectInfo,
+) -> Result<Doc> {
+    let copy = base_copy(store, kind, listed);
+    if let Some((path, _)) = &copy {
+        if let Ok(bytes) = std::fs::read(path) {
+            if bytes.len() as u64 == listed.size {
+                if let Ok(doc) = parse_doc(bytes, keys, kind, seq, &listed.key) {
+                    return Ok(doc);
+                }
+            }
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    let bytes = fetch(store, &listed.key)?;
+    let keep = copy
+        .filter(|_| bytes.len() as u64 == listed.size)
+        .map(|c| (c, bytes.clone()));
+    let doc = parse_doc(bytes, keys, kind, seq, &listed.key)?;
+    if let Some(((path, prefix), bytes)) = keep {
+        keep_copy(&path, &prefix, &bytes);
+    }
+    Ok(doc)
+}
+
+/// Stores the copy of a base at `path` (best effort), and removes the copies
+/// of older bases of the same store and kind.
+fn keep_copy(path: &std::path::Path, prefix: &str, bytes: &[u8]) {
+    let Some(dir) = path.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let tmp = dir.join(format!(".{}.tmp{}", prefix, std::process::id()));
+    if std::fs::write(&tmp, bytes).is_err() || std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return;
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(prefix) && p != path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// Reads and checks one catalog object: untrusted bytes.
 fn read_doc(
     store: &dyn Store,
@@ -292,12 +400,18 @@ fn read_doc(
     seq: u64,
     key: &str,
 ) -> Result<Doc> {
-    let mut bytes = Vec::new();
-    store
-        .open(key)?
-        .take(MAX_STORED + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("failed to read {key}"))?;
+    parse_doc(fetch(store, key)?, keys, kind, seq, key)
+}
+
+/// Checks the bytes of catalog object `key` (number `seq` of `kind`) and
+/// reads them.
+fn parse_doc(
+    bytes: Vec<u8>,
+    keys: Option<&Keyring>,
+    kind: Kind,
+    seq: u64,
+    key: &str,
+) -> Result<Doc> {
     if bytes.len() as u64 > MAX_STORED {
         return Err(damaged_error(
             key,
@@ -336,12 +450,14 @@ fn read_doc(
 /// The newest catalog of `kind` that verifies, or an empty state (with the
 /// listed objects) when there is none.
 fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> {
-    let mut objects: Vec<(u64, String)> = store
-        .list(&prefix(kind))?
-        .into_iter()
-        .filter_map(|o| seq_of(kind, &o.key).map(|n| (n, o.key)))
+    let listed = store.list(&prefix(kind))?;
+    let mut objects: Vec<(u64, String)> = listed
+        .iter()
+        .filter_map(|o| seq_of(kind, &o.key).map(|n| (n, o.key.clone())))
         .collect();
     objects.sort();
+    let info: BTreeMap<&str, &crate::store::ObjectInfo> =
+        listed.iter().map(|o| (o.key.as_str(), o)).collect();
     let top = objects.last().map_or(0, |(n, _)| *n);
     let empty = State {
         top,
@@ -361,7 +477,10 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                             format!("catalog {key}: its base {b} is gone"),
                         )
                     })?;
-                    let base = read_doc(store, keys, kind, b, bkey)?;
+                    let base = match info.get(bkey.as_str()) {
+                        Some(o) => read_base(store, keys, kind, b, o)?,
+                        None => read_doc(store, keys, kind, b, bkey)?,
+                    };
                     if base.base.is_some() {
                         return Err(damaged_error(key, "its base is a delta"));
                     }
@@ -875,6 +994,56 @@ mod tests {
         // A restore refuses the catalog's older copy, and corrects the catalog.
         assert!(reread(&store, &trust, &fresh).is_err());
         assert_eq!(reread(&store, &trust, &edited).unwrap(), edited);
+    }
+
+    #[test]
+    fn a_base_is_read_from_the_store_once_and_its_copy_only_once_it_checks() {
+        use crate::store::counting::Counting;
+        let store = MemoryStore::named("bases");
+        let trust = Trust::none();
+        let t0 = OffsetDateTime::now_utc() - Duration::days(30);
+        for i in 0..20 {
+            store_manifest(&store, &sample(Kind::Duckdb, t0 + Duration::hours(i)));
+        }
+        read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        store_manifest(&store, &sample(Kind::Duckdb, OffsetDateTime::now_utc()));
+        let (want, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        let objects = catalog_objects(&store);
+        assert_eq!(objects.len(), 2, "a base and a delta: {objects:?}");
+        let base_size = store.get(&objects[0]).unwrap().len() as u64;
+        let dir = tempfile::tempdir().unwrap();
+        keep_bases_in(&store, dir.path().to_path_buf());
+        // Alive together: the catalog's in-process state is per store.
+        let (c1, c2, c3) = (
+            Counting::new(&store),
+            Counting::new(&store),
+            Counting::new(&store),
+        );
+        let counted = |c: &Counting| {
+            let (got, _) = read(c, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+            assert_eq!(ids(&got), ids(&want));
+            c.bytes_read()
+        };
+        let first = counted(&c1);
+        let copies: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(copies.len(), 1, "{copies:?}");
+        let second = counted(&c2);
+        assert_eq!(first - second, base_size, "the base came from its copy");
+        // A copy that does not check is not used, and is replaced.
+        let mut bytes = std::fs::read(&copies[0]).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&copies[0], &bytes).unwrap();
+        assert_eq!(counted(&c3), first, "the base was read from the store");
+        assert_eq!(
+            std::fs::read(&copies[0]).unwrap(),
+            store.get(&objects[0]).unwrap()
+        );
+        keep_bases_in(&store, dir.path().join("gone"));
     }
 
     #[test]

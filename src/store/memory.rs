@@ -25,6 +25,8 @@ type Objects = Arc<Mutex<BTreeMap<String, Stored>>>;
 #[derive(Default, Clone)]
 pub struct MemoryStore {
     objects: Objects,
+    /// Told apart from other memory stores by its identity (`memory://{name}`).
+    name: Option<Arc<str>>,
 }
 
 fn info(key: &str, o: &Stored) -> ObjectInfo {
@@ -39,6 +41,14 @@ fn info(key: &str, o: &Stored) -> ObjectInfo {
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store whose identity is `memory://{name}`.
+    pub fn named(name: &str) -> Self {
+        MemoryStore {
+            name: Some(name.into()),
+            ..Self::default()
+        }
     }
 }
 
@@ -80,7 +90,7 @@ impl ObjectWriter for MemoryWriter {
 
 impl Store for MemoryStore {
     fn identity(&self) -> String {
-        "memory://".into()
+        format!("memory://{}", self.name.as_deref().unwrap_or(""))
     }
     fn create(&self, key: &str, _metadata: &Metadata) -> Result<Box<dyn ObjectWriter>> {
         check_key(key)?;
