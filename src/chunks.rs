@@ -673,15 +673,17 @@ pub fn write_file(
                 // Read into spare capacity: no zero-filling a buffer about
                 // to be overwritten.
                 let mut data = pool.take(want as usize);
-                let got = (&mut file).take(want).read_to_end(&mut data);
-                if got.as_ref().is_ok_and(|g| *g as u64 != want) || got.is_err() {
-                    let e = got
-                        .err()
-                        .unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-                    return Err(anyhow::Error::new(e).context(format!(
-                        "failed to read {} (did it shrink while read?)",
-                        path.display()
-                    )));
+                match (&mut file).take(want).read_to_end(&mut data) {
+                    Ok(got) if got as u64 == want => {}
+                    got => {
+                        let e = got
+                            .err()
+                            .unwrap_or_else(|| std::io::ErrorKind::UnexpectedEof.into());
+                        return Err(anyhow::Error::new(e).context(format!(
+                            "failed to read {} (did it shrink while read?)",
+                            path.display()
+                        )));
+                    }
                 }
                 crate::interrupt::check()?;
                 if i % TRIM_EVERY == TRIM_EVERY - 1 {
@@ -814,7 +816,7 @@ pub fn read_file(
     }
     let (sum_tx, sum_rx) = mpsc::sync_channel::<Piece>(DIGEST_AHEAD);
     let (write_tx, write_rx) = mpsc::sync_channel::<Piece>(DIGEST_AHEAD);
-    let (fetched, digest, file) = std::thread::scope(|s| {
+    let (digest, file) = std::thread::scope(|s| -> Result<(Sha256, File)> {
         let summer = s.spawn(move || {
             let mut digest = Sha256::new();
             for p in sum_rx {
@@ -830,26 +832,16 @@ pub fn read_file(
             }
             digest
         });
-        let writer = std::thread::Builder::new()
-            .name("bkp-write".into())
-            .spawn_scoped(s, move || -> std::io::Result<File> {
-                let mut out = crate::archive::Sparse::new(file);
-                for p in write_rx {
-                    match p {
-                        Piece::Data(d) => out.write_all(&d)?,
-                        Piece::Zeros(n) => zero_blocks(n, |b| out.write_all(b))?,
-                    }
+        let writer = s.spawn(move || -> std::io::Result<File> {
+            let mut out = crate::archive::Sparse::new(file);
+            for p in write_rx {
+                match p {
+                    Piece::Data(d) => out.write_all(&d)?,
+                    Piece::Zeros(n) => zero_blocks(n, |b| out.write_all(b))?,
                 }
-                out.finish()
-            });
-        let writer = match writer {
-            Ok(w) => w,
-            Err(e) => {
-                drop((sum_tx, write_tx));
-                let _ = summer.join();
-                return (Err(written(e)), None, None);
             }
-        };
+            out.finish()
+        });
         let fetched = ordered(
             map.chunks.len(),
             workers,
@@ -870,19 +862,14 @@ pub fn read_file(
         );
         drop((sum_tx, write_tx));
         let digest = summer.join().expect("the digest thread");
+        // The writer's own error says more than "stopped early".
         let file = writer
             .join()
-            .map_err(|_| anyhow::anyhow!("the restored file's writer panicked"))
-            .and_then(|r| r.map_err(written));
-        (fetched, Some(digest), Some(file))
-    });
-    // The writer's own error says more than "stopped early".
-    let file = match (fetched, file) {
-        (_, Some(Err(e))) | (Err(e), _) => return Err(e),
-        (Ok(()), Some(Ok(f))) => f,
-        (Ok(()), None) => anyhow::bail!("the restored file's writer did not start"),
-    };
-    let digest = digest.context("the restored file's digest did not run")?;
+            .map_err(|_| anyhow::anyhow!("the restored file's writer panicked"))?
+            .map_err(written)?;
+        fetched?;
+        Ok((digest, file))
+    })?;
     crate::failpoint::hit("restore-download");
     file.sync_all()
         .with_context(|| format!("failed to write {}", path.display()))?;
