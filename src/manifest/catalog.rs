@@ -52,7 +52,7 @@ use super::{
 use crate::crypto::Keyring;
 use crate::exit::{classify, coded, Code};
 use crate::id::BackupId;
-use crate::store::{is_already_exists, Store, Version};
+use crate::store::{is_already_exists, ObjectInfo, Store, Version};
 
 pub const CATALOG_DIR: &str = "catalog";
 /// Version 2 since catalogs may hold chunked manifests (schema 2.x): a bkp
@@ -306,11 +306,7 @@ pub fn keep_bases_in(store: &dyn Store, dir: PathBuf) {
 
 /// The copy of base `listed` of `kind` in `store`, and the prefix of every
 /// copy of that store's and kind's bases.
-fn base_copy(
-    store: &dyn Store,
-    kind: Kind,
-    listed: &crate::store::ObjectInfo,
-) -> Option<(PathBuf, String)> {
+fn base_copy(store: &dyn Store, kind: Kind, listed: &ObjectInfo) -> Option<(PathBuf, String)> {
     use sha2::{Digest, Sha256};
     let etag = listed.etag.as_deref()?;
     let dir = BASES
@@ -340,20 +336,22 @@ fn fetch(store: &dyn Store, key: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Reads and checks base `listed` of `kind`, from its copy when this host
-/// keeps one that checks, else from the store (and keeps a copy).
-fn read_base(
+/// Reads and checks catalog object `listed`, number `seq` of `kind`:
+/// untrusted bytes, from this host's copy when it keeps one that checks (a
+/// base: see [`keep_bases_in`]), else from the store, keeping a copy of a
+/// base.
+fn read_object(
     store: &dyn Store,
     keys: Option<&Keyring>,
     kind: Kind,
     seq: u64,
-    listed: &crate::store::ObjectInfo,
+    listed: &ObjectInfo,
 ) -> Result<Doc> {
     let copy = base_copy(store, kind, listed);
     if let Some((path, _)) = &copy {
         if let Ok(bytes) = std::fs::read(path) {
             if bytes.len() as u64 == listed.size {
-                if let Ok(doc) = parse_doc(bytes, keys, kind, seq, &listed.key) {
+                if let Ok(doc) = parse_doc(&bytes, keys, kind, seq, &listed.key) {
                     return Ok(doc);
                 }
             }
@@ -361,12 +359,12 @@ fn read_base(
         }
     }
     let bytes = fetch(store, &listed.key)?;
-    let keep = copy
-        .filter(|_| bytes.len() as u64 == listed.size)
-        .map(|c| (c, bytes.clone()));
-    let doc = parse_doc(bytes, keys, kind, seq, &listed.key)?;
-    if let Some(((path, prefix), bytes)) = keep {
-        keep_copy(&path, &prefix, &bytes);
+    let doc = parse_doc(&bytes, keys, kind, seq, &listed.key)?;
+    // Only what the listing showed (not a rewrite since) is kept.
+    if let Some((path, prefix)) = copy {
+        if doc.base.is_none() && bytes.len() as u64 == listed.size {
+            keep_copy(&path, &prefix, &bytes);
+        }
     }
     Ok(doc)
 }
@@ -392,26 +390,9 @@ fn keep_copy(path: &std::path::Path, prefix: &str, bytes: &[u8]) {
     }
 }
 
-/// Reads and checks one catalog object: untrusted bytes.
-fn read_doc(
-    store: &dyn Store,
-    keys: Option<&Keyring>,
-    kind: Kind,
-    seq: u64,
-    key: &str,
-) -> Result<Doc> {
-    parse_doc(fetch(store, key)?, keys, kind, seq, key)
-}
-
 /// Checks the bytes of catalog object `key` (number `seq` of `kind`) and
 /// reads them.
-fn parse_doc(
-    bytes: Vec<u8>,
-    keys: Option<&Keyring>,
-    kind: Kind,
-    seq: u64,
-    key: &str,
-) -> Result<Doc> {
+fn parse_doc(bytes: &[u8], keys: Option<&Keyring>, kind: Kind, seq: u64, key: &str) -> Result<Doc> {
     if bytes.len() as u64 > MAX_STORED {
         return Err(damaged_error(
             key,
@@ -451,36 +432,31 @@ fn parse_doc(
 /// listed objects) when there is none.
 fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> {
     let listed = store.list(&prefix(kind))?;
-    let mut objects: Vec<(u64, String)> = listed
+    let by_seq: BTreeMap<u64, &ObjectInfo> = listed
         .iter()
-        .filter_map(|o| seq_of(kind, &o.key).map(|n| (n, o.key.clone())))
+        .filter_map(|o| seq_of(kind, &o.key).map(|n| (n, o)))
         .collect();
-    objects.sort();
-    let info: BTreeMap<&str, &crate::store::ObjectInfo> =
-        listed.iter().map(|o| (o.key.as_str(), o)).collect();
+    let objects: Vec<(u64, String)> = by_seq.iter().map(|(n, o)| (*n, o.key.clone())).collect();
     let top = objects.last().map_or(0, |(n, _)| *n);
     let empty = State {
         top,
         objects: objects.clone(),
         ..State::default()
     };
-    let by_seq: BTreeMap<u64, &String> = objects.iter().map(|(n, k)| (*n, k)).collect();
-    for (seq, key) in objects.iter().rev().take(MAX_READS) {
+    for (seq, listed) in by_seq.iter().rev().take(MAX_READS) {
+        let (seq, key) = (seq, &listed.key);
         let tried = (|| -> Result<State> {
-            let doc = read_doc(store, keys, kind, *seq, key)?;
+            let doc = read_object(store, keys, kind, *seq, listed)?;
             let (base, delta) = match doc.base {
                 None => (doc, None),
                 Some(b) if b < *seq => {
-                    let bkey = by_seq.get(&b).ok_or_else(|| {
+                    let blisted = by_seq.get(&b).ok_or_else(|| {
                         coded(
                             Code::NotFound,
                             format!("catalog {key}: its base {b} is gone"),
                         )
                     })?;
-                    let base = match info.get(bkey.as_str()) {
-                        Some(o) => read_base(store, keys, kind, b, o)?,
-                        None => read_doc(store, keys, kind, b, bkey)?,
-                    };
+                    let base = read_object(store, keys, kind, b, blisted)?;
                     if base.base.is_some() {
                         return Err(damaged_error(key, "its base is a delta"));
                     }
@@ -811,6 +787,18 @@ fn write(
     bytes.extend_from_slice(&payload);
     let key = object_key(kind, seq);
     match store.put_new(&key, &bytes, &Vec::new()) {
+        // A base this run wrote is one the next run need not read: a write
+        // answers with the entity tag a listing shows.
+        Ok(info) if !delta => {
+            let written = ObjectInfo {
+                key: key.clone(),
+                size: bytes.len() as u64,
+                ..info
+            };
+            if let Some((path, prefix)) = base_copy(store, kind, &written) {
+                keep_copy(&path, &prefix, &bytes);
+            }
+        }
         Ok(_) => {}
         Err(e) if is_already_exists(&e) => return Ok(false),
         Err(e) => return Err(e),
@@ -1001,18 +989,27 @@ mod tests {
         use crate::store::counting::Counting;
         let store = MemoryStore::named("bases");
         let trust = Trust::none();
+        let dir = tempfile::tempdir().unwrap();
+        keep_bases_in(&store, dir.path().to_path_buf());
         let t0 = OffsetDateTime::now_utc() - Duration::days(30);
         for i in 0..20 {
             store_manifest(&store, &sample(Kind::Duckdb, t0 + Duration::hours(i)));
         }
+        // The base this read writes is kept as it is written.
         read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        let copies = || -> Vec<_> {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect()
+        };
+        assert_eq!(copies().len(), 1);
         store_manifest(&store, &sample(Kind::Duckdb, OffsetDateTime::now_utc()));
         let (want, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
         let objects = catalog_objects(&store);
         assert_eq!(objects.len(), 2, "a base and a delta: {objects:?}");
-        let base_size = store.get(&objects[0]).unwrap().len() as u64;
-        let dir = tempfile::tempdir().unwrap();
-        keep_bases_in(&store, dir.path().to_path_buf());
+        let base = store.get(&objects[0]).unwrap();
         // Alive together: the catalog's in-process state is per store.
         let (c1, c2, c3) = (
             Counting::new(&store),
@@ -1024,25 +1021,20 @@ mod tests {
             assert_eq!(ids(&got), ids(&want));
             c.bytes_read()
         };
-        let first = counted(&c1);
-        let copies: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        assert_eq!(copies.len(), 1, "{copies:?}");
-        let second = counted(&c2);
-        assert_eq!(first - second, base_size, "the base came from its copy");
+        let from_copy = counted(&c1);
         // A copy that does not check is not used, and is replaced.
-        let mut bytes = std::fs::read(&copies[0]).unwrap();
+        let copy = copies().pop().unwrap();
+        let mut bytes = std::fs::read(&copy).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        std::fs::write(&copies[0], &bytes).unwrap();
-        assert_eq!(counted(&c3), first, "the base was read from the store");
+        std::fs::write(&copy, &bytes).unwrap();
         assert_eq!(
-            std::fs::read(&copies[0]).unwrap(),
-            store.get(&objects[0]).unwrap()
+            counted(&c2),
+            from_copy + base.len() as u64,
+            "the base was read from the store"
         );
+        assert_eq!(std::fs::read(&copy).unwrap(), base);
+        assert_eq!(counted(&c3), from_copy, "and from its copy again");
         keep_bases_in(&store, dir.path().join("gone"));
     }
 
@@ -1320,7 +1312,8 @@ mod tests {
         let mut bytes = format!("{MAGIC}{}\n", "00".repeat(32)).into_bytes();
         bytes.resize(MAX_STORED as usize + 10, b'x');
         store.put_new(&huge, &bytes, &Vec::new()).unwrap();
-        let e = read_doc(&store, None, Kind::Duckdb, 1 << 40, &huge).unwrap_err();
+        let listed = store.head(&huge).unwrap().unwrap();
+        let e = read_object(&store, None, Kind::Duckdb, 1 << 40, &listed).unwrap_err();
         assert!(
             format!("{e:#}").contains("larger than any catalog"),
             "{e:#}"
