@@ -81,48 +81,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         },
     )?;
     let lease_for = tb.map_or(Duration::from_secs(600), |t| t.log_lease);
-    let store_ = store.as_ref();
-    // Opened before the chain is read: the cluster's registration of its
-    // sessions (~0.6 s) runs meanwhile.
-    let outcome = match tblog::session(&cfg) {
-        Err(e) => Err(e),
-        Ok(client) => {
-            // Whether anything is new is known without the lease: a run that
-            // finds nothing stores a note, which continues nothing (see
-            // `chain::log_head`), so an idle run costs a few requests.
-            let outcome = match look(ctx, &cfg, &client, store_, &trust, lease_for) {
-                Err(e) => Err(e),
-                Ok(seen) if seen.idle() => store_note(&run, &cfg, &seen),
-                Ok(_) => {
-                    // One host at a time continues this cluster's chain.
-                    let warn = |m: &str| ctx.ui.warn(m);
-                    let lease = Lease::acquire(
-                        store_,
-                        &trust,
-                        &format!("tigerbeetle-logs-{:032x}", cfg.cluster_id),
-                        lease::holder(super::run::hostname(), &run.id.to_string()),
-                        lease_for,
-                        &warn,
-                    );
-                    let mut lease = match lease {
-                        Ok(l) => l,
-                        Err(e) => {
-                            client.close();
-                            return Err(e);
-                        }
-                    };
-                    crate::failpoint::hit("logs-leased");
-                    let outcome = continue_chain(
-                        ctx, &cfg, &client, store_, &trust, &run, &mut lease, lease_for,
-                    );
-                    lease.release();
-                    outcome
-                }
-            };
-            client.close();
-            outcome
-        }
-    };
+    let outcome = attempt(ctx, &cfg, store.as_ref(), &trust, &run, lease_for)?;
 
     let store = store.as_ref();
     run.finish(outcome, |m, elapsed, ledger| {
@@ -160,8 +119,57 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     })
 }
 
+/// The run's outcome, for `run.finish` to record; `Err` when the lease is held
+/// by another run, which is no failed run and records nothing.
+fn attempt(
+    ctx: &Ctx,
+    cfg: &tblog::ClusterConfig,
+    store: &dyn Store,
+    trust: &manifest::Trust,
+    run: &Run,
+    lease_for: Duration,
+) -> Result<Result<Stored>> {
+    // Opened before the chain is read: the cluster's registration of its
+    // sessions (~0.6 s) runs meanwhile.
+    let client = match tblog::session(cfg) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
+    };
+    let seen = match look(ctx, cfg, &client, store, trust, lease_for) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e)),
+    };
+    for (segment, b) in &seen.breaks {
+        ctx.ui.warn(&format!(
+            "the TigerBeetle log chain is broken: segment {segment}: {b}; point-in-time restore cannot cross this gap — take a snapshot to start a restorable point after it"
+        ));
+    }
+    // Whether anything is new is known without the lease: a run that finds
+    // nothing stores a note, which continues nothing (see `chain::log_head`),
+    // so an idle run costs a few requests.
+    if seen.idle() {
+        return Ok(store_note(run, cfg, &seen));
+    }
+    // One host at a time continues this cluster's chain.
+    let warn = |m: &str| ctx.ui.warn(m);
+    let mut lease = Lease::acquire(
+        store,
+        trust,
+        &format!("tigerbeetle-logs-{:032x}", cfg.cluster_id),
+        lease::holder(super::run::hostname(), &run.id.to_string()),
+        lease_for,
+        &warn,
+    )?;
+    crate::failpoint::hit("logs-leased");
+    let outcome = continue_chain(ctx, cfg, &client, store, trust, run, &mut lease, lease_for);
+    lease.release();
+    Ok(outcome)
+}
+
 /// Where the chain stands, and what the cluster holds beyond it.
 struct Seen {
+    /// Segments whose link is broken, with the break.
+    breaks: Vec<(crate::id::BackupId, chain::Break)>,
     /// The head segment.
     parent: Option<crate::id::BackupId>,
     /// Where the head ends.
@@ -177,6 +185,15 @@ impl Seen {
     fn idle(&self) -> bool {
         !self.from.behind(&self.now) || self.only_audit
     }
+
+    /// What every manifest of this run records of its source: the cluster,
+    /// and where it starts.
+    fn source(&self, cfg: &tblog::ClusterConfig) -> BTreeMap<String, serde_json::Value> {
+        let mut source = BTreeMap::new();
+        source.insert("cluster_id".into(), json!(cfg.cluster_id.to_string()));
+        source.insert("after".into(), json!(self.from.after.to_string()));
+        source
+    }
 }
 
 /// Reads the chain's head, then the cluster's newest marks: refuses a chain
@@ -191,27 +208,16 @@ fn look(
 ) -> Result<Seen> {
     let plan = &ctx.plan;
     let (all, unreadable) = tigerbeetle_manifests(store, trust)?;
-    for (segment, b) in chain::Index::new(&all).log_breaks() {
-        ctx.ui.warn(&format!(
-            "the TigerBeetle log chain is broken: segment {segment}: {b}; point-in-time restore cannot cross this gap — take a snapshot to start a restorable point after it"
-        ));
-    }
+    let breaks = chain::Index::new(&all).log_breaks();
     let head = chain::log_head(&all, cfg.cluster_id);
     // A manifest that cannot be read may continue the head, and continuing
     // the head again would fork the chain. It may have started before the head
     // did (it waited for the lease, or its host's clock is behind): anything
     // from a lease's length before the head counts.
     let since = head.map(|h| h.started_at - lease_for);
-    let hidden: Vec<_> = unreadable
-        .iter()
-        .filter(|u| u.may_be_within(since, None))
-        .collect();
-    if !hidden.is_empty() {
-        return Err(manifest::unreadable_error(
-            "the log chain cannot continue safely",
-            &hidden,
-        ));
-    }
+    manifest::refuse_unreadable_within(&unreadable, since, None, || {
+        "the log chain cannot continue safely".into()
+    })?;
     let (parent, from) = match head {
         Some(m) => {
             let from = watermark(m).with_context(|| {
@@ -263,6 +269,7 @@ fn look(
             _ => false,
         };
     Ok(Seen {
+        breaks,
         parent,
         from,
         now,
@@ -274,9 +281,7 @@ fn look(
 /// current up to where the head ends, as of now. It stores no data and
 /// continues nothing, so it needs no lease.
 fn store_note(run: &Run, cfg: &tblog::ClusterConfig, seen: &Seen) -> Result<Stored> {
-    let mut source = BTreeMap::new();
-    source.insert("cluster_id".into(), json!(cfg.cluster_id.to_string()));
-    source.insert("after".into(), json!(seen.from.after.to_string()));
+    let mut source = seen.source(cfg);
     if seen.only_audit {
         source.insert("audit_rows_deferred".into(), json!(true));
     }
@@ -311,10 +316,8 @@ fn continue_chain(
     if seen.idle() {
         return store_note(run, cfg, &seen);
     }
+    let mut source = seen.source(cfg);
     let (from, now) = (seen.from, seen.now);
-    let mut source = BTreeMap::new();
-    source.insert("cluster_id".into(), json!(cfg.cluster_id.to_string()));
-    source.insert("after".into(), json!(from.after.to_string()));
     let suffix = run.suffix(".tblog", plan.compression);
     let key = manifest::object_key(Kind::Tigerbeetle, LOGS, run.id, run.started_at, &suffix);
     let mut stats = None;
