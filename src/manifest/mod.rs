@@ -511,6 +511,25 @@ pub fn unreadable_error(what: &str, bad: &[&Unreadable]) -> anyhow::Error {
     )
 }
 
+/// Refuses, with [`unreadable_error`] saying `what`, when any of `unreadable`
+/// may have started in `(after, until]` ([`Unreadable::may_be_within`]): where
+/// a manifest that could not be read may be the one that matters.
+pub fn refuse_unreadable_within(
+    unreadable: &[Unreadable],
+    after: Option<OffsetDateTime>,
+    until: Option<OffsetDateTime>,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    let within: Vec<_> = unreadable
+        .iter()
+        .filter(|u| u.may_be_within(after, until))
+        .collect();
+    if within.is_empty() {
+        return Ok(());
+    }
+    Err(unreadable_error(&what(), &within))
+}
+
 /// Every manifest in the store (optionally of one kind), oldest first, and
 /// those that could not be read: through the catalog, which is checked against
 /// the manifests stored since it was written (see [`catalog`]).

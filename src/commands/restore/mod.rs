@@ -260,21 +260,10 @@ pub fn resolve(
             // `latest` must not fall back to an older backup in silence when a
             // newer manifest could not be read.
             let after = chosen.as_ref().map(|m| m.started_at);
-            let newer: Vec<_> = unreadable
-                .iter()
-                .filter(|u| u.may_be_within(after, at))
-                .collect();
-            if !newer.is_empty() {
-                return Err(manifest::unreadable_error(
-                    &match &chosen {
-                        Some(m) => {
-                            format!("the newest readable {} backup is {}", kind.as_str(), m.id)
-                        }
-                        None => format!("no readable {} backup was found", kind.as_str()),
-                    },
-                    &newer,
-                ));
-            }
+            manifest::refuse_unreadable_within(&unreadable, after, at, || match &chosen {
+                Some(m) => format!("the newest readable {} backup is {}", kind.as_str(), m.id),
+                None => format!("no readable {} backup was found", kind.as_str()),
+            })?;
             chosen
         }
     };

@@ -262,13 +262,9 @@ fn cover(
     if reached < at_ns {
         // A segment that could not be read may be the one that continues the
         // chain: never end early in silence.
-        let bad: Vec<_> = unreadable.iter().collect();
-        if !bad.is_empty() {
-            return Err(manifest::unreadable_error(
-                &format!("the log reaches only timestamp {reached}, short of --at {at}"),
-                &bad,
-            ));
-        }
+        manifest::refuse_unreadable_within(&unreadable, None, None, || {
+            format!("the log reaches only timestamp {reached}, short of --at {at}")
+        })?;
         let current_at = all
             .iter()
             .filter(|m| m.operation == LOGS && interval(m).is_some_and(|(_, u)| u >= reached))
