@@ -224,7 +224,8 @@ impl Sparse {
         self.behind = upto;
     }
 
-    /// Writes `data`, which starts at a multiple of `HOLE_BLOCK` in the file.
+    /// Writes `data`, which starts at a multiple of `HOLE_BLOCK` in the file
+    /// and ends at `self.len` (already counted).
     fn put(&mut self, data: &[u8]) -> io::Result<()> {
         use std::io::{Seek, SeekFrom};
         let mut run = 0..0;
@@ -250,6 +251,7 @@ impl Sparse {
         if !run.is_empty() {
             self.file.write_all(&data[run])?;
         }
+        self.write_behind(self.len - self.hole);
         Ok(())
     }
 
@@ -267,9 +269,8 @@ impl Write for Sparse {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.buf.is_empty() && data.len() >= SPARSE_BUF {
             // Aligned already: no copy into the buffer.
-            self.put(&data[..SPARSE_BUF])?;
             self.len += SPARSE_BUF as u64;
-            self.write_behind(self.len - self.hole);
+            self.put(&data[..SPARSE_BUF])?;
             return Ok(SPARSE_BUF);
         }
         let n = (SPARSE_BUF - self.buf.len()).min(data.len());
@@ -280,7 +281,6 @@ impl Write for Sparse {
             self.put(&full)?;
             self.buf = full;
             self.buf.clear();
-            self.write_behind(self.len - self.hole);
         }
         Ok(n)
     }
