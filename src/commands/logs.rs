@@ -81,7 +81,15 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         },
     )?;
     let lease_for = tb.map_or(Duration::from_secs(600), |t| t.log_lease);
-    let outcome = attempt(ctx, &cfg, store.as_ref(), &trust, &run, lease_for)?;
+    let job = Job {
+        ctx,
+        cfg: &cfg,
+        store: store.as_ref(),
+        trust: &trust,
+        run: &run,
+        lease_for,
+    };
+    let outcome = job.attempt()?;
 
     let store = store.as_ref();
     run.finish(outcome, |m, elapsed, ledger| {
@@ -119,51 +127,65 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     })
 }
 
-/// The run's outcome, for `run.finish` to record; `Err` when the lease is held
-/// by another run, which is no failed run and records nothing.
-fn attempt(
-    ctx: &Ctx,
-    cfg: &tblog::ClusterConfig,
-    store: &dyn Store,
-    trust: &manifest::Trust,
-    run: &Run,
+/// What one run of `logs` works with.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    ctx: &'a Ctx,
+    cfg: &'a tblog::ClusterConfig,
+    store: &'a dyn Store,
+    trust: &'a manifest::Trust,
+    run: &'a Run<'a>,
     lease_for: Duration,
-) -> Result<Result<Stored>> {
-    // Opened before the chain is read: the cluster's registration of its
-    // sessions (~0.6 s) runs meanwhile.
-    let client = match tblog::session(cfg) {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(e)),
-    };
-    let seen = match look(ctx, cfg, &client, store, trust, lease_for) {
-        Ok(s) => s,
-        Err(e) => return Ok(Err(e)),
-    };
-    for (segment, b) in &seen.breaks {
-        ctx.ui.warn(&format!(
+}
+
+impl Job<'_> {
+    /// The run's outcome, for `run.finish` to record; `Err` when the lease is held
+    /// by another run, which is no failed run and records nothing.
+    fn attempt(&self) -> Result<Result<Stored>> {
+        let Job {
+            ctx,
+            cfg,
+            store,
+            trust,
+            run,
+            lease_for,
+        } = *self;
+        // Opened before the chain is read: the cluster's registration of its
+        // sessions (~0.6 s) runs meanwhile.
+        let client = match tblog::session(cfg) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let seen = match self.look(&client) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        for (segment, b) in &seen.breaks {
+            ctx.ui.warn(&format!(
             "the TigerBeetle log chain is broken: segment {segment}: {b}; point-in-time restore cannot cross this gap — take a snapshot to start a restorable point after it"
         ));
+        }
+        // Whether anything is new is known without the lease: a run that finds
+        // nothing stores a note, which continues nothing (see `chain::log_head`),
+        // so an idle run costs a few requests.
+        if seen.idle() {
+            return Ok(self.store_note(&seen));
+        }
+        // One host at a time continues this cluster's chain.
+        let warn = |m: &str| ctx.ui.warn(m);
+        let mut lease = Lease::acquire(
+            store,
+            trust,
+            &format!("tigerbeetle-logs-{:032x}", cfg.cluster_id),
+            lease::holder(super::run::hostname(), &run.id.to_string()),
+            lease_for,
+            &warn,
+        )?;
+        crate::failpoint::hit("logs-leased");
+        let outcome = self.continue_chain(&client, &mut lease);
+        lease.release();
+        Ok(outcome)
     }
-    // Whether anything is new is known without the lease: a run that finds
-    // nothing stores a note, which continues nothing (see `chain::log_head`),
-    // so an idle run costs a few requests.
-    if seen.idle() {
-        return Ok(store_note(run, cfg, &seen));
-    }
-    // One host at a time continues this cluster's chain.
-    let warn = |m: &str| ctx.ui.warn(m);
-    let mut lease = Lease::acquire(
-        store,
-        trust,
-        &format!("tigerbeetle-logs-{:032x}", cfg.cluster_id),
-        lease::holder(super::run::hostname(), &run.id.to_string()),
-        lease_for,
-        &warn,
-    )?;
-    crate::failpoint::hit("logs-leased");
-    let outcome = continue_chain(ctx, cfg, &client, store, trust, run, &mut lease, lease_for);
-    lease.release();
-    Ok(outcome)
 }
 
 /// Where the chain stands, and what the cluster holds beyond it.
@@ -196,179 +218,184 @@ impl Seen {
     }
 }
 
-/// Reads the chain's head, then the cluster's newest marks: refuses a chain
-/// that cannot continue safely and a cluster behind it.
-fn look(
-    ctx: &Ctx,
-    cfg: &tblog::ClusterConfig,
-    client: &crate::tigerbeetle::client::Client,
-    store: &dyn Store,
-    trust: &manifest::Trust,
-    lease_for: Duration,
-) -> Result<Seen> {
-    let plan = &ctx.plan;
-    let (all, unreadable) = tigerbeetle_manifests(store, trust)?;
-    let breaks = chain::Index::new(&all).log_breaks();
-    let head = chain::log_head(&all, cfg.cluster_id);
-    // A manifest that cannot be read may continue the head, and continuing
-    // the head again would fork the chain. It may have started before the head
-    // did (it waited for the lease, or its host's clock is behind): anything
-    // from a lease's length before the head counts.
-    let since = head.map(|h| h.started_at - lease_for);
-    manifest::refuse_unreadable_within(&unreadable, since, None, || {
-        "the log chain cannot continue safely".into()
-    })?;
-    let (parent, from) = match head {
-        Some(m) => {
-            let from = watermark(m).with_context(|| {
-                format!(
+impl Job<'_> {
+    /// Reads the chain's head, then the cluster's newest marks: refuses a chain
+    /// that cannot continue safely and a cluster behind it.
+    fn look(&self, client: &crate::tigerbeetle::client::Client) -> Result<Seen> {
+        let Job {
+            ctx,
+            cfg,
+            store,
+            trust,
+            lease_for,
+            ..
+        } = *self;
+        let plan = &ctx.plan;
+        let (all, unreadable) = tigerbeetle_manifests(store, trust)?;
+        let breaks = chain::Index::new(&all).log_breaks();
+        let head = chain::log_head(&all, cfg.cluster_id);
+        // A manifest that cannot be read may continue the head, and continuing
+        // the head again would fork the chain. It may have started before the head
+        // did (it waited for the lease, or its host's clock is behind): anything
+        // from a lease's length before the head counts.
+        let since = head.map(|h| h.started_at - lease_for);
+        manifest::refuse_unreadable_within(&unreadable, since, None, || {
+            "the log chain cannot continue safely".into()
+        })?;
+        let (parent, from) = match head {
+            Some(m) => {
+                let from = watermark(m).with_context(|| {
+                    format!(
                     "log manifest {} has no readable interval (`source.after`, `source.until`, \
                      `source.accounts_until` and `source.transfers_until` must be decimal \
                      timestamps): the chain cannot continue from it; take a snapshot and remove \
                      the manifest, or restore it from a copy",
                     m.key()
                 )
-            })?;
-            (Some(m.id), from)
-        }
-        None => (None, tblog::Watermark::default()),
-    };
-    let now = tblog::newest_marks(client).with_context(|| {
-        format!(
-            "failed to read the newest timestamp of the cluster at {}",
-            cfg.addresses
-        )
-    })?;
-    if now.after < from.after {
-        return Err(coded(
-            Code::Integrity,
+                })?;
+                (Some(m.id), from)
+            }
+            None => (None, tblog::Watermark::default()),
+        };
+        let now = tblog::newest_marks(client).with_context(|| {
             format!(
+                "failed to read the newest timestamp of the cluster at {}",
+                cfg.addresses
+            )
+        })?;
+        if now.after < from.after {
+            return Err(coded(
+                Code::Integrity,
+                format!(
                 "the TigerBeetle cluster at {} holds nothing newer than timestamp {}, but the log \
                  chain already covers up to {}: this is not the cluster the chain was captured \
                  from, or it was restored to an earlier state. Start a new chain with a snapshot",
                 cfg.addresses, now.after, from.after
             ),
-        ));
-    }
-    // When the audit ledger is this cluster, every run adds its own record:
-    // rows that are only those wait for the next real segment, so that a
-    // quiet cluster costs no segment per run.
-    let only_audit = from.behind(&now)
-        && match plan.ledger.as_ref() {
-            Some(l) if l.cluster_id == cfg.cluster_id => {
-                let ledger = l.ledger;
-                tblog::only_rows_of(
-                    client,
-                    &from,
-                    &now,
-                    AUDIT_ROWS_DEFERRED,
-                    &|t| crate::ledger::is_audit_transfer(ledger, t),
-                    &|a| crate::ledger::is_audit_account(ledger, a),
-                )?
-            }
-            _ => false,
-        };
-    Ok(Seen {
-        breaks,
-        parent,
-        from,
-        now,
-        only_audit,
-    })
-}
-
-/// The manifest of a run that found nothing new: a note that the log is
-/// current up to where the head ends, as of now. It stores no data and
-/// continues nothing, so it needs no lease.
-fn store_note(run: &Run, cfg: &tblog::ClusterConfig, seen: &Seen) -> Result<Stored> {
-    let mut source = seen.source(cfg);
-    if seen.only_audit {
-        source.insert("audit_rows_deferred".into(), json!(true));
-    }
-    insert_watermark(&mut source, &seen.from);
-    source.insert("accounts".into(), json!(0));
-    source.insert("transfers".into(), json!(0));
-    run.store_manifest(run.manifest(Body {
-        objects: Vec::new(),
-        parent: seen.parent,
-        source,
-        ..Body::default()
-    }))
-}
-
-/// Continues the chain under `lease`: reads its head again (another host may
-/// have continued it since [`look`]), captures what the cluster holds after it
-/// (or notes that nothing is new) and stores the manifest.
-#[allow(clippy::too_many_arguments)]
-fn continue_chain(
-    ctx: &Ctx,
-    cfg: &tblog::ClusterConfig,
-    client: &crate::tigerbeetle::client::Client,
-    store: &dyn Store,
-    trust: &manifest::Trust,
-    run: &Run,
-    lease: &mut Lease,
-    lease_for: Duration,
-) -> Result<Stored> {
-    let plan = &ctx.plan;
-    let seen = look(ctx, cfg, client, store, trust, lease_for)?;
-    lease.keep_alive()?;
-    if seen.idle() {
-        return store_note(run, cfg, &seen);
-    }
-    let mut source = seen.source(cfg);
-    let (from, now) = (seen.from, seen.now);
-    let suffix = run.suffix(".tblog", plan.compression);
-    let key = manifest::object_key(Kind::Tigerbeetle, LOGS, run.id, run.started_at, &suffix);
-    let mut stats = None;
-    let mut lost = None;
-    let entry = pipeline::upload(
-        store,
-        &key,
-        &run.metadata(Scope::Incremental),
-        plan.compression,
-        run.keyring,
-        ctx.progress(),
-        |w| {
-            // A large backlog may take longer than the lease: renewed as
-            // the segment is written.
-            let mut w = KeepAlive {
-                inner: w,
-                lease: &mut *lease,
-                lost: &mut lost,
+            ));
+        }
+        // When the audit ledger is this cluster, every run adds its own record:
+        // rows that are only those wait for the next real segment, so that a
+        // quiet cluster costs no segment per run.
+        let only_audit = from.behind(&now)
+            && match plan.ledger.as_ref() {
+                Some(l) if l.cluster_id == cfg.cluster_id => {
+                    let ledger = l.ledger;
+                    tblog::only_rows_of(
+                        client,
+                        &from,
+                        &now,
+                        AUDIT_ROWS_DEFERRED,
+                        &|t| crate::ledger::is_audit_transfer(ledger, t),
+                        &|a| crate::ledger::is_audit_account(ledger, a),
+                    )?
+                }
+                _ => false,
             };
-            stats = Some(tblog::capture_on(client, from, now, &mut w)?);
-            Ok(())
-        },
-    );
-    if let Some(e) = lost {
-        return Err(e);
+        Ok(Seen {
+            breaks,
+            parent,
+            from,
+            now,
+            only_audit,
+        })
     }
-    let entry = entry?;
-    let stats = stats.context("the capture produced no statistics")?;
-    let seg = &stats.segment;
-    insert_watermark(&mut source, &stats.next);
-    source.insert("accounts".into(), json!(seg.accounts));
-    source.insert("transfers".into(), json!(seg.transfers));
-    source.insert("expiries".into(), json!(seg.expiries));
-    source.insert(
-        "first_timestamp".into(),
-        json!(seg.first_timestamp.to_string()),
-    );
-    source.insert(
-        "last_timestamp".into(),
-        json!(seg.last_timestamp.to_string()),
-    );
-    // Every request of the run's session: the newest marks' too.
-    source.insert("requests".into(), json!(client.requests()));
-    // The decisive check: a run that outlived its lease stores no manifest.
-    lease.renew()?;
-    run.store_manifest(run.manifest(Body {
-        objects: vec![entry],
-        parent: seen.parent,
-        source,
-        ..Body::default()
-    }))
+
+    /// The manifest of a run that found nothing new: a note that the log is
+    /// current up to where the head ends, as of now. It stores no data and
+    /// continues nothing, so it needs no lease.
+    fn store_note(&self, seen: &Seen) -> Result<Stored> {
+        let Job { cfg, run, .. } = *self;
+        let mut source = seen.source(cfg);
+        if seen.only_audit {
+            source.insert("audit_rows_deferred".into(), json!(true));
+        }
+        insert_watermark(&mut source, &seen.from);
+        source.insert("accounts".into(), json!(0));
+        source.insert("transfers".into(), json!(0));
+        run.store_manifest(run.manifest(Body {
+            objects: Vec::new(),
+            parent: seen.parent,
+            source,
+            ..Body::default()
+        }))
+    }
+
+    /// Continues the chain under `lease`: reads its head again (another host may
+    /// have continued it since [`look`]), captures what the cluster holds after it
+    /// (or notes that nothing is new) and stores the manifest.
+    fn continue_chain(
+        &self,
+        client: &crate::tigerbeetle::client::Client,
+        lease: &mut Lease,
+    ) -> Result<Stored> {
+        let Job {
+            ctx,
+            cfg,
+            store,
+            run,
+            ..
+        } = *self;
+        let plan = &ctx.plan;
+        let seen = self.look(client)?;
+        lease.keep_alive()?;
+        if seen.idle() {
+            return self.store_note(&seen);
+        }
+        let mut source = seen.source(cfg);
+        let (from, now) = (seen.from, seen.now);
+        let suffix = run.suffix(".tblog", plan.compression);
+        let key = manifest::object_key(Kind::Tigerbeetle, LOGS, run.id, run.started_at, &suffix);
+        let mut stats = None;
+        let mut lost = None;
+        let entry = pipeline::upload(
+            store,
+            &key,
+            &run.metadata(Scope::Incremental),
+            plan.compression,
+            run.keyring,
+            ctx.progress(),
+            |w| {
+                // A large backlog may take longer than the lease: renewed as
+                // the segment is written.
+                let mut w = KeepAlive {
+                    inner: w,
+                    lease: &mut *lease,
+                    lost: &mut lost,
+                };
+                stats = Some(tblog::capture_on(client, from, now, &mut w)?);
+                Ok(())
+            },
+        );
+        if let Some(e) = lost {
+            return Err(e);
+        }
+        let entry = entry?;
+        let stats = stats.context("the capture produced no statistics")?;
+        let seg = &stats.segment;
+        insert_watermark(&mut source, &stats.next);
+        source.insert("accounts".into(), json!(seg.accounts));
+        source.insert("transfers".into(), json!(seg.transfers));
+        source.insert("expiries".into(), json!(seg.expiries));
+        source.insert(
+            "first_timestamp".into(),
+            json!(seg.first_timestamp.to_string()),
+        );
+        source.insert(
+            "last_timestamp".into(),
+            json!(seg.last_timestamp.to_string()),
+        );
+        // Every request of the run's session: the newest marks' too.
+        source.insert("requests".into(), json!(client.requests()));
+        // The decisive check: a run that outlived its lease stores no manifest.
+        lease.renew()?;
+        run.store_manifest(run.manifest(Body {
+            objects: vec![entry],
+            parent: seen.parent,
+            source,
+            ..Body::default()
+        }))
+    }
 }
 
 /// The segment's writer, renewing the lease as it goes
