@@ -168,6 +168,22 @@ fn conformance(store: &dyn Store) {
     store.delete("b/big.bin").unwrap();
     assert!(store.head("b/big.bin").unwrap().is_none());
     assert_eq!(store.list("b/").unwrap().len(), 2);
+
+    // Delete many (one request on S3): a missing key counts as deleted, as
+    // with one delete; what was not named stays.
+    for k in ["e/1", "e/2", "e/3"] {
+        store.put_new(k, b"x", &meta).unwrap();
+    }
+    let named: Vec<String> = ["e/1", "e/3", "e/missing"].map(String::from).to_vec();
+    assert_eq!(store.delete_many(&named).unwrap(), named);
+    let left: Vec<String> = store
+        .list("e/")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(left, ["e/2"]);
+    assert_eq!(store.delete_many(&[]).unwrap(), Vec::<String>::new());
 }
 
 #[test]
@@ -204,6 +220,7 @@ fn s3_store_conforms_on_a_real_server() {
         ca_file: None,
     })
     .unwrap();
+    assert!(store.deletes_in_batches());
     conformance(&store);
 
     // A write that was never finished nor aborted (its process was killed) leaves

@@ -10,7 +10,10 @@
 //!   by the next reader). A *base* holds every manifest of the kind; a *delta*
 //!   the changes since its base (manifests added, ids removed), so a run writes
 //!   little; once a delta has grown to [`REBASE`] changes a new base is written.
-//!   Superseded objects are deleted by the writer that supersedes them.
+//!   Superseded objects are deleted by a later writer: at once where each
+//!   delete is a request of its own, else in one request by the next run that
+//!   stores a backup, so that a run which stored nothing (an idle `logs` run)
+//!   stays at its few requests.
 //! - A reader takes the newest object that verifies (and its base), then lists
 //!   the manifests whose ids are younger than that object's time minus
 //!   [`WINDOW`] (one request on S3, with `start-after`): those it lacks are
@@ -78,10 +81,16 @@ const MAX_INFLATED: u64 = 2 << 30;
 /// ~1.3 MiB): a larger one is not read into memory. (Smaller in unit tests,
 /// which plant one.)
 const MAX_STORED: u64 = if cfg!(test) { 1 << 20 } else { 256 << 20 };
-/// Superseded catalog objects a write tries to delete, oldest first: under
-/// Object Lock they cannot be deleted until their retention ends, and a
-/// write must not try every one of them each time.
+/// Superseded catalog objects a write tries to delete, oldest first, where a
+/// delete is a request of its own: under Object Lock they cannot be deleted
+/// until their retention ends, and a write must not try every one of them
+/// each time.
 const MAX_DELETES: usize = 4;
+/// Superseded objects a run that stored nothing leaves for a later run, where
+/// the store deletes many in one request: an idle `logs` run every 15
+/// minutes stays at its few requests, and the next run that stores a backup
+/// (or the one that finds this many) deletes them all at once.
+const TIDY_BACKLOG: usize = 64;
 
 /// How much of the store a read lists to check the catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -661,7 +670,7 @@ pub fn read(
     if changed && answered && !empty {
         // The manifests were listed just now (from the window on, or all).
         let checked_at = OffsetDateTime::now_utc();
-        if let Err(e) = write(store, trust.keys(), kind, &mut st, checked_at) {
+        if let Err(e) = write(store, trust.keys(), kind, &mut st, checked_at, false) {
             warn_unwritten(store, kind, &e);
         }
     }
@@ -692,7 +701,9 @@ pub fn note(
 ) {
     let sealer = seal::own_sealer(keys);
     let stored = Some(Stored::of(stored));
-    change(store, keys, m.kind, |st| {
+    // A manifest without objects stored nothing (an idle `logs` run's note).
+    let light = m.objects.is_empty();
+    change(store, keys, m.kind, light, |st| {
         st.dirty.insert(m.id);
         st.entries
             .insert(m.id, Entry::new(m.clone(), sealer.clone(), stored.clone()));
@@ -703,7 +714,13 @@ pub fn note(
 /// time its manifests were last listed (nothing was listed here). A number
 /// lost to another writer is tried again on that writer's catalog, a few
 /// times. Best effort: a failure is a warning, readers list what is missing.
-fn change(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, edit: impl Fn(&mut State)) {
+fn change(
+    store: &dyn Store,
+    keys: Option<&Keyring>,
+    kind: Kind,
+    light: bool,
+    edit: impl Fn(&mut State),
+) {
     let result = (|| -> Result<()> {
         let mut st = match cached(store, kind) {
             Some(st) => st,
@@ -716,7 +733,7 @@ fn change(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, edit: impl Fn(&
             }
             edit(&mut st);
             let checked_at = st.written_at.unwrap_or_else(OffsetDateTime::now_utc);
-            if write(store, keys, kind, &mut st, checked_at)? {
+            if write(store, keys, kind, &mut st, checked_at, light)? {
                 remember(store, kind, st);
                 return Ok(());
             }
@@ -738,6 +755,7 @@ fn write(
     kind: Kind,
     st: &mut State,
     checked_at: OffsetDateTime,
+    light: bool,
 ) -> Result<bool> {
     let seq = st.top.checked_add(1).ok_or_else(|| {
         coded(
@@ -813,22 +831,41 @@ fn write(
     st.top = seq;
     st.written_at = Some(checked_at);
     // Keep the two before it (readers may be reading them), its base, and
-    // the base those two may still apply to; delete a few of the rest.
+    // the base those two may still apply to; the rest are superseded.
     let keep_from = seq.saturating_sub(2);
-    let mut kept = Vec::new();
-    let mut deletes = 0;
-    for (n, k) in std::mem::take(&mut st.objects) {
-        if n < keep_from && n != st.base_seq && n != old_base && deletes < MAX_DELETES {
-            deletes += 1;
-            if store.delete(&k).is_ok() {
-                continue;
-            }
-        }
-        kept.push((n, k));
-    }
+    let (due, mut kept): (Vec<_>, Vec<_>) = std::mem::take(&mut st.objects)
+        .into_iter()
+        .partition(|(n, _)| *n < keep_from && *n != st.base_seq && *n != old_base);
+    let deleted = tidy(store, &due, light);
+    kept.extend(due.into_iter().filter(|(_, k)| !deleted.contains(k)));
+    kept.sort();
     kept.push((seq, key));
     st.objects = kept;
     Ok(true)
+}
+
+/// Deletes superseded catalog objects (`due`, oldest first); the keys it
+/// deleted. Where the store deletes many in one request, a `light` write (of
+/// a run that stored nothing) leaves them until [`TIDY_BACKLOG`] have
+/// gathered, and any other write deletes them all; elsewhere every write
+/// deletes up to [`MAX_DELETES`].
+fn tidy(store: &dyn Store, due: &[(u64, String)], light: bool) -> BTreeSet<String> {
+    let take = if !store.deletes_in_batches() {
+        MAX_DELETES
+    } else if light && due.len() < TIDY_BACKLOG {
+        0
+    } else {
+        due.len()
+    };
+    let keys: Vec<String> = due.iter().take(take).map(|(_, k)| k.clone()).collect();
+    if keys.is_empty() {
+        return BTreeSet::new();
+    }
+    store
+        .delete_many(&keys)
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
 }
 
 /// `m` as its own key holds it now; the catalog is corrected when it held
@@ -846,7 +883,7 @@ pub fn current(store: &dyn Store, trust: &Trust, m: &Manifest) -> Result<Manifes
             if code == Code::NotFound {
                 // Deleted outside bkp, or by a cleanup that did not get to
                 // correct the catalog: the catalog forgets it now.
-                change(store, trust.keys(), m.kind, |st| {
+                change(store, trust.keys(), m.kind, false, |st| {
                     st.entries.remove(&m.id);
                 });
             }
@@ -861,7 +898,7 @@ pub fn current(store: &dyn Store, trust: &Trust, m: &Manifest) -> Result<Manifes
     };
     if &fresh != m {
         let entry = Entry::new(fresh.clone(), sealer, None);
-        change(store, trust.keys(), fresh.kind, |st| {
+        change(store, trust.keys(), fresh.kind, false, |st| {
             st.dirty.insert(entry.manifest.id);
             st.entries.insert(entry.manifest.id, entry.clone());
         });
@@ -982,6 +1019,57 @@ mod tests {
         // A restore refuses the catalog's older copy, and corrects the catalog.
         assert!(reread(&store, &trust, &fresh).is_err());
         assert_eq!(reread(&store, &trust, &edited).unwrap(), edited);
+    }
+
+    #[test]
+    fn superseded_objects_wait_for_a_run_that_stored_something_where_deletes_batch() {
+        let trust = Trust::none();
+        let t0 = OffsetDateTime::now_utc() - Duration::days(3);
+        let note = |i: i64| {
+            let mut m = sample(Kind::Duckdb, t0 + Duration::minutes(15 * i));
+            m.objects.clear();
+            m
+        };
+        for batching in [true, false] {
+            let store = if batching {
+                MemoryStore::batching()
+            } else {
+                MemoryStore::default()
+            };
+            store_manifest(&store, &sample(Kind::Duckdb, t0));
+            read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+            // Runs that stored nothing: each adds a delta.
+            for i in 1..20 {
+                store_manifest(&store, &note(i));
+            }
+            let left = catalog_objects(&store).len();
+            if batching {
+                // Nothing deleted: a base and 19 deltas.
+                assert_eq!(left, 20, "{:?}", catalog_objects(&store));
+            } else {
+                // Each write deleted what it superseded.
+                assert!(left <= 4, "{:?}", catalog_objects(&store));
+            }
+            // A run that stored a backup deletes every superseded object.
+            store_manifest(&store, &sample(Kind::Duckdb, t0 + Duration::hours(6)));
+            assert!(
+                catalog_objects(&store).len() <= 4,
+                "{:?}",
+                catalog_objects(&store)
+            );
+            // However long runs store nothing, the backlog stays bounded.
+            for i in 30..(30 + 3 * TIDY_BACKLOG as i64) {
+                store_manifest(&store, &note(i));
+            }
+            assert!(
+                catalog_objects(&store).len() <= TIDY_BACKLOG + 4,
+                "{}",
+                catalog_objects(&store).len()
+            );
+            // The catalog still holds every manifest.
+            let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Complete).unwrap();
+            assert_eq!(good.len(), 1 + 19 + 1 + 3 * TIDY_BACKLOG);
+        }
     }
 
     #[test]
@@ -1126,7 +1214,7 @@ mod tests {
         entry.manifest.chunks = None;
         st.dirty.insert(m.id);
         let at = st.written_at.unwrap();
-        assert!(write(&store, None, Kind::Duckdb, &mut st, at).unwrap());
+        assert!(write(&store, None, Kind::Duckdb, &mut st, at, false).unwrap());
         assert!(super::super::lacks_chunks(
             &load(&store, None, Kind::Duckdb).unwrap().entries[&m.id].manifest
         ));

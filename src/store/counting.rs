@@ -88,6 +88,12 @@ impl Store for Counting<'_> {
     fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key)
     }
+    fn deletes_in_batches(&self) -> bool {
+        self.inner.deletes_in_batches()
+    }
+    fn delete_many(&self, keys: &[String]) -> Result<Vec<String>> {
+        self.inner.delete_many(keys)
+    }
     fn sweep_unfinished(&self, before: OffsetDateTime, dry_run: bool) -> Result<Vec<Unfinished>> {
         self.inner.sweep_unfinished(before, dry_run)
     }

@@ -27,6 +27,8 @@ pub struct MemoryStore {
     objects: Objects,
     /// Told apart from other memory stores by its identity (`memory://{name}`).
     name: Option<Arc<str>>,
+    /// Answers [`Store::deletes_in_batches`] as S3 without Object Lock does.
+    batching: bool,
 }
 
 fn info(key: &str, o: &Stored) -> ObjectInfo {
@@ -47,6 +49,15 @@ impl MemoryStore {
     pub fn named(name: &str) -> Self {
         MemoryStore {
             name: Some(name.into()),
+            ..Self::default()
+        }
+    }
+
+    /// A store that, as S3 without Object Lock, deletes many keys in one
+    /// request ([`Store::deletes_in_batches`]).
+    pub fn batching() -> Self {
+        MemoryStore {
+            batching: true,
             ..Self::default()
         }
     }
@@ -133,5 +144,8 @@ impl Store for MemoryStore {
         check_key(key)?;
         self.objects.lock().expect("memory store lock").remove(key);
         Ok(())
+    }
+    fn deletes_in_batches(&self) -> bool {
+        self.batching
     }
 }

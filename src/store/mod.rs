@@ -164,6 +164,22 @@ pub trait Store: Send + Sync {
     /// Deletes `key`; deleting a missing key succeeds (deletes are retried).
     fn delete(&self, key: &str) -> Result<()>;
 
+    /// Whether [`Store::delete_many`] deletes many keys in one request.
+    fn deletes_in_batches(&self) -> bool {
+        false
+    }
+
+    /// Deletes `keys` as [`Store::delete`] does; the keys it deleted (a key
+    /// that could not be deleted is left out, not an error). One request per
+    /// key unless [`Store::deletes_in_batches`].
+    fn delete_many(&self, keys: &[String]) -> Result<Vec<String>> {
+        Ok(keys
+            .iter()
+            .filter(|k| self.delete(k).is_ok())
+            .cloned()
+            .collect())
+    }
+
     /// The unfinished streaming writes that started before `before` (a process
     /// killed mid-upload leaves S3 multipart uploads whose parts are kept and
     /// billed, but that are no object), discarded unless `dry_run`. Returns what

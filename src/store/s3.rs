@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use time::OffsetDateTime;
 use tokio::runtime::Runtime;
@@ -916,6 +916,65 @@ impl Store for S3Store {
             )
             .map_err(|e| sdk_error(e, format!("failed to delete {}", self.where_(key))))?;
         Ok(())
+    }
+
+    /// Without Object Lock a delete is one request per key, and
+    /// DeleteObjects takes up to 1,000 of them at once.
+    fn deletes_in_batches(&self) -> bool {
+        self.s.object_lock.is_none()
+    }
+
+    fn delete_many(&self, keys: &[String]) -> Result<Vec<String>> {
+        if !self.deletes_in_batches() {
+            return Ok(keys
+                .iter()
+                .filter(|k| self.delete(k).is_ok())
+                .cloned()
+                .collect());
+        }
+        let mut deleted = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(1000) {
+            let mut ids = Vec::with_capacity(batch.len());
+            for key in batch {
+                ids.push(
+                    ObjectIdentifier::builder()
+                        .key(self.full_key(key)?)
+                        .build()?,
+                );
+            }
+            let delete = Delete::builder()
+                .set_objects(Some(ids))
+                .quiet(true)
+                .build()?;
+            let out = self
+                .rt
+                .block_on(
+                    self.client
+                        .delete_objects()
+                        .bucket(&self.s.bucket)
+                        .delete(delete)
+                        .send(),
+                )
+                .map_err(|e| {
+                    sdk_error(
+                        e,
+                        format!(
+                            "failed to delete {} objects of {}",
+                            batch.len(),
+                            self.where_("")
+                        ),
+                    )
+                })?;
+            // Quiet: the answer names only the keys that were not deleted.
+            let failed: std::collections::HashSet<&str> =
+                out.errors().iter().filter_map(|e| e.key()).collect();
+            for key in batch {
+                if !failed.contains(self.full_key(key)?.as_str()) {
+                    deleted.push(key.clone());
+                }
+            }
+        }
+        Ok(deleted)
     }
 }
 
