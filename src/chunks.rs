@@ -405,11 +405,34 @@ fn seal(data: &[u8], compression: Compression, key: Option<&MasterKey>) -> Resul
     })
 }
 
+/// A chunk's plaintext. Decompressed, it starts at an address a direct
+/// write accepts ([`crate::archive::ALIGN`]), so that a restore hands it to
+/// the disk without a copy.
+pub struct Plain {
+    buf: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl Plain {
+    fn whole(buf: Vec<u8>) -> Plain {
+        let len = buf.len();
+        Plain { buf, off: 0, len }
+    }
+}
+
+impl std::ops::Deref for Plain {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.off..self.off + self.len]
+    }
+}
+
 impl Source<'_> {
     /// Reads chunk `c` (plaintext `len` bytes) and checks it through and
     /// through; its plaintext. `check_id`: recompute its id from the
     /// plaintext (a restore leaves that to the whole file's SHA-256).
-    pub fn read(&self, c: &Chunk, len: u64, check_id: bool) -> Result<Vec<u8>> {
+    pub fn read(&self, c: &Chunk, len: u64, check_id: bool) -> Result<Plain> {
         let key = chunk_key(self.kind, &c.0);
         let where_ = || format!("chunk {key} in {}", self.store.identity());
         let damaged = |why: String| {
@@ -428,7 +451,7 @@ impl Source<'_> {
     }
 
     /// Decrypts, decompresses and checks the stored bytes of chunk `c`.
-    fn open(&self, stored: &[u8], c: &Chunk, len: u64, check_id: bool) -> Result<Vec<u8>> {
+    fn open(&self, stored: &[u8], c: &Chunk, len: u64, check_id: bool) -> Result<Plain> {
         let packed = match &self.keys {
             None => stored.to_vec(),
             Some(keys) => {
@@ -438,16 +461,22 @@ impl Source<'_> {
             }
         };
         let plain = match self.compression {
-            Compression::None => packed,
-            Compression::Zstd { .. } => zstd::bulk::Decompressor::new()?
-                .decompress(&packed, len as usize)
-                .context("zstd could not decode it within its length")?,
+            Compression::None => Plain::whole(packed),
+            Compression::Zstd { .. } => {
+                let want = usize::try_from(len)?;
+                let mut buf = vec![0u8; want + crate::archive::ALIGN];
+                let off = buf.as_ptr().align_offset(crate::archive::ALIGN);
+                let len = zstd::bulk::Decompressor::new()?
+                    .decompress_to_buffer(&packed, &mut buf[off..off + want])
+                    .context("zstd could not decode it within its length")?;
+                Plain { buf, off, len }
+            }
             Compression::Gzip { .. } => {
                 let mut out = Vec::with_capacity(len as usize);
                 flate2::read::GzDecoder::new(&packed[..])
                     .take(len + 1)
                     .read_to_end(&mut out)?;
-                out
+                Plain::whole(out)
             }
         };
         if plain.len() as u64 != len {
@@ -811,7 +840,7 @@ pub fn read_file(
     // A chunk's plaintext, or the length of a chunk of zeros.
     #[derive(Clone)]
     enum Piece {
-        Data(Arc<Vec<u8>>),
+        Data(Arc<Plain>),
         Zeros(u64),
     }
     let (sum_tx, sum_rx) = mpsc::sync_channel::<Piece>(DIGEST_AHEAD);
@@ -833,7 +862,7 @@ pub fn read_file(
             digest
         });
         let writer = s.spawn(move || -> std::io::Result<File> {
-            let mut out = crate::archive::Sparse::new(file);
+            let mut out = crate::archive::Sparse::direct(file);
             for p in write_rx {
                 match p {
                     Piece::Data(d) => out.write_all(&d)?,
