@@ -169,18 +169,34 @@ stage "writing the data file (cp --sparse=always, then sync)" bash -c "cp --spar
 rm -rf "$work/copy" "$work/first.zst"
 
 echo "==> bkp's peak RSS on 1 GiB and 8 GiB inputs"
+# Memory in flight follows how well the chunks in flight compress, not the
+# input's length, so both inputs are made of the same data: the 1 GiB one is
+# eight 128 MiB slices spread over the data file (the file's first GiB alone,
+# its most compressible part, is measured too), the 8 GiB one is the file
+# twice and the head of a third copy. Each is snapshotted twice into a prefix
+# of its own; the higher peak counts.
 mkdir -p "$work/rss"
-head -c $((1 << 30)) "$first" > "$work/rss/small"
+slice=$((128 << 20)); step=$(( (size - slice) / 7 / 4096 * 4096 ))
+for i in $(seq 0 7); do
+  dd if="$first" bs=4096 skip=$((i * step / 4096)) count=$((slice / 4096)) status=none
+done > "$work/rss/small"
+head -c $((1 << 30)) "$first" > "$work/rss/head"
 { cat "$first" "$first"; head -c $(( (8 << 30) - 2 * size )) "$first"; } > "$work/rss/large"
-bkp_config rss-small "$work/rss/small" > "$work/rss-small.toml"
-bkp_config rss-large "$work/rss/large" > "$work/rss-large.toml"
-rs=$(timed "$bkp" --config "$work/rss-small.toml" snapshot)
-rl=$(timed "$bkp" --config "$work/rss-large.toml" snapshot)
+peak() { # input name: the higher peak RSS (MiB) of two first snapshots
+  local best=0 t
+  for r in 1 2; do
+    bkp_config "rss-$1-$r" "$work/rss/$1" > "$work/rss.toml"
+    t=$(timed "$bkp" --config "$work/rss.toml" snapshot)
+    [ "${t#* }" -gt "$best" ] && best=${t#* }
+  done
+  echo "$best"
+}
+rs="x $(peak small)"; rl="x $(peak large)"; rh=$(peak head)
 rm -rf "$work/rss"
 
-python3 - "$rows" "$zt" "$rs" "$rl" "$size" "$changed" "$transfers" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$load0" "$stage_rows" <<'PY' | tee "$work/results.md"
+python3 - "$rows" "$zt" "$rs" "$rl" "$rh" "$size" "$changed" "$transfers" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$load0" "$stage_rows" <<'PY' | tee "$work/results.md"
 import sys, collections
-rows, zt, rs, rl, size, changed, transfers, cores, load_end, load0, stage_rows = sys.argv[1:]
+rows, zt, rs, rl, rh, size, changed, transfers, cores, load_end, load0, stage_rows = sys.argv[1:]
 best = collections.defaultdict(lambda: None)
 stored = {}
 for line in open(rows):
@@ -211,7 +227,8 @@ figs = [
   ("second snapshot bytes stored, vs the first", f"{100 * stored[('bkp','second snapshot')] / stored[('bkp','first snapshot')]:.1f}%", "<= 5%"),
   ("restore wall, vs restic restore", ratio(w('bkp','restore'), w('restic','restore')), "<= 0.5x"),
   ("restore wall, vs restic restore then `sync` (on disk, as bkp's)", ratio(w('bkp','restore'), w('restic','restore, synced')), "-"),
-  ("peak RSS, 1 GiB vs 8 GiB input", f"{rs.split()[1]} vs {rl.split()[1]} MiB", "within 10%, <= 256 MiB"),
+  ("peak RSS, 1 GiB vs 8 GiB input (the same data)", f"{rs.split()[1]} vs {rl.split()[1]} MiB", "within 10%, <= 256 MiB"),
+  ("peak RSS, the data file's first GiB alone (its most compressible)", f"{rh} MiB", "-"),
 ]
 print(f"Best of the runs: bkp first snapshot {w('bkp','first snapshot'):.1f} s, second {w('bkp','second snapshot'):.1f} s, "
       f"restore {w('bkp','restore'):.1f} s; pipeline {w('pipeline','first snapshot'):.1f} / {w('pipeline','second snapshot'):.1f} / "

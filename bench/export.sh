@@ -21,29 +21,7 @@ bkp="$CARGO_TARGET_DIR/debug/bkp"
 py="$BKP_TOOLS/venv/bin/python"
 rows="${ROWS:-10000000}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/bkp-bench.XXXXXX")"
-pids=()
-cleanup() { # SeaweedFS can take a while to stop on SIGTERM: SIGKILL after 10 s.
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-freeport() { python3 - <<'PY'
-import random, socket, sys
-while True:
-    p = random.randint(20000, 40000)
-    try:
-        for q in (p, p + 10000):
-            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
-        print(p); break
-    except OSError:
-        pass
-PY
-}
+source "$BKP_ROOT/bench/lib.sh"
 
 make_db() { # path, rows
   "$py" - "$1" "$2" <<'PY'

@@ -19,12 +19,11 @@ bkp="$CARGO_TARGET_DIR/debug/bkp"
 tb="$BKP_TOOLS/bin/tigerbeetle"
 days="${DAYS:-365}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/bkp-bench-history.XXXXXX")"
-pids=()
+source "$BKP_ROOT/bench/lib.sh"
 cleanup() {
   [ -n "${KEEP:-}" ] && { echo "kept $work (servers running: ${pids[*]})"; return; }
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 3; rm -rf "$work"
+  stop_pids; rm -rf "$work"
 }
-trap cleanup EXIT
 venv="$BKP_TOOLS/venv/bin/python"
 load="$(cut -d' ' -f1-3 /proc/loadavg)"
 

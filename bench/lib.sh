@@ -2,7 +2,7 @@
 # ports, SeaweedFS on loopback, and the cached TigerBeetle data file. Callers set
 # `work` (a new directory) first.
 #
-#   pids+=(PID)            processes killed on exit
+#   pids+=(PID)            processes stopped on exit (stop_pids)
 #   freeport               a port p with p and p + 10000 free
 #   start_seaweedfs        SeaweedFS with a fresh identity; sets s3_port, the AWS_* and
 #                          RCLONE_* variables (remote `s3:`), and creates bucket `bench`
@@ -10,7 +10,16 @@
 #                          (DATA_CACHE=DIR keeps one per N there: it takes minutes)
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 1; rm -rf "$work"; }
+# SeaweedFS can take a while to stop on SIGTERM (and a server left running
+# outlives its deleted directory): SIGKILL after 10 s.
+stop_pids() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+}
+cleanup() { stop_pids; rm -rf "$work"; }
 trap cleanup EXIT
 
 freeport() { python3 - "$@" <<'PY'

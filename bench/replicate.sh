@@ -18,22 +18,7 @@ cargo build -q --example make_parquet
 bkp="$CARGO_TARGET_DIR/debug/bkp"
 files="${FILES:-1000}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/bkp-bench-repl.XXXXXX")"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 1; rm -rf "$work"; }
-trap cleanup EXIT
-
-freeport() { python3 - "$@" <<'PY'
-import random, socket, sys
-while True:
-    p = random.randint(20000, 40000)
-    try:
-        for q in (p, p + 10000):
-            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
-        print(p); break
-    except OSError:
-        pass
-PY
-}
+source "$BKP_ROOT/bench/lib.sh"
 
 echo "==> writing $files Parquet files with DuckDB"
 "$CARGO_TARGET_DIR/debug/examples/make_parquet" "$work/cold" "$files"
