@@ -173,11 +173,7 @@ pub trait Store: Send + Sync {
     /// that could not be deleted is left out, not an error). One request per
     /// key unless [`Store::deletes_in_batches`].
     fn delete_many(&self, keys: &[String]) -> Result<Vec<String>> {
-        Ok(keys
-            .iter()
-            .filter(|k| self.delete(k).is_ok())
-            .cloned()
-            .collect())
+        Ok(delete_each(self, keys))
     }
 
     /// The unfinished streaming writes that started before `before` (a process
@@ -218,6 +214,14 @@ pub trait Store: Send + Sync {
     fn parallelism(&self) -> usize {
         4
     }
+}
+
+/// [`Store::delete_many`] one key at a time: the keys deleted.
+pub fn delete_each<S: Store + ?Sized>(store: &S, keys: &[String]) -> Vec<String> {
+    keys.iter()
+        .filter(|k| store.delete(k).is_ok())
+        .cloned()
+        .collect()
 }
 
 /// Rejects keys that could escape the store's root or that backends disagree on.

@@ -926,11 +926,7 @@ impl Store for S3Store {
 
     fn delete_many(&self, keys: &[String]) -> Result<Vec<String>> {
         if !self.deletes_in_batches() {
-            return Ok(keys
-                .iter()
-                .filter(|k| self.delete(k).is_ok())
-                .cloned()
-                .collect());
+            return Ok(super::delete_each(self, keys));
         }
         let mut deleted = Vec::with_capacity(keys.len());
         for batch in keys.chunks(1000) {
