@@ -334,6 +334,23 @@ impl Sparse {
         Ok(())
     }
 
+    /// Adds `n` bytes of zeros: a hole, neither copied nor compared, when
+    /// they start at the buffer's start and are whole blocks; else written
+    /// as any bytes are.
+    pub(crate) fn zeros(&mut self, n: u64) -> io::Result<()> {
+        if self.filled == 0 && n.is_multiple_of(HOLE_BLOCK as u64) {
+            self.len += n;
+            return Ok(());
+        }
+        let mut left = n;
+        while left > 0 {
+            let step = left.min(ZEROS.len() as u64) as usize;
+            self.write_all(&ZEROS[..step])?;
+            left -= step as u64;
+        }
+        Ok(())
+    }
+
     /// Writes the buffer's `filled` bytes.
     fn put_buffer(&mut self) -> io::Result<()> {
         let buf = std::mem::take(&mut self.buf);
@@ -528,6 +545,38 @@ mod tests {
             allocated < 4 << 20,
             "{allocated} bytes allocated for 20 MiB with about 1 MiB of data"
         );
+    }
+
+    #[test]
+    fn zeros_are_holes_from_a_block_boundary_and_bytes_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("data");
+        for direct in [false, true] {
+            let _ = fs::remove_file(&out);
+            let file = File::create(&out).unwrap();
+            let mut w = if direct {
+                Sparse::direct(file)
+            } else {
+                Sparse::new(file)
+            };
+            let mut want = Vec::new();
+            let mut data = |w: &mut Sparse, n: usize, b: u8| {
+                w.write_all(&vec![b; n]).unwrap();
+                want.extend(std::iter::repeat_n(b, n));
+            };
+            data(&mut w, DIRECT_BUF, 7);
+            w.zeros(2 * HOLE_BLOCK as u64).unwrap(); // a hole
+            data(&mut w, HOLE_BLOCK + 5, 9);
+            w.zeros(HOLE_BLOCK as u64).unwrap(); // mid-buffer: written
+            w.zeros(3).unwrap();
+            data(&mut w, 11, 4);
+            let mut want_all = want.clone();
+            want_all.splice(DIRECT_BUF..DIRECT_BUF, vec![0u8; 2 * HOLE_BLOCK]);
+            let at = DIRECT_BUF + 2 * HOLE_BLOCK + HOLE_BLOCK + 5;
+            want_all.splice(at..at, vec![0u8; HOLE_BLOCK + 3]);
+            w.finish().unwrap().sync_all().unwrap();
+            assert!(fs::read(&out).unwrap() == want_all, "direct: {direct}");
+        }
     }
 
     #[test]

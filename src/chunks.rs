@@ -866,7 +866,7 @@ pub fn read_file(
             for p in write_rx {
                 match p {
                     Piece::Data(d) => out.write_all(&d)?,
-                    Piece::Zeros(n) => zero_blocks(n, |b| out.write_all(b))?,
+                    Piece::Zeros(n) => out.zeros(n)?,
                 }
             }
             out.finish()
