@@ -571,18 +571,23 @@ mod tests {
         );
     }
 
+    /// A writer of a new file at `out`, direct or buffered.
+    fn fresh(out: &Path, direct: bool) -> Sparse {
+        let _ = fs::remove_file(out);
+        let file = File::create(out).unwrap();
+        if direct {
+            Sparse::direct(file)
+        } else {
+            Sparse::new(file)
+        }
+    }
+
     #[test]
     fn zeros_are_holes_from_a_block_boundary_and_bytes_elsewhere() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("data");
         for direct in [false, true] {
-            let _ = fs::remove_file(&out);
-            let file = File::create(&out).unwrap();
-            let mut w = if direct {
-                Sparse::direct(file)
-            } else {
-                Sparse::new(file)
-            };
+            let mut w = fresh(&out, direct);
             let mut want = Vec::new();
             let mut data = |w: &mut Sparse, n: usize, b: u8| {
                 w.write_all(&vec![b; n]).unwrap();
@@ -637,13 +642,7 @@ mod tests {
             ),
             (true, &aligned[off..off + total], vec![DIRECT_BUF]),
         ] {
-            let _ = fs::remove_file(&out);
-            let file = File::create(&out).unwrap();
-            let mut w = if direct {
-                Sparse::direct(file)
-            } else {
-                Sparse::new(file)
-            };
+            let mut w = fresh(&out, direct);
             // Where the file system takes direct writes (Linux's ext4, xfs).
             let probe = takes_direct(&w.file) && set_direct(&w.file, true).is_ok();
             assert_eq!(w.is_direct(), direct && probe);
