@@ -942,25 +942,31 @@ impl Store for S3Store {
                 .set_objects(Some(ids))
                 .quiet(true)
                 .build()?;
-            let out = self
-                .rt
-                .block_on(
-                    self.client
-                        .delete_objects()
-                        .bucket(&self.s.bucket)
-                        .delete(delete)
-                        .send(),
-                )
-                .map_err(|e| {
-                    sdk_error(
-                        e,
-                        format!(
-                            "failed to delete {} objects of {}",
-                            batch.len(),
-                            self.where_("")
-                        ),
-                    )
-                })?;
+            let sent = self.rt.block_on(
+                self.client
+                    .delete_objects()
+                    .bucket(&self.s.bucket)
+                    .delete(delete)
+                    .send(),
+            );
+            let out = match sent {
+                Ok(out) => out,
+                // A server that answers but does not take DeleteObjects (some
+                // S3-compatible ones want a Content-MD5 the client does not
+                // send): one request per key.
+                Err(SdkError::ServiceError(_)) => {
+                    deleted.extend(super::delete_each(self, batch));
+                    continue;
+                }
+                Err(e) => {
+                    let what = format!(
+                        "failed to delete {} objects of {}",
+                        batch.len(),
+                        self.where_("")
+                    );
+                    return Err(sdk_error(e, what));
+                }
+            };
             // Quiet: the answer names only the keys that were not deleted.
             let failed: std::collections::HashSet<&str> =
                 out.errors().iter().filter_map(|e| e.key()).collect();
