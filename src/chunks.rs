@@ -38,7 +38,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::archive::{is_zero, ZEROS};
+use crate::archive::is_zero;
 use crate::crypto::{DecryptReader, EncryptWriter, Keyring, MasterKey};
 use crate::exit::{coded, Code};
 use crate::id::BackupId;
@@ -112,17 +112,6 @@ fn trim_heap() {
 
 /// Chunks read ahead of the file's digest (each a full chunk in memory).
 const DIGEST_AHEAD: usize = 4;
-
-/// Hands `len` bytes of zeros to `f`, a block at a time.
-fn zero_blocks(len: u64, mut f: impl FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
-    let mut left = len;
-    while left > 0 {
-        let step = left.min(ZEROS.len() as u64) as usize;
-        f(&ZEROS[..step])?;
-        left -= step as u64;
-    }
-    Ok(())
-}
 
 /// Chunk buffers to fill again: a long file reuses the few that are in flight
 /// at once instead of allocating (and page-faulting) one per chunk, so that
@@ -852,7 +841,7 @@ pub fn read_file(
                 match p {
                     Piece::Data(d) => digest.update(&d[..]),
                     Piece::Zeros(n) => {
-                        let _ = zero_blocks(n, |b| {
+                        let _ = crate::archive::zero_blocks(n, |b| {
                             digest.update(b);
                             Ok(())
                         });
