@@ -15,6 +15,16 @@ fn read_all(store: &dyn Store, key: &str) -> Vec<u8> {
     buf
 }
 
+/// The keys under `prefix`, sorted.
+fn keys(store: &dyn Store, prefix: &str) -> Vec<String> {
+    store
+        .list(prefix)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect()
+}
+
 fn conformance(store: &dyn Store) {
     let meta = vec![("backup-id".to_string(), "x".to_string())];
 
@@ -124,9 +134,8 @@ fn conformance(store: &dyn Store) {
     assert!(store.list("c/").unwrap().is_empty());
 
     // Listing: prefix filtering, sorted, sizes.
-    let keys: Vec<String> = store.list("").unwrap().into_iter().map(|o| o.key).collect();
     assert_eq!(
-        keys,
+        keys(store, ""),
         [
             "a/empty",
             "a/one.json",
@@ -149,19 +158,9 @@ fn conformance(store: &dyn Store) {
     assert_eq!(after("a/", "a/"), ["a/empty", "a/one.json"]);
     assert_eq!(after("b/", "b/z"), Vec::<String>::new());
     assert_eq!(after("", "b/exact.bin"), ["b/race.bin", "d/small-race"]);
-    let a: Vec<String> = store
-        .list("a/")
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    let a: Vec<String> = keys(store, "a/");
     assert_eq!(a, ["a/empty", "a/one.json"]);
-    let partial: Vec<String> = store
-        .list("a/o")
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    let partial: Vec<String> = keys(store, "a/o");
     assert_eq!(partial, ["a/one.json"]);
 
     // Delete.
@@ -176,12 +175,7 @@ fn conformance(store: &dyn Store) {
     }
     let named: Vec<String> = ["e/1", "e/3", "e/missing"].map(String::from).to_vec();
     assert_eq!(store.delete_many(&named).unwrap(), named);
-    let left: Vec<String> = store
-        .list("e/")
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    let left: Vec<String> = keys(store, "e/");
     assert_eq!(left, ["e/2"]);
     assert_eq!(store.delete_many(&[]).unwrap(), Vec::<String>::new());
 }
