@@ -233,7 +233,7 @@ pub struct Hole {
 pub fn log_cover(all: &[Manifest], from: u64, to: u64) -> Result<(Vec<&Manifest>, u64), Hole> {
     let mut logs: Vec<(&Manifest, u64, u64)> = all
         .iter()
-        .filter(|m| !m.objects.is_empty())
+        .filter(|m| !m.is_note())
         .filter_map(|m| interval(m).map(|(a, u)| (m, a, u)))
         .filter(|(_, after, until)| log_needed(*after, *until, from, to))
         .collect();
@@ -277,7 +277,7 @@ pub fn log_needed(after: u64, until: u64, from: u64, to: u64) -> bool {
 pub fn log_head(all: &[Manifest], cluster: u128) -> Option<&Manifest> {
     let logs: Vec<&Manifest> = all
         .iter()
-        .filter(|m| is_log_of(m, cluster) && !m.objects.is_empty())
+        .filter(|m| is_log_of(m, cluster) && !m.is_note())
         .collect();
     let continued: HashSet<BackupId> = logs.iter().filter_map(|m| m.parent).collect();
     let ends = logs.iter().filter(|m| !continued.contains(&m.id));

@@ -98,7 +98,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         }
         let (after, until) = interval(m).unwrap_or_default();
         let count = |k: &str| m.source.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-        if m.objects.is_empty() {
+        if m.is_note() {
             let deferred = m.source.contains_key("audit_rows_deferred");
             ctx.ui.info(&format!(
                 "log {} : nothing new after timestamp {after}{}; the log is current",

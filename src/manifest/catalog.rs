@@ -701,8 +701,7 @@ pub fn note(
 ) {
     let sealer = seal::own_sealer(keys);
     let stored = Some(Stored::of(stored));
-    // A manifest without objects stored nothing (an idle `logs` run's note).
-    let light = m.objects.is_empty();
+    let light = m.is_note();
     change(store, keys, m.kind, light, |st| {
         st.dirty.insert(m.id);
         st.entries
@@ -1050,8 +1049,12 @@ mod tests {
                 // Each write deleted what it superseded.
                 assert!(left <= 4, "{:?}", catalog_objects(&store));
             }
-            // A run that stored a backup deletes every superseded object.
-            store_manifest(&store, &sample(Kind::Duckdb, t0 + Duration::hours(6)));
+            // A run that stored a backup deletes every superseded object, one
+            // stored only as chunks too.
+            let mut stored = sample(Kind::Duckdb, t0 + Duration::hours(6));
+            stored.objects.clear();
+            with_chunks(&mut stored);
+            store_manifest(&store, &stored);
             assert!(
                 catalog_objects(&store).len() <= 4,
                 "{:?}",
@@ -1177,12 +1180,9 @@ mod tests {
     /// A chunked manifest whose catalog entry lost its chunks (a catalog an
     /// older bkp rewrote) is read again from its key, and the catalog healed:
     /// nothing for the operator to delete.
-    #[test]
-    fn a_chunked_entry_without_its_chunks_is_read_again() {
+    /// Makes `m` a backup of one file stored as chunks.
+    fn with_chunks(m: &mut Manifest) {
         use crate::manifest::chunks::{plain_naming, Chunked, ListRef, MIN_CHUNK};
-        let store = MemoryStore::default();
-        let trust = Trust::none();
-        let mut m = sample(Kind::Duckdb, OffsetDateTime::now_utc() - Duration::days(10));
         m.schema = crate::manifest::chunked_schema_string();
         m.files = vec![crate::manifest::FileEntry {
             name: "db".into(),
@@ -1204,6 +1204,14 @@ mod tests {
                 sha256: "33".into(),
             },
         });
+    }
+
+    #[test]
+    fn a_chunked_entry_without_its_chunks_is_read_again() {
+        let store = MemoryStore::default();
+        let trust = Trust::none();
+        let mut m = sample(Kind::Duckdb, OffsetDateTime::now_utc() - Duration::days(10));
+        with_chunks(&mut m);
         store_manifest(&store, &m);
         let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
         assert_eq!(good, vec![m.clone()]);

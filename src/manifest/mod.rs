@@ -183,6 +183,13 @@ impl Manifest {
         manifest_key(self.kind, self.id)
     }
 
+    /// Whether this manifest is a note: it stored nothing, neither objects nor
+    /// chunks (a `logs` run that found nothing new writes one to say the log
+    /// was current).
+    pub fn is_note(&self) -> bool {
+        self.objects.is_empty() && self.chunks.is_none()
+    }
+
     /// Bytes this backup added to the store (chunks it shares with earlier
     /// backups are theirs).
     pub fn stored_bytes(&self) -> u64 {
