@@ -131,6 +131,19 @@ impl Pool {
         v.reserve_exact(capacity);
         v
     }
+
+    /// A buffer of at least `len` initialized bytes (what a buffer held
+    /// before, or zeros): a decompressor fills it without zeroing it first.
+    fn filled(&self, len: usize) -> Vec<u8> {
+        match self.0.lock().expect("buffer pool").pop() {
+            Some(v) if v.len() >= len => v,
+            _ => vec![0u8; len],
+        }
+    }
+
+    fn give_back(&self, data: Vec<u8>) {
+        self.0.lock().expect("buffer pool").push(data);
+    }
 }
 
 /// A buffer of a [`Pool`], back to it when the last user drops it.
@@ -148,8 +161,7 @@ impl std::ops::Deref for Pooled<'_> {
 
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
-        let data = std::mem::take(&mut self.data);
-        self.pool.0.lock().expect("buffer pool").push(data);
+        self.pool.give_back(std::mem::take(&mut self.data));
     }
 }
 
@@ -314,6 +326,9 @@ pub struct Source<'a> {
     /// backup is not encrypted.
     pub keys: Option<Keyring>,
     pub naming: Naming,
+    /// Buffers of decompressed chunks, filled again: a restore would
+    /// otherwise zero and page-fault a new one per chunk.
+    pool: Pool,
 }
 
 /// The keys to read the chunks of `map` with: the configured key it names,
@@ -367,6 +382,7 @@ pub fn source<'a>(
         compression,
         keys,
         naming,
+        pool: Pool::default(),
     })
 }
 
@@ -397,23 +413,38 @@ fn seal(data: &[u8], compression: Compression, key: Option<&MasterKey>) -> Resul
 /// A chunk's plaintext. Decompressed, it starts at an address a direct
 /// write accepts ([`crate::archive::ALIGN`]), so that a restore hands it to
 /// the disk without a copy.
-pub struct Plain {
+pub struct Plain<'p> {
     buf: Vec<u8>,
     off: usize,
     len: usize,
+    /// Where `buf` goes back when the chunk is dropped.
+    pool: Option<&'p Pool>,
 }
 
-impl Plain {
-    fn whole(buf: Vec<u8>) -> Plain {
+impl Plain<'_> {
+    fn whole(buf: Vec<u8>) -> Plain<'static> {
         let len = buf.len();
-        Plain { buf, off: 0, len }
+        Plain {
+            buf,
+            off: 0,
+            len,
+            pool: None,
+        }
     }
 }
 
-impl std::ops::Deref for Plain {
+impl std::ops::Deref for Plain<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         &self.buf[self.off..self.off + self.len]
+    }
+}
+
+impl Drop for Plain<'_> {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool {
+            pool.give_back(std::mem::take(&mut self.buf));
+        }
     }
 }
 
@@ -421,7 +452,7 @@ impl Source<'_> {
     /// Reads chunk `c` (plaintext `len` bytes) and checks it through and
     /// through; its plaintext. `check_id`: recompute its id from the
     /// plaintext (a restore leaves that to the whole file's SHA-256).
-    pub fn read(&self, c: &Chunk, len: u64, check_id: bool) -> Result<Plain> {
+    pub fn read(&self, c: &Chunk, len: u64, check_id: bool) -> Result<Plain<'_>> {
         let key = chunk_key(self.kind, &c.0);
         let where_ = || format!("chunk {key} in {}", self.store.identity());
         let damaged = |why: String| {
@@ -440,7 +471,7 @@ impl Source<'_> {
     }
 
     /// Decrypts, decompresses and checks the stored bytes of chunk `c`.
-    fn open(&self, stored: &[u8], c: &Chunk, len: u64, check_id: bool) -> Result<Plain> {
+    fn open(&self, stored: &[u8], c: &Chunk, len: u64, check_id: bool) -> Result<Plain<'_>> {
         let packed = match &self.keys {
             None => stored.to_vec(),
             Some(keys) => {
@@ -453,12 +484,18 @@ impl Source<'_> {
             Compression::None => Plain::whole(packed),
             Compression::Zstd { .. } => {
                 let want = usize::try_from(len)?;
-                let mut buf = vec![0u8; want + crate::archive::ALIGN];
-                let off = buf.as_ptr().align_offset(crate::archive::ALIGN);
-                let len = zstd::bulk::Decompressor::new()?
-                    .decompress_to_buffer(&packed, &mut buf[off..off + want])
+                let mut plain = Plain {
+                    buf: self.pool.filled(want + crate::archive::ALIGN),
+                    off: 0,
+                    len: 0,
+                    pool: Some(&self.pool),
+                };
+                plain.off = plain.buf.as_ptr().align_offset(crate::archive::ALIGN);
+                let at = plain.off;
+                plain.len = zstd::bulk::Decompressor::new()?
+                    .decompress_to_buffer(&packed, &mut plain.buf[at..at + want])
                     .context("zstd could not decode it within its length")?;
-                Plain { buf, off, len }
+                plain
             }
             Compression::Gzip { .. } => {
                 let mut out = Vec::with_capacity(len as usize);
@@ -586,6 +623,7 @@ pub fn write_file(
         compression: sink.compression,
         keys: sink.key.map(|k| Keyring::new(k.for_chunks(), Vec::new())),
         naming,
+        pool: Pool::default(),
     };
     // Chunks uploaded by this run: a repeated chunk is stored once.
     let stored_here: Mutex<HashMap<String, u64>> = Mutex::new(HashMap::new());
@@ -828,8 +866,8 @@ pub fn read_file(
     };
     // A chunk's plaintext, or the length of a chunk of zeros.
     #[derive(Clone)]
-    enum Piece {
-        Data(Arc<Plain>),
+    enum Piece<'p> {
+        Data(Arc<Plain<'p>>),
         Zeros(u64),
     }
     let (sum_tx, sum_rx) = mpsc::sync_channel::<Piece>(DIGEST_AHEAD);
