@@ -1,7 +1,8 @@
-//! A download whose connection breaks mid-body resumes by range, of the same
-//! object version only: an S3 store reads through a small TCP proxy (in this
-//! file) that cuts responses after a number of bytes, against the real SeaweedFS
-//! server.
+//! An S3 store through a small TCP proxy (in this file) in front of the real
+//! SeaweedFS server, which cuts responses after a number of bytes or answers
+//! a kind of request with a refusal itself: a download whose connection breaks
+//! mid-body resumes by range, of the same object version only; a server that
+//! refuses DeleteObjects gets one delete per key.
 
 mod common;
 
@@ -21,7 +22,8 @@ const SIZE: usize = 1024 * 1024;
 
 type Hook = Box<dyn Fn() + Send + Sync>;
 
-/// What the proxy does to GETs of one path.
+/// What the proxy does to GETs of one path, and which requests it refuses.
+#[derive(Default)]
 struct Rules {
     /// `GET /bucket/key` as the request line starts.
     get: String,
@@ -31,9 +33,16 @@ struct Rules {
     cut_rest: Option<usize>,
     /// Run once, before a ranged GET of that path is forwarded.
     before_ranged: Mutex<Option<Hook>>,
+    /// Requests whose head starts so are answered by the proxy with
+    /// [`REFUSAL`], their bodies read and dropped: they never reach the server.
+    refuse: Option<String>,
     /// Every request head seen, in order.
     heads: Mutex<Vec<String>>,
 }
+
+/// How S3-compatible servers that want a Content-MD5 on DeleteObjects refuse
+/// the SDK's request, which carries another checksum.
+const REFUSAL: &str = "HTTP/1.1 400 Bad Request\r\nContent-Type: application/xml\r\nContent-Length: 135\r\n\r\n<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidRequest</Code><Message>Missing required header: Content-MD5</Message></Error>";
 
 struct Proxy {
     endpoint: String,
@@ -47,22 +56,11 @@ impl Rules {
 }
 
 impl Proxy {
-    fn start(
-        upstream: &str,
-        get: String,
-        cuts: (&[usize], Option<usize>),
-        before_ranged: Option<Hook>,
-    ) -> Proxy {
+    fn start(upstream: &str, rules: Rules) -> Proxy {
         let upstream = upstream.trim_start_matches("http://").to_string();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let rules = Arc::new(Rules {
-            get,
-            cuts: Mutex::new(cuts.0.iter().copied().collect()),
-            cut_rest: cuts.1,
-            before_ranged: Mutex::new(before_ranged),
-            heads: Mutex::new(Vec::new()),
-        });
+        let rules = Arc::new(rules);
         let r = rules.clone();
         thread::spawn(move || {
             for client in listener.incoming() {
@@ -76,10 +74,15 @@ impl Proxy {
     }
 
     fn gets(&self) -> Vec<String> {
+        self.heads(&self.rules.get)
+    }
+
+    /// The request heads seen that start with `start`.
+    fn heads(&self, start: &str) -> Vec<String> {
         let heads = self.rules.heads.lock().unwrap();
         heads
             .iter()
-            .filter(|h| h.starts_with(&self.rules.get))
+            .filter(|h| h.starts_with(start))
             .cloned()
             .collect()
     }
@@ -122,8 +125,9 @@ fn relay(mut client: TcpStream, mut server: TcpStream, rules: Arc<Rules>) {
         let _ = down_to.shutdown(Shutdown::Both);
         let _ = down_from.shutdown(Shutdown::Both);
     });
-    // Request bodies go through untouched; heads are parsed.
-    let (mut pending, mut body_left) = (Vec::new(), 0usize);
+    // Request bodies go through untouched (a refused one is dropped); heads
+    // are parsed.
+    let (mut pending, mut body_left, mut refused) = (Vec::new(), 0usize, false);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match client.read(&mut buf) {
@@ -134,13 +138,20 @@ fn relay(mut client: TcpStream, mut server: TcpStream, rules: Arc<Rules>) {
             if body_left > 0 {
                 let k = body_left.min(pending.len());
                 let body: Vec<u8> = pending.drain(..k).collect();
-                if server.write_all(&body).is_err() {
+                if !refused && server.write_all(&body).is_err() {
                     return;
                 }
                 body_left -= k;
                 if body_left > 0 {
                     break;
                 }
+            }
+            if refused {
+                // The whole request is in: the proxy answers it.
+                if client.write_all(REFUSAL.as_bytes()).is_err() {
+                    return;
+                }
+                refused = false;
             }
             let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
                 break;
@@ -155,8 +166,9 @@ fn relay(mut client: TcpStream, mut server: TcpStream, rules: Arc<Rules>) {
                 }
                 *budget.lock().unwrap() = rules.next_cut();
             }
+            refused = rules.refuse.as_ref().is_some_and(|r| head.starts_with(r));
             rules.heads.lock().unwrap().push(head.clone());
-            if server.write_all(&head_bytes).is_err() {
+            if !refused && server.write_all(&head_bytes).is_err() {
                 return;
             }
             body_left = header(&head, "content-length")
@@ -195,7 +207,16 @@ fn setup(
     let direct = store(s3, &bucket, &s3.endpoint);
     direct.put_new("obj", &data, &Vec::new()).unwrap();
     let hook = before_ranged(store(s3, &bucket, &s3.endpoint));
-    let proxy = Proxy::start(&s3.endpoint, format!("GET /{bucket}/p/obj"), cuts, hook);
+    let proxy = Proxy::start(
+        &s3.endpoint,
+        Rules {
+            get: format!("GET /{bucket}/p/obj"),
+            cuts: Mutex::new(cuts.0.iter().copied().collect()),
+            cut_rest: cuts.1,
+            before_ranged: Mutex::new(hook),
+            ..Rules::default()
+        },
+    );
     let through = store(s3, &bucket, &proxy.endpoint);
     (proxy, through, data)
 }
@@ -271,4 +292,45 @@ fn a_download_that_keeps_breaking_fails_as_transient() {
     assert!(msg.contains("after 2 resumed requests"), "{msg}");
     let gets = proxy.gets().len();
     assert!((3..=7).contains(&gets), "{gets} GETs: {msg}");
+}
+
+#[test]
+fn a_server_that_refuses_batch_deletes_gets_one_delete_per_key() {
+    let s3 = common::shared_s3();
+    let bucket = s3.new_bucket("deletes");
+    let direct = store(s3, &bucket, &s3.endpoint);
+    let keys: Vec<String> = (0..3).map(|i| format!("gone/{i}")).collect();
+    for k in keys.iter().chain([&"kept/0".to_string()]) {
+        direct.put_new(k, b"bytes", &Vec::new()).unwrap();
+    }
+    let refused = format!("POST /{bucket}/?delete");
+    let proxy = Proxy::start(
+        &s3.endpoint,
+        Rules {
+            refuse: Some(refused.clone()),
+            ..Rules::default()
+        },
+    );
+    let through = store(s3, &bucket, &proxy.endpoint);
+    assert!(through.deletes_in_batches());
+
+    let mut deleted = through.delete_many(&keys).expect("deleted one by one");
+    deleted.sort();
+    assert_eq!(deleted, keys);
+    let left: Vec<String> = direct
+        .list("")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(left, ["kept/0"]);
+    // The batch was tried once, then each key had a request of its own.
+    let all: Vec<String> = proxy
+        .heads("")
+        .iter()
+        .map(|h| h.lines().next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(proxy.heads(&refused).len(), 1, "{all:#?}");
+    let each = proxy.heads(&format!("DELETE /{bucket}/p/gone/"));
+    assert_eq!(each.len(), 3, "{each:#?}");
 }
