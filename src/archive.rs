@@ -239,10 +239,130 @@ fn set_direct(file: &File, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Pages of a file [`mostly_cached`] asks about.
+const CACHE_SAMPLES: usize = 64;
+
+/// Whether most of `file` (`size` bytes) is in the page cache, going by
+/// pages spread over it (`mincore` on a mapping that is never touched, so
+/// asking reads nothing). Where that cannot be asked, it counts as cached;
+/// Linux also answers "cached" for a file the caller may not write and does
+/// not own.
+#[cfg(target_os = "linux")]
+pub(crate) fn mostly_cached(file: &File, size: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let pages = size as usize / ALIGN;
+    if pages == 0 || usize::try_from(size).is_err() {
+        return true;
+    }
+    // SAFETY: a read-only mapping of the file that is never read through;
+    // mincore only reports on it, and it is unmapped before returning.
+    unsafe {
+        let len = size as usize;
+        let base = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        if base == libc::MAP_FAILED {
+            return true;
+        }
+        let mut cached = 0;
+        let mut asked = 0;
+        for k in 0..CACHE_SAMPLES {
+            let page = k * pages / CACHE_SAMPLES;
+            let mut v = 0u8;
+            if libc::mincore(base.cast::<u8>().add(page * ALIGN).cast(), ALIGN, &mut v) == 0 {
+                asked += 1;
+                cached += usize::from(v & 1);
+            }
+        }
+        libc::munmap(base, len);
+        asked == 0 || cached * 2 > asked
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn mostly_cached(_file: &File, _size: u64) -> bool {
+    true
+}
+
+/// The file at `path` (open as `file`, `size` bytes) opened again to be read
+/// around the page cache, in reads of whole `ALIGN` blocks: where its file
+/// system takes direct I/O and the file is not mostly in the page cache
+/// already. A data file TigerBeetle writes with `O_DIRECT` is not; read
+/// through the cache it would cost a copy of every byte and push out what
+/// the host had cached.
+#[cfg(target_os = "linux")]
+pub(crate) fn direct_reader(path: &Path, file: &File, size: u64) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !takes_direct(file) || mostly_cached(file, size) {
+        return None;
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn direct_reader(_path: &Path, _file: &File, _size: u64) -> Option<File> {
+    None
+}
+
+/// The length of a buffer [`read_direct`] can read `want` bytes into.
+pub(crate) fn direct_span(want: usize) -> usize {
+    want.next_multiple_of(ALIGN) + ALIGN
+}
+
+/// Reads `want` bytes at `at` (a multiple of [`ALIGN`]) from `file`, open
+/// with `O_DIRECT`, into `buf` (at least [`direct_span`] long) from its first
+/// aligned address on: where they start in `buf`, and how many were read
+/// (fewer than `want` only at the end of the file).
+pub(crate) fn read_direct(
+    file: &File,
+    at: u64,
+    want: usize,
+    buf: &mut [u8],
+) -> io::Result<(usize, usize)> {
+    use std::os::unix::fs::FileExt;
+    let off = buf.as_ptr().align_offset(ALIGN);
+    let span = want.next_multiple_of(ALIGN);
+    let mut got = 0;
+    while got < want {
+        let n = match file.read_at(&mut buf[off + got..off + span], at + got as u64) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        got += n;
+        if got % ALIGN != 0 {
+            break; // the end of the file
+        }
+    }
+    Ok((off, got.min(want)))
+}
+
+/// Writes the file at `path` out and drops it from the page cache, as a file
+/// written with `O_DIRECT` is; whether it is out (the file system may keep it).
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn evict(path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let file = File::open(path).unwrap();
+    file.sync_all().unwrap();
+    // SAFETY: advice about a file descriptor this function owns.
+    let advised = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    advised == 0 && !mostly_cached(&file, file.metadata().unwrap().len())
+}
+
 /// Whether `file` is on ext2/3/4 or xfs, where direct writes go straight to
 /// a local disk.
 #[cfg(target_os = "linux")]
-fn takes_direct(file: &File) -> bool {
+pub(crate) fn takes_direct(file: &File) -> bool {
     use std::os::fd::AsRawFd;
     const EXT4: i64 = 0xEF53;
     const XFS: i64 = 0x5846_5342;
@@ -258,7 +378,7 @@ fn takes_direct(file: &File) -> bool {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn takes_direct(_file: &File) -> bool {
+pub(crate) fn takes_direct(_file: &File) -> bool {
     false
 }
 
@@ -432,6 +552,44 @@ impl Write for Sparse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_file_out_of_the_page_cache_is_read_around_it_in_whole_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        // Whole blocks and a tail of 1,234 bytes.
+        let total = 80 * ALIGN + 1234;
+        let bytes: Vec<u8> = (0..total).map(|i| (i * 31 % 251) as u8).collect();
+        fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let size = total as u64;
+        // Just written: in the page cache, and read through it.
+        assert!(mostly_cached(&file, size));
+        assert!(direct_reader(&path, &file, size).is_none());
+        if !takes_direct(&file) {
+            return; // Not ext4 or xfs: never read around the cache.
+        }
+        assert!(evict(&path), "the file stayed in the page cache");
+        let d = direct_reader(&path, &file, size).expect("read around the cache");
+        let step = 16 * ALIGN;
+        let mut buf = vec![0u8; direct_span(step)];
+        let mut read = Vec::new();
+        for at in (0..total).step_by(step) {
+            let want = step.min(total - at);
+            let (off, got) = read_direct(&d, at as u64, want, &mut buf).unwrap();
+            assert_eq!(got, want, "at {at}");
+            assert!((buf.as_ptr() as usize + off).is_multiple_of(ALIGN));
+            read.extend_from_slice(&buf[off..off + got]);
+        }
+        assert!(read == bytes);
+        // Asked for more than is left: what there is.
+        let last = (total / ALIGN * ALIGN) as u64;
+        let (off, got) = read_direct(&d, last, step, &mut buf).unwrap();
+        assert_eq!(&buf[off..off + got], &bytes[last as usize..]);
+        // The probe read nothing into the cache.
+        assert!(!mostly_cached(&file, size));
+    }
 
     fn tar_with(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());

@@ -113,6 +113,10 @@ fn trim_heap() {
 /// Chunks read ahead of the file's digest (each a full chunk in memory).
 const DIGEST_AHEAD: usize = 4;
 
+/// Direct reads of a file in flight at once (see `write_file`): one waits
+/// for the disk after each read, two keep it busy.
+const DIRECT_READERS: usize = 2;
+
 /// Chunk buffers to fill again: a long file reuses the few that are in flight
 /// at once instead of allocating (and page-faulting) one per chunk, so that
 /// memory stays the same for a 1 GiB file and an 8 GiB one.
@@ -146,16 +150,19 @@ impl Pool {
     }
 }
 
-/// A buffer of a [`Pool`], back to it when the last user drops it.
+/// A buffer of a [`Pool`] holding `len` bytes from `off` on, back to the
+/// pool when the last user drops it.
 struct Pooled<'p> {
     data: Vec<u8>,
+    off: usize,
+    len: usize,
     pool: &'p Pool,
 }
 
 impl std::ops::Deref for Pooled<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.data
+        &self.data[self.off..self.off + self.len]
     }
 }
 
@@ -694,6 +701,17 @@ pub fn write_file(
     let (res_tx, res_rx) = mpsc::channel::<(usize, Result<(Option<Chunk>, u64)>)>();
     let (sum_tx, sum_rx) = mpsc::sync_channel::<Arc<Pooled>>(DIGEST_AHEAD);
     let mut bytes = 0u64;
+    // Around the page cache where that pays (see `direct_reader`), in reads of
+    // whole blocks: chunk offsets must be multiples of them.
+    let direct = crate::archive::direct_reader(path, &file, size)
+        .filter(|_| chunk_size.is_multiple_of(crate::archive::ALIGN as u64));
+    let len_of = |i: usize| size.saturating_sub(i as u64 * chunk_size).min(chunk_size);
+    let whole = |got: usize, want: u64| -> std::io::Result<()> {
+        match got as u64 == want {
+            true => Ok(()),
+            false => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        }
+    };
     let (read_result, digest) = std::thread::scope(|s| {
         for _ in 0..workers {
             let res_tx = res_tx.clone();
@@ -720,32 +738,78 @@ pub fn write_file(
             }
             digest
         });
+        // A direct read waits for the disk: two in flight, each reader taking
+        // every other chunk, handed on in order.
+        let mut lanes = Vec::new();
+        if let Some(d) = &direct {
+            for lane in 0..DIRECT_READERS {
+                let (tx, rx) = mpsc::sync_channel::<std::io::Result<(Vec<u8>, usize)>>(1);
+                lanes.push(rx);
+                let (pool, stop, len_of, whole) = (&pool, &stop, &len_of, &whole);
+                s.spawn(move || {
+                    for i in (lane..n).step_by(DIRECT_READERS) {
+                        if stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        let want = len_of(i);
+                        let mut data = pool.filled(crate::archive::direct_span(want as usize));
+                        let at = i as u64 * chunk_size;
+                        let read = crate::archive::read_direct(d, at, want as usize, &mut data)
+                            .and_then(|(off, got)| whole(got, want).map(|()| (data, off)));
+                        let failed = read.is_err();
+                        if tx.send(read).is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
         let result = (|| -> Result<()> {
             for i in 0..n {
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                let want = size.saturating_sub(i as u64 * chunk_size).min(chunk_size);
-                // Read into spare capacity: no zero-filling a buffer about
-                // to be overwritten.
-                let mut data = pool.take(want as usize);
-                match (&mut file).take(want).read_to_end(&mut data) {
-                    Ok(got) if got as u64 == want => {}
-                    got => {
-                        let e = got
-                            .err()
-                            .unwrap_or_else(|| std::io::ErrorKind::UnexpectedEof.into());
-                        return Err(anyhow::Error::new(e).context(format!(
-                            "failed to read {} (did it shrink while read?)",
-                            path.display()
-                        )));
+                let want = len_of(i);
+                let mut buffered = || -> std::io::Result<(Vec<u8>, usize)> {
+                    // Into spare capacity: no zero-filling a buffer about to
+                    // be overwritten.
+                    let mut data = pool.take(want as usize);
+                    let got = (&mut file).take(want).read_to_end(&mut data)?;
+                    whole(got, want).map(|()| (data, 0))
+                };
+                let read = match lanes.get(i % DIRECT_READERS) {
+                    None => buffered(),
+                    Some(lane) => match lane.recv() {
+                        Ok(read) => read,
+                        // It stopped for a chunk that failed: that error is
+                        // the one to report.
+                        Err(_) => break,
+                    },
+                };
+                let (data, off) = match read {
+                    // Refused after all: through the page cache, from the start.
+                    Err(e) if i == 0 && e.raw_os_error() == Some(libc::EINVAL) => {
+                        lanes.clear();
+                        buffered()
                     }
+                    r => r,
                 }
+                .with_context(|| {
+                    format!(
+                        "failed to read {} (did it shrink while read?)",
+                        path.display()
+                    )
+                })?;
                 crate::interrupt::check()?;
                 if i % TRIM_EVERY == TRIM_EVERY - 1 {
                     trim_heap();
                 }
-                let data = Arc::new(Pooled { data, pool: &pool });
+                let data = Arc::new(Pooled {
+                    data,
+                    off,
+                    len: want as usize,
+                    pool: &pool,
+                });
                 bytes += want;
                 sink.progress.advance(want);
                 if sum_tx.send(Arc::clone(&data)).is_err() || job_tx.send((i, data)).is_err() {
@@ -786,7 +850,7 @@ pub fn write_file(
         chunks.push(c);
     }
     let mut rest = [0u8; 1];
-    if bytes != size || file.read(&mut rest)? != 0 {
+    if bytes != size || std::os::unix::fs::FileExt::read_at(&file, &mut rest, size)? != 0 {
         return Err(coded(
             Code::UnsafeSource,
             format!(
@@ -1103,6 +1167,38 @@ mod tests {
             assert_eq!(got, entry);
             assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&path).unwrap());
         }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_file_out_of_the_page_cache_makes_the_same_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(dir.path(), 4);
+        let k = key();
+        let ring = Keyring::new(MasterKey::from_bytes([9u8; 32]), Vec::new());
+        let chunk_key = k.for_chunks();
+        let store = MemoryStore::new();
+        let write = || {
+            write_file(
+                &sink(&store, ZSTD, Some(&chunk_key)),
+                &path,
+                "f",
+                CS,
+                &HashMap::new(),
+            )
+            .unwrap()
+        };
+        let (cached_map, cached) = write();
+        if !crate::archive::evict(&path) {
+            return; // The file system keeps it cached.
+        }
+        let (map, entry) = write();
+        assert_eq!(entry, cached);
+        assert_eq!(map.chunks, cached_map.chunks);
+        let out = dir.path().join("out");
+        let got = restore(&store, &map, &entry, ZSTD, Some(&ring), &out).unwrap();
+        assert_eq!(got, entry);
+        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&path).unwrap());
     }
 
     #[test]
