@@ -6,7 +6,9 @@
 #     `rclone cat | age -d | zstd -d | tar -x`),
 #   - restic (Debian's), into an S3 repository.
 # Each is timed on a first snapshot, a second snapshot after about 1% new
-# transfers, and a restore; wall time, peak RSS and bytes stored are recorded. Then
+# transfers, and a restore; wall time, peak RSS and bytes stored are recorded.
+# bkp and the pipeline take both snapshots again with the file out of the page
+# cache, as TigerBeetle (which writes with O_DIRECT) leaves it. Then
 # bkp's peak RSS on a 1 GiB and an 8 GiB input. Writes bench/compare-results.md.
 # Not a test: figures depend on the machine and on what else runs on it (the load
 # average at the start is recorded with them).
@@ -80,6 +82,10 @@ TOML
   [ -z "${3:-}" ] || printf '[compression]\nlevel = %s\n' "$3"
 }
 
+# Drops a file from the page cache, as TigerBeetle leaves its data file (it
+# writes with O_DIRECT).
+evict() { dd if="$1" iflag=nocache count=0 status=none; }
+
 bytes_under() { rclone size --json "s3:bench/$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes"])'; }
 
 # time one command: prints "wall rss_mib"
@@ -107,6 +113,13 @@ for run in $(seq "$repeat"); do
   bkp_config "bkpl1-$run" "$first" 1 > "$work/bkp-l1.toml"
   t=$(timed "$bkp" --config "$work/bkp-l1.toml" snapshot)
   row bkp "first, zstd 1" "$run" "$t" "$(bytes_under "bkpl1-$run/tigerbeetle")"
+  # Both snapshots again, each file out of the page cache first.
+  for v in v1 v2; do bkp_config "bkpnc$run" "$work/$v/0_0.tigerbeetle" > "$work/bkp-nc-$v.toml"; done
+  evict "$first"; t=$(timed "$bkp" --config "$work/bkp-nc-v1.toml" snapshot)
+  n1=$(bytes_under "bkpnc$run/tigerbeetle"); row bkp "first, uncached" "$run" "$t" "$n1"
+  evict "$second"; t=$(timed "$bkp" --config "$work/bkp-nc-v2.toml" snapshot)
+  n2=$(bytes_under "bkpnc$run/tigerbeetle"); row bkp "second, uncached" "$run" "$t" "$((n2 - n1))"
+  cat "$first" "$second" > /dev/null  # cached again for the runs that follow
   rm -rf "$work/restored"; sync  # each restore starts with nothing left to write out
   t=$(timed "$bkp" --config "$work/bkp-v2.toml" restore latest --target "$work/restored")
   cmp -s "$second" "$work/restored/0_0.tigerbeetle" || { echo "bkp restored other bytes" >&2; exit 1; }
@@ -122,6 +135,12 @@ for run in $(seq "$repeat"); do
   t=$(timed bash -c "set -o pipefail; $(declare -f pipe); recipient=$recipient run=$run; pipe '$work/v2' second.tar.zst.age")
   b2=$(bytes_under "pipe$run")
   row pipeline "second snapshot" "$run" "$t" "$((b2 - b1))"
+  evict "$first"
+  t=$(timed bash -c "set -o pipefail; $(declare -f pipe); recipient=$recipient run=$run; pipe '$work/v1' first-nc.tar.zst.age")
+  row pipeline "first, uncached" "$run" "$t" ""
+  evict "$second"
+  t=$(timed bash -c "set -o pipefail; $(declare -f pipe); recipient=$recipient run=$run; pipe '$work/v2' second-nc.tar.zst.age")
+  row pipeline "second, uncached" "$run" "$t" ""
   rm -rf "$work/restored"; mkdir -p "$work/restored"; sync
   t=$(timed bash -c "set -o pipefail; rclone cat s3:bench/pipe$run/second.tar.zst.age | age -d -i '$work/age.key' | zstd -q -d | tar -C '$work/restored' -xf -")
   cmp -s "$second" "$work/restored/0_0.tigerbeetle" || { echo "the pipeline restored other bytes" >&2; exit 1; }
@@ -166,6 +185,8 @@ stage() { # label, command...
 zstd -q -3 -T0 -c "$first" > "$work/first.zst"
 stage "zstd -3 -T0 of the data file, to /dev/null" bash -c "zstd -q -3 -T0 -c '$first' > /dev/null"
 stage "SHA-256 of the data file (openssl)" openssl dgst -sha256 "$first"
+evict "$first"
+stage "reading the data file from disk (dd iflag=direct bs=4M)" dd if="$first" of=/dev/null bs=4M iflag=direct status=none
 stage "S3 upload of its zstd output (rclone rcat)" bash -c "rclone rcat s3:bench/stages/first.zst < '$work/first.zst'"
 stage "S3 download of it (rclone cat, to /dev/null)" bash -c "rclone cat s3:bench/stages/first.zst > /dev/null"
 stage "zstd -d of it, to /dev/null" bash -c "zstd -q -d -c '$work/first.zst' > /dev/null"
@@ -230,6 +251,8 @@ figs = [
   ("first snapshot wall, vs `zstd -3 -T0` alone", ratio(w('bkp','first snapshot'), z), "<= 1.15x"),
   ("second snapshot wall, vs the shell pipeline", ratio(w('bkp','second snapshot'), w('pipeline','second snapshot')), "<= 0.1x"),
   ("second snapshot bytes stored, vs the first", f"{100 * stored[('bkp','second snapshot')] / stored[('bkp','first snapshot')]:.1f}%", "<= 5%"),
+  ("first snapshot wall, data file out of the page cache (as TigerBeetle leaves it), vs the pipeline likewise", ratio(w('bkp','first, uncached'), w('pipeline','first, uncached')), "-"),
+  ("second snapshot wall, data file out of the page cache, vs the pipeline likewise", ratio(w('bkp','second, uncached'), w('pipeline','second, uncached')), "-"),
   ("first snapshot wall at `[compression] level = 1`, vs the shell pipeline", ratio(w('bkp','first, zstd 1'), w('pipeline','first snapshot')), "-"),
   ("first snapshot bytes stored at level 1, vs level 3", f"{100 * stored[('bkp','first, zstd 1')] / stored[('bkp','first snapshot')]:.1f}%", "-"),
   ("restore wall, vs restic restore", ratio(w('bkp','restore'), w('restic','restore')), "<= 0.5x"),
