@@ -250,14 +250,22 @@ const CACHE_SAMPLES: usize = 64;
 #[cfg(target_os = "linux")]
 pub(crate) fn mostly_cached(file: &File, size: u64) -> bool {
     use std::os::fd::AsRawFd;
-    let pages = size as usize / ALIGN;
-    if pages == 0 || usize::try_from(size).is_err() {
+    let Ok(len) = usize::try_from(size) else {
+        return true;
+    };
+    // SAFETY: sysconf only answers.
+    let page_size = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => return true,
+    };
+    let pages = len / page_size;
+    if pages == 0 {
         return true;
     }
     // SAFETY: a read-only mapping of the file that is never read through;
-    // mincore only reports on it, and it is unmapped before returning.
+    // mincore only reports on it (at page-aligned addresses inside it), and
+    // it is unmapped before returning.
     unsafe {
-        let len = size as usize;
         let base = libc::mmap(
             std::ptr::null_mut(),
             len,
@@ -273,8 +281,9 @@ pub(crate) fn mostly_cached(file: &File, size: u64) -> bool {
         let mut asked = 0;
         for k in 0..CACHE_SAMPLES {
             let page = k * pages / CACHE_SAMPLES;
+            let at = base.cast::<u8>().add(page * page_size);
             let mut v = 0u8;
-            if libc::mincore(base.cast::<u8>().add(page * ALIGN).cast(), ALIGN, &mut v) == 0 {
+            if libc::mincore(at.cast(), page_size, &mut v) == 0 {
                 asked += 1;
                 cached += usize::from(v & 1);
             }
@@ -301,11 +310,15 @@ pub(crate) fn direct_reader(path: &Path, file: &File, size: u64) -> Option<File>
     if !takes_direct(file) || mostly_cached(file, size) {
         return None;
     }
-    std::fs::OpenOptions::new()
+    let direct = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
         .open(path)
-        .ok()
+        .ok()?;
+    // The same file, not one renamed into its place since it was opened.
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (file.metadata().ok()?, direct.metadata().ok()?);
+    (a.dev() == b.dev() && a.ino() == b.ino()).then_some(direct)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -329,7 +342,8 @@ pub(crate) fn read_direct(
     buf: &mut [u8],
 ) -> io::Result<(usize, usize)> {
     use std::os::unix::fs::FileExt;
-    let off = buf.as_ptr().align_offset(ALIGN);
+    debug_assert!(at.is_multiple_of(ALIGN as u64));
+    let off = (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN;
     let span = want.next_multiple_of(ALIGN);
     let mut got = 0;
     while got < want {

@@ -794,12 +794,7 @@ pub fn write_file(
                     }
                     r => r,
                 }
-                .with_context(|| {
-                    format!(
-                        "failed to read {} (did it shrink while read?)",
-                        path.display()
-                    )
-                })?;
+                .map_err(|e| read_failed(e, path, i as u64 * chunk_size))?;
                 crate::interrupt::check()?;
                 if i % TRIM_EVERY == TRIM_EVERY - 1 {
                     trim_heap();
@@ -850,7 +845,9 @@ pub fn write_file(
         chunks.push(c);
     }
     let mut rest = [0u8; 1];
-    if bytes != size || std::os::unix::fs::FileExt::read_at(&file, &mut rest, size)? != 0 {
+    let past_end = std::os::unix::fs::FileExt::read_at(&file, &mut rest, size)
+        .map_err(|e| read_failed(e, path, size))?;
+    if bytes != size || past_end != 0 {
         return Err(coded(
             Code::UnsafeSource,
             format!(
@@ -874,6 +871,21 @@ pub fn write_file(
         adopted: adopted.into_inner().expect("adopted chunks"),
     };
     Ok((map, entry))
+}
+
+/// A failed read of the file at `path` at byte `at`; one that ended early
+/// means the file got shorter, which is no state to store.
+fn read_failed(e: std::io::Error, path: &Path, at: u64) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        return coded(
+            Code::UnsafeSource,
+            format!(
+                "{} got shorter while it was read (at byte {at}): something writes to it; stop that, and run the snapshot again",
+                path.display()
+            ),
+        );
+    }
+    anyhow::Error::new(e).context(format!("failed to read {} at byte {at}", path.display()))
 }
 
 /// Stores chunk `i` of `map` again from the file at `path` it was read from
