@@ -522,6 +522,19 @@ impl Source<'_> {
     }
 }
 
+/// Spawns `f` on a thread of `s` named `bkp-{name}`, as `top -H`, a debugger
+/// and a profile show it.
+fn named<'scope, 'env, T: Send + 'scope>(
+    s: &'scope std::thread::Scope<'scope, 'env>,
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> std::thread::ScopedJoinHandle<'scope, T> {
+    std::thread::Builder::new()
+        .name(format!("bkp-{name}"))
+        .spawn_scoped(s, f)
+        .expect("failed to start a thread")
+}
+
 /// Runs `job` for indexes `0..n` on `workers` threads, at most `window`
 /// indexes ahead of the one `consume` waits for, and hands each result to
 /// `consume` in index order. Stops at the first error (or interrupt).
@@ -547,7 +560,7 @@ fn ordered<T: Send>(
         for _ in 0..workers.clamp(1, 64) {
             let tx = tx.clone();
             let (gate, moved, stop, job) = (&gate, &moved, &stop, &job);
-            s.spawn(move || loop {
+            named(s, "chunk", move || loop {
                 let i = {
                     let mut g = gate.lock().expect("chunk gate");
                     while g.next < n
@@ -716,7 +729,7 @@ pub fn write_file(
         for _ in 0..workers {
             let res_tx = res_tx.clone();
             let (job_rx, stop, store_one) = (&job_rx, &stop, &store_one);
-            s.spawn(move || loop {
+            named(s, "chunk", move || loop {
                 let job = job_rx.lock().expect("chunk queue").recv();
                 let Ok((i, data)) = job else { return };
                 let r = crate::interrupt::check()
@@ -731,7 +744,7 @@ pub fn write_file(
             });
         }
         drop(res_tx);
-        let summer = s.spawn(move || {
+        let summer = named(s, "sha256", move || {
             let mut digest = Sha256::new();
             for data in sum_rx {
                 digest.update(&data[..]);
@@ -746,7 +759,7 @@ pub fn write_file(
                 let (tx, rx) = mpsc::sync_channel::<std::io::Result<(Vec<u8>, usize)>>(1);
                 lanes.push(rx);
                 let (pool, stop, len_of, whole) = (&pool, &stop, &len_of, &whole);
-                s.spawn(move || {
+                named(s, "read", move || {
                     for i in (lane..n).step_by(DIRECT_READERS) {
                         if stop.load(Ordering::SeqCst) {
                             return;
@@ -813,6 +826,10 @@ pub fn write_file(
             }
             Ok(())
         })();
+        if result.is_err() {
+            // The reader threads stop too.
+            stop.store(true, Ordering::SeqCst);
+        }
         drop(job_tx);
         drop(sum_tx);
         let digest = summer.join().expect("the digest thread");
@@ -949,7 +966,7 @@ pub fn read_file(
     let (sum_tx, sum_rx) = mpsc::sync_channel::<Piece>(DIGEST_AHEAD);
     let (write_tx, write_rx) = mpsc::sync_channel::<Piece>(DIGEST_AHEAD);
     let (digest, file) = std::thread::scope(|s| -> Result<(Sha256, File)> {
-        let summer = s.spawn(move || {
+        let summer = named(s, "sha256", move || {
             let mut digest = Sha256::new();
             for p in sum_rx {
                 match p {
@@ -964,7 +981,7 @@ pub fn read_file(
             }
             digest
         });
-        let writer = s.spawn(move || -> std::io::Result<File> {
+        let writer = named(s, "write", move || -> std::io::Result<File> {
             let mut out = crate::archive::Sparse::direct(file);
             for p in write_rx {
                 match p {
