@@ -12,6 +12,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::direct::{self, ALIGN};
 use crate::exit::{coded, Code};
 use crate::manifest::FileEntry;
 use crate::stages::hash::{HashReader, HashWriter};
@@ -193,8 +194,6 @@ const SPARSE_BUF: usize = 16 * HOLE_BLOCK;
 /// The buffer of a [`Sparse::direct`] writer: each write waits for the disk,
 /// so fewer and larger ones.
 const DIRECT_BUF: usize = 64 * HOLE_BLOCK;
-/// What `O_DIRECT` asks of a write's memory, offset and length.
-pub(crate) const ALIGN: usize = 4096;
 
 /// A block of zeros to compare with and to hand out.
 pub(crate) static ZEROS: [u8; HOLE_BLOCK] = [0; HOLE_BLOCK];
@@ -216,194 +215,6 @@ pub(crate) fn zero_blocks(len: u64, mut f: impl FnMut(&[u8]) -> io::Result<()>) 
     Ok(())
 }
 
-/// Turns `O_DIRECT` on or off for `file`.
-#[cfg(target_os = "linux")]
-fn set_direct(file: &File, on: bool) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let fd = file.as_raw_fd();
-    // SAFETY: plain system calls on a file descriptor the caller owns.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let flags = if on {
-            flags | libc::O_DIRECT
-        } else {
-            flags & !libc::O_DIRECT
-        };
-        if libc::fcntl(fd, libc::F_SETFL, flags) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// Pages of a file [`mostly_cached`] asks about.
-const CACHE_SAMPLES: usize = 64;
-
-/// Whether most of `file` (`size` bytes) is in the page cache, going by
-/// pages spread over it (`mincore` on a mapping that is never touched, so
-/// asking reads nothing). Where that cannot be asked, it counts as cached;
-/// Linux also answers "cached" for a file the caller may not write and does
-/// not own.
-#[cfg(target_os = "linux")]
-pub(crate) fn mostly_cached(file: &File, size: u64) -> bool {
-    use std::os::fd::AsRawFd;
-    let Ok(len) = usize::try_from(size) else {
-        return true;
-    };
-    // SAFETY: sysconf only answers.
-    let page_size = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        n if n > 0 => n as usize,
-        _ => return true,
-    };
-    let pages = len / page_size;
-    if pages == 0 {
-        return true;
-    }
-    // SAFETY: a read-only mapping of the file that is never read through;
-    // mincore only reports on it (at page-aligned addresses inside it), and
-    // it is unmapped before returning.
-    unsafe {
-        let base = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            0,
-        );
-        if base == libc::MAP_FAILED {
-            return true;
-        }
-        let mut cached = 0;
-        let mut asked = 0;
-        for k in 0..CACHE_SAMPLES {
-            let page = k * pages / CACHE_SAMPLES;
-            let at = base.cast::<u8>().add(page * page_size);
-            let mut v = 0u8;
-            if libc::mincore(at.cast(), page_size, &mut v) == 0 {
-                asked += 1;
-                cached += usize::from(v & 1);
-            }
-        }
-        libc::munmap(base, len);
-        asked == 0 || cached * 2 > asked
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn mostly_cached(_file: &File, _size: u64) -> bool {
-    true
-}
-
-/// The file at `path` (open as `file`, `size` bytes) opened again to be read
-/// around the page cache, in reads of whole `ALIGN` blocks: where its file
-/// system takes direct I/O and the file is not mostly in the page cache
-/// already. A data file TigerBeetle writes with `O_DIRECT` is not; read
-/// through the cache it would cost a copy of every byte and push out what
-/// the host had cached.
-#[cfg(target_os = "linux")]
-pub(crate) fn direct_reader(path: &Path, file: &File, size: u64) -> Option<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if !takes_direct(file) || mostly_cached(file, size) {
-        return None;
-    }
-    let direct = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-        .ok()?;
-    // The same file, not one renamed into its place since it was opened.
-    use std::os::unix::fs::MetadataExt;
-    let (a, b) = (file.metadata().ok()?, direct.metadata().ok()?);
-    (a.dev() == b.dev() && a.ino() == b.ino()).then_some(direct)
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn direct_reader(_path: &Path, _file: &File, _size: u64) -> Option<File> {
-    None
-}
-
-/// The length of a buffer [`read_direct`] can read `want` bytes into.
-pub(crate) fn direct_span(want: usize) -> usize {
-    want.next_multiple_of(ALIGN) + ALIGN
-}
-
-/// Reads `want` bytes at `at` (a multiple of [`ALIGN`]) from `file`, open
-/// with `O_DIRECT`, into `buf` (at least [`direct_span`] long) from its first
-/// aligned address on: where they start in `buf`, and how many were read
-/// (fewer than `want` only at the end of the file).
-pub(crate) fn read_direct(
-    file: &File,
-    at: u64,
-    want: usize,
-    buf: &mut [u8],
-) -> io::Result<(usize, usize)> {
-    use std::os::unix::fs::FileExt;
-    debug_assert!(at.is_multiple_of(ALIGN as u64));
-    let off = (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN;
-    let span = want.next_multiple_of(ALIGN);
-    let mut got = 0;
-    while got < want {
-        let n = match file.read_at(&mut buf[off + got..off + span], at + got as u64) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        got += n;
-        if got % ALIGN != 0 {
-            break; // the end of the file
-        }
-    }
-    Ok((off, got.min(want)))
-}
-
-/// Writes the file at `path` out and drops it from the page cache, as a file
-/// written with `O_DIRECT` is; whether it is out (the file system may keep it).
-#[cfg(all(test, target_os = "linux"))]
-pub(crate) fn evict(path: &Path) -> bool {
-    use std::os::fd::AsRawFd;
-    let file = File::open(path).unwrap();
-    file.sync_all().unwrap();
-    // SAFETY: advice about a file descriptor this function owns.
-    let advised = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    advised == 0 && !mostly_cached(&file, file.metadata().unwrap().len())
-}
-
-/// Whether `file` is on ext2/3/4 or xfs, where direct writes go straight to
-/// a local disk.
-#[cfg(target_os = "linux")]
-pub(crate) fn takes_direct(file: &File) -> bool {
-    use std::os::fd::AsRawFd;
-    const EXT4: i64 = 0xEF53;
-    const XFS: i64 = 0x5846_5342;
-    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: fstatfs fills the struct it is given, checked before use.
-    let st = unsafe {
-        if libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) != 0 {
-            return false;
-        }
-        st.assume_init()
-    };
-    matches!(st.f_type as i64, EXT4 | XFS)
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn takes_direct(_file: &File) -> bool {
-    false
-}
-
-#[cfg(not(target_os = "linux"))]
-fn set_direct(_file: &File, on: bool) -> io::Result<()> {
-    if on {
-        return Err(io::ErrorKind::Unsupported.into());
-    }
-    Ok(())
-}
-
 impl Sparse {
     pub(crate) fn new(file: File) -> Self {
         Sparse::with_buffer(file, SPARSE_BUF, false)
@@ -413,13 +224,13 @@ impl Sparse {
     /// direct writes well (ext4, xfs), else as [`Sparse::new`]: over NFS each
     /// direct write would wait for the server.
     pub(crate) fn direct(file: File) -> Self {
-        let direct = takes_direct(&file) && set_direct(&file, true).is_ok();
+        let direct = direct::supported(&file) && direct::set(&file, true).is_ok();
         Sparse::with_buffer(file, DIRECT_BUF, direct)
     }
 
     fn with_buffer(file: File, cap: usize, direct: bool) -> Self {
         let buf = vec![0u8; cap + ALIGN];
-        let off = buf.as_ptr().align_offset(ALIGN);
+        let off = direct::start(&buf);
         Sparse {
             file,
             buf,
@@ -468,7 +279,7 @@ impl Sparse {
         use std::os::unix::fs::FileExt;
         match self.file.write_all_at(bytes, at) {
             Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
-                set_direct(&self.file, false)?;
+                direct::set(&self.file, false)?;
                 self.direct = false;
                 self.file.write_all_at(bytes, at)?;
             }
@@ -527,12 +338,12 @@ impl Sparse {
     /// and returns it, writing through the page cache again.
     pub(crate) fn finish(mut self) -> io::Result<File> {
         if self.direct && !self.filled.is_multiple_of(ALIGN) {
-            set_direct(&self.file, false)?;
+            direct::set(&self.file, false)?;
             self.direct = false;
         }
         self.put_buffer()?;
         if self.direct {
-            set_direct(&self.file, false)?;
+            direct::set(&self.file, false)?;
         }
         self.file.set_len(self.len)?;
         Ok(self.file)
@@ -541,7 +352,7 @@ impl Sparse {
 
 impl Write for Sparse {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let aligned = !self.direct || data.as_ptr().align_offset(ALIGN) == 0;
+        let aligned = !self.direct || direct::start(data) == 0;
         if self.filled == 0 && data.len() >= self.cap && aligned {
             // Aligned already: no copy into the buffer.
             self.len += self.cap as u64;
@@ -566,44 +377,6 @@ impl Write for Sparse {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    #[cfg(target_os = "linux")]
-    fn a_file_out_of_the_page_cache_is_read_around_it_in_whole_blocks() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("data");
-        // Whole blocks and a tail of 1,234 bytes.
-        let total = 80 * ALIGN + 1234;
-        let bytes: Vec<u8> = (0..total).map(|i| (i * 31 % 251) as u8).collect();
-        fs::write(&path, &bytes).unwrap();
-        let file = File::open(&path).unwrap();
-        let size = total as u64;
-        // Just written: in the page cache, and read through it.
-        assert!(mostly_cached(&file, size));
-        assert!(direct_reader(&path, &file, size).is_none());
-        if !takes_direct(&file) {
-            return; // Not ext4 or xfs: never read around the cache.
-        }
-        assert!(evict(&path), "the file stayed in the page cache");
-        let d = direct_reader(&path, &file, size).expect("read around the cache");
-        let step = 16 * ALIGN;
-        let mut buf = vec![0u8; direct_span(step)];
-        let mut read = Vec::new();
-        for at in (0..total).step_by(step) {
-            let want = step.min(total - at);
-            let (off, got) = read_direct(&d, at as u64, want, &mut buf).unwrap();
-            assert_eq!(got, want, "at {at}");
-            assert!((buf.as_ptr() as usize + off).is_multiple_of(ALIGN));
-            read.extend_from_slice(&buf[off..off + got]);
-        }
-        assert!(read == bytes);
-        // Asked for more than is left: what there is.
-        let last = (total / ALIGN * ALIGN) as u64;
-        let (off, got) = read_direct(&d, last, step, &mut buf).unwrap();
-        assert_eq!(&buf[off..off + got], &bytes[last as usize..]);
-        // The probe read nothing into the cache.
-        assert!(!mostly_cached(&file, size));
-    }
 
     fn tar_with(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
@@ -802,7 +575,7 @@ mod tests {
         // The same from memory aligned for direct writes, in whole buffers:
         // the writer takes those without a copy.
         let mut aligned = vec![0u8; total + ALIGN];
-        let off = aligned.as_ptr().align_offset(ALIGN);
+        let off = direct::start(&aligned);
         aligned[off..off + total].copy_from_slice(&bytes);
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("data");
@@ -821,7 +594,7 @@ mod tests {
         ] {
             let mut w = fresh(&out, direct);
             // Where the file system takes direct writes (Linux's ext4, xfs).
-            let probe = takes_direct(&w.file);
+            let probe = direct::supported(&w.file);
             assert_eq!(w.is_direct(), direct && probe);
             let mut at = 0;
             for size in sizes.iter().cycle() {

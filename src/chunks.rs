@@ -418,7 +418,7 @@ fn seal(data: &[u8], compression: Compression, key: Option<&MasterKey>) -> Resul
 }
 
 /// A chunk's plaintext. Decompressed, it starts at an address a direct
-/// write accepts ([`crate::archive::ALIGN`]), so that a restore hands it to
+/// write accepts ([`crate::direct::ALIGN`]), so that a restore hands it to
 /// the disk without a copy.
 pub struct Plain<'p> {
     buf: Vec<u8>,
@@ -492,12 +492,12 @@ impl Source<'_> {
             Compression::Zstd { .. } => {
                 let want = usize::try_from(len)?;
                 let mut plain = Plain {
-                    buf: self.pool.filled(want + crate::archive::ALIGN),
+                    buf: self.pool.filled(crate::direct::span(want)),
                     off: 0,
                     len: 0,
                     pool: Some(&self.pool),
                 };
-                plain.off = plain.buf.as_ptr().align_offset(crate::archive::ALIGN);
+                plain.off = crate::direct::start(&plain.buf);
                 let at = plain.off;
                 plain.len = zstd::bulk::Decompressor::new()?
                     .decompress_to_buffer(&packed, &mut plain.buf[at..at + want])
@@ -714,10 +714,10 @@ pub fn write_file(
     let (res_tx, res_rx) = mpsc::channel::<(usize, Result<(Option<Chunk>, u64)>)>();
     let (sum_tx, sum_rx) = mpsc::sync_channel::<Arc<Pooled>>(DIGEST_AHEAD);
     let mut bytes = 0u64;
-    // Around the page cache where that pays (see `direct_reader`), in reads of
+    // Around the page cache where that pays (see `direct::reader`), in reads of
     // whole blocks: chunk offsets must be multiples of them.
-    let direct = crate::archive::direct_reader(path, &file, size)
-        .filter(|_| chunk_size.is_multiple_of(crate::archive::ALIGN as u64));
+    let direct = crate::direct::reader(path, &file, size)
+        .filter(|_| chunk_size.is_multiple_of(crate::direct::ALIGN as u64));
     let len_of = |i: usize| size.saturating_sub(i as u64 * chunk_size).min(chunk_size);
     let whole = |got: usize, want: u64| -> std::io::Result<()> {
         match got as u64 == want {
@@ -765,9 +765,9 @@ pub fn write_file(
                             return;
                         }
                         let want = len_of(i);
-                        let mut data = pool.filled(crate::archive::direct_span(want as usize));
+                        let mut data = pool.filled(crate::direct::span(want as usize));
                         let at = i as u64 * chunk_size;
-                        let read = crate::archive::read_direct(d, at, want as usize, &mut data)
+                        let read = crate::direct::read(d, at, want as usize, &mut data)
                             .and_then(|(off, got)| whole(got, want).map(|()| (data, off)));
                         let failed = read.is_err();
                         if tx.send(read).is_err() || failed {
@@ -1218,7 +1218,7 @@ mod tests {
             .unwrap()
         };
         let (cached_map, cached) = write();
-        if !crate::archive::evict(&path) {
+        if !crate::direct::evict(&path) {
             return; // The file system keeps it cached.
         }
         let (map, entry) = write();

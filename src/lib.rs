@@ -16,6 +16,7 @@ pub mod commands;
 pub mod config;
 pub mod credentials;
 pub mod crypto;
+pub mod direct;
 pub mod exit;
 pub mod failpoint;
 pub mod id;
