@@ -150,28 +150,6 @@ impl Pool {
     }
 }
 
-/// A buffer of a [`Pool`] holding `len` bytes from `off` on, back to the
-/// pool when the last user drops it.
-struct Pooled<'p> {
-    data: Vec<u8>,
-    off: usize,
-    len: usize,
-    pool: &'p Pool,
-}
-
-impl std::ops::Deref for Pooled<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.data[self.off..self.off + self.len]
-    }
-}
-
-impl Drop for Pooled<'_> {
-    fn drop(&mut self) {
-        self.pool.give_back(std::mem::take(&mut self.data));
-    }
-}
-
 /// Stores the chunk list of `map` for backup `id` at `key` (create-only);
 /// the summary its manifest records.
 pub fn store_list(
@@ -417,18 +395,19 @@ fn seal(data: &[u8], compression: Compression, key: Option<&MasterKey>) -> Resul
     })
 }
 
-/// A chunk's plaintext. Decompressed, it starts at an address a direct
+/// A chunk's plaintext: `len` bytes of `buf` from `off` on. Read from a file
+/// or decompressed, `buf` comes from a [`Pool`] and goes back to it when the
+/// last user drops the chunk; decompressed, it starts at an address a direct
 /// write accepts ([`crate::direct::ALIGN`]), so that a restore hands it to
 /// the disk without a copy.
 pub struct Plain<'p> {
     buf: Vec<u8>,
     off: usize,
     len: usize,
-    /// Where `buf` goes back when the chunk is dropped.
     pool: Option<&'p Pool>,
 }
 
-impl Plain<'_> {
+impl<'p> Plain<'p> {
     fn whole(buf: Vec<u8>) -> Plain<'static> {
         let len = buf.len();
         Plain {
@@ -436,6 +415,15 @@ impl Plain<'_> {
             off: 0,
             len,
             pool: None,
+        }
+    }
+
+    fn pooled(buf: Vec<u8>, off: usize, len: usize, pool: &'p Pool) -> Plain<'p> {
+        Plain {
+            buf,
+            off,
+            len,
+            pool: Some(pool),
         }
     }
 }
@@ -491,18 +479,12 @@ impl Source<'_> {
             Compression::None => Plain::whole(packed),
             Compression::Zstd { .. } => {
                 let want = usize::try_from(len)?;
-                let mut plain = Plain {
-                    buf: self.pool.filled(crate::direct::span(want)),
-                    off: 0,
-                    len: 0,
-                    pool: Some(&self.pool),
-                };
-                plain.off = crate::direct::start(&plain.buf);
-                let at = plain.off;
-                plain.len = zstd::bulk::Decompressor::new()?
-                    .decompress_to_buffer(&packed, &mut plain.buf[at..at + want])
+                let mut buf = self.pool.filled(crate::direct::span(want));
+                let off = crate::direct::start(&buf);
+                let got = zstd::bulk::Decompressor::new()?
+                    .decompress_to_buffer(&packed, &mut buf[off..off + want])
                     .context("zstd could not decode it within its length")?;
-                plain
+                Plain::pooled(buf, off, got, &self.pool)
             }
             Compression::Gzip { .. } => {
                 let mut out = Vec::with_capacity(len as usize);
@@ -709,10 +691,10 @@ pub fn write_file(
     let workers = sink.store.parallelism().clamp(1, 64);
     let stop = AtomicBool::new(false);
     let pool = Pool::default();
-    let (job_tx, job_rx) = mpsc::sync_channel::<(usize, Arc<Pooled>)>(2);
+    let (job_tx, job_rx) = mpsc::sync_channel::<(usize, Arc<Plain>)>(2);
     let job_rx = Mutex::new(job_rx);
     let (res_tx, res_rx) = mpsc::channel::<(usize, Result<(Option<Chunk>, u64)>)>();
-    let (sum_tx, sum_rx) = mpsc::sync_channel::<Arc<Pooled>>(DIGEST_AHEAD);
+    let (sum_tx, sum_rx) = mpsc::sync_channel::<Arc<Plain>>(DIGEST_AHEAD);
     let mut bytes = 0u64;
     // Around the page cache where that pays (see `direct::reader`), in reads of
     // whole blocks: chunk offsets must be multiples of them.
@@ -812,12 +794,7 @@ pub fn write_file(
                 if i % TRIM_EVERY == TRIM_EVERY - 1 {
                     trim_heap();
                 }
-                let data = Arc::new(Pooled {
-                    data,
-                    off,
-                    len: want as usize,
-                    pool: &pool,
-                });
+                let data = Arc::new(Plain::pooled(data, off, want as usize, &pool));
                 bytes += want;
                 sink.progress.advance(want);
                 if sum_tx.send(Arc::clone(&data)).is_err() || job_tx.send((i, data)).is_err() {
