@@ -1177,9 +1177,6 @@ mod tests {
         }
     }
 
-    /// A chunked manifest whose catalog entry lost its chunks (a catalog an
-    /// older bkp rewrote) is read again from its key, and the catalog healed:
-    /// nothing for the operator to delete.
     /// Makes `m` a backup of one file stored as chunks.
     fn with_chunks(m: &mut Manifest) {
         use crate::manifest::chunks::{plain_naming, Chunked, ListRef, MIN_CHUNK};
@@ -1206,6 +1203,9 @@ mod tests {
         });
     }
 
+    /// A chunked manifest whose catalog entry lost its chunks (a catalog an
+    /// older bkp rewrote) is read again from its key, and the catalog healed:
+    /// nothing for the operator to delete.
     #[test]
     fn a_chunked_entry_without_its_chunks_is_read_again() {
         let store = MemoryStore::default();
