@@ -930,13 +930,13 @@ impl Store for S3Store {
         }
         let mut deleted = Vec::with_capacity(keys.len());
         for batch in keys.chunks(1000) {
+            let full = batch
+                .iter()
+                .map(|k| self.full_key(k))
+                .collect::<Result<Vec<_>>>()?;
             let mut ids = Vec::with_capacity(batch.len());
-            for key in batch {
-                ids.push(
-                    ObjectIdentifier::builder()
-                        .key(self.full_key(key)?)
-                        .build()?,
-                );
+            for f in &full {
+                ids.push(ObjectIdentifier::builder().key(f).build()?);
             }
             let delete = Delete::builder()
                 .set_objects(Some(ids))
@@ -970,8 +970,8 @@ impl Store for S3Store {
             // Quiet: the answer names only the keys that were not deleted.
             let failed: std::collections::HashSet<&str> =
                 out.errors().iter().filter_map(|e| e.key()).collect();
-            for key in batch {
-                if !failed.contains(self.full_key(key)?.as_str()) {
+            for (key, f) in batch.iter().zip(&full) {
+                if !failed.contains(f.as_str()) {
                     deleted.push(key.clone());
                 }
             }
