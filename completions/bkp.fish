@@ -43,14 +43,14 @@ complete -c bkp -n "__fish_bkp_needs_command" -f -a "replicate" -d 'Copy the Par
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "cleanup" -d 'Apply the retention policy: delete expired backups (never one a kept backup\'s chain needs, never the newest of a kind), objects of crashed runs and local leftovers. Each deletion records a reverse code-12 transfer'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "verify" -d 'Check backups: every object present with its size and SHA-256, every encrypted chunk authentic, chains complete, and the ledger in agreement with the store; --drill also restores each and proves the data loads'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "check" -d 'Check everything a backup run needs, one line per check: the config, every key, the work directory, the store (PUT, HEAD, LIST, GET, DELETE, and that a create-only write is never allowed to replace an object), the ledger, the TigerBeetle binary and data file, the DuckDB database and the replication source. Exits with the code of the first failure'
-complete -c bkp -n "__fish_bkp_needs_command" -f -a "init" -d 'Mark the store (or prefix) as this installation\'s: writes `bkp-store.json`, sealed with the key, naming the key id and formats. Runs then refuse a store whose marker another installation\'s key sealed. Optional; never replaces a marker'
+complete -c bkp -n "__fish_bkp_needs_command" -f -a "init" -d 'Mark the store (or prefix) as this installation\'s: writes `bkp-store.json`, sealed with the key, naming the key id and formats. Runs then refuse a store whose marker another installation\'s key sealed. Optional; never replaces a marker, and does nothing on a store this installation marked'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "key" -d 'Manage master keys'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "wal" -d 'PostgreSQL\'s continuous WAL archive: `wal push` is the server\'s `archive_command`, `wal fetch` its `restore_command`. One file per run, compressed, encrypted, and named so that the store cannot swap or alter it unnoticed'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "status" -d 'Show, per schedule, the newest good backup, its age, the next due time and whether its RPO is breached; exit 11 if any watched schedule is breached or never ran. Reads only the manifests it needs'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "notify" -d 'Send a notification through `[notify]` (webhook and command) by hand: `--test` proves delivery; `--failed-unit UNIT` reports a systemd unit that failed in a way bkp could not report itself (killed at its runtime cap, crashed, never started), as `bkp-failure@.service` does from `OnFailure=`. Exit 6 when a delivery fails'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l kind -d 'What to snapshot (default: the TigerBeetle data file when the config names one, else the [postgres] server)' -r -f -a "tigerbeetle\t'The TigerBeetle data file'
-postgres\t'The PostgreSQL server\'s data directory (pg_basebackup)'"
+complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l kind -d 'What to snapshot (default: the TigerBeetle data file when the config names one, else the [postgres] server)' -r -f -a "tigerbeetle\t'A TigerBeetle ledger: its data file (snapshots) and its log.'
+postgres\t'A PostgreSQL base backup (`pg_basebackup`).'"
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
@@ -65,8 +65,8 @@ complete -c bkp -n "__fish_bkp_using_subcommand logs" -s q -l quiet -d 'Print on
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -l no-progress -d 'No progress bars, even on a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -s h -l help -d 'Print help'
-complete -c bkp -n "__fish_bkp_using_subcommand export" -l kind -d 'What to export, when the config describes both a [duckdb] and a [postgres] database (default: the one it describes)' -r -f -a "duckdb\t'The DuckDB hot tier, as Parquet'
-pgdump\t'The PostgreSQL database, as a `pg_dump` archive'"
+complete -c bkp -n "__fish_bkp_using_subcommand export" -l kind -d 'What to export, when the config describes both a [duckdb] and a [postgres] database (default: the one it describes)' -r -f -a "duckdb\t'The DuckDB hot tier, as Parquet.'
+pgdump\t'A PostgreSQL dump (`pg_dump`).'"
 complete -c bkp -n "__fish_bkp_using_subcommand export" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand export" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand export" -l full -d 'Copy every table whole (the base of later incremental exports)'
@@ -76,11 +76,11 @@ complete -c bkp -n "__fish_bkp_using_subcommand export" -s q -l quiet -d 'Print 
 complete -c bkp -n "__fish_bkp_using_subcommand export" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
 complete -c bkp -n "__fish_bkp_using_subcommand export" -l no-progress -d 'No progress bars, even on a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand export" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c bkp -n "__fish_bkp_using_subcommand list" -l kind -d 'Only backups of this kind' -r -f -a "tigerbeetle\t''
-duckdb\t''
-parquet\t''
-pgdump\t'A PostgreSQL dump (`pg_dump`)'
-postgres\t'A PostgreSQL base backup (`pg_basebackup`)'"
+complete -c bkp -n "__fish_bkp_using_subcommand list" -l kind -d 'Only backups of this kind' -r -f -a "tigerbeetle\t'A TigerBeetle ledger: its data file (snapshots) and its log.'
+duckdb\t'The DuckDB hot tier, as Parquet.'
+parquet\t'The Parquet cold tier, as replicated.'
+pgdump\t'A PostgreSQL dump (`pg_dump`).'
+postgres\t'A PostgreSQL base backup (`pg_basebackup`).'"
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l operation -d 'Only backups made by this operation (snapshot, logs, export, replicate)' -r
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l since -d 'Only backups started at or after TIME (RFC 3339) or within DURATION (e.g. 7d)' -r
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l last -d 'Only the newest N of what the other filters select' -r
@@ -103,11 +103,11 @@ complete -c bkp -n "__fish_bkp_using_subcommand restore" -l at -d 'Point-in-time
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s t -l target -d 'Directory to restore into (for --kind duckdb: the new database file; for a PostgreSQL dump: the name of the new database on the [postgres] server). It must not exist or be empty, unless --force' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l into -d 'TigerBeetle, with --at: replay the log up to TIME into a cluster you formatted and started (any number of replicas, the cluster id of tigerbeetle.cluster_id) instead of a data file. It must hold nothing newer than TIME and must not be the cluster in tigerbeetle.addresses' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l replicas -d 'TigerBeetle, with --at and --target: deliver a whole cluster of N replicas (1 to 6): the log is replayed from the beginning into a private cluster of N fresh replicas on loopback, and its N data files (CLUSTER_0.tigerbeetle …, CLUSTER being tigerbeetle.cluster_id) land in DIR, ready to copy to the N machines of a new cluster. The log must reach back to the cluster\'s first segment' -r
-complete -c bkp -n "__fish_bkp_using_subcommand restore" -l kind -d 'Kind of backup `latest` refers to' -r -f -a "tigerbeetle\t''
-duckdb\t''
-parquet\t''
-pgdump\t'A PostgreSQL dump (`pg_dump`)'
-postgres\t'A PostgreSQL base backup (`pg_basebackup`)'"
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -l kind -d 'Kind of backup `latest` refers to' -r -f -a "tigerbeetle\t'A TigerBeetle ledger: its data file (snapshots) and its log.'
+duckdb\t'The DuckDB hot tier, as Parquet.'
+parquet\t'The Parquet cold tier, as replicated.'
+pgdump\t'A PostgreSQL dump (`pg_dump`).'
+postgres\t'A PostgreSQL base backup (`pg_basebackup`).'"
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l schema -d 'PostgreSQL dump: restore only the objects of this schema (pg_restore --schema). Repeatable; not with --force' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l table -d 'PostgreSQL dump: restore only this table (SCHEMA.NAME, or NAME when one schema has it), its definition and data, without its indexes or constraints (pg_restore --table). Repeatable; not with --schema or --force' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l trust -d 'Accept backup ID although its manifest has no seal or it is not encrypted while [encryption] is configured (a backup from before the store was sealed or encrypted). Check where it came from first. Repeatable' -r
@@ -141,11 +141,11 @@ complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s q -l quiet -d 'Pri
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -l no-progress -d 'No progress bars, even on a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s h -l help -d 'Print help'
-complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l kind -d 'Only backups of this kind' -r -f -a "tigerbeetle\t''
-duckdb\t''
-parquet\t''
-pgdump\t'A PostgreSQL dump (`pg_dump`)'
-postgres\t'A PostgreSQL base backup (`pg_basebackup`)'"
+complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l kind -d 'Only backups of this kind' -r -f -a "tigerbeetle\t'A TigerBeetle ledger: its data file (snapshots) and its log.'
+duckdb\t'The DuckDB hot tier, as Parquet.'
+parquet\t'The Parquet cold tier, as replicated.'
+pgdump\t'A PostgreSQL dump (`pg_dump`).'
+postgres\t'A PostgreSQL base backup (`pg_basebackup`).'"
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s n -l dry-run -d 'Print the plan (keep or delete, with the reasons) and change nothing'
@@ -154,11 +154,11 @@ complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s q -l quiet -d 'Print
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l no-progress -d 'No progress bars, even on a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c bkp -n "__fish_bkp_using_subcommand verify" -l kind -d 'Only backups of this kind' -r -f -a "tigerbeetle\t''
-duckdb\t''
-parquet\t''
-pgdump\t'A PostgreSQL dump (`pg_dump`)'
-postgres\t'A PostgreSQL base backup (`pg_basebackup`)'"
+complete -c bkp -n "__fish_bkp_using_subcommand verify" -l kind -d 'Only backups of this kind' -r -f -a "tigerbeetle\t'A TigerBeetle ledger: its data file (snapshots) and its log.'
+duckdb\t'The DuckDB hot tier, as Parquet.'
+parquet\t'The Parquet cold tier, as replicated.'
+pgdump\t'A PostgreSQL dump (`pg_dump`).'
+postgres\t'A PostgreSQL base backup (`pg_basebackup`).'"
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l since -d 'Only backups started at or after TIME (RFC 3339) or within DURATION (e.g. 7d)' -r
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l report -d 'Also write the JSON report to FILE. The report always goes to the store too; when the store refuses it (read-only credentials), it is kept here, else on stdout under --json, else in a local file a warning names' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l junit -d 'Write a JUnit XML test report to FILE, one test case per check (backup, object, ledger audit, drill; what could not be checked as skipped), for CI systems to show. Written when checks fail too' -r -F
@@ -263,7 +263,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcom
 complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key wal status notify help" -f -a "cleanup" -d 'Apply the retention policy: delete expired backups (never one a kept backup\'s chain needs, never the newest of a kind), objects of crashed runs and local leftovers. Each deletion records a reverse code-12 transfer'
 complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key wal status notify help" -f -a "verify" -d 'Check backups: every object present with its size and SHA-256, every encrypted chunk authentic, chains complete, and the ledger in agreement with the store; --drill also restores each and proves the data loads'
 complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key wal status notify help" -f -a "check" -d 'Check everything a backup run needs, one line per check: the config, every key, the work directory, the store (PUT, HEAD, LIST, GET, DELETE, and that a create-only write is never allowed to replace an object), the ledger, the TigerBeetle binary and data file, the DuckDB database and the replication source. Exits with the code of the first failure'
-complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key wal status notify help" -f -a "init" -d 'Mark the store (or prefix) as this installation\'s: writes `bkp-store.json`, sealed with the key, naming the key id and formats. Runs then refuse a store whose marker another installation\'s key sealed. Optional; never replaces a marker'
+complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key wal status notify help" -f -a "init" -d 'Mark the store (or prefix) as this installation\'s: writes `bkp-store.json`, sealed with the key, naming the key id and formats. Runs then refuse a store whose marker another installation\'s key sealed. Optional; never replaces a marker, and does nothing on a store this installation marked'
 complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key wal status notify help" -f -a "key" -d 'Manage master keys'
 complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key wal status notify help" -f -a "wal" -d 'PostgreSQL\'s continuous WAL archive: `wal push` is the server\'s `archive_command`, `wal fetch` its `restore_command`. One file per run, compressed, encrypted, and named so that the store cannot swap or alter it unnoticed'
 complete -c bkp -n "__fish_bkp_using_subcommand help; and not __fish_seen_subcommand_from snapshot logs export list show restore cat replicate cleanup verify check init key wal status notify help" -f -a "status" -d 'Show, per schedule, the newest good backup, its age, the next due time and whether its RPO is breached; exit 11 if any watched schedule is breached or never ran. Reads only the manifests it needs'

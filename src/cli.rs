@@ -3,10 +3,13 @@
 
 use std::path::PathBuf;
 
+use std::sync::LazyLock;
+
+use clap::builder::PossibleValue;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::id::BackupId;
-use crate::manifest::Kind;
+use crate::kinds::{Descriptor, Kind, Maker, ALL};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,7 +22,7 @@ a DuckDB hot tier and a Parquet cold tier, stores them in S3 or a local director
 and restores them. Every run reads one TOML config, writes a JSON manifest next to \
 the data it stored, and records a code-12 transfer in a TigerBeetle audit ledger.",
     after_help = "Exit codes: 0 success, 1 failure, 2 usage, 3 config error, 4 another run holds the lock, \
-5 verification failed, 6 transient (retry later), 7 unsafe source, 8 restore target exists, 9 not found, 10 partial (items skipped), 11 stale (RPO breached), 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP."
+5 verification failed, 6 transient (retry later), 7 unsafe source, 8 restore target exists, 9 not found, 10 partial (items skipped), 11 stale (RPO breached), 12 unsupported (stored, but something could not be recreated exactly), 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -138,7 +141,7 @@ pub enum Command {
     /// Mark the store (or prefix) as this installation's: writes `bkp-store.json`,
     /// sealed with the key, naming the key id and formats. Runs then refuse a
     /// store whose marker another installation's key sealed. Optional; never
-    /// replaces a marker.
+    /// replaces a marker, and does nothing on a store this installation marked.
     Init,
 
     /// Manage master keys.
@@ -302,15 +305,6 @@ pub struct SnapshotArgs {
     /// one, else the [postgres] server).
     #[arg(long, value_enum)]
     pub kind: Option<SnapshotKind>,
-}
-
-/// What `bkp snapshot` copies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SnapshotKind {
-    /// The TigerBeetle data file.
-    Tigerbeetle,
-    /// The PostgreSQL server's data directory (pg_basebackup).
-    Postgres,
 }
 
 #[derive(Debug, Args)]
@@ -503,40 +497,84 @@ fn parse_id(s: &str) -> Result<BackupId, String> {
     s.parse().map_err(|e| format!("{e:#}"))
 }
 
-/// What `bkp export` exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ExportKind {
-    /// The DuckDB hot tier, as Parquet.
-    Duckdb,
-    /// The PostgreSQL database, as a `pg_dump` archive.
-    Pgdump,
-}
+/// A `--kind` value: the kinds of [`crate::kinds::ALL`] a subcommand takes,
+/// named and described by their descriptors.
+macro_rules! kind_arg {
+    ($(#[$doc:meta])* $name:ident, $takes:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $name(pub Kind);
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum KindArg {
-    Tigerbeetle,
-    Duckdb,
-    Parquet,
-    /// A PostgreSQL dump (`pg_dump`).
-    Pgdump,
-    /// A PostgreSQL base backup (`pg_basebackup`).
-    Postgres,
-}
+        impl ValueEnum for $name {
+            fn value_variants<'a>() -> &'a [Self] {
+                static VALUES: LazyLock<Vec<$name>> = LazyLock::new(|| {
+                    let takes: fn(&Descriptor) -> bool = $takes;
+                    ALL.iter().filter(|d| takes(d)).map(|d| $name(d.kind)).collect()
+                });
+                &VALUES
+            }
 
-impl From<KindArg> for Kind {
-    fn from(k: KindArg) -> Kind {
-        match k {
-            KindArg::Tigerbeetle => Kind::Tigerbeetle,
-            KindArg::Duckdb => Kind::Duckdb,
-            KindArg::Parquet => Kind::Parquet,
-            KindArg::Pgdump => Kind::Pgdump,
-            KindArg::Postgres => Kind::Postgres,
+            fn to_possible_value(&self) -> Option<PossibleValue> {
+                let d = self.0.describe();
+                Some(PossibleValue::new(d.name).help(d.about))
+            }
         }
-    }
+
+        impl From<$name> for Kind {
+            fn from(k: $name) -> Kind {
+                k.0
+            }
+        }
+    };
 }
+
+kind_arg!(
+    /// Any kind bkp makes backups of.
+    KindArg,
+    |d| d.maker != Maker::None
+);
+kind_arg!(
+    /// What `bkp snapshot` copies.
+    SnapshotKind,
+    |d| d.maker == Maker::Snapshot
+);
+kind_arg!(
+    /// What `bkp export` exports.
+    ExportKind,
+    |d| d.maker == Maker::Export
+);
 
 /// The clap command, for generating man pages and completions.
 pub fn command() -> clap::Command {
     // Without the commit: the generated pages must not change with every commit.
     <Cli as clap::CommandFactory>::command().long_version(None::<&'static str>)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names<T: ValueEnum>() -> Vec<String> {
+        T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .map(|p| p.get_name().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn kind_values_are_the_descriptors() {
+        assert_eq!(
+            names::<KindArg>(),
+            ["tigerbeetle", "duckdb", "parquet", "pgdump", "postgres"]
+        );
+        assert_eq!(names::<SnapshotKind>(), ["tigerbeetle", "postgres"]);
+        assert_eq!(names::<ExportKind>(), ["duckdb", "pgdump"]);
+        // Each parses back to its kind.
+        for k in KindArg::value_variants() {
+            let name = k.0.as_str();
+            assert_eq!(KindArg::from_str(name, false).unwrap(), *k);
+        }
+        assert!(SnapshotKind::from_str("duckdb", false).is_err());
+    }
 }

@@ -16,107 +16,34 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::id::BackupId;
-use crate::manifest::{Kind, Manifest, Scope};
+use crate::manifest::{Manifest, Scope};
 
-/// One scheduled kind of run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Schedule {
-    /// `bkp snapshot`: a full TigerBeetle data-file backup.
-    Snapshot,
-    /// `bkp logs`: a TigerBeetle log segment.
-    Logs,
-    /// `bkp export --full`: every DuckDB table.
-    ExportFull,
-    /// `bkp export`: DuckDB rows since the per-table watermarks.
-    ExportIncremental,
-    /// `bkp replicate`: the Parquet cold tier.
-    Replicate,
-    /// `bkp export --kind pgdump`: a PostgreSQL dump.
-    Pgdump,
-    /// `bkp snapshot --kind postgres`: a PostgreSQL base backup.
-    Pgbase,
-}
+pub use crate::kinds::{schedules, Schedule};
 
+/// What a schedule is, from its kind's descriptor ([`crate::kinds::ALL`]).
 impl Schedule {
-    pub const ALL: [Schedule; 7] = [
-        Schedule::Snapshot,
-        Schedule::Logs,
-        Schedule::ExportFull,
-        Schedule::ExportIncremental,
-        Schedule::Replicate,
-        Schedule::Pgdump,
-        Schedule::Pgbase,
-    ];
-
-    /// The name used in config, output and metrics: `export-full`…
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Schedule::Snapshot => "snapshot",
-            Schedule::Logs => "logs",
-            Schedule::ExportFull => "export-full",
-            Schedule::ExportIncremental => "export-incremental",
-            Schedule::Replicate => "replicate",
-            Schedule::Pgdump => "pgdump",
-            Schedule::Pgbase => "pgbase",
-        }
-    }
-
-    /// The kind of backup the schedule makes (the manifest directory it lives in).
-    pub fn kind(self) -> Kind {
-        match self {
-            Schedule::Snapshot | Schedule::Logs => Kind::Tigerbeetle,
-            Schedule::ExportFull | Schedule::ExportIncremental => Kind::Duckdb,
-            Schedule::Replicate => Kind::Parquet,
-            Schedule::Pgdump => Kind::Pgdump,
-            Schedule::Pgbase => Kind::Postgres,
-        }
-    }
-
     /// The subcommand, as manifests record it in `operation`.
     pub fn operation(self) -> &'static str {
-        match self {
-            Schedule::Snapshot | Schedule::Pgbase => "snapshot",
-            Schedule::Logs => "logs",
-            Schedule::ExportFull | Schedule::ExportIncremental | Schedule::Pgdump => "export",
-            Schedule::Replicate => "replicate",
-        }
+        self.spec().operation
     }
 
     /// The scope its manifests carry, when the schedule is told apart by it.
     pub fn scope(self) -> Option<Scope> {
-        match self {
-            Schedule::ExportFull => Some(Scope::Full),
-            Schedule::ExportIncremental => Some(Scope::Incremental),
-            _ => None,
-        }
+        self.spec().scope
     }
 
     /// The command line the timer runs.
     pub fn command(self) -> &'static str {
-        match self {
-            Schedule::Snapshot => "bkp snapshot --kind tigerbeetle",
-            Schedule::Logs => "bkp logs",
-            Schedule::ExportFull => "bkp export --kind duckdb --full",
-            Schedule::ExportIncremental => "bkp export --kind duckdb",
-            Schedule::Replicate => "bkp replicate",
-            Schedule::Pgdump => "bkp export --kind pgdump",
-            Schedule::Pgbase => "bkp snapshot --kind postgres",
-        }
+        self.spec().command
     }
 
     /// How often the shipped timers run it.
     pub fn default_every(self) -> Duration {
-        match self {
-            Schedule::Snapshot | Schedule::ExportIncremental => Duration::from_secs(6 * 3600),
-            Schedule::Logs => Duration::from_secs(15 * 60),
-            Schedule::ExportFull | Schedule::Pgbase => Duration::from_secs(24 * 3600),
-            Schedule::Replicate | Schedule::Pgdump => Duration::from_secs(3600),
-        }
+        self.spec().every
     }
 
     /// The default recovery point objective: one interval.
@@ -129,13 +56,10 @@ impl Schedule {
     /// the same moment would (and `bkp export` itself takes a full one when the
     /// chain needs it).
     pub fn matches(self, m: &Manifest) -> bool {
+        let spec = self.spec();
         m.kind == self.kind()
-            && m.operation == self.operation()
-            && (self == Schedule::ExportIncremental || self.scope().is_none_or(|s| s == m.scope))
-    }
-
-    pub fn parse(s: &str) -> Option<Schedule> {
-        Schedule::ALL.into_iter().find(|x| x.as_str() == s)
+            && m.operation == spec.operation
+            && (spec.full_counts || spec.scope.is_none_or(|s| s == m.scope))
     }
 }
 
@@ -177,7 +101,7 @@ impl Default for FreshnessPlan {
         FreshnessPlan {
             watch: Vec::new(),
             ignore: Vec::new(),
-            rules: Schedule::ALL.map(Rule::default_for).to_vec(),
+            rules: schedules().map(Rule::default_for).collect(),
             wal: None,
         }
     }
@@ -266,6 +190,7 @@ pub fn decide(rule: Rule, newest: Option<Newest>, now: OffsetDateTime) -> Verdic
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kinds::Kind;
 
     fn t(s: i64) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(1_760_000_000 + s).unwrap()
@@ -276,13 +201,13 @@ mod tests {
     #[test]
     fn decide_table() {
         let snap = Rule {
-            schedule: Schedule::Snapshot,
+            schedule: Schedule::named("snapshot"),
             rpo: Duration::from_secs(6 * H),
             every: Duration::from_secs(6 * H),
             grace: Duration::from_secs(600),
         };
         let logs = Rule {
-            schedule: Schedule::Logs,
+            schedule: Schedule::named("logs"),
             rpo: Duration::from_secs(900),
             every: Duration::from_secs(300),
             grace: Duration::ZERO,
@@ -378,18 +303,21 @@ mod tests {
     fn defaults_hold_every_schedule_to_one_interval() {
         let p = FreshnessPlan::default();
         let secs = |s| p.rule(s).rpo.as_secs();
-        assert_eq!(secs(Schedule::Snapshot), 6 * H);
-        assert_eq!(secs(Schedule::Logs), 900);
-        assert_eq!(secs(Schedule::ExportFull), 24 * H);
-        assert_eq!(secs(Schedule::ExportIncremental), 6 * H);
-        assert_eq!(secs(Schedule::Replicate), H);
-        assert_eq!(p.rule(Schedule::Logs).grace.as_secs(), 90);
-        assert_eq!(p.rule(Schedule::Logs).every.as_secs(), 900);
+        assert_eq!(secs(Schedule::named("snapshot")), 6 * H);
+        assert_eq!(secs(Schedule::named("logs")), 900);
+        assert_eq!(secs(Schedule::named("export-full")), 24 * H);
+        assert_eq!(secs(Schedule::named("export-incremental")), 6 * H);
+        assert_eq!(secs(Schedule::named("replicate")), H);
+        assert_eq!(p.rule(Schedule::named("logs")).grace.as_secs(), 90);
+        assert_eq!(p.rule(Schedule::named("logs")).every.as_secs(), 900);
         let empty = FreshnessPlan {
             rules: Vec::new(),
             ..FreshnessPlan::default()
         };
-        assert_eq!(empty.rule(Schedule::Logs), p.rule(Schedule::Logs));
+        assert_eq!(
+            empty.rule(Schedule::named("logs")),
+            p.rule(Schedule::named("logs"))
+        );
     }
 
     #[test]
@@ -416,22 +344,22 @@ mod tests {
             source: Default::default(),
         };
         let mut m = sample(Kind::Tigerbeetle, t(0));
-        assert!(Schedule::Snapshot.matches(&m));
-        assert!(!Schedule::Logs.matches(&m));
+        assert!(Schedule::named("snapshot").matches(&m));
+        assert!(!Schedule::named("logs").matches(&m));
         m.operation = "logs".into();
         m.scope = Scope::Incremental;
-        assert!(Schedule::Logs.matches(&m));
+        assert!(Schedule::named("logs").matches(&m));
         let mut e = sample(Kind::Duckdb, t(0));
         e.operation = "export".into();
-        assert!(Schedule::ExportFull.matches(&e));
+        assert!(Schedule::named("export-full").matches(&e));
         assert!(
-            Schedule::ExportIncremental.matches(&e),
+            Schedule::named("export-incremental").matches(&e),
             "a full export is fresh data too"
         );
         e.scope = Scope::Incremental;
-        assert!(Schedule::ExportIncremental.matches(&e));
-        assert!(!Schedule::ExportFull.matches(&e));
-        for s in Schedule::ALL {
+        assert!(Schedule::named("export-incremental").matches(&e));
+        assert!(!Schedule::named("export-full").matches(&e));
+        for s in schedules() {
             assert_eq!(Schedule::parse(s.as_str()), Some(s));
         }
     }

@@ -11,12 +11,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bkp::schedule::Schedule;
+use bkp::schedule::schedules;
 
 /// Every timer: (unit name, bkp arguments, interval in seconds).
 fn expected() -> Vec<(&'static str, &'static str, u64)> {
-    let mut v: Vec<(&'static str, &'static str, u64)> = Schedule::ALL
-        .into_iter()
+    let mut v: Vec<(&'static str, &'static str, u64)> = schedules()
         .map(|s| {
             (
                 s.as_str(),

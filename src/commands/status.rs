@@ -427,23 +427,26 @@ mod tests {
             .unwrap();
 
         let all = [
-            Schedule::Snapshot,
-            Schedule::Logs,
-            Schedule::ExportFull,
-            Schedule::ExportIncremental,
-            Schedule::Replicate,
+            Schedule::named("snapshot"),
+            Schedule::named("logs"),
+            Schedule::named("export-full"),
+            Schedule::named("export-incremental"),
+            Schedule::named("replicate"),
         ];
         let scan = newest_backups(&store, &manifest::Trust::none(), &all).unwrap();
-        assert_eq!(scan.newest[&Schedule::Snapshot].id, last_snapshot.unwrap());
-        assert_eq!(scan.newest[&Schedule::Logs].id, last_log.unwrap());
-        assert!(!scan.newest.contains_key(&Schedule::Replicate));
+        assert_eq!(
+            scan.newest[&Schedule::named("snapshot")].id,
+            last_snapshot.unwrap()
+        );
+        assert_eq!(scan.newest[&Schedule::named("logs")].id, last_log.unwrap());
+        assert!(!scan.newest.contains_key(&Schedule::named("replicate")));
         assert_eq!(scan.manifests, 192 + 8 + 1 + 3);
         assert_eq!(scan.unreadable.len(), 1);
         // The first scan built the catalog; the next reads it, and the damaged
         // manifest again (it is reported every time), not the history.
         store.gets.store(0, Ordering::Relaxed);
         let again = newest_backups(&store, &manifest::Trust::none(), &all).unwrap();
-        assert_eq!(again.newest[&Schedule::Logs].id, last_log.unwrap());
+        assert_eq!(again.newest[&Schedule::named("logs")].id, last_log.unwrap());
         assert_eq!(again.unreadable.len(), 1);
         // One catalog object per kind (each a base), plus the damaged manifest.
         assert_eq!(store.gets.load(Ordering::Relaxed), 2 + 1);

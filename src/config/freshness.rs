@@ -2,13 +2,15 @@
 //! and schedules to watch or ignore beyond those the configured sources imply
 //! ([`Plan::watched_schedules`]).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Result;
 use serde::Deserialize;
 
 use super::{Plan, Validator};
-use crate::schedule::{FreshnessPlan, Rule, Schedule};
+use crate::kinds::Kind;
+use crate::schedule::{schedules, FreshnessPlan, Rule, Schedule};
 
 /// The `[freshness]` section as written.
 #[derive(Debug, Default, Deserialize)]
@@ -33,31 +35,46 @@ pub struct FreshnessFile {
     pub wal: Option<String>,
 }
 
-/// Per-schedule durations; every key optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PerSchedule {
-    pub snapshot: Option<String>,
-    pub logs: Option<String>,
-    pub export_full: Option<String>,
-    pub export_incremental: Option<String>,
-    pub replicate: Option<String>,
-    pub pgdump: Option<String>,
-    pub pgbase: Option<String>,
+/// Per-schedule durations, keyed by schedule name (`-` written `_`); every key
+/// optional, and a key that names no schedule is an error.
+pub type PerSchedule = BTreeMap<String, String>;
+
+/// Refuses a `[freshness.TABLE]` key that names no schedule, and a schedule
+/// set under both spellings of its name (`export_full`, `export-full`).
+fn known(v: &Validator, table: &str, per: &PerSchedule) -> Result<()> {
+    let mut seen = Vec::new();
+    for k in per.keys() {
+        let Some(s) = Schedule::parse(k) else {
+            return Err(v.error(
+                &format!("freshness.{table}.{k}"),
+                format!(
+                    "not a schedule (one of {})",
+                    schedules()
+                        .map(Schedule::key)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        if seen.contains(&s) {
+            return Err(v.error(
+                &format!("freshness.{table}.{k}"),
+                format!(
+                    "{} is set twice: keep one of {} and {}",
+                    s.as_str(),
+                    s.key(),
+                    s.as_str()
+                ),
+            ));
+        }
+        seen.push(s);
+    }
+    Ok(())
 }
 
-impl PerSchedule {
-    fn get(&self, s: Schedule) -> Option<&String> {
-        match s {
-            Schedule::Snapshot => self.snapshot.as_ref(),
-            Schedule::Logs => self.logs.as_ref(),
-            Schedule::ExportFull => self.export_full.as_ref(),
-            Schedule::ExportIncremental => self.export_incremental.as_ref(),
-            Schedule::Replicate => self.replicate.as_ref(),
-            Schedule::Pgdump => self.pgdump.as_ref(),
-            Schedule::Pgbase => self.pgbase.as_ref(),
-        }
-    }
+/// The value `[freshness.TABLE]` sets for `s`, under either spelling.
+fn get(per: &PerSchedule, s: Schedule) -> Option<&String> {
+    per.get(&s.key()).or_else(|| per.get(s.as_str()))
 }
 
 pub(super) fn validate(f: FreshnessFile, v: &Validator) -> Result<FreshnessPlan> {
@@ -69,7 +86,10 @@ pub(super) fn validate(f: FreshnessFile, v: &Validator) -> Result<FreshnessPlan>
                         key,
                         format!(
                             "{n:?} is not a schedule (one of {})",
-                            Schedule::ALL.map(|s| s.as_str()).join(", ")
+                            schedules()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     )
                 })
@@ -82,16 +102,18 @@ pub(super) fn validate(f: FreshnessFile, v: &Validator) -> Result<FreshnessPlan>
         Some(g) => Some(v.duration("freshness.grace", g)?),
         None => None,
     };
+    known(v, "rpo", &f.rpo)?;
+    known(v, "every", &f.every)?;
     let mut rules = Vec::new();
-    for s in Schedule::ALL {
-        let key = s.as_str().replace('-', "_");
+    for s in schedules() {
+        let key = s.key();
         let default = Rule::default_for(s);
         let per = |table: &str, value: Option<&String>, default: Duration| match value {
             Some(text) => v.positive_duration(&format!("freshness.{table}.{key}"), text),
             None => Ok(default),
         };
-        let rpo = per("rpo", f.rpo.get(s), default.rpo)?;
-        let every = per("every", f.every.get(s), default.every)?;
+        let rpo = per("rpo", get(&f.rpo, s), default.rpo)?;
+        let every = per("every", get(&f.every, s), default.every)?;
         rules.push(Rule {
             schedule: s,
             rpo,
@@ -114,33 +136,32 @@ pub(super) fn validate(f: FreshnessFile, v: &Validator) -> Result<FreshnessPlan>
 impl Plan {
     /// The schedules `bkp status` watches: those whose source the config sets
     /// up, plus `freshness.watch`, minus `freshness.ignore`, in
-    /// [`Schedule::ALL`] order.
+    /// [`schedules`] order.
     ///
-    /// A new source section plugs in here with one line.
+    /// A new source section plugs in at [`Plan::implies`].
     pub fn watched_schedules(&self) -> Vec<Schedule> {
-        let mut implied = Vec::new();
-        if let Some(tb) = &self.tigerbeetle {
-            if tb.data_file.is_some() {
-                implied.push(Schedule::Snapshot);
-            }
-            if tb.cluster.is_some() {
-                implied.push(Schedule::Logs);
-            }
-        }
-        if self.duckdb.is_some() {
-            implied.extend([Schedule::ExportFull, Schedule::ExportIncremental]);
-        }
-        if self.replicate.is_some() {
-            implied.push(Schedule::Replicate);
-        }
-        if self.postgres.is_some() {
-            implied.push(Schedule::Pgdump);
-        }
         let f = &self.freshness;
-        Schedule::ALL
-            .into_iter()
-            .filter(|s| (implied.contains(s) || f.watch.contains(s)) && !f.ignore.contains(s))
+        schedules()
+            .filter(|s| (self.implies(*s) || f.watch.contains(s)) && !f.ignore.contains(s))
             .collect()
+    }
+
+    /// Whether the sources this config sets up make backups of `s`. A base
+    /// backup schedule is watched only when asked for (`freshness.watch`).
+    fn implies(&self, s: Schedule) -> bool {
+        match s.kind() {
+            Kind::Tigerbeetle => self.tigerbeetle.as_ref().is_some_and(|tb| {
+                if s.operation() == "logs" {
+                    tb.cluster.is_some()
+                } else {
+                    tb.data_file.is_some()
+                }
+            }),
+            Kind::Duckdb => self.duckdb.is_some(),
+            Kind::Parquet => self.replicate.is_some(),
+            Kind::Pgdump => self.postgres.is_some(),
+            Kind::Postgres | Kind::Kms => false,
+        }
     }
 }
 
@@ -153,22 +174,29 @@ mod tests {
 
     #[test]
     fn watched_schedules_follow_sources_and_config() {
-        use Schedule::*;
+        let [snapshot, logs, export_full, export_incremental, replicate] = [
+            "snapshot",
+            "logs",
+            "export-full",
+            "export-incremental",
+            "replicate",
+        ]
+        .map(Schedule::named);
         let cases: Vec<(&str, Vec<Schedule>)> = vec![
             ("", vec![]),
-            ("[tigerbeetle]\ndata_file = \"/d\"\n", vec![Snapshot]),
-            ("[tigerbeetle]\naddresses = \"3000\"\n", vec![Logs]),
+            ("[tigerbeetle]\ndata_file = \"/d\"\n", vec![snapshot]),
+            ("[tigerbeetle]\naddresses = \"3000\"\n", vec![logs]),
             (
                 "[tigerbeetle]\ndata_file = \"/d\"\naddresses = \"3000\"\n",
-                vec![Snapshot, Logs],
+                vec![snapshot, logs],
             ),
             (
                 "[duckdb]\ndatabase = \"/h.duckdb\"\n[replicate]\nsource = \"/cold\"\n",
-                vec![ExportFull, ExportIncremental, Replicate],
+                vec![export_full, export_incremental, replicate],
             ),
             (
                 "[tigerbeetle]\ndata_file = \"/d\"\naddresses = \"3000\"\n[freshness]\nignore = [\"logs\"]\nwatch = [\"replicate\", \"export-full\"]\n",
-                vec![Snapshot, ExportFull, Replicate],
+                vec![snapshot, export_full, replicate],
             ),
         ];
         for (extra, want) in cases {
@@ -182,13 +210,28 @@ mod tests {
         assert_eq!(p.freshness, FreshnessPlan::default());
 
         let p = with("[freshness]\ngrace = \"1m\"\n[freshness.rpo]\nlogs = \"30m\"\n[freshness.every]\nlogs = \"5m\"\n").unwrap();
-        let r = p.freshness.rule(Schedule::Logs);
+        let r = p.freshness.rule(Schedule::named("logs"));
         assert_eq!(
             (r.rpo.as_secs(), r.every.as_secs(), r.grace.as_secs()),
             (1800, 300, 60)
         );
-        assert_eq!(p.freshness.rule(Schedule::Snapshot).rpo.as_secs(), 6 * H);
-        assert_eq!(p.freshness.rule(Schedule::Snapshot).grace.as_secs(), 60);
+        assert_eq!(
+            p.freshness.rule(Schedule::named("snapshot")).rpo.as_secs(),
+            6 * H
+        );
+        assert_eq!(
+            p.freshness
+                .rule(Schedule::named("snapshot"))
+                .grace
+                .as_secs(),
+            60
+        );
+
+        // A schedule's name is accepted as output spells it and as a key.
+        let p = with("[freshness]\nwatch = [\"export_full\"]\n[freshness.rpo]\n\"export-incremental\" = \"7h\"\n").unwrap();
+        assert_eq!(p.freshness.watch, vec![Schedule::named("export-full")]);
+        let r = p.freshness.rule(Schedule::named("export-incremental"));
+        assert_eq!(r.rpo.as_secs(), 7 * H);
     }
 
     #[test]
@@ -206,6 +249,10 @@ mod tests {
                 "freshness.every.export_full",
             ),
             ("[freshness.rpo]\nweekly = \"7d\"\n", "weekly"),
+            (
+                "[freshness.rpo]\nexport_full = \"1d\"\n\"export-full\" = \"2d\"\n",
+                "export-full is set twice",
+            ),
         ] {
             fails_naming(&format!("{MINIMAL}{extra}"), needle);
         }

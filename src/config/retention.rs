@@ -1,30 +1,71 @@
-//! The `[retention]` section: one policy per group of backups (`snapshot`,
-//! `logs`, `export_full`, `export_incremental`, `replicate`, `pgdump`,
-//! `pgbase`), each a preset with
+//! The `[retention]` section: one policy per group of backups (the groups of
+//! the kinds' descriptors: `snapshot`, `logs`, `export_full`,
+//! `export_incremental`, `replicate`, `pgdump`, `pgbase`), each a preset with
 //! rules on top, and the grace period before `cleanup` removes unnamed objects.
+
+use std::collections::BTreeMap;
 
 use anyhow::Result;
 use serde::Deserialize;
 use time::Duration;
 
 use super::Validator;
+use crate::kinds::groups;
+#[cfg(test)]
 use crate::manifest::{Kind, Scope};
 use crate::retention::{default_policy, Policies, Policy, RetentionPlan};
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub struct RetentionFile {
     /// How long an object that no manifest names (a crashed run's upload) is
     /// left alone before `cleanup` removes it.
     pub grace: Option<String>,
-    pub snapshot: Option<PolicyFile>,
-    pub logs: Option<PolicyFile>,
-    pub export_full: Option<PolicyFile>,
-    pub export_incremental: Option<PolicyFile>,
-    pub replicate: Option<PolicyFile>,
-    pub pgdump: Option<PolicyFile>,
-    pub pgbase: Option<PolicyFile>,
+    /// `[retention.GROUP]`, one per retention group of the kinds
+    /// ([`crate::kinds::groups`]), by group name (a hyphen may stand for an
+    /// underscore: `export-full`); any other name is an unknown field.
+    pub groups: BTreeMap<&'static str, PolicyFile>,
 }
+
+impl<'de> Deserialize<'de> for RetentionFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Tables;
+        impl<'de> serde::de::Visitor<'de> for Tables {
+            type Value = RetentionFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("the [retention] section")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<RetentionFile, A::Error> {
+                use serde::de::Error;
+                let mut out = RetentionFile::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "grace" {
+                        out.grace = Some(map.next_value()?);
+                        continue;
+                    }
+                    let name = key.replace('-', "_");
+                    let Some((_, g)) = groups().find(|(_, g)| g.name == name) else {
+                        return Err(A::Error::unknown_field(&key, FIELDS.as_slice()));
+                    };
+                    if out.groups.insert(g.name, map.next_value()?).is_some() {
+                        return Err(A::Error::custom(format!("{} is set twice", g.name)));
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Tables)
+    }
+}
+
+/// The names `[retention]` takes, for the error about one it does not.
+static FIELDS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    std::iter::once("grace")
+        .chain(groups().map(|(_, g)| g.name))
+        .collect()
+});
 
 /// One group's rules: a preset, and any rule set on top of it.
 #[derive(Debug, Default, Deserialize)]
@@ -43,39 +84,19 @@ pub struct PolicyFile {
     pub keep_log_window: Option<bool>,
 }
 
-/// The groups the section names, with the backups each one holds.
-const GROUPS: [(&str, Kind, Scope); 7] = [
-    ("snapshot", Kind::Tigerbeetle, Scope::Full),
-    ("logs", Kind::Tigerbeetle, Scope::Incremental),
-    ("export_full", Kind::Duckdb, Scope::Full),
-    ("export_incremental", Kind::Duckdb, Scope::Incremental),
-    ("replicate", Kind::Parquet, Scope::Full),
-    ("pgdump", Kind::Pgdump, Scope::Full),
-    ("pgbase", Kind::Postgres, Scope::Full),
-];
-
-pub(super) fn validate(f: RetentionFile, v: &Validator) -> Result<RetentionPlan> {
+pub(super) fn validate(mut f: RetentionFile, v: &Validator) -> Result<RetentionPlan> {
     let grace = match &f.grace {
         None => Duration::hours(24),
         Some(g) => signed(v, "retention.grace", g)?,
     };
     let mut policies = Policies::new(Policy::gfs());
-    let files = [
-        f.snapshot,
-        f.logs,
-        f.export_full,
-        f.export_incremental,
-        f.replicate,
-        f.pgdump,
-        f.pgbase,
-    ];
-    for ((name, kind, scope), file) in GROUPS.into_iter().zip(files) {
-        let default = default_policy(kind, scope);
-        let policy = match file {
+    for (kind, group) in groups() {
+        let default = default_policy(kind, group.scope);
+        let policy = match f.groups.remove(group.name) {
             None => default,
-            Some(f) => policy(f, &format!("retention.{name}"), default, v)?,
+            Some(f) => policy(f, &format!("retention.{}", group.name), default, v)?,
         };
-        policies = policies.with(kind, scope, policy);
+        policies = policies.with(kind, group.scope, policy);
     }
     Ok(RetentionPlan { policies, grace })
 }
@@ -168,6 +189,11 @@ mod tests {
                 "retention.export_full.keep_within",
             ),
             ("[retention.snapshots]\ndaily = 3\n", "snapshots"),
+            ("[retention]\nkeep_last = 3\n", "unknown field `keep_last`"),
+            (
+                "[retention.logs]\nkeep_lost = 3\n",
+                "unknown field `keep_lost`",
+            ),
         ] {
             fails_naming(&format!("{MINIMAL}{extra}"), needle);
         }

@@ -4,6 +4,8 @@
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::kinds::Kind;
+
 /// `code` of every bkp transfer.
 pub const TRANSFER_CODE: u16 = 12;
 /// `code` of the account of a source kind (debited by a backup).
@@ -40,41 +42,9 @@ macro_rules! wire_codes {
     };
 }
 
-/// Kind of backup (`user_data_128` bits 120–127).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BackupType {
-    Tigerbeetle,
-    Duckdb,
-    Parquet,
-    Kms,
-    Pgdump,
-    Postgres,
-}
-wire_codes!(
-    BackupType,
-    "backup type",
-    Tigerbeetle = 1,
-    Duckdb = 2,
-    Parquet = 3,
-    Kms = 4,
-    Pgdump = 5,
-    Postgres = 6
-);
-
-impl BackupType {
-    /// The name used in account domain strings, keys and metadata.
-    pub fn name(self) -> &'static str {
-        match self {
-            BackupType::Tigerbeetle => "tigerbeetle",
-            BackupType::Duckdb => "duckdb",
-            BackupType::Parquet => "parquet",
-            BackupType::Kms => "kms",
-            BackupType::Pgdump => "pgdump",
-            BackupType::Postgres => "postgres",
-        }
-    }
-}
+/// Kind of backup (`user_data_128` bits 120–127): each kind's
+/// [`ledger_code`](crate::kinds::Descriptor::ledger_code).
+pub type BackupType = Kind;
 
 /// Full or incremental (`user_data_128` bits 112–119).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,7 +122,7 @@ pub struct Packed {
 /// Packs `p`, most significant bits first: type 120–127, scope 112–119, compression
 /// 104–111, encryption 96–103, status 88–95, retention days 72–87; bits 0–71 zero.
 pub fn pack(p: &Packed) -> u128 {
-    (u128::from(p.backup_type.code()) << 120)
+    (u128::from(p.backup_type.ledger_code()) << 120)
         | (u128::from(p.scope.code()) << 112)
         | (u128::from(p.compression.code()) << 104)
         | (u128::from(p.encryption.code()) << 96)
@@ -168,7 +138,12 @@ pub fn unpack(v: u128) -> Result<Packed> {
     // Truncating casts pick out one field each.
     let byte = |shift: u32| (v >> shift) as u8;
     Ok(Packed {
-        backup_type: BackupType::from_code(byte(120))?,
+        backup_type: {
+            let code = byte(120);
+            Kind::from_ledger_code(code).ok_or_else(|| {
+                anyhow::anyhow!("unknown backup type code {code} in a code-12 transfer")
+            })?
+        },
         scope: Scope::from_code(byte(112))?,
         compression: CompressionCode::from_code(byte(104))?,
         encryption: EncryptionCode::from_code(byte(96))?,
@@ -195,7 +170,7 @@ fn fnv1a_128(data: &[u8]) -> u128 {
 
 /// Account id of a source kind: FNV-1a-128 of `bkp/source/` + kind name.
 pub fn source_account_id(t: BackupType) -> u128 {
-    fnv1a_128(format!("bkp/source/{}", t.name()).as_bytes())
+    fnv1a_128(format!("bkp/source/{}", t.as_str()).as_bytes())
 }
 
 /// Account id of a store: FNV-1a-128 of `bkp/store/` + its identity, such as
@@ -266,7 +241,7 @@ mod tests {
     #[test]
     fn pack_unpack_round_trip_every_value() {
         let mut n = 0;
-        for &backup_type in BackupType::ALL {
+        for backup_type in BackupType::ALL {
             for &scope in Scope::ALL {
                 for &compression in CompressionCode::ALL {
                     for &encryption in EncryptionCode::ALL {

@@ -100,7 +100,7 @@ impl Record {
                 ledger,
                 SOURCE_ACCOUNT_CODE,
             )
-            .with_user_data_32(self.backup_type.code().into()),
+            .with_user_data_32(self.backup_type.ledger_code().into()),
             tb::Account::new(
                 store_account_id(&self.store_identity),
                 ledger,

@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 use crate::crypto::Keyring;
 use crate::exit::{coded, Code};
 use crate::id::BackupId;
+pub use crate::kinds::{Kind, Scope};
 use crate::stages::compress::Compression;
 use crate::store::Store;
 pub use seal::Trust;
@@ -43,62 +44,6 @@ pub mod wal;
 pub const SCHEMA_MAJOR: u32 = 2;
 pub const SCHEMA_MINOR: u32 = 0;
 pub const MANIFEST_DIR: &str = "manifests";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Tigerbeetle,
-    Duckdb,
-    Parquet,
-    /// A PostgreSQL database dumped by `pg_dump`.
-    Pgdump,
-    /// A PostgreSQL server's data directory, by `pg_basebackup`.
-    Postgres,
-    Kms,
-}
-
-impl Kind {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Kind::Tigerbeetle => "tigerbeetle",
-            Kind::Duckdb => "duckdb",
-            Kind::Parquet => "parquet",
-            Kind::Pgdump => "pgdump",
-            Kind::Postgres => "postgres",
-            Kind::Kms => "kms",
-        }
-    }
-    pub const ALL: [Kind; 6] = [
-        Kind::Tigerbeetle,
-        Kind::Duckdb,
-        Kind::Parquet,
-        Kind::Pgdump,
-        Kind::Postgres,
-        Kind::Kms,
-    ];
-
-    /// Whether this kind is restored as a snapshot plus a replayed log, so that
-    /// its incrementals (log segments) must run unbroken from a snapshot on.
-    pub fn replays_log(self) -> bool {
-        matches!(self, Kind::Tigerbeetle)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    Full,
-    Incremental,
-}
-
-impl Scope {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Scope::Full => "full",
-            Scope::Incremental => "incremental",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -4,7 +4,8 @@
 //! documented one must exist, both by that scan and by the config's own parser
 //! (a file setting the key is not refused as unknown). The page names each key
 //! on a `.B` line right after `.TP`; `GROUP` and `SCHEDULE` stand for the
-//! retention groups and the schedules, which the source defines too.
+//! retention groups and the schedules, which the kinds' descriptors define
+//! (`bkp::kinds`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -102,6 +103,16 @@ fn structs(root: &Path) -> Structs {
             out.insert(name, f);
         }
     }
+    // The retention groups and the schedules are the kinds' (`bkp::kinds`):
+    // `[retention]` and `[freshness.rpo]`/`[freshness.every]` are maps the
+    // config checks against those lists.
+    let mut retention = vec![("grace".to_string(), "Option<String>".to_string())];
+    retention.extend(bkp::kinds::groups().map(|(_, g)| (g.name.to_string(), "PolicyFile".into())));
+    out.insert("RetentionFile".into(), retention);
+    let per_schedule = bkp::kinds::schedules()
+        .map(|s| (s.as_str().replace('-', "_"), "Option<String>".to_string()))
+        .collect();
+    out.insert("PerSchedule".into(), per_schedule);
     out
 }
 

@@ -5,7 +5,7 @@
 use anyhow::Result;
 use serde_json::json;
 
-use super::target::{Shape, Target};
+use super::target::Target;
 use super::RestorePlan;
 use crate::chain;
 use crate::cli::RestoreArgs;
@@ -90,14 +90,7 @@ pub fn run(
             .map(|m| m.restore_reads())
             .fold((0, 0), |(n, b), (n2, b2)| (n + n2, b + b2)),
     };
-    let (target, verdict) = if rp.kind == Kind::Pgdump {
-        super::pgdump::dry_run_verdict(ctx, args)
-    } else {
-        let shape = if rp.kind == Kind::Duckdb {
-            Shape::File
-        } else {
-            Shape::Dir
-        };
+    let (target, verdict) = if let Some(shape) = super::shape(rp.kind) {
         let target = Target::check(
             args.target(),
             shape,
@@ -112,9 +105,11 @@ pub fn run(
             Err(e) => format!("refused: {e:#}"),
         };
         (target.map(drop), verdict)
+    } else {
+        super::pgdump::dry_run_verdict(ctx, args)
     };
     let target_ok = target.is_ok();
-    let staging = if rp.kind == Kind::Pgdump {
+    let staging = if super::shape(rp.kind).is_none() {
         "a new database bkp_restore_… on the [postgres] server".to_string()
     } else {
         args.target()

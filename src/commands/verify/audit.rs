@@ -78,7 +78,7 @@ pub fn audit(
                 "the ledger records backup {} ({} bytes, {}) as stored in {identity}, but the store has no manifest for it: it was deleted outside bkp, or its manifest was lost",
                 BackupId::from_u128(t.id),
                 t.amount,
-                t.fields.map_or("unknown kind".to_string(), |f| f.backup_type.name().to_string()),
+                t.fields.map_or("unknown kind".to_string(), |f| f.backup_type.as_str().to_string()),
             ));
         }
     }

@@ -20,6 +20,8 @@ pub struct Drill {
     pub id: BackupId,
     pub kind: Kind,
     pub ok: bool,
+    /// What a passing drill of this kind proves (its kind's descriptor).
+    pub proves: &'static str,
     pub facts: BTreeMap<String, serde_json::Value>,
     /// In bkp's own words: this goes into the report in the store.
     pub problems: Vec<String>,
@@ -37,6 +39,7 @@ pub fn drill(ctx: &Ctx, src: &Source, m: &Manifest) -> Result<Drill> {
         id: m.id,
         kind: m.kind,
         ok: false,
+        proves: m.kind.describe().drill,
         facts: BTreeMap::new(),
         problems: Vec::new(),
         details: Vec::new(),
