@@ -27,6 +27,18 @@ pub fn parse_size(s: &str) -> Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("{s:?} is too large"))
 }
 
+/// `1 file`, `2 files`, `0 files`: a count and its noun, singular or plural
+/// (`noun` + "s"; a noun in -y takes -ies).
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else if let Some(stem) = noun.strip_suffix('y') {
+        format!("{n} {stem}ies")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Parses `500ms`, `30s`, `15m`, `6h`, `7d`, or a combination like `1h30m`.
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let t = s.trim();
@@ -109,6 +121,16 @@ pub fn deadline(d: Duration) -> std::time::Instant {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(count(1, "file"), "1 file");
+        assert_eq!(count(0, "file"), "0 files");
+        assert_eq!(count(2, "transfer"), "2 transfers");
+        assert_eq!(count(3, "expiry"), "3 expiries");
+        assert_eq!(count(1, "expiry"), "1 expiry");
+    }
+
     use super::*;
 
     #[test]

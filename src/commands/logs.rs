@@ -97,7 +97,9 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             return json_report(m, store, elapsed, ledger, json!({}));
         }
         let (after, until) = interval(m).unwrap_or_default();
-        let count = |k: &str| m.source.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        let count = |k: &str, noun: &str| {
+            crate::units::count(m.source.get(k).and_then(|v| v.as_u64()).unwrap_or(0), noun)
+        };
         if m.is_note() {
             let deferred = m.source.contains_key("audit_rows_deferred");
             ctx.ui.info(&format!(
@@ -111,11 +113,11 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             ));
         } else {
             ctx.ui.info(&format!(
-                "log segment {}: {} accounts, {} transfers and {} expiries in ({after}, {until}], {} stored in {:.1}s",
+                "log segment {}: {}, {} and {} in ({after}, {until}], {} stored in {:.1}s",
                 m.id,
-                count("accounts"),
-                count("transfers"),
-                count("expiries"),
+                count("accounts", "account"),
+                count("transfers", "transfer"),
+                count("expiries", "expiry"),
                 ui::size(m.stored_bytes()),
                 elapsed.as_secs_f64()
             ));

@@ -24,12 +24,11 @@ use crate::ledger::Operation;
 use crate::manifest::parquet::OPERATION;
 use crate::manifest::{self, Kind, Manifest, Scope};
 use crate::replicate::config::{ReplicatePlan, SourcePlan};
-use crate::replicate::copy::{run_pool, Job, Outcome, Target};
+use crate::replicate::copy::{run_pool, Job, Outcome};
 use crate::replicate::record::{self, FileRecord, ReplicaSet, Skipped, Stats};
 use crate::replicate::source::{Entry, Ignored, Source};
 use crate::stages::compress::Compression;
-use crate::store::s3::S3Store;
-use crate::store::{local::LocalStore, Store};
+use crate::store::Store;
 use crate::ui;
 
 pub fn run(ctx: &Ctx, args: &crate::cli::ReplicateArgs) -> Result<()> {
@@ -53,10 +52,7 @@ pub fn run(ctx: &Ctx, args: &crate::cli::ReplicateArgs) -> Result<()> {
     let keyring = trust.keys().filter(|_| rp.encrypt);
     refuse_overlap(plan, rp)?;
     let source = Source::open(&rp.source, rp.concurrency)?;
-    let target = match &plan.store {
-        StorePlan::S3(s) => Target::S3(S3Store::new(s.clone())?),
-        StorePlan::Local(p) => Target::Plain(Box::new(LocalStore::new(p)?)),
-    };
+    let target = super::open(plan)?;
     let server_side = server_side_possible(plan, rp, keyring.is_some());
     let store = target.store();
     if args.dry_run {
@@ -97,8 +93,8 @@ pub fn run(ctx: &Ctx, args: &crate::cli::ReplicateArgs) -> Result<()> {
             unlisted,
         } = compare(ctx, store, &trust, &source, rp)?;
         ctx.ui.detail(&format!(
-            "{} file(s) at the source: {} unchanged since {}, {} to check, {} gone",
-            listing.len(),
+            "{} at the source: {} unchanged since {}, {} to check, {} gone",
+            crate::units::count(listing.len() as u64, "file"),
             diff.unchanged.len(),
             previous
                 .as_ref()
@@ -204,8 +200,8 @@ pub fn run(ctx: &Ctx, args: &crate::cli::ReplicateArgs) -> Result<()> {
             coded(
                 Code::Partial,
                 format!(
-                    "{} file(s) were skipped: {}. Fix or remove them at the source; the next run picks them up",
-                    names.len(),
+                    "{} skipped: {}. Fix or remove them at the source; the next run picks them up",
+                    crate::units::count(names.len() as u64, "file"),
                     names.join("; ")
                 ),
             )
@@ -406,8 +402,8 @@ fn dry_run(
         ))?;
     }
     ctx.ui.info(&format!(
-        "would read {} file(s) ({}; {new} new, the others changed by size or time and copied only if their content changed){}; {} unchanged since {}; {} gone; {} skipped. Nothing was copied",
-        diff.changed.len(),
+        "would read {} ({}; {new} new, the others changed by size or time and copied only if their content changed){}; {} unchanged since {}; {} gone; {} skipped. Nothing was copied",
+        crate::units::count(diff.changed.len() as u64, "file"),
         ui::size(to_read),
         if server_side { ", as server-side copies" } else { "" },
         diff.unchanged.len(),
@@ -474,11 +470,11 @@ fn report(
         json_report(m, store, elapsed, ledger_note, extra)?;
     } else {
         ctx.ui.info(&format!(
-            "replicate {} of {} to {}: {} file(s) in the set; copied {} ({}{}), {} unchanged, {} deleted at the source, {} skipped, in {:.1}s ({})",
+            "replicate {} of {} to {}: {} in the set; copied {} ({}{}), {} unchanged, {} deleted at the source, {} skipped, in {:.1}s ({})",
             m.id,
             set.root,
             store.identity(),
-            set.set.len(),
+            crate::units::count(set.set.len() as u64, "file"),
             s.copied_files,
             ui::size(s.copied_bytes),
             if s.server_side_copies > 0 {

@@ -157,20 +157,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             source.insert("chunks_shared_with".into(), json!(b.id));
         }
         if tb.count_rows {
-            match count_rows(ctx, &prepared) {
-                Ok(stats) => {
-                    source.insert("accounts".into(), json!(stats.accounts));
-                    source.insert("transfers".into(), json!(stats.transfers));
-                    source.insert("newest_timestamp".into(), json!(stats.until));
-                    log(&format!(
-                        "the snapshot holds {} accounts and {} transfers",
-                        stats.accounts, stats.transfers
-                    ));
-                }
-                Err(e) => ctx.ui.warn(&format!(
-                    "the snapshot is stored, but its rows could not be counted: {e:#}"
-                )),
-            }
+            record_rows(ctx, &prepared, &mut source);
         }
         let m = run.manifest(Body {
             objects,
@@ -247,6 +234,30 @@ fn report(
 /// Counts the accounts and transfers of an uploaded snapshot on bkp's private
 /// copy, through a replica started on it, so that `verify --drill` can compare a
 /// restore with them. Never on the original data file.
+/// Counts the snapshot's rows into its manifest's `source` (`count_rows`);
+/// a count that fails is a warning: the snapshot is stored all the same.
+fn record_rows(
+    ctx: &Ctx,
+    prepared: &tigerbeetle::Prepared,
+    source: &mut BTreeMap<String, serde_json::Value>,
+) {
+    match count_rows(ctx, prepared) {
+        Ok(stats) => {
+            source.insert("accounts".into(), json!(stats.accounts));
+            source.insert("transfers".into(), json!(stats.transfers));
+            source.insert("newest_timestamp".into(), json!(stats.until));
+            ctx.ui.detail(&format!(
+                "the snapshot holds {} and {}",
+                crate::units::count(stats.accounts, "account"),
+                crate::units::count(stats.transfers, "transfer")
+            ));
+        }
+        Err(e) => ctx.ui.warn(&format!(
+            "the snapshot is stored, but its rows could not be counted: {e:#}"
+        )),
+    }
+}
+
 fn count_rows(ctx: &Ctx, prepared: &tigerbeetle::Prepared) -> Result<SegmentStats> {
     if !prepared.is_copy() {
         anyhow::bail!(

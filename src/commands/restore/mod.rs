@@ -22,9 +22,8 @@ use crate::cli::RestoreArgs;
 use crate::config::{Plan, StorePlan};
 use crate::crypto::Keyring;
 use crate::exit::{coded, Code};
-use crate::manifest::{
-    self, duckdb as export, parquet as replicated, tigerbeetle as tb, Kind, Manifest, Trust,
-};
+use crate::kinds::{At, Delivers};
+use crate::manifest::{self, parquet as replicated, Kind, Manifest, Trust};
 use crate::stages::progress::Progress;
 use crate::store::Store;
 use crate::workdir::WorkDir;
@@ -67,6 +66,14 @@ pub struct RestorePlan {
 pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     let plan = &ctx.plan;
     let at = parse_at(args.at.as_deref())?;
+    // `latest` names its kind: a target that cannot take it is refused before
+    // the store is opened (the engine checks it again, with what it must
+    // never replace).
+    if args.backup == "latest" && args.into.is_none() && !args.dry_run {
+        if let Some(shape) = shape(args.kind.into()) {
+            target::Target::check(args.target(), shape, args.force, &[])?;
+        }
+    }
     let store = super::open_store(plan)?;
     // With [encryption] configured the keys are needed even for unencrypted
     // backups: they prove each manifest (see `manifest/seal.rs`).
@@ -181,7 +188,7 @@ pub fn resolve(
     if args.backup != "latest" {
         let m = manifest::find(store, trust, &args.backup, None)?;
         let kind = m.kind;
-        if at.is_some() && !matches!(kind, Kind::Tigerbeetle | Kind::Postgres) {
+        if at.is_some() && kind.describe().at == At::Never {
             return Err(coded(
                 Code::Config,
                 format!(
@@ -198,15 +205,15 @@ pub fn resolve(
                     m.id,
                     m.kind.as_str(),
                     m.operation,
-                    match m.kind {
-                        Kind::Tigerbeetle =>
-                            "restore a snapshot, with --at TIME to replay the log segments after it",
-                        _ => "restore the backup `bkp list` shows it belongs to",
+                    if m.kind.describe().at == At::Log {
+                        "restore a snapshot, with --at TIME to replay the log segments after it"
+                    } else {
+                        "restore the backup `bkp list` shows it belongs to"
                     }
                 ),
             ));
         }
-        if let Some(at) = at.filter(|at| kind == Kind::Postgres && m.finished_at > *at) {
+        if let Some(at) = at.filter(|at| kind.describe().at == At::Wal && m.finished_at > *at) {
             return Err(coded(
                 Code::Config,
                 format!(
@@ -230,9 +237,9 @@ pub fn resolve(
     let newest = |all: Vec<Manifest>| {
         all.into_iter().rev().find(|m| {
             // A base backup is consistent only from its end on.
-            let from = match m.kind {
-                Kind::Postgres => m.finished_at,
-                _ => m.started_at,
+            let from = match m.kind.describe().at {
+                At::Wal => m.finished_at,
+                At::Log | At::Never => m.started_at,
             };
             restorable(m) && at.is_none_or(|at| from <= at)
         })
@@ -267,48 +274,39 @@ pub fn resolve(
             chosen
         }
     };
-    if backup.is_none() && !(kind == Kind::Tigerbeetle && at.is_some()) {
+    // A log replays into an empty cluster when no snapshot is old enough.
+    if backup.is_none() && !(kind.describe().at == At::Log && at.is_some()) {
         return Err(coded(
             Code::NotFound,
             format!(
                 "no {} in {}{}: {}, or check the store settings",
-                match kind {
-                    Kind::Tigerbeetle => "TigerBeetle snapshot",
-                    Kind::Duckdb => "DuckDB export",
-                    Kind::Parquet => "Parquet replication",
-                    Kind::Pgdump => "PostgreSQL dump",
-                    Kind::Postgres => "PostgreSQL base backup",
-                    Kind::Kms => "key-material backup",
-                },
+                kind.describe().noun,
                 store.identity(),
                 args.at
                     .as_ref()
                     .map(|t| format!(" at or before {t}"))
                     .unwrap_or_default(),
-                match kind {
-                    Kind::Tigerbeetle => "run `bkp snapshot` first",
-                    Kind::Duckdb => "run `bkp export --full` first",
-                    Kind::Pgdump => "run `bkp export --kind pgdump` first",
-                    Kind::Postgres => "run `bkp snapshot --kind postgres` first",
-                    _ => "run `bkp replicate` first",
-                }
+                kind.describe().first
             ),
         ));
     }
     Ok(RestorePlan { kind, backup, at })
 }
 
+/// The shape a restore of `kind` delivers at a path (`None`: a database on a
+/// server, named by `--target`).
+pub fn shape(kind: Kind) -> Option<target::Shape> {
+    match kind.describe().delivers {
+        Delivers::Directory => Some(target::Shape::Dir),
+        Delivers::File => Some(target::Shape::File),
+        Delivers::Database => None,
+    }
+}
+
 /// Whether `m` is a backup that restores on its own (with its chain), and so
 /// can be drilled.
 pub fn restorable(m: &Manifest) -> bool {
-    match m.kind {
-        Kind::Tigerbeetle => m.operation == tb::SNAPSHOT,
-        Kind::Duckdb => m.operation == export::OPERATION,
-        Kind::Parquet => m.operation == replicated::OPERATION,
-        Kind::Pgdump => m.operation == crate::manifest::pgdump::OPERATION,
-        Kind::Postgres => m.operation == crate::manifest::postgres::SNAPSHOT,
-        Kind::Kms => false,
-    }
+    m.kind.describe().restores == Some(m.operation.as_str())
 }
 
 /// The configured TigerBeetle cluster id (0 when none is): the cluster whose log

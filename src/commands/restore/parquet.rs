@@ -202,10 +202,10 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         }))?);
     }
     ctx.ui.info(&format!(
-        "restored replicate {} into {}: {} file(s), {}, verified, in {:.1}s ({})",
+        "restored replicate {} into {}: {}, {}, verified, in {:.1}s ({})",
         m.id,
         target.path.display(),
-        restored.len(),
+        crate::units::count(restored.len() as u64, "file"),
         ui::size(bytes),
         elapsed.as_secs_f64(),
         ui::rate(bytes, elapsed)

@@ -36,6 +36,7 @@ use crate::store::Store;
 use crate::tigerbeetle::client::Client;
 use crate::tigerbeetle::replica::{self, ReplicaSpec};
 use crate::tigerbeetle::tblog;
+use crate::units::count;
 use crate::workdir::WorkDir;
 
 /// What a point-in-time replay did.
@@ -53,6 +54,20 @@ pub struct Replayed {
     /// source had not expired them by `--at`: the restored state is wrong.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub expired_early: Vec<String>,
+}
+
+impl Replayed {
+    /// One line for the operator.
+    pub fn summary(&self) -> String {
+        format!(
+            "replayed {} after timestamp {}: {} and {}, up to {}",
+            count(self.segments as u64, "log segment"),
+            self.snapshot_until,
+            count(self.accounts, "account"),
+            count(self.transfers, "transfer"),
+            self.last_timestamp
+        )
+    }
 }
 
 /// The private replica of the configured `tigerbeetle` binary, logging to the

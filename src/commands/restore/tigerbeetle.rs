@@ -29,6 +29,7 @@ use crate::manifest::{FileEntry, Manifest};
 use crate::sources::tigerbeetle::ClusterPlan;
 use crate::tigerbeetle::replica::NotAlone;
 use crate::tigerbeetle::tblog::LiveTimeout;
+use crate::units::count;
 use crate::{archive, pipeline, ui};
 
 /// The name TigerBeetle suggests for the data file of replica `replica` of
@@ -155,16 +156,11 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     let members = json!({"id": m.map(|m| m.id), "replayed": replayed});
     report(ctx, Some(&target), &restored, elapsed, members, |bytes| {
         let mut lines = Vec::new();
-        if let Some(r) = &replayed {
-            lines.push(format!(
-                "replayed {} log segment(s) after timestamp {}: {} accounts and {} transfers, up to {}",
-                r.segments, r.snapshot_until, r.accounts, r.transfers, r.last_timestamp
-            ));
-        }
+        lines.extend(replayed.as_ref().map(pitr::Replayed::summary));
         lines.push(format!(
-            "restored {from} into {}: {} file(s), {}, verified, in {:.1}s ({})",
+            "restored {from} into {}: {}, {}, verified, in {:.1}s ({})",
             target.path.display(),
-            restored.len(),
+            count(restored.len() as u64, "file"),
             ui::size(bytes),
             elapsed.as_secs_f64(),
             ui::rate(bytes, elapsed)
@@ -270,8 +266,12 @@ fn run_cluster(
     report(ctx, Some(target), &restored, elapsed, members, |bytes| {
         vec![
             format!(
-                "replayed {} log segment(s): {} accounts, {} transfers and {} expiries, up to timestamp {}",
-                r.segments, r.accounts, r.transfers, r.expiries, r.last_timestamp
+                "replayed {}: {}, {} and {}, up to timestamp {}",
+                count(r.segments as u64, "log segment"),
+                count(r.accounts, "account"),
+                count(r.transfers, "transfer"),
+                count(r.expiries, "expiry"),
+                r.last_timestamp
             ),
             format!(
                 "restored a {replicas}-replica cluster from the log into {}: {} data files, {}, in {:.1}s; start replica i on {cluster}_i.tigerbeetle with the new cluster's addresses",
@@ -342,8 +342,14 @@ pub fn run_into(ctx: &Ctx, src: &Source, rp: &RestorePlan, into: &str) -> Result
     let members = json!({"id": null, "replayed": r, "into": cfg.addresses});
     report(ctx, None, &[], elapsed, members, |_| {
         vec![format!(
-            "replayed {} log segment(s) into the cluster at {}: {} accounts, {} transfers and {} expiries, up to timestamp {}, in {:.1}s",
-            r.segments, cfg.addresses, r.accounts, r.transfers, r.expiries, r.last_timestamp, elapsed.as_secs_f64()
+            "replayed {} into the cluster at {}: {}, {} and {}, up to timestamp {}, in {:.1}s",
+            count(r.segments as u64, "log segment"),
+            cfg.addresses,
+            count(r.accounts, "account"),
+            count(r.transfers, "transfer"),
+            count(r.expiries, "expiry"),
+            r.last_timestamp,
+            elapsed.as_secs_f64()
         )]
     })
 }

@@ -122,31 +122,23 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
     }
 }
 
-/// Every check of the run: objects and chains, the ledger audit, the drills.
-fn look(
-    ctx: &Ctx,
-    args: &VerifyArgs,
-    local: &Local,
+/// The backups the run verifies (`ID`, or those of `--kind`/`--since`), oldest
+/// first, each as its own manifest holds it (not the catalog's copy); one
+/// that cannot be read goes to `unreadable`.
+fn choose(
     store: &dyn Store,
+    trust: &Trust,
+    args: &VerifyArgs,
+    all: &[Manifest],
+    unreadable: &mut Vec<manifest::Unreadable>,
     started_at: OffsetDateTime,
-) -> Result<Findings> {
-    let plan = &ctx.plan;
-    // The keys prove each manifest, encrypted or not (see `manifest/seal.rs`).
-    let trust = super::trust(plan, args.trust.trust.clone())?;
-    let (all, mut unreadable) = manifest::list_complete(store, &trust, None)?;
+) -> Result<Vec<Manifest>> {
     let mut chosen = match &args.backup {
-        Some(id) => vec![manifest::find(
-            store,
-            &trust,
-            id,
-            args.kind.map(Kind::from),
-        )?],
+        Some(id) => vec![manifest::find(store, trust, id, args.kind.map(Kind::from))?],
         None => {
-            // What is verified is each manifest as its own key holds it, not
-            // the catalog's copy.
             let mut fresh = Vec::new();
-            for m in selected(&all, args, started_at)? {
-                match manifest::catalog::current(store, &trust, &m) {
+            for m in selected(all, args, started_at)? {
+                match manifest::catalog::current(store, trust, &m) {
                     Ok(m) => fresh.push(m),
                     Err(e) => unreadable.push(manifest::Unreadable {
                         key: m.key(),
@@ -159,6 +151,25 @@ fn look(
         }
     };
     chosen.sort_by_key(|m| (m.started_at, m.id));
+    Ok(chosen)
+}
+
+/// Every check of the run: objects and chains, the ledger audit, the drills.
+fn look(
+    ctx: &Ctx,
+    args: &VerifyArgs,
+    local: &Local,
+    store: &dyn Store,
+    started_at: OffsetDateTime,
+) -> Result<Findings> {
+    let plan = &ctx.plan;
+    // The keys prove each manifest, encrypted or not (see `manifest/seal.rs`).
+    let trust = super::trust(plan, args.trust.trust.clone())?;
+    // Another installation's store is named as such, not reported damaged
+    // (and no report is written into it).
+    manifest::marker::check(store, &trust)?;
+    let (all, mut unreadable) = manifest::list_complete(store, &trust, None)?;
+    let chosen = choose(store, &trust, args, &all, &mut unreadable, started_at)?;
     // Damage found is a problem (exit 5); trouble that kept a check from looking
     // (a store or ledger that did not answer) is not, and ends the run with its
     // own code once every other check is done.

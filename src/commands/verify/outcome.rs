@@ -30,6 +30,7 @@ use crate::manifest::{Kind, Scope};
 use crate::stages::compress::Compression;
 use crate::store::Store;
 use crate::ui;
+use crate::units::count;
 
 /// Ends the run: `kept` is where the report goes when the store refuses it
 /// (and neither `--report` nor `--json` holds it); `junit` is the test report
@@ -141,7 +142,7 @@ pub fn finish(
             operation: ledger::Operation::Verify,
             compression: Compression::None,
             encrypted: false,
-            completed: kind_ok,
+            completed: kind_ok && f.trouble.is_empty(), // all checked, none failed
             retention_days: 0,
             started_at,
             bytes,
@@ -166,18 +167,18 @@ pub fn finish(
         ctx.ui.warn(&format!("{e:#}"));
     }
     let summary = format!(
-        "{} backup(s) checked, {} read; {} with problems; ledger {}; {} drill(s), {} failed",
-        f.checks.len(),
+        "{} checked, {} read; {} with problems; ledger {}; {}, {} failed",
+        count(f.checks.len() as u64, "backup"),
         ui::size(bytes_read),
         failed_backups,
         if plan.ledger.is_none() {
             "not configured".to_string()
         } else if f.audit.checked {
-            format!("{} problem(s)", f.audit.problems.len())
+            count(f.audit.problems.len() as u64, "problem")
         } else {
             "not checked".to_string()
         },
-        f.drills.len(),
+        count(f.drills.len() as u64, "drill"),
         failed_drills
     );
     for g in &f.general {
@@ -189,7 +190,7 @@ pub fn finish(
         }
         return Err(coded(
             Code::Integrity,
-            format!("verification failed: {problems} problem(s): {summary}. The warnings above name each one; `bkp verify --json` gives the full report"),
+            format!("verification failed: {}: {summary}. The warnings above name each one; `bkp verify --json` gives the full report", count(problems as u64, "problem")),
         ));
     }
     if !f.trouble.is_empty() {
