@@ -11,7 +11,7 @@ use crate::config::{Plan, StorePlan};
 use crate::id::BackupId;
 use crate::manifest::{Kind, Trust};
 use crate::stages::progress::Progress;
-use crate::store::{local::LocalStore, s3::S3Store, Store};
+use crate::store::{local::LocalStore, s3::S3Store, Opened, Store};
 use crate::ui::Ui;
 
 pub mod cat;
@@ -47,15 +47,21 @@ impl Ctx {
 }
 
 pub fn open_store(plan: &Plan) -> Result<Box<dyn Store>> {
-    let store: Box<dyn Store> = match &plan.store {
-        StorePlan::Local(p) => Box::new(LocalStore::new(p)?),
-        StorePlan::S3(s) => Box::new(S3Store::new(s.clone())?),
+    Ok(open(plan)?.into_boxed())
+}
+
+/// The config's store, opened the one way every run opens it (with the
+/// catalog's local copies of its bases kept in the work directory).
+pub fn open(plan: &Plan) -> Result<Opened> {
+    let opened = match &plan.store {
+        StorePlan::Local(p) => Opened::Plain(Box::new(LocalStore::new(p)?)),
+        StorePlan::S3(s) => Opened::S3(S3Store::new(s.clone())?),
     };
     crate::manifest::catalog::keep_bases_in(
-        store.as_ref(),
+        opened.store(),
         crate::workdir::WorkDir::new(&plan.work_dir).catalog_bases(),
     );
-    Ok(store)
+    Ok(opened)
 }
 
 /// The run's keys and what its readers trust (see `manifest/seal.rs`):

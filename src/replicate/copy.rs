@@ -22,7 +22,6 @@ use crate::manifest::ObjectEntry;
 use crate::stages::compress::Compression;
 use crate::stages::hash::{digest_reader, HashReader};
 use crate::stages::progress::Silent;
-use crate::store::s3::S3Store;
 use crate::store::Store;
 use crate::store::UnstorableKey;
 use crate::{parquet, pipeline, ui};
@@ -37,19 +36,7 @@ const TAIL_GUESS: u64 = 64 << 10;
 
 /// The backup store, kept concrete when it is S3 so that server-side copies can
 /// be made.
-pub enum Target {
-    Plain(Box<dyn Store>),
-    S3(S3Store),
-}
-
-impl Target {
-    pub fn store(&self) -> &dyn Store {
-        match self {
-            Target::Plain(s) => s.as_ref(),
-            Target::S3(s) => s,
-        }
-    }
-}
+pub use crate::store::Opened as Target;
 
 /// What every worker shares.
 pub struct Job<'a> {

@@ -276,6 +276,29 @@ pub fn is_already_exists(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<Exists>())
 }
 
+/// A store as a config opens it: S3 kept as itself for the calls only S3 has
+/// (a server-side copy), any other behind the trait.
+pub enum Opened {
+    Plain(Box<dyn Store>),
+    S3(s3::S3Store),
+}
+
+impl Opened {
+    pub fn store(&self) -> &dyn Store {
+        match self {
+            Opened::Plain(s) => s.as_ref(),
+            Opened::S3(s) => s,
+        }
+    }
+
+    pub fn into_boxed(self) -> Box<dyn Store> {
+        match self {
+            Opened::Plain(s) => s,
+            Opened::S3(s) => Box::new(s),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{check_key, Version};
