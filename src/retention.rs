@@ -33,7 +33,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime, UtcOffset};
 
-pub use crate::manifest::{Kind, Scope};
+use crate::kinds::Preset;
+pub use crate::kinds::{Kind, Scope};
 
 /// One good backup as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +64,11 @@ pub struct Candidate {
     /// newest-of-group protection apply per stream. Empty for one stream.
     #[serde(default)]
     pub stream: String,
+    /// Why the backup must stay whatever the rules say (a manifest still under
+    /// S3 Object Lock retention cannot be deleted): a "kept: …" reason, from
+    /// which the chain rules keep what it needs, as for any kept backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 impl Candidate {
@@ -221,6 +227,57 @@ impl Bucket {
 const LOG_REASON: &str = "kept: log segment inside the kept log window (chain)";
 const LOG_FROM_START: &str = "kept: log from its first segment (no older snapshot to replay onto)";
 
+/// The rules of one group's policy `p` applied to its backups `group` (newest
+/// first): a reason for each backup a rule keeps, or that expired.
+fn apply_rules(
+    c: &[&Candidate],
+    p: &Policy,
+    now: OffsetDateTime,
+    group: &[usize],
+    reasons: &mut [Vec<String>],
+) {
+    let mut idx = Vec::with_capacity(group.len());
+    for &i in group {
+        match c[i].expires_at {
+            Some(e) if e <= now => {
+                reasons[i].push(format!("expired: retention ran out at {}", fmt_time(e)))
+            }
+            _ => idx.push(i),
+        }
+    }
+    if let Some(d) = p.keep_within {
+        let since = now.checked_sub(d);
+        for &i in &idx {
+            if since.is_none_or(|s| c[i].started_at > s) {
+                reasons[i].push(format!("kept: within {} of now", fmt_duration(d)));
+            }
+        }
+    }
+    if let Some(last) = p.keep_last {
+        for (rank, &i) in idx.iter().take(last as usize).enumerate() {
+            reasons[i].push(format!("kept: {} of last {last}", ordinal(rank as u32 + 1)));
+        }
+    }
+    for (bucket, count) in p.buckets() {
+        let Some(count) = count else { continue };
+        let (mut used, mut previous) = (0, None);
+        for &i in &idx {
+            if used == count {
+                break;
+            }
+            let label = bucket.label(c[i].started_at);
+            if previous.as_ref() != Some(&label) {
+                used += 1;
+                let (name, nth) = (bucket.name(), ordinal(used));
+                reasons[i].push(format!(
+                    "kept: newest {name} for {label} ({nth} of {count})"
+                ));
+                previous = Some(label);
+            }
+        }
+    }
+}
+
 /// Decides every candidate: one [`Decision`] each, newest first (ties by id,
 /// descending). Ids are expected to be unique.
 pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Vec<Decision> {
@@ -239,56 +296,22 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
 
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); n];
     for (&(kind, scope, stream), all_of_group) in &groups {
-        let p = policy.get(kind, scope);
-        let mut idx = Vec::with_capacity(all_of_group.len());
-        for &i in all_of_group {
-            match c[i].expires_at {
-                Some(e) if e <= now => {
-                    reasons[i].push(format!("expired: retention ran out at {}", fmt_time(e)))
-                }
-                _ => idx.push(i),
-            }
-        }
-        if let Some(d) = p.keep_within {
-            let since = now.checked_sub(d);
-            for &i in &idx {
-                if since.is_none_or(|s| c[i].started_at > s) {
-                    reasons[i].push(format!("kept: within {} of now", fmt_duration(d)));
-                }
-            }
-        }
-        if let Some(last) = p.keep_last {
-            for (rank, &i) in idx.iter().take(last as usize).enumerate() {
-                reasons[i].push(format!("kept: {} of last {last}", ordinal(rank as u32 + 1)));
-            }
-        }
-        for (bucket, count) in p.buckets() {
-            let Some(count) = count else { continue };
-            let (mut used, mut previous) = (0, None);
-            for &i in &idx {
-                if used == count {
-                    break;
-                }
-                let label = bucket.label(c[i].started_at);
-                if previous.as_ref() != Some(&label) {
-                    used += 1;
-                    let (name, nth) = (bucket.name(), ordinal(used));
-                    reasons[i].push(format!(
-                        "kept: newest {name} for {label} ({nth} of {count})"
-                    ));
-                    previous = Some(label);
-                }
-            }
-        }
+        apply_rules(&c, policy.get(kind, scope), now, all_of_group, &mut reasons);
         let mut group = format!("{}/{}", kind.as_str(), scope.as_str());
         if !stream.is_empty() {
             group.push_str(&format!(" ({stream})"));
         }
         reasons[all_of_group[0]].push(format!("kept: newest good backup of {group}"));
     }
+    for (i, b) in c.iter().enumerate() {
+        if let Some(why) = &b.held {
+            reasons[i].insert(0, why.clone());
+        }
+    }
     let mut keep: Vec<bool> = reasons
         .iter()
-        .map(|r| r.iter().any(|r| r.starts_with("kept")))
+        .zip(&c)
+        .map(|(r, b)| b.held.is_some() || r.iter().any(|r| r.starts_with("kept")))
         .collect();
 
     let log_kinds: BTreeSet<Kind> = c
@@ -551,11 +574,19 @@ pub struct RetentionPlan {
 /// incremental exports only what chains need (the newest, its chain, the log
 /// window).
 pub fn default_policy(kind: Kind, scope: Scope) -> Policy {
-    match (kind, scope) {
-        // The requirement a dump schedule comes from: 24 hourly, 30 daily, 12 monthly.
-        (Kind::Parquet | Kind::Pgdump, _) => Policy::count_based(),
-        (_, Scope::Full) => Policy::gfs(),
-        (_, Scope::Incremental) => Policy::default(),
+    let groups = kind.describe().groups;
+    // A scope no group of the kind names (none of its backups have it): a
+    // count-based kind stays count-based, any other is kept as its scope.
+    let preset = match groups.iter().find(|g| g.scope == scope) {
+        Some(g) => g.preset,
+        None if groups.iter().any(|g| g.preset == Preset::Count) => Preset::Count,
+        None if scope == Scope::Full => Preset::Gfs,
+        None => Preset::Chains,
+    };
+    match preset {
+        Preset::Count => Policy::count_based(),
+        Preset::Chains => Policy::default(),
+        Preset::Gfs => Policy::gfs(),
     }
 }
 
@@ -588,6 +619,7 @@ mod tests {
             finished_at: None,
             parent_started_at: None,
             stream: String::new(),
+            held: None,
         }
     }
 
@@ -1016,6 +1048,65 @@ mod tests {
                 all.swap(i, (seed % (i as u64 + 1)) as usize);
             }
             assert_eq!(plan(&all, &policies, NOW), want);
+        }
+    }
+
+    /// A backup held by Object Lock keeps what its chain needs by the same
+    /// rules as any kept backup: an old snapshot keeps the log window after it
+    /// (not only its parents), an incremental export its base.
+    #[test]
+    fn a_held_backup_keeps_its_chain_by_every_rule() {
+        let policy = Policies::new(Policy::default());
+        let mut backups = Vec::new();
+        // Two snapshots a day apart, segments every 6 h from the first on.
+        let old = cand(TB, Scope::Full, t("2026-11-01T00:00"), None);
+        let new = cand(TB, Scope::Full, t("2026-11-02T00:00"), None);
+        let mut parent = None;
+        for at in every("2026-11-01T00:15", Duration::hours(6), 8) {
+            let seg = cand(TB, INC, at, parent.clone());
+            parent = Some(seg.id.clone());
+            backups.push(seg);
+        }
+        backups.push(old.clone());
+        backups.push(new.clone());
+        let kept = |b: &[Candidate]| -> BTreeSet<String> {
+            plan(b, &policy, NOW)
+                .into_iter()
+                .filter(|d| d.keep)
+                .map(|d| d.id)
+                .collect()
+        };
+        let without = kept(&backups);
+        assert!(
+            !without.contains(&old.id),
+            "only the newest snapshot is kept"
+        );
+        for b in backups.iter_mut().filter(|b| b.id == old.id) {
+            b.held = Some("kept until 2099-01-01T00:00:00Z by Object Lock".into());
+        }
+        let with = kept(&backups);
+        assert!(with.contains(&old.id));
+        // Every segment from the held snapshot on is kept (the log window).
+        for b in backups.iter().filter(|b| b.scope == INC) {
+            assert!(with.contains(&b.id), "segment {} dropped", b.id);
+        }
+        let reasons = plan(&backups, &policy, NOW);
+        let held = reasons.iter().find(|d| d.id == old.id).unwrap();
+        assert!(held.reasons[0].contains("Object Lock"), "{held:?}");
+    }
+
+    /// The default of every (kind, scope), as the table of the kinds gives it.
+    #[test]
+    fn default_policies_follow_the_kinds() {
+        for kind in Kind::ALL {
+            for scope in [Scope::Full, INC] {
+                let want = match (kind, scope) {
+                    (Kind::Parquet | Kind::Pgdump, _) => Policy::count_based(),
+                    (_, Scope::Full) => Policy::gfs(),
+                    (_, Scope::Incremental) => Policy::default(),
+                };
+                assert_eq!(default_policy(kind, scope), want, "{kind:?} {scope:?}");
+            }
         }
     }
 }

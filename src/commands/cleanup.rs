@@ -77,6 +77,7 @@ pub fn candidates(manifests: &[Manifest]) -> Vec<Candidate> {
             finished_at: Some(m.finished_at),
             parent_started_at: m.parent.and_then(|p| p.timestamp()),
             stream: stream_of(m),
+            held: None,
         })
         .collect()
 }
@@ -84,10 +85,12 @@ pub fn candidates(manifests: &[Manifest]) -> Vec<Candidate> {
 /// What a backup is of, when a store can hold several sources of its kind: a
 /// replication's source root, an export's database.
 fn stream_of(m: &Manifest) -> String {
-    let key = match (m.kind, m.operation.as_str()) {
-        (Kind::Parquet, "replicate") => "root",
-        (Kind::Duckdb | Kind::Pgdump, "export") => "database",
-        _ => return String::new(),
+    let d = m.kind.describe();
+    let Some(key) = d
+        .stream_member
+        .filter(|_| d.restores == Some(m.operation.as_str()))
+    else {
+        return String::new();
     };
     m.source
         .get(key)
@@ -171,6 +174,8 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     store.preflight_writes()?;
     // Only proven manifests and tombstones decide a deletion (see `manifest/seal.rs`).
     let trust = super::trust(plan, Vec::new())?;
+    // Another installation's store is refused before anything is deleted.
+    manifest::marker::check(store, &trust)?;
     let dry = args.dry_run;
     let mut totals = Totals::default();
 
@@ -204,20 +209,9 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         Some(k) => all.iter().filter(|m| m.kind == k.into()).cloned().collect(),
         None => all.clone(),
     };
-    let mut decisions =
-        retention::plan(&candidates(&selected), &plan.retention.policies, started_at);
     let by_id: BTreeMap<String, &Manifest> =
         selected.iter().map(|m| (m.id.to_string(), m)).collect();
-    let locked = keep_retained(store, &mut decisions, &by_id)?;
-    for (id, until) in &locked {
-        let m = by_id[id];
-        ctx.ui.info(&format!(
-            "kept {} {} until {} by Object Lock: a later cleanup deletes it",
-            m.kind.as_str(),
-            m.id,
-            rfc3339(*until)
-        ));
-    }
+    let (decisions, locked) = decide(ctx, store, &selected, &by_id, started_at)?;
     let doomed: BTreeSet<&str> = decisions
         .iter()
         .filter(|d| !d.keep)
@@ -585,63 +579,55 @@ fn finish(
     Ok(())
 }
 
-/// Keeps the backups retention would delete whose manifest is still under
-/// Object Lock retention, and the backups they build on (an incremental is
-/// never listed without its base). Returns the retained ones with their dates.
-/// Asked before any tombstone is written: a retained manifest cannot be deleted,
-/// so its backup must not be unlisted.
-fn keep_retained(
+/// Retention's plan for `selected`, with what Object Lock still retains
+/// kept (and, by the same rules, everything its chain needs).
+fn decide(
+    ctx: &Ctx,
     store: &dyn Store,
-    decisions: &mut [Decision],
+    selected: &[Manifest],
+    by_id: &BTreeMap<String, &Manifest>,
+    now: OffsetDateTime,
+) -> Result<(Vec<Decision>, BTreeMap<String, OffsetDateTime>)> {
+    let policies = &ctx.plan.retention.policies;
+    let mut candidates = candidates(selected);
+    let mut decisions = retention::plan(&candidates, policies, now);
+    let locked = retained(store, &decisions, by_id)?;
+    if !locked.is_empty() {
+        for c in candidates.iter_mut() {
+            if let Some(until) = locked.get(&c.id) {
+                c.held = Some(format!("kept until {} by Object Lock", rfc3339(*until)));
+            }
+        }
+        decisions = retention::plan(&candidates, policies, now);
+    }
+    for (id, until) in &locked {
+        let m = by_id[id];
+        ctx.ui.info(&format!(
+            "kept {} {} until {} by Object Lock: a later cleanup deletes it",
+            m.kind.as_str(),
+            m.id,
+            rfc3339(*until)
+        ));
+    }
+    Ok((decisions, locked))
+}
+
+/// The backups retention would delete whose manifest is still under Object
+/// Lock retention, with the date it ends. Asked before any tombstone is
+/// written: a retained manifest cannot be deleted, so its backup (and what
+/// it builds on) must not be unlisted.
+fn retained(
+    store: &dyn Store,
+    decisions: &[Decision],
     by_id: &BTreeMap<String, &Manifest>,
 ) -> Result<BTreeMap<String, OffsetDateTime>> {
     let mut locked = BTreeMap::new();
-    for d in decisions.iter_mut().filter(|d| !d.keep) {
+    for d in decisions.iter().filter(|d| !d.keep) {
         if let Some(until) = store.retained_until(&by_id[&d.id].key())? {
-            d.keep = true;
-            d.reasons
-                .insert(0, format!("kept until {} by Object Lock", rfc3339(until)));
             locked.insert(d.id.clone(), until);
         }
     }
-    if !locked.is_empty() {
-        keep_bases(decisions, |id| {
-            by_id.get(id).and_then(|m| m.parent).map(|p| p.to_string())
-        });
-    }
     Ok(locked)
-}
-
-/// Marks kept the parent of every kept backup, transitively, so that no kept
-/// incremental loses its base.
-fn keep_bases(decisions: &mut [Decision], parent_of: impl Fn(&str) -> Option<String>) {
-    let index: BTreeMap<String, usize> = decisions
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (d.id.clone(), i))
-        .collect();
-    loop {
-        let mut changed = false;
-        for i in 0..decisions.len() {
-            if !decisions[i].keep {
-                continue;
-            }
-            let child = decisions[i].id.clone();
-            let Some(&j) = parent_of(&child).and_then(|p| index.get(&p)) else {
-                continue;
-            };
-            if !decisions[j].keep {
-                decisions[j].keep = true;
-                decisions[j]
-                    .reasons
-                    .insert(0, format!("kept: base of kept {child} (Object Lock)"));
-                changed = true;
-            }
-        }
-        if !changed {
-            return;
-        }
-    }
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -762,38 +748,6 @@ fn trim_wal(ctx: &Ctx, store: &dyn Store, kept: &[Manifest], dry: bool) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_backup_kept_by_object_lock_keeps_its_chain() {
-        let d = |id: &str, keep: bool| Decision {
-            id: id.into(),
-            keep,
-            reasons: Vec::new(),
-        };
-        // full ← inc1 ← inc2, and an unrelated full; inc2 is retained.
-        let mut ds = vec![
-            d("full", false),
-            d("inc1", false),
-            d("inc2", true),
-            d("other", false),
-        ];
-        keep_bases(&mut ds, |id| match id {
-            "inc1" => Some("full".into()),
-            "inc2" => Some("inc1".into()),
-            _ => None,
-        });
-        let kept: Vec<_> = ds
-            .iter()
-            .filter(|d| d.keep)
-            .map(|d| d.id.as_str())
-            .collect();
-        assert_eq!(kept, ["full", "inc1", "inc2"]);
-        assert!(
-            ds[0].reasons[0].contains("base of kept inc1"),
-            "{:?}",
-            ds[0]
-        );
-    }
 
     #[test]
     fn a_key_names_the_start_of_its_run() {

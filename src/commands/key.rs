@@ -20,10 +20,26 @@ use crate::crypto::pubkey;
 use crate::exit::{coded, Code};
 use crate::ui::{self, Ui};
 
-/// `bkp init`: writes the store marker (see `manifest/marker.rs`).
+/// `bkp init`: writes the store marker (see `manifest/marker.rs`). A store
+/// this installation marked already is left as it is (a second `init` is not
+/// an error); one another installation marked is refused.
 pub fn init(ctx: &crate::commands::Ctx) -> Result<()> {
     let store = crate::commands::open_store(&ctx.plan)?;
     let trust = crate::commands::trust(&ctx.plan, Vec::new())?;
+    if let Some(m) = crate::manifest::marker::check(store.as_ref(), &trust)? {
+        ctx.ui.info(&format!(
+            "{} is this installation's store already (marked {} by {}): nothing to do",
+            store.identity(),
+            m.created_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            m.host
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect::<String>(),
+        ));
+        return Ok(());
+    }
     let marker = crate::manifest::marker::Marker {
         schema: crate::manifest::marker::SCHEMA.into(),
         created_at: time::OffsetDateTime::now_utc(),

@@ -101,7 +101,7 @@ impl<'a> Run<'a> {
     ) -> Result<Self> {
         let keyring = trust.keys().filter(|_| encrypt);
         // Another installation's store is refused before anything is written.
-        manifest::marker::check(store, trust)?;
+        manifest::marker::ensure(store, trust)?;
         let lock = RunLock::acquire(&ctx.plan.work_dir, operation_name(spec.operation), ctx.wait)?;
         super::sweep_work_dir(ctx, false);
         let started_at = OffsetDateTime::now_utc();
@@ -342,14 +342,7 @@ impl RunRecord {
         let r = self;
         ledger::Record {
             backup_id: r.id.as_bytes(),
-            backup_type: match r.kind {
-                Kind::Tigerbeetle => ledger::BackupType::Tigerbeetle,
-                Kind::Duckdb => ledger::BackupType::Duckdb,
-                Kind::Parquet => ledger::BackupType::Parquet,
-                Kind::Pgdump => ledger::BackupType::Pgdump,
-                Kind::Postgres => ledger::BackupType::Postgres,
-                Kind::Kms => ledger::BackupType::Kms,
-            },
+            backup_type: r.kind,
             scope: match r.scope {
                 Scope::Full => ledger::Scope::Full,
                 Scope::Incremental => ledger::Scope::Incremental,

@@ -621,12 +621,14 @@ pub fn read(
     let mut bad = Vec::new();
     let mut damaged = BTreeSet::new();
     let mut answered = true;
+    let mut verified = 0;
     for key in to_read {
         match store
             .get(&key)
             .and_then(|b| parse_with_sealer(&b, &key, trust))
         {
             Ok((manifest, sealer)) => {
+                verified += 1;
                 let stored = listed.get(&key).cloned();
                 st.dirty.insert(manifest.id);
                 st.entries
@@ -651,8 +653,24 @@ pub fn read(
             }
         }
     }
+    // A run that verified none of the manifests it read, only found new
+    // damage, may hold the wrong key: what it learned is not written.
+    let learned = verified > 0 || damaged.is_subset(&st.damaged);
     changed |= damaged != st.damaged;
     st.damaged = damaged;
+    let good = admitted(&st, trust, &mut bad);
+    // A kind with nothing stored needs no catalog.
+    let empty = st.seq == 0 && st.entries.is_empty() && st.damaged.is_empty();
+    if changed && answered && !empty {
+        save(store, trust, kind, &mut st, learned)?;
+    }
+    remember(store, kind, st);
+    Ok((good, bad))
+}
+
+/// The entries of `st` this run's trust admits, oldest first; the others go
+/// to `bad`.
+fn admitted(st: &State, trust: &Trust, bad: &mut Vec<Unreadable>) -> Vec<Manifest> {
     let mut good = Vec::new();
     for e in st.entries.values() {
         match admit(&e.manifest, e.sealed, trust) {
@@ -665,17 +683,24 @@ pub fn read(
         }
     }
     good.sort_by_key(|m| (m.started_at, m.id));
-    // A kind with nothing stored needs no catalog.
-    let empty = st.seq == 0 && st.entries.is_empty() && st.damaged.is_empty();
-    if changed && answered && !empty {
+    good
+}
+
+/// Writes the catalog `read` brought up to date, when it `learned` something
+/// it could verify. Another installation's store (its marker sealed by a key
+/// this config lacks) is an error, and nothing is written.
+fn save(store: &dyn Store, trust: &Trust, kind: Kind, st: &mut State, learned: bool) -> Result<()> {
+    if let Some(e) = super::marker::foreign(store, trust) {
+        return Err(e);
+    }
+    if learned {
         // The manifests were listed just now (from the window on, or all).
         let checked_at = OffsetDateTime::now_utc();
-        if let Err(e) = write(store, trust.keys(), kind, &mut st, checked_at, false) {
+        if let Err(e) = write(store, trust.keys(), kind, st, checked_at, false) {
             warn_unwritten(store, kind, &e);
         }
     }
-    remember(store, kind, st);
-    Ok((good, bad))
+    Ok(())
 }
 
 fn warn_unwritten(store: &dyn Store, kind: Kind, e: &anyhow::Error) {
