@@ -37,6 +37,19 @@ pub enum Level {
     Debug,
 }
 
+/// Whether errors carry the whole chain of a library's detail (`-v` and up).
+static ERROR_DETAIL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Set once as a run starts, from its verbosity.
+pub fn show_error_detail(on: bool) {
+    ERROR_DETAIL.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether an error should carry a library's whole detail, not one line.
+pub fn error_detail() -> bool {
+    ERROR_DETAIL.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Ui {
     pub level: Level,

@@ -377,3 +377,121 @@ fn quiet_conflicts_with_any_count_of_verbose() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
     }
 }
+
+/// An S3 store with no credentials anywhere is a config error (exit 3, so a
+/// timer's alarm says "config", not "network"), said in one line of bkp's
+/// words; the SDK's whole chain only with `-v`. An unreachable endpoint stays
+/// transient (exit 6), also in one line.
+#[test]
+fn s3_errors_are_one_line_in_the_right_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _, _, _) = snapshot(dir.path(), StoreKind::S3);
+    let no_credentials: Vec<(String, String)> = s
+        .env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("AWS_ACCESS_KEY_ID") && !k.starts_with("AWS_SECRET"))
+        .cloned()
+        .collect();
+    let run = |args: &[&str], env: &[(String, String)]| {
+        let mut all = vec!["--config", s.config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        common::run_bkp(&all, env)
+    };
+    let out = run(&["list"], &no_credentials);
+    assert_exit(&out, 3);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(stderr.contains("no S3 credentials"), "{stderr}");
+    assert!(stderr.contains("AWS_ACCESS_KEY_ID"), "{stderr}");
+    assert!(
+        stderr.lines().count() == 1 && stderr.len() < 700,
+        "not one short line: {stderr}"
+    );
+    for debug in ["DispatchFailure", "CredentialsNotLoaded", " { "] {
+        assert!(!stderr.contains(debug), "{debug:?} in {stderr}");
+    }
+    // `-v` adds the detail.
+    let out = run(&["-v", "list"], &no_credentials);
+    assert_exit(&out, 3);
+    let verbose = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(verbose.len() > stderr.len(), "{verbose}");
+
+    // Nothing listens at the endpoint: transient, one line.
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    let endpoint = config
+        .lines()
+        .find_map(|l| l.strip_prefix("endpoint = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string();
+    let closed = format!("http://127.0.0.1:{}", common::free_port());
+    std::fs::write(&s.config, config.replace(&endpoint, &closed)).unwrap();
+    let mut once = s.env.clone();
+    once.push(("AWS_MAX_ATTEMPTS".into(), "1".into()));
+    let out = run(&["list"], &once);
+    assert_exit(&out, 6);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        stderr.lines().count() == 1 && stderr.len() < 700,
+        "not one short line: {stderr}"
+    );
+    assert!(!stderr.contains("DispatchFailure"), "{stderr}");
+}
+
+/// A ledger with nothing listening is known at once: the backup, a refused
+/// restore and a good restore each finish without waiting out
+/// `ledger.timeout` (here 200 s, longer than the whole test may take), and
+/// the records wait in the spool for the next run.
+#[test]
+fn a_ledger_that_refuses_connections_costs_no_timeout() {
+    let d = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(d.path());
+    let closed = common::free_port();
+    let s = setup(
+        &data,
+        StoreKind::Local,
+        &format!("[ledger]\naddresses = \"127.0.0.1:{closed}\"\ntimeout = \"200s\"\n[metrics]\ndir = \"metrics\"\n"),
+    );
+    std::fs::create_dir_all(s.path("metrics")).unwrap();
+    let started = Instant::now();
+    let out = s.bkp(&["snapshot"]);
+    assert_exit(&out, 0);
+    let target = s.path("target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("keep"), b"x").unwrap();
+    let out = s.bkp(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_exit(&out, 8);
+    let fresh = s.path("fresh");
+    let out = s.bkp(&["restore", "latest", "--target", fresh.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(150),
+        "runs waited for the ledger's timeout: {:?}",
+        started.elapsed()
+    );
+    let out = s.bkp(&["check"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("accepts no connection")
+            || String::from_utf8_lossy(&out.stderr).contains("accepts no connection"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(150),
+        "check waited for the ledger's timeout: {:?}",
+        started.elapsed()
+    );
+    // A verify that could not read the ledger exits 6, and its metrics say
+    // it did not succeed.
+    let out = s.bkp(&["verify"]);
+    assert_exit(&out, 6);
+    let metrics = std::fs::read_to_string(s.path("metrics/bkp_verify_tigerbeetle.prom")).unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("bkp_last_run_success") && l.ends_with(" 0")),
+        "{metrics}"
+    );
+    let spooled = walk(&s.path("work/ledger-spool"));
+    assert!(spooled.len() >= 2, "records not spooled: {spooled:?}");
+}

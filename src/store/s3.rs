@@ -361,8 +361,9 @@ impl S3Store {
 /// problem.
 fn sdk_error<E>(err: SdkError<E, HttpResponse>, what: String) -> anyhow::Error
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + Send + Sync + 'static,
 {
+    use aws_sdk_s3::error::ProvideErrorMetadata;
     let status = status_of(&err);
     let transient = match &err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
@@ -371,7 +372,28 @@ where
         SdkError::ServiceError(_) => status.is_some_and(|s| s >= 500 || s == 429 || s == 408),
         _ => false,
     };
-    let detail = aws_sdk_s3::error::DisplayErrorContext(&err).to_string();
+    // One line in bkp's words: the SDK's whole chain (its Debug output of
+    // every layer) only with `-v`.
+    let detail = if crate::ui::error_detail() {
+        aws_sdk_s3::error::DisplayErrorContext(&err).to_string()
+    } else {
+        match (err.code(), err.message()) {
+            (Some(code), Some(message)) => format!("{code}: {}", printable_short(message)),
+            (Some(code), None) => printable_short(code),
+            _ => not_s3(&err).unwrap_or_else(|| root_cause(&err)),
+        }
+    };
+    if let Some(c) = credentials_error(&err) {
+        let more = if crate::ui::error_detail() {
+            format!(": {detail}")
+        } else {
+            "; `-v` shows the SDK's detail".to_string()
+        };
+        return coded(
+            Code::Config,
+            format!("{what}: no S3 credentials could be loaded ({c}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or give the host a role (on a host that has one, the instance metadata service did not answer){more}"),
+        );
+    }
     if transient {
         coded(
             Code::Transient,
@@ -385,6 +407,61 @@ where
     } else {
         anyhow::anyhow!("{what}: {detail}")
     }
+}
+
+/// The innermost error of `err`'s chain, in one short line: what actually
+/// went wrong ("connection refused", "dns error: …", a service's message).
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = err;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    let text = printable_short(&last.to_string());
+    if text.is_empty() {
+        printable_short(&err.to_string())
+    } else {
+        text
+    }
+}
+
+/// An answer that is no S3 error document (a proxy's or a web server's
+/// page): its status and the start of its body, which say what answered.
+fn not_s3<E>(err: &SdkError<E, HttpResponse>) -> Option<String> {
+    let r = err.raw_response()?;
+    let body = r.body().bytes()?;
+    let start = String::from_utf8_lossy(&body[..body.len().min(120)]).into_owned();
+    Some(format!(
+        "HTTP {} with no S3 error in it: {}",
+        r.status().as_u16(),
+        printable_short(&start)
+    ))
+}
+
+/// A server's or library's text, one line of at most 300 characters.
+fn printable_short(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect()
+}
+
+/// The credentials error in `err`'s chain that means none are configured (as
+/// opposed to a provider that timed out or failed on the network).
+fn credentials_error(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            return matches!(
+                c,
+                CredentialsError::CredentialsNotLoaded(_)
+                    | CredentialsError::InvalidConfiguration(_)
+            )
+            .then(|| c.to_string());
+        }
+        next = e.source();
+    }
+    None
 }
 
 /// Answers that mean "the key exists" to a create-only write: 412 Precondition
