@@ -83,11 +83,15 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     if let Some(cfg) = &plan.ledger {
         checks.push(Check {
             name: "ledger",
-            outcome: crate::ledger::account_balances(
-                cfg,
-                crate::ledger::source_account_id(crate::ledger::BackupType::Tigerbeetle),
-            )
-            .map(|_| format!("cluster {} answers", cfg.addresses)),
+            // A cluster with nothing listening fails in milliseconds.
+            outcome: crate::ledger::probe(cfg)
+                .and_then(|()| {
+                    crate::ledger::account_balances(
+                        cfg,
+                        crate::ledger::source_account_id(crate::kinds::Kind::Tigerbeetle),
+                    )
+                })
+                .map(|_| format!("cluster {} answers", cfg.addresses)),
         });
     }
     if let Some(tb) = &plan.tigerbeetle {

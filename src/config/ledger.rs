@@ -19,7 +19,8 @@ pub struct LedgerFile {
     /// An integer, or a string for ids beyond TOML's 64-bit integers.
     #[serde(default)]
     pub cluster_id: ClusterId,
-    pub addresses: String,
+    /// Required while the ledger is enabled.
+    pub addresses: Option<String>,
     #[serde(default = "default_ledger")]
     pub ledger: u32,
     pub timeout: Option<String>,
@@ -45,11 +46,15 @@ pub(super) fn validate(
         Some(l) if l.enabled => l,
         _ => return Ok(None),
     };
-    let addresses = ov.ledger_addresses.clone().unwrap_or(l.addresses);
+    let addresses = ov
+        .ledger_addresses
+        .clone()
+        .or(l.addresses)
+        .unwrap_or_default();
     if addresses.trim().is_empty() {
         return Err(v.error(
             "ledger.addresses",
-            "must list the cluster's addresses, e.g. \"127.0.0.1:3000\"",
+            "must list the cluster's addresses, e.g. \"127.0.0.1:3000\" (or set ledger.enabled = false, or leave [ledger] out, to run without the audit ledger)",
         ));
     }
     if l.ledger == 0 {
@@ -86,6 +91,9 @@ mod tests {
         );
         let off = with("[ledger]\nenabled = false\naddresses = \"3000\"\n").unwrap();
         assert!(off.ledger.is_none());
+        // Switched off, the section needs nothing else.
+        let off = with("[ledger]\nenabled = false\n").unwrap();
+        assert!(off.ledger.is_none());
     }
 
     #[test]
@@ -97,6 +105,7 @@ mod tests {
                 "ledger.timeout",
             ),
             ("addresses = \"\"\n", "ledger.addresses"),
+            ("ledger = 12\n", "ledger.enabled = false"),
             (
                 "addresses = \"3000\"\ncluster_id = \"-1\"\n",
                 "ledger.cluster_id",

@@ -146,11 +146,17 @@ impl From<tb::Transfer> for TransferView {
 }
 
 /// Records `rec`: spools it, then sends every spooled record, oldest (by start time)
-/// first. An unreachable cluster gives `Ok(Spooled)`; a rejection by TigerBeetle (for
+/// first. An unreachable cluster gives `Ok(Spooled)` (one that refuses
+/// connections in milliseconds, [`probe`]); a rejection by TigerBeetle (for
 /// example an id reused with different fields) is an error naming the spool files.
 pub fn record(cfg: &LedgerConfig, rec: &Record) -> Result<Outcome> {
     check_config(cfg)?;
     let (path, transfer_id) = write_entry(cfg, rec)?;
+    // A cluster with nothing listening is known in milliseconds: the client
+    // itself would wait the whole timeout for it.
+    if let Err(e) = probe(cfg) {
+        return Ok(spooled(path, &format!("{e:#}")));
+    }
     let files = read_spool(&cfg.spool_dir)?;
     let sent = match send_and_unspool(cfg, &files) {
         Ok(sent) => sent,
