@@ -389,7 +389,12 @@ fn a_store_marked_by_another_installation_is_refused_before_anything_is_written(
     );
     assert_exit(&s.bkp(&["init"]), 0);
     assert!(s.path("store/bkp-store.json").exists());
-    assert_exit(&s.bkp(&["init"]), 8);
+    let marker = fs::read(s.path("store/bkp-store.json")).unwrap();
+    // A second `init` of its own store changes nothing and is no error.
+    let again = s.bkp(&["init"]);
+    assert_exit(&again, 0);
+    assert!(text(&again).contains("already"), "{}", text(&again));
+    assert_eq!(fs::read(s.path("store/bkp-store.json")).unwrap(), marker);
     snapshot(&s);
     let out = s.bkp(&["--json", "check"]);
     assert!(text(&out).contains("this installation's"), "{}", text(&out));
@@ -404,17 +409,40 @@ fn a_store_marked_by_another_installation_is_refused_before_anything_is_written(
             .replace("key_file = \"key\"", "key_file = \"other.key\""),
     )
     .unwrap();
-    let before = walk(&s.path("store"));
-    let out = common::run_bkp(&["--config", other.to_str().unwrap(), "snapshot"], &[]);
-    assert_exit(&out, 3);
-    assert!(
-        text(&out).contains("belongs to another installation"),
-        "{}",
-        text(&out)
-    );
-    assert_eq!(
-        walk(&s.path("store")),
-        before,
-        "a refused run wrote to the store"
-    );
+    let contents = |root: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        walk(root)
+            .into_iter()
+            .map(|p| (p.clone(), fs::read(&p).unwrap_or_default()))
+            .collect()
+    };
+    let before = contents(&s.path("store"));
+    // Every run that could write (a backup, a catalog, a report, a deletion,
+    // another marker) is refused, and none writes: read-only runs included,
+    // which would otherwise rewrite the owner's catalog.
+    for args in [
+        &["snapshot"][..],
+        &["list"],
+        &["status"],
+        &["verify"],
+        &["cleanup"],
+        &["init"],
+    ] {
+        let mut all = vec!["--config", other.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = common::run_bkp(&all, &[]);
+        assert_exit(&out, 3);
+        assert!(
+            text(&out).contains("belongs to another installation"),
+            "{args:?}: {}",
+            text(&out)
+        );
+        assert!(
+            contents(&s.path("store")) == before,
+            "a refused `{args:?}` changed the store"
+        );
+    }
+    // The owner's runs find their catalog as they left it.
+    let out = s.bkp(&["list"]);
+    assert_exit(&out, 0);
+    assert!(!text(&out).contains("does not verify"), "{}", text(&out));
 }
