@@ -279,7 +279,7 @@ impl std::fmt::Display for Unverified {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "catalog {} is not used: its tag does not verify under the configured keys (altered, damaged, or written by someone without them); the manifests are read instead",
+            "catalog {} is not used: its tag does not verify under the current key or a trusted signer (altered, damaged, written by someone without them, or before a key rotation); the manifests are read instead",
             self.0
         )
     }
@@ -419,7 +419,9 @@ fn parse_doc(bytes: &[u8], keys: Option<&Keyring>, kind: Kind, seq: u64, key: &s
         .or_else(|| header.strip_prefix(MAGIC_V1))
         .ok_or_else(|| damaged_error(key, "it is not a bkp catalog"))?;
     let payload = &bytes[nl + 1..];
-    if !seal::tag_verifies(keys, payload, tag) {
+    // Under the keys that seal now: a catalog a rotated-out key tagged is
+    // not believed (the manifests are read, and a new catalog written).
+    if !seal::tag_verifies_now(keys, payload, tag) {
         return Err(anyhow::Error::new(Unverified(key.to_string())));
     }
     let mut json = Vec::new();
@@ -583,6 +585,9 @@ pub fn read(
     st.entries.retain(|id, e| {
         let stale = st.recheck.contains(id)
             || (e.sealed && !seal::sealer_known(trust, e.sealer.as_deref()))
+            // Cached unsealed (by a bkp that excused it by its id): read
+            // again, and used only if a sealed list records it.
+            || (trust.checks() && !e.sealed)
             || super::lacks_chunks(&e.manifest);
         if stale {
             again.push(e.manifest.key());
@@ -655,7 +660,7 @@ pub fn read(
     st.damaged = damaged;
     let mut good = Vec::new();
     for e in st.entries.values() {
-        match admit(&e.manifest, e.sealed, trust) {
+        match admit(&e.manifest, e.sealer.as_deref().filter(|_| e.sealed), trust) {
             Ok(()) => good.push(e.manifest.clone()),
             Err(err) => bad.push(Unreadable {
                 key: e.manifest.key(),
