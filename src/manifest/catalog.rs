@@ -1355,6 +1355,58 @@ mod tests {
         }
     }
 
+    #[test]
+    fn after_a_rotation_the_old_keys_catalog_and_seals_vouch_only_through_a_list() {
+        use crate::crypto::MasterKey;
+        let store = MemoryStore::default();
+        let old = || MasterKey::from_bytes([1u8; 32]).with_id("old".into());
+        let before = Keyring::new(old(), Vec::new());
+        let rotated = || {
+            Keyring::new(
+                MasterKey::from_bytes([2u8; 32]).with_id("new".into()),
+                vec![old()],
+            )
+        };
+        let at = OffsetDateTime::now_utc() - Duration::days(10);
+        let m = encrypted(sample(Kind::Duckdb, at));
+        super::super::write(&store, &m, Some(&before)).unwrap();
+        let t = Trust::new(Some(before), None, Vec::new());
+        let (good, _) = read(&store, &t, Kind::Duckdb, Depth::Recent).unwrap();
+        assert_eq!(ids(&good), vec![m.id]);
+        assert_ne!(load(&store, t.keys(), Kind::Duckdb).unwrap().seq, 0);
+
+        // The old key's catalog is not believed, nor its seal on the manifest.
+        CACHE.lock().unwrap().clear();
+        assert_eq!(load(&store, Some(&rotated()), Kind::Duckdb).unwrap().seq, 0);
+        let t = Trust::new(Some(rotated()), None, Vec::new());
+        let (good, bad) = read(&store, &t, Kind::Duckdb, Depth::Recent).unwrap();
+        assert!(good.is_empty());
+        assert!(
+            bad[0].error.contains("no longer the current key"),
+            "{bad:?}"
+        );
+
+        // A list that records its bytes makes it a backup again, also through
+        // the catalog written under the new key.
+        let digest = crate::stages::hash::hex(&<sha2::Sha256 as sha2::Digest>::digest(
+            store.get(&m.key()).unwrap(),
+        ));
+        let key = m.key();
+        let listed = move || {
+            Trust::new(Some(rotated()), None, Vec::new()).with_lists(seal::Lists::new({
+                let (k, d) = (key.clone(), digest.clone());
+                move |_| Ok(seal::Allowed::of(&[(k.as_str(), d.as_str())]))
+            }))
+        };
+        for _ in 0..2 {
+            CACHE.lock().unwrap().clear();
+            let (good, bad) = read(&store, &listed(), Kind::Duckdb, Depth::Recent).unwrap();
+            assert!(bad.is_empty(), "{bad:?}");
+            assert_eq!(ids(&good), vec![m.id]);
+        }
+        assert_ne!(load(&store, Some(&rotated()), Kind::Duckdb).unwrap().seq, 0);
+    }
+
     /// A manifest of the base rewritten in place (an operator re-sealing an
     /// old backup) reaches every later reader through the delta, and a note
     /// does not move the time the manifests count as listed.
