@@ -191,7 +191,7 @@ mod tests {
             created_at: at,
             host: "h".into(),
             bkp_version: "0".into(),
-            unsealed_before: (n % 2 == 0).then_some(at),
+            unsealed_before: n.is_multiple_of(2).then_some(at),
             documents: (0..n)
                 .map(|i| Listed {
                     key: format!("manifests/tigerbeetle/{i}.json"),

@@ -270,9 +270,12 @@ impl Allowed {
     }
 }
 
+/// What reads the sealed lists of a run's store, with the run's keys.
+type LoadLists = dyn Fn(&Trust) -> Result<Allowed> + Send + Sync;
+
 /// How a run reads the sealed lists: `load` on first need, at most once.
 pub struct Lists {
-    load: Box<dyn Fn(&Trust) -> Result<Allowed> + Send + Sync>,
+    load: Box<LoadLists>,
     got: OnceLock<std::result::Result<Allowed, (Option<Code>, String)>>,
 }
 
