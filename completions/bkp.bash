@@ -61,6 +61,9 @@ _bkp() {
             bkp,status)
                 cmd="bkp__subcmd__status"
                 ;;
+            bkp,trust-legacy)
+                cmd="bkp__subcmd__trust__subcmd__legacy"
+                ;;
             bkp,verify)
                 cmd="bkp__subcmd__verify"
                 ;;
@@ -111,6 +114,9 @@ _bkp() {
                 ;;
             bkp__subcmd__help,status)
                 cmd="bkp__subcmd__help__subcmd__status"
+                ;;
+            bkp__subcmd__help,trust-legacy)
+                cmd="bkp__subcmd__help__subcmd__trust__subcmd__legacy"
                 ;;
             bkp__subcmd__help,verify)
                 cmd="bkp__subcmd__help__subcmd__verify"
@@ -164,7 +170,7 @@ _bkp() {
 
     case "${cmd}" in
         bkp)
-            opts="-c -q -v -h -V --config --json --quiet --verbose --no-progress --wait --help --version snapshot logs export list show restore cat replicate cleanup verify check init key wal status notify help"
+            opts="-c -q -v -h -V --config --json --quiet --verbose --no-progress --wait --help --version snapshot logs export list show restore cat replicate cleanup verify check init trust-legacy key wal status notify help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -306,7 +312,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help)
-            opts="snapshot logs export list show restore cat replicate cleanup verify check init key wal status notify help"
+            opts="snapshot logs export list show restore cat replicate cleanup verify check init trust-legacy key wal status notify help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -530,6 +536,20 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help__subcmd__trust__subcmd__legacy)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -971,6 +991,32 @@ _bkp() {
             ;;
         bkp__subcmd__status)
             opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__trust__subcmd__legacy)
+            opts="-c -q -v -h --dry-run --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

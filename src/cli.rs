@@ -144,6 +144,17 @@ pub enum Command {
     /// replaces a marker, and does nothing on a store this installation marked.
     Init,
 
+    /// Record what in the store is this installation's although the current
+    /// key did not seal it: manifests from before the store was sealed (no
+    /// seal; with [encryption] unsealed_before, only backups started before
+    /// it) and manifests and tombstones sealed by keys rotated out since. Each
+    /// is recorded by its key and the SHA-256 of its exact bytes in one new
+    /// sealed, create-only list (legacy/ID.json); readers then use it, and
+    /// refuse an edited copy, while nothing else unsealed or sealed by an old
+    /// key is used. Run it once when upgrading a store from before sealing,
+    /// and after each key rotation; check what it shows first (--dry-run).
+    TrustLegacy(TrustLegacyArgs),
+
     /// Manage master keys.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -481,6 +492,13 @@ impl RestoreArgs {
     pub fn target(&self) -> &std::path::Path {
         self.target.as_deref().unwrap_or(std::path::Path::new(""))
     }
+}
+
+#[derive(Debug, Args)]
+pub struct TrustLegacyArgs {
+    /// Show what would be recorded; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `--trust ID`, shared by the commands that read backups.

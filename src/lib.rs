@@ -109,6 +109,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status => commands::status::run(&ctx),
         Command::Check => commands::check::run(&ctx),
         Command::Init => commands::key::init(&ctx),
+        Command::TrustLegacy(a) => commands::legacy::run(&ctx, a),
         Command::Replicate(a) => commands::replicate::run(&ctx, a),
         Command::Notify(a) => commands::notify::run(&ctx, a),
         Command::Key(KeyCommand::Generate { path, kind }) => {

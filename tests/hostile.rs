@@ -292,7 +292,8 @@ fn a_store_from_before_sealing_is_read_only_as_the_operator_says() {
     assert_exit(&out, 0);
     assert!(target.join("0_0.tigerbeetle").exists());
 
-    // Or the whole store up to a point in time.
+    // Or the whole store up to a point in time, once the operator has
+    // recorded it in a sealed list: the cut-off alone admits nothing.
     let cut = (time::OffsetDateTime::now_utc() + time::Duration::minutes(1))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
@@ -304,6 +305,8 @@ fn a_store_from_before_sealing_is_read_only_as_the_operator_says() {
         ),
     )
     .unwrap();
+    refused(&s.bkp(&["list"]), "bkp trust-legacy");
+    assert_exit(&s.bkp(&["trust-legacy"]), 0);
     assert_eq!(s.listed(&[]), vec![old_id.to_string()]);
 }
 

@@ -514,6 +514,11 @@ fn rotated_keys_restore_old_and_new_backups_by_id() {
         "key_file = \"new.key\"\nkey_id = \"ops-2026\"\n[[encryption.old_keys]]\nkey_file = \"key\"\nkey_id = \"ops-2025\"",
     );
     fs::write(&s.config, &rotated).unwrap();
+    // The old key decrypts, but seals nothing new: what it sealed before the
+    // rotation is recorded once, under the new key.
+    let out = s.bkp(&["--json", "trust-legacy"]);
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["recorded"].as_array().unwrap().len(), 1);
     let out = s.bkp(&["snapshot"]);
     assert_exit(&out, 0);
     let new_id = String::from_utf8_lossy(&out.stdout).trim().to_string();

@@ -223,7 +223,7 @@ fn log_segments_refuse_every_change() {
 fn manifests_never_panic_the_parser() {
     let sample = br#"{
   "schema": "bkp.manifest/1.0",
-  "id": "019a0000-0000-7000-8000-000000000001",
+  "id": "0199d091-3000-7000-8000-000000000001",
   "kind": "tigerbeetle",
   "scope": "full",
   "operation": "snapshot",
@@ -241,7 +241,7 @@ fn manifests_never_panic_the_parser() {
   "parent": null,
   "source": {"data_file": "/var/lib/tigerbeetle/0_0.tigerbeetle", "rows": 1.5}
 }"#;
-    let key = "manifests/tigerbeetle/019a0000-0000-7000-8000-000000000001.json";
+    let key = "manifests/tigerbeetle/0199d091-3000-7000-8000-000000000001.json";
     let none = bkp::manifest::Trust::none();
     fuzz("manifest", vec![sample.to_vec()], false, |bytes| {
         bkp::manifest::parse(bytes, key, &none).is_ok()
@@ -258,6 +258,39 @@ fn manifests_never_panic_the_parser() {
     );
     fuzz("sealed-manifest", vec![sealed], true, |bytes| {
         bkp::manifest::parse(bytes, key, &trust).is_ok_and(|m| m != original)
+    });
+}
+
+#[test]
+fn sealed_lists_refuse_every_change() {
+    use bkp::manifest::legacy::{self, List, Listed};
+    let at = time::OffsetDateTime::from_unix_timestamp(1_760_140_800).unwrap();
+    let trust = bkp::manifest::Trust::new(Some(keyring()), None, Vec::new());
+    let mut samples = Vec::new();
+    let mut lists = Vec::new();
+    for n in [0usize, 1, 7] {
+        let list = List {
+            schema: legacy::SCHEMA.into(),
+            id: bkp::id::BackupId::new_v7(at),
+            created_at: at,
+            host: "h".into(),
+            bkp_version: "0".into(),
+            unsealed_before: (n == 1).then_some(at),
+            documents: (0..n)
+                .map(|i| Listed {
+                    key: format!("manifests/tigerbeetle/{i}.json"),
+                    sha256: format!("{i:064x}"),
+                })
+                .collect(),
+        };
+        samples.push(bkp::manifest::seal::encode(&list, Some(&keyring())).unwrap());
+        lists.push(list);
+    }
+    // Each sample at its own key; a mutation is refused or reads as the same list.
+    fuzz("legacy-list", samples, true, |bytes| {
+        lists
+            .iter()
+            .any(|l| legacy::parse(bytes, &legacy::key(l.id), &trust).is_ok_and(|got| &got != l))
     });
 }
 

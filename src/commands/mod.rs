@@ -19,6 +19,7 @@ pub mod check;
 pub mod cleanup;
 pub mod export;
 pub mod key;
+pub mod legacy;
 pub mod list;
 pub mod logs;
 pub mod notify;
@@ -65,10 +66,20 @@ pub fn open(plan: &Plan) -> Result<Opened> {
 }
 
 /// The run's keys and what its readers trust (see `manifest/seal.rs`):
-/// `accepted` are backups the operator vouches for by id (`--trust`).
+/// `accepted` are backups the operator vouches for by id (`--trust`). The
+/// store's sealed lists (`manifest/legacy.rs`) are read, through a store of
+/// their own, only if a document needs them.
 pub fn trust(plan: &Plan, accepted: Vec<BackupId>) -> Result<Trust> {
     let unsealed_before = plan.encryption.as_ref().and_then(|e| e.unsealed_before);
-    let trust = Trust::new(plan.keyring()?, unsealed_before, accepted);
+    let at = plan.store.clone();
+    let lists = crate::manifest::legacy::Lists::new(move |trust| {
+        let store: Box<dyn Store> = match &at {
+            StorePlan::Local(p) => Box::new(LocalStore::new(p)?),
+            StorePlan::S3(s) => Box::new(S3Store::new(s.clone())?),
+        };
+        crate::manifest::legacy::load(store.as_ref(), trust)
+    });
+    let trust = Trust::new(plan.keyring()?, unsealed_before, accepted).with_lists(lists);
     Ok(match &plan.replicate {
         Some(r) if !r.encrypt => trust.with_plaintext(Kind::Parquet),
         _ => trust,

@@ -49,10 +49,10 @@ pub fn run(ctx: &Ctx, args: &ShowArgs) -> Result<()> {
         format!(
             "manifest    {} ({})",
             m.key(),
-            if trust.checks() {
-                "seal verified"
-            } else {
-                "not authenticated: no [encryption] key configured"
+            match trust.excused_why(&m) {
+                Some(why) => format!("not sealed by the current key: used because {why}"),
+                None if trust.checks() => "seal verified".to_string(),
+                None => "not authenticated: no [encryption] key configured".to_string(),
             }
         ),
     ];

@@ -33,8 +33,9 @@ pub struct EncryptionFile {
     /// Keys of older backups, for restores after a rotation.
     #[serde(default)]
     pub old_keys: Vec<OldKeyFile>,
-    /// Accept manifests without a seal whose backup started before this
-    /// instant (RFC 3339): backups written before the store was sealed.
+    /// `bkp trust-legacy` records only unsealed manifests whose id's time is
+    /// before this instant (RFC 3339): backups written before the store was
+    /// sealed. By itself it admits nothing (see `manifest/legacy.rs`).
     pub unsealed_before: Option<String>,
     /// Write-only host: encrypt to this X25519 public key (`bkp-x25519:…`);
     /// this host can then read none of its backups.
@@ -80,10 +81,9 @@ pub enum KeySpec {
 pub struct EncryptionPlan {
     /// The key new backups are encrypted with.
     pub current: KeyPlan,
-    /// Older keys, tried by id when restoring.
+    /// Older keys, tried by id when restoring; they seal nothing new.
     pub old: Vec<KeyPlan>,
-    /// Unsealed manifests of backups that started before this are accepted
-    /// (stores written before manifests were sealed); none after it.
+    /// The cut-off of what `bkp trust-legacy` records as from before sealing.
     pub unsealed_before: Option<time::OffsetDateTime>,
     /// This host's signing key file.
     pub signing_key: Option<PathBuf>,

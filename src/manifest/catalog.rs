@@ -279,7 +279,7 @@ impl std::fmt::Display for Unverified {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "catalog {} is not used: its tag does not verify under the configured keys (altered, damaged, or written by someone without them); the manifests are read instead",
+            "catalog {} is not used: its tag does not verify under the current key or a trusted signer (altered, damaged, written by someone without them, or before a key rotation); the manifests are read instead",
             self.0
         )
     }
@@ -419,7 +419,9 @@ fn parse_doc(bytes: &[u8], keys: Option<&Keyring>, kind: Kind, seq: u64, key: &s
         .or_else(|| header.strip_prefix(MAGIC_V1))
         .ok_or_else(|| damaged_error(key, "it is not a bkp catalog"))?;
     let payload = &bytes[nl + 1..];
-    if !seal::tag_verifies(keys, payload, tag) {
+    // Under the keys that seal now: a catalog a rotated-out key tagged is
+    // not believed (the manifests are read, and a new catalog written).
+    if !seal::tag_verifies_now(keys, payload, tag) {
         return Err(anyhow::Error::new(Unverified(key.to_string())));
     }
     let mut json = Vec::new();
@@ -583,6 +585,9 @@ pub fn read(
     st.entries.retain(|id, e| {
         let stale = st.recheck.contains(id)
             || (e.sealed && !seal::sealer_known(trust, e.sealer.as_deref()))
+            // Cached unsealed (by a bkp that excused it by its id): read
+            // again, and used only if a sealed list records it.
+            || (trust.checks() && !e.sealed)
             || super::lacks_chunks(&e.manifest);
         if stale {
             again.push(e.manifest.key());
@@ -673,7 +678,7 @@ pub fn read(
 fn admitted(st: &State, trust: &Trust, bad: &mut Vec<Unreadable>) -> Vec<Manifest> {
     let mut good = Vec::new();
     for e in st.entries.values() {
-        match admit(&e.manifest, e.sealed, trust) {
+        match admit(&e.manifest, e.sealer.as_deref().filter(|_| e.sealed), trust) {
             Ok(()) => good.push(e.manifest.clone()),
             Err(err) => bad.push(Unreadable {
                 key: e.manifest.key(),
@@ -1373,6 +1378,58 @@ mod tests {
             assert_eq!(bad[0].key, fake.key());
             assert!(bad[0].error.contains("signer"), "{}", bad[0].error);
         }
+    }
+
+    #[test]
+    fn after_a_rotation_the_old_keys_catalog_and_seals_vouch_only_through_a_list() {
+        use crate::crypto::MasterKey;
+        let store = MemoryStore::default();
+        let old = || MasterKey::from_bytes([1u8; 32]).with_id("old".into());
+        let before = Keyring::new(old(), Vec::new());
+        let rotated = || {
+            Keyring::new(
+                MasterKey::from_bytes([2u8; 32]).with_id("new".into()),
+                vec![old()],
+            )
+        };
+        let at = OffsetDateTime::now_utc() - Duration::days(10);
+        let m = encrypted(sample(Kind::Duckdb, at));
+        super::super::write(&store, &m, Some(&before)).unwrap();
+        let t = Trust::new(Some(before), None, Vec::new());
+        let (good, _) = read(&store, &t, Kind::Duckdb, Depth::Recent).unwrap();
+        assert_eq!(ids(&good), vec![m.id]);
+        assert_ne!(load(&store, t.keys(), Kind::Duckdb).unwrap().seq, 0);
+
+        // The old key's catalog is not believed, nor its seal on the manifest.
+        CACHE.lock().unwrap().clear();
+        assert_eq!(load(&store, Some(&rotated()), Kind::Duckdb).unwrap().seq, 0);
+        let t = Trust::new(Some(rotated()), None, Vec::new());
+        let (good, bad) = read(&store, &t, Kind::Duckdb, Depth::Recent).unwrap();
+        assert!(good.is_empty());
+        assert!(
+            bad[0].error.contains("no longer the current key"),
+            "{bad:?}"
+        );
+
+        // A list that records its bytes makes it a backup again, also through
+        // the catalog written under the new key.
+        let digest = crate::stages::hash::hex(&<sha2::Sha256 as sha2::Digest>::digest(
+            store.get(&m.key()).unwrap(),
+        ));
+        let key = m.key();
+        let listed = move || {
+            Trust::new(Some(rotated()), None, Vec::new()).with_lists(seal::Lists::new({
+                let (k, d) = (key.clone(), digest.clone());
+                move |_| Ok(seal::Allowed::of(&[(k.as_str(), d.as_str())]))
+            }))
+        };
+        for _ in 0..2 {
+            CACHE.lock().unwrap().clear();
+            let (good, bad) = read(&store, &listed(), Kind::Duckdb, Depth::Recent).unwrap();
+            assert!(bad.is_empty(), "{bad:?}");
+            assert_eq!(ids(&good), vec![m.id]);
+        }
+        assert_ne!(load(&store, Some(&rotated()), Kind::Duckdb).unwrap().seq, 0);
     }
 
     /// A manifest of the base rewritten in place (an operator re-sealing an

@@ -30,6 +30,7 @@ pub use seal::Trust;
 pub mod catalog;
 pub mod chunks;
 pub mod duckdb;
+pub mod legacy;
 pub mod marker;
 pub mod parquet;
 pub mod pgdump;
@@ -234,8 +235,8 @@ pub fn parse_with_sealer(
         .ok_or_else(|| malformed("no schema".into()))?;
     // Before the fields are read: a newer major may not have this one's.
     schema_major(&what, schema)?;
-    let sealed = opened.sealed;
-    let sealer = opened.sealer.filter(|_| sealed);
+    // Sealed by the current key or a trusted signer, or recorded by a sealed list.
+    let sealer = trust.vouch(opened.sealer.as_deref(), key, bytes, &what)?;
     // serde's message may quote the stored text: it is not repeated.
     let m: Manifest = serde_json::from_value(opened.value)
         .map_err(|_| malformed("its fields do not match the manifest schema".into()))?;
@@ -250,7 +251,7 @@ pub fn parse_with_sealer(
             ),
         ));
     }
-    admit(&m, sealed, trust)?;
+    admit(&m, sealer.as_deref(), trust)?;
     Ok((m, sealer))
 }
 
@@ -291,11 +292,19 @@ fn lacks_chunks(m: &Manifest) -> bool {
     m.chunks.is_none() && schema_major("", &m.schema).ok() == Some(2)
 }
 
+/// How far a manifest's `started_at` may lie from its id's time: bkp makes
+/// the id from the start time, so only a manifest that is not bkp's differs.
+pub const ID_TIME_SLACK: time::Duration = time::Duration::MINUTE;
+
 /// What `trust` asks of every manifest it uses, read from its own key or from
-/// the catalog: a seal unless excused, encryption unless excused, object keys
-/// of its own kind.
-pub(crate) fn admit(m: &Manifest, sealed: bool, trust: &Trust) -> Result<()> {
+/// the catalog, `vouch` saying who vouches for it ([`seal::Trust::vouch`]):
+/// a seal (or a sealed list's record) unless excused, encryption unless
+/// excused or recorded, a start time its id agrees with, object keys of its
+/// own kind.
+pub(crate) fn admit(m: &Manifest, vouch: Option<&str>, trust: &Trust) -> Result<()> {
     let what = format!("manifest {}", m.key());
+    let sealed = vouch.is_some();
+    let listed = vouch.is_some_and(|v| v.starts_with(seal::LEGACY));
     // Read from the catalog too: a newer major is refused there as from its
     // key. A catalog entry without its chunks never gets here: the catalog
     // reads that manifest again from its key ([`lacks_chunks`]), so this
@@ -313,7 +322,19 @@ pub(crate) fn admit(m: &Manifest, sealed: bool, trust: &Trust) -> Result<()> {
     if trust.checks() && !sealed && !trust.excuses(m.id) {
         return Err(seal::unsealed_error(&what, m.id));
     }
-    if trust.checks() && m.encryption.is_none() && !trust.plaintext_ok(m.kind, m.id) {
+    if let Some(t) = m.id.timestamp() {
+        if (m.started_at - t).abs() > ID_TIME_SLACK {
+            return Err(coded(
+                Code::Integrity,
+                format!(
+                    "{what} says its backup started at {}, but its id was made at {}: bkp makes a backup's id from its start time, so this manifest is not bkp's, and it is not used",
+                    rfc3339(m.started_at),
+                    rfc3339(t),
+                ),
+            ));
+        }
+    }
+    if trust.checks() && m.encryption.is_none() && !listed && !trust.plaintext_ok(m.kind, m.id) {
         return Err(coded(
             Code::Integrity,
             format!(
@@ -323,6 +344,11 @@ pub(crate) fn admit(m: &Manifest, sealed: bool, trust: &Trust) -> Result<()> {
         ));
     }
     m.check_keys()
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 /// Whether `key` is a plain object key under `{kind}/`: no empty, `.` or `..`
@@ -781,11 +807,11 @@ pub(crate) mod tests {
         // reads such an entry again from its key first: see `catalog::read`).
         let mut newer = m.clone();
         newer.schema = "bkp.manifest/3.0".into();
-        let err = admit(&newer, true, &Trust::none()).unwrap_err();
+        let err = admit(&newer, Some("hmac:k"), &Trust::none()).unwrap_err();
         assert!(format!("{err:#}").contains("upgrade bkp"), "{err:#}");
         newer.schema = "bkp.manifest/2.0".into();
         assert!(lacks_chunks(&newer));
-        let err = admit(&newer, true, &Trust::none()).unwrap_err();
+        let err = admit(&newer, Some("hmac:k"), &Trust::none()).unwrap_err();
         assert!(format!("{err:#}").contains("no chunk map"), "{err:#}");
     }
 

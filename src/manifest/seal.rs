@@ -12,11 +12,16 @@
 //! members added by a newer minor schema are covered too.
 //!
 //! Who is trusted is a [`Trust`]: with no keys configured nothing can be
-//! checked (and nothing is sealed); with keys, an unsealed document is refused
-//! unless it predates `[encryption] unsealed_before` or the operator accepts
-//! that one backup by id.
+//! checked (and nothing is sealed); with keys, a document counts as sealed
+//! only when the current key or a trusted signer sealed it. An old key (kept
+//! to decrypt after a rotation) seals nothing new: a document without a seal,
+//! or sealed by an old key, is used only when its exact bytes are in a sealed
+//! list the operator wrote (`bkp trust-legacy`, see [`super::legacy`]), or
+//! when the operator accepts that one backup by id (`--trust`). Nothing the
+//! document's writer chooses (its id, its times) decides it.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Result;
 use ring::hmac;
@@ -25,7 +30,7 @@ use sha2::Digest;
 use time::OffsetDateTime;
 
 use crate::crypto::Keyring;
-use crate::exit::{coded, Code};
+use crate::exit::{classify, coded, Code};
 use crate::id::BackupId;
 
 use super::Kind;
@@ -53,6 +58,9 @@ pub struct Trust {
     /// Kinds the configuration stores unencrypted on purpose
     /// (`replicate.encryption = false`).
     plaintext: Vec<Kind>,
+    /// The sealed lists of documents from before sealing or before a key's
+    /// rotation, read from the store when first needed.
+    lists: Option<Arc<Lists>>,
 }
 
 impl Trust {
@@ -71,7 +79,15 @@ impl Trust {
             unsealed_before,
             accepted,
             plaintext: Vec::new(),
+            lists: None,
         }
+    }
+
+    /// Also reads the store's sealed lists (see [`super::legacy`]) through
+    /// `lists`, when a document needs them.
+    pub fn with_lists(mut self, lists: Lists) -> Trust {
+        self.lists = Some(Arc::new(lists));
+        self
     }
 
     /// Also accepts unencrypted backups of `kind`, which the configuration
@@ -97,17 +113,200 @@ impl Trust {
     }
 
     /// Whether backup `id` may come without a seal, or without encryption:
-    /// always without keys; with keys, only when the operator named it, or when
-    /// it started before `unsealed_before`.
+    /// always without keys; with keys, only when the operator named it
+    /// (`--trust`). Its id's time excuses nothing: whoever wrote it chose it.
     pub fn excuses(&self, id: BackupId) -> bool {
-        self.keys.is_none()
-            || self.accepted.contains(&id)
-            || self
-                .unsealed_before
-                .zip(id.timestamp())
-                .is_some_and(|(cut, t)| t < cut)
+        self.keys.is_none() || self.accepted.contains(&id)
+    }
+
+    /// The cut-off `bkp trust-legacy` records unsealed manifests up to.
+    pub fn unsealed_before(&self) -> Option<OffsetDateTime> {
+        self.unsealed_before
+    }
+
+    /// Whether `sealer` ([`Opened::sealer`]) seals now: the current key, or a
+    /// trusted signer. A key kept only to decrypt (`old_keys`, further
+    /// identities) does not.
+    pub fn seals_now(&self, sealer: &str) -> bool {
+        let Some(keys) = self.keys() else {
+            return false;
+        };
+        match sealer.split_once(':') {
+            Some(("hmac", id)) => keys.current().id() == id && keys.current().seal_key().is_some(),
+            Some(("ed25519", id)) => keys.signer(id).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Whether a sealed list sealed by `sealer` is believed: the current key's
+    /// HMAC, or this host's own signature (a write-only host trusts the lists
+    /// it wrote itself, and no other signer's).
+    pub fn trusts_list(&self, sealer: &str) -> bool {
+        let Some(keys) = self.keys() else {
+            return false;
+        };
+        match sealer.split_once(':') {
+            Some(("hmac", _)) => self.seals_now(sealer),
+            Some(("ed25519", id)) => keys.signing().is_some_and(|s| s.id() == id),
+            _ => false,
+        }
+    }
+
+    /// The store's sealed lists, read on first use (empty without a reader).
+    pub fn lists(&self) -> Result<&Allowed> {
+        match &self.lists {
+            Some(l) => l.get(self),
+            None => Ok(&NONE),
+        }
+    }
+
+    /// Why backup `m` is used although the current key did not seal it, if
+    /// that is so: the operator vouched for it (`--trust`), or a sealed list
+    /// records it. Only lists this run already read are looked at.
+    pub fn excused_why(&self, m: &super::Manifest) -> Option<&'static str> {
+        self.keys.as_ref()?;
+        if self.accepted.contains(&m.id) {
+            return Some("you vouched for it with --trust");
+        }
+        let listed = self
+            .lists
+            .as_ref()
+            .and_then(|l| l.loaded())
+            .is_some_and(|a| a.has_key(&m.key()));
+        listed.then_some(
+            "it is recorded in the store's sealed list of backups from before sealing or before a key rotation (`bkp trust-legacy`)",
+        )
+    }
+
+    /// Who vouches for the document `bytes` stored at `key` (`what` in
+    /// errors), whose seal [`open`] checked and found made by `sealer`: that
+    /// sealer when it seals now ([`Trust::seals_now`]); `legacy:{sha256}` when
+    /// a sealed list records these exact bytes at this key; `None` when it
+    /// has no seal and no list records it (the caller judges that). A seal of
+    /// an old key that no list records is a data error.
+    pub fn vouch(
+        &self,
+        sealer: Option<&str>,
+        key: &str,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<Option<String>> {
+        if self.keys.is_none() {
+            return Ok(None);
+        }
+        if let Some(s) = sealer.filter(|s| self.seals_now(s)) {
+            return Ok(Some(s.to_string()));
+        }
+        let digest = crate::stages::hash::hex(&sha2::Sha256::digest(bytes));
+        if self.lists()?.has(key, &digest) {
+            return Ok(Some(format!("{LEGACY}{digest}")));
+        }
+        match sealer {
+            None => Ok(None),
+            Some(s) => Err(coded(
+                Code::Integrity,
+                format!(
+                    "{what} is sealed with {}, which is no longer the current key: a rotated-out key still decrypts, but what it seals is believed only when a sealed list records it. If it was sealed before the rotation, run `bkp trust-legacy` once with the new key current; otherwise the old key may have leaked, and the document is not used",
+                    printable(s)
+                ),
+            )),
+        }
     }
 }
+
+/// What the sealed lists a run believes record, together (see
+/// [`super::legacy`]): documents by key and SHA-256 of their bytes.
+#[derive(Debug, Default, Clone)]
+pub struct Allowed {
+    pairs: BTreeSet<(String, String)>,
+    digests: BTreeSet<String>,
+    keys: BTreeSet<String>,
+}
+
+/// No list.
+pub static NONE: Allowed = Allowed {
+    pairs: BTreeSet::new(),
+    digests: BTreeSet::new(),
+    keys: BTreeSet::new(),
+};
+
+impl Allowed {
+    /// The lists recording `(key, sha256)` pairs.
+    pub fn of(pairs: &[(&str, &str)]) -> Allowed {
+        let mut a = Allowed::default();
+        for (k, d) in pairs {
+            a.add(k, d);
+        }
+        a
+    }
+
+    pub fn add(&mut self, key: &str, sha256: &str) {
+        self.pairs.insert((key.to_string(), sha256.to_string()));
+        self.digests.insert(sha256.to_string());
+        self.keys.insert(key.to_string());
+    }
+
+    /// Whether a list records the bytes of digest `sha256` at `key`.
+    pub fn has(&self, key: &str, sha256: &str) -> bool {
+        self.pairs.contains(&(key.to_string(), sha256.to_string()))
+    }
+
+    /// Whether a list records bytes of digest `sha256` (at some key).
+    pub fn has_digest(&self, sha256: &str) -> bool {
+        self.digests.contains(sha256)
+    }
+
+    /// Whether a list records a document at `key`.
+    pub fn has_key(&self, key: &str) -> bool {
+        self.keys.contains(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+}
+
+/// What reads the sealed lists of a run's store, with the run's keys.
+type LoadLists = dyn Fn(&Trust) -> Result<Allowed> + Send + Sync;
+
+/// How a run reads the sealed lists: `load` on first need, at most once.
+pub struct Lists {
+    load: Box<LoadLists>,
+    got: OnceLock<std::result::Result<Allowed, (Option<Code>, String)>>,
+}
+
+impl Lists {
+    pub fn new(load: impl Fn(&Trust) -> Result<Allowed> + Send + Sync + 'static) -> Lists {
+        Lists {
+            load: Box::new(load),
+            got: OnceLock::new(),
+        }
+    }
+
+    /// The lists, read with `trust`'s keys the first time.
+    pub fn get(&self, trust: &Trust) -> Result<&Allowed> {
+        let got = self
+            .got
+            .get_or_init(|| (self.load)(trust).map_err(|e| (classify(&e), format!("{e:#}"))));
+        match got {
+            Ok(a) => Ok(a),
+            Err((Some(code), msg)) => Err(coded(*code, msg.clone())),
+            Err((None, msg)) => Err(anyhow::anyhow!("{msg}")),
+        }
+    }
+
+    /// The lists, if this run already read them.
+    pub fn loaded(&self) -> Option<&Allowed> {
+        self.got.get().and_then(|r| r.as_ref().ok())
+    }
+}
+
+/// The sealer name [`Trust::vouch`] gives a document a sealed list records.
+pub const LEGACY: &str = "legacy:";
 
 fn canonical(v: &serde_json::Value) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(v)?)
@@ -206,6 +405,22 @@ pub fn tag_verifies(keys: Option<&Keyring>, message: &[u8], tag: &str) -> bool {
         || keys.signers().iter().any(|s| s.verify(message, &raw))
 }
 
+/// Whether `tag` is [`tag`] of `message` under a key that seals now: the
+/// current key or a trusted signer, not an old key (a catalog tagged by a
+/// rotated-out key is not believed; the manifests are read instead).
+pub fn tag_verifies_now(keys: Option<&Keyring>, message: &[u8], tag: &str) -> bool {
+    let Some(keys) = keys else {
+        return tag_verifies(None, message, tag);
+    };
+    let Ok(raw) = hex::decode(tag) else {
+        return false;
+    };
+    keys.current()
+        .seal_key()
+        .is_some_and(|k| hmac::verify(k, message, &raw).is_ok())
+        || keys.signers().iter().any(|s| s.verify(message, &raw))
+}
+
 /// A document read from the store, its seal checked if it had one.
 #[derive(Debug)]
 pub struct Opened {
@@ -224,18 +439,22 @@ pub fn own_sealer(keys: Option<&Keyring>) -> Option<String> {
     Sealing::of(keys?).ok().map(|s| s.name())
 }
 
-/// Whether the key or signer named by [`Opened::sealer`] is still one `trust`
-/// holds: a signer removed from the config (a stolen host's) no longer vouches
-/// for what it sealed, wherever a copy of its verdict was kept. Without keys
-/// nothing is checked, so anything passes.
+/// Whether the key, signer or list named by [`Trust::vouch`] still vouches
+/// for a document under `trust`: a signer removed from the config (a stolen
+/// host's) no longer vouches for what it sealed, wherever a copy of its
+/// verdict was kept; a key rotated out vouches for nothing; a list entry
+/// only while a believed list holds it. Without keys nothing is checked, so
+/// anything passes.
 pub fn sealer_known(trust: &Trust, sealer: Option<&str>) -> bool {
-    let Some(keys) = trust.keys() else {
+    if trust.keys().is_none() {
         return true;
-    };
-    match sealer.and_then(|s| s.split_once(':')) {
-        Some(("hmac", id)) => keys.find(id).and_then(|k| k.seal_key()).is_some(),
-        Some(("ed25519", id)) => keys.signer(id).is_some(),
-        _ => false,
+    }
+    match sealer {
+        Some(s) if s.starts_with(LEGACY) => trust
+            .lists()
+            .is_ok_and(|l| l.has_digest(&s[LEGACY.len()..])),
+        Some(s) => trust.seals_now(s),
+        None => false,
     }
 }
 
@@ -333,7 +552,7 @@ pub fn unsealed_error(what: &str, id: BackupId) -> anyhow::Error {
     coded(
         Code::Integrity,
         format!(
-            "{what} has no seal, but [encryption] is configured: it may have been written by someone without the key, so it is not used. If it is a backup from before sealing, set [encryption] unsealed_before, or accept this one backup with `--trust {id}`"
+            "{what} has no seal, but [encryption] is configured: it may have been written by someone without the key, so it is not used. If it is a backup from before sealing, record the store's unsealed manifests once with `bkp trust-legacy` (a sealed list of their exact bytes; [encryption] unsealed_before limits it to older backups), or accept this one backup with `--trust {id}`"
         ),
     )
 }
@@ -424,9 +643,52 @@ mod tests {
         assert!(Trust::none().excuses(id));
         assert!(!trust(7).excuses(id));
         assert!(Trust::new(Some(ring(7)), None, vec![id]).excuses(id));
+        // The id's time is the writer's choice: it excuses nothing.
         let hour = time::Duration::HOUR;
-        assert!(Trust::new(Some(ring(7)), Some(at + hour), vec![]).excuses(id));
-        assert!(!Trust::new(Some(ring(7)), Some(at), vec![]).excuses(id));
+        assert!(!Trust::new(Some(ring(7)), Some(at + hour), vec![]).excuses(id));
+    }
+
+    #[test]
+    fn an_old_key_verifies_but_seals_nothing_new_unless_a_list_records_it() {
+        let old = MasterKey::from_bytes([1; 32]).with_id("old".into());
+        let rotated = || {
+            Keyring::new(
+                MasterKey::from_bytes([2; 32]).with_id("new".into()),
+                vec![MasterKey::from_bytes([1; 32]).with_id("old".into())],
+            )
+        };
+        let by_old = encode(&doc(), Some(&Keyring::new(old, vec![]))).unwrap();
+        let t = Trust::new(Some(rotated()), None, vec![]);
+        let o = open(&by_old, "d", &t).unwrap();
+        assert_eq!(o.sealer.as_deref(), Some("hmac:old"));
+        assert!(!t.seals_now("hmac:old") && t.seals_now("hmac:new"));
+        let e = t.vouch(o.sealer.as_deref(), "k", &by_old, "d").unwrap_err();
+        assert_eq!(classify(&e), Some(Code::Integrity));
+        assert!(format!("{e:#}").contains("bkp trust-legacy"), "{e:#}");
+        assert!(!sealer_known(&t, Some("hmac:old")));
+        assert!(sealer_known(&t, Some("hmac:new")));
+
+        // A list (as the store would hold it) that records these bytes at k.
+        let digest = crate::stages::hash::hex(&sha2::Sha256::digest(&by_old));
+        let allowed = Allowed::of(&[("k", digest.as_str())]);
+        let t = t.with_lists(Lists::new(move |_| Ok(allowed.clone())));
+        let v = t.vouch(o.sealer.as_deref(), "k", &by_old, "d").unwrap();
+        assert_eq!(v, Some(format!("{LEGACY}{digest}")));
+        assert!(sealer_known(&t, v.as_deref()));
+        // Elsewhere, or with other bytes, it is not recorded.
+        assert!(t.vouch(o.sealer.as_deref(), "k2", &by_old, "d").is_err());
+        let plain = encode(&doc(), None).unwrap();
+        assert_eq!(t.vouch(None, "k", &plain, "d").unwrap(), None);
+        assert!(!sealer_known(&t, Some("legacy:00")));
+
+        // A catalog's tag: any configured key verifies it, only the current
+        // key's is believed.
+        let old_only = Keyring::new(MasterKey::from_bytes([1; 32]).with_id("old".into()), vec![]);
+        let by_old = tag(Some(&old_only), b"catalog").unwrap();
+        assert!(tag_verifies(Some(&rotated()), b"catalog", &by_old));
+        assert!(!tag_verifies_now(Some(&rotated()), b"catalog", &by_old));
+        let by_new = tag(Some(&rotated()), b"catalog").unwrap();
+        assert!(tag_verifies_now(Some(&rotated()), b"catalog", &by_new));
     }
 
     #[test]

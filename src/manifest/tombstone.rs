@@ -33,7 +33,8 @@ pub fn key(kind: Kind, id: BackupId) -> String {
 /// Every deletion in progress, oldest first. A tombstone makes `cleanup`
 /// delete what it names, so it is read as untrusted input: its seal must
 /// verify (when keys are configured), it must lie where its backup's tombstone
-/// belongs, and its manifest's object keys must be that kind's.
+/// belongs, and its manifest's object keys must be that kind's. A seal of a
+/// key rotated out counts only where a sealed list records the tombstone.
 pub fn read_tombstones(store: &dyn Store, trust: &Trust) -> Result<Vec<Tombstone>> {
     let mut out = Vec::new();
     for o in store.list(&format!("{TRASH_DIR}/"))? {
@@ -45,9 +46,14 @@ pub fn read_tombstones(store: &dyn Store, trust: &Trust) -> Result<Vec<Tombstone
         let remove = "check the backup it names, then remove the tombstone by hand";
         let opened = seal::open(&bytes, &what, trust)
             .map_err(|e| e.context(format!("{what} is not used: {remove}")))?;
+        // Sealed by the current key or a trusted signer, or recorded by a
+        // sealed list: an old key's seal on a new tombstone deletes nothing.
+        let vouched = trust
+            .vouch(opened.sealer.as_deref(), &o.key, &bytes, &what)
+            .map_err(|e| e.context(format!("{what} is not used: {remove}")))?;
         let t: Tombstone = serde_json::from_value(opened.value)
             .map_err(|_| coded(Code::Integrity, format!("{what} is malformed: {remove}")))?;
-        if trust.checks() && !opened.sealed {
+        if trust.checks() && vouched.is_none() {
             return Err(coded(
                 Code::Integrity,
                 format!("{what} has no seal, but [encryption] is configured: it may have been written by someone without the key, so nothing it names is deleted; {remove}"),

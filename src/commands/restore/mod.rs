@@ -83,6 +83,18 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     let store: &dyn Store = &counting;
     let started_at = OffsetDateTime::now_utc();
     let rp = resolve(store, &trust, args, at)?;
+    // A backup the current key did not seal is used only as the operator
+    // said (`--trust`, or the sealed list): say so every time.
+    if let Some((m, why)) = rp
+        .backup
+        .as_ref()
+        .and_then(|m| trust.excused_why(m).map(|w| (m, w)))
+    {
+        ctx.ui.warn(&format!(
+            "backup {} is not sealed by the current key: it is used because {why}. Nothing else proves it is the backup bkp made: check what is restored before relying on it",
+            m.id
+        ));
+    }
     if rp.kind != Kind::Pgdump
         && !(args.schema.is_empty() && args.table.is_empty() && !args.no_owner)
     {

@@ -1,0 +1,449 @@
+//! Who decides what counts as "from before sealing" and "from before a key
+//! rotation": the operator, once, in a sealed list (`bkp trust-legacy`), never
+//! the writer of a document. Each test plays an attack through the binary:
+//! manifests planted with old ids and far-future start times, an edited
+//! legacy manifest, a start time that disagrees with the id, and a manifest
+//! and a tombstone sealed with a rotated-out (leaked) key. None is listed,
+//! restored, counted by `status` or acted on by `cleanup`; what the operator
+//! recorded still is, with a warning when restored.
+
+mod common;
+
+use std::fs;
+use std::process::Output;
+
+use common::{assert_exit, formatted_data_file, json, setup, Setup, StoreKind};
+use serde_json::Value;
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+fn snapshot(s: &Setup) -> Value {
+    let out = s.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    json(&out)["manifest"].clone()
+}
+
+fn id(m: &Value) -> String {
+    m["id"].as_str().unwrap().to_string()
+}
+
+fn manifest_key(id: &str) -> String {
+    format!("manifests/tigerbeetle/{id}.json")
+}
+
+/// Where a store of `kind` keeps its objects, for an attacker with write
+/// access and no key.
+enum Bucket<'a> {
+    Local(&'a Setup),
+    S3(String),
+}
+
+impl Bucket<'_> {
+    fn of<'s>(s: &'s Setup, kind: &StoreKind) -> Bucket<'s> {
+        match kind {
+            StoreKind::Local => Bucket::Local(s),
+            StoreKind::S3 => Bucket::S3(s.bucket()),
+        }
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) {
+        match self {
+            Bucket::Local(s) => {
+                let p = s.path(&format!("store/{key}"));
+                fs::create_dir_all(p.parent().unwrap()).unwrap();
+                let _ = fs::remove_file(&p);
+                fs::write(p, bytes).unwrap();
+            }
+            Bucket::S3(bucket) => {
+                let out = common::shared_s3()
+                    .rclone_stdin(&["rcat", &format!("s3:{bucket}/team/bkp/{key}")], bytes);
+                assert!(out.status.success(), "{}", text(&out));
+            }
+        }
+    }
+
+    fn get(&self, key: &str) -> Vec<u8> {
+        match self {
+            Bucket::Local(s) => fs::read(s.path(&format!("store/{key}"))).unwrap(),
+            Bucket::S3(bucket) => {
+                let out =
+                    common::shared_s3().rclone(&["cat", &format!("s3:{bucket}/team/bkp/{key}")]);
+                assert!(out.status.success(), "{}", text(&out));
+                out.stdout
+            }
+        }
+    }
+
+    fn exists(&self, key: &str) -> bool {
+        match self {
+            Bucket::Local(s) => s.path(&format!("store/{key}")).exists(),
+            Bucket::S3(bucket) => {
+                let out =
+                    common::shared_s3().rclone(&["lsf", &format!("s3:{bucket}/team/bkp/{key}")]);
+                !out.stdout.is_empty()
+            }
+        }
+    }
+}
+
+/// A store with one backup from before sealing (no `[encryption]`: no seal,
+/// no encryption), then configured with the key and `unsealed_before` as the
+/// upgrade asks. Returns the setup, the legacy manifest, and the keyed config.
+fn upgraded_store(kind: &StoreKind, extra: &str) -> (Setup, Value, String) {
+    let d = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(d.path());
+    let s = setup(&data, clone(kind), extra);
+    // The data file must outlive the test: keep it in the setup's directory.
+    let kept = s.path("data.tigerbeetle");
+    fs::copy(&data, &kept).unwrap();
+    let keyed = fs::read_to_string(&s.config)
+        .unwrap()
+        .replace(&data.display().to_string(), &kept.display().to_string());
+    fs::write(
+        &s.config,
+        keyed.replace(
+            "[encryption]\nkey_file = \"key\"\n",
+            "[encryption]\nenabled = false\n",
+        ),
+    )
+    .unwrap();
+    let legacy = snapshot(&s);
+    assert!(legacy["seal"].is_null() && legacy["encryption"].is_null());
+    let cut = rfc3339(time::OffsetDateTime::now_utc() + time::Duration::minutes(1));
+    let keyed = keyed.replace(
+        "[encryption]\nkey_file = \"key\"\n",
+        &format!("[encryption]\nkey_file = \"key\"\nunsealed_before = \"{cut}\"\n"),
+    );
+    fs::write(&s.config, &keyed).unwrap();
+    (s, legacy, keyed)
+}
+
+fn clone(kind: &StoreKind) -> StoreKind {
+    match kind {
+        StoreKind::Local => StoreKind::Local,
+        StoreKind::S3 => StoreKind::S3,
+    }
+}
+
+/// The ids `bkp --json list` shows, and the keys it refuses, whatever its exit.
+fn listing(s: &Setup) -> (Vec<String>, Vec<String>, Output) {
+    let out = s.bkp(&["--json", "list"]);
+    let l = json(&out);
+    let ids = l["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    let refused = l["unreadable"]
+        .as_array()
+        .map(|u| {
+            u.iter()
+                .map(|b| b["manifest"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    (ids, refused, out)
+}
+
+/// A keyless writer's manifests: the legacy one's content (its object, no
+/// seal, no encryption) under ids of 2020 that start in 2099, so that they
+/// sort newest and look fresh forever.
+fn plant_future_manifests(b: &Bucket, legacy: &Value, n: usize) -> Vec<String> {
+    let mut planted = Vec::new();
+    for i in 0..n {
+        let when = time::macros::datetime!(2020-01-01 00:00 UTC) + time::Duration::days(i as i64);
+        let forged = bkp::id::BackupId::new_v7(when).to_string();
+        let mut v = legacy.clone();
+        v["id"] = forged.clone().into();
+        let future = time::macros::datetime!(2099-01-01 00:00 UTC) + time::Duration::days(i as i64);
+        v["started_at"] = rfc3339(future).into();
+        v["finished_at"] = rfc3339(future).into();
+        b.put(
+            &manifest_key(&forged),
+            &serde_json::to_vec_pretty(&v).unwrap(),
+        );
+        planted.push(forged);
+    }
+    planted
+}
+
+fn planted_manifests_choose_nothing(kind: StoreKind) {
+    // Cleanup keeps the two newest snapshots: forgeries that sort newest would
+    // take both places and leave the genuine ones to be deleted.
+    let extra = format!(
+        "{}[retention]\ngrace = \"0s\"\n[retention.snapshot]\npreset = \"none\"\nkeep_last = 2\n",
+        common::ARCHIVE
+    );
+    let (s, legacy, _) = upgraded_store(&kind, &extra);
+    let b = Bucket::of(&s, &kind);
+    let g1 = snapshot(&s);
+    let g2 = snapshot(&s);
+    let planted = plant_future_manifests(&b, &legacy, 2);
+
+    // With `unsealed_before` alone, an unsealed manifest's own id admits
+    // nothing: the forgeries (and the real legacy backup) are refused, the
+    // latter with the way out named.
+    let (ids, refused, out) = listing(&s);
+    assert_exit(&out, 5);
+    for p in &planted {
+        assert!(!ids.contains(p), "a planted manifest was listed: {ids:?}");
+        assert!(refused.contains(&manifest_key(p)), "{refused:?}");
+    }
+    assert!(text(&out).contains("bkp trust-legacy"), "{}", text(&out));
+    assert_eq!(ids, vec![id(&g1), id(&g2)]);
+
+    // The operator records what is from before sealing; the planted ones,
+    // whose start times disagree with their ids, are shown and left out.
+    let out = s.bkp(&["--json", "trust-legacy"]);
+    assert_exit(&out, 0);
+    let r = json(&out);
+    let recorded: Vec<&str> = r["recorded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(recorded, vec![manifest_key(&id(&legacy))]);
+    assert_eq!(r["not_recorded"].as_array().unwrap().len(), planted.len());
+
+    let (ids, refused, out) = listing(&s);
+    assert_exit(&out, 5);
+    assert_eq!(ids, vec![id(&legacy), id(&g1), id(&g2)]);
+    assert_eq!(refused.len(), planted.len(), "{refused:?}");
+
+    // `restore latest` restores the newest genuine backup.
+    let target = s.path("target");
+    let out = s.bkp(&[
+        "--json",
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["id"], id(&g2).as_str(), "{}", text(&out));
+
+    // `status` counts the newest genuine snapshot, not a forgery.
+    let out = s.bkp(&["--json", "status"]);
+    let st = json(&out);
+    let snap = st["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["schedule"] == "snapshot")
+        .unwrap_or_else(|| panic!("{st:#}"));
+    assert_eq!(snap["newest"]["id"], id(&g2).as_str(), "{st:#}");
+
+    // `cleanup` deletes nothing while manifests are refused.
+    let out = s.bkp(&["cleanup"]);
+    assert_exit(&out, 5);
+    for m in [&legacy, &g1, &g2] {
+        let object = m["objects"][0]["key"].as_str().unwrap();
+        assert!(b.exists(object), "cleanup deleted {object}");
+    }
+}
+
+#[test]
+fn planted_manifests_with_old_ids_choose_nothing_local() {
+    planted_manifests_choose_nothing(StoreKind::Local);
+}
+
+#[test]
+fn planted_manifests_with_old_ids_choose_nothing_s3() {
+    planted_manifests_choose_nothing(StoreKind::S3);
+}
+
+#[test]
+fn an_edited_legacy_manifest_is_refused_and_a_recorded_one_restores_with_a_warning() {
+    let (s, legacy, _) = upgraded_store(&StoreKind::Local, common::ARCHIVE);
+    let b = Bucket::of(&s, &StoreKind::Local);
+    let lid = id(&legacy);
+    let key = manifest_key(&lid);
+    assert_exit(&s.bkp(&["trust-legacy"]), 0);
+    assert_eq!(s.listed(&[]), vec![lid.clone()]);
+
+    // Restoring what the list records works, and says that only the list
+    // vouches for it; `--trust` says the same.
+    let warning = "is not sealed by the current key";
+    let target = s.path("t1");
+    let out = s.bkp(&["restore", &lid, "--target", target.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert!(text(&out).contains(warning), "{}", text(&out));
+    assert!(text(&out).contains("bkp trust-legacy"), "{}", text(&out));
+    assert!(target.join("data.tigerbeetle").exists());
+
+    // The attacker edits it in place: other bytes than the list records.
+    let original = b.get(&key);
+    let mut v: Value = serde_json::from_slice(&original).unwrap();
+    v["retention_days"] = 1.into();
+    b.put(&key, &serde_json::to_vec_pretty(&v).unwrap());
+    let out = s.bkp(&["list"]);
+    assert_exit(&out, 5);
+    assert!(text(&out).contains(&lid), "{}", text(&out));
+    let target = s.path("t2");
+    let out = s.bkp(&["restore", &lid, "--target", target.to_str().unwrap()]);
+    assert_exit(&out, 5);
+    assert!(text(&out).contains("no seal"), "{}", text(&out));
+    assert!(!target.exists());
+
+    // Vouched for by id, it is used, with the same warning.
+    let out = s.bkp(&[
+        "restore",
+        &lid,
+        "--trust",
+        &lid,
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert!(text(&out).contains(warning), "{}", text(&out));
+
+    // Put back byte for byte, it is what was recorded again.
+    b.put(&key, &original);
+    assert_eq!(s.listed(&[]), vec![lid]);
+}
+
+#[test]
+fn a_start_time_far_from_the_id_is_refused_sealed_or_not() {
+    let d = tempfile::tempdir().unwrap();
+    let s = setup(
+        &formatted_data_file(d.path()),
+        StoreKind::Local,
+        common::ARCHIVE,
+    );
+    let a = snapshot(&s);
+    let b = snapshot(&s);
+    // Sealed by the key itself (a bug, or a holder of the key): still refused.
+    let path = s.path(&format!("store/{}", manifest_key(&id(&a))));
+    let mut v: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    let later = rfc3339(time::OffsetDateTime::now_utc() + time::Duration::days(400));
+    v["started_at"] = later.clone().into();
+    v["finished_at"] = later.into();
+    fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    common::reseal(&path);
+    let out = s.bkp(&["show", &id(&a)]);
+    assert_exit(&out, 5);
+    assert!(text(&out).contains("its id was made at"), "{}", text(&out));
+    let (ids, refused, out) = listing(&s);
+    assert_exit(&out, 5);
+    assert_eq!(ids, vec![id(&b)]);
+    assert_eq!(refused, vec![manifest_key(&id(&a))]);
+}
+
+#[test]
+fn a_rotated_out_key_seals_nothing_new() {
+    let d = tempfile::tempdir().unwrap();
+    let s = setup(
+        &formatted_data_file(d.path()),
+        StoreKind::Local,
+        common::ARCHIVE,
+    );
+    let bucket = Bucket::of(&s, &StoreKind::Local);
+    let base = fs::read_to_string(&s.config).unwrap();
+    fs::write(
+        &s.config,
+        base.replace(
+            "key_file = \"key\"",
+            "key_file = \"key\"\nkey_id = \"ops-2025\"",
+        ),
+    )
+    .unwrap();
+    let before = snapshot(&s);
+    let bid = id(&before);
+
+    // Rotation: the old key stays for decrypting.
+    fs::write(s.path("new.key"), [42u8; 32]).unwrap();
+    fs::write(
+        &s.config,
+        base.replace(
+            "key_file = \"key\"",
+            "key_file = \"new.key\"\nkey_id = \"ops-2026\"\n[[encryption.old_keys]]\nkey_file = \"key\"\nkey_id = \"ops-2025\"",
+        ),
+    )
+    .unwrap();
+    // Until the operator records what the old key sealed, it is not used.
+    let target = s.path("t0");
+    let out = s.bkp(&["restore", &bid, "--target", target.to_str().unwrap()]);
+    assert_exit(&out, 5);
+    assert!(text(&out).contains("bkp trust-legacy"), "{}", text(&out));
+    let out = s.bkp(&["--json", "trust-legacy"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        json(&out)["recorded"][0]["key"],
+        manifest_key(&bid).as_str()
+    );
+    let after = snapshot(&s);
+    let aid = id(&after);
+
+    // Whoever holds the leaked old key seals a newer manifest (the last
+    // backup's content under a new id) and a tombstone for the newest backup.
+    let old_keys = bkp::crypto::Keyring::new(
+        bkp::crypto::MasterKey::from_bytes([7u8; 32]).with_id("ops-2025".into()),
+        Vec::new(),
+    );
+    let now = time::OffsetDateTime::now_utc() + time::Duration::minutes(1);
+    let forged = bkp::id::BackupId::new_v7(now).to_string();
+    let mut v: Value = serde_json::from_slice(&bucket.get(&manifest_key(&aid))).unwrap();
+    v.as_object_mut().unwrap().remove("seal");
+    v["id"] = forged.clone().into();
+    v["started_at"] = rfc3339(now).into();
+    v["finished_at"] = rfc3339(now).into();
+    bucket.put(
+        &manifest_key(&forged),
+        &bkp::manifest::seal::encode(&v, Some(&old_keys)).unwrap(),
+    );
+    let mut m: Value = serde_json::from_slice(&bucket.get(&manifest_key(&aid))).unwrap();
+    m.as_object_mut().unwrap().remove("seal");
+    let tombstone = serde_json::json!({"schema": "bkp.tombstone/1.0", "manifest": m,
+        "bytes": 1, "planned_at": rfc3339(time::OffsetDateTime::now_utc())});
+    let tkey = format!("trash/tigerbeetle/{aid}.json");
+    bucket.put(
+        &tkey,
+        &bkp::manifest::seal::encode(&tombstone, Some(&old_keys)).unwrap(),
+    );
+
+    let (ids, refused, out) = listing(&s);
+    assert_exit(&out, 5);
+    assert_eq!(ids, vec![bid.clone(), aid.clone()]);
+    assert_eq!(refused, vec![manifest_key(&forged)]);
+    assert!(
+        text(&out).contains("no longer the current key"),
+        "{}",
+        text(&out)
+    );
+    // `restore latest` does not fall back in silence, nor restore the forgery.
+    let target = s.path("t1");
+    let out = s.bkp(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_exit(&out, 5);
+    assert!(!target.exists());
+    // The operator removes the refused manifest; the forged tombstone still
+    // deletes nothing.
+    fs::remove_file(s.path(&format!("store/{}", manifest_key(&forged)))).unwrap();
+    let out = s.bkp(&["cleanup"]);
+    assert_exit(&out, 5);
+    assert!(text(&out).contains(&tkey), "{}", text(&out));
+    let object = after["objects"][0]["key"].as_str().unwrap();
+    assert!(bucket.exists(object), "a forged tombstone deleted {object}");
+    // What the old key sealed before the rotation still restores, with a warning.
+    let target = s.path("t2");
+    let out = s.bkp(&["restore", &bid, "--target", target.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out).contains("is not sealed by the current key"),
+        "{}",
+        text(&out)
+    );
+    assert!(target.join("0_0.tigerbeetle").exists());
+}
