@@ -221,10 +221,7 @@ fn a_base_backups_own_settings_run_nothing_where_bkp_starts_postgres() {
             format!("touch {}; false", m("restore_command")),
         ),
         ("archive_mode", "always".into()),
-        (
-            "archive_command",
-            format!("touch {}", m("archive_command")),
-        ),
+        ("archive_command", format!("touch {}", m("archive_command"))),
         ("shared_preload_libraries", "./bkp_evil.so".into()),
         ("session_preload_libraries", "./bkp_evil.so".into()),
         ("local_preload_libraries", "bkp_evil".into()),

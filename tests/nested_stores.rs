@@ -87,7 +87,11 @@ fn a_store_in_a_folder_of_bkp_is_a_config_error() {
     env.push(("BKP_S3_PREFIX".into(), "pgdump".into()));
     let out = bkp(&config, &env, &["list"]);
     assert_exit(&out, 3);
-    assert!(text(&out.stderr).contains("BKP_S3_PREFIX"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("BKP_S3_PREFIX"),
+        "{}",
+        text(&out.stderr)
+    );
     // A kind's name further down is a folder of this installation's own.
     let bucket = unique_name("nest");
     s3.create_bucket(&bucket);
@@ -115,7 +119,11 @@ fn a_store_in_a_folder_of_bkp_is_a_config_error() {
     )];
     let out = bkp(&config, &env, &["list"]);
     assert_exit(&out, 3);
-    assert!(text(&out.stderr).contains("BKP_STORE_PATH"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("BKP_STORE_PATH"),
+        "{}",
+        text(&out.stderr)
+    );
     // Beside bkp's folders, it is a store of its own.
     env[0].1 = outer.path("store/elsewhere").display().to_string();
     assert_exit(&bkp(&config, &env, &["list"]), 0);
@@ -149,9 +157,9 @@ fn cleanup_never_sweeps_a_local_store_nested_in_its_folders() {
     let nested = common::walk(&outer.path("store/tigerbeetle"));
     assert!(
         nested.iter().any(|p| p.ends_with("inner/bkp-store.json"))
-            && nested
-                .iter()
-                .any(|p| p.to_string_lossy().contains("unmarked/manifests/tigerbeetle/")),
+            && nested.iter().any(|p| p
+                .to_string_lossy()
+                .contains("unmarked/manifests/tigerbeetle/")),
         "{nested:?}"
     );
 
@@ -169,7 +177,10 @@ fn cleanup_never_sweeps_a_local_store_nested_in_its_folders() {
         "the outer store's cleanup deleted a nested store's objects: {gone:?}\n{}",
         text(&out.stderr)
     );
-    assert!(!orphan.exists(), "the outer store's own leftover is removed");
+    assert!(
+        !orphan.exists(),
+        "the outer store's own leftover is removed"
+    );
     let err = text(&out.stderr);
     assert!(
         err.contains("tigerbeetle/inner/ in") && err.contains("holds another bkp store"),
@@ -222,7 +233,12 @@ fn cleanup_never_sweeps_an_s3_store_nested_in_its_folders() {
         "{nested:?}"
     );
 
-    let outer = installation(d.path(), "outer", &format!("{}{SWEEP}", store("outer")), &data);
+    let outer = installation(
+        d.path(),
+        "outer",
+        &format!("{}{SWEEP}", store("outer")),
+        &data,
+    );
     assert_exit(&bkp(&outer, &env, &["snapshot"]), 0);
     assert_exit(&bkp(&outer, &env, &["snapshot"]), 0);
     let orphan = format!("s3:{bucket}/outer/tigerbeetle/2020/01/01/orphan.tar.zst.enc");
@@ -244,7 +260,11 @@ fn cleanup_never_sweeps_an_s3_store_nested_in_its_folders() {
     );
     // The nested installations still list their backups.
     for name in ["marked", "unmarked"] {
-        let out = bkp(&d.path().join(format!("{name}.toml")), &env, &["--json", "list"]);
+        let out = bkp(
+            &d.path().join(format!("{name}.toml")),
+            &env,
+            &["--json", "list"],
+        );
         assert_exit(&out, 0);
         let listed = common::json(&out);
         assert_eq!(listed["backups"].as_array().unwrap().len(), 1, "{listed}");

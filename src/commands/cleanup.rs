@@ -679,7 +679,7 @@ fn run_started(key: &str) -> Option<OffsetDateTime> {
 /// manifests (`manifests/{kind}/{id}.json`). The orphan sweep never enters
 /// them.
 fn nested_stores<'a>(keys: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
-    let mut roots = BTreeSet::new();
+    let mut roots: BTreeSet<String> = BTreeSet::new();
     for key in keys {
         let parts: Vec<&str> = key.split('/').collect();
         let last = parts.len() - 1;
