@@ -30,7 +30,10 @@
 //! manifest cannot be read: what it needs is unknown.
 //!
 //! Then objects that no manifest or tombstone names (uploads of crashed runs) are
-//! removed once older than the grace period, and so are a crashed run's local
+//! removed once older than the grace period: in bkp's own folders only, and
+//! never inside a folder there that holds another store (its marker, or its
+//! `manifests/`: another installation's prefix or path below this one's, whose
+//! backups this one cannot name). So are a crashed run's local
 //! leftovers: restore spools and partial store writes in the work directory and
 //! the local store, and data-file copies (only while no snapshot runs).
 
@@ -311,7 +314,19 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     // Object Lock).
     let prefixes = Kind::ALL.iter().map(|k| format!("{}/", k.as_str()));
     for prefix in prefixes.chain(["check/".to_string()]) {
-        for o in store.list(&prefix)? {
+        let listed = store.list(&prefix)?;
+        let nested = nested_stores(listed.iter().map(|o| o.key.as_str()));
+        for root in &nested {
+            ctx.ui.warn(&format!(
+                "{root} in {} holds another bkp store (a {} or a manifests/ folder): cleanup removes nothing in it. Give that store a prefix or path outside this store's folders",
+                store.identity(),
+                manifest::marker::KEY
+            ));
+        }
+        for o in listed {
+            if nested.iter().any(|root| o.key.starts_with(root.as_str())) {
+                continue;
+            }
             // Old by its own time and by the start of the run that wrote it
             // (keys carry the run's UUIDv7): a long run's early uploads stay.
             let old = o.modified.is_some_and(|t| t < cutoff)
@@ -645,6 +660,34 @@ fn run_started(key: &str) -> Option<OffsetDateTime> {
         .and_then(|id| id.timestamp())
 }
 
+/// The folders among `keys` that hold another store, each ending in `/`: a
+/// folder with a store marker in it, or with a `manifests/` folder holding
+/// manifests (`manifests/{kind}/{id}.json`). The orphan sweep never enters
+/// them.
+fn nested_stores<'a>(keys: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    let mut roots: BTreeSet<String> = BTreeSet::new();
+    for key in keys {
+        let parts: Vec<&str> = key.split('/').collect();
+        let last = parts.len() - 1;
+        let at = parts.iter().enumerate().position(|(i, p)| {
+            (i == last && *p == manifest::marker::KEY)
+                || (i + 2 == last
+                    && *p == manifest::MANIFEST_DIR
+                    && Kind::ALL.iter().any(|k| k.as_str() == parts[i + 1])
+                    && parts[last]
+                        .strip_suffix(".json")
+                        .is_some_and(|id| id.parse::<BackupId>().is_ok()))
+        });
+        if let Some(at) = at.filter(|&at| at > 0) {
+            roots.insert(parts[..at].iter().map(|p| format!("{p}/")).collect());
+        }
+    }
+    // A store inside a nested one is left alone with it.
+    let all = roots.clone();
+    roots.retain(|r| !all.iter().any(|o| o != r && r.starts_with(o.as_str())));
+    roots
+}
+
 /// Deletes nothing while a manifest cannot be read: what it needs is unknown.
 fn refuse_unreadable(unreadable: &[manifest::Unreadable]) -> Result<()> {
     if unreadable.is_empty() {
@@ -748,6 +791,28 @@ fn trim_wal(ctx: &Ctx, store: &dyn Store, kept: &[Manifest], dry: bool) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sweep_finds_the_stores_nested_in_a_folder() {
+        let keys = [
+            "tigerbeetle/2026/11/20/tigerbeetle-snapshot-x.tar.zst.enc",
+            "tigerbeetle/inner/bkp-store.json",
+            "tigerbeetle/inner/tigerbeetle/2026/11/20/a.tar.zst.enc",
+            "tigerbeetle/inner/deeper/bkp-store.json",
+            "tigerbeetle/a/b/manifests/postgres/0199a1b2-0000-7000-8000-000000000000.json",
+            "tigerbeetle/a/b/postgres/2026/11/20/x.tar.zst.enc",
+            // Not a store: a folder called manifests among a backup's files,
+            // a marker's name as a folder.
+            "parquet/2026/11/20/id/manifests/t.parquet",
+            "parquet/2026/11/20/id/manifests/2026/t.json",
+            "parquet/2026/11/20/id/manifests/postgres/t.json",
+            "parquet/2026/11/20/id/bkp-store.json/x",
+        ];
+        let got: Vec<String> = nested_stores(keys).into_iter().collect();
+        assert_eq!(got, ["tigerbeetle/a/b/", "tigerbeetle/inner/"]);
+        let whole = nested_stores(["postgres/bkp-store.json", "postgres/postgres/x"]);
+        assert_eq!(whole.into_iter().collect::<Vec<_>>(), ["postgres/"]);
+    }
 
     #[test]
     fn a_key_names_the_start_of_its_run() {

@@ -3,12 +3,20 @@
 //! file says), `BKP_S3_BUCKET`, `BKP_S3_PREFIX`, `BKP_S3_ENDPOINT`, `BKP_S3_REGION`,
 //! `BKP_S3_PATH_STYLE`.
 //!
+//! A store never lies in one of another store's own folders (`postgres/`,
+//! `manifests/`, … see [`bkp_folders`]): that store's cleanup would take its
+//! objects for leftovers of crashed runs and delete them. A prefix whose first
+//! folder is one of them is refused, and so is a local path inside such a
+//! folder of a store found above it (one with a store marker or a manifest).
+//! A store nested deeper (a prefix below another installation's prefix) is
+//! left alone by that cleanup: see `commands/cleanup.rs`.
+//!
 //! Where nothing here names a region, the AWS SDK's region chain decides when the
 //! client is built (see [`crate::store::s3`]); an endpoint from `AWS_ENDPOINT_URL_S3`
 //! / `AWS_ENDPOINT_URL` is the SDK's too, but makes path-style the default here as
 //! `store.endpoint` does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde::Deserialize;
@@ -50,7 +58,10 @@ pub enum StorePlan {
 pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> Result<StorePlan> {
     let f =
         match (f, &ov.store_path) {
-            (_, Some(p)) => return Ok(StorePlan::Local(p.clone())),
+            (_, Some(p)) => {
+                check_local(v, "BKP_STORE_PATH", p)?;
+                return Ok(StorePlan::Local(p.clone()));
+            }
             (None, None) => return Err(v.error(
                 "[store]",
                 "missing: add [store] with type = \"local\" and path, or type = \"s3\" and bucket",
@@ -58,7 +69,11 @@ pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> R
             (Some(f), None) => f,
         };
     match f {
-        StoreFile::Local { path } => Ok(StorePlan::Local(v.path(path))),
+        StoreFile::Local { path } => {
+            let path = v.path(path);
+            check_local(v, "store.path", &path)?;
+            Ok(StorePlan::Local(path))
+        }
         StoreFile::S3 {
             bucket,
             prefix,
@@ -124,12 +139,18 @@ pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> R
             if bucket.is_empty() {
                 return Err(v.error("store.bucket", "must not be empty"));
             }
+            let named = if ov.s3_prefix.is_some() {
+                "BKP_S3_PREFIX"
+            } else {
+                "store.prefix"
+            };
             let prefix = ov
                 .s3_prefix
                 .clone()
                 .unwrap_or(prefix)
                 .trim_matches('/')
                 .to_string();
+            check_prefix(v, named, &prefix)?;
             let part_size = match part_size {
                 Some(s) => v.size("store.part_size", &s)? as usize,
                 None => 16 << 20,
@@ -161,6 +182,121 @@ pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> R
                 object_lock,
                 sse,
             }))
+        }
+    }
+}
+
+/// The folders bkp keeps its own objects in at the top of a store: one per
+/// kind, and those of manifests, catalogs, tombstones, archived WAL, leases,
+/// run reports, `bkp check`'s probes and a local store's partial writes.
+pub fn bkp_folders() -> Vec<&'static str> {
+    use crate::manifest;
+    let mut out: Vec<&'static str> = manifest::Kind::ALL.iter().map(|k| k.as_str()).collect();
+    out.extend([
+        manifest::MANIFEST_DIR,
+        manifest::catalog::CATALOG_DIR,
+        manifest::tombstone::TRASH_DIR,
+        manifest::wal::PREFIX.trim_end_matches('/'),
+        "leases",
+        "reports",
+        "check",
+        crate::store::local::PARTIAL_DIR,
+    ]);
+    out
+}
+
+/// Refuses a prefix whose first folder is one of [`bkp_folders`].
+fn check_prefix(v: &Validator, key: &str, prefix: &str) -> Result<()> {
+    let first = prefix.split('/').next().unwrap_or_default();
+    if !bkp_folders().contains(&first) {
+        return Ok(());
+    }
+    Err(v.error(
+        key,
+        format!(
+            "{prefix:?} starts with {first}/, a folder bkp keeps its own objects in: the cleanup of an installation at the bucket's root takes what it finds there for leftovers of crashed runs and deletes it. Choose a prefix whose first folder is none of {} (e.g. \"bkp/{prefix}\"), and move this store's objects there first: they keep their names below it",
+            bkp_folders().join(", ")
+        ),
+    ))
+}
+
+/// Refuses a local store path that lies in one of [`bkp_folders`] of a store
+/// above it (a directory holding a store marker or a manifest).
+fn check_local(v: &Validator, key: &str, path: &Path) -> Result<()> {
+    let Some((outer, first)) = enclosing_store(path) else {
+        return Ok(());
+    };
+    Err(v.error(
+        key,
+        format!(
+            "{} lies in {first}/ of the bkp store at {}: that store's cleanup takes what it finds in its own folders for leftovers of crashed runs and deletes it. Choose a path outside {}, or in a folder of it that bkp does not use (none of {})",
+            path.display(),
+            outer.display(),
+            outer.display(),
+            bkp_folders().join(", ")
+        ),
+    ))
+}
+
+/// The store above `path` in whose folder `path` lies, with that folder's
+/// name: a directory above `path` that [`is_store`], when `path`'s first
+/// folder below it is one of bkp's.
+fn enclosing_store(path: &Path) -> Option<(PathBuf, String)> {
+    let path = resolved(path);
+    for above in path.ancestors().skip(1) {
+        if !is_store(above) {
+            continue;
+        }
+        let first = path
+            .strip_prefix(above)
+            .ok()?
+            .components()
+            .next()?
+            .as_os_str()
+            .to_str()?
+            .to_string();
+        if bkp_folders().contains(&first.as_str()) {
+            return Some((above.to_path_buf(), first));
+        }
+    }
+    None
+}
+
+/// Whether directory `dir` is a local store: it holds a store marker, or a
+/// manifest (`manifests/{kind}/{id}.json`).
+fn is_store(dir: &Path) -> bool {
+    use crate::manifest::{marker, Kind, MANIFEST_DIR};
+    if dir.join(marker::KEY).is_file() {
+        return true;
+    }
+    Kind::ALL.iter().any(|k| {
+        let Ok(entries) = std::fs::read_dir(dir.join(MANIFEST_DIR).join(k.as_str())) else {
+            return false;
+        };
+        entries.flatten().any(|e| {
+            e.file_name().to_str().is_some_and(|n| {
+                n.strip_suffix(".json")
+                    .is_some_and(|id| id.parse::<crate::id::BackupId>().is_ok())
+            })
+        })
+    })
+}
+
+/// `path` with its longest existing ancestor resolved (symbolic links, `..`),
+/// the rest as written: a store directory may not exist yet.
+fn resolved(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(at) {
+            return rest.iter().rev().fold(real, |p, name| p.join(name));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                at = parent;
+            }
+            _ => return path.to_path_buf(),
         }
     }
 }
@@ -291,6 +427,87 @@ mod tests {
             assert!(msg.contains("/etc/bkp/test.toml"), "{msg}");
             assert_eq!(crate::exit::exit_code(&err), crate::exit::CONFIG, "{msg}");
         }
+    }
+
+    #[test]
+    fn a_store_in_a_folder_of_bkp_is_refused() {
+        for prefix in [
+            "postgres",
+            "/postgres/",
+            "manifests/team",
+            "wal",
+            "trash/x",
+            "catalog",
+            "leases",
+            "reports",
+            "check",
+            "tigerbeetle/inner",
+        ] {
+            fails_naming(
+                &format!("{S3}bucket = \"b\"\nprefix = \"{prefix}\"\n"),
+                "store.prefix",
+            );
+        }
+        for fine in ["team/postgres", "bkp", "postgresql", "x/manifests"] {
+            s3_with(&format!("prefix = \"{fine}\"\n"), &Overrides::default()).unwrap();
+        }
+        let env = Overrides {
+            s3_prefix: Some("pgdump/".into()),
+            ..Default::default()
+        };
+        let err = s3_with("prefix = \"team\"\n", &env).unwrap_err();
+        assert!(format!("{err:#}").contains("BKP_S3_PREFIX"), "{err:#}");
+        assert_eq!(crate::exit::exit_code(&err), crate::exit::CONFIG);
+    }
+
+    #[test]
+    fn every_folder_bkp_writes_is_one_of_its_folders() {
+        use crate::manifest::{self, Kind};
+        let id = crate::id::BackupId::new_v7(time::OffsetDateTime::now_utc());
+        let folders = bkp_folders();
+        let first = |key: String| key.split('/').next().unwrap().to_string();
+        let mut keys = vec![
+            manifest::tombstone::key(Kind::Postgres, id),
+            manifest::chunks::chunk_key(Kind::Tigerbeetle, &"a".repeat(64)),
+            manifest::wal::key(
+                7,
+                "000000010000000000000001",
+                &"ab".repeat(32),
+                crate::stages::compress::Compression::None,
+                false,
+            ),
+        ];
+        keys.extend(Kind::ALL.iter().map(|k| format!("{}/x", k.as_str())));
+        for key in keys {
+            assert!(folders.contains(&first(key.clone()).as_str()), "{key}");
+        }
+    }
+
+    #[test]
+    fn a_local_store_inside_a_folder_of_another_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outer = dir.path().join("outer");
+        let v = Validator::new(Path::new("/etc/bkp/test.toml"));
+        // A folder called manifests is not a store; one with a manifest is.
+        std::fs::create_dir_all(outer.join("manifests/postgres")).unwrap();
+        std::fs::create_dir_all(outer.join("x")).unwrap();
+        check_local(&v, "store.path", &outer.join("postgres")).unwrap();
+        let id = crate::id::BackupId::new_v7(time::OffsetDateTime::now_utc());
+        std::fs::write(outer.join(format!("manifests/postgres/{id}.json")), "{}").unwrap();
+        for inside in ["postgres", "postgres/inner", "tigerbeetle/a/b", "wal"] {
+            let err = check_local(&v, "store.path", &outer.join(inside)).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains("store.path") && msg.contains("outer"), "{msg}");
+            assert_eq!(crate::exit::exit_code(&err), crate::exit::CONFIG);
+        }
+        // Through `..`, the same place.
+        let err = check_local(&v, "store.path", &outer.join("x/../postgres/y")).unwrap_err();
+        assert!(format!("{err:#}").contains("postgres/"), "{err:#}");
+        for beside in ["other", "other/postgres"] {
+            check_local(&v, "store.path", &outer.join(beside)).unwrap();
+        }
+        check_local(&v, "store.path", &dir.path().join("postgres")).unwrap();
+        check_local(&v, "store.path", &outer).unwrap();
     }
 
     #[test]

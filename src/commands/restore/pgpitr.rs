@@ -13,15 +13,22 @@
 //! committed after T) and was promoted: every transaction committed at or
 //! before T is in, none after. A server that reaches the end of the archive
 //! first fails the restore, naming the newest archived segment. Then the server
-//! is shut down cleanly, the recovery settings are taken out again, and the
+//! is shut down cleanly, `recovery.signal` is taken out again, and the
 //! directory is put in place: started, it is a new timeline, as it was at T.
+//!
+//! The backup's own configuration is not run: it may come from a forged backup
+//! or a hostile database superuser (`ALTER SYSTEM`), and this host reads bkp's
+//! keys. PostgreSQL reads only files bkp wrote (its `config_file`, and a
+//! `postgresql.auto.conf` of bkp's own: the backup's is set aside first, see
+//! [`super::pgbase::set_aside_configuration`]), and every setting that runs a
+//! command, loads a library, or writes a file outside the data directory is
+//! set on the command line, which wins over any file ([`DISARMED`]).
 //!
 //! The server runs as bkp's own user: PostgreSQL refuses root, so the restore
 //! runs as the server's user (`sudo -u postgres bkp restore …`), who can read
 //! bkp's configuration and keys anyway (it runs `archive_command`).
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -39,9 +46,31 @@ use crate::manifest::Manifest;
 /// differ from the server's.
 const CLOCK_MARGIN: Duration = Duration::from_secs(15 * 60);
 
-/// The lines bkp adds to `postgresql.auto.conf` for recovery start with this,
-/// so that they can be taken out again.
-const MARK: &str = "# bkp restore --at:";
+/// What bkp's recovery server is started with, on its command line (which wins
+/// over every configuration file): nothing that runs a command (`*_command`,
+/// the SSL passphrase command), loads a library (`*_preload_libraries`, JIT, a
+/// library path), writes outside the data directory (`external_pid_file`), or
+/// starts work of its own after promotion (autovacuum, logical replication
+/// workers, whose triggers run as superuser); the socket for bkp's user only.
+/// `restore_command` and the recovery target are set beside these.
+const DISARMED: &[(&str, &str)] = &[
+    ("archive_mode", "off"),
+    ("archive_command", ""),
+    ("archive_cleanup_command", ""),
+    ("recovery_end_command", ""),
+    ("ssl", "off"),
+    ("ssl_passphrase_command", ""),
+    ("shared_preload_libraries", ""),
+    ("local_preload_libraries", ""),
+    ("session_preload_libraries", ""),
+    ("dynamic_library_path", "$libdir"),
+    ("jit", "off"),
+    ("jit_provider", "llvmjit"),
+    ("external_pid_file", ""),
+    ("autovacuum", "off"),
+    ("max_logical_replication_workers", "0"),
+    ("unix_socket_permissions", "0700"),
+];
 
 /// What the recovery reached, from the server's own log.
 #[derive(Debug, Clone)]
@@ -140,8 +169,16 @@ pub fn recover(
         }
     }
 
-    // 2. PostgreSQL replays it, with settings of bkp's own.
-    write_recovery(dir, &wal_dir, at)?;
+    // 2. PostgreSQL replays it, with settings of bkp's own only.
+    super::pgbase::set_aside_configuration(dir)?;
+    // A standby.signal (none in a backup bkp took) would make the server wait
+    // for a primary forever instead of replaying the archive.
+    let standby = dir.join("standby.signal");
+    if standby.exists() {
+        fs::remove_file(&standby)
+            .with_context(|| format!("failed to remove {}", standby.display()))?;
+    }
+    fs::write(dir.join("recovery.signal"), b"")?;
     for (name, text) in [
         ("postgresql.conf", ""),
         ("pg_hba.conf", "local all all trust\n"),
@@ -169,14 +206,16 @@ pub fn recover(
         ("unix_socket_directories", sock.display().to_string()),
         ("listen_addresses", String::new()),
         ("port", "5432".into()),
-        ("archive_mode", "off".into()),
         ("hot_standby", "off".into()),
         ("logging_collector", "off".into()),
         ("log_destination", "stderr".into()),
         ("log_line_prefix", String::new()),
         ("lc_messages", "C".into()),
-        ("shared_preload_libraries", String::new()),
-    ] {
+    ]
+    .into_iter()
+    .chain(DISARMED.iter().map(|(k, v)| (*k, v.to_string())))
+    .chain(recovery_settings(dir, &wal_dir, at)?)
+    {
         c.arg("-c").arg(format!("{k}={v}"));
     }
     c.stdin(Stdio::null())
@@ -276,7 +315,11 @@ pub fn recover(
                 .with_context(|| format!("failed to create {}", ready.display()))?;
         }
     }
-    remove_recovery(dir)?;
+    let signal = dir.join("recovery.signal");
+    if signal.exists() {
+        fs::remove_file(&signal)
+            .with_context(|| format!("failed to remove {}", signal.display()))?;
+    }
     Ok(Reached {
         stop,
         last_commit,
@@ -390,51 +433,39 @@ fn parse_pg_time(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(&iso, &time::format_description::well_known::Rfc3339).ok()
 }
 
-/// Appends the recovery settings for `at` (none: to the end of the archive)
-/// to `dir`'s `postgresql.auto.conf`, and `recovery.signal`.
-fn write_recovery(dir: &Path, wal_dir: &Path, at: Option<OffsetDateTime>) -> Result<()> {
-    let conf = dir.join("postgresql.auto.conf");
-    let mut f = fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&conf)
-        .with_context(|| format!("failed to open {}", conf.display()))?;
-    write!(
-        f,
-        "\n{MARK} recovery\nrestore_command = 'cp \"{w}/%f\" \"%p\"' {MARK}\nrecovery_target_timeline = 'latest' {MARK}\n",
-        w = wal_dir.display()
-    )?;
+/// The recovery settings for `at` (none: to the end of the archive), for the
+/// server's command line; with PostgreSQL 15 on, `archive_library` too (older
+/// servers refuse the name; their archiver is off anyway).
+fn recovery_settings(
+    dir: &Path,
+    wal_dir: &Path,
+    at: Option<OffsetDateTime>,
+) -> Result<Vec<(&'static str, String)>> {
+    let mut out = vec![
+        (
+            "restore_command",
+            format!("cp \"{}/%f\" \"%p\"", wal_dir.display()),
+        ),
+        ("recovery_target_timeline", "latest".into()),
+    ];
     if let Some(at) = at {
         let at = at
             .to_offset(time::UtcOffset::UTC)
             .format(&time::macros::format_description!(
                 "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]+00"
             ))?;
-        write!(
-            f,
-            "recovery_target_time = '{at}' {MARK}\nrecovery_target_action = 'promote' {MARK}\n"
-        )?;
+        out.push(("recovery_target_time", at));
+        out.push(("recovery_target_action", "promote".into()));
     }
-    f.sync_all()?;
-    fs::write(dir.join("recovery.signal"), b"")?;
-    Ok(())
-}
-
-/// Takes the lines [`write_recovery`] added out again.
-fn remove_recovery(dir: &Path) -> Result<()> {
-    let conf = dir.join("postgresql.auto.conf");
-    let text = fs::read_to_string(&conf)?;
-    let kept: String = text
-        .lines()
-        .filter(|l| !l.contains(MARK))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    fs::write(&conf, kept)?;
-    let signal = dir.join("recovery.signal");
-    if signal.exists() {
-        fs::remove_file(signal)?;
+    // The server refuses a data directory of another version than its own,
+    // whatever this file says.
+    let major = fs::read_to_string(dir.join("PG_VERSION"))
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    if major.is_some_and(|m| m >= 15) {
+        out.push(("archive_library", String::new()));
     }
-    Ok(())
+    Ok(out)
 }
 
 /// The recovery server; stopped (fast shutdown, then immediate) when dropped.
@@ -482,6 +513,37 @@ pub fn check_user() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_setting_that_runs_code_is_overridden() {
+        let set: Vec<&str> = DISARMED.iter().map(|(k, _)| *k).collect();
+        for name in [
+            "archive_command",
+            "archive_cleanup_command",
+            "recovery_end_command",
+            "ssl_passphrase_command",
+            "shared_preload_libraries",
+            "local_preload_libraries",
+            "session_preload_libraries",
+            "dynamic_library_path",
+            "jit_provider",
+            "external_pid_file",
+        ] {
+            assert!(set.contains(&name), "{name} is not overridden");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let names = |v: &str| {
+            std::fs::write(dir.path().join("PG_VERSION"), v).unwrap();
+            recovery_settings(dir.path(), dir.path(), None)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>()
+        };
+        assert!(names("15\n").contains(&"archive_library"));
+        assert!(!names("14\n").contains(&"archive_library"));
+        assert!(names("17\n").contains(&"restore_command"));
+    }
 
     #[test]
     fn server_times_parse() {
