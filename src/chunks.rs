@@ -648,6 +648,7 @@ pub fn write_file(
         match sink.store.put_new(&key, &sealed, &Vec::new()) {
             Ok(_) => {
                 stored_here.lock().expect("chunk set").insert(id, chunk.1);
+                crate::failpoint::hit("chunk-stored");
                 let n = chunk.1;
                 Ok((Some(chunk), n))
             }

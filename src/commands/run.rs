@@ -167,6 +167,7 @@ impl<'a> Run<'a> {
     /// Writes `m` to the store, the step that makes its objects a backup.
     pub fn store_manifest(&self, m: Manifest) -> Result<Stored> {
         manifest::write(self.store, &m, self.trust.keys())?;
+        crate::failpoint::hit("manifest-stored");
         Ok(m.into())
     }
 
