@@ -43,7 +43,9 @@ fn armed() -> Option<&'static (String, u64)> {
     static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
     ARMED
         .get_or_init(|| {
-            let v = std::env::var("BKP_FAILPOINT").ok().filter(|s| !s.is_empty())?;
+            let v = std::env::var("BKP_FAILPOINT")
+                .ok()
+                .filter(|s| !s.is_empty())?;
             Some(match v.rsplit_once(':') {
                 Some((name, n)) if n.parse::<u64>().is_ok_and(|n| n > 0) => {
                     (name.to_string(), n.parse().unwrap_or(1))
