@@ -648,6 +648,7 @@ pub fn write_file(
         match sink.store.put_new(&key, &sealed, &Vec::new()) {
             Ok(_) => {
                 stored_here.lock().expect("chunk set").insert(id, chunk.1);
+                crate::failpoint::hit("chunk-stored");
                 let n = chunk.1;
                 Ok((Some(chunk), n))
             }
@@ -855,6 +856,14 @@ pub fn write_file(
         size,
         sha256: hex(&digest.finalize()),
     };
+    // Two workers storing one chunk at once: the second finds the first's.
+    let stored_here = stored_here.into_inner().expect("chunk set");
+    let mut adopted = adopted.into_inner().expect("adopted chunks");
+    adopted.retain(|&i| {
+        chunks[i]
+            .as_ref()
+            .is_some_and(|c| !stored_here.contains_key(&c.0))
+    });
     let map = ChunkMap {
         file: name.to_string(),
         chunk_size,
@@ -862,7 +871,7 @@ pub fn write_file(
         added,
         added_bytes,
         chunks,
-        adopted: adopted.into_inner().expect("adopted chunks"),
+        adopted,
     };
     Ok((map, entry))
 }

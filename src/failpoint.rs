@@ -1,4 +1,5 @@
-//! Crash points for the leftover tests: `BKP_FAILPOINT=NAME` makes the process SIGKILL itself at the named point.
+//! Crash points for the leftover tests: `BKP_FAILPOINT=NAME` makes the process SIGKILL itself at the named point,
+//! `BKP_FAILPOINT=NAME:N` the N-th time it passes there.
 //!
 //! A real SIGKILL, not a panic or `abort()`: no destructor, no `Drop` guard and no
 //! signal handler runs, exactly as when an operator or the OOM killer ends a run.
@@ -28,25 +29,38 @@
 //!   the chain's head.
 //! - `wal-push-stored`: `bkp wal push` stored its file, before it exits 0 (so
 //!   PostgreSQL, seeing no success, pushes the same file again).
+//! - `manifest-stored`: a backup's manifest is in the store, before its ledger
+//!   record is sent or spooled.
+//! - `chunk-stored`: a chunked snapshot has uploaded a new chunk (`:N`: its N-th),
+//!   the rest of the file still to come.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The point named in `BKP_FAILPOINT`, read once.
-fn armed() -> Option<&'static str> {
-    static ARMED: OnceLock<Option<String>> = OnceLock::new();
+/// The point named in `BKP_FAILPOINT` and the pass to die at, read once.
+fn armed() -> Option<&'static (String, u64)> {
+    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
     ARMED
         .get_or_init(|| {
-            std::env::var("BKP_FAILPOINT")
+            let v = std::env::var("BKP_FAILPOINT")
                 .ok()
-                .filter(|s| !s.is_empty())
+                .filter(|s| !s.is_empty())?;
+            Some(match v.rsplit_once(':') {
+                Some((name, n)) if n.parse::<u64>().is_ok_and(|n| n > 0) => {
+                    (name.to_string(), n.parse().unwrap_or(1))
+                }
+                _ => (v, 1),
+            })
         })
-        .as_deref()
+        .as_ref()
 }
 
-/// SIGKILLs this process if `BKP_FAILPOINT` is `name`.
+/// SIGKILLs this process if `BKP_FAILPOINT` is `name` (and this is its N-th pass).
 pub fn hit(name: &str) {
-    if armed() == Some(name) {
+    static PASSES: AtomicU64 = AtomicU64::new(0);
+    let Some((armed, at)) = armed() else { return };
+    if armed == name && PASSES.fetch_add(1, Ordering::SeqCst) + 1 == *at {
         // SAFETY: kill(2) takes plain integers and touches no memory of ours.
         unsafe {
             libc::kill(libc::getpid(), libc::SIGKILL);

@@ -12,8 +12,10 @@
 //! - `reports/{operation}-{id}.json`: run reports the store refused (a
 //!   `verify` with read-only credentials); kept for the operator;
 //! - `ledger-spool/`: ledger records not yet sent (`{transfer id}.json`), kept
-//!   until the ledger has them; a write killed before its rename leaves a
-//!   `.{id}.json.tmp{pid}`, swept once older than the grace period;
+//!   until the ledger has them, and the intents of backup runs
+//!   (`{transfer id}.intent`, see `ledger/intent.rs`), settled by the next run;
+//!   a write killed before its rename leaves a `.{id}.json.tmp{pid}` (or
+//!   `.{id}.intent.tmp{pid}`), swept once older than the grace period;
 //! - `tmp/{what}-{random}/`: scratch directories ([`Scratch`]): data-file copies,
 //!   export pipes, restore spools, DuckDB rebuilds, drills. Each holds an `owner`
 //!   file that its run keeps `flock`ed, so a sweeper tells a live run's scratch
@@ -195,7 +197,8 @@ impl WorkDir {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if name.starts_with('.') && name.contains(".json.tmp") && older_than(&path, grace) {
+            let partial = name.contains(".json.tmp") || name.contains(".intent.tmp");
+            if name.starts_with('.') && partial && older_than(&path, grace) {
                 out.push(Leftover {
                     path,
                     outside: None,

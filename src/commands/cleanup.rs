@@ -45,7 +45,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::run::{hostname, send_record, write_metrics, write_report, RunRecord};
+use super::run::{backup_operation, hostname, send_record, write_metrics, write_report, RunRecord};
 use super::{open_store, Ctx};
 use crate::cli::CleanupArgs;
 use crate::config::StorePlan;
@@ -561,6 +561,14 @@ fn finish(
                 return Err(e.context(format!("failed to delete {key} of backup {}", m.id)));
             };
             ctx.ui.info(&format!("{r}: a later cleanup removes it"));
+        }
+    }
+    // The backup's own transfer goes with its reversal, as a late record: a
+    // run killed before recording it must not leave a reversal of nothing.
+    // Settled by `exists`, which it finds but after such a crash.
+    if let (Some(cfg), Some(op)) = (&ctx.plan.ledger, backup_operation(&m.operation)) {
+        if let Err(e) = ledger::spool_late(cfg, &RunRecord::of_backup(m, op).to_ledger(store)) {
+            ctx.ui.warn(&format!("{e:#}"));
         }
     }
     let record = RunRecord {

@@ -84,6 +84,9 @@ pub struct Run<'a> {
     clock: Instant,
     /// The ledger's session, opened as the run starts (see [`ledger::warm`]).
     _ledger: Option<ledger::Warm>,
+    /// The manifest this run stored, and its ledger intent (see
+    /// `ledger/intent.rs`) until its record is sent or spooled.
+    stored: std::sync::Mutex<Option<(Manifest, Option<ledger::Intent>)>>,
     _lock: RunLock,
 }
 
@@ -115,6 +118,7 @@ impl<'a> Run<'a> {
             started_at,
             clock: Instant::now(),
             _ledger: ctx.plan.ledger.as_ref().map(ledger::warm),
+            stored: Default::default(),
             _lock: lock,
         })
     }
@@ -165,8 +169,23 @@ impl<'a> Run<'a> {
     }
 
     /// Writes `m` to the store, the step that makes its objects a backup.
+    /// Its ledger intent goes first: killed before its record is made, the
+    /// run leaves that to the next one.
     pub fn store_manifest(&self, m: Manifest) -> Result<Stored> {
+        let intent = self.ctx.plan.ledger.as_ref().and_then(|cfg| {
+            let rec = RunRecord::of_backup(&m, self.spec.operation).to_ledger(self.store);
+            ledger::intend(cfg, &rec, &m.key())
+                .map_err(|e| {
+                    self.ctx.ui.warn(&format!(
+                        "{e:#}; should this run be killed before its ledger record is made, \
+                         `bkp verify` records it"
+                    ))
+                })
+                .ok()
+        });
         manifest::write(self.store, &m, self.trust.keys())?;
+        crate::failpoint::hit("manifest-stored");
+        *self.stored.lock().expect("stored manifest") = Some((m.clone(), intent));
         Ok(m.into())
     }
 
@@ -179,20 +198,32 @@ impl<'a> Run<'a> {
         report: impl FnOnce(&Manifest, Duration, Option<String>) -> Result<()>,
     ) -> Result<()> {
         let s = &self.spec;
+        settle_intents(self.ctx, self.store, self.trust);
+        // A stored backup is recorded as its manifest says, even when the run
+        // failed after storing it: the store holds it.
+        let (written, intent) = self.stored.into_inner().expect("stored manifest").unzip();
         let stored = outcome.as_ref().ok().map(|o| &o.manifest);
-        let record = RunRecord {
-            id: self.id,
-            kind: s.kind,
-            scope: stored.map_or(s.scope, |m| m.scope),
-            operation: s.operation,
-            compression: s.compression,
-            encrypted: self.keyring.is_some(),
-            completed: stored.is_some(),
-            retention_days: s.retention_days,
-            started_at: self.started_at,
-            bytes: stored.map_or(0, |m| m.stored_bytes()),
+        let record = match stored.or(written.as_ref()) {
+            Some(m) => RunRecord::of_backup(m, s.operation),
+            None => RunRecord {
+                id: self.id,
+                kind: s.kind,
+                scope: s.scope,
+                operation: s.operation,
+                compression: s.compression,
+                encrypted: self.keyring.is_some(),
+                completed: false,
+                retention_days: s.retention_days,
+                started_at: self.started_at,
+                bytes: 0,
+            },
         };
-        let ledger = record_run(self.ctx, self.store, &record, stored);
+        let ledger = record_run(self.ctx, self.store, &record, stored.or(written.as_ref()));
+        if let (Ok(_), Some(intent)) = (&ledger, intent.flatten()) {
+            if let Err(e) = intent.done() {
+                self.ctx.ui.warn(&format!("{e:#}"));
+            }
+        }
         let Stored {
             manifest: m,
             mut problems,
@@ -336,7 +367,86 @@ pub fn operation_name(op: Operation) -> &'static str {
     }
 }
 
+/// The operation whose backups are named `name` in their manifests.
+pub fn backup_operation(name: &str) -> Option<Operation> {
+    [
+        Operation::Snapshot,
+        Operation::Logs,
+        Operation::Export,
+        Operation::Replicate,
+    ]
+    .into_iter()
+    .find(|op| operation_name(*op) == name)
+}
+
+/// Records in the ledger the backups that runs killed after storing their
+/// manifest left unrecorded (their intents, see `ledger/intent.rs`): each
+/// found in the store is spooled as a late record, which this run's own
+/// record sends; one whose manifest is not there stored no backup. A run with
+/// none reads the spool directory once and asks nothing of the store or the
+/// cluster. Never fails the run: an intent that cannot be settled waits.
+fn settle_intents(ctx: &Ctx, store: &dyn Store, trust: &Trust) {
+    let Some(cfg) = &ctx.plan.ledger else { return };
+    let orphans = match ledger::orphans(cfg) {
+        Ok(o) => o,
+        Err(e) => return ctx.ui.warn(&format!("{e:#}")),
+    };
+    for o in orphans {
+        if o.record.store_identity != store.identity() {
+            continue;
+        }
+        let key = o.manifest_key.clone();
+        let found = match store.get(&key) {
+            Ok(bytes) => manifest::parse(&bytes, &key, trust).map(Some),
+            Err(e) if crate::exit::classify(&e) == Some(crate::exit::Code::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let rec = match found {
+            Ok(Some(m)) => match backup_operation(&m.operation) {
+                Some(op) => Some(RunRecord::of_backup(&m, op).to_ledger(store)),
+                None => continue,
+            },
+            Ok(None) => None,
+            Err(e) => {
+                ctx.ui.warn(&format!(
+                    "the ledger record of a killed run waits for the next run: {e:#}"
+                ));
+                continue;
+            }
+        };
+        let id = BackupId::from_u128(u128::from_be_bytes(o.record.backup_id));
+        let what = match &rec {
+            Some(_) => "is stored but was never recorded: recording it now",
+            None => "was never stored: nothing to record",
+        };
+        match o.settle(cfg, rec.as_ref()) {
+            Ok(()) => ctx
+                .ui
+                .info(&format!("backup {id} of a run that was killed {what}")),
+            Err(e) => ctx.ui.warn(&format!("{e:#}")),
+        }
+    }
+}
+
 impl RunRecord {
+    /// The record of the stored backup `m`, made by `operation`: all from its
+    /// manifest, so that whoever makes it (its run, the next run, `verify`,
+    /// `cleanup`) makes the same transfer.
+    pub fn of_backup(m: &Manifest, operation: Operation) -> RunRecord {
+        RunRecord {
+            id: m.id,
+            kind: m.kind,
+            scope: m.scope,
+            operation,
+            compression: m.compression,
+            encrypted: m.encryption.is_some(),
+            completed: true,
+            retention_days: m.retention_days,
+            started_at: m.started_at,
+            bytes: m.stored_bytes(),
+        }
+    }
+
     /// The ledger's form of this record, for `store`.
     pub fn to_ledger(&self, store: &dyn Store) -> ledger::Record {
         let r = self;

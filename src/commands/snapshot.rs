@@ -94,7 +94,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 key,
                 progress: progress.clone(),
             };
-            let (map, entry) = chunks::write_file(
+            let (mut map, entry) = chunks::write_file(
                 &sink,
                 &prepared.path,
                 &prepared.name,
@@ -102,6 +102,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 &known,
             )
             .map_err(down)?;
+            claim_unnamed(store.as_ref(), &trust, &mut map).map_err(down)?;
             let list = manifest::object_key(
                 Kind::Tigerbeetle,
                 SNAPSHOT,
@@ -352,6 +353,43 @@ fn base_chunks(
         .map(|c| (c.0.clone(), c.1))
         .collect();
     Ok((Some(b), known))
+}
+
+/// Counts as added by this snapshot the chunks it found in the store that no
+/// listed backup names (a killed run uploaded them): a chunk's bytes go to the
+/// ledger with the first backup whose manifest names it, whoever uploaded it,
+/// so that the store account's balance stays the bytes the manifests retain.
+/// The listed snapshots' chunk lists are read only when the run found such
+/// chunks; a damaged list (`verify` names it) names none.
+fn claim_unnamed(
+    store: &dyn crate::store::Store,
+    trust: &crate::manifest::Trust,
+    map: &mut chunks::ChunkMap,
+) -> Result<()> {
+    let mut unnamed: HashMap<String, u64> = map
+        .adopted
+        .iter()
+        .filter_map(|&i| map.chunks[i].as_ref())
+        .map(|c| (c.0.clone(), c.1))
+        .collect();
+    if unnamed.is_empty() {
+        return Ok(());
+    }
+    let (all, _) = manifest::list(store, trust, Some(Kind::Tigerbeetle))?;
+    let lists = chunks::Lists::new(store);
+    for m in &all {
+        let named = match lists.get(m) {
+            Ok(named) => named,
+            Err(e) if crate::exit::is_damage(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        for c in named.iter().flat_map(|n| n.chunks.iter().flatten()) {
+            unnamed.remove(&c.0);
+        }
+    }
+    map.added += unnamed.len() as u64;
+    map.added_bytes += unnamed.values().sum::<u64>();
+    Ok(())
 }
 
 /// After this snapshot's manifest is written: the chunks it shares with

@@ -33,8 +33,15 @@
 //! port: `record` returned `Spooled` after 2.04–2.07 s (three runs), i.e. the
 //! timeout plus ~50 ms of client set-up and tear-down.
 //!
+//! Crashes: a backup run writes an intent (its record, beside the spool) before
+//! it stores its manifest, so that a run killed in between leaves its record
+//! for the next run, which spools it as a late record once it has found the
+//! manifest ([`orphans`]); `cleanup` spools a late record of a backup's own
+//! transfer before its reverse one, and `verify` one for each manifest the
+//! ledger lacks ([`spool_late`]). A late record is settled by any `exists`.
+//!
 //! The parts: `codes` (wire codes, packing, account ids),
-//! [`Record`] (a run and the transfer it becomes), the spool, and the sending.
+//! [`Record`] (a run and the transfer it becomes), the spool, intents, and the sending.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,11 +54,13 @@ use crate::exit::{classify, coded, Code};
 use crate::tigerbeetle::client::{self, Client, ClientSpec, Names};
 
 mod codes;
+mod intent;
 mod record;
 mod send;
 mod spool;
 
 pub use codes::*;
+pub use intent::{intend, orphans, Intent, Orphan};
 pub use record::Record;
 
 use send::{rejections, send_and_unspool, Sent};
@@ -151,7 +160,7 @@ impl From<tb::Transfer> for TransferView {
 /// example an id reused with different fields) is an error naming the spool files.
 pub fn record(cfg: &LedgerConfig, rec: &Record) -> Result<Outcome> {
     check_config(cfg)?;
-    let (path, transfer_id) = write_entry(cfg, rec)?;
+    let (path, transfer_id) = write_entry(cfg, rec, false)?;
     // A cluster with nothing listening is known in milliseconds: the client
     // itself would wait the whole timeout for it.
     if let Err(e) = probe(cfg) {
@@ -193,18 +202,28 @@ pub fn record(cfg: &LedgerConfig, rec: &Record) -> Result<Outcome> {
 /// does not answer (`reason`, from [`probe`] or an earlier send): the next run
 /// that reaches the cluster sends it.
 pub fn spool(cfg: &LedgerConfig, rec: &Record, reason: &str) -> Result<Outcome> {
-    let (path, _) = write_entry(cfg, rec)?;
+    let (path, _) = write_entry(cfg, rec, false)?;
     Ok(spooled(path, reason))
+}
+
+/// Spools `rec` as a late record, for the next send: the record of a backup
+/// whose own run may have been killed before recording it (made from its
+/// sealed manifest, so the same on every attempt). TigerBeetle's `exists`, with
+/// whatever fields, settles it: the backup's transfer is there. The spool file.
+pub fn spool_late(cfg: &LedgerConfig, rec: &Record) -> Result<PathBuf> {
+    check_config(cfg)?;
+    write_entry(cfg, rec, true).map(|(path, _)| path)
 }
 
 /// Checks that `rec` makes a transfer of this ledger and writes it to the
 /// spool: the file, and the transfer id (hex).
-fn write_entry(cfg: &LedgerConfig, rec: &Record) -> Result<(PathBuf, String)> {
+fn write_entry(cfg: &LedgerConfig, rec: &Record, late: bool) -> Result<(PathBuf, String)> {
     rec.transfer(cfg.ledger)?;
     let entry = SpoolEntry {
         transfer_id: format!("{:032x}", rec.transfer_id()?),
         ledger: cfg.ledger,
         record: rec.clone(),
+        late,
     };
     let path = write_spool(&cfg.spool_dir, &entry)?;
     Ok((path, entry.transfer_id))
@@ -261,7 +280,6 @@ pub fn flush_spool(cfg: &LedgerConfig) -> Result<usize> {
     Ok(sent.len())
 }
 
-/// Looks up one transfer by id; `None` when the cluster has no such transfer.
 /// Whether `t` is one of bkp's own audit records on `ledger`: code 12, to or
 /// from the account of a backup type (every record has one on a side).
 pub fn is_audit_transfer(ledger: u32, t: &tb::Transfer) -> bool {
@@ -287,6 +305,22 @@ pub fn is_audit_account(ledger: u32, a: &tb::Account) -> bool {
         .contains(&r.code)
 }
 
+/// Which of `ids` the cluster holds a transfer for, on any account.
+pub fn existing_transfers(
+    cfg: &LedgerConfig,
+    ids: &[u128],
+) -> Result<std::collections::BTreeSet<u128>> {
+    check_config(cfg)?;
+    with_client(cfg, |c| {
+        let mut found = std::collections::BTreeSet::new();
+        for chunk in ids.chunks(send::BATCH) {
+            found.extend(c.lookup_transfers(chunk.to_vec())?.iter().map(|t| t.id()));
+        }
+        Ok(found)
+    })
+}
+
+/// Looks up one transfer by id; `None` when the cluster has no such transfer.
 pub fn lookup(cfg: &LedgerConfig, transfer_id: u128) -> Result<Option<TransferView>> {
     check_config(cfg)?;
     let found = with_client(cfg, |c| c.lookup_transfers(vec![transfer_id]))?;

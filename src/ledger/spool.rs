@@ -16,6 +16,10 @@ pub(super) struct SpoolEntry {
     pub transfer_id: String,
     pub ledger: u32,
     pub record: Record,
+    /// A record sent late, for a backup whose own run may have recorded it
+    /// already (see `intent.rs`): any `exists` answer settles it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
 }
 
 /// Writes `entry` atomically (temp file, fsync, rename, fsync of the directory). A file
@@ -25,7 +29,10 @@ pub(super) fn write_spool(dir: &Path, entry: &SpoolEntry) -> Result<PathBuf> {
         .with_context(|| format!("cannot create ledger spool directory {}", dir.display()))?;
     let path = dir.join(format!("{}.json", entry.transfer_id));
     match read_entry(&path) {
-        Ok(existing) if existing == *entry => return Ok(path),
+        // A late copy of a record already spooled is that record.
+        Ok(existing) if (existing.ledger, &existing.record) == (entry.ledger, &entry.record) => {
+            return Ok(path)
+        }
         Ok(_) => bail!(
             "{} already holds a different ledger record for transfer {}: the backup id was \
              reused with different fields",
@@ -110,6 +117,7 @@ mod tests {
             transfer_id: format!("{:032x}", r.transfer_id().unwrap()),
             ledger: 12,
             record: r.clone(),
+            late: false,
         };
         let p1 = write_spool(&spool, &entry(&sample())).unwrap();
         let p2 = write_spool(&spool, &entry(&older)).unwrap();
@@ -119,6 +127,11 @@ mod tests {
         );
         // The same content again is fine; different content under the same id is not.
         assert_eq!(write_spool(&spool, &entry(&sample())).unwrap(), p1);
+        let late = SpoolEntry {
+            late: true,
+            ..entry(&sample())
+        };
+        assert_eq!(write_spool(&spool, &late).unwrap(), p1);
         let changed = Record {
             amount: 1,
             ..sample()

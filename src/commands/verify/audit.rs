@@ -3,12 +3,22 @@
 //! `cleanup`) must have a manifest, every manifest must have its transfer (or a
 //! record waiting in the spool), and the account's balance must equal the bytes
 //! the manifests retain.
+//!
+//! A manifest whose transfer the cluster has nowhere is what a run killed
+//! between storing it and recording it leaves (nothing is lost): the audit
+//! records it late, from the sealed manifest, and reports it as reconciled, not
+//! as damage. The balance holds by construction: a backup's transfer credits
+//! its own objects, its chunk list and the chunks no backup listed before it
+//! names (`snapshot`: whoever uploaded them); `cleanup`'s reverse transfer
+//! takes back what the deletion frees; so the balance is each retained object
+//! counted once, which is what is compared here.
 
 use std::collections::{BTreeSet, HashMap};
 
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::commands::run::{backup_operation, RunRecord};
 use crate::id::BackupId;
 use crate::ledger;
 use crate::manifest::Manifest;
@@ -27,6 +37,9 @@ pub struct Audit {
     /// waiting in the spool, or a deletion an interrupted cleanup left (the next
     /// run finishes both).
     pub pending: Vec<String>,
+    /// Backups in the store that the ledger lacked (a run killed before its
+    /// record): recorded late by this run.
+    pub reconciled: Vec<String>,
     pub problems: Vec<String>,
 }
 
@@ -82,6 +95,7 @@ pub fn audit(
             ));
         }
     }
+    let mut missing = Vec::new();
     for m in chosen {
         let id = u128::from_be_bytes(m.id.as_bytes());
         if ids.contains(&id) {
@@ -90,14 +104,10 @@ pub fn audit(
         if cfg.spool_dir.join(format!("{id:032x}.json")).exists() {
             a.pending.push(m.id.to_string());
         } else {
-            a.problems.push(format!(
-                "backup {} ({} {}) is in the store but the ledger never recorded it",
-                m.id,
-                m.kind.as_str(),
-                m.operation
-            ));
+            missing.push(m);
         }
     }
+    reconcile(cfg, store, &missing, &mut a)?;
     let mut retained: HashMap<&str, u64> = HashMap::new();
     for m in all {
         for o in &m.objects {
@@ -111,11 +121,58 @@ pub fn audit(
     a.retained_bytes = retained.values().sum::<u64>() + chunks.bytes();
     let balance = credits - debits;
     a.store_balance = Some(balance);
-    if a.pending.is_empty() && a.problems.is_empty() && balance != a.retained_bytes as i128 {
+    let settled = a.pending.is_empty() && a.reconciled.is_empty();
+    if settled && a.problems.is_empty() && balance != a.retained_bytes as i128 {
         a.problems.push(format!(
             "the store account's balance in the ledger is {balance} bytes but the manifests retain {} bytes",
             a.retained_bytes
         ));
     }
     Ok(a)
+}
+
+/// Records late the backups in `missing` (listed, with no transfer on the
+/// store's account and none spooled): each is spooled as a late record made
+/// from its sealed manifest, which this run's own record sends. One whose
+/// transfer the cluster holds on another account stays a problem.
+fn reconcile(
+    cfg: &ledger::LedgerConfig,
+    store: &dyn Store,
+    missing: &[&Manifest],
+    a: &mut Audit,
+) -> Result<()> {
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<u128> = missing.iter().map(|m| m.id.as_u128()).collect();
+    let elsewhere = ledger::existing_transfers(cfg, &ids)?;
+    for m in missing {
+        let never = format!(
+            "backup {} ({} {}) is in the store but the ledger never recorded it",
+            m.id,
+            m.kind.as_str(),
+            m.operation
+        );
+        let op = match backup_operation(&m.operation) {
+            Some(op) if !elsewhere.contains(&m.id.as_u128()) => op,
+            Some(_) => {
+                a.problems.push(format!(
+                    "{never} on this store's account: its transfer credits another account (was the store named differently when it was made?)"
+                ));
+                continue;
+            }
+            None => {
+                a.problems.push(never);
+                continue;
+            }
+        };
+        let rec = RunRecord::of_backup(m, op).to_ledger(store);
+        match ledger::spool_late(cfg, &rec) {
+            Ok(_) => a.reconciled.push(m.id.to_string()),
+            Err(e) => a
+                .problems
+                .push(format!("{never}, and recording it now failed: {e:#}")),
+        }
+    }
+    Ok(())
 }

@@ -247,10 +247,18 @@ fn show(f: &Findings) -> Result<()> {
     }
     if audit.checked {
         ui::out(&format!(
-            "ledger: {} transfer(s) on the store account, balance {} bytes, manifests retain {} bytes{}{}",
+            "ledger: {} transfer(s) on the store account, balance {} bytes, manifests retain {} bytes{}{}{}",
             audit.transfers,
             audit.store_balance.unwrap_or(0),
             audit.retained_bytes,
+            if audit.reconciled.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} backup(s) of killed runs recorded now (the next verify checks the balance)",
+                    audit.reconciled.len()
+                )
+            },
             if audit.pending.is_empty() {
                 String::new()
             } else {
