@@ -24,6 +24,7 @@ pub mod interrupt;
 pub mod junit;
 pub mod lease;
 pub mod ledger;
+pub mod limits;
 pub mod lock;
 pub mod manifest;
 pub mod metrics;

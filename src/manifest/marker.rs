@@ -51,7 +51,7 @@ pub fn write(store: &dyn Store, marker: &Marker, trust: &Trust) -> Result<()> {
 /// not hold (another installation's store), a data error when it is damaged.
 pub fn check(store: &dyn Store, trust: &Trust) -> Result<Option<Marker>> {
     // One request on every run: a GET, whose "not found" means no marker.
-    let bytes = match store.get(KEY) {
+    let bytes = match store.get_at_most(KEY, crate::limits::MARKER) {
         Ok(bytes) => bytes,
         Err(e) if crate::exit::classify(&e) == Some(Code::NotFound) => return Ok(None),
         Err(e) => return Err(e),
