@@ -27,6 +27,7 @@ use time::OffsetDateTime;
 use crate::crypto::Keyring;
 use crate::exit::{coded, Code};
 use crate::id::BackupId;
+use crate::ui::printable;
 
 use super::Kind;
 
@@ -336,14 +337,6 @@ pub fn unsealed_error(what: &str, id: BackupId) -> anyhow::Error {
             "{what} has no seal, but [encryption] is configured: it may have been written by someone without the key, so it is not used. If it is a backup from before sealing, set [encryption] unsealed_before, or accept this one backup with `--trust {id}`"
         ),
     )
-}
-
-/// `s` cut to something safe to print: untrusted text from the store.
-fn printable(s: &str) -> String {
-    s.chars()
-        .take(64)
-        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
-        .collect()
 }
 
 #[cfg(test)]
