@@ -233,10 +233,23 @@ pub fn load(store: &dyn Store, m: &Manifest) -> Result<Option<ChunkMap>> {
     if hex(&Sha256::digest(&packed)) != c.list.sha256 {
         return Err(damaged("its SHA-256 is not what the manifest recorded"));
     }
-    let limit = c.count.saturating_mul(LIST_ENTRY_MAX).saturating_add(4096);
-    let text = zstd::bulk::Decompressor::new()?
-        .decompress(&packed, usize::try_from(limit).unwrap_or(usize::MAX))
+    // Decoded as it arrives, up to what the manifest's count of chunks can
+    // take: nothing is reserved ahead from the count, which a manifest may
+    // put at any number.
+    let limit = c
+        .count
+        .saturating_mul(LIST_ENTRY_MAX)
+        .saturating_add(4096)
+        .min(crate::limits::CHUNK_LIST);
+    let mut text = Vec::new();
+    zstd::stream::read::Decoder::new(&packed[..])
+        .and_then(|d| d.take(limit + 1).read_to_end(&mut text))
         .map_err(|_| damaged("it does not decompress"))?;
+    if text.len() as u64 > limit {
+        return Err(damaged(
+            "it decompresses to more than its count of chunks can take",
+        ));
+    }
     let list: ChunkList =
         serde_json::from_slice(&text).map_err(|_| damaged("it is not a chunk list"))?;
     if list.schema != LIST_SCHEMA || list.backup != m.id {
@@ -1406,5 +1419,29 @@ mod tests {
         let p = MasterKey::from_passphrase("correct horse".into(), None).unwrap();
         assert!(p.chunk_id_key().is_none());
         assert!(p.for_chunks().chunk_id_key().is_some());
+    }
+
+    /// A manifest may record any count of chunks: reading its list reserves
+    /// nothing from that count.
+    #[test]
+    fn a_chunk_list_is_read_within_what_its_count_can_take() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file(dir.path(), 4);
+        let store = MemoryStore::new();
+        let (map, entry) =
+            write_file(&sink(&store, ZSTD, None), &path, "f", CS, &HashMap::new()).unwrap();
+        let at = time::OffsetDateTime::now_utc();
+        let mut m = crate::manifest::tests::sample(Kind::Tigerbeetle, at);
+        m.files = vec![entry];
+        let key = format!("tigerbeetle/{}.chunks.json.zst", m.id);
+        m.chunks = Some(store_list(&store, Kind::Tigerbeetle, m.id, &key, &map).unwrap());
+        assert_eq!(load(&store, &m).unwrap().unwrap().chunks, map.chunks);
+
+        // A count no file has (admitting the manifest refuses it; the list
+        // is read within its own bytes all the same): nothing is reserved
+        // from it.
+        let mut huge = m.clone();
+        huge.chunks.as_mut().unwrap().count = u64::MAX / 1000;
+        assert_eq!(load(&store, &huge).unwrap().unwrap().chunks, map.chunks);
     }
 }

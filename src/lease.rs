@@ -40,6 +40,12 @@
 //!   it, so a planted object delays runs by at most one lease.
 //! - A step longer than the lease (the capture of a large backlog) renews it as
 //!   it goes ([`Lease::keep_alive`]).
+//! - Epochs stay at or below [`MAX_EPOCH`], which no lease reaches (a claim a
+//!   second for 30 billion years): an object above it is not bkp's and is
+//!   ignored with a warning, so a planted claim at `u64::MAX` can neither
+//!   exhaust the epochs nor make them wrap. A claim is read to at most
+//!   [`crate::limits::LEASE`] bytes; a larger one counts as one that does not
+//!   verify.
 //! - Hosts compare the expiry with their own clocks: keep them within a small
 //!   fraction of the lease duration of each other (NTP does).
 
@@ -58,6 +64,8 @@ const SCHEMA: &str = "bkp.lease/1";
 const MAX_READS: usize = 8;
 /// Attempts to claim the next epoch when other runs keep claiming it too.
 const MAX_ATTEMPTS: usize = 5;
+/// The highest epoch a claim may have (see the module's documentation).
+pub const MAX_EPOCH: u64 = 1_000_000_000_000_000_000;
 
 /// Who holds a lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,17 +231,7 @@ impl<'a> Lease<'a> {
             }
             let next = match seen.claims.first() {
                 None => 0,
-                Some(h) => h.epoch.checked_add(1).ok_or_else(|| {
-                    coded(
-                        Code::Integrity,
-                        format!(
-                            "{}: the lease epochs are exhausted (an object at epoch {}); remove leases/{}/ if no bkp run holds it",
-                            store.identity(),
-                            h.epoch,
-                            lease.scope
-                        ),
-                    )
-                })?,
+                Some(h) => lease.after(h.epoch)?,
             };
             lease.acquired_at = now;
             if lease.claim(next)? {
@@ -276,7 +274,8 @@ impl<'a> Lease<'a> {
             )));
         }
         let old = self.claim.clone();
-        if !self.claim(self.epoch + 1)? {
+        let next = self.after(self.epoch)?;
+        if !self.claim(next)? {
             self.lost = true;
             let by = self
                 .read()
@@ -323,7 +322,9 @@ impl<'a> Lease<'a> {
         if self.lost {
             return;
         }
-        let next = self.epoch + 1;
+        let Ok(next) = self.after(self.epoch) else {
+            return;
+        };
         let tag = new_tag();
         if let Ok(bytes) = self.encode(next, &tag, true) {
             let k = key(&self.scope, next, &tag);
@@ -331,6 +332,24 @@ impl<'a> Lease<'a> {
                 let _ = self.store.delete(&self.claim);
             }
         }
+    }
+
+    /// The epoch after `epoch`, or an error when that would pass [`MAX_EPOCH`].
+    fn after(&self, epoch: u64) -> Result<u64> {
+        epoch
+            .checked_add(1)
+            .filter(|n| *n <= MAX_EPOCH)
+            .ok_or_else(|| {
+                coded(
+                    Code::Integrity,
+                    format!(
+                        "{}: the lease epochs of {} are exhausted (a claim at epoch {epoch}, the highest a lease may have); remove leases/{}/ if no bkp run holds it",
+                        self.store.identity(),
+                        self.scope,
+                        self.scope
+                    ),
+                )
+            })
     }
 
     fn held_by(&self, d: &Doc) -> anyhow::Error {
@@ -396,8 +415,16 @@ impl<'a> Lease<'a> {
         Ok(true)
     }
 
-    /// Every claim listed in the scope, newest epoch first.
+    /// Every claim listed in the scope, newest epoch first; objects named
+    /// above [`MAX_EPOCH`] are not claims and are left out.
     fn listing(&self) -> Result<Vec<Listed>> {
+        let mut claims = self.listing_all()?;
+        claims.retain(|c| c.epoch <= MAX_EPOCH);
+        Ok(claims)
+    }
+
+    /// [`Lease::listing`] with the objects named above [`MAX_EPOCH`].
+    fn listing_all(&self) -> Result<Vec<Listed>> {
         let prefix = format!("leases/{}/", self.scope);
         let mut claims: Vec<Listed> = self
             .store
@@ -421,7 +448,15 @@ impl<'a> Lease<'a> {
     /// Lists the scope and reads the claims of the newest epoch that has a
     /// valid one.
     fn read(&self) -> Result<Seen> {
-        let claims = self.listing()?;
+        let mut claims = self.listing_all()?;
+        for c in claims.iter().filter(|c| c.epoch > MAX_EPOCH) {
+            (self.warn)(&format!(
+                "ignoring the lease object {} in {}: its epoch is above any a lease reaches ({MAX_EPOCH}), so bkp did not write it; remove it",
+                c.key,
+                self.store.identity()
+            ));
+        }
+        claims.retain(|c| c.epoch <= MAX_EPOCH);
         let now = OffsetDateTime::now_utc();
         let mut newest: Option<Doc> = None;
         let mut unverified = None;
@@ -429,13 +464,17 @@ impl<'a> Lease<'a> {
             if newest.as_ref().is_some_and(|d| d.epoch != c.epoch) {
                 break;
             }
-            let bytes = match self.store.get(&c.key) {
-                Ok(b) => b,
+            let bytes = match self.store.get_at_most(&c.key, crate::limits::LEASE) {
+                Ok(b) => Ok(b),
                 // Deleted meanwhile: a claim that lost, or an older epoch.
                 Err(e) if crate::exit::classify(&e) == Some(Code::NotFound) => continue,
+                // Larger than any claim: as one that does not verify.
+                Err(e) if crate::exit::classify(&e) == Some(Code::Integrity) => {
+                    Err(format!("{e:#}"))
+                }
                 Err(e) => return Err(e),
             };
-            match self.parse(&bytes, c) {
+            match bytes.and_then(|b| self.parse(&b, c)) {
                 Ok(d) => {
                     if newest
                         .as_ref()
@@ -857,5 +896,60 @@ mod tests {
             assert_eq!(claim_of("s", bad), None, "{bad}");
         }
         assert!(claim_of("s", &key("s", 1, &new_tag())).is_some());
+    }
+
+    /// Released claims (valid, unsealed: no keys configured) planted at the
+    /// top of the epochs: the next claim would wrap, or there would be none.
+    #[test]
+    fn claims_planted_at_the_top_of_the_epochs_neither_wrap_nor_block() {
+        let store = MemoryStore::new();
+        let trust = Trust::none();
+        let planted = |epoch: u64| {
+            let doc = seal::encode(
+                &serde_json::json!({
+                    "schema": SCHEMA, "scope": "s", "epoch": epoch, "tag": "",
+                    "holder": {"host": "z", "pid": 9, "run": "r"},
+                    "acquired_at": rfc3339(OffsetDateTime::now_utc()),
+                    "expires_at": rfc3339(OffsetDateTime::now_utc()), "released": true,
+                }),
+                None,
+            )
+            .unwrap();
+            let k = format!("leases/s/{epoch:020}.json");
+            store.put_new(&k, &doc, &Vec::new()).unwrap();
+            k
+        };
+        let top = planted(u64::MAX - 1);
+        let warned = Mutex::new(Vec::new());
+        let warn = |w: &str| warned.lock().unwrap().push(w.to_string());
+        let who = holder("y", 2);
+        let mut y =
+            Lease::acquire(&store, &trust, "s", who, Duration::from_secs(60), &warn).unwrap();
+        assert_eq!(y.epoch, 0);
+        y.renew().unwrap();
+        y.release();
+        assert!(
+            warned.lock().unwrap().iter().any(|w| w.contains(&top)),
+            "{:?}",
+            warned.lock().unwrap()
+        );
+        let max = planted(u64::MAX);
+        let mut y = take(&store, &trust, holder("y", 2), Duration::from_secs(60));
+        assert_eq!(y.epoch, 3);
+        y.renew().unwrap();
+        // Neither is deleted: they are not bkp's, and a warning names them.
+        assert!(store.head(&top).unwrap().is_some() && store.head(&max).unwrap().is_some());
+
+        // A genuine lease at the last epoch is refused, clearly, not wrapped.
+        let store = MemoryStore::new();
+        let mut z = take(&store, &trust, holder("z", 3), Duration::from_secs(60));
+        z.epoch = MAX_EPOCH;
+        let e = z.renew().unwrap_err();
+        assert_eq!(crate::exit::classify(&e), Some(Code::Integrity), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("epochs of s are exhausted"),
+            "{e:#}"
+        );
+        z.release();
     }
 }

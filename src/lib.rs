@@ -25,6 +25,7 @@ pub mod junit;
 pub mod kinds;
 pub mod lease;
 pub mod ledger;
+pub mod limits;
 pub mod lock;
 pub mod manifest;
 pub mod metrics;

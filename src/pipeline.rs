@@ -15,6 +15,13 @@
 //! Down, into staging ([`download_staged`]): one streaming read, decoded on its
 //! own thread, the stored digest checked at the end and before anything staged is
 //! put in place.
+//!
+//! Every way down reads at most the stored size the manifest records (one byte
+//! more is refused as damage, and nothing past the size is spooled or decoded),
+//! and decompresses to at most the recorded content size: a bucket writer who
+//! replaces an object with a longer one, or with a compression bomb (encrypted
+//! to a public recipient, it even authenticates), fills neither the spool nor
+//! the staging directory (see [`crate::limits`]).
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -25,6 +32,7 @@ use anyhow::{Context, Result};
 
 use crate::crypto::{DecryptReader, EncryptWriter, Keyring};
 use crate::exit::{coded, Code};
+use crate::limits::AtMost;
 use crate::manifest::ObjectEntry;
 use crate::stages::compress::{decompress, CompressWriter, Compression};
 use crate::stages::hash::{Digested, HashReader, HashWriter, SharedHashReader};
@@ -124,6 +132,44 @@ fn check_stored(entry: &ObjectEntry, got: &Digested, store: &dyn Store) -> Resul
     Ok(())
 }
 
+/// The error for an object the store holds more bytes of than the manifest
+/// records.
+fn longer_than_recorded(entry: &ObjectEntry, store: &str) -> anyhow::Error {
+    coded(
+        Code::Integrity,
+        format!(
+            "object {} in {store} failed verification: it is longer than the {} bytes the manifest records, and was not read past them. The stored object was replaced or damaged; nothing was restored. Restore another backup (`bkp list` shows them) and check who writes to the store",
+            entry.key, entry.size
+        ),
+    )
+}
+
+/// The error for an object that decodes to more than the manifest's content size.
+fn content_longer_than_recorded(entry: &ObjectEntry) -> anyhow::Error {
+    coded(
+        Code::Integrity,
+        format!(
+            "object {}: the decrypted archive is longer than the {} bytes the manifest records, and was not decoded past them (a compression bomb, or another object under its key); nothing from it was used",
+            entry.key, entry.content_bytes
+        ),
+    )
+}
+
+/// `r`, read to at most the stored size `entry` records.
+fn stored_part<R: Read>(r: R, entry: &ObjectEntry, store: &dyn Store) -> AtMost<R> {
+    let (e, id) = (entry.clone(), store.identity());
+    AtMost::new(r, entry.size, move || longer_than_recorded(&e, &id))
+}
+
+/// `r` (an archive decompressed), read to at most the content size `entry`
+/// records.
+fn content_part(r: Box<dyn Read + Send>, entry: &ObjectEntry) -> AtMost<Box<dyn Read + Send>> {
+    let e = entry.clone();
+    AtMost::new(r, entry.content_bytes, move || {
+        content_longer_than_recorded(&e)
+    })
+}
+
 /// Verifies, decrypts and decompresses one object, handing the archive stream to
 /// `consume`. `spool_dir` holds the verified copy when the store cannot be re-read
 /// cheaply.
@@ -171,7 +217,7 @@ pub fn download_as(
     let reread = store.reread_is_cheap();
     let got = {
         let src = ProgressReader::new(store.open(&entry.key)?, progress.clone());
-        let mut h = HashReader::new(src);
+        let mut h = HashReader::new(stored_part(src, entry, store));
         if reread {
             io::copy(&mut h, &mut io::sink())
         } else {
@@ -202,7 +248,8 @@ pub fn download_as(
     // file system): that second read is hashed too and must match the
     // manifest. The spool is this run's own verified copy and is not.
     let (raw, second): (Box<dyn Read + Send>, _) = if reread {
-        let (r, digest) = SharedHashReader::new(store.open(&entry.key)?);
+        let again = stored_part(store.open(&entry.key)?, entry, store);
+        let (r, digest) = SharedHashReader::new(Box::new(again));
         (Box::new(r), Some(digest))
     } else {
         (Box::new(BufReader::new(File::open(&spool)?)), None)
@@ -225,19 +272,29 @@ pub fn download_as(
     };
     // The archive is hashed to be checked against the manifest's content
     // digest; the still compressed bytes have none to check.
+    let mut bomb = None;
+    let mut bounded = |r| {
+        let r = content_part(r, entry);
+        bomb = Some(r.tripped());
+        r
+    };
     let (mut out, content): (Box<dyn Read + Send>, _) = match decode {
         Decode::Content(c) => {
-            let (r, digest) = SharedHashReader::new(decompress(plain, c)?);
+            let (r, digest) = SharedHashReader::new(Box::new(bounded(decompress(plain, c)?)));
             (Box::new(r), Some(digest))
         }
-        Decode::Files(c) => (decompress(plain, c)?, None),
+        Decode::Files(c) => (Box::new(bounded(decompress(plain, c)?)), None),
         Decode::Compressed => (plain, None),
     };
-    consume(&mut out)?;
+    let over = |e: anyhow::Error| match &bomb {
+        Some(t) if t.is_set() => content_longer_than_recorded(entry),
+        _ => e,
+    };
+    consume(&mut out).map_err(&over)?;
     crate::failpoint::hit("restore-download");
     // Read to the very end: the final encrypted chunk and the compression trailer
     // must be verified even if the consumer stopped early (tar's end padding).
-    io::copy(&mut out, &mut io::sink())?;
+    io::copy(&mut out, &mut io::sink()).map_err(|e| over(e.into()))?;
     drop(out);
     second_read_matches()?;
     progress.end();
@@ -330,17 +387,28 @@ fn stream(
     failed: impl FnOnce(anyhow::Error) -> anyhow::Error,
 ) -> Result<u64> {
     let src = ProgressReader::new(store.open_parallel(&entry.key)?, progress.clone());
+    let src = stored_part(src, entry, store);
+    let longer = src.tripped();
     let (tee, stored) = SharedHashReader::new(Box::new(src));
     let plain: Box<dyn Read + Send> = match keyring {
         Some(keys) => Box::new(DecryptReader::new(tee, keys)?),
         None => Box::new(tee),
     };
+    let mut bomb = None;
+    let mut bounded = |r| {
+        let r = content_part(r, entry);
+        bomb = Some(r.tripped());
+        r
+    };
     let (decoded, content) = match decode {
         Decode::Content(c) => {
-            let (r, digest) = SharedHashReader::new(decompress(plain, c)?);
+            let (r, digest) = SharedHashReader::new(Box::new(bounded(decompress(plain, c)?)));
             (Box::new(r) as Box<dyn Read + Send>, Some(digest))
         }
-        Decode::Files(c) => (decompress(plain, c)?, None),
+        Decode::Files(c) => (
+            Box::new(bounded(decompress(plain, c)?)) as Box<dyn Read + Send>,
+            None,
+        ),
         Decode::Compressed => (plain, None),
     };
     let mut out = crate::stages::pipe::ThreadReader::spawn("decode", decoded)?;
@@ -352,7 +420,13 @@ fn stream(
     });
     drop(out);
     progress.end();
-    let got = match stored.drain() {
+    let drained = stored.drain();
+    // More bytes than recorded is damage, whatever the failed read made the
+    // decoders or the consumer say.
+    if longer.is_set() {
+        return Err(longer_than_recorded(entry, &store.identity()));
+    }
+    let got = match drained {
         Ok(got) => {
             check_stored(entry, &got, store)?;
             Some(got)
@@ -367,6 +441,9 @@ fn stream(
             )))
         }
     };
+    if bomb.as_ref().is_some_and(|t| t.is_set()) {
+        return Err(content_longer_than_recorded(entry));
+    }
     consumed.map_err(failed)?;
     if let Some(content) = content {
         check_content(entry, &content.drain()?)?;

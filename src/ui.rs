@@ -2,7 +2,12 @@
 //! progress bars only when stderr is a terminal.
 //!
 //! Log lines are plain (`bkp: …`, no colours or control characters) so that cron
-//! mail and the journal stay readable. When stderr is the systemd journal
+//! mail and the journal stay readable. Messages quote what the store holds (a
+//! key planted there may hold `ESC[31m`, a carriage return, a bell): every line
+//! written to stderr or stdout is passed through [`plain`], which shows each
+//! word with a control character in it as the seals show untrusted text
+//! ([`printable`]), so that nothing bkp prints can recolour, retitle or
+//! rewrite a terminal. When stderr is the systemd journal
 //! (`JOURNAL_STREAM` names its device and inode), each line starts with its
 //! syslog priority (`<3>` error, `<4>` warning, `<6>` info, `<7>` detail), which
 //! journald strips and stores, so `journalctl -p warning` shows bkp's warnings
@@ -111,11 +116,49 @@ pub fn log(priority: Priority, text: &str) {
     let mut e = std::io::stderr().lock();
     if stderr_is_journal() {
         for line in text.lines() {
-            let _ = writeln!(e, "<{}>{line}", priority as u8);
+            let _ = writeln!(e, "<{}>{}", priority as u8, plain(line));
         }
     } else {
-        let _ = writeln!(e, "{text}");
+        let _ = writeln!(e, "{}", plain_text(text));
     }
+}
+
+/// `text` with each of its lines [`plain`].
+fn plain_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(|c: char| c.is_control() && c != '\t' && c != '\n') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let lines: Vec<_> = text.split('\n').map(plain).collect();
+    std::borrow::Cow::Owned(lines.join("\n"))
+}
+
+/// `s` cut to something safe to print: untrusted text from the store.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .take(64)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
+}
+
+/// `line` with every space-separated word that holds a control character
+/// (other than a tab) shown through [`printable`]; the line itself when it
+/// holds none, as nearly every line does.
+pub fn plain(line: &str) -> std::borrow::Cow<'_, str> {
+    let control = |c: char| c.is_control() && c != '\t';
+    if !line.contains(control) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let words: Vec<std::borrow::Cow<'_, str>> = line
+        .split(' ')
+        .map(|w| {
+            if w.contains(control) {
+                printable(w).into()
+            } else {
+                w.into()
+            }
+        })
+        .collect();
+    std::borrow::Cow::Owned(words.join(" "))
 }
 
 /// Whether stderr is the systemd journal's stream: `JOURNAL_STREAM` is
@@ -285,7 +328,7 @@ impl Progress for Bar {
 pub fn out(line: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut o = std::io::stdout().lock();
-    o.write_all(line.as_bytes())
+    o.write_all(plain_text(line).as_bytes())
         .and_then(|_| o.write_all(b"\n"))
         .and_then(|_| o.flush())
         .map_err(stdout_error)
@@ -330,6 +373,27 @@ pub fn is_stdout_closed(err: &anyhow::Error) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn control_characters_never_reach_a_line() {
+        assert!(matches!(
+            plain("bkp: all\twell"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        let key = "manifests/tigerbeetle/\x1b[31mred\r.json";
+        let line = format!("bkp: warning: manifest {key} cannot be read: junk");
+        assert_eq!(
+            plain(&line),
+            "bkp: warning: manifest manifests/tigerbeetle/?[31mred?.json cannot be read: junk"
+        );
+        let text = format!("first\n{line}\nlast\x07");
+        let shown = plain_text(&text);
+        assert_eq!(shown.lines().count(), 3);
+        assert!(
+            !shown.contains(|c: char| c.is_control() && c != '\n'),
+            "{shown:?}"
+        );
+    }
 
     #[test]
     fn the_log_filter_comes_from_bkp_log_else_from_the_count_of_v() {

@@ -427,8 +427,13 @@ fn find_previous(
     for key in manifest::parquet::keys_newest_first(store)?.iter() {
         // A store that does not answer stops the run: comparing against an older
         // manifest instead would copy again everything changed since.
-        let bytes = store.get(key)?;
-        let m = match manifest::parse(&bytes, key, trust) {
+        let bytes = match store.get_at_most(key, crate::limits::MANIFEST) {
+            Ok(b) => Ok(b),
+            // Larger than any manifest: passed over as one that does not parse.
+            Err(e) if crate::exit::classify(&e) == Some(crate::exit::Code::Integrity) => Err(e),
+            Err(e) => return Err(e),
+        };
+        let m = match bytes.and_then(|b| manifest::parse(&b, key, trust)) {
             Ok(m) => m,
             Err(e) => {
                 ctx.ui

@@ -56,6 +56,40 @@ pub fn system_identifier(pgdata: &Path) -> Result<u64> {
     Ok(id)
 }
 
+/// The WAL segment size of the cluster whose data directory is `pgdata`, from
+/// `global/pg_control`: the field after `floatFormat` (the constant 1234567.0,
+/// which PostgreSQL keeps there to check the machine's float format), then
+/// `blcksz`, `relseg_size` and `xlog_blcksz`, in every version since 11.
+/// [`crate::limits::WAL_SEGMENT_MAX`] when it cannot be read there: a fetch
+/// then writes at most the largest segment PostgreSQL can have.
+fn segment_size(pgdata: &Path) -> u64 {
+    let mut control = Vec::new();
+    let read = fs::File::open(pgdata.join("global/pg_control"))
+        .and_then(|f| f.take(512).read_to_end(&mut control));
+    if read.is_err() {
+        return crate::limits::WAL_SEGMENT_MAX;
+    }
+    control_segment_size(&control).unwrap_or(crate::limits::WAL_SEGMENT_MAX)
+}
+
+/// The segment size in the bytes of a `pg_control` file (see [`segment_size`]).
+fn control_segment_size(control: &[u8]) -> Option<u64> {
+    let float = 1234567.0f64.to_ne_bytes();
+    let u32_at = |at: usize| -> Option<u64> {
+        let b = control.get(at..at + 4)?;
+        Some(u64::from(u32::from_ne_bytes(b.try_into().ok()?)))
+    };
+    let at = 8 * control
+        .chunks_exact(8)
+        .position(|c| c == float.as_slice())?;
+    let (block, wal_block, segment) = (u32_at(at + 8)?, u32_at(at + 16)?, u32_at(at + 20)?);
+    let power = |v: u64, lo: u64, hi: u64| v.is_power_of_two() && (lo..=hi).contains(&v);
+    (power(block, 1 << 10, 1 << 15)
+        && power(wal_block, 1 << 10, 1 << 16)
+        && power(segment, 1 << 20, crate::limits::WAL_SEGMENT_MAX))
+    .then_some(segment)
+}
+
 fn file_name(name: &str) -> Result<wal::WalName> {
     wal::parse_name(name).ok_or_else(|| {
         coded(
@@ -199,7 +233,8 @@ pub fn fetch(ctx: &Ctx, name: &str, dest: &Path, pgdata: &Path, system: Option<u
     };
     let keys = ctx.plan.keyring()?;
     let store = open_store(&ctx.plan)?;
-    archive::fetch_into(store.as_ref(), keys.as_ref(), system, name, &dest)?;
+    let max = segment_size(pgdata);
+    archive::fetch_into(store.as_ref(), keys.as_ref(), system, name, &dest, max)?;
     ctx.ui.detail(&format!(
         "restored {name} of system {system} to {}",
         dest.display()
@@ -216,5 +251,33 @@ pub fn fetch_exit_code(code: i32, pgdata: &Path) -> i32 {
         c if c > 125 => c,
         c if pgdata.join("standby.signal").exists() => c,
         c => 200 + c,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::control_segment_size;
+
+    /// A `pg_control` as PostgreSQL 15 lays it out on x86-64: `floatFormat`
+    /// at 208, then the block and segment sizes.
+    fn control(segment: u32) -> Vec<u8> {
+        let mut c = vec![0u8; 8192];
+        c[..8].copy_from_slice(&7u64.to_ne_bytes());
+        c[208..216].copy_from_slice(&1234567.0f64.to_ne_bytes());
+        for (i, v) in [8192u32, 131072, 8192, segment].iter().enumerate() {
+            c[216 + 4 * i..220 + 4 * i].copy_from_slice(&v.to_ne_bytes());
+        }
+        c
+    }
+
+    #[test]
+    fn the_segment_size_is_read_from_pg_control_or_not_at_all() {
+        assert_eq!(control_segment_size(&control(16 << 20)), Some(16 << 20));
+        assert_eq!(control_segment_size(&control(1 << 30)), Some(1 << 30));
+        // Not a size PostgreSQL allows, or no float marker: unknown.
+        assert_eq!(control_segment_size(&control(3 << 20)), None);
+        assert_eq!(control_segment_size(&control(1 << 19)), None);
+        assert_eq!(control_segment_size(&vec![0u8; 8192]), None);
+        assert_eq!(control_segment_size(&[]), None);
     }
 }

@@ -197,6 +197,7 @@ pub fn bkp_folders() -> Vec<&'static str> {
         manifest::catalog::CATALOG_DIR,
         manifest::tombstone::TRASH_DIR,
         manifest::wal::PREFIX.trim_end_matches('/'),
+        manifest::legacy::DIR,
         "leases",
         "reports",
         "check",

@@ -367,6 +367,13 @@ fn read_object(
             let _ = std::fs::remove_file(path);
         }
     }
+    // A planted object larger than any catalog is passed over unread.
+    if listed.size > MAX_STORED {
+        return Err(damaged_error(
+            &listed.key,
+            "it is larger than any catalog bkp writes",
+        ));
+    }
     let bytes = fetch(store, &listed.key)?;
     let doc = parse_doc(&bytes, keys, kind, seq, &listed.key)?;
     // Only what the listing showed (not a rewrite since) is kept.
@@ -628,9 +635,17 @@ pub fn read(
     let mut answered = true;
     let mut verified = 0;
     for key in to_read {
-        match store
-            .get(&key)
-            .and_then(|b| parse_with_sealer(&b, &key, trust))
+        // A manifest larger than any bkp writes is refused unread, as the
+        // listing shows it (else read to at most its cap).
+        let cap = crate::limits::MANIFEST;
+        let oversized = listed.get(&key).is_some_and(|o| o.size > cap);
+        let what = format!("manifest {key} in {}", store.identity());
+        match (if oversized {
+            Err(crate::limits::too_large(&what, cap))
+        } else {
+            store.get_at_most(&key, cap)
+        })
+        .and_then(|b| parse_with_sealer(&b, &key, trust))
         {
             Ok((manifest, sealer)) => {
                 verified += 1;

@@ -124,7 +124,7 @@ fn is_foreign(e: &anyhow::Error) -> bool {
 
 fn read(store: &dyn Store, trust: &Trust) -> Result<Option<Marker>> {
     // One request on every run: a GET, whose "not found" means no marker.
-    let bytes = match store.get(KEY) {
+    let bytes = match store.get_at_most(KEY, crate::limits::MARKER) {
         Ok(bytes) => bytes,
         Err(e) if crate::exit::classify(&e) == Some(Code::NotFound) => return Ok(None),
         Err(e) => return Err(e),

@@ -422,6 +422,15 @@ fn write_only(
     keys: Option<&Keyring>,
 ) -> Result<crate::store::ObjectInfo> {
     let bytes = seal::encode(m, keys).context("failed to encode the manifest")?;
+    // No bkp reads a larger one: it is not stored.
+    if bytes.len() as u64 > crate::limits::MANIFEST {
+        anyhow::bail!(
+            "manifest {} would take {}, more than the {} bkp reads of a manifest: nothing of this run is a backup. Split what one run backs up (a replicated set of this many files: several [replicate] sources)",
+            m.key(),
+            crate::ui::size(bytes.len() as u64),
+            crate::ui::size(crate::limits::MANIFEST)
+        );
+    }
     store
         .put_new(&m.key(), &bytes, &Vec::new())
         .with_context(|| {
@@ -574,8 +583,14 @@ pub fn find(store: &dyn Store, trust: &Trust, which: &str, kind: Option<Kind>) -
             continue;
         }
         let key = manifest_key(k, id);
-        if store.head(&key)?.is_some() {
-            return parse(&store.get(&key)?, &key, trust);
+        if let Some(o) = store.head(&key)? {
+            // One the store shows larger than any manifest is not read.
+            let cap = crate::limits::MANIFEST;
+            if o.size > cap {
+                let what = format!("manifest {key} in {}", store.identity());
+                return Err(crate::limits::too_large(&what, cap));
+            }
+            return parse(&store.get_at_most(&key, cap)?, &key, trust);
         }
     }
     Err(coded(

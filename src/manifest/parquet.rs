@@ -28,7 +28,8 @@ pub fn keys_newest_first(store: &dyn Store) -> Result<Vec<String>> {
 /// as it takes.
 pub fn latest(store: &dyn Store, trust: &super::Trust) -> Result<Manifest> {
     for key in keys_newest_first(store)? {
-        let m = super::parse(&store.get(&key)?, &key, trust)?;
+        let bytes = store.get_at_most(&key, crate::limits::MANIFEST)?;
+        let m = super::parse(&bytes, &key, trust)?;
         if m.operation == OPERATION {
             return Ok(m);
         }

@@ -32,6 +32,7 @@ use time::OffsetDateTime;
 use crate::crypto::Keyring;
 use crate::exit::{classify, coded, Code};
 use crate::id::BackupId;
+use crate::ui::printable;
 
 use super::Kind;
 
@@ -555,14 +556,6 @@ pub fn unsealed_error(what: &str, id: BackupId) -> anyhow::Error {
             "{what} has no seal, but [encryption] is configured: it may have been written by someone without the key, so it is not used. If it is a backup from before sealing, record the store's unsealed manifests once with `bkp trust-legacy` (a sealed list of their exact bytes; [encryption] unsealed_before limits it to older backups), or accept this one backup with `--trust {id}`"
         ),
     )
-}
-
-/// `s` cut to something safe to print: untrusted text from the store.
-fn printable(s: &str) -> String {
-    s.chars()
-        .take(64)
-        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
-        .collect()
 }
 
 #[cfg(test)]

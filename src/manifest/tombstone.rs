@@ -41,9 +41,11 @@ pub fn read_tombstones(store: &dyn Store, trust: &Trust) -> Result<Vec<Tombstone
         if !o.key.ends_with(".json") {
             continue;
         }
-        let bytes = store.get(&o.key)?;
         let what = format!("tombstone {}", o.key);
         let remove = "check the backup it names, then remove the tombstone by hand";
+        let bytes = store
+            .get_at_most(&o.key, crate::limits::TOMBSTONE)
+            .map_err(|e| e.context(format!("{what} is not used: {remove}")))?;
         let opened = seal::open(&bytes, &what, trust)
             .map_err(|e| e.context(format!("{what} is not used: {remove}")))?;
         // Sealed by the current key or a trusted signer, or recorded by a

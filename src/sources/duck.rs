@@ -401,7 +401,15 @@ pub fn sequences(conn: &Connection) -> Result<Vec<Sequence>> {
         .context("failed to read the DuckDB sequences")
 }
 
-/// Advances sequence `s` in `conn` until its last value is `s.last_value`.
+/// The most values [`advance_sequence`] draws from one sequence. DuckDB can
+/// neither set a sequence's value nor restart it under a table that uses it,
+/// so a sequence is advanced by drawing values (tens of millions a second):
+/// a manifest that puts a sequence further than this past where its schema
+/// starts it is refused rather than spun on for years.
+pub const MAX_SEQUENCE_STEPS: i128 = 1 << 30;
+
+/// Advances sequence `s` in `conn` until its last value is `s.last_value`:
+/// at most [`MAX_SEQUENCE_STEPS`] draws, else an error that says why.
 pub fn advance_sequence(conn: &Connection, s: &Sequence) -> Result<()> {
     let Some(want) = s.last_value else {
         return Ok(());
@@ -412,11 +420,20 @@ pub fn advance_sequence(conn: &Connection, s: &Sequence) -> Result<()> {
         [&s.schema, &s.name],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    let next = last.map_or(next, |l| l + inc);
     if inc == 0 {
         return Ok(());
     }
-    let steps = (i128::from(want) - i128::from(next)) / i128::from(inc) + 1;
+    let next = last.map_or(i128::from(next), |l| i128::from(l) + i128::from(inc));
+    let steps = (i128::from(want) - next) / i128::from(inc) + 1;
+    if steps > MAX_SEQUENCE_STEPS {
+        return Err(coded(
+            Code::Unsupported,
+            format!(
+                "sequence {}.{} was at {want} when the export was taken, {steps} values past where its full export's schema starts it: more than bkp draws to advance a sequence ({MAX_SEQUENCE_STEPS}; DuckDB cannot set a sequence's value). Nothing was restored. A genuine sequence that far from its full export is restored from a newer full export (`bkp export --full` records where the sequence is)",
+                s.schema, s.name
+            ),
+        ));
+    }
     if steps > 0 {
         let name = quote_literal(&qualified(&s.schema, &s.name));
         conn.query_row(
@@ -877,6 +894,39 @@ mod tests {
         assert_eq!(
             changed_filter("n", "BIGINT", Some("1"), "2", Duration::from_secs(90)),
             " WHERE \"n\" > CAST('1' AS BIGINT) AND \"n\" <= CAST('2' AS BIGINT)"
+        );
+    }
+
+    /// A manifest may put a sequence at any value: advancing it to one
+    /// billions of draws away is refused at once, not spun on.
+    #[test]
+    fn a_sequence_is_advanced_within_a_bound() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE SEQUENCE s START 5; CREATE SEQUENCE d INCREMENT BY -1;")
+            .unwrap();
+        let seq = |name: &str, last: i64| Sequence {
+            schema: "main".into(),
+            name: name.into(),
+            last_value: Some(last),
+        };
+        advance_sequence(&conn, &seq("s", 1004)).unwrap();
+        let next: i64 = conn
+            .query_row("SELECT nextval('s')", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(next, 1005);
+        let started = Instant::now();
+        for (name, last) in [("s", i64::MAX), ("d", i64::MIN)] {
+            let e = advance_sequence(&conn, &seq(name, last)).unwrap_err();
+            assert_eq!(crate::exit::classify(&e), Some(Code::Unsupported), "{e:#}");
+            assert!(
+                format!("{e:#}").contains(&format!("sequence main.{name}")),
+                "{e:#}"
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
         );
     }
 }

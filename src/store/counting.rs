@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use super::{Metadata, ObjectInfo, ObjectWriter, Store, Unfinished};
 
 /// `inner`, counting every byte read from it by [`Store::open`] and
-/// [`Store::get`].
+/// [`Store::get`] (and [`Store::get_at_most`]).
 pub struct Counting<'a> {
     inner: &'a dyn Store,
     read: Arc<AtomicU64>,
@@ -71,8 +71,8 @@ impl Store for Counting<'_> {
     fn open_parallel(&self, key: &str) -> Result<Box<dyn Read + Send>> {
         Ok(self.counted(self.inner.open_parallel(key)?))
     }
-    fn get(&self, key: &str) -> Result<Vec<u8>> {
-        let bytes = self.inner.get(key)?;
+    fn get_at_most(&self, key: &str, cap: u64) -> Result<Vec<u8>> {
+        let bytes = self.inner.get_at_most(key, cap)?;
         self.read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(bytes)
     }

@@ -5,9 +5,15 @@
 //! published with `link(2)`, which fails if the final name exists: a create-only,
 //! atomic publish. Data and directory entries are fsynced before `finish` returns,
 //! so a completed object survives a power cut.
+//!
+//! Files are created 0600 and directories 0700, whatever the umask: backups
+//! (and, in an unencrypted store, the data itself) are readable by the user bkp
+//! runs as and nobody else, under systemd (`UMask=0077`) or from a shell or
+//! cron with the usual 022. A store root that exists already keeps its mode.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -24,6 +30,19 @@ pub const PARTIAL_DIR: &str = ".bkp-partial";
 const NAME_MAX: usize = 255;
 /// The longest path, in bytes, a Linux system call takes (with its NUL).
 const PATH_MAX: usize = 4096;
+
+/// The mode of the files a local store creates (see the module's documentation).
+const FILE_MODE: u32 = 0o600;
+/// The mode of the directories a local store creates.
+const DIR_MODE: u32 = 0o700;
+
+/// `fs::create_dir_all`, each directory it creates made [`DIR_MODE`].
+fn create_dir_all(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+}
 
 /// Refuses a key whose path under `root` the file system cannot hold.
 fn check_path_length(key: &str, dest: &Path) -> Result<()> {
@@ -59,7 +78,7 @@ impl LocalStore {
     /// A store rooted at `root`, which is created if missing.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        fs::create_dir_all(root.join(PARTIAL_DIR)).with_context(|| {
+        create_dir_all(&root.join(PARTIAL_DIR)).with_context(|| {
             format!(
                 "failed to create the local store directory {}: check that the path is writable",
                 root.display()
@@ -100,7 +119,7 @@ fn create_dirs_durably(dir: &Path) -> io::Result<()> {
         missing.push(p);
         d = p.parent();
     }
-    fs::create_dir_all(dir)?;
+    create_dir_all(dir)?;
     for created in missing.iter().rev() {
         if let Some(parent) = created.parent() {
             fsync_dir(parent)?;
@@ -223,6 +242,7 @@ impl Store for LocalStore {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(FILE_MODE)
             .open(&tmp)
             .with_context(|| format!("failed to create {}", tmp.display()))?;
         Ok(Box::new(LocalWriter {
@@ -358,5 +378,29 @@ mod tests {
         // The store goes on working.
         put(&store, "p/after", b"ok").unwrap();
         assert_eq!(fs::read_dir(&partial).unwrap().count(), 0);
+    }
+
+    /// Created under the usual umask of a shell or cron (022), what the store
+    /// creates is still its user's alone.
+    #[test]
+    fn files_and_directories_are_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // SAFETY: umask only sets this process's file mode mask.
+        let before = unsafe { libc::umask(0o022) };
+        let store = LocalStore::new(dir.path().join("s"));
+        let written = store
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .and_then(|s| put(s, "tigerbeetle/2025/10/11/x.tar", b"x"));
+        unsafe { libc::umask(before) };
+        let store = store.unwrap();
+        written.unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let root = store.root();
+        assert_eq!(mode(&root.join("tigerbeetle/2025/10/11/x.tar")), 0o600);
+        for d in ["", "tigerbeetle", "tigerbeetle/2025/10/11", PARTIAL_DIR] {
+            assert_eq!(mode(&root.join(d)), 0o700, "{d:?}");
+        }
     }
 }

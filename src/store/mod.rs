@@ -138,13 +138,19 @@ pub trait Store: Send + Sync {
         self.open(key)
     }
 
-    /// Reads a whole (small) object.
+    /// Reads a whole (small) object of at most [`crate::limits::DOCUMENT`]
+    /// bytes, as [`Store::get_at_most`] does.
     fn get(&self, key: &str) -> Result<Vec<u8>> {
-        let mut buf = Vec::new();
-        self.open(key)?
-            .read_to_end(&mut buf)
-            .map_err(|e| anyhow::Error::new(e).context(format!("failed to read {key}")))?;
-        Ok(buf)
+        self.get_at_most(key, crate::limits::DOCUMENT)
+    }
+
+    /// Reads a whole object of at most `cap` bytes: at most `cap` + 1 are
+    /// read, and a larger object is refused as damage (exit 5) naming its key
+    /// and the cap, without reading the rest (the store is untrusted: a
+    /// planted multi-GiB object must not be downloaded by every run).
+    fn get_at_most(&self, key: &str, cap: u64) -> Result<Vec<u8>> {
+        let what = format!("object {key} in {}", self.identity());
+        crate::limits::read_at_most(self.open(key)?, cap, &what)
     }
 
     /// Facts about `key`, or `None` if it does not exist.

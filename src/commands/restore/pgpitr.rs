@@ -144,8 +144,9 @@ pub fn recover(
         src.store.identity()
     ));
     for s in &wanted {
-        bytes +=
-            wal::archive::fetch_into(src.store, keys, system, &s.name, &wal_dir.join(&s.name))?;
+        let max = segment_size.min(crate::limits::WAL_SEGMENT_MAX);
+        let dest = wal_dir.join(&s.name);
+        bytes += wal::archive::fetch_into(src.store, keys, system, &s.name, &dest, max)?;
     }
     let summary = wal::summarize(&all, segment_size, Some(start.position));
     let newest = summary

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use super::{Stored, Summary};
 use crate::crypto::{DecryptReader, Keyring};
 use crate::exit::{self, coded, Code};
+use crate::limits::AtMost;
 use crate::stages::compress::decompress;
 use crate::stages::hash::HashWriter;
 use crate::store::Store;
@@ -39,14 +40,17 @@ pub fn candidates(store: &dyn Store, system: u64, name: &str) -> Result<Vec<Stor
 }
 
 /// Writes archived file `name` of `system` to `dest`, verified: nothing is at
-/// `dest` unless the whole file decrypted and matched its tag. Tries every
-/// object stored under the name, newest first.
+/// `dest` unless the whole file decrypted and matched its tag, and nothing
+/// over `max` bytes (the cluster's segment size: no file PostgreSQL archives
+/// is larger) is written anywhere. Tries every object stored under the name,
+/// newest first.
 pub fn fetch_into(
     store: &dyn Store,
     keys: Option<&Keyring>,
     system: u64,
     name: &str,
     dest: &Path,
+    max: u64,
 ) -> Result<u64> {
     let found = candidates(store, system, name)?;
     if found.is_empty() {
@@ -76,7 +80,7 @@ pub fn fetch_into(
     }
     let mut last = None;
     for s in &found {
-        match fetch_one(store, keys, system, s, dest) {
+        match fetch_one(store, keys, system, s, dest, max) {
             Ok(n) => return Ok(n),
             // Listed, then gone: never "not in the archive".
             Err(e) if exit::exit_code(&e) == exit::NOT_FOUND => {
@@ -156,6 +160,7 @@ fn fetch_one(
     system: u64,
     s: &Stored,
     dest: &Path,
+    max: u64,
 ) -> Result<u64> {
     let dir = dest.parent().filter(|p| !p.as_os_str().is_empty());
     let tmp = dir.unwrap_or(Path::new(".")).join(format!(
@@ -174,7 +179,7 @@ fn fetch_one(
             .with_context(|| format!("failed to create {}", tmp.display()))?
     };
     let mut w = io::BufWriter::new(file);
-    let bytes = read_verified(store, keys, system, s, &mut w)?;
+    let bytes = read_verified(store, keys, system, s, &mut w, max)?;
     let file = w.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     fs::rename(&tmp, dest)
@@ -185,13 +190,17 @@ fn fetch_one(
 
 /// Reads archived file `s` into `w`, decrypted and decompressed, and checks
 /// its content against the tag of its name; the bytes written. What `w` got
-/// is not to be used unless this returns `Ok`.
+/// is not to be used unless this returns `Ok`. A file that decodes to more
+/// than `max` bytes is refused after `max` (and the object is read to at
+/// most what `max` bytes take stored): the tag is checked only at the end,
+/// so an object planted under a WAL name must not fill `pg_wal` first.
 fn read_verified(
     store: &dyn Store,
     keys: Option<&Keyring>,
     system: u64,
     s: &Stored,
     w: &mut dyn Write,
+    max: u64,
 ) -> Result<u64> {
     let damaged = |why: String| {
         coded(
@@ -218,16 +227,31 @@ fn read_verified(
             ),
         ));
     }
-    let raw = store.open(&s.key)?;
+    let stored_max = crate::limits::stored_at_most(max);
+    let raw = AtMost::new(store.open(&s.key)?, stored_max, || {
+        anyhow::anyhow!("too long")
+    });
+    let raw_over = raw.tripped();
     let plain: Box<dyn Read + Send> = match keys {
         Some(k) => Box::new(DecryptReader::new(raw, k)?),
-        None => raw,
+        None => Box::new(raw),
     };
-    let mut r = decompress(plain, s.compression)?;
+    let mut r = AtMost::new(decompress(plain, s.compression)?, max, || {
+        anyhow::anyhow!("too long")
+    });
+    let over = r.tripped();
     let mut hashed = HashWriter::new(w);
-    io::copy(&mut r, &mut hashed).map_err(|e| match coded_io(&e) {
-        true => anyhow::Error::new(e),
-        false => damaged(format!("cannot be read ({e})")),
+    io::copy(&mut r, &mut hashed).map_err(|e| {
+        if over.is_set() || raw_over.is_set() {
+            damaged(format!(
+                "is larger than {} ({max} bytes), the most a WAL file of this cluster can be, and was not read further",
+                crate::ui::size(max)
+            ))
+        } else if coded_io(&e) {
+            anyhow::Error::new(e)
+        } else {
+            damaged(format!("cannot be read ({e})"))
+        }
     })?;
     let (_, digest) = hashed.finish()?;
     if !super::verifies(keys, system, s, &digest.sha256) {
@@ -271,9 +295,11 @@ pub fn systems(store: &dyn Store) -> Result<Vec<u64>> {
 }
 
 /// Reads archived file `s` end to end and checks it against its tag, writing
-/// nothing. For `bkp verify`.
+/// nothing; at most [`crate::limits::WAL_SEGMENT_MAX`] bytes of it. For `bkp
+/// verify`, and for `wal push` comparing what is archived.
 pub fn check(store: &dyn Store, keys: Option<&Keyring>, system: u64, s: &Stored) -> Result<u64> {
-    read_verified(store, keys, system, s, &mut io::sink())
+    let max = crate::limits::WAL_SEGMENT_MAX;
+    read_verified(store, keys, system, s, &mut io::sink(), max)
 }
 
 /// The WAL archive of one system, as `list`, `status` and `verify` show it.
