@@ -33,6 +33,7 @@ mod dry_run;
 pub mod duckdb;
 pub mod parquet;
 pub mod pgbase;
+pub mod pgconf;
 pub mod pgdump;
 pub mod pgpitr;
 pub mod pitr;

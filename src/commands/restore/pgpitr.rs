@@ -20,7 +20,7 @@
 //! or a hostile database superuser (`ALTER SYSTEM`), and this host reads bkp's
 //! keys. PostgreSQL reads only files bkp wrote (its `config_file`, and a
 //! `postgresql.auto.conf` of bkp's own: the backup's is set aside first, see
-//! [`super::pgbase::set_aside_configuration`]), and every setting that runs a
+//! [`super::pgconf::set_aside_configuration`]), and every setting that runs a
 //! command, loads a library, or writes a file outside the data directory is
 //! set on the command line, which wins over any file ([`DISARMED`]).
 //!
@@ -171,7 +171,7 @@ pub fn recover(
     }
 
     // 2. PostgreSQL replays it, with settings of bkp's own only.
-    super::pgbase::set_aside_configuration(dir)?;
+    super::pgconf::set_aside_configuration(dir)?;
     // A standby.signal (none in a backup bkp took) would make the server wait
     // for a primary forever instead of replaying the archive.
     let standby = dir.join("standby.signal");
