@@ -108,24 +108,8 @@ fn remove(path: &Path) -> Result<()> {
 /// The intents of runs that are gone (their lock is free), each locked now.
 /// Only the spool directory is read: a run with none pays one listing of it.
 pub fn orphans(cfg: &LedgerConfig) -> Result<Vec<Orphan>> {
-    let dir = &cfg.spool_dir;
-    let listing = match std::fs::read_dir(dir) {
-        Ok(l) => l,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot list ledger spool directory {}", dir.display()))
-        }
-    };
     let mut out = Vec::new();
-    for item in listing {
-        let path = item
-            .with_context(|| format!("cannot list ledger spool directory {}", dir.display()))?
-            .path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(".");
-        if name.starts_with('.') || !name.ends_with(".intent") {
-            continue;
-        }
+    for path in super::spool::spooled(&cfg.spool_dir, ".intent")? {
         let file = match File::open(&path) {
             Ok(f) => f,
             // Its run finished meanwhile.

@@ -69,9 +69,9 @@ fn read_entry(path: &Path) -> Result<SpoolEntry> {
     })
 }
 
-/// Spooled records, oldest first (by start time, then file name). Hidden files are
-/// unfinished writes and are skipped.
-pub(super) fn read_spool(dir: &Path) -> Result<Vec<(PathBuf, SpoolEntry)>> {
+/// The finished files of the spool directory `dir` whose names end in
+/// `suffix` (hidden files are unfinished writes); none when it does not exist.
+pub(super) fn spooled(dir: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
     let listing = match std::fs::read_dir(dir) {
         Ok(l) => l,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -80,15 +80,24 @@ pub(super) fn read_spool(dir: &Path) -> Result<Vec<(PathBuf, SpoolEntry)>> {
                 .with_context(|| format!("cannot list ledger spool directory {}", dir.display()))
         }
     };
-    let mut files = Vec::new();
+    let mut out = Vec::new();
     for item in listing {
         let path = item
             .with_context(|| format!("cannot list ledger spool directory {}", dir.display()))?
             .path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(".");
-        if name.starts_with('.') || !name.ends_with(".json") {
-            continue;
+        if !name.starts_with('.') && name.ends_with(suffix) {
+            out.push(path);
         }
+    }
+    Ok(out)
+}
+
+/// Spooled records, oldest first (by start time, then file name). Hidden files are
+/// unfinished writes and are skipped.
+pub(super) fn read_spool(dir: &Path) -> Result<Vec<(PathBuf, SpoolEntry)>> {
+    let mut files = Vec::new();
+    for path in spooled(dir, ".json")? {
         let entry = read_entry(&path)?;
         files.push((path, entry));
     }
