@@ -161,12 +161,12 @@ impl From<tb::Transfer> for TransferView {
 pub fn record(cfg: &LedgerConfig, rec: &Record) -> Result<Outcome> {
     check_config(cfg)?;
     let (path, transfer_id) = write_entry(cfg, rec, false)?;
+    let files = read_spool(&cfg.spool_dir)?;
     // A cluster with nothing listening is known in milliseconds: the client
     // itself would wait the whole timeout for it.
     if let Err(e) = probe(cfg) {
         return Ok(spooled(path, &format!("{e:#}")));
     }
-    let files = read_spool(&cfg.spool_dir)?;
     let sent = match send_and_unspool(cfg, &files) {
         Ok(sent) => sent,
         Err(e) if unreachable(&e) => return Ok(spooled(path, &format!("{e:#}"))),

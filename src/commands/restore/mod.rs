@@ -68,11 +68,10 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     let plan = &ctx.plan;
     let at = parse_at(args.at.as_deref())?;
     // `latest` names its kind: a target that cannot take it is refused before
-    // the store is opened (the engine checks it again, with what it must
-    // never replace).
+    // the store is opened (the engine checks it again as it stages).
     if args.backup == "latest" && args.into.is_none() && !args.dry_run {
         if let Some(shape) = shape(args.kind.into()) {
-            target::Target::check(args.target(), shape, args.force, &[])?;
+            target::Target::check(args.target(), shape, args.force, &precious(plan))?;
         }
     }
     let store = super::open_store(plan)?;
