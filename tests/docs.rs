@@ -25,7 +25,10 @@ fn page(cmd: clap::Command, name: &str) -> Vec<u8> {
     let mut skipping = false;
     for line in text.lines() {
         if line.starts_with(".SH ") {
-            skipping = line == ".SH EXTRA";
+            // A `help` page lists no subcommands of its own: `bkp help X`
+            // is `bkp X --help`, and bkp-X(1) is its page.
+            skipping =
+                line == ".SH EXTRA" || (name.ends_with("-help") && line == ".SH SUBCOMMANDS");
         }
         if !skipping {
             lines.push(line);
@@ -42,16 +45,29 @@ fn page(cmd: clap::Command, name: &str) -> Vec<u8> {
     text.into_bytes()
 }
 
-fn generate() -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let cmd = bkp::cli::command();
-    out.push((PathBuf::from("man/bkp.1"), page(cmd.clone(), "bkp")));
+/// A page for every subcommand and sub-subcommand (`bkp-wal-push(1)`), help
+/// included: each page's SUBCOMMANDS section names them all.
+fn subcommand_pages(cmd: &clap::Command, prefix: &str, out: &mut Vec<(PathBuf, Vec<u8>)>) {
     for sub in cmd.get_subcommands() {
-        let name = format!("bkp-{}", sub.get_name());
+        let name = format!("{prefix}-{}", sub.get_name());
         let name: &'static str = Box::leak(name.into_boxed_str());
         let sub = sub.clone().name(name);
-        out.push((PathBuf::from(format!("man/{name}.1")), page(sub, name)));
+        out.push((
+            PathBuf::from(format!("man/{name}.1")),
+            page(sub.clone(), name),
+        ));
+        if sub.get_subcommands().next().is_some() && !name.ends_with("-help") {
+            subcommand_pages(&sub, name, out);
+        }
     }
+}
+
+fn generate() -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut cmd = bkp::cli::command();
+    cmd.build();
+    out.push((PathBuf::from("man/bkp.1"), page(cmd.clone(), "bkp")));
+    subcommand_pages(&cmd, "bkp", &mut out);
     for (shell, file) in [
         (Shell::Bash, "bkp.bash"),
         (Shell::Zsh, "_bkp"),
@@ -84,6 +100,37 @@ fn man_pages_and_completions_match_the_cli() {
     assert!(
         stale.is_empty(),
         "generated files are out of date: {stale:?}; run `BKP_BLESS=1 cargo test --test docs` and commit them"
+    );
+}
+
+/// Every page a man page names (`bkp-wal-push(1)`, `bkp.toml(5)`) exists.
+#[test]
+fn every_man_page_referenced_exists() {
+    let mut missing = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir(root().join("man")).unwrap() {
+        let text = std::fs::read_to_string(e.unwrap().path())
+            .unwrap()
+            .replace("\\-", "-");
+        for (at, _) in text.match_indices("bkp") {
+            let rest = &text[at..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+                .collect();
+            let after = &rest[name.len()..];
+            if let Some(section) = after.strip_prefix('(').and_then(|a| a.chars().next()) {
+                if after[2..].starts_with(')') && section.is_ascii_digit() {
+                    let file = root().join(format!("man/{name}.{section}"));
+                    if !file.exists() {
+                        missing.insert(format!("{name}({section})"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "man pages referenced but missing: {missing:?}"
     );
 }
 
@@ -213,6 +260,7 @@ fn test_hooks_stay_out_of_the_documentation() {
     cmd.build();
     help_texts(&mut cmd, "bkp", &mut texts);
     let mut files = vec![root().join("README.md"), root().join("CHANGELOG.md")];
+    markdown(&root().join("docs/src"), &mut files);
     for dir in ["man", "completions", "examples", "systemd"] {
         for e in std::fs::read_dir(root().join(dir)).unwrap() {
             files.push(e.unwrap().path());
@@ -250,80 +298,6 @@ fn anchor(heading: &str) -> String {
         .collect()
 }
 
-/// The `##` and `###` headings of a Markdown text, outside code blocks, with
-/// their level.
-fn headings(text: &str) -> Vec<(usize, String)> {
-    let mut out = Vec::new();
-    let mut code = false;
-    for line in text.lines() {
-        if line.starts_with("```") {
-            code = !code;
-        } else if !code {
-            for (level, mark) in [(2, "## "), (3, "### ")] {
-                if let Some(h) = line.strip_prefix(mark) {
-                    out.push((level, h.to_string()));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// The README's table of contents lists every section in order, and every
-/// `(#anchor)` link in the README and the CHANGELOG (and from the README into
-/// the CHANGELOG) names a heading that exists.
-#[test]
-fn readme_contents_and_links_match_the_headings() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let changelog = std::fs::read_to_string(root().join("CHANGELOG.md")).unwrap();
-    let sections: Vec<_> = headings(&readme)
-        .into_iter()
-        .filter(|(_, h)| h != "Contents")
-        .collect();
-    let wanted: Vec<String> = sections
-        .iter()
-        .map(|(level, h)| {
-            let indent = if *level == 2 { "" } else { "  " };
-            format!("{indent}- [{h}](#{})", anchor(h))
-        })
-        .collect();
-    let start = readme
-        .find("## Contents\n\n")
-        .expect("README: no ## Contents")
-        + 13;
-    let listed: Vec<&str> = readme[start..]
-        .lines()
-        .take_while(|l| !l.is_empty())
-        .collect();
-    assert_eq!(
-        listed,
-        wanted,
-        "README.md's Contents must list every ## and ### heading in order; expected:\n{}",
-        wanted.join("\n")
-    );
-    for (file, text, targets) in [
-        (
-            "README.md",
-            &readme,
-            vec![("", &readme), ("CHANGELOG.md", &changelog)],
-        ),
-        ("CHANGELOG.md", &changelog, vec![("", &changelog)]),
-    ] {
-        for (prefix, target) in targets {
-            let needle = format!("]({prefix}#");
-            let anchors: Vec<String> = headings(target).iter().map(|(_, h)| anchor(h)).collect();
-            for (at, _) in text.match_indices(&needle) {
-                let rest = &text[at + needle.len()..];
-                let link = &rest[..rest.find(')').unwrap()];
-                assert!(
-                    anchors.iter().any(|a| a == link),
-                    "{file}: the link to {prefix}#{link} names no heading"
-                );
-            }
-        }
-    }
-}
-
 /// `bkp --version` names the commit the binary was built from (when built in a
 /// git checkout), so a report or a bug can be tied to its source.
 #[test]
@@ -348,4 +322,209 @@ fn the_long_version_names_the_commit() {
             "{text} vs {commit}"
         );
     }
+}
+
+// ---- The manual (docs/, an mdBook) ----------------------------------------------------
+
+/// Every Markdown file under `dir`, recursively.
+fn markdown(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            markdown(&p, out);
+        } else if p.extension().is_some_and(|x| x == "md") {
+            out.push(p);
+        }
+    }
+}
+
+/// The anchors of every heading (`#` to `######`) of a Markdown text, outside
+/// code blocks, as mdBook and GitHub make them.
+fn anchors(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut code = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            code = !code;
+        } else if !code && line.starts_with('#') {
+            let h = line.trim_start_matches('#');
+            if h.starts_with(' ') {
+                out.push(anchor(h));
+            }
+        }
+    }
+    out
+}
+
+/// The targets of the inline links `[text](target)` of a Markdown text,
+/// outside code blocks and code spans.
+fn links(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut code = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            code = !code;
+            continue;
+        }
+        if code {
+            continue;
+        }
+        // Drop code spans: a `](x)` inside backticks is not a link.
+        let mut plain = String::new();
+        for (i, part) in line.split('`').enumerate() {
+            if i % 2 == 0 {
+                plain.push_str(part);
+            }
+        }
+        for (at, _) in plain.match_indices("](") {
+            let rest = &plain[at + 2..];
+            if let Some(end) = rest.find(')') {
+                out.push(rest[..end].to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Every relative link of the README, the CHANGELOG and the manual names a
+/// file that exists, and its `#anchor` a heading of that file.
+#[test]
+fn every_link_of_the_documentation_resolves() {
+    let mut files = vec![root().join("README.md"), root().join("CHANGELOG.md")];
+    markdown(&root().join("docs/src"), &mut files);
+    let mut broken = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for link in links(&text) {
+            if link.contains("://") || link.starts_with("mailto:") {
+                continue;
+            }
+            let (path, frag) = link.split_once('#').unwrap_or((&link, ""));
+            let target = if path.is_empty() {
+                file.clone()
+            } else {
+                file.parent().unwrap().join(path)
+            };
+            let name = file.strip_prefix(root()).unwrap().display().to_string();
+            if !target.exists() {
+                broken.push(format!("{name}: {link}: no such file"));
+                continue;
+            }
+            if !frag.is_empty() {
+                let ok = target.extension().is_some_and(|x| x == "md")
+                    && anchors(&std::fs::read_to_string(&target).unwrap())
+                        .iter()
+                        .any(|a| a == frag);
+                if !ok {
+                    broken.push(format!("{name}: {link}: no heading #{frag} there"));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+/// `docs/src/SUMMARY.md` lists every chapter under `docs/src`, so no page is
+/// left out of the book.
+#[test]
+fn the_book_lists_every_chapter() {
+    let src = root().join("docs/src");
+    let summary = std::fs::read_to_string(src.join("SUMMARY.md")).unwrap();
+    let listed: Vec<String> = links(&summary);
+    let mut files = Vec::new();
+    markdown(&src, &mut files);
+    let missing: Vec<String> = files
+        .iter()
+        .map(|f| f.strip_prefix(&src).unwrap().display().to_string())
+        .filter(|f| f != "SUMMARY.md" && !listed.contains(f))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "chapters under docs/src that SUMMARY.md does not list: {missing:?}"
+    );
+}
+
+/// roff's inline markup as Markdown: `\fB…\fR` becomes code, `\-` a hyphen.
+fn roff_inline(line: &str) -> String {
+    line.replace("\\-", "-")
+        .replace("\\fB", "`")
+        .replace("\\fR", "`")
+}
+
+/// `docs/src/reference/configuration.md`, made from `man/bkp.toml.5`: one
+/// source for both, so the book's reference never drifts from the page.
+fn configuration_reference() -> String {
+    let page = std::fs::read_to_string(root().join("man/bkp.toml.5")).unwrap();
+    let mut out = String::from(
+        "# Configuration keys\n\n\
+         <!-- Made from man/bkp.toml.5 by tests/docs.rs: edit the page, then run\n     \
+         `BKP_BLESS=1 cargo test --test docs`. -->\n\n\
+         The configuration file, key by key: the same text as `man bkp.toml`.\n",
+    );
+    let mut section = String::new();
+    let mut preformatted = false;
+    let mut term = false;
+    for line in page.lines() {
+        if preformatted {
+            if line == ".fi" {
+                out.push_str("```\n");
+                preformatted = false;
+            } else {
+                out.push_str(&line.replace("\\-", "-"));
+                out.push('\n');
+            }
+            continue;
+        }
+        if let Some(h) = line.strip_prefix(".SH ") {
+            section = h.trim_matches('"').to_string();
+            if !matches!(section.as_str(), "NAME" | "SYNOPSIS" | "SEE ALSO") {
+                let title = match section.as_str() {
+                    "DESCRIPTION" => "Description".to_string(),
+                    "TOP LEVEL" => "Top level".to_string(),
+                    "EXAMPLE" => "Example".to_string(),
+                    "FILES" => "Files".to_string(),
+                    s => format!("`{s}`"),
+                };
+                out.push_str(&format!("\n## {title}\n"));
+            }
+            continue;
+        }
+        if matches!(section.as_str(), "NAME" | "SYNOPSIS" | "SEE ALSO") || line.starts_with(".TH") {
+            continue;
+        }
+        match line {
+            ".PP" | ".br" => out.push('\n'),
+            ".TP" => term = true,
+            ".nf" => {
+                out.push_str("\n```toml\n");
+                preformatted = true;
+            }
+            _ => {
+                let text = line.strip_prefix(".B ").unwrap_or(line);
+                if term {
+                    let text = roff_inline(text).replace('`', "");
+                    out.push_str(&format!("\n### `{text}`\n\n"));
+                    term = false;
+                } else {
+                    out.push_str(&roff_inline(text));
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_configuration_reference_is_made_from_the_man_page() {
+    let path = root().join("docs/src/reference/configuration.md");
+    let want = configuration_reference();
+    if std::env::var_os("BKP_BLESS").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    assert!(
+        std::fs::read_to_string(&path).ok().as_deref() == Some(want.as_str()),
+        "docs/src/reference/configuration.md is out of date with man/bkp.toml.5: run \
+         `BKP_BLESS=1 cargo test --test docs` and commit it"
+    );
 }
