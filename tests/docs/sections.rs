@@ -130,6 +130,6 @@ pub fn render(page: &str) -> String {
         also.insert(0, "bkp(1)".into());
     }
     out.push_str(&escape(&also.join(", ")));
-    out.push_str("\n.PP\nThe README describes each subcommand, the schedules, the restore runbooks and the compatibility of stored formats; CHANGELOG.md lists the changes of each version.\n");
+    out.push_str("\n.PP\nThe manual (docs/ in the source, an mdBook) describes each subcommand, the schedules, the restore runbooks, the security model and the compatibility of stored formats; CHANGELOG.md lists the changes of each version.\n");
     out
 }
