@@ -528,3 +528,35 @@ fn the_configuration_reference_is_made_from_the_man_page() {
          `BKP_BLESS=1 cargo test --test docs` and commit it"
     );
 }
+
+/// `examples/alerts.yml` is a rules file Prometheus accepts, and its unit
+/// tests (`examples/alerts.test.yml`) pass: each alert fires when it should and
+/// not before. Needs promtool (Debian's `prometheus`, which scripts/bootstrap
+/// installs); fails without it.
+#[test]
+fn the_shipped_alert_rules_load_and_fire_as_documented() {
+    let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .expect(
+            "promtool is missing: run scripts/bootstrap (Debian's `prometheus` package has it)",
+        );
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts.test.yml"],
+    ] {
+        let out = std::process::Command::new(&promtool)
+            .args(args)
+            .current_dir(root().join("examples"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
