@@ -116,12 +116,15 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     // A backup counts only if its manifest is proven (see `manifest/seal.rs`).
     let trust = super::trust(&ctx.plan, Vec::new())?;
     let scan = newest_backups(store.as_ref(), &trust, &schedules)?;
-    for u in &scan.unreadable {
+    // Junk was named where it was read (one line each).
+    for u in scan.unreadable.iter().filter(|u| !u.is_junk()) {
         ctx.ui.warn(&format!(
             "manifest {} could not be read and is not counted: {}",
-            u.key, u.error
+            ui::printable(&u.key),
+            u.error
         ));
     }
+    let junk = scan.unreadable.iter().filter(|u| u.is_junk()).count();
     let verdicts: Vec<Verdict> = schedules
         .iter()
         .map(|s| {
@@ -211,7 +214,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             "schema": "bkp.status/1",
             "now": rfc3339(now),
             "store": store.identity(),
-            "ok": verdicts.iter().all(|v| !v.state.is_alarm()) && wal_alarms.is_empty() && stopped.is_none(),
+            "ok": verdicts.iter().all(|v| !v.state.is_alarm()) && wal_alarms.is_empty() && stopped.is_none() && junk == 0,
             "replica_stopped": stopped.as_ref().map(|s| json!({
                 "data_file": s.data_file,
                 "pid": s.pid,
@@ -247,6 +250,16 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         })
         .collect();
     alarms.extend(wal_alarms.iter().cloned());
+    if junk > 0 {
+        alarms.push(format!(
+            "{junk} manifest{} in the store {} not bkp's (named above): bkp leaves {} out, but whoever can write there may be trying to make it choose; find out how {} got there, then remove {}",
+            if junk == 1 { "" } else { "s" },
+            if junk == 1 { "is" } else { "are" },
+            if junk == 1 { "it" } else { "them" },
+            if junk == 1 { "it" } else { "they" },
+            if junk == 1 { "it" } else { "them" },
+        ));
+    }
     if let Some(s) = &stopped {
         let mut message = format!(
             "the replica may be down: {} was killed before its start command ran, and bkp could not start it (the warning above says why; the commands' output is in {}). Start it by hand; bkp removes {} once its start command succeeds, or remove it yourself",
