@@ -143,11 +143,22 @@ pub fn recover(
         wanted.len(),
         src.store.identity()
     ));
+    // Junk past the archive's end is left out (see `fetch_listed`).
+    let mut junk = std::collections::BTreeSet::new();
     for s in &wanted {
         let max = segment_size.min(crate::limits::WAL_SEGMENT_MAX);
         let dest = wal_dir.join(&s.name);
-        bytes += wal::archive::fetch_into(src.store, keys, system, &s.name, &dest, max)?;
+        match wal::archive::fetch_listed(src.store, keys, system, &s.name, &dest, max)? {
+            Some(n) => bytes += n,
+            None => {
+                junk.insert(s.name.clone());
+            }
+        }
     }
+    let all: Vec<Stored> = all
+        .into_iter()
+        .filter(|s| !junk.contains(&s.name))
+        .collect();
     let summary = wal::summarize(&all, segment_size, Some(start.position));
     let newest = summary
         .timelines
