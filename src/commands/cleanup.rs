@@ -214,14 +214,13 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     };
     let by_id: BTreeMap<String, &Manifest> =
         selected.iter().map(|m| (m.id.to_string(), m)).collect();
-    let (decisions, locked) = decide(ctx, store, &selected, &by_id, started_at)?;
+    let (decisions, locked) = decide(ctx, store, &trust, &selected, &by_id, started_at)?;
     let doomed: BTreeSet<&str> = decisions
         .iter()
         .filter(|d| !d.keep)
         .map(|d| d.id.as_str())
         .collect();
     let json_plan = show_plan(ctx, &decisions, &by_id, dry)?;
-    reverify(store, &trust, &decisions, &by_id)?;
 
     // 2. Tombstone and unlist, newest first (an incremental goes before the
     // backup it builds on, so no listed backup ever lacks its base).
@@ -633,10 +632,12 @@ fn reverify(
 }
 
 /// Retention's plan for `selected`, with what Object Lock still retains
-/// kept (and, by the same rules, everything its chain needs).
+/// kept (and, by the same rules, everything its chain needs), each backup it
+/// deletes read again ([`reverify`]).
 fn decide(
     ctx: &Ctx,
     store: &dyn Store,
+    trust: &seal::Trust,
     selected: &[Manifest],
     by_id: &BTreeMap<String, &Manifest>,
     now: OffsetDateTime,
@@ -662,6 +663,7 @@ fn decide(
             rfc3339(*until)
         ));
     }
+    reverify(store, trust, &decisions, by_id)?;
     Ok((decisions, locked))
 }
 

@@ -116,15 +116,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     // A backup counts only if its manifest is proven (see `manifest/seal.rs`).
     let trust = super::trust(&ctx.plan, Vec::new())?;
     let scan = newest_backups(store.as_ref(), &trust, &schedules)?;
-    // Junk was named where it was read (one line each).
-    for u in scan.unreadable.iter().filter(|u| !u.is_junk()) {
-        ctx.ui.warn(&format!(
-            "manifest {} could not be read and is not counted: {}",
-            ui::printable(&u.key),
-            u.error
-        ));
-    }
-    let junk = scan.unreadable.iter().filter(|u| u.is_junk()).count();
+    let junk = warn_unreadable(ctx, &scan.unreadable);
     let verdicts: Vec<Verdict> = schedules
         .iter()
         .map(|s| {
@@ -250,16 +242,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         })
         .collect();
     alarms.extend(wal_alarms.iter().cloned());
-    if junk > 0 {
-        alarms.push(format!(
-            "{junk} manifest{} in the store {} not bkp's (named above): bkp leaves {} out, but whoever can write there may be trying to make it choose; find out how {} got there, then remove {}",
-            if junk == 1 { "" } else { "s" },
-            if junk == 1 { "is" } else { "are" },
-            if junk == 1 { "it" } else { "them" },
-            if junk == 1 { "it" } else { "they" },
-            if junk == 1 { "it" } else { "them" },
-        ));
-    }
+    alarms.extend(junk_alarm(junk));
     if let Some(s) = &stopped {
         let mut message = format!(
             "the replica may be down: {} was killed before its start command ran, and bkp could not start it (the warning above says why; the commands' output is in {}). Start it by hand; bkp removes {} once its start command succeeds, or remove it yourself",
@@ -296,6 +279,36 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         verdicts.len()
     ));
     Ok(())
+}
+
+/// Warns about each manifest that could not be read but junk (named where it
+/// was read, one line each); how many are junk.
+fn warn_unreadable(ctx: &Ctx, unreadable: &[Unreadable]) -> usize {
+    for u in unreadable.iter().filter(|u| !u.is_junk()) {
+        ctx.ui.warn(&format!(
+            "manifest {} could not be read and is not counted: {}",
+            ui::printable(&u.key),
+            u.error
+        ));
+    }
+    unreadable.iter().filter(|u| u.is_junk()).count()
+}
+
+/// The alarm for `junk` manifests ([`Unreadable::is_junk`]), if any: no
+/// backup counts because of them, but whoever wrote them can write to the
+/// store.
+fn junk_alarm(junk: usize) -> Option<String> {
+    let one = junk == 1;
+    (junk > 0).then(|| {
+        format!(
+            "{junk} manifest{} in the store {} not bkp's (named above): bkp leaves {} out, but whoever can write there may be trying to make it choose; find out how {} got there, then remove {}",
+            if one { "" } else { "s" },
+            if one { "is" } else { "are" },
+            if one { "it" } else { "them" },
+            if one { "it" } else { "they" },
+            if one { "it" } else { "them" },
+        )
+    })
 }
 
 fn print_table(verdicts: &[Verdict], now: OffsetDateTime) -> Result<()> {

@@ -543,7 +543,6 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
             let outdated = |understood: u32, e: &Entry| {
                 minor_of(&e.manifest) > understood && SCHEMA_MINOR > understood
             };
-            let mut unchecked = matches!(base_tagger, Tagger::Signer(_));
             let mut st = State {
                 seq: *seq,
                 top,
@@ -566,10 +565,10 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                 damaged: base.damaged.into_iter().collect(),
                 objects: objects.clone(),
                 dirty: BTreeSet::new(),
-                unchecked: false,
+                unchecked: matches!(base_tagger, Tagger::Signer(_)),
             };
             if let Some((d, tagger)) = delta {
-                unchecked |= matches!(tagger, Tagger::Signer(_));
+                st.unchecked |= matches!(tagger, Tagger::Signer(_));
                 for id in &d.removed {
                     st.entries.remove(id);
                     st.recheck.remove(id);
@@ -594,7 +593,6 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                 st.damaged = d.damaged.into_iter().collect();
                 st.written_at = Some(d.written_at);
             }
-            st.unchecked = unchecked;
             // A writer's clock ahead of this one's must not stretch the
             // time the manifests count as checked.
             let now = OffsetDateTime::now_utc();
@@ -636,15 +634,8 @@ pub fn read(
 ) -> Result<(Vec<Manifest>, Vec<Unreadable>)> {
     let mut st = load(store, trust.keys(), kind)?;
     let dir = format!("{}/{}/", super::MANIFEST_DIR, kind.as_str());
-    // Keys sorting after `after` are checked against the listing: every key
-    // when another host's signer tagged part of the catalog (its time is its
-    // word, and what it does not vouch for was left out).
-    let after = match (depth, st.written_at) {
-        (Depth::Recent, Some(t)) if !st.unchecked => {
-            Some(manifest_key(kind, BackupId::floor_at(t - WINDOW)))
-        }
-        _ => None,
-    };
+    // Keys sorting after `after` are checked against the listing.
+    let after = check_after(kind, depth, &st);
     let listed_at = OffsetDateTime::now_utc();
     let listed: BTreeMap<String, Stored> = match &after {
         Some(a) => store.list_after(&dir, a)?,
@@ -751,13 +742,7 @@ pub fn read(
     changed |= damaged != st.damaged;
     st.damaged = damaged;
     let good = admitted(&st, trust, &mut bad);
-    warn_junk(&bad);
-    if st.unchecked && answered {
-        // Every key was listed, and what the signer did not vouch for read:
-        // the state is this run's own now.
-        st.unchecked = false;
-        st.written_at = Some(listed_at);
-    }
+    settle(&mut st, answered, listed_at);
     // A kind with nothing stored needs no catalog.
     let empty = st.seq == 0 && st.entries.is_empty() && st.damaged.is_empty();
     if changed && answered && !empty {
@@ -765,6 +750,29 @@ pub fn read(
     }
     remember(store, kind, st);
     Ok((good, bad))
+}
+
+/// The key after which [`read`] checks the manifests against the listing
+/// (`None`: every key): the catalog's time minus [`WINDOW`] for a recent
+/// read, unless another host's signer tagged part of the catalog (its time is
+/// its word, and what it does not vouch for was left out).
+fn check_after(kind: Kind, depth: Depth, st: &State) -> Option<String> {
+    match (depth, st.written_at) {
+        (Depth::Recent, Some(t)) if !st.unchecked => {
+            Some(manifest_key(kind, BackupId::floor_at(t - WINDOW)))
+        }
+        _ => None,
+    }
+}
+
+/// After a read of an `unchecked` state that the store `answered`: every
+/// manifest key was listed at `listed_at`, and what another host's signer did
+/// not vouch for read from its key, so the state is this run's own.
+fn settle(st: &mut State, answered: bool, listed_at: OffsetDateTime) {
+    if st.unchecked && answered {
+        st.unchecked = false;
+        st.written_at = Some(listed_at);
+    }
 }
 
 /// Names each junk manifest among `bad` ([`Unreadable::is_junk`]) in one
@@ -782,7 +790,7 @@ fn warn_junk(bad: &[Unreadable]) {
 }
 
 /// The entries of `st` this run's trust admits, oldest first; the others go
-/// to `bad`.
+/// to `bad` (junk among them named, [`warn_junk`]).
 fn admitted(st: &State, trust: &Trust, bad: &mut Vec<Unreadable>) -> Vec<Manifest> {
     let mut good = Vec::new();
     for e in st.entries.values() {
@@ -795,6 +803,7 @@ fn admitted(st: &State, trust: &Trust, bad: &mut Vec<Unreadable>) -> Vec<Manifes
             }),
         }
     }
+    warn_junk(bad);
     good.sort_by_key(|m| (m.started_at, m.id));
     good
 }
@@ -1487,6 +1496,61 @@ mod tests {
             assert_eq!(bad[0].key, fake.key());
             assert!(bad[0].error.contains("signer"), "{}", bad[0].error);
         }
+    }
+
+    /// A stolen host's signer writes a delta on the key holder's catalog that
+    /// edits the key holder's manifest: the edit is never believed, nor carried
+    /// into the catalog the key holder writes next, while the signer's entry
+    /// for its own manifest is.
+    #[test]
+    fn a_signers_catalog_vouches_only_for_what_it_sealed() {
+        use crate::crypto::pubkey::{generate_signing_key, SigningKey, Verifier};
+        use crate::crypto::MasterKey;
+        let store = MemoryStore::default();
+        let master = || MasterKey::from_bytes([7u8; 32]);
+        let (secret, public) = generate_signing_key().unwrap();
+        let thief = Keyring::new(MasterKey::from_bytes([9u8; 32]), Vec::new()).with_signing(
+            Some(SigningKey::from_text(secret.as_bytes(), "test").unwrap()),
+            Vec::new(),
+        );
+        let holder = || {
+            Keyring::new(master(), Vec::new())
+                .with_signing(None, vec![Verifier::parse(&public).unwrap()])
+        };
+        let trust = Trust::new(Some(holder()), None, Vec::new());
+        let old = OffsetDateTime::now_utc() - Duration::days(10);
+        let genuine = encrypted(sample(Kind::Duckdb, old));
+        super::super::write(&store, &genuine, Some(&holder())).unwrap();
+        let own = encrypted(sample(Kind::Duckdb, old + Duration::hours(1)));
+        super::super::write(&store, &own, Some(&thief)).unwrap();
+        let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        assert_eq!(ids(&good), vec![genuine.id, own.id]);
+
+        // The signer's delta: the key holder's manifest with a short retention,
+        // still claiming the key holder's seal and the object's listing.
+        let mut st = load(&store, Some(&holder()), Kind::Duckdb).unwrap();
+        st.entries
+            .get_mut(&genuine.id)
+            .unwrap()
+            .manifest
+            .retention_days = 1;
+        st.dirty.insert(genuine.id);
+        let at = OffsetDateTime::now_utc();
+        assert!(write(&store, Some(&thief), Kind::Duckdb, &mut st, at, false).unwrap());
+        CACHE.lock().unwrap().clear();
+        let st = load(&store, Some(&holder()), Kind::Duckdb).unwrap();
+        assert!(st.unchecked && !st.entries.contains_key(&genuine.id));
+        assert!(st.entries.contains_key(&own.id));
+        for depth in [Depth::Recent, Depth::Complete] {
+            CACHE.lock().unwrap().clear();
+            let (good, bad) = read(&store, &trust, Kind::Duckdb, depth).unwrap();
+            assert!(bad.is_empty(), "{bad:?}");
+            assert_eq!(good, vec![genuine.clone(), own.clone()], "{depth:?}");
+        }
+        // What the key holder wrote since is its own, and holds the manifest.
+        let st = load(&store, Some(&holder()), Kind::Duckdb).unwrap();
+        assert!(!st.unchecked);
+        assert_eq!(st.entries[&genuine.id].manifest, genuine);
     }
 
     #[test]
