@@ -214,7 +214,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     };
     let by_id: BTreeMap<String, &Manifest> =
         selected.iter().map(|m| (m.id.to_string(), m)).collect();
-    let (decisions, locked) = decide(ctx, store, &selected, &by_id, started_at)?;
+    let (decisions, locked) = decide(ctx, store, &trust, &selected, &by_id, started_at)?;
     let doomed: BTreeSet<&str> = decisions
         .iter()
         .filter(|d| !d.keep)
@@ -602,11 +602,42 @@ fn finish(
     Ok(())
 }
 
+/// Reads every manifest the plan deletes again from its own key and checks
+/// it as any manifest read is checked, before the first tombstone: the
+/// catalog chose them, and a deletion acts on what the store holds, never
+/// on a cached copy alone. One that changed or cannot be read now stops the
+/// run, with nothing deleted (the catalog is corrected: the next run plans
+/// from the manifests as they are).
+fn reverify(
+    store: &dyn Store,
+    trust: &seal::Trust,
+    decisions: &[Decision],
+    by_id: &BTreeMap<String, &Manifest>,
+) -> Result<()> {
+    for d in decisions.iter().filter(|d| !d.keep) {
+        let m = by_id[&d.id];
+        let fresh = manifest::catalog::current(store, trust, m)?;
+        if &fresh != m {
+            return Err(crate::exit::coded(
+                crate::exit::Code::Transient,
+                format!(
+                    "cleanup planned to delete backup {} from the catalog's copy of its manifest, but {} differs from that copy now: nothing was deleted, and the catalog is corrected; run cleanup again",
+                    m.id,
+                    m.key()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Retention's plan for `selected`, with what Object Lock still retains
-/// kept (and, by the same rules, everything its chain needs).
+/// kept (and, by the same rules, everything its chain needs), each backup it
+/// deletes read again ([`reverify`]).
 fn decide(
     ctx: &Ctx,
     store: &dyn Store,
+    trust: &seal::Trust,
     selected: &[Manifest],
     by_id: &BTreeMap<String, &Manifest>,
     now: OffsetDateTime,
@@ -632,6 +663,7 @@ fn decide(
             rfc3339(*until)
         ));
     }
+    reverify(store, trust, &decisions, by_id)?;
     Ok((decisions, locked))
 }
 
@@ -697,12 +729,14 @@ fn nested_stores<'a>(keys: impl IntoIterator<Item = &'a str>) -> BTreeSet<String
 }
 
 /// Deletes nothing while a manifest cannot be read: what it needs is unknown.
+/// Junk (a name no backup of bkp's has, named where it was read) is no
+/// backup, and needs nothing.
 fn refuse_unreadable(unreadable: &[manifest::Unreadable]) -> Result<()> {
-    if unreadable.is_empty() {
+    let all: Vec<&manifest::Unreadable> = unreadable.iter().filter(|u| !u.is_junk()).collect();
+    if all.is_empty() {
         return Ok(());
     }
     // With the store's code when it did not answer, else the data-error code.
-    let all: Vec<&manifest::Unreadable> = unreadable.iter().collect();
     Err(manifest::unreadable_error(
         "cleanup deletes nothing until it sees the whole store",
         &all,

@@ -116,12 +116,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     // A backup counts only if its manifest is proven (see `manifest/seal.rs`).
     let trust = super::trust(&ctx.plan, Vec::new())?;
     let scan = newest_backups(store.as_ref(), &trust, &schedules)?;
-    for u in &scan.unreadable {
-        ctx.ui.warn(&format!(
-            "manifest {} could not be read and is not counted: {}",
-            u.key, u.error
-        ));
-    }
+    let junk = warn_unreadable(ctx, &scan.unreadable);
     let verdicts: Vec<Verdict> = schedules
         .iter()
         .map(|s| {
@@ -211,7 +206,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             "schema": "bkp.status/1",
             "now": rfc3339(now),
             "store": store.identity(),
-            "ok": verdicts.iter().all(|v| !v.state.is_alarm()) && wal_alarms.is_empty() && stopped.is_none(),
+            "ok": verdicts.iter().all(|v| !v.state.is_alarm()) && wal_alarms.is_empty() && stopped.is_none() && junk == 0,
             "replica_stopped": stopped.as_ref().map(|s| json!({
                 "data_file": s.data_file,
                 "pid": s.pid,
@@ -247,6 +242,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         })
         .collect();
     alarms.extend(wal_alarms.iter().cloned());
+    alarms.extend(junk_alarm(junk));
     if let Some(s) = &stopped {
         let mut message = format!(
             "the replica may be down: {} was killed before its start command ran, and bkp could not start it (the warning above says why; the commands' output is in {}). Start it by hand; bkp removes {} once its start command succeeds, or remove it yourself",
@@ -283,6 +279,36 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         verdicts.len()
     ));
     Ok(())
+}
+
+/// Warns about each manifest that could not be read but junk (named where it
+/// was read, one line each); how many are junk.
+fn warn_unreadable(ctx: &Ctx, unreadable: &[Unreadable]) -> usize {
+    for u in unreadable.iter().filter(|u| !u.is_junk()) {
+        ctx.ui.warn(&format!(
+            "manifest {} could not be read and is not counted: {}",
+            ui::printable(&u.key),
+            u.error
+        ));
+    }
+    unreadable.iter().filter(|u| u.is_junk()).count()
+}
+
+/// The alarm for `junk` manifests ([`Unreadable::is_junk`]), if any: no
+/// backup counts because of them, but whoever wrote them can write to the
+/// store.
+fn junk_alarm(junk: usize) -> Option<String> {
+    let one = junk == 1;
+    (junk > 0).then(|| {
+        format!(
+            "{junk} manifest{} in the store {} not bkp's (named above): bkp leaves {} out, but whoever can write there may be trying to make it choose; find out how {} got there, then remove {}",
+            if one { "" } else { "s" },
+            if one { "is" } else { "are" },
+            if one { "it" } else { "them" },
+            if one { "it" } else { "they" },
+            if one { "it" } else { "them" },
+        )
+    })
 }
 
 fn print_table(verdicts: &[Verdict], now: OffsetDateTime) -> Result<()> {

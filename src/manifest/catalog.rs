@@ -215,6 +215,54 @@ struct State {
     /// Entries to read again from their manifests (cached by a bkp that
     /// understood less of their schema than this one).
     recheck: BTreeSet<BackupId>,
+    /// Part of it was tagged by another host's signer ([`Tagger::Signer`]),
+    /// who vouches only for what it sealed itself: the entries it does not
+    /// vouch for were left out, and its time is its word, so a read lists
+    /// every manifest key (and reads those left out again) before anything
+    /// is written.
+    unchecked: bool,
+}
+
+/// Who tagged a catalog object, and so which of its entries are believed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tagger {
+    /// No keys: nothing is checked, here or in the manifests.
+    Anyone,
+    /// The current key, or this host's own signing key: every entry. A holder
+    /// of the key can seal any manifest itself, and a catalog it writes
+    /// carries only entries it believed or verified.
+    Trusted,
+    /// Another host's signer (`ed25519:{id}`): only the entries that signer
+    /// sealed itself. A stolen host must not vouch for other hosts'
+    /// manifests, nor for its own picture of the store.
+    Signer(String),
+}
+
+impl Tagger {
+    fn vouches_for(&self, e: &Entry) -> bool {
+        match self {
+            Tagger::Anyone | Tagger::Trusted => true,
+            Tagger::Signer(s) => e.sealer.as_deref() == Some(s.as_str()),
+        }
+    }
+
+    /// Who tagged `payload` with `tag`, when that is a key that seals now
+    /// (the current key or a trusted signer; see [`seal::tag_verifies_now`]).
+    fn of(keys: Option<&Keyring>, payload: &[u8], tag: &str) -> Option<Tagger> {
+        let Some(keys) = keys else {
+            return seal::tag_verifies(None, payload, tag).then_some(Tagger::Anyone);
+        };
+        let raw = hex::decode(tag).ok()?;
+        let mac = keys.current().seal_key();
+        if mac.is_some_and(|k| ring::hmac::verify(k, payload, &raw).is_ok()) {
+            return Some(Tagger::Trusted);
+        }
+        let signer = keys.signers().iter().find(|s| s.verify(payload, &raw))?;
+        if keys.signing().is_some_and(|own| own.id() == signer.id) {
+            return Some(Tagger::Trusted);
+        }
+        Some(Tagger::Signer(format!("ed25519:{}", signer.id)))
+    }
 }
 
 /// The minor version of a manifest's schema (`bkp.manifest/1.3` → 3).
@@ -355,7 +403,7 @@ fn read_object(
     kind: Kind,
     seq: u64,
     listed: &ObjectInfo,
-) -> Result<Doc> {
+) -> Result<(Doc, Tagger)> {
     let copy = base_copy(store, kind, listed);
     if let Some((path, _)) = &copy {
         if let Ok(bytes) = std::fs::read(path) {
@@ -375,14 +423,14 @@ fn read_object(
         ));
     }
     let bytes = fetch(store, &listed.key)?;
-    let doc = parse_doc(&bytes, keys, kind, seq, &listed.key)?;
+    let (doc, tagger) = parse_doc(&bytes, keys, kind, seq, &listed.key)?;
     // Only what the listing showed (not a rewrite since) is kept.
     if let Some((path, prefix)) = copy {
         if doc.base.is_none() && bytes.len() as u64 == listed.size {
             keep_copy(&path, &prefix, &bytes);
         }
     }
-    Ok(doc)
+    Ok((doc, tagger))
 }
 
 /// Stores the copy of a base at `path` (best effort), and removes the copies
@@ -407,8 +455,14 @@ fn keep_copy(path: &std::path::Path, prefix: &str, bytes: &[u8]) {
 }
 
 /// Checks the bytes of catalog object `key` (number `seq` of `kind`) and
-/// reads them.
-fn parse_doc(bytes: &[u8], keys: Option<&Keyring>, kind: Kind, seq: u64, key: &str) -> Result<Doc> {
+/// reads them; who tagged them.
+fn parse_doc(
+    bytes: &[u8],
+    keys: Option<&Keyring>,
+    kind: Kind,
+    seq: u64,
+    key: &str,
+) -> Result<(Doc, Tagger)> {
     if bytes.len() as u64 > MAX_STORED {
         return Err(damaged_error(
             key,
@@ -428,9 +482,9 @@ fn parse_doc(bytes: &[u8], keys: Option<&Keyring>, kind: Kind, seq: u64, key: &s
     let payload = &bytes[nl + 1..];
     // Under the keys that seal now: a catalog a rotated-out key tagged is
     // not believed (the manifests are read, and a new catalog written).
-    if !seal::tag_verifies_now(keys, payload, tag) {
+    let Some(tagger) = Tagger::of(keys, payload, tag) else {
         return Err(anyhow::Error::new(Unverified(key.to_string())));
-    }
+    };
     let mut json = Vec::new();
     zstd::stream::read::Decoder::new(payload)
         .and_then(|d| d.take(MAX_INFLATED).read_to_end(&mut json))
@@ -443,7 +497,7 @@ fn parse_doc(bytes: &[u8], keys: Option<&Keyring>, kind: Kind, seq: u64, key: &s
             "it names another schema, kind or number than its key",
         ));
     }
-    Ok(doc)
+    Ok((doc, tagger))
 }
 
 /// The newest catalog of `kind` that verifies, or an empty state (with the
@@ -464,9 +518,9 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
     for (seq, listed) in by_seq.iter().rev().take(MAX_READS) {
         let (seq, key) = (seq, &listed.key);
         let tried = (|| -> Result<State> {
-            let doc = read_object(store, keys, kind, *seq, listed)?;
-            let (base, delta) = match doc.base {
-                None => (doc, None),
+            let (doc, tagger) = read_object(store, keys, kind, *seq, listed)?;
+            let (base, base_tagger, delta) = match doc.base {
+                None => (doc, tagger, None),
                 Some(b) if b < *seq => {
                     let blisted = by_seq.get(&b).ok_or_else(|| {
                         coded(
@@ -474,11 +528,11 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                             format!("catalog {key}: its base {b} is gone"),
                         )
                     })?;
-                    let base = read_object(store, keys, kind, b, blisted)?;
+                    let (base, base_tagger) = read_object(store, keys, kind, b, blisted)?;
                     if base.base.is_some() {
                         return Err(damaged_error(key, "its base is a delta"));
                     }
-                    (base, Some(doc))
+                    (base, base_tagger, Some((doc, tagger)))
                 }
                 Some(_) => return Err(damaged_error(key, "its base is not older than itself")),
             };
@@ -501,22 +555,33 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                     .filter(|e| outdated(base.understands, e))
                     .map(|e| e.manifest.id)
                     .collect(),
+                // Only what its tagger vouches for: the rest is read again.
                 entries: base
                     .entries
                     .into_iter()
+                    .filter(|e| base_tagger.vouches_for(e))
                     .map(|e| (e.manifest.id, e))
                     .collect(),
                 damaged: base.damaged.into_iter().collect(),
                 objects: objects.clone(),
                 dirty: BTreeSet::new(),
+                unchecked: matches!(base_tagger, Tagger::Signer(_)),
             };
-            if let Some(d) = delta {
+            if let Some((d, tagger)) = delta {
+                st.unchecked |= matches!(tagger, Tagger::Signer(_));
                 for id in &d.removed {
                     st.entries.remove(id);
                     st.recheck.remove(id);
                 }
                 for e in d.entries {
                     let id = e.manifest.id;
+                    // An entry its tagger does not vouch for is not used, nor
+                    // is the base's version it would replace: both are read
+                    // again (the read lists every key, see `unchecked`).
+                    if !tagger.vouches_for(&e) {
+                        st.entries.remove(&id);
+                        continue;
+                    }
                     if outdated(d.understands, &e) {
                         st.recheck.insert(id);
                     } else {
@@ -570,10 +635,8 @@ pub fn read(
     let mut st = load(store, trust.keys(), kind)?;
     let dir = format!("{}/{}/", super::MANIFEST_DIR, kind.as_str());
     // Keys sorting after `after` are checked against the listing.
-    let after = match (depth, st.written_at) {
-        (Depth::Recent, Some(t)) => Some(manifest_key(kind, BackupId::floor_at(t - WINDOW))),
-        _ => None,
-    };
+    let after = check_after(kind, depth, &st);
+    let listed_at = OffsetDateTime::now_utc();
     let listed: BTreeMap<String, Stored> = match &after {
         Some(a) => store.list_after(&dir, a)?,
         None => store.list(&dir)?,
@@ -679,6 +742,7 @@ pub fn read(
     changed |= damaged != st.damaged;
     st.damaged = damaged;
     let good = admitted(&st, trust, &mut bad);
+    settle(&mut st, answered, listed_at);
     // A kind with nothing stored needs no catalog.
     let empty = st.seq == 0 && st.entries.is_empty() && st.damaged.is_empty();
     if changed && answered && !empty {
@@ -688,8 +752,45 @@ pub fn read(
     Ok((good, bad))
 }
 
+/// The key after which [`read`] checks the manifests against the listing
+/// (`None`: every key): the catalog's time minus [`WINDOW`] for a recent
+/// read, unless another host's signer tagged part of the catalog (its time is
+/// its word, and what it does not vouch for was left out).
+fn check_after(kind: Kind, depth: Depth, st: &State) -> Option<String> {
+    match (depth, st.written_at) {
+        (Depth::Recent, Some(t)) if !st.unchecked => {
+            Some(manifest_key(kind, BackupId::floor_at(t - WINDOW)))
+        }
+        _ => None,
+    }
+}
+
+/// After a read of an `unchecked` state that the store `answered`: every
+/// manifest key was listed at `listed_at`, and what another host's signer did
+/// not vouch for read from its key, so the state is this run's own.
+fn settle(st: &mut State, answered: bool, listed_at: OffsetDateTime) {
+    if st.unchecked && answered {
+        st.unchecked = false;
+        st.written_at = Some(listed_at);
+    }
+}
+
+/// Names each junk manifest among `bad` ([`Unreadable::is_junk`]) in one
+/// warning line, once per run.
+fn warn_junk(bad: &[Unreadable]) {
+    static NAMED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    for u in bad.iter().filter(|u| u.is_junk()) {
+        if NAMED.lock().is_ok_and(|mut n| n.insert(u.key.clone())) {
+            crate::ui::log(
+                crate::ui::Priority::Warning,
+                &format!("bkp: warning: manifest {}", u.junk_line()),
+            );
+        }
+    }
+}
+
 /// The entries of `st` this run's trust admits, oldest first; the others go
-/// to `bad`.
+/// to `bad` (junk among them named, [`warn_junk`]).
 fn admitted(st: &State, trust: &Trust, bad: &mut Vec<Unreadable>) -> Vec<Manifest> {
     let mut good = Vec::new();
     for e in st.entries.values() {
@@ -702,6 +803,7 @@ fn admitted(st: &State, trust: &Trust, bad: &mut Vec<Unreadable>) -> Vec<Manifes
             }),
         }
     }
+    warn_junk(bad);
     good.sort_by_key(|m| (m.started_at, m.id));
     good
 }
@@ -771,8 +873,9 @@ fn change(
             None => load(store, keys, kind)?,
         };
         for _ in 0..3 {
-            if st.seq == 0 {
-                // No catalog yet: the next reader builds it from the manifests.
+            if st.seq == 0 || st.unchecked {
+                // No catalog yet, or one another host's signer wrote on: the
+                // next reader builds it from the manifests, or lists them all.
                 return Ok(());
             }
             edit(&mut st);
@@ -918,7 +1021,7 @@ fn tidy(store: &dyn Store, due: &[(u64, String)], light: bool) -> BTreeSet<Strin
 pub fn current(store: &dyn Store, trust: &Trust, m: &Manifest) -> Result<Manifest> {
     let key = m.key();
     let read = store
-        .get(&key)
+        .get_at_most(&key, crate::limits::MANIFEST)
         .and_then(|b| parse_with_sealer(&b, &key, trust));
     let (fresh, sealer) = match read {
         Ok(r) => r,
@@ -1393,6 +1496,61 @@ mod tests {
             assert_eq!(bad[0].key, fake.key());
             assert!(bad[0].error.contains("signer"), "{}", bad[0].error);
         }
+    }
+
+    /// A stolen host's signer writes a delta on the key holder's catalog that
+    /// edits the key holder's manifest: the edit is never believed, nor carried
+    /// into the catalog the key holder writes next, while the signer's entry
+    /// for its own manifest is.
+    #[test]
+    fn a_signers_catalog_vouches_only_for_what_it_sealed() {
+        use crate::crypto::pubkey::{generate_signing_key, SigningKey, Verifier};
+        use crate::crypto::MasterKey;
+        let store = MemoryStore::default();
+        let master = || MasterKey::from_bytes([7u8; 32]);
+        let (secret, public) = generate_signing_key().unwrap();
+        let thief = Keyring::new(MasterKey::from_bytes([9u8; 32]), Vec::new()).with_signing(
+            Some(SigningKey::from_text(secret.as_bytes(), "test").unwrap()),
+            Vec::new(),
+        );
+        let holder = || {
+            Keyring::new(master(), Vec::new())
+                .with_signing(None, vec![Verifier::parse(&public).unwrap()])
+        };
+        let trust = Trust::new(Some(holder()), None, Vec::new());
+        let old = OffsetDateTime::now_utc() - Duration::days(10);
+        let genuine = encrypted(sample(Kind::Duckdb, old));
+        super::super::write(&store, &genuine, Some(&holder())).unwrap();
+        let own = encrypted(sample(Kind::Duckdb, old + Duration::hours(1)));
+        super::super::write(&store, &own, Some(&thief)).unwrap();
+        let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        assert_eq!(ids(&good), vec![genuine.id, own.id]);
+
+        // The signer's delta: the key holder's manifest with a short retention,
+        // still claiming the key holder's seal and the object's listing.
+        let mut st = load(&store, Some(&holder()), Kind::Duckdb).unwrap();
+        st.entries
+            .get_mut(&genuine.id)
+            .unwrap()
+            .manifest
+            .retention_days = 1;
+        st.dirty.insert(genuine.id);
+        let at = OffsetDateTime::now_utc();
+        assert!(write(&store, Some(&thief), Kind::Duckdb, &mut st, at, false).unwrap());
+        CACHE.lock().unwrap().clear();
+        let st = load(&store, Some(&holder()), Kind::Duckdb).unwrap();
+        assert!(st.unchecked && !st.entries.contains_key(&genuine.id));
+        assert!(st.entries.contains_key(&own.id));
+        for depth in [Depth::Recent, Depth::Complete] {
+            CACHE.lock().unwrap().clear();
+            let (good, bad) = read(&store, &trust, Kind::Duckdb, depth).unwrap();
+            assert!(bad.is_empty(), "{bad:?}");
+            assert_eq!(good, vec![genuine.clone(), own.clone()], "{depth:?}");
+        }
+        // What the key holder wrote since is its own, and holds the manifest.
+        let st = load(&store, Some(&holder()), Kind::Duckdb).unwrap();
+        assert!(!st.unchecked);
+        assert_eq!(st.entries[&genuine.id].manifest, genuine);
     }
 
     #[test]

@@ -442,6 +442,10 @@ fn write_only(
         })
 }
 
+/// How far after this host's clock a manifest's id may be dated and still
+/// be taken for a backup (its writer's clock ahead): see [`Unreadable::is_junk`].
+pub const JUNK_AHEAD: time::Duration = time::Duration::DAY;
+
 /// A manifest that could not be read, reported instead of silently skipped.
 #[derive(Debug)]
 pub struct Unreadable {
@@ -457,6 +461,35 @@ impl Unreadable {
     pub fn id(&self) -> Option<BackupId> {
         let name = self.key.rsplit('/').next()?.strip_suffix(".json")?;
         name.parse().ok()
+    }
+
+    /// Whether it cannot be a backup bkp made: its key names no backup id, or
+    /// one dated more than [`JUNK_AHEAD`] after now (bkp makes a backup's id
+    /// from its start). Nothing waits for junk to become readable, as for a
+    /// damaged manifest that may be the newest backup: it would wait forever.
+    /// It is named, left out, and `status` alarms while it is there. A store
+    /// that did not answer says nothing about the manifest: never junk.
+    pub fn is_junk(&self) -> bool {
+        if self.code == Some(Code::Transient) {
+            return false;
+        }
+        match self.id().and_then(|id| id.timestamp()) {
+            Some(t) => t > OffsetDateTime::now_utc() + JUNK_AHEAD,
+            None => true,
+        }
+    }
+
+    /// One line naming a junk manifest ([`Unreadable::is_junk`]), its key
+    /// shown printable (a planted name may hold escape bytes).
+    pub fn junk_line(&self) -> String {
+        let why = match self.id().and_then(|id| id.timestamp()) {
+            Some(t) => format!("its id is dated {}, in the future", rfc3339(t)),
+            None => "its name is no backup id".to_string(),
+        };
+        format!(
+            "{} is not a backup bkp made ({why}) and cannot be read: it is left out; remove it from the store",
+            crate::ui::printable(&self.key)
+        )
     }
 
     /// Whether its backup may have started in `(after, until]` (either bound
@@ -507,9 +540,10 @@ pub fn refuse_unreadable_within(
     until: Option<OffsetDateTime>,
     what: impl FnOnce() -> String,
 ) -> Result<()> {
+    // Junk is named where it is read, and stops nothing.
     let within: Vec<_> = unreadable
         .iter()
-        .filter(|u| u.may_be_within(after, until))
+        .filter(|u| !u.is_junk() && u.may_be_within(after, until))
         .collect();
     if within.is_empty() {
         return Ok(());

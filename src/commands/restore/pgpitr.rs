@@ -137,17 +137,17 @@ pub fn recover(
     });
     let wanted = to_fetch(&all, start.position, until);
     let keys = src.keyring;
-    let mut bytes = 0;
     ctx.ui.detail(&format!(
         "fetching {} archived WAL files of system {system} from {}",
         wanted.len(),
         src.store.identity()
     ));
-    for s in &wanted {
-        let max = segment_size.min(crate::limits::WAL_SEGMENT_MAX);
-        let dest = wal_dir.join(&s.name);
-        bytes += wal::archive::fetch_into(src.store, keys, system, &s.name, &dest, max)?;
-    }
+    let max = segment_size.min(crate::limits::WAL_SEGMENT_MAX);
+    let (bytes, junk) = fetch_wanted(src.store, keys, system, &wanted, &wal_dir, max)?;
+    let all: Vec<Stored> = all
+        .into_iter()
+        .filter(|s| !junk.contains(&s.name))
+        .collect();
     let summary = wal::summarize(&all, segment_size, Some(start.position));
     let newest = summary
         .timelines
@@ -378,6 +378,31 @@ fn failed(
         );
     }
     anyhow::anyhow!("PostgreSQL stopped during recovery ({status}): {said}. Nothing was restored")
+}
+
+/// Fetches `wanted` (of `system`) into `dir`, each verified and at most
+/// `max` bytes: the bytes fetched, and the names left out as junk past the
+/// archive's end (see [`wal::archive::fetch_listed`]).
+fn fetch_wanted(
+    store: &dyn crate::store::Store,
+    keys: Option<&crate::crypto::Keyring>,
+    system: u64,
+    wanted: &[Stored],
+    dir: &Path,
+    max: u64,
+) -> Result<(u64, std::collections::BTreeSet<String>)> {
+    let mut bytes = 0;
+    let mut junk = std::collections::BTreeSet::new();
+    for s in wanted {
+        let dest = dir.join(&s.name);
+        match wal::archive::fetch_listed(store, keys, system, &s.name, &dest, max)? {
+            Some(n) => bytes += n,
+            None => {
+                junk.insert(s.name.clone());
+            }
+        }
+    }
+    Ok((bytes, junk))
 }
 
 /// The archive files recovery from `start` to `until` may ask for: every

@@ -44,6 +44,13 @@ pub fn candidates(store: &dyn Store, system: u64, name: &str) -> Result<Vec<Stor
 /// over `max` bytes (the cluster's segment size: no file PostgreSQL archives
 /// is larger) is written anywhere. Tries every object stored under the name,
 /// newest first.
+///
+/// Objects whose tag does not verify (planted, or damaged) are passed over
+/// with a warning when an authentic object of the name is there, and when
+/// nothing authentic is archived after the name either way: the archive's
+/// end stays its end (exit 9), whatever junk lies beyond it. Junk alone
+/// under the name asked for, with nothing authentic after it, may be that
+/// very file, damaged: that fails ([`Code::Integrity`]), saying what to do.
 pub fn fetch_into(
     store: &dyn Store,
     keys: Option<&Keyring>,
@@ -52,36 +59,60 @@ pub fn fetch_into(
     dest: &Path,
     max: u64,
 ) -> Result<u64> {
-    let found = candidates(store, system, name)?;
-    if found.is_empty() {
-        // "Not in the archive" ends a recovery as if at the archive's end, so
-        // it is said only when nothing after the file is archived either.
-        if let Some(later) = archived_after(store, system, name)? {
-            let hint = if name.ends_with(".history") {
-                format!(". If a restore created that timeline, push the file from its server: `bkp wal push pg_wal/{name}`")
-            } else {
-                String::new()
-            };
-            return Err(coded(
-                Code::Integrity,
-                format!(
-                    "{name} of system {system} is missing from the archive in {}, while {later}, which comes after it, is there: a gap, not the archive's end, so recovery must not end here. Either `bkp cleanup` removed it (WAL older than every kept base backup), or it was lost: restore from a kept base backup (`bkp list`), to a point before any gap{hint}",
-                    store.identity()
-                ),
-            ));
-        }
-        return Err(coded(
-            Code::NotFound,
-            format!(
-                "{name} of system {system} is not in the archive in {}",
-                store.identity()
-            ),
-        ));
+    match fetch(store, keys, system, name, dest, max)? {
+        Fetched::Bytes(n) => Ok(n),
+        Fetched::OnlyJunk(e) => Err(e),
     }
+}
+
+/// [`fetch_into`] for a replay bkp drives itself (`restore --at`, drills),
+/// which fetches every file the listing shows: a file that is only junk with
+/// nothing authentic after it is left out with a warning (`None`), and the
+/// replay ends at the last authentic file, as it would had the junk never
+/// been planted.
+pub fn fetch_listed(
+    store: &dyn Store,
+    keys: Option<&Keyring>,
+    system: u64,
+    name: &str,
+    dest: &Path,
+    max: u64,
+) -> Result<Option<u64>> {
+    match fetch(store, keys, system, name, dest, max)? {
+        Fetched::Bytes(n) => Ok(Some(n)),
+        Fetched::OnlyJunk(e) => {
+            crate::ui::log(
+                crate::ui::Priority::Warning,
+                &format!("bkp: warning: {e:#}; it is left out of this replay"),
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// What [`fetch`] found.
+enum Fetched {
+    /// The file, verified, at `dest`: its bytes.
+    Bytes(u64),
+    /// Only objects that do not verify under the name, and nothing authentic
+    /// after it: why.
+    OnlyJunk(anyhow::Error),
+}
+
+fn fetch(
+    store: &dyn Store,
+    keys: Option<&Keyring>,
+    system: u64,
+    name: &str,
+    dest: &Path,
+    max: u64,
+) -> Result<Fetched> {
+    let found = candidates(store, system, name)?;
+    let mut junk: Vec<String> = Vec::new();
     let mut last = None;
     for s in &found {
         match fetch_one(store, keys, system, s, dest, max) {
-            Ok(n) => return Ok(n),
+            Ok(n) => return Ok(Fetched::Bytes(n)),
             // Listed, then gone: never "not in the archive".
             Err(e) if exit::exit_code(&e) == exit::NOT_FOUND => {
                 last = Some(coded(
@@ -92,41 +123,122 @@ pub fn fetch_into(
                     ),
                 ))
             }
+            Err(e) if exit::exit_code(&e) == exit::INTEGRITY => {
+                warn_junk(&s.key, &e);
+                junk.push(s.key.clone());
+            }
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("{name} of system {system} could not be read")))
+    // A store that did not answer, or a key missing: nothing can be said.
+    if let Some(e) = last {
+        return Err(e);
+    }
+    // "Not in the archive" ends a recovery as if at the archive's end, so
+    // it is said only when nothing authentic after the file is archived.
+    if let Some(later) = archived_after(store, keys, system, name, max)? {
+        let hint = if name.ends_with(".history") {
+            format!(". If a restore created that timeline, push the file from its server: `bkp wal push pg_wal/{name}`")
+        } else {
+            String::new()
+        };
+        let what = if junk.is_empty() {
+            "is missing from".to_string()
+        } else {
+            format!(
+                "has no authentic object in (only {}, which do not match its seal)",
+                junk.join(", ")
+            )
+        };
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "{name} of system {system} {what} the archive in {}, while {later}, which comes after it, is there: a gap, not the archive's end, so recovery must not end here. Either `bkp cleanup` removed it (WAL older than every kept base backup), or it was lost: restore from a kept base backup (`bkp list`), to a point before any gap{hint}",
+                store.identity()
+            ),
+        ));
+    }
+    if !junk.is_empty() {
+        return Ok(Fetched::OnlyJunk(coded(
+            Code::Integrity,
+            format!(
+                "{name} of system {system} is in the archive in {} only as {}, which does not match its name's seal, and nothing authentic is archived after it. Either it was planted there (then {name} was never archived, and this is the archive's end: remove {} from the store and start the recovery again), or {name} itself was archived and is damaged (then recovery cannot pass it: restore to a point before it)",
+                store.identity(),
+                junk.join(", "),
+                if junk.len() == 1 { "it" } else { "them" }
+            ),
+        )));
+    }
+    Err(coded(
+        Code::NotFound,
+        format!(
+            "{name} of system {system} is not in the archive in {}",
+            store.identity()
+        ),
+    ))
 }
 
-/// For file `name`, which the archive does not hold: a file archived after
-/// it, which makes it a gap rather than the archive's end. For a segment, a
-/// later segment of its timeline (in its log or the next); for a timeline's
-/// history file, a segment of that timeline. Two small listings at most.
-pub fn archived_after(store: &dyn Store, system: u64, name: &str) -> Result<Option<String>> {
+/// Warns that archive object `key` was passed over, and why (`e`).
+fn warn_junk(key: &str, e: &anyhow::Error) {
+    let why = format!("{e:#}");
+    let line = if why.contains(key) {
+        format!("bkp: warning: {why}; passed over")
+    } else {
+        format!("bkp: warning: archived object {key} is not used ({why}); passed over")
+    };
+    crate::ui::log(crate::ui::Priority::Warning, &line);
+}
+
+/// For file `name`, which the archive does not hold: an authentic file
+/// archived after it, which makes it a gap rather than the archive's end.
+/// For a segment, a later segment of its timeline (in its log or the next);
+/// for a timeline's history file, a segment of that timeline. Two small
+/// listings at most; the candidates are read (at most `max` bytes each),
+/// nearest first, until one matches its seal: junk planted past the end
+/// does not make the end a gap (it is named in a warning).
+pub fn archived_after(
+    store: &dyn Store,
+    keys: Option<&Keyring>,
+    system: u64,
+    name: &str,
+    max: u64,
+) -> Result<Option<String>> {
     use super::FileKind;
     let Some(w) = super::parse_name(name) else {
         return Ok(None);
     };
-    let segments_of = |prefix: String| -> Result<Vec<(u64, String)>> {
-        Ok(listed(store, system, &prefix)?
+    let segments_of = |prefix: String| -> Result<Vec<(u64, Stored)>> {
+        let mut found: Vec<(u64, Stored)> = listed(store, system, &prefix)?
             .into_iter()
-            .filter_map(|s| {
-                let n = super::parse_name(&s.name)?;
-                (n.kind == FileKind::Segment && n.timeline == w.timeline)
-                    .then_some((n.position, s.name))
-            })
-            .collect())
+            .filter(|s| s.wal.kind == FileKind::Segment && s.wal.timeline == w.timeline)
+            .map(|s| (s.wal.position, s))
+            .collect();
+        found.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
+        Ok(found)
+    };
+    let authentic = |found: Vec<(u64, Stored)>| -> Result<Option<String>> {
+        for (_, s) in found {
+            match read_verified(store, keys, system, &s, &mut io::sink(), max) {
+                Ok(_) => return Ok(Some(s.name)),
+                Err(e) if exit::exit_code(&e) == exit::INTEGRITY => warn_junk(&s.key, &e),
+                // Gone since the listing: not there.
+                Err(e) if exit::exit_code(&e) == exit::NOT_FOUND => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     };
     let root = super::prefix(system);
     match w.kind {
         FileKind::Segment => {
             let log = w.position >> 32;
             for l in [Some(log), log.checked_add(1)].into_iter().flatten() {
-                let later = segments_of(format!("{root}{:08X}{l:08X}", w.timeline))?
-                    .into_iter()
-                    .filter(|(p, _)| *p > w.position)
-                    .min();
-                if let Some((_, name)) = later {
+                let later: Vec<(u64, Stored)> =
+                    segments_of(format!("{root}{:08X}{l:08X}", w.timeline))?
+                        .into_iter()
+                        .filter(|(p, _)| *p > w.position)
+                        .collect();
+                if let Some(name) = authentic(later)? {
                     return Ok(Some(name));
                 }
             }
@@ -134,10 +246,7 @@ pub fn archived_after(store: &dyn Store, system: u64, name: &str) -> Result<Opti
         }
         // Timeline 1 has no history file.
         FileKind::History if w.timeline > 1 => {
-            Ok(segments_of(format!("{root}{:08X}", w.timeline))?
-                .into_iter()
-                .min()
-                .map(|(_, n)| n))
+            authentic(segments_of(format!("{root}{:08X}", w.timeline))?)
         }
         _ => Ok(None),
     }
