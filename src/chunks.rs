@@ -1441,7 +1441,9 @@ mod tests {
         assert_eq!(name, format!("blake3:zstd:{}", k.id()));
         let other = MasterKey::from_bytes([8u8; 32]).for_chunks();
         let b = Naming::of(Some(&other), zstd).unwrap().0;
-        let gz = Naming::of(Some(&k), Compression::Gzip { level: 6 }).unwrap().0;
+        let gz = Naming::of(Some(&k), Compression::Gzip { level: 6 })
+            .unwrap()
+            .0;
         let (plain, plain_name) = Naming::of(None, zstd).unwrap();
         assert_eq!(plain_name, "blake3:zstd");
         let ids = [a.id(b"x"), b.id(b"x"), gz.id(b"x"), plain.id(b"x")];

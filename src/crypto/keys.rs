@@ -469,11 +469,7 @@ impl Keyring {
 
 /// The chunk-id secret of an X25519 naming: HKDF-SHA256(salt = writer ‖
 /// recipient, ikm = shared, info).
-fn exchange_key(
-    shared: &[u8; 32],
-    writer: &[u8; 32],
-    recipient: &[u8; 32],
-) -> Zeroizing<[u8; 32]> {
+fn exchange_key(shared: &[u8; 32], writer: &[u8; 32], recipient: &[u8; 32]) -> Zeroizing<[u8; 32]> {
     struct Len;
     impl ring::hkdf::KeyType for Len {
         fn len(&self) -> usize {
