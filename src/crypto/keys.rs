@@ -295,7 +295,7 @@ impl MasterKey {
     ///   identity (X25519(r, W)), and no other host encrypting to `R`.
     ///
     /// `None` for a passphrase, and for a recipient without a signing key.
-    pub fn new_chunk_naming(&self) -> Option<(Zeroizing<[u8; 32]>, Option<[u8; 32]>)> {
+    pub fn new_chunk_naming(&self) -> Option<ChunkNaming> {
         let (own, public) = match self.kind {
             Kind::Raw => return self.chunk_id_key().map(|k| (k, None)),
             Kind::Passphrase { .. } => return None,
@@ -466,6 +466,10 @@ impl Keyring {
         std::iter::once(&self.current).chain(&self.others)
     }
 }
+
+/// The secret new chunk ids are keyed with, and for an X25519 naming the
+/// writer's public naming key (see [`MasterKey::new_chunk_naming`]).
+pub type ChunkNaming = (Zeroizing<[u8; 32]>, Option<[u8; 32]>);
 
 /// The chunk-id secret of an X25519 naming: HKDF-SHA256(salt = writer ‖
 /// recipient, ikm = shared, info).

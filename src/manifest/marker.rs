@@ -74,12 +74,15 @@ pub struct Binding {
     pub since: OffsetDateTime,
 }
 
+/// A binding as read, or the failure (its code and message) to repeat.
+type Loaded = std::result::Result<Option<Binding>, (Option<Code>, String)>;
+
 type LoadBinding = dyn Fn(&Trust) -> Result<Option<Binding>> + Send + Sync;
 
 /// How a run learns its store's [`Binding`]: read on first need, once.
 pub struct Bound {
     load: Box<LoadBinding>,
-    got: std::sync::OnceLock<std::result::Result<Option<Binding>, (Option<Code>, String)>>,
+    got: std::sync::OnceLock<Loaded>,
 }
 
 impl Bound {
