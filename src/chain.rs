@@ -319,6 +319,7 @@ mod tests {
             uses: Vec::new(),
             chunks: None,
             source: Default::default(),
+            store: None,
         }
     }
 

@@ -3,11 +3,15 @@
 //! uploads only the chunks that did.
 //!
 //! - A chunk's id is a keyed BLAKE3 hash of its plaintext ([`Naming`]: the key
-//!   derived from the configured key's [chunk id key](MasterKey::chunk_id_key)
+//!   derived from the writer's [chunk naming](MasterKey::new_chunk_naming)
 //!   and the compression algorithm): equal chunks get equal names, and a name
-//!   says nothing about the data to whoever lacks the key. Unencrypted backups
-//!   derive the BLAKE3 key from the algorithm alone. The manifest records the
-//!   naming (`blake3:{alg}[:{key id}]`).
+//!   says nothing about the data to whoever lacks the key, nor can anyone else
+//!   compute the name of a chunk before it is stored. A write-only host keys
+//!   its names with a secret of its own, so two hosts storing the same bytes
+//!   store them twice. Unencrypted backups derive the BLAKE3 key from the
+//!   algorithm alone. The manifest records the naming (`blake3:{alg}[:{key
+//!   id}]`, `blake3x:{alg}:{writer}:{key id}`); restores read the names the
+//!   chunk list records, whichever naming made them.
 //! - Each chunk is compressed and encrypted on its own (the stream format of
 //!   `crypto`, a data key of its own), so any chunk can be read alone.
 //! - A chunk of zeros is stored as nothing (a hole when restored).
@@ -21,9 +25,10 @@
 //!   SHA-256 ([`load`], [`Lists`] to read each list once per run).
 //! - Which chunks the store holds is known from the newest snapshot's chunk list
 //!   checked against one listing of the chunk prefix; a chunk found in the store
-//!   although no list named it is adopted only after it is read back and checked,
-//!   and a snapshot looks again, after its manifest is written, for every chunk a
-//!   concurrent cleanup may have removed (`store_again`).
+//!   although no list named it is adopted only after it is read back and checked
+//!   where the writer can read (see [`write_file`] for the rule), and a snapshot
+//!   looks again, after its manifest is written, for every chunk a concurrent
+//!   cleanup may have removed (`store_again`).
 //!
 //! Requests run `store.parallelism()` at once; memory stays a few chunks per
 //! request in flight.
@@ -43,8 +48,8 @@ use crate::crypto::{DecryptReader, EncryptWriter, Keyring, MasterKey};
 use crate::exit::{coded, Code};
 use crate::id::BackupId;
 use crate::manifest::chunks::{
-    chunk_key, keyed_naming, parse_naming, plain_naming, Chunk, ChunkList, Chunked, ListRef,
-    LIST_SCHEMA,
+    chunk_key, exchange_naming, keyed_naming, parse_naming, plain_naming, Chunk, ChunkList,
+    Chunked, ListRef, NamedBy, LIST_SCHEMA,
 };
 use crate::manifest::{FileEntry, Kind, Manifest};
 use crate::stages::compress::Compression;
@@ -79,15 +84,30 @@ impl Naming {
         )))
     }
 
-    /// The naming of new chunks under `key` (already [`MasterKey::for_chunks`]).
-    pub fn of(key: Option<&MasterKey>, compression: Compression) -> (Naming, String) {
+    /// The naming of new chunks under `key` (already [`MasterKey::for_chunks`])
+    /// and its name; an error for a key that cannot name chunks secretly (a
+    /// recipient without a signing key).
+    pub fn of(key: Option<&MasterKey>, compression: Compression) -> Result<(Naming, String)> {
         let alg = compression.name();
-        match key.map(|k| (k, k.chunk_id_key())) {
-            Some((k, Some(secret))) => (
+        let Some(k) = key else {
+            return Ok((Self::derive(compression, b""), plain_naming(alg)));
+        };
+        match k.new_chunk_naming() {
+            Some((secret, None)) => Ok((
                 Self::derive(compression, &secret[..]),
                 keyed_naming(alg, k.id()),
-            ),
-            _ => (Self::derive(compression, b""), plain_naming(alg)),
+            )),
+            Some((secret, Some(writer))) => Ok((
+                Self::derive(compression, &secret[..]),
+                exchange_naming(alg, &writer, k.id()),
+            )),
+            None => Err(coded(
+                Code::Config,
+                format!(
+                    "key {} cannot name chunks: a write-only host needs encryption.signing_key_file",
+                    k.id()
+                ),
+            )),
         }
     }
 
@@ -345,10 +365,15 @@ pub fn source<'a>(
             format!("chunk naming {:?} is unknown", map.naming),
         )
     };
-    let (alg, key_id) = parse_naming(&map.naming).ok_or_else(unknown)?;
+    let (alg, named_by) = parse_naming(&map.naming).ok_or_else(unknown)?;
     if alg != compression.name() {
         return Err(unknown());
     }
+    let (key_id, writer) = match named_by {
+        NamedBy::Plain => (None, None),
+        NamedBy::Key(id) => (Some(id), None),
+        NamedBy::Exchange { key, writer } => (Some(key), Some(writer)),
+    };
     let (keys, naming) = match key_id {
         None => (None, Naming::derive(compression, b"")),
         Some(id) => {
@@ -369,7 +394,11 @@ pub fn source<'a>(
                 ));
             }
             let key = key.for_chunks();
-            let secret = key.chunk_id_key().ok_or_else(unknown)?;
+            let secret = match &writer {
+                None => key.chunk_id_key(),
+                Some(w) => key.chunk_id_key_for(w),
+            }
+            .ok_or_else(unknown)?;
             let naming = Naming::derive(compression, &secret[..]);
             (Some(Keyring::new(key, Vec::new())), naming)
         }
@@ -631,7 +660,7 @@ pub fn write_file(
         .with_context(|| format!("failed to stat {}", path.display()))?
         .len();
     let n = usize::try_from(size.div_ceil(chunk_size))?;
-    let (naming, naming_name) = Naming::of(sink.key, sink.compression);
+    let (naming, naming_name) = Naming::of(sink.key, sink.compression)?;
     let source = Source {
         store: sink.store,
         kind: sink.kind,
@@ -679,9 +708,16 @@ pub fn write_file(
                     ));
                 }
                 let found = Chunk(id, info.size);
-                // A write-only host cannot read it back: its chunk ids are keyed
-                // with the recipient key, which the store does not hold, so no
-                // one without that key can plant an object under a future id.
+                // The rule: a chunk found in the store is adopted only when
+                // the writer reads it back as exactly this chunk, or when no
+                // one but the writer could have named it. A writer that can
+                // decrypt (a key holder, an unencrypted backup) reads it back
+                // and checks its id. A write-only host cannot read it: its ids
+                // are keyed by its own naming secret (see
+                // `MasterKey::new_chunk_naming`), which no other host, nor the
+                // store, holds, so nothing but this host's own runs can have
+                // stored an object under the name of a chunk it has not
+                // stored yet.
                 if sink.key.is_none_or(MasterKey::decrypts) {
                     if let Err(e) = source.read(&found, data.len() as u64, true) {
                         if !crate::exit::is_damage(&e) {
@@ -915,7 +951,7 @@ pub fn store_again(sink: &Sink, map: &ChunkMap, i: usize, path: &Path) -> Result
     file.seek(SeekFrom::Start(i as u64 * map.chunk_size))?;
     let mut data = Vec::new();
     file.take(map.chunk_size).read_to_end(&mut data)?;
-    let (naming, _) = Naming::of(sink.key, sink.compression);
+    let (naming, _) = Naming::of(sink.key, sink.compression)?;
     if naming.id(&data) != c.0 {
         anyhow::bail!(
             "{} changed since chunk {i} was read: the chunk cannot be stored again",
@@ -1401,12 +1437,14 @@ mod tests {
     fn ids_are_keyed_and_differ_per_key_and_compression() {
         let zstd = ZSTD;
         let k = key().for_chunks();
-        let (a, name) = Naming::of(Some(&k), zstd);
+        let (a, name) = Naming::of(Some(&k), zstd).unwrap();
         assert_eq!(name, format!("blake3:zstd:{}", k.id()));
         let other = MasterKey::from_bytes([8u8; 32]).for_chunks();
-        let b = Naming::of(Some(&other), zstd).0;
-        let gz = Naming::of(Some(&k), Compression::Gzip { level: 6 }).0;
-        let (plain, plain_name) = Naming::of(None, zstd);
+        let b = Naming::of(Some(&other), zstd).unwrap().0;
+        let gz = Naming::of(Some(&k), Compression::Gzip { level: 6 })
+            .unwrap()
+            .0;
+        let (plain, plain_name) = Naming::of(None, zstd).unwrap();
         assert_eq!(plain_name, "blake3:zstd");
         let ids = [a.id(b"x"), b.id(b"x"), gz.id(b"x"), plain.id(b"x")];
         for i in 0..ids.len() {
@@ -1414,7 +1452,7 @@ mod tests {
                 assert_ne!(ids[i], ids[j], "{i} {j}");
             }
         }
-        assert_eq!(a.id(b"x"), Naming::of(Some(&k), zstd).0.id(b"x"));
+        assert_eq!(a.id(b"x"), Naming::of(Some(&k), zstd).unwrap().0.id(b"x"));
         // A passphrase names chunks by the raw key derived from it.
         let p = MasterKey::from_passphrase("correct horse".into(), None).unwrap();
         assert!(p.chunk_id_key().is_none());

@@ -342,6 +342,7 @@ mod tests {
             uses: vec![],
             chunks: None,
             source: Default::default(),
+            store: None,
         };
         let mut m = sample(Kind::Tigerbeetle, t(0));
         assert!(Schedule::named("snapshot").matches(&m));

@@ -40,15 +40,7 @@ pub fn init(ctx: &crate::commands::Ctx) -> Result<()> {
         ));
         return Ok(());
     }
-    let marker = crate::manifest::marker::Marker {
-        schema: crate::manifest::marker::SCHEMA.into(),
-        created_at: time::OffsetDateTime::now_utc(),
-        host: crate::commands::run::hostname(),
-        bkp_version: env!("CARGO_PKG_VERSION").into(),
-        manifest_schema: crate::manifest::schema_string(),
-        stream_format: crate::crypto::FORMAT_NAME.into(),
-        key_id: trust.keys().map(|k| k.current().id().to_string()),
-    };
+    let marker = crate::manifest::marker::Marker::new(&trust);
     crate::manifest::marker::write(store.as_ref(), &marker, &trust)?;
     ctx.ui.info(&format!(
         "marked {} as this installation's store ({}){}",

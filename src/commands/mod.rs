@@ -79,7 +79,16 @@ pub fn trust(plan: &Plan, accepted: Vec<BackupId>) -> Result<Trust> {
         };
         crate::manifest::legacy::load(store.as_ref(), trust)
     });
-    let trust = Trust::new(plan.keyring()?, unsealed_before, accepted).with_lists(lists);
+    let at = plan.store.clone();
+    let bound = crate::manifest::marker::Bound::new(move || -> Result<Box<dyn Store>> {
+        Ok(match &at {
+            StorePlan::Local(p) => Box::new(LocalStore::new(p)?),
+            StorePlan::S3(s) => Box::new(S3Store::new(s.clone())?),
+        })
+    });
+    let trust = Trust::new(plan.keyring()?, unsealed_before, accepted)
+        .with_lists(lists)
+        .with_binding(bound);
     Ok(match &plan.replicate {
         Some(r) if !r.encrypt => trust.with_plaintext(Kind::Parquet),
         _ => trust,

@@ -87,6 +87,8 @@ pub struct Run<'a> {
     /// The manifest this run stored, and its ledger intent (see
     /// `ledger/intent.rs`) until its record is sent or spooled.
     stored: std::sync::Mutex<Option<(Manifest, Option<ledger::Intent>)>>,
+    /// The store's id, which its manifest carries (see `manifest/marker.rs`).
+    store_id: Option<String>,
     _lock: RunLock,
 }
 
@@ -105,6 +107,7 @@ impl<'a> Run<'a> {
         let keyring = trust.keys().filter(|_| encrypt);
         // Another installation's store is refused before anything is written.
         manifest::marker::ensure(store, trust)?;
+        let store_id = trust.binding()?.map(|b| b.id.clone());
         let lock = RunLock::acquire(&ctx.plan.work_dir, operation_name(spec.operation), ctx.wait)?;
         super::sweep_work_dir(ctx, false);
         let started_at = OffsetDateTime::now_utc();
@@ -119,6 +122,7 @@ impl<'a> Run<'a> {
             clock: Instant::now(),
             _ledger: ctx.plan.ledger.as_ref().map(ledger::warm),
             stored: Default::default(),
+            store_id,
             _lock: lock,
         })
     }
@@ -165,6 +169,7 @@ impl<'a> Run<'a> {
             uses: body.uses,
             chunks: body.chunks,
             source: body.source,
+            store: self.store_id.clone(),
         }
     }
 

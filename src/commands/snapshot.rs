@@ -289,29 +289,29 @@ fn chunked_format(plan: &crate::config::Plan, tb: &TigerBeetlePlan) -> Result<bo
 }
 
 /// The newest chunked snapshot whose chunks this one can name: same chunk
-/// size, naming (key) and compression algorithm. Read again from its own
-/// manifest: the catalog only finds it.
+/// size, naming (key, and on a write-only host the host's own naming) and
+/// compression algorithm. Read again from its own manifest: the catalog only
+/// finds it.
 fn chunk_base(
     store: &dyn crate::store::Store,
     trust: &crate::manifest::Trust,
     compression: crate::stages::compress::Compression,
     key: Option<&crate::crypto::MasterKey>,
 ) -> Result<Option<Manifest>> {
-    let (_, naming) = chunks::Naming::of(key, compression);
+    let (_, naming) = chunks::Naming::of(key, compression)?;
     let (all, _) = manifest::list(store, trust, Some(Kind::Tigerbeetle))?;
+    let fits = |m: &Manifest| {
+        m.chunks.as_ref().is_some_and(|c| {
+            c.chunk_size == chunks::CHUNK_SIZE
+                && c.naming == naming
+                && m.compression.name() == compression.name()
+        })
+    };
     let newest = all
         .into_iter()
-        .filter(|m| m.operation == SNAPSHOT)
+        .filter(|m| m.operation == SNAPSHOT && fits(m))
         .max_by_key(|m| (m.started_at, m.id));
     let Some(m) = newest else { return Ok(None) };
-    let fits = m.chunks.as_ref().is_some_and(|c| {
-        c.chunk_size == chunks::CHUNK_SIZE
-            && c.naming == naming
-            && m.compression.name() == compression.name()
-    });
-    if !fits {
-        return Ok(None);
-    }
     crate::manifest::catalog::current(store, trust, &m).map(Some)
 }
 

@@ -405,6 +405,7 @@ mod tests {
             uses: vec![],
             chunks: None,
             source: Default::default(),
+            store: None,
         };
         manifest::write(store, &m, None).unwrap();
         id

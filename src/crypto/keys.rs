@@ -19,6 +19,12 @@ use crate::exit::{coded, Code};
 const SEAL_INFO: &[u8] = b"bkp document seal v1";
 /// Domain separation for chunk ids: changing it renames every chunk.
 const CHUNK_ID_INFO: &[u8] = b"bkp chunk id v1";
+/// Domain separation for chunk ids keyed by an X25519 exchange (see
+/// [`MasterKey::new_chunk_naming`]).
+const CHUNK_ID_EXCHANGE_INFO: &[u8] = b"bkp chunk id v2 x25519";
+/// Domain separation for the X25519 secret a writer names chunks with: from
+/// a write-only host's signing seed, or from an identity.
+pub(super) const CHUNK_NAMING_INFO: &[u8] = b"bkp chunk naming secret v1";
 /// Domain separation for the raw key a passphrase's chunks are encrypted with.
 const CHUNK_KEY_INFO: &[u8] = b"bkp chunk key v1";
 /// PBKDF2 iterations of that key: fixed, so that changing a passphrase's
@@ -26,7 +32,7 @@ const CHUNK_KEY_INFO: &[u8] = b"bkp chunk key v1";
 const CHUNK_KEY_ITERATIONS: u32 = 600_000;
 
 /// HKDF-SHA256 of `secret` with `info` as salt and info: 32 bytes.
-fn hkdf32(secret: &[u8], info: &[u8]) -> Zeroizing<[u8; 32]> {
+pub(super) fn hkdf32(secret: &[u8], info: &[u8]) -> Zeroizing<[u8; 32]> {
     struct Len;
     impl ring::hkdf::KeyType for Len {
         fn len(&self) -> usize {
@@ -68,7 +74,9 @@ pub(super) enum Kind {
     Passphrase {
         iterations: u32,
     },
-    /// An X25519 public key: encrypts only (a write-only host).
+    /// An X25519 public key: encrypts only (a write-only host). Its
+    /// `secret` is this host's chunk-naming secret once a signing key is
+    /// configured ([`Keyring::with_signing`]), else empty.
     Recipient {
         public: [u8; 32],
     },
@@ -256,13 +264,12 @@ impl MasterKey {
         }
     }
 
-    /// The secret chunk ids are keyed with (see `chunks.rs`), so that chunk
-    /// names say nothing about the data to whoever lacks it. Call it on
-    /// [`MasterKey::for_chunks`] (on a passphrase it is `None`). Derived from
-    /// the secret (HKDF-SHA256), except for X25519 keys: a write-only host
-    /// holds only the recipient (public) key and must name chunks as the
-    /// restoring host does, so both derive it from the public key, which is
-    /// not in the store.
+    /// The secret the chunks of a naming `blake3:{alg}:{id}` (see `chunks.rs`)
+    /// are keyed with: a raw key's (HKDF-SHA256 of the secret; call it on
+    /// [`MasterKey::for_chunks`], on a passphrase it is `None`). For X25519
+    /// keys it was derived from the public key, which every host encrypting to
+    /// it holds: such names are only read now, never written (see
+    /// [`MasterKey::new_chunk_naming`]).
     pub fn chunk_id_key(&self) -> Option<Zeroizing<[u8; 32]>> {
         match self.kind {
             Kind::Recipient { public } | Kind::Identity { public } => {
@@ -271,6 +278,50 @@ impl MasterKey {
             Kind::Raw => Some(hkdf32(&self.secret, CHUNK_ID_INFO)),
             Kind::Passphrase { .. } => None,
         }
+    }
+
+    /// How this key names new chunks (call it on [`MasterKey::for_chunks`]):
+    /// the secret ids are keyed with, and for X25519 keys the writer's public
+    /// naming key `W` that the naming records. A chunk's name must be beyond
+    /// the reach of anyone who could plant an object under it before the
+    /// writer stores it, because a write-only host cannot read back what it
+    /// finds there (see `chunks.rs`):
+    ///
+    /// - a raw key: [`MasterKey::chunk_id_key`], a secret of key holders;
+    /// - X25519: the writer's naming secret `w` (from its signing key on a
+    ///   write-only host, from the identity on a key holder), `W = w·G`, and
+    ///   the key HKDF-SHA256(salt = W ‖ R, ikm = X25519(w, R), info) for the
+    ///   recipient `R`: the writer computes it with `w`, a key holder with the
+    ///   identity (X25519(r, W)), and no other host encrypting to `R`.
+    ///
+    /// `None` for a passphrase, and for a recipient without a signing key.
+    pub fn new_chunk_naming(&self) -> Option<ChunkNaming> {
+        let (own, public) = match self.kind {
+            Kind::Raw => return self.chunk_id_key().map(|k| (k, None)),
+            Kind::Passphrase { .. } => return None,
+            Kind::Recipient { public } => {
+                let mut w = Zeroizing::new([0u8; 32]);
+                w.copy_from_slice(self.secret.get(..32)?);
+                (w, public)
+            }
+            Kind::Identity { public } => (hkdf32(&self.secret, CHUNK_NAMING_INFO), public),
+        };
+        let writer = super::pubkey::x25519_public(&own);
+        let shared = super::pubkey::exchange(&own, &public)?;
+        Some((exchange_key(&shared, &writer, &public), Some(writer)))
+    }
+
+    /// The secret of chunks named by the writer whose public naming key is
+    /// `writer` (see [`MasterKey::new_chunk_naming`]): only an identity
+    /// computes it. `None` for other keys and for a degenerate `writer`.
+    pub fn chunk_id_key_for(&self, writer: &[u8; 32]) -> Option<Zeroizing<[u8; 32]>> {
+        let Kind::Identity { public } = self.kind else {
+            return None;
+        };
+        let mut r = Zeroizing::new([0u8; 32]);
+        r.copy_from_slice(self.secret.get(..32)?);
+        let shared = super::pubkey::exchange(&r, writer)?;
+        Some(exchange_key(&shared, writer, &public))
     }
 
     /// The parameters and key-encryption key for wrapping a new stream's data key.
@@ -373,6 +424,10 @@ impl Keyring {
         self.signers = signers;
         if let Some(s) = &signing {
             self.signers.push(s.verifier());
+            // A write-only host names its chunks with a secret of its own.
+            if let Kind::Recipient { .. } = self.current.kind {
+                self.current.secret = Zeroizing::new(s.naming_secret().to_vec());
+            }
         }
         self.signing = signing;
         self
@@ -410,6 +465,29 @@ impl Keyring {
     pub(super) fn all(&self) -> impl Iterator<Item = &MasterKey> {
         std::iter::once(&self.current).chain(&self.others)
     }
+}
+
+/// The secret new chunk ids are keyed with, and for an X25519 naming the
+/// writer's public naming key (see [`MasterKey::new_chunk_naming`]).
+pub type ChunkNaming = (Zeroizing<[u8; 32]>, Option<[u8; 32]>);
+
+/// The chunk-id secret of an X25519 naming: HKDF-SHA256(salt = writer ‖
+/// recipient, ikm = shared, info).
+fn exchange_key(shared: &[u8; 32], writer: &[u8; 32], recipient: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+    struct Len;
+    impl ring::hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let salt = [&writer[..], &recipient[..]].concat();
+    let mut k = Zeroizing::new([0u8; 32]);
+    ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &salt)
+        .extract(shared)
+        .expand(&[CHUNK_ID_EXCHANGE_INFO], Len)
+        .and_then(|okm| okm.fill(&mut k[..]))
+        .expect("HKDF-SHA256 yields 32 bytes");
+    k
 }
 
 /// Decodes base64 (standard alphabet, `=` padding optional) of exactly 32

@@ -121,6 +121,14 @@ pub(super) fn unwrap_with(secret: &[u8; 32], ephemeral: &[u8; 32]) -> Option<Les
     kek(&shared, ephemeral, &public)
 }
 
+/// X25519(`secret`, `peer`); `None` for a degenerate exchange (a peer of
+/// small order, which a stored naming may name).
+pub(super) fn exchange(secret: &[u8; 32], peer: &[u8; 32]) -> Option<Zeroizing<[u8; 32]>> {
+    let s = StaticSecret::from(*secret);
+    let shared = Zeroizing::new(s.diffie_hellman(&PublicKey::from(*peer)).to_bytes());
+    (!shared.iter().all(|b| *b == 0)).then_some(shared)
+}
+
 fn kek(shared: &[u8; 32], ephemeral: &[u8; 32], recipient: &[u8; 32]) -> Option<LessSafeKey> {
     if shared.iter().all(|b| *b == 0) {
         return None;
@@ -144,6 +152,9 @@ fn kek(shared: &[u8; 32], ephemeral: &[u8; 32], recipient: &[u8; 32]) -> Option<
 pub struct SigningKey {
     id: String,
     pair: Ed25519KeyPair,
+    /// The X25519 secret this host names its chunks with (derived from the
+    /// seed, see `MasterKey::new_chunk_naming`): no other host can compute it.
+    naming: Zeroizing<[u8; 32]>,
 }
 
 impl SigningKey {
@@ -165,11 +176,17 @@ impl SigningKey {
         Ok(SigningKey {
             id: ed25519_id(&public),
             pair,
+            naming: super::keys::hkdf32(&seed[..], super::keys::CHUNK_NAMING_INFO),
         })
     }
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// This host's chunk-naming secret (never printed, never stored).
+    pub(super) fn naming_secret(&self) -> &[u8; 32] {
+        &self.naming
     }
 
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {

@@ -21,11 +21,14 @@ pub struct Chunked {
     pub file: String,
     /// Bytes of plaintext per chunk (the last one may be shorter).
     pub chunk_size: u64,
-    /// How chunk ids were computed: `blake3:{compression}:{key id}` (BLAKE3
-    /// keyed with the key's [chunk id key](crate::crypto::MasterKey::chunk_id_key),
-    /// per compression algorithm, so that a chunk stored one way is never
-    /// named by a backup that reads it another way) or `blake3:{compression}`
-    /// (an unencrypted backup).
+    /// How chunk ids were computed, per compression algorithm (so that a
+    /// chunk stored one way is never named by a backup that reads it another
+    /// way): `blake3:{compression}:{key id}` (BLAKE3 keyed with the key's
+    /// [chunk id key](crate::crypto::MasterKey::chunk_id_key)),
+    /// `blake3x:{compression}:{writer}:{key id}` (keyed by an X25519 exchange
+    /// between the writer's naming key, 64 hex digits, and the recipient: see
+    /// [`new_chunk_naming`](crate::crypto::MasterKey::new_chunk_naming)), or
+    /// `blake3:{compression}` (an unencrypted backup).
     pub naming: String,
     /// Chunks of the file, zeros included: the entries of the list.
     pub count: u64,
@@ -100,17 +103,42 @@ pub fn keyed_naming(compression: &str, key_id: &str) -> String {
     format!("blake3:{compression}:{key_id}")
 }
 
+/// The naming of chunks keyed by an exchange between the writer's naming
+/// key `writer` and the X25519 key `key_id`.
+pub fn exchange_naming(compression: &str, writer: &[u8; 32], key_id: &str) -> String {
+    format!("blake3x:{compression}:{}:{key_id}", hex::encode(writer))
+}
+
 /// The naming of the chunks of an unencrypted backup.
 pub fn plain_naming(compression: &str) -> String {
     format!("blake3:{compression}")
 }
 
-/// The parts of a naming: the compression algorithm and the key id, if keyed.
-pub fn parse_naming(naming: &str) -> Option<(&str, Option<&str>)> {
+/// What keys a naming's chunk ids (see [`Chunked::naming`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamedBy<'a> {
+    /// Nothing: an unencrypted backup.
+    Plain,
+    /// The chunk id key of the key with this id.
+    Key(&'a str),
+    /// An exchange between the writer's naming key and this X25519 key.
+    Exchange { key: &'a str, writer: [u8; 32] },
+}
+
+/// The parts of a naming: the compression algorithm and what keys it.
+pub fn parse_naming(naming: &str) -> Option<(&str, NamedBy<'_>)> {
+    if let Some(rest) = naming.strip_prefix("blake3x:") {
+        let (alg, rest) = rest.split_once(':')?;
+        let (writer, key) = rest.split_once(':')?;
+        let mut w = [0u8; 32];
+        hex::decode_to_slice(writer, &mut w).ok()?;
+        let ok = matches!(alg, "zstd" | "gzip" | "none") && !key.is_empty();
+        return ok.then_some((alg, NamedBy::Exchange { key, writer: w }));
+    }
     let rest = naming.strip_prefix("blake3:")?;
     let (alg, key) = match rest.split_once(':') {
-        Some((a, k)) => (a, Some(k)),
-        None => (rest, None),
+        Some((a, k)) => (a, NamedBy::Key(k)),
+        None => (rest, NamedBy::Plain),
     };
     matches!(alg, "zstd" | "gzip" | "none").then_some((alg, key))
 }

@@ -3,9 +3,19 @@
 //! was started with and is sealed like a manifest, so a second config with
 //! another key that points at the same prefix is refused before it writes a
 //! backup there, instead of filling the store with manifests that the first
-//! installation then refuses. Optional: a store without a marker works as before.
-//! Every run that writes checks it first: a backup run as it begins, and any
-//! other run before it writes a catalog ([`ensure`]).
+//! installation then refuses. Every run that writes checks it first: a backup
+//! run as it begins, and any other run before it writes a catalog ([`ensure`]).
+//!
+//! The marker also holds the store's id, random, which every manifest written
+//! since goes on to carry under its seal ([`Manifest::store`](super::Manifest)):
+//! a genuine manifest copied from another store of the same key names that
+//! store's id and is refused ([`check_bound`]). With keys the marker is
+//! mandatory: a backup run on a store without one writes it first
+//! (create-only, as `bkp init` does). A manifest sealed without a store id is
+//! used when it was made before the marker was (its sealed id's time against
+//! the marker's `created_at`), or a sealed list of `bkp trust-legacy` records
+//! it; a marker written before stores had ids leaves the store unbound, as
+//! before, until it is replaced (remove it and run `bkp init`).
 
 use std::sync::Mutex;
 
@@ -32,6 +42,161 @@ pub struct Marker {
     pub stream_format: String,
     /// The key (or recipient) id new backups were encrypted with, if any.
     pub key_id: Option<String>,
+    /// The store's id (`st-` and 32 random hex digits), which every sealed
+    /// manifest written since carries. `None` in a marker from before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<String>,
+}
+
+impl Marker {
+    /// A new marker for this installation, with a new random store id.
+    pub fn new(trust: &Trust) -> Marker {
+        let mut id = [0u8; 16];
+        crate::id::fill_random(&mut id);
+        Marker {
+            schema: SCHEMA.into(),
+            created_at: OffsetDateTime::now_utc(),
+            host: crate::commands::run::hostname(),
+            bkp_version: env!("CARGO_PKG_VERSION").into(),
+            manifest_schema: super::schema_string(),
+            stream_format: crate::crypto::FORMAT_NAME.into(),
+            key_id: trust.keys().map(|k| k.current().id().to_string()),
+            store_id: Some(format!("st-{}", hex::encode(id))),
+        }
+    }
+}
+
+/// What binds sealed documents to a store: its id, and since when its
+/// documents carry it (the marker's creation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub id: String,
+    pub since: OffsetDateTime,
+}
+
+/// A binding as read, or the failure (its code and message) to repeat.
+type Loaded = std::result::Result<Option<Binding>, (Option<Code>, String)>;
+
+type LoadBinding = dyn Fn(&Trust) -> Result<Option<Binding>> + Send + Sync;
+
+/// How a run learns its store's [`Binding`]: read on first need, once.
+pub struct Bound {
+    load: Box<LoadBinding>,
+    got: std::sync::OnceLock<Loaded>,
+}
+
+impl Bound {
+    /// `store` opens the run's store; its marker is read when first needed.
+    pub fn new(store: impl Fn() -> Result<Box<dyn Store>> + Send + Sync + 'static) -> Bound {
+        Bound {
+            load: Box::new(move |trust| binding(store()?.as_ref(), trust)),
+            got: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl Trust {
+    /// Also binds what this run reads and writes to its store's id.
+    pub fn with_binding(mut self, bound: Bound) -> Trust {
+        self.store = Some(std::sync::Arc::new(bound));
+        self
+    }
+
+    /// The store's binding, read on first use: `None` without keys, without a
+    /// way to read it, or for a store whose marker has no id.
+    pub fn binding(&self) -> Result<Option<&Binding>> {
+        let Some(b) = self.store.as_ref().filter(|_| self.checks()) else {
+            return Ok(None);
+        };
+        let got = b.got.get_or_init(|| {
+            (b.load)(self).map_err(|e| (crate::exit::classify(&e), format!("{e:#}")))
+        });
+        match got {
+            Ok(b) => Ok(b.as_ref()),
+            Err((Some(code), msg)) => Err(coded(*code, msg.clone())),
+            Err((None, msg)) => Err(anyhow::anyhow!("{msg}")),
+        }
+    }
+}
+
+/// The binding of `store`'s marker (once per store and process).
+fn binding(store: &dyn Store, trust: &Trust) -> Result<Option<Binding>> {
+    if let Some(b) = seen(store) {
+        return Ok(b);
+    }
+    let b = read(store, trust)?.and_then(|m| {
+        Some(Binding {
+            id: m.store_id?,
+            since: m.created_at,
+        })
+    });
+    Ok(b)
+}
+
+/// The bindings of the markers this process read, by store.
+static SEEN: Mutex<Vec<(String, Option<Binding>)>> = Mutex::new(Vec::new());
+
+fn seen(store: &dyn Store) -> Option<Option<Binding>> {
+    let id = store.identity();
+    let seen = SEEN.lock().ok()?;
+    seen.iter().find(|(s, _)| *s == id).map(|(_, b)| b.clone())
+}
+
+fn saw(store: &dyn Store, m: Option<&Marker>) {
+    let b = m.and_then(|m| {
+        Some(Binding {
+            id: m.store_id.clone()?,
+            since: m.created_at,
+        })
+    });
+    if let Ok(mut seen) = SEEN.lock() {
+        let id = store.identity();
+        seen.retain(|(s, _)| *s != id);
+        seen.push((id, b));
+    }
+}
+
+/// Whether `m`, sealed (`vouch`, see [`super::admit`]), belongs to this
+/// store: it names this store's id; or it names none and was made before
+/// the store had its id (its sealed id's time before the marker's creation),
+/// or a sealed list records it. Nothing is checked without keys, nor for a
+/// store whose marker has no id while `m` names none.
+pub fn check_bound(m: &super::Manifest, vouch: Option<&str>, trust: &Trust) -> Result<()> {
+    if !trust.checks() || vouch.is_none() {
+        return Ok(());
+    }
+    let here = trust.binding()?;
+    let what = format!("manifest {}", m.key());
+    let copied = |why: String| {
+        coded(
+            Code::Integrity,
+            format!("{what} {why}: it was copied from another store and is not this store's backup; it is not used"),
+        )
+    };
+    match (&m.store, here) {
+        (Some(s), Some(b)) if *s == b.id => Ok(()),
+        (Some(s), Some(b)) => Err(copied(format!(
+            "was sealed for store {}, and this is store {}",
+            crate::ui::printable(s),
+            b.id
+        ))),
+        (Some(s), None) => Err(copied(format!(
+            "was sealed for store {}, and this store's marker ({KEY}) names no id (if the marker was removed, put it back)",
+            crate::ui::printable(s)
+        ))),
+        (None, None) => Ok(()),
+        (None, Some(b)) => {
+            let before = m.id.timestamp().is_some_and(|t| t < b.since);
+            let listed = vouch.is_some_and(|v| v.starts_with(super::seal::LEGACY));
+            if before || listed {
+                return Ok(());
+            }
+            Err(copied(format!(
+                "names no store, but was made after this store ({}) had its id",
+                b.id
+            )))
+        }
+    }
 }
 
 /// Writes the marker (create-only): an error if the store already has one.
@@ -67,12 +232,30 @@ fn remember(store: &dyn Store) {
 }
 
 /// [`check`], once per store and process: a run that checked the marker as
-/// it began is not asked again when it writes.
+/// it began is not asked again when it writes. With keys, a store without a
+/// marker gets one now (create-only, as `bkp init` writes it): its id goes
+/// into every manifest from now on.
 pub fn ensure(store: &dyn Store, trust: &Trust) -> Result<()> {
     if checked(store) {
         return Ok(());
     }
-    check(store, trust).map(drop)
+    if check(store, trust)?.is_some() || !trust.checks() {
+        return Ok(());
+    }
+    let marker = Marker::new(trust);
+    match write(store, &marker, trust) {
+        Ok(()) => {
+            saw(store, Some(&marker));
+            Ok(())
+        }
+        // Another run wrote one first: that one is the store's.
+        Err(e) if crate::exit::classify(&e) == Some(Code::TargetExists) => {
+            check(store, trust).map(drop)
+        }
+        Err(e) => Err(e.context(format!(
+            "failed to write the store marker {KEY}, which a store with [encryption] needs"
+        ))),
+    }
 }
 
 /// The refusal of another installation's store, for a run that writes only
@@ -126,7 +309,10 @@ fn read(store: &dyn Store, trust: &Trust) -> Result<Option<Marker>> {
     // One request on every run: a GET, whose "not found" means no marker.
     let bytes = match store.get_at_most(KEY, crate::limits::MARKER) {
         Ok(bytes) => bytes,
-        Err(e) if crate::exit::classify(&e) == Some(Code::NotFound) => return Ok(None),
+        Err(e) if crate::exit::classify(&e) == Some(Code::NotFound) => {
+            saw(store, None);
+            return Ok(None);
+        }
         Err(e) => return Err(e),
     };
     let what = format!("the store marker {KEY} of {}", store.identity());
@@ -157,5 +343,6 @@ fn read(store: &dyn Store, trust: &Trust) -> Result<Option<Marker>> {
     }
     let m: Marker = serde_json::from_value(opened.value)
         .map_err(|_| coded(Code::Integrity, format!("{what} is malformed")))?;
+    saw(store, Some(&m));
     Ok(Some(m))
 }

@@ -122,6 +122,11 @@ pub struct Manifest {
     /// Kind-specific facts about the source (data file path, snapshot mode…).
     #[serde(default)]
     pub source: BTreeMap<String, serde_json::Value>,
+    /// The id of the store it was written to (from the store's marker, see
+    /// `marker.rs`): under the seal, so that a copy in another store is
+    /// refused there. `None` in manifests from before stores had ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 impl Manifest {
@@ -322,6 +327,7 @@ pub(crate) fn admit(m: &Manifest, vouch: Option<&str>, trust: &Trust) -> Result<
     if trust.checks() && !sealed && !trust.excuses(m.id) {
         return Err(seal::unsealed_error(&what, m.id));
     }
+    marker::check_bound(m, vouch, trust)?;
     if let Some(t) = m.id.timestamp() {
         if (m.started_at - t).abs() > ID_TIME_SLACK {
             return Err(coded(
@@ -729,6 +735,7 @@ pub(crate) mod tests {
             uses: vec![],
             chunks: None,
             source: BTreeMap::new(),
+            store: None,
         }
     }
 

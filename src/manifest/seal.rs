@@ -62,6 +62,8 @@ pub struct Trust {
     /// The sealed lists of documents from before sealing or before a key's
     /// rotation, read from the store when first needed.
     lists: Option<Arc<Lists>>,
+    /// The store's id, which sealed manifests must name (see `marker.rs`).
+    pub(super) store: Option<Arc<super::marker::Bound>>,
 }
 
 impl Trust {
@@ -81,6 +83,7 @@ impl Trust {
             accepted,
             plaintext: Vec::new(),
             lists: None,
+            store: None,
         }
     }
 

@@ -72,6 +72,7 @@ pub fn read_tombstones(store: &dyn Store, trust: &Trust) -> Result<Vec<Tombstone
         }
         t.manifest
             .check_keys()
+            .and_then(|()| super::marker::check_bound(&t.manifest, vouched.as_deref(), trust))
             .map_err(|e| e.context(format!("{what}: {remove}")))?;
         out.push(t);
     }

@@ -395,6 +395,7 @@ mod tests {
             uses: vec![],
             chunks: None,
             source: set.clone().into_source_map().unwrap(),
+            store: None,
         };
         let back: Manifest = serde_json::from_slice(&serde_json::to_vec(&m).unwrap()).unwrap();
         assert_eq!(ReplicaSet::from_manifest(&back).unwrap(), set);
