@@ -420,9 +420,8 @@ impl Keyring {
     /// The trusted signer with id `id`, with its scope. This host's own
     /// signing key wins over a configured entry for the same key.
     pub fn trusted_signer(&self, id: &str) -> Option<&Signer> {
-        let mut found = self.signers.iter().filter(|s| s.verifier.id == id);
-        let first = found.next()?;
-        Some(found.last().unwrap_or(first))
+        // This host's own is pushed last.
+        self.signers.iter().rev().find(|s| s.verifier.id == id)
     }
 
     /// The key new streams are encrypted with.
