@@ -198,7 +198,8 @@ pub enum KeyCommand {
     /// replaces an existing file. `raw` (default): 32 random bytes, for
     /// `[encryption] key_file`. `x25519`: an identity for `identity_files` where
     /// restores run; prints the `recipient` for write-only hosts. `ed25519`: a
-    /// host's `signing_key_file`; prints the line to add to `signers`.
+    /// host's `signing_key_file`; prints the `[[encryption.signer]]` table to
+    /// add where restores run (this host's name filled in; list its kinds).
     Generate {
         /// The key file to create.
         #[arg(value_name = "PATH")]

@@ -180,15 +180,20 @@ fn write_only(root: &Path, extra: &str) -> (PathBuf, PathBuf, bkp::crypto::Maste
             &[],
         );
         assert_exit(&out, 0);
+        // The config lines it printed (a signer's table: header, key, hosts).
         String::from_utf8(out.stdout)
             .unwrap()
             .lines()
-            .nth(1)
-            .unwrap()
-            .to_string()
+            .skip(1)
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     let recipient = generate("x25519", root.join("admin/identity"));
-    let signers = generate("ed25519", root.join("host/signing.key"));
+    let signers = format!(
+        "{}\nkinds = [\"tigerbeetle\", \"postgres\"]\ntigerbeetle_clusters = [0]\npostgres_systems = [\"7301234567890123456\"]",
+        generate("ed25519", root.join("host/signing.key"))
+    );
     let store = format!(
         "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"{}\"\n",
         root.join("store").display()
@@ -202,7 +207,7 @@ fn write_only(root: &Path, extra: &str) -> (PathBuf, PathBuf, bkp::crypto::Maste
     let admin = root.join("admin/bkp.toml");
     fs::write(
         &admin,
-        format!("{store}[encryption]\nidentity_files = [\"identity\"]\n{signers}\n{extra}"),
+        format!("{store}[encryption]\nidentity_files = [\"identity\"]\n{extra}\n{signers}\n"),
     )
     .unwrap();
     let public = recipient.split('"').nth(1).unwrap();

@@ -349,3 +349,96 @@ fn parquet_footers_never_panic_the_checker() {
         bkp::parquet::check_bytes(bytes).is_ok()
     });
 }
+
+/// Scoped signers: mutated `[[encryption.signer]]` tables never panic the
+/// config parser, and a manifest a signer sealed is used only when every
+/// fact its scope limits (host, kind, PostgreSQL system, TigerBeetle
+/// cluster) lies inside the scope.
+#[test]
+fn signer_scopes_hold_for_every_config_and_manifest() {
+    use bkp::crypto::pubkey::{generate_signing_key, SigningKey, Verifier};
+    use bkp::crypto::SignerScope;
+    use bkp::kinds::Kind;
+    let (secret, public) = generate_signing_key().unwrap();
+    let config = format!(
+        "work_dir = \"/w\"\n[store]\ntype = \"local\"\npath = \"/s\"\n[encryption]\nkey_file = \"k\"\n\
+         [[encryption.signer]]\nkey = \"{public}\"\nhosts = [\"db1\", \"db2\"]\n\
+         kinds = [\"postgres\", \"tigerbeetle\"]\npostgres_systems = [7301234567890123456, \"18446744073709551615\"]\n\
+         tigerbeetle_clusters = [0, \"340282366920938463463374607431768211455\"]\n"
+    );
+    let path = std::path::Path::new("/etc/bkp/t.toml");
+    let ov = bkp::config::Overrides::default();
+    bkp::config::parse(&config, path, &ov).unwrap();
+    fuzz("signer-config", vec![config.into_bytes()], false, |bytes| {
+        std::str::from_utf8(bytes).is_ok_and(|t| bkp::config::parse(t, path, &ov).is_ok())
+    });
+
+    let scope = SignerScope {
+        hosts: vec!["db1".into()],
+        kinds: vec![Kind::Postgres, Kind::Tigerbeetle],
+        postgres_systems: vec![11],
+        tigerbeetle_clusters: vec![7],
+    };
+    let reader = Keyring::new(MasterKey::from_bytes([3; 32]), Vec::new())
+        .with_scoped_signers(None, vec![(Verifier::parse(&public).unwrap(), scope)]);
+    let trust = bkp::manifest::Trust::new(Some(reader), None, Vec::new());
+    let thief = Keyring::new(MasterKey::from_bytes([9; 32]), Vec::new()).with_signing(
+        Some(SigningKey::from_text(secret.as_bytes(), "t").unwrap()),
+        vec![],
+    );
+    let mut rng = Rng(seed());
+    let at = time::OffsetDateTime::from_unix_timestamp(1_760_140_800).unwrap();
+    for round in 0..rounds().min(2000) {
+        let host = ["db1", "db2", ""][rng.below(3)];
+        let kind = [Kind::Postgres, Kind::Tigerbeetle, Kind::Duckdb][rng.below(3)];
+        let system: Option<serde_json::Value> = [
+            None,
+            Some(11.into()),
+            Some("11".into()),
+            Some("12".into()),
+            Some("x".into()),
+        ][rng.below(5)]
+        .clone();
+        let cluster: Option<serde_json::Value> = [
+            None,
+            Some("7".into()),
+            Some(7.into()),
+            Some("8".into()),
+            Some(true.into()),
+        ][rng.below(5)]
+        .clone();
+        let id = bkp::id::BackupId::new_v7(at);
+        let mut m = serde_json::json!({
+            "schema": "bkp.manifest/1.0", "id": id, "kind": kind, "scope": "full",
+            "operation": "snapshot", "status": "completed",
+            "started_at": "2025-10-11T00:00:00Z", "finished_at": "2025-10-11T00:00:01Z",
+            "host": host, "bkp_version": "0", "retention_days": 365,
+            "compression": {"algorithm": "zstd", "level": 3, "threads": 1},
+            "encryption": {"format": "aes-256-gcm-stream-v1", "key_id": "k1"},
+            "objects": [], "source": {},
+        });
+        if let Some(s) = &system {
+            m["source"]["system_identifier"] = s.clone();
+        }
+        if let Some(c) = &cluster {
+            m["source"]["cluster_id"] = c.clone();
+        }
+        let key = format!("manifests/{}/{id}.json", kind.as_str());
+        let bytes = bkp::manifest::seal::encode(&m, Some(&thief)).unwrap();
+        let inside = host == "db1"
+            && kind != Kind::Duckdb
+            && system
+                .as_ref()
+                .is_none_or(|s| s == &serde_json::json!(11) || s == "11")
+            && cluster
+                .as_ref()
+                .is_none_or(|c| c == &serde_json::json!(7) || c == "7");
+        let got = bkp::manifest::parse(&bytes, &key, &trust);
+        assert_eq!(
+            got.is_ok(),
+            inside,
+            "round {round}: host {host:?} kind {kind:?} system {system:?} cluster {cluster:?}: {:?}",
+            got.err().map(|e| format!("{e:#}"))
+        );
+    }
+}

@@ -18,7 +18,8 @@ fn bkp(cfg: &Path, args: &[&str], env: &[(String, String)]) -> Output {
     run_bkp(&all, env)
 }
 
-/// Runs `bkp key generate --type KIND PATH` and returns the config line it printed.
+/// Runs `bkp key generate --type KIND PATH` and returns the config lines it
+/// printed (a recipient's line; a signer's table: header, key, this host).
 fn generate(kind: &str, path: &Path) -> String {
     let out = run_bkp(
         &["key", "generate", "--type", kind, path.to_str().unwrap()],
@@ -26,7 +27,7 @@ fn generate(kind: &str, path: &Path) -> String {
     );
     assert_exit(&out, 0);
     let text = String::from_utf8(out.stdout).unwrap();
-    text.lines().nth(1).expect("a config line").to_string()
+    text.lines().skip(1).take(3).collect::<Vec<_>>().join("\n")
 }
 
 fn ids(out: &Output) -> Vec<String> {
@@ -54,14 +55,18 @@ fn a_write_only_host_backs_up_and_only_the_identity_restores() {
     fs::create_dir_all(root.join("admin")).unwrap();
     fs::create_dir_all(root.join("host")).unwrap();
     let recipient = generate("x25519", &root.join("admin/identity"));
-    let signers = generate("ed25519", &root.join("host/signing.key"));
+    let signer = generate("ed25519", &root.join("host/signing.key"));
     assert!(
         recipient.starts_with("recipient = \"bkp-x25519:"),
         "{recipient}"
     );
     assert!(
-        signers.starts_with("signers = [\"bkp-ed25519:"),
-        "{signers}"
+        signer.starts_with("[[encryption.signer]]\nkey = \"bkp-ed25519:"),
+        "{signer}"
+    );
+    // What the host backs up, the operator knows: the scope it is trusted for.
+    let signers = format!(
+        "{signer}\nkinds = [\"tigerbeetle\", \"duckdb\", \"parquet\"]\ntigerbeetle_clusters = [0]"
     );
 
     // What the host backs up: a data file, a running cluster, a DuckDB

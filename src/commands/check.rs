@@ -325,6 +325,18 @@ fn keys(ctx: &Ctx, keyring: Option<&crate::crypto::Keyring>) -> String {
             if let Some(s) = k.signing() {
                 ids.push(format!("signing key {}", s.id()));
             }
+            // Each trusted signer with what it may seal (this host's own has
+            // no scope and is named above).
+            let own = k.signing().map(|s| s.id());
+            for s in k.signers().iter().filter(|s| s.scope.is_some()) {
+                if Some(s.verifier.id.as_str()) != own {
+                    ids.push(format!(
+                        "signer {} for {}",
+                        s.verifier.id,
+                        s.describe_scope()
+                    ));
+                }
+            }
             format!("loaded {}", ids.join(", "))
         }
     }

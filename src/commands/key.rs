@@ -1,6 +1,8 @@
 //! `bkp key generate PATH`: a new key file, mode 0400: a master key (32
 //! random bytes), or for write-only hosts an X25519 identity or an Ed25519
-//! signing key (see `crypto/pubkey.rs`), whose public half it prints.
+//! signing key (see `crypto/pubkey.rs`), whose public half it prints (for a
+//! signing key, as the `[[encryption.signer]]` table that trusts it, scoped to
+//! this host).
 //!
 //! It needs no config: a key is made before the config that names it. The file
 //! is created, never replaced (a key that backups were written with must not be
@@ -53,6 +55,27 @@ pub fn init(ctx: &crate::commands::Ctx) -> Result<()> {
         }
     ));
     Ok(())
+}
+
+/// The `[[encryption.signer]]` table to add where restores run, for the
+/// signer `public` of this host: the host's name filled in, the kinds (and
+/// their systems or clusters) left for the operator, who knows what this host
+/// backs up. Until `kinds` is filled in, the config is refused and says how.
+fn signer_table(public: &str) -> String {
+    let host = crate::commands::run::hostname();
+    let kinds = crate::kinds::Kind::ALL
+        .iter()
+        .map(|k| format!("{:?}", k.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "[[encryption.signer]]\n\
+         key = \"{public}\"\n\
+         hosts = [{host:?}]\n\
+         kinds = []  # the kinds this host backs up, of {kinds}\n\
+         # tigerbeetle_clusters = [0]  # with \"tigerbeetle\": its [tigerbeetle] cluster_id (0 when not set)\n\
+         # postgres_systems = [\"…\"]  # with \"postgres\": SELECT system_identifier FROM pg_control_system()"
+    )
 }
 
 /// Writes a new key to `path` and prints its id (and public half).
@@ -124,7 +147,7 @@ pub fn generate(ui: &Ui, path: &Path, kind: KeyType) -> Result<()> {
     } else {
         match (kind, &public) {
             (KeyType::X25519, Some(p)) => ui::out(&format!("{id}\nrecipient = \"{p}\""))?,
-            (KeyType::Ed25519, Some(p)) => ui::out(&format!("{id}\nsigners = [\"{p}\"]"))?,
+            (KeyType::Ed25519, Some(p)) => ui::out(&format!("{id}\n{}", signer_table(p)))?,
             _ => ui::out(&id)?,
         }
     }

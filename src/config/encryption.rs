@@ -8,6 +8,13 @@
 //!
 //! Validation only checks the settings; [`load_keyring`] reads the keys, and only
 //! runs that encrypt or decrypt call it.
+//!
+//! A trusted signer (a write-only host's public key) comes with its scope, one
+//! `[[encryption.signer]]` table each: the hosts and kinds it backs up, and the
+//! PostgreSQL systems and TigerBeetle clusters where those kinds are among
+//! them. Nothing in a scope means "any": a stolen host must not be able to
+//! sign another host's backups. Today's bare `signers = ["…"]` is a config
+//! error that shows the table to write instead.
 
 use std::path::{Path, PathBuf};
 
@@ -15,10 +22,12 @@ use anyhow::Result;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use super::tigerbeetle::ClusterId;
 use super::Validator;
 use crate::credentials::{expand_credentials, CREDENTIALS};
-use crate::crypto::{Keyring, MasterKey};
+use crate::crypto::{Keyring, MasterKey, SignerScope};
 use crate::exit::{coded, Code};
+use crate::kinds::Kind;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,9 +54,29 @@ pub struct EncryptionFile {
     pub identity_files: Vec<PathBuf>,
     /// This host's Ed25519 signing key (a file): it seals what the host writes.
     pub signing_key_file: Option<PathBuf>,
-    /// Ed25519 public keys (`bkp-ed25519:…`) of the hosts whose seals are trusted.
+    /// The old, unscoped form of `signer`: refused, with the table to write.
     #[serde(default)]
     pub signers: Vec<String>,
+    /// The hosts whose seals are trusted, each within its scope.
+    #[serde(default)]
+    pub signer: Vec<SignerFile>,
+}
+
+/// One `[[encryption.signer]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignerFile {
+    /// The host's Ed25519 public key, `bkp-ed25519:…`.
+    pub key: Option<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// System identifiers (integers, or strings beyond TOML's integers).
+    #[serde(default)]
+    pub postgres_systems: Vec<ClusterId>,
+    #[serde(default)]
+    pub tigerbeetle_clusters: Vec<ClusterId>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,8 +116,8 @@ pub struct EncryptionPlan {
     pub unsealed_before: Option<time::OffsetDateTime>,
     /// This host's signing key file.
     pub signing_key: Option<PathBuf>,
-    /// Trusted signers, in their text form (checked when loaded).
-    pub signers: Vec<String>,
+    /// Trusted signers, in their text form, and what each may seal.
+    pub signers: Vec<(String, SignerScope)>,
 }
 
 /// Where one key comes from, and the id it is recorded under (default: the key's
@@ -174,18 +203,182 @@ pub(super) fn validate(f: Option<EncryptionFile>, v: &Validator) -> Result<Optio
         .map(|(i, k)| key_plan(k, &format!("encryption.old_keys[{i}]"), v))
         .chain(identities.map(Ok))
         .collect::<Result<Vec<_>>>()?;
-    for s in &e.signers {
-        crate::crypto::pubkey::Verifier::parse(s)
-            .map_err(|err| v.error("encryption.signers", format!("{err:#}")))?;
+    if let Some(bare) = e.signers.first() {
+        return Err(v.error("encryption.signers", unscoped(bare)));
     }
+    let signers = signers(e.signer, v)?;
     let signing_key = e.signing_key_file.map(|p| secret_path(p, v));
     Ok(Some(EncryptionPlan {
         current,
         old,
         unsealed_before,
         signing_key,
-        signers: e.signers,
+        signers,
     }))
+}
+
+/// The error for today's `signers = ["…"]`: a signer without a scope would
+/// be trusted for every host and kind, so the table to write is shown.
+fn unscoped(key: &str) -> String {
+    let key = crate::crypto::pubkey::Verifier::parse(key)
+        .map_or_else(|_| "bkp-ed25519:…".to_string(), |v| v.text());
+    format!(
+        "a signer is trusted only for the hosts and kinds it backs up: replace `signers = [...]` with one table per signing host, e.g.\n\
+         [[encryption.signer]]\n\
+         key = \"{key}\"\n\
+         hosts = [\"db1\"]                 # the host names its manifests record (`bkp list` shows them)\n\
+         kinds = [\"postgres\"]            # the kinds it backs up: {}\n\
+         postgres_systems = [\"7301…\"]    # with \"postgres\": its clusters' system identifiers\n\
+         tigerbeetle_clusters = [0]       # with \"tigerbeetle\": its cluster ids ([tigerbeetle] cluster_id there)",
+        kind_names()
+    )
+}
+
+fn kind_names() -> String {
+    Kind::ALL
+        .iter()
+        .map(|k| format!("{:?}", k.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks each `[[encryption.signer]]`: its key, and a scope that says which
+/// hosts, kinds, systems and clusters it may seal (none may be left out
+/// where it applies, and none may be given where it does not).
+fn signers(tables: Vec<SignerFile>, v: &Validator) -> Result<Vec<(String, SignerScope)>> {
+    let mut out: Vec<(String, SignerScope)> = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
+    for (i, t) in tables.into_iter().enumerate() {
+        let (key, id, scope) = signer(i, t, v)?;
+        if let Some(j) = ids.iter().position(|x| *x == id) {
+            return Err(v.error(
+                &format!("encryption.signer[{i}].key"),
+                format!("signer {id} is also encryption.signer[{j}]: one table per signer; merge their scopes"),
+            ));
+        }
+        ids.push(id);
+        out.push((key, scope));
+    }
+    Ok(out)
+}
+
+/// Checks `[[encryption.signer]]` number `i`: its key, id and scope.
+fn signer(i: usize, t: SignerFile, v: &Validator) -> Result<(String, String, SignerScope)> {
+    let field = |name: &str| format!("encryption.signer[{i}].{name}");
+    let key = t.key.ok_or_else(|| {
+        v.error(
+            &field("key"),
+            "is required: the host's public key, the `key = \"bkp-ed25519:…\"` line `bkp key generate --type ed25519` printed there",
+        )
+    })?;
+    let id = crate::crypto::pubkey::Verifier::parse(&key)
+        .map_err(|err| v.error(&field("key"), format!("{err:#}")))?
+        .id;
+    if t.hosts.is_empty() {
+        return Err(v.error(
+            &field("hosts"),
+            "is required: list the host names this signer's host backs up as, as its manifests record them (its hostname, or BKP_HOSTNAME there; `bkp list` shows them)",
+        ));
+    }
+    if let Some(h) = t
+        .hosts
+        .iter()
+        .find(|h| h.is_empty() || h.chars().any(char::is_control))
+    {
+        return Err(v.error(
+            &field("hosts"),
+            format!("{:?} is not a host name", crate::ui::printable(h)),
+        ));
+    }
+    if t.kinds.is_empty() {
+        return Err(v.error(
+            &field("kinds"),
+            format!(
+                "is required: list the kinds this signer's host backs up, of {}",
+                kind_names()
+            ),
+        ));
+    }
+    let mut kinds = Vec::new();
+    for name in &t.kinds {
+        let k = Kind::parse(name).ok_or_else(|| {
+            v.error(
+                &field("kinds"),
+                format!(
+                    "{:?} is not a kind: use {}",
+                    crate::ui::printable(name),
+                    kind_names()
+                ),
+            )
+        })?;
+        kinds.push(k);
+    }
+    let postgres_systems = systems(t.postgres_systems, &field("postgres_systems"), v)?;
+    let tigerbeetle_clusters = t
+        .tigerbeetle_clusters
+        .into_iter()
+        .map(|c| c.value(v, &field("tigerbeetle_clusters")))
+        .collect::<Result<Vec<u128>>>()?;
+    for (kind, list, empty, what) in [
+        (
+            Kind::Postgres,
+            "postgres_systems",
+            postgres_systems.is_empty(),
+            "the system identifiers of the PostgreSQL clusters it backs up (`SELECT system_identifier FROM pg_control_system()` there, or `pg_controldata`)",
+        ),
+        (
+            Kind::Tigerbeetle,
+            "tigerbeetle_clusters",
+            tigerbeetle_clusters.is_empty(),
+            "the ids of the TigerBeetle clusters it backs up ([tigerbeetle] cluster_id in its config, 0 when not set)",
+        ),
+    ] {
+        match (kinds.contains(&kind), empty) {
+            (true, true) => {
+                return Err(v.error(
+                    &field(list),
+                    format!("is required with kind {:?}: list {what}", kind.as_str()),
+                ))
+            }
+            (false, false) => {
+                return Err(v.error(
+                    &field(list),
+                    format!("is set, but kinds does not include {:?}: add it to kinds, or remove {list}", kind.as_str()),
+                ))
+            }
+            _ => {}
+        }
+    }
+    let scope = SignerScope {
+        hosts: t.hosts,
+        kinds,
+        postgres_systems,
+        tigerbeetle_clusters,
+    };
+    Ok((key, id, scope))
+}
+
+/// PostgreSQL system identifiers as written (integers, or strings beyond
+/// TOML's integers): 1 to 2^64-1.
+fn systems(list: Vec<ClusterId>, field: &str, v: &Validator) -> Result<Vec<u64>> {
+    list.into_iter()
+        .map(|s| {
+            let n = match &s {
+                ClusterId::Int(n) => Some(*n),
+                ClusterId::Text(t) => t.trim().parse().ok(),
+            };
+            n.filter(|n| *n != 0).ok_or_else(|| {
+                let text = match s {
+                    ClusterId::Int(n) => n.to_string(),
+                    ClusterId::Text(t) => format!("{:?}", crate::ui::printable(&t)),
+                };
+                v.error(
+                    field,
+                    format!("{text} is not a PostgreSQL system identifier (a decimal integer from 1 to 2^64-1, as a string beyond TOML's integers)"),
+                )
+            })
+        })
+        .collect()
 }
 
 /// A secret file's path: relative to the config, or under the credentials
@@ -266,9 +459,9 @@ pub fn load_keyring(e: &EncryptionPlan) -> Result<Keyring> {
     let signers = e
         .signers
         .iter()
-        .map(|s| crate::crypto::pubkey::Verifier::parse(s))
+        .map(|(s, scope)| Ok((crate::crypto::pubkey::Verifier::parse(s)?, scope.clone())))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Keyring::new(current, others).with_signing(signing, signers))
+    Ok(Keyring::new(current, others).with_scoped_signers(signing, signers))
 }
 
 fn load_key(k: &KeyPlan) -> Result<MasterKey> {
@@ -436,6 +629,43 @@ mod tests {
         let ring = plan.keyring().unwrap().unwrap();
         std::env::remove_var("CREDENTIALS_DIRECTORY");
         assert_eq!(ring.current().id(), crate::crypto::key_id_of(&[3u8; 32]));
+    }
+
+    #[test]
+    fn a_signer_comes_with_its_scope_and_a_bare_one_is_refused() {
+        let (_, signer) = crate::crypto::pubkey::generate_signing_key().unwrap();
+        let text =
+            |body: &str| MINIMAL.replace("enabled = false", &format!("key_file = \"k\"\n{body}"));
+        let table = |rest: &str| format!("[[encryption.signer]]\nkey = \"{signer}\"\n{rest}\n");
+        let plan = p(&text(&table(
+            "hosts = [\"db1\"]\nkinds = [\"tigerbeetle\", \"postgres\"]\ntigerbeetle_clusters = [0, \"340282366920938463463374607431768211455\"]\npostgres_systems = [\"18446744073709551615\"]",
+        )))
+        .unwrap();
+        let (key, scope) = &plan.encryption.unwrap().signers[0];
+        assert_eq!(key, &signer);
+        assert_eq!(scope.hosts, vec!["db1".to_string()]);
+        assert_eq!(scope.kinds, vec![Kind::Tigerbeetle, Kind::Postgres]);
+        assert_eq!(scope.tigerbeetle_clusters, vec![0, u128::MAX]);
+        assert_eq!(scope.postgres_systems, vec![u64::MAX]);
+
+        fails_naming(
+            &text(&format!("signers = [\"{signer}\"]\n")),
+            "[[encryption.signer]]",
+        );
+        fails_naming(
+            &text(&table("kinds = [\"duckdb\"]")),
+            "encryption.signer[0].hosts",
+        );
+        fails_naming(
+            &text(&table("hosts = [\"\"]\nkinds = [\"duckdb\"]")),
+            "not a host name",
+        );
+        fails_naming(
+            &text("[[encryption.signer]]\nhosts = [\"a\"]\n"),
+            "encryption.signer[0].key",
+        );
+        // An empty list of bare signers trusts nobody, as before.
+        assert!(p(&text("signers = []\n")).is_ok());
     }
 
     #[test]

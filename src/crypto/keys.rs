@@ -401,8 +401,9 @@ pub struct Keyring {
     others: Vec<MasterKey>,
     /// This host's signing key: it seals what the host writes.
     signing: Option<super::pubkey::SigningKey>,
-    /// The signers whose seals are trusted (this host's own included).
-    signers: Vec<super::pubkey::Verifier>,
+    /// The signers whose seals are trusted (this host's own included), each
+    /// within its scope.
+    signers: Vec<Signer>,
 }
 
 impl Keyring {
@@ -415,15 +416,27 @@ impl Keyring {
         }
     }
 
-    /// With a signing key for this host's seals, and trusted signers.
+    /// With a signing key for this host's seals, and trusted signers without
+    /// a scope (for tests: a configured signer always has one, see
+    /// [`Keyring::with_scoped_signers`]). This host's own signer is trusted
+    /// for everything: a thief of it holds the host already.
     pub fn with_signing(
         mut self,
         signing: Option<super::pubkey::SigningKey>,
         signers: Vec<super::pubkey::Verifier>,
     ) -> Keyring {
-        self.signers = signers;
+        self.signers = signers
+            .into_iter()
+            .map(|verifier| Signer {
+                verifier,
+                scope: None,
+            })
+            .collect();
         if let Some(s) = &signing {
-            self.signers.push(s.verifier());
+            self.signers.push(Signer {
+                verifier: s.verifier(),
+                scope: None,
+            });
             // A write-only host names its chunks with a secret of its own.
             if let Kind::Recipient { .. } = self.current.kind {
                 self.current.secret = Zeroizing::new(s.naming_secret().to_vec());
@@ -433,13 +446,37 @@ impl Keyring {
         self
     }
 
+    /// With a signing key for this host's seals, and the configured signers,
+    /// each trusted only within its scope.
+    pub fn with_scoped_signers(
+        self,
+        signing: Option<super::pubkey::SigningKey>,
+        signers: Vec<(super::pubkey::Verifier, SignerScope)>,
+    ) -> Keyring {
+        let mut ring = self.with_signing(signing, Vec::new());
+        let own = ring.signers.drain(..);
+        let scoped = signers.into_iter().map(|(verifier, scope)| Signer {
+            verifier,
+            scope: Some(scope),
+        });
+        ring.signers = scoped.chain(own).collect();
+        ring
+    }
+
     pub fn signing(&self) -> Option<&super::pubkey::SigningKey> {
         self.signing.as_ref()
     }
 
     /// The trusted signer with id `id`.
     pub fn signer(&self, id: &str) -> Option<&super::pubkey::Verifier> {
-        self.signers.iter().find(|v| v.id == id)
+        self.trusted_signer(id).map(|s| &s.verifier)
+    }
+
+    /// The trusted signer with id `id`, with its scope. This host's own
+    /// signing key wins over a configured entry for the same key.
+    pub fn trusted_signer(&self, id: &str) -> Option<&Signer> {
+        // This host's own is pushed last.
+        self.signers.iter().rev().find(|s| s.verifier.id == id)
     }
 
     /// The key new streams are encrypted with.
@@ -458,7 +495,7 @@ impl Keyring {
     }
 
     /// The trusted signers, this host's own included.
-    pub fn signers(&self) -> &[super::pubkey::Verifier] {
+    pub fn signers(&self) -> &[Signer] {
         &self.signers
     }
 
@@ -488,6 +525,109 @@ fn exchange_key(shared: &[u8; 32], writer: &[u8; 32], recipient: &[u8; 32]) -> Z
         .and_then(|okm| okm.fill(&mut k[..]))
         .expect("HKDF-SHA256 yields 32 bytes");
     k
+}
+
+/// A trusted signer (a write-only host's Ed25519 public key) and what it may
+/// seal.
+#[derive(Debug, Clone)]
+pub struct Signer {
+    pub verifier: super::pubkey::Verifier,
+    /// `None` only for this host's own signing key (and in tests).
+    pub scope: Option<SignerScope>,
+}
+
+impl Signer {
+    /// Why a document claiming `claim` is outside this signer's scope, or
+    /// `None` when it may seal it.
+    pub fn refuses(&self, claim: &Claim) -> Option<String> {
+        self.scope.as_ref()?.refuses(claim)
+    }
+
+    /// The scope for people: `hosts db1; kinds postgres; …`, or "everything".
+    pub fn describe_scope(&self) -> String {
+        match &self.scope {
+            None => "everything (this host's own signing key)".into(),
+            Some(s) => s.to_string(),
+        }
+    }
+}
+
+/// What one configured signer may seal (`[[encryption.signer]]`): documents
+/// of these hosts and kinds, and, where a document names one, of these
+/// PostgreSQL systems and TigerBeetle clusters. Every list is required where
+/// it applies (see `config/encryption.rs`): nothing is "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignerScope {
+    pub hosts: Vec<String>,
+    pub kinds: Vec<crate::kinds::Kind>,
+    pub postgres_systems: Vec<u64>,
+    pub tigerbeetle_clusters: Vec<u128>,
+}
+
+/// What a sealed document says it is, as far as a signer's scope limits it:
+/// the host that made it, its kind, the PostgreSQL system and TigerBeetle
+/// cluster it is of. `None`: the document does not say (a WAL object names
+/// no host); the scope is then not asked about it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Claim<'a> {
+    pub host: Option<&'a str>,
+    pub kind: Option<crate::kinds::Kind>,
+    pub postgres_system: Option<u64>,
+    pub tigerbeetle_cluster: Option<u128>,
+    /// What the document records in a form that cannot be read (e.g. a
+    /// cluster id that is no number): outside every scope.
+    pub unreadable: Option<&'static str>,
+}
+
+impl SignerScope {
+    /// Why `claim` lies outside this scope (what it claims that the scope
+    /// lacks), or `None` when inside.
+    pub fn refuses(&self, c: &Claim) -> Option<String> {
+        if let Some(what) = c.unreadable {
+            return Some(format!("an unreadable {what}"));
+        }
+        if let Some(h) = c.host.filter(|h| !self.hosts.iter().any(|x| x == h)) {
+            return Some(format!("host {:?}", crate::ui::printable(h)));
+        }
+        if let Some(k) = c.kind.filter(|k| !self.kinds.contains(k)) {
+            return Some(format!("kind {}", k.as_str()));
+        }
+        if let Some(s) = c
+            .postgres_system
+            .filter(|s| !self.postgres_systems.contains(s))
+        {
+            return Some(format!("PostgreSQL system {s}"));
+        }
+        if let Some(t) = c
+            .tigerbeetle_cluster
+            .filter(|t| !self.tigerbeetle_clusters.contains(t))
+        {
+            return Some(format!("TigerBeetle cluster {t}"));
+        }
+        None
+    }
+}
+
+impl fmt::Display for SignerScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |items: Vec<String>| items.join(", ");
+        write!(f, "hosts {}", list(self.hosts.clone()))?;
+        let kinds = self.kinds.iter().map(|k| k.as_str().to_string()).collect();
+        write!(f, "; kinds {}", list(kinds))?;
+        if !self.postgres_systems.is_empty() {
+            let s = self.postgres_systems.iter().map(u64::to_string).collect();
+            write!(f, "; PostgreSQL systems {}", list(s))?;
+        }
+        if !self.tigerbeetle_clusters.is_empty() {
+            let c = self
+                .tigerbeetle_clusters
+                .iter()
+                .map(u128::to_string)
+                .collect();
+            write!(f, "; TigerBeetle clusters {}", list(c))?;
+        }
+        Ok(())
+    }
 }
 
 /// Decodes base64 (standard alphabet, `=` padding optional) of exactly 32

@@ -83,7 +83,7 @@ mod tests;
 
 pub use decrypt::DecryptReader;
 pub use encrypt::EncryptWriter;
-pub use keys::{key_id_of, validate_key_id, Keyring, MasterKey};
+pub use keys::{key_id_of, validate_key_id, Claim, Keyring, MasterKey, Signer, SignerScope};
 
 /// The stream format's name as recorded in manifests.
 pub const FORMAT_NAME: &str = "aes-256-gcm-stream-v1";

@@ -328,6 +328,8 @@ pub(crate) fn admit(m: &Manifest, vouch: Option<&str>, trust: &Trust) -> Result<
         return Err(seal::unsealed_error(&what, m.id));
     }
     marker::check_bound(m, vouch, trust)?;
+    // A signer (a write-only host) vouches only for its own hosts and kinds.
+    trust.check_scope(vouch, &seal::manifest_claim(m), &what)?;
     if let Some(t) = m.id.timestamp() {
         if (m.started_at - t).abs() > ID_TIME_SLACK {
             return Err(coded(

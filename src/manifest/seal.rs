@@ -13,7 +13,13 @@
 //!
 //! Who is trusted is a [`Trust`]: with no keys configured nothing can be
 //! checked (and nothing is sealed); with keys, a document counts as sealed
-//! only when the current key or a trusted signer sealed it. An old key (kept
+//! only when the current key or a trusted signer sealed it. A signer (a
+//! write-only host) is trusted only within its scope (`[[encryption.signer]]`:
+//! hosts, kinds, PostgreSQL systems, TigerBeetle clusters): a manifest or a
+//! WAL object claiming anything else is refused ([`Trust::check_scope`],
+//! [`tag_check`]), and what deletes or vouches for other documents
+//! (tombstones, catalogs) counts only from a key holder
+//! ([`Trust::is_key_holder`]) or, on a write-only host, from itself. An old key (kept
 //! to decrypt after a rotation) seals nothing new: a document without a seal,
 //! or sealed by an old key, is used only when its exact bytes are in a sealed
 //! list the operator wrote (`bkp trust-legacy`, see [`super::legacy`]), or
@@ -29,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use time::OffsetDateTime;
 
-use crate::crypto::Keyring;
+use crate::crypto::{Claim, Keyring, Signer};
 use crate::exit::{classify, coded, Code};
 use crate::id::BackupId;
 use crate::ui::printable;
@@ -139,6 +145,30 @@ impl Trust {
             Some(("hmac", id)) => keys.current().id() == id && keys.current().seal_key().is_some(),
             Some(("ed25519", id)) => keys.signer(id).is_some(),
             _ => false,
+        }
+    }
+
+    /// Whether `sealer` holds the key: the current key's HMAC. Signers (write-
+    /// only hosts) never do; what only a key holder may write (tombstones,
+    /// catalogs) asks this (or [`Trust::trusts_list`], which also believes
+    /// this host's own signature on a write-only host).
+    pub fn is_key_holder(&self, sealer: &str) -> bool {
+        sealer.starts_with("hmac:") && self.seals_now(sealer)
+    }
+
+    /// Refuses a document (`what` in errors) that `sealer` sealed and that
+    /// claims `claim`, when `sealer` is a signer whose scope does not cover
+    /// it. Keys, lists and this host's own signer have no scope.
+    pub fn check_scope(&self, sealer: Option<&str>, claim: &Claim, what: &str) -> Result<()> {
+        let Some(id) = sealer.and_then(|s| s.strip_prefix("ed25519:")) else {
+            return Ok(());
+        };
+        let Some(signer) = self.keys().and_then(|k| k.trusted_signer(id)) else {
+            return Ok(());
+        };
+        match signer.refuses(claim) {
+            None => Ok(()),
+            Some(breaks) => Err(out_of_scope(what, signer, &breaks)),
         }
     }
 
@@ -312,6 +342,51 @@ impl Lists {
 /// The sealer name [`Trust::vouch`] gives a document a sealed list records.
 pub const LEGACY: &str = "legacy:";
 
+/// The error for a document `what` sealed by `signer` that claims what its
+/// scope lacks (`breaks`, e.g. `host "db1"`).
+fn out_of_scope(what: &str, signer: &Signer, breaks: &str) -> anyhow::Error {
+    coded(
+        Code::Integrity,
+        format!(
+            "{what} is sealed by signer {}, whose scope ({}) does not include {breaks}: a write-only host signs only its own backups, so it is not used. If that host does back this up, add it to the signer's [[encryption.signer]] scope; otherwise the host's signing key may be stolen: remove the signer",
+            signer.verifier.id,
+            signer.describe_scope()
+        ),
+    )
+}
+
+/// What manifest `m` claims, for a signer's scope: its host and kind, and
+/// the PostgreSQL system (`source.system_identifier`) and TigerBeetle
+/// cluster (`source.cluster_id`) it records, if any. One it records in a
+/// form bkp cannot read is outside every scope.
+pub fn manifest_claim(m: &super::Manifest) -> Claim<'_> {
+    let mut unreadable = None;
+    let system = m.source.get("system_identifier").and_then(|v| {
+        let s = v
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .or_else(|| v.as_u64());
+        if s.is_none() {
+            unreadable = Some("PostgreSQL system identifier");
+        }
+        s
+    });
+    let cluster = m.source.get("cluster_id").and_then(|_| {
+        let c = super::tigerbeetle::cluster_id(m);
+        if c.is_none() {
+            unreadable = Some("TigerBeetle cluster id");
+        }
+        c
+    });
+    Claim {
+        host: Some(&m.host),
+        kind: Some(m.kind),
+        postgres_system: system,
+        tigerbeetle_cluster: cluster,
+        unreadable,
+    }
+}
+
 fn canonical(v: &serde_json::Value) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(v)?)
 }
@@ -395,18 +470,54 @@ pub fn tag(keys: Option<&Keyring>, message: &[u8]) -> Result<String> {
     Ok(hex::encode(Sealing::of(keys)?.seal(message)))
 }
 
-/// Whether `tag` is [`tag`] of `message` under any key or signer `keys`
-/// trusts; with no keys, whether it is the message's SHA-256.
-pub fn tag_verifies(keys: Option<&Keyring>, message: &[u8], tag: &str) -> bool {
+/// What [`tag_check`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tagged {
+    /// A configured key, or a signer within its scope, made it.
+    Verifies,
+    /// A trusted signer made it, for something outside its scope: the words
+    /// for an error (the signer, its scope, what the tag claims).
+    OutOfScope(String),
+    /// Nobody trusted made it.
+    Fails,
+}
+
+/// Whether `tag` is [`tag`] of `message` under any key `keys` holds, or by a
+/// trusted signer whose scope covers `claim` (what the tagged object is: a
+/// WAL file's kind and system); with no keys, whether it is the message's
+/// SHA-256.
+pub fn tag_check(keys: Option<&Keyring>, message: &[u8], tag: &str, claim: &Claim) -> Tagged {
     let Ok(raw) = hex::decode(tag) else {
-        return false;
+        return Tagged::Fails;
     };
     let Some(keys) = keys else {
-        return raw.as_slice() == sha2::Sha256::digest(message).as_slice();
+        let ok = raw.as_slice() == sha2::Sha256::digest(message).as_slice();
+        return if ok { Tagged::Verifies } else { Tagged::Fails };
     };
-    keys.seal_keys()
+    if keys
+        .seal_keys()
         .any(|k| hmac::verify(k, message, &raw).is_ok())
-        || keys.signers().iter().any(|s| s.verify(message, &raw))
+    {
+        return Tagged::Verifies;
+    }
+    let mut out = Tagged::Fails;
+    for s in keys
+        .signers()
+        .iter()
+        .filter(|s| s.verifier.verify(message, &raw))
+    {
+        match s.refuses(claim) {
+            None => return Tagged::Verifies,
+            Some(breaks) => {
+                out = Tagged::OutOfScope(format!(
+                    "is tagged by signer {}, whose scope ({}) does not include {breaks}: a write-only host names only its own systems' files",
+                    s.verifier.id,
+                    s.describe_scope()
+                ))
+            }
+        }
+    }
+    out
 }
 
 /// Whether `tag` is [`tag`] of `message` under a key that seals now: the
@@ -414,7 +525,7 @@ pub fn tag_verifies(keys: Option<&Keyring>, message: &[u8], tag: &str) -> bool {
 /// rotated-out key is not believed; the manifests are read instead).
 pub fn tag_verifies_now(keys: Option<&Keyring>, message: &[u8], tag: &str) -> bool {
     let Some(keys) = keys else {
-        return tag_verifies(None, message, tag);
+        return tag_check(None, message, tag, &Claim::default()) == Tagged::Verifies;
     };
     let Ok(raw) = hex::decode(tag) else {
         return false;
@@ -422,7 +533,26 @@ pub fn tag_verifies_now(keys: Option<&Keyring>, message: &[u8], tag: &str) -> bo
     keys.current()
         .seal_key()
         .is_some_and(|k| hmac::verify(k, message, &raw).is_ok())
-        || keys.signers().iter().any(|s| s.verify(message, &raw))
+        || keys
+            .signers()
+            .iter()
+            .any(|s| s.verifier.verify(message, &raw))
+}
+
+/// Which key (`hmac:{id}`) or signer (`ed25519:{id}`) that seals now made
+/// `tag` of `message`, if one did: for a reader that must then ask who it
+/// is ([`Trust::is_key_holder`], [`Trust::trusts_list`]).
+pub fn tag_sealer_now(keys: &Keyring, message: &[u8], tag: &str) -> Option<String> {
+    let raw = hex::decode(tag).ok()?;
+    if let Some(k) = keys.current().seal_key() {
+        if hmac::verify(k, message, &raw).is_ok() {
+            return Some(format!("hmac:{}", keys.current().id()));
+        }
+    }
+    keys.signers()
+        .iter()
+        .find(|s| s.verifier.verify(message, &raw))
+        .map(|s| format!("ed25519:{}", s.verifier.id))
 }
 
 /// A document read from the store, its seal checked if it had one.
@@ -518,7 +648,7 @@ pub fn open(bytes: &[u8], what: &str, trust: &Trust) -> Result<Opened> {
             let signer = keys.signer(&seal.key_id).ok_or_else(|| {
                 unknown(
                     "signer",
-                    "add the writing host's signer (`bkp-ed25519:…`) to [encryption] signers",
+                    "add the writing host's signer (`bkp-ed25519:…`), with its scope, as an [[encryption.signer]]",
                 )
             })?;
             let sig = hex::decode(sig).map_err(|_| bad_seal())?;
@@ -681,7 +811,11 @@ mod tests {
         // key's is believed.
         let old_only = Keyring::new(MasterKey::from_bytes([1; 32]).with_id("old".into()), vec![]);
         let by_old = tag(Some(&old_only), b"catalog").unwrap();
-        assert!(tag_verifies(Some(&rotated()), b"catalog", &by_old));
+        let any = Claim::default();
+        assert_eq!(
+            tag_check(Some(&rotated()), b"catalog", &by_old, &any),
+            Tagged::Verifies
+        );
         assert!(!tag_verifies_now(Some(&rotated()), b"catalog", &by_old));
         let by_new = tag(Some(&rotated()), b"catalog").unwrap();
         assert!(tag_verifies_now(Some(&rotated()), b"catalog", &by_new));
@@ -718,5 +852,77 @@ mod tests {
         // A recipient without a signing key cannot seal at all.
         let bare = Keyring::new(MasterKey::recipient(&recipient).unwrap(), vec![]);
         assert!(encode(&doc(), Some(&bare)).is_err());
+    }
+
+    #[test]
+    fn a_signer_tags_only_within_its_scope_and_never_holds_the_key() {
+        use crate::crypto::pubkey::{generate_signing_key, SigningKey, Verifier};
+        use crate::crypto::SignerScope;
+        let (key, signer) = generate_signing_key().unwrap();
+        let host = Keyring::new(MasterKey::from_bytes([9; 32]), vec![]).with_signing(
+            Some(SigningKey::from_text(key.as_bytes(), "k").unwrap()),
+            vec![],
+        );
+        let scope = SignerScope {
+            hosts: vec!["pg2".into()],
+            kinds: vec![Kind::Postgres],
+            postgres_systems: vec![11],
+            tigerbeetle_clusters: vec![],
+        };
+        let reader = Keyring::new(MasterKey::from_bytes([3; 32]), vec![])
+            .with_scoped_signers(None, vec![(Verifier::parse(&signer).unwrap(), scope)]);
+        let wal = |system| Claim {
+            kind: Some(Kind::Postgres),
+            postgres_system: Some(system),
+            ..Default::default()
+        };
+        let t = tag(Some(&host), b"segment").unwrap();
+        assert_eq!(
+            tag_check(Some(&reader), b"segment", &t, &wal(11)),
+            Tagged::Verifies
+        );
+        match tag_check(Some(&reader), b"segment", &t, &wal(12)) {
+            Tagged::OutOfScope(why) => assert!(why.contains("PostgreSQL system 12"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            tag_check(Some(&reader), b"other", &t, &wal(11)),
+            Tagged::Fails
+        );
+        // The host trusts its own tags for anything; the key's tag verifies.
+        assert_eq!(
+            tag_check(Some(&host), b"segment", &t, &wal(12)),
+            Tagged::Verifies
+        );
+        let by_key = tag(Some(&reader), b"segment").unwrap();
+        assert_eq!(
+            tag_check(Some(&reader), b"segment", &by_key, &wal(12)),
+            Tagged::Verifies
+        );
+
+        let trust = Trust::new(Some(reader), None, vec![]);
+        let id = crate::crypto::pubkey::Verifier::parse(&signer).unwrap().id;
+        let sealer = format!("ed25519:{id}");
+        assert!(trust.seals_now(&sealer) && !trust.is_key_holder(&sealer));
+        assert!(!trust.trusts_list(&sealer));
+        let current = format!("hmac:{}", MasterKey::from_bytes([3; 32]).id());
+        assert!(trust.is_key_holder(&current));
+        let claim = Claim {
+            host: Some("db1"),
+            kind: Some(Kind::Postgres),
+            ..Default::default()
+        };
+        let e = trust
+            .check_scope(Some(&sealer), &claim, "manifest m")
+            .unwrap_err();
+        assert_eq!(classify(&e), Some(Code::Integrity));
+        let text = format!("{e:#}");
+        assert!(
+            text.contains(&id) && text.contains("host \"db1\"") && text.contains("hosts pg2"),
+            "{text}"
+        );
+        assert!(trust
+            .check_scope(Some(&current), &claim, "manifest m")
+            .is_ok());
     }
 }

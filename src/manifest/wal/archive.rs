@@ -363,11 +363,13 @@ fn read_verified(
         }
     })?;
     let (_, digest) = hashed.finish()?;
-    if !super::verifies(keys, system, s, &digest.sha256) {
-        return Err(damaged(
+    match super::tagged(keys, system, s, &digest.sha256) {
+        super::seal::Tagged::Verifies => {}
+        super::seal::Tagged::OutOfScope(why) => return Err(damaged(why)),
+        super::seal::Tagged::Fails => return Err(damaged(
             "does not match its name's seal: it was altered, or stored under another file's name"
                 .into(),
-        ));
+        )),
     }
     Ok(digest.bytes)
 }

@@ -16,7 +16,9 @@
 //!   `00000002.history`, `…​.partial`, `…​.00000028.backup`).
 //! * `tag`: [`seal::tag`] of [`message`]: the system, the name and the SHA-256
 //!   of the file's content, under the configured key (HMAC-SHA256) or this
-//!   host's signing key (Ed25519). Only a key holder can name an object so
+//!   host's signing key (Ed25519). Only a key holder, or a signer whose
+//!   scope holds the system (`postgres_systems` of its `[[encryption.signer]]`),
+//!   can name an object so
 //!   that it verifies, so a hostile store can delete segments (a gap, which
 //!   `verify` and `status` report) but not swap, alter or invent one; and the
 //!   tag of a file is the same every time, which makes `archive_command`
@@ -237,9 +239,30 @@ pub fn parse_key(system: u64, key: &str) -> Option<Stored> {
 }
 
 /// Whether the object `s` holds file `s.name` with content digest
-/// `content_sha256`, written by a holder of one of `keys`.
+/// `content_sha256`, written by a holder of one of `keys` or a signer whose
+/// scope holds `system`.
 pub fn verifies(keys: Option<&Keyring>, system: u64, s: &Stored, content_sha256: &str) -> bool {
-    seal::tag_verifies(keys, &message(system, &s.name, content_sha256), &s.tag)
+    tagged(keys, system, s, content_sha256) == seal::Tagged::Verifies
+}
+
+/// [`verifies`], saying why not when a signer tagged it out of its scope.
+pub fn tagged(
+    keys: Option<&Keyring>,
+    system: u64,
+    s: &Stored,
+    content_sha256: &str,
+) -> seal::Tagged {
+    let claim = crate::crypto::Claim {
+        kind: Some(crate::kinds::Kind::Postgres),
+        postgres_system: Some(system),
+        ..Default::default()
+    };
+    seal::tag_check(
+        keys,
+        &message(system, &s.name, content_sha256),
+        &s.tag,
+        &claim,
+    )
 }
 
 /// One timeline's run of consecutive segments in the archive.

@@ -1,0 +1,402 @@
+//! A stolen write-only host holds its Ed25519 signing key, which the key
+//! holder trusts as a signer. It must not reach beyond its own backups. Each
+//! test plays an attack through the binary, on a local store: a signed
+//! tombstone for another host's backup, a signed manifest claiming another
+//! host or a kind outside the signer's scope, signed WAL objects under
+//! another PostgreSQL system's names, and the config that says what a signer
+//! may sign (a bare, unscoped signer is refused).
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use bkp::crypto::pubkey::SigningKey;
+use bkp::crypto::{Keyring, MasterKey};
+use common::{assert_exit, formatted_data_file, json, run_bkp, setup, Setup, StoreKind};
+use serde_json::Value;
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `bkp key generate --type KIND PATH`: what it printed.
+fn generate(kind: &str, path: &Path) -> String {
+    let out = run_bkp(
+        &["key", "generate", "--type", kind, path.to_str().unwrap()],
+        &[],
+    );
+    assert_exit(&out, 0);
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The public key (`bkp-ed25519:…` or `bkp-x25519:…`) in `printed`.
+fn public(printed: &str, prefix: &str) -> String {
+    let at = printed.find(prefix).expect("a public key");
+    printed[at..].split('"').next().unwrap().trim().to_string()
+}
+
+/// The stolen host: its signing key (a file the thief holds) and signer.
+struct Thief {
+    dir: PathBuf,
+    signer: String,
+    id: String,
+}
+
+impl Thief {
+    fn new(root: &Path) -> Thief {
+        let dir = root.join("thief");
+        fs::create_dir_all(&dir).unwrap();
+        let printed = generate("ed25519", &dir.join("signing.key"));
+        let signer = public(&printed, "bkp-ed25519:");
+        let id = printed.lines().next().unwrap().trim().to_string();
+        Thief { dir, signer, id }
+    }
+
+    /// What the stolen key seals with.
+    fn keys(&self) -> Keyring {
+        let key = fs::read(self.dir.join("signing.key")).unwrap();
+        Keyring::new(MasterKey::from_bytes([9; 32]), Vec::new())
+            .with_signing(Some(SigningKey::from_text(&key, "thief").unwrap()), vec![])
+    }
+
+    fn seal(&self, doc: &Value) -> Vec<u8> {
+        bkp::manifest::seal::encode(doc, Some(&self.keys())).unwrap()
+    }
+}
+
+/// Trusts `signer` in the key holder's config `s`, with scope `scope` (TOML
+/// lines of an `[[encryption.signer]]` table).
+fn trust(s: &Setup, signer: &str, scope: &str) {
+    let mut cfg = fs::read_to_string(&s.config).unwrap();
+    cfg.push_str(&format!(
+        "\n[[encryption.signer]]\nkey = \"{signer}\"\n{scope}\n"
+    ));
+    fs::write(&s.config, cfg).unwrap();
+}
+
+/// A key holder's setup (a TigerBeetle data file, the HMAC key, a local
+/// store), running as host `db1`, with one genuine snapshot: its manifest as
+/// stored, without the seal.
+fn key_holder(root: &Path) -> (Setup, Value) {
+    let data = formatted_data_file(root);
+    // One archive object per snapshot: a manifest naming it restores it.
+    let mut s = setup(&data, StoreKind::Local, common::ARCHIVE);
+    let kept = s.path("data.tigerbeetle");
+    fs::copy(&data, &kept).unwrap();
+    let cfg = fs::read_to_string(&s.config)
+        .unwrap()
+        .replace(&data.display().to_string(), &kept.display().to_string());
+    fs::write(&s.config, cfg).unwrap();
+    s.env.push(("BKP_HOSTNAME".into(), "db1".into()));
+    let out = s.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    let id = json(&out)["manifest"]["id"].as_str().unwrap().to_string();
+    let mut m: Value = serde_json::from_slice(
+        &fs::read(s.path(&format!("store/manifests/tigerbeetle/{id}.json"))).unwrap(),
+    )
+    .unwrap();
+    m.as_object_mut().unwrap().remove("seal");
+    (s, m)
+}
+
+fn put(s: &Setup, key: &str, bytes: &[u8]) {
+    let p = s.path(&format!("store/{key}"));
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, bytes).unwrap();
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+#[test]
+fn a_signers_tombstone_deletes_no_backup() {
+    let d = tempfile::tempdir().unwrap();
+    let (s, genuine) = key_holder(d.path());
+    let thief = Thief::new(d.path());
+    // Even a scope that covers the backup's host and kind decides no deletion.
+    trust(
+        &s,
+        &thief.signer,
+        "hosts = [\"db1\"]\nkinds = [\"tigerbeetle\"]\ntigerbeetle_clusters = [0]",
+    );
+    let id = genuine["id"].as_str().unwrap();
+    let manifest = format!("store/manifests/tigerbeetle/{id}.json");
+    let tombstone = serde_json::json!({
+        "schema": "bkp.tombstone/1.0",
+        "manifest": genuine,
+        "bytes": 0,
+        "planned_at": rfc3339(time::OffsetDateTime::now_utc()),
+    });
+    put(
+        &s,
+        &format!("trash/tigerbeetle/{id}.json"),
+        &thief.seal(&tombstone),
+    );
+
+    let out = s.bkp(&["cleanup"]);
+    assert_exit(&out, 5);
+    let t = text(&out);
+    assert!(
+        t.contains(&thief.id) && t.contains("only a holder of the key"),
+        "{t}"
+    );
+    assert!(
+        s.path(&manifest).exists(),
+        "the genuine backup was deleted: {t}"
+    );
+    assert_eq!(s.listed(&[]), vec![id.to_string()]);
+}
+
+#[test]
+fn a_signed_manifest_outside_the_signers_scope_is_never_restored() {
+    let d = tempfile::tempdir().unwrap();
+    let (s, genuine) = key_holder(d.path());
+    let thief = Thief::new(d.path());
+    // The stolen host backs up its Parquet tier, as web1.
+    trust(
+        &s,
+        &thief.signer,
+        "hosts = [\"web1\"]\nkinds = [\"parquet\"]",
+    );
+    let genuine_id = genuine["id"].as_str().unwrap().to_string();
+
+    // A newer "snapshot of db1" (the genuine one's objects: a rollback at
+    // best), then one of its own host but of a kind it does not back up.
+    for (n, (host, breaks)) in [("db1", "host \"db1\""), ("web1", "kind tigerbeetle")]
+        .into_iter()
+        .enumerate()
+    {
+        let at = time::OffsetDateTime::now_utc() + time::Duration::minutes(n as i64 + 1);
+        let id = bkp::id::BackupId::new_v7(at).to_string();
+        let mut forged = genuine.clone();
+        forged["id"] = id.clone().into();
+        forged["host"] = host.into();
+        forged["started_at"] = rfc3339(at).into();
+        forged["finished_at"] = rfc3339(at).into();
+        let key = format!("manifests/tigerbeetle/{id}.json");
+        put(&s, &key, &thief.seal(&forged));
+
+        let target = s.path(&format!("restored-{n}"));
+        let out = s.bkp(&["restore", "latest", "--target", target.to_str().unwrap()]);
+        let t = text(&out);
+        assert_exit(&out, 5);
+        assert!(!target.exists(), "restored the forgery: {t}");
+        assert!(
+            t.contains(&id) && t.contains(&thief.id) && t.contains(breaks),
+            "{breaks}: {t}"
+        );
+        // `list` names it as refused, and the genuine backup stays listed.
+        let out = s.bkp(&["list"]);
+        assert_exit(&out, 5);
+        assert!(text(&out).contains(&id), "{}", text(&out));
+        fs::remove_file(s.path(&format!("store/{key}"))).unwrap();
+    }
+    assert_eq!(s.listed(&[]), vec![genuine_id]);
+}
+
+fn fake_pgdata(root: &Path, system: u64) -> PathBuf {
+    let data = root.join("pgdata");
+    fs::create_dir_all(data.join("global")).unwrap();
+    fs::create_dir_all(data.join("pg_wal")).unwrap();
+    let mut control = system.to_ne_bytes().to_vec();
+    control.resize(8192, 0);
+    fs::write(data.join("global/pg_control"), control).unwrap();
+    data
+}
+
+fn segment(seed: u8) -> Vec<u8> {
+    let mut b = vec![0u8; 1 << 20];
+    for (i, x) in b.iter_mut().enumerate().take(50_000) {
+        *x = (i as u8).wrapping_mul(31).wrapping_add(seed);
+    }
+    b
+}
+
+#[test]
+fn a_signer_names_no_wal_of_another_system() {
+    let d = tempfile::tempdir().unwrap();
+    let (mut s, _) = key_holder(d.path());
+    let thief = Thief::new(d.path());
+    let victim: u64 = 7_301_234_567_890_123_456;
+    let own: u64 = 7_300_000_000_000_000_001;
+    // The key holder also decrypts what write-only hosts encrypt to its identity.
+    let recipient = public(&generate("x25519", &s.path("identity")), "bkp-x25519:");
+    let cfg = fs::read_to_string(&s.config).unwrap().replace(
+        "key_file = \"key\"\n",
+        "key_file = \"key\"\nidentity_files = [\"identity\"]\n",
+    );
+    fs::write(&s.config, cfg).unwrap();
+    trust(
+        &s,
+        &thief.signer,
+        &format!("hosts = [\"pg2\"]\nkinds = [\"postgres\"]\npostgres_systems = [\"{own}\"]"),
+    );
+    s.env.retain(|(k, _)| k != "BKP_HOSTNAME");
+
+    // The thief runs bkp as the stolen host, with a pg_control claiming the
+    // victim's system: its next segment, and one after.
+    let thief_cfg = thief.dir.join("bkp.toml");
+    fs::write(
+        &thief_cfg,
+        format!(
+            "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"{}\"\n[encryption]\nrecipient = \"{recipient}\"\nsigning_key_file = \"signing.key\"\n",
+            s.path("store").display()
+        ),
+    )
+    .unwrap();
+    let thief_pg = fake_pgdata(&thief.dir, victim);
+    let seg = |n: u32| format!("0000000100000000{n:08X}");
+    for n in [1, 2] {
+        fs::write(thief_pg.join("pg_wal").join(seg(n)), segment(100 + n as u8)).unwrap();
+        let out = run_bkp(
+            &[
+                "--config",
+                thief_cfg.to_str().unwrap(),
+                "wal",
+                "push",
+                &format!("pg_wal/{}", seg(n)),
+                "--pgdata",
+                thief_pg.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_exit(&out, 0);
+    }
+
+    // The victim's server archives its own segment 1: the planted object
+    // under that name does not occupy it.
+    let pg = fake_pgdata(&s.path("victim"), victim);
+    let pgdata = pg.to_str().unwrap();
+    fs::write(pg.join("pg_wal").join(seg(1)), segment(1)).unwrap();
+    let out = s.bkp(&[
+        "wal",
+        "push",
+        &format!("pg_wal/{}", seg(1)),
+        "--pgdata",
+        pgdata,
+    ]);
+    assert_exit(&out, 0);
+    let t = text(&out);
+    assert!(
+        t.contains(&thief.id) && t.contains(&format!("PostgreSQL system {victim}")),
+        "{t}"
+    );
+
+    // Recovery gets the genuine segment 1, and never the planted segment 2.
+    let out = s.bkp(&["wal", "fetch", &seg(1), "restored1", "--pgdata", pgdata]);
+    assert_exit(&out, 0);
+    assert_eq!(fs::read(pg.join("restored1")).unwrap(), segment(1));
+    let out = s.bkp(&["wal", "fetch", &seg(2), "restored2", "--pgdata", pgdata]);
+    assert_exit(&out, 205);
+    let t = text(&out);
+    assert!(!pg.join("restored2").exists(), "{t}");
+    assert!(
+        t.contains(&thief.id) && t.contains(&format!("PostgreSQL system {victim}")),
+        "{t}"
+    );
+}
+
+#[test]
+fn a_signer_is_configured_with_its_scope() {
+    let d = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(d.path());
+    let s = setup(&data, StoreKind::Local, "");
+    let thief = Thief::new(d.path());
+    let base = fs::read_to_string(&s.config).unwrap();
+    let with = |extra: &str| {
+        fs::write(&s.config, format!("{base}{extra}")).unwrap();
+        s.bkp(&["list"])
+    };
+
+    // Today's bare signer would be trusted for everything: a config error
+    // that shows the table to write, with this key in it.
+    let bare = base.replace(
+        "key_file = \"key\"\n",
+        &format!("key_file = \"key\"\nsigners = [\"{}\"]\n", thief.signer),
+    );
+    fs::write(&s.config, bare).unwrap();
+    let out = s.bkp(&["list"]);
+    assert_exit(&out, 3);
+    let t = text(&out);
+    assert!(
+        t.contains("encryption.signers")
+            && t.contains("[[encryption.signer]]")
+            && t.contains(&format!("key = \"{}\"", thief.signer))
+            && t.contains("hosts = ")
+            && t.contains("kinds = "),
+        "{t}"
+    );
+
+    let table = |body: &str| {
+        format!(
+            "\n[[encryption.signer]]\nkey = \"{}\"\n{body}\n",
+            thief.signer
+        )
+    };
+    for (body, field) in [
+        ("kinds = [\"parquet\"]", "encryption.signer[0].hosts"),
+        ("hosts = [\"web1\"]", "encryption.signer[0].kinds"),
+        (
+            "hosts = [\"web1\"]\nkinds = [\"parket\"]",
+            "encryption.signer[0].kinds",
+        ),
+        (
+            "hosts = [\"pg2\"]\nkinds = [\"postgres\"]",
+            "encryption.signer[0].postgres_systems",
+        ),
+        (
+            "hosts = [\"tb\"]\nkinds = [\"tigerbeetle\"]",
+            "encryption.signer[0].tigerbeetle_clusters",
+        ),
+        (
+            "hosts = [\"web1\"]\nkinds = [\"parquet\"]\npostgres_systems = [\"12\"]",
+            "encryption.signer[0].postgres_systems",
+        ),
+        (
+            "hosts = [\"pg2\"]\nkinds = [\"postgres\"]\npostgres_systems = [\"x\"]",
+            "encryption.signer[0].postgres_systems",
+        ),
+    ] {
+        let out = with(&table(body));
+        assert_exit(&out, 3);
+        assert!(text(&out).contains(field), "{body}: {}", text(&out));
+    }
+    let twice = format!(
+        "{}{}",
+        table("hosts = [\"a\"]\nkinds = [\"parquet\"]"),
+        table("hosts = [\"b\"]\nkinds = [\"duckdb\"]")
+    );
+    let out = with(&twice);
+    assert_exit(&out, 3);
+    assert!(
+        text(&out).contains("encryption.signer[1].key"),
+        "{}",
+        text(&out)
+    );
+
+    // A scoped signer loads, and `bkp check` shows it with its scope.
+    let out = with(&table(
+        "hosts = [\"pg2\"]\nkinds = [\"postgres\", \"pgdump\"]\npostgres_systems = [7300000000000000001]",
+    ));
+    assert_exit(&out, 0);
+    let out = s.bkp(&["check"]);
+    let t = text(&out);
+    assert!(
+        t.contains(&format!(
+            "signer {} for hosts pg2; kinds pgdump, postgres; PostgreSQL systems 7300000000000000001",
+            thief.id
+        )) || t.contains(&format!(
+            "signer {} for hosts pg2; kinds postgres, pgdump; PostgreSQL systems 7300000000000000001",
+            thief.id
+        )),
+        "{t}"
+    );
+}
