@@ -250,14 +250,18 @@ impl Tagger {
     /// (the current key or a trusted signer; see [`seal::tag_verifies_now`]).
     fn of(keys: Option<&Keyring>, payload: &[u8], tag: &str) -> Option<Tagger> {
         let Some(keys) = keys else {
-            return seal::tag_verifies(None, payload, tag).then_some(Tagger::Anyone);
+            return seal::tag_verifies_now(None, payload, tag).then_some(Tagger::Anyone);
         };
         let raw = hex::decode(tag).ok()?;
         let mac = keys.current().seal_key();
         if mac.is_some_and(|k| ring::hmac::verify(k, payload, &raw).is_ok()) {
             return Some(Tagger::Trusted);
         }
-        let signer = keys.signers().iter().find(|s| s.verify(payload, &raw))?;
+        let signer = &keys
+            .signers()
+            .iter()
+            .find(|s| s.verifier.verify(payload, &raw))?
+            .verifier;
         if keys.signing().is_some_and(|own| own.id() == signer.id) {
             return Some(Tagger::Trusted);
         }
