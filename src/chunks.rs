@@ -646,6 +646,15 @@ pub struct Sink<'a> {
 /// `known` (id → stored size, from the snapshot this one builds on), and reads
 /// it once: its SHA-256 comes from the same pass. The file must not change
 /// size while read.
+///
+/// The adoption rule: a chunk found in the store is adopted only when the
+/// writer reads it back as exactly this chunk, or when no one but the writer
+/// could have named it. A writer that can decrypt (a key holder, an
+/// unencrypted backup) reads it back and checks its id. A write-only host
+/// cannot read it: its ids are keyed by its own naming secret (see
+/// `MasterKey::new_chunk_naming`), which no other host, nor the store, holds,
+/// so nothing but this host's own runs can have stored an object under the
+/// name of a chunk it has not stored yet.
 pub fn write_file(
     sink: &Sink,
     path: &Path,
@@ -708,16 +717,8 @@ pub fn write_file(
                     ));
                 }
                 let found = Chunk(id, info.size);
-                // The rule: a chunk found in the store is adopted only when
-                // the writer reads it back as exactly this chunk, or when no
-                // one but the writer could have named it. A writer that can
-                // decrypt (a key holder, an unencrypted backup) reads it back
-                // and checks its id. A write-only host cannot read it: its ids
-                // are keyed by its own naming secret (see
-                // `MasterKey::new_chunk_naming`), which no other host, nor the
-                // store, holds, so nothing but this host's own runs can have
-                // stored an object under the name of a chunk it has not
-                // stored yet.
+                // Adopted only if read back as this chunk, or if no one but
+                // this writer could have named it (the rule above the fn).
                 if sink.key.is_none_or(MasterKey::decrypts) {
                     if let Err(e) = source.read(&found, data.len() as u64, true) {
                         if !crate::exit::is_damage(&e) {

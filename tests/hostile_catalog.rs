@@ -196,7 +196,10 @@ fn a_signers_catalog_vouches_only_for_what_that_signer_sealed() {
     let keyed = fs::read_to_string(&s.config).unwrap();
     let trusting = keyed.replace(
         "[encryption]\nkey_file = \"key\"\n",
-        &format!("[encryption]\nkey_file = \"key\"\nsigners = [\"{public}\"]\n"),
+        &format!(
+            "[encryption]\nkey_file = \"key\"\n[[encryption.signer]]\nkey = \"{public}\"\n\
+             hosts = [\"stolen\"]\nkinds = [\"tigerbeetle\"]\ntigerbeetle_clusters = [0]\n"
+        ),
     );
     fs::write(&s.config, &trusting).unwrap();
 

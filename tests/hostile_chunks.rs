@@ -40,12 +40,25 @@ fn generate(kind: &str, path: &Path) -> String {
     );
     assert_exit(&out, 0);
     let text = String::from_utf8(out.stdout).unwrap();
-    text.lines().nth(1).expect("a config line").to_string()
+    // A recipient is one config line; a signer is the table to paste.
+    match kind {
+        "ed25519" => text,
+        _ => text.lines().nth(1).expect("a config line").to_string(),
+    }
 }
 
-/// The `bkp-ed25519:…` of a `signers = ["…"]` line.
-fn signer(line: &str) -> String {
-    line.split('"').nth(1).unwrap().to_string()
+/// The `bkp-ed25519:…` of the `[[encryption.signer]]` table printed.
+fn signer(text: &str) -> String {
+    let at = text.find("bkp-ed25519:").expect("a signer key");
+    text[at..].split('"').next().unwrap().to_string()
+}
+
+/// The `[[encryption.signer]]` table trusting `key` for this test's hosts.
+fn signer_table(key: &str) -> String {
+    format!(
+        "[[encryption.signer]]\nkey = \"{key}\"\nhosts = [\"{}\"]\nkinds = [\"tigerbeetle\"]\ntigerbeetle_clusters = [0]\n",
+        bkp::commands::run::hostname()
+    )
 }
 
 /// A config in `dir` backing up `data` to the local store `store`, with the
@@ -146,9 +159,9 @@ fn junk_planted_under_predicted_chunk_names_is_never_adopted() {
         &root.join("admin"),
         &store,
         &format!(
-            "identity_files = [\"identity\"]\nsigners = [\"{}\", \"{}\"]",
-            signer(&victim_signer),
-            signer(&thief_signer)
+            "identity_files = [\"identity\"]\n{}{}",
+            signer_table(&signer(&victim_signer)),
+            signer_table(&signer(&thief_signer))
         ),
         &data,
     );

@@ -653,18 +653,4 @@ fn encryption_record(keyring: Option<&Keyring>) -> Option<crate::manifest::Encry
     })
 }
 
-/// The host name, for manifests.
-pub fn hostname() -> String {
-    if let Some(h) = std::env::var("BKP_HOSTNAME")
-        .ok()
-        .filter(|h| !h.trim().is_empty())
-    {
-        return h.trim().to_string();
-    }
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
-}
+pub use crate::manifest::hostname;

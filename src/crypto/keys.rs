@@ -24,29 +24,14 @@ const CHUNK_ID_INFO: &[u8] = b"bkp chunk id v1";
 const CHUNK_ID_EXCHANGE_INFO: &[u8] = b"bkp chunk id v2 x25519";
 /// Domain separation for the X25519 secret a writer names chunks with: from
 /// a write-only host's signing seed, or from an identity.
-pub(super) const CHUNK_NAMING_INFO: &[u8] = b"bkp chunk naming secret v1";
+use super::CHUNK_NAMING_INFO;
 /// Domain separation for the raw key a passphrase's chunks are encrypted with.
 const CHUNK_KEY_INFO: &[u8] = b"bkp chunk key v1";
 /// PBKDF2 iterations of that key: fixed, so that changing a passphrase's
 /// configured iterations never changes the key its stored chunks need.
 const CHUNK_KEY_ITERATIONS: u32 = 600_000;
 
-/// HKDF-SHA256 of `secret` with `info` as salt and info: 32 bytes.
-pub(super) fn hkdf32(secret: &[u8], info: &[u8]) -> Zeroizing<[u8; 32]> {
-    struct Len;
-    impl ring::hkdf::KeyType for Len {
-        fn len(&self) -> usize {
-            32
-        }
-    }
-    let mut k = Zeroizing::new([0u8; 32]);
-    ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, info)
-        .extract(secret)
-        .expand(&[info], Len)
-        .and_then(|okm| okm.fill(&mut k[..]))
-        .expect("HKDF-SHA256 yields 32 bytes");
-    k
-}
+use super::hkdf32;
 
 /// The id of a raw key: `k-` and 16 lowercase hex digits of
 /// SHA-256("bkp key id v1\0" || key). A fingerprint, safe to print and log.

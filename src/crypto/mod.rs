@@ -175,3 +175,24 @@ fn random<const N: usize>(rng: &SystemRandom) -> io::Result<[u8; N]> {
     filled.map_err(|_| io::Error::other("failed to get random bytes from the operating system"))?;
     Ok(out)
 }
+
+/// The HKDF info of a host's own chunk-naming secret (from its identity or its
+/// signing seed; see `keys.rs` and `pubkey.rs`).
+const CHUNK_NAMING_INFO: &[u8] = b"bkp chunk naming secret v1";
+
+/// HKDF-SHA256 of `secret` with `info` as salt and info: 32 bytes.
+fn hkdf32(secret: &[u8], info: &[u8]) -> zeroize::Zeroizing<[u8; 32]> {
+    struct Len;
+    impl ring::hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let mut k = zeroize::Zeroizing::new([0u8; 32]);
+    ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, info)
+        .extract(secret)
+        .expand(&[info], Len)
+        .and_then(|okm| okm.fill(&mut k[..]))
+        .expect("HKDF-SHA256 yields 32 bytes");
+    k
+}

@@ -176,7 +176,7 @@ impl SigningKey {
         Ok(SigningKey {
             id: ed25519_id(&public),
             pair,
-            naming: super::keys::hkdf32(&seed[..], super::keys::CHUNK_NAMING_INFO),
+            naming: super::hkdf32(&seed[..], super::CHUNK_NAMING_INFO),
         })
     }
 

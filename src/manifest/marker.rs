@@ -56,7 +56,7 @@ impl Marker {
         Marker {
             schema: SCHEMA.into(),
             created_at: OffsetDateTime::now_utc(),
-            host: crate::commands::run::hostname(),
+            host: super::hostname(),
             bkp_version: env!("CARGO_PKG_VERSION").into(),
             manifest_schema: super::schema_string(),
             stream_format: crate::crypto::FORMAT_NAME.into(),
@@ -105,7 +105,12 @@ impl Trust {
     /// The store's binding, read on first use: `None` without keys, without a
     /// way to read it, or for a store whose marker has no id.
     pub fn binding(&self) -> Result<Option<&Binding>> {
-        let Some(b) = self.store.as_ref().filter(|_| self.checks()) else {
+        let Some(b) = self
+            .store
+            .as_ref()
+            .filter(|_| self.checks())
+            .and_then(|b| b.downcast_ref::<Bound>())
+        else {
             return Ok(None);
         };
         let got = b.got.get_or_init(|| {

@@ -885,3 +885,20 @@ pub(crate) mod tests {
         assert_eq!(bad[0].key, "manifests/tigerbeetle/x.json");
     }
 }
+
+/// The host name, for manifests, reports and the store marker: `BKP_HOSTNAME`,
+/// else the kernel's.
+pub fn hostname() -> String {
+    if let Some(h) = std::env::var("BKP_HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+    {
+        return h.trim().to_string();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -69,7 +69,9 @@ pub struct Trust {
     /// rotation, read from the store when first needed.
     lists: Option<Arc<Lists>>,
     /// The store's id, which sealed manifests must name (see `marker.rs`).
-    pub(super) store: Option<Arc<super::marker::Bound>>,
+    /// (A `marker::Bound`, held as `Any` so that this module needs nothing
+    /// of the marker's.)
+    pub(super) store: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Trust {
