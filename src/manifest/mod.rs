@@ -701,6 +701,23 @@ fn find_prefix(
     }
 }
 
+/// The host name, for manifests, reports and the store marker: `BKP_HOSTNAME`,
+/// else the kernel's.
+pub fn hostname() -> String {
+    if let Some(h) = std::env::var("BKP_HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+    {
+        return h.trim().to_string();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -884,21 +901,4 @@ pub(crate) mod tests {
         assert_eq!(bad.len(), 1);
         assert_eq!(bad[0].key, "manifests/tigerbeetle/x.json");
     }
-}
-
-/// The host name, for manifests, reports and the store marker: `BKP_HOSTNAME`,
-/// else the kernel's.
-pub fn hostname() -> String {
-    if let Some(h) = std::env::var("BKP_HOSTNAME")
-        .ok()
-        .filter(|h| !h.trim().is_empty())
-    {
-        return h.trim().to_string();
-    }
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
 }
