@@ -386,17 +386,6 @@ fn base_copy(store: &dyn Store, kind: Kind, listed: &ObjectInfo) -> Option<(Path
     Some((dir.join(name), prefix))
 }
 
-/// The bytes of catalog object `key`, at most [`MAX_STORED`] + 1 of them.
-fn fetch(store: &dyn Store, key: &str) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    store
-        .open(key)?
-        .take(MAX_STORED + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("failed to read {key}"))?;
-    Ok(bytes)
-}
-
 /// Reads and checks catalog object `listed`, number `seq` of `kind`:
 /// untrusted bytes, from this host's copy when it keeps one that checks (a
 /// base: see [`keep_bases_in`]), else from the store, keeping a copy of a
@@ -426,7 +415,7 @@ fn read_object(
             "it is larger than any catalog bkp writes",
         ));
     }
-    let bytes = fetch(store, &listed.key)?;
+    let bytes = store.get_at_most(&listed.key, MAX_STORED)?;
     let (doc, tagger) = parse_doc(&bytes, keys, kind, seq, &listed.key)?;
     // Only what the listing showed (not a rewrite since) is kept.
     if let Some((path, prefix)) = copy {

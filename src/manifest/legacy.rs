@@ -16,7 +16,6 @@
 //! Lists are read only when a document needs one, so a store whose manifests
 //! are all sealed with the current key costs no request more.
 
-use std::io::Read;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -106,7 +105,7 @@ pub fn load(store: &dyn Store, trust: &Trust) -> Result<Allowed> {
         if !o.key.ends_with(".json") {
             continue;
         }
-        let bytes = match fetch(store, &o.key) {
+        let bytes = match store.get_at_most(&o.key, MAX_BYTES) {
             Ok(b) => b,
             Err(e) if classify(&e) == Some(Code::NotFound) => continue,
             Err(e) if classify(&e) == Some(Code::Transient) => return Err(e),
@@ -142,22 +141,6 @@ fn warn(e: &anyhow::Error) {
     );
 }
 
-/// The bytes of `key`, refused when larger than any list bkp writes.
-fn fetch(store: &dyn Store, key: &str) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    store
-        .open(key)?
-        .take(MAX_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("failed to read {key}"))?;
-    if bytes.len() as u64 > MAX_BYTES {
-        return Err(coded(
-            Code::Integrity,
-            format!("sealed list {key} is larger than any bkp writes: it is not used"),
-        ));
-    }
-    Ok(bytes)
-}
 
 /// Writes `list` sealed with `trust`'s current key or signer, create-only.
 pub fn write(store: &dyn Store, list: &List, trust: &Trust) -> Result<String> {
