@@ -10,20 +10,13 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use bkp::crypto::pubkey::SigningKey;
 use bkp::crypto::{Keyring, MasterKey};
-use common::{assert_exit, formatted_data_file, json, run_bkp, setup, Setup, StoreKind};
+use common::{
+    assert_exit, formatted_data_file, json, rfc3339, run_bkp, setup, text, Setup, StoreKind,
+};
 use serde_json::Value;
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// `bkp key generate --type KIND PATH`: what it printed.
 fn generate(kind: &str, path: &Path) -> String {
@@ -109,11 +102,6 @@ fn put(s: &Setup, key: &str, bytes: &[u8]) {
     let p = s.path(&format!("store/{key}"));
     fs::create_dir_all(p.parent().unwrap()).unwrap();
     fs::write(p, bytes).unwrap();
-}
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
 }
 
 #[test]

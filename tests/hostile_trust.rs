@@ -12,27 +12,11 @@ mod common;
 use std::fs;
 use std::process::Output;
 
-use common::{assert_exit, formatted_data_file, json, setup, Setup, StoreKind};
+use common::{
+    assert_exit, formatted_data_file, json, rfc3339, setup, snapshot_manifest, text, Setup,
+    StoreKind,
+};
 use serde_json::Value;
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
-}
-
-fn snapshot(s: &Setup) -> Value {
-    let out = s.bkp(&["--json", "snapshot"]);
-    assert_exit(&out, 0);
-    json(&out)["manifest"].clone()
-}
 
 fn id(m: &Value) -> String {
     m["id"].as_str().unwrap().to_string()
@@ -103,7 +87,7 @@ impl Bucket<'_> {
 fn upgraded_store(kind: &StoreKind, extra: &str) -> (Setup, Value, String) {
     let d = tempfile::tempdir().unwrap();
     let data = formatted_data_file(d.path());
-    let s = setup(&data, clone(kind), extra);
+    let s = setup(&data, *kind, extra);
     // The data file must outlive the test: keep it in the setup's directory.
     let kept = s.path("data.tigerbeetle");
     fs::copy(&data, &kept).unwrap();
@@ -118,8 +102,11 @@ fn upgraded_store(kind: &StoreKind, extra: &str) -> (Setup, Value, String) {
         ),
     )
     .unwrap();
-    let legacy = snapshot(&s);
-    assert!(legacy["seal"].is_null() && legacy["encryption"].is_null());
+    let legacy = snapshot_manifest(&s);
+    // What the store holds (not the run's report of it) has no seal.
+    let stored: Value =
+        serde_json::from_slice(&Bucket::of(&s, kind).get(&manifest_key(&id(&legacy)))).unwrap();
+    assert!(stored.get("seal").is_none() && stored["encryption"].is_null());
     let cut = rfc3339(time::OffsetDateTime::now_utc() + time::Duration::minutes(1));
     let keyed = keyed.replace(
         "[encryption]\nkey_file = \"key\"\n",
@@ -127,13 +114,6 @@ fn upgraded_store(kind: &StoreKind, extra: &str) -> (Setup, Value, String) {
     );
     fs::write(&s.config, &keyed).unwrap();
     (s, legacy, keyed)
-}
-
-fn clone(kind: &StoreKind) -> StoreKind {
-    match kind {
-        StoreKind::Local => StoreKind::Local,
-        StoreKind::S3 => StoreKind::S3,
-    }
 }
 
 /// The ids `bkp --json list` shows, and the keys it refuses, whatever its exit.
@@ -188,8 +168,8 @@ fn planted_manifests_choose_nothing(kind: StoreKind) {
     );
     let (s, legacy, _) = upgraded_store(&kind, &extra);
     let b = Bucket::of(&s, &kind);
-    let g1 = snapshot(&s);
-    let g2 = snapshot(&s);
+    let g1 = snapshot_manifest(&s);
+    let g2 = snapshot_manifest(&s);
     let planted = plant_future_manifests(&b, &legacy, 2);
 
     // With `unsealed_before` alone, an unsealed manifest's own id admits
@@ -323,8 +303,8 @@ fn a_start_time_far_from_the_id_is_refused_sealed_or_not() {
         StoreKind::Local,
         common::ARCHIVE,
     );
-    let a = snapshot(&s);
-    let b = snapshot(&s);
+    let a = snapshot_manifest(&s);
+    let b = snapshot_manifest(&s);
     // Sealed by the key itself (a bug, or a holder of the key): still refused.
     let path = s.path(&format!("store/{}", manifest_key(&id(&a))));
     let mut v: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
@@ -360,7 +340,7 @@ fn a_rotated_out_key_seals_nothing_new() {
         ),
     )
     .unwrap();
-    let before = snapshot(&s);
+    let before = snapshot_manifest(&s);
     let bid = id(&before);
 
     // Rotation: the old key stays for decrypting.
@@ -378,13 +358,25 @@ fn a_rotated_out_key_seals_nothing_new() {
     let out = s.bkp(&["restore", &bid, "--target", target.to_str().unwrap()]);
     assert_exit(&out, 5);
     assert!(text(&out).contains("bkp trust-legacy"), "{}", text(&out));
+    // The operator may vouch for that one backup instead, as for an unsealed one.
+    let vouched = d.path().join("vouched");
+    let out = s.bkp(&[
+        "restore",
+        &bid,
+        "--trust",
+        &bid,
+        "--target",
+        vouched.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert!(vouched.join("0_0.tigerbeetle").is_file());
     let out = s.bkp(&["--json", "trust-legacy"]);
     assert_exit(&out, 0);
     assert_eq!(
         json(&out)["recorded"][0]["key"],
         manifest_key(&bid).as_str()
     );
-    let after = snapshot(&s);
+    let after = snapshot_manifest(&s);
     let aid = id(&after);
 
     // Whoever holds the leaked old key seals a newer manifest (the last
@@ -446,4 +438,53 @@ fn a_rotated_out_key_seals_nothing_new() {
         text(&out)
     );
     assert!(target.join("0_0.tigerbeetle").exists());
+}
+
+/// `bkp trust-legacy` records an unsealed manifest only when the store held it
+/// before `unsealed_before`, by the store's own time of the object: a bucket
+/// writer chooses a manifest's id and times, not when the store got it.
+#[test]
+fn trust_legacy_records_nothing_the_store_got_after_the_cut() {
+    let (s, legacy, keyed) = upgraded_store(&StoreKind::Local, common::ARCHIVE);
+    let b = Bucket::of(&s, &StoreKind::Local);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let cut = time::OffsetDateTime::now_utc();
+    let line = keyed
+        .lines()
+        .find(|l| l.starts_with("unsealed_before"))
+        .unwrap()
+        .to_string();
+    fs::write(
+        &s.config,
+        keyed.replace(&line, &format!("unsealed_before = \"{}\"", rfc3339(cut))),
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // Planted after the cut, its id and times agreeing, all from 2020.
+    let when = time::macros::datetime!(2020-01-01 00:00 UTC);
+    let forged = bkp::id::BackupId::new_v7(when).to_string();
+    let mut v = legacy.clone();
+    v["id"] = forged.clone().into();
+    v["started_at"] = rfc3339(when).into();
+    v["finished_at"] = rfc3339(when).into();
+    b.put(
+        &manifest_key(&forged),
+        &serde_json::to_vec_pretty(&v).unwrap(),
+    );
+
+    let out = s.bkp(&["--json", "trust-legacy"]);
+    assert_exit(&out, 0);
+    let r = json(&out);
+    let recorded: Vec<&str> = r["recorded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(recorded, vec![manifest_key(&id(&legacy))], "{}", text(&out));
+    let left = r["not_recorded"].to_string();
+    assert!(
+        left.contains(&forged) && left.contains("since after"),
+        "{left}"
+    );
 }

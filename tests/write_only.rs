@@ -213,10 +213,10 @@ fn a_write_only_host_backs_up_and_only_the_identity_restores() {
         fs::read(cold.join("b.parquet")).unwrap()
     );
 
-    // Without the host's signer, nothing the host wrote is trusted: not even
-    // the store marker its first run wrote, so the store is not this config's.
+    // Without the host's signer, nothing the host wrote is trusted (and the
+    // host's runs wrote no store marker that would lock this config out).
     fs::write(&admin, admin_text("")).unwrap();
     let out = bkp(&admin, &["list"], &env);
-    assert_exit(&out, 3);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("marker"));
+    assert_exit(&out, 5);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("signer"));
 }

@@ -20,7 +20,7 @@ use crate::exit::{coded, Code};
 use crate::id::BackupId;
 use crate::manifest::legacy::{self, List, Listed};
 use crate::manifest::{self, seal, tombstone, Kind, Trust};
-use crate::ui;
+use crate::ui::{self, printable};
 
 /// A document the list will record, and why it needs recording.
 struct Found {
@@ -62,8 +62,8 @@ pub fn run(ctx: &Ctx, args: &TrustLegacyArgs) -> Result<()> {
             if !o.key.ends_with(".json") {
                 continue;
             }
-            let bytes = store.get(&o.key)?;
-            match examine(&bytes, &o.key, is_manifest, &trust, before) {
+            let bytes = store.get_at_most(&o.key, crate::limits::DOCUMENT)?;
+            match examine(&bytes, &o.key, is_manifest, &trust, before, o.modified) {
                 Ok(Some(f)) => found.push(f),
                 Ok(None) => kept += 1,
                 Err(why) => left.push((o.key.clone(), why)),
@@ -133,13 +133,15 @@ pub fn run(ctx: &Ctx, args: &TrustLegacyArgs) -> Result<()> {
 /// Whether the document `bytes` at `key` needs recording: `Ok(Some)` with
 /// why, `Ok(None)` when the current key sealed it or a list already records
 /// it, `Err(why)` when it is not recorded (forged, not a manifest, started
-/// after `before`).
+/// or stored after `before`: its id's time is its writer's choice, the
+/// store's own time of the object, `modified`, is not).
 fn examine(
     bytes: &[u8],
     key: &str,
     is_manifest: bool,
     trust: &Trust,
     before: Option<time::OffsetDateTime>,
+    modified: Option<time::OffsetDateTime>,
 ) -> std::result::Result<Option<Found>, String> {
     let opened = seal::open(bytes, key, trust).map_err(|e| format!("{e:#}"))?;
     match trust.vouch(opened.sealer.as_deref(), key, bytes, key) {
@@ -164,6 +166,11 @@ fn examine(
                         "it has no seal and started after [encryption] unsealed_before".into(),
                     );
                 }
+                if modified.is_none_or(|t| t >= cut) {
+                    return Err(
+                        "it has no seal and the store holds it since after [encryption] unsealed_before".into(),
+                    );
+                }
             }
         }
         format!(
@@ -186,12 +193,4 @@ fn examine(
         why,
         detail,
     }))
-}
-
-/// Untrusted text from the store, safe to print.
-fn printable(s: &str) -> String {
-    s.chars()
-        .take(200)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }

@@ -188,6 +188,15 @@ pub(super) fn validate(f: Option<EncryptionFile>, v: &Validator) -> Result<Optio
                 id: None,
             }
         }
+        // A host that holds a key seals with it: a signature of its own would
+        // make the other key holders take it for a write-only host (whose
+        // tombstones, catalogs and lists they do not believe).
+        (None, _) if e.signing_key_file.is_some() => {
+            return Err(v.error(
+                "encryption.signing_key_file",
+                "only applies with recipient (a write-only host): a host with a key or identity seals with it; remove signing_key_file",
+            ))
+        }
         // Where only identities are configured, the first is also the key new
         // backups are encrypted to.
         (None, false) => match identities.next() {

@@ -50,14 +50,14 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use super::{
-    admit, manifest_key, parse_with_sealer, seal, Kind, Manifest, Trust, Unreadable, SCHEMA_MINOR,
+    admit, manifest_key, parse_with_sealer, seal, Kind, Manifest, Trust, Unreadable, CATALOG_DIR,
+    SCHEMA_MINOR,
 };
 use crate::crypto::Keyring;
 use crate::exit::{classify, coded, Code};
 use crate::id::BackupId;
 use crate::store::{is_already_exists, ObjectInfo, Store, Version};
 
-pub const CATALOG_DIR: &str = "catalog";
 /// Version 2 since catalogs may hold chunked manifests (schema 2.x): a bkp
 /// that knows only version 1 passes such a catalog over and reads the
 /// manifests themselves, which it refuses, instead of taking their entries
@@ -615,6 +615,17 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
     Ok(empty)
 }
 
+/// The bytes of manifest `key`: one larger than any bkp writes is refused
+/// unread when the listing (`listed`) shows it, else read to at most the cap.
+fn read_listed(store: &dyn Store, key: &str, listed: Option<&Stored>) -> Result<Vec<u8>> {
+    let cap = crate::limits::MANIFEST;
+    if listed.is_some_and(|o| o.size > cap) {
+        let what = format!("manifest {key} in {}", store.identity());
+        return Err(crate::limits::too_large(&what, cap));
+    }
+    store.get_at_most(key, cap)
+}
+
 /// Every manifest of `kind` and those that could not be read, through the
 /// catalog (see the module documentation), oldest first. Writes the catalog
 /// when it was missing or lacked something (best effort: a store that refuses
@@ -691,17 +702,8 @@ pub fn read(
     let mut answered = true;
     let mut verified = 0;
     for key in to_read {
-        // A manifest larger than any bkp writes is refused unread, as the
-        // listing shows it (else read to at most its cap).
-        let cap = crate::limits::MANIFEST;
-        let oversized = listed.get(&key).is_some_and(|o| o.size > cap);
-        let what = format!("manifest {key} in {}", store.identity());
-        match (if oversized {
-            Err(crate::limits::too_large(&what, cap))
-        } else {
-            store.get_at_most(&key, cap)
-        })
-        .and_then(|b| parse_with_sealer(&b, &key, trust))
+        match read_listed(store, &key, listed.get(&key))
+            .and_then(|b| parse_with_sealer(&b, &key, trust))
         {
             Ok((manifest, sealer)) => {
                 verified += 1;

@@ -16,7 +16,6 @@
 //! Lists are read only when a document needs one, so a store whose manifests
 //! are all sealed with the current key costs no request more.
 
-
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -140,7 +139,6 @@ fn warn(e: &anyhow::Error) {
         &format!("bkp: warning: {e:#}"),
     );
 }
-
 
 /// Writes `list` sealed with `trust`'s current key or signer, create-only.
 pub fn write(store: &dyn Store, list: &List, trust: &Trust) -> Result<String> {

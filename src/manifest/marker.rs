@@ -10,8 +10,9 @@
 //! since goes on to carry under its seal ([`Manifest::store`](super::Manifest)):
 //! a genuine manifest copied from another store of the same key names that
 //! store's id and is refused ([`check_bound`]). With keys the marker is
-//! mandatory: a backup run on a store without one writes it first
-//! (create-only, as `bkp init` does). A manifest sealed without a store id is
+//! mandatory: a key holder's backup run on a new store without one writes it
+//! first (create-only, as `bkp init` does); on a store that already holds
+//! backups it only warns, since a new marker (a new id) would disown them. A manifest sealed without a store id is
 //! used when it was made before the marker was (its sealed id's time against
 //! the marker's `created_at`), or a sealed list of `bkp trust-legacy` records
 //! it; a marker written before stores had ids leaves the store unbound, as
@@ -105,14 +106,13 @@ impl Trust {
     /// The store's binding, read on first use: `None` without keys, without a
     /// way to read it, or for a store whose marker has no id.
     pub fn binding(&self) -> Result<Option<&Binding>> {
-        let Some(b) = self
-            .store
-            .as_ref()
-            .filter(|_| self.checks())
-            .and_then(|b| b.downcast_ref::<Bound>())
-        else {
+        let Some(b) = self.store.as_ref().filter(|_| self.checks()) else {
             return Ok(None);
         };
+        // Only `with_binding` sets it; anything else fails closed.
+        let b = b
+            .downcast_ref::<Bound>()
+            .ok_or_else(|| anyhow::anyhow!("the store binding is not a marker::Bound"))?;
         let got = b.got.get_or_init(|| {
             (b.load)(self).map_err(|e| (crate::exit::classify(&e), format!("{e:#}")))
         });
@@ -206,17 +206,24 @@ pub fn check_bound(m: &super::Manifest, vouch: Option<&str>, trust: &Trust) -> R
 
 /// Writes the marker (create-only): an error if the store already has one.
 pub fn write(store: &dyn Store, marker: &Marker, trust: &Trust) -> Result<()> {
-    if store.head(KEY)?.is_some() {
-        return Err(coded(
+    let taken = || {
+        coded(
             Code::TargetExists,
             format!(
                 "{} already has a store marker ({KEY}): `bkp check` shows whether it is this installation's",
                 store.identity()
             ),
-        ));
+        )
+    };
+    if store.head(KEY)?.is_some() {
+        return Err(taken());
     }
-    store.put_new(KEY, &seal::encode(marker, trust.keys())?, &Vec::new())?;
-    Ok(())
+    // Two runs may both find no marker; the create-only write lets one win.
+    match store.put_new(KEY, &seal::encode(marker, trust.keys())?, &Vec::new()) {
+        Ok(_) => Ok(()),
+        Err(e) if crate::store::is_already_exists(&e) => Err(taken()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Stores whose marker this process found to be its own (or absent).
@@ -237,14 +244,34 @@ fn remember(store: &dyn Store) {
 }
 
 /// [`check`], once per store and process: a run that checked the marker as
-/// it began is not asked again when it writes. With keys, a store without a
-/// marker gets one now (create-only, as `bkp init` writes it): its id goes
-/// into every manifest from now on.
+/// it began is not asked again when it writes. A key holder's run on a store
+/// without a marker writes one now (create-only, as `bkp init` writes it):
+/// its id goes into every manifest from now on. A write-only host's run does
+/// not: a marker its signer sealed would lock out every config that stops
+/// trusting that signer (the answer to a stolen host), so its store stays
+/// unbound until the key holder's first run or `bkp init` marks it.
 pub fn ensure(store: &dyn Store, trust: &Trust) -> Result<()> {
     if checked(store) {
         return Ok(());
     }
-    if check(store, trust)?.is_some() || !trust.checks() {
+    let key_holder = trust
+        .keys()
+        .is_some_and(|k| k.current().seal_key().is_some());
+    if check(store, trust)?.is_some() || !key_holder {
+        return Ok(());
+    }
+    // A store with a history (its catalogs) but no marker: a new marker, of
+    // a new id, would disown every backup that names the old one. Someone
+    // may have deleted it; the operator decides.
+    if !store.list(&format!("{}/", super::CATALOG_DIR))?.is_empty() {
+        remember(store);
+        crate::ui::log(
+            crate::ui::Priority::Warning,
+            &format!(
+                "bkp: warning: {} holds backups but no store marker ({KEY}): if it had one, put its previous version back (a new one would disown every backup bound to the old); if it never had one, run `bkp init` to bind this store's backups to it",
+                store.identity()
+            ),
+        );
         return Ok(());
     }
     let marker = Marker::new(trust);
@@ -342,7 +369,7 @@ fn read(store: &dyn Store, trust: &Trust) -> Result<Option<Marker>> {
         return Err(coded(
             Code::Config,
             format!(
-                "{what} has no seal, but [encryption] is configured: it was written without a key, by another installation or before encryption was configured; check, then remove it and run `bkp init` again"
+                "{what} has no seal, but [encryption] is configured: it was written without a key, by another installation or before encryption was configured; check who wrote it; if the store's own marker was replaced, put its previous version back (a new `bkp init` would disown every backup bound to the old one)"
             ),
         ));
     }
@@ -350,4 +377,59 @@ fn read(store: &dyn Store, trust: &Trust) -> Result<Option<Marker>> {
         .map_err(|_| coded(Code::Integrity, format!("{what} is malformed")))?;
     saw(store, Some(&m));
     Ok(Some(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+    use crate::crypto::{Keyring, MasterKey};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Metadata, ObjectInfo, ObjectWriter};
+
+    /// A store whose HEAD of the marker always answers "absent": what a run
+    /// sees when another run writes the marker between its HEAD and its PUT.
+    struct Racing(MemoryStore);
+
+    impl Store for Racing {
+        fn identity(&self) -> String {
+            self.0.identity()
+        }
+        fn create(&self, key: &str, metadata: &Metadata) -> Result<Box<dyn ObjectWriter>> {
+            self.0.create(key, metadata)
+        }
+        fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+            self.0.open(key)
+        }
+        fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+            if key == KEY {
+                return Ok(None);
+            }
+            self.0.head(key)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+            self.0.list(prefix)
+        }
+        fn delete(&self, key: &str) -> Result<()> {
+            self.0.delete(key)
+        }
+    }
+
+    #[test]
+    fn a_marker_written_between_head_and_put_is_taken_not_an_error() {
+        let trust = Trust::new(
+            Some(Keyring::new(MasterKey::from_bytes([7; 32]), vec![])),
+            None,
+            vec![],
+        );
+        let store = Racing(MemoryStore::named("marker-race"));
+        let first = Marker::new(&trust);
+        write(&store, &first, &trust).unwrap();
+        let lost = write(&store, &Marker::new(&trust), &trust).unwrap_err();
+        assert_eq!(crate::exit::classify(&lost), Some(Code::TargetExists));
+        ensure(&store, &trust).unwrap();
+        let kept = check(&store, &trust).unwrap().unwrap();
+        assert_eq!(kept.store_id, first.store_id);
+    }
 }

@@ -45,6 +45,8 @@ pub mod wal;
 pub const SCHEMA_MAJOR: u32 = 2;
 pub const SCHEMA_MINOR: u32 = 0;
 pub const MANIFEST_DIR: &str = "manifests";
+/// Where the catalogs live (see [`catalog`]).
+pub const CATALOG_DIR: &str = "catalog";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -240,8 +242,14 @@ pub fn parse_with_sealer(
         .ok_or_else(|| malformed("no schema".into()))?;
     // Before the fields are read: a newer major may not have this one's.
     schema_major(&what, schema)?;
-    // Sealed by the current key or a trusted signer, or recorded by a sealed list.
-    let sealer = trust.vouch(opened.sealer.as_deref(), key, bytes, &what)?;
+    // Sealed by the current key or a trusted signer, or recorded by a sealed
+    // list. A seal of a rotated-out key is refused below unless the operator
+    // vouches for this one backup (`--trust ID`), as for an unsealed one.
+    let (sealer, refused) = match trust.vouch(opened.sealer.as_deref(), key, bytes, &what) {
+        Ok(s) => (s, None),
+        Err(e) if crate::exit::classify(&e) == Some(Code::Integrity) => (None, Some(e)),
+        Err(e) => return Err(e),
+    };
     // serde's message may quote the stored text: it is not repeated.
     let m: Manifest = serde_json::from_value(opened.value)
         .map_err(|_| malformed("its fields do not match the manifest schema".into()))?;
@@ -255,6 +263,9 @@ pub fn parse_with_sealer(
                 m.key()
             ),
         ));
+    }
+    if let Some(e) = refused.filter(|_| !trust.excuses(m.id)) {
+        return Err(e);
     }
     admit(&m, sealer.as_deref(), trust)?;
     Ok((m, sealer))

@@ -242,7 +242,7 @@ impl Trust {
             Some(s) => Err(coded(
                 Code::Integrity,
                 format!(
-                    "{what} is sealed with {}, which is no longer the current key: a rotated-out key still decrypts, but what it seals is believed only when a sealed list records it. If it was sealed before the rotation, run `bkp trust-legacy` once with the new key current; otherwise the old key may have leaked, and the document is not used",
+                    "{what} is sealed with {}, which is no longer the current key: a rotated-out key still decrypts, but what it seals is believed only when a sealed list records it. If it was sealed before the rotation, run `bkp trust-legacy` once with the new key current (or pass `--trust ID` to vouch for one backup); otherwise the old key may have leaked, and the document is not used",
                     printable(s)
                 ),
             )),
@@ -380,6 +380,12 @@ pub fn manifest_claim(m: &super::Manifest) -> Claim<'_> {
         }
         c
     });
+    // A log segment that names no cluster counts as every cluster's (as
+    // older releases wrote them): from a signer, whose scope names clusters,
+    // it would join any cluster's chain.
+    if m.kind == Kind::Tigerbeetle && super::tigerbeetle::is_log(m) && cluster.is_none() {
+        unreadable = Some("TigerBeetle cluster id (the log segment names none)");
+    }
     Claim {
         host: Some(&m.host),
         kind: Some(m.kind),
@@ -539,22 +545,6 @@ pub fn tag_verifies_now(keys: Option<&Keyring>, message: &[u8], tag: &str) -> bo
             .signers()
             .iter()
             .any(|s| s.verifier.verify(message, &raw))
-}
-
-/// Which key (`hmac:{id}`) or signer (`ed25519:{id}`) that seals now made
-/// `tag` of `message`, if one did: for a reader that must then ask who it
-/// is ([`Trust::is_key_holder`], [`Trust::trusts_list`]).
-pub fn tag_sealer_now(keys: &Keyring, message: &[u8], tag: &str) -> Option<String> {
-    let raw = hex::decode(tag).ok()?;
-    if let Some(k) = keys.current().seal_key() {
-        if hmac::verify(k, message, &raw).is_ok() {
-            return Some(format!("hmac:{}", keys.current().id()));
-        }
-    }
-    keys.signers()
-        .iter()
-        .find(|s| s.verifier.verify(message, &raw))
-        .map(|s| format!("ed25519:{}", s.verifier.id))
 }
 
 /// A document read from the store, its seal checked if it had one.

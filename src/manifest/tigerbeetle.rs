@@ -66,6 +66,11 @@ pub fn cluster_id(m: &Manifest) -> Option<u128> {
     }
 }
 
+/// Whether `m` is a log segment (of any cluster).
+pub fn is_log(m: &Manifest) -> bool {
+    m.operation == LOGS
+}
+
 /// Whether `m` is a log segment of `cluster` (a segment that names no cluster
 /// belongs to every one, as older releases wrote them).
 pub fn is_log_of(m: &Manifest, cluster: u128) -> bool {
