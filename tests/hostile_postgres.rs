@@ -93,6 +93,25 @@ fn archive_now(pg: &Postgres) {
 
 /// A passphrase-protected key and its certificate in `data`: with `ssl = on`,
 /// PostgreSQL runs `ssl_passphrase_command` at start to read the key.
+/// Inserts row `n`, takes the server's time, inserts row `n + 1` and archives
+/// the WAL: the arguments of a `restore latest --kind postgres --at` to that
+/// time (which keeps row `n` and not `n + 1`) into `target`.
+fn restore_between(pg: &Postgres, n: u32, target: &Path) -> Vec<String> {
+    pg.psql("app", &format!("INSERT INTO t VALUES ({n})"));
+    std::thread::sleep(Duration::from_millis(1100));
+    let at = server_now(pg);
+    std::thread::sleep(Duration::from_millis(300));
+    pg.psql("app", &format!("INSERT INTO t VALUES ({})", n + 1));
+    archive_now(pg);
+    [
+        "restore", "latest", "--kind", "postgres", "--at", &at, "--target",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .chain([target.to_str().unwrap().to_string()])
+    .collect()
+}
+
 fn plant_encrypted_key(data: &Path) {
     let out = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "rsa:2048", "-days", "2"])
@@ -264,23 +283,9 @@ fn a_base_backups_own_settings_run_nothing_where_bkp_starts_postgres() {
     assert_exit(&bkp(&["snapshot", "--kind", "postgres"]), 0);
 
     // 2. A restore to a point in time starts PostgreSQL on the backup.
-    pg.psql("app", "INSERT INTO t VALUES (2)");
-    std::thread::sleep(Duration::from_millis(1100));
-    let at = server_now(pg);
-    std::thread::sleep(Duration::from_millis(300));
-    pg.psql("app", "INSERT INTO t VALUES (3)");
-    archive_now(pg);
     let target = dir.path().join("at");
-    let out = bkp(&[
-        "restore",
-        "latest",
-        "--kind",
-        "postgres",
-        "--at",
-        &at,
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    let args = restore_between(pg, 2, &target);
+    let out = bkp(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_nothing_ran(&marks, "restore --at");
     assert_exit(&out, 0);
     assert!(
@@ -349,23 +354,9 @@ fn a_base_backups_own_settings_run_nothing_where_bkp_starts_postgres() {
          include_dir 'bkp-no-such-dir'\n",
     );
     assert_exit(&bkp(&["snapshot", "--kind", "postgres"]), 0);
-    pg.psql("app", "INSERT INTO t VALUES (4)");
-    std::thread::sleep(Duration::from_millis(1100));
-    let at = server_now(pg);
-    std::thread::sleep(Duration::from_millis(300));
-    pg.psql("app", "INSERT INTO t VALUES (5)");
-    archive_now(pg);
     let target = dir.path().join("at-again");
-    let out = bkp(&[
-        "restore",
-        "latest",
-        "--kind",
-        "postgres",
-        "--at",
-        &at,
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    let args = restore_between(pg, 4, &target);
+    let out = bkp(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_exit(&out, 0);
     let restored = Postgres::start_on(&target);
     assert_eq!(restored.psql("app", "SELECT count(*) FROM t"), "4");

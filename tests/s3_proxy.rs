@@ -34,8 +34,10 @@ struct Rules {
     /// Run once, before a ranged GET of that path is forwarded.
     before_ranged: Mutex<Option<Hook>>,
     /// Requests whose head starts so are answered by the proxy with
-    /// [`REFUSAL`], their bodies read and dropped: they never reach the server.
+    /// `refusal` (or [`REFUSAL`]), their bodies read and dropped: they never
+    /// reach the server.
     refuse: Option<String>,
+    refusal: Option<&'static str>,
     /// Every request head seen, in order.
     heads: Mutex<Vec<String>>,
 }
@@ -148,7 +150,8 @@ fn relay(mut client: TcpStream, mut server: TcpStream, rules: Arc<Rules>) {
             }
             if refused {
                 // The whole request is in: the proxy answers it.
-                if client.write_all(REFUSAL.as_bytes()).is_err() {
+                let answer = rules.refusal.unwrap_or(REFUSAL);
+                if client.write_all(answer.as_bytes()).is_err() {
                     return;
                 }
                 refused = false;
@@ -333,4 +336,26 @@ fn a_server_that_refuses_batch_deletes_gets_one_delete_per_key() {
     assert_eq!(proxy.heads(&refused).len(), 1, "{all:#?}");
     let each = proxy.heads(&format!("DELETE /{bucket}/p/gone/"));
     assert_eq!(each.len(), 3, "{each:#?}");
+}
+
+/// S3 refuses a HEAD with a status and no body (a HEAD has none): the error
+/// says what the status means, not that something other than S3 answered.
+#[test]
+fn a_refused_head_says_what_its_status_means() {
+    let s3 = common::shared_s3();
+    let bucket = s3.new_bucket("headrefused");
+    let direct = store(s3, &bucket, &s3.endpoint);
+    direct.put_new("obj", b"bytes", &Vec::new()).unwrap();
+    let proxy = Proxy::start(
+        &s3.endpoint,
+        Rules {
+            refuse: Some(format!("HEAD /{bucket}/p/obj")),
+            refusal: Some("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"),
+            ..Rules::default()
+        },
+    );
+    let through = store(s3, &bucket, &proxy.endpoint);
+    let err = format!("{:#}", through.head("obj").expect_err("refused"));
+    assert!(err.contains("HTTP 403 (access denied"), "{err}");
+    assert!(!err.contains("no S3 error"), "{err}");
 }

@@ -214,7 +214,10 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     };
     let by_id: BTreeMap<String, &Manifest> =
         selected.iter().map(|m| (m.id.to_string(), m)).collect();
-    let (decisions, locked) = decide(ctx, store, &trust, &selected, &by_id, started_at)?;
+    let (decisions, locked) = decide(ctx, store, &selected, &by_id, started_at)?;
+    if !dry {
+        reverify(store, &trust, &decisions, &by_id)?;
+    }
     let doomed: BTreeSet<&str> = decisions
         .iter()
         .filter(|d| !d.keep)
@@ -298,7 +301,6 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let cutoff = started_at
         .checked_sub(plan.retention.grace)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let mut orphans = Vec::new();
     let doomed_keys = if dry {
         referenced(
             ctx,
@@ -310,74 +312,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     } else {
         BTreeSet::new()
     };
-    // `check/`: probes `bkp check` could not delete (killed, or retained by
-    // Object Lock).
-    let prefixes = Kind::ALL.iter().map(|k| format!("{}/", k.as_str()));
-    for prefix in prefixes.chain(["check/".to_string()]) {
-        let listed = store.list(&prefix)?;
-        let nested = nested_stores(listed.iter().map(|o| o.key.as_str()));
-        for root in &nested {
-            ctx.ui.warn(&format!(
-                "{root} in {} holds another bkp store (a {} or a manifests/ folder): cleanup removes nothing in it. Give that store a prefix or path outside this store's folders",
-                store.identity(),
-                manifest::marker::KEY
-            ));
-        }
-        for o in listed {
-            if nested.iter().any(|root| o.key.starts_with(root.as_str())) {
-                continue;
-            }
-            // Old by its own time and by the start of the run that wrote it
-            // (keys carry the run's UUIDv7): a long run's early uploads stay.
-            let old = o.modified.is_some_and(|t| t < cutoff)
-                && run_started(&o.key).is_none_or(|t| t < cutoff);
-            if old && !named.contains(&o.key) && !doomed_keys.contains(&o.key) {
-                orphans.push(o);
-            }
-        }
-    }
-    let mut orphans_locked = Vec::new();
-    for o in std::mem::take(&mut orphans) {
-        match store.retained_until(&o.key)? {
-            Some(until) => orphans_locked.push((o, until)),
-            None => orphans.push(o),
-        }
-    }
-    for (o, until) in &orphans_locked {
-        ctx.ui.info(&format!(
-            "kept {} ({}) until {} by Object Lock: no manifest names it, a later cleanup removes it",
-            o.key,
-            ui::size(o.size),
-            rfc3339(*until)
-        ));
-    }
-    let mut removed = Vec::new();
-    for o in orphans {
-        if dry {
-            ctx.ui.info(&format!(
-                "would remove {} ({}): no manifest names it",
-                o.key,
-                ui::size(o.size)
-            ));
-        } else {
-            if let Err(e) = store.delete(&o.key) {
-                let Some(r) = e.downcast_ref::<Retained>() else {
-                    return Err(e);
-                };
-                ctx.ui.info(&format!("{r}: a later cleanup removes it"));
-                continue;
-            }
-            ctx.ui.info(&format!(
-                "removed {} ({}): left by an interrupted run, no manifest names it",
-                o.key,
-                ui::size(o.size)
-            ));
-        }
-        totals.orphans += 1;
-        totals.orphan_bytes += o.size;
-        removed.push(o);
-    }
-    let orphans = removed;
+    let orphans = sweep_orphans(ctx, store, &named, &doomed_keys, cutoff, dry, &mut totals)?;
 
     // 4b. WAL older than every kept base backup of its system: no recovery can
     // start before its oldest base backup.
@@ -572,16 +507,9 @@ fn finish(
         }
     }
     let record = RunRecord {
-        id: m.id,
-        kind: m.kind,
-        scope: m.scope,
-        operation: ledger::Operation::Cleanup,
-        compression: m.compression,
-        encrypted: m.encryption.is_some(),
-        completed: true,
-        retention_days: m.retention_days,
         started_at: t.planned_at,
         bytes: t.bytes,
+        ..RunRecord::of_backup(m, ledger::Operation::Cleanup)
     };
     if let Some(note) = send_record(ctx, &record.to_ledger(store))? {
         ctx.ui.detail(&note);
@@ -603,11 +531,12 @@ fn finish(
 }
 
 /// Reads every manifest the plan deletes again from its own key and checks
-/// it as any manifest read is checked, before the first tombstone: the
-/// catalog chose them, and a deletion acts on what the store holds, never
-/// on a cached copy alone. One that changed or cannot be read now stops the
-/// run, with nothing deleted (the catalog is corrected: the next run plans
-/// from the manifests as they are).
+/// it as any manifest read is checked ([`manifest::catalog::reread`]),
+/// before the first tombstone: the catalog chose them, and a deletion acts on
+/// what the store holds, never on a cached copy alone. One that changed or
+/// cannot be read stops the run, with nothing deleted (the catalog is
+/// corrected: the next run plans from the manifests as they are). Not on a
+/// dry run, which deletes nothing.
 fn reverify(
     store: &dyn Store,
     trust: &seal::Trust,
@@ -615,29 +544,16 @@ fn reverify(
     by_id: &BTreeMap<String, &Manifest>,
 ) -> Result<()> {
     for d in decisions.iter().filter(|d| !d.keep) {
-        let m = by_id[&d.id];
-        let fresh = manifest::catalog::current(store, trust, m)?;
-        if &fresh != m {
-            return Err(crate::exit::coded(
-                crate::exit::Code::Transient,
-                format!(
-                    "cleanup planned to delete backup {} from the catalog's copy of its manifest, but {} differs from that copy now: nothing was deleted, and the catalog is corrected; run cleanup again",
-                    m.id,
-                    m.key()
-                ),
-            ));
-        }
+        manifest::catalog::reread(store, trust, by_id[&d.id]).context("cleanup deleted nothing")?;
     }
     Ok(())
 }
 
 /// Retention's plan for `selected`, with what Object Lock still retains
-/// kept (and, by the same rules, everything its chain needs), each backup it
-/// deletes read again ([`reverify`]).
+/// kept (and, by the same rules, everything its chain needs).
 fn decide(
     ctx: &Ctx,
     store: &dyn Store,
-    trust: &seal::Trust,
     selected: &[Manifest],
     by_id: &BTreeMap<String, &Manifest>,
     now: OffsetDateTime,
@@ -663,7 +579,6 @@ fn decide(
             rfc3339(*until)
         ));
     }
-    reverify(store, trust, &decisions, by_id)?;
     Ok((decisions, locked))
 }
 
@@ -688,6 +603,90 @@ fn retained(
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// Objects no manifest names (`named`, nor `doomed` on a dry run), older
+/// than `cutoff`, in the kinds' folders and `check/` (probes `bkp check`
+/// could not delete): removed (or, `dry`, shown), except those Object Lock
+/// still retains and any folder holding another store. What it removed.
+fn sweep_orphans(
+    ctx: &Ctx,
+    store: &dyn Store,
+    named: &BTreeSet<String>,
+    doomed: &BTreeSet<String>,
+    cutoff: OffsetDateTime,
+    dry: bool,
+    totals: &mut Totals,
+) -> Result<Vec<crate::store::ObjectInfo>> {
+    let mut orphans = Vec::new();
+    // `check/`: probes `bkp check` could not delete (killed, or retained by
+    // Object Lock).
+    let prefixes = Kind::ALL.iter().map(|k| format!("{}/", k.as_str()));
+    for prefix in prefixes.chain(["check/".to_string()]) {
+        let listed = store.list(&prefix)?;
+        let nested = nested_stores(listed.iter().map(|o| o.key.as_str()));
+        for root in &nested {
+            ctx.ui.warn(&format!(
+                "{root} in {} holds another bkp store (a {} or a manifests/ folder): cleanup removes nothing in it. Give that store a prefix or path outside this store's folders",
+                store.identity(),
+                manifest::marker::KEY
+            ));
+        }
+        for o in listed {
+            if nested.iter().any(|root| o.key.starts_with(root.as_str())) {
+                continue;
+            }
+            // Old by its own time and by the start of the run that wrote it
+            // (keys carry the run's UUIDv7): a long run's early uploads stay.
+            let old = o.modified.is_some_and(|t| t < cutoff)
+                && run_started(&o.key).is_none_or(|t| t < cutoff);
+            if old && !named.contains(&o.key) && !doomed.contains(&o.key) {
+                orphans.push(o);
+            }
+        }
+    }
+    let mut orphans_locked = Vec::new();
+    for o in std::mem::take(&mut orphans) {
+        match store.retained_until(&o.key)? {
+            Some(until) => orphans_locked.push((o, until)),
+            None => orphans.push(o),
+        }
+    }
+    for (o, until) in &orphans_locked {
+        ctx.ui.info(&format!(
+            "kept {} ({}) until {} by Object Lock: no manifest names it, a later cleanup removes it",
+            o.key,
+            ui::size(o.size),
+            rfc3339(*until)
+        ));
+    }
+    let mut removed = Vec::new();
+    for o in orphans {
+        if dry {
+            ctx.ui.info(&format!(
+                "would remove {} ({}): no manifest names it",
+                o.key,
+                ui::size(o.size)
+            ));
+        } else {
+            if let Err(e) = store.delete(&o.key) {
+                let Some(r) = e.downcast_ref::<Retained>() else {
+                    return Err(e);
+                };
+                ctx.ui.info(&format!("{r}: a later cleanup removes it"));
+                continue;
+            }
+            ctx.ui.info(&format!(
+                "removed {} ({}): left by an interrupted run, no manifest names it",
+                o.key,
+                ui::size(o.size)
+            ));
+        }
+        totals.orphans += 1;
+        totals.orphan_bytes += o.size;
+        removed.push(o);
+    }
+    Ok(removed)
 }
 
 /// The start of the run that wrote `key`: the time in the first UUIDv7 the key

@@ -188,7 +188,27 @@ impl<'a> Run<'a> {
                 })
                 .ok()
         });
-        manifest::write(self.store, &m, self.trust.keys())?;
+        if let Err(e) = manifest::write(self.store, &m, self.trust.keys()) {
+            // The answer to a write that landed can be lost (a retried
+            // create-only PUT is then refused): the store is asked. Not
+            // there, nothing was stored, and the intent waits for nothing
+            // (else the next run would report this one as killed).
+            match self.store.head(&m.key()) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    if let Some(i) = intent {
+                        let _ = i.done();
+                    }
+                    return Err(e);
+                }
+                // The store does not answer: whether it landed is left to
+                // the intent (the next run that can read the store says).
+                Err(_) => return Err(e),
+            }
+            self.ctx.ui.warn(&format!(
+                "{e:#}; the manifest is in the store all the same: the backup is stored"
+            ));
+        }
         crate::failpoint::hit("manifest-stored");
         *self.stored.lock().expect("stored manifest") = Some((m.clone(), intent));
         Ok(m.into())
@@ -401,17 +421,28 @@ fn settle_intents(ctx: &Ctx, store: &dyn Store, trust: &Trust) {
             continue;
         }
         let key = o.manifest_key.clone();
-        let found = match store.get(&key) {
+        let found = match store.get_at_most(&key, crate::limits::MANIFEST) {
             Ok(bytes) => manifest::parse(&bytes, &key, trust).map(Some),
             Err(e) if crate::exit::classify(&e) == Some(crate::exit::Code::NotFound) => Ok(None),
             Err(e) => Err(e),
         };
         let rec = match found {
-            Ok(Some(m)) => match backup_operation(&m.operation) {
-                Some(op) => Some(RunRecord::of_backup(&m, op).to_ledger(store)),
-                None => continue,
-            },
+            // A manifest of no backup operation records nothing.
+            Ok(Some(m)) => backup_operation(&m.operation)
+                .map(|op| RunRecord::of_backup(&m, op).to_ledger(store)),
             Ok(None) => None,
+            // Damaged, or sealed by a key no longer trusted: no record is
+            // made from it (reading it again would not change that); `bkp
+            // verify` names the manifest.
+            Err(e) if crate::exit::is_damage(&e) => {
+                ctx.ui.warn(&format!(
+                    "the ledger record of a killed run is not made: {e:#}; `bkp verify` names it"
+                ));
+                if let Err(e) = o.settle(cfg, None) {
+                    ctx.ui.warn(&format!("{e:#}"));
+                }
+                continue;
+            }
             Err(e) => {
                 ctx.ui.warn(&format!(
                     "the ledger record of a killed run waits for the next run: {e:#}"

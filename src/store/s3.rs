@@ -424,15 +424,28 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
-/// An answer that is no S3 error document (a proxy's or a web server's
-/// page): its status and the start of its body, which say what answered.
+/// An answer without an S3 error code: its status, and the start of its
+/// body when it has one (a proxy's or a web server's page says what
+/// answered). An empty body is S3's own answer to a HEAD, which carries no
+/// error document: then the status alone (403: access denied, 404: no such
+/// key or bucket, 301: another region).
 fn not_s3<E>(err: &SdkError<E, HttpResponse>) -> Option<String> {
     let r = err.raw_response()?;
-    let body = r.body().bytes()?;
+    let status = r.status().as_u16();
+    let body = r.body().bytes().unwrap_or_default();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        let meaning = match status {
+            301 => " (the bucket is in another region: set store.region)",
+            400 => " (bad request)",
+            403 => " (access denied: check the credentials and the bucket policy)",
+            404 => " (no such bucket or key)",
+            _ => "",
+        };
+        return Some(format!("HTTP {status}{meaning}"));
+    }
     let start = String::from_utf8_lossy(&body[..body.len().min(120)]).into_owned();
     Some(format!(
-        "HTTP {} with no S3 error in it: {}",
-        r.status().as_u16(),
+        "HTTP {status} with no S3 error in it: {}",
         printable_short(&start)
     ))
 }

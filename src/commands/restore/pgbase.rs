@@ -59,9 +59,9 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     if rp.at.is_some() {
         super::pgpitr::check_user()?;
     }
-    if src.trust.keys().is_none() || args.trust.trust.contains(&m.id) {
+    if let Some(why) = unsealed(src.trust, m) {
         ctx.ui.warn(&format!(
-            "base backup {}'s manifest is not sealed (no [encryption]): nothing proves it is the backup bkp made. bkp sets its postgresql.auto.conf aside, but a postgresql.conf in it runs commands as the server's user once started with it: read that before starting it",
+            "base backup {}'s manifest {why}: nothing proves it is the backup bkp made. bkp sets its postgresql.auto.conf aside, but a postgresql.conf in it runs commands as the server's user once started with it: read that before starting it",
             m.id
         ));
     }
@@ -237,4 +237,17 @@ fn find_postmaster_pid(dir: &Path, depth: usize) -> Option<std::path::PathBuf> {
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .find_map(|e| find_postmaster_pid(&e.path(), depth - 1))
+}
+
+/// How `m` is unsealed, for the PostgreSQL restores' own warning (what it
+/// runs once started): without `[encryption]` nothing is sealed; with it, a
+/// backup used because the operator or a sealed list vouched for it.
+pub(super) fn unsealed(trust: &crate::manifest::Trust, m: &Manifest) -> Option<&'static str> {
+    if trust.keys().is_none() {
+        Some("is not sealed (no [encryption])")
+    } else {
+        trust
+            .excused_why(m)
+            .map(|_| "is not sealed by the current key")
+    }
 }

@@ -35,7 +35,7 @@ pub fn set_aside_configuration(dir: &Path) -> Result<bool> {
             return Ok(false)
         }
         Ok(_) => {
-            let aside = dir.join(SET_ASIDE);
+            let aside = free_name(dir)?;
             std::fs::rename(&conf, &aside).with_context(|| {
                 format!(
                     "failed to set the backup's {} aside as {}",
@@ -59,6 +59,26 @@ pub fn set_aside_configuration(dir: &Path) -> Result<bool> {
         .and_then(|()| f.sync_all())
         .with_context(|| format!("failed to write {}", conf.display()))?;
     Ok(set_aside)
+}
+
+/// [`SET_ASIDE`] in `dir`, or the first of `SET_ASIDE.1`, `.2`, … that is
+/// free: a backup of a server bkp restored before holds one already, which
+/// is the operator's and is never replaced.
+fn free_name(dir: &Path) -> Result<std::path::PathBuf> {
+    let free = |p: &Path| matches!(std::fs::symlink_metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    let first = dir.join(SET_ASIDE);
+    if free(&first) {
+        return Ok(first);
+    }
+    (1..1000)
+        .map(|n| dir.join(format!("{SET_ASIDE}.{n}")))
+        .find(|p| free(p))
+        .with_context(|| {
+            format!(
+                "{}: no free name to set postgresql.auto.conf aside as",
+                dir.display()
+            )
+        })
 }
 
 #[cfg(test)]
@@ -90,5 +110,23 @@ mod tests {
         std::fs::create_dir(odd.path().join("postgresql.auto.conf")).unwrap();
         assert!(set_aside_configuration(odd.path()).unwrap());
         assert!(odd.path().join(SET_ASIDE).is_dir());
+        // A backup of a directory bkp restored before holds a set-aside file
+        // already: it is kept, and this one takes the next name.
+        let again = tempfile::tempdir().unwrap();
+        std::fs::write(again.path().join(SET_ASIDE), "earlier\n").unwrap();
+        std::fs::write(
+            again.path().join("postgresql.auto.conf"),
+            "work_mem = '1MB'\n",
+        )
+        .unwrap();
+        assert!(set_aside_configuration(again.path()).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(again.path().join(SET_ASIDE)).unwrap(),
+            "earlier\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(again.path().join(format!("{SET_ASIDE}.1"))).unwrap(),
+            "work_mem = '1MB'\n"
+        );
     }
 }

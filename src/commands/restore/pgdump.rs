@@ -51,9 +51,9 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
             "--force with --schema or --table would replace a whole database with part of a dump: restore the part into a new database (--target NEWNAME) and move what you need from there",
         ));
     }
-    if src.trust.keys().is_none() || args.trust.trust.contains(&m.id) {
+    if let Some(why) = super::pgbase::unsealed(src.trust, m) {
         ctx.ui.warn(&format!(
-            "dump {}'s manifest is not sealed (no [encryption]): nothing proves it is the dump bkp made, and pg_restore runs its SQL as {}; restore with a role that is not a superuser",
+            "dump {}'s manifest {why}: nothing proves it is the dump bkp made, and pg_restore runs its SQL as {}; restore with a role that is not a superuser",
             m.id,
             pg.user.as_deref().unwrap_or("the connecting role")
         ));

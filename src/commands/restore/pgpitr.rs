@@ -92,6 +92,41 @@ fn effective_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Refuses a path that cannot go into PostgreSQL's `restore_command`.
+fn quotable(paths: &[&Path]) -> Result<()> {
+    for p in paths {
+        let text = p.display().to_string();
+        if text.contains(['\'', '"', '\\', '\n', '%']) {
+            return Err(coded(
+                Code::Config,
+                format!(
+                    "{text}: a path with quotes, backslashes or % cannot go into PostgreSQL's restore_command; choose another work_dir or target"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Marks the new timeline's history file (`timeline`, as the server logged
+/// it) for archiving: PostgreSQL marks it only when archiving is on, and it
+/// was off here. Marked now, the server archives it once its operator turns
+/// archiving on, so that later restores know the branch (and never choose its
+/// timeline id again).
+fn mark_history(dir: &Path, timeline: Option<&str>) -> Result<()> {
+    if let Some(tli) = timeline.and_then(|t| t.parse::<u32>().ok()) {
+        let history = format!("{tli:08X}.history");
+        if dir.join("pg_wal").join(&history).exists() {
+            let ready = dir
+                .join("pg_wal/archive_status")
+                .join(format!("{history}.ready"));
+            fs::write(&ready, b"")
+                .with_context(|| format!("failed to create {}", ready.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Replays the archived WAL of base backup `m` (unpacked, checked, in `dir`)
 /// to `at`, with `postgres` from the directory of `verifier`, and proves it.
 pub fn recover(
@@ -118,17 +153,7 @@ pub fn recover(
     for d in [&wal_dir, &sock] {
         fs::create_dir_all(d).with_context(|| format!("failed to create {}", d.display()))?;
     }
-    for p in [&wal_dir, dir] {
-        let text = p.display().to_string();
-        if text.contains(['\'', '"', '\\', '\n', '%']) {
-            return Err(coded(
-                Code::Config,
-                format!(
-                    "{text}: a path with quotes, backslashes or % cannot go into PostgreSQL's restore_command; choose another work_dir or target"
-                ),
-            ));
-        }
-    }
+    quotable(&[wal_dir.as_path(), dir])?;
 
     // 1. The archive's files from the backup's start to just past T, verified.
     let all = wal::archive::archived(src.store, system)?;
@@ -143,7 +168,7 @@ pub fn recover(
         src.store.identity()
     ));
     let max = segment_size.min(crate::limits::WAL_SEGMENT_MAX);
-    let (bytes, junk) = fetch_wanted(src.store, keys, system, &wanted, &wal_dir, max)?;
+    let (bytes, junk) = fetch_wanted(src.store, keys, system, &all, &wanted, &wal_dir, max)?;
     let all: Vec<Stored> = all
         .into_iter()
         .filter(|s| !junk.contains(&s.name))
@@ -302,20 +327,7 @@ pub fn recover(
             .trim()
             .to_string()
     });
-    // The new timeline's history file: PostgreSQL marks it for archiving only
-    // when archiving is on, and it was off here. Marked now, the server archives
-    // it once its operator turns archiving on, so that later restores know the
-    // branch (and never choose its timeline id again).
-    if let Some(tli) = timeline.as_deref().and_then(|t| t.parse::<u32>().ok()) {
-        let history = format!("{tli:08X}.history");
-        if dir.join("pg_wal").join(&history).exists() {
-            let ready = dir
-                .join("pg_wal/archive_status")
-                .join(format!("{history}.ready"));
-            fs::write(&ready, b"")
-                .with_context(|| format!("failed to create {}", ready.display()))?;
-        }
-    }
+    mark_history(dir, timeline.as_deref())?;
     let signal = dir.join("recovery.signal");
     if signal.exists() {
         fs::remove_file(&signal)
@@ -387,6 +399,7 @@ fn fetch_wanted(
     store: &dyn crate::store::Store,
     keys: Option<&crate::crypto::Keyring>,
     system: u64,
+    all: &[Stored],
     wanted: &[Stored],
     dir: &Path,
     max: u64,
@@ -395,7 +408,7 @@ fn fetch_wanted(
     let mut junk = std::collections::BTreeSet::new();
     for s in wanted {
         let dest = dir.join(&s.name);
-        match wal::archive::fetch_listed(store, keys, system, &s.name, &dest, max)? {
+        match wal::archive::fetch_listed(store, keys, system, all, &s.name, &dest, max)? {
             Some(n) => bytes += n,
             None => {
                 junk.insert(s.name.clone());

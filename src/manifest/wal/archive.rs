@@ -33,10 +33,17 @@ fn listed(store: &dyn Store, system: u64, prefix: &str) -> Result<Vec<Stored>> {
 
 /// The archive's objects for file `name` of `system`, newest first.
 pub fn candidates(store: &dyn Store, system: u64, name: &str) -> Result<Vec<Stored>> {
-    let mut found = listed(store, system, &super::name_prefix(system, name))?;
-    found.retain(|s| s.name == name);
+    Ok(named(
+        &listed(store, system, &super::name_prefix(system, name))?,
+        name,
+    ))
+}
+
+/// The objects of `all` stored for file `name`, newest first.
+fn named(all: &[Stored], name: &str) -> Vec<Stored> {
+    let mut found: Vec<Stored> = all.iter().filter(|s| s.name == name).cloned().collect();
     found.sort_by_key(|s| std::cmp::Reverse(s.modified));
-    Ok(found)
+    found
 }
 
 /// Writes archived file `name` of `system` to `dest`, verified: nothing is at
@@ -59,26 +66,29 @@ pub fn fetch_into(
     dest: &Path,
     max: u64,
 ) -> Result<u64> {
-    match fetch(store, keys, system, name, dest, max)? {
+    let found = candidates(store, system, name)?;
+    match fetch(store, keys, system, name, found, dest, max)? {
         Fetched::Bytes(n) => Ok(n),
         Fetched::OnlyJunk(e) => Err(e),
     }
 }
 
 /// [`fetch_into`] for a replay bkp drives itself (`restore --at`, drills),
-/// which fetches every file the listing shows: a file that is only junk with
-/// nothing authentic after it is left out with a warning (`None`), and the
-/// replay ends at the last authentic file, as it would had the junk never
-/// been planted.
+/// which fetches every file of the listing it made once (`all`, of
+/// [`archived`]): a file that is only junk with nothing authentic after it is
+/// left out with a warning (`None`), and the replay ends at the last
+/// authentic file, as it would had the junk never been planted.
 pub fn fetch_listed(
     store: &dyn Store,
     keys: Option<&Keyring>,
     system: u64,
+    all: &[Stored],
     name: &str,
     dest: &Path,
     max: u64,
 ) -> Result<Option<u64>> {
-    match fetch(store, keys, system, name, dest, max)? {
+    let found = named(all, name);
+    match fetch(store, keys, system, name, found, dest, max)? {
         Fetched::Bytes(n) => Ok(Some(n)),
         Fetched::OnlyJunk(e) => {
             crate::ui::log(
@@ -99,15 +109,16 @@ enum Fetched {
     OnlyJunk(anyhow::Error),
 }
 
+/// Tries `found`, the objects stored for file `name` (newest first).
 fn fetch(
     store: &dyn Store,
     keys: Option<&Keyring>,
     system: u64,
     name: &str,
+    found: Vec<Stored>,
     dest: &Path,
     max: u64,
 ) -> Result<Fetched> {
-    let found = candidates(store, system, name)?;
     let mut junk: Vec<String> = Vec::new();
     let mut last = None;
     for s in &found {
