@@ -642,6 +642,42 @@ pub struct Sink<'a> {
     pub progress: Arc<dyn Progress>,
 }
 
+/// Chunk `id` (`what`, holding `data`) found in the store at `key`, though
+/// the snapshot this one builds on does not name it: left by an interrupted
+/// run, or by another backup. Adopted by the rule of [`write_file`]: read
+/// back as exactly this chunk where the writer can read, else only because
+/// no one but the writer could have named it. `None` when it is gone again.
+fn adopt(
+    sink: &Sink,
+    source: &Source,
+    key: &str,
+    id: String,
+    data: &[u8],
+    what: &str,
+) -> Result<Option<Chunk>> {
+    let Some(info) = sink.store.head(key)? else {
+        return Ok(None);
+    };
+    if info.size > crate::manifest::chunks::max_stored(data.len() as u64) {
+        return Err(coded(
+            Code::Integrity,
+            format!("{key} in {} is already in the store, {} bytes, larger than any chunk of {} bytes: it is no chunk of bkp's; run `bkp verify`, and remove that object if no backup needs it", sink.store.identity(), info.size, data.len()),
+        ));
+    }
+    let found = Chunk(id, info.size);
+    if sink.key.is_none_or(MasterKey::decrypts) {
+        if let Err(e) = source.read(&found, data.len() as u64, true) {
+            if !crate::exit::is_damage(&e) {
+                return Err(e);
+            }
+            return Err(e.context(format!(
+                "chunk {key} is in the store already but does not hold {what}: run `bkp verify` to see which backups need it"
+            )));
+        }
+    }
+    Ok(Some(found))
+}
+
 /// Stores the file at `path` as chunks of `chunk_size`, uploading those not in
 /// `known` (id → stored size, from the snapshot this one builds on), and reads
 /// it once: its SHA-256 comes from the same pass. The file must not change
@@ -704,31 +740,10 @@ pub fn write_file(
                 Ok((Some(chunk), n))
             }
             Err(e) if crate::store::is_already_exists(&e) => {
-                // In the store, but not named by the snapshot this one builds on:
-                // left by an interrupted run, or by another backup. Used only once
-                // it reads back as exactly this chunk.
-                let Some(info) = sink.store.head(&key)? else {
+                let what = format!("chunk {i} of {name}");
+                let Some(found) = adopt(sink, &source, &key, id, data, &what)? else {
                     return Err(e.context(format!("chunk {key} vanished while stored")));
                 };
-                if info.size > crate::manifest::chunks::max_stored(data.len() as u64) {
-                    return Err(coded(
-                        Code::Integrity,
-                        format!("{key} in {} is already in the store, {} bytes, larger than any chunk of {} bytes: it is no chunk of bkp's; run `bkp verify`, and remove that object if no backup needs it", sink.store.identity(), info.size, data.len()),
-                    ));
-                }
-                let found = Chunk(id, info.size);
-                // Adopted only if read back as this chunk, or if no one but
-                // this writer could have named it (the rule above the fn).
-                if sink.key.is_none_or(MasterKey::decrypts) {
-                    if let Err(e) = source.read(&found, data.len() as u64, true) {
-                        if !crate::exit::is_damage(&e) {
-                            return Err(e);
-                        }
-                        return Err(e.context(format!(
-                            "chunk {key} is in the store already but does not hold chunk {i} of {name}: run `bkp verify` to see which backups need it"
-                        )));
-                    }
-                }
                 adopted.lock().expect("adopted chunks").push(i);
                 Ok((Some(found), 0))
             }

@@ -26,13 +26,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         .as_ref()
         .and_then(|t| Some((t, t.data_file.clone()?)))
         .ok_or_else(|| {
-            coded(
-                Code::Config,
-                format!(
-                    "{}: `bkp snapshot` needs a [tigerbeetle] section with data_file",
-                    plan.source.display()
-                ),
-            )
+            let what = "`bkp snapshot` needs a [tigerbeetle] section with data_file";
+            coded(Code::Config, format!("{}: {what}", plan.source.display()))
         })?;
     let trust = super::trust(plan, Vec::new())?;
     let store = open_store(plan)?;
@@ -119,47 +114,20 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 base.map(|b| (b, known)),
             )
         } else {
-            let suffix = run.suffix(".tar", plan.compression);
-            let key =
-                manifest::object_key(Kind::Tigerbeetle, SNAPSHOT, id, run.started_at, &suffix);
-            // The data file is read once: the pass that archives it digests it
-            // too, so its SHA-256 is known only at the end and goes into the
-            // manifest (object metadata is fixed when an upload starts).
-            let metadata = run.metadata(Scope::Full);
-            let files = [(prepared.name.clone(), prepared.path.clone())];
-            let mut archived = Vec::new();
-            let entry = pipeline::upload(
-                store.as_ref(),
-                &key,
-                &metadata,
-                plan.compression,
-                run.keyring,
-                progress.clone(),
-                |w| {
-                    archived = archive::write_files(w, &files)?;
-                    Ok(())
-                },
-            )
-            .map_err(down)?;
+            let (entry, archived) =
+                upload_whole(store.as_ref(), &run, plan, &prepared, progress.clone())
+                    .map_err(down)?;
             (vec![entry], archived, None, None)
         };
         progress.end();
 
-        let mut source = BTreeMap::new();
-        source.insert("data_file".into(), json!(data_file.display().to_string()));
-        source.insert("snapshot_mode".into(), json!(prepared.mode));
-        source.insert(
-            "integrity_checked".into(),
-            json!(prepared.integrity_checked),
+        let source = snapshot_source(
+            ctx,
+            tb,
+            &data_file,
+            &prepared,
+            base.as_ref().map(|(b, _)| b),
         );
-        if let Some((b, _)) = &base {
-            // Information only: the chunks it shares are counted by reference,
-            // and the earlier snapshot may go while this one stays.
-            source.insert("chunks_shared_with".into(), json!(b.id));
-        }
-        if tb.count_rows {
-            record_rows(ctx, &prepared, &mut source);
-        }
         let m = run.manifest(Body {
             objects,
             files: archived,
@@ -190,6 +158,36 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     run.finish(outcome, |m, elapsed, ledger| {
         report(ctx, m, &data_file, store, elapsed, ledger)
     })
+}
+
+/// The data file as one object (the format before chunks): its entry and
+/// the archived file's record. The data file is read once: the pass that
+/// archives it digests it too, so its SHA-256 is known only at the end and
+/// goes into the manifest (object metadata is fixed when an upload starts).
+fn upload_whole(
+    store: &dyn crate::store::Store,
+    run: &Run,
+    plan: &crate::config::Plan,
+    prepared: &tigerbeetle::Prepared,
+    progress: std::sync::Arc<dyn crate::stages::progress::Progress>,
+) -> Result<(manifest::ObjectEntry, Vec<manifest::FileEntry>)> {
+    let suffix = run.suffix(".tar", plan.compression);
+    let key = manifest::object_key(Kind::Tigerbeetle, SNAPSHOT, run.id, run.started_at, &suffix);
+    let files = [(prepared.name.clone(), prepared.path.clone())];
+    let mut archived = Vec::new();
+    let entry = pipeline::upload(
+        store,
+        &key,
+        &run.metadata(Scope::Full),
+        plan.compression,
+        run.keyring,
+        progress,
+        |w| {
+            archived = archive::write_files(w, &files)?;
+            Ok(())
+        },
+    )?;
+    Ok((entry, archived))
 }
 
 fn report(
@@ -235,6 +233,37 @@ fn report(
 /// Counts the accounts and transfers of an uploaded snapshot on bkp's private
 /// copy, through a replica started on it, so that `verify --drill` can compare a
 /// restore with them. Never on the original data file.
+/// What a snapshot's manifest records of its source: the data file, how it
+/// was kept consistent, the cluster when the config names it (a signer's
+/// scope is checked against it), the snapshot it shares chunks with
+/// (information only: shared chunks are counted by reference, and that
+/// snapshot may go while this one stays), and its rows (`count_rows`).
+fn snapshot_source(
+    ctx: &Ctx,
+    tb: &TigerBeetlePlan,
+    data_file: &std::path::Path,
+    prepared: &tigerbeetle::Prepared,
+    base: Option<&Manifest>,
+) -> BTreeMap<String, serde_json::Value> {
+    let mut source = BTreeMap::new();
+    source.insert("data_file".into(), json!(data_file.display().to_string()));
+    source.insert("snapshot_mode".into(), json!(prepared.mode));
+    if let Some(c) = &tb.cluster {
+        source.insert("cluster_id".into(), json!(c.cluster_id.to_string()));
+    }
+    source.insert(
+        "integrity_checked".into(),
+        json!(prepared.integrity_checked),
+    );
+    if let Some(b) = base {
+        source.insert("chunks_shared_with".into(), json!(b.id));
+    }
+    if tb.count_rows {
+        record_rows(ctx, prepared, &mut source);
+    }
+    source
+}
+
 /// Counts the snapshot's rows into its manifest's `source` (`count_rows`);
 /// a count that fails is a warning: the snapshot is stored all the same.
 fn record_rows(

@@ -55,6 +55,63 @@ pub enum StorePlan {
     S3(S3Settings),
 }
 
+/// `store.object_lock_mode` and `store.object_lock_days`: both or neither.
+fn object_lock_of(
+    v: &Validator,
+    object_lock_mode: Option<String>,
+    object_lock_days: Option<u32>,
+) -> Result<Option<ObjectLock>> {
+    Ok(match (object_lock_mode, object_lock_days) {
+        (None, None) => None,
+        (Some(mode), Some(days)) => Some(ObjectLock {
+            mode: match mode.as_str() {
+                "governance" => LockMode::Governance,
+                "compliance" => LockMode::Compliance,
+                _ => {
+                    return Err(v.error(
+                        "store.object_lock_mode",
+                        "must be \"governance\" or \"compliance\"",
+                    ))
+                }
+            },
+            days: v.within(
+                "store.object_lock_days",
+                days,
+                1..=36500,
+                "must be between 1 and 36500 (days each object is retained)",
+            )?,
+        }),
+        (Some(_), None) => return Err(v.error(
+            "store.object_lock_days",
+            "missing: object_lock_mode needs object_lock_days (how long each object is retained)",
+        )),
+        (None, Some(_)) => return Err(v.error(
+            "store.object_lock_mode",
+            "missing: object_lock_days needs object_lock_mode (\"governance\" or \"compliance\")",
+        )),
+    })
+}
+
+/// `store.sse` and `store.sse_kms_key_id`.
+fn sse_of(
+    v: &Validator,
+    sse: Option<String>,
+    sse_kms_key_id: Option<String>,
+) -> Result<Option<Sse>> {
+    Ok(match (sse.as_deref(), sse_kms_key_id) {
+        (None, None) => None,
+        (Some("AES256"), None) => Some(Sse::Aes256),
+        (Some("aws:kms"), key_id) => Some(Sse::Kms { key_id }),
+        (Some("AES256") | None, Some(_)) => {
+            return Err(v.error(
+                "store.sse_kms_key_id",
+                "only applies with sse = \"aws:kms\"",
+            ))
+        }
+        (Some(_), _) => return Err(v.error("store.sse", "must be \"AES256\" or \"aws:kms\"")),
+    })
+}
+
 pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> Result<StorePlan> {
     let f =
         match (f, &ov.store_path) {
@@ -88,53 +145,8 @@ pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> R
             sse_kms_key_id,
             ca_file,
         } => {
-            let object_lock = match (object_lock_mode, object_lock_days) {
-                (None, None) => None,
-                (Some(mode), Some(days)) => Some(ObjectLock {
-                    mode: match mode.as_str() {
-                        "governance" => LockMode::Governance,
-                        "compliance" => LockMode::Compliance,
-                        _ => {
-                            return Err(v.error(
-                                "store.object_lock_mode",
-                                "must be \"governance\" or \"compliance\"",
-                            ))
-                        }
-                    },
-                    days: v.within(
-                        "store.object_lock_days",
-                        days,
-                        1..=36500,
-                        "must be between 1 and 36500 (days each object is retained)",
-                    )?,
-                }),
-                (Some(_), None) => {
-                    return Err(v.error(
-                        "store.object_lock_days",
-                        "missing: object_lock_mode needs object_lock_days (how long each object is retained)",
-                    ))
-                }
-                (None, Some(_)) => {
-                    return Err(v.error(
-                        "store.object_lock_mode",
-                        "missing: object_lock_days needs object_lock_mode (\"governance\" or \"compliance\")",
-                    ))
-                }
-            };
-            let sse = match (sse.as_deref(), sse_kms_key_id) {
-                (None, None) => None,
-                (Some("AES256"), None) => Some(Sse::Aes256),
-                (Some("aws:kms"), key_id) => Some(Sse::Kms { key_id }),
-                (Some("AES256") | None, Some(_)) => {
-                    return Err(v.error(
-                        "store.sse_kms_key_id",
-                        "only applies with sse = \"aws:kms\"",
-                    ))
-                }
-                (Some(_), _) => {
-                    return Err(v.error("store.sse", "must be \"AES256\" or \"aws:kms\""))
-                }
-            };
+            let object_lock = object_lock_of(v, object_lock_mode, object_lock_days)?;
+            let sse = sse_of(v, sse, sse_kms_key_id)?;
             let bucket = ov.s3_bucket.clone().unwrap_or(bucket);
             if bucket.is_empty() {
                 return Err(v.error("store.bucket", "must not be empty"));
@@ -194,7 +206,7 @@ pub fn bkp_folders() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = manifest::Kind::ALL.iter().map(|k| k.as_str()).collect();
     out.extend([
         manifest::MANIFEST_DIR,
-        manifest::catalog::CATALOG_DIR,
+        manifest::CATALOG_DIR,
         manifest::tombstone::TRASH_DIR,
         manifest::wal::PREFIX.trim_end_matches('/'),
         manifest::legacy::DIR,
