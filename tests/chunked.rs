@@ -10,7 +10,9 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{assert_exit, json, repl, setup, walk, Setup, StoreKind, TigerBeetle};
+use common::{
+    assert_exit, json, repl, setup, snapshot_manifest, walk, Setup, StoreKind, TigerBeetle,
+};
 
 fn digest(p: &Path) -> String {
     bkp::stages::hash::digest_reader(std::io::BufReader::new(fs::File::open(p).unwrap()))
@@ -24,12 +26,6 @@ fn extra() -> String {
          [retention]\ngrace = \"1h\"\n[retention.snapshot]\npreset = \"none\"\n",
         common::shared_ledger().address()
     )
-}
-
-fn snapshot(s: &Setup) -> serde_json::Value {
-    let out = s.bkp(&["--json", "snapshot"]);
-    assert_exit(&out, 0);
-    json(&out)["manifest"].clone()
 }
 
 /// The distinct chunk ids of backup `m` in the local store of `s`, read from
@@ -69,7 +65,7 @@ fn two_snapshots(
         "create_transfers id=11 debit_account_id=1 credit_account_id=2 amount=125 ledger=700 code=10;",
     );
     tb.stop();
-    let first = snapshot(s);
+    let first = snapshot_manifest(s);
     let first_digest = digest(&tb.data_file);
     let data = tb.data_file.clone();
     let mut tb2 = TigerBeetle::start_on(&data);
@@ -78,7 +74,7 @@ fn two_snapshots(
         "create_transfers id=12 debit_account_id=2 credit_account_id=1 amount=7 ledger=700 code=10;",
     );
     tb2.stop();
-    let second = snapshot(s);
+    let second = snapshot_manifest(s);
     let second_digest = digest(&data);
     assert_ne!(first_digest, second_digest, "the ledger changed");
     (first, first_digest, second, second_digest)
@@ -257,7 +253,7 @@ fn a_chunk_lost_from_the_store_is_stored_again_by_the_next_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let data = common::formatted_data_file(dir.path());
     let s = setup(&data, StoreKind::Local, "");
-    let first = snapshot(&s);
+    let first = snapshot_manifest(&s);
     let lost = walk(&s.path("store/tigerbeetle/chunks"))
         .into_iter()
         .find(|p| p.is_file())
@@ -265,7 +261,7 @@ fn a_chunk_lost_from_the_store_is_stored_again_by_the_next_snapshot() {
     fs::remove_file(&lost).unwrap();
     assert_exit(&s.bkp(&["verify"]), 5);
     // The next snapshot does not name the lost chunk on its base's word.
-    let second = snapshot(&s);
+    let second = snapshot_manifest(&s);
     assert_eq!(second["chunks"]["added"], 1, "{second:#}");
     assert!(lost.exists());
     assert_exit(&s.bkp(&["verify"]), 0);

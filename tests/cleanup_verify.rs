@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use bkp::ledger::{self, LedgerConfig};
-use common::{assert_exit, formatted_data_file, json, repl, setup, Setup, StoreKind, TigerBeetle};
+use common::{
+    assert_exit, formatted_data_file, json, repl, setup, snapshot_manifest, Setup, StoreKind,
+    TigerBeetle,
+};
 
 /// Snapshots as one archive object each (the tests below damage and count
 /// them; chunked snapshots have `tests/chunked.rs`), and the `[ledger]` and
@@ -31,12 +34,6 @@ fn ledger_cfg(s: &Setup) -> LedgerConfig {
         timeout: Duration::from_secs(5),
         spool_dir: s.path("work/ledger-spool"),
     }
-}
-
-fn snapshot(s: &Setup) -> serde_json::Value {
-    let out = s.bkp(&["--json", "snapshot"]);
-    assert_exit(&out, 0);
-    json(&out)["manifest"].clone()
 }
 
 fn listed(s: &Setup) -> Vec<String> {
@@ -91,7 +88,7 @@ fn cleanup_plans_deletes_sweeps_and_balances_the_ledger() {
     let dir = tempfile::tempdir().unwrap();
     let data = formatted_data_file(dir.path());
     let s = setup(&data, StoreKind::Local, &extra("1h"));
-    let snaps: Vec<_> = (0..3).map(|_| snapshot(&s)).collect();
+    let snaps: Vec<_> = (0..3).map(|_| snapshot_manifest(&s)).collect();
     let ids: Vec<String> = snaps
         .iter()
         .map(|m| m["id"].as_str().unwrap().to_string())
@@ -183,8 +180,8 @@ fn an_interrupted_cleanup_is_finished_by_the_next_run() {
     let dir = tempfile::tempdir().unwrap();
     let data = formatted_data_file(dir.path());
     let s = setup(&data, StoreKind::Local, &extra("1h"));
-    let old = snapshot(&s);
-    let new = snapshot(&s);
+    let old = snapshot_manifest(&s);
+    let new = snapshot_manifest(&s);
 
     let mut env = s.env.clone();
     env.push(("BKP_FAILPOINT".into(), "cleanup-after-manifest".into()));
@@ -222,7 +219,7 @@ fn verify_finds_each_kind_of_damage() {
     let dir = tempfile::tempdir().unwrap();
     let data = formatted_data_file(dir.path());
     let s = setup(&data, StoreKind::Local, &extra("1h"));
-    let m = snapshot(&s);
+    let m = snapshot_manifest(&s);
     let object = object_path(&s, &m);
     let manifest = manifest_path(&s, &m);
     let key = m["objects"][0]["key"].as_str().unwrap().to_string();
@@ -296,7 +293,7 @@ fn drill_restores_a_snapshot_into_a_replica_and_fails_on_damage() {
         StoreKind::Local,
         "replica_args = [\"--development\"]\n",
     );
-    let m = snapshot(&s);
+    let m = snapshot_manifest(&s);
     assert!(m["chunks"].is_object(), "{m:#}");
 
     let out = s.bkp(&["--json", "verify", "--drill"]);
@@ -355,8 +352,8 @@ fn cleanup_and_verify_on_s3() {
     let dir = tempfile::tempdir().unwrap();
     let data = formatted_data_file(dir.path());
     let s = setup(&data, StoreKind::S3, &extra("0s"));
-    let old = snapshot(&s);
-    let new = snapshot(&s);
+    let old = snapshot_manifest(&s);
+    let new = snapshot_manifest(&s);
     let bucket = s.bucket();
     let s3 = common::shared_s3();
     let orphan = format!("{bucket}/team/bkp/tigerbeetle/2020/01/01/orphan.tar.zst.enc");

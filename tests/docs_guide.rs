@@ -4,7 +4,7 @@
 //! block whose first line is `# NAME` is the file NAME, written where the
 //! script stands at that point (the reader is told to write it there).
 //!
-//! Two substitutions make the page's absolute paths this machine's:
+//! One substitution makes the page's absolute path this machine's:
 //! `/usr/local/bin/tigerbeetle` becomes the TigerBeetle binary that
 //! `scripts/bootstrap` installed; nothing else is rewritten.
 

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::{
-    assert_exit, bkp_command, formatted_data_file, json, repl, run_bkp, tool, TigerBeetle,
+    assert_exit, bkp_command, formatted_data_file, json, repl, run_bkp, text, tool, TigerBeetle,
 };
 
 /// What is planted where a small document belongs.
@@ -125,14 +125,6 @@ fn bkp_limited(
         stderr: stderr.join().unwrap(),
     };
     (out, sampler.join().unwrap())
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Exit `code` (not a signal: SIGXFSZ means something wrote past its
@@ -598,14 +590,10 @@ fn a_sequence_put_far_past_its_schema_is_refused_not_spun_on() {
         "--target",
         target.to_str().unwrap(),
     ];
-    let started = std::time::Instant::now();
+    // A restore that spun towards the forged value would be killed after
+    // BKP_TIMEOUT (see `bkp_limited`), and `refused` would fail.
     let (out, _) = bkp_limited(&config, &args, &[], Limits::default());
     refused(&out, 12, "sequence main.s");
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "{:?}",
-        started.elapsed()
-    );
     assert!(!target.exists(), "nothing was restored");
 }
 

@@ -19,27 +19,11 @@ use std::fs;
 use std::path::Path;
 use std::process::Output;
 
-use common::{assert_exit, formatted_data_file, json, run_bkp, setup, Setup, StoreKind};
+use common::{
+    assert_exit, formatted_data_file, json, rfc3339, run_bkp, setup, snapshot_manifest, text,
+    Setup, StoreKind,
+};
 use serde_json::Value;
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
-}
-
-fn snapshot(s: &Setup) -> Value {
-    let out = s.bkp(&["--json", "snapshot"]);
-    assert_exit(&out, 0);
-    json(&out)["manifest"].clone()
-}
 
 fn id(m: &Value) -> String {
     m["id"].as_str().unwrap().to_string()
@@ -204,7 +188,7 @@ fn a_signers_catalog_vouches_only_for_what_that_signer_sealed() {
     fs::write(&s.config, &trusting).unwrap();
 
     // The key holder's backups: one now, three from the days before.
-    let now = snapshot(&s);
+    let now = snapshot_manifest(&s);
     let victims: Vec<String> = (8..11).map(|d| genuine_old_copy(&s, &now, d)).collect();
     // A complete read finds them and writes the key holder's catalog.
     assert!(would_delete(&s).is_empty());
@@ -222,7 +206,7 @@ fn a_signers_catalog_vouches_only_for_what_that_signer_sealed() {
     // The key holder's next backup writes the catalog again (on the code
     // before the fix, a rebase carrying the signer's entries under its own
     // tag).
-    snapshot(&s);
+    snapshot_manifest(&s);
     assert_eq!(would_delete(&s), Vec::<String>::new(), "after a write");
 
     // The operator removes the stolen host's signer: nothing it wrote counts,
@@ -259,18 +243,9 @@ fn junk_manifests_stop_nothing(kind: StoreKind) {
         "{}[retention]\ngrace = \"0s\"\n[retention.snapshot]\npreset = \"none\"\nkeep_last = 1\n",
         common::ARCHIVE
     );
-    let is_s3 = matches!(kind, StoreKind::S3);
-    let s = setup(
-        &formatted_data_file(d.path()),
-        if is_s3 {
-            StoreKind::S3
-        } else {
-            StoreKind::Local
-        },
-        &extra,
-    );
-    let g1 = snapshot(&s);
-    let g2 = snapshot(&s);
+    let s = setup(&formatted_data_file(d.path()), kind, &extra);
+    let g1 = snapshot_manifest(&s);
+    let g2 = snapshot_manifest(&s);
     let junk = junk_keys(&kind);
     put(&s, &kind, &junk[0], b"{\"schema\": \"bkp.manifest/1.0\"");
     put(&s, &kind, &junk[1], b"junk");
@@ -304,9 +279,9 @@ fn junk_manifests_stop_nothing(kind: StoreKind) {
     assert_eq!(json(&out)["id"], id(&g2).as_str(), "{}", text(&out));
     named(&out);
 
-    // `status` alarms.
+    // `status` alarms (exit 11, as for a breached RPO).
     let out = s.bkp(&["status"]);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert_exit(&out, 11);
     named(&out);
 
     // `cleanup` does its work on the rest.
@@ -315,9 +290,16 @@ fn junk_manifests_stop_nothing(kind: StoreKind) {
     named(&out);
     let out = s.bkp(&["--json", "list"]);
     named(&out);
-    let left = json(&out)["backups"].as_array().unwrap().len();
-    assert_eq!(left, 1, "{}", text(&out));
-    let _ = g1;
+    // keep_last = 1: the newer genuine backup is the one kept.
+    let listed = json(&out);
+    let left: Vec<&str> = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["id"].as_str())
+        .collect();
+    assert_eq!(left, [id(&g2)], "{}", text(&out));
+    assert!(!left.contains(&id(&g1).as_str()));
 }
 
 #[test]
@@ -355,6 +337,19 @@ fn a_junk_manifest_with_a_future_id_does_not_stop_the_log_chain() {
     let out = logs();
     assert_exit(&out, 0);
     assert!(text(&out).contains(junk.as_str()), "{}", text(&out));
+    // The chain went on: the new segment continues the first one.
+    let out = run_bkp(&["--config", cfg.to_str().unwrap(), "--json", "list"], &[]);
+    let rows: Vec<Value> = json(&out)["backups"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 2, "{}", text(&out));
+    let first = rows
+        .iter()
+        .find(|r| r["parent"].is_null())
+        .expect("a first segment");
+    let second = rows
+        .iter()
+        .find(|r| !r["parent"].is_null())
+        .expect("a second segment");
+    assert_eq!(second["parent"], first["id"], "{}", text(&out));
 }
 
 // ---- junk WAL objects --------------------------------------------------------------------

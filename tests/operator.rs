@@ -438,9 +438,10 @@ fn s3_errors_are_one_line_in_the_right_class() {
 }
 
 /// A ledger with nothing listening is known at once: the backup, a refused
-/// restore and a good restore each finish without waiting out
-/// `ledger.timeout` (here 200 s, longer than the whole test may take), and
-/// the records wait in the spool for the next run.
+/// restore, a good restore and `check` each finish without waiting out
+/// `ledger.timeout` (here an hour: a run that waited for it would be killed
+/// by the harness, which allows each run 300 s), and the records wait in the
+/// spool for the next run.
 #[test]
 fn a_ledger_that_refuses_connections_costs_no_timeout() {
     let d = tempfile::tempdir().unwrap();
@@ -449,10 +450,9 @@ fn a_ledger_that_refuses_connections_costs_no_timeout() {
     let s = setup(
         &data,
         StoreKind::Local,
-        &format!("[ledger]\naddresses = \"127.0.0.1:{closed}\"\ntimeout = \"200s\"\n[metrics]\ndir = \"metrics\"\n"),
+        &format!("[ledger]\naddresses = \"127.0.0.1:{closed}\"\ntimeout = \"3600s\"\n[metrics]\ndir = \"metrics\"\n"),
     );
     std::fs::create_dir_all(s.path("metrics")).unwrap();
-    let started = Instant::now();
     let out = s.bkp(&["snapshot"]);
     assert_exit(&out, 0);
     let target = s.path("target");
@@ -463,11 +463,6 @@ fn a_ledger_that_refuses_connections_costs_no_timeout() {
     let fresh = s.path("fresh");
     let out = s.bkp(&["restore", "latest", "--target", fresh.to_str().unwrap()]);
     assert_exit(&out, 0);
-    assert!(
-        started.elapsed() < Duration::from_secs(150),
-        "runs waited for the ledger's timeout: {:?}",
-        started.elapsed()
-    );
     let out = s.bkp(&["check"]);
     assert!(!out.status.success());
     assert!(
@@ -475,11 +470,6 @@ fn a_ledger_that_refuses_connections_costs_no_timeout() {
             || String::from_utf8_lossy(&out.stderr).contains("accepts no connection"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(150),
-        "check waited for the ledger's timeout: {:?}",
-        started.elapsed()
     );
     // A verify that could not read the ledger exits 6, and its metrics say
     // it did not succeed.

@@ -256,7 +256,7 @@ impl Supervised {
                 thread::sleep(Duration::from_millis(100));
                 continue;
             };
-            let log = text(&fs::read(&self.log).unwrap_or_default());
+            let log = lossy(&fs::read(&self.log).unwrap_or_default());
             let lines: Vec<&str> = log.lines().collect();
             let tail = lines[lines.len().saturating_sub(40)..].join("\n");
             return Err(format!("{problem}; end of {}:\n{tail}", self.log.display()));
@@ -319,7 +319,7 @@ impl TigerBeetle {
         let out = format.output().unwrap();
         if !out.status.success() {
             let _ = fs::remove_dir_all(&dir);
-            panic!("tigerbeetle format failed: {}", text(&out.stderr));
+            panic!("tigerbeetle format failed: {}", lossy(&out.stderr));
         }
         Self::launch(dir, data_file)
     }
@@ -540,7 +540,7 @@ impl S3Server {
                 let made = s3.rclone(&["mkdir", &format!("s3:{probe}")]);
                 let key = format!("s3:{probe}/probe");
                 let put = s3.rclone_stdin(&["rcat", "--low-level-retries=1", &key], b"ok");
-                last = text(&[made.stderr, put.stderr].concat());
+                last = lossy(&[made.stderr, put.stderr].concat());
                 put.status.success()
             }
         };
@@ -559,7 +559,7 @@ impl S3Server {
             if out.status.success() {
                 return;
             }
-            let (err, url) = (text(&out.stderr), &self.endpoint);
+            let (err, url) = (lossy(&out.stderr), &self.endpoint);
             if Instant::now() > deadline {
                 panic!("cannot create bucket {name} on {url}:\n{err}");
             }
@@ -731,12 +731,12 @@ pub fn run(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Output
     panic!("{cmd:?} still running after {timeout:?}, killed\n{shown}");
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn show(out: &Output) -> String {
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let (stdout, stderr) = (lossy(&out.stdout), lossy(&out.stderr));
     format!("--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}")
 }
 
@@ -874,6 +874,7 @@ impl Setup {
 /// object each (`snapshot_format = "archive"`), which they damage or inspect.
 pub const ARCHIVE: &str = "snapshot_format = \"archive\"\n";
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
     Local,
     S3,
@@ -911,6 +912,28 @@ pub fn setup(data_file: &Path, store: StoreKind, extra: &str) -> Setup {
     )
     .unwrap();
     Setup { dir, config, env }
+}
+
+/// What a run printed, stdout then stderr, for assertions on messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `t` as RFC 3339, as bkp's flags and config take times.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// Takes a snapshot (`--json`), which must succeed; its manifest.
+pub fn snapshot_manifest(s: &Setup) -> serde_json::Value {
+    let out = s.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    json(&out)["manifest"].clone()
 }
 
 /// The JSON a `--json` run printed.
@@ -1019,7 +1042,7 @@ impl Moto {
         stream.write_all(req.as_bytes()).unwrap();
         let mut raw = Vec::new();
         let _ = stream.read_to_end(&mut raw);
-        let raw = text(&raw);
+        let raw = lossy(&raw);
         let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
         let mut lines = head.lines();
         let status = lines

@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::{free_port, random_u64, run, scratch_dir, text, Spec, Supervised, READY_TIMEOUT};
+use super::{free_port, lossy, random_u64, run, scratch_dir, Spec, Supervised, READY_TIMEOUT};
 
 /// The role that logs in over TCP with a password.
 pub const PASSWORD_ROLE: &str = "bkp_pw";
@@ -118,7 +118,7 @@ impl Postgres {
         assert!(
             out.status.success(),
             "initdb failed: {}",
-            text(&[out.stdout, out.stderr].concat())
+            lossy(&[out.stdout, out.stderr].concat())
         );
         let pg = Self::launch(bin, dir, data, socket_dir, password, settings, envs);
         pg.psql(
@@ -230,9 +230,9 @@ impl Postgres {
         assert!(
             out.status.success(),
             "psql on {db} failed: {}\n{sql}",
-            text(&out.stderr)
+            lossy(&out.stderr)
         );
-        text(&out.stdout).trim().to_string()
+        lossy(&out.stdout).trim().to_string()
     }
 
     /// Creates database `name` and runs `sql` in it.
