@@ -218,6 +218,13 @@ pub fn run(ctx: &Ctx, mode: Mode) -> Result<()> {
         if let Some(n) = &note {
             ctx.ui.info(&format!("export {id}: {n}"));
         }
+        // The exports this one builds on are held as long as it is.
+        if let Some((p, _, _)) = &previous {
+            let chain = chain::Index::new(&all)
+                .ancestry(p)
+                .unwrap_or_else(|_| vec![p]);
+            run.hold(&chain, Vec::new())?;
+        }
         let scope = if previous.is_some() {
             Scope::Incremental
         } else {

@@ -33,6 +33,7 @@ use super::{
 };
 use crate::exit::{coded, Code};
 
+mod hold;
 mod read;
 use read::S3Reader;
 
@@ -231,6 +232,8 @@ pub struct S3Store {
     s: S3Settings,
     /// Set when the region is the fallback [`DEFAULT_REGION`]: nothing named one.
     region_note: Option<String>,
+    /// The keys whose retention this handle already extended (see `hold.rs`).
+    held: Arc<hold::Held>,
 }
 
 impl S3Store {
@@ -307,6 +310,7 @@ impl S3Store {
             client,
             s: settings,
             region_note,
+            held: Arc::default(),
         })
     }
 
@@ -976,6 +980,10 @@ impl Store for S3Store {
                 format!("failed to look up the retention of {}", self.where_(key)),
             )),
         }
+    }
+
+    fn extend_retention(&self, keys: &[String]) -> Result<usize> {
+        self.hold(keys)
     }
 
     fn delete(&self, key: &str) -> Result<()> {
