@@ -102,8 +102,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 &known,
             )
             .map_err(down)?;
-            claim_unnamed(store.as_ref(), &trust, &mut map).map_err(down)?;
-            run.hold(&[], shared_chunks(&map, &known)).map_err(down)?;
+            claim_and_hold(&run, &trust, &mut map, &known).map_err(down)?;
             let list = manifest::object_key(
                 Kind::Tigerbeetle,
                 SNAPSHOT,
@@ -385,6 +384,18 @@ fn claim_unnamed(
     map.added += unnamed.len() as u64;
     map.added_bytes += unnamed.values().sum::<u64>();
     Ok(())
+}
+
+/// [`claim_unnamed`], then holds the chunks earlier snapshots stored as long
+/// as this one (Object Lock, see [`Run::hold`]).
+fn claim_and_hold(
+    run: &Run,
+    trust: &crate::manifest::Trust,
+    map: &mut chunks::ChunkMap,
+    known: &HashMap<String, u64>,
+) -> Result<()> {
+    claim_unnamed(run.store, trust, map)?;
+    run.hold(&[], shared_chunks(map, known))
 }
 
 /// The keys of the chunks `map` names that earlier snapshots stored: those

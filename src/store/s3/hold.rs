@@ -62,7 +62,7 @@ impl S3Store {
         let Some(lock) = self.s.object_lock else {
             return Ok(0);
         };
-        let todo = self.held.claim(keys);
+        let todo = self.held.0.claim(keys);
         if todo.is_empty() {
             return Ok(0);
         }
@@ -111,7 +111,7 @@ impl S3Store {
                     Ok((_, Ok(Outcome::Extended))) => extended += 1,
                     Ok((_, Ok(Outcome::AlreadyLonger))) => {}
                     Ok((key, Err(e))) => {
-                        self.held.forget(&key);
+                        self.held.0.forget(&key);
                         first_error.get_or_insert(e);
                     }
                     Err(e) => {
