@@ -33,6 +33,11 @@
 //!   record is sent or spooled.
 //! - `chunk-stored`: a chunked snapshot has uploaded a new chunk (`:N`: its N-th),
 //!   the rest of the file still to come.
+//!
+//! `BKP_PAUSEPOINT=NAME` stops the process (SIGSTOP) at a point instead, for a
+//! test to change the world and send SIGCONT:
+//! - `restore-verified`: a restore has verified one object's stored bytes,
+//!   before it reads them for use.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -69,6 +74,19 @@ pub fn hit(name: &str) {
         // never go on should it somehow be late.
         loop {
             std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// Stops this process (SIGSTOP) if `BKP_PAUSEPOINT` is `name`; it goes on when
+/// sent SIGCONT.
+pub fn pause(name: &str) {
+    static PAUSE: OnceLock<Option<String>> = OnceLock::new();
+    let armed = PAUSE.get_or_init(|| std::env::var("BKP_PAUSEPOINT").ok());
+    if armed.as_deref() == Some(name) {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGSTOP);
         }
     }
 }

@@ -241,6 +241,7 @@ pub fn download_as(
     };
     progress.end();
     check_stored(entry, &got, store)?;
+    crate::failpoint::pause("restore-verified");
 
     progress.begin("restoring", Some(entry.size));
     // A store read twice (verified in place, then opened again for use) could

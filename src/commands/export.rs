@@ -109,6 +109,25 @@ impl Mode {
     }
 }
 
+/// Says why an export is taken whole, if it is, and holds the exports this
+/// one builds on (the chain up to `previous`) as long as it (Object Lock).
+fn announce_and_hold(
+    ctx: &Ctx,
+    run: &Run,
+    note: &Option<String>,
+    all: &[Manifest],
+    previous: Option<&Manifest>,
+) -> Result<()> {
+    if let Some(n) = note {
+        ctx.ui.info(&format!("export {}: {n}", run.id));
+    }
+    let Some(p) = previous else { return Ok(()) };
+    let chain = chain::Index::new(all)
+        .ancestry(p)
+        .unwrap_or_else(|_| vec![p]);
+    run.hold(&chain, Vec::new())
+}
+
 pub fn run(ctx: &Ctx, mode: Mode) -> Result<()> {
     let full = mode == Mode::Full;
     let plan = &ctx.plan;
@@ -215,9 +234,7 @@ pub fn run(ctx: &Ctx, mode: Mode) -> Result<()> {
                 Ok(c) => Some((head.clone(), table_records(head)?, c[0].id)),
             },
         };
-        if let Some(n) = &note {
-            ctx.ui.info(&format!("export {id}: {n}"));
-        }
+        announce_and_hold(ctx, &run, &note, &all, previous.as_ref().map(|p| &p.0))?;
         let scope = if previous.is_some() {
             Scope::Incremental
         } else {

@@ -202,6 +202,9 @@ struct Seen {
     now: tblog::Watermark,
     /// Rows past `from` are only bkp's own audit records, which wait.
     only_audit: bool,
+    /// What a restore to a point in the new segment needs of earlier backups
+    /// (see [`pitr_needs`]).
+    needs: Vec<String>,
 }
 
 impl Seen {
@@ -300,6 +303,7 @@ impl Job<'_> {
             from,
             now,
             only_audit,
+            needs: pitr_needs(&all, head),
         })
     }
 
@@ -389,6 +393,8 @@ impl Job<'_> {
         );
         // Every request of the run's session: the newest marks' too.
         source.insert("requests".into(), json!(client.requests()));
+        // Under Object Lock the chain it continues is held as long as it is.
+        run.hold(&[], seen.needs.clone())?;
         // The decisive check: a run that outlived its lease stores no manifest.
         lease.renew()?;
         run.store_manifest(run.manifest(Body {
@@ -398,6 +404,35 @@ impl Job<'_> {
             ..Body::default()
         }))
     }
+}
+
+/// The manifests and objects a restore to a point after `head` reads besides
+/// the new segment: the newest snapshot (its manifest, objects and chunk
+/// list; its chunks were held by the snapshot run that shared them) and the
+/// segments from the one it was taken during up to `head`; with no snapshot,
+/// the whole chain.
+fn pitr_needs(all: &[Manifest], head: Option<&Manifest>) -> Vec<String> {
+    let index = chain::Index::new(all);
+    let snapshot = all
+        .iter()
+        .filter(|m| m.scope == manifest::Scope::Full && m.operation == "snapshot")
+        .max_by_key(|m| (m.started_at, m.id));
+    let mut keys = Vec::new();
+    if let Some(s) = snapshot {
+        keys.push(s.key());
+        keys.extend(s.needed_keys());
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut cur = head;
+    while let Some(m) = cur.filter(|m| seen.insert(m.id)) {
+        keys.push(m.key());
+        keys.extend(m.needed_keys());
+        if snapshot.is_some_and(|s| m.started_at < s.started_at) {
+            break;
+        }
+        cur = m.parent.and_then(|p| index.get(p));
+    }
+    keys
 }
 
 /// The segment's writer, renewing the lease as it goes

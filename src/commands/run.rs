@@ -173,10 +173,36 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Extends the retention of what this backup needs of earlier ones
+    /// (Object Lock: see [`Store::extend_retention`]) to what its own objects
+    /// get: `keys`, and the manifests and objects of `backups`. Done before
+    /// its manifest is written: a backup whose dependencies could not be held
+    /// is not stored.
+    pub fn hold(&self, backups: &[&Manifest], keys: Vec<String>) -> Result<()> {
+        let mut all = keys;
+        for b in backups {
+            all.push(b.key());
+            all.extend(b.needed_keys());
+        }
+        if all.is_empty() {
+            return Ok(());
+        }
+        let n = self.store.extend_retention(&all)?;
+        if n > 0 {
+            self.ctx.ui.detail(&format!(
+                "extended the Object Lock retention of {n} object(s) of earlier backups that {} needs",
+                self.id
+            ));
+        }
+        Ok(())
+    }
+
     /// Writes `m` to the store, the step that makes its objects a backup.
     /// Its ledger intent goes first: killed before its record is made, the
-    /// run leaves that to the next one.
+    /// run leaves that to the next one. The objects of earlier backups it
+    /// names in `uses` are held first (see [`Run::hold`]).
     pub fn store_manifest(&self, m: Manifest) -> Result<Stored> {
+        self.hold(&[], m.uses.clone())?;
         let intent = self.ctx.plan.ledger.as_ref().and_then(|cfg| {
             let rec = RunRecord::of_backup(&m, self.spec.operation).to_ledger(self.store);
             ledger::intend(cfg, &rec, &m.key())

@@ -97,7 +97,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 &known,
             )
             .map_err(down)?;
-            claim_unnamed(store.as_ref(), &trust, &mut map).map_err(down)?;
+            claim_and_hold(&run, &trust, &mut map, &known).map_err(down)?;
             let list = manifest::object_key(
                 Kind::Tigerbeetle,
                 SNAPSHOT,
@@ -299,22 +299,16 @@ fn count_rows(ctx: &Ctx, prepared: &tigerbeetle::Prepared) -> Result<SegmentStat
 }
 
 /// Whether this snapshot is stored as chunks: `tigerbeetle.snapshot_format`,
-/// by default chunked, except on a store with Object Lock, where a chunk's
-/// retention is set once, when first stored, and could end before that of a
-/// later snapshot that shares it: there a snapshot is one archive.
+/// by default chunked, except on a store with Object Lock, where every run
+/// extends the retention of each chunk it shares (a request or two per chunk,
+/// see [`Run::hold`]): there a snapshot is one archive unless chunks are asked
+/// for.
 fn chunked_format(plan: &crate::config::Plan, tb: &TigerBeetlePlan) -> Result<bool> {
     let locked = matches!(&plan.store, StorePlan::S3(s) if s.object_lock.is_some());
-    match (tb.format, locked) {
-        (Some(SnapshotFormat::Archive), _) | (None, true) => Ok(false),
-        (Some(SnapshotFormat::Chunked), true) => Err(coded(
-            Code::Config,
-            format!(
-                "{}: tigerbeetle.snapshot_format = \"chunked\" cannot be used with store.object_lock_mode: a shared chunk would be retained only as long as the snapshot that first stored it. Use snapshot_format = \"archive\" (the default on such a store)",
-                plan.source.display()
-            ),
-        )),
-        (Some(SnapshotFormat::Chunked) | None, false) => Ok(true),
-    }
+    Ok(match (tb.format, locked) {
+        (Some(SnapshotFormat::Archive), _) | (None, true) => false,
+        (Some(SnapshotFormat::Chunked), _) | (None, false) => true,
+    })
 }
 
 /// The newest chunked snapshot whose chunks this one can name: same chunk
@@ -419,6 +413,37 @@ fn claim_unnamed(
     map.added += unnamed.len() as u64;
     map.added_bytes += unnamed.values().sum::<u64>();
     Ok(())
+}
+
+/// [`claim_unnamed`], then holds the chunks earlier snapshots stored as long
+/// as this one (Object Lock, see [`Run::hold`]).
+fn claim_and_hold(
+    run: &Run,
+    trust: &crate::manifest::Trust,
+    map: &mut chunks::ChunkMap,
+    known: &HashMap<String, u64>,
+) -> Result<()> {
+    claim_unnamed(run.store, trust, map)?;
+    run.hold(&[], shared_chunks(map, known))
+}
+
+/// The keys of the chunks `map` names that earlier snapshots stored: those
+/// the base named (`known`) and those the run found in the store.
+fn shared_chunks(map: &chunks::ChunkMap, known: &HashMap<String, u64>) -> Vec<String> {
+    let adopted: std::collections::HashSet<usize> = map.adopted.iter().copied().collect();
+    let mut ids: Vec<&str> = map
+        .chunks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
+        .filter(|(i, c)| known.contains_key(&c.0) || adopted.contains(i))
+        .map(|(_, c)| c.0.as_str())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter()
+        .map(|id| crate::manifest::chunks::chunk_key(Kind::Tigerbeetle, id))
+        .collect()
 }
 
 /// After this snapshot's manifest is written: the chunks it shares with

@@ -103,6 +103,9 @@ impl Store for Counting<'_> {
     fn retained_until(&self, key: &str) -> Result<Option<OffsetDateTime>> {
         self.inner.retained_until(key)
     }
+    fn extend_retention(&self, keys: &[String]) -> Result<usize> {
+        self.inner.extend_retention(keys)
+    }
     fn reread_is_cheap(&self) -> bool {
         self.inner.reread_is_cheap()
     }

@@ -209,6 +209,15 @@ pub trait Store: Send + Sync {
         Ok(None)
     }
 
+    /// Extends the retention of `keys`, objects earlier backups stored that a
+    /// new backup needs, to at least what an object written now gets (S3
+    /// Object Lock: never shortened; each key once per handle). How many were
+    /// extended; stores without retention do nothing.
+    fn extend_retention(&self, keys: &[String]) -> Result<usize> {
+        let _ = keys;
+        Ok(0)
+    }
+
     /// Whether reading an object twice costs little (a local file). Restore then
     /// verifies in place instead of spooling a copy.
     fn reread_is_cheap(&self) -> bool {

@@ -33,6 +33,7 @@ use super::{
 };
 use crate::exit::{coded, Code};
 
+mod hold;
 mod read;
 use read::S3Reader;
 
@@ -229,8 +230,10 @@ pub struct S3Store {
     rt: Arc<Runtime>,
     client: Client,
     s: S3Settings,
-    /// Set when the region is the fallback [`DEFAULT_REGION`]: nothing named one.
-    region_note: Option<String>,
+    /// The keys whose retention this handle already extended (see `hold.rs`),
+    /// and the note set when the region is the fallback [`DEFAULT_REGION`]:
+    /// behind one pointer, to keep the handle small.
+    held: Arc<(hold::Held, Option<String>)>,
 }
 
 impl S3Store {
@@ -306,7 +309,7 @@ impl S3Store {
             rt: Arc::new(rt),
             client,
             s: settings,
-            region_note,
+            held: Arc::new((hold::Held::default(), region_note)),
         })
     }
 
@@ -752,7 +755,7 @@ impl Store for S3Store {
     }
 
     fn note(&self) -> Option<String> {
-        self.region_note.clone()
+        self.held.1.clone()
     }
 
     fn create(&self, key: &str, metadata: &Metadata) -> Result<Box<dyn ObjectWriter>> {
@@ -989,6 +992,10 @@ impl Store for S3Store {
                 format!("failed to look up the retention of {}", self.where_(key)),
             )),
         }
+    }
+
+    fn extend_retention(&self, keys: &[String]) -> Result<usize> {
+        self.hold(keys)
     }
 
     fn delete(&self, key: &str) -> Result<()> {
