@@ -34,6 +34,10 @@ pub struct Scan {
     pub manifests: usize,
     /// Manifests that could not be read and may be newer than what was found.
     pub unreadable: Vec<Unreadable>,
+    /// Kinds whose recorded head the store no longer shows (`manifest::head`).
+    pub lost: Vec<anyhow::Error>,
+    /// The newest backup listed of each kind, for the ledger's comparison.
+    pub listed: Vec<(Kind, Option<manifest::Manifest>)>,
 }
 
 /// Finds the newest good backup of each of `schedules`, through the catalog
@@ -55,6 +59,9 @@ pub fn newest_backups(
             .filter(|s| s.kind() == kind)
             .collect();
         let (all, unreadable) = manifest::list(store, trust, Some(kind))?;
+        scan.lost
+            .extend(manifest::head::lost(store, trust, kind, &all)?);
+        scan.listed.push((kind, all.last().cloned()));
         scan.manifests += all.len() + unreadable.len();
         let mut oldest_found: Option<OffsetDateTime> = None;
         for s in &wanted {
@@ -115,7 +122,17 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let store = open_store(&ctx.plan)?;
     // A backup counts only if its manifest is proven (see `manifest/seal.rs`).
     let trust = super::trust(&ctx.plan, Vec::new())?;
-    let scan = newest_backups(store.as_ref(), &trust, &schedules)?;
+    let mut scan = newest_backups(store.as_ref(), &trust, &schedules)?;
+    // What the ledger records as stored, where one is configured.
+    for (kind, m) in scan.listed.iter().filter(|_| ctx.plan.ledger.is_some()) {
+        let cfg = ctx.plan.ledger.as_ref().expect("a ledger");
+        match manifest::head::ledger_lost(cfg, store.as_ref(), *kind, m.as_ref()) {
+            Ok(found) => scan.lost.extend(found),
+            Err(e) => ctx.ui.warn(&format!(
+                "what the ledger records as stored could not be compared with the store: {e:#}"
+            )),
+        }
+    }
     for u in &scan.unreadable {
         ctx.ui.warn(&format!(
             "manifest {} could not be read and is not counted: {}",
@@ -211,7 +228,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             "schema": "bkp.status/1",
             "now": rfc3339(now),
             "store": store.identity(),
-            "ok": verdicts.iter().all(|v| !v.state.is_alarm()) && wal_alarms.is_empty() && stopped.is_none(),
+            "ok": verdicts.iter().all(|v| !v.state.is_alarm()) && wal_alarms.is_empty() && stopped.is_none() && scan.lost.is_empty(),
             "replica_stopped": stopped.as_ref().map(|s| json!({
                 "data_file": s.data_file,
                 "pid": s.pid,
@@ -230,6 +247,14 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         }
     }
 
+    // Backups bkp recorded and the store no longer shows outrank the rest:
+    // what status says of the store is not to be believed.
+    if !scan.lost.is_empty() {
+        return Err(crate::exit::combine(
+            "status cannot vouch for the store:",
+            scan.lost,
+        ));
+    }
     let mut alarms: Vec<String> = verdicts
         .iter()
         .filter(|v| v.state.is_alarm())

@@ -53,6 +53,7 @@ mod drill;
 mod local;
 mod objects;
 mod outcome;
+mod rollback;
 
 use audit::{audit, Audit};
 use drill::{drill, Drill};
@@ -74,6 +75,9 @@ pub struct Findings {
     pub ledger: OptionalLedger,
     /// The run's keys: the report is sealed with them.
     pub trust: Trust,
+    /// Whether the store lost backups bkp recorded, or holds delete markers
+    /// or overwritten versions on bkp's keys (exit 13).
+    pub rolled_back: bool,
 }
 
 fn selected(all: &[Manifest], args: &VerifyArgs, now: OffsetDateTime) -> Result<Vec<Manifest>> {
@@ -185,6 +189,14 @@ fn look(
         }
     }
     let keyring = trust.keys();
+    // A rolled-back store: backups bkp recorded that it no longer shows.
+    let kinds: Vec<Kind> = Kind::ALL
+        .into_iter()
+        .filter(|k| args.kind.is_none_or(|want| Kind::from(want) == *k))
+        .collect();
+    let lost = rollback::check(store, &trust, &all, &kinds, args.backup.is_none())?;
+    let rolled_back = !lost.is_empty();
+    general.extend(lost);
 
     // Objects and chains.
     let chains = chain::Index::new(&all);
@@ -328,6 +340,7 @@ fn look(
         trouble,
         ledger,
         trust,
+        rolled_back,
     })
 }
 

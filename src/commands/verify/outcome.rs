@@ -189,7 +189,11 @@ pub fn finish(
             ctx.ui.warn(&format!("not checked: {t:#}"));
         }
         return Err(coded(
-            Code::Integrity,
+            if f.rolled_back {
+                Code::Rollback
+            } else {
+                Code::Integrity
+            },
             format!("verification failed: {}: {summary}. The warnings above name each one; `bkp verify --json` gives the full report", count(problems as u64, "problem")),
         ));
     }
