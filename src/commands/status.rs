@@ -122,17 +122,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let store = open_store(&ctx.plan)?;
     // A backup counts only if its manifest is proven (see `manifest/seal.rs`).
     let trust = super::trust(&ctx.plan, Vec::new())?;
-    let mut scan = newest_backups(store.as_ref(), &trust, &schedules)?;
-    // What the ledger records as stored, where one is configured.
-    for (kind, m) in scan.listed.iter().filter(|_| ctx.plan.ledger.is_some()) {
-        let cfg = ctx.plan.ledger.as_ref().expect("a ledger");
-        match manifest::head::ledger_lost(cfg, store.as_ref(), *kind, m.as_ref()) {
-            Ok(found) => scan.lost.extend(found),
-            Err(e) => ctx.ui.warn(&format!(
-                "what the ledger records as stored could not be compared with the store: {e:#}"
-            )),
-        }
-    }
+    let scan = scan_whole(ctx, store.as_ref(), &trust, &schedules)?;
     for u in &scan.unreadable {
         ctx.ui.warn(&format!(
             "manifest {} could not be read and is not counted: {}",
@@ -228,7 +218,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             "schema": "bkp.status/1",
             "now": rfc3339(now),
             "store": store.identity(),
-            "ok": verdicts.iter().all(|v| !v.state.is_alarm()) && wal_alarms.is_empty() && stopped.is_none() && scan.lost.is_empty(),
+            "ok": verdicts.iter().all(|v| !v.state.is_alarm()) && wal_alarms.is_empty() && stopped.is_none(),
             "replica_stopped": stopped.as_ref().map(|s| json!({
                 "data_file": s.data_file,
                 "pid": s.pid,
@@ -247,14 +237,6 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         }
     }
 
-    // Backups bkp recorded and the store no longer shows outrank the rest:
-    // what status says of the store is not to be believed.
-    if !scan.lost.is_empty() {
-        return Err(crate::exit::combine(
-            "status cannot vouch for the store:",
-            scan.lost,
-        ));
-    }
     let mut alarms: Vec<String> = verdicts
         .iter()
         .filter(|v| v.state.is_alarm())
@@ -308,6 +290,35 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         verdicts.len()
     ));
     Ok(())
+}
+
+/// [`newest_backups`], refused when the store lost backups bkp recorded as
+/// stored (its heads; with a `[ledger]`, the newest it records per kind):
+/// that outranks every verdict, what the store says is not to be believed.
+fn scan_whole(
+    ctx: &Ctx,
+    store: &dyn Store,
+    trust: &manifest::Trust,
+    schedules: &[Schedule],
+) -> Result<Scan> {
+    let mut scan = newest_backups(store, trust, schedules)?;
+    let mut lost = std::mem::take(&mut scan.lost);
+    for (kind, m) in scan.listed.iter().filter(|_| ctx.plan.ledger.is_some()) {
+        let cfg = ctx.plan.ledger.as_ref().expect("a ledger");
+        match manifest::head::ledger_lost(cfg, store, *kind, m.as_ref()) {
+            Ok(found) => lost.extend(found),
+            Err(e) => ctx.ui.warn(&format!(
+                "what the ledger records as stored could not be compared with the store: {e:#}"
+            )),
+        }
+    }
+    if lost.is_empty() {
+        return Ok(scan);
+    }
+    Err(crate::exit::combine(
+        "status cannot vouch for the store:",
+        lost,
+    ))
 }
 
 fn print_table(verdicts: &[Verdict], now: OffsetDateTime) -> Result<()> {

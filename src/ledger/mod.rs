@@ -362,12 +362,15 @@ pub fn account_transfers(cfg: &LedgerConfig, account_id: u128) -> Result<Vec<Tra
 /// account `store`: one request, newest first, among the last 64 transfers
 /// debiting `source` (restores and verifies debit it too). `None` when none
 /// is recorded there.
-pub fn newest_stored(cfg: &LedgerConfig, source: u128, store: u128) -> Result<Option<TransferView>> {
+pub fn newest_stored(
+    cfg: &LedgerConfig,
+    source: u128,
+    store: u128,
+) -> Result<Option<TransferView>> {
     check_config(cfg)?;
     with_client(cfg, |c| {
-        let mut filter = tb::account::Filter::new(source, 64).with_flags(
-            tb::account::FilterFlags::DEBITS | tb::account::FilterFlags::REVERSED,
-        );
+        let mut filter = tb::account::Filter::new(source, 64)
+            .with_flags(tb::account::FilterFlags::DEBITS | tb::account::FilterFlags::REVERSED);
         filter.as_raw_mut().code = TRANSFER_CODE;
         Ok(c.get_account_transfers(filter)?
             .into_iter()
@@ -375,7 +378,10 @@ pub fn newest_stored(cfg: &LedgerConfig, source: u128, store: u128) -> Result<Op
             .find(|t| {
                 t.credit_account_id == store
                     && t.operation.is_some_and(|o| {
-                        !matches!(o, Operation::Verify | Operation::Cleanup | Operation::Restore)
+                        !matches!(
+                            o,
+                            Operation::Verify | Operation::Cleanup | Operation::Restore
+                        )
                     })
             }))
     })

@@ -130,7 +130,7 @@ pub struct Beyond {
 pub fn parse(bytes: &[u8], key: &str, of: &str, trust: &Trust, what: &str) -> Result<Head> {
     let opened = seal::open(bytes, what, trust)?;
     let by = trust.vouch(opened.sealer.as_deref(), key, bytes, what)?;
-    if trust.checks() && !by.is_some_and(|s| !s.starts_with(seal::LEGACY)) {
+    if trust.checks() && by.is_none_or(|s| s.starts_with(seal::LEGACY)) {
         return Err(coded(
             Code::Integrity,
             format!("{what} is not sealed by the current key or a trusted signer"),
@@ -242,6 +242,23 @@ pub fn refuse_lost(
     }
 }
 
+/// [`refuse_lost`] for `restore latest` among `all`, the kind's listed
+/// backups (oldest first): nothing bkp recorded as stored may be missing up
+/// to `until`, else an older backup would pass for the newest.
+pub fn refuse_lost_in(
+    store: &dyn Store,
+    trust: &Trust,
+    kind: Kind,
+    all: &[Manifest],
+    until: Option<OffsetDateTime>,
+) -> Result<()> {
+    let listed = all
+        .iter()
+        .rev()
+        .find(|m| until.is_none_or(|u| m.started_at <= u));
+    refuse_lost(store, trust, kind, listed, until)
+}
+
 /// For `status` and `verify`: whether the store lost backups of `kind`
 /// beyond `all` (its listed backups, oldest first), as the error
 /// [`refuse_lost`] gives. The newest listed is checked to be still stored (a
@@ -284,8 +301,7 @@ pub fn ledger_lost(
         return Ok(None);
     };
     let id = BackupId::from_u128(t.id);
-    if newest.is_some_and(|m| m.id >= id) || store.head(&super::manifest_key(kind, id))?.is_some()
-    {
+    if newest.is_some_and(|m| m.id >= id) || store.head(&super::manifest_key(kind, id))?.is_some() {
         return Ok(None);
     }
     if ledger::lookup(cfg, ledger::cleanup_transfer_id(t.id))?.is_some() {

@@ -75,9 +75,10 @@ pub struct Findings {
     pub ledger: OptionalLedger,
     /// The run's keys: the report is sealed with them.
     pub trust: Trust,
-    /// Whether the store lost backups bkp recorded, or holds delete markers
-    /// or overwritten versions on bkp's keys (exit 13).
-    pub rolled_back: bool,
+    /// The code of the damage found when it is not 5: 13 when the store
+    /// lost backups bkp recorded, or holds delete markers or overwritten
+    /// versions on bkp's keys.
+    pub damage_code: Option<Code>,
 }
 
 fn selected(all: &[Manifest], args: &VerifyArgs, now: OffsetDateTime) -> Result<Vec<Manifest>> {
@@ -179,23 +180,11 @@ fn look(
     // own code once every other check is done.
     let mut trouble: Vec<anyhow::Error> = Vec::new();
     let mut general: Vec<String> = Vec::new();
-    for u in &unreadable {
-        let text = format!("manifest {} cannot be read: {}", u.key, u.error);
-        match u.code {
-            Some(code) if !crate::exit::is_damage(&coded(code, "")) => {
-                trouble.push(coded(code, text))
-            }
-            _ => general.push(text),
-        }
-    }
+    sort_unreadable(&unreadable, &mut trouble, &mut general);
     let keyring = trust.keys();
     // A rolled-back store: backups bkp recorded that it no longer shows.
-    let kinds: Vec<Kind> = Kind::ALL
-        .into_iter()
-        .filter(|k| args.kind.is_none_or(|want| Kind::from(want) == *k))
-        .collect();
-    let lost = rollback::check(store, &trust, &all, &kinds, args.backup.is_none())?;
-    let rolled_back = !lost.is_empty();
+    let lost = rollback::check(store, &trust, &all, args)?;
+    let damage_code = (!lost.is_empty()).then_some(Code::Rollback);
     general.extend(lost);
 
     // Objects and chains.
@@ -340,8 +329,27 @@ fn look(
         trouble,
         ledger,
         trust,
-        rolled_back,
+        damage_code,
     })
+}
+
+/// Manifests that could not be read: damage is a problem; trouble that kept
+/// the read from looking (the store did not answer) ends the run with its
+/// own code.
+fn sort_unreadable(
+    unreadable: &[manifest::Unreadable],
+    trouble: &mut Vec<anyhow::Error>,
+    general: &mut Vec<String>,
+) {
+    for u in unreadable {
+        let text = format!("manifest {} cannot be read: {}", u.key, u.error);
+        match u.code {
+            Some(code) if !crate::exit::is_damage(&coded(code, "")) => {
+                trouble.push(coded(code, text))
+            }
+            _ => general.push(text),
+        }
+    }
 }
 
 /// Checks the WAL archives of the store: each file (archived since `since`)

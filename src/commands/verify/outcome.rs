@@ -189,11 +189,7 @@ pub fn finish(
             ctx.ui.warn(&format!("not checked: {t:#}"));
         }
         return Err(coded(
-            if f.rolled_back {
-                Code::Rollback
-            } else {
-                Code::Integrity
-            },
+            f.damage_code.unwrap_or(Code::Integrity),
             format!("verification failed: {}: {summary}. The warnings above name each one; `bkp verify --json` gives the full report", count(problems as u64, "problem")),
         ));
     }

@@ -5,6 +5,7 @@
 
 use anyhow::Result;
 
+use crate::cli::VerifyArgs;
 use crate::manifest::{self, Kind, Manifest, Trust};
 use crate::store::Store;
 
@@ -20,17 +21,20 @@ fn folders() -> Vec<String> {
     f
 }
 
-/// The findings, one line each: backups lost per kind of `kinds`, then
-/// (when `versions`) the altered keys.
+/// The findings, one line each: backups lost per kind `args` selects, then
+/// (when verifying everything) the altered keys.
 pub fn check(
     store: &dyn Store,
     trust: &Trust,
     all: &[Manifest],
-    kinds: &[Kind],
-    versions: bool,
+    args: &VerifyArgs,
 ) -> Result<Vec<String>> {
     let mut found = Vec::new();
-    for &kind in kinds {
+    let versions = args.backup.is_none();
+    let kinds = Kind::ALL
+        .into_iter()
+        .filter(|k| args.kind.is_none_or(|want| Kind::from(want) == *k));
+    for kind in kinds {
         let of: Vec<Manifest> = all.iter().filter(|m| m.kind == kind).cloned().collect();
         if let Some(e) = manifest::head::lost(store, trust, kind, &of)? {
             found.push(format!("{e:#}"));
