@@ -41,6 +41,11 @@ pub const STALE: i32 = 11;
 /// type this build cannot read back, a view over files outside the database):
 /// everything else was stored, and the message names what was left out.
 pub const UNSUPPORTED: i32 = 12;
+/// The store no longer shows backups bkp recorded as stored (their manifests
+/// were deleted or hidden): `restore latest` refuses to take an older backup
+/// for the newest, and `status` and `verify` alarm. Name the backup or pass
+/// `--at` to restore an older one on purpose.
+pub const ROLLBACK: i32 = 13;
 
 /// The stable name of an exit code, as JSON errors carry it.
 pub fn name(code: i32) -> &'static str {
@@ -57,6 +62,7 @@ pub fn name(code: i32) -> &'static str {
         PARTIAL => "partial",
         STALE => "stale",
         UNSUPPORTED => "unsupported",
+        ROLLBACK => "rollback",
         129 | 130 | 143 => "interrupted",
         _ => "failure",
     }
@@ -79,6 +85,7 @@ pub enum Code {
     Partial,
     Stale,
     Unsupported,
+    Rollback,
     /// SIGINT, SIGTERM or SIGHUP ended the run (exit `128 + signal`).
     Interrupted,
 }
@@ -97,6 +104,7 @@ impl Code {
             Code::Partial => PARTIAL,
             Code::Stale => STALE,
             Code::Unsupported => UNSUPPORTED,
+            Code::Rollback => ROLLBACK,
             // 128 + SIGINT; `main` turns it into 128 + the signal received.
             Code::Interrupted => INTERRUPTED,
         }
@@ -173,8 +181,9 @@ pub fn to_io(err: anyhow::Error) -> std::io::Error {
 /// first. Damage outranks configuration, which outranks what a rerun may fix;
 /// `None` only when none is classified.
 pub fn most_specific(codes: impl IntoIterator<Item = Option<Code>>) -> Option<Code> {
-    const ORDER: [Code; 11] = [
+    const ORDER: [Code; 12] = [
         Code::Interrupted,
+        Code::Rollback,
         Code::Integrity,
         Code::UnsafeSource,
         Code::Unsupported,

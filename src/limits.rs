@@ -12,7 +12,7 @@
 //! - a WAL file, which has no manifest, decodes to at most one segment of its
 //!   cluster (`manifest::wal::archive`);
 //! - documents read whole (manifests, tombstones, the store marker, lease
-//!   claims) are read to at most the caps below, which are far above anything
+//!   claims, head records) are read to at most the caps below, which are far above anything
 //!   bkp writes; a larger object is refused as damage (exit 5) naming its key
 //!   and the cap, without reading the rest.
 //!
@@ -34,6 +34,8 @@ pub const TOMBSTONE: u64 = MANIFEST + (1 << 20);
 pub const MARKER: u64 = 1 << 20;
 /// A lease claim (a few hundred bytes).
 pub const LEASE: u64 = 1 << 20;
+/// A head record (`manifest::head`, a few hundred bytes).
+pub const HEAD: u64 = 64 << 10;
 /// Any other document read whole ([`crate::store::Store::get`]).
 pub const DOCUMENT: u64 = TOMBSTONE;
 /// A chunk list, decompressed: 13 million chunks, 50 TiB of 4 MiB chunks.

@@ -1,6 +1,7 @@
 //! Property tests over the parsers of bytes read back from a store, which bkp
 //! treats as untrusted input: manifests, the encrypted stream (header and
-//! chunks), TigerBeetle log segments, tar archives and Parquet footers.
+//! chunks), head records, TigerBeetle log segments, tar archives and Parquet
+//! footers.
 //!
 //! Each parser gets valid samples, every file in `tests/corpus/{format}/`, and
 //! many random and mutated variants of them. Properties: no input makes a parser
@@ -441,4 +442,48 @@ fn signer_scopes_hold_for_every_config_and_manifest() {
             got.err().map(|e| format!("{e:#}"))
         );
     }
+}
+
+#[test]
+fn head_records_refuse_every_change() {
+    use bkp::manifest::head::{self, Head};
+    let at = time::OffsetDateTime::from_unix_timestamp(1_760_140_800).unwrap();
+    let trust = bkp::manifest::Trust::new(Some(keyring()), None, Vec::new());
+    let id = bkp::id::BackupId::new_v7(at).to_string();
+    let heads = [
+        (
+            "tigerbeetle".to_string(),
+            id.clone(),
+            format!("heads/tigerbeetle/{id}.json"),
+        ),
+        (
+            "wal/42".to_string(),
+            "000000010000000000000040".to_string(),
+            "heads/wal/42/000000010000000000000040.json".to_string(),
+        ),
+    ];
+    let mut samples = Vec::new();
+    let mut docs = Vec::new();
+    for (of, name, key) in &heads {
+        let h = Head {
+            schema: head::SCHEMA.into(),
+            of: of.clone(),
+            head: name.clone(),
+            host: "h".into(),
+            recorded_at: at,
+        };
+        let bytes = bkp::manifest::seal::encode(&h, Some(&keyring())).unwrap();
+        assert_eq!(head::parse(&bytes, key, of, &trust, "head").unwrap(), h);
+        // At another key, or as the head of something else, it is refused.
+        assert!(head::parse(&bytes, "heads/tigerbeetle/x.json", of, &trust, "head").is_err());
+        assert!(head::parse(&bytes, key, "duckdb", &trust, "head").is_err());
+        samples.push(bytes);
+        docs.push((h, key.clone()));
+    }
+    // A mutation is refused or reads as the same head.
+    fuzz("head", samples, true, |bytes| {
+        docs.iter().any(|(h, key)| {
+            head::parse(bytes, key, &h.of, &trust, "head").is_ok_and(|got| &got != h)
+        })
+    });
 }

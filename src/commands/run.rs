@@ -237,7 +237,12 @@ impl<'a> Run<'a> {
         }
         crate::failpoint::hit("manifest-stored");
         *self.stored.lock().expect("stored manifest") = Some((m.clone(), intent));
-        Ok(m.into())
+        // The record that it was stored, which a rollback cannot take back
+        // (see `manifest/head.rs`).
+        let head = manifest::head::advance(self.store, self.trust, &m);
+        let mut stored = Stored::from(m);
+        stored.problems.extend(head.err());
+        Ok(stored)
     }
 
     /// Ends the run: records it (ledger and metrics, on failure too), reports a

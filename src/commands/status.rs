@@ -34,6 +34,10 @@ pub struct Scan {
     pub manifests: usize,
     /// Manifests that could not be read and may be newer than what was found.
     pub unreadable: Vec<Unreadable>,
+    /// Kinds whose recorded head the store no longer shows (`manifest::head`).
+    pub lost: Vec<anyhow::Error>,
+    /// The newest backup listed of each kind, for the ledger's comparison.
+    pub listed: Vec<(Kind, Option<manifest::Manifest>)>,
 }
 
 /// Finds the newest good backup of each of `schedules`, through the catalog
@@ -55,6 +59,9 @@ pub fn newest_backups(
             .filter(|s| s.kind() == kind)
             .collect();
         let (all, unreadable) = manifest::list(store, trust, Some(kind))?;
+        scan.lost
+            .extend(manifest::head::lost(store, trust, kind, &all)?);
+        scan.listed.push((kind, all.last().cloned()));
         scan.manifests += all.len() + unreadable.len();
         let mut oldest_found: Option<OffsetDateTime> = None;
         for s in &wanted {
@@ -115,7 +122,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let store = open_store(&ctx.plan)?;
     // A backup counts only if its manifest is proven (see `manifest/seal.rs`).
     let trust = super::trust(&ctx.plan, Vec::new())?;
-    let scan = newest_backups(store.as_ref(), &trust, &schedules)?;
+    let scan = scan_whole(ctx, store.as_ref(), &trust, &schedules)?;
     let junk = warn_unreadable(ctx, &scan.unreadable);
     let verdicts: Vec<Verdict> = schedules
         .iter()
@@ -309,6 +316,35 @@ fn junk_alarm(junk: usize) -> Option<String> {
             if one { "it" } else { "them" },
         )
     })
+}
+
+/// [`newest_backups`], refused when the store lost backups bkp recorded as
+/// stored (its heads; with a `[ledger]`, the newest it records per kind):
+/// that outranks every verdict, what the store says is not to be believed.
+fn scan_whole(
+    ctx: &Ctx,
+    store: &dyn Store,
+    trust: &manifest::Trust,
+    schedules: &[Schedule],
+) -> Result<Scan> {
+    let mut scan = newest_backups(store, trust, schedules)?;
+    let mut lost = std::mem::take(&mut scan.lost);
+    for (kind, m) in scan.listed.iter().filter(|_| ctx.plan.ledger.is_some()) {
+        let cfg = ctx.plan.ledger.as_ref().expect("a ledger");
+        match manifest::head::ledger_lost(cfg, store, *kind, m.as_ref()) {
+            Ok(found) => lost.extend(found),
+            Err(e) => ctx.ui.warn(&format!(
+                "what the ledger records as stored could not be compared with the store: {e:#}"
+            )),
+        }
+    }
+    if lost.is_empty() {
+        return Ok(scan);
+    }
+    Err(crate::exit::combine(
+        "status cannot vouch for the store:",
+        lost,
+    ))
 }
 
 fn print_table(verdicts: &[Verdict], now: OffsetDateTime) -> Result<()> {

@@ -25,6 +25,7 @@ use anyhow::{Context, Result};
 use super::{open_store, Ctx};
 use crate::crypto::Keyring;
 use crate::exit::{coded, Code};
+use crate::manifest::head;
 use crate::manifest::wal::{self, archive};
 use crate::stages::hash::digest_reader;
 use crate::store::Store;
@@ -164,6 +165,12 @@ pub fn push(ctx: &Ctx, path: &Path, pgdata: &Path) -> Result<()> {
         ));
     }
     crate::failpoint::hit("wal-push-stored");
+    // Now and then, the record that the archive reached this far, which
+    // `fetch` believes over a missing file (see `manifest/head.rs`).
+    if let Some(segment) = head::wal_due(&name) {
+        let trust = super::trust(plan, Vec::new())?;
+        head::advance_wal(store, &trust, system, &segment)?;
+    }
     ctx.ui.detail(&format!(
         "archived {name} of system {system} as {key} ({} of {})",
         crate::ui::size(entry.size),
@@ -234,7 +241,30 @@ pub fn fetch(ctx: &Ctx, name: &str, dest: &Path, pgdata: &Path, system: Option<u
     let keys = ctx.plan.keyring()?;
     let store = open_store(&ctx.plan)?;
     let max = segment_size(pgdata);
-    archive::fetch_into(store.as_ref(), keys.as_ref(), system, name, &dest, max)?;
+    let fetched = archive::fetch_into(store.as_ref(), keys.as_ref(), system, name, &dest, max);
+    if let Err(e) = fetched {
+        if exit::exit_code(&e) != exit::NOT_FOUND {
+            return Err(e);
+        }
+        // Not the archive's end if bkp recorded the archive past it.
+        let trust = super::trust(&ctx.plan, Vec::new())?;
+        let (head, ignored) = head::wal_beyond(store.as_ref(), &trust, system, name)?;
+        for w in &ignored {
+            ctx.ui.warn(w);
+        }
+        if let Some(h) = head {
+            return Err(coded(
+                Code::Integrity,
+                format!(
+                    "{name} of system {system} is missing from the archive in {}, but bkp recorded the archive holding {} (by {}): WAL was deleted, this is a gap, not the archive's end, so recovery must not end here. Find out who deleted it; restore from a kept base backup to a point before {name}",
+                    store.identity(),
+                    crate::ui::printable(&h.head),
+                    crate::ui::printable(&h.host),
+                ),
+            ));
+        }
+        return Err(e);
+    }
     ctx.ui.detail(&format!(
         "restored {name} of system {system} to {}",
         dest.display()

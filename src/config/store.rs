@@ -199,8 +199,8 @@ pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> R
 }
 
 /// The folders bkp keeps its own objects in at the top of a store: one per
-/// kind, and those of manifests, catalogs, tombstones, archived WAL, leases,
-/// run reports, `bkp check`'s probes and a local store's partial writes.
+/// kind, and those of manifests, catalogs, tombstones, archived WAL, legacy
+/// lists, heads, leases, run reports, `bkp check`'s probes and a local store's partial writes.
 pub fn bkp_folders() -> Vec<&'static str> {
     use crate::manifest;
     let mut out: Vec<&'static str> = manifest::Kind::ALL.iter().map(|k| k.as_str()).collect();
@@ -210,6 +210,7 @@ pub fn bkp_folders() -> Vec<&'static str> {
         manifest::tombstone::TRASH_DIR,
         manifest::wal::PREFIX.trim_end_matches('/'),
         manifest::legacy::DIR,
+        manifest::head::DIR,
         "leases",
         "reports",
         "check",

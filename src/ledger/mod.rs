@@ -358,6 +358,35 @@ pub fn account_transfers(cfg: &LedgerConfig, account_id: u128) -> Result<Vec<Tra
     })
 }
 
+/// The newest backup recorded from the kind account `source` to the store
+/// account `store`: one request, newest first, among the last 64 transfers
+/// debiting `source` (restores and verifies debit it too). `None` when none
+/// is recorded there.
+pub fn newest_stored(
+    cfg: &LedgerConfig,
+    source: u128,
+    store: u128,
+) -> Result<Option<TransferView>> {
+    check_config(cfg)?;
+    with_client(cfg, |c| {
+        let mut filter = tb::account::Filter::new(source, 64)
+            .with_flags(tb::account::FilterFlags::DEBITS | tb::account::FilterFlags::REVERSED);
+        filter.as_raw_mut().code = TRANSFER_CODE;
+        Ok(c.get_account_transfers(filter)?
+            .into_iter()
+            .map(TransferView::from)
+            .find(|t| {
+                t.credit_account_id == store
+                    && t.operation.is_some_and(|o| {
+                        !matches!(
+                            o,
+                            Operation::Verify | Operation::Cleanup | Operation::Restore
+                        )
+                    })
+            }))
+    })
+}
+
 /// The ledger number must be nonzero; the rest is the client's check.
 fn check_config(cfg: &LedgerConfig) -> Result<()> {
     if cfg.ledger == 0 {

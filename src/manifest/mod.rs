@@ -30,6 +30,7 @@ pub use seal::Trust;
 pub mod catalog;
 pub mod chunks;
 pub mod duckdb;
+pub mod head;
 pub mod legacy;
 pub mod marker;
 pub mod parquet;

@@ -100,6 +100,9 @@ impl Store for Counting<'_> {
     fn preflight_writes(&self) -> Result<()> {
         self.inner.preflight_writes()
     }
+    fn altered(&self, prefix: &str) -> Result<Option<Vec<(String, String)>>> {
+        self.inner.altered(prefix)
+    }
     fn retained_until(&self, key: &str) -> Result<Option<OffsetDateTime>> {
         self.inner.retained_until(key)
     }

@@ -218,6 +218,16 @@ pub trait Store: Send + Sync {
         Ok(0)
     }
 
+    /// Where the store keeps every version of an object (S3 with Object
+    /// Lock: a versioned bucket), what became of bkp's keys under `prefix`
+    /// that create-only writes never explain: each key a delete marker hides,
+    /// and each with more than one version (overwritten), with what was
+    /// found. `None` where the store keeps no versions.
+    fn altered(&self, prefix: &str) -> Result<Option<Vec<(String, String)>>> {
+        let _ = prefix;
+        Ok(None)
+    }
+
     /// Whether reading an object twice costs little (a local file). Restore then
     /// verifies in place instead of spooling a copy.
     fn reread_is_cheap(&self) -> bool {

@@ -969,6 +969,13 @@ impl Store for S3Store {
         Ok(())
     }
 
+    fn altered(&self, prefix: &str) -> Result<Option<Vec<(String, String)>>> {
+        if self.s.object_lock.is_none() {
+            return Ok(None);
+        }
+        self.altered_versions(prefix).map(Some)
+    }
+
     fn retained_until(&self, key: &str) -> Result<Option<OffsetDateTime>> {
         // Only asked where retention is configured: one HEAD per object otherwise
         // wasted on every deletion.
@@ -1090,6 +1097,72 @@ where
 }
 
 impl S3Store {
+    /// [`Store::altered`] on a versioned bucket: one ListObjectVersions
+    /// listing of `prefix`, page by page.
+    fn altered_versions(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let full = self.full_key(prefix.trim_end_matches('/'))? + "/";
+        // Per key: object versions, and whether a delete marker is current.
+        let mut seen: std::collections::BTreeMap<String, (usize, bool)> = Default::default();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .rt
+                .block_on(
+                    self.client
+                        .list_object_versions()
+                        .bucket(&self.s.bucket)
+                        .prefix(&full)
+                        .set_key_marker(key_marker.take())
+                        .set_version_id_marker(id_marker.take())
+                        .send(),
+                )
+                .map_err(|e| {
+                    sdk_error(
+                        e,
+                        format!(
+                            "failed to list the versions under {}",
+                            self.where_(prefix.trim_end_matches('/'))
+                        ),
+                    )
+                })?;
+            for v in page.versions() {
+                if let Some(k) = v.key().and_then(|k| self.strip(k)) {
+                    seen.entry(k).or_default().0 += 1;
+                }
+            }
+            for m in page.delete_markers() {
+                if let Some(k) = m.key().and_then(|k| self.strip(k)) {
+                    let e = seen.entry(k).or_default();
+                    e.1 |= m.is_latest() == Some(true);
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_version_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        for (key, (versions, hidden)) in seen {
+            let shown = crate::ui::printable(&key);
+            if hidden {
+                out.push((
+                    key.clone(),
+                    format!("a delete marker hides {shown} ({versions} version(s) kept)"),
+                ));
+            } else if versions > 1 {
+                out.push((
+                    key.clone(),
+                    format!("{shown} was overwritten: it has {versions} versions, and bkp writes each key once"),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes every version of `key` (and its delete markers). A bucket with
     /// Object Lock is versioned: a plain delete would only hide the object behind
     /// a delete marker and keep paying for its bytes. A version still under

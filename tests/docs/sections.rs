@@ -79,7 +79,8 @@ fn exit_codes() -> Vec<(String, &'static str)> {
         (exit::PARTIAL.to_string(), "The run finished but skipped some items; its report names them."),
         (exit::STALE.to_string(), "(status) A watched schedule's newest good backup is older than its RPO, or there is none."),
         (exit::UNSUPPORTED.to_string(), "Unsupported source: it holds something a restore could not recreate exactly (a view over outside files, a type this build cannot read back); everything else was stored, and the message names what was left out."),
-        ("201-212".to_string(), "(wal fetch) Any failure but \"not in the archive\" (9): 200 + the code above, so that PostgreSQL stops recovery instead of taking it for the end of the archive."),
+        (exit::ROLLBACK.to_string(), "Rollback: the store no longer shows a backup bkp recorded as stored (heads/): its manifest was deleted or hidden behind a delete marker; from restore latest, status and verify."),
+        ("201-213".to_string(), "(wal fetch) Any failure but \"not in the archive\" (9): 200 + the code above, so that PostgreSQL stops recovery instead of taking it for the end of the archive."),
         (format!("{}, 143, 129", exit::INTERRUPTED), "Interrupted by SIGINT, SIGTERM or SIGHUP (128 + signal): the run stopped cleanly and stored no backup."),
     ]
 }

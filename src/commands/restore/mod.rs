@@ -83,6 +83,9 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     let store: &dyn Store = &counting;
     let started_at = OffsetDateTime::now_utc();
     let rp = resolve(store, &trust, args, at)?;
+    if args.backup == "latest" && at.is_none() {
+        refuse_lost(ctx, store, &trust, &rp)?;
+    }
     // A backup the current key did not seal is used only as the operator
     // said (`--trust`, or the sealed list): say so every time.
     if let Some((m, why)) = rp
@@ -154,6 +157,28 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     };
     record(ctx, &counting, &rp, started_at, result.is_ok());
     result
+}
+
+/// `latest` refuses a store that lost backups: for a replication (chosen
+/// from the newest manifests alone, so [`resolve`] did not look) the heads
+/// after it; with a `[ledger]`, the newest backup it records as stored.
+fn refuse_lost(ctx: &Ctx, store: &dyn Store, trust: &Trust, rp: &RestorePlan) -> Result<()> {
+    if rp.kind == Kind::Parquet {
+        manifest::head::refuse_lost(store, trust, rp.kind, rp.backup.as_ref(), None)?;
+    }
+    let Some(cfg) = &ctx.plan.ledger else {
+        return Ok(());
+    };
+    match manifest::head::ledger_lost(cfg, store, rp.kind, rp.backup.as_ref()) {
+        Ok(Some(lost)) => Err(lost),
+        Ok(None) => Ok(()),
+        Err(e) => {
+            ctx.ui.warn(&format!(
+                "what the ledger records as stored could not be compared with the store: {e:#}"
+            ));
+            Ok(())
+        }
+    }
 }
 
 /// Records the restore in the audit ledger (operation `restore`, from the
@@ -261,6 +286,7 @@ pub fn resolve(
         Kind::Parquet if at.is_none() => Some(replicated::latest(store, trust)?),
         _ => {
             let (all, mut unreadable) = manifest::list(store, trust, Some(kind))?;
+            manifest::head::refuse_lost_in(store, trust, kind, &all, at)?;
             // The catalog chose it; the manifest itself is what is restored. One
             // the catalog still holds but the store no longer does (deleted
             // behind it) sends the choice to every manifest key.
@@ -273,6 +299,7 @@ pub fn resolve(
                 Err(_) => {
                     let (all, u) = manifest::list_complete(store, trust, Some(kind))?;
                     unreadable = u;
+                    manifest::head::refuse_lost_in(store, trust, kind, &all, at)?;
                     reread(newest(all))?
                 }
             };

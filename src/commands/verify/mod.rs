@@ -53,6 +53,7 @@ mod drill;
 mod local;
 mod objects;
 mod outcome;
+mod rollback;
 
 use audit::{audit, Audit};
 use drill::{drill, Drill};
@@ -74,6 +75,10 @@ pub struct Findings {
     pub ledger: OptionalLedger,
     /// The run's keys: the report is sealed with them.
     pub trust: Trust,
+    /// The code of the damage found when it is not 5: 13 when the store
+    /// lost backups bkp recorded, or holds delete markers or overwritten
+    /// versions on bkp's keys.
+    pub damage_code: Option<Code>,
 }
 
 fn selected(all: &[Manifest], args: &VerifyArgs, now: OffsetDateTime) -> Result<Vec<Manifest>> {
@@ -175,16 +180,12 @@ fn look(
     // own code once every other check is done.
     let mut trouble: Vec<anyhow::Error> = Vec::new();
     let mut general: Vec<String> = Vec::new();
-    for u in &unreadable {
-        let text = format!("manifest {} cannot be read: {}", u.key, u.error);
-        match u.code {
-            Some(code) if !crate::exit::is_damage(&coded(code, "")) => {
-                trouble.push(coded(code, text))
-            }
-            _ => general.push(text),
-        }
-    }
+    sort_unreadable(&unreadable, &mut trouble, &mut general);
     let keyring = trust.keys();
+    // A rolled-back store: backups bkp recorded that it no longer shows.
+    let lost = rollback::check(store, &trust, &all, args)?;
+    let damage_code = (!lost.is_empty()).then_some(Code::Rollback);
+    general.extend(lost);
 
     // Objects and chains.
     let chains = chain::Index::new(&all);
@@ -328,7 +329,27 @@ fn look(
         trouble,
         ledger,
         trust,
+        damage_code,
     })
+}
+
+/// Manifests that could not be read: damage is a problem; trouble that kept
+/// the read from looking (the store did not answer) ends the run with its
+/// own code.
+fn sort_unreadable(
+    unreadable: &[manifest::Unreadable],
+    trouble: &mut Vec<anyhow::Error>,
+    general: &mut Vec<String>,
+) {
+    for u in unreadable {
+        let text = format!("manifest {} cannot be read: {}", u.key, u.error);
+        match u.code {
+            Some(code) if !crate::exit::is_damage(&coded(code, "")) => {
+                trouble.push(coded(code, text))
+            }
+            _ => general.push(text),
+        }
+    }
 }
 
 /// Checks the WAL archives of the store: each file (archived since `since`)

@@ -189,7 +189,7 @@ pub fn finish(
             ctx.ui.warn(&format!("not checked: {t:#}"));
         }
         return Err(coded(
-            Code::Integrity,
+            f.damage_code.unwrap_or(Code::Integrity),
             format!("verification failed: {}: {summary}. The warnings above name each one; `bkp verify --json` gives the full report", count(problems as u64, "problem")),
         ));
     }
