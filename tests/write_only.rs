@@ -116,6 +116,14 @@ fn a_write_only_host_backs_up_and_only_the_identity_restores() {
         assert_exit(&out, 0);
         out
     };
+    // The operator marks the store first, as the guide says: the host takes
+    // that marker (sealed with the key it only encrypts to) for its own.
+    let admin = root.join("admin/bkp.toml");
+    let admin_text = |signers: &str| {
+        format!("work_dir = \"work\"\n{store}[encryption]\nidentity_files = [\"identity\"]\n{signers}\n")
+    };
+    fs::write(&admin, admin_text(&signers)).unwrap();
+    assert_exit(&bkp(&admin, &["init"], &env), 0);
     run(&["snapshot"]);
     run(&["logs"]);
     run(&["export", "--full"]);
@@ -155,11 +163,6 @@ fn a_write_only_host_backs_up_and_only_the_identity_restores() {
     assert!(!root.join("host/t").exists());
 
     // The operator's side: the identity, and the host's signer.
-    let admin = root.join("admin/bkp.toml");
-    let admin_text = |signers: &str| {
-        format!("work_dir = \"work\"\n{store}[encryption]\nidentity_files = [\"identity\"]\n{signers}\n")
-    };
-    fs::write(&admin, admin_text(&signers)).unwrap();
     let out = bkp(&admin, &["--json", "list"], &env);
     assert_exit(&out, 0);
     assert_eq!(ids(&out), listed);

@@ -673,6 +673,21 @@ pub fn sealer(bytes: &[u8], trust: &Trust) -> Option<(String, bool)> {
     Some((printable(&seal.key_id), known))
 }
 
+/// `bytes` without its seal, when the seal is an HMAC of the key whose
+/// public recipient this (write-only) config holds: the host cannot check
+/// it (only the key holder can), but the document names this installation's
+/// key. `None` for any other document.
+pub fn of_own_recipient(bytes: &[u8], trust: &Trust) -> Option<serde_json::Value> {
+    let mut v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let seal: Seal = serde_json::from_value(v.get(FIELD)?.clone()).ok()?;
+    let key = trust.keys()?.find(&seal.key_id)?;
+    if seal.hmac.is_none() || seal.ed25519.is_some() || key.seal_key().is_some() {
+        return None;
+    }
+    v.as_object_mut()?.remove(FIELD);
+    Some(v)
+}
+
 /// The error for an unsealed document where a seal is required.
 pub fn unsealed_error(what: &str, id: BackupId) -> anyhow::Error {
     coded(
