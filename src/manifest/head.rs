@@ -130,7 +130,7 @@ pub struct Beyond {
 pub fn parse(bytes: &[u8], key: &str, of: &str, trust: &Trust, what: &str) -> Result<Head> {
     let opened = seal::open(bytes, what, trust)?;
     let by = trust.vouch(opened.sealer.as_deref(), key, bytes, what)?;
-    if trust.checks() && by.is_none_or(|s| s.starts_with(seal::LEGACY)) {
+    if trust.checks() && by.as_deref().is_none_or(|s| s.starts_with(seal::LEGACY)) {
         return Err(coded(
             Code::Integrity,
             format!("{what} is not sealed by the current key or a trusted signer"),
@@ -495,21 +495,20 @@ mod tests {
         use crate::crypto::pubkey::{generate_signing_key, SigningKey, Verifier};
         use crate::crypto::SignerScope;
         let (secret, public) = generate_signing_key().unwrap();
-        let host = crate::crypto::Keyring::new(
-            crate::crypto::MasterKey::from_bytes([9; 32]),
-            Vec::new(),
-        )
-        .with_signing(
-            Some(SigningKey::from_text(secret.as_bytes(), "k").unwrap()),
-            vec![],
-        );
+        let host =
+            crate::crypto::Keyring::new(crate::crypto::MasterKey::from_bytes([9; 32]), Vec::new())
+                .with_signing(
+                    Some(SigningKey::from_text(secret.as_bytes(), "k").unwrap()),
+                    vec![],
+                );
         let scope = SignerScope {
             hosts: vec!["pg2".into()],
             kinds: vec![Kind::Postgres],
             postgres_systems: vec![11],
             tigerbeetle_clusters: vec![],
         };
-        let reader = keys(3).with_scoped_signers(None, vec![(Verifier::parse(&public).unwrap(), scope)]);
+        let reader =
+            keys(3).with_scoped_signers(None, vec![(Verifier::parse(&public).unwrap(), scope)]);
         let trust = Trust::new(Some(reader), None, Vec::new());
         let at = OffsetDateTime::now_utc();
         let id = BackupId::new_v7(at).to_string();

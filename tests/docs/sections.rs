@@ -6,7 +6,7 @@ use bkp::exit;
 
 /// Variables bkp reads only so that its tests can steer it; they are never
 /// documented for operators.
-pub const TEST_HOOKS: &[&str] = &["BKP_NOW", "BKP_FAILPOINT"];
+pub const TEST_HOOKS: &[&str] = &["BKP_NOW", "BKP_FAILPOINT", "BKP_PAUSEPOINT"];
 
 /// Every variable bkp reads or sets, with one line each. An item may name
 /// several variables; the scan in `docs.rs` looks for each name in the
