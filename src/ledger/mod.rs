@@ -361,13 +361,15 @@ pub fn account_transfers(cfg: &LedgerConfig, account_id: u128) -> Result<Vec<Tra
 /// The newest backup recorded from the kind account `source` to the store
 /// account `store`: one request, newest first, among the last 64 transfers
 /// debiting `source` (restores and verifies debit it too). `None` when none
-/// is recorded there.
+/// is recorded there. A cluster that is not there is a Transient error
+/// within [`PROBE_WITHIN`], not after the configured timeout: a restore asks
+/// this on the way and must not wait an hour for a ledger that is down.
 pub fn newest_stored(
     cfg: &LedgerConfig,
     source: u128,
     store: u128,
 ) -> Result<Option<TransferView>> {
-    check_config(cfg)?;
+    probe(cfg)?;
     with_client(cfg, |c| {
         let mut filter = tb::account::Filter::new(source, 64)
             .with_flags(tb::account::FilterFlags::DEBITS | tb::account::FilterFlags::REVERSED);
