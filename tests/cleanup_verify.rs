@@ -235,12 +235,13 @@ fn verify_finds_each_kind_of_damage() {
     );
     assert_eq!(report["ledger"]["checked"], true);
 
-    let failing = |what: &str, expect: &str| {
+    let failing_with = |code: i32, what: &str, expect: &str| {
         let out = s.bkp(&["verify"]);
-        assert_exit(&out, 5);
+        assert_exit(&out, code);
         let err = stderr(&out);
         assert!(err.contains(expect), "{what}: expected {expect:?} in {err}");
     };
+    let failing = |what: &str, expect: &str| failing_with(5, what, expect);
     let put = |bytes: &[u8]| {
         let _ = fs::set_permissions(&object, fs::Permissions::from_mode(0o600));
         fs::write(&object, bytes).unwrap();
@@ -259,10 +260,12 @@ fn verify_finds_each_kind_of_damage() {
     let out = s.bkp(&["verify"]);
     assert_exit(&out, 0);
 
-    // A missing manifest, its object still there: the ledger knows the backup.
+    // A missing manifest, its object still there: the ledger knows the
+    // backup, and so does its head: the store lost a backup (exit 13).
     let saved = fs::read(&manifest).unwrap();
     fs::remove_file(&manifest).unwrap();
-    failing("missing manifest", "has no manifest for it");
+    failing_with(13, "missing manifest", "has no manifest for it");
+    failing_with(13, "missing manifest", "has lost backups");
     fs::write(&manifest, &saved).unwrap();
     let out = s.bkp(&["verify"]);
     assert_exit(&out, 0);
@@ -270,7 +273,7 @@ fn verify_finds_each_kind_of_damage() {
     // Deleted outside bkp, manifest and object both.
     fs::remove_file(&manifest).unwrap();
     fs::remove_file(&object).unwrap();
-    failing("deleted backup", "deleted outside bkp");
+    failing_with(13, "deleted backup", "deleted outside bkp");
 }
 
 #[test]

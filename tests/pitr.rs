@@ -600,6 +600,19 @@ fn the_log_restores_as_the_data_files_of_a_three_replica_cluster() {
             .join(format!("store/manifests/tigerbeetle/{id}.json")),
     )
     .unwrap();
+    // Its head records it as stored: the store lost a backup (exit 13).
+    let out = as_cluster(&again, &[]);
+    assert_exit(&out, 13);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has lost backups"), "{err}");
+    assert_eq!(log_len(), logged, "no replica was started: {err}");
+    // Its head deleted too (a store without Object Lock): the log has a gap,
+    // which the restore finds before it formats and starts any replica.
+    fs::remove_file(
+        dir.path()
+            .join(format!("store/heads/tigerbeetle/{id}.json")),
+    )
+    .unwrap();
     let out = as_cluster(&again, &[]);
     assert_exit(&out, 5);
     let err = String::from_utf8_lossy(&out.stderr);
