@@ -26,6 +26,22 @@ const GOVERNANCE: &str = "object_lock_mode = \"governance\"\nobject_lock_days = 
 /// Where the test store's keys live in its bucket (see `Moto::store_toml`).
 const PREFIX: &str = "team/bkp/";
 
+/// Writes `dir/bkp.toml`: a work directory, a key file of `byte`s, and `rest`
+/// (the store and the source); its path.
+fn config(dir: &Path, byte: u8, rest: &str) -> std::path::PathBuf {
+    fs::write(dir.join("key"), [byte; 32]).unwrap();
+    let cfg = dir.join("bkp.toml");
+    fs::write(&cfg, format!("work_dir = \"work\"\n{rest}")).unwrap();
+    cfg
+}
+
+/// Runs bkp with config `cfg`, `args` and environment `env`.
+fn run_with(cfg: &Path, args: &[&str], env: &[(String, String)]) -> std::process::Output {
+    let mut all = vec!["--config", cfg.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run_bkp(&all, env)
+}
+
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -152,21 +168,15 @@ fn a_replicate_run_holds_the_objects_it_uses() {
         ))
         .unwrap();
     }
-    fs::write(dir.path().join("key"), [7u8; 32]).unwrap();
-    let cfg = dir.path().join("bkp.toml");
-    fs::write(
-        &cfg,
-        format!(
-            "work_dir = \"work\"\n{}[encryption]\nkey_file = \"key\"\n[replicate]\nsource = \"cold\"\n",
+    let cfg = config(
+        dir.path(),
+        7,
+        &format!(
+            "{}[encryption]\nkey_file = \"key\"\n[replicate]\nsource = \"cold\"\n",
             moto.store_toml(&bucket, GOVERNANCE)
         ),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let mut all = vec!["--config", cfg.to_str().unwrap()];
-        all.extend_from_slice(args);
-        run_bkp(&all, &moto.env())
-    };
+    );
+    let run = |args: &[&str]| run_with(&cfg, args, &moto.env());
     let out = run(&["--json", "replicate"]);
     assert_exit(&out, 0);
     let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -206,21 +216,15 @@ fn an_incremental_export_holds_the_exports_it_builds_on() {
         "CREATE TABLE events (id INTEGER PRIMARY KEY, ts TIMESTAMP, what VARCHAR);
          INSERT INTO events VALUES (1, '2026-01-01', 'a'), (2, '2026-01-02', 'b');",
     );
-    fs::write(dir.path().join("key"), [7u8; 32]).unwrap();
-    let cfg = dir.path().join("bkp.toml");
-    fs::write(
-        &cfg,
-        format!(
-            "work_dir = \"work\"\n{}[encryption]\nkey_file = \"key\"\n[duckdb]\ndatabase = \"hot.duckdb\"\n[duckdb.watermarks]\nevents = \"ts\"\n",
+    let cfg = config(
+        dir.path(),
+        7,
+        &format!(
+            "{}[encryption]\nkey_file = \"key\"\n[duckdb]\ndatabase = \"hot.duckdb\"\n[duckdb.watermarks]\nevents = \"ts\"\n",
             moto.store_toml(&bucket, GOVERNANCE)
         ),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let mut all = vec!["--config", cfg.to_str().unwrap()];
-        all.extend_from_slice(args);
-        run_bkp(&all, &moto.env())
-    };
+    );
+    let run = |args: &[&str]| run_with(&cfg, args, &moto.env());
     let json = |out: &std::process::Output| -> serde_json::Value {
         serde_json::from_slice(&out.stdout).unwrap()
     };
@@ -288,21 +292,15 @@ fn a_dump_swapped_after_its_verification_is_not_what_pg_restore_reads() {
         "CREATE TABLE genuine (id int PRIMARY KEY); INSERT INTO genuine SELECT generate_series(1, 50);",
     );
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("key"), [9u8; 32]).unwrap();
-    let cfg = dir.path().join("bkp.toml");
-    fs::write(
-        &cfg,
-        format!(
-            "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n[encryption]\nkey_file = \"key\"\n{}",
+    let cfg = config(
+        dir.path(),
+        9,
+        &format!(
+            "[store]\ntype = \"local\"\npath = \"store\"\n[encryption]\nkey_file = \"key\"\n{}",
             pg.toml(&db)
         ),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let mut all = vec!["--config", cfg.to_str().unwrap()];
-        all.extend_from_slice(args);
-        run_bkp(&all, &[])
-    };
+    );
+    let run = |args: &[&str]| run_with(&cfg, args, &[]);
     let out = run(&["export", "--kind", "pgdump"]);
     assert_exit(&out, 0);
     let genuine_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
