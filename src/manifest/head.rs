@@ -492,23 +492,7 @@ mod tests {
 
     #[test]
     fn a_signers_head_counts_only_within_its_scope() {
-        use crate::crypto::pubkey::{generate_signing_key, SigningKey, Verifier};
-        use crate::crypto::SignerScope;
-        let (secret, public) = generate_signing_key().unwrap();
-        let host =
-            crate::crypto::Keyring::new(crate::crypto::MasterKey::from_bytes([9; 32]), Vec::new())
-                .with_signing(
-                    Some(SigningKey::from_text(secret.as_bytes(), "k").unwrap()),
-                    vec![],
-                );
-        let scope = SignerScope {
-            hosts: vec!["pg2".into()],
-            kinds: vec![Kind::Postgres],
-            postgres_systems: vec![11],
-            tigerbeetle_clusters: vec![],
-        };
-        let reader =
-            keys(3).with_scoped_signers(None, vec![(Verifier::parse(&public).unwrap(), scope)]);
+        let (host, reader, _) = crate::manifest::seal::tests::host_and_scoped_reader();
         let trust = Trust::new(Some(reader), None, Vec::new());
         let at = OffsetDateTime::now_utc();
         let id = BackupId::new_v7(at).to_string();

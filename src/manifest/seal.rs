@@ -699,7 +699,7 @@ pub fn unsealed_error(what: &str, id: BackupId) -> anyhow::Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::crypto::MasterKey;
     use crate::exit::classify;
@@ -861,8 +861,10 @@ mod tests {
         assert!(encode(&doc(), Some(&bare)).is_err());
     }
 
-    #[test]
-    fn a_signer_tags_only_within_its_scope_and_never_holds_the_key() {
+    /// A write-only host with a fresh signing key, and a key holder (key
+    /// byte 3) that trusts that signer for host pg2, kind postgres and
+    /// PostgreSQL system 11 only; with the signer's public text.
+    pub(crate) fn host_and_scoped_reader() -> (Keyring, Keyring, String) {
         use crate::crypto::pubkey::{generate_signing_key, SigningKey, Verifier};
         use crate::crypto::SignerScope;
         let (key, signer) = generate_signing_key().unwrap();
@@ -878,6 +880,12 @@ mod tests {
         };
         let reader = Keyring::new(MasterKey::from_bytes([3; 32]), vec![])
             .with_scoped_signers(None, vec![(Verifier::parse(&signer).unwrap(), scope)]);
+        (host, reader, signer)
+    }
+
+    #[test]
+    fn a_signer_tags_only_within_its_scope_and_never_holds_the_key() {
+        let (host, reader, signer) = host_and_scoped_reader();
         let wal = |system| Claim {
             kind: Some(Kind::Postgres),
             postgres_system: Some(system),
