@@ -9,7 +9,7 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 
 use common::{assert_exit, formatted_data_file, setup, setup_moto, shared_moto, Setup, StoreKind};
@@ -154,24 +154,13 @@ fn delete_markers_and_overwritten_versions_under_object_lock_are_reported() {
     );
 }
 
-/// A data directory with only what `wal push` and `wal fetch` read.
-fn fake_pgdata(root: &Path, system: u64) -> PathBuf {
-    let data = root.join("pgdata");
-    fs::create_dir_all(data.join("global")).unwrap();
-    fs::create_dir_all(data.join("pg_wal")).unwrap();
-    let mut control = system.to_ne_bytes().to_vec();
-    control.resize(8192, 0);
-    fs::write(data.join("global/pg_control"), control).unwrap();
-    data
-}
-
 #[test]
 fn deleting_the_newest_wal_is_not_the_end_of_the_archive() {
     let dir = tempfile::tempdir().unwrap();
     let data = formatted_data_file(dir.path());
     let s = setup(&data, StoreKind::Local, "");
     let system = 7_301_234_567_890_123_999u64;
-    let pg = fake_pgdata(s.dir.path(), system);
+    let pg = common::postgres::fake_pgdata(s.dir.path(), system);
     let pgdata = pg.to_str().unwrap();
     let seg = |n: u32| format!("0000000100000000{n:08X}");
     // Segments up to 0x41; a head is recorded every 64 segments (at 0x40).

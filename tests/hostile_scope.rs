@@ -190,16 +190,6 @@ fn a_signed_manifest_outside_the_signers_scope_is_never_restored() {
     assert_eq!(s.listed(&[]), vec![genuine_id]);
 }
 
-fn fake_pgdata(root: &Path, system: u64) -> PathBuf {
-    let data = root.join("pgdata");
-    fs::create_dir_all(data.join("global")).unwrap();
-    fs::create_dir_all(data.join("pg_wal")).unwrap();
-    let mut control = system.to_ne_bytes().to_vec();
-    control.resize(8192, 0);
-    fs::write(data.join("global/pg_control"), control).unwrap();
-    data
-}
-
 fn segment(seed: u8) -> Vec<u8> {
     let mut b = vec![0u8; 1 << 20];
     for (i, x) in b.iter_mut().enumerate().take(50_000) {
@@ -240,7 +230,7 @@ fn a_signer_names_no_wal_of_another_system() {
         ),
     )
     .unwrap();
-    let thief_pg = fake_pgdata(&thief.dir, victim);
+    let thief_pg = common::postgres::fake_pgdata(&thief.dir, victim);
     let seg = |n: u32| format!("0000000100000000{n:08X}");
     for n in [1, 2] {
         fs::write(thief_pg.join("pg_wal").join(seg(n)), segment(100 + n as u8)).unwrap();
@@ -261,7 +251,7 @@ fn a_signer_names_no_wal_of_another_system() {
 
     // The victim's server archives its own segment 1: the planted object
     // under that name does not occupy it.
-    let pg = fake_pgdata(&s.path("victim"), victim);
+    let pg = common::postgres::fake_pgdata(&s.path("victim"), victim);
     let pgdata = pg.to_str().unwrap();
     fs::write(pg.join("pg_wal").join(seg(1)), segment(1)).unwrap();
     let out = s.bkp(&[

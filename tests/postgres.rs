@@ -865,18 +865,6 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A stand-in data directory for `wal push`/`wal fetch` without a server: a
-/// `global/pg_control` with system identifier `system`, and `pg_wal`.
-fn fake_pgdata(root: &Path, system: u64) -> PathBuf {
-    let data = root.join("pgdata");
-    fs::create_dir_all(data.join("global")).unwrap();
-    fs::create_dir_all(data.join("pg_wal")).unwrap();
-    let mut control = system.to_ne_bytes().to_vec();
-    control.resize(8192, 0);
-    fs::write(data.join("global/pg_control"), control).unwrap();
-    data
-}
-
 /// A WAL segment's worth of bytes that differ per `seed`.
 fn segment_bytes(seed: u8) -> Vec<u8> {
     let mut b = vec![0u8; 1 << 20];
@@ -913,7 +901,7 @@ fn wal_push_is_idempotent_and_fetch_refuses_what_the_store_altered() {
         "[postgres]\ndatabase = \"app\"\n[freshness]\nwal = \"15m\"\n",
     );
     let system = 7_301_234_567_890_123_456u64;
-    let data = fake_pgdata(s.dir.path(), system);
+    let data = common::postgres::fake_pgdata(s.dir.path(), system);
     let pgdata = data.to_str().unwrap();
     let push = |name: &str| s.bkp(&["wal", "push", &format!("pg_wal/{name}"), "--pgdata", pgdata]);
     let fetch = |name: &str, dest: &str| s.bkp(&["wal", "fetch", name, dest, "--pgdata", pgdata]);

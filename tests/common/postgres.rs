@@ -327,3 +327,15 @@ pub fn shared_postgres() -> &'static Postgres {
     static PG: OnceLock<Postgres> = OnceLock::new();
     PG.get_or_init(Postgres::start)
 }
+
+/// A stand-in data directory for `wal push`/`wal fetch` without a server: a
+/// `global/pg_control` with system identifier `system`, and `pg_wal`.
+pub fn fake_pgdata(root: &Path, system: u64) -> PathBuf {
+    let data = root.join("pgdata");
+    fs::create_dir_all(data.join("global")).unwrap();
+    fs::create_dir_all(data.join("pg_wal")).unwrap();
+    let mut control = system.to_ne_bytes().to_vec();
+    control.resize(8192, 0);
+    fs::write(data.join("global/pg_control"), control).unwrap();
+    data
+}
