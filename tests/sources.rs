@@ -152,7 +152,7 @@ fn conformance(name: &str, mut source: Box<dyn Source>, store: Store) {
     let id = c.back_up(&source.back_up());
 
     c.step("list --json shows it");
-    assert_eq!(c.s.listed(&["--kind", kind]), [id.clone()]);
+    assert_eq!(c.s.listed(&["--kind", kind]), std::slice::from_ref(&id));
     assert!(c.s.listed(&[]).contains(&id));
 
     c.step("show ID");
@@ -194,7 +194,7 @@ fn conformance(name: &str, mut source: Box<dyn Source>, store: Store) {
     assert_exit(&c.s.bkp(&["cleanup", "--dry-run"]), 0);
     assert_exit(&c.s.bkp(&["--json", "cleanup", "--dry-run"]), 0);
     assert_eq!(c.listing(), listing, "a cleanup dry run wrote to the store");
-    assert_eq!(c.s.listed(&["--kind", kind]), [id.clone()]);
+    assert_eq!(c.s.listed(&["--kind", kind]), std::slice::from_ref(&id));
 
     c.step("a damaged object is refused");
     let damaged = c.damage();
