@@ -38,6 +38,8 @@
 //! test to change the world and send SIGCONT:
 //! - `restore-verified`: a restore has verified one object's stored bytes,
 //!   before it reads them for use.
+//! - `replay-sent`: a point-in-time replay has sent every event to its cluster,
+//!   before it counts what the cluster holds.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -106,6 +106,7 @@ pub struct Lease<'a> {
     store: &'a dyn Store,
     trust: &'a Trust,
     scope: String,
+    covers: Covers,
     holder: Holder,
     duration: std::time::Duration,
     epoch: u64,
@@ -118,6 +119,25 @@ pub struct Lease<'a> {
     /// A renewal found the lease lost: nothing more is written.
     lost: bool,
     warn: &'a dyn Fn(&str),
+}
+
+/// What a lease's claims are of, for a signer's scope: a claim sealed by a
+/// signer (a write-only host) whose scope lacks its holder's host, this kind or
+/// this cluster is not that host's to make, and is ignored at once (a stolen
+/// host's key must not hold other hosts' chains).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Covers {
+    pub kind: Option<crate::kinds::Kind>,
+    pub tigerbeetle_cluster: Option<u128>,
+}
+
+/// Why a claim is not believed.
+enum Unbelieved {
+    /// It does not verify: it may be another host's, sealed with a key or
+    /// signer this host lacks.
+    Unverified(String),
+    /// It verifies, but its signer's scope does not cover it.
+    OutOfScope(String),
 }
 
 fn key(scope: &str, epoch: u64, tag: &str) -> String {
@@ -175,10 +195,11 @@ struct Seen {
 impl<'a> Lease<'a> {
     /// Takes the lease of `scope` for `duration`, or fails with [`Code::Locked`]
     /// naming the holder. `warn` reports ignored (invalid) lease objects.
+    /// `covers`: what its claims are of, for a signer's scope.
     pub fn acquire(
         store: &'a dyn Store,
         trust: &'a Trust,
-        scope: &str,
+        (scope, covers): (&str, Covers),
         holder: Holder,
         duration: std::time::Duration,
         warn: &'a dyn Fn(&str),
@@ -187,6 +208,7 @@ impl<'a> Lease<'a> {
             store,
             trust,
             scope: scope.to_string(),
+            covers,
             holder,
             duration,
             epoch: 0,
@@ -470,7 +492,7 @@ impl<'a> Lease<'a> {
                 Err(e) if crate::exit::classify(&e) == Some(Code::NotFound) => continue,
                 // Larger than any claim: as one that does not verify.
                 Err(e) if crate::exit::classify(&e) == Some(Code::Integrity) => {
-                    Err(format!("{e:#}"))
+                    Err(Unbelieved::Unverified(format!("{e:#}")))
                 }
                 Err(e) => return Err(e),
             };
@@ -483,7 +505,12 @@ impl<'a> Lease<'a> {
                         newest = Some(d);
                     }
                 }
-                Err(why) => {
+                Err(Unbelieved::OutOfScope(why)) => (self.warn)(&format!(
+                    "ignoring the lease object {} in {}: {why}",
+                    c.key,
+                    self.store.identity()
+                )),
+                Err(Unbelieved::Unverified(why)) => {
                     let until = c.modified.map(|m| m + self.duration);
                     match until {
                         Some(until) if until > now && unverified.is_none() => {
@@ -505,20 +532,43 @@ impl<'a> Lease<'a> {
         })
     }
 
-    fn parse(&self, bytes: &[u8], c: &Listed) -> std::result::Result<Doc, String> {
+    fn parse(&self, bytes: &[u8], c: &Listed) -> std::result::Result<Doc, Unbelieved> {
         let what = format!("lease {}", c.key);
-        let opened = seal::open(bytes, &what, self.trust).map_err(|e| format!("{e:#}"))?;
+        let unverified = Unbelieved::Unverified;
+        let opened =
+            seal::open(bytes, &what, self.trust).map_err(|e| unverified(format!("{e:#}")))?;
         if self.trust.keys().is_some() && !opened.sealed {
-            return Err("it is not sealed, so it is not from this installation".into());
-        }
-        let d: Doc = serde_json::from_value(opened.value)
-            .map_err(|e| format!("it is not a lease document ({e})"))?;
-        if d.schema != SCHEMA || d.scope != self.scope || d.epoch != c.epoch || d.tag != c.tag {
-            return Err(format!(
-                "it says schema {:?}, scope {:?}, epoch {}, tag {:?}: not the claim of its key",
-                d.schema, d.scope, d.epoch, d.tag
+            return Err(unverified(
+                "it is not sealed, so it is not from this installation".into(),
             ));
         }
+        // An old key (kept to decrypt) seals nothing believed: its claim counts
+        // as one that does not verify (held while young, in case a host not yet
+        // given the new key wrote it), never as held until the expiry it names.
+        if let Some(by) = opened.sealer.as_deref() {
+            if self.trust.keys().is_some() && !self.trust.seals_now(by) {
+                return Err(unverified(format!(
+                    "it is sealed by {by}, a key kept only to decrypt (old_keys)"
+                )));
+            }
+        }
+        let d: Doc = serde_json::from_value(opened.value)
+            .map_err(|e| unverified(format!("it is not a lease document ({e})")))?;
+        if d.schema != SCHEMA || d.scope != self.scope || d.epoch != c.epoch || d.tag != c.tag {
+            return Err(unverified(format!(
+                "it says schema {:?}, scope {:?}, epoch {}, tag {:?}: not the claim of its key",
+                d.schema, d.scope, d.epoch, d.tag
+            )));
+        }
+        let claim = crate::crypto::Claim {
+            host: Some(&d.holder.host),
+            kind: self.covers.kind,
+            tigerbeetle_cluster: self.covers.tigerbeetle_cluster,
+            ..Default::default()
+        };
+        self.trust
+            .check_scope(opened.sealer.as_deref(), &claim, &what)
+            .map_err(|e| Unbelieved::OutOfScope(format!("{e:#}")))?;
         Ok(d)
     }
 }
@@ -572,7 +622,14 @@ mod tests {
         who: Holder,
         duration: Duration,
     ) -> Result<Lease<'a>> {
-        Lease::acquire(store, trust, "s", who, duration, &quiet)
+        Lease::acquire(
+            store,
+            trust,
+            ("s", Covers::default()),
+            who,
+            duration,
+            &quiet,
+        )
     }
 
     /// Takes lease `s` of `store` for `who`.
@@ -874,6 +931,80 @@ mod tests {
         assert_eq!(y.epoch, 1);
     }
 
+    /// A write-only host's signer may hold the leases its scope covers, and no
+    /// other: a stolen host's key must not stall another host's chain, even for
+    /// one lease.
+    #[test]
+    fn a_signers_claim_holds_only_within_its_scope() {
+        use crate::kinds::Kind;
+        let (host, reader, _) = crate::manifest::seal::tests::host_and_scoped_reader();
+        let (host, reader) = (
+            Trust::new(Some(host), None, vec![]),
+            Trust::new(Some(reader), None, vec![]),
+        );
+        // The epoch a lease was taken at, and the warnings on the way.
+        let take_as = |store: &MemoryStore, trust: &Trust, who: Holder, covers: Covers| {
+            let warned = Mutex::new(Vec::<String>::new());
+            let warn = |w: &str| warned.lock().unwrap().push(w.to_string());
+            let minute = Duration::from_secs(60);
+            let got =
+                Lease::acquire(store, trust, ("s", covers), who, minute, &warn).map(|l| l.epoch);
+            (got, warned.into_inner().unwrap())
+        };
+        // The signer's scope: host pg2, kind postgres (PostgreSQL system 11).
+        let postgres = Covers {
+            kind: Some(Kind::Postgres),
+            tigerbeetle_cluster: None,
+        };
+        let cluster = Covers {
+            kind: Some(Kind::Tigerbeetle),
+            tigerbeetle_cluster: Some(5),
+        };
+        for (covers, who, within) in [
+            (postgres, "pg2", true),
+            (cluster, "pg2", false),
+            (postgres, "tb1", false),
+        ] {
+            let store = MemoryStore::new();
+            let (held, _) = take_as(&store, &host, holder(who, 1), covers);
+            assert_eq!(held.unwrap(), 0);
+            let (got, warned) = take_as(&store, &reader, holder("keyholder", 2), covers);
+            if within {
+                let e = got.expect_err("a claim within the signer's scope holds");
+                assert_eq!(crate::exit::classify(&e), Some(Code::Locked), "{e:#}");
+            } else {
+                assert_eq!(got.unwrap(), 1, "a claim outside the scope is ignored");
+                assert!(
+                    warned.iter().any(|w| w.contains("does not include")),
+                    "{warned:?}"
+                );
+            }
+        }
+    }
+
+    /// A claim sealed by an old key (kept to decrypt, perhaps leaked) does not
+    /// hold until the expiry it names: once older than a lease it is ignored.
+    #[test]
+    fn an_old_keys_claim_holds_no_longer_than_a_lease() {
+        use crate::crypto::{Keyring, MasterKey};
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::local::LocalStore::new(dir.path()).unwrap();
+        let old = Trust::new(
+            Some(Keyring::new(MasterKey::from_bytes([1; 32]), vec![])),
+            None,
+            vec![],
+        );
+        let rotated = Keyring::new(
+            MasterKey::from_bytes([2; 32]),
+            vec![MasterKey::from_bytes([1; 32])],
+        );
+        let now = Trust::new(Some(rotated), None, vec![]);
+        let _planted = take(&store, &old, holder("x", 1), Duration::from_secs(3600));
+        std::thread::sleep(Duration::from_millis(1500));
+        let y = take(&store, &now, holder("y", 2), Duration::from_secs(1));
+        assert_eq!(y.epoch, 1);
+    }
+
     #[test]
     fn claims_are_read_only_from_their_own_keys() {
         let k = "leases/s/00000000000000000042-0123456789abcdef.json";
@@ -923,8 +1054,15 @@ mod tests {
         let warned = Mutex::new(Vec::new());
         let warn = |w: &str| warned.lock().unwrap().push(w.to_string());
         let who = holder("y", 2);
-        let mut y =
-            Lease::acquire(&store, &trust, "s", who, Duration::from_secs(60), &warn).unwrap();
+        let mut y = Lease::acquire(
+            &store,
+            &trust,
+            ("s", Covers::default()),
+            who,
+            Duration::from_secs(60),
+            &warn,
+        )
+        .unwrap();
         assert_eq!(y.epoch, 0);
         y.renew().unwrap();
         y.release();

@@ -271,14 +271,6 @@ fn dump_object(dir: &Path, not: Option<&Path>) -> std::path::PathBuf {
     found.pop().unwrap()
 }
 
-/// Whether process `pid` is stopped (SIGSTOP).
-fn stopped(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
-        .unwrap_or(false)
-}
-
 /// A dump on a local store is verified, then read by pg_restore: another dump
 /// put under its name in between (a writer of the shared file system) must not
 /// be what pg_restore runs. The restore stops itself between the two
@@ -324,20 +316,10 @@ fn a_dump_swapped_after_its_verification_is_not_what_pg_restore_reads() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !stopped(pid) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the restore never paused between verifying and reading its dump"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    common::wait_stopped(pid, "the restore, between verifying and reading its dump");
     let saved = fs::read(&genuine).unwrap();
     fs::copy(&other, &genuine).unwrap();
-    // SAFETY: a signal to the child this test started.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGCONT);
-    }
+    common::resume(pid);
     let out = child.wait_with_output().unwrap();
     fs::write(&genuine, saved).unwrap();
     assert_exit(&out, 0);

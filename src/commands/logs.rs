@@ -178,7 +178,13 @@ impl Job<'_> {
         let mut lease = Lease::acquire(
             store,
             trust,
-            &format!("tigerbeetle-logs-{:032x}", cfg.cluster_id),
+            (
+                &format!("tigerbeetle-logs-{:032x}", cfg.cluster_id),
+                lease::Covers {
+                    kind: Some(crate::kinds::Kind::Tigerbeetle),
+                    tigerbeetle_cluster: Some(cfg.cluster_id),
+                },
+            ),
             lease::holder(super::run::hostname(), &run.id.to_string()),
             lease_for,
             &warn,

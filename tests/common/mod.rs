@@ -742,6 +742,32 @@ fn show(out: &Output) -> String {
 
 /// Fails the test, showing stdout and stderr, unless the process exited with `code`.
 #[track_caller]
+/// Whether process `pid` is stopped (SIGSTOP: a `BKP_PAUSEPOINT` was reached).
+pub fn stopped(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+        .unwrap_or(false)
+}
+
+/// Waits (at most a minute) until process `pid` stops itself at a `BKP_PAUSEPOINT`;
+/// `what` says where, for the failure.
+pub fn wait_stopped(pid: u32, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !stopped(pid) {
+        assert!(std::time::Instant::now() < deadline, "{what}: never paused");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Lets a process stopped at a `BKP_PAUSEPOINT` go on.
+pub fn resume(pid: u32) {
+    // SAFETY: kill(2) takes plain integers; the pid is a child the test started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGCONT);
+    }
+}
+
 pub fn assert_exit(out: &Output, code: i32) {
     if out.status.code() != Some(code) {
         let status = out.status;

@@ -190,12 +190,18 @@ pub fn replay_onto(
     } else {
         tblog::session(cfg)?
     };
+    // Rows only: the replica's own expiries are not the snapshot's. Nothing
+    // writes rows to the target but the replay, which starts from these: read
+    // them at once, and again once the replica's expiries settled, when no row
+    // may have been added (the replay's end checks the rest).
+    let target = tblog::newest_rows(&c)?;
     if !fresh {
         settle_expiries(&c, own_from)?;
+        let now = tblog::newest_rows(&c)?;
+        if now != target {
+            return Err(coded(Code::Integrity, format!("the private replica running the restored snapshot got rows from another client before the replay began (its newest rows moved from {} to {}): it is not the snapshot's state; nothing is delivered from it. Restore again on a host where no other user runs programs", target.after, now.after)));
+        }
     }
-    // Rows only: the replica's own expiries are not the snapshot's. Nothing
-    // writes rows to the target but the replay, which starts from these.
-    let target = tblog::newest_rows(&c)?;
     let rows_until = target.after;
     if rows_until > at_ns {
         return Err(coded(Code::NotFound, format!("the cluster being restored already holds rows newer than --at ({rows_until} > {at_ns}): restore from an older snapshot, or into a fresh cluster")));

@@ -89,14 +89,11 @@ use tigerbeetle_unofficial::{Account, Transfer};
 use super::segment::{Expiry, SegmentStats, SegmentWriter};
 use super::{
     newest_marks, newest_rows, query_accounts, query_transfers, with_client, ClusterConfig, Row,
-    Watermark, ACCOUNT_CLOSED, TRANSFER_PENDING,
+    Watermark, ACCOUNT_CLOSED, QUERY_LIMIT, TRANSFER_PENDING,
 };
 use crate::exit::{coded, Code};
 use crate::tigerbeetle::change_events::{EventType, PAGE_LIMIT};
 use crate::tigerbeetle::client::Client;
-
-/// Rows per query page: the most a 1 MiB reply holds (replies may hold fewer).
-const QUERY_LIMIT: u32 = 8189;
 
 /// What [`capture`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -187,6 +187,37 @@ pub fn only_rows_of(
     Ok(expiries.peek(c)?.is_none())
 }
 
+/// Rows per query page: the most a 1 MiB reply holds (replies may hold fewer).
+const QUERY_LIMIT: u32 = 8189;
+
+/// How many accounts the cluster holds newer than `mark.accounts`, and how many
+/// transfers newer than `mark.transfers`: every one of them, a page at a time
+/// (one request per [`QUERY_LIMIT`] rows, and one more to see the end).
+pub fn rows_after(c: &Client, mark: &Watermark) -> Result<(u64, u64)> {
+    Ok((
+        count_after(c, mark.accounts, query_accounts)?,
+        count_after(c, mark.transfers, query_transfers)?,
+    ))
+}
+
+/// Rows a query holds after timestamp `after`, paged to an empty page (a page may
+/// hold fewer than asked for before the end).
+fn count_after<T: Row>(
+    c: &Client,
+    after: u64,
+    query: fn(&Client, u64, u64, u32, bool) -> Result<Vec<T>>,
+) -> Result<u64> {
+    let (mut n, mut min) = (0, after + 1);
+    loop {
+        let page = query(c, min, 0, QUERY_LIMIT, false)?;
+        let Some(last) = page.last() else {
+            return Ok(n);
+        };
+        n += page.len() as u64;
+        min = last.ts() + 1;
+    }
+}
+
 /// One page of accounts with timestamps in `[min, max]` (0: unbounded), checked.
 fn query_accounts(c: &Client, min: u64, max: u64, limit: u32, rev: bool) -> Result<Vec<Account>> {
     let rows = c.query_accounts(query_filter(min, max, limit, rev))?;

@@ -121,6 +121,7 @@ use super::{
 };
 use crate::exit::{coded, Code};
 use crate::tigerbeetle::client::Client;
+use crate::units::count;
 
 /// Maximum events per replay request: below the 253 that fit into the 32 KiB request
 /// of a development-mode replica (a production replica takes 8189).
@@ -468,6 +469,8 @@ impl<'c> Replay<'c> {
             self.chain_open = false;
         }
         self.flush(self.batch.len())?;
+        crate::failpoint::pause("replay-sent");
+        self.only_replayed_rows()?;
         self.stats.covered_until = self.covered.min(self.up_to);
         let covered_until = self.stats.covered_until;
         let mut expired = Vec::new();
@@ -497,6 +500,37 @@ impl<'c> Replay<'c> {
         self.stats.requests = self.c.requests() - self.requests_before;
         Ok(self.stats)
     }
+
+    /// The target must hold, above the rows it held before, exactly what this
+    /// replay wrote: its accounts, its transfers, and a void for each expiry it
+    /// sent that the target had not applied by its own clock. A row more was
+    /// written by someone else meanwhile (a private replica listens on loopback,
+    /// where any local user reaches it; `--into` names a cluster others may
+    /// write): such a target is not the log's, and nothing is delivered from it.
+    fn only_replayed_rows(&self) -> Result<()> {
+        let (accounts, transfers) = super::rows_after(self.c, &self.newest)?;
+        let s = &self.stats;
+        let voids = s.expiries.saturating_sub(s.expiries_by_target.len() as u64);
+        if accounts == s.accounts && transfers == s.transfers + voids {
+            return Ok(());
+        }
+        Err(coded(
+            Code::Integrity,
+            format!(
+                "after the replay the cluster at {} holds {} and {} newer than its rows \
+                 before, but the replay wrote {} and {}: another client wrote to it while the \
+                 log was replayed, so it is not the log's state; a restore or a drill \
+                 delivers nothing from it. Restore again (on a host where no other user runs \
+                 programs, or into a cluster nothing else writes to)",
+                self.c.addresses(),
+                count(accounts, "account"),
+                count(transfers, "transfer"),
+                count(s.accounts, "account"),
+                count(s.transfers + voids, "transfer"),
+            ),
+        ))
+    }
+
     /// Adds an event to the batch, sending what is complete when the batch is full or
     /// changes kind, never splitting a linked chain.
     fn push(&mut self, ev: Event) -> Result<()> {
