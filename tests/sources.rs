@@ -428,6 +428,8 @@ impl Case {
             "reports/",
             "trash/",
             "leases/",
+            "heads/",
+            "legacy/",
             ".bkp-",
         ];
         let (key, _) = self
