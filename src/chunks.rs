@@ -1003,20 +1003,73 @@ pub fn read_file(
         .create_new(true)
         .open(path)
         .with_context(|| format!("failed to create {}", path.display()))?;
-    let size = want.size;
-    let workers = src.store.parallelism();
     let written = |e: std::io::Error| {
         anyhow::Error::new(e).context(format!("failed to write {}", path.display()))
     };
-    // A chunk's plaintext, or the length of a chunk of zeros.
-    #[derive(Clone)]
-    enum Piece<'p> {
-        Data(Arc<Plain<'p>>),
-        Zeros(u64),
-    }
+    let (digest, file) = rebuild(src, map, want.size, false, progress, move |pieces| {
+        let mut out = crate::archive::Sparse::direct(file);
+        for p in pieces {
+            match p {
+                Piece::Data(d) => out.write_all(&d).map_err(written)?,
+                Piece::Zeros(n) => out.zeros(n).map_err(written)?,
+            }
+        }
+        out.finish().map_err(written)
+    })?;
+    crate::failpoint::hit("restore-download");
+    file.sync_all()
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    as_recorded(want, digest)
+}
+
+/// Writes the chunked file `want` of `map` to `out` as [`read_file`] restores
+/// it, for a reader that cannot take a write back (`bkp cat ID FILE`): each
+/// chunk's id is also recomputed from its plaintext before a byte of it is
+/// written, and zeros are written as zeros. The whole file's SHA-256 is
+/// compared with `want`'s at the end, when `out` holds every byte: an error
+/// then means that what `out` received is not to be trusted.
+pub fn write_to<W: Write + Send>(
+    src: &Source,
+    map: &ChunkMap,
+    want: &FileEntry,
+    mut out: W,
+    progress: &Arc<dyn Progress>,
+) -> Result<FileEntry> {
+    let (digest, ()) = rebuild(src, map, want.size, true, progress, move |pieces| {
+        for p in pieces {
+            match p {
+                Piece::Data(d) => out.write_all(&d)?,
+                Piece::Zeros(n) => crate::archive::zero_blocks(n, |b| out.write_all(b))?,
+            }
+        }
+        Ok(out.flush()?)
+    })?;
+    as_recorded(want, digest)
+}
+
+/// A chunk's plaintext, or the length of a chunk of zeros.
+#[derive(Clone)]
+enum Piece<'p> {
+    Data(Arc<Plain<'p>>),
+    Zeros(u64),
+}
+
+/// Fetches the chunks of `map` (a file of `size` bytes) in parallel, checks
+/// each (`check_id`: its id too, see [`Source::read`]) and hands them in file
+/// order to `write`, on a thread of its own, while another computes their
+/// SHA-256; that digest and what `write` returned.
+fn rebuild<'s, W: Send>(
+    src: &'s Source,
+    map: &ChunkMap,
+    size: u64,
+    check_id: bool,
+    progress: &Arc<dyn Progress>,
+    write: impl FnOnce(mpsc::Receiver<Piece<'s>>) -> Result<W> + Send,
+) -> Result<(Sha256, W)> {
+    let workers = src.store.parallelism();
     let (sum_tx, sum_rx) = mpsc::sync_channel::<Piece>(DIGEST_AHEAD);
     let (write_tx, write_rx) = mpsc::sync_channel::<Piece>(DIGEST_AHEAD);
-    let (digest, file) = std::thread::scope(|s| -> Result<(Sha256, File)> {
+    std::thread::scope(|s| -> Result<(Sha256, W)> {
         let summer = named(s, "sha256", move || {
             let mut digest = Sha256::new();
             for p in sum_rx {
@@ -1032,16 +1085,7 @@ pub fn read_file(
             }
             digest
         });
-        let writer = named(s, "write", move || -> std::io::Result<File> {
-            let mut out = crate::archive::Sparse::direct(file);
-            for p in write_rx {
-                match p {
-                    Piece::Data(d) => out.write_all(&d)?,
-                    Piece::Zeros(n) => out.zeros(n)?,
-                }
-            }
-            out.finish()
-        });
+        let writer = named(s, "write", move || write(write_rx));
         // Two chunks ahead per worker: slack for a slow GET without holding
         // more plaintext than a disk-bound writer can use (four per worker
         // held 60 MiB more and restored no faster).
@@ -1052,12 +1096,12 @@ pub fn read_file(
             |i| match &map.chunks[i] {
                 None => Ok(Piece::Zeros(map.len_of(i, size))),
                 Some(c) => src
-                    .read(c, map.len_of(i, size), false)
+                    .read(c, map.len_of(i, size), check_id)
                     .map(|d| Piece::Data(Arc::new(d))),
             },
             |i, piece| {
                 if sum_tx.send(piece.clone()).is_err() || write_tx.send(piece).is_err() {
-                    anyhow::bail!("the restored file's writer stopped early");
+                    anyhow::bail!("the file's writer stopped early");
                 }
                 progress.advance(map.len_of(i, size));
                 Ok(())
@@ -1066,26 +1110,27 @@ pub fn read_file(
         drop((sum_tx, write_tx));
         let digest = summer.join().expect("the digest thread");
         // The writer's own error says more than "stopped early".
-        let file = writer
+        let written = writer
             .join()
-            .map_err(|_| anyhow::anyhow!("the restored file's writer panicked"))?
-            .map_err(written)?;
+            .map_err(|_| anyhow::anyhow!("the file's writer panicked"))??;
         fetched?;
-        Ok((digest, file))
-    })?;
-    crate::failpoint::hit("restore-download");
-    file.sync_all()
-        .with_context(|| format!("failed to write {}", path.display()))?;
+        Ok((digest, written))
+    })
+}
+
+/// The file `want` rebuilt with SHA-256 `digest`; an integrity error unless
+/// that is the SHA-256 its manifest recorded.
+fn as_recorded(want: &FileEntry, digest: Sha256) -> Result<FileEntry> {
     let got = FileEntry {
         name: want.name.clone(),
-        size,
+        size: want.size,
         sha256: hex(&digest.finalize()),
     };
     if got.sha256 != want.sha256 {
         return Err(coded(
             Code::Integrity,
             format!(
-                "{} restored from its chunks has SHA-256 {}, its manifest recorded {}: every chunk checked, so the manifest and its chunks disagree; restore another backup",
+                "{} rebuilt from its chunks has SHA-256 {}, its manifest recorded {}: every chunk checked, so the manifest and its chunks disagree; restore another backup",
                 want.name, got.sha256, want.sha256
             ),
         ));

@@ -109,11 +109,19 @@ pub enum Command {
     /// Restore a backup into a new directory.
     Restore(RestoreArgs),
 
-    /// Break glass: write one stored object, verified and decrypted, to standard
-    /// output. The object must be listed by a sealed manifest (`bkp show ID`
-    /// names each); its size and SHA-256 are checked before anything is written.
-    /// If the end of the stream then fails to verify, the exit code is 5 and
-    /// what was written must be discarded.
+    /// Break glass: write one backed-up file (`bkp cat ID FILE`) or one stored
+    /// object (`bkp cat OBJECT`), verified and decrypted, to standard output.
+    ///
+    /// Everything is trusted through the backup's sealed manifest (`bkp show ID`
+    /// lists its files and objects). An object's size and SHA-256 are checked
+    /// before anything is written. A chunked snapshot's file (the default
+    /// TigerBeetle format) is rebuilt from its chunks, each checked before a
+    /// byte of it is written, and the whole file's SHA-256 is compared with the
+    /// manifest's at the end: `bkp cat ID 0_0.tigerbeetle > 0_0.tigerbeetle`.
+    /// Output may begin before the end is checked, so write to a file and trust
+    /// it only if the exit code is 0: should the end fail to verify (a damaged
+    /// chunk further on, a digest that differs), the exit code is 5, the message
+    /// says so, and what was written must be discarded.
     Cat(CatArgs),
 
     /// Copy the Parquet cold tier's new and changed files to the store (each
@@ -365,14 +373,22 @@ pub struct ShowArgs {
 
 #[derive(Debug, Args)]
 pub struct CatArgs {
-    /// The object's key in the store, as `bkp show ID` prints it (e.g.
-    /// tigerbeetle/2026/11/23/tigerbeetle-snapshot-ID.tar.zst).
-    #[arg(value_name = "OBJECT")]
+    /// A backup id (from `bkp list`, or a unique prefix of one) whose file to
+    /// write; or an object's key in the store, as `bkp show ID` prints it
+    /// (e.g. tigerbeetle/2026/11/23/tigerbeetle-snapshot-ID.tar.zst), or a
+    /// chunk's (tigerbeetle/chunks/…).
+    #[arg(value_name = "ID|OBJECT")]
     pub object: String,
 
-    /// Write the decrypted bytes still compressed (zstd or gzip, as the backup
-    /// stored them) instead of the bytes the backup read (a tar stream for a
-    /// snapshot).
+    /// With a backup id: the name of the file to write, as `bkp show ID` lists
+    /// it (e.g. 0_0.tigerbeetle); needed only when the backup has more than
+    /// one.
+    #[arg(value_name = "FILE")]
+    pub file: Option<String>,
+
+    /// With OBJECT: write the decrypted bytes still compressed (zstd or gzip,
+    /// as the backup stored them) instead of the bytes the backup read (a tar
+    /// stream for a snapshot).
     #[arg(long)]
     pub compressed: bool,
 

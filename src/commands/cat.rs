@@ -1,27 +1,39 @@
-//! `bkp cat OBJECT`: break glass. Writes one stored object, verified and
-//! decrypted, to standard output: the bytes the backup read (the tar stream of
-//! a snapshot, a log segment, a Parquet file), or with `--compressed` the
-//! decrypted bytes still compressed.
+//! `bkp cat`: break glass. `bkp cat ID [FILE]` writes one file of a backup,
+//! verified and decrypted, to standard output; `bkp cat OBJECT` one stored
+//! object: the bytes the backup read (the tar stream of a snapshot, a log
+//! segment, a Parquet file), or with `--compressed` the decrypted bytes still
+//! compressed.
 //!
-//! The object is trusted only through the sealed manifest that lists it, read
-//! as `bkp show` reads it (`--trust` excuses an unsealed one). It goes through
-//! the restore reader ([`pipeline::download_as`]): the whole stored object is
-//! read and compared with the manifest's size and SHA-256 before one byte is
-//! decrypted, and each encrypted chunk is authenticated before it is written.
-//! What can still fail after output began is the end (a missing final chunk,
-//! the compression trailer, the content digest): then the exit code is 5 and
-//! the message says that what was written is not to be trusted.
+//! Everything is trusted only through the sealed manifest that names it, read
+//! as `bkp show` reads it (`--trust` excuses an unsealed one).
+//!
+//! - An object goes through the restore reader ([`pipeline::download_as`]):
+//!   the whole stored object is read and compared with the manifest's size and
+//!   SHA-256 before one byte is decrypted, and each encrypted chunk is
+//!   authenticated before it is written.
+//! - A chunked snapshot's file goes through the restore's chunk reader
+//!   ([`chunks::write_to`]): each chunk is authenticated and its id recomputed
+//!   from its plaintext before a byte of it is written, and the whole file's
+//!   SHA-256 is compared with the manifest's at the end. One chunk alone
+//!   (`bkp cat tigerbeetle/chunks/…`) is checked the same way, whole, first.
+//!
+//! What can still fail after output began is the end (a damaged chunk further
+//! on, a missing final chunk, the compression trailer, the content digest):
+//! then the exit code is 5 and the message says that what was written is not
+//! to be trusted.
 
 use std::io::{self, IsTerminal, Read, Write};
 
 use anyhow::{Context, Result};
 
 use super::{open_store, Ctx};
+use crate::chunks;
 use crate::cli::CatArgs;
 use crate::exit::{classify, coded, Code};
 use crate::id::BackupId;
+use crate::manifest::chunks::chunk_key;
 use crate::manifest::parquet as replicated;
-use crate::manifest::{self, Kind, Manifest, ObjectEntry, Trust};
+use crate::manifest::{self, FileEntry, Kind, Manifest, ObjectEntry, Trust};
 use crate::pipeline::{self, Decode};
 use crate::replicate::record::ReplicaSet;
 use crate::stages::compress::Compression;
@@ -32,12 +44,33 @@ pub fn run(ctx: &Ctx, args: &CatArgs) -> Result<()> {
     if io::stdout().is_terminal() && !args.force {
         return Err(coded(
             Code::Config,
-            "standard output is a terminal: redirect it (`bkp cat OBJECT > FILE`, or into a pipe), or pass --force to write binary data to the terminal",
+            "standard output is a terminal: redirect it (`bkp cat ID FILE > FILE`, `bkp cat OBJECT > FILE`, or into a pipe), or pass --force to write binary data to the terminal",
         ));
     }
     let store = open_store(&ctx.plan)?;
     let trust = super::trust(&ctx.plan, args.trust.trust.clone())?;
-    let (m, found) = owner(store.as_ref(), &trust, &args.object)?;
+    // Object keys have a kind and a path; backup ids and `latest` have neither.
+    if !args.object.contains('/') {
+        return cat_file(ctx, store.as_ref(), &trust, args);
+    }
+    if args.file.is_some() {
+        return Err(coded(
+            Code::Config,
+            format!(
+                "{} is an object's key, and FILE goes with a backup id: `bkp cat ID FILE`, or `bkp cat OBJECT` alone",
+                args.object
+            ),
+        ));
+    }
+    if let Some((kind, id)) = chunk_named(&args.object) {
+        return cat_chunk(ctx, store.as_ref(), &trust, args, kind, id);
+    }
+    cat_object(ctx, store.as_ref(), &trust, args)
+}
+
+/// `bkp cat OBJECT`: one object a manifest lists.
+fn cat_object(ctx: &Ctx, store: &dyn Store, trust: &Trust, args: &CatArgs) -> Result<()> {
+    let (m, found) = owner(store, trust, &args.object)?;
     let entry = found.entry;
     ctx.ui.detail(&format!(
         "{} is an object of backup {} ({} {})",
@@ -71,7 +104,7 @@ pub fn run(ctx: &Ctx, args: &CatArgs) -> Result<()> {
         written: 0,
     };
     let result = pipeline::download_as(
-        store.as_ref(),
+        store,
         &entry,
         decode,
         keyring,
@@ -83,24 +116,214 @@ pub fn run(ctx: &Ctx, args: &CatArgs) -> Result<()> {
             Ok(())
         },
     );
+    finish(ctx, &entry.key, out.written, result)
+}
+
+/// `bkp cat ID [FILE]`: a file of a backup, rebuilt from its chunks.
+fn cat_file(ctx: &Ctx, store: &dyn Store, trust: &Trust, args: &CatArgs) -> Result<()> {
+    let m = manifest::find(store, trust, &args.object, None)?;
+    let want = file_of(&m, args.file.as_deref())?;
+    let map = match chunks::load(store, &m)? {
+        Some(map) if map.file == want.name => map,
+        _ => return Err(not_chunked(&m, &want.name)),
+    };
+    if args.compressed {
+        return Err(coded(
+            Code::Config,
+            format!("--compressed writes one stored object, and {} of backup {} is stored as chunks, each compressed on its own: leave --compressed out", want.name, m.id),
+        ));
+    }
+    let keyring = pipeline::keys_for(&m, trust.keys())?;
+    let src = chunks::source(store, m.kind, m.compression, &map, keyring)?;
+    ctx.ui.detail(&format!(
+        "{} of backup {} ({} {}): {} chunks, each checked before it is written",
+        want.name,
+        m.id,
+        m.kind.as_str(),
+        m.operation,
+        map.chunks.len()
+    ));
+    let progress = ctx.progress();
+    progress.begin("writing", Some(want.size));
+    let mut out = Counting {
+        inner: io::stdout(),
+        written: 0,
+    };
+    let result = chunks::write_to(&src, &map, want, &mut out, &progress).map(drop);
+    progress.end();
+    finish(ctx, &want.name, out.written, result)
+}
+
+/// `bkp cat KIND/chunks/…/ID`: one chunk's plaintext, read and checked whole
+/// (its id recomputed) before any of it is written.
+fn cat_chunk(
+    ctx: &Ctx,
+    store: &dyn Store,
+    trust: &Trust,
+    args: &CatArgs,
+    kind: Kind,
+    id: &str,
+) -> Result<()> {
+    let key = &args.object;
+    if args.compressed {
+        return Err(coded(
+            Code::Config,
+            format!("--compressed writes a whole object a manifest lists, and {key} is a chunk: leave --compressed out"),
+        ));
+    }
+    let (m, map, i) = chunk_owner(store, trust, kind, id)?;
+    let size = m
+        .files
+        .iter()
+        .find(|f| f.name == map.file)
+        .map_or(0, |f| f.size);
+    let c = map.chunks[i].as_ref().expect("a stored chunk");
+    let keyring = pipeline::keys_for(&m, trust.keys())?;
+    let src = chunks::source(store, m.kind, m.compression, &map, keyring)?;
+    let plain = src.read(c, map.len_of(i, size), true)?;
+    ctx.ui.detail(&format!(
+        "{key} is chunk {i} of {} in backup {} (bytes {} to {} of it)",
+        map.file,
+        m.id,
+        i as u64 * map.chunk_size,
+        i as u64 * map.chunk_size + plain.len() as u64
+    ));
+    let mut out = Counting {
+        inner: io::stdout().lock(),
+        written: 0,
+    };
+    let result = out
+        .write_all(&plain)
+        .and_then(|()| out.flush())
+        .map_err(anyhow::Error::from);
+    finish(ctx, key, out.written, result)
+}
+
+/// The end of a `cat`: `written` bytes of `what` reached standard output
+/// before `result`.
+fn finish(ctx: &Ctx, what: &str, written: u64, result: Result<()>) -> Result<()> {
     match result {
         Err(e) if crate::ui::is_stdout_closed(&e) => Err(e),
-        Err(e) if out.written > 0 => Err(coded(
+        Err(e) if written > 0 => Err(coded(
             classify(&e).unwrap_or(Code::Integrity),
             format!(
-                "{} bytes of {} were written to standard output, but the object did not verify to its end: that output is NOT to be trusted; discard it ({e:#})",
-                out.written, entry.key
+                "{written} bytes of {what} were written to standard output, but it did not verify to its end: that output is NOT to be trusted; discard it ({e:#})"
             ),
         )),
-        Err(e) => Err(e).context(format!("nothing of {} was written", entry.key)),
+        Err(e) => Err(e).context(format!("nothing of {what} was written")),
         Ok(()) => {
-            ctx.ui.detail(&format!(
-                "{}: {} bytes written, verified",
-                entry.key, out.written
-            ));
+            ctx.ui
+                .detail(&format!("{what}: {written} bytes written, verified"));
             Ok(())
         }
     }
+}
+
+/// The file of `m` named `name`, or its only file.
+fn file_of<'m>(m: &'m Manifest, name: Option<&str>) -> Result<&'m FileEntry> {
+    let names = || {
+        m.files
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (name, m.files.as_slice()) {
+        (_, []) => Err(coded(
+            Code::Config,
+            format!(
+                "backup {} records no files, only objects: `bkp show {}` lists them, and `bkp cat OBJECT` writes one",
+                m.id, m.id
+            ),
+        )),
+        (None, [only]) => Ok(only),
+        (None, _) => Err(coded(
+            Code::Config,
+            format!(
+                "backup {} has {} files ({}): name one, `bkp cat {} FILE`",
+                m.id,
+                m.files.len(),
+                names(),
+                m.id
+            ),
+        )),
+        (Some(name), files) => files.iter().find(|f| f.name == name).ok_or_else(|| {
+            coded(
+                Code::Config,
+                format!(
+                    "backup {} has no file {name:?}; its files: {}",
+                    m.id,
+                    names()
+                ),
+            )
+        }),
+    }
+}
+
+/// Why file `name` of `m` is not written by `bkp cat ID FILE`: it is inside
+/// the backup's objects.
+fn not_chunked(m: &Manifest, name: &str) -> anyhow::Error {
+    let keys: Vec<&str> = m.objects.iter().map(|o| o.key.as_str()).collect();
+    coded(
+        Code::Config,
+        format!(
+            "backup {} stores {name} inside its object(s) {}, not as chunks: `bkp cat OBJECT` writes one (a snapshot's is a tar stream: `bkp cat OBJECT | tar x {name}`)",
+            m.id,
+            keys.join(", ")
+        ),
+    )
+}
+
+/// The kind and chunk id of a chunk's key (`{kind}/chunks/{fan}/{id}`).
+fn chunk_named(key: &str) -> Option<(Kind, &str)> {
+    let kind = Kind::ALL.into_iter().find(|k| {
+        key.strip_prefix(k.as_str())
+            .is_some_and(|r| r.starts_with("/chunks/"))
+    })?;
+    let id = key.rsplit('/').next()?;
+    (!id.is_empty() && chunk_key(kind, id) == key).then_some((kind, id))
+}
+
+/// The newest proven backup of `kind` whose chunk list names chunk `id`: its
+/// manifest, chunk map and the chunk's index in it.
+fn chunk_owner(
+    store: &dyn Store,
+    trust: &Trust,
+    kind: Kind,
+    id: &str,
+) -> Result<(Manifest, chunks::ChunkMap, usize)> {
+    let (all, _) = manifest::list(store, trust, Some(kind))?;
+    let mut unreadable = None;
+    for m in all.into_iter().rev().filter(|m| m.chunks.is_some()) {
+        let map = match chunks::load(store, &m) {
+            Ok(Some(map)) => map,
+            Ok(None) => continue,
+            Err(e) => {
+                unreadable.get_or_insert(e);
+                continue;
+            }
+        };
+        let at = map
+            .chunks
+            .iter()
+            .position(|c| c.as_ref().is_some_and(|c| c.0 == id));
+        if let Some(i) = at {
+            return Ok((m, map, i));
+        }
+    }
+    let key = chunk_key(kind, id);
+    Err(match unreadable {
+        Some(e) => e.context(format!(
+            "no readable chunk list names chunk {key}, and one could not be read"
+        )),
+        None => coded(
+            Code::NotFound,
+            format!(
+                "no backup in {} names chunk {key}: `bkp cat ID FILE` writes a snapshot's file from its chunks",
+                store.identity()
+            ),
+        ),
+    })
 }
 
 /// An object as a manifest records it.
@@ -115,6 +338,15 @@ struct Found {
 /// The record of object `key` in `m`: one of its objects or, for a
 /// replication, a file of its set (whose object an earlier run may have stored).
 fn listing(m: &Manifest, key: &str) -> Result<Option<Found>> {
+    if let Some(c) = m.chunks.as_ref().filter(|c| c.list.key == key) {
+        return Err(coded(
+            Code::Config,
+            format!(
+                "{key} is the chunk list of backup {}, which names its chunks: `bkp cat {} {}` writes the file they make up, rebuilt and verified",
+                m.id, m.id, c.file
+            ),
+        ));
+    }
     if m.kind == Kind::Parquet && m.operation == replicated::OPERATION {
         let set = ReplicaSet::from_manifest(m)?;
         return Ok(set.set.iter().find(|r| r.object == key).map(|r| Found {

@@ -59,11 +59,21 @@ pub fn run(ctx: &Ctx, args: &ShowArgs) -> Result<()> {
     if let Some(p) = m.parent {
         lines.push(format!("parent      {p}"));
     }
-    lines.push(format!(
-        "objects     {} ({})",
-        m.objects.len(),
-        ui::size(m.stored_bytes())
-    ));
+    // What a restore reads: with chunks, the chunk list and every chunk too
+    // (those stored by earlier backups included), as `verify` checks them.
+    let (count, bytes) = m.restore_reads();
+    lines.push(match &m.chunks {
+        None => format!("objects     {count} ({})", ui::size(bytes)),
+        Some(c) => format!(
+            "objects     {count} ({}): {}the chunk list and {} chunks (below)",
+            ui::size(bytes),
+            match m.objects.len() {
+                0 => String::new(),
+                n => format!("{n} listed here, "),
+            },
+            c.stored
+        ),
+    });
     for o in &m.objects {
         lines.push(format!(
             "  {}  {}  sha256 {}",
