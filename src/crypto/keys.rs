@@ -129,7 +129,7 @@ impl MasterKey {
                 format!(
                     "failed to read the encryption key from {origin}: {problem}; expected exactly \
                      32 raw bytes, 64 hex digits or base64 of 32 bytes: make one with \
-                     `head -c 32 /dev/urandom > FILE` or `openssl rand -hex 32 > FILE`"
+                     `bkp key generate FILE` or `(umask 077; openssl rand -hex 32 > FILE)`"
                 ),
             )),
         }
