@@ -678,7 +678,7 @@ mod tests {
             assert_config(parse(&bad), needle);
             let err = parse(&bad).unwrap_err().to_string();
             assert!(err.contains(origin) && err.contains("openssl rand -hex 32"));
-            assert!(err.contains("head -c 32") && !err.contains(&hex[..8]));
+            assert!(err.contains("bkp key generate FILE") && !err.contains(&hex[..8]));
         }
     }
 
