@@ -32,7 +32,7 @@ echo "==> $transfers transfers through the client (tigerbeetle benchmark)"
 "$tb" benchmark --addresses="127.0.0.1:$port" --account-count=10000 --transfer-count="$transfers" \
   --transfer-batch-count=250 --account-batch-count=250 >"$work/bench.log" 2>&1
 
-head -c 32 /dev/urandom > "$work/key"
+head -c 32 /dev/urandom > "$work/key"; chmod 600 "$work/key"   # bkp refuses a key file others may read
 cat > "$work/bkp.toml" <<TOML
 work_dir = "work"
 [store]

@@ -51,7 +51,7 @@ echo "building the database (pgbench scale $scale and a JSONB table)..." >&2
 size="$("${psql[@]}" -d bench -Atc "SELECT pg_database_size('bench')")"
 rows="$("${psql[@]}" -d bench -Atc "SELECT (SELECT count(*) FROM pgbench_accounts) + (SELECT count(*) FROM events)")"
 
-head -c 32 /dev/urandom >"$work/key"
+head -c 32 /dev/urandom >"$work/key"; chmod 600 "$work/key"   # bkp refuses a key file others may read
 age-keygen -o "$work/age.key" 2>/dev/null
 recipient="$(age-keygen -y "$work/age.key")"
 cat >"$work/bkp.toml" <<EOF

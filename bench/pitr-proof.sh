@@ -153,6 +153,7 @@ try:
     snap_replica = 1 if replicas > 1 else 0
     with open(os.path.join(work, "key"), "wb") as f:
         f.write(os.urandom(32))
+    os.chmod(os.path.join(work, "key"), 0o600)  # bkp refuses a key file others may read
     cfg = os.path.join(work, "bkp.toml")
     with open(cfg, "w") as f:
         f.write(f'''work_dir = "work"

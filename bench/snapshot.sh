@@ -29,7 +29,7 @@ echo "    data file: $size bytes"
 echo "==> starting SeaweedFS"
 start_seaweedfs
 
-head -c 32 /dev/urandom > "$work/key"
+head -c 32 /dev/urandom > "$work/key"; chmod 600 "$work/key"   # bkp refuses a key file others may read
 cat > "$work/bkp.toml" <<TOML
 work_dir = "work"
 [store]

@@ -94,7 +94,7 @@ for i in $(seq 120); do
   sleep 0.5
 done
 
-head -c 32 /dev/urandom > "$work/key"
+head -c 32 /dev/urandom > "$work/key"; chmod 600 "$work/key"   # bkp refuses a key file others may read
 age-keygen -o "$work/age.key" 2>/dev/null
 recipient="$(age-keygen -y "$work/age.key")"
 cat > "$work/s3.toml" <<TOML

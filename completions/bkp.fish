@@ -162,7 +162,7 @@ pgdump\t'A PostgreSQL dump (`pg_dump`).'
 postgres\t'A PostgreSQL base backup (`pg_basebackup`).'"
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l since -d 'Only backups started at or after TIME (RFC 3339) or within DURATION (e.g. 7d)' -r
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l report -d 'Also write the JSON report to FILE. The report always goes to the store too; when the store refuses it (read-only credentials), it is kept here, else on stdout under --json, else in a local file a warning names' -r -F
-complete -c bkp -n "__fish_bkp_using_subcommand verify" -l junit -d 'Write a JUnit XML test report to FILE, one test case per check (backup, object, ledger audit, drill; what could not be checked as skipped), for CI systems to show. Written when checks fail too' -r -F
+complete -c bkp -n "__fish_bkp_using_subcommand verify" -l junit -d 'Write a JUnit XML test report to FILE, one test case per check (backup, object, ledger audit, drill; what could not be checked as an error), for CI systems to show. Written when checks fail too' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l trust -d 'Accept backup ID although its manifest has no seal or it is not encrypted while [encryption] is configured (a backup from before the store was sealed or encrypted). Check where it came from first. Repeatable' -r
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r

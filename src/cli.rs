@@ -22,7 +22,7 @@ a DuckDB hot tier and a Parquet cold tier, stores them in S3 or a local director
 and restores them. Every run reads one TOML config, writes a JSON manifest next to \
 the data it stored, and records a code-12 transfer in a TigerBeetle audit ledger.",
     after_help = "Exit codes: 0 success, 1 failure, 2 usage, 3 config error, 4 another run holds the lock, \
-5 verification failed, 6 transient (retry later), 7 unsafe source, 8 restore target exists, 9 not found, 10 partial (items skipped), 11 stale (RPO breached), 12 unsupported (stored, but something could not be recreated exactly), 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP."
+5 verification failed, 6 transient (retry later), 7 unsafe source, 8 restore target exists, 9 not found, 10 partial (items skipped), 11 stale (RPO breached), 12 unsupported (stored, but something could not be recreated exactly), 13 rollback (backups bkp recorded are gone from the store), 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -301,7 +301,7 @@ pub struct VerifyArgs {
     pub report: Option<PathBuf>,
 
     /// Write a JUnit XML test report to FILE, one test case per check (backup,
-    /// object, ledger audit, drill; what could not be checked as skipped), for
+    /// object, ledger audit, drill; what could not be checked as an error), for
     /// CI systems to show. Written when checks fail too.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,

@@ -410,3 +410,82 @@ fn long_functions_only_shrink() {
         "functions too long to read in one sitting: {bad:?}"
     );
 }
+
+/// The string literals of a file's code (tests and comments excluded), as
+/// written between their quotes: normal strings and raw strings.
+fn string_literals(text: &str) -> Vec<String> {
+    let text = match text.find("#[cfg(test)]\nmod tests") {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    let b = text.as_bytes();
+    let (mut out, mut i) = (Vec::new(), 0);
+    while i < b.len() {
+        match b[i] {
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                i = text[i..].find('\n').map_or(b.len(), |n| i + n);
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i = text[i..].find("*/").map_or(b.len(), |n| i + n + 2);
+            }
+            // A char literal ('"', '\'') or a lifetime ('a): skip the quote.
+            b'\'' if b.get(i + 2) == Some(&b'\'') => i += 3,
+            b'\'' if b.get(i + 1) == Some(&b'\\') => {
+                i = text[i + 2..].find('\'').map_or(b.len(), |n| i + n + 3);
+            }
+            b'r' if (b.get(i + 1) == Some(&b'"') || b.get(i + 1) == Some(&b'#'))
+                && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')) =>
+            {
+                let hashes = text[i + 1..].bytes().take_while(|c| *c == b'#').count();
+                if b.get(i + 1 + hashes) != Some(&b'"') {
+                    i += 1;
+                    continue;
+                }
+                let start = i + 2 + hashes;
+                let close = format!("\"{}", "#".repeat(hashes));
+                let end = text[start..].find(&close).map_or(b.len(), |n| start + n);
+                out.push(text[start..end].to_string());
+                i = end + close.len();
+            }
+            b'"' => {
+                let mut j = i + 1;
+                while j < b.len() && b[j] != b'"' {
+                    j += if b[j] == b'\\' { 2 } else { 1 };
+                }
+                out.push(text[i + 1..j.min(b.len())].to_string());
+                i = j + 1;
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+#[test]
+fn the_literal_reader_finds_strings_only() {
+    let text = "let a = \"one (s)\"; // \"not (s)\"\nlet c = '\"'; let d = r#\"raw \"x\" (s)\"#;\nlet e = \"esc \\\" q\"; /* \"no\" */ 'a: loop {}\n#[cfg(test)]\nmod tests { \"test (s)\" }";
+    assert_eq!(
+        string_literals(text),
+        ["one (s)", "raw \"x\" (s)", "esc \\\" q"]
+    );
+}
+
+/// Counts are written `1 file`, `2 files` ([`bkp::units::count`]), never
+/// `file(s)`: no message of bkp's holds "(s)" (an `http(s)://` URL aside).
+#[test]
+fn no_message_says_file_s() {
+    let mut bad = Vec::new();
+    for (module, path) in modules(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src"))) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for s in string_literals(&text) {
+            if s.replace("http(s)", "").contains("(s)") {
+                bad.push(format!("{module}: {s:?}"));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "write counts with units::count (`1 file`, `2 files`), not `(s)`:\n{}",
+        bad.join("\n")
+    );
+}

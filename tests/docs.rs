@@ -569,3 +569,28 @@ fn the_shipped_alert_rules_load_and_fire_as_documented() {
         );
     }
 }
+
+/// `bkp -h` ends with the exit codes: every code `src/exit.rs` names is there.
+#[test]
+fn the_help_lists_every_exit_code() {
+    let help = bkp::cli::command().render_help().to_string();
+    let codes = help
+        .split_once("Exit codes:")
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("no exit codes in `bkp -h`:\n{help}"));
+    let exit = std::fs::read_to_string(root().join("src/exit.rs")).unwrap();
+    let named: Vec<&str> = exit
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub const ")?.split_once(": i32 = "))
+        .map(|(_, n)| n.trim_end_matches(';'))
+        .collect();
+    assert!(named.len() >= 14, "{named:?}");
+    let missing: Vec<&&str> = named
+        .iter()
+        .filter(|n| !codes.split(|c: char| !c.is_ascii_digit()).any(|w| w == **n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "exit codes src/exit.rs names and `bkp -h` does not: {missing:?}"
+    );
+}

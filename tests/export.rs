@@ -53,7 +53,7 @@ impl Setup {
 
 fn setup(s3: bool, duckdb_toml: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("key"), [9u8; 32]).unwrap();
+    common::write_key(dir.path().join("key"), [9u8; 32]);
     let (store_toml, env) = if s3 {
         let s3 = common::shared_s3();
         let bucket = s3.new_bucket("export");

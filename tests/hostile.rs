@@ -392,7 +392,7 @@ fn a_store_marked_by_another_installation_is_refused_before_anything_is_written(
     assert!(text(&out).contains("this installation's"), "{}", text(&out));
 
     // The same store under a second config with another key.
-    fs::write(s.path("other.key"), [8u8; 32]).unwrap();
+    common::write_key(s.path("other.key"), [8u8; 32]);
     let other = s.path("other.toml");
     fs::write(
         &other,

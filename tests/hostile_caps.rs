@@ -147,7 +147,7 @@ fn refused(out: &Output, code: i32, needle: &str) {
 
 /// A key-holding installation on a local store in `dir`, plus `extra` TOML.
 fn keyed(dir: &Path, extra: &str) -> PathBuf {
-    fs::write(dir.join("key"), [7u8; 32]).unwrap();
+    common::write_key(dir.join("key"), [7u8; 32]);
     let config = dir.join("bkp.toml");
     fs::write(
         &config,

@@ -316,7 +316,7 @@ fn junk_manifests_with_future_or_malformed_ids_stop_nothing_local() {
 fn a_junk_manifest_with_a_future_id_does_not_stop_the_log_chain() {
     let tb = common::TigerBeetle::start();
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("key"), [5u8; 32]).unwrap();
+    common::write_key(dir.path().join("key"), [5u8; 32]);
     let cfg = dir.path().join("bkp.toml");
     fs::write(
         &cfg,
@@ -359,7 +359,7 @@ const SYSTEM: u64 = 4242;
 /// A data directory that names system [`SYSTEM`], with WAL files
 /// `…01` to `…03` of timeline 1 archived.
 fn archived_wal(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    fs::write(dir.join("key"), [5u8; 32]).unwrap();
+    common::write_key(dir.join("key"), [5u8; 32]);
     let cfg = dir.join("bkp.toml");
     fs::write(
         &cfg,

@@ -29,7 +29,7 @@ const PREFIX: &str = "team/bkp/";
 /// Writes `dir/bkp.toml`: a work directory, a key file of `byte`s, and `rest`
 /// (the store and the source); its path.
 fn config(dir: &Path, byte: u8, rest: &str) -> std::path::PathBuf {
-    fs::write(dir.join("key"), [byte; 32]).unwrap();
+    common::write_key(dir.join("key"), [byte; 32]);
     let cfg = dir.join("bkp.toml");
     fs::write(&cfg, format!("work_dir = \"work\"\n{rest}")).unwrap();
     cfg

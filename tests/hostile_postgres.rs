@@ -188,7 +188,7 @@ fn a_base_backups_own_settings_run_nothing_where_bkp_starts_postgres() {
         "app",
         "CREATE TABLE t (n int PRIMARY KEY); INSERT INTO t VALUES (1)",
     );
-    fs::write(dir.path().join("key"), [9u8; 32]).unwrap();
+    common::write_key(dir.path().join("key"), [9u8; 32]);
     fs::write(
         &config,
         format!(

@@ -344,7 +344,7 @@ fn a_rotated_out_key_seals_nothing_new() {
     let bid = id(&before);
 
     // Rotation: the old key stays for decrypting.
-    fs::write(s.path("new.key"), [42u8; 32]).unwrap();
+    common::write_key(s.path("new.key"), [42u8; 32]);
     fs::write(
         &s.config,
         base.replace(

@@ -12,7 +12,7 @@ use bkp::tigerbeetle::tblog::{Event, SegmentReader};
 use common::{assert_exit, repl, run_bkp, tool, walk, TigerBeetle};
 
 fn config(dir: &Path, address: &str) -> PathBuf {
-    fs::write(dir.join("key"), [5u8; 32]).unwrap();
+    common::write_key(dir.join("key"), [5u8; 32]);
     let cfg = dir.join("bkp.toml");
     fs::write(
         &cfg,

@@ -27,7 +27,7 @@ fn text(b: &[u8]) -> String {
 /// A config `{name}.toml` in `dir` of another installation (its own key and
 /// work directory), snapshotting `data` into the store `store_toml`.
 fn installation(dir: &Path, name: &str, store_toml: &str, data: &Path) -> PathBuf {
-    fs::write(dir.join(format!("{name}.key")), [8u8; 32]).unwrap();
+    common::write_key(dir.join(format!("{name}.key")), [8u8; 32]);
     let config = dir.join(format!("{name}.toml"));
     fs::write(
         &config,

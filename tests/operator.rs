@@ -337,7 +337,7 @@ fn cat_writes_a_replicated_file_from_the_set_that_names_it() {
         fs::read(path).unwrap()
     };
     let first = parquet("a.parquet", 1);
-    fs::write(dir.path().join("key"), [7u8; 32]).unwrap();
+    common::write_key(dir.path().join("key"), [7u8; 32]);
     let cfg = dir.path().join("bkp.toml");
     fs::write(
         &cfg,

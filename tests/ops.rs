@@ -52,7 +52,7 @@ impl Setup {
 /// mode reads a file no process holds).
 fn setup(s3: bool, extra: &str) -> (Setup, String) {
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("key"), [7u8; 32]).unwrap();
+    common::write_key(dir.path().join("key"), [7u8; 32]);
     fs::create_dir(dir.path().join("data")).unwrap();
     let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
     fs::write(dir.path().join("data/0_0.tigerbeetle"), data).unwrap();

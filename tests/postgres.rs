@@ -28,7 +28,7 @@ impl Setup {
 
     /// [`Setup::new`] in the directory `dir`.
     fn within(dir: tempfile::TempDir, store: StoreKind, encrypted: bool, postgres: &str) -> Setup {
-        fs::write(dir.path().join("key"), [9u8; 32]).unwrap();
+        common::write_key(dir.path().join("key"), [9u8; 32]);
         let (store_toml, env) = match store {
             StoreKind::Local => (
                 "[store]\ntype = \"local\"\npath = \"store\"\n".to_string(),

@@ -62,7 +62,7 @@ fn tree(dir: &Path) -> BTreeMap<String, String> {
 }
 
 fn config(dir: &Path, s3: &S3Server, bucket: &str, source: &str, extra: &str) -> PathBuf {
-    fs::write(dir.join("key"), [7u8; 32]).unwrap();
+    common::write_key(dir.join("key"), [7u8; 32]);
     let cfg = dir.join("bkp.toml");
     fs::write(
         &cfg,
@@ -817,7 +817,7 @@ fn long_names_with_a_local_store_are_stored_or_skipped_one_by_one() {
     mk.small(&cold.join("a.parquet"), 1);
     mk.small(&cold.join(&deep), 2);
     mk.small(&cold.join(&too_long), 3);
-    fs::write(dir.path().join("key"), [7u8; 32]).unwrap();
+    common::write_key(dir.path().join("key"), [7u8; 32]);
     let cfg = dir.path().join("bkp.toml");
     fs::write(
         &cfg,
@@ -911,7 +911,7 @@ fn a_dry_run_names_what_a_run_would_copy_and_writes_nothing() {
     let mk = Maker::new();
     mk.small(&cold.join("a.parquet"), 1);
     mk.small(&cold.join("b.parquet"), 2);
-    fs::write(dir.path().join("key"), [7u8; 32]).unwrap();
+    common::write_key(dir.path().join("key"), [7u8; 32]);
     let cfg = dir.path().join("bkp.toml");
     fs::write(
         &cfg,

@@ -170,7 +170,7 @@ fn damaged_object_wrong_key_and_existing_target_leave_the_target_alone() {
     // not hold, so the store is not this config's: exit 3, naming the key id,
     // target untouched.
     let other = s.path("other.key");
-    fs::write(&other, [9u8; 32]).unwrap();
+    common::write_key(&other, [9u8; 32]);
     let wrong = s.path("wrong.toml");
     fs::write(
         &wrong,
@@ -509,7 +509,7 @@ fn rotated_keys_restore_old_and_new_backups_by_id() {
     assert_exit(&out, 0);
     let old_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
 
-    fs::write(s.path("new.key"), [42u8; 32]).unwrap();
+    common::write_key(s.path("new.key"), [42u8; 32]);
     let rotated = base.replace(
         "key_file = \"key\"",
         "key_file = \"new.key\"\nkey_id = \"ops-2026\"\n[[encryption.old_keys]]\nkey_file = \"key\"\nkey_id = \"ops-2025\"",

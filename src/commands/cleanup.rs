@@ -355,12 +355,12 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
 
     let verb = if dry { "would delete" } else { "deleted" };
     ctx.ui.info(&format!(
-        "{verb} {} backup(s) ({}) and {} orphan object(s) ({}); {} local leftover(s); kept {}",
-        totals.backups,
+        "{verb} {} ({}) and {} ({}); {}; kept {}",
+        crate::units::count(totals.backups, "backup"),
         ui::size(totals.bytes),
-        totals.orphans,
+        crate::units::count(totals.orphans, "orphan object"),
         ui::size(totals.orphan_bytes),
-        totals.local,
+        crate::units::count(totals.local, "local leftover"),
         decisions.iter().filter(|d| d.keep).count()
     ));
     if !dry {

@@ -121,10 +121,12 @@ pub fn run(ctx: &Ctx, args: &TrustLegacyArgs) -> Result<()> {
             store.identity()
         ),
         (None, _) => format!(
-            "would record {n} document(s) above in a sealed list (dry run: nothing written); check where each came from first"
+            "would record {} above in a sealed list (dry run: nothing written); check where each came from first",
+            crate::units::count(n as u64, "document")
         ),
         (Some(key), _) => format!(
-            "recorded {n} document(s) above in {key}, sealed by {sealer}: they are read as this installation's from now on, and an edited copy of any is refused"
+            "recorded {} above in {key}, sealed by {sealer}: they are read as this installation's from now on, and an edited copy of any is refused",
+            crate::units::count(n as u64, "document")
         ),
     });
     Ok(())

@@ -8,6 +8,7 @@ use crate::chain;
 use crate::cli::ListArgs;
 use crate::manifest::{self, Kind};
 use crate::ui;
+use crate::units::count;
 
 pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
     let store = open_store(&ctx.plan)?;
@@ -58,7 +59,7 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
         }
         let all: Vec<&manifest::Unreadable> = unreadable.iter().collect();
         Err(manifest::unreadable_error(
-            &format!("{} backup(s) listed", shown.len()),
+            &format!("{} listed", count(shown.len() as u64, "backup")),
             &all,
         ))
     };

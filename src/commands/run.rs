@@ -190,7 +190,8 @@ impl<'a> Run<'a> {
         let n = self.store.extend_retention(&all)?;
         if n > 0 {
             self.ctx.ui.detail(&format!(
-                "extended the Object Lock retention of {n} object(s) of earlier backups that {} needs",
+                "extended the Object Lock retention of {} of earlier backups that {} needs",
+                crate::units::count(n as u64, "object"),
                 self.id
             ));
         }

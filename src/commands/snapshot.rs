@@ -489,7 +489,8 @@ fn ensure_shared(
     }
     if base_gone || restored > 0 {
         ctx.ui.warn(&format!(
-            "a cleanup ran while this snapshot did; {restored} chunk(s) it names were gone and were stored again"
+            "a cleanup ran while this snapshot did; {} it names were gone and were stored again",
+            crate::units::count(restored as u64, "chunk")
         ));
     }
     Ok(())

@@ -281,10 +281,10 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             }
         }));
     }
-    ctx.ui.info(&format!(
-        "all {} watched schedules are within their RPO",
-        verdicts.len()
-    ));
+    ctx.ui.info(&match verdicts.len() {
+        1 => "the watched schedule is within its RPO".to_string(),
+        n => format!("all {n} watched schedules are within their RPO"),
+    });
     Ok(())
 }
 

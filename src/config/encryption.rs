@@ -540,10 +540,13 @@ fn run_key_command(argv: &[String]) -> Result<MasterKey> {
 /// Reads a secret file (`what`, e.g. "key file"), its credentials directory
 /// expanded; the text is wiped once dropped. Returns the text and its name for
 /// errors. A file that cannot be read is a Config error saying how to make
-/// one (`bkp key generate {generate}PATH`).
+/// one (`bkp key generate {generate}PATH`); so is one that other users may
+/// read or replace ([`loose_mode`]), before a byte of it is read.
 fn read_secret(p: &Path, what: &str, generate: &str) -> Result<(Zeroizing<Vec<u8>>, String)> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
     let p = expand_credentials(p)?;
-    let text = std::fs::read(&p).map_err(|e| {
+    let unreadable = |e: std::io::Error| {
         coded(
             Code::Config,
             format!(
@@ -551,8 +554,41 @@ fn read_secret(p: &Path, what: &str, generate: &str) -> Result<(Zeroizing<Vec<u8
                 p.display()
             ),
         )
-    })?;
-    Ok((Zeroizing::new(text), format!("{what} {}", p.display())))
+    };
+    // The mode is that of the file opened, not of whatever the path names later.
+    let mut f = std::fs::File::open(&p).map_err(unreadable)?;
+    let meta = f.metadata().map_err(unreadable)?;
+    if let Some(problem) = loose_mode(meta.mode(), meta.uid()) {
+        return Err(coded(
+            Code::Config,
+            format!(
+                "{what} {0} {problem} (mode {1:04o}, owner uid {2}): a key must be readable by its owner only; run: chmod 600 {0}",
+                p.display(),
+                meta.mode() & 0o7777,
+                meta.uid(),
+            ),
+        ));
+    }
+    let mut text = Zeroizing::new(Vec::new());
+    f.read_to_end(&mut text).map_err(unreadable)?;
+    Ok((text, format!("{what} {}", p.display())))
+}
+
+/// Why a secret file of `mode`, owned by user `uid`, may not be used; `None`
+/// when it may. PostgreSQL's rule for its server key: no access for others,
+/// no write for the group, and group read only on a file root owns (root
+/// decided who is in the group: `root:bkp 0640`, or the file systemd's
+/// `LoadCredential=` hands a service user, which shows its ACL as 0440).
+fn loose_mode(mode: u32, uid: u32) -> Option<&'static str> {
+    if mode & 0o007 != 0 {
+        Some("may be read or replaced by every user")
+    } else if mode & 0o030 != 0 {
+        Some("may be replaced by its group")
+    } else if mode & 0o040 != 0 && uid != 0 {
+        Some("may be read by its group, and root does not own it")
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -618,6 +654,37 @@ mod tests {
     }
 
     #[test]
+    fn a_key_file_others_may_read_or_replace_is_refused() {
+        for (mode, uid) in [
+            (0o600, 1000),
+            (0o400, 0),
+            (0o640, 0),
+            (0o440, 0),
+            (0o400, 1000),
+        ] {
+            assert_eq!(
+                loose_mode(0o100_000 | mode, uid),
+                None,
+                "{mode:o} uid {uid}"
+            );
+        }
+        for (mode, uid, why) in [
+            (0o644, 0, "every user"),
+            (0o604, 1000, "every user"),
+            (0o602, 0, "every user"),
+            (0o660, 0, "its group"),
+            (0o620, 1000, "its group"),
+            (0o640, 1000, "root does not own it"),
+        ] {
+            let problem = loose_mode(0o100_000 | mode, uid);
+            assert!(
+                problem.is_some_and(|p| p.contains(why)),
+                "{mode:o} uid {uid}: {problem:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_key_file_in_the_credentials_directory_is_found_when_read() {
         let plan = p(&MINIMAL.replace(
             "enabled = false",
@@ -631,6 +698,11 @@ mod tests {
         );
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("bkp.key"), [3u8; 32]).unwrap();
+        std::fs::set_permissions(
+            d.path().join("bkp.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         std::env::remove_var("CREDENTIALS_DIRECTORY");
         let err = plan.keyring().unwrap_err();
         assert!(format!("{err:#}").contains("LoadCredential"), "{err:#}");

@@ -129,7 +129,7 @@ impl MasterKey {
                 format!(
                     "failed to read the encryption key from {origin}: {problem}; expected exactly \
                      32 raw bytes, 64 hex digits or base64 of 32 bytes: make one with \
-                     `head -c 32 /dev/urandom > FILE` or `openssl rand -hex 32 > FILE`"
+                     `bkp key generate FILE` or `(umask 077; openssl rand -hex 32 > FILE)`"
                 ),
             )),
         }
@@ -678,7 +678,7 @@ mod tests {
             assert_config(parse(&bad), needle);
             let err = parse(&bad).unwrap_err().to_string();
             assert!(err.contains(origin) && err.contains("openssl rand -hex 32"));
-            assert!(err.contains("head -c 32") && !err.contains(&hex[..8]));
+            assert!(err.contains("bkp key generate FILE") && !err.contains(&hex[..8]));
         }
     }
 

@@ -265,8 +265,8 @@ pub fn flush_spool(cfg: &LedgerConfig) -> Result<usize> {
             coded(
                 Code::Transient,
                 format!(
-                    "{e:#}; {} ledger record(s) stay spooled in {} for the next run",
-                    files.len(),
+                    "{e:#}; {} stay spooled in {} for the next run",
+                    crate::units::count(files.len() as u64, "ledger record"),
                     cfg.spool_dir.display()
                 ),
             )

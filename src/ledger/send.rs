@@ -135,12 +135,12 @@ pub(super) fn rejections(
         .collect();
     (!list.is_empty()).then(|| {
         anyhow!(
-            "the ledger cluster at {} rejected {} spooled record(s), kept in place: {}. The \
+            "the ledger cluster at {} rejected {}, kept in place: {}. The \
              cluster will never accept them unchanged (exists_with_different_*: the id was \
-             already used for another transfer); resolve the cause, then move the file(s) out \
+             already used for another transfer); resolve the cause, then move their files out \
              of {}",
             cfg.addresses,
-            list.len(),
+            crate::units::count(list.len() as u64, "spooled record"),
             list.join("; "),
             cfg.spool_dir.display()
         )

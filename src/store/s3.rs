@@ -1151,7 +1151,10 @@ impl S3Store {
             if hidden {
                 out.push((
                     key.clone(),
-                    format!("a delete marker hides {shown} ({versions} version(s) kept)"),
+                    format!(
+                        "a delete marker hides {shown} ({} kept)",
+                        crate::units::count(versions as u64, "version")
+                    ),
                 ));
             } else if versions > 1 {
                 out.push((

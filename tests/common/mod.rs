@@ -898,6 +898,14 @@ impl Setup {
 
 /// The `[tigerbeetle]` line of tests about snapshots stored as one archive
 /// object each (`snapshot_format = "archive"`), which they damage or inspect.
+/// Writes a key file, readable by its owner only (bkp refuses a key file
+/// its group or others may read, as `bkp key generate` never writes one).
+pub fn write_key(path: impl AsRef<Path>, key: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path.as_ref(), key).unwrap();
+    fs::set_permissions(path.as_ref(), fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 pub const ARCHIVE: &str = "snapshot_format = \"archive\"\n";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -908,7 +916,7 @@ pub enum StoreKind {
 
 pub fn setup(data_file: &Path, store: StoreKind, extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("key"), [7u8; 32]).unwrap();
+    write_key(dir.path().join("key"), [7u8; 32]);
     let (store_toml, env) = match store {
         StoreKind::Local => (
             "[store]\ntype = \"local\"\npath = \"store\"\n".to_string(),
@@ -1212,7 +1220,7 @@ pub fn shared_moto() -> &'static Moto {
 pub fn setup_moto(data_file: &Path, bucket: &str, store_extra: &str, extra: &str) -> Setup {
     let moto = shared_moto();
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("key"), [7u8; 32]).unwrap();
+    write_key(dir.path().join("key"), [7u8; 32]);
     let config = dir.path().join("bkp.toml");
     fs::write(
         &config,

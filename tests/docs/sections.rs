@@ -45,7 +45,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
 const FILES: &[(&str, &str)] = &[
     ("/etc/bkp/bkp.toml", "The configuration (see bkp.toml(5)); --config or BKP_CONFIG name another."),
     ("/etc/bkp/bkp.env", "Secrets that are not files (the key_env variable, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), one NAME=value a line, root only, mode 0600; read by the systemd units and the crontab."),
-    ("/etc/bkp/key", "The master key, as bkp key generate writes it (mode 0400), named by encryption.key_file; under systemd also ${CREDENTIALS_DIRECTORY}/NAME with LoadCredential=."),
+    ("/etc/bkp/key", "The master key, as bkp key generate writes it (mode 0400; one that others may read is refused), named by encryption.key_file; under systemd also ${CREDENTIALS_DIRECTORY}/NAME with LoadCredential=."),
     ("WORK_DIR/OPERATION.lock", "The lock of each operation (flock; the kernel drops it when the process dies)."),
     ("WORK_DIR/ledger-spool/", "Audit-ledger records not yet delivered; sent by the next run."),
     ("WORK_DIR/notify/", "The last outcome of each operation, for recovery notifications."),

@@ -14,7 +14,16 @@ use crate::manifest::tigerbeetle::{interval, is_log_of, snapshot_newest, LOGS};
 use crate::manifest::{self, duckdb as export, Kind, Manifest};
 use crate::replicate::record::ReplicaSet;
 use crate::store::Store;
-use crate::ui;
+use crate::{ui, units};
+
+/// The directory a restore into `target` stages in: beside it, once made
+/// absolute (a relative target has no parent of its own).
+fn beside(target: &std::path::Path) -> String {
+    std::path::absolute(target)
+        .ok()
+        .and_then(|t| t.parent().map(|p| p.display().to_string()))
+        .unwrap_or_default()
+}
 
 /// The manifests whose objects the restore reads, in order.
 fn reads<'m>(ctx: &Ctx, rp: &RestorePlan, all: &'m [Manifest]) -> Result<Vec<&'m Manifest>> {
@@ -112,17 +121,14 @@ pub fn run(
     let staging = if super::shape(rp.kind).is_none() {
         "a new database bkp_restore_… on the [postgres] server".to_string()
     } else {
-        args.target()
-            .parent()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
+        beside(args.target())
     };
     if ctx.ui.json {
         ui::out(&serde_json::to_string_pretty(&json!({
             "schema": "bkp.restore-plan/1",
             "kind": rp.kind,
             "backup": rp.backup.as_ref().map(|m| m.id),
-            "at": rp.at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+            "at": rp.at.map(ui::utc),
             "replicas": (rp.kind == Kind::Tigerbeetle && rp.at.is_some()).then_some(args.replicas),
             "reads": read.iter().map(|m| json!({
                 "id": m.id,
@@ -145,14 +151,14 @@ pub fn run(
                 m.kind.as_str(),
                 m.operation,
                 m.id,
-                m.started_at,
+                ui::utc(m.started_at),
                 rp.at
-                    .map(|t| format!(" and replay the log up to {t}"))
+                    .map(|t| format!(" and replay the log up to {}", ui::utc(t)))
                     .unwrap_or_default()
             ))?,
             None => ui::out(&format!(
                 "would replay the log from the beginning up to {}{}",
-                rp.at.map(|t| t.to_string()).unwrap_or_default(),
+                rp.at.map(ui::utc).unwrap_or_default(),
                 if args.replicas > 1 {
                     format!(
                         " into a private cluster of {} fresh replicas, one data file each",
@@ -165,19 +171,20 @@ pub fn run(
         }
         for m in &read {
             ui::out(&format!(
-                "  read {:<9} {}  {} object(s), {}",
+                "  read {:<9} {}  {}, {}",
                 if m.operation == LOGS {
                     "segment"
                 } else {
                     m.operation.as_str()
                 },
                 m.id,
-                m.restore_reads().0,
+                units::count(m.restore_reads().0 as u64, "object"),
                 ui::size(m.restore_reads().1)
             ))?;
         }
         ui::out(&format!(
-            "would read {objects} object(s), {} from {}",
+            "would read {}, {} from {}",
+            units::count(objects as u64, "object"),
             ui::size(bytes),
             store.identity()
         ))?;

@@ -366,7 +366,8 @@ fn failed(
         return coded(
             Code::NotFound,
             format!(
-                "WAL segment {first} is missing from the archive of system {system} ({n} segment(s) after {after}): PostgreSQL replayed up to it and stopped before {} ({said}). Nothing was restored. Restore to a time before the gap, and take a new base backup now: no recovery can pass it",
+                "WAL segment {first} is missing from the archive of system {system} ({} after {after}): PostgreSQL replayed up to it and stopped before {} ({said}). Nothing was restored. Restore to a time before the gap, and take a new base backup now: no recovery can pass it",
+                crate::units::count(*n, "segment"),
                 at.map(rfc3339).unwrap_or_default(),
             ),
         );

@@ -10,6 +10,16 @@ use time::OffsetDateTime;
 
 use super::Findings;
 use crate::junit::{render, short, Case, Suite, Verdict};
+use crate::units::count;
+
+/// What a backup's check read: `3 objects, 1 byte read`.
+fn read(objects: usize, bytes: u64) -> String {
+    format!(
+        "{}, {} read",
+        count(objects as u64, "object"),
+        count(bytes, "byte")
+    )
+}
 
 /// The test report of a run whose checks ran.
 pub fn report(f: &Findings, finished_at: OffsetDateTime, ledger_configured: bool) -> String {
@@ -36,10 +46,7 @@ pub fn report(f: &Findings, finished_at: OffsetDateTime, ledger_configured: bool
                     c.id
                 ),
                 verdict: failed_if(&c.problems),
-                out: Some(format!(
-                    "{} object(s), {} byte(s) read",
-                    c.objects, c.bytes_read
-                )),
+                out: Some(read(c.objects, c.bytes_read)),
             })
             .collect(),
     });

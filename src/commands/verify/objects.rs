@@ -243,7 +243,8 @@ fn check_chunks(
             checked.len() - before
         ),
         shared: false,
-        problem: (!damaged.is_empty()).then(|| format!("{} damaged chunk(s)", damaged.len())),
+        problem: (!damaged.is_empty())
+            .then(|| crate::units::count(damaged.len() as u64, "damaged chunk")),
     });
     Ok(())
 }

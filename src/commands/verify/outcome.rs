@@ -247,24 +247,24 @@ fn show(f: &Findings) -> Result<()> {
     }
     if audit.checked {
         ui::out(&format!(
-            "ledger: {} transfer(s) on the store account, balance {} bytes, manifests retain {} bytes{}{}{}",
-            audit.transfers,
+            "ledger: {} on the store account, balance {} bytes, manifests retain {} bytes{}{}{}",
+            count(audit.transfers as u64, "transfer"),
             audit.store_balance.unwrap_or(0),
             audit.retained_bytes,
             if audit.reconciled.is_empty() {
                 String::new()
             } else {
                 format!(
-                    ", {} backup(s) of killed runs recorded now (the next verify checks the balance)",
-                    audit.reconciled.len()
+                    ", {} of killed runs recorded now (the next verify checks the balance)",
+                    count(audit.reconciled.len() as u64, "backup")
                 )
             },
             if audit.pending.is_empty() {
                 String::new()
             } else {
                 format!(
-                    ", {} record(s) or deletion(s) not finished yet (the next run finishes them)",
-                    audit.pending.len()
+                    ", {} not finished yet (records or deletions; the next run finishes them)",
+                    count(audit.pending.len() as u64, "ledger entry")
                 )
             },
             if audit.problems.is_empty() {

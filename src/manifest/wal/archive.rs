@@ -464,7 +464,8 @@ impl Archive {
             match gaps.len() {
                 0 => "no gaps".to_string(),
                 n => format!(
-                    "{n} gap(s): {}",
+                    "{}: {}",
+                    crate::units::count(n as u64, "gap"),
                     gaps.iter()
                         .map(|(_, a, b)| format!("after {a} up to {b}"))
                         .collect::<Vec<_>>()

@@ -853,10 +853,10 @@ impl<'c> Replay<'c> {
             .map(|(id, at)| format!("{id:#x} at {at}"))
             .collect();
         format!(
-            "; {} pending transfer(s) had expired in the source before this event ({}{}), but \
+            "; {} had expired in the source before this event ({}{}), but \
              TigerBeetle cannot import an expiry, so their amounts are still reserved (and \
              accounts they closed still closed) in the target",
-            expired.len(),
+            crate::units::count(expired.len() as u64, "pending transfer"),
             list.join(", "),
             if expired.len() > 5 { ", ..." } else { "" }
         )

@@ -1,0 +1,202 @@
+//! Small wrong answers an operator meets, through the real binary: a key file
+//! other users may read (refused, as ssh refuses such a private key), and
+//! `restore --dry-run`'s times and staging directory.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use common::{assert_exit, formatted_data_file, json, setup, StoreKind};
+
+fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts that `out` refused `key` (a path) for its mode `mode`, with the fix.
+fn refused_for_its_mode(out: &std::process::Output, key: &Path, mode: &str) {
+    assert_exit(out, 3);
+    let err = stderr(out);
+    let shown = key.display().to_string();
+    assert!(err.contains(&shown), "names the file: {err}");
+    assert!(err.contains(mode), "names the mode {mode}: {err}");
+    assert!(
+        err.contains(&format!("chmod 600 {shown}")),
+        "says how to fix it: {err}"
+    );
+}
+
+#[test]
+fn a_key_file_others_may_read_is_refused_with_the_chmod_that_fixes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(&data, StoreKind::Local, "");
+    let key = s.path("key");
+    assert_exit(&s.bkp(&["list"]), 0);
+
+    // What `echo … > key` leaves under the usual umask.
+    chmod(&key, 0o644);
+    refused_for_its_mode(&s.bkp(&["list"]), &key, "0644");
+    refused_for_its_mode(&s.bkp(&["snapshot"]), &key, "0644");
+
+    // `bkp check` shows it as a failed check, not as a valid key.
+    let out = s.bkp(&["--json", "check"]);
+    assert_exit(&out, 3);
+    let v = json(&out);
+    let keys = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "keys")
+        .unwrap()
+        .clone();
+    assert_eq!(keys["ok"], false, "{v}");
+    assert!(
+        keys["detail"].as_str().unwrap().contains("chmod 600"),
+        "{keys}"
+    );
+
+    // A group that may replace the key is refused too; a group that may only
+    // read it is accepted only when root owns the file (root chose the group).
+    chmod(&key, 0o660);
+    refused_for_its_mode(&s.bkp(&["list"]), &key, "0660");
+    chmod(&key, 0o640);
+    let out = s.bkp(&["list"]);
+    if fs::metadata(&key).unwrap().uid() == 0 {
+        assert_exit(&out, 0);
+    } else {
+        refused_for_its_mode(&out, &key, "0640");
+    }
+
+    chmod(&key, 0o600);
+    assert_exit(&s.bkp(&["list"]), 0);
+    chmod(&key, 0o400);
+    assert_exit(&s.bkp(&["list"]), 0);
+}
+
+#[test]
+fn an_old_key_and_a_signing_key_others_may_read_are_refused_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(&data, StoreKind::Local, "");
+    let old = s.path("old.key");
+    fs::write(&old, [3u8; 32]).unwrap();
+    chmod(&old, 0o604);
+    let cfg = fs::read_to_string(&s.config).unwrap().replace(
+        "key_file = \"key\"\n",
+        "key_file = \"key\"\n[[encryption.old_keys]]\nkey_file = \"old.key\"\n",
+    );
+    fs::write(&s.config, cfg).unwrap();
+    refused_for_its_mode(&s.bkp(&["list"]), &old, "0604");
+    chmod(&old, 0o600);
+    assert_exit(&s.bkp(&["list"]), 0);
+
+    // A write-only host's signing key, as `bkp key generate` wrote it, then
+    // opened to everyone.
+    let signing = s.path("signing.key");
+    let out = common::run_bkp(
+        &[
+            "key",
+            "generate",
+            "--type",
+            "ed25519",
+            signing.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(
+        fs::metadata(&signing).unwrap().mode() & 0o777,
+        0o400,
+        "bkp key generate writes a key only its owner reads"
+    );
+    let identity = s.path("identity");
+    let out = common::run_bkp(
+        &[
+            "key",
+            "generate",
+            "--type",
+            "x25519",
+            identity.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_exit(&out, 0);
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let recipient = printed
+        .lines()
+        .find(|l| l.starts_with("recipient = "))
+        .unwrap_or_else(|| panic!("{printed}"));
+    let host = s.path("host.toml");
+    fs::write(
+        &host,
+        format!(
+            "work_dir = \"work-host\"\n[store]\ntype = \"local\"\npath = \"store-host\"\n\
+             [encryption]\n{recipient}\nsigning_key_file = \"signing.key\"\n"
+        ),
+    )
+    .unwrap();
+    let list = || common::run_bkp(&["--config", host.to_str().unwrap(), "list"], &[]);
+    assert_exit(&list(), 0);
+    chmod(&signing, 0o644);
+    refused_for_its_mode(&list(), &signing, "0644");
+}
+
+/// `restore --dry-run` of a snapshot, run in the setup's directory with a
+/// relative target.
+fn dry_run(s: &common::Setup, json: bool) -> std::process::Output {
+    let mut cmd = common::bkp_command(&s.env);
+    cmd.current_dir(s.path(""))
+        .args(["--config", s.config.to_str().unwrap()]);
+    if json {
+        cmd.arg("--json");
+    }
+    cmd.args(["restore", "latest", "--dry-run", "--target", "restored"]);
+    common::run(&mut cmd, None, common::BKP_TIMEOUT)
+}
+
+#[test]
+fn a_restore_dry_run_prints_times_as_every_line_does_and_where_it_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(&data, StoreKind::Local, "");
+    let out = s.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    let started = json(&out)["manifest"]["started_at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(started.ends_with('Z'), "{started}");
+
+    let out = dry_run(&s, false);
+    assert_exit(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains(&format!("({started})")),
+        "the backup's time as the manifest and `bkp show` write it, {started}: {text}"
+    );
+    assert!(!text.contains("+00:00:00"), "{text}");
+    let here = fs::canonicalize(s.path("")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("would stage"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.ends_with(&format!("in {}", here.display()))
+            || line.ends_with(&format!("in {}", s.path("").display())),
+        "names the directory it stages in: {line}"
+    );
+
+    let out = dry_run(&s, true);
+    assert_exit(&out, 0);
+    let staging = json(&out)["staging_in"].as_str().unwrap().to_string();
+    assert!(
+        Path::new(&staging).is_absolute() && !staging.is_empty(),
+        "{staging:?}"
+    );
+}
