@@ -26,7 +26,6 @@ mod kinds;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Output;
@@ -283,9 +282,7 @@ const PREFIX: &str = "team/bkp";
 impl Case {
     /// A config with a store, a key, the shared audit ledger and `section`.
     fn new(dir: tempfile::TempDir, store: Store, section: &str, name: &str) -> Case {
-        let key = dir.path().join("key");
-        fs::write(&key, [7u8; 32]).unwrap();
-        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+        common::write_key(dir.path().join("key"), [7u8; 32]);
         let (store_toml, env, bucket) = match store {
             Store::Local => (
                 "[store]\ntype = \"local\"\npath = \"store\"\n".to_string(),
