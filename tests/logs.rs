@@ -171,6 +171,9 @@ fn an_unreachable_cluster_is_transient_and_stores_nothing() {
     );
 }
 
+/// The backlog [`a_killed_run_resumes_without_gap_or_duplicate`] captures.
+const TRANSFERS: u64 = 300_000;
+
 #[test]
 fn a_killed_run_resumes_without_gap_or_duplicate() {
     let tb = TigerBeetle::start();
@@ -179,7 +182,7 @@ fn a_killed_run_resumes_without_gap_or_duplicate() {
             "benchmark",
             &format!("--addresses={}", tb.address()),
             "--account-count=1000",
-            "--transfer-count=300000",
+            &format!("--transfer-count={TRANSFERS}"),
             "--transfer-batch-count=250",
             "--account-batch-count=250",
         ])
@@ -232,8 +235,8 @@ fn a_killed_run_resumes_without_gap_or_duplicate() {
         }
     }
     assert_eq!(total_accounts, 1000);
-    assert_eq!(total_transfers, 200_000);
-    assert_eq!(ids.len(), 200_000, "a transfer was captured twice");
+    assert_eq!(total_transfers, TRANSFERS);
+    assert_eq!(ids.len() as u64, TRANSFERS, "a transfer was captured twice");
 }
 
 #[test]

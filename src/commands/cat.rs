@@ -267,8 +267,9 @@ fn not_chunked(m: &Manifest, name: &str) -> anyhow::Error {
     coded(
         Code::Config,
         format!(
-            "backup {} stores {name} inside its object(s) {}, not as chunks: `bkp cat OBJECT` writes one (a snapshot's is a tar stream: `bkp cat OBJECT | tar x {name}`)",
+            "backup {} stores {name} inside its {} ({}), not as chunks: `bkp cat OBJECT` writes one (a snapshot's is a tar stream: `bkp cat OBJECT | tar x {name}`)",
             m.id,
+            if keys.len() == 1 { "object" } else { "objects" },
             keys.join(", ")
         ),
     )
