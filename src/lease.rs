@@ -57,6 +57,7 @@ use crate::exit::{coded, Code};
 use crate::manifest::seal::{self, Trust};
 
 use crate::store::Store;
+use crate::units::rfc3339;
 
 /// The lease's documents carry this schema.
 const SCHEMA: &str = "bkp.lease/1";
@@ -171,11 +172,6 @@ struct Listed {
     key: String,
     /// When the store says it was written.
     modified: Option<OffsetDateTime>,
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
 }
 
 /// What the newest epochs of a scope say.

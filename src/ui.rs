@@ -274,14 +274,6 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
-/// An instant as bkp's lines and documents write it: RFC 3339, in UTC
-/// (`2026-11-26T16:00:10.777729877Z`).
-pub fn utc(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
-}
-
 pub fn size(bytes: u64) -> String {
     humansize::format_size(bytes, humansize::BINARY)
 }

@@ -119,6 +119,14 @@ pub fn deadline(d: Duration) -> std::time::Instant {
         .unwrap_or(now + Duration::from_secs(86_400))
 }
 
+/// An instant as bkp's lines and documents write it: RFC 3339, in UTC
+/// (`2026-11-26T16:00:10.777729877Z`).
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
 #[cfg(test)]
 mod tests {
 

@@ -60,6 +60,7 @@ use crate::retention::{self, Candidate, Decision};
 use crate::store::s3::Retained;
 use crate::store::Store;
 use crate::ui;
+use crate::units::rfc3339;
 
 /// The candidates retention sees for `manifests`.
 pub fn candidates(manifests: &[Manifest]) -> Vec<Candidate> {
@@ -598,11 +599,6 @@ fn retained(
         }
     }
     Ok(locked)
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// Objects no manifest names (`named`, nor `doomed` on a dry run), older

@@ -20,8 +20,8 @@ use crate::exit::{coded, Code};
 use crate::manifest::{self, Kind, Unreadable};
 use crate::schedule::{decide, Newest, Schedule, State, Verdict};
 use crate::store::Store;
-use crate::ui;
 pub use crate::ui::human_duration;
+use crate::{ui, units};
 
 /// The environment variable that fixes "now" (RFC 3339), for tests.
 pub const NOW_ENV: &str = "BKP_NOW";
@@ -100,11 +100,6 @@ pub fn now() -> Result<OffsetDateTime> {
         }),
         _ => Ok(OffsetDateTime::now_utc()),
     }
-}
-
-/// `2d 3h`, `6h 2m`, `14m 5s`, `42s`.
-fn rfc3339(t: OffsetDateTime) -> Option<String> {
-    t.format(&Rfc3339).ok()
 }
 
 pub fn run(ctx: &Ctx) -> Result<()> {
@@ -197,10 +192,10 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                     "command": s.command(),
                     "newest": v.newest.map(|n| json!({
                         "id": n.id,
-                        "finished_at": rfc3339(n.finished_at),
+                        "finished_at": units::rfc3339(n.finished_at),
                     })),
                     "age_seconds": v.age.map(|a| a.as_secs()),
-                    "next_due": rfc3339(v.next_due),
+                    "next_due": units::rfc3339(v.next_due),
                     "rpo_seconds": v.rule.rpo.as_secs(),
                     "grace_seconds": v.rule.grace.as_secs(),
                     "every_seconds": v.rule.every.as_secs(),
@@ -211,7 +206,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             .collect();
         ui::out(&serde_json::to_string_pretty(&json!({
             "schema": "bkp.status/1",
-            "now": rfc3339(now),
+            "now": units::rfc3339(now),
             "store": store.identity(),
             "ok": verdicts.iter().all(|v| !v.state.is_alarm()) && wal_alarms.is_empty() && stopped.is_none() && junk == 0,
             "replica_stopped": stopped.as_ref().map(|s| json!({

@@ -352,10 +352,7 @@ pub fn lost_error(
     key: &str,
     h: &Head,
 ) -> anyhow::Error {
-    let at = |t: OffsetDateTime| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
-    };
+    let at = crate::units::rfc3339;
     let listed = match newest {
         Some(m) => format!(
             "the newest {} backup it shows is {} (started {})",

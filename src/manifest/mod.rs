@@ -25,6 +25,7 @@ use crate::id::BackupId;
 pub use crate::kinds::{Kind, Scope};
 use crate::stages::compress::Compression;
 use crate::store::Store;
+use crate::units::rfc3339;
 pub use seal::Trust;
 
 pub mod catalog;
@@ -364,11 +365,6 @@ pub(crate) fn admit(m: &Manifest, vouch: Option<&str>, trust: &Trust) -> Result<
         ));
     }
     m.check_keys()
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
 }
 
 /// Whether `key` is a plain object key under `{kind}/`: no empty, `.` or `..`

@@ -128,7 +128,7 @@ pub fn run(
             "schema": "bkp.restore-plan/1",
             "kind": rp.kind,
             "backup": rp.backup.as_ref().map(|m| m.id),
-            "at": rp.at.map(ui::utc),
+            "at": rp.at.map(units::rfc3339),
             "replicas": (rp.kind == Kind::Tigerbeetle && rp.at.is_some()).then_some(args.replicas),
             "reads": read.iter().map(|m| json!({
                 "id": m.id,
@@ -151,14 +151,14 @@ pub fn run(
                 m.kind.as_str(),
                 m.operation,
                 m.id,
-                ui::utc(m.started_at),
+                units::rfc3339(m.started_at),
                 rp.at
-                    .map(|t| format!(" and replay the log up to {}", ui::utc(t)))
+                    .map(|t| format!(" and replay the log up to {}", units::rfc3339(t)))
                     .unwrap_or_default()
             ))?,
             None => ui::out(&format!(
                 "would replay the log from the beginning up to {}{}",
-                rp.at.map(ui::utc).unwrap_or_default(),
+                rp.at.map(units::rfc3339).unwrap_or_default(),
                 if args.replicas > 1 {
                     format!(
                         " into a private cluster of {} fresh replicas, one data file each",

@@ -40,6 +40,7 @@ use super::Source;
 use crate::exit::{coded, Code};
 use crate::manifest::wal::{self, FileKind, Stored};
 use crate::manifest::Manifest;
+use crate::units::rfc3339;
 
 /// Segments archived up to this long after T are fetched: the segment holding
 /// the first commit after T is archived after it, and the store's clock may
@@ -447,11 +448,6 @@ pub fn to_fetch(all: &[Stored], start: u64, until: OffsetDateTime) -> Vec<Stored
         }
     }
     out
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// `2026-11-23 10:00:01.234567+00` (PostgreSQL's log format) → a time.
