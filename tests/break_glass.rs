@@ -206,7 +206,7 @@ fn show_counts_the_objects_restore_and_verify_read() {
         "{plan:#}"
     );
 
-    // verify reads the same bytes (the list and each chunk).
+    // verify reads the same objects and bytes (the list and each chunk).
     let out = s.bkp(&["--json", "verify"]);
     assert_exit(&out, 0);
     let report = common::json(&out);
@@ -215,6 +215,12 @@ fn show_counts_the_objects_restore_and_verify_read() {
     let chunks = m["chunks"]["stored_bytes"].as_u64().unwrap();
     assert_eq!(read, list + chunks, "{report:#}");
     assert_eq!(size, format_size(read));
+    // And counts as many objects.
+    assert_eq!(
+        report["backups"][0]["objects"].as_u64().unwrap() as usize,
+        count,
+        "{report:#}"
+    );
 }
 
 /// `bytes` as bkp prints sizes (binary units, two decimals).
