@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Stdio;
 
-use common::{assert_exit, bkp_command, repl, run_bkp, TigerBeetle};
+use common::{assert_exit, bkp_command, repl, TigerBeetle};
 
 /// The `--addresses` of the `tigerbeetle start` that process `parent` runs.
 fn private_replica_of(parent: u32) -> String {
@@ -36,12 +35,6 @@ fn private_replica_of(parent: u32) -> String {
     panic!("process {parent} runs no private replica")
 }
 
-fn bkp(cfg: &Path, args: &[&str]) -> std::process::Output {
-    let mut all = vec!["--config", cfg.to_str().unwrap()];
-    all.extend_from_slice(args);
-    run_bkp(&all, &[])
-}
-
 #[test]
 fn a_row_written_into_the_private_replica_during_replay_stops_the_restore() {
     let tb = TigerBeetle::start();
@@ -59,7 +52,7 @@ fn a_row_written_into_the_private_replica_during_replay_stops_the_restore() {
         &address,
         "create_transfers id=11 debit_account_id=1 credit_account_id=2 amount=100 ledger=700 code=10;",
     );
-    assert_exit(&bkp(&s.config, &["logs"]), 0);
+    assert_exit(&s.bkp(&["logs"]), 0);
     std::thread::sleep(std::time::Duration::from_millis(20));
     let at = common::rfc3339(time::OffsetDateTime::now_utc());
     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -95,9 +88,6 @@ fn a_row_written_into_the_private_replica_during_replay_stops_the_restore() {
     assert!(!target.exists(), "nothing is delivered");
 
     // Left alone, the same restore delivers the log's state.
-    let out = bkp(
-        &s.config,
-        &["restore", "--at", &at, "--target", target.to_str().unwrap()],
-    );
+    let out = s.bkp(&["restore", "--at", &at, "--target", target.to_str().unwrap()]);
     assert_exit(&out, 0);
 }

@@ -14,6 +14,12 @@ fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// `bkp key generate --type TYPE PATH`.
+fn generate(kind: &str, path: &Path) -> std::process::Output {
+    let path = path.to_str().unwrap();
+    common::run_bkp(&["key", "generate", "--type", kind, path], &[])
+}
+
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -99,16 +105,7 @@ fn an_old_key_and_a_signing_key_others_may_read_are_refused_too() {
     // A write-only host's signing key, as `bkp key generate` wrote it, then
     // opened to everyone.
     let signing = s.path("signing.key");
-    let out = common::run_bkp(
-        &[
-            "key",
-            "generate",
-            "--type",
-            "ed25519",
-            signing.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let out = generate("ed25519", &signing);
     assert_exit(&out, 0);
     assert_eq!(
         fs::metadata(&signing).unwrap().mode() & 0o777,
@@ -116,16 +113,7 @@ fn an_old_key_and_a_signing_key_others_may_read_are_refused_too() {
         "bkp key generate writes a key only its owner reads"
     );
     let identity = s.path("identity");
-    let out = common::run_bkp(
-        &[
-            "key",
-            "generate",
-            "--type",
-            "x25519",
-            identity.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let out = generate("x25519", &identity);
     assert_exit(&out, 0);
     let printed = String::from_utf8_lossy(&out.stdout).into_owned();
     let recipient = printed
