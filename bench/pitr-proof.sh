@@ -2,22 +2,28 @@
 # Proof of exact point-in-time recovery on a cluster as production runs it. Not a
 # test (it takes minutes): run it after changing capture, replay or restore.
 #
-# Starts a TigerBeetle cluster of REPLICAS replicas (default 3) on loopback and a
-# load generator that makes accounts, plain transfers, pending transfers with and
-# without timeouts (some expire), posts, voids, linked chains, balancing and
-# closing transfers, recording every account's balances at many instants (read
-# twice around the instant: an instant whose reads differ, an expiry in between,
-# is not used). `bkp logs` runs every few batches, `bkp snapshot` twice (one
-# replica stopped for it, as an operator would). Then it restores `--at` INSTANTS
-# of those instants (default 12, spread from before the first snapshot to the
-# end), alternately as a cluster of REPLICAS data files (`--replicas`) and as one
-# data file, starts what was restored and compares every balance exactly.
+# Starts a TigerBeetle cluster of REPLICAS replicas (default 3; 6 as production may
+# run) on loopback and a load generator that makes accounts, plain transfers,
+# pending transfers with and without timeouts (some expire), posts, voids, linked
+# chains, balancing and closing transfers, recording every account's balances at
+# many instants (read twice around the instant: an instant whose reads differ, an
+# expiry in between, is not used). Mid-load the primary (replica 0) is killed with
+# SIGKILL and restarted two batches later. `bkp logs` runs every few batches; for a
+# cluster, `bkp snapshot --from-log` builds a base three times during the load (for
+# one replica, `bkp snapshot` copies the stopped replica's file twice). Then it
+# restores `--at` INSTANTS of those instants (default 12, spread from before the
+# first base to the end), in turn as REPLICAS data files (`--replicas`, from the
+# newest base before the instant), into a running cluster started from that base
+# (`restore BASE`, then `--into`), and as one data file; starts what was restored and
+# compares every balance exactly.
 #
-# Prints the figures and writes them to bench/pitr-proof-results.md (or RESULTS;
-# results of REPLICAS=3 and REPLICAS=1 runs are kept side by side). Exit 1 on any
-# mismatch, leaving the results file as it was.
+# Prints the figures (the base used, the events replayed and the time of each
+# restore) and writes them to bench/pitr-proof-results.md (or RESULTS; results of
+# REPLICAS=3, 6 and 1 runs are kept side by side). Exit 1 on any mismatch, leaving
+# the results file as it was.
 #
 #   bench/pitr-proof.sh
+#   REPLICAS=6 bench/pitr-proof.sh
 #   REPLICAS=1 BATCHES=60 INSTANTS=15 bench/pitr-proof.sh
 #   RESULTS=/tmp/smoke.md BATCHES=6 INSTANTS=2 bench/pitr-proof.sh
 set -euo pipefail
@@ -173,8 +179,11 @@ replica_args = ["--development"]
     next_id = 1000
     open_pendings = []  # pending transfers without a timeout, not yet resolved
     closing_pending = None
-    recorded = []  # (instant, balances, snapshots taken before it)
+    recorded = []  # (instant, balances, bases taken before it)
     snapshots = 0
+    crash_at = batches // 2 + 1
+    base_points = ((batches // 4, batches // 2, 3 * batches // 4) if replicas > 1
+                   else (batches // 3, 2 * batches // 3))
     counts = {"plain": 0, "pending": 0, "timeout": 0, "post": 0, "void": 0, "linked": 0,
               "balancing": 0, "closing": 0}
     began = time.time()
@@ -222,6 +231,15 @@ replica_args = ["--development"]
         elif closing_pending is not None and b % 7 == 5:
             resolve("void_pending_transfer", closing_pending)
             closing_pending = None; counts["void"] += 1
+        if b == crash_at:
+            # The primary of view 0 dies mid-load; the others carry on.
+            src.children[0].send_signal(signal.SIGKILL)
+            src.children[0].wait()
+            src.children[0] = None
+            if replicas == 1:
+                src.start(0)
+        if b == crash_at + 2 and src.children[0] is None:
+            src.start(0)
         repl(src.addresses, "create_transfers " + ", ".join(ts) + ";")
         before = balances(src.addresses)
         instant = time.time()
@@ -231,10 +249,14 @@ replica_args = ["--development"]
             recorded.append((instant, before, snapshots))
         if b % 5 == 4:
             run_bkp(cfg, "logs")
-        if b in (batches // 3, 2 * batches // 3):
-            src.stop(snap_replica)
-            run_bkp(cfg, "snapshot")
-            src.start(snap_replica)
+        if b in base_points:
+            if replicas > 1:
+                run_bkp(cfg, "logs")
+                run_bkp(cfg, "snapshot", "--from-log")
+            else:
+                src.stop(snap_replica)
+                run_bkp(cfg, "snapshot")
+                src.start(snap_replica)
             snapshots += 1
     run_bkp(cfg, "logs")
     load_secs = time.time() - began
@@ -244,25 +266,48 @@ replica_args = ["--development"]
     chosen = sorted({min(len(recorded) - 1, round(i * step)) for i in range(instants)})
     src.stop_all()
     rows, failures = [], 0
+    modes = ["cluster", "into", "file"] if replicas > 1 else ["file"]
     for n, k in enumerate(chosen):
         instant, want, snaps = recorded[k]
-        as_cluster = replicas > 1 and n % 2 == 0
+        mode = modes[n % len(modes)]
+        at = rfc3339(instant)
         target = os.path.join(work, f"restored-{n}")
-        args = ["--json", "restore", "--at", rfc3339(instant), "--target", target]
-        if as_cluster:
-            args += ["--replicas", str(replicas)]
         t0 = time.time()
-        report = json.loads(run_bkp(cfg, *args).stdout)
-        secs = time.time() - t0
-        restored = Cluster([os.path.join(target, f["name"]) for f in report["files"]], fresh=False)
+        if mode == "into":
+            plan = json.loads(run_bkp(cfg, "--json", "restore", "--at", at, "--target", target,
+                                      "--replicas", str(replicas), "--dry-run").stdout)
+            base = plan["backup"]
+            if base:
+                run_bkp(cfg, "restore", base, "--target", target)
+                restored = Cluster([os.path.join(target, f"0_{i}.tigerbeetle")
+                                    for i in range(replicas)], fresh=False)
+            else:
+                os.makedirs(target)
+                restored = Cluster([os.path.join(target, f"0_{i}.tigerbeetle")
+                                    for i in range(replicas)], fresh=True)
+            report = json.loads(run_bkp(cfg, "--json", "restore", "--at", at, "--into",
+                                        restored.addresses).stdout)
+            report["id"] = base
+            secs = time.time() - t0
+        else:
+            args = ["--json", "restore", "--at", at, "--target", target]
+            if mode == "cluster":
+                args += ["--replicas", str(replicas)]
+            report = json.loads(run_bkp(cfg, *args).stdout)
+            secs = time.time() - t0
+            restored = Cluster([os.path.join(target, f["name"]) for f in report["files"]],
+                               fresh=False)
         got = balances(restored.addresses)
         restored.stop_all()
         shutil.rmtree(target)
         ok = got == want
         failures += not ok
-        shape = f"{replicas} data files" if as_cluster else "1 data file"
-        rows.append(f"| {rfc3339(instant)} | {snaps} | {shape} | {report['replayed']['segments']} "
-                    f"| {report['replayed']['transfers']} | {report['replayed']['expiries']} "
+        shape = {"cluster": f"{replicas} data files", "into": f"--into {replicas} replicas",
+                 "file": "1 data file"}[mode]
+        r = report["replayed"]
+        events = r["accounts"] + r["transfers"] + r["expiries"]
+        rows.append(f"| {at} | {snaps} | {(report.get('id') or 'the log')[:13]} | {shape} "
+                    f"| {r['segments']} | {events} | {r['expiries']} "
                     f"| {secs:.1f} | {'exact' if ok else 'MISMATCH'} |")
         print(rows[-1], flush=True)
         if not ok:
@@ -273,9 +318,12 @@ replica_args = ["--development"]
             f"{len(recorded)} instants recorded, {len(chosen)} restored; "
             f"{time.strftime('%Y-%m-%d', time.gmtime())}\n\n"
             f"Load: {', '.join(f'{v} {k}' for k, v in counts.items())} transfers "
-            f"(pending with timeouts of 1, 2, 3 s or 1 h; closing ones voided later).\n\n"
-            "| --at | snapshots before | restored as | segments | transfers | expiries | seconds | balances |\n"
-            "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            f"(pending with timeouts of 1, 2, 3 s or 1 h; closing ones voided later); "
+            f"replica 0 killed (SIGKILL) before batch {crash_at} and restarted two batches "
+            f"later.\n\n"
+            "| --at | bases before | from | restored as | segments | events replayed | expiries "
+            "| seconds | balances |\n"
+            "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
     print(head)
     if failures:
         sys.exit(f"{failures} restore(s) did not match: {results} is left as it was")

@@ -960,7 +960,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__snapshot)
-            opts="-c -q -v -h --kind --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --kind --from-log --config --json --quiet --verbose --no-progress --wait --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

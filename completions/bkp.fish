@@ -54,6 +54,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l kind -d 'What to sn
 postgres\t'A PostgreSQL base backup (`pg_basebackup`).'"
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
+complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l from-log -d 'TigerBeetle: build a base of the whole cluster (tigerbeetle.addresses) from its log instead of copying a data file: the newest base (or fresh replicas) is started on loopback, the log since it replayed, and the N data files stored. `restore --at TIME --replicas N` starts from the newest base at or before TIME. Runs where the key is; needs tigerbeetle.binary'
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'

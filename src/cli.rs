@@ -325,6 +325,13 @@ pub struct SnapshotArgs {
     /// one, else the [postgres] server).
     #[arg(long, value_enum)]
     pub kind: Option<SnapshotKind>,
+    /// TigerBeetle: build a base of the whole cluster (tigerbeetle.addresses) from
+    /// its log instead of copying a data file: the newest base (or fresh replicas)
+    /// is started on loopback, the log since it replayed, and the N data files
+    /// stored. `restore --at TIME --replicas N` starts from the newest base at or
+    /// before TIME. Runs where the key is; needs tigerbeetle.binary.
+    #[arg(long, conflicts_with = "kind")]
+    pub from_log: bool,
 }
 
 #[derive(Debug, Args)]

@@ -140,6 +140,9 @@ fn snapshot(ctx: &commands::Ctx, a: &cli::SnapshotArgs) -> Result<()> {
         .is_some_and(|t| t.data_file.is_some());
     // With a data file, a bare `bkp snapshot` stays what it always was (a
     // TigerBeetle snapshot), so adding [postgres] for dumps changes no timer.
+    if a.from_log {
+        return commands::base::run(ctx);
+    }
     let kind = match (a.kind, tb, plan.postgres.is_some()) {
         (Some(SnapshotKind(k)), _, _) => k,
         (None, false, true) => Kind::Postgres,

@@ -5,39 +5,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{assert_exit, repl, run_bkp, tool, walk, TigerBeetle};
-
-/// Accounts 1 to 4, which [`balances`] reads and [`source`] creates.
-const FOUR_ACCOUNTS: &str =
-    "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700, id=3 code=10 ledger=700, id=4 code=10 ledger=700;";
-
-/// Every account's (debits pending, debits posted, credits pending, credits posted).
-type Balances = BTreeMap<String, [String; 4]>;
-
-/// Accounts 1 to 4's [`Balances`].
-fn balances(address: &str) -> Balances {
-    let text = repl(address, "lookup_accounts id=1, id=2, id=3, id=4;");
-    serde_json::Deserializer::from_str(&text)
-        .into_iter::<serde_json::Value>()
-        .map(|v| {
-            let v = v.unwrap();
-            let f = |k: &str| v[k].as_str().unwrap().to_string();
-            (
-                f("id"),
-                [
-                    f("debits_pending"),
-                    f("debits_posted"),
-                    f("credits_pending"),
-                    f("credits_posted"),
-                ],
-            )
-        })
-        .collect()
-}
+use common::cluster::{balances, Balances, Cluster as Cluster3, FOUR_ACCOUNTS};
+use common::{assert_exit, repl, run_bkp, walk, TigerBeetle};
 
 fn bkp(cfg: &Path, args: &[&str]) -> std::process::Output {
     let mut all = vec!["--config", cfg.to_str().unwrap()];
@@ -270,125 +242,12 @@ fn pending_transfers_that_expire_or_outlive_a_snapshot_restore_exactly() {
     }
 }
 
-/// A three-replica development cluster on loopback, each replica's output in its
-/// own log; every replica is killed on drop.
-struct Cluster3 {
-    dir: tempfile::TempDir,
-    ports: [u16; 3],
-    children: [Option<std::process::Child>; 3],
-}
-
-impl Cluster3 {
-    fn new() -> Cluster3 {
-        Cluster3 {
-            ports: [
-                common::free_port(),
-                common::free_port(),
-                common::free_port(),
-            ],
-            dir: tempfile::tempdir().unwrap(),
-            children: [None, None, None],
-        }
-    }
-
-    /// Starts a cluster on the three data files `0_0.tigerbeetle` … in `from`
-    /// (moved into the cluster's own directory).
-    fn adopt(from: &Path) -> Cluster3 {
-        let mut c = Cluster3::new();
-        for i in 0..3 {
-            fs::rename(from.join(format!("0_{i}.tigerbeetle")), c.file(i)).unwrap();
-        }
-        for i in 0..3 {
-            c.start_replica(i);
-        }
-        c
-    }
-
-    fn start() -> Cluster3 {
-        let mut c = Cluster3::new();
-        for i in 0..3 {
-            let out = std::process::Command::new(tool("tigerbeetle"))
-                .args([
-                    "format",
-                    "--cluster=0",
-                    &format!("--replica={i}"),
-                    "--replica-count=3",
-                    "--development",
-                ])
-                .arg(c.file(i))
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        for i in 0..3 {
-            c.start_replica(i);
-        }
-        c
-    }
-
-    fn addresses(&self) -> String {
-        self.ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn file(&self, i: usize) -> PathBuf {
-        self.dir.path().join(format!("0_{i}.tigerbeetle"))
-    }
-
-    fn start_replica(&mut self, i: usize) {
-        let log = fs::File::create(self.dir.path().join(format!("replica{i}.log"))).unwrap();
-        let child = std::process::Command::new(tool("tigerbeetle"))
-            .arg("start")
-            .arg(format!("--addresses={}", self.addresses()))
-            .arg("--development")
-            .arg(self.file(i))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.children[i] = Some(child);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", self.ports[i])).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "replica {i} did not come up"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    }
-
-    /// SIGTERM, then waits until the data file is free.
-    fn stop_replica(&mut self, i: usize) {
-        if let Some(mut child) = self.children[i].take() {
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            child.wait().unwrap();
-            common::wait_unlocked(&self.file(i), std::time::Duration::from_secs(10)).unwrap();
-        }
-    }
-}
-
-impl Drop for Cluster3 {
-    fn drop(&mut self) {
-        for child in self.children.iter_mut().flatten() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// A snapshot of one replica of a three-replica cluster cannot run alone (its
 /// superblock says three), so a point-in-time restore from it says so and replays
 /// the log alone into a fresh one-replica file, with the source's balances.
 #[test]
 fn a_snapshot_of_one_replica_of_three_restores_from_the_log_alone() {
-    let mut cluster = Cluster3::start();
+    let mut cluster = Cluster3::start(3);
     let addresses = cluster.addresses();
     let (dir, cfg) = source(&cluster.file(1), &addresses);
     repl(&addresses, "create_transfers id=10 debit_account_id=1 credit_account_id=2 amount=100 ledger=700 code=10;");
@@ -452,7 +311,7 @@ fn the_log_replays_into_a_new_three_replica_cluster() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let target = Cluster3::start();
+    let target = Cluster3::start(3);
     let out = bkp(
         &cfg,
         &[
@@ -561,7 +420,7 @@ fn the_log_restores_as_the_data_files_of_a_three_replica_cluster() {
         "{report}"
     );
     // The three files run as a cluster of their own, at T.
-    let restored = Cluster3::adopt(&target);
+    let restored = Cluster3::adopt(&target, 3);
     assert_eq!(balances(&restored.addresses()), want);
 
     // Without the log's first segment there is no cluster to replay: the restore

@@ -70,7 +70,7 @@ pub fn candidates(manifests: &[Manifest]) -> Vec<Candidate> {
             id: m.id.to_string(),
             kind: m.kind,
             scope: m.scope,
-            started_at: m.started_at,
+            started_at: as_of(m),
             parent: m.parent.map(|p| p.to_string()),
             expires_at: (m.retention_days > 0)
                 .then(|| {
@@ -84,6 +84,19 @@ pub fn candidates(manifests: &[Manifest]) -> Vec<Candidate> {
             held: None,
         })
         .collect()
+}
+
+/// When a backup's state is from: its start, but for a TigerBeetle base built
+/// from the log, the time of its newest row (less a minute for the cluster's
+/// clock): the log it needs begins with the segment that holds that row, which
+/// may have ended before the base's run began, and retention's log window
+/// starts at the oldest kept snapshot's time.
+fn as_of(m: &Manifest) -> time::OffsetDateTime {
+    crate::manifest::tigerbeetle::base_newest(m)
+        .and_then(|n| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(n)).ok())
+        .map_or(m.started_at, |t| {
+            (t - time::Duration::minutes(1)).min(m.started_at)
+        })
 }
 
 /// What a backup is of, when a store can hold several sources of its kind: a

@@ -14,6 +14,7 @@ use crate::stages::progress::Progress;
 use crate::store::{local::LocalStore, s3::S3Store, Opened, Store};
 use crate::ui::Ui;
 
+pub mod base;
 pub mod cat;
 pub mod check;
 pub mod cleanup;

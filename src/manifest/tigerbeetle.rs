@@ -85,3 +85,30 @@ pub fn snapshot_newest(m: &Manifest) -> Option<u64> {
     }
     m.source.get("newest_timestamp").and_then(|v| v.as_u64())
 }
+
+/// The number of replicas whose data files a snapshot holds
+/// (`source.replica_count`): a base built from the log holds one file per
+/// replica of its cluster; a snapshot of a replica's data file is 1.
+pub fn replica_count(m: &Manifest) -> u8 {
+    m.source
+        .get("replica_count")
+        .and_then(|v| v.as_u64())
+        .and_then(|n| u8::try_from(n).ok())
+        .unwrap_or(1)
+}
+
+/// Whether `m` is a base built from its cluster's log (`bkp snapshot
+/// --from-log`): every row in it was replayed from the log, so it holds
+/// exactly the source's state at its newest timestamp.
+pub fn is_base(m: &Manifest) -> bool {
+    m.operation == SNAPSHOT && m.source.get("from_log").and_then(|v| v.as_bool()) == Some(true)
+}
+
+/// A base's newest timestamp: it restores any instant from there on, with
+/// the log after it.
+pub fn base_newest(m: &Manifest) -> Option<u64> {
+    if !is_base(m) {
+        return None;
+    }
+    m.source.get("newest_timestamp").and_then(|v| v.as_u64())
+}

@@ -160,6 +160,16 @@ pub fn start_cluster(
     for (i, file) in (0u8..).zip(files) {
         format(spec, file, i, count)?;
     }
+    start_cluster_on(spec, files)
+}
+
+/// Starts a private cluster on `files`, the data files of replicas 0 … N-1 of
+/// one cluster (as [`start_cluster`] formats them, or a stored base restored),
+/// each on a free loopback port, and waits until every replica serves.
+pub fn start_cluster_on(
+    spec: &ReplicaSpec,
+    files: &[PathBuf],
+) -> Result<(PrivateCluster, ClientSpec)> {
     // Every port is taken before any replica starts: each names all of them.
     let addresses: Vec<String> = free_ports(files.len())?
         .into_iter()

@@ -11,6 +11,7 @@
 //! [`shared_s3`] and [`shared_ledger`]: statics are never dropped.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod postgres;
 
 use std::collections::hash_map::RandomState;

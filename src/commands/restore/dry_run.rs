@@ -138,6 +138,7 @@ pub fn run(
             })).collect::<Vec<_>>(),
             "objects": objects,
             "bytes": bytes,
+            "events": read.iter().filter_map(|m| segment_events(m)).sum::<u64>(),
             "store": store.identity(),
             "target": args.target(),
             "staging_in": staging,
@@ -147,11 +148,18 @@ pub fn run(
     } else {
         match &rp.backup {
             Some(m) => ui::out(&format!(
-                "would restore {} {} {} ({}){}",
+                "would restore {} {} {} ({}){}{}",
                 m.kind.as_str(),
                 m.operation,
                 m.id,
                 units::rfc3339(m.started_at),
+                match crate::manifest::tigerbeetle::base_newest(m) {
+                    Some(n) => format!(
+                        ", a base of {} replicas built from the log (newest row at timestamp {n}), as a private cluster",
+                        crate::manifest::tigerbeetle::replica_count(m)
+                    ),
+                    None => String::new(),
+                },
                 rp.at
                     .map(|t| format!(" and replay the log up to {}", units::rfc3339(t)))
                     .unwrap_or_default()
@@ -169,19 +177,7 @@ pub fn run(
                 }
             ))?,
         }
-        for m in &read {
-            ui::out(&format!(
-                "  read {:<9} {}  {}, {}",
-                if m.operation == LOGS {
-                    "segment"
-                } else {
-                    m.operation.as_str()
-                },
-                m.id,
-                units::count(m.restore_reads().0 as u64, "object"),
-                ui::size(m.restore_reads().1)
-            ))?;
-        }
+        print_reads(&read)?;
         ui::out(&format!(
             "would read {}, {} from {}",
             units::count(objects as u64, "object"),
@@ -197,4 +193,41 @@ pub fn run(
     }
     // A refused target fails the dry run with the code the restore would have.
     target
+}
+
+/// The events a log segment's manifest records (accounts, transfers and
+/// expiries); `None` for anything else.
+fn segment_events(m: &Manifest) -> Option<u64> {
+    if m.operation != LOGS {
+        return None;
+    }
+    let n = |k: &str| m.source.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    Some(n("accounts") + n("transfers") + n("expiries"))
+}
+
+/// One line per manifest the restore reads (a segment with its events), and
+/// the most events the replay applies.
+fn print_reads(read: &[&Manifest]) -> Result<()> {
+    for m in read {
+        ui::out(&format!(
+            "  read {:<9} {}  {}, {}{}",
+            if m.operation == LOGS {
+                "segment"
+            } else {
+                m.operation.as_str()
+            },
+            m.id,
+            units::count(m.restore_reads().0 as u64, "object"),
+            ui::size(m.restore_reads().1),
+            segment_events(m).map_or(String::new(), |n| format!(", {}", units::count(n, "event")))
+        ))?;
+    }
+    let events: u64 = read.iter().filter_map(|m| segment_events(m)).sum();
+    if read.iter().any(|m| m.operation == LOGS) {
+        ui::out(&format!(
+            "would replay at most {} (the segments' accounts, transfers and expiries; those before the restored state's newest row are checked, not replayed)",
+            units::count(events, "event")
+        ))?;
+    }
+    Ok(())
 }

@@ -106,15 +106,21 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
             "--schema, --table and --no-owner are for PostgreSQL dumps: a backup of another kind restores whole",
         ));
     }
-    // A cluster of several replicas is replayed from the log alone.
+    // A cluster of several replicas starts from a base built from the log, or
+    // from nothing (see `tigerbeetle::run_cluster`), never from one replica's file.
     let rp = if args.replicas > 1 {
         if rp.kind != Kind::Tigerbeetle || rp.at.is_none() || args.backup != "latest" {
             return Err(coded(
                 Code::Config,
-                "--replicas delivers a TigerBeetle cluster replayed from the log alone: use it with --at TIME and `latest` (the default)",
+                "--replicas delivers a TigerBeetle cluster at a point in time: use it with --at TIME and `latest` (the default); a base restores by its id without --replicas",
             ));
         }
-        RestorePlan { backup: None, ..rp }
+        let cluster = tigerbeetle::configured_cluster(ctx, "--replicas")?.cluster_id;
+        let at_ns = rp
+            .at
+            .map_or(0, |t| u64::try_from(t.unix_timestamp_nanos()).unwrap_or(0));
+        let base = tigerbeetle::cluster_base(store, &trust, cluster, args.replicas, at_ns)?;
+        RestorePlan { backup: base, ..rp }
     } else {
         rp
     };
@@ -278,7 +284,10 @@ pub fn resolve(
                 At::Wal => m.finished_at,
                 At::Log | At::Never => m.started_at,
             };
-            restorable(m) && at.is_none_or(|at| from <= at)
+            // One data file at a point in time: a base of several replicas
+            // is no such file (`--replicas N` starts from one).
+            let one_file = at.is_none() || crate::manifest::tigerbeetle::replica_count(m) == 1;
+            restorable(m) && at.is_none_or(|at| from <= at) && one_file
         })
     };
     let backup = match kind {

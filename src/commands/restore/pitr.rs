@@ -54,6 +54,9 @@ pub struct Replayed {
     /// source had not expired them by `--at`: the restored state is wrong.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub expired_early: Vec<String>,
+    /// The restored state's newest row was found in the log, with the same
+    /// fields (see `ReplayStats::newest_row_in_log`).
+    pub newest_row_in_log: bool,
 }
 
 impl Replayed {
@@ -159,6 +162,37 @@ pub fn replay_into_cluster(
     };
     replay_segments(ctx, store, trust, replay, &logs, &mut out, Some(alone))?;
     c.close();
+    drop(cluster);
+    Ok(out)
+}
+
+/// Starts a private cluster on `files`, the data files of base `base` of
+/// cluster `source` just unpacked (replica `i` at `files[i]`), replays the log
+/// after the base up to `at` onto it, then stops it. The base's newest row must
+/// be in the log with the same fields ([`Replayed::newest_row_in_log`]): a base
+/// holding a row the log does not, or one whose log was trimmed past it, is
+/// refused, and nothing is delivered from it.
+pub fn replay_onto_base(
+    ctx: &Ctx,
+    store: &dyn Store,
+    trust: &manifest::Trust,
+    files: &[std::path::PathBuf],
+    source: u128,
+    at: OffsetDateTime,
+    base: &manifest::Manifest,
+) -> Result<Replayed> {
+    let spec = replica_spec(ctx, "point-in-time restore")?;
+    let (cluster, cfg) = replica::start_cluster_on(&spec, files)?;
+    let out = replay_onto(ctx, store, trust, &cfg, source, at, None, None)?;
+    if out.snapshot_until > 0 && !out.newest_row_in_log {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "base {}: the log no longer holds the segment with its newest row (timestamp {}), so nothing proves the base is the cluster's state; nothing is delivered from it. Restore from a newer base, or keep the log back to the oldest base ([retention.logs])",
+                base.id, out.snapshot_until
+            ),
+        ));
+    }
     drop(cluster);
     Ok(out)
 }
@@ -354,6 +388,7 @@ fn replay_segments(
     out.accounts += stats.accounts;
     out.transfers += stats.transfers;
     out.expiries += stats.expiries;
+    out.newest_row_in_log |= stats.newest_row_in_log;
     out.last_timestamp = out.last_timestamp.max(stats.last_timestamp);
     Ok(stats.expiries_by_target.into_iter().collect())
 }

@@ -35,7 +35,7 @@ use crate::{archive, pipeline, ui};
 /// The name TigerBeetle suggests for the data file of replica `replica` of
 /// cluster `cluster` (`${CLUSTER_ID}_${REPLICA_INDEX}.tigerbeetle`), used for the
 /// files the log is replayed into.
-fn data_file_name(cluster: u128, replica: u8) -> String {
+pub(crate) fn data_file_name(cluster: u128, replica: u8) -> String {
     format!("{cluster}_{replica}.tigerbeetle")
 }
 
@@ -55,7 +55,14 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     super::countdown::before_replacing(&target, args.yes)?;
     // `restore::run` admits --replicas only with --at.
     if let (Some(cluster), Some(at)) = (cluster, rp.at) {
-        return run_cluster(ctx, src, &target, cluster, at, args.replicas);
+        return run_cluster(
+            ctx,
+            src,
+            &target,
+            (cluster, args.replicas),
+            at,
+            rp.backup.as_ref(),
+        );
     }
     let m = rp.backup.as_ref();
     match m {
@@ -213,7 +220,7 @@ fn report(
 
 /// The configured cluster whose log `flag` replays. Without one there is no
 /// log to name (its id would default to 0): a config error naming the setting.
-pub(super) fn configured_cluster<'a>(ctx: &'a Ctx, flag: &str) -> Result<&'a ClusterPlan> {
+pub(crate) fn configured_cluster<'a>(ctx: &'a Ctx, flag: &str) -> Result<&'a ClusterPlan> {
     ctx.plan
         .tigerbeetle
         .as_ref()
@@ -229,32 +236,101 @@ pub(super) fn configured_cluster<'a>(ctx: &'a Ctx, flag: &str) -> Result<&'a Clu
         })
 }
 
-/// `restore --at TIME --target DIR --replicas N`: replays the log from the
-/// beginning into a private cluster of N fresh replicas on loopback and delivers
-/// their N data files (`C_0.tigerbeetle` … `C_{N-1}.tigerbeetle`, replica `i` of N
-/// of cluster `C`, the configured cluster's id), to be copied to the N machines
-/// of a new cluster. A snapshot is one replica's file: the log is replayed alone.
+/// The newest base of cluster `cluster` built from its log for `replicas`
+/// replicas (`bkp snapshot --from-log`) whose newest row is at or before
+/// `until` (a TigerBeetle timestamp), read again from its own manifest.
+pub(crate) fn cluster_base(
+    store: &dyn crate::store::Store,
+    trust: &crate::manifest::Trust,
+    cluster: u128,
+    replicas: u8,
+    until: u64,
+) -> Result<Option<Manifest>> {
+    use crate::manifest::tigerbeetle as tb;
+    let (all, _) = crate::manifest::list(store, trust, Some(crate::manifest::Kind::Tigerbeetle))?;
+    all.into_iter()
+        .filter(|m| {
+            tb::replica_count(m) == replicas
+                && tb::cluster_id(m) == Some(cluster)
+                && tb::base_newest(m).is_some_and(|n| n <= until)
+        })
+        .max_by_key(|m| (tb::base_newest(m), m.started_at))
+        .map(|m| crate::manifest::catalog::reread(store, trust, &m))
+        .transpose()
+}
+
+/// Unpacks base `m` of `replicas` replicas of `cluster` into `dir` and checks
+/// that it holds exactly the data files `files` names (replica `i` of
+/// `cluster`, in order): a base of another shape is refused before any
+/// replica runs on it.
+pub(crate) fn unpack_base(
+    src: &Source,
+    m: &Manifest,
+    dir: &Path,
+    cluster: u128,
+    files: &[std::path::PathBuf],
+) -> Result<Vec<FileEntry>> {
+    let restored = unpack_snapshot(src, m, dir)?;
+    let want: Vec<_> = files.iter().map(|f| dir.join(f)).collect();
+    let got: Vec<_> = restored.iter().map(|f| dir.join(&f.name)).collect();
+    if want != got {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "base {} holds {:?}, not the {} data files of cluster {cluster} ({:?}); nothing was restored from it",
+                m.id,
+                restored.iter().map(|f| &f.name).collect::<Vec<_>>(),
+                files.len(),
+                files,
+            ),
+        ));
+    }
+    Ok(restored)
+}
+
+/// `restore --at TIME --target DIR --replicas N`: the N data files of a whole
+/// cluster (`C_0.tigerbeetle` … `C_{N-1}.tigerbeetle`, replica `i` of N of cluster
+/// `C`, the configured cluster's id), to be copied to the N machines of a new
+/// cluster. From the newest base of N replicas built from the log
+/// (`bkp snapshot --from-log`) at or before TIME, started as a private cluster on
+/// loopback, with the log after it replayed; without one, the log is replayed
+/// from the beginning into N fresh replicas. A snapshot of one replica's data
+/// file is no base for a cluster.
 fn run_cluster(
     ctx: &Ctx,
     src: &Source,
     target: &Target,
-    cluster: u128,
+    (cluster, replicas): (u128, u8),
     at: time::OffsetDateTime,
-    replicas: u8,
+    base: Option<&Manifest>,
 ) -> Result<()> {
-    ctx.ui.info(&format!(
-        "replaying the log from the beginning into a private cluster of {replicas} fresh replicas"
-    ));
+    match base {
+        Some(b) => ctx.ui.info(&format!(
+            "restoring base {} of {replicas} replicas (newest row at timestamp {}) and replaying the log after it",
+            b.id,
+            crate::manifest::tigerbeetle::base_newest(b).unwrap_or(0)
+        )),
+        None => ctx.ui.info(&format!(
+            "no base of {replicas} replicas at or before --at: replaying the log from the beginning into a private cluster of {replicas} fresh replicas"
+        )),
+    }
     let mut scratch = src.work.scratch("restore")?;
     let staging = target.stage(&mut scratch)?;
     let clock = Instant::now();
     let names: Vec<String> = (0..replicas).map(|i| data_file_name(cluster, i)).collect();
     let files: Vec<_> = names.iter().map(|n| staging.join(n)).collect();
     let alone = format!(
-        "{}; a snapshot restores as one data file without --replicas",
+        "{}; a snapshot restores as one data file without --replicas, and `bkp snapshot --from-log` stores bases of the cluster",
         pitr::from_the_log_alone(&format!("a cluster of {replicas} replicas"))
     );
-    let r = pitr::replay_into_cluster(ctx, src.store, src.trust, &files, cluster, at, &alone)?;
+    let r = match base {
+        Some(b) => {
+            let names: Vec<_> = names.iter().map(std::path::PathBuf::from).collect();
+            unpack_base(src, b, &staging, cluster, &names)?;
+            pitr::replay_onto_base(ctx, src.store, src.trust, &files, cluster, at, b)?
+        }
+        None => pitr::replay_into_cluster(ctx, src.store, src.trust, &files, cluster, at, &alone)?,
+    };
     let restored = names
         .into_iter()
         .zip(&files)
@@ -262,7 +338,8 @@ fn run_cluster(
         .collect::<Result<Vec<_>>>()?;
     target.commit(&staging, &mut scratch)?;
     let elapsed = clock.elapsed();
-    let members = json!({"id": null, "replayed": r, "replicas": replicas});
+    let from = base.map_or("the log".to_string(), |b| format!("base {}", b.id));
+    let members = json!({"id": base.map(|b| b.id), "replayed": r, "replicas": replicas});
     report(ctx, Some(target), &restored, elapsed, members, |bytes| {
         vec![
             format!(
@@ -274,7 +351,7 @@ fn run_cluster(
                 r.last_timestamp
             ),
             format!(
-                "restored a {replicas}-replica cluster from the log into {}: {} data files, {}, in {:.1}s; start replica i on {cluster}_i.tigerbeetle with the new cluster's addresses",
+                "restored a {replicas}-replica cluster from {from} into {}: {} data files, {}, in {:.1}s; start replica i on {cluster}_i.tigerbeetle with the new cluster's addresses",
                 target.path.display(),
                 restored.len(),
                 ui::size(bytes),

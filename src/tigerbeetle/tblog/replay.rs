@@ -196,6 +196,11 @@ pub struct ReplayStats {
     pub expiries_by_target: Vec<u128>,
     /// Some segments were of format version 1, which holds no expiries.
     pub without_expiries: bool,
+    /// The target held rows before the replay and the segments reach back to its
+    /// newest one, which was found in them with the same fields. False when the
+    /// target was empty, or the segments begin at or after its newest row (the log
+    /// that held it was trimmed): then nothing vouched for that row.
+    pub newest_row_in_log: bool,
     /// Pending transfers still pending here that the source expired by
     /// `covered_until`: their amounts are still reserved here.
     pub expired_in_source: Vec<PendingTimeout>,
@@ -273,6 +278,10 @@ pub struct Replay<'c> {
     newest_expiry: Option<(u64, u128)>,
     /// Segments offered so far, for messages.
     offered: usize,
+    /// Where the first segment read begins (`after`).
+    first_after: Option<u64>,
+    /// [`Replay::newest_row_held`] passed.
+    newest_checked: bool,
     /// An event past `up_to` was read.
     past_up_to: bool,
     /// No later segment can hold anything wanted.
@@ -353,6 +362,8 @@ impl<'c> Replay<'c> {
             last_seen: [0; 3],
             newest_expiry: None,
             offered: 0,
+            first_after: None,
+            newest_checked: false,
             past_up_to: false,
             done: false,
         })
@@ -400,6 +411,7 @@ impl<'c> Replay<'c> {
             ));
         }
         self.stats.segments += 1;
+        self.first_after.get_or_insert(h.after);
         self.stats.without_expiries |= h.version < 2;
         let target = self.newest;
         while let Some(ev) = seg
@@ -428,6 +440,13 @@ impl<'c> Replay<'c> {
                     self.verify_held()?;
                 }
             } else if ts <= self.up_to {
+                if ts > target.after && !self.newest_checked {
+                    // Nothing newer than the target's newest row goes in before
+                    // that row was found in the log.
+                    self.verify_held()?;
+                    self.newest_row_held()?;
+                    self.newest_checked = true;
+                }
                 self.push(ev)?;
             } else {
                 // Keep reading: the trailer vouches for what was replayed.
@@ -470,6 +489,7 @@ impl<'c> Replay<'c> {
         }
         self.flush(self.batch.len())?;
         crate::failpoint::pause("replay-sent");
+        self.newest_row_held()?;
         self.only_replayed_rows()?;
         self.stats.covered_until = self.covered.min(self.up_to);
         let covered_until = self.stats.covered_until;
@@ -499,6 +519,31 @@ impl<'c> Replay<'c> {
         self.stats.timeout_cleared = cleared;
         self.stats.requests = self.c.requests() - self.requests_before;
         Ok(self.stats)
+    }
+
+    /// The target's newest row before the replay must be one the log holds,
+    /// where the segments reach back to it: a base or snapshot whose newest row
+    /// the source never committed (a prepare a replica held that the cluster
+    /// did not), or a target someone wrote to, is not the source's state at any
+    /// instant, and replaying on top of it would deliver a ledger that never
+    /// was. [`Replay::verify_held`] found it with the same fields, or not.
+    fn newest_row_held(&self) -> Result<()> {
+        let newest = self.newest.after;
+        let reaches = self.first_after.is_some_and(|a| a < newest);
+        if newest == 0 || !reaches || self.stats.newest_row_in_log {
+            return Ok(());
+        }
+        Err(coded(
+            Code::Integrity,
+            format!(
+                "the cluster at {} holds a row at timestamp {newest} (its newest) that the log \
+                 does not hold, although the log covers that instant: it is not a state the \
+                 source ever had (a base or snapshot with a row the cluster never committed, \
+                 or a target someone else wrote to); nothing is delivered from it. Restore \
+                 from another base, or replay the log into a fresh cluster",
+                self.c.addresses()
+            ),
+        ))
     }
 
     /// The target must hold, above the rows it held before, exactly what this
@@ -965,6 +1010,8 @@ impl<'c> Replay<'c> {
             }
         }
         self.stats.skipped_verified += events.len() as u64;
+        let newest = self.newest.after;
+        self.stats.newest_row_in_log |= events.iter().any(|e| e.timestamp() == newest);
         Ok(())
     }
 
