@@ -34,8 +34,9 @@
 //! - `chunk-stored`: a chunked snapshot has uploaded a new chunk (`:N`: its N-th),
 //!   the rest of the file still to come.
 //!
-//! `BKP_PAUSEPOINT=NAME` stops the process (SIGSTOP) at a point instead, for a
-//! test to change the world and send SIGCONT:
+//! `BKP_PAUSEPOINT=NAME` stops the process (SIGSTOP) at a point instead, every
+//! time it passes there (`NAME:N`: the N-th time only), for a test to hold a run
+//! at a known step, change the world and send SIGCONT:
 //! - `restore-verified`: a restore has verified one object's stored bytes,
 //!   before it reads them for use.
 //! - `replay-sent`: a point-in-time replay has sent every event to its cluster,
@@ -45,29 +46,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The point named in `BKP_FAILPOINT` and the pass to die at, read once.
-fn armed() -> Option<&'static (String, u64)> {
-    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
-    ARMED
-        .get_or_init(|| {
-            let v = std::env::var("BKP_FAILPOINT")
-                .ok()
-                .filter(|s| !s.is_empty())?;
-            Some(match v.rsplit_once(':') {
-                Some((name, n)) if n.parse::<u64>().is_ok_and(|n| n > 0) => {
-                    (name.to_string(), n.parse().unwrap_or(1))
-                }
-                _ => (v, 1),
-            })
-        })
-        .as_ref()
+/// The point named in the variable `var`, `NAME` or `NAME:N`, and the pass
+/// `N` if given.
+fn named(var: &str) -> Option<(String, Option<u64>)> {
+    let v = std::env::var(var).ok().filter(|s| !s.is_empty())?;
+    let pass = v
+        .rsplit_once(':')
+        .and_then(|(name, n)| Some((name, n.parse::<u64>().ok().filter(|n| *n > 0)?)));
+    Some(match pass {
+        Some((name, n)) => (name.to_string(), Some(n)),
+        None => (v, None),
+    })
 }
 
-/// SIGKILLs this process if `BKP_FAILPOINT` is `name` (and this is its N-th pass).
+/// SIGKILLs this process if `BKP_FAILPOINT` is `name` (and this is its N-th pass;
+/// the first by default).
 pub fn hit(name: &str) {
+    static ARMED: OnceLock<Option<(String, Option<u64>)>> = OnceLock::new();
     static PASSES: AtomicU64 = AtomicU64::new(0);
-    let Some((armed, at)) = armed() else { return };
-    if armed == name && PASSES.fetch_add(1, Ordering::SeqCst) + 1 == *at {
+    let Some((armed, at)) = ARMED.get_or_init(|| named("BKP_FAILPOINT")) else {
+        return;
+    };
+    if armed == name && PASSES.fetch_add(1, Ordering::SeqCst) + 1 == at.unwrap_or(1) {
         // SAFETY: kill(2) takes plain integers and touches no memory of ours.
         unsafe {
             libc::kill(libc::getpid(), libc::SIGKILL);
@@ -80,12 +80,19 @@ pub fn hit(name: &str) {
     }
 }
 
-/// Stops this process (SIGSTOP) if `BKP_PAUSEPOINT` is `name`; it goes on when
-/// sent SIGCONT.
+/// Stops this process (SIGSTOP) if `BKP_PAUSEPOINT` is `name` (every pass) or
+/// `name:N` (its N-th pass); it goes on when sent SIGCONT.
 pub fn pause(name: &str) {
-    static PAUSE: OnceLock<Option<String>> = OnceLock::new();
-    let armed = PAUSE.get_or_init(|| std::env::var("BKP_PAUSEPOINT").ok());
-    if armed.as_deref() == Some(name) {
+    static ARMED: OnceLock<Option<(String, Option<u64>)>> = OnceLock::new();
+    static PASSES: AtomicU64 = AtomicU64::new(0);
+    let Some((armed, at)) = ARMED.get_or_init(|| named("BKP_PAUSEPOINT")) else {
+        return;
+    };
+    if armed != name {
+        return;
+    }
+    let pass = PASSES.fetch_add(1, Ordering::SeqCst) + 1;
+    if at.is_none_or(|at| at == pass) {
         // SAFETY: kill(2) takes plain integers and touches no memory of ours.
         unsafe {
             libc::kill(libc::getpid(), libc::SIGSTOP);
