@@ -41,6 +41,9 @@
 //!   before it reads them for use.
 //! - `replay-sent`: a point-in-time replay has sent every event to its cluster,
 //!   before it counts what the cluster holds.
+//! - `chunk-stored`: as the failpoint: a chunked snapshot has uploaded a new
+//!   chunk, under its run lock, the rest of the file still to come.
+//! - `lock-wait`: a run (`--wait`) found its run lock held, before it tries again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
