@@ -982,14 +982,19 @@ fn a_live_stop_window_is_never_ended_by_another_run() {
     let dir = tempfile::tempdir().unwrap();
     let data = formatted_data_file(dir.path());
     let stopping = dir.path().join("stopping");
+    let go_on = dir.path().join("go-on");
     let started = dir.path().join("started");
-    // The stop command takes its time; meanwhile other runs must leave the
+    // The stop command waits for the test; meanwhile other runs must leave the
     // replica stopped: only the snapshot that stopped it starts it.
     let s = setup(
         &data,
         StoreKind::Local,
         &stop_mode(
-            &format!("touch {}; sleep 3", stopping.display()),
+            &format!(
+                "touch {}; while [ ! -e {} ]; do sleep 0.05; done",
+                stopping.display(),
+                go_on.display()
+            ),
             &format!("echo started >> {}", started.display()),
         ),
     );
@@ -1016,6 +1021,7 @@ fn a_live_stop_window_is_never_ended_by_another_run() {
             "{args:?} started the replica inside a live stop window"
         );
     }
+    fs::write(&go_on, b"").unwrap();
     assert!(snapshot.wait().unwrap().success());
     assert_eq!(fs::read_to_string(&started).unwrap(), "started\n");
     assert!(!s.path("work/replica-stopped.json").exists());
