@@ -44,6 +44,9 @@
 //! - `chunk-stored`: as the failpoint: a chunked snapshot has uploaded a new
 //!   chunk, under its run lock, the rest of the file still to come.
 //! - `lock-wait`: a run (`--wait`) found its run lock held, before it tries again.
+//! - `replicate-read`: `replicate` has read a source file (into memory, or
+//!   through an upload still open), before it checks the file is still the
+//!   version it listed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

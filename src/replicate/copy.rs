@@ -282,6 +282,7 @@ fn try_copy(job: &Job, e: &Entry, prev: Option<&FileRecord>) -> Result<Try> {
         let Fetched::Got(bytes) = fetched else {
             return Ok(Try::Changed("it was replaced or deleted".into()));
         };
+        crate::failpoint::pause("replicate-read");
         if bytes.len() as u64 != e.size {
             return Ok(Try::Changed(format!(
                 "{} bytes read, {} listed",
@@ -368,6 +369,7 @@ fn try_copy(job: &Job, e: &Entry, prev: Option<&FileRecord>) -> Result<Try> {
         |w| {
             let mut h = HashReader::new(reader);
             io::copy(&mut h, w)?;
+            crate::failpoint::pause("replicate-read");
             let (_, d) = h.finish();
             if d.bytes != e.size {
                 return Err(Changed(format!("{} bytes read, {} listed", d.bytes, e.size)).into());
