@@ -44,6 +44,8 @@
 //! - `chunk-stored`: as the failpoint: a chunked snapshot has uploaded a new
 //!   chunk, under its run lock, the rest of the file still to come.
 //! - `lock-wait`: a run (`--wait`) found its run lock held, before it tries again.
+//! - `logs-write`: `bkp logs` is about to write a piece of its segment, and to
+//!   renew its lease first if a third of it has passed.
 //! - `replicate-read`: `replicate` has read a source file (into memory, or
 //!   through an upload still open), before it checks the file is still the
 //!   version it listed.
