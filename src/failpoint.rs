@@ -101,9 +101,13 @@ pub fn pause(name: &str) {
     }
     let pass = PASSES.fetch_add(1, Ordering::SeqCst) + 1;
     if at.is_none_or(|at| at == pass) {
-        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+        // To this thread, not the process: the kernel may hand a signal sent to
+        // the process to another thread, and this one would run on past the
+        // point until that one had stopped them all. A signal to this thread is
+        // taken before it returns to the code after the point.
+        // SAFETY: pthread_kill(3) on the calling thread, with a plain integer.
         unsafe {
-            libc::kill(libc::getpid(), libc::SIGSTOP);
+            libc::pthread_kill(libc::pthread_self(), libc::SIGSTOP);
         }
     }
 }
