@@ -736,7 +736,6 @@ pub fn write_file(
             Ok(_) => {
                 stored_here.lock().expect("chunk set").insert(id, chunk.1);
                 crate::failpoint::hit("chunk-stored");
-                crate::failpoint::pause("chunk-stored");
                 let n = chunk.1;
                 Ok((Some(chunk), n))
             }

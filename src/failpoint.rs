@@ -36,19 +36,18 @@
 //!
 //! `BKP_PAUSEPOINT=NAME` stops the process (SIGSTOP) at a point instead, every
 //! time it passes there (`NAME:N`: the N-th time only), for a test to hold a run
-//! at a known step, change the world and send SIGCONT:
+//! at a known step, change the world and send SIGCONT. Every crash point above is
+//! a pause point too (`chunk-stored:1`: a snapshot holds its run lock, with most
+//! of the file still to read), and these only pause:
 //! - `restore-verified`: a restore has verified one object's stored bytes,
 //!   before it reads them for use.
 //! - `replay-sent`: a point-in-time replay has sent every event to its cluster,
 //!   before it counts what the cluster holds.
-//! - `chunk-stored`: as the failpoint: a chunked snapshot has uploaded a new
-//!   chunk, under its run lock, the rest of the file still to come.
 //! - `lock-wait`: a run (`--wait`) found its run lock held, before it tries again.
 //! - `logs-write`: `bkp logs` is about to write a piece of its segment, and to
 //!   renew its lease first if a third of it has passed.
-//! - `replicate-read`: `replicate` has read a source file (into memory, or
-//!   through an upload still open), before it checks the file is still the
-//!   version it listed.
+//! - `replicate-read`: `replicate` has streamed a source file through its upload
+//!   (still open), before it checks the file is still the version it listed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -68,8 +67,9 @@ fn named(var: &str) -> Option<(String, Option<u64>)> {
 }
 
 /// SIGKILLs this process if `BKP_FAILPOINT` is `name` (and this is its N-th pass;
-/// the first by default).
+/// the first by default); stops it like [`pause`] if `BKP_PAUSEPOINT` names it.
 pub fn hit(name: &str) {
+    pause(name);
     static ARMED: OnceLock<Option<(String, Option<u64>)>> = OnceLock::new();
     static PASSES: AtomicU64 = AtomicU64::new(0);
     let Some((armed, at)) = ARMED.get_or_init(|| named("BKP_FAILPOINT")) else {
