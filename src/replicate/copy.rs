@@ -282,7 +282,6 @@ fn try_copy(job: &Job, e: &Entry, prev: Option<&FileRecord>) -> Result<Try> {
         let Fetched::Got(bytes) = fetched else {
             return Ok(Try::Changed("it was replaced or deleted".into()));
         };
-        crate::failpoint::pause("replicate-read");
         if bytes.len() as u64 != e.size {
             return Ok(Try::Changed(format!(
                 "{} bytes read, {} listed",
