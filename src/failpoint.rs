@@ -43,7 +43,8 @@
 //!   before it reads them for use.
 //! - `replay-sent`: a point-in-time replay has sent every event to its cluster,
 //!   before it counts what the cluster holds.
-//! - `lock-wait`: a run (`--wait`) found its run lock held, before it tries again.
+//! - `lock-wait`: a run found a lock it may wait for held (its run lock, with
+//!   `--wait`; a DuckDB database, with `duckdb.lock_wait`), before it tries again.
 //! - `logs-write`: `bkp logs` is about to write a piece of its segment, and to
 //!   renew its lease first if a third of it has passed.
 //! - `replicate-read`: `replicate` has streamed a source file through its upload
