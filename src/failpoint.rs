@@ -34,40 +34,49 @@
 //! - `chunk-stored`: a chunked snapshot has uploaded a new chunk (`:N`: its N-th),
 //!   the rest of the file still to come.
 //!
-//! `BKP_PAUSEPOINT=NAME` stops the process (SIGSTOP) at a point instead, for a
-//! test to change the world and send SIGCONT:
+//! `BKP_PAUSEPOINT=NAME` stops the process (SIGSTOP) at a point instead, every
+//! time it passes there (`NAME:N`: the N-th time only), for a test to hold a run
+//! at a known step, change the world and send SIGCONT. Every crash point above is
+//! a pause point too (`chunk-stored:1`: a snapshot holds its run lock, with most
+//! of the file still to read), and these only pause:
 //! - `restore-verified`: a restore has verified one object's stored bytes,
 //!   before it reads them for use.
 //! - `replay-sent`: a point-in-time replay has sent every event to its cluster,
 //!   before it counts what the cluster holds.
+//! - `lock-wait`: a run found a lock it may wait for held (its run lock, with
+//!   `--wait`; a DuckDB database, with `duckdb.lock_wait`), before it tries again.
+//! - `logs-write`: `bkp logs` is about to write a piece of its segment, and to
+//!   renew its lease first if a third of it has passed.
+//! - `replicate-read`: `replicate` has streamed a source file through its upload
+//!   (still open), before it checks the file is still the version it listed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The point named in `BKP_FAILPOINT` and the pass to die at, read once.
-fn armed() -> Option<&'static (String, u64)> {
-    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
-    ARMED
-        .get_or_init(|| {
-            let v = std::env::var("BKP_FAILPOINT")
-                .ok()
-                .filter(|s| !s.is_empty())?;
-            Some(match v.rsplit_once(':') {
-                Some((name, n)) if n.parse::<u64>().is_ok_and(|n| n > 0) => {
-                    (name.to_string(), n.parse().unwrap_or(1))
-                }
-                _ => (v, 1),
-            })
-        })
-        .as_ref()
+/// The point named in the variable `var`, `NAME` or `NAME:N`, and the pass
+/// `N` if given.
+fn named(var: &str) -> Option<(String, Option<u64>)> {
+    let v = std::env::var(var).ok().filter(|s| !s.is_empty())?;
+    let pass = v
+        .rsplit_once(':')
+        .and_then(|(name, n)| Some((name, n.parse::<u64>().ok().filter(|n| *n > 0)?)));
+    Some(match pass {
+        Some((name, n)) => (name.to_string(), Some(n)),
+        None => (v, None),
+    })
 }
 
-/// SIGKILLs this process if `BKP_FAILPOINT` is `name` (and this is its N-th pass).
+/// SIGKILLs this process if `BKP_FAILPOINT` is `name` (and this is its N-th pass;
+/// the first by default); stops it like [`pause`] if `BKP_PAUSEPOINT` names it.
 pub fn hit(name: &str) {
+    pause(name);
+    static ARMED: OnceLock<Option<(String, Option<u64>)>> = OnceLock::new();
     static PASSES: AtomicU64 = AtomicU64::new(0);
-    let Some((armed, at)) = armed() else { return };
-    if armed == name && PASSES.fetch_add(1, Ordering::SeqCst) + 1 == *at {
+    let Some((armed, at)) = ARMED.get_or_init(|| named("BKP_FAILPOINT")) else {
+        return;
+    };
+    if armed == name && PASSES.fetch_add(1, Ordering::SeqCst) + 1 == at.unwrap_or(1) {
         // SAFETY: kill(2) takes plain integers and touches no memory of ours.
         unsafe {
             libc::kill(libc::getpid(), libc::SIGKILL);
@@ -80,15 +89,26 @@ pub fn hit(name: &str) {
     }
 }
 
-/// Stops this process (SIGSTOP) if `BKP_PAUSEPOINT` is `name`; it goes on when
-/// sent SIGCONT.
+/// Stops this process (SIGSTOP) if `BKP_PAUSEPOINT` is `name` (every pass) or
+/// `name:N` (its N-th pass); it goes on when sent SIGCONT.
 pub fn pause(name: &str) {
-    static PAUSE: OnceLock<Option<String>> = OnceLock::new();
-    let armed = PAUSE.get_or_init(|| std::env::var("BKP_PAUSEPOINT").ok());
-    if armed.as_deref() == Some(name) {
-        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    static ARMED: OnceLock<Option<(String, Option<u64>)>> = OnceLock::new();
+    static PASSES: AtomicU64 = AtomicU64::new(0);
+    let Some((armed, at)) = ARMED.get_or_init(|| named("BKP_PAUSEPOINT")) else {
+        return;
+    };
+    if armed != name {
+        return;
+    }
+    let pass = PASSES.fetch_add(1, Ordering::SeqCst) + 1;
+    if at.is_none_or(|at| at == pass) {
+        // To this thread, not the process: the kernel may hand a signal sent to
+        // the process to another thread, and this one would run on past the
+        // point until that one had stopped them all. A signal to this thread is
+        // taken before it returns to the code after the point.
+        // SAFETY: pthread_kill(3) on the calling thread, with a plain integer.
         unsafe {
-            libc::kill(libc::getpid(), libc::SIGSTOP);
+            libc::pthread_kill(libc::pthread_self(), libc::SIGSTOP);
         }
     }
 }

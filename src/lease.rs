@@ -704,13 +704,15 @@ mod tests {
     fn a_long_step_keeps_its_lease_alive() {
         let store = MemoryStore::new();
         let trust = Trust::none();
-        let mut x = take(&store, &trust, holder("x", 1), Duration::from_millis(600));
+        let mut x = take(&store, &trust, holder("x", 1), Duration::from_millis(1500));
         // Young: no request.
         x.keep_alive().unwrap();
         assert_eq!(x.epoch, 0);
-        // Three times the lease's length, renewed as it goes: still held.
+        // Three times the lease's length, renewed as it goes: still held. (Each
+        // step just over a third of the lease, so that a loaded machine may stall
+        // the test for most of a second without the lease running out.)
         for _ in 0..9 {
-            std::thread::sleep(Duration::from_millis(210));
+            std::thread::sleep(Duration::from_millis(520));
             x.keep_alive().unwrap();
         }
         assert!(x.epoch >= 4, "renewed {} times", x.epoch);

@@ -38,6 +38,7 @@ impl RunLock {
             match file.try_lock() {
                 Ok(()) => return Ok(RunLock { _file: file, path }),
                 Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    crate::failpoint::pause("lock-wait");
                     crate::interrupt::check()?;
                     std::thread::sleep(Duration::from_millis(200));
                 }

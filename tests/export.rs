@@ -579,8 +579,10 @@ fn a_database_held_by_a_writer_is_refused_or_waited_for() {
         .windows(6)
         .all(|w| w != b"duckdb"));
 
-    // With lock_wait, the run waits until the writer closes the database.
-    let mut cmd = common::bkp_command(&s.env);
+    // With lock_wait, the run waits until the writer closes the database: it is
+    // held where it finds the database taken, and the writer closes it then.
+    let held = [("BKP_PAUSEPOINT".to_string(), "lock-wait:1".to_string())];
+    let mut cmd = common::bkp_command(&[&s.env[..], &held[..]].concat());
     cmd.args([
         "--config",
         s.config.to_str().unwrap(),
@@ -591,9 +593,10 @@ fn a_database_held_by_a_writer_is_refused_or_waited_for() {
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let waiting = cmd.spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    common::wait_stopped(waiting.id(), "the export, finding the database held");
     drop(holder.stdin.take());
     assert!(holder.wait().unwrap().success());
+    common::resume(waiting.id());
     let out = waiting.wait_with_output().unwrap();
     assert_exit(&out, 0);
     assert_eq!(

@@ -105,10 +105,10 @@ fn unreachable_cluster_is_bounded_by_the_timeout() {
     assert!(err.to_string().contains("start the cluster"), "{err:#}");
     let err = account_balances(&cfg, 1).unwrap_err();
     assert_eq!(classify(&err), Some(Code::Transient), "{err:#}");
-    // Nothing spooled: flushing does not even connect.
+    // Nothing spooled: flushing does not wait for the unreachable cluster.
     let t0 = Instant::now();
     assert_eq!(flush_spool(&cfg).unwrap(), 0);
-    assert!(t0.elapsed() < Duration::from_millis(200));
+    assert!(t0.elapsed() < TIMEOUT, "{:?}", t0.elapsed());
     let bad = LedgerConfig {
         addresses: "not an address".into(),
         ..cfg.clone()

@@ -174,15 +174,14 @@ fn an_unreachable_cluster_is_transient_and_stores_nothing() {
 /// The backlog [`a_killed_run_resumes_without_gap_or_duplicate`] captures.
 const TRANSFERS: u64 = 300_000;
 
-#[test]
-fn a_killed_run_resumes_without_gap_or_duplicate() {
-    let tb = TigerBeetle::start();
+/// Fills the cluster at `address` with 1000 accounts and `transfers` transfers.
+fn backlog(address: &str, transfers: u64) {
     let out = std::process::Command::new(tool("tigerbeetle"))
         .args([
             "benchmark",
-            &format!("--addresses={}", tb.address()),
+            &format!("--addresses={address}"),
             "--account-count=1000",
-            &format!("--transfer-count={TRANSFERS}"),
+            &format!("--transfer-count={transfers}"),
             "--transfer-batch-count=250",
             "--account-batch-count=250",
         ])
@@ -193,17 +192,16 @@ fn a_killed_run_resumes_without_gap_or_duplicate() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_killed_run_resumes_without_gap_or_duplicate() {
+    let tb = TigerBeetle::start();
+    backlog(&tb.address(), TRANSFERS);
     let dir = tempfile::tempdir().unwrap();
+    // The default lease: the kill, not the clock, ends the first run (renewal
+    // under a long capture has a test of its own below).
     let cfg = config(dir.path(), &tb.address());
-    // A capture of the whole backlog takes longer than this lease: it is
-    // renewed as the segment is written, or the run would store nothing. (Not
-    // much shorter: on a busy machine one step between renewals, such as
-    // storing the segment, may take a second or two.)
-    fs::write(
-        &cfg,
-        fs::read_to_string(&cfg).unwrap() + "log_lease = \"3s\"\n",
-    )
-    .unwrap();
 
     // Interrupt a run part-way (wherever the kill lands, the invariants hold).
     let mut child = std::process::Command::new(common::bkp_bin())
@@ -237,6 +235,45 @@ fn a_killed_run_resumes_without_gap_or_duplicate() {
     assert_eq!(total_accounts, 1000);
     assert_eq!(total_transfers, TRANSFERS);
     assert_eq!(ids.len() as u64, TRANSFERS, "a transfer was captured twice");
+}
+
+/// A capture that takes longer than the lease renews it as it writes the
+/// segment, or the run would store nothing. The run is held twice as it writes
+/// (`BKP_PAUSEPOINT`), each time for more than half the lease: longer than the
+/// lease in all, whatever the machine's speed, while what it does between two
+/// renewals takes a moment.
+#[test]
+fn a_capture_longer_than_its_lease_renews_it_as_it_goes() {
+    const LEASE_SECS: u64 = 10;
+    let tb = TigerBeetle::start();
+    backlog(&tb.address(), 2000);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &tb.address());
+    let lease = format!("log_lease = \"{LEASE_SECS}s\"\n");
+    fs::write(&cfg, fs::read_to_string(&cfg).unwrap() + &lease).unwrap();
+
+    let mut child = common::bkp_command(&[("BKP_PAUSEPOINT".into(), "logs-write".into())])
+        .args(["--config", cfg.to_str().unwrap(), "--json", "logs"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut held = 0;
+    while child.try_wait().unwrap().is_none() {
+        if common::stopped(child.id()) {
+            if held < 2 {
+                held += 1;
+                std::thread::sleep(std::time::Duration::from_millis(LEASE_SECS * 600));
+            }
+            common::resume(child.id());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(held, 2, "the segment was written in one piece");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["manifest"]["source"]["transfers"], 2000, "{v:#}");
 }
 
 #[test]
@@ -368,6 +405,10 @@ fn a_cluster_quiet_but_for_bkps_own_audit_records_costs_no_segment() {
 /// one host at a time continue the chain: every run stores a manifest or exits
 /// with the lock code naming the holder, and the chain never forks. A holder
 /// killed inside its lease blocks the other host until the lease expires.
+///
+/// The lease is the default ten minutes, so that no run outlives it however
+/// loaded the machine; only the last holder killed has a lease of one second,
+/// which the test waits out.
 #[test]
 fn two_hosts_sharing_a_store_never_fork_the_chain() {
     let tb = TigerBeetle::start();
@@ -375,7 +416,7 @@ fn two_hosts_sharing_a_store_never_fork_the_chain() {
     let a = common::setup(
         &tb.data_file,
         common::StoreKind::S3,
-        &format!("addresses = \"{address}\"\nlog_lease = \"3s\"\n"),
+        &format!("addresses = \"{address}\"\nlog_lease = \"10m\"\n"),
     );
     let b_dir = tempfile::tempdir().unwrap();
     fs::copy(a.path("key"), b_dir.path().join("key")).unwrap();
@@ -495,7 +536,7 @@ fn two_hosts_sharing_a_store_never_fork_the_chain() {
     // the lease expires; a run on the holder's own host sees the holder is gone and
     // takes over at once.
     let mut next_id = 1000;
-    let mut kill_holder = || {
+    let mut kill_holder = |cfg: &Path| {
         // Something to capture: a run with nothing new takes no lease.
         next_id += 1;
         repl(
@@ -511,26 +552,34 @@ fn two_hosts_sharing_a_store_never_fork_the_chain() {
             ]
             .concat(),
         )
-        .args(["--config", a.config.to_str().unwrap(), "logs"])
+        .args(["--config", cfg.to_str().unwrap(), "logs"])
         .output()
         .unwrap();
         assert_eq!(killed.status.code(), None, "killed by its failpoint");
-        let out = run_bkp(&["--config", cfg_b.to_str().unwrap(), "logs"], &env_b);
-        assert_exit(&out, 4);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("host-a") && err.contains("if that run died"),
-            "{err}"
-        );
     };
-    kill_holder();
+    kill_holder(&a.config);
+    let out = run_bkp(&["--config", cfg_b.to_str().unwrap(), "logs"], &env_b);
+    assert_exit(&out, 4);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("host-a") && err.contains("if that run died"),
+        "{err}"
+    );
     let out = run_bkp(&["--config", a.config.to_str().unwrap(), "logs"], &env_a);
     assert_exit(&out, 0);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("which died holding it"), "{err}");
 
-    kill_holder();
-    std::thread::sleep(std::time::Duration::from_secs(4));
+    // Once the lease of a dead holder has expired, the other host takes it over.
+    let short = a.path("short-lease.toml");
+    let text = fs::read_to_string(&a.config).unwrap();
+    let one_second = text.replace("log_lease = \"10m\"", "log_lease = \"1s\"");
+    assert_ne!(one_second, text);
+    fs::write(&short, one_second).unwrap();
+    kill_holder(&short);
+    // The claim was written before the holder died: a second after its death
+    // (and then some), it has expired.
+    std::thread::sleep(std::time::Duration::from_secs(2));
     let out = run_bkp(&["--config", cfg_b.to_str().unwrap(), "logs"], &env_b);
     assert_exit(&out, 0);
 }

@@ -537,7 +537,14 @@ fn force_replaces_a_database_with_sessions_and_sigterm_stops_a_stalled_dump() {
 
     // A session sits in the target: --force ends it and swaps the databases.
     let mut sitter = pg.background(&target, "SELECT pg_sleep(120);");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    pg.wait_until(
+        "postgres",
+        &format!(
+            "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = '{target}' \
+             AND query LIKE 'SELECT pg_sleep%' AND state = 'active'"
+        ),
+        "the session sits in the target",
+    );
     let out = s.bkp(&["restore", &id, "--target", &target, "--force"]);
     assert_exit(&out, 0);
     assert_eq!(
@@ -554,7 +561,12 @@ fn force_replaces_a_database_with_sessions_and_sigterm_stops_a_stalled_dump() {
         &db,
         "BEGIN; LOCK TABLE tenant_b.orders IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120);",
     );
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    pg.wait_until(
+        &db,
+        "SELECT count(*) > 0 FROM pg_locks WHERE relation = 'tenant_b.orders'::regclass \
+         AND mode = 'AccessExclusiveLock' AND granted",
+        "the other session holds the table",
+    );
     let mut cmd = common::bkp_command(&s.env);
     cmd.args([
         "--config",
@@ -566,7 +578,12 @@ fn force_replaces_a_database_with_sessions_and_sigterm_stops_a_stalled_dump() {
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    pg.wait_until(
+        &db,
+        "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'bkp' \
+         AND wait_event_type = 'Lock'",
+        "the dump waits for the table",
+    );
     assert!(
         child.try_wait().unwrap().is_none(),
         "the dump did not wait for the lock"

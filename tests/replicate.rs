@@ -520,11 +520,12 @@ fn reads_and_copies_are_pinned_to_the_listed_etag() {
 }
 
 /// A file rewritten all the time is read twice, reported, and never stored; the
-/// files around it are replicated.
+/// files around it are replicated. The run stops itself each time it has streamed
+/// a large file (`BKP_PAUSEPOINT`), before it checks the file is the version it
+/// listed, and the test gives the busy file a new modification time there, as a
+/// writer would: every read of it meets a change, however fast the machine.
 #[test]
 fn a_file_that_keeps_changing_is_reported_not_stored_half_new() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
     let s3 = shared_s3();
     let bucket = s3.new_bucket("repl-busy");
     let dir = tempfile::tempdir().unwrap();
@@ -534,24 +535,34 @@ fn a_file_that_keeps_changing_is_reported_not_stored_half_new() {
     mk.large(&cold.join("busy.parquet"), 3);
     let cfg = config(dir.path(), s3, &bucket, "cold", "");
 
-    // A writer that keeps touching the file (a new modification time every
-    // millisecond, as an appending or rewriting job would).
-    let stop = Arc::new(AtomicBool::new(false));
-    let toucher = {
-        let (stop, busy) = (stop.clone(), cold.join("busy.parquet"));
-        std::thread::spawn(move || {
-            let f = fs::File::options().write(true).open(&busy).unwrap();
-            let mut t = std::time::SystemTime::now();
-            while !stop.load(Ordering::Relaxed) {
-                t += std::time::Duration::from_millis(1);
-                f.set_modified(t).unwrap();
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-        })
-    };
-    let (r, stderr) = replicate(&cfg, s3, 10);
-    stop.store(true, Ordering::Relaxed);
-    toucher.join().unwrap();
+    let busy = fs::File::options()
+        .write(true)
+        .open(cold.join("busy.parquet"))
+        .unwrap();
+    let listed = busy.metadata().unwrap().modified().unwrap();
+    let paused = [("BKP_PAUSEPOINT".to_string(), "replicate-read".to_string())];
+    let mut child = common::bkp_command(&[s3.env(), paused.to_vec()].concat())
+        .args(["--config", cfg.to_str().unwrap(), "--json", "replicate"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut touched = 0;
+    while child.try_wait().unwrap().is_none() {
+        if common::stopped(child.id()) {
+            touched += 1;
+            busy.set_modified(listed + std::time::Duration::from_secs(touched))
+                .unwrap();
+            common::resume(child.id());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_exit(&out, 10);
+    // Read twice, each time held and changed (calm.parquet is read in memory).
+    assert_eq!(touched, 2, "held {touched} times");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
 
     assert!(
         stderr.contains("busy.parquet") && stderr.contains("changed while being read"),

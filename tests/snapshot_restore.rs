@@ -420,30 +420,19 @@ fn stop_mode_stops_copies_and_restarts_the_replica() {
     );
 }
 
-/// Starts `bkp snapshot` and returns once it is writing its archive to the store.
-fn start_busy_snapshot(s: &Setup) -> std::process::Child {
-    let mut child = std::process::Command::new(common::bkp_bin())
+/// Starts `bkp snapshot` and returns it stopped (`BKP_PAUSEPOINT`) once it has
+/// stored its first chunk: it holds its run lock, nothing is in the store that
+/// names the chunk, and most of the data file is still to read, however fast or
+/// loaded the machine. `common::resume` lets it go on.
+fn start_held_snapshot(s: &Setup) -> std::process::Child {
+    let held = [("BKP_PAUSEPOINT".to_string(), "chunk-stored:1".to_string())];
+    let child = common::bkp_command(&[&s.env[..], &held[..]].concat())
         .args(["--config", s.config.to_str().unwrap(), "snapshot"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let partial = s.path("store/.bkp-partial");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !fs::read_dir(&partial)
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false)
-    {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before the test could catch it busy"
-        );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the upload never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    common::wait_stopped(child.id(), "the snapshot, after storing its first chunk");
     child
 }
 
@@ -451,13 +440,8 @@ fn start_busy_snapshot(s: &Setup) -> std::process::Child {
 fn a_run_killed_mid_upload_leaves_no_backup_that_looks_complete() {
     let dir = tempfile::tempdir().unwrap();
     let data = formatted_data_file(dir.path());
-    // gzip -9 over a gibibyte keeps the upload going long enough to interrupt.
-    let s = setup(
-        &data,
-        StoreKind::Local,
-        "[compression]\nalgorithm = \"gzip\"\nlevel = 9\n",
-    );
-    let mut child = start_busy_snapshot(&s);
+    let s = setup(&data, StoreKind::Local, "");
+    let mut child = start_held_snapshot(&s);
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -635,19 +619,29 @@ fn force_never_replaces_the_store_or_a_live_data_directory() {
 fn two_runs_of_one_config_never_overlap() {
     let dir = tempfile::tempdir().unwrap();
     let data = formatted_data_file(dir.path());
-    let s = setup(
-        &data,
-        StoreKind::Local,
-        "[compression]\nalgorithm = \"gzip\"\nlevel = 9\n",
-    );
-    let mut first = start_busy_snapshot(&s);
+    let s = setup(&data, StoreKind::Local, "");
+    // The first run is held under its lock for as long as the test needs.
+    let first = start_held_snapshot(&s);
     let out = s.bkp(&["snapshot"]);
     assert_exit(&out, 4);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--wait"));
-    // With --wait, the second run queues behind the first and then succeeds.
-    let out = s.bkp(&["--wait", "5m", "snapshot"]);
+    // With --wait, the second run queues behind the first: it is held too where
+    // it finds the lock taken, then both go on, and it succeeds once the first ends.
+    let queued = [("BKP_PAUSEPOINT".to_string(), "lock-wait:1".to_string())];
+    let second = common::bkp_command(&[&s.env[..], &queued[..]].concat())
+        .args(["--config", s.config.to_str().unwrap()])
+        .args(["--wait", "5m", "snapshot"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_stopped(second.id(), "the --wait run, finding the lock held");
+    common::resume(second.id());
+    common::resume(first.id());
+    let out = first.wait_with_output().unwrap();
     assert_exit(&out, 0);
-    assert!(first.wait().unwrap().success());
+    let out = second.wait_with_output().unwrap();
+    assert_exit(&out, 0);
     let out = s.bkp(&["list", "--json"]);
     assert_eq!(json(&out)["backups"].as_array().unwrap().len(), 2);
 }
@@ -819,16 +813,14 @@ fn restore_dry_run_says_what_it_would_do_and_does_nothing() {
 fn sigterm_stops_a_run_cleanly_with_its_own_exit_code() {
     let dir = tempfile::tempdir().unwrap();
     let data = formatted_data_file(dir.path());
-    let s = setup(
-        &data,
-        StoreKind::Local,
-        "[compression]\nalgorithm = \"gzip\"\nlevel = 9\n",
-    );
-    let child = start_busy_snapshot(&s);
+    let s = setup(&data, StoreKind::Local, "");
+    let child = start_held_snapshot(&s);
+    // Delivered as the run goes on again, mid-upload.
     // SAFETY: kill(2) with a pid of our own child.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
+    common::resume(child.id());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(143), "{out:?}");
     let out = s.bkp(&["list", "--json"]);
@@ -990,14 +982,19 @@ fn a_live_stop_window_is_never_ended_by_another_run() {
     let dir = tempfile::tempdir().unwrap();
     let data = formatted_data_file(dir.path());
     let stopping = dir.path().join("stopping");
+    let go_on = dir.path().join("go-on");
     let started = dir.path().join("started");
-    // The stop command takes its time; meanwhile other runs must leave the
+    // The stop command waits for the test; meanwhile other runs must leave the
     // replica stopped: only the snapshot that stopped it starts it.
     let s = setup(
         &data,
         StoreKind::Local,
         &stop_mode(
-            &format!("touch {}; sleep 3", stopping.display()),
+            &format!(
+                "touch {}; while [ ! -e {} ]; do sleep 0.05; done",
+                stopping.display(),
+                go_on.display()
+            ),
             &format!("echo started >> {}", started.display()),
         ),
     );
@@ -1024,6 +1021,7 @@ fn a_live_stop_window_is_never_ended_by_another_run() {
             "{args:?} started the replica inside a live stop window"
         );
     }
+    fs::write(&go_on, b"").unwrap();
     assert!(snapshot.wait().unwrap().success());
     assert_eq!(fs::read_to_string(&started).unwrap(), "started\n");
     assert!(!s.path("work/replica-stopped.json").exists());

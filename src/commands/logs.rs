@@ -452,6 +452,7 @@ struct KeepAlive<'w, 'l> {
 
 impl Write for KeepAlive<'_, '_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        crate::failpoint::pause("logs-write");
         if self.lost.is_none() {
             if let Err(e) = self.lease.keep_alive() {
                 *self.lost = Some(e);

@@ -368,6 +368,7 @@ fn try_copy(job: &Job, e: &Entry, prev: Option<&FileRecord>) -> Result<Try> {
         |w| {
             let mut h = HashReader::new(reader);
             io::copy(&mut h, w)?;
+            crate::failpoint::pause("replicate-read");
             let (_, d) = h.finish();
             if d.bytes != e.size {
                 return Err(Changed(format!("{} bytes read, {} listed", d.bytes, e.size)).into());

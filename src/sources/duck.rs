@@ -89,6 +89,7 @@ pub fn open_read_only(
             Ok(c) => return Ok(c),
             Err(e) if is_lock_conflict(&e.to_string()) => {
                 if Instant::now() < deadline {
+                    crate::failpoint::pause("lock-wait");
                     std::thread::sleep(Duration::from_millis(250));
                     continue;
                 }

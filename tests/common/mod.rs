@@ -741,21 +741,29 @@ fn show(out: &Output) -> String {
     format!("--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}")
 }
 
-/// Fails the test, showing stdout and stderr, unless the process exited with `code`.
-#[track_caller]
-/// Whether process `pid` is stopped (SIGSTOP: a `BKP_PAUSEPOINT` was reached).
-pub fn stopped(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
-        .unwrap_or(false)
+/// The state letter of process `pid` in `/proc/{pid}/stat` (`T`: stopped, `Z`:
+/// ended and not reaped yet), if it is there.
+fn state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
 }
 
-/// Waits (at most a minute) until process `pid` stops itself at a `BKP_PAUSEPOINT`;
-/// `what` says where, for the failure.
+/// Whether process `pid` is stopped (SIGSTOP: a `BKP_PAUSEPOINT` was reached).
+pub fn stopped(pid: u32) -> bool {
+    state(pid) == Some('T')
+}
+
+/// Waits (at most a minute) until process `pid`, a child of the test, stops
+/// itself at a `BKP_PAUSEPOINT`; `what` says where, for the failure, which
+/// comes at once if the process ends instead.
+#[track_caller]
 pub fn wait_stopped(pid: u32, what: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !stopped(pid) {
+        assert!(
+            !matches!(state(pid), Some('Z') | None),
+            "{what}: the process ended without pausing"
+        );
         assert!(std::time::Instant::now() < deadline, "{what}: never paused");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -769,6 +777,8 @@ pub fn resume(pid: u32) {
     }
 }
 
+/// Fails the test, showing stdout and stderr, unless the process exited with `code`.
+#[track_caller]
 pub fn assert_exit(out: &Output, code: i32) {
     if out.status.code() != Some(code) {
         let status = out.status;

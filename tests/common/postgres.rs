@@ -283,6 +283,17 @@ impl Postgres {
             .join("\n")
     }
 
+    /// Waits (at most a minute) until `query`, run in `db`, answers `t`: the
+    /// server is in the state a test needs (a session connected, a lock
+    /// granted or awaited); `what` names that state for the failure.
+    pub fn wait_until(&self, db: &str, query: &str, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.psql(db, query) != "t" {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Starts `psql` running `sql` in `db` in the background (a session that
     /// holds something while a test runs); kill it when done.
     pub fn background(&self, db: &str, sql: &str) -> std::process::Child {
