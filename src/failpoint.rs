@@ -54,6 +54,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+/// The variable naming the crash point.
+const FAILPOINT: &str = "BKP_FAILPOINT";
+/// The variable naming the pause point.
+const PAUSEPOINT: &str = "BKP_PAUSEPOINT";
+
 /// The point named in the variable `var`, `NAME` or `NAME:N`, and the pass
 /// `N` if given.
 fn named(var: &str) -> Option<(String, Option<u64>)> {
@@ -73,7 +78,7 @@ pub fn hit(name: &str) {
     pause(name);
     static ARMED: OnceLock<Option<(String, Option<u64>)>> = OnceLock::new();
     static PASSES: AtomicU64 = AtomicU64::new(0);
-    let Some((armed, at)) = ARMED.get_or_init(|| named("BKP_FAILPOINT")) else {
+    let Some((armed, at)) = ARMED.get_or_init(|| named(FAILPOINT)) else {
         return;
     };
     if armed == name && PASSES.fetch_add(1, Ordering::SeqCst) + 1 == at.unwrap_or(1) {
@@ -94,7 +99,7 @@ pub fn hit(name: &str) {
 pub fn pause(name: &str) {
     static ARMED: OnceLock<Option<(String, Option<u64>)>> = OnceLock::new();
     static PASSES: AtomicU64 = AtomicU64::new(0);
-    let Some((armed, at)) = ARMED.get_or_init(|| named("BKP_PAUSEPOINT")) else {
+    let Some((armed, at)) = ARMED.get_or_init(|| named(PAUSEPOINT)) else {
         return;
     };
     if armed != name {
