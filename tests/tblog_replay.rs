@@ -836,11 +836,29 @@ fn capture_and_replay_reproduce_the_source() {
         let b_replica = Replica::fresh();
         let b = b_replica.client();
         let cfg_b = b_replica.cfg();
-        // An imported account A2 with another code, older than every segment row.
+        // An imported account A2 with another code, older than every segment row:
+        // the target's newest row is one the log does not hold.
         let mut fake = acct(A2, 1, AF::IMPORTED);
         fake.set_code(99);
         fake.as_raw_mut().timestamp = 1;
         b.accounts(vec![fake]);
+        let e = replay(&cfg_b, readers(&[&seg1]), state1.until).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("row at timestamp 1 (its newest)"), "{msg}");
+        assert_eq!(classify(&e), Some(Code::Integrity));
+        assert_eq!(b.all_accounts(0).len(), 1, "nothing was written: {msg}");
+        // With A1 as the log wrote it on top, the newest row is the log's, and
+        // the replay meets A2 and names it.
+        let mut a1 = state1.accounts[0];
+        {
+            let r = a1.as_raw_mut();
+            r.debits_pending = 0;
+            r.debits_posted = 0;
+            r.credits_pending = 0;
+            r.credits_posted = 0;
+            r.flags |= AF::IMPORTED.bits();
+        }
+        b.accounts(vec![a1]);
         let e = replay(&cfg_b, readers(&[&seg1]), state1.until).unwrap_err();
         let msg = format!("{e:#}");
         let a2_ts = state1.accounts[1].as_raw().timestamp;
@@ -862,8 +880,8 @@ fn capture_and_replay_reproduce_the_source() {
         assert!(msg.contains("code differs"), "{msg}");
     }
 
-    // `exists` is success only for the same row: TigerBeetle does not compare the
-    // timestamp, replay does.
+    // A row with the same fields at another timestamp is not the log's row:
+    // TigerBeetle's `exists` does not compare the timestamp, replay does.
     {
         let b_replica = Replica::fresh();
         let b = b_replica.client();
@@ -878,10 +896,17 @@ fn capture_and_replay_reproduce_the_source() {
             r.timestamp = 1;
         }
         b.accounts(vec![same]);
+        // Its newest row is A1 at timestamp 1, which the log does not hold.
         let e = replay(&b_replica.cfg(), readers(&[&seg1]), state1.until).unwrap_err();
         let msg = format!("{e:#}");
+        assert!(msg.contains("row at timestamp 1 (its newest)"), "{msg}");
+        // Newer than every segment, it must hold each segment row as it is, and
+        // A1's timestamp differs.
+        b.accounts(vec![acct(77, 1, AF::empty())]);
+        let e = replay(&b_replica.cfg(), readers(&[&seg1]), u64::MAX >> 2).unwrap_err();
+        let msg = format!("{e:#}");
         assert!(
-            msg.contains("account 0x1 (timestamp") && msg.contains("with timestamp 1:"),
+            msg.contains("account 0x1 (timestamp") && msg.contains("its timestamp differs"),
             "{msg}"
         );
     }

@@ -110,15 +110,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
                         ) {
                             // Every snapshot of this replica is of the same cluster:
                             // no older one can run either.
-                            let count = n.replica_count;
-                            ctx.ui.warn(&format!(
-                                "snapshot {} is of one replica of a {count}-replica cluster, which TigerBeetle runs only with the others: restoring one data file from the log alone (--replicas {count} restores the data files of the whole cluster)",
-                                b.id
-                            ));
-                            not_alone = Some(pitr::from_the_log_alone(&format!(
-                                "snapshot {} is of one replica of a {count}-replica cluster, so the restore",
-                                b.id
-                            )));
+                            not_alone = Some(one_replica_of_many(ctx, b, n.replica_count));
                             base = None;
                             clear_dir(&staging)?;
                             restored = Vec::new();
@@ -174,6 +166,20 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         ));
         lines
     })
+}
+
+/// Warns that snapshot `b` is of one replica of a `count`-replica cluster, which
+/// TigerBeetle runs only with the others, and returns why the restore replays
+/// the log alone.
+fn one_replica_of_many(ctx: &Ctx, b: &Manifest, count: u8) -> String {
+    ctx.ui.warn(&format!(
+        "snapshot {} is of one replica of a {count}-replica cluster, which TigerBeetle runs only with the others: restoring one data file from the log alone (--replicas {count} restores the data files of the whole cluster)",
+        b.id
+    ));
+    pitr::from_the_log_alone(&format!(
+        "snapshot {} is of one replica of a {count}-replica cluster, so the restore",
+        b.id
+    ))
 }
 
 /// Prints what a restore delivered into `target` (`None`: into a running
