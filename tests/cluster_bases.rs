@@ -182,6 +182,58 @@ fn a_cluster_restores_from_the_newest_base_before_the_instant() {
         facts["newest_row"], "in the log, with the same fields",
         "{report}"
     );
+
+    // Retention keeps the newest base only: cleanup deletes the older base and
+    // the segments behind the one that holds the kept base's newest row, and
+    // every instant from that base on still restores exactly.
+    let mut config = std::fs::read_to_string(cfg).unwrap();
+    config.push_str(
+        "\n[retention.snapshot]\npreset = \"none\"\nkeep_last = 1\n[retention.logs]\npreset = \"none\"\n",
+    );
+    std::fs::write(cfg, config).unwrap();
+    let out = bkp(cfg, &["--json", "cleanup", "--dry-run"]);
+    assert_exit(&out, 0);
+    let plan = json(&out);
+    let rows = plan["backups"].as_array().unwrap();
+    let action = |id: &str| {
+        let row = rows.iter().find(|r| r["id"] == id);
+        row.map(|r| r["action"].as_str().unwrap().to_string())
+    };
+    assert_eq!(action(&b1).as_deref(), Some("delete"), "{plan}");
+    assert_eq!(action(&b2).as_deref(), Some("keep"), "{plan}");
+    let segments = |what: &str| {
+        let of = |r: &&serde_json::Value| r["operation"] == "logs" && r["action"] == what;
+        rows.iter().filter(of).count()
+    };
+    // Four segments: the accounts, then one after each transfer; the base b2
+    // needs the third (its newest row) and the fourth.
+    assert_eq!((segments("delete"), segments("keep")), (2, 2), "{plan}");
+    assert_exit(&bkp(cfg, &["cleanup"]), 0);
+    for (at, want, name) in [(&t2, &want2, "k2"), (&t3, &want3, "k3")] {
+        let (report, target) = restore_cluster(cfg, dir, at, name);
+        assert_eq!(report["id"].as_str(), Some(b2.as_str()), "{report}");
+        assert_eq!(&restored_balances(&target), want, "after cleanup, at {at}");
+    }
+    // Before the kept base, the log is gone: refused, nothing written.
+    let target = dir.join("k1");
+    let out = bkp(
+        cfg,
+        &[
+            "restore",
+            "--at",
+            &t1,
+            "--target",
+            target.to_str().unwrap(),
+            "--replicas",
+            "3",
+        ],
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        !target.exists() || std::fs::read_dir(&target).unwrap().next().is_none(),
+        "{}",
+        text(&out)
+    );
 }
 
 /// A cluster that holds a row the log does not (someone wrote to it, or a

@@ -64,13 +64,14 @@ use crate::units::rfc3339;
 
 /// The candidates retention sees for `manifests`.
 pub fn candidates(manifests: &[Manifest]) -> Vec<Candidate> {
+    let segments = Segments::of(manifests);
     manifests
         .iter()
         .map(|m| Candidate {
             id: m.id.to_string(),
             kind: m.kind,
             scope: m.scope,
-            started_at: as_of(m),
+            started_at: segments.as_of(m),
             parent: m.parent.map(|p| p.to_string()),
             expires_at: (m.retention_days > 0)
                 .then(|| {
@@ -86,17 +87,45 @@ pub fn candidates(manifests: &[Manifest]) -> Vec<Candidate> {
         .collect()
 }
 
-/// When a backup's state is from: its start, but for a TigerBeetle base built
-/// from the log, the time of its newest row (less a minute for the cluster's
-/// clock): the log it needs begins with the segment that holds that row, which
-/// may have ended before the base's run began, and retention's log window
-/// starts at the oldest kept snapshot's time.
-fn as_of(m: &Manifest) -> time::OffsetDateTime {
-    crate::manifest::tigerbeetle::base_newest(m)
-        .and_then(|n| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(n)).ok())
-        .map_or(m.started_at, |t| {
-            (t - time::Duration::minutes(1)).min(m.started_at)
-        })
+/// The TigerBeetle log segments among the manifests: cluster, the newest
+/// cluster timestamp each holds (`until`), and when its run began.
+struct Segments(Vec<(Option<u128>, u64, time::OffsetDateTime)>);
+
+impl Segments {
+    fn of(all: &[Manifest]) -> Segments {
+        use crate::manifest::tigerbeetle as tb;
+        let segments = all.iter().filter_map(|s| {
+            let (_, until) = tb::interval(s)?;
+            Some((tb::cluster_id(s), until, s.started_at))
+        });
+        Segments(segments.collect())
+    }
+
+    /// When a backup's state is from: its start, but for a TigerBeetle base
+    /// built from the log, the start of the log segment that holds its newest
+    /// row (a restore from the base replays from that segment on, and checks
+    /// the row there), which may have begun before the base's run: retention's
+    /// log window starts at the oldest kept snapshot's time. Without that
+    /// segment, the newest row's time less a minute (for the cluster's clock).
+    fn as_of(&self, m: &Manifest) -> time::OffsetDateTime {
+        use crate::manifest::tigerbeetle as tb;
+        let Some(newest) = tb::base_newest(m) else {
+            return m.started_at;
+        };
+        let cluster = tb::cluster_id(m);
+        let holding = self
+            .0
+            .iter()
+            .filter(|(c, until, _)| (c.is_none() || *c == cluster) && *until >= newest)
+            .map(|(_, _, started_at)| *started_at)
+            .min();
+        let from = holding.or_else(|| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(newest))
+                .ok()
+                .map(|t| t - time::Duration::minutes(1))
+        });
+        from.map_or(m.started_at, |t| t.min(m.started_at))
+    }
 }
 
 /// What a backup is of, when a store can hold several sources of its kind: a
