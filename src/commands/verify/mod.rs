@@ -50,6 +50,7 @@ use crate::workdir::WorkDir;
 mod audit;
 mod cases;
 mod drill;
+mod lag;
 mod local;
 mod objects;
 mod outcome;
@@ -79,6 +80,8 @@ pub struct Findings {
     /// lost backups bkp recorded, or holds delete markers or overwritten
     /// versions on bkp's keys.
     pub damage_code: Option<Code>,
+    /// What the copy verified (`--store NAME`) lacks of the primary.
+    pub copy_lacks: Option<serde_json::Value>,
 }
 
 fn selected(all: &[Manifest], args: &VerifyArgs, now: OffsetDateTime) -> Result<Vec<Manifest>> {
@@ -244,12 +247,23 @@ fn look(
         }
     }
 
+    // A copy (`--store NAME`): what it lacks of the primary.
+    let copy_lacks = plan
+        .primary
+        .as_ref()
+        .map(|p| lag::compare(ctx, p, store, &trust));
+
     // Ledger audit. The cluster is probed once: one that is not there costs
-    // milliseconds, not a timeout per request.
+    // milliseconds, not a timeout per request. It records the primary's
+    // backups: a copy is not audited against it.
     let mut ledger = OptionalLedger::probe(ctx, !local.is_temporary());
-    let audit = match &plan.ledger {
-        None => Audit::default(),
-        Some(cfg) => {
+    let audit = match (&plan.ledger, &plan.primary) {
+        (None, _) => Audit::default(),
+        (Some(_), Some(_)) => {
+            ctx.ui.info("ledger audit skipped: the ledger records the primary store's backups, and this is a copy");
+            Audit::default()
+        }
+        (Some(cfg), None) => {
             let deleting: BTreeSet<u128> = read_tombstones(store, &trust)?
                 .iter()
                 .map(|t| t.manifest.id.as_u128())
@@ -330,6 +344,7 @@ fn look(
         ledger,
         trust,
         damage_code,
+        copy_lacks,
     })
 }
 

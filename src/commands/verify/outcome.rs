@@ -76,6 +76,7 @@ pub fn finish(
         "backups": f.checks,
         "ledger": f.audit,
         "drills": f.drills,
+        "copy_lacks": f.copy_lacks,
     });
     let pretty = serde_json::to_string_pretty(&report)?;
 
