@@ -101,11 +101,7 @@ pub fn bring_up_to_date(
     say: &dyn Fn(&str),
 ) -> Result<Outcome> {
     let mut out = Outcome::default();
-    let c = Copier {
-        primary,
-        copy,
-        dry,
-    };
+    let c = Copier { primary, copy, dry };
     c.marker(trust, &mut out)?;
     // Before the manifests: a reader of the copy may need them to admit one.
     c.documents(&format!("{}/", manifest::legacy::DIR), None, &mut out)?;
@@ -420,7 +416,9 @@ fn head_is_held(key: &str, held: &HashMap<String, u64>, wal_whole: bool) -> bool
     };
     match rest.split_once('/') {
         Some(("wal", _)) => wal_whole,
-        Some((kind, name)) => held.contains_key(&format!("{}/{kind}/{name}", manifest::MANIFEST_DIR)),
+        Some((kind, name)) => {
+            held.contains_key(&format!("{}/{kind}/{name}", manifest::MANIFEST_DIR))
+        }
         None => false,
     }
 }
@@ -524,7 +522,10 @@ mod tests {
         assert_eq!(first.backups_copied.len(), 2);
         assert_eq!(first.objects_copied, 2);
         assert_eq!(first.bytes_copied, 5 + 3 * BUFFER as u64 + 5);
-        assert_eq!(c.get(&b.objects[0].key).unwrap(), p.get(&b.objects[0].key).unwrap());
+        assert_eq!(
+            c.get(&b.objects[0].key).unwrap(),
+            p.get(&b.objects[0].key).unwrap()
+        );
         assert_eq!(c.get(&a.key()).unwrap(), p.get(&a.key()).unwrap());
         let again = run(&p, &c, false);
         assert_eq!((again.objects_copied, again.backups_present), (0, 2));
@@ -545,7 +546,11 @@ mod tests {
         let out = run(&p, &c, false);
         assert!(out.backups_copied.is_empty());
         assert_eq!(out.not_copied.len(), 1, "{:?}", out.not_copied);
-        assert!(out.not_copied[0].why.contains("SHA-256"), "{:?}", out.not_copied);
+        assert!(
+            out.not_copied[0].why.contains("SHA-256"),
+            "{:?}",
+            out.not_copied
+        );
         assert_eq!(
             crate::exit::most_specific(out.problems.iter().map(classify)),
             Some(Code::Integrity)
@@ -555,12 +560,19 @@ mod tests {
 
     #[test]
     fn heads_follow_their_backups() {
-        let held: HashMap<String, u64> =
-            [("manifests/tigerbeetle/x.json".to_string(), 1)].into();
+        let held: HashMap<String, u64> = [("manifests/tigerbeetle/x.json".to_string(), 1)].into();
         assert!(head_is_held("heads/tigerbeetle/x.json", &held, false));
         assert!(!head_is_held("heads/tigerbeetle/y.json", &held, true));
-        assert!(head_is_held("heads/wal/7/000000010000000000000040.json", &held, true));
-        assert!(!head_is_held("heads/wal/7/000000010000000000000040.json", &held, false));
+        assert!(head_is_held(
+            "heads/wal/7/000000010000000000000040.json",
+            &held,
+            true
+        ));
+        assert!(!head_is_held(
+            "heads/wal/7/000000010000000000000040.json",
+            &held,
+            false
+        ));
         assert!(!head_is_held("heads", &held, true));
     }
 }

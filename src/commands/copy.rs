@@ -82,7 +82,9 @@ pub fn run(ctx: &Ctx, args: &CopyArgs) -> Result<()> {
         ) {
             Ok(out) => out,
             Err(e) => {
-                reports.push(json!({"name": c.name, "store": copy.identity(), "error": format!("{e:#}")}));
+                reports.push(
+                    json!({"name": c.name, "store": copy.identity(), "error": format!("{e:#}")}),
+                );
                 problems.push(e.context(format!("{what} is not up to date")));
                 continue;
             }
@@ -111,11 +113,7 @@ pub fn run(ctx: &Ctx, args: &CopyArgs) -> Result<()> {
             }
         }
         reports.push(report);
-        problems.extend(
-            out.problems
-                .into_iter()
-                .map(|e| e.context(what.clone())),
-        );
+        problems.extend(out.problems.into_iter().map(|e| e.context(what.clone())));
     }
     if ctx.ui.json {
         crate::ui::print(&serde_json::to_string_pretty(&json!({

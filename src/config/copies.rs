@@ -62,8 +62,8 @@ pub(super) fn validate(
             .map_err(|e| v.error(&format!("copies[{i}]"), e.message().trim_end()))?;
         let section = format!("copies.{}", own.name);
         check_name(v, &section, &own.name, &out)?;
-        let file = StoreFile::deserialize(table)
-            .map_err(|e| v.error(&section, e.message().trim_end()))?;
+        let file =
+            StoreFile::deserialize(table).map_err(|e| v.error(&section, e.message().trim_end()))?;
         let mut store = plan_of(file, v, &section, &ov)?;
         match (&mut store, own.access_key_env, own.secret_key_env) {
             (_, None, None) => {}
@@ -253,10 +253,7 @@ mod tests {
         let copy = |extra: &str| format!("{BASE}[[copies]]\nname = \"c\"\ntype = \"s3\"\n{extra}");
         let same = "endpoint = \"http://A:9000/\"\nbucket = \"main\"\n";
         for prefix in ["bkp", "bkp/inner", ""] {
-            fails_naming(
-                &copy(&format!("{same}prefix = \"{prefix}\"\n")),
-                "copies.c",
-            );
+            fails_naming(&copy(&format!("{same}prefix = \"{prefix}\"\n")), "copies.c");
         }
         for fine in [
             "endpoint = \"http://a:9000\"\nbucket = \"main\"\nprefix = \"bkp2\"\n",

@@ -72,12 +72,7 @@ fn object_lock_of(
             mode: match mode.as_str() {
                 "governance" => LockMode::Governance,
                 "compliance" => LockMode::Compliance,
-                _ => {
-                    return Err(v.error(
-                        &mode_key,
-                        "must be \"governance\" or \"compliance\"",
-                    ))
-                }
+                _ => return Err(v.error(&mode_key, "must be \"governance\" or \"compliance\"")),
             },
             days: v.within(
                 &days_key,

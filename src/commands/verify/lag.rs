@@ -12,7 +12,12 @@ use crate::manifest::Trust;
 use crate::store::Store;
 
 /// Compares `copy` with the primary `primary`; what it lacks, for the report.
-pub fn compare(ctx: &Ctx, primary: &StorePlan, copy: &dyn Store, trust: &Trust) -> serde_json::Value {
+pub fn compare(
+    ctx: &Ctx,
+    primary: &StorePlan,
+    copy: &dyn Store,
+    trust: &Trust,
+) -> serde_json::Value {
     let compared = crate::commands::open_plan_store(primary).and_then(|p| {
         let out = crate::copies::bring_up_to_date(p.as_ref(), copy, trust, true, &|_| {})?;
         Ok((p.identity(), out))
