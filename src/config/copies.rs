@@ -33,10 +33,10 @@ pub struct CopyPlan {
 /// The members of an entry that are not `[store]`'s.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Own {
-    name: String,
-    access_key_env: Option<String>,
-    secret_key_env: Option<String>,
+pub struct CopyOwnFile {
+    pub name: String,
+    pub access_key_env: Option<String>,
+    pub secret_key_env: Option<String>,
 }
 
 const OWN: [&str; 3] = ["name", "access_key_env", "secret_key_env"];
@@ -58,7 +58,7 @@ pub(super) fn validate(
             .iter()
             .filter_map(|k| table.remove(*k).map(|value| (k.to_string(), value)))
             .collect();
-        let own = Own::deserialize(own)
+        let own = CopyOwnFile::deserialize(own)
             .map_err(|e| v.error(&format!("copies[{i}]"), e.message().trim_end()))?;
         let section = format!("copies.{}", own.name);
         check_name(v, &section, &own.name, &out)?;
@@ -244,7 +244,7 @@ mod tests {
                 "copies.x.access_key_env",
             ),
         ] {
-            fails_naming(&format!("{BASE}[[copies]]\n{entry}"), &needle);
+            fails_naming(&format!("{BASE}[[copies]]\n{entry}"), needle);
         }
     }
 

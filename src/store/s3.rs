@@ -234,7 +234,8 @@ const MAX_PARTS: i32 = 10_000;
 pub struct S3Store {
     rt: Arc<Runtime>,
     client: Client,
-    s: S3Settings,
+    // Behind a pointer: the handle stays small (it is an enum variant).
+    s: Arc<S3Settings>,
     /// The keys whose retention this handle already extended (see `hold.rs`),
     /// and the note set when the region is the fallback [`DEFAULT_REGION`]:
     /// behind one pointer, to keep the handle small.
@@ -325,7 +326,7 @@ impl S3Store {
         Ok(S3Store {
             rt: Arc::new(rt),
             client,
-            s: settings,
+            s: Arc::new(settings),
             held: Arc::new((hold::Held::default(), region_note)),
         })
     }

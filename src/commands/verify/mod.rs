@@ -230,21 +230,9 @@ fn look(
 
     // The WAL archive: every file read and checked against its sealed name,
     // and no gap from the oldest base backup on.
-    if args.backup.is_none() && args.kind.is_none_or(|k| Kind::from(k) == Kind::Postgres) {
-        let since = args
-            .since
-            .as_deref()
-            .map(|s| crate::units::parse_since("--since", s, started_at))
-            .transpose()?;
-        match check_wal(ctx, store, keyring, &all, since) {
-            Ok(problems) => {
-                for p in &problems {
-                    ctx.ui.warn(p);
-                }
-                general.extend(problems);
-            }
-            Err(e) => trouble.push(e.context("the WAL archive could not be checked")),
-        }
+    match wal_of(ctx, args, store, keyring, &all, started_at)? {
+        Ok(problems) => general.extend(problems),
+        Err(e) => trouble.push(e),
     }
 
     // A copy (`--store NAME`): what it lacks of the primary.
@@ -365,6 +353,36 @@ fn sort_unreadable(
             _ => general.push(text),
         }
     }
+}
+
+/// [`check_wal`] when the run checks the WAL archive (no `ID`, and `--kind`
+/// postgres or none): the problems found, each warned of, or the trouble
+/// that kept it from looking.
+fn wal_of(
+    ctx: &Ctx,
+    args: &VerifyArgs,
+    store: &dyn Store,
+    keys: Option<&crate::crypto::Keyring>,
+    all: &[Manifest],
+    started_at: OffsetDateTime,
+) -> Result<Result<Vec<String>>> {
+    if args.backup.is_some() || args.kind.is_some_and(|k| Kind::from(k) != Kind::Postgres) {
+        return Ok(Ok(Vec::new()));
+    }
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| crate::units::parse_since("--since", s, started_at))
+        .transpose()?;
+    Ok(match check_wal(ctx, store, keys, all, since) {
+        Ok(problems) => {
+            for p in &problems {
+                ctx.ui.warn(p);
+            }
+            Ok(problems)
+        }
+        Err(e) => Err(e.context("the WAL archive could not be checked")),
+    })
 }
 
 /// Checks the WAL archives of the store: each file (archived since `since`)
