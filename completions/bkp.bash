@@ -25,6 +25,9 @@ _bkp() {
             bkp,cleanup)
                 cmd="bkp__subcmd__cleanup"
                 ;;
+            bkp,copy)
+                cmd="bkp__subcmd__copy"
+                ;;
             bkp,export)
                 cmd="bkp__subcmd__export"
                 ;;
@@ -78,6 +81,9 @@ _bkp() {
                 ;;
             bkp__subcmd__help,cleanup)
                 cmd="bkp__subcmd__help__subcmd__cleanup"
+                ;;
+            bkp__subcmd__help,copy)
+                cmd="bkp__subcmd__help__subcmd__copy"
                 ;;
             bkp__subcmd__help,export)
                 cmd="bkp__subcmd__help__subcmd__export"
@@ -170,7 +176,7 @@ _bkp() {
 
     case "${cmd}" in
         bkp)
-            opts="-c -q -v -h -V --config --json --quiet --verbose --no-progress --wait --help --version snapshot logs export list show restore cat replicate cleanup verify check init trust-legacy key wal status notify help"
+            opts="-c -q -v -h -V --config --json --quiet --verbose --no-progress --wait --store --help --version snapshot logs export list show restore cat replicate cleanup verify check init trust-legacy key wal copy status notify help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -188,6 +194,10 @@ _bkp() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -196,7 +206,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__cat)
-            opts="-c -q -v -h --compressed --force --trust --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --compressed --force --trust --config --json --quiet --verbose --no-progress --wait --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -218,6 +228,10 @@ _bkp() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -226,7 +240,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__check)
-            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -244,6 +258,10 @@ _bkp() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -252,7 +270,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__cleanup)
-            opts="-n -c -q -v -h --dry-run --kind --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-n -c -q -v -h --dry-run --kind --config --json --quiet --verbose --no-progress --wait --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -274,6 +292,48 @@ _bkp() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__copy)
+            opts="-n -c -q -v -h --to --dry-run --trust --config --json --quiet --verbose --no-progress --wait --store --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trust)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -282,7 +342,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__export)
-            opts="-c -q -v -h --kind --full --differential --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --kind --full --differential --config --json --quiet --verbose --no-progress --wait --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -304,6 +364,10 @@ _bkp() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -312,7 +376,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help)
-            opts="snapshot logs export list show restore cat replicate cleanup verify check init trust-legacy key wal status notify help"
+            opts="snapshot logs export list show restore cat replicate cleanup verify check init trust-legacy key wal copy status notify help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -354,6 +418,20 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__help__subcmd__cleanup)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bkp__subcmd__help__subcmd__copy)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -620,7 +698,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__init)
-            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -635,6 +713,10 @@ _bkp() {
                     return 0
                     ;;
                 --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -646,7 +728,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__key)
-            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --help generate help"
+            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --store --help generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -664,6 +746,10 @@ _bkp() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -672,7 +758,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__key__subcmd__generate)
-            opts="-c -q -v -h --type --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --type --config --json --quiet --verbose --no-progress --wait --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -691,6 +777,10 @@ _bkp() {
                     return 0
                     ;;
                 --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -744,7 +834,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__list)
-            opts="-c -q -v -h --kind --operation --since --last --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --kind --operation --since --last --config --json --quiet --verbose --no-progress --wait --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -778,6 +868,10 @@ _bkp() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -786,7 +880,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__logs)
-            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -804,6 +898,10 @@ _bkp() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -812,7 +910,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__notify)
-            opts="-c -q -v -h --test --failed-unit --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --test --failed-unit --config --json --quiet --verbose --no-progress --wait --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -834,6 +932,10 @@ _bkp() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -842,7 +944,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__replicate)
-            opts="-n -c -q -v -h --dry-run --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-n -c -q -v -h --dry-run --config --json --quiet --verbose --no-progress --wait --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -860,6 +962,10 @@ _bkp() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -868,7 +974,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__restore)
-            opts="-t -y -n -c -q -v -h --at --target --into --replicas --kind --force --yes --dry-run --accept-content-mismatch --schema --table --no-owner --trust --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-t -y -n -c -q -v -h --at --target --into --replicas --kind --force --yes --dry-run --accept-content-mismatch --schema --table --no-owner --trust --config --json --quiet --verbose --no-progress --wait --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -922,6 +1028,10 @@ _bkp() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -930,7 +1040,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__show)
-            opts="-c -q -v -h --trust --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --trust --config --json --quiet --verbose --no-progress --wait --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -952,6 +1062,10 @@ _bkp() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -960,7 +1074,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__snapshot)
-            opts="-c -q -v -h --kind --from-log --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --kind --from-log --config --json --quiet --verbose --no-progress --wait --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -982,6 +1096,10 @@ _bkp() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -990,7 +1108,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__status)
-            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1005,6 +1123,10 @@ _bkp() {
                     return 0
                     ;;
                 --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1016,7 +1138,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__trust__subcmd__legacy)
-            opts="-c -q -v -h --dry-run --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --dry-run --config --json --quiet --verbose --no-progress --wait --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1034,6 +1156,10 @@ _bkp() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1042,7 +1168,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__verify)
-            opts="-c -q -v -h --kind --since --drill --report --junit --trust --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --kind --since --drill --report --junit --trust --config --json --quiet --verbose --no-progress --wait --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1080,6 +1206,10 @@ _bkp() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1088,7 +1218,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__wal)
-            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --help push fetch help"
+            opts="-c -q -v -h --config --json --quiet --verbose --no-progress --wait --store --help push fetch help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1106,6 +1236,10 @@ _bkp() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1114,7 +1248,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__wal__subcmd__fetch)
-            opts="-c -q -v -h --pgdata --system --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --pgdata --system --config --json --quiet --verbose --no-progress --wait --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1137,6 +1271,10 @@ _bkp() {
                     return 0
                     ;;
                 --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1204,7 +1342,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__wal__subcmd__push)
-            opts="-c -q -v -h --pgdata --config --json --quiet --verbose --no-progress --wait --help"
+            opts="-c -q -v -h --pgdata --config --json --quiet --verbose --no-progress --wait --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1223,6 +1361,10 @@ _bkp() {
                     return 0
                     ;;
                 --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

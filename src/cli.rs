@@ -74,6 +74,12 @@ pub struct Global {
     /// instead of exiting with code 4.
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
     pub wait: Option<std::time::Duration>,
+
+    /// Read from the copy NAME (a [[copies]] entry) instead of the primary
+    /// [store], as after losing the primary: for list, show, cat, verify,
+    /// restore and status. `primary` names the [store] itself.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub store: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -174,6 +180,15 @@ pub enum Command {
     #[command(subcommand)]
     Wal(WalCommand),
 
+    /// Bring each copy ([[copies]], or the one --to names) up to date with
+    /// the primary store: copy what it lacks (the store marker, each backup's
+    /// objects and then its sealed manifest, heads, the WAL archive),
+    /// create-only, each object's size and SHA-256 checked against its
+    /// manifest on the way; nothing is decrypted, so a write-only host can
+    /// run it. A backup whose manifest or objects do not verify on the
+    /// primary is not copied and is named (exit 5).
+    Copy(CopyArgs),
+
     /// Show, per schedule, the newest good backup, its age, the next due time and
     /// whether its RPO is breached; exit 11 if any watched schedule is breached or
     /// never ran. Reads only the manifests it needs.
@@ -260,6 +275,20 @@ pub enum KeyType {
     Raw,
     X25519,
     Ed25519,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Only the copy of this name (default: every copy).
+    #[arg(long, value_name = "NAME")]
+    pub to: Option<String>,
+
+    /// Say what each copy lacks (what a run would copy); copy nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 #[derive(Debug, Args)]

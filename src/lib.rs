@@ -14,6 +14,7 @@ pub mod chunks;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod copies;
 pub mod credentials;
 pub mod crypto;
 pub mod direct;
@@ -81,6 +82,7 @@ pub fn run(cli: Cli) -> Result<()> {
         .clone()
         .unwrap_or_else(|| config::DEFAULT_CONFIG.into());
     let plan = config::load(&path, &config::Overrides::from_env())?;
+    let plan = commands::copy::reading(plan, &cli.command, g.store.as_deref())?;
     ui.debug(&format!(
         "config {} read; work directory {}",
         path.display(),
@@ -108,6 +110,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Cleanup(a) => commands::cleanup::run(&ctx, a),
         Command::Verify(a) => commands::verify::run(&ctx, a),
         Command::Status => commands::status::run(&ctx),
+        Command::Copy(a) => commands::copy::run(&ctx, a),
         Command::Check => commands::check::run(&ctx),
         Command::Init => commands::key::init(&ctx),
         Command::TrustLegacy(a) => commands::legacy::run(&ctx, a),
@@ -217,6 +220,7 @@ fn notify(ctx: &Ctx, command: &Command, result: &Result<()>) {
         Command::Cleanup(a) if !a.dry_run => "cleanup",
         Command::Verify(_) => "verify",
         Command::Status => "status",
+        Command::Copy(a) if !a.dry_run => "copy",
         _ => return,
     };
     let Some(plan) = &ctx.plan.notify else {

@@ -207,6 +207,7 @@ fn multipart_and_single_writes_carry_retention_and_encryption() {
             days: 1,
         }),
         sse: Some(Sse::Aes256),
+        credentials_env: None,
         ca_file: None,
     };
     let store = S3Store::with_credentials(settings, "test", "test").unwrap();

@@ -18,6 +18,7 @@ pub mod base;
 pub mod cat;
 pub mod check;
 pub mod cleanup;
+pub mod copy;
 pub mod export;
 pub mod key;
 pub mod legacy;
@@ -46,6 +47,14 @@ impl Ctx {
     pub fn progress(&self) -> Arc<dyn Progress> {
         self.ui.progress()
     }
+}
+
+/// The store `p` describes, opened for a run that reads or writes it.
+pub fn open_plan_store(p: &StorePlan) -> Result<Box<dyn Store>> {
+    Ok(match p {
+        StorePlan::Local(p) => Box::new(LocalStore::new(p)?),
+        StorePlan::S3(s) => Box::new(S3Store::new(s.clone())?),
+    })
 }
 
 pub fn open_store(plan: &Plan) -> Result<Box<dyn Store>> {

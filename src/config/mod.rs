@@ -26,6 +26,7 @@ use crate::stages::compress::Compression;
 use crate::units::{parse_duration, parse_size};
 
 pub mod compression;
+pub mod copies;
 pub mod duckdb;
 pub mod encryption;
 pub mod freshness;
@@ -38,6 +39,7 @@ pub mod retention;
 pub mod store;
 pub mod tigerbeetle;
 
+pub use copies::CopyPlan;
 pub use duckdb::{DuckdbPlan, WithoutWatermark};
 pub use encryption::{EncryptionPlan, KeyPlan, KeySpec};
 pub use postgres::PostgresPlan;
@@ -67,6 +69,8 @@ pub struct File {
     pub duckdb: Option<duckdb::DuckdbFile>,
     pub postgres: Option<postgres::PostgresFile>,
     pub notify: Option<notify::NotifyFile>,
+    /// `[[copies]]`: each a `[store]` table with a name (see [`copies`]).
+    pub copies: Option<Vec<toml::Table>>,
 }
 
 /// A validated configuration: everything a run needs, nothing loaded yet.
@@ -90,6 +94,11 @@ pub struct Plan {
     pub postgres: Option<PostgresPlan>,
     /// The command run on failures, recoveries and breached RPOs.
     pub notify: Option<crate::notify::NotifyPlan>,
+    /// Further stores `bkp copy` keeps up to date with `store` (3-2-1).
+    pub copies: Vec<CopyPlan>,
+    /// The primary store, when `--store NAME` made a copy this run's
+    /// `store` (see [`Plan::reading`]).
+    pub primary: Option<StorePlan>,
 }
 
 /// Values from the environment that override the file (`BKP_*`).
@@ -282,6 +291,7 @@ fn validate(f: File, v: &Validator, ov: &Overrides) -> Result<Plan> {
     let duckdb = f.duckdb.map(|d| duckdb::validate(d, v)).transpose()?;
     let postgres = f.postgres.map(|p| postgres::validate(p, v)).transpose()?;
     let notify = f.notify.map(|n| notify::validate(n, v)).transpose()?;
+    let copies = copies::validate(f.copies.unwrap_or_default(), v, ov, &store)?;
     Ok(Plan {
         source: v.file.to_path_buf(),
         work_dir,
@@ -297,10 +307,69 @@ fn validate(f: File, v: &Validator, ov: &Overrides) -> Result<Plan> {
         duckdb,
         postgres,
         notify,
+        copies,
+        primary: None,
     })
 }
 
 impl Plan {
+    /// This plan reading store `name` (`--store NAME`): a copy becomes the
+    /// run's `store` and the primary is kept in `primary`; `primary` (or no
+    /// name) leaves the plan as it is. An unknown name is a config error
+    /// naming the configured ones.
+    pub fn reading(mut self, name: Option<&str>) -> Result<Plan> {
+        let Some(name) = name.filter(|n| *n != copies::PRIMARY) else {
+            return Ok(self);
+        };
+        let Some(copy) = self.copies.iter().find(|c| c.name == name) else {
+            let mut names: Vec<&str> = vec![copies::PRIMARY];
+            names.extend(self.copies.iter().map(|c| c.name.as_str()));
+            return Err(coded(
+                Code::Config,
+                format!(
+                    "{}: no store named {name:?}: --store takes one of {} ([[copies]] entries name the copies)",
+                    self.source.display(),
+                    names.join(", ")
+                ),
+            ));
+        };
+        let copy = copy.store.clone();
+        self.primary = Some(std::mem::replace(&mut self.store, copy));
+        Ok(self)
+    }
+
+    /// The copies `--to NAME` selects (every copy without a name), or the
+    /// config error naming what is configured.
+    pub fn copies_to(&self, name: Option<&str>) -> Result<Vec<&CopyPlan>> {
+        if self.copies.is_empty() {
+            return Err(coded(
+                Code::Config,
+                format!(
+                    "{}: no [[copies]] configured: add one (a name and a store, as [store] is written) for bkp copy to bring up to date",
+                    self.source.display()
+                ),
+            ));
+        }
+        let chosen: Vec<&CopyPlan> = self
+            .copies
+            .iter()
+            .filter(|c| name.is_none_or(|n| c.name == n))
+            .collect();
+        if chosen.is_empty() {
+            let names: Vec<&str> = self.copies.iter().map(|c| c.name.as_str()).collect();
+            return Err(coded(
+                Code::Config,
+                format!(
+                    "{}: no copy named {:?}: --to takes one of {}",
+                    self.source.display(),
+                    name.unwrap_or_default(),
+                    names.join(", ")
+                ),
+            ));
+        }
+        Ok(chosen)
+    }
+
     /// Loads the configured keys (current first). Only runs that encrypt or
     /// decrypt call this, so `list` works without access to the key.
     pub fn keyring(&self) -> Result<Option<Keyring>> {

@@ -55,46 +55,47 @@ pub enum StorePlan {
     S3(S3Settings),
 }
 
-/// `store.object_lock_mode` and `store.object_lock_days`: both or neither.
+/// `{section}.object_lock_mode` and `{section}.object_lock_days`: both or neither.
 fn object_lock_of(
     v: &Validator,
+    section: &str,
     object_lock_mode: Option<String>,
     object_lock_days: Option<u32>,
 ) -> Result<Option<ObjectLock>> {
+    let (mode_key, days_key) = (
+        format!("{section}.object_lock_mode"),
+        format!("{section}.object_lock_days"),
+    );
     Ok(match (object_lock_mode, object_lock_days) {
         (None, None) => None,
         (Some(mode), Some(days)) => Some(ObjectLock {
             mode: match mode.as_str() {
                 "governance" => LockMode::Governance,
                 "compliance" => LockMode::Compliance,
-                _ => {
-                    return Err(v.error(
-                        "store.object_lock_mode",
-                        "must be \"governance\" or \"compliance\"",
-                    ))
-                }
+                _ => return Err(v.error(&mode_key, "must be \"governance\" or \"compliance\"")),
             },
             days: v.within(
-                "store.object_lock_days",
+                &days_key,
                 days,
                 1..=36500,
                 "must be between 1 and 36500 (days each object is retained)",
             )?,
         }),
         (Some(_), None) => return Err(v.error(
-            "store.object_lock_days",
+            &days_key,
             "missing: object_lock_mode needs object_lock_days (how long each object is retained)",
         )),
         (None, Some(_)) => return Err(v.error(
-            "store.object_lock_mode",
+            &mode_key,
             "missing: object_lock_days needs object_lock_mode (\"governance\" or \"compliance\")",
         )),
     })
 }
 
-/// `store.sse` and `store.sse_kms_key_id`.
+/// `{section}.sse` and `{section}.sse_kms_key_id`.
 fn sse_of(
     v: &Validator,
+    section: &str,
     sse: Option<String>,
     sse_kms_key_id: Option<String>,
 ) -> Result<Option<Sse>> {
@@ -104,11 +105,16 @@ fn sse_of(
         (Some("aws:kms"), key_id) => Some(Sse::Kms { key_id }),
         (Some("AES256") | None, Some(_)) => {
             return Err(v.error(
-                "store.sse_kms_key_id",
+                &format!("{section}.sse_kms_key_id"),
                 "only applies with sse = \"aws:kms\"",
             ))
         }
-        (Some(_), _) => return Err(v.error("store.sse", "must be \"AES256\" or \"aws:kms\"")),
+        (Some(_), _) => {
+            return Err(v.error(
+                &format!("{section}.sse"),
+                "must be \"AES256\" or \"aws:kms\"",
+            ))
+        }
     })
 }
 
@@ -125,10 +131,23 @@ pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> R
             )),
             (Some(f), None) => f,
         };
+    plan_of(f, v, "store", ov)
+}
+
+/// The plan of store section `section` (`store`, or a copy's) as written,
+/// with the environment's overrides `ov` (the primary store's; a copy's
+/// carry only what the AWS SDK itself reads).
+pub(super) fn plan_of(
+    f: StoreFile,
+    v: &Validator,
+    section: &str,
+    ov: &Overrides,
+) -> Result<StorePlan> {
+    let key = |name: &str| format!("{section}.{name}");
     match f {
         StoreFile::Local { path } => {
             let path = v.path(path);
-            check_local(v, "store.path", &path)?;
+            check_local(v, &key("path"), &path)?;
             Ok(StorePlan::Local(path))
         }
         StoreFile::S3 {
@@ -145,16 +164,16 @@ pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> R
             sse_kms_key_id,
             ca_file,
         } => {
-            let object_lock = object_lock_of(v, object_lock_mode, object_lock_days)?;
-            let sse = sse_of(v, sse, sse_kms_key_id)?;
+            let object_lock = object_lock_of(v, section, object_lock_mode, object_lock_days)?;
+            let sse = sse_of(v, section, sse, sse_kms_key_id)?;
             let bucket = ov.s3_bucket.clone().unwrap_or(bucket);
             if bucket.is_empty() {
-                return Err(v.error("store.bucket", "must not be empty"));
+                return Err(v.error(&key("bucket"), "must not be empty"));
             }
             let named = if ov.s3_prefix.is_some() {
-                "BKP_S3_PREFIX"
+                "BKP_S3_PREFIX".to_string()
             } else {
-                "store.prefix"
+                key("prefix")
             };
             let prefix = ov
                 .s3_prefix
@@ -162,19 +181,19 @@ pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> R
                 .unwrap_or(prefix)
                 .trim_matches('/')
                 .to_string();
-            check_prefix(v, named, &prefix)?;
+            check_prefix(v, &named, &prefix)?;
             let part_size = match part_size {
-                Some(s) => v.size("store.part_size", &s)? as usize,
+                Some(s) => v.size(&key("part_size"), &s)? as usize,
                 None => 16 << 20,
             };
             let part_size = v.within(
-                "store.part_size",
+                &key("part_size"),
                 part_size,
                 MIN_PART_SIZE..=MAX_PART_SIZE,
                 "must be between 5MiB and 5GiB (S3's part size limits)",
             )?;
             let concurrency = v.within(
-                "store.concurrency",
+                &key("concurrency"),
                 concurrency.unwrap_or(4),
                 1..=64,
                 "must be between 1 and 64",
@@ -193,6 +212,7 @@ pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> R
                 concurrency,
                 object_lock,
                 sse,
+                credentials_env: None,
             }))
         }
     }
@@ -298,7 +318,7 @@ fn is_store(dir: &Path) -> bool {
 
 /// `path` with its longest existing ancestor resolved (symbolic links, `..`),
 /// the rest as written: a store directory may not exist yet.
-fn resolved(path: &Path) -> PathBuf {
+pub(super) fn resolved(path: &Path) -> PathBuf {
     let mut rest = Vec::new();
     let mut at = path;
     loop {

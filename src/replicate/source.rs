@@ -79,6 +79,7 @@ impl Source {
                     object_lock: None,
                     sse: None,
                     ca_file: None,
+                    credentials_env: None,
                 };
                 match &s.credentials_env {
                     None => Source::S3(S3Store::new(settings)?),

@@ -37,8 +37,9 @@ mod hold;
 mod read;
 use read::S3Reader;
 
-/// Connection settings for an S3 store. Credentials are not here: they come from
-/// the standard AWS chain (environment, profile, web identity, instance metadata).
+/// Connection settings for an S3 store. Credentials come from the standard AWS
+/// chain (environment, profile, web identity, instance metadata) unless
+/// `credentials_env` names the environment variables that hold them.
 #[derive(Debug, Clone)]
 pub struct S3Settings {
     pub bucket: String,
@@ -57,6 +58,10 @@ pub struct S3Settings {
     pub object_lock: Option<ObjectLock>,
     /// Server-side encryption every object written asks for, if any.
     pub sse: Option<Sse>,
+    /// The names of the environment variables holding this store's access key
+    /// and secret key, when it is reached with another identity than the
+    /// standard chain's (a copy in another account); never the keys themselves.
+    pub credentials_env: Option<(String, String)>,
 }
 
 /// S3 Object Lock retention modes.
@@ -229,7 +234,8 @@ const MAX_PARTS: i32 = 10_000;
 pub struct S3Store {
     rt: Arc<Runtime>,
     client: Client,
-    s: S3Settings,
+    // Behind a pointer: the handle stays small (it is an enum variant).
+    s: Arc<S3Settings>,
     /// The keys whose retention this handle already extended (see `hold.rs`),
     /// and the note set when the region is the fallback [`DEFAULT_REGION`]:
     /// behind one pointer, to keep the handle small.
@@ -238,7 +244,19 @@ pub struct S3Store {
 
 impl S3Store {
     pub fn new(settings: S3Settings) -> Result<Self> {
-        Self::build(settings, None)
+        let Some((access, secret)) = settings.credentials_env.clone() else {
+            return Self::build(settings, None);
+        };
+        let get = |v: &str| {
+            std::env::var(v).map_err(|_| {
+                coded(
+                    Code::Config,
+                    format!("the store s3://{}/{} takes its credentials from {v}, which is not set: export the store's access key and secret key", settings.bucket, settings.prefix),
+                )
+            })
+        };
+        let (a, k) = (get(&access)?, get(&secret)?);
+        Self::with_credentials(settings, &a, &k)
     }
 
     /// Like [`S3Store::new`], but with these static credentials instead of the
@@ -308,7 +326,7 @@ impl S3Store {
         Ok(S3Store {
             rt: Arc::new(rt),
             client,
-            s: settings,
+            s: Arc::new(settings),
             held: Arc::new((hold::Held::default(), region_note)),
         })
     }

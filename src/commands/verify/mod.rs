@@ -50,6 +50,7 @@ use crate::workdir::WorkDir;
 mod audit;
 mod cases;
 mod drill;
+mod lag;
 mod local;
 mod objects;
 mod outcome;
@@ -79,6 +80,8 @@ pub struct Findings {
     /// lost backups bkp recorded, or holds delete markers or overwritten
     /// versions on bkp's keys.
     pub damage_code: Option<Code>,
+    /// What the copy verified (`--store NAME`) lacks of the primary.
+    pub copy_lacks: Option<serde_json::Value>,
 }
 
 fn selected(all: &[Manifest], args: &VerifyArgs, now: OffsetDateTime) -> Result<Vec<Manifest>> {
@@ -227,29 +230,28 @@ fn look(
 
     // The WAL archive: every file read and checked against its sealed name,
     // and no gap from the oldest base backup on.
-    if args.backup.is_none() && args.kind.is_none_or(|k| Kind::from(k) == Kind::Postgres) {
-        let since = args
-            .since
-            .as_deref()
-            .map(|s| crate::units::parse_since("--since", s, started_at))
-            .transpose()?;
-        match check_wal(ctx, store, keyring, &all, since) {
-            Ok(problems) => {
-                for p in &problems {
-                    ctx.ui.warn(p);
-                }
-                general.extend(problems);
-            }
-            Err(e) => trouble.push(e.context("the WAL archive could not be checked")),
-        }
+    match wal_of(ctx, args, store, keyring, &all, started_at)? {
+        Ok(problems) => general.extend(problems),
+        Err(e) => trouble.push(e),
     }
 
+    // A copy (`--store NAME`): what it lacks of the primary.
+    let copy_lacks = plan
+        .primary
+        .as_ref()
+        .map(|p| lag::compare(ctx, p, store, &trust));
+
     // Ledger audit. The cluster is probed once: one that is not there costs
-    // milliseconds, not a timeout per request.
+    // milliseconds, not a timeout per request. It records the primary's
+    // backups: a copy is not audited against it.
     let mut ledger = OptionalLedger::probe(ctx, !local.is_temporary());
-    let audit = match &plan.ledger {
-        None => Audit::default(),
-        Some(cfg) => {
+    let audit = match (&plan.ledger, &plan.primary) {
+        (None, _) => Audit::default(),
+        (Some(_), Some(_)) => {
+            ctx.ui.info("ledger audit skipped: the ledger records the primary store's backups, and this is a copy");
+            Audit::default()
+        }
+        (Some(cfg), None) => {
             let deleting: BTreeSet<u128> = read_tombstones(store, &trust)?
                 .iter()
                 .map(|t| t.manifest.id.as_u128())
@@ -330,6 +332,7 @@ fn look(
         ledger,
         trust,
         damage_code,
+        copy_lacks,
     })
 }
 
@@ -350,6 +353,36 @@ fn sort_unreadable(
             _ => general.push(text),
         }
     }
+}
+
+/// [`check_wal`] when the run checks the WAL archive (no `ID`, and `--kind`
+/// postgres or none): the problems found, each warned of, or the trouble
+/// that kept it from looking.
+fn wal_of(
+    ctx: &Ctx,
+    args: &VerifyArgs,
+    store: &dyn Store,
+    keys: Option<&crate::crypto::Keyring>,
+    all: &[Manifest],
+    started_at: OffsetDateTime,
+) -> Result<Result<Vec<String>>> {
+    if args.backup.is_some() || args.kind.is_some_and(|k| Kind::from(k) != Kind::Postgres) {
+        return Ok(Ok(Vec::new()));
+    }
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| crate::units::parse_since("--since", s, started_at))
+        .transpose()?;
+    Ok(match check_wal(ctx, store, keys, all, since) {
+        Ok(problems) => {
+            for p in &problems {
+                ctx.ui.warn(p);
+            }
+            Ok(problems)
+        }
+        Err(e) => Err(e.context("the WAL archive could not be checked")),
+    })
 }
 
 /// Checks the WAL archives of the store: each file (archived since `since`)

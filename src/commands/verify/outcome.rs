@@ -54,13 +54,12 @@ pub fn finish(
     let ok = problems == 0 && f.trouble.is_empty();
     let bytes_read: u64 = f.checks.iter().map(|c| c.bytes_read).sum();
     let run_id = f.run_id;
-    let finished_at = OffsetDateTime::now_utc();
     let report = json!({
         "schema": "bkp.report/1.0",
         "operation": "verify",
         "id": run_id,
         "started_at": started_at.format(&Rfc3339)?,
-        "finished_at": finished_at.format(&Rfc3339)?,
+        "finished_at": OffsetDateTime::now_utc().format(&Rfc3339)?,
         "host": hostname(),
         "bkp_version": env!("CARGO_PKG_VERSION"),
         "ok": ok,
@@ -76,6 +75,7 @@ pub fn finish(
         "backups": f.checks,
         "ledger": f.audit,
         "drills": f.drills,
+        "copy_lacks": f.copy_lacks,
     });
     let pretty = serde_json::to_string_pretty(&report)?;
 

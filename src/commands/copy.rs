@@ -1,0 +1,152 @@
+//! `bkp copy`: bring each copy (`[[copies]]`) up to date with the primary
+//! store, as `crate::copies` does it: lock → open the primary and its trust →
+//! per copy: what it lacks, copied (objects before manifests) → report in
+//! the copy → the most specific exit code among the problems.
+//!
+//! Also `--store NAME` ([`reading`]): the commands that only read take a
+//! copy for their store, as after losing the primary.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::{open_plan_store, open_store, Ctx};
+use crate::cli::{Command, CopyArgs};
+use crate::config::Plan;
+use crate::exit::{coded, Code};
+use crate::id::BackupId;
+use crate::lock::RunLock;
+
+/// `plan` reading store `name` (`--store`), for the commands that only read:
+/// backups are written to the primary and reach the copies by `bkp copy`.
+pub fn reading(plan: Plan, command: &Command, name: Option<&str>) -> Result<Plan> {
+    let Some(name) = name else { return Ok(plan) };
+    let reads = matches!(
+        command,
+        Command::List(_)
+            | Command::Show(_)
+            | Command::Cat(_)
+            | Command::Verify(_)
+            | Command::Restore(_)
+            | Command::Status
+    );
+    if !reads {
+        return Err(coded(
+            Code::Config,
+            format!(
+                "--store {name}: only list, show, cat, verify, restore and status read another store; backups are written to the primary [store] and reach the copies through `bkp copy`"
+            ),
+        ));
+    }
+    plan.reading(Some(name))
+}
+
+pub fn run(ctx: &Ctx, args: &CopyArgs) -> Result<()> {
+    let plan = &ctx.plan;
+    let copies = plan.copies_to(args.to.as_deref())?;
+    let _lock = RunLock::acquire(&plan.work_dir, "copy", ctx.wait)?;
+    let started_at = OffsetDateTime::now_utc();
+    let clock = Instant::now();
+    let run_id = BackupId::new_v7(started_at);
+    let primary = open_store(plan)?;
+    let trust = super::trust(plan, args.trust.trust.clone())?;
+    let mut problems = Vec::new();
+    let mut reports = Vec::new();
+    for c in copies {
+        let copy = match open_plan_store(&c.store) {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(e.context(format!("copy {} could not be opened", c.name)));
+                continue;
+            }
+        };
+        let what = format!("copy {} ({})", c.name, copy.identity());
+        ctx.ui.info(&format!(
+            "{} {what} from {}",
+            if args.dry_run {
+                "comparing"
+            } else {
+                "bringing up to date"
+            },
+            primary.identity()
+        ));
+        let say = |line: &str| ctx.ui.detail(line);
+        let out = match crate::copies::bring_up_to_date(
+            primary.as_ref(),
+            copy.as_ref(),
+            &trust,
+            args.dry_run,
+            &say,
+        ) {
+            Ok(out) => out,
+            Err(e) => {
+                reports.push(
+                    json!({"name": c.name, "store": copy.identity(), "error": format!("{e:#}")}),
+                );
+                problems.push(e.context(format!("{what} is not up to date")));
+                continue;
+            }
+        };
+        ctx.ui.info(&summary(&what, &out, args.dry_run));
+        for n in &out.not_copied {
+            ctx.ui.warn(&format!("{what}: not copied: {}", n.why));
+        }
+        let report = json!({
+            "name": c.name,
+            "store": copy.identity(),
+            "outcome": &out,
+            "seconds": clock.elapsed().as_secs_f64(),
+        });
+        if !args.dry_run {
+            let body = json!({"schema": "bkp.copy/1", "id": run_id, "started_at": crate::units::rfc3339(started_at), "from": primary.identity(), "copy": &report});
+            if let Err(e) = super::run::write_report(
+                copy.as_ref(),
+                trust.keys(),
+                "copy",
+                run_id,
+                started_at,
+                &body,
+            ) {
+                ctx.ui.warn(&format!("{what}: {e:#}"));
+            }
+        }
+        reports.push(report);
+        problems.extend(out.problems.into_iter().map(|e| e.context(what.clone())));
+    }
+    if ctx.ui.json {
+        crate::ui::print(&serde_json::to_string_pretty(&json!({
+            "schema": "bkp.copy/1",
+            "dry_run": args.dry_run,
+            "from": primary.identity(),
+            "seconds": clock.elapsed().as_secs_f64(),
+            "copies": reports,
+        }))?)?;
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(crate::exit::combine("bkp copy finished, but", problems))
+}
+
+/// One line for the operator about copy `what`.
+fn summary(what: &str, out: &crate::copies::Outcome, dry: bool) -> String {
+    let objects = crate::units::count(out.objects_copied, "object");
+    let backups = crate::units::count(out.backups_copied.len() as u64, "backup");
+    let size = crate::ui::size(out.bytes_copied);
+    let repaired = match out.objects_repaired {
+        0 => String::new(),
+        n => format!(
+            " ({} missing from backups it held)",
+            crate::units::count(n, "object")
+        ),
+    };
+    match dry {
+        true => format!("{what} lacks {backups} and {objects}, {size}{repaired}"),
+        false => format!(
+            "{what}: copied {backups} and {objects}, {size}{repaired}; it held {} already",
+            crate::units::count(out.backups_present, "backup")
+        ),
+    }
+}

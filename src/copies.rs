@@ -1,0 +1,578 @@
+//! Copies: bringing a second store up to date with the primary (3-2-1), and
+//! saying what a copy lacks.
+//!
+//! A copy is the primary's store in another place, byte for byte: the same
+//! store marker (so the manifests, sealed for the primary's store id, are
+//! that copy's backups too), the same sealed lists, manifests, data objects,
+//! chunks, heads and WAL archive, under the same keys. Catalogs are not
+//! copied (they are caches, and a copied one could name manifests the copy
+//! does not hold yet): readers of the copy build its own.
+//!
+//! What is copied is what the copy lacks, create-only, never replacing
+//! anything: one listing of each store tells what is there. Each backup's
+//! objects are copied before its manifest, so a copy never holds a manifest
+//! whose objects are missing (an interrupted run leaves orphans that the
+//! next run completes). Each object is streamed through a fixed buffer (the
+//! S3 writer keeps its parts in flight, as a backup's upload does) and
+//! hashed on the way: when its size or SHA-256 differs from what the sealed
+//! manifest records, the write is aborted and the backup is not copied.
+//! Nothing is decrypted. Chunks carry no digest of their stored bytes (their
+//! names are keyed digests of the plaintext): their size is checked here,
+//! and their authenticity by every restore and `verify` that reads them.
+//!
+//! Manifests are admitted on the primary as every reader admits them
+//! ([`manifest::list_complete`]): one that does not verify there is not
+//! copied, and is named. Heads (`manifest/head.rs`) are copied only for
+//! backups the copy holds, so a copy never records a backup it lacks.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+
+use anyhow::Result;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::exit::{classify, coded, is_damage, Code};
+use crate::manifest::{self, marker, Manifest, ObjectEntry, Trust};
+use crate::store::{is_already_exists, Metadata, Store};
+
+/// Objects larger than this are read from the primary as parallel ranges.
+const PARALLEL_FROM: u64 = 32 << 20;
+/// The copy buffer.
+const BUFFER: usize = 1 << 20;
+
+/// What a copy run did, or (dry) what the copy lacks.
+#[derive(Debug, Default, Serialize)]
+pub struct Outcome {
+    /// Backups (manifest keys) copied (dry: that the copy lacks).
+    pub backups_copied: Vec<String>,
+    /// Backups the copy held already.
+    pub backups_present: u64,
+    /// Objects and bytes copied (dry: to copy): data objects, chunk lists
+    /// and chunks, the WAL archive's files.
+    pub objects_copied: u64,
+    pub bytes_copied: u64,
+    /// Of those, objects of backups the copy held already: missing there,
+    /// now repaired.
+    pub objects_repaired: u64,
+    /// Documents copied: the store marker, sealed lists, heads.
+    pub documents_copied: u64,
+    /// What was not copied, and why.
+    pub not_copied: Vec<NotCopied>,
+    /// The problems behind `not_copied`, for the exit code.
+    #[serde(skip)]
+    pub problems: Vec<anyhow::Error>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NotCopied {
+    pub key: String,
+    pub why: String,
+}
+
+impl Outcome {
+    fn refuse(&mut self, key: &str, e: anyhow::Error) {
+        self.not_copied.push(NotCopied {
+            key: key.to_string(),
+            why: format!("{e:#}"),
+        });
+        self.problems.push(e);
+    }
+}
+
+/// One object a backup needs, as its manifest records it.
+struct Needed {
+    key: String,
+    size: Option<u64>,
+    sha256: Option<String>,
+    metadata: Metadata,
+}
+
+/// Brings `copy` up to date with `primary`, whose documents `trust` admits;
+/// with `dry`, only says what it would copy (what the copy lacks). `say`
+/// hears a line per backup copied. A store that does not answer ends it
+/// with its error; damage ends only what it concerns, in
+/// [`Outcome::not_copied`].
+pub fn bring_up_to_date(
+    primary: &dyn Store,
+    copy: &dyn Store,
+    trust: &Trust,
+    dry: bool,
+    say: &dyn Fn(&str),
+) -> Result<Outcome> {
+    let mut out = Outcome::default();
+    let c = Copier { primary, copy, dry };
+    c.marker(trust, &mut out)?;
+    // Before the manifests: a reader of the copy may need them to admit one.
+    c.documents(&format!("{}/", manifest::legacy::DIR), None, &mut out)?;
+    let (all, unreadable) = manifest::list_complete(primary, trust, None)?;
+    for u in unreadable.iter().filter(|u| !u.is_junk()) {
+        let e = coded(
+            u.code.unwrap_or(Code::Integrity),
+            format!(
+                "manifest {} cannot be read on the primary: {}",
+                u.key, u.error
+            ),
+        );
+        if !is_damage(&e) {
+            return Err(e);
+        }
+        out.refuse(&u.key, e);
+    }
+    let mut present = c.present()?;
+    let known: HashMap<&str, &ObjectEntry> = all
+        .iter()
+        .flat_map(|m| m.objects.iter().map(|o| (o.key.as_str(), o)))
+        .collect();
+    for m in &all {
+        let held = present.contains_key(&m.key());
+        match c.backup(m, held, trust, &known, &mut present, &mut out) {
+            Ok(()) if held => out.backups_present += 1,
+            Ok(()) => {
+                say(&format!(
+                    "{} {} {} {}",
+                    if dry { "would copy" } else { "copied" },
+                    m.kind.as_str(),
+                    m.operation,
+                    m.id
+                ));
+                out.backups_copied.push(m.key());
+            }
+            Err(e) if is_damage(&e) => out.refuse(&m.key(), e),
+            Err(e) => return Err(e),
+        }
+    }
+    c.wal(&mut present, &mut out)?;
+    c.documents(
+        &format!("{}/", manifest::head::DIR),
+        Some(&present),
+        &mut out,
+    )?;
+    Ok(out)
+}
+
+struct Copier<'a> {
+    primary: &'a dyn Store,
+    copy: &'a dyn Store,
+    dry: bool,
+}
+
+impl Copier<'_> {
+    /// The primary's store marker, which must be the copy's: copied when
+    /// the copy has none, refused when it has another.
+    fn marker(&self, trust: &Trust, out: &mut Outcome) -> Result<()> {
+        // Another installation's primary is refused as every run refuses it.
+        marker::check(self.primary, trust)?;
+        let read = |s: &dyn Store| match s.get_at_most(marker::KEY, crate::limits::MARKER) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if classify(&e) == Some(Code::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let Some(ours) = read(self.primary)? else {
+            return Ok(());
+        };
+        match read(self.copy)? {
+            Some(theirs) if theirs == ours => Ok(()),
+            Some(_) => Err(coded(
+                Code::Config,
+                format!(
+                    "{} holds a store marker ({}) that is not the primary's: it is another store, or another installation's; a copy must start empty (or hold what bkp copy put there)",
+                    self.copy.identity(),
+                    marker::KEY
+                ),
+            )),
+            None if self.dry => {
+                out.documents_copied += 1;
+                Ok(())
+            }
+            None => {
+                put_new(self.copy, marker::KEY, &ours)?;
+                out.documents_copied += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// The keys (and sizes) the copy holds where backups live.
+    fn present(&self) -> Result<HashMap<String, u64>> {
+        let mut prefixes = vec![format!("{}/", manifest::MANIFEST_DIR)];
+        prefixes.extend(
+            manifest::Kind::ALL
+                .iter()
+                .map(|k| format!("{}/", k.as_str())),
+        );
+        let mut present = HashMap::new();
+        for p in prefixes {
+            for o in self.copy.list(&p)? {
+                present.insert(o.key, o.size);
+            }
+        }
+        Ok(present)
+    }
+
+    /// Copies what backup `m` needs that the copy lacks, then (unless it is
+    /// `held` already) its manifest, read again from its own key.
+    fn backup(
+        &self,
+        m: &Manifest,
+        held: bool,
+        trust: &Trust,
+        known: &HashMap<&str, &ObjectEntry>,
+        present: &mut HashMap<String, u64>,
+        out: &mut Outcome,
+    ) -> Result<()> {
+        let key = m.key();
+        // What is copied is what these bytes say, not the catalog.
+        let fresh = match held {
+            true => None,
+            false => {
+                let bytes = self.primary.get_at_most(&key, crate::limits::MANIFEST)?;
+                Some((manifest::parse(&bytes, &key, trust)?, bytes))
+            }
+        };
+        let m = fresh.as_ref().map_or(m, |(m, _)| m);
+        let mut copied = 0;
+        for n in needed(self.primary, m, known)? {
+            match present.get(&n.key) {
+                Some(&size) if n.size.is_none_or(|s| s == size) => continue,
+                Some(&size) => {
+                    return Err(coded(
+                        Code::Integrity,
+                        format!(
+                            "{} holds {} with {size} bytes where backup {} records {}: it is damaged or not bkp's, and bkp copy replaces nothing; delete it from the copy and run bkp copy again",
+                            self.copy.identity(),
+                            n.key,
+                            m.id,
+                            n.size.unwrap_or_default()
+                        ),
+                    ))
+                }
+                None => {}
+            }
+            let bytes = self.object(&n)?;
+            present.insert(n.key.clone(), bytes);
+            out.objects_copied += 1;
+            out.bytes_copied += bytes;
+            copied += 1;
+        }
+        if held {
+            out.objects_repaired += copied;
+            return Ok(());
+        }
+        if let Some((_, bytes)) = &fresh {
+            if !self.dry {
+                put_new(self.copy, &key, bytes)?;
+            }
+            present.insert(key, bytes.len() as u64);
+        }
+        Ok(())
+    }
+
+    /// Streams one object from the primary to the copy, checking its size
+    /// and SHA-256 on the way; the bytes copied. The write is finished only
+    /// when both match.
+    fn object(&self, n: &Needed) -> Result<u64> {
+        if self.dry {
+            return Ok(n.size.unwrap_or_default());
+        }
+        let big = n.size.is_some_and(|s| s >= PARALLEL_FROM);
+        let mut from = match big {
+            true => self.primary.open_parallel(&n.key)?,
+            false => self.primary.open(&n.key)?,
+        };
+        let mut to = self.copy.create(&n.key, &n.metadata)?;
+        let mut hash = Sha256::new();
+        let mut buf = vec![0u8; BUFFER];
+        let mut total = 0u64;
+        let mismatch = |why: String| {
+            coded(
+                Code::Integrity,
+                format!(
+                    "{} in {} {why}: it is damaged there and is not copied; `bkp verify` on the primary names the backups that need it",
+                    n.key,
+                    self.primary.identity()
+                ),
+            )
+        };
+        let copied: Result<()> = (|| loop {
+            let got = from.read(&mut buf)?;
+            if got == 0 {
+                return Ok(());
+            }
+            total += got as u64;
+            if n.size.is_some_and(|s| total > s) {
+                return Err(mismatch(format!(
+                    "is larger than the {} bytes its manifest records",
+                    n.size.unwrap_or_default()
+                )));
+            }
+            hash.update(&buf[..got]);
+            to.write_all(&buf[..got])?;
+        })();
+        let digest = crate::stages::hash::hex(&hash.finalize());
+        let checked = copied.and_then(|()| match (n.size, &n.sha256) {
+            (Some(s), _) if s != total => Err(mismatch(format!(
+                "has {total} bytes where its manifest records {s}"
+            ))),
+            (_, Some(d)) if *d != digest => Err(mismatch(
+                "does not have the SHA-256 its manifest records".into(),
+            )),
+            _ => Ok(()),
+        });
+        if let Err(e) = checked {
+            let _ = to.abort();
+            return Err(e);
+        }
+        match to.finish() {
+            Ok(_) => Ok(total),
+            // Another run copied it meanwhile.
+            Err(e) if is_already_exists(&e) => Ok(total),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The WAL archive's files the copy lacks, their size checked (their
+    /// names carry a seal over their content, which readers check).
+    fn wal(&self, present: &mut HashMap<String, u64>, out: &mut Outcome) -> Result<()> {
+        let prefix = manifest::wal::PREFIX;
+        let theirs: HashSet<String> = self.copy.list(prefix)?.into_iter().map(|o| o.key).collect();
+        for o in self.primary.list(prefix)? {
+            if theirs.contains(&o.key) {
+                continue;
+            }
+            let n = Needed {
+                key: o.key.clone(),
+                size: Some(o.size),
+                sha256: None,
+                metadata: Vec::new(),
+            };
+            match self.object(&n) {
+                Ok(bytes) => {
+                    out.objects_copied += 1;
+                    out.bytes_copied += bytes;
+                    present.insert(o.key, bytes);
+                }
+                Err(e) if is_damage(&e) || classify(&e) == Some(Code::NotFound) => {
+                    out.refuse(&o.key, e)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Small documents under `prefix` that the copy lacks, as they are.
+    /// With `holding`, a head is copied only when the copy holds what it
+    /// records: the backup's manifest (`heads/{kind}/{id}.json`), or, for
+    /// the WAL archive, when no WAL file failed to copy.
+    fn documents(
+        &self,
+        prefix: &str,
+        holding: Option<&HashMap<String, u64>>,
+        out: &mut Outcome,
+    ) -> Result<()> {
+        let theirs: HashSet<String> = self.copy.list(prefix)?.into_iter().map(|o| o.key).collect();
+        let wal_whole = !out
+            .not_copied
+            .iter()
+            .any(|n| n.key.starts_with(manifest::wal::PREFIX));
+        for o in self.primary.list(prefix)? {
+            if theirs.contains(&o.key) {
+                continue;
+            }
+            if let Some(held) = holding {
+                if !head_is_held(&o.key, held, wal_whole) {
+                    continue;
+                }
+            }
+            if o.size > crate::limits::DOCUMENT {
+                out.refuse(
+                    &o.key,
+                    crate::limits::too_large(&o.key, crate::limits::DOCUMENT),
+                );
+                continue;
+            }
+            if !self.dry {
+                let bytes = match self.primary.get(&o.key) {
+                    Ok(b) => b,
+                    Err(e) if classify(&e) == Some(Code::NotFound) => continue,
+                    Err(e) => return Err(e),
+                };
+                put_new(self.copy, &o.key, &bytes)?;
+            }
+            out.documents_copied += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Whether the copy holds what head `key` records (see [`Copier::documents`]).
+fn head_is_held(key: &str, held: &HashMap<String, u64>, wal_whole: bool) -> bool {
+    let Some(rest) = key
+        .strip_prefix(manifest::head::DIR)
+        .and_then(|r| r.strip_prefix('/'))
+    else {
+        return false;
+    };
+    match rest.split_once('/') {
+        Some(("wal", _)) => wal_whole,
+        Some((kind, name)) => {
+            held.contains_key(&format!("{}/{kind}/{name}", manifest::MANIFEST_DIR))
+        }
+        None => false,
+    }
+}
+
+/// What backup `m` needs besides its manifest: its objects, the objects of
+/// earlier backups it uses (with their digests where a listed manifest
+/// records them: `known`), its chunk list and every chunk it names (the
+/// list read from `primary` and checked against the manifest).
+fn needed(
+    primary: &dyn Store,
+    m: &Manifest,
+    known: &HashMap<&str, &ObjectEntry>,
+) -> Result<Vec<Needed>> {
+    let meta = vec![
+        ("backup-id".to_string(), m.id.to_string()),
+        ("backup-type".to_string(), m.kind.as_str().to_string()),
+        ("backup-scope".to_string(), m.scope.as_str().to_string()),
+    ];
+    let entry = |o: &ObjectEntry| Needed {
+        key: o.key.clone(),
+        size: Some(o.size),
+        sha256: Some(o.sha256.clone()),
+        metadata: [
+            meta.clone(),
+            vec![("checksum-sha256".to_string(), o.sha256.clone())],
+        ]
+        .concat(),
+    };
+    let mut out: Vec<Needed> = m.objects.iter().map(entry).collect();
+    for key in &m.uses {
+        out.push(match known.get(key.as_str()) {
+            Some(o) => entry(o),
+            None => Needed {
+                key: key.clone(),
+                size: None,
+                sha256: None,
+                metadata: meta.clone(),
+            },
+        });
+    }
+    if let Some(c) = &m.chunks {
+        out.push(Needed {
+            key: c.list.key.clone(),
+            size: Some(c.list.size),
+            sha256: Some(c.list.sha256.clone()),
+            metadata: meta.clone(),
+        });
+        if let Some(map) = crate::chunks::load(primary, m)? {
+            out.extend(map.keys(m.kind).map(|(key, size)| Needed {
+                key,
+                size: Some(size),
+                sha256: None,
+                metadata: Vec::new(),
+            }));
+        }
+    }
+    Ok(out)
+}
+
+/// A create-only write that another run may have made first.
+fn put_new(store: &dyn Store, key: &str, bytes: &[u8]) -> Result<()> {
+    match store.put_new(key, bytes, &Vec::new()) {
+        Ok(_) => Ok(()),
+        Err(e) if is_already_exists(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::tests::sample;
+    use crate::manifest::Kind;
+    use crate::store::memory::MemoryStore;
+
+    /// A backup of `bytes` stored in `store` as bkp stores one (object first,
+    /// manifest last).
+    fn stored(store: &MemoryStore, at: i64, bytes: &[u8]) -> Manifest {
+        let t = time::OffsetDateTime::from_unix_timestamp(at).unwrap();
+        let mut m = sample(Kind::Tigerbeetle, t);
+        m.objects[0].size = bytes.len() as u64;
+        m.objects[0].sha256 = crate::stages::hash::hex(&Sha256::digest(bytes));
+        store.put_new(&m.objects[0].key, bytes, &vec![]).unwrap();
+        manifest::write(store, &m, None).unwrap();
+        m
+    }
+
+    fn run(p: &MemoryStore, c: &MemoryStore, dry: bool) -> Outcome {
+        bring_up_to_date(p, c, &Trust::none(), dry, &|_| {}).unwrap()
+    }
+
+    #[test]
+    fn a_copy_gets_what_it_lacks_once_and_objects_before_manifests() {
+        let (p, c) = (MemoryStore::named("p"), MemoryStore::named("c"));
+        let a = stored(&p, 1_760_140_800, b"first");
+        let b = stored(&p, 1_760_162_400, &vec![7u8; 3 * BUFFER + 5]);
+        let dry = run(&p, &c, true);
+        assert_eq!(dry.backups_copied, vec![a.key(), b.key()]);
+        assert!(c.list("").unwrap().is_empty(), "a dry run writes nothing");
+        let first = run(&p, &c, false);
+        assert_eq!(first.backups_copied.len(), 2);
+        assert_eq!(first.objects_copied, 2);
+        assert_eq!(first.bytes_copied, 5 + 3 * BUFFER as u64 + 5);
+        assert_eq!(
+            c.get(&b.objects[0].key).unwrap(),
+            p.get(&b.objects[0].key).unwrap()
+        );
+        assert_eq!(c.get(&a.key()).unwrap(), p.get(&a.key()).unwrap());
+        let again = run(&p, &c, false);
+        assert_eq!((again.objects_copied, again.backups_present), (0, 2));
+        assert!(again.backups_copied.is_empty());
+        // An object lost from the copy is copied again.
+        c.delete(&a.objects[0].key).unwrap();
+        let repair = run(&p, &c, false);
+        assert_eq!((repair.objects_copied, repair.objects_repaired), (1, 1));
+        assert!(c.head(&a.objects[0].key).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_damaged_object_on_the_primary_copies_neither_it_nor_its_manifest() {
+        let (p, c) = (MemoryStore::named("p2"), MemoryStore::named("c2"));
+        let m = stored(&p, 1_760_140_800, b"genuine");
+        p.delete(&m.objects[0].key).unwrap();
+        p.put_new(&m.objects[0].key, b"altered", &vec![]).unwrap();
+        let out = run(&p, &c, false);
+        assert!(out.backups_copied.is_empty());
+        assert_eq!(out.not_copied.len(), 1, "{:?}", out.not_copied);
+        assert!(
+            out.not_copied[0].why.contains("SHA-256"),
+            "{:?}",
+            out.not_copied
+        );
+        assert_eq!(
+            crate::exit::most_specific(out.problems.iter().map(classify)),
+            Some(Code::Integrity)
+        );
+        assert!(c.list("").unwrap().is_empty(), "{:?}", c.list("").unwrap());
+    }
+
+    #[test]
+    fn heads_follow_their_backups() {
+        let held: HashMap<String, u64> = [("manifests/tigerbeetle/x.json".to_string(), 1)].into();
+        assert!(head_is_held("heads/tigerbeetle/x.json", &held, false));
+        assert!(!head_is_held("heads/tigerbeetle/y.json", &held, true));
+        assert!(head_is_held(
+            "heads/wal/7/000000010000000000000040.json",
+            &held,
+            true
+        ));
+        assert!(!head_is_held(
+            "heads/wal/7/000000010000000000000040.json",
+            &held,
+            false
+        ));
+        assert!(!head_is_held("heads", &held, true));
+    }
+}

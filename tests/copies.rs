@@ -1,0 +1,365 @@
+//! 3-2-1 through the binary: `[[copies]]` on a second SeaweedFS server (its
+//! own credentials) and in a local directory, brought up to date by `bkp
+//! copy`, read with `--store NAME` once the primary is gone; an object lost
+//! from a copy is reported by `verify` and copied again; a copy that lies
+//! is caught by the restore that reads it.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::{
+    assert_exit, formatted_data_file, json, run_bkp, text, tool, walk, write_key, S3Server, ARCHIVE,
+};
+
+/// A config with its primary store `store` (TOML lines after `[store]`) and
+/// `copies` (whole `[[copies]]` tables), a key, and the data file `data`.
+struct Site {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Site {
+    fn new(data: &Path, store: &str, copies: &str, tb: &str, env: Vec<(String, String)>) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        write_key(dir.path().join("key"), [7u8; 32]);
+        let config = dir.path().join("bkp.toml");
+        fs::write(
+            &config,
+            format!(
+                "work_dir = \"work\"\n[store]\n{store}[encryption]\nkey_file = \"key\"\n[tigerbeetle]\ndata_file = \"{}\"\nbinary = \"{}\"\n{tb}{copies}",
+                data.display(),
+                tool("tigerbeetle").display()
+            ),
+        )
+        .unwrap();
+        Site { dir, config, env }
+    }
+
+    fn bkp(&self, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["--config", self.config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run_bkp(&all, &self.env)
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `bkp --json copy ARGS`, which must exit `code`; the outcome per copy name.
+    fn copy(&self, args: &[&str], code: i32) -> serde_json::Map<String, serde_json::Value> {
+        let mut all = vec!["--json", "copy"];
+        all.extend_from_slice(args);
+        let out = self.bkp(&all);
+        assert_exit(&out, code);
+        json(&out)["copies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["outcome"].clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn s3_store(s3: &S3Server, bucket: &str) -> String {
+    format!(
+        "type = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"team/bkp\"\nendpoint = \"{}\"\nregion = \"{}\"\npart_size = \"5MiB\"\n",
+        s3.endpoint, s3.region
+    )
+}
+
+fn digest(p: &Path) -> String {
+    bkp::stages::hash::digest_reader(std::io::BufReader::new(fs::File::open(p).unwrap()))
+        .unwrap()
+        .sha256
+}
+
+/// The restored data file under `target`.
+fn restored_data_file(target: &Path) -> PathBuf {
+    walk(target)
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".tigerbeetle"))
+        .unwrap_or_else(|| panic!("no data file restored in {}", target.display()))
+}
+
+fn n(v: &serde_json::Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} in {v}"))
+}
+
+#[test]
+fn copies_in_another_region_restore_and_drill_after_the_primary_is_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(tmp.path());
+    let mut primary = S3Server::start();
+    let region2 = S3Server::start();
+    let (b1, b2) = (primary.new_bucket("main"), region2.new_bucket("dr"));
+    let copies = format!(
+        "[[copies]]\nname = \"dr\"\n{}access_key_env = \"DR_KEY\"\nsecret_key_env = \"DR_SECRET\"\n[[copies]]\nname = \"nas\"\ntype = \"local\"\npath = \"nas\"\n",
+        s3_store(&region2, &b2)
+    );
+    let mut env = primary.env();
+    env.push(("DR_KEY".into(), region2.access_key.clone()));
+    env.push(("DR_SECRET".into(), region2.secret_key.clone()));
+    let site = Site::new(&data, &s3_store(&primary, &b1), &copies, "", env);
+
+    let out = site.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    let first = json(&out)["manifest"]["id"].as_str().unwrap().to_string();
+
+    // Both copies get the backup: its chunks, chunk list and manifest.
+    let done = site.copy(&[], 0);
+    for name in ["dr", "nas"] {
+        let o = &done[name];
+        assert_eq!(o["backups_copied"].as_array().unwrap().len(), 1, "{o}");
+        assert!(n(o, "objects_copied") >= 2, "{o}");
+        assert!(
+            n(o, "documents_copied") >= 2,
+            "the marker and the head: {o}"
+        );
+    }
+    // Again: nothing to copy, nothing uploaded.
+    let again = site.copy(&[], 0);
+    for name in ["dr", "nas"] {
+        let o = &again[name];
+        assert_eq!(
+            (
+                n(o, "objects_copied"),
+                n(o, "bytes_copied"),
+                n(o, "documents_copied")
+            ),
+            (0, 0, 0),
+            "{o}"
+        );
+        assert!(o["backups_copied"].as_array().unwrap().is_empty(), "{o}");
+        assert_eq!(n(o, "backups_present"), 1, "{o}");
+    }
+
+    // A second backup reaches only the copy asked for; verify says what the
+    // other lacks (a lagging copy is not a damaged one: exit 0).
+    let out = site.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    let second = json(&out)["manifest"]["id"].as_str().unwrap().to_string();
+    let to_dr = site.copy(&["--to", "dr"], 0);
+    assert_eq!(to_dr.len(), 1);
+    assert_eq!(to_dr["dr"]["backups_copied"].as_array().unwrap().len(), 1);
+    let out = site.bkp(&["--json", "verify", "--store", "nas"]);
+    assert_exit(&out, 0);
+    let lacks = &json(&out)["copy_lacks"];
+    assert_eq!(lacks["backups"].as_array().unwrap().len(), 1, "{lacks}");
+    assert!(
+        lacks["backups"][0].as_str().unwrap().contains(&second),
+        "{lacks}"
+    );
+    let listed = |store: &str| -> Vec<String> {
+        let out = site.bkp(&["--json", "list", "--store", store]);
+        assert_exit(&out, 0);
+        json(&out)["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(listed("nas"), vec![first.clone()]);
+    assert_eq!(listed("dr"), vec![first.clone(), second.clone()]);
+
+    // A chunk lost from the copy: verify of the copy names it (exit 5), and
+    // the next copy run puts it back.
+    let chunks = region2.rclone(&[
+        "lsf",
+        "-R",
+        "--files-only",
+        &format!("s3:{b2}/team/bkp/tigerbeetle/chunks"),
+    ]);
+    let chunk = String::from_utf8_lossy(&chunks.stdout)
+        .lines()
+        .next()
+        .expect("the copy holds chunks")
+        .to_string();
+    let key = format!("tigerbeetle/chunks/{chunk}");
+    let gone = region2.rclone(&["deletefile", &format!("s3:{b2}/team/bkp/{key}")]);
+    assert!(gone.status.success(), "{}", text(&gone));
+    let out = site.bkp(&["verify", "--store", "dr"]);
+    assert_exit(&out, 5);
+    assert!(text(&out).contains(&key), "{}", text(&out));
+    let repaired = site.copy(&["--to", "dr"], 0);
+    assert_eq!(
+        n(&repaired["dr"], "objects_repaired"),
+        1,
+        "{}",
+        repaired["dr"]
+    );
+    assert_eq!(
+        n(&repaired["dr"], "objects_copied"),
+        1,
+        "{}",
+        repaired["dr"]
+    );
+    assert_exit(&site.bkp(&["verify", "--store", "dr"]), 0);
+
+    // The primary region is gone: the copy restores and drills on its own.
+    primary.stop();
+    assert_exit(&site.bkp(&["list"]), 6);
+    let target = site.path("restored");
+    let out = site.bkp(&[
+        "restore",
+        "latest",
+        "--store",
+        "dr",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert!(text(&out).contains(&second), "{}", text(&out));
+    assert_eq!(digest(&restored_data_file(&target)), digest(&data));
+    let out = site.bkp(&["--json", "verify", "--drill", "--store", "dr"]);
+    assert_exit(&out, 0);
+    let report = json(&out);
+    assert!(
+        report["copy_lacks"]["error"].is_string(),
+        "{}",
+        report["copy_lacks"]
+    );
+    assert_eq!(report["drills"].as_array().unwrap().len(), 1, "{report}");
+    let out = site.bkp(&["status", "--store", "nas"]);
+    assert!(text(&out).contains(&first[..8]), "{}", text(&out));
+}
+
+#[test]
+fn a_copy_that_lies_is_caught_and_damage_on_the_primary_is_not_copied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(tmp.path());
+    let copies = "[[copies]]\nname = \"c\"\ntype = \"local\"\npath = \"copy\"\n";
+    let site = Site::new(
+        &data,
+        "type = \"local\"\npath = \"store\"\n",
+        copies,
+        ARCHIVE,
+        vec![],
+    );
+    let out = site.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    let m = json(&out)["manifest"].clone();
+    let object = m["objects"][0]["key"].as_str().unwrap().to_string();
+    site.copy(&[], 0);
+    let manifest = format!("manifests/tigerbeetle/{}.json", m["id"].as_str().unwrap());
+    assert_eq!(
+        fs::read(site.path("copy").join(&manifest)).unwrap(),
+        fs::read(site.path("store").join(&manifest)).unwrap(),
+        "the manifest is copied byte for byte"
+    );
+
+    // One byte changed in the copy, size kept: the restore from it refuses.
+    let planted = site.path("copy").join(&object);
+    let mut bytes = fs::read(&planted).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    fs::write(&planted, &bytes).unwrap();
+    let target = site.path("from-copy");
+    let out = site.bkp(&[
+        "restore",
+        "latest",
+        "--store",
+        "c",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 5);
+    let out = site.bkp(&[
+        "restore",
+        "latest",
+        "--target",
+        site.path("from-primary").to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    // bkp copy replaces nothing (create-only): the damage stays for verify.
+    let again = site.copy(&[], 0);
+    assert_eq!(n(&again["c"], "objects_copied"), 0);
+    assert_exit(&site.bkp(&["verify", "--store", "c"]), 5);
+
+    // Damage on the primary: that backup is not copied, and is named.
+    let out = site.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    let m2 = json(&out)["manifest"].clone();
+    let object2 = site
+        .path("store")
+        .join(m2["objects"][0]["key"].as_str().unwrap());
+    let mut bytes = fs::read(&object2).unwrap();
+    bytes[10] ^= 1;
+    fs::write(&object2, &bytes).unwrap();
+    let out = site.bkp(&["--json", "copy"]);
+    assert_exit(&out, 5);
+    let o = &json(&out)["copies"][0]["outcome"];
+    assert!(o["backups_copied"].as_array().unwrap().is_empty(), "{o}");
+    let why = o["not_copied"][0]["why"].as_str().unwrap();
+    assert!(why.contains("SHA-256"), "{why}");
+    let id2 = m2["id"].as_str().unwrap();
+    assert!(!site
+        .path("copy")
+        .join(format!("manifests/tigerbeetle/{id2}.json"))
+        .exists());
+    assert!(
+        !site
+            .path("copy")
+            .join(m2["objects"][0]["key"].as_str().unwrap())
+            .exists(),
+        "an object that does not match its manifest is not left in the copy"
+    );
+
+    // --store is for the commands that read; names are checked.
+    assert_exit(&site.bkp(&["snapshot", "--store", "c"]), 3);
+    let out = site.bkp(&["list", "--store", "elsewhere"]);
+    assert_exit(&out, 3);
+    assert!(text(&out).contains("primary, c"), "{}", text(&out));
+    assert_exit(&site.bkp(&["list", "--store", "primary"]), 0);
+}
+
+#[test]
+fn a_copy_of_another_store_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(tmp.path());
+    let copies = "[[copies]]\nname = \"c\"\ntype = \"local\"\npath = \"copy\"\n";
+    let site = Site::new(
+        &data,
+        "type = \"local\"\npath = \"store\"\n",
+        copies,
+        ARCHIVE,
+        vec![],
+    );
+    assert_exit(&site.bkp(&["init"]), 0);
+    // The copy's directory is another store, with its own marker.
+    let other = Site::new(
+        &data,
+        "type = \"local\"\npath = \"../copy\"\n",
+        "",
+        ARCHIVE,
+        vec![],
+    );
+    fs::create_dir_all(site.path("copy")).unwrap();
+    let other_cfg = other.config.clone();
+    fs::write(
+        &other_cfg,
+        fs::read_to_string(&other_cfg)
+            .unwrap()
+            .replace("../copy", site.path("copy").to_str().unwrap()),
+    )
+    .unwrap();
+    assert_exit(&other.bkp(&["init"]), 0);
+    assert_exit(&site.bkp(&["snapshot"]), 0);
+    let out = site.bkp(&["copy"]);
+    assert_exit(&out, 3);
+    assert!(text(&out).contains("not the primary's"), "{}", text(&out));
+    assert!(
+        !site.path("copy").join("manifests").exists(),
+        "nothing is copied into another store"
+    );
+}
