@@ -151,6 +151,36 @@ pub fn bring_up_to_date(
     Ok(out)
 }
 
+/// What a copy lacks of the primary's backups, by manifest key alone (nothing
+/// else is read): for `bkp status`.
+#[derive(Debug, Default)]
+pub struct Lag {
+    /// Backups on the primary that the copy lacks.
+    pub lacks: u64,
+    /// When the oldest of them finished on the primary.
+    pub oldest: Option<time::OffsetDateTime>,
+    /// Backups of the primary the copy holds.
+    pub holds: u64,
+}
+
+/// Compares the manifests of `primary` (admitted by `trust`) with the
+/// manifest keys `copy` lists.
+pub fn lag(primary: &dyn Store, copy: &dyn Store, trust: &Trust) -> Result<Lag> {
+    let (all, _) = manifest::list(primary, trust, None)?;
+    let prefix = format!("{}/", manifest::MANIFEST_DIR);
+    let held: HashSet<String> = copy.list(&prefix)?.into_iter().map(|o| o.key).collect();
+    let mut lag = Lag::default();
+    for m in &all {
+        if held.contains(&m.key()) {
+            lag.holds += 1;
+        } else {
+            lag.lacks += 1;
+            lag.oldest = Some(lag.oldest.map_or(m.finished_at, |t| t.min(m.finished_at)));
+        }
+    }
+    Ok(lag)
+}
+
 struct Copier<'a> {
     primary: &'a dyn Store,
     copy: &'a dyn Store,

@@ -172,6 +172,33 @@ fn copies_in_another_region_restore_and_drill_after_the_primary_is_gone() {
     assert_eq!(listed("nas"), vec![first.clone()]);
     assert_eq!(listed("dr"), vec![first.clone(), second.clone()]);
 
+    // status has a line per copy; a backup that waited longer than max_lag
+    // (a day later, by BKP_NOW) raises the alarm naming the copy run to make.
+    let status = |now: Option<String>| {
+        let mut env = site.env.clone();
+        env.extend(now.map(|t| ("BKP_NOW".to_string(), t)));
+        let cfg = site.config.to_str().unwrap();
+        let out = run_bkp(&["--config", cfg, "--json", "status"], &env);
+        let copies = json(&out)["copies"].as_array().unwrap().clone();
+        (out, copies)
+    };
+    let (_, copies) = status(None);
+    let row = |rows: &[serde_json::Value], name: &str| {
+        let found = rows.iter().find(|c| c["name"] == name).cloned();
+        found.unwrap_or_else(|| panic!("{rows:?}"))
+    };
+    let (dr, nas) = (row(&copies, "dr"), row(&copies, "nas"));
+    assert_eq!((n(&dr, "lacks"), n(&dr, "holds")), (0, 2), "{dr}");
+    assert_eq!((n(&nas, "lacks"), n(&nas, "holds")), (1, 1), "{nas}");
+    assert_eq!(nas["breached"], false, "{nas}");
+    let later = time::OffsetDateTime::now_utc() + time::Duration::days(2);
+    let later = later.format(&time::format_description::well_known::Rfc3339);
+    let (out, copies) = status(Some(later.unwrap()));
+    assert_exit(&out, 11);
+    assert_eq!(row(&copies, "nas")["breached"], true, "{copies:?}");
+    assert_eq!(row(&copies, "dr")["breached"], false, "{copies:?}");
+    assert!(text(&out).contains("bkp copy --to nas"), "{}", text(&out));
+
     // A chunk lost from the copy: verify of the copy names it (exit 5), and
     // the next copy run puts it back.
     let chunks = region2.rclone(&[

@@ -27,6 +27,7 @@ fn expected() -> Vec<(&'static str, &'static str, u64)> {
     v.push(("cleanup", "cleanup", 86400));
     v.push(("verify-drill", "verify --drill", 7 * 86400));
     v.push(("status", "status", 1800));
+    v.push(("copy", "copy", 3600));
     v
 }
 
@@ -46,7 +47,7 @@ struct Unit {
     note: &'static str,
 }
 
-const UNITS: [Unit; 10] = [
+const UNITS: [Unit; 11] = [
     Unit {
         name: "snapshot",
         what: "TigerBeetle data-file snapshot",
@@ -159,6 +160,21 @@ const UNITS: [Unit; 10] = [
         delay: "30min",
         reads_source: false,
         note: "# The drill restores into a scratch directory under work_dir or the private /tmp.\n",
+    },
+    Unit {
+        name: "copy",
+        what: "copies brought up to date with the primary store",
+        page: "copy",
+        args: "copy",
+        cap: "2h",
+        calendar: "*:50",
+        every: "hourly",
+        delay: "5min",
+        reads_source: false,
+        note: "# Only with [[copies]] in the config (without, it exits 3). A copy in another\n\
+               # account reads its keys from the variables its access_key_env and\n\
+               # secret_key_env name: put them in the env file too. A local copy's\n\
+               # directory must be writable here: add it with ReadWritePaths= in a drop-in.\n",
     },
     Unit {
         name: "status",

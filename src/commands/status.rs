@@ -179,6 +179,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         ctx.ui.warn(&format!("{e:#}"));
         None
     });
+    let copies = copy_states(ctx, store.as_ref(), &trust, now);
     if ctx.ui.json {
         let rows: Vec<_> = verdicts
             .iter()
@@ -208,7 +209,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             "schema": "bkp.status/1",
             "now": units::rfc3339(now),
             "store": store.identity(),
-            "ok": verdicts.iter().all(|v| !v.state.is_alarm()) && wal_alarms.is_empty() && stopped.is_none() && junk == 0,
+            "ok": verdicts.iter().all(|v| !v.state.is_alarm()) && wal_alarms.is_empty() && stopped.is_none() && junk == 0 && copies.iter().all(|c| c.alarm.is_none()),
             "replica_stopped": stopped.as_ref().map(|s| json!({
                 "data_file": s.data_file,
                 "pid": s.pid,
@@ -219,11 +220,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             "manifests": scan.manifests,
             "unreadable": scan.unreadable.iter().map(|u| &u.key).collect::<Vec<_>>(),
             "wal": archives.iter().map(|a| a.json()).collect::<Vec<_>>(),
+            "copies": copies.iter().map(|c| &c.json).collect::<Vec<_>>(),
         }))?)?;
     } else {
         print_table(&verdicts, now)?;
-        for a in &archives {
-            ui::out(&a.describe(now))?;
+        let lines = archives.iter().map(|a| a.describe(now));
+        for line in lines.chain(copies.iter().map(|c| c.line.clone())) {
+            ui::out(&line)?;
         }
     }
 
@@ -244,6 +247,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         })
         .collect();
     alarms.extend(wal_alarms.iter().cloned());
+    alarms.extend(copies.into_iter().filter_map(|c| c.alarm));
     alarms.extend(junk_alarm(junk));
     if let Some(s) = &stopped {
         let mut message = format!(
@@ -281,6 +285,83 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         n => format!("all {n} watched schedules are within their RPO"),
     });
     Ok(())
+}
+
+/// One copy's state for `bkp status`.
+struct CopyState {
+    json: serde_json::Value,
+    line: String,
+    alarm: Option<String>,
+}
+
+/// What each copy (`[[copies]]`) lacks of the primary `store` and since when:
+/// an alarm when a backup has waited longer than the copy's `max_lag`, or the
+/// copy cannot be read. None when this run reads a copy (`--store`).
+fn copy_states(
+    ctx: &Ctx,
+    store: &dyn Store,
+    trust: &manifest::Trust,
+    now: OffsetDateTime,
+) -> Vec<CopyState> {
+    if ctx.plan.primary.is_some() {
+        return Vec::new();
+    }
+    let one = |c: &crate::config::CopyPlan| {
+        let copy = super::open_plan_store(&c.store)?;
+        let lag = crate::copies::lag(store, copy.as_ref(), trust)?;
+        anyhow::Ok((copy.identity(), lag))
+    };
+    let mut states = Vec::new();
+    for c in &ctx.plan.copies {
+        let max = human_duration(c.max_lag);
+        let state = match one(c) {
+            Err(e) => {
+                let why = format!("copy {} could not be read: {e:#}", c.name);
+                CopyState {
+                    json: json!({"name": c.name, "error": format!("{e:#}"), "breached": true}),
+                    line: format!("copy {}: NOT READ ({e:#})", c.name),
+                    alarm: Some(format!("{why}; its backups may be out of date")),
+                }
+            }
+            Ok((identity, lag)) => {
+                let age: Option<std::time::Duration> =
+                    lag.oldest.map(|t| (now - t).try_into().unwrap_or_default());
+                let breached = age.is_some_and(|a| a > c.max_lag);
+                let line = match age {
+                    None => format!("copy {} ({identity}): up to date, holds {}", c.name, units::count(lag.holds, "backup")),
+                    Some(a) => format!(
+                        "copy {} ({identity}): lacks {}, the oldest finished {} ago (max_lag {max}){}",
+                        c.name,
+                        units::count(lag.lacks, "backup"),
+                        human_duration(a),
+                        if breached { ": BREACHED" } else { "" }
+                    ),
+                };
+                CopyState {
+                    json: json!({
+                        "name": c.name,
+                        "store": identity,
+                        "holds": lag.holds,
+                        "lacks": lag.lacks,
+                        "oldest_lacking_finished_at": lag.oldest.map(units::rfc3339),
+                        "lag_seconds": age.map_or(0, |a| a.as_secs()),
+                        "max_lag_seconds": c.max_lag.as_secs(),
+                        "breached": breached,
+                    }),
+                    line,
+                    alarm: breached.then(|| format!(
+                        "copy {} lacks {} of the primary, the oldest for {} (max_lag {max}): run `bkp copy --to {}` now, then find out why its timer did not",
+                        c.name,
+                        units::count(lag.lacks, "backup"),
+                        human_duration(age.unwrap_or_default()),
+                        c.name
+                    )),
+                }
+            }
+        };
+        states.push(state);
+    }
+    states
 }
 
 /// Warns about each manifest that could not be read but junk (named where it

@@ -28,7 +28,14 @@ pub const PRIMARY: &str = "primary";
 pub struct CopyPlan {
     pub name: String,
     pub store: StorePlan,
+    /// How long a backup may be on the primary without being in this copy
+    /// before `bkp status` raises the alarm.
+    pub max_lag: std::time::Duration,
 }
+
+/// `max_lag` when a copy does not set it: a day, so that a copy whose
+/// `bkp copy` timer stopped is noticed the next morning.
+pub const DEFAULT_MAX_LAG: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// The members of an entry that are not `[store]`'s.
 #[derive(Debug, Deserialize)]
@@ -37,9 +44,10 @@ pub struct CopyOwnFile {
     pub name: String,
     pub access_key_env: Option<String>,
     pub secret_key_env: Option<String>,
+    pub max_lag: Option<String>,
 }
 
-const OWN: [&str; 3] = ["name", "access_key_env", "secret_key_env"];
+const OWN: [&str; 4] = ["name", "access_key_env", "secret_key_env", "max_lag"];
 
 pub(super) fn validate(
     entries: Vec<toml::Table>,
@@ -96,9 +104,14 @@ pub(super) fn validate(
                 ),
             ));
         }
+        let max_lag = match &own.max_lag {
+            Some(text) => v.positive_duration(&format!("{section}.max_lag"), text)?,
+            None => DEFAULT_MAX_LAG,
+        };
         out.push(CopyPlan {
             name: own.name,
             store,
+            max_lag,
         });
     }
     Ok(out)
@@ -195,9 +208,10 @@ mod tests {
     #[test]
     fn copies_are_validated_like_the_store() {
         let plan = p(&format!(
-            "{BASE}[[copies]]\nname = \"eu\"\ntype = \"s3\"\nbucket = \"dr\"\nendpoint = \"http://b:9000\"\naccess_key_env = \"DR_KEY\"\nsecret_key_env = \"DR_SECRET\"\nobject_lock_mode = \"compliance\"\nobject_lock_days = 30\n[[copies]]\nname = \"nas\"\ntype = \"local\"\npath = \"/mnt/nas/bkp\"\n"
+            "{BASE}[[copies]]\nname = \"eu\"\ntype = \"s3\"\nbucket = \"dr\"\nendpoint = \"http://b:9000\"\naccess_key_env = \"DR_KEY\"\nsecret_key_env = \"DR_SECRET\"\nobject_lock_mode = \"compliance\"\nobject_lock_days = 30\n[[copies]]\nname = \"nas\"\ntype = \"local\"\npath = \"/mnt/nas/bkp\"\nmax_lag = \"2h\"\n"
         ))
         .unwrap();
+        assert_eq!(plan.copies[1].max_lag.as_secs(), 7200);
         assert_eq!(plan.copies.len(), 2);
         let StorePlan::S3(s) = &plan.copies[0].store else {
             panic!("{:?}", plan.copies[0])
@@ -208,6 +222,7 @@ mod tests {
             Some(("DR_KEY".into(), "DR_SECRET".into()))
         );
         assert!(s.object_lock.is_some());
+        assert_eq!(plan.copies[0].max_lag, DEFAULT_MAX_LAG);
         assert!(
             matches!(&plan.copies[1].store, StorePlan::Local(p) if p == Path::new("/mnt/nas/bkp"))
         );
@@ -219,6 +234,10 @@ mod tests {
                 "bogus",
             ),
             (format!("{s3}bucket = \"b\"\n"), "name"),
+            (
+                format!("name = \"x\"\n{s3}bucket = \"b\"\nmax_lag = \"0s\"\n"),
+                "copies.x.max_lag",
+            ),
             (
                 format!("name = \"a b\"\n{s3}bucket = \"b\"\n"),
                 "copies.a b.name",
