@@ -26,7 +26,7 @@ end
 
 complete -c bkp -n "__fish_bkp_needs_command" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_needs_command" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_needs_command" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_needs_command" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_needs_command" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_needs_command" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_needs_command" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
@@ -56,7 +56,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l kind -d 'What to sn
 postgres\t'A PostgreSQL base backup (`pg_basebackup`).'"
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l from-log -d 'TigerBeetle: build a base of the whole cluster (tigerbeetle.addresses) from its log instead of copying a data file: the newest base (or fresh replicas) is started on loopback, the log since it replayed, and the N data files stored. `restore --at TIME --replicas N` starts from the newest base at or before TIME. Runs where the key is; needs tigerbeetle.binary'
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s q -l quiet -d 'Print only warnings and errors on stderr'
@@ -65,7 +65,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l no-progress -d 'No 
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand logs" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand logs" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand logs" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
@@ -75,7 +75,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand export" -l kind -d 'What to expo
 pgdump\t'A PostgreSQL dump (`pg_dump`).'"
 complete -c bkp -n "__fish_bkp_using_subcommand export" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand export" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand export" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand export" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand export" -l full -d 'Copy every table whole (the base of later incremental exports)'
 complete -c bkp -n "__fish_bkp_using_subcommand export" -l differential -d 'Copy the rows changed since the last full export, not since the previous export: a restore then needs the full export and this one only'
 complete -c bkp -n "__fish_bkp_using_subcommand export" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
@@ -93,7 +93,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand list" -l since -d 'Only backups 
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l last -d 'Only the newest N of what the other filters select' -r
 complete -c bkp -n "__fish_bkp_using_subcommand list" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand list" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand list" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand list" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand list" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
@@ -102,7 +102,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand list" -s h -l help -d 'Print hel
 complete -c bkp -n "__fish_bkp_using_subcommand show" -l trust -d 'Accept backup ID although its manifest has no seal or it is not encrypted while [encryption] is configured (a backup from before the store was sealed or encrypted). Check where it came from first. Repeatable' -r
 complete -c bkp -n "__fish_bkp_using_subcommand show" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand show" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand show" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand show" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand show" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand show" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand show" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
@@ -122,7 +122,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand restore" -l table -d 'PostgreSQL
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l trust -d 'Accept backup ID although its manifest has no seal or it is not encrypted while [encryption] is configured (a backup from before the store was sealed or encrypted). Check where it came from first. Repeatable' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand restore" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l force -d 'Replace a non-empty target directory (it is swapped out only after the restore completed and verified). From a terminal, a 5-second countdown on stderr comes first, which Ctrl-C cancels (exit 130, target untouched); without a terminal (cron, CI) there is none'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s y -l yes -d 'With --force: no countdown, even on a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -s n -l dry-run -d 'Say what the restore would read (backups, objects, bytes), where it would stage and whether the target would be accepted; download nothing, change nothing'
@@ -136,7 +136,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand restore" -s h -l help -d 'Print 
 complete -c bkp -n "__fish_bkp_using_subcommand cat" -l trust -d 'Accept backup ID although its manifest has no seal or it is not encrypted while [encryption] is configured (a backup from before the store was sealed or encrypted). Check where it came from first. Repeatable' -r
 complete -c bkp -n "__fish_bkp_using_subcommand cat" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand cat" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand cat" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand cat" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand cat" -l compressed -d 'With OBJECT: write the decrypted bytes still compressed (zstd or gzip, as the backup stored them) instead of the bytes the backup read (a tar stream for a snapshot)'
 complete -c bkp -n "__fish_bkp_using_subcommand cat" -l force -d 'Write binary data even when standard output is a terminal'
 complete -c bkp -n "__fish_bkp_using_subcommand cat" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
@@ -146,7 +146,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand cat" -l no-progress -d 'No progr
 complete -c bkp -n "__fish_bkp_using_subcommand cat" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand replicate" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand replicate" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s n -l dry-run -d 'Say what a run would copy (new and changed files, with their sizes), what it would find unchanged or gone, and what it would skip; copy nothing, write nothing'
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand replicate" -s q -l quiet -d 'Print only warnings and errors on stderr'
@@ -160,7 +160,7 @@ pgdump\t'A PostgreSQL dump (`pg_dump`).'
 postgres\t'A PostgreSQL base backup (`pg_basebackup`).'"
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s n -l dry-run -d 'Print the plan (keep or delete, with the reasons) and change nothing'
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s q -l quiet -d 'Print only warnings and errors on stderr'
@@ -178,7 +178,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand verify" -l junit -d 'Write a JUn
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l trust -d 'Accept backup ID although its manifest has no seal or it is not encrypted while [encryption] is configured (a backup from before the store was sealed or encrypted). Check where it came from first. Repeatable' -r
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand verify" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand verify" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l drill -d 'Restore the newest selected backup of each kind into a scratch directory and prove the data loads (a TigerBeetle replica starts and passes its integrity check; DuckDB tables have their recorded row counts; Parquet files parse)'
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -s q -l quiet -d 'Print only warnings and errors on stderr'
@@ -187,7 +187,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand verify" -l no-progress -d 'No pr
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bkp -n "__fish_bkp_using_subcommand check" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand check" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand check" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand check" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand check" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand check" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand check" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
@@ -195,7 +195,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand check" -l no-progress -d 'No pro
 complete -c bkp -n "__fish_bkp_using_subcommand check" -s h -l help -d 'Print help'
 complete -c bkp -n "__fish_bkp_using_subcommand init" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand init" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand init" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand init" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand init" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand init" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand init" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
@@ -203,7 +203,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand init" -l no-progress -d 'No prog
 complete -c bkp -n "__fish_bkp_using_subcommand init" -s h -l help -d 'Print help'
 complete -c bkp -n "__fish_bkp_using_subcommand trust-legacy" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand trust-legacy" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand trust-legacy" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand trust-legacy" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand trust-legacy" -l dry-run -d 'Show what would be recorded; write nothing'
 complete -c bkp -n "__fish_bkp_using_subcommand trust-legacy" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand trust-legacy" -s q -l quiet -d 'Print only warnings and errors on stderr'
@@ -212,7 +212,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand trust-legacy" -l no-progress -d 
 complete -c bkp -n "__fish_bkp_using_subcommand trust-legacy" -s h -l help -d 'Print help'
 complete -c bkp -n "__fish_bkp_using_subcommand key; and not __fish_seen_subcommand_from generate help" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand key; and not __fish_seen_subcommand_from generate help" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand key; and not __fish_seen_subcommand_from generate help" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand key; and not __fish_seen_subcommand_from generate help" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand key; and not __fish_seen_subcommand_from generate help" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand key; and not __fish_seen_subcommand_from generate help" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand key; and not __fish_seen_subcommand_from generate help" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
@@ -225,7 +225,7 @@ x25519\t''
 ed25519\t''"
 complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
@@ -235,7 +235,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_
 complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c bkp -n "__fish_bkp_using_subcommand wal; and not __fish_seen_subcommand_from push fetch help" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand wal; and not __fish_seen_subcommand_from push fetch help" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand wal; and not __fish_seen_subcommand_from push fetch help" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand wal; and not __fish_seen_subcommand_from push fetch help" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand wal; and not __fish_seen_subcommand_from push fetch help" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand wal; and not __fish_seen_subcommand_from push fetch help" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand wal; and not __fish_seen_subcommand_from push fetch help" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
@@ -247,7 +247,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand wal; and not __fish_seen_subcomm
 complete -c bkp -n "__fish_bkp_using_subcommand wal; and __fish_seen_subcommand_from push" -l pgdata -d 'The server\'s data directory (default: the current directory, where PostgreSQL runs the command); its system identifier names the archive' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand wal; and __fish_seen_subcommand_from push" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand wal; and __fish_seen_subcommand_from push" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand wal; and __fish_seen_subcommand_from push" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand wal; and __fish_seen_subcommand_from push" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand wal; and __fish_seen_subcommand_from push" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand wal; and __fish_seen_subcommand_from push" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand wal; and __fish_seen_subcommand_from push" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
@@ -257,7 +257,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand wal; and __fish_seen_subcommand_
 complete -c bkp -n "__fish_bkp_using_subcommand wal; and __fish_seen_subcommand_from fetch" -l system -d 'The system identifier whose archive to read (default: the data directory\'s)' -r
 complete -c bkp -n "__fish_bkp_using_subcommand wal; and __fish_seen_subcommand_from fetch" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand wal; and __fish_seen_subcommand_from fetch" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand wal; and __fish_seen_subcommand_from fetch" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand wal; and __fish_seen_subcommand_from fetch" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand wal; and __fish_seen_subcommand_from fetch" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand wal; and __fish_seen_subcommand_from fetch" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand wal; and __fish_seen_subcommand_from fetch" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
@@ -270,7 +270,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand copy" -l to -d 'Only the copy of
 complete -c bkp -n "__fish_bkp_using_subcommand copy" -l trust -d 'Accept backup ID although its manifest has no seal or it is not encrypted while [encryption] is configured (a backup from before the store was sealed or encrypted). Check where it came from first. Repeatable' -r
 complete -c bkp -n "__fish_bkp_using_subcommand copy" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand copy" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand copy" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand copy" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand copy" -s n -l dry-run -d 'Say what each copy lacks (what a run would copy); copy nothing'
 complete -c bkp -n "__fish_bkp_using_subcommand copy" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand copy" -s q -l quiet -d 'Print only warnings and errors on stderr'
@@ -279,7 +279,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand copy" -l no-progress -d 'No prog
 complete -c bkp -n "__fish_bkp_using_subcommand copy" -s h -l help -d 'Print help'
 complete -c bkp -n "__fish_bkp_using_subcommand status" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand status" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand status" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand status" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand status" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand status" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand status" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
@@ -288,7 +288,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand status" -s h -l help -d 'Print h
 complete -c bkp -n "__fish_bkp_using_subcommand notify" -l failed-unit -d 'Report that this systemd unit failed (reads systemd\'s MONITOR_SERVICE_RESULT, MONITOR_EXIT_CODE, MONITOR_EXIT_STATUS and MONITOR_INVOCATION_ID). A failure the run delivered itself (same invocation) is not sent twice' -r
 complete -c bkp -n "__fish_bkp_using_subcommand notify" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand notify" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
-complete -c bkp -n "__fish_bkp_using_subcommand notify" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself' -r
+complete -c bkp -n "__fish_bkp_using_subcommand notify" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer reads the first copy that does, and says so' -r
 complete -c bkp -n "__fish_bkp_using_subcommand notify" -l test -d 'Send a test event and report whether each channel took it'
 complete -c bkp -n "__fish_bkp_using_subcommand notify" -l json -d 'Print results as JSON on stdout (exact byte counts, RFC 3339 times)'
 complete -c bkp -n "__fish_bkp_using_subcommand notify" -s q -l quiet -d 'Print only warnings and errors on stderr'

@@ -82,7 +82,7 @@ pub fn run(cli: Cli) -> Result<()> {
         .clone()
         .unwrap_or_else(|| config::DEFAULT_CONFIG.into());
     let plan = config::load(&path, &config::Overrides::from_env())?;
-    let plan = commands::copy::reading(plan, &cli.command, g.store.as_deref())?;
+    let plan = commands::copy::reading(plan, &cli.command, g.store.as_deref(), &ui)?;
     ui.debug(&format!(
         "config {} read; work directory {}",
         path.display(),

@@ -248,6 +248,17 @@ fn copies_in_another_region_restore_and_drill_after_the_primary_is_gone() {
     assert_exit(&out, 0);
     assert!(text(&out).contains(&second), "{}", text(&out));
     assert_eq!(digest(&restored_data_file(&target)), digest(&data));
+    // Without --store, a restore passes over the primary that does not
+    // answer, and says which copy it reads.
+    let target = site.path("restored-by-fallback");
+    let out = site.bkp(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out).contains("restoring from copy dr"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(digest(&restored_data_file(&target)), digest(&data));
     let out = site.bkp(&["--json", "verify", "--drill", "--store", "dr"]);
     assert_exit(&out, 0);
     let report = json(&out);

@@ -14,15 +14,24 @@ use time::OffsetDateTime;
 
 use super::{open_plan_store, open_store, Ctx};
 use crate::cli::{Command, CopyArgs};
-use crate::config::Plan;
-use crate::exit::{coded, Code};
+use crate::config::{Plan, StorePlan};
+use crate::exit::{classify, coded, Code};
 use crate::id::BackupId;
 use crate::lock::RunLock;
+use crate::ui::Ui;
 
 /// `plan` reading store `name` (`--store`), for the commands that only read:
 /// backups are written to the primary and reach the copies by `bkp copy`.
-pub fn reading(plan: Plan, command: &Command, name: Option<&str>) -> Result<Plan> {
-    let Some(name) = name else { return Ok(plan) };
+///
+/// A restore without `--store` reads the primary when it answers, and else
+/// the first copy that does ([`fallback`]), and says so.
+pub fn reading(plan: Plan, command: &Command, name: Option<&str>, ui: &Ui) -> Result<Plan> {
+    let Some(name) = name else {
+        return match command {
+            Command::Restore(_) => fallback(plan, ui),
+            _ => Ok(plan),
+        };
+    };
     let reads = matches!(
         command,
         Command::List(_)
@@ -41,6 +50,35 @@ pub fn reading(plan: Plan, command: &Command, name: Option<&str>) -> Result<Plan
         ));
     }
     plan.reading(Some(name))
+}
+
+/// `plan` reading the primary when it answers, else the first copy that
+/// does: a restore after losing the primary's region or provider needs no
+/// config change. Only a store that does not answer (exit 6) is passed over;
+/// one that answers with anything else is the primary's to report.
+fn fallback(plan: Plan, ui: &Ui) -> Result<Plan> {
+    if plan.copies.is_empty() {
+        return Ok(plan);
+    }
+    let answers = |p: &StorePlan| {
+        open_plan_store(p).and_then(|s| s.head(crate::manifest::marker::KEY).map(|_| s.identity()))
+    };
+    let down = match answers(&plan.store) {
+        Ok(_) => return Ok(plan),
+        Err(e) if classify(&e) == Some(Code::Transient) => e,
+        Err(_) => return Ok(plan),
+    };
+    for c in &plan.copies {
+        if let Ok(identity) = answers(&c.store) {
+            ui.warn(&format!(
+                "the primary store does not answer ({down:#}): restoring from copy {} ({identity}); `--store {}` chooses it without trying the primary",
+                c.name, c.name
+            ));
+            let name = c.name.clone();
+            return plan.reading(Some(&name));
+        }
+    }
+    Ok(plan)
 }
 
 pub fn run(ctx: &Ctx, args: &CopyArgs) -> Result<()> {
