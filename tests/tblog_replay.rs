@@ -590,6 +590,17 @@ fn events(seg: &[u8]) -> Vec<Event> {
 // Tests
 // ----------------------------------------------------------------------------------
 
+/// Account `a` as replay writes it: imported, with no balance yet.
+fn as_replayed(mut a: Account) -> Account {
+    let r = a.as_raw_mut();
+    r.debits_pending = 0;
+    r.debits_posted = 0;
+    r.credits_pending = 0;
+    r.credits_posted = 0;
+    r.flags |= AF::IMPORTED.bits();
+    a
+}
+
 #[test]
 fn capture_and_replay_reproduce_the_source() {
     let a_replica = Replica::fresh();
@@ -849,16 +860,7 @@ fn capture_and_replay_reproduce_the_source() {
         assert_eq!(b.all_accounts(0).len(), 1, "nothing was written: {msg}");
         // With A1 as the log wrote it on top, the newest row is the log's, and
         // the replay meets A2 and names it.
-        let mut a1 = state1.accounts[0];
-        {
-            let r = a1.as_raw_mut();
-            r.debits_pending = 0;
-            r.debits_posted = 0;
-            r.credits_pending = 0;
-            r.credits_posted = 0;
-            r.flags |= AF::IMPORTED.bits();
-        }
-        b.accounts(vec![a1]);
+        b.accounts(vec![as_replayed(state1.accounts[0])]);
         let e = replay(&cfg_b, readers(&[&seg1]), state1.until).unwrap_err();
         let msg = format!("{e:#}");
         let a2_ts = state1.accounts[1].as_raw().timestamp;
@@ -885,16 +887,8 @@ fn capture_and_replay_reproduce_the_source() {
     {
         let b_replica = Replica::fresh();
         let b = b_replica.client();
-        let mut same = state1.accounts[0];
-        {
-            let r = same.as_raw_mut();
-            r.debits_pending = 0;
-            r.debits_posted = 0;
-            r.credits_pending = 0;
-            r.credits_posted = 0;
-            r.flags |= AF::IMPORTED.bits();
-            r.timestamp = 1;
-        }
+        let mut same = as_replayed(state1.accounts[0]);
+        same.as_raw_mut().timestamp = 1;
         b.accounts(vec![same]);
         // Its newest row is A1 at timestamp 1, which the log does not hold.
         let e = replay(&b_replica.cfg(), readers(&[&seg1]), state1.until).unwrap_err();
