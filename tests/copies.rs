@@ -233,6 +233,35 @@ fn copies_in_another_region_restore_and_drill_after_the_primary_is_gone() {
     );
     assert_exit(&site.bkp(&["verify", "--store", "dr"]), 0);
 
+    // The primary refuses bkp's credentials (an account suspended): a restore
+    // reads the first copy that answers, and says why.
+    let refused: Vec<(String, String)> = site
+        .env
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "AWS_SECRET_ACCESS_KEY" => (k.clone(), "not-the-secret".to_string()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    let target = site.path("restored-while-refused");
+    let cfg = site.config.to_str().unwrap();
+    let args = [
+        "--config",
+        cfg,
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+    ];
+    let out = run_bkp(&args, &refused);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out).contains("restoring from copy dr"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(digest(&restored_data_file(&target)), digest(&data));
+
     // The primary region is gone: the copy restores and drills on its own.
     primary.stop();
     assert_exit(&site.bkp(&["list"]), 6);

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use super::{open_plan_store, open_store, Ctx};
 use crate::cli::{Command, CopyArgs};
 use crate::config::{Plan, StorePlan};
-use crate::exit::{classify, coded, Code};
+use crate::exit::{coded, Code};
 use crate::id::BackupId;
 use crate::lock::RunLock;
 use crate::ui::Ui;
@@ -53,9 +53,10 @@ pub fn reading(plan: Plan, command: &Command, name: Option<&str>, ui: &Ui) -> Re
 }
 
 /// `plan` reading the primary when it answers, else the first copy that
-/// does: a restore after losing the primary's region or provider needs no
-/// config change. Only a store that does not answer (exit 6) is passed over;
-/// one that answers with anything else is the primary's to report.
+/// does: a restore after losing the primary's region, or its account (a
+/// suspension refuses every request), needs no config change. The probe is
+/// one HEAD of the store marker; what a copy holds is checked as the
+/// primary's would be, so passing over the primary never lowers the bar.
 fn fallback(plan: Plan, ui: &Ui) -> Result<Plan> {
     if plan.copies.is_empty() {
         return Ok(plan);
@@ -63,10 +64,8 @@ fn fallback(plan: Plan, ui: &Ui) -> Result<Plan> {
     let answers = |p: &StorePlan| {
         open_plan_store(p).and_then(|s| s.head(crate::manifest::marker::KEY).map(|_| s.identity()))
     };
-    let down = match answers(&plan.store) {
-        Ok(_) => return Ok(plan),
-        Err(e) if classify(&e) == Some(Code::Transient) => e,
-        Err(_) => return Ok(plan),
+    let Err(down) = answers(&plan.store) else {
+        return Ok(plan);
     };
     for c in &plan.copies {
         if let Ok(identity) = answers(&c.store) {
