@@ -54,23 +54,27 @@ fn base(cfg: &Path) -> String {
 /// `restore --at AT --replicas 3` into `dir/name`: the report and the target.
 fn restore_cluster(cfg: &Path, dir: &Path, at: &str, name: &str) -> (serde_json::Value, PathBuf) {
     let target = dir.join(name);
-    let out = bkp(
-        cfg,
-        &[
-            "--json",
-            "restore",
-            "--at",
-            at,
-            "--target",
-            target.to_str().unwrap(),
-            "--replicas",
-            "3",
-        ],
-    );
+    let out = restore_replicas(cfg, at, &target);
     assert_exit(&out, 0);
     let mut report = json(&out);
     report["stderr"] = serde_json::json!(String::from_utf8_lossy(&out.stderr));
     (report, target)
+}
+
+/// `bkp --json restore --at AT --target TARGET --replicas 3`.
+fn restore_replicas(cfg: &Path, at: &str, target: &Path) -> std::process::Output {
+    let target = target.to_str().unwrap();
+    let args = [
+        "--json",
+        "restore",
+        "--at",
+        at,
+        "--target",
+        target,
+        "--replicas",
+        "3",
+    ];
+    bkp(cfg, &args)
 }
 
 /// The balances of the three data files in `target`, started as a cluster.
@@ -216,18 +220,7 @@ fn a_cluster_restores_from_the_newest_base_before_the_instant() {
     }
     // Before the kept base, the log is gone: refused, nothing written.
     let target = dir.join("k1");
-    let out = bkp(
-        cfg,
-        &[
-            "restore",
-            "--at",
-            &t1,
-            "--target",
-            target.to_str().unwrap(),
-            "--replicas",
-            "3",
-        ],
-    );
+    let out = restore_replicas(cfg, &t1, &target);
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
         !target.exists() || std::fs::read_dir(&target).unwrap().next().is_none(),

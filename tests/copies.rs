@@ -48,6 +48,26 @@ impl Site {
         self.dir.path().join(rel)
     }
 
+    /// `restore latest` into `name` with the environment `env`, without
+    /// --store: it must say it reads copy `copy` and restore `data` exactly.
+    fn restores_from_copy(&self, copy: &str, name: &str, env: &[(String, String)], data: &Path) {
+        let target = self.path(name);
+        let cfg = self.config.to_str().unwrap();
+        let args = [
+            "--config",
+            cfg,
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+        ];
+        let out = run_bkp(&args, env);
+        assert_exit(&out, 0);
+        let said = format!("restoring from copy {copy}");
+        assert!(text(&out).contains(&said), "{}", text(&out));
+        assert_eq!(digest(&restored_data_file(&target)), digest(data));
+    }
+
     /// `bkp --json copy ARGS`, which must exit `code`; the outcome per copy name.
     fn copy(&self, args: &[&str], code: i32) -> serde_json::Map<String, serde_json::Value> {
         let mut all = vec!["--json", "copy"];
@@ -243,24 +263,7 @@ fn copies_in_another_region_restore_and_drill_after_the_primary_is_gone() {
             _ => (k.clone(), v.clone()),
         })
         .collect();
-    let target = site.path("restored-while-refused");
-    let cfg = site.config.to_str().unwrap();
-    let args = [
-        "--config",
-        cfg,
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-    ];
-    let out = run_bkp(&args, &refused);
-    assert_exit(&out, 0);
-    assert!(
-        text(&out).contains("restoring from copy dr"),
-        "{}",
-        text(&out)
-    );
-    assert_eq!(digest(&restored_data_file(&target)), digest(&data));
+    site.restores_from_copy("dr", "restored-while-refused", &refused, &data);
 
     // The primary region is gone: the copy restores and drills on its own.
     primary.stop();
@@ -279,15 +282,7 @@ fn copies_in_another_region_restore_and_drill_after_the_primary_is_gone() {
     assert_eq!(digest(&restored_data_file(&target)), digest(&data));
     // Without --store, a restore passes over the primary that does not
     // answer, and says which copy it reads.
-    let target = site.path("restored-by-fallback");
-    let out = site.bkp(&["restore", "latest", "--target", target.to_str().unwrap()]);
-    assert_exit(&out, 0);
-    assert!(
-        text(&out).contains("restoring from copy dr"),
-        "{}",
-        text(&out)
-    );
-    assert_eq!(digest(&restored_data_file(&target)), digest(&data));
+    site.restores_from_copy("dr", "restored-by-fallback", &site.env, &data);
     let out = site.bkp(&["--json", "verify", "--drill", "--store", "dr"]);
     assert_exit(&out, 0);
     let report = json(&out);
