@@ -164,10 +164,13 @@ pub enum Command {
     /// key did not seal it: manifests from before the store was sealed (no
     /// seal; with [encryption] unsealed_before, only backups started before
     /// it) and manifests and tombstones sealed by keys rotated out since. Each
-    /// is recorded by its key and the SHA-256 of its exact bytes in one new
-    /// sealed, create-only list (legacy/ID.json); readers then use it, and
-    /// refuse an edited copy, while nothing else unsealed or sealed by an old
-    /// key is used. Run it once when upgrading a store from before sealing,
+    /// is recorded by its key and the SHA-256 of its exact bytes in new
+    /// sealed, create-only lists (legacy/ID.json) that name this store;
+    /// readers then use it, and refuse an edited copy, while nothing else
+    /// unsealed or sealed by an old key is used. With old keys configured, it
+    /// also records the WAL archive's objects by name (the tag in a name
+    /// commits to the content), so that `wal fetch` believes an old key's tag
+    /// only on them. Run it once when upgrading a store from before sealing,
     /// and after each key rotation; check what it shows first (--dry-run).
     TrustLegacy(TrustLegacyArgs),
 

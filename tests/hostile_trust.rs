@@ -488,3 +488,167 @@ fn trust_legacy_records_nothing_the_store_got_after_the_cut() {
         "{left}"
     );
 }
+
+/// What `wal fetch` exits with on damage: above 125, so that PostgreSQL
+/// stops the recovery instead of taking it for the archive's end.
+const STOPS_RECOVERY: i32 = 205;
+
+/// The WAL archive after a rotation: an object tagged by the old key is
+/// replayed only when `bkp trust-legacy`, run with the new key current,
+/// recorded it. Whoever holds the leaked old key (here: bkp run with the old
+/// config) names segments past the archive's end and a second content for
+/// one archived before; `wal fetch` hands PostgreSQL none of them.
+#[test]
+fn an_old_keys_wal_is_replayed_only_as_recorded_at_the_rotation() {
+    let d = tempfile::tempdir().unwrap();
+    let s = setup(&formatted_data_file(d.path()), StoreKind::Local, "");
+    let system = 7_301_234_567_890_124_001u64;
+    let pg = common::postgres::fake_pgdata(s.dir.path(), system);
+    let pgdata = pg.to_str().unwrap().to_string();
+    let seg = |n: u32| format!("0000000100000000{n:08X}");
+    let base = fs::read_to_string(&s.config).unwrap();
+    let old = base.replace(
+        "key_file = \"key\"",
+        "key_file = \"key\"\nkey_id = \"ops-2025\"",
+    );
+    fs::write(&s.config, &old).unwrap();
+    let push = |config: &str, root: &std::path::Path, n: u32, content: &[u8]| {
+        let pg = common::postgres::fake_pgdata(root, system);
+        fs::write(pg.join("pg_wal").join(seg(n)), content).unwrap();
+        let path = format!("pg_wal/{}", seg(n));
+        let args = [
+            "--config",
+            config,
+            "wal",
+            "push",
+            &path,
+            "--pgdata",
+            pg.to_str().unwrap(),
+        ];
+        let out = common::run_bkp(&args, &s.env);
+        assert_exit(&out, 0);
+    };
+    let cfg = s.config.to_str().unwrap().to_string();
+    for n in 1..=2 {
+        push(&cfg, s.dir.path(), n, &[n as u8; 4096]);
+    }
+    let fetch = |n: u32| {
+        let dest = format!("restored{n}");
+        let _ = fs::remove_file(pg.join(&dest));
+        let out = s.bkp(&["wal", "fetch", &seg(n), &dest, "--pgdata", &pgdata]);
+        (out, fs::read(pg.join(&dest)).ok())
+    };
+    assert_eq!(fetch(1).1, Some(vec![1u8; 4096]));
+
+    // Rotation: the old key stays for decrypting.
+    common::write_key(s.path("new.key"), [42u8; 32]);
+    fs::write(
+        &s.config,
+        base.replace(
+            "key_file = \"key\"",
+            "key_file = \"new.key\"\nkey_id = \"ops-2026\"\n[[encryption.old_keys]]\nkey_file = \"key\"\nkey_id = \"ops-2025\"",
+        ),
+    )
+    .unwrap();
+    // Until the operator records the archive, the old key's tags are not believed.
+    let (out, got) = fetch(1);
+    assert_exit(&out, STOPS_RECOVERY);
+    assert!(got.is_none());
+    assert!(text(&out).contains("bkp trust-legacy"), "{}", text(&out));
+    let out = s.bkp(&["--json", "trust-legacy"]);
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["wal"][0]["objects"], 2, "{}", text(&out));
+    assert_eq!(fetch(1).1, Some(vec![1u8; 4096]));
+
+    // The holder of the leaked key archives with the old config into a
+    // store of its own, then copies the objects into the bucket.
+    let thief = s.path("thief.toml");
+    fs::write(
+        &thief,
+        old.replace("path = \"store\"", "path = \"thiefstore\""),
+    )
+    .unwrap();
+    let thief_root = s.path("thief");
+    fs::create_dir_all(&thief_root).unwrap();
+    let thief = thief.to_str().unwrap().to_string();
+    push(&thief, &thief_root, 2, b"forged two");
+    push(&thief, &thief_root, 3, b"forged three");
+    let planted = common::walk(&s.path("thiefstore/wal"));
+    assert_eq!(planted.len(), 2);
+    for p in planted {
+        let rel = p.strip_prefix(s.path("thiefstore")).unwrap();
+        fs::copy(&p, s.path("store").join(rel)).unwrap();
+    }
+    // Archived before the rotation and recorded: the genuine content.
+    let (out, got) = fetch(2);
+    assert_exit(&out, 0);
+    assert_eq!(got, Some(vec![2u8; 4096]));
+    // Past the archive's end: nothing reaches PostgreSQL.
+    let (out, got) = fetch(3);
+    assert!(got.is_none(), "the old key's forgery was fetched");
+    assert_exit(&out, STOPS_RECOVERY);
+    assert!(text(&out).contains("rotated out"), "{}", text(&out));
+    // Recording the archive again takes in nothing stored since it was recorded.
+    let out = s.bkp(&["--json", "trust-legacy"]);
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["wal_not_recorded"], 2, "{}", text(&out));
+    let (out, got) = fetch(3);
+    assert!(got.is_none(), "the old key's forgery was recorded");
+    assert_exit(&out, STOPS_RECOVERY);
+    // What the new key archives needs no list.
+    push(&cfg, s.dir.path(), 4, &[4u8; 4096]);
+    assert_eq!(fetch(4).1, Some(vec![4u8; 4096]));
+}
+
+/// A sealed list names the store it was written for: copied into another
+/// store that uses the same key, together with the legacy manifest it
+/// records, it makes that store list nothing of the first one's.
+#[test]
+fn a_sealed_list_records_nothing_in_another_store() {
+    let (s, legacy, keyed) = upgraded_store(&StoreKind::Local, common::ARCHIVE);
+    assert_exit(&s.bkp(&["init"]), 0);
+    let out = s.bkp(&["--json", "trust-legacy"]);
+    assert_exit(&out, 0);
+    let lid = id(&legacy);
+    assert_eq!(s.listed(&[]), vec![lid.clone()]);
+    // A second installation with the same key, its own store and marker.
+    fs::write(
+        &s.config,
+        keyed.replace("path = \"store\"", "path = \"other\""),
+    )
+    .unwrap();
+    let own = snapshot_manifest(&s);
+    // A writer of that bucket copies the first store's list and legacy backup in.
+    for key in common::walk(&s.path("store")) {
+        let rel = key
+            .strip_prefix(s.path("store"))
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let legacy_doc = rel.starts_with("legacy/")
+            || rel.contains(&lid)
+            || legacy["objects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o["key"].as_str() == Some(rel.as_str()));
+        if legacy_doc {
+            let to = s.path(&format!("other/{rel}"));
+            fs::create_dir_all(to.parent().unwrap()).unwrap();
+            fs::copy(&key, &to).unwrap();
+        }
+    }
+    let (ids, refused, out) = listing(&s);
+    assert_eq!(ids, vec![id(&own)], "{}", text(&out));
+    assert_eq!(refused, vec![manifest_key(&lid)]);
+    assert!(
+        text(&out).contains("was written for store"),
+        "{}",
+        text(&out)
+    );
+    let target = s.path("t");
+    let out = s.bkp(&["restore", &lid, "--target", target.to_str().unwrap()]);
+    assert_exit(&out, 5);
+    assert!(!target.exists());
+}

@@ -277,6 +277,7 @@ fn sealed_lists_refuse_every_change() {
             host: "h".into(),
             bkp_version: "0".into(),
             unsealed_before: (n == 1).then_some(at),
+            store: None,
             documents: (0..n)
                 .map(|i| Listed {
                     key: format!("manifests/tigerbeetle/{i}.json"),

@@ -19,7 +19,8 @@ use crate::cli::TrustLegacyArgs;
 use crate::exit::{coded, Code};
 use crate::id::BackupId;
 use crate::manifest::legacy::{self, List, Listed};
-use crate::manifest::{self, seal, tombstone, Kind, Trust};
+use crate::manifest::{self, seal, tombstone, wal, Kind, Trust};
+use crate::store::Store;
 use crate::ui::{self, printable};
 
 /// A document the list will record, and why it needs recording.
@@ -70,43 +71,94 @@ pub fn run(ctx: &Ctx, args: &TrustLegacyArgs) -> Result<()> {
             }
         }
     }
+    let wal = wal_to_record(store.as_ref(), &trust)?;
     for (key, why) in &left {
         ctx.ui
             .warn(&format!("{} is not recorded: {why}", printable(key)));
     }
-    let now = time::OffsetDateTime::now_utc();
-    let list = List {
-        schema: legacy::SCHEMA.into(),
-        id: BackupId::new_v7(now),
-        created_at: now,
-        host: super::run::hostname(),
-        bkp_version: env!("CARGO_PKG_VERSION").into(),
-        unsealed_before: before,
-        documents: found.iter().map(|f| f.listed.clone()).collect(),
+    if let Some(at) = wal.since.filter(|_| wal.later > 0) {
+        ctx.ui.warn(&format!(
+            "{} stored since the archive was recorded ({}) {} not recorded: a rotated-out key's tag on {} is not believed",
+            crate::units::count(wal.later as u64, "WAL archive object"),
+            crate::units::rfc3339(at),
+            if wal.later == 1 { "is" } else { "are" },
+            if wal.later == 1 { "it" } else { "them" },
+        ));
+    }
+    let documents: Vec<Listed> = found
+        .iter()
+        .map(|f| f.listed.clone())
+        .chain(
+            wal.systems
+                .iter()
+                .flat_map(|(_, objects)| objects.iter().cloned()),
+        )
+        .collect();
+    let mut written = Vec::new();
+    if !args.dry_run {
+        let store_id = trust.binding()?.map(|b| b.id.clone());
+        for part in documents.chunks(legacy::MAX_DOCUMENTS) {
+            let now = time::OffsetDateTime::now_utc();
+            let list = List {
+                schema: legacy::SCHEMA.into(),
+                id: BackupId::new_v7(now),
+                created_at: now,
+                host: super::run::hostname(),
+                bkp_version: env!("CARGO_PKG_VERSION").into(),
+                unsealed_before: before,
+                store: store_id.clone(),
+                documents: part.to_vec(),
+            };
+            written.push(legacy::write(store.as_ref(), &list, &trust)?);
+        }
+    }
+    let outcome = Outcome {
+        store: store.identity(),
+        sealer,
+        dry_run: args.dry_run,
+        found,
+        left,
+        kept,
+        wal,
+        written,
     };
-    let written = if found.is_empty() || args.dry_run {
-        None
-    } else {
-        Some(legacy::write(store.as_ref(), &list, &trust)?)
-    };
+    report(ctx, &outcome)
+}
+
+/// What one `trust-legacy` run found and did.
+struct Outcome {
+    store: String,
+    sealer: String,
+    dry_run: bool,
+    found: Vec<Found>,
+    left: Vec<(String, String)>,
+    kept: usize,
+    wal: Wal,
+    written: Vec<String>,
+}
+
+fn report(ctx: &Ctx, o: &Outcome) -> Result<()> {
+    let wal_objects: usize = o.wal.systems.iter().map(|(_, l)| l.len()).sum();
     if ctx.ui.json {
         let doc = json!({
-            "store": store.identity(),
-            "list": written,
-            "sealed_by": sealer,
-            "dry_run": args.dry_run,
-            "recorded": found.iter().map(|f| json!({
+            "store": o.store,
+            "list": o.written.first(),
+            "lists": o.written,
+            "sealed_by": o.sealer,
+            "dry_run": o.dry_run,
+            "recorded": o.found.iter().map(|f| json!({
                 "key": printable(&f.listed.key),
                 "sha256": f.listed.sha256,
                 "why": f.why,
             })).collect::<Vec<_>>(),
-            "not_recorded": left.iter().map(|(k, why)| json!({"key": printable(k), "why": why})).collect::<Vec<_>>(),
-            "already_trusted": kept,
+            "not_recorded": o.left.iter().map(|(k, why)| json!({"key": printable(k), "why": why})).collect::<Vec<_>>(),
+            "wal": o.wal.systems.iter().map(|(system, l)| json!({"system": system.to_string(), "objects": l.len()})).collect::<Vec<_>>(),
+            "wal_not_recorded": o.wal.later,
+            "already_trusted": o.kept,
         });
-        ui::print(&serde_json::to_string_pretty(&doc)?)?;
-        return Ok(());
+        return ui::print(&serde_json::to_string_pretty(&doc)?);
     }
-    for f in &found {
+    for f in &o.found {
         ui::print(&format!(
             "{}  {}  {}",
             printable(&f.listed.key),
@@ -114,22 +166,99 @@ pub fn run(ctx: &Ctx, args: &TrustLegacyArgs) -> Result<()> {
             f.detail
         ))?;
     }
-    let n = found.len();
-    ctx.ui.info(&match (&written, n) {
+    for (system, objects) in &o.wal.systems {
+        let names = |l: &Listed| {
+            l.key
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        };
+        ui::print(&format!(
+            "{}{system}/  {} of PostgreSQL system {system}, {} to {}  tagged with a key's HMAC (the current key's or a rotated-out one's)",
+            wal::PREFIX,
+            crate::units::count(objects.len() as u64, "WAL archive object"),
+            objects.first().map(names).unwrap_or_default(),
+            objects.last().map(names).unwrap_or_default(),
+        ))?;
+    }
+    let n = o.found.len() + wal_objects;
+    let what = crate::units::count(n as u64, "document");
+    ctx.ui.info(&match (o.written.as_slice(), n) {
         (_, 0) => format!(
-            "nothing to record in {}: every manifest and tombstone ({kept}) is sealed with the current key or already recorded",
-            store.identity()
+            "nothing to record in {}: every manifest and tombstone ({}) is sealed with the current key or already recorded{}",
+            o.store,
+            o.kept,
+            if o.wal.examined { ", and so is the WAL archive" } else { "" }
         ),
-        (None, _) => format!(
-            "would record {} above in a sealed list (dry run: nothing written); check where each came from first",
-            crate::units::count(n as u64, "document")
+        ([], _) => format!(
+            "would record {what} above in a sealed list (dry run: nothing written); check where each came from first"
         ),
-        (Some(key), _) => format!(
-            "recorded {} above in {key}, sealed by {sealer}: they are read as this installation's from now on, and an edited copy of any is refused",
-            crate::units::count(n as u64, "document")
+        (keys, _) => format!(
+            "recorded {what} above in {}, sealed by {}: they are read as this installation's from now on, and an edited copy of any is refused",
+            keys.join(", "),
+            o.sealer
         ),
     });
     Ok(())
+}
+
+/// The WAL archive objects a run records.
+#[derive(Default)]
+struct Wal {
+    /// Whether the archive was looked at (only with old keys configured).
+    examined: bool,
+    /// By system, the objects to record.
+    systems: Vec<(u64, Vec<Listed>)>,
+    /// When a believed list last recorded the archive, if one did.
+    since: Option<time::OffsetDateTime>,
+    /// Objects stored since then, which are not recorded.
+    later: usize,
+}
+
+/// The WAL archive's objects a rotated-out key may have tagged and no
+/// believed list records yet, by system: every object tagged with an HMAC
+/// (a signer's tags are never a rotated key's), taken from the listing
+/// alone. Its tag names its content, so recording the key records the
+/// content: an object an old key's holder writes later has another key and
+/// is not believed ([`wal::tagged`]). The archive is recorded once per
+/// current key: once a believed list recorded it, objects the store got
+/// after that list are left out (an old key's holder may have written
+/// them). Nothing without old keys configured.
+fn wal_to_record(store: &dyn Store, trust: &Trust) -> Result<Wal> {
+    if !trust.keys().is_some_and(|k| k.has_old_seal_keys()) {
+        return Ok(Wal::default());
+    }
+    let lists = trust.lists()?;
+    let since = lists.wal_recorded_at();
+    let mut out = Wal {
+        examined: true,
+        since,
+        ..Wal::default()
+    };
+    for system in wal::archive::systems(store)? {
+        let mut objects = Vec::new();
+        for s in wal::archive::archived(store, system)? {
+            if s.tag.len() != 64 || lists.has(&s.key, &s.tag) {
+                continue;
+            }
+            if since.is_some_and(|t| s.modified.is_none_or(|m| m > t)) {
+                out.later += 1;
+                continue;
+            }
+            objects.push(Listed {
+                key: s.key,
+                sha256: s.tag,
+            });
+        }
+        if !objects.is_empty() {
+            out.systems.push((system, objects));
+        }
+    }
+    Ok(out)
 }
 
 /// Whether the document `bytes` at `key` needs recording: `Ok(Some)` with

@@ -23,9 +23,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::{open_store, Ctx};
-use crate::crypto::Keyring;
 use crate::exit::{coded, Code};
 use crate::manifest::head;
+use crate::manifest::seal::Trust;
 use crate::manifest::wal::{self, archive};
 use crate::stages::hash::digest_reader;
 use crate::store::Store;
@@ -119,15 +119,15 @@ pub fn push(ctx: &Ctx, path: &Path, pgdata: &Path) -> Result<()> {
     } else {
         pgdata.join(path)
     };
-    let keys = plan.keyring()?;
-    let keys = keys.as_ref();
+    let trust = super::trust(plan, Vec::new())?;
+    let keys = trust.keys();
     let digest = fs::File::open(&full)
         .and_then(digest_reader)
         .with_context(|| format!("failed to read {}", full.display()))?;
     let store = open_store(plan)?;
     let store = store.as_ref();
     let tag = crate::manifest::seal::tag(keys, &wal::message(system, &name, &digest.sha256))?;
-    if already_archived(ctx, store, keys, system, &name, &digest.sha256)? {
+    if already_archived(ctx, store, &trust, system, &name, &digest.sha256)? {
         return Ok(());
     }
     let key = wal::key(system, &name, &tag, plan.compression, keys.is_some());
@@ -149,7 +149,7 @@ pub fn push(ctx: &Ctx, path: &Path, pgdata: &Path) -> Result<()> {
         Ok(e) => e,
         // Another push of the same file won the race: fine if it is this content.
         Err(e) => {
-            if already_archived(ctx, store, keys, system, &name, &digest.sha256)? {
+            if already_archived(ctx, store, &trust, system, &name, &digest.sha256)? {
                 return Ok(());
             }
             return Err(e);
@@ -168,7 +168,6 @@ pub fn push(ctx: &Ctx, path: &Path, pgdata: &Path) -> Result<()> {
     // Now and then, the record that the archive reached this far, which
     // `fetch` believes over a missing file (see `manifest/head.rs`).
     if let Some(segment) = head::wal_due(&name) {
-        let trust = super::trust(plan, Vec::new())?;
         head::advance_wal(store, &trust, system, &segment)?;
     }
     ctx.ui.detail(&format!(
@@ -184,13 +183,16 @@ pub fn push(ctx: &Ctx, path: &Path, pgdata: &Path) -> Result<()> {
 fn already_archived(
     ctx: &Ctx,
     store: &dyn Store,
-    keys: Option<&Keyring>,
+    trust: &Trust,
     system: u64,
     name: &str,
     sha256: &str,
 ) -> Result<bool> {
     let found = archive::candidates(store, system, name)?;
-    if found.iter().any(|s| wal::verifies(keys, system, s, sha256)) {
+    if found
+        .iter()
+        .any(|s| wal::verifies(trust, system, s, sha256))
+    {
         ctx.ui.detail(&format!(
             "{name} of system {system} is archived already, with this content"
         ));
@@ -201,7 +203,7 @@ fn already_archived(
     // archiving (PostgreSQL would keep the WAL until its disk fills).
     let mut authentic = None;
     for s in &found {
-        match archive::check(store, keys, system, s) {
+        match archive::check(store, trust, system, s) {
             Ok(_) => {
                 authentic = Some(s);
                 break;
@@ -238,16 +240,15 @@ pub fn fetch(ctx: &Ctx, name: &str, dest: &Path, pgdata: &Path, system: Option<u
     } else {
         pgdata.join(dest)
     };
-    let keys = ctx.plan.keyring()?;
+    let trust = super::trust(&ctx.plan, Vec::new())?;
     let store = open_store(&ctx.plan)?;
     let max = segment_size(pgdata);
-    let fetched = archive::fetch_into(store.as_ref(), keys.as_ref(), system, name, &dest, max);
+    let fetched = archive::fetch_into(store.as_ref(), &trust, system, name, &dest, max);
     if let Err(e) = fetched {
         if exit::exit_code(&e) != exit::NOT_FOUND {
             return Err(e);
         }
         // Not the archive's end if bkp recorded the archive past it.
-        let trust = super::trust(&ctx.plan, Vec::new())?;
         let (head, ignored) = head::wal_beyond(store.as_ref(), &trust, system, name)?;
         for w in &ignored {
             ctx.ui.warn(w);

@@ -479,6 +479,12 @@ impl Keyring {
         self.all().filter_map(MasterKey::seal_key)
     }
 
+    /// Whether a key kept only to decrypt could have sealed or tagged
+    /// something (an old key with a seal key).
+    pub fn has_old_seal_keys(&self) -> bool {
+        self.others.iter().any(|k| k.seal_key().is_some())
+    }
+
     /// The trusted signers, this host's own included.
     pub fn signers(&self) -> &[Signer] {
         &self.signers

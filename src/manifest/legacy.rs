@@ -32,6 +32,10 @@ pub const SCHEMA: &str = "bkp.legacy/1";
 /// ~150 bytes): a larger one is not read into memory.
 const MAX_BYTES: u64 = 64 << 20;
 
+/// The most documents one list records (~210 bytes each, well under
+/// [`MAX_BYTES`]); `bkp trust-legacy` writes as many lists as it needs.
+pub const MAX_DOCUMENTS: usize = 100_000;
+
 /// One sealed list, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct List {
@@ -48,6 +52,10 @@ pub struct List {
         skip_serializing_if = "Option::is_none"
     )]
     pub unsealed_before: Option<OffsetDateTime>,
+    /// The id of the store the list was written for (its marker's): a list
+    /// copied into another store with the same key records nothing there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
     pub documents: Vec<Listed>,
 }
 
@@ -90,6 +98,22 @@ pub fn parse(bytes: &[u8], key: &str, trust: &Trust) -> Result<List> {
             format!("{what} names another schema or id than its key: it is not used"),
         ));
     }
+    let here = trust.binding()?.map(|b| b.id.as_str());
+    if list.store.as_deref() != here {
+        let named = |s: Option<&str>| {
+            s.map_or("no store".to_string(), |s| {
+                format!("store {}", crate::ui::printable(s))
+            })
+        };
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "{what} was written for {}, and this is {}: it records nothing here (a list from before lists named their store is replaced by running `bkp trust-legacy` again)",
+                named(list.store.as_deref()),
+                named(here)
+            ),
+        ));
+    }
     Ok(list)
 }
 
@@ -100,6 +124,9 @@ pub fn parse(bytes: &[u8], key: &str, trust: &Trust) -> Result<List> {
 /// that does not answer is an error.
 pub fn load(store: &dyn Store, trust: &Trust) -> Result<Allowed> {
     let mut out = Allowed::default();
+    // The store's id every list must name: a marker that cannot be read now
+    // is an error, never "no list" (which would refuse what a list records).
+    trust.binding()?;
     for o in store.list(&format!("{DIR}/"))? {
         if !o.key.ends_with(".json") {
             continue;
@@ -121,10 +148,25 @@ pub fn load(store: &dyn Store, trust: &Trust) -> Result<Allowed> {
         if superseded {
             continue;
         }
+        // Written before lists named their store: replaced by a newer list
+        // (a refused document says to run `bkp trust-legacy`), not believed,
+        // and not worth a warning on every run.
+        let unbound = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .is_ok_and(|v| v.get("store").is_none());
+        if unbound && trust.binding()?.is_some() {
+            continue;
+        }
         match parse(&bytes, &o.key, trust) {
             Ok(list) => {
                 for d in &list.documents {
                     out.add(&d.key, &d.sha256);
+                }
+                if list
+                    .documents
+                    .iter()
+                    .any(|d| d.key.starts_with(super::wal::PREFIX))
+                {
+                    out.recorded_wal_at(list.created_at);
                 }
             }
             Err(e) => warn(&e),
@@ -143,7 +185,9 @@ fn warn(e: &anyhow::Error) {
 /// Writes `list` sealed with `trust`'s current key or signer, create-only.
 pub fn write(store: &dyn Store, list: &List, trust: &Trust) -> Result<String> {
     let key = key(list.id);
-    let bytes = seal::encode(list, trust.keys()).context("failed to encode the sealed list")?;
+    let mut list = list.clone();
+    list.store = trust.binding()?.map(|b| b.id.clone());
+    let bytes = seal::encode(&list, trust.keys()).context("failed to encode the sealed list")?;
     store
         .put_new(&key, &bytes, &Vec::new())
         .with_context(|| format!("failed to write {key} to {}", store.identity()))?;
@@ -173,6 +217,7 @@ mod tests {
             host: "h".into(),
             bkp_version: "0".into(),
             unsealed_before: n.is_multiple_of(2).then_some(at),
+            store: None,
             documents: (0..n)
                 .map(|i| Listed {
                     key: format!("manifests/tigerbeetle/{i}.json"),

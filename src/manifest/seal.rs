@@ -257,6 +257,8 @@ pub struct Allowed {
     pairs: BTreeSet<(String, String)>,
     digests: BTreeSet<String>,
     keys: BTreeSet<String>,
+    /// When the newest list that recorded WAL archive objects was written.
+    wal_at: Option<OffsetDateTime>,
 }
 
 /// No list.
@@ -264,6 +266,7 @@ pub static NONE: Allowed = Allowed {
     pairs: BTreeSet::new(),
     digests: BTreeSet::new(),
     keys: BTreeSet::new(),
+    wal_at: None,
 };
 
 impl Allowed {
@@ -295,6 +298,17 @@ impl Allowed {
     /// Whether a list records a document at `key`.
     pub fn has_key(&self, key: &str) -> bool {
         self.keys.contains(key)
+    }
+
+    /// Notes that a list written at `at` recorded WAL archive objects.
+    pub fn recorded_wal_at(&mut self, at: OffsetDateTime) {
+        self.wal_at = self.wal_at.max(Some(at));
+    }
+
+    /// When the newest list that recorded WAL archive objects was written:
+    /// what the archive held then is recorded, and nothing stored since is.
+    pub fn wal_recorded_at(&self) -> Option<OffsetDateTime> {
+        self.wal_at
     }
 
     pub fn len(&self) -> usize {
@@ -481,19 +495,24 @@ pub fn tag(keys: Option<&Keyring>, message: &[u8]) -> Result<String> {
 /// What [`tag_check`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tagged {
-    /// A configured key, or a signer within its scope, made it.
+    /// The current key, or a signer within its scope, made it (or a
+    /// rotated-out key, where a sealed list records the object).
     Verifies,
     /// A trusted signer made it, for something outside its scope: the words
     /// for an error (the signer, its scope, what the tag claims).
     OutOfScope(String),
+    /// Only a key kept to decrypt (rotated out) made it: believed only where
+    /// a sealed list records the object (a holder of the old key could have
+    /// made it since the rotation).
+    OldKey,
     /// Nobody trusted made it.
     Fails,
 }
 
-/// Whether `tag` is [`tag`] of `message` under any key `keys` holds, or by a
+/// Whether `tag` is [`tag`] of `message` under the current key, or by a
 /// trusted signer whose scope covers `claim` (what the tagged object is: a
-/// WAL file's kind and system); with no keys, whether it is the message's
-/// SHA-256.
+/// WAL file's kind and system), or only under a rotated-out key
+/// ([`Tagged::OldKey`]); with no keys, whether it is the message's SHA-256.
 pub fn tag_check(keys: Option<&Keyring>, message: &[u8], tag: &str, claim: &Claim) -> Tagged {
     let Ok(raw) = hex::decode(tag) else {
         return Tagged::Fails;
@@ -502,13 +521,15 @@ pub fn tag_check(keys: Option<&Keyring>, message: &[u8], tag: &str, claim: &Clai
         let ok = raw.as_slice() == sha2::Sha256::digest(message).as_slice();
         return if ok { Tagged::Verifies } else { Tagged::Fails };
     };
-    if keys
-        .seal_keys()
-        .any(|k| hmac::verify(k, message, &raw).is_ok())
-    {
+    let by = |k: &hmac::Key| hmac::verify(k, message, &raw).is_ok();
+    if keys.current().seal_key().is_some_and(by) {
         return Tagged::Verifies;
     }
-    let mut out = Tagged::Fails;
+    let mut out = if keys.seal_keys().any(by) {
+        Tagged::OldKey
+    } else {
+        Tagged::Fails
+    };
     for s in keys
         .signers()
         .iter()
@@ -814,14 +835,22 @@ pub(crate) mod tests {
         assert_eq!(t.vouch(None, "k", &plain, "d").unwrap(), None);
         assert!(!sealer_known(&t, Some("legacy:00")));
 
-        // A catalog's tag: any configured key verifies it, only the current
-        // key's is believed.
+        // A tag: an old key's is told apart from the current key's, and only
+        // the current key's is believed.
         let old_only = Keyring::new(MasterKey::from_bytes([1; 32]).with_id("old".into()), vec![]);
         let by_old = tag(Some(&old_only), b"catalog").unwrap();
         let any = Claim::default();
         assert_eq!(
             tag_check(Some(&rotated()), b"catalog", &by_old, &any),
+            Tagged::OldKey
+        );
+        assert_eq!(
+            tag_check(Some(&old_only), b"catalog", &by_old, &any),
             Tagged::Verifies
+        );
+        assert_eq!(
+            tag_check(Some(&rotated()), b"other", &by_old, &any),
+            Tagged::Fails
         );
         assert!(!tag_verifies_now(Some(&rotated()), b"catalog", &by_old));
         let by_new = tag(Some(&rotated()), b"catalog").unwrap();

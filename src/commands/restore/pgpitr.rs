@@ -162,14 +162,13 @@ pub fn recover(
         t + CLOCK_MARGIN
     });
     let wanted = to_fetch(&all, start.position, until);
-    let keys = src.keyring;
     ctx.ui.detail(&format!(
         "fetching {} archived WAL files of system {system} from {}",
         wanted.len(),
         src.store.identity()
     ));
     let max = segment_size.min(crate::limits::WAL_SEGMENT_MAX);
-    let (bytes, junk) = fetch_wanted(src.store, keys, system, &all, &wanted, &wal_dir, max)?;
+    let (bytes, junk) = fetch_wanted(src.store, src.trust, system, &all, &wanted, &wal_dir, max)?;
     let all: Vec<Stored> = all
         .into_iter()
         .filter(|s| !junk.contains(&s.name))
@@ -399,7 +398,7 @@ fn failed(
 /// archive's end (see [`wal::archive::fetch_listed`]).
 fn fetch_wanted(
     store: &dyn crate::store::Store,
-    keys: Option<&crate::crypto::Keyring>,
+    trust: &crate::manifest::Trust,
     system: u64,
     all: &[Stored],
     wanted: &[Stored],
@@ -410,7 +409,7 @@ fn fetch_wanted(
     let mut junk = std::collections::BTreeSet::new();
     for s in wanted {
         let dest = dir.join(&s.name);
-        match wal::archive::fetch_listed(store, keys, system, all, &s.name, &dest, max)? {
+        match wal::archive::fetch_listed(store, trust, system, all, &s.name, &dest, max)? {
             Some(n) => bytes += n,
             None => {
                 junk.insert(s.name.clone());

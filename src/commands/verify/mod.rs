@@ -230,7 +230,7 @@ fn look(
 
     // The WAL archive: every file read and checked against its sealed name,
     // and no gap from the oldest base backup on.
-    match wal_of(ctx, args, store, keyring, &all, started_at)? {
+    match wal_of(ctx, args, store, &trust, &all, started_at)? {
         Ok(problems) => general.extend(problems),
         Err(e) => trouble.push(e),
     }
@@ -362,7 +362,7 @@ fn wal_of(
     ctx: &Ctx,
     args: &VerifyArgs,
     store: &dyn Store,
-    keys: Option<&crate::crypto::Keyring>,
+    trust: &Trust,
     all: &[Manifest],
     started_at: OffsetDateTime,
 ) -> Result<Result<Vec<String>>> {
@@ -374,7 +374,7 @@ fn wal_of(
         .as_deref()
         .map(|s| crate::units::parse_since("--since", s, started_at))
         .transpose()?;
-    Ok(match check_wal(ctx, store, keys, all, since) {
+    Ok(match check_wal(ctx, store, trust, all, since) {
         Ok(problems) => {
             for p in &problems {
                 ctx.ui.warn(p);
@@ -391,7 +391,7 @@ fn wal_of(
 fn check_wal(
     ctx: &Ctx,
     store: &dyn Store,
-    keys: Option<&crate::crypto::Keyring>,
+    trust: &Trust,
     all: &[Manifest],
     since: Option<OffsetDateTime>,
 ) -> Result<Vec<String>> {
@@ -403,7 +403,7 @@ fn check_wal(
             if since.is_some_and(|t| o.modified.is_some_and(|m| m < t)) {
                 continue;
             }
-            match crate::manifest::wal::archive::check(store, keys, a.system, o) {
+            match crate::manifest::wal::archive::check(store, trust, a.system, o) {
                 Ok(n) => {
                     read += n;
                     files += 1;

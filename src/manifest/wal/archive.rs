@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::{Stored, Summary};
-use crate::crypto::{DecryptReader, Keyring};
+use crate::crypto::DecryptReader;
 use crate::exit::{self, coded, Code};
 use crate::limits::AtMost;
+use crate::manifest::seal::{Tagged, Trust};
 use crate::stages::compress::decompress;
 use crate::stages::hash::HashWriter;
 use crate::store::Store;
@@ -60,14 +61,14 @@ fn named(all: &[Stored], name: &str) -> Vec<Stored> {
 /// very file, damaged: that fails ([`Code::Integrity`]), saying what to do.
 pub fn fetch_into(
     store: &dyn Store,
-    keys: Option<&Keyring>,
+    trust: &Trust,
     system: u64,
     name: &str,
     dest: &Path,
     max: u64,
 ) -> Result<u64> {
     let found = candidates(store, system, name)?;
-    match fetch(store, keys, system, name, found, dest, max)? {
+    match fetch(store, trust, system, name, found, dest, max)? {
         Fetched::Bytes(n) => Ok(n),
         Fetched::OnlyJunk(e) => Err(e),
     }
@@ -80,7 +81,7 @@ pub fn fetch_into(
 /// authentic file, as it would had the junk never been planted.
 pub fn fetch_listed(
     store: &dyn Store,
-    keys: Option<&Keyring>,
+    trust: &Trust,
     system: u64,
     all: &[Stored],
     name: &str,
@@ -88,7 +89,7 @@ pub fn fetch_listed(
     max: u64,
 ) -> Result<Option<u64>> {
     let found = named(all, name);
-    match fetch(store, keys, system, name, found, dest, max)? {
+    match fetch(store, trust, system, name, found, dest, max)? {
         Fetched::Bytes(n) => Ok(Some(n)),
         Fetched::OnlyJunk(e) => {
             crate::ui::log(
@@ -112,7 +113,7 @@ enum Fetched {
 /// Tries `found`, the objects stored for file `name` (newest first).
 fn fetch(
     store: &dyn Store,
-    keys: Option<&Keyring>,
+    trust: &Trust,
     system: u64,
     name: &str,
     found: Vec<Stored>,
@@ -120,10 +121,12 @@ fn fetch(
     max: u64,
 ) -> Result<Fetched> {
     let mut junk: Vec<String> = Vec::new();
+    let mut old: Vec<String> = Vec::new();
     let mut last = None;
     for s in &found {
-        match fetch_one(store, keys, system, s, dest, max) {
+        match fetch_one(store, trust, system, s, dest, max) {
             Ok(n) => return Ok(Fetched::Bytes(n)),
+            Err(e) if old_key(&e) => old.push(s.key.clone()),
             // Listed, then gone: never "not in the archive".
             Err(e) if exit::exit_code(&e) == exit::NOT_FOUND => {
                 last = Some(coded(
@@ -145,9 +148,21 @@ fn fetch(
     if let Some(e) = last {
         return Err(e);
     }
+    // Not junk and not the end: the operator has not recorded the archive
+    // since the key's rotation. Recovery must stop here, not end.
+    if !old.is_empty() {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "{name} of system {system} is in the archive in {} only as {}, which {OLD_KEY}, and no sealed list records it. If it was archived before the rotation, run `bkp trust-legacy` once (the new key current) and start the recovery again; if the old key may have leaked, it may be forged: restore to a point before it (see the security model)",
+                store.identity(),
+                old.join(", ")
+            ),
+        ));
+    }
     // "Not in the archive" ends a recovery as if at the archive's end, so
     // it is said only when nothing authentic after the file is archived.
-    if let Some(later) = archived_after(store, keys, system, name, max)? {
+    if let Some(later) = archived_after(store, trust, system, name, max)? {
         let hint = if name.ends_with(".history") {
             format!(". If a restore created that timeline, push the file from its server: `bkp wal push pg_wal/{name}`")
         } else {
@@ -209,7 +224,7 @@ fn warn_junk(key: &str, e: &anyhow::Error) {
 /// does not make the end a gap (it is named in a warning).
 pub fn archived_after(
     store: &dyn Store,
-    keys: Option<&Keyring>,
+    trust: &Trust,
     system: u64,
     name: &str,
     max: u64,
@@ -229,8 +244,15 @@ pub fn archived_after(
     };
     let authentic = |found: Vec<(u64, Stored)>| -> Result<Option<String>> {
         for (_, s) in found {
-            match read_verified(store, keys, system, &s, &mut io::sink(), max) {
+            match read_verified(store, trust, system, &s, &mut io::sink(), max) {
                 Ok(_) => return Ok(Some(s.name)),
+                // Not believed yet, but there: the archive does not end before it.
+                Err(e) if old_key(&e) => {
+                    return Ok(Some(format!(
+                        "{} (tagged by a rotated-out key: run `bkp trust-legacy`)",
+                        s.name
+                    )))
+                }
                 Err(e) if exit::exit_code(&e) == exit::INTEGRITY => warn_junk(&s.key, &e),
                 // Gone since the listing: not there.
                 Err(e) if exit::exit_code(&e) == exit::NOT_FOUND => {}
@@ -276,7 +298,7 @@ impl Drop for Temp {
 
 fn fetch_one(
     store: &dyn Store,
-    keys: Option<&Keyring>,
+    trust: &Trust,
     system: u64,
     s: &Stored,
     dest: &Path,
@@ -299,7 +321,7 @@ fn fetch_one(
             .with_context(|| format!("failed to create {}", tmp.display()))?
     };
     let mut w = io::BufWriter::new(file);
-    let bytes = read_verified(store, keys, system, s, &mut w, max)?;
+    let bytes = read_verified(store, trust, system, s, &mut w, max)?;
     let file = w.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     fs::rename(&tmp, dest)
@@ -316,7 +338,7 @@ fn fetch_one(
 /// so an object planted under a WAL name must not fill `pg_wal` first.
 fn read_verified(
     store: &dyn Store,
-    keys: Option<&Keyring>,
+    trust: &Trust,
     system: u64,
     s: &Stored,
     w: &mut dyn Write,
@@ -333,6 +355,7 @@ fn read_verified(
             ),
         )
     };
+    let keys = trust.keys();
     if keys.is_some() && !s.encrypted {
         return Err(damaged(
             "is stored unencrypted, but [encryption] is configured".into(),
@@ -374,15 +397,29 @@ fn read_verified(
         }
     })?;
     let (_, digest) = hashed.finish()?;
-    match super::tagged(keys, system, s, &digest.sha256) {
-        super::seal::Tagged::Verifies => {}
-        super::seal::Tagged::OutOfScope(why) => return Err(damaged(why)),
-        super::seal::Tagged::Fails => return Err(damaged(
+    match super::tagged(trust, system, s, &digest.sha256)? {
+        Tagged::Verifies => {}
+        Tagged::OutOfScope(why) => return Err(damaged(why)),
+        Tagged::OldKey => return Err(damaged(format!(
+            "{OLD_KEY}, and no sealed list records it: whoever holds the old key could have written it. If it was archived before the rotation, record the archive once with `bkp trust-legacy` (the new key current)"
+        ))),
+        Tagged::Fails => return Err(damaged(
             "does not match its name's seal: it was altered, or stored under another file's name"
                 .into(),
         )),
     }
     Ok(digest.bytes)
+}
+
+/// What the refusal of an object only a rotated-out key tagged says (and how
+/// it is told apart from damage: it is not junk to pass over, and not to be
+/// removed, but a decision the operator has not recorded yet).
+const OLD_KEY: &str = "is tagged by a key rotated out of [encryption] since";
+
+/// Whether `e` refuses an object only a rotated-out key tagged, which no
+/// sealed list records.
+fn old_key(e: &anyhow::Error) -> bool {
+    exit::classify(e) == Some(Code::Integrity) && format!("{e:#}").contains(OLD_KEY)
 }
 
 /// Whether `e` carries a classified failure (an unreachable store, a wrong
@@ -419,9 +456,9 @@ pub fn systems(store: &dyn Store) -> Result<Vec<u64>> {
 /// Reads archived file `s` end to end and checks it against its tag, writing
 /// nothing; at most [`crate::limits::WAL_SEGMENT_MAX`] bytes of it. For `bkp
 /// verify`, and for `wal push` comparing what is archived.
-pub fn check(store: &dyn Store, keys: Option<&Keyring>, system: u64, s: &Stored) -> Result<u64> {
+pub fn check(store: &dyn Store, trust: &Trust, system: u64, s: &Stored) -> Result<u64> {
     let max = crate::limits::WAL_SEGMENT_MAX;
-    read_verified(store, keys, system, s, &mut io::sink(), max)
+    read_verified(store, trust, system, s, &mut io::sink(), max)
 }
 
 /// The WAL archive of one system, as `list`, `status` and `verify` show it.

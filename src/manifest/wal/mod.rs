@@ -33,10 +33,9 @@ use std::collections::BTreeMap;
 
 use time::OffsetDateTime;
 
-use crate::crypto::Keyring;
 use crate::stages::compress::Compression;
 
-use super::seal;
+use super::seal::{self, Trust};
 
 pub mod archive;
 
@@ -239,30 +238,41 @@ pub fn parse_key(system: u64, key: &str) -> Option<Stored> {
 }
 
 /// Whether the object `s` holds file `s.name` with content digest
-/// `content_sha256`, written by a holder of one of `keys` or a signer whose
-/// scope holds `system`.
-pub fn verifies(keys: Option<&Keyring>, system: u64, s: &Stored, content_sha256: &str) -> bool {
-    tagged(keys, system, s, content_sha256) == seal::Tagged::Verifies
+/// `content_sha256`, written by a holder of the current key, a signer whose
+/// scope holds `system`, or (before a rotation, as a sealed list records it)
+/// a holder of an old key. A list that cannot be read counts as no list.
+pub fn verifies(trust: &Trust, system: u64, s: &Stored, content_sha256: &str) -> bool {
+    matches!(
+        tagged(trust, system, s, content_sha256),
+        Ok(seal::Tagged::Verifies)
+    )
 }
 
-/// [`verifies`], saying why not when a signer tagged it out of its scope.
+/// [`verifies`], saying why not: a signer tagged it out of its scope, or
+/// only a rotated-out key did and no sealed list records it
+/// ([`seal::Tagged::OldKey`]). An error only when the sealed lists, needed
+/// for an old key's tag, cannot be read.
 pub fn tagged(
-    keys: Option<&Keyring>,
+    trust: &Trust,
     system: u64,
     s: &Stored,
     content_sha256: &str,
-) -> seal::Tagged {
+) -> anyhow::Result<seal::Tagged> {
     let claim = crate::crypto::Claim {
         kind: Some(crate::kinds::Kind::Postgres),
         postgres_system: Some(system),
         ..Default::default()
     };
-    seal::tag_check(
-        keys,
+    let found = seal::tag_check(
+        trust.keys(),
         &message(system, &s.name, content_sha256),
         &s.tag,
         &claim,
-    )
+    );
+    if found == seal::Tagged::OldKey && trust.lists()?.has(&s.key, &s.tag) {
+        return Ok(seal::Tagged::Verifies);
+    }
+    Ok(found)
 }
 
 /// One timeline's run of consecutive segments in the archive.
@@ -484,10 +494,55 @@ mod tests {
         let t = seal::tag(None, &m).unwrap();
         let mut s = stored("000000010000000000000002");
         s.tag = t;
-        assert!(verifies(None, 7, &s, "aa"));
-        assert!(!verifies(None, 7, &s, "ab"));
-        assert!(!verifies(None, 8, &s, "aa"));
+        let none = Trust::none();
+        assert!(verifies(&none, 7, &s, "aa"));
+        assert!(!verifies(&none, 7, &s, "ab"));
+        assert!(!verifies(&none, 8, &s, "aa"));
         s.name = "000000010000000000000003".into();
-        assert!(!verifies(None, 7, &s, "aa"));
+        assert!(!verifies(&none, 7, &s, "aa"));
+    }
+
+    #[test]
+    fn an_old_keys_tag_holds_only_where_a_sealed_list_records_the_object() {
+        use crate::crypto::{Keyring, MasterKey};
+        let old = || MasterKey::from_bytes([1; 32]).with_id("old".into());
+        let new = || MasterKey::from_bytes([2; 32]).with_id("new".into());
+        let name = "000000010000000000000002";
+        let by_old = Keyring::new(old(), vec![]);
+        let mut s = stored(name);
+        s.tag = seal::tag(Some(&by_old), &message(7, name, "aa")).unwrap();
+        s.key = key(7, name, &s.tag, Compression::None, true);
+        // Before the rotation, the key's own tag.
+        let before = Trust::new(Some(Keyring::new(old(), vec![])), None, vec![]);
+        assert!(verifies(&before, 7, &s, "aa"));
+        // After it, the old key still decrypts, but its tag alone is not
+        // believed: whoever holds it could have named the object since.
+        let after = || Trust::new(Some(Keyring::new(new(), vec![old()])), None, vec![]);
+        assert_eq!(tagged(&after(), 7, &s, "aa").unwrap(), seal::Tagged::OldKey);
+        assert!(!verifies(&after(), 7, &s, "aa"));
+        // A sealed list records it: believed, for that object and content only.
+        let (k, t) = (s.key.clone(), s.tag.clone());
+        let listed = after().with_lists(seal::Lists::new(move |_| {
+            Ok(seal::Allowed::of(&[(k.as_str(), t.as_str())]))
+        }));
+        assert!(verifies(&listed, 7, &s, "aa"));
+        assert!(!verifies(&listed, 7, &s, "ab"));
+        let mut forged = stored("000000010000000000000003");
+        forged.tag = seal::tag(Some(&by_old), &message(7, &forged.name, "aa")).unwrap();
+        forged.key = key(7, &forged.name, &forged.tag, Compression::None, true);
+        assert!(!verifies(&listed, 7, &forged, "aa"));
+        // The new key's own tag needs no list.
+        let mut fresh = stored(name);
+        fresh.tag = seal::tag(after().keys(), &message(7, name, "bb")).unwrap();
+        assert!(verifies(&after(), 7, &fresh, "bb"));
+        // Lists that cannot be read: an error, not a verdict.
+        let broken = after().with_lists(seal::Lists::new(|_| {
+            Err(crate::exit::coded(
+                crate::exit::Code::Transient,
+                "store down",
+            ))
+        }));
+        assert!(tagged(&broken, 7, &s, "aa").is_err());
+        assert!(!verifies(&broken, 7, &s, "aa"));
     }
 }
