@@ -277,7 +277,7 @@ _bkp() {
             fi
             case "${prev}" in
                 --kind)
-                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump postgres" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump postgres sqlite" -- "${cur}"))
                     return 0
                     ;;
                 --config)
@@ -841,7 +841,7 @@ _bkp() {
             fi
             case "${prev}" in
                 --kind)
-                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump postgres" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump postgres sqlite" -- "${cur}"))
                     return 0
                     ;;
                 --operation)
@@ -1001,7 +1001,7 @@ _bkp() {
                     return 0
                     ;;
                 --kind)
-                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump postgres" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump postgres sqlite" -- "${cur}"))
                     return 0
                     ;;
                 --schema)
@@ -1081,7 +1081,7 @@ _bkp() {
             fi
             case "${prev}" in
                 --kind)
-                    COMPREPLY=($(compgen -W "tigerbeetle postgres" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "tigerbeetle postgres sqlite" -- "${cur}"))
                     return 0
                     ;;
                 --config)
@@ -1175,7 +1175,7 @@ _bkp() {
             fi
             case "${prev}" in
                 --kind)
-                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump postgres" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump postgres sqlite" -- "${cur}"))
                     return 0
                     ;;
                 --since)

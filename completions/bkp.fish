@@ -52,8 +52,9 @@ complete -c bkp -n "__fish_bkp_needs_command" -f -a "copy" -d 'Bring each copy (
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "status" -d 'Show, per schedule, the newest good backup, its age, the next due time and whether its RPO is breached; exit 11 if any watched schedule is breached or never ran. Reads only the manifests it needs'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "notify" -d 'Send a notification through `[notify]` (webhook and command) by hand: `--test` proves delivery; `--failed-unit UNIT` reports a systemd unit that failed in a way bkp could not report itself (killed at its runtime cap, crashed, never started), as `bkp-failure@.service` does from `OnFailure=`. Exit 6 when a delivery fails'
 complete -c bkp -n "__fish_bkp_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l kind -d 'What to snapshot (default: the TigerBeetle data file when the config names one, else the [postgres] server)' -r -f -a "tigerbeetle\t'A TigerBeetle ledger: its data file (snapshots) and its log.'
-postgres\t'A PostgreSQL base backup (`pg_basebackup`).'"
+complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l kind -d 'What to snapshot (default: the TigerBeetle data file when the config names one, else the [postgres] server, else the [sqlite] database)' -r -f -a "tigerbeetle\t'A TigerBeetle ledger: its data file (snapshots) and its log.'
+postgres\t'A PostgreSQL base backup (`pg_basebackup`).'
+sqlite\t'A SQLite database file, copied live by SQLite\'s online backup API.'"
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand snapshot" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer (or refuses the credentials) reads the first copy that does, and says so' -r
@@ -87,7 +88,8 @@ complete -c bkp -n "__fish_bkp_using_subcommand list" -l kind -d 'Only backups o
 duckdb\t'The DuckDB hot tier, as Parquet.'
 parquet\t'The Parquet cold tier, as replicated.'
 pgdump\t'A PostgreSQL dump (`pg_dump`).'
-postgres\t'A PostgreSQL base backup (`pg_basebackup`).'"
+postgres\t'A PostgreSQL base backup (`pg_basebackup`).'
+sqlite\t'A SQLite database file, copied live by SQLite\'s online backup API.'"
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l operation -d 'Only backups made by this operation (snapshot, logs, export, replicate)' -r
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l since -d 'Only backups started at or after TIME (RFC 3339) or within DURATION (e.g. 7d)' -r
 complete -c bkp -n "__fish_bkp_using_subcommand list" -l last -d 'Only the newest N of what the other filters select' -r
@@ -116,7 +118,8 @@ complete -c bkp -n "__fish_bkp_using_subcommand restore" -l kind -d 'Kind of bac
 duckdb\t'The DuckDB hot tier, as Parquet.'
 parquet\t'The Parquet cold tier, as replicated.'
 pgdump\t'A PostgreSQL dump (`pg_dump`).'
-postgres\t'A PostgreSQL base backup (`pg_basebackup`).'"
+postgres\t'A PostgreSQL base backup (`pg_basebackup`).'
+sqlite\t'A SQLite database file, copied live by SQLite\'s online backup API.'"
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l schema -d 'PostgreSQL dump: restore only the objects of this schema (pg_restore --schema). Repeatable; not with --force' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l table -d 'PostgreSQL dump: restore only this table (SCHEMA.NAME, or NAME when one schema has it), its definition and data, without its indexes or constraints (pg_restore --table). Repeatable; not with --schema or --force' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l trust -d 'Accept backup ID although its manifest has no seal or it is not encrypted while [encryption] is configured (a backup from before the store was sealed or encrypted). Check where it came from first. Repeatable' -r
@@ -157,7 +160,8 @@ complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l kind -d 'Only backup
 duckdb\t'The DuckDB hot tier, as Parquet.'
 parquet\t'The Parquet cold tier, as replicated.'
 pgdump\t'A PostgreSQL dump (`pg_dump`).'
-postgres\t'A PostgreSQL base backup (`pg_basebackup`).'"
+postgres\t'A PostgreSQL base backup (`pg_basebackup`).'
+sqlite\t'A SQLite database file, copied live by SQLite\'s online backup API.'"
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand cleanup" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore and status. `primary` names the [store] itself. Without it, a restore whose primary does not answer (or refuses the credentials) reads the first copy that does, and says so' -r
@@ -171,7 +175,8 @@ complete -c bkp -n "__fish_bkp_using_subcommand verify" -l kind -d 'Only backups
 duckdb\t'The DuckDB hot tier, as Parquet.'
 parquet\t'The Parquet cold tier, as replicated.'
 pgdump\t'A PostgreSQL dump (`pg_dump`).'
-postgres\t'A PostgreSQL base backup (`pg_basebackup`).'"
+postgres\t'A PostgreSQL base backup (`pg_basebackup`).'
+sqlite\t'A SQLite database file, copied live by SQLite\'s online backup API.'"
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l since -d 'Only backups started at or after TIME (RFC 3339) or within DURATION (e.g. 7d)' -r
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l report -d 'Also write the JSON report to FILE. The report always goes to the store too; when the store refuses it (read-only credentials), it is kept here, else on stdout under --json, else in a local file a warning names' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand verify" -l junit -d 'Write a JUnit XML test report to FILE, one test case per check (backup, object, ledger audit, drill; what could not be checked as an error), for CI systems to show. Written when checks fail too' -r -F

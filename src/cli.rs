@@ -356,7 +356,7 @@ pub struct ReplicateArgs {
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
     /// What to snapshot (default: the TigerBeetle data file when the config names
-    /// one, else the [postgres] server).
+    /// one, else the [postgres] server, else the [sqlite] database).
     #[arg(long, value_enum)]
     pub kind: Option<SnapshotKind>,
     /// TigerBeetle: build a base of the whole cluster (tigerbeetle.addresses) from
@@ -642,9 +642,19 @@ mod tests {
     fn kind_values_are_the_descriptors() {
         assert_eq!(
             names::<KindArg>(),
-            ["tigerbeetle", "duckdb", "parquet", "pgdump", "postgres"]
+            [
+                "tigerbeetle",
+                "duckdb",
+                "parquet",
+                "pgdump",
+                "postgres",
+                "sqlite"
+            ]
         );
-        assert_eq!(names::<SnapshotKind>(), ["tigerbeetle", "postgres"]);
+        assert_eq!(
+            names::<SnapshotKind>(),
+            ["tigerbeetle", "postgres", "sqlite"]
+        );
         assert_eq!(names::<ExportKind>(), ["duckdb", "pgdump"]);
         // Each parses back to its kind.
         for k in KindArg::value_variants() {

@@ -132,7 +132,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// `bkp snapshot`: the TigerBeetle data file when the config names one, else
-/// the PostgreSQL base backup; `--kind` chooses.
+/// the PostgreSQL base backup, else the SQLite database; `--kind` chooses.
 fn snapshot(ctx: &commands::Ctx, a: &cli::SnapshotArgs) -> Result<()> {
     use cli::SnapshotKind;
     use kinds::Kind;
@@ -146,14 +146,25 @@ fn snapshot(ctx: &commands::Ctx, a: &cli::SnapshotArgs) -> Result<()> {
     if a.from_log {
         return commands::base::run(ctx);
     }
-    let kind = match (a.kind, tb, plan.postgres.is_some()) {
-        (Some(SnapshotKind(k)), _, _) => k,
-        (None, false, true) => Kind::Postgres,
-        (None, _, _) => Kind::Tigerbeetle,
+    let kind = match (a.kind, tb, plan.postgres.is_some(), plan.sqlite.is_some()) {
+        (Some(SnapshotKind(k)), _, _, _) => k,
+        (None, false, true, true) => {
+            return Err(exit::coded(
+                exit::Code::Config,
+                format!(
+                    "{} describes a PostgreSQL server and a SQLite database: choose one with `bkp snapshot --kind postgres` or `--kind sqlite`",
+                    plan.source.display()
+                ),
+            ))
+        }
+        (None, false, true, false) => Kind::Postgres,
+        (None, false, false, true) => Kind::Sqlite,
+        (None, _, _, _) => Kind::Tigerbeetle,
     };
     match kind {
         Kind::Tigerbeetle => commands::snapshot::run(ctx),
         Kind::Postgres => commands::pgbase::run(ctx),
+        Kind::Sqlite => commands::sqlite::run(ctx),
         other => Err(not_made_by("snapshot", other)),
     }
 }

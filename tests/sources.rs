@@ -34,6 +34,7 @@ use common::{assert_exit, json, run_bkp, shared_s3, Setup};
 use kinds::duckdb::DuckDbExport;
 use kinds::parquet::ParquetTier;
 use kinds::postgres::{PgBase, PgDump};
+use kinds::sqlite::SqliteDb;
 use kinds::tigerbeetle::{TigerBeetleLogs, TigerBeetleSnapshot};
 
 // ---- What a kind provides -----------------------------------------------------------------
@@ -106,6 +107,7 @@ kinds! {
     parquet => ParquetTier::default(),
     pgdump => PgDump::default(),
     postgres => PgBase::default(),
+    sqlite => SqliteDb::default(),
 }
 
 /// `bkp restore --kind` accepts exactly the kinds this suite runs: a kind added to

@@ -47,7 +47,7 @@ struct Unit {
     note: &'static str,
 }
 
-const UNITS: [Unit; 11] = [
+const UNITS: [Unit; 12] = [
     Unit {
         name: "snapshot",
         what: "TigerBeetle data-file snapshot",
@@ -136,6 +136,19 @@ const UNITS: [Unit; 11] = [
         reads_source: false,
         note: "# pg_basebackup needs a role with REPLICATION and a replication line in\n\
                # pg_hba.conf. The password is read from postgres.passfile, under /etc/bkp.\n",
+    },
+    Unit {
+        name: "sqlite",
+        what: "SQLite database copy",
+        page: "snapshot",
+        args: "snapshot --kind sqlite",
+        cap: "1h",
+        calendar: "01/6:10",
+        every: "every 6 hours",
+        delay: "10min",
+        reads_source: true,
+        note: "# A database in WAL mode is read through its -shm file, which SQLite opens for\n\
+               # writing: give the database's directory to ReadWritePaths= in a drop-in.\n",
     },
     Unit {
         name: "cleanup",

@@ -6,7 +6,7 @@
 //! (PUT, HEAD, LIST, GET, DELETE, and that a second create-only PUT of one key
 //! is refused — bkp's promise never to overwrite a backup rests on the service
 //! honouring `If-None-Match: *`), the ledger cluster, the TigerBeetle binary and
-//! data file, the DuckDB database and the replication source. The exit code is
+//! data file, the DuckDB and SQLite databases and the replication source. The exit code is
 //! the code of the first failure.
 
 use std::time::Instant;
@@ -116,6 +116,12 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         checks.push(Check {
             name: "duckdb.schema",
             outcome: duckdb_schema(d),
+        });
+    }
+    if let Some(sq) = &plan.sqlite {
+        checks.push(Check {
+            name: "sqlite.database",
+            outcome: crate::kinds::sqlite::probe(&sq.database),
         });
     }
     if let Some(pg) = &plan.postgres {

@@ -32,6 +32,7 @@ pub mod restore;
 pub mod run;
 pub mod show;
 pub mod snapshot;
+pub mod sqlite;
 pub mod status;
 pub mod verify;
 pub mod wal;

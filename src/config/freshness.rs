@@ -160,6 +160,7 @@ impl Plan {
             Kind::Duckdb => self.duckdb.is_some(),
             Kind::Parquet => self.replicate.is_some(),
             Kind::Pgdump => self.postgres.is_some(),
+            Kind::Sqlite => self.sqlite.is_some(),
             Kind::Postgres | Kind::Kms => false,
         }
     }

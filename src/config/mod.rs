@@ -36,6 +36,7 @@ pub mod notify;
 pub mod postgres;
 pub mod replicate;
 pub mod retention;
+pub mod sqlite;
 pub mod store;
 pub mod tigerbeetle;
 
@@ -44,6 +45,7 @@ pub use duckdb::{DuckdbPlan, WithoutWatermark};
 pub use encryption::{EncryptionPlan, KeyPlan, KeySpec};
 pub use postgres::PostgresPlan;
 pub use replicate::ReplicateOverrides;
+pub use sqlite::SqlitePlan;
 pub use store::StorePlan;
 pub use tigerbeetle::{ClusterPlan, SnapshotMode, TigerBeetlePlan};
 
@@ -68,6 +70,7 @@ pub struct File {
     pub replicate: Option<replicate::ReplicateFile>,
     pub duckdb: Option<duckdb::DuckdbFile>,
     pub postgres: Option<postgres::PostgresFile>,
+    pub sqlite: Option<sqlite::SqliteFile>,
     pub notify: Option<notify::NotifyFile>,
     /// `[[copies]]`: each a `[store]` table with a name (see [`copies`]).
     pub copies: Option<Vec<toml::Table>>,
@@ -92,6 +95,8 @@ pub struct Plan {
     pub duckdb: Option<DuckdbPlan>,
     /// The PostgreSQL database `bkp export --kind pgdump` dumps.
     pub postgres: Option<PostgresPlan>,
+    /// The SQLite database `bkp snapshot --kind sqlite` copies.
+    pub sqlite: Option<SqlitePlan>,
     /// The command run on failures, recoveries and breached RPOs.
     pub notify: Option<crate::notify::NotifyPlan>,
     /// Further stores `bkp copy` keeps up to date with `store` (3-2-1).
@@ -290,6 +295,7 @@ fn validate(f: File, v: &Validator, ov: &Overrides) -> Result<Plan> {
         .transpose()?;
     let duckdb = f.duckdb.map(|d| duckdb::validate(d, v)).transpose()?;
     let postgres = f.postgres.map(|p| postgres::validate(p, v)).transpose()?;
+    let sqlite = f.sqlite.map(|s| sqlite::validate(s, v)).transpose()?;
     let notify = f.notify.map(|n| notify::validate(n, v)).transpose()?;
     let copies = copies::validate(f.copies.unwrap_or_default(), v, ov, &store)?;
     Ok(Plan {
@@ -306,6 +312,7 @@ fn validate(f: File, v: &Validator, ov: &Overrides) -> Result<Plan> {
         replicate,
         duckdb,
         postgres,
+        sqlite,
         notify,
         copies,
         primary: None,

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod sqlite;
+
 /// Which source a backup is of: the identity stored in every manifest
 /// (`"kind"`), its directory under `manifests/` and its data prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -31,6 +33,8 @@ pub enum Kind {
     Postgres,
     /// Key material (reserved: no backup of it is made yet).
     Kms,
+    /// A SQLite database file, copied by SQLite's online backup API.
+    Sqlite,
 }
 
 /// Whole, or the changes since an earlier backup.
@@ -159,7 +163,7 @@ pub struct Descriptor {
 const H: u64 = 3600;
 
 /// Every kind, in [`Kind`] order.
-pub static ALL: [Descriptor; 6] = [
+pub static ALL: [Descriptor; 7] = [
     Descriptor {
         kind: Kind::Tigerbeetle,
         name: "tigerbeetle",
@@ -352,17 +356,46 @@ pub static ALL: [Descriptor; 6] = [
         schedules: &[],
         groups: &[],
     },
+    Descriptor {
+        kind: Kind::Sqlite,
+        name: "sqlite",
+        noun: "SQLite copy",
+        ledger_code: 7,
+        maker: Maker::Snapshot,
+        about: "A SQLite database file, copied live by SQLite's online backup API.",
+        restores: Some("snapshot"),
+        first: "run `bkp snapshot --kind sqlite` first",
+        at: At::Never,
+        delivers: Delivers::File,
+        drill: "the copy is restored to a scratch file, passes SQLite's `PRAGMA integrity_check`, and every table's rows are counted against the manifest",
+        replays_log: false,
+        stream_member: Some("database"),
+        schedules: &[ScheduleSpec {
+            name: "sqlite",
+            operation: "snapshot",
+            scope: None,
+            full_counts: false,
+            command: "bkp snapshot --kind sqlite",
+            every: Duration::from_secs(6 * H),
+        }],
+        groups: &[Group {
+            name: "sqlite",
+            scope: Scope::Full,
+            preset: Preset::Gfs,
+        }],
+    },
 ];
 
 impl Kind {
     /// Every kind, in declaration order.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Tigerbeetle,
         Kind::Duckdb,
         Kind::Parquet,
         Kind::Pgdump,
         Kind::Postgres,
         Kind::Kms,
+        Kind::Sqlite,
     ];
 
     /// This kind's descriptor.
@@ -517,9 +550,10 @@ mod tests {
                 (Kind::Pgdump, 5),
                 (Kind::Postgres, 6),
                 (Kind::Kms, 4),
+                (Kind::Sqlite, 7),
             ]
         );
-        assert_eq!(Kind::from_ledger_code(7), None);
+        assert_eq!(Kind::from_ledger_code(8), None);
     }
 
     #[test]

@@ -263,7 +263,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 6 * 2 * 3 * 2 * 3 * 5);
+        assert_eq!(n, BackupType::ALL.len() * 2 * 3 * 2 * 3 * 5);
         for &op in Operation::ALL {
             assert_eq!(Operation::from_code(op.code()).unwrap(), op);
         }

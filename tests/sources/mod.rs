@@ -4,4 +4,5 @@
 pub mod duckdb;
 pub mod parquet;
 pub mod postgres;
+pub mod sqlite;
 pub mod tigerbeetle;

@@ -37,6 +37,7 @@ pub mod pgconf;
 pub mod pgdump;
 pub mod pgpitr;
 pub mod pitr;
+pub mod sqlite;
 pub mod target;
 pub mod tigerbeetle;
 
@@ -154,6 +155,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         Kind::Parquet => parquet::run(ctx, &src, &rp, args),
         Kind::Pgdump => pgdump::run(ctx, &src, &rp, args),
         Kind::Postgres => pgbase::run(ctx, &src, &rp, args),
+        Kind::Sqlite => sqlite::run(ctx, &src, &rp, args),
         Kind::Kms => {
             return Err(coded(
                 Code::Config,
@@ -382,6 +384,12 @@ pub fn precious(plan: &Plan) -> Vec<target::Precious> {
         p.push((
             "the configured DuckDB database (duckdb.database)",
             d.database.clone(),
+        ));
+    }
+    if let Some(s) = &plan.sqlite {
+        p.push((
+            "the configured SQLite database (sqlite.database)",
+            s.database.clone(),
         ));
     }
     p
