@@ -13,7 +13,8 @@
 //! newest backup (with its chain); a run killed in the middle of its upload, and one
 //! killed after its manifest is stored but before the audit ledger records it, are
 //! each followed by a good run and a clean `verify` (the ledger audit included), and
-//! the last restores exactly.
+//! the last restores exactly; `bkp copy` then brings a second store up to date, and
+//! the last backup restores exactly from it.
 //!
 //! A kind is one [`Source`] (in `sources/`) and one line in [`kinds!`], which
 //! makes one `#[test]` per kind and store (`duckdb::s3`, `pgdump::local`, …), so that
@@ -261,6 +262,18 @@ fn conformance(name: &str, mut source: Box<dyn Source>, store: Store) {
     let after = source.target(c.dir(), "after-kill");
     assert_exit(&c.run(&source.restore_args(&last, &after)), 0);
     c.exact(&*source, &after);
+
+    // 3-2-1: `bkp copy` brings the configured copy (a local directory) up to
+    // date, and the last backup restores from it exactly, the primary unread.
+    c.step("bkp copy, then restore from the copy");
+    let out = c.s.bkp(&["copy"]);
+    assert_exit(&out, 0);
+    assert!(c.s.listed(&["--store", "dr"]).contains(&last));
+    let copied = source.target(c.dir(), "from-copy");
+    let mut args = source.restore_args(&last, &copied);
+    args.extend(["--store".to_string(), "dr".to_string()]);
+    assert_exit(&c.run(&args), 0);
+    c.exact(&*source, &copied);
 }
 
 /// One kind's test: its directory, config and store.
@@ -280,6 +293,9 @@ struct Damaged {
 
 /// The S3 key prefix of the suite's stores.
 const PREFIX: &str = "team/bkp";
+
+/// The copy every case keeps (3-2-1), in a local directory.
+const COPY: &str = "[[copies]]\nname = \"dr\"\ntype = \"local\"\npath = \"copy\"\n";
 
 impl Case {
     /// A config with a store, a key, the shared audit ledger and `section`.
@@ -307,7 +323,7 @@ impl Case {
         );
         let config = dir.path().join("bkp.toml");
         let toml = format!(
-            "work_dir = \"work\"\n{store_toml}[encryption]\nkey_file = \"key\"\n{ledger}{section}"
+            "work_dir = \"work\"\n{store_toml}[encryption]\nkey_file = \"key\"\n{ledger}{section}{COPY}"
         );
         fs::write(&config, toml).unwrap();
         Case {
