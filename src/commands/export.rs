@@ -30,7 +30,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::run::{json_report, Body, Run, Spec, Stored};
-use super::{open_store, Ctx};
+use super::Ctx;
 use crate::chain;
 use crate::config::{DuckdbPlan, WithoutWatermark};
 use crate::exit::{coded, Code};
@@ -140,9 +140,7 @@ pub fn run(ctx: &Ctx, mode: Mode) -> Result<()> {
             ),
         )
     })?;
-    let trust = super::trust(plan, Vec::new())?;
-    let store = open_store(plan)?;
-    store.preflight_writes()?;
+    let (trust, store) = super::backup_store(plan)?;
     let compression = if d.recompress {
         plan.compression
     } else {

@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::run::{json_report, Body, Run, Spec, Stored};
-use super::{open_store, Ctx};
+use super::Ctx;
 use crate::chain;
 use crate::exit::{coded, Code};
 use crate::lease::{self, Lease};
@@ -64,9 +64,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         addresses: cluster.addresses.clone(),
         timeout,
     };
-    let trust = super::trust(plan, Vec::new())?;
-    let store = open_store(plan)?;
-    store.preflight_writes()?;
+    let (trust, store) = super::backup_store(plan)?;
     let run = Run::begin(
         ctx,
         store.as_ref(),

@@ -106,6 +106,15 @@ pub fn trust(plan: &Plan, accepted: Vec<BackupId>) -> Result<Trust> {
     })
 }
 
+/// What a backup run opens before anything else: its trust (the keys and
+/// what they believe) and its store, checked to take writes.
+pub fn backup_store(plan: &Plan) -> Result<(Trust, Box<dyn Store>)> {
+    let trust = trust(plan, Vec::new())?;
+    let store = open_store(plan)?;
+    store.preflight_writes()?;
+    Ok((trust, store))
+}
+
 /// Removes what dead runs of any subcommand left in the work directory (see
 /// `workdir.rs`), or with `dry` only says what it would remove; returns how many.
 pub fn sweep_work_dir(ctx: &Ctx, dry: bool) -> u64 {

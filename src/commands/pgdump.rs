@@ -14,7 +14,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::run::{json_report, Body, Run, Spec, Stored};
-use super::{open_store, Ctx};
+use super::Ctx;
 use crate::exit::{coded, Code};
 use crate::ledger::Operation;
 use crate::manifest::pgdump::{GLOBALS_SUFFIX, OPERATION};
@@ -26,9 +26,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let plan = &ctx.plan;
     let pg = super::postgres_section(plan, "`bkp export --kind pgdump`")?;
     let server = Server::new(pg);
-    let trust = super::trust(plan, Vec::new())?;
-    let store = open_store(plan)?;
-    store.preflight_writes()?;
+    let (trust, store) = super::backup_store(plan)?;
     let run = Run::begin(
         ctx,
         store.as_ref(),

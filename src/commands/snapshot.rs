@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::run::{json_report, Body, Run, Spec, Stored};
-use super::{open_store, Ctx};
+use super::Ctx;
 use crate::config::StorePlan;
 use crate::exit::{coded, Code};
 use crate::ledger::Operation;
@@ -29,10 +29,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             let what = "`bkp snapshot` needs a [tigerbeetle] section with data_file";
             coded(Code::Config, format!("{}: {what}", plan.source.display()))
         })?;
-    let trust = super::trust(plan, Vec::new())?;
-    let store = open_store(plan)?;
     let chunked = chunked_format(plan, tb)?;
-    store.preflight_writes()?;
+    let (trust, store) = super::backup_store(plan)?;
     let run = Run::begin(
         ctx,
         store.as_ref(),

@@ -10,7 +10,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::run::{json_report, Body, Run, Spec, Stored};
-use super::{open_store, Ctx};
+use super::Ctx;
 use crate::exit::{coded, Code};
 use crate::kinds::sqlite::{self, View, OPERATION, SUFFIX};
 use crate::ledger::Operation;
@@ -29,9 +29,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             ),
         )
     })?;
-    let trust = super::trust(plan, Vec::new())?;
-    let store = open_store(plan)?;
-    store.preflight_writes()?;
+    let (trust, store) = super::backup_store(plan)?;
     let run = Run::begin(
         ctx,
         store.as_ref(),
