@@ -425,3 +425,58 @@ fn a_copy_of_another_store_is_refused() {
         "nothing is copied into another store"
     );
 }
+
+/// A `bkp copy` killed while it writes an object leaves nothing the copy
+/// lists (the manifest is written last), and the next run finishes the
+/// copy: the backup then restores from it exactly and `verify --store`
+/// finds nothing missing.
+#[test]
+fn a_copy_killed_mid_object_is_finished_by_the_next_run() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(tmp.path());
+    let copies = "[[copies]]\nname = \"c\"\ntype = \"local\"\npath = \"copy\"\n";
+    let site = Site::new(
+        &data,
+        "type = \"local\"\npath = \"store\"\n",
+        copies,
+        ARCHIVE,
+        vec![],
+    );
+    let out = site.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    let id = json(&out)["manifest"]["id"].as_str().unwrap().to_string();
+
+    let cfg = site.config.to_str().unwrap();
+    let env = vec![("BKP_FAILPOINT".to_string(), "store-write".to_string())];
+    let out = run_bkp(&["--config", cfg, "copy"], &env);
+    assert_eq!(out.status.signal(), Some(9), "not killed: {}", text(&out));
+    let listed = |site: &Site| {
+        let out = site.bkp(&["--json", "list", "--store", "c"]);
+        json(&out)["backups"]
+            .as_array()
+            .map(|b| {
+                b.iter()
+                    .map(|m| m["id"].as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    assert!(listed(&site).is_empty(), "a half-copied backup is listed");
+
+    let done = site.copy(&[], 0);
+    assert!(done.contains_key("c"), "{done:?}");
+    assert_eq!(listed(&site), vec![id.clone()]);
+    assert_exit(&site.bkp(&["verify", "--store", "c"]), 0);
+    let target = site.path("restored");
+    let out = site.bkp(&[
+        "restore",
+        &id,
+        "--store",
+        "c",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(digest(&restored_data_file(&target)), digest(&data));
+}
