@@ -116,6 +116,20 @@ fn upgraded_store(kind: &StoreKind, extra: &str) -> (Setup, Value, String) {
     (s, legacy, keyed)
 }
 
+/// Rotates the key of `s`, whose config was `base`: a new current key
+/// (`ops-2026`), the old one (`ops-2025`) kept only to decrypt.
+fn rotate(s: &Setup, base: &str) {
+    common::write_key(s.path("new.key"), [42u8; 32]);
+    fs::write(
+        &s.config,
+        base.replace(
+            "key_file = \"key\"",
+            "key_file = \"new.key\"\nkey_id = \"ops-2026\"\n[[encryption.old_keys]]\nkey_file = \"key\"\nkey_id = \"ops-2025\"",
+        ),
+    )
+    .unwrap();
+}
+
 /// The ids `bkp --json list` shows, and the keys it refuses, whatever its exit.
 fn listing(s: &Setup) -> (Vec<String>, Vec<String>, Output) {
     let out = s.bkp(&["--json", "list"]);
@@ -344,15 +358,7 @@ fn a_rotated_out_key_seals_nothing_new() {
     let bid = id(&before);
 
     // Rotation: the old key stays for decrypting.
-    common::write_key(s.path("new.key"), [42u8; 32]);
-    fs::write(
-        &s.config,
-        base.replace(
-            "key_file = \"key\"",
-            "key_file = \"new.key\"\nkey_id = \"ops-2026\"\n[[encryption.old_keys]]\nkey_file = \"key\"\nkey_id = \"ops-2025\"",
-        ),
-    )
-    .unwrap();
+    rotate(&s, &base);
     // Until the operator records what the old key sealed, it is not used.
     let target = s.path("t0");
     let out = s.bkp(&["restore", &bid, "--target", target.to_str().unwrap()]);
@@ -541,15 +547,7 @@ fn an_old_keys_wal_is_replayed_only_as_recorded_at_the_rotation() {
     assert_eq!(fetch(1).1, Some(vec![1u8; 4096]));
 
     // Rotation: the old key stays for decrypting.
-    common::write_key(s.path("new.key"), [42u8; 32]);
-    fs::write(
-        &s.config,
-        base.replace(
-            "key_file = \"key\"",
-            "key_file = \"new.key\"\nkey_id = \"ops-2026\"\n[[encryption.old_keys]]\nkey_file = \"key\"\nkey_id = \"ops-2025\"",
-        ),
-    )
-    .unwrap();
+    rotate(&s, &base);
     // Until the operator records the archive, the old key's tags are not believed.
     let (out, got) = fetch(1);
     assert_exit(&out, STOPS_RECOVERY);
