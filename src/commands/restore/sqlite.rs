@@ -118,8 +118,12 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         }
         return Err(e);
     }
-    for (_, aside) in moved {
+    for (p, aside) in moved {
         let _ = fs::remove_file(aside);
+        ctx.ui.warn(&format!(
+            "removed {} (SQLite's record of writes to the database replaced, which --force allowed)",
+            p.display()
+        ));
     }
     let elapsed = clock.elapsed();
     if ctx.ui.json {
