@@ -42,6 +42,8 @@ const TMP: &str = "tmp";
 const OWNER: &str = "owner";
 /// The file that names a staging path outside `work_dir`.
 const OUTSIDE: &str = "outside";
+/// How a scratch directory's name ends (after a `.`) until its owner holds it.
+const BORN: &str = ".new";
 /// The marker every staging path outside `work_dir` carries in its name.
 pub const STAGING_MARK: &str = ".bkp-";
 
@@ -132,18 +134,28 @@ impl WorkDir {
             .mode(0o700)
             .create(&tmp)
             .with_context(|| format!("failed to create {}", tmp.display()))?;
-        let path = tmp.join(format!("{what}-{:016x}", crate::id::random_u64()));
+        // Born under a hidden name and renamed once its owner is locked: a
+        // sweep never sees this run's scratch without a live owner (a sweep
+        // between the two steps would take it for a dead run's and remove it).
+        let name = format!("{what}-{:016x}", crate::id::random_u64());
+        let path = tmp.join(&name);
+        let born = tmp.join(format!(".{name}{BORN}"));
         fs::DirBuilder::new()
             .mode(0o700)
-            .create(&path)
-            .with_context(|| format!("failed to create {}", path.display()))?;
+            .create(&born)
+            .with_context(|| format!("failed to create {}", born.display()))?;
         let owner = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(path.join(OWNER))
+            .open(born.join(OWNER))
             .and_then(|f| f.try_lock().map_err(std::io::Error::from).map(|_| f))
-            .with_context(|| format!("failed to lock {}", path.join(OWNER).display()));
+            .with_context(|| format!("failed to lock {}", born.join(OWNER).display()))
+            .and_then(|f| {
+                fs::rename(&born, &path)
+                    .with_context(|| format!("failed to move {} into place", born.display()))
+                    .map(|_| f)
+            });
         match owner {
             Ok(owner) => Ok(Scratch {
                 path,
@@ -151,7 +163,7 @@ impl WorkDir {
                 outside: None,
             }),
             Err(e) => {
-                let _ = fs::remove_dir_all(&path);
+                let _ = fs::remove_dir_all(&born);
                 Err(e)
             }
         }
@@ -163,6 +175,20 @@ impl WorkDir {
     pub fn leftovers(&self, grace: Duration) -> Vec<Leftover> {
         let mut out = Vec::new();
         for path in entries(&self.root.join(TMP)) {
+            let being_born = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.') && n.ends_with(BORN));
+            if being_born {
+                // A run is making it now, or was killed while it did.
+                if older_than(&path, grace) {
+                    out.push(Leftover {
+                        path,
+                        outside: None,
+                    });
+                }
+                continue;
+            }
             if owner_alive(&path) {
                 continue;
             }
@@ -331,6 +357,47 @@ mod tests {
         let p = s.path().to_path_buf();
         drop(s);
         assert!(!p.exists());
+    }
+
+    /// A sweep running while another run makes its scratch never takes that
+    /// scratch for a dead run's: it is found only once its owner holds it, or
+    /// as a directory being born, which is a leftover only after the grace.
+    #[test]
+    fn a_scratch_being_made_is_never_swept() {
+        let d = tempfile::tempdir().unwrap();
+        let w = WorkDir::new(d.path());
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        /// Stops the sweep however the test ends (a panic included).
+        struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        std::thread::scope(|t| {
+            let _stop = Stop(&stop);
+            // (It may also remove a scratch being dropped: that is harmless.)
+            t.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for l in w.leftovers(Duration::from_secs(3600)) {
+                        let _ = remove(&l);
+                    }
+                }
+            });
+            for _ in 0..500 {
+                let s = w.scratch("race").expect("a scratch being made was swept");
+                assert!(s.path().is_dir(), "a live scratch was swept");
+                fs::write(s.join("f"), b"x").expect("a live scratch was swept");
+            }
+        });
+        // One left being born by a killed run goes once older than the grace.
+        let born = d.path().join("tmp").join(format!(".race-1{BORN}"));
+        fs::create_dir(&born).unwrap();
+        assert!(w.leftovers(Duration::from_secs(3600)).is_empty());
+        std::thread::sleep(Duration::from_millis(20));
+        let l = w.leftovers(Duration::from_millis(1));
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].path, born);
     }
 
     #[test]
