@@ -38,6 +38,14 @@ impl Site {
         Site { dir, config, env }
     }
 
+    /// A local primary (`store`) with one local copy `c` (`copy`), snapshots
+    /// in the archive format.
+    fn local_with_copy(data: &Path) -> Site {
+        let copies = "[[copies]]\nname = \"c\"\ntype = \"local\"\npath = \"copy\"\n";
+        let store = "type = \"local\"\npath = \"store\"\n";
+        Site::new(data, store, copies, ARCHIVE, vec![])
+    }
+
     fn bkp(&self, args: &[&str]) -> std::process::Output {
         let mut all = vec!["--config", self.config.to_str().unwrap()];
         all.extend_from_slice(args);
@@ -300,14 +308,7 @@ fn copies_in_another_region_restore_and_drill_after_the_primary_is_gone() {
 fn a_copy_that_lies_is_caught_and_damage_on_the_primary_is_not_copied() {
     let tmp = tempfile::tempdir().unwrap();
     let data = formatted_data_file(tmp.path());
-    let copies = "[[copies]]\nname = \"c\"\ntype = \"local\"\npath = \"copy\"\n";
-    let site = Site::new(
-        &data,
-        "type = \"local\"\npath = \"store\"\n",
-        copies,
-        ARCHIVE,
-        vec![],
-    );
+    let site = Site::local_with_copy(&data);
     let out = site.bkp(&["--json", "snapshot"]);
     assert_exit(&out, 0);
     let m = json(&out)["manifest"].clone();
@@ -389,14 +390,7 @@ fn a_copy_that_lies_is_caught_and_damage_on_the_primary_is_not_copied() {
 fn a_copy_of_another_store_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let data = formatted_data_file(tmp.path());
-    let copies = "[[copies]]\nname = \"c\"\ntype = \"local\"\npath = \"copy\"\n";
-    let site = Site::new(
-        &data,
-        "type = \"local\"\npath = \"store\"\n",
-        copies,
-        ARCHIVE,
-        vec![],
-    );
+    let site = Site::local_with_copy(&data);
     assert_exit(&site.bkp(&["init"]), 0);
     // The copy's directory is another store, with its own marker.
     let other = Site::new(
@@ -435,14 +429,7 @@ fn a_copy_killed_mid_object_is_finished_by_the_next_run() {
     use std::os::unix::process::ExitStatusExt;
     let tmp = tempfile::tempdir().unwrap();
     let data = formatted_data_file(tmp.path());
-    let copies = "[[copies]]\nname = \"c\"\ntype = \"local\"\npath = \"copy\"\n";
-    let site = Site::new(
-        &data,
-        "type = \"local\"\npath = \"store\"\n",
-        copies,
-        ARCHIVE,
-        vec![],
-    );
+    let site = Site::local_with_copy(&data);
     let out = site.bkp(&["--json", "snapshot"]);
     assert_exit(&out, 0);
     let id = json(&out)["manifest"]["id"].as_str().unwrap().to_string();
