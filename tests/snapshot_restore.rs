@@ -420,6 +420,98 @@ fn stop_mode_stops_copies_and_restarts_the_replica() {
     );
 }
 
+/// TigerBeetle has no clean stop: a replica stopped while it writes its
+/// superblock leaves the superblock's four copies torn (the first new, the
+/// others old), which the replica repairs when it starts, but which `tigerbeetle
+/// inspect integrity` (read-only) rejects. A stop-mode snapshot of such a file is
+/// settled by a private replica and stored, not refused; the original file is
+/// left as it is.
+#[test]
+fn a_copy_torn_by_the_stop_is_settled_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let address = format!("127.0.0.1:{}", common::free_port());
+    let (start, stop, _guard) = replica_scripts(dir.path(), &data, &address);
+    repl(
+        &address,
+        "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700;",
+    );
+    repl(&address, "create_transfers id=11 debit_account_id=1 credit_account_id=2 amount=125 ledger=700 code=10;");
+    let want = repl(&address, "lookup_accounts id=1, id=2;");
+    let sh = |script: &str| {
+        assert!(std::process::Command::new("sh")
+            .args(["-c", script])
+            .status()
+            .unwrap()
+            .success())
+    };
+    // The superblock's four copies (six sectors each in this release).
+    const COPY: usize = 6 * 4096;
+    let superblock = |file: &Path| {
+        use std::io::Read;
+        let mut b = vec![0u8; 4 * COPY];
+        fs::File::open(file).unwrap().read_exact(&mut b).unwrap();
+        b
+    };
+    sh(&stop);
+    let older = superblock(&data);
+    // Each start writes the superblock anew (a new view), and nothing else
+    // here: the files differ in their superblocks only.
+    sh(&start);
+    wait_for_port(&address);
+    assert_eq!(repl(&address, "lookup_accounts id=1, id=2;"), want);
+    sh(&stop);
+    assert!(
+        older[..COPY] != superblock(&data)[..COPY],
+        "the restart did not rewrite the superblock"
+    );
+    // The write torn after its first copy: copies 1 to 3 still the older ones.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = fs::OpenOptions::new().write(true).open(&data).unwrap();
+        f.seek(SeekFrom::Start(COPY as u64)).unwrap();
+        f.write_all(&older[COPY..]).unwrap();
+        f.sync_all().unwrap();
+    }
+    let inspect = |file: &Path| {
+        std::process::Command::new(tool("tigerbeetle"))
+            .args(["inspect", "integrity"])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        !inspect(&data).status.success(),
+        "the torn file passed as it is"
+    );
+    let torn = superblock(&data);
+
+    let s = setup(
+        &data,
+        StoreKind::Local,
+        &(stop_mode("true", "true") + "replica_args = [\"--development\"]\n"),
+    );
+    let out = s.bkp(&["--verbose", "snapshot"]);
+    assert_exit(&out, 0);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("private replica"), "{said}");
+    let manifests = walk(&s.path("store/manifests"));
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(&manifests[0]).unwrap()).unwrap();
+    assert_eq!(m["source"]["settled"], true, "{m:#}");
+    assert!(superblock(&data) == torn, "the original was changed");
+
+    let target = s.path("restored");
+    assert_exit(
+        &s.bkp(&["restore", "latest", "--target", target.to_str().unwrap()]),
+        0,
+    );
+    let restored = target.join("0_0.tigerbeetle");
+    let checked = inspect(&restored);
+    assert!(checked.status.success(), "{checked:?}");
+    let tb = TigerBeetle::start_on(&restored);
+    assert_eq!(repl(&tb.address(), "lookup_accounts id=1, id=2;"), want);
+}
+
 /// Starts `bkp snapshot` and returns it stopped (`BKP_PAUSEPOINT`) once it has
 /// stored its first chunk: it holds its run lock, nothing is in the store that
 /// names the chunk, and most of the data file is still to read, however fast or

@@ -59,7 +59,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     };
     let outcome = (|| -> Result<Stored> {
         let log = |m: &str| ctx.ui.detail(m);
-        let prepared = tigerbeetle::prepare(tb, &data_file, &plan.work_dir, &log)?;
+        let settle = |copy: &std::path::Path| settle(ctx, copy);
+        let prepared = tigerbeetle::prepare(tb, &data_file, &plan.work_dir, &log, &settle)?;
         // A start command that failed leaves the replica down: whatever ends
         // this run, its error says so.
         let down = |e: anyhow::Error| match &prepared.deferred_error {
@@ -228,6 +229,13 @@ fn report(
     Ok(())
 }
 
+/// Lets a private replica open a copy that failed `tigerbeetle inspect
+/// integrity` as taken (see `sources::tigerbeetle::prepare`).
+fn settle(ctx: &Ctx, copy: &std::path::Path) -> Result<()> {
+    let spec = super::restore::pitr::replica_spec(ctx, "settling a torn copy")?;
+    crate::tigerbeetle::replica::settle(&spec, copy)
+}
+
 /// Counts the accounts and transfers of an uploaded snapshot on bkp's private
 /// copy, through a replica started on it, so that `verify --drill` can compare a
 /// restore with them. Never on the original data file.
@@ -253,6 +261,9 @@ fn snapshot_source(
         "integrity_checked".into(),
         json!(prepared.integrity_checked),
     );
+    if prepared.settled {
+        source.insert("settled".into(), json!(true));
+    }
     if let Some(b) = base {
         source.insert("chunks_shared_with".into(), json!(b.id));
     }

@@ -96,6 +96,9 @@ pub struct Prepared {
     pub size: u64,
     pub mode: &'static str,
     pub integrity_checked: bool,
+    /// The copy as taken failed `tigerbeetle inspect integrity` and passed once a
+    /// private replica had opened it (see [`prepare`]).
+    pub settled: bool,
     /// A problem that did not stop the backup but must fail the run afterwards
     /// (the start command failing leaves the replica down).
     pub deferred_error: Option<String>,
@@ -288,12 +291,61 @@ pub fn check_integrity(binary: &Path, file: &Path, pass_env: &[String]) -> Resul
     Ok(())
 }
 
+/// Checks the file about to be archived with `tigerbeetle inspect integrity`,
+/// and records in `prepared` that it passed and whether it was settled first.
+///
+/// TigerBeetle has no clean stop: a replica stopped (or cloned) while it writes
+/// leaves a torn write behind, a superblock copy, a WAL slot or a client reply,
+/// which the replica repairs when it opens the file again. `inspect integrity`
+/// opens the file read-only and rejects such a file (it cannot repair a torn
+/// superblock). A copy (never the original) that fails is therefore opened by a
+/// private replica (`settle`), which repairs it as the replica would on its next
+/// start, and checked again: only a copy that still fails is refused.
+fn check_copy(
+    binary: &Path,
+    prepared: &mut Prepared,
+    pass_env: &[String],
+    settle: &dyn Fn(&Path) -> Result<()>,
+    log: &dyn Fn(&str),
+) -> Result<()> {
+    let Err(first) = check_integrity(binary, &prepared.path, pass_env) else {
+        log("the copy passed `tigerbeetle inspect integrity`");
+        prepared.integrity_checked = true;
+        return Ok(());
+    };
+    if !prepared.is_copy() {
+        return Err(first.context(
+            "a replica stopped while it wrote leaves a torn write that it repairs when it \
+             starts: if the replica was stopped mid-write, start it, let it settle, stop it \
+             and snapshot again (or use snapshot_mode \"stop\", which settles its copy)",
+        ));
+    }
+    log(
+        "the copy as taken failed `tigerbeetle inspect integrity`; a replica stopped mid-write \
+         leaves torn writes that it repairs when it opens the file: opening the copy in a \
+         private replica, then checking again",
+    );
+    if let Err(e) = settle(&prepared.path) {
+        return Err(coded(
+            Code::Integrity,
+            format!("{first:#}; a private replica could not open the copy either: {e:#}"),
+        ));
+    }
+    check_integrity(binary, &prepared.path, pass_env)
+        .context("the copy failed `tigerbeetle inspect integrity` again once a private replica had opened it")?;
+    log("the settled copy passed `tigerbeetle inspect integrity`");
+    prepared.integrity_checked = true;
+    prepared.settled = true;
+    Ok(())
+}
+
 /// Makes a consistent, checked copy (or locked original) ready for archiving.
 pub fn prepare(
     plan: &TigerBeetlePlan,
     data_file: &Path,
     work_dir: &Path,
     log: &dyn Fn(&str),
+    settle: &dyn Fn(&Path) -> Result<()>,
 ) -> Result<Prepared> {
     let src = data_file;
     let name = data_file_name(src)?;
@@ -407,14 +459,13 @@ pub fn prepare(
         size: 0,
         mode,
         integrity_checked: false,
+        settled: false,
         deferred_error,
         _lock: lock,
         copy,
     };
     if let Some(binary) = &plan.binary {
-        check_integrity(binary, &prepared.path, &plan.pass_env)?;
-        prepared.integrity_checked = true;
-        log("the copy passed `tigerbeetle inspect integrity`");
+        check_copy(binary, &mut prepared, &plan.pass_env, settle, log)?;
     }
     prepared.size = fs::metadata(&prepared.path)
         .with_context(|| format!("failed to read the size of {}", prepared.path.display()))?

@@ -374,6 +374,25 @@ pub fn count_rows(spec: &ReplicaSpec, data_file: &Path) -> Result<SegmentStats> 
     Ok(stats)
 }
 
+/// Lets a private replica open `data_file`, a copy of a replica's file taken
+/// mid-write, so that it repairs what the stop tore (a superblock copy, a WAL
+/// slot, a client reply) as the replica itself would on its next start; waits
+/// until it answers a request and has been idle a moment (so that nothing is in
+/// flight when it stops), then stops it. Never on a production data file.
+pub fn settle(spec: &ReplicaSpec, data_file: &Path) -> Result<()> {
+    let (replica, cfg) = start(spec, data_file, false)?;
+    let c = tblog::session(&cfg)?;
+    tblog::newest_before_on(&c, started_ns())?;
+    c.close();
+    std::thread::sleep(SETTLE_IDLE);
+    drop(replica);
+    Ok(())
+}
+
+/// How long a settling replica is left idle after its last answer before it is
+/// stopped (its client reply is written after the answer is sent).
+const SETTLE_IDLE: Duration = Duration::from_secs(1);
+
 /// Now, in nanoseconds since 1970 (the scale of TigerBeetle's timestamps).
 pub fn started_ns() -> u64 {
     u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(0)
