@@ -70,6 +70,7 @@ pub fn run(cli: Cli) -> Result<()> {
         bars: !g.no_progress,
     };
     ui::show_error_detail(ui.level >= Level::Verbose);
+    ui::json_lines(g.json);
     if let Some(filter) = filter {
         ui::init_tracing(filter);
     }
@@ -77,11 +78,24 @@ pub fn run(cli: Cli) -> Result<()> {
     if let Command::Key(KeyCommand::Generate { path, kind }) = &cli.command {
         return commands::key::generate(&ui, path, *kind);
     }
-    let path = g
-        .config
-        .clone()
-        .unwrap_or_else(|| config::DEFAULT_CONFIG.into());
-    let plan = config::load(&path, &config::Overrides::from_env())?;
+    let overrides = config::Overrides::from_env();
+    let (plan, path) = match g.config.clone() {
+        Some(path) => (config::load(&path, &overrides)?, path),
+        None if std::path::Path::new(config::DEFAULT_CONFIG).exists() => {
+            let path = std::path::PathBuf::from(config::DEFAULT_CONFIG);
+            (config::load(&path, &overrides)?, path)
+        }
+        None => match config::from_environment() {
+            Some((text, path)) => {
+                ui.detail("no config file: the config is taken from BKP_STORE_PATH and the variables beside it");
+                (config::parse(&text, &path, &overrides)?, path)
+            }
+            None => {
+                let path = std::path::PathBuf::from(config::DEFAULT_CONFIG);
+                (config::load(&path, &overrides)?, path)
+            }
+        },
+    };
     let plan = commands::copy::reading(plan, &cli.command, g.store.as_deref(), &ui)?;
     ui.debug(&format!(
         "config {} read; work directory {}",

@@ -55,6 +55,7 @@ fn main() -> ExitCode {
                     "exit_code": code,
                     "class": bkp::exit::name(code),
                     "message": format!("{e:#}"),
+                    "warnings": bkp::ui::warnings(),
                 });
                 bkp::ui::log(bkp::ui::Priority::Error, &body.to_string());
             } else {

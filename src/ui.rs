@@ -109,10 +109,43 @@ pub enum Priority {
     Debug = 7,
 }
 
+/// Whether this run prints JSON (`--json`): its warnings go to stderr as JSON
+/// lines too.
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The warnings this run gave, for the JSON it prints (see [`warnings`]).
+static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Set once as a run starts, from `--json`.
+pub fn json_lines(on: bool) {
+    JSON.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Every warning this run gave so far, without the `bkp: warning: ` prefix:
+/// the `warnings` member of the JSON a run prints (its result, or its error).
+pub fn warnings() -> Vec<String> {
+    WARNINGS.lock().map(|w| w.clone()).unwrap_or_default()
+}
+
 /// Writes one log line to stderr, with its priority prefix when stderr is the
-/// journal. Every line of a multi-line message gets the prefix.
+/// journal. Every line of a multi-line message gets the prefix. A warning is
+/// kept for [`warnings`]; under `--json` it is written as one JSON object
+/// (`bkp.warning/1`), as the error is, so that stderr holds JSON only.
 pub fn log(priority: Priority, text: &str) {
     use std::io::Write;
+    let mut owned = None;
+    if priority == Priority::Warning {
+        let message = text.strip_prefix("bkp: warning: ").unwrap_or(text);
+        if let Ok(mut w) = WARNINGS.lock() {
+            w.push(message.to_string());
+        }
+        if JSON.load(std::sync::atomic::Ordering::Relaxed) {
+            owned = Some(
+                serde_json::json!({"schema": "bkp.warning/1", "message": message}).to_string(),
+            );
+        }
+    }
+    let text = owned.as_deref().unwrap_or(text);
     let mut e = std::io::stderr().lock();
     if stderr_is_journal() {
         for line in text.lines() {
@@ -346,6 +379,15 @@ pub fn stdout_error(e: std::io::Error) -> std::io::Error {
 /// [`out`] for callers that return `anyhow::Result`.
 pub fn print(line: &str) -> anyhow::Result<()> {
     Ok(out(line)?)
+}
+
+/// Prints the JSON document of a run (`--json`) with the run's [`warnings`]
+/// added as its `warnings` member.
+pub fn document(mut doc: serde_json::Value) -> anyhow::Result<()> {
+    if let Some(o) = doc.as_object_mut() {
+        o.insert("warnings".into(), warnings().into());
+    }
+    print(&serde_json::to_string_pretty(&doc)?)
 }
 
 /// Standard output was closed by its reader.

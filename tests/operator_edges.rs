@@ -188,3 +188,65 @@ fn a_restore_dry_run_prints_times_as_every_line_does_and_where_it_stages() {
         "{staging:?}"
     );
 }
+
+/// Under `--json` a run says everything as JSON: `init` its result (a second
+/// `init` too), a backup its ledger record as an object and its warnings in a
+/// `warnings` member, and every warning on stderr as a `bkp.warning/1` line,
+/// before the `bkp.error/1` object when the run fails.
+#[test]
+fn json_runs_say_their_result_ledger_and_warnings_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    // A ledger on a port nothing listens on: the record is spooled, with a warning.
+    let closed = common::free_port();
+    let s = setup(
+        &data,
+        StoreKind::Local,
+        &format!("[ledger]\naddresses = \"127.0.0.1:{closed}\"\n"),
+    );
+    let first = s.bkp(&["--json", "init"]);
+    assert_exit(&first, 0);
+    let v = json(&first);
+    assert_eq!(v["schema"], "bkp.init/1", "{v:#}");
+    assert_eq!(v["marked_now"], true, "{v:#}");
+    assert_eq!(v["sealed"], true, "{v:#}");
+    let again = json(&s.bkp(&["--json", "init"]));
+    assert_eq!(again["marked_now"], false, "{again:#}");
+    assert_eq!(again["marked_at"], v["marked_at"], "{again:#}");
+
+    let out = s.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    let v = json(&out);
+    assert_eq!(v["ledger"]["outcome"], "spooled", "{v:#}");
+    assert!(v["ledger"]["spool"].as_str().is_some(), "{v:#}");
+    let warnings = v["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("spooled")),
+        "{v:#}"
+    );
+    // stderr holds JSON lines only.
+    let err = stderr(&out);
+    for line in err.lines() {
+        if line.starts_with('{') {
+            let w: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(w["schema"], "bkp.warning/1", "{line}");
+        } else {
+            assert!(
+                !line.starts_with("bkp: warning"),
+                "a plain warning under --json: {err}"
+            );
+        }
+    }
+    assert!(err.contains("bkp.warning/1"), "{err}");
+
+    // A failing run: its warnings come before, and inside, the error object.
+    fs::remove_file(&data).unwrap();
+    let out = s.bkp(&["--json", "snapshot"]);
+    assert!(!out.status.success());
+    let last = stderr(&out).lines().last().unwrap().to_string();
+    let e: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(e["schema"], "bkp.error/1", "{e:#}");
+    assert!(e["warnings"].is_array(), "{e:#}");
+}

@@ -142,7 +142,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             elapsed.as_secs_f64(),
         ));
         if let Some(n) = ledger {
-            ctx.ui.detail(&n);
+            ctx.ui.detail(&n.to_string());
         }
         Ok(ui::out(&m.id.to_string())?)
     })

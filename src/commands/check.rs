@@ -285,6 +285,7 @@ fn report(ctx: &Ctx, checks: &[Check]) -> Result<()> {
             .collect();
         ui::out(&serde_json::to_string_pretty(&json!({
             "schema": "bkp.check/1",
+            "warnings": crate::ui::warnings(),
             "ok": first_failure.is_none(),
             "checks": rows,
         }))?)?;

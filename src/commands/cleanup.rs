@@ -474,7 +474,7 @@ fn show_plan(
             })
             .collect();
         return Ok(Some(
-            json!({ "schema": "bkp.cleanup/1", "dry_run": dry, "backups": rows }),
+            json!({ "schema": "bkp.cleanup/1", "warnings": crate::ui::warnings(), "dry_run": dry, "backups": rows }),
         ));
     }
     if decisions.is_empty() {
@@ -555,7 +555,7 @@ fn finish(
         ..RunRecord::of_backup(m, ledger::Operation::Cleanup)
     };
     if let Some(note) = send_record(ctx, &record.to_ledger(store))? {
-        ctx.ui.detail(&note);
+        ctx.ui.detail(&note.to_string());
     }
     let key = tombstone::key(m.kind, m.id);
     if let Err(e) = store.delete(&key) {

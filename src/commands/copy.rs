@@ -155,6 +155,7 @@ pub fn run(ctx: &Ctx, args: &CopyArgs) -> Result<()> {
     if ctx.ui.json {
         crate::ui::print(&serde_json::to_string_pretty(&json!({
             "schema": "bkp.copy/1",
+            "warnings": crate::ui::warnings(),
             "dry_run": args.dry_run,
             "from": primary.identity(),
             "seconds": clock.elapsed().as_secs_f64(),

@@ -734,7 +734,7 @@ fn report(
     d: &DuckdbPlan,
     store: &dyn Store,
     elapsed: std::time::Duration,
-    ledger_note: Option<String>,
+    ledger_note: Option<super::run::LedgerNote>,
 ) -> Result<()> {
     let records = table_records(m)?;
     let rows: u64 = records.values().map(|r| r.rows).sum();
@@ -760,7 +760,7 @@ fn report(
         rows as f64 / elapsed.as_secs_f64().max(1e-9),
     ));
     if let Some(n) = ledger_note {
-        ctx.ui.detail(&n);
+        ctx.ui.detail(&n.to_string());
     }
     crate::ui::out(&m.id.to_string())?;
     Ok(())

@@ -28,22 +28,35 @@ use crate::ui::{self, Ui};
 pub fn init(ctx: &crate::commands::Ctx) -> Result<()> {
     let store = crate::commands::open_store(&ctx.plan)?;
     let trust = crate::commands::trust(&ctx.plan, Vec::new())?;
-    if let Some(m) = crate::manifest::marker::check(store.as_ref(), &trust)? {
+    let (marker, new) = match crate::manifest::marker::check(store.as_ref(), &trust)? {
+        Some(m) => (m, false),
+        None => {
+            let m = crate::manifest::marker::Marker::new(&trust);
+            crate::manifest::marker::write(store.as_ref(), &m, &trust)?;
+            (m, true)
+        }
+    };
+    let at = crate::units::rfc3339(marker.created_at);
+    let host: String = marker.host.chars().filter(|c| !c.is_control()).collect();
+    if ctx.ui.json {
+        return crate::ui::print(&serde_json::to_string_pretty(&serde_json::json!({
+            "schema": "bkp.init/1",
+            "warnings": crate::ui::warnings(),
+            "store": store.identity(),
+            "marker": crate::manifest::marker::KEY,
+            "marked_now": new,
+            "marked_at": at,
+            "marked_by": host,
+            "sealed": trust.checks(),
+        }))?);
+    }
+    if !new {
         ctx.ui.info(&format!(
-            "{} is this installation's store already (marked {} by {}): nothing to do",
+            "{} is this installation's store already (marked {at} by {host}): nothing to do",
             store.identity(),
-            m.created_at
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-            m.host
-                .chars()
-                .filter(|c| !c.is_control())
-                .collect::<String>(),
         ));
         return Ok(());
     }
-    let marker = crate::manifest::marker::Marker::new(&trust);
-    crate::manifest::marker::write(store.as_ref(), &marker, &trust)?;
     ctx.ui.info(&format!(
         "marked {} as this installation's store ({}){}",
         store.identity(),

@@ -121,7 +121,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             ));
         }
         if let Some(n) = ledger {
-            ctx.ui.detail(&n);
+            ctx.ui.detail(&n.to_string());
         }
         ui::print(&m.id.to_string())
     })

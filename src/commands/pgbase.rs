@@ -108,7 +108,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             ui::rate(o.content_bytes, elapsed),
         ));
         if let Some(n) = ledger {
-            ctx.ui.detail(&n);
+            ctx.ui.detail(&n.to_string());
         }
         Ok(ui::out(&m.id.to_string())?)
     })

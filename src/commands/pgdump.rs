@@ -130,7 +130,7 @@ fn report(
     what: &str,
     store: &dyn crate::store::Store,
     elapsed: std::time::Duration,
-    ledger_note: Option<String>,
+    ledger_note: Option<super::run::LedgerNote>,
 ) -> Result<()> {
     let o = crate::manifest::pgdump::dump_object(m)?;
     ctx.ui.info(&format!(
@@ -144,7 +144,7 @@ fn report(
         ui::rate(o.content_bytes, elapsed),
     ));
     if let Some(n) = ledger_note {
-        ctx.ui.detail(&n);
+        ctx.ui.detail(&n.to_string());
     }
     Ok(ui::out(&m.id.to_string())?)
 }

@@ -459,7 +459,7 @@ fn report(
     set: &ReplicaSet,
     store: &dyn Store,
     elapsed: std::time::Duration,
-    ledger_note: Option<String>,
+    ledger_note: Option<super::run::LedgerNote>,
 ) -> Result<()> {
     let s = &set.stats;
     if ctx.ui.json {
@@ -494,7 +494,7 @@ fn report(
             ui::rate(s.copied_bytes, elapsed),
         ));
         if let Some(n) = ledger_note {
-            ctx.ui.detail(&n);
+            ctx.ui.detail(&n.to_string());
         }
         ui::out(&m.id.to_string())?;
     }

@@ -252,7 +252,7 @@ impl<'a> Run<'a> {
     pub fn finish(
         self,
         outcome: Result<Stored>,
-        report: impl FnOnce(&Manifest, Duration, Option<String>) -> Result<()>,
+        report: impl FnOnce(&Manifest, Duration, Option<LedgerNote>) -> Result<()>,
     ) -> Result<()> {
         let s = &self.spec;
         settle_intents(self.ctx, self.store, self.trust);
@@ -318,7 +318,7 @@ pub fn json_report(
     m: &Manifest,
     store: &dyn Store,
     elapsed: Duration,
-    ledger: Option<String>,
+    ledger: Option<LedgerNote>,
     extra: serde_json::Value,
 ) -> Result<()> {
     let mut out = json!({
@@ -328,6 +328,7 @@ pub fn json_report(
         "store": store.identity(),
         "seconds": elapsed.as_secs_f64(),
         "ledger": ledger,
+        "warnings": crate::ui::warnings(),
     });
     if let (Some(o), serde_json::Value::Object(e)) = (out.as_object_mut(), extra) {
         o.extend(e);
@@ -358,7 +359,7 @@ pub fn record_run(
     store: &dyn Store,
     r: &RunRecord,
     written: Option<&Manifest>,
-) -> Result<Option<String>> {
+) -> Result<Option<LedgerNote>> {
     write_run_metrics(ctx, r, written);
     send_record(ctx, &r.to_ledger(store))
 }
@@ -551,7 +552,7 @@ impl RunRecord {
 
 /// Sends one ledger record (spooling it when the cluster does not answer) and
 /// returns a line for the operator; `None` when no ledger is configured.
-pub fn send_record(ctx: &Ctx, rec: &ledger::Record) -> Result<Option<String>> {
+pub fn send_record(ctx: &Ctx, rec: &ledger::Record) -> Result<Option<LedgerNote>> {
     let Some(cfg) = &ctx.plan.ledger else {
         return Ok(None);
     };
@@ -562,27 +563,61 @@ pub fn send_record(ctx: &Ctx, rec: &ledger::Record) -> Result<Option<String>> {
     Ok(Some(outcome_note(cfg, &outcome)))
 }
 
-/// The line for the operator about what happened to a ledger record.
-fn outcome_note(cfg: &ledger::LedgerConfig, outcome: &ledger::Outcome) -> String {
+/// What became of a run's ledger record: a line for a person (`Display`), an
+/// object in the JSON a run prints under `--json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum LedgerNote {
+    /// The cluster holds the code-12 transfer (now, or from an earlier try).
+    Recorded {
+        transfer_id: String,
+        already_recorded: bool,
+        cluster: String,
+    },
+    /// The cluster did not answer: the record waits in the spool for the next
+    /// run to send.
+    Spooled { spool: std::path::PathBuf },
+    /// Neither sent nor spooled (a temporary work directory).
+    Skipped,
+}
+
+impl std::fmt::Display for LedgerNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LedgerNote::Recorded {
+                transfer_id,
+                already_recorded,
+                cluster,
+            } => write!(
+                f,
+                "ledger: transfer {transfer_id} (code 12) {} in cluster {cluster}",
+                if *already_recorded {
+                    "already recorded"
+                } else {
+                    "recorded"
+                }
+            ),
+            LedgerNote::Spooled { spool } => write!(f, "ledger: spooled to {}", spool.display()),
+            LedgerNote::Skipped => f.write_str("ledger: skipped"),
+        }
+    }
+}
+
+/// What happened to a ledger record, for the operator.
+fn outcome_note(cfg: &ledger::LedgerConfig, outcome: &ledger::Outcome) -> LedgerNote {
     match outcome {
         ledger::Outcome::Recorded {
             transfer_id,
             already_existed,
-        } => format!(
-            "ledger: transfer {transfer_id:032x} (code 12) {} in cluster {}",
-            if *already_existed {
-                "already recorded"
-            } else {
-                "recorded"
-            },
-            cfg.addresses
-        ),
-        ledger::Outcome::Spooled { path, .. } => spooled_note(path),
+        } => LedgerNote::Recorded {
+            transfer_id: format!("{transfer_id:032x}"),
+            already_recorded: *already_existed,
+            cluster: cfg.addresses.clone(),
+        },
+        ledger::Outcome::Spooled { path, .. } => LedgerNote::Spooled {
+            spool: path.clone(),
+        },
     }
-}
-
-fn spooled_note(path: &std::path::Path) -> String {
-    format!("ledger: spooled to {}", path.display())
 }
 
 /// The ledger of a run that can do without it (`verify`): its records are
@@ -629,7 +664,7 @@ impl OptionalLedger {
 
     /// Records the run as [`record_run`] does (metrics, then the ledger), but
     /// every problem is a warning; returns the line for the operator.
-    pub fn record(&mut self, ctx: &Ctx, store: &dyn Store, r: &RunRecord) -> Option<String> {
+    pub fn record(&mut self, ctx: &Ctx, store: &dyn Store, r: &RunRecord) -> Option<LedgerNote> {
         write_run_metrics(ctx, r, None);
         let cfg = ctx.plan.ledger.as_ref()?;
         let rec = r.to_ledger(store);
@@ -638,7 +673,7 @@ impl OptionalLedger {
                 "ledger record skipped: {reason}; the work directory is temporary, so it is not \
                  spooled either (run without [ledger] to leave it out on purpose)"
             ));
-            Some("ledger: skipped".to_string())
+            Some(LedgerNote::Skipped)
         };
         let outcome = match &self.down {
             Some(e) if !self.keep_spool => return skipped(&format!("{e:#}")),
@@ -661,7 +696,7 @@ impl OptionalLedger {
                     return skipped(&cause);
                 }
                 ctx.ui.warn(&format!("ledger record spooled: {reason}"));
-                Some(spooled_note(&path))
+                Some(LedgerNote::Spooled { spool: path })
             }
             Err(e) => {
                 ctx.ui.warn(&format!(

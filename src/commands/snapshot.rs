@@ -195,7 +195,7 @@ fn report(
     data_file: &std::path::Path,
     store: &dyn crate::store::Store,
     elapsed: std::time::Duration,
-    ledger_note: Option<String>,
+    ledger_note: Option<super::run::LedgerNote>,
 ) -> Result<()> {
     if ctx.ui.json {
         json_report(m, store, elapsed, ledger_note, json!({}))?;
@@ -222,7 +222,7 @@ fn report(
             ui::rate(size, elapsed),
         ));
         if let Some(n) = ledger_note {
-            ctx.ui.detail(&n);
+            ctx.ui.detail(&n.to_string());
         }
         crate::ui::out(&m.id.to_string())?;
     }

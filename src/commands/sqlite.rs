@@ -92,7 +92,7 @@ fn report(
     m: &Manifest,
     store: &dyn crate::store::Store,
     elapsed: std::time::Duration,
-    ledger_note: Option<String>,
+    ledger_note: Option<super::run::LedgerNote>,
 ) -> Result<()> {
     let o = sqlite::object(m)?;
     let view = View::of(m)?;
@@ -110,7 +110,7 @@ fn report(
         ui::rate(o.content_bytes, elapsed),
     ));
     if let Some(n) = ledger_note {
-        ctx.ui.detail(&n);
+        ctx.ui.detail(&n.to_string());
     }
     Ok(ui::out(&m.id.to_string())?)
 }

@@ -205,7 +205,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 })
             })
             .collect();
-        ui::out(&serde_json::to_string_pretty(&json!({
+        ui::document(json!({
             "schema": "bkp.status/1",
             "now": units::rfc3339(now),
             "store": store.identity(),
@@ -221,7 +221,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             "unreadable": scan.unreadable.iter().map(|u| &u.key).collect::<Vec<_>>(),
             "wal": archives.iter().map(|a| a.json()).collect::<Vec<_>>(),
             "copies": copies.iter().map(|c| &c.json).collect::<Vec<_>>(),
-        }))?)?;
+        }))?;
     } else {
         print_table(&verdicts, now)?;
         let lines = archives.iter().map(|a| a.describe(now));

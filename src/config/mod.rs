@@ -243,12 +243,68 @@ pub fn load(path: &Path, ov: &Overrides) -> Result<Plan> {
         coded(
             Code::Config,
             format!(
-                "cannot read config {}: {e}; pass --config FILE or set BKP_CONFIG (examples/ has complete configs)",
+                "cannot read config {}: {e}; pass --config FILE or set BKP_CONFIG (examples/ has complete configs), or for a first try with no config file set BKP_STORE_PATH, BKP_KEY_FILE and BKP_TIGERBEETLE_DATA_FILE (or BKP_SQLITE_DATABASE)",
                 path.display()
             ),
         )
     })?;
     parse(&text, path, ov)
+}
+
+/// The variables that describe a whole config when there is no config file (a
+/// first try): a local store, a key, one source.
+pub const FIRST_TRY_VARS: &[(&str, &str)] = &[
+    ("BKP_STORE_PATH", "the local store's directory"),
+    (
+        "BKP_KEY_FILE",
+        "the encryption key (`bkp key generate FILE`)",
+    ),
+    (
+        "BKP_TIGERBEETLE_DATA_FILE",
+        "a TigerBeetle data file to snapshot",
+    ),
+    (
+        "BKP_TIGERBEETLE_BINARY",
+        "the `tigerbeetle` binary (integrity checks, drills)",
+    ),
+    ("BKP_SQLITE_DATABASE", "a SQLite database to snapshot"),
+];
+
+/// The config a first try describes in the environment, when no config file is
+/// named (`--config`, `BKP_CONFIG`) and the default one does not exist:
+/// `BKP_STORE_PATH` (required) with `BKP_KEY_FILE` and a source
+/// ([`FIRST_TRY_VARS`]), the work directory `BKP_WORK_DIR` or `.bkp-work` in
+/// the current directory, against which relative paths resolve. Returns the
+/// config text and the path that stands for it in messages; `None` when the
+/// environment names no store.
+pub fn from_environment() -> Option<(String, PathBuf)> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let store = var("BKP_STORE_PATH")?;
+    let q = |v: String| toml::Value::String(v).to_string();
+    let mut text = format!(
+        "work_dir = {}\n[store]\ntype = \"local\"\npath = {}\n",
+        q(var("BKP_WORK_DIR").unwrap_or_else(|| ".bkp-work".into())),
+        q(store)
+    );
+    if let Some(key) = var("BKP_KEY_FILE") {
+        text.push_str(&format!("[encryption]\nkey_file = {}\n", q(key)));
+    }
+    let data_file = var("BKP_TIGERBEETLE_DATA_FILE");
+    let binary = var("BKP_TIGERBEETLE_BINARY");
+    if data_file.is_some() || binary.is_some() {
+        text.push_str("[tigerbeetle]\n");
+        if let Some(f) = data_file {
+            text.push_str(&format!("data_file = {}\n", q(f)));
+        }
+        if let Some(b) = binary {
+            text.push_str(&format!("binary = {}\n", q(b)));
+        }
+    }
+    if let Some(db) = var("BKP_SQLITE_DATABASE") {
+        text.push_str(&format!("[sqlite]\ndatabase = {}\n", q(db)));
+    }
+    let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    Some((text, here.join("(environment)")))
 }
 
 /// Parses and validates config text; `path` is only used in messages (and to

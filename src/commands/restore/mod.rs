@@ -215,7 +215,7 @@ fn record(
         bytes: store.bytes_read(),
     };
     match super::run::send_record(ctx, &record.to_ledger(store)) {
-        Ok(Some(note)) => ctx.ui.detail(&note),
+        Ok(Some(note)) => ctx.ui.detail(&note.to_string()),
         Ok(None) => {}
         Err(e) => ctx.ui.warn(&format!(
             "the restore is not recorded in the audit ledger: {e:#}"

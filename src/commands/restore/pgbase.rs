@@ -98,6 +98,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     if ctx.ui.json {
         return ui::print(&serde_json::to_string_pretty(&json!({
             "schema": "bkp.restore/1",
+            "warnings": crate::ui::warnings(),
             "id": m.id,
             "kind": "postgres",
             "target": target.path.display().to_string(),

@@ -198,6 +198,7 @@ fn report(
     if ctx.ui.json {
         let mut doc = json!({
             "schema": "bkp.restore/1",
+            "warnings": crate::ui::warnings(),
             "kind": "tigerbeetle",
             "files": files,
             "bytes": bytes,

@@ -148,12 +148,12 @@ pub fn finish(
             bytes,
         };
         if let Some(note) = f.ledger.record(ctx, store, &record) {
-            ctx.ui.detail(&note);
+            ctx.ui.detail(&note.to_string());
         }
     }
 
     if ctx.ui.json {
-        ui::out(&pretty)?;
+        ui::document(report)?;
     } else {
         show(&f)?;
         ctx.ui.detail(&format!("report: {report_at}"));
