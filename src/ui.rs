@@ -64,9 +64,10 @@ pub struct Ui {
 }
 
 impl Ui {
-    /// A step worth telling an operator (hidden by `--quiet`).
+    /// A step worth telling an operator (hidden by `--quiet`, and by `--json`
+    /// unless `-v`: the JSON document says it).
     pub fn info(&self, msg: &str) {
-        if self.level != Level::Quiet {
+        if self.level != Level::Quiet && (!self.json || self.level >= Level::Verbose) {
             log(Priority::Info, &format!("bkp: {msg}"));
         }
     }
