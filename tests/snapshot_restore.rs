@@ -423,11 +423,14 @@ fn stop_mode_stops_copies_and_restarts_the_replica() {
 /// TigerBeetle has no clean stop: a replica stopped while it writes its
 /// superblock leaves the superblock's four copies torn (the first new, the
 /// others old), which the replica repairs when it starts, but which `tigerbeetle
-/// inspect integrity` (read-only) rejects. A stop-mode snapshot of such a file is
-/// settled by a private replica and stored, not refused; the original file is
-/// left as it is.
+/// inspect integrity` (read-only) rejects. A stop-mode snapshot of such a file
+/// is checked through a second copy that a private replica has opened, and the
+/// copy as taken is stored, not refused: the source's bytes, with a manifest
+/// that says so. The original file is left as it is; a restore warns, a replica
+/// started on the restored file serves the source's balances, and a drill
+/// passes.
 #[test]
-fn a_copy_torn_by_the_stop_is_settled_not_refused() {
+fn a_copy_torn_by_the_stop_is_stored_as_taken_not_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = formatted_data_file(dir.path());
     let address = format!("127.0.0.1:{}", common::free_port());
@@ -497,19 +500,32 @@ fn a_copy_torn_by_the_stop_is_settled_not_refused() {
     assert!(said.contains("private replica"), "{said}");
     let manifests = walk(&s.path("store/manifests"));
     let m: serde_json::Value = serde_json::from_slice(&fs::read(&manifests[0]).unwrap()).unwrap();
-    assert_eq!(m["source"]["settled"], true, "{m:#}");
+    assert!(
+        m["source"]["torn_writes"]
+            .as_str()
+            .is_some_and(|w| !w.is_empty()),
+        "{m:#}"
+    );
+    assert_eq!(m["source"]["integrity_checked"], true, "{m:#}");
     assert!(superblock(&data) == torn, "the original was changed");
 
     let target = s.path("restored");
-    assert_exit(
-        &s.bkp(&["restore", "latest", "--target", target.to_str().unwrap()]),
-        0,
+    let out = s.bkp(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("torn writes"),
+        "the restore does not warn: {out:?}"
     );
+    // The source's bytes: torn as the source's file is, until a replica opens it.
     let restored = target.join("0_0.tigerbeetle");
-    let checked = inspect(&restored);
-    assert!(checked.status.success(), "{checked:?}");
+    assert!(superblock(&restored) == torn, "not the bytes as taken");
+    assert!(!inspect(&restored).status.success());
     let tb = TigerBeetle::start_on(&restored);
     assert_eq!(repl(&tb.address(), "lookup_accounts id=1, id=2;"), want);
+    drop(tb);
+    let checked = inspect(&restored);
+    assert!(checked.status.success(), "{checked:?}");
+    assert_exit(&s.bkp(&["verify", "--drill"]), 0);
 }
 
 /// Starts `bkp snapshot` and returns it stopped (`BKP_PAUSEPOINT`) once it has

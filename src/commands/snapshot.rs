@@ -261,8 +261,8 @@ fn snapshot_source(
         "integrity_checked".into(),
         json!(prepared.integrity_checked),
     );
-    if prepared.settled {
-        source.insert("settled".into(), json!(true));
+    if let Some(why) = &prepared.torn_writes {
+        source.insert("torn_writes".into(), json!(why));
     }
     if let Some(b) = base {
         source.insert("chunks_shared_with".into(), json!(b.id));

@@ -86,6 +86,19 @@ pub fn snapshot_newest(m: &Manifest) -> Option<u64> {
     m.source.get("newest_timestamp").and_then(|v| v.as_u64())
 }
 
+/// Whether a snapshot's file was stored with torn writes (`source.torn_writes`:
+/// copied from a replica stopped mid-write, rejected by `tigerbeetle inspect
+/// integrity` as stored, accepted once a replica had opened a copy of it).
+pub fn torn_writes(m: &Manifest) -> bool {
+    m.source.get("torn_writes").is_some_and(|v| v.is_string())
+}
+
+/// Whether the snapshot's file passed `tigerbeetle inspect integrity` before it
+/// was stored (`source.integrity_checked`).
+pub fn integrity_checked(m: &Manifest) -> bool {
+    m.source.get("integrity_checked") == Some(&serde_json::Value::Bool(true))
+}
+
 /// The number of replicas whose data files a snapshot holds
 /// (`source.replica_count`): a base built from the log holds one file per
 /// replica of its cluster; a snapshot of a replica's data file is 1.

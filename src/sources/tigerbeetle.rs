@@ -96,9 +96,10 @@ pub struct Prepared {
     pub size: u64,
     pub mode: &'static str,
     pub integrity_checked: bool,
-    /// The copy as taken failed `tigerbeetle inspect integrity` and passed once a
-    /// private replica had opened it (see [`prepare`]).
-    pub settled: bool,
+    /// Why the copy as taken failed `tigerbeetle inspect integrity`, when a
+    /// second copy passed once a private replica had opened it: the stored file
+    /// holds torn writes that TigerBeetle repairs at start (see [`prepare`]).
+    pub torn_writes: Option<String>,
     /// A problem that did not stop the backup but must fail the run afterwards
     /// (the start command failing leaves the replica down).
     pub deferred_error: Option<String>,
@@ -266,6 +267,15 @@ fn reflink(src: &File, dst: &Path) -> std::io::Result<()> {
 }
 
 pub fn check_integrity(binary: &Path, file: &Path, pass_env: &[String]) -> Result<()> {
+    match inspect(binary, file, pass_env)? {
+        Ok(()) => Ok(()),
+        Err(rejection) => Err(check_integrity_error(&rejection)),
+    }
+}
+
+/// Runs `tigerbeetle inspect integrity` on `file`: an error when it cannot run,
+/// else whether it passed, or why not (its exit status and last lines).
+fn inspect(binary: &Path, file: &Path, pass_env: &[String]) -> Result<Result<(), String>> {
     let out = crate::child::command(binary, pass_env)
         .args(["inspect", "integrity"])
         .arg(file)
@@ -276,31 +286,30 @@ pub fn check_integrity(binary: &Path, file: &Path, pass_env: &[String]) -> Resul
                 binary.display()
             )
         })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-        return Err(coded(
-            Code::Integrity,
-            format!(
-                "`tigerbeetle inspect integrity` rejected the copy of the data file ({}): {}. Nothing was uploaded; check the replica and its disk",
-                out.status,
-                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-            ),
-        ));
+    if out.status.success() {
+        return Ok(Ok(()));
     }
-    Ok(())
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+    Ok(Err(format!(
+        "{}: {}",
+        out.status,
+        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    )))
 }
 
 /// Checks the file about to be archived with `tigerbeetle inspect integrity`,
-/// and records in `prepared` that it passed and whether it was settled first.
+/// and records in `prepared` that it passed, or why the copy as taken did not.
 ///
 /// TigerBeetle has no clean stop: a replica stopped (or cloned) while it writes
 /// leaves a torn write behind, a superblock copy, a WAL slot or a client reply,
 /// which the replica repairs when it opens the file again. `inspect integrity`
 /// opens the file read-only and rejects such a file (it cannot repair a torn
-/// superblock). A copy (never the original) that fails is therefore opened by a
-/// private replica (`settle`), which repairs it as the replica would on its next
-/// start, and checked again: only a copy that still fails is refused.
+/// superblock). When a copy (never the original) is rejected, a second copy of
+/// it is opened by a private replica (`settle`), which repairs it as the
+/// replica would on its next start, and checked: when that passes, the copy as
+/// taken is stored, the source's bytes unchanged, and its manifest says it
+/// holds torn writes. Nothing of bkp's replica goes into the backup.
 fn check_copy(
     binary: &Path,
     prepared: &mut Prepared,
@@ -308,35 +317,73 @@ fn check_copy(
     settle: &dyn Fn(&Path) -> Result<()>,
     log: &dyn Fn(&str),
 ) -> Result<()> {
-    let Err(first) = check_integrity(binary, &prepared.path, pass_env) else {
-        log("the copy passed `tigerbeetle inspect integrity`");
-        prepared.integrity_checked = true;
-        return Ok(());
+    let rejection = match inspect(binary, &prepared.path, pass_env)? {
+        Ok(()) => {
+            log("the copy passed `tigerbeetle inspect integrity`");
+            prepared.integrity_checked = true;
+            return Ok(());
+        }
+        Err(r) => r,
     };
-    if !prepared.is_copy() {
+    let first = check_integrity_error(&rejection);
+    let Some(dir) = prepared.copy.as_ref().map(|c| c.path().to_path_buf()) else {
         return Err(first.context(
             "a replica stopped while it wrote leaves a torn write that it repairs when it \
-             starts: if the replica was stopped mid-write, start it, let it settle, stop it \
-             and snapshot again (or use snapshot_mode \"stop\", which settles its copy)",
+             starts: if the replica was stopped mid-write, start it, let it serve, stop it \
+             and snapshot again (or use snapshot_mode \"stop\", whose copy bkp checks that way)",
         ));
-    }
+    };
     log(
         "the copy as taken failed `tigerbeetle inspect integrity`; a replica stopped mid-write \
-         leaves torn writes that it repairs when it opens the file: opening the copy in a \
-         private replica, then checking again",
+         leaves torn writes that it repairs when it opens the file: checking a second copy \
+         that a private replica has opened",
     );
-    if let Err(e) = settle(&prepared.path) {
-        return Err(coded(
+    let trial = dir.join(format!("{}.settled", prepared.name));
+    let tried = second_copy(&prepared.path, &trial)
+        .and_then(|()| settle(&trial))
+        .and_then(|()| inspect(binary, &trial, pass_env));
+    let _ = fs::remove_file(&trial);
+    match tried {
+        Ok(Ok(())) => {
+            log("the copy, once opened by a private replica, passed `tigerbeetle inspect integrity`");
+            prepared.integrity_checked = true;
+            prepared.torn_writes = Some(rejection);
+            Ok(())
+        }
+        Ok(Err(again)) => Err(coded(
             Code::Integrity,
-            format!("{first:#}; a private replica could not open the copy either: {e:#}"),
-        ));
+            format!(
+                "{first:#}; and once a private replica had opened a copy of it, it failed again \
+                 ({again})"
+            ),
+        )),
+        Err(e) => Err(coded(
+            Code::Integrity,
+            format!("{first:#}; and a private replica could not open a copy of it: {e:#}"),
+        )),
     }
-    check_integrity(binary, &prepared.path, pass_env)
-        .context("the copy failed `tigerbeetle inspect integrity` again once a private replica had opened it")?;
-    log("the settled copy passed `tigerbeetle inspect integrity`");
-    prepared.integrity_checked = true;
-    prepared.settled = true;
-    Ok(())
+}
+
+fn check_integrity_error(rejection: &str) -> anyhow::Error {
+    coded(
+        Code::Integrity,
+        format!(
+            "`tigerbeetle inspect integrity` rejected the copy of the data file ({rejection}). \
+             Nothing was uploaded; check the replica and its disk"
+        ),
+    )
+}
+
+/// A copy of `src` at `dst`: a reflink clone where the file system can, else
+/// a plain copy.
+fn second_copy(src: &Path, dst: &Path) -> Result<()> {
+    let from = File::open(src).with_context(|| format!("failed to open {}", src.display()))?;
+    if reflink(&from, dst).is_ok() {
+        return Ok(());
+    }
+    fs::copy(src, dst)
+        .map(drop)
+        .with_context(|| format!("failed to copy {} to {}", src.display(), dst.display()))
 }
 
 /// Makes a consistent, checked copy (or locked original) ready for archiving.
@@ -459,7 +506,7 @@ pub fn prepare(
         size: 0,
         mode,
         integrity_checked: false,
-        settled: false,
+        torn_writes: None,
         deferred_error,
         _lock: lock,
         copy,

@@ -152,6 +152,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
 
     let elapsed = clock.elapsed();
     let from = m.map_or("the log".to_string(), |m| format!("snapshot {}", m.id));
+    warn_torn(ctx, m.filter(|_| replayed.is_none()));
     let members = json!({"id": m.map(|m| m.id), "replayed": replayed});
     report(ctx, Some(&target), &restored, elapsed, members, |bytes| {
         let mut lines = Vec::new();
@@ -180,6 +181,20 @@ fn one_replica_of_many(ctx: &Ctx, b: &Manifest, count: u8) -> String {
         "snapshot {} is of one replica of a {count}-replica cluster, so the restore",
         b.id
     ))
+}
+
+/// Warns that the snapshot restored as it is (no replay opened it) holds torn
+/// writes (see `manifest::tigerbeetle::torn_writes`), which `inspect integrity`
+/// rejects.
+fn warn_torn(ctx: &Ctx, as_stored: Option<&Manifest>) {
+    if let Some(m) = as_stored.filter(|m| crate::manifest::tigerbeetle::torn_writes(m)) {
+        ctx.ui.warn(&format!(
+            "snapshot {} was copied from a replica stopped mid-write: the file holds torn \
+             writes that TigerBeetle repairs when a replica opens it (bkp checked that), so \
+             `tigerbeetle inspect integrity` rejects it until a replica has started on it once",
+            m.id
+        ));
+    }
 }
 
 /// Prints what a restore delivered into `target` (`None`: into a running

@@ -107,12 +107,19 @@ fn drill_tigerbeetle(
         .unwrap_or_default();
     let replica = restore::pitr::replica_spec(ctx, "a restore drill")?;
     let mut checked = crate::sources::tigerbeetle::check_integrity(&binary, &file, &pass_env);
-    // A snapshot stored before bkp settled torn copies may hold one: a replica
-    // repairs it when it opens the file, as a restore's replica will.
-    if checked.is_err() && crate::manifest::tigerbeetle::replica_count(m) == 1 {
-        ctx.ui.detail(
-            "the restored file failed `tigerbeetle inspect integrity` as stored; opening it in a private replica, then checking again",
-        );
+    // A file stored with torn writes (or never checked) is repaired by the
+    // replica that opens it, as the restore's replica will: a private replica
+    // opens it first, then it is checked again.
+    let torn = crate::manifest::tigerbeetle::torn_writes(m);
+    if checked.is_err()
+        && crate::manifest::tigerbeetle::replica_count(m) == 1
+        && (torn || !crate::manifest::tigerbeetle::integrity_checked(m))
+    {
+        let say = "the restored file fails `tigerbeetle inspect integrity` as stored; opening it in a private replica, then checking again";
+        match torn {
+            true => ctx.ui.detail(say),
+            false => ctx.ui.warn(say),
+        }
         match crate::tigerbeetle::replica::settle(&replica, &file) {
             Ok(()) => {
                 checked = crate::sources::tigerbeetle::check_integrity(&binary, &file, &pass_env);
