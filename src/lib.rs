@@ -79,23 +79,39 @@ pub fn run(cli: Cli) -> Result<()> {
         return commands::key::generate(&ui, path, *kind);
     }
     let overrides = config::Overrides::from_env();
-    let (plan, path) = match g.config.clone() {
-        Some(path) => (config::load(&path, &overrides)?, path),
-        None if std::path::Path::new(config::DEFAULT_CONFIG).exists() => {
+    let (plan, path, first_try) = match g.config.clone() {
+        Some(path) => (config::load(&path, &overrides)?, path, false),
+        None => {
             let path = std::path::PathBuf::from(config::DEFAULT_CONFIG);
-            (config::load(&path, &overrides)?, path)
+            match (std::fs::metadata(&path), config::from_environment()) {
+                // No config file anywhere: a first try, described by the environment.
+                (Err(e), Some((text, source))) if e.kind() == std::io::ErrorKind::NotFound => {
+                    ui.info(&format!(
+                        "no config file ({} does not exist): a first try, configured by \
+                         BKP_STORE_PATH and the variables beside it",
+                        path.display()
+                    ));
+                    (config::parse(&text, &source, &overrides)?, source, true)
+                }
+                (Err(e), None) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(crate::exit::coded(
+                        crate::exit::Code::Config,
+                        format!(
+                            "no config file: {} does not exist; pass --config FILE or set \
+                             BKP_CONFIG (examples/ has complete configs), or for a first try \
+                             without one set BKP_STORE_PATH, BKP_KEY_FILE and \
+                             BKP_TIGERBEETLE_DATA_FILE (or BKP_SQLITE_DATABASE)",
+                            path.display()
+                        ),
+                    ))
+                }
+                _ => (config::load(&path, &overrides)?, path, false),
+            }
         }
-        None => match config::from_environment() {
-            Some((text, path)) => {
-                ui.detail("no config file: the config is taken from BKP_STORE_PATH and the variables beside it");
-                (config::parse(&text, &path, &overrides)?, path)
-            }
-            None => {
-                let path = std::path::PathBuf::from(config::DEFAULT_CONFIG);
-                (config::load(&path, &overrides)?, path)
-            }
-        },
     };
+    if !first_try {
+        config::no_first_try_vars(&path)?;
+    }
     let plan = commands::copy::reading(plan, &cli.command, g.store.as_deref(), &ui)?;
     ui.debug(&format!(
         "config {} read; work directory {}",

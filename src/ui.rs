@@ -122,10 +122,25 @@ pub fn json_lines(on: bool) {
     JSON.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Every warning this run gave so far, without the `bkp: warning: ` prefix:
-/// the `warnings` member of the JSON a run prints (its result, or its error).
+/// The most warnings a JSON document lists: one per object of a bucket
+/// someone filled with junk would otherwise grow without bound. The rest are
+/// counted (see [`warnings`]); each is on stderr all the same.
+const WARNINGS_MAX: usize = 100;
+
+/// Warnings given beyond [`WARNINGS_MAX`].
+static WARNINGS_OMITTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The warnings this run gave so far under `--json`, without the `bkp:
+/// warning: ` prefix: the `warnings` member of the JSON a run prints (its
+/// result, or its error). Past the first 100, one last entry says how many
+/// more were given.
 pub fn warnings() -> Vec<String> {
-    WARNINGS.lock().map(|w| w.clone()).unwrap_or_default()
+    let mut w = WARNINGS.lock().map(|w| w.clone()).unwrap_or_default();
+    let omitted = WARNINGS_OMITTED.load(std::sync::atomic::Ordering::Relaxed);
+    if omitted > 0 {
+        w.push(format!("{omitted} more warnings (on stderr)"));
+    }
+    w
 }
 
 /// Writes one log line to stderr, with its priority prefix when stderr is the
@@ -135,16 +150,17 @@ pub fn warnings() -> Vec<String> {
 pub fn log(priority: Priority, text: &str) {
     use std::io::Write;
     let mut owned = None;
-    if priority == Priority::Warning {
+    if priority == Priority::Warning && JSON.load(std::sync::atomic::Ordering::Relaxed) {
         let message = text.strip_prefix("bkp: warning: ").unwrap_or(text);
         if let Ok(mut w) = WARNINGS.lock() {
-            w.push(message.to_string());
+            if w.len() < WARNINGS_MAX {
+                w.push(message.to_string());
+            } else {
+                WARNINGS_OMITTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
-        if JSON.load(std::sync::atomic::Ordering::Relaxed) {
-            owned = Some(
-                serde_json::json!({"schema": "bkp.warning/1", "message": message}).to_string(),
-            );
-        }
+        owned =
+            Some(serde_json::json!({"schema": "bkp.warning/1", "message": message}).to_string());
     }
     let text = owned.as_deref().unwrap_or(text);
     let mut e = std::io::stderr().lock();

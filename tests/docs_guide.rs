@@ -142,6 +142,13 @@ fn blocks(chapter: &str, skip: usize) -> (String, usize) {
 /// Runs `script` in a fresh scratch directory with the binaries and the
 /// stand-ins on the `PATH`; returns the directory and the scratch root.
 fn run(what: &str, script: &str) -> tempfile::TempDir {
+    // The first try takes its config from the environment only where no
+    // config file is installed: on such a host it would read that one.
+    assert!(
+        !Path::new("/etc/bkp/bkp.toml").exists(),
+        "/etc/bkp/bkp.toml exists on this machine: the pages' commands would read it; run \
+         these tests where bkp is not installed"
+    );
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");
     let root = dir.path().join("root");

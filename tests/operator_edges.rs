@@ -226,27 +226,65 @@ fn json_runs_say_their_result_ledger_and_warnings_as_json() {
             .any(|w| w.as_str().unwrap().contains("spooled")),
         "{v:#}"
     );
-    // stderr holds JSON lines only.
-    let err = stderr(&out);
-    for line in err.lines() {
-        if line.starts_with('{') {
-            let w: serde_json::Value = serde_json::from_str(line).unwrap();
-            assert_eq!(w["schema"], "bkp.warning/1", "{line}");
-        } else {
-            assert!(
-                !line.starts_with("bkp: warning"),
-                "a plain warning under --json: {err}"
-            );
-        }
-    }
-    assert!(err.contains("bkp.warning/1"), "{err}");
+    // stderr holds JSON lines only, the warnings the document lists.
+    let lines = json_lines(&out);
+    assert!(
+        lines.iter().all(|l| l["schema"] == "bkp.warning/1"),
+        "{lines:#?}"
+    );
+    let said: Vec<&serde_json::Value> = lines.iter().map(|l| &l["message"]).collect();
+    assert_eq!(said, warnings.iter().collect::<Vec<_>>());
 
     // A failing run: its warnings come before, and inside, the error object.
     fs::remove_file(&data).unwrap();
     let out = s.bkp(&["--json", "snapshot"]);
     assert!(!out.status.success());
-    let last = stderr(&out).lines().last().unwrap().to_string();
-    let e: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let mut lines = json_lines(&out);
+    let e = lines.pop().unwrap();
     assert_eq!(e["schema"], "bkp.error/1", "{e:#}");
-    assert!(e["warnings"].is_array(), "{e:#}");
+    let said: Vec<serde_json::Value> = lines.iter().map(|l| l["message"].clone()).collect();
+    assert!(!said.is_empty(), "the spooled record's warning");
+    assert_eq!(e["warnings"].as_array().unwrap(), &said, "{e:#}");
+}
+
+/// Every line `out` wrote to stderr, each one JSON object.
+fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    stderr(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// The variables of a first try without a config file are refused beside a
+/// config file, whose data file and store would be used instead.
+#[test]
+fn a_first_trys_variables_are_refused_beside_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup(&data, StoreKind::Local, "");
+    let first_try = [
+        ("BKP_STORE_PATH".to_string(), "elsewhere".to_string()),
+        ("BKP_KEY_FILE".to_string(), "key".to_string()),
+        (
+            "BKP_TIGERBEETLE_DATA_FILE".to_string(),
+            "other.tigerbeetle".to_string(),
+        ),
+    ];
+    let config = s.config.to_str().unwrap();
+    let out = common::run_bkp(&["--config", config, "snapshot"], &first_try);
+    assert_exit(&out, 3);
+    let err = stderr(&out);
+    assert!(
+        err.contains("BKP_KEY_FILE, BKP_TIGERBEETLE_DATA_FILE set, but the config file"),
+        "{err}"
+    );
+    assert!(walk_or_empty(&s.path("store/manifests")).is_empty());
+}
+
+fn walk_or_empty(dir: &Path) -> Vec<std::path::PathBuf> {
+    if dir.exists() {
+        common::walk(dir)
+    } else {
+        Vec::new()
+    }
 }

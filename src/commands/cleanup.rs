@@ -393,7 +393,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
             .map(|o| json!({"key": o.key, "bytes": o.size}))
             .collect::<Vec<_>>());
         doc["unfinished_uploads"] = unfinished_json(&unfinished);
-        ui::out(&serde_json::to_string_pretty(&doc)?)?;
+        ui::document(doc)?;
     }
 
     let verb = if dry { "would delete" } else { "deleted" };
@@ -474,7 +474,7 @@ fn show_plan(
             })
             .collect();
         return Ok(Some(
-            json!({ "schema": "bkp.cleanup/1", "warnings": crate::ui::warnings(), "dry_run": dry, "backups": rows }),
+            json!({ "schema": "bkp.cleanup/1", "dry_run": dry, "backups": rows }),
         ));
     }
     if decisions.is_empty() {

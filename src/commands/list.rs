@@ -102,12 +102,12 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
                 })
             })
             .collect();
-        crate::ui::out(&serde_json::to_string_pretty(&json!({
+        crate::ui::document(json!({
             "schema": "bkp.list/1",
             "backups": rows,
             "unreadable": refused_rows,
             "wal": archives.iter().map(|a| a.json()).collect::<Vec<_>>(),
-        }))?)?;
+        }))?;
         return refused();
     }
 

@@ -14,11 +14,11 @@ pub fn run(ctx: &Ctx, args: &ShowArgs) -> Result<()> {
     let trust = super::trust(&ctx.plan, args.trust.trust.clone())?;
     let m = manifest::find(store.as_ref(), &trust, &args.backup, None)?;
     if ctx.ui.json {
-        ui::out(&serde_json::to_string_pretty(&json!({
+        ui::document(json!({
             "schema": "bkp.show/1",
             "authenticated": trust.checks(),
             "manifest": m,
-        }))?)?;
+        }))?;
         return Ok(());
     }
     let rfc = |t: time::OffsetDateTime| {

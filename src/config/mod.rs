@@ -243,7 +243,7 @@ pub fn load(path: &Path, ov: &Overrides) -> Result<Plan> {
         coded(
             Code::Config,
             format!(
-                "cannot read config {}: {e}; pass --config FILE or set BKP_CONFIG (examples/ has complete configs), or for a first try with no config file set BKP_STORE_PATH, BKP_KEY_FILE and BKP_TIGERBEETLE_DATA_FILE (or BKP_SQLITE_DATABASE)",
+                "cannot read config {}: {e}; pass --config FILE or set BKP_CONFIG (examples/ has complete configs)",
                 path.display()
             ),
         )
@@ -251,32 +251,46 @@ pub fn load(path: &Path, ov: &Overrides) -> Result<Plan> {
     parse(&text, path, ov)
 }
 
-/// The variables that describe a whole config when there is no config file (a
-/// first try): a local store, a key, one source.
-pub const FIRST_TRY_VARS: &[(&str, &str)] = &[
-    ("BKP_STORE_PATH", "the local store's directory"),
-    (
-        "BKP_KEY_FILE",
-        "the encryption key (`bkp key generate FILE`)",
-    ),
-    (
-        "BKP_TIGERBEETLE_DATA_FILE",
-        "a TigerBeetle data file to snapshot",
-    ),
-    (
-        "BKP_TIGERBEETLE_BINARY",
-        "the `tigerbeetle` binary (integrity checks, drills)",
-    ),
-    ("BKP_SQLITE_DATABASE", "a SQLite database to snapshot"),
+/// The variables that describe a whole config, with `BKP_STORE_PATH`, when
+/// there is no config file (a first try).
+pub const FIRST_TRY_VARS: &[&str] = &[
+    "BKP_KEY_FILE",
+    "BKP_TIGERBEETLE_DATA_FILE",
+    "BKP_TIGERBEETLE_BINARY",
+    "BKP_SQLITE_DATABASE",
 ];
+
+/// Refuses the variables of a first try ([`FIRST_TRY_VARS`]) beside the config
+/// file `path`: they describe a config of their own, and the file's (its data
+/// file, its snapshot mode, its store) would be used instead, silently.
+pub fn no_first_try_vars(path: &Path) -> Result<()> {
+    let set: Vec<&str> = FIRST_TRY_VARS
+        .iter()
+        .copied()
+        .filter(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+        .collect();
+    if set.is_empty() {
+        return Ok(());
+    }
+    Err(coded(
+        Code::Config,
+        format!(
+            "{} set, but the config file {} is used: these variables describe a first try \
+             without a config file and are never mixed with one; unset them, or move what \
+             they say into the file",
+            set.join(", "),
+            path.display()
+        ),
+    ))
+}
 
 /// The config a first try describes in the environment, when no config file is
 /// named (`--config`, `BKP_CONFIG`) and the default one does not exist:
-/// `BKP_STORE_PATH` (required) with `BKP_KEY_FILE` and a source
-/// ([`FIRST_TRY_VARS`]), the work directory `BKP_WORK_DIR` or `.bkp-work` in
-/// the current directory, against which relative paths resolve. Returns the
-/// config text and the path that stands for it in messages; `None` when the
-/// environment names no store.
+/// `BKP_STORE_PATH` (required) with [`FIRST_TRY_VARS`], the work directory
+/// `BKP_WORK_DIR` or `.bkp-work` in the current directory, against which
+/// relative paths resolve; a `BKP_TIGERBEETLE_BINARY` without a `/` is looked
+/// up on the `PATH`. Returns the config text and the path that stands for it in
+/// messages; `None` when the environment names no store.
 pub fn from_environment() -> Option<(String, PathBuf)> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let store = var("BKP_STORE_PATH")?;
@@ -297,7 +311,7 @@ pub fn from_environment() -> Option<(String, PathBuf)> {
             text.push_str(&format!("data_file = {}\n", q(f)));
         }
         if let Some(b) = binary {
-            text.push_str(&format!("binary = {}\n", q(b)));
+            text.push_str(&format!("binary = {}\n", q(on_path(b))));
         }
     }
     if let Some(db) = var("BKP_SQLITE_DATABASE") {
@@ -305,6 +319,19 @@ pub fn from_environment() -> Option<(String, PathBuf)> {
     }
     let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     Some((text, here.join("(environment)")))
+}
+
+/// `name` as found on the `PATH` when it is a bare command name (no `/`).
+fn on_path(name: String) -> String {
+    if name.contains('/') {
+        return name;
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(&name))
+        .find(|p| p.is_file())
+        .map_or(name, |p| p.display().to_string())
 }
 
 /// Parses and validates config text; `path` is only used in messages (and to

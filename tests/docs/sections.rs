@@ -15,7 +15,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("BKP_CONFIG", "The configuration file, when --config is not given (default /etc/bkp/bkp.toml)."),
     ("BKP_WORK_DIR", "Overrides work_dir."),
     ("BKP_STORE_PATH", "Replaces the whole [store] section with a local store at this path. With no config file (no --config, no BKP_CONFIG, no /etc/bkp/bkp.toml) it starts the config of a first try, with the next four variables."),
-    ("BKP_KEY_FILE, BKP_TIGERBEETLE_DATA_FILE, BKP_TIGERBEETLE_BINARY, BKP_SQLITE_DATABASE", "With BKP_STORE_PATH and no config file: encryption.key_file, tigerbeetle.data_file, tigerbeetle.binary and sqlite.database of a first try's config, relative to the current directory, whose .bkp-work is the work directory unless BKP_WORK_DIR names one."),
+    ("BKP_KEY_FILE, BKP_TIGERBEETLE_DATA_FILE, BKP_TIGERBEETLE_BINARY, BKP_SQLITE_DATABASE", "With BKP_STORE_PATH and no config file: encryption.key_file, tigerbeetle.data_file, tigerbeetle.binary and sqlite.database of a first try's config, relative to the current directory, whose .bkp-work is the work directory unless BKP_WORK_DIR names one. Beside a config file they are refused (exit 3)."),
     ("BKP_S3_BUCKET, BKP_S3_PREFIX, BKP_S3_ENDPOINT, BKP_S3_REGION", "Override store.bucket, store.prefix, store.endpoint and store.region."),
     ("PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSFILE, PGAPPNAME, PGCONNECT_TIMEOUT", "Not read: bkp sets them from [postgres] for the pg_dump, pg_restore and psql it runs, whose environment is otherwise scrubbed like every child's. PGPASSWORD is never passed on: the password belongs in postgres.passfile."),
     ("BKP_S3_PATH_STYLE", "Overrides store.path_style: true or false; anything else is a config error (exit 3)."),

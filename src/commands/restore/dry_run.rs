@@ -124,7 +124,7 @@ pub fn run(
         beside(args.target())
     };
     if ctx.ui.json {
-        ui::out(&serde_json::to_string_pretty(&json!({
+        ui::document(json!({
             "schema": "bkp.restore-plan/1",
             "kind": rp.kind,
             "backup": rp.backup.as_ref().map(|m| m.id),
@@ -144,7 +144,7 @@ pub fn run(
             "staging_in": staging,
             "target_ok": target_ok,
             "target_verdict": verdict,
-        }))?)?;
+        }))?;
     } else {
         match &rp.backup {
             Some(m) => ui::out(&format!(
