@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Benchmark: `bkp logs` capture rate, the cost of a run with nothing new, and the
-# replay rate of `bkp restore --at` (from the log alone), against a development-mode
-# TigerBeetle replica filled by `tigerbeetle benchmark` (through the client).
+# replay rate of `bkp restore --at` (from the log alone) into one replica and into a
+# private cluster of REPLICAS (default 3), against a TigerBeetle replica filled by
+# `tigerbeetle benchmark` (through the client). The replay's own rate (events per
+# second from its first segment read to its last check) is reported beside the
+# whole restore's (which adds formatting and starting the replicas).
 #
 # Prints the figures and writes them to bench/logs-results.md. Not a test.
 #
 #   bench/logs.sh                  # 1,000,000 transfers
 #   TRANSFERS=200000 bench/logs.sh
 #   LIMIT_REQUEST=1MiB bench/logs.sh   # production's request size (8189 events a batch)
+#   PRODUCTION=1 bench/logs.sh     # replicas without --development (1 MiB requests, caches)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$BKP_ROOT"
@@ -16,7 +20,9 @@ bkp="$CARGO_TARGET_DIR/debug/bkp"
 tb="$BKP_TOOLS/bin/tigerbeetle"
 transfers="${TRANSFERS:-1000000}"
 # Replica flags for the cluster and bkp's private replica alike.
+replicas="${REPLICAS:-3}"
 flags=(--development)
+[ -n "${PRODUCTION:-}" ] && flags=()
 [ -n "${LIMIT_REQUEST:-}" ] && flags+=(--experimental "--limit-request=$LIMIT_REQUEST")
 work="$(mktemp -d "${TMPDIR:-/tmp}/bkp-bench-logs.XXXXXX")"
 pid=""
@@ -24,7 +30,8 @@ cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; sleep 1; rm -rf "$work"; }
 trap cleanup EXIT
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-"$tb" format --cluster=0 --replica=0 --replica-count=1 --development "$work/0_0.tigerbeetle" 2>/dev/null
+format_flags=(--development); [ -n "${PRODUCTION:-}" ] && format_flags=()
+"$tb" format --cluster=0 --replica=0 --replica-count=1 "${format_flags[@]}" "$work/0_0.tigerbeetle" 2>/dev/null
 "$tb" start --addresses="127.0.0.1:$port" "${flags[@]}" "$work/0_0.tigerbeetle" >"$work/tb.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
@@ -43,7 +50,7 @@ key_file = "key"
 [tigerbeetle]
 addresses = "127.0.0.1:$port"
 binary = "$tb"
-replica_args = [$(printf '"%s",' "${flags[@]}" | sed 's/,$//')]
+replica_args = [$( [ ${#flags[@]} -gt 0 ] && printf '"%s",' "${flags[@]}" | sed 's/,$//')]
 TOML
 
 run() { # label, output-file, command...
@@ -56,15 +63,23 @@ read -r _ s1 r1 < <(run capture "$work/first.json" "$bkp" --config "$work/bkp.to
 read -r _ s2 r2 < <(run idle "$work/idle.json" "$bkp" --config "$work/bkp.toml" --json logs)
 requests_first=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifest"]["source"]["requests"])' "$work/first.json")
 at="$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)"
-read -r _ s3 r3 < <(run replay "$work/restore.out" "$bkp" --config "$work/bkp.toml" restore --at "$at" --target "$work/restored")
+read -r _ s3 r3 < <(run replay "$work/restore.json" "$bkp" --config "$work/bkp.toml" --json restore --at "$at" --target "$work/restored")
+rm -rf "$work/restored"
+read -r _ s4 r4 < <(run cluster "$work/cluster.json" "$bkp" --config "$work/bkp.toml" --json restore --at "$at" --replicas "$replicas" --target "$work/restored$replicas")
+replayed() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["replayed"]; print(r["accounts"]+r["transfers"], r["seconds"], r["batches"])' "$1"; }
+read -r e3 rs3 b3 < <(replayed "$work/restore.json")
+read -r e4 rs4 b4 < <(replayed "$work/cluster.json")
 {
-echo "$transfers transfers and 10,000 accounts in one replica started with \`${flags[*]}\`; $(nproc) cores; $(date -u +%Y-%m-%d)"
+echo "$transfers transfers and 10,000 accounts in one replica started with \`${flags[*]:-(production defaults)}\`, replayed by bkp into private replicas with the same flags; $(nproc) cores; $(date -u +%Y-%m-%d)"
 echo
 echo "| run | wall (s) | rate | peak RSS (MiB) |"
 echo "|---|---|---|---|"
 printf '| bkp logs, first run (capture, zstd, encrypt, store) | %.2f | %.0f transfers/s | %d |\n' "$s1" "$(python3 -c "print($transfers/$s1)")" "$((r1/1024))"
 printf '| bkp logs, nothing new (3 cluster requests) | %.2f | - | %d |\n' "$s2" "$((r2/1024))"
-printf '| bkp restore --at now, log alone (format, start, replay) | %.2f | %.0f events/s | %d |\n' "$s3" "$(python3 -c "print(($transfers+10000)/$s3)")" "$((r3/1024))"
+printf '| bkp restore --at now, log alone, 1 replica (format, start, replay) | %.2f | %.0f events/s | %d |\n' "$s3" "$(python3 -c "print($e3/$s3)")" "$((r3/1024))"
+printf '| the replay alone, 1 replica (%s events in %s requests) | %.2f | %.0f events/s | - |\n' "$e3" "$b3" "$rs3" "$(python3 -c "print($e3/$rs3)")"
+printf '| bkp restore --at now --replicas %s, log alone (format, start, replay) | %.2f | %.0f events/s | %d |\n' "$replicas" "$s4" "$(python3 -c "print($e4/$s4)")" "$((r4/1024))"
+printf '| the replay alone, %s replicas (%s events in %s requests) | %.2f | %.0f events/s | - |\n' "$replicas" "$e4" "$b4" "$rs4" "$(python3 -c "print($e4/$rs4)")"
 echo
 echo "Cluster requests of the first capture: $requests_first."
 } | tee "$BKP_ROOT/bench/logs-results.md"

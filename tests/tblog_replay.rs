@@ -761,10 +761,12 @@ fn capture_and_replay_reproduce_the_source() {
         // previous run is checked against the target by lookup.
         let r3 = replay(&cfg_b, readers(&[&seg3]), state3.until).expect("replay 3");
         assert_eq!((r3.accounts, r3.transfers), (1, 3));
-        // Two newest-row queries, one lookup of pending transfer 170, two creates,
-        // and the count of what the target holds after them (for each kind, a
-        // page and the empty page that ends it).
-        assert_eq!((r3.requests, r3.batches), (9, 2));
+        // Two newest-row queries, the batch size asked (one request: this
+        // development replica refuses a full-size batch before it is sent), one
+        // lookup of pending transfer 170, two creates, and the count of what the
+        // target holds after them (for each kind, a page and the empty page
+        // that ends it).
+        assert_eq!((r3.requests, r3.batches), (10, 2));
         // The expiry report needs the pending transfer's row: only a replay that
         // reads segment 1 knows about it.
         assert_eq!(r3.expired_in_source, vec![]);
@@ -1214,5 +1216,26 @@ fn a_transfer_and_an_expiry_during_a_capture_stay_in_timestamp_order() {
             .map(|x| (x.debits_pending(), x.debits_posted(), x.credits_posted()))
             .collect::<Vec<_>>(),
         vec![(0, 1, 0), (0, 0, 1)]
+    );
+}
+
+/// Replay sends batches as large as the target takes: a `--development`
+/// replica's 32 KiB requests hold 253 transfers, which the client finds out
+/// without a request per try (a refused batch is never sent), and nothing the
+/// probe sends is created.
+#[test]
+fn replay_asks_the_target_how_large_a_batch_it_takes() {
+    let r = Replica::fresh();
+    let (n, requests) = with_client(&r.cfg(), |c| {
+        let n = batch_limit(c)?;
+        Ok((n, c.requests()))
+    })
+    .unwrap();
+    assert_eq!(n, 253);
+    assert_eq!(requests, 1, "only the batch that fits is sent");
+    let t = r.client();
+    assert!(
+        t.all_transfers(u64::MAX).is_empty(),
+        "the probe created transfers"
     );
 }

@@ -255,11 +255,15 @@ impl Client {
                 "the {cluster} at {addresses} refused this client ({e}): bkp's TigerBeetle \
                  client is release {CLIENT_RELEASE}; run a cluster release that accepts it"
             ),
-            SendErrorKind::TooMuchData => anyhow!(
-                "{what} to the {cluster} at {addresses} is larger than the cluster's request \
+            SendErrorKind::TooMuchData => {
+                // Refused before it was sent: not a request of this client's.
+                self.requests.set(self.requests.get().saturating_sub(1));
+                anyhow::Error::new(TooMuchData).context(format!(
+                    "{what} to the {cluster} at {addresses} is larger than the cluster's request \
                  limit ({e}); the cluster runs with a smaller --limit-request than the cluster \
                  the rows came from"
-            ),
+                ))
+            }
             _ => anyhow!("{what} to the {cluster} at {addresses} failed: {e}"),
         }
     }
@@ -420,9 +424,12 @@ pub fn quiet_client_logs() {
         }
         // SAFETY: the library passes a valid buffer of `len` bytes for the call.
         let bytes = unsafe { std::slice::from_raw_parts(msg, len as usize) };
-        eprintln!(
-            "bkp: tigerbeetle client: {}",
-            String::from_utf8_lossy(bytes)
+        crate::ui::log(
+            crate::ui::Priority::Warning,
+            &format!(
+                "bkp: warning: tigerbeetle client: {}",
+                String::from_utf8_lossy(bytes)
+            ),
         );
     }
     ONCE.call_once(|| {
@@ -542,4 +549,22 @@ mod tests {
             "result code 999"
         );
     }
+}
+
+/// A request larger than the cluster takes (`--limit-request`): the client
+/// refuses it before sending anything, so a smaller one may follow.
+#[derive(Debug)]
+pub struct TooMuchData;
+
+impl std::fmt::Display for TooMuchData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request is larger than the cluster takes")
+    }
+}
+
+impl std::error::Error for TooMuchData {}
+
+/// Whether `e` is a request the client refused as larger than the cluster takes.
+pub fn is_too_much_data(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<TooMuchData>())
 }

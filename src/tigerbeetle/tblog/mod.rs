@@ -48,7 +48,8 @@ pub mod segment;
 
 pub use capture::{capture, capture_on, capture_rows_on, CaptureStats};
 pub use replay::{
-    expiry_void_id, replay, replay_on, LiveTimeout, PendingTimeout, Replay, ReplayStats, BATCH,
+    batch_limit, expiry_void_id, replay, replay_on, LiveTimeout, PendingTimeout, Replay,
+    ReplayStats, BATCH,
 };
 pub use segment::{
     verify_segment, AccountRecord, Event, Expiry, SegmentHeader, SegmentReader, SegmentStats,
@@ -76,7 +77,7 @@ const TRANSFER_BALANCING: u16 =
     tb::transfer::Flags::BALANCING_DEBIT.bits() | tb::transfer::Flags::BALANCING_CREDIT.bits();
 
 /// Connects to `cfg`, runs `f`, and closes the client.
-fn with_client<T>(cfg: &ClusterConfig, f: impl FnOnce(&Client) -> Result<T>) -> Result<T> {
+pub fn with_client<T>(cfg: &ClusterConfig, f: impl FnOnce(&Client) -> Result<T>) -> Result<T> {
     client::with_client(cfg, NAMES, f)
 }
 

@@ -18,9 +18,11 @@
 //!   segments again, or resuming after an interruption, is harmless and checked, and a
 //!   target that is not a restore of this source is refused;
 //! - replays events with timestamp ≤ `up_to` in timestamp order with `flags.imported`
-//!   and the original timestamp, accounts and transfers in separate requests of at
-//!   most [`BATCH`] events, never splitting a linked chain (a chain longer than that is
-//!   sent whole: it fit into one request of the source);
+//!   and the original timestamp, accounts and transfers in separate requests as
+//!   large as the target takes (8189 events at TigerBeetle's default request limit,
+//!   253 on a `--development` replica: [`batch_limit`] asks the client), never
+//!   splitting a linked chain (a chain longer than that is sent whole: it fit into
+//!   one request of the source);
 //! - treats `exists` as success only after checking the existing row's timestamp
 //!   (TigerBeetle's `exists` compares the fields but not the timestamp);
 //! - stops at the first other result with an error naming the event's id, timestamp
@@ -123,12 +125,73 @@ use crate::exit::{coded, Code};
 use crate::tigerbeetle::client::Client;
 use crate::units::count;
 
-/// Maximum events per replay request: below the 253 that fit into the 32 KiB request
-/// of a development-mode replica (a production replica takes 8189).
-pub const BATCH: usize = 250;
+/// The most events one request carries at TigerBeetle's default request limit
+/// (1 MiB), the largest it allows.
+pub const BATCH: usize = 8189;
 
-/// Ids per lookup when checking rows the target already holds.
-const LOOKUP_BATCH: usize = 250;
+/// The most events one request carries at a `--development` replica's default
+/// request limit (32 KiB).
+const DEVELOPMENT_BATCH: usize = 253;
+
+/// The most accounts or transfers one request to `c`'s cluster takes. The
+/// client knows the cluster's request limit (`--limit-request`: 1 MiB by
+/// default, 32 KiB on a `--development` replica) and refuses a larger batch
+/// before sending anything, so batches of all-zero transfers are tried,
+/// [`BATCH`] first (one request where the limit is the default), then a
+/// development replica's 253, then bisecting: a refused one is not sent, and one
+/// sent creates
+/// nothing (TigerBeetle refuses every event of it, `id_must_not_be_zero`).
+/// Lookups are no probe: their bound counts 16-byte ids against the request
+/// and 128-byte rows against the reply, which is never smaller.
+pub fn batch_limit(c: &Client) -> Result<usize> {
+    let fits = |n: usize| -> Result<bool> {
+        let refused = Transfer::from_raw(tigerbeetle_unofficial::transfer::Raw {
+            id: 0,
+            debit_account_id: 0,
+            credit_account_id: 0,
+            amount: 0,
+            pending_id: 0,
+            user_data_128: 0,
+            user_data_64: 0,
+            user_data_32: 0,
+            timeout: 0,
+            ledger: 0,
+            code: 0,
+            flags: 0,
+            timestamp: 0,
+        });
+        let rows = vec![refused; n];
+        match c.create_transfers(rows) {
+            Ok(refused) if refused.len() == n => Ok(true),
+            Ok(refused) => bail!(
+                "the cluster at {} created {} of {n} transfers with id 0 that it must refuse: \
+                 it is not a TigerBeetle cluster bkp can replay into",
+                c.addresses(),
+                n - refused.len()
+            ),
+            Err(e) if crate::tigerbeetle::client::is_too_much_data(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    };
+    if fits(BATCH)? {
+        return Ok(BATCH);
+    }
+    // A `--development` replica's default next; a refused batch is not sent,
+    // so bisecting above it costs no request.
+    let (mut lo, mut hi) = match fits(DEVELOPMENT_BATCH)? {
+        true => (DEVELOPMENT_BATCH, BATCH),
+        false => (1, DEVELOPMENT_BATCH),
+    };
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
 /// A pending transfer whose live timeout falls due within this margin counts as due.
 const EXPIRY_MARGIN_NS: u64 = 60_000_000_000;
 const NS_PER_S: u64 = 1_000_000_000;
@@ -264,6 +327,8 @@ pub struct Replay<'c> {
     stats: ReplayStats,
     requests_before: u64,
     batch: Vec<Event>,
+    /// Events per request ([`batch_limit`]), asked of the target on first use.
+    batch_max: Option<usize>,
     kind: Kind,
     chain_open: bool,
     chain_start: usize,
@@ -353,6 +418,7 @@ impl<'c> Replay<'c> {
             },
             requests_before: c.requests(),
             batch: Vec::new(),
+            batch_max: None,
             kind: Kind::Account,
             chain_open: false,
             chain_start: 0,
@@ -436,7 +502,8 @@ impl<'c> Replay<'c> {
             }
             if ts <= held {
                 self.verify.push(ev);
-                if self.verify.len() >= LOOKUP_BATCH {
+                // An expiry looks up two transfers.
+                if 2 * self.verify.len() >= self.batch_max()? {
                     self.verify_held()?;
                 }
             } else if ts <= self.up_to {
@@ -594,10 +661,12 @@ impl<'c> Replay<'c> {
                     ),
                 ));
             }
-            if self.batch.len() >= BATCH && self.chain_start > 0 {
+            if self.batch.len() >= self.batch_max()? && self.chain_start > 0 {
                 self.flush(self.chain_start)?;
             }
-        } else if !self.batch.is_empty() && (kind != self.kind || self.batch.len() >= BATCH) {
+        } else if !self.batch.is_empty()
+            && (kind != self.kind || self.batch.len() >= self.batch_max()?)
+        {
             self.flush(self.batch.len())?;
         }
         if !self.chain_open && ev.linked() {
@@ -607,6 +676,18 @@ impl<'c> Replay<'c> {
         self.chain_open = ev.linked();
         self.batch.push(ev);
         Ok(())
+    }
+
+    /// Events per request to the target, asked once ([`batch_limit`]).
+    fn batch_max(&mut self) -> Result<usize> {
+        match self.batch_max {
+            Some(n) => Ok(n),
+            None => {
+                let n = batch_limit(self.c)?;
+                self.batch_max = Some(n);
+                Ok(n)
+            }
+        }
     }
 
     /// Sends the first `n` events of the batch (complete chains only).
