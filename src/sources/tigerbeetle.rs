@@ -339,9 +339,18 @@ fn check_copy(
          that a private replica has opened",
     );
     let trial = dir.join(format!("{}.settled", prepared.name));
-    let tried = second_copy(&prepared.path, &trial)
-        .and_then(|()| settle(&trial))
-        .and_then(|()| inspect(binary, &trial, pass_env));
+    // Making the second copy is the work directory's matter (its free space),
+    // not the data's.
+    if let Err(e) = second_copy(&prepared.path, &trial) {
+        let _ = fs::remove_file(&trial);
+        return Err(e.context(format!(
+            "the copy as taken failed `tigerbeetle inspect integrity` ({rejection}), and the \
+             second copy that checks it could not be made: check the free space in {}, which \
+             needs room for the data file twice in this case",
+            dir.display()
+        )));
+    }
+    let tried = settle(&trial).and_then(|()| inspect(binary, &trial, pass_env));
     let _ = fs::remove_file(&trial);
     match tried {
         Ok(Ok(())) => {

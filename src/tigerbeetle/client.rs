@@ -260,8 +260,8 @@ impl Client {
                 self.requests.set(self.requests.get().saturating_sub(1));
                 anyhow::Error::new(TooMuchData).context(format!(
                     "{what} to the {cluster} at {addresses} is larger than the cluster's request \
-                 limit ({e}); the cluster runs with a smaller --limit-request than the cluster \
-                 the rows came from"
+                 limit ({e}); it runs with a smaller --limit-request than the requests bkp \
+                 sends need (for a replay: than the cluster the rows came from)"
                 ))
             }
             _ => anyhow!("{what} to the {cluster} at {addresses} failed: {e}"),

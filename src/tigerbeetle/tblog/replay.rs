@@ -142,7 +142,7 @@ const DEVELOPMENT_BATCH: usize = 253;
 /// sent creates
 /// nothing (TigerBeetle refuses every event of it, `id_must_not_be_zero`).
 /// Lookups are no probe: their bound counts 16-byte ids against the request
-/// and 128-byte rows against the reply, which is never smaller.
+/// and 128-byte rows against the reply, which allows as many (at 1 MiB) or more.
 pub fn batch_limit(c: &Client) -> Result<usize> {
     let fits = |n: usize| -> Result<bool> {
         let refused = Transfer::from_raw(tigerbeetle_unofficial::transfer::Raw {
@@ -502,8 +502,8 @@ impl<'c> Replay<'c> {
             }
             if ts <= held {
                 self.verify.push(ev);
-                // An expiry looks up two transfers.
-                if 2 * self.verify.len() >= self.batch_max()? {
+                // An expiry looks up two transfers: the next one must fit too.
+                if 2 * self.verify.len() + 2 > self.batch_max()? {
                     self.verify_held()?;
                 }
             } else if ts <= self.up_to {
