@@ -283,12 +283,11 @@ fn report(ctx: &Ctx, checks: &[Check]) -> Result<()> {
                 }),
             })
             .collect();
-        ui::out(&serde_json::to_string_pretty(&json!({
+        ui::document(json!({
             "schema": "bkp.check/1",
-            "warnings": crate::ui::warnings(),
             "ok": first_failure.is_none(),
             "checks": rows,
-        }))?)?;
+        }))?;
     } else {
         for c in checks {
             match &c.outcome {

@@ -153,14 +153,13 @@ pub fn run(ctx: &Ctx, args: &CopyArgs) -> Result<()> {
         problems.extend(out.problems.into_iter().map(|e| e.context(what.clone())));
     }
     if ctx.ui.json {
-        crate::ui::print(&serde_json::to_string_pretty(&json!({
+        crate::ui::document(json!({
             "schema": "bkp.copy/1",
-            "warnings": crate::ui::warnings(),
             "dry_run": args.dry_run,
             "from": primary.identity(),
             "seconds": clock.elapsed().as_secs_f64(),
             "copies": reports,
-        }))?)?;
+        }))?;
     }
     if problems.is_empty() {
         return Ok(());

@@ -39,16 +39,15 @@ pub fn init(ctx: &crate::commands::Ctx) -> Result<()> {
     let at = crate::units::rfc3339(marker.created_at);
     let host: String = marker.host.chars().filter(|c| !c.is_control()).collect();
     if ctx.ui.json {
-        return crate::ui::print(&serde_json::to_string_pretty(&serde_json::json!({
+        return crate::ui::document(serde_json::json!({
             "schema": "bkp.init/1",
-            "warnings": crate::ui::warnings(),
             "store": store.identity(),
             "marker": crate::manifest::marker::KEY,
             "marked_now": new,
             "marked_at": at,
             "marked_by": host,
             "sealed": trust.checks(),
-        }))?);
+        }));
     }
     if !new {
         ctx.ui.info(&format!(

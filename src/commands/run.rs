@@ -328,12 +328,11 @@ pub fn json_report(
         "store": store.identity(),
         "seconds": elapsed.as_secs_f64(),
         "ledger": ledger,
-        "warnings": crate::ui::warnings(),
     });
     if let (Some(o), serde_json::Value::Object(e)) = (out.as_object_mut(), extra) {
         o.extend(e);
     }
-    ui::print(&serde_json::to_string_pretty(&out)?)
+    ui::document(out)
 }
 
 /// What one run tells the audit ledger.

@@ -131,9 +131,8 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     let rows: u64 = counts.values().sum();
     let elapsed = clock.elapsed();
     if ctx.ui.json {
-        return ui::print(&serde_json::to_string_pretty(&json!({
+        return ui::document(json!({
             "schema": "bkp.restore/1",
-            "warnings": crate::ui::warnings(),
             "id": m.id,
             "kind": "duckdb",
             "target": target.path.display().to_string(),
@@ -141,7 +140,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
             "rows": rows,
             "fingerprinted_tables": fingerprinted,
             "seconds": elapsed.as_secs_f64(),
-        }))?);
+        }));
     }
     ctx.ui.info(&format!(
         "restored DuckDB export {} into {}: {} tables, {rows} rows, every count verified{}, in {:.1}s ({})",

@@ -191,16 +191,15 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     let bytes: u64 = restored.iter().map(|f| f.size).sum();
     let elapsed = clock.elapsed();
     if ctx.ui.json {
-        return ui::print(&serde_json::to_string_pretty(&json!({
+        return ui::document(json!({
             "schema": "bkp.restore/1",
-            "warnings": crate::ui::warnings(),
             "id": m.id,
             "kind": "parquet",
             "target": target.path.display().to_string(),
             "files": restored,
             "bytes": bytes,
             "seconds": elapsed.as_secs_f64(),
-        }))?);
+        }));
     }
     ctx.ui.info(&format!(
         "restored replicate {} into {}: {}, {}, verified, in {:.1}s ({})",

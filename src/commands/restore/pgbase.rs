@@ -96,9 +96,8 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     let elapsed = clock.elapsed();
     let bytes = m.objects.first().map_or(0, |o| o.content_bytes);
     if ctx.ui.json {
-        return ui::print(&serde_json::to_string_pretty(&json!({
+        return ui::document(json!({
             "schema": "bkp.restore/1",
-            "warnings": crate::ui::warnings(),
             "id": m.id,
             "kind": "postgres",
             "target": target.path.display().to_string(),
@@ -113,7 +112,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
                 "timeline": r.timeline,
             })),
             "seconds": elapsed.as_secs_f64(),
-        }))?);
+        }));
     }
     if let Some(r) = &reached {
         ctx.ui.info(&format!(

@@ -120,9 +120,8 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         "no row counts recorded to verify"
     };
     if ctx.ui.json {
-        return ui::print(&serde_json::to_string_pretty(&json!({
+        return ui::document(json!({
             "schema": "bkp.restore/1",
-            "warnings": crate::ui::warnings(),
             "id": m.id,
             "kind": "pgdump",
             "target": target,
@@ -132,7 +131,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
             "rows_verified": expected.is_some(),
             "bytes": bytes,
             "seconds": elapsed.as_secs_f64(),
-        }))?);
+        }));
     }
     ctx.ui.info(&format!(
         "restored dump {} into {described}{}: {tables} tables, {verified}, {} in {:.1}s",

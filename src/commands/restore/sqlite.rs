@@ -127,9 +127,8 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     }
     let elapsed = clock.elapsed();
     if ctx.ui.json {
-        return ui::print(&serde_json::to_string_pretty(&json!({
+        return ui::document(json!({
             "schema": "bkp.restore/1",
-            "warnings": crate::ui::warnings(),
             "id": m.id,
             "kind": "sqlite",
             "target": target.path.display().to_string(),
@@ -137,7 +136,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
             "rows": restored.rows(),
             "bytes": restored.bytes,
             "seconds": elapsed.as_secs_f64(),
-        }))?);
+        }));
     }
     ctx.ui.info(&format!(
         "restored SQLite copy {} into {}: {}, {}, integrity checked and every count verified, in {:.1}s ({})",

@@ -213,7 +213,6 @@ fn report(
     if ctx.ui.json {
         let mut doc = json!({
             "schema": "bkp.restore/1",
-            "warnings": crate::ui::warnings(),
             "kind": "tigerbeetle",
             "files": files,
             "bytes": bytes,
@@ -227,7 +226,7 @@ fn report(
                 doc.extend(more);
             }
         }
-        return ui::print(&serde_json::to_string_pretty(&doc)?);
+        return ui::document(doc);
     }
     for line in lines(bytes) {
         ctx.ui.info(&line);
