@@ -282,3 +282,158 @@ impl Mkdir for PathBuf {
         self
     }
 }
+
+/// Segment-sized content for a fake WAL file, distinct per `seed`.
+fn segment(seed: u8) -> Vec<u8> {
+    let mut b = vec![0u8; 1 << 20];
+    for (i, x) in b.iter_mut().enumerate().take(50_000) {
+        *x = (i as u8).wrapping_mul(31).wrapping_add(seed);
+    }
+    b
+}
+
+/// A genuine WAL object copied from another store of the same key and the
+/// same PostgreSQL system (a cloned cluster archiving with the production
+/// key into a store of its own) is not this store's: its tag names the other
+/// store, so `wal fetch` here refuses it instead of handing it to recovery,
+/// and this store's own object under the same name is still fetched.
+#[test]
+fn a_wal_object_copied_from_another_store_of_the_same_key_is_not_fetched() {
+    let d = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(d.path());
+    let a = setup(&data, StoreKind::Local, "");
+    let b = setup(&data, StoreKind::Local, "");
+    for s in [&a, &b] {
+        assert_exit(&s.bkp(&["init"]), 0);
+    }
+    let system = 7_301_234_567_890_123_457u64;
+    let seg = |n: u32| format!("0000000100000000{n:08X}");
+    let push = |s: &common::Setup, pg: &Path, n: u32, seed: u8| {
+        fs::write(pg.join("pg_wal").join(seg(n)), segment(seed)).unwrap();
+        let at = format!("pg_wal/{}", seg(n));
+        let out = s.bkp(&["wal", "push", &at, "--pgdata", pg.to_str().unwrap()]);
+        assert_exit(&out, 0);
+    };
+    let pg_a = common::postgres::fake_pgdata(&a.path("a"), system);
+    let pg_b = common::postgres::fake_pgdata(&b.path("b"), system);
+    // The clone archived segments 1 and 2 into store A; this cluster only 1,
+    // with other content.
+    push(&a, &pg_a, 1, 11);
+    push(&a, &pg_a, 2, 12);
+    push(&b, &pg_b, 1, 21);
+    // A writer of store B copies A's objects in.
+    let in_a = walk(&a.path(&format!("store/wal/{system}")));
+    assert_eq!(in_a.len(), 2, "{in_a:?}");
+    for p in &in_a {
+        let to = b.path(&format!(
+            "store/wal/{system}/{}",
+            p.file_name().unwrap().to_string_lossy()
+        ));
+        fs::copy(p, to).unwrap();
+    }
+    let fetch = |n: u32, to: &str| {
+        b.bkp(&[
+            "wal",
+            "fetch",
+            &seg(n),
+            to,
+            "--pgdata",
+            pg_b.to_str().unwrap(),
+        ])
+    };
+    // Segment 1: this store's own, whichever object is tried first.
+    let out = fetch(1, "restored1");
+    assert_exit(&out, 0);
+    assert_eq!(fs::read(pg_b.join("restored1")).unwrap(), segment(21));
+    // Segment 2: only the copied object holds it, and it is refused.
+    let out = fetch(2, "restored2");
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!pg_b.join("restored2").exists(), "{}", text(&out));
+    // Store A reads its own.
+    let out = a.bkp(&[
+        "wal",
+        "fetch",
+        &seg(2),
+        "restored2",
+        "--pgdata",
+        pg_a.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(fs::read(pg_a.join("restored2")).unwrap(), segment(12));
+
+    // A marker that cannot be read does not stop archiving (PostgreSQL would
+    // keep its WAL): the push warns and tags the file without the store.
+    let marker = b.path("store/bkp-store.json");
+    let genuine = fs::read(&marker).unwrap();
+    fs::write(&marker, b"{ not a marker").unwrap();
+    fs::write(pg_b.join("pg_wal").join(seg(3)), segment(23)).unwrap();
+    let at = format!("pg_wal/{}", seg(3));
+    let out = b.bkp(&["wal", "push", &at, "--pgdata", pg_b.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert!(text(&out).contains("names no store"), "{}", text(&out));
+    fs::write(&marker, genuine).unwrap();
+    let out = fetch(3, "restored3");
+    assert_exit(&out, 0);
+    assert_eq!(fs::read(pg_b.join("restored3")).unwrap(), segment(23));
+}
+
+/// The store marker is the store's identity: a bucket writer who replaces it
+/// with another store's genuine marker of the same key would make the store
+/// take that store's documents for its own. `[encryption] store_id`, as
+/// `bkp init` prints it, pins it: a replaced marker is then refused (exit 3)
+/// before anything is listed or restored, and putting it back heals it.
+#[test]
+fn a_marker_replaced_by_another_stores_is_refused_where_the_id_is_pinned() {
+    let d = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(d.path());
+    let a = setup(&data, StoreKind::Local, "");
+    let b = setup(&data, StoreKind::Local, "");
+    let init = |s: &common::Setup| {
+        let out = s.bkp(&["--json", "init"]);
+        assert_exit(&out, 0);
+        json(&out)["store_id"].as_str().unwrap().to_string()
+    };
+    let (id_a, id_b) = (init(&a), init(&b));
+    assert_ne!(id_a, id_b);
+    let out = b.bkp(&["init"]);
+    assert!(
+        text(&out).contains(&format!("store_id = \"{id_b}\"")),
+        "{}",
+        text(&out)
+    );
+    assert_exit(&a.bkp(&["snapshot"]), 0);
+    assert_exit(&b.bkp(&["snapshot"]), 0);
+    let cfg = fs::read_to_string(&b.config).unwrap();
+    let pinned = |id: &str| {
+        cfg.replace(
+            "[encryption]\n",
+            &format!("[encryption]\nstore_id = \"{id}\"\n"),
+        )
+    };
+    fs::write(&b.config, pinned(&id_b)).unwrap();
+    assert_exit(&b.bkp(&["list"]), 0);
+    let out = b.bkp(&["check"]);
+    assert!(text(&out).contains(&id_b), "{}", text(&out));
+
+    let marker = b.path("store/bkp-store.json");
+    let own = fs::read(&marker).unwrap();
+    fs::copy(a.path("store/bkp-store.json"), &marker).unwrap();
+    for args in [&["list"][..], &["snapshot"][..], &["verify"][..]] {
+        let out = b.bkp(args);
+        assert_exit(&out, 3);
+        let t = text(&out);
+        assert!(t.contains(&id_a) && t.contains(&id_b), "{args:?}: {t}");
+    }
+    let target = b.path("target");
+    let out = b.bkp(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_exit(&out, 3);
+    assert!(!target.exists());
+
+    fs::write(&marker, own).unwrap();
+    assert_exit(&b.bkp(&["list"]), 0);
+    // A pin that is no store id is a config error naming the key.
+    fs::write(&b.config, pinned("st-nope")).unwrap();
+    let out = b.bkp(&["list"]);
+    assert_exit(&out, 3);
+    assert!(text(&out).contains("encryption.store_id"), "{}", text(&out));
+}

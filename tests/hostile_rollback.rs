@@ -104,6 +104,33 @@ fn a_head_document_without_the_key_is_not_believed() {
     assert_exit(&s.bkp(&["status"]), 0);
 }
 
+/// A genuine head copied from another store of the same key names that
+/// store: it raises no alarm here (a bucket writer could otherwise stop
+/// every `restore latest` with another installation's heads), and is named.
+#[test]
+fn a_head_copied_from_another_store_of_the_same_key_raises_no_alarm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let here = setup(&data, StoreKind::Local, "");
+    let other = setup(&data, StoreKind::Local, "");
+    assert_exit(&here.bkp(&["snapshot"]), 0);
+    assert_exit(&other.bkp(&["snapshot"]), 0);
+    let from = other.path("store/heads/tigerbeetle");
+    for e in fs::read_dir(&from).unwrap() {
+        let p = e.unwrap().path();
+        fs::copy(
+            &p,
+            here.path("store/heads/tigerbeetle")
+                .join(p.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    let out = restore_latest(&here, "restored");
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("another store"), "{}", stderr(&out));
+    assert_exit(&here.bkp(&["status"]), 0);
+}
+
 #[test]
 fn delete_markers_and_overwritten_versions_under_object_lock_are_reported() {
     let moto = shared_moto();

@@ -472,6 +472,7 @@ fn head_records_refuse_every_change() {
             head: name.clone(),
             host: "h".into(),
             recorded_at: at,
+            store: None,
         };
         let bytes = bkp::manifest::seal::encode(&h, Some(&keyring())).unwrap();
         assert_eq!(head::parse(&bytes, key, of, &trust, "head").unwrap(), h);

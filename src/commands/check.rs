@@ -68,16 +68,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 let trust = trust
                     .as_ref()
                     .map_err(|e| like(e, "not checked: the keys could not be loaded".into()))?;
-                Ok(match crate::manifest::marker::check(s.as_ref(), trust)? {
-                    None => "no marker: `bkp init` marks the store as this installation's".into(),
-                    Some(m) => format!(
-                        "this installation's (marked {} by {})",
-                        m.created_at
-                            .format(&time::format_description::well_known::Rfc3339)
-                            .unwrap_or_default(),
-                        m.host
-                    ),
-                })
+                marker_line(s.as_ref(), trust)
             }),
     });
     if let Some(cfg) = &plan.ledger {
@@ -469,4 +460,25 @@ fn readable_file(path: &std::path::Path) -> Result<String> {
         ui::size(meta.len()),
         meta.permissions().mode() & 0o7777
     ))
+}
+
+/// The store marker's line of `bkp check`: whose it is, when it was marked,
+/// and the store's id (checked against `[encryption] store_id` when pinned).
+fn marker_line(store: &dyn crate::store::Store, trust: &crate::manifest::Trust) -> Result<String> {
+    let found = crate::manifest::marker::check(store, trust)?;
+    // The pin of [encryption] store_id, when set.
+    trust.binding()?;
+    Ok(match found {
+        None => "no marker: `bkp init` marks the store as this installation's".into(),
+        Some(m) => format!(
+            "this installation's (marked {} by {}{})",
+            m.created_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            crate::ui::printable(&m.host),
+            m.store_id
+                .map(|id| format!(", store id {}", crate::ui::printable(&id)))
+                .unwrap_or_default()
+        ),
+    })
 }

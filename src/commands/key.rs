@@ -47,17 +47,24 @@ pub fn init(ctx: &crate::commands::Ctx) -> Result<()> {
             "marked_at": at,
             "marked_by": host,
             "sealed": trust.checks(),
+            "store_id": marker.store_id,
         }));
     }
+    let pin = match &marker.store_id {
+        Some(id) if trust.checks() => format!(
+            "; its id is {id}: set `store_id = \"{id}\"` in [encryption] so that a marker replaced by another store's is refused"
+        ),
+        _ => String::new(),
+    };
     if !new {
         ctx.ui.info(&format!(
-            "{} is this installation's store already (marked {at} by {host}): nothing to do",
+            "{} is this installation's store already (marked {at} by {host}): nothing to do{pin}",
             store.identity(),
         ));
         return Ok(());
     }
     ctx.ui.info(&format!(
-        "marked {} as this installation's store ({}){}",
+        "marked {} as this installation's store ({}){}{pin}",
         store.identity(),
         crate::manifest::marker::KEY,
         if trust.checks() {

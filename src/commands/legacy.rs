@@ -96,7 +96,6 @@ pub fn run(ctx: &Ctx, args: &TrustLegacyArgs) -> Result<()> {
         .collect();
     let mut written = Vec::new();
     if !args.dry_run {
-        let store_id = trust.binding()?.map(|b| b.id.clone());
         for part in documents.chunks(legacy::MAX_DOCUMENTS) {
             let now = time::OffsetDateTime::now_utc();
             let list = List {
@@ -106,7 +105,8 @@ pub fn run(ctx: &Ctx, args: &TrustLegacyArgs) -> Result<()> {
                 host: super::run::hostname(),
                 bkp_version: env!("CARGO_PKG_VERSION").into(),
                 unsealed_before: before,
-                store: store_id.clone(),
+                // `legacy::write` names the store it writes to.
+                store: None,
                 documents: part.to_vec(),
             };
             written.push(legacy::write(store.as_ref(), &list, &trust)?);

@@ -91,12 +91,16 @@ pub fn trust(plan: &Plan, accepted: Vec<BackupId>) -> Result<Trust> {
         crate::manifest::legacy::load(store.as_ref(), trust)
     });
     let at = plan.store.clone();
-    let bound = crate::manifest::marker::Bound::new(move || -> Result<Box<dyn Store>> {
-        Ok(match &at {
-            StorePlan::Local(p) => Box::new(LocalStore::new(p)?),
-            StorePlan::S3(s) => Box::new(S3Store::new(s.clone())?),
-        })
-    });
+    let pinned = plan.encryption.as_ref().and_then(|e| e.store_id.clone());
+    let bound = crate::manifest::marker::Bound::new(
+        move || -> Result<Box<dyn Store>> {
+            Ok(match &at {
+                StorePlan::Local(p) => Box::new(LocalStore::new(p)?),
+                StorePlan::S3(s) => Box::new(S3Store::new(s.clone())?),
+            })
+        },
+        pinned,
+    );
     let trust = Trust::new(plan.keyring()?, unsealed_before, accepted)
         .with_lists(lists)
         .with_binding(bound);

@@ -120,13 +120,29 @@ pub fn push(ctx: &Ctx, path: &Path, pgdata: &Path) -> Result<()> {
         pgdata.join(path)
     };
     let trust = super::trust(plan, Vec::new())?;
-    let keys = trust.keys();
     let digest = fs::File::open(&full)
         .and_then(digest_reader)
         .with_context(|| format!("failed to read {}", full.display()))?;
     let store = open_store(plan)?;
     let store = store.as_ref();
-    let tag = crate::manifest::seal::tag(keys, &wal::message(system, &name, &digest.sha256))?;
+    // The store's id goes into the tag. A marker that cannot be read (or
+    // one planted in the bucket) must not stop archiving: PostgreSQL would
+    // keep the WAL until its disk fills. The tag then names no store, as
+    // tags did before they named it.
+    let unreadable = trust.binding().err();
+    let trust = match unreadable {
+        None => trust,
+        Some(e) => {
+            ctx.ui.warn(&format!(
+                "{e:#}; {name} is archived with a tag that names no store"
+            ));
+            trust.unbound()
+        }
+    };
+    let keys = trust.keys();
+    let bound = trust.binding()?.map(|b| b.id.clone());
+    let message = wal::message(bound.as_deref(), system, &name, &digest.sha256);
+    let tag = crate::manifest::seal::tag(keys, &message)?;
     if already_archived(ctx, store, &trust, system, &name, &digest.sha256)? {
         return Ok(());
     }

@@ -46,6 +46,9 @@ pub struct EncryptionFile {
     /// before this instant (RFC 3339): backups written before the store was
     /// sealed. By itself it admits nothing (see `manifest/legacy.rs`).
     pub unsealed_before: Option<String>,
+    /// The store's id, as `bkp init` printed it: a store whose marker names
+    /// another (a marker replaced by another store's) is refused.
+    pub store_id: Option<String>,
     /// Write-only host: encrypt to this X25519 public key (`bkp-x25519:…`);
     /// this host can then read none of its backups.
     pub recipient: Option<String>,
@@ -114,6 +117,8 @@ pub struct EncryptionPlan {
     pub old: Vec<KeyPlan>,
     /// The cut-off of what `bkp trust-legacy` records as from before sealing.
     pub unsealed_before: Option<time::OffsetDateTime>,
+    /// The store id the marker must name (`st-` and 32 hex digits).
+    pub store_id: Option<String>,
     /// This host's signing key file.
     pub signing_key: Option<PathBuf>,
     /// Trusted signers, in their text form, and what each may seal.
@@ -153,6 +158,18 @@ pub(super) fn validate(f: Option<EncryptionFile>, v: &Validator) -> Result<Optio
                 })?,
         ),
     };
+    if let Some(id) = &e.store_id {
+        let hex = id.strip_prefix("st-").unwrap_or_default();
+        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(v.error(
+                "encryption.store_id",
+                format!(
+                    "{:?} is not a store id: copy the one `bkp init` or `bkp check` prints (st- and 32 hex digits)",
+                    id.chars().take(80).collect::<String>()
+                ),
+            ));
+        }
+    }
     let current = OldKeyFile {
         key_file: e.key_file,
         key_env: e.key_env,
@@ -221,6 +238,7 @@ pub(super) fn validate(f: Option<EncryptionFile>, v: &Validator) -> Result<Optio
         current,
         old,
         unsealed_before,
+        store_id: e.store_id.map(|id| id.to_ascii_lowercase()),
         signing_key,
         signers,
     }))

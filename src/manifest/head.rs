@@ -55,6 +55,12 @@ pub struct Head {
     pub host: String,
     #[serde(with = "time::serde::rfc3339")]
     pub recorded_at: OffsetDateTime,
+    /// The id of the store it was recorded in (its marker's): a head copied
+    /// from another store of the same key raises no alarm here. `None` in
+    /// heads recorded before heads named their store, or in a store whose
+    /// marker has no id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 /// `heads/{kind}/`.
@@ -105,6 +111,7 @@ fn write(store: &dyn Store, trust: &Trust, key: &str, of: String, head: String) 
         head,
         host: super::hostname(),
         recorded_at: OffsetDateTime::now_utc(),
+        store: trust.binding()?.map(|b| b.id.clone()),
     };
     match store.put_new(key, &seal::encode(&doc, trust.keys())?, &Vec::new()) {
         // A retried push records the same head: it is there already.
@@ -146,6 +153,18 @@ pub fn parse(bytes: &[u8], key: &str, of: &str, trust: &Trust, what: &str) -> Re
         ));
     }
     trust.check_scope(by.as_deref(), &claim(&h), what)?;
+    let here = trust.binding()?.map(|b| b.id.as_str());
+    if let (Some(theirs), Some(here)) = (h.store.as_deref(), here) {
+        if theirs != here {
+            return Err(coded(
+                Code::Integrity,
+                format!(
+                    "{what} was recorded in store {}, and this is store {here}: it was copied from another store",
+                    crate::ui::printable(theirs)
+                ),
+            ));
+        }
+    }
     Ok(h)
 }
 
@@ -339,6 +358,7 @@ pub fn ledger_lost(
         host: "the ledger".into(),
         recorded_at: OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.timestamp))
             .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        store: None,
     };
     let key = format!("code-12 transfer {:032x}", t.id);
     Ok(Some(lost_error(store, kind, newest, &key, &h)))
@@ -508,6 +528,7 @@ mod tests {
                 head: head.into(),
                 host: by.into(),
                 recorded_at: at,
+                store: None,
             };
             let bytes = seal::encode(&h, Some(&host)).unwrap();
             let key = match of.strip_prefix("wal/") {

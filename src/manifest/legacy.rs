@@ -75,8 +75,13 @@ pub fn key(id: BackupId) -> String {
 /// writes lists ([`Trust::trusts_list`]), lie at its own id's key, and have
 /// this schema. Any other is an error naming it.
 pub fn parse(bytes: &[u8], key: &str, trust: &Trust) -> Result<List> {
+    let opened = seal::open(bytes, &format!("sealed list {key}"), trust)?;
+    parse_opened(opened, key, trust)
+}
+
+/// [`parse`] of a list whose seal is opened already.
+fn parse_opened(opened: seal::Opened, key: &str, trust: &Trust) -> Result<List> {
     let what = format!("sealed list {key}");
-    let opened = seal::open(bytes, &what, trust)?;
     if !opened
         .sealer
         .as_deref()
@@ -143,20 +148,28 @@ pub fn load(store: &dyn Store, trust: &Trust) -> Result<Allowed> {
         if let Some((_, false)) = seal::sealer(&bytes, trust) {
             continue;
         }
-        let superseded = seal::open(&bytes, "", trust)
-            .is_ok_and(|o| o.sealer.is_some_and(|s| !trust.trusts_list(&s)));
-        if superseded {
+        let opened = match seal::open(&bytes, &format!("sealed list {}", o.key), trust) {
+            Ok(opened) => opened,
+            Err(e) => {
+                warn(&e);
+                continue;
+            }
+        };
+        // Sealed by a key rotated out since: superseded by a newer list.
+        if opened
+            .sealer
+            .as_ref()
+            .is_some_and(|s| !trust.trusts_list(s))
+        {
             continue;
         }
         // Written before lists named their store: replaced by a newer list
         // (a refused document says to run `bkp trust-legacy`), not believed,
         // and not worth a warning on every run.
-        let unbound = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .is_ok_and(|v| v.get("store").is_none());
-        if unbound && trust.binding()?.is_some() {
+        if opened.value.get("store").is_none() && trust.binding()?.is_some() {
             continue;
         }
-        match parse(&bytes, &o.key, trust) {
+        match parse_opened(opened, &o.key, trust) {
             Ok(list) => {
                 for d in &list.documents {
                     out.add(&d.key, &d.sha256);
@@ -182,7 +195,8 @@ fn warn(e: &anyhow::Error) {
     );
 }
 
-/// Writes `list` sealed with `trust`'s current key or signer, create-only.
+/// Writes `list` sealed with `trust`'s current key or signer, create-only,
+/// naming the store it is written for (its marker's id).
 pub fn write(store: &dyn Store, list: &List, trust: &Trust) -> Result<String> {
     let key = key(list.id);
     let mut list = list.clone();

@@ -88,9 +88,36 @@ pub struct Bound {
 
 impl Bound {
     /// `store` opens the run's store; its marker is read when first needed.
-    pub fn new(store: impl Fn() -> Result<Box<dyn Store>> + Send + Sync + 'static) -> Bound {
+    /// With `pinned` (`[encryption] store_id`), a marker that names another
+    /// id, or none, is refused: the marker is the store's identity, and a
+    /// bucket writer could replace it with another store's of the same key.
+    pub fn new(
+        store: impl Fn() -> Result<Box<dyn Store>> + Send + Sync + 'static,
+        pinned: Option<String>,
+    ) -> Bound {
         Bound {
-            load: Box::new(move |trust| binding(store()?.as_ref(), trust)),
+            load: Box::new(move |trust| {
+                let store = store()?;
+                let found = binding(store.as_ref(), trust)?;
+                match (&pinned, &found) {
+                    (Some(pin), Some(b)) if *pin != b.id => Err(coded(
+                        Code::Config,
+                        format!(
+                            "the store marker {KEY} of {} names store {}, and [encryption] store_id is {pin}: the marker was replaced (put the store's own back; its previous version, or a copy's) or this config points at another store",
+                            store.identity(),
+                            b.id
+                        ),
+                    )),
+                    (Some(pin), None) => Err(coded(
+                        Code::Config,
+                        format!(
+                            "{} has no store marker ({KEY}) with an id, and [encryption] store_id is {pin}: put the store's marker back (its previous version, or a copy's), or remove store_id for a new store",
+                            store.identity()
+                        ),
+                    )),
+                    _ => Ok(found),
+                }
+            }),
             got: std::sync::OnceLock::new(),
         }
     }
@@ -100,6 +127,13 @@ impl Trust {
     /// Also binds what this run reads and writes to its store's id.
     pub fn with_binding(mut self, bound: Bound) -> Trust {
         self.store = Some(std::sync::Arc::new(bound));
+        self
+    }
+
+    /// This trust without its store's binding: what a run that must not be
+    /// stopped by an unreadable marker (`wal push`) goes on with.
+    pub fn unbound(mut self) -> Trust {
+        self.store = None;
         self
     }
 

@@ -14,9 +14,14 @@
 //!   that starts archiving by mistake cannot fill its source's.
 //! * `name`: the file name PostgreSQL gave it (`000000010000000A000000FF`,
 //!   `00000002.history`, `…​.partial`, `…​.00000028.backup`).
-//! * `tag`: [`seal::tag`] of [`message`]: the system, the name and the SHA-256
-//!   of the file's content, under the configured key (HMAC-SHA256) or this
-//!   host's signing key (Ed25519). Only a key holder, or a signer whose
+//! * `tag`: [`seal::tag`] of [`message`]: the store's id (from its marker),
+//!   the system, the name and the SHA-256 of the file's content, under the
+//!   configured key (HMAC-SHA256) or this host's signing key (Ed25519): a
+//!   genuine object copied from another store of the same key and system
+//!   (a cloned cluster archiving with the production key) names the other
+//!   store and is refused here. Tags written before they named the store
+//!   (`bkp wal v1`, and any tag on a store whose marker has no id) leave the
+//!   store out and are still read. Only a key holder, or a signer whose
 //!   scope holds the system (`postgres_systems` of its `[[encryption.signer]]`),
 //!   can name an object so
 //!   that it verifies, so a hostile store can delete segments (a gap, which
@@ -154,9 +159,15 @@ pub fn missing(after: &str, before: &str, segment_size: u64) -> Option<(String, 
 }
 
 /// The text the tag of file `name` of system `system` with content digest
-/// `content_sha256` seals.
-pub fn message(system: u64, name: &str, content_sha256: &str) -> Vec<u8> {
-    format!("bkp wal v1\n{system}\n{name}\n{content_sha256}\n").into_bytes()
+/// `content_sha256` seals, in the archive of store `store` (its marker's id;
+/// `None`: a store without one, and tags written before tags named it).
+pub fn message(store: Option<&str>, system: u64, name: &str, content_sha256: &str) -> Vec<u8> {
+    match store {
+        Some(store) => {
+            format!("bkp wal v2\n{store}\n{system}\n{name}\n{content_sha256}\n").into_bytes()
+        }
+        None => format!("bkp wal v1\n{system}\n{name}\n{content_sha256}\n").into_bytes(),
+    }
 }
 
 /// `wal/{system}/`.
@@ -263,12 +274,20 @@ pub fn tagged(
         postgres_system: Some(system),
         ..Default::default()
     };
-    let found = seal::tag_check(
-        trust.keys(),
-        &message(system, &s.name, content_sha256),
-        &s.tag,
-        &claim,
-    );
+    let check = |store| {
+        seal::tag_check(
+            trust.keys(),
+            &message(store, system, &s.name, content_sha256),
+            &s.tag,
+            &claim,
+        )
+    };
+    let here = trust.binding()?.map(|b| b.id.as_str());
+    let mut found = check(here);
+    // Tags from before they named the store, read as before.
+    if found == seal::Tagged::Fails && here.is_some() {
+        found = check(None);
+    }
     if found == seal::Tagged::OldKey && trust.lists()?.has(&s.key, &s.tag) {
         return Ok(seal::Tagged::Verifies);
     }
@@ -490,7 +509,7 @@ mod tests {
 
     #[test]
     fn tags_bind_system_name_and_content() {
-        let m = message(7, "000000010000000000000002", "aa");
+        let m = message(None, 7, "000000010000000000000002", "aa");
         let t = seal::tag(None, &m).unwrap();
         let mut s = stored("000000010000000000000002");
         s.tag = t;
@@ -510,7 +529,7 @@ mod tests {
         let name = "000000010000000000000002";
         let by_old = Keyring::new(old(), vec![]);
         let mut s = stored(name);
-        s.tag = seal::tag(Some(&by_old), &message(7, name, "aa")).unwrap();
+        s.tag = seal::tag(Some(&by_old), &message(None, 7, name, "aa")).unwrap();
         s.key = key(7, name, &s.tag, Compression::None, true);
         // Before the rotation, the key's own tag.
         let before = Trust::new(Some(Keyring::new(old(), vec![])), None, vec![]);
@@ -528,12 +547,12 @@ mod tests {
         assert!(verifies(&listed, 7, &s, "aa"));
         assert!(!verifies(&listed, 7, &s, "ab"));
         let mut forged = stored("000000010000000000000003");
-        forged.tag = seal::tag(Some(&by_old), &message(7, &forged.name, "aa")).unwrap();
+        forged.tag = seal::tag(Some(&by_old), &message(None, 7, &forged.name, "aa")).unwrap();
         forged.key = key(7, &forged.name, &forged.tag, Compression::None, true);
         assert!(!verifies(&listed, 7, &forged, "aa"));
         // The new key's own tag needs no list.
         let mut fresh = stored(name);
-        fresh.tag = seal::tag(after().keys(), &message(7, name, "bb")).unwrap();
+        fresh.tag = seal::tag(after().keys(), &message(None, 7, name, "bb")).unwrap();
         assert!(verifies(&after(), 7, &fresh, "bb"));
         // Lists that cannot be read: an error, not a verdict.
         let broken = after().with_lists(seal::Lists::new(|_| {
