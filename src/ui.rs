@@ -399,12 +399,69 @@ pub fn print(line: &str) -> anyhow::Result<()> {
 }
 
 /// Prints the JSON document of a run (`--json`) with the run's [`warnings`]
-/// added as its `warnings` member.
+/// added as its `warnings` member; while documents are [held](hold_documents),
+/// keeps it to print when they are released.
 pub fn document(mut doc: serde_json::Value) -> anyhow::Result<()> {
+    if let Ok(mut held) = HELD.lock() {
+        if let Some(held) = held.as_mut() {
+            held.push(doc);
+            return Ok(());
+        }
+    }
     if let Some(o) = doc.as_object_mut() {
         o.insert("warnings".into(), warnings().into());
     }
     print(&serde_json::to_string_pretty(&doc)?)
+}
+
+/// The documents a run holds back (see [`hold_documents`]).
+static HELD: Mutex<Option<Vec<serde_json::Value>>> = Mutex::new(None);
+
+/// Holds the run's documents back until [`Held::release`]: a run with a step
+/// after its engine printed (a restore's ledger record) puts that step's
+/// result and warnings in the document. Dropped unreleased, it prints what
+/// it held (a document is never lost).
+pub fn hold_documents() -> Held {
+    if let Ok(mut held) = HELD.lock() {
+        held.get_or_insert_with(Vec::new);
+    }
+    Held(())
+}
+
+/// Documents held back by [`hold_documents`].
+#[must_use = "release the documents, or they print when this is dropped"]
+pub struct Held(());
+
+impl Held {
+    /// Prints the held documents, each with the members `add` (when it has
+    /// none of that name) and the run's warnings so far.
+    pub fn release(self, add: &[(&str, serde_json::Value)]) -> anyhow::Result<()> {
+        let docs = take_held();
+        for mut doc in docs {
+            if let Some(o) = doc.as_object_mut() {
+                for (k, v) in add {
+                    o.entry(k.to_string()).or_insert_with(|| v.clone());
+                }
+            }
+            document(doc)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        for doc in take_held() {
+            let _ = document(doc);
+        }
+    }
+}
+
+fn take_held() -> Vec<serde_json::Value> {
+    HELD.lock()
+        .ok()
+        .and_then(|mut h| h.take())
+        .unwrap_or_default()
 }
 
 /// Standard output was closed by its reader.

@@ -235,6 +235,31 @@ fn json_runs_say_their_result_ledger_and_warnings_as_json() {
     let said: Vec<&serde_json::Value> = lines.iter().map(|l| &l["message"]).collect();
     assert_eq!(said, warnings.iter().collect::<Vec<_>>());
 
+    // A restore's document is printed after its ledger record: the record's
+    // outcome and warning are in it.
+    let target = s.path("restored");
+    let out = s.bkp(&[
+        "--json",
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    let v = json(&out);
+    assert_eq!(v["schema"], "bkp.restore/1", "{v:#}");
+    assert_eq!(v["ledger"]["outcome"], "spooled", "{v:#}");
+    let warnings = v["warnings"].as_array().unwrap();
+    let said: Vec<serde_json::Value> = json_lines(&out)
+        .iter()
+        .map(|l| l["message"].clone())
+        .collect();
+    assert!(
+        said.iter().any(|w| w.as_str().unwrap().contains("spooled")),
+        "{said:#?}"
+    );
+    assert_eq!(warnings, &said, "{v:#}");
+
     // A failing run: its warnings come before, and inside, the error object.
     fs::remove_file(&data).unwrap();
     let out = s.bkp(&["--json", "snapshot"]);

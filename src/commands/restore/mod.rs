@@ -145,10 +145,13 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         }
         // A snapshot is a data file: the log is replayed alone.
         let rp = RestorePlan { backup: None, ..rp };
+        let held = crate::ui::hold_documents();
         let result = tigerbeetle::run_into(ctx, &src, &rp, into);
-        record(ctx, &counting, &rp, started_at, result.is_ok());
-        return result;
+        let note = record(ctx, &counting, &rp, started_at, result.is_ok());
+        return released(held, note, result);
     }
+    // The document is printed after the ledger record, with its outcome.
+    let held = crate::ui::hold_documents();
     let result = match rp.kind {
         Kind::Tigerbeetle => tigerbeetle::run(ctx, &src, &rp, args),
         Kind::Duckdb => duckdb::run(ctx, &src, &rp, args),
@@ -163,8 +166,23 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
             ))
         }
     };
-    record(ctx, &counting, &rp, started_at, result.is_ok());
-    result
+    let note = record(ctx, &counting, &rp, started_at, result.is_ok());
+    released(held, note, result)
+}
+
+/// Prints the restore's document (held back while it was recorded) with the
+/// ledger's outcome; the restore's own result first.
+fn released(
+    held: crate::ui::Held,
+    note: Option<super::run::LedgerNote>,
+    result: Result<()>,
+) -> Result<()> {
+    let add = note
+        .map(|n| vec![("ledger", serde_json::json!(n))])
+        .unwrap_or_default();
+    let printed = held.release(&add);
+    result?;
+    printed
 }
 
 /// `latest` refuses a store that lost backups: for a replication (chosen
@@ -200,7 +218,7 @@ fn record(
     rp: &RestorePlan,
     started_at: OffsetDateTime,
     completed: bool,
-) {
+) -> Option<super::run::LedgerNote> {
     let m = rp.backup.as_ref();
     let record = super::run::RunRecord {
         id: crate::id::BackupId::new_v7(started_at),
@@ -215,11 +233,17 @@ fn record(
         bytes: store.bytes_read(),
     };
     match super::run::send_record(ctx, &record.to_ledger(store)) {
-        Ok(Some(note)) => ctx.ui.detail(&note.to_string()),
-        Ok(None) => {}
-        Err(e) => ctx.ui.warn(&format!(
-            "the restore is not recorded in the audit ledger: {e:#}"
-        )),
+        Ok(Some(note)) => {
+            ctx.ui.detail(&note.to_string());
+            Some(note)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            ctx.ui.warn(&format!(
+                "the restore is not recorded in the audit ledger: {e:#}"
+            ));
+            None
+        }
     }
 }
 
