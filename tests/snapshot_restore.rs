@@ -528,6 +528,34 @@ fn a_copy_torn_by_the_stop_is_stored_as_taken_not_refused() {
     assert_exit(&s.bkp(&["verify", "--drill"]), 0);
 }
 
+/// A data file formatted with a cluster id the config does not name (no
+/// `[tigerbeetle] cluster_id`, no addresses): the private replicas bkp starts
+/// on copies of it (the row count at snapshot time, the drill) are reached
+/// with the id its superblock holds, so they answer at once instead of
+/// leaving every request to time out.
+#[test]
+fn a_data_file_of_another_cluster_id_is_drilled_with_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("0_0.tigerbeetle");
+    let out = std::process::Command::new(tool("tigerbeetle"))
+        .args([
+            "format",
+            "--cluster=4242",
+            "--replica=0",
+            "--replica-count=1",
+            "--development",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(bkp::tigerbeetle::replica::cluster_of(&data), Some(4242));
+    let s = setup(&data, StoreKind::Local, "");
+    assert_exit(&s.bkp(&["snapshot"]), 0);
+    let out = s.bkp(&["verify", "--drill"]);
+    assert_exit(&out, 0);
+}
+
 /// Starts `bkp snapshot` and returns it stopped (`BKP_PAUSEPOINT`) once it has
 /// stored its first chunk: it holds its run lock, nothing is in the store that
 /// names the chunk, and most of the data file is still to read, however fast or

@@ -110,11 +110,43 @@ pub fn start(
     if fresh {
         format(spec, data_file, 0, 1)?;
     }
+    // A file bkp did not format is reached with the cluster id it holds: a
+    // client of another cluster is never answered, and would wait out every
+    // request's timeout (a snapshot taken without [tigerbeetle] cluster_id).
+    let own;
+    let spec = match cluster_of(data_file) {
+        Some(cluster) if !fresh && cluster != spec.cluster_id => {
+            own = ReplicaSpec {
+                cluster_id: cluster,
+                ..spec.clone()
+            };
+            &own
+        }
+        _ => spec,
+    };
     let address = format!("127.0.0.1:{}", free_port()?);
     let mut replica = launch(spec, data_file, &address)?;
     wait_serving(spec, &mut replica, &address)?;
     crate::failpoint::hit("private-replica");
     Ok((replica, client_spec(spec, address)))
+}
+
+/// Where a data file's superblock (its first copy, at the file's start)
+/// holds the cluster id: after the checksum and its padding (32 bytes), the
+/// copy number, version and release (8) and the sequence (8). See
+/// `SuperBlockHeader` in TigerBeetle's `src/vsr/superblock.zig`.
+const SUPERBLOCK_CLUSTER: std::ops::Range<usize> = 48..64;
+
+/// The cluster id `data_file` was formatted with, from its superblock;
+/// `None` when it cannot be read.
+pub fn cluster_of(data_file: &Path) -> Option<u128> {
+    use std::io::Read;
+    let mut head = [0u8; SUPERBLOCK_CLUSTER.end];
+    std::fs::File::open(data_file)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .ok()?;
+    let bytes: [u8; 16] = head[SUPERBLOCK_CLUSTER].try_into().ok()?;
+    Some(u128::from_le_bytes(bytes))
 }
 
 fn client_spec(spec: &ReplicaSpec, addresses: String) -> ClientSpec {
