@@ -191,8 +191,10 @@ impl Copier<'_> {
     /// The primary's store marker, which must be the copy's: copied when
     /// the copy has none, refused when it has another.
     fn marker(&self, trust: &Trust, out: &mut Outcome) -> Result<()> {
-        // Another installation's primary is refused as every run refuses it.
+        // Another installation's primary is refused as every run refuses it,
+        // and a marker that is not the pinned store's is never copied.
         marker::check(self.primary, trust)?;
+        trust.binding()?;
         let read = |s: &dyn Store| match s.get_at_most(marker::KEY, crate::limits::MARKER) {
             Ok(b) => Ok(Some(b)),
             Err(e) if classify(&e) == Some(Code::NotFound) => Ok(None),

@@ -622,3 +622,69 @@ fn a_chunk_count_no_memory_can_hold_is_refused_not_allocated() {
     let (out, _) = bkp_limited(&s.config, &["verify"], &[], Limits::default());
     refused(&out, 5, "chunk list");
 }
+
+/// A write-only host cannot check the store marker's seal, so a marker a
+/// bucket writer planted must not name its WAL tags: the key holder could
+/// then verify none of them, and recovery would refuse genuine WAL. Without
+/// `[encryption] store_id`, a write-only host's tags name no store.
+#[test]
+fn a_planted_marker_does_not_make_a_write_only_hosts_wal_unreadable() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let (host, admin, _) = write_only(root, "[postgres]\ndatabase = \"app\"\n");
+    let out = run_bkp(&["--config", admin.to_str().unwrap(), "init"], &[]);
+    assert_exit(&out, 0);
+    let marker = root.join("store/bkp-store.json");
+    let genuine = fs::read(&marker).unwrap();
+    // The writer swaps the id (the seal no longer verifies, which only the
+    // key holder can tell).
+    let mut v: serde_json::Value = serde_json::from_slice(&genuine).unwrap();
+    v["store_id"] = format!("st-{}", "0".repeat(32)).into();
+    fs::write(&marker, serde_json::to_vec(&v).unwrap()).unwrap();
+
+    let system = 7_301_234_567_890_123_456u64;
+    let pgdata = common::postgres::fake_pgdata(&root.join("pg"), system);
+    let name = "000000010000000000000001";
+    let content: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    fs::write(pgdata.join("pg_wal").join(name), &content).unwrap();
+    let at = format!("pg_wal/{name}");
+    let out = run_bkp(
+        &[
+            "--config",
+            host.to_str().unwrap(),
+            "wal",
+            "push",
+            &at,
+            "--pgdata",
+            pgdata.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_exit(&out, 0);
+
+    // The key holder refuses the planted marker as a whole, not object by
+    // object; with its own marker back, the segment is fetched.
+    let fetch = || {
+        run_bkp(
+            &[
+                "--config",
+                admin.to_str().unwrap(),
+                "wal",
+                "fetch",
+                name,
+                "restored",
+                "--pgdata",
+                pgdata.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let out = fetch();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("bkp-store.json"), "{}", text(&out));
+    assert!(!pgdata.join("restored").exists());
+    fs::write(&marker, &genuine).unwrap();
+    let out = fetch();
+    assert_exit(&out, 0);
+    assert_eq!(fs::read(pgdata.join("restored")).unwrap(), content);
+}

@@ -430,7 +430,30 @@ fn a_marker_replaced_by_another_stores_is_refused_where_the_id_is_pinned() {
     assert!(!target.exists());
 
     fs::write(&marker, own).unwrap();
-    assert_exit(&b.bkp(&["list"]), 0);
+    let before = listed(&b.config).0;
+    assert_eq!(before.len(), 1);
+
+    // The marker deleted, and the catalogs (caches) with it: the pinned
+    // store is marked again with its own id, and nothing is disowned.
+    fs::remove_file(&marker).unwrap();
+    let _ = fs::remove_dir_all(b.path("store/catalog"));
+    let out = b.bkp(&["init"]);
+    assert_exit(&out, 0);
+    assert!(text(&out).contains(&id_b), "{}", text(&out));
+    assert_exit(&b.bkp(&["snapshot"]), 0);
+    let after = listed(&b.config).0;
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after.contains(&before[0]));
+
+    // Unpinned, a lost marker is not replaced by one of a new id (which
+    // would disown every backup): the run warns, whatever caches are gone.
+    fs::write(&b.config, &cfg).unwrap();
+    fs::remove_file(&marker).unwrap();
+    let _ = fs::remove_dir_all(b.path("store/catalog"));
+    let out = b.bkp(&["snapshot"]);
+    assert!(text(&out).contains("no store marker"), "{}", text(&out));
+    assert!(!marker.exists());
+
     // A pin that is no store id is a config error naming the key.
     fs::write(&b.config, pinned("st-nope")).unwrap();
     let out = b.bkp(&["list"]);

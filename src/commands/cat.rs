@@ -48,7 +48,7 @@ pub fn run(ctx: &Ctx, args: &CatArgs) -> Result<()> {
         ));
     }
     let store = open_store(&ctx.plan)?;
-    let trust = super::trust(&ctx.plan, args.trust.trust.clone())?;
+    let trust = super::reading_trust(&ctx.plan, args.trust.trust.clone())?;
     // Object keys have a kind and a path; backup ids and `latest` have neither.
     if !args.object.contains('/') {
         return cat_file(ctx, store.as_ref(), &trust, args);

@@ -219,7 +219,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let store = store.as_ref();
     store.preflight_writes()?;
     // Only proven manifests and tombstones decide a deletion (see `manifest/seal.rs`).
-    let trust = super::trust(plan, Vec::new())?;
+    let trust = super::reading_trust(plan, Vec::new())?;
     // Another installation's store is refused before anything is deleted.
     manifest::marker::check(store, &trust)?;
     let dry = args.dry_run;

@@ -29,7 +29,11 @@ pub fn init(ctx: &crate::commands::Ctx) -> Result<()> {
     let store = crate::commands::open_store(&ctx.plan)?;
     let trust = crate::commands::trust(&ctx.plan, Vec::new())?;
     let (marker, new) = match crate::manifest::marker::check(store.as_ref(), &trust)? {
-        Some(m) => (m, false),
+        // Its id against [encryption] store_id, when pinned.
+        Some(m) => {
+            trust.binding()?;
+            (m, false)
+        }
         None => {
             let m = crate::manifest::marker::Marker::new(&trust);
             crate::manifest::marker::write(store.as_ref(), &m, &trust)?;

@@ -13,7 +13,7 @@ use crate::units::count;
 pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
     let store = open_store(&ctx.plan)?;
     // The keys prove each manifest: one that fails is marked, never shown as good.
-    let trust = super::trust(&ctx.plan, Vec::new())?;
+    let trust = super::reading_trust(&ctx.plan, Vec::new())?;
     let kind = args.kind.map(Kind::from);
     let (all, unreadable) = manifest::list(store.as_ref(), &trust, kind)?;
     // Chains are judged on everything; the filters choose the rows shown.

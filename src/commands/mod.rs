@@ -110,6 +110,16 @@ pub fn trust(plan: &Plan, accepted: Vec<BackupId>) -> Result<Trust> {
     })
 }
 
+/// [`trust`] for a run that reads backups, with the store's identity
+/// checked first (its marker, against `[encryption] store_id` when pinned):
+/// a marker that cannot be read, or that is not the pinned store's, is the
+/// store's problem, reported once, not a fault of each document read.
+pub fn reading_trust(plan: &Plan, accepted: Vec<BackupId>) -> Result<Trust> {
+    let trust = trust(plan, accepted)?;
+    trust.binding()?;
+    Ok(trust)
+}
+
 /// What a backup run opens before anything else: its trust (the keys and
 /// what they believe) and its store, checked to take writes.
 pub fn backup_store(plan: &Plan) -> Result<(Trust, Box<dyn Store>)> {

@@ -11,7 +11,7 @@ use crate::ui;
 
 pub fn run(ctx: &Ctx, args: &ShowArgs) -> Result<()> {
     let store = open_store(&ctx.plan)?;
-    let trust = super::trust(&ctx.plan, args.trust.trust.clone())?;
+    let trust = super::reading_trust(&ctx.plan, args.trust.trust.clone())?;
     let m = manifest::find(store.as_ref(), &trust, &args.backup, None)?;
     if ctx.ui.json {
         ui::document(json!({

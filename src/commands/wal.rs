@@ -125,22 +125,33 @@ pub fn push(ctx: &Ctx, path: &Path, pgdata: &Path) -> Result<()> {
         .with_context(|| format!("failed to read {}", full.display()))?;
     let store = open_store(plan)?;
     let store = store.as_ref();
-    // The store's id goes into the tag. A marker that cannot be read (or
-    // one planted in the bucket) must not stop archiving: PostgreSQL would
-    // keep the WAL until its disk fills. The tag then names no store, as
-    // tags did before they named it.
-    let unreadable = trust.binding().err();
-    let trust = match unreadable {
-        None => trust,
-        Some(e) => {
+    // The store's id goes into the tag (see `Trust::wal_store_id`). A
+    // marker that cannot be read (or one planted in the bucket) must not
+    // stop archiving: PostgreSQL would keep the WAL until its disk fills.
+    // The tag then names no store, as tags did before they named it.
+    let (trust, bound) = match trust.wal_store_id() {
+        Ok(Some(id)) => (trust, Some(id)),
+        Ok(None) => {
+            if trust.pinned_store().is_none()
+                && trust
+                    .keys()
+                    .is_some_and(|k| k.current().seal_key().is_some())
+            {
+                ctx.ui.warn(&format!(
+                    "{} has no store marker with an id: {name} is archived with a tag that names no store (`bkp init` marks the store; [encryption] store_id pins its id)",
+                    store.identity()
+                ));
+            }
+            (trust.unbound(), None)
+        }
+        Err(e) => {
             ctx.ui.warn(&format!(
                 "{e:#}; {name} is archived with a tag that names no store"
             ));
-            trust.unbound()
+            (trust.unbound(), None)
         }
     };
     let keys = trust.keys();
-    let bound = trust.binding()?.map(|b| b.id.clone());
     let message = wal::message(bound.as_deref(), system, &name, &digest.sha256);
     let tag = crate::manifest::seal::tag(keys, &message)?;
     if already_archived(ctx, store, &trust, system, &name, &digest.sha256)? {

@@ -159,8 +159,9 @@ pub fn parse(bytes: &[u8], key: &str, of: &str, trust: &Trust, what: &str) -> Re
             return Err(coded(
                 Code::Integrity,
                 format!(
-                    "{what} was recorded in store {}, and this is store {here}: it was copied from another store",
-                    crate::ui::printable(theirs)
+                    "{what} was recorded in store {}, and this is store {}: it was copied from another store",
+                    crate::ui::printable(theirs),
+                    crate::ui::printable(here)
                 ),
             ));
         }
@@ -202,6 +203,9 @@ fn read(
     ignored: &mut Vec<String>,
 ) -> Result<Option<Head>> {
     let what = format!("head {} in {}", crate::ui::printable(key), store.identity());
+    // A marker that cannot be read is the store's problem, not this head's:
+    // it must not turn a rollback's alarm into a warning.
+    trust.binding()?;
     let opened = store
         .get_at_most(key, crate::limits::HEAD)
         .and_then(|bytes| parse(&bytes, key, of, trust, &what));

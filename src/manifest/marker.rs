@@ -50,7 +50,8 @@ pub struct Marker {
 }
 
 impl Marker {
-    /// A new marker for this installation, with a new random store id.
+    /// A new marker for this installation, with a new random store id (or
+    /// the id the config pins).
     pub fn new(trust: &Trust) -> Marker {
         let mut id = [0u8; 16];
         crate::id::fill_random(&mut id);
@@ -62,7 +63,12 @@ impl Marker {
             manifest_schema: super::schema_string(),
             stream_format: crate::crypto::FORMAT_NAME.into(),
             key_id: trust.keys().map(|k| k.current().id().to_string()),
-            store_id: Some(format!("st-{}", hex::encode(id))),
+            // A store whose marker was lost is marked again with its own id.
+            store_id: Some(
+                trust
+                    .pinned_store()
+                    .map_or_else(|| format!("st-{}", hex::encode(id)), str::to_string),
+            ),
         }
     }
 }
@@ -84,6 +90,8 @@ type LoadBinding = dyn Fn(&Trust) -> Result<Option<Binding>> + Send + Sync;
 pub struct Bound {
     load: Box<LoadBinding>,
     got: std::sync::OnceLock<Loaded>,
+    /// `[encryption] store_id`, when the config pins the store's id.
+    pinned: Option<String>,
 }
 
 impl Bound {
@@ -95,7 +103,9 @@ impl Bound {
         store: impl Fn() -> Result<Box<dyn Store>> + Send + Sync + 'static,
         pinned: Option<String>,
     ) -> Bound {
+        let pin = pinned.clone();
         Bound {
+            pinned: pin,
             load: Box::new(move |trust| {
                 let store = store()?;
                 let found = binding(store.as_ref(), trust)?;
@@ -103,15 +113,15 @@ impl Bound {
                     (Some(pin), Some(b)) if *pin != b.id => Err(coded(
                         Code::Config,
                         format!(
-                            "the store marker {KEY} of {} names store {}, and [encryption] store_id is {pin}: the marker was replaced (put the store's own back; its previous version, or a copy's) or this config points at another store",
+                            "the store marker {KEY} of {} names store {}, and [encryption] store_id is {pin}: the marker was replaced (put the store's own back: its previous version, or a copy's; or remove it, and `bkp init` writes it again with the pinned id) or this config points at another store",
                             store.identity(),
-                            b.id
+                            crate::ui::printable(&b.id)
                         ),
                     )),
                     (Some(pin), None) => Err(coded(
                         Code::Config,
                         format!(
-                            "{} has no store marker ({KEY}) with an id, and [encryption] store_id is {pin}: put the store's marker back (its previous version, or a copy's), or remove store_id for a new store",
+                            "{} has no store marker ({KEY}) with an id, and [encryption] store_id is {pin}: run `bkp init` (with the key) to write it again with the pinned id, or remove store_id if this config points at another store",
                             store.identity()
                         ),
                     )),
@@ -128,6 +138,32 @@ impl Trust {
     pub fn with_binding(mut self, bound: Bound) -> Trust {
         self.store = Some(std::sync::Arc::new(bound));
         self
+    }
+
+    /// The store id the config pins (`[encryption] store_id`), if any.
+    pub fn pinned_store(&self) -> Option<&str> {
+        self.store
+            .as_ref()
+            .and_then(|b| b.downcast_ref::<Bound>())
+            .and_then(|b| b.pinned.as_deref())
+    }
+
+    /// The id this host's WAL tags name: the pinned id; else, on a key
+    /// holder, its store marker's (sealed with the key, so checked); else
+    /// none. A write-only host cannot check the marker's seal, and a marker a
+    /// bucket writer planted must not name its tags (the key holder could
+    /// then verify none of them): without a pin, its tags name no store.
+    pub fn wal_store_id(&self) -> Result<Option<String>> {
+        if let Some(pin) = self.pinned_store() {
+            return Ok(Some(pin.to_string()));
+        }
+        let key_holder = self
+            .keys()
+            .is_some_and(|k| k.current().seal_key().is_some());
+        if !key_holder {
+            return Ok(None);
+        }
+        Ok(self.binding()?.map(|b| b.id.clone()))
     }
 
     /// This trust without its store's binding: what a run that must not be
@@ -169,7 +205,25 @@ fn binding(store: &dyn Store, trust: &Trust) -> Result<Option<Binding>> {
             since: m.created_at,
         })
     });
+    if let Some(b) = &b {
+        if !is_store_id(&b.id) {
+            return Err(coded(
+                Code::Integrity,
+                format!(
+                    "the store marker {KEY} of {} names {:?}, which is no store id: it is not bkp's; put the store's own marker back",
+                    store.identity(),
+                    crate::ui::printable(&b.id)
+                ),
+            ));
+        }
+    }
     Ok(b)
+}
+
+/// Whether `id` has a store id's form: `st-` and 32 hex digits.
+pub fn is_store_id(id: &str) -> bool {
+    id.strip_prefix("st-")
+        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The bindings of the markers this process read, by store.
@@ -294,10 +348,11 @@ pub fn ensure(store: &dyn Store, trust: &Trust) -> Result<()> {
     if check(store, trust)?.is_some() || !key_holder {
         return Ok(());
     }
-    // A store with a history (its catalogs) but no marker: a new marker, of
-    // a new id, would disown every backup that names the old one. Someone
-    // may have deleted it; the operator decides.
-    if !store.list(&format!("{}/", super::CATALOG_DIR))?.is_empty() {
+    // A store with a history but no marker: a new marker, of a new id,
+    // would disown every backup that names the old one. Someone may have
+    // deleted it; the operator decides. (Catalogs are caches, so manifests,
+    // WAL and heads are looked for too.) A pinned id disowns nothing.
+    if trust.pinned_store().is_none() && has_history(store)? {
         remember(store);
         crate::ui::log(
             crate::ui::Priority::Warning,
@@ -322,6 +377,21 @@ pub fn ensure(store: &dyn Store, trust: &Trust) -> Result<()> {
             "failed to write the store marker {KEY}, which a store with [encryption] needs"
         ))),
     }
+}
+
+/// Whether `store` holds anything of bkp's that names a store id.
+fn has_history(store: &dyn Store) -> Result<bool> {
+    for dir in [
+        super::CATALOG_DIR,
+        super::MANIFEST_DIR,
+        "wal",
+        super::head::DIR,
+    ] {
+        if !store.list(&format!("{dir}/"))?.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The refusal of another installation's store, for a run that writes only

@@ -78,7 +78,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     let store = super::open_store(plan)?;
     // With [encryption] configured the keys are needed even for unencrypted
     // backups: they prove each manifest (see `manifest/seal.rs`).
-    let trust = super::trust(plan, args.trust.trust.clone())?;
+    let trust = super::reading_trust(plan, args.trust.trust.clone())?;
     // Every byte read is counted for the run's ledger record.
     let counting = crate::store::counting::Counting::new(store.as_ref());
     let store: &dyn Store = &counting;

@@ -172,7 +172,7 @@ fn look(
 ) -> Result<Findings> {
     let plan = &ctx.plan;
     // The keys prove each manifest, encrypted or not (see `manifest/seal.rs`).
-    let trust = super::trust(plan, args.trust.trust.clone())?;
+    let trust = super::reading_trust(plan, args.trust.trust.clone())?;
     // Another installation's store is named as such, not reported damaged
     // (and no report is written into it).
     manifest::marker::check(store, &trust)?;

@@ -67,6 +67,9 @@ pub fn fetch_into(
     dest: &Path,
     max: u64,
 ) -> Result<u64> {
+    // The store's id (a marker that cannot be read is the store's problem,
+    // never one object's) before any object is judged.
+    trust.wal_store_id()?;
     let found = candidates(store, system, name)?;
     match fetch(store, trust, system, name, found, dest, max)? {
         Fetched::Bytes(n) => Ok(n),
@@ -88,6 +91,7 @@ pub fn fetch_listed(
     dest: &Path,
     max: u64,
 ) -> Result<Option<u64>> {
+    trust.wal_store_id()?;
     let found = named(all, name);
     match fetch(store, trust, system, name, found, dest, max)? {
         Fetched::Bytes(n) => Ok(Some(n)),
@@ -233,6 +237,7 @@ pub fn archived_after(
     let Some(w) = super::parse_name(name) else {
         return Ok(None);
     };
+    trust.wal_store_id()?;
     let segments_of = |prefix: String| -> Result<Vec<(u64, Stored)>> {
         let mut found: Vec<(u64, Stored)> = listed(store, system, &prefix)?
             .into_iter()
@@ -457,6 +462,7 @@ pub fn systems(store: &dyn Store) -> Result<Vec<u64>> {
 /// nothing; at most [`crate::limits::WAL_SEGMENT_MAX`] bytes of it. For `bkp
 /// verify`, and for `wal push` comparing what is archived.
 pub fn check(store: &dyn Store, trust: &Trust, system: u64, s: &Stored) -> Result<u64> {
+    trust.wal_store_id()?;
     let max = crate::limits::WAL_SEGMENT_MAX;
     read_verified(store, trust, system, s, &mut io::sink(), max)
 }

@@ -282,8 +282,8 @@ pub fn tagged(
             &claim,
         )
     };
-    let here = trust.binding()?.map(|b| b.id.as_str());
-    let mut found = check(here);
+    let here = trust.wal_store_id()?;
+    let mut found = check(here.as_deref());
     // Tags from before they named the store, read as before.
     if found == seal::Tagged::Fails && here.is_some() {
         found = check(None);
