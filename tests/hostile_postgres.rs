@@ -365,3 +365,130 @@ fn a_base_backups_own_settings_run_nothing_where_bkp_starts_postgres() {
     assert_exit(&out, 0);
     assert_nothing_ran(&marks, "the second restore and drill");
 }
+
+/// The newest WAL objects deleted: a point-in-time restore to after them must
+/// not stop at the archive's new end as if that were all there was. bkp
+/// recorded the archive's head (`heads/wal/…`, every 64 segments), and
+/// `restore --at` refuses an archive that ends, before the target, short of
+/// it (exit 5), before PostgreSQL is started.
+#[test]
+fn a_point_in_time_restore_refuses_an_archive_that_lost_its_newest_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bkp");
+    if fs::hard_link(common::bkp_bin(), &bin).is_err() {
+        fs::copy(common::bkp_bin(), &bin).unwrap();
+    }
+    let config = dir.path().join("bkp.toml");
+    let pg = Postgres::start_with(
+        &[
+            ("archive_mode", "on".into()),
+            (
+                "archive_command",
+                format!(
+                    "'{}' --config '{}' wal push %p",
+                    bin.display(),
+                    config.display()
+                ),
+            ),
+        ],
+        Vec::new(),
+    );
+    pg.create_db("app", "CREATE TABLE t (n int PRIMARY KEY)");
+    common::write_key(dir.path().join("key"), [9u8; 32]);
+    fs::write(
+        &config,
+        format!(
+            "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n\
+             [encryption]\nkey_file = \"key\"\n{}checkpoint = \"fast\"\n\
+             [retention.pgbase]\npreset = \"none\"\n",
+            pg.toml("app")
+        ),
+    )
+    .unwrap();
+    let system: u64 = pg
+        .psql(
+            "postgres",
+            "SELECT system_identifier FROM pg_control_system()",
+        )
+        .parse()
+        .unwrap();
+    let fake = common::postgres::fake_pgdata(&dir.path().join("fake"), system);
+    chown_to_server_user(dir.path());
+    let bkp = |args: &[&str]| -> Output {
+        let (program, mut pre) = common::postgres::as_server_user(&bin);
+        pre.extend(["--config".to_string(), config.display().to_string()]);
+        pre.extend(args.iter().map(|a| a.to_string()));
+        common::run(
+            Command::new(program).args(&pre),
+            None,
+            Duration::from_secs(600),
+        )
+    };
+    assert_exit(&bkp(&["snapshot", "--kind", "postgres"]), 0);
+    pg.psql("app", "INSERT INTO t VALUES (1)");
+    archive_now(&pg);
+    drop(pg);
+
+    // The archive after the server stopped: its real segments, then more
+    // pushed up to the first head (segment 0x40), as a busy server would.
+    let wal = dir.path().join(format!("store/wal/{system}"));
+    let position = |p: &Path| {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        u32::from_str_radix(name.get(16..24)?, 16)
+            .ok()
+            .filter(|_| name.get(..8) == Some("00000001"))
+    };
+    let real = common::walk(&wal)
+        .iter()
+        .filter_map(|p| position(p))
+        .max()
+        .unwrap();
+    assert!(
+        real < 0x3f,
+        "the test needs segments before the head: {real:#x}"
+    );
+    for n in real + 1..=0x40 {
+        let name = format!("00000001000000000000{n:04X}");
+        fs::write(fake.join("pg_wal").join(&name), vec![n as u8; 1 << 16]).unwrap();
+        chown_to_server_user(&fake);
+        let at = format!("pg_wal/{name}");
+        let out = bkp(&["wal", "push", &at, "--pgdata", fake.to_str().unwrap()]);
+        assert_exit(&out, 0);
+    }
+    assert!(
+        dir.path()
+            .join(format!(
+                "store/heads/wal/{system}/000000010000000000000040.json"
+            ))
+            .exists(),
+        "no head was recorded"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    // A bucket writer deletes the newest segments (the heads stay).
+    for p in common::walk(&wal) {
+        if position(&p).is_some_and(|n| n > real) {
+            fs::remove_file(p).unwrap();
+        }
+    }
+    let target = dir.path().join("restored");
+    let out = bkp(&[
+        "restore",
+        "latest",
+        "--kind",
+        "postgres",
+        "--at",
+        &at,
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 5);
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("000000010000000000000040") && said.contains("WAL was deleted"),
+        "{said}"
+    );
+    assert!(!target.exists());
+}
