@@ -151,6 +151,51 @@ pub fn bring_up_to_date(
     Ok(out)
 }
 
+/// Brings one backup, `m`, just stored on `primary`, into `copy`: the
+/// marker if the copy has none, what `m` needs that the copy lacks (asked
+/// object by object, nothing listed), its manifest, then its head. What a
+/// backup run does for a copy with `in_backup_runs`; `bkp copy` still
+/// brings everything else (WAL, lists, what an earlier run missed).
+pub fn copy_backup(
+    primary: &dyn Store,
+    copy: &dyn Store,
+    trust: &Trust,
+    m: &Manifest,
+) -> Result<Outcome> {
+    let mut out = Outcome::default();
+    let c = Copier {
+        primary,
+        copy,
+        dry: false,
+    };
+    c.marker(trust, &mut out)?;
+    let known = HashMap::new();
+    let mut present = HashMap::new();
+    for n in needed(primary, m, &known)? {
+        if let Some(info) = copy.head(&n.key)? {
+            present.insert(n.key, info.size);
+        }
+    }
+    let held = copy.head(&m.key())?.is_some();
+    c.backup(m, held, trust, &known, &mut present, &mut out)?;
+    if !held {
+        out.backups_copied.push(m.key());
+    }
+    let head = manifest::head::key_of(m);
+    if copy.head(&head)?.is_none() {
+        match primary.get_at_most(&head, crate::limits::HEAD) {
+            Ok(bytes) => {
+                put_new(copy, &head, &bytes)?;
+                out.documents_copied += 1;
+            }
+            // A run whose head could not be written: nothing to copy.
+            Err(e) if classify(&e) == Some(Code::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 /// What a copy lacks of the primary's backups, by manifest key alone (nothing
 /// else is read): for `bkp status`.
 #[derive(Debug, Default)]

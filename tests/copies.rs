@@ -467,3 +467,58 @@ fn a_copy_killed_mid_object_is_finished_by_the_next_run() {
     assert_exit(&out, 0);
     assert_eq!(digest(&restored_data_file(&target)), digest(&data));
 }
+
+/// A copy with `in_backup_runs` gets each backup from the run that stores it
+/// (the default chunked format: its chunk list and chunks too), restorable
+/// from the copy at once, with nothing left for `bkp copy`. A copy that
+/// cannot be written is a warning: the backup is stored on the primary.
+#[test]
+fn a_copy_written_by_the_backup_run_restores_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let copies =
+        "[[copies]]\nname = \"c\"\ntype = \"local\"\npath = \"copy\"\nin_backup_runs = true\n";
+    let site = Site::new(
+        &data,
+        "type = \"local\"\npath = \"store\"\n",
+        copies,
+        "",
+        vec![],
+    );
+    for _ in 0..2 {
+        let out = site.bkp(&["--json", "snapshot"]);
+        assert_exit(&out, 0);
+        let id = json(&out)["manifest"]["id"].as_str().unwrap().to_string();
+        assert!(site
+            .path(&format!("copy/manifests/tigerbeetle/{id}.json"))
+            .exists());
+        assert!(site
+            .path(&format!("copy/heads/tigerbeetle/{id}.json"))
+            .exists());
+    }
+    let target = site.path("restored");
+    let out = site.bkp(&[
+        "restore",
+        "--store",
+        "c",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(digest(&restored_data_file(&target)), digest(&data));
+    let outcome = site.copy(&["--dry-run"], 0);
+    assert_eq!(
+        outcome["c"]["backups_copied"].as_array().map(Vec::len),
+        Some(0),
+        "{outcome:?}"
+    );
+    assert_eq!(n(&outcome["c"], "objects_copied"), 0, "{outcome:?}");
+
+    // The copy's place taken by a file: the run warns and still succeeds.
+    fs::remove_dir_all(site.path("copy")).unwrap();
+    fs::write(site.path("copy"), b"not a store").unwrap();
+    let out = site.bkp(&["snapshot"]);
+    assert_exit(&out, 0);
+    assert!(text(&out).contains("not in copy c"), "{}", text(&out));
+}

@@ -302,6 +302,7 @@ impl<'a> Run<'a> {
                 None
             }
         };
+        copy_into_copies(self.ctx, self.store, self.trust, &m);
         report(&m, self.clock.elapsed(), note)?;
         if problems.is_empty() {
             return Ok(());
@@ -310,6 +311,34 @@ impl<'a> Run<'a> {
             &format!("{} {} is stored, but", operation_name(s.operation), m.id),
             problems,
         ))
+    }
+}
+
+/// Writes backup `m`, just stored, into every copy with `in_backup_runs`
+/// (see `copies::copy_backup`). A copy that fails is a warning, not the
+/// run's failure: the backup is stored, `bkp copy` brings it later, and
+/// `bkp status` alarms when the copy lags longer than its `max_lag`.
+fn copy_into_copies(ctx: &Ctx, store: &dyn Store, trust: &Trust, m: &Manifest) {
+    for c in ctx.plan.copies.iter().filter(|c| c.in_backup_runs) {
+        let done = super::open_plan_store(&c.store).and_then(|copy| {
+            crate::copies::copy_backup(store, copy.as_ref(), trust, m).map(|o| (copy.identity(), o))
+        });
+        match done {
+            Ok((at, o)) => ctx.ui.detail(&format!(
+                "copy {}: {} written to {at} ({} objects, {})",
+                c.name,
+                m.id,
+                o.objects_copied,
+                ui::size(o.bytes_copied)
+            )),
+            Err(e) => ctx.ui.warn(&format!(
+                "{} {} is stored on the primary, but not in copy {}: {e:#}; `bkp copy --to {}` brings it",
+                m.kind.as_str(),
+                m.id,
+                c.name,
+                c.name
+            )),
+        }
     }
 }
 

@@ -31,6 +31,9 @@ pub struct CopyPlan {
     /// How long a backup may be on the primary without being in this copy
     /// before `bkp status` raises the alarm.
     pub max_lag: std::time::Duration,
+    /// Whether each backup run also writes its backup here, as soon as it
+    /// is stored on the primary (`bkp copy` brings the rest).
+    pub in_backup_runs: bool,
 }
 
 /// `max_lag` when a copy does not set it: a day, so that a copy whose
@@ -45,9 +48,17 @@ pub struct CopyOwnFile {
     pub access_key_env: Option<String>,
     pub secret_key_env: Option<String>,
     pub max_lag: Option<String>,
+    #[serde(default)]
+    pub in_backup_runs: bool,
 }
 
-const OWN: [&str; 4] = ["name", "access_key_env", "secret_key_env", "max_lag"];
+const OWN: [&str; 5] = [
+    "name",
+    "access_key_env",
+    "secret_key_env",
+    "max_lag",
+    "in_backup_runs",
+];
 
 pub(super) fn validate(
     entries: Vec<toml::Table>,
@@ -112,6 +123,7 @@ pub(super) fn validate(
             name: own.name,
             store,
             max_lag,
+            in_backup_runs: own.in_backup_runs,
         });
     }
     Ok(out)

@@ -73,9 +73,14 @@ pub fn wal_prefix(system: u64) -> String {
     format!("{DIR}/wal/{system}/")
 }
 
+/// The key of backup `m`'s head.
+pub fn key_of(m: &Manifest) -> String {
+    format!("{}{}.json", kind_prefix(m.kind), m.id)
+}
+
 /// Records that backup `m` is stored: create-only, sealed with `trust`'s keys.
 pub fn advance(store: &dyn Store, trust: &Trust, m: &Manifest) -> Result<()> {
-    let key = format!("{}{}.json", kind_prefix(m.kind), m.id);
+    let key = key_of(m);
     write(
         store,
         trust,
