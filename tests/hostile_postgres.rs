@@ -158,19 +158,17 @@ fn append(path: &Path, lines: &str) {
     f.write_all(lines.as_bytes()).unwrap();
 }
 
-#[test]
-fn a_base_backups_own_settings_run_nothing_where_bkp_starts_postgres() {
-    // bkp as archive_command, as in tests/postgres.rs: the server reaches the
-    // config, the key and the binary as its own user.
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("bkp");
+/// A PostgreSQL server that archives its WAL with bkp (`archive_command`),
+/// database `app` made with `schema`, and a bkp config in `dir` (a key, a
+/// local store, base backups of `app`); with it, `bkp` run as the server's
+/// user, as its `archive_command` and its restores run.
+fn archiving(dir: &Path, schema: &str) -> (Postgres, impl Fn(&[&str]) -> Output) {
+    let bin = dir.join("bkp");
     if fs::hard_link(common::bkp_bin(), &bin).is_err() {
         fs::copy(common::bkp_bin(), &bin).unwrap();
     }
-    let config = dir.path().join("bkp.toml");
-    let marks = dir.path().join("markers");
-    fs::create_dir(&marks).unwrap();
-    let pg = &Postgres::start_with(
+    let config = dir.join("bkp.toml");
+    let pg = Postgres::start_with(
         &[
             ("archive_mode", "on".into()),
             (
@@ -184,11 +182,8 @@ fn a_base_backups_own_settings_run_nothing_where_bkp_starts_postgres() {
         ],
         Vec::new(),
     );
-    pg.create_db(
-        "app",
-        "CREATE TABLE t (n int PRIMARY KEY); INSERT INTO t VALUES (1)",
-    );
-    common::write_key(dir.path().join("key"), [9u8; 32]);
+    pg.create_db("app", schema);
+    common::write_key(dir.join("key"), [9u8; 32]);
     fs::write(
         &config,
         format!(
@@ -199,8 +194,8 @@ fn a_base_backups_own_settings_run_nothing_where_bkp_starts_postgres() {
         ),
     )
     .unwrap();
-    chown_to_server_user(dir.path());
-    let bkp = |args: &[&str]| -> Output {
+    chown_to_server_user(dir);
+    let bkp = move |args: &[&str]| -> Output {
         let (program, mut pre) = common::postgres::as_server_user(&bin);
         pre.extend(["--config".to_string(), config.display().to_string()]);
         pre.extend(args.iter().map(|a| a.to_string()));
@@ -210,6 +205,21 @@ fn a_base_backups_own_settings_run_nothing_where_bkp_starts_postgres() {
             Duration::from_secs(600),
         )
     };
+    (pg, bkp)
+}
+
+#[test]
+fn a_base_backups_own_settings_run_nothing_where_bkp_starts_postgres() {
+    // bkp as archive_command, as in tests/postgres.rs: the server reaches the
+    // config, the key and the binary as its own user.
+    let dir = tempfile::tempdir().unwrap();
+    let marks = dir.path().join("markers");
+    fs::create_dir(&marks).unwrap();
+    let (pg, bkp) = archiving(
+        dir.path(),
+        "CREATE TABLE t (n int PRIMARY KEY); INSERT INTO t VALUES (1)",
+    );
+    let pg = &pg;
     let m = |name: &str| marks.join(name).display().to_string();
     let data = pg.dir.join("data");
 
@@ -374,37 +384,7 @@ fn a_base_backups_own_settings_run_nothing_where_bkp_starts_postgres() {
 #[test]
 fn a_point_in_time_restore_refuses_an_archive_that_lost_its_newest_wal() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("bkp");
-    if fs::hard_link(common::bkp_bin(), &bin).is_err() {
-        fs::copy(common::bkp_bin(), &bin).unwrap();
-    }
-    let config = dir.path().join("bkp.toml");
-    let pg = Postgres::start_with(
-        &[
-            ("archive_mode", "on".into()),
-            (
-                "archive_command",
-                format!(
-                    "'{}' --config '{}' wal push %p",
-                    bin.display(),
-                    config.display()
-                ),
-            ),
-        ],
-        Vec::new(),
-    );
-    pg.create_db("app", "CREATE TABLE t (n int PRIMARY KEY)");
-    common::write_key(dir.path().join("key"), [9u8; 32]);
-    fs::write(
-        &config,
-        format!(
-            "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n\
-             [encryption]\nkey_file = \"key\"\n{}checkpoint = \"fast\"\n\
-             [retention.pgbase]\npreset = \"none\"\n",
-            pg.toml("app")
-        ),
-    )
-    .unwrap();
+    let (pg, bkp) = archiving(dir.path(), "CREATE TABLE t (n int PRIMARY KEY)");
     let system: u64 = pg
         .psql(
             "postgres",
@@ -414,16 +394,6 @@ fn a_point_in_time_restore_refuses_an_archive_that_lost_its_newest_wal() {
         .unwrap();
     let fake = common::postgres::fake_pgdata(&dir.path().join("fake"), system);
     chown_to_server_user(dir.path());
-    let bkp = |args: &[&str]| -> Output {
-        let (program, mut pre) = common::postgres::as_server_user(&bin);
-        pre.extend(["--config".to_string(), config.display().to_string()]);
-        pre.extend(args.iter().map(|a| a.to_string()));
-        common::run(
-            Command::new(program).args(&pre),
-            None,
-            Duration::from_secs(600),
-        )
-    };
     assert_exit(&bkp(&["snapshot", "--kind", "postgres"]), 0);
     pg.psql("app", "INSERT INTO t VALUES (1)");
     archive_now(&pg);

@@ -464,7 +464,7 @@ fn read(store: &dyn Store, trust: &Trust) -> Result<Option<Marker>> {
     match seal::sealer(&bytes, trust) {
         Some((id, false)) if trust.checks() => {
             return Err(foreign_error(format!(
-                "{} belongs to another installation: its marker ({KEY}) is sealed with key {id:?}, which this config does not hold. Point this config at its own bucket or prefix, or configure that installation's key",
+                "{} belongs to another installation: its marker ({KEY}) is sealed with key {id:?}, which this config does not hold. If this installation rotated that key out, keep it under [[encryption.old_keys]] (the marker, and every backup it sealed, need it); otherwise point this config at its own bucket or prefix, or configure that installation's key",
                 store.identity()
             )));
         }
