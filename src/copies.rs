@@ -170,11 +170,34 @@ pub fn copy_backup(
     };
     c.marker(trust, &mut out)?;
     let known = HashMap::new();
-    let mut present = HashMap::new();
-    for n in needed(primary, m, &known)? {
-        if let Some(info) = copy.head(&n.key)? {
-            present.insert(n.key, info.size);
+    let wanted = needed(primary, m, &known)?;
+    // A few objects are asked for one by one; a snapshot of many chunks
+    // lists the copy once instead.
+    let mut present = if wanted.len() > HEADS_AT_MOST {
+        c.present()?
+    } else {
+        let mut present = HashMap::new();
+        for n in &wanted {
+            if let Some(info) = copy.head(&n.key)? {
+                present.insert(n.key.clone(), info.size);
+            }
         }
+        present
+    };
+    // Objects of earlier backups it uses are checked against their own
+    // manifests, which only `bkp copy` reads: one the copy lacks is left
+    // to it, and this backup with it.
+    if let Some(n) = wanted
+        .iter()
+        .find(|n| m.uses.contains(&n.key) && !present.contains_key(&n.key))
+    {
+        return Err(coded(
+            Code::Integrity,
+            format!(
+                "{} uses {}, stored by an earlier backup, which the copy lacks",
+                m.id, n.key
+            ),
+        ));
     }
     let held = copy.head(&m.key())?.is_some();
     c.backup(m, held, trust, &known, &mut present, &mut out)?;
@@ -195,6 +218,9 @@ pub fn copy_backup(
     }
     Ok(out)
 }
+
+/// The most objects [`copy_backup`] asks the copy for one by one.
+const HEADS_AT_MOST: usize = 256;
 
 /// What a copy lacks of the primary's backups, by manifest key alone (nothing
 /// else is read): for `bkp status`.
@@ -413,6 +439,8 @@ impl Copier<'_> {
     fn wal(&self, present: &mut HashMap<String, u64>, out: &mut Outcome) -> Result<()> {
         let prefix = manifest::wal::PREFIX;
         let theirs: HashSet<String> = self.copy.list(prefix)?.into_iter().map(|o| o.key).collect();
+        // What the copy holds already counts for the heads that follow.
+        present.extend(theirs.iter().map(|k| (k.clone(), 0)));
         for o in self.primary.list(prefix)? {
             if theirs.contains(&o.key) {
                 continue;
@@ -492,7 +520,18 @@ fn head_is_held(key: &str, held: &HashMap<String, u64>, wal_whole: bool) -> bool
         return false;
     };
     match rest.split_once('/') {
-        Some(("wal", _)) => wal_whole,
+        // A WAL head only once the copy holds the segment it records: a
+        // segment pushed while the archive was being copied would otherwise
+        // reach the copy as a head alone, and read there as WAL deleted.
+        Some(("wal", head)) => {
+            let Some((system, segment)) =
+                head.strip_suffix(".json").and_then(|h| h.split_once('/'))
+            else {
+                return false;
+            };
+            let objects = format!("{}{system}/{segment}.", manifest::wal::PREFIX);
+            wal_whole && held.keys().any(|k| k.starts_with(&objects))
+        }
         Some((kind, name)) => {
             held.contains_key(&format!("{}/{kind}/{name}", manifest::MANIFEST_DIR))
         }
@@ -637,9 +676,20 @@ mod tests {
 
     #[test]
     fn heads_follow_their_backups() {
-        let held: HashMap<String, u64> = [("manifests/tigerbeetle/x.json".to_string(), 1)].into();
+        let mut held: HashMap<String, u64> =
+            [("manifests/tigerbeetle/x.json".to_string(), 1)].into();
         assert!(head_is_held("heads/tigerbeetle/x.json", &held, false));
         assert!(!head_is_held("heads/tigerbeetle/y.json", &held, true));
+        // A WAL head goes only with the segment it records.
+        assert!(!head_is_held(
+            "heads/wal/7/000000010000000000000040.json",
+            &held,
+            true
+        ));
+        held.insert(
+            format!("wal/7/000000010000000000000040.{}.zst.enc", "a".repeat(64)),
+            9,
+        );
         assert!(head_is_held(
             "heads/wal/7/000000010000000000000040.json",
             &held,

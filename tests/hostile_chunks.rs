@@ -371,10 +371,38 @@ fn a_wal_object_copied_from_another_store_of_the_same_key_is_not_fetched() {
     let out = b.bkp(&["wal", "push", &at, "--pgdata", pg_b.to_str().unwrap()]);
     assert_exit(&out, 0);
     assert!(text(&out).contains("names no store"), "{}", text(&out));
-    fs::write(&marker, genuine).unwrap();
+    fs::write(&marker, &genuine).unwrap();
     let out = fetch(3, "restored3");
     assert_exit(&out, 0);
     assert_eq!(fs::read(pg_b.join("restored3")).unwrap(), segment(23));
+
+    // With the store's id pinned, a push tags and records its head with the
+    // pin, whatever became of the marker: heads keep advancing.
+    let id = {
+        let out = b.bkp(&["--json", "init"]);
+        json(&out)["store_id"].as_str().unwrap().to_string()
+    };
+    let cfg = fs::read_to_string(&b.config).unwrap();
+    fs::write(
+        &b.config,
+        cfg.replace(
+            "[encryption]\n",
+            &format!("[encryption]\nstore_id = \"{id}\"\n"),
+        ),
+    )
+    .unwrap();
+    fs::remove_file(&marker).unwrap();
+    fs::write(pg_b.join("pg_wal").join(seg(0x40)), segment(64)).unwrap();
+    let at = format!("pg_wal/{}", seg(0x40));
+    let out = b.bkp(&["wal", "push", &at, "--pgdata", pg_b.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert!(b
+        .path(&format!("store/heads/wal/{system}/{}.json", seg(0x40)))
+        .exists());
+    fs::write(&marker, &genuine).unwrap();
+    let out = fetch(0x40, "restored40");
+    assert_exit(&out, 0);
+    assert_eq!(fs::read(pg_b.join("restored40")).unwrap(), segment(64));
 }
 
 /// The store marker is the store's identity: a bucket writer who replaces it

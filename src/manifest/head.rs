@@ -106,19 +106,34 @@ pub fn wal_due(name: &str) -> Option<String> {
 /// Records that the WAL archive of `system` holds `segment`.
 pub fn advance_wal(store: &dyn Store, trust: &Trust, system: u64, segment: &str) -> Result<()> {
     let key = format!("{}{segment}.json", wal_prefix(system));
-    write(store, trust, &key, format!("wal/{system}"), segment.into())
+    // The store the push's tags name (the pin, without reading the marker):
+    // a marker deleted or replaced must not stop heads from advancing.
+    let doc = head_of(
+        format!("wal/{system}"),
+        segment.into(),
+        trust.wal_store_id()?,
+    );
+    put(store, trust, &key, &doc)
 }
 
-fn write(store: &dyn Store, trust: &Trust, key: &str, of: String, head: String) -> Result<()> {
-    let doc = Head {
+fn head_of(of: String, head: String, store: Option<String>) -> Head {
+    Head {
         schema: SCHEMA.into(),
         of,
         head,
         host: super::hostname(),
         recorded_at: OffsetDateTime::now_utc(),
-        store: trust.binding()?.map(|b| b.id.clone()),
-    };
-    match store.put_new(key, &seal::encode(&doc, trust.keys())?, &Vec::new()) {
+        store,
+    }
+}
+
+fn write(store: &dyn Store, trust: &Trust, key: &str, of: String, head: String) -> Result<()> {
+    let doc = head_of(of, head, trust.binding()?.map(|b| b.id.clone()));
+    put(store, trust, key, &doc)
+}
+
+fn put(store: &dyn Store, trust: &Trust, key: &str, doc: &Head) -> Result<()> {
+    match store.put_new(key, &seal::encode(doc, trust.keys())?, &Vec::new()) {
         // A retried push records the same head: it is there already.
         Err(e) if crate::store::is_already_exists(&e) => Ok(()),
         other => other

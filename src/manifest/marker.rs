@@ -350,8 +350,7 @@ pub fn ensure(store: &dyn Store, trust: &Trust) -> Result<()> {
     }
     // A store with a history but no marker: a new marker, of a new id,
     // would disown every backup that names the old one. Someone may have
-    // deleted it; the operator decides. (Catalogs are caches, so manifests,
-    // WAL and heads are looked for too.) A pinned id disowns nothing.
+    // deleted it; the operator decides. A pinned id disowns nothing.
     if trust.pinned_store().is_none() && has_history(store)? {
         remember(store);
         crate::ui::log(
@@ -379,14 +378,13 @@ pub fn ensure(store: &dyn Store, trust: &Trust) -> Result<()> {
     }
 }
 
-/// Whether `store` holds anything of bkp's that names a store id.
+/// Whether `store` holds backups: catalogs, or manifests (catalogs are
+/// caches, and may be gone with the marker). WAL archived and heads recorded
+/// before a store had a marker name no store, so they do not count: a
+/// server that archives before the first backup run must not keep the
+/// store unmarked.
 fn has_history(store: &dyn Store) -> Result<bool> {
-    for dir in [
-        super::CATALOG_DIR,
-        super::MANIFEST_DIR,
-        "wal",
-        super::head::DIR,
-    ] {
+    for dir in [super::CATALOG_DIR, super::MANIFEST_DIR] {
         if !store.list(&format!("{dir}/"))?.is_empty() {
             return Ok(true);
         }
@@ -458,13 +456,14 @@ fn read(store: &dyn Store, trust: &Trust) -> Result<Option<Marker>> {
     if let Some(value) = seal::of_own_recipient(&bytes, trust) {
         let m: Marker = serde_json::from_value(value)
             .map_err(|_| coded(Code::Integrity, format!("{what} is malformed")))?;
+        well_formed(&m, &what)?;
         saw(store, Some(&m));
         return Ok(Some(m));
     }
     match seal::sealer(&bytes, trust) {
         Some((id, false)) if trust.checks() => {
             return Err(foreign_error(format!(
-                "{} belongs to another installation: its marker ({KEY}) is sealed with key {id:?}, which this config does not hold. If this installation rotated that key out, keep it under [[encryption.old_keys]] (the marker, and every backup it sealed, need it); otherwise point this config at its own bucket or prefix, or configure that installation's key",
+                "{} belongs to another installation: its marker ({KEY}) is sealed with key {id:?}, which this config does not hold. If this installation rotated that key out, keep it under [[encryption.old_keys]] where the key is held (the marker, and every backup it sealed, need it); otherwise point this config at its own bucket or prefix, or configure that installation's key",
                 store.identity()
             )));
         }
@@ -488,8 +487,23 @@ fn read(store: &dyn Store, trust: &Trust) -> Result<Option<Marker>> {
     }
     let m: Marker = serde_json::from_value(opened.value)
         .map_err(|_| coded(Code::Integrity, format!("{what} is malformed")))?;
+    well_formed(&m, &what)?;
     saw(store, Some(&m));
     Ok(Some(m))
+}
+
+/// Refuses a marker whose store id has not a store id's form.
+fn well_formed(m: &Marker, what: &str) -> Result<()> {
+    match &m.store_id {
+        Some(id) if !is_store_id(id) => Err(coded(
+            Code::Integrity,
+            format!(
+                "{what} names {:?}, which is no store id: it is not bkp's; put the store's own marker back",
+                crate::ui::printable(id)
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -113,8 +113,19 @@ pub fn start(
     // A file bkp did not format is reached with the cluster id it holds: a
     // client of another cluster is never answered, and would wait out every
     // request's timeout (a snapshot taken without [tigerbeetle] cluster_id).
+    // Where the config names a cluster, a file of another is refused.
     let own;
     let spec = match cluster_of(data_file) {
+        Some(cluster) if !fresh && cluster != spec.cluster_id && spec.cluster_id != 0 => {
+            return Err(crate::exit::coded(
+                crate::exit::Code::Config,
+                format!(
+                    "{} was formatted for TigerBeetle cluster {cluster}, and [tigerbeetle] cluster_id is {}: it is another cluster's data file",
+                    data_file.display(),
+                    spec.cluster_id
+                ),
+            ));
+        }
         Some(cluster) if !fresh && cluster != spec.cluster_id => {
             own = ReplicaSpec {
                 cluster_id: cluster,
@@ -138,13 +149,19 @@ pub fn start(
 const SUPERBLOCK_CLUSTER: std::ops::Range<usize> = 48..64;
 
 /// The cluster id `data_file` was formatted with, from its superblock;
-/// `None` when it cannot be read.
+/// `None` when it cannot be read, or the first copy does not look like one
+/// (its copy number, bytes 32..34, is 0; its version, 34..36, is not).
 pub fn cluster_of(data_file: &Path) -> Option<u128> {
     use std::io::Read;
     let mut head = [0u8; SUPERBLOCK_CLUSTER.end];
     std::fs::File::open(data_file)
         .and_then(|mut f| f.read_exact(&mut head))
         .ok()?;
+    let copy = u16::from_le_bytes([head[32], head[33]]);
+    let version = u16::from_le_bytes([head[34], head[35]]);
+    if copy != 0 || version == 0 {
+        return None;
+    }
     let bytes: [u8; 16] = head[SUPERBLOCK_CLUSTER].try_into().ok()?;
     Some(u128::from_le_bytes(bytes))
 }

@@ -180,7 +180,7 @@ pub fn recover(
         .filter_map(|runs| runs.last().map(|r| r.last.clone()))
         .max();
 
-    refuse_lost_wal(src, (system, segment_size), &all, newest.as_deref(), until)?;
+    refuse_lost_wal(src, (system, segment_size), &all, &summary, at)?;
     // Replayed to its end (a drill), the archive is proven whole only without
     // gaps: PostgreSQL would take the first missing segment for the end.
     if at.is_none() {
@@ -394,50 +394,62 @@ fn failed(
     anyhow::anyhow!("PostgreSQL stopped during recovery ({status}): {said}. Nothing was restored")
 }
 
-/// Refuses an archive (`all`) whose newest segment, `newest`, archived
-/// before the target (`until`), is older than what bkp recorded it holding:
-/// the newest segments were deleted (or hidden), and recovery would stop at
-/// the archive's end, short of the target, as if that were all.
+/// Refuses an archive (`all`, summarized) that lost its newest WAL: on a
+/// timeline whose newest segment was archived before the target (`at`, or
+/// now), a head records a later segment the archive no longer holds. The
+/// newest segments were deleted (or hidden), and recovery would stop at the
+/// archive's end, short of the target, as if that were all. Each timeline is
+/// looked at alone (another timeline's newer objects hide nothing).
 fn refuse_lost_wal(
     src: &Source,
     (system, segment_size): (u64, u64),
     all: &[Stored],
-    newest: Option<&str>,
-    until: OffsetDateTime,
+    summary: &wal::Summary,
+    at: Option<OffsetDateTime>,
 ) -> Result<()> {
-    let Some(w) = newest.and_then(wal::parse_name) else {
-        return Ok(());
-    };
-    let archived = all
-        .iter()
-        .filter(|s| Some(s.name.as_str()) == newest)
-        .filter_map(|s| s.modified)
-        .max();
-    // The archive reaches past the target: recovery does not need more.
-    if archived.is_none_or(|t| t > until) {
-        return Ok(());
-    }
-    let next = wal::name_at(w.timeline, wal::next_position(w.position, segment_size));
-    let (head, ignored) = crate::manifest::head::wal_beyond(src.store, src.trust, system, &next)?;
-    for i in &ignored {
-        src.ui.warn(i);
-    }
-    match head {
+    let cutoff = at.unwrap_or_else(OffsetDateTime::now_utc);
+    for runs in summary.timelines.values() {
+        let Some(newest) = runs.last().map(|r| r.last.as_str()) else {
+            continue;
+        };
+        let Some(w) = wal::parse_name(newest) else {
+            continue;
+        };
+        let archived = all
+            .iter()
+            .filter(|s| s.name == newest)
+            .filter_map(|s| s.modified)
+            .max();
+        // Archived after the target: it holds what recovery needs.
+        if archived.is_none_or(|t| t > cutoff) {
+            continue;
+        }
+        let next = wal::name_at(w.timeline, wal::next_position(w.position, segment_size));
+        let (head, ignored) =
+            crate::manifest::head::wal_beyond(src.store, src.trust, system, &next)?;
+        for i in &ignored {
+            src.ui.warn(i);
+        }
+        let Some(h) = head else {
+            continue;
+        };
         // Archived since the listing (a push racing this restore): not lost.
-        Some(h) if !wal::archive::candidates(src.store, system, &h.head)?.is_empty() => Ok(()),
-        Some(h) => Err(coded(
+        if !wal::archive::candidates(src.store, system, &h.head)?.is_empty() {
+            continue;
+        }
+        return Err(coded(
             Code::Integrity,
             format!(
-                "the WAL archive of system {system} in {} ends at {}, but bkp recorded it holding {} (archived {} by {}): WAL was deleted, and recovery would stop short of the target as if that were all. Find out who deleted it; restore to a point before {next}, or from a copy that holds it",
+                "the WAL archive of system {system} in {} ends at {newest} on its timeline, but bkp recorded it holding {} (archived {} by {}): WAL was deleted, and recovery would stop short of the target as if that were all. Find out who deleted it; restore to a time before {} was archived, or from a copy that holds it (--store NAME)",
                 src.store.identity(),
-                newest.unwrap_or_default(),
                 crate::ui::printable(&h.head),
                 crate::units::rfc3339(h.recorded_at),
                 crate::ui::printable(&h.host),
+                archived.map_or_else(|| next.clone(), |t| format!("{next} (after {})", crate::units::rfc3339(t))),
             ),
-        )),
-        _ => Ok(()),
+        ));
     }
+    Ok(())
 }
 
 /// Fetches `wanted` (of `system`) into `dir`, each verified and at most
