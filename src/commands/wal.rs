@@ -132,11 +132,7 @@ pub fn push(ctx: &Ctx, path: &Path, pgdata: &Path) -> Result<()> {
     let (trust, bound) = match trust.wal_store_id() {
         Ok(Some(id)) => (trust, Some(id)),
         Ok(None) => {
-            if trust.pinned_store().is_none()
-                && trust
-                    .keys()
-                    .is_some_and(|k| k.current().seal_key().is_some())
-            {
+            if trust.pinned_store().is_none() && trust.key_holder() {
                 ctx.ui.warn(&format!(
                     "{} has no store marker with an id: {name} is archived with a tag that names no store (`bkp init` marks the store; [encryption] store_id pins its id)",
                     store.identity()

@@ -157,13 +157,17 @@ impl Trust {
         if let Some(pin) = self.pinned_store() {
             return Ok(Some(pin.to_string()));
         }
-        let key_holder = self
-            .keys()
-            .is_some_and(|k| k.current().seal_key().is_some());
-        if !key_holder {
+        if !self.key_holder() {
             return Ok(None);
         }
         Ok(self.binding()?.map(|b| b.id.clone()))
+    }
+
+    /// Whether this host holds the key (it seals with it), rather than only
+    /// a recipient and a signing key (a write-only host).
+    pub fn key_holder(&self) -> bool {
+        self.keys()
+            .is_some_and(|k| k.current().seal_key().is_some())
     }
 
     /// This trust without its store's binding: what a run that must not be
@@ -205,18 +209,6 @@ fn binding(store: &dyn Store, trust: &Trust) -> Result<Option<Binding>> {
             since: m.created_at,
         })
     });
-    if let Some(b) = &b {
-        if !is_store_id(&b.id) {
-            return Err(coded(
-                Code::Integrity,
-                format!(
-                    "the store marker {KEY} of {} names {:?}, which is no store id: it is not bkp's; put the store's own marker back",
-                    store.identity(),
-                    crate::ui::printable(&b.id)
-                ),
-            ));
-        }
-    }
     Ok(b)
 }
 
@@ -342,10 +334,7 @@ pub fn ensure(store: &dyn Store, trust: &Trust) -> Result<()> {
     if checked(store) {
         return Ok(());
     }
-    let key_holder = trust
-        .keys()
-        .is_some_and(|k| k.current().seal_key().is_some());
-    if check(store, trust)?.is_some() || !key_holder {
+    if check(store, trust)?.is_some() || !trust.key_holder() {
         return Ok(());
     }
     // A store with a history but no marker: a new marker, of a new id,
