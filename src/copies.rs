@@ -219,6 +219,76 @@ pub fn copy_backup(
     Ok(out)
 }
 
+/// Brings one WAL archive file, `key` of `size` bytes as stored on
+/// `primary`, into `copy`, then the WAL head at `head` when the push
+/// recorded one (after its segment, as `bkp copy` orders them). What `wal
+/// push` does for a copy with `in_backup_runs`; the bytes copied (0 when
+/// the copy held it).
+///
+/// Nothing is decrypted: the file's name carries a seal over its content,
+/// which every reader checks. A host that holds the key brings the store
+/// marker as `bkp copy` does (checked, into an empty copy), since readers
+/// of the copy need it to read tags that name the store; a write-only host
+/// cannot check the marker and leaves it to `bkp copy`. Either refuses a
+/// copy whose marker is not the primary's.
+pub fn copy_wal(
+    primary: &dyn Store,
+    copy: &dyn Store,
+    trust: &Trust,
+    key: &str,
+    size: u64,
+    head: Option<&str>,
+) -> Result<u64> {
+    let c = Copier {
+        primary,
+        copy,
+        dry: false,
+    };
+    if trust.key_holder() {
+        c.marker(trust, &mut Outcome::default())?;
+    } else {
+        let read = |s: &dyn Store| match s.get_at_most(marker::KEY, crate::limits::MARKER) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if classify(&e) == Some(Code::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        };
+        if let Some(theirs) = read(copy)? {
+            if read(primary)?.is_some_and(|ours| ours != theirs) {
+                return Err(not_the_primarys_marker(copy));
+            }
+        }
+    }
+    let copied = match copy.head(key)? {
+        Some(info) if info.size == size => 0,
+        Some(info) => {
+            return Err(coded(
+                Code::Integrity,
+                format!(
+                    "{} holds {key} with {} bytes where the primary holds {size}: it is damaged or not bkp's, and nothing is replaced; delete it from the copy",
+                    copy.identity(),
+                    info.size
+                ),
+            ))
+        }
+        None => c.object(&Needed {
+            key: key.to_string(),
+            size: Some(size),
+            sha256: None,
+            metadata: Vec::new(),
+        })?,
+    };
+    if let Some(head) = head.filter(|h| h.starts_with(manifest::head::DIR)) {
+        if copy.head(head)?.is_none() {
+            match primary.get_at_most(head, crate::limits::HEAD) {
+                Ok(bytes) => put_new(copy, head, &bytes)?,
+                Err(e) if classify(&e) == Some(Code::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(copied)
+}
+
 /// The most objects [`copy_backup`] asks the copy for one by one.
 const HEADS_AT_MOST: usize = 256;
 
@@ -276,14 +346,7 @@ impl Copier<'_> {
         };
         match read(self.copy)? {
             Some(theirs) if theirs == ours => Ok(()),
-            Some(_) => Err(coded(
-                Code::Config,
-                format!(
-                    "{} holds a store marker ({}) that is not the primary's: it is another store, or another installation's; a copy must start empty (or hold what bkp copy put there)",
-                    self.copy.identity(),
-                    marker::KEY
-                ),
-            )),
+            Some(_) => Err(not_the_primarys_marker(self.copy)),
             None if self.dry => {
                 out.documents_copied += 1;
                 Ok(())
@@ -592,6 +655,18 @@ fn needed(
         }
     }
     Ok(out)
+}
+
+/// `copy` holds another store's marker.
+fn not_the_primarys_marker(copy: &dyn Store) -> anyhow::Error {
+    coded(
+        Code::Config,
+        format!(
+            "{} holds a store marker ({}) that is not the primary's: it is another store, or another installation's; a copy must start empty (or hold what bkp copy put there)",
+            copy.identity(),
+            marker::KEY
+        ),
+    )
 }
 
 /// A create-only write that another run may have made first.

@@ -522,3 +522,113 @@ fn a_copy_written_by_the_backup_run_restores_at_once() {
     assert_exit(&out, 0);
     assert!(text(&out).contains("not in copy c"), "{}", text(&out));
 }
+
+/// `wal push` writes each WAL file, and the head it records, into every copy
+/// with `in_backup_runs` (an S3 copy in a second region here), so that `wal
+/// fetch --store` reads it there once the primary is gone. A copy that
+/// accepts connections and never answers holds the push up for its
+/// `wal_push_timeout` only (PostgreSQL waits for the push) and is named; a
+/// copy without `in_backup_runs` gets nothing until `bkp copy`.
+#[test]
+fn wal_push_reaches_every_copy_and_a_copy_that_hangs_is_left_to_bkp_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(tmp.path());
+    let region2 = S3Server::start();
+    let dr = region2.new_bucket("dr");
+    // Accepts every connection, answers none.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_at = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().collect();
+        drop(held);
+    });
+    let copies = format!(
+        "[[copies]]\nname = \"dr\"\n{}access_key_env = \"DR_KEY\"\nsecret_key_env = \"DR_SECRET\"\nin_backup_runs = true\n\
+         [[copies]]\nname = \"slow\"\ntype = \"s3\"\nbucket = \"slow\"\nendpoint = \"http://{silent_at}\"\nregion = \"us-east-1\"\naccess_key_env = \"DR_KEY\"\nsecret_key_env = \"DR_SECRET\"\nin_backup_runs = true\nwal_push_timeout = \"2s\"\n\
+         [[copies]]\nname = \"nas\"\ntype = \"local\"\npath = \"nas\"\n",
+        s3_store(&region2, &dr)
+    );
+    let env = vec![
+        ("DR_KEY".to_string(), region2.access_key.clone()),
+        ("DR_SECRET".to_string(), region2.secret_key.clone()),
+    ];
+    let site = Site::new(
+        &data,
+        "type = \"local\"\npath = \"store\"\n",
+        &copies,
+        "",
+        env,
+    );
+    assert_exit(&site.bkp(&["init"]), 0);
+    let pgdata = common::postgres::fake_pgdata(&site.path("pg"), 7);
+    let pg = pgdata.to_str().unwrap();
+    // Segment 0x40 is one whose push records a head.
+    let name = "000000010000000000000040";
+    let content = common::pattern(1 << 20, 3);
+    fs::write(pgdata.join("pg_wal").join(name), &content).unwrap();
+    let at = format!("pg_wal/{name}");
+    let out = site.bkp(&["wal", "push", &at, "--pgdata", pg]);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out).contains(&format!(
+            "{name} is archived on the primary, but copy slow did not take it within its wal_push_timeout (2s)"
+        )),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("copy dr"), "{}", text(&out));
+    assert!(!site.path("nas/wal").exists(), "nas is not written by runs");
+    let in_dr = region2.rclone(&["lsf", "-R", &format!("s3:{dr}/team/bkp")]);
+    let in_dr = String::from_utf8_lossy(&in_dr.stdout).to_string();
+    assert!(
+        in_dr.contains(&format!("wal/7/{name}.")),
+        "the segment: {in_dr}"
+    );
+    assert!(
+        in_dr.contains(&format!("heads/wal/7/{name}.json")),
+        "its head: {in_dr}"
+    );
+    // A second push of the same file (PostgreSQL retrying) is a success and
+    // writes nothing again.
+    let out = site.bkp(&["wal", "push", &at, "--pgdata", pg]);
+    assert_exit(&out, 0);
+
+    // The primary is gone: recovery reads the copy.
+    fs::rename(site.path("store"), site.path("store.lost")).unwrap();
+    let out = site.bkp(&[
+        "wal", "fetch", name, "restored", "--pgdata", pg, "--store", "dr",
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(fs::read(pgdata.join("restored")).unwrap(), content);
+    // The head reached the copy with its segment: a segment before it that
+    // the copy lacks is a gap (recovery stops, exit above 125), not the
+    // archive's normal end (exit 9).
+    let out = site.bkp(&[
+        "wal",
+        "fetch",
+        "00000001000000000000003F",
+        "restored2",
+        "--pgdata",
+        pg,
+        "--store",
+        "dr",
+    ]);
+    assert!(out.status.code().is_some_and(|c| c > 125), "{}", text(&out));
+    // `bkp copy` brings the copy that runs skip.
+    fs::rename(site.path("store.lost"), site.path("store")).unwrap();
+    let done = site.copy(&["--to", "nas"], 0);
+    assert_eq!(n(&done["nas"], "objects_copied"), 1, "{done:?}");
+    assert_exit(
+        &site.bkp(&[
+            "wal",
+            "fetch",
+            name,
+            "restored3",
+            "--pgdata",
+            pg,
+            "--store",
+            "nas",
+        ]),
+        0,
+    );
+}

@@ -40,12 +40,13 @@ pub fn reading(plan: Plan, command: &Command, name: Option<&str>, ui: &Ui) -> Re
             | Command::Verify(_)
             | Command::Restore(_)
             | Command::Status
+            | Command::Wal(crate::cli::WalCommand::Fetch { .. })
     );
     if !reads {
         return Err(coded(
             Code::Config,
             format!(
-                "--store {name}: only list, show, cat, verify, restore and status read another store; backups are written to the primary [store] and reach the copies through `bkp copy`"
+                "--store {name}: only list, show, cat, verify, restore, status and wal fetch read another store; backups are written to the primary [store] and reach the copies through `bkp copy`"
             ),
         ));
     }

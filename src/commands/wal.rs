@@ -123,8 +123,8 @@ pub fn push(ctx: &Ctx, path: &Path, pgdata: &Path) -> Result<()> {
     let digest = fs::File::open(&full)
         .and_then(digest_reader)
         .with_context(|| format!("failed to read {}", full.display()))?;
-    let store = open_store(plan)?;
-    let store = store.as_ref();
+    let primary: std::sync::Arc<dyn Store> = open_store(plan)?.into();
+    let store = primary.as_ref();
     // The store's id goes into the tag (see `Trust::wal_store_id`). A
     // marker that cannot be read (or one planted in the bucket) must not
     // stop archiving: PostgreSQL would keep the WAL until its disk fills.
@@ -150,8 +150,10 @@ pub fn push(ctx: &Ctx, path: &Path, pgdata: &Path) -> Result<()> {
     let keys = trust.keys();
     let message = wal::message(bound.as_deref(), system, &name, &digest.sha256);
     let tag = crate::manifest::seal::tag(keys, &message)?;
-    if already_archived(ctx, store, &trust, system, &name, &digest.sha256)? {
-        return Ok(());
+    if let Some(there) = already_archived(ctx, store, &trust, system, &name, &digest.sha256)? {
+        // An earlier push stored it, and may have died before its head
+        // and its copies.
+        return archived(ctx, &primary, &trust, system, &name, &there.key, there.size);
     }
     let key = wal::key(system, &name, &tag, plan.compression, keys.is_some());
     let uploaded = pipeline::upload(
@@ -172,8 +174,10 @@ pub fn push(ctx: &Ctx, path: &Path, pgdata: &Path) -> Result<()> {
         Ok(e) => e,
         // Another push of the same file won the race: fine if it is this content.
         Err(e) => {
-            if already_archived(ctx, store, &trust, system, &name, &digest.sha256)? {
-                return Ok(());
+            if let Some(there) =
+                already_archived(ctx, store, &trust, system, &name, &digest.sha256)?
+            {
+                return archived(ctx, &primary, &trust, system, &name, &there.key, there.size);
             }
             return Err(e);
         }
@@ -188,21 +192,112 @@ pub fn push(ctx: &Ctx, path: &Path, pgdata: &Path) -> Result<()> {
         ));
     }
     crate::failpoint::hit("wal-push-stored");
-    // Now and then, the record that the archive reached this far, which
-    // `fetch` believes over a missing file (see `manifest/head.rs`).
-    if let Some(segment) = head::wal_due(&name) {
-        head::advance_wal(store, &trust, system, &segment)?;
-    }
     ctx.ui.detail(&format!(
         "archived {name} of system {system} as {key} ({} of {})",
         crate::ui::size(entry.size),
         crate::ui::size(entry.content_bytes)
     ));
+    archived(ctx, &primary, &trust, system, &name, &key, entry.size)
+}
+
+/// What follows file `name`'s being stored on the primary as `key`: now and
+/// then the record that the archive reached this far, which `fetch`
+/// believes over a missing file (see `manifest/head.rs`), then the copies.
+fn archived(
+    ctx: &Ctx,
+    primary: &std::sync::Arc<dyn Store>,
+    trust: &Trust,
+    system: u64,
+    name: &str,
+    key: &str,
+    size: u64,
+) -> Result<()> {
+    let head = match head::wal_due(name) {
+        Some(segment) => {
+            head::advance_wal(primary.as_ref(), trust, system, &segment)?;
+            Some(head::wal_key(system, &segment))
+        }
+        None => None,
+    };
+    into_copies(ctx, primary, trust, (name, key, size), head);
     Ok(())
 }
 
-/// Whether file `name` with content `sha256` is archived already; an error
-/// when another content is archived under that name.
+/// Brings WAL `file`, stored as `key` (`size` bytes on `primary`), and the
+/// head the push recorded, into every copy with `in_backup_runs`, all at
+/// once, waiting for each no longer than its `wal_push_timeout`. The push
+/// has succeeded already (the primary holds the file): a copy that fails or
+/// is slow is a warning, and `bkp copy` brings the file later. A copy still
+/// writing when the wait ends is cut off when this process exits: an S3
+/// upload never completed is no object (a lifecycle rule aborts it), a
+/// local copy's partial file is left in its `.bkp-partial`.
+fn into_copies(
+    ctx: &Ctx,
+    primary: &std::sync::Arc<dyn Store>,
+    trust: &Trust,
+    (file, key, size): (&str, &str, u64),
+    head: Option<String>,
+) {
+    use std::time::Instant;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut waiting = Vec::new();
+    let started = Instant::now();
+    for c in ctx.plan.copies.iter().filter(|c| c.in_backup_runs) {
+        let (tx, primary, plan, trust) =
+            (tx.clone(), primary.clone(), c.store.clone(), trust.clone());
+        let (name, key, head) = (c.name.clone(), key.to_string(), head.clone());
+        std::thread::spawn(move || {
+            let done = super::open_plan_store(&plan).and_then(|copy| {
+                crate::copies::copy_wal(
+                    primary.as_ref(),
+                    copy.as_ref(),
+                    &trust,
+                    &key,
+                    size,
+                    head.as_deref(),
+                )
+            });
+            let _ = tx.send((name, done));
+        });
+        waiting.push((
+            c.name.clone(),
+            started + c.wal_push_timeout,
+            c.wal_push_timeout,
+        ));
+    }
+    drop(tx);
+    while let Some(until) = waiting.iter().map(|w| w.1).min() {
+        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok((name, done)) => {
+                waiting.retain(|w| w.0 != name);
+                match done {
+                    Ok(bytes) => ctx.ui.detail(&format!(
+                        "copy {name}: {file} written ({})",
+                        crate::ui::size(bytes)
+                    )),
+                    Err(e) => ctx.ui.warn(&format!(
+                        "{file} is archived on the primary, but not in copy {name}: {e:#}; `bkp copy --to {name}` brings it"
+                    )),
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                for (name, _, limit) in waiting.iter().filter(|w| w.1 <= now) {
+                    ctx.ui.warn(&format!(
+                        "{file} is archived on the primary, but copy {name} did not take it within its wal_push_timeout ({}); `bkp copy --to {name}` brings it",
+                        crate::ui::human_duration(*limit)
+                    ));
+                }
+                waiting.retain(|w| w.1 > now);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+}
+
+/// The object holding file `name` with content `sha256`, when it is
+/// archived already; an error when another content is archived under that
+/// name.
 fn already_archived(
     ctx: &Ctx,
     store: &dyn Store,
@@ -210,16 +305,16 @@ fn already_archived(
     system: u64,
     name: &str,
     sha256: &str,
-) -> Result<bool> {
+) -> Result<Option<wal::Stored>> {
     let found = archive::candidates(store, system, name)?;
-    if found
+    if let Some(there) = found
         .iter()
-        .any(|s| wal::verifies(trust, system, s, sha256))
+        .find(|s| wal::verifies(trust, system, s, sha256))
     {
         ctx.ui.detail(&format!(
             "{name} of system {system} is archived already, with this content"
         ));
-        return Ok(true);
+        return Ok(Some(there.clone()));
     }
     // Another content under the name blocks this one only when it is
     // authentic: an object planted or damaged in the store must not stop
@@ -247,7 +342,7 @@ fn already_archived(
             ),
         ));
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// `bkp wal fetch NAME DEST`: writes archived file `name` to `dest` (relative

@@ -34,7 +34,14 @@ pub struct CopyPlan {
     /// Whether each backup run also writes its backup here, as soon as it
     /// is stored on the primary (`bkp copy` brings the rest).
     pub in_backup_runs: bool,
+    /// With `in_backup_runs`, how long `wal push` waits for this copy to
+    /// take a WAL file before it leaves the file to `bkp copy` (PostgreSQL
+    /// waits for the push, and keeps its WAL while it does).
+    pub wal_push_timeout: std::time::Duration,
 }
+
+/// `wal_push_timeout` when a copy does not set it.
+pub const DEFAULT_WAL_PUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `max_lag` when a copy does not set it: a day, so that a copy whose
 /// `bkp copy` timer stopped is noticed the next morning.
@@ -50,14 +57,16 @@ pub struct CopyOwnFile {
     pub max_lag: Option<String>,
     #[serde(default)]
     pub in_backup_runs: bool,
+    pub wal_push_timeout: Option<String>,
 }
 
-const OWN: [&str; 5] = [
+const OWN: [&str; 6] = [
     "name",
     "access_key_env",
     "secret_key_env",
     "max_lag",
     "in_backup_runs",
+    "wal_push_timeout",
 ];
 
 pub(super) fn validate(
@@ -119,11 +128,16 @@ pub(super) fn validate(
             Some(text) => v.positive_duration(&format!("{section}.max_lag"), text)?,
             None => DEFAULT_MAX_LAG,
         };
+        let wal_push_timeout = match &own.wal_push_timeout {
+            Some(text) => v.positive_duration(&format!("{section}.wal_push_timeout"), text)?,
+            None => DEFAULT_WAL_PUSH_TIMEOUT,
+        };
         out.push(CopyPlan {
             name: own.name,
             store,
             max_lag,
             in_backup_runs: own.in_backup_runs,
+            wal_push_timeout,
         });
     }
     Ok(out)

@@ -103,9 +103,15 @@ pub fn wal_due(name: &str) -> Option<String> {
     }
 }
 
+/// The key of the head recording that the WAL archive of `system` holds
+/// `segment`.
+pub fn wal_key(system: u64, segment: &str) -> String {
+    format!("{}{segment}.json", wal_prefix(system))
+}
+
 /// Records that the WAL archive of `system` holds `segment`.
 pub fn advance_wal(store: &dyn Store, trust: &Trust, system: u64, segment: &str) -> Result<()> {
-    let key = format!("{}{segment}.json", wal_prefix(system));
+    let key = wal_key(system, segment);
     // The store the push's tags name (the pin, without reading the marker):
     // a marker deleted or replaced must not stop heads from advancing.
     let doc = head_of(
