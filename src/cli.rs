@@ -77,7 +77,8 @@ pub struct Global {
 
     /// Read from the copy NAME (a [[copies]] entry) instead of the primary
     /// [store], as after losing the primary: for list, show, cat, verify,
-    /// restore, status and wal fetch. `primary` names the [store] itself. Without it, a
+    /// restore, status and wal fetch; cleanup applies the copy's own
+    /// retention there. `primary` names the [store] itself. Without it, a
     /// restore whose primary does not answer (or refuses the credentials)
     /// reads the first copy that does, and says so.
     #[arg(long, global = true, value_name = "NAME")]

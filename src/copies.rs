@@ -34,6 +34,7 @@ use sha2::{Digest, Sha256};
 
 use crate::exit::{classify, coded, is_damage, Code};
 use crate::manifest::{self, marker, Manifest, ObjectEntry, Trust};
+use crate::retention::RetentionPlan;
 use crate::store::{is_already_exists, Metadata, Store};
 
 /// Objects larger than this are read from the primary as parallel ranges.
@@ -48,6 +49,9 @@ pub struct Outcome {
     pub backups_copied: Vec<String>,
     /// Backups the copy held already.
     pub backups_present: u64,
+    /// Backups on the primary that the copy lacks and does not get: its own
+    /// retention would delete them (see [`not_kept`]).
+    pub backups_left_out: u64,
     /// Objects and bytes copied (dry: to copy): data objects, chunk lists
     /// and chunks, the WAL archive's files.
     pub objects_copied: u64,
@@ -97,6 +101,7 @@ pub fn bring_up_to_date(
     primary: &dyn Store,
     copy: &dyn Store,
     trust: &Trust,
+    retention: &RetentionPlan,
     dry: bool,
     say: &dyn Fn(&str),
 ) -> Result<Outcome> {
@@ -120,12 +125,17 @@ pub fn bring_up_to_date(
         out.refuse(&u.key, e);
     }
     let mut present = c.present()?;
+    let left_out = not_kept(&all, retention);
     let known: HashMap<&str, &ObjectEntry> = all
         .iter()
         .flat_map(|m| m.objects.iter().map(|o| (o.key.as_str(), o)))
         .collect();
     for m in &all {
         let held = present.contains_key(&m.key());
+        if !held && left_out.contains(&m.id.to_string()) {
+            out.backups_left_out += 1;
+            continue;
+        }
         match c.backup(m, held, trust, &known, &mut present, &mut out) {
             Ok(()) if held => out.backups_present += 1,
             Ok(()) => {
@@ -305,21 +315,44 @@ pub struct Lag {
 }
 
 /// Compares the manifests of `primary` (admitted by `trust`) with the
-/// manifest keys `copy` lists.
-pub fn lag(primary: &dyn Store, copy: &dyn Store, trust: &Trust) -> Result<Lag> {
+/// manifest keys `copy` lists; what the copy's `retention` would delete is
+/// not lacked.
+pub fn lag(
+    primary: &dyn Store,
+    copy: &dyn Store,
+    trust: &Trust,
+    retention: &RetentionPlan,
+) -> Result<Lag> {
     let (all, _) = manifest::list(primary, trust, None)?;
     let prefix = format!("{}/", manifest::MANIFEST_DIR);
     let held: HashSet<String> = copy.list(&prefix)?.into_iter().map(|o| o.key).collect();
+    let left_out = not_kept(&all, retention);
     let mut lag = Lag::default();
     for m in &all {
         if held.contains(&m.key()) {
             lag.holds += 1;
+        } else if left_out.contains(&m.id.to_string()) {
+            continue;
         } else {
             lag.lacks += 1;
             lag.oldest = Some(lag.oldest.map_or(m.finished_at, |t| t.min(m.finished_at)));
         }
     }
     Ok(lag)
+}
+
+/// The ids of the backups of `all` that a store kept by `retention` would
+/// delete now: a copy does not get them, so that its `cleanup` does not
+/// delete what `bkp copy` brings back. Decided on the primary's backups, as
+/// `cleanup` decides on the copy's: the newest of each group, and every
+/// link a kept chain needs, are kept by both.
+fn not_kept(all: &[Manifest], retention: &RetentionPlan) -> HashSet<String> {
+    let now = time::OffsetDateTime::now_utc();
+    crate::retention::plan(&crate::retention::candidates(all), &retention.policies, now)
+        .into_iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.id)
+        .collect()
 }
 
 struct Copier<'a> {
@@ -690,6 +723,8 @@ mod tests {
     fn stored(store: &MemoryStore, at: i64, bytes: &[u8]) -> Manifest {
         let t = time::OffsetDateTime::from_unix_timestamp(at).unwrap();
         let mut m = sample(Kind::Tigerbeetle, t);
+        // Kept by its own retention whatever the date.
+        m.retention_days = 0;
         m.objects[0].size = bytes.len() as u64;
         m.objects[0].sha256 = crate::stages::hash::hex(&Sha256::digest(bytes));
         store.put_new(&m.objects[0].key, bytes, &vec![]).unwrap();
@@ -697,8 +732,46 @@ mod tests {
         m
     }
 
+    /// A policy that keeps the `last` newest backups of each group, or
+    /// everything.
+    fn keeping(last: Option<u32>) -> RetentionPlan {
+        use crate::retention::{Policies, Policy};
+        let policy = match last {
+            Some(n) => Policy {
+                keep_last: Some(n),
+                ..Policy::default()
+            },
+            None => Policy {
+                keep_within: Some(time::Duration::days(36_500)),
+                ..Policy::default()
+            },
+        };
+        RetentionPlan {
+            policies: Policies::new(policy),
+            grace: time::Duration::hours(24),
+        }
+    }
+
     fn run(p: &MemoryStore, c: &MemoryStore, dry: bool) -> Outcome {
-        bring_up_to_date(p, c, &Trust::none(), dry, &|_| {}).unwrap()
+        bring_up_to_date(p, c, &Trust::none(), &keeping(None), dry, &|_| {}).unwrap()
+    }
+
+    #[test]
+    fn a_copy_does_not_get_what_its_own_retention_would_delete() {
+        let (p, c) = (MemoryStore::named("p3"), MemoryStore::named("c3"));
+        let old = stored(&p, 1_760_140_800, b"old");
+        let new = stored(&p, 1_760_162_400, b"new");
+        let one = keeping(Some(1));
+        let out = bring_up_to_date(&p, &c, &Trust::none(), &one, false, &|_| {}).unwrap();
+        assert_eq!(out.backups_copied, vec![new.key()]);
+        assert_eq!(out.backups_left_out, 1);
+        assert!(c.head(&old.key()).unwrap().is_none());
+        assert!(c.head(&old.objects[0].key).unwrap().is_none());
+        // Not lacked either: status raises no alarm for it.
+        let lag = lag(&p, &c, &Trust::none(), &one).unwrap();
+        assert_eq!((lag.holds, lag.lacks), (1, 0));
+        let lag = super::lag(&p, &c, &Trust::none(), &keeping(None)).unwrap();
+        assert_eq!((lag.holds, lag.lacks), (1, 1));
     }
 
     #[test]

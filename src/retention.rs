@@ -569,6 +569,89 @@ pub struct RetentionPlan {
     pub grace: Duration,
 }
 
+/// The candidates retention sees for `manifests`.
+pub fn candidates(manifests: &[crate::manifest::Manifest]) -> Vec<Candidate> {
+    let segments = Segments::of(manifests);
+    manifests
+        .iter()
+        .map(|m| Candidate {
+            id: m.id.to_string(),
+            kind: m.kind,
+            scope: m.scope,
+            started_at: segments.as_of(m),
+            parent: m.parent.map(|p| p.to_string()),
+            expires_at: (m.retention_days > 0)
+                .then(|| {
+                    m.started_at
+                        .checked_add(time::Duration::days(i64::from(m.retention_days)))
+                })
+                .flatten(),
+            finished_at: Some(m.finished_at),
+            parent_started_at: m.parent.and_then(|p| p.timestamp()),
+            stream: stream_of(m),
+            held: None,
+        })
+        .collect()
+}
+
+/// The TigerBeetle log segments among the manifests: cluster, the newest
+/// cluster timestamp each holds (`until`), and when its run began.
+struct Segments(Vec<(Option<u128>, u64, time::OffsetDateTime)>);
+
+impl Segments {
+    fn of(all: &[crate::manifest::Manifest]) -> Segments {
+        use crate::manifest::tigerbeetle as tb;
+        let segments = all.iter().filter_map(|s| {
+            let (_, until) = tb::interval(s)?;
+            Some((tb::cluster_id(s), until, s.started_at))
+        });
+        Segments(segments.collect())
+    }
+
+    /// When a backup's state is from: its start, but for a TigerBeetle base
+    /// built from the log, the start of the log segment that holds its newest
+    /// row (a restore from the base replays from that segment on, and checks
+    /// the row there), which may have begun before the base's run: retention's
+    /// log window starts at the oldest kept snapshot's time. Without that
+    /// segment, the newest row's time less a minute (for the cluster's clock).
+    fn as_of(&self, m: &crate::manifest::Manifest) -> time::OffsetDateTime {
+        use crate::manifest::tigerbeetle as tb;
+        let Some(newest) = tb::base_newest(m) else {
+            return m.started_at;
+        };
+        let cluster = tb::cluster_id(m);
+        let holding = self
+            .0
+            .iter()
+            .filter(|(c, until, _)| (c.is_none() || *c == cluster) && *until >= newest)
+            .map(|(_, _, started_at)| *started_at)
+            .min();
+        let from = holding.or_else(|| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(newest))
+                .ok()
+                .map(|t| t - time::Duration::minutes(1))
+        });
+        from.map_or(m.started_at, |t| t.min(m.started_at))
+    }
+}
+
+/// What a backup is of, when a store can hold several sources of its kind: a
+/// replication's source root, an export's database.
+fn stream_of(m: &crate::manifest::Manifest) -> String {
+    let d = m.kind.describe();
+    let Some(key) = d
+        .stream_member
+        .filter(|_| d.restores == Some(m.operation.as_str()))
+    else {
+        return String::new();
+    };
+    m.source
+        .get(key)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// The policy a group has when the config says nothing: GFS for snapshots and
 /// full exports, count-based for replication, and for log segments and
 /// incremental exports only what chains need (the newest, its chain, the log

@@ -632,3 +632,102 @@ fn wal_push_reaches_every_copy_and_a_copy_that_hangs_is_left_to_bkp_copy() {
         0,
     );
 }
+
+/// Each copy keeps by its own retention: `bkp copy` leaves out what a
+/// copy's policy would delete (so that its cleanup does not delete what the
+/// next copy brings back), `cleanup --store NAME` applies that policy there
+/// and nowhere else, takes nothing back from the ledger (the copy's backups
+/// were recorded as the primary's), and `status` raises no alarm for what a
+/// copy leaves out on purpose.
+#[test]
+fn each_copy_keeps_by_its_own_retention_and_cleanup_runs_per_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let extra = format!(
+        "[ledger]\naddresses = \"{}\"\nledger = 12\ntimeout = \"5s\"\n\
+         [retention.snapshot]\npreset = \"none\"\nkeep_last = 2\n\
+         [[copies]]\nname = \"long\"\ntype = \"local\"\npath = \"long\"\n\
+         [copies.retention.snapshot]\npreset = \"none\"\nkeep_last = 3\n\
+         [[copies]]\nname = \"short\"\ntype = \"local\"\npath = \"short\"\n\
+         [copies.retention.snapshot]\npreset = \"none\"\nkeep_last = 1\n",
+        common::shared_ledger().address()
+    );
+    let site = Site::new(
+        &data,
+        "type = \"local\"\npath = \"store\"\n",
+        &extra,
+        ARCHIVE,
+        vec![],
+    );
+    let mut ids = Vec::new();
+    let snapshot = |ids: &mut Vec<String>| {
+        let out = site.bkp(&["--json", "snapshot"]);
+        assert_exit(&out, 0);
+        ids.push(json(&out)["manifest"]["id"].as_str().unwrap().to_string());
+    };
+    for _ in 0..4 {
+        snapshot(&mut ids);
+    }
+    let held = |store: &str| -> Vec<String> {
+        let mut found: Vec<String> =
+            fs::read_dir(site.path(&format!("{store}/manifests/tigerbeetle")))
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| {
+                            e.file_name()
+                                .to_string_lossy()
+                                .trim_end_matches(".json")
+                                .to_string()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+        found.sort();
+        found
+    };
+    let done = site.copy(&[], 0);
+    assert_eq!(n(&done["long"], "backups_left_out"), 1, "{done:?}");
+    assert_eq!(n(&done["short"], "backups_left_out"), 3, "{done:?}");
+    assert_eq!(held("long"), ids[1..4].to_vec());
+    assert_eq!(held("short"), ids[3..4].to_vec());
+
+    // The primary's cleanup: its policy, its store.
+    assert_exit(&site.bkp(&["cleanup"]), 0);
+    assert_eq!(held("store"), ids[2..4].to_vec());
+    assert_eq!(held("long"), ids[1..4].to_vec(), "copies are not touched");
+    snapshot(&mut ids);
+    site.copy(&[], 0);
+    assert_eq!(held("long"), ids[1..5].to_vec());
+    // Each copy's cleanup: its own policy, in that copy only.
+    let out = site.bkp(&["cleanup", "--store", "long", "--dry-run"]);
+    assert_exit(&out, 0);
+    assert_eq!(held("long"), ids[1..5].to_vec(), "{}", text(&out));
+    for name in ["long", "short"] {
+        let out = site.bkp(&["cleanup", "--store", name]);
+        assert_exit(&out, 0);
+    }
+    assert_eq!(held("long"), ids[2..5].to_vec());
+    assert_eq!(held("short"), ids[4..5].to_vec());
+    assert_eq!(held("store"), ids[2..5].to_vec());
+    let objects_of = |store: &str, id: &str| {
+        walk(&site.path(&format!("{store}/tigerbeetle")))
+            .iter()
+            .filter(|p| p.to_string_lossy().contains(id))
+            .count()
+    };
+    assert_eq!(objects_of("short", &ids[3]), 0, "its objects went with it");
+    assert_eq!(objects_of("short", &ids[4]), 1);
+    // Nothing to bring back: what the copies deleted stays deleted.
+    let again = site.copy(&[], 0);
+    for name in ["long", "short"] {
+        assert_eq!(n(&again[name], "objects_copied"), 0, "{again:?}");
+    }
+    assert_eq!(n(&again["short"], "backups_left_out"), 2, "{again:?}");
+    // The primary's ledger audit still balances, and no copy lags.
+    assert_exit(&site.bkp(&["verify"]), 0);
+    let out = site.bkp(&["status"]);
+    assert_exit(&out, 0);
+    assert!(text(&out).contains("copy short"), "{}", text(&out));
+    let out = site.bkp(&["verify", "--store", "short"]);
+    assert_exit(&out, 0);
+}

@@ -56,94 +56,11 @@ use crate::manifest::seal;
 use crate::manifest::tombstone::{self, read_tombstones, Tombstone};
 use crate::manifest::{self, Kind, Manifest};
 use crate::metrics::RunMetrics;
-use crate::retention::{self, Candidate, Decision};
+use crate::retention::{self, Decision};
 use crate::store::s3::Retained;
 use crate::store::Store;
 use crate::ui;
 use crate::units::rfc3339;
-
-/// The candidates retention sees for `manifests`.
-pub fn candidates(manifests: &[Manifest]) -> Vec<Candidate> {
-    let segments = Segments::of(manifests);
-    manifests
-        .iter()
-        .map(|m| Candidate {
-            id: m.id.to_string(),
-            kind: m.kind,
-            scope: m.scope,
-            started_at: segments.as_of(m),
-            parent: m.parent.map(|p| p.to_string()),
-            expires_at: (m.retention_days > 0)
-                .then(|| {
-                    m.started_at
-                        .checked_add(time::Duration::days(i64::from(m.retention_days)))
-                })
-                .flatten(),
-            finished_at: Some(m.finished_at),
-            parent_started_at: m.parent.and_then(|p| p.timestamp()),
-            stream: stream_of(m),
-            held: None,
-        })
-        .collect()
-}
-
-/// The TigerBeetle log segments among the manifests: cluster, the newest
-/// cluster timestamp each holds (`until`), and when its run began.
-struct Segments(Vec<(Option<u128>, u64, time::OffsetDateTime)>);
-
-impl Segments {
-    fn of(all: &[Manifest]) -> Segments {
-        use crate::manifest::tigerbeetle as tb;
-        let segments = all.iter().filter_map(|s| {
-            let (_, until) = tb::interval(s)?;
-            Some((tb::cluster_id(s), until, s.started_at))
-        });
-        Segments(segments.collect())
-    }
-
-    /// When a backup's state is from: its start, but for a TigerBeetle base
-    /// built from the log, the start of the log segment that holds its newest
-    /// row (a restore from the base replays from that segment on, and checks
-    /// the row there), which may have begun before the base's run: retention's
-    /// log window starts at the oldest kept snapshot's time. Without that
-    /// segment, the newest row's time less a minute (for the cluster's clock).
-    fn as_of(&self, m: &Manifest) -> time::OffsetDateTime {
-        use crate::manifest::tigerbeetle as tb;
-        let Some(newest) = tb::base_newest(m) else {
-            return m.started_at;
-        };
-        let cluster = tb::cluster_id(m);
-        let holding = self
-            .0
-            .iter()
-            .filter(|(c, until, _)| (c.is_none() || *c == cluster) && *until >= newest)
-            .map(|(_, _, started_at)| *started_at)
-            .min();
-        let from = holding.or_else(|| {
-            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(newest))
-                .ok()
-                .map(|t| t - time::Duration::minutes(1))
-        });
-        from.map_or(m.started_at, |t| t.min(m.started_at))
-    }
-}
-
-/// What a backup is of, when a store can hold several sources of its kind: a
-/// replication's source root, an export's database.
-fn stream_of(m: &Manifest) -> String {
-    let d = m.kind.describe();
-    let Some(key) = d
-        .stream_member
-        .filter(|_| d.restores == Some(m.operation.as_str()))
-    else {
-        return String::new();
-    };
-    m.source
-        .get(key)
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string()
-}
 
 /// Every object key the manifests name: `objects`, `uses`, chunk lists and
 /// the chunks they list. `kept`: the manifests stay, so a chunk list that
@@ -427,25 +344,33 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         });
         let key = write_report(store, trust.keys(), "cleanup", run_id, started_at, &report)?;
         ctx.ui.detail(&format!("report: {key}"));
-        // Metrics per kind: bytes deleted (the reversals went to the ledger above).
-        for (kind, bytes) in per_kind {
-            let finished_at = OffsetDateTime::now_utc();
-            write_metrics(
-                ctx,
-                &RunMetrics {
-                    kind,
-                    operation: "cleanup".into(),
-                    scope: manifest::Scope::Full,
-                    success: true,
-                    finished_at,
-                    duration: (finished_at - started_at).try_into().unwrap_or_default(),
-                    bytes,
-                    objects: None,
-                },
-            );
-        }
+        metrics(ctx, per_kind, started_at);
     }
     Ok(())
+}
+
+/// The run's metrics per kind: bytes deleted (the reversals went to the
+/// ledger). The primary's only: a copy's would take their names.
+fn metrics(ctx: &Ctx, per_kind: BTreeMap<Kind, u64>, started_at: OffsetDateTime) {
+    if ctx.plan.primary.is_some() {
+        return;
+    }
+    for (kind, bytes) in per_kind {
+        let finished_at = OffsetDateTime::now_utc();
+        write_metrics(
+            ctx,
+            &RunMetrics {
+                kind,
+                operation: "cleanup".into(),
+                scope: manifest::Scope::Full,
+                success: true,
+                finished_at,
+                duration: (finished_at - started_at).try_into().unwrap_or_default(),
+                bytes,
+                objects: None,
+            },
+        );
+    }
 }
 
 /// Prints the plan as a table; with `--json`, returns it as the document that
@@ -541,10 +466,18 @@ fn finish(
             ctx.ui.info(&format!("{r}: a later cleanup removes it"));
         }
     }
+    // A copy's backups were recorded in the ledger as the primary's (the
+    // store account is the primary's): deleting one from a copy takes
+    // nothing back.
+    let ledger = ctx
+        .plan
+        .ledger
+        .as_ref()
+        .filter(|_| ctx.plan.primary.is_none());
     // The backup's own transfer goes with its reversal, as a late record: a
     // run killed before recording it must not leave a reversal of nothing.
     // Settled by `exists`, which it finds but after such a crash.
-    if let (Some(cfg), Some(op)) = (&ctx.plan.ledger, backup_operation(&m.operation)) {
+    if let (Some(cfg), Some(op)) = (ledger, backup_operation(&m.operation)) {
         if let Err(e) = ledger::spool_late(cfg, &RunRecord::of_backup(m, op).to_ledger(store)) {
             ctx.ui.warn(&format!("{e:#}"));
         }
@@ -554,8 +487,10 @@ fn finish(
         bytes: t.bytes,
         ..RunRecord::of_backup(m, ledger::Operation::Cleanup)
     };
-    if let Some(note) = send_record(ctx, &record.to_ledger(store))? {
-        ctx.ui.detail(&note.to_string());
+    if ledger.is_some() {
+        if let Some(note) = send_record(ctx, &record.to_ledger(store))? {
+            ctx.ui.detail(&note.to_string());
+        }
     }
     let key = tombstone::key(m.kind, m.id);
     if let Err(e) = store.delete(&key) {
@@ -602,7 +537,7 @@ fn decide(
     now: OffsetDateTime,
 ) -> Result<(Vec<Decision>, BTreeMap<String, OffsetDateTime>)> {
     let policies = &ctx.plan.retention.policies;
-    let mut candidates = candidates(selected);
+    let mut candidates = retention::candidates(selected);
     let mut decisions = retention::plan(&candidates, policies, now);
     let locked = retained(store, &decisions, by_id)?;
     if !locked.is_empty() {

@@ -20,8 +20,9 @@ use crate::id::BackupId;
 use crate::lock::RunLock;
 use crate::ui::Ui;
 
-/// `plan` reading store `name` (`--store`), for the commands that only read:
-/// backups are written to the primary and reach the copies by `bkp copy`.
+/// `plan` reading store `name` (`--store`), for the commands that only read,
+/// and `cleanup`, which applies the copy's own retention there: backups are
+/// written to the primary and reach the copies by `bkp copy`.
 ///
 /// A restore without `--store` reads the primary when it answers, and else
 /// the first copy that does ([`fallback`]), and says so.
@@ -40,13 +41,14 @@ pub fn reading(plan: Plan, command: &Command, name: Option<&str>, ui: &Ui) -> Re
             | Command::Verify(_)
             | Command::Restore(_)
             | Command::Status
+            | Command::Cleanup(_)
             | Command::Wal(crate::cli::WalCommand::Fetch { .. })
     );
     if !reads {
         return Err(coded(
             Code::Config,
             format!(
-                "--store {name}: only list, show, cat, verify, restore, status and wal fetch read another store; backups are written to the primary [store] and reach the copies through `bkp copy`"
+                "--store {name}: only list, show, cat, verify, restore, status, wal fetch and cleanup (by the copy's own retention) take another store; backups are written to the primary [store] and reach the copies through `bkp copy`"
             ),
         ));
     }
@@ -115,6 +117,7 @@ pub fn run(ctx: &Ctx, args: &CopyArgs) -> Result<()> {
             primary.as_ref(),
             copy.as_ref(),
             &trust,
+            &c.retention,
             args.dry_run,
             &say,
         ) {
@@ -173,13 +176,19 @@ fn summary(what: &str, out: &crate::copies::Outcome, dry: bool) -> String {
     let objects = crate::units::count(out.objects_copied, "object");
     let backups = crate::units::count(out.backups_copied.len() as u64, "backup");
     let size = crate::ui::size(out.bytes_copied);
-    let repaired = match out.objects_repaired {
+    let mut repaired = match out.objects_repaired {
         0 => String::new(),
         n => format!(
             " ({} missing from backups it held)",
             crate::units::count(n, "object")
         ),
     };
+    if out.backups_left_out > 0 {
+        repaired.push_str(&format!(
+            "; left out {} its retention would delete",
+            crate::units::count(out.backups_left_out, "backup")
+        ));
+    }
     match dry {
         true => format!("{what} lacks {backups} and {objects}, {size}{repaired}"),
         false => format!(

@@ -308,7 +308,7 @@ fn copy_states(
     }
     let one = |c: &crate::config::CopyPlan| {
         let copy = super::open_plan_store(&c.store)?;
-        let lag = crate::copies::lag(store, copy.as_ref(), trust)?;
+        let lag = crate::copies::lag(store, copy.as_ref(), trust, &c.retention)?;
         anyhow::Ok((copy.identity(), lag))
     };
     let mut states = Vec::new();

@@ -38,6 +38,11 @@ pub struct CopyPlan {
     /// take a WAL file before it leaves the file to `bkp copy` (PostgreSQL
     /// waits for the push, and keeps its WAL while it does).
     pub wal_push_timeout: std::time::Duration,
+    /// The policy `bkp cleanup --store NAME` applies here, and by which
+    /// `bkp copy` leaves out what this copy would delete: the primary's
+    /// `[retention]`, with the groups the copy's `retention` table names
+    /// replaced.
+    pub retention: crate::retention::RetentionPlan,
 }
 
 /// `wal_push_timeout` when a copy does not set it.
@@ -58,15 +63,17 @@ pub struct CopyOwnFile {
     #[serde(default)]
     pub in_backup_runs: bool,
     pub wal_push_timeout: Option<String>,
+    pub retention: Option<super::retention::RetentionFile>,
 }
 
-const OWN: [&str; 6] = [
+const OWN: [&str; 7] = [
     "name",
     "access_key_env",
     "secret_key_env",
     "max_lag",
     "in_backup_runs",
     "wal_push_timeout",
+    "retention",
 ];
 
 pub(super) fn validate(
@@ -74,6 +81,7 @@ pub(super) fn validate(
     v: &Validator,
     ov: &Overrides,
     primary: &StorePlan,
+    retention: &super::retention::RetentionFile,
 ) -> Result<Vec<CopyPlan>> {
     // Only what the AWS SDK itself reads applies to a copy.
     let ov = Overrides {
@@ -132,12 +140,19 @@ pub(super) fn validate(
             Some(text) => v.positive_duration(&format!("{section}.wal_push_timeout"), text)?,
             None => DEFAULT_WAL_PUSH_TIMEOUT,
         };
+        let retention = super::retention::validate_copy(
+            retention,
+            own.retention.unwrap_or_default(),
+            v,
+            &format!("{section}.retention"),
+        )?;
         out.push(CopyPlan {
             name: own.name,
             store,
             max_lag,
             in_backup_runs: own.in_backup_runs,
             wal_push_timeout,
+            retention,
         });
     }
     Ok(out)
@@ -288,9 +303,53 @@ mod tests {
                 "name = \"x\"\ntype = \"local\"\npath = \"/n\"\naccess_key_env = \"A\"\nsecret_key_env = \"B\"\n".into(),
                 "copies.x.access_key_env",
             ),
+            (
+                format!("name = \"x\"\n{s3}bucket = \"b\"\nwal_push_timeout = \"0s\"\n"),
+                "copies.x.wal_push_timeout",
+            ),
+            (
+                format!("name = \"x\"\n{s3}bucket = \"b\"\n[copies.retention.snapshot]\npreset = \"weekly\"\n"),
+                "copies.x.retention.snapshot.preset",
+            ),
+            (
+                format!("name = \"x\"\n{s3}bucket = \"b\"\n[copies.retention.snapshots]\ndaily = 3\n"),
+                "snapshots",
+            ),
         ] {
             fails_naming(&format!("{BASE}[[copies]]\n{entry}"), needle);
         }
+    }
+
+    #[test]
+    fn a_copys_retention_replaces_the_groups_it_names() {
+        use crate::retention::{Kind, Policy, Scope};
+        let plan = p(&format!(
+            "{BASE}[retention]\ngrace = \"2h\"\n[retention.snapshot]\npreset = \"none\"\nkeep_last = 2\n[retention.pgdump]\nkeep_last = 9\n\
+             [[copies]]\nname = \"c\"\ntype = \"local\"\npath = \"/c\"\n[copies.retention.snapshot]\nmonthly = 84\n\
+             [[copies]]\nname = \"d\"\ntype = \"local\"\npath = \"/d\"\nwal_push_timeout = \"1m\"\n"
+        ))
+        .unwrap();
+        let (c, d) = (&plan.copies[0], &plan.copies[1]);
+        let snapshot =
+            |r: &crate::retention::RetentionPlan| *r.policies.get(Kind::Tigerbeetle, Scope::Full);
+        // The group the copy names is its own, from the kind's default up.
+        assert_eq!(snapshot(&c.retention).monthly, Some(84));
+        assert_eq!(snapshot(&c.retention).keep_last, Policy::gfs().keep_last);
+        // The others, and the grace, are the primary's.
+        assert_eq!(
+            c.retention
+                .policies
+                .get(Kind::Pgdump, Scope::Full)
+                .keep_last,
+            Some(9)
+        );
+        assert_eq!(c.retention.grace, time::Duration::hours(2));
+        assert_eq!(d.retention, plan.retention);
+        assert_eq!(snapshot(&plan.retention).keep_last, Some(2));
+        assert_eq!(
+            (c.wal_push_timeout, d.wal_push_timeout.as_secs()),
+            (DEFAULT_WAL_PUSH_TIMEOUT, 60)
+        );
     }
 
     #[test]

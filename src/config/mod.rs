@@ -369,7 +369,8 @@ fn validate(f: File, v: &Validator, ov: &Overrides) -> Result<Plan> {
         .map(|t| tigerbeetle::validate(t, v))
         .transpose()?;
     let ledger = ledger::validate(f.ledger, v, ov, &work_dir)?;
-    let retention = retention::validate(f.retention.unwrap_or_default(), v)?;
+    let retention_file = f.retention.unwrap_or_default();
+    let retention = retention::validate(retention_file.clone(), v)?;
     let freshness = freshness::validate(f.freshness.unwrap_or_default(), v)?;
     let metrics_dir = metrics::dir(f.metrics, ov.metrics_dir.clone(), v);
     let replicate = f
@@ -380,7 +381,7 @@ fn validate(f: File, v: &Validator, ov: &Overrides) -> Result<Plan> {
     let postgres = f.postgres.map(|p| postgres::validate(p, v)).transpose()?;
     let sqlite = f.sqlite.map(|s| sqlite::validate(s, v)).transpose()?;
     let notify = f.notify.map(|n| notify::validate(n, v)).transpose()?;
-    let copies = copies::validate(f.copies.unwrap_or_default(), v, ov, &store)?;
+    let copies = copies::validate(f.copies.unwrap_or_default(), v, ov, &store, &retention_file)?;
     Ok(Plan {
         source: v.file.to_path_buf(),
         work_dir,
@@ -404,7 +405,8 @@ fn validate(f: File, v: &Validator, ov: &Overrides) -> Result<Plan> {
 
 impl Plan {
     /// This plan reading store `name` (`--store NAME`): a copy becomes the
-    /// run's `store` and the primary is kept in `primary`; `primary` (or no
+    /// run's `store`, its policy the run's `retention`, and the primary is
+    /// kept in `primary`; `primary` (or no
     /// name) leaves the plan as it is. An unknown name is a config error
     /// naming the configured ones.
     pub fn reading(mut self, name: Option<&str>) -> Result<Plan> {
@@ -423,8 +425,9 @@ impl Plan {
                 ),
             ));
         };
-        let copy = copy.store.clone();
+        let (copy, retention) = (copy.store.clone(), copy.retention.clone());
         self.primary = Some(std::mem::replace(&mut self.store, copy));
+        self.retention = retention;
         Ok(self)
     }
 

@@ -15,7 +15,7 @@ use crate::kinds::groups;
 use crate::manifest::{Kind, Scope};
 use crate::retention::{default_policy, Policies, Policy, RetentionPlan};
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RetentionFile {
     /// How long an object that no manifest names (a crashed run's upload) is
     /// left alone before `cleanup` removes it.
@@ -68,7 +68,7 @@ static FIELDS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new
 });
 
 /// One group's rules: a preset, and any rule set on top of it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyFile {
     /// "gfs", "count" or "none".
@@ -84,17 +84,35 @@ pub struct PolicyFile {
     pub keep_log_window: Option<bool>,
 }
 
-pub(super) fn validate(mut f: RetentionFile, v: &Validator) -> Result<RetentionPlan> {
+pub(super) fn validate(f: RetentionFile, v: &Validator) -> Result<RetentionPlan> {
+    validate_in(f, v, "retention")
+}
+
+/// A copy's `retention` table: the primary's `[retention]` (`primary`) with
+/// each group the copy names, and its `grace`, replaced by the copy's.
+pub(super) fn validate_copy(
+    primary: &RetentionFile,
+    own: RetentionFile,
+    v: &Validator,
+    section: &str,
+) -> Result<RetentionPlan> {
+    let mut f = primary.clone();
+    f.grace = own.grace.or(f.grace);
+    f.groups.extend(own.groups);
+    validate_in(f, v, section)
+}
+
+fn validate_in(mut f: RetentionFile, v: &Validator, section: &str) -> Result<RetentionPlan> {
     let grace = match &f.grace {
         None => Duration::hours(24),
-        Some(g) => signed(v, "retention.grace", g)?,
+        Some(g) => signed(v, &format!("{section}.grace"), g)?,
     };
     let mut policies = Policies::new(Policy::gfs());
     for (kind, group) in groups() {
         let default = default_policy(kind, group.scope);
         let policy = match f.groups.remove(group.name) {
             None => default,
-            Some(f) => policy(f, &format!("retention.{}", group.name), default, v)?,
+            Some(f) => policy(f, &format!("{section}.{}", group.name), default, v)?,
         };
         policies = policies.with(kind, group.scope, policy);
     }

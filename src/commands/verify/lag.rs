@@ -19,7 +19,10 @@ pub fn compare(
     trust: &Trust,
 ) -> serde_json::Value {
     let compared = crate::commands::open_plan_store(primary).and_then(|p| {
-        let out = crate::copies::bring_up_to_date(p.as_ref(), copy, trust, true, &|_| {})?;
+        // The plan reads the copy: its retention is the copy's.
+        let retention = &ctx.plan.retention;
+        let out =
+            crate::copies::bring_up_to_date(p.as_ref(), copy, trust, retention, true, &|_| {})?;
         Ok((p.identity(), out))
     });
     let (from, out) = match compared {
