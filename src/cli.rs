@@ -141,6 +141,8 @@ pub enum Command {
     /// Apply the retention policy: delete expired backups (never one a kept
     /// backup's chain needs, never the newest of a kind), objects of crashed runs
     /// and local leftovers. Each deletion records a reverse code-12 transfer.
+    /// With --store NAME: the copy's own retention, in that copy only, and
+    /// nothing recorded in the ledger.
     Cleanup(CleanupArgs),
 
     /// Check backups: every object present with its size and SHA-256, every

@@ -125,14 +125,14 @@ pub fn bring_up_to_date(
         out.refuse(&u.key, e);
     }
     let mut present = c.present()?;
-    let left_out = not_kept(&all, retention);
+    let keeps = Keeps::of(&all, copy, trust, retention)?;
     let known: HashMap<&str, &ObjectEntry> = all
         .iter()
         .flat_map(|m| m.objects.iter().map(|o| (o.key.as_str(), o)))
         .collect();
     for m in &all {
         let held = present.contains_key(&m.key());
-        if !held && left_out.contains(&m.id.to_string()) {
+        if !held && keeps.left_out.contains(&m.id.to_string()) {
             out.backups_left_out += 1;
             continue;
         }
@@ -152,7 +152,7 @@ pub fn bring_up_to_date(
             Err(e) => return Err(e),
         }
     }
-    c.wal(&mut present, &mut out)?;
+    c.wal(&keeps.wal_from, &mut present, &mut out)?;
     c.documents(
         &format!("{}/", manifest::head::DIR),
         Some(&present),
@@ -287,8 +287,15 @@ pub fn copy_wal(
             metadata: Vec::new(),
         })?,
     };
-    if let Some(head) = head.filter(|h| h.starts_with(manifest::head::DIR)) {
-        if copy.head(head)?.is_none() {
+    // A head only once the copy holds the segment it records: a backup
+    // history file's head records the segment its base backup started in,
+    // which an earlier push may have failed to bring.
+    if let Some((head, (system, segment))) = head.and_then(|h| Some((h, wal_head_of(h)?))) {
+        let objects = format!("{}{segment}.", manifest::wal::prefix(system));
+        let listed = || -> Result<Vec<String>> {
+            Ok(copy.list(&objects)?.into_iter().map(|o| o.key).collect())
+        };
+        if copy.head(head)?.is_none() && holds_segment_of(head, listed()?.iter()) {
             match primary.get_at_most(head, crate::limits::HEAD) {
                 Ok(bytes) => put_new(copy, head, &bytes)?,
                 Err(e) if classify(&e) == Some(Code::NotFound) => {}
@@ -326,7 +333,7 @@ pub fn lag(
     let (all, _) = manifest::list(primary, trust, None)?;
     let prefix = format!("{}/", manifest::MANIFEST_DIR);
     let held: HashSet<String> = copy.list(&prefix)?.into_iter().map(|o| o.key).collect();
-    let left_out = not_kept(&all, retention);
+    let left_out = Keeps::of(&all, copy, trust, retention)?.left_out;
     let mut lag = Lag::default();
     for m in &all {
         if held.contains(&m.key()) {
@@ -341,18 +348,58 @@ pub fn lag(
     Ok(lag)
 }
 
-/// The ids of the backups of `all` that a store kept by `retention` would
-/// delete now: a copy does not get them, so that its `cleanup` does not
-/// delete what `bkp copy` brings back. Decided on the primary's backups, as
-/// `cleanup` decides on the copy's: the newest of each group, and every
-/// link a kept chain needs, are kept by both.
-fn not_kept(all: &[Manifest], retention: &RetentionPlan) -> HashSet<String> {
-    let now = time::OffsetDateTime::now_utc();
-    crate::retention::plan(&crate::retention::candidates(all), &retention.policies, now)
-        .into_iter()
-        .filter(|d| !d.keep)
-        .map(|d| d.id)
-        .collect()
+/// What a copy's own retention keeps of the primary's backups, decided as
+/// `cleanup --store` decides it there, so that its cleanup never deletes
+/// what the next `bkp copy` brings back: on the backups of both stores (the
+/// copy's own, which the primary may have deleted, count for its buckets
+/// and its log window), with what Object Lock retains in the copy kept.
+struct Keeps {
+    /// The ids the copy would delete now: not copied.
+    left_out: HashSet<String>,
+    /// Per PostgreSQL system, the first WAL segment of the oldest base
+    /// backup the copy keeps: older WAL is not copied (its cleanup trims
+    /// it). A system without a kept base backup keeps all of its WAL.
+    wal_from: HashMap<u64, u64>,
+}
+
+impl Keeps {
+    fn of(
+        all: &[Manifest],
+        copy: &dyn Store,
+        trust: &Trust,
+        retention: &RetentionPlan,
+    ) -> Result<Keeps> {
+        let (mut both, _) = manifest::list(copy, trust, None)?;
+        let keys: HashMap<String, String> =
+            both.iter().map(|m| (m.id.to_string(), m.key())).collect();
+        let theirs: HashSet<crate::id::BackupId> = both.iter().map(|m| m.id).collect();
+        both.extend(all.iter().filter(|m| !theirs.contains(&m.id)).cloned());
+        let (decisions, _) = crate::retention::plan_holding(
+            crate::retention::candidates(&both),
+            &retention.policies,
+            time::OffsetDateTime::now_utc(),
+            |id| match keys.get(id) {
+                Some(key) => copy.retained_until(key),
+                None => Ok(None),
+            },
+        )?;
+        let left_out: HashSet<String> = decisions
+            .into_iter()
+            .filter(|d| !d.keep)
+            .map(|d| d.id)
+            .collect();
+        let mut wal_from: HashMap<u64, u64> = HashMap::new();
+        for m in both
+            .iter()
+            .filter(|m| !left_out.contains(&m.id.to_string()))
+        {
+            if let Some((system, start, _)) = manifest::postgres::wal_start(m) {
+                let from = wal_from.entry(system).or_insert(start.position);
+                *from = (*from).min(start.position);
+            }
+        }
+        Ok(Keeps { left_out, wal_from })
+    }
 }
 
 struct Copier<'a> {
@@ -532,13 +579,18 @@ impl Copier<'_> {
 
     /// The WAL archive's files the copy lacks, their size checked (their
     /// names carry a seal over their content, which readers check).
-    fn wal(&self, present: &mut HashMap<String, u64>, out: &mut Outcome) -> Result<()> {
+    fn wal(
+        &self,
+        from: &HashMap<u64, u64>,
+        present: &mut HashMap<String, u64>,
+        out: &mut Outcome,
+    ) -> Result<()> {
         let prefix = manifest::wal::PREFIX;
         let theirs: HashSet<String> = self.copy.list(prefix)?.into_iter().map(|o| o.key).collect();
         // What the copy holds already counts for the heads that follow.
         present.extend(theirs.iter().map(|k| (k.clone(), 0)));
         for o in self.primary.list(prefix)? {
-            if theirs.contains(&o.key) {
+            if theirs.contains(&o.key) || before_kept_base(&o.key, from) {
                 continue;
             }
             let n = Needed {
@@ -607,6 +659,42 @@ impl Copier<'_> {
     }
 }
 
+/// Whether WAL object `key` lies before the first segment of the oldest
+/// base backup its system keeps (`from`, see [`Keeps`]): no recovery from
+/// that store starts there. Timeline history files are always kept.
+fn before_kept_base(key: &str, from: &HashMap<u64, u64>) -> bool {
+    let system = key
+        .strip_prefix(manifest::wal::PREFIX)
+        .and_then(|r| r.split_once('/'))
+        .and_then(|(s, _)| s.parse::<u64>().ok());
+    let Some((system, first)) = system.and_then(|s| Some((s, *from.get(&s)?))) else {
+        return false;
+    };
+    manifest::wal::parse_key(system, key)
+        .is_some_and(|w| w.wal.kind != manifest::wal::FileKind::History && w.wal.position < first)
+}
+
+/// For a WAL head's key (`heads/wal/{system}/{segment}.json`), the system
+/// and the segment it records.
+fn wal_head_of(key: &str) -> Option<(u64, &str)> {
+    let (system, segment) = key
+        .strip_prefix(manifest::head::DIR)?
+        .strip_prefix("/wal/")?
+        .strip_suffix(".json")?
+        .split_once('/')?;
+    Some((system.parse().ok()?, segment))
+}
+
+/// Whether `keys` hold an object of the segment WAL head `head` records
+/// (that segment itself: a backup history file `{segment}.{offset}.backup`
+/// shares its name's start).
+fn holds_segment_of<'a>(head: &str, mut keys: impl Iterator<Item = &'a String>) -> bool {
+    let Some((system, segment)) = wal_head_of(head) else {
+        return false;
+    };
+    keys.any(|k| manifest::wal::parse_key(system, k).is_some_and(|w| w.name == segment))
+}
+
 /// Whether the copy holds what head `key` records (see [`Copier::documents`]).
 fn head_is_held(key: &str, held: &HashMap<String, u64>, wal_whole: bool) -> bool {
     let Some(rest) = key
@@ -619,15 +707,7 @@ fn head_is_held(key: &str, held: &HashMap<String, u64>, wal_whole: bool) -> bool
         // A WAL head only once the copy holds the segment it records: a
         // segment pushed while the archive was being copied would otherwise
         // reach the copy as a head alone, and read there as WAL deleted.
-        Some(("wal", head)) => {
-            let Some((system, segment)) =
-                head.strip_suffix(".json").and_then(|h| h.split_once('/'))
-            else {
-                return false;
-            };
-            let objects = format!("{}{system}/{segment}.", manifest::wal::PREFIX);
-            wal_whole && held.keys().any(|k| k.starts_with(&objects))
-        }
+        Some(("wal", _)) => wal_whole && holds_segment_of(key, held.keys()),
         Some((kind, name)) => {
             held.contains_key(&format!("{}/{kind}/{name}", manifest::MANIFEST_DIR))
         }
@@ -823,12 +903,86 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_decides_on_the_backups_of_both_stores() {
+        // Day D: the primary still holds its 06:00 backup (the copy got it
+        // earlier... no: the copy holds D's 18:00 one, which the primary
+        // deleted). For the copy's daily rule D's newest is 18:00, so the
+        // primary's 06:00 is not brought: its cleanup would delete it.
+        let (p, c) = (MemoryStore::named("p4"), MemoryStore::named("c4"));
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let day = (now - 2 * 86_400) / 86_400 * 86_400;
+        let six = stored(&p, day + 6 * 3600, b"06");
+        stored(&c, day + 18 * 3600, b"18");
+        let today = stored(&p, now - 60, b"now");
+        let daily = RetentionPlan {
+            policies: crate::retention::Policies::new(crate::retention::Policy {
+                daily: Some(7),
+                ..Default::default()
+            }),
+            grace: time::Duration::hours(24),
+        };
+        let out = bring_up_to_date(&p, &c, &Trust::none(), &daily, false, &|_| {}).unwrap();
+        assert_eq!(out.backups_copied, vec![today.key()]);
+        assert_eq!(out.backups_left_out, 1);
+        assert!(c.head(&six.key()).unwrap().is_none());
+        // Decided on the primary's alone, 06:00 would be D's newest: kept.
+        let alone = MemoryStore::named("c5");
+        let out = bring_up_to_date(&p, &alone, &Trust::none(), &daily, false, &|_| {}).unwrap();
+        assert_eq!(out.backups_copied.len(), 2);
+    }
+
+    #[test]
+    fn wal_before_the_oldest_kept_base_is_not_copied() {
+        let from: HashMap<u64, u64> = [(7, 0x40)].into();
+        let tag = "a".repeat(64);
+        let key = |name: &str| format!("wal/7/{name}.{tag}.zst.enc");
+        assert!(before_kept_base(&key("000000010000000000000030"), &from));
+        assert!(!before_kept_base(&key("000000010000000000000040"), &from));
+        assert!(!before_kept_base(&key("00000002.history"), &from));
+        let other = format!("wal/8/000000010000000000000030.{tag}.zst.enc");
+        assert!(!before_kept_base(&other, &from), "no kept base: all of it");
+    }
+
+    #[test]
+    fn a_wal_head_reaches_a_copy_only_with_its_segment() {
+        let (p, c) = (MemoryStore::named("p6"), MemoryStore::named("c6"));
+        let tag = "b".repeat(64);
+        let start = "000000010000000000000040";
+        let history = format!("wal/7/{start}.00000028.backup.{tag}.zst.enc");
+        let head = format!("heads/wal/7/{start}.json");
+        p.put_new(&history, b"history", &vec![]).unwrap();
+        p.put_new(&head, b"{}", &vec![]).unwrap();
+        // The copy lacks the segment the base backup started in.
+        copy_wal(&p, &c, &Trust::none(), &history, 7, Some(&head)).unwrap();
+        assert!(c.head(&history).unwrap().is_some());
+        assert!(c.head(&head).unwrap().is_none());
+        // Once it holds it, the head follows.
+        let segment = format!("wal/7/{start}.{tag}.zst.enc");
+        p.put_new(&segment, b"segment", &vec![]).unwrap();
+        copy_wal(&p, &c, &Trust::none(), &segment, 7, Some(&head)).unwrap();
+        assert!(c.head(&head).unwrap().is_some());
+    }
+
+    #[test]
     fn heads_follow_their_backups() {
         let mut held: HashMap<String, u64> =
             [("manifests/tigerbeetle/x.json".to_string(), 1)].into();
         assert!(head_is_held("heads/tigerbeetle/x.json", &held, false));
         assert!(!head_is_held("heads/tigerbeetle/y.json", &held, true));
         // A WAL head goes only with the segment it records.
+        assert!(!head_is_held(
+            "heads/wal/7/000000010000000000000040.json",
+            &held,
+            true
+        ));
+        // A backup history file named after the segment is not the segment.
+        held.insert(
+            format!(
+                "wal/7/000000010000000000000040.00000028.backup.{}.zst.enc",
+                "a".repeat(64)
+            ),
+            9,
+        );
         assert!(!head_is_held(
             "heads/wal/7/000000010000000000000040.json",
             &held,

@@ -569,6 +569,37 @@ pub struct RetentionPlan {
     pub grace: Duration,
 }
 
+/// [`plan`], with the backups `retained` says cannot be deleted yet (a
+/// manifest under S3 Object Lock retention: `retained` gives the date it
+/// ends) kept, and by the same rules everything their chains need. Also the
+/// backups so held, with that date.
+pub fn plan_holding(
+    mut candidates: Vec<Candidate>,
+    policies: &Policies,
+    now: OffsetDateTime,
+    retained: impl Fn(&str) -> anyhow::Result<Option<OffsetDateTime>>,
+) -> anyhow::Result<(Vec<Decision>, BTreeMap<String, OffsetDateTime>)> {
+    let mut decisions = plan(&candidates, policies, now);
+    let mut locked = BTreeMap::new();
+    for d in decisions.iter().filter(|d| !d.keep) {
+        if let Some(until) = retained(&d.id)? {
+            locked.insert(d.id.clone(), until);
+        }
+    }
+    if !locked.is_empty() {
+        for c in candidates.iter_mut() {
+            if let Some(until) = locked.get(&c.id) {
+                c.held = Some(format!(
+                    "kept until {} by Object Lock",
+                    crate::units::rfc3339(*until)
+                ));
+            }
+        }
+        decisions = plan(&candidates, policies, now);
+    }
+    Ok((decisions, locked))
+}
+
 /// The candidates retention sees for `manifests`.
 pub fn candidates(manifests: &[crate::manifest::Manifest]) -> Vec<Candidate> {
     let segments = Segments::of(manifests);

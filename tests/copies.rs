@@ -588,10 +588,23 @@ fn wal_push_reaches_every_copy_and_a_copy_that_hangs_is_left_to_bkp_copy() {
         in_dr.contains(&format!("heads/wal/7/{name}.json")),
         "its head: {in_dr}"
     );
+    assert!(
+        text(&out).contains("pushes pass it over for the next"),
+        "{}",
+        text(&out)
+    );
     // A second push of the same file (PostgreSQL retrying) is a success and
-    // writes nothing again.
+    // writes nothing again; the silent copy is passed over, not waited for.
     let out = site.bkp(&["wal", "push", &at, "--pgdata", pg]);
     assert_exit(&out, 0);
+    assert!(!text(&out).contains("copy slow"), "{}", text(&out));
+    let out = site.bkp(&["-v", "wal", "push", &at, "--pgdata", pg]);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out).contains("copy slow: passed over until"),
+        "{}",
+        text(&out)
+    );
 
     // The primary is gone: recovery reads the copy.
     fs::rename(site.path("store"), site.path("store.lost")).unwrap();

@@ -131,7 +131,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let plan = &ctx.plan;
     let started_at = OffsetDateTime::now_utc();
     let run_id = BackupId::new_v7(started_at);
-    let _lock = RunLock::acquire(&plan.work_dir, "cleanup", ctx.wait)?;
+    let _lock = RunLock::acquire(&plan.work_dir, &lock_name(plan), ctx.wait)?;
     let store = open_store(plan)?;
     let store = store.as_ref();
     store.preflight_writes()?;
@@ -527,8 +527,19 @@ fn reverify(
     Ok(())
 }
 
+/// One cleanup per store at a time: a copy's (`--store NAME`) runs beside
+/// the primary's.
+fn lock_name(plan: &crate::config::Plan) -> String {
+    match &plan.copy {
+        Some(name) => format!("cleanup-copy-{name}"),
+        None => "cleanup".to_string(),
+    }
+}
+
 /// Retention's plan for `selected`, with what Object Lock still retains
-/// kept (and, by the same rules, everything its chain needs).
+/// kept (and, by the same rules, everything its chain needs): a retained
+/// manifest cannot be deleted, so its backup (and what it builds on) must
+/// not be unlisted. Asked before any tombstone is written.
 fn decide(
     ctx: &Ctx,
     store: &dyn Store,
@@ -536,18 +547,12 @@ fn decide(
     by_id: &BTreeMap<String, &Manifest>,
     now: OffsetDateTime,
 ) -> Result<(Vec<Decision>, BTreeMap<String, OffsetDateTime>)> {
-    let policies = &ctx.plan.retention.policies;
-    let mut candidates = retention::candidates(selected);
-    let mut decisions = retention::plan(&candidates, policies, now);
-    let locked = retained(store, &decisions, by_id)?;
-    if !locked.is_empty() {
-        for c in candidates.iter_mut() {
-            if let Some(until) = locked.get(&c.id) {
-                c.held = Some(format!("kept until {} by Object Lock", rfc3339(*until)));
-            }
-        }
-        decisions = retention::plan(&candidates, policies, now);
-    }
+    let (decisions, locked) = retention::plan_holding(
+        retention::candidates(selected),
+        &ctx.plan.retention.policies,
+        now,
+        |id| store.retained_until(&by_id[id].key()),
+    )?;
     for (id, until) in &locked {
         let m = by_id[id];
         ctx.ui.info(&format!(
@@ -558,24 +563,6 @@ fn decide(
         ));
     }
     Ok((decisions, locked))
-}
-
-/// The backups retention would delete whose manifest is still under Object
-/// Lock retention, with the date it ends. Asked before any tombstone is
-/// written: a retained manifest cannot be deleted, so its backup (and what
-/// it builds on) must not be unlisted.
-fn retained(
-    store: &dyn Store,
-    decisions: &[Decision],
-    by_id: &BTreeMap<String, &Manifest>,
-) -> Result<BTreeMap<String, OffsetDateTime>> {
-    let mut locked = BTreeMap::new();
-    for d in decisions.iter().filter(|d| !d.keep) {
-        if let Some(until) = store.retained_until(&by_id[&d.id].key())? {
-            locked.insert(d.id.clone(), until);
-        }
-    }
-    Ok(locked)
 }
 
 /// Objects no manifest names (`named`, nor `doomed` on a dry run), older

@@ -243,6 +243,15 @@ fn into_copies(
     let mut waiting = Vec::new();
     let started = Instant::now();
     for c in ctx.plan.copies.iter().filter(|c| c.in_backup_runs) {
+        let backoff = Backoff::of(ctx, &c.name);
+        if let Some(until) = backoff.until() {
+            ctx.ui.detail(&format!(
+                "copy {}: passed over until {}, after a push to it failed; `bkp copy` brings what it misses",
+                c.name,
+                crate::units::rfc3339(until)
+            ));
+            continue;
+        }
         let (tx, primary, plan, trust) =
             (tx.clone(), primary.clone(), c.store.clone(), trust.clone());
         let (name, key, head) = (c.name.clone(), key.to_string(), head.clone());
@@ -271,12 +280,16 @@ fn into_copies(
             Ok((name, done)) => {
                 waiting.retain(|w| w.0 != name);
                 match done {
-                    Ok(bytes) => ctx.ui.detail(&format!(
-                        "copy {name}: {file} written ({})",
-                        crate::ui::size(bytes)
-                    )),
+                    Ok(bytes) => {
+                        Backoff::of(ctx, &name).clear();
+                        ctx.ui.detail(&format!(
+                            "copy {name}: {file} written ({})",
+                            crate::ui::size(bytes)
+                        ))
+                    }
                     Err(e) => ctx.ui.warn(&format!(
-                        "{file} is archived on the primary, but not in copy {name}: {e:#}; `bkp copy --to {name}` brings it"
+                        "{file} is archived on the primary, but not in copy {name}: {e:#}; {}",
+                        Backoff::of(ctx, &name).start()
                     )),
                 }
             }
@@ -284,14 +297,70 @@ fn into_copies(
                 let now = Instant::now();
                 for (name, _, limit) in waiting.iter().filter(|w| w.1 <= now) {
                     ctx.ui.warn(&format!(
-                        "{file} is archived on the primary, but copy {name} did not take it within its wal_push_timeout ({}); `bkp copy --to {name}` brings it",
-                        crate::ui::human_duration(*limit)
+                        "{file} is archived on the primary, but copy {name} did not take it within its wal_push_timeout ({}); {}",
+                        crate::ui::human_duration(*limit),
+                        Backoff::of(ctx, name).start()
                     ));
                 }
                 waiting.retain(|w| w.1 > now);
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
+    }
+}
+
+/// How long `wal push` passes over a copy after a push to it failed or
+/// timed out: a copy that is down must not cost every push (and so
+/// PostgreSQL's archiving) its `wal_push_timeout`. `bkp copy` brings what
+/// the copy misses meanwhile.
+const COPY_BACKOFF: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The work directory's note that the last push to a copy failed: a file
+/// whose modification time is when. Best effort: a host that cannot write
+/// it (PostgreSQL's user without access to the work directory) tries every
+/// copy on every push.
+struct Backoff(std::path::PathBuf);
+
+impl Backoff {
+    fn of(ctx: &Ctx, copy: &str) -> Backoff {
+        Backoff(
+            ctx.plan
+                .work_dir
+                .join("wal-push")
+                .join(format!("{copy}.failed")),
+        )
+    }
+
+    /// Until when the copy is passed over, if it is.
+    fn until(&self) -> Option<time::OffsetDateTime> {
+        let at = fs::metadata(&self.0).and_then(|m| m.modified()).ok()?;
+        let until = time::OffsetDateTime::from(at + COPY_BACKOFF);
+        (until > time::OffsetDateTime::now_utc()).then_some(until)
+    }
+
+    /// Notes a failure; what the warning says of it.
+    fn start(&self) -> String {
+        let noted = self
+            .0
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| fs::write(&self.0, b""));
+        let copy = self
+            .0
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match noted {
+            Ok(()) => format!(
+                "pushes pass it over for the next {}, and `bkp copy --to {copy}` brings it",
+                crate::ui::human_duration(COPY_BACKOFF)
+            ),
+            Err(_) => format!("`bkp copy --to {copy}` brings it"),
+        }
+    }
+
+    fn clear(&self) {
+        let _ = fs::remove_file(&self.0);
     }
 }
 

@@ -104,6 +104,8 @@ pub struct Plan {
     /// The primary store, when `--store NAME` made a copy this run's
     /// `store` (see [`Plan::reading`]).
     pub primary: Option<StorePlan>,
+    /// The name of the copy this run reads (`--store NAME`), if any.
+    pub copy: Option<String>,
 }
 
 /// Values from the environment that override the file (`BKP_*`).
@@ -400,6 +402,7 @@ fn validate(f: File, v: &Validator, ov: &Overrides) -> Result<Plan> {
         notify,
         copies,
         primary: None,
+        copy: None,
     })
 }
 
@@ -428,6 +431,7 @@ impl Plan {
         let (copy, retention) = (copy.store.clone(), copy.retention.clone());
         self.primary = Some(std::mem::replace(&mut self.store, copy));
         self.retention = retention;
+        self.copy = Some(name.to_string());
         Ok(self)
     }
 
