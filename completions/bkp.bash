@@ -974,7 +974,7 @@ _bkp() {
             return 0
             ;;
         bkp__subcmd__restore)
-            opts="-t -y -n -c -q -v -h --at --target --into --replicas --kind --force --yes --dry-run --accept-content-mismatch --schema --table --no-owner --trust --config --json --quiet --verbose --no-progress --wait --store --help"
+            opts="-t -y -n -c -q -v -h --at --target --into --replicas --kind --force --yes --dry-run --request-restore --accept-content-mismatch --schema --table --no-owner --trust --config --json --quiet --verbose --no-progress --wait --store --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1002,6 +1002,10 @@ _bkp() {
                     ;;
                 --kind)
                     COMPREPLY=($(compgen -W "tigerbeetle duckdb parquet pgdump postgres sqlite" -- "${cur}"))
+                    return 0
+                    ;;
+                --request-restore)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --schema)

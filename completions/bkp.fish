@@ -120,6 +120,7 @@ parquet\t'The Parquet cold tier, as replicated.'
 pgdump\t'A PostgreSQL dump (`pg_dump`).'
 postgres\t'A PostgreSQL base backup (`pg_basebackup`).'
 sqlite\t'A SQLite database file, copied live by SQLite\'s online backup API.'"
+complete -c bkp -n "__fish_bkp_using_subcommand restore" -l request-restore -d 'Objects in an archive storage class (S3 Glacier Flexible Retrieval, Deep Archive): ask for a readable copy of every one this restore needs, kept DAYS days (1-30, default 7), retrieved at TIER (expedited, standard or bulk; default standard), and stop (exit 14) until they are readable; run the same command again then. Nothing archived: restores at once' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l schema -d 'PostgreSQL dump: restore only the objects of this schema (pg_restore --schema). Repeatable; not with --force' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l table -d 'PostgreSQL dump: restore only this table (SCHEMA.NAME, or NAME when one schema has it), its definition and data, without its indexes or constraints (pg_restore --table). Repeatable; not with --schema or --force' -r
 complete -c bkp -n "__fish_bkp_using_subcommand restore" -l trust -d 'Accept backup ID although its manifest has no seal or it is not encrypted while [encryption] is configured (a backup from before the store was sealed or encrypted). Check where it came from first. Repeatable' -r

@@ -22,7 +22,7 @@ a DuckDB hot tier and a Parquet cold tier, stores them in S3 or a local director
 and restores them. Every run reads one TOML config, writes a JSON manifest next to \
 the data it stored, and records a code-12 transfer in a TigerBeetle audit ledger.",
     after_help = "Exit codes: 0 success, 1 failure, 2 usage, 3 config error, 4 another run holds the lock, \
-5 verification failed, 6 transient (retry later), 7 unsafe source, 8 restore target exists, 9 not found, 10 partial (items skipped), 11 stale (RPO breached), 12 unsupported (stored, but something could not be recreated exactly), 13 rollback (backups bkp recorded are gone from the store), 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP."
+5 verification failed, 6 transient (retry later), 7 unsafe source, 8 restore target exists, 9 not found, 10 partial (items skipped), 11 stale (RPO breached), 12 unsupported (stored, but something could not be recreated exactly), 13 rollback (backups bkp recorded are gone from the store), 14 archived (an object is in an archive storage class: request its restore), 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -520,6 +520,14 @@ pub struct RestoreArgs {
     /// nothing.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+
+    /// Objects in an archive storage class (S3 Glacier Flexible Retrieval,
+    /// Deep Archive): ask for a readable copy of every one this restore needs,
+    /// kept DAYS days (1-30, default 7), retrieved at TIER (expedited, standard
+    /// or bulk; default standard), and stop (exit 14) until they are readable;
+    /// run the same command again then. Nothing archived: restores at once.
+    #[arg(long, value_name = "DAYS,TIER", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    pub request_restore: Option<String>,
 
     /// DuckDB: restore even when a table's rows differ from the content
     /// fingerprint its export recorded (an export missed a change); each such

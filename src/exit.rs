@@ -46,6 +46,11 @@ pub const UNSUPPORTED: i32 = 12;
 /// for the newest, and `status` and `verify` alarm. Name the backup or pass
 /// `--at` to restore an older one on purpose.
 pub const ROLLBACK: i32 = 13;
+/// An object the run must read is in an archive storage class (S3 Glacier
+/// Flexible Retrieval, Deep Archive) and not restored: ask for its restore
+/// (`bkp restore … --request-restore`, or the provider's console), and run
+/// again once it is readable.
+pub const ARCHIVED: i32 = 14;
 
 /// The stable name of an exit code, as JSON errors carry it.
 pub fn name(code: i32) -> &'static str {
@@ -63,6 +68,7 @@ pub fn name(code: i32) -> &'static str {
         STALE => "stale",
         UNSUPPORTED => "unsupported",
         ROLLBACK => "rollback",
+        ARCHIVED => "archived",
         129 | 130 | 143 => "interrupted",
         _ => "failure",
     }
@@ -86,6 +92,7 @@ pub enum Code {
     Stale,
     Unsupported,
     Rollback,
+    Archived,
     /// SIGINT, SIGTERM or SIGHUP ended the run (exit `128 + signal`).
     Interrupted,
 }
@@ -105,6 +112,7 @@ impl Code {
             Code::Stale => STALE,
             Code::Unsupported => UNSUPPORTED,
             Code::Rollback => ROLLBACK,
+            Code::Archived => ARCHIVED,
             // 128 + SIGINT; `main` turns it into 128 + the signal received.
             Code::Interrupted => INTERRUPTED,
         }
@@ -181,7 +189,7 @@ pub fn to_io(err: anyhow::Error) -> std::io::Error {
 /// first. Damage outranks configuration, which outranks what a rerun may fix;
 /// `None` only when none is classified.
 pub fn most_specific(codes: impl IntoIterator<Item = Option<Code>>) -> Option<Code> {
-    const ORDER: [Code; 12] = [
+    const ORDER: [Code; 13] = [
         Code::Interrupted,
         Code::Rollback,
         Code::Integrity,
@@ -189,6 +197,7 @@ pub fn most_specific(codes: impl IntoIterator<Item = Option<Code>>) -> Option<Co
         Code::Unsupported,
         Code::Config,
         Code::Locked,
+        Code::Archived,
         Code::TargetExists,
         Code::NotFound,
         Code::Partial,

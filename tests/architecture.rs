@@ -302,7 +302,7 @@ fn the_kind_arm_counter_counts_arms_only() {
 fn matches_on_a_kind_outside_kinds_only_shrink() {
     let allowed: BTreeMap<&str, usize> = BTreeMap::from([
         ("commands::restore", 10),
-        ("commands::restore::dry_run", 4),
+        ("commands::restore::reads", 4),
         ("commands::verify::drill", 6),
         ("config::freshness", 7),
         ("lib", 6),

@@ -207,6 +207,7 @@ fn multipart_and_single_writes_carry_retention_and_encryption() {
             days: 1,
         }),
         sse: Some(Sse::Aes256),
+        storage_class: None,
         credentials_env: None,
         ca_file: None,
     };
@@ -239,4 +240,133 @@ fn multipart_and_single_writes_carry_retention_and_encryption() {
         "{err:#}"
     );
     assert!(store.head("small.json").unwrap().is_some());
+}
+
+/// `storage_class` puts data objects (chunks, WAL) in an archive class and
+/// leaves what every run reads (manifests, the chunk list, the marker, heads)
+/// in the default one. A restore that meets archived objects stops with exit
+/// 14 and counts them; `--dry-run` names them; `--request-restore` asks for
+/// each and stops until they are readable; run again, it restores exactly.
+#[test]
+fn archived_objects_are_named_requested_and_then_restored() {
+    let moto = shared_moto();
+    let bucket = moto.new_bucket("cold", false);
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup_moto(&data, &bucket, "storage_class = \"glacier\"\n", "");
+    assert_exit(&s.bkp(&["snapshot"]), 0);
+    let class = |key: &str| {
+        moto.head(&bucket, key)
+            .header("x-amz-storage-class")
+            .unwrap_or("STANDARD")
+            .to_string()
+    };
+    let keys = moto.keys(&bucket);
+    let chunks: Vec<&String> = keys.iter().filter(|k| k.contains("/chunks/")).collect();
+    assert!(!chunks.is_empty(), "{keys:?}");
+    for k in &keys {
+        let cold = k.contains("/chunks/");
+        assert_eq!(class(k) == "GLACIER", cold, "{k}: {}", class(k));
+    }
+
+    let target = s.path("restored");
+    let t = target.to_str().unwrap();
+    let out = s.bkp(&["restore", "latest", "--target", t]);
+    assert_exit(&out, 14);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{} are archived (", chunks.len()))
+            && err.contains("--request-restore"),
+        "{err}"
+    );
+    assert!(!target.exists(), "nothing restored");
+    let out = s.bkp(&["restore", "latest", "--target", t, "--dry-run"]);
+    assert_exit(&out, 0);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        said.contains(&format!("archived: {} objects", chunks.len())),
+        "{said}"
+    );
+    let out = s.bkp(&[
+        "restore",
+        "latest",
+        "--target",
+        t,
+        "--request-restore=2,bulk",
+    ]);
+    assert_exit(&out, 14);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("restores requested now for {}", chunks.len()))
+            && err.contains("Bulk tier, readable for 2 days"),
+        "{err}"
+    );
+    assert!(!target.exists(), "nothing restored");
+    // The store made them readable: the same command restores.
+    let out = s.bkp(&[
+        "restore",
+        "latest",
+        "--target",
+        t,
+        "--request-restore=2,bulk",
+    ]);
+    assert_exit(&out, 0);
+    let restored = common::walk(&target)
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".tigerbeetle"))
+        .unwrap();
+    assert_eq!(
+        std::fs::read(restored).unwrap(),
+        std::fs::read(&data).unwrap()
+    );
+    for k in &chunks {
+        assert_eq!(class(k), "GLACIER", "{k} keeps its class");
+    }
+
+    // A lifecycle rule by prefix moved the chunk list too: it is asked for
+    // first (the chunks it names are readable from the request above).
+    let list = keys
+        .iter()
+        .find(|k| k.ends_with(".chunks.json.zst"))
+        .unwrap();
+    let path = format!("/{bucket}/{list}");
+    let moved = moto.request(
+        "s3",
+        "PUT",
+        &path,
+        &[
+            ("x-amz-copy-source", path.as_str()),
+            ("x-amz-storage-class", "GLACIER"),
+        ],
+        "",
+    );
+    assert_eq!(moved.status, 200, "{}", moved.body);
+    assert_eq!(class(list), "GLACIER");
+    let again = s.path("again");
+    let t = again.to_str().unwrap();
+    let out = s.bkp(&["restore", "latest", "--target", t, "--request-restore"]);
+    assert_exit(&out, 14);
+    assert!(
+        stderr(&out).contains("restores requested now for 1 "),
+        "{}",
+        stderr(&out)
+    );
+    let out = s.bkp(&["restore", "latest", "--target", t, "--request-restore"]);
+    assert_exit(&out, 0);
+}
+
+#[test]
+fn a_storage_class_s3_does_not_know_is_a_config_error() {
+    let moto = shared_moto();
+    let bucket = moto.new_bucket("class", false);
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let s = setup_moto(&data, &bucket, "storage_class = \"icy\"\n", "");
+    let out = s.bkp(&["snapshot"]);
+    assert_exit(&out, 3);
+    assert!(
+        stderr(&out).contains("store.storage_class"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -421,6 +421,7 @@ fn reads_and_copies_are_pinned_to_the_listed_etag() {
             concurrency: 2,
             object_lock: None,
             sse: None,
+            storage_class: None,
             credentials_env: None,
             ca_file: None,
         },

@@ -194,6 +194,7 @@ fn store(s3: &common::S3Server, bucket: &str, endpoint: &str) -> S3Store {
         concurrency: 2,
         object_lock: None,
         sse: None,
+        storage_class: None,
         credentials_env: None,
     };
     S3Store::with_credentials(settings, &s3.access_key, &s3.secret_key).unwrap()

@@ -211,6 +211,7 @@ fn s3_store_conforms_on_a_real_server() {
         concurrency: 3,
         object_lock: None,
         sse: None,
+        storage_class: None,
         credentials_env: None,
         ca_file: None,
     })

@@ -102,7 +102,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 SNAPSHOT,
                 id,
                 run.started_at,
-                ".chunks.json.zst",
+                manifest::chunks::LIST_SUFFIX,
             );
             let summary = chunks::store_list(store.as_ref(), Kind::Tigerbeetle, id, &list, &map)
                 .map_err(down)?;

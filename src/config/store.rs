@@ -22,7 +22,9 @@ use anyhow::Result;
 use serde::Deserialize;
 
 use super::{Overrides, Validator};
-use crate::store::s3::{LockMode, ObjectLock, S3Settings, Sse, MAX_PART_SIZE, MIN_PART_SIZE};
+use crate::store::s3::{
+    DataClass, LockMode, ObjectLock, S3Settings, Sse, MAX_PART_SIZE, MIN_PART_SIZE,
+};
 
 // Parsed once per run and consumed by validation: the S3 variant's size is no cost.
 #[allow(clippy::large_enum_variant)]
@@ -46,9 +48,12 @@ pub enum StoreFile {
         sse: Option<String>,
         sse_kms_key_id: Option<String>,
         ca_file: Option<PathBuf>,
+        storage_class: Option<String>,
     },
 }
 
+// Validated once per run; the S3 variant's size is no cost.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum StorePlan {
     Local(PathBuf),
@@ -163,8 +168,12 @@ pub(super) fn plan_of(
             sse,
             sse_kms_key_id,
             ca_file,
+            storage_class,
         } => {
             let object_lock = object_lock_of(v, section, object_lock_mode, object_lock_days)?;
+            let storage_class = storage_class
+                .map(|c| data_class(v, &key("storage_class"), &c))
+                .transpose()?;
             let sse = sse_of(v, section, sse, sse_kms_key_id)?;
             let bucket = ov.s3_bucket.clone().unwrap_or(bucket);
             if bucket.is_empty() {
@@ -212,10 +221,41 @@ pub(super) fn plan_of(
                 concurrency,
                 object_lock,
                 sse,
+                storage_class,
                 credentials_env: None,
             }))
         }
     }
+}
+
+/// S3's storage classes a data object may be written in.
+const CLASSES: [&str; 7] = [
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+];
+
+/// `{section}.storage_class`: one of S3's classes, for the data objects
+/// (the kinds' folders and the WAL archive) only.
+fn data_class(v: &Validator, key: &str, class: &str) -> Result<DataClass> {
+    let Some(class) = CLASSES.iter().find(|c| c.eq_ignore_ascii_case(class)) else {
+        return Err(v.not_one_of(key, class, &CLASSES));
+    };
+    use crate::manifest;
+    let mut prefixes: Vec<String> = manifest::Kind::ALL
+        .iter()
+        .map(|k| format!("{}/", k.as_str()))
+        .collect();
+    prefixes.push(manifest::wal::PREFIX.to_string());
+    Ok(DataClass {
+        class: class.to_string(),
+        prefixes,
+        standard_suffixes: vec![manifest::chunks::LIST_SUFFIX.to_string()],
+    })
 }
 
 /// The folders bkp keeps its own objects in at the top of a store: one per

@@ -67,6 +67,11 @@ pub struct ChunkList {
 
 pub const LIST_SCHEMA: &str = "bkp.chunks/1";
 
+/// How a chunk list's key ends. Lists stay in the bucket's default storage
+/// class (see `store.storage_class`): a restore reads its list first, to
+/// know which chunks it needs.
+pub const LIST_SUFFIX: &str = ".chunks.json.zst";
+
 /// A chunked file as the code works with it: the manifest's facts and the
 /// list, read and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]

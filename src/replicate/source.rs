@@ -78,6 +78,7 @@ impl Source {
                     concurrency,
                     object_lock: None,
                     sse: None,
+                    storage_class: None,
                     ca_file: None,
                     credentials_env: None,
                 };

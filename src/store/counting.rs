@@ -115,6 +115,12 @@ impl Store for Counting<'_> {
     fn parallelism(&self) -> usize {
         self.inner.parallelism()
     }
+    fn archived(&self, key: &str) -> Result<Option<super::Archived>> {
+        self.inner.archived(key)
+    }
+    fn request_restore(&self, key: &str, days: u32, tier: super::RetrievalTier) -> Result<()> {
+        self.inner.request_restore(key, days, tier)
+    }
 }
 
 #[cfg(test)]

@@ -239,6 +239,60 @@ pub trait Store: Send + Sync {
     fn parallelism(&self) -> usize {
         4
     }
+
+    /// Whether `key` cannot be read now because it lies in an archive
+    /// storage class (S3 Glacier Flexible Retrieval, Deep Archive, the
+    /// archive tiers of Intelligent-Tiering) with no restored copy readable;
+    /// `None` for a readable object, and for stores without classes.
+    fn archived(&self, key: &str) -> Result<Option<Archived>> {
+        let _ = key;
+        Ok(None)
+    }
+
+    /// Asks for a readable copy of archived `key`, kept `days` days (where
+    /// the class takes a number of days), retrieved at `tier`. A request
+    /// already under way is no error.
+    fn request_restore(&self, key: &str, days: u32, tier: RetrievalTier) -> Result<()> {
+        let _ = (days, tier);
+        Err(crate::exit::coded(
+            crate::exit::Code::Unsupported,
+            format!(
+                "{}: {key} cannot be restored from an archive class here",
+                self.identity()
+            ),
+        ))
+    }
+}
+
+/// An object in an archive storage class (see [`Store::archived`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archived {
+    /// The class, as the store names it (`GLACIER`, `DEEP_ARCHIVE`, …).
+    pub class: String,
+    /// Whether a restore was requested and is under way.
+    pub restoring: bool,
+}
+
+/// How fast (and at what price) an archived object is made readable: S3's
+/// retrieval tiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetrievalTier {
+    /// Minutes (Glacier Flexible Retrieval only); the dearest.
+    Expedited,
+    /// Hours: 3–5 (Flexible Retrieval), within 12 (Deep Archive).
+    Standard,
+    /// The cheapest: 5–12 hours, within 48 (Deep Archive).
+    Bulk,
+}
+
+impl RetrievalTier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetrievalTier::Expedited => "Expedited",
+            RetrievalTier::Standard => "Standard",
+            RetrievalTier::Bulk => "Bulk",
+        }
+    }
 }
 
 /// [`Store::delete_many`] one key at a time: the keys deleted.

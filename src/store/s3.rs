@@ -58,10 +58,43 @@ pub struct S3Settings {
     pub object_lock: Option<ObjectLock>,
     /// Server-side encryption every object written asks for, if any.
     pub sse: Option<Sse>,
+    /// The storage class data objects are written in, if not the bucket's
+    /// default (see [`DataClass`]).
+    pub storage_class: Option<DataClass>,
     /// The names of the environment variables holding this store's access key
     /// and secret key, when it is reached with another identity than the
     /// standard chain's (a copy in another account); never the keys themselves.
     pub credentials_env: Option<(String, String)>,
+}
+
+/// A storage class for data objects: written only to keys under
+/// `prefixes` (the kinds' folders and the WAL archive). Every other object
+/// (manifests, catalogs, heads, the store marker, leases, reports) stays in
+/// the bucket's default class: every run reads them, and an archived one
+/// would stop every run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataClass {
+    /// S3's name of the class, as `PutObject` takes it (`STANDARD_IA`,
+    /// `GLACIER_IR`, `DEEP_ARCHIVE`, …).
+    pub class: String,
+    /// Key prefixes (ending in `/`) whose objects take the class.
+    pub prefixes: Vec<String>,
+    /// How the keys end, under those prefixes, that stay in the default
+    /// class all the same (chunk lists: a restore reads them first).
+    pub standard_suffixes: Vec<String>,
+}
+
+impl DataClass {
+    /// The class object `key` is written in, if not the default.
+    fn of(this: Option<&DataClass>, key: &str) -> Option<aws_sdk_s3::types::StorageClass> {
+        let c = this?;
+        let data = c.prefixes.iter().any(|p| key.starts_with(p.as_str()))
+            && !c
+                .standard_suffixes
+                .iter()
+                .any(|s| key.ends_with(s.as_str()));
+        data.then(|| aws_sdk_s3::types::StorageClass::from(c.class.as_str()))
+    }
 }
 
 /// S3 Object Lock retention modes.
@@ -123,8 +156,8 @@ impl Sse {
 /// Adds the configured retention and encryption headers to a request that creates
 /// an object (PutObject, CreateMultipartUpload, CopyObject).
 macro_rules! protect {
-    ($req:expr, $lock:expr, $sse:expr) => {{
-        let mut req = $req;
+    ($req:expr, $lock:expr, $sse:expr, $class:expr) => {{
+        let mut req = $req.set_storage_class($class);
         if let Some(lock) = $lock {
             req = req
                 .object_lock_mode(lock.sdk_mode())
@@ -415,6 +448,12 @@ where
             format!("{what}: no S3 credentials could be loaded ({c}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or give the host a role (on a host that has one, the instance metadata service did not answer){more}"),
         );
     }
+    if err.code() == Some("InvalidObjectState") {
+        return coded(
+            Code::Archived,
+            format!("{what}: it is in an archive storage class (S3 Glacier Flexible Retrieval or Deep Archive) and must be restored before it can be read ({detail}); `bkp restore … --request-restore` asks for every object a restore needs (or the provider's console, object by object); run again once they are readable: minutes to 48 hours, by retrieval tier"),
+        );
+    }
     if transient {
         coded(
             Code::Transient,
@@ -534,6 +573,7 @@ struct S3Writer {
     finished: bool,
     lock: Option<ObjectLock>,
     sse: Option<Sse>,
+    class: Option<aws_sdk_s3::types::StorageClass>,
 }
 
 impl S3Writer {
@@ -566,7 +606,8 @@ impl S3Writer {
                         .key(&self.full_key)
                         .set_metadata(Some(self.metadata.clone())),
                     &self.lock,
-                    &self.sse
+                    &self.sse,
+                    self.class.clone()
                 )
                 .send(),
             )
@@ -661,7 +702,8 @@ impl S3Writer {
                         .set_content_md5(md5)
                         .body(ByteStream::from(body)),
                     &self.lock,
-                    &self.sse
+                    &self.sse,
+                    self.class.clone()
                 )
                 .send(),
             );
@@ -857,6 +899,78 @@ impl Store for S3Store {
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
         self.head_with_etag(key)
+    }
+
+    fn archived(&self, key: &str) -> Result<Option<super::Archived>> {
+        let full = self.full_key(key)?;
+        let res = self.rt.block_on(
+            self.client
+                .head_object()
+                .bucket(&self.s.bucket)
+                .key(&full)
+                .send(),
+        );
+        let out = match res {
+            Ok(out) => out,
+            Err(e) if status_of(&e) == Some(404) => return Err(not_found(&self.identity(), key)),
+            Err(e) => {
+                return Err(sdk_error(
+                    e,
+                    format!("failed to look up {}", self.where_(key)),
+                ))
+            }
+        };
+        let class = out.storage_class().map(|c| c.as_str().to_string());
+        let cold = matches!(class.as_deref(), Some("GLACIER" | "DEEP_ARCHIVE"))
+            || out.archive_status().is_some();
+        // `x-amz-restore`: `ongoing-request="true"` while it runs, "false"
+        // (with an expiry date) once a restored copy is readable.
+        let restore = out.restore().unwrap_or_default();
+        Ok(
+            (cold && !restore.contains("ongoing-request=\"false\"")).then(|| super::Archived {
+                class: class.unwrap_or_else(|| "INTELLIGENT_TIERING".into()),
+                restoring: restore.contains("ongoing-request=\"true\""),
+            }),
+        )
+    }
+
+    fn request_restore(&self, key: &str, days: u32, tier: super::RetrievalTier) -> Result<()> {
+        use aws_sdk_s3::types::{GlacierJobParameters, RestoreRequest, Tier};
+        let full = self.full_key(key)?;
+        let job = GlacierJobParameters::builder()
+            .tier(Tier::from(tier.as_str()))
+            .build()
+            .context("a restore request")?;
+        // Intelligent-Tiering's archive tiers take no number of days: the
+        // object moves back to its frequent access tier.
+        let tiering = self
+            .archived(key)?
+            .is_some_and(|a| a.class == "INTELLIGENT_TIERING");
+        let request = RestoreRequest::builder()
+            .set_days((!tiering).then_some(days as i32))
+            .glacier_job_parameters(job)
+            .build();
+        let res = self.rt.block_on(
+            self.client
+                .restore_object()
+                .bucket(&self.s.bucket)
+                .key(&full)
+                .restore_request(request)
+                .send(),
+        );
+        match res {
+            Ok(_) => Ok(()),
+            Err(e)
+                if aws_sdk_s3::error::ProvideErrorMetadata::code(&e)
+                    == Some("RestoreAlreadyInProgress") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk_error(
+                e,
+                format!("failed to request the restore of {}", self.where_(key)),
+            )),
+        }
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
@@ -1313,6 +1427,7 @@ impl S3Store {
             finished: false,
             lock: self.s.object_lock,
             sse: self.s.sse.clone(),
+            class: DataClass::of(self.s.storage_class.as_ref(), key),
         })
     }
 
@@ -1466,7 +1581,8 @@ impl S3Store {
                         .set_metadata(Some(meta_map(metadata)))
                         .if_none_match("*"),
                     &self.s.object_lock,
-                    &self.s.sse
+                    &self.s.sse,
+                    DataClass::of(self.s.storage_class.as_ref(), key)
                 )
                 .send(),
             );
@@ -1523,7 +1639,8 @@ impl S3Store {
                         .key(&full)
                         .set_metadata(Some(meta_map(metadata))),
                     &self.s.object_lock,
-                    &self.s.sse
+                    &self.s.sse,
+                    DataClass::of(self.s.storage_class.as_ref(), key)
                 )
                 .send(),
             )
@@ -1560,16 +1677,11 @@ impl S3Store {
                     .send(),
             );
             match res {
-                Ok(out) => parts.push(
-                    CompletedPart::builder()
-                        .part_number(n)
-                        .set_e_tag(
-                            out.copy_part_result()
-                                .and_then(|r| r.e_tag())
-                                .map(str::to_string),
-                        )
-                        .build(),
-                ),
+                Ok(out) => {
+                    let tag = out.copy_part_result().and_then(|r| r.e_tag());
+                    let part = CompletedPart::builder().part_number(n);
+                    parts.push(part.set_e_tag(tag.map(str::to_string)).build())
+                }
                 Err(e) => {
                     abort();
                     if status_of(&e) == Some(412) {

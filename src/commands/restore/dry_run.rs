@@ -7,11 +7,10 @@ use serde_json::json;
 
 use super::target::Target;
 use super::RestorePlan;
-use crate::chain;
 use crate::cli::RestoreArgs;
 use crate::commands::Ctx;
-use crate::manifest::tigerbeetle::{interval, is_log_of, snapshot_newest, LOGS};
-use crate::manifest::{self, duckdb as export, Kind, Manifest};
+use crate::manifest::tigerbeetle::LOGS;
+use crate::manifest::{self, Kind, Manifest};
 use crate::replicate::record::ReplicaSet;
 use crate::store::Store;
 use crate::{ui, units};
@@ -25,47 +24,6 @@ fn beside(target: &std::path::Path) -> String {
         .unwrap_or_default()
 }
 
-/// The manifests whose objects the restore reads, in order.
-fn reads<'m>(ctx: &Ctx, rp: &RestorePlan, all: &'m [Manifest]) -> Result<Vec<&'m Manifest>> {
-    let backup = rp
-        .backup
-        .as_ref()
-        .and_then(|b| all.iter().find(|m| m.id == b.id));
-    Ok(match rp.kind {
-        Kind::Duckdb => match backup {
-            Some(m) => chain::Index::new(all).ancestry(m).map_err(|b| {
-                crate::exit::coded(
-                    crate::exit::Code::Integrity,
-                    format!("export {}: {b}", m.id),
-                )
-            })?,
-            None => Vec::new(),
-        },
-        Kind::Tigerbeetle if rp.at.is_some() => {
-            let cluster = super::cluster_id(&ctx.plan);
-            // The snapshot's own end when it was counted, else its start time.
-            let from = backup
-                .map(|m| {
-                    snapshot_newest(m).unwrap_or(m.started_at.unix_timestamp_nanos().max(0) as u64)
-                })
-                .unwrap_or(0);
-            let to = rp
-                .at
-                .map_or(u64::MAX, |t| t.unix_timestamp_nanos().max(0) as u64);
-            backup
-                .into_iter()
-                .chain(all.iter().filter(|m| {
-                    is_log_of(m, cluster)
-                        && interval(m).is_some_and(|(after, until)| {
-                            crate::chain::log_needed(after, until, from, to)
-                        })
-                }))
-                .collect()
-        }
-        _ => backup.into_iter().collect(),
-    })
-}
-
 pub fn run(
     ctx: &Ctx,
     store: &dyn Store,
@@ -77,14 +35,8 @@ pub fn run(
     if rp.kind == Kind::Tigerbeetle && args.replicas > 1 {
         super::tigerbeetle::configured_cluster(ctx, "--replicas")?;
     }
-    let all = match rp.kind {
-        Kind::Duckdb => export::export_manifests(store, trust)?,
-        Kind::Tigerbeetle if rp.at.is_some() => {
-            manifest::list(store, trust, Some(Kind::Tigerbeetle))?.0
-        }
-        _ => rp.backup.clone().into_iter().collect(),
-    };
-    let read = reads(ctx, rp, &all)?;
+    let read = super::read_by(ctx, store, trust, rp)?;
+    let archived = super::archived::find(store, &super::archived::needed(ctx, store, trust, rp)?)?;
     // A replication restores its whole set, files stored by earlier runs included.
     let (objects, bytes) = match (rp.kind, &rp.backup) {
         (Kind::Parquet, Some(m)) => {
@@ -138,45 +90,16 @@ pub fn run(
             })).collect::<Vec<_>>(),
             "objects": objects,
             "bytes": bytes,
-            "events": read.iter().filter_map(|m| segment_events(m)).sum::<u64>(),
+            "events": read.iter().filter_map(segment_events).sum::<u64>(),
             "store": store.identity(),
             "target": args.target(),
             "staging_in": staging,
             "target_ok": target_ok,
             "target_verdict": verdict,
+            "archived": archived.iter().map(|(k, a)| json!({"key": k, "class": a.class, "restoring": a.restoring})).collect::<Vec<_>>(),
         }))?;
     } else {
-        match &rp.backup {
-            Some(m) => ui::out(&format!(
-                "would restore {} {} {} ({}){}{}",
-                m.kind.as_str(),
-                m.operation,
-                m.id,
-                units::rfc3339(m.started_at),
-                match crate::manifest::tigerbeetle::base_newest(m) {
-                    Some(n) => format!(
-                        ", a base of {} replicas built from the log (newest row at timestamp {n}), as a private cluster",
-                        crate::manifest::tigerbeetle::replica_count(m)
-                    ),
-                    None => String::new(),
-                },
-                rp.at
-                    .map(|t| format!(" and replay the log up to {}", units::rfc3339(t)))
-                    .unwrap_or_default()
-            ))?,
-            None => ui::out(&format!(
-                "would replay the log from the beginning up to {}{}",
-                rp.at.map(units::rfc3339).unwrap_or_default(),
-                if args.replicas > 1 {
-                    format!(
-                        " into a private cluster of {} fresh replicas, one data file each",
-                        args.replicas
-                    )
-                } else {
-                    String::new()
-                }
-            ))?,
-        }
+        say_what(rp, args)?;
         print_reads(&read)?;
         ui::out(&format!(
             "would read {}, {} from {}",
@@ -190,9 +113,63 @@ pub fn run(
             ui::out(&format!("would stage beside the target, in {staging}"))?;
         }
         ui::out(&format!("target {}: {verdict}", args.target().display()))?;
+        say_archived(&archived)?;
     }
     // A refused target fails the dry run with the code the restore would have.
     target
+}
+
+/// What would be restored: the backup, or the log from its beginning.
+fn say_what(rp: &RestorePlan, args: &RestoreArgs) -> Result<()> {
+    match &rp.backup {
+        Some(m) => ui::out(&format!(
+            "would restore {} {} {} ({}){}{}",
+            m.kind.as_str(),
+            m.operation,
+            m.id,
+            units::rfc3339(m.started_at),
+            match crate::manifest::tigerbeetle::base_newest(m) {
+                Some(n) => format!(
+                    ", a base of {} replicas built from the log (newest row at timestamp {n}), as a private cluster",
+                    crate::manifest::tigerbeetle::replica_count(m)
+                ),
+                None => String::new(),
+            },
+            rp.at
+                .map(|t| format!(" and replay the log up to {}", units::rfc3339(t)))
+                .unwrap_or_default()
+        ))?,
+        None => ui::out(&format!(
+            "would replay the log from the beginning up to {}{}",
+            rp.at.map(units::rfc3339).unwrap_or_default(),
+            if args.replicas > 1 {
+                format!(
+                    " into a private cluster of {} fresh replicas, one data file each",
+                    args.replicas
+                )
+            } else {
+                String::new()
+            }
+        ))?,
+    }
+    Ok(())
+}
+
+/// The archived objects the restore needs, if any, and what to do.
+fn say_archived(archived: &[(String, crate::store::Archived)]) -> Result<()> {
+    if archived.is_empty() {
+        return Ok(());
+    }
+    ui::out(&format!(
+        "archived: {} ({}), not readable until restored: run the restore with --request-restore[=DAYS,TIER] first",
+        units::count(archived.len() as u64, "object"),
+        super::archived::classes(archived)
+    ))?;
+    for (key, a) in archived {
+        let doing = if a.restoring { ", being restored" } else { "" };
+        ui::out(&format!("  {key} ({}{doing})", a.class))?;
+    }
+    Ok(())
 }
 
 /// The events a log segment's manifest records (accounts, transfers and
@@ -207,7 +184,7 @@ fn segment_events(m: &Manifest) -> Option<u64> {
 
 /// One line per manifest the restore reads (a segment with its events), and
 /// the most events the replay applies.
-fn print_reads(read: &[&Manifest]) -> Result<()> {
+fn print_reads(read: &[Manifest]) -> Result<()> {
     for m in read {
         ui::out(&format!(
             "  read {:<9} {}  {}, {}{}",
@@ -222,7 +199,7 @@ fn print_reads(read: &[&Manifest]) -> Result<()> {
             segment_events(m).map_or(String::new(), |n| format!(", {}", units::count(n, "event")))
         ))?;
     }
-    let events: u64 = read.iter().filter_map(|m| segment_events(m)).sum();
+    let events: u64 = read.iter().filter_map(segment_events).sum();
     if read.iter().any(|m| m.operation == LOGS) {
         ui::out(&format!(
             "would replay at most {} (the segments' accounts, transfers and expiries; those before the restored state's newest row are checked, not replayed)",

@@ -28,8 +28,11 @@ use crate::stages::progress::Progress;
 use crate::store::Store;
 use crate::workdir::WorkDir;
 
+mod archived;
 pub mod countdown;
 mod dry_run;
+mod reads;
+pub use reads::read_by;
 pub mod duckdb;
 pub mod parquet;
 pub mod pgbase;
@@ -68,6 +71,11 @@ pub struct RestorePlan {
 pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     let plan = &ctx.plan;
     let at = parse_at(args.at.as_deref())?;
+    let thaw = args
+        .request_restore
+        .as_deref()
+        .map(archived::parse)
+        .transpose()?;
     // `latest` names its kind: a target that cannot take it is refused before
     // the store is opened (the engine checks it again as it stages).
     if args.backup == "latest" && args.into.is_none() && !args.dry_run {
@@ -128,6 +136,9 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     if args.dry_run {
         return dry_run::run(ctx, store, &trust, &rp, args);
     }
+    if let Some(req) = thaw {
+        archived::request(ctx, store, &trust, &rp, req)?;
+    }
     let src = Source {
         store,
         keyring: trust.keys(),
@@ -167,6 +178,10 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         }
     };
     let note = record(ctx, &counting, &rp, started_at, result.is_ok());
+    let result = result.map_err(|e| match crate::exit::classify(&e) {
+        Some(Code::Archived) => archived::explain(ctx, store, &trust, &rp, e),
+        _ => e,
+    });
     released(held, note, result)
 }
 
