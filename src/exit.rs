@@ -197,9 +197,9 @@ pub fn most_specific(codes: impl IntoIterator<Item = Option<Code>>) -> Option<Co
         Code::Unsupported,
         Code::Config,
         Code::Locked,
-        Code::Archived,
         Code::TargetExists,
         Code::NotFound,
+        Code::Archived,
         Code::Partial,
         Code::Stale,
         Code::Transient,
@@ -237,6 +237,7 @@ pub fn is_damage(err: &anyhow::Error) -> bool {
                 | Code::Unsupported
                 | Code::Partial
                 | Code::Interrupted
+                | Code::Archived
         )
     )
 }
@@ -276,7 +277,11 @@ mod tests {
         let ledger = || anyhow::anyhow!("the ledger rejected the record");
         let down = || coded(Code::Transient, "the ledger did not answer");
         let bad = || coded(Code::Integrity, "digest mismatch");
+        let cold = || coded(Code::Archived, "in Deep Archive");
+        let gone = || coded(Code::NotFound, "object missing");
         for (problems, want) in [
+            (vec![cold(), gone()], NOT_FOUND),
+            (vec![down(), cold()], ARCHIVED),
             (vec![ledger(), skipped()], PARTIAL),
             (vec![skipped(), ledger()], PARTIAL),
             (vec![down(), skipped()], PARTIAL),
@@ -294,6 +299,7 @@ mod tests {
 
     #[test]
     fn trouble_is_not_damage() {
+        assert!(!is_damage(&coded(Code::Archived, "in Deep Archive")));
         assert!(is_damage(&coded(Code::Integrity, "bad chunk")));
         assert!(is_damage(&coded(Code::NotFound, "object missing")));
         assert!(is_damage(&anyhow::anyhow!("DuckDB cannot read the file")));

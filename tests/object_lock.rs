@@ -242,18 +242,47 @@ fn multipart_and_single_writes_carry_retention_and_encryption() {
     assert!(store.head("small.json").unwrap().is_some());
 }
 
-/// `storage_class` puts data objects (chunks, WAL) in an archive class and
-/// leaves what every run reads (manifests, the chunk list, the marker, heads)
-/// in the default one. A restore that meets archived objects stops with exit
-/// 14 and counts them; `--dry-run` names them; `--request-restore` asks for
-/// each and stops until they are readable; run again, it restores exactly.
+/// A local primary with a copy on S3 whose data objects go to an archive
+/// class. The configuration of a copy kept for years.
+fn cold_copy(moto: &Moto, bucket: &str, data: &std::path::Path) -> common::Setup {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_key(dir.path().join("key"), [7u8; 32]);
+    let copy = moto
+        .store_toml(
+            bucket,
+            "storage_class = \"glacier\"\nin_backup_runs = true\n",
+        )
+        .replace("[store]\n", "[[copies]]\nname = \"cold\"\n");
+    let config = dir.path().join("bkp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n[encryption]\nkey_file = \"key\"\n[tigerbeetle]\ndata_file = \"{}\"\nbinary = \"{}\"\n{copy}",
+            data.display(),
+            common::tool("tigerbeetle").display()
+        ),
+    )
+    .unwrap();
+    common::Setup {
+        dir,
+        config,
+        env: moto.env(),
+    }
+}
+
+/// `storage_class` puts a copy's data objects (chunks) in an archive class
+/// and leaves what every run reads (manifests, the chunk list, the marker,
+/// heads) in the default one. A restore from the copy that meets archived
+/// objects stops with exit 14 and counts them; `--dry-run` names them;
+/// `--request-restore` asks for each and stops until they are readable; run
+/// again, it restores exactly. The primary refuses an archive class.
 #[test]
 fn archived_objects_are_named_requested_and_then_restored() {
     let moto = shared_moto();
     let bucket = moto.new_bucket("cold", false);
     let dir = tempfile::tempdir().unwrap();
     let data = formatted_data_file(dir.path());
-    let s = setup_moto(&data, &bucket, "storage_class = \"glacier\"\n", "");
+    let s = cold_copy(moto, &bucket, &data);
     assert_exit(&s.bkp(&["snapshot"]), 0);
     let class = |key: &str| {
         moto.head(&bucket, key)
@@ -271,7 +300,7 @@ fn archived_objects_are_named_requested_and_then_restored() {
 
     let target = s.path("restored");
     let t = target.to_str().unwrap();
-    let out = s.bkp(&["restore", "latest", "--target", t]);
+    let out = s.bkp(&["restore", "--store", "cold", "latest", "--target", t]);
     assert_exit(&out, 14);
     let err = stderr(&out);
     assert!(
@@ -280,7 +309,18 @@ fn archived_objects_are_named_requested_and_then_restored() {
         "{err}"
     );
     assert!(!target.exists(), "nothing restored");
-    let out = s.bkp(&["restore", "latest", "--target", t, "--dry-run"]);
+    // What cannot be read is not damage.
+    let out = s.bkp(&["verify", "--store", "cold"]);
+    assert_exit(&out, 14);
+    let out = s.bkp(&[
+        "restore",
+        "--store",
+        "cold",
+        "latest",
+        "--target",
+        t,
+        "--dry-run",
+    ]);
     assert_exit(&out, 0);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -289,6 +329,8 @@ fn archived_objects_are_named_requested_and_then_restored() {
     );
     let out = s.bkp(&[
         "restore",
+        "--store",
+        "cold",
         "latest",
         "--target",
         t,
@@ -305,6 +347,8 @@ fn archived_objects_are_named_requested_and_then_restored() {
     // The store made them readable: the same command restores.
     let out = s.bkp(&[
         "restore",
+        "--store",
+        "cold",
         "latest",
         "--target",
         t,
@@ -344,29 +388,54 @@ fn archived_objects_are_named_requested_and_then_restored() {
     assert_eq!(class(list), "GLACIER");
     let again = s.path("again");
     let t = again.to_str().unwrap();
-    let out = s.bkp(&["restore", "latest", "--target", t, "--request-restore"]);
+    let out = s.bkp(&[
+        "restore",
+        "--store",
+        "cold",
+        "latest",
+        "--target",
+        t,
+        "--request-restore",
+    ]);
     assert_exit(&out, 14);
     assert!(
         stderr(&out).contains("restores requested now for 1 "),
         "{}",
         stderr(&out)
     );
-    let out = s.bkp(&["restore", "latest", "--target", t, "--request-restore"]);
+    let out = s.bkp(&[
+        "restore",
+        "--store",
+        "cold",
+        "latest",
+        "--target",
+        t,
+        "--request-restore",
+    ]);
     assert_exit(&out, 0);
 }
 
 #[test]
-fn a_storage_class_s3_does_not_know_is_a_config_error() {
+fn a_storage_class_s3_does_not_know_or_an_archive_class_on_the_primary_is_refused() {
     let moto = shared_moto();
     let bucket = moto.new_bucket("class", false);
     let dir = tempfile::tempdir().unwrap();
     let data = formatted_data_file(dir.path());
-    let s = setup_moto(&data, &bucket, "storage_class = \"icy\"\n", "");
-    let out = s.bkp(&["snapshot"]);
-    assert_exit(&out, 3);
-    assert!(
-        stderr(&out).contains("store.storage_class"),
-        "{}",
-        stderr(&out)
-    );
+    for (class, needle) in [
+        ("icy", "is not one of"),
+        ("DEEP_ARCHIVE", "put it on a [[copies]] entry"),
+    ] {
+        let extra = format!("storage_class = \"{class}\"\n");
+        let s = setup_moto(&data, &bucket, &extra, "");
+        let out = s.bkp(&["snapshot"]);
+        assert_exit(&out, 3);
+        let err = stderr(&out);
+        assert!(
+            err.contains("store.storage_class") && err.contains(needle),
+            "{err}"
+        );
+    }
+    // Readable classes are the primary's to choose.
+    let s = setup_moto(&data, &bucket, "storage_class = \"STANDARD_IA\"\n", "");
+    assert_exit(&s.bkp(&["snapshot"]), 0);
 }

@@ -136,8 +136,27 @@ pub(super) fn validate(f: Option<StoreFile>, v: &Validator, ov: &Overrides) -> R
             )),
             (Some(f), None) => f,
         };
-    plan_of(f, v, "store", ov)
+    let plan = plan_of(f, v, "store", ov)?;
+    // The primary is read back by backup runs (chunks a snapshot reuses, the
+    // base of a snapshot built from the log, `bkp copy`, `wal push` into
+    // copies): nothing in it may need a restore before it can be read.
+    if let StorePlan::S3(S3Settings {
+        storage_class: Some(c),
+        ..
+    }) = &plan
+    {
+        if ARCHIVE_CLASSES.contains(&c.class.as_str()) {
+            return Err(v.error(
+                "store.storage_class",
+                format!("{:?} is an archive class, whose objects cannot be read until restored, and backup runs read the primary back (chunks a snapshot reuses, bases built from the log, bkp copy): put it on a [[copies]] entry (a copy kept for years), and keep the primary in STANDARD, STANDARD_IA, ONEZONE_IA, INTELLIGENT_TIERING or GLACIER_IR", c.class),
+            ));
+        }
+    }
+    Ok(plan)
 }
+
+/// The classes whose objects cannot be read until restored.
+const ARCHIVE_CLASSES: [&str; 2] = ["GLACIER", "DEEP_ARCHIVE"];
 
 /// The plan of store section `section` (`store`, or a copy's) as written,
 /// with the environment's overrides `ov` (the primary store's; a copy's

@@ -118,8 +118,14 @@ impl Store for Counting<'_> {
     fn archived(&self, key: &str) -> Result<Option<super::Archived>> {
         self.inner.archived(key)
     }
-    fn request_restore(&self, key: &str, days: u32, tier: super::RetrievalTier) -> Result<()> {
-        self.inner.request_restore(key, days, tier)
+    fn request_restore(
+        &self,
+        key: &str,
+        state: &super::Archived,
+        days: u32,
+        tier: super::RetrievalTier,
+    ) -> Result<()> {
+        self.inner.request_restore(key, state, days, tier)
     }
 }
 

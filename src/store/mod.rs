@@ -249,11 +249,17 @@ pub trait Store: Send + Sync {
         Ok(None)
     }
 
-    /// Asks for a readable copy of archived `key`, kept `days` days (where
-    /// the class takes a number of days), retrieved at `tier`. A request
-    /// already under way is no error.
-    fn request_restore(&self, key: &str, days: u32, tier: RetrievalTier) -> Result<()> {
-        let _ = (days, tier);
+    /// Asks for a readable copy of `key`, archived as `state` says, kept
+    /// `days` days (where the class takes a number of days), retrieved at
+    /// `tier`. A request already under way is no error.
+    fn request_restore(
+        &self,
+        key: &str,
+        state: &Archived,
+        days: u32,
+        tier: RetrievalTier,
+    ) -> Result<()> {
+        let _ = (state, days, tier);
         Err(crate::exit::coded(
             crate::exit::Code::Unsupported,
             format!(

@@ -451,7 +451,7 @@ where
     if err.code() == Some("InvalidObjectState") {
         return coded(
             Code::Archived,
-            format!("{what}: it is in an archive storage class (S3 Glacier Flexible Retrieval or Deep Archive) and must be restored before it can be read ({detail}); `bkp restore … --request-restore` asks for every object a restore needs (or the provider's console, object by object); run again once they are readable: minutes to 48 hours, by retrieval tier"),
+            format!("{what}: it is in an archive storage class (S3 Glacier Flexible Retrieval or Deep Archive) and cannot be read until restored ({detail}); ask the provider for a restored copy (`bkp restore … --request-restore` asks for every object a restore needs), and run again once it is readable: minutes to 48 hours, by retrieval tier"),
         );
     }
     if transient {
@@ -934,7 +934,13 @@ impl Store for S3Store {
         )
     }
 
-    fn request_restore(&self, key: &str, days: u32, tier: super::RetrievalTier) -> Result<()> {
+    fn request_restore(
+        &self,
+        key: &str,
+        state: &super::Archived,
+        days: u32,
+        tier: super::RetrievalTier,
+    ) -> Result<()> {
         use aws_sdk_s3::types::{GlacierJobParameters, RestoreRequest, Tier};
         let full = self.full_key(key)?;
         let job = GlacierJobParameters::builder()
@@ -943,9 +949,7 @@ impl Store for S3Store {
             .context("a restore request")?;
         // Intelligent-Tiering's archive tiers take no number of days: the
         // object moves back to its frequent access tier.
-        let tiering = self
-            .archived(key)?
-            .is_some_and(|a| a.class == "INTELLIGENT_TIERING");
+        let tiering = state.class == "INTELLIGENT_TIERING";
         let request = RestoreRequest::builder()
             .set_days((!tiering).then_some(days as i32))
             .glacier_job_parameters(job)

@@ -81,7 +81,8 @@ fn exit_codes() -> Vec<(String, &'static str)> {
         (exit::STALE.to_string(), "(status) A watched schedule's newest good backup is older than its RPO, or there is none."),
         (exit::UNSUPPORTED.to_string(), "Unsupported source: it holds something a restore could not recreate exactly (a view over outside files, a type this build cannot read back); everything else was stored, and the message names what was left out."),
         (exit::ROLLBACK.to_string(), "Rollback: the store no longer shows a backup bkp recorded as stored (heads/): its manifest was deleted or hidden behind a delete marker; from restore latest, status and verify."),
-        ("201-213".to_string(), "(wal fetch) Any failure but \"not in the archive\" (9): 200 + the code above, so that PostgreSQL stops recovery instead of taking it for the end of the archive."),
+        (exit::ARCHIVED.to_string(), "Archived: an object the run must read is in an archive storage class (S3 Glacier Flexible Retrieval, Deep Archive) and not restored; restore --request-restore asks for what a restore needs."),
+        ("201-214".to_string(), "(wal fetch) Any failure but \"not in the archive\" (9): 200 + the code above, so that PostgreSQL stops recovery instead of taking it for the end of the archive."),
         (format!("{}, 143, 129", exit::INTERRUPTED), "Interrupted by SIGINT, SIGTERM or SIGHUP (128 + signal): the run stopped cleanly and stored no backup."),
     ]
 }

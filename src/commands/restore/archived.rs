@@ -84,7 +84,10 @@ pub fn needed(
             let set = crate::replicate::record::ReplicaSet::from_manifest(&m)?;
             keys.extend(set.set.into_iter().map(|f| f.object));
         }
-        if let Some((system, start, _)) = manifest::postgres::wal_start(&m) {
+        // WAL: only a point-in-time recovery replays the archive (a base
+        // restored as it is holds the WAL it needs).
+        let wal_start = manifest::postgres::wal_start(&m).filter(|_| rp.at.is_some());
+        if let Some((system, start, _)) = wal_start {
             let all = manifest::wal::archive::archived(store, system)?;
             let until = rp.at.unwrap_or_else(time::OffsetDateTime::now_utc)
                 + std::time::Duration::from_secs(15 * 60);
@@ -99,29 +102,17 @@ pub fn needed(
 
 /// Which of `keys` are archived, asked `store.parallelism()` at a time.
 pub fn find(store: &dyn Store, keys: &[String]) -> Result<Vec<(String, Archived)>> {
-    let next = Mutex::new(keys.iter());
     let found = Mutex::new(Vec::new());
-    let failed = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..store.parallelism().clamp(1, 16) {
-            s.spawn(|| loop {
-                let Some(key) = next.lock().ok().and_then(|mut n| n.next()) else {
-                    return;
-                };
-                match store.archived(key) {
-                    Ok(Some(a)) => found.lock().unwrap().push((key.clone(), a)),
-                    Ok(None) => {}
-                    Err(e) => {
-                        failed.lock().unwrap().get_or_insert(e);
-                        return;
-                    }
-                }
-            });
+    each(store, keys, |key| {
+        match store.archived(key) {
+            Ok(Some(a)) => found.lock().unwrap().push((key.clone(), a)),
+            Ok(None) => {}
+            // Missing: the restore reports it as it reports any.
+            Err(e) if crate::exit::classify(&e) == Some(Code::NotFound) => {}
+            Err(e) => return Err(e),
         }
-    });
-    if let Some(e) = failed.into_inner().unwrap() {
-        return Err(e);
-    }
+        Ok(())
+    })?;
     let mut found = found.into_inner().unwrap();
     found.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(found)
@@ -146,26 +137,66 @@ pub fn request(
         ));
         return Ok(());
     }
-    let mut asked = 0;
-    for (key, a) in archived.iter().filter(|(_, a)| !a.restoring) {
-        store.request_restore(key, req.days, req.tier)?;
-        ctx.ui.detail(&format!("asked for {key} ({})", a.class));
-        asked += 1;
+    let deep = |a: &Archived| a.class == "DEEP_ARCHIVE" || a.class == "INTELLIGENT_TIERING";
+    if req.tier == RetrievalTier::Expedited && archived.iter().any(|(_, a)| deep(a)) {
+        return Err(coded(
+            Code::Config,
+            format!(
+                "--request-restore: {} of the archived objects are in Deep Archive (or an Intelligent-Tiering archive tier), which has no expedited retrieval: ask with standard (within 12 hours) or bulk (within 48); nothing was requested",
+                archived.iter().filter(|(_, a)| deep(a)).count()
+            ),
+        ));
     }
+    let wanted: Vec<&(String, Archived)> = archived.iter().filter(|(_, a)| !a.restoring).collect();
+    each(store, &wanted, |(key, a)| {
+        store.request_restore(key, a, req.days, req.tier)
+    })?;
+    let what = match &rp.backup {
+        Some(m) => format!("{} {} {}", m.kind.as_str(), m.operation, m.id),
+        None => "the log".to_string(),
+    };
     Err(coded(
         Code::Archived,
         format!(
-            "{} of the {} objects this restore reads are archived ({}) in {}: restores requested now for {asked} ({} tier, readable for {} days), {} already under way. Run this command again once they are readable: {}",
+            "{} of the {} objects this restore of {what} reads are archived ({}) in {}: restores requested now for {} ({} tier, readable for {} days), {} already under way. Run this command again once they are readable (name {what} rather than `latest` if newer backups may arrive meanwhile): {}",
             archived.len(),
             keys.len(),
             classes(&archived),
             store.identity(),
+            wanted.len(),
             req.tier.as_str(),
             req.days,
-            archived.len() - asked,
+            archived.len() - wanted.len(),
             wait(req.tier)
         ),
     ))
+}
+
+/// Runs `f` on every item, `store.parallelism()` at a time; the first error.
+fn each<T: Sync>(
+    store: &dyn Store,
+    items: &[T],
+    f: impl Fn(&T) -> Result<()> + Sync,
+) -> Result<()> {
+    let next = Mutex::new(items.iter());
+    let failed = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..store.parallelism().clamp(1, 16) {
+            s.spawn(|| loop {
+                let Some(item) = next.lock().ok().and_then(|mut n| n.next()) else {
+                    return;
+                };
+                if let Err(e) = f(item) {
+                    failed.lock().unwrap().get_or_insert(e);
+                    return;
+                }
+            });
+        }
+    });
+    match failed.into_inner().unwrap() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// The error for a restore that met an archived object (`met`): every

@@ -137,7 +137,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         return dry_run::run(ctx, store, &trust, &rp, args);
     }
     if let Some(req) = thaw {
-        archived::request(ctx, store, &trust, &rp, req)?;
+        thaw_first(ctx, store, &trust, &rp, args, req)?;
     }
     let src = Source {
         store,
@@ -183,6 +183,32 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         _ => e,
     });
     released(held, note, result)
+}
+
+/// `--request-restore`: asks for the archived objects the restore reads (a
+/// replay `--into` a cluster reads the log alone), once the target is known
+/// to take the restore: nothing is paid for a restore that would be refused.
+fn thaw_first(
+    ctx: &Ctx,
+    store: &dyn Store,
+    trust: &Trust,
+    rp: &RestorePlan,
+    args: &RestoreArgs,
+    req: archived::Request,
+) -> Result<()> {
+    let backup = match &args.into {
+        Some(_) => None,
+        None => rp.backup.clone(),
+    };
+    if let (None, Some(shape)) = (&args.into, shape(rp.kind)) {
+        target::Target::check(args.target(), shape, args.force, &precious(&ctx.plan))?;
+    }
+    let reading = RestorePlan {
+        kind: rp.kind,
+        backup,
+        at: rp.at,
+    };
+    archived::request(ctx, store, trust, &reading, req)
 }
 
 /// Prints the restore's document (held back while it was recorded) with the
