@@ -16,6 +16,9 @@
 //! - `bkp_last_run_success`: 1 if the last run succeeded, else 0;
 //! - `bkp_last_run_duration_seconds`, `bkp_last_run_bytes` (stored),
 //!   `bkp_last_run_objects` (stored objects).
+//!
+//! `bkp copy` writes one file per copy, `bkp_copy_{name}.prom`, with the
+//! same gauges named `bkp_copy_…` and the label `copy` (see [`CopyMetrics`]).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -118,18 +121,112 @@ pub fn render(m: &RunMetrics, previous: Option<&str>) -> String {
 
 /// The last-success time recorded in an earlier file's text.
 fn previous_success(text: &str) -> Option<f64> {
+    previous_value(text, SUCCESS_METRIC)
+}
+
+/// The value of gauge `metric` in an earlier file's text.
+fn previous_value(text: &str, metric: &str) -> Option<f64> {
     text.lines()
-        .filter(|l| l.starts_with(SUCCESS_METRIC) && !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{metric}{{")) && !l.starts_with('#'))
         .filter_map(|l| l.rsplit_once(' '))
         .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
         .find(|v| v.is_finite())
+}
+
+/// What one `bkp copy` run did for one copy (`[[copies]]` entry `copy`).
+#[derive(Debug, Clone)]
+pub struct CopyMetrics {
+    pub copy: String,
+    /// The copy is up to date: nothing failed, nothing was refused.
+    pub success: bool,
+    pub finished_at: OffsetDateTime,
+    pub duration: Duration,
+    /// Backups and bytes copied.
+    pub backups: u64,
+    pub bytes: u64,
+    /// Backups and objects not copied, for damage on the primary or a
+    /// store that refused them.
+    pub not_copied: u64,
+}
+
+const COPY_SUCCESS_METRIC: &str = "bkp_copy_last_success_timestamp_seconds";
+
+/// The text of a copy's file (`bkp_copy_{name}.prom`), given the text of
+/// the file it replaces, whose last-success time a failed run keeps.
+pub fn render_copy(m: &CopyMetrics, previous: Option<&str>) -> String {
+    let labels = format!("{{copy=\"{}\"}}", m.copy);
+    let last_success = if m.success {
+        Some(seconds(m.finished_at))
+    } else {
+        previous.and_then(|p| previous_value(p, COPY_SUCCESS_METRIC))
+    };
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: String| {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {value}\n"
+        );
+    };
+    if let Some(s) = last_success {
+        gauge(
+            COPY_SUCCESS_METRIC,
+            "Unix time the last bkp copy run that left this copy up to date ended.",
+            format!("{s:.3}"),
+        );
+    }
+    for (name, help, value) in [
+        (
+            "bkp_copy_last_run_timestamp_seconds",
+            "Unix time the last bkp copy run into this copy ended.",
+            format!("{:.3}", seconds(m.finished_at)),
+        ),
+        (
+            "bkp_copy_last_run_success",
+            "1 if the last bkp copy run left this copy up to date, 0 if not.",
+            u8::from(m.success).to_string(),
+        ),
+        (
+            "bkp_copy_last_run_duration_seconds",
+            "Duration of the last bkp copy run into this copy.",
+            format!("{:.3}", m.duration.as_secs_f64()),
+        ),
+        (
+            "bkp_copy_last_run_bytes",
+            "Bytes the last bkp copy run copied into this copy.",
+            m.bytes.to_string(),
+        ),
+        (
+            "bkp_copy_last_run_backups",
+            "Backups the last bkp copy run copied into this copy.",
+            m.backups.to_string(),
+        ),
+        (
+            "bkp_copy_not_copied",
+            "Backups and objects the last bkp copy run could not copy into this copy.",
+            m.not_copied.to_string(),
+        ),
+    ] {
+        gauge(name, help, value);
+    }
+    out
+}
+
+/// Writes a copy's metrics into `dir` atomically; returns the file's path.
+pub fn write_copy(dir: &Path, m: &CopyMetrics) -> Result<PathBuf> {
+    let path = dir.join(format!("bkp_copy_{}.prom", m.copy));
+    let previous = std::fs::read_to_string(&path).ok();
+    put(dir, &path, &render_copy(m, previous.as_deref()))
 }
 
 /// Writes the metrics of one run into `dir` atomically; returns the file's path.
 pub fn write(dir: &Path, m: &RunMetrics) -> Result<PathBuf> {
     let path = dir.join(file_name(&m.operation, m.kind, m.scope));
     let previous = std::fs::read_to_string(&path).ok();
-    let text = render(m, previous.as_deref());
+    put(dir, &path, &render(m, previous.as_deref()))
+}
+
+/// Writes `text` to `path` in `dir` atomically.
+fn put(dir: &Path, path: &Path, text: &str) -> Result<PathBuf> {
     // A name the collector ignores (it reads only *.prom), in the same directory
     // so that the rename is atomic.
     let mut tmp = tempfile::Builder::new()
@@ -144,10 +241,10 @@ pub fn write(dir: &Path, m: &RunMetrics) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
         .with_context(|| format!("failed to set permissions in {}", dir.display()))?;
-    tmp.persist(&path)
+    tmp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| format!("failed to rename metrics into {}", path.display()))?;
-    Ok(path)
+    Ok(path.to_path_buf())
 }
 
 #[cfg(test)]
@@ -224,6 +321,27 @@ mod tests {
             ..run(true, 1_700_000_000)
         };
         assert!(!render(&unknown, None).contains("bkp_last_run_objects"));
+    }
+
+    #[test]
+    fn a_copy_keeps_its_last_success_across_a_failed_run() {
+        let at = |s: i64| OffsetDateTime::from_unix_timestamp(s).unwrap();
+        let m = |success: bool, t: i64| CopyMetrics {
+            copy: "dr".into(),
+            success,
+            finished_at: at(t),
+            duration: Duration::from_secs(3),
+            backups: 2,
+            bytes: 10,
+            not_copied: u64::from(!success),
+        };
+        let ok = render_copy(&m(true, 1_000), None);
+        assert!(ok.contains("bkp_copy_last_success_timestamp_seconds{copy=\"dr\"} 1000.000"));
+        let failed = render_copy(&m(false, 2_000), Some(&ok));
+        assert!(failed.contains("bkp_copy_last_success_timestamp_seconds{copy=\"dr\"} 1000.000"));
+        assert!(failed.contains("bkp_copy_last_run_success{copy=\"dr\"} 0"));
+        assert!(failed.contains("bkp_copy_not_copied{copy=\"dr\"} 1"));
+        assert!(!render_copy(&m(false, 2_000), None).contains("last_success"));
     }
 
     #[test]

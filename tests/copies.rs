@@ -665,12 +665,17 @@ fn each_copy_keeps_by_its_own_retention_and_cleanup_runs_per_store() {
          [copies.retention.snapshot]\npreset = \"none\"\nkeep_last = 1\n",
         common::shared_ledger().address()
     );
+    let metrics = tempfile::tempdir().unwrap();
+    let env = vec![(
+        "BKP_METRICS_DIR".to_string(),
+        metrics.path().display().to_string(),
+    )];
     let site = Site::new(
         &data,
         "type = \"local\"\npath = \"store\"\n",
         &extra,
         ARCHIVE,
-        vec![],
+        env,
     );
     let mut ids = Vec::new();
     let snapshot = |ids: &mut Vec<String>| {
@@ -703,6 +708,16 @@ fn each_copy_keeps_by_its_own_retention_and_cleanup_runs_per_store() {
     assert_eq!(n(&done["short"], "backups_left_out"), 3, "{done:?}");
     assert_eq!(held("long"), ids[1..4].to_vec());
     assert_eq!(held("short"), ids[3..4].to_vec());
+    // Each copy has its metrics.
+    let prom = fs::read_to_string(metrics.path().join("bkp_copy_long.prom")).unwrap();
+    for line in [
+        "bkp_copy_last_run_success{copy=\"long\"} 1\n",
+        "bkp_copy_last_run_backups{copy=\"long\"} 3\n",
+        "bkp_copy_not_copied{copy=\"long\"} 0\n",
+    ] {
+        assert!(prom.contains(line), "{prom}");
+    }
+    assert!(metrics.path().join("bkp_copy_short.prom").exists());
 
     // The primary's cleanup: its policy, its store.
     assert_exit(&site.bkp(&["cleanup"]), 0);

@@ -95,10 +95,17 @@ pub fn run(ctx: &Ctx, args: &CopyArgs) -> Result<()> {
     let mut problems = Vec::new();
     let mut reports = Vec::new();
     for c in copies {
+        let began = Instant::now();
+        let metrics = |out: Option<&crate::copies::Outcome>| {
+            if !args.dry_run {
+                copy_metrics(ctx, &c.name, began, out);
+            }
+        };
         let copy = match open_plan_store(&c.store) {
             Ok(s) => s,
             Err(e) => {
                 problems.push(e.context(format!("copy {} could not be opened", c.name)));
+                metrics(None);
                 continue;
             }
         };
@@ -127,9 +134,11 @@ pub fn run(ctx: &Ctx, args: &CopyArgs) -> Result<()> {
                     json!({"name": c.name, "store": copy.identity(), "error": format!("{e:#}")}),
                 );
                 problems.push(e.context(format!("{what} is not up to date")));
+                metrics(None);
                 continue;
             }
         };
+        metrics(Some(&out));
         ctx.ui.info(&summary(&what, &out, args.dry_run));
         for n in &out.not_copied {
             ctx.ui.warn(&format!("{what}: not copied: {}", n.why));
@@ -169,6 +178,28 @@ pub fn run(ctx: &Ctx, args: &CopyArgs) -> Result<()> {
         return Ok(());
     }
     Err(crate::exit::combine("bkp copy finished, but", problems))
+}
+
+/// Writes copy `name`'s metrics (`bkp_copy_{name}.prom`): up to date when
+/// the run reached its end (`out`) with nothing refused.
+fn copy_metrics(ctx: &Ctx, name: &str, began: Instant, out: Option<&crate::copies::Outcome>) {
+    let Some(dir) = &ctx.plan.metrics_dir else {
+        return;
+    };
+    let m = crate::metrics::CopyMetrics {
+        copy: name.to_string(),
+        success: out.is_some_and(|o| o.problems.is_empty()),
+        finished_at: OffsetDateTime::now_utc(),
+        duration: began.elapsed(),
+        backups: out.map_or(0, |o| o.backups_copied.len() as u64),
+        bytes: out.map_or(0, |o| o.bytes_copied),
+        not_copied: out.map_or(0, |o| o.not_copied.len() as u64),
+    };
+    if let Err(e) = crate::metrics::write_copy(dir, &m) {
+        ctx.ui.warn(&format!(
+            "{e:#}; the copy itself is not affected (metrics.dir or BKP_METRICS_DIR names the directory)"
+        ));
+    }
 }
 
 /// One line for the operator about copy `what`.
