@@ -456,7 +456,10 @@ pub struct S3Server {
     pub read_only_key: (String, String),
     pub region: String,
     pub dir: PathBuf,
-    /// Unix sockets SeaweedFS creates in /tmp for its ports; removed once it has stopped.
+    /// Unix sockets SeaweedFS creates in /tmp for its ports: a stale one is
+    /// removed before a server starts on its port, never after one stops (by
+    /// then another test process may run a server on the freed port, whose
+    /// socket it would remove: that server's filer then never became ready).
     sockets: Vec<PathBuf>,
     server: Option<Supervised>,
 }
@@ -520,8 +523,12 @@ impl S3Server {
                 ("HOME", dir.display().to_string()), // no ~/.seaweedfs config
             ],
             grace: S3_STOP_GRACE,
-            cleanup: [vec![dir.clone()], sockets.clone()].concat(),
+            cleanup: vec![dir.clone()],
         };
+        // Left by a server that had these ports before (its ports are free now).
+        for socket in &sockets {
+            let _ = fs::remove_file(socket);
+        }
         let server = Some(Supervised::spawn(spec, &dir));
         let endpoint = format!("http://127.0.0.1:{s3}");
         let region = "us-east-1".to_string();
@@ -650,9 +657,6 @@ impl S3Server {
     fn halt(&mut self, how: &str) {
         if let Some(mut server) = self.server.take() {
             server.halt(how);
-        }
-        for socket in &self.sockets {
-            let _ = fs::remove_file(socket);
         }
     }
 }
