@@ -75,45 +75,55 @@ pub fn render(m: &RunMetrics, previous: Option<&str>) -> String {
     } else {
         previous.and_then(previous_success)
     };
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, value: String| {
-        let _ = write!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {value}\n"
-        );
-    };
-    if let Some(s) = last_success {
-        gauge(
-            SUCCESS_METRIC,
-            "Unix time the last successful bkp run of this kind ended.",
-            format!("{s:.3}"),
-        );
-    }
-    gauge(
-        "bkp_last_run_timestamp_seconds",
-        "Unix time the last bkp run of this kind ended.",
-        format!("{:.3}", seconds(m.finished_at)),
-    );
-    gauge(
-        "bkp_last_run_success",
-        "1 if the last bkp run of this kind succeeded, 0 if it failed.",
-        u8::from(m.success).to_string(),
-    );
-    gauge(
-        "bkp_last_run_duration_seconds",
-        "Duration of the last bkp run of this kind.",
-        format!("{:.3}", m.duration.as_secs_f64()),
-    );
-    gauge(
-        "bkp_last_run_bytes",
-        "Bytes stored by the last bkp run of this kind.",
-        m.bytes.to_string(),
-    );
+    let mut rows = vec![
+        (
+            "bkp_last_run_timestamp_seconds",
+            "Unix time the last bkp run of this kind ended.",
+            format!("{:.3}", seconds(m.finished_at)),
+        ),
+        (
+            "bkp_last_run_success",
+            "1 if the last bkp run of this kind succeeded, 0 if it failed.",
+            u8::from(m.success).to_string(),
+        ),
+        (
+            "bkp_last_run_duration_seconds",
+            "Duration of the last bkp run of this kind.",
+            format!("{:.3}", m.duration.as_secs_f64()),
+        ),
+        (
+            "bkp_last_run_bytes",
+            "Bytes stored by the last bkp run of this kind.",
+            m.bytes.to_string(),
+        ),
+    ];
     if let Some(n) = m.objects {
-        gauge(
+        rows.push((
             "bkp_last_run_objects",
             "Objects stored by the last bkp run of this kind.",
             n.to_string(),
+        ));
+    }
+    let success = (
+        SUCCESS_METRIC,
+        "Unix time the last successful bkp run of this kind ended.",
+    );
+    gauges(&labels, last_success.map(|s| (success, s)), rows)
+}
+
+/// The text of gauges with `labels`: the last-success time first, when
+/// there is one, then `rows` (name, help, value).
+fn gauges(
+    labels: &str,
+    success: Option<((&str, &str), f64)>,
+    rows: Vec<(&str, &str, String)>,
+) -> String {
+    let success = success.map(|((name, help), s)| (name, help, format!("{s:.3}")));
+    let mut out = String::new();
+    for (name, help, value) in success.into_iter().chain(rows) {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {value}\n"
         );
     }
     out
@@ -160,21 +170,11 @@ pub fn render_copy(m: &CopyMetrics, previous: Option<&str>) -> String {
     } else {
         previous.and_then(|p| previous_value(p, COPY_SUCCESS_METRIC))
     };
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, value: String| {
-        let _ = write!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {value}\n"
-        );
-    };
-    if let Some(s) = last_success {
-        gauge(
-            COPY_SUCCESS_METRIC,
-            "Unix time the last bkp copy run that left this copy up to date ended.",
-            format!("{s:.3}"),
-        );
-    }
-    for (name, help, value) in [
+    let success = (
+        COPY_SUCCESS_METRIC,
+        "Unix time the last bkp copy run that left this copy up to date ended.",
+    );
+    let rows = vec![
         (
             "bkp_copy_last_run_timestamp_seconds",
             "Unix time the last bkp copy run into this copy ended.",
@@ -205,10 +205,8 @@ pub fn render_copy(m: &CopyMetrics, previous: Option<&str>) -> String {
             "Backups and objects the last bkp copy run could not copy into this copy.",
             m.not_copied.to_string(),
         ),
-    ] {
-        gauge(name, help, value);
-    }
-    out
+    ];
+    gauges(&labels, last_success.map(|s| (success, s)), rows)
 }
 
 /// Writes a copy's metrics into `dir` atomically; returns the file's path.

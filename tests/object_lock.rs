@@ -298,9 +298,15 @@ fn archived_objects_are_named_requested_and_then_restored() {
         assert_eq!(class(k) == "GLACIER", cold, "{k}: {}", class(k));
     }
 
+    // `restore latest` from the copy into `target`, with `more` arguments.
+    let restore = |target: &std::path::Path, more: &[&str]| {
+        let t = target.to_str().unwrap();
+        let mut args = vec!["restore", "--store", "cold", "latest", "--target", t];
+        args.extend_from_slice(more);
+        s.bkp(&args)
+    };
     let target = s.path("restored");
-    let t = target.to_str().unwrap();
-    let out = s.bkp(&["restore", "--store", "cold", "latest", "--target", t]);
+    let out = restore(&target, &[]);
     assert_exit(&out, 14);
     let err = stderr(&out);
     assert!(
@@ -312,30 +318,14 @@ fn archived_objects_are_named_requested_and_then_restored() {
     // What cannot be read is not damage.
     let out = s.bkp(&["verify", "--store", "cold"]);
     assert_exit(&out, 14);
-    let out = s.bkp(&[
-        "restore",
-        "--store",
-        "cold",
-        "latest",
-        "--target",
-        t,
-        "--dry-run",
-    ]);
+    let out = restore(&target, &["--dry-run"]);
     assert_exit(&out, 0);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         said.contains(&format!("archived: {} objects", chunks.len())),
         "{said}"
     );
-    let out = s.bkp(&[
-        "restore",
-        "--store",
-        "cold",
-        "latest",
-        "--target",
-        t,
-        "--request-restore=2,bulk",
-    ]);
+    let out = restore(&target, &["--request-restore=2,bulk"]);
     assert_exit(&out, 14);
     let err = stderr(&out);
     assert!(
@@ -345,15 +335,7 @@ fn archived_objects_are_named_requested_and_then_restored() {
     );
     assert!(!target.exists(), "nothing restored");
     // The store made them readable: the same command restores.
-    let out = s.bkp(&[
-        "restore",
-        "--store",
-        "cold",
-        "latest",
-        "--target",
-        t,
-        "--request-restore=2,bulk",
-    ]);
+    let out = restore(&target, &["--request-restore=2,bulk"]);
     assert_exit(&out, 0);
     let restored = common::walk(&target)
         .into_iter()
@@ -386,32 +368,15 @@ fn archived_objects_are_named_requested_and_then_restored() {
     );
     assert_eq!(moved.status, 200, "{}", moved.body);
     assert_eq!(class(list), "GLACIER");
-    let again = s.path("again");
-    let t = again.to_str().unwrap();
-    let out = s.bkp(&[
-        "restore",
-        "--store",
-        "cold",
-        "latest",
-        "--target",
-        t,
-        "--request-restore",
-    ]);
+    let target = s.path("again");
+    let out = restore(&target, &["--request-restore"]);
     assert_exit(&out, 14);
     assert!(
         stderr(&out).contains("restores requested now for 1 "),
         "{}",
         stderr(&out)
     );
-    let out = s.bkp(&[
-        "restore",
-        "--store",
-        "cold",
-        "latest",
-        "--target",
-        t,
-        "--request-restore",
-    ]);
+    let out = restore(&target, &["--request-restore"]);
     assert_exit(&out, 0);
 }
 

@@ -902,23 +902,8 @@ impl Store for S3Store {
     }
 
     fn archived(&self, key: &str) -> Result<Option<super::Archived>> {
-        let full = self.full_key(key)?;
-        let res = self.rt.block_on(
-            self.client
-                .head_object()
-                .bucket(&self.s.bucket)
-                .key(&full)
-                .send(),
-        );
-        let out = match res {
-            Ok(out) => out,
-            Err(e) if status_of(&e) == Some(404) => return Err(not_found(&self.identity(), key)),
-            Err(e) => {
-                return Err(sdk_error(
-                    e,
-                    format!("failed to look up {}", self.where_(key)),
-                ))
-            }
+        let Some(out) = self.head_object(key)? else {
+            return Err(not_found(&self.identity(), key));
         };
         let class = out.storage_class().map(|c| c.as_str().to_string());
         let cold = matches!(class.as_deref(), Some("GLACIER" | "DEEP_ARCHIVE"))
@@ -1498,6 +1483,19 @@ impl S3Store {
     /// [`Store::head`]: facts and ETag of `key`, or `None` if it does not
     /// exist.
     pub fn head_with_etag(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        Ok(self.head_object(key)?.map(|out| ObjectInfo {
+            key: key.to_string(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            modified: to_time(out.last_modified()),
+            etag: out.e_tag().map(str::to_string),
+        }))
+    }
+
+    /// S3's answer to a HEAD of `key`; `None` when there is no such object.
+    fn head_object(
+        &self,
+        key: &str,
+    ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
         let full = self.full_key(key)?;
         let res = self.rt.block_on(
             self.client
@@ -1507,12 +1505,7 @@ impl S3Store {
                 .send(),
         );
         match res {
-            Ok(out) => Ok(Some(ObjectInfo {
-                key: key.to_string(),
-                size: out.content_length().unwrap_or(0).max(0) as u64,
-                modified: to_time(out.last_modified()),
-                etag: out.e_tag().map(str::to_string),
-            })),
+            Ok(out) => Ok(Some(out)),
             Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(sdk_error(
                 e,
