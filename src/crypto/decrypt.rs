@@ -10,9 +10,9 @@ use zeroize::Zeroizing;
 
 use super::keys::Keyring;
 use super::{
-    aead_key, chunk_aad, chunk_nonce, integrity, Params, CHUNK_LOG2, ITERATIONS, MAGIC,
-    MAX_KEY_ID_LEN, METHOD_KEY, METHOD_PASSPHRASE, METHOD_X25519, PREFIX_LEN, REFETCH, SALT_LEN,
-    TAG_LEN, WRAPPED_LEN, WRAP_NONCE_LEN,
+    aead_key, chunk_aad, chunk_nonce, integrity, Params, CHUNK_LOG2, ITERATIONS, MAGIC, MAGIC_V2,
+    MAX_KEY_ID_LEN, MAX_STANZAS, METHOD_KEY, METHOD_PASSPHRASE, METHOD_X25519, PREFIX_LEN, REFETCH,
+    SALT_LEN, TAG_LEN, WRAPPED_LEN, WRAP_NONCE_LEN,
 };
 
 /// Decrypts the stream read from `inner`, releasing plaintext only from
@@ -51,113 +51,52 @@ impl<R: Read> DecryptReader<R> {
                 "failed to decrypt: this is not a bkp encrypted stream (bad magic); check that \
                  the object is a bkp backup and that it was written with encryption on",
             ));
-        } else if core[7] != MAGIC[7] {
+        } else if core[7] != MAGIC[7] && core[7] != MAGIC_V2[7] {
             let v = core[7].escape_ascii();
             return Err(integrity(format!(
                 "failed to decrypt: the stream has format version '{v}', which this bkp does \
                  not support; restore it with a newer bkp"
             )));
         }
-        read_part(&mut inner, &mut core, 3)?;
-        let (method, chunk_log2, id_len) = (core[8], core[9], usize::from(core[10]));
-        let params_expected = match method {
-            METHOD_KEY => 0,
-            METHOD_PASSPHRASE => 4 + SALT_LEN,
-            METHOD_X25519 => 32,
-            m => {
-                return Err(integrity(format!(
-                    "failed to decrypt: the stream uses encryption method {m}, which is \
-                     unsupported: it needs a newer bkp, or its header is corrupt"
-                )))
+        let (chunk_log2, stanzas) = if core[7] == MAGIC[7] {
+            read_part(&mut inner, &mut core, 3)?;
+            let (method, chunk_log2, id_len) = (core[8], core[9], core[10]);
+            known_method(method)?;
+            let stanza = read_stanza(&mut inner, &mut core, method, id_len)?;
+            read_part(&mut inner, &mut core, PREFIX_LEN)?;
+            (chunk_log2, vec![stanza])
+        } else {
+            read_part(&mut inner, &mut core, 1 + PREFIX_LEN + 1)?;
+            let (chunk_log2, count) = (core[8], usize::from(core[16]));
+            if !(2..=MAX_STANZAS).contains(&count) {
+                return Err(corrupt(format!(
+                    "{count} recipients is not in 2..={MAX_STANZAS}"
+                )));
             }
+            let mut stanzas = Vec::with_capacity(count);
+            for _ in 0..count {
+                read_part(&mut inner, &mut core, 2)?;
+                let (method, id_len) = (core[core.len() - 2], core[core.len() - 1]);
+                stanzas.push(read_stanza(&mut inner, &mut core, method, id_len)?);
+            }
+            (chunk_log2, stanzas)
         };
         if !CHUNK_LOG2.contains(&chunk_log2) {
             return Err(corrupt(format!(
                 "chunk size 2^{chunk_log2} is not in 2^12..=2^24"
             )));
         }
-        if id_len == 0 || id_len > MAX_KEY_ID_LEN {
-            return Err(corrupt(format!("key id length {id_len} is not in 1..=64")));
-        }
-        read_part(&mut inner, &mut core, id_len + 2)?;
-        let id_bytes = &core[11..11 + id_len];
-        if !id_bytes.iter().all(u8::is_ascii_graphic) {
-            return Err(corrupt("the key id is not printable ASCII".to_string()));
-        }
-        let id = String::from_utf8_lossy(id_bytes).into_owned();
-        let params_len = usize::from(u16::from_be_bytes([core[11 + id_len], core[12 + id_len]]));
-        if params_len != params_expected {
-            let detail = format!("parameters of {params_len} bytes for method {method}");
-            return Err(corrupt(detail));
-        }
-        let start = core.len();
-        read_part(&mut inner, &mut core, params_len + PREFIX_LEN)?;
-        let params = if method == METHOD_KEY {
-            Params::Key
-        } else if method == METHOD_X25519 {
-            let mut ephemeral = [0u8; 32];
-            ephemeral.copy_from_slice(&core[start..start + params_len]);
-            Params::X25519 { ephemeral }
-        } else {
-            let p = &core[start..start + params_len];
-            let n = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
-            let iterations = NonZeroU32::new(n)
-                .filter(|n| ITERATIONS.contains(&n.get()))
-                .ok_or_else(|| corrupt(format!("PBKDF2 iteration count {n} is out of range")))?;
-            let mut salt = [0u8; SALT_LEN];
-            salt.copy_from_slice(&p[4..]);
-            Params::Passphrase { iterations, salt }
-        };
         let mut nonce_prefix = [0u8; PREFIX_LEN];
-        nonce_prefix.copy_from_slice(&core[core.len() - PREFIX_LEN..]);
+        let at = if core[7] == MAGIC[7] {
+            core.len() - PREFIX_LEN
+        } else {
+            9
+        };
+        nonce_prefix.copy_from_slice(&core[at..at + PREFIX_LEN]);
         let mut wrapped = core.clone();
-        read_part(&mut inner, &mut wrapped, WRAPPED_LEN)?;
+        read_part(&mut inner, &mut wrapped, WRAPPED_LEN * stanzas.len())?;
         let wrapped = &wrapped[core.len()..];
-
-        let Some(master) = keys.find(&id) else {
-            let ids: Vec<String> = keys.all().map(|k| format!("'{}'", k.id)).collect();
-            return Err(integrity(format!(
-                "failed to decrypt: the stream was encrypted with key '{id}', which is not \
-                 configured (configured: {}); add that key to the config (old keys stay \
-                 configured for restores) and retry",
-                ids.join(", ")
-            )));
-        };
-        if !master.decrypts() {
-            return Err(super::config_error(format!(
-                "failed to decrypt: the stream was encrypted to recipient '{id}', and this host \
-                 holds only its public key (a write-only host): restore, verify and drill \
-                 where its identity is configured (`identity_files`)"
-            )));
-        }
-        let Some(kek) = master.kek(&params) else {
-            let wanted = match method {
-                METHOD_KEY => "raw key",
-                METHOD_PASSPHRASE => "passphrase",
-                _ => "public-key recipient",
-            };
-            let have = master.kind_name();
-            return Err(integrity(format!(
-                "failed to decrypt: the stream was encrypted with a {wanted} named '{id}', but \
-                 the configured key '{id}' is a {have}; configure the right key under that id"
-            )));
-        };
-        let mut nonce = [0u8; WRAP_NONCE_LEN];
-        nonce.copy_from_slice(&wrapped[..WRAP_NONCE_LEN]);
-        // Opened in place: it then holds the data key, wiped when dropped.
-        let mut sealed = Zeroizing::new([0u8; 32 + TAG_LEN]);
-        sealed.copy_from_slice(&wrapped[WRAP_NONCE_LEN..]);
-        let nonce = Nonce::assume_unique_for_key(nonce);
-        let key = kek
-            .open_in_place(nonce, Aad::from(&core), &mut sealed[..])
-            .map(|k| aead_key(k));
-        let key = key.map_err(|_| {
-            integrity(format!(
-                "failed to unlock the stream with key '{id}': either the key or passphrase is \
-                 wrong (same id, different secret, e.g. a passphrase typo) or the stream header \
-                 was tampered with; check the configured key, else restore another backup"
-            ))
-        })?;
+        let key = unwrap(keys, &stanzas, wrapped, &core)?;
         Ok(DecryptReader {
             inner,
             key,
@@ -272,6 +211,163 @@ impl<R: Read> Read for DecryptReader<R> {
         self.pos += n;
         Ok(n)
     }
+}
+
+/// One recipient of the data key, as a header names it: its method, key id
+/// and parameters (`None`: a method this bkp does not know, skipped).
+struct Stanza {
+    method: u8,
+    id: String,
+    params: Option<Params>,
+}
+
+/// An error unless `method` is one this bkp knows (a v1 stream has one
+/// stanza: an unknown method cannot be skipped).
+fn known_method(method: u8) -> io::Result<()> {
+    if matches!(method, METHOD_KEY | METHOD_PASSPHRASE | METHOD_X25519) {
+        return Ok(());
+    }
+    Err(integrity(format!(
+        "failed to decrypt: the stream uses encryption method {method}, which is \
+         unsupported: it needs a newer bkp, or its header is corrupt"
+    )))
+}
+
+/// Reads the rest of a stanza whose method and key id length were read:
+/// the key id, the parameters' length and the parameters, onto `core`.
+fn read_stanza(
+    inner: &mut impl Read,
+    core: &mut Vec<u8>,
+    method: u8,
+    id_len: u8,
+) -> io::Result<Stanza> {
+    let id_len = usize::from(id_len);
+    if id_len == 0 || id_len > MAX_KEY_ID_LEN {
+        return Err(corrupt(format!("key id length {id_len} is not in 1..=64")));
+    }
+    let at = core.len();
+    read_part(inner, core, id_len + 2)?;
+    let id_bytes = &core[at..at + id_len];
+    if !id_bytes.iter().all(u8::is_ascii_graphic) {
+        return Err(corrupt("the key id is not printable ASCII".to_string()));
+    }
+    let id = String::from_utf8_lossy(id_bytes).into_owned();
+    let params_len = usize::from(u16::from_be_bytes([
+        core[at + id_len],
+        core[at + id_len + 1],
+    ]));
+    let expected = match method {
+        METHOD_KEY => Some(0),
+        METHOD_PASSPHRASE => Some(4 + SALT_LEN),
+        METHOD_X25519 => Some(32),
+        _ => None,
+    };
+    if expected.is_some_and(|n| n != params_len) {
+        let detail = format!("parameters of {params_len} bytes for method {method}");
+        return Err(corrupt(detail));
+    }
+    let start = core.len();
+    read_part(inner, core, params_len)?;
+    let p = &core[start..];
+    let params = match method {
+        METHOD_KEY => Some(Params::Key),
+        METHOD_X25519 => {
+            let mut ephemeral = [0u8; 32];
+            ephemeral.copy_from_slice(p);
+            Some(Params::X25519 { ephemeral })
+        }
+        METHOD_PASSPHRASE => {
+            let n = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+            let iterations = NonZeroU32::new(n)
+                .filter(|n| ITERATIONS.contains(&n.get()))
+                .ok_or_else(|| corrupt(format!("PBKDF2 iteration count {n} is out of range")))?;
+            let mut salt = [0u8; SALT_LEN];
+            salt.copy_from_slice(&p[4..]);
+            Some(Params::Passphrase { iterations, salt })
+        }
+        _ => None,
+    };
+    Ok(Stanza { method, id, params })
+}
+
+/// The data key, unwrapped with the first stanza whose key `keys` holds;
+/// `wrapped` holds one wrapped key per stanza, `core` is their AAD.
+fn unwrap(
+    keys: &Keyring,
+    stanzas: &[Stanza],
+    wrapped: &[u8],
+    core: &[u8],
+) -> io::Result<LessSafeKey> {
+    let mut first_error = None;
+    for (i, s) in stanzas.iter().enumerate() {
+        let (Some(params), Some(master)) = (&s.params, keys.find(&s.id)) else {
+            continue;
+        };
+        let id = &s.id;
+        let tried = if !master.decrypts() {
+            Err(super::config_error(format!(
+                "failed to decrypt: the stream was encrypted to recipient '{id}', and this host \
+                 holds only its public key (a write-only host): restore, verify and drill \
+                 where its identity is configured (`identity_files`)"
+            )))
+        } else if let Some(kek) = master.kek(params) {
+            let w = &wrapped[i * WRAPPED_LEN..(i + 1) * WRAPPED_LEN];
+            let mut nonce = [0u8; WRAP_NONCE_LEN];
+            nonce.copy_from_slice(&w[..WRAP_NONCE_LEN]);
+            // Opened in place: it then holds the data key, wiped when dropped.
+            let mut sealed = Zeroizing::new([0u8; 32 + TAG_LEN]);
+            sealed.copy_from_slice(&w[WRAP_NONCE_LEN..]);
+            let nonce = Nonce::assume_unique_for_key(nonce);
+            let key = kek
+                .open_in_place(nonce, Aad::from(core), &mut sealed[..])
+                .map(|k| aead_key(k));
+            key.map_err(|_| {
+                integrity(format!(
+                    "failed to unlock the stream with key '{id}': either the key or passphrase is \
+                     wrong (same id, different secret, e.g. a passphrase typo) or the stream header \
+                     was tampered with; check the configured key, else restore another backup"
+                ))
+            })
+        } else {
+            let wanted = match s.method {
+                METHOD_KEY => "raw key",
+                METHOD_PASSPHRASE => "passphrase",
+                _ => "public-key recipient",
+            };
+            let have = master.kind_name();
+            Err(integrity(format!(
+                "failed to decrypt: the stream was encrypted with a {wanted} named '{id}', but \
+                 the configured key '{id}' is a {have}; configure the right key under that id"
+            )))
+        };
+        match tried {
+            Ok(key) => return Ok(key),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let ids: Vec<String> = keys.all().map(|k| format!("'{}'", k.id)).collect();
+    let named = match stanzas {
+        [one] => format!("key '{}', which is not", one.id),
+        [first, rest @ ..] => format!(
+            "key '{}' and escrow {}, none of which is",
+            first.id,
+            rest.iter()
+                .map(|s| format!("'{}'", s.id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        [] => "no key, and none is".to_string(),
+    };
+    Err(integrity(format!(
+        "failed to decrypt: the stream was encrypted with {named} configured (configured: {}); \
+         add that key to the config (old keys stay configured for restores) and retry",
+        ids.join(", ")
+    )))
 }
 
 fn corrupt(detail: String) -> io::Error {

@@ -7,10 +7,12 @@ use ring::aead::{Aad, LessSafeKey, Nonce};
 use ring::rand::SystemRandom;
 use zeroize::Zeroizing;
 
+use super::escrow::Escrow;
 use super::keys::{validate_key_id, MasterKey};
 use super::{
     aead_key, chunk_aad, chunk_nonce, random, Params, CHUNK_LOG2, DEFAULT_CHUNK_LOG2, MAGIC,
-    METHOD_KEY, METHOD_PASSPHRASE, METHOD_X25519, PREFIX_LEN, TAG_LEN, WRAP_NONCE_LEN,
+    MAGIC_V2, MAX_STANZAS, METHOD_KEY, METHOD_PASSPHRASE, METHOD_X25519, PREFIX_LEN, TAG_LEN,
+    WRAPPED_LEN, WRAP_NONCE_LEN,
 };
 use crate::exit::{Code, Coded};
 
@@ -40,11 +42,25 @@ impl<W: Write> EncryptWriter<W> {
         Self::with_chunk_log2(inner, key, DEFAULT_CHUNK_LOG2)
     }
 
+    /// Like [`EncryptWriter::new`], with the data key also wrapped to each of
+    /// `escrow` (stream format v2; v1 when `escrow` is empty).
+    pub fn with_escrow(inner: W, key: &MasterKey, escrow: &[Escrow]) -> io::Result<Self> {
+        Self::start(inner, key, escrow, DEFAULT_CHUNK_LOG2)
+    }
+
     /// Like [`EncryptWriter::new`], with chunks of `2^chunk_log2` bytes
     /// (12..=24).
-    pub fn with_chunk_log2(mut inner: W, key: &MasterKey, chunk_log2: u8) -> io::Result<Self> {
+    pub fn with_chunk_log2(inner: W, key: &MasterKey, chunk_log2: u8) -> io::Result<Self> {
+        Self::start(inner, key, &[], chunk_log2)
+    }
+
+    fn start(mut inner: W, key: &MasterKey, escrow: &[Escrow], chunk_log2: u8) -> io::Result<Self> {
         if !CHUNK_LOG2.contains(&chunk_log2) {
             let msg = format!("failed to encrypt: chunk size 2^{chunk_log2} is not in 2^12..=2^24");
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        }
+        if escrow.len() + 1 > MAX_STANZAS {
+            let msg = format!("failed to encrypt: at most {} escrows", MAX_STANZAS - 1);
             return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
         }
         if let Err(e) = validate_key_id(&key.id) {
@@ -56,43 +72,54 @@ impl<W: Write> EncryptWriter<W> {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, coded));
         }
         let rng = SystemRandom::new();
-        let (params, kek) = key.new_wrap(&rng)?;
-        let (method, params_bytes) = match &params {
-            Params::Key => (METHOD_KEY, Vec::new()),
-            Params::Passphrase { iterations, salt } => {
-                let it = iterations.get().to_be_bytes();
-                (METHOD_PASSPHRASE, [&it[..], salt].concat())
-            }
-            Params::X25519 { ephemeral } => (METHOD_X25519, ephemeral.to_vec()),
-        };
+        let mut stanzas = vec![stanza(&key.id, key.new_wrap(&rng)?)];
+        for e in escrow {
+            let (ephemeral, kek) = super::pubkey::wrap_to(&rng, e.public())?;
+            stanzas.push(stanza(e.id(), (Params::X25519 { ephemeral }, kek)));
+        }
         let nonce_prefix: [u8; PREFIX_LEN] = random(&rng)?;
-        // The id was validated above (at most 64 bytes); params are 0, 20 or 32 bytes.
-        let (id_len, params_len) = (key.id.len() as u8, params_bytes.len() as u16);
-        let core = [
-            MAGIC,
-            &[method, chunk_log2, id_len][..],
-            key.id.as_bytes(),
-            &params_len.to_be_bytes(),
-            &params_bytes,
-            &nonce_prefix,
-        ]
-        .concat();
+        let core = if escrow.is_empty() {
+            let (method, id, params, _) = &stanzas[0];
+            // The id was validated above (at most 64 bytes); params are 0, 20 or 32 bytes.
+            [
+                MAGIC,
+                &[*method, chunk_log2, id.len() as u8][..],
+                id.as_bytes(),
+                &(params.len() as u16).to_be_bytes(),
+                params,
+                &nonce_prefix,
+            ]
+            .concat()
+        } else {
+            let mut core = [MAGIC_V2, &[chunk_log2][..], &nonce_prefix].concat();
+            core.push(stanzas.len() as u8);
+            for (method, id, params, _) in &stanzas {
+                core.extend_from_slice(&[*method, id.len() as u8]);
+                core.extend_from_slice(id.as_bytes());
+                core.extend_from_slice(&(params.len() as u16).to_be_bytes());
+                core.extend_from_slice(params);
+            }
+            core
+        };
 
-        let wrap_nonce: [u8; WRAP_NONCE_LEN] = random(&rng)?;
         let data_key: Zeroizing<[u8; 32]> = Zeroizing::new(random(&rng)?);
-        let key_for_data = aead_key(&data_key[..]);
-        // Sealed in place: it holds the data key only until sealed below.
-        let mut sealed = data_key.to_vec();
-        let nonce = Nonce::assume_unique_for_key(wrap_nonce);
-        let done = kek.seal_in_place_append_tag(nonce, Aad::from(&core), &mut sealed);
-        done.map_err(|_| io::Error::other("failed to wrap the data key"))?;
-        let wrapped = [&wrap_nonce[..], &sealed].concat();
+        let mut wrapped = Vec::with_capacity(WRAPPED_LEN * stanzas.len());
+        for (_, _, _, kek) in &stanzas {
+            let wrap_nonce: [u8; WRAP_NONCE_LEN] = random(&rng)?;
+            // Sealed in place: it holds the data key only until sealed below.
+            let mut sealed = data_key.to_vec();
+            let nonce = Nonce::assume_unique_for_key(wrap_nonce);
+            let done = kek.seal_in_place_append_tag(nonce, Aad::from(&core), &mut sealed);
+            done.map_err(|_| io::Error::other("failed to wrap the data key"))?;
+            wrapped.extend_from_slice(&wrap_nonce);
+            wrapped.extend_from_slice(&sealed);
+        }
         inner.write_all(&core)?;
         inner.write_all(&wrapped)?;
         let chunk_size = 1usize << chunk_log2;
         Ok(EncryptWriter {
             inner,
-            key: key_for_data,
+            key: aead_key(&data_key[..]),
             nonce_prefix,
             aad: chunk_aad(&core, &wrapped),
             chunk_size,
@@ -131,6 +158,20 @@ impl<W: Write> EncryptWriter<W> {
         self.broken = false;
         Ok(())
     }
+}
+
+/// One recipient of a stream's data key: its method, key id, parameters and
+/// key-encryption key.
+fn stanza(id: &str, (params, kek): (Params, LessSafeKey)) -> (u8, String, Vec<u8>, LessSafeKey) {
+    let (method, bytes) = match &params {
+        Params::Key => (METHOD_KEY, Vec::new()),
+        Params::Passphrase { iterations, salt } => {
+            let it = iterations.get().to_be_bytes();
+            (METHOD_PASSPHRASE, [&it[..], salt].concat())
+        }
+        Params::X25519 { ephemeral } => (METHOD_X25519, ephemeral.to_vec()),
+    };
+    (method, id.to_string(), bytes, kek)
 }
 
 impl<W: Write> Write for EncryptWriter<W> {

@@ -180,6 +180,18 @@ impl MasterKey {
         })
     }
 
+    /// The contents of the escrow file of this identity (see `escrow.rs`):
+    /// `None` for any other key.
+    pub fn escrow_text(&self) -> Option<Zeroizing<String>> {
+        let Kind::Identity { public } = self.kind else {
+            return None;
+        };
+        Some(super::escrow::Escrow::text(
+            &public,
+            &hkdf32(&self.secret, SEAL_INFO),
+        ))
+    }
+
     /// Whether this key can decrypt (it is not a public key only).
     pub fn decrypts(&self) -> bool {
         !matches!(self.kind, Kind::Recipient { .. })
@@ -389,6 +401,9 @@ pub struct Keyring {
     /// The signers whose seals are trusted (this host's own included), each
     /// within its scope.
     signers: Vec<Signer>,
+    /// Escrows every new stream is also wrapped to, and every seal and tag
+    /// also made for (see `escrow.rs`).
+    escrow: Vec<super::escrow::Escrow>,
 }
 
 impl Keyring {
@@ -398,7 +413,20 @@ impl Keyring {
             others,
             signing: None,
             signers: Vec::new(),
+            escrow: Vec::new(),
         }
+    }
+
+    /// With escrows: new streams are also wrapped to each, and what this
+    /// host seals is also sealed for each.
+    pub fn with_escrow(mut self, escrow: Vec<super::escrow::Escrow>) -> Keyring {
+        self.escrow = escrow;
+        self
+    }
+
+    /// The escrows new streams are also wrapped to.
+    pub fn escrow(&self) -> &[super::escrow::Escrow] {
+        &self.escrow
     }
 
     /// With a signing key for this host's seals, and trusted signers without

@@ -60,6 +60,27 @@
 //! A stream has at most 2^32 chunks. A reader knows a chunk is final by
 //! reaching the end of the input right after it; nothing may follow it.
 //!
+//! # Stream format v2: one data key, several recipients
+//!
+//! Written when escrows are configured (see `escrow.rs`): the data key is
+//! wrapped once per recipient, the first being the configured key, as age
+//! wraps a file key to each recipient. `header_core`:
+//!
+//! | bytes | field | value |
+//! |-------|-------|-------|
+//! | 8 | magic | `BKPSTRM2` |
+//! | 1 | chunk_log2 | as in v1 |
+//! | 7 | nonce_prefix | random |
+//! | 1 | count | stanzas, 2..=8 |
+//!
+//! then `count` stanzas, each: method (1 byte, as in v1), key_id_len (1),
+//! key_id, params_len (2), params (as in v1; a reader skips a stanza of a
+//! method it does not know). Then `count` wrapped data keys, 60 bytes each,
+//! in stanza order, each sealed as in v1 under its stanza's key-encryption
+//! key with AAD = `header_core` (every stanza is bound to every wrap), and the
+//! chunks exactly as in v1, AAD = SHA-256(`header_core` || the wrapped keys).
+//! A reader unwraps the first stanza whose key it holds.
+//!
 //! The code: `keys` (configured keys, key text, the keyring), `encrypt`
 //! (the writer), `decrypt` (the reader); the format's constants and shared
 //! helpers are here.
@@ -76,6 +97,7 @@ use crate::exit::{Code, Coded};
 
 mod decrypt;
 mod encrypt;
+pub mod escrow;
 mod keys;
 pub mod pubkey;
 #[cfg(test)]
@@ -83,12 +105,16 @@ mod tests;
 
 pub use decrypt::DecryptReader;
 pub use encrypt::EncryptWriter;
+pub use escrow::Escrow;
 pub use keys::{key_id_of, validate_key_id, Claim, Keyring, MasterKey, Signer, SignerScope};
 
 /// The stream format's name as recorded in manifests.
 pub const FORMAT_NAME: &str = "aes-256-gcm-stream-v1";
 
 const MAGIC: &[u8; 8] = b"BKPSTRM1";
+const MAGIC_V2: &[u8; 8] = b"BKPSTRM2";
+/// Recipients of one stream's data key, the configured key's included.
+const MAX_STANZAS: usize = 8;
 const METHOD_KEY: u8 = 1;
 const METHOD_PASSPHRASE: u8 = 2;
 const METHOD_X25519: u8 = 3;
@@ -108,7 +134,7 @@ const REFETCH: &str = "fetch the object again or restore another backup";
 /// Whether `prefix` (the first bytes of an object) starts like an encrypted
 /// bkp stream.
 pub fn is_encrypted(prefix: &[u8]) -> bool {
-    prefix.starts_with(MAGIC)
+    prefix.starts_with(MAGIC) || prefix.starts_with(MAGIC_V2)
 }
 
 /// The key-wrapping parameters of a stream.

@@ -413,3 +413,109 @@ fn a_stream_to_a_recipient_opens_only_with_its_identity() {
         "failed to unlock",
     );
 }
+
+mod escrow {
+    use super::*;
+
+    fn escrow_pair() -> (MasterKey, Escrow) {
+        let (identity_text, _) = pubkey::generate_identity().unwrap();
+        let identity = MasterKey::identity(identity_text.as_bytes(), "identity").unwrap();
+        let text = identity.escrow_text().unwrap();
+        let escrow = Escrow::from_text(text.as_bytes(), "escrow file").unwrap();
+        (identity, escrow)
+    }
+
+    fn encrypt_escrowed(plain: &[u8], key: &MasterKey, escrow: &[Escrow]) -> Vec<u8> {
+        let mut w = EncryptWriter::with_escrow(Vec::new(), key, escrow).unwrap();
+        w.write_all(plain).unwrap();
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn the_working_key_and_each_escrow_alone_decrypt_a_v2_stream() {
+        let (id1, e1) = escrow_pair();
+        let (id2, e2) = escrow_pair();
+        let plain = data(200_000);
+        let ct = encrypt_escrowed(&plain, &key(1), &[e1, e2]);
+        assert_eq!(&ct[..8], b"BKPSTRM2");
+        assert!(is_encrypted(&ct));
+        assert_eq!(decrypt(&ct).unwrap(), plain);
+        assert_eq!(decrypt_with(&ct, &ring_of(id1), 777).unwrap(), plain);
+        assert_eq!(decrypt_with(&ct, &ring_of(id2), 777).unwrap(), plain);
+        // Neither key: the error names every recipient.
+        let err = decrypt_with(&ct, &ring_of(key(2)), 777).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&key(1).id) && msg.contains("escrow"), "{msg}");
+        assert_eq!(
+            classify(&anyhow::Error::from(err)),
+            Some(crate::exit::Code::Integrity)
+        );
+    }
+
+    #[test]
+    fn a_passphrase_stream_with_an_escrow_reads_with_either() {
+        let (id, e) = escrow_pair();
+        let ct = encrypt_escrowed(b"hello", &pass("pw"), &[e]);
+        assert_eq!(
+            decrypt_with(&ct, &ring_of(pass("pw")), 3).unwrap(),
+            b"hello"
+        );
+        assert_eq!(decrypt_with(&ct, &ring_of(id), 3).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn no_escrow_writes_v1_as_before() {
+        let ct = encrypt_escrowed(b"x", &key(1), &[]);
+        assert_eq!(&ct[..8], b"BKPSTRM1");
+        assert_eq!(ct.len(), HDR + 1 + TAG_LEN);
+    }
+
+    #[test]
+    fn every_header_byte_of_a_v2_stream_is_authenticated_for_every_reader() {
+        let (id, e) = escrow_pair();
+        let ct = encrypt_escrowed(&data(5000), &key(1), &[e]);
+        // The header: core then two wrapped keys; flip each byte in turn.
+        let core = 8 + 1 + 7 + 1 + (1 + 1 + 18 + 2) + (1 + 1 + 18 + 2 + 32);
+        let header = core + 2 * WRAPPED_LEN;
+        for i in 0..header {
+            let mut bad = ct.clone();
+            bad[i] ^= 0x01;
+            for keys in [ring_of(key(1)), ring_of(id.for_chunks())] {
+                assert!(
+                    decrypt_with(&bad, &keys, 4096).is_err(),
+                    "byte {i} was not checked"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_stanza_of_an_unknown_method_is_skipped() {
+        let (_, e) = escrow_pair();
+        let mut ct = encrypt_escrowed(b"data", &key(1), &[e]);
+        // The escrow stanza's method byte (after the first stanza).
+        let at = 8 + 1 + 7 + 1 + (1 + 1 + 18 + 2);
+        assert_eq!(ct[at], 3);
+        ct[at] = 9;
+        // The first stanza still reads; the AAD changed with the byte, so
+        // the data key does not unwrap: an integrity error, never a panic.
+        let err = decrypt(&ct).unwrap_err();
+        assert_eq!(
+            classify(&anyhow::Error::from(err)),
+            Some(crate::exit::Code::Integrity)
+        );
+    }
+
+    #[test]
+    fn an_escrow_file_that_is_not_one_is_a_config_error_that_quotes_nothing() {
+        let err = Escrow::from_text(b"BKP-X25519-ESCROW:zz-secret", "escrow file /e").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("escrow file /e") && !msg.contains("secret"),
+            "{msg}"
+        );
+        assert_eq!(classify(&err), Some(crate::exit::Code::Config));
+        let zero = format!("{}{}", crate::crypto::escrow::ESCROW, "0".repeat(128));
+        assert!(Escrow::from_text(zero.as_bytes(), "e").is_err());
+    }
+}
