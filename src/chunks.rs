@@ -44,12 +44,12 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::archive::is_zero;
-use crate::crypto::{DecryptReader, EncryptWriter, Keyring, MasterKey};
+use crate::crypto::{DecryptReader, EncryptWriter, Escrow, Keyring, MasterKey};
 use crate::exit::{coded, Code};
 use crate::id::BackupId;
 use crate::manifest::chunks::{
-    chunk_key, exchange_naming, keyed_naming, parse_naming, plain_naming, Chunk, ChunkList,
-    Chunked, ListRef, NamedBy, LIST_SCHEMA,
+    chunk_key, exchange_naming, keyed_naming, parse_naming, plain_naming, with_escrow, Chunk,
+    ChunkList, Chunked, ListRef, NamedBy, LIST_SCHEMA,
 };
 use crate::manifest::{FileEntry, Kind, Manifest};
 use crate::stages::compress::Compression;
@@ -77,8 +77,15 @@ pub const CHUNK_SIZE: u64 = 4 << 20;
 pub struct Naming(zeroize::Zeroizing<[u8; 32]>);
 
 impl Naming {
-    fn derive(compression: Compression, secret: &[u8]) -> Naming {
-        let context = format!("bkp chunk id v1 {}", compression.name());
+    /// `escrow`: the ids of the escrows the chunks are also wrapped to
+    /// (sorted), in the context, so that a chunk stored before an escrow was
+    /// configured is never named by a backup the escrow must read.
+    fn derive(compression: Compression, secret: &[u8], escrow: &[&str]) -> Naming {
+        let mut context = format!("bkp chunk id v1 {}", compression.name());
+        if !escrow.is_empty() {
+            context.push_str(" escrow ");
+            context.push_str(&escrow.join(","));
+        }
         Naming(zeroize::Zeroizing::new(blake3::derive_key(
             &context, secret,
         )))
@@ -87,28 +94,32 @@ impl Naming {
     /// The naming of new chunks under `key` (already [`MasterKey::for_chunks`])
     /// and its name; an error for a key that cannot name chunks secretly (a
     /// recipient without a signing key).
-    pub fn of(key: Option<&MasterKey>, compression: Compression) -> Result<(Naming, String)> {
+    pub fn of(
+        key: Option<&MasterKey>,
+        escrow: &[Escrow],
+        compression: Compression,
+    ) -> Result<(Naming, String)> {
         let alg = compression.name();
         let Some(k) = key else {
-            return Ok((Self::derive(compression, b""), plain_naming(alg)));
+            return Ok((Self::derive(compression, b"", &[]), plain_naming(alg)));
         };
-        match k.new_chunk_naming() {
-            Some((secret, None)) => Ok((
-                Self::derive(compression, &secret[..]),
-                keyed_naming(alg, k.id()),
-            )),
-            Some((secret, Some(writer))) => Ok((
-                Self::derive(compression, &secret[..]),
-                exchange_naming(alg, &writer, k.id()),
-            )),
-            None => Err(coded(
+        let mut ids: Vec<&str> = escrow.iter().map(Escrow::id).collect();
+        ids.sort_unstable();
+        let (secret, name) = match k.new_chunk_naming() {
+            Some((secret, None)) => (secret, keyed_naming(alg, k.id())),
+            Some((secret, Some(writer))) => (secret, exchange_naming(alg, &writer, k.id())),
+            None => return Err(coded(
                 Code::Config,
                 format!(
                     "key {} cannot name chunks: a write-only host needs encryption.signing_key_file",
                     k.id()
                 ),
             )),
-        }
+        };
+        Ok((
+            Self::derive(compression, &secret[..], &ids),
+            with_escrow(name, &ids),
+        ))
     }
 
     pub fn id(&self, data: &[u8]) -> String {
@@ -343,7 +354,10 @@ pub struct Source<'a> {
     /// Keys for the chunks' encryption (see [`source`]); `None` when the
     /// backup is not encrypted.
     pub keys: Option<Keyring>,
-    pub naming: Naming,
+    /// How the chunks were named; `None` where only an escrow's identity
+    /// reads them (it cannot recompute their ids: a restore and `verify`
+    /// check the whole file's SHA-256 instead).
+    pub naming: Option<Naming>,
     /// Buffers of decompressed chunks, filled again: a restore would
     /// otherwise zero and page-fault a new one per chunk.
     pool: Pool,
@@ -365,7 +379,7 @@ pub fn source<'a>(
             format!("chunk naming {:?} is unknown", map.naming),
         )
     };
-    let (alg, named_by) = parse_naming(&map.naming).ok_or_else(unknown)?;
+    let (alg, named_by, escrow) = parse_naming(&map.naming).ok_or_else(unknown)?;
     if alg != compression.name() {
         return Err(unknown());
     }
@@ -375,16 +389,36 @@ pub fn source<'a>(
         NamedBy::Exchange { key, writer } => (Some(key), Some(writer)),
     };
     let (keys, naming) = match key_id {
-        None => (None, Naming::derive(compression, b"")),
+        None => (None, Some(Naming::derive(compression, b"", &[]))),
         Some(id) => {
-            let key = keyring.and_then(|k| k.find(id)).ok_or_else(|| {
-                coded(
-                    Code::Config,
-                    format!(
-                        "the backup's chunks are named and encrypted with key {id}, which is not configured: add it to [encryption] (or [[encryption.old_keys]])"
-                    ),
-                )
-            })?;
+            let found = keyring.and_then(|k| k.find(id));
+            // Where the key is lost, an escrow's identity reads the chunks.
+            let by_escrow = || {
+                let ring = keyring?;
+                escrow
+                    .iter()
+                    .find_map(|e| ring.find(e).filter(|k| k.decrypts()))
+            };
+            let key = match found {
+                None => match by_escrow() {
+                    Some(e) => return Ok(Source {
+                        store,
+                        kind,
+                        compression,
+                        keys: Some(Keyring::new(e.for_chunks(), Vec::new())),
+                        naming: None,
+                        pool: Pool::default(),
+                    }),
+                    None => return Err(coded(
+                        Code::Config,
+                        format!(
+                            "the backup's chunks are named and encrypted with key {id}, which is not configured: add it to [encryption] (or [[encryption.old_keys]]){}",
+                            if escrow.is_empty() { String::new() } else { format!(", or the identity of escrow {}", escrow.join(" or ")) }
+                        ),
+                    )),
+                },
+                Some(k) => k,
+            };
             if !key.decrypts() {
                 return Err(coded(
                     Code::Config,
@@ -399,8 +433,8 @@ pub fn source<'a>(
                 Some(w) => key.chunk_id_key_for(w),
             }
             .ok_or_else(unknown)?;
-            let naming = Naming::derive(compression, &secret[..]);
-            (Some(Keyring::new(key, Vec::new())), naming)
+            let naming = Naming::derive(compression, &secret[..], &escrow);
+            (Some(Keyring::new(key, Vec::new())), Some(naming))
         }
     };
     Ok(Source {
@@ -414,7 +448,12 @@ pub fn source<'a>(
 }
 
 /// Compresses and encrypts one chunk.
-fn seal(data: &[u8], compression: Compression, key: Option<&MasterKey>) -> Result<Vec<u8>> {
+fn seal(
+    data: &[u8],
+    compression: Compression,
+    key: Option<&MasterKey>,
+    escrow: &[Escrow],
+) -> Result<Vec<u8>> {
     let packed = match compression {
         Compression::None => data.to_vec(),
         Compression::Zstd { level, .. } => zstd::bulk::compress(data, level)?,
@@ -430,7 +469,8 @@ fn seal(data: &[u8], compression: Compression, key: Option<&MasterKey>) -> Resul
     Ok(match key {
         None => packed,
         Some(k) => {
-            let mut w = EncryptWriter::new(Vec::with_capacity(packed.len() + 256), k)?;
+            let mut w =
+                EncryptWriter::with_escrow(Vec::with_capacity(packed.len() + 256), k, escrow)?;
             w.write_all(&packed)?;
             w.finish()?
         }
@@ -539,7 +579,7 @@ impl Source<'_> {
         if plain.len() as u64 != len {
             anyhow::bail!("it holds {} bytes, not {len}", plain.len());
         }
-        if check_id && self.naming.id(&plain) != c.0 {
+        if check_id && self.naming.as_ref().is_some_and(|n| n.id(&plain) != c.0) {
             anyhow::bail!("its content is not the chunk its name says");
         }
         Ok(plain)
@@ -639,6 +679,8 @@ pub struct Sink<'a> {
     pub compression: Compression,
     /// The current key as [`MasterKey::for_chunks`]; `None`: not encrypted.
     pub key: Option<&'a MasterKey>,
+    /// The escrows each chunk is also wrapped to.
+    pub escrow: &'a [Escrow],
     pub progress: Arc<dyn Progress>,
 }
 
@@ -705,13 +747,13 @@ pub fn write_file(
         .with_context(|| format!("failed to stat {}", path.display()))?
         .len();
     let n = usize::try_from(size.div_ceil(chunk_size))?;
-    let (naming, naming_name) = Naming::of(sink.key, sink.compression)?;
+    let (naming, naming_name) = Naming::of(sink.key, sink.escrow, sink.compression)?;
     let source = Source {
         store: sink.store,
         kind: sink.kind,
         compression: sink.compression,
         keys: sink.key.map(|k| Keyring::new(k.for_chunks(), Vec::new())),
-        naming,
+        naming: None,
         pool: Pool::default(),
     };
     // Chunks uploaded by this run: a repeated chunk is stored once.
@@ -722,14 +764,14 @@ pub fn write_file(
         if is_zero(data) {
             return Ok((None, 0));
         }
-        let id = source.naming.id(data);
+        let id = naming.id(data);
         if let Some(n) = known.get(&id) {
             return Ok((Some(Chunk(id, *n)), 0));
         }
         if let Some(n) = stored_here.lock().expect("chunk set").get(&id) {
             return Ok((Some(Chunk(id, *n)), 0));
         }
-        let sealed = seal(data, sink.compression, sink.key)?;
+        let sealed = seal(data, sink.compression, sink.key, sink.escrow)?;
         let key = chunk_key(sink.kind, &id);
         let chunk = Chunk(id.clone(), sealed.len() as u64);
         match sink.store.put_new(&key, &sealed, &Vec::new()) {
@@ -967,7 +1009,7 @@ pub fn store_again(sink: &Sink, map: &ChunkMap, i: usize, path: &Path) -> Result
     file.seek(SeekFrom::Start(i as u64 * map.chunk_size))?;
     let mut data = Vec::new();
     file.take(map.chunk_size).read_to_end(&mut data)?;
-    let (naming, _) = Naming::of(sink.key, sink.compression)?;
+    let (naming, _) = Naming::of(sink.key, sink.escrow, sink.compression)?;
     if naming.id(&data) != c.0 {
         anyhow::bail!(
             "{} changed since chunk {i} was read: the chunk cannot be stored again",
@@ -975,10 +1017,11 @@ pub fn store_again(sink: &Sink, map: &ChunkMap, i: usize, path: &Path) -> Result
         );
     }
     let key = chunk_key(sink.kind, &c.0);
-    match sink
-        .store
-        .put_new(&key, &seal(&data, sink.compression, sink.key)?, &Vec::new())
-    {
+    match sink.store.put_new(
+        &key,
+        &seal(&data, sink.compression, sink.key, sink.escrow)?,
+        &Vec::new(),
+    ) {
         Err(e) if !crate::store::is_already_exists(&e) => Err(e),
         _ => Ok(()),
     }
@@ -1233,6 +1276,7 @@ mod tests {
             kind: Kind::Tigerbeetle,
             compression: c,
             key: k,
+            escrow: &[],
             progress: Arc::new(Silent),
         }
     }
@@ -1498,14 +1542,14 @@ mod tests {
     fn ids_are_keyed_and_differ_per_key_and_compression() {
         let zstd = ZSTD;
         let k = key().for_chunks();
-        let (a, name) = Naming::of(Some(&k), zstd).unwrap();
+        let (a, name) = Naming::of(Some(&k), &[], zstd).unwrap();
         assert_eq!(name, format!("blake3:zstd:{}", k.id()));
         let other = MasterKey::from_bytes([8u8; 32]).for_chunks();
-        let b = Naming::of(Some(&other), zstd).unwrap().0;
-        let gz = Naming::of(Some(&k), Compression::Gzip { level: 6 })
+        let b = Naming::of(Some(&other), &[], zstd).unwrap().0;
+        let gz = Naming::of(Some(&k), &[], Compression::Gzip { level: 6 })
             .unwrap()
             .0;
-        let (plain, plain_name) = Naming::of(None, zstd).unwrap();
+        let (plain, plain_name) = Naming::of(None, &[], zstd).unwrap();
         assert_eq!(plain_name, "blake3:zstd");
         let ids = [a.id(b"x"), b.id(b"x"), gz.id(b"x"), plain.id(b"x")];
         for i in 0..ids.len() {
@@ -1513,7 +1557,10 @@ mod tests {
                 assert_ne!(ids[i], ids[j], "{i} {j}");
             }
         }
-        assert_eq!(a.id(b"x"), Naming::of(Some(&k), zstd).unwrap().0.id(b"x"));
+        assert_eq!(
+            a.id(b"x"),
+            Naming::of(Some(&k), &[], zstd).unwrap().0.id(b"x")
+        );
         // A passphrase names chunks by the raw key derived from it.
         let p = MasterKey::from_passphrase("correct horse".into(), None).unwrap();
         assert!(p.chunk_id_key().is_none());

@@ -283,6 +283,9 @@ pub enum KeyType {
     Raw,
     X25519,
     Ed25519,
+    /// An escrow: its identity at PATH.identity (keep it offline) and the
+    /// escrow file at PATH, for `escrow_files`.
+    Escrow,
 }
 
 #[derive(Debug, Args)]

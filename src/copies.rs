@@ -425,18 +425,39 @@ impl Copier<'_> {
             return Ok(());
         };
         match read(self.copy)? {
-            Some(theirs) if theirs == ours => Ok(()),
-            Some(_) => Err(not_the_primarys_marker(self.copy)),
-            None if self.dry => {
-                out.documents_copied += 1;
-                Ok(())
-            }
+            Some(theirs) if theirs == ours => {}
+            Some(_) => return Err(not_the_primarys_marker(self.copy)),
+            None if self.dry => out.documents_copied += 1,
             None => {
                 put_new(self.copy, marker::KEY, &ours)?;
                 out.documents_copied += 1;
-                Ok(())
             }
         }
+        self.escrow_vouches(out)
+    }
+
+    /// The statements that let escrows read the marker (see
+    /// `marker::vouch_for_escrows`), which the copy lacks: sealed, copied as
+    /// they are.
+    fn escrow_vouches(&self, out: &mut Outcome) -> Result<()> {
+        let prefix = format!("{}/", marker::ESCROW_DIR);
+        let theirs: HashSet<String> = self
+            .copy
+            .list(&prefix)?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        for o in self.primary.list(&prefix)? {
+            if theirs.contains(&o.key) || o.size > crate::limits::MARKER {
+                continue;
+            }
+            if !self.dry {
+                let bytes = self.primary.get_at_most(&o.key, crate::limits::MARKER)?;
+                put_new(self.copy, &o.key, &bytes)?;
+            }
+            out.documents_copied += 1;
+        }
+        Ok(())
     }
 
     /// The keys (and sizes) the copy holds where backups live.

@@ -58,7 +58,7 @@ pub fn upload(
     // Encrypt, hash and store on one thread.
     let back: ThreadWriter<(ObjectInfo, Digested)> = match keyring {
         Some(keys) => {
-            let enc = EncryptWriter::new(stored, keys.current())?;
+            let enc = EncryptWriter::with_escrow(stored, keys.current(), keys.escrow())?;
             ThreadWriter::spawn("encrypt", enc, |enc| {
                 let (object, d) = enc.finish()?.finish()?;
                 Ok((object.finish()?, d))

@@ -334,10 +334,20 @@ fn keys(ctx: &Ctx, keyring: Option<&crate::crypto::Keyring>) -> String {
                     ));
                 }
             }
+            for e in k.escrow() {
+                ids.push(format!("escrow {}", e.id()));
+            }
+            if k.escrow().is_empty() && k.current().decrypts() {
+                ctx.ui.warn(NO_ESCROW);
+                return format!("loaded {}; warning: {NO_ESCROW}", ids.join(", "));
+            }
             format!("loaded {}", ids.join(", "))
         }
     }
 }
+
+/// `bkp check`'s warning where no escrow is configured.
+const NO_ESCROW: &str = "no escrow is configured: a lost key loses every backup; make one with `bkp key generate --type escrow PATH`, keep its identity offline in another place, and list PATH in [encryption] escrow_files";
 
 fn work_dir(ctx: &Ctx) -> Result<String> {
     let w = WorkDir::new(&ctx.plan.work_dir);

@@ -101,6 +101,77 @@ fn signer_table(public: &str) -> String {
     )
 }
 
+/// Creates `path` (mode 0400, never replacing a file) holding `bytes`, made
+/// durable; nothing is left of a failed write.
+fn write_key_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o400)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => coded(
+                Code::TargetExists,
+                format!(
+                    "{} exists: bkp never replaces a key file (the backups written with it need it); choose a new path",
+                    path.display()
+                ),
+            ),
+            _ => anyhow::Error::new(e).context(format!("cannot create key file {}", path.display())),
+        })?;
+    if let Err(e) = f.write_all(bytes).and_then(|()| f.sync_all()) {
+        // A half-written key file would block the next attempt ("exists") and
+        // hold no usable key: remove it.
+        drop(f);
+        let _ = std::fs::remove_file(path);
+        return Err(anyhow::Error::new(e).context(format!(
+            "failed to write key file {}; nothing was kept: check the file system and run again",
+            path.display()
+        )));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+    }
+    Ok(())
+}
+
+/// `bkp key generate --type escrow PATH`: an escrow identity at
+/// `PATH.identity`, to be moved offline, and its escrow file at `PATH`, for
+/// the hosts that back up (see `crypto/escrow.rs`).
+fn generate_escrow(ui: &Ui, path: &Path) -> Result<()> {
+    let (text, recipient) = pubkey::generate_identity()?;
+    let identity = crate::crypto::MasterKey::identity(text.as_bytes(), "the new identity")?;
+    let escrow = identity
+        .escrow_text()
+        .expect("an identity has an escrow file");
+    let mut offline = path.as_os_str().to_owned();
+    offline.push(".identity");
+    let offline = std::path::PathBuf::from(offline);
+    write_key_file(&offline, text.as_bytes())?;
+    write_key_file(path, escrow.as_bytes())?;
+    let id = identity.id().to_string();
+    ui.info(&format!(
+        "escrow {id}: its identity is in {} and its escrow file in {} (both mode 0400). Move the identity offline now, to another place (a safe, another region's vault): it decrypts every backup written with the escrow, and must not stay on this host. Give the hosts that back up the escrow file (`escrow_files` in [encryption]); `bkp init` then adds the escrow's seal to the store marker",
+        offline.display(),
+        path.display()
+    ));
+    if ui.json {
+        ui::out(&serde_json::to_string_pretty(&json!({
+            "schema": "bkp.key/1",
+            "key_id": id,
+            "path": path,
+            "identity_path": offline,
+            "public": recipient,
+        }))?)?;
+        return Ok(());
+    }
+    ui::out(&format!(
+        "{id}\nescrow_files = [{:?}]",
+        path.display().to_string()
+    ))?;
+    Ok(())
+}
+
 /// Writes a new key to `path` and prints its id (and public half).
 pub fn generate(ui: &Ui, path: &Path, kind: KeyType) -> Result<()> {
     let (bytes, id, public): (Zeroizing<Vec<u8>>, String, Option<String>) = match kind {
@@ -127,35 +198,9 @@ pub fn generate(ui: &Ui, path: &Path, kind: KeyType) -> Result<()> {
             let id = pubkey::Verifier::parse(&signer)?.id;
             (Zeroizing::new(text.as_bytes().to_vec()), id, Some(signer))
         }
+        KeyType::Escrow => return generate_escrow(ui, path),
     };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o400)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => coded(
-                Code::TargetExists,
-                format!(
-                    "{} exists: bkp never replaces a key file (the backups written with it need it); choose a new path",
-                    path.display()
-                ),
-            ),
-            _ => anyhow::Error::new(e).context(format!("cannot create key file {}", path.display())),
-        })?;
-    if let Err(e) = f.write_all(&bytes).and_then(|()| f.sync_all()) {
-        // A half-written key file would block the next attempt ("exists") and
-        // hold no usable key: remove it.
-        drop(f);
-        let _ = std::fs::remove_file(path);
-        return Err(anyhow::Error::new(e).context(format!(
-            "failed to write key file {}; nothing was kept: check the file system and run again",
-            path.display()
-        )));
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
-    }
+    write_key_file(path, &bytes)?;
     ui.info(&format!(
         "key {id} written to {} (mode 0400): keep a copy where this host's disks are not; without it no backup made with it can be restored",
         path.display()

@@ -71,8 +71,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         progress.begin("uploading", Some(prepared.size));
         let (objects, archived, stored_chunks, base) = if chunked {
             // Only chunks the newest snapshot does not name are uploaded.
-            let key = chunk_key.as_ref();
-            let base = chunk_base(store.as_ref(), &trust, plan.compression, key)?;
+            let base = chunk_base(store.as_ref(), &trust, plan.compression, chunk_key.as_ref())?;
             let (base, known) = base_chunks(ctx, store.as_ref(), base)?;
             if let Some(b) = &base {
                 log(&format!(
@@ -85,7 +84,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 store: store.as_ref(),
                 kind: Kind::Tigerbeetle,
                 compression: plan.compression,
-                key,
+                key: chunk_key.as_ref(),
+                escrow: trust.keys().map_or(&[], |k| k.escrow()),
                 progress: progress.clone(),
             };
             let (mut map, entry) = chunks::write_file(
@@ -141,6 +141,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 kind: Kind::Tigerbeetle,
                 compression: plan.compression,
                 key: chunk_key.as_ref(),
+                escrow: trust.keys().map_or(&[], |k| k.escrow()),
                 progress: std::sync::Arc::new(crate::stages::progress::Silent),
             };
             let base = base.as_ref().map(|(b, known)| (b, known));
@@ -330,7 +331,8 @@ fn chunk_base(
     compression: crate::stages::compress::Compression,
     key: Option<&crate::crypto::MasterKey>,
 ) -> Result<Option<Manifest>> {
-    let (_, naming) = chunks::Naming::of(key, compression)?;
+    let escrow = trust.keys().map_or(&[][..], |k| k.escrow());
+    let (_, naming) = chunks::Naming::of(key, escrow, compression)?;
     let (all, _) = manifest::list(store, trust, Some(Kind::Tigerbeetle))?;
     let fits = |m: &Manifest| {
         m.chunks.as_ref().is_some_and(|c| {

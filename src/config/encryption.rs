@@ -57,6 +57,11 @@ pub struct EncryptionFile {
     pub identity_files: Vec<PathBuf>,
     /// This host's Ed25519 signing key (a file): it seals what the host writes.
     pub signing_key_file: Option<PathBuf>,
+    /// Escrow files (`bkp key generate --type escrow`): every new stream is
+    /// also decryptable, and every seal also verifiable, by each escrow's
+    /// identity, kept offline.
+    #[serde(default)]
+    pub escrow_files: Vec<PathBuf>,
     /// The old, unscoped form of `signer`: refused, with the table to write.
     #[serde(default)]
     pub signers: Vec<String>,
@@ -123,6 +128,8 @@ pub struct EncryptionPlan {
     pub signing_key: Option<PathBuf>,
     /// Trusted signers, in their text form, and what each may seal.
     pub signers: Vec<(String, SignerScope)>,
+    /// Escrow files.
+    pub escrow: Vec<PathBuf>,
 }
 
 /// Where one key comes from, and the id it is recorded under (default: the key's
@@ -185,6 +192,7 @@ pub(super) fn validate(f: Option<EncryptionFile>, v: &Validator) -> Result<Optio
         spec: KeySpec::Identity(secret_path(p, v)),
         id: None,
     });
+    let escrow = escrow_files(e.recipient.is_some(), e.escrow_files, v)?;
     let current = match (e.recipient, symmetric) {
         (Some(_), true) => {
             return Err(v.error(
@@ -241,7 +249,22 @@ pub(super) fn validate(f: Option<EncryptionFile>, v: &Validator) -> Result<Optio
         store_id: e.store_id.map(|id| id.to_ascii_lowercase()),
         signing_key,
         signers,
+        escrow,
     }))
+}
+
+/// Checks `escrow_files`: none on a write-only host, at most 7.
+fn escrow_files(write_only: bool, files: Vec<PathBuf>, v: &Validator) -> Result<Vec<PathBuf>> {
+    if write_only && !files.is_empty() {
+        return Err(v.error(
+            "encryption.escrow_files",
+            "does not apply with recipient: a write-only host's backups are read with the identity configured where restores run; keep a copy of that identity file offline, in another place, instead",
+        ));
+    }
+    if files.len() > 7 {
+        return Err(v.error("encryption.escrow_files", "lists more than 7 escrows"));
+    }
+    Ok(files.into_iter().map(|p| secret_path(p, v)).collect())
 }
 
 /// The error for today's `signers = ["…"]`: a signer without a scope would
@@ -488,7 +511,17 @@ pub fn load_keyring(e: &EncryptionPlan) -> Result<Keyring> {
         .iter()
         .map(|(s, scope)| Ok((crate::crypto::pubkey::Verifier::parse(s)?, scope.clone())))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Keyring::new(current, others).with_scoped_signers(signing, signers))
+    let escrow = e
+        .escrow
+        .iter()
+        .map(|p| {
+            let (text, origin) = read_secret(p, "escrow file", "--type escrow ")?;
+            crate::crypto::Escrow::from_text(&text, &origin)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Keyring::new(current, others)
+        .with_scoped_signers(signing, signers)
+        .with_escrow(escrow))
 }
 
 fn load_key(k: &KeyPlan) -> Result<MasterKey> {

@@ -279,7 +279,7 @@ fn data_class(v: &Validator, key: &str, class: &str) -> Result<DataClass> {
 
 /// The folders bkp keeps its own objects in at the top of a store: one per
 /// kind, and those of manifests, catalogs, tombstones, archived WAL, legacy
-/// lists, heads, leases, run reports, `bkp check`'s probes and a local store's partial writes.
+/// lists, heads, escrow statements, leases, run reports, `bkp check`'s probes and a local store's partial writes.
 pub fn bkp_folders() -> Vec<&'static str> {
     use crate::manifest;
     let mut out: Vec<&'static str> = manifest::Kind::ALL.iter().map(|k| k.as_str()).collect();
@@ -290,6 +290,7 @@ pub fn bkp_folders() -> Vec<&'static str> {
         manifest::wal::PREFIX.trim_end_matches('/'),
         manifest::legacy::DIR,
         manifest::head::DIR,
+        manifest::marker::ESCROW_DIR,
         "leases",
         "reports",
         "check",

@@ -114,6 +114,16 @@ pub fn exchange_naming(compression: &str, writer: &[u8; 32], key_id: &str) -> St
     format!("blake3x:{compression}:{}:{key_id}", hex::encode(writer))
 }
 
+/// `naming` with the escrows its chunks are also wrapped to (ids sorted,
+/// see `chunks::Naming`): `{naming};escrow={id},{id}`; `naming` alone
+/// without escrows.
+pub fn with_escrow(naming: String, escrow: &[&str]) -> String {
+    if escrow.is_empty() {
+        return naming;
+    }
+    format!("{naming};escrow={}", escrow.join(","))
+}
+
 /// The naming of the chunks of an unencrypted backup.
 pub fn plain_naming(compression: &str) -> String {
     format!("blake3:{compression}")
@@ -130,8 +140,31 @@ pub enum NamedBy<'a> {
     Exchange { key: &'a str, writer: [u8; 32] },
 }
 
-/// The parts of a naming: the compression algorithm and what keys it.
-pub fn parse_naming(naming: &str) -> Option<(&str, NamedBy<'_>)> {
+/// The parts of a naming: the compression algorithm, what keys it, and the
+/// escrows its chunks are also wrapped to.
+pub fn parse_naming(naming: &str) -> Option<(&str, NamedBy<'_>, Vec<&str>)> {
+    let (naming, escrow) = match naming.split_once(";escrow=") {
+        None => (naming, Vec::new()),
+        Some((n, ids)) => {
+            let ids: Vec<&str> = ids.split(',').collect();
+            let ok = ids.iter().all(|i| {
+                i.strip_prefix("x-")
+                    .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            });
+            if !ok || ids.windows(2).any(|w| w[0] >= w[1]) {
+                return None;
+            }
+            (n, ids)
+        }
+    };
+    let (alg, by) = parse_base(naming)?;
+    if !escrow.is_empty() && by == NamedBy::Plain {
+        return None;
+    }
+    Some((alg, by, escrow))
+}
+
+fn parse_base(naming: &str) -> Option<(&str, NamedBy<'_>)> {
     if let Some(rest) = naming.strip_prefix("blake3x:") {
         let (alg, rest) = rest.split_once(':')?;
         let (writer, key) = rest.split_once(':')?;

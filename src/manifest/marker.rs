@@ -22,6 +22,7 @@ use std::sync::Mutex;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use time::OffsetDateTime;
 
 use super::{seal, Trust};
@@ -29,6 +30,108 @@ use crate::exit::{coded, Code};
 use crate::store::Store;
 
 pub const KEY: &str = "bkp-store.json";
+
+/// Where an escrow's word for the marker lives (see [`vouch_for_escrows`]).
+pub const ESCROW_DIR: &str = "escrow";
+
+/// A key holder's statement, sealed for its escrows too, that the marker
+/// with these bytes is this installation's: the marker, written once,
+/// carries no seal of an escrow configured after it was written.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EscrowVouch {
+    schema: String,
+    /// SHA-256 of the marker's exact bytes.
+    marker_sha256: String,
+}
+
+const VOUCH_SCHEMA: &str = "bkp.marker-escrow/1";
+
+fn vouch_key(escrow_id: &str) -> String {
+    format!("{ESCROW_DIR}/{escrow_id}.json")
+}
+
+/// Makes the marker of `store` readable by each configured escrow's
+/// identity: where its seal lacks an escrow's, a statement vouching for its
+/// bytes, sealed with the key and the escrows, is written beside it
+/// (create-only). Only a key holder does this.
+pub fn vouch_for_escrows(store: &dyn Store, trust: &Trust) -> Result<()> {
+    let Some(keys) = trust.keys().filter(|k| !k.escrow().is_empty()) else {
+        return Ok(());
+    };
+    if !trust.key_holder() {
+        return Ok(());
+    }
+    let bytes = match store.get_at_most(KEY, crate::limits::MARKER) {
+        Ok(b) => b,
+        Err(e) if crate::exit::classify(&e) == Some(Code::NotFound) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let sealed_for = seal::escrow_ids(&bytes);
+    let doc = EscrowVouch {
+        schema: VOUCH_SCHEMA.to_string(),
+        marker_sha256: crate::stages::hash::hex(&sha2::Sha256::digest(&bytes)),
+    };
+    for e in keys.escrow() {
+        if sealed_for.iter().any(|id| id == e.id()) {
+            continue;
+        }
+        let key = vouch_key(e.id());
+        match store.put_new(&key, &seal::encode(&doc, Some(keys))?, &Vec::new()) {
+            Ok(_) => {}
+            Err(err) if crate::store::is_already_exists(&err) => {}
+            Err(err) => {
+                return Err(err.context(format!(
+                    "failed to write {key}, which lets escrow {} read the store marker",
+                    e.id()
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The marker `bytes`, sealed by a key this config does not hold, when a key
+/// holder vouched for exactly these bytes for the escrow this config holds
+/// (see [`vouch_for_escrows`]).
+fn vouched_by_escrow(store: &dyn Store, trust: &Trust, bytes: &[u8]) -> Result<Option<Marker>> {
+    let Some(keys) = trust.keys() else {
+        return Ok(None);
+    };
+    let digest = crate::stages::hash::hex(&sha2::Sha256::digest(bytes));
+    let key = vouch_key(keys.current().id());
+    let doc = match store.get_at_most(&key, crate::limits::MARKER) {
+        Ok(b) => b,
+        Err(e) if crate::exit::classify(&e) == Some(Code::NotFound) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let what = format!("{key} of {}", store.identity());
+    let opened = seal::open(&doc, &what, trust)?;
+    let by_key = opened
+        .sealer
+        .as_deref()
+        .is_some_and(|s| trust.is_key_holder(s));
+    let vouch: Option<EscrowVouch> = serde_json::from_value(opened.value).ok();
+    if !by_key || vouch.is_none_or(|v| v.schema != VOUCH_SCHEMA || v.marker_sha256 != digest) {
+        return Ok(None);
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| {
+        coded(
+            Code::Integrity,
+            format!("the store marker {KEY} is malformed"),
+        )
+    })?;
+    if let Some(o) = v.as_object_mut() {
+        o.remove(seal::FIELD);
+    }
+    let m: Marker = serde_json::from_value(v).map_err(|_| {
+        coded(
+            Code::Integrity,
+            format!("the store marker {KEY} is malformed"),
+        )
+    })?;
+    Ok(Some(m))
+}
 pub const SCHEMA: &str = "bkp.store/1";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -334,7 +437,16 @@ pub fn ensure(store: &dyn Store, trust: &Trust) -> Result<()> {
     if checked(store) {
         return Ok(());
     }
-    if check(store, trust)?.is_some() || !trust.key_holder() {
+    if check(store, trust)?.is_some() {
+        if let Err(e) = vouch_for_escrows(store, trust) {
+            crate::ui::log(
+                crate::ui::Priority::Warning,
+                &format!("bkp: warning: {e:#}; the next run tries again"),
+            );
+        }
+        return Ok(());
+    }
+    if !trust.key_holder() {
         return Ok(());
     }
     // A store with a history but no marker: a new marker, of a new id,
@@ -451,6 +563,11 @@ fn read(store: &dyn Store, trust: &Trust) -> Result<Option<Marker>> {
     }
     match seal::sealer(&bytes, trust) {
         Some((id, false)) if trust.checks() => {
+            if let Some(m) = vouched_by_escrow(store, trust, &bytes)? {
+                well_formed(&m, &what)?;
+                saw(store, Some(&m));
+                return Ok(Some(m));
+            }
             return Err(foreign_error(format!(
                 "{} belongs to another installation: its marker ({KEY}) is sealed with key {id:?}, which this config does not hold. If this installation rotated that key out, keep it under [[encryption.old_keys]] where the key is held (the marker, and every backup it sealed, need it); otherwise point this config at its own bucket or prefix, or configure that installation's key",
                 store.identity()

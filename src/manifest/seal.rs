@@ -45,7 +45,8 @@ use super::Kind;
 /// The JSON member that holds the seal.
 pub const FIELD: &str = "seal";
 
-/// Exactly one of `hmac` (a symmetric key's) and `ed25519` (a signer's).
+/// Exactly one of `hmac` (a symmetric key's) and `ed25519` (a signer's);
+/// with escrows (see `crypto/escrow.rs`), an HMAC of the same bytes by each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Seal {
@@ -54,6 +55,37 @@ struct Seal {
     hmac: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ed25519: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    escrow: Vec<EscrowSeal>,
+}
+
+/// An escrow's seal: the HMAC under its seal key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EscrowSeal {
+    key_id: String,
+    hmac: String,
+}
+
+/// Bytes of each part of a tag made with escrows: the key's HMAC and each
+/// escrow's, truncated to 128 bits.
+const TAG_PART: usize = 16;
+
+/// Whether `raw` is `key`'s HMAC of `message`, or (a tag made with escrows,
+/// see [`tag`]) one of its 16-byte parts is that HMAC's first 16 bytes.
+fn mac_ok(key: &hmac::Key, message: &[u8], raw: &[u8]) -> bool {
+    if hmac::verify(key, message, raw).is_ok() {
+        return true;
+    }
+    if raw.len() < 2 * TAG_PART || !raw.len().is_multiple_of(TAG_PART) {
+        return false;
+    }
+    let want = hmac::sign(key, message);
+    let want = &want.as_ref()[..TAG_PART];
+    raw.chunks(TAG_PART).any(|part| {
+        // Compared in constant time, as `hmac::verify` compares.
+        part.iter().zip(want).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+    })
 }
 
 /// What the readers of one run trust; also holds the run's keys.
@@ -439,6 +471,36 @@ impl<'a> Sealing<'a> {
         }
     }
 
+    /// The escrows' seals of `message` (none for a write-only host, whose
+    /// documents the escrow's holder believes as a signer's, by its scope).
+    fn escrow_seals(&self, keys: &Keyring, message: &[u8]) -> Vec<EscrowSeal> {
+        if let Sealing::Sign(_) = self {
+            return Vec::new();
+        }
+        keys.escrow()
+            .iter()
+            .map(|e| EscrowSeal {
+                key_id: e.id().to_string(),
+                hmac: hex::encode(hmac::sign(e.seal_key(), message)),
+            })
+            .collect()
+    }
+
+    /// A tag of `message`: the seal, or with escrows the first 16 bytes of
+    /// this key's HMAC and of each escrow's, so that either holder verifies
+    /// it (a WAL object's name has room for one tag).
+    fn tag(&self, keys: &Keyring, message: &[u8]) -> Vec<u8> {
+        let escrow = self.escrow_seals(keys, message);
+        if escrow.is_empty() {
+            return self.seal(message);
+        }
+        let mut out = self.seal(message)[..TAG_PART].to_vec();
+        for e in keys.escrow() {
+            out.extend_from_slice(&hmac::sign(e.seal_key(), message).as_ref()[..TAG_PART]);
+        }
+        out
+    }
+
     /// The name [`Opened::sealer`] gives what this seals.
     fn name(&self) -> String {
         match self {
@@ -460,17 +522,21 @@ pub fn encode<T: Serialize>(doc: &T, keys: Option<&Keyring>) -> Result<Vec<u8>> 
     }
     if let Some(keys) = keys {
         let sealing = Sealing::of(keys)?;
-        let tag = Some(hex::encode(sealing.seal(&canonical(&v)?)));
+        let message = canonical(&v)?;
+        let tag = Some(hex::encode(sealing.seal(&message)));
+        let escrow = sealing.escrow_seals(keys, &message);
         let s = match sealing {
             Sealing::Sign(signer) => Seal {
                 key_id: signer.id().to_string(),
                 hmac: None,
                 ed25519: tag,
+                escrow,
             },
             Sealing::Mac(_, id) => Seal {
                 key_id: id.to_string(),
                 hmac: tag,
                 ed25519: None,
+                escrow,
             },
         };
         if let Some(o) = v.as_object_mut() {
@@ -489,7 +555,7 @@ pub fn tag(keys: Option<&Keyring>, message: &[u8]) -> Result<String> {
     let Some(keys) = keys else {
         return Ok(crate::stages::hash::hex(&sha2::Sha256::digest(message)));
     };
-    Ok(hex::encode(Sealing::of(keys)?.seal(message)))
+    Ok(hex::encode(Sealing::of(keys)?.tag(keys, message)))
 }
 
 /// What [`tag_check`] found.
@@ -521,7 +587,7 @@ pub fn tag_check(keys: Option<&Keyring>, message: &[u8], tag: &str, claim: &Clai
         let ok = raw.as_slice() == sha2::Sha256::digest(message).as_slice();
         return if ok { Tagged::Verifies } else { Tagged::Fails };
     };
-    let by = |k: &hmac::Key| hmac::verify(k, message, &raw).is_ok();
+    let by = |k: &hmac::Key| mac_ok(k, message, &raw);
     if keys.current().seal_key().is_some_and(by) {
         return Tagged::Verifies;
     }
@@ -559,13 +625,18 @@ pub fn tag_verifies_now(keys: Option<&Keyring>, message: &[u8], tag: &str) -> bo
     let Ok(raw) = hex::decode(tag) else {
         return false;
     };
-    keys.current()
-        .seal_key()
-        .is_some_and(|k| hmac::verify(k, message, &raw).is_ok())
+    tag_verifies_by_current_key(keys, message, &raw)
         || keys
             .signers()
             .iter()
             .any(|s| s.verifier.verify(message, &raw))
+}
+
+/// Whether `raw` is a tag ([`tag`]) of `message` by the current key.
+pub fn tag_verifies_by_current_key(keys: &Keyring, message: &[u8], raw: &[u8]) -> bool {
+    keys.current()
+        .seal_key()
+        .is_some_and(|k| mac_ok(k, message, raw))
 }
 
 /// A document read from the store, its seal checked if it had one.
@@ -648,6 +719,17 @@ pub fn open(bytes: &[u8], what: &str, trust: &Trust) -> Result<Opened> {
     };
     let message = canonical(&value)?;
     let sealer = match (&seal.hmac, &seal.ed25519) {
+        // The writer's key is not held, an escrow's identity is: its seal.
+        (Some(_), None) if keys.find(&seal.key_id).and_then(|k| k.seal_key()).is_none() => {
+            let (e, key) = seal
+                .escrow
+                .iter()
+                .find_map(|e| Some((e, keys.find(&e.key_id)?.seal_key()?)))
+                .ok_or_else(|| unknown("key id", "add that key to [encryption] (or [[encryption.old_keys]], or identity_files)"))?;
+            let tag = hex::decode(&e.hmac).map_err(|_| bad_seal())?;
+            hmac::verify(key, &message, &tag).map_err(|_| forged())?;
+            format!("hmac:{}", e.key_id)
+        }
         (Some(tag), None) => {
             let key = keys
                 .find(&seal.key_id)
@@ -684,14 +766,33 @@ pub fn open(bytes: &[u8], what: &str, trust: &Trust) -> Result<Opened> {
 pub fn sealer(bytes: &[u8], trust: &Trust) -> Option<(String, bool)> {
     let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
     let seal: Seal = serde_json::from_value(v.get(FIELD)?.clone()).ok()?;
+    let holds = |k: &Keyring, id: &str| k.find(id).and_then(|m| m.seal_key()).is_some();
     let known = trust.keys().is_some_and(|k| {
         if seal.ed25519.is_some() {
             k.signer(&seal.key_id).is_some()
         } else {
-            k.find(&seal.key_id).and_then(|m| m.seal_key()).is_some()
+            holds(k, &seal.key_id)
         }
     });
+    if !known && seal.ed25519.is_none() {
+        let by_escrow = trust
+            .keys()
+            .and_then(|k| seal.escrow.iter().find(|e| holds(k, &e.key_id)));
+        if let Some(e) = by_escrow {
+            return Some((printable(&e.key_id), true));
+        }
+    }
     Some((printable(&seal.key_id), known))
+}
+
+/// The ids of the escrows whose seals the document `bytes` carries
+/// (unchecked: for deciding what to write, never what to believe).
+pub fn escrow_ids(bytes: &[u8]) -> Vec<String> {
+    let seal = serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| serde_json::from_value::<Seal>(v.get(FIELD)?.clone()).ok());
+    seal.map(|s| s.escrow.into_iter().map(|e| e.key_id).collect())
+        .unwrap_or_default()
 }
 
 /// `bytes` without its seal, when the seal is an HMAC of the key whose
@@ -735,6 +836,93 @@ pub(crate) mod tests {
 
     fn doc() -> serde_json::Value {
         serde_json::json!({"id": "x", "retention_days": 365, "objects": [{"key": "a", "size": 1}], "f": 0.1})
+    }
+
+    /// A host's keyring with an escrow, and the escrow identity's trust.
+    fn escrowed(b: u8) -> (Keyring, Trust) {
+        let (text, _) = crate::crypto::pubkey::generate_identity().unwrap();
+        let identity = MasterKey::identity(text.as_bytes(), "identity").unwrap();
+        let file = identity.escrow_text().unwrap();
+        let escrow = crate::crypto::Escrow::from_text(file.as_bytes(), "escrow").unwrap();
+        let host = ring(b).with_escrow(vec![escrow]);
+        let vault = Trust::new(Some(Keyring::new(identity, vec![])), None, vec![]);
+        (host, vault)
+    }
+
+    #[test]
+    fn the_escrow_identity_believes_what_a_host_with_its_escrow_sealed_and_tagged() {
+        let (host, vault) = escrowed(7);
+        let bytes = encode(&doc(), Some(&host)).unwrap();
+        // The key holder reads it as before.
+        assert_eq!(
+            open(&bytes, "d", &trust(7)).unwrap().sealer.unwrap(),
+            format!("hmac:{}", ring(7).current().id())
+        );
+        // The escrow's identity, as the current key: a key holder's seal.
+        let o = open(&bytes, "d", &vault).unwrap();
+        let sealer = o.sealer.unwrap();
+        assert!(vault.is_key_holder(&sealer), "{sealer}");
+        assert_eq!(o.value, doc());
+        assert!(sealer_known(&vault, Some(&sealer)));
+        // Any edit fails the escrow's seal too.
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["retention_days"] = 1.into();
+        let err = open(&serde_json::to_vec(&v).unwrap(), "d", &vault).unwrap_err();
+        assert_eq!(classify(&err), Some(Code::Integrity));
+        // A tag: both halves, each holder checks its own.
+        let t = tag(Some(&host), b"wal message").unwrap();
+        assert_eq!(t.len(), 64);
+        assert_eq!(
+            tag(Some(&host), b"wal message").unwrap(),
+            t,
+            "deterministic"
+        );
+        let none = Claim::default();
+        assert_eq!(
+            tag_check(Some(&ring(7)), b"wal message", &t, &none),
+            Tagged::Verifies
+        );
+        assert_eq!(
+            tag_check(vault.keys(), b"wal message", &t, &none),
+            Tagged::Verifies
+        );
+        assert_eq!(
+            tag_check(vault.keys(), b"other message", &t, &none),
+            Tagged::Fails
+        );
+        assert_eq!(
+            tag_check(Some(&ring(8)), b"wal message", &t, &none),
+            Tagged::Fails
+        );
+        assert!(tag_verifies_now(vault.keys(), b"wal message", &t));
+    }
+
+    #[test]
+    fn an_escrow_seal_alone_is_not_believed_where_only_the_escrow_file_is_held() {
+        // A host holds the escrow's seal key (its file), not its identity: a
+        // document sealed by another key with a genuine escrow seal is a
+        // stranger's to it. (A thief of some host holds that file.)
+        let (host, _) = escrowed(7);
+        let stranger = Keyring::new(MasterKey::from_bytes([9; 32]), vec![]);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&encode(&doc(), Some(&stranger)).unwrap()).unwrap();
+        let message = canonical(&doc()).unwrap();
+        let e = &host.escrow()[0];
+        v[FIELD]["escrow"] = serde_json::json!([{
+            "key_id": e.id(),
+            "hmac": hex::encode(hmac::sign(e.seal_key(), &message)),
+        }]);
+        let bytes = serde_json::to_vec(&v).unwrap();
+        // A tag made with the escrow's half only, likewise.
+        let half = hex::encode(&hmac::sign(e.seal_key(), b"m").as_ref()[..TAG_PART]);
+        let forged = format!("{}{half}", "00".repeat(TAG_PART));
+        let at_host = Trust::new(Some(host), None, vec![]);
+        let err = open(&bytes, "d", &at_host).unwrap_err();
+        assert!(format!("{err:#}").contains("not configured"), "{err:#}");
+        assert_eq!(
+            tag_check(at_host.keys(), b"m", &forged, &Claim::default()),
+            Tagged::Fails
+        );
     }
 
     #[test]
