@@ -765,7 +765,7 @@ _bkp() {
             fi
             case "${prev}" in
                 --type)
-                    COMPREPLY=($(compgen -W "raw x25519 ed25519" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "raw x25519 ed25519 escrow" -- "${cur}"))
                     return 0
                     ;;
                 --config)

@@ -228,7 +228,8 @@ complete -c bkp -n "__fish_bkp_using_subcommand key; and not __fish_seen_subcomm
 complete -c bkp -n "__fish_bkp_using_subcommand key; and not __fish_seen_subcommand_from generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -l type -d 'The kind of key' -r -f -a "raw\t''
 x25519\t''
-ed25519\t''"
+ed25519\t''
+escrow\t'An escrow: its identity at PATH.identity (keep it offline) and the escrow file at PATH, for `escrow_files`'"
 complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -s c -l config -d 'Configuration file' -r -F
 complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -l wait -d 'Wait up to DURATION (e.g. 30s, 10m) for another run of this config to finish instead of exiting with code 4' -r
 complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -l store -d 'Read from the copy NAME (a [[copies]] entry) instead of the primary [store], as after losing the primary: for list, show, cat, verify, restore, status and wal fetch; cleanup applies the copy\'s own retention there. `primary` names the [store] itself. Without it, a restore whose primary does not answer (or refuses the credentials) reads the first copy that does, and says so' -r
@@ -236,7 +237,7 @@ complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_
 complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -s q -l quiet -d 'Print only warnings and errors on stderr'
 complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -s v -l verbose -d 'Print each step on stderr; twice (-vv) also debug output, the S3 client\'s included; three times (-vvv) trace output. Credentials and keys are never printed (the S3 client redacts them even at trace level). BKP_LOG=FILTER gives the same without flags (like RUST_LOG: debug, trace, aws_smithy_runtime=trace, bkp=debug)'
 complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -l no-progress -d 'No progress bars, even on a terminal'
-complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -s h -l help -d 'Print help'
+complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from generate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from help" -f -a "generate" -d 'Write a new key to a new file with mode 0400 and print its id. Never replaces an existing file. `raw` (default): 32 random bytes, for `[encryption] key_file`. `x25519`: an identity for `identity_files` where restores run; prints the `recipient` for write-only hosts. `ed25519`: a host\'s `signing_key_file`; prints the `[[encryption.signer]]` table to add where restores run (this host\'s name filled in; list its kinds)'
 complete -c bkp -n "__fish_bkp_using_subcommand key; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c bkp -n "__fish_bkp_using_subcommand wal; and not __fish_seen_subcommand_from push fetch help" -s c -l config -d 'Configuration file' -r -F

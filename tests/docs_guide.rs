@@ -51,7 +51,7 @@ const SESSION: &[(&str, usize, &str)] = &[
         2,
         "cd .. && printf '%s\\n' '[[copies]]' 'name = \"dr\"' 'type = \"local\"' 'path = \"dr\"' >> bkp.toml",
     ),
-    ("docs/src/guide/keys.md", 1, ""),
+    ("docs/src/guide/keys.md", 2, ""),
     // Units and rules are installed from the checkout.
     ("docs/src/guide/schedules.md", 5, "cd \"$BKP_DOC_REPO\""),
     ("docs/src/guide/monitoring.md", 1, ""),

@@ -14,7 +14,9 @@
 //! killed after its manifest is stored but before the audit ledger records it, are
 //! each followed by a good run and a clean `verify` (the ledger audit included), and
 //! the last restores exactly; `bkp copy` then brings a second store up to date, and
-//! the last backup restores exactly from it.
+//! the last backup restores exactly from it; and once the key file is gone, a
+//! config whose only key is the escrow's identity verifies every backup and
+//! restores the last exactly, from the store and from the copy.
 //!
 //! A kind is one [`Source`] (in `sources/`) and one line in [`kinds!`], which
 //! makes one `#[test]` per kind and store (`duckdb::s3`, `pgdump::local`, …), so that
@@ -274,6 +276,26 @@ fn conformance(name: &str, mut source: Box<dyn Source>, store: Store) {
     args.extend(["--store".to_string(), "dr".to_string()]);
     assert_exit(&c.run(&args), 0);
     c.exact(&*source, &copied);
+
+    // The key is lost: the escrow's identity, the only key of a new config,
+    // verifies every backup (every one was written with the escrow) and
+    // restores the last exactly, from the primary and from the copy.
+    c.step("the key is lost: the escrow alone verifies and restores");
+    let listed = c.s.listed(&["--kind", kind]);
+    fs::rename(c.dir().join("key"), c.dir().join("key.lost")).unwrap();
+    let vault = c.vault();
+    assert_exit(&vault.bkp(&["verify"]), 0);
+    assert_eq!(vault.listed(&["--kind", kind]), listed);
+    for (name, from) in [("by-escrow", None), ("by-escrow-from-copy", Some("dr"))] {
+        let target = source.target(c.dir(), name);
+        let mut args = source.restore_args(&last, &target);
+        if let Some(copy) = from {
+            args.extend(["--store".to_string(), copy.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_exit(&vault.bkp(&args), 0);
+        c.exact(&*source, &target);
+    }
 }
 
 /// One kind's test: its directory, config and store.
@@ -283,6 +305,24 @@ struct Case {
     bucket: Option<String>,
     what: String,
     started: std::time::Instant,
+}
+
+/// A config beside a case's ([`Case::vault`]).
+struct VaultConfig<'a> {
+    case: &'a Case,
+    config: std::path::PathBuf,
+}
+
+impl VaultConfig<'_> {
+    fn bkp(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--config", self.config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run_bkp(&all, &self.case.s.env)
+    }
+
+    fn listed(&self, args: &[&str]) -> Vec<String> {
+        common::listed_by(|a| self.bkp(a), args)
+    }
 }
 
 /// An object [`Case::damage`] changed, with its original bytes.
@@ -321,9 +361,25 @@ impl Case {
             "[ledger]\naddresses = \"{}\"\nledger = 12\ntimeout = \"5s\"\n",
             common::shared_ledger().address()
         );
+        // An escrow, whose identity a config of its own uses once the key
+        // is lost (see `Case::vault`).
+        let escrow = dir.path().join("escrow");
+        assert_exit(
+            &run_bkp(
+                &[
+                    "key",
+                    "generate",
+                    "--type",
+                    "escrow",
+                    escrow.to_str().unwrap(),
+                ],
+                &[],
+            ),
+            0,
+        );
         let config = dir.path().join("bkp.toml");
         let toml = format!(
-            "work_dir = \"work\"\n{store_toml}[encryption]\nkey_file = \"key\"\n{ledger}{section}{COPY}"
+            "work_dir = \"work\"\n{store_toml}[encryption]\nkey_file = \"key\"\nescrow_files = [\"escrow\"]\n{ledger}{section}{COPY}"
         );
         fs::write(&config, toml).unwrap();
         Case {
@@ -337,6 +393,22 @@ impl Case {
 
     fn dir(&self) -> &Path {
         self.s.dir.path()
+    }
+
+    /// The case's config with the escrow's identity as its only key (and a
+    /// work directory of its own), beside it.
+    fn vault(&self) -> VaultConfig<'_> {
+        let toml = fs::read_to_string(&self.s.config).unwrap();
+        let toml = toml
+            .replace(
+                "key_file = \"key\"\nescrow_files = [\"escrow\"]\n",
+                "identity_files = [\"escrow.identity\"]\n",
+            )
+            .replacen("work_dir = \"work\"", "work_dir = \"vault-work\"", 1);
+        assert!(toml.contains("escrow.identity"), "{toml}");
+        let config = self.dir().join("vault.toml");
+        fs::write(&config, toml).unwrap();
+        VaultConfig { case: self, config }
     }
 
     /// Says which step runs: a failing test's output then names it.

@@ -900,17 +900,22 @@ impl Setup {
 
     /// The ids `bkp --json list ARGS` shows, oldest first.
     pub fn listed(&self, args: &[&str]) -> Vec<String> {
-        let mut all = vec!["--json", "list"];
-        all.extend_from_slice(args);
-        let out = self.bkp(&all);
-        assert_exit(&out, 0);
-        json(&out)["backups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["id"].as_str().unwrap().to_string())
-            .collect()
+        listed_by(|a| self.bkp(a), args)
     }
+}
+
+/// The ids `bkp --json list ARGS` shows, oldest first, run by `bkp`.
+pub fn listed_by(bkp: impl Fn(&[&str]) -> Output, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["--json", "list"];
+    all.extend_from_slice(args);
+    let out = bkp(&all);
+    assert_exit(&out, 0);
+    json(&out)["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// The `[tigerbeetle]` line of tests about snapshots stored as one archive
