@@ -74,6 +74,7 @@ pub const CHUNK_SIZE: u64 = 4 << 20;
 /// for an unencrypted backup. A keyed hash several times faster than
 /// HMAC-SHA256 on one core; the algorithm in the key keeps chunks stored with
 /// one compression apart from those of another.
+#[derive(Clone)]
 pub struct Naming(zeroize::Zeroizing<[u8; 32]>);
 
 impl Naming {
@@ -753,7 +754,7 @@ pub fn write_file(
         kind: sink.kind,
         compression: sink.compression,
         keys: sink.key.map(|k| Keyring::new(k.for_chunks(), Vec::new())),
-        naming: None,
+        naming: Some(naming.clone()), // adopted chunks: ids checked
         pool: Pool::default(),
     };
     // Chunks uploaded by this run: a repeated chunk is stored once.

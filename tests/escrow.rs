@@ -148,17 +148,19 @@ fn the_escrow_identity_alone_restores_verifies_and_drills_after_the_key_is_lost(
     assert_exit(&out, 0);
     let listed = ids(&out);
     assert_eq!(listed.len(), 7, "{listed:?}");
+    let out = bkp(&host, &["--json", "init"], &env);
+    assert_exit(&out, 0);
+    let store_id = json(&out)["store_id"].as_str().unwrap().to_string();
 
     // The working key is lost. The escrow identity comes out of the vault.
     fs::remove_file(host_dir.join("key")).unwrap();
     let admin = vault.join("bkp.toml");
-    fs::write(
-        &admin,
+    let vault_text = |pin: &str| {
         format!(
-            "work_dir = \"work\"\n{store}[encryption]\nidentity_files = [\"escrow.identity\"]\n{sources}"
-        ),
-    )
-    .unwrap();
+            "work_dir = \"work\"\n{store}[encryption]\nidentity_files = [\"escrow.identity\"]\n{pin}\n{sources}"
+        )
+    };
+    fs::write(&admin, vault_text("")).unwrap();
     let out = bkp(&admin, &["--json", "list"], &env);
     assert_exit(&out, 0);
     assert_eq!(
@@ -166,6 +168,25 @@ fn the_escrow_identity_alone_restores_verifies_and_drills_after_the_key_is_lost(
         listed,
         "every backup is listed, its seal believed"
     );
+
+    // Without the statement that vouches for the marker (deleted), the
+    // vault says to pin the store id; pinned, it reads the store again.
+    let listing = s3.rclone(&["lsf", "-R", &format!("s3:{bucket}/bkp/escrow")]);
+    let statement = String::from_utf8(listing.stdout).unwrap();
+    let statement = statement
+        .lines()
+        .next()
+        .expect("an escrow statement")
+        .to_string();
+    let gone = s3.rclone(&["deletefile", &format!("s3:{bucket}/bkp/escrow/{statement}")]);
+    assert!(gone.status.success());
+    let out = bkp(&admin, &["list"], &env);
+    assert_exit(&out, 3);
+    assert!(stderr(&out).contains("store_id"), "{}", stderr(&out));
+    fs::write(&admin, vault_text(&format!("store_id = \"{store_id}\""))).unwrap();
+    let out = bkp(&admin, &["--json", "list"], &env);
+    assert_exit(&out, 0);
+    assert_eq!(ids(&out), listed);
 
     // `verify` reads every object, chunks by the file's digest, and drills.
     assert_exit(&bkp(&admin, &["verify", "--drill"], &env), 0);

@@ -135,6 +135,12 @@ fn cat_file(ctx: &Ctx, store: &dyn Store, trust: &Trust, args: &CatArgs) -> Resu
     }
     let keyring = pipeline::keys_for(&m, trust.keys())?;
     let src = chunks::source(store, m.kind, m.compression, &map, keyring)?;
+    if src.naming.is_none() {
+        ctx.ui.warn(&format!(
+            "the chunks of {} cannot be checked one by one with an escrow's identity (their ids are keyed by the lost key): the whole file's SHA-256 is checked at the end, and what was written before an error then is not to be trusted",
+            want.name
+        ));
+    }
     ctx.ui.detail(&format!(
         "{} of backup {} ({} {}): {} chunks, each checked before it is written",
         want.name,
@@ -180,6 +186,14 @@ fn cat_chunk(
     let c = map.chunks[i].as_ref().expect("a stored chunk");
     let keyring = pipeline::keys_for(&m, trust.keys())?;
     let src = chunks::source(store, m.kind, m.compression, &map, keyring)?;
+    if src.naming.is_none() {
+        return Err(coded(
+            Code::Config,
+            format!(
+                "{key} can be checked only against its id, which an escrow's identity cannot compute (the ids are keyed by the lost key): cat the whole file instead, whose SHA-256 is checked"
+            ),
+        ));
+    }
     let plain = src.read(c, map.len_of(i, size), true)?;
     ctx.ui.detail(&format!(
         "{key} is chunk {i} of {} in backup {} (bytes {} to {} of it)",

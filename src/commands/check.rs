@@ -337,7 +337,10 @@ fn keys(ctx: &Ctx, keyring: Option<&crate::crypto::Keyring>) -> String {
             for e in k.escrow() {
                 ids.push(format!("escrow {}", e.id()));
             }
-            if k.escrow().is_empty() && k.current().decrypts() {
+            // An identity is itself the key to keep a copy of offline (an
+            // escrow's vault holds one).
+            let identity = k.current().escrow_text().is_some();
+            if k.escrow().is_empty() && k.current().decrypts() && !identity {
                 ctx.ui.warn(NO_ESCROW);
                 return format!("loaded {}; warning: {NO_ESCROW}", ids.join(", "));
             }

@@ -32,6 +32,8 @@ pub fn init(ctx: &crate::commands::Ctx) -> Result<()> {
         // Its id against [encryption] store_id, when pinned.
         Some(m) => {
             trust.binding()?;
+            // A marker older than an escrow: a statement that vouches for it.
+            crate::manifest::marker::vouch_for_escrows(store.as_ref(), &trust)?;
             (m, false)
         }
         None => {
@@ -147,11 +149,27 @@ fn generate_escrow(ui: &Ui, path: &Path) -> Result<()> {
     let mut offline = path.as_os_str().to_owned();
     offline.push(".identity");
     let offline = std::path::PathBuf::from(offline);
+    // Neither may exist: an identity left beside another escrow file would
+    // not match it.
+    for p in [path, offline.as_path()] {
+        if p.symlink_metadata().is_ok() {
+            return Err(coded(
+                Code::TargetExists,
+                format!(
+                    "{} exists: bkp never replaces a key file (the backups written with it need it); choose a new path",
+                    p.display()
+                ),
+            ));
+        }
+    }
     write_key_file(&offline, text.as_bytes())?;
-    write_key_file(path, escrow.as_bytes())?;
+    if let Err(e) = write_key_file(path, escrow.as_bytes()) {
+        let _ = std::fs::remove_file(&offline);
+        return Err(e);
+    }
     let id = identity.id().to_string();
     ui.info(&format!(
-        "escrow {id}: its identity is in {} and its escrow file in {} (both mode 0400). Move the identity offline now, to another place (a safe, another region's vault): it decrypts every backup written with the escrow, and must not stay on this host. Give the hosts that back up the escrow file (`escrow_files` in [encryption]); `bkp init` then adds the escrow's seal to the store marker",
+        "escrow {id}: its identity is in {} and its escrow file in {} (both mode 0400). Move the identity offline now, to another place (a safe, another region's vault): it decrypts every backup written with the escrow, and must not stay on this host. Give the hosts that back up the escrow file (`escrow_files` in [encryption]): their next run (or `bkp init`) vouches for the store marker for the escrow. Verify the escrow with a drill from a config whose only key is the identity",
         offline.display(),
         path.display()
     ));

@@ -519,6 +519,17 @@ pub fn load_keyring(e: &EncryptionPlan) -> Result<Keyring> {
             crate::crypto::Escrow::from_text(&text, &origin)
         })
         .collect::<Result<Vec<_>>>()?;
+    for (i, a) in escrow.iter().enumerate() {
+        if escrow[..i].iter().any(|b| b.id() == a.id()) {
+            return Err(coded(
+                Code::Config,
+                format!(
+                    "escrow {} is listed twice in [encryption] escrow_files: list each escrow once",
+                    a.id()
+                ),
+            ));
+        }
+    }
     Ok(Keyring::new(current, others)
         .with_scoped_signers(signing, signers)
         .with_escrow(escrow))

@@ -55,7 +55,7 @@ impl Escrow {
             return Err(coded(
                 Code::Config,
                 format!(
-                    "{origin} is not an escrow file ({ESCROW}<128 hex digits>): make one with `bkp key generate --type escrow PATH`, which writes PATH.escrow"
+                    "{origin} is not an escrow file ({ESCROW}<128 hex digits>): make one with `bkp key generate --type escrow PATH`, which writes the escrow file at PATH and its identity at PATH.identity"
                 ),
             ));
         }
@@ -70,7 +70,7 @@ impl Escrow {
         .map_err(|_| {
             coded(
                 Code::Config,
-                format!("{origin} holds no usable X25519 public key: make the escrow file again from its identity"),
+                format!("{origin} holds no usable X25519 public key: it is damaged; make a new escrow with `bkp key generate --type escrow PATH`"),
             )
         })?;
         Ok(Escrow {

@@ -67,28 +67,62 @@ pub fn vouch_for_escrows(store: &dyn Store, trust: &Trust) -> Result<()> {
         Err(e) if crate::exit::classify(&e) == Some(Code::NotFound) => return Ok(()),
         Err(e) => return Err(e),
     };
-    let sealed_for = seal::escrow_ids(&bytes);
+    let digest = crate::stages::hash::hex(&sha2::Sha256::digest(&bytes));
     let doc = EscrowVouch {
         schema: VOUCH_SCHEMA.to_string(),
-        marker_sha256: crate::stages::hash::hex(&sha2::Sha256::digest(&bytes)),
+        marker_sha256: digest.clone(),
     };
     for e in keys.escrow() {
-        if sealed_for.iter().any(|id| id == e.id()) {
+        if seal::escrow_sealed(&bytes, e) {
             continue;
         }
         let key = vouch_key(e.id());
+        let fail = |err: anyhow::Error| {
+            err.context(format!(
+                "failed to write {key}, which lets escrow {} read the store marker",
+                e.id()
+            ))
+        };
+        // One already there must be this key's, for these bytes, and sealed
+        // for the escrow: anything else (a stale or planted one) is replaced.
+        match store.get_at_most(&key, crate::limits::MARKER) {
+            Ok(found) => {
+                let good = seal::escrow_sealed(&found, e)
+                    && seal::open(&found, &key, trust).is_ok_and(|o| {
+                        o.sealer.as_deref().is_some_and(|s| trust.is_key_holder(s))
+                            && serde_json::from_value::<EscrowVouch>(o.value).is_ok_and(|v| {
+                                v.schema == VOUCH_SCHEMA && v.marker_sha256 == digest
+                            })
+                    });
+                if good {
+                    continue;
+                }
+                crate::ui::log(
+                    crate::ui::Priority::Warning,
+                    &format!("bkp: warning: {key} does not vouch for this store's marker for escrow {}: it is replaced", e.id()),
+                );
+                store.delete(&key).map_err(fail)?;
+            }
+            Err(err) if crate::exit::classify(&err) == Some(Code::NotFound) => {}
+            Err(err) => return Err(fail(err)),
+        }
         match store.put_new(&key, &seal::encode(&doc, Some(keys))?, &Vec::new()) {
             Ok(_) => {}
             Err(err) if crate::store::is_already_exists(&err) => {}
-            Err(err) => {
-                return Err(err.context(format!(
-                    "failed to write {key}, which lets escrow {} read the store marker",
-                    e.id()
-                )))
-            }
+            Err(err) => return Err(fail(err)),
         }
     }
     Ok(())
+}
+
+/// The marker `bytes`, whose seal this config cannot check, when it names
+/// the store id the config pins.
+fn pinned_unsealed(trust: &Trust, bytes: &[u8]) -> Option<Marker> {
+    let pinned = trust.pinned_store()?;
+    let mut v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    v.as_object_mut()?.remove(seal::FIELD);
+    let m: Marker = serde_json::from_value(v).ok()?;
+    (m.store_id.as_deref() == Some(pinned)).then_some(m)
 }
 
 /// The marker `bytes`, sealed by a key this config does not hold, when a key
@@ -568,6 +602,24 @@ fn read(store: &dyn Store, trust: &Trust) -> Result<Option<Marker>> {
                 saw(store, Some(&m));
                 return Ok(Some(m));
             }
+            // An escrow's identity without a statement: the store id the
+            // operator pinned is the proof (it binds every manifest).
+            if let Some(m) = pinned_unsealed(trust, &bytes) {
+                well_formed(&m, &what)?;
+                saw(store, Some(&m));
+                return Ok(Some(m));
+            }
+            if trust
+                .keys()
+                .is_some_and(|k| k.current().escrow_text().is_some())
+            {
+                return Err(foreign_error(format!(
+                    "{} has a marker ({KEY}) sealed with key {id:?}, which this config does not hold, and no statement of a key holder ({}) vouches for it for {}. If this config holds an escrow's identity because that key is lost, set `store_id` in [encryption] to the store's id (`bkp check` and `bkp init` printed it where the key was; every manifest names it as \"store\"): a marker naming that id is then taken. Otherwise point this config at its own bucket or prefix",
+                    store.identity(),
+                    vouch_key(trust.keys().map_or("", |k| k.current().id())),
+                    trust.keys().map_or("", |k| k.current().id()),
+                )));
+            }
             return Err(foreign_error(format!(
                 "{} belongs to another installation: its marker ({KEY}) is sealed with key {id:?}, which this config does not hold. If this installation rotated that key out, keep it under [[encryption.old_keys]] where the key is held (the marker, and every backup it sealed, need it); otherwise point this config at its own bucket or prefix, or configure that installation's key",
                 store.identity()
@@ -582,7 +634,20 @@ fn read(store: &dyn Store, trust: &Trust) -> Result<Option<Marker>> {
         }
         _ => {}
     }
-    let opened = seal::open(&bytes, &what, trust)?;
+    let opened = match seal::open(&bytes, &what, trust) {
+        Ok(o) => o,
+        // An escrow seal that fails (planted, or damaged) where a key
+        // holder's statement vouches for these bytes: the statement is the
+        // proof.
+        Err(e) => match vouched_by_escrow(store, trust, &bytes)? {
+            Some(m) => {
+                well_formed(&m, &what)?;
+                saw(store, Some(&m));
+                return Ok(Some(m));
+            }
+            None => return Err(e),
+        },
+    };
     if trust.checks() && !opened.sealed {
         return Err(coded(
             Code::Config,
@@ -664,5 +729,77 @@ mod tests {
         ensure(&store, &trust).unwrap();
         let kept = check(&store, &trust).unwrap().unwrap();
         assert_eq!(kept.store_id, first.store_id);
+    }
+
+    /// A host's trust (key [7], with an escrow unless `bare`) and the trust
+    /// of a config whose only key is that escrow's identity.
+    fn escrowed() -> (Trust, Trust, Trust) {
+        let (text, _) = crate::crypto::pubkey::generate_identity().unwrap();
+        let identity = MasterKey::identity(text.as_bytes(), "identity").unwrap();
+        let file = identity.escrow_text().unwrap();
+        let escrow = crate::crypto::Escrow::from_text(file.as_bytes(), "escrow").unwrap();
+        let key = || MasterKey::from_bytes([7; 32]);
+        let host = Keyring::new(key(), vec![]).with_escrow(vec![escrow]);
+        (
+            Trust::new(Some(Keyring::new(key(), vec![])), None, vec![]),
+            Trust::new(Some(host), None, vec![]),
+            Trust::new(Some(Keyring::new(identity, vec![])), None, vec![]),
+        )
+    }
+
+    fn replace(store: &MemoryStore, key: &str, bytes: &[u8]) {
+        store.delete(key).unwrap();
+        store.put_new(key, bytes, &Vec::new()).unwrap();
+    }
+
+    #[test]
+    fn a_marker_older_than_the_escrow_is_vouched_for_and_planted_seals_change_nothing() {
+        let (bare, host, vault) = escrowed();
+        let store = MemoryStore::named("marker-escrow");
+        let marker = Marker::new(&bare);
+        write(&store, &marker, &bare).unwrap();
+        // The escrow's identity cannot read a marker sealed before it.
+        let err = read(&store, &vault).unwrap_err();
+        assert!(format!("{err:#}").contains("store_id"), "{err:#}");
+
+        // A bucket writer adds a bogus escrow seal to the marker, so that
+        // the host would think the escrow sealed it, and plants a statement
+        // of its own making.
+        let mut v: serde_json::Value = serde_json::from_slice(&store.get(KEY).unwrap()).unwrap();
+        let id = vault.keys().unwrap().current().id().to_string();
+        v[seal::FIELD]["escrow"] = serde_json::json!([{"key_id": id, "hmac": "00"}]);
+        replace(&store, KEY, &serde_json::to_vec(&v).unwrap());
+        let planted = EscrowVouch {
+            schema: VOUCH_SCHEMA.into(),
+            marker_sha256: "00".into(),
+        };
+        let stranger = Trust::new(
+            Some(Keyring::new(MasterKey::from_bytes([9; 32]), vec![])),
+            None,
+            vec![],
+        );
+        store
+            .put_new(
+                &vouch_key(&id),
+                &seal::encode(&planted, stranger.keys()).unwrap(),
+                &Vec::new(),
+            )
+            .unwrap();
+
+        // The host's run replaces the statement with its own...
+        vouch_for_escrows(&store, &host).unwrap();
+        // ... and the escrow's identity then reads the marker as the store's.
+        let read_back = read(&store, &vault).unwrap().unwrap();
+        assert_eq!(read_back.store_id, marker.store_id);
+        // A second run leaves the good statement alone.
+        let before = store.get(&vouch_key(&id)).unwrap();
+        vouch_for_escrows(&store, &host).unwrap();
+        assert_eq!(store.get(&vouch_key(&id)).unwrap(), before);
+        // A statement for other bytes (the marker replaced since) vouches
+        // for nothing.
+        let mut other = marker.clone();
+        other.host = "elsewhere".into();
+        replace(&store, KEY, &seal::encode(&other, bare.keys()).unwrap());
+        assert!(read(&store, &vault).is_err());
     }
 }

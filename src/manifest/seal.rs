@@ -785,14 +785,26 @@ pub fn sealer(bytes: &[u8], trust: &Trust) -> Option<(String, bool)> {
     Some((printable(&seal.key_id), known))
 }
 
-/// The ids of the escrows whose seals the document `bytes` carries
-/// (unchecked: for deciding what to write, never what to believe).
-pub fn escrow_ids(bytes: &[u8]) -> Vec<String> {
-    let seal = serde_json::from_slice::<serde_json::Value>(bytes)
-        .ok()
-        .and_then(|v| serde_json::from_value::<Seal>(v.get(FIELD)?.clone()).ok());
-    seal.map(|s| s.escrow.into_iter().map(|e| e.key_id).collect())
-        .unwrap_or_default()
+/// Whether the document `bytes` carries a seal of `escrow` that verifies
+/// (a host holds each escrow's seal key).
+pub fn escrow_sealed(bytes: &[u8], escrow: &crate::crypto::Escrow) -> bool {
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return false;
+    };
+    let Some(raw) = v.as_object_mut().and_then(|o| o.remove(FIELD)) else {
+        return false;
+    };
+    let Ok(seal) = serde_json::from_value::<Seal>(raw) else {
+        return false;
+    };
+    let Ok(message) = canonical(&v) else {
+        return false;
+    };
+    seal.escrow.iter().any(|e| {
+        e.key_id == escrow.id()
+            && hex::decode(&e.hmac)
+                .is_ok_and(|t| hmac::verify(escrow.seal_key(), &message, &t).is_ok())
+    })
 }
 
 /// `bytes` without its seal, when the seal is an HMAC of the key whose

@@ -233,7 +233,10 @@ pub fn parse_key(system: u64, key: &str) -> Option<Stored> {
         (rest, Compression::None)
     };
     let (name, tag) = rest.rsplit_once('.')?;
-    if !(tag.len() == 64 || tag.len() == 128) || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
+    // An HMAC or SHA-256 (64 hex digits), a signature (128), or 16-byte
+    // parts, the key's and each escrow's (up to 8 parts: 256).
+    let parts = tag.len() % 32 == 0 && (64..=256).contains(&tag.len());
+    if !parts || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     Some(Stored {
@@ -505,6 +508,27 @@ mod tests {
         // From the newest base backup's start on, there is no gap.
         let s = summarize(&all, DEFAULT_SEGMENT_SIZE, Some((1 << 32) | 2));
         assert!(s.gaps().is_empty(), "{s:?}");
+    }
+
+    #[test]
+    fn a_tag_of_any_number_of_escrows_names_an_object_the_archive_lists() {
+        use crate::crypto::{pubkey, Escrow, Keyring, MasterKey};
+        let escrow = || {
+            let (text, _) = pubkey::generate_identity().unwrap();
+            let identity = MasterKey::identity(text.as_bytes(), "i").unwrap();
+            Escrow::from_text(identity.escrow_text().unwrap().as_bytes(), "e").unwrap()
+        };
+        for n in 0..=7 {
+            let ring = Keyring::new(MasterKey::from_bytes([3; 32]), vec![])
+                .with_escrow((0..n).map(|_| escrow()).collect());
+            let m = message(None, 7, "000000010000000000000002", "aa");
+            let t = seal::tag(Some(&ring), &m).unwrap();
+            let k = key(7, "000000010000000000000002", &t, Compression::None, true);
+            let found = parse_key(7, &k).unwrap_or_else(|| panic!("{n} escrows: {k}"));
+            assert_eq!(found.tag, t);
+            let trust = Trust::new(Some(ring), None, vec![]);
+            assert!(verifies(&trust, 7, &found, "aa"), "{n} escrows");
+        }
     }
 
     #[test]
