@@ -319,25 +319,29 @@ pub struct Lag {
     pub oldest: Option<time::OffsetDateTime>,
     /// Backups of the primary the copy holds.
     pub holds: u64,
+    /// What those backups weigh, in the copy's storage class.
+    pub held: manifest::usage::Usage,
 }
 
-/// Compares the manifests of `primary` (admitted by `trust`) with the
-/// manifest keys `copy` lists; what the copy's `retention` would delete is
-/// not lacked.
+/// Compares `all`, the manifests of the primary (admitted by `trust`),
+/// with the manifest keys `copy` lists; what the copy's `retention` would
+/// delete is not lacked. `class`: the copy's storage class for data.
 pub fn lag(
-    primary: &dyn Store,
+    all: &[Manifest],
     copy: &dyn Store,
     trust: &Trust,
     retention: &RetentionPlan,
+    class: Option<&str>,
 ) -> Result<Lag> {
-    let (all, _) = manifest::list(primary, trust, None)?;
     let prefix = format!("{}/", manifest::MANIFEST_DIR);
     let held: HashSet<String> = copy.list(&prefix)?.into_iter().map(|o| o.key).collect();
-    let left_out = Keeps::of(&all, copy, trust, retention)?.left_out;
+    let left_out = Keeps::of(all, copy, trust, retention)?.left_out;
     let mut lag = Lag::default();
-    for m in &all {
+    let mut holds = Vec::new();
+    for m in all {
         if held.contains(&m.key()) {
             lag.holds += 1;
+            holds.push(m.clone());
         } else if left_out.contains(&m.id.to_string()) {
             continue;
         } else {
@@ -345,6 +349,7 @@ pub fn lag(
             lag.oldest = Some(lag.oldest.map_or(m.finished_at, |t| t.min(m.finished_at)));
         }
     }
+    lag.held = manifest::usage::of(&holds, class);
     Ok(lag)
 }
 
@@ -869,9 +874,11 @@ mod tests {
         assert!(c.head(&old.key()).unwrap().is_none());
         assert!(c.head(&old.objects[0].key).unwrap().is_none());
         // Not lacked either: status raises no alarm for it.
-        let lag = lag(&p, &c, &Trust::none(), &one).unwrap();
+        let (all, _) = manifest::list(&p, &Trust::none(), None).unwrap();
+        let lag = lag(&all, &c, &Trust::none(), &one, None).unwrap();
         assert_eq!((lag.holds, lag.lacks), (1, 0));
-        let lag = super::lag(&p, &c, &Trust::none(), &keeping(None)).unwrap();
+        assert_eq!(lag.held.backups, 1);
+        let lag = super::lag(&all, &c, &Trust::none(), &keeping(None), None).unwrap();
         assert_eq!((lag.holds, lag.lacks), (1, 1));
     }
 

@@ -219,6 +219,19 @@ fn copies_in_another_region_restore_and_drill_after_the_primary_is_gone() {
     assert_eq!((n(&dr, "lacks"), n(&dr, "holds")), (0, 2), "{dr}");
     assert_eq!((n(&nas, "lacks"), n(&nas, "holds")), (1, 1), "{nas}");
     assert_eq!(nas["breached"], false, "{nas}");
+    // What each store holds, by its manifests: the copy that holds both
+    // backups weighs what the primary does; the one that holds one, less.
+    let cfg = site.config.to_str().unwrap();
+    let out = run_bkp(&["--config", cfg, "--json", "status"], &site.env);
+    let stored = json(&out)["stored"].clone();
+    let bytes = |v: &serde_json::Value| v["bytes"].as_u64().unwrap();
+    assert!(bytes(&stored) > 0 && stored["at_least"] == true, "{stored}");
+    assert_eq!(stored["backups"], 2, "{stored}");
+    assert_eq!(stored["kinds"]["tigerbeetle"], stored["bytes"], "{stored}");
+    assert_eq!(bytes(&dr["stored"]), bytes(&stored), "{dr}");
+    assert!(bytes(&nas["stored"]) < bytes(&stored), "{nas}");
+    let out = run_bkp(&["--config", cfg, "status"], &site.env);
+    assert!(text(&out).contains("stored in "), "{}", text(&out));
     let later = time::OffsetDateTime::now_utc() + time::Duration::days(2);
     let later = later.format(&time::format_description::well_known::Rfc3339);
     let (out, copies) = status(Some(later.unwrap()));

@@ -149,29 +149,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             ));
         }
     }
-    let mut wal_alarms: Vec<String> = Vec::new();
-    // A server that stopped archiving loses every point in time after it.
-    if let Some(rpo) = ctx.plan.freshness.wal {
-        for a in &archives {
-            let age = a
-                .summary
-                .newest
-                .map(|t| (now - t).try_into().unwrap_or_default());
-            match age {
-                Some(age) if age <= rpo => {}
-                Some(age) => wal_alarms.push(format!(
-                    "the WAL archive of system {} has nothing newer than {} (freshness.wal {}): check the server's archive_command with `bkp check` and its log",
-                    a.system,
-                    human_duration(age),
-                    human_duration(rpo)
-                )),
-                None => wal_alarms.push(format!(
-                    "the WAL archive of system {} is empty: set the server's archive_command to `bkp … wal push %p`",
-                    a.system
-                )),
-            }
-        }
-    }
+    let wal_alarms = wal_alarms(ctx, &archives, now);
     // A replica a killed snapshot left stopped, which the start command (run
     // by `recover_stop_window` before this) could not bring back.
     let work = crate::workdir::WorkDir::new(&ctx.plan.work_dir);
@@ -179,7 +157,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         ctx.ui.warn(&format!("{e:#}"));
         None
     });
-    let copies = copy_states(ctx, store.as_ref(), &trust, now);
+    let (stored, stored_line, copies) = holdings(ctx, store.as_ref(), &trust, now)?;
     if ctx.ui.json {
         let rows: Vec<_> = verdicts
             .iter()
@@ -221,10 +199,11 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             "unreadable": scan.unreadable.iter().map(|u| &u.key).collect::<Vec<_>>(),
             "wal": archives.iter().map(|a| a.json()).collect::<Vec<_>>(),
             "copies": copies.iter().map(|c| &c.json).collect::<Vec<_>>(),
+            "stored": stored,
         }))?;
     } else {
         print_table(&verdicts, now)?;
-        let lines = archives.iter().map(|a| a.describe(now));
+        let lines = std::iter::once(stored_line).chain(archives.iter().map(|a| a.describe(now)));
         for line in lines.chain(copies.iter().map(|c| c.line.clone())) {
             ui::out(&line)?;
         }
@@ -287,6 +266,57 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// An alarm per WAL archive with nothing newer than `freshness.wal`.
+fn wal_alarms(
+    ctx: &Ctx,
+    archives: &[crate::manifest::wal::archive::Archive],
+    now: OffsetDateTime,
+) -> Vec<String> {
+    let mut wal_alarms: Vec<String> = Vec::new();
+    // A server that stopped archiving loses every point in time after it.
+    if let Some(rpo) = ctx.plan.freshness.wal {
+        for a in archives {
+            let age = a
+                .summary
+                .newest
+                .map(|t| (now - t).try_into().unwrap_or_default());
+            match age {
+                Some(age) if age <= rpo => {}
+                Some(age) => wal_alarms.push(format!(
+                    "the WAL archive of system {} has nothing newer than {} (freshness.wal {}): check the server's archive_command with `bkp check` and its log",
+                    a.system,
+                    human_duration(age),
+                    human_duration(rpo)
+                )),
+                None => wal_alarms.push(format!(
+                    "the WAL archive of system {} is empty: set the server's archive_command to `bkp … wal push %p`",
+                    a.system
+                )),
+            }
+        }
+    }
+    wal_alarms
+}
+
+/// Every manifest, read once: what the store holds (as JSON, and as the
+/// line `status` prints), and what each copy lacks ([`copy_states`]).
+fn holdings(
+    ctx: &Ctx,
+    store: &dyn Store,
+    trust: &manifest::Trust,
+    now: OffsetDateTime,
+) -> Result<(serde_json::Value, String, Vec<CopyState>)> {
+    let (all, _) = manifest::list(store, trust, None)?;
+    let usage = manifest::usage::of(&all, data_class(&ctx.plan.store));
+    let line = format!(
+        "stored in {}: {}",
+        store.identity(),
+        manifest::usage::describe(&usage)
+    );
+    let copies = copy_states(ctx, &all, trust, now);
+    Ok((manifest::usage::json(&usage), line, copies))
+}
+
 /// One copy's state for `bkp status`.
 struct CopyState {
     json: serde_json::Value,
@@ -299,7 +329,7 @@ struct CopyState {
 /// copy cannot be read. None when this run reads a copy (`--store`).
 fn copy_states(
     ctx: &Ctx,
-    store: &dyn Store,
+    all: &[manifest::Manifest],
     trust: &manifest::Trust,
     now: OffsetDateTime,
 ) -> Vec<CopyState> {
@@ -308,7 +338,8 @@ fn copy_states(
     }
     let one = |c: &crate::config::CopyPlan| {
         let copy = super::open_plan_store(&c.store)?;
-        let lag = crate::copies::lag(store, copy.as_ref(), trust, &c.retention)?;
+        let class = data_class(&c.store);
+        let lag = crate::copies::lag(all, copy.as_ref(), trust, &c.retention, class)?;
         anyhow::Ok((copy.identity(), lag))
     };
     let mut states = Vec::new();
@@ -327,8 +358,9 @@ fn copy_states(
                 let age: Option<std::time::Duration> =
                     lag.oldest.map(|t| (now - t).try_into().unwrap_or_default());
                 let breached = age.is_some_and(|a| a > c.max_lag);
+                let held = manifest::usage::describe(&lag.held);
                 let line = match age {
-                    None => format!("copy {} ({identity}): up to date, holds {}", c.name, units::count(lag.holds, "backup")),
+                    None => format!("copy {} ({identity}): up to date, holds {held}", c.name),
                     Some(a) => format!(
                         "copy {} ({identity}): lacks {}, the oldest finished {} ago (max_lag {max}){}",
                         c.name,
@@ -342,6 +374,7 @@ fn copy_states(
                         "name": c.name,
                         "store": identity,
                         "holds": lag.holds,
+                        "stored": manifest::usage::json(&lag.held),
                         "lacks": lag.lacks,
                         "oldest_lacking_finished_at": lag.oldest.map(units::rfc3339),
                         "lag_seconds": age.map_or(0, |a| a.as_secs()),
@@ -362,6 +395,15 @@ fn copy_states(
         states.push(state);
     }
     states
+}
+
+/// The storage class a store's data objects are written in, if not the
+/// default.
+fn data_class(plan: &crate::config::StorePlan) -> Option<&str> {
+    match plan {
+        crate::config::StorePlan::S3(s) => s.storage_class.as_ref().map(|c| c.class.as_str()),
+        crate::config::StorePlan::Local(_) => None,
+    }
 }
 
 /// Warns about each manifest that could not be read but junk (named where it

@@ -40,6 +40,7 @@ pub mod postgres;
 pub mod seal;
 pub mod tigerbeetle;
 pub mod tombstone;
+pub mod usage;
 pub mod wal;
 
 /// The newest major schema this bkp reads. It writes major 1 for every

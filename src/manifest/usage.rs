@@ -1,0 +1,173 @@
+//! What a store holds, from its manifests alone (no bucket inventory): bytes
+//! per kind and per storage class, for `bkp status` and its metrics.
+//!
+//! A backup's stored objects count with their recorded sizes. Chunks are
+//! shared between snapshots: each is counted by the snapshot that uploaded
+//! it (`added_bytes`), and a chunk uploaded by a snapshot since deleted but
+//! still named by a kept one is not, so for chunked snapshots the figure is
+//! a lower bound (never below the largest snapshot's own chunks), and says
+//! so. The WAL archive has no manifests and is not counted.
+
+use std::collections::BTreeMap;
+
+use super::Manifest;
+
+/// The default S3 storage class, where manifests, chunk lists and every
+/// object of a store without `storage_class` live.
+pub const STANDARD: &str = "STANDARD";
+
+/// Bytes a store holds.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Usage {
+    /// Per kind (its name).
+    pub kinds: BTreeMap<&'static str, u64>,
+    /// Per storage class.
+    pub classes: BTreeMap<String, u64>,
+    pub backups: u64,
+    /// Whether chunks were counted, whose figure is a lower bound.
+    pub at_least: bool,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.kinds.values().sum()
+    }
+}
+
+/// What `manifests` hold, data objects in `data_class` (the store's
+/// `storage_class`, `None`: the default), chunk lists in the default class.
+pub fn of(manifests: &[Manifest], data_class: Option<&str>) -> Usage {
+    let mut u = Usage::default();
+    // Per kind: chunk bytes uploaded by kept snapshots, and the most one
+    // snapshot names.
+    let mut chunks: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
+    let mut standard = 0u64;
+    for m in manifests {
+        u.backups += 1;
+        let kind = m.kind.as_str();
+        let objects: u64 = m.objects.iter().map(|o| o.size).sum();
+        *u.kinds.entry(kind).or_default() += objects;
+        *u.classes
+            .entry(data_class.unwrap_or(STANDARD).to_string())
+            .or_default() += objects;
+        if let Some(c) = &m.chunks {
+            u.at_least = true;
+            let e = chunks.entry(kind).or_default();
+            e.0 = e.0.saturating_add(c.added_bytes);
+            e.1 = e.1.max(c.stored_bytes);
+            *u.kinds.entry(kind).or_default() += c.list.size;
+            standard += c.list.size;
+        }
+    }
+    for (kind, (added, largest)) in chunks {
+        let bytes = added.max(largest);
+        *u.kinds.entry(kind).or_default() += bytes;
+        *u.classes
+            .entry(data_class.unwrap_or(STANDARD).to_string())
+            .or_default() += bytes;
+    }
+    if standard > 0 {
+        *u.classes.entry(STANDARD.to_string()).or_default() += standard;
+    }
+    u
+}
+
+/// One line: the total, then per kind and per class.
+pub fn describe(u: &Usage) -> String {
+    let size = |b: u64| humansize::format_size(b, humansize::BINARY);
+    let kinds: Vec<String> = u
+        .kinds
+        .iter()
+        .map(|(k, b)| format!("{k} {}", size(*b)))
+        .collect();
+    let classes: Vec<String> = u
+        .classes
+        .iter()
+        .map(|(c, b)| format!("{c} {}", size(*b)))
+        .collect();
+    format!(
+        "{}{} in {} ({}; {})",
+        if u.at_least { "at least " } else { "" },
+        size(u.total()),
+        crate::units::count(u.backups, "backup"),
+        if kinds.is_empty() {
+            "nothing".to_string()
+        } else {
+            kinds.join(", ")
+        },
+        if classes.is_empty() {
+            "no class".to_string()
+        } else {
+            classes.join(", ")
+        },
+    )
+}
+
+/// The JSON form.
+pub fn json(u: &Usage) -> serde_json::Value {
+    serde_json::json!({
+        "bytes": u.total(),
+        "at_least": u.at_least,
+        "backups": u.backups,
+        "kinds": u.kinds,
+        "storage_classes": u.classes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::chunks::{Chunked, ListRef};
+    use crate::manifest::tests::sample;
+    use crate::manifest::Kind;
+
+    fn chunked(added: u64, stored: u64) -> Manifest {
+        let mut m = sample(Kind::Tigerbeetle, time::OffsetDateTime::now_utc());
+        m.objects.clear();
+        m.chunks = Some(Chunked {
+            file: "f".into(),
+            chunk_size: 4,
+            naming: "blake3:zstd".into(),
+            count: 1,
+            stored: 1,
+            stored_bytes: stored,
+            added: 1,
+            added_bytes: added,
+            list: ListRef {
+                key: "l".into(),
+                size: 7,
+                sha256: "00".into(),
+            },
+        });
+        m
+    }
+
+    #[test]
+    fn bytes_per_kind_and_class() {
+        let now = time::OffsetDateTime::now_utc();
+        let mut a = sample(Kind::Duckdb, now);
+        a.objects[0].size = 1000;
+        let b = sample(Kind::Duckdb, now);
+        let u = of(&[a, b], Some("STANDARD_IA"));
+        assert_eq!(u.kinds["duckdb"], 1010);
+        assert_eq!(u.classes["STANDARD_IA"], 1010);
+        assert_eq!((u.backups, u.at_least), (2, false));
+        let none = of(&[], None);
+        assert_eq!(none.total(), 0);
+        assert!(describe(&none).contains("nothing"), "{}", describe(&none));
+    }
+
+    #[test]
+    fn chunks_count_once_and_at_least_the_largest_snapshot() {
+        // Two snapshots: the first uploaded 100, the second 10 more.
+        let u = of(&[chunked(100, 100), chunked(10, 105)], Some("GLACIER_IR"));
+        assert_eq!(u.kinds["tigerbeetle"], 110 + 2 * 7);
+        assert_eq!(u.classes["GLACIER_IR"], 110);
+        assert_eq!(u.classes[STANDARD], 14, "chunk lists stay standard");
+        assert!(u.at_least && describe(&u).starts_with("at least"));
+        // The first deleted: its chunks the second names are still stored.
+        let u = of(&[chunked(10, 105)], None);
+        assert_eq!(u.kinds["tigerbeetle"], 105 + 7);
+        assert_eq!(u.classes[STANDARD], 112);
+    }
+}
