@@ -27,6 +27,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::Result;
 use serde::Serialize;
@@ -61,6 +62,10 @@ pub struct Outcome {
     pub objects_repaired: u64,
     /// Documents copied: the store marker, sealed lists, heads.
     pub documents_copied: u64,
+    /// Of the objects copied, those copied inside the object store (the
+    /// primary and the copy are buckets of one S3 service): no byte went
+    /// up from this host, and each was read back and checked.
+    pub objects_copied_server_side: u64,
     /// What was not copied, and why.
     pub not_copied: Vec<NotCopied>,
     /// The problems behind `not_copied`, for the exit code.
@@ -106,7 +111,7 @@ pub fn bring_up_to_date(
     say: &dyn Fn(&str),
 ) -> Result<Outcome> {
     let mut out = Outcome::default();
-    let c = Copier { primary, copy, dry };
+    let c = Copier::new(primary, copy, dry);
     c.marker(trust, &mut out)?;
     // Before the manifests: a reader of the copy may need them to admit one.
     c.documents(&format!("{}/", manifest::legacy::DIR), None, &mut out)?;
@@ -158,6 +163,7 @@ pub fn bring_up_to_date(
         Some(&present),
         &mut out,
     )?;
+    out.objects_copied_server_side = c.copied_server_side.load(Ordering::Relaxed);
     Ok(out)
 }
 
@@ -173,11 +179,7 @@ pub fn copy_backup(
     m: &Manifest,
 ) -> Result<Outcome> {
     let mut out = Outcome::default();
-    let c = Copier {
-        primary,
-        copy,
-        dry: false,
-    };
+    let c = Copier::new(primary, copy, false);
     c.marker(trust, &mut out)?;
     let known = HashMap::new();
     let wanted = needed(primary, m, &known)?;
@@ -249,11 +251,7 @@ pub fn copy_wal(
     size: u64,
     head: Option<&str>,
 ) -> Result<u64> {
-    let c = Copier {
-        primary,
-        copy,
-        dry: false,
-    };
+    let c = Copier::new(primary, copy, false);
     if trust.key_holder() {
         c.marker(trust, &mut Outcome::default())?;
     } else {
@@ -325,13 +323,14 @@ pub struct Lag {
 
 /// Compares `all`, the manifests of the primary (admitted by `trust`),
 /// with the manifest keys `copy` lists; what the copy's `retention` would
-/// delete is not lacked. `class`: the copy's storage class for data.
+/// delete is not lacked. `classes`: the copy's class for data, and for the
+/// rest (see `manifest::usage::of`).
 pub fn lag(
     all: &[Manifest],
     copy: &dyn Store,
     trust: &Trust,
     retention: &RetentionPlan,
-    class: Option<&str>,
+    classes: (&str, &str),
 ) -> Result<Lag> {
     let prefix = format!("{}/", manifest::MANIFEST_DIR);
     let held: HashSet<String> = copy.list(&prefix)?.into_iter().map(|o| o.key).collect();
@@ -349,7 +348,7 @@ pub fn lag(
             lag.oldest = Some(lag.oldest.map_or(m.finished_at, |t| t.min(m.finished_at)));
         }
     }
-    lag.held = manifest::usage::of(&holds, class);
+    lag.held = manifest::usage::of(&holds, classes.0, classes.1);
     Ok(lag)
 }
 
@@ -411,6 +410,31 @@ struct Copier<'a> {
     primary: &'a dyn Store,
     copy: &'a dyn Store,
     dry: bool,
+    /// Whether objects may still be copied server-side in this run.
+    server_side: AtomicBool,
+    copied_server_side: AtomicU64,
+}
+
+impl<'a> Copier<'a> {
+    fn new(primary: &'a dyn Store, copy: &'a dyn Store, dry: bool) -> Copier<'a> {
+        Copier {
+            primary,
+            copy,
+            dry,
+            server_side: AtomicBool::new(one_service(primary, copy)),
+            copied_server_side: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Whether `a` and `b` are buckets of one S3 service (the same endpoint
+/// and region), between which objects can be copied server-side.
+fn one_service(a: &dyn Store, b: &dyn Store) -> bool {
+    let (Some(a), Some(b)) = (a.as_s3(), b.as_s3()) else {
+        return false;
+    };
+    let (a, b) = (a.settings(), b.settings());
+    a.endpoint == b.endpoint && a.region == b.region
 }
 
 impl Copier<'_> {
@@ -438,13 +462,15 @@ impl Copier<'_> {
                 out.documents_copied += 1;
             }
         }
-        self.escrow_vouches(out)
+        self.escrow_vouches(trust, &ours, out)
     }
 
     /// The statements that let escrows read the marker (see
     /// `marker::vouch_for_escrows`), which the copy lacks: sealed, copied as
-    /// they are.
-    fn escrow_vouches(&self, out: &mut Outcome) -> Result<()> {
+    /// they are. One the copy holds is replaced by the primary's only where
+    /// the primary's verifies here for one of this config's escrows (a
+    /// statement replaced on the primary, stale on the copy).
+    fn escrow_vouches(&self, trust: &Trust, marker: &[u8], out: &mut Outcome) -> Result<()> {
         let prefix = format!("{}/", marker::ESCROW_DIR);
         let theirs: HashSet<String> = self
             .copy
@@ -452,12 +478,25 @@ impl Copier<'_> {
             .into_iter()
             .map(|o| o.key)
             .collect();
+        let escrows = trust.keys().map_or(&[][..], |k| k.escrow());
+        let digest = crate::stages::hash::hex(&Sha256::digest(marker));
         for o in self.primary.list(&prefix)? {
-            if theirs.contains(&o.key) || o.size > crate::limits::MARKER {
+            let ours = escrows.iter().find(|e| marker::vouch_key(e.id()) == o.key);
+            let held = theirs.contains(&o.key);
+            if o.size > crate::limits::MARKER || (held && ours.is_none()) {
                 continue;
             }
+            let bytes = self.primary.get_at_most(&o.key, crate::limits::MARKER)?;
+            if let (true, Some(e)) = (held, ours) {
+                let same = self.copy.get_at_most(&o.key, crate::limits::MARKER)? == bytes;
+                if same || !marker::statement_holds(&bytes, &o.key, trust, e, &digest) {
+                    continue;
+                }
+                if !self.dry {
+                    self.copy.delete(&o.key)?;
+                }
+            }
             if !self.dry {
-                let bytes = self.primary.get_at_most(&o.key, crate::limits::MARKER)?;
                 put_new(self.copy, &o.key, &bytes)?;
             }
             out.documents_copied += 1;
@@ -547,6 +586,9 @@ impl Copier<'_> {
         if self.dry {
             return Ok(n.size.unwrap_or_default());
         }
+        if let Some(bytes) = self.server_side_copy(n)? {
+            return Ok(bytes);
+        }
         let big = n.size.is_some_and(|s| s >= PARALLEL_FROM);
         let mut from = match big {
             true => self.primary.open_parallel(&n.key)?,
@@ -556,16 +598,7 @@ impl Copier<'_> {
         let mut hash = Sha256::new();
         let mut buf = vec![0u8; BUFFER];
         let mut total = 0u64;
-        let mismatch = |why: String| {
-            coded(
-                Code::Integrity,
-                format!(
-                    "{} in {} {why}: it is damaged there and is not copied; `bkp verify` on the primary names the backups that need it",
-                    n.key,
-                    self.primary.identity()
-                ),
-            )
-        };
+        let mismatch = |why: String| self.damaged(n, why);
         let copied: Result<()> = (|| loop {
             let got = from.read(&mut buf)?;
             if got == 0 {
@@ -601,6 +634,102 @@ impl Copier<'_> {
             Err(e) if is_already_exists(&e) => Ok(total),
             Err(e) => Err(e),
         }
+    }
+
+    /// Copies `n` inside the object store (CopyObject, pinned to the ETag
+    /// just seen) where the primary and the copy are buckets of one S3
+    /// service, then reads the copy's object back and checks it as a
+    /// streamed copy is checked: the host downloads it once and uploads
+    /// nothing. `None` where that is not possible (another service, no
+    /// ETag, the object changed meanwhile, or the copy's credentials may not
+    /// read the primary's bucket: then every object of the run is streamed).
+    fn server_side_copy(&self, n: &Needed) -> Result<Option<u64>> {
+        if !self.server_side.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let (Some(src), Some(dst)) = (self.primary.as_s3(), self.copy.as_s3()) else {
+            return Ok(None);
+        };
+        let Some(info) = self.primary.head(&n.key)? else {
+            return Ok(None);
+        };
+        let Some(etag) = info.etag.as_deref() else {
+            return Ok(None);
+        };
+        if n.size.is_some_and(|s| s != info.size) {
+            return Err(self.damaged(
+                n,
+                format!(
+                    "has {} bytes where its manifest records {}",
+                    info.size,
+                    n.size.unwrap_or_default()
+                ),
+            ));
+        }
+        let source = src.full_key_of(&n.key)?;
+        let bucket = &src.settings().bucket;
+        match dst.copy_from(bucket, &source, etag, info.size, &n.key, &n.metadata) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(None),
+            // Another run copied it meanwhile.
+            Err(e) if is_already_exists(&e) => return Ok(Some(info.size)),
+            // Refused: the copy's credentials may not read the primary.
+            Err(e) if classify(&e) == Some(Code::Config) => {
+                crate::ui::log(
+                    crate::ui::Priority::Info,
+                    &format!(
+                        "bkp: {} cannot copy from {} inside the object store ({e:#}): this run streams the objects through this host",
+                        self.copy.identity(),
+                        self.primary.identity()
+                    ),
+                );
+                self.server_side.store(false, Ordering::Relaxed);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        let mut hash = Sha256::new();
+        let mut from = self.copy.open(&n.key)?;
+        let mut buf = vec![0u8; BUFFER];
+        let mut total = 0u64;
+        loop {
+            let got = from.read(&mut buf)?;
+            if got == 0 {
+                break;
+            }
+            total += got as u64;
+            hash.update(&buf[..got]);
+        }
+        let digest = crate::stages::hash::hex(&hash.finalize());
+        let wrong = match (n.size, &n.sha256) {
+            (Some(s), _) if s != total => {
+                Some(format!("has {total} bytes where its manifest records {s}"))
+            }
+            (_, Some(d)) if *d != digest => {
+                Some("does not have the SHA-256 its manifest records".to_string())
+            }
+            _ => None,
+        };
+        if let Some(why) = wrong {
+            // The copy made of it is no backup: removed where the store lets.
+            let _ = self.copy.delete(&n.key);
+            return Err(self.damaged(n, why));
+        }
+        self.copied_server_side.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(total))
+    }
+
+    /// The error for object `n` of the primary found not to be what its
+    /// manifest records.
+    fn damaged(&self, n: &Needed, why: String) -> anyhow::Error {
+        coded(
+            Code::Integrity,
+            format!(
+                "{} in {} {why}: it is damaged there and is not copied; `bkp verify` on the primary names the backups that need it",
+                n.key,
+                self.primary.identity()
+            ),
+        )
     }
 
     /// The WAL archive's files the copy lacks, their size checked (their
@@ -875,10 +1004,11 @@ mod tests {
         assert!(c.head(&old.objects[0].key).unwrap().is_none());
         // Not lacked either: status raises no alarm for it.
         let (all, _) = manifest::list(&p, &Trust::none(), None).unwrap();
-        let lag = lag(&all, &c, &Trust::none(), &one, None).unwrap();
+        let lag = lag(&all, &c, &Trust::none(), &one, ("STANDARD", "STANDARD")).unwrap();
         assert_eq!((lag.holds, lag.lacks), (1, 0));
         assert_eq!(lag.held.backups, 1);
-        let lag = super::lag(&all, &c, &Trust::none(), &keeping(None), None).unwrap();
+        let classes = ("STANDARD", "STANDARD");
+        let lag = super::lag(&all, &c, &Trust::none(), &keeping(None), classes).unwrap();
         assert_eq!((lag.holds, lag.lacks), (1, 1));
     }
 

@@ -772,3 +772,62 @@ fn each_copy_keeps_by_its_own_retention_and_cleanup_runs_per_store() {
     let out = site.bkp(&["verify", "--store", "short"]);
     assert_exit(&out, 0);
 }
+
+#[test]
+fn a_copy_on_the_same_service_is_made_inside_it_and_still_checked_on_arrival() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(tmp.path());
+    let s3 = common::shared_s3();
+    let (b1, b2) = (s3.new_bucket("ss-primary"), s3.new_bucket("ss-copy"));
+    let copies = format!("[[copies]]\nname = \"dr\"\n{}", s3_store(s3, &b2));
+    let site = Site::new(&data, &s3_store(s3, &b1), &copies, ARCHIVE, s3.env());
+
+    // Two buckets of one service: every object is copied by CopyObject.
+    let out = site.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    let first = json(&out)["manifest"]["id"].as_str().unwrap().to_string();
+    let done = site.copy(&[], 0);
+    let o = &done["dr"];
+    assert!(n(o, "objects_copied") >= 1, "{o}");
+    assert_eq!(
+        n(o, "objects_copied_server_side"),
+        n(o, "objects_copied"),
+        "{o}"
+    );
+    let target = site.path("from-copy");
+    let out = site.bkp(&[
+        "restore",
+        &first,
+        "--store",
+        "dr",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(digest(&restored_data_file(&target)), digest(&data));
+
+    // An object damaged on the primary (same size): the copy made inside
+    // the service is read back, refused, and not left in the copy.
+    let out = site.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    let m2 = json(&out)["manifest"].clone();
+    let key = m2["objects"][0]["key"].as_str().unwrap();
+    let remote = |b: &str| format!("s3:{b}/team/bkp/{key}");
+    let mut bytes = s3.rclone(&["cat", &remote(&b1)]).stdout;
+    assert!(!bytes.is_empty());
+    bytes[10] ^= 1;
+    assert!(s3
+        .rclone_stdin(&["rcat", &remote(&b1)], &bytes)
+        .status
+        .success());
+    let out = site.bkp(&["--json", "copy"]);
+    assert_exit(&out, 5);
+    let o = &json(&out)["copies"][0]["outcome"];
+    let why = o["not_copied"][0]["why"].as_str().unwrap();
+    assert!(why.contains("SHA-256"), "{why}");
+    let listed = s3.rclone(&["lsf", &remote(&b2)]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).trim().is_empty(),
+        "the damaged object was left in the copy"
+    );
+}

@@ -214,6 +214,12 @@ fn summary(what: &str, out: &crate::copies::Outcome, dry: bool) -> String {
             crate::units::count(n, "object")
         ),
     };
+    if out.objects_copied_server_side > 0 {
+        repaired.push_str(&format!(
+            " ({} of them inside the object store)",
+            out.objects_copied_server_side
+        ));
+    }
     if out.backups_left_out > 0 {
         repaired.push_str(&format!(
             "; left out {} its retention would delete",

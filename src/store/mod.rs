@@ -240,6 +240,12 @@ pub trait Store: Send + Sync {
         4
     }
 
+    /// The S3 store this is, for what only S3 does (a server-side copy
+    /// between two stores of one service); `None` for any other.
+    fn as_s3(&self) -> Option<&s3::S3Store> {
+        None
+    }
+
     /// Whether `key` cannot be read now because it lies in an archive
     /// storage class (S3 Glacier Flexible Retrieval, Deep Archive, the
     /// archive tiers of Intelligent-Tiering) with no restored copy readable;

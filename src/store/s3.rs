@@ -808,6 +808,10 @@ impl Drop for S3Writer {
 }
 
 impl Store for S3Store {
+    fn as_s3(&self) -> Option<&S3Store> {
+        Some(self)
+    }
+
     /// `s3://bucket/prefix`: stable however the endpoint is spelt, since the ledger
     /// derives the store's account from it.
     fn identity(&self) -> String {
