@@ -6,7 +6,10 @@
 //! `manifests/{kind}/{id}.json` sort chronologically, so it lists a kind's keys and
 //! reads manifests from the newest backwards only until every watched schedule of
 //! that kind is found. With the shipped schedules that is a few dozen small reads
-//! (the log segments since the last snapshot), however long the history.
+//! (the log segments since the last snapshot), however long the history. What
+//! the store holds (bytes per kind and class), and what each copy lacks, take
+//! one listing of every manifest (through the catalogs); a failure there is a
+//! warning, and the verdicts stand.
 
 use std::collections::BTreeMap;
 
@@ -306,14 +309,29 @@ fn holdings(
     trust: &manifest::Trust,
     now: OffsetDateTime,
 ) -> Result<(serde_json::Value, String, Vec<CopyState>)> {
-    let (all, _) = manifest::list(store, trust, None)?;
-    let usage = manifest::usage::of(&all, data_class(&ctx.plan.store));
+    // Not being able to weigh the store is no reason to withhold verdicts.
+    let all = match manifest::list(store, trust, None) {
+        Ok((all, _)) => all,
+        Err(e) => {
+            let e = format!("{e:#}");
+            ctx.ui
+                .warn(&format!("what the store holds could not be read: {e}"));
+            let copies = copy_states(ctx, Err(&e), trust, now);
+            return Ok((
+                serde_json::Value::Null,
+                format!("stored in {}: unknown ({e})", store.identity()),
+                copies,
+            ));
+        }
+    };
+    let (class, default) = classes(&ctx.plan.store);
+    let usage = manifest::usage::of(&all, class, default);
     let line = format!(
         "stored in {}: {}",
         store.identity(),
         manifest::usage::describe(&usage)
     );
-    let copies = copy_states(ctx, &all, trust, now);
+    let copies = copy_states(ctx, Ok(&all), trust, now);
     Ok((manifest::usage::json(&usage), line, copies))
 }
 
@@ -329,7 +347,7 @@ struct CopyState {
 /// copy cannot be read. None when this run reads a copy (`--store`).
 fn copy_states(
     ctx: &Ctx,
-    all: &[manifest::Manifest],
+    all: std::result::Result<&[manifest::Manifest], &String>,
     trust: &manifest::Trust,
     now: OffsetDateTime,
 ) -> Vec<CopyState> {
@@ -337,9 +355,10 @@ fn copy_states(
         return Vec::new();
     }
     let one = |c: &crate::config::CopyPlan| {
+        let all =
+            all.map_err(|e| anyhow::anyhow!("the primary's manifests could not be listed: {e}"))?;
         let copy = super::open_plan_store(&c.store)?;
-        let class = data_class(&c.store);
-        let lag = crate::copies::lag(all, copy.as_ref(), trust, &c.retention, class)?;
+        let lag = crate::copies::lag(all, copy.as_ref(), trust, &c.retention, classes(&c.store))?;
         anyhow::Ok((copy.identity(), lag))
     };
     let mut states = Vec::new();
@@ -397,12 +416,18 @@ fn copy_states(
     states
 }
 
-/// The storage class a store's data objects are written in, if not the
-/// default.
-fn data_class(plan: &crate::config::StorePlan) -> Option<&str> {
+/// The class a store's data objects are written in, and the one of the
+/// rest: S3's classes (`storage_class`, else the default), or a local
+/// store's disk.
+fn classes(plan: &crate::config::StorePlan) -> (&str, &'static str) {
     match plan {
-        crate::config::StorePlan::S3(s) => s.storage_class.as_ref().map(|c| c.class.as_str()),
-        crate::config::StorePlan::Local(_) => None,
+        crate::config::StorePlan::S3(s) => (
+            s.storage_class
+                .as_ref()
+                .map_or(manifest::usage::STANDARD, |c| c.class.as_str()),
+            manifest::usage::STANDARD,
+        ),
+        crate::config::StorePlan::Local(_) => ("local disk", "local disk"),
     }
 }
 

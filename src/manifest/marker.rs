@@ -47,7 +47,7 @@ struct EscrowVouch {
 
 const VOUCH_SCHEMA: &str = "bkp.marker-escrow/1";
 
-fn vouch_key(escrow_id: &str) -> String {
+pub fn vouch_key(escrow_id: &str) -> String {
     format!("{ESCROW_DIR}/{escrow_id}.json")
 }
 
@@ -67,6 +67,13 @@ pub fn vouch_for_escrows(store: &dyn Store, trust: &Trust) -> Result<()> {
         Err(e) if crate::exit::classify(&e) == Some(Code::NotFound) => return Ok(()),
         Err(e) => return Err(e),
     };
+    // Only a marker a key of this config sealed (the current one, or one
+    // kept after a rotation) is vouched for: never one the store made up.
+    let ours = seal::open(&bytes, KEY, trust)
+        .is_ok_and(|o| o.sealed && o.sealer.as_deref().is_some_and(|s| s.starts_with("hmac:")));
+    if !ours {
+        return Ok(());
+    }
     let digest = crate::stages::hash::hex(&sha2::Sha256::digest(&bytes));
     let doc = EscrowVouch {
         schema: VOUCH_SCHEMA.to_string(),
@@ -83,18 +90,12 @@ pub fn vouch_for_escrows(store: &dyn Store, trust: &Trust) -> Result<()> {
                 e.id()
             ))
         };
-        // One already there must be this key's, for these bytes, and sealed
-        // for the escrow: anything else (a stale or planted one) is replaced.
+        // One already there must be sealed by a key of this config (a
+        // rotated-out one too: its escrow seal still holds) and for the
+        // escrow, for these bytes: anything else (stale, planted) is replaced.
         match store.get_at_most(&key, crate::limits::MARKER) {
             Ok(found) => {
-                let good = seal::escrow_sealed(&found, e)
-                    && seal::open(&found, &key, trust).is_ok_and(|o| {
-                        o.sealer.as_deref().is_some_and(|s| trust.is_key_holder(s))
-                            && serde_json::from_value::<EscrowVouch>(o.value).is_ok_and(|v| {
-                                v.schema == VOUCH_SCHEMA && v.marker_sha256 == digest
-                            })
-                    });
-                if good {
+                if statement_holds(&found, &key, trust, e, &digest) {
                     continue;
                 }
                 crate::ui::log(
@@ -115,13 +116,35 @@ pub fn vouch_for_escrows(store: &dyn Store, trust: &Trust) -> Result<()> {
     Ok(())
 }
 
-/// The marker `bytes`, whose seal this config cannot check, when it names
-/// the store id the config pins.
+/// Whether the statement `bytes` (at `key`) vouches for the marker of
+/// SHA-256 `digest` for escrow `e`, sealed by a key this config holds.
+pub fn statement_holds(
+    bytes: &[u8],
+    key: &str,
+    trust: &Trust,
+    e: &crate::crypto::Escrow,
+    digest: &str,
+) -> bool {
+    seal::escrow_sealed(bytes, e)
+        && seal::open(bytes, key, trust).is_ok_and(|o| {
+            o.sealed
+                && o.sealer.as_deref().is_some_and(|s| s.starts_with("hmac:"))
+                && serde_json::from_value::<EscrowVouch>(o.value)
+                    .is_ok_and(|v| v.schema == VOUCH_SCHEMA && v.marker_sha256 == digest)
+        })
+}
+
+/// The marker `bytes`, whose seal this config cannot check, when this
+/// config's key is an identity (an escrow's vault) and the marker names the
+/// store id the config pins. Its time is not believed: it binds from the
+/// beginning, so no manifest that names no store is admitted by it.
 fn pinned_unsealed(trust: &Trust, bytes: &[u8]) -> Option<Marker> {
     let pinned = trust.pinned_store()?;
+    trust.keys()?.current().escrow_text()?;
     let mut v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
     v.as_object_mut()?.remove(seal::FIELD);
-    let m: Marker = serde_json::from_value(v).ok()?;
+    let mut m: Marker = serde_json::from_value(v).ok()?;
+    m.created_at = OffsetDateTime::UNIX_EPOCH;
     (m.store_id.as_deref() == Some(pinned)).then_some(m)
 }
 
@@ -140,7 +163,16 @@ fn vouched_by_escrow(store: &dyn Store, trust: &Trust, bytes: &[u8]) -> Result<O
         Err(e) => return Err(e),
     };
     let what = format!("{key} of {}", store.identity());
-    let opened = seal::open(&doc, &what, trust)?;
+    let opened = match seal::open(&doc, &what, trust) {
+        Ok(o) => o,
+        Err(e) => {
+            crate::ui::log(
+                crate::ui::Priority::Warning,
+                &format!("bkp: warning: {e:#}; it is not used"),
+            );
+            return Ok(None);
+        }
+    };
     let by_key = opened
         .sealer
         .as_deref()
@@ -801,5 +833,84 @@ mod tests {
         other.host = "elsewhere".into();
         replace(&store, KEY, &seal::encode(&other, bare.keys()).unwrap());
         assert!(read(&store, &vault).is_err());
+    }
+
+    #[test]
+    fn only_a_marker_the_key_sealed_is_vouched_for_and_a_rotation_replaces_nothing() {
+        let (bare, host, vault) = escrowed();
+        let store = MemoryStore::named("marker-escrow-forged");
+        // A marker the store made up (no key sealed it): no statement.
+        let mut forged = Marker::new(&bare);
+        forged.host = "made up".into();
+        store
+            .put_new(KEY, &serde_json::to_vec(&forged).unwrap(), &Vec::new())
+            .unwrap();
+        vouch_for_escrows(&store, &host).unwrap();
+        assert!(store.list(&format!("{ESCROW_DIR}/")).unwrap().is_empty());
+
+        // A genuine marker, vouched for under key [7]; then [7] is rotated
+        // out (kept as an old key): the statement still holds, untouched.
+        let store = MemoryStore::named("marker-escrow-rotated");
+        write(&store, &Marker::new(&bare), &bare).unwrap();
+        vouch_for_escrows(&store, &host).unwrap();
+        let id = vault.keys().unwrap().current().id().to_string();
+        let before = store.get(&vouch_key(&id)).unwrap();
+        let escrow = host.keys().unwrap().escrow()[0].id().to_string();
+        assert_eq!(escrow, id);
+        let rotated = Trust::new(
+            Some(
+                Keyring::new(
+                    MasterKey::from_bytes([8; 32]),
+                    vec![MasterKey::from_bytes([7; 32])],
+                )
+                .with_escrow(vec![crate::crypto::Escrow::from_text(
+                    escrow_file_of(&vault).as_bytes(),
+                    "e",
+                )
+                .unwrap()]),
+            ),
+            None,
+            vec![],
+        );
+        vouch_for_escrows(&store, &rotated).unwrap();
+        assert_eq!(store.get(&vouch_key(&id)).unwrap(), before);
+        assert!(read(&store, &vault).unwrap().is_some());
+    }
+
+    fn escrow_file_of(vault: &Trust) -> String {
+        vault
+            .keys()
+            .unwrap()
+            .current()
+            .escrow_text()
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn a_pinned_id_admits_a_marker_only_for_an_identity_and_binds_from_the_start() {
+        let (bare, _, vault) = escrowed();
+        let m = Marker::new(&bare);
+        let bytes = seal::encode(&m, bare.keys()).unwrap();
+        let id = m.store_id.clone().unwrap();
+        let pin = |t: &Trust| {
+            let never = |_: &Trust| -> Result<Option<Binding>> { Ok(None) };
+            t.clone().with_binding(Bound {
+                load: Box::new(never),
+                got: std::sync::OnceLock::new(),
+                pinned: Some(id.clone()),
+            })
+        };
+        // A key holder with the id pinned still refuses a marker it cannot check.
+        let stranger = Trust::new(
+            Some(Keyring::new(MasterKey::from_bytes([9; 32]), vec![])),
+            None,
+            vec![],
+        );
+        assert!(pinned_unsealed(&pin(&stranger), &bytes).is_none());
+        let taken = pinned_unsealed(&pin(&vault), &bytes).unwrap();
+        assert_eq!(taken.store_id, m.store_id);
+        assert_eq!(taken.created_at, OffsetDateTime::UNIX_EPOCH);
+        assert!(pinned_unsealed(&vault, &bytes).is_none(), "nothing pinned");
     }
 }

@@ -6,7 +6,10 @@
 //! it (`added_bytes`), and a chunk uploaded by a snapshot since deleted but
 //! still named by a kept one is not, so for chunked snapshots the figure is
 //! a lower bound (never below the largest snapshot's own chunks), and says
-//! so. The WAL archive has no manifests and is not counted.
+//! so; so are backups that use objects of earlier ones (`uses`), which may
+//! be deleted backups'. Objects count in the class the store writes now
+//! (one written before `storage_class` changed may be in another). The WAL
+//! archive has no manifests and is not counted.
 
 use std::collections::BTreeMap;
 
@@ -30,46 +33,49 @@ pub struct Usage {
 
 impl Usage {
     pub fn total(&self) -> u64 {
-        self.kinds.values().sum()
+        self.kinds.values().fold(0u64, |s, b| s.saturating_add(*b))
     }
 }
 
 /// What `manifests` hold, data objects in `data_class` (the store's
-/// `storage_class`, `None`: the default), chunk lists in the default class.
-pub fn of(manifests: &[Manifest], data_class: Option<&str>) -> Usage {
+/// `storage_class`), chunk lists in `default_class`.
+pub fn of(manifests: &[Manifest], data_class: &str, default_class: &str) -> Usage {
     let mut u = Usage::default();
     // Per kind: chunk bytes uploaded by kept snapshots, and the most one
     // snapshot names.
     let mut chunks: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
-    let mut standard = 0u64;
+    let mut lists = 0u64;
     for m in manifests {
         u.backups += 1;
         let kind = m.kind.as_str();
-        let objects: u64 = m.objects.iter().map(|o| o.size).sum();
-        *u.kinds.entry(kind).or_default() += objects;
-        *u.classes
-            .entry(data_class.unwrap_or(STANDARD).to_string())
-            .or_default() += objects;
+        let objects = m.objects.iter().fold(0u64, |s, o| s.saturating_add(o.size));
+        add(&mut u.kinds, kind, objects);
+        add(&mut u.classes, data_class.to_string(), objects);
+        u.at_least |= !m.uses.is_empty();
         if let Some(c) = &m.chunks {
             u.at_least = true;
             let e = chunks.entry(kind).or_default();
             e.0 = e.0.saturating_add(c.added_bytes);
             e.1 = e.1.max(c.stored_bytes);
-            *u.kinds.entry(kind).or_default() += c.list.size;
-            standard += c.list.size;
+            add(&mut u.kinds, kind, c.list.size);
+            lists = lists.saturating_add(c.list.size);
         }
     }
     for (kind, (added, largest)) in chunks {
         let bytes = added.max(largest);
-        *u.kinds.entry(kind).or_default() += bytes;
-        *u.classes
-            .entry(data_class.unwrap_or(STANDARD).to_string())
-            .or_default() += bytes;
+        add(&mut u.kinds, kind, bytes);
+        add(&mut u.classes, data_class.to_string(), bytes);
     }
-    if standard > 0 {
-        *u.classes.entry(STANDARD.to_string()).or_default() += standard;
+    if lists > 0 {
+        add(&mut u.classes, default_class.to_string(), lists);
     }
     u
+}
+
+/// Adds `bytes` to `map[key]`, saturating (sizes come from the store).
+fn add<K: Ord>(map: &mut BTreeMap<K, u64>, key: K, bytes: u64) {
+    let e = map.entry(key).or_default();
+    *e = e.saturating_add(bytes);
 }
 
 /// One line: the total, then per kind and per class.
@@ -148,11 +154,15 @@ mod tests {
         let mut a = sample(Kind::Duckdb, now);
         a.objects[0].size = 1000;
         let b = sample(Kind::Duckdb, now);
-        let u = of(&[a, b], Some("STANDARD_IA"));
+        let u = of(&[a, b], "STANDARD_IA", STANDARD);
         assert_eq!(u.kinds["duckdb"], 1010);
         assert_eq!(u.classes["STANDARD_IA"], 1010);
         assert_eq!((u.backups, u.at_least), (2, false));
-        let none = of(&[], None);
+        // A backup that uses an earlier one's objects: a lower bound.
+        let mut c = sample(Kind::Duckdb, now);
+        c.uses = vec!["duckdb/x".into()];
+        assert!(of(&[c], STANDARD, STANDARD).at_least);
+        let none = of(&[], STANDARD, STANDARD);
         assert_eq!(none.total(), 0);
         assert!(describe(&none).contains("nothing"), "{}", describe(&none));
     }
@@ -160,13 +170,17 @@ mod tests {
     #[test]
     fn chunks_count_once_and_at_least_the_largest_snapshot() {
         // Two snapshots: the first uploaded 100, the second 10 more.
-        let u = of(&[chunked(100, 100), chunked(10, 105)], Some("GLACIER_IR"));
+        let u = of(
+            &[chunked(100, 100), chunked(10, 105)],
+            "GLACIER_IR",
+            STANDARD,
+        );
         assert_eq!(u.kinds["tigerbeetle"], 110 + 2 * 7);
         assert_eq!(u.classes["GLACIER_IR"], 110);
         assert_eq!(u.classes[STANDARD], 14, "chunk lists stay standard");
         assert!(u.at_least && describe(&u).starts_with("at least"));
         // The first deleted: its chunks the second names are still stored.
-        let u = of(&[chunked(10, 105)], None);
+        let u = of(&[chunked(10, 105)], STANDARD, STANDARD);
         assert_eq!(u.kinds["tigerbeetle"], 105 + 7);
         assert_eq!(u.classes[STANDARD], 112);
     }
