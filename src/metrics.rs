@@ -143,6 +143,61 @@ fn previous_value(text: &str, metric: &str) -> Option<f64> {
         .find(|v| v.is_finite())
 }
 
+/// The text of `bkp_stored.prom` (`store`: `primary`, or a copy's name):
+/// what the store holds after a cleanup, per kind and per storage class,
+/// from its manifests (see `manifest::usage`).
+pub fn render_stored(store: &str, u: &crate::manifest::usage::Usage) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, help: &str, rows: Vec<(String, u64)>| {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n");
+        for (labels, value) in rows {
+            let _ = writeln!(out, "{name}{{store=\"{store}\"{labels}}} {value}");
+        }
+    };
+    family(
+        "bkp_stored_bytes",
+        "Bytes the store holds per kind, from its manifests (a lower bound where bkp_stored_at_least is 1).",
+        u.kinds.iter().map(|(k, b)| (format!(",kind=\"{k}\""), *b)).collect(),
+    );
+    family(
+        "bkp_stored_class_bytes",
+        "Bytes the store holds per storage class, from its manifests.",
+        u.classes
+            .iter()
+            .map(|(c, b)| (format!(",class=\"{c}\""), *b))
+            .collect(),
+    );
+    family(
+        "bkp_stored_backups",
+        "Backups the store holds.",
+        vec![(String::new(), u.backups)],
+    );
+    family(
+        "bkp_stored_at_least",
+        "1 if the figures are lower bounds (shared chunks, objects of earlier backups).",
+        vec![(String::new(), u64::from(u.at_least))],
+    );
+    out
+}
+
+/// Writes `bkp_stored.prom` (the primary) or `bkp_stored_{copy}.prom` into
+/// `dir` atomically; returns the file's path.
+pub fn write_stored(
+    dir: &Path,
+    copy: Option<&str>,
+    u: &crate::manifest::usage::Usage,
+) -> Result<PathBuf> {
+    let name = match copy {
+        None => "bkp_stored.prom".to_string(),
+        Some(c) => format!("bkp_stored_{c}.prom"),
+    };
+    put(
+        dir,
+        &dir.join(name),
+        &render_stored(copy.unwrap_or("primary"), u),
+    )
+}
+
 /// What one `bkp copy` run did for one copy (`[[copies]]` entry `copy`).
 #[derive(Debug, Clone)]
 pub struct CopyMetrics {

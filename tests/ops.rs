@@ -395,3 +395,27 @@ fn under_json_an_error_is_one_json_object_with_its_exit_code() {
     );
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn cleanup_writes_what_the_store_holds_and_promtool_takes_it() {
+    let (s, _store) = setup(false, "[metrics]\ndir = \"metrics\"\n");
+    fs::create_dir(s.path("metrics")).unwrap();
+    assert_exit(&s.bkp(&["snapshot"]), 0);
+    assert_exit(&s.bkp(&["cleanup"]), 0);
+    let file = s.path("metrics/bkp_stored.prom");
+    promtool_check(&file);
+    let text = fs::read_to_string(&file).unwrap();
+    let listed = json(&s.bkp(&["--json", "list"]));
+    let stored = listed["backups"][0]["bytes"].as_f64().unwrap();
+    assert!(
+        text.contains(&format!(
+            "bkp_stored_bytes{{store=\"primary\",kind=\"tigerbeetle\"}} {stored}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("bkp_stored_backups{store=\"primary\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("class=\"local disk\""), "{text}");
+}

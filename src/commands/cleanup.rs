@@ -344,14 +344,46 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         });
         let key = write_report(store, trust.keys(), "cleanup", run_id, started_at, &report)?;
         ctx.ui.detail(&format!("report: {key}"));
-        metrics(ctx, per_kind, started_at);
+        metrics(ctx, per_kind, started_at, &all, &deleted);
     }
     Ok(())
 }
 
+/// What the store holds after this run, per kind and class, into
+/// `bkp_stored.prom` (a copy's: `bkp_stored_{name}.prom`).
+fn stored_metrics<'a>(ctx: &Ctx, kept: impl Iterator<Item = &'a Manifest>) {
+    let Some(dir) = &ctx.plan.metrics_dir else {
+        return;
+    };
+    let kept: Vec<Manifest> = kept.cloned().collect();
+    let (class, default) = super::store_classes(&ctx.plan.store);
+    let usage = crate::manifest::usage::of(&kept, class, default);
+    match crate::metrics::write_stored(dir, ctx.plan.copy.as_deref(), &usage) {
+        Ok(path) => ctx.ui.detail(&format!("metrics written to {}", path.display())),
+        Err(e) => ctx.ui.warn(&format!(
+            "{e:#}; the cleanup itself is not affected (metrics.dir or BKP_METRICS_DIR names the directory)"
+        )),
+    }
+}
+
 /// The run's metrics per kind: bytes deleted (the reversals went to the
-/// ledger). The primary's only: a copy's would take their names.
-fn metrics(ctx: &Ctx, per_kind: BTreeMap<Kind, u64>, started_at: OffsetDateTime) {
+/// ledger), the primary's only (a copy's would take their names); and what
+/// the store holds now, the primary or the copy (`all` but `deleted`).
+fn metrics(
+    ctx: &Ctx,
+    per_kind: BTreeMap<Kind, u64>,
+    started_at: OffsetDateTime,
+    all: &[Manifest],
+    deleted: &[serde_json::Value],
+) {
+    let gone: BTreeSet<String> = deleted
+        .iter()
+        .filter_map(|d| d["id"].as_str().map(String::from))
+        .collect();
+    stored_metrics(
+        ctx,
+        all.iter().filter(|m| !gone.contains(&m.id.to_string())),
+    );
     if ctx.plan.primary.is_some() {
         return;
     }

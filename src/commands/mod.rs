@@ -58,6 +58,22 @@ pub fn open_plan_store(p: &StorePlan) -> Result<Box<dyn Store>> {
     })
 }
 
+/// The class a store's data objects are written in, and the one of the
+/// rest (see `manifest::usage`): S3's classes (`storage_class`, else the
+/// default), or a local store's disk.
+pub fn store_classes(plan: &StorePlan) -> (&str, &'static str) {
+    use crate::manifest::usage::STANDARD;
+    match plan {
+        StorePlan::S3(s) => (
+            s.storage_class
+                .as_ref()
+                .map_or(STANDARD, |c| c.class.as_str()),
+            STANDARD,
+        ),
+        StorePlan::Local(_) => ("local disk", "local disk"),
+    }
+}
+
 pub fn open_store(plan: &Plan) -> Result<Box<dyn Store>> {
     Ok(open(plan)?.into_boxed())
 }

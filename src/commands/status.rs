@@ -324,7 +324,7 @@ fn holdings(
             ));
         }
     };
-    let (class, default) = classes(&ctx.plan.store);
+    let (class, default) = super::store_classes(&ctx.plan.store);
     let usage = manifest::usage::of(&all, class, default);
     let line = format!(
         "stored in {}: {}",
@@ -358,7 +358,13 @@ fn copy_states(
         let all =
             all.map_err(|e| anyhow::anyhow!("the primary's manifests could not be listed: {e}"))?;
         let copy = super::open_plan_store(&c.store)?;
-        let lag = crate::copies::lag(all, copy.as_ref(), trust, &c.retention, classes(&c.store))?;
+        let lag = crate::copies::lag(
+            all,
+            copy.as_ref(),
+            trust,
+            &c.retention,
+            super::store_classes(&c.store),
+        )?;
         anyhow::Ok((copy.identity(), lag))
     };
     let mut states = Vec::new();
@@ -414,21 +420,6 @@ fn copy_states(
         states.push(state);
     }
     states
-}
-
-/// The class a store's data objects are written in, and the one of the
-/// rest: S3's classes (`storage_class`, else the default), or a local
-/// store's disk.
-fn classes(plan: &crate::config::StorePlan) -> (&str, &'static str) {
-    match plan {
-        crate::config::StorePlan::S3(s) => (
-            s.storage_class
-                .as_ref()
-                .map_or(manifest::usage::STANDARD, |c| c.class.as_str()),
-            manifest::usage::STANDARD,
-        ),
-        crate::config::StorePlan::Local(_) => ("local disk", "local disk"),
-    }
 }
 
 /// Warns about each manifest that could not be read but junk (named where it
