@@ -25,7 +25,7 @@
 //! copied, and is named. Heads (`manifest/head.rs`) are copied only for
 //! backups the copy holds, so a copy never records a backup it lacks.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -64,7 +64,7 @@ pub struct Outcome {
     pub documents_copied: u64,
     /// Of the objects copied, those copied inside the object store (the
     /// primary and the copy are buckets of one S3 service): no byte went
-    /// up from this host, and each was read back and checked.
+    /// up from this host, and each was checked before it was copied.
     pub objects_copied_server_side: u64,
     /// What was not copied, and why.
     pub not_copied: Vec<NotCopied>,
@@ -421,11 +421,18 @@ impl<'a> Copier<'a> {
             primary,
             copy,
             dry,
-            server_side: AtomicBool::new(one_service(primary, copy)),
+            server_side: AtomicBool::new(
+                one_service(primary, copy)
+                    && REFUSED.lock().is_ok_and(|r| !r.contains(&copy.identity())),
+            ),
             copied_server_side: AtomicU64::new(0),
         }
     }
 }
+
+/// The copies (by identity) that refused a copy inside the object store in
+/// this process: later objects, and later `wal push` copies, stream.
+static REFUSED: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
 
 /// Whether `a` and `b` are buckets of one S3 service (the same endpoint
 /// and region), between which objects can be copied server-side.
@@ -488,12 +495,23 @@ impl Copier<'_> {
             }
             let bytes = self.primary.get_at_most(&o.key, crate::limits::MARKER)?;
             if let (true, Some(e)) = (held, ours) {
-                let same = self.copy.get_at_most(&o.key, crate::limits::MARKER)? == bytes;
-                if same || !marker::statement_holds(&bytes, &o.key, trust, e, &digest) {
+                let theirs = self.copy.get_at_most(&o.key, crate::limits::MARKER)?;
+                let holds = |b: &[u8]| marker::statement_holds(b, &o.key, trust, e, &digest);
+                if holds(&theirs) || !holds(&bytes) {
                     continue;
                 }
-                if !self.dry {
-                    self.copy.delete(&o.key)?;
+                if self.dry {
+                    out.documents_copied += 1;
+                    continue;
+                }
+                // Retained (Object Lock) or no right to delete: said, and
+                // the copy is brought up to date all the same.
+                if let Err(err) = self.copy.delete(&o.key) {
+                    crate::ui::log(
+                        crate::ui::Priority::Warning,
+                        &format!("bkp: warning: {} holds a statement for escrow {} that does not verify, and it could not be replaced: {err:#}", self.copy.identity(), e.id()),
+                    );
+                    continue;
                 }
             }
             if !self.dry {
@@ -636,13 +654,15 @@ impl Copier<'_> {
         }
     }
 
-    /// Copies `n` inside the object store (CopyObject, pinned to the ETag
-    /// just seen) where the primary and the copy are buckets of one S3
-    /// service, then reads the copy's object back and checks it as a
-    /// streamed copy is checked: the host downloads it once and uploads
-    /// nothing. `None` where that is not possible (another service, no
-    /// ETag, the object changed meanwhile, or the copy's credentials may not
-    /// read the primary's bucket: then every object of the run is streamed).
+    /// Copies `n` inside the object store where the primary and the copy
+    /// are buckets of one S3 service: first the primary's object is read,
+    /// pinned to the ETag just seen, and checked against the manifest (its
+    /// size, and its SHA-256 where the manifest records one), then copied by
+    /// CopyObject pinned to that same ETag. Nothing unchecked ever reaches
+    /// the copy, and this host uploads nothing. `None` where that is not
+    /// possible (another service, no ETag, the object changed meanwhile, or
+    /// the copy's credentials may not read the primary's bucket: then the
+    /// object is streamed, and after a refusal every later one too).
     fn server_side_copy(&self, n: &Needed) -> Result<Option<u64>> {
         if !self.server_side.load(Ordering::Relaxed) {
             return Ok(None);
@@ -656,67 +676,64 @@ impl Copier<'_> {
         let Some(etag) = info.etag.as_deref() else {
             return Ok(None);
         };
-        if n.size.is_some_and(|s| s != info.size) {
-            return Err(self.damaged(
-                n,
-                format!(
-                    "has {} bytes where its manifest records {}",
-                    info.size,
-                    n.size.unwrap_or_default()
-                ),
-            ));
+        let recorded = n.size.unwrap_or(info.size);
+        if recorded != info.size {
+            let why = format!(
+                "has {} bytes where its manifest records {recorded}",
+                info.size
+            );
+            return Err(self.damaged(n, why));
+        }
+        if let Some(want) = &n.sha256 {
+            let Some(mut from) = src.open_if_match(&n.key, Some(etag), None)? else {
+                return Ok(None);
+            };
+            let mut hash = Sha256::new();
+            let mut buf = vec![0u8; BUFFER];
+            let mut total = 0u64;
+            loop {
+                let got = from.read(&mut buf)?;
+                if got == 0 {
+                    break;
+                }
+                total += got as u64;
+                hash.update(&buf[..got]);
+            }
+            if total != info.size || crate::stages::hash::hex(&hash.finalize()) != *want {
+                let why = "does not have the SHA-256 its manifest records".to_string();
+                return Err(self.damaged(n, why));
+            }
         }
         let source = src.full_key_of(&n.key)?;
         let bucket = &src.settings().bucket;
         match dst.copy_from(bucket, &source, etag, info.size, &n.key, &n.metadata) {
             Ok(Some(_)) => {}
+            // Changed since it was checked: streamed, and checked again.
             Ok(None) => return Ok(None),
             // Another run copied it meanwhile.
             Err(e) if is_already_exists(&e) => return Ok(Some(info.size)),
-            // Refused: the copy's credentials may not read the primary.
             Err(e) if classify(&e) == Some(Code::Config) => {
-                crate::ui::log(
-                    crate::ui::Priority::Info,
-                    &format!(
-                        "bkp: {} cannot copy from {} inside the object store ({e:#}): this run streams the objects through this host",
-                        self.copy.identity(),
-                        self.primary.identity()
-                    ),
-                );
-                self.server_side.store(false, Ordering::Relaxed);
+                let text = format!("{e:#}");
+                if text.contains("AccessDenied") || text.contains("403") {
+                    crate::ui::log(
+                        crate::ui::Priority::Warning,
+                        &format!(
+                            "bkp: warning: {} may not copy from {} inside the object store ({text}): objects are streamed through this host instead",
+                            self.copy.identity(),
+                            self.primary.identity()
+                        ),
+                    );
+                    self.server_side.store(false, Ordering::Relaxed);
+                    if let Ok(mut refused) = REFUSED.lock() {
+                        refused.insert(self.copy.identity());
+                    }
+                }
                 return Ok(None);
             }
             Err(e) => return Err(e),
         }
-        let mut hash = Sha256::new();
-        let mut from = self.copy.open(&n.key)?;
-        let mut buf = vec![0u8; BUFFER];
-        let mut total = 0u64;
-        loop {
-            let got = from.read(&mut buf)?;
-            if got == 0 {
-                break;
-            }
-            total += got as u64;
-            hash.update(&buf[..got]);
-        }
-        let digest = crate::stages::hash::hex(&hash.finalize());
-        let wrong = match (n.size, &n.sha256) {
-            (Some(s), _) if s != total => {
-                Some(format!("has {total} bytes where its manifest records {s}"))
-            }
-            (_, Some(d)) if *d != digest => {
-                Some("does not have the SHA-256 its manifest records".to_string())
-            }
-            _ => None,
-        };
-        if let Some(why) = wrong {
-            // The copy made of it is no backup: removed where the store lets.
-            let _ = self.copy.delete(&n.key);
-            return Err(self.damaged(n, why));
-        }
         self.copied_server_side.fetch_add(1, Ordering::Relaxed);
-        Ok(Some(total))
+        Ok(Some(info.size))
     }
 
     /// The error for object `n` of the primary found not to be what its
