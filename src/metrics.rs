@@ -177,6 +177,12 @@ pub fn render_stored(store: &str, u: &crate::manifest::usage::Usage) -> String {
         "1 if the figures are lower bounds (shared chunks, objects of earlier backups).",
         vec![(String::new(), u64::from(u.at_least))],
     );
+    let now = OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+    family(
+        "bkp_stored_timestamp_seconds",
+        "Unix time these figures were taken (the end of a bkp cleanup).",
+        vec![(String::new(), now)],
+    );
     out
 }
 

@@ -351,13 +351,18 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
 
 /// What the store holds after this run, per kind and class, into
 /// `bkp_stored.prom` (a copy's: `bkp_stored_{name}.prom`).
-fn stored_metrics<'a>(ctx: &Ctx, kept: impl Iterator<Item = &'a Manifest>) {
+/// A kind of `kinds` (those the store held before) with nothing left gets
+/// 0, not a series that vanishes.
+fn stored_metrics<'a>(ctx: &Ctx, kept: impl Iterator<Item = &'a Manifest>, kinds: &BTreeSet<Kind>) {
     let Some(dir) = &ctx.plan.metrics_dir else {
         return;
     };
     let kept: Vec<Manifest> = kept.cloned().collect();
     let (class, default) = super::store_classes(&ctx.plan.store);
-    let usage = crate::manifest::usage::of(&kept, class, default);
+    let mut usage = crate::manifest::usage::of(&kept, class, default);
+    for k in kinds {
+        usage.kinds.entry(k.as_str()).or_insert(0);
+    }
     match crate::metrics::write_stored(dir, ctx.plan.copy.as_deref(), &usage) {
         Ok(path) => ctx.ui.detail(&format!("metrics written to {}", path.display())),
         Err(e) => ctx.ui.warn(&format!(
@@ -380,10 +385,9 @@ fn metrics(
         .iter()
         .filter_map(|d| d["id"].as_str().map(String::from))
         .collect();
-    stored_metrics(
-        ctx,
-        all.iter().filter(|m| !gone.contains(&m.id.to_string())),
-    );
+    let kinds: BTreeSet<Kind> = all.iter().map(|m| m.kind).collect();
+    let kept = all.iter().filter(|m| !gone.contains(&m.id.to_string()));
+    stored_metrics(ctx, kept, &kinds);
     if ctx.plan.primary.is_some() {
         return;
     }
