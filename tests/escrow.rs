@@ -201,39 +201,27 @@ fn the_escrow_identity_alone_restores_verifies_and_drills_after_the_key_is_lost(
         fs::read(target.join("0_0.tigerbeetle")).unwrap(),
         fs::read(&data_file).unwrap()
     );
-    let restored = vault.join("hot.duckdb");
-    let out = bkp(
-        &admin,
-        &[
+    // Each kind's latest, restored with the escrow's identity alone.
+    let restore_kind = |kind: &str, target: &Path| {
+        let args = [
             "restore",
             "latest",
             "--kind",
-            "duckdb",
+            kind,
             "--target",
-            restored.to_str().unwrap(),
-        ],
-        &env,
-    );
-    assert_exit(&out, 0);
+            target.to_str().unwrap(),
+        ];
+        assert_exit(&bkp(&admin, &args, &env), 0);
+    };
+    let restored = vault.join("hot.duckdb");
+    restore_kind("duckdb", &restored);
     let n: i64 = duckdb::Connection::open(&restored)
         .unwrap()
         .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 3);
     let tier = vault.join("cold");
-    let out = bkp(
-        &admin,
-        &[
-            "restore",
-            "latest",
-            "--kind",
-            "parquet",
-            "--target",
-            tier.to_str().unwrap(),
-        ],
-        &env,
-    );
-    assert_exit(&out, 0);
+    restore_kind("parquet", &tier);
     assert_eq!(
         fs::read(tier.join("a.parquet")).unwrap(),
         fs::read(cold.join("a.parquet")).unwrap()

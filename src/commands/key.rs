@@ -105,6 +105,17 @@ fn signer_table(public: &str) -> String {
     )
 }
 
+/// The refusal of a key file's path that is taken.
+fn taken(path: &Path) -> anyhow::Error {
+    coded(
+        Code::TargetExists,
+        format!(
+            "{} exists: bkp never replaces a key file (the backups written with it need it); choose a new path",
+            path.display()
+        ),
+    )
+}
+
 /// Creates `path` (mode 0400, never replacing a file) holding `bytes`, made
 /// durable; nothing is left of a failed write.
 fn write_key_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -114,14 +125,10 @@ fn write_key_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .mode(0o400)
         .open(path)
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => coded(
-                Code::TargetExists,
-                format!(
-                    "{} exists: bkp never replaces a key file (the backups written with it need it); choose a new path",
-                    path.display()
-                ),
-            ),
-            _ => anyhow::Error::new(e).context(format!("cannot create key file {}", path.display())),
+            std::io::ErrorKind::AlreadyExists => taken(path),
+            _ => {
+                anyhow::Error::new(e).context(format!("cannot create key file {}", path.display()))
+            }
         })?;
     if let Err(e) = f.write_all(bytes).and_then(|()| f.sync_all()) {
         // A half-written key file would block the next attempt ("exists") and
@@ -155,13 +162,7 @@ fn generate_escrow(ui: &Ui, path: &Path) -> Result<()> {
     // not match it.
     for p in [path, offline.as_path()] {
         if p.symlink_metadata().is_ok() {
-            return Err(coded(
-                Code::TargetExists,
-                format!(
-                    "{} exists: bkp never replaces a key file (the backups written with it need it); choose a new path",
-                    p.display()
-                ),
-            ));
+            return Err(taken(p));
         }
     }
     write_key_file(&offline, text.as_bytes())?;
