@@ -226,8 +226,13 @@ impl Client {
     /// Runs one request, bounded by the timeout; `what` names it in errors.
     pub fn call<F: Future>(&self, what: &str, fut: F) -> Result<F::Output> {
         self.requests.set(self.requests.get() + 1);
+        self.block(what, self.timeout, fut)
+    }
+
+    /// Waits for `fut` at most `within`; `what` names it in errors.
+    fn block<F: Future>(&self, what: &str, within: Duration, fut: F) -> Result<F::Output> {
         let rt = self.rt.as_ref().expect("the runtime lives until dropped");
-        rt.block_on(async { tokio::time::timeout(self.timeout, fut).await })
+        rt.block_on(async { tokio::time::timeout(within, fut).await })
             .map_err(|_| {
                 coded(
                     Code::Transient,
@@ -238,6 +243,36 @@ impl Client {
                     ),
                 )
             })
+    }
+
+    /// Hands the request `fut` to the library's thread now and returns without
+    /// waiting: its first poll submits the packet (the library queues requests of
+    /// one session and sends them in order). The caller prepares its next request
+    /// meanwhile, and [`InFlight::wait`] takes the answer, bounded by the timeout
+    /// counted from here.
+    fn begin<'c, T>(
+        &'c self,
+        what: &'static str,
+        fut: impl Future<Output = Result<T>> + 'c,
+    ) -> InFlight<'c, T> {
+        use std::task::{Context as TaskContext, Poll, Waker};
+        self.requests.set(self.requests.get() + 1);
+        let mut fut: std::pin::Pin<Box<dyn Future<Output = Result<T>> + 'c>> = Box::pin(fut);
+        let rt = self.rt.as_ref().expect("the runtime lives until dropped");
+        let _inside = rt.enter();
+        let state = match fut
+            .as_mut()
+            .poll(&mut TaskContext::from_waker(Waker::noop()))
+        {
+            Poll::Ready(answer) => Flight::Answered(answer),
+            Poll::Pending => Flight::Waiting(fut),
+        };
+        InFlight {
+            client: self,
+            what,
+            sent: std::time::Instant::now(),
+            state,
+        }
     }
 
     /// The error for a request `what` that could not be sent or answered.
@@ -335,22 +370,33 @@ impl Client {
         &self,
         rows: Vec<Account>,
     ) -> Result<Vec<Rejection<CreateAccountErrorKind>>> {
+        self.submit_accounts(rows).wait()
+    }
+
+    /// [`Client::create_accounts`], answered by [`InFlight::wait`].
+    pub fn submit_accounts(
+        &self,
+        rows: Vec<Account>,
+    ) -> InFlight<'_, Vec<Rejection<CreateAccountErrorKind>>> {
         const WHAT: &str = "create_accounts";
-        match self.call(WHAT, self.tb().create_accounts(rows))? {
-            Ok(()) => Ok(Vec::new()),
-            Err(CreateAccountsError::Send(e)) => Err(self.send_error(WHAT, e)),
-            Err(CreateAccountsError::Api(errs)) => Ok(errs
-                .as_slice()
-                .iter()
-                .map(|e| Rejection {
-                    index: e.index() as usize,
-                    kind: e.kind(),
-                    exists: matches!(e.kind(), CreateAccountErrorKind::Exists),
-                    name: account_result_name(e.kind(), e.inner().code().get()),
-                })
-                .collect()),
-            Err(e) => Err(self.failed(WHAT, &e)),
-        }
+        let fut = self.tb().create_accounts(rows);
+        self.begin(WHAT, async move {
+            match fut.await {
+                Ok(()) => Ok(Vec::new()),
+                Err(CreateAccountsError::Send(e)) => Err(self.send_error(WHAT, e)),
+                Err(CreateAccountsError::Api(errs)) => Ok(errs
+                    .as_slice()
+                    .iter()
+                    .map(|e| Rejection {
+                        index: e.index() as usize,
+                        kind: e.kind(),
+                        exists: matches!(e.kind(), CreateAccountErrorKind::Exists),
+                        name: account_result_name(e.kind(), e.inner().code().get()),
+                    })
+                    .collect()),
+                Err(e) => Err(self.failed(WHAT, &e)),
+            }
+        })
     }
 
     /// Creates `rows`; the answer lists the events not created (`exists` included).
@@ -358,22 +404,33 @@ impl Client {
         &self,
         rows: Vec<Transfer>,
     ) -> Result<Vec<Rejection<CreateTransferErrorKind>>> {
+        self.submit_transfers(rows).wait()
+    }
+
+    /// [`Client::create_transfers`], answered by [`InFlight::wait`].
+    pub fn submit_transfers(
+        &self,
+        rows: Vec<Transfer>,
+    ) -> InFlight<'_, Vec<Rejection<CreateTransferErrorKind>>> {
         const WHAT: &str = "create_transfers";
-        match self.call(WHAT, self.tb().create_transfers(rows))? {
-            Ok(()) => Ok(Vec::new()),
-            Err(CreateTransfersError::Send(e)) => Err(self.send_error(WHAT, e)),
-            Err(CreateTransfersError::Api(errs)) => Ok(errs
-                .as_slice()
-                .iter()
-                .map(|e| Rejection {
-                    index: e.index() as usize,
-                    kind: e.kind(),
-                    exists: matches!(e.kind(), CreateTransferErrorKind::Exists),
-                    name: transfer_result_name(e.kind(), e.inner().code().get()),
-                })
-                .collect()),
-            Err(e) => Err(self.failed(WHAT, &e)),
-        }
+        let fut = self.tb().create_transfers(rows);
+        self.begin(WHAT, async move {
+            match fut.await {
+                Ok(()) => Ok(Vec::new()),
+                Err(CreateTransfersError::Send(e)) => Err(self.send_error(WHAT, e)),
+                Err(CreateTransfersError::Api(errs)) => Ok(errs
+                    .as_slice()
+                    .iter()
+                    .map(|e| Rejection {
+                        index: e.index() as usize,
+                        kind: e.kind(),
+                        exists: matches!(e.kind(), CreateTransferErrorKind::Exists),
+                        name: transfer_result_name(e.kind(), e.inner().code().get()),
+                    })
+                    .collect()),
+                Err(e) => Err(self.failed(WHAT, &e)),
+            }
+        })
     }
 
     fn failed(&self, what: &str, e: &dyn std::fmt::Display) -> anyhow::Error {
@@ -382,6 +439,34 @@ impl Client {
             self.names.cluster,
             self.addresses
         )
+    }
+}
+
+/// A request handed to the client ([`Client::submit_accounts`],
+/// [`Client::submit_transfers`]) and not yet answered. Dropped unanswered, the
+/// request is abandoned here; the cluster may still carry it out.
+pub struct InFlight<'c, T> {
+    client: &'c Client,
+    what: &'static str,
+    sent: std::time::Instant,
+    state: Flight<'c, T>,
+}
+
+enum Flight<'c, T> {
+    Waiting(std::pin::Pin<Box<dyn Future<Output = Result<T>> + 'c>>),
+    Answered(Result<T>),
+}
+
+impl<T> InFlight<'_, T> {
+    /// The answer, waited for until the client's timeout since the request was sent.
+    pub fn wait(self) -> Result<T> {
+        match self.state {
+            Flight::Answered(answer) => answer,
+            Flight::Waiting(fut) => {
+                let left = self.client.timeout.saturating_sub(self.sent.elapsed());
+                self.client.block(self.what, left, fut)?
+            }
+        }
     }
 }
 

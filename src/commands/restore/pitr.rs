@@ -61,6 +61,12 @@ pub struct Replayed {
     /// first segment read to its last check (what a faster replay shortens).
     pub batches: u64,
     pub seconds: f64,
+    /// Of `seconds`, those spent waiting for the cluster's answers to create
+    /// requests (the rest is bkp's own work that did not overlap them).
+    pub waited_seconds: f64,
+    /// Of `seconds`, those spent after the last answer making sure the target
+    /// holds only the replayed rows.
+    pub checked_seconds: f64,
 }
 
 impl Replayed {
@@ -396,6 +402,8 @@ fn replay_segments(
     out.newest_row_in_log |= stats.newest_row_in_log;
     out.last_timestamp = out.last_timestamp.max(stats.last_timestamp);
     out.batches += stats.batches;
+    out.waited_seconds += stats.waited_seconds;
+    out.checked_seconds += stats.checked_seconds;
     out.seconds += clock.elapsed().as_secs_f64();
     Ok(stats.expiries_by_target.into_iter().collect())
 }

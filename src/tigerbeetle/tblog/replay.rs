@@ -34,6 +34,13 @@
 //! the next segment is read, but for the head of a linked chain that continues in
 //! it.
 //!
+//! One create request is in flight while the next batch is read and decoded (a
+//! session carries one request at a time, so the cluster applies them in order):
+//! its answer is checked before any other request is sent, and [`Replay::finish`]
+//! checks the last one. Reading thus overlaps the cluster's work on the request
+//! before. A rejected event therefore stops the replay one batch later than it
+//! was sent, with nothing more sent.
+//!
 //! A linked chain is atomic in the source, so a chain that straddles `up_to` is not
 //! replayed at all ([`ReplayStats::chain_events_dropped`]). Events are applied as they
 //! are read, before a segment's trailer is checked: a corrupt segment stops the
@@ -122,8 +129,9 @@ use super::{
     TRANSFER_POST, TRANSFER_VOID,
 };
 use crate::exit::{coded, Code};
-use crate::tigerbeetle::client::Client;
+use crate::tigerbeetle::client::{Client, InFlight, Rejection};
 use crate::units::count;
+use tigerbeetle_unofficial::error::{CreateAccountErrorKind, CreateTransferErrorKind};
 
 /// The most events one request carries at TigerBeetle's default request limit
 /// (1 MiB), the largest it allows.
@@ -225,7 +233,7 @@ pub struct PendingTimeout {
 }
 
 /// What [`replay`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReplayStats {
     /// The target's newest timestamp before the replay (0: it was empty).
     pub newest_before: u64,
@@ -246,6 +254,12 @@ pub struct ReplayStats {
     /// segments end earlier.
     pub covered_until: u64,
     pub batches: u64,
+    /// Seconds spent waiting for the answers to create requests: the cluster's
+    /// share of the replay once reading overlaps it (see [`Replay`]).
+    pub waited_seconds: f64,
+    /// Seconds spent, once every request was answered, making sure the target
+    /// holds no row but the replay's.
+    pub checked_seconds: f64,
     /// Requests this replay sent (with [`Replay::start`], its reads of the
     /// target's newest rows too).
     pub requests: u64,
@@ -351,6 +365,29 @@ pub struct Replay<'c> {
     past_up_to: bool,
     /// No later segment can hold anything wanted.
     done: bool,
+    /// The create request in flight, checked before anything else is sent.
+    sent: Option<Sent<'c>>,
+}
+
+/// A create request sent and not yet answered, with what its answer is
+/// checked against.
+struct Sent<'c> {
+    events: Vec<Event>,
+    answer: Answer<'c>,
+    /// [`Replay::newest_expiry`] when it was sent.
+    newest_expiry: Option<(u64, u128)>,
+}
+
+/// The rows of a request in flight, and its answer to come.
+enum Answer<'c> {
+    Accounts(
+        Vec<Account>,
+        InFlight<'c, Vec<Rejection<CreateAccountErrorKind>>>,
+    ),
+    Transfers(
+        Vec<Transfer>,
+        InFlight<'c, Vec<Rejection<CreateTransferErrorKind>>>,
+    ),
 }
 
 /// Replays `segments` (in chain order) into the cluster `cfg`, up to and including
@@ -432,6 +469,7 @@ impl<'c> Replay<'c> {
             newest_checked: false,
             past_up_to: false,
             done: false,
+            sent: None,
         })
     }
 
@@ -555,9 +593,12 @@ impl<'c> Replay<'c> {
             self.chain_open = false;
         }
         self.flush(self.batch.len())?;
+        self.settle()?;
         crate::failpoint::pause("replay-sent");
         self.newest_row_held()?;
+        let t0 = std::time::Instant::now();
         self.only_replayed_rows()?;
+        eprintln!("ZZ only_replayed_rows {:?}", t0.elapsed());
         self.stats.covered_until = self.covered.min(self.up_to);
         let covered_until = self.stats.covered_until;
         let mut expired = Vec::new();
@@ -619,8 +660,14 @@ impl<'c> Replay<'c> {
     /// written by someone else meanwhile (a private replica listens on loopback,
     /// where any local user reaches it; `--into` names a cluster others may
     /// write): such a target is not the log's, and nothing is delivered from it.
-    fn only_replayed_rows(&self) -> Result<()> {
+    ///
+    /// It reads every row the replay wrote (a page of 8189 a request): counting
+    /// them on a second session during the replay was measured slower, as the
+    /// cluster then serves the pages between the writes.
+    fn only_replayed_rows(&mut self) -> Result<()> {
+        let clock = std::time::Instant::now();
         let (accounts, transfers) = super::rows_after(self.c, &self.newest)?;
+        self.stats.checked_seconds = clock.elapsed().as_secs_f64();
         let s = &self.stats;
         let voids = s.expiries.saturating_sub(s.expiries_by_target.len() as u64);
         if accounts == s.accounts && transfers == s.transfers + voids {
@@ -683,6 +730,7 @@ impl<'c> Replay<'c> {
         match self.batch_max {
             Some(n) => Ok(n),
             None => {
+                self.settle()?;
                 let n = batch_limit(self.c)?;
                 self.batch_max = Some(n);
                 Ok(n)
@@ -690,40 +738,82 @@ impl<'c> Replay<'c> {
         }
     }
 
-    /// Sends the first `n` events of the batch (complete chains only).
+    /// Sends the first `n` events of the batch (complete chains only), once the
+    /// answer to the request before has been checked. The request is left in
+    /// flight: the next batch is read meanwhile, and [`Replay::settle`] checks
+    /// its answer before anything else is sent.
     fn flush(&mut self, n: usize) -> Result<()> {
         if n == 0 {
             return Ok(());
         }
+        self.settle()?;
         let events: Vec<Event> = self.batch.drain(..n).collect();
         self.chain_start = self.chain_start.saturating_sub(n);
         self.stats.batches += 1;
-        match self.kind {
+        let answer = match self.kind {
             Kind::Account => self.send_accounts(&events),
-            Kind::Transfer => self.send_transfers(&events),
-        }?;
-        if let Some(last) = events.last() {
+            Kind::Transfer => self.send_transfers(&events)?,
+        };
+        self.sent = Some(Sent {
+            events,
+            answer,
+            newest_expiry: self.newest_expiry,
+        });
+        Ok(())
+    }
+
+    /// Waits for the answer to the request in flight, if any, and checks it.
+    fn settle(&mut self) -> Result<()> {
+        let Some(sent) = self.sent.take() else {
+            return Ok(());
+        };
+        let clock = std::time::Instant::now();
+        match sent.answer {
+            Answer::Accounts(rows, answer) => {
+                let failures = answer
+                    .wait()?
+                    .into_iter()
+                    .map(|r| (r.index, r.exists, r.name))
+                    .collect();
+                self.stats.waited_seconds += clock.elapsed().as_secs_f64();
+                self.accounts_answered(&sent.events, &rows, failures, sent.newest_expiry)?;
+            }
+            Answer::Transfers(rows, answer) => {
+                let failures = answer
+                    .wait()?
+                    .into_iter()
+                    .map(|r| (r.index, r.exists, r.name))
+                    .collect();
+                self.stats.waited_seconds += clock.elapsed().as_secs_f64();
+                self.transfers_answered(&sent.events, &rows, failures, sent.newest_expiry)?;
+            }
+        }
+        if let Some(last) = sent.events.last() {
             self.stats.last_timestamp = last.timestamp();
         }
         Ok(())
     }
 
-    fn send_accounts(&mut self, events: &[Event]) -> Result<()> {
-        let records: Vec<&AccountRecord> = events
+    fn send_accounts(&mut self, events: &[Event]) -> Answer<'c> {
+        let rows: Vec<Account> = events
             .iter()
             .filter_map(|e| match e {
-                Event::Account(a) => Some(a),
+                Event::Account(a) => Some(import_account(a)),
                 Event::Transfer(_) | Event::Expiry(_) => None,
             })
             .collect();
-        let rows: Vec<Account> = records.iter().map(|a| import_account(a)).collect();
-        let failures: Vec<(usize, bool, String)> = self
-            .c
-            .create_accounts(rows.clone())?
-            .into_iter()
-            .map(|r| (r.index, r.exists, r.name))
-            .collect();
-        self.check_failures(events, &failures)?;
+        let answer = self.c.submit_accounts(rows.clone());
+        Answer::Accounts(rows, answer)
+    }
+
+    fn accounts_answered(
+        &mut self,
+        events: &[Event],
+        rows: &[Account],
+        failures: Vec<(usize, bool, String)>,
+        newest_expiry: Option<(u64, u128)>,
+    ) -> Result<()> {
+        self.check_failures(events, &failures, newest_expiry)?;
         let exists: Vec<u128> = failures
             .iter()
             .filter(|(_, exists, _)| *exists)
@@ -746,11 +836,13 @@ impl<'c> Replay<'c> {
                 }
             }
         }
-        self.stats.accounts += records.len() as u64;
+        self.stats.accounts += rows.len() as u64;
         Ok(())
     }
 
-    fn send_transfers(&mut self, events: &[Event]) -> Result<()> {
+    /// Tracks pending transfers, checks posts and voids of pending transfers
+    /// this replay did not create, and sends the transfers.
+    fn send_transfers(&mut self, events: &[Event]) -> Result<Answer<'c>> {
         let transfers: Vec<Transfer> = events
             .iter()
             .filter_map(|e| match e {
@@ -811,12 +903,17 @@ impl<'c> Replay<'c> {
             }
         }
         let rows: Vec<Transfer> = transfers.iter().map(import_transfer).collect();
-        let mut failures: Vec<(usize, bool, String)> = self
-            .c
-            .create_transfers(rows.clone())?
-            .into_iter()
-            .map(|r| (r.index, r.exists, r.name))
-            .collect();
+        let answer = self.c.submit_transfers(rows.clone());
+        Ok(Answer::Transfers(rows, answer))
+    }
+
+    fn transfers_answered(
+        &mut self,
+        events: &[Event],
+        rows: &[Transfer],
+        mut failures: Vec<(usize, bool, String)>,
+        newest_expiry: Option<(u64, u128)>,
+    ) -> Result<()> {
         // An expiry the target already applied by its own clock.
         failures.retain(|(i, _, name)| match events.get(*i) {
             Some(Event::Expiry(x)) if name == "pending_transfer_expired" => {
@@ -825,7 +922,7 @@ impl<'c> Replay<'c> {
             }
             _ => true,
         });
-        self.check_failures(events, &failures)?;
+        self.check_failures(events, &failures, newest_expiry)?;
         self.stats.expiries += events
             .iter()
             .filter(|e| matches!(e, Event::Expiry(_)))
@@ -914,7 +1011,13 @@ impl<'c> Replay<'c> {
     }
 
     /// Stops at the first rejection (other than `exists`), naming the event.
-    fn check_failures(&self, events: &[Event], failures: &[(usize, bool, String)]) -> Result<()> {
+    /// `newest_expiry` is the newest expiry read when the request was sent.
+    fn check_failures(
+        &self,
+        events: &[Event],
+        failures: &[(usize, bool, String)],
+        newest_expiry: Option<(u64, u128)>,
+    ) -> Result<()> {
         let rejected: Vec<&(usize, bool, String)> =
             failures.iter().filter(|(_, exists, _)| !*exists).collect();
         // In a failed chain every other event reports linked_event_failed: name the cause.
@@ -935,7 +1038,7 @@ impl<'c> Replay<'c> {
         // TigerBeetle takes replay's transfers in timestamp order but for one: a
         // transfer below an expiry that replay applied as a void before it.
         if name == "imported_event_timestamp_must_not_regress" {
-            if let (Event::Transfer(_), Some(expiry)) = (ev, self.newest_expiry) {
+            if let (Event::Transfer(_), Some(expiry)) = (ev, newest_expiry) {
                 if ev.timestamp() < expiry.0 {
                     return Err(below_expiry(ev, expiry));
                 }
@@ -993,6 +1096,7 @@ impl<'c> Replay<'c> {
         if self.verify.is_empty() {
             return Ok(());
         }
+        self.settle()?;
         let events = std::mem::take(&mut self.verify);
         let account_ids: Vec<u128> = events
             .iter()
