@@ -1235,7 +1235,48 @@ fn replay_asks_the_target_how_large_a_batch_it_takes() {
     assert_eq!(requests, 1, "only the batch that fits is sent");
     let t = r.client();
     assert!(
-        t.all_transfers(u64::MAX).is_empty(),
+        t.all_transfers(u64::MAX >> 1).is_empty(),
         "the probe created transfers"
     );
+}
+
+/// One create request is in flight while replay reads the next batch: a
+/// rejection in it stops the replay before another request goes, and names the
+/// event. Three batches of 253 (a development replica's): the second holds the
+/// rejected transfer, the third is never sent.
+#[test]
+fn a_rejection_stops_the_replay_before_the_next_request() {
+    let r = Replica::fresh();
+    let t0: u64 = 1_000_000_000;
+    let mut w = SegmentWriter::new(Vec::new(), 0, 0, t0 + 10_000).unwrap();
+    for (n, id) in [A1, A2].into_iter().enumerate() {
+        let mut a = acct(id, 1, AF::empty());
+        a.as_raw_mut().timestamp = t0 + n as u64;
+        w.push_account(&a).unwrap();
+    }
+    let missing = 0x9999;
+    for n in 0..800u64 {
+        let dr = if n == 400 { missing } else { A1 };
+        let mut t = xfer(1000 + u128::from(n), dr, A2, 1);
+        t.as_raw_mut().timestamp = t0 + 10 + n;
+        w.push_transfer(&t).unwrap();
+    }
+    let (seg, _) = w.finish().unwrap();
+    let e = replay(&r.cfg(), readers(&[&seg]), u64::MAX >> 2).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("debit_account_not_found") && msg.contains(&format!("{:#x}", 1400)),
+        "{msg}"
+    );
+    let held = r.client().all_transfers(u64::MAX >> 1);
+    assert_eq!(
+        held.len(),
+        253 + 252,
+        "the first two requests, but for the rejected transfer"
+    );
+    assert!(
+        held.iter().all(|t| t.id() < 1000 + 2 * 253),
+        "a request after the rejection went"
+    );
+    assert_eq!(r.client().all_accounts(u64::MAX >> 1).len(), 2);
 }
