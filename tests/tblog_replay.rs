@@ -1242,8 +1242,8 @@ fn replay_asks_the_target_how_large_a_batch_it_takes() {
 
 /// One create request is in flight while replay reads the next batch: a
 /// rejection in it stops the replay before another request goes, and names the
-/// event. Three batches of 253 (a development replica's): the second holds the
-/// rejected transfer, the third is never sent.
+/// event. Batches of 253 (a development replica's): the second holds the
+/// rejected transfer, the third and fourth are never sent.
 #[test]
 fn a_rejection_stops_the_replay_before_the_next_request() {
     let r = Replica::fresh();
@@ -1279,4 +1279,38 @@ fn a_rejection_stops_the_replay_before_the_next_request() {
         "a request after the rejection went"
     );
     assert_eq!(r.client().all_accounts(u64::MAX >> 1).len(), 2);
+}
+
+/// A segment's last request is still in flight while the next segment is
+/// read: an error there (here a segment of another cluster) waits for its
+/// answer, and the rejection in it, which came first, is the error reported.
+#[test]
+fn a_rejection_in_flight_outranks_the_next_segments_error() {
+    let r = Replica::fresh();
+    let t0: u64 = 1_000_000_000;
+    let until = t0 + 10_000;
+    let mut w = SegmentWriter::new(Vec::new(), 0, 0, until).unwrap();
+    for (n, id) in [A1, A2].into_iter().enumerate() {
+        let mut a = acct(id, 1, AF::empty());
+        a.as_raw_mut().timestamp = t0 + n as u64;
+        w.push_account(&a).unwrap();
+    }
+    for n in 0..300u64 {
+        let dr = if n == 280 { 0x9999 } else { A1 };
+        let mut t = xfer(1000 + u128::from(n), dr, A2, 1);
+        t.as_raw_mut().timestamp = t0 + 10 + n;
+        w.push_transfer(&t).unwrap();
+    }
+    let (first, _) = w.finish().unwrap();
+    let (other, _) = SegmentWriter::new(Vec::new(), 7, until, until + 100)
+        .unwrap()
+        .finish()
+        .unwrap();
+    let e = replay(&r.cfg(), readers(&[&first, &other]), u64::MAX >> 2).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("debit_account_not_found") && msg.contains(&format!("{:#x}", 1280)),
+        "{msg}"
+    );
+    assert!(!msg.contains("segments of different clusters"), "{msg}");
 }

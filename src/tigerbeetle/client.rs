@@ -458,6 +458,11 @@ enum Flight<'c, T> {
 }
 
 impl<T> InFlight<'_, T> {
+    /// When the request was handed to the client.
+    pub fn sent_at(&self) -> std::time::Instant {
+        self.sent
+    }
+
     /// The answer, waited for until the client's timeout since the request was sent.
     pub fn wait(self) -> Result<T> {
         match self.state {

@@ -61,9 +61,9 @@ pub struct Replayed {
     /// first segment read to its last check (what a faster replay shortens).
     pub batches: u64,
     pub seconds: f64,
-    /// Of `seconds`, those spent waiting for the cluster's answers to create
-    /// requests (the rest is bkp's own work that did not overlap them).
-    pub waited_seconds: f64,
+    /// Of `seconds`, those during which a create request was at the cluster
+    /// (the rest is bkp's own work that did not overlap one).
+    pub in_flight_seconds: f64,
     /// Of `seconds`, those spent after the last answer making sure the target
     /// holds only the replayed rows.
     pub checked_seconds: f64,
@@ -392,7 +392,9 @@ fn replay_segments(
             |r| replay.segment(tblog::SegmentReader::new(r)?),
         )
         .with_context(|| format!("failed to replay log segment {} ({})", m.id, entry.key))
-        .map_err(|e| if_gone(e, alone))?;
+        .map_err(|e| if_gone(e, alone))
+        // A rejection of the request still in flight came first.
+        .map_err(|e| replay.first_error(e))?;
         out.segments += 1;
     }
     let stats = replay.finish()?;
@@ -402,7 +404,7 @@ fn replay_segments(
     out.newest_row_in_log |= stats.newest_row_in_log;
     out.last_timestamp = out.last_timestamp.max(stats.last_timestamp);
     out.batches += stats.batches;
-    out.waited_seconds += stats.waited_seconds;
+    out.in_flight_seconds += stats.in_flight_seconds;
     out.checked_seconds += stats.checked_seconds;
     out.seconds += clock.elapsed().as_secs_f64();
     Ok(stats.expiries_by_target.into_iter().collect())

@@ -39,7 +39,9 @@
 //! its answer is checked before any other request is sent, and [`Replay::finish`]
 //! checks the last one. Reading thus overlaps the cluster's work on the request
 //! before. A rejected event therefore stops the replay one batch later than it
-//! was sent, with nothing more sent.
+//! was sent, with nothing more sent; an error met meanwhile (the next segment
+//! damaged or missing, say) waits for that answer, and a rejection in it is the
+//! error reported ([`Replay::first_error`]).
 //!
 //! A linked chain is atomic in the source, so a chain that straddles `up_to` is not
 //! replayed at all ([`ReplayStats::chain_events_dropped`]). Events are applied as they
@@ -108,8 +110,9 @@
 //! - **Balances history** (`flags.history`) is rebuilt by the replayed transfers with
 //!   the original timestamps, expiries included (as voids, see above).
 //!
-//! Memory: replay keeps one batch, one lookup batch, and the id, timestamp and
-//! timeout of every pending transfer not yet posted or voided (about 50 bytes each).
+//! Memory: replay keeps two batches (the one in flight, as events and as rows, and
+//! the one being read), one lookup batch, and the id, timestamp and timeout of
+//! every pending transfer not yet posted or voided (about 50 bytes each).
 //!
 //! Imported batches are not submitted as linked chains (TigerBeetle's suggestion to
 //! keep the last timestamp unchanged on failure): that would change the rows' stored
@@ -254,9 +257,10 @@ pub struct ReplayStats {
     /// segments end earlier.
     pub covered_until: u64,
     pub batches: u64,
-    /// Seconds spent waiting for the answers to create requests: the cluster's
-    /// share of the replay once reading overlaps it (see [`Replay`]).
-    pub waited_seconds: f64,
+    /// Seconds during which a create request was at the cluster: from each
+    /// one sent until its answer was taken (the cluster's time, or a little
+    /// more where an answer waited for the reading of the next batch).
+    pub in_flight_seconds: f64,
     /// Seconds spent, once every request was answered, making sure the target
     /// holds no row but the replay's.
     pub checked_seconds: f64,
@@ -481,7 +485,25 @@ impl<'c> Replay<'c> {
 
     /// Replays the next segment of the chain (which must continue what is
     /// covered so far), reading it to its trailer.
-    pub fn segment<R: Read>(&mut self, mut seg: SegmentReader<R>) -> Result<()> {
+    pub fn segment<R: Read>(&mut self, seg: SegmentReader<R>) -> Result<()> {
+        match self.read_segment(seg) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.first_error(e)),
+        }
+    }
+
+    /// `e`, met while a request may be in flight, or that request's own
+    /// failure, which came first: the answer is waited for either way, so that
+    /// a rejection is never hidden by what went wrong after it was sent. A
+    /// caller whose own step failed between segments passes its error here too.
+    pub fn first_error(&mut self, e: anyhow::Error) -> anyhow::Error {
+        match self.settle() {
+            Ok(()) => e,
+            Err(earlier) => earlier,
+        }
+    }
+
+    fn read_segment<R: Read>(&mut self, mut seg: SegmentReader<R>) -> Result<()> {
         self.offered += 1;
         let h = *seg.header();
         if self.done || h.after >= self.up_to {
@@ -559,8 +581,9 @@ impl<'c> Replay<'c> {
             }
         }
         self.covered = covered.max(h.until);
-        // What this segment holds is in the target before the next one is read
-        // (an open linked chain's head waits for its tail).
+        // What this segment holds is sent before the next one is read (an open
+        // linked chain's head waits for its tail); the last request may still be
+        // in flight, and is checked before anything else is sent.
         self.verify_held()?;
         let complete = if self.chain_open {
             self.chain_start
@@ -575,6 +598,13 @@ impl<'c> Replay<'c> {
     /// Sends what is left and reports. A linked chain that straddles `up_to` is
     /// left out; one the segments end inside is an error.
     pub fn finish(mut self) -> Result<ReplayStats> {
+        match self.conclude() {
+            Ok(()) => Ok(self.stats),
+            Err(e) => Err(self.first_error(e)),
+        }
+    }
+
+    fn conclude(&mut self) -> Result<()> {
         self.verify_held()?;
         if self.chain_open {
             if !self.past_up_to {
@@ -596,9 +626,7 @@ impl<'c> Replay<'c> {
         self.settle()?;
         crate::failpoint::pause("replay-sent");
         self.newest_row_held()?;
-        let t0 = std::time::Instant::now();
         self.only_replayed_rows()?;
-        eprintln!("ZZ only_replayed_rows {:?}", t0.elapsed());
         self.stats.covered_until = self.covered.min(self.up_to);
         let covered_until = self.stats.covered_until;
         let mut expired = Vec::new();
@@ -626,7 +654,7 @@ impl<'c> Replay<'c> {
         self.stats.expired_in_source = expired;
         self.stats.timeout_cleared = cleared;
         self.stats.requests = self.c.requests() - self.requests_before;
-        Ok(self.stats)
+        Ok(())
     }
 
     /// The target's newest row before the replay must be one the log holds,
@@ -767,7 +795,10 @@ impl<'c> Replay<'c> {
         let Some(sent) = self.sent.take() else {
             return Ok(());
         };
-        let clock = std::time::Instant::now();
+        let since = match &sent.answer {
+            Answer::Accounts(_, answer) => answer.sent_at(),
+            Answer::Transfers(_, answer) => answer.sent_at(),
+        };
         match sent.answer {
             Answer::Accounts(rows, answer) => {
                 let failures = answer
@@ -775,7 +806,7 @@ impl<'c> Replay<'c> {
                     .into_iter()
                     .map(|r| (r.index, r.exists, r.name))
                     .collect();
-                self.stats.waited_seconds += clock.elapsed().as_secs_f64();
+                self.stats.in_flight_seconds += since.elapsed().as_secs_f64();
                 self.accounts_answered(&sent.events, &rows, failures, sent.newest_expiry)?;
             }
             Answer::Transfers(rows, answer) => {
@@ -784,7 +815,7 @@ impl<'c> Replay<'c> {
                     .into_iter()
                     .map(|r| (r.index, r.exists, r.name))
                     .collect();
-                self.stats.waited_seconds += clock.elapsed().as_secs_f64();
+                self.stats.in_flight_seconds += since.elapsed().as_secs_f64();
                 self.transfers_answered(&sent.events, &rows, failures, sent.newest_expiry)?;
             }
         }
