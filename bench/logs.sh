@@ -89,7 +89,7 @@ batch=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["replayed"];
 accepted=$(sed -n 's/^load accepted = \([0-9]*\) tx\/s.*/\1/p' "$work/anchor-bench.log")
 kill "${anchor_pids[@]}" 2>/dev/null; anchor_pids=()
 
-replayed() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["replayed"]; print(r["accounts"]+r["transfers"], r["seconds"], r["batches"], "%.2f" % r["waited_seconds"], "%.2f" % r["checked_seconds"])' "$1"; }
+replayed() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["replayed"]; print(r["accounts"]+r["transfers"], r["seconds"], r["batches"], "%.2f" % r["in_flight_seconds"], "%.2f" % r["checked_seconds"])' "$1"; }
 read -r e3 rs3 b3 w3 c3 < <(replayed "$work/restore.json")
 read -r e4 rs4 b4 w4 c4 < <(replayed "$work/cluster.json")
 {
@@ -100,9 +100,9 @@ echo "|---|---|---|---|"
 printf '| bkp logs, first run (capture, zstd, encrypt, store) | %.2f | %.0f transfers/s | %d |\n' "$s1" "$(python3 -c "print($transfers/$s1)")" "$((r1/1024))"
 printf '| bkp logs, nothing new (3 cluster requests) | %.2f | - | %d |\n' "$s2" "$((r2/1024))"
 printf '| bkp restore --at now, log alone, 1 replica (format, start, replay) | %.2f | %.0f events/s | %d |\n' "$s3" "$(python3 -c "print($e3/$s3)")" "$((r3/1024))"
-printf '| the replay alone, 1 replica (%s events in %s requests; %s s of it waiting for the cluster, %s s checking after the last answer) | %.2f | %.0f events/s | - |\n' "$e3" "$b3" "$w3" "$c3" "$rs3" "$(python3 -c "print($e3/$rs3)")"
+printf '| the replay alone, 1 replica (%s events in %s requests; %s s of it with a request at the cluster, %s s checking after the last answer) | %.2f | %.0f events/s | - |\n' "$e3" "$b3" "$w3" "$c3" "$rs3" "$(python3 -c "print($e3/$rs3)")"
 printf '| bkp restore --at now --replicas %s, log alone (format, start, replay) | %.2f | %.0f events/s | %d |\n' "$replicas" "$s4" "$(python3 -c "print($e4/$s4)")" "$((r4/1024))"
-printf '| the replay alone, %s replicas (%s events in %s requests; %s s of it waiting for the cluster, %s s checking after the last answer) | %.2f | %.0f events/s | - |\n' "$replicas" "$e4" "$b4" "$w4" "$c4" "$rs4" "$(python3 -c "print($e4/$rs4)")"
+printf '| the replay alone, %s replicas (%s events in %s requests; %s s of it with a request at the cluster, %s s checking after the last answer) | %.2f | %.0f events/s | - |\n' "$replicas" "$e4" "$b4" "$w4" "$c4" "$rs4" "$(python3 -c "print($e4/$rs4)")"
 printf '| tigerbeetle benchmark, %s replicas, one session, plain transfers in requests of %s | - | %s transfers/s | - |\n' "$replicas" "$batch" "$accepted"
 echo
 echo "Cluster requests of the first capture: $requests_first."
