@@ -280,29 +280,47 @@ fn minor_of(m: &Manifest) -> u32 {
 /// run adding its own manifest does not read the catalog a second time.
 static CACHE: Mutex<Vec<(StoreRef, Kind, State)>> = Mutex::new(Vec::new());
 
-/// A store as this process knows it: its identity and where it lives.
-type StoreRef = (String, usize);
+/// A store as this process knows it (its identity and where it lives), and
+/// the keys that decided which entries of its catalogs are believed
+/// ([`Tagger::of`]): a catalog read under other keys is not reused.
+type StoreRef = (String, usize, Vec<u8>);
 
-fn whose(store: &dyn Store) -> StoreRef {
+fn whose(store: &dyn Store, keys: Option<&Keyring>) -> StoreRef {
+    let mut mark = Vec::new();
+    if let Some(k) = keys {
+        if let Some(seal) = k.current().seal_key() {
+            mark.extend_from_slice(ring::hmac::sign(seal, b"bkp catalog cache").as_ref());
+        }
+        mark.extend_from_slice(k.current().id().as_bytes());
+        for s in k.signers() {
+            mark.push(0);
+            mark.extend_from_slice(s.verifier.id.as_bytes());
+        }
+        if let Some(own) = k.signing() {
+            mark.push(1);
+            mark.extend_from_slice(own.id().as_bytes());
+        }
+    }
     (
         store.identity(),
         store as *const dyn Store as *const () as usize,
+        mark,
     )
 }
 
-fn cached(store: &dyn Store, kind: Kind) -> Option<State> {
-    let id = whose(store);
-    let cache = CACHE.lock().ok()?;
-    cache
-        .iter()
-        .find(|(s, k, _)| *s == id && *k == kind)
-        .map(|(_, _, st)| st.clone())
+/// Takes the kind's catalog out of the cache (a year of manifests is tens of
+/// MiB: it is moved, not copied); whoever took it remembers it again.
+fn cached(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Option<State> {
+    let id = whose(store, keys);
+    let mut cache = CACHE.lock().ok()?;
+    let at = cache.iter().position(|(s, k, _)| *s == id && *k == kind)?;
+    Some(cache.swap_remove(at).2)
 }
 
-fn remember(store: &dyn Store, kind: Kind, state: State) {
-    let id = whose(store);
+fn remember(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, state: State) {
+    let id = whose(store, keys);
     if let Ok(mut cache) = CACHE.lock() {
-        cache.retain(|(s, k, _)| !(*s == id && *k == kind));
+        cache.retain(|(s, k, _)| !(s.0 == id.0 && s.1 == id.1 && *k == kind));
         cache.push((id, kind, state));
     }
 }
@@ -477,12 +495,18 @@ fn parse_doc(
     let Some(tagger) = Tagger::of(keys, payload, tag) else {
         return Err(anyhow::Error::new(Unverified(key.to_string())));
     };
-    let mut json = Vec::new();
-    zstd::stream::read::Decoder::new(payload)
-        .and_then(|d| d.take(MAX_INFLATED).read_to_end(&mut json))
+    // Parsed as it inflates: a year of manifests is tens of MiB of JSON, not
+    // worth holding beside what it parses into.
+    let inflated = zstd::stream::read::Decoder::new(payload)
         .map_err(|_| damaged_error(key, "it does not decompress"))?;
-    let doc: Doc =
-        serde_json::from_slice(&json).map_err(|_| damaged_error(key, "its fields do not match"))?;
+    let doc: Doc = serde_json::from_reader(std::io::BufReader::with_capacity(
+        1 << 16,
+        inflated.take(MAX_INFLATED),
+    ))
+    .map_err(|e| match e.is_io() {
+        true => damaged_error(key, "it does not decompress"),
+        false => damaged_error(key, "its fields do not match"),
+    })?;
     if !(doc.schema == SCHEMA || doc.schema == SCHEMA_V1) || doc.kind != kind || doc.seq != seq {
         return Err(damaged_error(
             key,
@@ -742,7 +766,7 @@ pub fn read(
     if changed && answered && !empty {
         save(store, trust, kind, &mut st, learned)?;
     }
-    remember(store, kind, st);
+    remember(store, trust.keys(), kind, st);
     Ok((good, bad))
 }
 
@@ -786,7 +810,7 @@ fn warn_junk(bad: &[Unreadable]) {
 /// The entries of `st` this run's trust admits, oldest first; the others go
 /// to `bad` (junk among them named, [`warn_junk`]).
 fn admitted(st: &State, trust: &Trust, bad: &mut Vec<Unreadable>) -> Vec<Manifest> {
-    let mut good = Vec::new();
+    let mut good = Vec::with_capacity(st.entries.len());
     for e in st.entries.values() {
         match admit(&e.manifest, e.sealer.as_deref().filter(|_| e.sealed), trust) {
             Ok(()) => good.push(e.manifest.clone()),
@@ -862,7 +886,7 @@ fn change(
     edit: impl Fn(&mut State),
 ) {
     let result = (|| -> Result<()> {
-        let mut st = match cached(store, kind) {
+        let mut st = match cached(store, keys, kind) {
             Some(st) => st,
             None => load(store, keys, kind)?,
         };
@@ -875,7 +899,7 @@ fn change(
             edit(&mut st);
             let checked_at = st.written_at.unwrap_or_else(OffsetDateTime::now_utc);
             if write(store, keys, kind, &mut st, checked_at, light)? {
-                remember(store, kind, st);
+                remember(store, keys, kind, st);
                 return Ok(());
             }
             st = load(store, keys, kind)?;
