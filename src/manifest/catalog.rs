@@ -167,8 +167,11 @@ impl Stored {
     }
 }
 
+/// A catalog object's document; `E` is [`Entry`], or `&Entry` where one is
+/// written from a state without copying its entries.
 #[derive(Debug, Serialize, Deserialize)]
-struct Doc {
+#[serde(bound(deserialize = "E: Deserialize<'de>"))]
+struct Doc<E = Entry> {
     schema: String,
     kind: Kind,
     seq: u64,
@@ -186,7 +189,7 @@ struct Doc {
     understands: u32,
     /// A base: every manifest; a delta: those added since its base.
     #[serde(default)]
-    entries: Vec<Entry>,
+    entries: Vec<E>,
     /// A delta: the manifests of its base deleted since.
     #[serde(default)]
     removed: Vec<BackupId>,
@@ -885,6 +888,9 @@ fn change(
     light: bool,
     edit: impl Fn(&mut State),
 ) {
+    // Whatever happens, the state goes back into the cache: taken out of it,
+    // it would otherwise cost the next change of this run a read.
+    let mut keep = None;
     let result = (|| -> Result<()> {
         let mut st = match cached(store, keys, kind) {
             Some(st) => st,
@@ -894,18 +900,24 @@ fn change(
             if st.seq == 0 || st.unchecked {
                 // No catalog yet, or one another host's signer wrote on: the
                 // next reader builds it from the manifests, or lists them all.
+                keep = Some(st);
                 return Ok(());
             }
             edit(&mut st);
             let checked_at = st.written_at.unwrap_or_else(OffsetDateTime::now_utc);
-            if write(store, keys, kind, &mut st, checked_at, light)? {
-                remember(store, keys, kind, st);
-                return Ok(());
+            let written = write(store, keys, kind, &mut st, checked_at, light);
+            if !matches!(written, Ok(false)) {
+                keep = Some(st);
+                return written.map(|_| ());
             }
             st = load(store, keys, kind)?;
         }
+        keep = Some(st);
         Ok(())
     })();
+    if let Some(st) = keep {
+        remember(store, keys, kind, st);
+    }
     if let Err(e) = result {
         warn_unwritten(store, kind, &e);
     }
@@ -935,11 +947,11 @@ fn write(
     })?;
     // Changed since the base: manifests it lacks, and new versions of those
     // it holds.
-    let added: Vec<Entry> = st
+    let added: Vec<&Entry> = st
         .entries
         .iter()
         .filter(|(id, _)| !st.base_ids.contains(id) || st.dirty.contains(id))
-        .map(|(_, e)| e.clone())
+        .map(|(_, e)| e)
         .collect();
     let removed: Vec<BackupId> = st
         .base_ids
@@ -958,13 +970,21 @@ fn write(
         entries: if delta {
             added
         } else {
-            st.entries.values().cloned().collect()
+            st.entries.values().collect()
         },
         removed: if delta { removed } else { Vec::new() },
         damaged: st.damaged.iter().cloned().collect(),
     };
-    let json = serde_json::to_vec(&doc).context("failed to encode the catalog")?;
-    let payload = zstd::bulk::compress(&json, 3).context("failed to compress the catalog")?;
+    // Compressed as it is encoded: a base of a year of manifests is tens of
+    // MiB of JSON, never held whole.
+    let mut z = zstd::stream::write::Encoder::new(Vec::new(), 3)
+        .context("failed to compress the catalog")?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, &mut z);
+    serde_json::to_writer(&mut w, &doc).context("failed to encode the catalog")?;
+    std::io::Write::flush(&mut w).context("failed to compress the catalog")?;
+    drop(w);
+    let payload = z.finish().context("failed to compress the catalog")?;
+    drop(doc);
     let tag = seal::tag(keys, &payload)?;
     let mut bytes = format!("{MAGIC}{tag}\n").into_bytes();
     bytes.extend_from_slice(&payload);

@@ -382,19 +382,22 @@ fn replay_segments(
             break;
         }
         let entry = &m.objects[0];
-        pipeline::download(
-            store,
-            entry,
-            m.compression,
-            pipeline::keys_for(m, trust.keys())?,
-            spool.path(),
-            ctx.progress(),
-            |r| replay.segment(tblog::SegmentReader::new(r)?),
-        )
-        .with_context(|| format!("failed to replay log segment {} ({})", m.id, entry.key))
-        .map_err(|e| if_gone(e, alone))
-        // A rejection of the request still in flight came first.
-        .map_err(|e| replay.first_error(e))?;
+        pipeline::keys_for(m, trust.keys())
+            .and_then(|keys| {
+                pipeline::download(
+                    store,
+                    entry,
+                    m.compression,
+                    keys,
+                    spool.path(),
+                    ctx.progress(),
+                    |r| replay.segment(tblog::SegmentReader::new(r)?),
+                )
+            })
+            .with_context(|| format!("failed to replay log segment {} ({})", m.id, entry.key))
+            .map_err(|e| if_gone(e, alone))
+            // The request still in flight was sent first: its failure is reported too.
+            .map_err(|e| replay.first_error(e))?;
         out.segments += 1;
     }
     let stats = replay.finish()?;

@@ -40,8 +40,8 @@
 //! checks the last one. Reading thus overlaps the cluster's work on the request
 //! before. A rejected event therefore stops the replay one batch later than it
 //! was sent, with nothing more sent; an error met meanwhile (the next segment
-//! damaged or missing, say) waits for that answer, and a rejection in it is the
-//! error reported ([`Replay::first_error`]).
+//! damaged or missing, say) waits for that answer, and a rejection in it is
+//! reported with it ([`Replay::first_error`]).
 //!
 //! A linked chain is atomic in the source, so a chain that straddles `up_to` is not
 //! replayed at all ([`ReplayStats::chain_events_dropped`]). Events are applied as they
@@ -382,6 +382,16 @@ struct Sent<'c> {
     newest_expiry: Option<(u64, u128)>,
 }
 
+/// The answer to a create request: each event not created, as (index in the
+/// request, `exists`, TigerBeetle's name of the result).
+fn failures<K>(answer: InFlight<'_, Vec<Rejection<K>>>) -> Result<Vec<(usize, bool, String)>> {
+    Ok(answer
+        .wait()?
+        .into_iter()
+        .map(|r| (r.index, r.exists, r.name))
+        .collect())
+}
+
 /// The rows of a request in flight, and its answer to come.
 enum Answer<'c> {
     Accounts(
@@ -418,7 +428,10 @@ where
         if !r.wants_more() {
             break;
         }
-        r.segment(seg.with_context(|| format!("cannot open log segment {}", n + 1))?)?;
+        match seg.with_context(|| format!("cannot open log segment {}", n + 1)) {
+            Ok(seg) => r.segment(seg)?,
+            Err(e) => return Err(r.first_error(e)),
+        }
     }
     r.finish()
 }
@@ -492,14 +505,15 @@ impl<'c> Replay<'c> {
         }
     }
 
-    /// `e`, met while a request may be in flight, or that request's own
+    /// `e`, met while a request may be in flight, with that request's own
     /// failure, which came first: the answer is waited for either way, so that
-    /// a rejection is never hidden by what went wrong after it was sent. A
-    /// caller whose own step failed between segments passes its error here too.
+    /// a rejection is never hidden by what went wrong after it was sent. The
+    /// request's failure decides the exit code; both are said. A caller whose
+    /// own step failed between segments passes its error here too.
     pub fn first_error(&mut self, e: anyhow::Error) -> anyhow::Error {
         match self.settle() {
             Ok(()) => e,
-            Err(earlier) => earlier,
+            Err(earlier) => earlier.context(format!("{e:#}; and the request sent before failed")),
         }
     }
 
@@ -801,20 +815,12 @@ impl<'c> Replay<'c> {
         };
         match sent.answer {
             Answer::Accounts(rows, answer) => {
-                let failures = answer
-                    .wait()?
-                    .into_iter()
-                    .map(|r| (r.index, r.exists, r.name))
-                    .collect();
+                let failures = failures(answer)?;
                 self.stats.in_flight_seconds += since.elapsed().as_secs_f64();
                 self.accounts_answered(&sent.events, &rows, failures, sent.newest_expiry)?;
             }
             Answer::Transfers(rows, answer) => {
-                let failures = answer
-                    .wait()?
-                    .into_iter()
-                    .map(|r| (r.index, r.exists, r.name))
-                    .collect();
+                let failures = failures(answer)?;
                 self.stats.in_flight_seconds += since.elapsed().as_secs_f64();
                 self.transfers_answered(&sent.events, &rows, failures, sent.newest_expiry)?;
             }
