@@ -414,6 +414,23 @@ pub fn document(mut doc: serde_json::Value) -> anyhow::Result<()> {
     print(&serde_json::to_string_pretty(&doc)?)
 }
 
+/// [`document`] for a large document, written as it is rather than built as
+/// one JSON value first; `doc` takes the run's warnings (its `warnings`
+/// member). Its members must be in the order a JSON object prints them
+/// (sorted), so that the output is the same as [`document`]'s.
+pub fn document_of<T: serde::Serialize>(doc: impl FnOnce(Vec<String>) -> T) -> anyhow::Result<()> {
+    let held = HELD.lock().map(|h| h.is_some()).unwrap_or(false);
+    if held {
+        // Held back: [`document`] adds the warnings when it is released.
+        let mut v = serde_json::to_value(doc(Vec::new()))?;
+        if let Some(o) = v.as_object_mut() {
+            o.remove("warnings");
+        }
+        return document(v);
+    }
+    print(&serde_json::to_string_pretty(&doc(warnings()))?)
+}
+
 /// The documents a run holds back (see [`hold_documents`]).
 static HELD: Mutex<Option<Vec<serde_json::Value>>> = Mutex::new(None);
 

@@ -71,26 +71,6 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
         Vec::new()
     };
     if ctx.ui.json {
-        let rows: Vec<_> = shown
-            .iter()
-            .map(|m| {
-                json!({
-                    "id": m.id,
-                    "kind": m.kind,
-                    "scope": m.scope,
-                    "operation": m.operation,
-                    "started_at": m.started_at.format(&time::format_description::well_known::Rfc3339).ok(),
-                    "finished_at": m.finished_at.format(&time::format_description::well_known::Rfc3339).ok(),
-                    "bytes": m.stored_bytes(),
-                    "content_bytes": m.files.iter().map(|f| f.size).sum::<u64>(),
-                    "status": m.status,
-                    "parent": m.parent,
-                    "chain": chains.link(m).to_string(),
-                    "key_id": m.encryption.as_ref().map(|e| e.key_id.clone()),
-                    "manifest": m.key(),
-                })
-            })
-            .collect();
         let refused_rows: Vec<_> = unreadable
             .iter()
             .map(|u| {
@@ -102,12 +82,16 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
                 })
             })
             .collect();
-        crate::ui::document(json!({
-            "schema": "bkp.list/1",
-            "backups": rows,
-            "unreadable": refused_rows,
-            "wal": archives.iter().map(|a| a.json()).collect::<Vec<_>>(),
-        }))?;
+        let wal: Vec<_> = archives.iter().map(|a| a.json()).collect();
+        // Written row by row, not built as one JSON value: a year of backups
+        // is tens of MiB as one.
+        crate::ui::document_of(|warnings| ListDoc {
+            backups: Rows(&shown, &chains),
+            schema: "bkp.list/1",
+            unreadable: &refused_rows,
+            wal: &wal,
+            warnings,
+        })?;
         return refused();
     }
 
@@ -158,4 +142,66 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
         crate::ui::out(&a.describe(now))?;
     }
     refused()
+}
+
+/// `bkp.list/1`, its members in the order a JSON object of them prints.
+#[derive(serde::Serialize)]
+struct ListDoc<'a> {
+    backups: Rows<'a>,
+    schema: &'static str,
+    unreadable: &'a [serde_json::Value],
+    wal: &'a [serde_json::Value],
+    warnings: Vec<String>,
+}
+
+/// The backups shown, a row each as they are written.
+struct Rows<'a>(&'a [&'a manifest::Manifest], &'a crate::chain::Index<'a>);
+
+impl serde::Serialize for Rows<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|m| Row::of(m, self.1)))
+    }
+}
+
+/// One backup of `bkp.list/1`, its members in the order a JSON object of
+/// them prints.
+#[derive(serde::Serialize)]
+struct Row<'a> {
+    bytes: u64,
+    chain: String,
+    content_bytes: u64,
+    finished_at: Option<String>,
+    id: &'a crate::id::BackupId,
+    key_id: Option<&'a str>,
+    kind: Kind,
+    manifest: String,
+    operation: &'a str,
+    parent: &'a Option<crate::id::BackupId>,
+    scope: &'a manifest::Scope,
+    started_at: Option<String>,
+    status: &'a manifest::Status,
+}
+
+impl<'a> Row<'a> {
+    fn of(m: &'a manifest::Manifest, chains: &crate::chain::Index<'_>) -> Row<'a> {
+        let rfc3339 = |t: time::OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        };
+        Row {
+            bytes: m.stored_bytes(),
+            chain: chains.link(m).to_string(),
+            content_bytes: m.files.iter().map(|f| f.size).sum::<u64>(),
+            finished_at: rfc3339(m.finished_at),
+            id: &m.id,
+            key_id: m.encryption.as_ref().map(|e| e.key_id.as_str()),
+            kind: m.kind,
+            manifest: m.key(),
+            operation: &m.operation,
+            parent: &m.parent,
+            scope: &m.scope,
+            started_at: rfc3339(m.started_at),
+            status: &m.status,
+        }
+    }
 }
