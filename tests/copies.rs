@@ -56,6 +56,29 @@ impl Site {
         self.dir.path().join(rel)
     }
 
+    /// `restore ID --store STORE` into `name`: it must succeed and restore
+    /// `data` exactly. Its output, for what else it must say.
+    fn restores_from_store(
+        &self,
+        id: &str,
+        store: &str,
+        name: &str,
+        data: &Path,
+    ) -> std::process::Output {
+        let target = self.path(name);
+        let out = self.bkp(&[
+            "restore",
+            id,
+            "--store",
+            store,
+            "--target",
+            target.to_str().unwrap(),
+        ]);
+        assert_exit(&out, 0);
+        assert_eq!(digest(&restored_data_file(&target)), digest(data));
+        out
+    }
+
     /// `restore latest` into `name` with the environment `env`, without
     /// --store: it must say it reads copy `copy` and restore `data` exactly.
     fn restores_from_copy(&self, copy: &str, name: &str, env: &[(String, String)], data: &Path) {
@@ -289,18 +312,8 @@ fn copies_in_another_region_restore_and_drill_after_the_primary_is_gone() {
     // The primary region is gone: the copy restores and drills on its own.
     primary.stop();
     assert_exit(&site.bkp(&["list"]), 6);
-    let target = site.path("restored");
-    let out = site.bkp(&[
-        "restore",
-        "latest",
-        "--store",
-        "dr",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
-    assert_exit(&out, 0);
+    let out = site.restores_from_store("latest", "dr", "restored", &data);
     assert!(text(&out).contains(&second), "{}", text(&out));
-    assert_eq!(digest(&restored_data_file(&target)), digest(&data));
     // Without --store, a restore passes over the primary that does not
     // answer, and says which copy it reads.
     site.restores_from_copy("dr", "restored-by-fallback", &site.env, &data);
@@ -468,17 +481,7 @@ fn a_copy_killed_mid_object_is_finished_by_the_next_run() {
     assert!(done.contains_key("c"), "{done:?}");
     assert_eq!(listed(&site), vec![id.clone()]);
     assert_exit(&site.bkp(&["verify", "--store", "c"]), 0);
-    let target = site.path("restored");
-    let out = site.bkp(&[
-        "restore",
-        &id,
-        "--store",
-        "c",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
-    assert_exit(&out, 0);
-    assert_eq!(digest(&restored_data_file(&target)), digest(&data));
+    site.restores_from_store(&id, "c", "restored", &data);
 }
 
 /// A copy with `in_backup_runs` gets each backup from the run that stores it
@@ -509,17 +512,7 @@ fn a_copy_written_by_the_backup_run_restores_at_once() {
             .path(&format!("copy/heads/tigerbeetle/{id}.json"))
             .exists());
     }
-    let target = site.path("restored");
-    let out = site.bkp(&[
-        "restore",
-        "--store",
-        "c",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
-    assert_exit(&out, 0);
-    assert_eq!(digest(&restored_data_file(&target)), digest(&data));
+    site.restores_from_store("latest", "c", "restored", &data);
     let outcome = site.copy(&["--dry-run"], 0);
     assert_eq!(
         outcome["c"]["backups_copied"].as_array().map(Vec::len),
@@ -794,17 +787,7 @@ fn a_copy_on_the_same_service_is_made_inside_it_and_still_checked_on_arrival() {
         n(o, "objects_copied"),
         "{o}"
     );
-    let target = site.path("from-copy");
-    let out = site.bkp(&[
-        "restore",
-        &first,
-        "--store",
-        "dr",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
-    assert_exit(&out, 0);
-    assert_eq!(digest(&restored_data_file(&target)), digest(&data));
+    site.restores_from_store(&first, "dr", "from-copy", &data);
 
     // An object damaged on the primary (same size): the copy made inside
     // the service is read back, refused, and not left in the copy.
