@@ -41,6 +41,8 @@ pub struct Scan {
     pub lost: Vec<anyhow::Error>,
     /// The newest backup listed of each kind, for the ledger's comparison.
     pub listed: Vec<(Kind, Option<manifest::Manifest>)>,
+    /// Every manifest listed, per kind, for what the store holds.
+    pub read: Vec<(Kind, Vec<manifest::Manifest>)>,
 }
 
 /// Finds the newest good backup of each of `schedules`, through the catalog
@@ -86,6 +88,7 @@ pub fn newest_backups(
                 .into_iter()
                 .filter(|u| !all_found || u.may_be_within(oldest_found, None)),
         );
+        scan.read.push((kind, all));
     }
     Ok(scan)
 }
@@ -160,7 +163,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         ctx.ui.warn(&format!("{e:#}"));
         None
     });
-    let (stored, stored_line, copies) = holdings(ctx, store.as_ref(), &trust, now)?;
+    let (stored, stored_line, copies) = holdings(ctx, store.as_ref(), &trust, now, scan.read)?;
     if ctx.ui.json {
         let rows: Vec<_> = verdicts
             .iter()
@@ -302,16 +305,29 @@ fn wal_alarms(
 }
 
 /// Every manifest, read once: what the store holds (as JSON, and as the
-/// line `status` prints), and what each copy lacks ([`copy_states`]).
+/// line `status` prints), and what each copy lacks ([`copy_states`]). The
+/// kinds the verdicts `read` already are not listed again.
 fn holdings(
     ctx: &Ctx,
     store: &dyn Store,
     trust: &manifest::Trust,
     now: OffsetDateTime,
+    read: Vec<(Kind, Vec<manifest::Manifest>)>,
 ) -> Result<(serde_json::Value, String, Vec<CopyState>)> {
+    let every = || -> Result<Vec<manifest::Manifest>> {
+        let mut all = Vec::new();
+        for kind in Kind::ALL {
+            if !read.iter().any(|(k, _)| *k == kind) {
+                all.extend(manifest::list(store, trust, Some(kind))?.0);
+            }
+        }
+        all.extend(read.into_iter().flat_map(|(_, ms)| ms));
+        all.sort_by_key(|m| (m.started_at, m.id));
+        Ok(all)
+    };
     // Not being able to weigh the store is no reason to withhold verdicts.
-    let all = match manifest::list(store, trust, None) {
-        Ok((all, _)) => all,
+    let all = match every() {
+        Ok(all) => all,
         Err(e) => {
             let e = format!("{e:#}");
             ctx.ui
