@@ -321,6 +321,47 @@ fn matches_on_a_kind_outside_kinds_only_shrink() {
     );
 }
 
+/// A restore engine (a kind's, or the envelope and replay it runs) takes
+/// narrow inputs: a source to read, a plan, a target. It never sees the
+/// CLI's types or a run's context, so that `verify --drill`, `bkp snapshot
+/// --from-log` and a future caller run it as `bkp restore` does. Only the
+/// recipe (`commands::restore`) and its dry run and thaw request read the
+/// command line.
+#[test]
+fn restore_engines_never_see_the_cli() {
+    let (mods, edges) = graph();
+    let recipe = [
+        "commands::restore",
+        "commands::restore::dry_run",
+        "commands::restore::archived",
+    ];
+    let mut bad = Vec::new();
+    for (m, p) in &mods {
+        let engine = (m.starts_with("commands::restore::") || m.starts_with("kinds::"))
+            && !recipe.contains(&m.as_str());
+        if !engine {
+            continue;
+        }
+        let text = code(p);
+        for word in ["Ctx", "RestoreArgs", "crate::cli", "crate::commands"] {
+            if text.contains(word) {
+                bad.push(format!("{m} names {word}"));
+            }
+        }
+        for used in edges.get(m).into_iter().flatten() {
+            if used == "cli"
+                || (used.starts_with("commands") && !used.starts_with("commands::restore"))
+            {
+                bad.push(format!("{m} uses {used}"));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "restore engines that see the command line: {bad:?}"
+    );
+}
+
 /// The descriptor table is a leaf: the library modules below the kinds name
 /// a kind through it without a cycle.
 #[test]

@@ -36,9 +36,9 @@ use crate::{archive, chain, pipeline, ui};
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     let plan = &ctx.plan;
-    let cluster = tbrestore::configured_cluster(ctx, "--from-log")?;
+    let cluster = tbrestore::configured_cluster(plan, "--from-log")?;
     let (cluster_id, replicas) = (cluster.cluster_id, shape(ctx, &cluster.addresses)?);
-    pitr::replica_spec(ctx, "`bkp snapshot --from-log`")?;
+    pitr::replica_spec(plan, "`bkp snapshot --from-log`")?;
     let tb = plan.tigerbeetle.as_ref();
     let trust = super::trust(plan, Vec::new())?;
     if trust.keys().is_none() && plan.encryption.is_some() {
@@ -86,14 +86,14 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 ));
                 let plain: Vec<PathBuf> = names.iter().map(PathBuf::from).collect();
                 tbrestore::unpack_base(&src, b, &dir, cluster_id, &plain)?;
-                pitr::replay_onto_base(ctx, store, &trust, &files, cluster_id, head, b)?
+                pitr::replay_onto_base(&src, plan, &files, cluster_id, head, b)?
             }
             None => {
                 ctx.ui.detail(&format!(
                     "no base of {replicas} replicas yet: replaying the log from the beginning"
                 ));
                 let alone = pitr::from_the_log_alone("the first base of a cluster");
-                pitr::replay_into_cluster(ctx, store, &trust, &files, cluster_id, head, &alone)?
+                pitr::replay_into_cluster(&src, plan, &files, cluster_id, head, &alone)?
             }
         };
         ctx.ui.detail(&r.summary());

@@ -208,19 +208,4 @@ pub fn recover_stop_window(ctx: &Ctx) {
     }
 }
 
-/// The `[postgres]` section, or the config error naming the file and what
-/// `needs_it` (a verb) needs it for.
-pub fn postgres_section<'a>(
-    plan: &'a crate::config::Plan,
-    needs_it: &str,
-) -> Result<&'a crate::config::PostgresPlan> {
-    plan.postgres.as_ref().ok_or_else(|| {
-        crate::exit::coded(
-            crate::exit::Code::Config,
-            format!(
-                "{}: {needs_it} needs a [postgres] section naming the server (database, and host, port, user, passfile as needed)",
-                plan.source.display()
-            ),
-        )
-    })
-}
+pub use crate::config::postgres_section;

@@ -233,7 +233,7 @@ fn report(
 /// Lets a private replica open a copy that failed `tigerbeetle inspect
 /// integrity` as taken (see `sources::tigerbeetle::prepare`).
 fn settle(ctx: &Ctx, copy: &std::path::Path) -> Result<()> {
-    let spec = super::restore::pitr::replica_spec(ctx, "settling a torn copy")?;
+    let spec = super::restore::pitr::replica_spec(&ctx.plan, "settling a torn copy")?;
     crate::tigerbeetle::replica::settle(&spec, copy)
 }
 
@@ -304,7 +304,7 @@ fn count_rows(ctx: &Ctx, prepared: &tigerbeetle::Prepared) -> Result<SegmentStat
             "tigerbeetle.count_rows needs snapshot_mode \"stop\" or \"reflink\": in \"offline\" mode bkp reads the data file in place and never starts a replica on it"
         );
     }
-    let replica = super::restore::pitr::replica_spec(ctx, "counting a snapshot's rows")?;
+    let replica = super::restore::pitr::replica_spec(&ctx.plan, "counting a snapshot's rows")?;
     crate::tigerbeetle::replica::count_rows(&replica, &prepared.path)
 }
 

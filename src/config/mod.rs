@@ -479,6 +479,23 @@ impl Plan {
     }
 }
 
+/// The `[postgres]` section, or the config error naming the file and what
+/// `needs_it` (a verb) needs it for.
+pub fn postgres_section<'a>(
+    plan: &'a crate::config::Plan,
+    needs_it: &str,
+) -> Result<&'a crate::config::PostgresPlan> {
+    plan.postgres.as_ref().ok_or_else(|| {
+        crate::exit::coded(
+            crate::exit::Code::Config,
+            format!(
+                "{}: {needs_it} needs a [postgres] section naming the server (database, and host, port, user, passfile as needed)",
+                plan.source.display()
+            ),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -84,8 +84,15 @@ pub enum At {
 pub enum Delivers {
     /// A directory tree (data files, a Parquet tier, a data directory).
     Directory,
-    /// One file (a DuckDB database).
-    File,
+    /// One file (a database), with the files its engine keeps beside it
+    /// (`beside`: suffixes of its name, such as a write-ahead log's), which
+    /// belong to the target: a restore refuses them without `--force`, and
+    /// with it removes them once the new file is in place (else the engine
+    /// would replay them into it). `beside_is` says what they are.
+    File {
+        beside: &'static [&'static str],
+        beside_is: &'static str,
+    },
     /// A database on a server, named by `--target`.
     Database,
 }
@@ -219,7 +226,10 @@ pub static ALL: [Descriptor; 7] = [
         restores: Some("export"),
         first: "run `bkp export --full` first",
         at: At::Never,
-        delivers: Delivers::File,
+        delivers: Delivers::File {
+            beside: &[".wal"],
+            beside_is: "the write-ahead log of a DuckDB database at that path",
+        },
         drill: "the chain of exports (the full and its incrementals) is rebuilt into a new database and every table's row count and content fingerprint checked",
         replays_log: false,
         stream_member: Some("database"),
@@ -366,7 +376,10 @@ pub static ALL: [Descriptor; 7] = [
         restores: Some("snapshot"),
         first: "run `bkp snapshot --kind sqlite` first",
         at: At::Never,
-        delivers: Delivers::File,
+        delivers: Delivers::File {
+            beside: &["-wal", "-shm", "-journal"],
+            beside_is: "SQLite's record of writes to a database at that path",
+        },
         drill: "the copy is restored to a scratch file, passes SQLite's `PRAGMA integrity_check`, and every table's rows are counted against the manifest",
         replays_log: false,
         stream_member: Some("database"),

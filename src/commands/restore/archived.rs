@@ -70,7 +70,7 @@ pub fn needed(
     rp: &RestorePlan,
 ) -> Result<Vec<String>> {
     let mut keys = Vec::new();
-    for m in super::read_by(ctx, store, trust, rp)? {
+    for m in super::read_by(&ctx.plan, store, trust, rp)? {
         keys.extend(m.needed_keys());
         match crate::chunks::load(store, &m) {
             Ok(Some(map)) => keys.extend(map.keys(m.kind).map(|(k, _)| k)),

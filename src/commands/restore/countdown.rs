@@ -9,19 +9,14 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::target::Target;
 use crate::exit::{coded, Code};
 
 /// How long the countdown lasts.
 pub const SECONDS: u64 = 5;
 
-/// Counts down before `target` is replaced, when it exists, `yes` is not given
-/// and a person is watching. Fails (interrupted) on SIGINT, SIGTERM or SIGHUP.
-pub fn before_replacing(target: &Target, yes: bool) -> Result<()> {
-    before_replacing_named(&target.path.display().to_string(), target.exists, yes)
-}
-
-/// [`before_replacing`] for a target that is not a path (a database), named `what`.
+/// Counts down before `what` (a path, a database) is replaced, when it
+/// `exists`, `yes` is not given and a person is watching. Fails (interrupted)
+/// on SIGINT, SIGTERM or SIGHUP.
 pub fn before_replacing_named(what: &str, exists: bool, yes: bool) -> Result<()> {
     if !exists || yes || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
         return Ok(());

@@ -5,7 +5,6 @@
 use anyhow::Result;
 use serde_json::json;
 
-use super::target::Target;
 use super::RestorePlan;
 use crate::cli::RestoreArgs;
 use crate::commands::Ctx;
@@ -30,12 +29,13 @@ pub fn run(
     trust: &manifest::Trust,
     rp: &RestorePlan,
     args: &RestoreArgs,
+    opts: &super::Options,
 ) -> Result<()> {
     // Refused as the restore itself would refuse it.
     if rp.kind == Kind::Tigerbeetle && args.replicas > 1 {
-        super::tigerbeetle::configured_cluster(ctx, "--replicas")?;
+        super::tigerbeetle::configured_cluster(&ctx.plan, "--replicas")?;
     }
-    let read = super::read_by(ctx, store, trust, rp)?;
+    let read = super::read_by(&ctx.plan, store, trust, rp)?;
     let archived = super::archived::find(store, &super::archived::needed(ctx, store, trust, rp)?)?;
     // A replication restores its whole set, files stored by earlier runs included.
     let (objects, bytes) = match (rp.kind, &rp.backup) {
@@ -51,13 +51,9 @@ pub fn run(
             .map(|m| m.restore_reads())
             .fold((0, 0), |(n, b), (n2, b2)| (n + n2, b + b2)),
     };
-    let (target, verdict) = if let Some(shape) = super::shape(rp.kind) {
-        let target = Target::check(
-            args.target(),
-            shape,
-            args.force,
-            &super::precious(&ctx.plan),
-        );
+    let (target, verdict) = if super::shape(rp.kind).is_some() {
+        // Every check the restore makes before it reads a byte.
+        let target = opts.envelope(rp.kind).check();
         let verdict = match &target {
             Ok(t) if t.exists => {
                 "would be replaced once the restore verified (--force)".to_string()
@@ -67,7 +63,7 @@ pub fn run(
         };
         (target.map(drop), verdict)
     } else {
-        super::pgdump::dry_run_verdict(ctx, args)
+        super::pgdump::dry_run_verdict(opts)
     };
     let target_ok = target.is_ok();
     let staging = if super::shape(rp.kind).is_none() {

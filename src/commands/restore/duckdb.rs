@@ -28,17 +28,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use ::duckdb::Connection;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::target::{Shape, Target};
-use super::{RestorePlan, Source};
+use super::{Options, RestorePlan, Source};
 use crate::chain;
-use crate::cli::RestoreArgs;
-use crate::commands::Ctx;
 use crate::exit::{coded, Code};
 use crate::id::BackupId;
 use crate::manifest::duckdb::{self as export, TableMode, TableRecord, SCHEMA_FILE};
@@ -65,72 +61,27 @@ fn wal(p: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Result<()> {
+pub fn run(src: &Source, rp: &RestorePlan, opts: &Options) -> Result<()> {
     let m = rp
         .backup
         .as_ref()
         .context("a DuckDB restore needs an export")?;
-    let target = Target::check(
-        args.target(),
-        Shape::File,
-        args.force,
-        &super::precious(&ctx.plan),
-    )?;
-    // A write-ahead log left beside a removed database would be replayed into,
-    // or refuse, the restored file.
-    let stale_wal = wal(&target.path);
-    if !target.exists && !args.force && fs::symlink_metadata(&stale_wal).is_ok() {
-        return Err(coded(
-            Code::TargetExists,
-            format!(
-                "{} exists beside the restore target (the write-ahead log of an earlier database there): move it away, choose another path, or pass --force",
-                stale_wal.display()
-            ),
+    let done = opts.envelope(rp.kind).deliver(&src.work, src.ui, |file| {
+        src.ui.detail(&format!(
+            "restoring DuckDB export {} from {} into {}",
+            m.id,
+            src.store.identity(),
+            opts.target.display()
         ));
-    }
-    if target.exists {
-        refuse_open_database(&target.path)?;
-    }
-    super::countdown::before_replacing(&target, args.yes)?;
-
-    let mut scratch = src.work.scratch("restore")?;
-    let staging = target.stage(&mut scratch)?;
-    let clock = Instant::now();
-    ctx.ui.detail(&format!(
-        "restoring DuckDB export {} from {} into {}",
-        m.id,
-        src.store.identity(),
-        target.path.display()
-    ));
+        restore_database(src, m, file, opts.accept_content_mismatch)
+    })?;
+    let (target, elapsed) = (&done.target, done.elapsed);
     let Restored {
         counts,
         fingerprinted,
-    } = restore_database(
-        src,
-        m,
-        &target.staged_file(&staging),
-        args.accept_content_mismatch,
-    )?;
-
-    // A WAL left beside the old file would be replayed into the new one: move it
-    // aside, and back if the new file cannot take the old one's place.
-    let old_wal = wal(&target.path);
-    let aside = staging.join("replaced.wal");
-    let moved = old_wal.exists();
-    if moved {
-        fs::rename(&old_wal, &aside)
-            .with_context(|| format!("failed to move {} aside", old_wal.display()))?;
-    }
-    if let Err(e) = target.commit(&staging, &mut scratch) {
-        if moved {
-            let _ = fs::rename(&aside, &old_wal);
-        }
-        return Err(e);
-    }
-
+    } = done.made;
     let rows: u64 = counts.values().sum();
-    let elapsed = clock.elapsed();
-    if ctx.ui.json {
+    if src.ui.json {
         return ui::document(json!({
             "schema": "bkp.restore/1",
             "id": m.id,
@@ -142,7 +93,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
             "seconds": elapsed.as_secs_f64(),
         }));
     }
-    ctx.ui.info(&format!(
+    src.ui.info(&format!(
         "restored DuckDB export {} into {}: {} tables, {rows} rows, every count verified{}, in {:.1}s ({})",
         m.id,
         target.path.display(),
@@ -159,7 +110,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
 }
 
 /// Refuses to replace a file another process has open in DuckDB.
-fn refuse_open_database(target: &Path) -> Result<()> {
+pub fn in_use(target: &Path) -> Result<()> {
     if let Err(e) =
         crate::sources::duck::open_read_only(target, std::time::Duration::ZERO, None, None)
     {

@@ -12,6 +12,7 @@
 //! (a [`Source`] to read from, a directory to fill) so that `verify --drill`
 //! calls them too.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -57,6 +58,92 @@ pub struct Source<'a> {
     pub ui: crate::ui::Ui,
 }
 
+/// What the command line asked of a restore, in the engines' terms: an
+/// engine sees neither the CLI's types nor a run's context.
+pub struct Options<'a> {
+    /// The configuration: the sections an engine reads (the cluster, the
+    /// PostgreSQL server) and the paths a restore never replaces.
+    pub plan: &'a Plan,
+    /// `--target`: a path, or the new database's name for a PostgreSQL dump.
+    pub target: &'a Path,
+    pub force: bool,
+    /// `--yes`: no countdown before an existing target is replaced.
+    pub yes: bool,
+    /// `--replicas`: the data files of a whole cluster.
+    pub replicas: u8,
+    /// `--at` as written.
+    pub at: Option<&'a str>,
+    pub accept_content_mismatch: bool,
+    /// `--schema`, `--table` and `--no-owner` (PostgreSQL dumps).
+    pub schema: &'a [String],
+    pub table: &'a [String],
+    pub no_owner: bool,
+}
+
+impl<'a> Options<'a> {
+    pub fn of(plan: &'a Plan, a: &'a RestoreArgs) -> Self {
+        Options {
+            plan,
+            target: a.target(),
+            force: a.force,
+            yes: a.yes,
+            replicas: a.replicas,
+            at: a.at.as_deref(),
+            accept_content_mismatch: a.accept_content_mismatch,
+            schema: &a.schema,
+            table: &a.table,
+            no_owner: a.no_owner,
+        }
+    }
+
+    /// The envelope of a restore of `kind` into [`Options::target`] (a kind
+    /// that delivers a database on a server has none: see [`pgdump`]).
+    pub fn envelope(&self, kind: Kind) -> target::Envelope<'a> {
+        let (shape, beside, beside_is) = match kind.describe().delivers {
+            Delivers::File { beside, beside_is } => (target::Shape::File, beside, beside_is),
+            Delivers::Directory | Delivers::Database => (target::Shape::Dir, &[][..], ""),
+        };
+        target::Envelope {
+            path: self.target,
+            shape,
+            force: self.force,
+            yes: self.yes,
+            precious: precious(self.plan),
+            beside,
+            beside_is,
+            in_use: engine(kind).ok().and_then(|e| e.in_use),
+        }
+    }
+}
+
+/// A kind's restore engine, and how it tells that a process uses an
+/// existing target.
+struct Engine {
+    run: Run,
+    in_use: Option<InUse>,
+}
+
+type Run = fn(&Source, &RestorePlan, &Options) -> Result<()>;
+type InUse = fn(&Path) -> Result<()>;
+
+fn engine(kind: Kind) -> Result<Engine> {
+    let (run, in_use): (Run, Option<InUse>) = match kind {
+        Kind::Tigerbeetle => (tigerbeetle::run, None),
+        Kind::Duckdb => (duckdb::run, Some(duckdb::in_use as InUse)),
+        Kind::Parquet => (parquet::run, None),
+        Kind::Pgdump => (pgdump::run, None),
+        Kind::Postgres => (pgbase::run, Some(pgbase::in_use)),
+        Kind::Sqlite => (sqlite::run, Some(sqlite::in_use)),
+        Kind::Kms => {
+            return Err(coded(
+                Code::Config,
+                "key-material backups are not restored by `bkp restore`",
+            ))
+        }
+    };
+    Ok(Engine { run, in_use })
+}
+
 /// What one restore does.
 #[derive(Debug)]
 pub struct RestorePlan {
@@ -78,9 +165,11 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         .transpose()?;
     // `latest` names its kind: a target that cannot take it is refused before
     // the store is opened (the engine checks it again as it stages).
+    let opts = Options::of(plan, args);
     if args.backup == "latest" && args.into.is_none() && !args.dry_run {
-        if let Some(shape) = shape(args.kind.into()) {
-            target::Target::check(args.target(), shape, args.force, &precious(plan))?;
+        let kind = Kind::from(args.kind);
+        if shape(kind).is_some() {
+            opts.envelope(kind).check()?;
         }
     }
     let store = super::open_store(plan)?;
@@ -124,7 +213,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
                 "--replicas delivers a TigerBeetle cluster at a point in time: use it with --at TIME and `latest` (the default); a base restores by its id without --replicas",
             ));
         }
-        let cluster = tigerbeetle::configured_cluster(ctx, "--replicas")?.cluster_id;
+        let cluster = tigerbeetle::configured_cluster(plan, "--replicas")?.cluster_id;
         let at_ns = rp
             .at
             .map_or(0, |t| u64::try_from(t.unix_timestamp_nanos()).unwrap_or(0));
@@ -134,10 +223,10 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         rp
     };
     if args.dry_run {
-        return dry_run::run(ctx, store, &trust, &rp, args);
+        return dry_run::run(ctx, store, &trust, &rp, args, &opts);
     }
     if let Some(req) = thaw {
-        thaw_first(ctx, store, &trust, &rp, args, req)?;
+        thaw_first(ctx, store, &trust, &rp, (args, &opts), req)?;
     }
     let src = Source {
         store,
@@ -157,26 +246,13 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
         // A snapshot is a data file: the log is replayed alone.
         let rp = RestorePlan { backup: None, ..rp };
         let held = crate::ui::hold_documents();
-        let result = tigerbeetle::run_into(ctx, &src, &rp, into);
+        let result = tigerbeetle::run_into(&src, plan, &rp, into);
         let note = record(ctx, &counting, &rp, started_at, result.is_ok());
         return released(held, note, result);
     }
     // The document is printed after the ledger record, with its outcome.
     let held = crate::ui::hold_documents();
-    let result = match rp.kind {
-        Kind::Tigerbeetle => tigerbeetle::run(ctx, &src, &rp, args),
-        Kind::Duckdb => duckdb::run(ctx, &src, &rp, args),
-        Kind::Parquet => parquet::run(ctx, &src, &rp, args),
-        Kind::Pgdump => pgdump::run(ctx, &src, &rp, args),
-        Kind::Postgres => pgbase::run(ctx, &src, &rp, args),
-        Kind::Sqlite => sqlite::run(ctx, &src, &rp, args),
-        Kind::Kms => {
-            return Err(coded(
-                Code::Config,
-                "key-material backups are not restored by `bkp restore`",
-            ))
-        }
-    };
+    let result = engine(rp.kind).and_then(|e| (e.run)(&src, &rp, &opts));
     let note = record(ctx, &counting, &rp, started_at, result.is_ok());
     let result = result.map_err(|e| match crate::exit::classify(&e) {
         Some(Code::Archived) => archived::explain(ctx, store, &trust, &rp, e),
@@ -193,15 +269,15 @@ fn thaw_first(
     store: &dyn Store,
     trust: &Trust,
     rp: &RestorePlan,
-    args: &RestoreArgs,
+    (args, opts): (&RestoreArgs, &Options),
     req: archived::Request,
 ) -> Result<()> {
     let backup = match &args.into {
         Some(_) => None,
         None => rp.backup.clone(),
     };
-    if let (None, Some(shape)) = (&args.into, shape(rp.kind)) {
-        target::Target::check(args.target(), shape, args.force, &precious(&ctx.plan))?;
+    if let (None, Some(_)) = (&args.into, shape(rp.kind)) {
+        opts.envelope(rp.kind).check()?;
     }
     let reading = RestorePlan {
         kind: rp.kind,
@@ -413,7 +489,7 @@ pub fn resolve(
 pub fn shape(kind: Kind) -> Option<target::Shape> {
     match kind.describe().delivers {
         Delivers::Directory => Some(target::Shape::Dir),
-        Delivers::File => Some(target::Shape::File),
+        Delivers::File { .. } => Some(target::Shape::File),
         Delivers::Database => None,
     }
 }

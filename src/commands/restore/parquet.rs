@@ -12,15 +12,12 @@ use std::io::{self, BufWriter};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::target::{Shape, Target};
-use super::{RestorePlan, Source};
-use crate::cli::RestoreArgs;
-use crate::commands::Ctx;
+use super::{Options, RestorePlan, Source};
 use crate::crypto::Keyring;
 use crate::exit::{coded, Code};
 use crate::manifest::{FileEntry, Manifest};
@@ -171,26 +168,17 @@ pub fn walk_files(dir: &Path) -> Result<Vec<String>> {
 
 /// The restore of a replication: staging beside the target, [`restore_tree`],
 /// then the staging put in place.
-pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Result<()> {
+pub fn run(src: &Source, rp: &RestorePlan, opts: &Options) -> Result<()> {
     let m = rp
         .backup
         .as_ref()
         .context("a Parquet restore needs a replication")?;
-    let target = Target::check(
-        args.target(),
-        Shape::Dir,
-        args.force,
-        &super::precious(&ctx.plan),
-    )?;
-    super::countdown::before_replacing(&target, args.yes)?;
-    let mut scratch = src.work.scratch("restore")?;
-    let staging = target.stage(&mut scratch)?;
-    let clock = Instant::now();
-    let restored = restore_tree(src, m, &staging)?;
-    target.commit(&staging, &mut scratch)?;
+    let done = opts
+        .envelope(rp.kind)
+        .deliver(&src.work, src.ui, |staging| restore_tree(src, m, staging))?;
+    let (target, restored, elapsed) = (&done.target, &done.made, done.elapsed);
     let bytes: u64 = restored.iter().map(|f| f.size).sum();
-    let elapsed = clock.elapsed();
-    if ctx.ui.json {
+    if src.ui.json {
         return ui::document(json!({
             "schema": "bkp.restore/1",
             "id": m.id,
@@ -201,7 +189,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
             "seconds": elapsed.as_secs_f64(),
         }));
     }
-    ctx.ui.info(&format!(
+    src.ui.info(&format!(
         "restored replicate {} into {}: {}, {}, verified, in {:.1}s ({})",
         m.id,
         target.path.display(),

@@ -17,85 +17,62 @@
 //! copies back what they trust.
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::target::{Shape, Target};
-use super::{RestorePlan, Source};
-use crate::cli::RestoreArgs;
-use crate::commands::Ctx;
+use super::{Options, RestorePlan, Source};
+use crate::config::Plan;
 use crate::exit::{coded, Code};
 use crate::manifest::Manifest;
 use crate::{pipeline, ui};
 
-pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Result<()> {
+pub fn run(src: &Source, rp: &RestorePlan, opts: &Options) -> Result<()> {
     let m = rp
         .backup
         .as_ref()
         .context("a base backup restore needs a base backup")?;
-    let target = Target::check(
-        args.target(),
-        Shape::Dir,
-        args.force,
-        &super::precious(&ctx.plan),
-    )?;
-    // A server that still runs on the directory (or on one inside it, as
-    // Debian's /var/lib/postgresql/15/main) would be corrupted under it.
-    if target.exists {
-        if let Some(pid) = find_postmaster_pid(&target.path, 4) {
-            return Err(coded(
-                Code::TargetExists,
-                format!(
-                    "{} holds {}: a PostgreSQL server may be running on it. Stop it (or, after a crash, remove the file), or restore into a new directory",
-                    target.path.display(),
-                    pid.display()
-                ),
-            ));
-        }
-    }
-    let verifier = verifier(ctx, m)?;
+    let envelope = opts.envelope(rp.kind);
+    envelope.check()?;
+    let verifier = verifier(opts.plan, m)?;
     if rp.at.is_some() {
         super::pgpitr::check_user()?;
     }
     if let Some(why) = unsealed(src.trust, m) {
-        ctx.ui.warn(&format!(
+        src.ui.warn(&format!(
             "base backup {}'s manifest {why}: nothing proves it is the backup bkp made. bkp sets its postgresql.auto.conf aside, but a postgresql.conf in it runs commands as the server's user once started with it: read that before starting it",
             m.id
         ));
     }
-    super::countdown::before_replacing(&target, args.yes)?;
-    let mut scratch = src.work.scratch("restore")?;
-    let staging = target.stage(&mut scratch)?;
-    let clock = Instant::now();
-    ctx.ui.detail(&format!(
-        "restoring base backup {} from {} into {}",
-        m.id,
-        src.store.identity(),
-        target.path.display()
-    ));
-    let files = restore_tree(src, m, &staging, &verifier)?;
-    let set_aside = super::pgconf::set_aside_configuration(&staging)?;
-    let reached = match rp.at {
-        Some(at) => {
-            let work = src.work.scratch("pitr")?;
-            Some(super::pgpitr::recover(
-                ctx,
-                src,
-                m,
-                &staging,
-                Some(at),
-                &verifier,
-                work.path(),
-            )?)
-        }
-        None => None,
-    };
-    target.commit(&staging, &mut scratch)?;
-    let elapsed = clock.elapsed();
+    let done = envelope.deliver(&src.work, src.ui, |staging| {
+        src.ui.detail(&format!(
+            "restoring base backup {} from {} into {}",
+            m.id,
+            src.store.identity(),
+            opts.target.display()
+        ));
+        let files = restore_tree(src, m, staging, &verifier)?;
+        let set_aside = super::pgconf::set_aside_configuration(staging)?;
+        let reached = match rp.at {
+            Some(at) => {
+                let work = src.work.scratch("pitr")?;
+                Some(super::pgpitr::recover(
+                    src,
+                    m,
+                    staging,
+                    Some(at),
+                    &verifier,
+                    work.path(),
+                )?)
+            }
+            None => None,
+        };
+        Ok((files, set_aside, reached))
+    })?;
+    let (target, elapsed) = (&done.target, done.elapsed);
+    let (files, set_aside, reached) = done.made;
     let bytes = m.objects.first().map_or(0, |o| o.content_bytes);
-    if ctx.ui.json {
+    if src.ui.json {
         return ui::document(json!({
             "schema": "bkp.restore/1",
             "id": m.id,
@@ -115,11 +92,11 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         }));
     }
     if let Some(r) = &reached {
-        ctx.ui.info(&format!(
+        src.ui.info(&format!(
             "replayed {} archived WAL files ({}) to {}: PostgreSQL reports \"{}\"; last transaction replayed committed at {}; promoted to timeline {}",
             r.files,
             ui::size(r.bytes),
-            args.at.as_deref().unwrap_or_default(),
+            opts.at.unwrap_or_default(),
             r.stop.as_deref().unwrap_or_default(),
             r.last_commit.as_deref().unwrap_or("(none)"),
             r.timeline.as_deref().unwrap_or("?"),
@@ -130,7 +107,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     } else {
         String::new()
     };
-    ctx.ui.info(&format!(
+    src.ui.info(&format!(
         "restored base backup {} into {}: {files} files verified by pg_verifybackup, {} in {:.1}s. WAL archiving is off in it (postgresql.auto.conf), so that it never writes into the source's archive.{kept} Start it as the server's user: chown -R postgres: {} && pg_ctl -D {} start (on Debian, with the cluster's configuration from /etc/postgresql, and another port while the source runs)",
         m.id,
         target.path.display(),
@@ -144,12 +121,9 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
 
 /// The `pg_verifybackup` that checks base backup `m`, found before anything is
 /// downloaded (restores and drills alike).
-pub fn verifier(ctx: &Ctx, m: &Manifest) -> Result<std::path::PathBuf> {
+pub fn verifier(plan: &Plan, m: &Manifest) -> Result<std::path::PathBuf> {
     crate::sources::postgres::base_backup_verifier(
-        ctx.plan
-            .postgres
-            .as_ref()
-            .and_then(|p| p.bin_dir.as_deref()),
+        plan.postgres.as_ref().and_then(|p| p.bin_dir.as_deref()),
         m.source.get("server_version").and_then(|v| v.as_str()),
     )
 }
@@ -221,6 +195,22 @@ fn unpack(m: &Manifest, r: &mut dyn std::io::Read, dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Refuses a data directory a server may still run on (or one inside it, as
+/// Debian's /var/lib/postgresql/15/main): it would be corrupted under it.
+pub fn in_use(dir: &Path) -> Result<()> {
+    match find_postmaster_pid(dir, 4) {
+        Some(pid) => Err(coded(
+            Code::TargetExists,
+            format!(
+                "{} holds {}: a PostgreSQL server may be running on it. Stop it (or, after a crash, remove the file), or restore into a new directory",
+                dir.display(),
+                pid.display()
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A `postmaster.pid` in `dir` or up to `depth` levels below it.

@@ -22,21 +22,18 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::{RestorePlan, Source};
-use crate::cli::RestoreArgs;
-use crate::commands::Ctx;
+use super::{Options, RestorePlan, Source};
 use crate::exit::{coded, Code};
 use crate::manifest::Manifest;
 use crate::pipeline;
 use crate::sources::postgres::{check_database_name, split_qualified, Selection, Server};
 use crate::ui;
 
-pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Result<()> {
+pub fn run(src: &Source, rp: &RestorePlan, opts: &Options) -> Result<()> {
     let m = rp.backup.as_ref().context("a dump restore needs a dump")?;
-    let plan = &ctx.plan;
-    let pg = crate::commands::postgres_section(plan, "restoring a PostgreSQL dump")?;
+    let pg = crate::config::postgres_section(opts.plan, "restoring a PostgreSQL dump")?;
     let server = Server::new(pg);
-    let target = args.target().to_str().ok_or_else(|| {
+    let target = opts.target.to_str().ok_or_else(|| {
         coded(
             Code::Config,
             "--target for a PostgreSQL dump is the name of the new database, in UTF-8",
@@ -44,15 +41,15 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     })?;
     check_database_name(target)?;
     let recorded = recorded(m)?;
-    let (selection, expected) = select(m, args, recorded.as_ref())?;
-    if selection.is_partial() && args.force {
+    let (selection, expected) = select(m, opts, recorded.as_ref())?;
+    if selection.is_partial() && opts.force {
         return Err(coded(
             Code::Config,
             "--force with --schema or --table would replace a whole database with part of a dump: restore the part into a new database (--target NEWNAME) and move what you need from there",
         ));
     }
     if let Some(why) = super::pgbase::unsealed(src.trust, m) {
-        ctx.ui.warn(&format!(
+        src.ui.warn(&format!(
             "dump {}'s manifest {why}: nothing proves it is the dump bkp made, and pg_restore runs its SQL as {}; restore with a role that is not a superuser",
             m.id,
             pg.user.as_deref().unwrap_or("the connecting role")
@@ -60,7 +57,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     }
     let described = server.describe(target);
     let exists = server.database_exists(target)?;
-    if exists && !args.force {
+    if exists && !opts.force {
         return Err(coded(
             Code::TargetExists,
             format!(
@@ -69,11 +66,11 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         ));
     }
     if exists && target == pg.database {
-        ctx.ui.warn(&format!(
+        src.ui.warn(&format!(
             "{described} is the database bkp backs up (postgres.database): it is replaced"
         ));
     }
-    super::countdown::before_replacing_named(&described, exists, args.yes)?;
+    super::countdown::before_replacing_named(&described, exists, opts.yes)?;
 
     let clock = Instant::now();
     let suffix = format!("{:016x}", crate::id::random_u64());
@@ -81,9 +78,9 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
         server: &server,
         name: format!("bkp_restore_{suffix}"),
         armed: true,
-        ui: ctx.ui,
+        ui: src.ui,
     };
-    ctx.ui.detail(&format!(
+    src.ui.detail(&format!(
         "restoring dump {} from {} into {} (staged as {:?})",
         m.id,
         src.store.identity(),
@@ -103,7 +100,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
             staging,
             target,
             &format!("bkp_replaced_{suffix}"),
-            &ctx.ui,
+            &src.ui,
         )?;
     } else {
         server.rename_database(&staging.name, target)?;
@@ -119,7 +116,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     } else {
         "no row counts recorded to verify"
     };
-    if ctx.ui.json {
+    if src.ui.json {
         return ui::document(json!({
             "schema": "bkp.restore/1",
             "id": m.id,
@@ -133,7 +130,7 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
             "seconds": elapsed.as_secs_f64(),
         }));
     }
-    ctx.ui.info(&format!(
+    src.ui.info(&format!(
         "restored dump {} into {described}{}: {tables} tables, {verified}, {} in {:.1}s",
         m.id,
         if exists { ", replacing it" } else { "" },
@@ -222,7 +219,7 @@ fn replace(
 /// rows per table the restore must then hold (`None`: the dump recorded none).
 fn select(
     m: &Manifest,
-    args: &RestoreArgs,
+    args: &Options,
     recorded: Option<&BTreeMap<String, u64>>,
 ) -> Result<(Selection, Option<BTreeMap<String, u64>>)> {
     let refuse = |msg: String| Err(coded(Code::Config, msg));
@@ -232,13 +229,13 @@ fn select(
         );
     }
     let mut selection = Selection {
-        schemas: args.schema.clone(),
+        schemas: args.schema.to_vec(),
         tables: Vec::new(),
         no_owner: args.no_owner,
     };
     let Some(recorded) = recorded else {
         // An unrecorded dump: the tables are taken as written.
-        for t in &args.table {
+        for t in args.table {
             let (s, n) = t.split_once('.').unwrap_or(("public", t.as_str()));
             selection.tables.push((s.to_string(), n.to_string()));
         }
@@ -249,7 +246,7 @@ fn select(
         .filter_map(|k| Some((k.clone(), split_qualified(k)?)))
         .collect();
     let mut chosen: Vec<&String> = Vec::new();
-    for s in &args.schema {
+    for s in args.schema {
         let before = chosen.len();
         chosen.extend(all.iter().filter(|(_, (x, _))| x == s).map(|(k, _)| k));
         if chosen.len() == before {
@@ -259,7 +256,7 @@ fn select(
             ));
         }
     }
-    for t in &args.table {
+    for t in args.table {
         let matches: Vec<&(String, (String, String))> = all
             .iter()
             .filter(|(_, (s, n))| {
@@ -320,14 +317,14 @@ fn select(
 
 /// What `restore --dry-run` says of a database target: whether the restore
 /// would accept it, and why.
-pub fn dry_run_verdict(ctx: &Ctx, args: &RestoreArgs) -> (Result<()>, String) {
+pub fn dry_run_verdict(opts: &Options) -> (Result<()>, String) {
     let checked = (|| -> Result<String> {
-        let pg = crate::commands::postgres_section(&ctx.plan, "restoring a PostgreSQL dump")?;
-        let target = args.target().to_str().unwrap_or_default();
+        let pg = crate::config::postgres_section(opts.plan, "restoring a PostgreSQL dump")?;
+        let target = opts.target.to_str().unwrap_or_default();
         check_database_name(target)?;
         let server = Server::new(pg);
         let described = server.describe(target);
-        match (server.database_exists(target)?, args.force) {
+        match (server.database_exists(target)?, opts.force) {
             (false, _) => Ok(format!("{described} is new: accepted")),
             (true, true) => Ok(format!(
                 "{described} exists and would be replaced once the restore verified (--force)"

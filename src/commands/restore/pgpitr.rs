@@ -131,7 +131,6 @@ fn mark_history(dir: &Path, timeline: Option<&str>) -> Result<()> {
 /// Replays the archived WAL of base backup `m` (unpacked, checked, in `dir`)
 /// to `at`, with `postgres` from the directory of `verifier`, and proves it.
 pub fn recover(
-    ctx: &crate::commands::Ctx,
     src: &Source,
     m: &Manifest,
     dir: &Path,
@@ -162,7 +161,7 @@ pub fn recover(
         t + CLOCK_MARGIN
     });
     let wanted = to_fetch(&all, start.position, until);
-    ctx.ui.detail(&format!(
+    src.ui.detail(&format!(
         "fetching {} archived WAL files of system {system} from {}",
         wanted.len(),
         src.store.identity()
@@ -277,7 +276,7 @@ pub fn recover(
             ));
         }
         if clock.elapsed() > Duration::from_secs(5) {
-            ctx.ui.detail(&format!(
+            src.ui.detail(&format!(
                 "PostgreSQL is replaying the archive ({:.0}s)",
                 clock.elapsed().as_secs_f64()
             ));

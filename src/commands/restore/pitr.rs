@@ -26,13 +26,13 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use time::OffsetDateTime;
 
+use super::Source;
 use crate::chain;
-use crate::commands::Ctx;
+use crate::config::Plan;
 use crate::exit::{coded, Code};
 use crate::manifest::tigerbeetle::{interval, is_log_of, LOGS};
 use crate::manifest::{self, Kind};
 use crate::pipeline;
-use crate::store::Store;
 use crate::tigerbeetle::client::Client;
 use crate::tigerbeetle::replica::{self, ReplicaSpec};
 use crate::tigerbeetle::tblog;
@@ -85,8 +85,7 @@ impl Replayed {
 
 /// The private replica of the configured `tigerbeetle` binary, logging to the
 /// work directory's replica log; `why` names the caller in errors.
-pub fn replica_spec(ctx: &Ctx, why: &str) -> Result<ReplicaSpec> {
-    let plan = &ctx.plan;
+pub fn replica_spec(plan: &Plan, why: &str) -> Result<ReplicaSpec> {
     let tb = plan.tigerbeetle.as_ref();
     let binary = tb.and_then(|t| t.binary.clone()).ok_or_else(|| {
         coded(
@@ -120,21 +119,18 @@ pub fn from_the_log_alone(what: &str) -> String {
 /// `alone`: why a fresh file is replayed from the log alone, added to an error
 /// that finds the log does not reach back (see [`from_the_log_alone`]).
 pub fn replay_logs(
-    ctx: &Ctx,
-    store: &dyn Store,
-    trust: &manifest::Trust,
+    src: &Source,
+    plan: &Plan,
     data_file: &Path,
     at: OffsetDateTime,
     fresh: bool,
     alone: Option<&str>,
 ) -> Result<Replayed> {
-    let spec = replica_spec(ctx, "point-in-time restore")?;
+    let spec = replica_spec(plan, "point-in-time restore")?;
     let started = OffsetDateTime::now_utc();
     let (replica, cfg) = replica::start(&spec, data_file, fresh)?;
     let out = replay_onto(
-        ctx,
-        store,
-        trust,
+        src,
         &cfg,
         cfg.cluster_id,
         at,
@@ -152,17 +148,16 @@ pub fn replay_logs(
 /// checked before any replica is formatted, and an error that finds it short
 /// says `alone`.
 pub fn replay_into_cluster(
-    ctx: &Ctx,
-    store: &dyn Store,
-    trust: &manifest::Trust,
+    src: &Source,
+    plan: &Plan,
     files: &[std::path::PathBuf],
     source: u128,
     at: OffsetDateTime,
     alone: &str,
 ) -> Result<Replayed> {
-    let spec = replica_spec(ctx, "point-in-time restore")?;
+    let spec = replica_spec(plan, "point-in-time restore")?;
     let at_ns = timestamp(at)?;
-    let logs = cover(ctx, store, trust, source, 0, at, Some(alone))?;
+    let logs = cover(src, source, 0, at, Some(alone))?;
     let (cluster, cfg) = replica::start_cluster(&spec, files)?;
     let c = tblog::connect(&cfg)?;
     let replay = tblog::Replay::start(&c, at_ns)?;
@@ -170,7 +165,7 @@ pub fn replay_into_cluster(
         at: at_ns,
         ..Default::default()
     };
-    replay_segments(ctx, store, trust, replay, &logs, &mut out, Some(alone))?;
+    replay_segments(src, replay, &logs, &mut out, Some(alone))?;
     c.close();
     drop(cluster);
     Ok(out)
@@ -183,17 +178,16 @@ pub fn replay_into_cluster(
 /// holding a row the log does not, or one whose log was trimmed past it, is
 /// refused, and nothing is delivered from it.
 pub fn replay_onto_base(
-    ctx: &Ctx,
-    store: &dyn Store,
-    trust: &manifest::Trust,
+    src: &Source,
+    plan: &Plan,
     files: &[std::path::PathBuf],
     source: u128,
     at: OffsetDateTime,
     base: &manifest::Manifest,
 ) -> Result<Replayed> {
-    let spec = replica_spec(ctx, "point-in-time restore")?;
+    let spec = replica_spec(plan, "point-in-time restore")?;
     let (cluster, cfg) = replica::start_cluster_on(&spec, files)?;
-    let out = replay_onto(ctx, store, trust, &cfg, source, at, None, None)?;
+    let out = replay_onto(src, &cfg, source, at, None, None)?;
     if out.snapshot_until > 0 && !out.newest_row_in_log {
         return Err(coded(
             Code::Integrity,
@@ -211,11 +205,8 @@ pub fn replay_onto_base(
 /// through one session. `restored`: when that cluster was started on a restored
 /// snapshot (its own expiries come after); `None` when it holds nothing but
 /// replayed rows. `alone`: as for [`replay_logs`].
-#[allow(clippy::too_many_arguments)]
 pub fn replay_onto(
-    ctx: &Ctx,
-    store: &dyn Store,
-    trust: &manifest::Trust,
+    src: &Source,
     cfg: &tblog::ClusterConfig,
     source: u128,
     at: OffsetDateTime,
@@ -257,14 +248,14 @@ pub fn replay_onto(
     } else {
         tblog::newest_before_on(&c, own_from)?
     };
-    let logs = cover(ctx, store, trust, source, newest, at, alone)?;
+    let logs = cover(src, source, newest, at, alone)?;
     let replay = tblog::Replay::with_newest(&c, target, at_ns)?;
     let mut out = Replayed {
         snapshot_until: newest,
         at: at_ns,
         ..Default::default()
     };
-    let by_target = replay_segments(ctx, store, trust, replay, &logs, &mut out, alone)?;
+    let by_target = replay_segments(src, replay, &logs, &mut out, alone)?;
     if !fresh {
         // The replica's own expiries carry its clock's timestamps: after it started.
         let own = tblog::expiries_on(&c, own_from, 0)?;
@@ -289,9 +280,7 @@ fn timestamp(at: OffsetDateTime) -> Result<u64> {
 /// warning, or an error when an unreadable manifest may be the segment that
 /// continues it.
 fn cover(
-    ctx: &Ctx,
-    store: &dyn Store,
-    trust: &manifest::Trust,
+    src: &Source,
     source: u128,
     from: u64,
     at: OffsetDateTime,
@@ -306,14 +295,17 @@ fn cover(
             .collect();
         (all, unreadable)
     };
-    let (mut all, mut unreadable) =
-        chain_of(manifest::list(store, trust, Some(Kind::Tigerbeetle))?);
+    let (mut all, mut unreadable) = chain_of(manifest::list(
+        src.store,
+        src.trust,
+        Some(Kind::Tigerbeetle),
+    )?);
     // A gap or a short log may be the catalog's (a segment stored behind its
     // back): every manifest key is listed before the restore says so.
     if !chain::log_cover(&all, from, at_ns).is_ok_and(|(_, reached)| reached >= at_ns) {
         (all, unreadable) = chain_of(manifest::list_complete(
-            store,
-            trust,
+            src.store,
+            src.trust,
             Some(Kind::Tigerbeetle),
         )?);
     }
@@ -336,13 +328,13 @@ fn cover(
             .map(|m| m.started_at)
             .max();
         if current_at.is_none_or(|t| t < at) {
-            ctx.ui.warn(&format!("the log reaches only timestamp {reached} (the newest log run was before {at}); restoring up to there"));
+            src.ui.warn(&format!("the log reaches only timestamp {reached} (the newest log run was before {at}); restoring up to there"));
         }
     }
     // The catalog chose the segments; each is used as its own manifest says,
     // read now, so that one that is gone stops the restore before it starts.
     logs.into_iter()
-        .map(|m| manifest::catalog::reread(store, trust, m).map_err(|e| if_gone(e, alone)))
+        .map(|m| manifest::catalog::reread(src.store, src.trust, m).map_err(|e| if_gone(e, alone)))
         .collect()
 }
 
@@ -367,30 +359,28 @@ fn with_why(e: anyhow::Error, alone: Option<&str>) -> anyhow::Error {
 /// the expiries the target had applied by its own clock (their pending
 /// transfers). A segment whose object is gone is an error that says `alone`.
 fn replay_segments(
-    ctx: &Ctx,
-    store: &dyn Store,
-    trust: &manifest::Trust,
+    src: &Source,
     mut replay: tblog::Replay<'_>,
     logs: &[manifest::Manifest],
     out: &mut Replayed,
     alone: Option<&str>,
 ) -> Result<std::collections::HashSet<u128>> {
     let clock = std::time::Instant::now();
-    let spool = WorkDir::new(&ctx.plan.work_dir).scratch("spool")?;
+    let spool = src.work.scratch("spool")?;
     for m in logs {
         if !replay.wants_more() {
             break;
         }
         let entry = &m.objects[0];
-        pipeline::keys_for(m, trust.keys())
+        pipeline::keys_for(m, src.trust.keys())
             .and_then(|keys| {
                 pipeline::download(
-                    store,
+                    src.store,
                     entry,
                     m.compression,
                     keys,
                     spool.path(),
-                    ctx.progress(),
+                    src.progress.clone(),
                     |r| replay.segment(tblog::SegmentReader::new(r)?),
                 )
             })

@@ -4,13 +4,13 @@
 use anyhow::Result;
 
 use super::RestorePlan;
-use crate::commands::Ctx;
+use crate::config::Plan;
 use crate::manifest::{Kind, Manifest, Trust};
 use crate::store::Store;
 
 /// The manifests whose objects restore `rp` reads, in order.
 pub fn read_by(
-    ctx: &Ctx,
+    plan: &Plan,
     store: &dyn Store,
     trust: &Trust,
     rp: &RestorePlan,
@@ -22,11 +22,11 @@ pub fn read_by(
         }
         _ => rp.backup.clone().into_iter().collect(),
     };
-    Ok(reads(ctx, rp, &all)?.into_iter().cloned().collect())
+    Ok(reads(plan, rp, &all)?.into_iter().cloned().collect())
 }
 
 /// The manifests whose objects the restore reads, in order.
-fn reads<'m>(ctx: &Ctx, rp: &RestorePlan, all: &'m [Manifest]) -> Result<Vec<&'m Manifest>> {
+fn reads<'m>(plan: &Plan, rp: &RestorePlan, all: &'m [Manifest]) -> Result<Vec<&'m Manifest>> {
     let backup = rp
         .backup
         .as_ref()
@@ -42,7 +42,7 @@ fn reads<'m>(ctx: &Ctx, rp: &RestorePlan, all: &'m [Manifest]) -> Result<Vec<&'m
             None => Vec::new(),
         },
         Kind::Tigerbeetle if rp.at.is_some() => {
-            let cluster = super::cluster_id(&ctx.plan);
+            let cluster = super::cluster_id(plan);
             // The snapshot's own end when it was counted, else its start time.
             let from = backup
                 .map(|m| {

@@ -259,6 +259,138 @@ impl Target {
     }
 }
 
+/// The envelope every restore into a path runs once: the target checked
+/// (with what its kind keeps beside it, and whether a process uses it) before
+/// anything is read, the countdown before an existing one is replaced, a
+/// staging beside it that the engine fills, and the durable swap.
+pub struct Envelope<'a> {
+    pub path: &'a Path,
+    pub shape: Shape,
+    pub force: bool,
+    /// `--yes`: no countdown.
+    pub yes: bool,
+    pub precious: Vec<Precious>,
+    /// Suffixes of the files beside a [`Shape::File`] target that belong to it.
+    pub beside: &'static [&'static str],
+    /// What such a file is, for people.
+    pub beside_is: &'static str,
+    /// The kind's refusal of an existing target a process uses.
+    pub in_use: Option<fn(&Path) -> Result<()>>,
+}
+
+/// What [`Envelope::deliver`] put in place.
+pub struct Delivered<R> {
+    pub target: Target,
+    /// What the engine returned.
+    pub made: R,
+    /// From the staging's creation until the swap was durable.
+    pub elapsed: std::time::Duration,
+}
+
+impl Envelope<'_> {
+    /// Every check made before anything is read; what [`Envelope::deliver`]
+    /// and a dry run both refuse.
+    pub fn check(&self) -> Result<Target> {
+        let target = Target::check(self.path, self.shape, self.force, &self.precious)?;
+        self.left_beside(&target.path)?;
+        if target.exists {
+            if let Some(in_use) = self.in_use {
+                in_use(&target.path)?;
+            }
+        }
+        Ok(target)
+    }
+
+    /// The files beside `target` that belong to it: refused without `--force`.
+    fn left_beside(&self, target: &Path) -> Result<Vec<PathBuf>> {
+        let found: Vec<PathBuf> = self
+            .beside
+            .iter()
+            .map(|s| {
+                let mut n = target.as_os_str().to_owned();
+                n.push(s);
+                PathBuf::from(n)
+            })
+            .filter(|p| fs::symlink_metadata(p).is_ok())
+            .collect();
+        match found.first() {
+            Some(first) if !self.force => Err(coded(
+                Code::TargetExists,
+                format!(
+                    "{} exists beside the restore target ({}): move it away, choose another path, or pass --force",
+                    first.display(),
+                    self.beside_is
+                ),
+            )),
+            _ => Ok(found),
+        }
+    }
+
+    /// Checks the target, counts down, has `build` fill the staging (a
+    /// directory for [`Shape::Dir`], the file to write for [`Shape::File`])
+    /// and puts it in place. Files beside a file target are moved aside for
+    /// the swap, put back if it fails, and removed once it is durable.
+    pub fn deliver<R>(
+        &self,
+        work: &crate::workdir::WorkDir,
+        ui: crate::ui::Ui,
+        build: impl FnOnce(&Path) -> Result<R>,
+    ) -> Result<Delivered<R>> {
+        let target = self.check()?;
+        super::countdown::before_replacing_named(
+            &target.path.display().to_string(),
+            target.exists,
+            self.yes,
+        )?;
+        let mut scratch = work.scratch("restore")?;
+        let staging = target.stage(&mut scratch)?;
+        let clock = std::time::Instant::now();
+        let made = match self.shape {
+            Shape::Dir => build(&staging)?,
+            Shape::File => build(&target.staged_file(&staging))?,
+        };
+        // Looked for again just before the swap: one may have appeared.
+        let mut moved = Vec::new();
+        for p in self.left_beside(&target.path)? {
+            let aside = aside_name(&p);
+            fs::rename(&p, &aside)
+                .with_context(|| format!("failed to move {} aside", p.display()))?;
+            moved.push((p, aside));
+        }
+        if let Err(e) = target.commit(&staging, &mut scratch) {
+            for (p, aside) in moved {
+                let _ = fs::rename(aside, p);
+            }
+            return Err(e);
+        }
+        for (p, aside) in moved {
+            let _ = fs::remove_file(aside);
+            ui.warn(&format!(
+                "removed {} ({}), which --force allowed",
+                p.display(),
+                self.beside_is
+            ));
+        }
+        Ok(Delivered {
+            target,
+            made,
+            elapsed: clock.elapsed(),
+        })
+    }
+}
+
+/// A hidden name beside `p` to keep it under while the target is swapped.
+fn aside_name(p: &Path) -> PathBuf {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    p.with_file_name(format!(
+        ".{name}{STAGING_MARK}replaced-{:016x}",
+        crate::id::random_u64()
+    ))
+}
+
 /// Swaps `a` and `b` atomically (`renameat2(RENAME_EXCHANGE)`): a crash leaves
 /// either both as they were or both swapped, never the target missing.
 fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
@@ -433,6 +565,62 @@ mod tests {
         f.lock().unwrap();
         let e = Target::check(&out, Shape::Dir, true, &[]).unwrap_err();
         assert_eq!(crate::exit::exit_code(&e), crate::exit::UNSAFE_SOURCE);
+    }
+
+    const QUIET: crate::ui::Ui = crate::ui::Ui {
+        level: crate::ui::Level::Quiet,
+        json: false,
+        bars: false,
+    };
+
+    fn envelope<'a>(path: &'a Path, force: bool) -> Envelope<'a> {
+        Envelope {
+            path,
+            shape: Shape::File,
+            force,
+            yes: true,
+            precious: Vec::new(),
+            beside: &["-wal", "-shm"],
+            beside_is: "a test database's log",
+            in_use: None,
+        }
+    }
+
+    #[test]
+    fn files_beside_a_file_target_are_refused_then_replaced_with_it() {
+        let d = tempfile::tempdir().unwrap();
+        let work = WorkDir::new(d.path().join("work"));
+        let db = d.path().join("r.db");
+        let wal = d.path().join("r.db-wal");
+        fs::write(&wal, b"an earlier database's writes").unwrap();
+        // No database, but its log: refused without --force, before any build.
+        let e = envelope(&db, false)
+            .deliver(&work, QUIET, |_| -> Result<()> {
+                panic!("built before the check")
+            })
+            .err()
+            .unwrap();
+        assert_eq!(crate::exit::exit_code(&e), crate::exit::TARGET_EXISTS);
+        assert!(format!("{e:#}").contains("a test database's log"), "{e:#}");
+        // A failed build leaves the log where it was.
+        let e = envelope(&db, true)
+            .deliver(&work, QUIET, |_| -> Result<()> { anyhow::bail!("damaged") })
+            .err()
+            .unwrap();
+        assert!(format!("{e:#}").contains("damaged"));
+        assert!(wal.exists() && !db.exists());
+        // With --force the new file takes the place, and the log goes.
+        let done = envelope(&db, true)
+            .deliver(&work, QUIET, |f| fs::write(f, b"new").map_err(Into::into))
+            .unwrap();
+        assert_eq!(done.target.path, db);
+        assert_eq!(fs::read(&db).unwrap(), b"new");
+        assert!(!wal.exists());
+        let left: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left.len(), 2, "r.db and work only: {left:?}");
     }
 
     #[test]

@@ -20,10 +20,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::target::{Shape, Target};
-use super::{pitr, RestorePlan, Source};
-use crate::cli::RestoreArgs;
-use crate::commands::Ctx;
+use super::target::{Envelope, Target};
+use super::{pitr, Options, RestorePlan, Source};
+use crate::config::Plan;
 use crate::exit::{coded, Code};
 use crate::manifest::{FileEntry, Manifest};
 use crate::sources::tigerbeetle::ClusterPlan;
@@ -39,122 +38,35 @@ pub(crate) fn data_file_name(cluster: u128, replica: u8) -> String {
     format!("{cluster}_{replica}.tigerbeetle")
 }
 
-pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Result<()> {
+pub fn run(src: &Source, rp: &RestorePlan, opts: &Options) -> Result<()> {
     // Before the target is looked at: a cluster is replayed from the configured
     // cluster's log, and its files are named for it.
-    let cluster = match args.replicas {
+    let cluster = match opts.replicas {
         0 | 1 => None,
-        _ => Some(configured_cluster(ctx, "--replicas")?.cluster_id),
+        _ => Some(configured_cluster(opts.plan, "--replicas")?.cluster_id),
     };
-    let target = Target::check(
-        args.target(),
-        Shape::Dir,
-        args.force,
-        &super::precious(&ctx.plan),
-    )?;
-    super::countdown::before_replacing(&target, args.yes)?;
+    let envelope = opts.envelope(rp.kind);
     // `restore::run` admits --replicas only with --at.
     if let (Some(cluster), Some(at)) = (cluster, rp.at) {
         return run_cluster(
-            ctx,
             src,
-            &target,
-            (cluster, args.replicas),
+            opts.plan,
+            &envelope,
+            (cluster, opts.replicas),
             at,
             rp.backup.as_ref(),
         );
     }
-    let m = rp.backup.as_ref();
-    match m {
-        Some(m) => ctx.ui.detail(&format!(
-            "restoring snapshot {} from {}",
-            m.id,
-            src.store.identity()
-        )),
-        None => ctx.ui.info(
-            "no snapshot at or before --at: replaying the log from the beginning into a fresh data file",
-        ),
-    }
-    let mut scratch = src.work.scratch("restore")?;
-    let staging = target.stage(&mut scratch)?;
-    let clock = Instant::now();
-    let mut base = m.cloned();
-    let mut restored = match m {
-        Some(m) => unpack_snapshot(src, m, &staging)?,
-        None => Vec::new(),
-    };
-    let replayed = match rp.at {
-        Some(at) => {
-            let mut not_alone = None;
-            let (r, name) = loop {
-                let name = restored.first().map_or_else(
-                    || data_file_name(super::cluster_id(&ctx.plan), 0),
-                    |f| f.name.clone(),
-                );
-                let path = staging.join(&name);
-                let early = match pitr::replay_logs(
-                    ctx,
-                    src.store,
-                    src.trust,
-                    &path,
-                    at,
-                    base.is_none(),
-                    not_alone.as_deref(),
-                ) {
-                    Ok(r) if r.expired_early.is_empty() => break (r, name),
-                    Ok(r) => r.expired_early.join(", "),
-                    Err(e) => {
-                        if let (Some(n), Some(b)) = (
-                            e.chain().find_map(|c| c.downcast_ref::<NotAlone>()),
-                            base.as_ref(),
-                        ) {
-                            // Every snapshot of this replica is of the same cluster:
-                            // no older one can run either.
-                            not_alone = Some(one_replica_of_many(ctx, b, n.replica_count));
-                            base = None;
-                            clear_dir(&staging)?;
-                            restored = Vec::new();
-                            continue;
-                        }
-                        match e.chain().find_map(|c| c.downcast_ref::<LiveTimeout>()) {
-                            Some(l) if base.is_some() => format!("{:#x}", l.pending_id),
-                            _ => return Err(e),
-                        }
-                    }
-                };
-                let Some(b) = base.take() else {
-                    return Err(coded(
-                        Code::Integrity,
-                        format!("replaying the log alone left pending transfers {early} expired by the private replica's clock: the restored state is not the source's; nothing was restored"),
-                    ));
-                };
-                base = older_snapshot(src, &b)?;
-                ctx.ui.warn(&format!(
-                    "snapshot {} holds pending transfers with a timeout that the restored replica expires by its own clock ({early}), which the source had not expired by --at: restoring again from {}",
-                    b.id,
-                    base.as_ref().map_or("the log alone".to_string(), |o| format!("the older snapshot {}", o.id))
-                ));
-                clear_dir(&staging)?;
-                restored = match &base {
-                    Some(o) => unpack_snapshot(src, o, &staging)?,
-                    None => Vec::new(),
-                };
-            };
-            // The replayed file differs from the snapshot's: report its own digest.
-            let path = staging.join(&name);
-            restored = vec![replayed_file(name, &path)?];
-            Some(r)
-        }
-        None => None,
-    };
-    target.commit(&staging, &mut scratch)?;
+    let done = envelope.deliver(&src.work, src.ui, |staging| {
+        build(src, opts.plan, rp, staging)
+    })?;
+    let (target, elapsed) = (&done.target, done.elapsed);
+    let (restored, replayed, base) = done.made;
     let m = base.as_ref();
-
-    let elapsed = clock.elapsed();
     let from = m.map_or("the log".to_string(), |m| format!("snapshot {}", m.id));
-    warn_torn(ctx, m.filter(|_| replayed.is_none()));
+    warn_torn(src.ui, m.filter(|_| replayed.is_none()));
     let members = json!({"id": m.map(|m| m.id), "replayed": replayed});
-    report(ctx, Some(&target), &restored, elapsed, members, |bytes| {
+    report(src.ui, Some(target), &restored, elapsed, members, |bytes| {
         let mut lines = Vec::new();
         lines.extend(replayed.as_ref().map(pitr::Replayed::summary));
         lines.push(format!(
@@ -169,11 +81,93 @@ pub fn run(ctx: &Ctx, src: &Source, rp: &RestorePlan, args: &RestoreArgs) -> Res
     })
 }
 
+/// Fills `staging` with the snapshot (or nothing) and, with `--at`, the log
+/// replayed onto it; starts again from an older snapshot (in the end from
+/// the log alone) when a replica expires pending transfers early. Returns
+/// the files delivered, what was replayed, and the snapshot they came from.
+fn build(
+    src: &Source,
+    plan: &Plan,
+    rp: &RestorePlan,
+    staging: &Path,
+) -> Result<(Vec<FileEntry>, Option<pitr::Replayed>, Option<Manifest>)> {
+    let m = rp.backup.as_ref();
+    match m {
+        Some(m) => src.ui.detail(&format!(
+            "restoring snapshot {} from {}",
+            m.id,
+            src.store.identity()
+        )),
+        None => src.ui.info(
+            "no snapshot at or before --at: replaying the log from the beginning into a fresh data file",
+        ),
+    }
+    let mut base = m.cloned();
+    let mut restored = match m {
+        Some(m) => unpack_snapshot(src, m, staging)?,
+        None => Vec::new(),
+    };
+    let Some(at) = rp.at else {
+        return Ok((restored, None, base));
+    };
+    let mut not_alone = None;
+    let (r, name) = loop {
+        let name = restored.first().map_or_else(
+            || data_file_name(super::cluster_id(plan), 0),
+            |f| f.name.clone(),
+        );
+        let path = staging.join(&name);
+        let early =
+            match pitr::replay_logs(src, plan, &path, at, base.is_none(), not_alone.as_deref()) {
+                Ok(r) if r.expired_early.is_empty() => break (r, name),
+                Ok(r) => r.expired_early.join(", "),
+                Err(e) => {
+                    if let (Some(n), Some(b)) = (
+                        e.chain().find_map(|c| c.downcast_ref::<NotAlone>()),
+                        base.as_ref(),
+                    ) {
+                        // Every snapshot of this replica is of the same cluster:
+                        // no older one can run either.
+                        not_alone = Some(one_replica_of_many(src.ui, b, n.replica_count));
+                        base = None;
+                        clear_dir(staging)?;
+                        restored = Vec::new();
+                        continue;
+                    }
+                    match e.chain().find_map(|c| c.downcast_ref::<LiveTimeout>()) {
+                        Some(l) if base.is_some() => format!("{:#x}", l.pending_id),
+                        _ => return Err(e),
+                    }
+                }
+            };
+        let Some(b) = base.take() else {
+            return Err(coded(
+                Code::Integrity,
+                format!("replaying the log alone left pending transfers {early} expired by the private replica's clock: the restored state is not the source's; nothing was restored"),
+            ));
+        };
+        base = older_snapshot(src, &b)?;
+        src.ui.warn(&format!(
+            "snapshot {} holds pending transfers with a timeout that the restored replica expires by its own clock ({early}), which the source had not expired by --at: restoring again from {}",
+            b.id,
+            base.as_ref().map_or("the log alone".to_string(), |o| format!("the older snapshot {}", o.id))
+        ));
+        clear_dir(staging)?;
+        restored = match &base {
+            Some(o) => unpack_snapshot(src, o, staging)?,
+            None => Vec::new(),
+        };
+    };
+    // The replayed file differs from the snapshot's: report its own digest.
+    let path = staging.join(&name);
+    Ok((vec![replayed_file(name, &path)?], Some(r), base))
+}
+
 /// Warns that snapshot `b` is of one replica of a `count`-replica cluster, which
 /// TigerBeetle runs only with the others, and returns why the restore replays
 /// the log alone.
-fn one_replica_of_many(ctx: &Ctx, b: &Manifest, count: u8) -> String {
-    ctx.ui.warn(&format!(
+fn one_replica_of_many(ui: ui::Ui, b: &Manifest, count: u8) -> String {
+    ui.warn(&format!(
         "snapshot {} is of one replica of a {count}-replica cluster, which TigerBeetle runs only with the others: restoring one data file from the log alone (--replicas {count} restores the data files of the whole cluster)",
         b.id
     ));
@@ -186,9 +180,9 @@ fn one_replica_of_many(ctx: &Ctx, b: &Manifest, count: u8) -> String {
 /// Warns that the snapshot restored as it is (no replay opened it) holds torn
 /// writes (see `manifest::tigerbeetle::torn_writes`), which `inspect integrity`
 /// rejects.
-fn warn_torn(ctx: &Ctx, as_stored: Option<&Manifest>) {
+fn warn_torn(ui: ui::Ui, as_stored: Option<&Manifest>) {
     if let Some(m) = as_stored.filter(|m| crate::manifest::tigerbeetle::torn_writes(m)) {
-        ctx.ui.warn(&format!(
+        ui.warn(&format!(
             "snapshot {} was copied from a replica stopped mid-write: the file holds torn \
              writes that TigerBeetle repairs when a replica opens it (bkp checked that), so \
              `tigerbeetle inspect integrity` rejects it until a replica has started on it once",
@@ -202,7 +196,7 @@ fn warn_torn(ctx: &Ctx, as_stored: Option<&Manifest>) {
 /// beside the files, their bytes and the time), else `lines` (given the bytes)
 /// and the path of every file.
 fn report(
-    ctx: &Ctx,
+    ui: ui::Ui,
     target: Option<&Target>,
     files: &[FileEntry],
     elapsed: std::time::Duration,
@@ -210,7 +204,7 @@ fn report(
     lines: impl FnOnce(u64) -> Vec<String>,
 ) -> Result<()> {
     let bytes: u64 = files.iter().map(|f| f.size).sum();
-    if ctx.ui.json {
+    if ui.json {
         let mut doc = json!({
             "schema": "bkp.restore/1",
             "kind": "tigerbeetle",
@@ -229,7 +223,7 @@ fn report(
         return ui::document(doc);
     }
     for line in lines(bytes) {
-        ctx.ui.info(&line);
+        ui.info(&line);
     }
     if let Some(t) = target {
         for f in files {
@@ -241,9 +235,8 @@ fn report(
 
 /// The configured cluster whose log `flag` replays. Without one there is no
 /// log to name (its id would default to 0): a config error naming the setting.
-pub(crate) fn configured_cluster<'a>(ctx: &'a Ctx, flag: &str) -> Result<&'a ClusterPlan> {
-    ctx.plan
-        .tigerbeetle
+pub(crate) fn configured_cluster<'a>(plan: &'a Plan, flag: &str) -> Result<&'a ClusterPlan> {
+    plan.tigerbeetle
         .as_ref()
         .and_then(|t| t.cluster.as_ref())
         .ok_or_else(|| {
@@ -251,7 +244,7 @@ pub(crate) fn configured_cluster<'a>(ctx: &'a Ctx, flag: &str) -> Result<&'a Clu
                 Code::Config,
                 format!(
                     "{}: {flag} replays this cluster's log: set tigerbeetle.addresses (and cluster_id)",
-                    ctx.plan.source.display()
+                    plan.source.display()
                 ),
             )
         })
@@ -318,50 +311,49 @@ pub(crate) fn unpack_base(
 /// from the beginning into N fresh replicas. A snapshot of one replica's data
 /// file is no base for a cluster.
 fn run_cluster(
-    ctx: &Ctx,
     src: &Source,
-    target: &Target,
+    plan: &Plan,
+    envelope: &Envelope,
     (cluster, replicas): (u128, u8),
     at: time::OffsetDateTime,
     base: Option<&Manifest>,
 ) -> Result<()> {
-    match base {
-        Some(b) => ctx.ui.info(&format!(
-            "restoring base {} of {replicas} replicas (newest row at timestamp {}) and replaying the log after it",
-            b.id,
-            crate::manifest::tigerbeetle::base_newest(b).unwrap_or(0)
-        )),
-        None => ctx.ui.info(&format!(
-            "no base of {replicas} replicas at or before --at: replaying the log from the beginning into a private cluster of {replicas} fresh replicas"
-        )),
-    }
-    let mut scratch = src.work.scratch("restore")?;
-    let staging = target.stage(&mut scratch)?;
-    let clock = Instant::now();
-    let names: Vec<String> = (0..replicas).map(|i| data_file_name(cluster, i)).collect();
-    let files: Vec<_> = names.iter().map(|n| staging.join(n)).collect();
-    let alone = format!(
-        "{}; a snapshot restores as one data file without --replicas, and `bkp snapshot --from-log` stores bases of the cluster",
-        pitr::from_the_log_alone(&format!("a cluster of {replicas} replicas"))
-    );
-    let r = match base {
-        Some(b) => {
-            let names: Vec<_> = names.iter().map(std::path::PathBuf::from).collect();
-            unpack_base(src, b, &staging, cluster, &names)?;
-            pitr::replay_onto_base(ctx, src.store, src.trust, &files, cluster, at, b)?
+    let done = envelope.deliver(&src.work, src.ui, |staging| {
+        match base {
+            Some(b) => src.ui.info(&format!(
+                "restoring base {} of {replicas} replicas (newest row at timestamp {}) and replaying the log after it",
+                b.id,
+                crate::manifest::tigerbeetle::base_newest(b).unwrap_or(0)
+            )),
+            None => src.ui.info(&format!(
+                "no base of {replicas} replicas at or before --at: replaying the log from the beginning into a private cluster of {replicas} fresh replicas"
+            )),
         }
-        None => pitr::replay_into_cluster(ctx, src.store, src.trust, &files, cluster, at, &alone)?,
-    };
-    let restored = names
-        .into_iter()
-        .zip(&files)
-        .map(|(name, path)| replayed_file(name, path))
-        .collect::<Result<Vec<_>>>()?;
-    target.commit(&staging, &mut scratch)?;
-    let elapsed = clock.elapsed();
+        let names: Vec<String> = (0..replicas).map(|i| data_file_name(cluster, i)).collect();
+        let files: Vec<_> = names.iter().map(|n| staging.join(n)).collect();
+        let alone = format!(
+            "{}; a snapshot restores as one data file without --replicas, and `bkp snapshot --from-log` stores bases of the cluster",
+            pitr::from_the_log_alone(&format!("a cluster of {replicas} replicas"))
+        );
+        let r = match base {
+            Some(b) => {
+                let names: Vec<_> = names.iter().map(std::path::PathBuf::from).collect();
+                unpack_base(src, b, staging, cluster, &names)?;
+                pitr::replay_onto_base(src, plan, &files, cluster, at, b)?
+            }
+            None => pitr::replay_into_cluster(src, plan, &files, cluster, at, &alone)?,
+        };
+        let restored = names
+            .into_iter()
+            .zip(&files)
+            .map(|(name, path)| replayed_file(name, path))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((r, restored))
+    })?;
+    let (target, elapsed, (r, restored)) = (&done.target, done.elapsed, &done.made);
     let from = base.map_or("the log".to_string(), |b| format!("base {}", b.id));
     let members = json!({"id": base.map(|b| b.id), "replayed": r, "replicas": replicas});
-    report(ctx, Some(target), &restored, elapsed, members, |bytes| {
+    report(src.ui, Some(target), restored, elapsed, members, |bytes| {
         vec![
             format!(
                 "replayed {}: {}, {} and {}, up to timestamp {}",
@@ -387,11 +379,11 @@ fn run_cluster(
 /// cluster back at once. A snapshot is a data file, so the log is replayed alone;
 /// the cluster must hold nothing newer than TIME (replay checks what it holds), and
 /// is never the cluster being backed up.
-pub fn run_into(ctx: &Ctx, src: &Source, rp: &RestorePlan, into: &str) -> Result<()> {
+pub fn run_into(src: &Source, plan: &Plan, rp: &RestorePlan, into: &str) -> Result<()> {
     let at = rp
         .at
         .ok_or_else(|| coded(Code::Config, "--into needs --at"))?;
-    let cluster = configured_cluster(ctx, "--into")?;
+    let cluster = configured_cluster(plan, "--into")?;
     let wanted: Vec<&str> = into
         .split(',')
         .map(str::trim)
@@ -407,7 +399,7 @@ pub fn run_into(ctx: &Ctx, src: &Source, rp: &RestorePlan, into: &str) -> Result
             format!("--into {a}: that is the cluster being backed up (tigerbeetle.addresses); a restore never writes into it. Format and start a new cluster and name its addresses"),
         ));
     }
-    ctx.ui.info(&format!(
+    src.ui.info(&format!(
         "replaying the log of cluster {} up to {} into the cluster at {}",
         cluster.cluster_id,
         at.format(&time::format_description::well_known::Rfc3339)
@@ -420,25 +412,16 @@ pub fn run_into(ctx: &Ctx, src: &Source, rp: &RestorePlan, into: &str) -> Result
         timeout: std::time::Duration::from_secs(60),
     };
     let clock = Instant::now();
-    let r = pitr::replay_onto(
-        ctx,
-        src.store,
-        src.trust,
-        &cfg,
-        cluster.cluster_id,
-        at,
-        None,
-        None,
-    )
-    .with_context(|| {
-        format!(
-            "failed to replay the log into the cluster at {}",
-            cfg.addresses
-        )
-    })?;
+    let r =
+        pitr::replay_onto(src, &cfg, cluster.cluster_id, at, None, None).with_context(|| {
+            format!(
+                "failed to replay the log into the cluster at {}",
+                cfg.addresses
+            )
+        })?;
     let elapsed = clock.elapsed();
     let members = json!({"id": null, "replayed": r, "into": cfg.addresses});
-    report(ctx, None, &[], elapsed, members, |_| {
+    report(src.ui, None, &[], elapsed, members, |_| {
         vec![format!(
             "replayed {} into the cluster at {}: {}, {} and {}, up to timestamp {}, in {:.1}s",
             count(r.segments as u64, "log segment"),

@@ -105,7 +105,7 @@ fn drill_tigerbeetle(
         .as_ref()
         .map(|t| t.pass_env.clone())
         .unwrap_or_default();
-    let replica = restore::pitr::replica_spec(ctx, "a restore drill")?;
+    let replica = restore::pitr::replica_spec(&ctx.plan, "a restore drill")?;
     let mut checked = crate::sources::tigerbeetle::check_integrity(&binary, &file, &pass_env);
     // A file stored with torn writes (or never checked) is repaired by the
     // replica that opens it, as the restore's replica will: a private replica
@@ -145,7 +145,7 @@ fn drill_tigerbeetle(
             })?;
         }
         facts.insert("integrity".into(), json!("passed"));
-        return drill_base(ctx, src, m, &replica, &paths, facts);
+        return drill_base(src, m, &replica, &paths, facts);
     }
     facts.insert("integrity".into(), json!("passed"));
     let stats = match crate::tigerbeetle::replica::count_rows(&replica, &file) {
@@ -192,7 +192,6 @@ fn drill_tigerbeetle(
 /// the log up to that row checks the segment that holds it, and replays
 /// nothing).
 fn drill_base(
-    ctx: &Ctx,
     src: &Source,
     m: &Manifest,
     replica: &crate::tigerbeetle::replica::ReplicaSpec,
@@ -229,8 +228,7 @@ fn drill_base(
     if newest > 0 {
         let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(newest))
             .context("the base's newest timestamp is no time")?;
-        let r =
-            restore::pitr::replay_onto(ctx, src.store, src.trust, &cfg, source, at, None, None)?;
+        let r = restore::pitr::replay_onto(src, &cfg, source, at, None, None)?;
         facts.insert(
             "newest_row".into(),
             json!(if r.newest_row_in_log {
@@ -289,7 +287,7 @@ fn drill_pgbase(
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new().mode(0o700).create(&data)?;
     }
-    let verifier = restore::pgbase::verifier(ctx, m)?;
+    let verifier = restore::pgbase::verifier(&ctx.plan, m)?;
     let files = restore::pgbase::restore_tree(src, m, &data, &verifier)?;
     facts.insert("files".into(), json!(files));
     // With a WAL archive, PostgreSQL replays all of it onto the backup: the
@@ -306,7 +304,7 @@ fn drill_pgbase(
     }
     let pitr = dir.join("pitr");
     std::fs::create_dir(&pitr)?;
-    let r = restore::pgpitr::recover(ctx, src, m, &data, None, &verifier, &pitr)?;
+    let r = restore::pgpitr::recover(src, m, &data, None, &verifier, &pitr)?;
     facts.insert("wal_files".into(), json!(r.files));
     facts.insert("wal_bytes".into(), json!(r.bytes));
     facts.insert("replayed_to".into(), json!(r.last_commit));
