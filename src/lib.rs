@@ -162,40 +162,48 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// `bkp snapshot`: the TigerBeetle data file when the config names one, else
-/// the PostgreSQL base backup, else the SQLite database; `--kind` chooses.
+/// the one other source `bkp snapshot` copies that the config sets up (a
+/// PostgreSQL base backup, a SQLite database); `--kind` chooses.
 fn snapshot(ctx: &commands::Ctx, a: &cli::SnapshotArgs) -> Result<()> {
-    use cli::SnapshotKind;
     use kinds::Kind;
     let plan = &ctx.plan;
+    if a.from_log {
+        return commands::base::run(ctx);
+    }
+    // With a data file, a bare `bkp snapshot` stays what it always was (a
+    // TigerBeetle snapshot), so adding [postgres] for dumps changes no timer.
     let tb = plan
         .tigerbeetle
         .as_ref()
         .is_some_and(|t| t.data_file.is_some());
-    // With a data file, a bare `bkp snapshot` stays what it always was (a
-    // TigerBeetle snapshot), so adding [postgres] for dumps changes no timer.
-    if a.from_log {
-        return commands::base::run(ctx);
-    }
-    let kind = match (a.kind, tb, plan.postgres.is_some(), plan.sqlite.is_some()) {
-        (Some(SnapshotKind(k)), _, _, _) => k,
-        (None, false, true, true) => {
+    let others: Vec<Kind> = kinds::ALL
+        .iter()
+        .filter(|d| d.maker == kinds::Maker::Snapshot && d.kind != Kind::Tigerbeetle)
+        .map(|d| d.kind)
+        .filter(|k| plan.has_source(*k))
+        .collect();
+    let kind = match (a.kind, tb, others.as_slice()) {
+        (Some(cli::SnapshotKind(k)), _, _) => k,
+        (None, false, [one]) => *one,
+        (None, false, [_, _, ..]) => {
             return Err(exit::coded(
                 exit::Code::Config,
                 format!(
-                    "{} describes a PostgreSQL server and a SQLite database: choose one with `bkp snapshot --kind postgres` or `--kind sqlite`",
-                    plan.source.display()
+                    "{} sets up several sources `bkp snapshot` copies: choose one with {}",
+                    plan.source.display(),
+                    others
+                        .iter()
+                        .map(|k| format!("`bkp snapshot --kind {}`", k.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
                 ),
             ))
         }
-        (None, false, true, false) => Kind::Postgres,
-        (None, false, false, true) => Kind::Sqlite,
-        (None, _, _, _) => Kind::Tigerbeetle,
+        (None, _, _) => Kind::Tigerbeetle,
     };
-    match kind {
-        Kind::Tigerbeetle => commands::snapshot::run(ctx),
-        Kind::Postgres => commands::pgbase::run(ctx),
-        Kind::Sqlite => commands::sqlite::run(ctx),
-        other => Err(not_made_by("snapshot", other)),
+    match commands::code(kind).snapshot {
+        Some(run) => run(ctx),
+        None => Err(not_made_by("snapshot", kind)),
     }
 }
 

@@ -296,16 +296,21 @@ fn the_kind_arm_counter_counts_arms_only() {
 
 /// What differs between sources is a descriptor's data or a kind's method:
 /// outside `kinds/`, matches on a kind may only disappear. Each is a place a
-/// new source must be taught by hand; the ones left dispatch to an engine
-/// that does not live in its kind's room yet.
+/// new source must be taught by hand: `commands::code` (its code) and
+/// `Plan::has_source` (its section) are the two meant for it; the others
+/// are a kind's special case (TigerBeetle's log, a replication's newest set,
+/// a DuckDB chain) that no other kind shares yet.
 #[test]
 fn matches_on_a_kind_outside_kinds_only_shrink() {
     let allowed: BTreeMap<&str, usize> = BTreeMap::from([
-        ("commands::restore", 10),
+        // `commands::code`: each kind's code, one arm per kind.
+        ("commands", 7),
+        ("commands::restore", 3),
         ("commands::restore::reads", 4),
-        ("commands::verify::drill", 6),
-        ("config::freshness", 7),
-        ("lib", 6),
+        // `Plan::has_source`: each kind's config section.
+        ("config", 7),
+        ("config::freshness", 2),
+        ("lib", 3),
     ]);
     let mut bad = Vec::new();
     for (m, text) in outside_kinds() {
@@ -417,15 +422,13 @@ fn the_function_measure_counts_from_fn_to_its_brace() {
 fn long_functions_only_shrink() {
     let allowed: BTreeMap<&str, usize> = BTreeMap::from([
         ("chunks::write_file", 249),
-        ("commands::cleanup::run", 221),
+        ("commands::cleanup::run", 204),
         ("commands::export::run", 264),
         ("commands::export::export_table", 189),
         ("commands::list::run", 149),
         ("commands::replicate::run", 197),
-        ("commands::restore::dry_run::run", 134),
         ("commands::restore::duckdb::restore_database", 268),
-        ("commands::restore::pgpitr::recover", 212),
-        ("commands::restore::tigerbeetle::run", 129),
+        ("commands::restore::pgpitr::recover", 211),
         ("commands::snapshot::run", 140),
         ("commands::status::run", 184),
         ("commands::verify::look", 175),

@@ -5,9 +5,11 @@
 //! Checks: the config (it loaded), every key, the work directory, the store
 //! (PUT, HEAD, LIST, GET, DELETE, and that a second create-only PUT of one key
 //! is refused — bkp's promise never to overwrite a backup rests on the service
-//! honouring `If-None-Match: *`), the ledger cluster, the TigerBeetle binary and
-//! data file, the DuckDB and SQLite databases and the replication source. The exit code is
-//! the code of the first failure.
+//! honouring `If-None-Match: *`), the ledger cluster, then the probes of each
+//! source the config sets up ([`super::code`]): the TigerBeetle binary and data
+//! file, the DuckDB and SQLite databases, the replication source, the
+//! PostgreSQL server and its archiving. The exit code is the code of the first
+//! failure.
 
 use std::time::Instant;
 
@@ -85,58 +87,70 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 .map(|_| format!("cluster {} answers", cfg.addresses)),
         });
     }
+    // Each source the config sets up, in the kinds' order.
+    for d in crate::kinds::ALL.iter() {
+        for (name, outcome) in (super::code(d.kind).probes)(plan) {
+            checks.push(Check { name, outcome });
+        }
+    }
+    report(ctx, &checks)
+}
+
+/// The probes of the `[tigerbeetle]` section: its binary runs, its data file
+/// is readable.
+pub(crate) fn tigerbeetle(plan: &crate::config::Plan) -> Vec<super::Probe> {
+    let mut probes = Vec::new();
     if let Some(tb) = &plan.tigerbeetle {
         if let Some(binary) = &tb.binary {
-            checks.push(Check {
-                name: "tigerbeetle.binary",
-                outcome: binary_version(binary, &tb.pass_env),
-            });
+            probes.push(("tigerbeetle.binary", binary_version(binary, &tb.pass_env)));
         }
         if let Some(file) = &tb.data_file {
-            checks.push(Check {
-                name: "tigerbeetle.data_file",
-                outcome: readable_file(file),
-            });
+            probes.push(("tigerbeetle.data_file", readable_file(file)));
         }
     }
-    if let Some(d) = &plan.duckdb {
-        checks.push(Check {
-            name: "duckdb.database",
-            outcome: readable_file(&d.database),
-        });
-        checks.push(Check {
-            name: "duckdb.schema",
-            outcome: duckdb_schema(d),
-        });
-    }
-    if let Some(sq) = &plan.sqlite {
-        checks.push(Check {
-            name: "sqlite.database",
-            outcome: crate::kinds::sqlite::probe(&sq.database),
-        });
-    }
-    if let Some(pg) = &plan.postgres {
-        checks.push(Check {
-            name: "postgres.server",
-            outcome: postgres_server(pg),
-        });
-        checks.push(Check {
-            name: "postgres.archiving",
-            outcome: postgres_archiving(pg),
-        });
-    }
-    if let Some(r) = &plan.replicate {
-        checks.push(Check {
-            name: "replicate.source",
-            outcome: match &r.source {
+    probes
+}
+
+/// The probes of the `[duckdb]` section.
+pub(crate) fn duckdb(plan: &crate::config::Plan) -> Vec<super::Probe> {
+    plan.duckdb
+        .iter()
+        .flat_map(|d| {
+            [
+                ("duckdb.database", readable_file(&d.database)),
+                ("duckdb.schema", duckdb_schema(d)),
+            ]
+        })
+        .collect()
+}
+
+/// The probes of the `[postgres]` section (its dumps and base backups).
+pub(crate) fn postgres(plan: &crate::config::Plan) -> Vec<super::Probe> {
+    plan.postgres
+        .iter()
+        .flat_map(|pg| {
+            [
+                ("postgres.server", postgres_server(pg)),
+                ("postgres.archiving", postgres_archiving(pg)),
+            ]
+        })
+        .collect()
+}
+
+/// The probe of the `[replicate]` section's source.
+pub(crate) fn replicate(plan: &crate::config::Plan) -> Vec<super::Probe> {
+    plan.replicate
+        .iter()
+        .map(|r| {
+            let outcome = match &r.source {
                 crate::replicate::SourcePlan::Local(dir) => std::fs::read_dir(dir)
                     .map(|_| format!("{} is readable", dir.display()))
                     .with_context(|| format!("cannot read {}", dir.display())),
                 _ => Ok("an S3 source, checked by `bkp replicate`".into()),
-            },
-        });
-    }
-    report(ctx, &checks)
+            };
+            ("replicate.source", outcome)
+        })
+        .collect()
 }
 
 /// Whether a restore could recreate the DuckDB database's schema, as an

@@ -50,6 +50,73 @@ impl Ctx {
     }
 }
 
+/// What `bkp check` found of one thing: its name and the outcome.
+pub type Probe = (&'static str, Result<String>);
+
+/// A kind's code at the commands' level, beside its descriptor's data
+/// ([`crate::kinds::ALL`]): what `bkp snapshot --kind K` runs, its restore
+/// engine, its drill and what `bkp check` probes of its section.
+pub struct KindCode {
+    /// `None`: another subcommand makes its backups (`export`, `replicate`).
+    pub snapshot: Option<fn(&Ctx) -> Result<()>>,
+    /// `None`: `bkp restore` does not restore it.
+    pub restore: Option<restore::Engine>,
+    pub drill: Option<restore::Drill>,
+    pub probes: fn(&Plan) -> Vec<Probe>,
+}
+
+/// Each kind's code: the one place the commands are taught a new source.
+pub fn code(kind: Kind) -> KindCode {
+    use restore::Engine;
+    use verify::drill;
+    let engine = |run, in_use| Some(Engine { run, in_use });
+    match kind {
+        Kind::Tigerbeetle => KindCode {
+            snapshot: Some(snapshot::run),
+            restore: engine(restore::tigerbeetle::run, None),
+            drill: Some(drill::tigerbeetle),
+            probes: check::tigerbeetle,
+        },
+        Kind::Duckdb => KindCode {
+            snapshot: None,
+            restore: engine(restore::duckdb::run, Some(restore::duckdb::in_use)),
+            drill: Some(drill::duckdb),
+            probes: check::duckdb,
+        },
+        Kind::Parquet => KindCode {
+            snapshot: None,
+            restore: engine(restore::parquet::run, None),
+            drill: Some(drill::parquet),
+            probes: check::replicate,
+        },
+        Kind::Pgdump => KindCode {
+            snapshot: None,
+            restore: engine(restore::pgdump::run, None),
+            drill: Some(drill::pgdump),
+            probes: check::postgres,
+        },
+        // Its section is [postgres], probed for the dumps.
+        Kind::Postgres => KindCode {
+            snapshot: Some(pgbase::run),
+            restore: engine(restore::pgbase::run, Some(restore::pgbase::in_use)),
+            drill: Some(drill::pgbase),
+            probes: |_| Vec::new(),
+        },
+        Kind::Kms => KindCode {
+            snapshot: None,
+            restore: None,
+            drill: None,
+            probes: |_| Vec::new(),
+        },
+        Kind::Sqlite => KindCode {
+            snapshot: Some(sqlite::run),
+            restore: engine(sqlite::restore, Some(sqlite::in_use)),
+            drill: Some(sqlite::drill),
+            probes: sqlite::probes,
+        },
+    }
+}
+
 /// The store `p` describes, opened for a run that reads or writes it.
 pub fn open_plan_store(p: &StorePlan) -> Result<Box<dyn Store>> {
     Ok(match p {

@@ -138,7 +138,7 @@ impl Plan {
     /// up, plus `freshness.watch`, minus `freshness.ignore`, in
     /// [`schedules`] order.
     ///
-    /// A new source section plugs in at [`Plan::implies`].
+    /// A new source section plugs in at [`Plan::has_source`].
     pub fn watched_schedules(&self) -> Vec<Schedule> {
         let f = &self.freshness;
         schedules()
@@ -157,11 +157,8 @@ impl Plan {
                     tb.data_file.is_some()
                 }
             }),
-            Kind::Duckdb => self.duckdb.is_some(),
-            Kind::Parquet => self.replicate.is_some(),
-            Kind::Pgdump => self.postgres.is_some(),
-            Kind::Sqlite => self.sqlite.is_some(),
-            Kind::Postgres | Kind::Kms => false,
+            Kind::Postgres => false,
+            k => self.has_source(k),
         }
     }
 }

@@ -407,6 +407,46 @@ fn validate(f: File, v: &Validator, ov: &Overrides) -> Result<Plan> {
 }
 
 impl Plan {
+    /// Whether this config sets up a source of `kind` (its section is there;
+    /// for TigerBeetle, a data file to snapshot or a cluster whose log is
+    /// captured). Each source section plugs in here once.
+    pub fn has_source(&self, kind: crate::kinds::Kind) -> bool {
+        use crate::kinds::Kind;
+        match kind {
+            Kind::Tigerbeetle => self
+                .tigerbeetle
+                .as_ref()
+                .is_some_and(|t| t.data_file.is_some() || t.cluster.is_some()),
+            Kind::Duckdb => self.duckdb.is_some(),
+            Kind::Parquet => self.replicate.is_some(),
+            Kind::Pgdump | Kind::Postgres => self.postgres.is_some(),
+            Kind::Sqlite => self.sqlite.is_some(),
+            Kind::Kms => false,
+        }
+    }
+
+    /// The files the configured sources are read from, and what each is: a
+    /// restore never replaces one.
+    pub fn source_files(&self) -> Vec<(&'static str, PathBuf)> {
+        let mut files = Vec::new();
+        if let Some(df) = self.tigerbeetle.as_ref().and_then(|t| t.data_file.clone()) {
+            files.push(("the configured TigerBeetle data file", df));
+        }
+        if let Some(d) = &self.duckdb {
+            files.push((
+                "the configured DuckDB database (duckdb.database)",
+                d.database.clone(),
+            ));
+        }
+        if let Some(s) = &self.sqlite {
+            files.push((
+                "the configured SQLite database (sqlite.database)",
+                s.database.clone(),
+            ));
+        }
+        files
+    }
+
     /// This plan reading store `name` (`--store NAME`): a copy becomes the
     /// run's `store`, its policy the run's `retention`, and the primary is
     /// kept in `primary`; `primary` (or no

@@ -41,7 +41,6 @@ pub mod pgconf;
 pub mod pgdump;
 pub mod pgpitr;
 pub mod pitr;
-pub mod sqlite;
 pub mod target;
 pub mod tigerbeetle;
 
@@ -117,31 +116,35 @@ impl<'a> Options<'a> {
 }
 
 /// A kind's restore engine, and how it tells that a process uses an
-/// existing target.
-struct Engine {
-    run: Run,
-    in_use: Option<InUse>,
+/// existing target (see [`super::code`]).
+#[derive(Clone, Copy)]
+pub struct Engine {
+    pub run: Run,
+    pub in_use: Option<InUse>,
 }
 
-type Run = fn(&Source, &RestorePlan, &Options) -> Result<()>;
-type InUse = fn(&Path) -> Result<()>;
+pub type Run = fn(&Source, &RestorePlan, &Options) -> Result<()>;
+pub type InUse = fn(&Path) -> Result<()>;
 
+/// What a drill found out about a backup, for its report.
+pub type Facts = std::collections::BTreeMap<String, serde_json::Value>;
+
+/// A kind's drill (`verify --drill`): restores backup `m` into a scratch
+/// directory with the kind's engine and proves that the data loads; damage
+/// is an error [`crate::exit::is_damage`] tells apart.
+pub type Drill = fn(&Plan, &Source, &Manifest, &Path, &mut Facts) -> Result<()>;
+
+/// The restore engine of `kind`, or the error that says it has none.
 fn engine(kind: Kind) -> Result<Engine> {
-    let (run, in_use): (Run, Option<InUse>) = match kind {
-        Kind::Tigerbeetle => (tigerbeetle::run, None),
-        Kind::Duckdb => (duckdb::run, Some(duckdb::in_use as InUse)),
-        Kind::Parquet => (parquet::run, None),
-        Kind::Pgdump => (pgdump::run, None),
-        Kind::Postgres => (pgbase::run, Some(pgbase::in_use)),
-        Kind::Sqlite => (sqlite::run, Some(sqlite::in_use)),
-        Kind::Kms => {
-            return Err(coded(
-                Code::Config,
-                "key-material backups are not restored by `bkp restore`",
-            ))
-        }
-    };
-    Ok(Engine { run, in_use })
+    super::code(kind).restore.ok_or_else(|| {
+        coded(
+            Code::Config,
+            format!(
+                "{} backups are not restored by `bkp restore`",
+                kind.as_str()
+            ),
+        )
+    })
 }
 
 /// What one restore does.
@@ -222,6 +225,8 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     } else {
         rp
     };
+    // A kind `bkp restore` does not restore is refused before anything else.
+    let engine = engine(rp.kind)?;
     if args.dry_run {
         return dry_run::run(ctx, store, &trust, &rp, args, &opts);
     }
@@ -252,7 +257,7 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     }
     // The document is printed after the ledger record, with its outcome.
     let held = crate::ui::hold_documents();
-    let result = engine(rp.kind).and_then(|e| (e.run)(&src, &rp, &opts));
+    let result = (engine.run)(&src, &rp, &opts);
     let note = record(ctx, &counting, &rp, started_at, result.is_ok());
     let result = result.map_err(|e| match crate::exit::classify(&e) {
         Some(Code::Archived) => archived::explain(ctx, store, &trust, &rp, e),
@@ -518,21 +523,7 @@ pub fn precious(plan: &Plan) -> Vec<target::Precious> {
     if let StorePlan::Local(root) = &plan.store {
         p.push(("the backup store", root.clone()));
     }
-    if let Some(df) = plan.tigerbeetle.as_ref().and_then(|t| t.data_file.clone()) {
-        p.push(("the configured TigerBeetle data file", df));
-    }
-    if let Some(d) = &plan.duckdb {
-        p.push((
-            "the configured DuckDB database (duckdb.database)",
-            d.database.clone(),
-        ));
-    }
-    if let Some(s) = &plan.sqlite {
-        p.push((
-            "the configured SQLite database (sqlite.database)",
-            s.database.clone(),
-        ));
-    }
+    p.extend(plan.source_files());
     p
 }
 

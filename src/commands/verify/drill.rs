@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::commands::restore::{self, Source};
 use crate::commands::Ctx;
+use crate::config::Plan;
 use crate::exit::{coded, Code};
 use crate::id::BackupId;
 use crate::manifest::{Kind, Manifest};
@@ -46,14 +47,9 @@ pub fn drill(ctx: &Ctx, src: &Source, m: &Manifest) -> Result<Drill> {
     };
     let scratch = src.work.scratch("drill")?;
     let dir = scratch.path();
-    let result = match m.kind {
-        Kind::Tigerbeetle => drill_tigerbeetle(ctx, src, m, dir, &mut d.facts),
-        Kind::Parquet => drill_parquet(src, m, dir, &mut d.facts),
-        Kind::Duckdb => drill_duckdb(src, m, dir, &mut d.facts),
-        Kind::Pgdump => drill_pgdump(ctx, src, m, &mut d.facts),
-        Kind::Postgres => drill_pgbase(ctx, src, m, dir, &mut d.facts),
-        Kind::Sqlite => drill_sqlite(src, m, dir, &mut d.facts),
-        other => Err(anyhow::anyhow!("no drill for {} backups", other.as_str())),
+    let result = match crate::commands::code(m.kind).drill {
+        Some(drill) => drill(&ctx.plan, src, m, dir, &mut d.facts),
+        None => Err(anyhow::anyhow!("no drill for {} backups", m.kind.as_str())),
     };
     crate::failpoint::hit("verify-drill");
     match result {
@@ -73,20 +69,19 @@ pub fn drill(ctx: &Ctx, src: &Source, m: &Manifest) -> Result<Drill> {
     Ok(d)
 }
 
-fn drill_tigerbeetle(
-    ctx: &Ctx,
+pub(crate) fn tigerbeetle(
+    plan: &Plan,
     src: &Source,
     m: &Manifest,
     dir: &Path,
-    facts: &mut BTreeMap<String, serde_json::Value>,
+    facts: &mut restore::Facts,
 ) -> Result<()> {
     let files = restore::tigerbeetle::unpack_snapshot(src, m, dir)?;
     let file = files
         .first()
         .map(|f| dir.join(&f.name))
         .context("the snapshot holds no data file")?;
-    let binary = ctx
-        .plan
+    let binary = plan
         .tigerbeetle
         .as_ref()
         .and_then(|t| t.binary.clone())
@@ -95,17 +90,16 @@ fn drill_tigerbeetle(
                 Code::Config,
                 format!(
                     "{}: a TigerBeetle drill runs `tigerbeetle inspect integrity` and a replica: set tigerbeetle.binary",
-                    ctx.plan.source.display()
+                    plan.source.display()
                 ),
             )
         })?;
-    let pass_env = ctx
-        .plan
+    let pass_env = plan
         .tigerbeetle
         .as_ref()
         .map(|t| t.pass_env.clone())
         .unwrap_or_default();
-    let replica = restore::pitr::replica_spec(&ctx.plan, "a restore drill")?;
+    let replica = restore::pitr::replica_spec(plan, "a restore drill")?;
     let mut checked = crate::sources::tigerbeetle::check_integrity(&binary, &file, &pass_env);
     // A file stored with torn writes (or never checked) is repaired by the
     // replica that opens it, as the restore's replica will: a private replica
@@ -117,15 +111,15 @@ fn drill_tigerbeetle(
     {
         let say = "the restored file fails `tigerbeetle inspect integrity` as stored; opening it in a private replica, then checking again";
         match torn {
-            true => ctx.ui.detail(say),
-            false => ctx.ui.warn(say),
+            true => src.ui.detail(say),
+            false => src.ui.warn(say),
         }
         match crate::tigerbeetle::replica::settle(&replica, &file) {
             Ok(()) => {
                 checked = crate::sources::tigerbeetle::check_integrity(&binary, &file, &pass_env);
                 facts.insert("settled".into(), json!(true));
             }
-            Err(e) => ctx.ui.detail(&format!(
+            Err(e) => src.ui.detail(&format!(
                 "a private replica could not open it either: {e:#}"
             )),
         }
@@ -196,7 +190,7 @@ fn drill_base(
     m: &Manifest,
     replica: &crate::tigerbeetle::replica::ReplicaSpec,
     files: &[std::path::PathBuf],
-    facts: &mut BTreeMap<String, serde_json::Value>,
+    facts: &mut restore::Facts,
 ) -> Result<()> {
     use crate::manifest::tigerbeetle as tbm;
     let (cluster, cfg) = crate::tigerbeetle::replica::start_cluster_on(replica, files)?;
@@ -245,11 +239,12 @@ fn drill_base(
 /// Rebuilds a DuckDB database from the export chain ending at `m` (the full
 /// export and the incrementals after it); the restore itself checks every
 /// table's row count and content fingerprint against the manifests.
-fn drill_duckdb(
+pub(crate) fn duckdb(
+    _: &Plan,
     src: &Source,
     m: &Manifest,
     dir: &Path,
-    facts: &mut BTreeMap<String, serde_json::Value>,
+    facts: &mut restore::Facts,
 ) -> Result<()> {
     let r = restore::duckdb::restore_database(src, m, &dir.join("drill.duckdb"), false)?;
     facts.insert("tables".into(), json!(r.counts.len()));
@@ -258,36 +253,21 @@ fn drill_duckdb(
     Ok(())
 }
 
-/// Restores a SQLite copy to a scratch file through the restore's own engine,
-/// which checks its integrity and every table's rows against the manifest.
-fn drill_sqlite(
-    src: &Source,
-    m: &Manifest,
-    dir: &Path,
-    facts: &mut BTreeMap<String, serde_json::Value>,
-) -> Result<()> {
-    let file = dir.join("drill.sqlite");
-    let r = crate::kinds::sqlite::restore(src.store, m, src.keyring, &file, src.progress.clone())?;
-    facts.insert("tables".into(), json!(r.tables.len()));
-    facts.insert("rows".into(), json!(r.rows()));
-    Ok(())
-}
-
 /// Unpacks a PostgreSQL base backup into the scratch directory and has
 /// `pg_verifybackup` check every file and the WAL it needs.
-fn drill_pgbase(
-    ctx: &Ctx,
+pub(crate) fn pgbase(
+    plan: &Plan,
     src: &Source,
     m: &Manifest,
     dir: &Path,
-    facts: &mut BTreeMap<String, serde_json::Value>,
+    facts: &mut restore::Facts,
 ) -> Result<()> {
     let data = dir.join("data");
     {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new().mode(0o700).create(&data)?;
     }
-    let verifier = restore::pgbase::verifier(&ctx.plan, m)?;
+    let verifier = restore::pgbase::verifier(plan, m)?;
     let files = restore::pgbase::restore_tree(src, m, &data, &verifier)?;
     facts.insert("files".into(), json!(files));
     // With a WAL archive, PostgreSQL replays all of it onto the backup: the
@@ -315,18 +295,15 @@ fn drill_pgbase(
 /// Reads a PostgreSQL dump end to end through the verifying pipeline into
 /// `pg_restore`, which decodes every data block (no server is needed, none is
 /// touched), and compares each table's rows with the counts the dump recorded.
-fn drill_pgdump(
-    ctx: &Ctx,
+pub(crate) fn pgdump(
+    plan: &Plan,
     src: &Source,
     m: &Manifest,
-    facts: &mut BTreeMap<String, serde_json::Value>,
+    _: &Path,
+    facts: &mut restore::Facts,
 ) -> Result<()> {
     let entry = crate::manifest::pgdump::dump_object(m)?;
-    let bin_dir = ctx
-        .plan
-        .postgres
-        .as_ref()
-        .and_then(|p| p.bin_dir.as_deref());
+    let bin_dir = plan.postgres.as_ref().and_then(|p| p.bin_dir.as_deref());
     let keyring = crate::pipeline::keys_for(m, src.keyring)?;
     let spool = src.work.scratch("spool")?;
     let mut counts = None;
@@ -351,11 +328,12 @@ fn drill_pgdump(
 
 /// Restores a replicated cold tier and makes DuckDB decode every row of every
 /// Parquet file, comparing the row count with each file's footer.
-fn drill_parquet(
+pub(crate) fn parquet(
+    _: &Plan,
     src: &Source,
     m: &Manifest,
     dir: &Path,
-    facts: &mut BTreeMap<String, serde_json::Value>,
+    facts: &mut restore::Facts,
 ) -> Result<()> {
     let tree = dir.join("tree");
     std::fs::create_dir_all(&tree)?;

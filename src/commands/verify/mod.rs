@@ -49,7 +49,7 @@ use crate::workdir::WorkDir;
 
 mod audit;
 mod cases;
-mod drill;
+pub(crate) mod drill;
 mod lag;
 mod local;
 mod objects;
