@@ -53,14 +53,24 @@ pub fn run(
     };
     let (target, verdict) = if super::shape(rp.kind).is_some() {
         // Every check the restore makes before it reads a byte.
-        let target = opts.envelope(rp.kind).check();
-        let verdict = match &target {
+        let envelope = opts.envelope(rp.kind);
+        let target = envelope.check();
+        let mut verdict = match &target {
             Ok(t) if t.exists => {
                 "would be replaced once the restore verified (--force)".to_string()
             }
             Ok(_) => "is new or empty: accepted".to_string(),
             Err(e) => format!("refused: {e:#}"),
         };
+        if let Ok(t) = &target {
+            for p in envelope.left_beside(&t.path).unwrap_or_default() {
+                verdict.push_str(&format!(
+                    "; {} beside it ({}) would be removed once the restore is in place (--force)",
+                    p.display(),
+                    envelope.beside_is
+                ));
+            }
+        }
         (target.map(drop), verdict)
     } else {
         super::pgdump::dry_run_verdict(opts)

@@ -8,6 +8,13 @@
 //! tree is removed: a crash at any moment leaves either the old target or the
 //! complete new one. An existing non-empty target is replaced only with
 //! `--force`, and never when it holds something bkp or a running process needs.
+//!
+//! A database file's engine keeps files beside it (a write-ahead log) that
+//! would be replayed into a new file put there: they belong to the target
+//! ([`Envelope`]). With `--force` they are moved aside to hidden names
+//! just before the swap (everything staged is already durable) and removed
+//! after it; a crash between the two leaves the old file with them under
+//! those names (`.NAME.bkp-replaced-…`), beside it.
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -302,7 +309,7 @@ impl Envelope<'_> {
     }
 
     /// The files beside `target` that belong to it: refused without `--force`.
-    fn left_beside(&self, target: &Path) -> Result<Vec<PathBuf>> {
+    pub fn left_beside(&self, target: &Path) -> Result<Vec<PathBuf>> {
         let found: Vec<PathBuf> = self
             .beside
             .iter()
@@ -349,18 +356,25 @@ impl Envelope<'_> {
             Shape::Dir => build(&staging)?,
             Shape::File => build(&target.staged_file(&staging))?,
         };
-        // Looked for again just before the swap: one may have appeared.
+        // Made durable first: the moves below and the swap follow at once.
+        seal_tree(&staging)?;
+        // Everything looked at again just before the swap: a target, a
+        // file beside it or a process using it may have appeared meanwhile.
+        let target = Target {
+            exists: self.check()?.exists,
+            ..target
+        };
         let mut moved = Vec::new();
         for p in self.left_beside(&target.path)? {
             let aside = aside_name(&p);
-            fs::rename(&p, &aside)
-                .with_context(|| format!("failed to move {} aside", p.display()))?;
+            if let Err(e) = fs::rename(&p, &aside) {
+                put_back(moved);
+                return Err(e).with_context(|| format!("failed to move {} aside", p.display()));
+            }
             moved.push((p, aside));
         }
         if let Err(e) = target.commit(&staging, &mut scratch) {
-            for (p, aside) in moved {
-                let _ = fs::rename(aside, p);
-            }
+            put_back(moved);
             return Err(e);
         }
         for (p, aside) in moved {
@@ -379,7 +393,16 @@ impl Envelope<'_> {
     }
 }
 
-/// A hidden name beside `p` to keep it under while the target is swapped.
+/// Puts files moved aside for a swap that did not happen back in place.
+fn put_back(moved: Vec<(PathBuf, PathBuf)>) {
+    for (p, aside) in moved {
+        let _ = fs::rename(aside, p);
+    }
+}
+
+/// A hidden name beside `p` to keep it under while the target is swapped
+/// (a run killed between the move and the swap leaves it there, under this
+/// name, with the old target).
 fn aside_name(p: &Path) -> PathBuf {
     let name = p
         .file_name()
