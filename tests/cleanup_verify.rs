@@ -150,8 +150,22 @@ fn cleanup_plans_deletes_sweeps_and_balances_the_ledger() {
         "a young orphan may be an upload in progress"
     );
     assert!(!spool.exists());
-    assert!(common::walk(&s.path("store/reports/cleanup")).len() == 1);
+    let reports = common::walk(&s.path("store/reports/cleanup"));
+    assert!(reports.len() == 1);
     assert!(!s.path("store/trash").exists() || common::walk(&s.path("store/trash")).is_empty());
+    // What the dry run said of orphans is what the real run removed: the old
+    // one only (not the objects of the backups it deleted).
+    let orphans: Vec<&str> = plan["orphans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        orphans,
+        ["tigerbeetle/2020/01/01/tigerbeetle-snapshot-orphan.tar.zst.enc"],
+        "{plan:#}"
+    );
 
     // Each deletion was recorded in reverse: the balance is what the store retains.
     assert_eq!(balance(&s), sizes[2]);

@@ -57,6 +57,7 @@ use crate::manifest::tombstone::{self, read_tombstones, Tombstone};
 use crate::manifest::{self, Kind, Manifest};
 use crate::metrics::RunMetrics;
 use crate::retention::{self, Decision};
+use crate::store::dry::DryRun;
 use crate::store::s3::Retained;
 use crate::store::Store;
 use crate::ui;
@@ -132,14 +133,21 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let started_at = OffsetDateTime::now_utc();
     let run_id = BackupId::new_v7(started_at);
     let _lock = RunLock::acquire(&plan.work_dir, &lock_name(plan), ctx.wait)?;
-    let store = open_store(plan)?;
-    let store = store.as_ref();
-    store.preflight_writes()?;
+    let real = open_store(plan)?;
+    real.preflight_writes()?;
+    // A dry run takes the real run's path on a store that keeps its writes
+    // and deletions in memory: it shows what a real run would do, and
+    // changes nothing in the store.
+    let dry = args.dry_run;
+    let overlay = dry.then(|| DryRun::new(real.as_ref()));
+    let store: &dyn Store = match &overlay {
+        Some(o) => o,
+        None => real.as_ref(),
+    };
     // Only proven manifests and tombstones decide a deletion (see `manifest/seal.rs`).
     let trust = super::reading_trust(plan, Vec::new())?;
     // Another installation's store is refused before anything is deleted.
     manifest::marker::check(store, &trust)?;
-    let dry = args.dry_run;
     let mut totals = Totals::default();
 
     // 1. Plan, on a complete picture of the store only.
@@ -175,9 +183,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let by_id: BTreeMap<String, &Manifest> =
         selected.iter().map(|m| (m.id.to_string(), m)).collect();
     let (decisions, locked) = decide(ctx, store, &selected, &by_id, started_at)?;
-    if !dry {
-        reverify(store, &trust, &decisions, &by_id)?;
-    }
+    reverify(store, &trust, &decisions, &by_id)?;
     let doomed: BTreeSet<&str> = decisions
         .iter()
         .filter(|d| !d.keep)
@@ -206,9 +212,6 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         let bytes = freed_bytes(ctx, &lists, m, &kept, &mut counted)?;
         totals.backups += 1;
         totals.bytes += bytes;
-        if dry {
-            continue;
-        }
         let t = Tombstone {
             schema: tombstone::SCHEMA.into(),
             manifest: m.clone(),
@@ -225,14 +228,16 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         }
         store.delete(&m.key())?;
         crate::failpoint::hit("cleanup-after-manifest");
-        ctx.ui.info(&format!(
-            "deleted {} {} {} ({}, {})",
-            m.kind.as_str(),
-            m.scope.as_str(),
-            m.id,
-            ui::size(bytes),
-            d.reasons.first().map(String::as_str).unwrap_or("")
-        ));
+        if !dry {
+            ctx.ui.info(&format!(
+                "deleted {} {} {} ({}, {})",
+                m.kind.as_str(),
+                m.scope.as_str(),
+                m.id,
+                ui::size(bytes),
+                d.reasons.first().map(String::as_str).unwrap_or("")
+            ));
+        }
         deleted.push(json!({"id": m.id, "kind": m.kind, "scope": m.scope, "bytes": bytes}));
         *per_kind.entry(m.kind).or_default() += bytes;
         tombstones.push(t);
@@ -240,39 +245,18 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
 
     // 3. Delete the objects no remaining manifest names, then record and forget
     // each deletion. The listing is fresh: a manifest written meanwhile counts.
-    let remaining: Vec<Manifest> = if dry {
-        all.iter()
-            .filter(|m| !doomed.contains(m.id.to_string().as_str()))
-            .cloned()
-            .collect()
-    } else {
-        let (fresh, unreadable) = manifest::list_complete(store, &trust, None)?;
-        refuse_unreadable(&unreadable)?;
-        fresh
-    };
+    let (remaining, unreadable) = manifest::list_complete(store, &trust, None)?;
+    refuse_unreadable(&unreadable)?;
     let named = referenced(ctx, &lists, true, &remaining)?;
-    if !dry {
-        for t in &tombstones {
-            finish(ctx, store, &lists, t, &named)?;
-        }
+    for t in &tombstones {
+        finish(ctx, store, &lists, t, &named, dry)?;
     }
 
     // 4. Orphans: objects no manifest names, older than the grace period.
     let cutoff = started_at
         .checked_sub(plan.retention.grace)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let doomed_keys = if dry {
-        referenced(
-            ctx,
-            &lists,
-            false,
-            all.iter()
-                .filter(|m| doomed.contains(m.id.to_string().as_str())),
-        )?
-    } else {
-        BTreeSet::new()
-    };
-    let orphans = sweep_orphans(ctx, store, &named, &doomed_keys, cutoff, dry, &mut totals)?;
+    let orphans = sweep_orphans(ctx, store, &named, cutoff, dry, &mut totals)?;
 
     // 4b. WAL older than every kept base backup of its system: no recovery can
     // start before its oldest base backup.
@@ -482,6 +466,7 @@ fn finish(
     lists: &Lists,
     t: &Tombstone,
     named: &BTreeSet<String>,
+    dry: bool,
 ) -> Result<()> {
     let m = &t.manifest;
     store.delete(&m.key())?;
@@ -509,7 +494,7 @@ fn finish(
         .plan
         .ledger
         .as_ref()
-        .filter(|_| ctx.plan.primary.is_none());
+        .filter(|_| ctx.plan.primary.is_none() && !dry);
     // The backup's own transfer goes with its reversal, as a late record: a
     // run killed before recording it must not leave a reversal of nothing.
     // Settled by `exists`, which it finds but after such a crash.
@@ -549,8 +534,7 @@ fn finish(
 /// before the first tombstone: the catalog chose them, and a deletion acts on
 /// what the store holds, never on a cached copy alone. One that changed or
 /// cannot be read stops the run, with nothing deleted (the catalog is
-/// corrected: the next run plans from the manifests as they are). Not on a
-/// dry run, which deletes nothing.
+/// corrected: the next run plans from the manifests as they are).
 fn reverify(
     store: &dyn Store,
     trust: &seal::Trust,
@@ -601,7 +585,7 @@ fn decide(
     Ok((decisions, locked))
 }
 
-/// Objects no manifest names (`named`, nor `doomed` on a dry run), older
+/// Objects no manifest names (`named`), older
 /// than `cutoff`, in the kinds' folders and `check/` (probes `bkp check`
 /// could not delete): removed (or, `dry`, shown), except those Object Lock
 /// still retains and any folder holding another store. What it removed.
@@ -609,7 +593,6 @@ fn sweep_orphans(
     ctx: &Ctx,
     store: &dyn Store,
     named: &BTreeSet<String>,
-    doomed: &BTreeSet<String>,
     cutoff: OffsetDateTime,
     dry: bool,
     totals: &mut Totals,
@@ -636,7 +619,7 @@ fn sweep_orphans(
             // (keys carry the run's UUIDv7): a long run's early uploads stay.
             let old = o.modified.is_some_and(|t| t < cutoff)
                 && run_started(&o.key).is_none_or(|t| t < cutoff);
-            if old && !named.contains(&o.key) && !doomed.contains(&o.key) {
+            if old && !named.contains(&o.key) {
                 orphans.push(o);
             }
         }
@@ -658,26 +641,19 @@ fn sweep_orphans(
     }
     let mut removed = Vec::new();
     for o in orphans {
-        if dry {
-            ctx.ui.info(&format!(
-                "would remove {} ({}): no manifest names it",
-                o.key,
-                ui::size(o.size)
-            ));
-        } else {
-            if let Err(e) = store.delete(&o.key) {
-                let Some(r) = e.downcast_ref::<Retained>() else {
-                    return Err(e);
-                };
-                ctx.ui.info(&format!("{r}: a later cleanup removes it"));
-                continue;
-            }
-            ctx.ui.info(&format!(
-                "removed {} ({}): left by an interrupted run, no manifest names it",
-                o.key,
-                ui::size(o.size)
-            ));
+        if let Err(e) = store.delete(&o.key) {
+            let Some(r) = e.downcast_ref::<Retained>() else {
+                return Err(e);
+            };
+            ctx.ui.info(&format!("{r}: a later cleanup removes it"));
+            continue;
         }
+        ctx.ui.info(&format!(
+            "{} {} ({}): left by an interrupted run, no manifest names it",
+            if dry { "would remove" } else { "removed" },
+            o.key,
+            ui::size(o.size)
+        ));
         totals.orphans += 1;
         totals.orphan_bytes += o.size;
         removed.push(o);
@@ -804,19 +780,17 @@ fn trim_wal(ctx: &Ctx, store: &dyn Store, kept: &[Manifest], dry: bool) -> Resul
         }
         let bytes: u64 = old.iter().map(|o| o.size).sum();
         let mut removed = 0u64;
-        if !dry {
-            for o in &old {
-                match store.delete(&o.key) {
-                    Ok(()) => removed += 1,
-                    Err(e) if e.downcast_ref::<Retained>().is_some() => {}
-                    Err(e) => return Err(e),
-                }
+        for o in &old {
+            match store.delete(&o.key) {
+                Ok(()) => removed += 1,
+                Err(e) if e.downcast_ref::<Retained>().is_some() => {}
+                Err(e) => return Err(e),
             }
         }
         ctx.ui.info(&format!(
             "{} {} archived WAL files ({}) of system {} older than its oldest kept base backup (which starts at {})",
             if dry { "would remove" } else { "removed" },
-            if dry { old.len() as u64 } else { removed },
+            removed,
             ui::size(bytes),
             a.system,
             a.from.as_deref().unwrap_or("?")

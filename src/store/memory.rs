@@ -1,5 +1,6 @@
-//! An in-memory store for unit tests of pure logic. Never the proof that a real
-//! backend works: the conformance suite runs the real ones.
+//! An in-memory store: what a dry run writes ([`super::dry`]), and unit tests
+//! of pure logic. Never the proof that a real backend works: the conformance
+//! suite runs the real ones.
 //!
 //! Every object has an entity tag, as on S3 (the quoted hex MD5 of its bytes,
 //! which S3 gives a single-part upload), so that logic telling versions apart

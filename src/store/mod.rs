@@ -16,6 +16,7 @@ use anyhow::Result;
 use time::OffsetDateTime;
 
 pub mod counting;
+pub mod dry;
 pub mod local;
 pub mod memory;
 pub mod parallel;

@@ -1,0 +1,199 @@
+//! A dry run's store: what a run writes and deletes lands in memory, in front
+//! of the real store, which is only read. The run then takes its real path
+//! and sees its own effects (a deleted manifest is no longer listed, an
+//! object its deletions left unnamed is gone), so what it reports is what a
+//! real run would do; nothing reaches the real store.
+//!
+//! Writes follow the store's rules (create-only: a key that exists, in
+//! memory or behind it, is refused), and so do deletions (one of an object
+//! Object Lock still retains fails as it would). Nothing is asked of the
+//! real store that changes it: no deletion, no upload, no retention
+//! extended, no restore of an archived object requested, no unfinished
+//! upload discarded. Its identity says it is a dry run, so that nothing
+//! kept on this host for the real store (the catalog's copies of its bases)
+//! is replaced by what the dry run wrote.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::sync::Mutex;
+
+use anyhow::Result;
+use time::OffsetDateTime;
+
+use super::memory::MemoryStore;
+use super::{already_exists, not_found, Metadata, ObjectInfo, ObjectWriter, Store, Unfinished};
+
+pub struct DryRun<'a> {
+    inner: &'a dyn Store,
+    written: MemoryStore,
+    deleted: Mutex<BTreeSet<String>>,
+}
+
+impl<'a> DryRun<'a> {
+    pub fn new(inner: &'a dyn Store) -> Self {
+        DryRun {
+            inner,
+            written: MemoryStore::new(),
+            deleted: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    fn is_deleted(&self, key: &str) -> bool {
+        self.deleted.lock().expect("dry run lock").contains(key)
+    }
+}
+
+impl Store for DryRun<'_> {
+    fn identity(&self) -> String {
+        format!("{} (dry run)", self.inner.identity())
+    }
+    fn note(&self) -> Option<String> {
+        self.inner.note()
+    }
+    fn create(&self, key: &str, metadata: &Metadata) -> Result<Box<dyn ObjectWriter>> {
+        // What it writes is found before what is behind it: a key deleted
+        // then written again is the new object once the write finished.
+        if self.head(key)?.is_some() {
+            return Err(already_exists(&self.identity(), key));
+        }
+        self.written.create(key, metadata)
+    }
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        if self.written.head(key)?.is_some() {
+            return self.written.open(key);
+        }
+        if self.is_deleted(key) {
+            return Err(not_found(&self.identity(), key));
+        }
+        self.inner.open(key)
+    }
+    fn open_parallel(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        if self.written.head(key)?.is_some() || self.is_deleted(key) {
+            return self.open(key);
+        }
+        self.inner.open_parallel(key)
+    }
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        if let Some(o) = self.written.head(key)? {
+            return Ok(Some(o));
+        }
+        if self.is_deleted(key) {
+            return Ok(None);
+        }
+        self.inner.head(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut all: Vec<ObjectInfo> = self
+            .inner
+            .list(prefix)?
+            .into_iter()
+            .filter(|o| !self.is_deleted(&o.key))
+            .collect();
+        let written = self.written.list(prefix)?;
+        all.retain(|o| !written.iter().any(|w| w.key == o.key));
+        all.extend(written);
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(all)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        if self.written.head(key)?.is_some() {
+            return self.written.delete(key);
+        }
+        let until = self.inner.retained_until(key)?;
+        if until.is_some() {
+            return Err(anyhow::Error::new(super::s3::Retained {
+                key: key.to_string(),
+                until,
+            }));
+        }
+        self.deleted
+            .lock()
+            .expect("dry run lock")
+            .insert(key.to_string());
+        Ok(())
+    }
+    fn sweep_unfinished(&self, before: OffsetDateTime, _: bool) -> Result<Vec<Unfinished>> {
+        self.inner.sweep_unfinished(before, true)
+    }
+    fn preflight_writes(&self) -> Result<()> {
+        self.inner.preflight_writes()
+    }
+    fn retained_until(&self, key: &str) -> Result<Option<OffsetDateTime>> {
+        match self.written.head(key)? {
+            Some(_) => Ok(None),
+            None => self.inner.retained_until(key),
+        }
+    }
+    fn extend_retention(&self, _: &[String]) -> Result<usize> {
+        Ok(0)
+    }
+    fn altered(&self, prefix: &str) -> Result<Option<Vec<(String, String)>>> {
+        self.inner.altered(prefix)
+    }
+    fn reread_is_cheap(&self) -> bool {
+        self.inner.reread_is_cheap()
+    }
+    fn parallelism(&self) -> usize {
+        self.inner.parallelism()
+    }
+    fn archived(&self, key: &str) -> Result<Option<super::Archived>> {
+        match self.written.head(key)? {
+            Some(_) => Ok(None),
+            None => self.inner.archived(key),
+        }
+    }
+    fn request_restore(
+        &self,
+        _: &str,
+        _: &super::Archived,
+        _: u32,
+        _: super::RetrievalTier,
+    ) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dry_run_sees_its_own_effects_and_changes_nothing_behind_it() {
+        let real = MemoryStore::new();
+        real.put_new("m/a.json", b"a", &Vec::new()).unwrap();
+        real.put_new("m/b.json", b"bb", &Vec::new()).unwrap();
+        let dry = DryRun::new(&real);
+        dry.delete("m/a.json").unwrap();
+        dry.put_new("t/a.json", b"tomb", &Vec::new()).unwrap();
+        // Create-only, in memory and behind it.
+        assert!(dry.put_new("t/a.json", b"again", &Vec::new()).is_err());
+        assert!(dry.put_new("m/b.json", b"over", &Vec::new()).is_err());
+        let keys = |s: &dyn Store| -> Vec<String> {
+            s.list("").unwrap().into_iter().map(|o| o.key).collect()
+        };
+        assert_eq!(keys(&dry), ["m/b.json", "t/a.json"]);
+        assert!(dry.head("m/a.json").unwrap().is_none());
+        assert_eq!(
+            crate::exit::classify(&dry.open("m/a.json").err().unwrap()),
+            Some(crate::exit::Code::NotFound)
+        );
+        assert_eq!(dry.get("t/a.json").unwrap(), b"tomb");
+        assert_eq!(dry.get("m/b.json").unwrap(), b"bb");
+        // A key deleted then written again is the new one.
+        dry.put_new("m/a.json", b"new", &Vec::new()).unwrap();
+        assert_eq!(dry.get("m/a.json").unwrap(), b"new");
+        dry.delete("t/a.json").unwrap();
+        assert_eq!(keys(&dry), ["m/a.json", "m/b.json"]);
+        // An aborted write leaves the deletion as it was.
+        dry.delete("m/b.json").unwrap();
+        dry.create("m/b.json", &Vec::new())
+            .unwrap()
+            .abort()
+            .unwrap();
+        assert_eq!(keys(&dry), ["m/a.json"]);
+        // Behind it, nothing changed.
+        assert_eq!(keys(&real), ["m/a.json", "m/b.json"]);
+        assert_eq!(real.get("m/a.json").unwrap(), b"a");
+        assert!(dry.identity().ends_with("(dry run)"));
+    }
+}
