@@ -4,8 +4,11 @@
 #
 #   pids+=(PID)            processes stopped on exit (stop_pids)
 #   freeport               a port p with p and p + 10000 free
-#   start_seaweedfs        SeaweedFS with a fresh identity; sets s3_port, the AWS_* and
-#                          RCLONE_* variables (remote `s3:`), and creates bucket `bench`
+#   start_seaweedfs [CERT KEY]
+#                          SeaweedFS with a fresh identity; sets s3_port, the AWS_* and
+#                          RCLONE_* variables (remote `s3:`), and creates bucket `bench`;
+#                          given a certificate and its key, S3 also answers HTTPS on
+#                          s3_https_port (HTTP stays on s3_port)
 #   data_file PATH N       a TigerBeetle data file with N transfers at PATH
 #                          (DATA_CACHE=DIR keeps one per N there: it takes minutes)
 
@@ -36,15 +39,19 @@ PY
 }
 
 start_seaweedfs() {
-  local key secret p1 p2 p3
+  local key secret p1 p2 p3 tls=()
   key="bench$RANDOM"; secret="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   cat > "$work/s3.json" <<JSON
 {"identities":[{"name":"bench","credentials":[{"accessKey":"$key","secretKey":"$secret"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
 JSON
   p1=$(freeport); p2=$(freeport); p3=$(freeport); s3_port=$(freeport)
+  if [ $# -ge 2 ]; then
+    s3_https_port=$(freeport)
+    tls=(-s3.cert.file="$1" -s3.key.file="$2" -s3.port.https="$s3_https_port")
+  fi
   mkdir -p "$work/weed"
   weed server -dir="$work/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port="$p1" -volume.port="$p2" \
-    -filer -filer.port="$p3" -s3 -s3.port="$s3_port" -s3.config="$work/s3.json" \
+    -filer -filer.port="$p3" -s3 -s3.port="$s3_port" -s3.config="$work/s3.json" "${tls[@]}" \
     -master.volumeSizeLimitMB=256 -volume.max=400 -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false >"$work/weed.log" 2>&1 &
   pids+=($!)
   export AWS_ACCESS_KEY_ID="$key" AWS_SECRET_ACCESS_KEY="$secret" AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
