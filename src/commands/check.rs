@@ -6,9 +6,9 @@
 //! (PUT, HEAD, LIST, GET, DELETE, and that a second create-only PUT of one key
 //! is refused — bkp's promise never to overwrite a backup rests on the service
 //! honouring `If-None-Match: *`), the ledger cluster, then the probes of each
-//! source the config sets up ([`super::code`]): the TigerBeetle binary and data
-//! file, the DuckDB and SQLite databases, the replication source, the
-//! PostgreSQL server and its archiving. The exit code is the code of the first
+//! source the config sets up ([`super::code`]), in the kinds' order: the
+//! TigerBeetle binary and data file, the DuckDB database, the replication
+//! source, the PostgreSQL server and its archiving, the SQLite database. The exit code is the code of the first
 //! failure.
 
 use std::time::Instant;

@@ -183,7 +183,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let by_id: BTreeMap<String, &Manifest> =
         selected.iter().map(|m| (m.id.to_string(), m)).collect();
     let (decisions, locked) = decide(ctx, store, &selected, &by_id, started_at)?;
-    reverify(store, &trust, &decisions, &by_id)?;
+    reverify(store, &trust, &decisions, &by_id, dry)?;
     let doomed: BTreeSet<&str> = decisions
         .iter()
         .filter(|d| !d.keep)
@@ -521,7 +521,8 @@ fn finish(
             return Err(e);
         };
         ctx.ui.info(&format!(
-            "deleted {} {}; {r}, and a later cleanup removes it",
+            "{} {} {}; {r}, and a later cleanup removes it",
+            if dry { "would delete" } else { "deleted" },
             m.kind.as_str(),
             m.id
         ));
@@ -534,13 +535,18 @@ fn finish(
 /// before the first tombstone: the catalog chose them, and a deletion acts on
 /// what the store holds, never on a cached copy alone. One that changed or
 /// cannot be read stops the run, with nothing deleted (the catalog is
-/// corrected: the next run plans from the manifests as they are).
+/// corrected: the next run plans from the manifests as they are). Not on a
+/// dry run, which deletes nothing: its corrections would stay in its memory.
 fn reverify(
     store: &dyn Store,
     trust: &seal::Trust,
     decisions: &[Decision],
     by_id: &BTreeMap<String, &Manifest>,
+    dry: bool,
 ) -> Result<()> {
+    if dry {
+        return Ok(());
+    }
     for d in decisions.iter().filter(|d| !d.keep) {
         manifest::catalog::reread(store, trust, by_id[&d.id]).context("cleanup deleted nothing")?;
     }

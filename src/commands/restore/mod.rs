@@ -140,8 +140,8 @@ fn engine(kind: Kind) -> Result<Engine> {
         coded(
             Code::Config,
             format!(
-                "{} backups are not restored by `bkp restore`",
-                kind.as_str()
+                "{}s are not restored by `bkp restore`",
+                kind.describe().noun
             ),
         )
     })
@@ -225,7 +225,8 @@ pub fn run(ctx: &Ctx, args: &RestoreArgs) -> Result<()> {
     } else {
         rp
     };
-    // A kind `bkp restore` does not restore is refused before anything else.
+    // A kind `bkp restore` does not restore is refused before it is recorded,
+    // thawed or planned.
     let engine = engine(rp.kind)?;
     if args.dry_run {
         return dry_run::run(ctx, store, &trust, &rp, args, &opts);

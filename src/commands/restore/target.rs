@@ -13,8 +13,9 @@
 //! would be replayed into a new file put there: they belong to the target
 //! ([`Envelope`]). With `--force` they are moved aside to hidden names
 //! just before the swap (everything staged is already durable) and removed
-//! after it; a crash between the two leaves the old file with them under
-//! those names (`.NAME.bkp-replaced-…`), beside it.
+//! after it. A crash between the two leaves the old file with them under
+//! those names (`.NAME.bkp-replaced-…`), beside it: rename them back before
+//! the old database is opened, or its last writes are missing from it.
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -110,15 +111,14 @@ impl Target {
             parent,
             name,
         };
-        if meta.is_some() {
-            t.guard(precious)?;
-        }
+        t.guard(precious, meta.is_some())?;
         Ok(t)
     }
 
-    /// Refuses a target that holds something bkp or a replica needs, or a file
-    /// that a running process has locked (a live TigerBeetle data file).
-    fn guard(&self, precious: &[Precious]) -> Result<()> {
+    /// Refuses a target that holds (or, not there yet, would hold) something
+    /// bkp or a replica needs, or, `there`, a file that a running process has
+    /// locked (a live TigerBeetle data file).
+    fn guard(&self, precious: &[Precious], there: bool) -> Result<()> {
         let target = resolved(&self.path);
         for (what, p) in precious {
             let p = resolved(p);
@@ -141,6 +141,9 @@ impl Target {
                     ),
                 ));
             }
+        }
+        if !there {
+            return Ok(());
         }
         let mut stack = vec![target.clone()];
         while let Some(p) = stack.pop() {
@@ -360,8 +363,17 @@ impl Envelope<'_> {
         seal_tree(&staging)?;
         // Everything looked at again just before the swap: a target, a
         // file beside it or a process using it may have appeared meanwhile.
+        let now = self.check()?;
+        if now.exists && !target.exists {
+            // It appeared during the build: the wait it was not given.
+            super::countdown::before_replacing_named(
+                &now.path.display().to_string(),
+                true,
+                self.yes,
+            )?;
+        }
         let target = Target {
-            exists: self.check()?.exists,
+            exists: now.exists,
             ..target
         };
         let mut moved = Vec::new();
@@ -571,6 +583,14 @@ mod tests {
         fs::write(out.join("work/x"), b"").unwrap();
         let precious = [("the work directory", out.join("work"))];
         let e = Target::check(&out, Shape::Dir, true, &precious).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("it holds the work directory"),
+            "{e:#}"
+        );
+        // Not there yet, but it would hold the work directory.
+        let new = d.path().join("new");
+        let precious = [("the work directory", new.join("work"))];
+        let e = Target::check(&new, Shape::Dir, false, &precious).unwrap_err();
         assert!(
             format!("{e:#}").contains("it holds the work directory"),
             "{e:#}"
