@@ -138,12 +138,7 @@ pub fn restore(src: &Source, rp: &RestorePlan, opts: &Options) -> Result<()> {
         .as_ref()
         .context("a SQLite restore needs a copy")?;
     let done = opts.envelope(rp.kind).deliver(&src.work, src.ui, |file| {
-        src.ui.detail(&format!(
-            "restoring SQLite copy {} from {} into {}",
-            m.id,
-            src.store.identity(),
-            opts.target.display()
-        ));
+        src.announce(m, opts.target);
         sqlite::restore(src.store, m, src.keyring, file, src.progress.clone())
     })?;
     let (target, restored) = (&done.target, &done.made);

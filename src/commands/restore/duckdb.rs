@@ -67,12 +67,7 @@ pub fn run(src: &Source, rp: &RestorePlan, opts: &Options) -> Result<()> {
         .as_ref()
         .context("a DuckDB restore needs an export")?;
     let done = opts.envelope(rp.kind).deliver(&src.work, src.ui, |file| {
-        src.ui.detail(&format!(
-            "restoring DuckDB export {} from {} into {}",
-            m.id,
-            src.store.identity(),
-            opts.target.display()
-        ));
+        src.announce(m, opts.target);
         restore_database(src, m, file, opts.accept_content_mismatch)
     })?;
     let (target, elapsed) = (&done.target, done.elapsed);

@@ -57,6 +57,19 @@ pub struct Source<'a> {
     pub ui: crate::ui::Ui,
 }
 
+impl Source<'_> {
+    /// Says (with `-v`) which backup is restored from where into `target`.
+    pub fn announce(&self, m: &Manifest, target: &Path) {
+        self.ui.detail(&format!(
+            "restoring {} {} from {} into {}",
+            m.kind.describe().noun,
+            m.id,
+            self.store.identity(),
+            target.display()
+        ));
+    }
+}
+
 /// What the command line asked of a restore, in the engines' terms: an
 /// engine sees neither the CLI's types nor a run's context.
 pub struct Options<'a> {
@@ -108,6 +121,7 @@ impl<'a> Options<'a> {
             force: self.force,
             yes: self.yes,
             precious: precious(self.plan),
+            work_dir: &self.plan.work_dir,
             beside,
             beside_is,
             in_use: engine(kind).ok().and_then(|e| e.in_use),

@@ -45,12 +45,7 @@ pub fn run(src: &Source, rp: &RestorePlan, opts: &Options) -> Result<()> {
         ));
     }
     let done = envelope.deliver(&src.work, src.ui, |staging| {
-        src.ui.detail(&format!(
-            "restoring base backup {} from {} into {}",
-            m.id,
-            src.store.identity(),
-            opts.target.display()
-        ));
+        src.announce(m, opts.target);
         let files = restore_tree(src, m, staging, &verifier)?;
         let set_aside = super::pgconf::set_aside_configuration(staging)?;
         let reached = match rp.at {

@@ -111,14 +111,15 @@ impl Target {
             parent,
             name,
         };
-        t.guard(precious, meta.is_some())?;
+        if meta.is_some() {
+            t.guard(precious)?;
+        }
         Ok(t)
     }
 
-    /// Refuses a target that holds (or, not there yet, would hold) something
-    /// bkp or a replica needs, or, `there`, a file that a running process has
-    /// locked (a live TigerBeetle data file).
-    fn guard(&self, precious: &[Precious], there: bool) -> Result<()> {
+    /// Refuses a target that holds something bkp or a replica needs, or a file
+    /// that a running process has locked (a live TigerBeetle data file).
+    fn guard(&self, precious: &[Precious]) -> Result<()> {
         let target = resolved(&self.path);
         for (what, p) in precious {
             let p = resolved(p);
@@ -141,9 +142,6 @@ impl Target {
                     ),
                 ));
             }
-        }
-        if !there {
-            return Ok(());
         }
         let mut stack = vec![target.clone()];
         while let Some(p) = stack.pop() {
@@ -280,6 +278,9 @@ pub struct Envelope<'a> {
     /// `--yes`: no countdown.
     pub yes: bool,
     pub precious: Vec<Precious>,
+    /// The work directory: the run creates it (its scratch) should it not
+    /// exist, so a target not there yet must not be where it would be.
+    pub work_dir: &'a Path,
     /// Suffixes of the files beside a [`Shape::File`] target that belong to it.
     pub beside: &'static [&'static str],
     /// What such a file is, for people.
@@ -302,6 +303,16 @@ impl Envelope<'_> {
     /// and a dry run both refuse.
     pub fn check(&self) -> Result<Target> {
         let target = Target::check(self.path, self.shape, self.force, &self.precious)?;
+        if self.shape == Shape::Dir && resolved(self.work_dir).starts_with(resolved(&target.path)) {
+            return Err(coded(
+                Code::TargetExists,
+                format!(
+                    "refusing to restore into {}: it would hold the work directory ({}); choose a new directory",
+                    target.path.display(),
+                    self.work_dir.display()
+                ),
+            ));
+        }
         self.left_beside(&target.path)?;
         if target.exists {
             if let Some(in_use) = self.in_use {
@@ -587,14 +598,6 @@ mod tests {
             format!("{e:#}").contains("it holds the work directory"),
             "{e:#}"
         );
-        // Not there yet, but it would hold the work directory.
-        let new = d.path().join("new");
-        let precious = [("the work directory", new.join("work"))];
-        let e = Target::check(&new, Shape::Dir, false, &precious).unwrap_err();
-        assert!(
-            format!("{e:#}").contains("it holds the work directory"),
-            "{e:#}"
-        );
         let db = d.path().join("hot.duckdb");
         fs::write(&db, b"").unwrap();
         let precious = [("the configured DuckDB database", db.clone())];
@@ -623,10 +626,34 @@ mod tests {
             force,
             yes: true,
             precious: Vec::new(),
+            work_dir: Path::new("/nonexistent/work"),
             beside: &["-wal", "-shm"],
             beside_is: "a test database's log",
             in_use: None,
         }
+    }
+
+    #[test]
+    fn a_target_not_there_yet_may_not_hold_the_work_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let new = d.path().join("new");
+        let work = new.join("work");
+        let dir = Envelope {
+            shape: Shape::Dir,
+            work_dir: &work,
+            ..envelope(&new, false)
+        };
+        let e = dir.check().unwrap_err();
+        assert_eq!(crate::exit::exit_code(&e), crate::exit::TARGET_EXISTS);
+        assert!(format!("{e:#}").contains("the work directory"), "{e:#}");
+        // A lost source (not there) is restored to its own path.
+        let lost = d.path().join("lost.db");
+        let precious = vec![("the configured SQLite database", lost.clone())];
+        let file = Envelope {
+            precious,
+            ..envelope(&lost, false)
+        };
+        assert!(file.check().is_ok());
     }
 
     #[test]
