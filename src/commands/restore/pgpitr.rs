@@ -451,9 +451,12 @@ fn refuse_lost_wal(
     Ok(())
 }
 
-/// Fetches `wanted` (of `system`) into `dir`, each verified and at most
-/// `max` bytes: the bytes fetched, and the names left out as junk past the
-/// archive's end (see [`wal::archive::fetch_listed`]).
+/// Fetches every file of `wanted` (of `system`) into `dir`, each verified and
+/// at most `max` bytes (see [`wal::archive::fetch_listed`]), several at a
+/// time (the store's parallelism, as pgBackRest's `archive-get` queue does):
+/// each file is checked on its own before PostgreSQL sees any. An error
+/// stops the rest, and the earliest in `wanted`'s order is reported. Returns
+/// the bytes fetched, and the names left out as junk past the archive's end.
 fn fetch_wanted(
     store: &dyn crate::store::Store,
     trust: &crate::manifest::Trust,
@@ -463,14 +466,50 @@ fn fetch_wanted(
     dir: &Path,
     max: u64,
 ) -> Result<(u64, std::collections::BTreeSet<String>)> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let workers = store.parallelism().clamp(1, 8).min(wanted.len()).max(1);
+    let fetched: Vec<(usize, Result<Option<u64>>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    while !failed.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(s) = wanted.get(i) else { break };
+                        let dest = dir.join(&s.name);
+                        let r = wal::archive::fetch_listed(
+                            store, trust, system, all, &s.name, &dest, max,
+                        );
+                        failed.fetch_or(r.is_err(), Ordering::Relaxed);
+                        done.push((i, r));
+                    }
+                    done
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![(
+                        0,
+                        Err(anyhow::anyhow!("a thread fetching archived WAL panicked")),
+                    )]
+                })
+            })
+            .collect()
+    });
+    let mut fetched = fetched;
+    fetched.sort_by_key(|(i, _)| *i);
     let mut bytes = 0;
     let mut junk = std::collections::BTreeSet::new();
-    for s in wanted {
-        let dest = dir.join(&s.name);
-        match wal::archive::fetch_listed(store, trust, system, all, &s.name, &dest, max)? {
+    for (i, r) in fetched {
+        match r? {
             Some(n) => bytes += n,
             None => {
-                junk.insert(s.name.clone());
+                junk.insert(wanted[i].name.clone());
             }
         }
     }
