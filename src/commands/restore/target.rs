@@ -197,8 +197,13 @@ impl Target {
     /// renamed (the old target moved aside first and removed only once the swap
     /// is durable), then the parent directory fsynced.
     pub fn commit(&self, staging: &Path, scratch: &mut Scratch) -> Result<()> {
-        crate::failpoint::hit("restore-commit");
         seal_tree(staging)?;
+        self.swap(staging, scratch)
+    }
+
+    /// [`Target::commit`] of a staging already made durable (`seal_tree`).
+    fn swap(&self, staging: &Path, scratch: &mut Scratch) -> Result<()> {
+        crate::failpoint::hit("restore-commit");
         match self.shape {
             Shape::File => {
                 // A rename over a file replaces it atomically.
@@ -396,7 +401,7 @@ impl Envelope<'_> {
             }
             moved.push((p, aside));
         }
-        if let Err(e) = target.commit(&staging, &mut scratch) {
+        if let Err(e) = target.swap(&staging, &mut scratch) {
             put_back(moved);
             return Err(e);
         }
