@@ -103,7 +103,9 @@ pub enum Depth {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
-    manifest: Manifest,
+    /// Boxed: an entry is moved (into a map, out to a reader) and a year of
+    /// them is held; the manifest is large.
+    manifest: Box<Manifest>,
     /// Whether the manifest carried a seal that verified when it was read.
     sealed: bool,
     /// Who sealed it (`hmac:{key id}` or `ed25519:{signer id}`): an entry is
@@ -121,7 +123,7 @@ impl Entry {
     /// `manifest` as sealed by `sealer` (`None`: unsealed).
     fn new(manifest: Manifest, sealer: Option<String>, stored: Option<Stored>) -> Entry {
         Entry {
-            manifest,
+            manifest: Box::new(manifest),
             sealed: sealer.is_some(),
             sealer,
             stored,
@@ -209,7 +211,14 @@ struct State {
     base_seq: u64,
     written_at: Option<OffsetDateTime>,
     base_ids: BTreeSet<BackupId>,
+    /// The base as its listing showed it, to read it again ([`fill`]).
+    base_listed: Option<ObjectInfo>,
     entries: BTreeMap<BackupId, Entry>,
+    /// Set once [`read`] handed the entries to its caller (a year of
+    /// manifests is held once, not twice): every id the catalog holds, while
+    /// `entries` keeps only those a delta carries (not in the base, or
+    /// dirty). A write of a new base reads the others from the base again.
+    handed: Option<BTreeSet<BackupId>>,
     damaged: BTreeSet<String>,
     /// Catalog objects listed (number, key).
     objects: Vec<(u64, String)>,
@@ -224,6 +233,60 @@ struct State {
     /// every manifest key (and reads those left out again) before anything
     /// is written.
     unchecked: bool,
+}
+
+impl State {
+    /// Whether the catalog holds manifest `id`.
+    fn holds(&self, id: &BackupId) -> bool {
+        match &self.handed {
+            Some(ids) => ids.contains(id),
+            None => self.entries.contains_key(id),
+        }
+    }
+
+    /// Adds `e`, or replaces the entry of its id: a delta carries it.
+    fn put(&mut self, e: Entry) {
+        let id = e.manifest.id;
+        self.dirty.insert(id);
+        if let Some(ids) = &mut self.handed {
+            ids.insert(id);
+        }
+        self.entries.insert(id, e);
+    }
+
+    /// Forgets manifest `id`.
+    fn forget(&mut self, id: &BackupId) {
+        self.entries.remove(id);
+        if let Some(ids) = &mut self.handed {
+            ids.remove(id);
+        }
+    }
+
+    /// Hands the entries this run's trust admits to the caller, oldest
+    /// first (the others go to `bad`), keeping only what a delta carries.
+    fn hand_out(&mut self, trust: &Trust, bad: &mut Vec<Unreadable>) -> Vec<Manifest> {
+        let entries = std::mem::take(&mut self.entries);
+        let mut ids = BTreeSet::new();
+        let mut good = Vec::with_capacity(entries.len());
+        for (id, e) in entries {
+            ids.insert(id);
+            if !self.base_ids.contains(&id) || self.dirty.contains(&id) {
+                self.entries.insert(id, e.clone());
+            }
+            match admit(&e.manifest, e.sealer.as_deref().filter(|_| e.sealed), trust) {
+                Ok(()) => good.push(*e.manifest),
+                Err(err) => bad.push(Unreadable {
+                    key: e.manifest.key(),
+                    error: format!("{err:#}"),
+                    code: classify(&err),
+                }),
+            }
+        }
+        self.handed = Some(ids);
+        warn_junk(bad);
+        good.sort_by_key(|m| (m.started_at, m.id));
+        good
+    }
 }
 
 /// Who tagged a catalog object, and so which of its entries are believed.
@@ -568,6 +631,8 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                 base_seq: base.seq,
                 written_at: Some(base.written_at),
                 base_ids: base.entries.iter().map(|e| e.manifest.id).collect(),
+                base_listed: by_seq.get(&base.seq).map(|o| (*o).clone()),
+                handed: None,
                 recheck: base
                     .entries
                     .iter()
@@ -762,13 +827,13 @@ pub fn read(
     let learned = verified > 0 || damaged.is_subset(&st.damaged);
     changed |= damaged != st.damaged;
     st.damaged = damaged;
-    let good = admitted(&st, trust, &mut bad);
     settle(&mut st, answered, listed_at);
     // A kind with nothing stored needs no catalog.
     let empty = st.seq == 0 && st.entries.is_empty() && st.damaged.is_empty();
     if changed && answered && !empty {
         save(store, trust, kind, &mut st, learned)?;
     }
+    let good = st.hand_out(trust, &mut bad);
     remember(store, trust.keys(), kind, st);
     Ok((good, bad))
 }
@@ -808,25 +873,6 @@ fn warn_junk(bad: &[Unreadable]) {
             );
         }
     }
-}
-
-/// The entries of `st` this run's trust admits, oldest first; the others go
-/// to `bad` (junk among them named, [`warn_junk`]).
-fn admitted(st: &State, trust: &Trust, bad: &mut Vec<Unreadable>) -> Vec<Manifest> {
-    let mut good = Vec::with_capacity(st.entries.len());
-    for e in st.entries.values() {
-        match admit(&e.manifest, e.sealer.as_deref().filter(|_| e.sealed), trust) {
-            Ok(()) => good.push(e.manifest.clone()),
-            Err(err) => bad.push(Unreadable {
-                key: e.manifest.key(),
-                error: format!("{err:#}"),
-                code: classify(&err),
-            }),
-        }
-    }
-    warn_junk(bad);
-    good.sort_by_key(|m| (m.started_at, m.id));
-    good
 }
 
 /// Writes the catalog `read` brought up to date, when it `learned` something
@@ -871,9 +917,7 @@ pub fn note(
     let stored = Some(Stored::of(stored));
     let light = m.is_note();
     change(store, keys, m.kind, light, |st| {
-        st.dirty.insert(m.id);
-        st.entries
-            .insert(m.id, Entry::new(m.clone(), sealer.clone(), stored.clone()));
+        st.put(Entry::new(m.clone(), sealer.clone(), stored.clone()));
     })
 }
 
@@ -947,19 +991,28 @@ fn write(
     })?;
     // Changed since the base: manifests it lacks, and new versions of those
     // it holds.
-    let added: Vec<&Entry> = st
-        .entries
-        .iter()
-        .filter(|(id, _)| !st.base_ids.contains(id) || st.dirty.contains(id))
-        .map(|(_, e)| e)
-        .collect();
+    let changed = |st: &State, id: &BackupId| !st.base_ids.contains(id) || st.dirty.contains(id);
     let removed: Vec<BackupId> = st
         .base_ids
         .iter()
-        .filter(|id| !st.entries.contains_key(id))
+        .filter(|id| !st.holds(id))
         .copied()
         .collect();
-    let delta = st.seq != 0 && added.len() + removed.len() < REBASE;
+    let added_n = st.entries.keys().filter(|id| changed(st, id)).count();
+    let delta = st.seq != 0 && added_n + removed.len() < REBASE;
+    let handed = st.handed.is_some();
+    if !delta && handed {
+        fill(store, keys, kind, st)?;
+    }
+    let added: Vec<&Entry> = match delta {
+        true => st
+            .entries
+            .iter()
+            .filter(|(id, _)| changed(st, id))
+            .map(|(_, e)| e)
+            .collect(),
+        false => Vec::new(),
+    };
     let doc = Doc {
         schema: SCHEMA.into(),
         kind,
@@ -989,28 +1042,37 @@ fn write(
     let mut bytes = format!("{MAGIC}{tag}\n").into_bytes();
     bytes.extend_from_slice(&payload);
     let key = object_key(kind, seq);
-    match store.put_new(&key, &bytes, &Vec::new()) {
-        // A base this run wrote is one the next run need not read: a write
-        // answers with the entity tag a listing shows.
-        Ok(info) if !delta => {
-            let written = ObjectInfo {
-                key: key.clone(),
-                size: bytes.len() as u64,
-                ..info
-            };
-            if let Some((path, prefix)) = base_copy(store, kind, &written) {
-                keep_copy(&path, &prefix, &bytes);
-            }
-        }
-        Ok(_) => {}
+    let written_info = match store.put_new(&key, &bytes, &Vec::new()) {
+        Ok(info) => info,
         Err(e) if is_already_exists(&e) => return Ok(false),
         Err(e) => return Err(e),
+    };
+    // A base this run wrote is one the next run need not read: a write
+    // answers with the entity tag a listing shows.
+    if !delta {
+        let written = ObjectInfo {
+            key: key.clone(),
+            size: bytes.len() as u64,
+            ..written_info.clone()
+        };
+        if let Some((path, prefix)) = base_copy(store, kind, &written) {
+            keep_copy(&path, &prefix, &bytes);
+        }
     }
     let old_base = st.base_seq;
     if !delta {
         st.base_seq = seq;
+        st.base_listed = Some(ObjectInfo {
+            key: key.clone(),
+            size: bytes.len() as u64,
+            ..written_info.clone()
+        });
         st.base_ids = st.entries.keys().copied().collect();
         st.dirty.clear();
+        // Held by the caller of `read`: not held twice.
+        if handed {
+            st.handed = Some(std::mem::take(&mut st.entries).into_keys().collect());
+        }
     }
     st.seq = seq;
     st.top = seq;
@@ -1027,6 +1089,43 @@ fn write(
     kept.push((seq, key));
     st.objects = kept;
     Ok(true)
+}
+
+/// Reads back from the base the entries [`read`] handed out, for a write of
+/// a new base. They were in the base unchanged (changed ones stayed in
+/// `entries`), and are taken as they were: only what the base's tagger
+/// vouches for. The state is unchanged when one of them cannot be read.
+fn fill(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, st: &mut State) -> Result<()> {
+    let Some(ids) = &st.handed else {
+        return Ok(());
+    };
+    let gone = || {
+        coded(
+            Code::NotFound,
+            format!(
+                "the {} catalog's base {} is gone or changed",
+                kind.as_str(),
+                st.base_seq
+            ),
+        )
+    };
+    let listed = st.base_listed.as_ref().ok_or_else(gone)?;
+    let (doc, tagger) = read_object(store, keys, kind, st.base_seq, listed)?;
+    let mut back: BTreeMap<BackupId, Entry> = doc
+        .entries
+        .into_iter()
+        .filter(|e| {
+            let id = e.manifest.id;
+            ids.contains(&id) && !st.entries.contains_key(&id) && tagger.vouches_for(e)
+        })
+        .map(|e| (e.manifest.id, e))
+        .collect();
+    if back.len() + st.entries.len() != ids.len() {
+        return Err(gone());
+    }
+    st.entries.append(&mut back);
+    st.handed = None;
+    Ok(())
 }
 
 /// Deletes superseded catalog objects (`due`, oldest first); the keys it
@@ -1069,7 +1168,7 @@ pub fn current(store: &dyn Store, trust: &Trust, m: &Manifest) -> Result<Manifes
                 // Deleted outside bkp, or by a cleanup that did not get to
                 // correct the catalog: the catalog forgets it now.
                 change(store, trust.keys(), m.kind, false, |st| {
-                    st.entries.remove(&m.id);
+                    st.forget(&m.id);
                 });
             }
             return Err(coded(
@@ -1084,8 +1183,7 @@ pub fn current(store: &dyn Store, trust: &Trust, m: &Manifest) -> Result<Manifes
     if &fresh != m {
         let entry = Entry::new(fresh.clone(), sealer, None);
         change(store, trust.keys(), fresh.kind, false, |st| {
-            st.dirty.insert(entry.manifest.id);
-            st.entries.insert(entry.manifest.id, entry.clone());
+            st.put(entry.clone());
         });
     }
     Ok(fresh)
@@ -1419,7 +1517,7 @@ mod tests {
             assert_eq!(good, vec![m.clone()], "{depth:?}");
         }
         let healed = load(&store, None, Kind::Duckdb).unwrap();
-        assert_eq!(healed.entries[&m.id].manifest, m);
+        assert_eq!(*healed.entries[&m.id].manifest, m);
     }
 
     #[test]
@@ -1438,7 +1536,7 @@ mod tests {
             base: None,
             written_at: OffsetDateTime::now_utc(),
             entries: vec![Entry {
-                manifest: planted.clone(),
+                manifest: Box::new(planted.clone()),
                 sealed: true,
                 sealer: None,
                 stored: None,
@@ -1460,6 +1558,25 @@ mod tests {
         assert!(catalog_objects(&store)
             .iter()
             .any(|k| seq_of(Kind::Duckdb, k) == Some(8)));
+    }
+
+    #[test]
+    fn a_read_hands_its_entries_out_and_keeps_what_a_delta_carries() {
+        let store = MemoryStore::default();
+        let trust = Trust::none();
+        let t0 = OffsetDateTime::now_utc() - Duration::days(1);
+        for i in 0..3 {
+            store_manifest(&store, &sample(Kind::Duckdb, t0 + Duration::seconds(i)));
+        }
+        CACHE.lock().unwrap().clear();
+        let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        assert_eq!(good.len(), 3);
+        let st = cached(&store, None, Kind::Duckdb).unwrap();
+        // Every manifest is known by id; only a delta's entries are held.
+        assert_eq!(st.handed.as_ref().map(BTreeSet::len), Some(3));
+        let carried = st.entries.len();
+        assert!(carried <= 3 - st.base_ids.len() + st.dirty.len());
+        assert!(good.iter().all(|m| st.holds(&m.id)));
     }
 
     #[test]
@@ -1588,7 +1705,7 @@ mod tests {
         // What the key holder wrote since is its own, and holds the manifest.
         let st = load(&store, Some(&holder()), Kind::Duckdb).unwrap();
         assert!(!st.unchecked);
-        assert_eq!(st.entries[&genuine.id].manifest, genuine);
+        assert_eq!(*st.entries[&genuine.id].manifest, genuine);
     }
 
     #[test]
