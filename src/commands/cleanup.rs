@@ -175,11 +175,13 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         ));
     }
     let gone: BTreeSet<BackupId> = pending.iter().map(|t| t.manifest.id).collect();
-    let all: Vec<Manifest> = all.into_iter().filter(|m| !gone.contains(&m.id)).collect();
-    let selected: Vec<Manifest> = match args.kind {
-        Some(k) => all.iter().filter(|m| m.kind == k.into()).cloned().collect(),
-        None => all.clone(),
-    };
+    // The kind asked for, and the others (held once: a year of manifests is
+    // tens of MiB).
+    let (selected, others): (Vec<Manifest>, Vec<Manifest>) = all
+        .into_iter()
+        .filter(|m| !gone.contains(&m.id))
+        .partition(|m| args.kind.is_none_or(|k| m.kind == k.into()));
+    let all = || selected.iter().chain(&others);
     let by_id: BTreeMap<String, &Manifest> =
         selected.iter().map(|m| (m.id.to_string(), m)).collect();
     let (decisions, locked) = decide(ctx, store, &selected, &by_id, started_at)?;
@@ -196,15 +198,14 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let mut tombstones = pending;
     let mut deleted = Vec::new();
     // Bytes deleted per kind, for the metrics (every kind present gets a file).
-    let mut per_kind: BTreeMap<Kind, u64> = all.iter().map(|m| (m.kind, 0)).collect();
+    let mut per_kind: BTreeMap<Kind, u64> = all().map(|m| (m.kind, 0)).collect();
     // Chunk lists are read before anything is deleted, once each.
     let lists = Lists::new(store);
     let kept = referenced(
         ctx,
         &lists,
         true,
-        all.iter()
-            .filter(|m| !doomed.contains(m.id.to_string().as_str())),
+        all().filter(|m| !doomed.contains(m.id.to_string().as_str())),
     )?;
     let mut counted = BTreeSet::new();
     for d in decisions.iter().filter(|d| !d.keep) {
@@ -245,6 +246,9 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
 
     // 3. Delete the objects no remaining manifest names, then record and forget
     // each deletion. The listing is fresh: a manifest written meanwhile counts.
+    // What was listed before is not held beside it.
+    drop((by_id, doomed, kept, counted));
+    drop((selected, others));
     let (remaining, unreadable) = manifest::list_complete(store, &trust, None)?;
     refuse_unreadable(&unreadable)?;
     let named = referenced(ctx, &lists, true, &remaining)?;
@@ -328,7 +332,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         });
         let key = write_report(store, trust.keys(), "cleanup", run_id, started_at, &report)?;
         ctx.ui.detail(&format!("report: {key}"));
-        metrics(ctx, per_kind, started_at, &all, &deleted);
+        metrics(ctx, per_kind, started_at, &remaining);
     }
     Ok(())
 }
@@ -341,9 +345,8 @@ fn stored_metrics<'a>(ctx: &Ctx, kept: impl Iterator<Item = &'a Manifest>, kinds
     let Some(dir) = &ctx.plan.metrics_dir else {
         return;
     };
-    let kept: Vec<Manifest> = kept.cloned().collect();
     let (class, default) = super::store_classes(&ctx.plan.store);
-    let mut usage = crate::manifest::usage::of(&kept, class, default);
+    let mut usage = crate::manifest::usage::of(kept, class, default);
     for k in kinds {
         usage.kinds.entry(k.as_str()).or_insert(0);
     }
@@ -355,23 +358,18 @@ fn stored_metrics<'a>(ctx: &Ctx, kept: impl Iterator<Item = &'a Manifest>, kinds
     }
 }
 
-/// The run's metrics per kind: bytes deleted (the reversals went to the
-/// ledger), the primary's only (a copy's would take their names); and what
-/// the store holds now, the primary or the copy (`all` but `deleted`).
+/// The run's metrics per kind (every kind the store held before): bytes
+/// deleted (the reversals went to the ledger), the primary's only (a copy's
+/// would take their names); and what the store holds now (`remaining`, as
+/// listed after the deletions), the primary or the copy.
 fn metrics(
     ctx: &Ctx,
     per_kind: BTreeMap<Kind, u64>,
     started_at: OffsetDateTime,
-    all: &[Manifest],
-    deleted: &[serde_json::Value],
+    remaining: &[Manifest],
 ) {
-    let gone: BTreeSet<String> = deleted
-        .iter()
-        .filter_map(|d| d["id"].as_str().map(String::from))
-        .collect();
-    let kinds: BTreeSet<Kind> = all.iter().map(|m| m.kind).collect();
-    let kept = all.iter().filter(|m| !gone.contains(&m.id.to_string()));
-    stored_metrics(ctx, kept, &kinds);
+    let kinds: BTreeSet<Kind> = per_kind.keys().copied().collect();
+    stored_metrics(ctx, remaining.iter(), &kinds);
     if ctx.plan.primary.is_some() {
         return;
     }

@@ -39,7 +39,11 @@ impl Usage {
 
 /// What `manifests` hold, data objects in `data_class` (the store's
 /// `storage_class`), chunk lists in `default_class`.
-pub fn of(manifests: &[Manifest], data_class: &str, default_class: &str) -> Usage {
+pub fn of<'a>(
+    manifests: impl IntoIterator<Item = &'a Manifest>,
+    data_class: &str,
+    default_class: &str,
+) -> Usage {
     let mut u = Usage::default();
     // Per kind: chunk bytes uploaded by kept snapshots, and the most one
     // snapshot names.
