@@ -428,7 +428,58 @@ pub fn document_of<T: serde::Serialize>(doc: impl FnOnce(Vec<String>) -> T) -> a
         }
         return document(v);
     }
-    print(&serde_json::to_string_pretty(&doc(warnings()))?)
+    // Written as it serializes: a year of backups is tens of MiB as text.
+    let mut w = PlainLines {
+        out: std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock()),
+        line: Vec::new(),
+    };
+    serde_json::to_writer_pretty(&mut w, &doc(warnings()))
+        .map_err(std::io::Error::from)
+        .and_then(|_| w.finish())
+        .map_err(stdout_error)?;
+    Ok(())
+}
+
+/// A writer of text that passes each line through [`plain`], as [`out`]
+/// does with a whole text, holding one line at a time.
+struct PlainLines<W: std::io::Write> {
+    out: W,
+    line: Vec<u8>,
+}
+
+impl<W: std::io::Write> PlainLines<W> {
+    fn emit(&mut self) -> std::io::Result<()> {
+        let text = String::from_utf8_lossy(&self.line);
+        self.out.write_all(plain(&text).as_bytes())?;
+        self.line.clear();
+        Ok(())
+    }
+
+    /// Writes the last line and its newline, and flushes.
+    fn finish(mut self) -> std::io::Result<W> {
+        self.emit()?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for PlainLines<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            self.line.extend_from_slice(&rest[..nl]);
+            self.emit()?;
+            self.out.write_all(b"\n")?;
+            rest = &rest[nl + 1..];
+        }
+        self.line.extend_from_slice(rest);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The documents a run holds back (see [`hold_documents`]).
@@ -506,6 +557,31 @@ pub fn is_stdout_closed(err: &anyhow::Error) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_document_written_as_it_serializes_is_the_text_out_prints() {
+        use std::io::Write;
+        let doc = serde_json::json!({
+            "backups": [{"host": "a\u{9b}31mb", "id": 1}, {"host": "plain"}],
+            "warnings": ["x\u{85}y"],
+        });
+        let text = serde_json::to_string_pretty(&doc).unwrap();
+        let mut w = PlainLines {
+            out: Vec::new(),
+            line: Vec::new(),
+        };
+        // In pieces that split lines (and a character) anywhere.
+        let bytes = text.as_bytes();
+        for piece in bytes.chunks(7) {
+            w.write_all(piece).unwrap();
+        }
+        let out = w.finish().unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("{}\n", plain_text(&text))
+        );
+        assert!(!plain_text(&text).contains('\u{9b}'));
+    }
 
     #[test]
     fn control_characters_never_reach_a_line() {
