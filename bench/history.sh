@@ -15,7 +15,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$BKP_ROOT"
 scripts/bootstrap >/dev/null
-bkp="$CARGO_TARGET_DIR/debug/bkp"
+bkp="${BKP_BIN:-$CARGO_TARGET_DIR/debug/bkp}"
 tb="$BKP_TOOLS/bin/tigerbeetle"
 days="${DAYS:-365}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/bkp-bench-history.XXXXXX")"
