@@ -326,7 +326,7 @@ mod tests {
     fn snapshot(minute: i64, newest: Option<u64>) -> Manifest {
         let mut m = base(Kind::Tigerbeetle, Scope::Full, "snapshot", minute);
         if let Some(n) = newest {
-            m.source.insert("newest_timestamp".into(), json!(n));
+            m.source.insert("newest_timestamp", json!(n));
         }
         m
     }
@@ -334,8 +334,8 @@ mod tests {
     fn segment(minute: i64, parent: Option<&Manifest>, after: u64, until: u64) -> Manifest {
         let mut m = base(Kind::Tigerbeetle, Scope::Incremental, "logs", minute);
         m.parent = parent.map(|p| p.id);
-        m.source.insert("after".into(), json!(after.to_string()));
-        m.source.insert("until".into(), json!(until.to_string()));
+        m.source.insert("after", json!(after.to_string()));
+        m.source.insert("until", json!(until.to_string()));
         m.objects.push(crate::manifest::ObjectEntry {
             key: format!("seg-{minute}"),
             size: 1,
@@ -539,7 +539,7 @@ mod tests {
         assert_eq!(log_head(&all, 0).map(|m| m.id), Some(g.id));
         // Another cluster's segment is no head of this one, however far it reaches.
         let mut other = segment(30, Some(&g), 40, 90);
-        other.source.insert("cluster_id".into(), json!("7"));
+        other.source.insert("cluster_id", json!("7"));
         all.push(other.clone());
         assert_eq!(log_head(&all, 0).map(|m| m.id), Some(g.id));
         assert_eq!(log_head(&all, 7).map(|m| m.id), Some(other.id));

@@ -202,24 +202,24 @@ fn base_source(
     replicas: u8,
     prev: Option<&Manifest>,
     r: &pitr::Replayed,
-) -> std::collections::BTreeMap<String, serde_json::Value> {
-    let mut source = std::collections::BTreeMap::new();
-    source.insert("cluster_id".into(), json!(cluster.to_string()));
-    source.insert("replica_count".into(), json!(replicas));
-    source.insert("from_log".into(), json!(true));
+) -> crate::manifest::facts::Facts {
+    let mut source = crate::manifest::facts::Facts::new();
+    source.insert("cluster_id", json!(cluster.to_string()));
+    source.insert("replica_count", json!(replicas));
+    source.insert("from_log", json!(true));
     source.insert(
-        "newest_timestamp".into(),
+        "newest_timestamp",
         json!(r.last_timestamp.max(r.snapshot_until)),
     );
-    source.insert("segments_replayed".into(), json!(r.segments));
+    source.insert("segments_replayed", json!(r.segments));
     let before = |key: &str| prev.map_or(Some(0), |p| p.source.get(key)?.as_u64());
     // A replayed expiry is a void: a transfer row of the base.
     if let (Some(a), Some(t)) = (before("accounts"), before("transfers")) {
-        source.insert("accounts".into(), json!(a + r.accounts));
-        source.insert("transfers".into(), json!(t + r.transfers + r.expiries));
+        source.insert("accounts", json!(a + r.accounts));
+        source.insert("transfers", json!(t + r.transfers + r.expiries));
     }
     if let Some(p) = prev {
-        source.insert("built_on".into(), json!(p.id));
+        source.insert("built_on", json!(p.id));
     }
     source
 }

@@ -332,31 +332,31 @@ pub fn run(ctx: &Ctx, mode: Mode) -> Result<()> {
         conn.execute_batch("COMMIT").ok();
         drop(conn);
 
-        let mut source = BTreeMap::new();
-        source.insert("database".into(), json!(d.database.display().to_string()));
-        source.insert("duckdb_version".into(), json!(duckdb_version));
-        source.insert("requested".into(), json!(mode.as_str()));
+        let mut source = crate::manifest::facts::Facts::new();
+        source.insert("database", json!(d.database.display().to_string()));
+        source.insert("duckdb_version", json!(duckdb_version));
+        source.insert("requested", json!(mode.as_str()));
         if previous.is_some() && mode == Mode::Differential {
-            source.insert("differential".into(), json!(true));
+            source.insert("differential", json!(true));
         }
         if let Some(n) = &note {
-            source.insert("note".into(), json!(n));
+            source.insert("note", json!(n));
         }
         source.insert(
-            "chain_full".into(),
+            "chain_full",
             json!(previous.as_ref().map_or(id, |(_, _, root)| *root)),
         );
-        source.insert("schema_sha256".into(), json!(schema_sha));
-        source.insert("deleted_rows".into(), json!(DELETES_NOTE));
-        source.insert("sequences".into(), serde_json::to_value(&sequences)?);
-        source.insert("tables".into(), serde_json::to_value(&records)?);
+        source.insert("schema_sha256", json!(schema_sha));
+        source.insert("deleted_rows", json!(DELETES_NOTE));
+        source.insert("sequences", serde_json::to_value(&sequences)?);
+        source.insert("tables", serde_json::to_value(&records)?);
         if !schema.omitted.is_empty() {
             let omitted: Vec<_> = schema
                 .omitted
                 .iter()
                 .map(|(what, why)| json!({ "object": what, "reason": why }))
                 .collect();
-            source.insert("omitted".into(), json!(omitted));
+            source.insert("omitted", json!(omitted));
         }
         let mut stored = run.store_manifest(run.manifest(Body {
             scope: Some(scope),

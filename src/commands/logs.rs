@@ -10,7 +10,6 @@
 //! continues nothing, so it is written without the store lease, which only a run
 //! that captures takes (and then reads the head again under it).
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
@@ -219,10 +218,10 @@ impl Seen {
 
     /// What every manifest of this run records of its source: the cluster,
     /// and where it starts.
-    fn source(&self, cfg: &tblog::ClusterConfig) -> BTreeMap<String, serde_json::Value> {
-        let mut source = BTreeMap::new();
-        source.insert("cluster_id".into(), json!(cfg.cluster_id.to_string()));
-        source.insert("after".into(), json!(self.from.after.to_string()));
+    fn source(&self, cfg: &tblog::ClusterConfig) -> crate::manifest::facts::Facts {
+        let mut source = crate::manifest::facts::Facts::new();
+        source.insert("cluster_id", json!(cfg.cluster_id.to_string()));
+        source.insert("after", json!(self.from.after.to_string()));
         source
     }
 }
@@ -318,11 +317,11 @@ impl Job<'_> {
         let Job { cfg, run, .. } = *self;
         let mut source = seen.source(cfg);
         if seen.only_audit {
-            source.insert("audit_rows_deferred".into(), json!(true));
+            source.insert("audit_rows_deferred", json!(true));
         }
         insert_watermark(&mut source, &seen.from);
-        source.insert("accounts".into(), json!(0));
-        source.insert("transfers".into(), json!(0));
+        source.insert("accounts", json!(0));
+        source.insert("transfers", json!(0));
         run.store_manifest(run.manifest(Body {
             objects: Vec::new(),
             parent: seen.parent,
@@ -384,19 +383,19 @@ impl Job<'_> {
         let stats = stats.context("the capture produced no statistics")?;
         let seg = &stats.segment;
         insert_watermark(&mut source, &stats.next);
-        source.insert("accounts".into(), json!(seg.accounts));
-        source.insert("transfers".into(), json!(seg.transfers));
-        source.insert("expiries".into(), json!(seg.expiries));
+        source.insert("accounts", json!(seg.accounts));
+        source.insert("transfers", json!(seg.transfers));
+        source.insert("expiries", json!(seg.expiries));
         source.insert(
-            "first_timestamp".into(),
+            "first_timestamp",
             json!(seg.first_timestamp.to_string()),
         );
         source.insert(
-            "last_timestamp".into(),
+            "last_timestamp",
             json!(seg.last_timestamp.to_string()),
         );
         // Every request of the run's session: the newest marks' too.
-        source.insert("requests".into(), json!(client.requests()));
+        source.insert("requests", json!(client.requests()));
         // Under Object Lock the chain it continues is held as long as it is.
         run.hold(&[], seen.needs.clone())?;
         // The decisive check: a run that outlived its lease stores no manifest.

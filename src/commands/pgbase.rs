@@ -7,7 +7,6 @@
 //! and checks every file with `pg_verifybackup` before putting it in place; the
 //! result starts as the server was at the end of the backup.
 
-use std::collections::BTreeMap;
 
 use anyhow::Result;
 use serde_json::json;
@@ -64,23 +63,23 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             },
         )?;
         progress.end();
-        let mut source = BTreeMap::new();
+        let mut source = crate::manifest::facts::Facts::new();
         if let Some(h) = &pg.host {
-            source.insert("host".into(), json!(h));
+            source.insert("host", json!(h));
         }
         if let Some(p) = pg.port {
-            source.insert("port".into(), json!(p));
+            source.insert("port", json!(p));
         }
-        source.insert("format".into(), json!("tar"));
-        source.insert("wal".into(), json!("fetch"));
+        source.insert("format", json!("tar"));
+        source.insert("wal", json!("fetch"));
         if let Some(f) = facts {
-            source.insert("server_version".into(), json!(f.server_version));
+            source.insert("server_version", json!(f.server_version));
             // Where point-in-time recovery from the WAL archive starts.
             if let Some(w) = f.wal {
-                source.insert("system_identifier".into(), json!(w.system.to_string()));
-                source.insert("timeline".into(), json!(w.timeline));
-                source.insert("wal_start".into(), json!(w.segment()));
-                source.insert("wal_segment_size".into(), json!(w.segment_size));
+                source.insert("system_identifier", json!(w.system.to_string()));
+                source.insert("timeline", json!(w.timeline));
+                source.insert("wal_start", json!(w.segment()));
+                source.insert("wal_segment_size", json!(w.segment_size));
             }
         }
         let m = run.manifest(Body {

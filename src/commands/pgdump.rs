@@ -8,7 +8,6 @@
 //! not finish with success is never given a manifest, so it is never listed or
 //! restored; its partial object is removed like any failed upload's.
 
-use std::collections::BTreeMap;
 
 use anyhow::Result;
 use serde_json::json;
@@ -91,19 +90,19 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 )),
             }
         }
-        let mut source = BTreeMap::new();
-        source.insert("database".into(), json!(pg.database));
+        let mut source = crate::manifest::facts::Facts::new();
+        source.insert("database", json!(pg.database));
         if let Some(h) = &pg.host {
-            source.insert("host".into(), json!(h));
+            source.insert("host", json!(h));
         }
         if let Some(p) = pg.port {
-            source.insert("port".into(), json!(p));
+            source.insert("port", json!(p));
         }
-        source.insert("format".into(), json!("custom"));
-        source.insert("server_version".into(), json!(dumped.server_version));
-        source.insert("pg_dump_version".into(), json!(dumped.pg_dump_version));
+        source.insert("format", json!("custom"));
+        source.insert("server_version", json!(dumped.server_version));
+        source.insert("pg_dump_version", json!(dumped.pg_dump_version));
         if let Some(tables) = &dumped.tables {
-            source.insert("tables".into(), json!(tables));
+            source.insert("tables", json!(tables));
         }
         let m = run.manifest(Body {
             objects,

@@ -210,7 +210,7 @@ pub fn run(ctx: &Ctx, args: &crate::cli::ReplicateArgs) -> Result<()> {
             objects,
             files,
             uses,
-            source: replica.into_source_map()?,
+            source: replica.into_source_map()?.into(),
             ..Body::default()
         }))?;
         stored.problems.extend(skipped_files);

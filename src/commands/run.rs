@@ -67,7 +67,7 @@ pub struct Body {
     pub uses: Vec<String>,
     /// The chunk map of a chunked backup (see `manifest/chunks.rs`).
     pub chunks: Option<crate::manifest::chunks::Chunked>,
-    pub source: std::collections::BTreeMap<String, serde_json::Value>,
+    pub source: crate::manifest::facts::Facts,
 }
 
 /// One backup run, from its lock to its report.

@@ -2,7 +2,7 @@
 //! file's SHA-256, in the same read) → compress → encrypt → SHA-256 → upload →
 //! manifest → ledger → local cleanup.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use anyhow::Result;
 use serde_json::json;
@@ -251,22 +251,22 @@ fn snapshot_source(
     data_file: &std::path::Path,
     prepared: &tigerbeetle::Prepared,
     base: Option<&Manifest>,
-) -> BTreeMap<String, serde_json::Value> {
-    let mut source = BTreeMap::new();
-    source.insert("data_file".into(), json!(data_file.display().to_string()));
-    source.insert("snapshot_mode".into(), json!(prepared.mode));
+) -> crate::manifest::facts::Facts {
+    let mut source = crate::manifest::facts::Facts::new();
+    source.insert("data_file", json!(data_file.display().to_string()));
+    source.insert("snapshot_mode", json!(prepared.mode));
     if let Some(c) = &tb.cluster {
-        source.insert("cluster_id".into(), json!(c.cluster_id.to_string()));
+        source.insert("cluster_id", json!(c.cluster_id.to_string()));
     }
     source.insert(
-        "integrity_checked".into(),
+        "integrity_checked",
         json!(prepared.integrity_checked),
     );
     if let Some(why) = &prepared.torn_writes {
-        source.insert("torn_writes".into(), json!(why));
+        source.insert("torn_writes", json!(why));
     }
     if let Some(b) = base {
-        source.insert("chunks_shared_with".into(), json!(b.id));
+        source.insert("chunks_shared_with", json!(b.id));
     }
     if tb.count_rows {
         record_rows(ctx, prepared, &mut source);
@@ -279,13 +279,13 @@ fn snapshot_source(
 fn record_rows(
     ctx: &Ctx,
     prepared: &tigerbeetle::Prepared,
-    source: &mut BTreeMap<String, serde_json::Value>,
+    source: &mut crate::manifest::facts::Facts,
 ) {
     match count_rows(ctx, prepared) {
         Ok(stats) => {
-            source.insert("accounts".into(), json!(stats.accounts));
-            source.insert("transfers".into(), json!(stats.transfers));
-            source.insert("newest_timestamp".into(), json!(stats.until));
+            source.insert("accounts", json!(stats.accounts));
+            source.insert("transfers", json!(stats.transfers));
+            source.insert("newest_timestamp", json!(stats.until));
             ctx.ui.detail(&format!(
                 "the snapshot holds {} and {}",
                 crate::units::count(stats.accounts, "account"),

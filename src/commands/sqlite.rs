@@ -73,7 +73,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         progress.end();
         let m = run.manifest(Body {
             objects: vec![entry],
-            source: view.members(),
+            source: view.members().into(),
             ..Body::default()
         });
         run.store_manifest(m)

@@ -72,7 +72,7 @@ impl View {
         let source = serde_json::Value::Object(
             m.source
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
         );
         serde_json::from_value(source).map_err(|e| {

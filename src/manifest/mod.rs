@@ -13,7 +13,6 @@
 //! The schema is versioned `MAJOR.MINOR`: readers accept any minor version of a
 //! major they know (new optional fields) and refuse a newer major clearly.
 
-use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -31,6 +30,7 @@ pub use seal::Trust;
 pub mod catalog;
 pub mod chunks;
 pub mod duckdb;
+pub mod facts;
 pub mod head;
 pub mod legacy;
 pub mod marker;
@@ -126,7 +126,7 @@ pub struct Manifest {
     pub chunks: Option<chunks::Chunked>,
     /// Kind-specific facts about the source (data file path, snapshot mode…).
     #[serde(default)]
-    pub source: BTreeMap<String, serde_json::Value>,
+    pub source: facts::Facts,
     /// The id of the store it was written to (from the store's marker, see
     /// `marker.rs`): under the seal, so that a copy in another store is
     /// refused there. `None` in manifests from before stores had ids.
@@ -762,7 +762,7 @@ pub(crate) mod tests {
             parent: None,
             uses: vec![],
             chunks: None,
-            source: BTreeMap::new(),
+            source: facts::Facts::new(),
             store: None,
         }
     }

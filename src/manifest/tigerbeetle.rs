@@ -1,7 +1,6 @@
 //! The manifests of TigerBeetle backups, read as what they are: a snapshot (a copy
 //! of the data file) or a log segment with its interval of cluster timestamps.
 
-use std::collections::BTreeMap;
 
 use super::Manifest;
 use crate::tigerbeetle::tblog::Watermark;
@@ -44,11 +43,11 @@ pub fn watermark(m: &Manifest) -> Option<Watermark> {
 /// and a kind's mark only where it lies below `until`. At least one kind's
 /// nearly always does (the newest row is of the other kind, or an expiry), so
 /// most manifests record one or both.
-pub fn insert_watermark(source: &mut BTreeMap<String, serde_json::Value>, w: &Watermark) {
-    source.insert("until".into(), serde_json::json!(w.after.to_string()));
+pub fn insert_watermark(source: &mut super::facts::Facts, w: &Watermark) {
+    source.insert("until", serde_json::json!(w.after.to_string()));
     for (key, mark) in [(ACCOUNTS_UNTIL, w.accounts), (TRANSFERS_UNTIL, w.transfers)] {
         if mark != w.after {
-            source.insert(key.into(), serde_json::json!(mark.to_string()));
+            source.insert(key, serde_json::json!(mark.to_string()));
         }
     }
 }

@@ -129,7 +129,8 @@ impl ReplicaSet {
     }
 
     pub fn from_manifest(m: &Manifest) -> Result<ReplicaSet> {
-        let v = serde_json::Value::Object(m.source.clone().into_iter().collect());
+        let v = serde_json::to_value(&m.source)
+            .with_context(|| format!("manifest {}: its replicated set is malformed", m.key()))?;
         let set: ReplicaSet = serde_json::from_value(v)
             .with_context(|| format!("manifest {}: its replicated set is malformed", m.key()))?;
         if set.format != FORMAT {
@@ -394,7 +395,7 @@ mod tests {
             parent: None,
             uses: vec![],
             chunks: None,
-            source: set.clone().into_source_map().unwrap(),
+            source: set.clone().into_source_map().unwrap().into(),
             store: None,
         };
         let back: Manifest = serde_json::from_slice(&serde_json::to_vec(&m).unwrap()).unwrap();
