@@ -167,7 +167,7 @@ impl<'a> Run<'a> {
             files: body.files,
             parent: body.parent,
             uses: body.uses,
-            chunks: body.chunks,
+            chunks: body.chunks.map(Box::new),
             source: body.source,
             store: self.store_id.clone(),
         }

@@ -65,7 +65,7 @@ pub fn newest_backups(
             .collect();
         let (all, unreadable) = manifest::list(store, trust, Some(kind))?;
         scan.lost
-            .extend(manifest::head::lost(store, trust, kind, &all)?);
+            .extend(manifest::head::lost(store, trust, kind, all.last())?);
         scan.listed.push((kind, all.last().cloned()));
         scan.manifests += all.len() + unreadable.len();
         let mut oldest_found: Option<OffsetDateTime> = None;

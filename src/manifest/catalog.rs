@@ -1470,7 +1470,7 @@ mod tests {
             size: MIN_CHUNK,
             sha256: "22".into(),
         }];
-        m.chunks = Some(Chunked {
+        m.chunks = Some(Box::new(Chunked {
             file: "db".into(),
             chunk_size: MIN_CHUNK,
             naming: plain_naming("zstd"),
@@ -1484,7 +1484,7 @@ mod tests {
                 size: 9,
                 sha256: "33".into(),
             },
-        });
+        }));
     }
 
     /// A chunked manifest whose catalog entry lost its chunks (a catalog an

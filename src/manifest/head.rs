@@ -334,16 +334,15 @@ pub fn refuse_lost_in(
 }
 
 /// For `status` and `verify`: whether the store lost backups of `kind`
-/// beyond `all` (its listed backups, oldest first), as the error
-/// [`refuse_lost`] gives. The newest listed is checked to be still stored (a
-/// catalog may hold a manifest deleted behind it): one HEAD, and one LIST.
+/// beyond `newest` (the newest it lists), as the error [`refuse_lost`]
+/// gives. The newest listed is checked to be still stored (a catalog may
+/// hold a manifest deleted behind it): one HEAD, and one LIST.
 pub fn lost(
     store: &dyn Store,
     trust: &Trust,
     kind: Kind,
-    all: &[Manifest],
+    newest: Option<&Manifest>,
 ) -> Result<Option<anyhow::Error>> {
-    let newest = all.last();
     let gone = match newest {
         Some(m) => store.head(&m.key())?.is_none(),
         None => false,

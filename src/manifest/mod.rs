@@ -123,7 +123,7 @@ pub struct Manifest {
     /// that does not know chunks refuses the backup instead of restoring
     /// nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chunks: Option<chunks::Chunked>,
+    pub chunks: Option<Box<chunks::Chunked>>,
     /// Kind-specific facts about the source (data file path, snapshot mode…).
     #[serde(default)]
     pub source: facts::Facts,

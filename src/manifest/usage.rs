@@ -134,7 +134,7 @@ mod tests {
     fn chunked(added: u64, stored: u64) -> Manifest {
         let mut m = sample(Kind::Tigerbeetle, time::OffsetDateTime::now_utc());
         m.objects.clear();
-        m.chunks = Some(Chunked {
+        m.chunks = Some(Box::new(Chunked {
             file: "f".into(),
             chunk_size: 4,
             naming: "blake3:zstd".into(),
@@ -148,7 +148,7 @@ mod tests {
                 size: 7,
                 sha256: "00".into(),
             },
-        });
+        }));
         m
     }
 

@@ -35,8 +35,8 @@ pub fn check(
         .into_iter()
         .filter(|k| args.kind.is_none_or(|want| Kind::from(want) == *k));
     for kind in kinds {
-        let of: Vec<Manifest> = all.iter().filter(|m| m.kind == kind).cloned().collect();
-        if let Some(e) = manifest::head::lost(store, trust, kind, &of)? {
+        let newest = all.iter().rfind(|m| m.kind == kind);
+        if let Some(e) = manifest::head::lost(store, trust, kind, newest)? {
             found.push(format!("{e:#}"));
         }
     }
