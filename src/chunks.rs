@@ -1581,7 +1581,9 @@ mod tests {
         let mut m = crate::manifest::tests::sample(Kind::Tigerbeetle, at);
         m.files = vec![entry];
         let key = format!("tigerbeetle/{}.chunks.json.zst", m.id);
-        m.chunks = Some(Box::new(store_list(&store, Kind::Tigerbeetle, m.id, &key, &map).unwrap()));
+        m.chunks = Some(Box::new(
+            store_list(&store, Kind::Tigerbeetle, m.id, &key, &map).unwrap(),
+        ));
         assert_eq!(load(&store, &m).unwrap().unwrap().chunks, map.chunks);
 
         // A count no file has (admitting the manifest refuses it; the list

@@ -386,14 +386,8 @@ impl Job<'_> {
         source.insert("accounts", json!(seg.accounts));
         source.insert("transfers", json!(seg.transfers));
         source.insert("expiries", json!(seg.expiries));
-        source.insert(
-            "first_timestamp",
-            json!(seg.first_timestamp.to_string()),
-        );
-        source.insert(
-            "last_timestamp",
-            json!(seg.last_timestamp.to_string()),
-        );
+        source.insert("first_timestamp", json!(seg.first_timestamp.to_string()));
+        source.insert("last_timestamp", json!(seg.last_timestamp.to_string()));
         // Every request of the run's session: the newest marks' too.
         source.insert("requests", json!(client.requests()));
         // Under Object Lock the chain it continues is held as long as it is.

@@ -7,7 +7,6 @@
 //! and checks every file with `pg_verifybackup` before putting it in place; the
 //! result starts as the server was at the end of the backup.
 
-
 use anyhow::Result;
 use serde_json::json;
 

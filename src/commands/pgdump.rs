@@ -8,7 +8,6 @@
 //! not finish with success is never given a manifest, so it is never listed or
 //! restored; its partial object is removed like any failed upload's.
 
-
 use anyhow::Result;
 use serde_json::json;
 

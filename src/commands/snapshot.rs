@@ -258,10 +258,7 @@ fn snapshot_source(
     if let Some(c) = &tb.cluster {
         source.insert("cluster_id", json!(c.cluster_id.to_string()));
     }
-    source.insert(
-        "integrity_checked",
-        json!(prepared.integrity_checked),
-    );
+    source.insert("integrity_checked", json!(prepared.integrity_checked));
     if let Some(why) = &prepared.torn_writes {
         source.insert("torn_writes", json!(why));
     }

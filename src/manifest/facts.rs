@@ -16,11 +16,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 /// Names shared by every manifest of the process; at most [`NAMES_MAX`]
-/// of them, each at most [`NAME_SHARED_MAX`] bytes: a planted manifest with
-/// many long names gets its own copies, and cannot grow this.
+/// of them, each at most [`NAME_SHARED_MAX`] bytes, from sources of at most
+/// [`FACTS_SHARED_MAX`] facts (a real one has a few dozen): a planted
+/// manifest with many or long names gets its own copies, and cannot grow
+/// this. (Planted names that fill it cost later names their sharing, not
+/// their correctness.)
 static NAMES: Mutex<BTreeSet<Arc<str>>> = Mutex::new(BTreeSet::new());
 const NAMES_MAX: usize = 1024;
 const NAME_SHARED_MAX: usize = 64;
+const FACTS_SHARED_MAX: usize = 64;
 
 fn name(s: &str) -> Arc<str> {
     if s.len() <= NAME_SHARED_MAX {
@@ -142,8 +146,13 @@ impl<'de> Deserialize<'de> for Facts {
             fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Facts, A::Error> {
                 let mut read = Vec::with_capacity(a.size_hint().unwrap_or(0).min(64));
                 while let Some((k, v)) = a.next_entry::<std::borrow::Cow<'de, str>, Value>()? {
-                    read.push((name(&k), v));
+                    read.push((k, v));
                 }
+                let shared = read.len() <= FACTS_SHARED_MAX;
+                let mut read: Vec<(Arc<str>, Value)> = read
+                    .into_iter()
+                    .map(|(k, v)| (if shared { name(&k) } else { Arc::from(&*k) }, v))
+                    .collect();
                 // Sorted once (a planted manifest may name thousands), in
                 // order among equal names: the last one given stays.
                 read.sort_by(|x, y| x.0.cmp(&y.0));
@@ -199,6 +208,8 @@ mod tests {
         let many: Facts = serde_json::from_str(&format!("{{{many}}}")).unwrap();
         assert_eq!(many.len(), 200_000);
         assert_eq!(many.get("k7"), Some(&Value::from(7)));
+        // Nor do they take the shared names.
+        assert!(!NAMES.lock().unwrap().contains("k7"));
     }
 
     #[test]

@@ -13,7 +13,6 @@
 //! The schema is versioned `MAJOR.MINOR`: readers accept any minor version of a
 //! major they know (new optional fields) and refuse a newer major clearly.
 
-
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

@@ -1,7 +1,6 @@
 //! The manifests of TigerBeetle backups, read as what they are: a snapshot (a copy
 //! of the data file) or a log segment with its interval of cluster timestamps.
 
-
 use super::Manifest;
 use crate::tigerbeetle::tblog::Watermark;
 
