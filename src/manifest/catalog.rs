@@ -211,8 +211,9 @@ struct State {
     base_seq: u64,
     written_at: Option<OffsetDateTime>,
     base_ids: BTreeSet<BackupId>,
-    /// The base as its listing showed it, to read it again ([`fill`]).
-    base_listed: Option<ObjectInfo>,
+    /// The base as its listing showed it, and who tagged it, to read it
+    /// again ([`fill`]).
+    base_source: Option<(ObjectInfo, Tagger)>,
     entries: BTreeMap<BackupId, Entry>,
     /// Set once [`read`] handed the entries to its caller (a year of
     /// manifests is held once, not twice): every id the catalog holds, while
@@ -604,12 +605,8 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
             let (base, base_tagger, delta) = match doc.base {
                 None => (doc, tagger, None),
                 Some(b) if b < *seq => {
-                    let blisted = by_seq.get(&b).ok_or_else(|| {
-                        coded(
-                            Code::NotFound,
-                            format!("catalog {key}: its base {b} is gone"),
-                        )
-                    })?;
+                    let gone = format!("catalog {key}: its base {b} is gone");
+                    let blisted = by_seq.get(&b).ok_or_else(|| coded(Code::NotFound, gone))?;
                     let (base, base_tagger) = read_object(store, keys, kind, b, blisted)?;
                     if base.base.is_some() {
                         return Err(damaged_error(key, "its base is a delta"));
@@ -631,8 +628,9 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                 base_seq: base.seq,
                 written_at: Some(base.written_at),
                 base_ids: base.entries.iter().map(|e| e.manifest.id).collect(),
-                base_listed: by_seq.get(&base.seq).map(|o| (*o).clone()),
-                handed: None,
+                base_source: by_seq
+                    .get(&base.seq)
+                    .map(|&o| (o.clone(), base_tagger.clone())),
                 recheck: base
                     .entries
                     .iter()
@@ -648,8 +646,8 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                     .collect(),
                 damaged: base.damaged.into_iter().collect(),
                 objects: objects.clone(),
-                dirty: BTreeSet::new(),
                 unchecked: matches!(base_tagger, Tagger::Signer(_)),
+                ..State::default()
             };
             if let Some((d, tagger)) = delta {
                 st.unchecked |= matches!(tagger, Tagger::Signer(_));
@@ -1001,8 +999,10 @@ fn write(
     let added_n = st.entries.keys().filter(|id| changed(st, id)).count();
     let delta = st.seq != 0 && added_n + removed.len() < REBASE;
     let handed = st.handed.is_some();
-    if !delta && handed {
-        fill(store, keys, kind, st)?;
+    // The base the entries were read from is gone or changed: another
+    // writer's catalog stands, and the caller reads it again.
+    if !delta && handed && !fill(store, keys, kind, st)? {
+        return Ok(false);
     }
     let added: Vec<&Entry> = match delta {
         true => st
@@ -1047,26 +1047,20 @@ fn write(
         Err(e) if is_already_exists(&e) => return Ok(false),
         Err(e) => return Err(e),
     };
-    // A base this run wrote is one the next run need not read: a write
-    // answers with the entity tag a listing shows.
+    let old_base = st.base_seq;
     if !delta {
+        // A base this run wrote is one the next run need not read: a write
+        // answers with the entity tag a listing shows.
         let written = ObjectInfo {
             key: key.clone(),
             size: bytes.len() as u64,
-            ..written_info.clone()
+            ..written_info
         };
         if let Some((path, prefix)) = base_copy(store, kind, &written) {
             keep_copy(&path, &prefix, &bytes);
         }
-    }
-    let old_base = st.base_seq;
-    if !delta {
+        st.base_source = Tagger::of(keys, &payload, &tag).map(|t| (written, t));
         st.base_seq = seq;
-        st.base_listed = Some(ObjectInfo {
-            key: key.clone(),
-            size: bytes.len() as u64,
-            ..written_info.clone()
-        });
         st.base_ids = st.entries.keys().copied().collect();
         st.dirty.clear();
         // Held by the caller of `read`: not held twice.
@@ -1094,23 +1088,23 @@ fn write(
 /// Reads back from the base the entries [`read`] handed out, for a write of
 /// a new base. They were in the base unchanged (changed ones stayed in
 /// `entries`), and are taken as they were: only what the base's tagger
-/// vouches for. The state is unchanged when one of them cannot be read.
-fn fill(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, st: &mut State) -> Result<()> {
+/// vouches for. False, the state unchanged, when the base is gone or is not
+/// the one they were read from (a base, tagged by the same).
+fn fill(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, st: &mut State) -> Result<bool> {
     let Some(ids) = &st.handed else {
-        return Ok(());
+        return Ok(true);
     };
-    let gone = || {
-        coded(
-            Code::NotFound,
-            format!(
-                "the {} catalog's base {} is gone or changed",
-                kind.as_str(),
-                st.base_seq
-            ),
-        )
+    let Some((listed, was)) = &st.base_source else {
+        return Ok(false);
     };
-    let listed = st.base_listed.as_ref().ok_or_else(gone)?;
-    let (doc, tagger) = read_object(store, keys, kind, st.base_seq, listed)?;
+    let (doc, tagger) = match read_object(store, keys, kind, st.base_seq, listed) {
+        Ok(read) => read,
+        Err(e) if classify(&e) == Some(Code::Transient) => return Err(e),
+        Err(_) => return Ok(false),
+    };
+    if doc.base.is_some() || tagger != *was {
+        return Ok(false);
+    }
     let mut back: BTreeMap<BackupId, Entry> = doc
         .entries
         .into_iter()
@@ -1121,11 +1115,11 @@ fn fill(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, st: &mut State) -
         .map(|e| (e.manifest.id, e))
         .collect();
     if back.len() + st.entries.len() != ids.len() {
-        return Err(gone());
+        return Ok(false);
     }
     st.entries.append(&mut back);
     st.handed = None;
-    Ok(())
+    Ok(true)
 }
 
 /// Deletes superseded catalog objects (`due`, oldest first); the keys it
@@ -1577,6 +1571,46 @@ mod tests {
         let carried = st.entries.len();
         assert!(carried <= 3 - st.base_ids.len() + st.dirty.len());
         assert!(good.iter().all(|m| st.holds(&m.id)));
+    }
+
+    #[test]
+    fn a_handed_state_whose_base_is_gone_leaves_the_write_to_a_fresh_read() {
+        let store = MemoryStore::default();
+        let trust = Trust::none();
+        let t0 = OffsetDateTime::now_utc() - Duration::days(1);
+        store_manifest(&store, &sample(Kind::Duckdb, t0));
+        CACHE.lock().unwrap().clear();
+        read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        let mut st = cached(&store, None, Kind::Duckdb).unwrap();
+        assert!(st.handed.is_some());
+        // Enough changes for a new base, which needs the handed entries back.
+        for i in 1..=REBASE as i64 {
+            st.put(Entry::new(
+                sample(Kind::Duckdb, t0 + Duration::seconds(i)),
+                None,
+                None,
+            ));
+        }
+        let base = object_key(Kind::Duckdb, st.base_seq);
+        let bytes = store.get(&base).unwrap();
+        store.delete(&base).unwrap();
+        let now = OffsetDateTime::now_utc();
+        assert!(!write(&store, None, Kind::Duckdb, &mut st, now, false).unwrap());
+        assert!(st.handed.is_some(), "nothing was taken back");
+        // Nor is a base planted under the same key.
+        let mut planted = bytes.clone();
+        let nl = planted.iter().position(|&b| b == b'\n').unwrap();
+        planted.splice(..nl, format!("{MAGIC}{}", "ab".repeat(32)).into_bytes());
+        store.put_new(&base, &planted, &Vec::new()).unwrap();
+        st.base_source.as_mut().unwrap().1 = Tagger::Trusted;
+        assert!(!write(&store, None, Kind::Duckdb, &mut st, now, false).unwrap());
+        // Its own base back, the write goes through.
+        store.delete(&base).unwrap();
+        store.put_new(&base, &bytes, &Vec::new()).unwrap();
+        st.base_source.as_mut().unwrap().1 = Tagger::Anyone;
+        assert!(write(&store, None, Kind::Duckdb, &mut st, now, false).unwrap());
+        let written = load(&store, None, Kind::Duckdb).unwrap();
+        assert_eq!(written.entries.len(), REBASE + 1);
     }
 
     #[test]
