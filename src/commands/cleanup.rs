@@ -154,26 +154,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let (all, unreadable) = manifest::list_complete(store, &trust, None)?;
     refuse_unreadable(&unreadable)?;
     let pending = read_tombstones(store, &trust)?;
-    for t in &pending {
-        let key = tombstone::key(t.manifest.kind, t.manifest.id);
-        let what = match store.retained_until(&key)? {
-            Some(until) => format!(
-                "the deletion of {} {} (its tombstone is kept until {} by Object Lock)",
-                t.manifest.kind.as_str(),
-                t.manifest.id,
-                rfc3339(until)
-            ),
-            None => format!(
-                "the interrupted deletion of {} {}",
-                t.manifest.kind.as_str(),
-                t.manifest.id
-            ),
-        };
-        ctx.ui.info(&format!(
-            "{} {what}",
-            if dry { "would finish" } else { "finishing" }
-        ));
-    }
+    announce_pending(ctx, store, &pending, dry)?;
     let gone: BTreeSet<BackupId> = pending.iter().map(|t| t.manifest.id).collect();
     // The kind asked for, and the others (held once: a year of manifests is
     // tens of MiB).
@@ -332,7 +313,32 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         });
         let key = write_report(store, trust.keys(), "cleanup", run_id, started_at, &report)?;
         ctx.ui.detail(&format!("report: {key}"));
-        metrics(ctx, per_kind, started_at, &remaining);
+        metrics(ctx, per_kind, started_at, &remaining, &tombstones);
+    }
+    Ok(())
+}
+
+/// Says which deletions an earlier run left to finish (`pending`).
+fn announce_pending(ctx: &Ctx, store: &dyn Store, pending: &[Tombstone], dry: bool) -> Result<()> {
+    for t in pending {
+        let key = tombstone::key(t.manifest.kind, t.manifest.id);
+        let what = match store.retained_until(&key)? {
+            Some(until) => format!(
+                "the deletion of {} {} (its tombstone is kept until {} by Object Lock)",
+                t.manifest.kind.as_str(),
+                t.manifest.id,
+                rfc3339(until)
+            ),
+            None => format!(
+                "the interrupted deletion of {} {}",
+                t.manifest.kind.as_str(),
+                t.manifest.id
+            ),
+        };
+        ctx.ui.info(&format!(
+            "{} {what}",
+            if dry { "would finish" } else { "finishing" }
+        ));
     }
     Ok(())
 }
@@ -360,16 +366,20 @@ fn stored_metrics<'a>(ctx: &Ctx, kept: impl Iterator<Item = &'a Manifest>, kinds
 
 /// The run's metrics per kind (every kind the store held before): bytes
 /// deleted (the reversals went to the ledger), the primary's only (a copy's
-/// would take their names); and what the store holds now (`remaining`, as
-/// listed after the deletions), the primary or the copy.
+/// would take their names); and what the store holds now, the primary or the
+/// copy (`remaining`, as listed after the deletions, but the backups whose
+/// deletion this run finished: their manifests may have been listed).
 fn metrics(
     ctx: &Ctx,
     per_kind: BTreeMap<Kind, u64>,
     started_at: OffsetDateTime,
     remaining: &[Manifest],
+    finished: &[Tombstone],
 ) {
     let kinds: BTreeSet<Kind> = per_kind.keys().copied().collect();
-    stored_metrics(ctx, remaining.iter(), &kinds);
+    let gone: BTreeSet<BackupId> = finished.iter().map(|t| t.manifest.id).collect();
+    let kept = remaining.iter().filter(|m| !gone.contains(&m.id));
+    stored_metrics(ctx, kept, &kinds);
     if ctx.plan.primary.is_some() {
         return;
     }
