@@ -79,6 +79,18 @@ impl Ui {
         }
     }
 
+    /// Runs `f`, then says with `-v` how long it took: "`what` in 1.2s".
+    pub fn timed<T>(&self, what: impl FnOnce() -> String, f: impl FnOnce() -> T) -> T {
+        let clock = std::time::Instant::now();
+        let out = f();
+        self.detail(&format!(
+            "{} in {:.1}s",
+            what(),
+            clock.elapsed().as_secs_f64()
+        ));
+        out
+    }
+
     /// Debug output, for `-vv`.
     pub fn debug(&self, msg: &str) {
         if self.level >= Level::Debug {

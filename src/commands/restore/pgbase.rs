@@ -139,16 +139,26 @@ pub fn restore_tree(src: &Source, m: &Manifest, dir: &Path, verifier: &Path) -> 
     };
     let keyring = pipeline::keys_for(m, src.keyring)?;
     let spool = src.work.scratch("spool")?;
-    pipeline::download(
-        src.store,
-        entry,
-        m.compression,
-        keyring,
-        spool.path(),
-        src.progress.clone(),
-        |r| unpack(m, r, dir),
+    src.ui.timed(
+        || format!("read, decrypted and unpacked base backup {}", m.id),
+        || {
+            let progress = src.progress.clone();
+            let into_dir = |r: &mut dyn std::io::Read| unpack(m, r, dir);
+            pipeline::download(
+                src.store,
+                entry,
+                m.compression,
+                keyring,
+                spool.path(),
+                progress,
+                into_dir,
+            )
+        },
     )?;
-    crate::sources::postgres::verify_base_backup(verifier, dir)
+    src.ui.timed(
+        || "pg_verifybackup checked its files".into(),
+        || crate::sources::postgres::verify_base_backup(verifier, dir),
+    )
 }
 
 /// Unpacks the tar stream `r` into `dir`: regular files and directories only

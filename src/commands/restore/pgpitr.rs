@@ -167,7 +167,10 @@ pub fn recover(
         src.store.identity()
     ));
     let max = segment_size.min(crate::limits::WAL_SEGMENT_MAX);
-    let (bytes, junk) = fetch_wanted(src.store, src.trust, system, &all, &wanted, &wal_dir, max)?;
+    let (bytes, junk) = src.ui.timed(
+        || "fetched and verified them".into(),
+        || fetch_wanted(src.store, src.trust, system, &all, &wanted, &wal_dir, max),
+    )?;
     let all: Vec<Stored> = all
         .into_iter()
         .filter(|s| !junk.contains(&s.name))
@@ -196,22 +199,7 @@ pub fn recover(
     }
 
     // 2. PostgreSQL replays it, with settings of bkp's own only.
-    super::pgconf::set_aside_configuration(dir)?;
-    // A standby.signal (none in a backup bkp took) would make the server wait
-    // for a primary forever instead of replaying the archive.
-    let standby = dir.join("standby.signal");
-    if standby.exists() {
-        fs::remove_file(&standby)
-            .with_context(|| format!("failed to remove {}", standby.display()))?;
-    }
-    fs::write(dir.join("recovery.signal"), b"")?;
-    for (name, text) in [
-        ("postgresql.conf", ""),
-        ("pg_hba.conf", "local all all trust\n"),
-        ("pg_ident.conf", ""),
-    ] {
-        fs::write(scratch.join(name), text)?;
-    }
+    prepare_recovery(dir, scratch)?;
     let log_path = scratch.join("postgres.log");
     let log = fs::File::create(&log_path)?;
     let mut c = crate::child::command(&postgres, &[]);
@@ -283,7 +271,12 @@ pub fn recover(
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    server.stop();
+    let replayed = clock.elapsed().as_secs_f64();
+    src.ui.detail(&format!(
+        "PostgreSQL replayed the archive and opened in {replayed:.1}s"
+    ));
+    src.ui
+        .timed(|| "PostgreSQL shut down".into(), || server.stop());
     let line = |needle: &str| {
         ready
             .lines()
@@ -598,6 +591,28 @@ fn recovery_settings(
         out.push(("archive_library", String::new()));
     }
     Ok(out)
+}
+
+/// Makes data directory `dir` recover from the archive, with configuration
+/// files of bkp's own in `scratch` (the backup's own are set aside).
+fn prepare_recovery(dir: &Path, scratch: &Path) -> Result<()> {
+    super::pgconf::set_aside_configuration(dir)?;
+    // A standby.signal (none in a backup bkp took) would make the server wait
+    // for a primary forever instead of replaying the archive.
+    let standby = dir.join("standby.signal");
+    if standby.exists() {
+        fs::remove_file(&standby)
+            .with_context(|| format!("failed to remove {}", standby.display()))?;
+    }
+    fs::write(dir.join("recovery.signal"), b"")?;
+    for (name, text) in [
+        ("postgresql.conf", ""),
+        ("pg_hba.conf", "local all all trust\n"),
+        ("pg_ident.conf", ""),
+    ] {
+        fs::write(scratch.join(name), text)?;
+    }
+    Ok(())
 }
 
 /// The recovery server; stopped (fast shutdown, then immediate) when dropped.

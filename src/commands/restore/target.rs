@@ -376,7 +376,7 @@ impl Envelope<'_> {
             Shape::File => build(&target.staged_file(&staging))?,
         };
         // Made durable first: the moves below and the swap follow at once.
-        seal_tree(&staging)?;
+        ui.timed(|| "made the restore durable".into(), || seal_tree(&staging))?;
         // Everything looked at again just before the swap: a target, a
         // file beside it or a process using it may have appeared meanwhile.
         let now = self.check()?;
