@@ -11,6 +11,7 @@
 #   bench/history.sh               # 365 days
 #   DAYS=30 bench/history.sh
 #   KEEP=1 bench/history.sh        # leave the store and its servers running
+#   DAYS=3650 RESULTS=bench/history-3650d-results.md bench/history.sh   # ten years, 365,000
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$BKP_ROOT"
@@ -42,7 +43,7 @@ newest="$(tbrepl "lookup_accounts id=1;" | grep -o '"timestamp": *"[0-9]*"' | gr
 [ -n "$newest" ] || { echo "could not read the account's timestamp" >&2; exit 1; }
 
 echo "==> writing $days days of manifests"
-"$venv" - "$work/store/manifests/tigerbeetle" "$days" "$newest" <<'PY'
+end="$("$venv" - "$work/store/manifests/tigerbeetle" "$days" "$newest" <<'PY'
 import json, os, sys, time, random
 out, days, newest = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 os.makedirs(out)
@@ -72,10 +73,13 @@ for t in range(start, end, 900):
                                 "accounts": 0, "transfers": 0, "expiries": 0})
             prev, until = i, until + 1000
         with open(f"{out}/{i}.json", "w") as f: json.dump(m, f)
+print(end)
 PY
+)"
 count="$(find "$work/store/manifests" -name '*.json' | wc -l)"
 # "Now" as the history ends, so that the S3 copy's duration does not age it.
-export BKP_NOW="$(date -u -d "@$(( $(date +%s) - 30 ))" +%Y-%m-%dT%H:%M:%SZ)"
+# (Ten years take minutes to write: "now" is the newest manifest's time.)
+export BKP_NOW="$(date -u -d "@$(( end + 30 ))" +%Y-%m-%dT%H:%M:%SZ)"
 
 echo "==> starting SeaweedFS; copying $count manifests into S3"
 weed="$BKP_TOOLS/bin/weed"; rclone="$BKP_TOOLS/bin/rclone"
@@ -181,4 +185,4 @@ echo
 echo "Requests of the runs with nothing new (method and key under the store's prefix):"
 echo
 printf '%s\n' "${requests_of[@]}"
-} | tee "$BKP_ROOT/bench/history-results.md"
+} | tee "${RESULTS:-$BKP_ROOT/bench/history-results.md}"
