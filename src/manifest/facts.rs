@@ -119,12 +119,6 @@ impl From<std::collections::BTreeMap<String, Value>> for Facts {
     }
 }
 
-impl From<&Facts> for std::collections::BTreeMap<String, Value> {
-    fn from(f: &Facts) -> Self {
-        f.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
-    }
-}
-
 impl Serialize for Facts {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
@@ -191,7 +185,11 @@ mod tests {
         );
         assert_eq!(facts.get("after"), Some(&Value::from("2")));
         assert_eq!(Facts::from(map.clone()), facts);
-        assert_eq!(BTreeMap::from(&facts), map);
+        let back: BTreeMap<String, Value> = facts
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        assert_eq!(back, map);
         let mut f = facts.clone();
         assert_eq!(f.insert("after", "3".into()), Some("2".into()));
         assert_eq!(f.remove("until"), Some("9".into()));
