@@ -24,6 +24,8 @@ pgbin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/bkp-pg-stages.XXXXXX")"
 chmod 755 "$work"
+# shellcheck source=lib.sh
+source "$BKP_ROOT/bench/lib.sh"   # freeport; its cleanup is replaced below
 u="$work/u"
 mkdir -p "$u/sock" "$u/home" "$u/bkp" "$u/pg" "$u/restore"
 as_pg=()
@@ -35,7 +37,7 @@ data="$u/pg/data"
 cleanup() { "${as_pg[@]}" "$pgbin/pg_ctl" -D "$data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT
 bkp="$u/bin-bkp"; cp "$bkp_src" "$bkp"; chmod 755 "$bkp"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+port="$(freeport)"
 
 echo "==> PostgreSQL: pgbench scale $scale" >&2
 "${as_pg[@]}" "$pgbin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
