@@ -257,19 +257,7 @@ impl Sparse {
         if self.direct || upto < self.behind + WRITE_BEHIND {
             return;
         }
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            // SAFETY: a plain system call on a file descriptor this owns.
-            unsafe {
-                libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    self.behind as libc::off64_t,
-                    (upto - self.behind) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
-        }
+        direct::write_behind(&self.file, self.behind, upto - self.behind);
         self.behind = upto;
     }
 

@@ -189,6 +189,29 @@ pub(crate) fn read(
     Ok((off, got.min(want)))
 }
 
+/// Asks the kernel to start writing `len` bytes of `file` from `from` (0: to
+/// its end) to disk, without waiting: a restore that writes many files then
+/// makes them durable overlaps that I/O with its own work instead of waiting
+/// for all of it at the end. Only a hint (Linux's `sync_file_range`): a
+/// failure is left for the final `fsync` to report.
+pub(crate) fn write_behind(file: &File, from: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain system call on a file descriptor the caller owns.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                from as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, from, len);
+}
+
 /// Writes the file at `path` out and drops it from the page cache, as a file
 /// written with `O_DIRECT` is; whether it is out (the file system may keep it).
 #[cfg(all(test, target_os = "linux"))]

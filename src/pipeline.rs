@@ -279,7 +279,7 @@ pub fn download_as(
         bomb = Some(r.tripped());
         r
     };
-    let (mut out, content): (Box<dyn Read + Send>, _) = match decode {
+    let (decoded, content): (Box<dyn Read + Send>, _) = match decode {
         Decode::Content(c) => {
             let (r, digest) = SharedHashReader::new(Box::new(bounded(decompress(plain, c)?)));
             (Box::new(r), Some(digest))
@@ -287,6 +287,9 @@ pub fn download_as(
         Decode::Files(c) => (Box::new(bounded(decompress(plain, c)?)), None),
         Decode::Compressed => (plain, None),
     };
+    // Reading, decryption, decompression and the content digest on one core,
+    // the consumer (unpacking, writing files) on another.
+    let mut out = crate::stages::pipe::ThreadReader::spawn("decode", decoded)?;
     let over = |e: anyhow::Error| match &bomb {
         Some(t) if t.is_set() => content_longer_than_recorded(entry),
         _ => e,

@@ -193,7 +193,27 @@ fn unpack(m: &Manifest, r: &mut dyn std::io::Read, dir: &Path) -> Result<()> {
                 "{path:?} is a {kind:?} entry, which pg_basebackup does not write"
             )));
         }
+        let inside: std::path::PathBuf = entry
+            .path()
+            .map(|p| {
+                p.components()
+                    .filter(|c| matches!(c, std::path::Component::Normal(_)))
+                    .collect()
+            })
+            .unwrap_or_default();
         match entry.unpack_in(dir) {
+            // The restore is made durable at its end: its disk writes start
+            // now, while the next files are decompressed and unpacked.
+            Ok(true) if kind.is_file() => {
+                use std::os::unix::fs::OpenOptionsExt;
+                if let Ok(f) = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(dir.join(inside))
+                {
+                    crate::direct::write_behind(&f, 0, 0);
+                }
+            }
             Ok(true) => {}
             Ok(false) => return Err(damaged(format!("{path:?} lies outside the data directory"))),
             Err(e) => return Err(damaged(format!("{path:?} cannot be unpacked ({e})"))),

@@ -482,10 +482,21 @@ fn resolved(p: &Path) -> PathBuf {
         .unwrap_or_else(|_| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
 }
 
+/// Files whose write-back [`seal_tree`] starts before it fsyncs them.
+const SEAL_BATCH: usize = 4096;
+
 /// Makes every file under `root` 0600 and every directory (and `root`) 0700,
-/// and fsyncs each, in one walk.
+/// and fsyncs each: the walk sets the modes and starts the write-back of
+/// [`SEAL_BATCH`] files at a time (so the disk has many to work on at once,
+/// not one file at a time), then fsyncs them; the directories last.
 fn seal_tree(root: &Path) -> Result<()> {
     let mut stack = vec![root.to_path_buf()];
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    let fsync = |p: &PathBuf| {
+        fs::File::open(p)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("failed to make {} durable", p.display()))
+    };
     while let Some(p) = stack.pop() {
         let meta = fs::symlink_metadata(&p)?;
         let mode = if meta.is_dir() {
@@ -500,11 +511,19 @@ fn seal_tree(root: &Path) -> Result<()> {
         };
         fs::set_permissions(&p, fs::Permissions::from_mode(mode))
             .with_context(|| format!("failed to set the mode of {}", p.display()))?;
-        fs::File::open(&p)
-            .and_then(|f| f.sync_all())
-            .with_context(|| format!("failed to make {} durable", p.display()))?;
+        if meta.is_dir() {
+            dirs.push(p);
+        } else {
+            if let Ok(f) = fs::File::open(&p) {
+                crate::direct::write_behind(&f, 0, 0);
+            }
+            files.push(p);
+            if files.len() == SEAL_BATCH {
+                files.drain(..).try_for_each(|p| fsync(&p))?;
+            }
+        }
     }
-    Ok(())
+    files.iter().chain(dirs.iter().rev()).try_for_each(fsync)
 }
 
 #[cfg(test)]
