@@ -1390,6 +1390,37 @@ fn the_wal_archive_restores_a_base_backup_to_a_point_in_time_and_proves_it() {
         .find(|k| k.starts_with(&format!("{}.", segments[2])))
         .unwrap_or_else(|| panic!("{} not archived: {}", segments[2], text(&listed.stdout)))
         .to_string();
+    // Altered first: the replay that needs it fails, naming it, and nothing
+    // is restored. The fetch runs beside the server's replay, and a file it
+    // cannot verify fails the restore whatever the server made of its absence.
+    let copy = s.path("altered-segment");
+    let out = s3.rclone(&["copyto", &format!("{dir}{lost}"), copy.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut bytes = fs::read(&copy).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&copy, &bytes).unwrap();
+    let out = s3.rclone(&["copyto", copy.to_str().unwrap(), &format!("{dir}{lost}")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let target = s.path("past-the-damage");
+    let out = bkp(&[
+        "restore",
+        "latest",
+        "--kind",
+        "postgres",
+        "--at",
+        &instants[4].0,
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 5);
+    assert!(
+        text(&out.stderr).contains(&format!("{} of system", segments[2]))
+            && text(&out.stderr).contains("has no authentic object"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!target.exists());
     let gone = s3.rclone(&["deletefile", &format!("{dir}{lost}")]);
     assert!(gone.status.success(), "{}", text(&gone.stderr));
     let target = s.path("past-the-gap");

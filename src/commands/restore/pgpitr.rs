@@ -1,14 +1,15 @@
 //! `bkp restore --kind postgres --at T`: a base backup replayed to T from the
 //! WAL archive, and proven there.
 //!
-//! After the base backup is unpacked and checked (`pgbase.rs`), the archived
-//! WAL it needs up to T is fetched and verified into a private directory (see
-//! `wal.rs`: nothing reaches PostgreSQL unless its content matches its sealed
-//! name). Then PostgreSQL itself replays it: bkp starts the restored server on
-//! a private Unix socket, no TCP, with a private configuration
+//! After the base backup is unpacked and checked (`pgbase.rs`), PostgreSQL
+//! itself replays the archived WAL it needs up to T: bkp starts the restored
+//! server on a private Unix socket, no TCP, with a private configuration
 //! (`recovery_target_time = T`, `recovery_target_action = 'promote'`, a
-//! `restore_command` that copies from that directory, archiving off), and
-//! watches its log. The restore succeeds only when the server says it stopped
+//! `restore_command` that copies from a private directory, archiving off), and
+//! watches its log. Meanwhile that WAL is fetched and verified into the
+//! directory, in the order the server asks for it (see `wal.rs`: nothing
+//! reaches PostgreSQL unless its content matches its sealed name); the
+//! `restore_command` waits for a file bkp is still fetching. The restore succeeds only when the server says it stopped
 //! at the target (`recovery stopping before commit …`, the first transaction
 //! committed after T) and was promoted: every transaction committed at or
 //! before T is in, none after. A server that reaches the end of the archive
@@ -96,7 +97,15 @@ fn effective_uid() -> u32 {
 /// Refuses a path that cannot go into PostgreSQL's `restore_command`.
 fn quotable(paths: &[&Path]) -> Result<()> {
     for p in paths {
-        let text = p.display().to_string();
+        let Some(text) = p.to_str() else {
+            return Err(coded(
+                Code::Config,
+                format!(
+                    "{}: a path that is not UTF-8 cannot go into PostgreSQL's restore_command; choose another work_dir or target",
+                    p.display()
+                ),
+            ));
+        };
         if text.contains(['\'', '"', '\\', '\n', '%']) {
             return Err(coded(
                 Code::Config,
@@ -148,6 +157,8 @@ pub fn recover(
         ));
     };
     let postgres = verifier.with_file_name("postgres");
+    // The server resolves relative paths from its data directory.
+    let scratch = &std::path::absolute(scratch)?;
     let wal_dir = scratch.join("wal");
     let sock = scratch.join("sock");
     for d in [&wal_dir, &sock] {
@@ -155,98 +166,81 @@ pub fn recover(
     }
     quotable(&[wal_dir.as_path(), dir])?;
 
-    // 1. The archive's files from the backup's start to just past T, verified.
+    // 1. The archive's files from the backup's start to just past T: is it
+    // whole?
     let all = wal::archive::archived(src.store, system)?;
     let until = at.map_or(OffsetDateTime::now_utc() + CLOCK_MARGIN, |t| {
         t + CLOCK_MARGIN
     });
     let wanted = to_fetch(&all, start.position, until);
+    let archive = (system, segment_size, start.position);
+    refuse_partial(src, archive, &all, at)?;
+
+    // 2. PostgreSQL replays them with settings of bkp's own only, each file as
+    // soon as it is fetched and verified (its restore_command waits for it).
     src.ui.detail(&format!(
-        "fetching {} archived WAL files of system {system} from {}",
+        "fetching {} archived WAL files of system {system} from {} while PostgreSQL replays them",
         wanted.len(),
         src.store.identity()
     ));
+    prepare_recovery(dir, scratch)?;
+    let names: String = wanted.iter().map(|s| format!("{}\n", s.name)).collect();
+    fs::write(wal_dir.join(WANTED), names)?;
+    fs::write(wal_dir.join(FETCHING), b"")?;
+    let fetching = Fetching(wal_dir.join(FETCHING));
     let max = segment_size.min(crate::limits::WAL_SEGMENT_MAX);
-    let (bytes, junk) = src.ui.timed(
-        || "fetched and verified them".into(),
-        || fetch_wanted(src.store, src.trust, system, &all, &wanted, &wal_dir, max),
-    )?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let clock = Instant::now();
+    let (replayed, fetched) = std::thread::scope(|scope| {
+        let fetcher = scope.spawn(|| {
+            let _over = fetching;
+            let got = fetch_wanted(src, system, &all, &wanted, &wal_dir, max, &stop);
+            (got, clock.elapsed())
+        });
+        let replayed = replay(src, &postgres, dir, scratch, &sock, at, clock);
+        // Interrupted, or no server: nothing will read the rest. A server that
+        // exited is judged once every file is looked at (junk changes what
+        // its stop means).
+        if replayed.is_err() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let fetched = fetcher.join().unwrap_or_else(|_| {
+            (
+                Err(anyhow::anyhow!("a thread fetching archived WAL panicked")),
+                Duration::ZERO,
+            )
+        });
+        (replayed, fetched)
+    });
+    // An interrupt (which may reach the server first, and make it exit), or
+    // a server that did not start; then a file that could not be fetched,
+    // whatever the server made of its absence.
+    if crate::interrupt::received().is_some() {
+        return Err(interrupted());
+    }
+    let replayed = replayed?;
+    let (fetched, took) = fetched;
+    let (bytes, junk) = fetched?;
+    src.ui.detail(&format!(
+        "fetched and verified them in {:.1}s",
+        took.as_secs_f64()
+    ));
     let all: Vec<Stored> = all
         .into_iter()
         .filter(|s| !junk.contains(&s.name))
         .collect();
+    if !junk.is_empty() {
+        refuse_partial(src, archive, &all, at)?;
+    }
     let summary = wal::summarize(&all, segment_size, Some(start.position));
     let newest = summary
         .timelines
         .values()
         .filter_map(|runs| runs.last().map(|r| r.last.clone()))
         .max();
-
-    refuse_lost_wal(src, (system, segment_size), &all, &summary, at)?;
-    // Replayed to its end (a drill), the archive is proven whole only without
-    // gaps: PostgreSQL would take the first missing segment for the end.
-    if at.is_none() {
-        if let Some((_, after, before)) = summary.gaps().into_iter().next() {
-            let first = wal::missing(&after, &before, segment_size)
-                .map_or(before.clone(), |(first, _)| first);
-            return Err(coded(
-                Code::Integrity,
-                format!(
-                    "WAL segment {first} is missing from the archive of system {system} (after {after}, before {before}): a replay to the end would stop there. Take a new base backup now: no recovery can pass it"
-                ),
-            ));
-        }
-    }
-
-    // 2. PostgreSQL replays it, with settings of bkp's own only.
-    prepare_recovery(dir, scratch)?;
-    let log_path = scratch.join("postgres.log");
-    let log = fs::File::create(&log_path)?;
-    let mut c = crate::child::command(&postgres, &[]);
-    c.arg("-D").arg(dir);
-    for (k, v) in [
-        (
-            "config_file",
-            scratch.join("postgresql.conf").display().to_string(),
-        ),
-        (
-            "hba_file",
-            scratch.join("pg_hba.conf").display().to_string(),
-        ),
-        (
-            "ident_file",
-            scratch.join("pg_ident.conf").display().to_string(),
-        ),
-        ("unix_socket_directories", sock.display().to_string()),
-        ("listen_addresses", String::new()),
-        ("port", "5432".into()),
-        ("hot_standby", "off".into()),
-        ("logging_collector", "off".into()),
-        ("log_destination", "stderr".into()),
-        ("log_line_prefix", String::new()),
-        ("lc_messages", "C".into()),
-    ]
-    .into_iter()
-    .chain(DISARMED.iter().map(|(k, v)| (*k, v.to_string())))
-    .chain(recovery_settings(dir, &wal_dir, at)?)
-    {
-        c.arg("-c").arg(format!("{k}={v}"));
-    }
-    c.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log));
-    let child = c
-        .spawn()
-        .with_context(|| format!("failed to start {}", postgres.display()))?;
-    let mut server = Running(Some(child));
-    let clock = Instant::now();
-    let ready = loop {
-        let text = fs::read_to_string(&log_path).unwrap_or_default();
-        if text.contains("database system is ready to accept connections") {
-            break text;
-        }
-        if let Some(status) = server.0.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-            server.0 = None;
+    let (ready, mut server) = match replayed {
+        Replayed::Ready(text, server) => (text, server),
+        Replayed::Exited(text, status) => {
             let gap = summary
                 .gaps()
                 .into_iter()
@@ -256,25 +250,7 @@ pub fn recover(
                 });
             return Err(failed(&text, status, at, newest.as_deref(), gap, system));
         }
-        if crate::interrupt::received().is_some() {
-            server.stop();
-            return Err(coded(
-                Code::Interrupted,
-                "interrupted while PostgreSQL replayed the archive: nothing was restored",
-            ));
-        }
-        if clock.elapsed() > Duration::from_secs(5) {
-            src.ui.detail(&format!(
-                "PostgreSQL is replaying the archive ({:.0}s)",
-                clock.elapsed().as_secs_f64()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(200));
     };
-    let replayed = clock.elapsed().as_secs_f64();
-    src.ui.detail(&format!(
-        "PostgreSQL replayed the archive and opened in {replayed:.1}s"
-    ));
     src.ui
         .timed(|| "PostgreSQL shut down".into(), || server.stop());
     let line = |needle: &str| {
@@ -333,6 +309,148 @@ pub fn recover(
         bytes,
         timeline,
     })
+}
+
+/// Names of the files the restore fetches, one a line, in the directory they
+/// are fetched to: the restore_command waits for these only.
+const WANTED: &str = ".wanted";
+/// There while fetching goes on: once it is gone (fetching done, failed or
+/// stopped), a file still missing never comes. Removed rather than written
+/// at the end, so that a full disk cannot keep the server waiting.
+const FETCHING: &str = ".fetching";
+
+/// Removes [`FETCHING`] when dropped, however fetching ended.
+struct Fetching(std::path::PathBuf);
+
+impl Drop for Fetching {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// How the recovery server's replay ended.
+enum Replayed {
+    /// It opened: its log, and the server, still running.
+    Ready(String, Running),
+    /// It exited first: its log, and how it exited.
+    Exited(String, std::process::ExitStatus),
+}
+
+/// Refuses an archive (`all`) that cannot take a replay from `start` to `at`
+/// (to its end when `None`): newest WAL lost (see [`refuse_lost_wal`]), or a
+/// gap in a replay to the end, which PostgreSQL would take for the end.
+fn refuse_partial(
+    src: &Source,
+    (system, segment_size, start): (u64, u64, u64),
+    all: &[Stored],
+    at: Option<OffsetDateTime>,
+) -> Result<()> {
+    let summary = wal::summarize(all, segment_size, Some(start));
+    refuse_lost_wal(src, (system, segment_size), all, &summary, at)?;
+    // Replayed to its end (a drill), the archive is proven whole only without
+    // gaps: PostgreSQL would take the first missing segment for the end.
+    if at.is_none() {
+        if let Some((_, after, before)) = summary.gaps().into_iter().next() {
+            let first = wal::missing(&after, &before, segment_size)
+                .map_or(before.clone(), |(first, _)| first);
+            return Err(coded(
+                Code::Integrity,
+                format!(
+                    "WAL segment {first} is missing from the archive of system {system} (after {after}, before {before}): a replay to the end would stop there. Take a new base backup now: no recovery can pass it"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Starts PostgreSQL on `dir` to recover to `at` with settings of bkp's own
+/// only (the WAL comes from `scratch/wal`), and waits until it opens or exits.
+fn replay(
+    src: &Source,
+    postgres: &Path,
+    dir: &Path,
+    scratch: &Path,
+    sock: &Path,
+    at: Option<OffsetDateTime>,
+    clock: Instant,
+) -> Result<Replayed> {
+    let log_path = scratch.join("postgres.log");
+    let log = fs::File::create(&log_path)?;
+    let mut c = crate::child::command(postgres, &[]);
+    c.arg("-D").arg(dir);
+    for (k, v) in [
+        (
+            "config_file",
+            scratch.join("postgresql.conf").display().to_string(),
+        ),
+        (
+            "hba_file",
+            scratch.join("pg_hba.conf").display().to_string(),
+        ),
+        (
+            "ident_file",
+            scratch.join("pg_ident.conf").display().to_string(),
+        ),
+        ("unix_socket_directories", sock.display().to_string()),
+        ("listen_addresses", String::new()),
+        ("port", "5432".into()),
+        ("hot_standby", "off".into()),
+        ("logging_collector", "off".into()),
+        ("log_destination", "stderr".into()),
+        ("log_line_prefix", String::new()),
+        ("lc_messages", "C".into()),
+    ]
+    .into_iter()
+    .chain(DISARMED.iter().map(|(k, v)| (*k, v.to_string())))
+    .chain(recovery_settings(dir, &scratch.join("wal"), at)?)
+    .chain(replay_settings())
+    {
+        c.arg("-c").arg(format!("{k}={v}"));
+    }
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    let child = c
+        .spawn()
+        .with_context(|| format!("failed to start {}", postgres.display()))?;
+    let mut server = Running(Some(child));
+    let mut note = Duration::from_secs(5);
+    loop {
+        // First: a signal to the whole group (systemd's stop) may have ended
+        // the server too, which is no failure of its own.
+        if crate::interrupt::received().is_some() {
+            server.stop();
+            return Err(interrupted());
+        }
+        let text = fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains("database system is ready to accept connections") {
+            src.ui.detail(&format!(
+                "PostgreSQL replayed the archive and opened in {:.1}s",
+                clock.elapsed().as_secs_f64()
+            ));
+            return Ok(Replayed::Ready(text, server));
+        }
+        if let Some(status) = server.0.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            server.0 = None;
+            return Ok(Replayed::Exited(text, status));
+        }
+        if clock.elapsed() > note {
+            note += Duration::from_secs(5);
+            src.ui.detail(&format!(
+                "PostgreSQL is replaying the archive ({:.0}s)",
+                clock.elapsed().as_secs_f64()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn interrupted() -> anyhow::Error {
+    coded(
+        Code::Interrupted,
+        "interrupted while PostgreSQL replayed the archive: nothing was restored",
+    )
 }
 
 /// What a server that exited during recovery said, as an error.
@@ -451,15 +569,16 @@ fn refuse_lost_wal(
 /// stops the rest, and the earliest in `wanted`'s order is reported. Returns
 /// the bytes fetched, and the names left out as junk past the archive's end.
 fn fetch_wanted(
-    store: &dyn crate::store::Store,
-    trust: &crate::manifest::Trust,
+    src: &Source,
     system: u64,
     all: &[Stored],
     wanted: &[Stored],
     dir: &Path,
     max: u64,
+    stop: &std::sync::atomic::AtomicBool,
 ) -> Result<(u64, std::collections::BTreeSet<String>)> {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let (store, trust) = (src.store, src.trust);
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let workers = store.parallelism().clamp(1, 8).min(wanted.len()).max(1);
@@ -468,7 +587,7 @@ fn fetch_wanted(
             .map(|_| {
                 scope.spawn(|| {
                     let mut done = Vec::new();
-                    while !failed.load(Ordering::Relaxed) {
+                    while !failed.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(s) = wanted.get(i) else { break };
                         let dest = dir.join(&s.name);
@@ -511,15 +630,24 @@ fn fetch_wanted(
 
 /// The archive files recovery from `start` to `until` may ask for: every
 /// timeline history file, and per timeline the segments from `start` on that
-/// were archived by `until`, and the one after them.
+/// were archived by `until`, and the one after them. In the order the server
+/// asks for them (they are fetched in it while it replays): the history files
+/// first, then by position, the newest timeline first.
 pub fn to_fetch(all: &[Stored], start: u64, until: OffsetDateTime) -> Vec<Stored> {
+    let mut names = std::collections::BTreeSet::new();
     let mut out: Vec<Stored> = Vec::new();
+    for h in all.iter().filter(|s| s.wal.kind == FileKind::History) {
+        if names.insert(h.name.as_str()) {
+            out.push(h.clone());
+        }
+    }
     let mut segments: Vec<&Stored> = all
         .iter()
         .filter(|s| s.wal.kind == FileKind::Segment && s.wal.position >= start)
         .collect();
     segments.sort_by_key(|s| (s.wal.timeline, s.wal.position));
     let mut past: std::collections::BTreeSet<u32> = Default::default();
+    let histories = out.len();
     for s in segments {
         if past.contains(&s.wal.timeline) {
             continue;
@@ -527,15 +655,11 @@ pub fn to_fetch(all: &[Stored], start: u64, until: OffsetDateTime) -> Vec<Stored
         if s.modified.is_some_and(|m| m > until) {
             past.insert(s.wal.timeline);
         }
-        if !out.iter().any(|o| o.name == s.name) {
+        if names.insert(s.name.as_str()) {
             out.push(s.clone());
         }
     }
-    for h in all.iter().filter(|s| s.wal.kind == FileKind::History) {
-        if !out.iter().any(|o| o.name == h.name) {
-            out.push(h.clone());
-        }
-    }
+    out[histories..].sort_by_key(|s| (s.wal.position, std::cmp::Reverse(s.wal.timeline)));
     out
 }
 
@@ -558,6 +682,22 @@ fn parse_pg_time(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(&iso, &time::format_description::well_known::Rfc3339).ok()
 }
 
+/// Copies archive file `%f` from `wal_dir`, where bkp fetches and verifies
+/// them while the server replays: a file bkp fetches ([`WANTED`]) is waited
+/// for until it is there or fetching is over ([`FETCHING`] gone); any other
+/// (the server looks for timelines that do not exist) is missing at once.
+/// The directory is absolute (the server runs it from the data directory)
+/// and single-quoted ([`quotable`] refuses quotes in it).
+fn restore_command(wal_dir: &Path) -> String {
+    let d = wal_dir.display();
+    // bkp gone (killed), nothing will come: an exit above 125 makes the
+    // server stop recovery rather than take the file for the archive's end.
+    let bkp = std::process::id();
+    format!(
+        "f='{d}/%f'; if grep -qxF '%f' '{d}/{WANTED}'; then while [ ! -e \"$f\" ] && [ -e '{d}/{FETCHING}' ]; do kill -0 {bkp} 2>/dev/null || exit 255; sleep 0.02; done; fi; exec cp \"$f\" '%p'"
+    )
+}
+
 /// The recovery settings for `at` (none: to the end of the archive), for the
 /// server's command line; with PostgreSQL 15 on, `archive_library` too (older
 /// servers refuse the name; their archiver is off anyway).
@@ -567,10 +707,7 @@ fn recovery_settings(
     at: Option<OffsetDateTime>,
 ) -> Result<Vec<(&'static str, String)>> {
     let mut out = vec![
-        (
-            "restore_command",
-            format!("cp \"{}/%f\" \"%p\"", wal_dir.display()),
-        ),
+        ("restore_command", restore_command(wal_dir)),
         ("recovery_target_timeline", "latest".into()),
     ];
     if let Some(at) = at {
@@ -591,6 +728,51 @@ fn recovery_settings(
         out.push(("archive_library", String::new()));
     }
     Ok(out)
+}
+
+/// How the private recovery server replays fast:
+/// - `fsync` off: bkp makes the whole restored tree durable itself, every file
+///   and directory, before it is put in place, and a crash before that leaves
+///   only a staging directory that is never used. The server's own fsyncs (at
+///   every restartpoint and at its shutdown checkpoint) would write the same
+///   pages to disk twice.
+/// - `shared_buffers` an eighth of the memory available (at least
+///   PostgreSQL's default, at most 1 GiB): replay reads and dirties pages at
+///   random across the database, and the default 128 MiB evicts them again
+///   and again. Only what replay touches is allocated.
+fn replay_settings() -> Vec<(&'static str, String)> {
+    let buffers = (memory() / 8).clamp(128 << 20, 1 << 30);
+    vec![
+        ("fsync", "off".into()),
+        ("shared_buffers", format!("{}kB", buffers >> 10)),
+    ]
+}
+
+/// The memory this process may take: what the host has available now, or
+/// its control group's limit (cgroup v2 or v1) where that is lower.
+fn memory() -> u64 {
+    let available = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb.saturating_mul(1024));
+    let group = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let limits = group.lines().filter_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let file = match controllers {
+            "" => format!("/sys/fs/cgroup{path}/memory.max"),
+            c if c.split(',').any(|c| c == "memory") => {
+                format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+            }
+            _ => return None,
+        };
+        fs::read_to_string(file).ok()?.trim().parse::<u64>().ok()
+    });
+    limits.fold(available, u64::min)
 }
 
 /// Makes data directory `dir` recover from the archive, with configuration
@@ -631,8 +813,14 @@ impl Running {
                     libc::kill(pid, signal);
                 }
             }
-            if let Ok(Some(_)) = crate::child::wait_timeout(&mut child, Duration::from_secs(wait)) {
-                return;
+            // Waited for here without killing it: the pid stays the server's
+            // until it is reaped, so the next signal reaches no other process.
+            let deadline = Instant::now() + Duration::from_secs(wait);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
         let _ = child.kill();
@@ -727,14 +915,19 @@ mod tests {
             mk("000000010000000000000003", 10),
             mk("000000010000000000000004", 20),
             mk("00000002.history", 30),
+            mk("000000020000000000000003", 15),
+            mk("000000020000000000000004", 40),
         ];
         let got: Vec<String> = to_fetch(&all, 2, at).into_iter().map(|s| s.name).collect();
+        // In the order the server asks: history files, then by position with
+        // the newest timeline first.
         assert_eq!(
             got,
             vec![
+                "00000002.history",
                 "000000010000000000000002",
+                "000000020000000000000003",
                 "000000010000000000000003",
-                "00000002.history"
             ]
         );
     }
