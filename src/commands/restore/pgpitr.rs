@@ -404,7 +404,6 @@ fn replay(
     .into_iter()
     .chain(DISARMED.iter().map(|(k, v)| (*k, v.to_string())))
     .chain(recovery_settings(dir, &scratch.join("wal"), at)?)
-    .chain(replay_settings())
     {
         c.arg("-c").arg(format!("{k}={v}"));
     }
@@ -728,51 +727,6 @@ fn recovery_settings(
         out.push(("archive_library", String::new()));
     }
     Ok(out)
-}
-
-/// How the private recovery server replays fast:
-/// - `fsync` off: bkp makes the whole restored tree durable itself, every file
-///   and directory, before it is put in place, and a crash before that leaves
-///   only a staging directory that is never used. The server's own fsyncs (at
-///   every restartpoint and at its shutdown checkpoint) would write the same
-///   pages to disk twice.
-/// - `shared_buffers` an eighth of the memory available (at least
-///   PostgreSQL's default, at most 1 GiB): replay reads and dirties pages at
-///   random across the database, and the default 128 MiB evicts them again
-///   and again. Only what replay touches is allocated.
-fn replay_settings() -> Vec<(&'static str, String)> {
-    let buffers = (memory() / 8).clamp(128 << 20, 1 << 30);
-    vec![
-        ("fsync", "off".into()),
-        ("shared_buffers", format!("{}kB", buffers >> 10)),
-    ]
-}
-
-/// The memory this process may take: what the host has available now, or
-/// its control group's limit (cgroup v2 or v1) where that is lower.
-fn memory() -> u64 {
-    let available = fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("MemAvailable:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb.saturating_mul(1024));
-    let group = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let limits = group.lines().filter_map(|l| {
-        let mut parts = l.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        let file = match controllers {
-            "" => format!("/sys/fs/cgroup{path}/memory.max"),
-            c if c.split(',').any(|c| c == "memory") => {
-                format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
-            }
-            _ => return None,
-        };
-        fs::read_to_string(file).ok()?.trim().parse::<u64>().ok()
-    });
-    limits.fold(available, u64::min)
 }
 
 /// Makes data directory `dir` recover from the archive, with configuration
