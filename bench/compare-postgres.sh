@@ -184,7 +184,8 @@ CONF
 chmod 600 "$u/pgbackrest.conf"
 [ "$(id -u)" -ne 0 ] || chown -R postgres: "$u"
 
-tools=(bkp pgbackrest barman)
+# TOOLS="bkp pgbackrest" runs a subset (a quicker before-and-after of bkp alone).
+read -r -a tools <<<"${TOOLS:-bkp pgbackrest barman}"
 declare -A name=([bkp]="bkp" [pgbackrest]="pgBackRest" [barman]="barman-cloud")
 declare -A archive_command=(
   [bkp]="$bkp -q --config $u/bkp.toml wal push %p"
@@ -347,7 +348,7 @@ row() { # tool, measure, round, value
 load0="$(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$rounds"); do
   # The order rotates: each tool goes first in some round.
-  order=("${tools[@]:$(((r - 1) % 3))}" "${tools[@]:0:$(((r - 1) % 3))}")
+  order=("${tools[@]:$(((r - 1) % ${#tools[@]}))}" "${tools[@]:0:$(((r - 1) % ${#tools[@]}))}")
   for t in "${order[@]}"; do
     echo "==> round $r of $rounds: ${name[$t]}" >&2
     use_archiver "$t"
@@ -432,7 +433,7 @@ vals = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     tool, measure, rnd, v = line.rstrip("\n").split("\t")
     vals[(tool, measure)].append(float(v) if v else float("nan"))
-tools = ["bkp", "pgbackrest", "barman"]
+tools = "${tools[*]}".split()
 def med(t, m):
     v = [x for x in vals.get((t, m), []) if x == x]
     return statistics.median(v) if v else None
@@ -473,7 +474,7 @@ print()
 print("| median over rounds | bkp | pgBackRest | barman-cloud | bkp / pgBackRest |")
 print("|---|---|---|---|---|")
 for label, m, r in measures:
-    b, p, c = (med(t, m) for t in tools)
+    b, p, c = (med(t, m) for t in ("bkp", "pgbackrest", "barman"))
     ratio = f"{b / p:.2f}x" if r and b is not None and p and b == b and p == p else "-"
     print(f"| {label} | {fmt(b)} | {fmt(p)} | {fmt(c)} | {ratio} |")
 print()
