@@ -73,6 +73,7 @@ pub struct AtMost<R> {
     inner: R,
     left: u64,
     over: Arc<AtomicBool>,
+    short: Arc<AtomicBool>,
     error: Box<dyn Fn() -> anyhow::Error + Send>,
 }
 
@@ -98,6 +99,7 @@ impl<R: Read> AtMost<R> {
             inner,
             left: limit,
             over: Arc::new(AtomicBool::new(false)),
+            short: Arc::new(AtomicBool::new(false)),
             error: Box::new(error),
         }
     }
@@ -105,6 +107,12 @@ impl<R: Read> AtMost<R> {
     /// What tells, after the read, whether the limit was passed.
     pub fn tripped(&self) -> Tripped {
         Tripped(self.over.clone())
+    }
+
+    /// What tells, after the read, whether `inner` ended before the limit:
+    /// for a caller that expects exactly `limit` bytes.
+    pub fn ended_short(&self) -> Tripped {
+        Tripped(self.short.clone())
     }
 }
 
@@ -133,6 +141,9 @@ impl<R: Read> Read for AtMost<R> {
             .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         self.left -= n as u64;
+        if n == 0 {
+            self.short.store(true, Ordering::SeqCst);
+        }
         Ok(n)
     }
 }
@@ -178,6 +189,17 @@ mod tests {
             assert!(r.tripped().is_set());
             let e = anyhow::Error::new(e);
             assert_eq!(crate::exit::classify(&e), Some(Code::Integrity));
+        }
+    }
+
+    #[test]
+    fn a_stream_that_ends_before_its_limit_says_so() {
+        for (len, limit, short) in [(5usize, 10u64, true), (10, 10, false), (0, 0, false)] {
+            let bytes = vec![1u8; len];
+            let mut r = AtMost::new(&bytes[..], limit, || anyhow::anyhow!("long"));
+            let ended = r.ended_short();
+            std::io::copy(&mut r, &mut std::io::sink()).unwrap();
+            assert_eq!(ended.is_set(), short, "{len} bytes, limit {limit}");
         }
     }
 

@@ -23,7 +23,7 @@
 //! to a public recipient, it even authenticates), fills neither the spool nor
 //! the staging directory (see [`crate::limits`]).
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -215,8 +215,14 @@ pub fn download_as(
     let spool = spool_dir.join(format!(".restore-{}.spool", crate::id::random_u64()));
     let _cleanup = RemoveOnDrop(&spool);
     let reread = store.reread_is_cheap();
+    // The spool is read back through the handle that wrote it, never opened
+    // again by name: what is decrypted is what was verified, whoever else can
+    // reach the work directory.
+    let mut spooled = None;
     let got = {
-        let src = ProgressReader::new(store.open(&entry.key)?, progress.clone());
+        // One sequential read of the whole object: ranged requests at once
+        // where the store gains from them (S3), each pinned to one version.
+        let src = ProgressReader::new(store.open_parallel(&entry.key)?, progress.clone());
         let mut h = HashReader::new(stored_part(src, entry, store));
         if reread {
             io::copy(&mut h, &mut io::sink())
@@ -227,6 +233,7 @@ pub fn download_as(
                 {
                     use std::os::unix::fs::OpenOptionsExt;
                     fs::OpenOptions::new()
+                        .read(true)
                         .write(true)
                         .create_new(true)
                         .mode(0o600)
@@ -234,7 +241,9 @@ pub fn download_as(
                 }
                 .with_context(|| format!("failed to create {}", spool.display()))?,
             );
-            io::copy(&mut h, &mut f).and_then(|n| f.flush().map(|_| n))
+            let copied = io::copy(&mut h, &mut f).and_then(|n| f.flush().map(|_| n));
+            spooled = f.into_inner().ok();
+            copied
         }
         .with_context(|| format!("failed to read {} from {}", entry.key, store.identity()))?;
         h.finish().1
@@ -253,7 +262,10 @@ pub fn download_as(
         let (r, digest) = SharedHashReader::new(Box::new(again));
         (Box::new(r), Some(digest))
     } else {
-        (Box::new(BufReader::new(File::open(&spool)?)), None)
+        use std::io::Seek;
+        let mut f = spooled.with_context(|| format!("failed to write {}", spool.display()))?;
+        f.seek(io::SeekFrom::Start(0))?;
+        (Box::new(BufReader::new(f)), None)
     };
     let second_read_matches = || -> Result<()> {
         let Some(second) = &second else {
@@ -273,10 +285,11 @@ pub fn download_as(
     };
     // The archive is hashed to be checked against the manifest's content
     // digest; the still compressed bytes have none to check.
-    let mut bomb = None;
+    let (mut bomb, mut short) = (None, None);
     let mut bounded = |r| {
         let r = content_part(r, entry);
         bomb = Some(r.tripped());
+        short = Some(r.ended_short());
         r
     };
     let (decoded, content): (Box<dyn Read + Send>, _) = match decode {
@@ -304,6 +317,14 @@ pub fn download_as(
     progress.end();
     match content {
         Some(content) => check_content(entry, &content.drain()?),
+        // Without the digest, the length is still the manifest's.
+        None if short.is_some_and(|s| s.is_set()) => Err(coded(
+            Code::Integrity,
+            format!(
+                "object {}: the decrypted archive ends before the {} bytes the manifest records; nothing from it was used",
+                entry.key, entry.content_bytes
+            ),
+        )),
         None => Ok(()),
     }
 }
@@ -539,6 +560,46 @@ mod tests {
         let e = r.expect_err("the second read differs from the manifest");
         assert_eq!(crate::exit::classify(&e), Some(Code::Integrity), "{e:#}");
         assert!(format!("{e:#}").contains("changed between its verification and its use"));
+    }
+
+    /// Without the content digest (a consumer that checks its files), an
+    /// archive shorter than the manifest records is still refused; one of
+    /// the recorded length, read back from the spool, is handed on whole.
+    #[test]
+    fn a_short_archive_is_refused_without_its_digest() {
+        let store = MemoryStore::new();
+        assert!(!store.reread_is_cheap(), "the spool path is the one tested");
+        let good: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        store.put_new("k", &good, &Metadata::default()).unwrap();
+        let d = crate::stages::hash::digest_reader(&good[..]).unwrap();
+        let spool = tempfile::tempdir().unwrap();
+        let read = |content_bytes: u64| {
+            let entry = ObjectEntry {
+                key: "k".into(),
+                size: d.bytes,
+                sha256: d.sha256.clone(),
+                content_bytes,
+                content_sha256: "0".repeat(64),
+            };
+            let mut got = Vec::new();
+            let r = download_as(
+                &store,
+                &entry,
+                Decode::Files(Compression::None),
+                None,
+                spool.path(),
+                Arc::new(Silent),
+                |r| Ok(io::copy(r, &mut got).map(|_| ())?),
+            );
+            (r, got)
+        };
+        let (r, got) = read(d.bytes);
+        r.unwrap();
+        assert_eq!(got, good);
+        let (r, _) = read(d.bytes + 1);
+        let e = r.expect_err("shorter than recorded");
+        assert_eq!(crate::exit::classify(&e), Some(Code::Integrity), "{e:#}");
+        assert!(format!("{e:#}").contains("ends before"), "{e:#}");
     }
 
     /// An unencrypted object damaged in the store reaches the unpacking
