@@ -211,45 +211,10 @@ pub fn download_as(
     progress: Arc<dyn Progress>,
     consume: impl FnOnce(&mut dyn Read) -> Result<()>,
 ) -> Result<()> {
-    progress.begin("verifying", Some(entry.size));
     let spool = spool_dir.join(format!(".restore-{}.spool", crate::id::random_u64()));
     let _cleanup = RemoveOnDrop(&spool);
     let reread = store.reread_is_cheap();
-    // The spool is read back through the handle that wrote it, never opened
-    // again by name: what is decrypted is what was verified, whoever else can
-    // reach the work directory.
-    let mut spooled = None;
-    let got = {
-        // One sequential read of the whole object: ranged requests at once
-        // where the store gains from them (S3), each pinned to one version.
-        let src = ProgressReader::new(store.open_parallel(&entry.key)?, progress.clone());
-        let mut h = HashReader::new(stored_part(src, entry, store));
-        if reread {
-            io::copy(&mut h, &mut io::sink())
-        } else {
-            fs::create_dir_all(spool_dir)
-                .with_context(|| format!("failed to create {}", spool_dir.display()))?;
-            let mut f = BufWriter::new(
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    fs::OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&spool)
-                }
-                .with_context(|| format!("failed to create {}", spool.display()))?,
-            );
-            let copied = io::copy(&mut h, &mut f).and_then(|n| f.flush().map(|_| n));
-            spooled = f.into_inner().ok();
-            copied
-        }
-        .with_context(|| format!("failed to read {} from {}", entry.key, store.identity()))?;
-        h.finish().1
-    };
-    progress.end();
-    check_stored(entry, &got, store)?;
+    let spooled = verify_stored(store, entry, spool_dir, &spool, reread, &progress)?;
     crate::failpoint::pause("restore-verified");
 
     progress.begin("restoring", Some(entry.size));
@@ -262,9 +227,7 @@ pub fn download_as(
         let (r, digest) = SharedHashReader::new(Box::new(again));
         (Box::new(r), Some(digest))
     } else {
-        use std::io::Seek;
-        let mut f = spooled.with_context(|| format!("failed to write {}", spool.display()))?;
-        f.seek(io::SeekFrom::Start(0))?;
+        let f = spooled.with_context(|| format!("failed to write {}", spool.display()))?;
         (Box::new(BufReader::new(f)), None)
     };
     let second_read_matches = || -> Result<()> {
@@ -326,6 +289,62 @@ pub fn download_as(
             ),
         )),
         None => Ok(()),
+    }
+}
+
+/// The first pass of [`download_as`]: the whole stored object read once and
+/// checked against the manifest. Unless the store is cheap to read again
+/// (`reread`), it is spooled to `spool`: the spool is returned as the handle
+/// that wrote it, at its start, and read back through it, never opened again
+/// by name, so that what is decrypted is what was verified, whoever else can
+/// reach the work directory.
+fn verify_stored(
+    store: &dyn Store,
+    entry: &ObjectEntry,
+    spool_dir: &Path,
+    spool: &Path,
+    reread: bool,
+    progress: &Arc<dyn Progress>,
+) -> Result<Option<fs::File>> {
+    progress.begin("verifying", Some(entry.size));
+    let mut spooled = None;
+    // One sequential read of the whole object: ranged requests at once where
+    // the store gains from them (S3), each pinned to one version.
+    let src = ProgressReader::new(store.open_parallel(&entry.key)?, progress.clone());
+    let mut h = HashReader::new(stored_part(src, entry, store));
+    if reread {
+        io::copy(&mut h, &mut io::sink())
+    } else {
+        fs::create_dir_all(spool_dir)
+            .with_context(|| format!("failed to create {}", spool_dir.display()))?;
+        let mut f = BufWriter::new(
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(spool)
+            }
+            .with_context(|| format!("failed to create {}", spool.display()))?,
+        );
+        let copied = io::copy(&mut h, &mut f).and_then(|n| f.flush().map(|_| n));
+        spooled = f.into_inner().ok();
+        copied
+    }
+    .with_context(|| format!("failed to read {} from {}", entry.key, store.identity()))?;
+    let got = h.finish().1;
+    progress.end();
+    check_stored(entry, &got, store)?;
+    match spooled {
+        Some(mut f) => {
+            use std::io::Seek;
+            f.seek(io::SeekFrom::Start(0))?;
+            Ok(Some(f))
+        }
+        None if reread => Ok(None),
+        None => Err(anyhow::anyhow!("failed to write {}", spool.display())),
     }
 }
 
