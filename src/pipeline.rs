@@ -213,8 +213,7 @@ pub fn download_as(
 ) -> Result<()> {
     let spool = spool_dir.join(format!(".restore-{}.spool", crate::id::random_u64()));
     let _cleanup = RemoveOnDrop(&spool);
-    let reread = store.reread_is_cheap();
-    let spooled = verify_stored(store, entry, spool_dir, &spool, reread, &progress)?;
+    let spooled = verify_stored(store, entry, spool_dir, &spool, &progress)?;
     crate::failpoint::pause("restore-verified");
 
     progress.begin("restoring", Some(entry.size));
@@ -222,13 +221,13 @@ pub fn download_as(
     // hand other bytes the second time (a file swapped in between on a shared
     // file system): that second read is hashed too and must match the
     // manifest. The spool is this run's own verified copy and is not.
-    let (raw, second): (Box<dyn Read + Send>, _) = if reread {
-        let again = stored_part(store.open(&entry.key)?, entry, store);
-        let (r, digest) = SharedHashReader::new(Box::new(again));
-        (Box::new(r), Some(digest))
-    } else {
-        let f = spooled.with_context(|| format!("failed to write {}", spool.display()))?;
-        (Box::new(BufReader::new(f)), None)
+    let (raw, second): (Box<dyn Read + Send>, _) = match spooled {
+        Some(f) => (Box::new(BufReader::new(f)), None),
+        None => {
+            let again = stored_part(store.open(&entry.key)?, entry, store);
+            let (r, digest) = SharedHashReader::new(Box::new(again));
+            (Box::new(r), Some(digest))
+        }
     };
     let second_read_matches = || -> Result<()> {
         let Some(second) = &second else {
@@ -293,59 +292,57 @@ pub fn download_as(
 }
 
 /// The first pass of [`download_as`]: the whole stored object read once and
-/// checked against the manifest. Unless the store is cheap to read again
-/// (`reread`), it is spooled to `spool`: the spool is returned as the handle
-/// that wrote it, at its start, and read back through it, never opened again
-/// by name, so that what is decrypted is what was verified, whoever else can
-/// reach the work directory.
+/// checked against the manifest. Unless the store is cheap to read again, it
+/// is spooled to `spool` and returned as the handle that wrote it, at its
+/// start: it is read back through that handle, never opened again by name,
+/// so that what is decrypted is what was verified, whoever else can reach
+/// the work directory. `None`: read the store again.
 fn verify_stored(
     store: &dyn Store,
     entry: &ObjectEntry,
     spool_dir: &Path,
     spool: &Path,
-    reread: bool,
     progress: &Arc<dyn Progress>,
 ) -> Result<Option<fs::File>> {
     progress.begin("verifying", Some(entry.size));
-    let mut spooled = None;
     // One sequential read of the whole object: ranged requests at once where
     // the store gains from them (S3), each pinned to one version.
     let src = ProgressReader::new(store.open_parallel(&entry.key)?, progress.clone());
     let mut h = HashReader::new(stored_part(src, entry, store));
-    if reread {
-        io::copy(&mut h, &mut io::sink())
+    let read_failed = |e: io::Error| {
+        anyhow::Error::new(e).context(format!(
+            "failed to read {} from {}",
+            entry.key,
+            store.identity()
+        ))
+    };
+    let spooled = if store.reread_is_cheap() {
+        io::copy(&mut h, &mut io::sink()).map_err(read_failed)?;
+        None
     } else {
+        use std::io::Seek;
+        use std::os::unix::fs::OpenOptionsExt;
         fs::create_dir_all(spool_dir)
             .with_context(|| format!("failed to create {}", spool_dir.display()))?;
-        let mut f = BufWriter::new(
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(spool)
-            }
-            .with_context(|| format!("failed to create {}", spool.display()))?,
-        );
-        let copied = io::copy(&mut h, &mut f).and_then(|n| f.flush().map(|_| n));
-        spooled = f.into_inner().ok();
-        copied
-    }
-    .with_context(|| format!("failed to read {} from {}", entry.key, store.identity()))?;
-    let got = h.finish().1;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(spool)
+            .with_context(|| format!("failed to create {}", spool.display()))?;
+        let mut w = BufWriter::new(file);
+        io::copy(&mut h, &mut w).map_err(read_failed)?;
+        let file = w
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)
+            .and_then(|mut f| f.seek(io::SeekFrom::Start(0)).map(|_| f))
+            .with_context(|| format!("failed to write {}", spool.display()))?;
+        Some(file)
+    };
     progress.end();
-    check_stored(entry, &got, store)?;
-    match spooled {
-        Some(mut f) => {
-            use std::io::Seek;
-            f.seek(io::SeekFrom::Start(0))?;
-            Ok(Some(f))
-        }
-        None if reread => Ok(None),
-        None => Err(anyhow::anyhow!("failed to write {}", spool.display())),
-    }
+    check_stored(entry, &h.finish().1, store)?;
+    Ok(spooled)
 }
 
 /// Checks the decrypted, decompressed archive's digest against the manifest.
