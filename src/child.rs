@@ -48,14 +48,23 @@ pub fn command(program: impl AsRef<OsStr>, pass: &[String]) -> Command {
 /// Waits for `child` up to `timeout`: its status, or `None` when it ran
 /// longer, in which case it has been killed and reaped.
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
+    let status = wait_for(child, timeout)?;
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    Ok(status)
+}
+
+/// Waits for `child` up to `timeout`: its status, or `None` when it still
+/// runs, not reaped, so that its pid stays its own for a next signal.
+pub fn wait_for(child: &mut Child, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
     let deadline = crate::units::deadline(timeout);
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
         }
         if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -65,6 +74,27 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiting_for_a_running_child_leaves_it_running_and_unreaped() {
+        let mut c = Command::new("sleep").arg("5").spawn().unwrap();
+        assert!(wait_for(&mut c, Duration::from_millis(50))
+            .unwrap()
+            .is_none());
+        assert!(c.try_wait().unwrap().is_none(), "still running, not killed");
+        assert!(wait_timeout(&mut c, Duration::from_millis(50))
+            .unwrap()
+            .is_none());
+        assert!(
+            c.try_wait().unwrap().is_some(),
+            "wait_timeout killed and reaped it"
+        );
+        let mut t = Command::new("true").spawn().unwrap();
+        assert!(wait_for(&mut t, Duration::from_secs(5))
+            .unwrap()
+            .unwrap()
+            .success());
+    }
 
     #[test]
     fn secrets_stay_home_and_named_variables_pass() {

@@ -9,8 +9,8 @@
 //! watches its log. Meanwhile that WAL is fetched and verified into the
 //! directory, in the order the server asks for it (see `wal.rs`: nothing
 //! reaches PostgreSQL unless its content matches its sealed name); the
-//! `restore_command` waits for a file bkp is still fetching. The restore succeeds only when the server says it stopped
-//! at the target (`recovery stopping before commit …`, the first transaction
+//! `restore_command` waits for a file bkp is still fetching. The restore
+//! succeeds only when the server says it stopped at the target (`recovery stopping before commit …`, the first transaction
 //! committed after T) and was promoted: every transaction committed at or
 //! before T is in, none after. A server that reaches the end of the archive
 //! first fails the restore, naming the newest archived segment. Then the server
@@ -158,7 +158,8 @@ pub fn recover(
     };
     let postgres = verifier.with_file_name("postgres");
     // The server resolves relative paths from its data directory.
-    let scratch = &std::path::absolute(scratch)?;
+    let scratch = &std::path::absolute(scratch)
+        .with_context(|| format!("failed to resolve {}", scratch.display()))?;
     let wal_dir = scratch.join("wal");
     let sock = scratch.join("sock");
     for d in [&wal_dir, &sock] {
@@ -185,8 +186,10 @@ pub fn recover(
     ));
     prepare_recovery(dir, scratch)?;
     let names: String = wanted.iter().map(|s| format!("{}\n", s.name)).collect();
-    fs::write(wal_dir.join(WANTED), names)?;
-    fs::write(wal_dir.join(FETCHING), b"")?;
+    for (file, text) in [(WANTED, names.as_bytes()), (FETCHING, b"")] {
+        let p = wal_dir.join(file);
+        fs::write(&p, text).with_context(|| format!("failed to write {}", p.display()))?;
+    }
     let fetching = Fetching(wal_dir.join(FETCHING));
     let max = segment_size.min(crate::limits::WAL_SEGMENT_MAX);
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -197,7 +200,7 @@ pub fn recover(
             let got = fetch_wanted(src, system, &all, &wanted, &wal_dir, max, &stop);
             (got, clock.elapsed())
         });
-        let replayed = replay(src, &postgres, dir, scratch, &sock, at, clock);
+        let replayed = replay(src, &postgres, dir, (scratch, &wal_dir, &sock), at, clock);
         // Interrupted, or no server: nothing will read the rest. A server that
         // exited is judged once every file is looked at (junk changes what
         // its stop means).
@@ -365,13 +368,13 @@ fn refuse_partial(
 }
 
 /// Starts PostgreSQL on `dir` to recover to `at` with settings of bkp's own
-/// only (the WAL comes from `scratch/wal`), and waits until it opens or exits.
+/// only (its files in `scratch`, the WAL from `wal_dir`, its socket in
+/// `sock`), and waits until it opens or exits.
 fn replay(
     src: &Source,
     postgres: &Path,
     dir: &Path,
-    scratch: &Path,
-    sock: &Path,
+    (scratch, wal_dir, sock): (&Path, &Path, &Path),
     at: Option<OffsetDateTime>,
     clock: Instant,
 ) -> Result<Replayed> {
@@ -403,7 +406,7 @@ fn replay(
     ]
     .into_iter()
     .chain(DISARMED.iter().map(|(k, v)| (*k, v.to_string())))
-    .chain(recovery_settings(dir, &scratch.join("wal"), at)?)
+    .chain(recovery_settings(dir, wal_dir, at)?)
     {
         c.arg("-c").arg(format!("{k}={v}"));
     }
@@ -563,10 +566,11 @@ fn refuse_lost_wal(
 
 /// Fetches every file of `wanted` (of `system`) into `dir`, each verified and
 /// at most `max` bytes (see [`wal::archive::fetch_listed`]), several at a
-/// time (the store's parallelism, as pgBackRest's `archive-get` queue does):
-/// each file is checked on its own before PostgreSQL sees any. An error
-/// stops the rest, and the earliest in `wanted`'s order is reported. Returns
-/// the bytes fetched, and the names left out as junk past the archive's end.
+/// time (the store's parallelism, as pgBackRest's `archive-get` queue does),
+/// in `wanted`'s order: each file is checked before it appears in `dir`, for
+/// the server to read. An error, or `stop` set by the caller, stops the rest;
+/// the earliest error in `wanted`'s order is reported. Returns the bytes
+/// fetched, and the names left out as junk past the archive's end.
 fn fetch_wanted(
     src: &Source,
     system: u64,
@@ -687,11 +691,11 @@ fn parse_pg_time(text: &str) -> Option<OffsetDateTime> {
 /// (the server looks for timelines that do not exist) is missing at once.
 /// The directory is absolute (the server runs it from the data directory)
 /// and single-quoted ([`quotable`] refuses quotes in it).
-fn restore_command(wal_dir: &Path) -> String {
+/// `bkp` is the pid of the process fetching: once it is gone (killed),
+/// nothing will come, and an exit above 125 makes the server stop recovery
+/// rather than take the file for the archive's end.
+fn restore_command(wal_dir: &Path, bkp: u32) -> String {
     let d = wal_dir.display();
-    // bkp gone (killed), nothing will come: an exit above 125 makes the
-    // server stop recovery rather than take the file for the archive's end.
-    let bkp = std::process::id();
     format!(
         "f='{d}/%f'; if grep -qxF '%f' '{d}/{WANTED}'; then while [ ! -e \"$f\" ] && [ -e '{d}/{FETCHING}' ]; do kill -0 {bkp} 2>/dev/null || exit 255; sleep 0.02; done; fi; exec cp \"$f\" '%p'"
     )
@@ -706,7 +710,10 @@ fn recovery_settings(
     at: Option<OffsetDateTime>,
 ) -> Result<Vec<(&'static str, String)>> {
     let mut out = vec![
-        ("restore_command", restore_command(wal_dir)),
+        (
+            "restore_command",
+            restore_command(wal_dir, std::process::id()),
+        ),
         ("recovery_target_timeline", "latest".into()),
     ];
     if let Some(at) = at {
@@ -767,14 +774,10 @@ impl Running {
                     libc::kill(pid, signal);
                 }
             }
-            // Waited for here without killing it: the pid stays the server's
-            // until it is reaped, so the next signal reaches no other process.
-            let deadline = Instant::now() + Duration::from_secs(wait);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            // Not reaped while it runs: the next signal reaches the server,
+            // never a process that took its pid.
+            if let Ok(Some(_)) = crate::child::wait_for(&mut child, Duration::from_secs(wait)) {
+                return;
             }
         }
         let _ = child.kill();
@@ -846,6 +849,67 @@ mod tests {
                 .unix_timestamp()
         );
         assert!(parse_pg_time("yesterday").is_none());
+    }
+
+    /// The restore_command as the server runs it (`sh -c`, `%f` and `%p`
+    /// substituted, from the data directory): a wanted file is waited for,
+    /// any other is missing at once, a wanted one that never comes is missing
+    /// once fetching is over, and with bkp gone it stops recovery (exit 255).
+    #[test]
+    fn the_restore_command_waits_for_wanted_files_only() {
+        let d = tempfile::tempdir().unwrap();
+        let (wal, data) = (d.path().join("wal"), d.path().join("data"));
+        fs::create_dir_all(&wal).unwrap();
+        fs::create_dir_all(data.join("pg_wal")).unwrap();
+        fs::write(wal.join(WANTED), "A\nC\n").unwrap();
+        fs::write(wal.join(FETCHING), b"").unwrap();
+        let run = |name: &str, pid: u32| {
+            let cmd = restore_command(&wal, pid)
+                .replace("%f", name)
+                .replace("%p", "pg_wal/RECOVERYXLOG");
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .current_dir(&data)
+                .status()
+                .unwrap()
+        };
+        let me = std::process::id();
+        // Not wanted: missing at once (a plain failure, not above 125).
+        let t = Instant::now();
+        let st = run("B", me);
+        assert!(!st.success() && st.code().is_some_and(|c| c <= 125), "{st}");
+        assert!(t.elapsed() < Duration::from_secs(2));
+        // Wanted, fetched meanwhile: copied once it is there.
+        let (w, p) = (wal.clone(), wal.join("A"));
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            fs::write(w.join(".A.tmp"), b"segment").unwrap();
+            fs::rename(w.join(".A.tmp"), p).unwrap();
+        });
+        assert!(run("A", me).success());
+        late.join().unwrap();
+        assert_eq!(
+            fs::read(data.join("pg_wal/RECOVERYXLOG")).unwrap(),
+            b"segment"
+        );
+        // bkp gone while a wanted file is missing: recovery must stop. (Were
+        // the liveness check missing, the end of fetching below, ten seconds
+        // on, would end the wait with a plain failure instead.)
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let dead = gone.id();
+        gone.wait().unwrap();
+        let (w, (end, ended)) = (wal.clone(), std::sync::mpsc::channel::<()>());
+        let over = std::thread::spawn(move || {
+            let _ = ended.recv_timeout(Duration::from_secs(10));
+            let _ = fs::remove_file(w.join(FETCHING));
+        });
+        assert_eq!(run("C", dead).code(), Some(255));
+        end.send(()).unwrap();
+        // Fetching over: a wanted file still missing is missing.
+        over.join().unwrap();
+        let st = run("C", me);
+        assert!(!st.success() && st.code().is_some_and(|c| c <= 125), "{st}");
     }
 
     #[test]
