@@ -1234,6 +1234,19 @@ fn the_wal_archive_restores_a_base_backup_to_a_point_in_time_and_proves_it() {
         assert!(ok.success());
     }
     let bkp = |args: &[&str]| bkp_as_server_user(&s, &bin, args);
+    // `bkp restore latest --kind postgres --at AT --target TARGET`.
+    let restore_at = |at: &str, target: &Path| {
+        bkp(&[
+            "restore",
+            "latest",
+            "--kind",
+            "postgres",
+            "--at",
+            at,
+            "--target",
+            target.to_str().unwrap(),
+        ])
+    };
 
     let out = bkp(&["snapshot", "--kind", "postgres"]);
     assert_exit(&out, 0);
@@ -1291,16 +1304,7 @@ fn the_wal_archive_restores_a_base_backup_to_a_point_in_time_and_proves_it() {
 
     for (i, (t, want)) in instants.iter().enumerate() {
         let target = s.path(&format!("at-{i}"));
-        let out = bkp(&[
-            "restore",
-            "latest",
-            "--kind",
-            "postgres",
-            "--at",
-            t,
-            "--target",
-            target.to_str().unwrap(),
-        ]);
+        let out = restore_at(t, &target);
         assert_exit(&out, 0);
         let err = text(&out.stderr);
         assert!(err.contains("recovery stopping before commit"), "{err}");
@@ -1342,16 +1346,7 @@ fn the_wal_archive_restores_a_base_backup_to_a_point_in_time_and_proves_it() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let later = server_now(pg);
     let target = s.path("too-late");
-    let out = bkp(&[
-        "restore",
-        "latest",
-        "--kind",
-        "postgres",
-        "--at",
-        &later,
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    let out = restore_at(&later, &target);
     assert_exit(&out, 9);
     assert!(
         text(&out.stderr).contains("ends before"),
@@ -1360,16 +1355,7 @@ fn the_wal_archive_restores_a_base_backup_to_a_point_in_time_and_proves_it() {
     );
     assert!(!target.exists());
     // Before the base backup finished: no base backup to start from.
-    let out = bkp(&[
-        "restore",
-        "latest",
-        "--kind",
-        "postgres",
-        "--at",
-        "2020-01-01T00:00:00Z",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    let out = restore_at("2020-01-01T00:00:00Z", &target);
     assert_exit(&out, 9);
 
     // A segment the store lost: a restore past it fails and names it, one
@@ -1403,16 +1389,7 @@ fn the_wal_archive_restores_a_base_backup_to_a_point_in_time_and_proves_it() {
     let out = s3.rclone(&["copyto", copy.to_str().unwrap(), &format!("{dir}{lost}")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let target = s.path("past-the-damage");
-    let out = bkp(&[
-        "restore",
-        "latest",
-        "--kind",
-        "postgres",
-        "--at",
-        &instants[4].0,
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    let out = restore_at(&instants[4].0, &target);
     assert_exit(&out, 5);
     assert!(
         text(&out.stderr).contains(&format!("{} of system", segments[2]))
@@ -1424,16 +1401,7 @@ fn the_wal_archive_restores_a_base_backup_to_a_point_in_time_and_proves_it() {
     let gone = s3.rclone(&["deletefile", &format!("{dir}{lost}")]);
     assert!(gone.status.success(), "{}", text(&gone.stderr));
     let target = s.path("past-the-gap");
-    let out = bkp(&[
-        "restore",
-        "latest",
-        "--kind",
-        "postgres",
-        "--at",
-        &instants[4].0,
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    let out = restore_at(&instants[4].0, &target);
     assert_exit(&out, 9);
     assert!(
         text(&out.stderr).contains(&format!("WAL segment {} is missing", segments[2])),
@@ -1442,16 +1410,7 @@ fn the_wal_archive_restores_a_base_backup_to_a_point_in_time_and_proves_it() {
     );
     assert!(!target.exists());
     let target = s.path("before-the-gap");
-    let out = bkp(&[
-        "restore",
-        "latest",
-        "--kind",
-        "postgres",
-        "--at",
-        &instants[0].0,
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    let out = restore_at(&instants[0].0, &target);
     assert_exit(&out, 0);
     let listed = json(&bkp(&["--json", "list"]));
     assert_eq!(listed["wal"][0]["system"], system.as_str(), "{listed}");
