@@ -58,6 +58,9 @@ use crate::exit::{classify, coded, Code};
 use crate::id::BackupId;
 use crate::store::{is_already_exists, ObjectInfo, Store, Version};
 
+mod entries;
+use entries::Entries;
+
 /// Version 2 since catalogs may hold chunked manifests (schema 2.x): a bkp
 /// that knows only version 1 passes such a catalog over and reads the
 /// manifests themselves, which it refuses, instead of taking their entries
@@ -103,9 +106,9 @@ pub enum Depth {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
-    /// Boxed: an entry is moved (into a map, out to a reader) and a year of
-    /// them is held; the manifest is large.
-    manifest: Box<Manifest>,
+    /// Not boxed: a state's entries are one vector, and the manifests are
+    /// handed out in place of the entries ([`Entries::hand_out`]).
+    manifest: Manifest,
     /// Whether the manifest carried a seal that verified when it was read.
     sealed: bool,
     /// Who sealed it (`hmac:{key id}` or `ed25519:{signer id}`): an entry is
@@ -123,7 +126,7 @@ impl Entry {
     /// `manifest` as sealed by `sealer` (`None`: unsealed).
     fn new(manifest: Manifest, sealer: Option<String>, stored: Option<Stored>) -> Entry {
         Entry {
-            manifest: Box::new(manifest),
+            manifest,
             sealed: sealer.is_some(),
             sealer,
             stored,
@@ -214,7 +217,7 @@ struct State {
     /// The base as its listing showed it, and who tagged it, to read it
     /// again ([`fill`]).
     base_source: Option<(ObjectInfo, Tagger)>,
-    entries: BTreeMap<BackupId, Entry>,
+    entries: Entries,
     /// Set once [`read`] handed the entries to its caller (a year of
     /// manifests is held once, not twice): every id the catalog holds, while
     /// `entries` keeps only those a delta carries (not in the base, or
@@ -252,7 +255,7 @@ impl State {
         if let Some(ids) = &mut self.handed {
             ids.insert(id);
         }
-        self.entries.insert(id, e);
+        self.entries.insert(e);
     }
 
     /// Forgets manifest `id`.
@@ -268,24 +271,30 @@ impl State {
     fn hand_out(&mut self, trust: &Trust, bad: &mut Vec<Unreadable>) -> Vec<Manifest> {
         let entries = std::mem::take(&mut self.entries);
         let mut ids = BTreeSet::new();
-        let mut good = Vec::with_capacity(entries.len());
-        for (id, e) in entries {
+        let mut carried = Vec::new();
+        let mut good = entries.hand_out(|e| {
+            let id = e.manifest.id;
             ids.insert(id);
             if !self.base_ids.contains(&id) || self.dirty.contains(&id) {
-                self.entries.insert(id, e.clone());
+                carried.push(e.clone());
             }
             match admit(&e.manifest, e.sealer.as_deref().filter(|_| e.sealed), trust) {
-                Ok(()) => good.push(*e.manifest),
-                Err(err) => bad.push(Unreadable {
-                    key: e.manifest.key(),
-                    error: format!("{err:#}"),
-                    code: classify(&err),
-                }),
+                Ok(()) => Some(e.manifest),
+                Err(err) => {
+                    bad.push(Unreadable {
+                        key: e.manifest.key(),
+                        error: format!("{err:#}"),
+                        code: classify(&err),
+                    });
+                    None
+                }
             }
-        }
+        });
+        self.entries = Entries::from_vec(carried);
         self.handed = Some(ids);
         warn_junk(bad);
-        good.sort_by_key(|m| (m.started_at, m.id));
+        // Ids are unique: no scratch space (a stable sort's is half the list).
+        good.sort_unstable_by_key(|m| (m.started_at, m.id));
         good
     }
 }
@@ -638,12 +647,12 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                     .map(|e| e.manifest.id)
                     .collect(),
                 // Only what its tagger vouches for: the rest is read again.
-                entries: base
-                    .entries
-                    .into_iter()
-                    .filter(|e| base_tagger.vouches_for(e))
-                    .map(|e| (e.manifest.id, e))
-                    .collect(),
+                entries: Entries::from_vec(
+                    base.entries
+                        .into_iter()
+                        .filter(|e| base_tagger.vouches_for(e))
+                        .collect(),
+                ),
                 damaged: base.damaged.into_iter().collect(),
                 objects: objects.clone(),
                 unchecked: matches!(base_tagger, Tagger::Signer(_)),
@@ -651,17 +660,20 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
             };
             if let Some((d, tagger)) = delta {
                 st.unchecked |= matches!(tagger, Tagger::Signer(_));
+                // Applied in batches: a base of years is not shifted per change.
+                let mut gone: BTreeSet<BackupId> = d.removed.iter().copied().collect();
                 for id in &d.removed {
-                    st.entries.remove(id);
                     st.recheck.remove(id);
                 }
+                let mut carried = BTreeMap::new();
                 for e in d.entries {
                     let id = e.manifest.id;
                     // An entry its tagger does not vouch for is not used, nor
                     // is the base's version it would replace: both are read
                     // again (the read lists every key, see `unchecked`).
                     if !tagger.vouches_for(&e) {
-                        st.entries.remove(&id);
+                        carried.remove(&id);
+                        gone.insert(id);
                         continue;
                     }
                     if outdated(d.understands, &e) {
@@ -670,8 +682,10 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                         st.recheck.remove(&id);
                     }
                     st.dirty.insert(id);
-                    st.entries.insert(id, e);
+                    carried.insert(id, e);
                 }
+                st.entries.remove_many(&gone);
+                st.entries.upsert_many(carried.into_values().collect());
                 st.damaged = d.damaged.into_iter().collect();
                 st.written_at = Some(d.written_at);
             }
@@ -770,18 +784,22 @@ pub fn read(
                 .is_some_and(|now| e.stored.as_ref().is_some_and(|s| s.is(now)))
     });
     changed |= st.entries.len() != before;
-    let held: BTreeSet<String> = st.entries.values().map(|e| e.manifest.key()).collect();
-    let mut to_read: Vec<String> = listed
-        .keys()
-        .filter(|k| !held.contains(*k))
-        .cloned()
-        .collect();
+    // Whether an entry is held for key `k` (looked up by the id in the key:
+    // a set of every key would be a second copy of years of them).
+    let held = |k: &str| {
+        k.strip_prefix(dir.as_str())
+            .and_then(|rest| rest.strip_suffix(".json"))
+            .and_then(|id| id.parse::<BackupId>().ok())
+            .and_then(|id| st.entries.get(&id))
+            .is_some_and(|e| e.manifest.key() == k)
+    };
+    let mut to_read: Vec<String> = listed.keys().filter(|k| !held(k)).cloned().collect();
     to_read.extend(again);
     // Damaged manifests outside the listing are read again too.
     to_read.extend(
         st.damaged
             .iter()
-            .filter(|k| !checked(k) && !held.contains(*k))
+            .filter(|k| !checked(k) && !held(k))
             .cloned(),
     );
     to_read.sort();
@@ -790,6 +808,7 @@ pub fn read(
     let mut damaged = BTreeSet::new();
     let mut answered = true;
     let mut verified = 0;
+    let mut read_now = Vec::new();
     for key in to_read {
         match read_listed(store, &key, listed.get(&key))
             .and_then(|b| parse_with_sealer(&b, &key, trust))
@@ -798,8 +817,7 @@ pub fn read(
                 verified += 1;
                 let stored = listed.get(&key).cloned();
                 st.dirty.insert(manifest.id);
-                st.entries
-                    .insert(manifest.id, Entry::new(manifest, sealer, stored));
+                read_now.push(Entry::new(manifest, sealer, stored));
                 changed = true;
             }
             Err(e) => {
@@ -820,6 +838,7 @@ pub fn read(
             }
         }
     }
+    st.entries.upsert_many(read_now);
     // A run that verified none of the manifests it read, only found new
     // damage, may hold the wrong key: what it learned is not written.
     let learned = verified > 0 || damaged.is_subset(&st.damaged);
@@ -1007,9 +1026,8 @@ fn write(
     let added: Vec<&Entry> = match delta {
         true => st
             .entries
-            .iter()
-            .filter(|(id, _)| changed(st, id))
-            .map(|(_, e)| e)
+            .values()
+            .filter(|e| changed(st, &e.manifest.id))
             .collect(),
         false => Vec::new(),
     };
@@ -1105,19 +1123,19 @@ fn fill(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, st: &mut State) -
     if doc.base.is_some() || tagger != *was {
         return Ok(false);
     }
-    let mut back: BTreeMap<BackupId, Entry> = doc
-        .entries
-        .into_iter()
-        .filter(|e| {
-            let id = e.manifest.id;
-            ids.contains(&id) && !st.entries.contains_key(&id) && tagger.vouches_for(e)
-        })
-        .map(|e| (e.manifest.id, e))
-        .collect();
+    let back = Entries::from_vec(
+        doc.entries
+            .into_iter()
+            .filter(|e| {
+                let id = e.manifest.id;
+                ids.contains(&id) && !st.entries.contains_key(&id) && tagger.vouches_for(e)
+            })
+            .collect(),
+    );
     if back.len() + st.entries.len() != ids.len() {
         return Ok(false);
     }
-    st.entries.append(&mut back);
+    st.entries.upsert_many(back.into_vec());
     st.handed = None;
     Ok(true)
 }
@@ -1511,7 +1529,7 @@ mod tests {
             assert_eq!(good, vec![m.clone()], "{depth:?}");
         }
         let healed = load(&store, None, Kind::Duckdb).unwrap();
-        assert_eq!(*healed.entries[&m.id].manifest, m);
+        assert_eq!(healed.entries[&m.id].manifest, m);
     }
 
     #[test]
@@ -1530,7 +1548,7 @@ mod tests {
             base: None,
             written_at: OffsetDateTime::now_utc(),
             entries: vec![Entry {
-                manifest: Box::new(planted.clone()),
+                manifest: planted.clone(),
                 sealed: true,
                 sealer: None,
                 stored: None,
@@ -1739,7 +1757,7 @@ mod tests {
         // What the key holder wrote since is its own, and holds the manifest.
         let st = load(&store, Some(&holder()), Kind::Duckdb).unwrap();
         assert!(!st.unchecked);
-        assert_eq!(*st.entries[&genuine.id].manifest, genuine);
+        assert_eq!(st.entries[&genuine.id].manifest, genuine);
     }
 
     #[test]

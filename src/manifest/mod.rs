@@ -601,10 +601,17 @@ fn list_to(
             continue;
         }
         let (g, b) = catalog::read(store, trust, k, depth)?;
-        good.extend(g);
+        // Each kind's list is sorted already: one kind's is taken as it is,
+        // not copied.
+        if good.is_empty() {
+            good = g;
+        } else {
+            good.extend(g);
+            // Ids are unique: no scratch space, as a stable sort takes.
+            good.sort_unstable_by_key(|m| (m.started_at, m.id));
+        }
         bad.extend(b);
     }
-    good.sort_by_key(|m| (m.started_at, m.id));
     Ok((good, bad))
 }
 

@@ -1,0 +1,193 @@
+//! A catalog's entries by manifest id, held in one vector sorted by id rather
+//! than a tree: a year of manifests read from a base is one allocation that
+//! [`Entries::hand_out`] turns into the caller's list in place, instead of
+//! tree nodes copied into a second list beside them (which doubled a read's
+//! peak memory, and left the nodes' pages behind as free but resident heap).
+//!
+//! Lookups are binary searches. Single changes shift the vector, and are
+//! made where it is small (a handed-out state keeps only what a delta
+//! carries) or once per run; changes to a full state go in batches
+//! ([`Entries::upsert_many`], [`Entries::remove_many`], `retain`).
+
+use std::collections::BTreeSet;
+
+use super::Entry;
+use crate::id::BackupId;
+use crate::manifest::Manifest;
+
+#[derive(Debug, Clone, Default)]
+pub(super) struct Entries(Vec<Entry>);
+
+impl Entries {
+    /// `entries` in any order; of two with the same id one is kept (they come
+    /// from one object, vouched for by one tagger).
+    pub(super) fn from_vec(mut entries: Vec<Entry>) -> Entries {
+        if !entries.is_sorted_by(|a, b| a.manifest.id < b.manifest.id) {
+            entries.sort_unstable_by_key(|e| e.manifest.id);
+            entries.dedup_by_key(|e| e.manifest.id);
+        }
+        Entries(entries)
+    }
+
+    fn at(&self, id: &BackupId) -> Result<usize, usize> {
+        self.0.binary_search_by(|e| e.manifest.id.cmp(id))
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(super) fn contains_key(&self, id: &BackupId) -> bool {
+        self.at(id).is_ok()
+    }
+
+    pub(super) fn get(&self, id: &BackupId) -> Option<&Entry> {
+        self.at(id).ok().map(|i| &self.0[i])
+    }
+
+    #[cfg(test)]
+    pub(super) fn get_mut(&mut self, id: &BackupId) -> Option<&mut Entry> {
+        self.at(id).ok().map(|i| &mut self.0[i])
+    }
+
+    /// Adds `e`, or replaces the entry of its id.
+    pub(super) fn insert(&mut self, e: Entry) {
+        match self.at(&e.manifest.id) {
+            Ok(i) => self.0[i] = e,
+            Err(i) => self.0.insert(i, e),
+        }
+    }
+
+    pub(super) fn remove(&mut self, id: &BackupId) -> Option<Entry> {
+        self.at(id).ok().map(|i| self.0.remove(i))
+    }
+
+    /// Removes every entry whose id is in `ids`, in one pass.
+    pub(super) fn remove_many(&mut self, ids: &BTreeSet<BackupId>) {
+        if !ids.is_empty() {
+            self.0.retain(|e| !ids.contains(&e.manifest.id));
+        }
+    }
+
+    /// Adds `new`, replacing the entries of their ids (of two in `new` with
+    /// the same id, the later wins), in one pass over the held ones.
+    pub(super) fn upsert_many(&mut self, new: Vec<Entry>) {
+        if new.is_empty() {
+            return;
+        }
+        let mut latest = std::collections::BTreeMap::new();
+        for e in new {
+            latest.insert(e.manifest.id, e);
+        }
+        if latest.keys().any(|id| self.contains_key(id)) {
+            self.0.retain(|e| !latest.contains_key(&e.manifest.id));
+        }
+        let appended = self
+            .0
+            .last()
+            .is_none_or(|last| latest.keys().next().is_some_and(|f| *f > last.manifest.id));
+        self.0.extend(latest.into_values());
+        if !appended {
+            // Ids are unique here: an unstable sort needs no scratch space.
+            self.0.sort_unstable_by_key(|e| e.manifest.id);
+        }
+    }
+
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&BackupId, &Entry) -> bool) {
+        self.0.retain(|e| keep(&e.manifest.id, e));
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &Entry> {
+        self.0.iter()
+    }
+
+    pub(super) fn keys(&self) -> impl Iterator<Item = &BackupId> {
+        self.0.iter().map(|e| &e.manifest.id)
+    }
+
+    pub(super) fn into_vec(self) -> Vec<Entry> {
+        self.0
+    }
+
+    pub(super) fn into_keys(self) -> impl Iterator<Item = BackupId> {
+        self.0.into_iter().map(|e| e.manifest.id)
+    }
+
+    /// Every entry, oldest id first, as `take` decides: a manifest for the
+    /// caller, or `None`. The manifests are moved into the vector that held
+    /// the entries (an entry is larger than its manifest), so that the list
+    /// costs no second copy of the catalog.
+    pub(super) fn hand_out(self, mut take: impl FnMut(Entry) -> Option<Manifest>) -> Vec<Manifest> {
+        const { assert!(std::mem::size_of::<Manifest>() <= std::mem::size_of::<Entry>()) };
+        self.0.into_iter().filter_map(&mut take).collect()
+    }
+}
+
+impl std::ops::Index<&BackupId> for Entries {
+    type Output = Entry;
+
+    fn index(&self, id: &BackupId) -> &Entry {
+        match self.at(id) {
+            Ok(i) => &self.0[i],
+            Err(_) => panic!("no catalog entry for {id}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::tests::sample;
+    use time::OffsetDateTime;
+
+    fn entry(id: BackupId, host: &str) -> Entry {
+        let mut m = sample(
+            crate::manifest::Kind::Tigerbeetle,
+            OffsetDateTime::now_utc(),
+        );
+        m.id = id;
+        m.host = host.into();
+        Entry::new(m, None, None)
+    }
+
+    fn ids(e: &Entries) -> Vec<BackupId> {
+        e.keys().copied().collect()
+    }
+
+    #[test]
+    fn batches_keep_the_entries_sorted_and_the_latest_version_of_each() {
+        let mut id: Vec<BackupId> = (0..6)
+            .map(|_| BackupId::new_v7(OffsetDateTime::now_utc()))
+            .collect();
+        id.sort();
+        let mut e = Entries::from_vec(vec![
+            entry(id[3], "a"),
+            entry(id[1], "a"),
+            entry(id[3], "a"),
+        ]);
+        assert_eq!(ids(&e), vec![id[1], id[3]]);
+        // Appended past the newest: no sort; in the middle: sorted.
+        e.upsert_many(vec![entry(id[5], "a"), entry(id[4], "a")]);
+        e.upsert_many(vec![
+            entry(id[0], "a"),
+            entry(id[3], "b"),
+            entry(id[3], "c"),
+        ]);
+        assert_eq!(ids(&e), vec![id[0], id[1], id[3], id[4], id[5]]);
+        assert_eq!(e[&id[3]].manifest.host, "c");
+        e.insert(entry(id[2], "a"));
+        e.remove_many(&[id[0], id[4]].into_iter().collect());
+        assert_eq!(e.remove(&id[5]).map(|x| x.manifest.id), Some(id[5]));
+        assert_eq!(ids(&e), vec![id[1], id[2], id[3]]);
+        assert!(e.contains_key(&id[2]) && !e.contains_key(&id[4]));
+        let out = e.hand_out(|x| (x.manifest.id != id[2]).then_some(x.manifest));
+        assert_eq!(
+            out.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![id[1], id[3]]
+        );
+    }
+}
