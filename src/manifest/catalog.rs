@@ -290,7 +290,9 @@ impl State {
                 }
             }
         });
-        self.entries = Entries::from_vec(carried);
+        // In order of id, as the entries were.
+        self.entries = Entries::default();
+        self.entries.upsert_many(carried);
         self.handed = Some(ids);
         warn_junk(bad);
         // Ids are unique: no scratch space (a stable sort's is half the list).
@@ -624,6 +626,14 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                 }
                 Some(_) => return Err(damaged_error(key, "its base is not older than itself")),
             };
+            // bkp writes a base's entries in order of id, each once.
+            if !entries::strictly_sorted(&base.entries) {
+                let base_key = object_key(kind, base.seq);
+                return Err(damaged_error(
+                    &base_key,
+                    "its entries are not in order of id",
+                ));
+            }
             // Cached by a bkp that understood less of the entry's schema than
             // this one does.
             #[allow(clippy::absurd_extreme_comparisons)]
@@ -647,12 +657,14 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                     .map(|e| e.manifest.id)
                     .collect(),
                 // Only what its tagger vouches for: the rest is read again.
-                entries: Entries::from_vec(
+                // (In order: checked above.)
+                entries: Entries::from_sorted(
                     base.entries
                         .into_iter()
                         .filter(|e| base_tagger.vouches_for(e))
                         .collect(),
-                ),
+                )
+                .unwrap_or_default(),
                 damaged: base.damaged.into_iter().collect(),
                 objects: objects.clone(),
                 unchecked: matches!(base_tagger, Tagger::Signer(_)),
@@ -1123,7 +1135,7 @@ fn fill(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, st: &mut State) -
     if doc.base.is_some() || tagger != *was {
         return Ok(false);
     }
-    let back = Entries::from_vec(
+    let back = Entries::from_sorted(
         doc.entries
             .into_iter()
             .filter(|e| {
@@ -1132,10 +1144,12 @@ fn fill(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, st: &mut State) -
             })
             .collect(),
     );
-    if back.len() + st.entries.len() != ids.len() {
+    let Some(mut all) = back.filter(|b| b.len() + st.entries.len() == ids.len()) else {
         return Ok(false);
-    }
-    st.entries.upsert_many(back.into_vec());
+    };
+    // The few a delta carries go into the many read back, mostly past them.
+    all.upsert_many(std::mem::take(&mut st.entries).into_vec());
+    st.entries = all;
     st.handed = None;
     Ok(true)
 }
@@ -1570,6 +1584,52 @@ mod tests {
         assert!(catalog_objects(&store)
             .iter()
             .any(|k| seq_of(Kind::Duckdb, k) == Some(8)));
+    }
+
+    #[test]
+    fn a_base_whose_entries_are_out_of_order_is_passed_over() {
+        // Two backups the store does not hold, older than the listing window:
+        // a catalog that is used hands them out.
+        let plant = |seq: u64, newest_first: bool| {
+            let store = MemoryStore::default();
+            let trust = Trust::none();
+            let m = sample(Kind::Duckdb, OffsetDateTime::now_utc() - Duration::days(10));
+            store_manifest(&store, &m);
+            let mut entries: Vec<Entry> = [9, 8]
+                .map(|d| sample(Kind::Duckdb, OffsetDateTime::now_utc() - Duration::days(d)))
+                .into_iter()
+                .map(|p| Entry::new(p, None, None))
+                .collect();
+            entries.sort_by_key(|e| e.manifest.id);
+            if newest_first {
+                entries.reverse();
+            }
+            let planted: Vec<BackupId> = entries.iter().map(|e| e.manifest.id).collect();
+            let doc = Doc {
+                schema: SCHEMA.into(),
+                kind: Kind::Duckdb,
+                seq,
+                base: None,
+                written_at: OffsetDateTime::now_utc(),
+                entries,
+                removed: Vec::new(),
+                damaged: Vec::new(),
+                understands: SCHEMA_MINOR,
+            };
+            let payload = zstd::bulk::compress(&serde_json::to_vec(&doc).unwrap(), 3).unwrap();
+            let tag = seal::tag(None, &payload).unwrap();
+            let mut bytes = format!("{MAGIC}{tag}\n").into_bytes();
+            bytes.extend_from_slice(&payload);
+            store
+                .put_new(&object_key(Kind::Duckdb, seq), &bytes, &Vec::new())
+                .unwrap();
+            let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+            (ids(&good), m.id, planted)
+        };
+        let (good, _, planted) = plant(1, false);
+        assert!(planted.iter().all(|p| good.contains(p)), "{good:?}");
+        let (good, real, _) = plant(1, true);
+        assert_eq!(good, vec![real]);
     }
 
     #[test]

@@ -607,7 +607,9 @@ fn list_to(
             good = g;
         } else {
             good.extend(g);
-            // Ids are unique: no scratch space, as a stable sort takes.
+            // No scratch space, as a stable sort takes: (time, id) is unique
+            // but for one id planted under two kinds, whose order does not
+            // matter (a restore reads the manifest it chose again).
             good.sort_unstable_by_key(|m| (m.started_at, m.id));
         }
         bad.extend(b);

@@ -7,8 +7,9 @@
 //! Lookups are binary searches. Single changes shift the vector, and are
 //! made where it is small (a handed-out state keeps only what a delta
 //! carries) or once per run; changes to a full state go in batches
-//! ([`Entries::upsert_many`], [`Entries::remove_many`], `retain`).
+//! ([`Entries::upsert_many`], a merge; [`Entries::remove_many`], `retain`).
 
+use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
 use super::Entry;
@@ -19,14 +20,10 @@ use crate::manifest::Manifest;
 pub(super) struct Entries(Vec<Entry>);
 
 impl Entries {
-    /// `entries` in any order; of two with the same id one is kept (they come
-    /// from one object, vouched for by one tagger).
-    pub(super) fn from_vec(mut entries: Vec<Entry>) -> Entries {
-        if !entries.is_sorted_by(|a, b| a.manifest.id < b.manifest.id) {
-            entries.sort_unstable_by_key(|e| e.manifest.id);
-            entries.dedup_by_key(|e| e.manifest.id);
-        }
-        Entries(entries)
+    /// `entries`, when they are in strictly ascending order of id, as bkp
+    /// writes a catalog object's (else `None`: the object is not bkp's).
+    pub(super) fn from_sorted(entries: Vec<Entry>) -> Option<Entries> {
+        strictly_sorted(&entries).then_some(Entries(entries))
     }
 
     fn at(&self, id: &BackupId) -> Result<usize, usize> {
@@ -74,26 +71,41 @@ impl Entries {
     }
 
     /// Adds `new`, replacing the entries of their ids (of two in `new` with
-    /// the same id, the later wins), in one pass over the held ones.
-    pub(super) fn upsert_many(&mut self, new: Vec<Entry>) {
-        if new.is_empty() {
+    /// the same id, the later wins): merged into the held entries from the
+    /// first new id on, so that the usual batch (newer than all but a few
+    /// held entries) moves only those few.
+    pub(super) fn upsert_many(&mut self, mut new: Vec<Entry>) {
+        if !strictly_sorted(&new) {
+            // Reversed, a stable sort puts the later of two equal ids first,
+            // and `dedup` keeps the first.
+            new.reverse();
+            new.sort_by_key(|e| e.manifest.id);
+            new.dedup_by_key(|e| e.manifest.id);
+        }
+        let Some(first) = new.first().map(|e| e.manifest.id) else {
             return;
-        }
-        let mut latest = std::collections::BTreeMap::new();
-        for e in new {
-            latest.insert(e.manifest.id, e);
-        }
-        if latest.keys().any(|id| self.contains_key(id)) {
-            self.0.retain(|e| !latest.contains_key(&e.manifest.id));
-        }
-        let appended = self
-            .0
-            .last()
-            .is_none_or(|last| latest.keys().next().is_some_and(|f| *f > last.manifest.id));
-        self.0.extend(latest.into_values());
-        if !appended {
-            // Ids are unique here: an unstable sort needs no scratch space.
-            self.0.sort_unstable_by_key(|e| e.manifest.id);
+        };
+        let at = self.0.partition_point(|e| e.manifest.id < first);
+        let tail = self.0.split_off(at);
+        self.0.reserve(tail.len() + new.len());
+        let (mut held, mut new) = (tail.into_iter().peekable(), new.into_iter().peekable());
+        loop {
+            let next = match (held.peek(), new.peek()) {
+                (Some(h), Some(n)) => match h.manifest.id.cmp(&n.manifest.id) {
+                    Ordering::Less => held.next(),
+                    Ordering::Equal => {
+                        held.next();
+                        new.next()
+                    }
+                    Ordering::Greater => new.next(),
+                },
+                (Some(_), None) => held.next(),
+                (None, _) => new.next(),
+            };
+            match next {
+                Some(e) => self.0.push(e),
+                None => break,
+            }
         }
     }
 
@@ -122,9 +134,17 @@ impl Entries {
     /// the entries (an entry is larger than its manifest), so that the list
     /// costs no second copy of the catalog.
     pub(super) fn hand_out(self, mut take: impl FnMut(Entry) -> Option<Manifest>) -> Vec<Manifest> {
-        const { assert!(std::mem::size_of::<Manifest>() <= std::mem::size_of::<Entry>()) };
+        const {
+            assert!(std::mem::size_of::<Manifest>() <= std::mem::size_of::<Entry>());
+            assert!(std::mem::align_of::<Manifest>() == std::mem::align_of::<Entry>());
+        };
         self.0.into_iter().filter_map(&mut take).collect()
     }
+}
+
+/// Whether `entries` are in strictly ascending order of id.
+pub(super) fn strictly_sorted(entries: &[Entry]) -> bool {
+    entries.is_sorted_by(|a, b| a.manifest.id < b.manifest.id)
 }
 
 impl std::ops::Index<&BackupId> for Entries {
@@ -164,30 +184,34 @@ mod tests {
             .map(|_| BackupId::new_v7(OffsetDateTime::now_utc()))
             .collect();
         id.sort();
-        let mut e = Entries::from_vec(vec![
-            entry(id[3], "a"),
-            entry(id[1], "a"),
-            entry(id[3], "a"),
-        ]);
-        assert_eq!(ids(&e), vec![id[1], id[3]]);
-        // Appended past the newest: no sort; in the middle: sorted.
+        // Out of order or twice: not a catalog bkp wrote.
+        assert!(Entries::from_sorted(vec![entry(id[3], "a"), entry(id[1], "a")]).is_none());
+        assert!(Entries::from_sorted(vec![entry(id[1], "a"), entry(id[1], "a")]).is_none());
+        let mut e = Entries::from_sorted(vec![entry(id[1], "a"), entry(id[3], "a")]).unwrap();
+        // Past the newest, then merged in; of two versions the later wins.
         e.upsert_many(vec![entry(id[5], "a"), entry(id[4], "a")]);
         e.upsert_many(vec![
-            entry(id[0], "a"),
             entry(id[3], "b"),
+            entry(id[0], "a"),
             entry(id[3], "c"),
         ]);
         assert_eq!(ids(&e), vec![id[0], id[1], id[3], id[4], id[5]]);
         assert_eq!(e[&id[3]].manifest.host, "c");
+        e.upsert_many(vec![entry(id[4], "d"), entry(id[5], "d")]);
+        assert_eq!(ids(&e), vec![id[0], id[1], id[3], id[4], id[5]]);
+        assert_eq!(e[&id[4]].manifest.host, "d");
         e.insert(entry(id[2], "a"));
         e.remove_many(&[id[0], id[4]].into_iter().collect());
         assert_eq!(e.remove(&id[5]).map(|x| x.manifest.id), Some(id[5]));
         assert_eq!(ids(&e), vec![id[1], id[2], id[3]]);
         assert!(e.contains_key(&id[2]) && !e.contains_key(&id[4]));
+        let at = e.0.as_ptr() as usize;
         let out = e.hand_out(|x| (x.manifest.id != id[2]).then_some(x.manifest));
         assert_eq!(
             out.iter().map(|m| m.id).collect::<Vec<_>>(),
             vec![id[1], id[3]]
         );
+        // The list is where the entries were: no second copy.
+        assert_eq!(out.as_ptr() as usize, at);
     }
 }
