@@ -86,7 +86,20 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         run: &run,
         lease_for,
     };
-    let outcome = job.attempt()?;
+    // Where [ledger] is this very cluster, the session the run opened for its
+    // record captures too: one client's message buffers (tens of MiB), not two.
+    let lent = crate::ledger::lend(&cfg);
+    let shared = lent.is_some();
+    let outcome = match lent.map_or_else(|| tblog::session(&cfg), tblog::session_with) {
+        Err(e) => Ok(Err(e)),
+        Ok(client) => {
+            let outcome = job.attempt(&client);
+            if shared {
+                crate::ledger::give_back(&cfg, client);
+            }
+            outcome
+        }
+    }?;
 
     let store = store.as_ref();
     run.finish(outcome, |m, elapsed, ledger| {
@@ -140,7 +153,7 @@ struct Job<'a> {
 impl Job<'_> {
     /// The run's outcome, for `run.finish` to record; `Err` when the lease is held
     /// by another run, which is no failed run and records nothing.
-    fn attempt(&self) -> Result<Result<Stored>> {
+    fn attempt(&self, client: &crate::tigerbeetle::client::Client) -> Result<Result<Stored>> {
         let Job {
             ctx,
             cfg,
@@ -149,13 +162,9 @@ impl Job<'_> {
             run,
             lease_for,
         } = *self;
-        // Opened before the chain is read: the cluster's registration of its
-        // sessions (~0.6 s) runs meanwhile.
-        let client = match tblog::session(cfg) {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
-        let seen = match self.look(&client) {
+        // The session was opened before the chain is read: the cluster's
+        // registration of its sessions (~0.6 s) runs meanwhile.
+        let seen = match self.look(client) {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
@@ -187,7 +196,7 @@ impl Job<'_> {
             &warn,
         )?;
         crate::failpoint::hit("logs-leased");
-        let outcome = self.continue_chain(&client, &mut lease);
+        let outcome = self.continue_chain(client, &mut lease);
         lease.release();
         Ok(outcome)
     }

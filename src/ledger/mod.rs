@@ -421,6 +421,34 @@ pub fn warm(cfg: &LedgerConfig) -> Warm {
     Warm(())
 }
 
+/// Lends the session [`warm`] opened to a run whose source is the ledger's own
+/// cluster (`spec`: the same id, addresses and timeout), so that the run holds
+/// one client's message buffers rather than two; [`give_back`] returns it for
+/// the run's record. `None` when no session is waiting for that cluster.
+pub fn lend(spec: &ClientSpec) -> Option<Client> {
+    WARM.with(|w| {
+        let mut w = w.borrow_mut();
+        match w.take() {
+            Some((s, c)) if s == *spec => Some(c),
+            other => {
+                *w = other;
+                None
+            }
+        }
+    })
+}
+
+/// Returns a session [`lend`] lent (its messages naming the ledger cluster
+/// again), for this thread's next request to `spec`'s cluster.
+pub fn give_back(spec: &ClientSpec, c: Client) {
+    WARM.with(|w| {
+        let mut w = w.borrow_mut();
+        if w.is_none() {
+            *w = Some((spec.clone(), c.renamed(NAMES)));
+        }
+    })
+}
+
 /// Closes the session [`warm`] opened, if no request took it.
 pub struct Warm(());
 
@@ -436,17 +464,7 @@ impl Drop for Warm {
 /// it), runs `f`, and closes the client.
 fn with_client<T>(cfg: &LedgerConfig, f: impl FnOnce(&Client) -> Result<T>) -> Result<T> {
     let spec = cfg.client_spec();
-    let warm = WARM.with(|w| {
-        let mut w = w.borrow_mut();
-        match w.take() {
-            Some((s, c)) if s == spec => Some(c),
-            other => {
-                *w = other;
-                None
-            }
-        }
-    });
-    match warm {
+    match lend(&spec) {
         Some(c) => {
             let out = f(&c);
             c.close();
@@ -460,4 +478,36 @@ fn with_client<T>(cfg: &LedgerConfig, f: impl FnOnce(&Client) -> Result<T>) -> R
 /// session): the record stays spooled for the next run.
 fn unreachable(e: &anyhow::Error) -> bool {
     classify(e) == Some(Code::Transient)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_warm_session_is_lent_only_to_its_own_cluster_and_comes_back() {
+        // Nothing listens there: a client opens at once, and sends nothing here.
+        let cfg = LedgerConfig {
+            cluster_id: 0,
+            addresses: "127.0.0.1:1".into(),
+            ledger: 12,
+            timeout: Duration::from_secs(1),
+            spool_dir: PathBuf::from("/nonexistent"),
+        };
+        let guard = warm(&cfg);
+        let spec = cfg.client_spec();
+        let other = ClientSpec {
+            cluster_id: 1,
+            ..spec.clone()
+        };
+        assert!(
+            lend(&other).is_none(),
+            "another cluster's run opens its own"
+        );
+        let c = lend(&spec).expect("the session warm opened");
+        assert!(lend(&spec).is_none(), "lent once");
+        give_back(&spec, c);
+        assert!(lend(&spec).is_some(), "back for the run's record");
+        drop(guard);
+    }
 }

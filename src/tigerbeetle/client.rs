@@ -202,6 +202,12 @@ impl Client {
         drop(self);
     }
 
+    /// The same session, its messages naming the cluster as `names` does.
+    pub fn renamed(mut self, names: Names) -> Client {
+        self.names = names;
+        self
+    }
+
     /// Requests sent so far (counting those that timed out).
     pub fn requests(&self) -> u64 {
         self.requests.get()

@@ -117,6 +117,14 @@ pub fn session(cfg: &ClusterConfig) -> Result<Client> {
     Ok(c)
 }
 
+/// [`session`] on a client already open to the cluster (the ledger's, where
+/// `[ledger]` is this cluster): its messages now name the cluster as a source.
+pub fn session_with(c: Client) -> Result<Client> {
+    let c = c.renamed(NAMES);
+    c.open_events()?;
+    Ok(c)
+}
+
 /// A session with the cluster for a run that reads no change events (a replay
 /// into a fresh cluster). Returns at once; the session registers with the first
 /// request.
