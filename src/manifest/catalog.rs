@@ -317,7 +317,13 @@ enum Tagger {
 }
 
 impl Tagger {
-    fn vouches_for(&self, e: &Entry) -> bool {
+    /// Whether entry `e` of a catalog of `kind` is believed: never one of
+    /// another kind (a restore of this kind would be handed it), else as
+    /// the tagger decides.
+    fn vouches_for(&self, kind: Kind, e: &Entry) -> bool {
+        if e.manifest.kind != kind {
+            return false;
+        }
         match self {
             Tagger::Anyone | Tagger::Trusted => true,
             Tagger::Signer(s) => e.sealer.as_deref() == Some(s.as_str()),
@@ -661,7 +667,7 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                 entries: Entries::from_sorted(
                     base.entries
                         .into_iter()
-                        .filter(|e| base_tagger.vouches_for(e))
+                        .filter(|e| base_tagger.vouches_for(kind, e))
                         .collect(),
                 )
                 .unwrap_or_default(),
@@ -683,7 +689,7 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                     // An entry its tagger does not vouch for is not used, nor
                     // is the base's version it would replace: both are read
                     // again (the read lists every key, see `unchecked`).
-                    if !tagger.vouches_for(&e) {
+                    if !tagger.vouches_for(kind, &e) {
                         carried.remove(&id);
                         gone.insert(id);
                         continue;
@@ -1140,7 +1146,7 @@ fn fill(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, st: &mut State) -
             .into_iter()
             .filter(|e| {
                 let id = e.manifest.id;
-                ids.contains(&id) && !st.entries.contains_key(&id) && tagger.vouches_for(e)
+                ids.contains(&id) && !st.entries.contains_key(&id) && tagger.vouches_for(kind, e)
             })
             .collect(),
     );
@@ -1586,50 +1592,70 @@ mod tests {
             .any(|k| seq_of(Kind::Duckdb, k) == Some(8)));
     }
 
+    /// Reads a store holding one backup of `kind`, under a planted catalog
+    /// base of `kind` (tagged as a keyless store tags it) holding `entries`:
+    /// the ids handed out, and the real backup's.
+    fn read_under_planted_base(kind: Kind, entries: Vec<Entry>) -> (Vec<BackupId>, BackupId) {
+        let store = MemoryStore::default();
+        let m = sample(kind, OffsetDateTime::now_utc() - Duration::days(10));
+        store_manifest(&store, &m);
+        let doc = Doc {
+            schema: SCHEMA.into(),
+            kind,
+            seq: 1,
+            base: None,
+            written_at: OffsetDateTime::now_utc(),
+            entries,
+            removed: Vec::new(),
+            damaged: Vec::new(),
+            understands: SCHEMA_MINOR,
+        };
+        let payload = zstd::bulk::compress(&serde_json::to_vec(&doc).unwrap(), 3).unwrap();
+        let tag = seal::tag(None, &payload).unwrap();
+        let mut bytes = format!("{MAGIC}{tag}\n").into_bytes();
+        bytes.extend_from_slice(&payload);
+        store
+            .put_new(&object_key(kind, 1), &bytes, &Vec::new())
+            .unwrap();
+        let (good, _) = read(&store, &Trust::none(), kind, Depth::Recent).unwrap();
+        (ids(&good), m.id)
+    }
+
+    /// Entries for backups of `kind` the store does not hold, older than the
+    /// listing window (a catalog that is used hands them out), in id order.
+    fn absent(kind: Kind) -> Vec<Entry> {
+        let mut entries: Vec<Entry> = [9, 8]
+            .map(|d| sample(kind, OffsetDateTime::now_utc() - Duration::days(d)))
+            .into_iter()
+            .map(|p| Entry::new(p, None, None))
+            .collect();
+        entries.sort_by_key(|e| e.manifest.id);
+        entries
+    }
+
     #[test]
     fn a_base_whose_entries_are_out_of_order_is_passed_over() {
-        // Two backups the store does not hold, older than the listing window:
-        // a catalog that is used hands them out.
-        let plant = |seq: u64, newest_first: bool| {
-            let store = MemoryStore::default();
-            let trust = Trust::none();
-            let m = sample(Kind::Duckdb, OffsetDateTime::now_utc() - Duration::days(10));
-            store_manifest(&store, &m);
-            let mut entries: Vec<Entry> = [9, 8]
-                .map(|d| sample(Kind::Duckdb, OffsetDateTime::now_utc() - Duration::days(d)))
-                .into_iter()
-                .map(|p| Entry::new(p, None, None))
-                .collect();
-            entries.sort_by_key(|e| e.manifest.id);
-            if newest_first {
-                entries.reverse();
-            }
-            let planted: Vec<BackupId> = entries.iter().map(|e| e.manifest.id).collect();
-            let doc = Doc {
-                schema: SCHEMA.into(),
-                kind: Kind::Duckdb,
-                seq,
-                base: None,
-                written_at: OffsetDateTime::now_utc(),
-                entries,
-                removed: Vec::new(),
-                damaged: Vec::new(),
-                understands: SCHEMA_MINOR,
-            };
-            let payload = zstd::bulk::compress(&serde_json::to_vec(&doc).unwrap(), 3).unwrap();
-            let tag = seal::tag(None, &payload).unwrap();
-            let mut bytes = format!("{MAGIC}{tag}\n").into_bytes();
-            bytes.extend_from_slice(&payload);
-            store
-                .put_new(&object_key(Kind::Duckdb, seq), &bytes, &Vec::new())
-                .unwrap();
-            let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
-            (ids(&good), m.id, planted)
-        };
-        let (good, _, planted) = plant(1, false);
+        let entries = absent(Kind::Duckdb);
+        let planted: Vec<BackupId> = entries.iter().map(|e| e.manifest.id).collect();
+        let (good, _) = read_under_planted_base(Kind::Duckdb, entries.clone());
         assert!(planted.iter().all(|p| good.contains(p)), "{good:?}");
-        let (good, real, _) = plant(1, true);
+        let (good, real) =
+            read_under_planted_base(Kind::Duckdb, entries.into_iter().rev().collect());
         assert_eq!(good, vec![real]);
+    }
+
+    #[test]
+    fn a_catalog_never_hands_out_a_backup_of_another_kind() {
+        // Of a kind whose keys sort before the catalog's: the listing of
+        // recent manifests does not drop it.
+        let mut entries = absent(Kind::Tigerbeetle);
+        let own: Vec<BackupId> = entries.iter().map(|e| e.manifest.id).collect();
+        entries.push(absent(Kind::Duckdb).remove(0));
+        entries.sort_by_key(|e| e.manifest.id);
+        // The catalog is used (its own kind's entries are handed out), the
+        // foreign entry is not.
+        let (good, _) = read_under_planted_base(Kind::Tigerbeetle, entries);
+        assert_eq!(good, own);
     }
 
     #[test]
