@@ -677,35 +677,7 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                 ..State::default()
             };
             if let Some((d, tagger)) = delta {
-                st.unchecked |= matches!(tagger, Tagger::Signer(_));
-                // Applied in batches: a base of years is not shifted per change.
-                let mut gone: BTreeSet<BackupId> = d.removed.iter().copied().collect();
-                for id in &d.removed {
-                    st.recheck.remove(id);
-                }
-                let mut carried = BTreeMap::new();
-                for e in d.entries {
-                    let id = e.manifest.id;
-                    // An entry its tagger does not vouch for is not used, nor
-                    // is the base's version it would replace: both are read
-                    // again (the read lists every key, see `unchecked`).
-                    if !tagger.vouches_for(kind, &e) {
-                        carried.remove(&id);
-                        gone.insert(id);
-                        continue;
-                    }
-                    if outdated(d.understands, &e) {
-                        st.recheck.insert(id);
-                    } else {
-                        st.recheck.remove(&id);
-                    }
-                    st.dirty.insert(id);
-                    carried.insert(id, e);
-                }
-                st.entries.remove_many(&gone);
-                st.entries.upsert_many(carried.into_values().collect());
-                st.damaged = d.damaged.into_iter().collect();
-                st.written_at = Some(d.written_at);
+                apply_delta(&mut st, kind, d, &tagger, outdated);
             }
             // A writer's clock ahead of this one's must not stretch the
             // time the manifests count as checked.
@@ -734,6 +706,45 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
         }
     }
     Ok(empty)
+}
+
+/// Applies delta `d`, tagged by `tagger`, to the state read from its base.
+/// In batches: a base of years is not shifted per change.
+fn apply_delta(
+    st: &mut State,
+    kind: Kind,
+    d: Doc,
+    tagger: &Tagger,
+    outdated: impl Fn(u32, &Entry) -> bool,
+) {
+    st.unchecked |= matches!(tagger, Tagger::Signer(_));
+    let mut gone: BTreeSet<BackupId> = d.removed.iter().copied().collect();
+    for id in &d.removed {
+        st.recheck.remove(id);
+    }
+    let mut carried = BTreeMap::new();
+    for e in d.entries {
+        let id = e.manifest.id;
+        // An entry its tagger does not vouch for is not used, nor is the
+        // base's version it would replace: both are read again (the read
+        // lists every key, see `unchecked`).
+        if !tagger.vouches_for(kind, &e) {
+            carried.remove(&id);
+            gone.insert(id);
+            continue;
+        }
+        if outdated(d.understands, &e) {
+            st.recheck.insert(id);
+        } else {
+            st.recheck.remove(&id);
+        }
+        st.dirty.insert(id);
+        carried.insert(id, e);
+    }
+    st.entries.remove_many(&gone);
+    st.entries.upsert_many(carried.into_values().collect());
+    st.damaged = d.damaged.into_iter().collect();
+    st.written_at = Some(d.written_at);
 }
 
 /// The bytes of manifest `key`: one larger than any bkp writes is refused
@@ -802,15 +813,7 @@ pub fn read(
                 .is_some_and(|now| e.stored.as_ref().is_some_and(|s| s.is(now)))
     });
     changed |= st.entries.len() != before;
-    // Whether an entry is held for key `k` (looked up by the id in the key:
-    // a set of every key would be a second copy of years of them).
-    let held = |k: &str| {
-        k.strip_prefix(dir.as_str())
-            .and_then(|rest| rest.strip_suffix(".json"))
-            .and_then(|id| id.parse::<BackupId>().ok())
-            .and_then(|id| st.entries.get(&id))
-            .is_some_and(|e| e.manifest.key() == k)
-    };
+    let held = |k: &str| holds_key(&st, &dir, k);
     let mut to_read: Vec<String> = listed.keys().filter(|k| !held(k)).cloned().collect();
     to_read.extend(again);
     // Damaged manifests outside the listing are read again too.
@@ -871,6 +874,17 @@ pub fn read(
     let good = st.hand_out(trust, &mut bad);
     remember(store, trust.keys(), kind, st);
     Ok((good, bad))
+}
+
+/// Whether `st` holds an entry for manifest key `k` under `dir` (looked up by
+/// the id in the key: a set of every key would be a second copy of years of
+/// them).
+fn holds_key(st: &State, dir: &str, k: &str) -> bool {
+    k.strip_prefix(dir)
+        .and_then(|rest| rest.strip_suffix(".json"))
+        .and_then(|id| id.parse::<BackupId>().ok())
+        .and_then(|id| st.entries.get(&id))
+        .is_some_and(|e| e.manifest.key() == k)
 }
 
 /// The key after which [`read`] checks the manifests against the listing
