@@ -332,7 +332,20 @@ fn verify_stored(
             .open(spool)
             .with_context(|| format!("failed to create {}", spool.display()))?;
         let mut w = BufWriter::new(file);
-        io::copy(&mut h, &mut w).map_err(read_failed)?;
+        // A full disk is named as the spool's, not as the store's.
+        let write_failed = |e: io::Error| {
+            anyhow::Error::new(e).context(format!("failed to write {}", spool.display()))
+        };
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = match h.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_failed(e)),
+            };
+            w.write_all(&buf[..n]).map_err(write_failed)?;
+        }
         let file = w
             .into_inner()
             .map_err(io::IntoInnerError::into_error)
