@@ -10,9 +10,10 @@
 //! directory, in the order the server asks for it (see `wal.rs`: nothing
 //! reaches PostgreSQL unless its content matches its sealed name); the
 //! `restore_command` waits for a file bkp is still fetching. The restore
-//! succeeds only when the server says it stopped at the target (`recovery stopping before commit …`, the first transaction
-//! committed after T) and was promoted: every transaction committed at or
-//! before T is in, none after. A server that reaches the end of the archive
+//! succeeds only when the server says it stopped at the target (`recovery
+//! stopping before commit …`, the first transaction committed after T) and
+//! was promoted: every transaction committed at or before T is in, none
+//! after. A server that reaches the end of the archive
 //! first fails the restore, naming the newest archived segment. Then the server
 //! is shut down cleanly, `recovery.signal` is taken out again, and the
 //! directory is put in place: started, it is a new timeline, as it was at T.
