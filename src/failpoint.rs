@@ -45,6 +45,8 @@
 //!   before it counts what the cluster holds.
 //! - `lock-wait`: a run found a lock it may wait for held (its run lock, with
 //!   `--wait`; a DuckDB database, with `duckdb.lock_wait`), before it tries again.
+//! - `logs-looked`: `bkp logs` has read the chain and found something to
+//!   capture, before it takes the store lease.
 //! - `logs-write`: `bkp logs` is about to write a piece of its segment, and to
 //!   renew its lease first if a third of it has passed.
 //! - `replicate-read`: `replicate` has streamed a source file through its upload

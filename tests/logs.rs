@@ -633,3 +633,73 @@ fn a_transfer_imported_below_the_last_run_is_captured_by_the_next() {
     let whole = chains(&cfg);
     assert!(whole.iter().all(|c| !c.contains("BROKEN")), "{whole:?}");
 }
+
+/// A run that read the chain, found something new and then waited while
+/// another host continued the chain (here: held before it takes the lease,
+/// `BKP_PAUSEPOINT=logs-looked`) continues from the new head, under the
+/// lease: no fork, and no transfer captured twice. (Under the lease the chain
+/// is read again only when the manifests listed near the head changed.)
+#[test]
+fn a_run_that_waited_after_its_look_continues_from_the_new_head() {
+    race_after_the_look(true);
+}
+
+/// As above, with no chain yet: the other host starts it.
+#[test]
+fn a_run_that_waited_after_its_look_continues_the_chain_another_host_started() {
+    race_after_the_look(false);
+}
+
+fn race_after_the_look(with_head: bool) {
+    let tb = TigerBeetle::start();
+    let address = tb.address();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &address);
+    // The other host: the same store and key, its own work directory.
+    let cfg_b = dir.path().join("b.toml");
+    fs::write(
+        &cfg_b,
+        fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("work_dir = \"work\"", "work_dir = \"work-b\""),
+    )
+    .unwrap();
+    repl(
+        &address,
+        "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700;",
+    );
+    let first = with_head.then(|| logs(&cfg).0);
+    let transfer = |id: u64| {
+        repl(
+            &address,
+            &format!("create_transfers id={id} debit_account_id=1 credit_account_id=2 amount=1 ledger=700 code=10;"),
+        );
+    };
+    transfer(11);
+    let mut held = common::bkp_command(&[("BKP_PAUSEPOINT".into(), "logs-looked".into())])
+        .args(["--config", cfg.to_str().unwrap(), "--json", "logs"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !common::stopped(held.id()) {
+        assert!(held.try_wait().unwrap().is_none(), "ended before its look");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Meanwhile the other host captures transfer 11, and then 12 arrives.
+    let (second, _) = logs(&cfg_b);
+    match &first {
+        Some(f) => assert_eq!(second["parent"], f["id"]),
+        None => assert!(second["parent"].is_null(), "{second:#}"),
+    }
+    transfer(12);
+    common::resume(held.id());
+    let out = held.wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    let third: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let third = &third["manifest"];
+    assert_eq!(third["parent"], second["id"], "the chain forked: {third:#}");
+    assert!(transfer_ids(&cfg, &second).contains(&11));
+    assert_eq!(transfer_ids(&cfg, third), [12]);
+    assert!(!chains(&cfg).iter().any(|c| c.contains("BROKEN")));
+}

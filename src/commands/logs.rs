@@ -8,7 +8,9 @@
 //! nothing new uploads no data object but still writes a note (a manifest saying
 //! the log is current up to its bound, so freshness stays provable); a note
 //! continues nothing, so it is written without the store lease, which only a run
-//! that captures takes (and then reads the head again under it).
+//! that captures takes (and then checks under it that the head is still the
+//! head: one listing of the manifests near it, the whole chain read again
+//! only when that listing changed).
 
 use std::io::Write;
 use std::time::Duration;
@@ -164,7 +166,7 @@ impl Job<'_> {
         } = *self;
         // The session was opened before the chain is read: the cluster's
         // registration of its sessions (~0.6 s) runs meanwhile.
-        let seen = match self.look(client) {
+        let seen = match self.look(client, None) {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
@@ -179,6 +181,7 @@ impl Job<'_> {
         if seen.idle() {
             return Ok(self.store_note(&seen));
         }
+        crate::failpoint::pause("logs-looked");
         // One host at a time continues this cluster's chain.
         let warn = |m: &str| ctx.ui.warn(m);
         let mut lease = Lease::acquire(
@@ -196,7 +199,7 @@ impl Job<'_> {
             &warn,
         )?;
         crate::failpoint::hit("logs-leased");
-        let outcome = self.continue_chain(client, &mut lease);
+        let outcome = self.continue_chain(client, &mut lease, seen);
         lease.release();
         Ok(outcome)
     }
@@ -217,6 +220,21 @@ struct Seen {
     /// What a restore to a point in the new segment needs of earlier backups
     /// (see [`pitr_needs`]).
     needs: Vec<String>,
+    /// The manifest keys the chain was read with from where a run continuing
+    /// the head could start (see [`Window`]).
+    window: Window,
+}
+
+/// The manifest keys after `after` (a lease's length before the head
+/// started: where a run that continues the head, or could, has its key; with
+/// no head, [`manifest::catalog::WINDOW`] before this run), readable or not,
+/// sorted. Under the lease the chain is read again only when a listing from
+/// `after` differs: a year of manifests is read once, not twice, while the
+/// capture's buffers are held.
+#[derive(Debug, Clone, PartialEq)]
+struct Window {
+    after: String,
+    keys: Vec<String>,
 }
 
 impl Seen {
@@ -236,18 +254,46 @@ impl Seen {
 }
 
 impl Job<'_> {
-    /// Reads the chain's head, then the cluster's newest marks: refuses a chain
-    /// that cannot continue safely and a cluster behind it.
-    fn look(&self, client: &crate::tigerbeetle::client::Client) -> Result<Seen> {
+    /// Reads the chain's head (unless `before`, an earlier look, still holds:
+    /// see [`Window`]), then the cluster's newest marks: refuses a chain that
+    /// cannot continue safely and a cluster behind it.
+    fn look(
+        &self,
+        client: &crate::tigerbeetle::client::Client,
+        before: Option<Seen>,
+    ) -> Result<Seen> {
+        let seen = match before {
+            Some(b) if self.unchanged(&b.window)? => b,
+            _ => self.read_chain()?,
+        };
+        self.marks(client, seen)
+    }
+
+    /// Whether the manifests listed from the window's start are the keys it
+    /// holds: then the head read with it is still the head.
+    fn unchanged(&self, w: &Window) -> Result<bool> {
+        let mut keys: Vec<String> = self
+            .store
+            .list_after(&manifest_dir(), &w.after)?
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|k| k.ends_with(".json"))
+            .collect();
+        keys.sort_unstable();
+        Ok(keys == w.keys)
+    }
+
+    /// The chain as the store holds it: its head, where the head ends, its
+    /// breaks, and what a restore past it needs. The cluster's marks are
+    /// left for [`Job::marks`].
+    fn read_chain(&self) -> Result<Seen> {
         let Job {
-            ctx,
             cfg,
             store,
             trust,
             lease_for,
             ..
         } = *self;
-        let plan = &ctx.plan;
         let (all, unreadable) = tigerbeetle_manifests(store, trust)?;
         let breaks = chain::Index::new(&all).log_breaks();
         let head = chain::log_head(&all, cfg.cluster_id);
@@ -274,6 +320,35 @@ impl Job<'_> {
             }
             None => (None, tblog::Watermark::default()),
         };
+        // With no head, a run that starts the chain meanwhile: from as far
+        // back as a catalog read lists the manifests it checks.
+        let t = since.unwrap_or(self.run.started_at - manifest::catalog::WINDOW);
+        let after = manifest::manifest_key(Kind::Tigerbeetle, crate::id::BackupId::floor_at(t));
+        let mut keys: Vec<String> = all
+            .iter()
+            .map(Manifest::key)
+            .chain(unreadable.iter().map(|u| u.key.clone()))
+            .filter(|k| *k > after && k.starts_with(&manifest_dir()) && k.ends_with(".json"))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(Seen {
+            breaks,
+            parent,
+            from,
+            now: tblog::Watermark::default(),
+            only_audit: false,
+            needs: pitr_needs(&all, head),
+            window: Window { after, keys },
+        })
+    }
+
+    /// `seen` with the cluster's newest marks, read now, and whether what
+    /// lies past the head is only bkp's own audit records.
+    fn marks(&self, client: &crate::tigerbeetle::client::Client, seen: Seen) -> Result<Seen> {
+        let Job { ctx, cfg, .. } = *self;
+        let plan = &ctx.plan;
+        let from = seen.from;
         let now = tblog::newest_marks(client).with_context(|| {
             format!(
                 "failed to read the newest timestamp of the cluster at {}",
@@ -310,12 +385,9 @@ impl Job<'_> {
                 _ => false,
             };
         Ok(Seen {
-            breaks,
-            parent,
-            from,
             now,
             only_audit,
-            needs: pitr_needs(&all, head),
+            ..seen
         })
     }
 
@@ -339,13 +411,15 @@ impl Job<'_> {
         }))
     }
 
-    /// Continues the chain under `lease`: reads its head again (another host may
-    /// have continued it since [`look`]), captures what the cluster holds after it
-    /// (or notes that nothing is new) and stores the manifest.
+    /// Continues the chain under `lease`: checks its head again (another host
+    /// may have continued it since the look that found `before`), captures
+    /// what the cluster holds after it (or notes that nothing is new) and
+    /// stores the manifest.
     fn continue_chain(
         &self,
         client: &crate::tigerbeetle::client::Client,
         lease: &mut Lease,
+        before: Seen,
     ) -> Result<Stored> {
         let Job {
             ctx,
@@ -355,7 +429,7 @@ impl Job<'_> {
             ..
         } = *self;
         let plan = &ctx.plan;
-        let seen = self.look(client)?;
+        let seen = self.look(client, Some(before))?;
         lease.keep_alive()?;
         if seen.idle() {
             return self.store_note(&seen);
@@ -410,6 +484,11 @@ impl Job<'_> {
             ..Body::default()
         }))
     }
+}
+
+/// Where the TigerBeetle manifests live.
+fn manifest_dir() -> String {
+    format!("{}/{}/", manifest::MANIFEST_DIR, Kind::Tigerbeetle.as_str())
 }
 
 /// The manifests and objects a restore to a point after `head` reads besides
