@@ -72,6 +72,16 @@ for t in range(start, end, 900):
             m["source"].update({"after": str(until), "until": str(until + 1000),
                                 "accounts": 0, "transfers": 0, "expiries": 0})
             prev, until = i, until + 1000
+        # As a real backup, one object (its key, sizes and SHA-256s) and, for
+        # a snapshot, its file; not stored, so the last day, whose backups
+        # `verify --since 1d` reads, names none.
+        if t < end - 86400:
+            ext = ".tar.zst" if op == "snapshot" else ".tblog.zst"
+            m["objects"] = [{"key": time.strftime(f"tigerbeetle/%Y/%m/%d/tigerbeetle-{op}-{i}{ext}", time.gmtime(t)),
+                             "size": 4096, "sha256": random.randbytes(32).hex(),
+                             "content_bytes": 16384, "content_sha256": random.randbytes(32).hex()}]
+            if op == "snapshot":
+                m["files"] = [{"name": "0_0.tigerbeetle", "size": 16384, "sha256": random.randbytes(32).hex()}]
         with open(f"{out}/{i}.json", "w") as f: json.dump(m, f)
 print(end)
 PY

@@ -103,8 +103,9 @@ pub struct Manifest {
     pub retention_days: u16,
     pub compression: Compression,
     pub encryption: Option<Encryption>,
+    #[serde(deserialize_with = "exact")]
     pub objects: Vec<ObjectEntry>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "exact")]
     pub files: Vec<FileEntry>,
     /// The backup this one builds on (the previous log segment, the full export
     /// of an incremental), making chains explicit.
@@ -114,7 +115,11 @@ pub struct Manifest {
     /// replicate run names unchanged files by the object an earlier run stored).
     /// Retention deletes an object only when no kept manifest names it in
     /// `objects` or `uses`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "exact"
+    )]
     pub uses: Vec<String>,
     /// A file stored as content-addressed chunks, shared with other backups
     /// (see `chunks.rs`): its chunk list and chunks are objects this backup
@@ -131,6 +136,19 @@ pub struct Manifest {
     /// refused there. `None` in manifests from before stores had ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+}
+
+/// A list read at its exact length: read element by element, a vector grows
+/// to four places for the one object most manifests name, and a catalog holds
+/// a year of them.
+fn exact<'de, D, T>(d: D) -> std::result::Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let mut v = Vec::<T>::deserialize(d)?;
+    v.shrink_to_fit();
+    Ok(v)
 }
 
 impl Manifest {
@@ -773,6 +791,25 @@ pub(crate) mod tests {
             source: facts::Facts::new(),
             store: None,
         }
+    }
+
+    /// A year of manifests is held at once: each list as long as it is, not
+    /// the four places a vector grows to for its first element.
+    #[test]
+    fn a_manifest_read_holds_its_lists_at_their_length() {
+        let at = OffsetDateTime::from_unix_timestamp(1_760_140_800).unwrap();
+        let mut m = sample(Kind::Tigerbeetle, at);
+        m.files = vec![FileEntry {
+            name: "0_0.tigerbeetle".into(),
+            size: 20,
+            sha256: "11".into(),
+        }];
+        m.uses = vec!["x".into()];
+        let read: Manifest = serde_json::from_slice(&serde_json::to_vec(&m).unwrap()).unwrap();
+        assert_eq!(read, m);
+        assert_eq!(read.objects.capacity(), 1);
+        assert_eq!(read.files.capacity(), 1);
+        assert_eq!(read.uses.capacity(), 1);
     }
 
     #[test]
