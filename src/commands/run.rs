@@ -158,7 +158,7 @@ impl<'a> Run<'a> {
             status: Status::Completed,
             started_at: self.started_at,
             finished_at: OffsetDateTime::now_utc(),
-            host: hostname(),
+            host: hostname().into(),
             bkp_version: env!("CARGO_PKG_VERSION").into(),
             retention_days: self.spec.retention_days,
             compression: self.spec.compression,
@@ -169,7 +169,7 @@ impl<'a> Run<'a> {
             uses: body.uses,
             chunks: body.chunks.map(Box::new),
             source: body.source,
-            store: self.store_id.clone(),
+            store: self.store_id.as_deref().map(Into::into),
         }
     }
 
@@ -775,7 +775,7 @@ fn object_suffix(base: &str, compression: Compression, keyring: Option<&Keyring>
 fn encryption_record(keyring: Option<&Keyring>) -> Option<crate::manifest::Encryption> {
     keyring.map(|k| crate::manifest::Encryption {
         format: crate::crypto::FORMAT_NAME.into(),
-        key_id: k.current().id().to_string(),
+        key_id: k.current().id().into(),
     })
 }
 

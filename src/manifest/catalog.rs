@@ -115,7 +115,7 @@ struct Entry {
     /// used only while that key or signer is still configured, so removing a
     /// stolen host's signer removes what it sealed from every catalog too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    sealer: Option<String>,
+    sealer: Option<super::Shared>,
     /// The manifest object as a listing showed it: one listed otherwise later
     /// was rewritten, and is read again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,7 +128,7 @@ impl Entry {
         Entry {
             manifest,
             sealed: sealer.is_some(),
-            sealer,
+            sealer: sealer.map(Into::into),
             stored,
         }
     }

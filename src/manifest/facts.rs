@@ -7,39 +7,19 @@
 //! map it replaces (`BTreeMap<String, Value>`): members sorted by name, a
 //! name given twice taking its last value.
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-/// Names shared by every manifest of the process; at most [`NAMES_MAX`]
-/// of them, each at most [`NAME_SHARED_MAX`] bytes, from sources of at most
-/// [`FACTS_SHARED_MAX`] facts (a real one has a few dozen): a planted
-/// manifest with many or long names gets its own copies, and cannot grow
-/// this. (Planted names that fill it cost later names their sharing, not
-/// their correctness.)
-static NAMES: Mutex<BTreeSet<Arc<str>>> = Mutex::new(BTreeSet::new());
-const NAMES_MAX: usize = 1024;
-const NAME_SHARED_MAX: usize = 64;
+/// Sources of at most this many facts (a real one has a few dozen) share
+/// their names (see [`super::shared`]); a planted one with more gets its own.
 const FACTS_SHARED_MAX: usize = 64;
 
 fn name(s: &str) -> Arc<str> {
-    if s.len() <= NAME_SHARED_MAX {
-        if let Ok(mut names) = NAMES.lock() {
-            if let Some(n) = names.get(s) {
-                return n.clone();
-            }
-            if names.len() < NAMES_MAX {
-                let n: Arc<str> = Arc::from(s);
-                names.insert(n.clone());
-                return n;
-            }
-        }
-    }
-    Arc::from(s)
+    super::shared::intern(s)
 }
 
 /// The facts of a manifest's source, by name (see the module documentation).
@@ -167,6 +147,7 @@ impl<'de> Deserialize<'de> for Facts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::shared::{NAMES, SHARED_MAX as NAME_SHARED_MAX};
     use std::collections::BTreeMap;
 
     #[test]

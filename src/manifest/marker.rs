@@ -229,7 +229,7 @@ impl Marker {
             created_at: OffsetDateTime::now_utc(),
             host: super::hostname(),
             bkp_version: env!("CARGO_PKG_VERSION").into(),
-            manifest_schema: super::schema_string(),
+            manifest_schema: super::schema_string().into(),
             stream_format: crate::crypto::FORMAT_NAME.into(),
             key_id: trust.keys().map(|k| k.current().id().to_string()),
             // A store whose marker was lost is marked again with its own id.

@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use self::shared::Shared;
 use crate::crypto::Keyring;
 use crate::exit::{coded, Code};
 use crate::id::BackupId;
@@ -37,6 +38,7 @@ pub mod parquet;
 pub mod pgdump;
 pub mod postgres;
 pub mod seal;
+pub mod shared;
 pub mod tigerbeetle;
 pub mod tombstone;
 pub mod usage;
@@ -81,25 +83,25 @@ pub struct FileEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Encryption {
     /// Stream format, see `crypto.rs`.
-    pub format: String,
-    pub key_id: String,
+    pub format: Shared,
+    pub key_id: Shared,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
-    pub schema: String,
+    pub schema: Shared,
     pub id: BackupId,
     pub kind: Kind,
     pub scope: Scope,
     /// The subcommand that made it: `snapshot`, `logs`, `export`, `replicate`.
-    pub operation: String,
+    pub operation: Shared,
     pub status: Status,
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub finished_at: OffsetDateTime,
-    pub host: String,
-    pub bkp_version: String,
+    pub host: Shared,
+    pub bkp_version: Shared,
     pub retention_days: u16,
     pub compression: Compression,
     pub encryption: Option<Encryption>,
@@ -135,7 +137,7 @@ pub struct Manifest {
     /// `marker.rs`): under the seal, so that a copy in another store is
     /// refused there. `None` in manifests from before stores had ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub store: Option<String>,
+    pub store: Option<Shared>,
 }
 
 /// A list read at its exact length: read element by element, a vector grows
@@ -218,13 +220,13 @@ pub fn object_key(
 }
 
 /// The schema every manifest is written with, but a chunked one.
-pub fn schema_string() -> String {
-    format!("bkp.manifest/1.{SCHEMA_MINOR}")
+pub fn schema_string() -> Shared {
+    format!("bkp.manifest/1.{SCHEMA_MINOR}").into()
 }
 
 /// The schema a chunked manifest is written with (see [`Manifest::chunks`]).
-pub fn chunked_schema_string() -> String {
-    format!("bkp.manifest/2.{SCHEMA_MINOR}")
+pub fn chunked_schema_string() -> Shared {
+    format!("bkp.manifest/2.{SCHEMA_MINOR}").into()
 }
 
 /// Parses a manifest read from the store at `key`: untrusted bytes. Refuses

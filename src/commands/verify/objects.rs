@@ -104,7 +104,7 @@ pub fn check_backup(
         id: m.id,
         kind: m.kind,
         scope: m.scope,
-        operation: m.operation.clone(),
+        operation: m.operation.to_string(),
         started_at: m.started_at,
         objects: m.objects.len() + m.uses.len(),
         bytes_read: 0,
