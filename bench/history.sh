@@ -184,7 +184,7 @@ rows+=("$(printf '| %s | %.2f | - | %d |' "tigerbeetle repl: a session and one q
 catalog="$("$rclone" lsl s3:bench/p/catalog | awk '{s+=$1; n++} END {printf "%d objects, %.1f MiB", n, s/1048576}')"
 
 {
-echo "$count TigerBeetle manifests ($days days: a snapshot every 6 h, a log segment every 15 min) in S3 (SeaweedFS on loopback); $(nproc) cores; load average at start $load; $(date -u +%Y-%m-%d)"
+echo "$count TigerBeetle manifests ($days days: a snapshot every 6 h, a log segment every 15 min; each names its object, as a real one does) in S3 (SeaweedFS on loopback); $(nproc) cores; load average at start $load; $(date -u +%Y-%m-%d)"
 echo
 echo "| command | wall (s) | S3 requests | peak RSS (MiB) |"
 echo "|---|---|---|---|"
