@@ -676,6 +676,24 @@ fn race_after_the_look(with_head: bool) {
         );
     };
     transfer(11);
+    let held = held_after_look(&cfg);
+    // Meanwhile the other host captures transfer 11, and then 12 arrives.
+    let (second, _) = logs(&cfg_b);
+    match &first {
+        Some(f) => assert_eq!(second["parent"], f["id"]),
+        None => assert!(second["parent"].is_null(), "{second:#}"),
+    }
+    transfer(12);
+    let third = &resumed(held);
+    assert_eq!(third["parent"], second["id"], "the chain forked: {third:#}");
+    assert!(transfer_ids(&cfg, &second).contains(&11));
+    assert_eq!(transfer_ids(&cfg, third), [12]);
+    assert!(!chains(&cfg).iter().any(|c| c.contains("BROKEN")));
+}
+
+/// Starts `bkp logs` on `cfg` and returns it stopped after its look (it found
+/// something new, and has not taken the lease).
+fn held_after_look(cfg: &Path) -> std::process::Child {
     let mut held = common::bkp_command(&[("BKP_PAUSEPOINT".into(), "logs-looked".into())])
         .args(["--config", cfg.to_str().unwrap(), "--json", "logs"])
         .stdout(std::process::Stdio::piped())
@@ -686,20 +704,67 @@ fn race_after_the_look(with_head: bool) {
         assert!(held.try_wait().unwrap().is_none(), "ended before its look");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    // Meanwhile the other host captures transfer 11, and then 12 arrives.
-    let (second, _) = logs(&cfg_b);
-    match &first {
-        Some(f) => assert_eq!(second["parent"], f["id"]),
-        None => assert!(second["parent"].is_null(), "{second:#}"),
-    }
-    transfer(12);
+    held
+}
+
+/// Resumes a run [`held_after_look`] and returns its manifest.
+fn resumed(held: std::process::Child) -> serde_json::Value {
     common::resume(held.id());
     let out = held.wait_with_output().unwrap();
     assert_exit(&out, 0);
-    let third: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let third = &third["manifest"];
-    assert_eq!(third["parent"], second["id"], "the chain forked: {third:#}");
-    assert!(transfer_ids(&cfg, &second).contains(&11));
-    assert_eq!(transfer_ids(&cfg, third), [12]);
-    assert!(!chains(&cfg).iter().any(|c| c.contains("BROKEN")));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["manifest"].clone()
+}
+
+/// A run continues the head with a key from long before it (its host's clock
+/// is behind, or it waited longer than a lease between its start and the
+/// lease): a run that read the chain before and checks it under the lease
+/// sees that segment all the same, and continues it. Here host B starts, is
+/// held, and continues head H1, written by host C more than A's lease after B
+/// started; host A read H1 meanwhile, its lease 2 s.
+#[test]
+fn a_segment_keyed_long_before_the_head_is_seen_under_the_lease() {
+    let tb = TigerBeetle::start();
+    let address = tb.address();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &address);
+    let base = fs::read_to_string(&cfg).unwrap();
+    let host = |name: &str, extra: &str| {
+        let p = dir.path().join(format!("{name}.toml"));
+        let text = base.replace(
+            "work_dir = \"work\"",
+            &format!("work_dir = \"work-{name}\""),
+        );
+        fs::write(&p, text + extra).unwrap();
+        p
+    };
+    let cfg_a = host("a", "log_lease = \"2s\"\n");
+    let (cfg_b, cfg_c) = (host("b", ""), host("c", ""));
+    repl(
+        &address,
+        "create_accounts id=1 code=10 ledger=700, id=2 code=10 ledger=700;",
+    );
+    let transfer = |id: u64| {
+        repl(
+            &address,
+            &format!("create_transfers id={id} debit_account_id=1 credit_account_id=2 amount=1 ledger=700 code=10;"),
+        );
+    };
+    let (h0, _) = logs(&cfg);
+    transfer(11);
+    let b = held_after_look(&cfg_b);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let (h1, _) = logs(&cfg_c);
+    assert_eq!(h1["parent"], h0["id"]);
+    transfer(12);
+    let a = held_after_look(&cfg_a);
+    // B, its key from before H1 less A's lease, continues H1 with transfer 12.
+    let mb = resumed(b);
+    assert_eq!(mb["parent"], h1["id"]);
+    assert!(mb["id"].as_str().unwrap() < h1["id"].as_str().unwrap());
+    transfer(13);
+    let ma = resumed(a);
+    assert_eq!(ma["parent"], mb["id"], "the chain forked: {ma:#}");
+    assert_eq!(transfer_ids(&cfg, &mb), [12]);
+    assert_eq!(transfer_ids(&cfg, &ma), [13]);
 }

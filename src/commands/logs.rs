@@ -225,10 +225,10 @@ struct Seen {
     window: Window,
 }
 
-/// The manifest keys after `after` (a lease's length before the head
-/// started: where a run that continues the head, or could, has its key; with
-/// no head, [`manifest::catalog::WINDOW`] before this run), readable or not,
-/// sorted. Under the lease the chain is read again only when a listing from
+/// The manifest keys after `after` ([`manifest::catalog::WINDOW`] before a
+/// lease's length before the head started, or before this run with no head:
+/// where a run that continues the head has its key, its clock or its wait
+/// for the lease allowing), readable or not, sorted. Under the lease the chain is read again only when a listing from
 /// `after` differs: a year of manifests is read once, not twice, while the
 /// capture's buffers are held.
 #[derive(Debug, Clone, PartialEq)]
@@ -320,9 +320,12 @@ impl Job<'_> {
             }
             None => (None, tblog::Watermark::default()),
         };
-        // With no head, a run that starts the chain meanwhile: from as far
-        // back as a catalog read lists the manifests it checks.
-        let t = since.unwrap_or(self.run.started_at - manifest::catalog::WINDOW);
+        // As far back as a catalog read lists the manifests it checks, before
+        // the head (or this run, with no head yet): a host whose clock is
+        // behind, or whose run waited, continues the head with a key from
+        // before it.
+        let t = since.map_or(self.run.started_at, |s| s.min(self.run.started_at))
+            - manifest::catalog::WINDOW;
         let after = manifest::manifest_key(Kind::Tigerbeetle, crate::id::BackupId::floor_at(t));
         let mut keys: Vec<String> = all
             .iter()
