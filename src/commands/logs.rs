@@ -274,7 +274,7 @@ impl Job<'_> {
     fn unchanged(&self, w: &Window) -> Result<bool> {
         let mut keys: Vec<String> = self
             .store
-            .list_after(&manifest_dir(), &w.after)?
+            .list_after(&manifest::manifest_dir(Kind::Tigerbeetle), &w.after)?
             .into_iter()
             .map(|o| o.key)
             .filter(|k| k.ends_with(".json"))
@@ -327,11 +327,12 @@ impl Job<'_> {
         let t = since.map_or(self.run.started_at, |s| s.min(self.run.started_at))
             - manifest::catalog::WINDOW;
         let after = manifest::manifest_key(Kind::Tigerbeetle, crate::id::BackupId::floor_at(t));
+        let dir = manifest::manifest_dir(Kind::Tigerbeetle);
         let mut keys: Vec<String> = all
             .iter()
             .map(Manifest::key)
             .chain(unreadable.iter().map(|u| u.key.clone()))
-            .filter(|k| *k > after && k.starts_with(&manifest_dir()) && k.ends_with(".json"))
+            .filter(|k| *k > after && k.starts_with(&dir) && k.ends_with(".json"))
             .collect();
         keys.sort_unstable();
         keys.dedup();
@@ -487,11 +488,6 @@ impl Job<'_> {
             ..Body::default()
         }))
     }
-}
-
-/// Where the TigerBeetle manifests live.
-fn manifest_dir() -> String {
-    format!("{}/{}/", manifest::MANIFEST_DIR, Kind::Tigerbeetle.as_str())
 }
 
 /// The manifests and objects a restore to a point after `head` reads besides

@@ -769,7 +769,7 @@ pub fn read(
     depth: Depth,
 ) -> Result<(Vec<Manifest>, Vec<Unreadable>)> {
     let mut st = load(store, trust.keys(), kind)?;
-    let dir = format!("{}/{}/", super::MANIFEST_DIR, kind.as_str());
+    let dir = super::manifest_dir(kind);
     // Keys sorting after `after` are checked against the listing.
     let after = check_after(kind, depth, &st);
     let listed_at = OffsetDateTime::now_utc();

@@ -199,7 +199,12 @@ impl Manifest {
 }
 
 pub fn manifest_key(kind: Kind, id: BackupId) -> String {
-    format!("{MANIFEST_DIR}/{}/{id}.json", kind.as_str())
+    format!("{}{id}.json", manifest_dir(kind))
+}
+
+/// Where the manifests of `kind` live: every [`manifest_key`] of it starts so.
+pub fn manifest_dir(kind: Kind) -> String {
+    format!("{MANIFEST_DIR}/{}/", kind.as_str())
 }
 
 /// The key of a data object: `{kind}/{yyyy}/{mm}/{dd}/{kind}-{operation}-{id}{suffix}`.

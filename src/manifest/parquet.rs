@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::{Kind, Manifest, MANIFEST_DIR};
+use super::{Kind, Manifest};
 use crate::exit::{coded, Code};
 use crate::store::Store;
 
@@ -12,7 +12,7 @@ pub const OPERATION: &str = "replicate";
 
 /// Keys of the parquet manifests, newest first (UUIDv7 keys sort by time).
 pub fn keys_newest_first(store: &dyn Store) -> Result<Vec<String>> {
-    let prefix = format!("{MANIFEST_DIR}/{}/", Kind::Parquet.as_str());
+    let prefix = super::manifest_dir(Kind::Parquet);
     let mut keys: Vec<String> = store
         .list(&prefix)?
         .into_iter()
