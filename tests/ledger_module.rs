@@ -90,6 +90,28 @@ fn expect_spooled(cfg: &LedgerConfig, r: &Record) -> PathBuf {
     }
 }
 
+/// The harness takes a replica for started only when that replica listens on its port:
+/// another process answering there (a second test binary that picked the same free
+/// port) is not it, and the start fails so that it is retried on another port.
+#[test]
+fn a_replica_whose_port_another_process_holds_is_not_taken_for_started() {
+    let mut first = common::TigerBeetle::start();
+    first.stop();
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    // The start below runs on its own copy: `first`'s directory goes when it is dropped.
+    let copy = first.data_file.with_file_name("copy.tigerbeetle");
+    std::fs::copy(&first.data_file, &copy).unwrap();
+    match common::TigerBeetle::try_start_at(&copy, port) {
+        Ok(tb) => panic!(
+            "taken for started on {}, a port it does not hold",
+            tb.address()
+        ),
+        Err(e) => assert!(e.contains("AddressInUse"), "{e}"),
+    }
+    drop(held);
+}
+
 #[test]
 fn unreachable_cluster_is_bounded_by_the_timeout() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use std::collections::BTreeMap;
 
-use super::{free_port, repl, tool, wait_unlocked};
+use super::{free_port, listens_on, repl, tool, wait_unlocked};
 
 pub struct Cluster {
     dir: tempfile::TempDir,
@@ -30,9 +30,7 @@ impl Cluster {
         for i in 0..n {
             fs::rename(from.join(format!("0_{i}.tigerbeetle")), c.file(i)).unwrap();
         }
-        for i in 0..n {
-            c.start_replica(i);
-        }
+        c.start_all();
         c
     }
 
@@ -57,10 +55,26 @@ impl Cluster {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        for i in 0..n {
-            c.start_replica(i);
-        }
+        c.start_all();
         c
+    }
+
+    /// Starts every replica; on new ports, all of them, when another process took one.
+    fn start_all(&mut self) {
+        for _ in 0..3 {
+            let started = (0..self.ports.len()).try_for_each(|i| self.try_start_replica(i));
+            match started {
+                Ok(()) => return,
+                Err(e) if e.contains("AddressInUse") => {
+                    for i in 0..self.ports.len() {
+                        self.stop_replica(i);
+                    }
+                    self.ports = self.ports.iter().map(|_| free_port()).collect();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("the cluster's ports kept being taken by other processes")
     }
 
     pub fn addresses(&self) -> String {
@@ -76,7 +90,14 @@ impl Cluster {
     }
 
     pub fn start_replica(&mut self, i: usize) {
-        let log = fs::File::create(self.dir.path().join(format!("replica{i}.log"))).unwrap();
+        self.try_start_replica(i).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts replica `i` and waits until it listens on its port; Err with its log if it
+    /// exits first or is not up within 60 s.
+    fn try_start_replica(&mut self, i: usize) -> Result<(), String> {
+        let path = self.dir.path().join(format!("replica{i}.log"));
+        let log = fs::File::create(&path).unwrap();
         let child = std::process::Command::new(tool("tigerbeetle"))
             .arg("start")
             .arg(format!("--addresses={}", self.addresses()))
@@ -86,21 +107,32 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .unwrap();
-        self.children[i] = Some(child);
+        let pid = child.id();
+        let child = self.children[i].insert(child);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", self.ports[i])).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "replica {i} did not come up"
-            );
+        while !listens_on(pid, self.ports[i]) {
+            let exited = child.try_wait().unwrap().is_some();
+            if exited || std::time::Instant::now() > deadline {
+                let log =
+                    String::from_utf8_lossy(&fs::read(&path).unwrap_or_default()).into_owned();
+                let how = if exited {
+                    "exited"
+                } else {
+                    "is not up after 60 s"
+                };
+                return Err(format!("replica {i} {how}; {}:\n{log}", path.display()));
+            }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+        Ok(())
     }
 
     /// SIGTERM, then waits until the data file is free.
     pub fn stop_replica(&mut self, i: usize) {
         if let Some(mut child) = self.children[i].take() {
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            if child.try_wait().unwrap().is_none() {
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            }
             child.wait().unwrap();
             wait_unlocked(&self.file(i), std::time::Duration::from_secs(10)).unwrap();
         }

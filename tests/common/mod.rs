@@ -137,6 +137,44 @@ fn allocate_port(offset: u32) -> u16 {
     panic!("no free port on 127.0.0.1 in {lo}..={hi}")
 }
 
+/// Whether process `pid` itself listens on `port`. A connection alone does not say so:
+/// when two test processes pick the same free port, the one whose server lost the race
+/// would otherwise take the other's server for its own.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let inodes = listening_inodes(port);
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        let link = fs::read_link(fd.path()).unwrap_or_default();
+        let link = link.to_string_lossy();
+        let inode = link
+            .strip_prefix("socket:[")
+            .and_then(|l| l.strip_suffix(']'));
+        inode.is_some_and(|i| inodes.iter().any(|n| n == i))
+    })
+}
+
+/// The inodes of the sockets listening on `port` (IPv4 or IPv6, any address), from
+/// /proc/net/tcp{,6}: `sl local rem st tx:rx tr:when retrnsmt uid timeout inode`.
+fn listening_inodes(port: u16) -> Vec<String> {
+    let suffix = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 && f[1].ends_with(&suffix) && f[3] == "0A" {
+                inodes.push(f[9].to_string());
+            }
+        }
+    }
+    inodes
+}
+
 const PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
 
 fn bindable(port: u32) -> bool {
@@ -245,6 +283,11 @@ impl Supervised {
         !matches!(after_name.chars().next(), None | Some('Z' | 'X'))
     }
 
+    /// Whether this server itself listens on `port` (see [`listens_on`]).
+    fn listens_on(&self, port: u16) -> bool {
+        listens_on(self.pid, port)
+    }
+
     /// Polls `ready`; Err with the log's tail if the server dies or `timeout` passes.
     fn wait_ready(&self, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
@@ -331,6 +374,18 @@ impl TigerBeetle {
         Self::launch(scratch_dir("tigerbeetle"), data_file.to_path_buf())
     }
 
+    /// Starts a replica on `data_file` at `port`, once: Err (with the log's tail) if it
+    /// does not come up there, for example because another process has the port.
+    pub fn try_start_at(data_file: &Path, port: u16) -> Result<TigerBeetle, String> {
+        let mut tb = TigerBeetle {
+            port,
+            data_file: data_file.to_path_buf(),
+            dir: scratch_dir("tigerbeetle"),
+            server: None,
+        };
+        tb.run().map(|()| tb)
+    }
+
     fn launch(dir: PathBuf, data_file: PathBuf) -> TigerBeetle {
         let what = format!("TigerBeetle on {}", data_file.display());
         let mut tb = TigerBeetle {
@@ -362,7 +417,10 @@ impl TigerBeetle {
         };
         let server = Supervised::spawn(spec, &self.dir);
         let addr = ([127, 0, 0, 1], self.port).into();
-        let connects = || TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok();
+        let connects = || {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+                && server.listens_on(self.port)
+        };
         let ready = server.wait_ready(READY_TIMEOUT, connects);
         self.server = Some(server);
         if ready.is_err() {
@@ -530,6 +588,7 @@ impl S3Server {
             let _ = fs::remove_file(socket);
         }
         let server = Some(Supervised::spawn(spec, &dir));
+        let s3_port = s3;
         let endpoint = format!("http://127.0.0.1:{s3}");
         let region = "us-east-1".to_string();
         let s3 = S3Server {
@@ -544,7 +603,8 @@ impl S3Server {
         };
         let (probe, mut last) = (unique_name("ready"), String::new());
         let usable = || {
-            http_answers(&s3.endpoint) && {
+            let ours = s3.server.as_ref().is_some_and(|s| s.listens_on(s3_port));
+            ours && http_answers(&s3.endpoint) && {
                 let made = s3.rclone(&["mkdir", &format!("s3:{probe}")]);
                 let key = format!("s3:{probe}/probe");
                 let put = s3.rclone_stdin(&["rcat", "--low-level-retries=1", &key], b"ok");
@@ -1065,7 +1125,9 @@ impl Moto {
         };
         let supervised = moto.server.as_ref().unwrap();
         supervised
-            .wait_ready(READY_TIMEOUT, || http_answers(&moto.endpoint))
+            .wait_ready(READY_TIMEOUT, || {
+                http_answers(&moto.endpoint) && supervised.listens_on(port)
+            })
             .map_err(|e| format!("on {}: {e}", moto.endpoint))?;
         Ok(moto)
     }
