@@ -601,6 +601,80 @@ fn as_replayed(mut a: Account) -> Account {
     a
 }
 
+/// A reader (a `bkp logs` run) holds one session, not two: its reads go through the
+/// session its change events use, and answer row for row as the library's do.
+#[test]
+fn a_readers_reads_answer_as_the_librarys_through_one_session() {
+    use bkp::tigerbeetle::client::{Client, Names};
+    let replica = Replica::fresh();
+    let tb = replica.client();
+    tb.accounts(vec![acct(1, 1, AF::empty()), acct(2, 1, AF::empty())]);
+    tb.transfers(vec![
+        xfer(11, 1, 2, 5),
+        xfer(12, 2, 1, 3),
+        xfer(13, 1, 2, 9),
+    ]);
+    let names = Names {
+        cluster: "TigerBeetle cluster",
+        setting: "the TigerBeetle addresses",
+    };
+    let library = Client::connect(&replica.cfg(), names).unwrap();
+    let reader = Client::connect_reader(&replica.cfg(), names).unwrap();
+    let bytes = |rows: &[Transfer]| -> Vec<u8> {
+        rows.iter()
+            .flat_map(|r| bytemuck::bytes_of(r).to_vec())
+            .collect()
+    };
+    let account_bytes = |rows: &[Account]| -> Vec<u8> {
+        rows.iter()
+            .flat_map(|r| bytemuck::bytes_of(r).to_vec())
+            .collect()
+    };
+    let mut reversed = QueryFilter::new(2);
+    reversed.as_raw_mut().flags = tb::core::query_filter::Flags::REVERSED.bits();
+    let by_account = || {
+        tb::account::Filter::new(1, 10)
+            .with_flags(tb::account::FilterFlags::DEBITS | tb::account::FilterFlags::CREDITS)
+    };
+    for c in [&reader, &library] {
+        assert_eq!(c.lookup_accounts(Vec::new()).unwrap().len(), 0);
+    }
+    let accounts = |c: &Client| {
+        let mut out = account_bytes(&c.lookup_accounts(vec![2, 99, 1]).unwrap());
+        out.extend(account_bytes(
+            &c.query_accounts(QueryFilter::new(10)).unwrap(),
+        ));
+        out
+    };
+    let transfers = |c: &Client| {
+        let mut out = bytes(&c.lookup_transfers(vec![13, 11]).unwrap());
+        out.extend(bytes(&c.query_transfers(reversed).unwrap()));
+        out.extend(bytes(&c.get_account_transfers(by_account()).unwrap()));
+        out
+    };
+    let (a, t) = (accounts(&reader), transfers(&reader));
+    assert_eq!(a.len(), 4 * 128, "2 looked up, 2 queried");
+    assert_eq!(
+        t.len(),
+        (2 + 2 + 3) * 128,
+        "2 looked up, 2 queried, 3 of account 1"
+    );
+    assert_eq!(a, accounts(&library));
+    assert_eq!(t, transfers(&library));
+    assert_eq!(
+        reader.sessions(),
+        1,
+        "the reader read through its one session"
+    );
+    assert_eq!(library.sessions(), 1);
+    // A create opens the library's session, and later reads go through it.
+    tb.transfers(vec![xfer(14, 2, 1, 1)]);
+    let rejected = reader.create_transfers(vec![xfer(14, 2, 1, 1)]).unwrap();
+    assert!(rejected.iter().all(|r| r.exists), "{rejected:?}");
+    assert_eq!(reader.sessions(), 2);
+    assert_eq!(transfers(&reader), transfers(&library));
+}
+
 #[test]
 fn capture_and_replay_reproduce_the_source() {
     let a_replica = Replica::fresh();

@@ -92,7 +92,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     // record captures too: one client's message buffers (tens of MiB), not two.
     let lent = crate::ledger::lend(&cfg);
     let shared = lent.is_some();
-    let outcome = match lent.map_or_else(|| tblog::session(&cfg), tblog::session_with) {
+    let outcome = match lent.map_or_else(|| tblog::reader(&cfg), tblog::session_with) {
         Err(e) => Ok(Err(e)),
         Ok(client) => {
             let outcome = job.attempt(&client);

@@ -175,11 +175,11 @@ pub fn decode_reply(reply: &[u8], min: u64, max: u64, limit: u32) -> Result<Vec<
     Ok(events)
 }
 
-type Reply = std::result::Result<Vec<u8>, tbc::error::SendError>;
+pub type Reply = std::result::Result<Vec<u8>, tbc::error::SendError>;
 
 /// One request in flight: the filter it sends and where its answer goes.
 pub struct Request {
-    data: [u8; FILTER_LEN],
+    data: Vec<u8>,
     answer: Option<oneshot::Sender<Reply>>,
 }
 
@@ -212,7 +212,9 @@ impl tbc::Callbacks for Completion {
 
 static COMPLETION: Completion = Completion;
 
-/// A client session used only for `get_change_events`.
+/// A client session whose requests and replies are bytes: `get_change_events`
+/// (which the library's client does not offer), and the reads of a run that
+/// needs no other session (see [`super::client::Client::connect_reader`]).
 pub struct EventsClient {
     inner: tbc::Client<&'static Completion>,
 }
@@ -232,15 +234,23 @@ impl EventsClient {
         max: u64,
         limit: u32,
     ) -> impl std::future::Future<Output = Option<Reply>> {
+        let data = encode_filter(min, max, limit).to_vec();
+        self.submit_op(tbc::OperationKind::GetChangeEvents, data)
+    }
+
+    /// Submits one request of `operation` with `data` as its body; the future
+    /// resolves to the reply's bytes.
+    pub fn submit_op(
+        &self,
+        operation: tbc::OperationKind,
+        data: Vec<u8>,
+    ) -> impl std::future::Future<Output = Option<Reply>> {
         let (tx, rx) = oneshot::channel();
         let request = Box::new(Request {
-            data: encode_filter(min, max, limit),
+            data,
             answer: Some(tx),
         });
-        self.inner.submit(tbc::Packet::new(
-            request,
-            tbc::OperationKind::GetChangeEvents,
-        ));
+        self.inner.submit(tbc::Packet::new(request, operation));
         async move { rx.await.ok() }
     }
 }

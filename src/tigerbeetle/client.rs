@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use tigerbeetle_unofficial as tb;
+use tigerbeetle_unofficial::core::OperationKind;
 use tigerbeetle_unofficial::error::{
     CreateAccountErrorKind, CreateAccountsError, CreateTransferErrorKind, CreateTransfersError,
     SendError, SendErrorKind,
@@ -73,15 +74,19 @@ pub struct Rejection<K> {
 
 /// A connected client with its own runtime; counts the requests it sends.
 pub struct Client {
-    // Both are `Some` until dropped: the client must go before the runtime.
-    client: Option<tb::Client>,
+    /// The library's session, for creates (and reads, once it is open): opened
+    /// by [`Client::connect`], or on first use after [`Client::connect_reader`].
+    /// Dropped before the runtime.
+    client: std::cell::OnceCell<tb::Client>,
+    /// `Some` until dropped.
     rt: Option<tokio::runtime::Runtime>,
     addresses: String,
     timeout: Duration,
     names: Names,
     requests: Cell<u64>,
     cluster_id: u128,
-    /// The session for `get_change_events`, opened on first use.
+    /// The session for `get_change_events`, and for reads while `client` is
+    /// not open; opened on first use.
     events: std::cell::OnceCell<EventsClient>,
 }
 
@@ -172,6 +177,17 @@ impl Client {
     /// A client for `spec` after [`check_spec`]. Returns at once: the library
     /// registers the session in the background (see [`Client::open_events`]).
     pub fn connect(spec: &ClientSpec, names: Names) -> Result<Client> {
+        let c = Client::connect_reader(spec, names)?;
+        c.tb()?;
+        Ok(c)
+    }
+
+    /// A client for `spec` that opens the library's session only when it
+    /// creates something: its reads and change events go through one session
+    /// of bkp's own ([`EventsClient`]). Every session holds about 21 MiB of
+    /// message buffers, so a run that only reads (a `bkp logs` run) holds one
+    /// rather than two.
+    pub fn connect_reader(spec: &ClientSpec, names: Names) -> Result<Client> {
         check_spec(spec, names)?;
         quiet_client_logs();
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -179,14 +195,8 @@ impl Client {
             .enable_all()
             .build()
             .context("cannot start the runtime for the TigerBeetle client")?;
-        let client = tb::Client::new(spec.cluster_id, spec.addresses.as_bytes()).map_err(|e| {
-            coded(
-                Code::Config,
-                format!("{} {:?} are not usable: {e}", names.setting, spec.addresses),
-            )
-        })?;
         Ok(Client {
-            client: Some(client),
+            client: std::cell::OnceCell::new(),
             rt: Some(rt),
             addresses: spec.addresses.clone(),
             timeout: spec.timeout,
@@ -213,6 +223,11 @@ impl Client {
         self.requests.get()
     }
 
+    /// Sessions open with the cluster (each holds its message buffers).
+    pub fn sessions(&self) -> usize {
+        usize::from(self.client.get().is_some()) + usize::from(self.events.get().is_some())
+    }
+
     /// The cluster's id.
     pub fn cluster_id(&self) -> u128 {
         self.cluster_id
@@ -223,10 +238,49 @@ impl Client {
         &self.addresses
     }
 
-    fn tb(&self) -> &tb::Client {
-        self.client
-            .as_ref()
-            .expect("the client lives until dropped")
+    /// The library's session, opened now if it is not yet.
+    fn tb(&self) -> Result<&tb::Client> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let c = tb::Client::new(self.cluster_id, self.addresses.as_bytes()).map_err(|e| {
+            coded(
+                Code::Config,
+                format!(
+                    "{} {:?} are not usable: {e}",
+                    self.names.setting, self.addresses
+                ),
+            )
+        })?;
+        Ok(self.client.get_or_init(|| c))
+    }
+
+    /// A read through bkp's own session: `data` is the request's body, the
+    /// reply whole rows of `T` (checked: bytes from the network).
+    fn read_raw<T: bytemuck::Pod>(
+        &self,
+        what: &str,
+        operation: tb::core::OperationKind,
+        data: Vec<u8>,
+    ) -> Result<Vec<T>> {
+        let session = self.events_session()?;
+        let reply = self
+            .call(what, session.submit_op(operation, data))?
+            .ok_or_else(|| self.failed(what, &"the client dropped the request"))?
+            .map_err(|e| self.send_error(what, e))?;
+        let size = std::mem::size_of::<T>();
+        if !reply.len().is_multiple_of(size) {
+            return Err(anyhow!(
+                "{what} to the {} at {} returned {} bytes, not whole {size}-byte rows: the \
+                 cluster does not answer as this bkp expects",
+                self.names.cluster,
+                self.addresses,
+                reply.len()
+            ));
+        }
+        let mut rows = vec![T::zeroed(); reply.len() / size];
+        bytemuck::cast_slice_mut::<T, u8>(&mut rows).copy_from_slice(&reply);
+        Ok(rows)
     }
 
     /// Runs one request, bounded by the timeout; `what` names it in errors.
@@ -313,39 +367,73 @@ impl Client {
         self.call(what, fut)?.map_err(|e| self.send_error(what, e))
     }
 
+    // Reads go through the library's session when it is open, otherwise
+    // through bkp's own (see [`Client::connect_reader`]).
+
     pub fn lookup_accounts(&self, ids: Vec<u128>) -> Result<Vec<Account>> {
-        self.send("lookup_accounts", self.tb().lookup_accounts(ids))
+        const WHAT: &str = "lookup_accounts";
+        match self.client.get() {
+            Some(tb) => self.send(WHAT, tb.lookup_accounts(ids)),
+            None if ids.is_empty() => Ok(Vec::new()),
+            None => {
+                let body = bytemuck::cast_slice(&ids).to_vec();
+                self.read_raw(WHAT, OperationKind::LookupAccounts, body)
+            }
+        }
     }
 
     pub fn lookup_transfers(&self, ids: Vec<u128>) -> Result<Vec<Transfer>> {
-        self.send("lookup_transfers", self.tb().lookup_transfers(ids))
+        const WHAT: &str = "lookup_transfers";
+        match self.client.get() {
+            Some(tb) => self.send(WHAT, tb.lookup_transfers(ids)),
+            None if ids.is_empty() => Ok(Vec::new()),
+            None => {
+                let body = bytemuck::cast_slice(&ids).to_vec();
+                self.read_raw(WHAT, OperationKind::LookupTransfers, body)
+            }
+        }
     }
 
     pub fn query_accounts(&self, filter: QueryFilter) -> Result<Vec<Account>> {
-        self.send("query_accounts", self.tb().query_accounts(Box::new(filter)))
+        const WHAT: &str = "query_accounts";
+        match self.client.get() {
+            Some(tb) => self.send(WHAT, tb.query_accounts(Box::new(filter))),
+            None => {
+                let body = bytemuck::bytes_of(&filter).to_vec();
+                self.read_raw(WHAT, OperationKind::QueryAccounts, body)
+            }
+        }
     }
 
     pub fn query_transfers(&self, filter: QueryFilter) -> Result<Vec<Transfer>> {
-        self.send(
-            "query_transfers",
-            self.tb().query_transfers(Box::new(filter)),
-        )
+        const WHAT: &str = "query_transfers";
+        match self.client.get() {
+            Some(tb) => self.send(WHAT, tb.query_transfers(Box::new(filter))),
+            None => {
+                let body = bytemuck::bytes_of(&filter).to_vec();
+                self.read_raw(WHAT, OperationKind::QueryTransfers, body)
+            }
+        }
     }
 
     pub fn get_account_transfers(&self, filter: tb::account::Filter) -> Result<Vec<Transfer>> {
-        self.send(
-            "get_account_transfers",
-            self.tb().get_account_transfers(Box::new(filter)),
-        )
+        const WHAT: &str = "get_account_transfers";
+        match self.client.get() {
+            Some(tb) => self.send(WHAT, tb.get_account_transfers(Box::new(filter))),
+            None => {
+                let body = bytemuck::bytes_of(&filter).to_vec();
+                self.read_raw(WHAT, OperationKind::GetAccountTransfers, body)
+            }
+        }
     }
 
     /// Opens the session for [`Client::get_change_events`] now rather than on
     /// first use. TigerBeetle's client sends a new session's registration before
     /// it has connected and sends it again only after its request timeout (about
     /// 0.6 s), so every session costs that before its first answer: a caller
-    /// that will need change events opens both sessions at once, so that the
-    /// two waits overlap, and as early as it can, so that they overlap its other
-    /// work.
+    /// that will need change events opens this session as early as it can (with
+    /// the library's at once, where it has one), so that the waits overlap each
+    /// other and its other work.
     pub fn open_events(&self) -> Result<()> {
         self.events_session().map(|_| ())
     }
@@ -385,9 +473,9 @@ impl Client {
         rows: Vec<Account>,
     ) -> InFlight<'_, Vec<Rejection<CreateAccountErrorKind>>> {
         const WHAT: &str = "create_accounts";
-        let fut = self.tb().create_accounts(rows);
+        let fut = self.tb().map(|tb| tb.create_accounts(rows));
         self.begin(WHAT, async move {
-            match fut.await {
+            match fut?.await {
                 Ok(()) => Ok(Vec::new()),
                 Err(CreateAccountsError::Send(e)) => Err(self.send_error(WHAT, e)),
                 Err(CreateAccountsError::Api(errs)) => Ok(errs
@@ -419,9 +507,9 @@ impl Client {
         rows: Vec<Transfer>,
     ) -> InFlight<'_, Vec<Rejection<CreateTransferErrorKind>>> {
         const WHAT: &str = "create_transfers";
-        let fut = self.tb().create_transfers(rows);
+        let fut = self.tb().map(|tb| tb.create_transfers(rows));
         self.begin(WHAT, async move {
-            match fut.await {
+            match fut?.await {
                 Ok(()) => Ok(Vec::new()),
                 Err(CreateTransfersError::Send(e)) => Err(self.send_error(WHAT, e)),
                 Err(CreateTransfersError::Api(errs)) => Ok(errs

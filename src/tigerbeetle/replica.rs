@@ -415,7 +415,7 @@ fn die_with_this_process(cmd: &mut Command) {
 pub fn count_rows(spec: &ReplicaSpec, data_file: &Path) -> Result<SegmentStats> {
     let started = started_ns();
     let (replica, cfg) = start(spec, data_file, false)?;
-    let c = tblog::session(&cfg)?;
+    let c = tblog::reader(&cfg)?;
     let mut stats = tblog::capture_rows_on(&c, &mut std::io::sink())?.segment;
     stats.until = stats.until.max(tblog::newest_before_on(&c, started)?);
     c.close();
@@ -430,7 +430,7 @@ pub fn count_rows(spec: &ReplicaSpec, data_file: &Path) -> Result<SegmentStats> 
 /// flight when it stops), then stops it. Never on a production data file.
 pub fn settle(spec: &ReplicaSpec, data_file: &Path) -> Result<()> {
     let (replica, cfg) = start(spec, data_file, false)?;
-    let c = tblog::session(&cfg)?;
+    let c = tblog::reader(&cfg)?;
     tblog::newest_before_on(&c, started_ns())?;
     c.close();
     std::thread::sleep(SETTLE_IDLE);

@@ -194,7 +194,7 @@ fn drill_base(
 ) -> Result<()> {
     use crate::manifest::tigerbeetle as tbm;
     let (cluster, cfg) = crate::tigerbeetle::replica::start_cluster_on(replica, files)?;
-    let c = crate::tigerbeetle::tblog::session(&cfg)?;
+    let c = crate::tigerbeetle::tblog::reader(&cfg)?;
     let stats = crate::tigerbeetle::tblog::capture_rows_on(&c, &mut std::io::sink())?.segment;
     c.close();
     facts.insert("replica_count".into(), json!(files.len()));

@@ -117,6 +117,15 @@ pub fn session(cfg: &ClusterConfig) -> Result<Client> {
     Ok(c)
 }
 
+/// [`session`] for a run that only reads (captures, counts): its reads and
+/// change events go through one session, not two (see
+/// [`Client::connect_reader`]); a create would open the other.
+pub fn reader(cfg: &ClusterConfig) -> Result<Client> {
+    let c = Client::connect_reader(cfg, NAMES)?;
+    c.open_events()?;
+    Ok(c)
+}
+
 /// [`session`] on a client already open to the cluster (the ledger's, where
 /// `[ledger]` is this cluster): its messages now name the cluster as a source.
 pub fn session_with(c: Client) -> Result<Client> {
