@@ -349,13 +349,23 @@ fn replica_scripts(dir: &Path, data: &Path, address: &str) -> (String, String, P
         .status()
         .unwrap()
         .success());
-    wait_for_port(address);
+    wait_for_port(dir, address);
     (start, stop, guard)
 }
 
-fn wait_for_port(address: &str) {
+/// Waits until the replica whose pid the start script wrote in `dir/tb.pid`
+/// listens on `address` (another process answering there is not it).
+fn wait_for_port(dir: &Path, address: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::net::TcpStream::connect(address).is_err() {
+    let port: u16 = address.rsplit_once(':').unwrap().1.parse().unwrap();
+    let pid = || {
+        fs::read_to_string(dir.join("tb.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    while !pid().is_some_and(|pid| common::listens_on(pid, port)) {
         assert!(
             std::time::Instant::now() < deadline,
             "replica at {address} did not come up"
@@ -396,7 +406,7 @@ fn stop_mode_stops_copies_and_restarts_the_replica() {
     // The replica is back, as a new process, with its data.
     let second_pid = fs::read_to_string(&pidfile).unwrap();
     assert_ne!(first_pid, second_pid, "the start command did not run");
-    wait_for_port(&address);
+    wait_for_port(dir.path(), &address);
     assert!(repl(&address, "lookup_accounts id=1;").contains("\"debits_posted\": \"125\""));
 
     // The snapshot holds the state at the stop.
@@ -461,7 +471,7 @@ fn a_copy_torn_by_the_stop_is_stored_as_taken_not_refused() {
     // Each start writes the superblock anew (a new view), and nothing else
     // here: the files differ in their superblocks only.
     sh(&start);
-    wait_for_port(&address);
+    wait_for_port(dir.path(), &address);
     assert_eq!(repl(&address, "lookup_accounts id=1, id=2;"), want);
     sh(&stop);
     assert!(
@@ -1257,7 +1267,7 @@ fn the_runbook_works_while_every_timer_runs() {
                 }
             }
             snapshots += 1;
-            wait_for_port(&address);
+            wait_for_port(dir.path(), &address);
         }
         done.store(true, Ordering::Relaxed);
         (logs.join().unwrap(), snapshots)

@@ -177,7 +177,7 @@ pub fn decode_reply(reply: &[u8], min: u64, max: u64, limit: u32) -> Result<Vec<
 
 pub type Reply = std::result::Result<Vec<u8>, tbc::error::SendError>;
 
-/// One request in flight: the filter it sends and where its answer goes.
+/// One request in flight: the body it sends and where its answer goes.
 pub struct Request {
     data: Vec<u8>,
     answer: Option<oneshot::Sender<Reply>>,

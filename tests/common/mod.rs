@@ -140,7 +140,7 @@ fn allocate_port(offset: u32) -> u16 {
 /// Whether process `pid` itself listens on `port`. A connection alone does not say so:
 /// when two test processes pick the same free port, the one whose server lost the race
 /// would otherwise take the other's server for its own.
-fn listens_on(pid: u32, port: u16) -> bool {
+pub fn listens_on(pid: u32, port: u16) -> bool {
     let inodes = listening_inodes(port);
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
         return false;
@@ -603,7 +603,13 @@ impl S3Server {
         };
         let (probe, mut last) = (unique_name("ready"), String::new());
         let usable = || {
-            let ours = s3.server.as_ref().is_some_and(|s| s.listens_on(s3_port));
+            // Every port its own: an S3 gateway that reached another server's
+            // filer would answer until this server gave up on its ports.
+            let ours = s3.server.as_ref().is_some_and(|s| {
+                [master, volume, filer, s3_port]
+                    .iter()
+                    .all(|p| s.listens_on(*p))
+            });
             ours && http_answers(&s3.endpoint) && {
                 let made = s3.rclone(&["mkdir", &format!("s3:{probe}")]);
                 let key = format!("s3:{probe}/probe");
@@ -1126,7 +1132,7 @@ impl Moto {
         let supervised = moto.server.as_ref().unwrap();
         supervised
             .wait_ready(READY_TIMEOUT, || {
-                http_answers(&moto.endpoint) && supervised.listens_on(port)
+                supervised.listens_on(port) && http_answers(&moto.endpoint)
             })
             .map_err(|e| format!("on {}: {e}", moto.endpoint))?;
         Ok(moto)
