@@ -620,16 +620,9 @@ fn a_readers_reads_answer_as_the_librarys_through_one_session() {
     };
     let library = Client::connect(&replica.cfg(), names).unwrap();
     let reader = Client::connect_reader(&replica.cfg(), names).unwrap();
-    let bytes = |rows: &[Transfer]| -> Vec<u8> {
-        rows.iter()
-            .flat_map(|r| bytemuck::bytes_of(r).to_vec())
-            .collect()
-    };
-    let account_bytes = |rows: &[Account]| -> Vec<u8> {
-        rows.iter()
-            .flat_map(|r| bytemuck::bytes_of(r).to_vec())
-            .collect()
-    };
+    fn bytes<T: bytemuck::Pod>(rows: &[T]) -> Vec<u8> {
+        bytemuck::cast_slice(rows).to_vec()
+    }
     let mut reversed = QueryFilter::new(2);
     reversed.as_raw_mut().flags = tb::core::query_filter::Flags::REVERSED.bits();
     let by_account = || {
@@ -640,10 +633,8 @@ fn a_readers_reads_answer_as_the_librarys_through_one_session() {
         assert_eq!(c.lookup_accounts(Vec::new()).unwrap().len(), 0);
     }
     let accounts = |c: &Client| {
-        let mut out = account_bytes(&c.lookup_accounts(vec![2, 99, 1]).unwrap());
-        out.extend(account_bytes(
-            &c.query_accounts(QueryFilter::new(10)).unwrap(),
-        ));
+        let mut out = bytes(&c.lookup_accounts(vec![2, 99, 1]).unwrap());
+        out.extend(bytes(&c.query_accounts(QueryFilter::new(10)).unwrap()));
         out
     };
     let transfers = |c: &Client| {

@@ -260,7 +260,7 @@ impl Client {
     fn read_raw<T: bytemuck::Pod>(
         &self,
         what: &str,
-        operation: tb::core::OperationKind,
+        operation: OperationKind,
         data: Vec<u8>,
     ) -> Result<Vec<T>> {
         let session = self.events_session()?;
@@ -367,64 +367,74 @@ impl Client {
         self.call(what, fut)?.map_err(|e| self.send_error(what, e))
     }
 
-    // Reads go through the library's session when it is open, otherwise
-    // through bkp's own (see [`Client::connect_reader`]).
+    /// A read: through the library's session when it is open (`library`),
+    /// otherwise through bkp's own with `body` as the request (see
+    /// [`Client::connect_reader`]).
+    fn read<'c, T: bytemuck::Pod, F>(
+        &'c self,
+        what: &str,
+        operation: OperationKind,
+        body: Vec<u8>,
+        library: impl FnOnce(&'c tb::Client) -> F,
+    ) -> Result<Vec<T>>
+    where
+        F: Future<Output = Result<Vec<T>, SendError>>,
+    {
+        match self.client.get() {
+            Some(tb) => self.send(what, library(tb)),
+            None => self.read_raw(what, operation, body),
+        }
+    }
 
     pub fn lookup_accounts(&self, ids: Vec<u128>) -> Result<Vec<Account>> {
-        const WHAT: &str = "lookup_accounts";
-        match self.client.get() {
-            Some(tb) => self.send(WHAT, tb.lookup_accounts(ids)),
-            None if ids.is_empty() => Ok(Vec::new()),
-            None => {
-                let body = bytemuck::cast_slice(&ids).to_vec();
-                self.read_raw(WHAT, OperationKind::LookupAccounts, body)
-            }
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
+        let body = bytemuck::cast_slice(&ids).to_vec();
+        self.read(
+            "lookup_accounts",
+            OperationKind::LookupAccounts,
+            body,
+            |tb| tb.lookup_accounts(ids),
+        )
     }
 
     pub fn lookup_transfers(&self, ids: Vec<u128>) -> Result<Vec<Transfer>> {
-        const WHAT: &str = "lookup_transfers";
-        match self.client.get() {
-            Some(tb) => self.send(WHAT, tb.lookup_transfers(ids)),
-            None if ids.is_empty() => Ok(Vec::new()),
-            None => {
-                let body = bytemuck::cast_slice(&ids).to_vec();
-                self.read_raw(WHAT, OperationKind::LookupTransfers, body)
-            }
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
+        let body = bytemuck::cast_slice(&ids).to_vec();
+        self.read(
+            "lookup_transfers",
+            OperationKind::LookupTransfers,
+            body,
+            |tb| tb.lookup_transfers(ids),
+        )
     }
 
     pub fn query_accounts(&self, filter: QueryFilter) -> Result<Vec<Account>> {
-        const WHAT: &str = "query_accounts";
-        match self.client.get() {
-            Some(tb) => self.send(WHAT, tb.query_accounts(Box::new(filter))),
-            None => {
-                let body = bytemuck::bytes_of(&filter).to_vec();
-                self.read_raw(WHAT, OperationKind::QueryAccounts, body)
-            }
-        }
+        let body = bytemuck::bytes_of(&filter).to_vec();
+        self.read("query_accounts", OperationKind::QueryAccounts, body, |tb| {
+            tb.query_accounts(Box::new(filter))
+        })
     }
 
     pub fn query_transfers(&self, filter: QueryFilter) -> Result<Vec<Transfer>> {
-        const WHAT: &str = "query_transfers";
-        match self.client.get() {
-            Some(tb) => self.send(WHAT, tb.query_transfers(Box::new(filter))),
-            None => {
-                let body = bytemuck::bytes_of(&filter).to_vec();
-                self.read_raw(WHAT, OperationKind::QueryTransfers, body)
-            }
-        }
+        let body = bytemuck::bytes_of(&filter).to_vec();
+        self.read(
+            "query_transfers",
+            OperationKind::QueryTransfers,
+            body,
+            |tb| tb.query_transfers(Box::new(filter)),
+        )
     }
 
     pub fn get_account_transfers(&self, filter: tb::account::Filter) -> Result<Vec<Transfer>> {
-        const WHAT: &str = "get_account_transfers";
-        match self.client.get() {
-            Some(tb) => self.send(WHAT, tb.get_account_transfers(Box::new(filter))),
-            None => {
-                let body = bytemuck::bytes_of(&filter).to_vec();
-                self.read_raw(WHAT, OperationKind::GetAccountTransfers, body)
-            }
-        }
+        let body = bytemuck::bytes_of(&filter).to_vec();
+        let op = OperationKind::GetAccountTransfers;
+        self.read("get_account_transfers", op, body, |tb| {
+            tb.get_account_transfers(Box::new(filter))
+        })
     }
 
     /// Opens the session for [`Client::get_change_events`] now rather than on
