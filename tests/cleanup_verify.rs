@@ -534,3 +534,91 @@ fn export_chains_are_cleaned_up_whole_and_drilled() {
         .unwrap();
     assert_eq!(n, 120);
 }
+
+/// A dry run neither reads nor writes the tombstones a real run writes: one
+/// per backup it would delete, years of them on a store cleaned for the first
+/// time. The real run still writes and deletes each, and its report names
+/// every backup it deleted.
+#[test]
+fn a_dry_run_sends_no_request_for_the_tombstones_a_real_run_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let mut s = setup(&data, StoreKind::S3, &extra("0s"));
+    let snaps: Vec<_> = (0..3).map(|_| snapshot_manifest(&s)).collect();
+    let ids: Vec<&str> = snaps.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    s.env.push((
+        "BKP_LOG".into(),
+        "aws_smithy_runtime::client::orchestrator=trace".into(),
+    ));
+    // Requests whose key is a tombstone's.
+    let tombstone_requests = |out: &std::process::Output| {
+        stderr(out)
+            .lines()
+            .filter(|l| l.contains("transmitting request") && l.contains("/trash/"))
+            .count()
+    };
+    let dry = s.bkp(&["--json", "cleanup", "--dry-run"]);
+    assert_exit(&dry, 0);
+    let plan = json(&dry);
+    let doomed = plan["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "delete")
+        .count();
+    assert_eq!(doomed, 2, "{plan:#}");
+    assert_eq!(tombstone_requests(&dry), 0, "{}", stderr(&dry));
+
+    let real = s.bkp(&["cleanup"]);
+    assert_exit(&real, 0);
+    assert!(
+        tombstone_requests(&real) >= 2 * doomed,
+        "a tombstone is written and deleted per backup: {}",
+        stderr(&real)
+    );
+    assert_eq!(listed(&s), vec![ids[2].to_string()]);
+    // The report's rows: the two deleted backups, each with its bytes.
+    let s3 = common::shared_s3();
+    let reports = s3.rclone(&[
+        "lsf",
+        "-R",
+        &format!("s3:{}/team/bkp/reports/cleanup", s.bucket()),
+    ]);
+    let names = String::from_utf8_lossy(&reports.stdout).into_owned();
+    let name = names
+        .lines()
+        .find(|l| l.ends_with(".json"))
+        .expect("a cleanup report");
+    let got = s3.rclone(&[
+        "cat",
+        &format!("s3:{}/team/bkp/reports/cleanup/{name}", s.bucket()),
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&got.stdout).expect("the report");
+    let mut rows: Vec<(String, String, String, u64)> = report["deleted"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["kind"].as_str().unwrap().to_string(),
+                r["scope"].as_str().unwrap().to_string(),
+                r["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    rows.sort();
+    let mut want: Vec<_> = snaps[..2]
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_string(),
+                "tigerbeetle".to_string(),
+                "full".to_string(),
+                m["objects"][0]["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    want.sort();
+    assert_eq!(rows, want, "{report:#}");
+}

@@ -128,6 +128,16 @@ struct Totals {
     local: u64,
 }
 
+/// A backup this run deleted, for its report (a plain row: a cleanup of
+/// years of history deletes hundreds of thousands).
+#[derive(serde::Serialize)]
+struct Deleted {
+    id: BackupId,
+    kind: Kind,
+    scope: manifest::Scope,
+    bytes: u64,
+}
+
 pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let plan = &ctx.plan;
     let started_at = OffsetDateTime::now_utc();
@@ -201,13 +211,16 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
             planned_at: started_at,
         };
         let key = tombstone::key(m.kind, m.id);
-        if store.head(&key)?.is_none() {
-            store
-                .put_new(&key, &seal::encode(&t, trust.keys())?, &Vec::new())
-                .with_context(|| {
-                    format!("failed to write tombstone {key} before deleting {}", m.id)
-                })?;
+        let sealed = seal::encode(&t, trust.keys())?;
+        // A dry run's tombstones would be held in memory until its end, one
+        // per backup it would delete (years of them, on a store cleaned for
+        // the first time), and nothing reads them: they are sealed, not kept.
+        if !dry && store.head(&key)?.is_none() {
+            store.put_new(&key, &sealed, &Vec::new()).with_context(|| {
+                format!("failed to write tombstone {key} before deleting {}", m.id)
+            })?;
         }
+        drop(sealed);
         store.delete(&m.key())?;
         crate::failpoint::hit("cleanup-after-manifest");
         if !dry {
@@ -220,7 +233,12 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
                 d.reasons.first().map(String::as_str).unwrap_or("")
             ));
         }
-        deleted.push(json!({"id": m.id, "kind": m.kind, "scope": m.scope, "bytes": bytes}));
+        deleted.push(Deleted {
+            id: m.id,
+            kind: m.kind,
+            scope: m.scope,
+            bytes,
+        });
         *per_kind.entry(m.kind).or_default() += bytes;
         tombstones.push(t);
     }
@@ -228,7 +246,9 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     // 3. Delete the objects no remaining manifest names, then record and forget
     // each deletion. The listing is fresh: a manifest written meanwhile counts.
     // What was listed before is not held beside it.
+    let kept_n = decisions.iter().filter(|d| d.keep).count();
     drop((by_id, doomed, kept, counted));
+    drop(decisions);
     drop((selected, others));
     let (remaining, unreadable) = manifest::list_complete(store, &trust, None)?;
     refuse_unreadable(&unreadable)?;
@@ -290,7 +310,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         crate::units::count(totals.orphans, "orphan object"),
         ui::size(totals.orphan_bytes),
         crate::units::count(totals.local, "local leftover"),
-        decisions.iter().filter(|d| d.keep).count()
+        kept_n
     ));
     if !dry {
         let report = json!({
@@ -305,7 +325,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
             "bytes_deleted": totals.bytes,
             "orphans_removed": orphans.iter().map(|o| json!({"key": o.key, "bytes": o.size})).collect::<Vec<_>>(),
             "unfinished_uploads_discarded": unfinished_json(&unfinished),
-            "kept": decisions.iter().filter(|d| d.keep).count(),
+            "kept": kept_n,
             "kept_by_object_lock": locked
                 .iter()
                 .map(|(id, until)| json!({"id": id, "until": rfc3339(*until)}))
