@@ -658,11 +658,52 @@ fn a_readers_reads_answer_as_the_librarys_through_one_session() {
         "the reader read through its one session"
     );
     assert_eq!(library.sessions(), 1);
-    // A create opens the library's session, and later reads go through it.
-    tb.transfers(vec![xfer(14, 2, 1, 1)]);
-    let rejected = reader.create_transfers(vec![xfer(14, 2, 1, 1)]).unwrap();
-    assert!(rejected.iter().all(|r| r.exists), "{rejected:?}");
-    assert_eq!(reader.sessions(), 2);
+    // Creates go through the same session and are answered as the library's:
+    // a new row, one that exists, two the cluster refuses (a batch each, the
+    // new ids differing).
+    fn answers<K>(r: Vec<bkp::tigerbeetle::client::Rejection<K>>) -> Vec<(usize, String, bool)> {
+        r.into_iter().map(|r| (r.index, r.name, r.exists)).collect()
+    }
+    let batch = |new: u128| {
+        vec![
+            xfer(new, 1, 2, 2),
+            xfer(11, 1, 2, 5),
+            xfer(new + 1, 1, 1, 1),
+            xfer(new + 2, 1, 99, 1),
+        ]
+    };
+    let by_reader = answers(reader.create_transfers(batch(20)).unwrap());
+    let by_library = answers(library.create_transfers(batch(30)).unwrap());
+    assert_eq!(by_reader, by_library);
+    assert_eq!(
+        by_reader
+            .iter()
+            .map(|(i, _, exists)| (*i, *exists))
+            .collect::<Vec<_>>(),
+        [(1, true), (2, false), (3, false)],
+        "{by_reader:?}"
+    );
+    let accounts_by_reader = answers(
+        reader
+            .create_accounts(vec![acct(3, 1, AF::empty()), acct(1, 1, AF::empty())])
+            .unwrap(),
+    );
+    let accounts_by_library = answers(
+        library
+            .create_accounts(vec![acct(4, 1, AF::empty()), acct(1, 1, AF::empty())])
+            .unwrap(),
+    );
+    assert_eq!(accounts_by_reader, accounts_by_library);
+    assert_eq!(accounts_by_reader.len(), 1, "{accounts_by_reader:?}");
+    assert!(accounts_by_reader[0].2, "{accounts_by_reader:?}");
+    // What the reader created is there, as the library's is.
+    assert_eq!(reader.lookup_transfers(vec![20, 30]).unwrap().len(), 2);
+    assert_eq!(library.lookup_accounts(vec![3, 4]).unwrap().len(), 2);
+    assert_eq!(
+        reader.sessions(),
+        1,
+        "the reader created through its one session"
+    );
     assert_eq!(transfers(&reader), transfers(&library));
 }
 

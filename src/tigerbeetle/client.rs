@@ -28,8 +28,9 @@ use anyhow::{anyhow, Context, Result};
 use tigerbeetle_unofficial as tb;
 use tigerbeetle_unofficial::core::OperationKind;
 use tigerbeetle_unofficial::error::{
-    CreateAccountErrorKind, CreateAccountsError, CreateTransferErrorKind, CreateTransfersError,
-    SendError, SendErrorKind,
+    CreateAccountErrorKind, CreateAccountsApiError, CreateAccountsError, CreateTransferErrorKind,
+    CreateTransfersApiError, CreateTransfersError, RawCreateAccountsIndividualApiResult,
+    RawCreateTransfersIndividualApiResult, SendError, SendErrorKind,
 };
 use tigerbeetle_unofficial::{Account, QueryFilter, Transfer};
 
@@ -182,11 +183,11 @@ impl Client {
         Ok(c)
     }
 
-    /// A client for `spec` that opens the library's session only when it
-    /// creates something: its reads and change events go through one session
-    /// of bkp's own ([`EventsClient`]). Every session holds about 21 MiB of
-    /// message buffers, so a run that only reads (a `bkp logs` run) holds one
-    /// rather than two.
+    /// A client for `spec` that never opens the library's session: its
+    /// reads, creates and change events go through one session of bkp's own
+    /// ([`EventsClient`]), their replies decoded and checked here. Every
+    /// session holds about 21 MiB of message buffers, so a run that reads
+    /// and records (a `bkp logs` run, the ledger) holds one rather than two.
     pub fn connect_reader(spec: &ClientSpec, names: Names) -> Result<Client> {
         check_spec(spec, names)?;
         quiet_client_logs();
@@ -268,6 +269,11 @@ impl Client {
             .call(what, session.submit_op(operation, data))?
             .ok_or_else(|| self.failed(what, &"the client dropped the request"))?
             .map_err(|e| self.send_error(what, e))?;
+        self.rows(what, &reply)
+    }
+
+    /// `reply` as whole rows of `T` (checked: bytes from the network).
+    fn rows<T: bytemuck::Pod>(&self, what: &str, reply: &[u8]) -> Result<Vec<T>> {
         let size = std::mem::size_of::<T>();
         if !reply.len().is_multiple_of(size) {
             return Err(anyhow!(
@@ -279,7 +285,7 @@ impl Client {
             ));
         }
         let mut rows = vec![T::zeroed(); reply.len() / size];
-        bytemuck::cast_slice_mut::<T, u8>(&mut rows).copy_from_slice(&reply);
+        bytemuck::cast_slice_mut::<T, u8>(&mut rows).copy_from_slice(reply);
         Ok(rows)
     }
 
@@ -483,6 +489,26 @@ impl Client {
         rows: Vec<Account>,
     ) -> InFlight<'_, Vec<Rejection<CreateAccountErrorKind>>> {
         const WHAT: &str = "create_accounts";
+        if self.client.get().is_none() {
+            let n = rows.len();
+            let sent = self.submit_raw(OperationKind::CreateAccounts, bytemuck::cast_slice(&rows));
+            return self.begin(WHAT, async move {
+                let results = self.created(WHAT, n, sent?.await)?;
+                Ok(CreateAccountsApiError::from_raw_results(results)
+                    .map(|errs| {
+                        errs.as_slice()
+                            .iter()
+                            .map(|e| Rejection {
+                                index: e.index() as usize,
+                                kind: e.kind(),
+                                exists: matches!(e.kind(), CreateAccountErrorKind::Exists),
+                                name: account_result_name(e.kind(), e.inner().code().get()),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default())
+            });
+        }
         let fut = self.tb().map(|tb| tb.create_accounts(rows));
         self.begin(WHAT, async move {
             match fut?.await {
@@ -517,6 +543,26 @@ impl Client {
         rows: Vec<Transfer>,
     ) -> InFlight<'_, Vec<Rejection<CreateTransferErrorKind>>> {
         const WHAT: &str = "create_transfers";
+        if self.client.get().is_none() {
+            let n = rows.len();
+            let sent = self.submit_raw(OperationKind::CreateTransfers, bytemuck::cast_slice(&rows));
+            return self.begin(WHAT, async move {
+                let results = self.created(WHAT, n, sent?.await)?;
+                Ok(CreateTransfersApiError::from_raw_results(results)
+                    .map(|errs| {
+                        errs.as_slice()
+                            .iter()
+                            .map(|e| Rejection {
+                                index: e.index() as usize,
+                                kind: e.kind(),
+                                exists: matches!(e.kind(), CreateTransferErrorKind::Exists),
+                                name: transfer_result_name(e.kind(), e.inner().code().get()),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default())
+            });
+        }
         let fut = self.tb().map(|tb| tb.create_transfers(rows));
         self.begin(WHAT, async move {
             match fut?.await {
@@ -535,6 +581,42 @@ impl Client {
                 Err(e) => Err(self.failed(WHAT, &e)),
             }
         })
+    }
+
+    /// Sends a create through bkp's own session (the library's is not open:
+    /// a reader creates without opening a second one).
+    fn submit_raw(
+        &self,
+        operation: OperationKind,
+        body: &[u8],
+    ) -> Result<impl Future<Output = Option<change_events::Reply>> + use<>> {
+        Ok(self.events_session()?.submit_op(operation, body.to_vec()))
+    }
+
+    /// The results of a create of `n` rows sent by [`Client::submit_raw`]:
+    /// whole results, each naming a row sent, in ascending order, as the
+    /// library's decoding expects (checked: bytes from the network).
+    fn created<R: bytemuck::Pod + RawResult>(
+        &self,
+        what: &str,
+        n: usize,
+        reply: Option<change_events::Reply>,
+    ) -> Result<Vec<R>> {
+        let reply = reply
+            .ok_or_else(|| self.failed(what, &"the client dropped the request"))?
+            .map_err(|e| self.send_error(what, e))?;
+        let results: Vec<R> = self.rows(what, &reply)?;
+        let ascending = results.windows(2).all(|w| w[0].index() < w[1].index());
+        if !ascending || results.last().is_some_and(|r| r.index() as usize >= n) {
+            return Err(anyhow!(
+                "{what} to the {} at {} answered for rows it was not sent ({} results for {n} \
+                 rows): the cluster does not answer as this bkp expects",
+                self.names.cluster,
+                self.addresses,
+                results.len()
+            ));
+        }
+        Ok(results)
     }
 
     fn failed(&self, what: &str, e: &dyn std::fmt::Display) -> anyhow::Error {
@@ -586,6 +668,23 @@ impl Drop for Client {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_timeout(Duration::from_secs(1));
         }
+    }
+}
+
+/// A create's result as the cluster sends it: the row it is for.
+trait RawResult {
+    fn index(&self) -> u32;
+}
+
+impl RawResult for RawCreateAccountsIndividualApiResult {
+    fn index(&self) -> u32 {
+        self.index
+    }
+}
+
+impl RawResult for RawCreateTransfersIndividualApiResult {
+    fn index(&self) -> u32 {
+        self.index
     }
 }
 
