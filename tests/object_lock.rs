@@ -45,7 +45,7 @@ fn locked_backups_carry_retention_and_cleanup_keeps_them() {
     let bucket = moto.new_bucket("locked", true);
     let dir = tempfile::tempdir().unwrap();
     let data = formatted_data_file(dir.path());
-    let s = setup_moto(&data, &bucket, GOVERNANCE, KEEP_NOTHING);
+    let mut s = setup_moto(&data, &bucket, GOVERNANCE, KEEP_NOTHING);
     for _ in 0..2 {
         assert_exit(&s.bkp(&["snapshot"]), 0);
     }
@@ -108,6 +108,28 @@ fn locked_backups_carry_retention_and_cleanup_keeps_them() {
         moto.shorten_retention(&bucket, key, soon);
     }
     std::thread::sleep(std::time::Duration::from_secs(3));
+    // A dry run sends no request for the tombstone a real run writes and then
+    // deletes (here a delete Object Lock would be asked about), and shows the
+    // deletion.
+    s.env.push((
+        "BKP_LOG".into(),
+        "aws_smithy_runtime::client::orchestrator=trace".into(),
+    ));
+    let dry = s.bkp(&["cleanup", "--dry-run"]);
+    s.env.pop();
+    assert_exit(&dry, 0);
+    let log = stderr(&dry);
+    let trash: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("transmitting request") && l.contains("/trash/"))
+        .collect();
+    assert!(trash.is_empty(), "{trash:?}");
+    let plan = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(
+        plan.lines()
+            .any(|l| l.starts_with("delete") && l.contains(ids[0].as_str())),
+        "{plan}"
+    );
     let out = s.bkp(&["cleanup"]);
     assert_exit(&out, 0);
     assert_eq!(s.listed(&[]), ids[1..]);

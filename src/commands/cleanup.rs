@@ -186,6 +186,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
 
     // 2. Tombstone and unlist, newest first (an incremental goes before the
     // backup it builds on, so no listed backup ever lacks its base).
+    let pending_n = pending.len();
     let mut tombstones = pending;
     let mut deleted = Vec::new();
     // Bytes deleted per kind, for the metrics (every kind present gets a file).
@@ -253,8 +254,11 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let (remaining, unreadable) = manifest::list_complete(store, &trust, None)?;
     refuse_unreadable(&unreadable)?;
     let named = referenced(ctx, &lists, true, &remaining)?;
-    for t in &tombstones {
-        finish(ctx, store, &lists, t, &named, dry)?;
+    for (i, t) in tombstones.iter().enumerate() {
+        // A dry run wrote none of its own tombstones (see above): it deletes
+        // only those earlier runs left.
+        let written = !dry || i < pending_n;
+        finish(ctx, store, &lists, t, &named, dry, written)?;
     }
 
     // 4. Orphans: objects no manifest names, older than the grace period.
@@ -486,8 +490,9 @@ fn unfinished_json(unfinished: &[crate::store::Unfinished]) -> serde_json::Value
 }
 
 /// Finishes one deletion: its manifest gone, the objects it names that no
-/// remaining manifest names, the reverse ledger transfer, the tombstone. Each
-/// step is idempotent.
+/// remaining manifest names, the reverse ledger transfer, the tombstone (when
+/// one was `written`: a dry run writes none of its own). Each step is
+/// idempotent.
 fn finish(
     ctx: &Ctx,
     store: &dyn Store,
@@ -495,6 +500,7 @@ fn finish(
     t: &Tombstone,
     named: &BTreeSet<String>,
     dry: bool,
+    written: bool,
 ) -> Result<()> {
     let m = &t.manifest;
     store.delete(&m.key())?;
@@ -540,6 +546,9 @@ fn finish(
         if let Some(note) = send_record(ctx, &record.to_ledger(store))? {
             ctx.ui.detail(&note.to_string());
         }
+    }
+    if !written {
+        return Ok(());
     }
     let key = tombstone::key(m.kind, m.id);
     if let Err(e) = store.delete(&key) {
