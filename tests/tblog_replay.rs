@@ -696,6 +696,7 @@ fn a_readers_reads_answer_as_the_librarys_through_one_session() {
     assert_eq!(accounts_by_reader, accounts_by_library);
     assert_eq!(accounts_by_reader.len(), 1, "{accounts_by_reader:?}");
     assert!(accounts_by_reader[0].2, "{accounts_by_reader:?}");
+    assert!(reader.create_transfers(Vec::new()).unwrap().is_empty());
     // What the reader created is there, as the library's is.
     assert_eq!(reader.lookup_transfers(vec![20, 30]).unwrap().len(), 2);
     assert_eq!(library.lookup_accounts(vec![3, 4]).unwrap().len(), 2);

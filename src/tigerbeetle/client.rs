@@ -75,8 +75,8 @@ pub struct Rejection<K> {
 
 /// A connected client with its own runtime; counts the requests it sends.
 pub struct Client {
-    /// The library's session, for creates (and reads, once it is open): opened
-    /// by [`Client::connect`], or on first use after [`Client::connect_reader`].
+    /// The library's session, for creates and reads when it is open: opened
+    /// by [`Client::connect`], never by a [`Client::connect_reader`] client.
     /// Dropped before the runtime.
     client: std::cell::OnceCell<tb::Client>,
     /// `Some` until dropped.
@@ -86,8 +86,8 @@ pub struct Client {
     names: Names,
     requests: Cell<u64>,
     cluster_id: u128,
-    /// The session for `get_change_events`, and for reads while `client` is
-    /// not open; opened on first use.
+    /// The session for `get_change_events`, and for reads and creates while
+    /// `client` is not open; opened on first use.
     events: std::cell::OnceCell<EventsClient>,
 }
 
@@ -490,22 +490,16 @@ impl Client {
     ) -> InFlight<'_, Vec<Rejection<CreateAccountErrorKind>>> {
         const WHAT: &str = "create_accounts";
         if self.client.get().is_none() {
+            // Nothing to send, as the library sends nothing (counted as it counts).
+            if rows.is_empty() {
+                return self.begin(WHAT, async { Ok(Vec::new()) });
+            }
             let n = rows.len();
             let sent = self.submit_raw(OperationKind::CreateAccounts, bytemuck::cast_slice(&rows));
             return self.begin(WHAT, async move {
                 let results = self.created(WHAT, n, sent?.await)?;
                 Ok(CreateAccountsApiError::from_raw_results(results)
-                    .map(|errs| {
-                        errs.as_slice()
-                            .iter()
-                            .map(|e| Rejection {
-                                index: e.index() as usize,
-                                kind: e.kind(),
-                                exists: matches!(e.kind(), CreateAccountErrorKind::Exists),
-                                name: account_result_name(e.kind(), e.inner().code().get()),
-                            })
-                            .collect()
-                    })
+                    .map(|errs| account_rejections(&errs))
                     .unwrap_or_default())
             });
         }
@@ -514,16 +508,7 @@ impl Client {
             match fut?.await {
                 Ok(()) => Ok(Vec::new()),
                 Err(CreateAccountsError::Send(e)) => Err(self.send_error(WHAT, e)),
-                Err(CreateAccountsError::Api(errs)) => Ok(errs
-                    .as_slice()
-                    .iter()
-                    .map(|e| Rejection {
-                        index: e.index() as usize,
-                        kind: e.kind(),
-                        exists: matches!(e.kind(), CreateAccountErrorKind::Exists),
-                        name: account_result_name(e.kind(), e.inner().code().get()),
-                    })
-                    .collect()),
+                Err(CreateAccountsError::Api(errs)) => Ok(account_rejections(&errs)),
                 Err(e) => Err(self.failed(WHAT, &e)),
             }
         })
@@ -544,22 +529,16 @@ impl Client {
     ) -> InFlight<'_, Vec<Rejection<CreateTransferErrorKind>>> {
         const WHAT: &str = "create_transfers";
         if self.client.get().is_none() {
+            // Nothing to send, as the library sends nothing (counted as it counts).
+            if rows.is_empty() {
+                return self.begin(WHAT, async { Ok(Vec::new()) });
+            }
             let n = rows.len();
             let sent = self.submit_raw(OperationKind::CreateTransfers, bytemuck::cast_slice(&rows));
             return self.begin(WHAT, async move {
                 let results = self.created(WHAT, n, sent?.await)?;
                 Ok(CreateTransfersApiError::from_raw_results(results)
-                    .map(|errs| {
-                        errs.as_slice()
-                            .iter()
-                            .map(|e| Rejection {
-                                index: e.index() as usize,
-                                kind: e.kind(),
-                                exists: matches!(e.kind(), CreateTransferErrorKind::Exists),
-                                name: transfer_result_name(e.kind(), e.inner().code().get()),
-                            })
-                            .collect()
-                    })
+                    .map(|errs| transfer_rejections(&errs))
                     .unwrap_or_default())
             });
         }
@@ -568,16 +547,7 @@ impl Client {
             match fut?.await {
                 Ok(()) => Ok(Vec::new()),
                 Err(CreateTransfersError::Send(e)) => Err(self.send_error(WHAT, e)),
-                Err(CreateTransfersError::Api(errs)) => Ok(errs
-                    .as_slice()
-                    .iter()
-                    .map(|e| Rejection {
-                        index: e.index() as usize,
-                        kind: e.kind(),
-                        exists: matches!(e.kind(), CreateTransferErrorKind::Exists),
-                        name: transfer_result_name(e.kind(), e.inner().code().get()),
-                    })
-                    .collect()),
+                Err(CreateTransfersError::Api(errs)) => Ok(transfer_rejections(&errs)),
                 Err(e) => Err(self.failed(WHAT, &e)),
             }
         })
@@ -669,6 +639,28 @@ impl Drop for Client {
             rt.shutdown_timeout(Duration::from_secs(1));
         }
     }
+}
+
+/// The accounts a create did not create, by row, as bkp reports them.
+fn account_rejections(errs: &CreateAccountsApiError) -> Vec<Rejection<CreateAccountErrorKind>> {
+    let row = |e: &tb::error::CreateAccountsIndividualApiError| Rejection {
+        index: e.index() as usize,
+        kind: e.kind(),
+        exists: matches!(e.kind(), CreateAccountErrorKind::Exists),
+        name: account_result_name(e.kind(), e.inner().code().get()),
+    };
+    errs.as_slice().iter().map(row).collect()
+}
+
+/// The transfers a create did not create, by row, as bkp reports them.
+fn transfer_rejections(errs: &CreateTransfersApiError) -> Vec<Rejection<CreateTransferErrorKind>> {
+    let row = |e: &tb::error::CreateTransfersIndividualApiError| Rejection {
+        index: e.index() as usize,
+        kind: e.kind(),
+        exists: matches!(e.kind(), CreateTransferErrorKind::Exists),
+        name: transfer_result_name(e.kind(), e.inner().code().get()),
+    };
+    errs.as_slice().iter().map(row).collect()
 }
 
 /// A create's result as the cluster sends it: the row it is for.

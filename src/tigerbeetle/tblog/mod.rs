@@ -119,7 +119,7 @@ pub fn session(cfg: &ClusterConfig) -> Result<Client> {
 
 /// [`session`] for a run that only reads (captures, counts): its reads and
 /// change events go through one session, not two (see
-/// [`Client::connect_reader`]); a create would open the other.
+/// [`Client::connect_reader`]).
 pub fn reader(cfg: &ClusterConfig) -> Result<Client> {
     let c = Client::connect_reader(cfg, NAMES)?;
     c.open_events()?;
