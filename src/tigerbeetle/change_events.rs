@@ -27,7 +27,7 @@
 //! `timestamp` is the expiry's own. Clusters record change events for transfers
 //! committed on TigerBeetle 0.16.29 or later.
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use tigerbeetle_unofficial::core as tbc;
 use tokio::sync::oneshot;
 
@@ -116,11 +116,10 @@ impl ChangeEvent {
     /// Decodes one event (exactly [`EVENT_LEN`] bytes).
     pub fn decode(b: &[u8]) -> Result<ChangeEvent> {
         if b.len() != EVENT_LEN {
-            bail!(
-                "a change event is {EVENT_LEN} bytes, got {}: the cluster does not answer as \
-                 this bkp expects",
+            return Err(unexpected(format!(
+                "a change event is {EVENT_LEN} bytes, got {}",
                 b.len()
-            );
+            )));
         }
         Ok(ChangeEvent {
             kind: EventType::from_u8(b[88]),
@@ -152,11 +151,10 @@ pub fn encode_filter(min: u64, max: u64, limit: u32) -> [u8; FILTER_LEN] {
 /// a wrong answer must not pass for "no events".
 pub fn decode_reply(reply: &[u8], min: u64, max: u64, limit: u32) -> Result<Vec<ChangeEvent>> {
     if !reply.len().is_multiple_of(EVENT_LEN) {
-        bail!(
-            "get_change_events returned {} bytes, not a whole number of {EVENT_LEN}-byte events: \
-             the cluster does not answer as this bkp expects",
+        return Err(unexpected(format!(
+            "get_change_events returned {} bytes, not a whole number of {EVENT_LEN}-byte events",
             reply.len()
-        );
+        )));
     }
     let events = reply
         .chunks_exact(EVENT_LEN)
@@ -165,14 +163,22 @@ pub fn decode_reply(reply: &[u8], min: u64, max: u64, limit: u32) -> Result<Vec<
     let in_range = |ts: u64| ts >= min.max(1) && (max == 0 || ts <= max);
     let ordered = events.windows(2).all(|w| w[0].timestamp < w[1].timestamp);
     if events.len() > limit as usize || !ordered || !events.iter().all(|e| in_range(e.timestamp)) {
-        bail!(
+        return Err(unexpected(format!(
             "get_change_events for timestamps [{min}, {max}] (limit {limit}) returned {} events \
-             that are out of order, out of range or over the limit: the cluster does not answer \
-             as this bkp expects",
+             that are out of order, out of range or over the limit",
             events.len()
-        );
+        )));
     }
     Ok(events)
+}
+
+/// A reply that is not what the request asks of a TigerBeetle cluster (bytes
+/// from the network): an integrity failure, never taken for an answer.
+pub fn unexpected(what: String) -> anyhow::Error {
+    crate::exit::coded(
+        crate::exit::Code::Integrity,
+        format!("{what}: the cluster does not answer as this bkp expects"),
+    )
 }
 
 pub type Reply = std::result::Result<Vec<u8>, tbc::error::SendError>;
@@ -298,16 +304,24 @@ mod tests {
         r.extend(event(4, 12, 2));
         assert_eq!(decode_reply(&r, 10, 12, 5).unwrap().len(), 2);
         assert_eq!(decode_reply(&r, 10, 0, 5).unwrap().len(), 2);
-        assert!(decode_reply(&r, 11, 12, 5).is_err(), "below the range");
-        assert!(decode_reply(&r, 10, 11, 5).is_err(), "above the range");
-        assert!(decode_reply(&r, 10, 12, 1).is_err(), "over the limit");
-        assert!(
-            decode_reply(&r[..EVENT_LEN + 3], 10, 12, 5).is_err(),
-            "torn"
-        );
+        // Refused with the integrity exit code, never as "no events" nor as a
+        // generic failure.
+        let refused = |reply: &[u8], min, max, limit, why: &str| {
+            let e = decode_reply(reply, min, max, limit).expect_err(why);
+            assert_eq!(
+                crate::exit::classify(&e),
+                Some(crate::exit::Code::Integrity),
+                "{why}: {e:#}"
+            );
+            assert!(e.to_string().contains("does not answer"), "{why}: {e:#}");
+        };
+        refused(&r, 11, 12, 5, "below the range");
+        refused(&r, 10, 11, 5, "above the range");
+        refused(&r, 10, 12, 1, "over the limit");
+        refused(&r[..EVENT_LEN + 3], 10, 12, 5, "torn");
         let mut back = event(0, 12, 1);
         back.extend(event(4, 10, 2));
-        assert!(decode_reply(&back, 10, 12, 5).is_err(), "descending");
+        refused(&back, 10, 12, 5, "descending");
         let f = encode_filter(3, 4, 5);
         assert_eq!(&f[0..8], &3u64.to_le_bytes());
         assert_eq!(&f[8..16], &4u64.to_le_bytes());

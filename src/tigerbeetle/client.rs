@@ -276,13 +276,12 @@ impl Client {
     fn rows<T: bytemuck::Pod>(&self, what: &str, reply: &[u8]) -> Result<Vec<T>> {
         let size = std::mem::size_of::<T>();
         if !reply.len().is_multiple_of(size) {
-            return Err(anyhow!(
-                "{what} to the {} at {} returned {} bytes, not whole {size}-byte rows: the \
-                 cluster does not answer as this bkp expects",
+            return Err(change_events::unexpected(format!(
+                "{what} to the {} at {} returned {} bytes, not whole {size}-byte rows",
                 self.names.cluster,
                 self.addresses,
                 reply.len()
-            ));
+            )));
         }
         let mut rows = vec![T::zeroed(); reply.len() / size];
         bytemuck::cast_slice_mut::<T, u8>(&mut rows).copy_from_slice(reply);
@@ -578,13 +577,13 @@ impl Client {
         let results: Vec<R> = self.rows(what, &reply)?;
         let ascending = results.windows(2).all(|w| w[0].index() < w[1].index());
         if !ascending || results.last().is_some_and(|r| r.index() as usize >= n) {
-            return Err(anyhow!(
+            return Err(change_events::unexpected(format!(
                 "{what} to the {} at {} answered for rows it was not sent ({} results for {n} \
-                 rows): the cluster does not answer as this bkp expects",
+                 rows)",
                 self.names.cluster,
                 self.addresses,
                 results.len()
-            ));
+            )));
         }
         Ok(results)
     }
@@ -729,6 +728,7 @@ pub fn quiet_client_logs() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytemuck::Zeroable;
 
     const NAMES: Names = Names {
         cluster: "test cluster",
@@ -786,6 +786,63 @@ mod tests {
             assert!(msg.contains(part), "{msg}");
         }
         assert_eq!(c.requests(), 1);
+        c.close();
+    }
+
+    #[test]
+    fn a_reply_that_is_not_whole_rows_or_names_rows_not_sent_is_an_integrity_failure() {
+        // Nothing is sent: the checks take the reply's bytes as given.
+        let c =
+            Client::connect_reader(&spec("127.0.0.1:1", Duration::from_secs(1)), NAMES).unwrap();
+        let result = |index: u32| {
+            let mut r = RawCreateAccountsIndividualApiResult::zeroed();
+            r.index = index;
+            r.result = 21;
+            r
+        };
+        let bytes = |rs: &[RawCreateAccountsIndividualApiResult]| -> Vec<u8> {
+            bytemuck::cast_slice(rs).to_vec()
+        };
+        let created = |n, reply: Vec<u8>| {
+            c.created::<RawCreateAccountsIndividualApiResult>("create_accounts", n, Some(Ok(reply)))
+        };
+        assert_eq!(created(3, bytes(&[result(0), result(2)])).unwrap().len(), 2);
+        assert!(created(3, Vec::new()).unwrap().is_empty());
+        let refused = |e: anyhow::Error, why: &str| {
+            assert_eq!(
+                crate::exit::classify(&e),
+                Some(Code::Integrity),
+                "{why}: {e:#}"
+            );
+            let msg = e.to_string();
+            for part in [
+                "create_accounts",
+                "test cluster",
+                "127.0.0.1:1",
+                "does not answer",
+            ] {
+                assert!(msg.contains(part), "{why}: {msg}");
+            }
+        };
+        refused(
+            created(3, bytes(&[result(3)])).unwrap_err(),
+            "a row not sent",
+        );
+        refused(
+            created(3, bytes(&[result(2), result(1)])).unwrap_err(),
+            "out of order",
+        );
+        refused(
+            created(3, bytes(&[result(1), result(1)])).unwrap_err(),
+            "twice",
+        );
+        let mut torn = bytes(&[result(0)]);
+        torn.pop();
+        refused(created(3, torn).unwrap_err(), "torn");
+        refused(
+            c.rows::<Account>("create_accounts", &[0; 127]).unwrap_err(),
+            "not whole rows",
+        );
         c.close();
     }
 
