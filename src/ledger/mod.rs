@@ -464,19 +464,13 @@ impl Drop for Warm {
 /// it), runs `f`, and closes the client.
 fn with_client<T>(cfg: &LedgerConfig, f: impl FnOnce(&Client) -> Result<T>) -> Result<T> {
     let spec = cfg.client_spec();
-    match lend(&spec) {
-        Some(c) => {
-            let out = f(&c);
-            c.close();
-            out
-        }
-        None => {
-            let c = connect(&spec)?;
-            let out = f(&c);
-            c.close();
-            out
-        }
-    }
+    let c = match lend(&spec) {
+        Some(c) => c,
+        None => connect(&spec)?,
+    };
+    let out = f(&c);
+    c.close();
+    out
 }
 
 /// A session with the ledger cluster, registering now: one session of bkp's
