@@ -12,6 +12,9 @@
 #   DAYS=30 bench/history.sh
 #   KEEP=1 bench/history.sh        # leave the store and its servers running
 #   DAYS=3650 RESULTS=bench/history-3650d-results.md bench/history.sh   # ten years, 365,000
+#   STORE=local DAYS=1460 RESULTS=bench/history-local-1460d-results.md bench/history.sh
+#                                  # a local store (no S3 server; no request
+#                                  # counts), and a real `cleanup` as the last run
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$BKP_ROOT"
@@ -19,6 +22,8 @@ scripts/bootstrap >/dev/null
 bkp="${BKP_BIN:-$CARGO_TARGET_DIR/debug/bkp}"
 tb="$BKP_TOOLS/bin/tigerbeetle"
 days="${DAYS:-365}"
+store="${STORE:-s3}"
+case "$store" in s3|local) ;; *) echo "STORE is s3 or local, not $store" >&2; exit 2 ;; esac
 work="$(mktemp -d "${TMPDIR:-/tmp}/bkp-bench-history.XXXXXX")"
 source "$BKP_ROOT/bench/lib.sh"
 cleanup() {
@@ -91,6 +96,8 @@ count="$(find "$work/store/manifests" -name '*.json' | wc -l)"
 # (Ten years take minutes to write: "now" is the newest manifest's time.)
 export BKP_NOW="$(date -u -d "@$(( end + 30 ))" +%Y-%m-%dT%H:%M:%SZ)"
 
+rclone="$BKP_TOOLS/bin/rclone"
+if [ "$store" = s3 ]; then
 echo "==> starting SeaweedFS; copying $count manifests into S3"
 weed="$BKP_TOOLS/bin/weed"; rclone="$BKP_TOOLS/bin/rclone"
 ak="AKBENCH$RANDOM"; sk="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -123,10 +130,26 @@ addresses = "127.0.0.1:${ports[4]}"
 binary = "$tb"
 replica_args = ["--development"]
 TOML
+export AWS_ACCESS_KEY_ID="$ak" AWS_SECRET_ACCESS_KEY="$sk" AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+else
+# The manifests were written where a local store keeps them.
+cat > "$work/bkp.toml" <<TOML
+work_dir = "work"
+[store]
+type = "local"
+path = "$work/store"
+[encryption]
+enabled = false
+[tigerbeetle]
+data_file = "/nonexistent/0_0.tigerbeetle"
+addresses = "127.0.0.1:${ports[4]}"
+binary = "$tb"
+replica_args = ["--development"]
+TOML
+fi
 # The same with the audit ledger on the cluster, as production runs it.
 cp "$work/bkp.toml" "$work/bkp-ledger.toml"
 printf '[ledger]\ncluster_id = 0\naddresses = "127.0.0.1:%s"\nledger = 12\n' "${ports[4]}" >> "$work/bkp-ledger.toml"
-export AWS_ACCESS_KEY_ID="$ak" AWS_SECRET_ACCESS_KEY="$sk" AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 
 rows=()
 requests_of=()
@@ -136,6 +159,7 @@ run() { # label, bkp arguments... (CONFIG: another config file)
     "$bkp" --config "${CONFIG:-$work/bkp.toml}" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err" "$work/out" >&2; exit 1; }
   read -r secs rss < "$work/time"
   requests="$(grep -c 'beginning attempt #' "$work/err" || true)"
+  [ "$store" = local ] && requests=-
   # Each request as "METHOD key-or-listing", for the runs that must stay few.
   case "$label" in *"nothing new"*)
     sed -n 's/.*transmitting request.*as_string: "http:[/][/][^/]*[/]bench[/]\([^"]*\)".*method: \([A-Z]*\).*/\2 \1/p' "$work/err" \
@@ -161,7 +185,8 @@ most=0; slowest=0
 for i in $(seq 20); do
   run "bkp logs, nothing new, run $i of 20" --json logs > /dev/null
   unset 'rows[-1]' 'requests_of[-1]'
-  [ "$requests" -gt "$most" ] && { most=$requests; cp "$work/req" "$work/req-most"; }
+  [ "$store" = local ] && { most=-; touch "$work/req-most"; }
+  [ "$store" = s3 ] && [ "$requests" -gt "$most" ] && { most=$requests; cp "$work/req" "$work/req-most"; }
   slowest=$(python3 -c "print(max($slowest, $secs))")
 done
 printf '%-58s %6.2f s %6s requests\n' "bkp logs, nothing new, 20 runs in a row (worst)" "$slowest" "$most"
@@ -171,6 +196,10 @@ requests_of+=("- the 20 more runs, the one with the most requests: $(paste -sd';
 CONFIG="$work/bkp-ledger.toml" run "bkp logs, nothing new, [ledger] on the same cluster" --json logs
 run "bkp verify --since 1d (lists every manifest key)" verify --since 1d
 run "bkp cleanup --dry-run (lists every manifest key)" cleanup --dry-run
+if [ "$store" = local ]; then
+  run "bkp cleanup (deletes what no retention rule keeps)" cleanup
+  deleted=$(( count - $(find "$work/store/manifests" -name '*.json' | wc -l) ))
+fi
 # The cluster's own floor for `logs`: TigerBeetle's repl registering a session
 # and sending one query (a `logs` run with nothing new sends three, through one
 # session opened as it starts).
@@ -181,18 +210,26 @@ run "bkp cleanup --dry-run (lists every manifest key)" cleanup --dry-run
 read -r secs rss < <(tail -1 "$work/time")
 printf '%-58s %6.2f s %6s requests %5d MiB\n' "tigerbeetle repl: a session and one query" "$secs" "-" "$((rss/1024))"
 rows+=("$(printf '| %s | %.2f | - | %d |' "tigerbeetle repl: a session and one query (the cluster alone)" "$secs" "$((rss/1024))")")
-catalog="$("$rclone" lsl s3:bench/p/catalog | awk '{s+=$1; n++} END {printf "%d objects, %.1f MiB", n, s/1048576}')"
+if [ "$store" = s3 ]; then
+  catalog="$("$rclone" lsl s3:bench/p/catalog | awk '{s+=$1; n++} END {printf "%d objects, %.1f MiB", n, s/1048576}')"
+  where="in S3 (SeaweedFS on loopback)"
+else
+  catalog="$(find "$work/store/catalog" -type f -printf '%s\n' | awk '{s+=$1; n++} END {printf "%d objects, %.1f MiB", n, s/1048576}')"
+  where="in a local store (no request counts); the real cleanup deleted $deleted backups no retention rule keeps"
+fi
 
 {
-echo "$count TigerBeetle manifests ($days days: a snapshot every 6 h, a log segment every 15 min; each names its object, as a real one does) in S3 (SeaweedFS on loopback); $(nproc) cores; load average at start $load; $(date -u +%Y-%m-%d)"
+echo "$count TigerBeetle manifests ($days days: a snapshot every 6 h, a log segment every 15 min; each names its object, as a real one does) $where; $(nproc) cores; load average at start $load; $(date -u +%Y-%m-%d)"
 echo
 echo "| command | wall (s) | S3 requests | peak RSS (MiB) |"
 echo "|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo
 echo "Catalog after the runs: $catalog."
+if [ "$store" = s3 ]; then
 echo
 echo "Requests of the runs with nothing new (method and key under the store's prefix):"
 echo
 printf '%s\n' "${requests_of[@]}"
+fi
 } | tee "${RESULTS:-$BKP_ROOT/bench/history-results.md}"
