@@ -102,6 +102,7 @@ measure() { # label, rows, command...
   read -r secs rss user sys < "$work/time"
   printf '| %-56s | %8.1f | %8.1f | %12.0f | %8d |\n' "$label" "$secs" "$(python3 -c "print($user+$sys)")" "$(python3 -c "print($n/max($secs,0.01))")" "$((rss / 1024))"
   echo "$secs" > "$work/last"
+  python3 -c "print(round($user+$sys, 2))" > "$work/lastcpu"
 }
 
 cat > "$work/duckdb_export.py" <<'PY'
@@ -109,6 +110,32 @@ import duckdb, sys
 c = duckdb.connect(sys.argv[1], read_only=True)
 c.execute(f"EXPORT DATABASE '{sys.argv[2]}' (FORMAT PARQUET, COMPRESSION ZSTD)")
 PY
+# The profile of bkp's run, each part alone: the COPY bkp sends DuckDB for the
+# large table (to a file here; bkp's goes through a pipe into its upload), and
+# the fingerprint bkp stores so that a restore can check the table it rebuilds
+# (the same query bkp runs: every column, hashed, summed). Each statement is
+# timed alone (wall, and the process's CPU over it), without Python's start.
+cat > "$work/duckdb_parts.py" <<'PY'
+import duckdb, resource, sys, time
+c = duckdb.connect(sys.argv[1], read_only=True)
+if sys.argv[2] == "copy":
+    sql = f"COPY (SELECT * FROM signals) TO '{sys.argv[3]}' (FORMAT PARQUET, COMPRESSION ZSTD, USE_TMP_FILE false)"
+else:
+    cols = [r[0] for r in c.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = 'signals' ORDER BY column_index").fetchall()]
+    q = ", ".join('"' + n.replace('"', '""') + '"' for n in cols)
+    sql = f"SELECT CAST(coalesce(system.main.sum(system.main.hash({q})), 0) AS VARCHAR) FROM signals"
+cpu = lambda: (lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(resource.RUSAGE_SELF))
+w, u = time.time(), cpu()
+c.execute(sql).fetchall()
+print(time.time() - w, cpu() - u)
+PY
+part() { # label, rows, command... (prints the statement's own figures)
+  local label="$1" n="$2"; shift 2
+  /usr/bin/time -f "%M" -o "$work/time" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err"; exit 1; }
+  read -r secs cpu < "$work/out"; rss="$(cat "$work/time")"
+  printf '| %-56s | %8.1f | %8.1f | %12.0f | %8d |\n' "$label" "$secs" "$cpu" "$(python3 -c "print($n/max($secs,0.01))")" "$((rss / 1024))"
+  python3 -c "print(round($secs, 2))" > "$work/last"; python3 -c "print(round($cpu, 2))" > "$work/lastcpu"
+}
 
 {
 echo "Database: $rows rows in table signals (+1,000 in tenants), $size bytes; $(nproc) cores (load average $(cut -d' ' -f1-3 /proc/loadavg) at the start); DuckDB $("$py" -c 'import duckdb; print(duckdb.__version__)'); $(date -u +%Y-%m-%d)"
@@ -118,16 +145,22 @@ echo "|----------------------------------------------------------|----------|---
 # Alternate the runs, five times each, so that a busy moment on a shared machine
 # does not decide the comparison; the best run of each is compared. CPU is the
 # process's user + system time (the S3 server's own work is not in bkp's figure).
-base=999999; full=999999; duck_all=(); s3_all=(); local_all=()
+base=999999; full=999999; duck_all=(); s3_all=(); local_all=(); copy_all=(); fp_all=()
+duck_cpu=(); local_cpu=(); copy_cpu=(); fp_cpu=()
 for i in 1 2 3 4 5; do
   rm -rf "$work/duckdb-export"
   measure "DuckDB EXPORT DATABASE (PARQUET, ZSTD; local disk) #$i" "$rows" "$py" "$work/duckdb_export.py" "$work/data/hot.duckdb" "$work/duckdb-export"
-  base=$(python3 -c "print(min($base, $(cat "$work/last")))"); duck_all+=("$(cat "$work/last")")
+  base=$(python3 -c "print(min($base, $(cat "$work/last")))"); duck_all+=("$(cat "$work/last")"); duck_cpu+=("$(cat "$work/lastcpu")")
   measure "bkp export --full (AES-256-GCM, S3) #$i" "$rows" "$bkp" --config "$work/bkp.toml" --json export --full
   full=$(python3 -c "print(min($full, $(cat "$work/last")))"); s3_all+=("$(cat "$work/last")")
   stored_plain=$(python3 -c 'import json,sys; print(sum(o["size"] for o in json.load(open(sys.argv[1]))["manifest"]["objects"]))' "$work/out")
   measure "bkp export --full (AES-256-GCM, local store) #$i" "$rows" "$bkp" --config "$work/local.toml" --json export --full
-  local_best=$(python3 -c "print(min(${local_best:-999999}, $(cat "$work/last")))"); local_all+=("$(cat "$work/last")")
+  local_best=$(python3 -c "print(min(${local_best:-999999}, $(cat "$work/last")))"); local_all+=("$(cat "$work/last")"); local_cpu+=("$(cat "$work/lastcpu")")
+  rm -f "$work/copy.parquet"
+  part "part: DuckDB's COPY of bkp's query (local disk) #$i" "$rows" "$py" "$work/duckdb_parts.py" "$work/data/hot.duckdb" copy "$work/copy.parquet"
+  copy_all+=("$(cat "$work/last")"); copy_cpu+=("$(cat "$work/lastcpu")")
+  part "part: the restore fingerprint alone #$i" "$rows" "$py" "$work/duckdb_parts.py" "$work/data/hot.duckdb" fingerprint
+  fp_all+=("$(cat "$work/last")"); fp_cpu+=("$(cat "$work/lastcpu")")
   done
 measure "bkp export --full, recompress = true (zstd 3)" "$rows" "$bkp" --config "$work/recompress.toml" --json export --full
 stored_zstd=$(python3 -c 'import json,sys; print(sum(o["size"] for o in json.load(open(sys.argv[1]))["manifest"]["objects"]))' "$work/out")
@@ -153,6 +186,9 @@ plain=$(du -sb "$work/duckdb-export" | cut -f1)
 echo "Sizes: DuckDB's export $plain bytes; one bkp full export stores $stored_plain bytes (encrypted Parquet), $stored_zstd bytes with recompress = true."
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 md=$(median "${duck_all[@]}"); ms=$(median "${s3_all[@]}"); ml=$(median "${local_all[@]}")
+mc=$(median "${copy_all[@]}"); mf=$(median "${fp_all[@]}")
+cd_=$(median "${duck_cpu[@]}"); cc=$(median "${copy_cpu[@]}"); cf=$(median "${fp_cpu[@]}"); cl=$(median "${local_cpu[@]}")
+echo "Profile (medians; CPU, user + system, in brackets; the parts are the statements alone, without a process's start): DuckDB's COPY of the query bkp sends $mc s ($cc s), its EXPORT DATABASE $md s ($cd_ s); the fingerprint alone $mf s ($cf s); bkp to a local store $ml s ($cl s). bkp's own part, beyond DuckDB's COPY and the fingerprint: $(python3 -c "print(round($ml-$mc-$mf, 2))") s wall, $(python3 -c "print(round($cl-$cc-$cf, 2))") s CPU (its start, opening the database, reading the store's manifests and the schema, the small table, two SHA-256 passes, AES-256-GCM, the pipe and the store's file)."
 echo "bkp full export / DuckDB export, best runs: $(python3 -c "print(round($full/$base, 2))")x to S3, $(python3 -c "print(round($local_best/$base, 2))")x to a local store; median runs ($md s DuckDB, $ms s S3, $ml s local): $(python3 -c "print(round($ms/$md, 2))")x to S3, $(python3 -c "print(round($ml/$md, 2))")x to a local store (goal: within 1.2x)."
 echo
 echo "DuckDB's export writes to local disk and uploads nothing; bkp's includes encryption, two SHA-256 passes and the upload to SeaweedFS, which runs on the same machine (its CPU is not in bkp's CPU column). Wall times on a shared machine vary from run to run: compare the CPU column too."
