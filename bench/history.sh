@@ -115,29 +115,16 @@ for _ in $(seq 120); do "$rclone" mkdir s3:bench 2>/dev/null && echo ok | "$rclo
 "$rclone" deletefile s3:bench/probe
 "$rclone" copy --transfers=32 --checkers=32 "$work/store/manifests" s3:bench/p/manifests
 
-cat > "$work/bkp.toml" <<TOML
-work_dir = "work"
-[store]
-type = "s3"
-bucket = "bench"
-prefix = "p"
-endpoint = "http://127.0.0.1:${ports[3]}"
-[encryption]
-enabled = false
-[tigerbeetle]
-data_file = "/nonexistent/0_0.tigerbeetle"
-addresses = "127.0.0.1:${ports[4]}"
-binary = "$tb"
-replica_args = ["--development"]
-TOML
+store_toml="$(printf 'type = "s3"\nbucket = "bench"\nprefix = "p"\nendpoint = "http://127.0.0.1:%s"' "${ports[3]}")"
 export AWS_ACCESS_KEY_ID="$ak" AWS_SECRET_ACCESS_KEY="$sk" AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 else
 # The manifests were written where a local store keeps them.
+store_toml="$(printf 'type = "local"\npath = "%s"' "$work/store")"
+fi
 cat > "$work/bkp.toml" <<TOML
 work_dir = "work"
 [store]
-type = "local"
-path = "$work/store"
+$store_toml
 [encryption]
 enabled = false
 [tigerbeetle]
@@ -146,7 +133,6 @@ addresses = "127.0.0.1:${ports[4]}"
 binary = "$tb"
 replica_args = ["--development"]
 TOML
-fi
 # The same with the audit ledger on the cluster, as production runs it.
 cp "$work/bkp.toml" "$work/bkp-ledger.toml"
 printf '[ledger]\ncluster_id = 0\naddresses = "127.0.0.1:%s"\nledger = 12\n' "${ports[4]}" >> "$work/bkp-ledger.toml"
