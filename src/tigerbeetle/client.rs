@@ -471,7 +471,24 @@ impl Client {
             .call(WHAT, events.submit(min, max, limit))?
             .ok_or_else(|| self.failed(WHAT, &"the client dropped the request"))?
             .map_err(|e| self.send_error(WHAT, e))?;
-        change_events::decode_reply(&reply, min, max, limit)
+        self.change_events(&reply, min, max, limit)
+    }
+
+    /// `reply` to [`Client::get_change_events`] decoded and checked; a reply
+    /// refused names this cluster and its addresses, as every other does.
+    fn change_events(
+        &self,
+        reply: &[u8],
+        min: u64,
+        max: u64,
+        limit: u32,
+    ) -> Result<Vec<ChangeEvent>> {
+        change_events::decode_reply(reply, min, max, limit).with_context(|| {
+            format!(
+                "get_change_events to the {} at {}",
+                self.names.cluster, self.addresses
+            )
+        })
     }
 
     /// Creates `rows`; the answer lists the events not created (`exists` included).
@@ -828,6 +845,19 @@ mod tests {
             created(3, bytes(&[result(3)])).unwrap_err(),
             "a row not sent",
         );
+        // A change-events reply refused names the cluster too (its own
+        // checks are `change_events`' tests).
+        let torn = c.change_events(&[0u8; 7], 1, 0, 10).unwrap_err();
+        assert_eq!(crate::exit::classify(&torn), Some(Code::Integrity));
+        let msg = format!("{torn:#}");
+        for part in [
+            "get_change_events",
+            "test cluster",
+            "127.0.0.1:1",
+            "does not answer",
+        ] {
+            assert!(msg.contains(part), "change events: {msg}");
+        }
         refused(
             created(3, bytes(&[result(2), result(1)])).unwrap_err(),
             "out of order",
