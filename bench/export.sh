@@ -96,13 +96,16 @@ config small.toml small small.duckdb ""
 # which shares the machine's cores with bkp and DuckDB here.
 sed -e '/^\[store\]/,/^\[encryption\]/c\[store]\ntype = "local"\npath = "store"\n[encryption]' "$work/bkp.toml" > "$work/local.toml"
 
+row() { # label, rows, wall seconds, CPU seconds, peak RSS (KiB): prints the row, keeps the figures
+  local label="$1" n="$2" secs="$3" cpu="$4" rss="$5"
+  printf '| %-56s | %8.1f | %8.1f | %12.0f | %8d |\n' "$label" "$secs" "$cpu" "$(python3 -c "print($n/max($secs,0.01))")" "$((rss / 1024))"
+  python3 -c "print(round($secs, 2))" > "$work/last"; python3 -c "print(round($cpu, 2))" > "$work/lastcpu"
+}
 measure() { # label, rows, command...
   local label="$1" n="$2"; shift 2
   /usr/bin/time -f "%e %M %U %S" -o "$work/time" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err"; exit 1; }
   read -r secs rss user sys < "$work/time"
-  printf '| %-56s | %8.1f | %8.1f | %12.0f | %8d |\n' "$label" "$secs" "$(python3 -c "print($user+$sys)")" "$(python3 -c "print($n/max($secs,0.01))")" "$((rss / 1024))"
-  echo "$secs" > "$work/last"
-  python3 -c "print(round($user+$sys, 2))" > "$work/lastcpu"
+  row "$label" "$n" "$secs" "$(python3 -c "print($user+$sys)")" "$rss"
 }
 
 cat > "$work/duckdb_export.py" <<'PY'
@@ -132,9 +135,8 @@ PY
 part() { # label, rows, command... (prints the statement's own figures)
   local label="$1" n="$2"; shift 2
   /usr/bin/time -f "%M" -o "$work/time" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err"; exit 1; }
-  read -r secs cpu < "$work/out"; rss="$(cat "$work/time")"
-  printf '| %-56s | %8.1f | %8.1f | %12.0f | %8d |\n' "$label" "$secs" "$cpu" "$(python3 -c "print($n/max($secs,0.01))")" "$((rss / 1024))"
-  python3 -c "print(round($secs, 2))" > "$work/last"; python3 -c "print(round($cpu, 2))" > "$work/lastcpu"
+  read -r secs cpu < "$work/out"
+  row "$label" "$n" "$secs" "$cpu" "$(cat "$work/time")"
 }
 
 {
