@@ -189,6 +189,11 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let pending_n = pending.len();
     let mut tombstones = pending;
     let mut deleted = Vec::new();
+    // This run's deletions in order, with their bytes: their tombstones are
+    // made for step 3 from the listed manifests themselves, moved rather
+    // than copied (years of deletions held twice was most of a first
+    // cleanup's memory).
+    let mut unlisted: Vec<(BackupId, u64)> = Vec::new();
     // Bytes deleted per kind, for the metrics (every kind present gets a file).
     let mut per_kind: BTreeMap<Kind, u64> = all().map(|m| (m.kind, 0)).collect();
     // Chunk lists are read before anything is deleted, once each.
@@ -205,14 +210,8 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         let bytes = freed_bytes(ctx, &lists, m, &kept, &mut counted)?;
         totals.backups += 1;
         totals.bytes += bytes;
-        let t = Tombstone {
-            schema: tombstone::SCHEMA.into(),
-            manifest: m.clone(),
-            bytes,
-            planned_at: started_at,
-        };
         let key = tombstone::key(m.kind, m.id);
-        let sealed = seal::encode(&t, trust.keys())?;
+        let sealed = seal::encode(&tombstone_of(m.clone(), bytes, started_at), trust.keys())?;
         // A dry run's tombstones would be held in memory until its end, one
         // per backup it would delete (years of them, on a store cleaned for
         // the first time), and nothing reads them: they are sealed, not kept.
@@ -241,7 +240,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
             bytes,
         });
         *per_kind.entry(m.kind).or_default() += bytes;
-        tombstones.push(t);
+        unlisted.push((m.id, bytes));
     }
 
     // 3. Delete the objects no remaining manifest names, then record and forget
@@ -250,7 +249,9 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let kept_n = decisions.iter().filter(|d| d.keep).count();
     drop((by_id, doomed, kept, counted));
     drop(decisions);
-    drop((selected, others));
+    drop(others);
+    tombstones.extend(tombstones_of(selected, &unlisted, started_at));
+    drop(unlisted);
     let (remaining, unreadable) = manifest::list_complete(store, &trust, None)?;
     refuse_unreadable(&unreadable)?;
     let named = referenced(ctx, &lists, true, &remaining)?;
@@ -340,6 +341,41 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         metrics(ctx, per_kind, started_at, &remaining, &tombstones);
     }
     Ok(())
+}
+
+/// The tombstone of backup `m`, deleted by a run planned at `planned_at`,
+/// freeing `bytes`.
+fn tombstone_of(m: Manifest, bytes: u64, planned_at: OffsetDateTime) -> Tombstone {
+    Tombstone {
+        schema: tombstone::SCHEMA.into(),
+        manifest: m,
+        bytes,
+        planned_at,
+    }
+}
+
+/// The tombstones of the backups `unlisted` names (id and bytes freed, in
+/// the order they were unlisted), made of their manifests in `listed`, which
+/// are moved, not copied; the others are dropped.
+fn tombstones_of(
+    mut listed: Vec<Manifest>,
+    unlisted: &[(BackupId, u64)],
+    planned_at: OffsetDateTime,
+) -> Vec<Tombstone> {
+    let at: BTreeMap<BackupId, (usize, u64)> = unlisted
+        .iter()
+        .enumerate()
+        .map(|(i, (id, bytes))| (*id, (i, *bytes)))
+        .collect();
+    listed.retain(|m| at.contains_key(&m.id));
+    listed.sort_unstable_by_key(|m| at[&m.id].0);
+    listed
+        .into_iter()
+        .map(|m| {
+            let bytes = at[&m.id].1;
+            tombstone_of(m, bytes, planned_at)
+        })
+        .collect()
 }
 
 /// Says which deletions an earlier run left to finish (`pending`).
