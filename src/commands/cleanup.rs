@@ -261,6 +261,9 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         let written = !dry || i < pending_n;
         finish(ctx, store, &lists, t, &named, dry, written)?;
     }
+    // Only their ids from here on (not held beside the report's rows).
+    let finished: BTreeSet<BackupId> = tombstones.iter().map(|t| t.manifest.id).collect();
+    drop(tombstones);
 
     // 4. Orphans: objects no manifest names, older than the grace period.
     let cutoff = started_at
@@ -338,7 +341,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         });
         let key = write_report(store, trust.keys(), "cleanup", run_id, started_at, &report)?;
         ctx.ui.detail(&format!("report: {key}"));
-        metrics(ctx, per_kind, started_at, &remaining, &tombstones);
+        metrics(ctx, per_kind, started_at, &remaining, &finished);
     }
     Ok(())
 }
@@ -354,9 +357,28 @@ fn tombstone_of(m: Manifest, bytes: u64, planned_at: OffsetDateTime) -> Tombston
     }
 }
 
+/// What step 3 reads of a backup this run deleted: its keys and sizes, the
+/// fields of its ledger record, and for a chunked backup everything (its
+/// chunk list is checked against its files). The facts of its source and
+/// the digests of its objects and files are dropped: step 3 holds years of
+/// deletions beside the second listing, and reads neither.
+fn for_finishing(mut m: Manifest) -> Manifest {
+    if m.chunks.is_some() {
+        return m;
+    }
+    m.source = Default::default();
+    m.files = Vec::new();
+    for o in &mut m.objects {
+        o.sha256 = String::new();
+        o.content_sha256 = String::new();
+    }
+    m
+}
+
 /// The tombstones of the backups `unlisted` names (id and bytes freed, in
 /// the order they were unlisted), made of their manifests in `listed`, which
-/// are moved, not copied; the others are dropped.
+/// are moved, not copied, and kept only as far as step 3 reads them
+/// ([`for_finishing`]); the others are dropped.
 fn tombstones_of(
     mut listed: Vec<Manifest>,
     unlisted: &[(BackupId, u64)],
@@ -373,7 +395,7 @@ fn tombstones_of(
         .into_iter()
         .map(|m| {
             let bytes = at[&m.id].1;
-            tombstone_of(m, bytes, planned_at)
+            tombstone_of(for_finishing(m), bytes, planned_at)
         })
         .collect()
 }
@@ -434,11 +456,10 @@ fn metrics(
     per_kind: BTreeMap<Kind, u64>,
     started_at: OffsetDateTime,
     remaining: &[Manifest],
-    finished: &[Tombstone],
+    finished: &BTreeSet<BackupId>,
 ) {
     let kinds: BTreeSet<Kind> = per_kind.keys().copied().collect();
-    let gone: BTreeSet<BackupId> = finished.iter().map(|t| t.manifest.id).collect();
-    let kept = remaining.iter().filter(|m| !gone.contains(&m.id));
+    let kept = remaining.iter().filter(|m| !finished.contains(&m.id));
     stored_metrics(ctx, kept, &kinds);
     if ctx.plan.primary.is_some() {
         return;
@@ -902,6 +923,57 @@ mod tests {
         assert_eq!(got, ["tigerbeetle/a/b/", "tigerbeetle/inner/"]);
         let whole = nested_stores(["postgres/bkp-store.json", "postgres/postgres/x"]);
         assert_eq!(whole.into_iter().collect::<Vec<_>>(), ["postgres/"]);
+    }
+
+    #[test]
+    fn tombstones_follow_the_order_of_deletion_and_hold_only_what_was_deleted() {
+        let at = time::macros::datetime!(2026-11-20 06:00 UTC);
+        let listed: Vec<Manifest> = (0..5)
+            .map(|i| manifest::tests::sample(Kind::Tigerbeetle, at + time::Duration::hours(i)))
+            .collect();
+        let id = |i: usize| listed[i].id;
+        // Newest first, as step 2 unlists; 1 and 3 are kept.
+        let unlisted = [(id(4), 40), (id(2), 20), (id(0), 1)];
+        let planned = at + time::Duration::days(1);
+        let t = tombstones_of(listed.clone(), &unlisted, planned);
+        let got: Vec<(BackupId, u64)> = t.iter().map(|t| (t.manifest.id, t.bytes)).collect();
+        assert_eq!(got, unlisted);
+        assert!(t
+            .iter()
+            .all(|t| t.planned_at == planned && t.schema == tombstone::SCHEMA));
+        assert_eq!(t[1].manifest.started_at, listed[2].started_at);
+        // What step 3 reads is kept: keys, sizes, the ledger record's fields.
+        for t in &t {
+            let m = listed.iter().find(|m| m.id == t.manifest.id).unwrap();
+            assert_eq!(t.manifest.needed_keys(), m.needed_keys());
+            assert_eq!(t.manifest.stored_bytes(), m.stored_bytes());
+            assert_eq!(t.manifest.key(), m.key());
+            let (a, b) = (
+                crate::commands::run::RunRecord::of_backup(&t.manifest, ledger::Operation::Cleanup),
+                crate::commands::run::RunRecord::of_backup(m, ledger::Operation::Cleanup),
+            );
+            assert_eq!(
+                (
+                    a.id,
+                    a.kind,
+                    a.scope,
+                    a.encrypted,
+                    a.retention_days,
+                    a.started_at,
+                    a.bytes
+                ),
+                (
+                    b.id,
+                    b.kind,
+                    b.scope,
+                    b.encrypted,
+                    b.retention_days,
+                    b.started_at,
+                    b.bytes
+                )
+            );
+            assert_eq!(a.compression, b.compression);
+        }
     }
 
     #[test]
