@@ -15,6 +15,8 @@
 #   STORE=local DAYS=1460 RESULTS=bench/history-local-1460d-results.md bench/history.sh
 #                                  # a local store (no S3 server; no request
 #                                  # counts), and a real `cleanup` as the last run
+#   RUNS=cleanup bench/history.sh  # only the first `list` (it writes the catalog)
+#                                  # and the cleanup runs
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$BKP_ROOT"
@@ -146,8 +148,9 @@ run() { # label, bkp arguments... (CONFIG: another config file)
   read -r secs rss < "$work/time"
   requests="$(grep -c 'beginning attempt #' "$work/err" || true)"
   [ "$store" = local ] && requests=-
-  # Each request as "METHOD key-or-listing", for the runs that must stay few.
-  case "$label" in *"nothing new"*)
+  # Each request as "METHOD key-or-listing", for the runs that must stay few
+  # (S3 only: a local store's reads are not requests).
+  case "$store:$label" in s3:*"nothing new"*)
     sed -n 's/.*transmitting request.*as_string: "http:[/][/][^/]*[/]bench[/]\([^"]*\)".*method: \([A-Z]*\).*/\2 \1/p' "$work/err" \
       | sed 's/?x-id=[A-Za-z]*$//; s/?list-type=2&prefix=/LIST /; s/%2F/\//g' \
       | awk '$2 == "LIST" { print "LIST " $3; next } { print }' > "$work/req"
@@ -157,6 +160,7 @@ run() { # label, bkp arguments... (CONFIG: another config file)
   rows+=("$(printf '| %s | %.2f | %s | %d |' "$label" "$secs" "$requests" "$((rss/1024))")")
 }
 run "bkp list (no catalog yet: reads every manifest, writes it)" --json list
+if [ "${RUNS:-all}" = all ]; then
 run "bkp list (through the catalog)" --json list
 run "bkp list --last 20" list --last 20
 run "bkp status" --json status
@@ -170,17 +174,23 @@ run "bkp logs, nothing new (again)" --json logs
 most=0; slowest=0
 for i in $(seq 20); do
   run "bkp logs, nothing new, run $i of 20" --json logs > /dev/null
-  unset 'rows[-1]' 'requests_of[-1]'
-  [ "$store" = local ] && { most=-; touch "$work/req-most"; }
-  [ "$store" = s3 ] && [ "$requests" -gt "$most" ] && { most=$requests; cp "$work/req" "$work/req-most"; }
+  unset 'rows[-1]'
+  [ "$store" = local ] && most=-
+  if [ "$store" = s3 ]; then
+    unset 'requests_of[-1]'
+    [ "$requests" -gt "$most" ] && { most=$requests; cp "$work/req" "$work/req-most"; }
+  fi
   slowest=$(python3 -c "print(max($slowest, $secs))")
 done
 printf '%-58s %6.2f s %6s requests\n' "bkp logs, nothing new, 20 runs in a row (worst)" "$slowest" "$most"
 rows+=("$(printf '| %s | %.2f | %s | - |' "bkp logs, nothing new, 20 more runs in a row (the slowest; the most requests)" "$slowest" "$most")")
-requests_of+=("- the 20 more runs, the one with the most requests: $(paste -sd';' "$work/req-most" | sed 's/;/; /g')")
+if [ "$store" = s3 ]; then
+  requests_of+=("- the 20 more runs, the one with the most requests: $(paste -sd';' "$work/req-most" | sed 's/;/; /g')")
+fi
 # The last logs run: its own audit transfer is news to the next run, which captures it.
 CONFIG="$work/bkp-ledger.toml" run "bkp logs, nothing new, [ledger] on the same cluster" --json logs
 run "bkp verify --since 1d (lists every manifest key)" verify --since 1d
+fi
 run "bkp cleanup --dry-run (lists every manifest key)" cleanup --dry-run
 if [ "$store" = local ]; then
   run "bkp cleanup (deletes what no retention rule keeps)" cleanup
