@@ -193,7 +193,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     // made for step 3 from the listed manifests themselves, moved rather
     // than copied (years of deletions held twice was most of a first
     // cleanup's memory).
-    let mut unlisted: Vec<(BackupId, u64)> = Vec::new();
+    let mut unlisted: Vec<(Kind, BackupId, u64)> = Vec::new();
     // Bytes deleted per kind, for the metrics (every kind present gets a file).
     let mut per_kind: BTreeMap<Kind, u64> = all().map(|m| (m.kind, 0)).collect();
     // Chunk lists are read before anything is deleted, once each.
@@ -240,7 +240,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
             bytes,
         });
         *per_kind.entry(m.kind).or_default() += bytes;
-        unlisted.push((m.id, bytes));
+        unlisted.push((m.kind, m.id, bytes));
     }
 
     // 3. Delete the objects no remaining manifest names, then record and forget
@@ -375,27 +375,30 @@ fn for_finishing(mut m: Manifest) -> Manifest {
     m
 }
 
-/// The tombstones of the backups `unlisted` names (id and bytes freed, in
-/// the order they were unlisted), made of their manifests in `listed`, which
-/// are moved, not copied, and kept only as far as step 3 reads them
-/// ([`for_finishing`]); the others are dropped.
+/// The tombstones of the backups `unlisted` names (kind, id and bytes
+/// freed, in the order they were unlisted), made of their manifests in
+/// `listed`, which are moved, not copied, and kept only as far as step 3
+/// reads them ([`for_finishing`]); the others are dropped. By kind and id:
+/// an id planted under a second kind is not the backup that was unlisted,
+/// and is not finished.
 fn tombstones_of(
     mut listed: Vec<Manifest>,
-    unlisted: &[(BackupId, u64)],
+    unlisted: &[(Kind, BackupId, u64)],
     planned_at: OffsetDateTime,
 ) -> Vec<Tombstone> {
-    let at: BTreeMap<BackupId, (usize, u64)> = unlisted
+    let at: BTreeMap<(Kind, BackupId), (usize, u64)> = unlisted
         .iter()
         .enumerate()
-        .map(|(i, (id, bytes))| (*id, (i, *bytes)))
+        .map(|(i, (kind, id, bytes))| ((*kind, *id), (i, *bytes)))
         .collect();
-    listed.retain(|m| at.contains_key(&m.id));
-    listed.sort_unstable_by_key(|m| at[&m.id].0);
+    let of = |m: &Manifest| at.get(&(m.kind, m.id)).copied();
+    listed.retain(|m| of(m).is_some());
+    listed.sort_unstable_by_key(|m| of(m).map(|(i, _)| i));
     listed
         .into_iter()
-        .map(|m| {
-            let bytes = at[&m.id].1;
-            tombstone_of(for_finishing(m), bytes, planned_at)
+        .filter_map(|m| {
+            let (_, bytes) = of(&m)?;
+            Some(tombstone_of(for_finishing(m), bytes, planned_at))
         })
         .collect()
 }
@@ -928,29 +931,51 @@ mod tests {
     #[test]
     fn tombstones_follow_the_order_of_deletion_and_hold_only_what_was_deleted() {
         let at = time::macros::datetime!(2026-11-20 06:00 UTC);
-        let listed: Vec<Manifest> = (0..5)
-            .map(|i| manifest::tests::sample(Kind::Tigerbeetle, at + time::Duration::hours(i)))
+        let mut listed: Vec<Manifest> = (0..5)
+            .map(|i| {
+                let mut m =
+                    manifest::tests::sample(Kind::Tigerbeetle, at + time::Duration::hours(i));
+                m.source
+                    .insert("data_file", json!("/var/lib/tigerbeetle/0_0.tigerbeetle"));
+                m.files = vec![manifest::FileEntry {
+                    name: "0_0.tigerbeetle".into(),
+                    size: 7,
+                    sha256: "ab".repeat(32),
+                }];
+                m
+            })
             .collect();
+        // The id of backup 2 planted under another kind: not what was unlisted.
+        let mut planted = listed[2].clone();
+        planted.kind = Kind::Duckdb;
+        listed.push(planted);
         let id = |i: usize| listed[i].id;
         // Newest first, as step 2 unlists; 1 and 3 are kept.
-        let unlisted = [(id(4), 40), (id(2), 20), (id(0), 1)];
+        let unlisted = [
+            (Kind::Tigerbeetle, id(4), 40),
+            (Kind::Tigerbeetle, id(2), 20),
+            (Kind::Tigerbeetle, id(0), 1),
+        ];
         let planned = at + time::Duration::days(1);
         let t = tombstones_of(listed.clone(), &unlisted, planned);
-        let got: Vec<(BackupId, u64)> = t.iter().map(|t| (t.manifest.id, t.bytes)).collect();
+        let got: Vec<(Kind, BackupId, u64)> = t
+            .iter()
+            .map(|t| (t.manifest.kind, t.manifest.id, t.bytes))
+            .collect();
         assert_eq!(got, unlisted);
         assert!(t
             .iter()
             .all(|t| t.planned_at == planned && t.schema == tombstone::SCHEMA));
         assert_eq!(t[1].manifest.started_at, listed[2].started_at);
-        // What step 3 reads is kept: keys, sizes, the ledger record's fields.
         for t in &t {
-            let m = listed.iter().find(|m| m.id == t.manifest.id).unwrap();
+            let m = &listed[..5].iter().find(|m| m.id == t.manifest.id).unwrap();
+            // What step 3 reads is kept: keys, sizes, the ledger record's fields.
             assert_eq!(t.manifest.needed_keys(), m.needed_keys());
             assert_eq!(t.manifest.stored_bytes(), m.stored_bytes());
             assert_eq!(t.manifest.key(), m.key());
             let (a, b) = (
-                crate::commands::run::RunRecord::of_backup(&t.manifest, ledger::Operation::Cleanup),
-                crate::commands::run::RunRecord::of_backup(m, ledger::Operation::Cleanup),
+                RunRecord::of_backup(&t.manifest, ledger::Operation::Cleanup),
+                RunRecord::of_backup(m, ledger::Operation::Cleanup),
             );
             assert_eq!(
                 (
@@ -973,6 +998,10 @@ mod tests {
                 )
             );
             assert_eq!(a.compression, b.compression);
+            // What it does not read is not held.
+            assert!(t.manifest.source.is_empty() && t.manifest.files.is_empty());
+            assert!(t.manifest.objects.iter().all(|o| o.sha256.is_empty()));
+            assert!(!m.source.is_empty() && !m.files.is_empty());
         }
     }
 
