@@ -483,12 +483,8 @@ impl Client {
         max: u64,
         limit: u32,
     ) -> Result<Vec<ChangeEvent>> {
-        change_events::decode_reply(reply, min, max, limit).with_context(|| {
-            format!(
-                "get_change_events to the {} at {}",
-                self.names.cluster, self.addresses
-            )
-        })
+        change_events::decode_reply(reply, min, max, limit)
+            .with_context(|| format!("from the {} at {}", self.names.cluster, self.addresses))
     }
 
     /// Creates `rows`; the answer lists the events not created (`exists` included).
