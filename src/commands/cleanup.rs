@@ -189,10 +189,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let pending_n = pending.len();
     let mut tombstones = pending;
     let mut deleted = Vec::new();
-    // This run's deletions in order, with their bytes: their tombstones are
-    // made for step 3 from the listed manifests themselves, moved rather
-    // than copied (years of deletions held twice was most of a first
-    // cleanup's memory).
+    // This run's deletions in order, for step 3's tombstones (`tombstones_of`).
     let mut unlisted: Vec<(Kind, BackupId, u64)> = Vec::new();
     // Bytes deleted per kind, for the metrics (every kind present gets a file).
     let mut per_kind: BTreeMap<Kind, u64> = all().map(|m| (m.kind, 0)).collect();
@@ -377,7 +374,8 @@ fn for_finishing(mut m: Manifest) -> Manifest {
 
 /// The tombstones of the backups `unlisted` names (kind, id and bytes
 /// freed, in the order they were unlisted), made of their manifests in
-/// `listed`, which are moved, not copied, and kept only as far as step 3
+/// `listed`, which are moved, not copied (years of deletions held twice was
+/// most of a first cleanup's memory), and kept only as far as step 3
 /// reads them ([`for_finishing`]); the others are dropped. By kind and id:
 /// an id planted under a second kind is not the backup that was unlisted,
 /// and is not finished.
