@@ -380,7 +380,7 @@ fn for_finishing(mut m: Manifest) -> Manifest {
 /// an id planted under a second kind is not the backup that was unlisted,
 /// and is not finished.
 fn tombstones_of(
-    mut listed: Vec<Manifest>,
+    listed: Vec<Manifest>,
     unlisted: &[(Kind, BackupId, u64)],
     planned_at: OffsetDateTime,
 ) -> Vec<Tombstone> {
@@ -389,16 +389,16 @@ fn tombstones_of(
         .enumerate()
         .map(|(i, (kind, id, bytes))| ((*kind, *id), (i, *bytes)))
         .collect();
-    let of = |m: &Manifest| at.get(&(m.kind, m.id)).copied();
-    listed.retain(|m| of(m).is_some());
-    listed.sort_unstable_by_key(|m| of(m).map(|(i, _)| i));
-    listed
+    let mut found: Vec<(usize, Tombstone)> = listed
         .into_iter()
         .filter_map(|m| {
-            let (_, bytes) = of(&m)?;
-            Some(tombstone_of(for_finishing(m), bytes, planned_at))
+            let (i, bytes) = *at.get(&(m.kind, m.id))?;
+            Some((i, tombstone_of(for_finishing(m), bytes, planned_at)))
         })
-        .collect()
+        .collect();
+    // Finished (and recorded in the ledger) in the order the run deleted.
+    found.sort_unstable_by_key(|(i, _)| *i);
+    found.into_iter().map(|(_, t)| t).collect()
 }
 
 /// Says which deletions an earlier run left to finish (`pending`).
@@ -943,6 +943,8 @@ mod tests {
                 m
             })
             .collect();
+        // Backup 0 is chunked: its chunk list is checked against its files.
+        manifest::tests::with_chunks(&mut listed[0]);
         // The id of backup 2 planted under another kind: not what was unlisted.
         let mut planted = listed[2].clone();
         planted.kind = Kind::Duckdb;
@@ -965,7 +967,14 @@ mod tests {
             .iter()
             .all(|t| t.planned_at == planned && t.schema == tombstone::SCHEMA));
         assert_eq!(t[1].manifest.started_at, listed[2].started_at);
-        for t in &t {
+        // A chunked backup is kept whole.
+        let chunked = &t[2].manifest;
+        assert_eq!(chunked.id, listed[0].id);
+        assert_eq!(
+            serde_json::to_value(chunked).unwrap(),
+            serde_json::to_value(&listed[0]).unwrap()
+        );
+        for t in &t[..2] {
             let m = &listed[..5].iter().find(|m| m.id == t.manifest.id).unwrap();
             // What step 3 reads is kept: keys, sizes, the ledger record's fields.
             assert_eq!(t.manifest.needed_keys(), m.needed_keys());

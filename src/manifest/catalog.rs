@@ -1383,7 +1383,7 @@ mod tests {
             // stored only as chunks too.
             let mut stored = sample(Kind::Duckdb, t0 + Duration::hours(6));
             stored.objects.clear();
-            with_chunks(&mut stored);
+            crate::manifest::tests::with_chunks(&mut stored);
             store_manifest(&store, &stored);
             assert!(
                 catalog_objects(&store).len() <= 4,
@@ -1507,32 +1507,6 @@ mod tests {
         }
     }
 
-    /// Makes `m` a backup of one file stored as chunks.
-    fn with_chunks(m: &mut Manifest) {
-        use crate::manifest::chunks::{plain_naming, Chunked, ListRef, MIN_CHUNK};
-        m.schema = crate::manifest::chunked_schema_string();
-        m.files = vec![crate::manifest::FileEntry {
-            name: "db".into(),
-            size: MIN_CHUNK,
-            sha256: "22".into(),
-        }];
-        m.chunks = Some(Box::new(Chunked {
-            file: "db".into(),
-            chunk_size: MIN_CHUNK,
-            naming: plain_naming("zstd"),
-            count: 1,
-            stored: 1,
-            stored_bytes: 5,
-            added: 1,
-            added_bytes: 5,
-            list: ListRef {
-                key: format!("duckdb/chunks/lists/{}.json.zst", m.id),
-                size: 9,
-                sha256: "33".into(),
-            },
-        }));
-    }
-
     /// A chunked manifest whose catalog entry lost its chunks (a catalog an
     /// older bkp rewrote) is read again from its key, and the catalog healed:
     /// nothing for the operator to delete.
@@ -1541,7 +1515,7 @@ mod tests {
         let store = MemoryStore::default();
         let trust = Trust::none();
         let mut m = sample(Kind::Duckdb, OffsetDateTime::now_utc() - Duration::days(10));
-        with_chunks(&mut m);
+        crate::manifest::tests::with_chunks(&mut m);
         store_manifest(&store, &m);
         let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
         assert_eq!(good, vec![m.clone()]);

@@ -765,6 +765,32 @@ pub(crate) mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
 
+    /// Makes `m` a backup of one file stored as chunks.
+    pub fn with_chunks(m: &mut Manifest) {
+        use crate::manifest::chunks::{plain_naming, Chunked, ListRef, MIN_CHUNK};
+        m.schema = crate::manifest::chunked_schema_string();
+        m.files = vec![crate::manifest::FileEntry {
+            name: "db".into(),
+            size: MIN_CHUNK,
+            sha256: "22".into(),
+        }];
+        m.chunks = Some(Box::new(Chunked {
+            file: "db".into(),
+            chunk_size: MIN_CHUNK,
+            naming: plain_naming("zstd"),
+            count: 1,
+            stored: 1,
+            stored_bytes: 5,
+            added: 1,
+            added_bytes: 5,
+            list: ListRef {
+                key: format!("duckdb/chunks/lists/{}.json.zst", m.id),
+                size: 9,
+                sha256: "33".into(),
+            },
+        }));
+    }
+
     pub fn sample(kind: Kind, at: OffsetDateTime) -> Manifest {
         let id = BackupId::new_v7(at);
         Manifest {
