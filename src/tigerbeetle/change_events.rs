@@ -177,7 +177,11 @@ pub fn decode_reply(reply: &[u8], min: u64, max: u64, limit: u32) -> Result<Vec<
 pub fn unexpected(what: String) -> anyhow::Error {
     crate::exit::coded(
         crate::exit::Code::Integrity,
-        format!("{what}: the cluster does not answer as this bkp expects"),
+        format!(
+            "{what}: the cluster does not answer as this bkp expects; check that its replicas \
+             run TigerBeetle {}, the release this bkp is built for",
+            super::client::CLIENT_RELEASE
+        ),
     )
 }
 

@@ -821,39 +821,37 @@ mod tests {
         };
         assert_eq!(created(3, bytes(&[result(0), result(2)])).unwrap().len(), 2);
         assert!(created(3, Vec::new()).unwrap().is_empty());
-        let refused = |e: anyhow::Error, why: &str| {
+        // Each names the request, the cluster and what to do ({:#}: the
+        // cluster of a change-events reply is the context around it).
+        let refused_as = |e: anyhow::Error, op: &str, why: &str| {
             assert_eq!(
                 crate::exit::classify(&e),
                 Some(Code::Integrity),
                 "{why}: {e:#}"
             );
-            let msg = e.to_string();
+            let msg = format!("{e:#}");
             for part in [
-                "create_accounts",
+                op,
                 "test cluster",
                 "127.0.0.1:1",
                 "does not answer",
+                &format!("run TigerBeetle {CLIENT_RELEASE}"),
             ] {
                 assert!(msg.contains(part), "{why}: {msg}");
             }
         };
+        let refused = |e, why| refused_as(e, "create_accounts", why);
         refused(
             created(3, bytes(&[result(3)])).unwrap_err(),
             "a row not sent",
         );
-        // A change-events reply refused names the cluster too (its own
-        // checks are `change_events`' tests).
-        let torn = c.change_events(&[0u8; 7], 1, 0, 10).unwrap_err();
-        assert_eq!(crate::exit::classify(&torn), Some(Code::Integrity));
-        let msg = format!("{torn:#}");
-        for part in [
+        // A change-events reply refused too (its own checks are
+        // `change_events`' tests).
+        refused_as(
+            c.change_events(&[0u8; 7], 1, 0, 10).unwrap_err(),
             "get_change_events",
-            "test cluster",
-            "127.0.0.1:1",
-            "does not answer",
-        ] {
-            assert!(msg.contains(part), "change events: {msg}");
-        }
+            "change events",
+        );
         refused(
             created(3, bytes(&[result(2), result(1)])).unwrap_err(),
             "out of order",

@@ -92,7 +92,7 @@ use super::{
     Watermark, ACCOUNT_CLOSED, QUERY_LIMIT, TRANSFER_PENDING,
 };
 use crate::exit::{coded, Code};
-use crate::tigerbeetle::change_events::{EventType, PAGE_LIMIT};
+use crate::tigerbeetle::change_events::{unexpected, ChangeEvent, EventType, PAGE_LIMIT};
 use crate::tigerbeetle::client::Client;
 
 /// What [`capture`] did.
@@ -171,37 +171,38 @@ impl ExpiryCursor {
                 Some(last) => self.next_min = last + 1,
             }
             for e in events.iter().filter(|e| e.kind == EventType::Expired) {
-                if e.transfer_flags & TRANSFER_PENDING == 0
-                    || e.transfer_timeout == 0
-                    || e.transfer_timestamp >= e.timestamp
-                {
-                    bail!(
-                        "the cluster at {} reports an expiry at {} of transfer {:#x} (timestamp \
-                         {}, timeout {}, flags {:#x}), which is not a pending transfer with a \
-                         timeout: it does not answer as this bkp expects",
-                        c.addresses(),
-                        e.timestamp,
-                        e.transfer_id,
-                        e.transfer_timestamp,
-                        e.transfer_timeout,
-                        e.transfer_flags
-                    );
-                }
-                self.page.push_back(Expiry {
-                    pending_id: e.transfer_id,
-                    amount: e.transfer_amount,
-                    debit_account_id: e.debit_account_id,
-                    credit_account_id: e.credit_account_id,
-                    pending_timestamp: e.transfer_timestamp,
-                    ledger: e.ledger,
-                    code: e.transfer_code,
-                    flags: e.transfer_flags,
-                    timestamp: e.timestamp,
-                });
+                self.page.push_back(expiry_of(c.addresses(), e)?);
             }
         }
         Ok(self.page.front().map(|x| x.timestamp))
     }
+}
+
+/// Expiry event `e` from the cluster at `addresses`, checked: an expiry of
+/// anything but a pending transfer with a timeout, before its own time, is
+/// not an answer bkp takes (it would release amounts that were never held).
+fn expiry_of(addresses: &str, e: &ChangeEvent) -> Result<Expiry> {
+    if e.transfer_flags & TRANSFER_PENDING == 0
+        || e.transfer_timeout == 0
+        || e.transfer_timestamp >= e.timestamp
+    {
+        return Err(unexpected(format!(
+            "the cluster at {addresses} reports an expiry at {} of transfer {:#x} (timestamp {}, \
+             timeout {}, flags {:#x}), which is not a pending transfer with a timeout",
+            e.timestamp, e.transfer_id, e.transfer_timestamp, e.transfer_timeout, e.transfer_flags
+        )));
+    }
+    Ok(Expiry {
+        pending_id: e.transfer_id,
+        amount: e.transfer_amount,
+        debit_account_id: e.debit_account_id,
+        credit_account_id: e.credit_account_id,
+        pending_timestamp: e.transfer_timestamp,
+        ledger: e.ledger,
+        code: e.transfer_code,
+        flags: e.transfer_flags,
+        timestamp: e.timestamp,
+    })
 }
 
 /// Writes one segment with every account and transfer created since watermark
@@ -361,13 +362,69 @@ fn closed_by_transfer(c: &Client, a: &Account) -> Result<bool> {
             if (r.debit_account_id != id && r.credit_account_id != id)
                 || r.timestamp <= a.as_raw().timestamp
             {
-                bail!(
+                return Err(unexpected(format!(
                     "get_account_transfers for account {id:#x} returned transfer {:#x}, which \
-                     does not belong to it: the cluster does not answer as this bkp expects",
+                     does not belong to it",
                     r.id
-                );
+                )));
             }
             Ok(true)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::classify;
+
+    #[test]
+    fn an_expiry_of_what_could_not_expire_is_an_integrity_failure() {
+        let expired = ChangeEvent {
+            kind: EventType::Expired,
+            timestamp: 200,
+            transfer_id: 7,
+            transfer_amount: 5,
+            transfer_timestamp: 100,
+            transfer_timeout: 1,
+            transfer_code: 1,
+            transfer_flags: TRANSFER_PENDING,
+            ledger: 700,
+            debit_account_id: 1,
+            credit_account_id: 2,
+        };
+        let x = expiry_of("127.0.0.1:1", &expired).unwrap();
+        assert_eq!((x.pending_id, x.amount, x.timestamp), (7, 5, 200));
+        for (why, e) in [
+            (
+                "not pending",
+                ChangeEvent {
+                    transfer_flags: 0,
+                    ..expired
+                },
+            ),
+            (
+                "no timeout",
+                ChangeEvent {
+                    transfer_timeout: 0,
+                    ..expired
+                },
+            ),
+            (
+                "after its expiry",
+                ChangeEvent {
+                    transfer_timestamp: 200,
+                    ..expired
+                },
+            ),
+        ] {
+            let err = expiry_of("127.0.0.1:1", &e).unwrap_err();
+            assert_eq!(classify(&err), Some(Code::Integrity), "{why}: {err:#}");
+            let msg = format!("{err:#}");
+            assert!(
+                msg.contains("127.0.0.1:1") && msg.contains("run TigerBeetle"),
+                "{why}: {msg}"
+            );
         }
     }
 }
