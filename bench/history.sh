@@ -222,7 +222,7 @@ echo "|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 echo
 echo "Catalog after the runs: $catalog."
-if [ "$store" = s3 ]; then
+if [ ${#requests_of[@]} -gt 0 ]; then
 echo
 echo "Requests of the runs with nothing new (method and key under the store's prefix):"
 echo
