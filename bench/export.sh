@@ -3,7 +3,9 @@
 # to S3 on a local SeaweedFS server (encrypted), next to DuckDB's own
 # `EXPORT DATABASE ... (FORMAT PARQUET, COMPRESSION ZSTD)` of the same database
 # in the same run (the DuckDB Python package of the same release, to local disk,
-# no upload). Also: the same export with `recompress = true` (does compressing
+# no upload), and that export then copied to the same server by `rclone copy`;
+# the S3 server's own CPU (it shares the cores) is read from /proc around each
+# upload. Also: the same export with `recompress = true` (does compressing
 # Parquet again pay?), an incremental export after 1% of the rows changed, the
 # restore, and the 100,000-row floor.
 #
@@ -64,7 +66,11 @@ mkdir -p "$work/weed"
 weed server -dir="$work/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port="$p1" -volume.port="$p2" \
   -filer -filer.port="$p3" -s3 -s3.port="$p4" -s3.config="$work/s3.json" \
   -master.volumeSizeLimitMB=256 -volume.max=200 -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false >"$work/weed.log" 2>&1 &
-pids+=($!)
+pids+=($!); weed_pid=$!
+# The S3 server's CPU seconds so far (user + system, from /proc): it shares the
+# cores with bkp and DuckDB, and is in no process's figure above.
+tck="$(getconf CLK_TCK)"
+weed_cpu() { awk -v t="$tck" '{ printf "%.2f\n", ($14 + $15) / t }' "/proc/$weed_pid/stat"; }
 export AWS_ACCESS_KEY_ID="$key" AWS_SECRET_ACCESS_KEY="$secret" AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 export RCLONE_CONFIG=/dev/null RCLONE_CONFIG_S3_TYPE=s3 RCLONE_CONFIG_S3_PROVIDER=SeaweedFS \
   RCLONE_CONFIG_S3_ACCESS_KEY_ID="$key" RCLONE_CONFIG_S3_SECRET_ACCESS_KEY="$secret" \
@@ -148,13 +154,20 @@ echo "|----------------------------------------------------------|----------|---
 # does not decide the comparison; the best run of each is compared. CPU is the
 # process's user + system time (the S3 server's own work is not in bkp's figure).
 base=999999; full=999999; duck_all=(); s3_all=(); local_all=(); copy_all=(); fp_all=()
-duck_cpu=(); local_cpu=(); copy_cpu=(); fp_cpu=()
+duck_cpu=(); local_cpu=(); copy_cpu=(); fp_cpu=(); rclone_all=(); weed_bkp=(); weed_rclone=(); s3_cpu=()
 for i in 1 2 3 4 5; do
   rm -rf "$work/duckdb-export"
   measure "DuckDB EXPORT DATABASE (PARQUET, ZSTD; local disk) #$i" "$rows" "$py" "$work/duckdb_export.py" "$work/data/hot.duckdb" "$work/duckdb-export"
   base=$(python3 -c "print(min($base, $(cat "$work/last")))"); duck_all+=("$(cat "$work/last")"); duck_cpu+=("$(cat "$work/lastcpu")")
+  # The same bytes to the same server by the usual tool: DuckDB's export, then
+  # `rclone copy` of its files (four at a time, rclone's default).
+  w0=$(weed_cpu)
+  measure "rclone copy of that export to the same S3 (no encryption) #$i" "$rows" rclone copy "$work/duckdb-export" "s3:bench/rclone-$i"
+  rclone_all+=("$(cat "$work/last")"); weed_rclone+=("$(python3 -c "print(round($(weed_cpu) - $w0, 2))")")
+  w0=$(weed_cpu)
   measure "bkp export --full (AES-256-GCM, S3) #$i" "$rows" "$bkp" --config "$work/bkp.toml" --json export --full
-  full=$(python3 -c "print(min($full, $(cat "$work/last")))"); s3_all+=("$(cat "$work/last")")
+  full=$(python3 -c "print(min($full, $(cat "$work/last")))"); s3_all+=("$(cat "$work/last")"); s3_cpu+=("$(cat "$work/lastcpu")")
+  weed_bkp+=("$(python3 -c "print(round($(weed_cpu) - $w0, 2))")")
   stored_plain=$(python3 -c 'import json,sys; print(sum(o["size"] for o in json.load(open(sys.argv[1]))["manifest"]["objects"]))' "$work/out")
   measure "bkp export --full (AES-256-GCM, local store) #$i" "$rows" "$bkp" --config "$work/local.toml" --json export --full
   local_best=$(python3 -c "print(min(${local_best:-999999}, $(cat "$work/last")))"); local_all+=("$(cat "$work/last")"); local_cpu+=("$(cat "$work/lastcpu")")
@@ -191,6 +204,8 @@ md=$(median "${duck_all[@]}"); ms=$(median "${s3_all[@]}"); ml=$(median "${local
 mc=$(median "${copy_all[@]}"); mf=$(median "${fp_all[@]}")
 cd_=$(median "${duck_cpu[@]}"); cc=$(median "${copy_cpu[@]}"); cf=$(median "${fp_cpu[@]}"); cl=$(median "${local_cpu[@]}")
 echo "Profile (medians; CPU, user + system, in brackets; the parts are the statements alone, without a process's start): DuckDB's COPY of the query bkp sends $mc s ($cc s), its EXPORT DATABASE $md s ($cd_ s); the fingerprint alone $mf s ($cf s); bkp to a local store $ml s ($cl s). bkp's own part, beyond DuckDB's COPY and the fingerprint: $(python3 -c "print(round($ml-$mc-$mf, 2))") s wall, $(python3 -c "print(round($cl-$cc-$cf, 2))") s CPU (its start, opening the database, reading the store's manifests and the schema, the small table, two SHA-256 passes, AES-256-GCM, the pipe and the store's file)."
+mr=$(median "${rclone_all[@]}"); wb=$(median "${weed_bkp[@]}"); wr=$(median "${weed_rclone[@]}"); cs=$(median "${s3_cpu[@]}")
+echo "The S3 server (SeaweedFS, on the same $(nproc) cores; medians): $wb CPU-seconds while bkp exported to it, $wr while rclone copied DuckDB's export to it ($mr s). DuckDB's export and then its upload by rclone: $(python3 -c "print(round($md+$mr, 2))") s; bkp's export to S3 takes $(python3 -c "print(round($ms/($md+$mr), 2))")x that, with encryption and both digests. bkp's export to S3 needs $cs CPU-seconds and the server $wb: on $(nproc) cores no schedule finishes before $(python3 -c "print(round(($cs+$wb)/$(nproc), 2))") s, and bkp's median run takes $(python3 -c "print(round($ms/(($cs+$wb)/$(nproc)), 2))")x that. An upload that cost nothing but DuckDB's export ($cd_ CPU-seconds) and the server's work could not finish before $(python3 -c "print(round(($cd_+$wb)/$(nproc), 2))") s here: $(python3 -c "print(round(($cd_+$wb)/$(nproc)/$md, 2))")x DuckDB's export to local disk."
 echo "bkp full export / DuckDB export, best runs: $(python3 -c "print(round($full/$base, 2))")x to S3, $(python3 -c "print(round($local_best/$base, 2))")x to a local store; median runs ($md s DuckDB, $ms s S3, $ml s local): $(python3 -c "print(round($ms/$md, 2))")x to S3, $(python3 -c "print(round($ml/$md, 2))")x to a local store (goal: within 1.2x)."
 echo
 echo "DuckDB's export writes to local disk and uploads nothing; bkp's includes encryption, two SHA-256 passes and the upload to SeaweedFS, which runs on the same machine (its CPU is not in bkp's CPU column). Wall times on a shared machine vary from run to run: compare the CPU column too."
