@@ -180,7 +180,7 @@ pub fn unexpected(what: String) -> anyhow::Error {
         format!(
             "{what}: the cluster does not answer as this bkp expects; check that its replicas \
              run TigerBeetle {}, the release this bkp is built for",
-            super::client::CLIENT_RELEASE
+            super::CLIENT_RELEASE
         ),
     )
 }

@@ -37,8 +37,7 @@ use tigerbeetle_unofficial::{Account, QueryFilter, Transfer};
 use super::change_events::{self, ChangeEvent, EventsClient};
 use crate::exit::{coded, Code};
 
-/// The TigerBeetle release of the client library bkp links.
-pub const CLIENT_RELEASE: &str = "0.16.78";
+use super::CLIENT_RELEASE;
 
 /// Where and how to reach a cluster. The ledger's and the log's configurations
 /// each produce one.

@@ -5,6 +5,9 @@
 //! (`crate::ledger`) builds on the same client. Nothing here reads bkp's
 //! configuration: callers pass the small spec structs these modules define.
 
+/// The TigerBeetle release of the client library bkp links.
+pub const CLIENT_RELEASE: &str = "0.16.78";
+
 pub mod change_events;
 pub mod client;
 pub mod replica;

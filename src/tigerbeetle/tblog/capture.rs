@@ -363,8 +363,9 @@ fn closed_by_transfer(c: &Client, a: &Account) -> Result<bool> {
                 || r.timestamp <= a.as_raw().timestamp
             {
                 return Err(unexpected(format!(
-                    "get_account_transfers for account {id:#x} returned transfer {:#x}, which \
-                     does not belong to it",
+                    "get_account_transfers to the cluster at {} for account {id:#x} returned \
+                     transfer {:#x}, which does not belong to it",
+                    c.addresses(),
                     r.id
                 )));
             }
