@@ -143,6 +143,77 @@ fn a_signers_tombstone_deletes_no_backup() {
     assert_eq!(s.listed(&[]), vec![id.to_string()]);
 }
 
+/// A signer that may sign only its own kind plants a backup of that kind
+/// under the id of the key holder's newest snapshot, and a newer one so that
+/// retention deletes the first: cleanup, which plans by id, must not delete
+/// the snapshot in its name. It refuses to plan, naming both manifests.
+#[test]
+fn a_signers_backup_under_another_backups_id_deletes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let (s, genuine) = key_holder(d.path());
+    let thief = Thief::new(d.path());
+    trust(
+        &s,
+        &thief.signer,
+        "hosts = [\"web1\"]\nkinds = [\"parquet\"]",
+    );
+    let mut cfg = fs::read_to_string(&s.config).unwrap();
+    cfg.push_str("\n[retention.replicate]\npreset = \"none\"\n");
+    fs::write(&s.config, cfg).unwrap();
+    let id = genuine["id"].as_str().unwrap().to_string();
+    let started: time::OffsetDateTime = time::OffsetDateTime::parse(
+        genuine["started_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let replicate = |id: &str, at: time::OffsetDateTime| {
+        let mut m = genuine.clone();
+        m["id"] = id.into();
+        m["kind"] = "parquet".into();
+        m["host"] = "web1".into();
+        m["scope"] = "full".into();
+        m["operation"] = "replicate".into();
+        m["started_at"] = rfc3339(at).into();
+        m["finished_at"] = rfc3339(at).into();
+        m["objects"] = serde_json::json!([]);
+        m["files"] = serde_json::json!([]);
+        m["source"] = serde_json::json!({});
+        put(&s, &format!("manifests/parquet/{id}.json"), &thief.seal(&m));
+    };
+    // Inside the id's minute, before the snapshot: planned first, by id.
+    replicate(&id, started - time::Duration::seconds(30));
+    let newer = time::OffsetDateTime::now_utc() + time::Duration::minutes(1);
+    replicate(&bkp::id::BackupId::new_v7(newer).to_string(), newer);
+    let snapshot = s.path(&format!("store/manifests/tigerbeetle/{id}.json"));
+    let object = s.path(&format!(
+        "store/{}",
+        genuine["objects"][0]["key"].as_str().unwrap()
+    ));
+
+    for args in [&["cleanup", "--dry-run"][..], &["cleanup"]] {
+        let out = s.bkp(args);
+        let t = text(&out);
+        assert_exit(&out, 5);
+        assert!(
+            t.contains(&format!("manifests/tigerbeetle/{id}.json"))
+                && t.contains(&format!("manifests/parquet/{id}.json"))
+                && t.contains("deletes nothing"),
+            "{args:?}: {t}"
+        );
+        assert!(snapshot.exists() && object.exists(), "{args:?}: {t}");
+    }
+    let target = s.path("restored");
+    let out = s.bkp(&[
+        "restore",
+        &id,
+        "--kind",
+        "tigerbeetle",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+}
+
 #[test]
 fn a_signed_manifest_outside_the_signers_scope_is_never_restored() {
     let d = tempfile::tempdir().unwrap();

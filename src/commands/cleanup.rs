@@ -49,6 +49,7 @@ use super::run::{backup_operation, hostname, send_record, write_metrics, write_r
 use super::{open_store, Ctx};
 use crate::cli::CleanupArgs;
 use crate::config::StorePlan;
+use crate::exit::{coded, Code};
 use crate::id::BackupId;
 use crate::ledger;
 use crate::lock::RunLock;
@@ -162,7 +163,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
 
     // 1. Plan, on a complete picture of the store only.
     let (all, unreadable) = manifest::list_complete(store, &trust, None)?;
-    refuse_unreadable(&unreadable)?;
+    refuse_unreadable(&unreadable).and_then(|()| refuse_shared_ids(store, &all))?;
     let pending = read_tombstones(store, &trust)?;
     announce_pending(ctx, store, &pending, dry)?;
     let gone: BTreeSet<BackupId> = pending.iter().map(|t| t.manifest.id).collect();
@@ -259,7 +260,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         finish(ctx, store, &lists, t, &named, dry, written)?;
     }
     // Only their ids from here on (not held beside the report's rows).
-    let finished: BTreeSet<BackupId> = tombstones.iter().map(|t| t.manifest.id).collect();
+    let finished: BTreeSet<(Kind, BackupId)> = tombstones.iter().map(kind_and_id).collect();
     drop(tombstones);
 
     // 4. Orphans: objects no manifest names, older than the grace period.
@@ -457,10 +458,12 @@ fn metrics(
     per_kind: BTreeMap<Kind, u64>,
     started_at: OffsetDateTime,
     remaining: &[Manifest],
-    finished: &BTreeSet<BackupId>,
+    finished: &BTreeSet<(Kind, BackupId)>,
 ) {
     let kinds: BTreeSet<Kind> = per_kind.keys().copied().collect();
-    let kept = remaining.iter().filter(|m| !finished.contains(&m.id));
+    let kept = remaining
+        .iter()
+        .filter(|m| !finished.contains(&(m.kind, m.id)));
     stored_metrics(ctx, kept, &kinds);
     if ctx.plan.primary.is_some() {
         return;
@@ -812,6 +815,39 @@ fn refuse_unreadable(unreadable: &[manifest::Unreadable]) -> Result<()> {
     Err(manifest::unreadable_error(
         "cleanup deletes nothing until it sees the whole store",
         &all,
+    ))
+}
+
+fn kind_and_id(t: &Tombstone) -> (Kind, BackupId) {
+    (t.manifest.kind, t.manifest.id)
+}
+
+/// Refuses to plan while one backup id is listed under two kinds. Every run
+/// of bkp takes an id of its own, so one of the two manifests was written
+/// by something else that this configuration trusts (a stolen host's
+/// signer, or anyone, in a store without keys); and retention decides by id,
+/// so planning on both could delete the objects of the genuine backup in
+/// the name of the other.
+fn refuse_shared_ids(store: &dyn Store, all: &[Manifest]) -> Result<()> {
+    let mut ids: Vec<(BackupId, Kind)> = all.iter().map(|m| (m.id, m.kind)).collect();
+    ids.sort_unstable();
+    let Some(pair) = ids.windows(2).find(|w| w[0].0 == w[1].0) else {
+        return Ok(());
+    };
+    let ((id, a), (_, b)) = (pair[0], pair[1]);
+    Err(coded(
+        Code::Integrity,
+        format!(
+            "backup id {id} is listed twice in {}, as {} and as {}: bkp gives every run an id \
+             of its own, so one of them was not written by a bkp run, and cleanup deletes \
+             nothing while both are listed. Compare the two manifests (each names the host \
+             that wrote it and what it stored), delete from the store by hand the one no run \
+             of yours wrote, and if a host's signer sealed it, remove that signer's \
+             [[encryption.signer]] table",
+            store.identity(),
+            manifest::manifest_key(a, id),
+            manifest::manifest_key(b, id),
+        ),
     ))
 }
 
