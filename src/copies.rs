@@ -129,6 +129,31 @@ pub fn bring_up_to_date(
         }
         out.refuse(&u.key, e);
     }
+    // One id under two kinds: neither is copied (the copy's retention, which
+    // decides by id, could leave the genuine one out in the other's name).
+    let shared = manifest::shared_ids(&all);
+    let all: Vec<Manifest> = match shared.is_empty() {
+        true => all,
+        false => {
+            for (id, keys) in &shared {
+                for key in keys {
+                    let e = coded(
+                        Code::Integrity,
+                        format!(
+                            "{key} is not copied: backup id {id} is listed more than once in \
+                             {} ({}), and bkp gives every run an id of its own; compare the \
+                             manifests and delete those no run of yours wrote",
+                            primary.identity(),
+                            keys.join(", ")
+                        ),
+                    );
+                    out.refuse(key, e);
+                }
+            }
+            let ids: HashSet<crate::id::BackupId> = shared.iter().map(|(id, _)| *id).collect();
+            all.into_iter().filter(|m| !ids.contains(&m.id)).collect()
+        }
+    };
     let mut present = c.present()?;
     let keeps = Keeps::of(&all, copy, trust, retention)?;
     let known: HashMap<&str, &ObjectEntry> = all
@@ -376,8 +401,19 @@ impl Keeps {
         let (mut both, _) = manifest::list(copy, trust, None)?;
         let keys: HashMap<String, String> =
             both.iter().map(|m| (m.id.to_string(), m.key())).collect();
-        let theirs: HashSet<crate::id::BackupId> = both.iter().map(|m| m.id).collect();
-        both.extend(all.iter().filter(|m| !theirs.contains(&m.id)).cloned());
+        let theirs: HashSet<(manifest::Kind, crate::id::BackupId)> =
+            both.iter().map(|m| (m.kind, m.id)).collect();
+        both.extend(
+            all.iter()
+                .filter(|m| !theirs.contains(&(m.kind, m.id)))
+                .cloned(),
+        );
+        // An id the copy holds under another kind than the primary's is
+        // never left out: retention decides by id, and would decide on both.
+        let shared: HashSet<String> = manifest::shared_ids(&both)
+            .into_iter()
+            .map(|(id, _)| id.to_string())
+            .collect();
         let (decisions, _) = crate::retention::plan_holding(
             crate::retention::candidates(&both),
             &retention.policies,
@@ -389,7 +425,7 @@ impl Keeps {
         )?;
         let left_out: HashSet<String> = decisions
             .into_iter()
-            .filter(|d| !d.keep)
+            .filter(|d| !d.keep && !shared.contains(&d.id))
             .map(|d| d.id)
             .collect();
         let mut wal_from: HashMap<u64, u64> = HashMap::new();

@@ -146,9 +146,11 @@ fn a_signers_tombstone_deletes_no_backup() {
 /// A signer that may sign only its own kind plants a backup of that kind
 /// under the id of the key holder's newest snapshot, and a newer one so that
 /// retention deletes the first: cleanup, which plans by id, must not delete
-/// the snapshot in its name. It refuses to plan, naming both manifests.
+/// the snapshot in its name. It refuses to plan, naming both manifests. Nor
+/// may `bkp copy`, whose retention decides by id too, leave the snapshot out
+/// of the copy in the other's name: it copies neither, and says so.
 #[test]
-fn a_signers_backup_under_another_backups_id_deletes_nothing() {
+fn a_signers_backup_under_another_backups_id_deletes_and_leaves_out_nothing() {
     let d = tempfile::tempdir().unwrap();
     let (s, genuine) = key_holder(d.path());
     let thief = Thief::new(d.path());
@@ -183,7 +185,8 @@ fn a_signers_backup_under_another_backups_id_deletes_nothing() {
     // Inside the id's minute, before the snapshot: planned first, by id.
     replicate(&id, started - time::Duration::seconds(30));
     let newer = time::OffsetDateTime::now_utc() + time::Duration::minutes(1);
-    replicate(&bkp::id::BackupId::new_v7(newer).to_string(), newer);
+    let newer_id = bkp::id::BackupId::new_v7(newer).to_string();
+    replicate(&newer_id, newer);
     let snapshot = s.path(&format!("store/manifests/tigerbeetle/{id}.json"));
     let object = s.path(&format!(
         "store/{}",
@@ -202,6 +205,21 @@ fn a_signers_backup_under_another_backups_id_deletes_nothing() {
         );
         assert!(snapshot.exists() && object.exists(), "{args:?}: {t}");
     }
+    let mut cfg = fs::read_to_string(&s.config).unwrap();
+    cfg.push_str("\n[[copies]]\nname = \"c\"\ntype = \"local\"\npath = \"copy\"\n");
+    fs::write(&s.config, cfg).unwrap();
+    let out = s.bkp(&["copy"]);
+    let t = text(&out);
+    assert_exit(&out, 5);
+    for kind in ["tigerbeetle", "parquet"] {
+        assert!(
+            t.contains(&format!("manifests/{kind}/{id}.json is not copied")),
+            "{kind}: {t}"
+        );
+    }
+    let copied = |kind: &str, id: &str| s.path(&format!("copy/manifests/{kind}/{id}.json"));
+    assert!(!copied("tigerbeetle", &id).exists() && !copied("parquet", &id).exists());
+    assert!(copied("parquet", &newer_id).exists(), "{t}");
     let target = s.path("restored");
     let out = s.bkp(&[
         "restore",

@@ -829,24 +829,20 @@ fn kind_and_id(t: &Tombstone) -> (Kind, BackupId) {
 /// so planning on both could delete the objects of the genuine backup in
 /// the name of the other.
 fn refuse_shared_ids(store: &dyn Store, all: &[Manifest]) -> Result<()> {
-    let mut ids: Vec<(BackupId, Kind)> = all.iter().map(|m| (m.id, m.kind)).collect();
-    ids.sort_unstable();
-    let Some(pair) = ids.windows(2).find(|w| w[0].0 == w[1].0) else {
+    let Some((id, keys)) = manifest::shared_ids(all).into_iter().next() else {
         return Ok(());
     };
-    let ((id, a), (_, b)) = (pair[0], pair[1]);
     Err(coded(
         Code::Integrity,
         format!(
-            "backup id {id} is listed twice in {}, as {} and as {}: bkp gives every run an id \
-             of its own, so one of them was not written by a bkp run, and cleanup deletes \
-             nothing while both are listed. Compare the two manifests (each names the host \
-             that wrote it and what it stored), delete from the store by hand the one no run \
-             of yours wrote, and if a host's signer sealed it, remove that signer's \
+            "backup id {id} is listed more than once in {}, as {}: bkp gives every run an id \
+             of its own, so only one of them can be a bkp run's, and cleanup deletes \
+             nothing while they are listed. Compare the manifests (each names the host \
+             that wrote it and what it stored), delete from the store by hand those no run \
+             of yours wrote, and if a host's signer sealed them, remove that signer's \
              [[encryption.signer]] table",
             store.identity(),
-            manifest::manifest_key(a, id),
-            manifest::manifest_key(b, id),
+            keys.join(" and "),
         ),
     ))
 }

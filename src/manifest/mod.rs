@@ -642,6 +642,24 @@ fn list_to(
     Ok((good, bad))
 }
 
+/// Ids listed under more than one kind in `all`, each with the keys of its
+/// manifests. Every run of bkp takes an id of its own, so all but one of
+/// them were not written by a bkp run; and retention, copies and cleanup
+/// decide by id, so neither may be acted on as if it were the other.
+pub fn shared_ids(all: &[Manifest]) -> Vec<(BackupId, Vec<String>)> {
+    let mut ids: Vec<(BackupId, Kind)> = all.iter().map(|m| (m.id, m.kind)).collect();
+    ids.sort_unstable();
+    let mut out: Vec<(BackupId, Vec<String>)> = Vec::new();
+    for w in ids.windows(2).filter(|w| w[0].0 == w[1].0) {
+        let (id, a, b) = (w[0].0, w[0].1, w[1].1);
+        match out.last_mut() {
+            Some((last, keys)) if *last == id => keys.push(manifest_key(b, id)),
+            _ => out.push((id, vec![manifest_key(a, id), manifest_key(b, id)])),
+        }
+    }
+    out
+}
+
 /// Finds a backup by id, or the newest of `kind` for `latest`.
 pub fn find(store: &dyn Store, trust: &Trust, which: &str, kind: Option<Kind>) -> Result<Manifest> {
     if which == "latest" {
