@@ -220,6 +220,17 @@ fn a_signers_backup_under_another_backups_id_deletes_and_leaves_out_nothing() {
     let copied = |kind: &str, id: &str| s.path(&format!("copy/manifests/{kind}/{id}.json"));
     assert!(!copied("tigerbeetle", &id).exists() && !copied("parquet", &id).exists());
     assert!(copied("parquet", &newer_id).exists(), "{t}");
+    // The planted one moved to the copy: the copy's retention still sees
+    // the id under two kinds, and leaves the snapshot in.
+    let planted = format!("manifests/parquet/{id}.json");
+    fs::rename(
+        s.path(&format!("store/{planted}")),
+        s.path(&format!("copy/{planted}")),
+    )
+    .unwrap();
+    let out = s.bkp(&["copy"]);
+    assert_exit(&out, 0);
+    assert!(copied("tigerbeetle", &id).exists(), "{}", text(&out));
     let target = s.path("restored");
     let out = s.bkp(&[
         "restore",
