@@ -132,28 +132,23 @@ pub fn bring_up_to_date(
     // One id under two kinds: neither is copied (the copy's retention, which
     // decides by id, could leave the genuine one out in the other's name).
     let shared = manifest::shared_ids(&all);
-    let all: Vec<Manifest> = match shared.is_empty() {
-        true => all,
-        false => {
-            for (id, keys) in &shared {
-                for key in keys {
-                    let e = coded(
-                        Code::Integrity,
-                        format!(
-                            "{key} is not copied: backup id {id} is listed more than once in \
-                             {} ({}), and bkp gives every run an id of its own; compare the \
-                             manifests and delete those no run of yours wrote",
-                            primary.identity(),
-                            keys.join(", ")
-                        ),
-                    );
-                    out.refuse(key, e);
-                }
-            }
-            let ids: HashSet<crate::id::BackupId> = shared.iter().map(|(id, _)| *id).collect();
-            all.into_iter().filter(|m| !ids.contains(&m.id)).collect()
+    for (id, keys) in &shared {
+        for key in keys {
+            let e = coded(
+                Code::Integrity,
+                format!(
+                    "{key} is not copied: {}",
+                    manifest::shared_id_error(*id, keys, primary)
+                ),
+            );
+            out.refuse(key, e);
         }
-    };
+    }
+    let shared: HashSet<crate::id::BackupId> = shared.into_iter().map(|(id, _)| id).collect();
+    let all: Vec<Manifest> = all
+        .into_iter()
+        .filter(|m| !shared.contains(&m.id))
+        .collect();
     let mut present = c.present()?;
     let keeps = Keeps::of(&all, copy, trust, retention)?;
     let known: HashMap<&str, &ObjectEntry> = all

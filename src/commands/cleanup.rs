@@ -829,20 +829,19 @@ fn kind_and_id(t: &Tombstone) -> (Kind, BackupId) {
 /// so planning on both could delete the objects of the genuine backup in
 /// the name of the other.
 fn refuse_shared_ids(store: &dyn Store, all: &[Manifest]) -> Result<()> {
-    let Some((id, keys)) = manifest::shared_ids(all).into_iter().next() else {
+    let shared = manifest::shared_ids(all);
+    let Some((id, keys)) = shared.first() else {
         return Ok(());
+    };
+    let more = match shared.len() - 1 {
+        0 => String::new(),
+        n => format!(" ({n} more id{} like it)", if n == 1 { "" } else { "s" }),
     };
     Err(coded(
         Code::Integrity,
         format!(
-            "backup id {id} is listed more than once in {}, as {}: bkp gives every run an id \
-             of its own, so only one of them can be a bkp run's, and cleanup deletes \
-             nothing while they are listed. Compare the manifests (each names the host \
-             that wrote it and what it stored), delete from the store by hand those no run \
-             of yours wrote, and if a host's signer sealed them, remove that signer's \
-             [[encryption.signer]] table",
-            store.identity(),
-            keys.join(" and "),
+            "cleanup deletes nothing while one backup id names two backups{more}: {}",
+            manifest::shared_id_error(*id, keys, store)
         ),
     ))
 }

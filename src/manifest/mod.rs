@@ -660,6 +660,20 @@ pub fn shared_ids(all: &[Manifest]) -> Vec<(BackupId, Vec<String>)> {
     out
 }
 
+/// What [`shared_ids`] found of `id` (its manifests `keys` in `store`), and
+/// what to do about it.
+pub fn shared_id_error(id: BackupId, keys: &[String], store: &dyn Store) -> String {
+    format!(
+        "backup id {id} is listed more than once in {}, as {}: bkp gives every run an id of \
+         its own, so only one of them can be a bkp run's. Compare the manifests (each names \
+         the host that wrote it and what it stored), delete from the store by hand those no \
+         run of yours wrote, and if a host's signer sealed them, remove that signer's \
+         [[encryption.signer]] table",
+        store.identity(),
+        keys.join(" and "),
+    )
+}
+
 /// Finds a backup by id, or the newest of `kind` for `latest`.
 pub fn find(store: &dyn Store, trust: &Trust, which: &str, kind: Option<Kind>) -> Result<Manifest> {
     if which == "latest" {
@@ -807,6 +821,44 @@ pub(crate) mod tests {
                 sha256: "33".into(),
             },
         }));
+    }
+
+    #[test]
+    fn shared_ids_names_every_manifest_of_an_id_listed_under_more_than_one_kind() {
+        let at = time::macros::datetime!(2026-11-20 06:00 UTC);
+        let a = sample(Kind::Tigerbeetle, at);
+        let b = sample(Kind::Tigerbeetle, at + time::Duration::hours(1));
+        assert!(shared_ids(&[a.clone(), b.clone()]).is_empty());
+        let as_kind = |m: &Manifest, kind| Manifest { kind, ..m.clone() };
+        let all = [
+            a.clone(),
+            b.clone(),
+            as_kind(&b, Kind::Parquet),
+            as_kind(&a, Kind::Duckdb),
+            as_kind(&a, Kind::Parquet),
+        ];
+        let mut want = vec![
+            (a.id, vec![Kind::Tigerbeetle, Kind::Duckdb, Kind::Parquet]),
+            (b.id, vec![Kind::Tigerbeetle, Kind::Parquet]),
+        ];
+        want.sort();
+        let want: Vec<(BackupId, Vec<String>)> = want
+            .into_iter()
+            .map(|(id, kinds)| {
+                let mut keys: Vec<String> =
+                    kinds.into_iter().map(|k| manifest_key(k, id)).collect();
+                keys.sort();
+                (id, keys)
+            })
+            .collect();
+        let got: Vec<(BackupId, Vec<String>)> = shared_ids(&all)
+            .into_iter()
+            .map(|(id, mut keys)| {
+                keys.sort();
+                (id, keys)
+            })
+            .collect();
+        assert_eq!(got, want);
     }
 
     pub fn sample(kind: Kind, at: OffsetDateTime) -> Manifest {
