@@ -98,6 +98,17 @@ fn key_holder(root: &Path) -> (Setup, Value) {
     (s, m)
 }
 
+/// The key holder's setup with its genuine snapshot ([`key_holder`]), and a
+/// thief whose signer it trusts with `scope`. The directory lives as long as
+/// the tuple.
+fn scene(scope: &str) -> (tempfile::TempDir, Setup, Value, Thief) {
+    let d = tempfile::tempdir().unwrap();
+    let (s, genuine) = key_holder(d.path());
+    let thief = Thief::new(d.path());
+    trust(&s, &thief.signer, scope);
+    (d, s, genuine, thief)
+}
+
 fn put(s: &Setup, key: &str, bytes: &[u8]) {
     let p = s.path(&format!("store/{key}"));
     fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -106,15 +117,9 @@ fn put(s: &Setup, key: &str, bytes: &[u8]) {
 
 #[test]
 fn a_signers_tombstone_deletes_no_backup() {
-    let d = tempfile::tempdir().unwrap();
-    let (s, genuine) = key_holder(d.path());
-    let thief = Thief::new(d.path());
     // Even a scope that covers the backup's host and kind decides no deletion.
-    trust(
-        &s,
-        &thief.signer,
-        "hosts = [\"db1\"]\nkinds = [\"tigerbeetle\"]\ntigerbeetle_clusters = [0]",
-    );
+    let (_d, s, genuine, thief) =
+        scene("hosts = [\"db1\"]\nkinds = [\"tigerbeetle\"]\ntigerbeetle_clusters = [0]");
     let id = genuine["id"].as_str().unwrap();
     let manifest = format!("store/manifests/tigerbeetle/{id}.json");
     let tombstone = serde_json::json!({
@@ -151,14 +156,7 @@ fn a_signers_tombstone_deletes_no_backup() {
 /// of the copy in the other's name: it copies neither, and says so.
 #[test]
 fn a_signers_backup_under_another_backups_id_deletes_and_leaves_out_nothing() {
-    let d = tempfile::tempdir().unwrap();
-    let (s, genuine) = key_holder(d.path());
-    let thief = Thief::new(d.path());
-    trust(
-        &s,
-        &thief.signer,
-        "hosts = [\"web1\"]\nkinds = [\"parquet\"]",
-    );
+    let (_d, s, genuine, thief) = scene("hosts = [\"web1\"]\nkinds = [\"parquet\"]");
     let mut cfg = fs::read_to_string(&s.config).unwrap();
     cfg.push_str("\n[retention.replicate]\npreset = \"none\"\n");
     fs::write(&s.config, cfg).unwrap();
@@ -245,15 +243,8 @@ fn a_signers_backup_under_another_backups_id_deletes_and_leaves_out_nothing() {
 
 #[test]
 fn a_signed_manifest_outside_the_signers_scope_is_never_restored() {
-    let d = tempfile::tempdir().unwrap();
-    let (s, genuine) = key_holder(d.path());
-    let thief = Thief::new(d.path());
     // The stolen host backs up its Parquet tier, as web1.
-    trust(
-        &s,
-        &thief.signer,
-        "hosts = [\"web1\"]\nkinds = [\"parquet\"]",
-    );
+    let (_d, s, genuine, thief) = scene("hosts = [\"web1\"]\nkinds = [\"parquet\"]");
     let genuine_id = genuine["id"].as_str().unwrap().to_string();
 
     // A newer "snapshot of db1" (the genuine one's objects: a rollback at
