@@ -353,12 +353,9 @@ impl Job<'_> {
         let Job { ctx, cfg, .. } = *self;
         let plan = &ctx.plan;
         let from = seen.from;
-        let now = tblog::newest_marks(client).with_context(|| {
-            format!(
-                "failed to read the newest timestamp of the cluster at {}",
-                cfg.addresses
-            )
-        })?;
+        // The client's errors name the cluster and its addresses.
+        let now =
+            tblog::newest_marks(client).context("failed to read the cluster's newest timestamp")?;
         if now.after < from.after {
             return Err(coded(
                 Code::Integrity,
