@@ -351,27 +351,31 @@ fn capture_with(
 /// Whether a closed account was closed by a transfer (it has at least one transfer)
 /// rather than created closed (it can never have one).
 fn closed_by_transfer(c: &Client, a: &Account) -> Result<bool> {
-    let id = a.as_raw().id;
-    let filter = tb::account::Filter::new(id, 1)
+    let filter = tb::account::Filter::new(a.as_raw().id, 1)
         .with_flags(tb::account::FilterFlags::DEBITS | tb::account::FilterFlags::CREDITS);
     let rows = c.get_account_transfers(filter)?;
-    match rows.first() {
-        None => Ok(false),
-        Some(t) => {
-            let r = t.as_raw();
-            if (r.debit_account_id != id && r.credit_account_id != id)
-                || r.timestamp <= a.as_raw().timestamp
-            {
-                return Err(unexpected(format!(
-                    "get_account_transfers to the cluster at {} for account {id:#x} returned \
-                     transfer {:#x}, which does not belong to it",
-                    c.addresses(),
-                    r.id
-                )));
-            }
-            Ok(true)
-        }
+    first_transfer_of(c.addresses(), a, rows.first())
+}
+
+/// Whether `first`, the first transfer the cluster at `addresses` answers for
+/// account `a`, is one: checked, since a transfer of another account, or one
+/// older than the account, is not an answer bkp takes (it would record a
+/// closed account as closed by a transfer it never had).
+fn first_transfer_of(addresses: &str, a: &Account, first: Option<&Transfer>) -> Result<bool> {
+    let (id, Some(t)) = (a.as_raw().id, first) else {
+        return Ok(false);
+    };
+    let r = t.as_raw();
+    if (r.debit_account_id != id && r.credit_account_id != id)
+        || r.timestamp <= a.as_raw().timestamp
+    {
+        return Err(unexpected(format!(
+            "get_account_transfers to the cluster at {addresses} for account {id:#x} returned \
+             transfer {:#x}, which does not belong to it",
+            r.id
+        )));
     }
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -419,13 +423,46 @@ mod tests {
                 },
             ),
         ] {
-            let err = expiry_of("127.0.0.1:1", &e).unwrap_err();
-            assert_eq!(classify(&err), Some(Code::Integrity), "{why}: {err:#}");
-            let msg = format!("{err:#}");
-            assert!(
-                msg.contains("127.0.0.1:1") && msg.contains("run TigerBeetle"),
-                "{why}: {msg}"
-            );
+            refused(why, expiry_of("127.0.0.1:1", &e).map(|_| ()));
+        }
+    }
+
+    /// `r` is refused as a reply bkp does not take from the cluster at
+    /// 127.0.0.1:1, saying what to check.
+    fn refused(why: &str, r: Result<()>) {
+        let err = r.map(|()| panic!("{why}: taken")).unwrap_err();
+        assert_eq!(classify(&err), Some(Code::Integrity), "{why}: {err:#}");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("127.0.0.1:1") && msg.contains("run TigerBeetle"),
+            "{why}: {msg}"
+        );
+    }
+
+    #[test]
+    fn a_first_transfer_that_is_not_the_accounts_is_an_integrity_failure() {
+        use crate::tigerbeetle::tblog::segment::tests::{account, transfer};
+        // `transfer` debits u128::MAX - 1 and credits 2.
+        let a = account(2, 100, 0);
+        let at = "127.0.0.1:1";
+        assert!(!first_transfer_of(at, &a, None).unwrap());
+        assert!(first_transfer_of(at, &a, Some(&transfer(9, 150))).unwrap());
+        let debited = account(u128::MAX - 1, 100, 0);
+        assert!(first_transfer_of(at, &debited, Some(&transfer(9, 150))).unwrap());
+        for (why, a, t) in [
+            ("another account's", account(3, 100, 0), transfer(9, 150)),
+            (
+                "older than the account",
+                account(2, 100, 0),
+                transfer(9, 50),
+            ),
+            (
+                "as old as the account",
+                account(2, 100, 0),
+                transfer(9, 100),
+            ),
+        ] {
+            refused(why, first_transfer_of(at, &a, Some(&t)).map(|_| ()));
         }
     }
 }
