@@ -410,7 +410,8 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// Backup id (from `bkp list`), or a unique prefix of one.
+    /// Backup id (from `bkp list`), or a unique prefix of one; or `latest`,
+    /// the newest backup of any kind.
     #[arg(value_name = "ID")]
     pub backup: String,
 
@@ -421,7 +422,8 @@ pub struct ShowArgs {
 #[derive(Debug, Args)]
 pub struct CatArgs {
     /// A backup id (from `bkp list`, or a unique prefix of one) whose file to
-    /// write; or an object's key in the store, as `bkp show ID` prints it
+    /// write, or `latest`: the newest backup that holds FILE (or any file);
+    /// or an object's key in the store, as `bkp show ID` prints it
     /// (e.g. tigerbeetle/2026/11/23/tigerbeetle-snapshot-ID.tar.zst), or a
     /// chunk's (tigerbeetle/chunks/…).
     #[arg(value_name = "ID|OBJECT")]
@@ -489,11 +491,12 @@ pub struct RestoreArgs {
     pub into: Option<String>,
 
     /// TigerBeetle, with --at and --target: deliver a whole cluster of N replicas
-    /// (1 to 6): the log is replayed from the beginning into a private cluster of N
-    /// fresh replicas on loopback, and its N data files (CLUSTER_0.tigerbeetle …,
+    /// (1 to 6): starting from the newest base of N replicas (`bkp snapshot
+    /// --from-log`) at or before TIME, or without one from the log's first
+    /// segment, the log after it is replayed into a private cluster of N
+    /// replicas on loopback, and its N data files (CLUSTER_0.tigerbeetle …,
     /// CLUSTER being tigerbeetle.cluster_id) land in DIR, ready to copy to the N
-    /// machines of a new cluster. The log must reach
-    /// back to the cluster's first segment.
+    /// machines of a new cluster. --dry-run first names the base and the segments.
     #[arg(
         long,
         value_name = "N",

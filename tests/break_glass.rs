@@ -139,6 +139,38 @@ fn cat_writes_a_chunked_data_file_byte_for_byte_and_names_what_it_cannot_write()
     assert!(out.stdout == bytes[at..end], "cat CHUNK wrote other bytes");
 }
 
+/// `bkp cat latest FILE`, as the runbook runs it, on a store whose newest
+/// backup is another kind's: the newest backup that holds the file, not the
+/// newest backup (a log segment, every 15 minutes, holds none).
+#[test]
+fn cat_latest_writes_the_newest_backup_that_holds_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::formatted_data_file(dir.path());
+    let s = setup(&data, StoreKind::Local, "[sqlite]\ndatabase = \"app.db\"\n");
+    let snap = snapshot_manifest(&s);
+    let db = rusqlite::Connection::open(s.path("app.db")).unwrap();
+    db.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    drop(db);
+    assert_exit(&s.bkp(&["snapshot", "--kind", "sqlite"]), 0);
+    let name = name_of(&data);
+
+    let got = s.path("got");
+    let out = bkp_into(&s, &["cat", "latest", &name], &got);
+    assert_exit(&out, 0);
+    assert!(same_bytes(&got, &data), "cat latest FILE wrote other bytes");
+    // The file's SHA-256 is printed, for `sha256sum` to be compared with.
+    let sha = snap["files"][0]["sha256"].as_str().unwrap();
+    assert!(text(&out).contains(sha), "{}", text(&out));
+
+    // A file no backup holds: named, nothing written.
+    let none = s.path("none");
+    let out = bkp_into(&s, &["cat", "latest", "1_0.tigerbeetle"], &none);
+    assert_exit(&out, 9);
+    assert!(text(&out).contains("1_0.tigerbeetle"), "{}", text(&out));
+    assert_eq!(fs::metadata(&none).unwrap().len(), 0);
+}
+
 #[test]
 fn cat_of_a_damaged_chunk_exits_with_the_integrity_code_and_names_it() {
     let (_dir, data, s, m) = snapshot(StoreKind::Local);

@@ -116,12 +116,15 @@ fn cat_object(ctx: &Ctx, store: &dyn Store, trust: &Trust, args: &CatArgs) -> Re
             Ok(())
         },
     );
-    finish(ctx, &entry.key, out.written, result)
+    finish(ctx, &entry.key, None, out.written, result)
 }
 
 /// `bkp cat ID [FILE]`: a file of a backup, rebuilt from its chunks.
 fn cat_file(ctx: &Ctx, store: &dyn Store, trust: &Trust, args: &CatArgs) -> Result<()> {
-    let m = manifest::find(store, trust, &args.object, None)?;
+    let m = match args.object.as_str() {
+        "latest" => newest_holding(store, trust, args.file.as_deref())?,
+        which => manifest::find(store, trust, which, None)?,
+    };
     let want = file_of(&m, args.file.as_deref())?;
     let map = match chunks::load(store, &m)? {
         Some(map) if map.file == want.name => map,
@@ -157,7 +160,7 @@ fn cat_file(ctx: &Ctx, store: &dyn Store, trust: &Trust, args: &CatArgs) -> Resu
     };
     let result = chunks::write_to(&src, &map, want, &mut out, &progress).map(drop);
     progress.end();
-    finish(ctx, &want.name, out.written, result)
+    finish(ctx, &want.name, Some(&want.sha256), out.written, result)
 }
 
 /// `bkp cat KIND/chunks/…/ID`: one chunk's plaintext, read and checked whole
@@ -210,12 +213,19 @@ fn cat_chunk(
         .write_all(&plain)
         .and_then(|()| out.flush())
         .map_err(anyhow::Error::from);
-    finish(ctx, key, out.written, result)
+    finish(ctx, key, None, out.written, result)
 }
 
 /// The end of a `cat`: `written` bytes of `what` reached standard output
-/// before `result`.
-fn finish(ctx: &Ctx, what: &str, written: u64, result: Result<()>) -> Result<()> {
+/// before `result`; `sha256`, a whole file's, is printed once it verified
+/// (for a check with `sha256sum`).
+fn finish(
+    ctx: &Ctx,
+    what: &str,
+    sha256: Option<&str>,
+    written: u64,
+    result: Result<()>,
+) -> Result<()> {
     match result {
         Err(e) if crate::ui::is_stdout_closed(&e) => Err(e),
         Err(e) if written > 0 => Err(coded(
@@ -226,11 +236,31 @@ fn finish(ctx: &Ctx, what: &str, written: u64, result: Result<()>) -> Result<()>
         )),
         Err(e) => Err(e).context(format!("nothing of {what} was written")),
         Ok(()) => {
+            let sha = sha256.map(|s| format!(", sha256 {s}")).unwrap_or_default();
+            // On standard error: what was written is on standard output.
             ctx.ui
-                .detail(&format!("{what}: {written} bytes written, verified"));
+                .info(&format!("{what}: {written} bytes written, verified{sha}"));
             Ok(())
         }
     }
+}
+
+/// `latest` for `bkp cat latest [FILE]`: the newest backup that holds a file
+/// named `name` (any file without one), not the newest backup, which is
+/// mostly a log segment or an export that holds none.
+fn newest_holding(store: &dyn Store, trust: &Trust, name: Option<&str>) -> Result<Manifest> {
+    let (all, _) = manifest::list(store, trust, None)?;
+    let holds = |m: &Manifest| m.files.iter().any(|f| name.is_none_or(|n| f.name == n));
+    all.into_iter().rev().find(holds).ok_or_else(|| {
+        let what = name.map_or("a file".to_string(), |n| format!("a file named {n}"));
+        coded(
+            Code::NotFound,
+            format!(
+                "no backup in {} holds {what}: `bkp list` shows the backups, and `bkp show ID` the files of one",
+                store.identity()
+            ),
+        )
+    })
 }
 
 /// The file of `m` named `name`, or its only file.
