@@ -169,7 +169,12 @@ pub fn restore_tree(src: &Source, m: &Manifest, dir: &Path, verifier: &Path) -> 
 
 /// Unpacks the tar stream `r` into `dir`: regular files and directories only
 /// (`pg_basebackup` writes nothing else to a pipe), each inside `dir`. Any
-/// other entry, or one that would land outside, is damage.
+/// other entry, or one that would land outside, is damage; so is a
+/// `tablespace_map` that names a tablespace. bkp backs up no server with
+/// tablespaces, and PostgreSQL links each one it names from `pg_tblspc` when
+/// it starts on the backup, then writes through that link: a forged map
+/// would have the server that bkp starts (`restore --at`, `verify --drill`)
+/// write outside the data directory.
 fn unpack(m: &Manifest, r: &mut dyn std::io::Read, dir: &Path) -> Result<()> {
     let damaged = |what: String| {
         coded(
@@ -207,6 +212,12 @@ fn unpack(m: &Manifest, r: &mut dyn std::io::Read, dir: &Path) -> Result<()> {
                     .collect()
             })
             .unwrap_or_default();
+        if inside == Path::new("tablespace_map") && entry.size() > 0 {
+            return Err(damaged(
+                "its tablespace_map names tablespaces, and bkp backs up no server that has any"
+                    .into(),
+            ));
+        }
         match entry.unpack_in(dir) {
             // The restore is made durable at its end: its disk writes start
             // now, while the next files are decompressed and unpacked.
@@ -270,5 +281,46 @@ pub(super) fn unsealed(trust: &crate::manifest::Trust, m: &Manifest) -> Option<&
         trust
             .excused_why(m)
             .map(|_| "is not sealed by the current key")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::classify;
+    use crate::manifest::{tests::sample, Kind};
+
+    /// A tar stream of `files` (name, content).
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o600);
+            h.set_cksum();
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_tablespace_map_that_names_a_tablespace_is_damage() {
+        let m = sample(Kind::Postgres, time::OffsetDateTime::now_utc());
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["a", "b"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        // An empty map, as a server without tablespaces may leave, unpacks.
+        let fine = tar_of(&[("PG_VERSION", b"16\n"), ("tablespace_map", b"")]);
+        unpack(&m, &mut fine.as_slice(), &dir.path().join("a")).unwrap();
+        assert!(dir.path().join("a/tablespace_map").is_file());
+        let forged = tar_of(&[
+            ("PG_VERSION", b"16\n"),
+            ("tablespace_map", b"16390 /var/lib/postgresql/other\n"),
+        ]);
+        let err = unpack(&m, &mut forged.as_slice(), &dir.path().join("b")).unwrap_err();
+        assert_eq!(classify(&err), Some(Code::Integrity), "{err:#}");
+        assert!(format!("{err:#}").contains("tablespace_map"), "{err:#}");
+        assert!(!dir.path().join("b/tablespace_map").exists());
     }
 }
