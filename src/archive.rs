@@ -84,8 +84,13 @@ pub fn is_plain_name(name: &str) -> bool {
         && matches!(path.components().next(), Some(Component::Normal(_)))
 }
 
-/// Unpacks the tar stream `r` into the existing, empty directory `dest`.
-pub fn unpack(r: &mut dyn Read, dest: &Path) -> Result<Vec<FileEntry>> {
+/// Unpacks the tar stream `r` into the existing, empty directory `dest`:
+/// only the files of `expected` (a sealed manifest's), each at the size it
+/// records, checked from its header before a byte is written. A sparse
+/// entry's header may claim terabytes of holes that a few bytes of archive
+/// describe: read back as zeros, they would be hashed for hours before the
+/// digest could refuse them.
+pub fn unpack(r: &mut dyn Read, dest: &Path, expected: &[FileEntry]) -> Result<Vec<FileEntry>> {
     let mut archive = tar::Archive::new(r);
     let mut out = Vec::new();
     for entry in archive.entries().context("failed to read the archive")? {
@@ -111,6 +116,21 @@ pub fn unpack(r: &mut dyn Read, dest: &Path) -> Result<Vec<FileEntry>> {
             // GNU sparse entries (files with holes, such as a grown TigerBeetle data
             // file) read back with their holes as zeros.
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                match expected.iter().find(|f| f.name == name) {
+                    None => {
+                        return Err(unsafe_entry(format!(
+                            "entry {name:?} is not a file its manifest names"
+                        )))
+                    }
+                    Some(f) if f.size != entry.size() => {
+                        return Err(unsafe_entry(format!(
+                            "entry {name:?} holds {} bytes, and its manifest records {}",
+                            entry.size(),
+                            f.size
+                        )))
+                    }
+                    Some(_) => {}
+                }
                 if let Some(parent) = target.parent() {
                     fs::create_dir_all(parent)
                         .with_context(|| format!("failed to create {}", parent.display()))?;
@@ -388,7 +408,7 @@ mod tests {
         let mut buf = Vec::new();
         let written = write_files(&mut buf, &[("0_0.tigerbeetle".into(), p)]).unwrap();
         let dest = tempfile::tempdir().unwrap();
-        let files = unpack(&mut &buf[..], dest.path()).unwrap();
+        let files = unpack(&mut &buf[..], dest.path(), &written).unwrap();
         assert_eq!(files.len(), 1);
         assert_eq!(written, files, "the digest of the pass that archives");
         assert_eq!(files[0].size, 12);
@@ -418,8 +438,28 @@ mod tests {
         let original = fs::read(&p).unwrap();
         let mut buf = Vec::new();
         let written = write_files(&mut buf, &[("sparse".into(), p)]).unwrap();
+        // Its header says how large it is once its holes are filled: more
+        // than the manifest records is refused before a byte is written.
         let dest = tempfile::tempdir().unwrap();
-        let files = unpack(&mut &buf[..], dest.path()).unwrap();
+        let smaller = [FileEntry {
+            size: 4 << 20,
+            ..written[0].clone()
+        }];
+        let err = unpack(&mut &buf[..], dest.path(), &smaller).unwrap_err();
+        assert_eq!(
+            crate::exit::exit_code(&err),
+            crate::exit::INTEGRITY,
+            "{err:#}"
+        );
+        assert!(format!("{err:#}").contains("records 4194304"), "{err:#}");
+        assert!(fs::read_dir(dest.path()).unwrap().next().is_none());
+        let other = [FileEntry {
+            name: "other".into(),
+            ..written[0].clone()
+        }];
+        assert!(unpack(&mut &buf[..], dest.path(), &other).is_err());
+        assert!(fs::read_dir(dest.path()).unwrap().next().is_none());
+        let files = unpack(&mut &buf[..], dest.path(), &written).unwrap();
         assert_eq!(files[0].size, 8 << 20);
         assert_eq!(written, files);
         assert_eq!(
@@ -470,7 +510,7 @@ mod tests {
         ];
         for (what, bytes) in cases {
             let dest = tempfile::tempdir().unwrap();
-            let err = unpack(&mut &bytes[..], dest.path()).unwrap_err();
+            let err = unpack(&mut &bytes[..], dest.path(), &[]).unwrap_err();
             assert_eq!(
                 crate::exit::exit_code(&err),
                 crate::exit::INTEGRITY,
@@ -498,7 +538,7 @@ mod tests {
         let mut buf = Vec::new();
         let written = write_files(&mut buf, &[("data".into(), p)]).unwrap();
         let dest = tempfile::tempdir().unwrap();
-        let files = unpack(&mut &buf[..], dest.path()).unwrap();
+        let files = unpack(&mut &buf[..], dest.path(), &written).unwrap();
         assert_eq!(written, files);
         let out = dest.path().join("data");
         assert!(fs::read(&out).unwrap() == bytes);

@@ -645,8 +645,10 @@ mod tests {
             level: 3,
             threads: 0,
         };
+        let mut written = Vec::new();
         let entry = upload(&store, "k", &Vec::new(), c, None, Arc::new(Silent), |w| {
-            crate::archive::write_files(w, &[("data".into(), p.clone())]).map(|_| ())
+            written = crate::archive::write_files(w, &[("data".into(), p.clone())])?;
+            Ok(())
         })
         .unwrap();
 
@@ -660,7 +662,7 @@ mod tests {
             None,
             Arc::new(Silent),
             |r| {
-                files = crate::archive::unpack(r, dest.path())?;
+                files = crate::archive::unpack(r, dest.path(), &written)?;
                 Ok(())
             },
         )
@@ -679,7 +681,7 @@ mod tests {
                 Decode::Files(c),
                 None,
                 Arc::new(Silent),
-                |r| crate::archive::unpack(r, dest.path()).map(|_| ()),
+                |r| crate::archive::unpack(r, dest.path(), &written).map(|_| ()),
             )
             .expect_err("a damaged object is refused");
             assert_eq!(

@@ -304,7 +304,7 @@ fn tar_archives_never_panic_or_escape_the_target() {
     std::fs::write(src.join("a"), b"alpha").unwrap();
     std::fs::write(src.join("b"), vec![0u8; 3000]).unwrap();
     let mut tar = Vec::new();
-    bkp::archive::write_files(
+    let files = bkp::archive::write_files(
         &mut tar,
         &[("a".into(), src.join("a")), ("dir/b".into(), src.join("b"))],
     )
@@ -314,7 +314,7 @@ fn tar_archives_never_panic_or_escape_the_target() {
         counter.set(counter.get() + 1);
         let dest = d.path().join(format!("t{}", counter.get()));
         std::fs::create_dir(&dest).unwrap();
-        let ok = bkp::archive::unpack(&mut Cursor::new(bytes), &dest).is_ok();
+        let ok = bkp::archive::unpack(&mut Cursor::new(bytes), &dest, &files).is_ok();
         std::fs::remove_dir_all(&dest).unwrap();
         ok
     });
@@ -323,7 +323,7 @@ fn tar_archives_never_panic_or_escape_the_target() {
     for (i, hostile) in corpus("tar").iter().enumerate() {
         let dest = d.path().join(format!("hostile{i}"));
         std::fs::create_dir(&dest).unwrap();
-        let r = bkp::archive::unpack(&mut Cursor::new(hostile), &dest);
+        let r = bkp::archive::unpack(&mut Cursor::new(hostile), &dest, &files);
         assert!(r.is_err(), "hostile archive {i} was unpacked");
         std::fs::remove_dir_all(&dest).unwrap();
     }

@@ -517,7 +517,7 @@ pub fn unpack_snapshot(src: &Source, m: &Manifest, dir: &Path) -> Result<Vec<Fil
             keyring,
             src.progress.clone(),
             |r| {
-                restored.extend(archive::unpack(r, dir)?);
+                restored.extend(archive::unpack(r, dir, &m.files)?);
                 Ok(())
             },
         )?;
