@@ -201,6 +201,42 @@ pub enum Decode {
     Files(Compression),
 }
 
+/// A store never read twice, for a consumer that acts on what it reads before
+/// the end can be checked (pg_restore runs a dump's SQL as it reads it, a log
+/// replay sends rows to a cluster): [`download_as`] then reads this run's own
+/// verified copy (a private spool file), not the store again after the
+/// verification. A local store's file can be swapped in between, and the
+/// second read's digest would only tell once the consumer had acted on it.
+pub struct OwnCopy<'a>(pub &'a dyn Store);
+
+impl Store for OwnCopy<'_> {
+    fn identity(&self) -> String {
+        self.0.identity()
+    }
+    fn create(
+        &self,
+        key: &str,
+        metadata: &crate::store::Metadata,
+    ) -> Result<Box<dyn crate::store::ObjectWriter>> {
+        self.0.create(key, metadata)
+    }
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        self.0.open(key)
+    }
+    fn head(&self, key: &str) -> Result<Option<crate::store::ObjectInfo>> {
+        self.0.head(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<crate::store::ObjectInfo>> {
+        self.0.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.0.delete(key)
+    }
+    fn reread_is_cheap(&self) -> bool {
+        false
+    }
+}
+
 /// [`download`], handing on what `decode` says.
 pub fn download_as(
     store: &dyn Store,

@@ -348,6 +348,56 @@ fn the_log_replays_into_a_new_three_replica_cluster() {
     assert_eq!(balances(&target.addresses()), balances(&address));
 }
 
+/// A log segment on a local store is verified, then replayed into the cluster
+/// `--into` names: another genuine segment put under its name in between (a
+/// writer of the shared file system; it decrypts with the same key) must not
+/// be what reaches the cluster. The restore stops itself after verifying the
+/// first segment (`BKP_PAUSEPOINT`), the test swaps the object, and the
+/// restore goes on.
+#[test]
+fn a_segment_swapped_after_its_verification_is_not_what_the_cluster_gets() {
+    let tb = TigerBeetle::start();
+    let address = tb.address();
+    let (dir, cfg) = source(&tb.data_file, &address);
+    moment(
+        &cfg,
+        &address,
+        "id=10 debit_account_id=1 credit_account_id=2 amount=100",
+    );
+    let at = now();
+    let want = balances(&address);
+    let mut segments: Vec<PathBuf> = walk(&dir.path().join("store/tigerbeetle"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("-logs-"))
+        .collect();
+    // By id, which is by time: the first segment holds the accounts.
+    segments.sort_by_key(|p| p.file_name().unwrap().to_os_string());
+    assert_eq!(segments.len(), 2, "{segments:?}");
+
+    let target = TigerBeetle::start();
+    let mut cmd = common::bkp_command(&[("BKP_PAUSEPOINT".into(), "restore-verified:1".into())]);
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["restore", "--at", &at, "--into", &target.address()]);
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    common::wait_stopped(
+        pid,
+        "the restore, between verifying and replaying a segment",
+    );
+    let saved = fs::read(&segments[0]).unwrap();
+    fs::copy(&segments[1], &segments[0]).unwrap();
+    common::resume(pid);
+    let out = child.wait_with_output().unwrap();
+    fs::write(&segments[0], saved).unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(balances(&target.address()), want);
+}
+
 /// `restore --at T --target DIR --replicas 3` replays the log into a private
 /// three-replica cluster and delivers its three data files, which start as a
 /// cluster of their own with the source's balances at T.

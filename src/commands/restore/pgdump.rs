@@ -426,7 +426,8 @@ pub fn restore_into(
     let keyring = pipeline::keys_for(m, src.keyring)?;
     let spool = src.work.scratch("spool")?;
     pipeline::download(
-        &OwnCopy(src.store),
+        // pg_restore runs the dump's SQL as it reads it.
+        &pipeline::OwnCopy(src.store),
         entry,
         m.compression,
         keyring,
@@ -434,38 +435,4 @@ pub fn restore_into(
         src.progress.clone(),
         |r| server.restore(database, r, selection),
     )
-}
-
-/// The store, but never read twice: pg_restore runs the dump's SQL as it reads
-/// it, so it must read this run's own verified copy (a private spool file),
-/// not the store again after the verification (a local store's file can be
-/// swapped in between, and a second digest would only tell once the SQL ran).
-struct OwnCopy<'a>(&'a dyn crate::store::Store);
-
-impl crate::store::Store for OwnCopy<'_> {
-    fn identity(&self) -> String {
-        self.0.identity()
-    }
-    fn create(
-        &self,
-        key: &str,
-        metadata: &crate::store::Metadata,
-    ) -> Result<Box<dyn crate::store::ObjectWriter>> {
-        self.0.create(key, metadata)
-    }
-    fn open(&self, key: &str) -> Result<Box<dyn std::io::Read + Send>> {
-        self.0.open(key)
-    }
-    fn head(&self, key: &str) -> Result<Option<crate::store::ObjectInfo>> {
-        self.0.head(key)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<crate::store::ObjectInfo>> {
-        self.0.list(prefix)
-    }
-    fn delete(&self, key: &str) -> Result<()> {
-        self.0.delete(key)
-    }
-    fn reread_is_cheap(&self) -> bool {
-        false
-    }
 }

@@ -374,8 +374,9 @@ fn replay_segments(
         let entry = &m.objects[0];
         pipeline::keys_for(m, src.trust.keys())
             .and_then(|keys| {
+                // The replay sends rows to the cluster as it reads them.
                 pipeline::download(
-                    src.store,
+                    &pipeline::OwnCopy(src.store),
                     entry,
                     m.compression,
                     keys,
