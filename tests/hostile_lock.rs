@@ -331,3 +331,68 @@ fn a_dump_swapped_after_its_verification_is_not_what_pg_restore_reads() {
     assert_eq!(tables, "genuine");
     assert_eq!(pg.psql(&target, "SELECT count(*) FROM genuine"), "50");
 }
+
+/// A dump restores into a staging database that other roles of the server
+/// cannot enter (they could plant a function or a view there, which the row
+/// counts would not see, and it would be delivered with the restore); the
+/// restored database then grants PUBLIC what a new database does. The restore
+/// stops itself once the staging database exists (`BKP_PAUSEPOINT`).
+#[test]
+fn a_dumps_staging_database_takes_no_other_roles_session() {
+    let pg = &Postgres::start();
+    let db = unique_name("staged");
+    pg.create_db(
+        &db,
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 5);",
+    );
+    pg.psql("postgres", "CREATE ROLE bkp_other LOGIN");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        9,
+        &format!(
+            "[store]\ntype = \"local\"\npath = \"store\"\n[encryption]\nkey_file = \"key\"\n{}",
+            pg.toml(&db)
+        ),
+    );
+    let out = run_with(&cfg, &["export", "--kind", "pgdump"], &[]);
+    assert_exit(&out, 0);
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let target = unique_name("restored");
+    let mut cmd = bkp_command(&[("BKP_PAUSEPOINT".into(), "restore-verified:1".into())]);
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["restore", &id, "--target", &target]);
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    common::wait_stopped(pid, "the restore, its staging database made");
+    let may = |db: &str| {
+        pg.psql(
+            "postgres",
+            &format!(
+                "SELECT has_database_privilege('bkp_other', datname, 'CONNECT') FROM pg_database WHERE datname = '{db}'"
+            ),
+        )
+    };
+    let staging = pg.psql(
+        "postgres",
+        "SELECT datname FROM pg_database WHERE datname LIKE 'bkp_restore_%'",
+    );
+    assert!(staging.starts_with("bkp_restore_"), "{staging:?}");
+    let during = may(&staging);
+    common::resume(pid);
+    let out = child.wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(during, "f", "another role may enter {staging}");
+    assert_eq!(
+        may(&target),
+        "t",
+        "the restored database is closed to PUBLIC"
+    );
+    assert_eq!(pg.psql(&target, "SELECT count(*) FROM t"), "5");
+}

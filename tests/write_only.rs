@@ -223,3 +223,62 @@ fn a_write_only_host_backs_up_and_only_the_identity_restores() {
     assert_exit(&out, 5);
     assert!(String::from_utf8_lossy(&out.stderr).contains("signer"));
 }
+
+/// A dump a write-only host made restores on the key holder's host, with a
+/// warning that names the host's signer: a thief of that host can seal any
+/// dump of its scope, and pg_restore runs a dump's SQL.
+#[test]
+fn a_dump_a_host_signed_restores_with_a_warning_naming_its_signer() {
+    let pg = &common::postgres::Postgres::start();
+    let db = common::unique_name("signed");
+    pg.create_db(
+        &db,
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 3);",
+    );
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    fs::create_dir_all(root.join("admin")).unwrap();
+    fs::create_dir_all(root.join("host")).unwrap();
+    let recipient = generate("x25519", &root.join("admin/identity"));
+    let signer = generate("ed25519", &root.join("host/signing.key"));
+    let store = format!(
+        "[store]\ntype = \"local\"\npath = \"{}\"\n",
+        root.join("store").display()
+    );
+    let admin = root.join("admin/bkp.toml");
+    fs::write(
+        &admin,
+        format!(
+            "work_dir = \"work\"\n{store}[encryption]\nidentity_files = [\"identity\"]\n{signer}\nkinds = [\"pgdump\"]\n{}",
+            pg.toml(&db)
+        ),
+    )
+    .unwrap();
+    let host = root.join("host/bkp.toml");
+    fs::write(
+        &host,
+        format!(
+            "work_dir = \"work\"\n{store}[encryption]\n{recipient}\nsigning_key_file = \"signing.key\"\n{}",
+            pg.toml(&db)
+        ),
+    )
+    .unwrap();
+    assert_exit(&bkp(&admin, &["init"], &[]), 0);
+    let out = bkp(&host, &["export", "--kind", "pgdump"], &[]);
+    assert_exit(&out, 0);
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let target = common::unique_name("from_signed");
+    let out = bkp(&admin, &["restore", &id, "--target", &target], &[]);
+    assert_exit(&out, 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("was sealed by"))
+        .unwrap_or_else(|| panic!("no warning naming the signer: {stderr}"));
+    assert!(
+        warning.contains("sealed by ed25519:s-") && warning.contains("not a superuser"),
+        "{warning}"
+    );
+    assert_eq!(pg.psql(&target, "SELECT count(*) FROM t"), "3");
+}

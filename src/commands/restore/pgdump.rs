@@ -48,11 +48,16 @@ pub fn run(src: &Source, rp: &RestorePlan, opts: &Options) -> Result<()> {
             "--force with --schema or --table would replace a whole database with part of a dump: restore the part into a new database (--target NEWNAME) and move what you need from there",
         ));
     }
+    let role = pg.user.as_deref().unwrap_or("the connecting role");
     if let Some(why) = super::pgbase::unsealed(src.trust, m) {
         src.ui.warn(&format!(
-            "dump {}'s manifest {why}: nothing proves it is the dump bkp made, and pg_restore runs its SQL as {}; restore with a role that is not a superuser",
+            "dump {}'s manifest {why}: nothing proves it is the dump bkp made, and pg_restore runs its SQL as {role}; restore with a role that is not a superuser",
             m.id,
-            pg.user.as_deref().unwrap_or("the connecting role")
+        ));
+    } else if let Some(signer) = sealed_by_a_host(src, m) {
+        src.ui.warn(&format!(
+            "dump {} was sealed by {signer}, the signing key of host {:?} ([[encryption.signer]]), not by this host's key: that proves it came from that host, and pg_restore runs its SQL as {role}. If that host may be compromised, restore with a role that is not a superuser",
+            m.id, m.host
         ));
     }
     let described = server.describe(target);
@@ -94,6 +99,8 @@ pub fn run(src: &Source, rp: &RestorePlan, opts: &Options) -> Result<()> {
         compare(m, want, &counts)?;
     }
     server.fence(&staging.name)?;
+    // Fenced, it takes no session: PUBLIC gets back what a new database gives.
+    server.grant_public(&staging.name)?;
     if exists {
         replace(
             &server,
@@ -411,6 +418,19 @@ fn check_wrong(m: &Manifest, wrong: Vec<String>) -> Result<()> {
             wrong.join("; ")
         ),
     ))
+}
+
+/// The signer (`ed25519:ID`) that sealed dump `m`'s manifest, when that is
+/// another host's signing key: a write-only host seals what it backs up, and
+/// a thief of that host can seal any dump of its scope, whose SQL pg_restore
+/// runs. `None`: sealed by this host's key, or the manifest cannot be read
+/// again (the restore reads it again anyway, and fails).
+fn sealed_by_a_host(src: &Source, m: &Manifest) -> Option<String> {
+    let key = m.key();
+    let bytes = src.store.get_at_most(&key, crate::limits::MANIFEST).ok()?;
+    let (_, sealer) = crate::manifest::parse_with_sealer(&bytes, &key, src.trust).ok()?;
+    let own = crate::manifest::seal::own_sealer(src.trust.keys());
+    sealer.filter(|s| s.starts_with("ed25519:") && Some(s) != own.as_ref())
 }
 
 /// Streams dump `m` through the verifying pipeline into `pg_restore` on
