@@ -64,6 +64,13 @@ pub struct Candidate {
     /// newest-of-group protection apply per stream. Empty for one stream.
     #[serde(default)]
     pub stream: String,
+    /// What the backup was taken from (a TigerBeetle cluster, a PostgreSQL
+    /// system, the host that ran it; see [`crate::kinds::SourceIs`]): each
+    /// source's backups are a group of their own, so that one source's newer
+    /// backups (another cluster's, another host's, a stolen host's signed
+    /// ones) never take the places another source's backups are kept in.
+    #[serde(default)]
+    pub source: String,
     /// Why the backup must stay whatever the rules say (a manifest still under
     /// S3 Object Lock retention cannot be deleted): a "kept: …" reason, from
     /// which the chain rules keep what it needs, as for any kept backup.
@@ -278,6 +285,34 @@ fn apply_rules(
     }
 }
 
+/// The reasons the rules give each of `c` (newest first), group by group: a
+/// group is a (kind, scope, stream, source), and its newest backup stays.
+fn by_rules(c: &[&Candidate], policy: &Policies, now: OffsetDateTime) -> Vec<Vec<String>> {
+    let mut groups: BTreeMap<(Kind, Scope, &str, &str), Vec<usize>> = BTreeMap::new();
+    // A kind's source is named only where the store holds several.
+    let mut sources: BTreeMap<Kind, BTreeSet<&str>> = BTreeMap::new();
+    for (i, b) in c.iter().enumerate() {
+        groups
+            .entry((b.kind, b.scope, b.stream.as_str(), b.source.as_str()))
+            .or_default()
+            .push(i);
+        sources.entry(b.kind).or_default().insert(b.source.as_str());
+    }
+    let mut reasons: Vec<Vec<String>> = vec![Vec::new(); c.len()];
+    for (&(kind, scope, stream, source), all_of_group) in &groups {
+        apply_rules(c, policy.get(kind, scope), now, all_of_group, &mut reasons);
+        let several = sources.get(&kind).is_some_and(|s| s.len() > 1);
+        let of = [stream, if several { source } else { "" }];
+        let of: Vec<&str> = of.into_iter().filter(|s| !s.is_empty()).collect();
+        let mut group = format!("{}/{}", kind.as_str(), scope.as_str());
+        if !of.is_empty() {
+            group.push_str(&format!(" ({})", of.join(", ")));
+        }
+        reasons[all_of_group[0]].push(format!("kept: newest good backup of {group}"));
+    }
+    reasons
+}
+
 /// Decides every candidate: one [`Decision`] each, newest first (ties by id,
 /// descending). Ids are expected to be unique.
 pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Vec<Decision> {
@@ -285,24 +320,10 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
     c.sort_by(|a, b| (b.started_at, &b.id).cmp(&(a.started_at, &a.id)));
     let n = c.len();
     let mut by_id: HashMap<&str, usize> = HashMap::new();
-    let mut groups: BTreeMap<(Kind, Scope, &str), Vec<usize>> = BTreeMap::new();
     for (i, b) in c.iter().enumerate() {
         by_id.entry(&b.id).or_insert(i);
-        groups
-            .entry((b.kind, b.scope, b.stream.as_str()))
-            .or_default()
-            .push(i);
     }
-
-    let mut reasons: Vec<Vec<String>> = vec![Vec::new(); n];
-    for (&(kind, scope, stream), all_of_group) in &groups {
-        apply_rules(&c, policy.get(kind, scope), now, all_of_group, &mut reasons);
-        let mut group = format!("{}/{}", kind.as_str(), scope.as_str());
-        if !stream.is_empty() {
-            group.push_str(&format!(" ({stream})"));
-        }
-        reasons[all_of_group[0]].push(format!("kept: newest good backup of {group}"));
-    }
+    let mut reasons = by_rules(&c, policy, now);
     for (i, b) in c.iter().enumerate() {
         if let Some(why) = &b.held {
             reasons[i].insert(0, why.clone());
@@ -314,10 +335,12 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
         .map(|(r, b)| b.held.is_some() || r.iter().any(|r| r.starts_with("kept")))
         .collect();
 
-    let log_kinds: BTreeSet<Kind> = c
+    // Each source's log and snapshots on their own: another cluster's
+    // snapshot holds none of this cluster's rows.
+    let log_kinds: BTreeSet<(Kind, &str)> = c
         .iter()
-        .map(|b| b.kind)
-        .filter(|k| k.replays_log())
+        .filter(|b| b.kind.replays_log())
+        .map(|b| (b.kind, b.source.as_str()))
         .collect();
     let c = &c[..];
     let parent_of = |i: usize| c[i].parent.as_deref().and_then(|p| by_id.get(p).copied());
@@ -348,7 +371,7 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
                 );
             }
         }
-        for &kind in &log_kinds {
+        for &(kind, source) in &log_kinds {
             let window = policy
                 .get(kind, Scope::Incremental)
                 .keep_log_since_oldest_kept_full;
@@ -356,7 +379,7 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
             let of = |scope| -> Vec<usize> {
                 (0..n)
                     .rev()
-                    .filter(|&i| c[i].kind == kind && c[i].scope == scope)
+                    .filter(|&i| c[i].kind == kind && c[i].source == source && c[i].scope == scope)
                     .collect()
             };
             let (fulls, segs) = (of(Scope::Full), of(Scope::Incremental));
@@ -437,8 +460,10 @@ fn log_holes(c: &[&Candidate], keep: &[bool]) -> Vec<Option<String>> {
     let n = c.len();
     let log = |i: &usize| c[*i].kind.replays_log();
     for i in (0..n).filter(|i| log(i) && keep[*i] && c[*i].scope == Scope::Incremental) {
-        let (kind, at) = (c[i].kind, c[i].started_at);
-        let same = |j: &usize, scope| c[*j].kind == kind && c[*j].scope == scope;
+        let (kind, source, at) = (c[i].kind, &c[i].source, c[i].started_at);
+        let same = |j: &usize, scope| {
+            c[*j].kind == kind && c[*j].source == *source && c[*j].scope == scope
+        };
         // `c` is newest first: the first older match is the nearest.
         let prev = (i + 1..n).find(|j| same(j, Scope::Incremental));
         // The newest kept snapshot that started before this segment.
@@ -620,9 +645,23 @@ pub fn candidates(manifests: &[crate::manifest::Manifest]) -> Vec<Candidate> {
             finished_at: Some(m.finished_at),
             parent_started_at: m.parent.and_then(|p| p.timestamp()),
             stream: stream_of(m),
+            source: source_of(m),
             held: None,
         })
         .collect()
+}
+
+/// What backup `m` was taken from, as its kind tells sources apart
+/// ([`crate::kinds::SourceIs`]): "cluster 0", "system 7300…", "host db1".
+fn source_of(m: &crate::manifest::Manifest) -> String {
+    match m.kind.describe().source_is {
+        crate::kinds::SourceIs::Fact { name, label } => match m.source.get(name) {
+            Some(serde_json::Value::String(v)) => format!("{label} {v}"),
+            Some(v @ serde_json::Value::Number(_)) => format!("{label} {v}"),
+            _ => String::new(),
+        },
+        crate::kinds::SourceIs::Host => format!("host {}", m.host),
+    }
 }
 
 /// The TigerBeetle log segments among the manifests: cluster, the newest
@@ -733,6 +772,7 @@ mod tests {
             finished_at: None,
             parent_started_at: None,
             stream: String::new(),
+            source: String::new(),
             held: None,
         }
     }
@@ -1064,6 +1104,84 @@ mod tests {
             .filter(|d| d.reasons.iter().any(|r| r.contains("broken")))
             .collect();
         assert_eq!(noted.len(), 1, "{noted:#?}");
+    }
+
+    /// Two PostgreSQL servers, two TigerBeetle clusters, and two hosts that
+    /// each copy a SQLite database at the same path, all into one store: each
+    /// source keeps its own daily backups and its own newest, whichever runs
+    /// a little later each day.
+    #[test]
+    fn each_source_of_a_kind_keeps_its_own_backups() {
+        use crate::manifest::tests::sample;
+        use serde_json::json;
+        let mut all = Vec::new();
+        for at in every("2026-11-10T02:00", Duration::DAY, 10) {
+            for (k, offset) in [("a", 30), ("b", 10)] {
+                let at = at + Duration::minutes(offset);
+                let mut pg = sample(Kind::Postgres, at);
+                let system = if k == "a" {
+                    "7300000000000000001"
+                } else {
+                    "7300000000000000002"
+                };
+                pg.source.insert("system_identifier", json!(system));
+                let mut tb = sample(Kind::Tigerbeetle, at);
+                tb.source
+                    .insert("cluster_id", json!(if k == "a" { "0" } else { "1" }));
+                let mut lite = sample(Kind::Sqlite, at);
+                lite.host = format!("db-{k}").as_str().into();
+                lite.source.insert("database", json!("/srv/app.db"));
+                all.extend([pg, tb, lite]);
+            }
+        }
+        for m in all.iter_mut() {
+            m.operation = "snapshot".into();
+        }
+        let policy = Policies::new(pol(|p| p.daily = Some(3)));
+        let got = plan(&candidates(&all), &policy, NOW);
+        let kept_of = |kind: Kind, which: &dyn Fn(&crate::manifest::Manifest) -> bool| {
+            let ids: BTreeSet<String> = kept(&got);
+            all.iter()
+                .filter(|m| m.kind == kind && which(m) && ids.contains(&m.id.to_string()))
+                .count()
+        };
+        let fact = |m: &crate::manifest::Manifest, k: &str| m.source.get(k).cloned();
+        for (kind, a, b) in [
+            (
+                Kind::Postgres,
+                kept_of(Kind::Postgres, &|m| {
+                    fact(m, "system_identifier") == Some(json!("7300000000000000001"))
+                }),
+                kept_of(Kind::Postgres, &|m| {
+                    fact(m, "system_identifier") == Some(json!("7300000000000000002"))
+                }),
+            ),
+            (
+                Kind::Tigerbeetle,
+                kept_of(Kind::Tigerbeetle, &|m| {
+                    fact(m, "cluster_id") == Some(json!("0"))
+                }),
+                kept_of(Kind::Tigerbeetle, &|m| {
+                    fact(m, "cluster_id") == Some(json!("1"))
+                }),
+            ),
+            (
+                Kind::Sqlite,
+                kept_of(Kind::Sqlite, &|m| m.host.as_str() == "db-a"),
+                kept_of(Kind::Sqlite, &|m| m.host.as_str() == "db-b"),
+            ),
+        ] {
+            assert_eq!((a, b), (3, 3), "{kind:?}: {got:#?}");
+        }
+        let newest_b = all.iter().rev().find(|m| m.kind == Kind::Postgres).unwrap();
+        assert!(
+            reasons(&got, &newest_b.id.to_string()).contains(
+                &"kept: newest good backup of postgres/full (system 7300000000000000002)"
+                    .to_string()
+            ),
+            "{:?}",
+            reasons(&got, &newest_b.id.to_string())
+        );
     }
 
     #[test]

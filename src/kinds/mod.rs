@@ -126,6 +126,20 @@ pub struct ScheduleSpec {
     pub every: Duration,
 }
 
+/// What a backup was taken from, as retention tells sources apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceIs {
+    /// The manifest's `source` member (name), shown as "LABEL VALUE": a
+    /// TigerBeetle cluster, a PostgreSQL system, whichever host ran the backup.
+    Fact {
+        name: &'static str,
+        label: &'static str,
+    },
+    /// The host that ran the backup (a database path or name means nothing on
+    /// another host).
+    Host,
+}
+
 /// One retention group: the `[retention.NAME]` table and the backups it holds.
 #[derive(Debug)]
 pub struct Group {
@@ -163,6 +177,9 @@ pub struct Descriptor {
     /// The manifest member that names what was backed up, which tells one
     /// stream of backups of the kind from another (for `cleanup`'s plan).
     pub stream_member: Option<&'static str>,
+    /// What tells one source of the kind from another where a store holds
+    /// backups of several (retention keeps each source's own).
+    pub source_is: SourceIs,
     pub schedules: &'static [ScheduleSpec],
     pub groups: &'static [Group],
 }
@@ -185,6 +202,10 @@ pub static ALL: [Descriptor; 7] = [
         drill: "the restored data file passes `tigerbeetle inspect integrity`, and a private replica starts on it and its rows are counted",
         replays_log: true,
         stream_member: None,
+        source_is: SourceIs::Fact {
+            name: "cluster_id",
+            label: "cluster",
+        },
         schedules: &[
             ScheduleSpec {
                 name: "snapshot",
@@ -233,6 +254,7 @@ pub static ALL: [Descriptor; 7] = [
         drill: "the chain of exports (the full and its incrementals) is rebuilt into a new database and every table's row count and content fingerprint checked",
         replays_log: false,
         stream_member: Some("database"),
+        source_is: SourceIs::Host,
         schedules: &[
             ScheduleSpec {
                 name: "export-full",
@@ -278,6 +300,7 @@ pub static ALL: [Descriptor; 7] = [
         drill: "the replicated files are restored and every row of every Parquet file decoded, its count checked against the file's footer",
         replays_log: false,
         stream_member: Some("root"),
+        source_is: SourceIs::Host,
         schedules: &[ScheduleSpec {
             name: "replicate",
             operation: "replicate",
@@ -306,6 +329,7 @@ pub static ALL: [Descriptor; 7] = [
         drill: "the dump is read end to end into `pg_restore`, which decodes every data block, and each table's rows are checked against the counts the dump recorded",
         replays_log: false,
         stream_member: Some("database"),
+        source_is: SourceIs::Host,
         schedules: &[ScheduleSpec {
             name: "pgdump",
             operation: "export",
@@ -335,6 +359,10 @@ pub static ALL: [Descriptor; 7] = [
         drill: "the base backup is unpacked and `pg_verifybackup` checks every file and the WAL it needs",
         replays_log: false,
         stream_member: None,
+        source_is: SourceIs::Fact {
+            name: "system_identifier",
+            label: "system",
+        },
         schedules: &[ScheduleSpec {
             name: "pgbase",
             operation: "snapshot",
@@ -363,6 +391,7 @@ pub static ALL: [Descriptor; 7] = [
         drill: "nothing: key-material backups are reserved",
         replays_log: false,
         stream_member: None,
+        source_is: SourceIs::Host,
         schedules: &[],
         groups: &[],
     },
@@ -383,6 +412,7 @@ pub static ALL: [Descriptor; 7] = [
         drill: "the copy is restored to a scratch file, passes SQLite's `PRAGMA integrity_check`, and every table's rows are counted against the manifest",
         replays_log: false,
         stream_member: Some("database"),
+        source_is: SourceIs::Host,
         schedules: &[ScheduleSpec {
             name: "sqlite",
             operation: "snapshot",
