@@ -241,6 +241,55 @@ fn a_signers_backup_under_another_backups_id_deletes_and_leaves_out_nothing() {
     assert_exit(&out, 0);
 }
 
+/// A signer's manifest naming the key holder's object with other bytes (a
+/// genuine object of another backup, put in its place) is checked first, as
+/// the older: the key holder's backup must still be checked against its own
+/// record, not taken as read already.
+#[test]
+fn a_signers_manifest_naming_another_backups_object_vouches_for_nothing() {
+    let (_d, s, genuine, thief) =
+        scene("hosts = [\"web1\"]\nkinds = [\"tigerbeetle\"]\ntigerbeetle_clusters = [0]");
+    let out = s.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    let other: Value = json(&out)["manifest"].clone();
+    let key = genuine["objects"][0]["key"].as_str().unwrap();
+    let other_key = other["objects"][0]["key"].as_str().unwrap();
+    assert_exit(&s.bkp(&["verify"]), 0);
+
+    // The other backup's object in place of the genuine one, and a manifest
+    // of the thief's, older than both, that records those bytes at that key.
+    fs::copy(
+        s.path(&format!("store/{other_key}")),
+        s.path(&format!("store/{key}")),
+    )
+    .unwrap();
+    let started: time::OffsetDateTime = time::OffsetDateTime::parse(
+        genuine["started_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let at = started - time::Duration::hours(1);
+    let id = bkp::id::BackupId::new_v7(at).to_string();
+    let mut m = other.clone();
+    m.as_object_mut().unwrap().remove("seal");
+    m["id"] = id.as_str().into();
+    m["host"] = "web1".into();
+    m["started_at"] = rfc3339(at).into();
+    m["finished_at"] = rfc3339(at).into();
+    m["objects"][0]["key"] = key.into();
+    put(
+        &s,
+        &format!("manifests/tigerbeetle/{id}.json"),
+        &thief.seal(&m),
+    );
+
+    let out = s.bkp(&["verify"]);
+    let t = text(&out);
+    assert_exit(&out, 5);
+    let genuine_id = genuine["id"].as_str().unwrap();
+    assert!(t.contains(genuine_id) && t.contains(key), "{t}");
+}
+
 #[test]
 fn a_signed_manifest_outside_the_signers_scope_is_never_restored() {
     // The stolen host backs up its Parquet tier, as web1.

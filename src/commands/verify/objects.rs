@@ -52,6 +52,13 @@ pub struct ObjectResult {
 /// Every object a backup's data lives in, with how it was written. A
 /// replication describes each file's object itself (objects of earlier runs
 /// too, each with its own compression and key), so all of them are checked.
+/// How `check_backup` records object `o` as read and verified: its key with
+/// the size and SHA-256 it was verified against (chunks, whose ids are
+/// checked against their contents, are recorded by key).
+fn as_checked(o: &manifest::ObjectEntry) -> String {
+    format!("{}\n{}\n{}", o.key, o.size, o.sha256)
+}
+
 fn objects_of(m: &Manifest) -> Result<Vec<(manifest::ObjectEntry, Compression, bool)>> {
     if m.kind == Kind::Parquet && m.operation == "replicate" {
         let set = crate::replicate::record::ReplicaSet::from_manifest(m)?;
@@ -114,8 +121,12 @@ pub fn check_backup(
     let objects = objects_of(m)?;
     let described: BTreeSet<String> = objects.iter().map(|(o, _, _)| o.key.clone()).collect();
     for (o, compression, encrypted) in objects {
-        if checked.contains(&o.key) {
-            continue; // read already in this run (a shared object)
+        // Read already in this run (a shared object), against the same record:
+        // another manifest naming the key with other bytes (a planted one
+        // checked first) must not vouch for this one's.
+        let record = as_checked(&o);
+        if checked.contains(&record) {
+            continue;
         }
         let problem = match store.head(&o.key)? {
             None => Some(format!("object {} is missing", o.key)),
@@ -139,7 +150,7 @@ pub fn check_backup(
                 {
                     Ok(n) => {
                         c.bytes_read += n;
-                        checked.insert(o.key.clone());
+                        checked.insert(record);
                         None
                     }
                     Err(e) => Some(problem_or_stop(e)?),
