@@ -296,9 +296,12 @@ fn put(dir: &Path, path: &Path, text: &str) -> Result<PathBuf> {
     tmp.write_all(text.as_bytes())
         .and_then(|_| tmp.as_file().sync_all())
         .with_context(|| format!("failed to write metrics into {}", dir.display()))?;
-    // Readable by the collector, which usually runs as another user.
+    // Readable by the collector, which usually runs as another user. On the
+    // open file, not by name: whoever else may write the directory could put
+    // a link to another file under the name in between.
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
         .with_context(|| format!("failed to set permissions in {}", dir.display()))?;
     tmp.persist(path)
         .map_err(|e| e.error)

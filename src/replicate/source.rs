@@ -147,7 +147,9 @@ impl Source {
     /// The file's facts now, or `None` if it is gone.
     pub fn stat(&self, path: &str) -> Result<Option<Entry>> {
         match self {
-            Source::Local(root) => match fs::metadata(root.join(path)) {
+            // The file itself, not what a link put in its place points to.
+            Source::Local(root) => match fs::symlink_metadata(root.join(path)) {
+                Ok(m) if m.file_type().is_symlink() => Ok(None),
                 Ok(m) => Ok(Some(local_entry(path, &m))),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
                 Err(e) => {
@@ -170,12 +172,12 @@ impl Source {
         match self {
             Source::Local(root) => {
                 let p = root.join(&e.path);
-                match File::open(&p) {
+                match open_listed(&p) {
                     Ok(f) => Ok(Fetched::Got(Box::new(io::BufReader::with_capacity(
                         1 << 20,
                         f,
                     )))),
-                    Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Fetched::Changed),
+                    Err(err) if replaced(&err) => Ok(Fetched::Changed),
                     Err(err) => Err(err).with_context(|| format!("failed to open {}", p.display())),
                 }
             }
@@ -205,11 +207,9 @@ impl Source {
         match self {
             Source::Local(root) => {
                 let p = root.join(&e.path);
-                let mut f = match File::open(&p) {
+                let mut f = match open_listed(&p) {
                     Ok(f) => f,
-                    Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                        return Ok(Fetched::Changed)
-                    }
+                    Err(err) if replaced(&err) => return Ok(Fetched::Changed),
                     Err(err) => {
                         return Err(err).with_context(|| format!("failed to open {}", p.display()))
                     }
@@ -386,4 +386,51 @@ fn walk(
         }
     }
     Ok(())
+}
+
+/// Opens file `p` of a local source as the listing saw it: a symbolic link put
+/// in its place since (the listing refuses links) is not followed, so that a
+/// run that may read any file (root, or a capability to) stores only the
+/// source's own.
+fn open_listed(p: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(p)
+}
+
+/// Whether `err`, opening a listed file, says it is gone or is a link now:
+/// the file changed since it was listed.
+fn replaced(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::NotFound || err.raw_os_error() == Some(libc::ELOOP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listed file replaced by a link to another file is not read through
+    /// the link: every read says it changed.
+    #[test]
+    fn a_listed_file_replaced_by_a_link_is_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("cold");
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join("a.parquet"), b"PAR1 listed PAR1").unwrap();
+        fs::write(d.path().join("secret"), b"not the source's").unwrap();
+        let src = Source::Local(root.clone());
+        let e = Entry {
+            path: "a.parquet".into(),
+            size: 16,
+            mtime_ns: None,
+            etag: None,
+        };
+        assert!(matches!(src.read_all(&e).unwrap(), Fetched::Got(b) if b == b"PAR1 listed PAR1"));
+        fs::remove_file(root.join("a.parquet")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("secret"), root.join("a.parquet")).unwrap();
+        assert!(matches!(src.read_all(&e).unwrap(), Fetched::Changed));
+        assert!(matches!(src.head_tail(&e, 4).unwrap(), Fetched::Changed));
+        assert!(src.stat("a.parquet").unwrap().is_none());
+    }
 }
