@@ -4,6 +4,7 @@
 //! process dies, however it dies, so a crash never leaves a stale lock behind.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,7 @@ impl RunLock {
             .truncate(false)
             .read(true)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .with_context(|| format!("failed to open lock file {}", path.display()))?;
         let deadline = crate::units::deadline(wait);

@@ -36,6 +36,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 
+use crate::exit::{coded, Code};
+
 /// The scratch directory of each run lives under this.
 const TMP: &str = "tmp";
 /// The file a live scratch keeps locked.
@@ -116,18 +118,23 @@ impl WorkDir {
         self.root.join("notify")
     }
 
-    /// Creates `work_dir` (0700) if it is missing.
+    /// Creates `work_dir` (0700) if it is missing, and refuses one that another
+    /// user could have made or may write: it holds decrypted data, the run
+    /// locks, and what the next run acts on (its ledger spool, the leftovers
+    /// it removes).
     pub fn create(&self) -> Result<()> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.root)
-            .with_context(|| format!("failed to create work_dir {}", self.root.display()))
+            .with_context(|| format!("failed to create work_dir {}", self.root.display()))?;
+        private(&self.root)
     }
 
     /// A new scratch directory `tmp/{what}-{random}` (0700), locked as this run's
     /// until the [`Scratch`] is dropped, which removes it.
     pub fn scratch(&self, what: &str) -> Result<Scratch> {
+        self.create()?;
         let tmp = self.root.join(TMP);
         fs::DirBuilder::new()
             .recursive(true)
@@ -342,9 +349,86 @@ fn remove_path(p: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Refuses `dir` (a work directory) where another user may write it, or where
+/// it belongs to another user who could have made it (its parent is writable
+/// by others, as `/tmp`): a directory root made, or its own user, is trusted.
+fn private(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        fs::metadata(dir).with_context(|| format!("failed to read work_dir {}", dir.display()))?;
+    let refuse = |why: String| {
+        Err(coded(
+            Code::Config,
+            format!(
+                "work_dir {} {why}: it holds decrypted data and what the next run acts on. Choose a directory only this user can write (work_dir, BKP_WORK_DIR), or chmod go-w it",
+                dir.display()
+            ),
+        ))
+    };
+    if meta.mode() & 0o022 != 0 {
+        return refuse(format!(
+            "may be written by other users (mode {:o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        let parent = dir.parent().and_then(|p| fs::metadata(p).ok());
+        if parent.is_none_or(|p| p.mode() & 0o022 != 0) {
+            return refuse(format!(
+                "belongs to user {}, who could have made it in a directory others may write",
+                meta.uid()
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_work_dir_another_user_may_write_or_could_have_made_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let w = WorkDir::new(d.path().join("work"));
+        w.create().unwrap();
+        assert_eq!(
+            fs::metadata(&w.root).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        w.scratch("x").unwrap();
+        fs::set_permissions(&w.root, fs::Permissions::from_mode(0o777)).unwrap();
+        for e in [
+            w.create().unwrap_err(),
+            w.scratch("x").map(drop).unwrap_err(),
+        ] {
+            assert_eq!(crate::exit::classify(&e), Some(Code::Config), "{e:#}");
+            assert!(format!("{e:#}").contains("mode 777"), "{e:#}");
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        // Another user's, in a directory anyone may write (as /tmp).
+        let shared = d.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+        let planted = shared.join("work");
+        fs::create_dir(&planted).unwrap();
+        fs::set_permissions(&planted, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+        let e = WorkDir::new(&planted).create().unwrap_err();
+        assert!(format!("{e:#}").contains("belongs to user 65534"), "{e:#}");
+        // The same in a directory only root may write: made by root for it.
+        let system = d.path().join("system");
+        fs::create_dir(&system).unwrap();
+        fs::set_permissions(&system, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::rename(&planted, system.join("work")).unwrap();
+        WorkDir::new(system.join("work")).create().unwrap();
+    }
 
     #[test]
     fn a_live_scratch_is_no_leftover_and_goes_when_dropped() {
