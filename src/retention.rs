@@ -668,12 +668,23 @@ fn source_of(m: &crate::manifest::Manifest) -> String {
 /// cluster timestamp each holds (`until`), and when its run began.
 struct Segments(Vec<(Option<u128>, u64, time::OffsetDateTime)>);
 
+/// How far past its run's start a segment's newest row may lie (the cluster's
+/// clock against the host's): a capture reads up to the newest row when it
+/// starts.
+const SEGMENT_CLOCK_SKEW: time::Duration = time::Duration::days(1);
+
 impl Segments {
+    /// The segments of `all` that could hold what they claim: one whose
+    /// newest row lies further past its run's start than clocks differ (a
+    /// signed manifest claiming every timestamp, dated years back) would make
+    /// every base of its cluster count as that old.
     fn of(all: &[crate::manifest::Manifest]) -> Segments {
         use crate::manifest::tigerbeetle as tb;
         let segments = all.iter().filter_map(|s| {
             let (_, until) = tb::interval(s)?;
-            Some((tb::cluster_id(s), until, s.started_at))
+            let newest = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(until)).ok()?;
+            (newest <= s.started_at + SEGMENT_CLOCK_SKEW)
+                .then(|| (tb::cluster_id(s), until, s.started_at))
         });
         Segments(segments.collect())
     }
@@ -1182,6 +1193,44 @@ mod tests {
             "{:?}",
             reasons(&got, &newest_b.id.to_string())
         );
+    }
+
+    /// A base built from the log counts from the start of the segment that
+    /// holds its newest row; a segment that claims rows far past its own start
+    /// (every timestamp, in a manifest dated years back) holds none of them,
+    /// and moves no base back.
+    #[test]
+    fn a_base_counts_from_the_segment_that_can_hold_its_newest_row() {
+        use crate::manifest::tests::sample;
+        use serde_json::json;
+        let ns = |t: OffsetDateTime| t.unix_timestamp_nanos() as u64;
+        let segment = |at: OffsetDateTime, after: u64, until: u64| {
+            let mut m = sample(TB, at);
+            m.operation = "logs".into();
+            m.scope = INC;
+            m.source.insert("cluster_id", json!("0"));
+            m.source.insert("after", json!(after.to_string()));
+            m.source.insert("until", json!(until.to_string()));
+            m
+        };
+        let holding = t("2026-11-20T06:00");
+        let row = ns(holding) - 60_000_000_000;
+        let mut base = sample(TB, t("2026-11-20T07:00"));
+        base.operation = "snapshot".into();
+        base.source.insert("cluster_id", json!("0"));
+        base.source.insert("from_log", json!(true));
+        base.source.insert("newest_timestamp", json!(row));
+        let genuine = segment(holding, row - 1_000, row + 1_000);
+        let planted = segment(t("2023-01-01T00:00"), 0, u64::MAX);
+        let at = |all: &[crate::manifest::Manifest]| {
+            candidates(all)
+                .into_iter()
+                .find(|c| c.id == base.id.to_string())
+                .unwrap()
+                .started_at
+        };
+        assert_eq!(at(&[base.clone(), genuine.clone()]), holding);
+        assert_eq!(at(&[base.clone(), genuine, planted]), holding);
     }
 
     #[test]
