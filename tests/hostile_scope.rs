@@ -203,6 +203,15 @@ fn a_signers_backup_under_another_backups_id_deletes_and_leaves_out_nothing() {
         );
         assert!(snapshot.exists() && object.exists(), "{args:?}: {t}");
     }
+    // verify, whose chains and ledger audit look backups up by id, names it too.
+    let out = s.bkp(&["verify"]);
+    let t = text(&out);
+    assert_exit(&out, 5);
+    assert!(
+        t.contains(&format!("manifests/tigerbeetle/{id}.json"))
+            && t.contains(&format!("manifests/parquet/{id}.json")),
+        "{t}"
+    );
     let mut cfg = fs::read_to_string(&s.config).unwrap();
     cfg.push_str("\n[[copies]]\nname = \"c\"\ntype = \"local\"\npath = \"copy\"\n");
     fs::write(&s.config, cfg).unwrap();

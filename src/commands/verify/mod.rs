@@ -189,6 +189,13 @@ fn look(
     let lost = rollback::check(store, &trust, &all, args)?;
     let damage_code = (!lost.is_empty()).then_some(Code::Rollback);
     general.extend(lost);
+    // One id under two kinds: chains, the ledger audit and cleanup look
+    // backups up by id, and would take one for the other.
+    general.extend(
+        manifest::shared_ids(&all)
+            .iter()
+            .map(|(id, keys)| manifest::shared_id_error(*id, keys, store)),
+    );
 
     // Objects and chains.
     let chains = chain::Index::new(&all);
