@@ -375,11 +375,13 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
             let window = policy
                 .get(kind, Scope::Incremental)
                 .keep_log_since_oldest_kept_full;
-            // Oldest first.
+            // Oldest first. A snapshot that names no source (no cluster
+            // configured when it ran) may be any cluster's: it counts for each.
             let of = |scope| -> Vec<usize> {
                 (0..n)
                     .rev()
-                    .filter(|&i| c[i].kind == kind && c[i].source == source && c[i].scope == scope)
+                    .filter(|&i| c[i].kind == kind && c[i].scope == scope)
+                    .filter(|&i| c[i].source == source || may_be(c[i], source))
                     .collect()
             };
             let (fulls, segs) = (of(Scope::Full), of(Scope::Incremental));
@@ -451,6 +453,11 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
         .collect()
 }
 
+/// Whether snapshot `b`, which names no source, may be one of `source`'s.
+fn may_be(b: &Candidate, source: &str) -> bool {
+    b.scope == Scope::Full && b.source.is_empty() && !source.is_empty()
+}
+
 /// For each kept log segment (of a log-replay kind), a "chain broken" note when
 /// the segment before it is missing inside the window that no snapshot covers:
 /// its parent is not the previous segment in the store, and no snapshot lies
@@ -460,9 +467,11 @@ fn log_holes(c: &[&Candidate], keep: &[bool]) -> Vec<Option<String>> {
     let n = c.len();
     let log = |i: &usize| c[*i].kind.replays_log();
     for i in (0..n).filter(|i| log(i) && keep[*i] && c[*i].scope == Scope::Incremental) {
-        let (kind, source, at) = (c[i].kind, &c[i].source, c[i].started_at);
+        let (kind, source, at) = (c[i].kind, c[i].source.as_str(), c[i].started_at);
         let same = |j: &usize, scope| {
-            c[*j].kind == kind && c[*j].source == *source && c[*j].scope == scope
+            c[*j].kind == kind
+                && c[*j].scope == scope
+                && (c[*j].source == source || may_be(c[*j], source))
         };
         // `c` is newest first: the first older match is the nearest.
         let prev = (i + 1..n).find(|j| same(j, Scope::Incremental));
@@ -1073,6 +1082,28 @@ mod tests {
             reasons(&got, "2026-11-17T06:00"),
             ["delete: no rule keeps it"]
         );
+    }
+
+    /// Snapshots taken with no cluster configured name none, while log
+    /// segments always name theirs: such a snapshot still bounds that
+    /// cluster's log window, as where both name the cluster.
+    #[test]
+    fn a_snapshot_that_names_no_cluster_bounds_each_clusters_log() {
+        let now = t("2026-11-20T23:50");
+        let snapshots = pol(|p| p.daily = Some(3));
+        let policies = Policies::new(Policy::default()).with(TB, Scope::Full, snapshots);
+        let named = |segments: &str, snaps: &str| {
+            let mut all = ten_days_of_logs();
+            for c in all.iter_mut() {
+                c.source = if c.scope == INC { segments } else { snaps }.into();
+            }
+            kept(&plan(&all, &policies, now))
+        };
+        let both = named("cluster 0", "cluster 0");
+        assert_eq!(named("cluster 0", ""), both);
+        assert_eq!(named("", ""), both);
+        // The window starts at the oldest kept snapshot: older segments go.
+        assert!(both.len() < ten_days_of_logs().len() / 2, "{both:?}");
     }
 
     #[test]
