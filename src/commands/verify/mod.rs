@@ -189,13 +189,7 @@ fn look(
     let lost = rollback::check(store, &trust, &all, args)?;
     let damage_code = (!lost.is_empty()).then_some(Code::Rollback);
     general.extend(lost);
-    // One id under two kinds: chains, the ledger audit and cleanup look
-    // backups up by id, and would take one for the other.
-    general.extend(
-        manifest::shared_ids(&all)
-            .iter()
-            .map(|(id, keys)| manifest::shared_id_error(*id, keys, store)),
-    );
+    general.extend(listed_twice(&all, store));
 
     // Objects and chains.
     let chains = chain::Index::new(&all);
@@ -488,4 +482,15 @@ impl Retained {
     fn bytes(&self) -> u64 {
         self.chunks.values().chain(self.odd.values()).sum()
     }
+}
+
+/// Each backup id listed under more than one kind, as a problem: chains, the
+/// ledger audit and cleanup look backups up by id, and would take one for
+/// the other.
+fn listed_twice(all: &[manifest::Manifest], store: &dyn Store) -> Vec<String> {
+    let shared = manifest::shared_ids(all);
+    let problem = |(id, keys): &(crate::id::BackupId, Vec<String>)| {
+        manifest::shared_id_error(*id, keys, store)
+    };
+    shared.iter().map(problem).collect()
 }

@@ -121,13 +121,8 @@ pub fn check_backup(
     // A sealed manifest whose record of its objects cannot be read (a
     // replicated set without its fields) is this backup's damage, not the end
     // of the run.
-    let objects = match objects_of(m) {
-        Ok(objects) => objects,
-        Err(e) => {
-            c.problems.push(format!("{e:#}"));
-            return Ok(c);
-        }
-    };
+    let objects = objects_of(m).map_err(|e| c.problems.push(format!("{e:#}")));
+    let Ok(objects) = objects else { return Ok(c) };
     let described: BTreeSet<String> = objects.iter().map(|(o, _, _)| o.key.clone()).collect();
     for (o, compression, encrypted) in objects {
         // Read already in this run (a shared object), against the same record:
