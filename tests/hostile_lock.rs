@@ -16,8 +16,7 @@ use std::path::Path;
 
 use common::postgres::Postgres;
 use common::{
-    assert_exit, bkp_command, formatted_data_file, run_bkp, setup_moto, shared_moto, unique_name,
-    Moto,
+    assert_exit, formatted_data_file, run_bkp, setup_moto, shared_moto, unique_name, Moto,
 };
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
@@ -306,21 +305,16 @@ fn a_dump_swapped_after_its_verification_is_not_what_pg_restore_reads() {
     let other = dump_object(&store, Some(&genuine));
 
     let target = unique_name("swapped");
-    let mut cmd = bkp_command(&[("BKP_PAUSEPOINT".into(), "restore-verified".into())]);
-    cmd.arg("--config")
-        .arg(&cfg)
-        .args(["restore", &genuine_id, "--target", &target]);
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    common::wait_stopped(pid, "the restore, between verifying and reading its dump");
     let saved = fs::read(&genuine).unwrap();
-    fs::copy(&other, &genuine).unwrap();
-    common::resume(pid);
-    let out = child.wait_with_output().unwrap();
+    let out = common::run_paused(
+        &cfg,
+        &["restore", &genuine_id, "--target", &target],
+        "restore-verified",
+        "the restore, between verifying and reading its dump",
+        || {
+            fs::copy(&other, &genuine).unwrap();
+        },
+    );
     fs::write(&genuine, saved).unwrap();
     assert_exit(&out, 0);
     // What was restored is the verified dump: no table of the other one.
@@ -360,17 +354,6 @@ fn a_dumps_staging_database_takes_no_other_roles_session() {
     let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
 
     let target = unique_name("restored");
-    let mut cmd = bkp_command(&[("BKP_PAUSEPOINT".into(), "restore-verified:1".into())]);
-    cmd.arg("--config")
-        .arg(&cfg)
-        .args(["restore", &id, "--target", &target]);
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    common::wait_stopped(pid, "the restore, its staging database made");
     let may = |db: &str| {
         pg.psql(
             "postgres",
@@ -379,14 +362,21 @@ fn a_dumps_staging_database_takes_no_other_roles_session() {
             ),
         )
     };
-    let staging = pg.psql(
-        "postgres",
-        "SELECT datname FROM pg_database WHERE datname LIKE 'bkp_restore_%'",
+    let (mut staging, mut during) = (String::new(), String::new());
+    let out = common::run_paused(
+        &cfg,
+        &["restore", &id, "--target", &target],
+        "restore-verified:1",
+        "the restore, its staging database made",
+        || {
+            staging = pg.psql(
+                "postgres",
+                "SELECT datname FROM pg_database WHERE datname LIKE 'bkp_restore_%'",
+            );
+            during = may(&staging);
+        },
     );
     assert!(staging.starts_with("bkp_restore_"), "{staging:?}");
-    let during = may(&staging);
-    common::resume(pid);
-    let out = child.wait_with_output().unwrap();
     assert_exit(&out, 0);
     assert_eq!(during, "f", "another role may enter {staging}");
     assert_eq!(

@@ -375,24 +375,17 @@ fn a_segment_swapped_after_its_verification_is_not_what_the_cluster_gets() {
     assert_eq!(segments.len(), 2, "{segments:?}");
 
     let target = TigerBeetle::start();
-    let mut cmd = common::bkp_command(&[("BKP_PAUSEPOINT".into(), "restore-verified:1".into())]);
-    cmd.arg("--config")
-        .arg(&cfg)
-        .args(["restore", "--at", &at, "--into", &target.address()]);
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    common::wait_stopped(
-        pid,
-        "the restore, between verifying and replaying a segment",
-    );
     let saved = fs::read(&segments[0]).unwrap();
-    fs::copy(&segments[1], &segments[0]).unwrap();
-    common::resume(pid);
-    let out = child.wait_with_output().unwrap();
+    let into = target.address();
+    let out = common::run_paused(
+        &cfg,
+        &["restore", "--at", &at, "--into", &into],
+        "restore-verified:1",
+        "the restore, between verifying and replaying a segment",
+        || {
+            fs::copy(&segments[1], &segments[0]).unwrap();
+        },
+    );
     fs::write(&segments[0], saved).unwrap();
     assert_exit(&out, 0);
     assert_eq!(balances(&target.address()), want);

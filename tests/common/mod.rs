@@ -849,6 +849,34 @@ pub fn resume(pid: u32) {
     }
 }
 
+/// Runs `bkp --config CONFIG ARGS` until it stops itself at pause point
+/// `point` (`BKP_PAUSEPOINT`, e.g. `restore-verified:1`), runs `meanwhile`,
+/// lets it go on, and returns its output; `what` says where it stops, for a
+/// failure.
+#[allow(dead_code)]
+pub fn run_paused(
+    config: &Path,
+    args: &[&str],
+    point: &str,
+    what: &str,
+    meanwhile: impl FnOnce(),
+) -> Output {
+    let mut cmd = bkp_command(&[("BKP_PAUSEPOINT".into(), point.into())]);
+    let child = cmd
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    wait_stopped(pid, what);
+    meanwhile();
+    resume(pid);
+    child.wait_with_output().unwrap()
+}
+
 /// Fails the test, showing stdout and stderr, unless the process exited with `code`.
 #[track_caller]
 pub fn assert_exit(out: &Output, code: i32) {
