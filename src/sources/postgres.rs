@@ -577,30 +577,19 @@ impl<'a> Server<'a> {
     }
 
     /// `CREATE DATABASE` from `template0`, owned by the role bkp connects as,
-    /// that no other role may connect to until [`Server::grant_public`] (PUBLIC's
-    /// CONNECT and TEMPORARY revoked): a restore's staging database must take
-    /// no objects from other roles of the server before it is checked and put
-    /// in place. A session opened in the instant between the two is refused.
+    /// that no other role may connect to until [`Server::grant_public`]: a
+    /// restore's staging database must take no objects from other roles of
+    /// the server before it is checked and put in place. It is created taking
+    /// no sessions at all, PUBLIC's CONNECT and TEMPORARY are revoked, and only
+    /// then does it take sessions: there is no instant in which another role
+    /// could connect.
     pub fn create_database(&self, database: &str) -> Result<()> {
         self.psql(
             MAINTENANCE_DB,
-            "CREATE DATABASE :\"name\" TEMPLATE template0;\nREVOKE ALL ON DATABASE :\"name\" FROM PUBLIC;\n",
+            "CREATE DATABASE :\"name\" TEMPLATE template0 ALLOW_CONNECTIONS false;\nREVOKE ALL ON DATABASE :\"name\" FROM PUBLIC;\nALTER DATABASE :\"name\" WITH ALLOW_CONNECTIONS true;\n",
             &[("name", database)],
-        )?;
-        let sessions = self.psql(
-            MAINTENANCE_DB,
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = :'name';\n",
-            &[("name", database)],
-        )?;
-        if sessions != "0" {
-            return Err(coded(
-                Code::UnsafeSource,
-                format!(
-                    "another session connected to database {database:?}, which this restore had just created, before it was closed to other roles: nothing was restored into it. Find out who watches for bkp's staging databases (pg_stat_activity), then restore again"
-                ),
-            ));
-        }
-        Ok(())
+        )
+        .map(drop)
     }
 
     /// Gives PUBLIC on `database` what it has on a new database (CONNECT,
