@@ -220,8 +220,18 @@ impl Store for OwnCopy<'_> {
     ) -> Result<Box<dyn crate::store::ObjectWriter>> {
         self.0.create(key, metadata)
     }
+    fn note(&self) -> Option<String> {
+        self.0.note()
+    }
     fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
         self.0.open(key)
+    }
+    // The verifying read in ranges at once where the store gains from them.
+    fn open_parallel(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+        self.0.open_parallel(key)
+    }
+    fn get_at_most(&self, key: &str, cap: u64) -> Result<Vec<u8>> {
+        self.0.get_at_most(key, cap)
     }
     fn head(&self, key: &str) -> Result<Option<crate::store::ObjectInfo>> {
         self.0.head(key)
@@ -229,8 +239,17 @@ impl Store for OwnCopy<'_> {
     fn list(&self, prefix: &str) -> Result<Vec<crate::store::ObjectInfo>> {
         self.0.list(prefix)
     }
+    fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<crate::store::ObjectInfo>> {
+        self.0.list_after(prefix, after)
+    }
     fn delete(&self, key: &str) -> Result<()> {
         self.0.delete(key)
+    }
+    fn parallelism(&self) -> usize {
+        self.0.parallelism()
+    }
+    fn archived(&self, key: &str) -> Result<Option<crate::store::Archived>> {
+        self.0.archived(key)
     }
     fn reread_is_cheap(&self) -> bool {
         false
