@@ -53,10 +53,19 @@ pub struct ObjectResult {
 /// replication describes each file's object itself (objects of earlier runs
 /// too, each with its own compression and key), so all of them are checked.
 /// How `check_backup` records object `o` as read and verified: its key with
-/// the size and SHA-256 it was verified against (chunks, whose ids are
-/// checked against their contents, are recorded by key).
-fn as_checked(o: &manifest::ObjectEntry) -> String {
-    format!("{}\n{}\n{}", o.key, o.size, o.sha256)
+/// everything it was verified against (chunks, whose ids are checked against
+/// their contents, are recorded by key).
+fn as_checked(o: &manifest::ObjectEntry, compression: Compression, encrypted: bool) -> String {
+    let manifest::ObjectEntry {
+        key,
+        size,
+        sha256,
+        content_bytes,
+        content_sha256,
+    } = o;
+    format!(
+        "{key}\n{size}\n{sha256}\n{content_bytes}\n{content_sha256}\n{compression:?}\n{encrypted}"
+    )
 }
 
 fn objects_of(m: &Manifest) -> Result<Vec<(manifest::ObjectEntry, Compression, bool)>> {
@@ -128,7 +137,7 @@ pub fn check_backup(
         // Read already in this run (a shared object), against the same record:
         // another manifest naming the key with other bytes (a planted one
         // checked first) must not vouch for this one's.
-        let record = as_checked(&o);
+        let record = as_checked(&o, compression, encrypted);
         if checked.contains(&record) {
             continue;
         }
