@@ -350,37 +350,57 @@ fn remove_path(p: &Path) -> std::io::Result<()> {
 }
 
 /// Refuses `dir` (a work directory) where another user may write it, or where
-/// it belongs to another user who could have made it (its parent is writable
-/// by others, as `/tmp`): a directory root made, or its own user, is trusted.
+/// it, or a link naming it, belongs to another user who could have made it
+/// (its parent is writable by others, as `/tmp`): a directory root made, or
+/// its own user, is trusted.
 fn private(dir: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let meta =
-        fs::metadata(dir).with_context(|| format!("failed to read work_dir {}", dir.display()))?;
-    let refuse = |why: String| {
+    let read = |p: &Path, follow: bool| {
+        let meta = if follow {
+            fs::metadata(p)
+        } else {
+            fs::symlink_metadata(p)
+        };
+        meta.with_context(|| format!("failed to read work_dir {}", p.display()))
+    };
+    let refuse = |why: String, fix: &str| {
         Err(coded(
             Code::Config,
             format!(
-                "work_dir {} {why}: it holds decrypted data and what the next run acts on. Choose a directory only this user can write (work_dir, BKP_WORK_DIR), or chmod go-w it",
+                "work_dir {} {why}: it holds decrypted data and what the next run acts on. {fix}, or choose a directory of this user's own (work_dir, BKP_WORK_DIR)",
                 dir.display()
             ),
         ))
     };
+    let meta = read(dir, true)?;
     if meta.mode() & 0o022 != 0 {
-        return refuse(format!(
+        let why = format!(
             "may be written by other users (mode {:o})",
             meta.mode() & 0o7777
-        ));
+        );
+        return refuse(why, &format!("chmod go-w {}", dir.display()));
     }
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    if meta.uid() != me && meta.uid() != 0 {
-        let parent = dir.parent().and_then(|p| fs::metadata(p).ok());
-        if parent.is_none_or(|p| p.mode() & 0o022 != 0) {
-            return refuse(format!(
-                "belongs to user {}, who could have made it in a directory others may write",
-                meta.uid()
-            ));
+    // The name as given (a link another user put there counts as theirs),
+    // then the directory it leads to.
+    for (what, meta) in [
+        ("it", read(dir, false)?),
+        ("the directory it leads to", meta),
+    ] {
+        if meta.uid() == me || meta.uid() == 0 {
+            continue;
         }
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+        let parent = fs::metadata(parent.unwrap_or(Path::new(".")));
+        if parent.is_ok_and(|p| p.mode() & 0o022 == 0) {
+            continue;
+        }
+        let why = format!(
+            "is named in a directory others may write, and {what} belongs to user {}, who could have made it",
+            meta.uid()
+        );
+        return refuse(why, "Remove it if no run of yours made it");
     }
     Ok(())
 }
@@ -422,6 +442,18 @@ mod tests {
         std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
         let e = WorkDir::new(&planted).create().unwrap_err();
         assert!(format!("{e:#}").contains("belongs to user 65534"), "{e:#}");
+        // A link of that user's there, to a directory of root's.
+        let link = shared.join("link");
+        let roots = d.path().join("roots");
+        fs::create_dir(&roots).unwrap();
+        std::os::unix::fs::symlink(&roots, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+        let e = WorkDir::new(&link).create().unwrap_err();
+        assert!(
+            format!("{e:#}").contains("it belongs to user 65534"),
+            "{e:#}"
+        );
+        WorkDir::new(&roots).create().unwrap();
         // The same in a directory only root may write: made by root for it.
         let system = d.path().join("system");
         fs::create_dir(&system).unwrap();
