@@ -65,10 +65,11 @@ pub struct Candidate {
     #[serde(default)]
     pub stream: String,
     /// What the backup was taken from (a TigerBeetle cluster, a PostgreSQL
-    /// system, the host that ran it; see [`crate::kinds::SourceIs`]): each
-    /// source's backups are a group of their own, so that one source's newer
-    /// backups (another cluster's, another host's, a stolen host's signed
-    /// ones) never take the places another source's backups are kept in.
+    /// system; see [`crate::kinds::SourceIs`]): each source's backups are a
+    /// group of their own, so that one source's newer backups (another
+    /// cluster's, another server's) never take the places another source's
+    /// backups are kept in. Empty where the kind tells none, or the manifest
+    /// names none (it then counts for each source's log).
     #[serde(default)]
     pub source: String,
     /// Why the backup must stay whatever the rules say (a manifest still under
@@ -298,9 +299,25 @@ fn by_rules(c: &[&Candidate], policy: &Policies, now: OffsetDateTime) -> Vec<Vec
             .push(i);
         sources.entry(b.kind).or_default().insert(b.source.as_str());
     }
+    // The newest of each (kind, scope, stream), whatever its source.
+    let mut newest: BTreeMap<(Kind, Scope, &str), usize> = BTreeMap::new();
+    for (&(kind, scope, stream, _), all_of_group) in &groups {
+        let at = newest
+            .entry((kind, scope, stream))
+            .or_insert(all_of_group[0]);
+        *at = (*at).min(all_of_group[0]);
+    }
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); c.len()];
     for (&(kind, scope, stream, source), all_of_group) in &groups {
         apply_rules(c, policy.get(kind, scope), now, all_of_group, &mut reasons);
+        // A source's newest stays while its retention lasts (a server replaced,
+        // or upgraded into a new system, stops backing up: its last backup
+        // goes once it expires); the newest of all always stays.
+        let first = all_of_group[0];
+        let live = c[first].expires_at.is_none_or(|t| t > now);
+        if newest.get(&(kind, scope, stream)) != Some(&first) && !live {
+            continue;
+        }
         let several = sources.get(&kind).is_some_and(|s| s.len() > 1);
         let of = [stream, if several { source } else { "" }];
         let of: Vec<&str> = of.into_iter().filter(|s| !s.is_empty()).collect();
@@ -337,11 +354,18 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
 
     // Each source's log and snapshots on their own: another cluster's
     // snapshot holds none of this cluster's rows.
-    let log_kinds: BTreeSet<(Kind, &str)> = c
+    let mut log_kinds: BTreeSet<(Kind, &str)> = c
         .iter()
         .filter(|b| b.kind.replays_log())
         .map(|b| (b.kind, b.source.as_str()))
         .collect();
+    // What names no source counts for each source that is named.
+    let named: BTreeSet<Kind> = log_kinds
+        .iter()
+        .filter(|(_, s)| !s.is_empty())
+        .map(|(k, _)| *k)
+        .collect();
+    log_kinds.retain(|(k, s)| !s.is_empty() || !named.contains(k));
     let c = &c[..];
     let parent_of = |i: usize| c[i].parent.as_deref().and_then(|p| by_id.get(p).copied());
     let mut pushed = vec![false; n];
@@ -453,9 +477,10 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
         .collect()
 }
 
-/// Whether snapshot `b`, which names no source, may be one of `source`'s.
+/// Whether `b`, which names no source (a snapshot taken with no cluster
+/// configured, a segment of an older release), may be one of `source`'s.
 fn may_be(b: &Candidate, source: &str) -> bool {
-    b.scope == Scope::Full && b.source.is_empty() && !source.is_empty()
+    b.source.is_empty() && !source.is_empty()
 }
 
 /// For each kept log segment (of a log-replay kind), a "chain broken" note when
@@ -661,7 +686,7 @@ pub fn candidates(manifests: &[crate::manifest::Manifest]) -> Vec<Candidate> {
 }
 
 /// What backup `m` was taken from, as its kind tells sources apart
-/// ([`crate::kinds::SourceIs`]): "cluster 0", "system 7300…", "host db1".
+/// ([`crate::kinds::SourceIs`]): "cluster 0", "system 7300…", or nothing.
 fn source_of(m: &crate::manifest::Manifest) -> String {
     match m.kind.describe().source_is {
         crate::kinds::SourceIs::Fact { name, label } => match m.source.get(name) {
@@ -669,7 +694,7 @@ fn source_of(m: &crate::manifest::Manifest) -> String {
             Some(v @ serde_json::Value::Number(_)) => format!("{label} {v}"),
             _ => String::new(),
         },
-        crate::kinds::SourceIs::Host => format!("host {}", m.host),
+        crate::kinds::SourceIs::Stream => String::new(),
     }
 }
 
@@ -1085,8 +1110,9 @@ mod tests {
     }
 
     /// Snapshots taken with no cluster configured name none, while log
-    /// segments always name theirs: such a snapshot still bounds that
-    /// cluster's log window, as where both name the cluster.
+    /// segments name theirs (and those of older releases none): what names no
+    /// cluster counts for the cluster that is named, and the log window is
+    /// the same as where both name it.
     #[test]
     fn a_snapshot_that_names_no_cluster_bounds_each_clusters_log() {
         let now = t("2026-11-20T23:50");
@@ -1101,6 +1127,8 @@ mod tests {
         };
         let both = named("cluster 0", "cluster 0");
         assert_eq!(named("cluster 0", ""), both);
+        // Segments of a release that named no cluster, snapshots that do.
+        assert_eq!(named("", "cluster 0"), both);
         assert_eq!(named("", ""), both);
         // The window starts at the oldest kept snapshot: older segments go.
         assert!(both.len() < ten_days_of_logs().len() / 2, "{both:?}");
@@ -1148,10 +1176,10 @@ mod tests {
         assert_eq!(noted.len(), 1, "{noted:#?}");
     }
 
-    /// Two PostgreSQL servers, two TigerBeetle clusters, and two hosts that
-    /// each copy a SQLite database at the same path, all into one store: each
-    /// source keeps its own daily backups and its own newest, whichever runs
-    /// a little later each day.
+    /// Two PostgreSQL servers and two TigerBeetle clusters back up into one
+    /// store: each source keeps its own daily backups and its own newest,
+    /// whichever runs a little later each day. A server that stopped (replaced,
+    /// or upgraded into a new system) keeps its last backup until it expires.
     #[test]
     fn each_source_of_a_kind_keeps_its_own_backups() {
         use crate::manifest::tests::sample;
@@ -1170,12 +1198,21 @@ mod tests {
                 let mut tb = sample(Kind::Tigerbeetle, at);
                 tb.source
                     .insert("cluster_id", json!(if k == "a" { "0" } else { "1" }));
-                let mut lite = sample(Kind::Sqlite, at);
-                lite.host = format!("db-{k}").as_str().into();
-                lite.source.insert("database", json!("/srv/app.db"));
-                all.extend([pg, tb, lite]);
+                all.extend([pg, tb]);
             }
         }
+        // Two servers that stopped: one a week ago, one past its retention.
+        let stopped = |at: &str, system: &str| {
+            let mut m = sample(Kind::Postgres, t(at));
+            m.retention_days = 30;
+            m.source.insert("system_identifier", json!(system));
+            m
+        };
+        let (recent, expired) = (
+            stopped("2026-11-13T02:00", "7300000000000000003"),
+            stopped("2026-10-01T02:00", "7300000000000000004"),
+        );
+        all.extend([recent.clone(), expired.clone()]);
         for m in all.iter_mut() {
             m.operation = "snapshot".into();
         }
@@ -1207,15 +1244,17 @@ mod tests {
                     fact(m, "cluster_id") == Some(json!("1"))
                 }),
             ),
-            (
-                Kind::Sqlite,
-                kept_of(Kind::Sqlite, &|m| m.host.as_str() == "db-a"),
-                kept_of(Kind::Sqlite, &|m| m.host.as_str() == "db-b"),
-            ),
         ] {
             assert_eq!((a, b), (3, 3), "{kind:?}: {got:#?}");
         }
-        let newest_b = all.iter().rev().find(|m| m.kind == Kind::Postgres).unwrap();
+        let kept = kept(&got);
+        assert!(kept.contains(&recent.id.to_string()), "{got:#?}");
+        assert!(!kept.contains(&expired.id.to_string()), "{got:#?}");
+        let newest_b = all
+            .iter()
+            .rev()
+            .find(|m| fact(m, "system_identifier") == Some(json!("7300000000000000002")))
+            .unwrap();
         assert!(
             reasons(&got, &newest_b.id.to_string()).contains(
                 &"kept: newest good backup of postgres/full (system 7300000000000000002)"

@@ -130,14 +130,15 @@ pub struct ScheduleSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceIs {
     /// The manifest's `source` member (name), shown as "LABEL VALUE": a
-    /// TigerBeetle cluster, a PostgreSQL system, whichever host ran the backup.
+    /// TigerBeetle cluster, a PostgreSQL system.
     Fact {
         name: &'static str,
         label: &'static str,
     },
-    /// The host that ran the backup (a database path or name means nothing on
-    /// another host).
-    Host,
+    /// Only the stream member tells (a database, a replicated root): not the
+    /// host that ran the backup, whose name may change with every run (a
+    /// container's).
+    Stream,
 }
 
 /// One retention group: the `[retention.NAME]` table and the backups it holds.
@@ -254,7 +255,7 @@ pub static ALL: [Descriptor; 7] = [
         drill: "the chain of exports (the full and its incrementals) is rebuilt into a new database and every table's row count and content fingerprint checked",
         replays_log: false,
         stream_member: Some("database"),
-        source_is: SourceIs::Host,
+        source_is: SourceIs::Stream,
         schedules: &[
             ScheduleSpec {
                 name: "export-full",
@@ -300,7 +301,7 @@ pub static ALL: [Descriptor; 7] = [
         drill: "the replicated files are restored and every row of every Parquet file decoded, its count checked against the file's footer",
         replays_log: false,
         stream_member: Some("root"),
-        source_is: SourceIs::Host,
+        source_is: SourceIs::Stream,
         schedules: &[ScheduleSpec {
             name: "replicate",
             operation: "replicate",
@@ -329,7 +330,7 @@ pub static ALL: [Descriptor; 7] = [
         drill: "the dump is read end to end into `pg_restore`, which decodes every data block, and each table's rows are checked against the counts the dump recorded",
         replays_log: false,
         stream_member: Some("database"),
-        source_is: SourceIs::Host,
+        source_is: SourceIs::Stream,
         schedules: &[ScheduleSpec {
             name: "pgdump",
             operation: "export",
@@ -391,7 +392,7 @@ pub static ALL: [Descriptor; 7] = [
         drill: "nothing: key-material backups are reserved",
         replays_log: false,
         stream_member: None,
-        source_is: SourceIs::Host,
+        source_is: SourceIs::Stream,
         schedules: &[],
         groups: &[],
     },
@@ -412,7 +413,7 @@ pub static ALL: [Descriptor; 7] = [
         drill: "the copy is restored to a scratch file, passes SQLite's `PRAGMA integrity_check`, and every table's rows are counted against the manifest",
         replays_log: false,
         stream_member: Some("database"),
-        source_is: SourceIs::Host,
+        source_is: SourceIs::Stream,
         schedules: &[ScheduleSpec {
             name: "sqlite",
             operation: "snapshot",
