@@ -159,9 +159,15 @@ fn cat_latest_writes_the_newest_backup_that_holds_the_file() {
     let out = bkp_into(&s, &["cat", "latest", &name], &got);
     assert_exit(&out, 0);
     assert!(same_bytes(&got, &data), "cat latest FILE wrote other bytes");
-    // The file's SHA-256 is printed, for `sha256sum` to be compared with.
+    // Which backup it wrote, and the file's SHA-256, for `sha256sum` to be
+    // compared with.
     let sha = snap["files"][0]["sha256"].as_str().unwrap();
-    assert!(text(&out).contains(sha), "{}", text(&out));
+    let id = snap["id"].as_str().unwrap();
+    assert!(
+        text(&out).contains(sha) && text(&out).contains(id),
+        "{}",
+        text(&out)
+    );
 
     // A file no backup holds: named, nothing written.
     let none = s.path("none");

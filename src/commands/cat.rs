@@ -144,12 +144,15 @@ fn cat_file(ctx: &Ctx, store: &dyn Store, trust: &Trust, args: &CatArgs) -> Resu
             want.name
         ));
     }
-    ctx.ui.detail(&format!(
-        "{} of backup {} ({} {}): {} chunks, each checked before it is written",
+    // Which backup `latest` or a prefix chose, before anything is written.
+    ctx.ui.info(&format!(
+        "writing {} of backup {} ({} {} of host {}, started {}): {} chunks, each checked before it is written",
         want.name,
         m.id,
         m.kind.as_str(),
         m.operation,
+        m.host,
+        crate::units::rfc3339(m.started_at),
         map.chunks.len()
     ));
     let progress = ctx.progress();
@@ -246,17 +249,22 @@ fn finish(
 }
 
 /// `latest` for `bkp cat latest [FILE]`: the newest backup that holds a file
-/// named `name` (any file without one), not the newest backup, which is
-/// mostly a log segment or an export that holds none.
+/// named `name` (any file without one) as chunks, which is what `cat` writes
+/// by file; not the newest backup, which is mostly a log segment or an export
+/// that holds none.
 fn newest_holding(store: &dyn Store, trust: &Trust, name: Option<&str>) -> Result<Manifest> {
     let (all, _) = manifest::list(store, trust, None)?;
-    let holds = |m: &Manifest| m.files.iter().any(|f| name.is_none_or(|n| f.name == n));
+    let holds = |m: &Manifest| {
+        m.chunks
+            .as_ref()
+            .is_some_and(|c| name.is_none_or(|n| c.file == n))
+    };
     all.into_iter().rev().find(holds).ok_or_else(|| {
         let what = name.map_or("a file".to_string(), |n| format!("a file named {n}"));
         coded(
             Code::NotFound,
             format!(
-                "no backup in {} holds {what}: `bkp list` shows the backups, and `bkp show ID` the files of one",
+                "no backup in {} holds {what} as chunks: `bkp list` shows the backups, `bkp show ID` the files of one, and `bkp cat OBJECT` writes an archive's object",
                 store.identity()
             ),
         )
