@@ -382,16 +382,20 @@ fn private(dir: &Path) -> Result<()> {
     }
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    // The name as given (a link another user put there counts as theirs),
-    // then the directory it leads to.
-    for (what, meta) in [
-        ("it", read(dir, false)?),
-        ("the directory it leads to", meta),
+    // The name as given (a link another user put there counts as theirs;
+    // without a trailing slash, which would follow it), then the directory
+    // it leads to, each in its own parent.
+    let name: PathBuf = dir.components().collect();
+    let real = fs::canonicalize(dir)
+        .with_context(|| format!("failed to read work_dir {}", dir.display()))?;
+    for (what, path, meta) in [
+        ("it", name.as_path(), read(&name, false)?),
+        ("the directory it leads to", real.as_path(), meta),
     ] {
         if meta.uid() == me || meta.uid() == 0 {
             continue;
         }
-        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
         let parent = fs::metadata(parent.unwrap_or(Path::new(".")));
         if parent.is_ok_and(|p| p.mode() & 0o022 == 0) {
             continue;
@@ -453,7 +457,25 @@ mod tests {
             format!("{e:#}").contains("it belongs to user 65534"),
             "{e:#}"
         );
+        // Named with a trailing slash, which would follow the link.
+        let slash = PathBuf::from(format!("{}/", link.display()));
+        let e = WorkDir::new(&slash).create().unwrap_err();
+        assert!(
+            format!("{e:#}").contains("it belongs to user 65534"),
+            "{e:#}"
+        );
         WorkDir::new(&roots).create().unwrap();
+        // A link of root's in a private directory, to that user's directory
+        // in the shared one: the directory is judged where it lies.
+        fs::create_dir(shared.join("theirs")).unwrap();
+        std::os::unix::fs::chown(shared.join("theirs"), Some(65534), Some(65534)).unwrap();
+        let mine = d.path().join("mine");
+        std::os::unix::fs::symlink(shared.join("theirs"), &mine).unwrap();
+        let e = WorkDir::new(&mine).create().unwrap_err();
+        assert!(
+            format!("{e:#}").contains("the directory it leads to belongs to user 65534"),
+            "{e:#}"
+        );
         // The same in a directory only root may write: made by root for it.
         let system = d.path().join("system");
         fs::create_dir(&system).unwrap();
