@@ -125,7 +125,13 @@ fn cat_file(ctx: &Ctx, store: &dyn Store, trust: &Trust, args: &CatArgs) -> Resu
         "latest" => newest_holding(store, trust, args.file.as_deref())?,
         which => manifest::find(store, trust, which, None)?,
     };
-    let want = file_of(&m, args.file.as_deref())?;
+    // `latest` alone chose the file its chunks make up.
+    let chunked = m.chunks.as_ref().map(|c| c.file.as_str());
+    let name = args
+        .file
+        .as_deref()
+        .or(chunked.filter(|_| args.object == "latest"));
+    let want = file_of(&m, name)?;
     let map = match chunks::load(store, &m)? {
         Some(map) if map.file == want.name => map,
         _ => return Err(not_chunked(&m, &want.name)),
