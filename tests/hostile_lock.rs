@@ -270,6 +270,23 @@ fn dump_object(dir: &Path, not: Option<&Path>) -> std::path::PathBuf {
     found.pop().unwrap()
 }
 
+/// A config in `dir` (a local store, a key) for database `db` of `pg`, and
+/// the id of a dump `bkp export --kind pgdump` stored of it.
+fn dumped(pg: &Postgres, dir: &Path, db: &str) -> (std::path::PathBuf, String) {
+    let cfg = config(
+        dir,
+        9,
+        &format!(
+            "[store]\ntype = \"local\"\npath = \"store\"\n[encryption]\nkey_file = \"key\"\n{}",
+            pg.toml(db)
+        ),
+    );
+    let out = run_with(&cfg, &["export", "--kind", "pgdump"], &[]);
+    assert_exit(&out, 0);
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    (cfg, id)
+}
+
 /// A dump on a local store is verified, then read by pg_restore: another dump
 /// put under its name in between (a writer of the shared file system) must not
 /// be what pg_restore runs. The restore stops itself between the two
@@ -283,18 +300,8 @@ fn a_dump_swapped_after_its_verification_is_not_what_pg_restore_reads() {
         "CREATE TABLE genuine (id int PRIMARY KEY); INSERT INTO genuine SELECT generate_series(1, 50);",
     );
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        9,
-        &format!(
-            "[store]\ntype = \"local\"\npath = \"store\"\n[encryption]\nkey_file = \"key\"\n{}",
-            pg.toml(&db)
-        ),
-    );
+    let (cfg, genuine_id) = dumped(pg, dir.path(), &db);
     let run = |args: &[&str]| run_with(&cfg, args, &[]);
-    let out = run(&["export", "--kind", "pgdump"]);
-    assert_exit(&out, 0);
-    let genuine_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let store = dir.path().join("store/pgdump");
     let genuine = dump_object(&store, None);
     pg.psql(
@@ -341,17 +348,7 @@ fn a_dumps_staging_database_takes_no_other_roles_session() {
     );
     pg.psql("postgres", "CREATE ROLE bkp_other LOGIN");
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        9,
-        &format!(
-            "[store]\ntype = \"local\"\npath = \"store\"\n[encryption]\nkey_file = \"key\"\n{}",
-            pg.toml(&db)
-        ),
-    );
-    let out = run_with(&cfg, &["export", "--kind", "pgdump"], &[]);
-    assert_exit(&out, 0);
-    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let (cfg, id) = dumped(pg, dir.path(), &db);
 
     let target = unique_name("restored");
     let may = |db: &str| {
