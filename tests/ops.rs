@@ -419,3 +419,58 @@ fn cleanup_writes_what_the_store_holds_and_promtool_takes_it() {
     );
     assert!(text.contains("class=\"local disk\""), "{text}");
 }
+
+/// Two clusters backing up into one store: each config's `status` judges the
+/// backups of its own cluster (`[tigerbeetle] cluster_id`), so one cluster's
+/// stopped timer is not hidden by the other's snapshots. A manifest that names
+/// no cluster (an older release's) counts for every cluster.
+#[test]
+fn status_judges_the_configured_clusters_backups_not_another_clusters() {
+    let (s, _) = setup(
+        false,
+        "addresses = \"127.0.0.1:1\"\ncluster_id = 1\n[freshness]\nignore = [\"logs\"]\n",
+    );
+    let out = s.bkp(&["--json", "snapshot"]);
+    assert_exit(&out, 0);
+    let id = json(&out)["manifest"]["id"].as_str().unwrap().to_string();
+    let key = s.path(&format!("store/manifests/tigerbeetle/{id}.json"));
+    let manifest: serde_json::Value = serde_json::from_slice(&fs::read(&key).unwrap()).unwrap();
+    assert_eq!(manifest["source"]["cluster_id"], "1", "{manifest}");
+    let out = s.bkp(&["--json", "status"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        schedule(&json(&out), "snapshot")["newest"]["id"],
+        id.as_str()
+    );
+
+    // The same store's only snapshot is now another cluster's.
+    let of_cluster = |cluster: Option<&str>| {
+        let mut m = manifest.clone();
+        let source = m["source"].as_object_mut().unwrap();
+        match cluster {
+            Some(c) => source.insert("cluster_id".into(), c.into()),
+            None => source.remove("cluster_id"),
+        };
+        fs::write(&key, serde_json::to_vec(&m).unwrap()).unwrap();
+        common::reseal(&key);
+    };
+    of_cluster(Some("2"));
+    let out = s.bkp(&["--json", "status"]);
+    assert_exit(&out, 11);
+    let snap = schedule(&json(&out), "snapshot").clone();
+    assert_eq!(snap["state"], "never", "{snap}");
+    assert!(
+        common::text(&out).contains("no good backup of cluster 1 at all"),
+        "{}",
+        common::text(&out)
+    );
+
+    // A snapshot that names no cluster may be of any.
+    of_cluster(None);
+    let out = s.bkp(&["--json", "status"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        schedule(&json(&out), "snapshot")["newest"]["id"],
+        id.as_str()
+    );
+}

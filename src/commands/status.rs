@@ -45,13 +45,15 @@ pub struct Scan {
     pub read: Vec<(Kind, Vec<manifest::Manifest>)>,
 }
 
-/// Finds the newest good backup of each of `schedules`, through the catalog
-/// (see `manifest/catalog.rs`): a few requests per kind however long the
-/// history is.
+/// Finds the newest good backup of each of `schedules` that is `mine` (of
+/// this config's source: see [`of_this_source`]), through the catalog (see
+/// `manifest/catalog.rs`): a few requests per kind however long the history
+/// is.
 pub fn newest_backups(
     store: &dyn Store,
     trust: &manifest::Trust,
     schedules: &[Schedule],
+    mine: &dyn Fn(&manifest::Manifest) -> bool,
 ) -> Result<Scan> {
     let mut scan = Scan::default();
     let mut kinds: Vec<Kind> = schedules.iter().map(|s| s.kind()).collect();
@@ -70,7 +72,7 @@ pub fn newest_backups(
         scan.manifests += all.len() + unreadable.len();
         let mut oldest_found: Option<OffsetDateTime> = None;
         for s in &wanted {
-            if let Some(m) = all.iter().rev().find(|m| s.matches(m)) {
+            if let Some(m) = all.iter().rev().find(|m| s.matches(m) && mine(m)) {
                 scan.newest.insert(
                     *s,
                     Newest {
@@ -91,6 +93,39 @@ pub fn newest_backups(
         scan.read.push((kind, all));
     }
     Ok(scan)
+}
+
+/// Whether `m` is a backup of the source this config describes, as far as
+/// its manifest tells (see [`crate::config::Plan::own_source`]): a
+/// TigerBeetle backup of another cluster than `[tigerbeetle] cluster_id`
+/// (when the config names the cluster) is not. Clusters sharing a store
+/// each watch their own backups: one cluster's timer that stopped is not
+/// hidden by another's that runs. A manifest that names no cluster (a
+/// snapshot taken without `addresses`, or by an older release) counts for
+/// every cluster.
+pub fn of_this_source(plan: &crate::config::Plan, m: &manifest::Manifest) -> bool {
+    let crate::kinds::SourceIs::Fact { name, .. } = m.kind.describe().source_is else {
+        return true;
+    };
+    let Some(own) = plan.own_source(m.kind) else {
+        return true;
+    };
+    match m.source.get(name) {
+        None => true,
+        Some(serde_json::Value::String(v)) => *v == own,
+        Some(v @ serde_json::Value::Number(_)) => {
+            v.as_u64().is_some() && v.as_u64() == own.parse().ok()
+        }
+        Some(_) => false,
+    }
+}
+
+/// " of cluster N" for a schedule [`of_this_source`] judges by its source.
+fn whose(plan: &crate::config::Plan, s: Schedule) -> String {
+    match (s.kind().describe().source_is, plan.own_source(s.kind())) {
+        (crate::kinds::SourceIs::Fact { label, .. }, Some(own)) => format!(" of {label} {own}"),
+        _ => String::new(),
+    }
 }
 
 /// "Now", or the time `BKP_NOW` fixes.
@@ -220,14 +255,15 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         .filter(|v| v.state.is_alarm())
         .map(|v| {
             let s = v.rule.schedule;
+            let of = whose(&ctx.plan, s);
             match (v.state, v.age) {
                 (State::Breached, Some(age)) => format!(
-                    "{}: the newest good backup is {} old, RPO {}",
+                    "{}: the newest good backup{of} is {} old, RPO {}",
                     s.as_str(),
                     human_duration(age),
                     human_duration(v.rule.rpo)
                 ),
-                _ => format!("{}: no good backup at all", s.as_str()),
+                _ => format!("{}: no good backup{of} at all", s.as_str()),
             }
         })
         .collect();
@@ -487,7 +523,8 @@ fn scan_whole(
     trust: &manifest::Trust,
     schedules: &[Schedule],
 ) -> Result<Scan> {
-    let mut scan = newest_backups(store, trust, schedules)?;
+    let mine = |m: &manifest::Manifest| of_this_source(&ctx.plan, m);
+    let mut scan = newest_backups(store, trust, schedules, &mine)?;
     let mut lost = std::mem::take(&mut scan.lost);
     for (kind, m) in scan.listed.iter().filter(|_| ctx.plan.ledger.is_some()) {
         let cfg = ctx.plan.ledger.as_ref().expect("a ledger");
@@ -656,7 +693,7 @@ mod tests {
             Schedule::named("export-incremental"),
             Schedule::named("replicate"),
         ];
-        let scan = newest_backups(&store, &manifest::Trust::none(), &all).unwrap();
+        let scan = newest_backups(&store, &manifest::Trust::none(), &all, &|_| true).unwrap();
         assert_eq!(
             scan.newest[&Schedule::named("snapshot")].id,
             last_snapshot.unwrap()
@@ -668,7 +705,7 @@ mod tests {
         // The first scan built the catalog; the next reads it, and the damaged
         // manifest again (it is reported every time), not the history.
         store.gets.store(0, Ordering::Relaxed);
-        let again = newest_backups(&store, &manifest::Trust::none(), &all).unwrap();
+        let again = newest_backups(&store, &manifest::Trust::none(), &all, &|_| true).unwrap();
         assert_eq!(again.newest[&Schedule::named("logs")].id, last_log.unwrap());
         assert_eq!(again.unreadable.len(), 1);
         // One catalog object per kind (each a base), plus the damaged manifest.

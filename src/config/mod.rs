@@ -407,6 +407,22 @@ fn validate(f: File, v: &Validator, ov: &Overrides) -> Result<Plan> {
 }
 
 impl Plan {
+    /// What this config's source of `kind` records in the manifest fact that
+    /// tells sources apart ([`crate::kinds::SourceIs::Fact`]), where the
+    /// config names it: `[tigerbeetle] cluster_id`, when `addresses` is set.
+    /// `None` where only the source itself knows (a PostgreSQL system).
+    pub fn own_source(&self, kind: crate::kinds::Kind) -> Option<String> {
+        match kind.describe().source_is {
+            crate::kinds::SourceIs::Fact {
+                name: "cluster_id", ..
+            } => {
+                let cluster = self.tigerbeetle.as_ref()?.cluster.as_ref()?;
+                Some(cluster.cluster_id.to_string())
+            }
+            _ => None,
+        }
+    }
+
     /// Whether this config sets up a source of `kind` (its section is there;
     /// for TigerBeetle, a data file to snapshot or a cluster whose log is
     /// captured). Each source section plugs in here once.
