@@ -1,7 +1,10 @@
-//! A local user against a point-in-time restore: the private TigerBeetle replica a
-//! restore replays the log into listens on loopback, where any program of the host
-//! reaches it. A row written into it while the log is replayed must stop the restore
-//! (nothing delivered), never end up in the restored data file as if the log held it.
+//! A local user against bkp. A config file another user may change names the
+//! commands bkp runs as its own user (root, often): it is refused before a byte
+//! of it is read. And the private TigerBeetle replica a point-in-time restore
+//! replays the log into listens on loopback, where any program of the host
+//! reaches it. A row written into it while the log is replayed must stop the
+//! restore (nothing delivered), never end up in the restored data file as if the
+//! log held it.
 
 mod common;
 
@@ -90,4 +93,53 @@ fn a_row_written_into_the_private_replica_during_replay_stops_the_restore() {
     // Left alone, the same restore delivers the log's state.
     let out = s.bkp(&["restore", "--at", &at, "--target", target.to_str().unwrap()]);
     assert_exit(&out, 0);
+}
+
+/// A config another user may change could name any `stop_command` or
+/// `key_command`: bkp refuses it (exit 3), naming the file, why and the fix,
+/// and runs nothing it names.
+#[test]
+fn a_config_another_user_may_change_is_refused_before_it_is_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    let config = dir.path().join("bkp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n[encryption]\nkey_command = [\"sh\", \"-c\", \"touch {}\"]\n",
+            ran.display()
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let out = common::run_bkp(&["--config", config.to_str().unwrap(), "list"], &[]);
+        (out.status.code(), common::text(&out))
+    };
+    let mode = |m: u32| {
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    for (m, why) in [
+        (0o666, "may be changed by every user"),
+        (0o664, "may be changed by its group"),
+    ] {
+        mode(m);
+        let (code, text) = run();
+        assert_eq!(code, Some(3), "{text}");
+        assert!(text.contains(why) && text.contains("chmod go-w"), "{text}");
+        assert!(!ran.exists(), "its key_command ran");
+    }
+    // Another user's (not root's), as a root bkp reads it.
+    mode(0o644);
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(&config, Some(4242), None).unwrap();
+        let (code, text) = run();
+        assert_eq!(code, Some(3), "{text}");
+        assert!(text.contains("belongs to another user"), "{text}");
+        assert!(!ran.exists(), "its key_command ran");
+        std::os::unix::fs::chown(&config, Some(0), None).unwrap();
+    }
+    // The owner's own, written by the owner only: read (its key command runs).
+    let (_, text) = run();
+    assert!(ran.exists(), "{text}");
 }

@@ -239,9 +239,14 @@ impl<'a> Validator<'a> {
     }
 }
 
-/// Reads and validates `path`.
+/// Reads and validates `path`. A config file that another user may change
+/// is refused before it is read ([`unsafe_config`]): it names the commands
+/// bkp runs (`stop_command`, `key_command`, the TigerBeetle binary) and the
+/// keys it uses.
 pub fn load(path: &Path, ov: &Overrides) -> Result<Plan> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let unreadable = |e: std::io::Error| {
         coded(
             Code::Config,
             format!(
@@ -249,8 +254,50 @@ pub fn load(path: &Path, ov: &Overrides) -> Result<Plan> {
                 path.display()
             ),
         )
-    })?;
+    };
+    // The file opened is the file checked.
+    let mut f = std::fs::File::open(path).map_err(unreadable)?;
+    let meta = f.metadata().map_err(unreadable)?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if let Some(problem) = unsafe_config(meta.file_type().is_file(), meta.mode(), meta.uid(), me) {
+        return Err(coded(
+            Code::Config,
+            format!(
+                "config {0} {problem} (mode {1:04o}, owner uid {2}): a config names the commands bkp runs and the keys it uses, so only the user bkp runs as (uid {me}) or root may change it; run: chmod go-w {0}{3}",
+                path.display(),
+                meta.mode() & 0o7777,
+                meta.uid(),
+                if meta.uid() != me && meta.uid() != 0 {
+                    format!(" && chown {me} {}", path.display())
+                } else {
+                    String::new()
+                },
+            ),
+        ));
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text).map_err(unreadable)?;
     parse(&text, path, ov)
+}
+
+/// Why a config file (`regular` or not, of `mode`, owned by `uid`) may not be
+/// used by a bkp running as user `me`; `None` when it may. Another user who
+/// may change it could make bkp run any command as `me`: a file others or
+/// its group may write, or one another user (not root) owns, is refused.
+/// A pipe or a terminal (`--config /dev/stdin`) is the caller's own.
+pub fn unsafe_config(regular: bool, mode: u32, uid: u32, me: u32) -> Option<&'static str> {
+    if !regular {
+        None
+    } else if mode & 0o002 != 0 {
+        Some("may be changed by every user")
+    } else if mode & 0o020 != 0 {
+        Some("may be changed by its group")
+    } else if uid != me && uid != 0 {
+        Some("belongs to another user")
+    } else {
+        None
+    }
 }
 
 /// The variables that describe a whole config, with `BKP_STORE_PATH`, when
@@ -572,6 +619,38 @@ enabled = false
 
     pub(super) fn p(text: &str) -> Result<Plan> {
         parse(text, Path::new("/etc/bkp/test.toml"), &Overrides::default())
+    }
+
+    #[test]
+    fn a_config_only_its_owner_or_root_may_change_is_used() {
+        // (regular, mode, owner) as user 1000 reads it.
+        for (regular, mode, uid) in [
+            (true, 0o644, 1000),
+            (true, 0o600, 0),
+            (true, 0o640, 0),
+            (true, 0o444, 0),
+            (false, 0o666, 4242),
+        ] {
+            assert_eq!(
+                unsafe_config(regular, mode, uid, 1000),
+                None,
+                "{mode:o} {uid}"
+            );
+        }
+        for (mode, uid, why) in [
+            (0o646, 1000, "every user"),
+            (0o602, 0, "every user"),
+            (0o664, 1000, "its group"),
+            (0o620, 0, "its group"),
+            (0o644, 4242, "another user"),
+            (0o600, 4242, "another user"),
+        ] {
+            let problem = unsafe_config(true, mode, uid, 1000);
+            assert!(
+                problem.is_some_and(|p| p.contains(why)),
+                "{mode:o} {uid}: {problem:?}"
+            );
+        }
     }
 
     /// Asserts that `text` fails with a config error naming the file and `needle`.

@@ -44,7 +44,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
 
 /// The files an operator meets, with one line each.
 const FILES: &[(&str, &str)] = &[
-    ("/etc/bkp/bkp.toml", "The configuration (see bkp.toml(5)); --config or BKP_CONFIG name another."),
+    ("/etc/bkp/bkp.toml", "The configuration (see bkp.toml(5)); --config or BKP_CONFIG name another. It belongs to root or to the user bkp runs as, and only its owner may write it: one others or its group may write, or another user owns, is refused (exit 3)."),
     ("/etc/bkp/bkp.env", "Secrets that are not files (the key_env variable, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), one NAME=value a line, root only, mode 0600; read by the systemd units and the crontab."),
     ("/etc/bkp/key", "The master key, as bkp key generate writes it (mode 0400; one that others may read is refused), named by encryption.key_file; under systemd also ${CREDENTIALS_DIRECTORY}/NAME with LoadCredential=."),
     ("WORK_DIR/OPERATION.lock", "The lock of each operation (flock; the kernel drops it when the process dies)."),
