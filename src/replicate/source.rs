@@ -147,11 +147,12 @@ impl Source {
     /// The file's facts now, or `None` if it is gone.
     pub fn stat(&self, path: &str) -> Result<Option<Entry>> {
         match self {
-            // The file itself, not what a link put in its place points to.
-            Source::Local(root) => match fs::symlink_metadata(root.join(path)) {
+            // The file itself, not what a link put in its place (or in
+            // place of a directory on its way) points to.
+            Source::Local(root) => match open_listed(root, path, true).and_then(|f| f.metadata()) {
                 Ok(m) if m.file_type().is_symlink() => Ok(None),
                 Ok(m) => Ok(Some(local_entry(path, &m))),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) if replaced(&e) => Ok(None),
                 Err(e) => {
                     Err(e).with_context(|| format!("failed to stat {}", root.join(path).display()))
                 }
@@ -172,7 +173,7 @@ impl Source {
         match self {
             Source::Local(root) => {
                 let p = root.join(&e.path);
-                match open_listed(&p) {
+                match open_listed(root, &e.path, false) {
                     Ok(f) => Ok(Fetched::Got(Box::new(io::BufReader::with_capacity(
                         1 << 20,
                         f,
@@ -207,7 +208,7 @@ impl Source {
         match self {
             Source::Local(root) => {
                 let p = root.join(&e.path);
-                let mut f = match open_listed(&p) {
+                let mut f = match open_listed(root, &e.path, false) {
                     Ok(f) => f,
                     Err(err) if replaced(&err) => return Ok(Fetched::Changed),
                     Err(err) => {
@@ -388,22 +389,64 @@ fn walk(
     Ok(())
 }
 
-/// Opens file `p` of a local source as the listing saw it: a symbolic link put
-/// in its place since (the listing refuses links) is not followed, so that a
-/// run that may read any file (root, or a capability to) stores only the
-/// source's own.
-fn open_listed(p: &Path) -> io::Result<File> {
+/// Opens file `path` of the local source at `root` as the listing saw it: a
+/// symbolic link put in its place since, or in place of a directory on its
+/// way (the listing refuses links), is not followed, so that a run that may
+/// read any file (root, or a capability to) stores only the source's own.
+/// `O_PATH` opens it only to look at it ([`Source::stat`]).
+fn open_listed(root: &Path, path: &str, o_path: bool) -> io::Result<File> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
+    let flags =
+        libc::O_CLOEXEC | libc::O_NOFOLLOW | if o_path { libc::O_PATH } else { libc::O_RDONLY };
+    let dir = fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(p)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(root)?;
+    let name = std::ffi::CString::new(Path::new(path).as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: open_how is plain data; zero is "no mode, no resolve flags".
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
+    // SAFETY: the directory descriptor and the name outlive the call, and
+    // `how` is an open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            std::os::fd::AsRawFd::as_raw_fd(&dir),
+            name.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: a descriptor openat2 just returned, owned by nothing else.
+        return Ok(unsafe { File::from_raw_fd(fd as i32) });
+    }
+    let err = io::Error::last_os_error();
+    // A kernel before 5.6 (or a filter that refuses the call): the last
+    // component alone is not followed.
+    if matches!(err.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) {
+        // (`O_PATH` with `O_RDONLY`, which is 0, is `O_PATH`.)
+        return fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(root.join(path));
+    }
+    Err(err)
 }
 
-/// Whether `err`, opening a listed file, says it is gone or is a link now:
-/// the file changed since it was listed.
+/// Whether `err`, opening a listed file, says it is gone or is a link now
+/// (or its way leads through one, or out of the source): the file changed
+/// since it was listed.
 fn replaced(err: &io::Error) -> bool {
-    err.kind() == io::ErrorKind::NotFound || err.raw_os_error() == Some(libc::ELOOP)
+    err.kind() == io::ErrorKind::NotFound
+        || matches!(
+            err.raw_os_error(),
+            Some(libc::ELOOP) | Some(libc::EXDEV) | Some(libc::ENOTDIR)
+        )
 }
 
 #[cfg(test)]
@@ -432,5 +475,31 @@ mod tests {
         assert!(matches!(src.read_all(&e).unwrap(), Fetched::Changed));
         assert!(matches!(src.head_tail(&e, 4).unwrap(), Fetched::Changed));
         assert!(src.stat("a.parquet").unwrap().is_none());
+    }
+
+    /// A directory of the tree swapped for a link after the listing leads
+    /// nowhere: the file under it is not read through the link.
+    #[test]
+    fn a_listed_file_under_a_directory_swapped_for_a_link_is_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("cold");
+        fs::create_dir_all(root.join("day")).unwrap();
+        fs::write(root.join("day/a.parquet"), b"PAR1 listed PAR1").unwrap();
+        fs::create_dir(d.path().join("elsewhere")).unwrap();
+        fs::write(d.path().join("elsewhere/a.parquet"), b"PAR1 secret PAR1").unwrap();
+        let src = Source::Local(root.clone());
+        let e = Entry {
+            path: "day/a.parquet".into(),
+            size: 16,
+            mtime_ns: None,
+            etag: None,
+        };
+        assert!(matches!(src.read_all(&e).unwrap(), Fetched::Got(b) if b == b"PAR1 listed PAR1"));
+        assert!(src.stat("day/a.parquet").unwrap().is_some());
+        fs::rename(root.join("day"), d.path().join("day.old")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("elsewhere"), root.join("day")).unwrap();
+        assert!(matches!(src.read_all(&e).unwrap(), Fetched::Changed));
+        assert!(matches!(src.head_tail(&e, 4).unwrap(), Fetched::Changed));
+        assert!(src.stat("day/a.parquet").unwrap().is_none());
     }
 }
