@@ -622,3 +622,63 @@ fn a_dry_run_sends_no_request_for_the_tombstones_a_real_run_writes() {
     want.sort();
     assert_eq!(rows, want, "{report:#}");
 }
+
+/// Two clusters snapshotting into one store, each with its own config: a real
+/// `cleanup` under "keep the newest" keeps each cluster's newest snapshot, not
+/// only the newest of the two (which deleted the other cluster's every
+/// snapshot), and `status` of each config finds its own.
+#[test]
+fn each_clusters_newest_snapshot_survives_a_cleanup_of_their_shared_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let a = setup(
+        &data,
+        StoreKind::Local,
+        &format!(
+            "{}addresses = \"127.0.0.1:1\"\ncluster_id = 1\n[retention]\ngrace = \"1h\"\n\
+             [retention.snapshot]\npreset = \"none\"\n[freshness]\nignore = [\"logs\"]\n",
+            common::ARCHIVE
+        ),
+    );
+    // The other cluster's config: the same store, its own work directory.
+    let b_config = a.path("bkp-b.toml");
+    let text = fs::read_to_string(&a.config).unwrap();
+    fs::write(
+        &b_config,
+        text.replace("cluster_id = 1", "cluster_id = 2")
+            .replace("work_dir = \"work\"", "work_dir = \"work-b\""),
+    )
+    .unwrap();
+    let b = |args: &[&str]| {
+        let mut all = vec!["--config", b_config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        common::run_bkp(&all, &a.env)
+    };
+    let id = |out: std::process::Output| {
+        assert_exit(&out, 0);
+        json(&out)["manifest"]["id"].as_str().unwrap().to_string()
+    };
+    let a1 = id(a.bkp(&["--json", "snapshot"]));
+    let b1 = id(b(&["--json", "snapshot"]));
+    let a2 = id(a.bkp(&["--json", "snapshot"]));
+    let b2 = id(b(&["--json", "snapshot"]));
+    assert_eq!(listed(&a), vec![a1, b1, a2.clone(), b2.clone()]);
+
+    let out = a.bkp(&["cleanup"]);
+    assert_exit(&out, 0);
+    assert_eq!(listed(&a), vec![a2.clone(), b2.clone()], "{}", stderr(&out));
+    let newest = |out: std::process::Output| {
+        assert_exit(&out, 0);
+        let v = json(&out);
+        let snap = v["schedules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["schedule"] == "snapshot")
+            .unwrap()
+            .clone();
+        snap["newest"]["id"].as_str().unwrap().to_string()
+    };
+    assert_eq!(newest(a.bkp(&["--json", "status"])), a2);
+    assert_eq!(newest(b(&["--json", "status"])), b2);
+}
