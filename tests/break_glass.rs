@@ -169,6 +169,18 @@ fn cat_latest_writes_the_newest_backup_that_holds_the_file() {
         text(&out)
     );
 
+    // No FILE: the newest backup holding any file as chunks, and that file
+    // (the SQLite snapshot, newer, holds its database as one archive).
+    let whole = s.path("whole");
+    let out = bkp_into(&s, &["cat", "latest"], &whole);
+    assert_exit(&out, 0);
+    assert!(same_bytes(&whole, &data), "cat latest wrote other bytes");
+    assert!(
+        text(&out).contains(sha) && text(&out).contains(id) && text(&out).contains(&name),
+        "{}",
+        text(&out)
+    );
+
     // A file no backup holds: named, nothing written.
     let none = s.path("none");
     let out = bkp_into(&s, &["cat", "latest", "1_0.tigerbeetle"], &none);
