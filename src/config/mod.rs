@@ -260,19 +260,20 @@ pub fn load(path: &Path, ov: &Overrides) -> Result<Plan> {
     let meta = f.metadata().map_err(unreadable)?;
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    if let Some(problem) = unsafe_config(meta.file_type().is_file(), meta.mode(), meta.uid(), me) {
+    if let Some(problem) = unsafe_config(meta.mode(), meta.uid(), me) {
+        let fix = if meta.uid() != me && meta.uid() != 0 {
+            "make root its owner, and let the users that run bkp read it through its group: chown root:GROUP {0} && chmod 0640 {0}"
+        } else {
+            "run: chmod go-w {0}"
+        };
         return Err(coded(
             Code::Config,
             format!(
-                "config {0} {problem} (mode {1:04o}, owner uid {2}): a config names the commands bkp runs and the keys it uses, so only the user bkp runs as (uid {me}) or root may change it; run: chmod go-w {0}{3}",
+                "config {0} {problem} (mode {1:04o}, owner uid {2}): a config names the commands bkp runs and the keys it uses, so only root or the user bkp runs as (uid {me}) may change it; {3}",
                 path.display(),
                 meta.mode() & 0o7777,
                 meta.uid(),
-                if meta.uid() != me && meta.uid() != 0 {
-                    format!(" && chown {me} {}", path.display())
-                } else {
-                    String::new()
-                },
+                fix.replace("{0}", &path.display().to_string()),
             ),
         ));
     }
@@ -281,18 +282,17 @@ pub fn load(path: &Path, ov: &Overrides) -> Result<Plan> {
     parse(&text, path, ov)
 }
 
-/// Why a config file (`regular` or not, of `mode`, owned by `uid`) may not be
-/// used by a bkp running as user `me`; `None` when it may. Another user who
-/// may change it could make bkp run any command as `me`: a file others or
-/// its group may write, or one another user (not root) owns, is refused.
-/// A pipe or a terminal (`--config /dev/stdin`) is the caller's own.
-pub fn unsafe_config(regular: bool, mode: u32, uid: u32, me: u32) -> Option<&'static str> {
-    if !regular {
-        None
-    } else if mode & 0o002 != 0 {
+/// Why a config file of `mode`, owned by `uid`, may not be used by a bkp
+/// running as user `me`; `None` when it may. Another user who may change it
+/// could make bkp run any command as `me`: a file others or its group may
+/// write, or one another user (not root) owns, is refused, whatever its type
+/// (a named pipe another user feeds is that user's config; a pipe of the
+/// caller's own, `--config <(…)`, is the caller's).
+pub fn unsafe_config(mode: u32, uid: u32, me: u32) -> Option<&'static str> {
+    if mode & 0o002 != 0 {
         Some("may be changed by every user")
     } else if mode & 0o020 != 0 {
-        Some("may be changed by its group")
+        Some("may be changed by its group (or a user its ACL names)")
     } else if uid != me && uid != 0 {
         Some("belongs to another user")
     } else {
@@ -458,14 +458,11 @@ impl Plan {
     /// tells sources apart ([`crate::kinds::SourceIs::Fact`]), where the
     /// config names it: `[tigerbeetle] cluster_id`, when `addresses` is set.
     /// `None` where only the source itself knows (a PostgreSQL system).
-    pub fn own_source(&self, kind: crate::kinds::Kind) -> Option<String> {
+    pub fn own_source(&self, kind: crate::kinds::Kind) -> Option<u128> {
         match kind.describe().source_is {
             crate::kinds::SourceIs::Fact {
                 name: "cluster_id", ..
-            } => {
-                let cluster = self.tigerbeetle.as_ref()?.cluster.as_ref()?;
-                Some(cluster.cluster_id.to_string())
-            }
+            } => Some(self.tigerbeetle.as_ref()?.cluster.as_ref()?.cluster_id),
             _ => None,
         }
     }
@@ -623,19 +620,15 @@ enabled = false
 
     #[test]
     fn a_config_only_its_owner_or_root_may_change_is_used() {
-        // (regular, mode, owner) as user 1000 reads it.
-        for (regular, mode, uid) in [
-            (true, 0o644, 1000),
-            (true, 0o600, 0),
-            (true, 0o640, 0),
-            (true, 0o444, 0),
-            (false, 0o666, 4242),
+        // (mode, owner) as user 1000 reads it: a file, or a pipe of its own.
+        for (mode, uid) in [
+            (0o100644, 1000),
+            (0o100600, 0),
+            (0o100640, 0),
+            (0o100444, 0),
+            (0o010600, 1000),
         ] {
-            assert_eq!(
-                unsafe_config(regular, mode, uid, 1000),
-                None,
-                "{mode:o} {uid}"
-            );
+            assert_eq!(unsafe_config(mode, uid, 1000), None, "{mode:o} {uid}");
         }
         for (mode, uid, why) in [
             (0o646, 1000, "every user"),
@@ -644,8 +637,11 @@ enabled = false
             (0o620, 0, "its group"),
             (0o644, 4242, "another user"),
             (0o600, 4242, "another user"),
+            // A named pipe another user feeds.
+            (0o010600, 4242, "another user"),
+            (0o010620, 1000, "its group"),
         ] {
-            let problem = unsafe_config(true, mode, uid, 1000);
+            let problem = unsafe_config(mode, uid, 1000);
             assert!(
                 problem.is_some_and(|p| p.contains(why)),
                 "{mode:o} {uid}: {problem:?}"
