@@ -444,17 +444,17 @@ fn status_judges_the_configured_clusters_backups_not_another_clusters() {
     );
 
     // The same store's only snapshot is now another cluster's.
-    let of_cluster = |cluster: Option<&str>| {
+    let of_cluster = |cluster: Option<serde_json::Value>| {
         let mut m = manifest.clone();
         let source = m["source"].as_object_mut().unwrap();
         match cluster {
-            Some(c) => source.insert("cluster_id".into(), c.into()),
+            Some(c) => source.insert("cluster_id".into(), c),
             None => source.remove("cluster_id"),
         };
         fs::write(&key, serde_json::to_vec(&m).unwrap()).unwrap();
         common::reseal(&key);
     };
-    of_cluster(Some("2"));
+    of_cluster(Some("2".into()));
     let out = s.bkp(&["--json", "status"]);
     assert_exit(&out, 11);
     let snap = schedule(&json(&out), "snapshot").clone();
@@ -464,6 +464,13 @@ fn status_judges_the_configured_clusters_backups_not_another_clusters() {
         "{}",
         common::text(&out)
     );
+
+    // As a number, or written another way, the id is read as retention
+    // and chains read it.
+    for (cluster, code) in [(2.into(), 11), (1.into(), 0), ("01".into(), 0)] {
+        of_cluster(Some(cluster));
+        assert_exit(&s.bkp(&["status"]), code);
+    }
 
     // A snapshot that names no cluster may be of any.
     of_cluster(None);

@@ -110,14 +110,13 @@ pub fn of_this_source(plan: &crate::config::Plan, m: &manifest::Manifest) -> boo
     let Some(own) = plan.own_source(m.kind) else {
         return true;
     };
-    match m.source.get(name) {
-        None => true,
-        Some(serde_json::Value::String(v)) => *v == own,
-        Some(v @ serde_json::Value::Number(_)) => {
-            v.as_u64().is_some() && v.as_u64() == own.parse().ok()
-        }
-        Some(_) => false,
-    }
+    // Read as every other reader of the fact reads it (`"01"` is 1); one
+    // that is no number is nobody's.
+    let named = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.parse::<u128>().ok(),
+        v => v.as_u64().map(u128::from),
+    };
+    m.source.get(name).is_none_or(|v| named(v) == Some(own))
 }
 
 /// " of cluster N" for a schedule [`of_this_source`] judges by its source.
