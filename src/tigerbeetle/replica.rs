@@ -309,10 +309,19 @@ fn launch(spec: &ReplicaSpec, data_file: &Path, addresses: &str) -> Result<Priva
     })
 }
 
-/// Waits until `replica` accepts connections on `own`.
+/// Waits until `replica` accepts connections on `own`. A connection alone does
+/// not say the replica answers: the port was free when bkp chose it, and a
+/// local user who binds it first would be sent every row replayed and could
+/// answer the counts that check the replay. What listens must be the replica
+/// (or a process it started), else nothing is sent.
 fn wait_serving(spec: &ReplicaSpec, replica: &mut PrivateReplica, own: &str) -> Result<()> {
     let log_path = &spec.log;
     let deadline = crate::units::deadline(START_TIMEOUT);
+    let port = own
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .with_context(|| format!("{own} names no port"))?;
+    // (A listener shows in /proc before a connection to it succeeds.)
     while TcpStream::connect(own).is_err() {
         if let Some(status) = replica.child.try_wait().ok().flatten() {
             if let Some(replica_count) = replica_count_refused(log_path, replica.log_from) {
@@ -337,7 +346,87 @@ fn wait_serving(spec: &ReplicaSpec, replica: &mut PrivateReplica, own: &str) -> 
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    if !serves_from(replica.child.id(), port) {
+        return Err(crate::exit::coded(
+            crate::exit::Code::Locked,
+            format!(
+                "another process took the port of the private replica on {} ({own}) before \
+                 the replica could: nothing was sent to it. Run again; if it happens again, a \
+                 user of this host is taking the port (run restores and drills on a host \
+                 without untrusted users)",
+                replica.file.display()
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// Whether process `pid`, or a process it started, listens on loopback port
+/// `port` (from `/proc/net/tcp{,6}` and the processes' descriptors). A
+/// listener this process cannot see (another user's) is not `pid`'s.
+fn serves_from(pid: u32, port: u16) -> bool {
+    let inodes = listening_inodes(port);
+    if inodes.is_empty() {
+        return false;
+    }
+    family(pid).into_iter().any(|p| {
+        std::fs::read_dir(format!("/proc/{p}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| {
+                let link = std::fs::read_link(fd.path()).unwrap_or_default();
+                let link = link.to_string_lossy();
+                link.strip_prefix("socket:[")
+                    .and_then(|l| l.strip_suffix(']'))
+                    .is_some_and(|i| inodes.iter().any(|n| n == i))
+            })
+    })
+}
+
+/// The inodes of the sockets listening on `port`: `/proc/net/tcp{,6}` lines
+/// are `sl local rem st … inode`, a listener's state `0A`.
+fn listening_inodes(port: u16) -> Vec<String> {
+    let suffix = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 && f[1].ends_with(&suffix) && f[3] == "0A" {
+                inodes.push(f[9].to_string());
+            }
+        }
+    }
+    inodes
+}
+
+/// `pid` and the processes it started, and theirs (a wrapper script's
+/// `tigerbeetle`), from `/proc/*/stat`.
+fn family(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        // `pid (comm) state ppid …`: comm may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|n| n.parse::<u32>().ok());
+        if let Some(pp) = ppid {
+            parent_of.push((p, pp));
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    out
 }
 
 /// A data file of one replica of a cluster of several: TigerBeetle runs it only
@@ -450,6 +539,33 @@ pub fn started_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A port is the replica's only when the replica (or a process it
+    /// started) listens on it: not when another process does.
+    #[test]
+    fn a_port_is_the_replicas_only_when_it_or_its_child_listens() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(serves_from(std::process::id(), port));
+        // A process that listens on nothing, and its own child.
+        let mut other = Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .spawn()
+            .unwrap();
+        assert!(!serves_from(other.id(), port));
+        // Its child (the `sleep`) is of its family.
+        let grown = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            family(other.id()).len() >= 2
+        });
+        assert!(grown, "{:?}", family(other.id()));
+        // This test's process started `other`: its family holds it.
+        assert!(family(std::process::id()).contains(&other.id()));
+        let _ = other.kill();
+        let _ = other.wait();
+        drop(l);
+        assert!(!serves_from(std::process::id(), port));
+    }
 
     #[test]
     fn a_refused_replica_of_a_larger_cluster_is_recognised() {
