@@ -395,47 +395,93 @@ fn walk(
 /// read any file (root, or a capability to) stores only the source's own.
 /// `O_PATH` opens it only to look at it ([`Source::stat`]).
 fn open_listed(root: &Path, path: &str, o_path: bool) -> io::Result<File> {
-    use std::os::fd::FromRawFd;
-    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::OpenOptionsExt;
-    let flags =
-        libc::O_CLOEXEC | libc::O_NOFOLLOW | if o_path { libc::O_PATH } else { libc::O_RDONLY };
+    // Not blocking on a named pipe put in the file's place (regular files
+    // ignore the flag).
+    let flags = libc::O_CLOEXEC
+        | libc::O_NOFOLLOW
+        | if o_path {
+            libc::O_PATH
+        } else {
+            libc::O_RDONLY | libc::O_NONBLOCK
+        };
     let dir = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
         .open(root)?;
+    let f = if openat2_works(&dir) {
+        openat2(
+            &dir,
+            path,
+            flags,
+            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS,
+        )?
+    } else {
+        // (`O_PATH` with `O_RDONLY`, which is 0, is `O_PATH`.)
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(root.join(path))?
+    };
+    // A directory, a pipe or a device put in the file's place since the
+    // listing: not the file listed.
+    if !o_path && !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no longer a regular file",
+        ));
+    }
+    Ok(f)
+}
+
+/// `openat2(2)` of `path` beneath `dir`, with `flags` and `resolve`.
+fn openat2(dir: &File, path: &str, flags: i32, resolve: u64) -> io::Result<File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
     let name = std::ffi::CString::new(Path::new(path).as_os_str().as_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: open_how is plain data; zero is "no mode, no resolve flags".
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = flags as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
+    how.resolve = resolve;
     // SAFETY: the directory descriptor and the name outlive the call, and
     // `how` is an open_how of the size passed.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_openat2,
-            std::os::fd::AsRawFd::as_raw_fd(&dir),
+            dir.as_raw_fd(),
             name.as_ptr(),
             &how as *const libc::open_how,
             std::mem::size_of::<libc::open_how>(),
         )
     };
-    if fd >= 0 {
-        // SAFETY: a descriptor openat2 just returned, owned by nothing else.
-        return Ok(unsafe { File::from_raw_fd(fd as i32) });
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
     }
-    let err = io::Error::last_os_error();
-    // A kernel before 5.6 (or a filter that refuses the call): the last
-    // component alone is not followed.
-    if matches!(err.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) {
-        // (`O_PATH` with `O_RDONLY`, which is 0, is `O_PATH`.)
-        return fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(flags)
-            .open(root.join(path));
-    }
-    Err(err)
+    // SAFETY: a descriptor openat2 just returned, owned by nothing else.
+    Ok(unsafe { File::from_raw_fd(fd as i32) })
+}
+
+/// Whether this process may call `openat2(2)`, asked once (of the source's
+/// root, `dir`): a kernel before 5.6 lacks it, and a system call filter may
+/// refuse it. Where it cannot, a listed file is opened by its whole path, its
+/// own name not followed but a directory on its way followed: said once.
+fn openat2_works(dir: &File) -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| {
+        match openat2(dir, ".", libc::O_PATH | libc::O_CLOEXEC, 0) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) => {
+                crate::ui::log(
+                    crate::ui::Priority::Warning,
+                    &format!(
+                        "bkp: warning: openat2 is not available here ({e}): a local source's files are opened by their whole path, and a directory of the tree swapped for a link while the run reads is followed; keep the tree writable only by users you trust"
+                    ),
+                );
+                false
+            }
+            _ => true,
+        }
+    })
 }
 
 /// Whether `err`, opening a listed file, says it is gone or is a link now
@@ -482,6 +528,10 @@ mod tests {
     #[test]
     fn a_listed_file_under_a_directory_swapped_for_a_link_is_not_followed() {
         let d = tempfile::tempdir().unwrap();
+        if !openat2_works(&File::open(d.path()).unwrap()) {
+            eprintln!("openat2 is not available here: nothing to prove");
+            return;
+        }
         let root = d.path().join("cold");
         fs::create_dir_all(root.join("day")).unwrap();
         fs::write(root.join("day/a.parquet"), b"PAR1 listed PAR1").unwrap();
@@ -501,5 +551,28 @@ mod tests {
         assert!(matches!(src.read_all(&e).unwrap(), Fetched::Changed));
         assert!(matches!(src.head_tail(&e, 4).unwrap(), Fetched::Changed));
         assert!(src.stat("day/a.parquet").unwrap().is_none());
+    }
+
+    /// A named pipe or a directory put in a listed file's place is not read:
+    /// the read neither blocks nor fails, it says the file changed.
+    #[test]
+    fn a_pipe_or_directory_in_a_listed_files_place_is_a_change() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("cold");
+        fs::create_dir(&root).unwrap();
+        let e = Entry {
+            path: "a.parquet".into(),
+            size: 16,
+            mtime_ns: None,
+            etag: None,
+        };
+        let src = Source::Local(root.clone());
+        let c = std::ffi::CString::new(root.join("a.parquet").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(matches!(src.read_all(&e).unwrap(), Fetched::Changed));
+        assert!(matches!(src.head_tail(&e, 4).unwrap(), Fetched::Changed));
+        fs::remove_file(root.join("a.parquet")).unwrap();
+        fs::create_dir(root.join("a.parquet")).unwrap();
+        assert!(matches!(src.read_all(&e).unwrap(), Fetched::Changed));
     }
 }
