@@ -1232,6 +1232,15 @@ fn the_wal_archive_restores_a_base_backup_to_a_point_in_time_and_proves_it() {
             .status()
             .unwrap();
         assert!(ok.success());
+        // The config stays root's, read by the server through its group, as
+        // the guide says: root runs bkp on it too (`show` below).
+        let ok = std::process::Command::new("chown")
+            .args(["root:postgres"])
+            .arg(&s.config)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        fs::set_permissions(&s.config, fs::Permissions::from_mode(0o640)).unwrap();
     }
     let bkp = |args: &[&str]| bkp_as_server_user(&s, &bin, args);
     // `bkp restore latest --kind postgres --at AT --target TARGET`.
