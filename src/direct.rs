@@ -1,6 +1,7 @@
 //! I/O around the page cache (`O_DIRECT`): the one place that knows what it
 //! asks of memory, offsets and lengths, which file systems take it well, and
-//! whether a file is in the page cache already.
+//! whether a file is in the page cache already; and the one place that sets a
+//! descriptor's status flags ([`blocking`]).
 //!
 //! A restore writes a data file this way ([`crate::archive::Sparse::direct`]):
 //! buffered writes of a 4 GB file cost more kernel CPU than decompressing it.
@@ -12,6 +13,23 @@
 use std::fs::File;
 use std::io;
 use std::path::Path;
+
+/// Clears `O_NONBLOCK` on `f`: a file opened without waiting (a named pipe
+/// put where a file was expected opens at once, to be looked at first) is
+/// then read as files are, each read waiting for its bytes.
+pub(crate) fn blocking(f: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor `f` owns, with no pointer arguments.
+    let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
 
 /// What `O_DIRECT` asks of an I/O's memory address, file offset and length.
 pub(crate) const ALIGN: usize = 4096;

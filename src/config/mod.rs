@@ -255,13 +255,23 @@ pub fn load(path: &Path, ov: &Overrides) -> Result<Plan> {
             ),
         )
     };
-    // The file opened is the file checked.
-    let mut f = std::fs::File::open(path).map_err(unreadable)?;
+    // The file opened is the file checked; a named pipe is opened without
+    // waiting for its writer, and checked before it is waited on.
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(unreadable)?
+    };
     let meta = f.metadata().map_err(unreadable)?;
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     if let Some(problem) = unsafe_config(meta.mode(), meta.uid(), me) {
-        let fix = if meta.uid() != me && meta.uid() != 0 {
+        let fix = if !meta.file_type().is_file() {
+            "pass a file (or a pipe of your own) instead"
+        } else if meta.uid() != me && meta.uid() != 0 {
             "make root its owner, and let the users that run bkp read it through its group: chown root:GROUP {0} && chmod 0640 {0}"
         } else {
             "run: chmod go-w {0}"
@@ -277,6 +287,7 @@ pub fn load(path: &Path, ov: &Overrides) -> Result<Plan> {
             ),
         ));
     }
+    crate::direct::blocking(&f).map_err(unreadable)?;
     let mut text = String::new();
     f.read_to_string(&mut text).map_err(unreadable)?;
     parse(&text, path, ov)

@@ -423,14 +423,19 @@ fn open_listed(root: &Path, path: &str, o_path: bool) -> io::Result<File> {
             .custom_flags(flags)
             .open(root.join(path))?
     };
+    if o_path {
+        return Ok(f);
+    }
     // A directory, a pipe or a device put in the file's place since the
     // listing: not the file listed.
-    if !o_path && !f.metadata()?.is_file() {
+    if !f.metadata()?.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
             "no longer a regular file",
         ));
     }
+    // Reads wait as reads of a file do (a FUSE daemon may honour the flag).
+    crate::direct::blocking(&f)?;
     Ok(f)
 }
 
