@@ -346,14 +346,27 @@ fn wait_serving(spec: &ReplicaSpec, replica: &mut PrivateReplica, own: &str) -> 
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    if listening_inodes(port).is_empty() {
+        return Err(crate::exit::coded(
+            crate::exit::Code::Unsupported,
+            format!(
+                "bkp cannot see which process listens on the port of the private replica on \
+                 {} ({own}): /proc/net/tcp shows no listener there, so it cannot check that \
+                 what answers is the replica it started, and sends it nothing",
+                replica.file.display()
+            ),
+        ));
+    }
     if !serves_from(replica.child.id(), port) {
         return Err(crate::exit::coded(
             crate::exit::Code::Locked,
             format!(
-                "another process took the port of the private replica on {} ({own}) before \
-                 the replica could: nothing was sent to it. Run again; if it happens again, a \
-                 user of this host is taking the port (run restores and drills on a host \
-                 without untrusted users)",
+                "another process than the private replica listens on its port ({own}, for {}): \
+                 nothing was sent to it. Run again; if it happens again, a user of this host is \
+                 taking the port (run restores and drills on a host without untrusted users), \
+                 or tigerbeetle.binary is a wrapper whose server is not its own process or \
+                 child (a container runtime, a daemonizing script): name the tigerbeetle \
+                 binary itself, or make the wrapper exec it",
                 replica.file.display()
             ),
         ));
