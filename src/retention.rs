@@ -690,7 +690,11 @@ pub fn candidates(manifests: &[crate::manifest::Manifest]) -> Vec<Candidate> {
 fn source_of(m: &crate::manifest::Manifest) -> String {
     match m.kind.describe().source_is {
         crate::kinds::SourceIs::Fact { name, label } => match m.source.get(name) {
-            Some(serde_json::Value::String(v)) => format!("{label} {v}"),
+            // As a number where it is one (`"01"` is 1, as chains read it).
+            Some(serde_json::Value::String(v)) => match v.parse::<u128>() {
+                Ok(n) => format!("{label} {n}"),
+                Err(_) => format!("{label} {v}"),
+            },
             Some(v @ serde_json::Value::Number(_)) => format!("{label} {v}"),
             _ => String::new(),
         },
@@ -1113,6 +1117,26 @@ mod tests {
     /// segments name theirs (and those of older releases none): what names no
     /// cluster counts for the cluster that is named, and the log window is
     /// the same as where both name it.
+    /// A cluster id is one source however it is written (`"01"`, `1`,
+    /// `"1"`), as chains read it: never two sources of one cluster.
+    #[test]
+    fn a_cluster_is_one_source_however_its_id_is_written() {
+        let of = |v: serde_json::Value| {
+            let mut m =
+                crate::manifest::tests::sample(Kind::Tigerbeetle, datetime!(2026-01-01 0:00 UTC));
+            m.source.insert("cluster_id", v);
+            source_of(&m)
+        };
+        for v in [
+            serde_json::json!("01"),
+            serde_json::json!(1),
+            serde_json::json!("1"),
+        ] {
+            assert_eq!(of(v), "cluster 1");
+        }
+        assert_eq!(of(serde_json::json!("2")), "cluster 2");
+    }
+
     #[test]
     fn a_snapshot_that_names_no_cluster_bounds_each_clusters_log() {
         let now = t("2026-11-20T23:50");
