@@ -527,3 +527,42 @@ fn a_signer_is_configured_with_its_scope() {
         "{t}"
     );
 }
+
+/// A signer scoped to cluster 0 signs a snapshot that names no cluster: it
+/// would count as every cluster's newest for `status` and bound every
+/// cluster's log for retention. It is refused as outside the scope, and
+/// named. The key holder's own snapshot names its cluster, read from the
+/// data file, with no `addresses` configured.
+#[test]
+fn a_scoped_signers_snapshot_that_names_no_cluster_is_refused() {
+    let (_d, s, genuine, thief) =
+        scene("hosts = [\"db1\"]\nkinds = [\"tigerbeetle\"]\ntigerbeetle_clusters = [0]");
+    assert_eq!(genuine["source"]["cluster_id"], "0", "{genuine}");
+    let id = bkp::id::BackupId::new_v7(time::OffsetDateTime::now_utc()).to_string();
+    let mut planted = genuine.clone();
+    planted["id"] = id.clone().into();
+    planted["source"]
+        .as_object_mut()
+        .unwrap()
+        .remove("cluster_id");
+    put(
+        &s,
+        &format!("manifests/tigerbeetle/{id}.json"),
+        &thief.seal(&planted),
+    );
+    let out = s.bkp(&["--json", "list"]);
+    let t = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains(&id) && t.contains("the snapshot names none"),
+        "{t}"
+    );
+    let listed = json(&out);
+    let shown: Vec<&str> = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, vec![genuine["id"].as_str().unwrap()]);
+}

@@ -255,8 +255,14 @@ fn snapshot_source(
     let mut source = crate::manifest::facts::Facts::new();
     source.insert("data_file", json!(data_file.display().to_string()));
     source.insert("snapshot_mode", json!(prepared.mode));
-    if let Some(c) = &tb.cluster {
-        source.insert("cluster_id", json!(c.cluster_id.to_string()));
+    // The cluster the config names, else the one the file was formatted for:
+    // a snapshot that names none counts as every cluster's.
+    let cluster = match &tb.cluster {
+        Some(c) => Some(c.cluster_id),
+        None => crate::tigerbeetle::replica::cluster_of(data_file),
+    };
+    if let Some(c) = cluster {
+        source.insert("cluster_id", json!(c.to_string()));
     }
     source.insert("integrity_checked", json!(prepared.integrity_checked));
     if let Some(why) = &prepared.torn_writes {

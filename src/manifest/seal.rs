@@ -426,11 +426,17 @@ pub fn manifest_claim(m: &super::Manifest) -> Claim<'_> {
         }
         c
     });
-    // A log segment that names no cluster counts as every cluster's (as
-    // older releases wrote them): from a signer, whose scope names clusters,
-    // it would join any cluster's chain.
-    if m.kind == Kind::Tigerbeetle && super::tigerbeetle::is_log(m) && cluster.is_none() {
-        unreadable = Some("TigerBeetle cluster id (the log segment names none)");
+    // A TigerBeetle backup that names no cluster counts as every cluster's
+    // (as older releases wrote them): from a signer, whose scope names
+    // clusters, a log segment would join any cluster's chain, and a snapshot
+    // would be any cluster's newest for `status` and bound any cluster's log
+    // for retention. bkp records the cluster of every snapshot it takes of a
+    // TigerBeetle data file (from its superblock without `addresses`).
+    if m.kind == Kind::Tigerbeetle && cluster.is_none() {
+        unreadable = Some(match super::tigerbeetle::is_log(m) {
+            true => "TigerBeetle cluster id (the log segment names none)",
+            false => "TigerBeetle cluster id (the snapshot names none)",
+        });
     }
     Claim {
         host: Some(&m.host),
