@@ -282,3 +282,52 @@ fn a_dump_a_host_signed_restores_with_a_warning_naming_its_signer() {
     );
     assert_eq!(pg.psql(&target, "SELECT count(*) FROM t"), "3");
 }
+
+/// A host that signs cannot tell the cluster of a file that is no TigerBeetle
+/// data file (no `addresses`, no superblock): it stores nothing (exit 3,
+/// naming the file), where every reader would refuse a signer's snapshot that
+/// names no cluster. Of a real data file it records the file's cluster.
+#[test]
+fn a_signing_host_stores_no_snapshot_whose_cluster_it_cannot_tell() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("host");
+    fs::create_dir_all(&root).unwrap();
+    let recipient = generate("x25519", &d.path().join("identity"));
+    generate("ed25519", &root.join("signing.key"));
+    let plain = root.join("plain.tigerbeetle");
+    fs::write(&plain, common::pattern(256 * 1024, 5)).unwrap();
+    let config = |data: &Path| {
+        let cfg = root.join("bkp.toml");
+        fs::write(
+            &cfg,
+            format!(
+                "work_dir = \"work\"\n[store]\ntype = \"local\"\npath = \"store\"\n\
+                 [encryption]\n{recipient}\nsigning_key_file = \"signing.key\"\n\
+                 [tigerbeetle]\ndata_file = \"{}\"\nsnapshot_format = \"archive\"\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+        cfg
+    };
+    let cfg = config(&plain);
+    let out = bkp(&cfg, &["snapshot"], &[]);
+    assert_exit(&out, 3);
+    let text = common::text(&out);
+    assert!(
+        text.contains(plain.to_str().unwrap()) && text.contains("must name its cluster"),
+        "{text}"
+    );
+    assert!(
+        !root.join("store/manifests").exists()
+            || fs::read_dir(root.join("store/manifests/tigerbeetle"))
+                .map_or(true, |mut e| e.next().is_none()),
+        "a snapshot was stored"
+    );
+
+    let data = formatted_data_file(&root);
+    let cfg = config(&data);
+    let out = bkp(&cfg, &["--json", "snapshot"], &[]);
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["manifest"]["source"]["cluster_id"], "0");
+}

@@ -51,16 +51,15 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         store.identity()
     ));
 
-    // The key chunks are encrypted and named with (derived once: a
-    // passphrase's costs a PBKDF2).
-    let chunk_key = match chunked {
-        true => run.keyring.map(|k| k.current().for_chunks()),
-        false => None,
-    };
+    // The chunks' key, derived once (a passphrase's costs a PBKDF2).
+    let chunk_key = chunked
+        .then(|| run.keyring.map(|k| k.current().for_chunks()))
+        .flatten();
     let outcome = (|| -> Result<Stored> {
         let log = |m: &str| ctx.ui.detail(m);
         let settle = |copy: &std::path::Path| settle(ctx, copy);
         let prepared = tigerbeetle::prepare(tb, &data_file, &plan.work_dir, &log, &settle)?;
+        let cluster = cluster_of(tb, &trust, &data_file, &prepared)?;
         // A start command that failed leaves the replica down: whatever ends
         // this run, its error says so.
         let down = |e: anyhow::Error| match &prepared.deferred_error {
@@ -125,6 +124,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             tb,
             &data_file,
             &prepared,
+            cluster,
             base.as_ref().map(|(b, _)| b),
         );
         let m = run.manifest(Body {
@@ -237,12 +237,36 @@ fn settle(ctx: &Ctx, copy: &std::path::Path) -> Result<()> {
     crate::tigerbeetle::replica::settle(&spec, copy)
 }
 
-/// Counts the accounts and transfers of an uploaded snapshot on bkp's private
-/// copy, through a replica started on it, so that `verify --drill` can compare a
-/// restore with them. Never on the original data file.
+/// The cluster a snapshot records: the one the config names (with
+/// `addresses`), else the one the copy's superblock holds. A snapshot that
+/// names none counts as every cluster's, so a host that signs its backups
+/// (whose signer is trusted for its clusters only) refuses to store one, as
+/// every reader would refuse it.
+fn cluster_of(
+    tb: &TigerBeetlePlan,
+    trust: &crate::manifest::Trust,
+    data_file: &std::path::Path,
+    prepared: &tigerbeetle::Prepared,
+) -> Result<Option<u128>> {
+    let cluster = match &tb.cluster {
+        Some(c) => Some(c.cluster_id),
+        None => crate::tigerbeetle::replica::cluster_of(&prepared.path),
+    };
+    if cluster.is_none() && trust.keys().is_some_and(|k| k.signing().is_some()) {
+        return Err(crate::exit::coded(
+            crate::exit::Code::Config,
+            format!(
+                "{} holds no TigerBeetle superblock bkp can read its cluster from, and this host signs its backups: a signer's snapshot must name its cluster, or every reader refuses it. Set [tigerbeetle] addresses and cluster_id, or check that data_file is the replica's data file",
+                data_file.display()
+            ),
+        ));
+    }
+    Ok(cluster)
+}
+
 /// What a snapshot's manifest records of its source: the data file, how it
-/// was kept consistent, the cluster when the config names it (a signer's
-/// scope is checked against it), the snapshot it shares chunks with
+/// was kept consistent, its cluster ([`cluster_of`]; a signer's scope is
+/// checked against it), the snapshot it shares chunks with
 /// (information only: shared chunks are counted by reference, and that
 /// snapshot may go while this one stays), and its rows (`count_rows`).
 fn snapshot_source(
@@ -250,17 +274,12 @@ fn snapshot_source(
     tb: &TigerBeetlePlan,
     data_file: &std::path::Path,
     prepared: &tigerbeetle::Prepared,
+    cluster: Option<u128>,
     base: Option<&Manifest>,
 ) -> crate::manifest::facts::Facts {
     let mut source = crate::manifest::facts::Facts::new();
     source.insert("data_file", json!(data_file.display().to_string()));
     source.insert("snapshot_mode", json!(prepared.mode));
-    // The cluster the config names, else the one the file was formatted for:
-    // a snapshot that names none counts as every cluster's.
-    let cluster = match &tb.cluster {
-        Some(c) => Some(c.cluster_id),
-        None => crate::tigerbeetle::replica::cluster_of(data_file),
-    };
     if let Some(c) = cluster {
         source.insert("cluster_id", json!(c.to_string()));
     }
@@ -277,8 +296,10 @@ fn snapshot_source(
     source
 }
 
-/// Counts the snapshot's rows into its manifest's `source` (`count_rows`);
-/// a count that fails is a warning: the snapshot is stored all the same.
+/// Counts the snapshot's rows into its manifest's `source` (`count_rows`),
+/// on bkp's private copy through a replica started on it (never on the
+/// original data file), so that `verify --drill` can compare a restore with
+/// them; a count that fails is a warning: the snapshot is stored all the same.
 fn record_rows(
     ctx: &Ctx,
     prepared: &tigerbeetle::Prepared,

@@ -435,7 +435,7 @@ pub fn manifest_claim(m: &super::Manifest) -> Claim<'_> {
     if m.kind == Kind::Tigerbeetle && cluster.is_none() {
         unreadable = Some(match super::tigerbeetle::is_log(m) {
             true => "TigerBeetle cluster id (the log segment names none)",
-            false => "TigerBeetle cluster id (the snapshot names none)",
+            false => "TigerBeetle cluster id (the snapshot names none, as only an older bkp or a file that is no TigerBeetle data file leaves it)",
         });
     }
     Claim {
