@@ -346,8 +346,9 @@ fn wait_serving(spec: &ReplicaSpec, replica: &mut PrivateReplica, own: &str) -> 
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    if listening_inodes(port).is_empty() {
-        return Err(crate::exit::coded(
+    match listener(replica.child.id(), port) {
+        Listener::Ours => Ok(()),
+        Listener::Unseen => Err(crate::exit::coded(
             crate::exit::Code::Unsupported,
             format!(
                 "bkp cannot see which process listens on the port of the private replica on \
@@ -355,10 +356,8 @@ fn wait_serving(spec: &ReplicaSpec, replica: &mut PrivateReplica, own: &str) -> 
                  what answers is the replica it started, and sends it nothing",
                 replica.file.display()
             ),
-        ));
-    }
-    if !serves_from(replica.child.id(), port) {
-        return Err(crate::exit::coded(
+        )),
+        Listener::Other => Err(crate::exit::coded(
             crate::exit::Code::Locked,
             format!(
                 "another process than the private replica listens on its port ({own}, for {}): \
@@ -369,20 +368,31 @@ fn wait_serving(spec: &ReplicaSpec, replica: &mut PrivateReplica, own: &str) -> 
                  binary itself, or make the wrapper exec it",
                 replica.file.display()
             ),
-        ));
+        )),
     }
-    Ok(())
 }
 
-/// Whether process `pid`, or a process it started, listens on loopback port
-/// `port` (from `/proc/net/tcp{,6}` and the processes' descriptors). A
-/// listener this process cannot see (another user's) is not `pid`'s.
-fn serves_from(pid: u32, port: u16) -> bool {
+/// Who listens on a loopback port, as process `pid` sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `pid`, or a process it started (a wrapper script's server).
+    Ours,
+    /// Another process, or one this process cannot look into (another
+    /// user's).
+    Other,
+    /// No listener shows in `/proc/net/tcp{,6}`.
+    Unseen,
+}
+
+/// Who listens on `port` ([`Listener`]): from `/proc/net/tcp{,6}` and the
+/// descriptors of `pid`, then (only when `pid` holds none of them) of the
+/// processes it started. Test harnesses ask it of the servers they start.
+pub fn listener(pid: u32, port: u16) -> Listener {
     let inodes = listening_inodes(port);
     if inodes.is_empty() {
-        return false;
+        return Listener::Unseen;
     }
-    family(pid).into_iter().any(|p| {
+    let holds = |p: u32| {
         std::fs::read_dir(format!("/proc/{p}/fd"))
             .into_iter()
             .flatten()
@@ -394,7 +404,12 @@ fn serves_from(pid: u32, port: u16) -> bool {
                     .and_then(|l| l.strip_suffix(']'))
                     .is_some_and(|i| inodes.iter().any(|n| n == i))
             })
-    })
+    };
+    if holds(pid) || family(pid).into_iter().skip(1).any(holds) {
+        Listener::Ours
+    } else {
+        Listener::Other
+    }
 }
 
 /// The inodes of the sockets listening on `port`: `/proc/net/tcp{,6}` lines
@@ -559,13 +574,13 @@ mod tests {
     fn a_port_is_the_replicas_only_when_it_or_its_child_listens() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        assert!(serves_from(std::process::id(), port));
+        assert_eq!(listener(std::process::id(), port), Listener::Ours);
         // A process that listens on nothing, and its own child.
         let mut other = Command::new("sh")
             .args(["-c", "sleep 30 & wait"])
             .spawn()
             .unwrap();
-        assert!(!serves_from(other.id(), port));
+        assert_eq!(listener(other.id(), port), Listener::Other);
         // Its child (the `sleep`) is of its family.
         let grown = (0..100).any(|_| {
             std::thread::sleep(Duration::from_millis(20));
@@ -577,7 +592,7 @@ mod tests {
         let _ = other.kill();
         let _ = other.wait();
         drop(l);
-        assert!(!serves_from(std::process::id(), port));
+        assert_eq!(listener(std::process::id(), port), Listener::Unseen);
     }
 
     #[test]

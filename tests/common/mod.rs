@@ -137,42 +137,12 @@ fn allocate_port(offset: u32) -> u16 {
     panic!("no free port on 127.0.0.1 in {lo}..={hi}")
 }
 
-/// Whether process `pid` itself listens on `port`. A connection alone does not say so:
-/// when two test processes pick the same free port, the one whose server lost the race
-/// would otherwise take the other's server for its own.
+/// Whether process `pid` (or one it started) listens on `port`. A connection
+/// alone does not say so: when two test processes pick the same free port, the
+/// one whose server lost the race would otherwise take the other's server for
+/// its own. bkp asks the same of its private replicas.
 pub fn listens_on(pid: u32, port: u16) -> bool {
-    let inodes = listening_inodes(port);
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.flatten().any(|fd| {
-        let link = fs::read_link(fd.path()).unwrap_or_default();
-        let link = link.to_string_lossy();
-        let inode = link
-            .strip_prefix("socket:[")
-            .and_then(|l| l.strip_suffix(']'));
-        inode.is_some_and(|i| inodes.iter().any(|n| n == i))
-    })
-}
-
-/// The inodes of the sockets listening on `port` (IPv4 or IPv6, any address), from
-/// /proc/net/tcp{,6}: `sl local rem st tx:rx tr:when retrnsmt uid timeout inode`.
-fn listening_inodes(port: u16) -> Vec<String> {
-    let suffix = format!(":{port:04X}");
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        for line in fs::read_to_string(table)
-            .unwrap_or_default()
-            .lines()
-            .skip(1)
-        {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() > 9 && f[1].ends_with(&suffix) && f[3] == "0A" {
-                inodes.push(f[9].to_string());
-            }
-        }
-    }
-    inodes
+    bkp::tigerbeetle::replica::listener(pid, port) == bkp::tigerbeetle::replica::Listener::Ours
 }
 
 const PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
