@@ -269,21 +269,20 @@ pub fn load(path: &Path, ov: &Overrides) -> Result<Plan> {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     if let Some(problem) = unsafe_config(meta.mode(), meta.uid(), me) {
+        let p = path.display();
         let fix = if !meta.file_type().is_file() {
-            "pass a file (or a pipe of your own) instead"
+            "pass a file (or a pipe of your own) instead".to_string()
         } else if meta.uid() != me && meta.uid() != 0 {
-            "make root its owner, and let the users that run bkp read it through its group: chown root:GROUP {0} && chmod 0640 {0}"
+            format!("make root its owner, and let the users that run bkp read it through its group: chown root:GROUP {p} && chmod 0640 {p}")
         } else {
-            "run: chmod go-w {0}"
+            format!("run: chmod go-w {p}")
         };
         return Err(coded(
             Code::Config,
             format!(
-                "config {0} {problem} (mode {1:04o}, owner uid {2}): a config names the commands bkp runs and the keys it uses, so only root or the user bkp runs as (uid {me}) may change it; {3}",
-                path.display(),
+                "config {p} {problem} (mode {:04o}, owner uid {}): a config names the commands bkp runs and the keys it uses, so only root or the user bkp runs as (uid {me}) may change it; {fix}",
                 meta.mode() & 0o7777,
                 meta.uid(),
-                fix.replace("{0}", &path.display().to_string()),
             ),
         ));
     }

@@ -504,6 +504,16 @@ fn replaced(err: &io::Error) -> bool {
 mod tests {
     use super::*;
 
+    /// File `path` as a listing saw it: 16 bytes.
+    fn listed(path: &str) -> Entry {
+        Entry {
+            path: path.into(),
+            size: 16,
+            mtime_ns: None,
+            etag: None,
+        }
+    }
+
     /// A listed file replaced by a link to another file is not read through
     /// the link: every read says it changed.
     #[test]
@@ -514,12 +524,7 @@ mod tests {
         fs::write(root.join("a.parquet"), b"PAR1 listed PAR1").unwrap();
         fs::write(d.path().join("secret"), b"not the source's").unwrap();
         let src = Source::Local(root.clone());
-        let e = Entry {
-            path: "a.parquet".into(),
-            size: 16,
-            mtime_ns: None,
-            etag: None,
-        };
+        let e = listed("a.parquet");
         assert!(matches!(src.read_all(&e).unwrap(), Fetched::Got(b) if b == b"PAR1 listed PAR1"));
         fs::remove_file(root.join("a.parquet")).unwrap();
         std::os::unix::fs::symlink(d.path().join("secret"), root.join("a.parquet")).unwrap();
@@ -543,12 +548,7 @@ mod tests {
         fs::create_dir(d.path().join("elsewhere")).unwrap();
         fs::write(d.path().join("elsewhere/a.parquet"), b"PAR1 secret PAR1").unwrap();
         let src = Source::Local(root.clone());
-        let e = Entry {
-            path: "day/a.parquet".into(),
-            size: 16,
-            mtime_ns: None,
-            etag: None,
-        };
+        let e = listed("day/a.parquet");
         assert!(matches!(src.read_all(&e).unwrap(), Fetched::Got(b) if b == b"PAR1 listed PAR1"));
         assert!(src.stat("day/a.parquet").unwrap().is_some());
         fs::rename(root.join("day"), d.path().join("day.old")).unwrap();
@@ -565,12 +565,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("cold");
         fs::create_dir(&root).unwrap();
-        let e = Entry {
-            path: "a.parquet".into(),
-            size: 16,
-            mtime_ns: None,
-            etag: None,
-        };
+        let e = listed("a.parquet");
         let src = Source::Local(root.clone());
         let c = std::ffi::CString::new(root.join("a.parquet").to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
