@@ -687,7 +687,7 @@ pub fn candidates(manifests: &[crate::manifest::Manifest]) -> Vec<Candidate> {
 
 /// What backup `m` was taken from, as its kind tells sources apart
 /// ([`crate::kinds::SourceIs`]): "cluster 0", "system 7300…", or nothing.
-fn source_of(m: &crate::manifest::Manifest) -> String {
+pub(crate) fn source_of(m: &crate::manifest::Manifest) -> String {
     match m.kind.describe().source_is {
         crate::kinds::SourceIs::Fact { name, label } => match m.source.get(name) {
             // As a number where it is one (`"01"` is 1, as chains read it).

@@ -59,7 +59,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         let log = |m: &str| ctx.ui.detail(m);
         let settle = |copy: &std::path::Path| settle(ctx, copy);
         let prepared = tigerbeetle::prepare(tb, &data_file, &plan.work_dir, &log, &settle)?;
-        let cluster = cluster_of(tb, &trust, &data_file, &prepared)?;
+        let cluster = recorded_cluster(tb, &trust, &data_file, &prepared)?;
         // A start command that failed leaves the replica down: whatever ends
         // this run, its error says so.
         let down = |e: anyhow::Error| match &prepared.deferred_error {
@@ -242,7 +242,7 @@ fn settle(ctx: &Ctx, copy: &std::path::Path) -> Result<()> {
 /// names none counts as every cluster's, so a host that signs its backups
 /// (whose signer is trusted for its clusters only) refuses to store one, as
 /// every reader would refuse it.
-fn cluster_of(
+fn recorded_cluster(
     tb: &TigerBeetlePlan,
     trust: &crate::manifest::Trust,
     data_file: &std::path::Path,
@@ -265,7 +265,7 @@ fn cluster_of(
 }
 
 /// What a snapshot's manifest records of its source: the data file, how it
-/// was kept consistent, its cluster ([`cluster_of`]; a signer's scope is
+/// was kept consistent, its cluster ([`recorded_cluster`]; a signer's scope is
 /// checked against it), the snapshot it shares chunks with
 /// (information only: shared chunks are counted by reference, and that
 /// snapshot may go while this one stays), and its rows (`count_rows`).

@@ -100,23 +100,19 @@ pub fn newest_backups(
 /// TigerBeetle backup of another cluster than `[tigerbeetle] cluster_id`
 /// (when the config names the cluster) is not. Clusters sharing a store
 /// each watch their own backups: one cluster's timer that stopped is not
-/// hidden by another's that runs. A manifest that names no cluster (a
-/// snapshot taken without `addresses`, or by an older release) counts for
-/// every cluster.
+/// hidden by another's that runs. The source is read as retention reads it
+/// ([`crate::retention::source_of`]: `"01"` is cluster 1); a manifest that
+/// names none (an older release's, or of a file that is no TigerBeetle data
+/// file) counts for every cluster.
 pub fn of_this_source(plan: &crate::config::Plan, m: &manifest::Manifest) -> bool {
-    let crate::kinds::SourceIs::Fact { name, .. } = m.kind.describe().source_is else {
+    let crate::kinds::SourceIs::Fact { label, .. } = m.kind.describe().source_is else {
         return true;
     };
     let Some(own) = plan.own_source(m.kind) else {
         return true;
     };
-    // Read as every other reader of the fact reads it (`"01"` is 1); one
-    // that is no number is nobody's.
-    let named = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.parse::<u128>().ok(),
-        v => v.as_u64().map(u128::from),
-    };
-    m.source.get(name).is_none_or(|v| named(v) == Some(own))
+    let source = crate::retention::source_of(m);
+    source.is_empty() || source == format!("{label} {own}")
 }
 
 /// " of cluster N" for a schedule [`of_this_source`] judges by its source.
