@@ -689,7 +689,7 @@ pub fn candidates(manifests: &[crate::manifest::Manifest]) -> Vec<Candidate> {
 /// ([`crate::kinds::SourceIs`]): "cluster 0", "system 7300…", or nothing.
 pub(crate) fn source_of(m: &crate::manifest::Manifest) -> String {
     match m.kind.describe().source_is {
-        crate::kinds::SourceIs::Fact { name, label } => match m.source.get(name) {
+        crate::kinds::SourceIs::Fact { name, label, .. } => match m.source.get(name) {
             // As a number where it is one (`"01"` is 1, as chains read it).
             Some(serde_json::Value::String(v)) => match v.parse::<u128>() {
                 Ok(n) => format!("{label} {n}"),

@@ -566,3 +566,57 @@ fn a_scoped_signers_snapshot_that_names_no_cluster_is_refused() {
         .collect();
     assert_eq!(shown, vec![genuine["id"].as_str().unwrap()]);
 }
+
+/// A signer scoped to one PostgreSQL system signs a base backup that names
+/// no system: it would count as every system's newest for `status` and date
+/// every system's WAL for retention. It is refused as outside the scope,
+/// while the same signer's base backup naming its system is used.
+#[test]
+fn a_scoped_signers_base_backup_that_names_no_system_is_refused() {
+    let (_d, s, genuine, thief) = scene(
+        "hosts = [\"db1\"]\nkinds = [\"tigerbeetle\", \"postgres\"]\ntigerbeetle_clusters = [0]\npostgres_systems = [7300000000000000001]",
+    );
+    let base = |system: Option<&str>| {
+        let id = bkp::id::BackupId::new_v7(time::OffsetDateTime::now_utc()).to_string();
+        let mut m = genuine.clone();
+        m["id"] = id.clone().into();
+        m["kind"] = "postgres".into();
+        for o in m["objects"].as_array_mut().unwrap() {
+            let key = o["key"]
+                .as_str()
+                .unwrap()
+                .replacen("tigerbeetle/", "postgres/", 1);
+            o["key"] = key.into();
+        }
+        m["source"] = match system {
+            Some(sys) => serde_json::json!({"format": "tar", "system_identifier": sys}),
+            None => serde_json::json!({"format": "tar"}),
+        };
+        put(
+            &s,
+            &format!("manifests/postgres/{id}.json"),
+            &thief.seal(&m),
+        );
+        id
+    };
+    let inside = base(Some("7300000000000000001"));
+    let out = s.bkp(&["--json", "list", "--kind", "postgres"]);
+    assert_exit(&out, 0);
+    assert!(text(&out).contains(&inside), "{}", text(&out));
+
+    let unnamed = base(None);
+    let out = s.bkp(&["--json", "list", "--kind", "postgres"]);
+    let t = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains(&unnamed) && t.contains("the base backup names none"),
+        "{t}"
+    );
+    let shown: Vec<String> = json(&out)["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(shown, vec![inside]);
+}

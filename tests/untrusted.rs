@@ -435,9 +435,11 @@ fn signer_scopes_hold_for_every_config_and_manifest() {
             && cluster
                 .as_ref()
                 .is_none_or(|c| c == &serde_json::json!(7) || c == "7")
-            // A TigerBeetle backup that names no cluster would be every
-            // cluster's: outside a scope that names clusters.
-            && !(kind == Kind::Tigerbeetle && cluster.is_none());
+            // A TigerBeetle backup that names no cluster, or a PostgreSQL one
+            // that names no system, would be every cluster's or system's:
+            // outside a scope that names them.
+            && !(kind == Kind::Tigerbeetle && cluster.is_none())
+            && !(kind == Kind::Postgres && system.is_none());
         let got = bkp::manifest::parse(&bytes, &key, &trust);
         assert_eq!(
             got.is_ok(),

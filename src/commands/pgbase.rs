@@ -57,7 +57,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             run.keyring,
             progress.clone(),
             |w| {
-                facts = Some(server.base_backup(w, &format!("bkp {id}"))?);
+                let signed = run.keyring.is_some_and(|k| k.signing().is_some());
+                facts = Some(server.base_backup(w, &format!("bkp {id}"), signed)?);
                 Ok(())
             },
         )?;

@@ -134,6 +134,9 @@ pub enum SourceIs {
     Fact {
         name: &'static str,
         label: &'static str,
+        /// What a backup that names none lacks, as a signer's scope refuses
+        /// it: it would count as every source's.
+        unnamed: &'static str,
     },
     /// Only the stream member tells (a database, a replicated root): not the
     /// host that ran the backup, whose name may change with every run (a
@@ -206,6 +209,7 @@ pub static ALL: [Descriptor; 7] = [
         source_is: SourceIs::Fact {
             name: "cluster_id",
             label: "cluster",
+            unnamed: "TigerBeetle cluster id (the snapshot names none, as only an older bkp or a file that is no TigerBeetle data file leaves it)",
         },
         schedules: &[
             ScheduleSpec {
@@ -363,6 +367,7 @@ pub static ALL: [Descriptor; 7] = [
         source_is: SourceIs::Fact {
             name: "system_identifier",
             label: "system",
+            unnamed: "PostgreSQL system identifier (the base backup names none, as only an older bkp that could not read the server's facts leaves it)",
         },
         schedules: &[ScheduleSpec {
             name: "pgbase",

@@ -426,17 +426,21 @@ pub fn manifest_claim(m: &super::Manifest) -> Claim<'_> {
         }
         c
     });
-    // A TigerBeetle backup that names no cluster counts as every cluster's
-    // (as older releases wrote them): from a signer, whose scope names
-    // clusters, a log segment would join any cluster's chain, and a snapshot
-    // would be any cluster's newest for `status` and bound any cluster's log
-    // for retention. bkp records the cluster of every snapshot it takes of a
-    // TigerBeetle data file (from its superblock without `addresses`).
-    if m.kind == Kind::Tigerbeetle && cluster.is_none() {
-        unreadable = Some(match super::tigerbeetle::is_log(m) {
-            true => "TigerBeetle cluster id (the log segment names none)",
-            false => "TigerBeetle cluster id (the snapshot names none, as only an older bkp or a file that is no TigerBeetle data file leaves it)",
-        });
+    // A backup of a kind whose sources its manifests tell apart (a
+    // TigerBeetle cluster, a PostgreSQL system) that names none counts as
+    // every source's (as older releases wrote them): from a signer, whose
+    // scope names sources, a log segment would join any cluster's chain, and
+    // a snapshot or base backup would be any source's newest for `status`
+    // and date any source's log or WAL for retention. bkp records the
+    // cluster of every snapshot it takes of a TigerBeetle data file (from its
+    // superblock without `addresses`), and the system of every base backup.
+    if let crate::kinds::SourceIs::Fact { name, unnamed, .. } = m.kind.describe().source_is {
+        if !m.source.contains_key(name) {
+            unreadable = Some(match super::tigerbeetle::is_log(m) {
+                true => "TigerBeetle cluster id (the log segment names none)",
+                false => unnamed,
+            });
+        }
     }
     Claim {
         host: Some(&m.host),

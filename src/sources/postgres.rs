@@ -501,8 +501,11 @@ impl<'a> Server<'a> {
     /// Streams a base backup of the whole server into `w`: `pg_basebackup` in tar
     /// format, with the WAL the backup needs to be consistent (`-X fetch`) and
     /// its `backup_manifest`, which `pg_verifybackup` checks after a restore.
-    /// Returns the server's version and where the backup's WAL starts.
-    pub fn base_backup(&self, w: &mut dyn Write, label: &str) -> Result<BaseBackup> {
+    /// Returns the server's version and where the backup's WAL starts. With
+    /// `signed` (this host signs its backups, and a signer's backup must name
+    /// its system) a server whose system cannot be read is refused before
+    /// anything is streamed.
+    pub fn base_backup(&self, w: &mut dyn Write, label: &str, signed: bool) -> Result<BaseBackup> {
         // One session for what the manifest records and what refuses the backup.
         let facts = self.psql(
             &self.plan.database,
@@ -516,6 +519,15 @@ impl<'a> Server<'a> {
         let server_version = lines.next().unwrap_or("unknown").trim().to_string();
         let spaces = lines.next().unwrap_or("").trim().to_string();
         let wal = lines.next().and_then(WalStart::parse);
+        if signed && wal.is_none() {
+            return Err(coded(
+                Code::Config,
+                format!(
+                    "bkp could not read the system identifier of the server of {} (`pg_control_system()`), and this host signs its backups: a signer's base backup must name its system, or every reader refuses it. Let the role bkp connects as call pg_control_system() and pg_control_checkpoint() (GRANT pg_monitor, or EXECUTE on both)",
+                    self.describe(&self.plan.database)
+                ),
+            ));
+        }
         // pg_basebackup writes only one tablespace to a pipe.
         if !spaces.is_empty() {
             return Err(coded(
@@ -546,6 +558,8 @@ impl<'a> Server<'a> {
             (Some(w), Some((timeline, lsn))) => Some(WalStart { timeline, lsn, ..w }),
             (w, _) => w,
         };
+        let what = || self.describe(&self.plan.database);
+        let wal = same_system(wal, sniffer.control_system(), what)?;
         Ok(BaseBackup {
             server_version,
             wal,
@@ -979,17 +993,30 @@ fn stream_out(mut c: Command, w: &mut dyn Write, what: impl Fn() -> String) -> R
 }
 
 /// Passes a tar stream through and keeps the content of its `backup_label`
-/// entry (a few hundred bytes), read from the headers as they go by.
+/// entry (a few hundred bytes) and the first bytes of `global/pg_control`
+/// (the system identifier), read from the headers as they go by.
 struct LabelSniffer<'a> {
     inner: &'a mut dyn Write,
     header: Vec<u8>,
     /// Bytes of the current entry's data (padded to 512) still to pass.
     remaining: u64,
-    /// Bytes of `backup_label` still to keep.
+    /// Bytes of the current entry still to keep, and where.
     keep: u64,
+    keeping: Keeping,
     label: Option<Vec<u8>>,
+    control: Option<Vec<u8>>,
     done: bool,
 }
+
+/// The entry whose bytes a [`LabelSniffer`] keeps.
+#[derive(Clone, Copy)]
+enum Keeping {
+    Label,
+    Control,
+}
+
+/// Bytes of `global/pg_control` kept: its first member, the system identifier.
+const CONTROL_KEPT: u64 = 8;
 
 impl<'a> LabelSniffer<'a> {
     fn new(inner: &'a mut dyn Write) -> Self {
@@ -998,7 +1025,9 @@ impl<'a> LabelSniffer<'a> {
             header: Vec::with_capacity(512),
             remaining: 0,
             keep: 0,
+            keeping: Keeping::Label,
             label: None,
+            control: None,
             done: false,
         }
     }
@@ -1009,7 +1038,11 @@ impl<'a> LabelSniffer<'a> {
                 let n = (self.remaining.min(buf.len() as u64)) as usize;
                 if self.keep > 0 {
                     let k = (self.keep.min(n as u64)) as usize;
-                    if let Some(l) = self.label.as_mut() {
+                    let into = match self.keeping {
+                        Keeping::Label => self.label.as_mut(),
+                        Keeping::Control => self.control.as_mut(),
+                    };
+                    if let Some(l) = into {
                         l.extend_from_slice(&buf[..k]);
                     }
                     self.keep -= k as u64;
@@ -1031,6 +1064,7 @@ impl<'a> LabelSniffer<'a> {
             }
             let name_end = h[..100].iter().position(|b| *b == 0).unwrap_or(100);
             let name = &h[..name_end];
+            let name = name.strip_prefix(b"./").unwrap_or(name);
             let size = std::str::from_utf8(&h[124..136])
                 .ok()
                 .map(|t| t.trim_matches(|c: char| c == '\0' || c == ' '))
@@ -1041,11 +1075,21 @@ impl<'a> LabelSniffer<'a> {
                 return;
             };
             self.remaining = size.div_ceil(512) * 512;
-            if (name == b"backup_label" || name == b"./backup_label") && size <= 64 * 1024 {
+            if name == b"backup_label" && size <= 64 * 1024 {
                 self.label = Some(Vec::new());
-                self.keep = size;
+                (self.keep, self.keeping) = (size, Keeping::Label);
+            } else if name == b"global/pg_control" && size >= CONTROL_KEPT {
+                self.control = Some(Vec::new());
+                (self.keep, self.keeping) = (CONTROL_KEPT, Keeping::Control);
             }
         }
+    }
+
+    /// The system identifier `global/pg_control` holds, in both byte orders
+    /// (the file is in the server's, which need not be this host's).
+    fn control_system(&self) -> Option<[u64; 2]> {
+        let b: [u8; 8] = self.control.as_deref()?.try_into().ok()?;
+        Some([u64::from_le_bytes(b), u64::from_be_bytes(b)])
     }
 }
 
@@ -1058,6 +1102,30 @@ impl Write for LabelSniffer<'_> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// `wal`, the start the server's functions reported, once the system they
+/// name is the one whose `global/pg_control` the stream held (`control`, in
+/// both byte orders; `None` where the stream held none): the session that
+/// asked and `pg_basebackup` connect apart, and a name or proxy that moved
+/// between them would record one cluster's WAL for another's files.
+fn same_system(
+    wal: Option<WalStart>,
+    control: Option<[u64; 2]>,
+    what: impl Fn() -> String,
+) -> Result<Option<WalStart>> {
+    match (&wal, control) {
+        (Some(w), Some(c)) if !c.contains(&w.system) => Err(coded(
+            Code::Transient,
+            format!(
+                "the server of {} reported system identifier {}, but the base backup pg_basebackup streamed is of system {}: the two connections reached different servers (a failover, or a host name or proxy that moved between them). No backup was recorded (`bkp cleanup` removes its object after the grace period); run it again",
+                what(),
+                w.system,
+                c[0]
+            ),
+        )),
+        _ => Ok(wal),
     }
 }
 
@@ -1366,14 +1434,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_backup_label_is_found_in_a_passing_tar_stream() {
+    fn the_backup_label_and_system_are_found_in_a_passing_tar_stream() {
         let label = "START WAL LOCATION: 1/9000028 (file 000000010000000100000009)\nCHECKPOINT LOCATION: 1/9000060\nBACKUP METHOD: streamed\nSTART TIMELINE: 3\n";
         let mut b = tar::Builder::new(Vec::new());
         for (name, data) in [
             ("PG_VERSION", b"15\n".to_vec()),
             ("base/1/1259", vec![7u8; 3000]),
             ("backup_label", label.as_bytes().to_vec()),
-            ("global/pg_control", vec![1u8; 8192]),
+            ("global/pg_control", {
+                let mut c = vec![1u8; 8192];
+                c[1..7].fill(0);
+                c
+            }),
         ] {
             let mut h = tar::Header::new_ustar();
             h.set_size(data.len() as u64);
@@ -1394,9 +1466,37 @@ mod tests {
                 Some((3, (1 << 32) | 0x900_0028)),
                 "chunks of {chunk}"
             );
+            let system = u64::from_le_bytes([1, 0, 0, 0, 0, 0, 0, 1]);
+            assert_eq!(sniffer.control_system().map(|c| c[0]), Some(system));
             assert_eq!(out, tar, "the stream passes unchanged");
         }
         assert_eq!(label_start(b"BACKUP METHOD: streamed\n"), None);
+    }
+
+    #[test]
+    fn a_base_backup_of_another_system_than_the_server_reported_is_refused() {
+        let w = |system| WalStart {
+            system,
+            timeline: 1,
+            lsn: 0x200_0028,
+            segment_size: 16 << 20,
+        };
+        let what = || "db".to_string();
+        let got = same_system(Some(w(11)), Some([11, 99]), what).unwrap();
+        assert_eq!(got, Some(w(11)));
+        // The server's byte order is not this host's.
+        assert_eq!(
+            same_system(Some(w(11)), Some([99, 11]), what).unwrap(),
+            Some(w(11))
+        );
+        assert_eq!(same_system(None, Some([11, 99]), what).unwrap(), None);
+        assert_eq!(same_system(Some(w(11)), None, what).unwrap(), Some(w(11)));
+        let e = same_system(Some(w(11)), Some([12, 13]), what).unwrap_err();
+        assert_eq!(crate::exit::classify(&e), Some(Code::Transient));
+        assert!(
+            format!("{e:#}").contains("system identifier 11")
+                && format!("{e:#}").contains("of system 12")
+        );
     }
 
     #[test]
