@@ -434,6 +434,21 @@ fn a_rotated_out_key_seals_nothing_new() {
     assert!(text(&out).contains(&tkey), "{}", text(&out));
     let object = after["objects"][0]["key"].as_str().unwrap();
     assert!(bucket.exists(object), "a forged tombstone deleted {object}");
+    // Told to by the refusal, the operator runs `bkp trust-legacy` again: what
+    // the old key sealed after the store was first recorded under the new
+    // key is not recorded, and the forged tombstone still deletes nothing.
+    let out = s.bkp(&["--json", "trust-legacy"]);
+    assert_exit(&out, 0);
+    let said = text(&out);
+    assert_eq!(json(&out)["recorded"], serde_json::json!([]), "{said}");
+    assert!(
+        said.contains(&tkey) && said.contains("a rotated-out key, and the store got it after"),
+        "{said}"
+    );
+    let out = s.bkp(&["cleanup"]);
+    assert_exit(&out, 5);
+    assert!(bucket.exists(object), "a forged tombstone deleted {object}");
+    assert!(listing(&s).0.contains(&aid));
     // What the old key sealed before the rotation still restores, with a warning.
     let target = s.path("t2");
     let out = s.bkp(&["restore", &bid, "--target", target.to_str().unwrap()]);

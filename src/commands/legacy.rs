@@ -51,6 +51,7 @@ pub fn run(ctx: &Ctx, args: &TrustLegacyArgs) -> Result<()> {
     })?;
     manifest::marker::check(store.as_ref(), &trust)?;
     let before = trust.unsealed_before();
+    let recorded = trust.lists()?.first_listed_at();
     let mut found = Vec::new();
     let mut left = Vec::new();
     let mut kept = 0usize;
@@ -64,7 +65,12 @@ pub fn run(ctx: &Ctx, args: &TrustLegacyArgs) -> Result<()> {
                 continue;
             }
             let bytes = store.get_at_most(&o.key, crate::limits::DOCUMENT)?;
-            match examine(&bytes, &o.key, is_manifest, &trust, before, o.modified) {
+            let times = Times {
+                unsealed_before: before,
+                recorded,
+                modified: o.modified,
+            };
+            match examine(&bytes, &o.key, is_manifest, &trust, times) {
                 Ok(Some(f)) => found.push(f),
                 Ok(None) => kept += 1,
                 Err(why) => left.push((o.key.clone(), why)),
@@ -261,19 +267,36 @@ fn wal_to_record(store: &dyn Store, trust: &Trust) -> Result<Wal> {
     Ok(out)
 }
 
+/// The times [`examine`] holds a document to.
+#[derive(Clone, Copy)]
+struct Times {
+    /// `[encryption] unsealed_before`.
+    unsealed_before: Option<time::OffsetDateTime>,
+    /// When the first list this run believes was written (under the current
+    /// key: [`crate::manifest::seal::Allowed::first_listed_at`]).
+    recorded: Option<time::OffsetDateTime>,
+    /// The store's own time of the document.
+    modified: Option<time::OffsetDateTime>,
+}
+
 /// Whether the document `bytes` at `key` needs recording: `Ok(Some)` with
 /// why, `Ok(None)` when the current key sealed it or a list already records
-/// it, `Err(why)` when it is not recorded (forged, not a manifest, started
-/// or stored after `before`: its id's time is its writer's choice, the
-/// store's own time of the object, `modified`, is not).
+/// it, `Err(why)` when it is not recorded: forged, not a manifest, unsealed
+/// and started or stored after `unsealed_before`, or sealed by a rotated-out
+/// key and stored after the first list under the current key. Its id's time
+/// is its writer's choice; the store's own time of the object is not.
 fn examine(
     bytes: &[u8],
     key: &str,
     is_manifest: bool,
     trust: &Trust,
-    before: Option<time::OffsetDateTime>,
-    modified: Option<time::OffsetDateTime>,
+    times: Times,
 ) -> std::result::Result<Option<Found>, String> {
+    let Times {
+        unsealed_before: before,
+        recorded,
+        modified,
+    } = times;
     let opened = seal::open(bytes, key, trust).map_err(|e| format!("{e:#}"))?;
     match trust.vouch(opened.sealer.as_deref(), key, bytes, key) {
         Ok(Some(_)) => return Ok(None),
@@ -281,6 +304,15 @@ fn examine(
         // Sealed by an old key and not recorded yet: that is what this is for.
         Err(_) if opened.sealed => {}
         Err(e) => return Err(format!("{e:#}")),
+    }
+    if let (Some(s), Some(at)) = (&opened.sealer, recorded) {
+        if modified.is_none_or(|t| t > at) {
+            return Err(format!(
+                "it is sealed by {}, a rotated-out key, and the store got it after this store was first recorded under the current key ({}): a host still sealing with that key, or someone holding it, wrote it. Rotate every host's key; a backup that host took since is not believed, and its next one is",
+                printable(s),
+                crate::units::rfc3339(at)
+            ));
+        }
     }
     let why = match &opened.sealer {
         Some(s) => format!("sealed by {} (rotated out)", printable(s)),

@@ -171,6 +171,7 @@ pub fn load(store: &dyn Store, trust: &Trust) -> Result<Allowed> {
         }
         match parse_opened(opened, &o.key, trust) {
             Ok(list) => {
+                out.listed_at(list.created_at);
                 for d in &list.documents {
                     out.add(&d.key, &d.sha256);
                 }

@@ -274,7 +274,7 @@ impl Trust {
             Some(s) => Err(coded(
                 Code::Integrity,
                 format!(
-                    "{what} is sealed with {}, which is no longer the current key: a rotated-out key still decrypts, but what it seals is believed only when a sealed list records it. If it was sealed before the rotation, run `bkp trust-legacy` once with the new key current (or pass `--trust ID` to vouch for one backup); otherwise the old key may have leaked, and the document is not used",
+                    "{what} is sealed with {}, which is no longer the current key: a rotated-out key still decrypts, but what it seals is believed only when a sealed list records it. If it was sealed before the rotation, run `bkp trust-legacy` once with the new key current (it records only what the store got before its first run under that key), or pass `--trust ID` to vouch for one backup; otherwise the old key may have leaked, and the document is not used",
                     printable(s)
                 ),
             )),
@@ -291,6 +291,8 @@ pub struct Allowed {
     keys: BTreeSet<String>,
     /// When the newest list that recorded WAL archive objects was written.
     wal_at: Option<OffsetDateTime>,
+    /// When the oldest list was written.
+    first_at: Option<OffsetDateTime>,
 }
 
 /// No list.
@@ -299,6 +301,7 @@ pub static NONE: Allowed = Allowed {
     digests: BTreeSet::new(),
     keys: BTreeSet::new(),
     wal_at: None,
+    first_at: None,
 };
 
 impl Allowed {
@@ -341,6 +344,19 @@ impl Allowed {
     /// what the archive held then is recorded, and nothing stored since is.
     pub fn wal_recorded_at(&self) -> Option<OffsetDateTime> {
         self.wal_at
+    }
+
+    /// Notes that a list was written at `at`.
+    pub fn listed_at(&mut self, at: OffsetDateTime) {
+        self.first_at = Some(self.first_at.map_or(at, |t| t.min(at)));
+    }
+
+    /// When the oldest list these are was written: under the current key,
+    /// so after its rotation in, and what a rotated-out key sealed had been
+    /// recorded then; a document it seals that the store got since is a
+    /// host still sealing with that key, or someone holding it.
+    pub fn first_listed_at(&self) -> Option<OffsetDateTime> {
+        self.first_at
     }
 
     pub fn len(&self) -> usize {
