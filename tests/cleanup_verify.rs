@@ -682,3 +682,98 @@ fn each_clusters_newest_snapshot_survives_a_cleanup_of_their_shared_store() {
     assert_eq!(newest(a.bkp(&["--json", "status"])), a2);
     assert_eq!(newest(b(&["--json", "status"])), b2);
 }
+
+/// `cleanup` trims each PostgreSQL system's archived WAL to the start of its
+/// oldest kept base backup, and trims nothing of a system with a kept base
+/// backup whose start it cannot read: one that records none, or one whose
+/// start was named by a segment size PostgreSQL cannot have (PostgreSQL 10
+/// gave `wal_segment_size` in 8 kB blocks, 2048), where the WAL it needs
+/// would look older than its start.
+#[test]
+fn cleanup_trims_wal_only_before_a_start_every_kept_base_backup_names() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = setup(
+        &scratch.path().join("0_0.tigerbeetle"),
+        StoreKind::Local,
+        "[retention.pgbase]\npreset = \"none\"\nkeep_last = 10\n",
+    );
+    let segment = |n: u32| format!("00000001000000000000{n:04X}");
+    let (trimmed, startless, blocks) = (
+        7300000000000000011u64,
+        7300000000000000012,
+        7300000000000000013,
+    );
+    for system in [trimmed, startless, blocks] {
+        let pgdata = common::postgres::fake_pgdata(&s.path(&format!("pg{system}")), system);
+        for n in 1..=6 {
+            fs::write(
+                pgdata.join("pg_wal").join(segment(n)),
+                vec![n as u8; 1 << 16],
+            )
+            .unwrap();
+            let at = format!("pg_wal/{}", segment(n));
+            assert_exit(
+                &s.bkp(&["wal", "push", &at, "--pgdata", pgdata.to_str().unwrap()]),
+                0,
+            );
+        }
+    }
+    let archived = |system: u64| -> Vec<u32> {
+        let mut n: Vec<u32> = common::walk(&s.path(&format!("store/wal/{system}")))
+            .iter()
+            .filter_map(|p| {
+                let name = p.file_name()?.to_string_lossy().into_owned();
+                u32::from_str_radix(name.get(16..24)?, 16).ok()
+            })
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(archived(trimmed), vec![1, 2, 3, 4, 5, 6]);
+    // Base backups of a day ago (before the store was marked, as a
+    // manifest that names no store must be), sealed with the config's key.
+    let base = |system: u64, facts: serde_json::Value| {
+        let at = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        let id = bkp::id::BackupId::new_v7(at).to_string();
+        let mut source =
+            serde_json::json!({"format": "tar", "system_identifier": system.to_string()});
+        source
+            .as_object_mut()
+            .unwrap()
+            .extend(facts.as_object().unwrap().clone());
+        let m = serde_json::json!({
+            "schema": "bkp.manifest/1.0", "id": id, "kind": "postgres", "scope": "full",
+            "operation": "snapshot", "status": "completed",
+            "started_at": common::rfc3339(at), "finished_at": common::rfc3339(at),
+            "host": "db1", "bkp_version": "0", "retention_days": 365,
+            "compression": {"algorithm": "zstd", "level": 3, "threads": 1},
+            "encryption": {"format": "aes-256-gcm-stream-v1", "key_id": "k1"},
+            "objects": [], "source": source,
+        });
+        let path = s.path(&format!("store/manifests/postgres/{id}.json"));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+        common::reseal(&path);
+        id
+    };
+    base(trimmed, serde_json::json!({"wal_start": segment(3)}));
+    let older = base(startless, serde_json::json!({}));
+    base(startless, serde_json::json!({"wal_start": segment(3)}));
+    // Segment 4 named with 2048-byte segments: 0x4000000 / 2048 = 0x8000.
+    base(
+        blocks,
+        serde_json::json!({"wal_start": "000000010000000000008000", "wal_segment_size": 2048}),
+    );
+    let out = s.bkp(&["cleanup"]);
+    assert_exit(&out, 0);
+    let said = common::text(&out);
+    assert_eq!(archived(trimmed), vec![3, 4, 5, 6], "{said}");
+    assert_eq!(archived(startless), vec![1, 2, 3, 4, 5, 6], "{said}");
+    assert_eq!(archived(blocks), vec![1, 2, 3, 4, 5, 6], "{said}");
+    assert!(
+        said.contains(&format!(
+            "no archived WAL of system {startless} is trimmed: kept base backup {older} records no WAL start"
+        )),
+        "{said}"
+    );
+}

@@ -896,7 +896,23 @@ fn trim_wal(ctx: &Ctx, store: &dyn Store, kept: &[Manifest], dry: bool) -> Resul
         .filter(|m| m.kind == Kind::Postgres)
         .cloned()
         .collect();
+    let unknown = match crate::manifest::postgres::unknown_starts(&postgres) {
+        Ok(unknown) => unknown,
+        Err(id) => {
+            ctx.ui.info(&format!(
+                "no archived WAL is trimmed: kept base backup {id} names no PostgreSQL system, and may need any of it"
+            ));
+            return Ok(());
+        }
+    };
     for a in crate::manifest::wal::archive::archives(store, &postgres, false)? {
+        if let Some(id) = unknown.get(&a.system) {
+            ctx.ui.info(&format!(
+                "no archived WAL of system {} is trimmed: kept base backup {id} records no WAL start bkp can read, and may need any of it",
+                a.system
+            ));
+            continue;
+        }
         let Some(from) = a.from.as_deref().and_then(manifest::wal::parse_name) else {
             continue;
         };

@@ -87,7 +87,7 @@ fn control_segment_size(control: &[u8]) -> Option<u64> {
     let power = |v: u64, lo: u64, hi: u64| v.is_power_of_two() && (lo..=hi).contains(&v);
     (power(block, 1 << 10, 1 << 15)
         && power(wal_block, 1 << 10, 1 << 16)
-        && power(segment, 1 << 20, crate::limits::WAL_SEGMENT_MAX))
+        && wal::is_segment_size(segment))
     .then_some(segment)
 }
 

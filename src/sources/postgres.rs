@@ -78,7 +78,8 @@ impl WalStart {
         let lsn = (u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?;
         let timeline = f.next()?.parse().ok()?;
         let segment_size: u64 = f.next()?.parse().ok()?;
-        (segment_size.is_power_of_two() && f.next().is_none()).then_some(WalStart {
+        let size_ok = crate::manifest::wal::is_segment_size(segment_size);
+        (size_ok && f.next().is_none()).then_some(WalStart {
             system,
             timeline,
             lsn,
@@ -511,7 +512,7 @@ impl<'a> Server<'a> {
             &self.plan.database,
             "SELECT current_setting('server_version');\n\
              SELECT coalesce(string_agg(spcname, ', '), '') FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global');\n\
-             SELECT s.system_identifier || ' ' || c.redo_lsn || ' ' || c.timeline_id || ' ' || (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size') \
+             SELECT s.system_identifier || ' ' || c.redo_lsn || ' ' || c.timeline_id || ' ' || (SELECT setting::bigint * CASE unit WHEN '8kB' THEN 8192 WHEN 'MB' THEN 1048576 ELSE 1 END FROM pg_settings WHERE name = 'wal_segment_size') \
              FROM pg_control_system() s, pg_control_checkpoint() c;\n",
             &[],
         )?;
@@ -1471,6 +1472,17 @@ mod tests {
             assert_eq!(out, tar, "the stream passes unchanged");
         }
         assert_eq!(label_start(b"BACKUP METHOD: streamed\n"), None);
+    }
+
+    #[test]
+    fn a_segment_size_is_read_only_where_postgres_could_have_it() {
+        let line = |size: &str| format!("7300000000000000001 16/B374D848 1 {size}");
+        assert!(WalStart::parse(&line("16777216")).is_some());
+        assert!(WalStart::parse(&line("1073741824")).is_some());
+        // PostgreSQL 10 gave the size in 8 kB blocks: 2048 is no size.
+        assert!(WalStart::parse(&line("2048")).is_none());
+        assert!(WalStart::parse(&line("2147483648")).is_none());
+        assert!(WalStart::parse(&line("16777215")).is_none());
     }
 
     #[test]

@@ -50,6 +50,12 @@ pub const PREFIX: &str = "wal/";
 /// WAL segment size when nothing records it (PostgreSQL's default).
 pub const DEFAULT_SEGMENT_SIZE: u64 = 16 * 1024 * 1024;
 
+/// Whether `bytes` is a WAL segment size PostgreSQL can have: a power of two
+/// from 1 MiB to 1 GiB.
+pub fn is_segment_size(bytes: u64) -> bool {
+    bytes.is_power_of_two() && (1 << 20..=crate::limits::WAL_SEGMENT_MAX).contains(&bytes)
+}
+
 /// What a file PostgreSQL archives is, by its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FileKind {
