@@ -452,7 +452,8 @@ pub fn manifest_claim(m: &super::Manifest) -> Claim<'_> {
     // superblock without `addresses`), and the system of every base backup.
     if let crate::kinds::SourceIs::Fact { name, unnamed, .. } = m.kind.describe().source_is {
         if !m.source.contains_key(name) {
-            unreadable = Some(match super::tigerbeetle::is_log(m) {
+            let log = m.kind == Kind::Tigerbeetle && super::tigerbeetle::is_log(m);
+            unreadable = Some(match log {
                 true => "TigerBeetle cluster id (the log segment names none)",
                 false => unnamed,
             });

@@ -524,7 +524,7 @@ impl<'a> Server<'a> {
             return Err(coded(
                 Code::Config,
                 format!(
-                    "bkp could not read the system identifier of the server of {} (`pg_control_system()`), and this host signs its backups: a signer's base backup must name its system, or every reader refuses it. Let the role bkp connects as call pg_control_system() and pg_control_checkpoint() (GRANT pg_monitor, or EXECUTE on both)",
+                    "the server of {} answered its system identifier and WAL position (pg_control_system(), pg_control_checkpoint(), wal_segment_size) in a form bkp cannot read, and this host signs its backups: a signer's base backup must name its system, or every reader refuses it. Nothing was stored; run `SELECT * FROM pg_control_system()` there to see what it answers",
                     self.describe(&self.plan.database)
                 ),
             ));
@@ -1066,11 +1066,7 @@ impl<'a> LabelSniffer<'a> {
             let name_end = h[..100].iter().position(|b| *b == 0).unwrap_or(100);
             let name = &h[..name_end];
             let name = name.strip_prefix(b"./").unwrap_or(name);
-            let size = std::str::from_utf8(&h[124..136])
-                .ok()
-                .map(|t| t.trim_matches(|c: char| c == '\0' || c == ' '))
-                .and_then(|t| u64::from_str_radix(t, 8).ok());
-            let Some(size) = size else {
+            let Some(size) = tar_size(&h[124..136]) else {
                 // Not a header this sniffer understands: stop looking.
                 self.done = true;
                 return;
@@ -1086,11 +1082,12 @@ impl<'a> LabelSniffer<'a> {
         }
     }
 
-    /// The system identifier `global/pg_control` holds, in both byte orders
-    /// (the file is in the server's, which need not be this host's).
+    /// The system identifier `global/pg_control` holds, read in this host's
+    /// byte order and in the other (the file is in the server's).
     fn control_system(&self) -> Option<[u64; 2]> {
         let b: [u8; 8] = self.control.as_deref()?.try_into().ok()?;
-        Some([u64::from_le_bytes(b), u64::from_be_bytes(b)])
+        let native = u64::from_ne_bytes(b);
+        Some([native, native.swap_bytes()])
     }
 }
 
@@ -1106,11 +1103,27 @@ impl Write for LabelSniffer<'_> {
     }
 }
 
+/// The size field of a tar header: octal digits, or (GNU, for 8 GiB and
+/// more, as a server log in the data directory may be) base-256, flagged by
+/// the high bit of its first byte.
+fn tar_size(field: &[u8]) -> Option<u64> {
+    if let Some((&first, rest)) = field.split_first().filter(|(f, _)| **f & 0x80 != 0) {
+        if first != 0x80 || rest.len() > 8 && rest[..rest.len() - 8].iter().any(|b| *b != 0) {
+            return None;
+        }
+        return Some(rest.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b)));
+    }
+    let text = std::str::from_utf8(field).ok()?;
+    u64::from_str_radix(text.trim_matches(|c: char| c == '\0' || c == ' '), 8).ok()
+}
+
 /// `wal`, the start the server's functions reported, once the system they
 /// name is the one whose `global/pg_control` the stream held (`control`, in
-/// both byte orders; `None` where the stream held none): the session that
-/// asked and `pg_basebackup` connect apart, and a name or proxy that moved
-/// between them would record one cluster's WAL for another's files.
+/// this host's byte order and the other; `None` where the stream held
+/// none): the session that asked and `pg_basebackup` connect apart, and a
+/// host name or proxy that moved to another cluster between them would
+/// record one cluster's WAL for another's files. (A promoted standby keeps
+/// its primary's system, and the backup's own start comes from its label.)
 fn same_system(
     wal: Option<WalStart>,
     control: Option<[u64; 2]>,
@@ -1120,7 +1133,7 @@ fn same_system(
         (Some(w), Some(c)) if !c.contains(&w.system) => Err(coded(
             Code::Transient,
             format!(
-                "the server of {} reported system identifier {}, but the base backup pg_basebackup streamed is of system {}: the two connections reached different servers (a failover, or a host name or proxy that moved between them). No backup was recorded (`bkp cleanup` removes its object after the grace period); run it again",
+                "the server of {} reported system identifier {}, but the base backup pg_basebackup streamed is of system {}: the two connections reached different PostgreSQL clusters (a host name, port or proxy that points at another cluster now, or pointed there a moment ago). Nothing was stored; check where the config's host and port lead, and run the backup again",
                 what(),
                 w.system,
                 c[0]
@@ -1467,11 +1480,49 @@ mod tests {
                 Some((3, (1 << 32) | 0x900_0028)),
                 "chunks of {chunk}"
             );
-            let system = u64::from_le_bytes([1, 0, 0, 0, 0, 0, 0, 1]);
+            let system = u64::from_ne_bytes([1, 0, 0, 0, 0, 0, 0, 1]);
             assert_eq!(sniffer.control_system().map(|c| c[0]), Some(system));
             assert_eq!(out, tar, "the stream passes unchanged");
         }
         assert_eq!(label_start(b"BACKUP METHOD: streamed\n"), None);
+    }
+
+    #[test]
+    fn a_file_of_8_gib_or_more_does_not_hide_pg_control() {
+        assert_eq!(tar_size(b"00000001750\0"), Some(1000));
+        assert_eq!(tar_size(b"      1750 \0"), Some(1000));
+        let mut big = [0u8; 12];
+        big[0] = 0x80;
+        big[7..].copy_from_slice(&[0x02, 0x00, 0x00, 0x00, 0x10]);
+        assert_eq!(tar_size(&big), Some((2 << 32) + 16));
+        big[1] = 1;
+        assert_eq!(tar_size(&big), None, "more than 64 bits");
+        assert_eq!(tar_size(b"not a size!\0"), None);
+
+        // A server log of 9 GiB before pg_control: its header is in
+        // base-256, and the sniffer still finds pg_control after it (the
+        // log's data is not built here: the sniffer counts its bytes).
+        let mut header = tar::Header::new_gnu();
+        header.set_path("log/postgresql.log").unwrap();
+        header.set_size(9 << 30);
+        header.set_cksum();
+        assert_eq!(header.as_bytes()[124] & 0x80, 0x80, "base-256 size");
+        let mut out = std::io::sink();
+        let mut sniffer = LabelSniffer::new(&mut out);
+        sniffer.write_all(header.as_bytes()).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..(9 << 10) {
+            sniffer.write_all(&zeros).unwrap();
+        }
+        let mut control = tar::Header::new_ustar();
+        control.set_path("global/pg_control").unwrap();
+        control.set_size(8192);
+        control.set_cksum();
+        sniffer.write_all(control.as_bytes()).unwrap();
+        let mut body = vec![0u8; 8192];
+        body[..8].copy_from_slice(&7u64.to_ne_bytes());
+        sniffer.write_all(&body).unwrap();
+        assert_eq!(sniffer.control_system().map(|c| c[0]), Some(7));
     }
 
     #[test]
