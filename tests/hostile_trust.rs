@@ -665,3 +665,47 @@ fn a_sealed_list_records_nothing_in_another_store() {
     assert_exit(&out, 5);
     assert!(!target.exists());
 }
+
+/// The first `bkp trust-legacy` run after a rotation writes a list even with
+/// nothing to record: a later run records nothing a rotated-out key sealed
+/// that the store got after it began.
+#[test]
+fn the_first_trust_legacy_after_a_rotation_marks_its_time_with_nothing_to_record() {
+    let d = tempfile::tempdir().unwrap();
+    let s = setup(
+        &formatted_data_file(d.path()),
+        StoreKind::Local,
+        common::ARCHIVE,
+    );
+    let bucket = Bucket::of(&s, &StoreKind::Local);
+    let base = fs::read_to_string(&s.config).unwrap();
+    rotate(&s, &base);
+    let genuine = snapshot_manifest(&s);
+    let out = s.bkp(&["--json", "trust-legacy"]);
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["recorded"], serde_json::json!([]));
+    assert!(json(&out)["list"].is_string(), "{}", text(&out));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    // The old key's holder seals a copy of the genuine backup under a new id.
+    let old_keys = bkp::crypto::Keyring::new(
+        bkp::crypto::MasterKey::from_bytes([7u8; 32]).with_id("ops-2025".into()),
+        Vec::new(),
+    );
+    let forged = bkp::id::BackupId::new_v7(time::OffsetDateTime::now_utc()).to_string();
+    let mut v = genuine.clone();
+    v.as_object_mut().unwrap().remove("seal");
+    v["id"] = forged.clone().into();
+    bucket.put(
+        &manifest_key(&forged),
+        &bkp::manifest::seal::encode(&v, Some(&old_keys)).unwrap(),
+    );
+    let out = s.bkp(&["--json", "trust-legacy"]);
+    assert_exit(&out, 0);
+    let said = text(&out);
+    assert_eq!(json(&out)["recorded"], serde_json::json!([]), "{said}");
+    assert!(said.contains(&forged), "{said}");
+    let (ids, refused, _) = listing(&s);
+    assert_eq!(ids, vec![id(&genuine)]);
+    assert_eq!(refused, vec![manifest_key(&forged)]);
+}

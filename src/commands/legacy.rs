@@ -50,6 +50,9 @@ pub fn run(ctx: &Ctx, args: &TrustLegacyArgs) -> Result<()> {
         )
     })?;
     manifest::marker::check(store.as_ref(), &trust)?;
+    // A list's time is when its run began to look: what the store gets after
+    // that is left to a later run, which holds it to this list's time.
+    let started = time::OffsetDateTime::now_utc();
     let before = trust.unsealed_before();
     let recorded = trust.lists()?.first_listed_at();
     let mut found = Vec::new();
@@ -101,13 +104,19 @@ pub fn run(ctx: &Ctx, args: &TrustLegacyArgs) -> Result<()> {
         )
         .collect();
     let mut written = Vec::new();
+    // After a rotation, the first run writes a list even with nothing to
+    // record: its time is what later runs hold the old keys' documents to.
+    let rotated = trust.keys().is_some_and(|k| k.has_old_seal_keys());
+    let parts: Vec<&[Listed]> = match documents.is_empty() && recorded.is_none() && rotated {
+        true => vec![&[]],
+        false => documents.chunks(legacy::MAX_DOCUMENTS).collect(),
+    };
     if !args.dry_run {
-        for part in documents.chunks(legacy::MAX_DOCUMENTS) {
-            let now = time::OffsetDateTime::now_utc();
+        for part in parts {
             let list = List {
                 schema: legacy::SCHEMA.into(),
-                id: BackupId::new_v7(now),
-                created_at: now,
+                id: BackupId::new_v7(started),
+                created_at: started,
                 host: super::run::hostname(),
                 bkp_version: env!("CARGO_PKG_VERSION").into(),
                 unsealed_before: before,
@@ -239,7 +248,7 @@ fn wal_to_record(store: &dyn Store, trust: &Trust) -> Result<Wal> {
         return Ok(Wal::default());
     }
     let lists = trust.lists()?;
-    let since = lists.wal_recorded_at();
+    let since = lists.first_listed_at();
     let mut out = Wal {
         examined: true,
         since,

@@ -175,13 +175,6 @@ pub fn load(store: &dyn Store, trust: &Trust) -> Result<Allowed> {
                 for d in &list.documents {
                     out.add(&d.key, &d.sha256);
                 }
-                if list
-                    .documents
-                    .iter()
-                    .any(|d| d.key.starts_with(super::wal::PREFIX))
-                {
-                    out.recorded_wal_at(list.created_at);
-                }
             }
             Err(e) => warn(&e),
         }

@@ -289,8 +289,6 @@ pub struct Allowed {
     pairs: BTreeSet<(String, String)>,
     digests: BTreeSet<String>,
     keys: BTreeSet<String>,
-    /// When the newest list that recorded WAL archive objects was written.
-    wal_at: Option<OffsetDateTime>,
     /// When the oldest list was written.
     first_at: Option<OffsetDateTime>,
 }
@@ -300,7 +298,6 @@ pub static NONE: Allowed = Allowed {
     pairs: BTreeSet::new(),
     digests: BTreeSet::new(),
     keys: BTreeSet::new(),
-    wal_at: None,
     first_at: None,
 };
 
@@ -335,26 +332,15 @@ impl Allowed {
         self.keys.contains(key)
     }
 
-    /// Notes that a list written at `at` recorded WAL archive objects.
-    pub fn recorded_wal_at(&mut self, at: OffsetDateTime) {
-        self.wal_at = self.wal_at.max(Some(at));
-    }
-
-    /// When the newest list that recorded WAL archive objects was written:
-    /// what the archive held then is recorded, and nothing stored since is.
-    pub fn wal_recorded_at(&self) -> Option<OffsetDateTime> {
-        self.wal_at
-    }
-
     /// Notes that a list was written at `at`.
     pub fn listed_at(&mut self, at: OffsetDateTime) {
         self.first_at = Some(self.first_at.map_or(at, |t| t.min(at)));
     }
 
-    /// When the oldest list these are was written: under the current key,
-    /// so after its rotation in, and what a rotated-out key sealed had been
-    /// recorded then; a document it seals that the store got since is a
-    /// host still sealing with that key, or someone holding it.
+    /// When the oldest list these are began: under the current key, so after
+    /// its rotation in, and what a rotated-out key sealed or tagged had been
+    /// recorded then; a document or WAL object of that key the store got
+    /// since is a host still sealing with it, or someone holding it.
     pub fn first_listed_at(&self) -> Option<OffsetDateTime> {
         self.first_at
     }
