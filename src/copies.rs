@@ -423,18 +423,39 @@ impl Keeps {
             .filter(|d| !d.keep && !shared.contains(&d.id))
             .map(|d| d.id)
             .collect();
-        let mut wal_from: HashMap<u64, u64> = HashMap::new();
-        for m in both
-            .iter()
-            .filter(|m| !left_out.contains(&m.id.to_string()))
-        {
-            if let Some((system, start, _)) = manifest::postgres::wal_start(m) {
-                let from = wal_from.entry(system).or_insert(start.position);
-                *from = (*from).min(start.position);
-            }
-        }
+        let wal_from = wal_from(
+            both.iter()
+                .filter(|m| !left_out.contains(&m.id.to_string())),
+        );
         Ok(Keeps { left_out, wal_from })
     }
+}
+
+/// By system, the first WAL position the base backups `kept` need (see
+/// [`Keeps`]). A base backup whose start cannot be read may need any WAL of
+/// its system (of every system, when it names none): all of it goes.
+fn wal_from<'a>(kept: impl Iterator<Item = &'a Manifest>) -> HashMap<u64, u64> {
+    let mut from: HashMap<u64, u64> = HashMap::new();
+    let mut every = false;
+    for m in kept.filter(|m| m.kind == manifest::Kind::Postgres) {
+        match (
+            manifest::postgres::wal_start(m),
+            manifest::postgres::system(m),
+        ) {
+            (Some((system, start, _)), _) => {
+                let f = from.entry(system).or_insert(start.position);
+                *f = (*f).min(start.position);
+            }
+            (None, Some(system)) => {
+                from.insert(system, 0);
+            }
+            (None, None) => every = true,
+        }
+    }
+    if every {
+        from.clear();
+    }
+    from
 }
 
 struct Copier<'a> {
@@ -1147,6 +1168,34 @@ mod tests {
         assert!(!before_kept_base(&key("00000002.history"), &from));
         let other = format!("wal/8/000000010000000000000030.{tag}.zst.enc");
         assert!(!before_kept_base(&other, &from), "no kept base: all of it");
+
+        // A kept base backup whose start cannot be read keeps all of its
+        // system's WAL; one that names no system, all WAL.
+        let at = time::OffsetDateTime::now_utc();
+        let base = |facts: serde_json::Value| {
+            let mut m = crate::manifest::tests::sample(manifest::Kind::Postgres, at);
+            m.source = serde_json::from_value(facts).unwrap();
+            m
+        };
+        let known = base(
+            serde_json::json!({"system_identifier": "7", "wal_start": "000000010000000000000040"}),
+        );
+        let blocks = base(
+            serde_json::json!({"system_identifier": "7", "wal_start": "000000010000000000020000", "wal_segment_size": 2048}),
+        );
+        let other = base(
+            serde_json::json!({"system_identifier": "8", "wal_start": "000000010000000000000010"}),
+        );
+        assert_eq!(
+            wal_from([&known, &other].into_iter()),
+            [(7, 0x40), (8, 0x10)].into()
+        );
+        assert_eq!(
+            wal_from([&known, &blocks, &other].into_iter()),
+            [(7, 0), (8, 0x10)].into()
+        );
+        let nameless = base(serde_json::json!({}));
+        assert_eq!(wal_from([&known, &nameless].into_iter()), HashMap::new());
     }
 
     #[test]

@@ -512,8 +512,8 @@ impl<'a> Server<'a> {
             &self.plan.database,
             "SELECT current_setting('server_version');\n\
              SELECT coalesce(string_agg(spcname, ', '), '') FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global');\n\
-             SELECT s.system_identifier || ' ' || c.redo_lsn || ' ' || c.timeline_id || ' ' || (SELECT setting::bigint * CASE unit WHEN '8kB' THEN 8192 WHEN 'MB' THEN 1048576 ELSE 1 END FROM pg_settings WHERE name = 'wal_segment_size') \
-             FROM pg_control_system() s, pg_control_checkpoint() c;\n",
+             SELECT s.system_identifier || ' ' || c.redo_lsn || ' ' || c.timeline_id || ' ' || i.bytes_per_wal_segment \
+             FROM pg_control_system() s, pg_control_checkpoint() c, pg_control_init() i;\n",
             &[],
         )?;
         let mut lines = facts.lines();
@@ -524,7 +524,7 @@ impl<'a> Server<'a> {
             return Err(coded(
                 Code::Config,
                 format!(
-                    "the server of {} answered its system identifier and WAL position (pg_control_system(), pg_control_checkpoint(), wal_segment_size) in a form bkp cannot read, and this host signs its backups: a signer's base backup must name its system, or every reader refuses it. Nothing was stored; run `SELECT * FROM pg_control_system()` there to see what it answers",
+                    "the server of {} answered its system identifier and WAL position (pg_control_system(), pg_control_checkpoint(), pg_control_init()) in a form bkp cannot read, and this host signs its backups: a signer's base backup must name its system, or every reader refuses it. Nothing was stored; run `SELECT * FROM pg_control_system()` there to see what it answers",
                     self.describe(&self.plan.database)
                 ),
             ));

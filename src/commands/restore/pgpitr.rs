@@ -152,7 +152,7 @@ pub fn recover(
         return Err(coded(
             Code::Config,
             format!(
-                "base backup {} does not record where its WAL starts (an older bkp took it): restore it without --at, or take a new base backup (bkp snapshot --kind postgres) to recover to later points in time",
+                "base backup {} records no WAL start bkp can use (an older bkp took it, or it records a segment size PostgreSQL cannot have, as bkp did of PostgreSQL 10): restore it without --at, or take a new base backup (bkp snapshot --kind postgres) to recover to later points in time",
                 m.id
             ),
         ));
