@@ -730,32 +730,7 @@ fn cleanup_trims_wal_only_before_a_start_every_kept_base_backup_names() {
         n
     };
     assert_eq!(archived(trimmed), vec![1, 2, 3, 4, 5, 6]);
-    // Base backups of a day ago (before the store was marked, as a
-    // manifest that names no store must be), sealed with the config's key.
-    let base = |system: u64, facts: serde_json::Value| {
-        let at = time::OffsetDateTime::now_utc() - time::Duration::days(1);
-        let id = bkp::id::BackupId::new_v7(at).to_string();
-        let mut source =
-            serde_json::json!({"format": "tar", "system_identifier": system.to_string()});
-        source
-            .as_object_mut()
-            .unwrap()
-            .extend(facts.as_object().unwrap().clone());
-        let m = serde_json::json!({
-            "schema": "bkp.manifest/1.0", "id": id, "kind": "postgres", "scope": "full",
-            "operation": "snapshot", "status": "completed",
-            "started_at": common::rfc3339(at), "finished_at": common::rfc3339(at),
-            "host": "db1", "bkp_version": "0", "retention_days": 365,
-            "compression": {"algorithm": "zstd", "level": 3, "threads": 1},
-            "encryption": {"format": "aes-256-gcm-stream-v1", "key_id": "k1"},
-            "objects": [], "source": source,
-        });
-        let path = s.path(&format!("store/manifests/postgres/{id}.json"));
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
-        common::reseal(&path);
-        id
-    };
+    let base = |system: u64, facts: serde_json::Value| plant_base(&s, Some(system), facts);
     base(trimmed, serde_json::json!({"wal_start": segment(3)}));
     let older = base(startless, serde_json::json!({}));
     base(startless, serde_json::json!({"wal_start": segment(3)}));
@@ -776,4 +751,78 @@ fn cleanup_trims_wal_only_before_a_start_every_kept_base_backup_names() {
         )),
         "{said}"
     );
+}
+
+/// Plants the manifest of a PostgreSQL base backup of `system` (none: it
+/// names none) with `facts`, of a day ago (before the store was marked, as a
+/// manifest that names no store must be), sealed with the config's key; its
+/// id.
+fn plant_base(s: &Setup, system: Option<u64>, facts: serde_json::Value) -> String {
+    let at = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    let id = bkp::id::BackupId::new_v7(at).to_string();
+    let mut source = serde_json::json!({"format": "tar"});
+    if let Some(system) = system {
+        source["system_identifier"] = system.to_string().into();
+    }
+    source
+        .as_object_mut()
+        .unwrap()
+        .extend(facts.as_object().unwrap().clone());
+    let m = serde_json::json!({
+        "schema": "bkp.manifest/1.0", "id": id, "kind": "postgres", "scope": "full",
+        "operation": "snapshot", "status": "completed",
+        "started_at": common::rfc3339(at), "finished_at": common::rfc3339(at),
+        "host": "db1", "bkp_version": "0", "retention_days": 365,
+        "compression": {"algorithm": "zstd", "level": 3, "threads": 1},
+        "encryption": {"format": "aes-256-gcm-stream-v1", "key_id": "k1"},
+        "objects": [], "source": source,
+    });
+    let path = s.path(&format!("store/manifests/postgres/{id}.json"));
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+    common::reseal(&path);
+    id
+}
+
+/// A point-in-time restore from a base backup that records no WAL start bkp
+/// can use (none, or one named by a segment size PostgreSQL cannot have) is
+/// refused before anything is read, naming the backup and both causes.
+#[test]
+fn a_point_in_time_restore_from_a_base_backup_without_a_usable_start_is_refused_first() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = setup(
+        &scratch.path().join("0_0.tigerbeetle"),
+        StoreKind::Local,
+        "",
+    );
+    // A marked store, as every store that holds a backup is.
+    assert_exit(&s.bkp(&["init"]), 0);
+    let at = common::rfc3339(time::OffsetDateTime::now_utc());
+    for facts in [
+        serde_json::json!({}),
+        serde_json::json!({"wal_start": "000000010000000000008000", "wal_segment_size": 2048}),
+    ] {
+        let id = plant_base(&s, Some(7300000000000000021), facts);
+        let target = s.path(&format!("restored-{id}"));
+        for which in [id.as_str(), "latest"] {
+            let out = s.bkp(&[
+                "restore",
+                which,
+                "--kind",
+                "postgres",
+                "--at",
+                &at,
+                "--target",
+                target.to_str().unwrap(),
+            ]);
+            assert_exit(&out, 3);
+            let said = common::text(&out);
+            assert!(
+                said.contains(&format!("base backup {id} records no WAL start")),
+                "{said}"
+            );
+            assert!(!target.exists());
+        }
+        fs::remove_file(s.path(&format!("store/manifests/postgres/{id}.json"))).unwrap();
+    }
 }

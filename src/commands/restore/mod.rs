@@ -433,11 +433,7 @@ pub fn resolve(
                 ),
             ));
         }
-        return Ok(RestorePlan {
-            kind,
-            backup: Some(m),
-            at,
-        });
+        return planned(kind, Some(m), at);
     }
     let kind = Kind::from(args.kind);
     let newest = |all: Vec<Manifest>| {
@@ -500,6 +496,22 @@ pub fn resolve(
                 kind.describe().first
             ),
         ));
+    }
+    planned(kind, backup, at)
+}
+
+/// The plan to restore `backup` (of `kind`) to `at`, once a base backup to
+/// replay WAL onto records where its WAL starts: refused before anything is
+/// read, not after the base backup was downloaded.
+fn planned(
+    kind: Kind,
+    backup: Option<Manifest>,
+    at: Option<OffsetDateTime>,
+) -> Result<RestorePlan> {
+    if let (Some(m), Some(_)) = (&backup, at) {
+        if kind.describe().at == At::Wal {
+            pgpitr::wal_start(m)?;
+        }
     }
     Ok(RestorePlan { kind, backup, at })
 }

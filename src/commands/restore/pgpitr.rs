@@ -138,6 +138,20 @@ fn mark_history(dir: &Path, timeline: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// Where base backup `m`'s WAL starts (its system, first segment and segment
+/// size), or why it cannot be replayed to a point in time.
+pub fn wal_start(m: &Manifest) -> Result<(u64, crate::manifest::wal::WalName, u64)> {
+    crate::manifest::postgres::wal_start(m).ok_or_else(|| {
+        coded(
+            Code::Config,
+            format!(
+                "base backup {} records no WAL start bkp can use (an older bkp took it, or it records a segment size PostgreSQL cannot have, as bkp did of PostgreSQL 10): restore it without --at, or take a new base backup (bkp snapshot --kind postgres) to recover to later points in time",
+                m.id
+            ),
+        )
+    })
+}
+
 /// Replays the archived WAL of base backup `m` (unpacked, checked, in `dir`)
 /// to `at`, with `postgres` from the directory of `verifier`, and proves it.
 pub fn recover(
@@ -148,15 +162,7 @@ pub fn recover(
     verifier: &Path,
     scratch: &Path,
 ) -> Result<Reached> {
-    let Some((system, start, segment_size)) = crate::manifest::postgres::wal_start(m) else {
-        return Err(coded(
-            Code::Config,
-            format!(
-                "base backup {} records no WAL start bkp can use (an older bkp took it, or it records a segment size PostgreSQL cannot have, as bkp did of PostgreSQL 10): restore it without --at, or take a new base backup (bkp snapshot --kind postgres) to recover to later points in time",
-                m.id
-            ),
-        ));
-    };
+    let (system, start, segment_size) = wal_start(m)?;
     let postgres = verifier.with_file_name("postgres");
     // The server resolves relative paths from its data directory.
     let scratch = &std::path::absolute(scratch)

@@ -273,6 +273,10 @@ pub(crate) fn pgbase(
     // With a WAL archive, PostgreSQL replays all of it onto the backup: the
     // proof that the archive restores, not only that its files are whole.
     let Some((system, _, _)) = crate::manifest::postgres::wal_start(m) else {
+        facts.insert(
+            "wal_replay".into(),
+            json!("skipped: the base backup records no WAL start bkp can use"),
+        );
         return Ok(());
     };
     if crate::manifest::wal::archive::archived(src.store, system)?.is_empty() {
