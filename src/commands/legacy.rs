@@ -87,11 +87,10 @@ pub fn run(ctx: &Ctx, args: &TrustLegacyArgs) -> Result<()> {
     }
     if let Some(at) = wal.since.filter(|_| wal.later > 0) {
         ctx.ui.warn(&format!(
-            "{} stored since the archive was recorded ({}) {} not recorded: a rotated-out key's tag on {} is not believed",
+            "{} stored since the first run under the current key began ({}) {} not recorded: those the current key tagged need no list, and a rotated-out key's tag on any of them is not believed",
             crate::units::count(wal.later as u64, "WAL archive object"),
             crate::units::rfc3339(at),
             if wal.later == 1 { "is" } else { "are" },
-            if wal.later == 1 { "it" } else { "them" },
         ));
     }
     let documents: Vec<Listed> = found
@@ -203,11 +202,18 @@ fn report(ctx: &Ctx, o: &Outcome) -> Result<()> {
     let n = o.found.len() + wal_objects;
     let what = crate::units::count(n as u64, "document");
     ctx.ui.info(&match (o.written.as_slice(), n) {
-        (_, 0) => format!(
+        ([], 0) => format!(
             "nothing to record in {}: every manifest and tombstone ({}) is sealed with the current key or already recorded{}",
             o.store,
             o.kept,
             if o.wal.examined { ", and so is the WAL archive" } else { "" }
+        ),
+        (keys, 0) => format!(
+            "nothing to record in {}: every manifest and tombstone ({}) is sealed with the current key or already recorded{}; wrote the empty list {}, the time later runs hold what old keys sealed to",
+            o.store,
+            o.kept,
+            if o.wal.examined { ", and so is the WAL archive" } else { "" },
+            keys.join(", ")
         ),
         ([], _) => format!(
             "would record {what} above in a sealed list (dry run: nothing written); check where each came from first"
@@ -228,7 +234,7 @@ struct Wal {
     examined: bool,
     /// By system, the objects to record.
     systems: Vec<(u64, Vec<Listed>)>,
-    /// When a believed list last recorded the archive, if one did.
+    /// When the first run under the current key that wrote a list began.
     since: Option<time::OffsetDateTime>,
     /// Objects stored since then, which are not recorded.
     later: usize,
