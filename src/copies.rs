@@ -431,31 +431,13 @@ impl Keeps {
     }
 }
 
-/// By system, the first WAL position the base backups `kept` need (see
-/// [`Keeps`]). A base backup whose start cannot be read may need any WAL of
-/// its system (of every system, when it names none): all of it goes.
+/// By system, the first WAL position the base backups `kept` need
+/// ([`manifest::postgres::wal_needed`]; a system not named copies all of
+/// its WAL, and so does every system where a base backup names none).
 fn wal_from<'a>(kept: impl Iterator<Item = &'a Manifest>) -> HashMap<u64, u64> {
-    let mut from: HashMap<u64, u64> = HashMap::new();
-    let mut every = false;
-    for m in kept.filter(|m| m.kind == manifest::Kind::Postgres) {
-        match (
-            manifest::postgres::wal_start(m),
-            manifest::postgres::system(m),
-        ) {
-            (Some((system, start, _)), _) => {
-                let f = from.entry(system).or_insert(start.position);
-                *f = (*f).min(start.position);
-            }
-            (None, Some(system)) => {
-                from.insert(system, 0);
-            }
-            (None, None) => every = true,
-        }
-    }
-    if every {
-        from.clear();
-    }
-    from
+    manifest::postgres::wal_needed(kept)
+        .map(|n| n.into_iter().map(|(s, n)| (s, n.from())).collect())
+        .unwrap_or_default()
 }
 
 struct Copier<'a> {

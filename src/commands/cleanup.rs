@@ -896,8 +896,8 @@ fn trim_wal(ctx: &Ctx, store: &dyn Store, kept: &[Manifest], dry: bool) -> Resul
         .filter(|m| m.kind == Kind::Postgres)
         .cloned()
         .collect();
-    let unknown = match crate::manifest::postgres::unknown_starts(&postgres) {
-        Ok(unknown) => unknown,
+    let needed = match crate::manifest::postgres::wal_needed(&postgres) {
+        Ok(needed) => needed,
         Err(id) => {
             ctx.ui.info(&format!(
                 "no archived WAL is trimmed: kept base backup {id} names no PostgreSQL system, and may need any of it"
@@ -906,7 +906,7 @@ fn trim_wal(ctx: &Ctx, store: &dyn Store, kept: &[Manifest], dry: bool) -> Resul
         }
     };
     for a in crate::manifest::wal::archive::archives(store, &postgres, false)? {
-        if let Some(id) = unknown.get(&a.system) {
+        if let Some(crate::manifest::postgres::Needed::All(id)) = needed.get(&a.system) {
             ctx.ui.info(&format!(
                 "no archived WAL of system {} is trimmed: kept base backup {id} records no WAL start bkp can read, and may need any of it",
                 a.system

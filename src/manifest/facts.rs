@@ -22,6 +22,14 @@ fn name(s: &str) -> Arc<str> {
     super::shared::intern(s)
 }
 
+/// A recorded PostgreSQL `system_identifier`: a string of digits, as bkp
+/// writes it (it does not fit JSON's safe integers), or a number.
+pub fn system_identifier(v: &Value) -> Option<u64> {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| v.as_u64())
+}
+
 /// The facts of a manifest's source, by name (see the module documentation).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Facts(Vec<(Arc<str>, Value)>);

@@ -4,12 +4,14 @@
 //! WAL starts in the archive (`system_identifier`, `timeline`, `wal_start`,
 //! `wal_segment_size`).
 
+use std::collections::BTreeMap;
+
 /// The operation that makes a base backup, in manifests and object keys.
 pub const SNAPSHOT: &str = "snapshot";
 
 /// The system base backup `m` is of, where it records one.
 pub fn system(m: &super::Manifest) -> Option<u64> {
-    m.source.get("system_identifier")?.as_str()?.parse().ok()
+    super::facts::system_identifier(m.source.get("system_identifier")?)
 }
 
 /// Where base backup `m`'s WAL starts in the archive: the system, the first
@@ -27,18 +29,44 @@ pub fn wal_start(m: &super::Manifest) -> Option<(u64, super::wal::WalName, u64)>
     Some((system, start, size))
 }
 
-/// Of the base backups `kept`, those whose WAL start cannot be read, by
-/// system: each may need any archived WAL of its system, so none of it is
-/// trimmed. `Err`: one that names no system either, which may need any WAL
-/// at all.
-pub fn unknown_starts(
-    kept: &[super::Manifest],
-) -> Result<std::collections::BTreeMap<u64, crate::id::BackupId>, crate::id::BackupId> {
-    let mut unknown = std::collections::BTreeMap::new();
-    for m in kept.iter().filter(|m| wal_start(m).is_none()) {
-        unknown.entry(system(m).ok_or(m.id)?).or_insert(m.id);
+/// The archived WAL the base backups `kept` (of any kind; those of others
+/// are passed over) may need, by system: from the first segment of the
+/// oldest, or all of it where one's start cannot be read (that backup's id).
+/// `Err`: a base backup that names no system either, which may need any WAL
+/// at all. What `cleanup` keeps in the archive and `bkp copy` copies.
+pub fn wal_needed<'a>(
+    kept: impl IntoIterator<Item = &'a super::Manifest>,
+) -> Result<BTreeMap<u64, Needed>, crate::id::BackupId> {
+    let mut needed = BTreeMap::new();
+    for m in kept.into_iter().filter(|m| m.kind == super::Kind::Postgres) {
+        let (system, from) = match wal_start(m) {
+            Some((system, start, _)) => (system, Needed::From(start.position)),
+            None => (system(m).ok_or(m.id)?, Needed::All(m.id)),
+        };
+        // `All` orders before every position.
+        let n = needed.entry(system).or_insert(from);
+        *n = (*n).min(from);
     }
-    Ok(unknown)
+    Ok(needed)
+}
+
+/// What a system's kept base backups need of its archived WAL ([`wal_needed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Needed {
+    /// All of it: base backup ID records no start bkp can read.
+    All(crate::id::BackupId),
+    /// From this position (log id and segment, as [`super::wal::WalName`]).
+    From(u64),
+}
+
+impl Needed {
+    /// The first position needed.
+    pub fn from(self) -> u64 {
+        match self {
+            Needed::All(_) => 0,
+            Needed::From(p) => p,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -70,15 +98,22 @@ mod tests {
         let blocks = base(
             json!({"system_identifier": "12", "wal_start": "000000010000000000008000", "wal_segment_size": 2048}),
         );
-        let startless = base(json!({"system_identifier": "13"}));
+        let startless = base(json!({"system_identifier": 13}));
+        let later =
+            base(json!({"system_identifier": "13", "wal_start": "000000010000000000000009"}));
         assert_eq!(wal_start(&blocks), None);
-        let got =
-            unknown_starts(&[known.clone(), sized, blocks.clone(), startless.clone()]).unwrap();
+        let dump = crate::manifest::tests::sample(Kind::Pgdump, at);
+        let got = wal_needed([&known, &sized, &blocks, &startless, &later, &dump]).unwrap();
         assert_eq!(
             got.into_iter().collect::<Vec<_>>(),
-            vec![(12, blocks.id), (13, startless.id)]
+            vec![
+                (11, Needed::From(3)),
+                (12, Needed::All(blocks.id)),
+                (13, Needed::All(startless.id))
+            ]
         );
+        assert_eq!(Needed::All(blocks.id).from(), 0);
         let nameless = base(json!({"wal_start": "000000010000000000000003"}));
-        assert_eq!(unknown_starts(&[known, nameless.clone()]), Err(nameless.id));
+        assert_eq!(wal_needed([&known, &nameless]), Err(nameless.id));
     }
 }

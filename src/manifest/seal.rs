@@ -412,10 +412,7 @@ fn out_of_scope(what: &str, signer: &Signer, breaks: &str) -> anyhow::Error {
 pub fn manifest_claim(m: &super::Manifest) -> Claim<'_> {
     let mut unreadable = None;
     let system = m.source.get("system_identifier").and_then(|v| {
-        let s = v
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .or_else(|| v.as_u64());
+        let s = super::facts::system_identifier(v);
         if s.is_none() {
             unreadable = Some("PostgreSQL system identifier");
         }
