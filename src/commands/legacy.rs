@@ -80,7 +80,7 @@ pub fn run(ctx: &Ctx, args: &TrustLegacyArgs) -> Result<()> {
             }
         }
     }
-    let wal = wal_to_record(store.as_ref(), &trust)?;
+    let wal = wal_to_record(store.as_ref(), &trust, recorded)?;
     for (key, why) in &left {
         ctx.ui
             .warn(&format!("{} is not recorded: {why}", printable(key)));
@@ -202,18 +202,18 @@ fn report(ctx: &Ctx, o: &Outcome) -> Result<()> {
     let n = o.found.len() + wal_objects;
     let what = crate::units::count(n as u64, "document");
     ctx.ui.info(&match (o.written.as_slice(), n) {
-        ([], 0) => format!(
-            "nothing to record in {}: every manifest and tombstone ({}) is sealed with the current key or already recorded{}",
-            o.store,
-            o.kept,
-            if o.wal.examined { ", and so is the WAL archive" } else { "" }
-        ),
         (keys, 0) => format!(
-            "nothing to record in {}: every manifest and tombstone ({}) is sealed with the current key or already recorded{}; wrote the empty list {}, the time later runs hold what old keys sealed to",
+            "nothing to record in {}: every manifest and tombstone ({}) is sealed with the current key or already recorded{}{}",
             o.store,
             o.kept,
             if o.wal.examined { ", and so is the WAL archive" } else { "" },
-            keys.join(", ")
+            match keys {
+                [] => String::new(),
+                _ => format!(
+                    "; wrote the empty list {}, the time later runs hold what old keys sealed to",
+                    keys.join(", ")
+                ),
+            }
         ),
         ([], _) => format!(
             "would record {what} above in a sealed list (dry run: nothing written); check where each came from first"
@@ -245,16 +245,19 @@ struct Wal {
 /// (a signer's tags are never a rotated key's), taken from the listing
 /// alone. Its tag names its content, so recording the key records the
 /// content: an object an old key's holder writes later has another key and
-/// is not believed ([`wal::tagged`]). The archive is recorded once per
-/// current key: once a believed list recorded it, objects the store got
-/// after that list are left out (an old key's holder may have written
-/// them). Nothing without old keys configured.
-fn wal_to_record(store: &dyn Store, trust: &Trust) -> Result<Wal> {
+/// is not believed ([`wal::tagged`]). Objects the store got after `since`
+/// (when the first run under the current key that wrote a list began) are
+/// left out: an old key's holder may have written them. Nothing without old
+/// keys configured.
+fn wal_to_record(
+    store: &dyn Store,
+    trust: &Trust,
+    since: Option<time::OffsetDateTime>,
+) -> Result<Wal> {
     if !trust.keys().is_some_and(|k| k.has_old_seal_keys()) {
         return Ok(Wal::default());
     }
     let lists = trust.lists()?;
-    let since = lists.first_listed_at();
     let mut out = Wal {
         examined: true,
         since,
@@ -323,7 +326,7 @@ fn examine(
     if let (Some(s), Some(at)) = (&opened.sealer, recorded) {
         if modified.is_none_or(|t| t > at) {
             return Err(format!(
-                "it is sealed by {}, a rotated-out key, and the store got it after this store was first recorded under the current key ({}): a host still sealing with that key, or someone holding it, wrote it. Rotate every host's key; a backup that host took since is not believed, and its next one is",
+                "it is sealed by {}, a rotated-out key, and the store got it after the first `bkp trust-legacy` run under the current key began ({}): a host still sealing with that key, or someone holding it, wrote it. Rotate that host's key: its backups since are not believed (`--trust ID` vouches for one), its next ones are",
                 printable(s),
                 crate::units::rfc3339(at)
             ));
