@@ -1503,4 +1503,37 @@ fn the_wal_archive_restores_a_base_backup_to_a_point_in_time_and_proves_it() {
     let facts = &report["drills"][0]["facts"];
     assert!(facts["wal_files"].as_u64().unwrap() >= 2, "{report}");
     assert!(facts["replayed_to"].is_string(), "{report}");
+
+    // A base backup whose WAL start bkp cannot read (a segment size no
+    // PostgreSQL has): the drill still unpacks and checks it, and its report
+    // says the replay was skipped and why, rather than claiming one.
+    let listed = json(&bkp(&["--json", "list", "--kind", "postgres"]));
+    let newest = listed["backups"].as_array().unwrap().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key = format!("s3:{bucket}/manifests/postgres/{newest}.json");
+    let copy = s.path("startless-manifest.json");
+    let out = s3.rclone(&["copyto", &key, copy.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut m: serde_json::Value = serde_json::from_slice(&fs::read(&copy).unwrap()).unwrap();
+    m["source"]["wal_segment_size"] = serde_json::json!(2048);
+    fs::write(&copy, serde_json::to_vec(&m).unwrap()).unwrap();
+    // (As the key `Setup` writes.)
+    common::reseal_with(&copy, [9u8; 32]);
+    let out = s3.rclone(&["copyto", copy.to_str().unwrap(), &key]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = bkp(&["--json", "verify", "--drill", "--kind", "postgres"]);
+    assert_exit(&out, 0);
+    let report = json(&out);
+    let d = &report["drills"][0];
+    assert_eq!(d["id"], newest.as_str(), "{report}");
+    assert!(
+        d["facts"]["wal_replay"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("skipped: the base backup records no WAL start")),
+        "{report}"
+    );
+    assert!(d["facts"]["files"].as_u64().unwrap() > 100, "{report}");
+    assert!(d["facts"].get("wal_files").is_none(), "{report}");
 }

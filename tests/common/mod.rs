@@ -1066,9 +1066,14 @@ pub fn json(out: &Output) -> serde_json::Value {
 /// the key [`setup`] writes (32 bytes of 7) would: for tests that stand for
 /// bkp itself, not for an attacker.
 pub fn reseal(path: &Path) {
+    reseal_with(path, [7u8; 32]);
+}
+
+/// [`reseal`] under the key `key` (a setup that writes another).
+pub fn reseal_with(path: &Path, key: [u8; 32]) {
     let mut v: serde_json::Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
     v.as_object_mut().unwrap().remove("seal");
-    let keys = bkp::crypto::Keyring::new(bkp::crypto::MasterKey::from_bytes([7u8; 32]), Vec::new());
+    let keys = bkp::crypto::Keyring::new(bkp::crypto::MasterKey::from_bytes(key), Vec::new());
     fs::write(path, bkp::manifest::seal::encode(&v, Some(&keys)).unwrap()).unwrap();
 }
 
