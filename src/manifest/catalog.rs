@@ -58,8 +58,12 @@ use crate::exit::{classify, coded, Code};
 use crate::id::BackupId;
 use crate::store::{is_already_exists, ObjectInfo, Store, Version};
 
+mod doc;
 mod entries;
+mod pass;
 use entries::Entries;
+use pass::Pass;
+pub use pass::Sink;
 
 /// Version 2 since catalogs may hold chunked manifests (schema 2.x): a bkp
 /// that knows only version 1 passes such a catalog over and reads the
@@ -106,8 +110,7 @@ pub enum Depth {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
-    /// Not boxed: a state's entries are one vector, and the manifests are
-    /// handed out in place of the entries ([`Entries::hand_out`]).
+    /// Not boxed: a state's entries are one vector.
     manifest: Manifest,
     /// Whether the manifest carried a seal that verified when it was read.
     sealed: bool,
@@ -174,8 +177,8 @@ impl Stored {
 
 /// A catalog object's document; `E` is [`Entry`], or `&Entry` where one is
 /// written from a state without copying its entries.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(bound(deserialize = "E: Deserialize<'de>"))]
+/// Read by [`doc::DocSeed`], as bkp writes it.
+#[derive(Debug, Serialize)]
 struct Doc<E = Entry> {
     schema: String,
     kind: Kind,
@@ -266,38 +269,38 @@ impl State {
         }
     }
 
-    /// Hands the entries this run's trust admits to the caller, oldest
-    /// first (the others go to `bad`), keeping only what a delta carries.
-    fn hand_out(&mut self, trust: &Trust, bad: &mut Vec<Unreadable>) -> Vec<Manifest> {
+    /// Hands the entries this run's trust admits to `sink`, oldest first (the
+    /// others go to `bad`), keeping only what a delta carries.
+    /// `ids`: those a read handed out already, as it parsed the base.
+    fn hand_out(
+        &mut self,
+        trust: &Trust,
+        bad: &mut Vec<Unreadable>,
+        mut ids: BTreeSet<BackupId>,
+        sink: &mut Sink,
+    ) {
         let entries = std::mem::take(&mut self.entries);
-        let mut ids = BTreeSet::new();
         let mut carried = Vec::new();
-        let mut good = entries.hand_out(|e| {
+        for e in entries.into_vec() {
             let id = e.manifest.id;
             ids.insert(id);
             if !self.base_ids.contains(&id) || self.dirty.contains(&id) {
                 carried.push(e.clone());
             }
             match admit(&e.manifest, e.sealer.as_deref().filter(|_| e.sealed), trust) {
-                Ok(()) => Some(e.manifest),
-                Err(err) => {
-                    bad.push(Unreadable {
-                        key: e.manifest.key(),
-                        error: format!("{err:#}"),
-                        code: classify(&err),
-                    });
-                    None
-                }
+                Ok(()) => sink(Some(e.manifest)),
+                Err(err) => bad.push(Unreadable {
+                    key: e.manifest.key(),
+                    error: format!("{err:#}"),
+                    code: classify(&err),
+                }),
             }
-        });
+        }
         // In order of id, as the entries were.
         self.entries = Entries::default();
         self.entries.upsert_many(carried);
         self.handed = Some(ids);
         warn_junk(bad);
-        // Ids are unique: no scratch space (a stable sort's is half the list).
-        good.sort_unstable_by_key(|m| (m.started_at, m.id));
-        good
     }
 }
 
@@ -490,20 +493,26 @@ fn base_copy(store: &dyn Store, kind: Kind, listed: &ObjectInfo) -> Option<(Path
 /// Reads and checks catalog object `listed`, number `seq` of `kind`:
 /// untrusted bytes, from this host's copy when it keeps one that checks (a
 /// base: see [`keep_bases_in`]), else from the store, keeping a copy of a
-/// base.
+/// base. A base's entries go to `pass` when there is one.
 fn read_object(
     store: &dyn Store,
     keys: Option<&Keyring>,
     kind: Kind,
     seq: u64,
     listed: &ObjectInfo,
+    mut pass: Option<&mut Pass>,
 ) -> Result<(Doc, Tagger)> {
     let copy = base_copy(store, kind, listed);
     if let Some((path, _)) = &copy {
         if let Ok(bytes) = std::fs::read(path) {
             if bytes.len() as u64 == listed.size {
-                if let Ok(doc) = parse_doc(&bytes, keys, kind, seq, &listed.key) {
+                let read = parse_doc(&bytes, keys, kind, seq, &listed.key, pass.as_deref_mut());
+                if let Ok(doc) = read {
                     return Ok(doc);
+                }
+                // What the copy gave so far is forgotten: the store's object is read.
+                if let Some(p) = pass.as_deref_mut() {
+                    p.reset();
                 }
             }
             let _ = std::fs::remove_file(path);
@@ -517,7 +526,7 @@ fn read_object(
         ));
     }
     let bytes = store.get_at_most(&listed.key, MAX_STORED)?;
-    let (doc, tagger) = parse_doc(&bytes, keys, kind, seq, &listed.key)?;
+    let (doc, tagger) = parse_doc(&bytes, keys, kind, seq, &listed.key, pass)?;
     // Only what the listing showed (not a rewrite since) is kept.
     if let Some((path, prefix)) = copy {
         if doc.base.is_none() && bytes.len() as u64 == listed.size {
@@ -556,6 +565,7 @@ fn parse_doc(
     kind: Kind,
     seq: u64,
     key: &str,
+    mut pass: Option<&mut Pass>,
 ) -> Result<(Doc, Tagger)> {
     if bytes.len() as u64 > MAX_STORED {
         return Err(damaged_error(
@@ -583,14 +593,20 @@ fn parse_doc(
     // worth holding beside what it parses into.
     let inflated = zstd::stream::read::Decoder::new(payload)
         .map_err(|_| damaged_error(key, "it does not decompress"))?;
-    let doc: Doc = serde_json::from_reader(std::io::BufReader::with_capacity(
-        1 << 16,
-        inflated.take(MAX_INFLATED),
-    ))
-    .map_err(|e| match e.is_io() {
-        true => damaged_error(key, "it does not decompress"),
-        false => damaged_error(key, "its fields do not match"),
-    })?;
+    // A base's entries go to the pass as they are read, when there is one.
+    let reader = std::io::BufReader::with_capacity(1 << 16, inflated.take(MAX_INFLATED));
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    let seed = doc::DocSeed {
+        pass: pass.as_deref_mut(),
+        tagger: &tagger,
+    };
+    let doc = serde::de::DeserializeSeed::deserialize(seed, &mut de)
+        .and_then(|doc| de.end().map(|()| doc))
+        .map_err(|e| match pass.and_then(|p| p.failed.take()) {
+            Some(detail) => damaged_error(key, &detail),
+            None if e.is_io() => damaged_error(key, "it does not decompress"),
+            None => damaged_error(key, "its fields do not match"),
+        })?;
     if !(doc.schema == SCHEMA || doc.schema == SCHEMA_V1) || doc.kind != kind || doc.seq != seq {
         return Err(damaged_error(
             key,
@@ -601,8 +617,9 @@ fn parse_doc(
 }
 
 /// The newest catalog of `kind` that verifies, or an empty state (with the
-/// listed objects) when there is none.
-fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> {
+/// listed objects) when there is none. Its base's entries go through `pass`,
+/// which holds them or hands them out.
+fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, pass: &mut Pass) -> Result<State> {
     let listed = store.list(&prefix(kind))?;
     let by_seq: BTreeMap<u64, &ObjectInfo> = listed
         .iter()
@@ -617,14 +634,17 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
     };
     for (seq, listed) in by_seq.iter().rev().take(MAX_READS) {
         let (seq, key) = (seq, &listed.key);
-        let tried = (|| -> Result<State> {
-            let (doc, tagger) = read_object(store, keys, kind, *seq, listed)?;
+        let tried = |pass: &mut Pass| -> Result<State> {
+            pass.prepare(*seq, None);
+            let (doc, tagger) = read_object(store, keys, kind, *seq, listed, Some(&mut *pass))?;
             let (base, base_tagger, delta) = match doc.base {
                 None => (doc, tagger, None),
                 Some(b) if b < *seq => {
                     let gone = format!("catalog {key}: its base {b} is gone");
                     let blisted = by_seq.get(&b).ok_or_else(|| coded(Code::NotFound, gone))?;
-                    let (base, base_tagger) = read_object(store, keys, kind, b, blisted)?;
+                    pass.prepare(b, Some((&doc, &tagger)));
+                    let (base, base_tagger) =
+                        read_object(store, keys, kind, b, blisted, Some(&mut *pass))?;
                     if base.base.is_some() {
                         return Err(damaged_error(key, "its base is a delta"));
                     }
@@ -632,14 +652,6 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                 }
                 Some(_) => return Err(damaged_error(key, "its base is not older than itself")),
             };
-            // bkp writes a base's entries in order of id, each once.
-            if !entries::strictly_sorted(&base.entries) {
-                let base_key = object_key(kind, base.seq);
-                return Err(damaged_error(
-                    &base_key,
-                    "its entries are not in order of id",
-                ));
-            }
             // Cached by a bkp that understood less of the entry's schema than
             // this one does.
             #[allow(clippy::absurd_extreme_comparisons)]
@@ -652,25 +664,14 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
                 top,
                 base_seq: base.seq,
                 written_at: Some(base.written_at),
-                base_ids: base.entries.iter().map(|e| e.manifest.id).collect(),
+                // What the pass made of the base's entries (in order of id,
+                // each once: the pass refuses a base otherwise).
+                base_ids: std::mem::take(&mut pass.base_ids),
                 base_source: by_seq
                     .get(&base.seq)
                     .map(|&o| (o.clone(), base_tagger.clone())),
-                recheck: base
-                    .entries
-                    .iter()
-                    .filter(|e| outdated(base.understands, e))
-                    .map(|e| e.manifest.id)
-                    .collect(),
-                // Only what its tagger vouches for: the rest is read again.
-                // (In order: checked above.)
-                entries: Entries::from_sorted(
-                    base.entries
-                        .into_iter()
-                        .filter(|e| base_tagger.vouches_for(kind, e))
-                        .collect(),
-                )
-                .unwrap_or_default(),
+                recheck: std::mem::take(&mut pass.recheck),
+                entries: Entries::from_sorted(std::mem::take(&mut pass.held)).unwrap_or_default(),
                 damaged: base.damaged.into_iter().collect(),
                 objects: objects.clone(),
                 unchecked: matches!(base_tagger, Tagger::Signer(_)),
@@ -684,8 +685,8 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
             let now = OffsetDateTime::now_utc();
             st.written_at = st.written_at.map(|t| t.min(now));
             Ok(st)
-        })();
-        match tried {
+        };
+        match tried(pass) {
             Ok(st) => return Ok(st),
             // Deleted by a newer writer meanwhile, or its base was.
             Err(e) if classify(&e) == Some(Code::NotFound) => continue,
@@ -705,6 +706,8 @@ fn load(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> 
             }
         }
     }
+    // What a catalog that failed part way gave is forgotten.
+    pass.reset();
     Ok(empty)
 }
 
@@ -768,10 +771,37 @@ pub fn read(
     kind: Kind,
     depth: Depth,
 ) -> Result<(Vec<Manifest>, Vec<Unreadable>)> {
-    let mut st = load(store, trust.keys(), kind)?;
+    let mut good = Vec::new();
+    let bad = fold(store, trust, kind, depth, &mut |m| match m {
+        Some(m) => good.push(m),
+        None => good.clear(),
+    })?;
+    // Ids are unique: no scratch space (a stable sort's is half the list).
+    good.sort_unstable_by_key(|m| (m.started_at, m.id));
+    Ok((good, bad))
+}
+
+/// [`read`], each manifest handed to `sink` as soon as nothing later in the
+/// read can change it (most of a base's, as the base is parsed; the rest at
+/// the end), so that a caller that keeps only part of what it is handed never
+/// holds the whole history (see [`Sink`]). Those that could not be read.
+pub fn fold(
+    store: &dyn Store,
+    trust: &Trust,
+    kind: Kind,
+    depth: Depth,
+    sink: &mut Sink,
+) -> Result<Vec<Unreadable>> {
+    let mut pass = Pass::reading(kind, trust, depth, &mut *sink);
+    let loaded = load(store, trust.keys(), kind, &mut pass);
+    let streamed = pass.finish();
+    let mut st = loaded?;
     let dir = super::manifest_dir(kind);
-    // Keys sorting after `after` are checked against the listing.
-    let after = check_after(kind, depth, &st);
+    // Keys sorting after `after` are checked against the listing: as far as
+    // the base was handed out (it held every entry after it).
+    let after = streamed
+        .after
+        .unwrap_or_else(|| check_after(kind, depth, &st));
     let listed_at = OffsetDateTime::now_utc();
     let listed: BTreeMap<String, Stored> = match &after {
         Some(a) => store.list_after(&dir, a)?,
@@ -782,38 +812,11 @@ pub fn read(
     .map(|o| (o.key.clone(), Stored::of(&o)))
     .collect();
     let checked = |k: &str| after.as_deref().is_none_or(|a| k > a);
-    let mut changed = st.seq == 0;
-    // Read again whatever the listing says: entries sealed by a key or signer
-    // no longer configured (they are then refused as the manifest itself
-    // is), entries cached by a bkp that understood less of them, and chunked
-    // entries without their chunks (a catalog an older bkp rewrote).
-    let mut again = Vec::new();
-    st.entries.retain(|id, e| {
-        let stale = st.recheck.contains(id)
-            || (e.sealed && !seal::sealer_known(trust, e.sealer.as_deref()))
-            // Cached unsealed (by a bkp that excused it by its id): read
-            // again, and used only if a sealed list records it.
-            || (trust.checks() && !e.sealed)
-            || super::lacks_chunks(&e.manifest);
-        if stale {
-            again.push(e.manifest.key());
-        }
-        !stale
-    });
-    st.recheck.clear();
-    changed |= !again.is_empty();
-    // The listing drops what was deleted, and what was rewritten or never
-    // listed before (a run's own manifest): those are read again below.
-    let before = st.entries.len();
-    st.entries.retain(|_, e| {
-        let k = e.manifest.key();
-        !checked(&k)
-            || listed
-                .get(&k)
-                .is_some_and(|now| e.stored.as_ref().is_some_and(|s| s.is(now)))
-    });
-    changed |= st.entries.len() != before;
-    let held = |k: &str| holds_key(&st, &dir, k);
+    // The pass named those of the base it handed out that are read again.
+    let mut again = streamed.again;
+    let mut changed = st.seq == 0 || !again.is_empty();
+    changed |= prune(&mut st, trust, &mut again, &listed, checked);
+    let held = |k: &str| holds_key(&st, &streamed.handed, kind, &dir, k);
     let mut to_read: Vec<String> = listed.keys().filter(|k| !held(k)).cloned().collect();
     to_read.extend(again);
     // Damaged manifests outside the listing are read again too.
@@ -868,23 +871,72 @@ pub fn read(
     settle(&mut st, answered, listed_at);
     // A kind with nothing stored needs no catalog.
     let empty = st.seq == 0 && st.entries.is_empty() && st.damaged.is_empty();
-    if changed && answered && !empty {
-        save(store, trust, kind, &mut st, learned)?;
+    let write = changed && answered && !empty;
+    bad.extend(streamed.bad);
+    // Where the base was handed out as it was read, the state holds only
+    // part of it: the rest is handed out now, and a write of a new base
+    // reads the base again ([`fill`]). Else (no base, or every entry held)
+    // the state is written whole first, so that handing out keeps no copy.
+    let streamed_any = !streamed.handed.is_empty();
+    if streamed_any {
+        st.hand_out(trust, &mut bad, streamed.handed, sink);
     }
-    let good = st.hand_out(trust, &mut bad);
+    let saved = match write {
+        true => save(store, trust, kind, &mut st, learned),
+        false => Ok(()),
+    };
+    if !streamed_any {
+        st.hand_out(trust, &mut bad, BTreeSet::new(), sink);
+    }
     remember(store, trust.keys(), kind, st);
-    Ok((good, bad))
+    saved.map(|()| bad)
 }
 
-/// Whether `st` holds an entry for manifest key `k` under `dir` (looked up by
-/// the id in the key: a set of every key would be a second copy of years of
-/// them).
-fn holds_key(st: &State, dir: &str, k: &str) -> bool {
-    k.strip_prefix(dir)
+/// Drops from `st` the entries read again whatever the listing says
+/// ([`pass::stale`]; their keys go to `again`), and those the listing shows
+/// deleted, rewritten or never listed before (a run's own manifest), of the
+/// keys it `checked`: those are read again. Whether any was dropped.
+fn prune(
+    st: &mut State,
+    trust: &Trust,
+    again: &mut Vec<String>,
+    listed: &BTreeMap<String, Stored>,
+    checked: impl Fn(&str) -> bool,
+) -> bool {
+    let before = st.entries.len();
+    let recheck = std::mem::take(&mut st.recheck);
+    st.entries.retain(|id, e| {
+        let stale = pass::stale(trust, e, recheck.contains(id));
+        if stale {
+            again.push(e.manifest.key());
+        }
+        !stale
+    });
+    st.entries.retain(|_, e| {
+        let k = e.manifest.key();
+        !checked(&k)
+            || listed
+                .get(&k)
+                .is_some_and(|now| e.stored.as_ref().is_some_and(|s| s.is(now)))
+    });
+    st.entries.len() != before
+}
+
+/// Whether the catalog holds an entry for manifest key `k` under `dir`: in
+/// `st`, or among those of `kind` a read `handed` out (looked up by the id in
+/// the key: a set of every key would be a second copy of years of them).
+fn holds_key(st: &State, handed: &BTreeSet<BackupId>, kind: Kind, dir: &str, k: &str) -> bool {
+    let Some(id) = k
+        .strip_prefix(dir)
         .and_then(|rest| rest.strip_suffix(".json"))
         .and_then(|id| id.parse::<BackupId>().ok())
-        .and_then(|id| st.entries.get(&id))
-        .is_some_and(|e| e.manifest.key() == k)
+    else {
+        return false;
+    };
+    match st.entries.get(&id) {
+        Some(e) => e.manifest.key() == k,
+        None => handed.contains(&id) && manifest_key(kind, id) == k,
+    }
 }
 
 /// The key after which [`read`] checks the manifests against the listing
@@ -892,8 +944,19 @@ fn holds_key(st: &State, dir: &str, k: &str) -> bool {
 /// read, unless another host's signer tagged part of the catalog (its time is
 /// its word, and what it does not vouch for was left out).
 fn check_after(kind: Kind, depth: Depth, st: &State) -> Option<String> {
-    match (depth, st.written_at) {
-        (Depth::Recent, Some(t)) if !st.unchecked => {
+    window_after(kind, depth, st.written_at, st.unchecked)
+}
+
+/// [`check_after`] of a catalog written at `written_at`, part of which
+/// another host's signer tagged when `unchecked`.
+fn window_after(
+    kind: Kind,
+    depth: Depth,
+    written_at: Option<OffsetDateTime>,
+    unchecked: bool,
+) -> Option<String> {
+    match (depth, written_at) {
+        (Depth::Recent, Some(t)) if !unchecked => {
             Some(manifest_key(kind, BackupId::floor_at(t - WINDOW)))
         }
         _ => None,
@@ -987,7 +1050,7 @@ fn change(
     let result = (|| -> Result<()> {
         let mut st = match cached(store, keys, kind) {
             Some(st) => st,
-            None => load(store, keys, kind)?,
+            None => load(store, keys, kind, &mut Pass::holding(kind))?,
         };
         for _ in 0..3 {
             if st.seq == 0 || st.unchecked {
@@ -1003,7 +1066,7 @@ fn change(
                 keep = Some(st);
                 return written.map(|_| ());
             }
-            st = load(store, keys, kind)?;
+            st = load(store, keys, kind, &mut Pass::holding(kind))?;
         }
         keep = Some(st);
         Ok(())
@@ -1147,7 +1210,7 @@ fn fill(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, st: &mut State) -
     let Some((listed, was)) = &st.base_source else {
         return Ok(false);
     };
-    let (doc, tagger) = match read_object(store, keys, kind, st.base_seq, listed) {
+    let (doc, tagger) = match read_object(store, keys, kind, st.base_seq, listed, None) {
         Ok(read) => read,
         Err(e) if classify(&e) == Some(Code::Transient) => return Err(e),
         Err(_) => return Ok(false),
@@ -1521,14 +1584,17 @@ mod tests {
         assert_eq!(good, vec![m.clone()]);
 
         // The catalog's entry as an older bkp would have rewritten it.
-        let mut st = load(&store, None, Kind::Duckdb).unwrap();
+        let mut st = load(&store, None, Kind::Duckdb, &mut Pass::holding(Kind::Duckdb)).unwrap();
         let entry = st.entries.get_mut(&m.id).unwrap();
         entry.manifest.chunks = None;
         st.dirty.insert(m.id);
         let at = st.written_at.unwrap();
         assert!(write(&store, None, Kind::Duckdb, &mut st, at, false).unwrap());
         assert!(super::super::lacks_chunks(
-            &load(&store, None, Kind::Duckdb).unwrap().entries[&m.id].manifest
+            &load(&store, None, Kind::Duckdb, &mut Pass::holding(Kind::Duckdb))
+                .unwrap()
+                .entries[&m.id]
+                .manifest
         ));
 
         for depth in [Depth::Recent, Depth::Complete] {
@@ -1536,7 +1602,7 @@ mod tests {
             assert!(bad.is_empty(), "{depth:?}: {bad:?}");
             assert_eq!(good, vec![m.clone()], "{depth:?}");
         }
-        let healed = load(&store, None, Kind::Duckdb).unwrap();
+        let healed = load(&store, None, Kind::Duckdb, &mut Pass::holding(Kind::Duckdb)).unwrap();
         assert_eq!(healed.entries[&m.id].manifest, m);
     }
 
@@ -1701,7 +1767,7 @@ mod tests {
         store.put_new(&base, &bytes, &Vec::new()).unwrap();
         st.base_source.as_mut().unwrap().1 = Tagger::Anyone;
         assert!(write(&store, None, Kind::Duckdb, &mut st, now, false).unwrap());
-        let written = load(&store, None, Kind::Duckdb).unwrap();
+        let written = load(&store, None, Kind::Duckdb, &mut Pass::holding(Kind::Duckdb)).unwrap();
         assert_eq!(written.entries.len(), REBASE + 1);
     }
 
@@ -1716,7 +1782,7 @@ mod tests {
             let m = sample(Kind::Duckdb, t0 + Duration::seconds(i));
             store_manifest(&store, &m);
         }
-        let st = load(&store, None, Kind::Duckdb).unwrap();
+        let st = load(&store, None, Kind::Duckdb, &mut Pass::holding(Kind::Duckdb)).unwrap();
         assert_eq!(st.entries.len(), REBASE + 5);
         assert!(st.base_seq > 1, "a new base was written");
         assert!(catalog_objects(&store).len() <= 4);
@@ -1724,6 +1790,58 @@ mod tests {
         let (good, bad) = read(&store, &trust, Kind::Duckdb, Depth::Complete).unwrap();
         assert!(bad.is_empty());
         assert_eq!(good.len(), REBASE + 5);
+    }
+
+    #[test]
+    fn a_read_that_hands_the_base_out_as_it_parses_it_rebases_with_every_entry() {
+        let store = MemoryStore::default();
+        let trust = Trust::none();
+        // A base of backups older than the listing window: a read hands
+        // them out as it parses the base, and does not hold them.
+        let old = OffsetDateTime::now_utc() - Duration::days(30);
+        let mut all: Vec<BackupId> = (0..10)
+            .map(|i| {
+                let m = sample(Kind::Duckdb, old + Duration::seconds(i));
+                rewrite(&store, &m);
+                m.id
+            })
+            .collect();
+        read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        // More new manifests than a delta carries, stored by runs that did
+        // not note them: the next read writes a new base.
+        let t0 = OffsetDateTime::now_utc() - Duration::hours(1);
+        for i in 0..(REBASE as i64 + 5) {
+            let m = sample(Kind::Duckdb, t0 + Duration::seconds(i));
+            rewrite(&store, &m);
+            all.push(m.id);
+        }
+        all.sort();
+        CACHE.lock().unwrap().clear();
+        let mut handed = Vec::new();
+        let bad = fold(
+            &store,
+            &trust,
+            Kind::Duckdb,
+            Depth::Recent,
+            &mut |m| match m {
+                Some(m) => handed.push(m.id),
+                None => handed.clear(),
+            },
+        )
+        .unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        // The old ones first, as the base was parsed; each once.
+        assert_eq!(handed[..10], all[..10]);
+        handed.sort();
+        assert_eq!(handed, all);
+        // The new base holds every entry, those handed out as it was read too.
+        let st = load(&store, None, Kind::Duckdb, &mut Pass::holding(Kind::Duckdb)).unwrap();
+        assert!(st.base_seq > 1, "a new base was written");
+        assert_eq!(st.entries.keys().copied().collect::<Vec<_>>(), all);
+        CACHE.lock().unwrap().clear();
+        let (good, bad) = read(&store, &trust, Kind::Duckdb, Depth::Complete).unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(ids(&good).len(), all.len());
     }
 
     fn encrypted(mut m: Manifest) -> Manifest {
@@ -1809,7 +1927,13 @@ mod tests {
 
         // The signer's delta: the key holder's manifest with a short retention,
         // still claiming the key holder's seal and the object's listing.
-        let mut st = load(&store, Some(&holder()), Kind::Duckdb).unwrap();
+        let mut st = load(
+            &store,
+            Some(&holder()),
+            Kind::Duckdb,
+            &mut Pass::holding(Kind::Duckdb),
+        )
+        .unwrap();
         st.entries
             .get_mut(&genuine.id)
             .unwrap()
@@ -1819,7 +1943,13 @@ mod tests {
         let at = OffsetDateTime::now_utc();
         assert!(write(&store, Some(&thief), Kind::Duckdb, &mut st, at, false).unwrap());
         CACHE.lock().unwrap().clear();
-        let st = load(&store, Some(&holder()), Kind::Duckdb).unwrap();
+        let st = load(
+            &store,
+            Some(&holder()),
+            Kind::Duckdb,
+            &mut Pass::holding(Kind::Duckdb),
+        )
+        .unwrap();
         assert!(st.unchecked && !st.entries.contains_key(&genuine.id));
         assert!(st.entries.contains_key(&own.id));
         for depth in [Depth::Recent, Depth::Complete] {
@@ -1829,7 +1959,13 @@ mod tests {
             assert_eq!(good, vec![genuine.clone(), own.clone()], "{depth:?}");
         }
         // What the key holder wrote since is its own, and holds the manifest.
-        let st = load(&store, Some(&holder()), Kind::Duckdb).unwrap();
+        let st = load(
+            &store,
+            Some(&holder()),
+            Kind::Duckdb,
+            &mut Pass::holding(Kind::Duckdb),
+        )
+        .unwrap();
         assert!(!st.unchecked);
         assert_eq!(st.entries[&genuine.id].manifest, genuine);
     }
@@ -1852,11 +1988,31 @@ mod tests {
         let t = Trust::new(Some(before), None, Vec::new());
         let (good, _) = read(&store, &t, Kind::Duckdb, Depth::Recent).unwrap();
         assert_eq!(ids(&good), vec![m.id]);
-        assert_ne!(load(&store, t.keys(), Kind::Duckdb).unwrap().seq, 0);
+        assert_ne!(
+            load(
+                &store,
+                t.keys(),
+                Kind::Duckdb,
+                &mut Pass::holding(Kind::Duckdb)
+            )
+            .unwrap()
+            .seq,
+            0
+        );
 
         // The old key's catalog is not believed, nor its seal on the manifest.
         CACHE.lock().unwrap().clear();
-        assert_eq!(load(&store, Some(&rotated()), Kind::Duckdb).unwrap().seq, 0);
+        assert_eq!(
+            load(
+                &store,
+                Some(&rotated()),
+                Kind::Duckdb,
+                &mut Pass::holding(Kind::Duckdb)
+            )
+            .unwrap()
+            .seq,
+            0
+        );
         let t = Trust::new(Some(rotated()), None, Vec::new());
         let (good, bad) = read(&store, &t, Kind::Duckdb, Depth::Recent).unwrap();
         assert!(good.is_empty());
@@ -1883,7 +2039,17 @@ mod tests {
             assert!(bad.is_empty(), "{bad:?}");
             assert_eq!(ids(&good), vec![m.id]);
         }
-        assert_ne!(load(&store, Some(&rotated()), Kind::Duckdb).unwrap().seq, 0);
+        assert_ne!(
+            load(
+                &store,
+                Some(&rotated()),
+                Kind::Duckdb,
+                &mut Pass::holding(Kind::Duckdb)
+            )
+            .unwrap()
+            .seq,
+            0
+        );
     }
 
     /// A manifest of the base rewritten in place (an operator re-sealing an
@@ -1898,7 +2064,9 @@ mod tests {
             store_manifest(&store, &sample(Kind::Duckdb, t0 + Duration::hours(i)));
         }
         let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
-        let listed_at = load(&store, None, Kind::Duckdb).unwrap().written_at;
+        let listed_at = load(&store, None, Kind::Duckdb, &mut Pass::holding(Kind::Duckdb))
+            .unwrap()
+            .written_at;
 
         let old = good[1].clone();
         let mut edited = old.clone();
@@ -1913,12 +2081,14 @@ mod tests {
         assert_eq!(good[1], edited, "the correction reached the catalog");
         assert_eq!(reread(&store, &trust, &edited).unwrap(), edited);
 
-        let st = load(&store, None, Kind::Duckdb).unwrap();
+        let st = load(&store, None, Kind::Duckdb, &mut Pass::holding(Kind::Duckdb)).unwrap();
         assert!(st.base_seq < st.seq, "through a delta");
         assert_eq!(st.written_at, listed_at, "no listing happened since");
         store_manifest(&store, &sample(Kind::Duckdb, OffsetDateTime::now_utc()));
         assert_eq!(
-            load(&store, None, Kind::Duckdb).unwrap().written_at,
+            load(&store, None, Kind::Duckdb, &mut Pass::holding(Kind::Duckdb))
+                .unwrap()
+                .written_at,
             listed_at
         );
     }
@@ -1945,7 +2115,7 @@ mod tests {
         bytes.resize(MAX_STORED as usize + 10, b'x');
         store.put_new(&huge, &bytes, &Vec::new()).unwrap();
         let listed = store.head(&huge).unwrap().unwrap();
-        let e = read_object(&store, None, Kind::Duckdb, 1 << 40, &listed).unwrap_err();
+        let e = read_object(&store, None, Kind::Duckdb, 1 << 40, &listed, None).unwrap_err();
         assert!(
             format!("{e:#}").contains("larger than any catalog"),
             "{e:#}"

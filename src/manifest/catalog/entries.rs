@@ -1,8 +1,7 @@
 //! A catalog's entries by manifest id, held in one vector sorted by id rather
-//! than a tree: a year of manifests read from a base is one allocation that
-//! [`Entries::hand_out`] turns into the caller's list in place, instead of
-//! tree nodes copied into a second list beside them (which doubled a read's
-//! peak memory, and left the nodes' pages behind as free but resident heap).
+//! than a tree: a base a write reads back whole is one allocation, not tree
+//! nodes (which cost more than the entries, and left their pages behind as
+//! free but resident heap).
 //!
 //! Lookups are binary searches. Single changes shift the vector, and are
 //! made where it is small (a handed-out state keeps only what a delta
@@ -14,7 +13,6 @@ use std::collections::BTreeSet;
 
 use super::Entry;
 use crate::id::BackupId;
-use crate::manifest::Manifest;
 
 #[derive(Debug, Clone, Default)]
 pub(super) struct Entries(Vec<Entry>);
@@ -128,18 +126,6 @@ impl Entries {
     pub(super) fn into_keys(self) -> impl Iterator<Item = BackupId> {
         self.0.into_iter().map(|e| e.manifest.id)
     }
-
-    /// Every entry, oldest id first, as `take` decides: a manifest for the
-    /// caller, or `None`. The manifests are moved into the vector that held
-    /// the entries (an entry is larger than its manifest), so that the list
-    /// costs no second copy of the catalog.
-    pub(super) fn hand_out(self, mut take: impl FnMut(Entry) -> Option<Manifest>) -> Vec<Manifest> {
-        const {
-            assert!(std::mem::size_of::<Manifest>() <= std::mem::size_of::<Entry>());
-            assert!(std::mem::align_of::<Manifest>() == std::mem::align_of::<Entry>());
-        };
-        self.0.into_iter().filter_map(&mut take).collect()
-    }
 }
 
 /// Whether `entries` are in strictly ascending order of id.
@@ -205,13 +191,5 @@ mod tests {
         assert_eq!(e.remove(&id[5]).map(|x| x.manifest.id), Some(id[5]));
         assert_eq!(ids(&e), vec![id[1], id[2], id[3]]);
         assert!(e.contains_key(&id[2]) && !e.contains_key(&id[4]));
-        let at = e.0.as_ptr() as usize;
-        let out = e.hand_out(|x| (x.manifest.id != id[2]).then_some(x.manifest));
-        assert_eq!(
-            out.iter().map(|m| m.id).collect::<Vec<_>>(),
-            vec![id[1], id[3]]
-        );
-        // The list is where the entries were: no second copy.
-        assert_eq!(out.as_ptr() as usize, at);
     }
 }

@@ -1,0 +1,268 @@
+//! What a read of a catalog does with each entry of its base, as the base is
+//! parsed ([`super::doc`]).
+//!
+//! A run that writes the catalog ([`Pass::holding`]) holds every entry. A
+//! [`super::fold`] ([`Pass::reading`]) hands the caller at once each entry
+//! that nothing later in the read can change, and holds only the others:
+//! those the listing checks (younger than the catalog's time minus
+//! [`super::WINDOW`], or all where the whole store is listed), which are
+//! handed out at the end. Entries a delta removes or replaces are passed
+//! over (the delta's versions are used), and entries to read again from
+//! their keys are named for [`super::fold`] to read. The caller gets each
+//! manifest once, with the same trust applied as to one read from its key
+//! ([`crate::manifest::admit`]).
+//!
+//! A base that fails part way (damaged, or not bkp's) is dropped: the pass
+//! starts again on the next object tried, and tells the caller to forget
+//! what it was handed (`None`).
+
+use std::collections::BTreeSet;
+
+use time::OffsetDateTime;
+
+use super::{minor_of, window_after, Depth, Entry, Tagger, SCHEMA, SCHEMA_MINOR, SCHEMA_V1};
+use crate::exit::classify;
+use crate::id::BackupId;
+use crate::manifest::{admit, seal, Kind, Manifest, Trust, Unreadable};
+
+/// What a document says it is: the members before its entries.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Head {
+    pub schema: Option<String>,
+    pub kind: Option<Kind>,
+    pub seq: Option<u64>,
+    pub base: Option<u64>,
+    pub written_at: Option<OffsetDateTime>,
+    pub understands: u32,
+}
+
+/// Where a caller of [`super::fold`] takes each manifest, oldest id first as
+/// far as the base goes (then those the read held, in no order); `None`:
+/// forget every manifest taken so far.
+pub type Sink<'a> = dyn FnMut(Option<Manifest>) + 'a;
+
+/// See the module documentation.
+pub(super) struct Pass<'a> {
+    kind: Kind,
+    reader: Option<Reader<'a>>,
+    /// The object being read: its number, and for a base read under a
+    /// delta, the ids that delta removes or carries, its time and whether
+    /// another host's signer tagged it.
+    seq: u64,
+    skip: BTreeSet<BackupId>,
+    delta: Option<(OffsetDateTime, bool)>,
+    /// What the base held: every id in it, and those cached by a bkp that
+    /// understood less of their schema than this one.
+    pub base_ids: BTreeSet<BackupId>,
+    pub recheck: BTreeSet<BackupId>,
+    /// The entries the state holds, in order of id.
+    pub held: Vec<Entry>,
+    /// The key after which the listing checks manifests, once the base's
+    /// head was read (`Some(None)`: every key).
+    after: Option<Option<String>>,
+    understands: u32,
+    last: Option<BackupId>,
+    /// Why the base was refused, for the warning.
+    pub failed: Option<String>,
+}
+
+struct Reader<'a> {
+    trust: &'a Trust,
+    depth: Depth,
+    handed: BTreeSet<BackupId>,
+    again: Vec<String>,
+    bad: Vec<Unreadable>,
+    sink: &'a mut Sink<'a>,
+}
+
+/// What a reading pass handed out and named, for [`super::fold`].
+pub(super) struct Read {
+    /// See [`Pass::after`]; `None`: no base entries were read.
+    pub after: Option<Option<String>>,
+    pub handed: BTreeSet<BackupId>,
+    pub again: Vec<String>,
+    pub bad: Vec<Unreadable>,
+}
+
+impl<'a> Pass<'a> {
+    /// A pass that holds every entry.
+    pub fn holding(kind: Kind) -> Pass<'a> {
+        Pass {
+            kind,
+            reader: None,
+            seq: 0,
+            skip: BTreeSet::new(),
+            delta: None,
+            base_ids: BTreeSet::new(),
+            recheck: BTreeSet::new(),
+            held: Vec::new(),
+            after: None,
+            understands: 0,
+            last: None,
+            failed: None,
+        }
+    }
+
+    /// A pass that hands what it can to `sink` (see the module documentation).
+    pub fn reading(kind: Kind, trust: &'a Trust, depth: Depth, sink: &'a mut Sink<'a>) -> Pass<'a> {
+        Pass {
+            reader: Some(Reader {
+                trust,
+                depth,
+                handed: BTreeSet::new(),
+                again: Vec::new(),
+                bad: Vec::new(),
+                sink,
+            }),
+            ..Pass::holding(kind)
+        }
+    }
+
+    /// Before object number `seq` is read: a base read under a delta is
+    /// read with the delta's removals, entries, time and tagger.
+    pub fn prepare(&mut self, seq: u64, delta: Option<(&super::Doc, &Tagger)>) {
+        self.reset();
+        self.seq = seq;
+        self.skip = delta
+            .map(|(d, _)| {
+                d.removed
+                    .iter()
+                    .copied()
+                    .chain(d.entries.iter().map(|e| e.manifest.id))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.delta = delta.map(|(d, t)| (d.written_at, matches!(t, Tagger::Signer(_))));
+    }
+
+    /// Forgets what the object read so far gave (it failed), and tells the
+    /// caller to forget what it was handed.
+    pub fn reset(&mut self) {
+        self.base_ids.clear();
+        self.recheck.clear();
+        self.held.clear();
+        self.after = None;
+        self.understands = 0;
+        self.last = None;
+        if let Some(r) = &mut self.reader {
+            let handed = !r.handed.is_empty() || !r.bad.is_empty();
+            r.handed.clear();
+            r.again.clear();
+            r.bad.clear();
+            if handed {
+                (r.sink)(None);
+            }
+        }
+    }
+
+    /// The base's head was read (`tagger` tagged it): it must be the object
+    /// asked for, and says from where the listing checks manifests.
+    pub fn begin(&mut self, head: &Head, tagger: &Tagger) -> Result<(), String> {
+        let fail = |p: &mut Pass, detail: &str| {
+            p.failed = Some(detail.to_string());
+            Err(detail.to_string())
+        };
+        let schema_ok = matches!(head.schema.as_deref(), Some(SCHEMA) | Some(SCHEMA_V1));
+        if !schema_ok || head.kind != Some(self.kind) || head.seq != Some(self.seq) {
+            return fail(self, "it names another schema, kind or number than its key");
+        }
+        let Some(base_at) = head.written_at else {
+            return fail(self, "its entries come before its time");
+        };
+        self.understands = head.understands;
+        let (written_at, delta_signed) = match self.delta {
+            Some((t, signed)) => (t, signed),
+            None => (base_at, false),
+        };
+        let unchecked = delta_signed || matches!(tagger, Tagger::Signer(_));
+        let written_at = written_at.min(OffsetDateTime::now_utc());
+        self.after = Some(match &self.reader {
+            Some(r) => window_after(self.kind, r.depth, Some(written_at), unchecked),
+            None => None,
+        });
+        Ok(())
+    }
+
+    /// Entry `e` of the base, which `tagger` tagged.
+    pub fn entry(&mut self, tagger: &Tagger, e: Entry) -> Result<(), String> {
+        let id = e.manifest.id;
+        if self.last.is_some_and(|l| l >= id) {
+            self.failed = Some("its entries are not in order of id".into());
+            return Err("its entries are not in order of id".into());
+        }
+        self.last = Some(id);
+        self.base_ids.insert(id);
+        // Cached by a bkp that understood less of the entry's schema.
+        #[allow(clippy::absurd_extreme_comparisons)]
+        // SCHEMA_MINOR is 0 until the first minor bump
+        let outdated = minor_of(&e.manifest) > self.understands && SCHEMA_MINOR > self.understands;
+        if outdated {
+            self.recheck.insert(id);
+        }
+        // Only what its tagger vouches for (the rest is read again), and not
+        // what the delta removed or carries a version of.
+        if !tagger.vouches_for(self.kind, &e) || self.skip.contains(&id) {
+            return Ok(());
+        }
+        let Some(r) = &mut self.reader else {
+            self.held.push(e);
+            return Ok(());
+        };
+        if stale(r.trust, &e, outdated) {
+            r.again.push(e.manifest.key());
+            return Ok(());
+        }
+        let checked = match &self.after {
+            Some(Some(a)) => e.manifest.key() > *a,
+            _ => true,
+        };
+        if checked {
+            self.held.push(e);
+            return Ok(());
+        }
+        r.handed.insert(id);
+        match admit(
+            &e.manifest,
+            e.sealer.as_deref().filter(|_| e.sealed),
+            r.trust,
+        ) {
+            Ok(()) => (r.sink)(Some(e.manifest)),
+            Err(err) => r.bad.push(Unreadable {
+                key: e.manifest.key(),
+                error: format!("{err:#}"),
+                code: classify(&err),
+            }),
+        }
+        Ok(())
+    }
+
+    /// What a reading pass handed out and named.
+    pub fn finish(self) -> Read {
+        match self.reader {
+            Some(r) => Read {
+                after: self.after,
+                handed: r.handed,
+                again: r.again,
+                bad: r.bad,
+            },
+            None => Read {
+                after: None,
+                handed: BTreeSet::new(),
+                again: Vec::new(),
+                bad: Vec::new(),
+            },
+        }
+    }
+}
+
+/// Whether entry `e` is read again from its key whatever the listing says:
+/// sealed by a key or signer no longer configured (it is then refused as the
+/// manifest itself is), cached by a bkp that understood less of it
+/// (`outdated`), cached unsealed (used only if a sealed list records it), or
+/// chunked without its chunks (a catalog an older bkp rewrote).
+pub(super) fn stale(trust: &Trust, e: &Entry, outdated: bool) -> bool {
+    outdated
+        || (e.sealed && !seal::sealer_known(trust, e.sealer.as_deref()))
+        || (trust.checks() && !e.sealed)
+        || crate::manifest::lacks_chunks(&e.manifest)
+}
