@@ -357,18 +357,28 @@ fn chunk_base(
 ) -> Result<Option<Manifest>> {
     let escrow = trust.keys().map_or(&[][..], |k| k.escrow());
     let (_, naming) = chunks::Naming::of(key, escrow, compression)?;
-    let (all, _) = manifest::list(store, trust, Some(Kind::Tigerbeetle))?;
     let fits = |m: &Manifest| {
-        m.chunks.as_ref().is_some_and(|c| {
-            c.chunk_size == chunks::CHUNK_SIZE
-                && c.naming == naming
-                && m.compression.name() == compression.name()
-        })
+        m.operation == SNAPSHOT
+            && m.chunks.as_ref().is_some_and(|c| {
+                c.chunk_size == chunks::CHUNK_SIZE
+                    && c.naming == naming
+                    && m.compression.name() == compression.name()
+            })
     };
-    let newest = all
-        .into_iter()
-        .filter(|m| m.operation == SNAPSHOT && fits(m))
-        .max_by_key(|m| (m.started_at, m.id));
+    // Only the newest that fits is kept of the history as it is read.
+    let mut newest: Option<Manifest> = None;
+    manifest::fold(store, trust, Kind::Tigerbeetle, &mut |m| match m {
+        Some(m) if fits(&m) => {
+            if newest
+                .as_ref()
+                .is_none_or(|n| (m.started_at, m.id) > (n.started_at, n.id))
+            {
+                newest = Some(m);
+            }
+        }
+        Some(_) => {}
+        None => newest = None,
+    })?;
     let Some(m) = newest else { return Ok(None) };
     crate::manifest::catalog::current(store, trust, &m).map(Some)
 }
@@ -433,9 +443,15 @@ fn claim_unnamed(
     if unnamed.is_empty() {
         return Ok(());
     }
-    let (all, _) = manifest::list(store, trust, Some(Kind::Tigerbeetle))?;
+    // Only the chunked backups are kept of the history as it is read.
+    let mut chunked = Vec::new();
+    manifest::fold(store, trust, Kind::Tigerbeetle, &mut |m| match m {
+        Some(m) if m.chunks.is_some() => chunked.push(m),
+        Some(_) => {}
+        None => chunked.clear(),
+    })?;
     let lists = chunks::Lists::new(store);
-    for m in &all {
+    for m in &chunked {
         let named = match lists.get(m) {
             Ok(named) => named,
             Err(e) if crate::exit::is_damage(&e) => continue,

@@ -603,6 +603,19 @@ pub fn list(
     list_to(store, trust, kind, catalog::Depth::Recent)
 }
 
+/// Every manifest of `kind`, each handed to `sink` as the catalog is read
+/// (see [`catalog::fold`]: in no order, and `None` means forget those handed
+/// so far), and those that could not be read: for a run that keeps only part
+/// of a history that may be years long.
+pub fn fold(
+    store: &dyn Store,
+    trust: &Trust,
+    kind: Kind,
+    sink: &mut catalog::Sink,
+) -> Result<Vec<Unreadable>> {
+    catalog::fold(store, trust, kind, catalog::Depth::Recent, sink)
+}
+
 /// [`list`], the catalog checked against every manifest key in the store:
 /// for runs that delete (`cleanup`) or vouch for everything (`verify`).
 pub fn list_complete(
