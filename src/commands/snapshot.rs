@@ -365,20 +365,7 @@ fn chunk_base(
                     && m.compression.name() == compression.name()
             })
     };
-    // Only the newest that fits is kept of the history as it is read.
-    let mut newest: Option<Manifest> = None;
-    manifest::fold(store, trust, Kind::Tigerbeetle, &mut |m| match m {
-        Some(m) if fits(&m) => {
-            if newest
-                .as_ref()
-                .is_none_or(|n| (m.started_at, m.id) > (n.started_at, n.id))
-            {
-                newest = Some(m);
-            }
-        }
-        Some(_) => {}
-        None => newest = None,
-    })?;
+    let (newest, _) = manifest::newest(store, trust, Some(Kind::Tigerbeetle), fits)?;
     let Some(m) = newest else { return Ok(None) };
     crate::manifest::catalog::current(store, trust, &m).map(Some)
 }
@@ -443,12 +430,9 @@ fn claim_unnamed(
     if unnamed.is_empty() {
         return Ok(());
     }
-    // Only the chunked backups are kept of the history as it is read.
-    let mut chunked = Vec::new();
-    manifest::fold(store, trust, Kind::Tigerbeetle, &mut |m| match m {
-        Some(m) if m.chunks.is_some() => chunked.push(m),
-        Some(_) => {}
-        None => chunked.clear(),
+    // Only the chunked backups name chunks.
+    let (chunked, _) = manifest::gather(store, trust, Some(Kind::Tigerbeetle), |m| {
+        m.chunks.is_some()
     })?;
     let lists = chunks::Lists::new(store);
     for m in &chunked {

@@ -412,6 +412,15 @@ fn remember(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, state: State)
     }
 }
 
+/// Forgets what this process read of every catalog (tests that read a store
+/// as a new run would).
+#[cfg(test)]
+pub(crate) fn forget_cached() {
+    if let Ok(mut c) = CACHE.lock() {
+        c.clear();
+    }
+}
+
 fn prefix(kind: Kind) -> String {
     format!("{CATALOG_DIR}/{}/", kind.as_str())
 }

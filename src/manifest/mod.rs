@@ -603,17 +603,76 @@ pub fn list(
     list_to(store, trust, kind, catalog::Depth::Recent)
 }
 
-/// Every manifest of `kind`, each handed to `sink` as the catalog is read
-/// (see [`catalog::fold`]: in no order, and `None` means forget those handed
-/// so far), and those that could not be read: for a run that keeps only part
-/// of a history that may be years long.
-pub fn fold(
+/// The manifests `keep` keeps (of `kind`, or of every kind), oldest first,
+/// and those that could not be read: as [`list`], but the others are dropped
+/// as the catalog is read ([`catalog::fold`]), so that a run that needs a few
+/// backups of a history years long never holds all of it.
+pub fn gather(
     store: &dyn Store,
     trust: &Trust,
-    kind: Kind,
-    sink: &mut catalog::Sink,
-) -> Result<Vec<Unreadable>> {
-    catalog::fold(store, trust, kind, catalog::Depth::Recent, sink)
+    kind: Option<Kind>,
+    keep: impl Fn(&Manifest) -> bool,
+) -> Result<(Vec<Manifest>, Vec<Unreadable>)> {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for k in Kind::ALL
+        .into_iter()
+        .filter(|k| kind.is_none_or(|w| w == *k))
+    {
+        let mut got = Vec::new();
+        bad.extend(catalog::fold(
+            store,
+            trust,
+            k,
+            catalog::Depth::Recent,
+            &mut |m| match m {
+                Some(m) if keep(&m) => got.push(m),
+                Some(_) => {}
+                None => got.clear(),
+            },
+        )?);
+        good.append(&mut got);
+    }
+    good.sort_unstable_by_key(|m| (m.started_at, m.id));
+    Ok((good, bad))
+}
+
+/// The newest manifest (by start, then id) that `fits` (of `kind`, or of
+/// every kind), holding only the newest so far as the catalog is read (see
+/// [`gather`]), and those that could not be read.
+pub fn newest(
+    store: &dyn Store,
+    trust: &Trust,
+    kind: Option<Kind>,
+    fits: impl Fn(&Manifest) -> bool,
+) -> Result<(Option<Manifest>, Vec<Unreadable>)> {
+    let mut best: Option<Manifest> = None;
+    let mut bad = Vec::new();
+    let newer = |m: &Manifest, than: &Option<Manifest>| {
+        than.as_ref()
+            .is_none_or(|b| (m.started_at, m.id) > (b.started_at, b.id))
+    };
+    for k in Kind::ALL
+        .into_iter()
+        .filter(|k| kind.is_none_or(|w| w == *k))
+    {
+        let mut of_kind: Option<Manifest> = None;
+        bad.extend(catalog::fold(
+            store,
+            trust,
+            k,
+            catalog::Depth::Recent,
+            &mut |m| match m {
+                Some(m) if fits(&m) && newer(&m, &of_kind) => of_kind = Some(m),
+                Some(_) => {}
+                None => of_kind = None,
+            },
+        )?);
+        if let Some(m) = of_kind.filter(|m| newer(m, &best)) {
+            best = Some(m);
+        }
+    }
+    Ok((best, bad))
 }
 
 /// [`list`], the catalog checked against every manifest key in the store:
@@ -690,8 +749,8 @@ pub fn shared_id_error(id: BackupId, keys: &[String], store: &dyn Store) -> Stri
 /// Finds a backup by id, or the newest of `kind` for `latest`.
 pub fn find(store: &dyn Store, trust: &Trust, which: &str, kind: Option<Kind>) -> Result<Manifest> {
     if which == "latest" {
-        let (all, _) = list(store, trust, kind)?;
-        return all.into_iter().next_back().ok_or_else(|| {
+        let (newest, _) = newest(store, trust, kind, |_| true)?;
+        return newest.ok_or_else(|| {
             coded(
                 Code::NotFound,
                 format!(
@@ -744,11 +803,10 @@ fn find_prefix(
     kind: Option<Kind>,
 ) -> Result<Manifest> {
     let prefix = prefix.to_ascii_lowercase();
-    let (all, unreadable) = list(store, trust, kind)?;
-    let matches: Vec<&Manifest> = all
-        .iter()
-        .filter(|m| m.id.to_string().starts_with(&prefix))
-        .collect();
+    let (all, unreadable) = gather(store, trust, kind, |m| {
+        m.id.to_string().starts_with(&prefix)
+    })?;
+    let matches: Vec<&Manifest> = all.iter().collect();
     let refused: Vec<&Unreadable> = unreadable
         .iter()
         .filter(|u| u.id().is_some_and(|id| id.to_string().starts_with(&prefix)))
@@ -999,6 +1057,42 @@ pub(crate) mod tests {
         assert_eq!(crate::exit::exit_code(&missing), crate::exit::NOT_FOUND);
         let none = find(&store, &Trust::none(), "latest", Some(Kind::Duckdb)).unwrap_err();
         assert_eq!(crate::exit::exit_code(&none), crate::exit::NOT_FOUND);
+    }
+
+    #[test]
+    fn gather_and_newest_keep_what_they_are_asked_for_of_a_history_read_as_it_streams() {
+        let store = MemoryStore::new();
+        let trust = Trust::none();
+        // Older than the catalog's listing window: handed out as the base
+        // is parsed.
+        let t0 = OffsetDateTime::now_utc() - time::Duration::days(40);
+        let mut written = Vec::new();
+        for (i, kind) in [Kind::Duckdb, Kind::Tigerbeetle, Kind::Duckdb, Kind::Parquet]
+            .into_iter()
+            .enumerate()
+        {
+            let m = sample(kind, t0 + time::Duration::hours(i as i64));
+            write(&store, &m, None).unwrap();
+            written.push(m);
+        }
+        // The catalogs are written, then read again (not from this
+        // process's cache).
+        list(&store, &trust, None).unwrap();
+        catalog::forget_cached();
+        let (newest_any, bad) = newest(&store, &trust, None, |_| true).unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(newest_any.unwrap().id, written[3].id);
+        let (newest_duckdb, _) = newest(&store, &trust, Some(Kind::Duckdb), |_| true).unwrap();
+        assert_eq!(newest_duckdb.unwrap().id, written[2].id);
+        let (none, _) = newest(&store, &trust, None, |m| m.kind == Kind::Sqlite).unwrap();
+        assert!(none.is_none());
+        let (duckdb, _) = gather(&store, &trust, None, |m| m.kind == Kind::Duckdb).unwrap();
+        let ids: Vec<BackupId> = duckdb.iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![written[0].id, written[2].id]);
+        assert_eq!(
+            find(&store, &trust, "latest", None).unwrap().id,
+            written[3].id
+        );
     }
 
     #[test]
