@@ -316,23 +316,6 @@ pub fn refuse_lost(
     }
 }
 
-/// [`refuse_lost`] for `restore latest` among `all`, the kind's listed
-/// backups (oldest first): nothing bkp recorded as stored may be missing up
-/// to `until`, else an older backup would pass for the newest.
-pub fn refuse_lost_in(
-    store: &dyn Store,
-    trust: &Trust,
-    kind: Kind,
-    all: &[Manifest],
-    until: Option<OffsetDateTime>,
-) -> Result<()> {
-    let listed = all
-        .iter()
-        .rev()
-        .find(|m| until.is_none_or(|u| m.started_at <= u));
-    refuse_lost(store, trust, kind, listed, until)
-}
-
 /// For `status` and `verify`: whether the store lost backups of `kind`
 /// beyond `newest` (the newest it lists), as the error [`refuse_lost`]
 /// gives. The newest listed is checked to be still stored (a catalog may

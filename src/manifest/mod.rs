@@ -646,30 +646,44 @@ pub fn newest(
     kind: Option<Kind>,
     fits: impl Fn(&Manifest) -> bool,
 ) -> Result<(Option<Manifest>, Vec<Unreadable>)> {
-    let mut best: Option<Manifest> = None;
-    let mut bad = Vec::new();
+    let ([best], bad) = newest_each(store, trust, kind, catalog::Depth::Recent, [&fits])?;
+    Ok((best, bad))
+}
+
+/// [`newest`] for each of `fits` in one read of the catalog, which checks the
+/// store as `depth` says.
+pub fn newest_each<const N: usize>(
+    store: &dyn Store,
+    trust: &Trust,
+    kind: Option<Kind>,
+    depth: catalog::Depth,
+    fits: [&dyn Fn(&Manifest) -> bool; N],
+) -> Result<([Option<Manifest>; N], Vec<Unreadable>)> {
     let newer = |m: &Manifest, than: &Option<Manifest>| {
         than.as_ref()
             .is_none_or(|b| (m.started_at, m.id) > (b.started_at, b.id))
     };
+    let mut best: [Option<Manifest>; N] = std::array::from_fn(|_| None);
+    let mut bad = Vec::new();
     for k in Kind::ALL
         .into_iter()
         .filter(|k| kind.is_none_or(|w| w == *k))
     {
-        let mut of_kind: Option<Manifest> = None;
-        bad.extend(catalog::fold(
-            store,
-            trust,
-            k,
-            catalog::Depth::Recent,
-            &mut |m| match m {
-                Some(m) if fits(&m) && newer(&m, &of_kind) => of_kind = Some(m),
-                Some(_) => {}
-                None => of_kind = None,
-            },
-        )?);
-        if let Some(m) = of_kind.filter(|m| newer(m, &best)) {
-            best = Some(m);
+        let mut of_kind: [Option<Manifest>; N] = std::array::from_fn(|_| None);
+        bad.extend(catalog::fold(store, trust, k, depth, &mut |m| match m {
+            Some(m) => {
+                for (slot, fits) in of_kind.iter_mut().zip(fits) {
+                    if fits(&m) && newer(&m, slot) {
+                        *slot = Some(m.clone());
+                    }
+                }
+            }
+            None => of_kind = std::array::from_fn(|_| None),
+        })?);
+        for (slot, m) in best.iter_mut().zip(of_kind) {
+            if let Some(m) = m.filter(|m| newer(m, slot)) {
+                *slot = Some(m);
+            }
         }
     }
     Ok((best, bad))

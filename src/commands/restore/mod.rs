@@ -436,25 +436,32 @@ pub fn resolve(
         return planned(kind, Some(m), at);
     }
     let kind = Kind::from(args.kind);
-    let newest = |all: Vec<Manifest>| {
-        all.into_iter().rev().find(|m| {
-            // A base backup is consistent only from its end on.
-            let from = match m.kind.describe().at {
-                At::Wal => m.finished_at,
-                At::Log | At::Never => m.started_at,
-            };
-            // One data file at a point in time: a base of several replicas
-            // is no such file (`--replicas N` starts from one).
-            let one_file = at.is_none() || crate::manifest::tigerbeetle::replica_count(m) == 1;
-            restorable(m) && at.is_none_or(|at| from <= at) && one_file
-        })
+    // The newest backup that can be restored to `at`.
+    let fits = |m: &Manifest| {
+        // A base backup is consistent only from its end on.
+        let from = match m.kind.describe().at {
+            At::Wal => m.finished_at,
+            At::Log | At::Never => m.started_at,
+        };
+        // One data file at a point in time: a base of several replicas
+        // is no such file (`--replicas N` starts from one).
+        let one_file = at.is_none() || crate::manifest::tigerbeetle::replica_count(m) == 1;
+        restorable(m) && at.is_none_or(|at| from <= at) && one_file
+    };
+    // The newest listed up to `at`, for rollback detection.
+    let listed = |m: &Manifest| at.is_none_or(|u| m.started_at <= u);
+    // Each read holds those two only, not the kind's whole history.
+    let choose = |depth| -> Result<(Option<Manifest>, Vec<manifest::Unreadable>)> {
+        let ([newest, listed], unreadable) =
+            manifest::newest_each(store, trust, Some(kind), depth, [&fits, &listed])?;
+        manifest::head::refuse_lost(store, trust, kind, listed.as_ref(), at)?;
+        Ok((newest, unreadable))
     };
     let backup = match kind {
         // One read of the newest manifests only: a replication lists a whole set.
         Kind::Parquet if at.is_none() => Some(replicated::latest(store, trust)?),
         _ => {
-            let (all, mut unreadable) = manifest::list(store, trust, Some(kind))?;
-            manifest::head::refuse_lost_in(store, trust, kind, &all, at)?;
+            let (newest, mut unreadable) = choose(manifest::catalog::Depth::Recent)?;
             // The catalog chose it; the manifest itself is what is restored. One
             // the catalog still holds but the store no longer does (deleted
             // behind it) sends the choice to every manifest key.
@@ -462,13 +469,12 @@ pub fn resolve(
                 m.map(|m| manifest::catalog::reread(store, trust, &m))
                     .transpose()
             };
-            let chosen = match reread(newest(all)) {
+            let chosen = match reread(newest) {
                 Ok(m) => m,
                 Err(_) => {
-                    let (all, u) = manifest::list_complete(store, trust, Some(kind))?;
+                    let (newest, u) = choose(manifest::catalog::Depth::Complete)?;
                     unreadable = u;
-                    manifest::head::refuse_lost_in(store, trust, kind, &all, at)?;
-                    reread(newest(all))?
+                    reread(newest)?
                 }
             };
             // `latest` must not fall back to an older backup in silence when a
