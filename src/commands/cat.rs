@@ -259,13 +259,13 @@ fn finish(
 /// by file; not the newest backup, which is mostly a log segment or an export
 /// that holds none.
 fn newest_holding(store: &dyn Store, trust: &Trust, name: Option<&str>) -> Result<Manifest> {
-    let (all, _) = manifest::list(store, trust, None)?;
     let holds = |m: &Manifest| {
         m.chunks
             .as_ref()
             .is_some_and(|c| name.is_none_or(|n| c.file == n))
     };
-    all.into_iter().rev().find(holds).ok_or_else(|| {
+    let (newest, _) = manifest::newest(store, trust, None, holds)?;
+    newest.ok_or_else(|| {
         let what = name.map_or("a file".to_string(), |n| format!("a file named {n}"));
         coded(
             Code::NotFound,
@@ -351,9 +351,10 @@ fn chunk_owner(
     kind: Kind,
     id: &str,
 ) -> Result<(Manifest, chunks::ChunkMap, usize)> {
-    let (all, _) = manifest::list(store, trust, Some(kind))?;
+    // Only the chunked backups hold chunks.
+    let (chunked, _) = manifest::gather(store, trust, Some(kind), |m| m.chunks.is_some())?;
     let mut unreadable = None;
-    for m in all.into_iter().rev().filter(|m| m.chunks.is_some()) {
+    for m in chunked.into_iter().rev() {
         let map = match chunks::load(store, &m) {
             Ok(Some(map)) => map,
             Ok(None) => continue,
