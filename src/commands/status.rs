@@ -41,19 +41,91 @@ pub struct Scan {
     pub lost: Vec<anyhow::Error>,
     /// The newest backup listed of each kind, for the ledger's comparison.
     pub listed: Vec<(Kind, Option<manifest::Manifest>)>,
-    /// Every manifest listed, per kind, for what the store holds.
-    pub read: Vec<(Kind, Vec<manifest::Manifest>)>,
+    /// What each kind read holds, for what the store holds.
+    pub read: Vec<(Kind, Held)>,
+}
+
+/// What a kind's manifests hold, counted as they were read; the manifests
+/// themselves only where copies are compared with them.
+#[derive(Debug, Default)]
+pub struct Held {
+    pub tally: manifest::usage::Tally,
+    pub all: Option<Vec<manifest::Manifest>>,
+}
+
+/// One kind as [`newest_backups`] reads it.
+#[derive(Default)]
+struct Seen {
+    count: usize,
+    newest: Option<manifest::Manifest>,
+    /// The newest of each schedule watched, in their order.
+    per: Vec<Option<manifest::Manifest>>,
+    held: Held,
+}
+
+/// The manifests of `kind`, folded (see [`manifest::gather`]): the newest,
+/// the newest of each of `wanted` that is `mine`, what they hold, and all of
+/// them when `keep`. Those that could not be read.
+fn fold_kind(
+    store: &dyn Store,
+    trust: &manifest::Trust,
+    kind: Kind,
+    wanted: &[Schedule],
+    mine: &dyn Fn(&manifest::Manifest) -> bool,
+    keep: bool,
+) -> Result<(Seen, Vec<Unreadable>)> {
+    let fresh = || Seen {
+        per: vec![None; wanted.len()],
+        held: Held {
+            all: keep.then(Vec::new),
+            ..Held::default()
+        },
+        ..Seen::default()
+    };
+    let newer = |m: &manifest::Manifest, than: &Option<manifest::Manifest>| {
+        than.as_ref()
+            .is_none_or(|b| (m.started_at, m.id) > (b.started_at, b.id))
+    };
+    let mut seen = fresh();
+    let unreadable = manifest::catalog::fold(
+        store,
+        trust,
+        kind,
+        manifest::catalog::Depth::Recent,
+        &mut |m| {
+            let Some(m) = m else {
+                seen = fresh();
+                return;
+            };
+            seen.count += 1;
+            seen.held.tally.add(&m);
+            for (s, slot) in wanted.iter().zip(seen.per.iter_mut()) {
+                if s.matches(&m) && mine(&m) && newer(&m, slot) {
+                    *slot = Some(m.clone());
+                }
+            }
+            if newer(&m, &seen.newest) {
+                seen.newest = Some(m.clone());
+            }
+            if let Some(all) = &mut seen.held.all {
+                all.push(m);
+            }
+        },
+    )?;
+    Ok((seen, unreadable))
 }
 
 /// Finds the newest good backup of each of `schedules` that is `mine` (of
 /// this config's source: see [`of_this_source`]), through the catalog (see
 /// `manifest/catalog.rs`): a few requests per kind however long the history
 /// is.
+/// Every manifest is kept (in `read`) only when `keep`.
 pub fn newest_backups(
     store: &dyn Store,
     trust: &manifest::Trust,
     schedules: &[Schedule],
     mine: &dyn Fn(&manifest::Manifest) -> bool,
+    keep: bool,
 ) -> Result<Scan> {
     let mut scan = Scan::default();
     let mut kinds: Vec<Kind> = schedules.iter().map(|s| s.kind()).collect();
@@ -65,14 +137,18 @@ pub fn newest_backups(
             .copied()
             .filter(|s| s.kind() == kind)
             .collect();
-        let (all, unreadable) = manifest::list(store, trust, Some(kind))?;
-        scan.lost
-            .extend(manifest::head::lost(store, trust, kind, all.last())?);
-        scan.listed.push((kind, all.last().cloned()));
-        scan.manifests += all.len() + unreadable.len();
+        let (seen, unreadable) = fold_kind(store, trust, kind, &wanted, mine, keep)?;
+        scan.lost.extend(manifest::head::lost(
+            store,
+            trust,
+            kind,
+            seen.newest.as_ref(),
+        )?);
+        scan.listed.push((kind, seen.newest));
+        scan.manifests += seen.count + unreadable.len();
         let mut oldest_found: Option<OffsetDateTime> = None;
-        for s in &wanted {
-            if let Some(m) = all.iter().rev().find(|m| s.matches(m) && mine(m)) {
+        for (s, m) in wanted.iter().zip(&seen.per) {
+            if let Some(m) = m {
                 scan.newest.insert(
                     *s,
                     Newest {
@@ -90,7 +166,7 @@ pub fn newest_backups(
                 .into_iter()
                 .filter(|u| !all_found || u.may_be_within(oldest_found, None)),
         );
-        scan.read.push((kind, all));
+        scan.read.push((kind, seen.held));
     }
     Ok(scan)
 }
@@ -343,20 +419,24 @@ fn holdings(
     store: &dyn Store,
     trust: &manifest::Trust,
     now: OffsetDateTime,
-    read: Vec<(Kind, Vec<manifest::Manifest>)>,
+    read: Vec<(Kind, Held)>,
 ) -> Result<(serde_json::Value, String, Vec<CopyState>)> {
-    let every = || -> Result<Vec<manifest::Manifest>> {
-        let mut lists = Vec::new();
+    let keep = keeps_all(ctx);
+    let every = || -> Result<(manifest::usage::Tally, Vec<manifest::Manifest>)> {
+        let mut helds = Vec::new();
         for kind in Kind::ALL {
             if !read.iter().any(|(k, _)| *k == kind) {
-                lists.push(manifest::list(store, trust, Some(kind))?.0);
+                helds.push(fold_kind(store, trust, kind, &[], &|_| true, keep)?.0.held);
             }
         }
-        lists.extend(read.into_iter().map(|(_, ms)| ms));
+        helds.extend(read.into_iter().map(|(_, h)| h));
+        let mut tally = manifest::usage::Tally::default();
         // The shorter lists join the longest, which is not copied (a year of
         // log segments is most of a store's manifests).
         let mut all = Vec::new();
-        for mut ms in lists {
+        for h in helds {
+            tally.join(h.tally);
+            let mut ms = h.all.unwrap_or_default();
             if ms.len() > all.len() {
                 std::mem::swap(&mut all, &mut ms);
             }
@@ -364,10 +444,10 @@ fn holdings(
         }
         // No scratch space, as a stable sort takes ((time, id) is unique).
         all.sort_unstable_by_key(|m| (m.started_at, m.id));
-        Ok(all)
+        Ok((tally, all))
     };
     // Not being able to weigh the store is no reason to withhold verdicts.
-    let all = match every() {
+    let (tally, all) = match every() {
         Ok(all) => all,
         Err(e) => {
             let e = format!("{e:#}");
@@ -382,7 +462,7 @@ fn holdings(
         }
     };
     let (class, default) = super::store_classes(&ctx.plan.store);
-    let usage = manifest::usage::of(&all, class, default);
+    let usage = tally.usage(class, default);
     let line = format!(
         "stored in {}: {}",
         store.identity(),
@@ -390,6 +470,12 @@ fn holdings(
     );
     let copies = copy_states(ctx, Ok(&all), trust, now);
     Ok((manifest::usage::json(&usage), line, copies))
+}
+
+/// Whether `status` compares copies with the primary's manifests, and so
+/// holds them all.
+fn keeps_all(ctx: &Ctx) -> bool {
+    ctx.plan.primary.is_none() && !ctx.plan.copies.is_empty()
 }
 
 /// One copy's state for `bkp status`.
@@ -519,7 +605,7 @@ fn scan_whole(
     schedules: &[Schedule],
 ) -> Result<Scan> {
     let mine = |m: &manifest::Manifest| of_this_source(&ctx.plan, m);
-    let mut scan = newest_backups(store, trust, schedules, &mine)?;
+    let mut scan = newest_backups(store, trust, schedules, &mine, keeps_all(ctx))?;
     let mut lost = std::mem::take(&mut scan.lost);
     for (kind, m) in scan.listed.iter().filter(|_| ctx.plan.ledger.is_some()) {
         let cfg = ctx.plan.ledger.as_ref().expect("a ledger");
@@ -688,7 +774,8 @@ mod tests {
             Schedule::named("export-incremental"),
             Schedule::named("replicate"),
         ];
-        let scan = newest_backups(&store, &manifest::Trust::none(), &all, &|_| true).unwrap();
+        let scan =
+            newest_backups(&store, &manifest::Trust::none(), &all, &|_| true, false).unwrap();
         assert_eq!(
             scan.newest[&Schedule::named("snapshot")].id,
             last_snapshot.unwrap()
@@ -700,7 +787,8 @@ mod tests {
         // The first scan built the catalog; the next reads it, and the damaged
         // manifest again (it is reported every time), not the history.
         store.gets.store(0, Ordering::Relaxed);
-        let again = newest_backups(&store, &manifest::Trust::none(), &all, &|_| true).unwrap();
+        let again =
+            newest_backups(&store, &manifest::Trust::none(), &all, &|_| true, false).unwrap();
         assert_eq!(again.newest[&Schedule::named("logs")].id, last_log.unwrap());
         assert_eq!(again.unreadable.len(), 1);
         // One catalog object per kind (each a base), plus the damaged manifest.

@@ -44,36 +44,86 @@ pub fn of<'a>(
     data_class: &str,
     default_class: &str,
 ) -> Usage {
-    let mut u = Usage::default();
-    // Per kind: chunk bytes uploaded by kept snapshots, and the most one
-    // snapshot names.
-    let mut chunks: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
-    let mut lists = 0u64;
+    let mut t = Tally::default();
     for m in manifests {
-        u.backups += 1;
+        t.add(m);
+    }
+    t.usage(data_class, default_class)
+}
+
+/// [`of`], counted one manifest at a time (a run reading years of them need
+/// not hold them), and tallies of several kinds joined.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    backups: u64,
+    at_least: bool,
+    /// Per kind: the bytes of its objects and chunk lists.
+    kinds: BTreeMap<&'static str, u64>,
+    /// The bytes of every data object.
+    objects: u64,
+    /// Per kind: chunk bytes uploaded by kept snapshots, and the most one
+    /// snapshot names.
+    chunks: BTreeMap<&'static str, (u64, u64)>,
+    /// The bytes of every chunk list.
+    lists: u64,
+}
+
+impl Tally {
+    pub fn add(&mut self, m: &Manifest) {
+        self.backups += 1;
         let kind = m.kind.as_str();
         let objects = m.objects.iter().fold(0u64, |s, o| s.saturating_add(o.size));
-        add(&mut u.kinds, kind, objects);
-        add(&mut u.classes, data_class.to_string(), objects);
-        u.at_least |= !m.uses.is_empty();
+        add(&mut self.kinds, kind, objects);
+        self.objects = self.objects.saturating_add(objects);
+        self.at_least |= !m.uses.is_empty();
         if let Some(c) = &m.chunks {
-            u.at_least = true;
-            let e = chunks.entry(kind).or_default();
+            self.at_least = true;
+            let e = self.chunks.entry(kind).or_default();
             e.0 = e.0.saturating_add(c.added_bytes);
             e.1 = e.1.max(c.stored_bytes);
-            add(&mut u.kinds, kind, c.list.size);
-            lists = lists.saturating_add(c.list.size);
+            add(&mut self.kinds, kind, c.list.size);
+            self.lists = self.lists.saturating_add(c.list.size);
         }
     }
-    for (kind, (added, largest)) in chunks {
-        let bytes = added.max(largest);
-        add(&mut u.kinds, kind, bytes);
-        add(&mut u.classes, data_class.to_string(), bytes);
+
+    /// Adds what `other` counted.
+    pub fn join(&mut self, other: Tally) {
+        self.backups += other.backups;
+        self.at_least |= other.at_least;
+        for (k, b) in other.kinds {
+            add(&mut self.kinds, k, b);
+        }
+        self.objects = self.objects.saturating_add(other.objects);
+        for (k, (added, largest)) in other.chunks {
+            let e = self.chunks.entry(k).or_default();
+            e.0 = e.0.saturating_add(added);
+            e.1 = e.1.max(largest);
+        }
+        self.lists = self.lists.saturating_add(other.lists);
     }
-    if lists > 0 {
-        add(&mut u.classes, default_class.to_string(), lists);
+
+    /// What was counted, data objects in `data_class`, chunk lists in
+    /// `default_class`.
+    pub fn usage(self, data_class: &str, default_class: &str) -> Usage {
+        let mut u = Usage {
+            kinds: self.kinds,
+            backups: self.backups,
+            at_least: self.at_least,
+            ..Usage::default()
+        };
+        if self.backups > 0 {
+            add(&mut u.classes, data_class.to_string(), self.objects);
+        }
+        for (kind, (added, largest)) in self.chunks {
+            let bytes = added.max(largest);
+            add(&mut u.kinds, kind, bytes);
+            add(&mut u.classes, data_class.to_string(), bytes);
+        }
+        if self.lists > 0 {
+            add(&mut u.classes, default_class.to_string(), self.lists);
+        }
+        u
     }
-    u
 }
 
 /// Adds `bytes` to `map[key]`, saturating (sizes come from the store).
