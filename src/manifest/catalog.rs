@@ -1332,6 +1332,11 @@ mod tests {
     use crate::manifest::tests::sample;
     use crate::store::memory::MemoryStore;
 
+    /// The catalog as a write reads it: every entry held.
+    fn load_whole(store: &dyn Store, keys: Option<&Keyring>, kind: Kind) -> Result<State> {
+        load(store, keys, kind, &mut Pass::holding(kind))
+    }
+
     fn store_manifest(store: &MemoryStore, m: &Manifest) {
         super::super::write(store, m, None).unwrap();
     }
@@ -1593,17 +1598,14 @@ mod tests {
         assert_eq!(good, vec![m.clone()]);
 
         // The catalog's entry as an older bkp would have rewritten it.
-        let mut st = load(&store, None, Kind::Duckdb, &mut Pass::holding(Kind::Duckdb)).unwrap();
+        let mut st = load_whole(&store, None, Kind::Duckdb).unwrap();
         let entry = st.entries.get_mut(&m.id).unwrap();
         entry.manifest.chunks = None;
         st.dirty.insert(m.id);
         let at = st.written_at.unwrap();
         assert!(write(&store, None, Kind::Duckdb, &mut st, at, false).unwrap());
         assert!(super::super::lacks_chunks(
-            &load(&store, None, Kind::Duckdb, &mut Pass::holding(Kind::Duckdb))
-                .unwrap()
-                .entries[&m.id]
-                .manifest
+            &load_whole(&store, None, Kind::Duckdb).unwrap().entries[&m.id].manifest
         ));
 
         for depth in [Depth::Recent, Depth::Complete] {
@@ -1611,7 +1613,7 @@ mod tests {
             assert!(bad.is_empty(), "{depth:?}: {bad:?}");
             assert_eq!(good, vec![m.clone()], "{depth:?}");
         }
-        let healed = load(&store, None, Kind::Duckdb, &mut Pass::holding(Kind::Duckdb)).unwrap();
+        let healed = load_whole(&store, None, Kind::Duckdb).unwrap();
         assert_eq!(healed.entries[&m.id].manifest, m);
     }
 
@@ -1776,7 +1778,7 @@ mod tests {
         store.put_new(&base, &bytes, &Vec::new()).unwrap();
         st.base_source.as_mut().unwrap().1 = Tagger::Anyone;
         assert!(write(&store, None, Kind::Duckdb, &mut st, now, false).unwrap());
-        let written = load(&store, None, Kind::Duckdb, &mut Pass::holding(Kind::Duckdb)).unwrap();
+        let written = load_whole(&store, None, Kind::Duckdb).unwrap();
         assert_eq!(written.entries.len(), REBASE + 1);
     }
 
@@ -1791,7 +1793,7 @@ mod tests {
             let m = sample(Kind::Duckdb, t0 + Duration::seconds(i));
             store_manifest(&store, &m);
         }
-        let st = load(&store, None, Kind::Duckdb, &mut Pass::holding(Kind::Duckdb)).unwrap();
+        let st = load_whole(&store, None, Kind::Duckdb).unwrap();
         assert_eq!(st.entries.len(), REBASE + 5);
         assert!(st.base_seq > 1, "a new base was written");
         assert!(catalog_objects(&store).len() <= 4);
@@ -1844,7 +1846,7 @@ mod tests {
         handed.sort();
         assert_eq!(handed, all);
         // The new base holds every entry, those handed out as it was read too.
-        let st = load(&store, None, Kind::Duckdb, &mut Pass::holding(Kind::Duckdb)).unwrap();
+        let st = load_whole(&store, None, Kind::Duckdb).unwrap();
         assert!(st.base_seq > 1, "a new base was written");
         assert_eq!(st.entries.keys().copied().collect::<Vec<_>>(), all);
         CACHE.lock().unwrap().clear();
@@ -1936,13 +1938,7 @@ mod tests {
 
         // The signer's delta: the key holder's manifest with a short retention,
         // still claiming the key holder's seal and the object's listing.
-        let mut st = load(
-            &store,
-            Some(&holder()),
-            Kind::Duckdb,
-            &mut Pass::holding(Kind::Duckdb),
-        )
-        .unwrap();
+        let mut st = load_whole(&store, Some(&holder()), Kind::Duckdb).unwrap();
         st.entries
             .get_mut(&genuine.id)
             .unwrap()
@@ -1952,13 +1948,7 @@ mod tests {
         let at = OffsetDateTime::now_utc();
         assert!(write(&store, Some(&thief), Kind::Duckdb, &mut st, at, false).unwrap());
         CACHE.lock().unwrap().clear();
-        let st = load(
-            &store,
-            Some(&holder()),
-            Kind::Duckdb,
-            &mut Pass::holding(Kind::Duckdb),
-        )
-        .unwrap();
+        let st = load_whole(&store, Some(&holder()), Kind::Duckdb).unwrap();
         assert!(st.unchecked && !st.entries.contains_key(&genuine.id));
         assert!(st.entries.contains_key(&own.id));
         for depth in [Depth::Recent, Depth::Complete] {
@@ -1968,13 +1958,7 @@ mod tests {
             assert_eq!(good, vec![genuine.clone(), own.clone()], "{depth:?}");
         }
         // What the key holder wrote since is its own, and holds the manifest.
-        let st = load(
-            &store,
-            Some(&holder()),
-            Kind::Duckdb,
-            &mut Pass::holding(Kind::Duckdb),
-        )
-        .unwrap();
+        let st = load_whole(&store, Some(&holder()), Kind::Duckdb).unwrap();
         assert!(!st.unchecked);
         assert_eq!(st.entries[&genuine.id].manifest, genuine);
     }
@@ -1997,29 +1981,14 @@ mod tests {
         let t = Trust::new(Some(before), None, Vec::new());
         let (good, _) = read(&store, &t, Kind::Duckdb, Depth::Recent).unwrap();
         assert_eq!(ids(&good), vec![m.id]);
-        assert_ne!(
-            load(
-                &store,
-                t.keys(),
-                Kind::Duckdb,
-                &mut Pass::holding(Kind::Duckdb)
-            )
-            .unwrap()
-            .seq,
-            0
-        );
+        assert_ne!(load_whole(&store, t.keys(), Kind::Duckdb).unwrap().seq, 0);
 
         // The old key's catalog is not believed, nor its seal on the manifest.
         CACHE.lock().unwrap().clear();
         assert_eq!(
-            load(
-                &store,
-                Some(&rotated()),
-                Kind::Duckdb,
-                &mut Pass::holding(Kind::Duckdb)
-            )
-            .unwrap()
-            .seq,
+            load_whole(&store, Some(&rotated()), Kind::Duckdb)
+                .unwrap()
+                .seq,
             0
         );
         let t = Trust::new(Some(rotated()), None, Vec::new());
@@ -2049,14 +2018,9 @@ mod tests {
             assert_eq!(ids(&good), vec![m.id]);
         }
         assert_ne!(
-            load(
-                &store,
-                Some(&rotated()),
-                Kind::Duckdb,
-                &mut Pass::holding(Kind::Duckdb)
-            )
-            .unwrap()
-            .seq,
+            load_whole(&store, Some(&rotated()), Kind::Duckdb)
+                .unwrap()
+                .seq,
             0
         );
     }
@@ -2073,9 +2037,7 @@ mod tests {
             store_manifest(&store, &sample(Kind::Duckdb, t0 + Duration::hours(i)));
         }
         let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
-        let listed_at = load(&store, None, Kind::Duckdb, &mut Pass::holding(Kind::Duckdb))
-            .unwrap()
-            .written_at;
+        let listed_at = load_whole(&store, None, Kind::Duckdb).unwrap().written_at;
 
         let old = good[1].clone();
         let mut edited = old.clone();
@@ -2090,14 +2052,12 @@ mod tests {
         assert_eq!(good[1], edited, "the correction reached the catalog");
         assert_eq!(reread(&store, &trust, &edited).unwrap(), edited);
 
-        let st = load(&store, None, Kind::Duckdb, &mut Pass::holding(Kind::Duckdb)).unwrap();
+        let st = load_whole(&store, None, Kind::Duckdb).unwrap();
         assert!(st.base_seq < st.seq, "through a delta");
         assert_eq!(st.written_at, listed_at, "no listing happened since");
         store_manifest(&store, &sample(Kind::Duckdb, OffsetDateTime::now_utc()));
         assert_eq!(
-            load(&store, None, Kind::Duckdb, &mut Pass::holding(Kind::Duckdb))
-                .unwrap()
-                .written_at,
+            load_whole(&store, None, Kind::Duckdb).unwrap().written_at,
             listed_at
         );
     }
