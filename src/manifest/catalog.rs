@@ -269,7 +269,7 @@ impl State {
         }
     }
 
-    /// Hands the entries this run's trust admits to `sink`, oldest first (the
+    /// Hands the entries this run's trust admits to `sink`, newest first (the
     /// others go to `bad`), keeping only what a delta carries.
     /// `ids`: those a read handed out already, as it parsed the base.
     fn hand_out(
@@ -279,9 +279,15 @@ impl State {
         mut ids: BTreeSet<BackupId>,
         sink: &mut Sink,
     ) {
-        let entries = std::mem::take(&mut self.entries);
+        let mut entries = std::mem::take(&mut self.entries).into_vec();
         let mut carried = Vec::new();
-        for e in entries.into_vec() {
+        // Newest first, the vector given back as it empties (a few thousand
+        // entries at a time): the entries held (every one, where the whole
+        // store was listed) are not held beside the caller's list of them.
+        while let Some(e) = entries.pop() {
+            if entries.capacity() - entries.len() >= 4096 {
+                entries.shrink_to_fit();
+            }
             let id = e.manifest.id;
             ids.insert(id);
             if !self.base_ids.contains(&id) || self.dirty.contains(&id) {
