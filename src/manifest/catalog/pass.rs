@@ -38,7 +38,8 @@ pub(super) struct Head {
 
 /// Where a caller of [`super::fold`] takes each manifest, oldest id first as
 /// far as the base goes (then those the read held, in no order); `None`:
-/// forget every manifest taken so far.
+/// forget every manifest taken so far. When the fold returns an error, what
+/// it handed out is not a picture of the store: the caller drops it.
 pub type Sink<'a> = dyn FnMut(Option<Manifest>) + 'a;
 
 /// See the module documentation.
