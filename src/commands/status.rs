@@ -82,10 +82,7 @@ fn fold_kind(
         },
         ..Seen::default()
     };
-    let newer = |m: &manifest::Manifest, than: &Option<manifest::Manifest>| {
-        than.as_ref()
-            .is_none_or(|b| (m.started_at, m.id) > (b.started_at, b.id))
-    };
+    let newer = manifest::is_newer;
     let mut seen = fresh();
     let unreadable = manifest::catalog::fold(
         store,

@@ -650,6 +650,13 @@ pub fn newest(
     Ok((best, bad))
 }
 
+/// Whether `m` is newer (by start, then id) than `than`, or `than` is none:
+/// the order [`list`] sorts by, so that the newest kept is the last listed.
+pub fn is_newer(m: &Manifest, than: &Option<Manifest>) -> bool {
+    than.as_ref()
+        .is_none_or(|b| (m.started_at, m.id) > (b.started_at, b.id))
+}
+
 /// [`newest`] for each of `fits` in one read of the catalog, which checks the
 /// store as `depth` says.
 pub fn newest_each<const N: usize>(
@@ -659,10 +666,7 @@ pub fn newest_each<const N: usize>(
     depth: catalog::Depth,
     fits: [&dyn Fn(&Manifest) -> bool; N],
 ) -> Result<([Option<Manifest>; N], Vec<Unreadable>)> {
-    let newer = |m: &Manifest, than: &Option<Manifest>| {
-        than.as_ref()
-            .is_none_or(|b| (m.started_at, m.id) > (b.started_at, b.id))
-    };
+    let newer = is_newer;
     let mut best: [Option<Manifest>; N] = std::array::from_fn(|_| None);
     let mut bad = Vec::new();
     for k in Kind::ALL
