@@ -75,6 +75,51 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
+    /// The objects under `prefix` (sorting after `after`, where given), in key
+    /// order; only the directory that can contain the prefix is walked.
+    fn walk(&self, prefix: &str, after: Option<&str>) -> Result<Vec<ObjectInfo>> {
+        let start_rel = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        let start = self.root.join(start_rel);
+        let mut out = Vec::new();
+        let mut stack = vec![start];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("failed to list {}", dir.display()))
+                }
+            };
+            for entry in entries {
+                let entry = entry.with_context(|| format!("failed to list {}", dir.display()))?;
+                let path = entry.path();
+                let rel = match path.strip_prefix(&self.root) {
+                    Ok(r) => r.to_string_lossy().into_owned(),
+                    Err(_) => continue,
+                };
+                if rel == PARTIAL_DIR {
+                    continue;
+                }
+                let ft = entry.file_type()?;
+                if ft.is_dir() {
+                    if prefix.starts_with(&format!("{rel}/")) || rel.starts_with(prefix) {
+                        stack.push(path);
+                    }
+                } else if ft.is_file()
+                    && rel.starts_with(prefix)
+                    && after.is_none_or(|a| rel.as_str() > a)
+                {
+                    out.push(info(rel, &entry.metadata()?));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
     /// A store rooted at `root`, which is created if missing.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
@@ -274,44 +319,13 @@ impl Store for LocalStore {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        // Walk only the directory that can contain the prefix.
-        let start_rel = match prefix.rfind('/') {
-            Some(i) => &prefix[..i],
-            None => "",
-        };
-        let start = self.root.join(start_rel);
-        let mut out = Vec::new();
-        let mut stack = vec![start];
-        while let Some(dir) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    return Err(e).with_context(|| format!("failed to list {}", dir.display()))
-                }
-            };
-            for entry in entries {
-                let entry = entry.with_context(|| format!("failed to list {}", dir.display()))?;
-                let path = entry.path();
-                let rel = match path.strip_prefix(&self.root) {
-                    Ok(r) => r.to_string_lossy().into_owned(),
-                    Err(_) => continue,
-                };
-                if rel == PARTIAL_DIR {
-                    continue;
-                }
-                let ft = entry.file_type()?;
-                if ft.is_dir() {
-                    if prefix.starts_with(&format!("{rel}/")) || rel.starts_with(prefix) {
-                        stack.push(path);
-                    }
-                } else if ft.is_file() && rel.starts_with(prefix) {
-                    out.push(info(rel, &entry.metadata()?));
-                }
-            }
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        self.walk(prefix, None)
+    }
+
+    // Filtered as the directory is walked: a run that checks the newest
+    // manifests of a history years long does not hold every key.
+    fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectInfo>> {
+        self.walk(prefix, Some(after))
     }
 
     fn reread_is_cheap(&self) -> bool {
