@@ -60,8 +60,10 @@ use crate::store::{is_already_exists, ObjectInfo, Store, Version};
 
 mod doc;
 mod entries;
+mod ids;
 mod pass;
 use entries::Entries;
+use ids::Ids;
 use pass::Pass;
 pub use pass::Sink;
 
@@ -88,6 +90,9 @@ const MAX_INFLATED: u64 = 2 << 30;
 /// ~1.3 MiB): a larger one is not read into memory. (Smaller in unit tests,
 /// which plant one.)
 const MAX_STORED: u64 = if cfg!(test) { 1 << 20 } else { 256 << 20 };
+/// A catalog object larger than this is parsed from a file once its tag is
+/// checked, not from memory (see [`Checked`]).
+const SPOOL_OVER: usize = if cfg!(test) { 4 << 10 } else { 4 << 20 };
 /// Superseded catalog objects a write tries to delete, oldest first, where a
 /// delete is a request of its own: under Object Lock they cannot be deleted
 /// until their retention ends, and a write must not try every one of them
@@ -216,7 +221,7 @@ struct State {
     /// The base of `seq` (itself when it is a base).
     base_seq: u64,
     written_at: Option<OffsetDateTime>,
-    base_ids: BTreeSet<BackupId>,
+    base_ids: Ids,
     /// The base as its listing showed it, and who tagged it, to read it
     /// again ([`fill`]).
     base_source: Option<(ObjectInfo, Tagger)>,
@@ -225,7 +230,7 @@ struct State {
     /// manifests is held once, not twice): every id the catalog holds, while
     /// `entries` keeps only those a delta carries (not in the base, or
     /// dirty). A write of a new base reads the others from the base again.
-    handed: Option<BTreeSet<BackupId>>,
+    handed: Option<Ids>,
     damaged: BTreeSet<String>,
     /// Catalog objects listed (number, key).
     objects: Vec<(u64, String)>,
@@ -276,7 +281,7 @@ impl State {
         &mut self,
         trust: &Trust,
         bad: &mut Vec<Unreadable>,
-        mut ids: BTreeSet<BackupId>,
+        mut ids: Ids,
         sink: &mut Sink,
     ) {
         let mut entries = std::mem::take(&mut self.entries).into_vec();
@@ -521,9 +526,9 @@ fn read_object(
     if let Some((path, _)) = &copy {
         if let Ok(bytes) = std::fs::read(path) {
             if bytes.len() as u64 == listed.size {
-                let read = parse_doc(&bytes, keys, kind, seq, &listed.key, pass.as_deref_mut());
-                if let Ok(doc) = read {
-                    return Ok(doc);
+                let read = parse_doc(bytes, keys, kind, seq, &listed.key, pass.as_deref_mut());
+                if let Ok((doc, tagger, _)) = read {
+                    return Ok((doc, tagger));
                 }
                 // What the copy gave so far is forgotten: the store's object is read.
                 if let Some(p) = pass.as_deref_mut() {
@@ -541,25 +546,69 @@ fn read_object(
         ));
     }
     let bytes = store.get_at_most(&listed.key, MAX_STORED)?;
-    let (doc, tagger) = parse_doc(&bytes, keys, kind, seq, &listed.key, pass)?;
+    let len = bytes.len() as u64;
+    let (doc, tagger, mut checked) = parse_doc(bytes, keys, kind, seq, &listed.key, pass)?;
     // Only what the listing showed (not a rewrite since) is kept.
     if let Some((path, prefix)) = copy {
-        if doc.base.is_none() && bytes.len() as u64 == listed.size {
-            keep_copy(&path, &prefix, &bytes);
+        if doc.base.is_none() && len == listed.size {
+            if let Ok(mut from) = checked.reader(0) {
+                keep_copy(&path, &prefix, &mut from);
+            }
         }
     }
     Ok((doc, tagger))
 }
 
+/// A catalog object's bytes once its tag is checked: in memory, or, for a
+/// large one, in an unnamed file of this process's own, so that a base's
+/// entries are not parsed beside the whole of its compressed bytes. (A
+/// named file could be swapped between the check and the parse.)
+enum Checked {
+    Memory(Vec<u8>),
+    Spooled(std::fs::File),
+}
+
+impl Checked {
+    /// `bytes`, spooled when they are large and a file can be made, and a
+    /// reader of them from `at`.
+    fn of(bytes: Vec<u8>) -> Checked {
+        if bytes.len() <= SPOOL_OVER {
+            return Checked::Memory(bytes);
+        }
+        let spooled = tempfile::tempfile().and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(&bytes)?;
+            Ok(f)
+        });
+        match spooled {
+            Ok(f) => Checked::Spooled(f),
+            Err(_) => Checked::Memory(bytes),
+        }
+    }
+
+    /// The bytes from offset `at` on.
+    fn reader(&mut self, at: usize) -> std::io::Result<Box<dyn std::io::Read + '_>> {
+        use std::io::{Seek, SeekFrom};
+        Ok(match self {
+            Checked::Memory(b) => Box::new(b.get(at..).unwrap_or_default()),
+            Checked::Spooled(f) => {
+                f.seek(SeekFrom::Start(at as u64))?;
+                Box::new(std::io::BufReader::with_capacity(1 << 16, f))
+            }
+        })
+    }
+}
+
 /// Stores the copy of a base at `path` (best effort), and removes the copies
 /// of older bases of the same store and kind.
-fn keep_copy(path: &std::path::Path, prefix: &str, bytes: &[u8]) {
+fn keep_copy(path: &std::path::Path, prefix: &str, from: &mut dyn std::io::Read) {
     let Some(dir) = path.parent() else { return };
     if std::fs::create_dir_all(dir).is_err() {
         return;
     }
     let tmp = dir.join(format!(".{}.tmp{}", prefix, std::process::id()));
-    if std::fs::write(&tmp, bytes).is_err() || std::fs::rename(&tmp, path).is_err() {
+    let written = std::fs::File::create(&tmp).and_then(|mut f| std::io::copy(from, &mut f));
+    if written.is_err() || std::fs::rename(&tmp, path).is_err() {
         let _ = std::fs::remove_file(&tmp);
         return;
     }
@@ -575,13 +624,13 @@ fn keep_copy(path: &std::path::Path, prefix: &str, bytes: &[u8]) {
 /// Checks the bytes of catalog object `key` (number `seq` of `kind`) and
 /// reads them; who tagged them.
 fn parse_doc(
-    bytes: &[u8],
+    bytes: Vec<u8>,
     keys: Option<&Keyring>,
     kind: Kind,
     seq: u64,
     key: &str,
     mut pass: Option<&mut Pass>,
-) -> Result<(Doc, Tagger)> {
+) -> Result<(Doc, Tagger, Checked)> {
     if bytes.len() as u64 > MAX_STORED {
         return Err(damaged_error(
             key,
@@ -606,7 +655,11 @@ fn parse_doc(
     };
     // Parsed as it inflates: a year of manifests is tens of MiB of JSON, not
     // worth holding beside what it parses into.
-    let inflated = zstd::stream::read::Decoder::new(payload)
+    let mut checked = Checked::of(bytes);
+    let from = checked
+        .reader(nl + 1)
+        .map_err(|e| anyhow::Error::new(e).context(format!("failed to read catalog {key}")))?;
+    let inflated = zstd::stream::read::Decoder::new(from)
         .map_err(|_| damaged_error(key, "it does not decompress"))?;
     // A base's entries go to the pass as they are read, when there is one.
     let reader = std::io::BufReader::with_capacity(1 << 16, inflated.take(MAX_INFLATED));
@@ -622,13 +675,14 @@ fn parse_doc(
             None if e.is_io() => damaged_error(key, "it does not decompress"),
             None => damaged_error(key, "its fields do not match"),
         })?;
+    drop(de);
     if !(doc.schema == SCHEMA || doc.schema == SCHEMA_V1) || doc.kind != kind || doc.seq != seq {
         return Err(damaged_error(
             key,
             "it names another schema, kind or number than its key",
         ));
     }
-    Ok((doc, tagger))
+    Ok((doc, tagger, checked))
 }
 
 /// The newest catalog of `kind` that verifies, or an empty state (with the
@@ -901,7 +955,7 @@ pub fn fold(
         false => Ok(()),
     };
     if !streamed_any {
-        st.hand_out(trust, &mut bad, BTreeSet::new(), sink);
+        st.hand_out(trust, &mut bad, Ids::default(), sink);
     }
     remember(store, trust.keys(), kind, st);
     saved.map(|()| bad)
@@ -940,7 +994,7 @@ fn prune(
 /// Whether the catalog holds an entry for manifest key `k` under `dir`: in
 /// `st`, or among those of `kind` a read `handed` out (looked up by the id in
 /// the key: a set of every key would be a second copy of years of them).
-fn holds_key(st: &State, handed: &BTreeSet<BackupId>, kind: Kind, dir: &str, k: &str) -> bool {
+fn holds_key(st: &State, handed: &Ids, kind: Kind, dir: &str, k: &str) -> bool {
     let Some(id) = k
         .strip_prefix(dir)
         .and_then(|rest| rest.strip_suffix(".json"))
@@ -1185,7 +1239,7 @@ fn write(
             ..written_info
         };
         if let Some((path, prefix)) = base_copy(store, kind, &written) {
-            keep_copy(&path, &prefix, &bytes);
+            keep_copy(&path, &prefix, &mut &bytes[..]);
         }
         st.base_source = Tagger::of(keys, &payload, &tag).map(|t| (written, t));
         st.base_seq = seq;
@@ -1742,7 +1796,7 @@ mod tests {
         assert_eq!(good.len(), 3);
         let st = cached(&store, None, Kind::Duckdb).unwrap();
         // Every manifest is known by id; only a delta's entries are held.
-        assert_eq!(st.handed.as_ref().map(BTreeSet::len), Some(3));
+        assert_eq!(st.handed.as_ref().map(Ids::len), Some(3));
         let carried = st.entries.len();
         assert!(carried <= 3 - st.base_ids.len() + st.dirty.len());
         assert!(good.iter().all(|m| st.holds(&m.id)));
@@ -1807,6 +1861,52 @@ mod tests {
         let (good, bad) = read(&store, &trust, Kind::Duckdb, Depth::Complete).unwrap();
         assert!(bad.is_empty());
         assert_eq!(good.len(), REBASE + 5);
+    }
+
+    #[test]
+    fn a_large_base_is_parsed_from_a_file_of_its_own_once_its_tag_checks() {
+        let store = MemoryStore::default();
+        let trust = Trust::none();
+        let old = OffsetDateTime::now_utc() - Duration::days(30);
+        let mut all: Vec<BackupId> = (0..300)
+            .map(|i| {
+                let m = sample(Kind::Duckdb, old + Duration::seconds(i));
+                rewrite(&store, &m);
+                m.id
+            })
+            .collect();
+        all.sort();
+        read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        let base = store.list(&prefix(Kind::Duckdb)).unwrap();
+        assert!(
+            base.iter().any(|o| o.size as usize > SPOOL_OVER),
+            "the base is spooled: {base:?}"
+        );
+        CACHE.lock().unwrap().clear();
+        let mut handed = Vec::new();
+        let bad = fold(
+            &store,
+            &trust,
+            Kind::Duckdb,
+            Depth::Recent,
+            &mut |m| match m {
+                Some(m) => handed.push(m.id),
+                None => handed.clear(),
+            },
+        )
+        .unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(handed, all);
+        // The spooled bytes read back from any offset as they were.
+        let bytes: Vec<u8> = (0..=SPOOL_OVER).map(|i| (i % 251) as u8).collect();
+        let mut checked = Checked::of(bytes.clone());
+        assert!(matches!(checked, Checked::Spooled(_)));
+        for at in [0, 7, SPOOL_OVER] {
+            let mut back = Vec::new();
+            checked.reader(at).unwrap().read_to_end(&mut back).unwrap();
+            assert_eq!(back, bytes[at..]);
+        }
+        assert!(matches!(Checked::of(vec![1; 10]), Checked::Memory(_)));
     }
 
     #[test]

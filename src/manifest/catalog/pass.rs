@@ -20,6 +20,7 @@ use std::collections::BTreeSet;
 
 use time::OffsetDateTime;
 
+use super::ids::Ids;
 use super::{minor_of, window_after, Depth, Entry, Tagger, SCHEMA, SCHEMA_MINOR, SCHEMA_V1};
 use crate::exit::classify;
 use crate::id::BackupId;
@@ -54,7 +55,7 @@ pub(super) struct Pass<'a> {
     delta: Option<(OffsetDateTime, bool)>,
     /// What the base held: every id in it, and those cached by a bkp that
     /// understood less of their schema than this one.
-    pub base_ids: BTreeSet<BackupId>,
+    pub base_ids: Ids,
     pub recheck: BTreeSet<BackupId>,
     /// The entries the state holds, in order of id.
     pub held: Vec<Entry>,
@@ -70,7 +71,7 @@ pub(super) struct Pass<'a> {
 struct Reader<'a> {
     trust: &'a Trust,
     depth: Depth,
-    handed: BTreeSet<BackupId>,
+    handed: Ids,
     again: Vec<String>,
     bad: Vec<Unreadable>,
     sink: &'a mut Sink<'a>,
@@ -80,7 +81,7 @@ struct Reader<'a> {
 pub(super) struct Read {
     /// See [`Pass::after`]; `None`: no base entries were read.
     pub after: Option<Option<String>>,
-    pub handed: BTreeSet<BackupId>,
+    pub handed: Ids,
     pub again: Vec<String>,
     pub bad: Vec<Unreadable>,
 }
@@ -94,7 +95,7 @@ impl<'a> Pass<'a> {
             seq: 0,
             skip: BTreeSet::new(),
             delta: None,
-            base_ids: BTreeSet::new(),
+            base_ids: Ids::default(),
             recheck: BTreeSet::new(),
             held: Vec::new(),
             after: None,
@@ -110,7 +111,7 @@ impl<'a> Pass<'a> {
             reader: Some(Reader {
                 trust,
                 depth,
-                handed: BTreeSet::new(),
+                handed: Ids::default(),
                 again: Vec::new(),
                 bad: Vec::new(),
                 sink,
@@ -248,7 +249,7 @@ impl<'a> Pass<'a> {
             },
             None => Read {
                 after: None,
-                handed: BTreeSet::new(),
+                handed: Ids::default(),
                 again: Vec::new(),
                 bad: Vec::new(),
             },
