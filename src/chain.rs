@@ -8,12 +8,100 @@
 //! [`Index::ancestry`] and [`log_cover`]. Every decision is taken on these typed
 //! values; their `Display` is for people only.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
+use time::OffsetDateTime;
+
 use crate::id::BackupId;
-use crate::manifest::tigerbeetle::{interval, is_log_of, snapshot_newest, LOGS};
-use crate::manifest::{Manifest, Scope};
+use crate::manifest::brief::Brief;
+use crate::manifest::tigerbeetle::{self, LOGS};
+use crate::manifest::{Kind, Manifest, Scope};
+
+/// What a chain is judged on: a whole manifest, or its [`Brief`] where a run
+/// looks at every backup of a long history.
+pub trait Member {
+    fn id(&self) -> BackupId;
+    fn parent(&self) -> Option<BackupId>;
+    fn kind(&self) -> Kind;
+    fn scope(&self) -> Scope;
+    fn operation(&self) -> &str;
+    fn started_at(&self) -> OffsetDateTime;
+    /// [`tigerbeetle::interval`].
+    fn interval(&self) -> Option<(u64, u64)>;
+    /// [`tigerbeetle::snapshot_newest`].
+    fn snapshot_newest(&self) -> Option<u64>;
+    /// [`Manifest::is_note`].
+    fn is_note(&self) -> bool;
+    /// [`tigerbeetle::cluster_id`].
+    fn cluster(&self) -> Option<u128>;
+}
+
+impl Member for Manifest {
+    fn id(&self) -> BackupId {
+        self.id
+    }
+    fn parent(&self) -> Option<BackupId> {
+        self.parent
+    }
+    fn kind(&self) -> Kind {
+        self.kind
+    }
+    fn scope(&self) -> Scope {
+        self.scope
+    }
+    fn operation(&self) -> &str {
+        &self.operation
+    }
+    fn started_at(&self) -> OffsetDateTime {
+        self.started_at
+    }
+    fn interval(&self) -> Option<(u64, u64)> {
+        tigerbeetle::interval(self)
+    }
+    fn snapshot_newest(&self) -> Option<u64> {
+        tigerbeetle::snapshot_newest(self)
+    }
+    fn is_note(&self) -> bool {
+        Manifest::is_note(self)
+    }
+    fn cluster(&self) -> Option<u128> {
+        tigerbeetle::cluster_id(self)
+    }
+}
+
+impl Member for Brief {
+    fn id(&self) -> BackupId {
+        self.id
+    }
+    fn parent(&self) -> Option<BackupId> {
+        self.parent
+    }
+    fn kind(&self) -> Kind {
+        self.kind
+    }
+    fn scope(&self) -> Scope {
+        self.scope
+    }
+    fn operation(&self) -> &str {
+        &self.operation
+    }
+    fn started_at(&self) -> OffsetDateTime {
+        self.started_at
+    }
+    fn interval(&self) -> Option<(u64, u64)> {
+        Brief::interval(self)
+    }
+    fn snapshot_newest(&self) -> Option<u64> {
+        Brief::snapshot_newest(self)
+    }
+    fn is_note(&self) -> bool {
+        self.note
+    }
+    fn cluster(&self) -> Option<u128> {
+        Brief::cluster(self)
+    }
+}
 
 /// What is wrong with a chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,28 +177,29 @@ impl fmt::Display for Link {
     }
 }
 
-/// The manifests of a store (or of one kind), oldest first, indexed by id.
-pub struct Index<'a> {
-    all: &'a [Manifest],
-    by_id: HashMap<BackupId, &'a Manifest>,
+/// The manifests of a store (or of one kind), or their briefs, oldest first,
+/// indexed by id.
+pub struct Index<'a, M: Member = Manifest> {
+    all: &'a [M],
+    by_id: HashMap<BackupId, &'a M>,
 }
 
-impl<'a> Index<'a> {
-    pub fn new(all: &'a [Manifest]) -> Self {
+impl<'a, M: Member> Index<'a, M> {
+    pub fn new(all: &'a [M]) -> Self {
         Index {
             all,
-            by_id: all.iter().map(|m| (m.id, m)).collect(),
+            by_id: all.iter().map(|m| (m.id(), m)).collect(),
         }
     }
 
-    pub fn get(&self, id: BackupId) -> Option<&'a Manifest> {
+    pub fn get(&self, id: BackupId) -> Option<&'a M> {
         self.by_id.get(&id).copied()
     }
 
     /// How `m` sits in its chain.
-    pub fn link(&self, m: &Manifest) -> Link {
-        let Some(parent) = m.parent else {
-            return match interval(m) {
+    pub fn link(&self, m: &M) -> Link {
+        let Some(parent) = m.parent() else {
+            return match m.interval() {
                 Some((0, _)) | None => Link::Standalone,
                 Some((after, _)) => match self.covering_snapshot(m) {
                     Some(s) => Link::AfterSnapshot(s),
@@ -120,11 +209,11 @@ impl<'a> Index<'a> {
         };
         let Some(p) = self.get(parent) else {
             return match self.covering_snapshot(m) {
-                Some(s) if m.kind.replays_log() => Link::AfterSnapshot(s),
+                Some(s) if m.kind().replays_log() => Link::AfterSnapshot(s),
                 _ => Link::Broken(Break::ParentMissing { parent }),
             };
         };
-        match (interval(p), interval(m)) {
+        match (p.interval(), m.interval()) {
             (Some((_, until)), Some((after, _))) if until != after => Link::Broken(Break::Gap {
                 parent,
                 until,
@@ -139,24 +228,24 @@ impl<'a> Index<'a> {
     /// timestamp recorded (`tigerbeetle.count_rows`) that is exact: the segment
     /// starts at or before it. Otherwise: the newest snapshot that started before
     /// the segment, with no other segment between the two.
-    pub fn covering_snapshot(&self, m: &Manifest) -> Option<BackupId> {
-        let (after, _) = interval(m)?;
-        let before = |x: &&Manifest| x.kind == m.kind && x.started_at < m.started_at;
+    pub fn covering_snapshot(&self, m: &M) -> Option<BackupId> {
+        let (after, _) = m.interval()?;
+        let before = |x: &&M| x.kind() == m.kind() && x.started_at() < m.started_at();
         let snap = self
             .all
             .iter()
             .filter(before)
-            .filter(|x| x.scope == Scope::Full)
-            .max_by_key(|x| x.started_at)?;
-        if let Some(newest) = snapshot_newest(snap) {
-            return (after <= newest).then_some(snap.id);
+            .filter(|x| x.scope() == Scope::Full)
+            .max_by_key(|x| x.started_at())?;
+        if let Some(newest) = snap.snapshot_newest() {
+            return (after <= newest).then_some(snap.id());
         }
         let between = self
             .all
             .iter()
             .filter(before)
-            .any(|x| x.operation == m.operation && x.started_at > snap.started_at);
-        (!between).then_some(snap.id)
+            .any(|x| x.operation() == m.operation() && x.started_at() > snap.started_at());
+        (!between).then_some(snap.id())
     }
 
     /// Every log segment whose link is broken, with the break: each makes
@@ -164,9 +253,9 @@ impl<'a> Index<'a> {
     pub fn log_breaks(&self) -> Vec<(BackupId, Break)> {
         self.all
             .iter()
-            .filter(|m| m.operation == LOGS)
+            .filter(|m| m.operation() == LOGS)
             .filter_map(|m| match self.link(m) {
-                Link::Broken(b) => Some((m.id, b)),
+                Link::Broken(b) => Some((m.id(), b)),
                 _ => None,
             })
             .collect()
@@ -174,18 +263,18 @@ impl<'a> Index<'a> {
 
     /// The chain ending at `head`, its full backup first: `head` itself for a full
     /// backup, else its parents up to the first full one.
-    pub fn ancestry<'m>(&self, head: &'m Manifest) -> Result<Vec<&'m Manifest>, Break>
+    pub fn ancestry<'m>(&self, head: &'m M) -> Result<Vec<&'m M>, Break>
     where
         'a: 'm,
     {
         let mut out = vec![head];
         let mut seen = BTreeSet::new();
         let mut cur = head;
-        while cur.scope == Scope::Incremental {
+        while cur.scope() == Scope::Incremental {
             let parent = cur
-                .parent
-                .ok_or(Break::IncrementalWithoutParent { id: cur.id })?;
-            let p = self.get(parent).ok_or(if cur.id == head.id {
+                .parent()
+                .ok_or(Break::IncrementalWithoutParent { id: cur.id() })?;
+            let p = self.get(parent).ok_or(if cur.id() == head.id() {
                 Break::ParentMissing { parent }
             } else {
                 Break::AncestorMissing { ancestor: parent }
@@ -203,9 +292,9 @@ impl<'a> Index<'a> {
     /// Every break of `m`'s chain: its own link, and for an incremental of a kind
     /// that is not a log, whether its parents reach a full backup (a missing
     /// direct parent is reported once, by the link).
-    pub fn problems(&self, m: &Manifest) -> Vec<Break> {
+    pub fn problems(&self, m: &M) -> Vec<Break> {
         let mut out: Vec<Break> = self.link(m).broken().cloned().into_iter().collect();
-        if m.scope == Scope::Incremental && !m.kind.replays_log() {
+        if m.scope() == Scope::Incremental && !m.kind().replays_log() {
             match self.ancestry(m) {
                 Err(Break::ParentMissing { .. }) | Ok(_) => {}
                 Err(b) => out.push(b),
@@ -230,11 +319,11 @@ pub struct Hole {
 /// `from` up to timestamp `to`, in order, with how far they reach; a [`Hole`]
 /// when they do not meet. The reach may stop short of `to` when the log has not
 /// been captured that far.
-pub fn log_cover(all: &[Manifest], from: u64, to: u64) -> Result<(Vec<&Manifest>, u64), Hole> {
-    let mut logs: Vec<(&Manifest, u64, u64)> = all
+pub fn log_cover<M: Member>(all: &[M], from: u64, to: u64) -> Result<(Vec<&M>, u64), Hole> {
+    let mut logs: Vec<(&M, u64, u64)> = all
         .iter()
         .filter(|m| !m.is_note())
-        .filter_map(|m| interval(m).map(|(a, u)| (m, a, u)))
+        .filter_map(|m| m.interval().map(|(a, u)| (m, a, u)))
         .filter(|(_, after, until)| log_needed(*after, *until, from, to))
         .collect();
     logs.sort_by_key(|(_, after, _)| *after);
@@ -242,7 +331,7 @@ pub fn log_cover(all: &[Manifest], from: u64, to: u64) -> Result<(Vec<&Manifest>
     for (m, after, until) in &logs {
         if *after > reached {
             return Err(Hole {
-                next: m.id,
+                next: m.id(),
                 reached,
                 after: *after,
             });
@@ -274,15 +363,22 @@ pub fn log_needed(after: u64, until: u64, from: u64, to: u64) -> bool {
 /// so runs write notes without the store lease, and any number of them may
 /// name one parent. (Earlier builds chained notes: a segment continuing one
 /// still has its parent's end as its start.)
-pub fn log_head(all: &[Manifest], cluster: u128) -> Option<&Manifest> {
-    let logs: Vec<&Manifest> = all
+pub fn log_head<M: Member>(all: &[M], cluster: u128) -> Option<&M> {
+    // As `tigerbeetle::is_log_of`: a segment that names no cluster is of every one.
+    let logs: Vec<&M> = all
         .iter()
-        .filter(|m| is_log_of(m, cluster) && !m.is_note())
+        .filter(|m| m.operation() == LOGS && m.cluster().is_none_or(|c| c == cluster))
+        .filter(|m| !m.is_note())
         .collect();
-    let continued: HashSet<BackupId> = logs.iter().filter_map(|m| m.parent).collect();
-    let ends = logs.iter().filter(|m| !continued.contains(&m.id));
+    // Sorted, not hashed: ten years of segments' parents in a third of the
+    // memory.
+    let mut continued: Vec<BackupId> = logs.iter().filter_map(|m| m.parent()).collect();
+    continued.sort_unstable();
+    let ends = logs
+        .iter()
+        .filter(|m| continued.binary_search(&m.id()).is_err());
     ends.enumerate()
-        .max_by_key(|&(i, m)| (interval(m).map_or(u64::MAX, |(_, until)| until), i))
+        .max_by_key(|&(i, m)| (m.interval().map_or(u64::MAX, |(_, until)| until), i))
         .map(|(_, m)| *m)
 }
 
@@ -549,5 +645,84 @@ mod tests {
         all.push(unreadable.clone());
         assert_eq!(log_head(&all, 0).map(|m| m.id), Some(unreadable.id));
         assert!(log_head(&all[..0], 0).is_none());
+    }
+
+    #[test]
+    fn briefs_judge_every_chain_as_the_whole_manifests_do() {
+        let s1 = segment(0, None, 0, 10);
+        let s2 = segment(15, Some(&s1), 10, 20);
+        let gap = segment(30, Some(&s2), 25, 30);
+        let counted = snapshot(40, Some(30));
+        let after_counted = segment(45, None, 30, 40);
+        let uncounted = snapshot(50, None);
+        let orphan = segment(55, Some(&segment(1, None, 0, 1)), 40, 50);
+        let mut note = base(Kind::Tigerbeetle, Scope::Incremental, "logs", 60);
+        note.parent = Some(orphan.id);
+        note.source.insert("after", json!("50"));
+        note.source.insert("until", json!("50"));
+        // Of another cluster, and ending last: the head of its own only.
+        let mut other = segment(65, None, 0, 500);
+        other.source.insert("cluster_id", json!("7"));
+        let mut unreadable = segment(70, Some(&orphan), 50, 60);
+        unreadable.source.remove("until");
+        let full = export(0, None);
+        let inc = export(10, Some(&full));
+        let lost = export(20, Some(&export(5, None)));
+        let inc_of_lost = export(30, Some(&lost));
+        let all = vec![
+            s1,
+            s2,
+            gap,
+            counted,
+            after_counted,
+            uncounted,
+            orphan,
+            note,
+            other,
+            unreadable,
+            full,
+            inc,
+            lost,
+            inc_of_lost,
+        ];
+        let briefs: Vec<Brief> = all.iter().map(Brief::of).collect();
+        let (whole, brief) = (Index::new(&all), Index::new(&briefs));
+        for (m, b) in all.iter().zip(&briefs) {
+            assert_eq!(whole.link(m), brief.link(b), "{}", m.operation);
+            assert_eq!(whole.problems(m), brief.problems(b));
+            assert_eq!(whole.covering_snapshot(m), brief.covering_snapshot(b));
+            let ids = |r: Result<Vec<&Manifest>, Break>| r.map(|v| ids_of(&v));
+            let bids = |r: Result<Vec<&Brief>, Break>| r.map(|v| v.iter().map(|b| b.id).collect());
+            assert_eq!(ids(whole.ancestry(m)), bids(brief.ancestry(b)));
+        }
+        assert!(!whole.log_breaks().is_empty());
+        assert_eq!(whole.log_breaks(), brief.log_breaks());
+        // With the end whose interval cannot be read (the head of every
+        // cluster), and without it.
+        let readable = |m: &&Manifest| m.operation != "logs" || m.interval().is_some();
+        let fewer: Vec<Manifest> = all.iter().filter(readable).cloned().collect();
+        let fewer_briefs: Vec<Brief> = fewer.iter().map(Brief::of).collect();
+        for (all, briefs) in [(&all, &briefs), (&fewer, &fewer_briefs)] {
+            for cluster in [0, 7, 9] {
+                assert_eq!(
+                    log_head(all, cluster).map(|m| m.id),
+                    log_head(briefs, cluster).map(|b| b.id)
+                );
+            }
+        }
+        assert_ne!(
+            log_head(&fewer, 0).map(|m| m.id),
+            log_head(&fewer, 7).map(|m| m.id)
+        );
+        for (from, to) in [(0, 60), (10, 45), (30, 50), (20, 26)] {
+            let w = log_cover(&all, from, to).map(|(v, r)| (ids_of(&v), r));
+            let b =
+                log_cover(&briefs, from, to).map(|(v, r)| (v.iter().map(|b| b.id).collect(), r));
+            assert_eq!(w, b, "({from}, {to}]");
+        }
+    }
+
+    fn ids_of(ms: &[&Manifest]) -> Vec<BackupId> {
+        ms.iter().map(|m| m.id).collect()
     }
 }

@@ -27,6 +27,7 @@ use crate::store::Store;
 use crate::units::rfc3339;
 pub use seal::Trust;
 
+pub mod brief;
 pub mod catalog;
 pub mod chunks;
 pub mod duckdb;
