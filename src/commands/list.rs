@@ -6,7 +6,8 @@ use serde_json::json;
 use super::{open_store, Ctx};
 use crate::chain;
 use crate::cli::ListArgs;
-use crate::manifest::{self, Kind};
+use crate::manifest::brief::Brief;
+use crate::manifest::{self, Kind, Manifest, Unreadable};
 use crate::ui;
 use crate::units::count;
 
@@ -15,7 +16,7 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
     // The keys prove each manifest: one that fails is marked, never shown as good.
     let trust = super::reading_trust(&ctx.plan, Vec::new())?;
     let kind = args.kind.map(Kind::from);
-    let (all, unreadable) = manifest::list(store.as_ref(), &trust, kind)?;
+    let (all, unreadable, bases) = briefs(store.as_ref(), &trust, kind)?;
     // Chains are judged on everything; the filters choose the rows shown.
     let chains = chain::Index::new(&all);
     let since = args
@@ -37,7 +38,7 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
             ));
         }
     }
-    let mut shown: Vec<&manifest::Manifest> = all
+    let mut shown: Vec<&Brief> = all
         .iter()
         .filter(|m| args.operation.as_ref().is_none_or(|op| &m.operation == op))
         .filter(|m| since.is_none_or(|t| m.started_at >= t))
@@ -66,7 +67,7 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
 
     // The WAL archives of the base backups' servers (one listing each).
     let archives = if kind.is_none_or(|k| k == Kind::Postgres) {
-        crate::manifest::wal::archive::archives(store.as_ref(), &all, false)?
+        crate::manifest::wal::archive::archives(store.as_ref(), &bases, false)?
     } else {
         Vec::new()
     };
@@ -120,7 +121,7 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
             m.scope.as_str(),
             m.operation,
             m.started_at.format(&fmt).unwrap_or_default(),
-            ui::size(m.stored_bytes()),
+            ui::size(m.stored_bytes),
             format!("{:?}", m.status).to_lowercase(),
             chains.link(m),
         ))?;
@@ -144,6 +145,41 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> Result<()> {
     refused()
 }
 
+/// Every backup of `kind` (or of every kind) in brief, oldest first, those
+/// that could not be read, and the base backups whose WAL archives are
+/// listed: a history years long is never held whole.
+fn briefs(
+    store: &dyn crate::store::Store,
+    trust: &manifest::seal::Trust,
+    kind: Option<Kind>,
+) -> Result<(Vec<Brief>, Vec<Unreadable>, Vec<Manifest>)> {
+    let mut all = Vec::new();
+    let mut bad = Vec::new();
+    let mut bases = Vec::new();
+    // Kind by kind, in the order the refused are reported.
+    for k in Kind::ALL
+        .into_iter()
+        .filter(|k| kind.is_none_or(|w| w == *k))
+    {
+        if k == Kind::Postgres {
+            let mut got = Vec::new();
+            bad.extend(manifest::collect(store, trust, Some(k), &mut got, |m| {
+                let base = manifest::postgres::wal_start(&m).is_some();
+                Some((Brief::of(&m), base.then(|| Box::new(m))))
+            })?);
+            for (brief, base) in got {
+                all.push(brief);
+                bases.extend(base.map(|m| *m));
+            }
+        } else {
+            let brief = |m: Manifest| Some(Brief::of(&m));
+            bad.extend(manifest::collect(store, trust, Some(k), &mut all, brief)?);
+        }
+    }
+    all.sort_unstable_by_key(|m| (m.started_at, m.id));
+    Ok((all, bad, bases))
+}
+
 /// `bkp.list/1`, its members in the order a JSON object of them prints.
 #[derive(serde::Serialize)]
 struct ListDoc<'a> {
@@ -155,7 +191,7 @@ struct ListDoc<'a> {
 }
 
 /// The backups shown, a row each as they are written.
-struct Rows<'a>(&'a [&'a manifest::Manifest], &'a crate::chain::Index<'a>);
+struct Rows<'a>(&'a [&'a Brief], &'a crate::chain::Index<'a, Brief>);
 
 impl serde::Serialize for Rows<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -183,18 +219,18 @@ struct Row<'a> {
 }
 
 impl<'a> Row<'a> {
-    fn of(m: &'a manifest::Manifest, chains: &crate::chain::Index<'_>) -> Row<'a> {
+    fn of(m: &'a Brief, chains: &crate::chain::Index<'_, Brief>) -> Row<'a> {
         let rfc3339 = |t: time::OffsetDateTime| {
             t.format(&time::format_description::well_known::Rfc3339)
                 .ok()
         };
         Row {
-            bytes: m.stored_bytes(),
+            bytes: m.stored_bytes,
             chain: chains.link(m).to_string(),
-            content_bytes: m.files.iter().map(|f| f.size).sum::<u64>(),
-            finished_at: rfc3339(m.finished_at),
+            content_bytes: m.content_bytes,
+            finished_at: rfc3339(m.finished_at()),
             id: &m.id,
-            key_id: m.encryption.as_ref().map(|e| e.key_id.as_str()),
+            key_id: m.key_id.as_deref(),
             kind: m.kind,
             manifest: m.key(),
             operation: &m.operation,

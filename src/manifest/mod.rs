@@ -615,27 +615,40 @@ pub fn gather(
     keep: impl Fn(&Manifest) -> bool,
 ) -> Result<(Vec<Manifest>, Vec<Unreadable>)> {
     let mut good = Vec::new();
+    let bad = collect(store, trust, kind, &mut good, |m| keep(&m).then_some(m))?;
+    good.sort_unstable_by_key(|m| (m.started_at, m.id));
+    Ok((good, bad))
+}
+
+/// What `pick` makes of each manifest (of `kind`, or of every kind) as the
+/// catalog is read ([`catalog::fold`]), added to `out` in no order; those
+/// that could not be read. A kind whose read starts again forgets only what
+/// was made of its own.
+pub fn collect<T>(
+    store: &dyn Store,
+    trust: &Trust,
+    kind: Option<Kind>,
+    out: &mut Vec<T>,
+    mut pick: impl FnMut(Manifest) -> Option<T>,
+) -> Result<Vec<Unreadable>> {
     let mut bad = Vec::new();
     for k in Kind::ALL
         .into_iter()
         .filter(|k| kind.is_none_or(|w| w == *k))
     {
-        let mut got = Vec::new();
+        let start = out.len();
         bad.extend(catalog::fold(
             store,
             trust,
             k,
             catalog::Depth::Recent,
             &mut |m| match m {
-                Some(m) if keep(&m) => got.push(m),
-                Some(_) => {}
-                None => got.clear(),
+                Some(m) => out.extend(pick(m)),
+                None => out.truncate(start),
             },
         )?);
-        good.append(&mut got);
     }
-    good.sort_unstable_by_key(|m| (m.started_at, m.id));
-    Ok((good, bad))
+    Ok(bad)
 }
 
 /// The newest manifest (by start, then id) that `fits` (of `kind`, or of
