@@ -12,6 +12,7 @@
 //! head: one listing of the manifests near it, the whole chain read again
 //! only when that listing changed).
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
@@ -22,9 +23,11 @@ use super::run::{json_report, Body, Run, Spec, Stored};
 use super::Ctx;
 use crate::chain;
 use crate::exit::{coded, Code};
+use crate::id::BackupId;
 use crate::lease::{self, Lease};
 use crate::ledger::Operation;
-use crate::manifest::tigerbeetle::{insert_watermark, interval, watermark, LOGS};
+use crate::manifest::brief::Brief;
+use crate::manifest::tigerbeetle::{insert_watermark, interval, watermark, LOGS, SNAPSHOT};
 use crate::manifest::{self, Kind, Manifest, Scope};
 use crate::store::Store;
 use crate::tigerbeetle::tblog;
@@ -34,13 +37,75 @@ use crate::{pipeline, ui};
 /// for the next real segment; beyond, they are captured on their own.
 const AUDIT_ROWS_DEFERRED: u32 = 1024;
 
-/// Every TigerBeetle manifest (snapshots and log segments), oldest first, and
-/// those that could not be read.
-fn tigerbeetle_manifests(
-    store: &dyn Store,
-    trust: &manifest::Trust,
-) -> Result<(Vec<Manifest>, Vec<manifest::Unreadable>)> {
-    manifest::list(store, trust, Some(Kind::Tigerbeetle))
+/// The TigerBeetle backups of a store (snapshots and log segments): every one
+/// in brief, oldest first, which their chain is judged on; whole, those that
+/// started since [`manifest::catalog::WINDOW`] before the newest snapshot,
+/// where the head and what a restore past it needs are (all of them where no
+/// snapshot was taken); and those that could not be read. Ten years of
+/// segments are never held whole.
+struct History {
+    briefs: Vec<Brief>,
+    recent: HashMap<BackupId, Manifest>,
+    unreadable: Vec<manifest::Unreadable>,
+}
+
+impl History {
+    fn read(store: &dyn Store, trust: &manifest::Trust) -> Result<History> {
+        let margin = manifest::catalog::WINDOW;
+        let mut briefs = Vec::new();
+        let mut recent: Vec<Manifest> = Vec::new();
+        let mut newest: Option<time::OffsetDateTime> = None;
+        let unreadable = manifest::catalog::fold(
+            store,
+            trust,
+            Kind::Tigerbeetle,
+            manifest::catalog::Depth::Recent,
+            &mut |m| match m {
+                Some(m) => {
+                    briefs.push(Brief::of(&m));
+                    if is_snapshot(&m) && newest.is_none_or(|t| m.started_at > t) {
+                        newest = Some(m.started_at);
+                        recent.retain(|r| r.started_at >= m.started_at - margin);
+                    }
+                    if newest.is_none_or(|t| m.started_at >= t - margin) {
+                        recent.push(m);
+                    }
+                }
+                None => {
+                    briefs.clear();
+                    recent.clear();
+                    newest = None;
+                }
+            },
+        )?;
+        briefs.sort_unstable_by_key(|b| (b.started_at, b.id));
+        let recent = recent.into_iter().map(|m| (m.id, m)).collect();
+        Ok(History {
+            briefs,
+            recent,
+            unreadable,
+        })
+    }
+
+    /// Backup `id` of the history, whole: as it was kept, else read again
+    /// from its key (a segment that took longer than the margin).
+    fn whole(
+        &self,
+        store: &dyn Store,
+        trust: &manifest::Trust,
+        id: BackupId,
+    ) -> Result<std::borrow::Cow<'_, Manifest>> {
+        match self.recent.get(&id) {
+            Some(m) => Ok(std::borrow::Cow::Borrowed(m)),
+            None => manifest::find(store, trust, &id.to_string(), Some(Kind::Tigerbeetle))
+                .map(std::borrow::Cow::Owned),
+        }
+    }
+}
+
+/// Whether `m` is a snapshot a restore to a point in time starts from.
+fn is_snapshot(m: &Manifest) -> bool {
+    m.scope == Scope::Full && &*m.operation == SNAPSHOT
 }
 
 pub fn run(ctx: &Ctx) -> Result<()> {
@@ -294,15 +359,20 @@ impl Job<'_> {
             lease_for,
             ..
         } = *self;
-        let (all, unreadable) = tigerbeetle_manifests(store, trust)?;
-        let breaks = chain::Index::new(&all).log_breaks();
-        let head = chain::log_head(&all, cfg.cluster_id);
+        let history = History::read(store, trust)?;
+        let (all, unreadable) = (&history.briefs, &history.unreadable);
+        let breaks = chain::Index::new(all).log_breaks();
+        let head = match chain::log_head(all, cfg.cluster_id) {
+            Some(b) => Some(history.whole(store, trust, b.id)?),
+            None => None,
+        };
+        let head = head.as_deref();
         // A manifest that cannot be read may continue the head, and continuing
         // the head again would fork the chain. It may have started before the head
         // did (it waited for the lease, or its host's clock is behind): anything
         // from a lease's length before the head counts.
         let since = head.map(|h| h.started_at - lease_for);
-        manifest::refuse_unreadable_within(&unreadable, since, None, || {
+        manifest::refuse_unreadable_within(unreadable, since, None, || {
             "the log chain cannot continue safely".into()
         })?;
         let (parent, from) = match head {
@@ -330,7 +400,7 @@ impl Job<'_> {
         let dir = manifest::manifest_dir(Kind::Tigerbeetle);
         let mut keys: Vec<String> = all
             .iter()
-            .map(Manifest::key)
+            .map(Brief::key)
             .chain(unreadable.iter().map(|u| u.key.clone()))
             .filter(|k| *k > after && k.starts_with(&dir) && k.ends_with(".json"))
             .collect();
@@ -342,7 +412,7 @@ impl Job<'_> {
             from,
             now: tblog::Watermark::default(),
             only_audit: false,
-            needs: pitr_needs(&all, head),
+            needs: pitr_needs(store, trust, &history, head)?,
             window: Window { after, keys },
         })
     }
@@ -492,28 +562,34 @@ impl Job<'_> {
 /// list; its chunks were held by the snapshot run that shared them) and the
 /// segments from the one it was taken during up to `head`; with no snapshot,
 /// the whole chain.
-fn pitr_needs(all: &[Manifest], head: Option<&Manifest>) -> Vec<String> {
+fn pitr_needs(
+    store: &dyn Store,
+    trust: &manifest::Trust,
+    history: &History,
+    head: Option<&Manifest>,
+) -> Result<Vec<String>> {
+    let all = &history.briefs;
     let index = chain::Index::new(all);
     let snapshot = all
         .iter()
-        .filter(|m| m.scope == manifest::Scope::Full && m.operation == "snapshot")
+        .filter(|m| m.scope == Scope::Full && &*m.operation == SNAPSHOT)
         .max_by_key(|m| (m.started_at, m.id));
     let mut keys = Vec::new();
     if let Some(s) = snapshot {
         keys.push(s.key());
-        keys.extend(s.needed_keys());
+        keys.extend(history.whole(store, trust, s.id)?.needed_keys());
     }
     let mut seen = std::collections::HashSet::new();
-    let mut cur = head;
+    let mut cur = head.and_then(|h| index.get(h.id));
     while let Some(m) = cur.filter(|m| seen.insert(m.id)) {
         keys.push(m.key());
-        keys.extend(m.needed_keys());
+        keys.extend(history.whole(store, trust, m.id)?.needed_keys());
         if snapshot.is_some_and(|s| m.started_at < s.started_at) {
             break;
         }
         cur = m.parent.and_then(|p| index.get(p));
     }
-    keys
+    Ok(keys)
 }
 
 /// The segment's writer, renewing the lease as it goes
@@ -543,5 +619,57 @@ impl Write for KeepAlive<'_, '_> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::tests::sample;
+    use crate::manifest::Trust;
+    use crate::store::memory::MemoryStore;
+    use time::{Duration, OffsetDateTime};
+
+    fn segment(at: OffsetDateTime, parent: Option<&Manifest>, after: u64, until: u64) -> Manifest {
+        let mut m = sample(Kind::Tigerbeetle, at);
+        m.scope = Scope::Incremental;
+        m.operation = LOGS.into();
+        m.parent = parent.map(|p| p.id);
+        m.source.insert("after", json!(after.to_string()));
+        m.source.insert("until", json!(until.to_string()));
+        m.objects[0].key = format!("tigerbeetle/segment-{}.tblog.zst", m.id);
+        m
+    }
+
+    #[test]
+    fn a_head_from_before_the_kept_margin_is_read_from_its_key_with_what_it_needs() {
+        let store = MemoryStore::default();
+        let trust = Trust::none();
+        let now = OffsetDateTime::now_utc();
+        let first = sample(Kind::Tigerbeetle, now - Duration::days(20));
+        let a = segment(now - Duration::days(10), None, 0, 10);
+        let b = segment(now - Duration::days(9), Some(&a), 10, 20);
+        // The newest snapshot, taken after the log stopped: only what started
+        // shortly before it is kept whole.
+        let snap = sample(Kind::Tigerbeetle, now - Duration::hours(1));
+        for m in [&first, &a, &b, &snap] {
+            manifest::write(&store, m, None).unwrap();
+        }
+        let history = History::read(&store, &trust).unwrap();
+        assert_eq!(history.briefs.len(), 4);
+        assert!(history.unreadable.is_empty());
+        assert_eq!(history.recent.keys().collect::<Vec<_>>(), vec![&snap.id]);
+        let head = chain::log_head(&history.briefs, 0).map(|h| h.id);
+        assert_eq!(head, Some(b.id));
+        let whole = history.whole(&store, &trust, b.id).unwrap();
+        assert_eq!((whole.id, &whole.objects), (b.id, &b.objects));
+        let needs = pitr_needs(&store, &trust, &history, Some(&whole)).unwrap();
+        let want = [
+            snap.key(),
+            snap.objects[0].key.clone(),
+            b.key(),
+            b.objects[0].key.clone(),
+        ];
+        assert_eq!(needs, want);
     }
 }
