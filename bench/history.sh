@@ -17,6 +17,8 @@
 #                                  # counts), and a real `cleanup` as the last run
 #   RUNS=cleanup bench/history.sh  # only the first `list` (it writes the catalog)
 #                                  # and the cleanup runs
+#   KEEP=1 RUNS=setup bench/history.sh  # only the store and its catalog, kept
+#                                  # for runs by hand (BKP_NOW as printed)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$BKP_ROOT"
@@ -191,6 +193,7 @@ fi
 CONFIG="$work/bkp-ledger.toml" run "bkp logs, nothing new, [ledger] on the same cluster" --json logs
 run "bkp verify --since 1d (lists every manifest key)" verify --since 1d
 fi
+[ "${RUNS:-all}" = setup ] && { echo "kept $work: the store and its catalog, BKP_NOW=$BKP_NOW"; exit 0; }
 run "bkp cleanup --dry-run (lists every manifest key)" cleanup --dry-run
 if [ "$store" = local ]; then
   run "bkp cleanup (deletes what no retention rule keeps)" cleanup
