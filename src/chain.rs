@@ -8,7 +8,7 @@
 //! [`Index::ancestry`] and [`log_cover`]. Every decision is taken on these typed
 //! values; their `Display` is for people only.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt;
 
 use time::OffsetDateTime;
@@ -181,19 +181,28 @@ impl fmt::Display for Link {
 /// indexed by id.
 pub struct Index<'a, M: Member = Manifest> {
     all: &'a [M],
-    by_id: HashMap<BackupId, &'a M>,
+    /// Each id with its place in `all`, in order: ten years of backups in
+    /// 7 MiB, where a hash map of them takes 13.
+    by_id: Vec<(BackupId, u32)>,
 }
 
 impl<'a, M: Member> Index<'a, M> {
     pub fn new(all: &'a [M]) -> Self {
-        Index {
-            all,
-            by_id: all.iter().map(|m| (m.id(), m)).collect(),
-        }
+        let mut by_id: Vec<(BackupId, u32)> = all
+            .iter()
+            .zip(0..u32::MAX)
+            .map(|(m, i)| (m.id(), i))
+            .collect();
+        by_id.sort_unstable();
+        Index { all, by_id }
     }
 
+    /// The backup with id `id`; of an id listed twice (under two kinds), the
+    /// later in `all`.
     pub fn get(&self, id: BackupId) -> Option<&'a M> {
-        self.by_id.get(&id).copied()
+        let end = self.by_id.partition_point(|(k, _)| *k <= id);
+        let (k, i) = *self.by_id.get(end.checked_sub(1)?)?;
+        (k == id).then(|| &self.all[i as usize])
     }
 
     /// How `m` sits in its chain.
