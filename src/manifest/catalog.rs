@@ -1397,6 +1397,26 @@ mod tests {
         load(store, keys, kind, &mut Pass::holding(kind))
     }
 
+    /// The ids a fold of the duckdb catalog hands out, in order, read
+    /// afresh (not from this process's cache); none refused.
+    fn fold_fresh(store: &MemoryStore, trust: &Trust) -> Vec<BackupId> {
+        CACHE.lock().unwrap().clear();
+        let mut handed = Vec::new();
+        let bad = fold(
+            store,
+            trust,
+            Kind::Duckdb,
+            Depth::Recent,
+            &mut |m| match m {
+                Some(m) => handed.push(m.id),
+                None => handed.clear(),
+            },
+        )
+        .unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        handed
+    }
+
     fn store_manifest(store: &MemoryStore, m: &Manifest) {
         super::super::write(store, m, None).unwrap();
     }
@@ -1882,20 +1902,7 @@ mod tests {
             base.iter().any(|o| o.size as usize > SPOOL_OVER),
             "the base is spooled: {base:?}"
         );
-        CACHE.lock().unwrap().clear();
-        let mut handed = Vec::new();
-        let bad = fold(
-            &store,
-            &trust,
-            Kind::Duckdb,
-            Depth::Recent,
-            &mut |m| match m {
-                Some(m) => handed.push(m.id),
-                None => handed.clear(),
-            },
-        )
-        .unwrap();
-        assert!(bad.is_empty(), "{bad:?}");
+        let handed = fold_fresh(&store, &trust);
         assert_eq!(handed, all);
         // The spooled bytes read back from any offset as they were.
         let bytes: Vec<u8> = (0..=SPOOL_OVER).map(|i| (i % 251) as u8).collect();
@@ -1933,20 +1940,7 @@ mod tests {
             all.push(m.id);
         }
         all.sort();
-        CACHE.lock().unwrap().clear();
-        let mut handed = Vec::new();
-        let bad = fold(
-            &store,
-            &trust,
-            Kind::Duckdb,
-            Depth::Recent,
-            &mut |m| match m {
-                Some(m) => handed.push(m.id),
-                None => handed.clear(),
-            },
-        )
-        .unwrap();
-        assert!(bad.is_empty(), "{bad:?}");
+        let mut handed = fold_fresh(&store, &trust);
         // The old ones first, as the base was parsed; each once.
         assert_eq!(handed[..10], all[..10]);
         handed.sort();
