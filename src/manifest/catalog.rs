@@ -286,6 +286,9 @@ impl State {
     ) {
         let mut entries = std::mem::take(&mut self.entries).into_vec();
         let mut carried = Vec::new();
+        // Added to `ids` in order of id once all are handed out: a set built
+        // in order holds them in a vector.
+        let mut popped = Vec::with_capacity(entries.len());
         // Newest first, the vector given back as it empties (a few thousand
         // entries at a time): the entries held (every one, where the whole
         // store was listed) are not held beside the caller's list of them.
@@ -294,7 +297,7 @@ impl State {
                 entries.shrink_to_fit();
             }
             let id = e.manifest.id;
-            ids.insert(id);
+            popped.push(id);
             if !self.base_ids.contains(&id) || self.dirty.contains(&id) {
                 carried.push(e.clone());
             }
@@ -307,6 +310,7 @@ impl State {
                 }),
             }
         }
+        ids.extend(popped.into_iter().rev());
         // In order of id, as the entries were.
         self.entries = Entries::default();
         self.entries.upsert_many(carried);

@@ -69,12 +69,18 @@ impl Ids {
     }
 }
 
+impl Extend<BackupId> for Ids {
+    fn extend<I: IntoIterator<Item = BackupId>>(&mut self, iter: I) {
+        for id in iter {
+            self.insert(id);
+        }
+    }
+}
+
 impl FromIterator<BackupId> for Ids {
     fn from_iter<I: IntoIterator<Item = BackupId>>(iter: I) -> Ids {
         let mut ids = Ids::default();
-        for id in iter {
-            ids.insert(id);
-        }
+        ids.extend(iter);
         ids
     }
 }
