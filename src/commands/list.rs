@@ -177,6 +177,9 @@ fn briefs(
         }
     }
     all.sort_unstable_by_key(|m| (m.started_at, m.id));
+    // In the order `list` shows them: of two bases that start the same
+    // segment, the archive is named after the first.
+    bases.sort_unstable_by_key(|m| (m.started_at, m.id));
     Ok((all, bad, bases))
 }
 
