@@ -75,7 +75,7 @@ impl Member for Brief {
         self.id
     }
     fn parent(&self) -> Option<BackupId> {
-        self.parent
+        Brief::parent(self)
     }
     fn kind(&self) -> Kind {
         self.kind
@@ -96,7 +96,7 @@ impl Member for Brief {
         Brief::snapshot_newest(self)
     }
     fn is_note(&self) -> bool {
-        self.note
+        Brief::is_note(self)
     }
     fn cluster(&self) -> Option<u128> {
         Brief::cluster(self)

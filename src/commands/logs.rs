@@ -587,7 +587,7 @@ fn pitr_needs(
         if snapshot.is_some_and(|s| m.started_at < s.started_at) {
             break;
         }
-        cur = m.parent.and_then(|p| index.get(p));
+        cur = m.parent().and_then(|p| index.get(p));
     }
     Ok(keys)
 }

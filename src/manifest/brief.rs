@@ -3,7 +3,7 @@
 //! manifest, so that a run that must look at every backup of a history years
 //! long holds these and not the manifests.
 
-use time::OffsetDateTime;
+use time::{OffsetDateTime, UtcOffset};
 
 use super::shared::Shared;
 use super::tigerbeetle::{cluster_id, interval, snapshot_newest};
@@ -14,16 +14,20 @@ use crate::id::BackupId;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Brief {
     pub id: BackupId,
-    pub parent: Option<BackupId>,
+    /// Its parent's id where it has one ([`PARENT`]; an `Option` would take
+    /// a byte more, and with the cluster's the row 8 more).
+    parent: BackupId,
+    /// [`PARENT`], [`CLUSTER`], [`NOTE`].
+    flags: u8,
     pub kind: Kind,
     pub scope: Scope,
     pub status: Status,
-    /// It stored nothing ([`Manifest::is_note`]).
-    pub note: bool,
     pub operation: Shared,
     pub started_at: OffsetDateTime,
-    /// Nanoseconds from its start to its end (see [`Brief::finished_at`]).
+    /// Nanoseconds from its start to its end, and the end's offset from UTC
+    /// (see [`Brief::finished_at`]).
     took: i64,
+    finished_offset: UtcOffset,
     /// [`Manifest::stored_bytes`].
     pub stored_bytes: u64,
     /// The bytes of the files it holds.
@@ -34,10 +38,18 @@ pub struct Brief {
     /// log, read once from its source facts: what, and its two numbers.
     position: Position,
     numbers: [u64; 2],
-    /// The cluster a TigerBeetle backup names, as 16 bytes (an `u128` would
-    /// double the alignment of the whole row).
-    cluster: Option<[u8; 16]>,
+    /// The cluster a TigerBeetle backup names, where it names one
+    /// ([`CLUSTER`]), as 16 bytes (an `u128` would double the alignment of
+    /// the whole row).
+    cluster: [u8; 16],
 }
+
+/// It names a parent.
+const PARENT: u8 = 1;
+/// It names a cluster.
+const CLUSTER: u8 = 2;
+/// It stored nothing ([`Manifest::is_note`]).
+const NOTE: u8 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Position {
@@ -60,30 +72,49 @@ impl Brief {
             (None, None) => (Position::None, [0, 0]),
         };
         // Beyond ±292 years the end is kept as the start (no run takes that
-        // long, and no listing shows the difference).
+        // long: only a manifest that is not bkp's).
         let took = i64::try_from((m.finished_at - m.started_at).whole_nanoseconds()).unwrap_or(0);
+        let cluster = cluster_id(m);
         Brief {
             id: m.id,
-            parent: m.parent,
+            parent: m.parent.unwrap_or(BackupId::from_u128(0)),
+            flags: if m.parent.is_some() { PARENT } else { 0 }
+                | if cluster.is_some() { CLUSTER } else { 0 }
+                | if m.is_note() { NOTE } else { 0 },
             kind: m.kind,
             scope: m.scope,
             status: m.status,
-            note: m.is_note(),
             operation: m.operation.clone(),
             started_at: m.started_at,
             took,
+            finished_offset: m.finished_at.offset(),
             stored_bytes: m.stored_bytes(),
             content_bytes: m.files.iter().map(|f| f.size).sum(),
             key_id: m.encryption.as_ref().map(|e| e.key_id.clone()),
             position: position.0,
             numbers: position.1,
-            cluster: cluster_id(m).map(u128::to_be_bytes),
+            cluster: cluster.unwrap_or(0).to_be_bytes(),
         }
     }
 
-    /// When it finished, at its start's offset from UTC.
+    /// When it finished, at the offset from UTC its manifest gave (its
+    /// start where that lies beyond what a time can say).
     pub fn finished_at(&self) -> OffsetDateTime {
-        self.started_at + time::Duration::nanoseconds(self.took)
+        self.started_at
+            .checked_to_offset(UtcOffset::UTC)
+            .and_then(|t| t.checked_add(time::Duration::nanoseconds(self.took)))
+            .and_then(|t| t.checked_to_offset(self.finished_offset))
+            .unwrap_or(self.started_at)
+    }
+
+    /// It stored nothing ([`Manifest::is_note`]).
+    pub fn is_note(&self) -> bool {
+        self.flags & NOTE != 0
+    }
+
+    /// The backup it builds on, if any.
+    pub fn parent(&self) -> Option<BackupId> {
+        (self.flags & PARENT != 0).then_some(self.parent)
     }
 
     /// The key of its manifest.
@@ -93,7 +124,7 @@ impl Brief {
 
     /// The cluster a TigerBeetle backup names ([`cluster_id`]).
     pub fn cluster(&self) -> Option<u128> {
-        self.cluster.map(u128::from_be_bytes)
+        (self.flags & CLUSTER != 0).then_some(u128::from_be_bytes(self.cluster))
     }
 
     /// [`interval`], as read when the row was made.
@@ -143,10 +174,29 @@ mod tests {
         assert_eq!((b.stored_bytes, b.content_bytes), (7, 30));
         assert_eq!(b.key_id.as_deref(), Some("k1"));
         assert_eq!(
-            (b.started_at, b.parent, b.key()),
+            (b.started_at, b.parent(), b.key()),
             (m.started_at, m.parent, m.key())
         );
         assert_eq!(b.finished_at(), m.finished_at);
-        assert!(!b.note);
+        let at = |b: &Brief| {
+            b.finished_at()
+                .format(&time::format_description::well_known::Rfc3339)
+        };
+        assert_eq!(at(&b).unwrap(), "2026-11-20T00:00:05Z");
+        // An end at another offset than the start is listed as it was given,
+        // and one past what a time can say at the start's offset is no panic.
+        let mut other = m.clone();
+        other.started_at = time::macros::datetime!(9999-12-31 23:30 +01:00);
+        other.finished_at = time::macros::datetime!(9999-12-31 23:00 UTC);
+        let b = Brief::of(&other);
+        assert_eq!(at(&b).unwrap(), "9999-12-31T23:00:00Z");
+        other.finished_at = time::macros::datetime!(2026-11-20 02:00 +02:00);
+        other.started_at = time::macros::datetime!(2026-11-19 23:59 UTC);
+        assert_eq!(at(&Brief::of(&other)).unwrap(), "2026-11-20T02:00:00+02:00");
+        let mut plain = m.clone();
+        (plain.parent, plain.source) = (None, Default::default());
+        let b = Brief::of(&plain);
+        assert_eq!((b.parent(), b.cluster(), b.interval()), (None, None, None));
+        assert!(!b.is_note());
     }
 }
