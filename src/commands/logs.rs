@@ -40,9 +40,10 @@ const AUDIT_ROWS_DEFERRED: u32 = 1024;
 /// The TigerBeetle backups of a store (snapshots and log segments): every one
 /// in brief, oldest first, which their chain is judged on; whole, those that
 /// started since [`manifest::catalog::WINDOW`] before the newest snapshot,
-/// where the head and what a restore past it needs are (all of them where no
-/// snapshot was taken); and those that could not be read. Ten years of
-/// segments are never held whole.
+/// where what a restore past the head needs is (all of them where no snapshot
+/// was taken), and the cluster's segments that end last, among which is the
+/// head; and those that could not be read. Ten years of segments are never
+/// held whole.
 struct History {
     briefs: Vec<Brief>,
     recent: HashMap<BackupId, Manifest>,
@@ -50,11 +51,13 @@ struct History {
 }
 
 impl History {
-    fn read(store: &dyn Store, trust: &manifest::Trust) -> Result<History> {
+    fn read(store: &dyn Store, trust: &manifest::Trust, cluster: u128) -> Result<History> {
         let margin = manifest::catalog::WINDOW;
         let mut briefs = Vec::new();
         let mut recent: Vec<Manifest> = Vec::new();
         let mut newest: Option<time::OffsetDateTime> = None;
+        // The segments that end last (as `chain::log_head` orders them).
+        let mut tip: (u64, Vec<Manifest>) = (0, Vec::new());
         let unreadable = manifest::catalog::fold(
             store,
             trust,
@@ -63,6 +66,15 @@ impl History {
             &mut |m| match m {
                 Some(m) => {
                     briefs.push(Brief::of(&m));
+                    if manifest::tigerbeetle::is_log_of(&m, cluster) && !m.is_note() {
+                        let until = interval(&m).map_or(u64::MAX, |(_, u)| u);
+                        if until > tip.0 || tip.1.is_empty() {
+                            tip = (until, Vec::new());
+                        }
+                        if until == tip.0 {
+                            tip.1.push(m.clone());
+                        }
+                    }
                     if is_snapshot(&m) && newest.is_none_or(|t| m.started_at > t) {
                         newest = Some(m.started_at);
                         recent.retain(|r| r.started_at >= m.started_at - margin);
@@ -75,11 +87,16 @@ impl History {
                     briefs.clear();
                     recent.clear();
                     newest = None;
+                    tip = (0, Vec::new());
                 }
             },
         )?;
         briefs.sort_unstable_by_key(|b| (b.started_at, b.id));
-        let recent = recent.into_iter().map(|m| (m.id, m)).collect();
+        let mut recent: HashMap<BackupId, Manifest> =
+            recent.into_iter().map(|m| (m.id, m)).collect();
+        for m in tip.1 {
+            recent.entry(m.id).or_insert(m);
+        }
         Ok(History {
             briefs,
             recent,
@@ -88,7 +105,8 @@ impl History {
     }
 
     /// Backup `id` of the history, whole: as it was kept, else read again
-    /// from its key (a segment that took longer than the margin).
+    /// from its key (a segment the snapshot was taken during that started
+    /// longer than the margin before it).
     fn whole(
         &self,
         store: &dyn Store,
@@ -359,7 +377,7 @@ impl Job<'_> {
             lease_for,
             ..
         } = *self;
-        let history = History::read(store, trust)?;
+        let history = History::read(store, trust, cfg.cluster_id)?;
         let (all, unreadable) = (&history.briefs, &history.unreadable);
         let breaks = chain::Index::new(all).log_breaks();
         let head = match chain::log_head(all, cfg.cluster_id) {
@@ -582,8 +600,16 @@ fn pitr_needs(
     let mut seen = std::collections::HashSet::new();
     let mut cur = head.and_then(|h| index.get(h.id));
     while let Some(m) = cur.filter(|m| seen.insert(m.id)) {
-        keys.push(m.key());
-        keys.extend(history.whole(store, trust, m.id)?.needed_keys());
+        // One the catalog lists whose manifest is gone holds nothing a
+        // restore could read: the walk goes on past it.
+        match history.whole(store, trust, m.id) {
+            Ok(whole) => {
+                keys.push(m.key());
+                keys.extend(whole.needed_keys());
+            }
+            Err(e) if crate::exit::classify(&e) == Some(Code::NotFound) => {}
+            Err(e) => return Err(e),
+        }
         if snapshot.is_some_and(|s| m.started_at < s.started_at) {
             break;
         }
@@ -642,7 +668,7 @@ mod tests {
     }
 
     #[test]
-    fn a_head_from_before_the_kept_margin_is_read_from_its_key_with_what_it_needs() {
+    fn the_head_and_the_backups_after_the_newest_snapshot_are_kept_whole_the_rest_read_again() {
         let store = MemoryStore::default();
         let trust = Trust::none();
         let now = OffsetDateTime::now_utc();
@@ -655,10 +681,20 @@ mod tests {
         for m in [&first, &a, &b, &snap] {
             manifest::write(&store, m, None).unwrap();
         }
-        let history = History::read(&store, &trust).unwrap();
+        let history = History::read(&store, &trust, 0).unwrap();
         assert_eq!(history.briefs.len(), 4);
         assert!(history.unreadable.is_empty());
-        assert_eq!(history.recent.keys().collect::<Vec<_>>(), vec![&snap.id]);
+        // The snapshot (in the margin) and the segment that ends last.
+        let mut kept: Vec<BackupId> = history.recent.keys().copied().collect();
+        kept.sort();
+        assert_eq!(kept, vec![b.id, snap.id]);
+        // A segment outside both is read from its key; one gone from the
+        // store is not found.
+        let again = history.whole(&store, &trust, a.id).unwrap();
+        assert_eq!((again.id, &again.objects), (a.id, &a.objects));
+        store.delete(&a.key()).unwrap();
+        let gone = history.whole(&store, &trust, a.id).unwrap_err();
+        assert_eq!(crate::exit::classify(&gone), Some(Code::NotFound));
         let head = chain::log_head(&history.briefs, 0).map(|h| h.id);
         assert_eq!(head, Some(b.id));
         let whole = history.whole(&store, &trust, b.id).unwrap();
