@@ -35,6 +35,12 @@ pub trait Member {
     fn is_note(&self) -> bool;
     /// [`tigerbeetle::cluster_id`].
     fn cluster(&self) -> Option<u128>;
+
+    /// [`tigerbeetle::is_log_of`]: a log segment of `cluster`, or one that
+    /// names no cluster.
+    fn is_log_of(&self, cluster: u128) -> bool {
+        self.operation() == LOGS && self.cluster().is_none_or(|c| c == cluster)
+    }
 }
 
 impl Member for Manifest {
@@ -373,11 +379,9 @@ pub fn log_needed(after: u64, until: u64, from: u64, to: u64) -> bool {
 /// name one parent. (Earlier builds chained notes: a segment continuing one
 /// still has its parent's end as its start.)
 pub fn log_head<M: Member>(all: &[M], cluster: u128) -> Option<&M> {
-    // As `tigerbeetle::is_log_of`: a segment that names no cluster is of every one.
     let logs: Vec<&M> = all
         .iter()
-        .filter(|m| m.operation() == LOGS && m.cluster().is_none_or(|c| c == cluster))
-        .filter(|m| !m.is_note())
+        .filter(|m| m.is_log_of(cluster) && !m.is_note())
         .collect();
     // Sorted, not hashed: ten years of segments' parents in a third of the
     // memory.

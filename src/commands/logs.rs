@@ -66,7 +66,7 @@ impl History {
             &mut |m| match m {
                 Some(m) => {
                     briefs.push(Brief::of(&m));
-                    if manifest::tigerbeetle::is_log_of(&m, cluster) && !m.is_note() {
+                    if chain::Member::is_log_of(&m, cluster) && !m.is_note() {
                         let until = interval(&m).map_or(u64::MAX, |(_, u)| u);
                         if until > tip.0 || tip.1.is_empty() {
                             tip = (until, Vec::new());
@@ -122,8 +122,8 @@ impl History {
 }
 
 /// Whether `m` is a snapshot a restore to a point in time starts from.
-fn is_snapshot(m: &Manifest) -> bool {
-    m.scope == Scope::Full && &*m.operation == SNAPSHOT
+fn is_snapshot(m: &impl chain::Member) -> bool {
+    m.scope() == Scope::Full && m.operation() == SNAPSHOT
 }
 
 pub fn run(ctx: &Ctx) -> Result<()> {
@@ -590,7 +590,7 @@ fn pitr_needs(
     let index = chain::Index::new(all);
     let snapshot = all
         .iter()
-        .filter(|m| m.scope == Scope::Full && &*m.operation == SNAPSHOT)
+        .filter(|m| is_snapshot(*m))
         .max_by_key(|m| (m.started_at, m.id));
     let mut keys = Vec::new();
     if let Some(s) = snapshot {
