@@ -751,7 +751,14 @@ fn list_to(
 /// them were not written by a bkp run; and retention, copies and cleanup
 /// decide by id, so neither may be acted on as if it were the other.
 pub fn shared_ids(all: &[Manifest]) -> Vec<(BackupId, Vec<String>)> {
-    let mut ids: Vec<(BackupId, Kind)> = all.iter().map(|m| (m.id, m.kind)).collect();
+    shared_ids_of(all.iter().map(|m| (m.id, m.kind)))
+}
+
+/// [`shared_ids`] of backups given by id and kind (their briefs).
+pub fn shared_ids_of(
+    all: impl IntoIterator<Item = (BackupId, Kind)>,
+) -> Vec<(BackupId, Vec<String>)> {
+    let mut ids: Vec<(BackupId, Kind)> = all.into_iter().collect();
     ids.sort_unstable();
     let mut out: Vec<(BackupId, Vec<String>)> = Vec::new();
     for w in ids.windows(2).filter(|w| w[0].0 == w[1].0) {

@@ -13,7 +13,7 @@
 //! takes back what the deletion frees; so the balance is each retained object
 //! counted once, which is what is compared here.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -24,7 +24,7 @@ use crate::ledger;
 use crate::manifest::Manifest;
 use crate::store::Store;
 
-use super::Retained;
+use super::{Retained, Survey};
 
 /// The ledger audit.
 #[derive(Debug, Default, Serialize)]
@@ -47,7 +47,7 @@ pub fn audit(
     cfg: &ledger::LedgerConfig,
     store: &dyn Store,
     mut chunks: Retained,
-    all: &[Manifest],
+    survey: &Survey,
     chosen: &[Manifest],
     deleting: &BTreeSet<u128>,
 ) -> Result<Audit> {
@@ -58,10 +58,8 @@ pub fn audit(
     a.checked = true;
     a.transfers = transfers.len();
     let ids: BTreeSet<u128> = transfers.iter().map(|t| t.id).collect();
-    let manifests: HashMap<u128, &Manifest> = all
-        .iter()
-        .map(|m| (u128::from_be_bytes(m.id.as_bytes()), m))
-        .collect();
+    let listed = survey.ids();
+    let listed = |id: &u128| listed.binary_search(id).is_ok();
     let (mut credits, mut debits) = (0i128, 0i128);
     for t in &transfers {
         if t.code != ledger::TRANSFER_CODE {
@@ -82,11 +80,11 @@ pub fn audit(
             );
         let reversal = ledger::cleanup_transfer_id(t.id);
         let spooled = cfg.spool_dir.join(format!("{reversal:032x}.json")).exists();
-        if backup && (deleting.contains(&t.id) || spooled) && !manifests.contains_key(&t.id) {
+        if backup && (deleting.contains(&t.id) || spooled) && !listed(&t.id) {
             // An interrupted cleanup (the next one finishes it) or a reversal
             // waiting in the spool.
             a.pending.push(BackupId::from_u128(t.id).to_string());
-        } else if backup && !ids.contains(&reversal) && !manifests.contains_key(&t.id) {
+        } else if backup && !ids.contains(&reversal) && !listed(&t.id) {
             a.problems.push(format!(
                 "the ledger records backup {} ({} bytes, {}) as stored in {identity}, but the store has no manifest for it: it was deleted outside bkp, or its manifest was lost",
                 BackupId::from_u128(t.id),
@@ -108,17 +106,10 @@ pub fn audit(
         }
     }
     reconcile(cfg, store, &missing, &mut a)?;
-    let mut retained: HashMap<&str, u64> = HashMap::new();
-    for m in all {
-        for o in &m.objects {
-            retained.insert(&o.key, o.size);
-        }
-        if let Some(c) = &m.chunks {
-            retained.insert(&c.list.key, c.list.size);
-            chunks.read(store, m)?;
-        }
+    for m in &survey.chunked {
+        chunks.read(store, m)?;
     }
-    a.retained_bytes = retained.values().sum::<u64>() + chunks.bytes();
+    a.retained_bytes = survey.recorded.bytes().saturating_add(chunks.bytes());
     let balance = credits - debits;
     a.store_balance = Some(balance);
     let settled = a.pending.is_empty() && a.reconciled.is_empty();

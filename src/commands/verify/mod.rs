@@ -41,6 +41,7 @@ use crate::cli::VerifyArgs;
 use crate::exit::{coded, Code};
 use crate::id::BackupId;
 use crate::lock::RunLock;
+use crate::manifest::brief::Brief;
 use crate::manifest::chunks::{chunk_key, is_chunk_id, ChunkMap};
 use crate::manifest::tombstone::read_tombstones;
 use crate::manifest::{self, Kind, Manifest, Trust};
@@ -55,11 +56,13 @@ mod local;
 mod objects;
 mod outcome;
 mod rollback;
+mod survey;
 
 use audit::{audit, Audit};
 use drill::{drill, Drill};
 use local::Local;
 use objects::{check_backup, BackupCheck, StoreIndex};
+use survey::{Recorded, Size, Survey};
 
 /// What the checks of a run found.
 pub struct Findings {
@@ -84,19 +87,12 @@ pub struct Findings {
     pub copy_lacks: Option<serde_json::Value>,
 }
 
-fn selected(all: &[Manifest], args: &VerifyArgs, now: OffsetDateTime) -> Result<Vec<Manifest>> {
-    let since = args
-        .since
+/// The time `--since` names, counted back from `now`.
+fn since(args: &VerifyArgs, now: OffsetDateTime) -> Result<Option<OffsetDateTime>> {
+    args.since
         .as_deref()
         .map(|s| crate::units::parse_since("--since", s, now))
-        .transpose()?;
-    let kind = args.kind.map(Kind::from);
-    Ok(all
-        .iter()
-        .filter(|m| kind.is_none_or(|k| m.kind == k))
-        .filter(|m| since.is_none_or(|t| m.started_at >= t))
-        .cloned()
-        .collect())
+        .transpose()
 }
 
 pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
@@ -130,22 +126,21 @@ pub fn run(ctx: &Ctx, args: &VerifyArgs) -> Result<()> {
     }
 }
 
-/// The backups the run verifies (`ID`, or those of `--kind`/`--since`), oldest
-/// first, each as its own manifest holds it (not the catalog's copy); one
-/// that cannot be read goes to `unreadable`.
+/// The backups the run verifies (`ID`, or those of `--kind`/`--since` the
+/// survey `selected`), oldest first, each as its own manifest holds it (not
+/// the catalog's copy); one that cannot be read goes to `unreadable`.
 fn choose(
     store: &dyn Store,
     trust: &Trust,
     args: &VerifyArgs,
-    all: &[Manifest],
+    selected: Vec<Manifest>,
     unreadable: &mut Vec<manifest::Unreadable>,
-    started_at: OffsetDateTime,
 ) -> Result<Vec<Manifest>> {
     let mut chosen = match &args.backup {
         Some(id) => vec![manifest::find(store, trust, id, args.kind.map(Kind::from))?],
         None => {
             let mut fresh = Vec::new();
-            for m in selected(all, args, started_at)? {
+            for m in selected {
                 match manifest::catalog::current(store, trust, &m) {
                     Ok(m) => fresh.push(m),
                     Err(e) => unreadable.push(manifest::Unreadable {
@@ -162,6 +157,31 @@ fn choose(
     Ok(chosen)
 }
 
+/// Every backup in brief, and whole only those the run has a use for
+/// ([`Survey`]); the backups it checks ([`choose`]); the manifests that
+/// could not be read.
+fn survey(
+    ctx: &Ctx,
+    args: &VerifyArgs,
+    store: &dyn Store,
+    trust: &Trust,
+    started_at: OffsetDateTime,
+) -> Result<(Survey, Vec<Manifest>, Vec<manifest::Unreadable>)> {
+    let wants = survey::Wants {
+        select: args
+            .backup
+            .is_none()
+            .then_some((args.kind.map(Kind::from), since(args, started_at)?)),
+        // What the ledger audit reads (a copy is not audited).
+        chunked: ctx.plan.ledger.is_some() && ctx.plan.primary.is_none(),
+    };
+    let mut survey = Survey::read(store, trust, &wants)?;
+    let mut unreadable = std::mem::take(&mut survey.unreadable);
+    let selected = std::mem::take(&mut survey.selected);
+    let chosen = choose(store, trust, args, selected, &mut unreadable)?;
+    Ok((survey, chosen, unreadable))
+}
+
 /// Every check of the run: objects and chains, the ledger audit, the drills.
 fn look(
     ctx: &Ctx,
@@ -176,8 +196,7 @@ fn look(
     // Another installation's store is named as such, not reported damaged
     // (and no report is written into it).
     manifest::marker::check(store, &trust)?;
-    let (all, mut unreadable) = manifest::list_complete(store, &trust, None)?;
-    let chosen = choose(store, &trust, args, &all, &mut unreadable, started_at)?;
+    let (survey, chosen, unreadable) = survey(ctx, args, store, &trust, started_at)?;
     // Damage found is a problem (exit 5); trouble that kept a check from looking
     // (a store or ledger that did not answer) is not, and ends the run with its
     // own code once every other check is done.
@@ -186,20 +205,16 @@ fn look(
     sort_unreadable(&unreadable, &mut trouble, &mut general);
     let keyring = trust.keys();
     // A rolled-back store: backups bkp recorded that it no longer shows.
-    let lost = rollback::check(store, &trust, &all, args)?;
+    let lost = rollback::check(store, &trust, &survey.newest, args)?;
     let damage_code = (!lost.is_empty()).then_some(Code::Rollback);
     general.extend(lost);
-    general.extend(listed_twice(&all, store));
+    general.extend(listed_twice(&survey.briefs, store));
 
     // Objects and chains.
-    let chains = chain::Index::new(&all);
-    let sizes: HashMap<&str, u64> = all
-        .iter()
-        .flat_map(|m| m.objects.iter().map(|o| (o.key.as_str(), o.size)))
-        .collect();
+    let chains = chain::Index::new(&survey.briefs);
     let index = StoreIndex {
         chains: &chains,
-        sizes: &sizes,
+        recorded: &survey.recorded,
     };
     // Each chunk list is read once per run: the check of its backup takes
     // what the ledger audit needs of it (chunk keys and sizes, not the list),
@@ -231,7 +246,7 @@ fn look(
 
     // The WAL archive: every file read and checked against its sealed name,
     // and no gap from the oldest base backup on.
-    match wal_of(ctx, args, store, &trust, &all, started_at)? {
+    match wal_of(ctx, args, store, &trust, &survey.bases, started_at)? {
         Ok(problems) => general.extend(problems),
         Err(e) => trouble.push(e),
     }
@@ -261,7 +276,7 @@ fn look(
             let chunks = retained.take().unwrap_or_default();
             let result = match ledger.down() {
                 Some(e) => Err(e),
-                None => audit(cfg, store, chunks, &all, &chosen, &deleting),
+                None => audit(cfg, store, chunks, &survey, &chosen, &deleting),
             };
             result.unwrap_or_else(|e| {
                 let unreachable = crate::exit::classify(&e) == Some(Code::Transient);
@@ -288,6 +303,8 @@ fn look(
     for p in &audit.problems {
         ctx.ui.warn(&format!("ledger: {p}"));
     }
+
+    drop(survey);
 
     // Drills.
     let mut drills = Vec::new();
@@ -364,18 +381,14 @@ fn wal_of(
     args: &VerifyArgs,
     store: &dyn Store,
     trust: &Trust,
-    all: &[Manifest],
+    bases: &[Manifest],
     started_at: OffsetDateTime,
 ) -> Result<Result<Vec<String>>> {
     if args.backup.is_some() || args.kind.is_some_and(|k| Kind::from(k) != Kind::Postgres) {
         return Ok(Ok(Vec::new()));
     }
-    let since = args
-        .since
-        .as_deref()
-        .map(|s| crate::units::parse_since("--since", s, started_at))
-        .transpose()?;
-    Ok(match check_wal(ctx, store, trust, all, since) {
+    let since = since(args, started_at)?;
+    Ok(match check_wal(ctx, store, trust, bases, since) {
         Ok(problems) => {
             for p in &problems {
                 ctx.ui.warn(p);
@@ -388,16 +401,17 @@ fn wal_of(
 
 /// Checks the WAL archives of the store: each file (archived since `since`)
 /// read once and matched to its sealed name, and the segments from each
-/// system's oldest base backup on without gaps. The problems found.
+/// system's oldest base backup (of `bases`) on without gaps. The problems
+/// found.
 fn check_wal(
     ctx: &Ctx,
     store: &dyn Store,
     trust: &Trust,
-    all: &[Manifest],
+    bases: &[Manifest],
     since: Option<OffsetDateTime>,
 ) -> Result<Vec<String>> {
     let mut problems = Vec::new();
-    for a in crate::manifest::wal::archive::archives(store, all, true)? {
+    for a in crate::manifest::wal::archive::archives(store, bases, true)? {
         let mut read = 0u64;
         let mut files = 0u64;
         for o in &a.objects {
@@ -487,8 +501,8 @@ impl Retained {
 /// Each backup id listed under more than one kind, as a problem: chains, the
 /// ledger audit and cleanup look backups up by id, and would take one for
 /// the other.
-fn listed_twice(all: &[manifest::Manifest], store: &dyn Store) -> Vec<String> {
-    let shared = manifest::shared_ids(all);
+fn listed_twice(all: &[Brief], store: &dyn Store) -> Vec<String> {
+    let shared = manifest::shared_ids_of(all.iter().map(|b| (b.id, b.kind)));
     let problem = |(id, keys): &(crate::id::BackupId, Vec<String>)| {
         manifest::shared_id_error(*id, keys, store)
     };

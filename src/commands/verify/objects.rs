@@ -2,7 +2,7 @@
 //! size and reads back whole (SHA-256, every encrypted chunk, the compression
 //! framing, the content digest), shared objects exist, and the chain is whole.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -13,12 +13,13 @@ use crate::commands::Ctx;
 use crate::crypto::Keyring;
 use crate::exit::{coded, Code};
 use crate::id::BackupId;
+use crate::manifest::brief::Brief;
 use crate::manifest::{self, Kind, Manifest, Scope};
 use crate::pipeline;
 use crate::stages::compress::Compression;
 use crate::store::Store;
 
-use super::Retained;
+use super::{Recorded, Retained, Size};
 
 /// What was found for one backup.
 #[derive(Debug, Serialize)]
@@ -89,8 +90,8 @@ fn objects_of(m: &Manifest) -> Result<Vec<(manifest::ObjectEntry, Compression, b
 
 /// What the store holds, for checking one backup against the rest.
 pub struct StoreIndex<'a> {
-    pub chains: &'a chain::Index<'a>,
-    pub sizes: &'a HashMap<&'a str, u64>,
+    pub chains: &'a chain::Index<'a, Brief>,
+    pub recorded: &'a Recorded,
 }
 
 /// Damage becomes a problem; trouble (the store is unreachable, no key) stops
@@ -115,7 +116,7 @@ pub fn check_backup(
     checked: &mut BTreeSet<String>,
     retained: Option<&mut Retained>,
 ) -> Result<BackupCheck> {
-    let StoreIndex { chains, sizes } = store_index;
+    let StoreIndex { chains, recorded } = store_index;
     let mut c = BackupCheck {
         id: m.id,
         kind: m.kind,
@@ -178,14 +179,7 @@ pub fn check_backup(
         });
     }
     for key in m.uses.iter().filter(|k| !described.contains(*k)) {
-        let problem = match (store.head(key)?, sizes.get(key.as_str())) {
-            (None, _) => Some(format!("shared object {key} is missing")),
-            (Some(info), Some(&want)) if info.size != want => Some(format!(
-                "shared object {key} has {} bytes, its manifest recorded {want}",
-                info.size
-            )),
-            _ => None,
-        };
+        let problem = shared_problem(store, recorded, key)?;
         c.problems.extend(problem.clone());
         c.results.push(ObjectResult {
             key: key.clone(),
@@ -218,10 +212,27 @@ pub fn check_backup(
             });
         }
     }
-    for b in chains.problems(m) {
+    for b in chains.problems(&Brief::of(m)) {
         c.problems.push(format!("chain broken: {b}"));
     }
     Ok(c)
+}
+
+/// What is wrong with shared object `key`: missing, or not of the size the
+/// manifests that stored it record.
+fn shared_problem(store: &dyn Store, recorded: &Recorded, key: &str) -> Result<Option<String>> {
+    Ok(match (store.head(key)?, recorded.size(key)) {
+        (None, _) => Some(format!("shared object {key} is missing")),
+        (Some(info), Size::Is(want)) if info.size != want => Some(format!(
+            "shared object {key} has {} bytes, its manifest recorded {want}",
+            info.size
+        )),
+        (Some(info), Size::Disagree) => Some(format!(
+            "shared object {key} ({} bytes) is recorded with different sizes by the manifests that name it: one of them was not written by bkp",
+            info.size
+        )),
+        _ => None,
+    })
 }
 
 /// Reads and checks every chunk of `map` no earlier backup of this run read

@@ -3,6 +3,8 @@
 //! the store keeps every version (S3 Object Lock), delete markers and
 //! overwritten versions on bkp's keys, which create-only writes never leave.
 
+use std::collections::BTreeMap;
+
 use anyhow::Result;
 
 use crate::cli::VerifyArgs;
@@ -21,12 +23,13 @@ fn folders() -> Vec<String> {
     f
 }
 
-/// The findings, one line each: backups lost per kind `args` selects, then
+/// The findings, one line each: backups lost per kind `args` selects (of
+/// which `newest` holds the newest the store lists), then
 /// (when verifying everything) the altered keys.
 pub fn check(
     store: &dyn Store,
     trust: &Trust,
-    all: &[Manifest],
+    newest: &BTreeMap<Kind, Manifest>,
     args: &VerifyArgs,
 ) -> Result<Vec<String>> {
     let mut found = Vec::new();
@@ -35,8 +38,7 @@ pub fn check(
         .into_iter()
         .filter(|k| args.kind.is_none_or(|want| Kind::from(want) == *k));
     for kind in kinds {
-        let newest = all.iter().rfind(|m| m.kind == kind);
-        if let Some(e) = manifest::head::lost(store, trust, kind, newest)? {
+        if let Some(e) = manifest::head::lost(store, trust, kind, newest.get(&kind))? {
             found.push(format!("{e:#}"));
         }
     }
