@@ -158,6 +158,20 @@ fn conformance(store: &dyn Store) {
     assert_eq!(after("a/", "a/"), ["a/empty", "a/one.json"]);
     assert_eq!(after("b/", "b/z"), Vec::<String>::new());
     assert_eq!(after("", "b/exact.bin"), ["b/race.bin", "d/small-race"]);
+    // Listing each as it comes: the same objects, in any order.
+    let mut each: Vec<(String, u64)> = Vec::new();
+    store
+        .list_each("b/", &mut |o| each.push((o.key, o.size)))
+        .unwrap();
+    each.sort();
+    let listed: Vec<(String, u64)> = store
+        .list("b/")
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
+    assert_eq!(each, listed);
+    assert_eq!(each.len(), 3);
     let a: Vec<String> = keys(store, "a/");
     assert_eq!(a, ["a/empty", "a/one.json"]);
     let partial: Vec<String> = keys(store, "a/o");

@@ -85,6 +85,9 @@ impl Store for Counting<'_> {
     fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectInfo>> {
         self.inner.list_after(prefix, after)
     }
+    fn list_each(&self, prefix: &str, each: &mut dyn FnMut(ObjectInfo)) -> Result<()> {
+        self.inner.list_each(prefix, each)
+    }
     fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key)
     }

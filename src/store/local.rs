@@ -76,14 +76,27 @@ pub struct LocalStore {
 
 impl LocalStore {
     /// The objects under `prefix` (sorting after `after`, where given), in key
-    /// order; only the directory that can contain the prefix is walked.
+    /// order.
     fn walk(&self, prefix: &str, after: Option<&str>) -> Result<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        self.walk_each(prefix, after, &mut |o| out.push(o))?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// [`LocalStore::walk`], each object handed to `each` as it is found, in
+    /// no order; only the directory that can contain the prefix is walked.
+    fn walk_each(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        each: &mut dyn FnMut(ObjectInfo),
+    ) -> Result<()> {
         let start_rel = match prefix.rfind('/') {
             Some(i) => &prefix[..i],
             None => "",
         };
         let start = self.root.join(start_rel);
-        let mut out = Vec::new();
         let mut stack = vec![start];
         while let Some(dir) = stack.pop() {
             let entries = match fs::read_dir(&dir) {
@@ -112,12 +125,11 @@ impl LocalStore {
                     && rel.starts_with(prefix)
                     && after.is_none_or(|a| rel.as_str() > a)
                 {
-                    out.push(info(rel, &entry.metadata()?));
+                    each(info(rel, &entry.metadata()?));
                 }
             }
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        Ok(())
     }
 
     /// A store rooted at `root`, which is created if missing.
@@ -326,6 +338,10 @@ impl Store for LocalStore {
     // manifests of a history years long does not hold every key.
     fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectInfo>> {
         self.walk(prefix, Some(after))
+    }
+
+    fn list_each(&self, prefix: &str, each: &mut dyn FnMut(ObjectInfo)) -> Result<()> {
+        self.walk_each(prefix, None, each)
     }
 
     fn reread_is_cheap(&self) -> bool {

@@ -160,6 +160,13 @@ pub trait Store: Send + Sync {
     /// Every object whose key starts with `prefix`, sorted by key.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
 
+    /// [`Store::list`], each object handed to `each` as it is listed, in no
+    /// order: a listing of years of keys need not be held whole.
+    fn list_each(&self, prefix: &str, each: &mut dyn FnMut(ObjectInfo)) -> Result<()> {
+        self.list(prefix)?.into_iter().for_each(each);
+        Ok(())
+    }
+
     /// The objects of [`Store::list`] whose keys sort after `after`: one request
     /// on S3 (`start-after`) when few are, however many sort before.
     fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectInfo>> {
