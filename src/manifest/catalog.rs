@@ -21,7 +21,11 @@
 //!   dropped. A run that started more than [`WINDOW`] before a catalog was
 //!   written and stored its manifest after it would be missed by that listing;
 //!   `cleanup` and `verify` list every manifest key ([`Depth::Complete`]) and
-//!   heal the catalog of it, and of manifests deleted outside bkp.
+//!   heal the catalog of it, and of manifests deleted outside bkp. They list
+//!   before reading the catalog, so that each entry the listing shows as it
+//!   was cached is handed out as the catalog is parsed; an entry the listing
+//!   lacks that was stored shortly before it may have been written after
+//!   it, and is read again from its key rather than taken as deleted.
 //! - An object's time is when the manifests were last listed: a write that
 //!   only adds a run's own manifest ([`note`]) carries it forward, and a time
 //!   ahead of the reader's clock counts as now.
@@ -61,9 +65,11 @@ use crate::store::{is_already_exists, ObjectInfo, Store, Version};
 mod doc;
 mod entries;
 mod ids;
+mod listing;
 mod pass;
 use entries::Entries;
 use ids::Ids;
+use listing::Listing;
 use pass::Pass;
 pub use pass::Sink;
 
@@ -80,6 +86,10 @@ const MAGIC: &str = "bkp.catalog/2 ";
 const MAGIC_V1: &str = "bkp.catalog/1 ";
 /// How far before a catalog's time a reader looks for manifests it lacks.
 pub const WINDOW: Duration = Duration::days(2);
+/// How far before a complete read's listing an entry it lacks counts as
+/// possibly stored after it (the store's clock against this host's: S3
+/// refuses requests more than 15 minutes apart).
+const LISTED_SLACK: Duration = Duration::hours(1);
 /// Changes a delta may carry before a new base is written instead.
 pub const REBASE: usize = 512;
 /// Catalog objects tried, newest first, before reading the manifests instead.
@@ -865,32 +875,39 @@ pub fn fold(
     depth: Depth,
     sink: &mut Sink,
 ) -> Result<Vec<Unreadable>> {
-    let mut pass = Pass::reading(kind, trust, depth, &mut *sink);
+    let dir = super::manifest_dir(kind);
+    // A complete read lists every key first, so that the base's entries are
+    // checked as it is read and handed out at once: a history years long is
+    // never held whole.
+    let first = match depth {
+        Depth::Complete => Some(list_every(store, kind)?),
+        Depth::Recent => None,
+    };
+    let mut pass = Pass::reading(kind, trust, depth, first.as_ref().map(|f| &f.0), &mut *sink);
     let loaded = load(store, trust.keys(), kind, &mut pass);
     let streamed = pass.finish();
     let mut st = loaded?;
-    let dir = super::manifest_dir(kind);
     // Keys sorting after `after` are checked against the listing: as far as
     // the base was handed out (it held every entry after it).
-    let after = streamed
-        .after
-        .unwrap_or_else(|| check_after(kind, depth, &st));
-    let listed_at = OffsetDateTime::now_utc();
-    let listed: BTreeMap<String, Stored> = match &after {
-        Some(a) => store.list_after(&dir, a)?,
-        None => store.list(&dir)?,
-    }
-    .into_iter()
-    .filter(|o| o.key.ends_with(".json"))
-    .map(|o| (o.key.clone(), Stored::of(&o)))
-    .collect();
+    let after = match first {
+        Some(_) => None,
+        None => streamed
+            .after
+            .unwrap_or_else(|| check_after(kind, depth, &st)),
+    };
+    let listed_first = first.is_some();
+    let (listed, listed_at) = match first {
+        Some(f) => f,
+        None => list_now(store, kind, after.as_deref())?,
+    };
     let checked = |k: &str| after.as_deref().is_none_or(|a| k > a);
     // The pass named those of the base it handed out that are read again.
     let mut again = streamed.again;
     let mut changed = st.seq == 0 || !again.is_empty();
-    changed |= prune(&mut st, trust, &mut again, &listed, checked);
+    let since = listed_first.then_some(listed_at);
+    changed |= prune(&mut st, trust, &mut again, &listed, since, checked);
     let held = |k: &str| holds_key(&st, &streamed.handed, kind, &dir, k);
-    let mut to_read: Vec<String> = listed.keys().filter(|k| !held(k)).cloned().collect();
+    let mut to_read: Vec<String> = listed.keys().filter(|k| !held(k)).collect();
     to_read.extend(again);
     // Damaged manifests outside the listing are read again too.
     to_read.extend(
@@ -965,15 +982,43 @@ pub fn fold(
     saved.map(|()| bad)
 }
 
+/// Every manifest key of `kind`, taken as it is listed, and when.
+fn list_every(store: &dyn Store, kind: Kind) -> Result<(Listing, OffsetDateTime)> {
+    let at = OffsetDateTime::now_utc();
+    let mut listing = Listing::new(kind);
+    store.list_each(&super::manifest_dir(kind), &mut |o| listing.add(o))?;
+    Ok((listing.finish(), at))
+}
+
+/// The manifest keys of `kind` after `after` (or all), and when listed.
+fn list_now(
+    store: &dyn Store,
+    kind: Kind,
+    after: Option<&str>,
+) -> Result<(Listing, OffsetDateTime)> {
+    let at = OffsetDateTime::now_utc();
+    let dir = super::manifest_dir(kind);
+    let objects = match after {
+        Some(a) => store.list_after(&dir, a)?,
+        None => store.list(&dir)?,
+    };
+    Ok((Listing::of(kind, objects), at))
+}
+
 /// Drops from `st` the entries read again whatever the listing says
 /// ([`pass::stale`]; their keys go to `again`), and those the listing shows
 /// deleted, rewritten or never listed before (a run's own manifest), of the
-/// keys it `checked`: those are read again. Whether any was dropped.
+/// keys it `checked`: those are read again. Where the listing was taken
+/// before the catalog was read (`since` then), an entry it lacks that was
+/// stored since (less [`LISTED_SLACK`] for the store's clock) may have been
+/// written after it: it is read again from its key, not taken as deleted.
+/// Whether any was dropped.
 fn prune(
     st: &mut State,
     trust: &Trust,
     again: &mut Vec<String>,
-    listed: &BTreeMap<String, Stored>,
+    listed: &Listing,
+    since: Option<OffsetDateTime>,
     checked: impl Fn(&str) -> bool,
 ) -> bool {
     let before = st.entries.len();
@@ -985,12 +1030,27 @@ fn prune(
         }
         !stale
     });
+    let recent = |e: &Entry| {
+        let stored_at = e.stored.as_ref().and_then(|s| s.modified);
+        since.is_some_and(|t| {
+            let from = t - LISTED_SLACK;
+            stored_at.is_some_and(|ms| i128::from(ms) * 1_000_000 >= from.unix_timestamp_nanos())
+        })
+    };
     st.entries.retain(|_, e| {
         let k = e.manifest.key();
-        !checked(&k)
-            || listed
-                .get(&k)
-                .is_some_and(|now| e.stored.as_ref().is_some_and(|s| s.is(now)))
+        if !checked(&k) {
+            return true;
+        }
+        match listed.get(&k) {
+            Some(now) => e.stored.as_ref().is_some_and(|s| s.is(now)),
+            None => {
+                if recent(e) {
+                    again.push(k);
+                }
+                false
+            }
+        }
     });
     st.entries.len() != before
 }
@@ -1885,6 +1945,95 @@ mod tests {
         let (good, bad) = read(&store, &trust, Kind::Duckdb, Depth::Complete).unwrap();
         assert!(bad.is_empty());
         assert_eq!(good.len(), REBASE + 5);
+    }
+
+    /// A store whose listings show manifests stored when `stored_at` says
+    /// and hide those `hidden` names, and that counts the reads of each key.
+    struct Listed<'a> {
+        inner: &'a MemoryStore,
+        stored_at: BTreeMap<String, OffsetDateTime>,
+        hidden: Vec<String>,
+        reads: Mutex<Vec<String>>,
+    }
+
+    impl Store for Listed<'_> {
+        fn identity(&self) -> String {
+            self.inner.identity()
+        }
+        fn create(
+            &self,
+            key: &str,
+            metadata: &crate::store::Metadata,
+        ) -> Result<Box<dyn crate::store::ObjectWriter>> {
+            self.inner.create(key, metadata)
+        }
+        fn open(&self, key: &str) -> Result<Box<dyn Read + Send>> {
+            self.reads.lock().unwrap().push(key.to_string());
+            self.inner.open(key)
+        }
+        fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+            self.inner.head(key)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+            let mut all = self.inner.list(prefix)?;
+            all.retain(|o| !self.hidden.contains(&o.key));
+            for o in &mut all {
+                o.modified = self.stored_at.get(&o.key).copied();
+            }
+            Ok(all)
+        }
+        fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key)
+        }
+    }
+
+    /// A complete read lists every key before it reads the catalog. A
+    /// manifest the catalog holds and that listing lacks was either stored
+    /// after it (it is read again from its key, and kept) or deleted long
+    /// before (it is dropped, and not read).
+    #[test]
+    fn a_complete_read_keeps_what_was_stored_after_its_listing_and_drops_the_deleted() {
+        let store = MemoryStore::default();
+        let trust = Trust::none();
+        let now = OffsetDateTime::now_utc();
+        let old = sample(Kind::Duckdb, now - Duration::days(3));
+        let kept = sample(Kind::Duckdb, now - Duration::days(2));
+        let new = sample(Kind::Duckdb, now - Duration::minutes(5));
+        for m in [&old, &kept, &new] {
+            store_manifest(&store, m);
+        }
+        let stored_at: BTreeMap<String, OffsetDateTime> = [&old, &kept, &new]
+            .iter()
+            .map(|m| (m.key(), m.started_at))
+            .collect();
+        let read_through = |hidden: Vec<String>| {
+            CACHE.lock().unwrap().clear();
+            let listed = Listed {
+                inner: &store,
+                stored_at: stored_at.clone(),
+                hidden,
+                reads: Mutex::new(Vec::new()),
+            };
+            let (got, bad) = read(&listed, &trust, Kind::Duckdb, Depth::Complete).unwrap();
+            assert!(bad.is_empty(), "{bad:?}");
+            let ids: Vec<BackupId> = got.iter().map(|m| m.id).collect();
+            (ids, listed.reads.into_inner().unwrap())
+        };
+        // The catalog is written with every manifest as listed.
+        let (ids, _) = read_through(Vec::new());
+        assert_eq!(ids, vec![old.id, kept.id, new.id]);
+        let (ids, reads) = read_through(Vec::new());
+        assert_eq!(ids, vec![old.id, kept.id, new.id]);
+        assert!(
+            reads.iter().all(|k| !k.starts_with("manifests/")),
+            "{reads:?}"
+        );
+
+        // Now the listing lacks two of them.
+        let (ids, reads) = read_through(vec![old.key(), new.key()]);
+        assert_eq!(ids, vec![kept.id, new.id]);
+        assert!(reads.contains(&new.key()), "{reads:?}");
+        assert!(!reads.contains(&old.key()), "{reads:?}");
     }
 
     #[test]

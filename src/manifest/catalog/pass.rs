@@ -5,8 +5,9 @@
 //! [`super::fold`] ([`Pass::reading`]) hands the caller at once each entry
 //! that nothing later in the read can change, and holds only the others:
 //! those the listing checks (younger than the catalog's time minus
-//! [`super::WINDOW`], or all where the whole store is listed), which are
-//! handed out at the end. Entries a delta removes or replaces are passed
+//! [`super::WINDOW`]), which are handed out at the end. A complete read
+//! lists every key before the base is read, and holds only the entries that
+//! listing does not show as they were cached. Entries a delta removes or replaces are passed
 //! over (the delta's versions are used), and entries to read again from
 //! their keys are named for [`super::fold`] to read. The caller gets each
 //! manifest once, with the same trust applied as to one read from its key
@@ -21,6 +22,7 @@ use std::collections::BTreeSet;
 use time::OffsetDateTime;
 
 use super::ids::Ids;
+use super::listing::Listing;
 use super::{minor_of, window_after, Depth, Entry, Tagger, SCHEMA, SCHEMA_MINOR, SCHEMA_V1};
 use crate::exit::classify;
 use crate::id::BackupId;
@@ -71,6 +73,10 @@ pub(super) struct Pass<'a> {
 struct Reader<'a> {
     trust: &'a Trust,
     depth: Depth,
+    /// Every manifest key, listed before the base was read (a complete
+    /// read): an entry the listing shows as it was cached is handed out at
+    /// once.
+    listing: Option<&'a Listing>,
     handed: Ids,
     again: Vec<String>,
     bad: Vec<Unreadable>,
@@ -105,12 +111,20 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// A pass that hands what it can to `sink` (see the module documentation).
-    pub fn reading(kind: Kind, trust: &'a Trust, depth: Depth, sink: &'a mut Sink<'a>) -> Pass<'a> {
+    /// A pass that hands what it can to `sink` (see the module documentation),
+    /// checking entries against `listing` where every key was listed first.
+    pub fn reading(
+        kind: Kind,
+        trust: &'a Trust,
+        depth: Depth,
+        listing: Option<&'a Listing>,
+        sink: &'a mut Sink<'a>,
+    ) -> Pass<'a> {
         Pass {
             reader: Some(Reader {
                 trust,
                 depth,
+                listing,
                 handed: Ids::default(),
                 again: Vec::new(),
                 bad: Vec::new(),
@@ -214,11 +228,17 @@ impl<'a> Pass<'a> {
             r.again.push(e.manifest.key());
             return Ok(());
         }
+        let key = e.manifest.key();
         let checked = match &self.after {
-            Some(Some(a)) => e.manifest.key() > *a,
+            Some(Some(a)) => key > *a,
             _ => true,
         };
-        if checked {
+        // Listed already, as it was cached: nothing later changes it.
+        let confirmed = r.listing.is_some_and(|l| {
+            l.get(&key)
+                .is_some_and(|now| e.stored.as_ref().is_some_and(|s| s.is(now)))
+        });
+        if checked && !confirmed {
             self.held.push(e);
             return Ok(());
         }
