@@ -23,9 +23,8 @@
 //!   `cleanup` and `verify` list every manifest key ([`Depth::Complete`]) and
 //!   heal the catalog of it, and of manifests deleted outside bkp. They list
 //!   before reading the catalog, so that each entry the listing shows as it
-//!   was cached is handed out as the catalog is parsed; an entry the listing
-//!   lacks that was stored shortly before it may have been written after
-//!   it, and is read again from its key rather than taken as deleted.
+//!   was cached is handed out as the catalog is parsed, and list the window
+//!   again after it, for what was stored meanwhile.
 //! - An object's time is when the manifests were last listed: a write that
 //!   only adds a run's own manifest ([`note`]) carries it forward, and a time
 //!   ahead of the reader's clock counts as now.
@@ -86,10 +85,6 @@ const MAGIC: &str = "bkp.catalog/2 ";
 const MAGIC_V1: &str = "bkp.catalog/1 ";
 /// How far before a catalog's time a reader looks for manifests it lacks.
 pub const WINDOW: Duration = Duration::days(2);
-/// How far before a complete read's listing an entry it lacks counts as
-/// possibly stored after it (the store's clock against this host's: S3
-/// refuses requests more than 15 minutes apart).
-const LISTED_SLACK: Duration = Duration::hours(1);
 /// Changes a delta may carry before a new base is written instead.
 pub const REBASE: usize = 512;
 /// Catalog objects tried, newest first, before reading the manifests instead.
@@ -895,17 +890,21 @@ pub fn fold(
             .after
             .unwrap_or_else(|| check_after(kind, depth, &st)),
     };
-    let listed_first = first.is_some();
     let (listed, listed_at) = match first {
-        Some(f) => f,
+        // What was stored while the catalog was read: the keys of the window
+        // a quick read lists, listed again (one request on S3).
+        Some((mut listed, at)) => {
+            let window = manifest_key(kind, BackupId::floor_at(at - WINDOW));
+            listed.merge(list_now(store, kind, Some(&window))?.0);
+            (listed, at)
+        }
         None => list_now(store, kind, after.as_deref())?,
     };
     let checked = |k: &str| after.as_deref().is_none_or(|a| k > a);
     // The pass named those of the base it handed out that are read again.
     let mut again = streamed.again;
     let mut changed = st.seq == 0 || !again.is_empty();
-    let since = listed_first.then_some(listed_at);
-    changed |= prune(&mut st, trust, &mut again, &listed, since, checked);
+    changed |= prune(&mut st, trust, &mut again, &listed, checked);
     let held = |k: &str| holds_key(&st, &streamed.handed, kind, &dir, k);
     let mut to_read: Vec<String> = listed.keys().filter(|k| !held(k)).collect();
     to_read.extend(again);
@@ -1008,17 +1007,12 @@ fn list_now(
 /// Drops from `st` the entries read again whatever the listing says
 /// ([`pass::stale`]; their keys go to `again`), and those the listing shows
 /// deleted, rewritten or never listed before (a run's own manifest), of the
-/// keys it `checked`: those are read again. Where the listing was taken
-/// before the catalog was read (`since` then), an entry it lacks that was
-/// stored since (less [`LISTED_SLACK`] for the store's clock) may have been
-/// written after it: it is read again from its key, not taken as deleted.
-/// Whether any was dropped.
+/// keys it `checked`: those are read again. Whether any was dropped.
 fn prune(
     st: &mut State,
     trust: &Trust,
     again: &mut Vec<String>,
     listed: &Listing,
-    since: Option<OffsetDateTime>,
     checked: impl Fn(&str) -> bool,
 ) -> bool {
     let before = st.entries.len();
@@ -1030,27 +1024,12 @@ fn prune(
         }
         !stale
     });
-    let recent = |e: &Entry| {
-        let stored_at = e.stored.as_ref().and_then(|s| s.modified);
-        since.is_some_and(|t| {
-            let from = t - LISTED_SLACK;
-            stored_at.is_some_and(|ms| i128::from(ms) * 1_000_000 >= from.unix_timestamp_nanos())
-        })
-    };
     st.entries.retain(|_, e| {
         let k = e.manifest.key();
-        if !checked(&k) {
-            return true;
-        }
-        match listed.get(&k) {
-            Some(now) => e.stored.as_ref().is_some_and(|s| s.is(now)),
-            None => {
-                if recent(e) {
-                    again.push(k);
-                }
-                false
-            }
-        }
+        !checked(&k)
+            || listed
+                .get(&k)
+                .is_some_and(|now| e.stored.as_ref().is_some_and(|s| s.is(now)))
     });
     st.entries.len() != before
 }
@@ -1947,12 +1926,14 @@ mod tests {
         assert_eq!(good.len(), REBASE + 5);
     }
 
-    /// A store whose listings show manifests stored when `stored_at` says
-    /// and hide those `hidden` names, and that counts the reads of each key.
+    /// A store whose listings show manifests stored when `stored_at` says,
+    /// hide those `hidden` names, and, listing every key at once
+    /// (`list_each`), those `stored_later` names; it counts reads of each key.
     struct Listed<'a> {
         inner: &'a MemoryStore,
         stored_at: BTreeMap<String, OffsetDateTime>,
         hidden: Vec<String>,
+        stored_later: Vec<String>,
         reads: Mutex<Vec<String>>,
     }
 
@@ -1982,17 +1963,25 @@ mod tests {
             }
             Ok(all)
         }
+        fn list_each(&self, prefix: &str, each: &mut dyn FnMut(ObjectInfo)) -> Result<()> {
+            for o in self.list(prefix)? {
+                if !self.stored_later.contains(&o.key) {
+                    each(o);
+                }
+            }
+            Ok(())
+        }
         fn delete(&self, key: &str) -> Result<()> {
             self.inner.delete(key)
         }
     }
 
-    /// A complete read lists every key before it reads the catalog. A
-    /// manifest the catalog holds and that listing lacks was either stored
-    /// after it (it is read again from its key, and kept) or deleted long
-    /// before (it is dropped, and not read).
+    /// A complete read lists every key before it reads the catalog, and the
+    /// window again after: a manifest the catalog holds that the first
+    /// listing lacks was stored meanwhile (the second shows it: kept, and
+    /// not read), or deleted (neither does: dropped, and not read).
     #[test]
-    fn a_complete_read_keeps_what_was_stored_after_its_listing_and_drops_the_deleted() {
+    fn a_complete_read_keeps_what_was_stored_while_it_read_and_drops_the_deleted() {
         let store = MemoryStore::default();
         let trust = Trust::none();
         let now = OffsetDateTime::now_utc();
@@ -2006,12 +1995,13 @@ mod tests {
             .iter()
             .map(|m| (m.key(), m.started_at))
             .collect();
-        let read_through = |hidden: Vec<String>| {
+        let read_through = |hidden: Vec<String>, stored_later: Vec<String>| {
             CACHE.lock().unwrap().clear();
             let listed = Listed {
                 inner: &store,
                 stored_at: stored_at.clone(),
                 hidden,
+                stored_later,
                 reads: Mutex::new(Vec::new()),
             };
             let (got, bad) = read(&listed, &trust, Kind::Duckdb, Depth::Complete).unwrap();
@@ -2020,20 +2010,22 @@ mod tests {
             (ids, listed.reads.into_inner().unwrap())
         };
         // The catalog is written with every manifest as listed.
-        let (ids, _) = read_through(Vec::new());
+        let no_manifest_read =
+            |reads: &[String]| reads.iter().all(|k| !k.starts_with("manifests/"));
+        let (ids, _) = read_through(Vec::new(), Vec::new());
         assert_eq!(ids, vec![old.id, kept.id, new.id]);
-        let (ids, reads) = read_through(Vec::new());
+        let (ids, reads) = read_through(Vec::new(), Vec::new());
         assert_eq!(ids, vec![old.id, kept.id, new.id]);
-        assert!(
-            reads.iter().all(|k| !k.starts_with("manifests/")),
-            "{reads:?}"
-        );
+        assert!(no_manifest_read(&reads), "{reads:?}");
 
-        // Now the listing lacks two of them.
-        let (ids, reads) = read_through(vec![old.key(), new.key()]);
+        // The first listing lacks the new one (stored while the catalog was
+        // read), and every listing the old one (deleted).
+        let (ids, reads) = read_through(vec![old.key()], vec![new.key()]);
         assert_eq!(ids, vec![kept.id, new.id]);
-        assert!(reads.contains(&new.key()), "{reads:?}");
-        assert!(!reads.contains(&old.key()), "{reads:?}");
+        assert!(no_manifest_read(&reads), "{reads:?}");
+        // The catalog written then lacks the old one, which is not listed.
+        let (ids, _) = read_through(vec![old.key()], Vec::new());
+        assert_eq!(ids, vec![kept.id, new.id]);
     }
 
     #[test]

@@ -48,21 +48,48 @@ impl Listing {
         }
     }
 
-    /// Once every object was added.
+    /// Once every object was added. A key listed twice with two records (no
+    /// store does that) is held to neither: its entry is read again.
     pub fn finish(mut self) -> Listing {
-        self.ids.sort_unstable_by_key(|(id, _)| *id);
+        self.ids.sort_by_key(|(id, _)| *id);
+        self.ids.dedup_by(|next, kept| {
+            let same = next.0 == kept.0;
+            if same && next.1 != kept.1 {
+                kept.1 = Stored {
+                    size: u64::MAX,
+                    modified: None,
+                    etag: None,
+                };
+            }
+            same
+        });
         self.ids.shrink_to_fit();
         self
     }
 
     pub fn get(&self, key: &str) -> Option<&Stored> {
-        match id_of(self.kind, &self.dir, key) {
-            Some(id) => {
-                let at = self.ids.binary_search_by_key(&id, |(i, _)| *i).ok()?;
-                Some(&self.ids[at].1)
+        id_of(self.kind, &self.dir, key)
+            .and_then(|id| self.at(id))
+            .map(|at| &self.ids[at].1)
+            .or_else(|| self.odd.get(key))
+    }
+
+    fn at(&self, id: BackupId) -> Option<usize> {
+        self.ids.binary_search_by_key(&id, |(i, _)| *i).ok()
+    }
+
+    /// Takes what `late`, a listing of part of the same keys taken after
+    /// this one, shows: its record of a key replaces this one's.
+    pub fn merge(&mut self, late: Listing) {
+        for (id, stored) in late.ids {
+            match self.at(id) {
+                Some(at) => self.ids[at].1 = stored,
+                None => {
+                    self.odd.insert(manifest_key(self.kind, id), stored);
+                }
             }
-            None => self.odd.get(key),
         }
+        self.odd.extend(late.odd);
     }
 
     /// Every key listed, in no order.
@@ -124,8 +151,36 @@ mod tests {
         assert!(listing.get(&manifest_key(Kind::Parquet, a)).is_none());
         let mut keys: Vec<String> = listing.keys().collect();
         keys.sort();
-        let mut want = vec![ka, kb, upper, odd.to_string()];
+        let mut want = vec![ka.clone(), kb.clone(), upper, odd.to_string()];
         want.sort();
         assert_eq!(keys, want);
+
+        // A later listing of part of the keys: its records win, its new
+        // keys are added, what it does not show stays.
+        let c = BackupId::new_v7(at + time::Duration::hours(2));
+        let kc = manifest_key(Kind::Duckdb, c);
+        let mut listing = listing;
+        listing.merge(Listing::of(
+            Kind::Duckdb,
+            vec![info(&kb, 20), info(&kc, 30)],
+        ));
+        assert_eq!(listing.get(&ka).map(|s| s.size), Some(1));
+        assert_eq!(listing.get(&kb).map(|s| s.size), Some(20));
+        assert_eq!(listing.get(&kc).map(|s| s.size), Some(30));
+        assert_eq!(listing.keys().filter(|k| *k == kc).count(), 1);
+    }
+
+    #[test]
+    fn a_key_listed_twice_with_two_records_is_confirmed_by_neither() {
+        let at = time::macros::datetime!(2026-11-20 06:00 UTC);
+        let key = manifest_key(Kind::Duckdb, BackupId::new_v7(at));
+        let twice = Listing::of(Kind::Duckdb, vec![info(&key, 1), info(&key, 1)]);
+        assert_eq!(twice.get(&key).map(|s| s.size), Some(1));
+        assert_eq!(twice.keys().count(), 1);
+        let two = Listing::of(Kind::Duckdb, vec![info(&key, 1), info(&key, 2)]);
+        let stored = two.get(&key).unwrap();
+        let as_listed = |size| Stored::of(&info(&key, size));
+        assert!(!stored.is(&as_listed(1)) && !stored.is(&as_listed(2)));
+        assert_eq!(two.keys().count(), 1);
     }
 }
