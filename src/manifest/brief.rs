@@ -89,7 +89,7 @@ impl Brief {
             took,
             finished_offset: m.finished_at.offset(),
             stored_bytes: m.stored_bytes(),
-            content_bytes: m.files.iter().map(|f| f.size).sum(),
+            content_bytes: m.files.iter().fold(0, |n, f| n.saturating_add(f.size)),
             key_id: m.encryption.as_ref().map(|e| e.key_id.clone()),
             position: position.0,
             numbers: position.1,

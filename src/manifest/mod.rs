@@ -172,8 +172,13 @@ impl Manifest {
         let chunks = self
             .chunks
             .as_ref()
-            .map_or(0, |c| c.added_bytes + c.list.size);
-        self.objects.iter().map(|o| o.size).sum::<u64>() + chunks
+            .map_or(0, |c| c.added_bytes.saturating_add(c.list.size));
+        // Sizes a manifest records: a planted one must not overflow them.
+        let own = self
+            .objects
+            .iter()
+            .fold(0u64, |n, o| n.saturating_add(o.size));
+        own.saturating_add(chunks)
     }
 
     /// The objects a restore of this backup reads and their stored bytes:
