@@ -923,12 +923,12 @@ pub fn fold(
     let mut verified = 0;
     let mut read_now = Vec::new();
     for key in to_read {
-        match read_listed(store, &key, listed.get(&key))
+        let stored = listed.get(&key);
+        match read_listed(store, &key, stored.as_ref())
             .and_then(|b| parse_with_sealer(&b, &key, trust))
         {
             Ok((manifest, sealer)) => {
                 verified += 1;
-                let stored = listed.get(&key).cloned();
                 st.dirty.insert(manifest.id);
                 read_now.push(Entry::new(manifest, sealer, stored));
                 changed = true;
@@ -1029,7 +1029,7 @@ fn prune(
         !checked(&k)
             || listed
                 .get(&k)
-                .is_some_and(|now| e.stored.as_ref().is_some_and(|s| s.is(now)))
+                .is_some_and(|now| e.stored.as_ref().is_some_and(|s| s.is(&now)))
     });
     st.entries.len() != before
 }

@@ -1,7 +1,8 @@
 //! The manifest keys of a kind that a read listed, each with how it is
-//! stored: the keys bkp writes (the kind's folder, an id, `.json`) by id in
-//! a sorted vector, some 64 bytes a key where a map of the keys took some
-//! 150; any other key in a map beside it.
+//! stored: the keys bkp writes (the kind's folder, an id, `.json`) as rows
+//! of id, size and time sorted by id (32 bytes a key, where a map of the
+//! keys took some 150), their entity tags where the store gives them beside
+//! the rows; any other key in a map.
 
 use std::collections::BTreeMap;
 
@@ -10,11 +11,26 @@ use crate::id::BackupId;
 use crate::manifest::{manifest_dir, manifest_key, Kind};
 use crate::store::ObjectInfo;
 
+/// A key's id, size and time (Unix milliseconds; [`NO_TIME`]: none).
+type Row = (BackupId, u64, i64);
+const NO_TIME: i64 = i64::MIN;
+
 pub(super) struct Listing {
     dir: String,
     kind: Kind,
-    ids: Vec<(BackupId, Stored)>,
+    rows: Vec<Row>,
+    /// The entity tags of the rows that have one, by id.
+    tags: Vec<(BackupId, Box<str>)>,
     odd: BTreeMap<String, Stored>,
+}
+
+/// What no listed object is: an entry is never confirmed by it.
+fn unconfirmable() -> Stored {
+    Stored {
+        size: u64::MAX,
+        modified: None,
+        etag: None,
+    }
 }
 
 impl Listing {
@@ -30,7 +46,8 @@ impl Listing {
         Listing {
             dir: manifest_dir(kind),
             kind,
-            ids: Vec::new(),
+            rows: Vec::new(),
+            tags: Vec::new(),
             odd: BTreeMap::new(),
         }
     }
@@ -40,53 +57,91 @@ impl Listing {
         if !o.key.ends_with(".json") {
             return;
         }
-        match id_of(self.kind, &self.dir, &o.key) {
-            Some(id) => self.ids.push((id, Stored::of(&o))),
-            None => {
-                self.odd.insert(o.key.clone(), Stored::of(&o));
-            }
+        let Some(id) = id_of(self.kind, &self.dir, &o.key) else {
+            self.odd.insert(o.key.clone(), Stored::of(&o));
+            return;
+        };
+        let Stored {
+            size,
+            modified,
+            etag,
+        } = Stored::of(&o);
+        self.rows.push((id, size, modified.unwrap_or(NO_TIME)));
+        if let Some(tag) = etag {
+            self.tags.push((id, tag.into_boxed_str()));
         }
     }
 
-    /// Once every object was added. A key listed twice with two records (no
-    /// store does that) is held to neither: its entry is read again.
+    /// Once every object was added. A key listed twice (no store does that)
+    /// confirms no entry: it is read again.
     pub fn finish(mut self) -> Listing {
-        self.ids.sort_by_key(|(id, _)| *id);
-        self.ids.dedup_by(|next, kept| {
-            let same = next.0 == kept.0;
-            if same && next.1 != kept.1 {
-                kept.1 = Stored {
-                    size: u64::MAX,
-                    modified: None,
-                    etag: None,
-                };
+        self.rows.sort_unstable_by_key(|r| r.0);
+        let mut twice: Vec<BackupId> = self
+            .rows
+            .windows(2)
+            .filter(|w| w[0].0 == w[1].0)
+            .map(|w| w[0].0)
+            .collect();
+        twice.dedup();
+        if !twice.is_empty() {
+            let once = |id: &BackupId| twice.binary_search(id).is_err();
+            self.rows.retain(|r| once(&r.0));
+            self.tags.retain(|t| once(&t.0));
+            for id in &twice {
+                self.odd
+                    .insert(manifest_key(self.kind, *id), unconfirmable());
             }
-            same
-        });
-        self.ids.shrink_to_fit();
+        }
+        self.tags.sort_unstable_by_key(|t| t.0);
+        self.rows.shrink_to_fit();
+        self.tags.shrink_to_fit();
         self
     }
 
-    pub fn get(&self, key: &str) -> Option<&Stored> {
-        id_of(self.kind, &self.dir, key)
-            .and_then(|id| self.at(id))
-            .map(|at| &self.ids[at].1)
-            .or_else(|| self.odd.get(key))
+    pub fn get(&self, key: &str) -> Option<Stored> {
+        let row = id_of(self.kind, &self.dir, key).and_then(|id| self.at(id));
+        match row {
+            Some(at) => {
+                let (id, size, ms) = self.rows[at];
+                Some(Stored {
+                    size,
+                    modified: (ms != NO_TIME).then_some(ms),
+                    etag: self.tag(id).map(|t| t.to_string()),
+                })
+            }
+            None => self.odd.get(key).cloned(),
+        }
     }
 
     fn at(&self, id: BackupId) -> Option<usize> {
-        self.ids.binary_search_by_key(&id, |(i, _)| *i).ok()
+        self.rows.binary_search_by_key(&id, |r| r.0).ok()
+    }
+
+    fn tag(&self, id: BackupId) -> Option<&str> {
+        let at = self.tags.binary_search_by_key(&id, |t| t.0).ok()?;
+        Some(&self.tags[at].1)
     }
 
     /// Takes what `late`, a listing of part of the same keys taken after
     /// this one, shows: its record of a key replaces this one's.
     pub fn merge(&mut self, late: Listing) {
-        for (id, stored) in late.ids {
-            match self.at(id) {
-                Some(at) => self.ids[at].1 = stored,
-                None => {
-                    self.odd.insert(manifest_key(self.kind, id), stored);
+        for &(id, size, ms) in &late.rows {
+            let Some(at) = self.at(id) else {
+                let key = manifest_key(self.kind, id);
+                if let Some(stored) = late.get(&key) {
+                    self.odd.insert(key, stored);
                 }
+                continue;
+            };
+            self.rows[at] = (id, size, ms);
+            let tag = late.tag(id).map(Box::<str>::from);
+            match (self.tags.binary_search_by_key(&id, |t| t.0), tag) {
+                (Ok(i), Some(t)) => self.tags[i].1 = t,
+                (Ok(i), None) => {
+                    self.tags.remove(i);
+                }
+                (Err(i), Some(t)) => self.tags.insert(i, (id, t)),
+                (Err(_), None) => {}
             }
         }
         self.odd.extend(late.odd);
@@ -94,7 +149,7 @@ impl Listing {
 
     /// Every key listed, in no order.
     pub fn keys(&self) -> impl Iterator<Item = String> + '_ {
-        let ids = self.ids.iter().map(|(id, _)| manifest_key(self.kind, *id));
+        let ids = self.rows.iter().map(|r| manifest_key(self.kind, r.0));
         ids.chain(self.odd.keys().cloned())
     }
 }
@@ -168,19 +223,26 @@ mod tests {
         assert_eq!(listing.get(&kb).map(|s| s.size), Some(20));
         assert_eq!(listing.get(&kc).map(|s| s.size), Some(30));
         assert_eq!(listing.keys().filter(|k| *k == kc).count(), 1);
+        let b20 = listing.get(&kb).unwrap();
+        assert!(b20.is(&Stored::of(&info(&kb, 20))));
+        assert!(!b20.is(&Stored::of(&info(&kb, 2))));
     }
 
     #[test]
-    fn a_key_listed_twice_with_two_records_is_confirmed_by_neither() {
+    fn a_key_listed_twice_confirms_no_entry() {
         let at = time::macros::datetime!(2026-11-20 06:00 UTC);
         let key = manifest_key(Kind::Duckdb, BackupId::new_v7(at));
-        let twice = Listing::of(Kind::Duckdb, vec![info(&key, 1), info(&key, 1)]);
-        assert_eq!(twice.get(&key).map(|s| s.size), Some(1));
-        assert_eq!(twice.keys().count(), 1);
-        let two = Listing::of(Kind::Duckdb, vec![info(&key, 1), info(&key, 2)]);
-        let stored = two.get(&key).unwrap();
+        let other = manifest_key(Kind::Duckdb, BackupId::new_v7(at));
         let as_listed = |size| Stored::of(&info(&key, size));
-        assert!(!stored.is(&as_listed(1)) && !stored.is(&as_listed(2)));
-        assert_eq!(two.keys().count(), 1);
+        for sizes in [[1, 1], [1, 2]] {
+            let objects = vec![info(&key, sizes[0]), info(&other, 7), info(&key, sizes[1])];
+            let listing = Listing::of(Kind::Duckdb, objects);
+            let stored = listing.get(&key).unwrap();
+            assert!(!stored.is(&as_listed(1)) && !stored.is(&as_listed(2)));
+            assert_eq!(listing.keys().filter(|k| *k == key).count(), 1);
+            // The others are confirmed as listed, their tags with them.
+            let seven = listing.get(&other).unwrap();
+            assert!(seven.is(&Stored::of(&info(&other, 7))));
+        }
     }
 }

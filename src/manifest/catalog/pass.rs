@@ -236,7 +236,7 @@ impl<'a> Pass<'a> {
         // Listed already, as it was cached: nothing later changes it.
         let confirmed = r.listing.is_some_and(|l| {
             l.get(&key)
-                .is_some_and(|now| e.stored.as_ref().is_some_and(|s| s.is(now)))
+                .is_some_and(|now| e.stored.as_ref().is_some_and(|s| s.is(&now)))
         });
         if checked && !confirmed {
             self.held.push(e);
