@@ -41,6 +41,26 @@ impl<'a> DryRun<'a> {
     fn is_deleted(&self, key: &str) -> bool {
         self.deleted.lock().expect("dry run lock").contains(key)
     }
+
+    /// `behind`, a listing of the real store under `prefix` (after `after`),
+    /// as the run sees it: less what it deleted, with what it wrote.
+    fn merged(
+        &self,
+        behind: Vec<ObjectInfo>,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<Vec<ObjectInfo>> {
+        let mut all: Vec<ObjectInfo> = behind
+            .into_iter()
+            .filter(|o| !self.is_deleted(&o.key))
+            .collect();
+        let mut written = self.written.list(prefix)?;
+        written.retain(|w| after.is_none_or(|a| w.key.as_str() > a));
+        all.retain(|o| !written.iter().any(|w| w.key == o.key));
+        all.extend(written);
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(all)
+    }
 }
 
 impl Store for DryRun<'_> {
@@ -83,17 +103,12 @@ impl Store for DryRun<'_> {
         self.inner.head(key)
     }
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let mut all: Vec<ObjectInfo> = self
-            .inner
-            .list(prefix)?
-            .into_iter()
-            .filter(|o| !self.is_deleted(&o.key))
-            .collect();
-        let written = self.written.list(prefix)?;
-        all.retain(|o| !written.iter().any(|w| w.key == o.key));
-        all.extend(written);
-        all.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(all)
+        self.merged(self.inner.list(prefix)?, prefix, None)
+    }
+    // The real store's own listing after a key (one request on S3), not
+    // every key listed and filtered.
+    fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectInfo>> {
+        self.merged(self.inner.list_after(prefix, after)?, prefix, Some(after))
     }
     fn delete(&self, key: &str) -> Result<()> {
         if self.written.head(key)?.is_some() {
@@ -172,6 +187,14 @@ mod tests {
             s.list("").unwrap().into_iter().map(|o| o.key).collect()
         };
         assert_eq!(keys(&dry), ["m/b.json", "t/a.json"]);
+        let after = |s: &dyn Store, prefix: &str, after: &str| -> Vec<String> {
+            let listed = s.list_after(prefix, after).unwrap();
+            listed.into_iter().map(|o| o.key).collect()
+        };
+        assert_eq!(after(&dry, "", "m/a.json"), ["m/b.json", "t/a.json"]);
+        assert_eq!(after(&dry, "m/", ""), ["m/b.json"]);
+        assert_eq!(after(&dry, "", "m/b.json"), ["t/a.json"]);
+        assert!(after(&dry, "t/", "t/a.json").is_empty());
         assert!(dry.head("m/a.json").unwrap().is_none());
         assert_eq!(
             crate::exit::classify(&dry.open("m/a.json").err().unwrap()),
