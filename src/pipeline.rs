@@ -242,6 +242,13 @@ impl Store for OwnCopy<'_> {
     fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<crate::store::ObjectInfo>> {
         self.0.list_after(prefix, after)
     }
+    fn list_each(
+        &self,
+        prefix: &str,
+        each: &mut dyn FnMut(crate::store::ObjectInfo),
+    ) -> Result<()> {
+        self.0.list_each(prefix, each)
+    }
     fn delete(&self, key: &str) -> Result<()> {
         self.0.delete(key)
     }
