@@ -850,7 +850,9 @@ pub fn read(
     depth: Depth,
 ) -> Result<(Vec<Manifest>, Vec<Unreadable>)> {
     let mut good = Vec::new();
-    let bad = fold(store, trust, kind, depth, &mut |m| match m {
+    // Every manifest is kept: none is handed out early (a new base would then
+    // be written from a second copy of the base, read again).
+    let bad = fold_to(store, trust, kind, depth, false, &mut |m| match m {
         Some(m) => good.push(m),
         None => good.clear(),
     })?;
@@ -870,6 +872,19 @@ pub fn fold(
     depth: Depth,
     sink: &mut Sink,
 ) -> Result<Vec<Unreadable>> {
+    fold_to(store, trust, kind, depth, true, sink)
+}
+
+/// [`fold`]; a complete read hands out the entries its listing confirms as
+/// the base is parsed where `early`.
+fn fold_to(
+    store: &dyn Store,
+    trust: &Trust,
+    kind: Kind,
+    depth: Depth,
+    early: bool,
+    sink: &mut Sink,
+) -> Result<Vec<Unreadable>> {
     let dir = super::manifest_dir(kind);
     // A complete read lists every key first, so that the base's entries are
     // checked as it is read and handed out at once: a history years long is
@@ -878,7 +893,8 @@ pub fn fold(
         Depth::Complete => Some(list_every(store, kind)?),
         Depth::Recent => None,
     };
-    let mut pass = Pass::reading(kind, trust, depth, first.as_ref().map(|f| &f.0), &mut *sink);
+    let confirming = first.as_ref().filter(|_| early).map(|f| &f.0);
+    let mut pass = Pass::reading(kind, trust, depth, confirming, &mut *sink);
     let loaded = load(store, trust.keys(), kind, &mut pass);
     let streamed = pass.finish();
     let mut st = loaded?;
