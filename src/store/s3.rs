@@ -974,6 +974,11 @@ impl Store for S3Store {
         self.list_pages(prefix, Some(after))
     }
 
+    // Page by page: a listing of years of keys is not held as objects.
+    fn list_each(&self, prefix: &str, each: &mut dyn FnMut(ObjectInfo)) -> Result<()> {
+        self.each_listed(prefix, None, each)
+    }
+
     fn sweep_unfinished(&self, before: OffsetDateTime, dry_run: bool) -> Result<Vec<Unfinished>> {
         let prefix = if self.s.prefix.is_empty() {
             String::new()
@@ -1430,8 +1435,23 @@ impl S3Store {
         self.list_pages(prefix, None)
     }
 
-    /// Every page of a listing of `prefix`, from after `after` when given.
+    /// Every page of a listing of `prefix`, from after `after` when given,
+    /// in key order.
     fn list_pages(&self, prefix: &str, after: Option<&str>) -> Result<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        self.each_listed(prefix, after, &mut |o| out.push(o))?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// [`S3Store::list_pages`], each object handed to `each` as its page
+    /// arrives.
+    fn each_listed(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        each: &mut dyn FnMut(ObjectInfo),
+    ) -> Result<()> {
         let start_after = after.map(|a| {
             if self.s.prefix.is_empty() {
                 a.to_string()
@@ -1444,7 +1464,6 @@ impl S3Store {
         } else {
             format!("{}/{}", self.s.prefix, prefix)
         };
-        let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let page = self
@@ -1468,7 +1487,7 @@ impl S3Store {
                 let Some(k) = obj.key().and_then(|k| self.strip(k)) else {
                     continue;
                 };
-                out.push(ObjectInfo {
+                each(ObjectInfo {
                     key: k,
                     size: obj.size().unwrap_or(0).max(0) as u64,
                     modified: to_time(obj.last_modified()),
@@ -1480,8 +1499,7 @@ impl S3Store {
                 _ => break,
             }
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        Ok(())
     }
 
     /// [`Store::head`]: facts and ETag of `key`, or `None` if it does not
