@@ -21,8 +21,8 @@
 //!   dropped. A run that started more than [`WINDOW`] before a catalog was
 //!   written and stored its manifest after it would be missed by that listing;
 //!   `cleanup` and `verify` list every manifest key ([`Depth::Complete`]) and
-//!   heal the catalog of it, and of manifests deleted outside bkp. They list
-//!   before reading the catalog, so that each entry the listing shows as it
+//!   heal the catalog of it, and of manifests deleted outside bkp. A fold of
+//!   that depth (`verify`) lists before reading the catalog, so that each entry the listing shows as it
 //!   was cached is handed out as the catalog is parsed, and list the window
 //!   again after it, for what was stored meanwhile.
 //! - An object's time is when the manifests were last listed: a write that
@@ -886,14 +886,15 @@ fn fold_to(
     sink: &mut Sink,
 ) -> Result<Vec<Unreadable>> {
     let dir = super::manifest_dir(kind);
-    // A complete read lists every key first, so that the base's entries are
-    // checked as it is read and handed out at once: a history years long is
-    // never held whole.
-    let first = match depth {
-        Depth::Complete => Some(list_every(store, kind)?),
-        Depth::Recent => None,
+    // A complete read that hands out early lists every key first, so that
+    // the base's entries are checked as it is read and handed out at once: a
+    // history years long is never held whole. One that keeps every entry
+    // lists after the catalog, once, as a quick read does.
+    let first = match (depth, early) {
+        (Depth::Complete, true) => Some(list_every(store, kind)?),
+        _ => None,
     };
-    let confirming = first.as_ref().filter(|_| early).map(|f| &f.0);
+    let confirming = first.as_ref().map(|f| &f.0);
     let mut pass = Pass::reading(kind, trust, depth, confirming, &mut *sink);
     let loaded = load(store, trust.keys(), kind, &mut pass);
     let streamed = pass.finish();
@@ -2020,9 +2021,20 @@ mod tests {
                 stored_later,
                 reads: Mutex::new(Vec::new()),
             };
-            let (got, bad) = read(&listed, &trust, Kind::Duckdb, Depth::Complete).unwrap();
+            let mut ids = Vec::new();
+            let bad = fold(
+                &listed,
+                &trust,
+                Kind::Duckdb,
+                Depth::Complete,
+                &mut |m| match m {
+                    Some(m) => ids.push(m.id),
+                    None => ids.clear(),
+                },
+            )
+            .unwrap();
             assert!(bad.is_empty(), "{bad:?}");
-            let ids: Vec<BackupId> = got.iter().map(|m| m.id).collect();
+            ids.sort();
             (ids, listed.reads.into_inner().unwrap())
         };
         // The catalog is written with every manifest as listed.
