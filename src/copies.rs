@@ -157,7 +157,7 @@ pub fn bring_up_to_date(
         .collect();
     for m in &all {
         let held = present.contains_key(&m.key());
-        if !held && keeps.left_out.contains(&m.id.to_string()) {
+        if !held && keeps.left_out.contains(&m.id) {
             out.backups_left_out += 1;
             continue;
         }
@@ -361,7 +361,7 @@ pub fn lag(
         if held.contains(&m.key()) {
             lag.holds += 1;
             holds.push(m.clone());
-        } else if left_out.contains(&m.id.to_string()) {
+        } else if left_out.contains(&m.id) {
             continue;
         } else {
             lag.lacks += 1;
@@ -379,7 +379,7 @@ pub fn lag(
 /// and its log window), with what Object Lock retains in the copy kept.
 struct Keeps {
     /// The ids the copy would delete now: not copied.
-    left_out: HashSet<String>,
+    left_out: HashSet<crate::id::BackupId>,
     /// Per PostgreSQL system, the first WAL segment of the oldest base
     /// backup the copy keeps: older WAL is not copied (its cleanup trims
     /// it). A system without a kept base backup keeps all of its WAL.
@@ -394,8 +394,8 @@ impl Keeps {
         retention: &RetentionPlan,
     ) -> Result<Keeps> {
         let (mut both, _) = manifest::list(copy, trust, None)?;
-        let keys: HashMap<String, String> =
-            both.iter().map(|m| (m.id.to_string(), m.key())).collect();
+        let keys: HashMap<crate::id::BackupId, String> =
+            both.iter().map(|m| (m.id, m.key())).collect();
         let theirs: HashSet<(manifest::Kind, crate::id::BackupId)> =
             both.iter().map(|m| (m.kind, m.id)).collect();
         both.extend(
@@ -405,9 +405,9 @@ impl Keeps {
         );
         // An id the copy holds under another kind than the primary's is
         // never left out: retention decides by id, and would decide on both.
-        let shared: HashSet<String> = manifest::shared_ids(&both)
+        let shared: HashSet<crate::id::BackupId> = manifest::shared_ids(&both)
             .into_iter()
-            .map(|(id, _)| id.to_string())
+            .map(|(id, _)| id)
             .collect();
         let (decisions, _) = crate::retention::plan_holding(
             crate::retention::candidates(&both),
@@ -418,15 +418,12 @@ impl Keeps {
                 None => Ok(None),
             },
         )?;
-        let left_out: HashSet<String> = decisions
+        let left_out: HashSet<crate::id::BackupId> = decisions
             .into_iter()
             .filter(|d| !d.keep && !shared.contains(&d.id))
             .map(|d| d.id)
             .collect();
-        let wal_from = wal_from(
-            both.iter()
-                .filter(|m| !left_out.contains(&m.id.to_string())),
-        );
+        let wal_from = wal_from(both.iter().filter(|m| !left_out.contains(&m.id)));
         Ok(Keeps { left_out, wal_from })
     }
 }

@@ -33,19 +33,30 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime, UtcOffset};
 
+use crate::id::BackupId;
 use crate::kinds::Preset;
+use crate::manifest::shared::Shared;
+
+/// What a candidate's id must do: be told apart, ordered and printed.
+pub trait Id: Clone + Ord + std::hash::Hash + std::fmt::Display {}
+
+impl<T: Clone + Ord + std::hash::Hash + std::fmt::Display> Id for T {}
 pub use crate::kinds::{Kind, Scope};
 
 /// One good backup as retention sees it.
+///
+/// `I` is its id: a [`BackupId`] for a store's backups, where a year of
+/// history is hundreds of thousands of candidates (a string costs a
+/// allocation of its own), any readable string in tests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Candidate {
-    pub id: String,
+pub struct Candidate<I = String> {
+    pub id: I,
     pub kind: Kind,
     pub scope: Scope,
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
     /// Id of the backup this one builds on (a full or another incremental).
-    pub parent: Option<String>,
+    pub parent: Option<I>,
     /// When the backup's own retention runs out (its start plus the manifest's
     /// `retention_days`): from then on no rule keeps it, only chains and the
     /// newest-of-group protection can.
@@ -63,7 +74,7 @@ pub struct Candidate {
     /// (a replication's source root, an export's database): rules and the
     /// newest-of-group protection apply per stream. Empty for one stream.
     #[serde(default)]
-    pub stream: String,
+    pub stream: Shared,
     /// What the backup was taken from (a TigerBeetle cluster, a PostgreSQL
     /// system; see [`crate::kinds::SourceIs`]): each source's backups are a
     /// group of their own, so that one source's newer backups (another
@@ -71,7 +82,7 @@ pub struct Candidate {
     /// backups are kept in. Empty where the kind tells none, or the manifest
     /// names none (it then counts for each source's log).
     #[serde(default)]
-    pub source: String,
+    pub source: Shared,
     /// Why the backup must stay whatever the rules say (a manifest still under
     /// S3 Object Lock retention cannot be deleted): a "kept: …" reason, from
     /// which the chain rules keep what it needs, as for any kept backup.
@@ -79,7 +90,7 @@ pub struct Candidate {
     pub held: Option<String>,
 }
 
-impl Candidate {
+impl<I> Candidate<I> {
     fn ended(&self) -> OffsetDateTime {
         self.finished_at.unwrap_or(self.started_at)
     }
@@ -187,8 +198,8 @@ impl Policies {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Decision {
-    pub id: String,
+pub struct Decision<I = String> {
+    pub id: I,
     pub keep: bool,
     /// Why, most important first: "kept: …" or "delete: …", plus any
     /// "chain broken: …" warning.
@@ -237,8 +248,8 @@ const LOG_FROM_START: &str = "kept: log from its first segment (no older snapsho
 
 /// The rules of one group's policy `p` applied to its backups `group` (newest
 /// first): a reason for each backup a rule keeps, or that expired.
-fn apply_rules(
-    c: &[&Candidate],
+fn apply_rules<I>(
+    c: &[&Candidate<I>],
     p: &Policy,
     now: OffsetDateTime,
     group: &[usize],
@@ -288,7 +299,7 @@ fn apply_rules(
 
 /// The reasons the rules give each of `c` (newest first), group by group: a
 /// group is a (kind, scope, stream, source), and its newest backup stays.
-fn by_rules(c: &[&Candidate], policy: &Policies, now: OffsetDateTime) -> Vec<Vec<String>> {
+fn by_rules<I>(c: &[&Candidate<I>], policy: &Policies, now: OffsetDateTime) -> Vec<Vec<String>> {
     let mut groups: BTreeMap<(Kind, Scope, &str, &str), Vec<usize>> = BTreeMap::new();
     // A kind's source is named only where the store holds several.
     let mut sources: BTreeMap<Kind, BTreeSet<&str>> = BTreeMap::new();
@@ -332,14 +343,15 @@ fn by_rules(c: &[&Candidate], policy: &Policies, now: OffsetDateTime) -> Vec<Vec
 
 /// Decides every candidate: one [`Decision`] each, newest first (ties by id,
 /// descending). Ids are expected to be unique.
-pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Vec<Decision> {
-    let mut c: Vec<&Candidate> = backups.iter().collect();
+pub fn plan<I: Id>(
+    backups: &[Candidate<I>],
+    policy: &Policies,
+    now: OffsetDateTime,
+) -> Vec<Decision<I>> {
+    let mut c: Vec<&Candidate<I>> = backups.iter().collect();
     c.sort_by(|a, b| (b.started_at, &b.id).cmp(&(a.started_at, &a.id)));
     let n = c.len();
-    let mut by_id: HashMap<&str, usize> = HashMap::new();
-    for (i, b) in c.iter().enumerate() {
-        by_id.entry(&b.id).or_insert(i);
-    }
+    let by_id = index_of(&c);
     let mut reasons = by_rules(&c, policy, now);
     for (i, b) in c.iter().enumerate() {
         if let Some(why) = &b.held {
@@ -367,7 +379,7 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
         .collect();
     log_kinds.retain(|(k, s)| !s.is_empty() || !named.contains(k));
     let c = &c[..];
-    let parent_of = |i: usize| c[i].parent.as_deref().and_then(|p| by_id.get(p).copied());
+    let parent_of = |i: usize| c[i].parent.as_ref().and_then(|p| by_id.get(p).copied());
     let mut pushed = vec![false; n];
     loop {
         let mut changed = false;
@@ -477,9 +489,18 @@ pub fn plan(backups: &[Candidate], policy: &Policies, now: OffsetDateTime) -> Ve
         .collect()
 }
 
+/// Where each id is in `c`: the first, for an id listed twice.
+fn index_of<'a, I: Id>(c: &[&'a Candidate<I>]) -> HashMap<&'a I, usize> {
+    let mut by_id = HashMap::with_capacity(c.len());
+    for (i, b) in c.iter().enumerate() {
+        by_id.entry(&b.id).or_insert(i);
+    }
+    by_id
+}
+
 /// Whether `b`, which names no source (a snapshot taken with no cluster
 /// configured, a segment of an older release), may be one of `source`'s.
-fn may_be(b: &Candidate, source: &str) -> bool {
+fn may_be<I>(b: &Candidate<I>, source: &str) -> bool {
     b.source.is_empty() && !source.is_empty()
 }
 
@@ -487,7 +508,7 @@ fn may_be(b: &Candidate, source: &str) -> bool {
 /// the segment before it is missing inside the window that no snapshot covers:
 /// its parent is not the previous segment in the store, and no snapshot lies
 /// between that previous segment and it.
-fn log_holes(c: &[&Candidate], keep: &[bool]) -> Vec<Option<String>> {
+fn log_holes<I: Id>(c: &[&Candidate<I>], keep: &[bool]) -> Vec<Option<String>> {
     let mut out = vec![None; c.len()];
     let n = c.len();
     let log = |i: &usize| c[*i].kind.replays_log();
@@ -522,8 +543,8 @@ fn log_holes(c: &[&Candidate], keep: &[bool]) -> Vec<Option<String>> {
 
 /// For each incremental of a parent-chained kind, the id its chain leads to that
 /// is not among the candidates, if any. Memoised, so long chains cost linear time.
-fn missing_ancestors(c: &[&Candidate], by_id: &HashMap<&str, usize>) -> Vec<Option<String>> {
-    let mut memo: Vec<Option<Option<String>>> = vec![None; c.len()];
+fn missing_ancestors<I: Id>(c: &[&Candidate<I>], by_id: &HashMap<&I, usize>) -> Vec<Option<I>> {
+    let mut memo: Vec<Option<Option<I>>> = vec![None; c.len()];
     let mut on_path = vec![false; c.len()];
     for start in (0..c.len()).filter(|&i| !c[i].kind.replays_log()) {
         let (mut path, mut cur) = (Vec::new(), start);
@@ -536,11 +557,11 @@ fn missing_ancestors(c: &[&Candidate], by_id: &HashMap<&str, usize>) -> Vec<Opti
             }
             on_path[cur] = true;
             path.push(cur);
-            match c[cur].parent.as_deref() {
+            match &c[cur].parent {
                 None => break None,
                 Some(p) => match by_id.get(p) {
                     Some(&j) => cur = j,
-                    None => break Some(p.to_string()),
+                    None => break Some(p.clone()),
                 },
             }
         };
@@ -628,16 +649,19 @@ pub struct RetentionPlan {
     pub grace: Duration,
 }
 
+/// Every decision, and the backups Object Lock holds with the date it ends.
+pub type Held<I> = (Vec<Decision<I>>, BTreeMap<I, OffsetDateTime>);
+
 /// [`plan`], with the backups `retained` says cannot be deleted yet (a
 /// manifest under S3 Object Lock retention: `retained` gives the date it
 /// ends) kept, and by the same rules everything their chains need. Also the
 /// backups so held, with that date.
-pub fn plan_holding(
-    mut candidates: Vec<Candidate>,
+pub fn plan_holding<I: Id>(
+    mut candidates: Vec<Candidate<I>>,
     policies: &Policies,
     now: OffsetDateTime,
-    retained: impl Fn(&str) -> anyhow::Result<Option<OffsetDateTime>>,
-) -> anyhow::Result<(Vec<Decision>, BTreeMap<String, OffsetDateTime>)> {
+    retained: impl Fn(&I) -> anyhow::Result<Option<OffsetDateTime>>,
+) -> anyhow::Result<Held<I>> {
     let mut decisions = plan(&candidates, policies, now);
     let mut locked = BTreeMap::new();
     for d in decisions.iter().filter(|d| !d.keep) {
@@ -660,16 +684,16 @@ pub fn plan_holding(
 }
 
 /// The candidates retention sees for `manifests`.
-pub fn candidates(manifests: &[crate::manifest::Manifest]) -> Vec<Candidate> {
+pub fn candidates(manifests: &[crate::manifest::Manifest]) -> Vec<Candidate<BackupId>> {
     let segments = Segments::of(manifests);
     manifests
         .iter()
         .map(|m| Candidate {
-            id: m.id.to_string(),
+            id: m.id,
             kind: m.kind,
             scope: m.scope,
             started_at: segments.as_of(m),
-            parent: m.parent.map(|p| p.to_string()),
+            parent: m.parent,
             expires_at: (m.retention_days > 0)
                 .then(|| {
                     m.started_at
@@ -678,8 +702,8 @@ pub fn candidates(manifests: &[crate::manifest::Manifest]) -> Vec<Candidate> {
                 .flatten(),
             finished_at: Some(m.finished_at),
             parent_started_at: m.parent.and_then(|p| p.timestamp()),
-            stream: stream_of(m),
-            source: source_of(m),
+            stream: stream_of(m).into(),
+            source: source_of(m).into(),
             held: None,
         })
         .collect()
@@ -820,8 +844,8 @@ mod tests {
             expires_at: None,
             finished_at: None,
             parent_started_at: None,
-            stream: String::new(),
-            source: String::new(),
+            stream: Shared::default(),
+            source: Shared::default(),
             held: None,
         }
     }
@@ -843,16 +867,19 @@ mod tests {
         p
     }
 
-    fn kept(ds: &[Decision]) -> BTreeSet<String> {
-        ds.iter().filter(|d| d.keep).map(|d| d.id.clone()).collect()
+    fn kept<I: Id>(ds: &[Decision<I>]) -> BTreeSet<String> {
+        ds.iter()
+            .filter(|d| d.keep)
+            .map(|d| d.id.to_string())
+            .collect()
     }
 
     fn ids(list: &str) -> BTreeSet<String> {
         list.split_whitespace().map(String::from).collect()
     }
 
-    fn reasons<'a>(ds: &'a [Decision], id: &str) -> &'a [String] {
-        &ds.iter().find(|d| d.id == id).unwrap().reasons
+    fn reasons<'a, I: Id>(ds: &'a [Decision<I>], id: &str) -> &'a [String] {
+        &ds.iter().find(|d| d.id.to_string() == id).unwrap().reasons
     }
 
     #[test]
@@ -1319,7 +1346,7 @@ mod tests {
         let at = |all: &[crate::manifest::Manifest]| {
             candidates(all)
                 .into_iter()
-                .find(|c| c.id == base.id.to_string())
+                .find(|c| c.id == base.id)
                 .unwrap()
                 .started_at
         };

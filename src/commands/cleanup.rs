@@ -174,15 +174,10 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         .filter(|m| !gone.contains(&m.id))
         .partition(|m| args.kind.is_none_or(|k| m.kind == k.into()));
     let all = || selected.iter().chain(&others);
-    let by_id: BTreeMap<String, &Manifest> =
-        selected.iter().map(|m| (m.id.to_string(), m)).collect();
+    let by_id: BTreeMap<BackupId, &Manifest> = selected.iter().map(|m| (m.id, m)).collect();
     let (decisions, locked) = decide(ctx, store, &selected, &by_id, started_at)?;
     reverify(store, &trust, &decisions, &by_id, dry)?;
-    let doomed: BTreeSet<&str> = decisions
-        .iter()
-        .filter(|d| !d.keep)
-        .map(|d| d.id.as_str())
-        .collect();
+    let doomed: BTreeSet<BackupId> = decisions.iter().filter(|d| !d.keep).map(|d| d.id).collect();
     let json_plan = show_plan(ctx, &decisions, &by_id, dry)?;
 
     // 2. Tombstone and unlist, newest first (an incremental goes before the
@@ -196,12 +191,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let mut per_kind: BTreeMap<Kind, u64> = all().map(|m| (m.kind, 0)).collect();
     // Chunk lists are read before anything is deleted, once each.
     let lists = Lists::new(store);
-    let kept = referenced(
-        ctx,
-        &lists,
-        true,
-        all().filter(|m| !doomed.contains(m.id.to_string().as_str())),
-    )?;
+    let kept = referenced(ctx, &lists, true, all().filter(|m| !doomed.contains(&m.id)))?;
     let mut counted = BTreeSet::new();
     for d in decisions.iter().filter(|d| !d.keep) {
         let m = by_id[&d.id];
@@ -490,8 +480,8 @@ fn metrics(
 /// is printed once the run has also found the orphans and unfinished uploads.
 fn show_plan(
     ctx: &Ctx,
-    decisions: &[Decision],
-    by_id: &BTreeMap<String, &Manifest>,
+    decisions: &[Decision<BackupId>],
+    by_id: &BTreeMap<BackupId, &Manifest>,
     dry: bool,
 ) -> Result<Option<serde_json::Value>> {
     if ctx.ui.json {
@@ -638,8 +628,8 @@ fn finish(
 fn reverify(
     store: &dyn Store,
     trust: &seal::Trust,
-    decisions: &[Decision],
-    by_id: &BTreeMap<String, &Manifest>,
+    decisions: &[Decision<BackupId>],
+    by_id: &BTreeMap<BackupId, &Manifest>,
     dry: bool,
 ) -> Result<()> {
     if dry {
@@ -668,9 +658,9 @@ fn decide(
     ctx: &Ctx,
     store: &dyn Store,
     selected: &[Manifest],
-    by_id: &BTreeMap<String, &Manifest>,
+    by_id: &BTreeMap<BackupId, &Manifest>,
     now: OffsetDateTime,
-) -> Result<(Vec<Decision>, BTreeMap<String, OffsetDateTime>)> {
+) -> Result<retention::Held<BackupId>> {
     let (decisions, locked) = retention::plan_holding(
         retention::candidates(selected),
         &ctx.plan.retention.policies,
