@@ -685,14 +685,53 @@ pub fn plan_holding<I: Id>(
 
 /// The candidates retention sees for `manifests`.
 pub fn candidates(manifests: &[crate::manifest::Manifest]) -> Vec<Candidate<BackupId>> {
-    let segments = Segments::of(manifests);
-    manifests
-        .iter()
-        .map(|m| Candidate {
+    let mut g = Gather::default();
+    for m in manifests {
+        g.add(m);
+    }
+    g.finish()
+}
+
+/// [`candidates`] made one manifest at a time, so that a run looking at years
+/// of history need not hold the manifests: a TigerBeetle base's time is
+/// settled by [`Gather::finish`], once every log segment has been seen.
+#[derive(Default)]
+pub struct Gather {
+    candidates: Vec<Candidate<BackupId>>,
+    /// The log segments that could hold what they claim: cluster, the newest
+    /// cluster timestamp each holds (`until`), and when its run began.
+    segments: Vec<(Option<u128>, u64, OffsetDateTime)>,
+    /// The bases built from the log: where among the candidates, their
+    /// newest row and their cluster.
+    bases: Vec<(usize, u64, Option<u128>)>,
+}
+
+/// How far past its run's start a segment's newest row may lie (the cluster's
+/// clock against the host's): a capture reads up to the newest row when it
+/// starts.
+const SEGMENT_CLOCK_SKEW: time::Duration = time::Duration::days(1);
+
+impl Gather {
+    pub fn add(&mut self, m: &crate::manifest::Manifest) {
+        use crate::manifest::tigerbeetle as tb;
+        // A segment whose newest row lies further past its run's start than
+        // clocks differ (a signed manifest claiming every timestamp, dated
+        // years back) would make every base of its cluster count as that old.
+        if let Some((_, until)) = tb::interval(m) {
+            let newest = OffsetDateTime::from_unix_timestamp_nanos(i128::from(until));
+            if newest.is_ok_and(|t| t <= m.started_at + SEGMENT_CLOCK_SKEW) {
+                self.segments.push((tb::cluster_id(m), until, m.started_at));
+            }
+        }
+        if let Some(newest) = tb::base_newest(m) {
+            let at = self.candidates.len();
+            self.bases.push((at, newest, tb::cluster_id(m)));
+        }
+        self.candidates.push(Candidate {
             id: m.id,
             kind: m.kind,
             scope: m.scope,
-            started_at: segments.as_of(m),
+            started_at: m.started_at,
             parent: m.parent,
             expires_at: (m.retention_days > 0)
                 .then(|| {
@@ -705,8 +744,46 @@ pub fn candidates(manifests: &[crate::manifest::Manifest]) -> Vec<Candidate<Back
             stream: stream_of(m).into(),
             source: source_of(m).into(),
             held: None,
-        })
-        .collect()
+        });
+    }
+
+    /// How many have been added: a mark to go back to ([`Gather::truncate`]).
+    pub fn marks(&self) -> [usize; 3] {
+        [self.candidates.len(), self.segments.len(), self.bases.len()]
+    }
+
+    /// Forgets what was added since `marks` (a kind's read that starts again).
+    pub fn truncate(&mut self, [c, s, b]: [usize; 3]) {
+        self.candidates.truncate(c);
+        self.segments.truncate(s);
+        self.bases.truncate(b);
+    }
+
+    /// The candidates, each base's time settled: its start, but for a
+    /// TigerBeetle base built from the log, the start of the log segment that
+    /// holds its newest row (a restore from the base replays from that
+    /// segment on, and checks the row there), which may have begun before the
+    /// base's run: retention's log window starts at the oldest kept
+    /// snapshot's time. Without that segment, the newest row's time less a
+    /// minute (for the cluster's clock).
+    pub fn finish(mut self) -> Vec<Candidate<BackupId>> {
+        for &(at, newest, cluster) in &self.bases {
+            let holding = self
+                .segments
+                .iter()
+                .filter(|(c, until, _)| (c.is_none() || *c == cluster) && *until >= newest)
+                .map(|(_, _, started_at)| *started_at)
+                .min();
+            let from = holding.or_else(|| {
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(newest))
+                    .ok()
+                    .map(|t| t - time::Duration::minutes(1))
+            });
+            let c = &mut self.candidates[at];
+            c.started_at = from.map_or(c.started_at, |t| t.min(c.started_at));
+        }
+        self.candidates
+    }
 }
 
 /// What backup `m` was taken from, as its kind tells sources apart
@@ -723,58 +800,6 @@ pub(crate) fn source_of(m: &crate::manifest::Manifest) -> String {
             _ => String::new(),
         },
         crate::kinds::SourceIs::Stream => String::new(),
-    }
-}
-
-/// The TigerBeetle log segments among the manifests: cluster, the newest
-/// cluster timestamp each holds (`until`), and when its run began.
-struct Segments(Vec<(Option<u128>, u64, time::OffsetDateTime)>);
-
-/// How far past its run's start a segment's newest row may lie (the cluster's
-/// clock against the host's): a capture reads up to the newest row when it
-/// starts.
-const SEGMENT_CLOCK_SKEW: time::Duration = time::Duration::days(1);
-
-impl Segments {
-    /// The segments of `all` that could hold what they claim: one whose
-    /// newest row lies further past its run's start than clocks differ (a
-    /// signed manifest claiming every timestamp, dated years back) would make
-    /// every base of its cluster count as that old.
-    fn of(all: &[crate::manifest::Manifest]) -> Segments {
-        use crate::manifest::tigerbeetle as tb;
-        let segments = all.iter().filter_map(|s| {
-            let (_, until) = tb::interval(s)?;
-            let newest = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(until)).ok()?;
-            (newest <= s.started_at + SEGMENT_CLOCK_SKEW)
-                .then(|| (tb::cluster_id(s), until, s.started_at))
-        });
-        Segments(segments.collect())
-    }
-
-    /// When a backup's state is from: its start, but for a TigerBeetle base
-    /// built from the log, the start of the log segment that holds its newest
-    /// row (a restore from the base replays from that segment on, and checks
-    /// the row there), which may have begun before the base's run: retention's
-    /// log window starts at the oldest kept snapshot's time. Without that
-    /// segment, the newest row's time less a minute (for the cluster's clock).
-    fn as_of(&self, m: &crate::manifest::Manifest) -> time::OffsetDateTime {
-        use crate::manifest::tigerbeetle as tb;
-        let Some(newest) = tb::base_newest(m) else {
-            return m.started_at;
-        };
-        let cluster = tb::cluster_id(m);
-        let holding = self
-            .0
-            .iter()
-            .filter(|(c, until, _)| (c.is_none() || *c == cluster) && *until >= newest)
-            .map(|(_, _, started_at)| *started_at)
-            .min();
-        let from = holding.or_else(|| {
-            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(newest))
-                .ok()
-                .map(|t| t - time::Duration::minutes(1))
-        });
-        from.map_or(m.started_at, |t| t.min(m.started_at))
     }
 }
 
