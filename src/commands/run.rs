@@ -365,6 +365,7 @@ pub fn json_report(
 }
 
 /// What one run tells the audit ledger.
+#[derive(Clone)]
 pub struct RunRecord {
     pub id: BackupId,
     pub kind: Kind,
@@ -748,13 +749,31 @@ pub fn write_report(
     at: OffsetDateTime,
     body: &serde_json::Value,
 ) -> Result<String> {
+    write_report_with_rows::<()>(store, keys, operation, id, at, body, None)
+}
+
+/// [`write_report`] with one more member of `body`, a name and its rows,
+/// each turned into JSON only as it is written (see
+/// [`crate::manifest::seal::encode_with_rows`]).
+pub fn write_report_with_rows<R: serde::Serialize>(
+    store: &dyn Store,
+    keys: Option<&Keyring>,
+    operation: &str,
+    id: BackupId,
+    at: OffsetDateTime,
+    body: &serde_json::Value,
+    rows: Option<(&str, &[R])>,
+) -> Result<String> {
     let key = format!(
         "reports/{operation}/{:04}/{:02}/{:02}/{id}.json",
         at.year(),
         at.month() as u8,
         at.day()
     );
-    let bytes = crate::manifest::seal::encode(body, keys)?;
+    let Some(head) = body.as_object() else {
+        anyhow::bail!("a run report must be a JSON object");
+    };
+    let bytes = crate::manifest::seal::encode_with_rows(head, rows, keys)?;
     store
         .put_new(&key, &bytes, &Vec::new())
         .map_err(|e| e.context(format!("failed to write the run report {key}")))?;
