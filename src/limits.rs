@@ -157,7 +157,12 @@ pub fn read_at_most(r: impl Read, cap: u64, what: &str) -> anyhow::Result<Vec<u8
     let tripped = limited.tripped();
     let mut out = Vec::new();
     match limited.read_to_end(&mut out) {
-        Ok(_) => Ok(out),
+        Ok(_) => {
+            // Grown by doubling as it arrived: a catalog's base of years of
+            // history is tens of MiB, held while it is parsed.
+            out.shrink_to_fit();
+            Ok(out)
+        }
         Err(_) if tripped.is_set() => Err(too_large(what, cap)),
         Err(e) => Err(anyhow::Error::new(e).context(format!("failed to read {what}"))),
     }

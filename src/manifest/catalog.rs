@@ -894,7 +894,7 @@ fn fold_to(
         (Depth::Complete, true) => Some(list_every(store, kind)?),
         _ => None,
     };
-    let confirming = first.as_ref().map(|f| &f.0);
+    let confirming = first.as_ref().map(|(l, _, again)| (l, again.as_str()));
     let mut pass = Pass::reading(kind, trust, depth, confirming, &mut *sink);
     let loaded = load(store, trust.keys(), kind, &mut pass);
     let streamed = pass.finish();
@@ -910,9 +910,8 @@ fn fold_to(
     let (listed, listed_at) = match first {
         // What was stored while the catalog was read: the keys of the window
         // a quick read lists, listed again (one request on S3).
-        Some((mut listed, at)) => {
-            let window = manifest_key(kind, BackupId::floor_at(at - WINDOW));
-            listed.merge(list_now(store, kind, Some(&window))?.0);
+        Some((mut listed, at, again)) => {
+            listed.merge(list_now(store, kind, Some(&again))?.0);
             (listed, at)
         }
         None => list_now(store, kind, after.as_deref())?,
@@ -920,7 +919,7 @@ fn fold_to(
     let checked = |k: &str| after.as_deref().is_none_or(|a| k > a);
     // The pass named those of the base it handed out that are read again.
     let mut again = streamed.again;
-    let mut changed = st.seq == 0 || !again.is_empty();
+    let mut changed = st.seq == 0 || !again.is_empty() || streamed.dropped;
     changed |= prune(&mut st, trust, &mut again, &listed, checked);
     let held = |k: &str| holds_key(&st, &streamed.handed, kind, &dir, k);
     let mut to_read: Vec<String> = listed.keys().filter(|k| !held(k)).collect();
@@ -998,12 +997,15 @@ fn fold_to(
     saved.map(|()| bad)
 }
 
-/// Every manifest key of `kind`, taken as it is listed, and when.
-fn list_every(store: &dyn Store, kind: Kind) -> Result<(Listing, OffsetDateTime)> {
+/// Every manifest key of `kind`, taken as it is listed, and when; and the
+/// key after which they are listed again once the catalog is read (what was
+/// stored meanwhile: the window a quick read lists).
+fn list_every(store: &dyn Store, kind: Kind) -> Result<(Listing, OffsetDateTime, String)> {
     let at = OffsetDateTime::now_utc();
     let mut listing = Listing::new(kind);
     store.list_each(&super::manifest_dir(kind), &mut |o| listing.add(o))?;
-    Ok((listing.finish(), at))
+    let again = manifest_key(kind, BackupId::floor_at(at - WINDOW));
+    Ok((listing.finish(), at, again))
 }
 
 /// The manifest keys of `kind` after `after` (or all), and when listed.
@@ -1339,7 +1341,13 @@ fn fill(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, st: &mut State) -
     let Some((listed, was)) = &st.base_source else {
         return Ok(false);
     };
-    let (doc, tagger) = match read_object(store, keys, kind, st.base_seq, listed, None) {
+    // Only those handed out are held as the base is parsed (a cleanup of
+    // years of history hands out a tenth of a base it read).
+    let only = |id: BackupId| ids.contains(&id) && !st.entries.contains_key(&id);
+    let mut pass = Pass::holding_only(kind, &only);
+    pass.prepare(st.base_seq, None);
+    let read = read_object(store, keys, kind, st.base_seq, listed, Some(&mut pass));
+    let (doc, tagger) = match read {
         Ok(read) => read,
         Err(e) if classify(&e) == Some(Code::Transient) => return Err(e),
         Err(_) => return Ok(false),
@@ -1347,15 +1355,9 @@ fn fill(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, st: &mut State) -
     if doc.base.is_some() || tagger != *was {
         return Ok(false);
     }
-    let back = Entries::from_sorted(
-        doc.entries
-            .into_iter()
-            .filter(|e| {
-                let id = e.manifest.id;
-                ids.contains(&id) && !st.entries.contains_key(&id) && tagger.vouches_for(kind, e)
-            })
-            .collect(),
-    );
+    // The pass held what the base's tagger vouches for.
+    let back = Entries::from_sorted(std::mem::take(&mut pass.held));
+    drop(pass);
     let Some(mut all) = back.filter(|b| b.len() + st.entries.len() == ids.len()) else {
         return Ok(false);
     };
@@ -1394,7 +1396,20 @@ fn tidy(store: &dyn Store, due: &[(u64, String)], light: bool) -> BTreeSet<Strin
 /// another version (manifests are written once, but an operator holding the
 /// key can rewrite one). A manifest that cannot be read is an error.
 pub fn current(store: &dyn Store, trust: &Trust, m: &Manifest) -> Result<Manifest> {
-    let key = m.key();
+    Ok(current_as(store, trust, m.kind, m.id, |fresh| fresh == m)?.0)
+}
+
+/// [`current`] for backup `id` of `kind`, of which the caller holds only
+/// enough to tell (`same`) whether the manifest is the version the catalog
+/// gave it; with that answer.
+fn current_as(
+    store: &dyn Store,
+    trust: &Trust,
+    kind: Kind,
+    id: BackupId,
+    same: impl Fn(&Manifest) -> bool,
+) -> Result<(Manifest, bool)> {
+    let key = manifest_key(kind, id);
     let read = store
         .get_at_most(&key, crate::limits::MANIFEST)
         .and_then(|b| parse_with_sealer(&b, &key, trust));
@@ -1405,26 +1420,26 @@ pub fn current(store: &dyn Store, trust: &Trust, m: &Manifest) -> Result<Manifes
             if code == Code::NotFound {
                 // Deleted outside bkp, or by a cleanup that did not get to
                 // correct the catalog: the catalog forgets it now.
-                change(store, trust.keys(), m.kind, false, |st| {
-                    st.forget(&m.id);
+                change(store, trust.keys(), kind, false, |st| {
+                    st.forget(&id);
                 });
             }
             return Err(coded(
                 code,
                 format!(
-                    "backup {} is in the catalog, but its manifest {key} cannot be read now ({e:#}); run again (`bkp verify` corrects the catalog from the manifests)",
-                    m.id
+                    "backup {id} is in the catalog, but its manifest {key} cannot be read now ({e:#}); run again (`bkp verify` corrects the catalog from the manifests)"
                 ),
             ));
         }
     };
-    if &fresh != m {
+    let same = same(&fresh);
+    if !same {
         let entry = Entry::new(fresh.clone(), sealer, None);
         change(store, trust.keys(), fresh.kind, false, |st| {
             st.put(entry.clone());
         });
     }
-    Ok(fresh)
+    Ok((fresh, same))
 }
 
 /// `m` read again from its own key, for a restore: the catalog is never
@@ -1432,14 +1447,26 @@ pub fn current(store: &dyn Store, trust: &Trust, m: &Manifest) -> Result<Manifes
 /// or differs from what the catalog chose is an error (the catalog is
 /// corrected: running again chooses from the manifests as they are).
 pub fn reread(store: &dyn Store, trust: &Trust, m: &Manifest) -> Result<Manifest> {
-    let fresh = current(store, trust, m)?;
-    if &fresh != m {
+    reread_as(store, trust, m.kind, m.id, |fresh| fresh == m)
+}
+
+/// [`reread`] for backup `id` of `kind`, of which the caller holds only
+/// enough to tell (`same`) whether the manifest is the version the catalog
+/// chose (a fingerprint, where it chose among hundreds of thousands).
+pub fn reread_as(
+    store: &dyn Store,
+    trust: &Trust,
+    kind: Kind,
+    id: BackupId,
+    same: impl Fn(&Manifest) -> bool,
+) -> Result<Manifest> {
+    let (fresh, same) = current_as(store, trust, kind, id, same)?;
+    if !same {
         return Err(coded(
             Code::Transient,
             format!(
-                "backup {} was chosen from the catalog, but its manifest {} changed since the catalog recorded it; the catalog is corrected: run again",
-                m.id,
-                m.key()
+                "backup {id} was chosen from the catalog, but its manifest {} changed since the catalog recorded it; the catalog is corrected: run again",
+                manifest_key(kind, id)
             ),
         ));
     }
@@ -2054,6 +2081,24 @@ mod tests {
         // The catalog written then lacks the old one, which is not listed.
         let (ids, _) = read_through(vec![old.key()], Vec::new());
         assert_eq!(ids, vec![kept.id, new.id]);
+
+        // Listed again, it is read again; then deleted (older than what is
+        // listed again after the catalog is read), it is dropped as the base
+        // is read, and that alone is written to the catalog.
+        let (ids, _) = read_through(Vec::new(), Vec::new());
+        assert_eq!(ids, vec![old.id, kept.id, new.id]);
+        let holds_old = || {
+            CACHE.lock().unwrap().clear();
+            load_whole(&store, None, Kind::Duckdb)
+                .unwrap()
+                .entries
+                .contains_key(&old.id)
+        };
+        assert!(holds_old());
+        let (ids, reads) = read_through(vec![old.key()], Vec::new());
+        assert_eq!(ids, vec![kept.id, new.id]);
+        assert!(no_manifest_read(&reads), "{reads:?}");
+        assert!(!holds_old());
     }
 
     #[test]

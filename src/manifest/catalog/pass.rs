@@ -61,6 +61,8 @@ pub(super) struct Pass<'a> {
     pub recheck: BTreeSet<BackupId>,
     /// The entries the state holds, in order of id.
     pub held: Vec<Entry>,
+    /// Which entries a holding pass holds (all, without it).
+    only: Option<&'a dyn Fn(BackupId) -> bool>,
     /// The key after which the listing checks manifests, once the base's
     /// head was read (`Some(None)`: every key).
     after: Option<Option<String>>,
@@ -75,8 +77,13 @@ struct Reader<'a> {
     depth: Depth,
     /// Every manifest key, listed before the base was read (a complete
     /// read): an entry the listing shows as it was cached is handed out at
-    /// once.
-    listing: Option<&'a Listing>,
+    /// once. With the key after which the keys are listed again once the
+    /// base is read: an entry before it that the listing does not show was
+    /// deleted, and is dropped at once (a cleanup of years of history reads
+    /// hundreds of thousands of them).
+    listing: Option<(&'a Listing, &'a str)>,
+    /// Whether any entry was so dropped: the catalog is written again.
+    dropped: bool,
     handed: Ids,
     again: Vec<String>,
     bad: Vec<Unreadable>,
@@ -90,6 +97,8 @@ pub(super) struct Read {
     pub handed: Ids,
     pub again: Vec<String>,
     pub bad: Vec<Unreadable>,
+    /// See [`Reader::dropped`].
+    pub dropped: bool,
 }
 
 impl<'a> Pass<'a> {
@@ -104,6 +113,7 @@ impl<'a> Pass<'a> {
             base_ids: Ids::default(),
             recheck: BTreeSet::new(),
             held: Vec::new(),
+            only: None,
             after: None,
             understands: 0,
             last: None,
@@ -111,13 +121,23 @@ impl<'a> Pass<'a> {
         }
     }
 
+    /// A pass that holds only the entries `only` picks: a base read back to
+    /// be written again beside what was handed out of it.
+    pub fn holding_only(kind: Kind, only: &'a dyn Fn(BackupId) -> bool) -> Pass<'a> {
+        Pass {
+            only: Some(only),
+            ..Pass::holding(kind)
+        }
+    }
+
     /// A pass that hands what it can to `sink` (see the module documentation),
-    /// checking entries against `listing` where every key was listed first.
+    /// checking entries against `listing` where every key was listed first
+    /// (see [`Reader::listing`]).
     pub fn reading(
         kind: Kind,
         trust: &'a Trust,
         depth: Depth,
-        listing: Option<&'a Listing>,
+        listing: Option<(&'a Listing, &'a str)>,
         sink: &'a mut Sink<'a>,
     ) -> Pass<'a> {
         Pass {
@@ -125,6 +145,7 @@ impl<'a> Pass<'a> {
                 trust,
                 depth,
                 listing,
+                dropped: false,
                 handed: Ids::default(),
                 again: Vec::new(),
                 bad: Vec::new(),
@@ -221,20 +242,28 @@ impl<'a> Pass<'a> {
             return Ok(());
         }
         let Some(r) = &mut self.reader else {
-            self.held.push(e);
+            if self.only.is_none_or(|only| only(id)) {
+                self.held.push(e);
+            }
             return Ok(());
         };
+        let key = e.manifest.key();
+        if let Some((listing, relisted)) = r.listing {
+            if key.as_str() <= relisted && listing.get(&key).is_none() {
+                r.dropped = true;
+                return Ok(());
+            }
+        }
         if stale(r.trust, &e, outdated) {
-            r.again.push(e.manifest.key());
+            r.again.push(key);
             return Ok(());
         }
-        let key = e.manifest.key();
         let checked = match &self.after {
             Some(Some(a)) => key > *a,
             _ => true,
         };
         // Listed already, as it was cached: nothing later changes it.
-        let confirmed = r.listing.is_some_and(|l| {
+        let confirmed = r.listing.is_some_and(|(l, _)| {
             l.get(&key)
                 .is_some_and(|now| e.stored.as_ref().is_some_and(|s| s.is(&now)))
         });
@@ -266,12 +295,14 @@ impl<'a> Pass<'a> {
                 handed: r.handed,
                 again: r.again,
                 bad: r.bad,
+                dropped: r.dropped,
             },
             None => Read {
                 after: None,
                 handed: Ids::default(),
                 again: Vec::new(),
                 bad: Vec::new(),
+                dropped: false,
             },
         }
     }
