@@ -38,9 +38,22 @@ use crate::kinds::Preset;
 use crate::manifest::shared::Shared;
 
 /// What a candidate's id must do: be told apart, ordered and printed.
-pub trait Id: Clone + Ord + std::hash::Hash + std::fmt::Display {}
+pub trait Id: Clone + Ord + std::hash::Hash + std::fmt::Display {
+    /// When the backup it names started, where the id tells (UUIDv7 ids
+    /// do), for telling a hole in a log from segments retention removed
+    /// before a snapshot.
+    fn started(&self) -> Option<OffsetDateTime> {
+        None
+    }
+}
 
-impl<T: Clone + Ord + std::hash::Hash + std::fmt::Display> Id for T {}
+impl Id for String {}
+
+impl Id for BackupId {
+    fn started(&self) -> Option<OffsetDateTime> {
+        self.timestamp()
+    }
+}
 pub use crate::kinds::{Kind, Scope};
 
 /// One good backup as retention sees it.
@@ -66,10 +79,6 @@ pub struct Candidate<I = String> {
     /// after a snapshot started may hold rows the snapshot does not.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
-    /// When the parent started, when known (UUIDv7 ids carry it), for telling a
-    /// hole in a log from segments retention removed before a snapshot.
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub parent_started_at: Option<OffsetDateTime>,
     /// What the backup is of, when one store holds several sources of a kind
     /// (a replication's source root, an export's database): rules and the
     /// newest-of-group protection apply per stream. Empty for one stream.
@@ -87,7 +96,7 @@ pub struct Candidate<I = String> {
     /// S3 Object Lock retention cannot be deleted): a "kept: …" reason, from
     /// which the chain rules keep what it needs, as for any kept backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub held: Option<String>,
+    pub held: Option<Box<str>>,
 }
 
 impl<I> Candidate<I> {
@@ -206,6 +215,16 @@ pub struct Decision<I = String> {
     pub reasons: Vec<String>,
 }
 
+impl<I> Decision<I> {
+    /// Why a backup is deleted, in brief: [`NO_RULE`] or [`RAN_OUT`].
+    pub fn deleted_for(&self) -> &'static str {
+        match self.reasons.first() {
+            Some(r) if r == RAN_OUT => RAN_OUT,
+            _ => NO_RULE,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Bucket {
     Hourly,
@@ -243,6 +262,11 @@ impl Bucket {
     }
 }
 
+/// The first reason of a backup to delete: no rule keeps it, or its own
+/// retention ran out ([`Decision::deleted_for`]).
+pub const NO_RULE: &str = "delete: no rule keeps it";
+pub const RAN_OUT: &str = "delete: retention ran out";
+
 const LOG_REASON: &str = "kept: log segment inside the kept log window (chain)";
 const LOG_FROM_START: &str = "kept: log from its first segment (no older snapshot to replay onto)";
 
@@ -253,14 +277,12 @@ fn apply_rules<I>(
     p: &Policy,
     now: OffsetDateTime,
     group: &[usize],
-    reasons: &mut [Vec<String>],
+    (reasons, expired): (&mut [Vec<String>], &mut [Option<OffsetDateTime>]),
 ) {
     let mut idx = Vec::with_capacity(group.len());
     for &i in group {
         match c[i].expires_at {
-            Some(e) if e <= now => {
-                reasons[i].push(format!("expired: retention ran out at {}", fmt_time(e)))
-            }
+            Some(e) if e <= now => expired[i] = Some(e),
             _ => idx.push(i),
         }
     }
@@ -297,9 +319,15 @@ fn apply_rules<I>(
     }
 }
 
+/// What [`by_rules`] gives.
+type Rules = (Vec<Vec<String>>, Vec<Option<OffsetDateTime>>);
+
 /// The reasons the rules give each of `c` (newest first), group by group: a
 /// group is a (kind, scope, stream, source), and its newest backup stays.
-fn by_rules<I>(c: &[&Candidate<I>], policy: &Policies, now: OffsetDateTime) -> Vec<Vec<String>> {
+/// Beside them, when each backup's own retention ran out, where it has:
+/// not a reason each (a first cleanup of years of history finds hundreds
+/// of thousands), but one for those kept all the same.
+fn by_rules<I>(c: &[&Candidate<I>], policy: &Policies, now: OffsetDateTime) -> Rules {
     let mut groups: BTreeMap<(Kind, Scope, &str, &str), Vec<usize>> = BTreeMap::new();
     // A kind's source is named only where the store holds several.
     let mut sources: BTreeMap<Kind, BTreeSet<&str>> = BTreeMap::new();
@@ -319,8 +347,10 @@ fn by_rules<I>(c: &[&Candidate<I>], policy: &Policies, now: OffsetDateTime) -> V
         *at = (*at).min(all_of_group[0]);
     }
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); c.len()];
+    let mut expired = vec![None; c.len()];
     for (&(kind, scope, stream, source), all_of_group) in &groups {
-        apply_rules(c, policy.get(kind, scope), now, all_of_group, &mut reasons);
+        let p = policy.get(kind, scope);
+        apply_rules(c, p, now, all_of_group, (&mut reasons, &mut expired));
         // A source's newest stays while its retention lasts (a server replaced,
         // or upgraded into a new system, stops backing up: its last backup
         // goes once it expires); the newest of all always stays.
@@ -338,7 +368,7 @@ fn by_rules<I>(c: &[&Candidate<I>], policy: &Policies, now: OffsetDateTime) -> V
         }
         reasons[all_of_group[0]].push(format!("kept: newest good backup of {group}"));
     }
-    reasons
+    (reasons, expired)
 }
 
 /// Decides every candidate: one [`Decision`] each, newest first (ties by id,
@@ -352,10 +382,10 @@ pub fn plan<I: Id>(
     c.sort_by(|a, b| (b.started_at, &b.id).cmp(&(a.started_at, &a.id)));
     let n = c.len();
     let by_id = index_of(&c);
-    let mut reasons = by_rules(&c, policy, now);
+    let (mut reasons, expired) = by_rules(&c, policy, now);
     for (i, b) in c.iter().enumerate() {
         if let Some(why) = &b.held {
-            reasons[i].insert(0, why.clone());
+            reasons[i].insert(0, why.to_string());
         }
     }
     let mut keep: Vec<bool> = reasons
@@ -462,23 +492,18 @@ pub fn plan<I: Id>(
     }
 
     let missing = missing_ancestors(c, &by_id);
-    let holes = log_holes(c, &keep);
+    let mut holes = log_holes(c, &keep);
     (0..n)
         .map(|i| {
             let mut r = std::mem::take(&mut reasons[i]);
-            if !keep[i] && !r.iter().any(|r| r.starts_with("expired")) {
-                r.insert(0, "delete: no rule keeps it".into());
-            } else if !keep[i] {
-                r.insert(0, "delete: retention ran out".into());
-                r.retain(|r| !r.starts_with("expired"));
-            }
-            if let Some(gone) = &missing[i] {
+            why(&mut r, keep[i], expired[i], c[i].held.is_some());
+            if let Some(gone) = missing.get(&i) {
                 let direct = c[i].parent.as_ref() == Some(gone);
                 let rel = if direct { "parent" } else { "ancestor" };
                 r.push(format!("chain broken: {rel} {gone} missing"));
             }
-            if let Some(hole) = &holes[i] {
-                r.push(hole.clone());
+            if let Some(hole) = holes.remove(&i) {
+                r.push(hole);
             }
             Decision {
                 id: c[i].id.clone(),
@@ -498,6 +523,30 @@ fn index_of<'a, I: Id>(c: &[&'a Candidate<I>]) -> HashMap<&'a I, usize> {
     by_id
 }
 
+/// Puts first in `reasons` why a backup is deleted (`keep` false), or,
+/// where it is kept though its own retention ran out (`expired`), that it
+/// ran out: before every reason but what holds it (`held`).
+fn why(reasons: &mut Vec<String>, keep: bool, expired: Option<OffsetDateTime>, held: bool) {
+    match (keep, expired) {
+        // Most backups of a first cleanup of years: one reason, held in
+        // a list of one (a list grown from none holds four).
+        (false, _) if reasons.is_empty() => *reasons = vec![why_deleted(expired).into()],
+        (false, _) => reasons.insert(0, why_deleted(expired).into()),
+        (true, Some(e)) => reasons.insert(
+            usize::from(held).min(reasons.len()),
+            format!("expired: retention ran out at {}", fmt_time(e)),
+        ),
+        (true, None) => {}
+    }
+}
+
+fn why_deleted(expired: Option<OffsetDateTime>) -> &'static str {
+    match expired {
+        None => NO_RULE,
+        Some(_) => RAN_OUT,
+    }
+}
+
 /// Whether `b`, which names no source (a snapshot taken with no cluster
 /// configured, a segment of an older release), may be one of `source`'s.
 fn may_be<I>(b: &Candidate<I>, source: &str) -> bool {
@@ -508,8 +557,8 @@ fn may_be<I>(b: &Candidate<I>, source: &str) -> bool {
 /// the segment before it is missing inside the window that no snapshot covers:
 /// its parent is not the previous segment in the store, and no snapshot lies
 /// between that previous segment and it.
-fn log_holes<I: Id>(c: &[&Candidate<I>], keep: &[bool]) -> Vec<Option<String>> {
-    let mut out = vec![None; c.len()];
+fn log_holes<I: Id>(c: &[&Candidate<I>], keep: &[bool]) -> BTreeMap<usize, String> {
+    let mut out = BTreeMap::new();
     let n = c.len();
     let log = |i: &usize| c[*i].kind.replays_log();
     for i in (0..n).filter(|i| log(i) && keep[*i] && c[*i].scope == Scope::Incremental) {
@@ -524,11 +573,11 @@ fn log_holes<I: Id>(c: &[&Candidate<I>], keep: &[bool]) -> Vec<Option<String>> {
         // The newest kept snapshot that started before this segment.
         let snap = (i + 1..n).find(|j| same(j, Scope::Full) && keep[*j] && c[*j].started_at <= at);
         // The missing parent started before the snapshot: the snapshot holds it.
-        let parent_at = c[i].parent_started_at;
+        let parent_at = c[i].parent.as_ref().and_then(Id::started);
         let covered = |floor: Option<OffsetDateTime>| {
             snap.is_some_and(|s| floor.is_none_or(|f| c[s].started_at > f))
         };
-        out[i] = match (&c[i].parent, prev) {
+        let hole = match (&c[i].parent, prev) {
             (Some(p), Some(j)) if *p != c[j].id && !covered(parent_at.or(Some(c[j].started_at))) => {
                 Some(format!("chain broken: log segment {p} before this one is missing"))
             }
@@ -537,19 +586,23 @@ fn log_holes<I: Id>(c: &[&Candidate<I>], keep: &[bool]) -> Vec<Option<String>> {
             )),
             _ => None,
         };
+        if let Some(hole) = hole {
+            out.insert(i, hole);
+        }
     }
     out
 }
 
 /// For each incremental of a parent-chained kind, the id its chain leads to that
 /// is not among the candidates, if any. Memoised, so long chains cost linear time.
-fn missing_ancestors<I: Id>(c: &[&Candidate<I>], by_id: &HashMap<&I, usize>) -> Vec<Option<I>> {
-    let mut memo: Vec<Option<Option<I>>> = vec![None; c.len()];
+fn missing_ancestors<I: Id>(c: &[&Candidate<I>], by_id: &HashMap<&I, usize>) -> BTreeMap<usize, I> {
+    // Only for the kinds chained by parents: most of a long history is log.
+    let mut memo: HashMap<usize, Option<I>> = HashMap::new();
     let mut on_path = vec![false; c.len()];
     for start in (0..c.len()).filter(|&i| !c[i].kind.replays_log()) {
         let (mut path, mut cur) = (Vec::new(), start);
         let result = loop {
-            if let Some(done) = &memo[cur] {
+            if let Some(done) = memo.get(&cur) {
                 break done.clone();
             }
             if c[cur].scope == Scope::Full || on_path[cur] {
@@ -567,10 +620,12 @@ fn missing_ancestors<I: Id>(c: &[&Candidate<I>], by_id: &HashMap<&I, usize>) -> 
         };
         for i in path {
             on_path[i] = false;
-            memo[i] = Some(result.clone());
+            memo.insert(i, result.clone());
         }
     }
-    memo.into_iter().map(Option::flatten).collect()
+    memo.into_iter()
+        .filter_map(|(i, gone)| Some((i, gone?)))
+        .collect()
 }
 
 /// One line for `--dry-run`, e.g. "keep 7 daily, 4 weekly, 12 monthly, 5 yearly".
@@ -672,10 +727,13 @@ pub fn plan_holding<I: Id>(
     if !locked.is_empty() {
         for c in candidates.iter_mut() {
             if let Some(until) = locked.get(&c.id) {
-                c.held = Some(format!(
-                    "kept until {} by Object Lock",
-                    crate::units::rfc3339(*until)
-                ));
+                c.held = Some(
+                    format!(
+                        "kept until {} by Object Lock",
+                        crate::units::rfc3339(*until)
+                    )
+                    .into(),
+                );
             }
         }
         decisions = plan(&candidates, policies, now);
@@ -719,7 +777,8 @@ impl Gather {
         // years back) would make every base of its cluster count as that old.
         if let Some((_, until)) = tb::interval(m) {
             let newest = OffsetDateTime::from_unix_timestamp_nanos(i128::from(until));
-            if newest.is_ok_and(|t| t <= m.started_at + SEGMENT_CLOCK_SKEW) {
+            let limit = m.started_at.checked_add(SEGMENT_CLOCK_SKEW);
+            if newest.is_ok_and(|t| limit.is_none_or(|l| t <= l)) {
                 self.segments.push((tb::cluster_id(m), until, m.started_at));
             }
         }
@@ -740,7 +799,6 @@ impl Gather {
                 })
                 .flatten(),
             finished_at: Some(m.finished_at),
-            parent_started_at: m.parent.and_then(|p| p.timestamp()),
             stream: stream_of(m).into(),
             source: source_of(m).into(),
             held: None,
@@ -782,6 +840,8 @@ impl Gather {
             let c = &mut self.candidates[at];
             c.started_at = from.map_or(c.started_at, |t| t.min(c.started_at));
         }
+        // Grown by doubling: up to half of it unused.
+        self.candidates.shrink_to_fit();
         self.candidates
     }
 }
@@ -868,7 +928,6 @@ mod tests {
             parent,
             expires_at: None,
             finished_at: None,
-            parent_started_at: None,
             stream: Shared::default(),
             source: Shared::default(),
             held: None,
@@ -1424,9 +1483,18 @@ mod tests {
             reasons(&got, "2026-11-10T02:00"),
             ["delete: retention ran out"]
         );
-        // Everything expired: the newest still stays.
-        let got = plan(&all, &Policies::default(), t("2027-06-01T00:00"));
+        // Everything expired: the newest still stays, and says both, first
+        // that it ran out; after what holds it, where something does.
+        let later = t("2027-06-01T00:00");
+        let got = plan(&all, &Policies::default(), later);
         assert_eq!(kept(&got), ids("2026-11-20T02:00"));
+        let ran_out = "expired: retention ran out at 2026-11-30T02:00Z";
+        let newest = "kept: newest good backup of tigerbeetle/full";
+        assert_eq!(reasons(&got, "2026-11-20T02:00"), [ran_out, newest]);
+        let held = "kept until 2099-01-01T00:00:00Z by Object Lock";
+        all.last_mut().unwrap().held = Some(held.into());
+        let got = plan(&all, &Policies::default(), later);
+        assert_eq!(reasons(&got, "2026-11-20T02:00"), [held, ran_out, newest]);
     }
 
     #[test]
