@@ -568,6 +568,9 @@ fn a_dry_run_sends_no_request_for_the_tombstones_a_real_run_writes() {
         .count();
     assert_eq!(doomed, 2, "{plan:#}");
     assert_eq!(tombstone_requests(&dry), 0, "{}", stderr(&dry));
+    // With no grace, what the real run deletes with its backups is past it:
+    // none of it is shown as left over.
+    assert_eq!(plan["orphans"], serde_json::json!([]), "{plan:#}");
 
     let real = s.bkp(&["cleanup"]);
     assert_exit(&real, 0);
@@ -825,4 +828,88 @@ fn a_point_in_time_restore_from_a_base_backup_without_a_usable_start_is_refused_
         }
         fs::remove_file(s.path(&format!("store/manifests/postgres/{id}.json"))).unwrap();
     }
+}
+
+/// Cleanup reads each backup it deletes again from its own key, a batch of
+/// 1,024 at a time, just before the batch's first tombstone. One found gone
+/// once an earlier batch was deleted stops the run, but not before what it
+/// unlisted is finished (objects, tombstones) and reported; the next run
+/// deletes the rest.
+#[test]
+fn a_cleanup_stopped_after_a_batch_finishes_and_reports_what_it_unlisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = formatted_data_file(dir.path());
+    let retention = format!(
+        "{}[retention]\ngrace = \"1h\"\n[retention.snapshot]\npreset = \"none\"\n",
+        common::ARCHIVE
+    );
+    let s = setup(&data, StoreKind::Local, &retention);
+    let real = snapshot_manifest(&s);
+    // Older copies of it, one more batch than fits in one: all of them
+    // deleted (only the newest snapshot is kept), newest first.
+    let start = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+    let rfc = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let mut copies = Vec::new();
+    for i in 0..1030 {
+        let at = start + time::Duration::seconds(i);
+        let id = bkp::id::BackupId::new_v7(at).to_string();
+        let mut m = real.clone();
+        m["id"] = id.clone().into();
+        m["started_at"] = rfc(at).into();
+        m["finished_at"] = rfc(at + time::Duration::seconds(1)).into();
+        let key = format!("tigerbeetle/2026/10/01/tigerbeetle-snapshot-{id}.tar.zst.enc");
+        m["objects"][0]["key"] = key.clone().into();
+        m.as_object_mut().unwrap().remove("seal");
+        let path = manifest_path(&s, &m);
+        fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+        common::reseal(&path);
+        let object = s.path("store").join(&key);
+        fs::create_dir_all(object.parent().unwrap()).unwrap();
+        fs::write(&object, b"a copy").unwrap();
+        copies.push((path, object));
+    }
+    // The oldest is in the second batch: it goes once the first is deleted.
+    let (oldest, oldest_object) = copies[0].clone();
+    let out = common::run_paused(
+        &s.config,
+        // The plan as one document at the end: its table would fill the
+        // pipe before anything reads it.
+        &["--json", "cleanup"],
+        "cleanup-after-manifest:1",
+        "cleanup, after its first deletion",
+        || fs::remove_file(&oldest).unwrap(),
+    );
+    // Exit 9: a manifest it chose is gone.
+    assert_exit(&out, 9);
+    let err = stderr(&out);
+    assert!(
+        err.contains("cleanup stopped after deleting 1024 backups"),
+        "{err}"
+    );
+    // The first batch is gone, objects and tombstones too; the rest stays.
+    let left: Vec<_> = copies.iter().filter(|(m, _)| m.exists()).collect();
+    assert_eq!(left.len(), 5, "{err}");
+    let gone_objects = copies.iter().filter(|(_, o)| !o.exists()).count();
+    assert_eq!(gone_objects, 1024);
+    assert!(
+        oldest_object.exists(),
+        "named by no manifest, but young: not an orphan yet"
+    );
+    assert!(!s.path("store/trash").exists() || common::walk(&s.path("store/trash")).is_empty());
+    // The report names what was deleted, and why the run stopped.
+    let reports = common::walk(&s.path("store/reports/cleanup"));
+    assert_eq!(reports.len(), 1);
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(&reports[0]).unwrap()).unwrap();
+    assert_eq!(report["deleted"].as_array().unwrap().len(), 1024);
+    assert!(report["stopped"]
+        .as_str()
+        .is_some_and(|s| s.contains("cannot be read now")));
+    // The next run deletes the rest, and keeps the newest.
+    assert_exit(&s.bkp(&["cleanup"]), 0);
+    assert!(copies.iter().all(|(m, _)| !m.exists()));
+    assert_eq!(listed(&s), vec![real["id"].as_str().unwrap().to_string()]);
 }

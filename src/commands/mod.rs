@@ -50,6 +50,27 @@ impl Ctx {
     }
 }
 
+/// A quiet context for tests, its work directory `work_dir`.
+#[cfg(test)]
+pub(crate) fn test_ctx(work_dir: &std::path::Path) -> Ctx {
+    let toml = format!(
+        "work_dir = \"{}\"\n[store]\ntype = \"local\"\npath = \"/nonexistent\"\n[encryption]\nenabled = false\n[ledger]\naddresses = \"3000\"\n",
+        work_dir.display()
+    );
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("bkp.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    Ctx {
+        plan: crate::config::load(&cfg, &Default::default()).unwrap(),
+        ui: crate::ui::Ui {
+            level: crate::ui::Level::Quiet,
+            json: false,
+            bars: false,
+        },
+        wait: std::time::Duration::ZERO,
+    }
+}
+
 /// What `bkp check` found of one thing: its name and the outcome.
 pub type Probe = (&'static str, Result<String>);
 

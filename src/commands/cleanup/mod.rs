@@ -37,7 +37,7 @@
 //! leftovers: restore spools and partial store writes in the work directory and
 //! the local store, and data-file copies (only while no snapshot runs).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::SystemTime;
 
 use crate::chunks::Lists;
@@ -45,7 +45,9 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::run::{backup_operation, hostname, send_record, write_metrics, write_report, RunRecord};
+use super::run::{
+    backup_operation, hostname, send_record, write_metrics, write_report_with_rows, RunRecord,
+};
 use super::{open_store, Ctx};
 use crate::cli::CleanupArgs;
 use crate::config::StorePlan;
@@ -55,9 +57,18 @@ use crate::ledger;
 use crate::lock::RunLock;
 use crate::manifest::seal;
 use crate::manifest::tombstone::{self, read_tombstones, Tombstone};
+use crate::manifest::usage::Tally;
 use crate::manifest::{self, Kind, Manifest};
 use crate::metrics::RunMetrics;
 use crate::retention::{self, Decision};
+use book::{key_of, Book, Remaining};
+use std::hash::BuildHasher;
+
+mod book;
+
+/// How many backups to delete are read again and checked at a time, before
+/// the first of them is deleted: a bound on the manifests held whole.
+const REREAD_BATCH: usize = 1024;
 use crate::store::dry::DryRun;
 use crate::store::s3::Retained;
 use crate::store::Store;
@@ -99,17 +110,22 @@ fn chunk_keys(ctx: &Ctx, lists: &Lists, kept: bool, m: &Manifest) -> Result<Vec<
     }
 }
 
-/// The bytes deleting `m` frees: its own objects, and the chunks it names
-/// that no backup kept (`kept`) names and no earlier deletion of this run
-/// (`counted`) freed. What the ledger's reverse transfer takes back, so that
-/// the store account keeps equalling the bytes retained.
+/// The bytes deleting backup `row` frees: its own objects, and the chunks
+/// it names (`whole`, a chunked backup's manifest) that no backup kept
+/// (`kept`) names and no earlier deletion of this run (`counted`) freed.
+/// What the ledger's reverse transfer takes back, so that the store account
+/// keeps equalling the bytes retained.
 fn freed_bytes(
     ctx: &Ctx,
     lists: &Lists,
-    m: &Manifest,
+    row: &book::Row,
+    whole: Option<&Manifest>,
     kept: &BTreeSet<String>,
     counted: &mut BTreeSet<String>,
 ) -> Result<u64> {
+    let Some(m) = whole.filter(|m| m.chunks.is_some()) else {
+        return Ok(row.stored_bytes);
+    };
     let own: u64 = m.objects.iter().map(|o| o.size).sum();
     let list = m.chunks.as_ref().map_or(0, |c| c.list.size);
     let chunks: u64 = chunk_keys(ctx, lists, false, m)?
@@ -161,108 +177,95 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     manifest::marker::check(store, &trust)?;
     let mut totals = Totals::default();
 
-    // 1. Plan, on a complete picture of the store only.
-    let (all, unreadable) = manifest::list_complete(store, &trust, None)?;
-    refuse_unreadable(&unreadable).and_then(|()| refuse_shared_ids(store, &all))?;
+    // 1. Plan, on a complete picture of the store only, without the
+    // backups whose deletion an earlier run left to finish.
     let pending = read_tombstones(store, &trust)?;
-    announce_pending(ctx, store, &pending, dry)?;
     let gone: BTreeSet<BackupId> = pending.iter().map(|t| t.manifest.id).collect();
-    // The kind asked for, and the others (held once: a year of manifests is
-    // tens of MiB).
-    let (selected, others): (Vec<Manifest>, Vec<Manifest>) = all
+    let mut book = Book::read(store, &trust, (args.kind.map(Kind::from), &gone), dry)?;
+    refuse_unreadable(&book.unreadable).and_then(|()| refuse_shared_ids(store, &book.ids))?;
+    announce_pending(ctx, store, &pending, dry)?;
+    // Every kind present gets a metrics file; no id is needed after.
+    let per_kind: BTreeMap<Kind, u64> = std::mem::take(&mut book.ids)
         .into_iter()
-        .filter(|m| !gone.contains(&m.id))
-        .partition(|m| args.kind.is_none_or(|k| m.kind == k.into()));
-    let all = || selected.iter().chain(&others);
-    let by_id: BTreeMap<BackupId, &Manifest> = selected.iter().map(|m| (m.id, m)).collect();
-    let (decisions, locked) = decide(ctx, store, &selected, &by_id, started_at)?;
-    reverify(store, &trust, &decisions, &by_id, dry)?;
-    let doomed: BTreeSet<BackupId> = decisions.iter().filter(|d| !d.keep).map(|d| d.id).collect();
-    let json_plan = show_plan(ctx, &decisions, &by_id, dry)?;
+        .filter(|(id, _)| !gone.contains(id))
+        .map(|(_, k)| (k, 0))
+        .collect();
+    let (decisions, locked) = decide(ctx, store, &mut book, &gone, started_at)?;
+    let json_plan = show_plan(ctx, &decisions, &book, dry)?;
+    // In the order of the plan, with why.
+    let doomed: Vec<(BackupId, &str)> = decisions
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| (d.id, d.deleted_for()))
+        .collect();
+    let kept_n = decisions.len() - doomed.len();
+    drop(decisions);
 
     // 2. Tombstone and unlist, newest first (an incremental goes before the
     // backup it builds on, so no listed backup ever lacks its base).
     let pending_n = pending.len();
-    let mut tombstones = pending;
-    let mut deleted = Vec::new();
-    // This run's deletions in order, for step 3's tombstones (`tombstones_of`).
-    let mut unlisted: Vec<(Kind, BackupId, u64)> = Vec::new();
-    // Bytes deleted per kind, for the metrics (every kind present gets a file).
-    let mut per_kind: BTreeMap<Kind, u64> = all().map(|m| (m.kind, 0)).collect();
+    let mut u = Unlist {
+        finishing: pending
+            .into_iter()
+            .map(|t| Finishing::Whole(Box::new(t)))
+            .collect(),
+        deleted: Vec::new(),
+        per_kind,
+        dry_named: Vec::new(),
+        dry,
+        planned_at: started_at,
+        stopped: None,
+    };
     // Chunk lists are read before anything is deleted, once each.
     let lists = Lists::new(store);
-    let kept = referenced(ctx, &lists, true, all().filter(|m| !doomed.contains(&m.id)))?;
-    let mut counted = BTreeSet::new();
-    for d in decisions.iter().filter(|d| !d.keep) {
-        let m = by_id[&d.id];
-        let bytes = freed_bytes(ctx, &lists, m, &kept, &mut counted)?;
-        totals.backups += 1;
-        totals.bytes += bytes;
-        let key = tombstone::key(m.kind, m.id);
-        let sealed = seal::encode(&tombstone_of(m.clone(), bytes, started_at), trust.keys())?;
-        // A dry run's tombstones would be held in memory until its end, one
-        // per backup it would delete (years of them, on a store cleaned for
-        // the first time), and nothing reads them: they are sealed, not kept.
-        if !dry && store.head(&key)?.is_none() {
-            store.put_new(&key, &sealed, &Vec::new()).with_context(|| {
-                format!("failed to write tombstone {key} before deleting {}", m.id)
-            })?;
-        }
-        drop(sealed);
-        store.delete(&m.key())?;
-        crate::failpoint::hit("cleanup-after-manifest");
-        if !dry {
-            ctx.ui.info(&format!(
-                "deleted {} {} {} ({}, {})",
-                m.kind.as_str(),
-                m.scope.as_str(),
-                m.id,
-                ui::size(bytes),
-                d.reasons.first().map(String::as_str).unwrap_or("")
-            ));
-        }
-        deleted.push(Deleted {
-            id: m.id,
-            kind: m.kind,
-            scope: m.scope,
-            bytes,
-        });
-        *per_kind.entry(m.kind).or_default() += bytes;
-        unlisted.push((m.kind, m.id, bytes));
-    }
+    u.unlist(
+        ctx,
+        (store, &trust),
+        &lists,
+        &book,
+        (&doomed, &gone),
+        &mut totals,
+    )?;
+    let Unlist {
+        finishing,
+        deleted,
+        per_kind,
+        dry_named,
+        stopped,
+        ..
+    } = u;
 
     // 3. Delete the objects no remaining manifest names, then record and forget
     // each deletion. The listing is fresh: a manifest written meanwhile counts.
     // What was listed before is not held beside it.
-    let kept_n = decisions.iter().filter(|d| d.keep).count();
-    drop((by_id, doomed, kept, counted));
-    drop(decisions);
-    drop(others);
-    tombstones.extend(tombstones_of(selected, &unlisted, started_at));
-    drop(unlisted);
-    let (remaining, unreadable) = manifest::list_complete(store, &trust, None)?;
-    refuse_unreadable(&unreadable)?;
-    let named = referenced(ctx, &lists, true, &remaining)?;
-    for (i, t) in tombstones.iter().enumerate() {
+    let hasher = book.key_hasher();
+    drop((doomed, book));
+    let dry_named =
+        |k: &str| !dry_named.is_empty() && dry_named.binary_search(&hasher.hash_one(k)).is_ok();
+    let finished: BTreeSet<(Kind, BackupId)> =
+        finishing.iter().map(Finishing::kind_and_id).collect();
+    let remaining = Remaining::read(store, &trust, &finished)?;
+    refuse_unreadable(&remaining.unreadable)?;
+    let mut named = remaining.named;
+    named.extend(referenced(ctx, &lists, true, &remaining.chunked)?);
+    for (i, f) in finishing.iter().enumerate() {
         // A dry run wrote none of its own tombstones (see above): it deletes
         // only those earlier runs left.
         let written = !dry || i < pending_n;
-        finish(ctx, store, &lists, t, &named, dry, written)?;
+        finish(ctx, store, (&lists, &named), f, started_at, dry, written)?;
     }
-    // Only their ids from here on (not held beside the report's rows).
-    let finished: BTreeSet<(Kind, BackupId)> = tombstones.iter().map(kind_and_id).collect();
-    drop(tombstones);
+    drop(finishing);
 
     // 4. Orphans: objects no manifest names, older than the grace period.
     let cutoff = started_at
         .checked_sub(plan.retention.grace)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let orphans = sweep_orphans(ctx, store, &named, cutoff, dry, &mut totals)?;
+    let orphans = sweep_orphans(ctx, store, &named, &dry_named, cutoff, dry, &mut totals)?;
 
     // 4b. WAL older than every kept base backup of its system: no recovery can
     // start before its oldest base backup.
     if args.kind.is_none_or(|k| Kind::from(k) == Kind::Postgres) {
-        trim_wal(ctx, store, &remaining, dry)?;
+        trim_wal(ctx, store, &remaining.postgres, dry)?;
     }
 
     // Unfinished uploads of crashed runs (S3 multipart uploads), past the grace
@@ -317,21 +320,164 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
             "finished_at": OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?,
             "host": hostname(),
             "bkp_version": env!("CARGO_PKG_VERSION"),
-            "deleted": deleted,
             "bytes_deleted": totals.bytes,
             "orphans_removed": orphans.iter().map(|o| json!({"key": o.key, "bytes": o.size})).collect::<Vec<_>>(),
             "unfinished_uploads_discarded": unfinished_json(&unfinished),
             "kept": kept_n,
+            // Why it stopped before deleting all it planned (the rest is
+            // planned again by the next run).
+            "stopped": stopped.as_ref().map(|e| format!("{e:#}")),
             "kept_by_object_lock": locked
                 .iter()
                 .map(|(id, until)| json!({"id": id, "until": rfc3339(*until)}))
                 .collect::<Vec<_>>(),
         });
-        let key = write_report(store, trust.keys(), "cleanup", run_id, started_at, &report)?;
+        // Its rows (years of deletions, on a store cleaned for the first
+        // time) are turned into JSON one at a time.
+        let rows = Some(("deleted", &deleted[..]));
+        let key = write_report_with_rows(
+            store,
+            trust.keys(),
+            "cleanup",
+            run_id,
+            started_at,
+            &report,
+            rows,
+        )?;
         ctx.ui.detail(&format!("report: {key}"));
-        metrics(ctx, per_kind, started_at, &remaining, &finished);
+        metrics(ctx, per_kind, started_at, remaining.tally);
     }
-    Ok(())
+    match stopped {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// What step 2 leaves for the rest of the run.
+struct Unlist {
+    /// The deletions step 3 finishes, in order: an earlier run's, then this
+    /// run's in the order it unlisted them.
+    finishing: Vec<Finishing>,
+    /// The report's rows.
+    deleted: Vec<Deleted>,
+    /// Bytes deleted per kind, for the metrics.
+    per_kind: BTreeMap<Kind, u64>,
+    /// A dry run's deletions, by the hashes of the keys they name (sorted
+    /// once step 2 is done): what a real run's would remove is not left
+    /// over.
+    dry_named: Vec<u64>,
+    dry: bool,
+    /// When the run that deletes them planned.
+    planned_at: OffsetDateTime,
+    /// Why step 2 stopped before its end, once it had deleted some.
+    stopped: Option<anyhow::Error>,
+}
+
+impl Unlist {
+    /// Tombstones and unlists the backups `doomed` (in order, with why),
+    /// those an earlier run left to finish being `gone`.
+    fn unlist(
+        &mut self,
+        ctx: &Ctx,
+        (store, trust): (&dyn Store, &seal::Trust),
+        lists: &Lists,
+        book: &Book,
+        (doomed, gone): (&[(BackupId, &str)], &BTreeSet<BackupId>),
+        totals: &mut Totals,
+    ) -> Result<()> {
+        let (dry, started_at) = (self.dry, self.planned_at);
+        let kept = {
+            let doomed: HashSet<BackupId> = doomed.iter().map(|(id, _)| *id).collect();
+            let kept = book
+                .chunked
+                .iter()
+                .filter(|((_, id), _)| !gone.contains(id) && !doomed.contains(id));
+            referenced(ctx, lists, true, kept.map(|(_, m)| m))?
+        };
+        let mut counted = BTreeSet::new();
+        // Each backup to delete is read again from its own key and checked
+        // against the version the plan was made on, a batch at a time, before
+        // the batch's first tombstone: the catalog chose them, and a deletion
+        // acts on what the store holds, never on a cached copy alone. One that
+        // changed or cannot be read stops the run there (the catalog is
+        // corrected: the next run plans from the manifests as they are). Not on
+        // a dry run, which deletes nothing: its corrections would stay in its
+        // memory.
+        for batch in doomed.chunks(REREAD_BATCH) {
+            let read = match dry {
+                true => Ok(Vec::new()),
+                false => batch
+                    .iter()
+                    .map(|(id, _)| book.reread(store, trust, *id))
+                    .collect::<Result<Vec<Manifest>>>(),
+            };
+            let fresh = match read {
+                Ok(fresh) => fresh,
+                Err(e) if totals.backups == 0 => return Err(e.context("cleanup deleted nothing")),
+                // What was unlisted is finished and reported; then the run
+                // stops with this error.
+                Err(e) => {
+                    let n = crate::units::count(totals.backups, "backup");
+                    self.stopped = Some(e.context(format!("cleanup stopped after deleting {n}")));
+                    break;
+                }
+            };
+            let mut fresh = fresh.into_iter();
+            for (id, why) in batch {
+                let row = book.get(id).context("a planned backup has no row")?;
+                let whole = book.chunked.get(&(row.kind, *id));
+                let bytes = freed_bytes(ctx, lists, row, whole, &kept, &mut counted)?;
+                totals.backups += 1;
+                totals.bytes += bytes;
+                let key = key_of(row, *id);
+                if let Some(m) = fresh.next() {
+                    let tombstone = tombstone::key(m.kind, m.id);
+                    if store.head(&tombstone)?.is_none() {
+                        let t = tombstone_of(m.clone(), bytes, started_at);
+                        let sealed = seal::encode(&t, trust.keys())?;
+                        store
+                            .put_new(&tombstone, &sealed, &Vec::new())
+                            .with_context(|| {
+                                format!(
+                                    "failed to write tombstone {tombstone} before deleting {id}"
+                                )
+                            })?;
+                    }
+                    self.finishing.push(Finishing::of(m, bytes, started_at));
+                } else if let Some(m) = whole {
+                    // A dry run finishes a chunked deletion as a real run does:
+                    // its chunk lists say what it names.
+                    self.finishing.push(Finishing::Whole(Box::new(tombstone_of(
+                        m.clone(),
+                        bytes,
+                        started_at,
+                    ))));
+                } else {
+                    self.dry_named.extend(book.keys_of(row));
+                }
+                store.delete(&key)?;
+                crate::failpoint::hit("cleanup-after-manifest");
+                if !dry {
+                    ctx.ui.info(&format!(
+                        "deleted {} {} {id} ({}, {why})",
+                        row.kind.as_str(),
+                        row.scope.as_str(),
+                        ui::size(bytes),
+                    ));
+                }
+                self.deleted.push(Deleted {
+                    id: *id,
+                    kind: row.kind,
+                    scope: row.scope,
+                    bytes,
+                });
+                *self.per_kind.entry(row.kind).or_default() += bytes;
+            }
+        }
+        self.dry_named.sort_unstable();
+        self.dry_named.dedup();
+        Ok(())
+    }
 }
 
 /// The tombstone of backup `m`, deleted by a run planned at `planned_at`,
@@ -345,51 +491,99 @@ fn tombstone_of(m: Manifest, bytes: u64, planned_at: OffsetDateTime) -> Tombston
     }
 }
 
-/// What step 3 reads of a backup this run deleted: its keys and sizes, the
-/// fields of its ledger record, and for a chunked backup everything (its
-/// chunk list is checked against its files). The facts of its source and
-/// the digests of its objects and files are dropped: step 3 holds years of
-/// deletions beside the second listing, and reads neither.
-fn for_finishing(mut m: Manifest) -> Manifest {
-    if m.chunks.is_some() {
-        return m;
-    }
-    m.source = Default::default();
-    m.files = Vec::new();
-    for o in &mut m.objects {
-        o.sha256 = String::new();
-        o.content_sha256 = String::new();
-    }
-    m
+/// What step 3 holds of a deletion: a tombstone an earlier run left, or a
+/// chunked backup this run deleted (its chunk list says what it names),
+/// whole; any other backup this run deleted, in brief. Step 3 holds years of
+/// deletions beside the second listing.
+enum Finishing {
+    Whole(Box<Tombstone>),
+    Brief(Gone),
 }
 
-/// The tombstones of the backups `unlisted` names (kind, id and bytes
-/// freed, in the order they were unlisted), made of their manifests in
-/// `listed`, which are moved, not copied (years of deletions held twice was
-/// most of a first cleanup's memory), and kept only as far as step 3
-/// reads them ([`for_finishing`]); the others are dropped. By kind and id:
-/// an id planted under a second kind is not the backup that was unlisted,
-/// and is not finished.
-fn tombstones_of(
-    listed: Vec<Manifest>,
-    unlisted: &[(Kind, BackupId, u64)],
-    planned_at: OffsetDateTime,
-) -> Vec<Tombstone> {
-    let at: BTreeMap<(Kind, BackupId), (usize, u64)> = unlisted
-        .iter()
-        .enumerate()
-        .map(|(i, (kind, id, bytes))| ((*kind, *id), (i, *bytes)))
-        .collect();
-    let mut found: Vec<(usize, Tombstone)> = listed
-        .into_iter()
-        .filter_map(|m| {
-            let (i, bytes) = *at.get(&(m.kind, m.id))?;
-            Some((i, tombstone_of(for_finishing(m), bytes, planned_at)))
+/// A backup this run deleted, as step 3 finishes it.
+struct Gone {
+    /// Its ledger record as a stored backup ([`RunRecord::of_backup`]).
+    record: RunRecord,
+    /// The operation that made it, where the ledger records one.
+    made_by: Option<ledger::Operation>,
+    /// What it names (`needed_keys`), one per line: a key has no control
+    /// characters ([`manifest::is_data_key`]), and one string is one
+    /// allocation.
+    keys: Box<str>,
+    /// What deleting it frees.
+    bytes: u64,
+}
+
+impl Finishing {
+    /// The deletion of backup `m`, freeing `bytes`, by a run planned at
+    /// `planned_at`.
+    fn of(m: Manifest, bytes: u64, planned_at: OffsetDateTime) -> Finishing {
+        let keys = m.needed_keys();
+        // A chunked backup's chunk list names more; a key with a line break
+        // is no key of a manifest that was read (checked as it was), but
+        // would not be told apart from two.
+        if m.chunks.is_some() || keys.iter().any(|k| k.contains('\n')) {
+            return Finishing::Whole(Box::new(tombstone_of(m, bytes, planned_at)));
+        }
+        Finishing::Brief(Gone {
+            record: RunRecord::of_backup(&m, ledger::Operation::Cleanup),
+            made_by: backup_operation(&m.operation),
+            keys: keys.join("\n").into_boxed_str(),
+            bytes,
         })
-        .collect();
-    // Finished (and recorded in the ledger) in the order the run deleted.
-    found.sort_unstable_by_key(|(i, _)| *i);
-    found.into_iter().map(|(_, t)| t).collect()
+    }
+
+    fn kind_and_id(&self) -> (Kind, BackupId) {
+        match self {
+            Finishing::Whole(t) => (t.manifest.kind, t.manifest.id),
+            Finishing::Brief(g) => (g.record.kind, g.record.id),
+        }
+    }
+
+    /// The keys it names that no remaining backup names (`named`), its
+    /// chunks before its chunk list: a run stopped in between leaves chunks
+    /// that the list still names for the next run to finish.
+    fn doomed(&self, ctx: &Ctx, lists: &Lists, named: &BTreeSet<String>) -> Result<Vec<String>> {
+        let (mut keys, list): (Vec<String>, Option<&str>) = match self {
+            Finishing::Whole(t) => {
+                let m = &t.manifest;
+                let keys = referenced(ctx, lists, false, [m])?.into_iter().collect();
+                (keys, m.chunks.as_ref().map(|c| c.list.key.as_str()))
+            }
+            Finishing::Brief(g) => {
+                let keys = g.keys.split('\n').filter(|k| !k.is_empty());
+                (keys.map(str::to_string).collect(), None)
+            }
+        };
+        keys.retain(|k| !named.contains(k));
+        keys.sort_by_key(|k| list == Some(k.as_str()));
+        Ok(keys)
+    }
+
+    /// The backup's own transfer (where the ledger records its operation),
+    /// and the reversal of it that its deletion records: planned when its
+    /// tombstone says, or (this run's, in brief) at `now`.
+    fn records(&self, now: OffsetDateTime) -> (Option<RunRecord>, RunRecord) {
+        let (record, made_by, bytes, planned_at) = match self {
+            Finishing::Whole(t) => (
+                RunRecord::of_backup(&t.manifest, ledger::Operation::Cleanup),
+                backup_operation(&t.manifest.operation),
+                t.bytes,
+                t.planned_at,
+            ),
+            Finishing::Brief(g) => (g.record.clone(), g.made_by, g.bytes, now),
+        };
+        let own = made_by.map(|operation| RunRecord {
+            operation,
+            ..record.clone()
+        });
+        let reversal = RunRecord {
+            started_at: planned_at,
+            bytes,
+            ..record
+        };
+        (own, reversal)
+    }
 }
 
 /// Says which deletions an earlier run left to finish (`pending`).
@@ -421,12 +615,12 @@ fn announce_pending(ctx: &Ctx, store: &dyn Store, pending: &[Tombstone], dry: bo
 /// `bkp_stored.prom` (a copy's: `bkp_stored_{name}.prom`).
 /// A kind of `kinds` (those the store held before) with nothing left gets
 /// 0, not a series that vanishes.
-fn stored_metrics<'a>(ctx: &Ctx, kept: impl Iterator<Item = &'a Manifest>, kinds: &BTreeSet<Kind>) {
+fn stored_metrics(ctx: &Ctx, kept: Tally, kinds: &BTreeSet<Kind>) {
     let Some(dir) = &ctx.plan.metrics_dir else {
         return;
     };
     let (class, default) = super::store_classes(&ctx.plan.store);
-    let mut usage = crate::manifest::usage::of(kept, class, default);
+    let mut usage = kept.usage(class, default);
     for k in kinds {
         usage.kinds.entry(k.as_str()).or_insert(0);
     }
@@ -442,19 +636,10 @@ fn stored_metrics<'a>(ctx: &Ctx, kept: impl Iterator<Item = &'a Manifest>, kinds
 /// deleted (the reversals went to the ledger), the primary's only (a copy's
 /// would take their names); and what the store holds now, the primary or the
 /// copy (`remaining`, as listed after the deletions, but the backups whose
-/// deletion this run finished: their manifests may have been listed).
-fn metrics(
-    ctx: &Ctx,
-    per_kind: BTreeMap<Kind, u64>,
-    started_at: OffsetDateTime,
-    remaining: &[Manifest],
-    finished: &BTreeSet<(Kind, BackupId)>,
-) {
+/// deletion this run finished: see [`Remaining::tally`]).
+fn metrics(ctx: &Ctx, per_kind: BTreeMap<Kind, u64>, started_at: OffsetDateTime, remaining: Tally) {
     let kinds: BTreeSet<Kind> = per_kind.keys().copied().collect();
-    let kept = remaining
-        .iter()
-        .filter(|m| !finished.contains(&(m.kind, m.id)));
-    stored_metrics(ctx, kept, &kinds);
+    stored_metrics(ctx, remaining, &kinds);
     if ctx.plan.primary.is_some() {
         return;
     }
@@ -481,26 +666,27 @@ fn metrics(
 fn show_plan(
     ctx: &Ctx,
     decisions: &[Decision<BackupId>],
-    by_id: &BTreeMap<BackupId, &Manifest>,
+    book: &Book,
     dry: bool,
 ) -> Result<Option<serde_json::Value>> {
+    let row = |id: &BackupId| book.get(id).context("a planned backup has no row");
     if ctx.ui.json {
-        let rows: Vec<_> = decisions
+        let rows: Vec<serde_json::Value> = decisions
             .iter()
             .map(|d| {
-                let m = by_id[&d.id];
-                json!({
-                    "id": m.id,
+                let m = row(&d.id)?;
+                Ok(json!({
+                    "id": d.id,
                     "kind": m.kind,
                     "scope": m.scope,
                     "operation": m.operation,
                     "started_at": m.started_at.format(&time::format_description::well_known::Rfc3339).ok(),
-                    "bytes": m.stored_bytes(),
+                    "bytes": m.stored_bytes,
                     "action": if d.keep { "keep" } else { "delete" },
                     "reasons": d.reasons,
-                })
+                }))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         return Ok(Some(
             json!({ "schema": "bkp.cleanup/1", "dry_run": dry, "backups": rows }),
         ));
@@ -515,7 +701,7 @@ fn show_plan(
         "ACTION", "ID", "KIND", "SCOPE", "STARTED (UTC)", "SIZE"
     ))?;
     for d in decisions {
-        let m = by_id[&d.id];
+        let m = row(&d.id)?;
         ui::out(&format!(
             "{:<6}  {:<36}  {:<11}  {:<11}  {:<20}  {:>10}  {}",
             if d.keep { "keep" } else { "delete" },
@@ -523,7 +709,7 @@ fn show_plan(
             m.kind.as_str(),
             m.scope.as_str(),
             m.started_at.format(&fmt).unwrap_or_default(),
-            ui::size(m.stored_bytes()),
+            ui::size(m.stored_bytes),
             d.reasons.join("; "),
         ))?;
     }
@@ -542,32 +728,25 @@ fn unfinished_json(unfinished: &[crate::store::Unfinished]) -> serde_json::Value
 
 /// Finishes one deletion: its manifest gone, the objects it names that no
 /// remaining manifest names, the reverse ledger transfer, the tombstone (when
-/// one was `written`: a dry run writes none of its own). Each step is
-/// idempotent.
+/// one was `written`: a dry run writes none of its own). This run's
+/// deletions were planned at `planned_at`. Each step is idempotent.
 fn finish(
     ctx: &Ctx,
     store: &dyn Store,
-    lists: &Lists,
-    t: &Tombstone,
-    named: &BTreeSet<String>,
+    (lists, named): (&Lists, &BTreeSet<String>),
+    f: &Finishing,
+    planned_at: OffsetDateTime,
     dry: bool,
     written: bool,
 ) -> Result<()> {
-    let m = &t.manifest;
-    store.delete(&m.key())?;
-    // Its chunks before its chunk list: a run stopped in between leaves chunks
-    // that the list still names for the next run to finish.
-    let mut doomed: Vec<String> = referenced(ctx, lists, false, [m])?
-        .into_iter()
-        .filter(|k| !named.contains(k))
-        .collect();
-    doomed.sort_by_key(|k| m.chunks.as_ref().is_some_and(|c| c.list.key == *k));
-    for key in &doomed {
+    let (kind, id) = f.kind_and_id();
+    store.delete(&manifest::manifest_key(kind, id))?;
+    for key in &f.doomed(ctx, lists, named)? {
         if let Err(e) = store.delete(key) {
             // Still retained by Object Lock: it stays, and once no tombstone names
             // it either, a later run removes it as an orphan.
             let Some(r) = e.downcast_ref::<Retained>() else {
-                return Err(e.context(format!("failed to delete {key} of backup {}", m.id)));
+                return Err(e.context(format!("failed to delete {key} of backup {id}")));
             };
             ctx.ui.info(&format!("{r}: a later cleanup removes it"));
         }
@@ -580,28 +759,24 @@ fn finish(
         .ledger
         .as_ref()
         .filter(|_| ctx.plan.primary.is_none() && !dry);
+    let (own, reversal) = f.records(planned_at);
     // The backup's own transfer goes with its reversal, as a late record: a
     // run killed before recording it must not leave a reversal of nothing.
     // Settled by `exists`, which it finds but after such a crash.
-    if let (Some(cfg), Some(op)) = (ledger, backup_operation(&m.operation)) {
-        if let Err(e) = ledger::spool_late(cfg, &RunRecord::of_backup(m, op).to_ledger(store)) {
+    if let (Some(cfg), Some(own)) = (ledger, own) {
+        if let Err(e) = ledger::spool_late(cfg, &own.to_ledger(store)) {
             ctx.ui.warn(&format!("{e:#}"));
         }
     }
-    let record = RunRecord {
-        started_at: t.planned_at,
-        bytes: t.bytes,
-        ..RunRecord::of_backup(m, ledger::Operation::Cleanup)
-    };
     if ledger.is_some() {
-        if let Some(note) = send_record(ctx, &record.to_ledger(store))? {
+        if let Some(note) = send_record(ctx, &reversal.to_ledger(store))? {
             ctx.ui.detail(&note.to_string());
         }
     }
     if !written {
         return Ok(());
     }
-    let key = tombstone::key(m.kind, m.id);
+    let key = tombstone::key(kind, id);
     if let Err(e) = store.delete(&key) {
         // Tombstones are retained like every object. Finishing again is harmless
         // (every step is idempotent): each run does until the retention passes.
@@ -609,34 +784,10 @@ fn finish(
             return Err(e);
         };
         ctx.ui.info(&format!(
-            "{} {} {}; {r}, and a later cleanup removes it",
+            "{} {} {id}; {r}, and a later cleanup removes it",
             if dry { "would delete" } else { "deleted" },
-            m.kind.as_str(),
-            m.id
+            kind.as_str(),
         ));
-    }
-    Ok(())
-}
-
-/// Reads every manifest the plan deletes again from its own key and checks
-/// it as any manifest read is checked ([`manifest::catalog::reread`]),
-/// before the first tombstone: the catalog chose them, and a deletion acts on
-/// what the store holds, never on a cached copy alone. One that changed or
-/// cannot be read stops the run, with nothing deleted (the catalog is
-/// corrected: the next run plans from the manifests as they are). Not on a
-/// dry run, which deletes nothing: its corrections would stay in its memory.
-fn reverify(
-    store: &dyn Store,
-    trust: &seal::Trust,
-    decisions: &[Decision<BackupId>],
-    by_id: &BTreeMap<BackupId, &Manifest>,
-    dry: bool,
-) -> Result<()> {
-    if dry {
-        return Ok(());
-    }
-    for d in decisions.iter().filter(|d| !d.keep) {
-        manifest::catalog::reread(store, trust, by_id[&d.id]).context("cleanup deleted nothing")?;
     }
     Ok(())
 }
@@ -650,36 +801,42 @@ fn lock_name(plan: &crate::config::Plan) -> String {
     }
 }
 
-/// Retention's plan for `selected`, with what Object Lock still retains
+/// Retention's plan for the backups of `book` but those whose deletion an
+/// earlier run left to finish (`gone`), with what Object Lock still retains
 /// kept (and, by the same rules, everything its chain needs): a retained
 /// manifest cannot be deleted, so its backup (and what it builds on) must
 /// not be unlisted. Asked before any tombstone is written.
 fn decide(
     ctx: &Ctx,
     store: &dyn Store,
-    selected: &[Manifest],
-    by_id: &BTreeMap<BackupId, &Manifest>,
+    book: &mut Book,
+    gone: &BTreeSet<BackupId>,
     now: OffsetDateTime,
 ) -> Result<retention::Held<BackupId>> {
+    let mut candidates = std::mem::take(&mut book.candidates);
+    candidates.retain(|c| !gone.contains(&c.id));
+    let book = &*book;
     let (decisions, locked) = retention::plan_holding(
-        retention::candidates(selected),
+        candidates,
         &ctx.plan.retention.policies,
         now,
-        |id| store.retained_until(&by_id[id].key()),
+        |id| match book.get(id) {
+            Some(row) => store.retained_until(&key_of(row, *id)),
+            None => Ok(None),
+        },
     )?;
     for (id, until) in &locked {
-        let m = by_id[id];
+        let kind = book.get(id).map_or("", |r| r.kind.as_str());
         ctx.ui.info(&format!(
-            "kept {} {} until {} by Object Lock: a later cleanup deletes it",
-            m.kind.as_str(),
-            m.id,
+            "kept {kind} {id} until {} by Object Lock: a later cleanup deletes it",
             rfc3339(*until)
         ));
     }
     Ok((decisions, locked))
 }
 
-/// Objects no manifest names (`named`), older
+/// Objects no manifest names (`named`, and on a dry run `dry_named`: those
+/// of the backups it would delete), older
 /// than `cutoff`, in the kinds' folders and `check/` (probes `bkp check`
 /// could not delete): removed (or, `dry`, shown), except those Object Lock
 /// still retains and any folder holding another store. What it removed.
@@ -687,6 +844,7 @@ fn sweep_orphans(
     ctx: &Ctx,
     store: &dyn Store,
     named: &BTreeSet<String>,
+    dry_named: &dyn Fn(&str) -> bool,
     cutoff: OffsetDateTime,
     dry: bool,
     totals: &mut Totals,
@@ -713,7 +871,7 @@ fn sweep_orphans(
             // (keys carry the run's UUIDv7): a long run's early uploads stay.
             let old = o.modified.is_some_and(|t| t < cutoff)
                 && run_started(&o.key).is_none_or(|t| t < cutoff);
-            if old && !named.contains(&o.key) {
+            if old && !named.contains(&o.key) && !dry_named(&o.key) {
                 orphans.push(o);
             }
         }
@@ -808,18 +966,14 @@ fn refuse_unreadable(unreadable: &[manifest::Unreadable]) -> Result<()> {
     ))
 }
 
-fn kind_and_id(t: &Tombstone) -> (Kind, BackupId) {
-    (t.manifest.kind, t.manifest.id)
-}
-
 /// Refuses to plan while one backup id is listed under two kinds. Every run
 /// of bkp takes an id of its own, so one of the two manifests was written
 /// by something else that this configuration trusts (a stolen host's
 /// signer, or anyone, in a store without keys); and retention decides by id,
 /// so planning on both could delete the objects of the genuine backup in
 /// the name of the other.
-fn refuse_shared_ids(store: &dyn Store, all: &[Manifest]) -> Result<()> {
-    let shared = manifest::shared_ids(all);
+fn refuse_shared_ids(store: &dyn Store, all: &[(BackupId, Kind)]) -> Result<()> {
+    let shared = manifest::shared_ids_of(all.iter().copied());
     let Some((id, keys)) = shared.first() else {
         return Ok(());
     };
@@ -964,89 +1118,80 @@ mod tests {
     }
 
     #[test]
-    fn tombstones_follow_the_order_of_deletion_and_hold_only_what_was_deleted() {
+    fn a_deletion_is_finished_from_what_it_names_and_its_records() {
         let at = time::macros::datetime!(2026-11-20 06:00 UTC);
-        let mut listed: Vec<Manifest> = (0..5)
-            .map(|i| {
-                let mut m =
-                    manifest::tests::sample(Kind::Tigerbeetle, at + time::Duration::hours(i));
-                m.source
-                    .insert("data_file", json!("/var/lib/tigerbeetle/0_0.tigerbeetle"));
-                m.files = vec![manifest::FileEntry {
-                    name: "0_0.tigerbeetle".into(),
-                    size: 7,
-                    sha256: "ab".repeat(32),
-                }];
-                m
-            })
-            .collect();
-        // Backup 0 is chunked: its chunk list is checked against its files.
-        manifest::tests::with_chunks(&mut listed[0]);
-        // The id of backup 2 planted under another kind: not what was unlisted.
-        let mut planted = listed[2].clone();
-        planted.kind = Kind::Duckdb;
-        listed.push(planted);
-        let id = |i: usize| listed[i].id;
-        // Newest first, as step 2 unlists; 1 and 3 are kept.
-        let unlisted = [
-            (Kind::Tigerbeetle, id(4), 40),
-            (Kind::Tigerbeetle, id(2), 20),
-            (Kind::Tigerbeetle, id(0), 1),
-        ];
         let planned = at + time::Duration::days(1);
-        let t = tombstones_of(listed.clone(), &unlisted, planned);
-        let got: Vec<(Kind, BackupId, u64)> = t
-            .iter()
-            .map(|t| (t.manifest.kind, t.manifest.id, t.bytes))
-            .collect();
-        assert_eq!(got, unlisted);
-        assert!(t
-            .iter()
-            .all(|t| t.planned_at == planned && t.schema == tombstone::SCHEMA));
-        assert_eq!(t[1].manifest.started_at, listed[2].started_at);
-        // A chunked backup is kept whole.
-        let chunked = &t[2].manifest;
-        assert_eq!(chunked.id, listed[0].id);
+        let mut m = manifest::tests::sample(Kind::Tigerbeetle, at);
+        m.source
+            .insert("data_file", json!("/var/lib/tigerbeetle/0_0.tigerbeetle"));
+        m.uses = vec!["tigerbeetle/2026/11/19/shared.tar.zst".into()];
+        let f = Finishing::of(m.clone(), 40, planned);
+        assert!(matches!(f, Finishing::Brief(_)));
+        // The same as its tombstone would give.
+        let whole = Finishing::Whole(Box::new(tombstone_of(m.clone(), 40, planned)));
+        assert_eq!(f.kind_and_id(), (m.kind, m.id));
+        assert_eq!(f.kind_and_id(), whole.kind_and_id());
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = crate::commands::test_ctx(dir.path());
+        let store = crate::store::memory::MemoryStore::default();
+        let lists = Lists::new(&store);
+        let none = BTreeSet::new();
+        let keys = f.doomed(&ctx, &lists, &none).unwrap();
+        let set = |k: &[String]| k.iter().cloned().collect::<BTreeSet<String>>();
+        assert_eq!(set(&keys), set(&whole.doomed(&ctx, &lists, &none).unwrap()));
+        assert_eq!(set(&keys), set(&m.needed_keys()));
+        assert_eq!(keys.len(), 2);
+        // A key a remaining backup names stays.
+        let named: BTreeSet<String> = [m.uses[0].clone()].into();
+        let left = f.doomed(&ctx, &lists, &named).unwrap();
+        assert_eq!(left.len(), keys.len() - 1);
+        assert!(!left.contains(&m.uses[0]));
+        let fields = |r: &RunRecord| {
+            (
+                r.id,
+                r.kind,
+                r.scope,
+                r.operation,
+                r.encrypted,
+                r.retention_days,
+                r.started_at,
+                r.bytes,
+                format!("{:?}", r.compression),
+            )
+        };
+        let ((own, reversal), (own2, reversal2)) = (f.records(planned), whole.records(planned));
+        assert_eq!(fields(&reversal), fields(&reversal2));
+        assert_eq!(reversal.started_at, planned);
+        assert_eq!(reversal.bytes, 40);
+        assert_eq!(reversal.operation, ledger::Operation::Cleanup);
+        let own = own.expect("a snapshot's own transfer");
+        assert_eq!(fields(&own), fields(&own2.unwrap()));
         assert_eq!(
-            serde_json::to_value(chunked).unwrap(),
-            serde_json::to_value(&listed[0]).unwrap()
+            fields(&own),
+            fields(&RunRecord::of_backup(
+                &m,
+                backup_operation(&m.operation).unwrap()
+            ))
         );
-        for t in &t[..2] {
-            let m = &listed[..5].iter().find(|m| m.id == t.manifest.id).unwrap();
-            // What step 3 reads is kept: keys, sizes, the ledger record's fields.
-            assert_eq!(t.manifest.needed_keys(), m.needed_keys());
-            assert_eq!(t.manifest.stored_bytes(), m.stored_bytes());
-            assert_eq!(t.manifest.key(), m.key());
-            let (a, b) = (
-                RunRecord::of_backup(&t.manifest, ledger::Operation::Cleanup),
-                RunRecord::of_backup(m, ledger::Operation::Cleanup),
-            );
-            assert_eq!(
-                (
-                    a.id,
-                    a.kind,
-                    a.scope,
-                    a.encrypted,
-                    a.retention_days,
-                    a.started_at,
-                    a.bytes
-                ),
-                (
-                    b.id,
-                    b.kind,
-                    b.scope,
-                    b.encrypted,
-                    b.retention_days,
-                    b.started_at,
-                    b.bytes
-                )
-            );
-            assert_eq!(a.compression, b.compression);
-            // What it does not read is not held.
-            assert!(t.manifest.source.is_empty() && t.manifest.files.is_empty());
-            assert!(t.manifest.objects.iter().all(|o| o.sha256.is_empty()));
-            assert!(!m.source.is_empty() && !m.files.is_empty());
-        }
+        // A backup that stored nothing names nothing.
+        let mut note = m.clone();
+        (note.objects, note.uses) = (Vec::new(), Vec::new());
+        let f = Finishing::of(note, 0, planned);
+        assert!(matches!(f, Finishing::Brief(_)));
+        assert!(f.doomed(&ctx, &lists, &none).unwrap().is_empty());
+        // A key with a line break (no manifest read has one) is not split.
+        let mut odd = m.clone();
+        odd.uses = vec!["tigerbeetle/a\ntigerbeetle/b".into()];
+        assert!(matches!(
+            Finishing::of(odd, 1, planned),
+            Finishing::Whole(_)
+        ));
+        // A chunked backup is held whole: its chunk list says what it names.
+        manifest::tests::with_chunks(&mut m);
+        assert!(matches!(
+            Finishing::of(m, 1, planned),
+            Finishing::Whole(t) if t.manifest.chunks.is_some()
+        ));
     }
 
     #[test]

@@ -89,22 +89,7 @@ mod tests {
     use std::path::Path;
 
     fn ctx(work_dir: &Path) -> Ctx {
-        let toml = format!(
-            "work_dir = \"{}\"\n[store]\ntype = \"local\"\npath = \"/nonexistent\"\n[encryption]\nenabled = false\n[ledger]\naddresses = \"3000\"\n",
-            work_dir.display()
-        );
-        let d = tempfile::tempdir().unwrap();
-        let cfg = d.path().join("bkp.toml");
-        std::fs::write(&cfg, toml).unwrap();
-        Ctx {
-            plan: crate::config::load(&cfg, &Default::default()).unwrap(),
-            ui: crate::ui::Ui {
-                level: crate::ui::Level::Quiet,
-                json: false,
-                bars: false,
-            },
-            wait: std::time::Duration::ZERO,
-        }
+        crate::commands::test_ctx(work_dir)
     }
 
     #[test]
