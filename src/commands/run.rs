@@ -749,20 +749,18 @@ pub fn write_report(
     at: OffsetDateTime,
     body: &serde_json::Value,
 ) -> Result<String> {
-    write_report_with_rows::<()>(store, keys, operation, id, at, body, None)
+    let bytes = crate::manifest::seal::encode(body, keys)?;
+    put_report(store, operation, (id, at), &bytes)
 }
 
-/// [`write_report`] with one more member of `body`, a name and its rows,
-/// each turned into JSON only as it is written (see
-/// [`crate::manifest::seal::encode_with_rows`]).
-pub fn write_report_with_rows<R: serde::Serialize>(
+/// Stores a run report already encoded ([`write_report`] encodes one; a report
+/// with rows too many to hold as JSON at once is encoded by
+/// [`crate::manifest::seal::encode_with_rows`]); its key.
+pub fn put_report(
     store: &dyn Store,
-    keys: Option<&Keyring>,
     operation: &str,
-    id: BackupId,
-    at: OffsetDateTime,
-    body: &serde_json::Value,
-    rows: Option<(&str, &[R])>,
+    (id, at): (BackupId, OffsetDateTime),
+    bytes: &[u8],
 ) -> Result<String> {
     let key = format!(
         "reports/{operation}/{:04}/{:02}/{:02}/{id}.json",
@@ -770,12 +768,8 @@ pub fn write_report_with_rows<R: serde::Serialize>(
         at.month() as u8,
         at.day()
     );
-    let Some(head) = body.as_object() else {
-        anyhow::bail!("a run report must be a JSON object");
-    };
-    let bytes = crate::manifest::seal::encode_with_rows(head, rows, keys)?;
     store
-        .put_new(&key, &bytes, &Vec::new())
+        .put_new(&key, bytes, &Vec::new())
         .map_err(|e| e.context(format!("failed to write the run report {key}")))?;
     Ok(key)
 }

@@ -523,11 +523,7 @@ impl<'a> Sealing<'a> {
 /// The JSON bytes to store for `doc`: sealed with the current key when keys
 /// are configured, plain otherwise.
 pub fn encode<T: Serialize>(doc: &T, keys: Option<&Keyring>) -> Result<Vec<u8>> {
-    let v = serde_json::to_value(doc)?;
-    let Some(head) = v.as_object() else {
-        anyhow::bail!("a sealed document must be a JSON object");
-    };
-    encode_with_rows::<()>(head, None, keys)
+    encode_with_rows::<()>(&serde_json::to_value(doc)?, None, keys)
 }
 
 /// [`encode`] of the document `head` with one more member, `rows`: a name
@@ -536,10 +532,13 @@ pub fn encode<T: Serialize>(doc: &T, keys: Option<&Keyring>) -> Result<Vec<u8>> 
 /// as one JSON value took hundreds of MiB). The same bytes as [`encode`]
 /// of the whole.
 pub fn encode_with_rows<R: Serialize>(
-    head: &serde_json::Map<String, serde_json::Value>,
+    head: &serde_json::Value,
     rows: Option<(&str, &[R])>,
     keys: Option<&Keyring>,
 ) -> Result<Vec<u8>> {
+    let Some(head) = head.as_object() else {
+        anyhow::bail!("a sealed document must be a JSON object");
+    };
     if head.contains_key(FIELD) || rows.is_some_and(|(name, _)| name == FIELD) {
         anyhow::bail!("a sealed document cannot have its own {FIELD:?} member");
     }
@@ -956,12 +955,8 @@ pub(crate) mod tests {
         whole["middle"] = serde_json::to_value(&rows).unwrap();
         let (escrowed, _) = escrowed(7);
         for keys in [None, Some(ring(3)), Some(escrowed)] {
-            let streamed = encode_with_rows(
-                head.as_object().unwrap(),
-                Some(("middle", &rows[..])),
-                keys.as_ref(),
-            )
-            .unwrap();
+            let streamed =
+                encode_with_rows(&head, Some(("middle", &rows[..])), keys.as_ref()).unwrap();
             assert_eq!(
                 String::from_utf8(streamed).unwrap(),
                 String::from_utf8(encode(&whole, keys.as_ref()).unwrap()).unwrap()
@@ -969,9 +964,7 @@ pub(crate) mod tests {
         }
         // A name the document has already, or the seal's, is refused.
         for name in ["alpha", FIELD] {
-            assert!(
-                encode_with_rows(head.as_object().unwrap(), Some((name, &rows[..])), None).is_err()
-            );
+            assert!(encode_with_rows(&head, Some((name, &rows[..])), None).is_err());
         }
     }
 

@@ -45,9 +45,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::run::{
-    backup_operation, hostname, send_record, write_metrics, write_report_with_rows, RunRecord,
-};
+use super::run::{backup_operation, hostname, put_report, send_record, write_metrics, RunRecord};
 use super::{open_store, Ctx};
 use crate::cli::CleanupArgs;
 use crate::config::StorePlan;
@@ -335,15 +333,8 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         // Its rows (years of deletions, on a store cleaned for the first
         // time) are turned into JSON one at a time.
         let rows = Some(("deleted", &deleted[..]));
-        let key = write_report_with_rows(
-            store,
-            trust.keys(),
-            "cleanup",
-            run_id,
-            started_at,
-            &report,
-            rows,
-        )?;
+        let bytes = seal::encode_with_rows(&report, rows, trust.keys())?;
+        let key = put_report(store, "cleanup", (run_id, started_at), &bytes)?;
         ctx.ui.detail(&format!("report: {key}"));
         metrics(ctx, per_kind, started_at, remaining.tally);
     }
