@@ -61,13 +61,14 @@ impl Book {
     /// manifest key), holding each manifest only while it is looked at.
     /// `kind`: the kind cleaned (the others are kept, and named by id).
     /// `gone`: the backups whose deletion an earlier run left to finish,
-    /// named by id only. `keys`: gather the hashes of the keys each cleaned
-    /// backup names.
+    /// named by id only. `dry`: for a dry run, which reads nothing again
+    /// and deletes nothing, the hashes of the keys each cleaned backup names
+    /// are gathered, and no fingerprint is made.
     pub fn read(
         store: &dyn Store,
         trust: &Trust,
         (kind, gone): (Option<Kind>, &BTreeSet<BackupId>),
-        keys: bool,
+        dry: bool,
     ) -> Result<Book> {
         let mut gather = Gather::default();
         let mut b = Book {
@@ -97,7 +98,7 @@ impl Book {
                 }
                 if kind.is_none_or(|want| want == m.kind) {
                     gather.add(&m);
-                    let row = b.row(&m, keys);
+                    let row = b.row(&m, dry);
                     b.rows.push((m.id, row));
                 }
                 if m.chunks.is_some() {
@@ -114,9 +115,9 @@ impl Book {
         Ok(b)
     }
 
-    fn row(&mut self, m: &Manifest, keys: bool) -> Row {
+    fn row(&mut self, m: &Manifest, dry: bool) -> Row {
         let from = self.keys.len();
-        if keys {
+        if dry {
             let hasher = &self.hasher;
             self.keys
                 .extend(m.needed_keys().iter().map(|k| hasher.hash_one(k.as_str())));
@@ -127,7 +128,9 @@ impl Book {
             operation: m.operation.clone(),
             started_at: m.started_at,
             stored_bytes: m.stored_bytes(),
-            fingerprint: self.fingerprint(m),
+            // Serializing every manifest is most of the read's work: only
+            // for a run that reads them again.
+            fingerprint: if dry { 0 } else { self.fingerprint(m) },
             keys: (
                 u32::try_from(from).unwrap_or(u32::MAX),
                 u32::try_from(self.keys.len()).unwrap_or(u32::MAX),
@@ -169,7 +172,8 @@ impl Book {
         catalog::reread_as(store, trust, row.kind, id, |fresh| self.same(row, fresh))
     }
 
-    /// A hash of the whole of `m`, as it serializes.
+    /// A hash of the whole of `m`, as it serializes (a dry run's book
+    /// makes none: it reads nothing again).
     fn fingerprint(&self, m: &Manifest) -> u64 {
         struct Feed<'a>(&'a mut dyn Hasher);
         impl std::io::Write for Feed<'_> {

@@ -1,14 +1,18 @@
 //! `bkp cleanup`: retention policy → plan → delete expired backups, chain-aware.
 //!
-//! The plan is [`retention::plan`], a pure function of the manifests, the policy
-//! and the time, so `--dry-run` shows exactly what a real run would do.
+//! The plan is [`retention::plan`], a pure function of the backups (each in
+//! brief, see `book.rs`), the policy and the time, so `--dry-run` shows
+//! exactly what a real run would do.
 //!
 //! Deleting backups keeps the store consistent at every moment, even when the
 //! process is killed half-way:
-//! 1. for each backup to delete, a tombstone `trash/{kind}/{id}.json` is written
-//!    (create-only) holding its manifest and the bytes its ledger transfer
-//!    credited, then the manifest is deleted: from then on the backup is not
-//!    listed, not restorable, not planned again;
+//! 1. for each backup to delete, its manifest is read again from its own key
+//!    and checked against the version the plan was made on (a batch of
+//!    [`REREAD_BATCH`] at a time, before the batch's first tombstone), a
+//!    tombstone `trash/{kind}/{id}.json` is written (create-only) holding
+//!    that manifest and the bytes its ledger transfer credited, then the
+//!    manifest is deleted: from then on the backup is not listed, not
+//!    restorable, not planned again;
 //! 2. the manifests are listed afresh, and for each tombstone the objects it
 //!    names (`objects` and `uses`) that no remaining manifest names are deleted;
 //!    then the reverse code-12 transfer (store → source, the same amount the
@@ -109,7 +113,7 @@ fn chunk_keys(ctx: &Ctx, lists: &Lists, kept: bool, m: &Manifest) -> Result<Vec<
 }
 
 /// The bytes deleting backup `row` frees: its own objects, and the chunks
-/// it names (`whole`, a chunked backup's manifest) that no backup kept
+/// it names (`whole`, a chunked backup's manifest, from [`Book::chunked`]) that no backup kept
 /// (`kept`) names and no earlier deletion of this run (`counted`) freed.
 /// What the ledger's reverse transfer takes back, so that the store account
 /// keeps equalling the bytes retained.
@@ -121,17 +125,17 @@ fn freed_bytes(
     kept: &BTreeSet<String>,
     counted: &mut BTreeSet<String>,
 ) -> Result<u64> {
-    let Some(m) = whole.filter(|m| m.chunks.is_some()) else {
+    let Some(m) = whole else {
         return Ok(row.stored_bytes);
     };
-    let own: u64 = m.objects.iter().map(|o| o.size).sum();
+    // Sizes a manifest records: a planted one must not overflow them.
+    let own = m.objects.iter().fold(0u64, |n, o| n.saturating_add(o.size));
     let list = m.chunks.as_ref().map_or(0, |c| c.list.size);
-    let chunks: u64 = chunk_keys(ctx, lists, false, m)?
+    let chunks = chunk_keys(ctx, lists, false, m)?
         .into_iter()
         .filter(|(k, _)| !kept.contains(k) && counted.insert(k.clone()))
-        .map(|(_, n)| n)
-        .sum();
-    Ok(own + list + chunks)
+        .fold(0u64, |n, (_, size)| n.saturating_add(size));
+    Ok(own.saturating_add(list).saturating_add(chunks))
 }
 
 #[derive(Default)]
@@ -419,12 +423,12 @@ impl Unlist {
                 let whole = book.chunked.get(&(row.kind, *id));
                 let bytes = freed_bytes(ctx, lists, row, whole, &kept, &mut counted)?;
                 totals.backups += 1;
-                totals.bytes += bytes;
+                totals.bytes = totals.bytes.saturating_add(bytes);
                 let key = key_of(row, *id);
                 if let Some(m) = fresh.next() {
                     let tombstone = tombstone::key(m.kind, m.id);
+                    let t = tombstone_of(m, bytes, started_at);
                     if store.head(&tombstone)?.is_none() {
-                        let t = tombstone_of(m.clone(), bytes, started_at);
                         let sealed = seal::encode(&t, trust.keys())?;
                         store
                             .put_new(&tombstone, &sealed, &Vec::new())
@@ -434,7 +438,8 @@ impl Unlist {
                                 )
                             })?;
                     }
-                    self.finishing.push(Finishing::of(m, bytes, started_at));
+                    self.finishing
+                        .push(Finishing::of(t.manifest, bytes, started_at));
                 } else if let Some(m) = whole {
                     // A dry run finishes a chunked deletion as a real run does:
                     // its chunk lists say what it names.
@@ -462,7 +467,8 @@ impl Unlist {
                     scope: row.scope,
                     bytes,
                 });
-                *self.per_kind.entry(row.kind).or_default() += bytes;
+                let of_kind = self.per_kind.entry(row.kind).or_default();
+                *of_kind = of_kind.saturating_add(bytes);
             }
         }
         self.dry_named.sort_unstable();
