@@ -183,6 +183,8 @@ impl<'a> Pass<'a> {
         self.last = None;
         if let Some(r) = &mut self.reader {
             let handed = !r.handed.is_empty() || !r.bad.is_empty();
+            // What the next object tried drops is what changes the catalog.
+            r.dropped = false;
             r.handed.clear();
             r.again.clear();
             r.bad.clear();
