@@ -78,10 +78,7 @@ impl LocalStore {
     /// The objects under `prefix` (sorting after `after`, where given), in key
     /// order.
     fn walk(&self, prefix: &str, after: Option<&str>) -> Result<Vec<ObjectInfo>> {
-        let mut out = Vec::new();
-        self.walk_each(prefix, after, &mut |o| out.push(o))?;
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        super::gather_sorted(|each| self.walk_each(prefix, after, each))
     }
 
     /// [`LocalStore::walk`], each object handed to `each` as it is found, in

@@ -323,6 +323,17 @@ pub fn delete_each<S: Store + ?Sized>(store: &S, keys: &[String]) -> Vec<String>
         .collect()
 }
 
+/// The objects a streamed listing (`list`, handing each to its callback)
+/// gives, in key order: a store's listing whole, from its streamed form.
+pub(crate) fn gather_sorted(
+    list: impl FnOnce(&mut dyn FnMut(ObjectInfo)) -> Result<()>,
+) -> Result<Vec<ObjectInfo>> {
+    let mut out = Vec::new();
+    list(&mut |o| out.push(o))?;
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
 /// Rejects keys that could escape the store's root or that backends disagree on.
 pub fn check_key(key: &str) -> Result<()> {
     let bad = key.is_empty()

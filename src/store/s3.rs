@@ -1438,10 +1438,7 @@ impl S3Store {
     /// Every page of a listing of `prefix`, from after `after` when given,
     /// in key order.
     fn list_pages(&self, prefix: &str, after: Option<&str>) -> Result<Vec<ObjectInfo>> {
-        let mut out = Vec::new();
-        self.each_listed(prefix, after, &mut |o| out.push(o))?;
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        super::gather_sorted(|each| self.each_listed(prefix, after, each))
     }
 
     /// [`S3Store::list_pages`], each object handed to `each` as its page
