@@ -277,6 +277,34 @@ fn conformance(name: &str, mut source: Box<dyn Source>, store: Store) {
     assert_exit(&c.run(&args), 0);
     c.exact(&*source, &copied);
 
+    // A real cleanup plans on each backup in brief, reads what it deletes
+    // again and reads the store afresh after: it does what its dry run
+    // showed (the default policy of some kinds deletes older backups even
+    // this young), keeps the last backup, and leaves a store that verifies.
+    c.step("cleanup, as its dry run planned");
+    let before = c.s.listed(&["--kind", kind]);
+    let dry = c.s.bkp(&["--json", "cleanup", "--dry-run"]);
+    assert_exit(&dry, 0);
+    let real = c.s.bkp(&["--json", "cleanup"]);
+    assert_exit(&real, 0);
+    let (dry, real) = (json(&dry), json(&real));
+    assert_eq!(real["backups"], dry["backups"]);
+    let planned = |action: &str| -> Vec<String> {
+        let rows = real["backups"].as_array().unwrap().iter();
+        let mut ids: Vec<String> = rows
+            .filter(|r| r["kind"] == kind && r["action"] == action)
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut both = [planned("keep"), planned("delete")].concat();
+    both.sort();
+    assert_eq!(both, before);
+    assert_eq!(c.s.listed(&["--kind", kind]), planned("keep"));
+    assert!(planned("keep").contains(&last));
+    assert_exit(&c.s.bkp(&["verify"]), 0);
+
     // The key is lost: the escrow's identity, the only key of a new config,
     // verifies every backup (every one was written with the escrow) and
     // restores the last exactly, from the primary and from the copy.

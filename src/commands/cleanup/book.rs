@@ -146,7 +146,7 @@ impl Book {
 
     /// Whether `fresh`, read again from its key, is the version of backup
     /// `row` the plan was made on.
-    pub fn same(&self, row: &Row, fresh: &Manifest) -> bool {
+    fn same(&self, row: &Row, fresh: &Manifest) -> bool {
         self.fingerprint(fresh) == row.fingerprint
     }
 
