@@ -95,6 +95,8 @@ const MAX_INFLATED: u64 = 2 << 30;
 /// ~1.3 MiB): a larger one is not read into memory. (Smaller in unit tests,
 /// which plant one.)
 const MAX_STORED: u64 = if cfg!(test) { 1 << 20 } else { 256 << 20 };
+/// The longest header line a catalog object may have.
+const MAX_HEADER: usize = 1024;
 /// A catalog object larger than this is parsed from a file once its tag is
 /// checked, not from memory (see [`Checked`]).
 const SPOOL_OVER: usize = if cfg!(test) { 4 << 10 } else { 4 << 20 };
@@ -432,9 +434,9 @@ fn remember(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, state: State)
     }
 }
 
-/// Forgets what this process read of every catalog (tests that read a store
-/// as a new run would).
-#[cfg(test)]
+/// Forgets what this process read of every catalog: a run that will not
+/// add to them need not hold the ids of years of history (and tests read a
+/// store as a new run would).
 pub(crate) fn forget_cached() {
     if let Ok(mut c) = CACHE.lock() {
         c.clear();
@@ -533,10 +535,18 @@ fn read_object(
 ) -> Result<(Doc, Tagger)> {
     let copy = base_copy(store, kind, listed);
     if let Some((path, _)) = &copy {
-        if let Ok(bytes) = std::fs::read(path) {
-            if bytes.len() as u64 == listed.size {
-                let read = parse_doc(bytes, keys, kind, seq, &listed.key, pass.as_deref_mut());
-                if let Ok((doc, tagger, _)) = read {
+        if let Ok(file) = std::fs::File::open(path) {
+            if file.metadata().is_ok_and(|m| m.len() == listed.size) {
+                let what = format!("this host's copy {}", path.display());
+                let read = parse_from(
+                    file,
+                    listed.size,
+                    &what,
+                    keys,
+                    (kind, seq, &listed.key),
+                    pass.as_deref_mut(),
+                );
+                if let Ok((doc, tagger, _, _)) = read {
                     return Ok((doc, tagger));
                 }
                 // What the copy gave so far is forgotten: the store's object is read.
@@ -554,9 +564,16 @@ fn read_object(
             "it is larger than any catalog bkp writes",
         ));
     }
-    let bytes = store.get_at_most(&listed.key, MAX_STORED)?;
-    let len = bytes.len() as u64;
-    let (doc, tagger, mut checked) = parse_doc(bytes, keys, kind, seq, &listed.key, pass)?;
+    let what = format!("object {} in {}", listed.key, store.identity());
+    let from = store.open(&listed.key)?;
+    let (doc, tagger, mut checked, len) = parse_from(
+        from,
+        listed.size,
+        &what,
+        keys,
+        (kind, seq, &listed.key),
+        pass,
+    )?;
     // Only what the listing showed (not a rewrite since) is kept.
     if let Some((path, prefix)) = copy {
         if doc.base.is_none() && len == listed.size {
@@ -572,6 +589,7 @@ fn read_object(
 /// large one, in an unnamed file of this process's own, so that a base's
 /// entries are not parsed beside the whole of its compressed bytes. (A
 /// named file could be swapped between the check and the parse.)
+#[derive(Debug)]
 enum Checked {
     Memory(Vec<u8>),
     Spooled(std::fs::File),
@@ -638,7 +656,7 @@ fn parse_doc(
     kind: Kind,
     seq: u64,
     key: &str,
-    mut pass: Option<&mut Pass>,
+    pass: Option<&mut Pass>,
 ) -> Result<(Doc, Tagger, Checked)> {
     if bytes.len() as u64 > MAX_STORED {
         return Err(damaged_error(
@@ -646,25 +664,123 @@ fn parse_doc(
             "it is larger than any catalog bkp writes",
         ));
     }
-    let nl = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .filter(|&i| i < 1024)
-        .ok_or_else(|| damaged_error(key, "it has no header"))?;
-    let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| damaged_error(key, "bad header"))?;
-    let tag = header
-        .strip_prefix(MAGIC)
-        .or_else(|| header.strip_prefix(MAGIC_V1))
-        .ok_or_else(|| damaged_error(key, "it is not a bkp catalog"))?;
+    let (nl, tag) = header(&bytes, key)?;
     let payload = &bytes[nl + 1..];
     // Under the keys that seal now: a catalog a rotated-out key tagged is
     // not believed (the manifests are read, and a new catalog written).
     let Some(tagger) = Tagger::of(keys, payload, tag) else {
         return Err(anyhow::Error::new(Unverified(key.to_string())));
     };
+    parse_checked(Checked::of(bytes), nl, tagger, (kind, seq, key), pass)
+}
+
+/// Where the header line of catalog object `key` ends (its payload
+/// follows), and the tag it carries.
+fn header<'a>(bytes: &'a [u8], key: &str) -> Result<(usize, &'a str)> {
+    let nl = bytes
+        .iter()
+        .take(MAX_HEADER)
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| damaged_error(key, "it has no header"))?;
+    let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| damaged_error(key, "bad header"))?;
+    let tag = header
+        .strip_prefix(MAGIC)
+        .or_else(|| header.strip_prefix(MAGIC_V1))
+        .ok_or_else(|| damaged_error(key, "it is not a bkp catalog"))?;
+    Ok((nl, tag))
+}
+
+/// The bytes of catalog object `key` (number `seq` of `kind`), `size` as
+/// listed, read from `r` (`what` names it) and checked, then parsed: see
+/// [`parse_doc`]; and how many bytes it was.
+///
+/// A large one (a base of years of history) is never held whole: its bytes
+/// go to an unnamed file of this process's own, its tag checked as they
+/// pass (by the current key, or without keys as a digest). Only a tag these
+/// do not make (a trusted signer's, or none that verifies) has the bytes
+/// read back whole, to be checked as a small object's are.
+fn parse_from(
+    r: impl Read,
+    size: u64,
+    what: &str,
+    keys: Option<&Keyring>,
+    (kind, seq, key): (Kind, u64, &str),
+    pass: Option<&mut Pass>,
+) -> Result<(Doc, Tagger, Checked, u64)> {
+    use std::io::{Seek, SeekFrom, Write};
+    let failed =
+        |e: std::io::Error| anyhow::Error::new(e).context(format!("failed to read {what}"));
+    if size <= SPOOL_OVER as u64 {
+        let bytes = crate::limits::read_at_most(r, MAX_STORED, what)?;
+        let len = bytes.len() as u64;
+        let (doc, tagger, checked) = parse_doc(bytes, keys, kind, seq, key, pass)?;
+        return Ok((doc, tagger, checked, len));
+    }
+    let owned = what.to_string();
+    let mut limited = crate::limits::AtMost::new(r, MAX_STORED, move || {
+        crate::limits::too_large(&owned, MAX_STORED)
+    });
+    let tripped = limited.tripped();
+    let mut file = tempfile::tempfile().context("failed to make a file to check a catalog in")?;
+    let mut head = Vec::new();
+    let mut stream = seal::TagStream::new(keys);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut len = 0u64;
+    loop {
+        let n = match limited.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) if tripped.is_set() => return Err(crate::limits::too_large(what, MAX_STORED)),
+            Err(e) => return Err(failed(e)),
+        };
+        let part = &buf[..n];
+        file.write_all(part)
+            .context("failed to write a catalog to check")?;
+        len += n as u64;
+        // The header line is held until it ends; what follows is the payload.
+        let payload = match head.last() {
+            Some(b'\n') => part,
+            _ => {
+                let end = part.iter().position(|&b| b == b'\n').map_or(n, |i| i + 1);
+                head.extend_from_slice(&part[..end]);
+                if head.len() > MAX_HEADER {
+                    return Err(damaged_error(key, "it has no header"));
+                }
+                &part[end..]
+            }
+        };
+        stream.update(payload);
+    }
+    let (nl, tag) = header(&head, key)?;
+    if !stream.verifies(tag) {
+        // Checked whole: a signer's tag, or one that fails.
+        file.seek(SeekFrom::Start(0)).map_err(failed)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(failed)?;
+        let (doc, tagger, checked) = parse_doc(bytes, keys, kind, seq, key, pass)?;
+        return Ok((doc, tagger, checked, len));
+    }
+    let tagger = match keys {
+        Some(_) => Tagger::Trusted,
+        None => Tagger::Anyone,
+    };
+    let checked = Checked::Spooled(file);
+    let (doc, tagger, checked) = parse_checked(checked, nl, tagger, (kind, seq, key), pass)?;
+    Ok((doc, tagger, checked, len))
+}
+
+/// Parses the payload of catalog object `key`, its tag checked (by
+/// `tagger`), from offset `nl + 1` of `checked` on.
+fn parse_checked(
+    mut checked: Checked,
+    nl: usize,
+    tagger: Tagger,
+    (kind, seq, key): (Kind, u64, &str),
+    mut pass: Option<&mut Pass>,
+) -> Result<(Doc, Tagger, Checked)> {
     // Parsed as it inflates: a year of manifests is tens of MiB of JSON, not
     // worth holding beside what it parses into.
-    let mut checked = Checked::of(bytes);
     let from = checked
         .reader(nl + 1)
         .map_err(|e| anyhow::Error::new(e).context(format!("failed to read catalog {key}")))?;
@@ -2132,6 +2248,73 @@ mod tests {
             assert_eq!(back, bytes[at..]);
         }
         assert!(matches!(Checked::of(vec![1; 10]), Checked::Memory(_)));
+    }
+
+    /// A base too large to hold is checked as it is spooled: by the current
+    /// key, or (a trusted signer's tag needs the whole payload) read back
+    /// whole; a byte changed, a tag nobody trusted made or a header with no
+    /// end is refused before anything is parsed.
+    #[test]
+    fn a_large_base_is_checked_as_it_is_spooled() {
+        use crate::crypto::pubkey::{generate_signing_key, SigningKey, Verifier};
+        use crate::crypto::MasterKey;
+        let store = MemoryStore::default();
+        let (secret, public) = generate_signing_key().unwrap();
+        let signer = Keyring::new(MasterKey::from_bytes([9u8; 32]), Vec::new()).with_signing(
+            Some(SigningKey::from_text(secret.as_bytes(), "test").unwrap()),
+            Vec::new(),
+        );
+        let holder = || {
+            Keyring::new(MasterKey::from_bytes([7u8; 32]), Vec::new())
+                .with_signing(None, vec![Verifier::parse(&public).unwrap()])
+        };
+        let trust = Trust::new(Some(holder()), None, Vec::new());
+        let old = OffsetDateTime::now_utc() - Duration::days(30);
+        for i in 0..300 {
+            let m = encrypted(sample(Kind::Duckdb, old + Duration::seconds(i)));
+            super::super::write(&store, &m, Some(&holder())).unwrap();
+        }
+        read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        let base = store.list(&prefix(Kind::Duckdb)).unwrap();
+        let listed = base.last().unwrap();
+        let bytes = store.get(&listed.key).unwrap();
+        assert!(bytes.len() > SPOOL_OVER, "{}", bytes.len());
+        let parse = |b: &[u8], keys: Option<&Keyring>| {
+            let at = (
+                Kind::Duckdb,
+                seq_of(Kind::Duckdb, &listed.key).unwrap(),
+                listed.key.as_str(),
+            );
+            parse_from(b, b.len() as u64, "the base", keys, at, None)
+        };
+
+        let (doc, tagger, checked, len) = parse(&bytes, Some(&holder())).unwrap();
+        assert_eq!((tagger, len), (Tagger::Trusted, bytes.len() as u64));
+        assert!(matches!(checked, Checked::Spooled(_)));
+        assert_eq!(doc.entries.len(), 300);
+
+        let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
+        let mut changed = bytes.clone();
+        changed[nl + 100] ^= 1;
+        let e = parse(&changed, Some(&holder())).unwrap_err();
+        assert!(e.downcast_ref::<Unverified>().is_some(), "{e:#}");
+        // Without keys the tag is a digest: a keyed one is not believed.
+        let e = parse(&bytes, None).unwrap_err();
+        assert!(e.downcast_ref::<Unverified>().is_some(), "{e:#}");
+
+        // The same payload under a trusted signer's tag: read back whole,
+        // and believed as that signer's.
+        let payload = &bytes[nl + 1..];
+        let signed = seal::tag(Some(&signer), payload).unwrap();
+        let mut by_signer = format!("{MAGIC}{signed}\n").into_bytes();
+        by_signer.extend_from_slice(payload);
+        let (_, tagger, _, _) = parse(&by_signer, Some(&holder())).unwrap();
+        assert!(matches!(tagger, Tagger::Signer(_)), "{tagger:?}");
+
+        let mut endless = vec![b'x'; MAX_HEADER + 1];
+        endless.extend_from_slice(&bytes);
+        let e = parse(&endless, Some(&holder())).unwrap_err();
+        assert!(format!("{e:#}").contains("no header"), "{e:#}");
     }
 
     #[test]

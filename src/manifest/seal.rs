@@ -74,18 +74,69 @@ const TAG_PART: usize = 16;
 /// Whether `raw` is `key`'s HMAC of `message`, or (a tag made with escrows,
 /// see [`tag`]) one of its 16-byte parts is that HMAC's first 16 bytes.
 fn mac_ok(key: &hmac::Key, message: &[u8], raw: &[u8]) -> bool {
-    if hmac::verify(key, message, raw).is_ok() {
+    mac_matches(hmac::sign(key, message).as_ref(), raw)
+}
+
+/// Whether `raw` is the HMAC `want`, or one of its 16-byte parts is the
+/// first 16 bytes of `want` ([`mac_ok`]). Compared in constant time.
+fn mac_matches(want: &[u8], raw: &[u8]) -> bool {
+    let same = |a: &[u8], b: &[u8]| {
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    };
+    if same(want, raw) {
         return true;
     }
     if raw.len() < 2 * TAG_PART || !raw.len().is_multiple_of(TAG_PART) {
         return false;
     }
-    let want = hmac::sign(key, message);
-    let want = &want.as_ref()[..TAG_PART];
-    raw.chunks(TAG_PART).any(|part| {
-        // Compared in constant time, as `hmac::verify` compares.
-        part.iter().zip(want).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
-    })
+    raw.chunks(TAG_PART)
+        .any(|part| same(part, &want[..TAG_PART]))
+}
+
+/// [`tag_verifies_now`] of a message fed in parts, for one too large to
+/// hold whole (a catalog of years of history): by the current key, or
+/// without keys as a digest. A trusted signer's tag needs the whole message
+/// ([`TagStream::verifies`] is false for it: check it the usual way).
+pub struct TagStream {
+    mac: Option<hmac::Context>,
+    digest: Option<sha2::Sha256>,
+}
+
+impl TagStream {
+    pub fn new(keys: Option<&Keyring>) -> TagStream {
+        match keys {
+            Some(k) => TagStream {
+                mac: k.current().seal_key().map(hmac::Context::with_key),
+                digest: None,
+            },
+            None => TagStream {
+                mac: None,
+                digest: Some(sha2::Sha256::new()),
+            },
+        }
+    }
+
+    pub fn update(&mut self, part: &[u8]) {
+        if let Some(m) = &mut self.mac {
+            m.update(part);
+        }
+        if let Some(d) = &mut self.digest {
+            d.update(part);
+        }
+    }
+
+    /// Whether `tag` (hex) is the current key's tag of what was fed, or
+    /// without keys its digest.
+    pub fn verifies(self, tag: &str) -> bool {
+        let Ok(raw) = hex::decode(tag) else {
+            return false;
+        };
+        match (self.mac, self.digest) {
+            (Some(m), _) => mac_matches(m.sign().as_ref(), &raw),
+            (None, Some(d)) => raw.as_slice() == d.finalize().as_slice(),
+            (None, None) => false,
+        }
+    }
 }
 
 /// What the readers of one run trust; also holds the run's keys.
