@@ -13,7 +13,8 @@
 //! kept on this host for the real store (the catalog's copies of its bases)
 //! is replaced by what the dry run wrote.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 use std::io::Read;
 use std::sync::Mutex;
 
@@ -26,7 +27,13 @@ use super::{already_exists, not_found, Metadata, ObjectInfo, ObjectWriter, Store
 pub struct DryRun<'a> {
     inner: &'a dyn Store,
     written: MemoryStore,
-    deleted: Mutex<BTreeSet<String>>,
+    /// The keys it deleted, each as two hashes keyed afresh for the run:
+    /// a first cleanup of years of history deletes hundreds of thousands,
+    /// which as strings would take several times the memory. (Two keys
+    /// with the same 128 bits cannot be found or made without the run's
+    /// hash keys: the chance is some 10^-26 for a million keys.)
+    deleted: Mutex<HashSet<[u64; 2]>>,
+    hashers: [RandomState; 2],
 }
 
 impl<'a> DryRun<'a> {
@@ -34,12 +41,18 @@ impl<'a> DryRun<'a> {
         DryRun {
             inner,
             written: MemoryStore::new(),
-            deleted: Mutex::new(BTreeSet::new()),
+            deleted: Mutex::new(HashSet::new()),
+            hashers: [RandomState::new(), RandomState::new()],
         }
     }
 
+    fn hash(&self, key: &str) -> [u64; 2] {
+        self.hashers.each_ref().map(|h| h.hash_one(key))
+    }
+
     fn is_deleted(&self, key: &str) -> bool {
-        self.deleted.lock().expect("dry run lock").contains(key)
+        let h = self.hash(key);
+        self.deleted.lock().expect("dry run lock").contains(&h)
     }
 
     /// `behind`, a listing of the real store under `prefix` (after `after`),
@@ -105,6 +118,18 @@ impl Store for DryRun<'_> {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         self.merged(self.inner.list(prefix)?, prefix, None)
     }
+    // As it is listed behind, not gathered: years of manifest keys.
+    fn list_each(&self, prefix: &str, each: &mut dyn FnMut(ObjectInfo)) -> Result<()> {
+        let written = self.written.list(prefix)?;
+        let over = |k: &str| written.binary_search_by(|w| w.key.as_str().cmp(k)).is_ok();
+        self.inner.list_each(prefix, &mut |o| {
+            if !self.is_deleted(&o.key) && !over(&o.key) {
+                each(o);
+            }
+        })?;
+        written.into_iter().for_each(each);
+        Ok(())
+    }
     // The real store's own listing after a key (one request on S3), not
     // every key listed and filtered.
     fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<ObjectInfo>> {
@@ -121,10 +146,8 @@ impl Store for DryRun<'_> {
                 until,
             }));
         }
-        self.deleted
-            .lock()
-            .expect("dry run lock")
-            .insert(key.to_string());
+        let h = self.hash(key);
+        self.deleted.lock().expect("dry run lock").insert(h);
         Ok(())
     }
     fn sweep_unfinished(&self, before: OffsetDateTime, _: bool) -> Result<Vec<Unfinished>> {
@@ -183,8 +206,15 @@ mod tests {
         // Create-only, in memory and behind it.
         assert!(dry.put_new("t/a.json", b"again", &Vec::new()).is_err());
         assert!(dry.put_new("m/b.json", b"over", &Vec::new()).is_err());
+        // Its streamed listing (as the store behind it streams) shows the
+        // same as its whole one.
         let keys = |s: &dyn Store| -> Vec<String> {
-            s.list("").unwrap().into_iter().map(|o| o.key).collect()
+            let listed: Vec<String> = s.list("").unwrap().into_iter().map(|o| o.key).collect();
+            let mut streamed = Vec::new();
+            s.list_each("", &mut |o| streamed.push(o.key)).unwrap();
+            streamed.sort();
+            assert_eq!(streamed, listed);
+            listed
         };
         assert_eq!(keys(&dry), ["m/b.json", "t/a.json"]);
         let after = |s: &dyn Store, prefix: &str, after: &str| -> Vec<String> {
