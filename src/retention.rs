@@ -206,13 +206,18 @@ impl Policies {
     }
 }
 
+/// One reason of a [`Decision`]: most are the same few words, not a string
+/// of their own each (a first cleanup of years decides on hundreds of
+/// thousands of backups).
+pub type Reason = std::borrow::Cow<'static, str>;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision<I = String> {
     pub id: I,
     pub keep: bool,
     /// Why, most important first: "kept: …" or "delete: …", plus any
     /// "chain broken: …" warning.
-    pub reasons: Vec<String>,
+    pub reasons: Vec<Reason>,
 }
 
 impl<I> Decision<I> {
@@ -277,12 +282,12 @@ fn apply_rules<I>(
     p: &Policy,
     now: OffsetDateTime,
     group: &[usize],
-    (reasons, expired): (&mut [Vec<String>], &mut [Option<OffsetDateTime>]),
+    (reasons, expired): (&mut [Vec<Reason>], &mut [bool]),
 ) {
     let mut idx = Vec::with_capacity(group.len());
     for &i in group {
         match c[i].expires_at {
-            Some(e) if e <= now => expired[i] = Some(e),
+            Some(e) if e <= now => expired[i] = true,
             _ => idx.push(i),
         }
     }
@@ -290,13 +295,13 @@ fn apply_rules<I>(
         let since = now.checked_sub(d);
         for &i in &idx {
             if since.is_none_or(|s| c[i].started_at > s) {
-                reasons[i].push(format!("kept: within {} of now", fmt_duration(d)));
+                reasons[i].push(format!("kept: within {} of now", fmt_duration(d)).into());
             }
         }
     }
     if let Some(last) = p.keep_last {
         for (rank, &i) in idx.iter().take(last as usize).enumerate() {
-            reasons[i].push(format!("kept: {} of last {last}", ordinal(rank as u32 + 1)));
+            reasons[i].push(format!("kept: {} of last {last}", ordinal(rank as u32 + 1)).into());
         }
     }
     for (bucket, count) in p.buckets() {
@@ -310,9 +315,8 @@ fn apply_rules<I>(
             if previous.as_ref() != Some(&label) {
                 used += 1;
                 let (name, nth) = (bucket.name(), ordinal(used));
-                reasons[i].push(format!(
-                    "kept: newest {name} for {label} ({nth} of {count})"
-                ));
+                reasons[i]
+                    .push(format!("kept: newest {name} for {label} ({nth} of {count})").into());
                 previous = Some(label);
             }
         }
@@ -320,7 +324,7 @@ fn apply_rules<I>(
 }
 
 /// What [`by_rules`] gives.
-type Rules = (Vec<Vec<String>>, Vec<Option<OffsetDateTime>>);
+type Rules = (Vec<Vec<Reason>>, Vec<bool>);
 
 /// The reasons the rules give each of `c` (newest first), group by group: a
 /// group is a (kind, scope, stream, source), and its newest backup stays.
@@ -346,8 +350,8 @@ fn by_rules<I>(c: &[&Candidate<I>], policy: &Policies, now: OffsetDateTime) -> R
             .or_insert(all_of_group[0]);
         *at = (*at).min(all_of_group[0]);
     }
-    let mut reasons: Vec<Vec<String>> = vec![Vec::new(); c.len()];
-    let mut expired = vec![None; c.len()];
+    let mut reasons: Vec<Vec<Reason>> = vec![Vec::new(); c.len()];
+    let mut expired = vec![false; c.len()];
     for (&(kind, scope, stream, source), all_of_group) in &groups {
         let p = policy.get(kind, scope);
         apply_rules(c, p, now, all_of_group, (&mut reasons, &mut expired));
@@ -366,7 +370,7 @@ fn by_rules<I>(c: &[&Candidate<I>], policy: &Policies, now: OffsetDateTime) -> R
         if !of.is_empty() {
             group.push_str(&format!(" ({})", of.join(", ")));
         }
-        reasons[all_of_group[0]].push(format!("kept: newest good backup of {group}"));
+        reasons[all_of_group[0]].push(format!("kept: newest good backup of {group}").into());
     }
     (reasons, expired)
 }
@@ -385,7 +389,7 @@ pub fn plan<I: Id>(
     let (mut reasons, expired) = by_rules(&c, policy, now);
     for (i, b) in c.iter().enumerate() {
         if let Some(why) = &b.held {
-            reasons[i].insert(0, why.to_string());
+            reasons[i].insert(0, why.to_string().into());
         }
     }
     let mut keep: Vec<bool> = reasons
@@ -413,7 +417,7 @@ pub fn plan<I: Id>(
     let mut pushed = vec![false; n];
     loop {
         let mut changed = false;
-        let mut mark = |keep: &mut [bool], i: usize, reason: String| {
+        let mut mark = |keep: &mut [bool], i: usize, reason: Reason| {
             if !std::mem::replace(&mut keep[i], true) {
                 reasons[i].push(reason);
                 changed = true;
@@ -433,7 +437,7 @@ pub fn plan<I: Id>(
                 mark(
                     &mut keep,
                     j,
-                    format!("kept: {role} of kept incremental {id} (chain)"),
+                    format!("kept: {role} of kept incremental {id} (chain)").into(),
                 );
             }
         }
@@ -477,7 +481,7 @@ pub fn plan<I: Id>(
                     let id = &c[first].id;
                     let why =
                         format!("kept: snapshot that kept log segment {id} replays onto (chain)");
-                    mark(&mut keep, f, why);
+                    mark(&mut keep, f, why.into());
                 }
                 None => {
                     for &i in segs.iter().filter(|&&i| c[i].started_at < at) {
@@ -493,17 +497,20 @@ pub fn plan<I: Id>(
 
     let missing = missing_ancestors(c, &by_id);
     let mut holes = log_holes(c, &keep);
+    // Not held beside the decisions.
+    drop((by_id, pushed));
     (0..n)
         .map(|i| {
             let mut r = std::mem::take(&mut reasons[i]);
-            why(&mut r, keep[i], expired[i], c[i].held.is_some());
+            let expired = c[i].expires_at.filter(|_| expired[i]);
+            why(&mut r, keep[i], expired, c[i].held.is_some());
             if let Some(gone) = missing.get(&i) {
                 let direct = c[i].parent.as_ref() == Some(gone);
                 let rel = if direct { "parent" } else { "ancestor" };
-                r.push(format!("chain broken: {rel} {gone} missing"));
+                r.push(format!("chain broken: {rel} {gone} missing").into());
             }
             if let Some(hole) = holes.remove(&i) {
-                r.push(hole);
+                r.push(hole.into());
             }
             Decision {
                 id: c[i].id.clone(),
@@ -526,7 +533,7 @@ fn index_of<'a, I: Id>(c: &[&'a Candidate<I>]) -> HashMap<&'a I, usize> {
 /// Puts first in `reasons` why a backup is deleted (`keep` false), or,
 /// where it is kept though its own retention ran out (`expired`), that it
 /// ran out: before every reason but what holds it (`held`).
-fn why(reasons: &mut Vec<String>, keep: bool, expired: Option<OffsetDateTime>, held: bool) {
+fn why(reasons: &mut Vec<Reason>, keep: bool, expired: Option<OffsetDateTime>, held: bool) {
     match (keep, expired) {
         // Most backups of a first cleanup of years: one reason, held in
         // a list of one (a list grown from none holds four).
@@ -534,7 +541,7 @@ fn why(reasons: &mut Vec<String>, keep: bool, expired: Option<OffsetDateTime>, h
         (false, _) => reasons.insert(0, why_deleted(expired).into()),
         (true, Some(e)) => reasons.insert(
             usize::from(held).min(reasons.len()),
-            format!("expired: retention ran out at {}", fmt_time(e)),
+            format!("expired: retention ran out at {}", fmt_time(e)).into(),
         ),
         (true, None) => {}
     }
@@ -962,7 +969,7 @@ mod tests {
         list.split_whitespace().map(String::from).collect()
     }
 
-    fn reasons<'a, I: Id>(ds: &'a [Decision<I>], id: &str) -> &'a [String] {
+    fn reasons<'a, I: Id>(ds: &'a [Decision<I>], id: &str) -> &'a [Reason] {
         &ds.iter().find(|d| d.id.to_string() == id).unwrap().reasons
     }
 
@@ -1392,8 +1399,7 @@ mod tests {
             .unwrap();
         assert!(
             reasons(&got, &newest_b.id.to_string()).contains(
-                &"kept: newest good backup of postgres/full (system 7300000000000000002)"
-                    .to_string()
+                &"kept: newest good backup of postgres/full (system 7300000000000000002)".into()
             ),
             "{:?}",
             reasons(&got, &newest_b.id.to_string())
@@ -1465,7 +1471,7 @@ mod tests {
         assert_eq!((of("/srv/a"), of("/srv/b")), (2, 2), "{kept:?}");
         let newest_b = reasons(&got, "2026-11-20T11:10/srv/b");
         assert!(
-            newest_b.contains(&"kept: newest good backup of parquet/full (/srv/b)".to_string()),
+            newest_b.contains(&"kept: newest good backup of parquet/full (/srv/b)".into()),
             "{newest_b:?}"
         );
     }
