@@ -107,6 +107,9 @@ impl Book {
             })?;
             b.unreadable.extend(bad);
         }
+        // Cleanup adds no manifest: what the reads kept of the catalogs for
+        // that is not held through the plan.
+        catalog::forget_cached();
         b.candidates = gather.finish();
         b.rows.sort_unstable_by_key(|(id, _)| *id);
         b.rows.shrink_to_fit();
