@@ -753,14 +753,26 @@ pub fn write_report(
     put_report(store, operation, (id, at), &bytes)
 }
 
-/// Stores a run report already encoded ([`write_report`] encodes one; a report
-/// with rows too many to hold as JSON at once is encoded by
-/// [`crate::manifest::seal::encode_with_rows`]); its key.
+/// Stores a run report already encoded ([`write_report`] encodes one); its
+/// key.
 pub fn put_report(
     store: &dyn Store,
     operation: &str,
     (id, at): (BackupId, OffsetDateTime),
     bytes: &[u8],
+) -> Result<String> {
+    put_report_with(store, operation, (id, at), &mut |w| Ok(w.write_all(bytes)?))
+}
+
+/// Stores a run report as `write` encodes it into the object (a report
+/// with rows too many to hold encoded at once: see
+/// [`crate::manifest::seal::write_with_rows`]); its key. Nothing is
+/// stored unless `write` succeeds.
+pub fn put_report_with(
+    store: &dyn Store,
+    operation: &str,
+    (id, at): (BackupId, OffsetDateTime),
+    write: &mut dyn FnMut(&mut dyn std::io::Write) -> Result<()>,
 ) -> Result<String> {
     let key = format!(
         "reports/{operation}/{:04}/{:02}/{:02}/{id}.json",
@@ -768,9 +780,13 @@ pub fn put_report(
         at.month() as u8,
         at.day()
     );
-    store
-        .put_new(&key, bytes, &Vec::new())
-        .map_err(|e| e.context(format!("failed to write the run report {key}")))?;
+    let failed = |e: anyhow::Error| e.context(format!("failed to write the run report {key}"));
+    let mut w = store.create(&key, &Vec::new()).map_err(failed)?;
+    if let Err(e) = write(&mut w) {
+        let _ = w.abort();
+        return Err(failed(e));
+    }
+    w.finish().map_err(failed)?;
     Ok(key)
 }
 

@@ -587,6 +587,20 @@ pub fn encode_with_rows<R: Serialize>(
     rows: Option<(&str, &[R])>,
     keys: Option<&Keyring>,
 ) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    write_with_rows(head, rows, keys, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode_with_rows`], written to `out` as it is made: neither the
+/// document nor the message its seal covers is held whole (but under a
+/// signing key, whose signature needs the whole message).
+pub fn write_with_rows<R: Serialize>(
+    head: &serde_json::Value,
+    rows: Option<(&str, &[R])>,
+    keys: Option<&Keyring>,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
     let Some(head) = head.as_object() else {
         anyhow::bail!("a sealed document must be a JSON object");
     };
@@ -604,9 +618,34 @@ pub fn encode_with_rows<R: Serialize>(
     let mut seal = None;
     if let Some(keys) = keys {
         let sealing = Sealing::of(keys)?;
-        let message = serde_json::to_vec(&doc)?;
-        let tag = Some(hex::encode(sealing.seal(&message)));
-        let escrow = sealing.escrow_seals(keys, &message);
+        let (tag, escrow) = match sealing {
+            Sealing::Mac(mac, _) => {
+                // The key's HMAC and each escrow's, fed as the message is
+                // serialized.
+                let escrows = keys.escrow();
+                let mut macs: Vec<hmac::Context> = std::iter::once(mac)
+                    .chain(escrows.iter().map(|e| e.seal_key()))
+                    .map(hmac::Context::with_key)
+                    .collect();
+                serde_json::to_writer(MacFeed(&mut macs), &doc)?;
+                let mut tags = macs.into_iter().map(|m| hex::encode(m.sign().as_ref()));
+                let tag = tags.next();
+                let escrow = escrows
+                    .iter()
+                    .zip(tags)
+                    .map(|(e, hmac)| EscrowSeal {
+                        key_id: e.id().to_string(),
+                        hmac,
+                    })
+                    .collect();
+                (tag, escrow)
+            }
+            Sealing::Sign(_) => {
+                let message = serde_json::to_vec(&doc)?;
+                let tag = Some(hex::encode(sealing.seal(&message)));
+                (tag, sealing.escrow_seals(keys, &message))
+            }
+        };
         let s = match sealing {
             Sealing::Sign(signer) => Seal {
                 key_id: signer.id().to_string(),
@@ -624,7 +663,24 @@ pub fn encode_with_rows<R: Serialize>(
         seal = Some(serde_json::to_value(s)?);
     }
     doc.seal = seal.as_ref();
-    Ok(serde_json::to_vec_pretty(&doc)?)
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    serde_json::to_writer_pretty(&mut out, &doc)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Feeds what is written to each of a seal's HMACs.
+struct MacFeed<'a>(&'a mut [hmac::Context]);
+
+impl std::io::Write for MacFeed<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.iter_mut().for_each(|m| m.update(b));
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A document's members as a JSON object holds them (in order of name),

@@ -49,7 +49,9 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::run::{backup_operation, hostname, put_report, send_record, write_metrics, RunRecord};
+use super::run::{
+    backup_operation, hostname, put_report_with, send_record, write_metrics, RunRecord,
+};
 use super::{open_store, Ctx};
 use crate::cli::CleanupArgs;
 use crate::config::StorePlan;
@@ -335,10 +337,11 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
                 .collect::<Vec<_>>(),
         });
         // Its rows (years of deletions, on a store cleaned for the first
-        // time) are turned into JSON one at a time.
+        // time) are turned into JSON one at a time, as they are stored.
         let rows = Some(("deleted", &deleted[..]));
-        let bytes = seal::encode_with_rows(&report, rows, trust.keys())?;
-        let key = put_report(store, "cleanup", (run_id, started_at), &bytes)?;
+        let key = put_report_with(store, "cleanup", (run_id, started_at), &mut |w| {
+            seal::write_with_rows(&report, rows, trust.keys(), w)
+        })?;
         ctx.ui.detail(&format!("report: {key}"));
         metrics(ctx, per_kind, started_at, remaining.tally);
     }
