@@ -365,7 +365,7 @@ pub fn json_report(
 }
 
 /// What one run tells the audit ledger.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunRecord {
     pub id: BackupId,
     pub kind: Kind,
@@ -375,6 +375,7 @@ pub struct RunRecord {
     pub encrypted: bool,
     pub completed: bool,
     pub retention_days: u16,
+    #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
     pub bytes: u64,
 }

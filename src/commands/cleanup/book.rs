@@ -213,7 +213,7 @@ pub(super) struct Remaining {
     /// PostgreSQL's, whole: the archived WAL older than all of them goes.
     pub postgres: Vec<Manifest>,
     /// What the store holds, but the backups whose deletion this run
-    /// finishes (`finished`: their manifests may still be listed).
+    /// finishes (`finished`, sorted: their manifests may still be listed).
     pub tally: Tally,
     pub unreadable: Vec<Unreadable>,
 }
@@ -222,7 +222,7 @@ impl Remaining {
     pub fn read(
         store: &dyn Store,
         trust: &Trust,
-        finished: &BTreeSet<(Kind, BackupId)>,
+        finished: &[(Kind, BackupId)],
     ) -> Result<Remaining> {
         let mut r = Remaining {
             named: BTreeSet::new(),
@@ -247,7 +247,7 @@ impl Remaining {
                     return;
                 };
                 named.extend(m.needed_keys());
-                if !finished.contains(&(m.kind, m.id)) {
+                if finished.binary_search(&(m.kind, m.id)).is_err() {
                     tally.add(&m);
                 }
                 if m.kind == Kind::Postgres {

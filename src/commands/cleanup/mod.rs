@@ -66,9 +66,11 @@ use crate::manifest::{self, Kind, Manifest};
 use crate::metrics::RunMetrics;
 use crate::retention::{self, Decision};
 use book::{key_of, Book, Remaining};
+use spool::Spool;
 use std::hash::BuildHasher;
 
 mod book;
+mod spool;
 
 /// How many backups to delete are read again and checked at a time, before
 /// the first of them is deleted: a bound on the manifests held whole.
@@ -213,6 +215,8 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
             .into_iter()
             .map(|t| Finishing::Whole(Box::new(t)))
             .collect(),
+        spooled: Spool::new(&plan.work_dir),
+        spooled_ids: Vec::new(),
         deleted: Vec::new(),
         per_kind,
         dry_named: Vec::new(),
@@ -232,6 +236,8 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     )?;
     let Unlist {
         finishing,
+        spooled,
+        spooled_ids,
         deleted,
         per_kind,
         dry_named,
@@ -246,9 +252,12 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     drop((doomed, book));
     let dry_named =
         |k: &str| !dry_named.is_empty() && dry_named.binary_search(&hasher.hash_one(k)).is_ok();
-    let finished: BTreeSet<(Kind, BackupId)> =
+    let mut finished: Vec<(Kind, BackupId)> =
         finishing.iter().map(Finishing::kind_and_id).collect();
+    finished.extend(spooled_ids);
+    finished.sort_unstable();
     let remaining = Remaining::read(store, &trust, &finished)?;
+    drop(finished);
     refuse_unreadable(&remaining.unreadable)?;
     let mut named = remaining.named;
     named.extend(referenced(ctx, &lists, true, &remaining.chunked)?);
@@ -259,6 +268,10 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         finish(ctx, store, (&lists, &named), f, started_at, dry, written)?;
     }
     drop(finishing);
+    for g in spooled.read()? {
+        let f = Finishing::Brief(g?);
+        finish(ctx, store, (&lists, &named), &f, started_at, dry, true)?;
+    }
 
     // 4. Orphans: objects no manifest names, older than the grace period.
     let cutoff = started_at
@@ -354,8 +367,13 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
 /// What step 2 leaves for the rest of the run.
 struct Unlist {
     /// The deletions step 3 finishes, in order: an earlier run's, then this
-    /// run's in the order it unlisted them.
+    /// run's held whole, in the order it unlisted them.
     finishing: Vec<Finishing>,
+    /// This run's other deletions (most of a first cleanup of years), in
+    /// the order it unlisted them: step 3 finishes them after those above.
+    spooled: Spool<Gone>,
+    /// Which backups `spooled` holds.
+    spooled_ids: Vec<(Kind, BackupId)>,
     /// The report's rows.
     deleted: Vec<Deleted>,
     /// Bytes deleted per kind, for the metrics.
@@ -441,8 +459,13 @@ impl Unlist {
                                 )
                             })?;
                     }
-                    self.finishing
-                        .push(Finishing::of(t.manifest, bytes, started_at));
+                    match Finishing::of(t.manifest, bytes, started_at) {
+                        Finishing::Brief(g) => {
+                            self.spooled.push(&g)?;
+                            self.spooled_ids.push((g.record.kind, g.record.id));
+                        }
+                        whole => self.finishing.push(whole),
+                    }
                 } else if let Some(m) = whole {
                     // A dry run finishes a chunked deletion as a real run does:
                     // its chunk lists say what it names.
@@ -501,6 +524,7 @@ enum Finishing {
 }
 
 /// A backup this run deleted, as step 3 finishes it.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Gone {
     /// Its ledger record as a stored backup ([`RunRecord::of_backup`]).
     record: RunRecord,
