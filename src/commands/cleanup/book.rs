@@ -10,9 +10,14 @@
 //! made on ([`Book::same`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
 use std::hash::{BuildHasher, Hasher, RandomState};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::id::BackupId;
@@ -23,36 +28,130 @@ use crate::retention::{Candidate, Gather};
 use crate::store::Store;
 
 /// What the plan shows of one backup, and how its manifest is recognised.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Row {
     pub kind: Kind,
     pub scope: Scope,
     pub operation: Shared,
+    #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
     /// [`Manifest::stored_bytes`].
     pub stored_bytes: u64,
-    /// A hash of the whole manifest, keyed afresh each run.
+    /// A hash of the whole manifest, keyed afresh each run (a real run's
+    /// only).
     fingerprint: u64,
-    /// Where its keys' hashes are in [`Book::keys`] (a dry run's only).
-    keys: (u32, u32),
+    /// The hashes of the keys it names (`needed_keys`), gathered for a dry
+    /// run: it deletes nothing, and must not show what a real run's
+    /// deletions remove as left over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<u64>,
+}
+
+/// The rows of every backup cleaned, each a line in an unnamed file of this
+/// process's own (in the work directory), found by id: a store cleaned for
+/// the first time after years has hundreds of thousands, and the plan needs
+/// its memory for the candidates.
+struct Rows {
+    dir: PathBuf,
+    file: BufWriter<File>,
+    /// Bytes written.
+    len: u64,
+    /// Each row's id, and where its line starts and how long it is
+    /// (sorted by id once every row is written: an id listed
+    /// twice is refused before anything reads these).
+    index: Vec<(BackupId, u64)>,
+}
+
+/// Bits of an index entry that tell a line's length (the rest its start).
+const LEN_BITS: u32 = 24;
+
+impl Rows {
+    fn new(dir: &Path) -> Result<Rows> {
+        let file = tempfile::tempfile_in(dir)
+            .with_context(|| format!("failed to make a file for the plan in {}", dir.display()))?;
+        Ok(Rows {
+            dir: dir.to_path_buf(),
+            file: BufWriter::with_capacity(1 << 16, file),
+            len: 0,
+            index: Vec::new(),
+        })
+    }
+
+    fn failed(&self) -> String {
+        format!(
+            "failed to write the plan to a file in {}",
+            self.dir.display()
+        )
+    }
+
+    fn push(&mut self, id: BackupId, row: &Row) -> Result<()> {
+        let line = serde_json::to_vec(row)?;
+        let n = line.len() as u64;
+        if n >> LEN_BITS != 0 || self.len >> (64 - LEN_BITS) != 0 {
+            anyhow::bail!("backup {id} makes the plan's file too large");
+        }
+        self.file.write_all(&line).with_context(|| self.failed())?;
+        self.index.push((id, self.len << LEN_BITS | n));
+        self.len += n;
+        Ok(())
+    }
+
+    /// How many rows were written: a mark to go back to.
+    fn mark(&self) -> (usize, u64) {
+        (self.index.len(), self.len)
+    }
+
+    /// Forgets the rows written since `mark`.
+    fn truncate(&mut self, (n, len): (usize, u64)) -> Result<()> {
+        self.index.truncate(n);
+        let failed = self.failed();
+        let f = &mut self.file;
+        let back = f.flush().and_then(|()| f.get_ref().set_len(len));
+        back.and_then(|()| f.get_mut().seek(SeekFrom::Start(len)))
+            .context(failed)?;
+        self.len = len;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.file.flush().with_context(|| self.failed())?;
+        self.index.sort_unstable_by_key(|(id, _)| *id);
+        self.index.shrink_to_fit();
+        Ok(())
+    }
+
+    fn get(&self, id: &BackupId) -> Result<Option<Row>> {
+        let Ok(at) = self.index.binary_search_by_key(id, |(i, _)| *i) else {
+            return Ok(None);
+        };
+        let at = self.index[at].1;
+        let (from, n) = (at >> LEN_BITS, at & ((1 << LEN_BITS) - 1));
+        let mut line = vec![0; n as usize];
+        let failed = || {
+            format!(
+                "failed to read the plan back from a file in {}",
+                self.dir.display()
+            )
+        };
+        self.file
+            .get_ref()
+            .read_exact_at(&mut line, from)
+            .with_context(failed)?;
+        Ok(Some(serde_json::from_slice(&line).with_context(failed)?))
+    }
 }
 
 /// Every backup of the store, for a cleanup (see the module documentation).
 pub(super) struct Book {
     /// The backups of the kind cleaned (of every kind, without `--kind`).
     pub candidates: Vec<Candidate<BackupId>>,
-    /// Beside each of them, by id (sorted; an id listed twice is refused
-    /// before anything reads these).
-    rows: Vec<(BackupId, Row)>,
+    /// Beside each of them, by id.
+    rows: Rows,
     /// Every backup's id and kind, of every kind.
     pub ids: Vec<(BackupId, Kind)>,
     /// The chunked backups of every kind, whole.
     pub chunked: BTreeMap<(Kind, BackupId), Manifest>,
     pub unreadable: Vec<Unreadable>,
-    /// The hashes of the keys each cleaned backup names (`needed_keys`),
-    /// gathered for a dry run: it deletes nothing, and must not show what a
-    /// real run's deletions remove as left over.
-    keys: Vec<u64>,
     hasher: RandomState,
 }
 
@@ -63,32 +162,35 @@ impl Book {
     /// `gone`: the backups whose deletion an earlier run left to finish,
     /// named by id only. `dry`: for a dry run, which reads nothing again
     /// and deletes nothing, the hashes of the keys each cleaned backup names
-    /// are gathered, and no fingerprint is made.
+    /// are gathered, and no fingerprint is made. The rows go to a file in
+    /// `dir`.
     pub fn read(
         store: &dyn Store,
         trust: &Trust,
         (kind, gone): (Option<Kind>, &BTreeSet<BackupId>),
         dry: bool,
+        dir: &Path,
     ) -> Result<Book> {
         let mut gather = Gather::default();
         let mut b = Book {
             candidates: Vec::new(),
-            rows: Vec::new(),
+            rows: Rows::new(dir)?,
             ids: Vec::new(),
             chunked: BTreeMap::new(),
             unreadable: Vec::new(),
-            keys: Vec::new(),
             hasher: RandomState::new(),
         };
+        let mut failed = None;
         for k in Kind::ALL {
-            let marks = (gather.marks(), b.rows.len(), b.ids.len(), b.keys.len());
+            let marks = (gather.marks(), b.rows.mark(), b.ids.len());
             let bad = catalog::fold(store, trust, k, catalog::Depth::Complete, &mut |m| {
                 let Some(m) = m else {
                     // The kind's read starts again: what was made of it goes.
                     gather.truncate(marks.0);
-                    b.rows.truncate(marks.1);
+                    if let Err(e) = b.rows.truncate(marks.1) {
+                        failed.get_or_insert(e);
+                    }
                     b.ids.truncate(marks.2);
-                    b.keys.truncate(marks.3);
                     b.chunked.retain(|(of, _), _| *of != k);
                     return;
                 };
@@ -99,32 +201,37 @@ impl Book {
                 if kind.is_none_or(|want| want == m.kind) {
                     gather.add(&m);
                     let row = b.row(&m, dry);
-                    b.rows.push((m.id, row));
+                    if let Err(e) = b.rows.push(m.id, &row) {
+                        failed.get_or_insert(e);
+                    }
                 }
                 if m.chunks.is_some() {
                     b.chunked.insert((m.kind, m.id), m);
                 }
             })?;
+            if let Some(e) = failed.take() {
+                return Err(e);
+            }
             b.unreadable.extend(bad);
         }
         // Cleanup adds no manifest: what the reads kept of the catalogs for
         // that is not held through the plan.
         catalog::forget_cached();
         b.candidates = gather.finish();
-        b.rows.sort_unstable_by_key(|(id, _)| *id);
-        b.rows.shrink_to_fit();
+        b.rows.finish()?;
         b.ids.shrink_to_fit();
-        b.keys.shrink_to_fit();
         Ok(b)
     }
 
-    fn row(&mut self, m: &Manifest, dry: bool) -> Row {
-        let from = self.keys.len();
-        if dry {
-            let hasher = &self.hasher;
-            self.keys
-                .extend(m.needed_keys().iter().map(|k| hasher.hash_one(k.as_str())));
-        }
+    fn row(&self, m: &Manifest, dry: bool) -> Row {
+        let keys = match dry {
+            true => m
+                .needed_keys()
+                .iter()
+                .map(|k| self.hasher.hash_one(k.as_str()))
+                .collect(),
+            false => Vec::new(),
+        };
         Row {
             kind: m.kind,
             scope: m.scope,
@@ -134,17 +241,13 @@ impl Book {
             // Serializing every manifest is most of the read's work: only
             // for a run that reads them again.
             fingerprint: if dry { 0 } else { self.fingerprint(m) },
-            keys: (
-                u32::try_from(from).unwrap_or(u32::MAX),
-                u32::try_from(self.keys.len()).unwrap_or(u32::MAX),
-            ),
+            keys,
         }
     }
 
     /// The row of backup `id` of the kind cleaned.
-    pub fn get(&self, id: &BackupId) -> Option<&Row> {
-        let at = self.rows.binary_search_by_key(id, |(i, _)| *i).ok()?;
-        Some(&self.rows[at].1)
+    pub fn get(&self, id: &BackupId) -> Result<Option<Row>> {
+        self.rows.get(id)
     }
 
     /// Whether `fresh`, read again from its key, is the version of backup
@@ -153,14 +256,8 @@ impl Book {
         self.fingerprint(fresh) == row.fingerprint
     }
 
-    /// The hashes of the keys backup `row` names (a dry run's book only).
-    pub fn keys_of(&self, row: &Row) -> &[u64] {
-        let (from, to) = (row.keys.0 as usize, row.keys.1 as usize);
-        self.keys.get(from..to).unwrap_or_default()
-    }
-
-    /// How [`Book::keys_of`] hashes a key (`hash_one` of the key as a
-    /// `&str`), for after the book is dropped.
+    /// How [`Row::keys`] hashes a key (`hash_one` of the key as a `&str`),
+    /// for after the book is dropped.
     pub fn key_hasher(&self) -> RandomState {
         self.hasher.clone()
     }
@@ -169,10 +266,10 @@ impl Book {
     /// against the version the plan was made on (see
     /// [`catalog::reread_as`]).
     pub fn reread(&self, store: &dyn Store, trust: &Trust, id: BackupId) -> Result<Manifest> {
-        let Some(row) = self.get(&id) else {
+        let Some(row) = self.get(&id)? else {
             anyhow::bail!("backup {id} is not among those cleanup planned on");
         };
-        catalog::reread_as(store, trust, row.kind, id, |fresh| self.same(row, fresh))
+        catalog::reread_as(store, trust, row.kind, id, |fresh| self.same(&row, fresh))
     }
 
     /// A hash of the whole of `m`, as it serializes (a dry run's book

@@ -187,7 +187,13 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     // backups whose deletion an earlier run left to finish.
     let pending = read_tombstones(store, &trust)?;
     let gone: BTreeSet<BackupId> = pending.iter().map(|t| t.manifest.id).collect();
-    let mut book = Book::read(store, &trust, (args.kind.map(Kind::from), &gone), dry)?;
+    let mut book = Book::read(
+        store,
+        &trust,
+        (args.kind.map(Kind::from), &gone),
+        dry,
+        &plan.work_dir,
+    )?;
     refuse_unreadable(&book.unreadable).and_then(|()| refuse_shared_ids(store, &book.ids))?;
     announce_pending(ctx, store, &pending, dry)?;
     // Every kind present gets a metrics file; no id is needed after.
@@ -261,17 +267,8 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     refuse_unreadable(&remaining.unreadable)?;
     let mut named = remaining.named;
     named.extend(referenced(ctx, &lists, true, &remaining.chunked)?);
-    for (i, f) in finishing.iter().enumerate() {
-        // A dry run wrote none of its own tombstones (see above): it deletes
-        // only those earlier runs left.
-        let written = !dry || i < pending_n;
-        finish(ctx, store, (&lists, &named), f, started_at, dry, written)?;
-    }
-    drop(finishing);
-    for g in spooled.read()? {
-        let f = Finishing::Brief(g?);
-        finish(ctx, store, (&lists, &named), &f, started_at, dry, true)?;
-    }
+    let finishing = (finishing, pending_n, spooled);
+    finish_all(ctx, store, (&lists, &named), finishing, started_at, dry)?;
 
     // 4. Orphans: objects no manifest names, older than the grace period.
     let cutoff = started_at
@@ -440,12 +437,12 @@ impl Unlist {
             };
             let mut fresh = fresh.into_iter();
             for (id, why) in batch {
-                let row = book.get(id).context("a planned backup has no row")?;
+                let row = book.get(id)?.context("a planned backup has no row")?;
                 let whole = book.chunked.get(&(row.kind, *id));
-                let bytes = freed_bytes(ctx, lists, row, whole, &kept, &mut counted)?;
+                let bytes = freed_bytes(ctx, lists, &row, whole, &kept, &mut counted)?;
                 totals.backups += 1;
                 totals.bytes = totals.bytes.saturating_add(bytes);
-                let key = key_of(row, *id);
+                let key = key_of(&row, *id);
                 if let Some(m) = fresh.next() {
                     let tombstone = tombstone::key(m.kind, m.id);
                     let t = tombstone_of(m, bytes, started_at);
@@ -475,7 +472,7 @@ impl Unlist {
                         started_at,
                     ))));
                 } else {
-                    self.dry_named.extend(book.keys_of(row));
+                    self.dry_named.extend(&row.keys);
                 }
                 store.delete(&key)?;
                 crate::failpoint::hit("cleanup-after-manifest");
@@ -693,7 +690,7 @@ fn show_plan(
     book: &Book,
     dry: bool,
 ) -> Result<Option<serde_json::Value>> {
-    let row = |id: &BackupId| book.get(id).context("a planned backup has no row");
+    let row = |id: &BackupId| book.get(id)?.context("a planned backup has no row");
     if ctx.ui.json {
         let rows: Vec<serde_json::Value> = decisions
             .iter()
@@ -748,6 +745,38 @@ fn unfinished_json(unfinished: &[crate::store::Unfinished]) -> serde_json::Value
             "started_at": u.started.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
         }))
         .collect::<Vec<_>>())
+}
+
+/// Finishes the deletions step 2 left (`finishing`: those held whole, of
+/// which the first `pending_n` an earlier run left; then those `spooled`),
+/// in order: see [`finish`].
+fn finish_all(
+    ctx: &Ctx,
+    store: &dyn Store,
+    named: (&Lists, &BTreeSet<String>),
+    (finishing, pending_n, spooled): (Vec<Finishing>, usize, Spool<Gone>),
+    planned_at: OffsetDateTime,
+    dry: bool,
+) -> Result<()> {
+    for (i, f) in finishing.iter().enumerate() {
+        // A dry run wrote none of its own tombstones (it writes nothing): it
+        // deletes only those earlier runs left.
+        let written = !dry || i < pending_n;
+        finish(ctx, store, named, f, planned_at, dry, written)?;
+    }
+    drop(finishing);
+    for g in spooled.read()? {
+        finish(
+            ctx,
+            store,
+            named,
+            &Finishing::Brief(g?),
+            planned_at,
+            dry,
+            true,
+        )?;
+    }
+    Ok(())
 }
 
 /// Finishes one deletion: its manifest gone, the objects it names that no
@@ -844,13 +873,13 @@ fn decide(
         candidates,
         &ctx.plan.retention.policies,
         now,
-        |id| match book.get(id) {
-            Some(row) => store.retained_until(&key_of(row, *id)),
+        |id| match book.get(id)? {
+            Some(row) => store.retained_until(&key_of(&row, *id)),
             None => Ok(None),
         },
     )?;
     for (id, until) in &locked {
-        let kind = book.get(id).map_or("", |r| r.kind.as_str());
+        let kind = book.get(id).ok().flatten().map_or("", |r| r.kind.as_str());
         ctx.ui.info(&format!(
             "kept {kind} {id} until {} by Object Lock: a later cleanup deletes it",
             rfc3339(*until)
