@@ -363,3 +363,56 @@ impl Remaining {
         Ok(r)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(n: u64) -> Row {
+        Row {
+            kind: Kind::Duckdb,
+            scope: Scope::Full,
+            operation: "export".into(),
+            started_at: OffsetDateTime::UNIX_EPOCH + time::Duration::nanoseconds(n as i64 * 1001),
+            stored_bytes: n,
+            fingerprint: n * 7,
+            keys: (0..n % 3).collect(),
+        }
+    }
+
+    /// Rows a read that started again wrote are forgotten; every other is
+    /// found by its id as it was written, whatever the order.
+    #[test]
+    fn the_plans_rows_are_found_by_id_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rows = Rows::new(dir.path()).unwrap();
+        let at = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let ids: Vec<BackupId> = (0..6)
+            .map(|i| BackupId::new_v7(at + time::Duration::minutes(i)))
+            .collect();
+        for i in [5, 0, 3] {
+            rows.push(ids[i], &row(i as u64)).unwrap();
+        }
+        let mark = rows.mark();
+        rows.push(ids[1], &row(100)).unwrap();
+        rows.push(ids[2], &row(200)).unwrap();
+        rows.truncate(mark).unwrap();
+        rows.push(ids[1], &row(1)).unwrap();
+        rows.finish().unwrap();
+        for i in [0, 1, 3, 5] {
+            let got = rows.get(&ids[i]).unwrap().unwrap();
+            let want = row(i as u64);
+            assert_eq!(
+                (got.stored_bytes, got.fingerprint, got.keys, got.started_at),
+                (
+                    want.stored_bytes,
+                    want.fingerprint,
+                    want.keys,
+                    want.started_at
+                )
+            );
+        }
+        assert!(rows.get(&ids[2]).unwrap().is_none());
+        assert!(rows.get(&ids[4]).unwrap().is_none());
+    }
+}
