@@ -763,9 +763,12 @@ pub fn candidates(manifests: &[crate::manifest::Manifest]) -> Vec<Candidate<Back
 #[derive(Default)]
 pub struct Gather {
     candidates: Vec<Candidate<BackupId>>,
-    /// The log segments that could hold what they claim: cluster, the newest
-    /// cluster timestamp each holds (`until`), and when its run began.
-    segments: Vec<(Option<u128>, u64, OffsetDateTime)>,
+    /// The log segments that could hold what they claim: cluster (where in
+    /// `clusters`), the newest cluster timestamp each holds (`until`), and
+    /// when its run began. (Ten years of 15-minute segments are 350,000.)
+    segments: Vec<(u32, u64, OffsetDateTime)>,
+    /// The clusters the segments name, each once, and where.
+    clusters: BTreeMap<Option<u128>, u32>,
     /// The bases built from the log: where among the candidates, their
     /// newest row and their cluster.
     bases: Vec<(usize, u64, Option<u128>)>,
@@ -786,7 +789,9 @@ impl Gather {
             let newest = OffsetDateTime::from_unix_timestamp_nanos(i128::from(until));
             let limit = m.started_at.checked_add(SEGMENT_CLOCK_SKEW);
             if newest.is_ok_and(|t| limit.is_none_or(|l| t <= l)) {
-                self.segments.push((tb::cluster_id(m), until, m.started_at));
+                let n = self.clusters.len() as u32;
+                let cluster = *self.clusters.entry(tb::cluster_id(m)).or_insert(n);
+                self.segments.push((cluster, until, m.started_at));
             }
         }
         if let Some(newest) = tb::base_newest(m) {
@@ -832,11 +837,17 @@ impl Gather {
     /// snapshot's time. Without that segment, the newest row's time less a
     /// minute (for the cluster's clock).
     pub fn finish(mut self) -> Vec<Candidate<BackupId>> {
+        // Those that may hold each cluster's rows: its own, and those that
+        // name none.
+        let unnamed = self.clusters.get(&None).copied();
         for &(at, newest, cluster) in &self.bases {
+            let own = self.clusters.get(&cluster).copied();
             let holding = self
                 .segments
                 .iter()
-                .filter(|(c, until, _)| (c.is_none() || *c == cluster) && *until >= newest)
+                .filter(|(c, until, _)| {
+                    (Some(*c) == unnamed || Some(*c) == own) && *until >= newest
+                })
                 .map(|(_, _, started_at)| *started_at)
                 .min();
             let from = holding.or_else(|| {
@@ -1441,7 +1452,15 @@ mod tests {
                 .started_at
         };
         assert_eq!(at(&[base.clone(), genuine.clone()]), holding);
-        assert_eq!(at(&[base.clone(), genuine, planted]), holding);
+        assert_eq!(at(&[base.clone(), genuine.clone(), planted]), holding);
+        // Another cluster's segment holds none of this cluster's rows; one
+        // that names no cluster may.
+        let earlier = t("2026-11-20T05:00");
+        let mut other = segment(earlier, row - 2_000, row + 2_000);
+        other.source.insert("cluster_id", json!("1"));
+        assert_eq!(at(&[other.clone(), base.clone(), genuine.clone()]), holding);
+        other.source.remove("cluster_id");
+        assert_eq!(at(&[other, base.clone(), genuine]), earlier);
     }
 
     #[test]
