@@ -64,7 +64,10 @@ def uuid7(ms):
     b = bytearray(b); b[6] = 0x70 | (b[6] & 0x0F); b[8] = 0x80 | (b[8] & 0x3F)
     h = b.hex(); return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 def iso(t): return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-prev, until = None, newest - 1000 * len(range(start, end, 900))
+# Each segment holds the rows up to its start, in the cluster's nanoseconds:
+# the last ends at the cluster's newest row.
+def row_at(t): return newest - (end - 900 - t) * 10**9
+prev, until = None, row_at(start) - 900 * 10**9
 for t in range(start, end, 900):
     ops = ["snapshot", "logs"] if (t - start) % 21600 == 0 else ["logs"]
     for op in ops:
@@ -78,9 +81,9 @@ for t in range(start, end, 900):
              "source": {"cluster_id": "0", "data_file": "/var/lib/tigerbeetle/0_0.tigerbeetle"}}
         if op == "logs":
             m["parent"] = prev
-            m["source"].update({"after": str(until), "until": str(until + 1000),
+            m["source"].update({"after": str(until), "until": str(row_at(t)),
                                 "accounts": 0, "transfers": 0, "expiries": 0})
-            prev, until = i, until + 1000
+            prev, until = i, row_at(t)
         # As a real backup, one object (its key, sizes and SHA-256s) and, for
         # a snapshot, its file; not stored, so the last day, whose backups
         # `verify --since 1d` reads, names none.
