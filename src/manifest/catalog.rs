@@ -1241,7 +1241,8 @@ fn save(store: &dyn Store, trust: &Trust, kind: Kind, st: &mut State, learned: b
     if let Some(e) = super::marker::foreign(store, trust) {
         return Err(e);
     }
-    if learned {
+    // A dry run's catalog would be gone with it: the next run writes it.
+    if learned && !store.forgets_writes() {
         // The manifests were listed just now (from the window on, or all).
         let checked_at = OffsetDateTime::now_utc();
         if let Err(e) = write(store, trust.keys(), kind, st, checked_at, false) {
@@ -2254,6 +2255,26 @@ mod tests {
     /// key, or (a trusted signer's tag needs the whole payload) read back
     /// whole; a byte changed, a tag nobody trusted made or a header with no
     /// end is refused before anything is parsed.
+    /// A dry run's store forgets what is written to it: no catalog is made
+    /// there, and the manifests are read all the same.
+    #[test]
+    fn a_dry_run_writes_no_catalog() {
+        let store = MemoryStore::default();
+        let trust = Trust::none();
+        let m = sample(Kind::Duckdb, OffsetDateTime::now_utc() - Duration::days(3));
+        rewrite(&store, &m);
+        let dry = crate::store::dry::DryRun::new(&store);
+        for depth in [Depth::Recent, Depth::Complete] {
+            CACHE.lock().unwrap().clear();
+            let (good, _) = read(&dry, &trust, Kind::Duckdb, depth).unwrap();
+            assert_eq!(ids(&good), vec![m.id]);
+            assert!(dry.list(&prefix(Kind::Duckdb)).unwrap().is_empty());
+        }
+        CACHE.lock().unwrap().clear();
+        read(&store, &trust, Kind::Duckdb, Depth::Complete).unwrap();
+        assert!(!store.list(&prefix(Kind::Duckdb)).unwrap().is_empty());
+    }
+
     #[test]
     fn a_large_base_is_checked_as_it_is_spooled() {
         use crate::crypto::pubkey::{generate_signing_key, SigningKey, Verifier};

@@ -171,6 +171,9 @@ impl Store for DryRun<'_> {
     fn reread_is_cheap(&self) -> bool {
         self.inner.reread_is_cheap()
     }
+    fn forgets_writes(&self) -> bool {
+        true
+    }
     fn parallelism(&self) -> usize {
         self.inner.parallelism()
     }

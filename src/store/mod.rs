@@ -242,6 +242,13 @@ pub trait Store: Send + Sync {
         false
     }
 
+    /// Whether what is written goes nowhere once the run ends (a dry run's
+    /// store): what is written only to spare later runs work (a catalog)
+    /// need not be.
+    fn forgets_writes(&self) -> bool {
+        false
+    }
+
     /// How many requests for small objects to keep in flight (chunks):
     /// `store.concurrency` on S3.
     fn parallelism(&self) -> usize {
