@@ -34,6 +34,9 @@ pub struct DryRun<'a> {
     /// hash keys: the chance is some 10^-26 for a million keys.)
     deleted: Mutex<HashSet<[u64; 2]>>,
     hashers: [RandomState; 2],
+    /// Set once nothing the run reads later needs what it writes
+    /// ([`DryRun::last_reads`]).
+    last: std::sync::atomic::AtomicBool,
 }
 
 impl<'a> DryRun<'a> {
@@ -43,7 +46,15 @@ impl<'a> DryRun<'a> {
             written: MemoryStore::new(),
             deleted: Mutex::new(HashSet::new()),
             hashers: [RandomState::new(), RandomState::new()],
+            last: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Says that the run reads nothing after its coming reads: what only
+    /// spares later reads work (a catalog) need not be written from now on
+    /// ([`Store::forgets_writes`]).
+    pub fn last_reads(&self) {
+        self.last.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn hash(&self, key: &str) -> [u64; 2] {
@@ -172,7 +183,7 @@ impl Store for DryRun<'_> {
         self.inner.reread_is_cheap()
     }
     fn forgets_writes(&self) -> bool {
-        true
+        self.last.load(std::sync::atomic::Ordering::SeqCst)
     }
     fn parallelism(&self) -> usize {
         self.inner.parallelism()

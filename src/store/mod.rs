@@ -242,9 +242,10 @@ pub trait Store: Send + Sync {
         false
     }
 
-    /// Whether what is written goes nowhere once the run ends (a dry run's
-    /// store): what is written only to spare later runs work (a catalog)
-    /// need not be.
+    /// Whether what is written now goes nowhere that anything reads: a dry
+    /// run's store (forgotten with the run) once the run reads nothing more
+    /// after its coming reads. What is written only to spare later reads
+    /// work (a catalog) need not be.
     fn forgets_writes(&self) -> bool {
         false
     }

@@ -198,7 +198,7 @@ impl Book {
                 if gone.contains(&m.id) {
                     return;
                 }
-                if kind.is_none_or(|want| want == m.kind) {
+                if kind.is_none_or(|want| want == m.kind) && failed.is_none() {
                     gather.add(&m);
                     let row = b.row(&m, dry);
                     if let Err(e) = b.rows.push(m.id, &row) {

@@ -262,6 +262,10 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         finishing.iter().map(Finishing::kind_and_id).collect();
     finished.extend(spooled_ids);
     finished.sort_unstable();
+    // Nothing reads a dry run's catalog after this.
+    if let Some(o) = &overlay {
+        o.last_reads();
+    }
     let remaining = Remaining::read(store, &trust, &finished)?;
     drop(finished);
     refuse_unreadable(&remaining.unreadable)?;
@@ -879,7 +883,7 @@ fn decide(
         },
     )?;
     for (id, until) in &locked {
-        let kind = book.get(id).ok().flatten().map_or("", |r| r.kind.as_str());
+        let kind = book.get(id)?.map_or("", |r| r.kind.as_str());
         ctx.ui.info(&format!(
             "kept {kind} {id} until {} by Object Lock: a later cleanup deletes it",
             rfc3339(*until)
