@@ -775,17 +775,18 @@ fn parse_from(
         return Ok((doc, tagger, checked, len));
     };
     let (nl, tag) = header(&head, key)?;
-    if !stream.verifies(tag) {
-        // Checked whole: a signer's tag, or one that fails.
-        file.seek(SeekFrom::Start(0)).map_err(failed)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(failed)?;
-        let (doc, tagger, checked) = parse_doc(bytes, keys, kind, seq, key, pass)?;
-        return Ok((doc, tagger, checked, len));
-    }
-    let tagger = match keys {
-        Some(_) => Tagger::Trusted,
-        None => Tagger::Anyone,
+    let tagger = match (stream.verifies(tag), keys) {
+        (true, Some(_)) => Tagger::Trusted,
+        (true, None) => Tagger::Anyone,
+        // Checked on the whole payload, read back from the file: a signer's
+        // tag, or one that fails. The file is what is parsed.
+        (false, _) => {
+            let mut payload = Vec::new();
+            file.seek(SeekFrom::Start(nl as u64 + 1)).map_err(failed)?;
+            file.read_to_end(&mut payload).map_err(failed)?;
+            Tagger::of(keys, &payload, tag)
+                .ok_or_else(|| anyhow::Error::new(Unverified(key.to_string())))?
+        }
     };
     let checked = Checked::Spooled(file);
     let (doc, tagger, checked) = parse_checked(checked, nl, tagger, (kind, seq, key), pass)?;
