@@ -49,6 +49,10 @@ const BORN: &str = ".new";
 /// The marker every staging path outside `work_dir` carries in its name.
 pub const STAGING_MARK: &str = ".bkp-";
 
+/// What to do when a file of the work directory cannot be made or written
+/// (a first cleanup of years keeps some hundreds of bytes a backup there).
+pub const ROOM: &str = "make room there, or set work_dir to a directory with room";
+
 /// `work_dir`, and every name bkp uses in it.
 #[derive(Debug, Clone)]
 pub struct WorkDir {

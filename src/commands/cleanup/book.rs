@@ -27,6 +27,8 @@ use crate::manifest::{self, catalog, Kind, Manifest, Scope, Trust, Unreadable};
 use crate::retention::{Candidate, Gather};
 use crate::store::Store;
 
+use crate::workdir::ROOM;
+
 /// What the plan shows of one backup, and how its manifest is recognised.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Row {
@@ -67,8 +69,12 @@ const LEN_BITS: u32 = 24;
 
 impl Rows {
     fn new(dir: &Path) -> Result<Rows> {
-        let file = tempfile::tempfile_in(dir)
-            .with_context(|| format!("failed to make a file for the plan in {}", dir.display()))?;
+        let file = tempfile::tempfile_in(dir).with_context(|| {
+            format!(
+                "failed to make a file for the plan in {} ({ROOM}); nothing was deleted",
+                dir.display()
+            )
+        })?;
         Ok(Rows {
             dir: dir.to_path_buf(),
             file: BufWriter::with_capacity(1 << 16, file),
@@ -79,7 +85,7 @@ impl Rows {
 
     fn failed(&self) -> String {
         format!(
-            "failed to write the plan to a file in {}",
+            "failed to write the plan to a file in {} ({ROOM}); nothing was deleted",
             self.dir.display()
         )
     }

@@ -462,7 +462,11 @@ impl Unlist {
                     }
                     match Finishing::of(t.manifest, bytes, started_at) {
                         Finishing::Brief(g) => {
-                            self.spooled.push(&g)?;
+                            // Its tombstone is stored: the next run finishes
+                            // it, and those before it.
+                            self.spooled.push(&g).with_context(|| {
+                                format!("cleanup stopped before deleting {id}; the next cleanup finishes the deletions it began")
+                            })?;
                             self.spooled_ids.push((g.record.kind, g.record.id));
                         }
                         whole => self.finishing.push(whole),

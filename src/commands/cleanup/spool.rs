@@ -11,6 +11,8 @@ use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::workdir::ROOM;
+
 /// Records of type `T`, one JSON line each, in a file made in `dir` at the
 /// first push (none for a run that pushes none). Nobody else can open it:
 /// it has no name, and goes with the process.
@@ -34,7 +36,10 @@ impl<T: Serialize + DeserializeOwned + 'static> Spool<T> {
             Some(w) => w,
             None => {
                 let f = tempfile::tempfile_in(&self.dir).with_context(|| {
-                    format!("failed to make a spool file in {}", self.dir.display())
+                    format!(
+                        "failed to make a spool file in {} ({ROOM})",
+                        self.dir.display()
+                    )
                 })?;
                 self.file.insert(BufWriter::with_capacity(1 << 16, f))
             }
@@ -42,8 +47,12 @@ impl<T: Serialize + DeserializeOwned + 'static> Spool<T> {
         let written = serde_json::to_writer(&mut *w, record)
             .map_err(anyhow::Error::new)
             .and_then(|()| Ok(w.write_all(b"\n")?));
-        written
-            .with_context(|| format!("failed to write to a spool file in {}", self.dir.display()))
+        written.with_context(|| {
+            format!(
+                "failed to write to a spool file in {} ({ROOM})",
+                self.dir.display()
+            )
+        })
     }
 
     /// Every record pushed, in order.
@@ -87,7 +96,8 @@ mod tests {
         let mut missing = Spool::<u32>::new(&dir.path().join("gone"));
         let e = missing.push(&1).unwrap_err();
         assert!(
-            format!("{e:#}").contains("failed to make a spool file in"),
+            format!("{e:#}").contains("failed to make a spool file in")
+                && format!("{e:#}").contains(ROOM),
             "{e:#}"
         );
     }
