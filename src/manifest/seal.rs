@@ -139,6 +139,71 @@ impl TagStream {
     }
 }
 
+/// [`tag`] of a message fed in parts, for one too large to hold whole (a
+/// catalog base of years of history) where the tag is a key's HMAC (with
+/// each escrow's) or a digest. A signature needs the whole message: there
+/// is no such maker for a host with a signing key ([`TagMaker::new`]).
+pub struct TagMaker {
+    own: Option<hmac::Context>,
+    escrows: Vec<hmac::Context>,
+    digest: Option<sha2::Sha256>,
+}
+
+impl TagMaker {
+    /// A maker of the tag `keys` make; `None` where that is a signature. An
+    /// error where [`tag`] would fail (no key seals).
+    pub fn new(keys: Option<&Keyring>) -> Result<Option<TagMaker>> {
+        let Some(keys) = keys else {
+            return Ok(Some(TagMaker {
+                own: None,
+                escrows: Vec::new(),
+                digest: Some(sha2::Sha256::new()),
+            }));
+        };
+        let Sealing::Mac(mac, _) = Sealing::of(keys)? else {
+            return Ok(None);
+        };
+        Ok(Some(TagMaker {
+            own: Some(hmac::Context::with_key(mac)),
+            escrows: keys
+                .escrow()
+                .iter()
+                .map(|e| hmac::Context::with_key(e.seal_key()))
+                .collect(),
+            digest: None,
+        }))
+    }
+
+    pub fn update(&mut self, part: &[u8]) {
+        if let Some(m) = &mut self.own {
+            m.update(part);
+        }
+        for e in &mut self.escrows {
+            e.update(part);
+        }
+        if let Some(d) = &mut self.digest {
+            d.update(part);
+        }
+    }
+
+    /// The tag (hex), as [`tag`] makes it of what was fed.
+    pub fn finish(self) -> String {
+        let Some(own) = self.own else {
+            let digest = self.digest.map(|d| d.finalize().to_vec());
+            return hex::encode(digest.unwrap_or_default());
+        };
+        let own = own.sign();
+        if self.escrows.is_empty() {
+            return hex::encode(own.as_ref());
+        }
+        let mut out = own.as_ref()[..TAG_PART].to_vec();
+        for e in self.escrows {
+            out.extend_from_slice(&e.sign().as_ref()[..TAG_PART]);
+        }
+        hex::encode(out)
+    }
+}
+
 /// What the readers of one run trust; also holds the run's keys.
 #[derive(Clone, Default)]
 pub struct Trust {
@@ -1039,6 +1104,22 @@ pub(crate) mod tests {
         let host = ring(b).with_escrow(vec![escrow]);
         let vault = Trust::new(Some(Keyring::new(identity, vec![])), None, vec![]);
         (host, vault)
+    }
+
+    #[test]
+    fn a_tag_made_in_parts_is_the_tag_made_whole() {
+        let message: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (escrowed, _) = escrowed(7);
+        for keys in [None, Some(ring(3)), Some(escrowed)] {
+            let mut maker = TagMaker::new(keys.as_ref()).unwrap().unwrap();
+            for part in message.chunks(4099) {
+                maker.update(part);
+            }
+            assert_eq!(maker.finish(), tag(keys.as_ref(), &message).unwrap());
+        }
+        // A signature needs the whole message.
+        let (host, _, _) = host_and_scoped_reader();
+        assert!(TagMaker::new(Some(&host)).unwrap().is_none());
     }
 
     #[test]
