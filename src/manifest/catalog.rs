@@ -36,6 +36,10 @@
 //!   entry whose signer was removed is read again, and refused). An object
 //!   that does not verify is passed over with a warning (the next lower one,
 //!   or the manifests themselves, are read).
+//! - A base is written as its entries come, in order of id, into a file of
+//!   its own ([`base`]): a first read hands out each manifest as it reads it
+//!   into the first base, and a new base is merged from the old one as that
+//!   is parsed, so years of manifests are never held.
 //! - Manifests that could not be read are not cached; their keys are, and every
 //!   reader reads them again, so damage keeps being reported. A store that did
 //!   not answer leaves the catalog as it was.
@@ -61,6 +65,7 @@ use crate::exit::{classify, coded, Code};
 use crate::id::BackupId;
 use crate::store::{is_already_exists, ObjectInfo, Store, Version};
 
+mod base;
 mod doc;
 mod entries;
 mod ids;
@@ -237,6 +242,8 @@ struct State {
     /// manifests is held once, not twice): every id the catalog holds, while
     /// `entries` keeps only those a delta carries (not in the base, or
     /// dirty). A write of a new base reads the others from the base again.
+    /// (A first read whose base could not be stored holds ids and no
+    /// entries, and no base: only the next reader writes one.)
     handed: Option<Ids>,
     damaged: BTreeSet<String>,
     /// Catalog objects listed (number, key).
@@ -308,14 +315,7 @@ impl State {
             if !self.base_ids.contains(&id) || self.dirty.contains(&id) {
                 carried.push(e.clone());
             }
-            match admit(&e.manifest, e.sealer.as_deref().filter(|_| e.sealed), trust) {
-                Ok(()) => sink(Some(e.manifest)),
-                Err(err) => bad.push(Unreadable {
-                    key: e.manifest.key(),
-                    error: format!("{err:#}"),
-                    code: classify(&err),
-                }),
-            }
+            hand(trust, e, bad, sink);
         }
         ids.extend(popped.into_iter().rev());
         // In order of id, as the entries were.
@@ -989,8 +989,9 @@ pub fn read(
     depth: Depth,
 ) -> Result<(Vec<Manifest>, Vec<Unreadable>)> {
     let mut good = Vec::new();
-    // Every manifest is kept: none is handed out early (a new base would then
-    // be written from a second copy of the base, read again).
+    // Every manifest is kept: none of a base is handed out early (a new base
+    // would then be written from a second copy of the base, read again).
+    // With no catalog yet, each is handed out as it goes into the first.
     let bad = fold_to(store, trust, kind, depth, false, &mut |m| match m {
         Some(m) => good.push(m),
         None => good.clear(),
@@ -1060,73 +1061,71 @@ fn fold_to(
     let mut again = streamed.again;
     let mut changed = st.seq == 0 || !again.is_empty() || streamed.dropped;
     changed |= prune(&mut st, trust, &mut again, &listed, checked);
-    let held = |k: &str| holds_key(&st, &streamed.handed, kind, &dir, k);
-    let mut to_read: Vec<String> = listed.keys().filter(|k| !held(k)).collect();
-    to_read.extend(again);
-    // Damaged manifests outside the listing are read again too.
-    to_read.extend(
-        st.damaged
-            .iter()
-            .filter(|k| !checked(k) && !held(k))
-            .cloned(),
-    );
-    to_read.sort();
-    to_read.dedup();
-    let mut bad = Vec::new();
-    let mut damaged = BTreeSet::new();
-    let mut answered = true;
-    let mut verified = 0;
-    let mut read_now = Vec::new();
-    for key in to_read {
-        let stored = listed.get(&key);
-        match read_listed(store, &key, stored.as_ref())
-            .and_then(|b| parse_with_sealer(&b, &key, trust))
-        {
-            Ok((manifest, sealer)) => {
-                verified += 1;
-                st.dirty.insert(manifest.id);
-                read_now.push(Entry::new(manifest, sealer, stored));
-                changed = true;
-            }
-            Err(e) => {
-                let code = classify(&e);
-                match code {
-                    // Deleted since it was listed.
-                    Some(Code::NotFound) => continue,
-                    Some(Code::Transient) => answered = false,
-                    _ => {
-                        damaged.insert(key.clone());
-                    }
-                }
-                bad.push(Unreadable {
-                    key,
-                    error: format!("{e:#}"),
-                    code,
-                });
-            }
+    // No catalog to start from (a first read, or none verifies): every key
+    // listed is read, in order, into a base written as they are read, each
+    // handed out at once, so that years of them are never held.
+    let mut fresh = match st.seq == 0 && st.entries.is_empty() && streamed.handed.is_empty() {
+        true if again.is_empty() && st.damaged.is_empty() && !listed.is_empty() => {
+            fresh_base(store, trust.keys(), kind, st.top, listed_at)
         }
-    }
+        _ => None,
+    };
+    let to_read: Box<dyn Iterator<Item = String> + '_> = match fresh {
+        Some(_) => Box::new(listed.sorted_keys()),
+        None => {
+            let held = |k: &str| holds_key(&st, &streamed.handed, kind, &dir, k);
+            let to_read = lacking(&listed, again, &st.damaged, held, checked);
+            Box::new(to_read.into_iter())
+        }
+    };
+    let mut fresh_ids = Ids::default();
+    let mut fresh_bad = Vec::new();
+    let mut read_now = Vec::new();
+    let found = read_keys(store, trust, to_read, &listed, &mut |e| match &mut fresh {
+        Some(w) => {
+            w.push(&e);
+            fresh_ids.insert(e.manifest.id);
+            hand(trust, e, &mut fresh_bad, sink);
+        }
+        None => {
+            st.dirty.insert(e.manifest.id);
+            read_now.push(e);
+        }
+    });
     st.entries.upsert_many(read_now);
+    let (mut bad, damaged, answered) = (found.bad, found.damaged, found.answered);
     // A run that verified none of the manifests it read, only found new
     // damage, may hold the wrong key: what it learned is not written.
-    let learned = verified > 0 || damaged.is_subset(&st.damaged);
-    changed |= damaged != st.damaged;
+    let learned = found.verified > 0 || damaged.is_subset(&st.damaged);
+    changed |= found.verified > 0 || damaged != st.damaged;
     st.damaged = damaged;
     settle(&mut st, answered, listed_at);
     // A kind with nothing stored needs no catalog.
-    let empty = st.seq == 0 && st.entries.is_empty() && st.damaged.is_empty();
+    let empty =
+        st.seq == 0 && st.entries.is_empty() && st.damaged.is_empty() && fresh_ids.is_empty();
     let write = changed && answered && !empty;
     bad.extend(streamed.bad);
+    if fresh.is_some() {
+        bad.extend(fresh_bad);
+        warn_junk(&bad);
+        st.handed = Some(fresh_ids);
+        let saved = match write {
+            true => save(store, trust, kind, &mut st, learned, fresh),
+            false => Ok(()),
+        };
+        remember(store, trust.keys(), kind, st);
+        return saved.map(|()| bad);
+    }
     // Where the base was handed out as it was read, the state holds only
     // part of it: the rest is handed out now, and a write of a new base
-    // reads the base again ([`fill`]). Else (no base, or every entry held)
-    // the state is written whole first, so that handing out keeps no copy.
+    // reads the base again ([`fill`]). Else (every entry held) the state is
+    // written whole first, so that handing out keeps no copy.
     let streamed_any = !streamed.handed.is_empty();
     if streamed_any {
         st.hand_out(trust, &mut bad, streamed.handed, sink);
     }
     let saved = match write {
-        true => save(store, trust, kind, &mut st, learned),
+        true => save(store, trust, kind, &mut st, learned, None),
         false => Ok(()),
     };
     if !streamed_any {
@@ -1134,6 +1133,110 @@ fn fold_to(
     }
     remember(store, trust.keys(), kind, st);
     saved.map(|()| bad)
+}
+
+/// The manifest keys a read reads from their keys, in order: those `listed`
+/// that the catalog does not hold (`held`), those to read `again`, and the
+/// `damaged` ones outside the keys the listing `checked`.
+fn lacking(
+    listed: &Listing,
+    again: Vec<String>,
+    damaged: &BTreeSet<String>,
+    held: impl Fn(&str) -> bool,
+    checked: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut to_read: Vec<String> = listed.keys().filter(|k| !held(k)).collect();
+    to_read.extend(again);
+    to_read.extend(damaged.iter().filter(|k| !checked(k) && !held(k)).cloned());
+    to_read.sort();
+    to_read.dedup();
+    to_read
+}
+
+/// What [`read_keys`] found.
+struct Found {
+    bad: Vec<Unreadable>,
+    /// The keys of manifests that are damaged (not deleted, nor out of reach).
+    damaged: BTreeSet<String>,
+    /// Whether the store answered every read.
+    answered: bool,
+    verified: usize,
+}
+
+/// Reads the manifests `keys` (as `listed` shows them) and hands each that
+/// this run's trust admits to `each`.
+fn read_keys(
+    store: &dyn Store,
+    trust: &Trust,
+    keys: impl Iterator<Item = String>,
+    listed: &Listing,
+    each: &mut dyn FnMut(Entry),
+) -> Found {
+    let mut found = Found {
+        bad: Vec::new(),
+        damaged: BTreeSet::new(),
+        answered: true,
+        verified: 0,
+    };
+    for key in keys {
+        let stored = listed.get(&key);
+        match read_listed(store, &key, stored.as_ref())
+            .and_then(|b| parse_with_sealer(&b, &key, trust))
+        {
+            Ok((manifest, sealer)) => {
+                found.verified += 1;
+                each(Entry::new(manifest, sealer, stored));
+            }
+            Err(e) => {
+                let code = classify(&e);
+                match code {
+                    // Deleted since it was listed.
+                    Some(Code::NotFound) => continue,
+                    Some(Code::Transient) => found.answered = false,
+                    _ => {
+                        found.damaged.insert(key.clone());
+                    }
+                }
+                found.bad.push(Unreadable {
+                    key,
+                    error: format!("{e:#}"),
+                    code,
+                });
+            }
+        }
+    }
+    found
+}
+
+/// A writer of the first base of `kind`, above catalog number `top`, for a
+/// read that found no catalog and reads every manifest listed at
+/// `listed_at`; `None` where no write would be kept (a dry run's last
+/// reads), or the base cannot be begun (the write then fails as it would
+/// have, once the manifests are held).
+fn fresh_base<'k>(
+    store: &dyn Store,
+    keys: Option<&'k Keyring>,
+    kind: Kind,
+    top: u64,
+    listed_at: OffsetDateTime,
+) -> Option<base::BaseWriter<'k>> {
+    if store.forgets_writes() {
+        return None;
+    }
+    base::BaseWriter::new(keys, kind, top.checked_add(1)?, listed_at).ok()
+}
+
+/// Hands manifest `e` to `sink` when this run's trust admits it, else names
+/// it in `bad`.
+fn hand(trust: &Trust, e: Entry, bad: &mut Vec<Unreadable>, sink: &mut Sink) {
+    match admit(&e.manifest, e.sealer.as_deref().filter(|_| e.sealed), trust) {
+        Ok(()) => sink(Some(e.manifest)),
+        Err(err) => bad.push(Unreadable {
+            key: e.manifest.key(),
+            error: format!("{err:#}"),
+            code: classify(&err),
+        }),
+    }
 }
 
 /// Every manifest key of `kind`, taken as it is listed, and when; and the
@@ -1155,11 +1258,16 @@ fn list_now(
 ) -> Result<(Listing, OffsetDateTime)> {
     let at = OffsetDateTime::now_utc();
     let dir = super::manifest_dir(kind);
-    let objects = match after {
-        Some(a) => store.list_after(&dir, a)?,
-        None => store.list(&dir)?,
+    let listing = match after {
+        Some(a) => Listing::of(kind, store.list_after(&dir, a)?),
+        // Every key (years of them): taken as listed, not gathered first.
+        None => {
+            let mut listing = Listing::new(kind);
+            store.list_each(&dir, &mut |o| listing.add(o))?;
+            listing.finish()
+        }
     };
-    Ok((Listing::of(kind, objects), at))
+    Ok((listing, at))
 }
 
 /// Drops from `st` the entries read again whatever the listing says
@@ -1260,20 +1368,52 @@ fn warn_junk(bad: &[Unreadable]) {
 /// Writes the catalog `read` brought up to date, when it `learned` something
 /// it could verify. Another installation's store (its marker sealed by a key
 /// this config lacks) is an error, and nothing is written.
-fn save(store: &dyn Store, trust: &Trust, kind: Kind, st: &mut State, learned: bool) -> Result<()> {
+///
+/// `fresh`: the base written as the manifests were read, where there was
+/// none to start from ([`fresh_base`]); it is stored as it is.
+fn save(
+    store: &dyn Store,
+    trust: &Trust,
+    kind: Kind,
+    st: &mut State,
+    learned: bool,
+    fresh: Option<base::BaseWriter>,
+) -> Result<()> {
     if let Some(e) = super::marker::foreign(store, trust) {
         return Err(e);
     }
     // Nothing would read it (a dry run's, at its last reads): the next run
     // writes it.
     if learned && !store.forgets_writes() {
-        // The manifests were listed just now (from the window on, or all).
-        let checked_at = OffsetDateTime::now_utc();
-        if let Err(e) = write(store, trust.keys(), kind, st, checked_at, false) {
+        let written = match fresh {
+            Some(w) => write_fresh(store, kind, st, w),
+            // The manifests were listed just now (from the window on, or all).
+            None => write(
+                store,
+                trust.keys(),
+                kind,
+                st,
+                OffsetDateTime::now_utc(),
+                false,
+            ),
+        };
+        if let Err(e) = written {
             warn_unwritten(store, kind, &e);
         }
     }
     Ok(())
+}
+
+/// Stores base `w`, written as the manifests were read into `st` (which
+/// held no catalog); false where another writer took its number.
+fn write_fresh(store: &dyn Store, kind: Kind, st: &mut State, w: base::BaseWriter) -> Result<bool> {
+    let (seq, checked_at) = w.number();
+    let Some(written) = w.store(store, &st.damaged)? else {
+        return Ok(false);
+    };
+    based(st, seq, written);
+    wrote(store, kind, st, (seq, checked_at), 0, false);
+    Ok(true)
 }
 
 fn warn_unwritten(store: &dyn Store, kind: Kind, e: &anyhow::Error) {
@@ -1362,17 +1502,7 @@ fn write(
     checked_at: OffsetDateTime,
     light: bool,
 ) -> Result<bool> {
-    let seq = st.top.checked_add(1).ok_or_else(|| {
-        coded(
-            Code::Integrity,
-            format!(
-                "the {} catalog's numbers are used up (an object numbered {} is in the store: not bkp's); delete {} to start it again",
-                kind.as_str(),
-                st.top,
-                prefix(kind)
-            ),
-        )
-    })?;
+    let seq = next_seq(kind, st)?;
     // Changed since the base: manifests it lacks, and new versions of those
     // it holds.
     let changed = |st: &State, id: &BackupId| !st.base_ids.contains(id) || st.dirty.contains(id);
@@ -1384,75 +1514,100 @@ fn write(
         .collect();
     let added_n = st.entries.keys().filter(|id| changed(st, id)).count();
     let delta = st.seq != 0 && added_n + removed.len() < REBASE;
-    let handed = st.handed.is_some();
-    // The base the entries were read from is gone or changed: another
-    // writer's catalog stands, and the caller reads it again.
-    if !delta && handed && !fill(store, keys, kind, st)? {
-        return Ok(false);
+    let old_base = st.base_seq;
+    if !delta {
+        // Written as it is encoded, merged with the base it replaces where
+        // the entries were handed out: a base of years is never held whole.
+        let mut w = base::BaseWriter::new(keys, kind, seq, checked_at)?;
+        match st.handed.is_some() {
+            // The base the entries were read from is gone or changed:
+            // another writer's catalog stands, and the caller reads it again.
+            true if !fill(store, keys, kind, st, &mut w)? => return Ok(false),
+            true => {}
+            false => st.entries.values().for_each(|e| w.push(e)),
+        }
+        let Some(written) = w.store(store, &st.damaged)? else {
+            return Ok(false);
+        };
+        based(st, seq, written);
+        wrote(store, kind, st, (seq, checked_at), old_base, light);
+        return Ok(true);
     }
-    let added: Vec<&Entry> = match delta {
-        true => st
-            .entries
-            .values()
-            .filter(|e| changed(st, &e.manifest.id))
-            .collect(),
-        false => Vec::new(),
-    };
     let doc = Doc {
         schema: SCHEMA.into(),
         kind,
         seq,
-        base: delta.then_some(st.base_seq),
+        base: Some(st.base_seq),
         written_at: checked_at,
         understands: SCHEMA_MINOR,
-        entries: if delta {
-            added
-        } else {
-            st.entries.values().collect()
-        },
-        removed: if delta { removed } else { Vec::new() },
+        entries: st
+            .entries
+            .values()
+            .filter(|e| changed(st, &e.manifest.id))
+            .collect(),
+        removed,
         damaged: st.damaged.iter().cloned().collect(),
     };
-    // Compressed as it is encoded: a base of a year of manifests is tens of
-    // MiB of JSON, never held whole.
+    // A delta carries fewer than REBASE changes: small.
     let mut z = zstd::stream::write::Encoder::new(Vec::new(), 3)
         .context("failed to compress the catalog")?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 16, &mut z);
-    serde_json::to_writer(&mut w, &doc).context("failed to encode the catalog")?;
-    std::io::Write::flush(&mut w).context("failed to compress the catalog")?;
-    drop(w);
+    serde_json::to_writer(&mut z, &doc).context("failed to encode the catalog")?;
     let payload = z.finish().context("failed to compress the catalog")?;
     drop(doc);
     let tag = seal::tag(keys, &payload)?;
     let mut bytes = format!("{MAGIC}{tag}\n").into_bytes();
     bytes.extend_from_slice(&payload);
-    let key = object_key(kind, seq);
-    let written_info = match store.put_new(&key, &bytes, &Vec::new()) {
-        Ok(info) => info,
+    match store.put_new(&object_key(kind, seq), &bytes, &Vec::new()) {
+        Ok(_) => {}
         Err(e) if is_already_exists(&e) => return Ok(false),
         Err(e) => return Err(e),
-    };
-    let old_base = st.base_seq;
-    if !delta {
-        // A base this run wrote is one the next run need not read: a write
-        // answers with the entity tag a listing shows.
-        let written = ObjectInfo {
-            key: key.clone(),
-            size: bytes.len() as u64,
-            ..written_info
-        };
-        if let Some((path, prefix)) = base_copy(store, kind, &written) {
-            keep_copy(&path, &prefix, &mut &bytes[..]);
-        }
-        st.base_source = Tagger::of(keys, &payload, &tag).map(|t| (written, t));
-        st.base_seq = seq;
-        st.base_ids = st.entries.keys().copied().collect();
-        st.dirty.clear();
-        // Held by the caller of `read`: not held twice.
-        if handed {
-            st.handed = Some(std::mem::take(&mut st.entries).into_keys().collect());
-        }
     }
+    wrote(store, kind, st, (seq, checked_at), old_base, light);
+    Ok(true)
+}
+
+/// The number above every catalog object of `kind` listed.
+fn next_seq(kind: Kind, st: &State) -> Result<u64> {
+    st.top.checked_add(1).ok_or_else(|| {
+        coded(
+            Code::Integrity,
+            format!(
+                "the {} catalog's numbers are used up (an object numbered {} is in the store: not bkp's); delete {} to start it again",
+                kind.as_str(),
+                st.top,
+                prefix(kind)
+            ),
+        )
+    })
+}
+
+/// `st` once base `written`, number `seq`, is stored: it holds what that
+/// base holds.
+fn based(st: &mut State, seq: u64, written: base::Written) {
+    let base::Written { info, tagger, ids } = written;
+    // A base this run wrote is one the next run need not read.
+    st.base_source = tagger.map(|t| (info, t));
+    st.base_seq = seq;
+    st.dirty.clear();
+    // Held by the caller of `read`: not held twice.
+    if st.handed.is_some() {
+        st.entries = Entries::default();
+        st.handed = Some(ids.clone());
+    }
+    st.base_ids = ids;
+}
+
+/// `st` once its catalog object `seq` is stored, its manifests checked at
+/// `checked_at` (`old_base`: the base before it): what it supersedes is
+/// deleted ([`tidy`]).
+fn wrote(
+    store: &dyn Store,
+    kind: Kind,
+    st: &mut State,
+    (seq, checked_at): (u64, OffsetDateTime),
+    old_base: u64,
+    light: bool,
+) {
     st.seq = seq;
     st.top = seq;
     st.written_at = Some(checked_at);
@@ -1465,47 +1620,66 @@ fn write(
     let deleted = tidy(store, &due, light);
     kept.extend(due.into_iter().filter(|(_, k)| !deleted.contains(k)));
     kept.sort();
-    kept.push((seq, key));
+    kept.push((seq, object_key(kind, seq)));
     st.objects = kept;
-    Ok(true)
 }
 
-/// Reads back from the base the entries [`read`] handed out, for a write of
-/// a new base. They were in the base unchanged (changed ones stayed in
+/// Writes into `w` the base the entries [`read`] handed out came from,
+/// merged with the entries `st` holds (a delta carries them), as the base
+/// is parsed. They were in the base unchanged (changed ones stayed in
 /// `entries`), and are taken as they were: only what the base's tagger
-/// vouches for. False, the state unchanged, when the base is gone or is not
-/// the one they were read from (a base, tagged by the same).
-fn fill(store: &dyn Store, keys: Option<&Keyring>, kind: Kind, st: &mut State) -> Result<bool> {
+/// vouches for. False when the base is gone or is not the one they were
+/// read from (a base, tagged by the same).
+fn fill(
+    store: &dyn Store,
+    keys: Option<&Keyring>,
+    kind: Kind,
+    st: &State,
+    w: &mut base::BaseWriter,
+) -> Result<bool> {
     let Some(ids) = &st.handed else {
         return Ok(true);
     };
     let Some((listed, was)) = &st.base_source else {
         return Ok(false);
     };
-    // Only those handed out are held as the base is parsed (a cleanup of
-    // years of history hands out a tenth of a base it read).
+    // Only those handed out come from the base (a cleanup of years of
+    // history hands out a tenth of a base it read).
     let only = |id: BackupId| ids.contains(&id) && !st.entries.contains_key(&id);
-    let mut pass = Pass::holding_only(kind, &only);
-    pass.prepare(st.base_seq, None);
-    let read = read_object(store, keys, kind, st.base_seq, listed, Some(&mut pass));
+    let held: Vec<&Entry> = st.entries.values().collect();
+    let (mut next, mut from_base) = (0, 0);
+    let read = {
+        let mut feed = |e: Option<Entry>| match e {
+            None => {
+                w.restart();
+                (next, from_base) = (0, 0);
+            }
+            Some(e) => {
+                // Those held that come before it go first.
+                while held
+                    .get(next)
+                    .is_some_and(|h| h.manifest.id < e.manifest.id)
+                {
+                    w.push(held[next]);
+                    next += 1;
+                }
+                w.push(&e);
+                from_base += 1;
+            }
+        };
+        let mut pass = Pass::feeding(kind, &only, &mut feed);
+        pass.prepare(st.base_seq, None);
+        read_object(store, keys, kind, st.base_seq, listed, Some(&mut pass))
+    };
     let (doc, tagger) = match read {
         Ok(read) => read,
         Err(e) if classify(&e) == Some(Code::Transient) => return Err(e),
         Err(_) => return Ok(false),
     };
-    if doc.base.is_some() || tagger != *was {
+    if doc.base.is_some() || tagger != *was || from_base + held.len() != ids.len() {
         return Ok(false);
     }
-    // The pass held what the base's tagger vouches for.
-    let back = Entries::from_sorted(std::mem::take(&mut pass.held));
-    drop(pass);
-    let Some(mut all) = back.filter(|b| b.len() + st.entries.len() == ids.len()) else {
-        return Ok(false);
-    };
-    // The few a delta carries go into the many read back, mostly past them.
-    all.upsert_many(std::mem::take(&mut st.entries).into_vec());
-    st.entries = all;
-    st.handed = None;
+    held[next..].iter().for_each(|e| w.push(e));
     Ok(true)
 }
 
@@ -1733,6 +1907,64 @@ mod tests {
         // A restore refuses the catalog's older copy, and corrects the catalog.
         assert!(reread(&store, &trust, &fresh).is_err());
         assert_eq!(reread(&store, &trust, &edited).unwrap(), edited);
+    }
+
+    #[test]
+    fn a_first_read_hands_out_each_manifest_as_it_writes_the_base() {
+        use crate::store::counting::Counting;
+        let store = MemoryStore::default();
+        let trust = Trust::none();
+        let t0 = OffsetDateTime::now_utc() - Duration::days(30);
+        let mut all = Vec::new();
+        for i in 0..20 {
+            let m = sample(Kind::Duckdb, t0 + Duration::hours(i));
+            rewrite(&store, &m);
+            all.push(m);
+        }
+        all.sort_by_key(|m| m.id);
+        CACHE.lock().unwrap().clear();
+        // Each manifest is handed out as it is read, not once all are held:
+        // between two hand-outs, a manifest was read.
+        let counted = Counting::new(&store);
+        let mut seen = Vec::new();
+        let bad = fold(
+            &counted,
+            &trust,
+            Kind::Duckdb,
+            Depth::Recent,
+            &mut |m| match m {
+                Some(m) => seen.push((m, counted.bytes_read())),
+                None => seen.clear(),
+            },
+        )
+        .unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        assert!(
+            seen.windows(2).all(|w| w[0].1 < w[1].1),
+            "read, handed out, read: {:?}",
+            seen.iter().map(|s| s.1).collect::<Vec<_>>()
+        );
+        let seen: Vec<Manifest> = seen.into_iter().map(|s| s.0).collect();
+        assert_eq!(seen, all, "oldest first, each once");
+        // What this process keeps is the ids, not the entries.
+        let st = cached(&counted, None, Kind::Duckdb).unwrap();
+        assert_eq!((st.seq, st.base_seq), (1, 1));
+        assert!(st.entries.is_empty());
+        assert_eq!(st.handed.as_ref().map(Ids::len), Some(all.len()));
+        // The base holds every manifest, as read.
+        let base = load_whole(&store, None, Kind::Duckdb).unwrap();
+        let held: Vec<Manifest> = base.entries.values().map(|e| e.manifest.clone()).collect();
+        assert_eq!(held, all);
+        // A manifest this run stores goes into a delta on it.
+        let new = sample(Kind::Duckdb, OffsetDateTime::now_utc());
+        store_manifest(&store, &new);
+        assert_eq!(catalog_objects(&store).len(), 2);
+        let (good, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        assert_eq!(good.len(), all.len() + 1);
+        CACHE.lock().unwrap().clear();
+        let mut want: Vec<BackupId> = ids(&all);
+        want.push(new.id);
+        assert_eq!(fold_fresh(&store, &trust), want);
     }
 
     #[test]

@@ -122,10 +122,6 @@ impl Entries {
     pub(super) fn into_vec(self) -> Vec<Entry> {
         self.0
     }
-
-    pub(super) fn into_keys(self) -> impl Iterator<Item = BackupId> {
-        self.0.into_iter().map(|e| e.manifest.id)
-    }
 }
 
 /// Whether `entries` are in strictly ascending order of id.

@@ -152,6 +152,26 @@ impl Listing {
         let ids = self.rows.iter().map(|r| manifest_key(self.kind, r.0));
         ids.chain(self.odd.keys().cloned())
     }
+
+    /// Every key listed, in order, each once (the keys of the rows sort as
+    /// their ids do; a key is a row's or an odd one, never both).
+    pub fn sorted_keys(&self) -> impl Iterator<Item = String> + '_ {
+        let mut ids = self
+            .rows
+            .iter()
+            .map(|r| manifest_key(self.kind, r.0))
+            .peekable();
+        let mut odd = self.odd.keys().peekable();
+        std::iter::from_fn(move || match (ids.peek(), odd.peek()) {
+            (Some(id), Some(o)) if o.as_str() < id.as_str() => odd.next().cloned(),
+            (Some(_), _) => ids.next(),
+            (None, _) => odd.next().cloned(),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.odd.is_empty()
+    }
 }
 
 /// The id `key` is the manifest key of, where it is one exactly as bkp
@@ -206,9 +226,31 @@ mod tests {
         assert!(listing.get(&manifest_key(Kind::Parquet, a)).is_none());
         let mut keys: Vec<String> = listing.keys().collect();
         keys.sort();
-        let mut want = vec![ka.clone(), kb.clone(), upper, odd.to_string()];
+        let mut want = vec![ka.clone(), kb.clone(), upper.clone(), odd.to_string()];
         want.sort();
         assert_eq!(keys, want);
+        // Odd keys sort before, between and after the rows' keys.
+        let ks: Vec<String> = (0..3)
+            .map(|i| {
+                manifest_key(
+                    Kind::Duckdb,
+                    BackupId::new_v7(at + time::Duration::hours(i)),
+                )
+            })
+            .collect();
+        let odd_between = format!("{}x.json", &ks[1][..ks[1].len() - 6]);
+        let odd_after = "manifests/duckdb/zz.json".to_string();
+        let mixed = Listing::of(
+            Kind::Duckdb,
+            [&ks[2], &upper, &odd_after, &ks[0], &odd_between, &ks[1]]
+                .into_iter()
+                .map(|k| info(k, 1))
+                .collect(),
+        );
+        let mut want: Vec<String> = mixed.keys().collect();
+        want.sort();
+        assert_eq!(want.len(), 6);
+        assert_eq!(mixed.sorted_keys().collect::<Vec<_>>(), want);
 
         // A later listing of part of the keys: its records win, its new
         // keys are added, what it does not show stays.

@@ -1,8 +1,10 @@
 //! What a read of a catalog does with each entry of its base, as the base is
 //! parsed ([`super::doc`]).
 //!
-//! A run that writes the catalog ([`Pass::holding`]) holds every entry. A
-//! [`super::fold`] ([`Pass::reading`]) hands the caller at once each entry
+//! A run that adds to the catalog ([`Pass::holding`]) holds every entry; one
+//! that writes a new base from the entries a read handed out
+//! ([`Pass::feeding`]) gives each to the base being written as it is
+//! parsed, and holds none. A [`super::fold`] ([`Pass::reading`]) hands the caller at once each entry
 //! that nothing later in the read can change, and holds only the others:
 //! those the listing checks (younger than the catalog's time minus
 //! [`super::WINDOW`]), which are handed out at the end. A complete read
@@ -45,6 +47,9 @@ pub(super) struct Head {
 /// it handed out is not a picture of the store: the caller drops it.
 pub type Sink<'a> = dyn FnMut(Option<Manifest>) + 'a;
 
+/// See [`Pass::feeding`].
+pub(super) type Feed<'a> = dyn FnMut(Option<Entry>) + 'a;
+
 /// See the module documentation.
 pub(super) struct Pass<'a> {
     kind: Kind,
@@ -61,8 +66,11 @@ pub(super) struct Pass<'a> {
     pub recheck: BTreeSet<BackupId>,
     /// The entries the state holds, in order of id.
     pub held: Vec<Entry>,
-    /// Which entries a holding pass holds (all, without it).
+    /// Which entries a holding or feeding pass takes (all, without it).
     only: Option<&'a dyn Fn(BackupId) -> bool>,
+    /// Where a feeding pass puts what it would hold, as it is parsed
+    /// (`None`: forget what was fed, the object failed part way).
+    feed: Option<&'a mut Feed<'a>>,
     /// The key after which the listing checks manifests, once the base's
     /// head was read (`Some(None)`: every key).
     after: Option<Option<String>>,
@@ -114,6 +122,7 @@ impl<'a> Pass<'a> {
             recheck: BTreeSet::new(),
             held: Vec::new(),
             only: None,
+            feed: None,
             after: None,
             understands: 0,
             last: None,
@@ -121,11 +130,16 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// A pass that holds only the entries `only` picks: a base read back to
-    /// be written again beside what was handed out of it.
-    pub fn holding_only(kind: Kind, only: &'a dyn Fn(BackupId) -> bool) -> Pass<'a> {
+    /// A pass that gives `feed` each entry `only` picks as it is parsed,
+    /// holding none: a base read back to be written again as it is read.
+    pub fn feeding(
+        kind: Kind,
+        only: &'a dyn Fn(BackupId) -> bool,
+        feed: &'a mut Feed<'a>,
+    ) -> Pass<'a> {
         Pass {
             only: Some(only),
+            feed: Some(feed),
             ..Pass::holding(kind)
         }
     }
@@ -180,6 +194,11 @@ impl<'a> Pass<'a> {
         self.held.clear();
         self.after = None;
         self.understands = 0;
+        if self.last.is_some() {
+            if let Some(feed) = &mut self.feed {
+                feed(None);
+            }
+        }
         self.last = None;
         if let Some(r) = &mut self.reader {
             let handed = !r.handed.is_empty() || !r.bad.is_empty();
@@ -245,7 +264,10 @@ impl<'a> Pass<'a> {
         }
         let Some(r) = &mut self.reader else {
             if self.only.is_none_or(|only| only(id)) {
-                self.held.push(e);
+                match &mut self.feed {
+                    Some(feed) => feed(Some(e)),
+                    None => self.held.push(e),
+                }
             }
             return Ok(());
         };
