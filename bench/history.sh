@@ -198,6 +198,7 @@ run "bkp verify --since 1d (lists every manifest key)" verify --since 1d
 fi
 [ "${RUNS:-all}" = setup ] && { echo "kept $work: the store and its catalog, BKP_NOW=$BKP_NOW"; exit 0; }
 run "bkp cleanup --dry-run (lists every manifest key)" cleanup --dry-run
+run "bkp cleanup --dry-run --json (the plan as one document)" --json cleanup --dry-run
 if [ "$store" = local ]; then
   run "bkp cleanup (deletes what no retention rule keeps)" cleanup
   deleted=$(( count - $(find "$work/store/manifests" -name '*.json' | wc -l) ))

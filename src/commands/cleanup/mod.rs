@@ -203,7 +203,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
         .map(|(_, k)| (k, 0))
         .collect();
     let (decisions, locked) = decide(ctx, store, &mut book, &gone, started_at)?;
-    let json_plan = show_plan(ctx, &decisions, &book, dry)?;
+    let json_plan = show_plan(ctx, &decisions, &book)?;
     // In the order of the plan, with why.
     let doomed: Vec<(BackupId, &str)> = decisions
         .iter()
@@ -310,14 +310,9 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     let grace: std::time::Duration = plan.retention.grace.try_into().unwrap_or_default();
     totals.local = local_leftovers(ctx, grace, dry);
 
-    if let Some(mut doc) = json_plan {
-        doc["orphans"] = json!(orphans
-            .iter()
-            .map(|o| json!({"key": o.key, "bytes": o.size}))
-            .collect::<Vec<_>>());
-        doc["unfinished_uploads"] = unfinished_json(&unfinished);
-        ui::document(doc)?;
-    }
+    // A plan that fails to print does not keep the report and metrics of
+    // what was deleted from being written: its error is the run's after.
+    let printed = json_plan.map_or(Ok(()), |rows| print_plan(rows, dry, &orphans, &unfinished));
 
     let verb = if dry { "would delete" } else { "deleted" };
     ctx.ui.info(&format!(
@@ -361,7 +356,7 @@ pub fn run(ctx: &Ctx, args: &CleanupArgs) -> Result<()> {
     }
     match stopped {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => printed,
     }
 }
 
@@ -690,35 +685,33 @@ fn metrics(ctx: &Ctx, per_kind: BTreeMap<Kind, u64>, started_at: OffsetDateTime,
     }
 }
 
-/// Prints the plan as a table; with `--json`, returns it as the document that
-/// is printed once the run has also found the orphans and unfinished uploads.
+/// Prints the plan as a table; with `--json`, spools its rows for the
+/// document that is printed once the run has also found the orphans and
+/// unfinished uploads ([`print_plan`]): a plan of years of history is some
+/// hundreds of MiB as JSON values, and is never held.
 fn show_plan(
     ctx: &Ctx,
     decisions: &[Decision<BackupId>],
     book: &Book,
-    dry: bool,
-) -> Result<Option<serde_json::Value>> {
+) -> Result<Option<Spool<serde_json::Value>>> {
     let row = |id: &BackupId| book.get(id)?.context("a planned backup has no row");
     if ctx.ui.json {
-        let rows: Vec<serde_json::Value> = decisions
-            .iter()
-            .map(|d| {
-                let m = row(&d.id)?;
-                Ok(json!({
-                    "id": d.id,
-                    "kind": m.kind,
-                    "scope": m.scope,
-                    "operation": m.operation,
-                    "started_at": m.started_at.format(&time::format_description::well_known::Rfc3339).ok(),
-                    "bytes": m.stored_bytes,
-                    "action": if d.keep { "keep" } else { "delete" },
-                    "reasons": d.reasons,
-                }))
-            })
-            .collect::<Result<_>>()?;
-        return Ok(Some(
-            json!({ "schema": "bkp.cleanup/1", "dry_run": dry, "backups": rows }),
-        ));
+        let mut rows = Spool::new(&ctx.plan.work_dir);
+        for d in decisions {
+            let m = row(&d.id)?;
+            rows.push(&json!({
+                "id": d.id,
+                "kind": m.kind,
+                "scope": m.scope,
+                "operation": m.operation,
+                "started_at": m.started_at.format(&time::format_description::well_known::Rfc3339).ok(),
+                "bytes": m.stored_bytes,
+                "action": if d.keep { "keep" } else { "delete" },
+                "reasons": d.reasons,
+            }))
+            .context("the plan was not printed, and nothing was deleted")?;
+        }
+        return Ok(Some(rows));
     }
     if decisions.is_empty() {
         ctx.ui.info("no backups in the store");
@@ -743,6 +736,52 @@ fn show_plan(
         ))?;
     }
     Ok(None)
+}
+
+/// Prints the plan `--json` asks for: its rows as [`show_plan`] spooled
+/// them, one at a time, with the `orphans` and `unfinished` uploads found.
+fn print_plan(
+    rows: Spool<serde_json::Value>,
+    dry: bool,
+    orphans: &[crate::store::ObjectInfo],
+    unfinished: &[crate::store::Unfinished],
+) -> Result<()> {
+    /// Members in the order a JSON object prints them (see [`ui::document_of`]).
+    #[derive(serde::Serialize)]
+    struct Plan {
+        backups: Rows,
+        dry_run: bool,
+        orphans: serde_json::Value,
+        schema: &'static str,
+        unfinished_uploads: serde_json::Value,
+        warnings: Vec<String>,
+    }
+    type Each = Box<dyn Iterator<Item = Result<serde_json::Value>>>;
+    /// The rows, read back as they are written out.
+    struct Rows(std::cell::RefCell<Option<Each>>);
+    impl serde::Serialize for Rows {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::{Error, SerializeSeq};
+            let rows = self.0.borrow_mut().take();
+            let mut seq = s.serialize_seq(None)?;
+            for row in rows.into_iter().flatten() {
+                seq.serialize_element(&row.map_err(|e| S::Error::custom(format!("{e:#}")))?)?;
+            }
+            seq.end()
+        }
+    }
+    let rows = Rows(std::cell::RefCell::new(Some(rows.read()?)));
+    ui::document_of(|warnings| Plan {
+        backups: rows,
+        dry_run: dry,
+        orphans: json!(orphans
+            .iter()
+            .map(|o| json!({"key": o.key, "bytes": o.size}))
+            .collect::<Vec<_>>()),
+        schema: "bkp.cleanup/1",
+        unfinished_uploads: unfinished_json(unfinished),
+        warnings,
+    })
 }
 
 fn unfinished_json(unfinished: &[crate::store::Unfinished]) -> serde_json::Value {
