@@ -1582,19 +1582,22 @@ fn next_seq(kind: Kind, st: &State) -> Result<u64> {
 }
 
 /// `st` once base `written`, number `seq`, is stored: it holds what that
-/// base holds.
+/// base holds, every id the catalog holds (those handed out, or held).
 fn based(st: &mut State, seq: u64, written: base::Written) {
-    let base::Written { info, tagger, ids } = written;
+    let base::Written { info, tagger } = written;
     // A base this run wrote is one the next run need not read.
     st.base_source = tagger.map(|t| (info, t));
     st.base_seq = seq;
     st.dirty.clear();
-    // Held by the caller of `read`: not held twice.
-    if st.handed.is_some() {
-        st.entries = Entries::default();
-        st.handed = Some(ids.clone());
-    }
-    st.base_ids = ids;
+    st.base_ids = Ids::default();
+    st.base_ids = match &st.handed {
+        // Held by the caller of `read`: not held twice.
+        Some(ids) => {
+            st.entries = Entries::default();
+            ids.clone()
+        }
+        None => st.entries.keys().copied().collect(),
+    };
 }
 
 /// `st` once its catalog object `seq` is stored, its manifests checked at

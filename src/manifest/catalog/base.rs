@@ -12,7 +12,6 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use anyhow::{Context, Result};
 use time::OffsetDateTime;
 
-use super::ids::Ids;
 use super::{object_key, Doc, Entry, Tagger, MAGIC, SCHEMA, SCHEMA_MINOR};
 use crate::crypto::Keyring;
 use crate::id::BackupId;
@@ -83,7 +82,7 @@ pub(super) struct BaseWriter<'k> {
     seq: u64,
     written_at: OffsetDateTime,
     out: std::io::BufWriter<Encoder>,
-    ids: Ids,
+    /// The last id pushed (the caller knows every id: none is kept here).
     last: Option<BackupId>,
     /// The first failure (a write, or an entry out of order): nothing is
     /// stored.
@@ -96,7 +95,6 @@ pub(super) struct Written {
     pub info: ObjectInfo,
     /// Who tagged it, as a reader finds it (see [`Tagger::of`]).
     pub tagger: Option<Tagger>,
-    pub ids: Ids,
 }
 
 impl<'k> BaseWriter<'k> {
@@ -115,7 +113,6 @@ impl<'k> BaseWriter<'k> {
             seq,
             written_at,
             out,
-            ids: Ids::default(),
             last: None,
             failed: None,
         })
@@ -195,10 +192,7 @@ impl<'k> BaseWriter<'k> {
             Ok(())
         })();
         match written {
-            Ok(()) => {
-                self.ids.insert(id);
-                self.last = Some(id);
-            }
+            Ok(()) => self.last = Some(id),
             Err(err) => {
                 self.failed =
                     Some(anyhow::Error::new(err).context("failed to compress the catalog"))
@@ -211,7 +205,6 @@ impl<'k> BaseWriter<'k> {
         if self.last.is_none() && self.failed.is_none() {
             return;
         }
-        self.ids.clear();
         self.last = None;
         match Self::begin(self.keys, self.kind, self.seq, self.written_at) {
             Ok(out) => {
@@ -292,11 +285,7 @@ impl<'k> BaseWriter<'k> {
                 super::keep_copy(&path, &prefix, &mut header.as_bytes().chain(r));
             }
         }
-        Ok(Some(Written {
-            info,
-            tagger,
-            ids: self.ids,
-        }))
+        Ok(Some(Written { info, tagger }))
     }
 }
 
@@ -386,9 +375,6 @@ mod tests {
                 let written = w.store(&store, &damaged).unwrap().unwrap();
                 assert_eq!(written.info.size > PUT_WHOLE, large);
                 assert_eq!(stored_json(&store, keys, &written.info), whole(seq, some));
-                let ids: Vec<BackupId> = written.ids.iter().copied().collect();
-                let want: Vec<BackupId> = some.iter().map(|e| e.manifest.id).collect();
-                assert_eq!(ids, want);
                 let tagger = if keys.is_some() {
                     Tagger::Trusted
                 } else {

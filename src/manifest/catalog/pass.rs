@@ -60,8 +60,9 @@ pub(super) struct Pass<'a> {
     seq: u64,
     skip: BTreeSet<BackupId>,
     delta: Option<(OffsetDateTime, bool)>,
-    /// What the base held: every id in it, and those cached by a bkp that
-    /// understood less of their schema than this one.
+    /// What the base held: every id in it (not for a feeding pass), and
+    /// those cached by a bkp that understood less of their schema than this
+    /// one.
     pub base_ids: Ids,
     pub recheck: BTreeSet<BackupId>,
     /// The entries the state holds, in order of id.
@@ -249,7 +250,10 @@ impl<'a> Pass<'a> {
             return Err("its entries are not in order of id".into());
         }
         self.last = Some(id);
-        self.base_ids.insert(id);
+        // A feeding pass's base is being written again: its ids are known.
+        if self.feed.is_none() {
+            self.base_ids.insert(id);
+        }
         // Cached by a bkp that understood less of the entry's schema.
         #[allow(clippy::absurd_extreme_comparisons)]
         // SCHEMA_MINOR is 0 until the first minor bump
