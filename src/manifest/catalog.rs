@@ -2326,6 +2326,76 @@ mod tests {
     }
 
     #[test]
+    fn a_new_base_merged_from_a_copy_that_fails_part_way_starts_again_from_the_store() {
+        let store = MemoryStore::named("merged");
+        let trust = Trust::none();
+        let dir = tempfile::tempdir().unwrap();
+        keep_bases_in(&store, dir.path().to_path_buf());
+        let old = OffsetDateTime::now_utc() - Duration::days(30);
+        for i in 0..10 {
+            rewrite(&store, &sample(Kind::Duckdb, old + Duration::hours(i)));
+        }
+        read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
+        let base: Vec<Entry> = load_whole(&store, None, Kind::Duckdb)
+            .unwrap()
+            .entries
+            .into_vec();
+        // A read that hands every entry out as it parses the base.
+        assert_eq!(fold_fresh(&store, &trust).len(), 10);
+        let mut st = cached(&store, None, Kind::Duckdb).unwrap();
+        assert!(st.entries.is_empty());
+        let t0 = OffsetDateTime::now_utc() - Duration::hours(1);
+        for i in 0..REBASE as i64 {
+            st.put(Entry::new(
+                sample(Kind::Duckdb, t0 + Duration::seconds(i)),
+                None,
+                None,
+            ));
+        }
+        // The copy of the base is replaced by one of the same size and a
+        // tag that checks (no keys: a digest) whose third entry repeats the
+        // first: the merge takes two entries from it before it fails.
+        let copy = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .next()
+            .unwrap();
+        let size = std::fs::metadata(&copy).unwrap().len() as usize;
+        let doc = Doc {
+            schema: SCHEMA.into(),
+            kind: Kind::Duckdb,
+            seq: st.base_seq,
+            base: None,
+            written_at: old,
+            understands: SCHEMA_MINOR,
+            entries: vec![&base[0], &base[1], &base[0]],
+            removed: Vec::new(),
+            damaged: Vec::new(),
+        };
+        let mut payload = zstd::encode_all(&serde_json::to_vec(&doc).unwrap()[..], 3).unwrap();
+        // Padded to the copy's size by a frame decompressors skip.
+        let pad = size - (MAGIC.len() + 64 + 1) - payload.len() - 8;
+        payload.extend(0x184D_2A50u32.to_le_bytes());
+        payload.extend((pad as u32).to_le_bytes());
+        payload.extend(vec![0u8; pad]);
+        let mut bytes = format!("{MAGIC}{}\n", seal::tag(None, &payload).unwrap()).into_bytes();
+        bytes.extend(payload);
+        assert_eq!(bytes.len(), size);
+        std::fs::write(&copy, &bytes).unwrap();
+        let now = OffsetDateTime::now_utc();
+        assert!(write(&store, None, Kind::Duckdb, &mut st, now, false).unwrap());
+        // Every entry once: the old ones from the store's base, the new.
+        let written = load_whole(&store, None, Kind::Duckdb).unwrap();
+        assert!(written.base_seq > 1);
+        let want: Vec<BackupId> = st.handed.as_ref().unwrap().iter().copied().collect();
+        assert_eq!(want.len(), 10 + REBASE);
+        assert!(base.iter().all(|e| want.contains(&e.manifest.id)));
+        assert_eq!(written.entries.keys().copied().collect::<Vec<_>>(), want);
+        keep_bases_in(&store, dir.path().join("gone"));
+    }
+
+    #[test]
     fn deltas_grow_to_rebase_then_a_base_is_written() {
         let store = MemoryStore::default();
         let trust = Trust::none();
