@@ -1847,17 +1847,23 @@ mod tests {
             .collect()
     }
 
+    /// Stores `n` manifests an hour apart, the first 30 days old, in a
+    /// store without a catalog (nothing to note them in); them, in order.
+    fn store_hourly(store: &MemoryStore, n: i64) -> Vec<Manifest> {
+        let t0 = OffsetDateTime::now_utc() - Duration::days(30);
+        let mut all: Vec<Manifest> = (0..n)
+            .map(|i| sample(Kind::Duckdb, t0 + Duration::hours(i)))
+            .collect();
+        all.iter().for_each(|m| store_manifest(store, m));
+        all.sort_by_key(|m| m.id);
+        all
+    }
+
     #[test]
     fn a_read_builds_the_catalog_and_the_next_reads_only_what_is_new() {
         let store = MemoryStore::default();
         let trust = Trust::none();
-        let t0 = OffsetDateTime::now_utc() - Duration::days(30);
-        let mut all = Vec::new();
-        for i in 0..20 {
-            let m = sample(Kind::Duckdb, t0 + Duration::hours(i));
-            store_manifest(&store, &m);
-            all.push(m.id);
-        }
+        let all = ids(&store_hourly(&store, 20));
         let (good, bad) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
         assert!(bad.is_empty());
         assert_eq!(ids(&good), all);
@@ -1917,14 +1923,7 @@ mod tests {
         use crate::store::counting::Counting;
         let store = MemoryStore::default();
         let trust = Trust::none();
-        let t0 = OffsetDateTime::now_utc() - Duration::days(30);
-        let mut all = Vec::new();
-        for i in 0..20 {
-            let m = sample(Kind::Duckdb, t0 + Duration::hours(i));
-            rewrite(&store, &m);
-            all.push(m);
-        }
-        all.sort_by_key(|m| m.id);
+        let all = store_hourly(&store, 20);
         CACHE.lock().unwrap().clear();
         // Each manifest is handed out as it is read, not once all are held:
         // between two hand-outs, a manifest was read.
@@ -2025,26 +2024,33 @@ mod tests {
         }
     }
 
+    /// A store named `name` whose bases this host keeps copies of in a new
+    /// directory, with `n` manifests an hour apart, 30 days old, and read
+    /// once (its first base written and kept); and the copies kept.
+    fn keeping_bases(name: &str, n: i64) -> (MemoryStore, tempfile::TempDir) {
+        let store = MemoryStore::named(name);
+        let dir = tempfile::tempdir().unwrap();
+        keep_bases_in(&store, dir.path().to_path_buf());
+        store_hourly(&store, n);
+        read(&store, &Trust::none(), Kind::Duckdb, Depth::Recent).unwrap();
+        (store, dir)
+    }
+
+    fn copies_in(dir: &tempfile::TempDir) -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect()
+    }
+
     #[test]
     fn a_base_is_read_from_the_store_once_and_its_copy_only_once_it_checks() {
         use crate::store::counting::Counting;
-        let store = MemoryStore::named("bases");
         let trust = Trust::none();
-        let dir = tempfile::tempdir().unwrap();
-        keep_bases_in(&store, dir.path().to_path_buf());
-        let t0 = OffsetDateTime::now_utc() - Duration::days(30);
-        for i in 0..20 {
-            store_manifest(&store, &sample(Kind::Duckdb, t0 + Duration::hours(i)));
-        }
-        // The base this read writes is kept as it is written.
-        read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
-        let copies = || -> Vec<_> {
-            std::fs::read_dir(dir.path())
-                .unwrap()
-                .flatten()
-                .map(|e| e.path())
-                .collect()
-        };
+        // The base the first read writes is kept as it is written.
+        let (store, dir) = keeping_bases("bases", 20);
+        let copies = || copies_in(&dir);
         assert_eq!(copies().len(), 1);
         store_manifest(&store, &sample(Kind::Duckdb, OffsetDateTime::now_utc()));
         let (want, _) = read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
@@ -2327,15 +2333,9 @@ mod tests {
 
     #[test]
     fn a_new_base_merged_from_a_copy_that_fails_part_way_starts_again_from_the_store() {
-        let store = MemoryStore::named("merged");
         let trust = Trust::none();
-        let dir = tempfile::tempdir().unwrap();
-        keep_bases_in(&store, dir.path().to_path_buf());
+        let (store, dir) = keeping_bases("merged", 10);
         let old = OffsetDateTime::now_utc() - Duration::days(30);
-        for i in 0..10 {
-            rewrite(&store, &sample(Kind::Duckdb, old + Duration::hours(i)));
-        }
-        read(&store, &trust, Kind::Duckdb, Depth::Recent).unwrap();
         let base: Vec<Entry> = load_whole(&store, None, Kind::Duckdb)
             .unwrap()
             .entries
@@ -2355,12 +2355,7 @@ mod tests {
         // The copy of the base is replaced by one of the same size and a
         // tag that checks (no keys: a digest) whose third entry repeats the
         // first: the merge takes two entries from it before it fails.
-        let copy = std::fs::read_dir(dir.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .next()
-            .unwrap();
+        let copy = copies_in(&dir).pop().unwrap();
         let size = std::fs::metadata(&copy).unwrap().len() as usize;
         let doc = Doc {
             schema: SCHEMA.into(),
