@@ -589,6 +589,7 @@ fn read_object(
 /// large one, in an unnamed file of this process's own, so that a base's
 /// entries are not parsed beside the whole of its compressed bytes. (A
 /// named file could be swapped between the check and the parse.)
+/// A base being written spills its bytes into one the same way ([`base`]).
 #[derive(Debug)]
 enum Checked {
     Memory(Vec<u8>),

@@ -12,7 +12,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use anyhow::{Context, Result};
 use time::OffsetDateTime;
 
-use super::{object_key, Doc, Entry, Tagger, MAGIC, SCHEMA, SCHEMA_MINOR};
+use super::{object_key, Checked, Doc, Entry, Tagger, MAGIC, SCHEMA, SCHEMA_MINOR};
 use crate::crypto::Keyring;
 use crate::id::BackupId;
 use crate::manifest::{seal, Kind};
@@ -25,23 +25,18 @@ const ENTRIES: &str = "\"entries\":[]";
 /// ([`Store::put_new`]: one request on S3), a larger one as a stream.
 const PUT_WHOLE: u64 = if cfg!(test) { 4 << 10 } else { 8 << 20 };
 
-/// Where the compressed bytes go: a file, or memory where none can be made
-/// or written.
-enum Spill {
-    File(std::fs::File),
-    Memory(Vec<u8>),
-}
-
 /// The compressor's output: spilled, and fed to the tag's maker.
 struct Tap {
-    spill: Spill,
+    /// Where the compressed bytes go: a file, or memory where none can be
+    /// made or written.
+    spill: Checked,
     maker: Option<seal::TagMaker>,
     len: u64,
 }
 
 impl Write for Tap {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Spill::File(f) = &mut self.spill {
+        if let Checked::Spooled(f) = &mut self.spill {
             if f.write_all(buf).is_err() {
                 // The file is full: what it took is held, and the rest.
                 let mut held = Vec::new();
@@ -52,10 +47,10 @@ impl Write for Tap {
                         "a catalog's file could not be read back",
                     ));
                 }
-                self.spill = Spill::Memory(held);
+                self.spill = Checked::Memory(held);
             }
         }
-        if let Spill::Memory(v) = &mut self.spill {
+        if let Checked::Memory(v) = &mut self.spill {
             v.extend_from_slice(buf);
         }
         if let Some(m) = &mut self.maker {
@@ -67,8 +62,8 @@ impl Write for Tap {
 
     fn flush(&mut self) -> std::io::Result<()> {
         match &mut self.spill {
-            Spill::File(f) => f.flush(),
-            Spill::Memory(_) => Ok(()),
+            Checked::Spooled(f) => f.flush(),
+            Checked::Memory(_) => Ok(()),
         }
     }
 }
@@ -154,8 +149,8 @@ impl<'k> BaseWriter<'k> {
         written_at: OffsetDateTime,
     ) -> Result<std::io::BufWriter<Encoder>> {
         let spill = match tempfile::tempfile() {
-            Ok(f) => Spill::File(f),
-            Err(_) => Spill::Memory(Vec::new()),
+            Ok(f) => Checked::Spooled(f),
+            Err(_) => Checked::Memory(Vec::new()),
         };
         let tap = Tap {
             spill,
@@ -251,7 +246,7 @@ impl<'k> BaseWriter<'k> {
             // A signature: of the whole payload, read back.
             None => {
                 let mut payload = Vec::new();
-                reader(&mut spill)?.read_to_end(&mut payload)?;
+                spill.reader(0)?.read_to_end(&mut payload)?;
                 let tag = seal::tag(self.keys, &payload)?;
                 let tagger = Tagger::of(self.keys, &payload, &tag);
                 (tag, tagger)
@@ -263,7 +258,7 @@ impl<'k> BaseWriter<'k> {
             // One request where the store has one for a small object.
             true => {
                 let mut bytes = header.clone().into_bytes();
-                reader(&mut spill)?.read_to_end(&mut bytes)?;
+                spill.reader(0)?.read_to_end(&mut bytes)?;
                 store.put_new(&key, &bytes, &Vec::new())
             }
             false => put_streamed(store, &key, header.as_bytes(), &mut spill),
@@ -281,7 +276,7 @@ impl<'k> BaseWriter<'k> {
             ..info
         };
         if let Some((path, prefix)) = super::base_copy(store, self.kind, &info) {
-            if let Ok(r) = reader(&mut spill) {
+            if let Ok(r) = spill.reader(0) {
                 super::keep_copy(&path, &prefix, &mut header.as_bytes().chain(r));
             }
         }
@@ -294,28 +289,17 @@ fn put_streamed(
     store: &dyn Store,
     key: &str,
     header: &[u8],
-    spill: &mut Spill,
+    spill: &mut Checked,
 ) -> Result<ObjectInfo> {
     let mut w = store.create(key, &Vec::new())?;
     let copied = w
         .write_all(header)
-        .and_then(|()| std::io::copy(&mut reader(spill)?, &mut w).map(|_| ()));
+        .and_then(|()| std::io::copy(&mut spill.reader(0)?, &mut w).map(|_| ()));
     if let Err(e) = copied {
         let _ = w.abort();
         return Err(anyhow::Error::new(e).context(format!("failed to write {key}")));
     }
     w.finish()
-}
-
-/// The compressed bytes of `spill`, from the start.
-fn reader(spill: &mut Spill) -> std::io::Result<Box<dyn Read + '_>> {
-    Ok(match spill {
-        Spill::Memory(v) => Box::new(&v[..]),
-        Spill::File(f) => {
-            f.seek(SeekFrom::Start(0))?;
-            Box::new(std::io::BufReader::with_capacity(1 << 16, f))
-        }
-    })
 }
 
 #[cfg(test)]
